@@ -1,0 +1,24 @@
+import { z } from 'zod'
+import { ArtifactName, ByteSize, ChannelName, IsoDateTime, Sha256Hex, Version } from './common.ts'
+
+export const VersionEntry = z.object({
+  version: Version,
+  serial: z.number().int().positive(),
+  size: ByteSize,
+  sha256: Sha256Hex,
+  createdAt: IsoDateTime,
+  channels: z.array(ChannelName),
+})
+export type VersionEntry = z.infer<typeof VersionEntry>
+
+/**
+ * What the edge keeps per artifact (R2 `artifacts/<name>/index.json`) and serves at
+ * GET /v1/artifacts/:name. Unsigned convenience: agents trust only the signed manifests it points to.
+ */
+export const ArtifactIndex = z.object({
+  name: ArtifactName,
+  latestSerial: z.number().int().nonnegative(),
+  versions: z.array(VersionEntry),
+  channels: z.record(ChannelName, Version),
+})
+export type ArtifactIndex = z.infer<typeof ArtifactIndex>

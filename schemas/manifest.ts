@@ -1,0 +1,68 @@
+import { z } from 'zod'
+import { ArtifactName, Base64, ByteSize, ChannelName, IsoDateTime, Sha256Hex, Version } from './common.ts'
+
+/** Methods a delta can be encoded with; `full` is the artifact itself. */
+export const DeltaMethod = z.enum(['vcdiff', 'approx', 'archive'])
+export type DeltaMethod = z.infer<typeof DeltaMethod>
+
+/** A delta from an older version to this one, as listed in the signed manifest. */
+export const DeltaRef = z.object({
+  from: Version,
+  method: DeltaMethod,
+  /** Bytes of the framed stream served at /v1/deltas/:name/:from/:to. */
+  size: ByteSize,
+  /** sha256 of the raw (unframed) delta payload. */
+  sha256: Sha256Hex,
+})
+export type DeltaRef = z.infer<typeof DeltaRef>
+
+export const DependencyRef = z.object({
+  name: ArtifactName,
+  /** A semver range, bounded; validated as a range by the agent when it resolves dependencies. */
+  range: z.string().min(1).max(128),
+})
+export type DependencyRef = z.infer<typeof DependencyRef>
+
+/** Where the content-defined chunk index of this version lives (for chunk-sync from any base). */
+export const ChunkIndexRef = z.object({
+  size: ByteSize,
+  sha256: Sha256Hex,
+  chunkCount: z.number().int().nonnegative(),
+})
+
+export const ArtifactManifest = z.object({
+  /** Bumped when the manifest shape changes incompatibly. */
+  schemaVersion: z.literal(1),
+  name: ArtifactName,
+  version: Version,
+  size: ByteSize,
+  sha256: Sha256Hex,
+  mediaType: z.string().min(1).max(128),
+  dependencies: z.array(DependencyRef).max(256),
+  channels: z.array(ChannelName).max(16),
+  createdAt: IsoDateTime,
+  /** After this instant agents refuse the manifest (defends against freeze attacks). */
+  expires: IsoDateTime,
+  /** Per-artifact, strictly increasing across publishes (defends against rollback attacks). */
+  serial: z.number().int().positive(),
+  chunkIndex: ChunkIndexRef.nullable(),
+  deltas: z.array(DeltaRef).max(64),
+})
+export type ArtifactManifest = z.infer<typeof ArtifactManifest>
+
+export const Signature = z.object({
+  /** sha256 (hex) of the raw 32-byte Ed25519 public key. */
+  keyid: Sha256Hex,
+  /** Ed25519 signature over the canonical JSON of `signed`, base64. */
+  sig: Base64,
+})
+
+/** TUF-style envelope: the signed body plus detached signatures over its canonical JSON. */
+export const SignedManifest = z.object({
+  signed: ArtifactManifest,
+  signatures: z.array(Signature).min(1).max(8),
+})
+export type SignedManifest = z.infer<typeof SignedManifest>
+
+/** Upper bound on a stored envelope; the edge refuses larger publish bodies before parsing. */
+export const MAX_MANIFEST_BYTES = 64 * 1024

@@ -1,0 +1,35 @@
+import { z } from 'zod'
+
+/** R2 multipart rules: every part but the last is at least 5 MiB; at most 10,000 parts. */
+export const MIN_PART_BYTES = 5 * 1024 * 1024
+export const MAX_PARTS = 10_000
+
+export const PublishStarted = z.object({
+  name: z.string(),
+  version: z.string(),
+  /** Bodies up to this size go in one PUT; larger ones use multipart. */
+  maxSinglePutBytes: z.number().int().positive(),
+  partBytes: z.number().int().positive(),
+})
+export type PublishStarted = z.infer<typeof PublishStarted>
+
+export const MultipartCreated = z.object({ uploadId: z.string().min(1).max(1024) })
+
+export const UploadedPart = z.object({
+  partNumber: z.number().int().min(1).max(MAX_PARTS),
+  etag: z.string().min(1).max(256),
+})
+export type UploadedPart = z.infer<typeof UploadedPart>
+
+export const CompleteMultipart = z.object({
+  parts: z.array(UploadedPart).min(1).max(MAX_PARTS),
+})
+
+export const Published = z.object({
+  name: z.string(),
+  version: z.string(),
+  serial: z.number().int(),
+  size: z.number().int(),
+  sha256: z.string(),
+})
+export type Published = z.infer<typeof Published>

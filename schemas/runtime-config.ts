@@ -1,0 +1,69 @@
+import { z } from 'zod'
+
+const MiB = 1024 * 1024
+
+/**
+ * The operator's knobs, held in KV `CONFIG` under key `runtime`. Every field has a default so an
+ * empty or partial document is valid; an invalid document is rejected and the last good one stays.
+ */
+export const RuntimeConfig = z.object({
+  delta: z
+    .object({
+      /** How many previous versions the publisher builds deltas from. */
+      fromLastN: z.number().int().min(0).max(32).default(3),
+      /** Keep full artifacts in R2 in addition to deltas (`both`) or only the newest N full copies. */
+      storage: z.enum(['both', 'deltas-preferred']).default('both'),
+      keepFullVersions: z.number().int().min(1).max(1000).default(5),
+      retainDeltasDays: z.number().int().min(1).max(3650).default(90),
+      lazyGenerationMaxBytes: z
+        .number()
+        .int()
+        .min(0)
+        .max(256 * MiB)
+        .default(8 * MiB),
+    })
+    .prefault({}),
+  stream: z
+    .object({
+      blockSize: z
+        .number()
+        .int()
+        .min(4096)
+        .max(4 * MiB)
+        .default(64 * 1024),
+      fecK: z.number().int().min(1).max(128).default(16),
+      fecM: z.number().int().min(0).max(64).default(2),
+      minRangeBytes: z
+        .number()
+        .int()
+        .min(4096)
+        .default(64 * 1024),
+      maxRangeBytes: z
+        .number()
+        .int()
+        .min(4096)
+        .max(64 * MiB)
+        .default(8 * MiB),
+    })
+    .prefault({}),
+  limits: z
+    .object({
+      telemetryPerClientPerMinute: z.number().int().min(1).max(10_000).default(30),
+      maxPublishBytes: z
+        .number()
+        .int()
+        .min(1)
+        .default(4 * 1024 * MiB),
+    })
+    .prefault({}),
+  regions: z
+    .object({
+      /** Cloudflare colo or continent code → aggregation region. */
+      map: z.record(z.string().max(16), z.string().max(16)).default({}),
+      fallback: z.string().max(16).default('global'),
+    })
+    .prefault({}),
+  /** How long an isolate trusts its cached copy before re-reading KV. */
+  cacheTtlSeconds: z.number().int().min(1).max(3600).default(30),
+})
+export type RuntimeConfig = z.infer<typeof RuntimeConfig>

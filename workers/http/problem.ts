@@ -1,0 +1,57 @@
+import type { Context } from 'hono'
+import type { ContentfulStatusCode } from 'hono/utils/http-status'
+import { PROBLEM_CONTENT_TYPE, type ProblemDetails } from '../../schemas/problem.ts'
+
+/**
+ * A failure the edge means to report. Handlers throw it; the app's single `onError` turns it (and
+ * anything unexpected) into an RFC 9457 body, so no route formats errors by hand.
+ */
+export class Problem extends Error {
+  readonly status: ContentfulStatusCode
+  readonly slug: string
+  readonly errors: ProblemDetails['errors']
+  readonly headers: Record<string, string>
+
+  constructor(
+    status: ContentfulStatusCode,
+    slug: string,
+    detail: string,
+    extra: { errors?: ProblemDetails['errors']; headers?: Record<string, string> } = {},
+  ) {
+    super(detail)
+    this.status = status
+    this.slug = slug
+    this.errors = extra.errors
+    this.headers = extra.headers ?? {}
+  }
+}
+
+const TITLES: Record<string, string> = {
+  'bad-request': 'The request is malformed',
+  unauthorized: 'Authentication required',
+  'not-found': 'No such resource',
+  conflict: 'The request conflicts with the current state',
+  'precondition-failed': 'A precondition failed',
+  'payload-too-large': 'The request body is too large',
+  'length-required': 'Content-Length is required',
+  'range-not-satisfiable': 'The range cannot be served',
+  'integrity-mismatch': 'The uploaded bytes do not match the manifest',
+  unprocessable: 'The request is well-formed but cannot be processed',
+  'too-many-requests': 'Too many requests',
+  internal: 'Internal error',
+}
+
+export function problemResponse(c: Context, problem: Problem): Response {
+  const body: ProblemDetails = {
+    type: `https://deltaport.dev/problems/${problem.slug}`,
+    title: TITLES[problem.slug] ?? problem.slug,
+    status: problem.status,
+    detail: problem.message,
+    instance: new URL(c.req.url).pathname,
+    ...(problem.errors ? { errors: problem.errors } : {}),
+  }
+  return new Response(JSON.stringify(body), {
+    status: problem.status,
+    headers: { 'content-type': PROBLEM_CONTENT_TYPE, 'cache-control': 'no-store', ...problem.headers },
+  })
+}

@@ -1,0 +1,65 @@
+import { Problem } from './problem.ts'
+import { etagListMatches, parseRange } from './range.ts'
+
+export interface ServeOptions {
+  /** Strong validator; for content-addressed objects, the sha256 in quotes. */
+  etag: string
+  cacheControl: string
+  contentType: string
+}
+
+/**
+ * Answers a GET/HEAD for one R2 object with conditional and single-range semantics: 304 on a matching
+ * If-None-Match, 206 for a satisfiable Range (honoured only if If-Range still names this version),
+ * 416 with the size for an unsatisfiable one, else 200. The body streams from R2, never buffered.
+ */
+export async function serveObject(
+  request: Request,
+  bucket: R2Bucket,
+  key: string,
+  size: number,
+  options: ServeOptions,
+): Promise<Response> {
+  const headers = new Headers({
+    etag: options.etag,
+    'cache-control': options.cacheControl,
+    'content-type': options.contentType,
+    'accept-ranges': 'bytes',
+  })
+  const ifNoneMatch = request.headers.get('if-none-match')
+  if (ifNoneMatch !== null && etagListMatches(ifNoneMatch, options.etag)) {
+    return new Response(null, { status: 304, headers })
+  }
+  const ifRange = request.headers.get('if-range')
+  // If-Range uses strong comparison: a weak or date validator never matches, so the client gets the
+  // whole current representation instead of splicing a range onto stale bytes.
+  const rangeStillValid = ifRange === null || ifRange.trim() === options.etag
+  const range = rangeStillValid
+    ? parseRange(request.headers.get('range') ?? undefined, size)
+    : { kind: 'none' as const }
+
+  if (range.kind === 'unsatisfiable') {
+    throw new Problem(416, 'range-not-satisfiable', `the object has ${size} bytes`, {
+      headers: { 'content-range': `bytes */${size}` },
+    })
+  }
+  const head = request.method === 'HEAD'
+  if (range.kind === 'satisfiable') {
+    headers.set('content-range', `bytes ${range.offset}-${range.offset + range.length - 1}/${size}`)
+    headers.set('content-length', String(range.length))
+    if (head) return new Response(null, { status: 206, headers })
+    const object = await bucket.get(key, { range: { offset: range.offset, length: range.length } })
+    if (!object) gone()
+    return new Response(object.body, { status: 206, headers })
+  }
+  headers.set('content-length', String(size))
+  if (head) return new Response(null, { status: 200, headers })
+  const object = await bucket.get(key)
+  if (!object) gone()
+  return new Response(object.body, { status: 200, headers })
+}
+
+/** The object vanished between the metadata lookup and the read (pruned or never committed). */
+function gone(): never {
+  throw new Problem(404, 'not-found', 'the object is no longer stored')
+}

@@ -1,0 +1,49 @@
+import { Hono } from 'hono'
+import { z } from 'zod'
+import { ArtifactName, Version } from '../../schemas/common.ts'
+import type { AppEnv } from '../app-env.ts'
+import { Problem } from '../http/problem.ts'
+import { serveObject } from '../http/serve-object.ts'
+import { valid } from '../http/validate.ts'
+import { readIndex, readManifest } from '../storage/artifact-store.ts'
+import { keys } from '../storage/keys.ts'
+
+const NameParam = z.object({ name: ArtifactName })
+const VersionParam = z.object({ name: ArtifactName, version: Version })
+
+/** Read side for agents: the index, signed manifests and artifact bytes. */
+export const artifactsRouter = new Hono<AppEnv>()
+  .get('/:name/:version/manifest', valid('param', VersionParam), async (c) => {
+    const { name, version } = c.req.valid('param')
+    const stored = await readManifest(c.env.ARTIFACTS, keys.manifest(name, version))
+    if (!stored) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
+    const headers = {
+      etag: stored.etag,
+      // Short: a version's manifest never changes, but agents must see expiry-driven re-signing soon.
+      'cache-control': 'public, max-age=60',
+      'content-type': 'application/json',
+    }
+    const ifNoneMatch = c.req.header('if-none-match')
+    if (ifNoneMatch?.split(',').some((tag) => tag.trim() === stored.etag)) {
+      return new Response(null, { status: 304, headers })
+    }
+    return new Response(stored.raw, { status: 200, headers })
+  })
+  .on(['GET', 'HEAD'], '/:name/:version/blob', valid('param', VersionParam), async (c) => {
+    const { name, version } = c.req.valid('param')
+    const stored = await readManifest(c.env.ARTIFACTS, keys.manifest(name, version))
+    if (!stored) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
+    const { size, sha256, mediaType } = stored.envelope.signed
+    return serveObject(c.req.raw, c.env.ARTIFACTS, keys.blob(name, version), size, {
+      etag: `"${sha256}"`,
+      cacheControl: 'public, max-age=31536000, immutable',
+      contentType: mediaType,
+    })
+  })
+  .get('/:name', valid('param', NameParam), async (c) => {
+    const { name } = c.req.valid('param')
+    const found = await readIndex(c.env.ARTIFACTS, name)
+    if (!found) throw new Problem(404, 'not-found', `no artifact named ${name}`)
+    c.header('cache-control', 'public, max-age=10')
+    return c.json(found.index)
+  })

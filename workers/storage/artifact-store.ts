@@ -1,0 +1,99 @@
+import { ArtifactIndex, type VersionEntry } from '../../schemas/artifact-index.ts'
+import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
+import { Problem } from '../http/problem.ts'
+import { keys } from './keys.ts'
+
+/** What the store knows about a version before reading its bytes. */
+export interface StoredManifest {
+  envelope: SignedManifest
+  /** The envelope exactly as the maintainer signed and uploaded it. */
+  raw: string
+  etag: string
+}
+
+export async function readIndex(
+  bucket: R2Bucket,
+  name: string,
+): Promise<{ index: ArtifactIndex; etag: string } | null> {
+  const object = await bucket.get(keys.index(name))
+  if (!object) return null
+  const parsed = ArtifactIndex.safeParse(await object.json())
+  if (!parsed.success) throw new Problem(500, 'internal', `stored index of ${name} is corrupt`)
+  return { index: parsed.data, etag: object.etag }
+}
+
+export async function readManifest(bucket: R2Bucket, key: string): Promise<StoredManifest | null> {
+  const object = await bucket.get(key)
+  if (!object) return null
+  const raw = await object.text()
+  const parsed = SignedManifest.safeParse(JSON.parse(raw))
+  if (!parsed.success) throw new Problem(500, 'internal', `stored manifest ${key} is corrupt`)
+  return { envelope: parsed.data, raw, etag: `"${object.httpEtag.replace(/"/g, '')}"` }
+}
+
+export function emptyIndex(name: string): ArtifactIndex {
+  return { name, latestSerial: 0, versions: [], channels: {} }
+}
+
+/**
+ * Makes a verified version visible: the manifest moves from pending to its final key, then the index
+ * gains the version and its channels. The index update is a compare-and-swap on the R2 etag so two
+ * concurrent publishes cannot lose each other's entries or both claim the same serial.
+ */
+export async function commitVersion(
+  bucket: R2Bucket,
+  manifest: ArtifactManifest,
+  raw: string,
+): Promise<void> {
+  const { name, version } = manifest
+  await bucket.put(keys.manifest(name, version), raw, {
+    httpMetadata: { contentType: 'application/json' },
+  })
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const current = await readIndex(bucket, name)
+    const index = current?.index ?? emptyIndex(name)
+    assertPublishable(index, manifest)
+    const entry: VersionEntry = {
+      version,
+      serial: manifest.serial,
+      size: manifest.size,
+      sha256: manifest.sha256,
+      createdAt: manifest.createdAt,
+      channels: manifest.channels,
+    }
+    const next: ArtifactIndex = {
+      name,
+      latestSerial: manifest.serial,
+      versions: [...index.versions, entry],
+      channels: { ...index.channels, ...Object.fromEntries(manifest.channels.map((ch) => [ch, version])) },
+    }
+    const written = await bucket.put(keys.index(name), JSON.stringify(next), {
+      httpMetadata: { contentType: 'application/json' },
+      // No index yet: create it only if nobody else just did (If-None-Match: *).
+      onlyIf: current ? { etagMatches: current.etag } : { etagDoesNotMatch: '*' },
+    })
+    if (written) {
+      await bucket.delete(keys.pendingManifest(name, version))
+      return
+    }
+  }
+  throw new Problem(409, 'conflict', `the index of ${name} kept changing; retry the publish`)
+}
+
+/** Rules a new manifest must satisfy against what is already published. */
+export function assertPublishable(index: ArtifactIndex, manifest: ArtifactManifest): void {
+  if (index.versions.some((v) => v.version === manifest.version)) {
+    throw new Problem(
+      409,
+      'conflict',
+      `${manifest.name}@${manifest.version} is already published; versions are immutable`,
+    )
+  }
+  if (manifest.serial <= index.latestSerial) {
+    throw new Problem(
+      409,
+      'conflict',
+      `serial ${manifest.serial} is not above the latest published serial ${index.latestSerial}`,
+    )
+  }
+}

@@ -1,0 +1,78 @@
+import { exports } from 'cloudflare:workers'
+import type { ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
+import { toHex } from '../publish/verify-object.ts'
+
+export const TOKEN = 'test-publish-token'
+export const auth = { authorization: `Bearer ${TOKEN}` }
+
+export function call(path: string, init: RequestInit = {}): Promise<Response> {
+  return exports.default.fetch(new Request(`https://edge.test${path}`, init))
+}
+
+export async function sha256(bytes: Uint8Array): Promise<string> {
+  return toHex(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)))
+}
+
+export function bytesOf(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length)
+  let x = seed
+  for (let i = 0; i < length; i++) {
+    x = (x * 1103515245 + 12345) >>> 0
+    out[i] = x >>> 24
+  }
+  return out
+}
+
+/**
+ * An envelope for edge tests. The edge stores envelopes verbatim and never checks signatures (agents
+ * do, against pinned keys), so a syntactically valid signature is all these tests need.
+ */
+export async function envelopeFor(
+  name: string,
+  version: string,
+  body: Uint8Array,
+  overrides: Partial<ArtifactManifest> = {},
+): Promise<SignedManifest> {
+  const now = new Date()
+  return {
+    signed: {
+      schemaVersion: 1,
+      name,
+      version,
+      size: body.length,
+      sha256: await sha256(body),
+      mediaType: 'application/octet-stream',
+      dependencies: [],
+      channels: ['stable'],
+      createdAt: now.toISOString(),
+      expires: new Date(now.getTime() + 86_400_000).toISOString(),
+      serial: 1,
+      chunkIndex: null,
+      deltas: [],
+      ...overrides,
+    },
+    signatures: [{ keyid: 'a'.repeat(64), sig: btoa('x'.repeat(64)) }],
+  }
+}
+
+export async function startPublish(envelope: SignedManifest): Promise<Response> {
+  const { name, version } = envelope.signed
+  return call(`/v1/publish/${encodeURIComponent(name)}/${version}`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify(envelope),
+  })
+}
+
+export async function publishSingle(name: string, version: string, body: Uint8Array, serial = 1) {
+  const envelope = await envelopeFor(name, version, body, { serial })
+  const started = await startPublish(envelope)
+  if (started.status !== 201) throw new Error(`start failed: ${started.status} ${await started.text()}`)
+  const put = await call(`/v1/publish/${encodeURIComponent(name)}/${version}/blob`, {
+    method: 'PUT',
+    headers: { ...auth, 'content-length': String(body.length) },
+    body,
+  })
+  if (put.status !== 201) throw new Error(`put failed: ${put.status} ${await put.text()}`)
+  return envelope
+}

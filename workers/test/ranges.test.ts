@@ -1,0 +1,77 @@
+import { beforeAll, describe, expect, it } from 'vitest'
+import { bytesOf, call, publishSingle } from './publish-helpers.ts'
+
+const body = bytesOf(4096, 11)
+let etag = ''
+
+beforeAll(async () => {
+  const envelope = await publishSingle('ranged', '1.0.0', body)
+  etag = `"${envelope.signed.sha256}"`
+})
+
+const get = (headers: Record<string, string>) => call('/v1/artifacts/ranged/1.0.0/blob', { headers })
+
+describe('blob conditional and range requests', () => {
+  it('serves a single range as 206 with Content-Range', async () => {
+    const res = await get({ range: 'bytes=100-199' })
+    expect(res.status).toBe(206)
+    expect(res.headers.get('content-range')).toBe('bytes 100-199/4096')
+    expect(new Uint8Array(await res.arrayBuffer())).toEqual(body.subarray(100, 200))
+  })
+
+  it('serves suffix and open-ended ranges, clamping the end', async () => {
+    const suffix = await get({ range: 'bytes=-96' })
+    expect(suffix.headers.get('content-range')).toBe('bytes 4000-4095/4096')
+    expect(new Uint8Array(await suffix.arrayBuffer())).toEqual(body.subarray(4000))
+    const open = await get({ range: 'bytes=4000-99999' })
+    expect(open.status).toBe(206)
+    expect((await open.arrayBuffer()).byteLength).toBe(96)
+  })
+
+  it('answers 416 with the size for unsatisfiable ranges', async () => {
+    for (const range of ['bytes=4096-', 'bytes=-0', 'bytes=99999-100000']) {
+      const res = await get({ range })
+      expect(res.status).toBe(416)
+      expect(res.headers.get('content-range')).toBe('bytes */4096')
+      expect(res.headers.get('content-type')).toBe('application/problem+json')
+    }
+  })
+
+  it('ignores malformed and multi-range headers with a full 200', async () => {
+    for (const range of ['bytes=0-1,5-6', 'items=0-5', 'bytes=9-2', 'bytes=abc']) {
+      const res = await get({ range })
+      expect(res.status).toBe(200)
+      expect((await res.arrayBuffer()).byteLength).toBe(4096)
+    }
+  })
+
+  it('honours If-Range only while the validator still matches', async () => {
+    const same = await get({ range: 'bytes=0-9', 'if-range': etag })
+    expect(same.status).toBe(206)
+    await same.arrayBuffer()
+    const stale = await get({ range: 'bytes=0-9', 'if-range': '"0000"' })
+    expect(stale.status).toBe(200)
+    expect((await stale.arrayBuffer()).byteLength).toBe(4096)
+  })
+
+  it('answers 304 to a matching If-None-Match', async () => {
+    const res = await get({ 'if-none-match': `"other", ${etag}` })
+    expect(res.status).toBe(304)
+    expect(res.headers.get('etag')).toBe(etag)
+    const miss = await get({ 'if-none-match': '"other"' })
+    expect(miss.status).toBe(200)
+    await miss.arrayBuffer()
+  })
+
+  it('answers HEAD with length and no body', async () => {
+    const res = await call('/v1/artifacts/ranged/1.0.0/blob', { method: 'HEAD' })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-length')).toBe('4096')
+  })
+
+  it('404s as problem+json for unknown versions', async () => {
+    const res = await call('/v1/artifacts/ranged/9.9.9/blob')
+    expect(res.status).toBe(404)
+    expect(res.headers.get('content-type')).toBe('application/problem+json')
+  })
+})
