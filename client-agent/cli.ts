@@ -1,0 +1,213 @@
+import { writeFile } from 'node:fs/promises'
+import { Command, CommanderError, InvalidArgumentError } from 'commander'
+import { ArtifactName, Version } from '../schemas/common.ts'
+import type { DependencyRef } from '../schemas/manifest.ts'
+import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
+import { AgentError } from './errors.ts'
+import { installArtifact, rollbackArtifact } from './install.ts'
+import { formatBytes, Reporter } from './output.ts'
+import { publishArtifact } from './publish.ts'
+import { generateKeyPair } from './signing.ts'
+import { ArtifactStore } from './store.ts'
+
+interface GlobalOptions {
+  config: string
+  json: boolean
+}
+
+/** Builds the `deltaport` program; `run` executes it and maps every failure to an exit code. */
+export function buildProgram(): Command {
+  const program = new Command('deltaport')
+    .description('Ship and apply software updates as small, verified binary deltas')
+    .option('-c, --config <file>', 'agent config file', DEFAULT_CONFIG_PATH)
+    .option('--json', 'print one JSON document per command on stdout', false)
+    .exitOverride()
+    .showHelpAfterError()
+
+  const reporter = () => new Reporter(program.opts<GlobalOptions>().json)
+
+  program
+    .command('keygen')
+    .description('create an Ed25519 signing key pair for publishing')
+    .requiredOption('-o, --out <file>', 'where to write the key file (keep it secret)')
+    .action(async (options: { out: string }) => {
+      const pair = await generateKeyPair()
+      await writeFile(options.out, JSON.stringify(pair, null, 2), { mode: 0o600, flag: 'wx' }).catch(
+        (error: Error) => {
+          throw new AgentError('config', `cannot write ${options.out}: ${error.message}`)
+        },
+      )
+      reporter().result(
+        `wrote ${options.out}\ntrust it on devices with: "trustedKeys": [{ "keyid": "${pair.keyid}", "publicKey": "${pair.publicKey}" }]`,
+        { keyFile: options.out, keyid: pair.keyid, publicKey: pair.publicKey },
+      )
+    })
+
+  program
+    .command('publish <file>')
+    .description('sign and upload an artifact version to the edge')
+    .requiredOption('--name <name>', 'artifact name', parseWith(ArtifactName))
+    .requiredOption('--version <version>', 'semver version', parseWith(Version))
+    .option('--deps <list>', 'dependencies as name@range,name@range', parseDeps, [])
+    .option('--channel <channel...>', 'channels this version becomes head of', ['stable'])
+    .option('--media-type <type>', 'content type of the artifact')
+    .option('--expires-days <days>', 'manifest lifetime in days', parsePositiveInt, 90)
+    .option('--key <file>', 'signing key file (default: signingKey from the config)')
+    .action(async (file: string, options: PublishOptions) => {
+      const config = await loadConfig(program.opts<GlobalOptions>().config)
+      const keyFile = options.key ?? config.signingKey
+      if (!keyFile)
+        throw new AgentError('config', 'no signing key: pass --key or set signingKey in the config')
+      const out = reporter()
+      const published = await publishArtifact({
+        edgeUrl: config.edgeUrl,
+        token: publishToken(),
+        keyFile,
+        file,
+        name: options.name,
+        version: options.version,
+        dependencies: options.deps,
+        channels: options.channel,
+        expiresInDays: options.expiresDays,
+        ...(options.mediaType ? { mediaType: options.mediaType } : {}),
+        onProgress: (sent, total) => out.progress('upload', sent, total),
+      })
+      out.result(
+        `published ${published.name}@${published.version} (${formatBytes(published.size)}, serial ${published.serial})`,
+        { published },
+      )
+    })
+
+  const installAction = async (spec: string, options: { to?: string; allowDowngrade?: boolean }) => {
+    const config = await loadConfig(program.opts<GlobalOptions>().config)
+    const { name, target } = parseSpec(spec, options.to)
+    const out = reporter()
+    const result = await installArtifact(config, {
+      name,
+      ...(target ? { target } : {}),
+      allowDowngrade: options.allowDowngrade ?? false,
+      onProgress: (p) => out.progress('download', p.received, p.total),
+    })
+    const how = result.alreadyCurrent
+      ? 'already current'
+      : result.method === 'local'
+        ? 'switched to the installed copy'
+        : `downloaded ${formatBytes(result.bytesDownloaded)} of ${formatBytes(result.size)}${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''}`
+    out.result(
+      `${result.name}@${result.version}: ${how}${result.previous ? ` (previous: ${result.previous})` : ''}`,
+      {
+        install: result,
+      },
+    )
+  }
+
+  program
+    .command('install <spec>')
+    .description('install name, name@version or name@channel')
+    .option('--allow-downgrade', 'accept a pinned version older than the last seen (not for channels)')
+    .action(installAction)
+
+  program
+    .command('update <name>')
+    .description('update to the head of a channel or to a version')
+    .option('--to <target>', 'version or channel (default: the configured channel)')
+    .action((name: string, options: { to?: string }) => installAction(name, options))
+
+  program
+    .command('rollback <name>')
+    .description('switch back to the previously installed version')
+    .action(async (name: string) => {
+      const config = await loadConfig(program.opts<GlobalOptions>().config)
+      const result = await rollbackArtifact(config, parseWith(ArtifactName)(name))
+      reporter().result(`${name}: rolled back from ${result.from} to ${result.to}`, { rollback: result })
+    })
+
+  program
+    .command('status <name>')
+    .description('show installed versions of an artifact')
+    .action(async (name: string) => {
+      const config = await loadConfig(program.opts<GlobalOptions>().config)
+      const store = new ArtifactStore(config.installRoot, parseWith(ArtifactName)(name))
+      const state = await store.state()
+      const versions = await store.installedVersions()
+      reporter().result(
+        `${name}: current ${state.current ?? 'none'}, previous ${state.previous ?? 'none'}, installed [${versions.join(', ')}]`,
+        { status: { name, ...state, installed: versions, currentPath: store.currentLink } },
+      )
+    })
+
+  return program
+}
+
+interface PublishOptions {
+  name: string
+  version: string
+  deps: DependencyRef[]
+  channel: string[]
+  mediaType?: string
+  expiresDays: number
+  key?: string
+}
+
+/** Runs the CLI and returns the process exit code; never throws. */
+export async function run(argv: string[]): Promise<number> {
+  const program = buildProgram()
+  try {
+    await program.parseAsync(argv, { from: 'user' })
+    return 0
+  } catch (error) {
+    const json = argv.includes('--json')
+    const reporter = new Reporter(json)
+    if (error instanceof CommanderError) {
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0
+      if (json) reporter.failure('usage', error.message)
+      return 2
+    }
+    if (error instanceof AgentError) {
+      reporter.failure(error.code, error.message, error.details)
+      return error.exitCode
+    }
+    reporter.failure('internal', `unexpected failure: ${(error as Error).stack ?? String(error)}`)
+    return 70
+  }
+}
+
+function parseWith(schema: { safeParse(v: unknown): { success: boolean } }) {
+  return (value: string): string => {
+    if (!schema.safeParse(value).success) throw new InvalidArgumentError(`"${value}" is not valid`)
+    return value
+  }
+}
+
+function parsePositiveInt(value: string): number {
+  if (!/^\d{1,6}$/.test(value) || Number(value) < 1) throw new InvalidArgumentError('a positive whole number')
+  return Number(value)
+}
+
+function parseDeps(value: string): DependencyRef[] {
+  return value
+    .split(',')
+    .filter(Boolean)
+    .map((item) => {
+      const at = item.lastIndexOf('@')
+      const name = at > 0 ? item.slice(0, at) : item
+      const range = at > 0 ? item.slice(at + 1) : '*'
+      if (!ArtifactName.safeParse(name).success || range.length > 128) {
+        throw new InvalidArgumentError(`bad dependency "${item}" (want name@range)`)
+      }
+      return { name, range }
+    })
+}
+
+/** `name`, `name@1.2.3`, `name@stable`; scoped names keep their leading @. */
+function parseSpec(spec: string, explicitTarget?: string): { name: string; target?: string } {
+  const at = spec.lastIndexOf('@')
+  const name = at > 0 ? spec.slice(0, at) : spec
+  const target = explicitTarget ?? (at > 0 ? spec.slice(at + 1) : undefined)
+  if (!ArtifactName.safeParse(name).success)
+    throw new AgentError('usage', `"${name}" is not a valid artifact name`)
+  if (target !== undefined && !/^[a-z0-9][a-z0-9.+-]{0,63}$/i.test(target)) {
+    throw new AgentError('usage', `"${target}" is not a version or channel`)
+  }
+  return target === undefined ? { name } : { name, target }
+}

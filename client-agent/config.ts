@@ -1,0 +1,58 @@
+import { readFile } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import { z } from 'zod'
+import { Base64, Sha256Hex } from '../schemas/common.ts'
+import { AgentError } from './errors.ts'
+
+/** `deltaport.json`: where the edge is, which keys to trust, where installs live. */
+export const AgentConfig = z.object({
+  edgeUrl: z.url({ protocol: /^https?$/ }),
+  trustedKeys: z.array(z.object({ keyid: Sha256Hex, publicKey: Base64 })).default([]),
+  installRoot: z.string().min(1).default('./deltaport-store'),
+  /** Maintainers only: path to the key file `deltaport keygen` wrote. */
+  signingKey: z.string().optional(),
+  /** Cap on download rate in bytes per second; 0 means none. */
+  bandwidthCapBps: z.number().int().nonnegative().default(0),
+  channel: z.string().default('stable'),
+})
+export type AgentConfig = z.infer<typeof AgentConfig>
+
+export const DEFAULT_CONFIG_PATH = 'deltaport.json'
+
+/**
+ * Reads and validates the config file; relative paths inside it are resolved against the file's
+ * folder so the agent behaves the same from any working directory.
+ */
+export async function loadConfig(path = DEFAULT_CONFIG_PATH): Promise<AgentConfig> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch {
+    throw new AgentError('config', `cannot read config file ${path} (create one: see README "Agent config")`)
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    throw new AgentError('config', `${path} is not valid JSON`)
+  }
+  const parsed = AgentConfig.safeParse(json)
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')
+    throw new AgentError('config', `${path} is invalid: ${issues}`)
+  }
+  const base = resolve(path, '..')
+  const config = parsed.data
+  return {
+    ...config,
+    installRoot: resolve(base, config.installRoot),
+    ...(config.signingKey ? { signingKey: resolve(base, config.signingKey) } : {}),
+  }
+}
+
+/** The maintainer token comes from the environment, never from a file that might be committed. */
+export function publishToken(): string {
+  const token = process.env.DELTAPORT_TOKEN
+  if (!token) throw new AgentError('config', 'set DELTAPORT_TOKEN to the edge maintainer token to publish')
+  return token
+}

@@ -1,0 +1,124 @@
+import { createHash } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { open, rm, stat } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { AgentError, errorFromResponse } from './errors.ts'
+
+export interface DownloadProgress {
+  received: number
+  total: number
+  resumedFrom: number
+}
+
+export interface DownloadRequest {
+  url: string
+  /** Partial file; kept across runs so an interrupted download resumes where it stopped. */
+  partialPath: string
+  size: number
+  sha256: string
+  fetchImpl?: typeof fetch
+  signal?: AbortSignal
+  onProgress?: (progress: DownloadProgress) => void
+  /** Bytes per second; 0 = unlimited. */
+  bandwidthCapBps?: number
+  retries?: number
+}
+
+/**
+ * Downloads to `partialPath`, resuming with `Range` + `If-Range` (the content hash is the ETag, so a
+ * changed object restarts cleanly instead of splicing). Returns only after the whole file is fsynced
+ * and its sha256 matches; on mismatch the partial file is deleted.
+ */
+export async function downloadVerified(
+  request: DownloadRequest,
+): Promise<{ resumedFrom: number; fetched: number }> {
+  const fetchImpl = request.fetchImpl ?? fetch
+  const retries = request.retries ?? 4
+  const firstOffset = await existingSize(request.partialPath)
+  let fetched = 0
+  for (let attempt = 0; ; attempt++) {
+    const offset = await existingSize(request.partialPath)
+    if (offset > request.size) await rm(request.partialPath, { force: true })
+    if (offset === request.size) break
+    try {
+      fetched += await fetchFrom(offset > request.size ? 0 : offset, request, fetchImpl)
+      break
+    } catch (error) {
+      if (request.signal?.aborted || error instanceof AgentError || attempt >= retries) throw wrap(error)
+      await sleep(Math.min(250 * 2 ** attempt, 5000))
+    }
+  }
+  const actual = await hashFile(request.partialPath)
+  if (actual !== request.sha256) {
+    await rm(request.partialPath, { force: true })
+    throw new AgentError(
+      'integrity-mismatch',
+      `downloaded bytes hash to ${actual}, expected ${request.sha256}`,
+    )
+  }
+  return { resumedFrom: firstOffset, fetched }
+}
+
+async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: typeof fetch): Promise<number> {
+  const headers: Record<string, string> = {}
+  if (offset > 0) {
+    headers.range = `bytes=${offset}-`
+    headers['if-range'] = `"${request.sha256}"`
+  }
+  const response = await fetchImpl(request.url, {
+    headers,
+    ...(request.signal ? { signal: request.signal } : {}),
+  })
+  if (response.status !== 200 && response.status !== 206) throw await errorFromResponse(response, 'download')
+  const start = response.status === 206 ? offset : 0
+  const file = await open(request.partialPath, start === 0 ? 'w' : 'r+')
+  let position = start
+  const began = Date.now()
+  try {
+    if (!response.body) throw new AgentError('network', 'empty response body')
+    for await (const chunk of response.body) {
+      const bytes = chunk as Uint8Array
+      if (position + bytes.length > request.size) {
+        throw new AgentError(
+          'integrity-mismatch',
+          `the edge sent more than the manifest's ${request.size} bytes`,
+        )
+      }
+      await file.write(bytes, 0, bytes.length, position)
+      position += bytes.length
+      request.onProgress?.({ received: position, total: request.size, resumedFrom: offset })
+      await throttle(request.bandwidthCapBps ?? 0, position - start, began)
+    }
+    await file.sync()
+  } finally {
+    await file.close()
+  }
+  if (position !== request.size) throw new Error(`connection ended at ${position} of ${request.size} bytes`)
+  return position - start
+}
+
+async function throttle(capBps: number, bytesSoFar: number, began: number): Promise<void> {
+  if (capBps <= 0) return
+  const dueMs = (bytesSoFar / capBps) * 1000 - (Date.now() - began)
+  if (dueMs > 5) await sleep(dueMs)
+}
+
+async function existingSize(path: string): Promise<number> {
+  try {
+    return (await stat(path)).size
+  } catch {
+    return 0
+  }
+}
+
+export async function hashFile(path: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)
+  return hash.digest('hex')
+}
+
+function wrap(error: unknown): Error {
+  if (error instanceof AgentError) return error
+  if (error instanceof Error && error.name === 'AbortError') return error
+  return new AgentError('network', `download failed: ${(error as Error).message}`)
+}

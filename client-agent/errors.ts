@@ -1,0 +1,46 @@
+import { ProblemDetails } from '../schemas/problem.ts'
+
+/** Stable codes scripts can match on (`--json` prints them) and the exit status each maps to. */
+export const EXIT_CODES = {
+  usage: 2,
+  config: 3,
+  network: 4,
+  'edge-rejected': 5,
+  'not-found': 6,
+  'untrusted-manifest': 7,
+  'integrity-mismatch': 8,
+  'install-failed': 9,
+  'nothing-to-do': 0,
+} as const
+export type AgentErrorCode = keyof typeof EXIT_CODES
+
+/** Every failure the agent reports is one of these; anything else is a bug. */
+export class AgentError extends Error {
+  override readonly name = 'AgentError'
+  readonly code: AgentErrorCode
+  readonly details: Record<string, unknown>
+
+  constructor(code: AgentErrorCode, message: string, details: Record<string, unknown> = {}) {
+    super(message)
+    this.code = code
+    this.details = details
+  }
+
+  get exitCode(): number {
+    return EXIT_CODES[this.code]
+  }
+}
+
+/** Turns a non-2xx edge response into an AgentError, keeping the problem+json detail when present. */
+export async function errorFromResponse(response: Response, what: string): Promise<AgentError> {
+  const text = await response.text().catch(() => '')
+  let detail = text.slice(0, 500)
+  try {
+    const problem = ProblemDetails.safeParse(JSON.parse(text))
+    if (problem.success) detail = problem.data.detail ?? problem.data.title
+  } catch {
+    // Not JSON: keep the raw (truncated) text.
+  }
+  const code: AgentErrorCode = response.status === 404 ? 'not-found' : 'edge-rejected'
+  return new AgentError(code, `${what}: HTTP ${response.status}: ${detail}`, { status: response.status })
+}

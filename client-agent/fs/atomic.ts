@@ -1,0 +1,41 @@
+import { randomBytes } from 'node:crypto'
+import { open, rename, rm } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+
+/** A sibling temp path, so the final rename never crosses a filesystem. */
+export function tempPathFor(target: string): string {
+  return join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`)
+}
+
+/** Flushes a directory entry so a rename inside it survives power loss. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Write temp, fsync, rename, fsync the directory: readers see the old file or the new one, never half. */
+export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
+  const temp = tempPathFor(target)
+  const handle = await open(temp, 'wx', 0o644)
+  try {
+    await handle.writeFile(data)
+    await handle.sync()
+  } catch (error) {
+    await handle.close()
+    await rm(temp, { force: true })
+    throw error
+  }
+  await handle.close()
+  await rename(temp, target)
+  await fsyncDir(dirname(target))
+}
+
+/** Moves an already-synced file into place atomically. */
+export async function renameDurably(from: string, to: string): Promise<void> {
+  await rename(from, to)
+  await fsyncDir(dirname(to))
+}

@@ -1,0 +1,109 @@
+import { mkdir } from 'node:fs/promises'
+import { gt } from 'semver'
+import type { ArtifactIndex } from '../schemas/artifact-index.ts'
+import type { AgentConfig } from './config.ts'
+import type { DownloadProgress } from './download.ts'
+import { downloadVerified } from './download.ts'
+import { EdgeClient } from './edge-client.ts'
+import { AgentError } from './errors.ts'
+import { ArtifactStore } from './store.ts'
+import { verifyManifest } from './trust.ts'
+
+export interface InstallRequest {
+  name: string
+  /** A version, a channel name, or nothing for the configured channel. */
+  target?: string
+  allowDowngrade?: boolean
+  signal?: AbortSignal
+  onProgress?: (progress: DownloadProgress) => void
+  fetchImpl?: typeof fetch
+  now?: Date
+}
+
+export interface InstallResult {
+  name: string
+  version: string
+  previous: string | null
+  method: 'full' | 'local'
+  bytesDownloaded: number
+  resumedFrom: number
+  size: number
+  alreadyCurrent: boolean
+}
+
+/**
+ * Resolves the target, verifies its signed manifest, downloads (resuming) and verifies the bytes,
+ * installs them as an immutable version and only then switches `current`. Any failure before the
+ * switch leaves the running version exactly as it was.
+ */
+export async function installArtifact(config: AgentConfig, request: InstallRequest): Promise<InstallResult> {
+  const edge = new EdgeClient(config.edgeUrl, request.fetchImpl)
+  const store = new ArtifactStore(config.installRoot, request.name)
+  const state = await store.state()
+  const version = await resolveTarget(edge, request.name, request.target ?? config.channel)
+  const envelope = await edge.manifest(request.name, version)
+  const manifest = await verifyManifest(
+    envelope,
+    { name: request.name, version },
+    {
+      trustedKeys: config.trustedKeys,
+      lastSerial: state.lastSerial,
+      now: request.now ?? new Date(),
+      allowDowngrade: request.allowDowngrade ?? false,
+    },
+  )
+  const base = { name: manifest.name, version, previous: state.current, size: manifest.size }
+  if (state.current === version && (await store.has(version))) {
+    return { ...base, method: 'local', bytesDownloaded: 0, resumedFrom: 0, alreadyCurrent: true }
+  }
+  if (await store.has(version)) {
+    await store.activate(manifest)
+    return { ...base, method: 'local', bytesDownloaded: 0, resumedFrom: 0, alreadyCurrent: false }
+  }
+  await store.prepare()
+  const partial = store.partialPath(version)
+  await mkdir(store.dir, { recursive: true })
+  const downloaded = await downloadVerified({
+    url: edge.blobUrl(request.name, version),
+    partialPath: partial,
+    size: manifest.size,
+    sha256: manifest.sha256,
+    ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
+    ...(request.signal ? { signal: request.signal } : {}),
+    ...(request.onProgress ? { onProgress: request.onProgress } : {}),
+    bandwidthCapBps: config.bandwidthCapBps,
+  })
+  await store.commitVersion(partial, envelope)
+  await store.activate(manifest)
+  return {
+    ...base,
+    method: 'full',
+    bytesDownloaded: downloaded.fetched,
+    resumedFrom: downloaded.resumedFrom,
+    alreadyCurrent: false,
+  }
+}
+
+/** A semver names itself; anything else is a channel head from the index. */
+async function resolveTarget(edge: EdgeClient, name: string, target: string): Promise<string> {
+  if (/^\d+\.\d+\.\d+/.test(target)) return target
+  const index = await edge.index(name)
+  const version = index.channels[target] ?? (target === 'latest' ? newest(index) : undefined)
+  if (!version) throw new AgentError('not-found', `${name} has no channel "${target}"`)
+  return version
+}
+
+function newest(index: ArtifactIndex): string | undefined {
+  return index.versions
+    .map((v) => v.version)
+    .reduce<string | undefined>((best, v) => (!best || gt(v, best) ? v : best), undefined)
+}
+
+export async function rollbackArtifact(config: AgentConfig, name: string) {
+  const store = new ArtifactStore(config.installRoot, name)
+  const before = await store.state()
+  if (!before.previous)
+    throw new AgentError('install-failed', `${name} has no previous version to roll back to`)
+  const after = await store.rollback()
+  return { name, from: before.current, to: after.current }
+}

@@ -1,0 +1,63 @@
+/**
+ * How the CLI talks: a redrawn progress line on a TTY, plain lines when piped, and with `--json`
+ * exactly one JSON document per command on stdout (errors included) so scripts never parse prose.
+ */
+export class Reporter {
+  readonly json: boolean
+  private readonly tty: boolean
+  private lastLine = 0
+  private lastPlain = 0
+  private readonly started = Date.now()
+
+  constructor(json: boolean, tty = Boolean(process.stderr.isTTY)) {
+    this.json = json
+    this.tty = tty && !json
+  }
+
+  info(message: string): void {
+    if (!this.json) process.stderr.write(`${message}\n`)
+  }
+
+  progress(label: string, done: number, total: number): void {
+    if (this.json) return
+    const now = Date.now()
+    const elapsed = Math.max((now - this.started) / 1000, 0.001)
+    const rate = done / elapsed
+    const eta = rate > 0 ? (total - done) / rate : 0
+    const pct = total > 0 ? Math.floor((done / total) * 100) : 100
+    const text = `${label} ${formatBytes(done)}/${formatBytes(total)} ${pct}% ${formatBytes(rate)}/s ETA ${eta.toFixed(0)}s`
+    if (this.tty) {
+      if (now - this.lastLine < 100 && done < total) return
+      this.lastLine = now
+      const width = 24
+      const filled = Math.round((pct / 100) * width)
+      process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${text}\u001b[K`)
+      if (done >= total) process.stderr.write('\n')
+    } else if (now - this.lastPlain > 2000 || done >= total) {
+      this.lastPlain = now
+      process.stderr.write(`${text}\n`)
+    }
+  }
+
+  result(summary: string, data: Record<string, unknown>): void {
+    if (this.json) process.stdout.write(`${JSON.stringify({ ok: true, ...data })}\n`)
+    else process.stdout.write(`${summary}\n`)
+  }
+
+  failure(code: string, message: string, details: Record<string, unknown> = {}): void {
+    if (this.json)
+      process.stdout.write(`${JSON.stringify({ ok: false, error: { code, message, ...details } })}\n`)
+    else process.stderr.write(`deltaport: ${message}\n`)
+  }
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB']
+  let value = bytes
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`
+}

@@ -1,0 +1,173 @@
+import { createReadStream } from 'node:fs'
+import { open, readFile, stat } from 'node:fs/promises'
+import { Readable } from 'node:stream'
+import { z } from 'zod'
+import { Base64, Sha256Hex } from '../schemas/common.ts'
+import { type ArtifactManifest, type DependencyRef, SignedManifest } from '../schemas/manifest.ts'
+import {
+  type Published,
+  Published as PublishedSchema,
+  PublishStarted,
+  UploadedPart,
+} from '../schemas/publish.ts'
+import { hashFile } from './download.ts'
+import { artifactPath, EdgeClient } from './edge-client.ts'
+import { AgentError, errorFromResponse } from './errors.ts'
+import { type KeyPairFiles, signManifest } from './signing.ts'
+
+export const KeyFile = z.object({ keyid: Sha256Hex, publicKey: Base64, privateKey: Base64 })
+
+export interface PublishRequest {
+  edgeUrl: string
+  token: string
+  keyFile: string
+  file: string
+  name: string
+  version: string
+  dependencies?: DependencyRef[]
+  channels?: string[]
+  mediaType?: string
+  expiresInDays?: number
+  onProgress?: (sent: number, total: number) => void
+  fetchImpl?: typeof fetch
+}
+
+export async function readKeyFile(path: string): Promise<KeyPairFiles> {
+  try {
+    return KeyFile.parse(JSON.parse(await readFile(path, 'utf8')))
+  } catch {
+    throw new AgentError(
+      'config',
+      `cannot read a deltaport key from ${path} (make one with \`deltaport keygen\`)`,
+    )
+  }
+}
+
+/**
+ * Hashes and signs locally (the private key never leaves this machine), stages the manifest at the
+ * edge, then uploads the bytes — one PUT when small, R2 multipart when large. The edge publishes the
+ * version only after it has verified the bytes against the signed size and sha256.
+ */
+export async function publishArtifact(request: PublishRequest): Promise<Published> {
+  const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
+  const key = await readKeyFile(request.keyFile)
+  const { size } = await stat(request.file)
+  const sha256 = await hashFile(request.file)
+  const serial = (await latestSerial(edge, request.name)) + 1
+  const now = new Date()
+  const manifest: ArtifactManifest = {
+    schemaVersion: 1,
+    name: request.name,
+    version: request.version,
+    size,
+    sha256,
+    mediaType: request.mediaType ?? guessMediaType(request.file),
+    dependencies: request.dependencies ?? [],
+    channels: request.channels ?? ['stable'],
+    createdAt: now.toISOString(),
+    expires: new Date(now.getTime() + (request.expiresInDays ?? 90) * 86_400_000).toISOString(),
+    serial,
+    chunkIndex: null,
+    deltas: [],
+  }
+  const envelope = SignedManifest.parse(await signManifest(manifest, key))
+  const auth = { authorization: `Bearer ${request.token}` }
+  const base = `/v1/publish/${encodeURIComponent(request.name)}/${request.version}`
+
+  const started = await edge.request(base, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify(envelope),
+  })
+  if (started.status !== 201)
+    throw await errorFromResponse(started, `starting publish of ${request.name}@${request.version}`)
+  const plan = PublishStarted.parse(await started.json())
+  const response =
+    size <= plan.maxSinglePutBytes
+      ? await putWhole(edge, `${base}/blob`, auth, request, size)
+      : await putMultipart(edge, base, auth, request, size, plan.partBytes)
+  if (response.status !== 201)
+    throw await errorFromResponse(response, `uploading ${request.name}@${request.version}`)
+  return PublishedSchema.parse(await response.json())
+}
+
+async function latestSerial(edge: EdgeClient, name: string): Promise<number> {
+  const response = await edge.request(artifactPath(name))
+  if (response.status === 404) return 0
+  if (!response.ok) throw await errorFromResponse(response, `reading the index of ${name}`)
+  return (await edge.index(name)).latestSerial
+}
+
+async function putWhole(
+  edge: EdgeClient,
+  path: string,
+  auth: Record<string, string>,
+  request: PublishRequest,
+  size: number,
+) {
+  let sent = 0
+  const counted = Readable.toWeb(createReadStream(request.file)).pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        sent += chunk.length
+        request.onProgress?.(sent, size)
+        controller.enqueue(chunk)
+      },
+    }),
+  )
+  return edge.request(path, {
+    method: 'PUT',
+    headers: { ...auth, 'content-length': String(size), 'content-type': 'application/octet-stream' },
+    body: counted,
+    duplex: 'half',
+  } as RequestInit)
+}
+
+async function putMultipart(
+  edge: EdgeClient,
+  base: string,
+  auth: Record<string, string>,
+  request: PublishRequest,
+  size: number,
+  partBytes: number,
+): Promise<Response> {
+  const created = await edge.request(`${base}/uploads`, { method: 'POST', headers: auth })
+  if (created.status !== 201) throw await errorFromResponse(created, 'starting multipart upload')
+  const { uploadId } = z.object({ uploadId: z.string() }).parse(await created.json())
+  const uploadPath = `${base}/uploads/${encodeURIComponent(uploadId)}`
+  const file = await open(request.file, 'r')
+  try {
+    const parts: UploadedPart[] = []
+    for (let offset = 0, partNumber = 1; offset < size; offset += partBytes, partNumber++) {
+      const length = Math.min(partBytes, size - offset)
+      const buffer = new Uint8Array(length)
+      await file.read(buffer, 0, length, offset)
+      const response = await edge.request(`${uploadPath}/parts/${partNumber}`, {
+        method: 'PUT',
+        headers: { ...auth, 'content-length': String(length) },
+        body: buffer,
+      })
+      if (!response.ok) throw await errorFromResponse(response, `uploading part ${partNumber}`)
+      parts.push(UploadedPart.parse(await response.json()))
+      request.onProgress?.(offset + length, size)
+    }
+    return await edge.request(`${uploadPath}/complete`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ parts }),
+    })
+  } catch (error) {
+    // Leave nothing half-uploaded at the edge.
+    await edge.request(uploadPath, { method: 'DELETE', headers: auth }).catch(() => undefined)
+    throw error
+  } finally {
+    await file.close()
+  }
+}
+
+function guessMediaType(file: string): string {
+  if (/\.(tgz|tar\.gz)$/.test(file)) return 'application/gzip'
+  if (file.endsWith('.zip')) return 'application/zip'
+  if (file.endsWith('.tar')) return 'application/x-tar'
+  return 'application/octet-stream'
+}

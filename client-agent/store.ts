@@ -1,0 +1,135 @@
+import { mkdir, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { z } from 'zod'
+import { Version } from '../schemas/common.ts'
+import { type ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
+import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from './fs/atomic.ts'
+
+const StoreState = z.object({
+  /** Highest manifest serial accepted for this artifact (rollback protection survives restarts). */
+  lastSerial: z.number().int().nonnegative(),
+  current: Version.nullable(),
+  previous: Version.nullable(),
+})
+export type StoreState = z.infer<typeof StoreState>
+
+/**
+ * The device's versioned store, one folder per artifact:
+ *   <root>/<name>/versions/<version>/{blob,manifest.json}  immutable once renamed into place
+ *   <root>/<name>/current -> versions/<version>            swapped by atomic symlink rename
+ *   <root>/<name>/state.json                               serial high-water mark, current, previous
+ *   <root>/<name>/partial/                                 downloads in progress (resumable)
+ */
+export class ArtifactStore {
+  readonly dir: string
+
+  constructor(root: string, name: string) {
+    this.dir = join(root, encodeURIComponent(name))
+  }
+
+  versionDir(version: string): string {
+    return join(this.dir, 'versions', version)
+  }
+
+  blobPath(version: string): string {
+    return join(this.versionDir(version), 'blob')
+  }
+
+  partialPath(version: string): string {
+    return join(this.dir, 'partial', `${version}.part`)
+  }
+
+  get currentLink(): string {
+    return join(this.dir, 'current')
+  }
+
+  async state(): Promise<StoreState> {
+    try {
+      return StoreState.parse(JSON.parse(await readFile(join(this.dir, 'state.json'), 'utf8')))
+    } catch {
+      return { lastSerial: 0, current: await this.currentFromLink(), previous: null }
+    }
+  }
+
+  async installedVersions(): Promise<string[]> {
+    try {
+      return (await readdir(join(this.dir, 'versions'))).filter((v) => Version.safeParse(v).success)
+    } catch {
+      return []
+    }
+  }
+
+  async has(version: string): Promise<boolean> {
+    return (await this.installedVersions()).includes(version)
+  }
+
+  async manifestOf(version: string): Promise<SignedManifest> {
+    return SignedManifest.parse(
+      JSON.parse(await readFile(join(this.versionDir(version), 'manifest.json'), 'utf8')),
+    )
+  }
+
+  async prepare(): Promise<void> {
+    await mkdir(join(this.dir, 'partial'), { recursive: true })
+    await mkdir(join(this.dir, 'versions'), { recursive: true })
+  }
+
+  /**
+   * Moves a verified, fsynced blob into an immutable version folder. The folder is assembled under a
+   * temp name and renamed in one step, so `versions/<v>` is either complete or absent.
+   */
+  async commitVersion(verifiedBlob: string, envelope: SignedManifest): Promise<void> {
+    const version = envelope.signed.version
+    const final = this.versionDir(version)
+    const staging = tempPathFor(final)
+    await mkdir(staging, { recursive: true })
+    await renameDurably(verifiedBlob, join(staging, 'blob'))
+    await writeFileAtomic(join(staging, 'manifest.json'), JSON.stringify(envelope))
+    await rm(final, { recursive: true, force: true })
+    await rename(staging, final)
+    await fsyncDir(join(this.dir, 'versions'))
+  }
+
+  /** Points `current` at an installed version: a new symlink renamed over the old one (atomic). */
+  async activate(manifest: ArtifactManifest): Promise<StoreState> {
+    const before = await this.state()
+    const temp = tempPathFor(this.currentLink)
+    await symlink(join('versions', manifest.version), temp)
+    await rename(temp, this.currentLink)
+    await fsyncDir(this.dir)
+    const after: StoreState = {
+      lastSerial: Math.max(before.lastSerial, manifest.serial),
+      current: manifest.version,
+      previous: before.current && before.current !== manifest.version ? before.current : before.previous,
+    }
+    await writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify(after))
+    return after
+  }
+
+  /** Switches back to the previous version, which stays installed for exactly this. */
+  async rollback(): Promise<StoreState> {
+    const state = await this.state()
+    if (!state.previous || !(await this.has(state.previous))) return state
+    const temp = tempPathFor(this.currentLink)
+    await symlink(join('versions', state.previous), temp)
+    await rename(temp, this.currentLink)
+    await fsyncDir(this.dir)
+    const after: StoreState = {
+      lastSerial: state.lastSerial,
+      current: state.previous,
+      previous: state.current,
+    }
+    await writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify(after))
+    return after
+  }
+
+  private async currentFromLink(): Promise<string | null> {
+    try {
+      const target = await readlink(this.currentLink)
+      const version = target.split('/').pop() ?? ''
+      return Version.safeParse(version).success ? version : null
+    } catch {
+      return null
+    }
+  }
+}

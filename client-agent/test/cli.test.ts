@@ -1,0 +1,111 @@
+import { execFile } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { expectSameBytes, makeWorkspace, type Workspace, writeArtifact } from './fixtures.ts'
+import { type LocalEdge, startLocalEdge, TEST_TOKEN } from './local-edge.ts'
+
+const run = promisify(execFile)
+const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
+
+let edge: LocalEdge
+let ws: Workspace
+
+beforeAll(async () => {
+  // A small single-PUT cap makes the CLI take the multipart path for anything over 8 MiB.
+  edge = await startLocalEdge({ MAX_SINGLE_PUT_BYTES: String(8 * 1024 * 1024) })
+  ws = await makeWorkspace(edge.url)
+})
+afterAll(async () => {
+  await edge?.dispose()
+})
+
+const cli = (args: string[], env: Record<string, string> = {}) => runWithConfig(ws.configFile, args, env)
+
+async function runWithConfig(configFile: string, args: string[], env: Record<string, string> = {}) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, '--config', configFile, ...args], {
+      env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN, ...env },
+      maxBuffer: 16 * 1024 * 1024,
+    })
+    return { code: 0, stdout, stderr }
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string }
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
+  }
+}
+
+describe('deltaport CLI', () => {
+  it('keygen writes a key file that publish can use', async () => {
+    const out = join(ws.dir, 'fresh.key.json')
+    const result = await cli(['--json', 'keygen', '--out', out])
+    expect(result.code).toBe(0)
+    const printed = JSON.parse(result.stdout) as { keyid: string }
+    expect(JSON.parse(await readFile(out, 'utf8')).keyid).toBe(printed.keyid)
+    expect((await cli(['keygen', '--out', out])).code).toBe(3)
+  })
+
+  it('publishes a > 10 MiB artifact through multipart and installs it', async () => {
+    const art = await writeArtifact(ws.dir, 'large.bin', 10 * 1024 * 1024 + 4321)
+    const published = await cli([
+      '--json',
+      'publish',
+      art.path,
+      '--name',
+      'large',
+      '--version',
+      '1.0.0',
+      '--deps',
+      'libfoo@^1.2.0',
+    ])
+    expect(published.code).toBe(0)
+    expect(JSON.parse(published.stdout)).toMatchObject({
+      ok: true,
+      published: { name: 'large', size: art.bytes.length },
+    })
+
+    const installed = await cli(['--json', 'install', 'large@stable'])
+    expect(installed.code).toBe(0)
+    expect(JSON.parse(installed.stdout).install).toMatchObject({ version: '1.0.0', method: 'full' })
+    const status = JSON.parse((await cli(['--json', 'status', 'large'])).stdout).status
+    expectSameBytes(await readFile(join(status.currentPath, 'blob')), art.bytes)
+    const manifest = JSON.parse(await readFile(join(status.currentPath, 'manifest.json'), 'utf8'))
+    expect(manifest.signed.dependencies).toEqual([{ name: 'libfoo', range: '^1.2.0' }])
+  })
+
+  it('maps failures to typed errors and exit codes', async () => {
+    const missing = await cli(['--json', 'install', 'nosuchthing'])
+    expect(missing.code).toBe(6)
+    expect(JSON.parse(missing.stdout)).toMatchObject({ ok: false, error: { code: 'not-found' } })
+
+    const art = await writeArtifact(ws.dir, 'x.bin', 10)
+    const unauthorised = await cli(['--json', 'publish', art.path, '--name', 'x', '--version', '1.0.0'], {
+      DELTAPORT_TOKEN: 'wrong',
+    })
+    expect(unauthorised.code).toBe(5)
+    expect(JSON.parse(unauthorised.stdout).error.message).toContain('401')
+
+    expect((await cli(['publish', art.path, '--name', 'Bad Name', '--version', '1.0.0'])).code).toBe(2)
+    expect((await cli(['install', '../../etc'])).code).toBe(2)
+    expect((await cli(['rollback', 'large'])).code).toBe(9)
+
+    const badConfig = join(ws.dir, 'bad.json')
+    await writeFile(badConfig, JSON.stringify({ edgeUrl: 'ftp://nope' }))
+    const config = await run(process.execPath, [BIN, '--config', badConfig, 'status', 'x']).catch(
+      (e: { code: number; stderr: string }) => e,
+    )
+    expect(config.code).toBe(3)
+    expect(config.stderr).toContain('edgeUrl')
+
+    const offline = await makeWorkspace('http://127.0.0.1:9')
+    const unreachable = await run(process.execPath, [
+      BIN,
+      '--config',
+      offline.configFile,
+      'install',
+      'x',
+    ]).catch((e: { code: number }) => e)
+    expect(unreachable.code).toBe(4)
+  })
+})

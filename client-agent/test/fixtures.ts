@@ -1,0 +1,51 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { expect } from 'vitest'
+import type { AgentConfig } from '../config.ts'
+import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
+
+export interface Workspace {
+  dir: string
+  keyFile: string
+  key: KeyPairFiles
+  configFile: string
+  config: AgentConfig
+}
+
+/** A temp folder with a maintainer key, a device config trusting it, and an empty install root. */
+export async function makeWorkspace(edgeUrl: string): Promise<Workspace> {
+  const dir = await mkdtemp(join(tmpdir(), 'deltaport-test-'))
+  const key = await generateKeyPair()
+  const keyFile = join(dir, 'maintainer.key.json')
+  await writeFile(keyFile, JSON.stringify(key))
+  const config: AgentConfig = {
+    edgeUrl,
+    trustedKeys: [{ keyid: key.keyid, publicKey: key.publicKey }],
+    installRoot: join(dir, 'store'),
+    signingKey: keyFile,
+    bandwidthCapBps: 0,
+    channel: 'stable',
+  }
+  const configFile = join(dir, 'deltaport.json')
+  await writeFile(configFile, JSON.stringify(config))
+  return { dir, keyFile, key, configFile, config }
+}
+
+export async function writeArtifact(
+  dir: string,
+  name: string,
+  size: number,
+): Promise<{ path: string; bytes: Buffer }> {
+  const bytes = randomBytes(size)
+  const path = join(dir, name)
+  await writeFile(path, bytes)
+  return { path, bytes }
+}
+
+/** Byte equality without vitest's element-by-element diff, which takes seconds on megabytes. */
+export function expectSameBytes(actual: Uint8Array, expected: Uint8Array): void {
+  expect(actual.length).toBe(expected.length)
+  expect(Buffer.compare(actual, expected)).toBe(0)
+}

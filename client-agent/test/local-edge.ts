@@ -1,0 +1,29 @@
+import { unstable_startWorker } from 'wrangler'
+
+export const TEST_TOKEN = 'agent-test-token'
+
+export interface LocalEdge {
+  url: string
+  dispose(): Promise<void>
+}
+
+/**
+ * The real edge (workerd, R2, KV, DOs) on a loopback port, fresh state per call. `vars` override
+ * wrangler.toml [vars] for a test (e.g. a small single-PUT cap to force multipart).
+ */
+export async function startLocalEdge(vars: Record<string, string> = {}): Promise<LocalEdge> {
+  // Miniflare otherwise downloads a Request.cf sample from the internet at start-up; nothing may.
+  process.env.CLOUDFLARE_CF_FETCH_ENABLED = 'false'
+  const worker = await unstable_startWorker({
+    config: 'wrangler.toml',
+    bindings: {
+      PUBLISH_TOKEN: { type: 'secret_text', value: TEST_TOKEN },
+      ...Object.fromEntries(
+        Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]),
+      ),
+    },
+    dev: { server: { hostname: '127.0.0.1', port: 0 }, inspector: false, persist: false, logLevel: 'warn' },
+  })
+  const url = (await worker.url).toString().replace(/\/$/, '')
+  return { url, dispose: () => worker.dispose() }
+}
