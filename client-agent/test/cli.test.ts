@@ -92,20 +92,11 @@ describe('deltaport CLI', () => {
 
     const badConfig = join(ws.dir, 'bad.json')
     await writeFile(badConfig, JSON.stringify({ edgeUrl: 'ftp://nope' }))
-    const config = await run(process.execPath, [BIN, '--config', badConfig, 'status', 'x']).catch(
-      (e: { code: number; stderr: string }) => e,
-    )
+    const config = await runWithConfig(badConfig, ['status', 'x'])
     expect(config.code).toBe(3)
     expect(config.stderr).toContain('edgeUrl')
 
     const offline = await makeWorkspace('http://127.0.0.1:9')
-    const unreachable = await run(process.execPath, [
-      BIN,
-      '--config',
-      offline.configFile,
-      'install',
-      'x',
-    ]).catch((e: { code: number }) => e)
-    expect(unreachable.code).toBe(4)
+    expect((await runWithConfig(offline.configFile, ['install', 'x'])).code).toBe(4)
   })
 })
