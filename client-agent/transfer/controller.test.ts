@@ -117,6 +117,21 @@ describe('RangeController', () => {
     expect(c.next(now)).toEqual(calm)
   })
 
+  it('starts from the snapshot of a previous session, or from scratch without estimates', () => {
+    const earlier = new RangeController({ blockSize: 4 * KiB })
+    drive(earlier, fast, 40)
+    const prior = earlier.snapshot()
+    const warm = new RangeController({ blockSize: 4 * KiB, prior })
+    const plan = warm.next(1_000_000)
+    expect(warm.explain().phase).toBe('probe')
+    expect(plan.parallel).toBe(prior.parallelLevel)
+    expect(inflight(plan)).toBeGreaterThan(0.5 * fast.bytesPerMs * 320)
+
+    const cold = new RangeController({ blockSize: 4 * KiB, prior: { ...prior, bandwidthBytesPerSec: null } })
+    expect(cold.next(0)).toEqual({ rangeBytes: 64 * KiB, parallel: 1 })
+    expect(cold.explain().phase).toBe('startup')
+  })
+
   it('explains itself in plain JSON', () => {
     const c = new RangeController({ blockSize: 4 * KiB })
     drive(c, fast, 10)

@@ -31,6 +31,13 @@ export interface HostSample {
 
 export type Phase = 'startup' | 'drain' | 'probe'
 
+/** What a previous session learned about the path; a `snapshot()` of it fits. */
+export interface ControllerPrior {
+  bandwidthBytesPerSec: number | null
+  minRttMs: number | null
+  parallel: number
+}
+
 export interface RangeControllerOptions {
   /** Every range size is a multiple of this (the delta stream's block size). */
   blockSize: number
@@ -50,6 +57,11 @@ export interface RangeControllerOptions {
   minFreeMemBytes?: number
   /** Share of free memory that buffered, not-yet-verified ranges may occupy. */
   memBudgetFraction?: number
+  /**
+   * Start from a previous session's estimates instead of probing up from the smallest range. They enter
+   * the windows as samples taken at the first `next()`, so they age out like any other sample.
+   */
+  prior?: ControllerPrior
 }
 
 /** Why the last plan looks the way it does; JSON-friendly for `--json` output and logs. */
@@ -161,7 +173,8 @@ export class RangeController {
   readonly #maxRange: number
   readonly #minParallel: number
   readonly #maxParallel: number
-  readonly #opts: Required<Omit<RangeControllerOptions, 'blockSize'>>
+  readonly #opts: Required<Omit<RangeControllerOptions, 'blockSize' | 'prior'>>
+  #prior: ControllerPrior | undefined
 
   readonly #bw: WindowedExtreme
   readonly #rtt: WindowedExtreme
@@ -186,8 +199,10 @@ export class RangeController {
   #last: Explanation
 
   constructor(options: RangeControllerOptions) {
-    const o = { ...DEFAULTS, ...options }
+    const { prior, ...rest } = options
+    const o = { ...DEFAULTS, ...rest }
     this.#opts = o
+    this.#prior = prior
     this.#block = positiveInt('blockSize', o.blockSize)
     positiveInt('minRange', o.minRange)
     positiveInt('maxRange', o.maxRange)
@@ -206,6 +221,7 @@ export class RangeController {
 
   /** The plan for ranges issued at `now`; callers ask again after every completion or error. */
   next(now: number): RangePlan {
+    if (this.#prior !== undefined) this.#applyPrior(now, this.#prior)
     this.#last = this.#plan(now)
     const previous = this.#planLog.at(-1)
     if (previous === undefined || previous.parallel !== this.#last.parallel) {
@@ -316,6 +332,19 @@ export class RangeController {
     fresh.sort((a, b) => a[0] - b[0])
     for (const [level, goodput] of fresh) if (goodput >= best * LEVEL_TOLERANCE) return level
     return this.#level
+  }
+
+  #applyPrior(now: number, prior: ControllerPrior): void {
+    this.#prior = undefined
+    const bw = prior.bandwidthBytesPerSec
+    const rtt = prior.minRttMs
+    // A prior without both estimates (or with nonsense) is ignored: startup is the safe default.
+    if (bw === null || rtt === null || !(bw > 0) || !(rtt >= 0) || !Number.isFinite(bw + rtt)) return
+    this.#bw.push(now, bw / 1000)
+    this.#rtt.push(now, rtt)
+    this.#fullBw = bw / 1000
+    this.#level = Math.min(this.#maxParallel, Math.max(this.#minParallel, Math.round(prior.parallel) || 1))
+    this.#enterProbe()
   }
 
   #onRoundEnd(now: number): void {
