@@ -18,7 +18,10 @@ export const ArtifactName = z
   })
 export type ArtifactName = z.infer<typeof ArtifactName>
 
-/** Strict SemVer 2.0 (no leading `v`, no ranges), bounded so it is safe as a key segment. */
+/**
+ * Strict SemVer 2.0 (no leading `v`, no ranges, no `+build` metadata: it has no precedence and `+` is
+ * ambiguous in URLs), bounded so it is safe as a key segment.
+ */
 export const Version = z
   .string()
   .min(5)
