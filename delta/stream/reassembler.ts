@@ -28,6 +28,12 @@ export interface ReassemblerOptions {
   metadata?: StreamMetadata
   /** Groups held beyond the next one to emit; blocks further ahead are dropped and reported missing. */
   maxBufferedGroups?: number
+  /**
+   * Groups before this one were already written (and made durable) by an earlier run: start emitting
+   * here. The whole-payload sha256 then cannot be computed on the way out, so `payloadVerified` stays
+   * false and the caller hashes the assembled file instead. Needs `metadata`.
+   */
+  resumeAtGroup?: number
 }
 
 export interface ReassemblyReport {
@@ -98,6 +104,8 @@ export class StreamReassembler {
   #hints: ControlHints | null = null
   readonly #hash = new Sha256()
   #verifiedPayload = false
+  /** False when resuming mid-stream: the prefix was hashed by nobody here. */
+  #hashing = true
   #queue: Promise<void> = Promise.resolve()
 
   constructor(sink: ByteSink, options: ReassemblerOptions = {}) {
@@ -109,6 +117,19 @@ export class StreamReassembler {
       'maxBufferedGroups must be >= 1',
     )
     if (options.metadata) this.#adopt(options.metadata)
+    const resumeAt = options.resumeAtGroup ?? 0
+    if (resumeAt > 0) {
+      const layout = this.#layout
+      check(layout !== null, 'stream.bad-params', 'resumeAtGroup needs the metadata up front')
+      check(
+        Number.isInteger(resumeAt) && resumeAt <= layout.groups,
+        'stream.bad-params',
+        'resumeAtGroup is past the end',
+      )
+      this.#nextGroup = resumeAt
+      this.#bytesWritten = Math.min(resumeAt * layout.k * layout.blockSize, layout.payloadLength)
+      this.#hashing = false
+    }
   }
 
   get metadata(): StreamMetadata | null {
@@ -382,12 +403,12 @@ export class StreamReassembler {
       for (let j = 0; j < kk; j++) {
         const length = dataLengthOf(g * layout.k + j, layout)
         const bytes = data[j]!.subarray(0, length)
-        this.#hash.update(bytes)
+        if (this.#hashing) this.#hash.update(bytes)
         await this.#sink.write(bytes)
         this.#bytesWritten += length
       }
     }
-    if (!this.#verifiedPayload) {
+    if (!this.#verifiedPayload && this.#hashing) {
       // Every block passed its checks, so a mismatch here means the sender framed the wrong payload.
       const actual = this.#hash.digestHex()
       check(

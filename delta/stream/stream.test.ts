@@ -316,3 +316,29 @@ describe('StreamReassembler', () => {
     )
   })
 })
+
+describe('StreamReassembler resuming mid-stream', () => {
+  it('emits only the groups after resumeAtGroup, which complete the earlier run exactly', async () => {
+    const payload = bytes(BS * 4 * 5 + 123, 9)
+    const { wire, layout } = await framed(payload)
+    const first = new StreamReassembler(collectingSink())
+    await first.push(0, wire.subarray(0, blockRangeFor(0, 1, layout).length))
+    const metadata = first.metadata!
+    // An earlier run wrote groups 0 and 1 before it died.
+    const earlier = payload.subarray(0, 2 * 4 * BS)
+    const sink = collectingSink()
+    const resumed = new StreamReassembler(sink, { metadata, resumeAtGroup: 2 })
+    const from = groupBlockRange(2, layout)
+    const rest = blockRangeFor(from.firstBlock, layout.blockCount - from.firstBlock, layout)
+    await resumed.push(rest.offset, wire.subarray(rest.offset, rest.offset + rest.length))
+    const report = await resumed.report()
+    expect(report.complete).toBe(true)
+    expect(report.payloadVerified).toBe(false)
+    expect(report.bytesWritten).toBe(payload.length)
+    expect(same(concat([earlier, sink.bytes()]), payload)).toBe(true)
+  })
+
+  it('refuses a resume point without metadata or past the end', () => {
+    expect(() => new StreamReassembler(collectingSink(), { resumeAtGroup: 1 })).toThrow(DeltaFormatError)
+  })
+})
