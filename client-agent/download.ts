@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs'
 import { open, rm, stat } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { AgentError, errorFromResponse } from './errors.ts'
+import { readBody } from './transfer/read-body.ts'
 
 export interface DownloadProgress {
   received: number
@@ -75,20 +76,22 @@ async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: ty
   let position = start
   const began = Date.now()
   try {
-    if (!response.body) throw new AgentError('network', 'empty response body')
-    for await (const chunk of response.body) {
-      const bytes = chunk as Uint8Array
-      if (position + bytes.length > request.size) {
-        throw new AgentError(
-          'integrity-mismatch',
-          `the edge sent more than the manifest's ${request.size} bytes`,
-        )
-      }
-      await file.write(bytes, 0, bytes.length, position)
-      position += bytes.length
-      request.onProgress?.({ received: position, total: request.size, resumedFrom: offset })
-      await throttle(request.bandwidthCapBps ?? 0, position - start, began)
-    }
+    await readBody(
+      response,
+      async (bytes) => {
+        if (position + bytes.length > request.size) {
+          throw new AgentError(
+            'integrity-mismatch',
+            `the edge sent more than the manifest's ${request.size} bytes`,
+          )
+        }
+        await file.write(bytes, 0, bytes.length, position)
+        position += bytes.length
+        request.onProgress?.({ received: position, total: request.size, resumedFrom: offset })
+        await throttle(request.bandwidthCapBps ?? 0, position - start, began)
+      },
+      request.signal ? { signal: request.signal } : {},
+    )
     await file.sync()
   } finally {
     await file.close()

@@ -1,0 +1,160 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, readFile, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { frameStream } from '../../delta/stream/index.ts'
+import { AgentError } from '../errors.ts'
+import { expectSameBytes } from '../test/fixtures.ts'
+import { type RangeServer, startRangeServer } from '../test/range-server.ts'
+import { RangeController } from '../transfer/controller.ts'
+import { fetchDeltaStream } from './stream-fetch.ts'
+
+const BLOCK = 4096
+const HEADER = 32
+const FRAMED = BLOCK + HEADER
+let server: RangeServer | undefined
+
+afterEach(async () => {
+  await server?.close()
+  server = undefined
+})
+
+async function framedPayload(size: number, k = 8, m = 2) {
+  const payload = randomBytes(size)
+  const wire = await frameStream(
+    payload,
+    { artifact: 'app', fromVersion: '1.0.0', toVersion: '1.1.0', method: 'vcdiff', blockSize: BLOCK },
+    { k, m },
+  )
+  return { payload, wire, sha256: createHash('sha256').update(payload).digest('hex') }
+}
+
+async function target() {
+  return join(await mkdtemp(join(tmpdir(), 'deltaport-stream-')), 'payload')
+}
+
+const small = () =>
+  new RangeController({ blockSize: FRAMED, minRange: FRAMED, maxRange: 16 * FRAMED, maxParallel: 3 })
+
+describe('fetchDeltaStream', () => {
+  it('assembles and verifies a clean stream, in several parallel ranges', async () => {
+    const { payload, wire, sha256 } = await framedPayload(300_000)
+    server = await startRangeServer(wire)
+    const path = await target()
+    const result = await fetchDeltaStream({
+      url: server.url,
+      blockSize: BLOCK,
+      payloadSha256: sha256,
+      payloadLength: payload.length,
+      payloadPath: path,
+      controller: small(),
+    })
+    expectSameBytes(await readFile(path), payload)
+    expect(result.ranges).toBeGreaterThan(2)
+    expect(result.refetchRounds).toBe(0)
+    await expect(stat(`${path}.journal`)).rejects.toThrow()
+  })
+
+  it('rebuilds up to m corrupt blocks per group with FEC and no extra round trip', async () => {
+    const { payload, wire, sha256 } = await framedPayload(200_000)
+    // Corrupt the second data block of every group (one block per group ≤ m = 2).
+    server = await startRangeServer(wire, (offset, bytes) => {
+      for (let at = 0; at < bytes.length; at += FRAMED) {
+        const block = (offset + at) / FRAMED
+        if (Number.isInteger(block) && block > 1 && (block - 1) % 10 === 1) bytes[at + HEADER + 7]! ^= 0xff
+      }
+      return undefined
+    })
+    const path = await target()
+    const result = await fetchDeltaStream({
+      url: server.url,
+      blockSize: BLOCK,
+      payloadSha256: sha256,
+      payloadLength: payload.length,
+      payloadPath: path,
+      controller: small(),
+    })
+    expectSameBytes(await readFile(path), payload)
+    expect(result.recoveredBlocks).toBeGreaterThanOrEqual(4)
+    expect(result.refetchRounds).toBe(0)
+  })
+
+  it('re-fetches only what FEC cannot rebuild, and survives cut connections', async () => {
+    const { payload, wire, sha256 } = await framedPayload(200_000)
+    const damaged = new Set<number>()
+    server = await startRangeServer(wire, (offset, bytes, request) => {
+      if (request === 3) return 'cut'
+      // First time group 1 passes, wipe 3 of its blocks (> m): it needs a targeted re-fetch.
+      for (let at = 0; at < bytes.length; at += FRAMED) {
+        const block = (offset + at) / FRAMED
+        if (block >= 11 && block <= 13 && !damaged.has(block)) {
+          damaged.add(block)
+          bytes.fill(0, at, at + FRAMED)
+        }
+      }
+      return undefined
+    })
+    const path = await target()
+    const result = await fetchDeltaStream({
+      url: server.url,
+      blockSize: BLOCK,
+      payloadSha256: sha256,
+      payloadLength: payload.length,
+      payloadPath: path,
+      controller: small(),
+    })
+    expectSameBytes(await readFile(path), payload)
+    expect(result.refetchRounds).toBeGreaterThanOrEqual(1)
+    // Beyond the stream itself: the cut half-range, the re-fetch (≤ one group), block 0 twice at most.
+    expect(server.served()).toBeLessThan(wire.length + 24 * FRAMED)
+  })
+
+  it('resumes after an interruption without re-downloading durable groups', async () => {
+    const { payload, wire, sha256 } = await framedPayload(3_000_000, 8, 2)
+    server = await startRangeServer(wire)
+    const path = await target()
+    const abort = new AbortController()
+    const request = {
+      url: server.url,
+      blockSize: BLOCK,
+      payloadSha256: sha256,
+      payloadLength: payload.length,
+      payloadPath: path,
+    }
+    await expect(
+      fetchDeltaStream({
+        ...request,
+        signal: abort.signal,
+        controller: small(),
+        onProgress: (p) => {
+          if (p.payloadBytes > 1_000_000) abort.abort()
+        },
+      }),
+    ).rejects.toThrow()
+    const journal = JSON.parse(await readFile(`${path}.journal`, 'utf8')) as { groupsDone: number }
+    expect(journal.groupsDone).toBeGreaterThan(0)
+    const before = server.served()
+    const result = await fetchDeltaStream({ ...request, controller: small() })
+    expect(result.resumedAtGroup).toBe(journal.groupsDone)
+    expectSameBytes(await readFile(path), payload)
+    const groupWire = 10 * FRAMED
+    expect(server.served() - before).toBeLessThanOrEqual(
+      wire.length - journal.groupsDone * groupWire + FRAMED,
+    )
+  })
+
+  it('refuses a stream that is not the one the signed manifest names', async () => {
+    const { payload, wire } = await framedPayload(50_000)
+    server = await startRangeServer(wire)
+    const error = await fetchDeltaStream({
+      url: server.url,
+      blockSize: BLOCK,
+      payloadSha256: 'ab'.repeat(32),
+      payloadLength: payload.length,
+      payloadPath: await target(),
+    }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(AgentError)
+    expect((error as AgentError).code).toBe('integrity-mismatch')
+  })
+})

@@ -1,0 +1,319 @@
+import type { FileHandle } from 'node:fs/promises'
+import { open, rm, stat, truncate } from 'node:fs/promises'
+import { cpus, freemem, loadavg } from 'node:os'
+import { DeltaFormatError } from '../../delta/errors.ts'
+import { collectingSink } from '../../delta/io.ts'
+import {
+  type BlockRange,
+  blockRangeFor,
+  groupBlockRange,
+  rangeHeader,
+  type StreamLayout,
+  type StreamMetadata,
+  StreamReassembler,
+} from '../../delta/stream/index.ts'
+import { hashFile } from '../download.ts'
+import { AgentError, errorFromResponse } from '../errors.ts'
+import { type Explanation, RangeController } from '../transfer/controller.ts'
+import { readBody } from '../transfer/read-body.ts'
+import { clearJournal, readJournal, writeJournal } from './journal.ts'
+
+export interface StreamFetchRequest {
+  url: string
+  /** The framing the edge used (from the plan step or the stream's headers). */
+  blockSize: number
+  /** From the signed manifest: the stream must carry exactly this payload. */
+  payloadSha256: string
+  payloadLength: number
+  /** Verified payload goes here; `<payloadPath>.journal` records what is durable. */
+  payloadPath: string
+  fetchImpl?: typeof fetch
+  signal?: AbortSignal
+  controller?: RangeController
+  onProgress?: (progress: StreamProgress) => void
+  /** Re-fetch rounds for blocks FEC could not rebuild before giving up. */
+  maxRefetchRounds?: number
+}
+
+export interface StreamProgress {
+  payloadBytes: number
+  payloadTotal: number
+  wireBytes: number
+}
+
+export interface StreamFetchResult {
+  wireBytes: number
+  recoveredBlocks: number
+  corruptBlocks: number
+  refetchRounds: number
+  resumedAtGroup: number
+  ranges: number
+  controller: Explanation
+}
+
+/**
+ * Downloads a framed delta stream into a verified payload file. Ranges are block aligned, sized and
+ * parallelised by the adaptive controller; every block is checked and FEC rebuilds up to m lost or
+ * corrupt blocks per group without a round trip; only blocks that stay unrecoverable are fetched
+ * again. Durable progress is journaled at group granularity, so a killed agent resumes where it was.
+ */
+export async function fetchDeltaStream(request: StreamFetchRequest): Promise<StreamFetchResult> {
+  const fetchImpl = request.fetchImpl ?? fetch
+  const journalPath = `${request.payloadPath}.journal`
+  const controller = request.controller ?? new RangeController({ blockSize: request.blockSize + 32 })
+  let wireBytes = 0
+  let ranges = 0
+
+  const fetchRange = async (
+    offset: number,
+    length: number,
+    into: (at: number, bytes: Uint8Array) => Promise<void>,
+  ) => {
+    const startedAt = performance.now()
+    ranges++
+    let response: Response
+    try {
+      response = await fetchImpl(request.url, {
+        headers: { range: rangeHeader({ offset, length }), 'if-range': `"${request.payloadSha256}"` },
+        ...(request.signal ? { signal: request.signal } : {}),
+      })
+    } catch (error) {
+      controller.onRangeError(performance.now(), 'reset')
+      throw error
+    }
+    if (response.status !== 206) {
+      controller.onRangeError(performance.now(), 'http')
+      throw await errorFromResponse(response, `delta stream range ${offset}+${length}`)
+    }
+    const firstByteAt = performance.now()
+    let at = offset
+    try {
+      await readBody(
+        response,
+        async (bytes) => {
+          await into(at, bytes)
+          at += bytes.length
+          wireBytes += bytes.length
+        },
+        request.signal ? { signal: request.signal } : {},
+      )
+    } catch (error) {
+      if (error instanceof AgentError) controller.onRangeError(performance.now(), 'timeout')
+      throw error
+    }
+    controller.onRangeComplete({ bytes: at - offset, startedAt, firstByteAt, finishedAt: performance.now() })
+  }
+
+  // Block 0 first: the stream's own description, checked against what the signed manifest promised.
+  const probe = new StreamReassembler(collectingSink())
+  await fetchRange(0, 32 + request.blockSize, (at, bytes) => probe.push(at, bytes))
+  const metadata = probe.metadata
+  if (!metadata) throw new AgentError('integrity-mismatch', 'the delta stream has no readable metadata block')
+  assertMatches(metadata, request)
+  const layout = probe.layout!
+
+  const journal = await readJournal(journalPath)
+  const resumeAt =
+    journal && journal.url === request.url && journal.payloadSha256 === request.payloadSha256
+      ? journal.groupsDone
+      : 0
+  const bytesDone = Math.min(resumeAt * layout.k * layout.blockSize, layout.payloadLength)
+  // Anything past the journaled point may be a half-written group from a killed run: cut it off.
+  if (resumeAt > 0) await truncate(request.payloadPath, bytesDone)
+  else await rm(request.payloadPath, { force: true })
+
+  const file = await open(request.payloadPath, resumeAt > 0 ? 'r+' : 'w')
+  try {
+    const sink = new DurableSink(file, bytesDone, layout, async (groupsDone, bytes) => {
+      await writeJournal(journalPath, {
+        url: request.url,
+        payloadSha256: request.payloadSha256,
+        groupsDone,
+        bytesDone: bytes,
+      })
+      request.onProgress?.({ payloadBytes: bytes, payloadTotal: layout.payloadLength, wireBytes })
+    })
+    const reassembler = new StreamReassembler(sink, {
+      metadata,
+      resumeAtGroup: resumeAt,
+      maxBufferedGroups: bufferedGroupsFor(layout),
+    })
+    const push = (at: number, bytes: Uint8Array) => reassembler.push(at, bytes)
+
+    const first = resumeAt < layout.groups ? groupBlockRange(resumeAt, layout).firstBlock : layout.blockCount
+    await fetchBlocks(
+      { firstBlock: first, count: layout.blockCount - first },
+      layout,
+      controller,
+      (offset, length) => fetchRange(offset, length, push),
+      request.signal,
+    )
+    let refetchRounds = 0
+    let report = await reassembler.report()
+    while (!report.complete) {
+      if (refetchRounds >= (request.maxRefetchRounds ?? 3)) {
+        throw new AgentError(
+          'integrity-mismatch',
+          `blocks stayed unrecoverable after ${refetchRounds} re-fetch rounds`,
+        )
+      }
+      refetchRounds++
+      for (const range of report.minimalRefetch) {
+        const bytes = blockRangeFor(range.firstBlock, range.count, layout)
+        await fetchRange(bytes.offset, bytes.length, push)
+      }
+      report = await reassembler.report()
+    }
+    await sink.flush()
+    const result = {
+      wireBytes,
+      recoveredBlocks: report.recoveredBlocks,
+      corruptBlocks: report.corruptBlocks.length,
+      refetchRounds,
+      resumedAtGroup: resumeAt,
+      ranges,
+      controller: controller.explain(),
+    }
+    await file.close()
+    await verifyPayload(request)
+    await clearJournal(journalPath)
+    return result
+  } catch (error) {
+    await file.close().catch(() => undefined)
+    if (error instanceof DeltaFormatError) {
+      // The stream itself is broken (not the transport): nothing of it can be trusted.
+      await rm(request.payloadPath, { force: true })
+      await clearJournal(journalPath)
+      throw new AgentError('integrity-mismatch', `delta stream rejected: ${error.message}`)
+    }
+    throw error
+  }
+}
+
+/**
+ * Walks the block range with the controller's plan: ranges of whole blocks, several in flight. A
+ * failed range goes back on the queue (the controller backs off); it fails for good after 5 tries.
+ */
+async function fetchBlocks(
+  span: BlockRange,
+  layout: StreamLayout,
+  controller: RangeController,
+  fetchRange: (offset: number, length: number) => Promise<void>,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const end = span.firstBlock + span.count
+  let cursor = span.firstBlock
+  const retry: Array<{ firstBlock: number; count: number; attempt: number }> = []
+  const inFlight = new Set<Promise<void>>()
+  let failure: unknown = null
+  const cores = cpus().length || 1
+
+  while ((cursor < end || retry.length > 0 || inFlight.size > 0) && failure === null) {
+    controller.onHostSample({ loadPerCore: (loadavg()[0] ?? 0) / cores, freeMemBytes: freemem() })
+    const plan = controller.next(performance.now())
+    while (inFlight.size < plan.parallel && (cursor < end || retry.length > 0) && failure === null) {
+      if (signal?.aborted) throw signal.reason ?? new Error('aborted')
+      const job =
+        retry.shift() ??
+        (() => {
+          const count = Math.max(1, Math.min(Math.floor(plan.rangeBytes / layout.framedSize), end - cursor))
+          const next = { firstBlock: cursor, count, attempt: 0 }
+          cursor += count
+          return next
+        })()
+      const bytes = blockRangeFor(job.firstBlock, job.count, layout)
+      const run: Promise<void> = fetchRange(bytes.offset, bytes.length)
+        .catch((error: unknown) => {
+          if (signal?.aborted || job.attempt >= 4 || error instanceof DeltaFormatError) failure = error
+          else retry.push({ ...job, attempt: job.attempt + 1 })
+        })
+        .finally(() => inFlight.delete(run))
+      inFlight.add(run)
+    }
+    if (inFlight.size > 0) await Promise.race(inFlight)
+  }
+  await Promise.allSettled(inFlight)
+  if (failure !== null) throw failure
+}
+
+/** Enough look-ahead for every range in flight, bounded so memory stays a few groups' worth. */
+function bufferedGroupsFor(layout: StreamLayout): number {
+  const groupBytes = (layout.k + layout.m) * layout.framedSize
+  return Math.min(256, Math.max(4, Math.ceil((8 * 8 * 1024 * 1024) / groupBytes) + 2))
+}
+
+/**
+ * Appends payload bytes and makes them durable group by group: after each fsync it reports how many
+ * whole groups are on disk, which is what the journal may promise.
+ */
+class DurableSink {
+  readonly #file: FileHandle
+  readonly #groupBytes: number
+  readonly #payloadLength: number
+  readonly #onDurable: (groupsDone: number, bytes: number) => Promise<void>
+  #position: number
+  #lastSync = Date.now()
+  #unsynced = 0
+
+  constructor(
+    file: FileHandle,
+    position: number,
+    layout: StreamLayout,
+    onDurable: (groupsDone: number, bytes: number) => Promise<void>,
+  ) {
+    this.#file = file
+    this.#position = position
+    this.#groupBytes = layout.k * layout.blockSize
+    this.#payloadLength = layout.payloadLength
+    this.#onDurable = onDurable
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    await this.#file.write(chunk, 0, chunk.length, this.#position)
+    this.#position += chunk.length
+    this.#unsynced += chunk.length
+    // Sync about every 1 MiB or 500 ms: a crash costs at most that much, and fsyncs stay rare.
+    if (this.#unsynced >= 1024 * 1024 || Date.now() - this.#lastSync > 500) await this.flush()
+  }
+
+  async flush(): Promise<void> {
+    if (this.#unsynced === 0) return
+    await this.#file.sync()
+    this.#unsynced = 0
+    this.#lastSync = Date.now()
+    const groupsDone =
+      this.#position >= this.#payloadLength
+        ? Math.ceil(this.#payloadLength / this.#groupBytes)
+        : Math.floor(this.#position / this.#groupBytes)
+    await this.#onDurable(groupsDone, Math.min(groupsDone * this.#groupBytes, this.#payloadLength))
+  }
+}
+
+function assertMatches(metadata: StreamMetadata, request: StreamFetchRequest): void {
+  if (metadata.sha256 !== request.payloadSha256 || metadata.payloadLength !== request.payloadLength) {
+    throw new AgentError(
+      'integrity-mismatch',
+      `the delta stream carries ${metadata.payloadLength} bytes with sha256 ${metadata.sha256}; the signed manifest promised ${request.payloadLength} bytes, ${request.payloadSha256}`,
+    )
+  }
+  if (metadata.blockSize !== request.blockSize) {
+    throw new AgentError(
+      'integrity-mismatch',
+      `block size ${metadata.blockSize} differs from the announced ${request.blockSize}`,
+    )
+  }
+}
+
+/** The whole payload against the signed hash: the only check that covers a resumed prefix too. */
+async function verifyPayload(request: StreamFetchRequest): Promise<void> {
+  const { size } = await stat(request.payloadPath)
+  const actual = await hashFile(request.payloadPath)
+  if (size !== request.payloadLength || actual !== request.payloadSha256) {
+    await rm(request.payloadPath, { force: true })
+    await clearJournal(`${request.payloadPath}.journal`)
+    throw new AgentError(
+      'integrity-mismatch',
+      `assembled delta hashes to ${actual}, expected ${request.payloadSha256}`,
+    )
+  }
+}
