@@ -7,6 +7,7 @@ import { downloadVerified } from './download.ts'
 import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { ArtifactStore } from './store.ts'
+import { TelemetryQueue } from './telemetry/queue.ts'
 import { verifyManifest } from './trust.ts'
 
 export interface InstallRequest {
@@ -58,6 +59,7 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
   }
   if (await store.has(version)) {
     await store.activate(manifest)
+    await recordInstall(config, manifest.name, version, state.current)
     return { ...base, method: 'local', bytesDownloaded: 0, resumedFrom: 0, alreadyCurrent: false }
   }
   await store.prepare()
@@ -75,6 +77,7 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
   })
   await store.commitVersion(partial, envelope)
   await store.activate(manifest)
+  await recordInstall(config, manifest.name, version, state.current)
   return {
     ...base,
     method: 'full',
@@ -106,4 +109,12 @@ export async function rollbackArtifact(config: AgentConfig, name: string) {
     throw new AgentError('install-failed', `${name} has no previous version to roll back to`)
   const after = await store.rollback()
   return { name, from: before.current, to: after.current }
+}
+
+/** Access metadata for the aggregation side; never blocks or fails an install. */
+async function recordInstall(config: AgentConfig, name: string, version: string, previous: string | null) {
+  const kind = previous ? 'update' : 'install'
+  await new TelemetryQueue(config.installRoot)
+    .record([{ artifact: name, version, at: new Date().toISOString(), count: 1, kind }])
+    .catch(() => undefined)
 }

@@ -1,0 +1,81 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { gzipSync } from 'node:zlib'
+import type { TelemetryBatch } from '../../schemas/telemetry.ts'
+import { EdgeClient } from '../edge-client.ts'
+import { AgentError, errorFromResponse } from '../errors.ts'
+import type { TelemetryQueue } from './queue.ts'
+
+export interface FlushResult {
+  batches: number
+  events: number
+  remaining: boolean
+}
+
+/**
+ * Sends queued events in gzip-compressed batches until the queue is empty. A batch leaves the queue
+ * only once the edge accepted it; a 429 or a network error stops this flush (the caller retries later,
+ * with backoff) and the events stay queued.
+ */
+export async function flushTelemetry(
+  queue: TelemetryQueue,
+  edgeUrl: string,
+  options: { fetchImpl?: typeof fetch; now?: () => Date; maxBatches?: number } = {},
+): Promise<FlushResult> {
+  const edge = new EdgeClient(edgeUrl, options.fetchImpl)
+  let batches = 0
+  let events = 0
+  for (let i = 0; i < (options.maxBatches ?? 100); i++) {
+    const next = await queue.peekBatch()
+    if (!next) return { batches, events, remaining: false }
+    const batch: TelemetryBatch = { ...next, sentAt: (options.now?.() ?? new Date()).toISOString() }
+    const response = await edge.request('/v1/telemetry', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+      body: gzipSync(JSON.stringify(batch)),
+    })
+    // 409 = a replay of a batch the edge already has: it is safe to drop it here too.
+    if (response.status === 202 || response.status === 200 || response.status === 409) {
+      await response.body?.cancel()
+      await queue.acknowledge(next.events.length)
+      batches++
+      events += next.events.length
+      continue
+    }
+    const retryAfter = Number(response.headers.get('retry-after') ?? '')
+    throw Object.assign(await errorFromResponse(response, 'posting telemetry'), {
+      retryAfterMs: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : undefined,
+    })
+  }
+  return { batches, events, remaining: true }
+}
+
+/**
+ * Flushes every `intervalMs`, backing off exponentially (with jitter, honouring Retry-After) while the
+ * edge is unreachable or refusing, until `signal` aborts. Used by the daemon.
+ */
+export async function runTelemetryLoop(
+  queue: TelemetryQueue,
+  edgeUrl: string,
+  options: {
+    intervalMs: number
+    signal: AbortSignal
+    onError?: (error: Error) => void
+    fetchImpl?: typeof fetch
+  },
+): Promise<void> {
+  let failures = 0
+  while (!options.signal.aborted) {
+    let waitMs = options.intervalMs
+    try {
+      await flushTelemetry(queue, edgeUrl, options.fetchImpl ? { fetchImpl: options.fetchImpl } : {})
+      failures = 0
+    } catch (error) {
+      failures++
+      const hinted = (error as { retryAfterMs?: number }).retryAfterMs
+      const backoff = Math.min(options.intervalMs * 2 ** failures, 30 * 60_000)
+      waitMs = Math.max(hinted ?? 0, backoff * (0.5 + Math.random() / 2))
+      options.onError?.(error instanceof Error ? error : new AgentError('network', String(error)))
+    }
+    await sleep(waitMs, undefined, { signal: options.signal }).catch(() => undefined)
+  }
+}
