@@ -1,0 +1,7 @@
+export { decodeVcdiff, decodeVcdiffStream, readVcdiffHeader } from './decode.ts'
+export type { VcdiffEncodeOptions } from './encode.ts'
+export { encodeVcdiff, encodeVcdiffStream } from './encode.ts'
+export type { FuzzReport } from './fuzz.ts'
+export { fuzzVcdiff } from './fuzz.ts'
+export type { VcdiffHeaderInfo } from './header.ts'
+export type { VcdiffLimits } from './limits.ts'
