@@ -1,0 +1,60 @@
+/**
+ * In-memory apply. A first pass walks the block headers only, proving every claimed size is backed by
+ * bytes actually present in the delta (and DEFLATE's maximum ratio), before the target is allocated.
+ */
+import { check } from '../errors.ts'
+import { decodeBlock, replayBlock } from './block.ts'
+import { crc32 } from './crc32.ts'
+import {
+  type ApproxLimits,
+  BLOCK_HEADER_SIZE,
+  blockCount,
+  HEADER_SIZE,
+  type Header,
+  parseBlockHeader,
+  parseHeader,
+  payloadSize,
+  resolveLimits,
+} from './format.ts'
+
+export function applyApproxDelta(source: Uint8Array, delta: Uint8Array, limits?: ApproxLimits): Uint8Array {
+  const h = parseHeader(delta, resolveLimits(limits))
+  checkSource(h, source.length, crc32(source))
+  walkBlocks(delta, h, () => {})
+
+  const target = new Uint8Array(h.targetLength)
+  const read = (pos: number, len: number) => source.subarray(pos, pos + len)
+  walkBlocks(delta, h, (index, header, payload) => {
+    replayBlock(decodeBlock(header, payload, h.sourceLength), read, target, index * h.blockSize)
+  })
+  check(crc32(target) === h.targetCrc, 'target-mismatch', 'reconstructed target fails its checksum')
+  return target
+}
+
+export function checkSource(h: Header, length: number, crc: number): void {
+  check(
+    length === h.sourceLength,
+    'source-mismatch',
+    `source is ${length} bytes, delta expects ${h.sourceLength}`,
+  )
+  check(crc === h.sourceCrc, 'source-mismatch', 'source checksum differs from the one the delta was made for')
+}
+
+function walkBlocks(
+  delta: Uint8Array,
+  h: Header,
+  visit: (index: number, header: ReturnType<typeof parseBlockHeader>, payload: Uint8Array) => void,
+): void {
+  let at = HEADER_SIZE
+  const count = blockCount(h)
+  for (let i = 0; i < count; i++) {
+    check(at + BLOCK_HEADER_SIZE <= delta.length, 'truncated', `delta ends inside block ${i}'s header`)
+    const header = parseBlockHeader(delta.subarray(at, at + BLOCK_HEADER_SIZE), h, i)
+    at += BLOCK_HEADER_SIZE
+    const size = payloadSize(header)
+    check(at + size <= delta.length, 'truncated', `delta ends inside block ${i}'s streams`)
+    visit(i, header, delta.subarray(at, at + size))
+    at += size
+  }
+  check(at === delta.length, 'trailing-bytes', 'bytes after the last block')
+}

@@ -1,0 +1,137 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { DeltaFormatError } from '../errors.ts'
+import { collectingSink, readerFromBytes, sourceFromBytes } from '../io.ts'
+import { writeU32 } from './bytes.ts'
+import { crc32, crc32Update } from './crc32.ts'
+import { HEADER_SIZE } from './format.ts'
+import { fuzzApprox, mutatePair, prng } from './fuzz.ts'
+import { applyApproxDelta, applyApproxDeltaStream, createApproxDelta } from './index.ts'
+
+async function applyStream(source: Uint8Array, delta: Uint8Array, chunk = 13): Promise<Uint8Array> {
+  const sink = collectingSink()
+  await applyApproxDeltaStream(readerFromBytes(source), sourceFromBytes(delta, chunk), sink)
+  return sink.bytes()
+}
+
+async function roundTrip(source: Uint8Array, target: Uint8Array, blockSize?: number): Promise<Uint8Array> {
+  const delta = createApproxDelta(source, target, blockSize === undefined ? undefined : { blockSize })
+  expect(applyApproxDelta(source, delta)).toEqual(target)
+  expect(await applyStream(source, delta)).toEqual(target)
+  return delta
+}
+
+function formatError(run: () => unknown): DeltaFormatError {
+  try {
+    run()
+  } catch (e) {
+    expect(e).toBeInstanceOf(DeltaFormatError)
+    return e as DeltaFormatError
+  }
+  throw new Error('expected a DeltaFormatError')
+}
+
+describe('crc32', () => {
+  it('matches the standard check value and is incremental', () => {
+    const bytes = new TextEncoder().encode('123456789')
+    expect(crc32(bytes)).toBe(0xcbf43926)
+    expect(crc32Update(crc32(bytes.subarray(0, 5)), bytes.subarray(5))).toBe(0xcbf43926)
+    expect(crc32(new Uint8Array(0))).toBe(0)
+  })
+})
+
+describe('approx delta round trip', () => {
+  const blockSize = fc.option(fc.integer({ min: 1, max: 300 }), { nil: undefined })
+
+  it('round-trips the edge cases', async () => {
+    const some = Uint8Array.from({ length: 5000 }, (_, i) => (i * 7) & 0xff)
+    await roundTrip(new Uint8Array(0), new Uint8Array(0))
+    await roundTrip(new Uint8Array(0), Uint8Array.of(1))
+    await roundTrip(Uint8Array.of(1), new Uint8Array(0))
+    await roundTrip(Uint8Array.of(9), Uint8Array.of(9))
+    await roundTrip(Uint8Array.of(9), Uint8Array.of(8))
+    const same = await roundTrip(some, some)
+    expect(same.length).toBeLessThan(200)
+    await roundTrip(some, new Uint8Array(5000).fill(0xaa))
+    await roundTrip(new Uint8Array(3000), new Uint8Array(4000), 100)
+  })
+
+  it('round-trips random pairs', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uint8Array({ maxLength: 400 }),
+        fc.uint8Array({ maxLength: 400 }),
+        blockSize,
+        (s, t, b) => roundTrip(s, t, b).then(() => {}),
+      ),
+      { numRuns: 150 },
+    )
+  })
+
+  it('round-trips mutated pairs (inserts, deletes, relocated fields)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ maxLength: 2000 }), fc.integer(), blockSize, (s, seed, b) =>
+        roundTrip(s, mutatePair(prng(seed), s), b).then(() => {}),
+      ),
+      { numRuns: 150 },
+    )
+  })
+
+  it('makes small deltas for relocated binaries-like data', () => {
+    const r = prng(1)
+    const source = Uint8Array.from({ length: 200_000 }, () => Math.floor(r() * 256))
+    const target = source.slice()
+    // Shift every "pointer" at 8-byte strides by a constant, as a relinked executable would.
+    for (let i = 0; i + 4 <= target.length; i += 64) {
+      const v = (target[i]! | (target[i + 1]! << 8)) + 0x1234
+      target[i] = v & 0xff
+      target[i + 1] = (v >> 8) & 0xff
+    }
+    const delta = createApproxDelta(source, target)
+    expect(applyApproxDelta(source, delta)).toEqual(target)
+    expect(delta.length).toBeLessThan(20_000)
+  })
+})
+
+describe('approx delta hostile input', () => {
+  const source = Uint8Array.from({ length: 3000 }, (_, i) => (i * 31) & 0xff)
+  const target = mutatePair(prng(7), source)
+  const delta = createApproxDelta(source, target, { blockSize: 512 })
+
+  it('rejects the wrong source before doing anything', async () => {
+    const other = source.slice()
+    other[100]! ^= 1
+    expect(formatError(() => applyApproxDelta(other, delta)).code).toBe('source-mismatch')
+    expect(formatError(() => applyApproxDelta(source.subarray(1), delta)).code).toBe('source-mismatch')
+    await expect(applyStream(other, delta)).rejects.toBeInstanceOf(DeltaFormatError)
+  })
+
+  it('enforces limits and rejects truncation and trailing bytes', async () => {
+    expect(formatError(() => applyApproxDelta(source, delta, { maxTargetSize: 10 })).code).toBe('too-large')
+    expect(formatError(() => applyApproxDelta(source, delta, { maxBlockSize: 100 })).code).toBe('too-large')
+    expect(formatError(() => applyApproxDelta(source, delta.subarray(0, delta.length - 1))).code).toBe(
+      'truncated',
+    )
+    const longer = new Uint8Array(delta.length + 1)
+    longer.set(delta)
+    expect(formatError(() => applyApproxDelta(source, longer)).code).toBe('trailing-bytes')
+    await expect(applyStream(source, longer)).rejects.toThrow(/after the last block/)
+    expect(formatError(() => applyApproxDelta(source, new Uint8Array(10))).code).toBe('truncated')
+  })
+
+  it('rejects a huge claimed target without allocating it', () => {
+    const d = delta.slice()
+    // targetLength = 2^40 with a re-sealed header: must fail on limits, not on allocation.
+    writeU32(d, 20, 0)
+    writeU32(d, 24, 0x100)
+    writeU32(d, HEADER_SIZE - 4, crc32(d.subarray(0, HEADER_SIZE - 4)))
+    expect(formatError(() => applyApproxDelta(source, d, { maxTargetSize: 2 ** 50 })).code).toBe('bad-block')
+    expect(formatError(() => applyApproxDelta(source, d)).code).toBe('too-large')
+  })
+
+  it('survives ~2 s of fuzzing with only correct output or DeltaFormatError', async () => {
+    const report = await fuzzApprox(2, 12345)
+    expect(report.iterations).toBeGreaterThan(50)
+    expect(report.rejected).toBeGreaterThan(0)
+  })
+})

@@ -1,0 +1,9 @@
+/**
+ * Approximate (bsdiff-class) deltas for binaries whose bytes mostly survive but shift: SA-IS suffix
+ * array of the source, bsdiff-style fuzzy alignment, and the blocked DPAX container
+ * (docs/formats/approx-delta.md).
+ */
+export { applyApproxDelta } from './apply.ts'
+export { applyApproxDeltaStream } from './apply-stream.ts'
+export { type CreateApproxOptions, createApproxDelta } from './encode.ts'
+export type { ApproxLimits } from './format.ts'

@@ -1,0 +1,113 @@
+/**
+ * bsdiff-style approximate matching. Executables change by shifted addresses sprinkled everywhere, so an
+ * exact match is cut short every few dozen bytes; instead we look for regions where the target lines up
+ * with the source at a fixed offset *most of the time*, and ship the bytewise difference (mostly zeros,
+ * which compress to nearly nothing) plus literal bytes for what aligns with nothing.
+ *
+ * The scan keeps the current alignment (`lastOffset`) and only adopts a new exact match when it beats
+ * what the current alignment already explains by more than a few bytes; then it grows the previous
+ * segment forwards and the new one backwards for as long as at least half the bytes agree.
+ */
+import { longestMatch, type Match, type SourceIndex } from './source-index.ts'
+
+/**
+ * Flat list of segments, three numbers each: `copyLen` target bytes are source[srcPos..] + diff, then
+ * `extraLen` literal bytes follow. Segments tile the target in order.
+ */
+export type Segments = number[]
+
+/** A new alignment must explain this many more bytes than the current one to be worth a new segment. */
+const SWITCH_MARGIN = 8
+
+export function matchSegments(
+  index: SourceIndex,
+  target: Uint8Array,
+  switchMargin = SWITCH_MARGIN,
+): Segments {
+  const source = index.source
+  const sn = source.length
+  const tn = target.length
+  const segments: Segments = []
+  const m: Match = { pos: 0, len: 0 }
+
+  // Bytes [lastScan, scan) are not yet covered; lastPos is where the previous alignment continues.
+  let lastScan = 0
+  let lastPos = 0
+  let lastOffset = 0
+  let scan = 0
+  let len = 0
+  let pos = 0
+
+  while (scan < tn) {
+    // How many bytes of the window [scan, scan + len) the current alignment already gets right.
+    let oldScore = 0
+    scan += len
+    let scored = scan
+    for (; scan < tn; scan++) {
+      longestMatch(index, target, scan, m)
+      len = m.len
+      pos = m.pos
+      for (; scored < scan + len; scored++) {
+        const o = scored + lastOffset
+        if (o >= 0 && o < sn && source[o] === target[scored]) oldScore++
+      }
+      // Either the match is just the current alignment continuing (skip over it), or it is clearly better.
+      if ((len === oldScore && len !== 0) || len > oldScore + switchMargin) break
+      const o = scan + lastOffset
+      if (o >= 0 && o < sn && source[o] === target[scan]) oldScore--
+    }
+    if (len === oldScore && scan !== tn) continue
+
+    // Grow the previous alignment forwards while at least half its bytes agree.
+    let lenF = 0
+    {
+      let agree = 0
+      let best = 0
+      for (let i = 0; lastScan + i < scan && lastPos + i < sn; ) {
+        if (source[lastPos + i] === target[lastScan + i]) agree++
+        i++
+        if (agree * 2 - i > best * 2 - lenF) {
+          best = agree
+          lenF = i
+        }
+      }
+    }
+    // Grow the new match backwards by the same rule.
+    let lenB = 0
+    if (scan < tn) {
+      let agree = 0
+      let best = 0
+      for (let i = 1; scan >= lastScan + i && pos >= i; i++) {
+        if (source[pos - i] === target[scan - i]) agree++
+        if (agree * 2 - i > best * 2 - lenB) {
+          best = agree
+          lenB = i
+        }
+      }
+    }
+    // If the two grown regions overlap, split the overlap where the two alignments do best.
+    if (lastScan + lenF > scan - lenB) {
+      const overlap = lastScan + lenF - (scan - lenB)
+      let score = 0
+      let best = 0
+      let keep = 0
+      for (let i = 0; i < overlap; i++) {
+        if (target[lastScan + lenF - overlap + i] === source[lastPos + lenF - overlap + i]) score++
+        if (target[scan - lenB + i] === source[pos - lenB + i]) score--
+        if (score > best) {
+          best = score
+          keep = i + 1
+        }
+      }
+      lenF += keep - overlap
+      lenB -= keep
+    }
+
+    const extraLen = scan - lenB - (lastScan + lenF)
+    if (lenF + extraLen > 0) segments.push(lenF, extraLen, lastPos)
+    lastScan = scan - lenB
+    lastPos = pos - lenB
+    lastOffset = pos - scan
+  }
+  return segments
+}
