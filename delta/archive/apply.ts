@@ -1,0 +1,148 @@
+/**
+ * Apply: expand the source, replay the reference recipe, run the inner differ to get the expanded
+ * target, then recompress its deflate segments with the recorded parameters.
+ *
+ * applyArchiveDelta holds the expanded source, the reference, the expanded target and the output.
+ * applyArchiveDeltaToSink holds only the expanded source (the reference is read through the recipe
+ * and the target is recompressed as the inner differ streams it out), when the differ can stream.
+ */
+import { check, DeltaFormatError } from '../errors.ts'
+import { type ByteSink, sourceFromBytes } from '../io.ts'
+import { type Container, decodeContainer } from './container.ts'
+import { crc32 } from './crc32.ts'
+import { defaultDiffers, type InnerDiffer } from './differs.ts'
+import { expand, inflateAll } from './expand.ts'
+import { inflateRawPrefix } from './inflate.ts'
+import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
+import { RebuildSink } from './rebuild-sink.ts'
+import { deflateChunks } from './recompress.ts'
+import { materialize, recipeReader } from './reference.ts'
+
+interface Prepared {
+  c: Container
+  differ: InnerDiffer
+  expandedSource: Uint8Array
+  inner: Uint8Array
+}
+
+/** The inner differ is a trust boundary too: whatever it throws on hostile bytes becomes our error. */
+function innerError(differ: InnerDiffer, err: unknown): DeltaFormatError {
+  if (err instanceof DeltaFormatError) return err
+  return new DeltaFormatError('archive-inner', `inner ${differ.id} delta failed: ${String(err)}`)
+}
+
+function prepare(
+  source: Uint8Array,
+  delta: Uint8Array,
+  limits: ArchiveLimits | undefined,
+  differs: readonly InnerDiffer[],
+): Prepared {
+  const L = resolveArchiveLimits(limits)
+  const c = decodeContainer(delta, L)
+  check(
+    source.length === c.sourceLength && crc32(source) === c.sourceCrc,
+    'archive-source-mismatch',
+    'source does not match the one this delta was made from',
+  )
+  const differ = differs.find((d) => d.id === c.differId)
+  check(differ !== undefined, 'archive-differ-unknown', `no inner differ with id ${c.differId}`)
+  const expandedSource = expand(c.sourceKind, source, inflateAll, L.maxExpandedBytes).expanded
+  for (const r of c.recipe) {
+    check(
+      r.offset + r.length <= expandedSource.length,
+      'archive-container',
+      'recipe range outside the source',
+    )
+  }
+  let inner = c.inner
+  if (c.innerDeflated) {
+    const out = inflateRawPrefix(c.inner, c.innerLength, 'archive-inner')
+    check(
+      out.consumed === c.inner.length && out.data.length === c.innerLength,
+      'archive-inner',
+      'inner size mismatch',
+    )
+    inner = out.data
+  }
+  return { c, differ, expandedSource, inner }
+}
+
+function expandedTarget(p: Prepared): Uint8Array {
+  let expanded: Uint8Array
+  try {
+    expanded = p.differ.apply(materialize(p.expandedSource, p.c.recipe), p.inner, p.c.expandedLength)
+  } catch (err) {
+    throw innerError(p.differ, err)
+  }
+  check(expanded.length === p.c.expandedLength, 'archive-mismatch', 'inner delta produced the wrong length')
+  return expanded
+}
+
+/** Walks the segments, yielding rebuilt archive bytes in order; checks each stream's size. */
+function* rebuild(c: Container, expanded: Uint8Array): Generator<Uint8Array> {
+  let at = 0
+  for (const s of c.segments) {
+    if (s.kind === 'literal') {
+      yield expanded.subarray(at, at + s.length)
+      at += s.length
+      continue
+    }
+    let produced = 0
+    for (const chunk of deflateChunks(expanded.subarray(at, at + s.rawLength), s.params)) {
+      produced += chunk.length
+      check(produced <= s.compressedLength, 'archive-mismatch', 'recompressed stream is longer than recorded')
+      yield chunk
+    }
+    check(produced === s.compressedLength, 'archive-mismatch', 'recompressed stream is shorter than recorded')
+    at += s.rawLength
+  }
+}
+
+export function applyArchiveDelta(
+  source: Uint8Array,
+  delta: Uint8Array,
+  limits?: ArchiveLimits,
+  differs: readonly InnerDiffer[] = defaultDiffers,
+): Uint8Array {
+  const p = prepare(source, delta, limits, differs)
+  const out = new Uint8Array(p.c.targetLength)
+  let at = 0
+  for (const chunk of rebuild(p.c, expandedTarget(p))) {
+    out.set(chunk, at)
+    at += chunk.length
+  }
+  check(crc32(out) === p.c.targetCrc, 'archive-mismatch', 'rebuilt archive fails its CRC-32 check')
+  return out
+}
+
+/**
+ * Streaming variant. The final CRC can only be checked after the last chunk, so on a throw the sink
+ * has received unverified bytes and must be discarded (write to a temporary file, rename on success).
+ */
+export async function applyArchiveDeltaToSink(
+  source: Uint8Array,
+  delta: Uint8Array,
+  sink: ByteSink,
+  limits?: ArchiveLimits,
+  differs: readonly InnerDiffer[] = defaultDiffers,
+): Promise<void> {
+  const p = prepare(source, delta, limits, differs)
+  const out = new RebuildSink(p.c.segments, sink)
+  if (p.differ.applyStream) {
+    try {
+      const reference = recipeReader(p.expandedSource, p.c.recipe)
+      await p.differ.applyStream(reference, sourceFromBytes(p.inner), out, p.c.expandedLength)
+    } catch (err) {
+      if (err === out.sinkFailure) throw err
+      throw innerError(p.differ, err)
+    }
+  } else {
+    await out.write(expandedTarget(p))
+  }
+  await out.finish()
+  check(
+    out.written === p.c.targetLength && out.crc === p.c.targetCrc,
+    'archive-mismatch',
+    'rebuilt archive fails its CRC-32 check',
+  )
+}

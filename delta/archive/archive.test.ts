@@ -1,0 +1,369 @@
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { gzipSync } from 'node:zlib'
+import { afterAll, describe, expect, it } from 'vitest'
+import { DeltaFormatError } from '../errors.ts'
+import { collectingSink } from '../io.ts'
+import { parseGzip } from './gzip.ts'
+import {
+  type ArchiveDeltaResult,
+  applyArchiveDelta,
+  applyArchiveDeltaToSink,
+  createArchiveDelta,
+  detectArchive,
+  type InnerDiffer,
+  vcdiffDiffer,
+} from './index.ts'
+import { findDeflateParams, paramsKey } from './recompress.ts'
+
+const dir = mkdtempSync(join(tmpdir(), 'archive-delta-'))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length)
+const CACHE = join(import.meta.dirname, '..', '..', 'bench', '.cache')
+
+function has(cmd: string, args: string[]): boolean {
+  try {
+    execFileSync(cmd, args, { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+const hasTar = has('tar', ['--version'])
+const hasPython = has('python3', ['--version'])
+
+/** Deterministic pseudo-source-code so edits look like real releases. */
+function fileText(seed: number, size: number): string {
+  let s = seed >>> 0
+  const out: string[] = []
+  let len = 0
+  while (len < size) {
+    s = (s * 1664525 + 1013904223) >>> 0
+    const line = `  const v${s % 977} = compute(${s % 31}, '${(s >>> 12).toString(36)}')\n`
+    out.push(line)
+    len += line.length
+  }
+  return out.join('')
+}
+
+function writeTree(root: string, files: Record<string, string>): void {
+  rmSync(root, { recursive: true, force: true })
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(root, path)), { recursive: true })
+    writeFileSync(join(root, path), text)
+  }
+}
+
+/** A .tgz the way npm makes one: tar the tree, gzip the tar with zlib. */
+function tgz(name: string, files: Record<string, string>, level = 9): Uint8Array {
+  const root = join(dir, name)
+  writeTree(root, files)
+  const tarPath = join(dir, `${name}.tar`)
+  execFileSync('tar', ['--format=pax', '--sort=name', '--mtime=@0', '-cf', tarPath, '-C', root, '.'])
+  return u8(gzipSync(readFileSync(tarPath), { level }))
+}
+
+function mustApply(r: ArchiveDeltaResult): {
+  delta: Uint8Array
+  details: Extract<ArchiveDeltaResult, { delta: Uint8Array }>['details']
+} {
+  if ('notApplicable' in r) throw new Error(`not applicable: ${r.notApplicable}`)
+  return r
+}
+
+/** Checks both apply paths: in memory, and streamed through the inner differ into a sink. */
+async function roundTrip(source: Uint8Array, target: Uint8Array) {
+  const r = mustApply(createArchiveDelta(source, target))
+  expect(applyArchiveDelta(source, r.delta)).toEqual(target)
+  const sink = collectingSink()
+  await applyArchiveDeltaToSink(source, r.delta, sink)
+  expect(sink.bytes()).toEqual(target)
+  return r
+}
+
+const v1: Record<string, string> = {
+  'package/package.json': '{"name":"demo","version":"1.0.0"}\n',
+  'package/lib/a.js': fileText(1, 60_000),
+  'package/lib/b.js': fileText(2, 40_000),
+  'package/lib/c.js': fileText(3, 30_000),
+  'package/README.md': fileText(4, 5_000),
+}
+
+describe('archive deltas', () => {
+  it('detects gzip and zip by magic', () => {
+    expect(detectArchive(u8(gzipSync(new Uint8Array(10))))).toBe('gzip')
+    expect(detectArchive(new Uint8Array([0x50, 0x4b, 3, 4, ...new Uint8Array(30)]))).toBe('zip')
+    expect(detectArchive(new Uint8Array(100))).toBeNull()
+  })
+
+  it('round-trips a .tgz release with an edit, far smaller than the .tgz', async () => {
+    if (!hasTar) return
+    const source = tgz('v1', v1)
+    const v2: Record<string, string> = {
+      ...v1,
+      'package/package.json': v1['package/package.json']!.replace('1.0.0', '1.0.1'),
+    }
+    v2['package/lib/b.js'] =
+      `${v2['package/lib/b.js']!.slice(0, 20_000)}// fixed\n${v2['package/lib/b.js']!.slice(20_000)}`
+    const target = tgz('v2', v2)
+    const { delta, details } = await roundTrip(source, target)
+    expect(details.reproduced).toBe(1)
+    expect(details.params).toEqual(['9/8/15/0/node'])
+    expect(details.entries.matchedByPath).toBe(details.entries.target)
+    expect(delta.length).toBeLessThan(target.length / 20)
+  })
+
+  it('finds renamed and moved files by content', async () => {
+    if (!hasTar) return
+    const source = tgz('r1', v1, 6)
+    const { 'package/lib/a.js': a, 'package/lib/c.js': c, ...rest } = v1
+    const target = tgz('r2', { ...rest, 'package/dist/renamed-a.js': a!, 'package/src/moved/c.js': c! }, 6)
+    const { delta, details } = await roundTrip(source, target)
+    expect(details.entries.matchedByHash).toBe(2)
+    expect(details.params).toEqual(['6/8/15/0/node'])
+    expect(delta.length).toBeLessThan(target.length / 20)
+  })
+
+  it('round-trips plain and multi-member gzip', async () => {
+    const a = new TextEncoder().encode(fileText(9, 100_000))
+    const b = new TextEncoder().encode(fileText(9, 100_000).replace('compute(3,', 'compute(4,'))
+    await roundTrip(u8(gzipSync(a)), u8(gzipSync(b)))
+    const two = (x: Uint8Array) =>
+      new Uint8Array([...u8(gzipSync(x.subarray(0, 50_000))), ...u8(gzipSync(x.subarray(50_000)))])
+    const { details } = await roundTrip(two(a), two(b))
+    expect(details.streams).toBe(2)
+  })
+
+  it('round-trips a zip (python zipfile = classic zlib) with added, changed and stored entries', async () => {
+    if (!hasPython) return
+    const make = (name: string, files: Record<string, string>, stored: string[]) => {
+      const root = join(dir, name)
+      writeTree(root, files)
+      const script = `
+import zipfile, sys, os
+root, out, stored = sys.argv[1], sys.argv[2], set(sys.argv[3:])
+with zipfile.ZipFile(out, 'w') as z:
+    for base, _, names in sorted(os.walk(root)):
+        for n in sorted(names):
+            p = os.path.join(base, n); arc = os.path.relpath(p, root)
+            info = zipfile.ZipInfo(arc, date_time=(2020, 1, 1, 0, 0, 0))
+            z.writestr(info, open(p, 'rb').read(), compress_type=zipfile.ZIP_STORED if arc in stored else zipfile.ZIP_DEFLATED)
+`
+      execFileSync('python3', ['-c', script, root, join(dir, `${name}.zip`), ...stored])
+      return u8(readFileSync(join(dir, `${name}.zip`)))
+    }
+    const source = make('z1', v1, ['package/README.md'])
+    const target = make(
+      'z2',
+      { ...v1, 'package/lib/new.js': fileText(7, 10_000), 'package/lib/a.js': fileText(1, 61_000) },
+      ['package/README.md'],
+    )
+    const { delta, details } = await roundTrip(source, target)
+    expect(details.sourceKind).toBe('zip')
+    expect(details.streams).toBe(5)
+    expect(details.reproduced).toBe(5)
+    // Small entries can be matched by several levels; all must use the classic zlib hash.
+    for (const p of details.params) expect(p).toMatch(/\/zlib$/)
+    expect(delta.length).toBeLessThan(target.length / 10)
+  })
+
+  it('round-trips Info-ZIP zip(1) archives (own deflater: most entries stay compressed)', async () => {
+    if (!has('zip', ['-v'])) return
+    const make = (name: string, files: Record<string, string>) => {
+      writeTree(join(dir, name), files)
+      execFileSync('zip', ['-q', '-X', '-r', join(dir, `${name}.zip`), '.'], { cwd: join(dir, name) })
+      return u8(readFileSync(join(dir, `${name}.zip`)))
+    }
+    const source = make('iz1', v1)
+    const target = make('iz2', { ...v1, 'package/lib/c.js': fileText(3, 31_000) })
+    const { details } = await roundTrip(source, target)
+    expect(details.streams).toBe(4)
+    expect(details.reproduced).toBeGreaterThanOrEqual(1)
+  })
+
+  it('recompresses correctly whatever pieces the inner differ streams out', async () => {
+    const text = new TextEncoder().encode(fileText(8, 60_000))
+    const source = u8(gzipSync(text))
+    // Three members, one of them empty, so pieces straddle literal/deflate boundaries.
+    const target = new Uint8Array([
+      ...u8(gzipSync(text.subarray(0, 30_000))),
+      ...u8(gzipSync(new Uint8Array(0))),
+      ...u8(gzipSync(text.subarray(29_000))),
+    ])
+    let seed = 1
+    const choppy: InnerDiffer = {
+      id: vcdiffDiffer.id,
+      create: vcdiffDiffer.create,
+      apply: vcdiffDiffer.apply,
+      applyStream: async (ref, delta, sink) => {
+        const parts: Uint8Array[] = []
+        for await (const p of delta) parts.push(p)
+        const all = vcdiffDiffer.apply(await ref.read(0, ref.size), Buffer.concat(parts))
+        for (let at = 0; at < all.length; ) {
+          seed = (seed * 48271) % 2147483647
+          const n = 1 + (seed % 5000)
+          await sink.write(all.subarray(at, at + n))
+          at += n
+        }
+      },
+    }
+    const { delta } = mustApply(createArchiveDelta(source, target, { differs: [choppy] }))
+    const sink = collectingSink()
+    await applyArchiveDeltaToSink(source, delta, sink, {}, [choppy])
+    expect(sink.bytes()).toEqual(target)
+    // Without applyStream the streaming entry point falls back to the in-memory inner apply.
+    const plain = { id: vcdiffDiffer.id, create: vcdiffDiffer.create, apply: vcdiffDiffer.apply }
+    const sink2 = collectingSink()
+    await applyArchiveDeltaToSink(source, delta, sink2, {}, [plain])
+    expect(sink2.bytes()).toEqual(target)
+    // A failing destination is reported as itself, not as a damaged delta.
+    const broken = { write: async () => Promise.reject(new Error('disk full')) }
+    await expect(applyArchiveDeltaToSink(source, delta, broken)).rejects.toThrow('disk full')
+  })
+
+  it('streams the rebuilt archive to a sink', async () => {
+    if (!hasTar) return
+    const source = tgz('s1', v1)
+    const target = tgz('s2', { ...v1, 'package/extra.txt': 'new\n' })
+    const { delta } = mustApply(createArchiveDelta(source, target))
+    const sink = collectingSink()
+    await applyArchiveDeltaToSink(source, delta, sink)
+    expect(sink.bytes()).toEqual(target)
+  })
+
+  it('round-trips incompressible data deflated with memLevel 1 (tiny blocks, worst-case expansion)', async () => {
+    let x = 7
+    const noise = () =>
+      new Uint8Array(40_000).map(() => {
+        x = (x * 1103515245 + 12345) >>> 0
+        return x >>> 24
+      })
+    const a = noise()
+    const b = new Uint8Array([...a.subarray(0, 20_000), ...noise()])
+    const target = u8(gzipSync(b, { level: 1, memLevel: 1 }))
+    const { details } = await roundTrip(u8(gzipSync(a, { level: 1, memLevel: 1 })), target)
+    expect(details.params).toEqual(['1/1/15/0/node'])
+  })
+
+  it('reports not applicable instead of guessing', () => {
+    const text = new TextEncoder().encode(fileText(5, 50_000))
+    expect(createArchiveDelta(text, text)).toHaveProperty('notApplicable')
+    // Fixed-Huffman streams are outside the searched grid, so no parameters reproduce them.
+    const fixed = u8(gzipSync(text, { strategy: 4 }))
+    const r = createArchiveDelta(u8(gzipSync(text)), fixed)
+    expect('notApplicable' in r && r.notApplicable).toMatch(/reproduced/)
+    // GNU gzip has its own deflate implementation; pako does not reproduce it.
+    if (has('gzip', ['--version'])) {
+      writeFileSync(join(dir, 'gnu.txt'), text)
+      const gnu = u8(execFileSync('gzip', ['-9nc', join(dir, 'gnu.txt')]))
+      expect(createArchiveDelta(u8(gzipSync(text)), gnu)).toHaveProperty('notApplicable')
+    }
+    const truncated = u8(gzipSync(text)).subarray(0, 100)
+    expect(createArchiveDelta(u8(gzipSync(text)), truncated)).toHaveProperty('notApplicable')
+    expect(createArchiveDelta(u8(gzipSync(text)), u8(gzipSync(text)), { differs: [] })).toHaveProperty(
+      'notApplicable',
+    )
+  })
+
+  it('refuses the wrong source with a typed error', () => {
+    const a = u8(gzipSync(new TextEncoder().encode(fileText(6, 20_000))))
+    const b = u8(gzipSync(new TextEncoder().encode(fileText(6, 21_000))))
+    const { delta } = mustApply(createArchiveDelta(a, b))
+    expect(() => applyArchiveDelta(b, delta)).toThrow(DeltaFormatError)
+    expect(() => applyArchiveDelta(a, delta, {}, [])).toThrow(/no inner differ/)
+    expect(() => applyArchiveDelta(a, delta, { maxExpandedBytes: 1000 })).toThrow(DeltaFormatError)
+  })
+})
+
+describe('real npm release pairs', () => {
+  const pairs = [
+    ['lodash@4.17.20', 'lodash@4.17.21'],
+    ['react-dom@18.2.0', 'react-dom@18.3.1'],
+  ]
+  // The 4 MB esbuild pair takes ~25 s; opt in with ARCHIVE_BENCH_LARGE=1 when its tarballs are cached.
+  if (process.env.ARCHIVE_BENCH_LARGE) pairs.push(['@esbuild/linux-x64@0.24.0', '@esbuild/linux-x64@0.24.1'])
+
+  function npmTgz(spec: string): string | null {
+    // npm pack names @scope/name@v as scope-name-v.tgz.
+    const base = spec.replace(/^@/, '').replace('/', '-').replace('@', '-')
+    const file = join(CACHE, `${base}.tgz`)
+    if (existsSync(file)) return file
+    try {
+      mkdirSync(CACHE, { recursive: true })
+      execFileSync('npm', ['pack', spec, '--pack-destination', CACHE], { stdio: 'ignore', timeout: 60_000 })
+    } catch {
+      return null
+    }
+    return existsSync(file) ? file : null
+  }
+
+  function byteDelta(tool: 'xdelta3' | 'bsdiff', a: string, b: string): number | null {
+    const out = join(dir, `${tool}.out`)
+    try {
+      // -D -R: diff the raw .tgz bytes; by default xdelta3 gunzips inputs itself and cannot promise the
+      // recompressed output is byte-identical.
+      if (tool === 'xdelta3')
+        execFileSync('xdelta3', ['-9', '-S', 'none', '-D', '-R', '-f', '-e', '-s', a, b, out])
+      else execFileSync('bsdiff', [a, b, out])
+      return statSync(out).size
+    } catch {
+      return null
+    }
+  }
+
+  it('reproduces most real npm tarballs exactly (hit rate)', () => {
+    const rows: string[] = []
+    let hits = 0
+    let tried = 0
+    for (const spec of pairs.flat()) {
+      const file = npmTgz(spec)
+      if (!file) continue
+      const gz = new Uint8Array(readFileSync(file))
+      const m = parseGzip(gz, 1 << 28).members[0]!
+      const t = performance.now()
+      const found = findDeflateParams(m.content, gz.subarray(m.dataStart, m.dataEnd))
+      tried++
+      if (found.params) hits++
+      const ms = (performance.now() - t).toFixed(0)
+      rows.push(
+        `${spec}: ${found.params ? paramsKey(found.params) : 'not reproducible'}, ${found.tried} tries, ${ms} ms`,
+      )
+    }
+    console.log(`recompression hits ${hits}/${tried}\n${rows.join('\n')}`)
+    if (tried > 0) expect(hits / tried).toBeGreaterThanOrEqual(0.5)
+  })
+
+  it('round-trips and beats byte-level deltas of the raw .tgz', () => {
+    const rows: string[] = []
+    for (const [from, to] of pairs) {
+      const a = npmTgz(from!)
+      const b = npmTgz(to!)
+      if (!a || !b) {
+        rows.push(`${from} -> ${to}: skipped (npm pack failed)`)
+        continue
+      }
+      const source = new Uint8Array(readFileSync(a))
+      const target = new Uint8Array(readFileSync(b))
+      let t = performance.now()
+      const { delta, details } = mustApply(createArchiveDelta(source, target))
+      const createMs = performance.now() - t
+      t = performance.now()
+      expect(applyArchiveDelta(source, delta)).toEqual(target)
+      const applyMs = performance.now() - t
+      const x = byteDelta('xdelta3', a, b)
+      const bs = byteDelta('bsdiff', a, b)
+      const pct = (n: number | null) =>
+        n === null ? 'n/a' : `${n} (${((100 * n) / target.length).toFixed(1)}%)`
+      rows.push(
+        `${from} -> ${to}: tgz ${target.length}, archive delta ${pct(delta.length)} via ${details.differ} ` +
+          `[${details.candidates.map((c) => `${c.differ}=${c.bytes}`).join(' ')}], params ${details.params}, ` +
+          `create ${createMs.toFixed(0)} ms, apply ${applyMs.toFixed(0)} ms; xdelta3 -9 ${pct(x)}, bsdiff ${pct(bs)}`,
+      )
+      expect(delta.length).toBeLessThan(target.length / 5)
+      if (x !== null) expect(delta.length).toBeLessThan(x)
+    }
+    console.log(rows.join('\n'))
+  }, 300_000)
+})

@@ -1,0 +1,204 @@
+/**
+ * The archive-delta container (docs/formats/archive-delta.md). Decoding validates every count, length
+ * and cross-field sum before anything is allocated, so hostile input fails fast with DeltaFormatError.
+ */
+import { check } from '../errors.ts'
+import { ByteReader, ByteWriter } from './bytes.ts'
+import type { ArchiveKind, Segment } from './expand.ts'
+import type { DeflateParams } from './recompress.ts'
+import type { Range } from './reference.ts'
+
+const MAGIC = [0x44, 0x50, 0x41, 0x52] // "DPAR"
+export const CONTAINER_VERSION = 1
+const FLAG_INNER_DEFLATED = 1
+const KIND_CODES: Record<ArchiveKind, number> = { gzip: 1, zip: 2 }
+
+export interface Container {
+  sourceKind: ArchiveKind
+  differId: string
+  sourceLength: number
+  sourceCrc: number
+  targetLength: number
+  targetCrc: number
+  expandedLength: number
+  segments: Segment[]
+  recipe: Range[]
+  /** Inner delta as stored; deflated (raw, RFC 1951) when `innerDeflated`. */
+  inner: Uint8Array
+  innerDeflated: boolean
+  innerLength: number
+}
+
+export function encodeContainer(c: Container): Uint8Array {
+  const w = new ByteWriter()
+  for (const b of MAGIC) w.u8(b)
+  w.u8(CONTAINER_VERSION)
+  w.u8(KIND_CODES[c.sourceKind])
+  w.u8(c.innerDeflated ? FLAG_INNER_DEFLATED : 0)
+  const id = new TextEncoder().encode(c.differId)
+  if (id.length === 0 || id.length > 255) throw new RangeError('differ id must be 1..255 bytes')
+  w.u8(id.length)
+  w.bytes(id)
+  w.varint(c.sourceLength)
+  w.u32(c.sourceCrc)
+  w.varint(c.targetLength)
+  w.u32(c.targetCrc)
+  w.varint(c.expandedLength)
+  const table: DeflateParams[] = []
+  const index = new Map<string, number>()
+  const keyOf = (p: DeflateParams) => `${p.level}/${p.memLevel}/${p.windowBits}/${p.strategy}/${p.legacyHash}`
+  for (const s of c.segments) {
+    if (s.kind === 'deflate' && !index.has(keyOf(s.params))) {
+      index.set(keyOf(s.params), table.length)
+      table.push(s.params)
+    }
+  }
+  w.varint(table.length)
+  for (const p of table) {
+    w.u8(p.level)
+    w.u8(p.memLevel)
+    w.u8(p.windowBits)
+    w.u8(p.strategy)
+    w.u8(p.legacyHash ? 1 : 0)
+  }
+  w.varint(c.segments.length)
+  for (const s of c.segments) {
+    if (s.kind === 'literal') {
+      w.u8(0)
+      w.varint(s.length)
+    } else {
+      w.u8(1)
+      w.varint(s.rawLength)
+      w.varint(s.compressedLength)
+      w.varint(index.get(keyOf(s.params))!)
+    }
+  }
+  w.varint(c.recipe.length)
+  for (const r of c.recipe) {
+    w.varint(r.offset)
+    w.varint(r.length)
+  }
+  w.varint(c.innerLength)
+  w.varint(c.inner.length)
+  w.bytes(c.inner)
+  return w.finish()
+}
+
+export interface ContainerLimits {
+  maxTargetBytes: number
+  maxExpandedBytes: number
+}
+
+const E = 'archive-container'
+
+function readParams(r: ByteReader): DeflateParams {
+  const level = r.u8('level')
+  const memLevel = r.u8('memLevel')
+  const windowBits = r.u8('windowBits')
+  const strategy = r.u8('strategy')
+  const hash = r.u8('hash')
+  check(level >= 0 && level <= 9, E, 'deflate level out of range')
+  check(memLevel >= 1 && memLevel <= 9, E, 'deflate memLevel out of range')
+  check(windowBits >= 9 && windowBits <= 15, E, 'deflate windowBits out of range')
+  check(strategy <= 4, E, 'deflate strategy out of range')
+  check(hash <= 1, E, 'deflate hash selector out of range')
+  return { level, memLevel, windowBits, strategy, legacyHash: hash === 1 }
+}
+
+export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Container {
+  const r = new ByteReader(bytes, E)
+  for (const b of MAGIC) check(r.u8('magic') === b, 'archive-magic', 'not an archive delta')
+  const version = r.u8('version')
+  check(version === CONTAINER_VERSION, 'archive-version', `unsupported archive delta version ${version}`)
+  const kindCode = r.u8('kind')
+  const sourceKind = (Object.keys(KIND_CODES) as ArchiveKind[]).find((k) => KIND_CODES[k] === kindCode)
+  check(sourceKind !== undefined, E, `unknown source kind ${kindCode}`)
+  const flags = r.u8('flags')
+  check((flags & ~FLAG_INNER_DEFLATED) === 0, E, 'unknown flags')
+  const idLength = r.u8('differ id length')
+  check(idLength > 0, E, 'empty differ id')
+  const differId = new TextDecoder().decode(r.take(idLength, 'differ id'))
+  const sourceLength = r.varint('source length')
+  const sourceCrc = r.u32('source crc')
+  const targetLength = r.varint('target length')
+  const targetCrc = r.u32('target crc')
+  const expandedLength = r.varint('expanded length')
+  check(
+    targetLength <= limits.maxTargetBytes,
+    'archive-limit',
+    `target of ${targetLength} bytes exceeds limit`,
+  )
+  check(expandedLength <= limits.maxExpandedBytes, 'archive-limit', 'expanded target exceeds limit')
+
+  const tableLength = r.varint('params count')
+  check(tableLength <= r.remaining / 5, E, 'params table longer than the delta')
+  const table: DeflateParams[] = []
+  for (let i = 0; i < tableLength; i++) table.push(readParams(r))
+
+  const segmentCount = r.varint('segment count')
+  check(segmentCount <= r.remaining / 2, E, 'segment count longer than the delta')
+  const segments: Segment[] = []
+  let expandedSum = 0
+  let targetSum = 0
+  for (let i = 0; i < segmentCount; i++) {
+    const tag = r.u8('segment tag')
+    if (tag === 0) {
+      const length = r.varint('literal length')
+      check(length > 0, E, 'empty literal segment')
+      segments.push({ kind: 'literal', length })
+      expandedSum += length
+      targetSum += length
+    } else {
+      check(tag === 1, E, `unknown segment tag ${tag}`)
+      const rawLength = r.varint('raw length')
+      const compressedLength = r.varint('compressed length')
+      const p = r.varint('params index')
+      check(p < table.length, E, 'params index out of range')
+      // Deflate can neither expand data beyond zlib's any-memLevel bound (tiny stored or fixed blocks)
+      // nor shrink it beyond ~1032:1, so sizes outside those bounds are lies that would size allocations.
+      const bound = rawLength + Math.ceil(rawLength / 8) + Math.ceil(rawLength / 64) + 64
+      check(compressedLength <= bound, E, 'compressed length exceeds deflate bound')
+      check(rawLength <= compressedLength * 1032 + 1024, E, 'raw length exceeds deflate ratio')
+      segments.push({ kind: 'deflate', rawLength, compressedLength, params: table[p]! })
+      expandedSum += rawLength
+      targetSum += compressedLength
+    }
+    check(expandedSum <= expandedLength && targetSum <= targetLength, E, 'segments exceed declared lengths')
+  }
+  check(expandedSum === expandedLength, E, 'segments do not cover the expanded target')
+  check(targetSum === targetLength, E, 'segments do not cover the target')
+
+  const recipeCount = r.varint('recipe count')
+  check(recipeCount <= r.remaining / 2, E, 'recipe longer than the delta')
+  const recipe: Range[] = []
+  let referenceLength = 0
+  for (let i = 0; i < recipeCount; i++) {
+    const offset = r.varint('range offset')
+    const length = r.varint('range length')
+    check(offset + length <= limits.maxExpandedBytes, E, 'range outside any possible source')
+    referenceLength += length
+    check(referenceLength <= limits.maxExpandedBytes, 'archive-limit', 'reference exceeds limit')
+    recipe.push({ offset, length })
+  }
+  const innerLength = r.varint('inner length')
+  const storedLength = r.varint('stored inner length')
+  const inner = r.take(storedLength, 'inner delta')
+  check(r.remaining === 0, E, 'trailing bytes after the inner delta')
+  const innerDeflated = (flags & FLAG_INNER_DEFLATED) !== 0
+  check(innerDeflated || innerLength === storedLength, E, 'inner length mismatch')
+  check(innerLength <= limits.maxExpandedBytes * 2 + 1024, 'archive-limit', 'inner delta exceeds limit')
+  return {
+    sourceKind,
+    differId,
+    sourceLength,
+    sourceCrc,
+    targetLength,
+    targetCrc,
+    expandedLength,
+    segments,
+    recipe,
+    inner,
+    innerDeflated,
+    innerLength,
+  }
+}

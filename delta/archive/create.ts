@@ -1,0 +1,184 @@
+/**
+ * Create: expand both archives, search exact recompression parameters for the target's deflate
+ * streams, line the source's entries up with the target's, diff with every available inner differ,
+ * keep the smallest, and prove the result by applying it before handing it out.
+ */
+import { deflateSync } from 'fflate'
+import { DeltaFormatError } from '../errors.ts'
+import { applyArchiveDelta } from './apply.ts'
+import { encodeContainer } from './container.ts'
+import { crc32 } from './crc32.ts'
+import { detectArchive } from './detect.ts'
+import { defaultDiffers, type InnerDiffer } from './differs.ts'
+import { type ArchiveKind, type Expansion, expand, inflateAll, recompressPolicy } from './expand.ts'
+import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
+import { paramsKey } from './recompress.ts'
+import { buildRecipe, materialize, type RecipeStats } from './reference.ts'
+
+export interface ArchiveDeltaOptions {
+  /** Inner differs to try; the smallest result wins. Default: every production differ. */
+  differs?: readonly InnerDiffer[]
+  /** Time allowed for the parameter search of one deflate stream. Default 20 s. */
+  searchBudgetMs?: number
+  /** Time allowed for all parameter searches of one archive (matters for zips with many entries). */
+  totalSearchBudgetMs?: number
+  limits?: ArchiveLimits
+  /** Apply the delta and compare with the target before returning it. Default true. */
+  verify?: boolean
+}
+
+export interface ArchiveDeltaDetails {
+  sourceKind: ArchiveKind
+  targetKind: ArchiveKind
+  differ: string
+  deltaBytes: number
+  innerBytes: number
+  innerDeflated: boolean
+  candidates: { differ: string; bytes: number }[]
+  expandedSourceBytes: number
+  expandedTargetBytes: number
+  referenceBytes: number
+  /** Deflate streams in the target, and how many pako reproduced exactly. */
+  streams: number
+  reproduced: number
+  params: string[]
+  entries: RecipeStats & { source: number; target: number }
+  timingsMs: { expandSource: number; expandTarget: number; diff: number; verify: number }
+}
+
+export type ArchiveDeltaResult =
+  | { delta: Uint8Array; details: ArchiveDeltaDetails }
+  | { notApplicable: string }
+
+function tryExpand(run: () => Expansion): Expansion | string {
+  try {
+    return run()
+  } catch (err) {
+    if (err instanceof DeltaFormatError) return `${err.code}: ${err.message}`
+    throw err
+  }
+}
+
+function rebuildsTarget(
+  source: Uint8Array,
+  target: Uint8Array,
+  delta: Uint8Array,
+  limits: ArchiveLimits,
+  differ: InnerDiffer,
+  failures: string[],
+): boolean {
+  try {
+    const rebuilt = applyArchiveDelta(source, delta, limits, [differ])
+    if (rebuilt.length === target.length && rebuilt.every((b, i) => b === target[i])) return true
+    failures.push(`${differ.id}: rebuilt archive differs from the target`)
+  } catch (err) {
+    failures.push(`${differ.id}: verification failed: ${String(err)}`)
+  }
+  return false
+}
+
+export function createArchiveDelta(
+  source: Uint8Array,
+  target: Uint8Array,
+  options: ArchiveDeltaOptions = {},
+): ArchiveDeltaResult {
+  const sourceKind = detectArchive(source)
+  const targetKind = detectArchive(target)
+  if (!sourceKind || !targetKind) return { notApplicable: 'source or target is not a gzip or zip archive' }
+  const differs = options.differs ?? defaultDiffers
+  if (differs.length === 0) return { notApplicable: 'no inner differ available' }
+  const limits = resolveArchiveLimits(options.limits)
+
+  let t = performance.now()
+  const src = tryExpand(() => expand(sourceKind, source, inflateAll, limits.maxExpandedBytes))
+  if (typeof src === 'string') return { notApplicable: `source archive unreadable (${src})` }
+  const expandSource = performance.now() - t
+  t = performance.now()
+  const policy = recompressPolicy(options.searchBudgetMs ?? 20_000, options.totalSearchBudgetMs ?? 60_000)
+  const tgt = tryExpand(() => expand(targetKind, target, policy, limits.maxExpandedBytes))
+  if (typeof tgt === 'string') return { notApplicable: `target archive unreadable (${tgt})` }
+  const expandTarget = performance.now() - t
+  if (tgt.reproduced === 0) {
+    return {
+      notApplicable: `none of the target's ${tgt.streams} deflate streams could be reproduced exactly`,
+    }
+  }
+
+  t = performance.now()
+  const { ranges, stats } = buildRecipe(
+    src.expanded.length,
+    src.entries,
+    tgt.entries,
+    limits.maxExpandedBytes,
+  )
+  const reference = materialize(src.expanded, ranges)
+  const candidates: { differ: InnerDiffer; inner: Uint8Array; stored: Uint8Array; deflated: boolean }[] = []
+  const failures: string[] = []
+  for (const differ of differs) {
+    let inner: Uint8Array
+    try {
+      inner = differ.create(reference, tgt.expanded)
+    } catch (err) {
+      // One differ failing (a limit, a bug) should not cost us the others' result.
+      failures.push(`${differ.id}: ${String(err)}`)
+      continue
+    }
+    // Inner deltas still carry literal bytes (new file contents) that often compress further.
+    const packed = deflateSync(inner, { level: 9 })
+    const deflated = packed.length < inner.length
+    candidates.push({ differ, inner, stored: deflated ? packed : inner, deflated })
+  }
+  candidates.sort((a, b) => a.stored.length - b.stored.length)
+  const diff = performance.now() - t
+
+  // Smallest first; a candidate whose delta does not rebuild the target exactly is skipped.
+  t = performance.now()
+  let chosen: { best: (typeof candidates)[number]; delta: Uint8Array } | null = null
+  for (const best of candidates) {
+    const delta = encodeContainer({
+      sourceKind,
+      differId: best.differ.id,
+      sourceLength: source.length,
+      sourceCrc: crc32(source),
+      targetLength: target.length,
+      targetCrc: crc32(target),
+      expandedLength: tgt.expanded.length,
+      segments: tgt.segments,
+      recipe: ranges,
+      inner: best.stored,
+      innerDeflated: best.deflated,
+      innerLength: best.inner.length,
+    })
+    if (!(options.verify ?? true) || rebuildsTarget(source, target, delta, limits, best.differ, failures)) {
+      chosen = { best, delta }
+      break
+    }
+  }
+  const verify = performance.now() - t
+  if (!chosen) return { notApplicable: `no inner differ produced a verified delta (${failures.join('; ')})` }
+  const { best, delta } = chosen
+
+  const params = [
+    ...new Set(tgt.segments.flatMap((s) => (s.kind === 'deflate' ? [paramsKey(s.params)] : []))),
+  ]
+  return {
+    delta,
+    details: {
+      sourceKind,
+      targetKind,
+      differ: best.differ.id,
+      deltaBytes: delta.length,
+      innerBytes: best.inner.length,
+      innerDeflated: best.deflated,
+      candidates: candidates.map((c) => ({ differ: c.differ.id, bytes: c.stored.length })),
+      expandedSourceBytes: src.expanded.length,
+      expandedTargetBytes: tgt.expanded.length,
+      referenceBytes: reference.length,
+      streams: tgt.streams,
+      reproduced: tgt.reproduced,
+      params,
+      entries: { ...stats, source: src.entries.length, target: tgt.entries.length },
+      timingsMs: { expandSource, expandTarget, diff, verify },
+    },
+  }
+}

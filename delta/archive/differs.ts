@@ -1,0 +1,53 @@
+/**
+ * Inner byte-level differs run over (reference, expanded target). The container records the differ's
+ * id, so ids are part of the wire format: never reuse one for a different encoding.
+ */
+import { applyApproxDelta, applyApproxDeltaStream, createApproxDelta } from '../approx/index.ts'
+import type { ByteSink, ByteSource, RandomAccessReader } from '../io.ts'
+import { decodeVcdiff, decodeVcdiffStream, encodeVcdiff } from '../vcdiff/index.ts'
+
+export interface InnerDiffer {
+  readonly id: string
+  create(source: Uint8Array, target: Uint8Array): Uint8Array
+  /** `expectedLength` is what the container promises; differs use it as an output ceiling. */
+  apply(source: Uint8Array, delta: Uint8Array, expectedLength?: number): Uint8Array
+  /** Optional streaming apply: output goes to `sink` in order, so the target is never held whole. */
+  applyStream?(
+    source: RandomAccessReader,
+    delta: ByteSource,
+    sink: ByteSink,
+    expectedLength?: number,
+  ): Promise<void>
+}
+
+export const vcdiffDiffer: InnerDiffer = {
+  id: 'vcdiff',
+  create: (source, target) => encodeVcdiff(source, target),
+  apply: (source, delta, expectedLength) =>
+    decodeVcdiff(source, delta, expectedLength === undefined ? {} : { maxTargetSize: expectedLength }),
+  applyStream: (source, delta, sink, expectedLength) =>
+    decodeVcdiffStream(
+      source,
+      delta,
+      sink,
+      expectedLength === undefined ? {} : { maxTargetSize: expectedLength },
+    ),
+}
+
+/** bsdiff-class: wins on binaries whose code shifted (executables inside tarballs). */
+export const approxDiffer: InnerDiffer = {
+  id: 'approx',
+  create: (source, target) => createApproxDelta(source, target),
+  apply: (source, delta, expectedLength) =>
+    applyApproxDelta(source, delta, expectedLength === undefined ? {} : { maxTargetSize: expectedLength }),
+  applyStream: (source, delta, sink, expectedLength) =>
+    applyApproxDeltaStream(
+      source,
+      delta,
+      sink,
+      expectedLength === undefined ? {} : { maxTargetSize: expectedLength },
+    ),
+}
+
+/** What createArchiveDelta tries (keeping the smallest) and what applyArchiveDelta can decode. */
+export const defaultDiffers: readonly InnerDiffer[] = [vcdiffDiffer, approxDiffer]

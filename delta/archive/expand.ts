@@ -1,0 +1,210 @@
+/**
+ * The "expanded" form of an archive: the file with every deflate stream we can handle replaced by its
+ * uncompressed content. Deltas are computed between expanded forms (where unchanged files really are
+ * unchanged bytes), and the target is rebuilt by walking its segment list and recompressing.
+ *
+ * The source side is always fully inflated (we never need to recompress it); the target side only
+ * inflates streams that pako reproduces exactly, leaving others as compressed literal bytes.
+ */
+import { DeltaFormatError } from '../errors.ts'
+import { concatBytes } from './bytes.ts'
+import { crc32 } from './crc32.ts'
+import { parseGzip } from './gzip.ts'
+import { inflateRawPrefix } from './inflate.ts'
+import { type DeflateParams, findDeflateParams } from './recompress.ts'
+import { looksLikeTar, parseTar } from './tar.ts'
+import { METHOD_DEFLATE, parseZip } from './zip.ts'
+
+export type ArchiveKind = 'gzip' | 'zip'
+
+export type Segment =
+  | { kind: 'literal'; length: number }
+  | { kind: 'deflate'; rawLength: number; compressedLength: number; params: DeflateParams }
+
+/** One archive member's byte range in expanded coordinates, with keys used to match it across versions. */
+export interface EntryRange {
+  path: string
+  /** Content identity (CRC-32 + size of the data), '' for empty entries (directories match everything). */
+  hash: string
+  start: number
+  end: number
+}
+
+export interface Expansion {
+  expanded: Uint8Array
+  segments: Segment[]
+  entries: EntryRange[]
+  /** Deflate streams found / streams rebuilt as deflate segments (target side). */
+  streams: number
+  reproduced: number
+}
+
+/** Decides how a deflate stream is represented: params to recompress with, or null to keep it compressed. */
+export type DeflatePolicy = (raw: Uint8Array, compressed: Uint8Array) => DeflateParams | null
+
+/** Source side: always inflate; the params are never used because the source is not rebuilt. */
+export const inflateAll: DeflatePolicy = () => PLACEHOLDER_PARAMS
+const PLACEHOLDER_PARAMS: DeflateParams = {
+  level: 0,
+  memLevel: 8,
+  windowBits: 15,
+  strategy: 0,
+  legacyHash: false,
+}
+
+/**
+ * Target side: search exact parameters, remembering what matched (entries of one zip agree). When full
+ * searches keep failing (a zip from a non-zlib deflater: most entries never match), later entries only
+ * get the settings that already matched plus the likeliest few, instead of the whole grid each.
+ */
+export function recompressPolicy(budgetMs: number, totalBudgetMs: number): DeflatePolicy {
+  const preferred: DeflateParams[] = []
+  const started = Date.now()
+  let hits = 0
+  let misses = 0
+  return (raw, compressed) => {
+    const left = totalBudgetMs - (Date.now() - started)
+    const hopeless = misses >= 3 && misses > 2 * hits
+    const maxTries = hopeless ? preferred.length + 4 : Number.POSITIVE_INFINITY
+    const found = findDeflateParams(
+      raw,
+      compressed,
+      preferred,
+      left > 0 ? Math.min(budgetMs, left) : 0,
+      maxTries,
+    )
+    if (found.params) {
+      hits++
+      if (!preferred.includes(found.params)) preferred.unshift(found.params)
+    } else misses++
+    return found.params
+  }
+}
+
+class Builder {
+  readonly parts: Uint8Array[] = []
+  readonly segments: Segment[] = []
+  length = 0
+  streams = 0
+  reproduced = 0
+  private readonly maxLength: number
+
+  constructor(maxLength: number) {
+    this.maxLength = maxLength
+  }
+
+  private grow(n: number): void {
+    this.length += n
+    if (this.length > this.maxLength) {
+      throw new DeltaFormatError('archive-too-large', `expanded archive exceeds ${this.maxLength} bytes`)
+    }
+  }
+
+  literal(bytes: Uint8Array): void {
+    if (bytes.length === 0) return
+    this.grow(bytes.length)
+    this.parts.push(bytes)
+    const last = this.segments.at(-1)
+    if (last?.kind === 'literal') last.length += bytes.length
+    else this.segments.push({ kind: 'literal', length: bytes.length })
+  }
+
+  /** Adds an inflated stream; returns its expanded start offset, or -1 if it stayed compressed. */
+  stream(raw: Uint8Array, compressed: Uint8Array, policy: DeflatePolicy): number {
+    this.streams++
+    const params = policy(raw, compressed)
+    if (params === null) {
+      this.literal(compressed)
+      return -1
+    }
+    this.reproduced++
+    const start = this.length
+    this.grow(raw.length)
+    this.parts.push(raw)
+    this.segments.push({
+      kind: 'deflate',
+      rawLength: raw.length,
+      compressedLength: compressed.length,
+      params,
+    })
+    return start
+  }
+
+  finish(entries: EntryRange[]): Expansion {
+    const expanded = concatBytes(this.parts)
+    return { expanded, segments: this.segments, entries, streams: this.streams, reproduced: this.reproduced }
+  }
+}
+
+function tarEntries(content: Uint8Array, base: number): EntryRange[] {
+  if (!looksLikeTar(content)) return []
+  try {
+    return parseTar(content).entries.map((e) => ({
+      path: e.path,
+      hash: e.size === 0 ? '' : `${crc32(content.subarray(e.dataOffset, e.dataOffset + e.size))}:${e.size}`,
+      start: base + e.headerOffset,
+      end: base + e.end,
+    }))
+  } catch (err) {
+    // A damaged tar inside a valid gzip still diffs fine as plain bytes; it just is not entry-aligned.
+    if (err instanceof DeltaFormatError) return []
+    throw err
+  }
+}
+
+export function expandGzip(bytes: Uint8Array, policy: DeflatePolicy, maxExpanded: number): Expansion {
+  const file = parseGzip(bytes, maxExpanded)
+  const out = new Builder(maxExpanded)
+  const entries: EntryRange[] = []
+  for (const m of file.members) {
+    out.literal(bytes.subarray(m.start, m.dataStart))
+    const at = out.stream(m.content, bytes.subarray(m.dataStart, m.dataEnd), policy)
+    if (at >= 0) entries.push(...tarEntries(m.content, at))
+    out.literal(bytes.subarray(m.dataEnd, m.end))
+  }
+  out.literal(bytes.subarray(file.trailingStart))
+  return out.finish(entries)
+}
+
+/** Inflates one zip entry, or returns null when it does not decode to exactly what the directory says. */
+function inflateZipEntry(data: Uint8Array, size: number, crc: number): Uint8Array | null {
+  try {
+    const { data: raw, consumed } = inflateRawPrefix(data, size, 'zip-deflate')
+    return consumed === data.length && raw.length === size && crc32(raw) === crc ? raw : null
+  } catch (err) {
+    if (err instanceof DeltaFormatError) return null
+    throw err
+  }
+}
+
+export function expandZip(bytes: Uint8Array, policy: DeflatePolicy, maxExpanded: number): Expansion {
+  const zip = parseZip(bytes)
+  const out = new Builder(maxExpanded)
+  const entries: EntryRange[] = []
+  let cursor = 0
+  for (const e of zip.entries) {
+    out.literal(bytes.subarray(cursor, e.localOffset))
+    const start = out.length
+    out.literal(bytes.subarray(e.localOffset, e.dataOffset))
+    const data = bytes.subarray(e.dataOffset, e.dataOffset + e.compressedSize)
+    const encrypted = (e.flags & 1) !== 0
+    const raw =
+      e.method === METHOD_DEFLATE && !encrypted ? inflateZipEntry(data, e.uncompressedSize, e.crc) : null
+    if (raw === null) out.literal(data)
+    else out.stream(raw, data, policy)
+    const hash = e.uncompressedSize === 0 ? '' : `${e.crc}:${e.uncompressedSize}`
+    entries.push({ path: e.path, hash, start, end: out.length })
+    cursor = e.dataOffset + e.compressedSize
+  }
+  out.literal(bytes.subarray(cursor))
+  return out.finish(entries)
+}
+
+export function expand(
+  kind: ArchiveKind,
+  bytes: Uint8Array,
+  policy: DeflatePolicy,
+  maxExpanded: number,
+): Expansion {
+  return kind === 'gzip' ? expandGzip(bytes, policy, maxExpanded) : expandZip(bytes, policy, maxExpanded)
+}

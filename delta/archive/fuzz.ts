@@ -1,0 +1,237 @@
+/**
+ * Hostile-input fuzzing for the archive-delta decoder: valid deltas are mutated (random bytes, and
+ * structured edits of decoded fields re-encoded so they get past the magic and into deeper checks),
+ * then applied. The only acceptable outcomes are the exact target or a DeltaFormatError.
+ */
+import { deflateRaw, gzip } from 'pako'
+import { DeltaFormatError } from '../errors.ts'
+import { collectingSink } from '../io.ts'
+import { applyArchiveDelta, applyArchiveDeltaToSink } from './apply.ts'
+import { ByteWriter, concatBytes } from './bytes.ts'
+import { decodeContainer, encodeContainer } from './container.ts'
+import { crc32 } from './crc32.ts'
+import { createArchiveDelta } from './create.ts'
+import { detectArchive } from './detect.ts'
+import { expand, inflateAll } from './expand.ts'
+import type { ArchiveLimits } from './limits.ts'
+
+export interface FuzzReport {
+  /** Valid (source, target, delta) triples the mutations start from: gzip, multi-member gzip, zip. */
+  seeds: number
+  iterations: number
+  rejected: number
+  /** Mutations that still produced the exact target (e.g. a flip in an unused bit). */
+  accepted: number
+  failures: string[]
+}
+
+const LIMITS: Required<ArchiveLimits> = { maxTargetBytes: 1 << 20, maxExpandedBytes: 4 << 20 }
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0
+    let t = s
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
+  }
+}
+
+function text(seed: number, size: number): Uint8Array {
+  const r = rng(seed)
+  const words = ['alpha', 'beta', 'gamma', 'delta', '\n', 'return', 'x', '42']
+  const parts: string[] = []
+  let n = 0
+  while (n < size) {
+    const w = `${words[Math.floor(r() * words.length)]!} `
+    parts.push(w)
+    n += w.length
+  }
+  return new TextEncoder().encode(parts.join(''))
+}
+
+interface Case {
+  source: Uint8Array
+  target: Uint8Array
+  delta: Uint8Array
+}
+
+/** A minimal zip (deflate and stored entries) so the zip paths get seeds without node: tooling. */
+function zipOf(files: [string, Uint8Array, boolean][]): Uint8Array {
+  const body = new ByteWriter()
+  const dir = new ByteWriter()
+  const u16 = (w: ByteWriter, v: number) => {
+    w.u8(v & 0xff)
+    w.u8(v >>> 8)
+  }
+  for (const [name, data, deflated] of files) {
+    const nameBytes = new TextEncoder().encode(name)
+    const stored = deflated ? deflateRaw(data, { level: 6 }) : data
+    const offset = body.length
+    const common = (w: ByteWriter) => {
+      u16(w, 20)
+      u16(w, 0)
+      u16(w, deflated ? 8 : 0)
+      w.u32(0)
+      w.u32(crc32(data))
+      w.u32(stored.length)
+      w.u32(data.length)
+      u16(w, nameBytes.length)
+      u16(w, 0)
+    }
+    body.u32(0x04034b50)
+    common(body)
+    body.bytes(nameBytes)
+    body.bytes(stored)
+    dir.u32(0x02014b50)
+    u16(dir, 20)
+    common(dir)
+    for (let i = 0; i < 3; i++) u16(dir, 0)
+    dir.u32(0)
+    dir.u32(offset)
+    dir.bytes(nameBytes)
+  }
+  const end = new ByteWriter()
+  end.u32(0x06054b50)
+  end.u32(0)
+  u16(end, files.length)
+  u16(end, files.length)
+  end.u32(dir.length)
+  end.u32(body.length)
+  u16(end, 0)
+  return concatBytes([body.finish(), dir.finish(), end.finish()])
+}
+
+function cases(): Case[] {
+  const a = text(1, 20_000)
+  const b = new Uint8Array([...a.subarray(0, 9000), ...text(2, 500), ...a.subarray(9000)])
+  const pairs: [Uint8Array, Uint8Array][] = [
+    [gzip(a, { level: 9 }), gzip(b, { level: 9 })],
+    [gzip(a, { level: 6 }), new Uint8Array([...gzip(b.subarray(0, 5000)), ...gzip(b.subarray(5000))])],
+    [
+      zipOf([
+        ['a.txt', a, true],
+        ['s.bin', text(3, 300), false],
+      ]),
+      zipOf([
+        ['s.bin', text(3, 300), false],
+        ['b.txt', b, true],
+      ]),
+    ],
+  ]
+  const out: Case[] = []
+  for (const [source, target] of pairs) {
+    const r = createArchiveDelta(source, target, { limits: LIMITS })
+    if ('delta' in r) out.push({ source, target, delta: r.delta })
+  }
+  return out
+}
+
+function mutateBytes(delta: Uint8Array, r: () => number): Uint8Array {
+  const d = delta.slice()
+  const pick = () => Math.floor(r() * d.length)
+  switch (Math.floor(r() * 5)) {
+    case 0:
+      d[pick()]! ^= 1 << Math.floor(r() * 8)
+      return d
+    case 1:
+      for (let i = 0; i < 1 + r() * 8; i++) d[pick()] = Math.floor(r() * 256)
+      return d
+    case 2:
+      return d.subarray(0, pick())
+    case 3: {
+      const at = pick()
+      return new Uint8Array([...d.subarray(0, at), Math.floor(r() * 256), ...d.subarray(at)])
+    }
+    default: {
+      const at = pick()
+      return new Uint8Array([...d.subarray(0, at), ...d.subarray(at + 1 + Math.floor(r() * 16))])
+    }
+  }
+}
+
+/** Edits one decoded field so the container stays well-formed and the deeper checks are exercised. */
+function mutateFields(delta: Uint8Array, r: () => number): Uint8Array {
+  const c = decodeContainer(delta, LIMITS)
+  const big = () => (r() < 0.5 ? Math.floor(r() * 64) : Math.floor(r() * 2 ** 24))
+  const seg = c.segments[Math.floor(r() * c.segments.length)]
+  const range = c.recipe[Math.floor(r() * c.recipe.length)]
+  switch (Math.floor(r() * 8)) {
+    case 0:
+      if (seg?.kind === 'deflate') seg.params = { ...seg.params, level: 1 + Math.floor(r() * 9) }
+      break
+    case 1:
+      if (seg?.kind === 'deflate') seg.compressedLength = big()
+      break
+    case 2:
+      if (seg?.kind === 'literal') seg.length = 1 + big()
+      else if (seg) seg.rawLength = big()
+      break
+    case 3:
+      if (range) range.offset = big()
+      break
+    case 4:
+      if (range) range.length = big()
+      break
+    case 5:
+      c.expandedLength = big()
+      break
+    case 6:
+      c.differId = r() < 0.5 ? 'approx' : 'vcdiff'
+      break
+    default:
+      c.innerLength = big()
+  }
+  return encodeContainer(c)
+}
+
+/** Parsers see archives at create time; damaged ones must be rejected with typed errors too. */
+function fuzzParsers(c: Case, r: () => number, report: FuzzReport): void {
+  const archive = mutateBytes(r() < 0.5 ? c.source : c.target, r)
+  const kind = detectArchive(archive)
+  if (!kind) return
+  try {
+    expand(kind, archive, inflateAll, LIMITS.maxExpandedBytes)
+  } catch (err) {
+    if (!(err instanceof DeltaFormatError)) report.failures.push(`parser (${kind}): ${String(err)}`)
+  }
+}
+
+/** Alternates the in-memory and the streaming apply, which fail through different code paths. */
+export async function fuzzArchive(seconds: number, seed = 0x5eed): Promise<FuzzReport> {
+  const all = cases()
+  const report: FuzzReport = { seeds: all.length, iterations: 0, rejected: 0, accepted: 0, failures: [] }
+  if (all.length === 0) return { ...report, failures: ['could not build seed deltas'] }
+  const r = rng(seed)
+  const deadline = Date.now() + seconds * 1000
+  while (Date.now() < deadline) {
+    const base = all[report.iterations % all.length]!
+    report.iterations++
+    if (r() < 0.2) {
+      fuzzParsers(base, r, report)
+      continue
+    }
+    let delta: Uint8Array
+    try {
+      delta = r() < 0.6 ? mutateBytes(base.delta, r) : mutateFields(base.delta, r)
+    } catch {
+      continue // a field mutation that the encoder itself refuses is not a decoder test
+    }
+    try {
+      let out: Uint8Array
+      if (report.iterations % 2 === 0) out = applyArchiveDelta(base.source, delta, LIMITS)
+      else {
+        const sink = collectingSink()
+        await applyArchiveDeltaToSink(base.source, delta, sink, LIMITS)
+        out = sink.bytes()
+      }
+      if (out.length === base.target.length && out.every((b, i) => b === base.target[i])) report.accepted++
+      else report.failures.push(`wrong output accepted (iteration ${report.iterations})`)
+    } catch (err) {
+      if (err instanceof DeltaFormatError) report.rejected++
+      else report.failures.push(`iteration ${report.iterations}: ${String(err)}`)
+    }
+  }
+  return report
+}

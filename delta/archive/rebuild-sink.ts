@@ -1,0 +1,101 @@
+/**
+ * A ByteSink that takes the expanded target in order (in whatever pieces the inner differ emits) and
+ * writes the rebuilt archive to another sink: literal segments pass through, deflate segments are
+ * recompressed on the fly. Nothing of the target is held beyond one 16 KiB deflate slice.
+ */
+import { check } from '../errors.ts'
+import type { ByteSink } from '../io.ts'
+import { crc32Update } from './crc32.ts'
+import type { Segment } from './expand.ts'
+import { Recompressor } from './recompress.ts'
+
+export class RebuildSink implements ByteSink {
+  private readonly segments: readonly Segment[]
+  private readonly out: ByteSink
+  private index = 0
+  /** Expanded bytes of the current segment already consumed. */
+  private used = 0
+  private produced = 0
+  private deflate: Recompressor | null = null
+  crc = 0
+  written = 0
+  /** Set when the downstream sink throws, so the caller does not mistake it for a bad delta. */
+  sinkFailure: unknown = undefined
+
+  constructor(segments: readonly Segment[], out: ByteSink) {
+    this.segments = segments
+    this.out = out
+  }
+
+  private async emit(chunks: readonly Uint8Array[]): Promise<void> {
+    for (const chunk of chunks) {
+      if (chunk.length === 0) continue
+      const s = this.segments[this.index]
+      if (s?.kind === 'deflate') {
+        this.produced += chunk.length
+        check(
+          this.produced <= s.compressedLength,
+          'archive-mismatch',
+          'recompressed stream is longer than recorded',
+        )
+      }
+      this.crc = crc32Update(this.crc, chunk)
+      this.written += chunk.length
+      try {
+        await this.out.write(chunk)
+      } catch (err) {
+        this.sinkFailure = err
+        throw err
+      }
+    }
+  }
+
+  /** Closes finished segments (including empty deflate streams) until one still wants input. */
+  private async advance(): Promise<void> {
+    for (;;) {
+      const s = this.segments[this.index]
+      if (!s) return
+      const size = s.kind === 'literal' ? s.length : s.rawLength
+      if (s.kind === 'deflate' && this.deflate === null) this.deflate = new Recompressor(s.params)
+      if (this.used < size) return
+      if (s.kind === 'deflate') {
+        await this.emit(this.deflate!.finish())
+        check(
+          this.produced === s.compressedLength,
+          'archive-mismatch',
+          'recompressed stream is shorter than recorded',
+        )
+      }
+      this.index++
+      this.used = 0
+      this.produced = 0
+      this.deflate = null
+    }
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    let at = 0
+    await this.advance()
+    while (at < chunk.length) {
+      const s = this.segments[this.index]
+      check(s !== undefined, 'archive-mismatch', 'inner delta produced more than the expanded target')
+      const size = s.kind === 'literal' ? s.length : s.rawLength
+      const piece = chunk.subarray(at, at + Math.min(size - this.used, chunk.length - at))
+      if (s.kind === 'literal') await this.emit([piece])
+      else await this.emit(this.deflate!.push(piece))
+      this.used += piece.length
+      at += piece.length
+      await this.advance()
+    }
+  }
+
+  /** Call once the inner differ is done: checks that every segment was completed. */
+  async finish(): Promise<void> {
+    await this.advance()
+    check(
+      this.index === this.segments.length,
+      'archive-mismatch',
+      'inner delta ended before the expanded target',
+    )
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * Exact recompression: find pako deflate settings whose output equals a given deflate stream byte for
+ * byte, so the client can rebuild the compressed file from its uncompressed content.
+ *
+ * Each candidate is run as a stream and compared chunk by chunk against the original; a wrong setting
+ * usually diverges in the first emitted block (different matches give different Huffman trees), so it
+ * is abandoned after deflating a few tens of KiB instead of the whole input. The right setting runs to
+ * the end, which is also the verification.
+ */
+import { Deflate, type Z_Strategy } from 'pako'
+
+export interface DeflateParams {
+  level: number
+  memLevel: number
+  windowBits: number
+  strategy: number
+  /** pako 3 ships two hash functions: classic zlib (legacy) and the chromium/node one (default). */
+  legacyHash: boolean
+}
+
+export function paramsKey(p: DeflateParams): string {
+  return `${p.level}/${p.memLevel}/${p.windowBits}/${p.strategy}/${p.legacyHash ? 'zlib' : 'node'}`
+}
+
+export function sameParams(a: DeflateParams, b: DeflateParams): boolean {
+  return paramsKey(a) === paramsKey(b)
+}
+
+/** Most likely first: node's zlib defaults (npm pack uses level 9), gzip's default 6, then the rest. */
+export function candidateParams(): DeflateParams[] {
+  const out: DeflateParams[] = []
+  const seen = new Set<string>()
+  const add = (level: number, memLevel: number, legacyHash: boolean) => {
+    const p: DeflateParams = { level, memLevel, windowBits: 15, strategy: 0, legacyHash }
+    const key = paramsKey(p)
+    if (seen.has(key)) return
+    seen.add(key)
+    out.push(p)
+  }
+  for (const legacy of [false, true]) for (const level of [9, 6]) add(level, 8, legacy)
+  for (const legacy of [false, true]) for (let level = 1; level <= 9; level++) add(level, 8, legacy)
+  for (const legacy of [false, true])
+    for (let memLevel = 9; memLevel >= 1; memLevel--)
+      for (let level = 1; level <= 9; level++) add(level, memLevel, legacy)
+  return out
+}
+
+const INPUT_SLICE = 16 * 1024
+
+function makeDeflate(params: DeflateParams, chunkSize: number): Deflate {
+  return new Deflate({
+    raw: true,
+    level: params.level,
+    memLevel: params.memLevel,
+    windowBits: params.windowBits,
+    strategy: params.strategy as Z_Strategy,
+    legacyHash: params.legacyHash,
+    chunkSize,
+  })
+}
+
+/** True when deflating `raw` with `params` yields exactly `compressed`; stops at the first difference. */
+export function reproduces(raw: Uint8Array, compressed: Uint8Array, params: DeflateParams): boolean {
+  const deflate = makeDeflate(params, 8 * 1024)
+  let pos = 0
+  let ok = true
+  deflate.onData = (chunk) => {
+    if (!ok) return
+    if (pos + chunk.length > compressed.length) {
+      ok = false
+      return
+    }
+    for (let i = 0; i < chunk.length; i++) {
+      if (chunk[i] !== compressed[pos + i]) {
+        ok = false
+        return
+      }
+    }
+    pos += chunk.length
+  }
+  deflate.onEnd = () => {}
+  for (let at = 0; ok && at < raw.length; at += INPUT_SLICE) {
+    deflate.push(raw.subarray(at, Math.min(raw.length, at + INPUT_SLICE)), false)
+  }
+  if (ok) deflate.push(new Uint8Array(0), true)
+  return ok && deflate.err === 0 && pos === compressed.length
+}
+
+export interface SearchResult {
+  params: DeflateParams | null
+  tried: number
+}
+
+/**
+ * Tries `preferred` (e.g. what matched the previous zip entry) and then every candidate, in order.
+ * `budgetMs` bounds the time spent on one stream; it is checked between candidates. (In workerd the
+ * clock does not advance during synchronous work, so there only the grid size bounds the search;
+ * delta creation is expected to run on the publisher, in Node.)
+ */
+export function findDeflateParams(
+  raw: Uint8Array,
+  compressed: Uint8Array,
+  preferred: readonly DeflateParams[] = [],
+  budgetMs = Number.POSITIVE_INFINITY,
+  maxTries = Number.POSITIVE_INFINITY,
+  now: () => number = Date.now,
+): SearchResult {
+  const started = now()
+  const order = [...preferred, ...candidateParams().filter((c) => !preferred.some((p) => sameParams(p, c)))]
+  let tried = 0
+  for (const params of order) {
+    if (tried >= maxTries || (tried > 0 && now() - started > budgetMs)) break
+    tried++
+    if (reproduces(raw, compressed, params)) return { params, tried }
+  }
+  return { params: null, tried }
+}
+
+/**
+ * Incremental recompression for callers that receive the uncompressed bytes in arbitrary pieces
+ * (a streaming inner differ). Input is re-cut into the same 16 KiB slices `deflateChunks` uses, so
+ * both paths drive pako identically regardless of how the bytes arrived.
+ */
+export class Recompressor {
+  private readonly deflate: Deflate
+  private readonly pending: Uint8Array[] = []
+  private readonly slice = new Uint8Array(INPUT_SLICE)
+  private filled = 0
+
+  constructor(params: DeflateParams) {
+    this.deflate = makeDeflate(params, 64 * 1024)
+    this.deflate.onData = (chunk) => this.pending.push(chunk)
+    this.deflate.onEnd = () => {}
+  }
+
+  /** Feeds bytes; returns whatever compressed output became ready. */
+  push(bytes: Uint8Array): Uint8Array[] {
+    let at = 0
+    while (at < bytes.length) {
+      const n = Math.min(INPUT_SLICE - this.filled, bytes.length - at)
+      this.slice.set(bytes.subarray(at, at + n), this.filled)
+      this.filled += n
+      at += n
+      if (this.filled === INPUT_SLICE) {
+        // pako keeps a reference only while push runs; reusing the slice buffer afterwards is safe.
+        this.deflate.push(this.slice, false)
+        this.filled = 0
+      }
+    }
+    return this.pending.splice(0)
+  }
+
+  finish(): Uint8Array[] {
+    if (this.filled > 0) this.deflate.push(this.slice.subarray(0, this.filled), false)
+    this.filled = 0
+    this.deflate.push(new Uint8Array(0), true)
+    if (this.deflate.err !== 0) throw new Error(`deflate failed: ${this.deflate.msg}`)
+    return this.pending.splice(0)
+  }
+}
+
+/** Deflates `raw` with `params`, yielding output as it is produced, one 16 KiB input slice at a time. */
+export function* deflateChunks(raw: Uint8Array, params: DeflateParams): Generator<Uint8Array> {
+  const r = new Recompressor(params)
+  for (let at = 0; at < raw.length; at += INPUT_SLICE) {
+    yield* r.push(raw.subarray(at, Math.min(raw.length, at + INPUT_SLICE)))
+  }
+  yield* r.finish()
+}

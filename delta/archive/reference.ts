@@ -1,0 +1,137 @@
+/**
+ * The reference stream: source content rearranged to line up with the target's entry order, so a
+ * byte-level differ (even one with a bounded window) sees each target file next to its old version.
+ * It is described as a list of ranges of the source's expanded form, which the client can replay.
+ */
+import type { RandomAccessReader } from '../io.ts'
+import type { EntryRange } from './expand.ts'
+
+export interface Range {
+  offset: number
+  length: number
+}
+
+export interface RecipeStats {
+  matchedByPath: number
+  matchedByHash: number
+  unmatched: number
+}
+
+/** Appends a range, merging it into the previous one when they are contiguous in the source. */
+function push(ranges: Range[], offset: number, length: number): void {
+  if (length <= 0) return
+  const last = ranges.at(-1)
+  if (last && last.offset + last.length === offset) last.length += length
+  else ranges.push({ offset, length })
+}
+
+/**
+ * Order: the source's leading bytes (gzip header), target-ordered matches (by path, else by content),
+ * the source's trailing bytes (tar end blocks, zip central directory), then unused source entries so
+ * content that moved in ways we did not detect is still available to the differ.
+ */
+export function buildRecipe(
+  sourceLength: number,
+  source: readonly EntryRange[],
+  target: readonly EntryRange[],
+  maxReference: number,
+): { ranges: Range[]; stats: RecipeStats } {
+  const stats: RecipeStats = { matchedByPath: 0, matchedByHash: 0, unmatched: 0 }
+  const ranges: Range[] = []
+  if (source.length === 0) {
+    push(ranges, 0, sourceLength)
+    stats.unmatched = target.length
+    return { ranges, stats }
+  }
+  const byPath = new Map<string, EntryRange>()
+  const byHash = new Map<string, EntryRange>()
+  for (const e of source) {
+    if (!byPath.has(e.path)) byPath.set(e.path, e)
+    if (e.hash !== '' && !byHash.has(e.hash)) byHash.set(e.hash, e)
+  }
+  const first = source[0]!.start
+  const last = source.at(-1)!.end
+  push(ranges, 0, first)
+  let total = first
+  const used = new Set<EntryRange>()
+  for (const t of target) {
+    let match = byPath.get(t.path)
+    if (match) stats.matchedByPath++
+    else {
+      match = t.hash === '' ? undefined : byHash.get(t.hash)
+      if (match) stats.matchedByHash++
+      else stats.unmatched++
+    }
+    // Repeats (many identical small files) could blow the reference up; cap it.
+    if (!match || total + (match.end - match.start) > maxReference) continue
+    used.add(match)
+    push(ranges, match.start, match.end - match.start)
+    total += match.end - match.start
+  }
+  push(ranges, last, sourceLength - last)
+  total += sourceLength - last
+  for (const e of source) {
+    if (used.has(e) || total + (e.end - e.start) > maxReference) continue
+    push(ranges, e.start, e.end - e.start)
+    total += e.end - e.start
+  }
+  return { ranges, stats }
+}
+
+/** Materialises a recipe; ranges must already be validated against `source`. */
+export function materialize(source: Uint8Array, ranges: readonly Range[]): Uint8Array {
+  let total = 0
+  for (const r of ranges) total += r.length
+  const out = new Uint8Array(total)
+  let at = 0
+  for (const r of ranges) {
+    out.set(source.subarray(r.offset, r.offset + r.length), at)
+    at += r.length
+  }
+  return out
+}
+
+/**
+ * The reference as a RandomAccessReader without copying it: reads are served from the expanded source
+ * through the recipe, which keeps streaming apply from holding a second copy of the source.
+ */
+export function recipeReader(source: Uint8Array, ranges: readonly Range[]): RandomAccessReader {
+  const starts: number[] = []
+  let size = 0
+  for (const r of ranges) {
+    starts.push(size)
+    size += r.length
+  }
+  const find = (pos: number): number => {
+    let lo = 0
+    let hi = ranges.length - 1
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1
+      if (starts[mid]! <= pos) lo = mid
+      else hi = mid - 1
+    }
+    return lo
+  }
+  return {
+    size,
+    read: async (offset, length) => {
+      let i = find(offset)
+      const first = ranges[i]
+      const within = offset - (starts[i] ?? 0)
+      if (first && within + length <= first.length) {
+        return source.subarray(first.offset + within, first.offset + within + length)
+      }
+      const out = new Uint8Array(length)
+      let done = 0
+      while (done < length && i < ranges.length) {
+        const r = ranges[i]!
+        const skip = offset + done - starts[i]!
+        const n = Math.min(r.length - skip, length - done)
+        out.set(source.subarray(r.offset + skip, r.offset + skip + n), done)
+        done += n
+        i++
+      }
+      return out
+    },
+  }
+}
