@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises'
 import { Command, CommanderError, InvalidArgumentError } from 'commander'
 import { ArtifactName, Version } from '../schemas/common.ts'
 import type { DependencyRef } from '../schemas/manifest.ts'
+import { registerDeltaCommands } from './commands/delta.ts'
 import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
 import { AgentError } from './errors.ts'
 import { installArtifact, rollbackArtifact } from './install.ts'
@@ -135,6 +136,8 @@ export function buildProgram(): Command {
         { status: { name, ...state, installed: versions, currentPath: store.currentLink } },
       )
     })
+
+  registerDeltaCommands(program, reporter)
 
   return program
 }

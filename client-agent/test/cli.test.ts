@@ -99,4 +99,32 @@ describe('deltaport CLI', () => {
     const offline = await makeWorkspace('http://127.0.0.1:9')
     expect((await runWithConfig(offline.configFile, ['install', 'x'])).code).toBe(4)
   })
+
+  it('delta make/apply round-trips files and leaves no output for a corrupt delta', async () => {
+    const source = await writeArtifact(ws.dir, 'delta-src.bin', 200_000)
+    const target = join(ws.dir, 'delta-tgt.bin')
+    await writeFile(
+      target,
+      Buffer.concat([
+        source.bytes.subarray(0, 90_000),
+        Buffer.from('inserted'),
+        source.bytes.subarray(90_000),
+      ]),
+    )
+    const deltaPath = join(ws.dir, 'd.delta')
+    const made = await cli(['--json', 'delta', 'make', source.path, target, deltaPath])
+    expect(made.code).toBe(0)
+    expect(JSON.parse(made.stdout).delta.size).toBeLessThan(1000)
+    const out = join(ws.dir, 'rebuilt.bin')
+    expect((await cli(['delta', 'apply', source.path, deltaPath, out])).code).toBe(0)
+    expectSameBytes(await readFile(out), await readFile(target))
+
+    const corrupt = await readFile(deltaPath)
+    corrupt[corrupt.length - 3]! ^= 0xff
+    await writeFile(deltaPath, corrupt)
+    const bad = join(ws.dir, 'never.bin')
+    const applied = await cli(['--json', 'delta', 'apply', source.path, deltaPath, bad])
+    expect(applied.code).toBe(8)
+    await expect(readFile(bad)).rejects.toThrow()
+  })
 })

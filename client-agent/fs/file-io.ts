@@ -1,0 +1,62 @@
+import { createReadStream } from 'node:fs'
+import { type FileHandle, open, rename, rm } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import type { ByteSink, ByteSource, RandomAccessReader } from '../../delta/io.ts'
+import { fsyncDir, tempPathFor } from './atomic.ts'
+
+/** A RandomAccessReader over a file: the codec reads the installed version without loading it whole. */
+export async function openFileReader(path: string): Promise<RandomAccessReader & { close(): Promise<void> }> {
+  const handle = await open(path, 'r')
+  const { size } = await handle.stat()
+  return {
+    size,
+    read: async (offset, length) => {
+      const buffer = new Uint8Array(length)
+      let done = 0
+      while (done < length) {
+        const { bytesRead } = await handle.read(buffer, done, length - done, offset + done)
+        if (bytesRead === 0) break
+        done += bytesRead
+      }
+      return done === length ? buffer : buffer.subarray(0, done)
+    },
+    close: () => handle.close(),
+  }
+}
+
+/** A file's bytes in order, as the codec's ByteSource. */
+export async function* fileSource(path: string): ByteSource {
+  for await (const chunk of createReadStream(path, { highWaterMark: 256 * 1024 })) yield chunk as Uint8Array
+}
+
+/**
+ * A sink that writes to a temp file beside `target` and only on `commit` fsyncs and renames it into
+ * place: output that later fails verification never becomes visible.
+ */
+export async function openAtomicFileSink(
+  target: string,
+): Promise<ByteSink & { commit(): Promise<void>; discard(): Promise<void>; path: string }> {
+  const temp = tempPathFor(target)
+  const handle: FileHandle = await open(temp, 'wx', 0o644)
+  let position = 0
+  let closed = false
+  return {
+    path: temp,
+    write: async (chunk) => {
+      await handle.write(chunk, 0, chunk.length, position)
+      position += chunk.length
+    },
+    commit: async () => {
+      await handle.sync()
+      await handle.close()
+      closed = true
+      await rename(temp, target)
+      await fsyncDir(dirname(target))
+    },
+    discard: async () => {
+      if (!closed) await handle.close().catch(() => undefined)
+      closed = true
+      await rm(temp, { force: true })
+    },
+  }
+}

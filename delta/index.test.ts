@@ -1,0 +1,94 @@
+import { gzipSync } from 'node:zlib'
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { applyDelta, applyDeltaStream, createDelta, DeltaFormatError, detectDeltaMethod } from './index.ts'
+import { collectingSink, readerFromBytes, sourceFromBytes } from './io.ts'
+
+function bytes(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n)
+  let s = seed
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0
+    out[i] = s >>> 24
+  }
+  return out
+}
+
+function edited(base: Uint8Array): Uint8Array {
+  const out = new Uint8Array(base.length + 100)
+  out.set(base.subarray(0, 5000))
+  out.set(bytes(100, 99), 5000)
+  out.set(base.subarray(5000), 5100)
+  return out
+}
+
+const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buffer.compare(a, b) === 0
+
+describe('createDelta / applyDelta', () => {
+  it('keeps the smallest candidate, records every try, and applies by magic', () => {
+    const source = bytes(50_000, 1)
+    const target = edited(source)
+    const made = createDelta(source, target)
+    expect(made.candidates.map((c) => c.method)).toEqual(['archive', 'vcdiff', 'approx'])
+    expect(made.candidates[0]?.skipped).toContain('not a gzip')
+    const sizes = made.candidates.flatMap((c) => (c.size === undefined ? [] : [c.size]))
+    expect(made.delta.length).toBe(Math.min(...sizes))
+    expect(made.delta.length).toBeLessThan(2000)
+    expect(detectDeltaMethod(made.delta)).toBe(made.method)
+    expect(same(applyDelta(source, made.delta), target)).toBe(true)
+  })
+
+  it.each(['vcdiff', 'approx'] as const)(
+    'round-trips %s in memory and streamed in odd chunks',
+    async (method) => {
+      const source = bytes(40_000, 3)
+      const target = edited(source)
+      const { delta } = createDelta(source, target, { methods: [method] })
+      expect(same(applyDelta(source, delta), target)).toBe(true)
+      for (const chunk of [1, 3, 4096]) {
+        const sink = collectingSink()
+        expect(await applyDeltaStream(readerFromBytes(source), sourceFromBytes(delta, chunk), sink)).toBe(
+          method,
+        )
+        expect(same(sink.bytes(), target)).toBe(true)
+      }
+    },
+  )
+
+  it('uses the archive method for gzip pairs', async () => {
+    const text = (n: number) =>
+      new TextEncoder().encode(Array.from({ length: n }, (_, i) => `line ${i}\n`).join(''))
+    const source = gzipSync(text(5000), { level: 9 })
+    const target = gzipSync(new Uint8Array([...text(5000), ...new TextEncoder().encode('one more line\n')]), {
+      level: 9,
+    })
+    const made = createDelta(source, target)
+    expect(made.method).toBe('archive')
+    expect(made.delta.length).toBeLessThan(target.length / 10)
+    expect(same(applyDelta(source, made.delta), target)).toBe(true)
+    const sink = collectingSink()
+    await applyDeltaStream(readerFromBytes(source), sourceFromBytes(made.delta, 7), sink)
+    expect(same(sink.bytes(), target)).toBe(true)
+  })
+
+  it('refuses unknown containers and garbage with DeltaFormatError only', async () => {
+    expect(() => applyDelta(new Uint8Array(1), new Uint8Array([1, 2, 3, 4]))).toThrow(DeltaFormatError)
+    await expect(
+      applyDeltaStream(
+        readerFromBytes(new Uint8Array(1)),
+        sourceFromBytes(new Uint8Array(2)),
+        collectingSink(),
+      ),
+    ).rejects.toThrow(DeltaFormatError)
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 256 }), (junk) => {
+        try {
+          applyDelta(bytes(64, 5), junk)
+        } catch (error) {
+          if (!(error instanceof DeltaFormatError)) throw error
+        }
+      }),
+      { numRuns: 300 },
+    )
+  })
+})

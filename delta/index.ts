@@ -1,0 +1,179 @@
+import {
+  type ApproxLimits,
+  applyApproxDelta,
+  applyApproxDeltaStream,
+  createApproxDelta,
+} from './approx/index.ts'
+import {
+  type ArchiveLimits,
+  applyArchiveDelta,
+  applyArchiveDeltaToSink,
+  createArchiveDelta,
+  detectArchive,
+} from './archive/index.ts'
+import { check, DeltaFormatError } from './errors.ts'
+import {
+  type ByteSink,
+  type ByteSource,
+  collectingSink,
+  type RandomAccessReader,
+  readerFromBytes,
+} from './io.ts'
+import { decodeVcdiff, decodeVcdiffStream, encodeVcdiff, type VcdiffLimits } from './vcdiff/index.ts'
+
+/**
+ * The codec's one front door. `createDelta` tries the methods that fit the pair and keeps the smallest;
+ * `applyDelta` recognises the container by its magic bytes, so a delta carries its own method.
+ */
+export type DeltaMethodId = 'vcdiff' | 'approx' | 'archive'
+
+export interface CreateDeltaOptions {
+  /** Methods to try; default all that apply. */
+  methods?: readonly DeltaMethodId[]
+  /** Clock for the timings in the report (injected so callers can make runs deterministic). */
+  now?: () => number
+}
+
+export interface CandidateReport {
+  method: DeltaMethodId
+  size?: number
+  ms: number
+  /** Why a method produced nothing (not an archive, exact recompression impossible, …). */
+  skipped?: string
+}
+
+export interface CreatedDelta {
+  delta: Uint8Array
+  method: DeltaMethodId
+  candidates: CandidateReport[]
+}
+
+export interface ApplyLimits {
+  vcdiff?: VcdiffLimits
+  approx?: ApproxLimits
+  archive?: ArchiveLimits
+}
+
+const VCDIFF_MAGIC = [0xd6, 0xc3, 0xc4]
+const APPROX_MAGIC = [0x44, 0x50, 0x41, 0x58] // DPAX
+const ARCHIVE_MAGIC = [0x44, 0x50, 0x41, 0x52] // DPAR
+
+export function createDelta(
+  source: Uint8Array,
+  target: Uint8Array,
+  options: CreateDeltaOptions = {},
+): CreatedDelta {
+  const methods = options.methods ?? ['archive', 'vcdiff', 'approx']
+  const now = options.now ?? (() => performance.now())
+  const candidates: CandidateReport[] = []
+  let best: { delta: Uint8Array; method: DeltaMethodId } | null = null
+  const consider = (method: DeltaMethodId, make: () => Uint8Array | string) => {
+    const started = now()
+    const made = make()
+    const ms = now() - started
+    if (typeof made === 'string') {
+      candidates.push({ method, ms, skipped: made })
+      return
+    }
+    candidates.push({ method, size: made.length, ms })
+    if (!best || made.length < best.delta.length) best = { delta: made, method }
+  }
+  // Archive-aware first: when it applies it already runs both byte differs on the expanded contents,
+  // and byte-level deltas of compressed data are nearly as large as the file.
+  if (methods.includes('archive')) {
+    consider('archive', () => {
+      if (!detectArchive(source) || !detectArchive(target)) return 'not a gzip or zip pair'
+      const result = createArchiveDelta(source, target)
+      return 'notApplicable' in result ? result.notApplicable : result.delta
+    })
+  }
+  if (methods.includes('vcdiff')) consider('vcdiff', () => encodeVcdiff(source, target))
+  if (methods.includes('approx')) consider('approx', () => createApproxDelta(source, target))
+  const chosen = best as { delta: Uint8Array; method: DeltaMethodId } | null
+  if (!chosen)
+    throw new DeltaFormatError('no-method', `no delta method produced a delta (${methods.join(', ')})`)
+  return { ...chosen, candidates }
+}
+
+/** Which container a delta is, from its first bytes. */
+export function detectDeltaMethod(prefix: Uint8Array): DeltaMethodId {
+  const starts = (magic: number[]) => magic.every((b, i) => prefix[i] === b)
+  if (starts(VCDIFF_MAGIC)) return 'vcdiff'
+  if (starts(APPROX_MAGIC)) return 'approx'
+  if (starts(ARCHIVE_MAGIC)) return 'archive'
+  throw new DeltaFormatError('unknown-container', 'not a deltaport delta (unknown magic bytes)')
+}
+
+export function applyDelta(source: Uint8Array, delta: Uint8Array, limits: ApplyLimits = {}): Uint8Array {
+  switch (detectDeltaMethod(delta)) {
+    case 'vcdiff':
+      return decodeVcdiff(source, delta, limits.vcdiff)
+    case 'approx':
+      return applyApproxDelta(source, delta, limits.approx)
+    case 'archive':
+      return applyArchiveDelta(source, delta, limits.archive)
+  }
+}
+
+/**
+ * Streaming apply. VCDIFF and approx deltas stream with memory bounded by their window/block sizes;
+ * an archive delta needs the source and the (small) delta in memory and streams its output, so its
+ * memory follows the expanded archive size (docs/formats/archive-delta.md).
+ */
+export async function applyDeltaStream(
+  source: RandomAccessReader,
+  delta: ByteSource,
+  sink: ByteSink,
+  limits: ApplyLimits = {},
+): Promise<DeltaMethodId> {
+  const iterator = delta[Symbol.asyncIterator]()
+  const head: Uint8Array[] = []
+  let headLength = 0
+  // Enough bytes to tell the containers apart, however the transport chunked them.
+  while (headLength < 4) {
+    const next = await iterator.next()
+    if (next.done) break
+    head.push(next.value)
+    headLength += next.value.length
+  }
+  check(headLength >= 3, 'truncated', 'the delta is too short to carry a header')
+  const prefix = concat(head)
+  const method = detectDeltaMethod(prefix)
+  const rest: ByteSource = {
+    async *[Symbol.asyncIterator]() {
+      yield prefix
+      for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value
+    },
+  }
+  switch (method) {
+    case 'vcdiff':
+      await decodeVcdiffStream(source, rest, sink, limits.vcdiff)
+      break
+    case 'approx':
+      await applyApproxDeltaStream(source, rest, sink, limits.approx)
+      break
+    case 'archive': {
+      const collected = collectingSink()
+      for await (const chunk of rest) await collected.write(chunk)
+      const sourceBytes = await source.read(0, source.size)
+      await applyArchiveDeltaToSink(sourceBytes, collected.bytes(), sink, limits.archive)
+      break
+    }
+  }
+  return method
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!
+  const sink = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let at = 0
+  for (const p of parts) {
+    sink.set(p, at)
+    at += p.length
+  }
+  return sink
+}
+
+export { DeltaFormatError } from './errors.ts'
+export type { ByteSink, ByteSource, RandomAccessReader } from './io.ts'
+export { readerFromBytes }
