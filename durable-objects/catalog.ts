@@ -1,0 +1,63 @@
+/**
+ * What the prefetch planner needs from R2: channel heads and manifests. Read through the edge's
+ * artifact store so the key layout and parsing live in one place; memoised per request because the
+ * planner asks about the same artifact several times.
+ */
+import type { ArtifactManifest } from '../schemas/manifest.ts'
+import { readIndex, readManifest } from '../workers/storage/artifact-store.ts'
+import { keys } from '../workers/storage/keys.ts'
+
+export interface ChannelHead {
+  version: string
+  createdAt: number
+}
+
+export interface Catalog {
+  head(name: string, channel: string): Promise<ChannelHead | null>
+  manifest(name: string, version: string): Promise<ArtifactManifest | null>
+}
+
+/** A corrupt stored document is logged and treated as absent: one bad artifact must not fail the queue. */
+async function orNull<T>(what: string, read: () => Promise<T | null>): Promise<T | null> {
+  try {
+    return await read()
+  } catch (error) {
+    console.log(JSON.stringify({ level: 'warn', msg: 'catalog read failed', what, error: String(error) }))
+    return null
+  }
+}
+
+export function r2Catalog(bucket: R2Bucket): Catalog {
+  const heads = new Map<string, Promise<ChannelHead | null>>()
+  const manifests = new Map<string, Promise<ArtifactManifest | null>>()
+  return {
+    head(name, channel) {
+      const key = `${name}\u0000${channel}`
+      let found = heads.get(key)
+      if (found === undefined) {
+        found = orNull(`index ${name}`, async () => {
+          const index = (await readIndex(bucket, name))?.index
+          const version = index?.channels[channel]
+          const entry = index?.versions.find((v) => v.version === version)
+          return entry === undefined
+            ? null
+            : { version: entry.version, createdAt: Date.parse(entry.createdAt) }
+        })
+        heads.set(key, found)
+      }
+      return found
+    },
+    manifest(name, version) {
+      const key = `${name}\u0000${version}`
+      let found = manifests.get(key)
+      if (found === undefined) {
+        found = orNull(`manifest ${name}@${version}`, async () => {
+          const stored = await readManifest(bucket, keys.manifest(name, version))
+          return stored?.envelope.signed ?? null
+        })
+        manifests.set(key, found)
+      }
+      return found
+    },
+  }
+}

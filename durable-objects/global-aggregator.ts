@@ -1,0 +1,73 @@
+import { DurableObject } from 'cloudflare:workers'
+import type { AccessSummary } from '../predict/index.ts'
+import { mergeSummaries } from '../predict/index.ts'
+import { AccessSummarySchema, RegionRollup } from '../schemas/aggregation.ts'
+
+export interface RegionStatus {
+  region: string
+  population: number
+  receivedAt: number
+  artifacts: number
+}
+
+/**
+ * The single `idFromName('global')` object: keeps the latest compact summary of each region and merges
+ * them on demand. It only ever sees regional statistics, never a client's events.
+ */
+export class GlobalAggregator extends DurableObject<Env> {
+  private readonly sql: SqlStorage
+  private merged: { at: number; summary: AccessSummary } | null = null
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env)
+    this.sql = ctx.storage.sql
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS regions (
+      region TEXT PRIMARY KEY, population INTEGER NOT NULL, summary TEXT NOT NULL, received_at INTEGER NOT NULL)`)
+  }
+
+  /** A region's latest rollup replaces its previous one (summaries are already cumulative). */
+  async submit(input: RegionRollup): Promise<{ regions: number }> {
+    const rollup = RegionRollup.parse(input)
+    this.sql.exec(
+      `INSERT INTO regions (region, population, summary, received_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (region) DO UPDATE SET population = excluded.population, summary = excluded.summary,
+         received_at = excluded.received_at`,
+      rollup.region,
+      rollup.population,
+      JSON.stringify(rollup.summary),
+      Date.now(),
+    )
+    this.merged = null
+    return { regions: this.sql.exec<{ n: number }>('SELECT COUNT(*) AS n FROM regions').one().n }
+  }
+
+  /** All regions merged (decayed to now): what ShardPlanner and dashboards read. */
+  async summary(): Promise<AccessSummary> {
+    const now = Date.now()
+    if (this.merged !== null && this.merged.at === now) return this.merged.summary
+    const summaries = this.sql
+      .exec<{ summary: string }>('SELECT summary FROM regions ORDER BY region')
+      .toArray()
+      .flatMap((r) => {
+        const parsed = AccessSummarySchema.safeParse(JSON.parse(r.summary))
+        return parsed.success ? [parsed.data] : []
+      })
+    const summary = mergeSummaries('global', summaries, now)
+    this.merged = { at: now, summary }
+    return summary
+  }
+
+  async regions(): Promise<RegionStatus[]> {
+    return this.sql
+      .exec<{ region: string; population: number; received_at: number; summary: string }>(
+        'SELECT region, population, received_at, summary FROM regions ORDER BY region',
+      )
+      .toArray()
+      .map((r) => ({
+        region: r.region,
+        population: r.population,
+        receivedAt: r.received_at,
+        artifacts: (JSON.parse(r.summary) as AccessSummary).artifacts.length,
+      }))
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * Builds a client's PrefetchQueue: candidates from the region summary, the client's own recent uses and
+ * installed set, channel heads newer than what it has (scheduled updates) and declared manifest
+ * dependencies; scored with predict and filled into the client's byte budget.
+ */
+import { gt as semverGt } from 'semver'
+import type { AccessSummary, ManifestEntry, PrefetchCandidate, ScheduledUpdate } from '../predict/index.ts'
+import { buildPrefetchQueue, calculateArtifactProbabilities } from '../predict/index.ts'
+import type { ArtifactManifest } from '../schemas/manifest.ts'
+import type { PrefetchItem, PrefetchQueue } from '../schemas/prefetch.ts'
+import type { Catalog } from './catalog.ts'
+import { cheapestPlan } from './transfer-plan.ts'
+
+/** How far ahead a queue looks: the agent stages during the next idle day. */
+export const PREFETCH_HORIZON_MS = 24 * 3_600_000
+/** Artifacts looked up in R2 per queue (two reads each); bounds the cost of one request. */
+export const MAX_CANDIDATE_NAMES = 48
+const MIN_PROBABILITY = 0.01
+const MAX_ITEMS = 256
+
+export interface PlannerInput {
+  clientId: string
+  now: number
+  validForMs: number
+  summary: AccessSummary
+  population: number
+  recent: { artifact: string; at: number }[]
+  installed: { artifact: string; version: string }[]
+  channel: string
+  budgetBytes: number
+  catalog: Catalog
+}
+
+/** Names worth a lookup: what the client touches or has, then the region's hottest artifacts. */
+function seedNames(input: PlannerInput): string[] {
+  const names = new Set<string>()
+  for (const r of [...input.recent].reverse()) names.add(r.artifact)
+  for (const i of input.installed) names.add(i.artifact)
+  for (const a of input.summary.artifacts) names.add(a.artifact)
+  return [...names]
+}
+
+export async function planPrefetch(input: PlannerInput): Promise<PrefetchQueue> {
+  const { catalog, channel, now } = input
+  const installed = new Map(input.installed.map((i) => [i.artifact, i.version]))
+  const scheduled: ScheduledUpdate[] = []
+  const manifestEntries: ManifestEntry[] = []
+  const heads = new Map<string, string>()
+
+  // Breadth-first over seeds and their declared dependencies, bounded by MAX_CANDIDATE_NAMES lookups.
+  const queue = seedNames(input)
+  const seen = new Set(queue)
+  for (let i = 0; i < queue.length && i < MAX_CANDIDATE_NAMES; i++) {
+    const name = queue[i] ?? ''
+    const head = await catalog.head(name, channel)
+    if (head === null) continue
+    heads.set(name, head.version)
+    const have = installed.get(name)
+    // A channel head newer than the installed version is an update the client will be offered.
+    if (have !== undefined && have !== head.version && semverGt(head.version, have)) {
+      scheduled.push({
+        artifact: name,
+        version: head.version,
+        startsAt: head.createdAt,
+        cohortProbability: 1,
+      })
+    }
+    const manifest = await catalog.manifest(name, head.version)
+    if (manifest === null || manifest.dependencies.length === 0) continue
+    manifestEntries.push({
+      artifact: name,
+      version: head.version,
+      // Ranges are resolved to channel heads below; predict only needs "which artifact".
+      dependsOn: manifest.dependencies.map((d) => ({ artifact: d.name })),
+    })
+    for (const d of manifest.dependencies) {
+      if (!seen.has(d.name)) {
+        seen.add(d.name)
+        queue.push(d.name)
+      }
+    }
+  }
+
+  const probabilities = calculateArtifactProbabilities({
+    now,
+    horizonMs: PREFETCH_HORIZON_MS,
+    summary: input.summary,
+    population: input.population,
+    client: { recent: input.recent, installed: input.installed },
+    scheduled,
+    manifest: manifestEntries,
+    options: { minProbability: MIN_PROBABILITY },
+  })
+
+  const candidates: (PrefetchCandidate & { manifest: ArtifactManifest; plan: PrefetchItem['plan'] })[] = []
+  for (const p of probabilities) {
+    const version = p.version ?? heads.get(p.artifact)
+    // Unknown to R2 (or not on this channel), or already what the client has: nothing to stage.
+    if (version === undefined || installed.get(p.artifact) === version) continue
+    const manifest = await catalog.manifest(p.artifact, version)
+    if (manifest === null) continue
+    const plan = cheapestPlan(manifest, installed.get(p.artifact))
+    candidates.push({
+      artifact: p.artifact,
+      version,
+      probability: p.probability,
+      confidence: p.confidence,
+      bytes: plan.size,
+      bytesSaved: manifest.size,
+      networkCost: plan.size,
+      manifest,
+      plan,
+    })
+  }
+
+  const built = buildPrefetchQueue(candidates, {
+    now,
+    budgetBytes: input.budgetBytes,
+    minProbability: MIN_PROBABILITY,
+  })
+  const planOf = new Map(candidates.map((c) => [`${c.artifact}\u0000${c.version}`, c.plan]))
+  const items: PrefetchItem[] = []
+  for (const q of built.queue.slice(0, MAX_ITEMS)) {
+    const plan = planOf.get(`${q.artifact}\u0000${q.version}`)
+    if (plan === undefined || q.version === undefined) continue
+    items.push({
+      name: q.artifact,
+      version: q.version,
+      probability: q.probability,
+      confidence: q.confidence ?? 0,
+      // A zero-byte artifact scores +Infinity in predict; JSON needs a finite number.
+      expectedValue: Number.isFinite(q.score) ? q.score : q.probability,
+      plan,
+    })
+  }
+  return {
+    clientId: input.clientId,
+    generatedAt: new Date(now).toISOString(),
+    validUntil: new Date(now + input.validForMs).toISOString(),
+    items,
+  }
+}

@@ -1,0 +1,274 @@
+import { DurableObject } from 'cloudflare:workers'
+import type { AccessSummary } from '../predict/index.ts'
+import { compactSummary, emptySummary } from '../predict/index.ts'
+import {
+  AggregatorSettings,
+  AggregatorSettingsPatch,
+  IngestRequest,
+  type IngestResult,
+  PrefetchRequest,
+  type RegionRollup,
+} from '../schemas/aggregation.ts'
+import type { PrefetchQueue } from '../schemas/prefetch.ts'
+import { r2Catalog } from './catalog.ts'
+import {
+  appendHistory,
+  type ClientState,
+  countClients,
+  createClientTable,
+  evictClients,
+  mergeInstalled,
+  readClient,
+  writeClient,
+} from './client-table.ts'
+import { recordBatch, recordSegments, segmentKey, timeEvents } from './ingest.ts'
+import { planPrefetch } from './prefetch-planner.ts'
+import { takeToken } from './rate-limit.ts'
+import { createSummaryTables, loadSummary, persistSummary, type SummaryTables } from './summary-table.ts'
+
+const ARTIFACTS: SummaryTables = { artifacts: 'artifacts', transitions: 'transitions', profileKey: 'profile' }
+const SEGMENTS: SummaryTables = { artifacts: 'segments', transitions: null, profileKey: 'segment_profile' }
+const PREFETCH_CACHE_ENTRIES = 512
+
+const log = (fields: Record<string, unknown>) =>
+  console.log(JSON.stringify({ do: 'RegionAggregator', ...fields }))
+
+/**
+ * One per aggregation region (`idFromName(region)`). Holds the region's access statistics, never raw
+ * events: decayed counts per artifact and segment, the observed-ordering graph, an hour-of-week profile,
+ * and bounded per-client state. Its alarm compacts and pushes a compact summary to the GlobalAggregator.
+ */
+export class RegionAggregator extends DurableObject<Env> {
+  private readonly sql: SqlStorage
+  private settings: AggregatorSettings = AggregatorSettings.parse({})
+  private region: string | null = null
+  private summary!: AccessSummary
+  private segments!: AccessSummary
+  /** Prefetch queues by client and request shape; instance memory only, it is a short-lived cache. */
+  private readonly prefetchCache = new Map<string, { expires: number; queue: PrefetchQueue }>()
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env)
+    this.sql = ctx.storage.sql
+    ctx.blockConcurrencyWhile(async () => {
+      this.sql.exec('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
+      createSummaryTables(this.sql, ARTIFACTS)
+      createSummaryTables(this.sql, SEGMENTS)
+      createClientTable(this.sql)
+      const stored = this.readMeta('settings')
+      if (stored !== null) this.settings = AggregatorSettings.parse(JSON.parse(stored))
+      this.region = this.readMeta('region')
+      this.loadSummaries(Date.now())
+    })
+  }
+
+  // ---- RPC ---------------------------------------------------------------------------------------
+
+  /** Folds one client's telemetry batch in, after the rate limit and the replay guard. */
+  async ingest(input: IngestRequest): Promise<IngestResult> {
+    const { region, batch, ratePerMinute } = IngestRequest.parse(input)
+    this.bindRegion(region)
+    const now = Date.now()
+    const client: ClientState = readClient(this.sql, batch.clientId) ?? {
+      clientId: batch.clientId,
+      lastSeq: null,
+      lastSeen: now,
+      bucket: undefined,
+      history: [],
+      installed: [],
+    }
+    const taken = takeToken(client.bucket, ratePerMinute, now)
+    if (!taken.ok) {
+      // Only the bucket changes: a limited client must not be able to move anything else.
+      writeClient(this.sql, { ...client, bucket: taken.bucket, lastSeen: now })
+      return { status: 'rate-limited', retryAfterSeconds: taken.retryAfterSeconds }
+    }
+    if (client.lastSeq !== null && batch.batchSeq <= client.lastSeq) {
+      writeClient(this.sql, { ...client, bucket: taken.bucket, lastSeen: now })
+      return { status: 'replay', lastSeq: client.lastSeq }
+    }
+
+    const events = timeEvents(batch.events, now)
+    const prevSummary = this.summary
+    const prevSegments = this.segments
+    const nextSummary = recordBatch(prevSummary, batch.clientId, events, now)
+    const nextSegments = recordSegments(prevSegments, events, now)
+    const touched = new Set(events.map((e) => e.artifact))
+    const touchedSegments = new Set(
+      events.flatMap((e) => (e.segment === undefined ? [] : [segmentKey(e.artifact, e.segment)])),
+    )
+    const nextClient: ClientState = {
+      clientId: batch.clientId,
+      lastSeq: batch.batchSeq,
+      lastSeen: now,
+      bucket: taken.bucket,
+      history: appendHistory(
+        client.history,
+        events.map((e) => ({ artifact: e.artifact, at: e.at })),
+        this.settings.historyPerClient,
+      ),
+      installed: mergeInstalled(
+        client.installed,
+        events.flatMap((e) =>
+          e.version === undefined ? [] : [{ artifact: e.artifact, version: e.version, at: e.at }],
+        ),
+        this.settings.installedPerClient,
+      ),
+    }
+    let evicted = 0
+    this.ctx.storage.transactionSync(() => {
+      evicted += persistSummary(this.sql, ARTIFACTS, prevSummary, nextSummary, touched).evicted
+      evicted += persistSummary(this.sql, SEGMENTS, prevSegments, nextSegments, touchedSegments).evicted
+      writeClient(this.sql, nextClient)
+      evictClients(this.sql, this.settings.maxClients)
+    })
+    this.summary = nextSummary
+    this.segments = nextSegments
+    for (const key of this.prefetchCache.keys())
+      if (key.startsWith(`${batch.clientId}|`)) this.prefetchCache.delete(key)
+    if ((await this.ctx.storage.getAlarm()) === null) {
+      await this.ctx.storage.setAlarm(now + this.settings.rollupIntervalMs)
+    }
+    if (evicted > 0) log({ level: 'info', msg: 'evicted cold keys', region, evicted })
+    return { status: 'accepted', accepted: events.length }
+  }
+
+  /** The client's prefetch queue, cached for `prefetchCacheMs` per client and request shape. */
+  async prefetch(input: PrefetchRequest): Promise<PrefetchQueue> {
+    const request = PrefetchRequest.parse(input)
+    this.bindRegion(request.region)
+    const now = Date.now()
+    const cacheKey = `${request.clientId}|${request.channel}|${request.budgetBytes}|${JSON.stringify(request.installed ?? null)}`
+    const cached = this.prefetchCache.get(cacheKey)
+    if (cached !== undefined && cached.expires > now) return cached.queue
+
+    const client = readClient(this.sql, request.clientId)
+    const installed =
+      request.installed?.map((i) => ({ artifact: i.name, version: i.version })) ??
+      client?.installed.map((i) => ({ artifact: i.artifact, version: i.version })) ??
+      []
+    const queue = await planPrefetch({
+      clientId: request.clientId,
+      now,
+      validForMs: this.settings.prefetchCacheMs,
+      summary: this.summary,
+      population: countClients(this.sql),
+      recent: client?.history ?? [],
+      installed,
+      channel: request.channel,
+      budgetBytes: request.budgetBytes,
+      catalog: r2Catalog(this.env.ARTIFACTS),
+    })
+    if (this.prefetchCache.size >= PREFETCH_CACHE_ENTRIES) {
+      const oldest = this.prefetchCache.keys().next().value
+      if (oldest !== undefined) this.prefetchCache.delete(oldest)
+    }
+    if (this.settings.prefetchCacheMs > 0) {
+      this.prefetchCache.set(cacheKey, { expires: now + this.settings.prefetchCacheMs, queue })
+    }
+    return queue
+  }
+
+  /** The region summary decayed to `at` (default now); for operators, tests and the rollup. */
+  async snapshot(
+    at?: number,
+  ): Promise<{ region: string | null; population: number; summary: AccessSummary; segments: AccessSummary }> {
+    const now = at ?? Date.now()
+    return {
+      region: this.region,
+      population: countClients(this.sql),
+      summary: compactSummary(this.summary, now),
+      segments: compactSummary(this.segments, now),
+    }
+  }
+
+  /** Adjusts caps and intervals (validated); lowering a cap applies at the next ingest or alarm. */
+  async configure(patch: unknown): Promise<AggregatorSettings> {
+    const next = AggregatorSettings.parse({ ...this.settings, ...AggregatorSettingsPatch.parse(patch) })
+    this.settings = next
+    this.writeMeta('settings', JSON.stringify(next))
+    this.loadSummaries(Date.now())
+    this.prefetchCache.clear()
+    return next
+  }
+
+  /** Compacts (decay, caps), evicts idle clients and pushes the compact summary up. */
+  override async alarm(): Promise<void> {
+    const now = Date.now()
+    const region = this.region
+    if (region === null) return
+    const nextSummary = compactSummary(this.summary, now)
+    const nextSegments = compactSummary(this.segments, now)
+    this.ctx.storage.transactionSync(() => {
+      persistSummary(this.sql, ARTIFACTS, this.summary, nextSummary, new Set())
+      persistSummary(this.sql, SEGMENTS, this.segments, nextSegments, new Set())
+      evictClients(this.sql, this.settings.maxClients)
+    })
+    this.summary = nextSummary
+    this.segments = nextSegments
+    const rollup: RegionRollup = {
+      region,
+      population: countClients(this.sql),
+      summary: compactSummary(
+        {
+          ...nextSummary,
+          limits: {
+            ...nextSummary.limits,
+            maxArtifacts: this.settings.rollupMaxArtifacts,
+            maxTransitionsPerArtifact: Math.min(4, nextSummary.limits.maxTransitionsPerArtifact),
+          },
+        },
+        now,
+      ),
+    }
+    const global = this.env.GLOBAL_AGGREGATOR.get(this.env.GLOBAL_AGGREGATOR.idFromName('global'))
+    // A failed push throws, and workerd retries the alarm with backoff.
+    await global.submit(rollup)
+    log({ level: 'info', msg: 'rolled up', region, artifacts: rollup.summary.artifacts.length })
+  }
+
+  // ---- internals ---------------------------------------------------------------------------------
+
+  /** Learns the object's region from its first call (ids come from `idFromName(region)`). */
+  private bindRegion(region: string): void {
+    if (this.region === region) return
+    if (this.region !== null) {
+      log({ level: 'warn', msg: 'region mismatch', stored: this.region, given: region })
+      return
+    }
+    this.region = region
+    this.writeMeta('region', region)
+    this.summary = { ...this.summary, scope: region }
+    this.segments = { ...this.segments, scope: region }
+  }
+
+  private loadSummaries(now: number): void {
+    const scope = this.region ?? 'unbound'
+    const base = (maxArtifacts: number, maxTransitionsPerArtifact: number) =>
+      emptySummary(scope, now, {
+        halfLifeMs: this.settings.halfLifeMs,
+        limits: { maxArtifacts, maxTransitionsPerArtifact },
+      })
+    this.summary = loadSummary(
+      this.sql,
+      ARTIFACTS,
+      base(this.settings.maxArtifacts, this.settings.maxTransitionsPerArtifact),
+    )
+    this.segments = loadSummary(this.sql, SEGMENTS, base(this.settings.maxSegments, 0))
+  }
+
+  private readMeta(key: string): string | null {
+    return (
+      this.sql.exec<{ value: string }>('SELECT value FROM meta WHERE key = ?', key).toArray()[0]?.value ??
+      null
+    )
+  }
+
+  private writeMeta(key: string, value: string): void {
+    this.sql.exec(
+      'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+      key,
+      value,
+    )
+  }
+}

@@ -1,0 +1,89 @@
+import { describe, expect, it } from 'vitest'
+import { PrefetchQueue } from '../../schemas/prefetch.ts'
+import { ProblemDetails } from '../../schemas/problem.ts'
+import {
+  auth,
+  bytesOf,
+  call,
+  envelopeFor,
+  publishSingle,
+  startPublish,
+} from '../../workers/test/publish-helpers.ts'
+import { batchOf, postTelemetry } from './helpers.ts'
+
+const REGION = 'pf-graph'
+
+async function queueFor(query: string): Promise<PrefetchQueue> {
+  const res = await call(`/v1/prefetch?${query}`)
+  expect(res.status).toBe(200)
+  return PrefetchQueue.parse(await res.json())
+}
+
+describe('GET /v1/prefetch', () => {
+  it('orders a small known graph and plans real full downloads', async () => {
+    const a = await publishSingle('pf-a', '1.0.0', bytesOf(3000, 1))
+    const b = await publishSingle('pf-b', '1.0.0', bytesOf(2000, 2))
+    // The region has learnt "pf-b follows pf-a" from five clients.
+    for (let i = 0; i < 5; i++) {
+      expect((await postTelemetry(REGION, batchOf(`client-g00${i}`, 1, ['pf-a', 'pf-b']))).status).toBe(202)
+    }
+    // The asking client just used pf-a (and has it, at the head version): pf-b should be staged.
+    await postTelemetry(REGION, batchOf('client-asker', 1, [{ artifact: 'pf-a', version: '1.0.0' }]))
+    const queue = await queueFor(`client=client-asker&region=${REGION}`)
+    expect(queue.clientId).toBe('client-asker')
+    expect(Date.parse(queue.validUntil)).toBeGreaterThan(Date.parse(queue.generatedAt))
+    expect(queue.items.map((i) => `${i.name}@${i.version}`)).toEqual(['pf-b@1.0.0'])
+    const [item] = queue.items
+    expect(item?.plan).toEqual({
+      kind: 'full',
+      url: '/v1/artifacts/pf-b/1.0.0/blob',
+      size: b.signed.size,
+      sha256: b.signed.sha256,
+    })
+    expect(item?.probability).toBeGreaterThan(0.5)
+    const blob = await call(item?.plan.url ?? '')
+    expect(blob.status).toBe(200)
+    await blob.arrayBuffer()
+
+    // An older installed pf-a makes the channel head a scheduled update (probability 1): it leads.
+    const updating = await queueFor(`client=client-other&region=${REGION}&installed=pf-a@0.9.0`)
+    expect(updating.items.map((i) => `${i.name}@${i.version}`)[0]).toBe('pf-a@1.0.0')
+    expect(updating.items[0]?.probability).toBe(1)
+    expect(updating.items[0]?.plan.sha256).toBe(a.signed.sha256)
+    const scores = updating.items.map((i) => i.expectedValue)
+    expect([...scores].sort((x, y) => y - x)).toEqual(scores)
+
+    // A budget smaller than any artifact stages nothing.
+    expect((await queueFor(`client=client-third&region=${REGION}&budget=100`)).items).toEqual([])
+  })
+
+  it('adds declared manifest dependencies of a scheduled update, and caches the queue briefly', async () => {
+    await publishSingle('pf-lib', '2.0.0', bytesOf(500, 3))
+    const body = bytesOf(800, 4)
+    const envelope = await envelopeFor('pf-app', '2.0.0', body, {
+      dependencies: [{ name: 'pf-lib', range: '^2.0.0' }],
+    })
+    expect((await startPublish(envelope)).status).toBe(201)
+    const put = await call('/v1/publish/pf-app/2.0.0/blob', {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': String(body.length) },
+      body,
+    })
+    expect(put.status).toBe(201)
+
+    const query = 'client=client-deps&region=pf-deps&installed=pf-app@1.0.0'
+    const queue = await queueFor(query)
+    expect(queue.items.map((i) => `${i.name}@${i.version}`).sort()).toEqual(['pf-app@2.0.0', 'pf-lib@2.0.0'])
+    expect(queue.items.every((i) => i.probability === 1)).toBe(true)
+    // Equal probability: the smaller download goes first (same value per byte, cheaper to stage).
+    expect(queue.items[0]?.name).toBe('pf-lib')
+    expect((await queueFor(query)).generatedAt).toBe(queue.generatedAt)
+  })
+
+  it('validates the query as problem+json', async () => {
+    const res = await call('/v1/prefetch?client=client-asker&installed=not-a-pair')
+    expect(res.status).toBe(400)
+    expect(ProblemDetails.parse(await res.json()).errors?.[0]?.path).toBe('installed')
+    expect((await call('/v1/prefetch')).status).toBe(400)
+  })
+})

@@ -1,0 +1,28 @@
+import { Hono } from 'hono'
+import { PrefetchQuery } from '../../schemas/aggregation.ts'
+import type { AppEnv } from '../app-env.ts'
+import { valid } from '../http/validate.ts'
+import { explicitRegion, loadRuntimeConfig, resolveRegion } from '../region.ts'
+
+/**
+ * GET /v1/prefetch?client=&region=&installed=name@ver,…&channel=&budget= : what this client should stage
+ * while idle, computed by its region's RegionAggregator (which caches it briefly).
+ */
+export const prefetchRouter = new Hono<AppEnv>().get('/', valid('query', PrefetchQuery), async (c) => {
+  const query = c.req.valid('query')
+  const config = await loadRuntimeConfig(c.env.CONFIG)
+  const region =
+    query.region === undefined
+      ? resolveRegion(c.req.raw, config)
+      : explicitRegion(query.region, config, 'region')
+  const stub = c.env.REGION_AGGREGATOR.get(c.env.REGION_AGGREGATOR.idFromName(region))
+  const queue = await stub.prefetch({
+    region,
+    clientId: query.client,
+    channel: query.channel,
+    budgetBytes: query.budget,
+    ...(query.installed === undefined ? {} : { installed: query.installed }),
+  })
+  c.header('cache-control', 'private, max-age=30')
+  return c.json(queue)
+})
