@@ -13,6 +13,7 @@ import {
 import { hashFile } from './download.ts'
 import { artifactPath, EdgeClient } from './edge-client.ts'
 import { AgentError, errorFromResponse } from './errors.ts'
+import { type DeltaInput, prepareChunkIndex, prepareDelta, uploadAttachments } from './publish-attachments.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 
 export const KeyFile = z.object({ keyid: Sha256Hex, publicKey: Base64, privateKey: Base64 })
@@ -28,6 +29,10 @@ export interface PublishRequest {
   channels?: string[]
   mediaType?: string
   expiresInDays?: number
+  /** Raw deltas from earlier versions to this one; listed in the signed manifest and uploaded first. */
+  deltas?: DeltaInput[]
+  /** Build and publish the content-defined chunk index (enables chunk-sync); default true. */
+  chunkIndex?: boolean
   onProgress?: (sent: number, total: number) => void
   fetchImpl?: typeof fetch
 }
@@ -45,7 +50,7 @@ export async function readKeyFile(path: string): Promise<KeyPairFiles> {
 
 /**
  * Hashes and signs locally (the private key never leaves this machine), stages the manifest at the
- * edge, then uploads the bytes — one PUT when small, R2 multipart when large. The edge publishes the
+ * edge, uploads the deltas and chunk index it lists, then the bytes — one PUT when small, R2 multipart when large. The edge publishes the
  * version only after it has verified the bytes against the signed size and sha256.
  */
 export async function publishArtifact(request: PublishRequest): Promise<Published> {
@@ -54,6 +59,8 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
   const { size } = await stat(request.file)
   const sha256 = await hashFile(request.file)
   const serial = (await latestSerial(edge, request.name)) + 1
+  const deltas = await Promise.all((request.deltas ?? []).map(prepareDelta))
+  const chunks = request.chunkIndex === false ? null : await prepareChunkIndex(request.file)
   const now = new Date()
   const manifest: ArtifactManifest = {
     schemaVersion: 1,
@@ -67,8 +74,8 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
     createdAt: now.toISOString(),
     expires: new Date(now.getTime() + (request.expiresInDays ?? 90) * 86_400_000).toISOString(),
     serial,
-    chunkIndex: null,
-    deltas: [],
+    chunkIndex: chunks?.ref ?? null,
+    deltas: deltas.map((d) => d.ref),
   }
   const envelope = SignedManifest.parse(await signManifest(manifest, key))
   const auth = { authorization: `Bearer ${request.token}` }
@@ -82,6 +89,7 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
   if (started.status !== 201)
     throw await errorFromResponse(started, `starting publish of ${request.name}@${request.version}`)
   const plan = PublishStarted.parse(await started.json())
+  await uploadAttachments(edge, base, auth, deltas, chunks?.bytes ?? null)
   const response =
     size <= plan.maxSinglePutBytes
       ? await putWhole(edge, `${base}/blob`, auth, request, size)

@@ -37,3 +37,22 @@ export const DeltaStreamControl = z.object({
   recommendedRangeBytes: z.number().int().positive().optional(),
   retryAfterMs: z.number().int().nonnegative().optional(),
 })
+
+/**
+ * How the edge framed one stored delta (R2 customMetadata of `deltas/<name>/<from>/<to>/<method>`,
+ * where values are strings, hence the coercion) and what the plan and response headers expose.
+ */
+export const DeltaFraming = z.object({
+  blockSize: z.coerce
+    .number()
+    .int()
+    .min(512)
+    .max(16 * 1024 * 1024),
+  k: z.coerce.number().int().min(1).max(128),
+  m: z.coerce.number().int().min(0).max(64),
+  /** Bytes of the framed stream as stored and served. */
+  framedLength: z.coerce.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  payloadLength: z.coerce.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  payloadSha256: Sha256Hex,
+})
+export type DeltaFraming = z.infer<typeof DeltaFraming>

@@ -9,7 +9,10 @@ export type DeltaMethod = z.infer<typeof DeltaMethod>
 export const DeltaRef = z.object({
   from: Version,
   method: DeltaMethod,
-  /** Bytes of the framed stream served at /v1/deltas/:name/:from/:to. */
+  /**
+   * Bytes of the raw (unframed) delta payload, as the publisher uploads it. The edge frames it into the
+   * DeltaStream served at /v1/deltas/:name/:from/:to; the framed length is in that object's metadata.
+   */
   size: ByteSize,
   /** sha256 of the raw (unframed) delta payload. */
   sha256: Sha256Hex,
@@ -29,6 +32,7 @@ export const ChunkIndexRef = z.object({
   sha256: Sha256Hex,
   chunkCount: z.number().int().nonnegative(),
 })
+export type ChunkIndexRef = z.infer<typeof ChunkIndexRef>
 
 export const ArtifactManifest = z.object({
   /** Bumped when the manifest shape changes incompatibly. */

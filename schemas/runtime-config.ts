@@ -56,6 +56,17 @@ export const RuntimeConfig = z.object({
         .default(4 * 1024 * MiB),
     })
     .prefault({}),
+  plan: z
+    .object({
+      /** Longest delta chain the planner offers; clients may ask for less. */
+      maxChainLength: z.number().int().min(1).max(8).default(4),
+      /**
+       * Chunk-sync bytes estimated as target size × this factor when neither the client's base nor
+       * its chunk list is known to the edge (no exact count is possible then).
+       */
+      chunkSyncEstimateFactor: z.number().min(0).max(1).default(0.6),
+    })
+    .prefault({}),
   regions: z
     .object({
       /** Cloudflare colo or continent code → aggregation region. */

@@ -3,8 +3,15 @@ import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import type { AppEnv } from './app-env.ts'
 import { Problem, problemResponse } from './http/problem.ts'
+import { runScheduled } from './retention/scheduled.ts'
 import { artifactsRouter } from './routes/artifacts.ts'
+import { configRouter } from './routes/config.ts'
+import { deltasRouter } from './routes/deltas.ts'
+import { planRouter } from './routes/plan.ts'
+import { prefetchRouter } from './routes/prefetch.ts'
 import { publishRouter } from './routes/publish.ts'
+import { publishAttachmentsRouter } from './routes/publish-attachments.ts'
+import { telemetryRouter } from './routes/telemetry.ts'
 
 /** The deltaport edge: one typed Hono app, routers mounted by area, one error shape. */
 const app = new Hono<AppEnv>()
@@ -12,6 +19,12 @@ const app = new Hono<AppEnv>()
 app.get('/', (c) => c.json({ service: 'deltaport-edge', api: '/v1' }))
 app.route('/v1/artifacts', artifactsRouter)
 app.route('/v1/publish', publishRouter)
+app.route('/v1/publish', publishAttachmentsRouter)
+app.route('/v1/deltas', deltasRouter)
+app.route('/v1/plan', planRouter)
+app.route('/v1/config', configRouter)
+app.route('/v1/telemetry', telemetryRouter)
+app.route('/v1/prefetch', prefetchRouter)
 
 app.notFound((c) =>
   problemResponse(c, new Problem(404, 'not-found', `no route for ${c.req.method} ${c.req.path}`)),
@@ -31,4 +44,12 @@ app.onError((error, c) => {
   return problemResponse(c, new Problem(500, 'internal', 'unexpected error; see edge logs'))
 })
 
-export default app
+export default {
+  fetch: app.fetch,
+  // Cron trigger (wrangler.toml [triggers]): storage retention.
+  scheduled: (controller, env, ctx) => ctx.waitUntil(runScheduled(env, controller.scheduledTime)),
+} satisfies ExportedHandler<Env>
+
+// Durable Object classes must be exported by the worker's main module.
+export { GlobalAggregator } from '../durable-objects/global-aggregator.ts'
+export { RegionAggregator } from '../durable-objects/region-aggregator.ts'

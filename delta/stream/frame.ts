@@ -178,6 +178,11 @@ export async function* frameStreamIterable(
     'stream.payload-mismatch',
     `source ended after ${seen} of ${meta.payloadLength} bytes`,
   )
+  check(
+    hash === null || hash.digestHex() === meta.sha256,
+    'stream.payload-mismatch',
+    'the source does not match the declared sha256',
+  )
 }
 
 /** The whole framed stream in one array (for small payloads and tests). */

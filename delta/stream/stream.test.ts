@@ -128,6 +128,16 @@ describe('DeltaStream framing', () => {
     )
     await expect(run).rejects.toThrow(DeltaFormatError)
   })
+
+  it('refuses a streamed source whose sha256 differs from the declared one', async () => {
+    const payload = bytes(1000)
+    const run = frameStream(
+      sourceFromBytes(payload, 100),
+      { ...input, payloadLength: 1000, sha256: 'a'.repeat(64) },
+      { k: 2, m: 1 },
+    )
+    await expect(run).rejects.toThrow('does not match the declared sha256')
+  })
 })
 
 describe('StreamReassembler', () => {

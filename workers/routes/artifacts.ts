@@ -2,6 +2,7 @@ import { Hono } from 'hono'
 import { z } from 'zod'
 import { ArtifactName, Version } from '../../schemas/common.ts'
 import type { AppEnv } from '../app-env.ts'
+import { serveImmutable } from '../http/edge-cache.ts'
 import { Problem } from '../http/problem.ts'
 import { serveObject } from '../http/serve-object.ts'
 import { valid } from '../http/validate.ts'
@@ -11,7 +12,7 @@ import { keys } from '../storage/keys.ts'
 const NameParam = z.object({ name: ArtifactName })
 const VersionParam = z.object({ name: ArtifactName, version: Version })
 
-/** Read side for agents: the index, signed manifests and artifact bytes. */
+/** Read side for agents: the index, signed manifests, artifact bytes and chunk indexes. */
 export const artifactsRouter = new Hono<AppEnv>()
   .get('/:name/:version/manifest', valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
@@ -29,17 +30,33 @@ export const artifactsRouter = new Hono<AppEnv>()
     }
     return new Response(stored.raw, { status: 200, headers })
   })
-  .on(['GET', 'HEAD'], '/:name/:version/blob', valid('param', VersionParam), async (c) => {
-    const { name, version } = c.req.valid('param')
-    const stored = await readManifest(c.env.ARTIFACTS, keys.manifest(name, version))
-    if (!stored) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
-    const { size, sha256, mediaType } = stored.envelope.signed
-    return serveObject(c.req.raw, c.env.ARTIFACTS, keys.blob(name, version), size, {
-      etag: `"${sha256}"`,
-      cacheControl: 'public, max-age=31536000, immutable',
-      contentType: mediaType,
-    })
-  })
+  .on(['GET', 'HEAD'], '/:name/:version/blob', valid('param', VersionParam), (c) =>
+    serveImmutable(c, async () => {
+      const { name, version } = c.req.valid('param')
+      const stored = await readManifest(c.env.ARTIFACTS, keys.manifest(name, version))
+      if (!stored) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
+      const { size, sha256, mediaType } = stored.envelope.signed
+      return serveObject(c.req.raw, c.env.ARTIFACTS, keys.blob(name, version), size, {
+        etag: `"${sha256}"`,
+        cacheControl: 'public, max-age=31536000, immutable',
+        contentType: mediaType,
+      })
+    }),
+  )
+  .on(['GET', 'HEAD'], '/:name/:version/chunks', valid('param', VersionParam), (c) =>
+    serveImmutable(c, async () => {
+      const { name, version } = c.req.valid('param')
+      const stored = await readManifest(c.env.ARTIFACTS, keys.manifest(name, version))
+      if (!stored) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
+      const ref = stored.envelope.signed.chunkIndex
+      if (!ref) throw new Problem(404, 'not-found', `${name}@${version} was published without a chunk index`)
+      return serveObject(c.req.raw, c.env.ARTIFACTS, keys.chunks(name, version), ref.size, {
+        etag: `"${ref.sha256}"`,
+        cacheControl: 'public, max-age=31536000, immutable',
+        contentType: 'application/vnd.deltaport.chunk-index',
+      })
+    }),
+  )
   .get('/:name', valid('param', NameParam), async (c) => {
     const { name } = c.req.valid('param')
     const found = await readIndex(c.env.ARTIFACTS, name)

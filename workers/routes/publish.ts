@@ -14,6 +14,7 @@ import type { AppEnv } from '../app-env.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
+import { assertAttachmentsStored } from '../publish/attachments.ts'
 import { sha256OfObject } from '../publish/verify-object.ts'
 import {
   assertPublishable,
@@ -33,7 +34,8 @@ const MAX_PART_BYTES = 512 * 1024 * 1024
 /**
  * Maintainer write side. A publish is staged: the signed manifest first (pending, invisible), then the
  * bytes in one PUT or R2 multipart; the version becomes visible only once the bytes are verified
- * against the manifest's size and sha256. A mismatch leaves nothing behind.
+ * against the manifest's size and sha256. A mismatch leaves nothing behind. Deltas and the chunk index
+ * the manifest lists (publish-attachments.ts) must be uploaded before the blob: its upload commits.
  */
 export const publishRouter = new Hono<AppEnv>()
   .use('*', requireMaintainer)
@@ -72,6 +74,8 @@ export const publishRouter = new Hono<AppEnv>()
     const { name, version } = c.req.valid('param')
     const pending = await requirePending(c.env.ARTIFACTS, name, version)
     const manifest = pending.envelope.signed
+    // The blob commits the version, so what else the manifest lists must be in place first.
+    await assertAttachmentsStored(c.env.ARTIFACTS, manifest)
     const length = contentLength(c.req.header('content-length'))
     if (length > maxSinglePut(c.env)) {
       throw new Problem(
@@ -110,6 +114,7 @@ export const publishRouter = new Hono<AppEnv>()
   .post('/:name/:version/uploads', valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
     const pending = await requirePending(c.env.ARTIFACTS, name, version)
+    await assertAttachmentsStored(c.env.ARTIFACTS, pending.envelope.signed)
     const upload = await c.env.ARTIFACTS.createMultipartUpload(keys.blob(name, version), {
       httpMetadata: { contentType: pending.envelope.signed.mediaType },
     })
@@ -140,6 +145,7 @@ export const publishRouter = new Hono<AppEnv>()
       const { name, version, uploadId } = c.req.valid('param')
       const pending = await requirePending(c.env.ARTIFACTS, name, version)
       const manifest = pending.envelope.signed
+      await assertAttachmentsStored(c.env.ARTIFACTS, manifest)
       const upload = c.env.ARTIFACTS.resumeMultipartUpload(keys.blob(name, version), uploadId)
       try {
         await upload.complete(c.req.valid('json').parts)

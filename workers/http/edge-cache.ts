@@ -1,0 +1,60 @@
+import type { Context } from 'hono'
+import type { AppEnv } from '../app-env.ts'
+import { etagListMatches } from './range.ts'
+
+/** Response header telling clients and tests whether the Workers cache answered. */
+export const CACHE_STATUS_HEADER = 'x-deltaport-cache'
+/** The original status of a cached 206 (the Cache API stores only 200s). */
+const STORED_STATUS = 'x-deltaport-stored-status'
+
+/**
+ * Read-through Workers Cache API for immutable objects (blobs, delta streams, chunk indexes) so repeat
+ * range reads in a colo do not reach R2. The cache key is the URL plus the Range header: the Cache
+ * API refuses 206 responses, so each range is stored as its own 200 under its own key and turned
+ * back into a 206 on a hit. HEAD, and requests with If-Range (whose answer depends on the validator),
+ * bypass it. `origin` must produce responses whose bytes never change for this URL.
+ */
+export async function serveImmutable(c: Context<AppEnv>, origin: () => Promise<Response>): Promise<Response> {
+  const request = c.req.raw
+  if (request.method !== 'GET' || request.headers.has('if-range')) return origin()
+  const key = cacheKey(request)
+  const cache = caches.default
+  const cached = await cache.match(key).catch(() => undefined)
+  if (cached) return fromCache(request, cached)
+
+  const response = await origin()
+  if ((response.status !== 200 && response.status !== 206) || !response.body) return response
+  const [forClient, forCache] = response.body.tee()
+  const stored = new Headers(response.headers)
+  stored.set(STORED_STATUS, String(response.status))
+  const put = cache.put(key, new Response(forCache, { status: 200, headers: stored })).catch((error) => {
+    console.log(
+      JSON.stringify({ level: 'warn', msg: 'cache put failed', url: key.url, error: String(error) }),
+    )
+  })
+  c.executionCtx.waitUntil(put)
+  const headers = new Headers(response.headers)
+  headers.set(CACHE_STATUS_HEADER, 'miss')
+  return new Response(forClient, { status: response.status, headers })
+}
+
+function cacheKey(request: Request): Request {
+  const url = new URL(request.url)
+  url.searchParams.set('__range', request.headers.get('range')?.trim() ?? 'none')
+  return new Request(url.toString(), { method: 'GET' })
+}
+
+function fromCache(request: Request, cached: Response): Response {
+  const headers = new Headers(cached.headers)
+  const status = Number(headers.get(STORED_STATUS) ?? 200) === 206 ? 206 : 200
+  headers.delete(STORED_STATUS)
+  headers.set(CACHE_STATUS_HEADER, 'hit')
+  const etag = headers.get('etag')
+  const ifNoneMatch = request.headers.get('if-none-match')
+  if (etag && ifNoneMatch !== null && etagListMatches(ifNoneMatch, etag)) {
+    headers.delete('content-length')
+    headers.delete('content-range')
+    return new Response(null, { status: 304, headers })
+  }
+  return new Response(cached.body, { status, headers })
+}

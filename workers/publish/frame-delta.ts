@@ -1,0 +1,135 @@
+import { DeltaFormatError } from '../../delta/errors.ts'
+import type { ByteSource } from '../../delta/io.ts'
+import { frameStreamIterable } from '../../delta/stream/frame.ts'
+import { HEADER_SIZE } from '../../delta/stream/header.ts'
+import { expectedBlockCount } from '../../delta/stream/metadata.ts'
+import { Sha256 } from '../../delta/stream/sha256.ts'
+import type { DeltaFraming } from '../../schemas/delta-stream.ts'
+import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
+
+/** Smallest block the edge frames with: the metadata JSON (≤ ~500 bytes) must fit in one block. */
+const MIN_EDGE_BLOCK = 1024
+
+/**
+ * The block size for one payload: the configured size, shrunk for small payloads so that a tiny
+ * delta is not padded to k blocks of 64 KiB (a power of two covering payload/k, at least 1 KiB).
+ */
+export function blockSizeFor(payloadLength: number, stream: RuntimeConfig['stream']): number {
+  const perBlock = Math.max(1, Math.ceil(payloadLength / stream.fecK))
+  let size = MIN_EDGE_BLOCK
+  while (size < perBlock && size < stream.blockSize) size *= 2
+  return Math.min(size, stream.blockSize)
+}
+
+export function framingFor(
+  payloadLength: number,
+  payloadSha256: string,
+  stream: RuntimeConfig['stream'],
+): DeltaFraming {
+  const blockSize = blockSizeFor(payloadLength, stream)
+  const shape = { payloadLength, blockSize, k: stream.fecK, m: stream.fecM, controlBlocks: 0 }
+  return {
+    blockSize,
+    k: stream.fecK,
+    m: stream.fecM,
+    framedLength: expectedBlockCount(shape) * (HEADER_SIZE + blockSize),
+    payloadLength,
+    payloadSha256,
+  }
+}
+
+export interface DeltaIdentity {
+  name: string
+  from: string
+  to: string
+  method: string
+}
+
+/**
+ * Frames `source` (the raw delta, streamed from the request) into a DeltaStream and writes it to R2
+ * without buffering it. The framer checks length and sha256 against the declared values as it goes;
+ * on a mismatch the stream is aborted, so R2 refuses the write and nothing is stored.
+ */
+export async function storeFramedDelta(
+  bucket: R2Bucket,
+  key: string,
+  source: ByteSource,
+  id: DeltaIdentity,
+  framing: DeltaFraming,
+  extraMetadata: Record<string, string> = {},
+): Promise<void> {
+  const { readable, writable } = new FixedLengthStream(framing.framedLength)
+  const pump = (async () => {
+    const writer = writable.getWriter()
+    try {
+      const blocks = frameStreamIterable(
+        verifiedSource(source, framing.payloadLength, framing.payloadSha256),
+        {
+          artifact: id.name,
+          fromVersion: id.from,
+          toVersion: id.to,
+          method: id.method,
+          blockSize: framing.blockSize,
+          payloadLength: framing.payloadLength,
+          sha256: framing.payloadSha256,
+        },
+        { k: framing.k, m: framing.m },
+      )
+      // A copy per block: the framer reads yielded data blocks again to compute parity, and a
+      // written chunk belongs to the stream from then on.
+      for await (const block of blocks) await writer.write(block.slice())
+      await writer.close()
+    } catch (error) {
+      await writer.abort(error).catch(() => undefined)
+      throw error
+    }
+  })()
+  const put = bucket.put(key, readable, {
+    httpMetadata: { contentType: 'application/vnd.deltaport.stream' },
+    customMetadata: {
+      method: id.method,
+      blockSize: String(framing.blockSize),
+      k: String(framing.k),
+      m: String(framing.m),
+      framedLength: String(framing.framedLength),
+      payloadLength: String(framing.payloadLength),
+      payloadSha256: framing.payloadSha256,
+      ...extraMetadata,
+    },
+  })
+  const [pumped, stored] = await Promise.allSettled([pump, put])
+  if (pumped.status === 'rejected' || stored.status === 'rejected') {
+    await bucket.delete(key)
+    throw pumped.status === 'rejected' ? pumped.reason : (stored as PromiseRejectedResult).reason
+  }
+}
+
+/**
+ * Passes `source` through but holds back its last chunk until the whole payload is known to match
+ * `sha256`: the framer then never emits the final blocks of a forged payload, the fixed-length body
+ * stays short, and R2 cannot commit it (the framer also checks, but only after its last block).
+ */
+export async function* verifiedSource(source: ByteSource, length: number, sha256: string): ByteSource {
+  const hash = new Sha256()
+  let seen = 0
+  let held: Uint8Array | null = null
+  for await (const chunk of source) {
+    if (held) yield held
+    hash.update(chunk)
+    seen += chunk.length
+    if (seen > length) throw new DeltaFormatError('stream.payload-mismatch', `more than ${length} bytes`)
+    held = chunk
+  }
+  if (seen !== length || hash.digestHex() !== sha256) {
+    throw new DeltaFormatError(
+      'stream.payload-mismatch',
+      'the delta does not match its sha256 in the manifest',
+    )
+  }
+  if (held) yield held
+}
+
+/** A request body as the codec-facing ByteSource. */
+export async function* bodySource(body: ReadableStream<Uint8Array>): ByteSource {
+  for await (const chunk of body) yield chunk
+}

@@ -1,0 +1,113 @@
+import { Hono } from 'hono'
+import { z } from 'zod'
+import { ArtifactName, Version } from '../../schemas/common.ts'
+import { DeltaFraming } from '../../schemas/delta-stream.ts'
+import { DeltaMethod, type DeltaRef } from '../../schemas/manifest.ts'
+import type { AppEnv } from '../app-env.ts'
+import { getRuntimeConfig } from '../config/runtime-config.ts'
+import { serveImmutable } from '../http/edge-cache.ts'
+import { Problem } from '../http/problem.ts'
+import { serveObject } from '../http/serve-object.ts'
+import { valid } from '../http/validate.ts'
+import { generateLazyDelta } from '../publish/lazy-delta.ts'
+import { readManifest } from '../storage/artifact-store.ts'
+import { keys } from '../storage/keys.ts'
+
+const PairParam = z.object({ name: ArtifactName, from: Version, to: Version })
+const MethodQuery = z.object({ method: DeltaMethod.optional() })
+
+/** Response headers exposing the framing, so a client can plan block-aligned ranges from a HEAD. */
+export function framingHeaders(framing: DeltaFraming, method: string): Record<string, string> {
+  return {
+    'x-deltaport-block-size': String(framing.blockSize),
+    'x-deltaport-fec': `k=${framing.k};m=${framing.m}`,
+    'x-deltaport-framed-length': String(framing.framedLength),
+    'x-deltaport-payload-length': String(framing.payloadLength),
+    'x-deltaport-payload-sha256': framing.payloadSha256,
+    'x-deltaport-method': method,
+  }
+}
+
+/** Strong validator: the payload hash alone is not enough, the same payload may be re-framed. */
+export function deltaEtag(framing: DeltaFraming): string {
+  return `"${framing.payloadSha256}.${framing.blockSize}.${framing.k}.${framing.m}"`
+}
+
+/** The framing of a stored delta, or null when it is not stored (never uploaded, or pruned). */
+export async function readDeltaFraming(bucket: R2Bucket, key: string): Promise<DeltaFraming | null> {
+  const head = await bucket.head(key)
+  if (!head) return null
+  const parsed = DeltaFraming.safeParse(head.customMetadata ?? {})
+  if (!parsed.success) throw new Problem(500, 'internal', `stored delta ${key} has no framing metadata`)
+  return parsed.data
+}
+
+/**
+ * Framed delta streams: those listed by a committed (published) manifest, else, for small pairs, one
+ * generated on first request (workers/publish/lazy-delta.ts).
+ */
+export const deltasRouter = new Hono<AppEnv>().on(
+  ['GET', 'HEAD'],
+  '/:name/:from/:to',
+  valid('param', PairParam),
+  valid('query', MethodQuery),
+  (c) =>
+    serveImmutable(c, async () => {
+      const { name, from, to } = c.req.valid('param')
+      const { method } = c.req.valid('query')
+      const bucket = c.env.ARTIFACTS
+      const stored = await readManifest(bucket, keys.manifest(name, to))
+      if (!stored) throw new Problem(404, 'not-found', `${name}@${to} is not published`)
+      const ref = cheapest(
+        stored.envelope.signed.deltas.filter((d) => d.from === from && (!method || d.method === method)),
+      )
+      if (ref) {
+        const key = keys.delta(name, from, to, ref.method)
+        const framing = await readDeltaFraming(bucket, key)
+        if (!framing)
+          throw new Problem(404, 'not-found', `the delta ${name} ${from} → ${to} is no longer stored`)
+        return serveDelta(c.req.raw, bucket, key, framing, ref.method, false)
+      }
+      if (from === to) throw new Problem(404, 'not-found', 'a version has no delta to itself')
+      // Not listed: a small pair is generated once (vcdiff unless the client asks for another method).
+      const lazyMethod = method ?? 'vcdiff'
+      const key = keys.delta(name, from, to, lazyMethod)
+      const head = await bucket.head(key)
+      const existing = head?.customMetadata?.lazy === '1' ? DeltaFraming.safeParse(head.customMetadata) : null
+      const framing = existing?.success
+        ? existing.data
+        : await generateLazyDelta(
+            bucket,
+            { name, from, to, method: lazyMethod },
+            await getRuntimeConfig(c.env),
+          )
+      return serveDelta(c.req.raw, bucket, key, framing, lazyMethod, true)
+    }),
+)
+
+async function serveDelta(
+  request: Request,
+  bucket: R2Bucket,
+  key: string,
+  framing: DeltaFraming,
+  method: string,
+  lazy: boolean,
+): Promise<Response> {
+  const response = await serveObject(request, bucket, key, framing.framedLength, {
+    etag: deltaEtag(framing),
+    cacheControl: 'public, max-age=31536000, immutable',
+    contentType: 'application/vnd.deltaport.stream',
+  })
+  for (const [header, value] of Object.entries(framingHeaders(framing, method)))
+    response.headers.set(header, value)
+  // Lazily generated deltas are not in the signed manifest; the agent trusts the target's sha256.
+  response.headers.set('x-deltaport-generated', lazy ? 'lazy' : 'publisher')
+  return response
+}
+
+function cheapest(refs: DeltaRef[]): DeltaRef | undefined {
+  return refs.reduce<DeltaRef | undefined>(
+    (best, ref) => (!best || ref.size < best.size ? ref : best),
+    undefined,
+  )
+}

@@ -1,0 +1,207 @@
+import { Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { Version } from '../../schemas/common.ts'
+import type { DeltaFraming } from '../../schemas/delta-stream.ts'
+import type { ArtifactManifest } from '../../schemas/manifest.ts'
+import { PlanRequest, type PlanResponse, type PlanStep } from '../../schemas/plan.ts'
+import type { AppEnv } from '../app-env.ts'
+import { getRuntimeConfig } from '../config/runtime-config.ts'
+import { Problem } from '../http/problem.ts'
+import { valid } from '../http/validate.ts'
+import { chunkSyncCost } from '../plan/chunk-sync-cost.ts'
+import { edgeKey, type Plan, planUpdate, type VersionNode } from '../plan/planner.ts'
+import { framingFor } from '../publish/frame-delta.ts'
+import { readIndex, readManifest } from '../storage/artifact-store.ts'
+import { keys } from '../storage/keys.ts'
+import { readDeltaFraming } from './deltas.ts'
+
+/** A plan whose chosen deltas keep turning out missing is given up on after this many rounds. */
+const MAX_REPLANS = 4
+
+/** POST /v1/plan: the cheapest update path for one device (see workers/plan/planner.ts). */
+export const planRouter = new Hono<AppEnv>().post(
+  '/',
+  bodyLimit({
+    maxSize: 4 * 1024 * 1024,
+    onError: () => {
+      throw new Problem(413, 'payload-too-large', 'the plan request is too large')
+    },
+  }),
+  valid('json', PlanRequest),
+  async (c) => {
+    const request = c.req.valid('json')
+    const { name } = request
+    const config = await getRuntimeConfig(c.env)
+    const bucket = c.env.ARTIFACTS
+    const found = await readIndex(bucket, name)
+    if (!found) throw new Problem(404, 'not-found', `no artifact named ${name}`)
+    const { index } = found
+    const target = Version.safeParse(request.target).success
+      ? index.versions.find((v) => v.version === request.target)?.version
+      : index.channels[request.target]
+    if (!target) throw new Problem(404, 'not-found', `${name} has no version or channel ${request.target}`)
+    const published = new Set(index.versions.map((v) => v.version))
+    const installed =
+      request.installed !== null && published.has(request.installed) ? request.installed : null
+    const maxChainLength = Math.min(
+      request.capabilities.maxChainLength ?? config.plan.maxChainLength,
+      config.plan.maxChainLength,
+    )
+
+    const manifests = await collectManifests(bucket, name, target, installed, published, maxChainLength)
+    const targetManifest = manifests.get(target)
+    if (!targetManifest) throw new Problem(404, 'not-found', `${name}@${target} is not published`)
+    const chunkSync = request.capabilities.chunkSync
+      ? await chunkSyncCost(
+          bucket,
+          targetManifest,
+          installed ? (manifests.get(installed) ?? null) : null,
+          request.haveChunks,
+          config.plan,
+        )
+      : null
+    const versions: VersionNode[] = [...manifests.values()].map((m) => ({
+      version: m.version,
+      size: m.size,
+      sha256: m.sha256,
+      chunkIndex: m.chunkIndex,
+      deltas: m.deltas,
+    }))
+
+    // Costs use the framing in force; the chosen deltas' real framing is then read from R2 and a
+    // delta found missing (pruned) is excluded and the plan redone.
+    // Retention may have pruned old full blobs (only under deltas-preferred): check before offering.
+    const targetBlobStored =
+      config.delta.storage !== 'deltas-preferred' || (await bucket.head(keys.blob(name, target))) !== null
+    const excluded = new Set<string>()
+    for (let round = 0; round < MAX_REPLANS; round++) {
+      const plan = planUpdate({
+        installed,
+        target,
+        versions,
+        methods: request.capabilities.methods,
+        maxChainLength,
+        edgeCost: (ref) => framingFor(ref.size, ref.sha256, config.stream).framedLength,
+        chunkSync,
+        targetBlobStored,
+        excluded,
+      })
+      const layouts = await Promise.all(
+        plan.steps.map((s) =>
+          s.kind === 'delta' ? readDeltaFraming(bucket, keys.delta(name, s.from, s.to, s.ref.method)) : null,
+        ),
+      )
+      const gone = plan.steps.filter((s, i) => s.kind === 'delta' && layouts[i] === null)
+      if (plan.strategy === 'unavailable') {
+        throw new Problem(
+          404,
+          'not-found',
+          `${name}@${target} is no longer stored in full and no delta path reaches it from ${installed ?? 'nothing'}`,
+        )
+      }
+      if (gone.length === 0) return c.json(respond(name, installed, target, plan, layouts, manifests))
+      for (const s of gone) if (s.kind === 'delta') excluded.add(edgeKey(s.from, s.to, s.ref.method))
+    }
+    throw new Problem(500, 'internal', `the deltas of ${name} listed in manifests keep turning out missing`)
+  },
+)
+
+/**
+ * Manifests of the target, the installed version, and every version within `hops` delta edges
+ * backwards from the target: edges live in the destination's manifest, so the search runs backwards
+ * and reads only what a capped chain could use.
+ */
+async function collectManifests(
+  bucket: R2Bucket,
+  name: string,
+  target: string,
+  installed: string | null,
+  published: ReadonlySet<string>,
+  hops: number,
+): Promise<Map<string, ArtifactManifest>> {
+  const manifests = new Map<string, ArtifactManifest>()
+  const read = async (version: string) => {
+    const stored = await readManifest(bucket, keys.manifest(name, version))
+    if (stored) manifests.set(version, stored.envelope.signed)
+  }
+  let frontier = [target]
+  for (let level = 0; level <= hops && frontier.length > 0; level++) {
+    await Promise.all(frontier.map(read))
+    // A chain ends at the installed version, so deeper levels only need versions that have edges in.
+    const next = new Set<string>()
+    if (level < hops - 1) {
+      for (const v of frontier) {
+        for (const ref of manifests.get(v)?.deltas ?? []) {
+          if (published.has(ref.from) && !manifests.has(ref.from)) next.add(ref.from)
+        }
+      }
+    }
+    frontier = [...next]
+  }
+  if (installed && !manifests.has(installed)) await read(installed)
+  return manifests
+}
+
+function respond(
+  name: string,
+  installed: string | null,
+  target: string,
+  plan: Plan,
+  layouts: Array<DeltaFraming | null>,
+  manifests: ReadonlyMap<string, ArtifactManifest>,
+): PlanResponse {
+  const base = `/v1/artifacts/${encodeURIComponent(name)}`
+  const targetManifest = manifests.get(target) as ArtifactManifest
+  let totalBytes = 0
+  const steps = plan.steps.map((s, i): PlanStep => {
+    if (s.kind === 'delta') {
+      const layout = layouts[i] as DeltaFraming
+      totalBytes += layout.framedLength
+      return {
+        kind: 'delta',
+        from: s.from,
+        to: s.to,
+        method: s.ref.method,
+        url: `/v1/deltas/${encodeURIComponent(name)}/${s.from}/${s.to}?method=${s.ref.method}`,
+        size: s.ref.size,
+        sha256: s.ref.sha256,
+        layout,
+      }
+    }
+    totalBytes += s.bytes
+    if (s.kind === 'full') {
+      return {
+        kind: 'full',
+        from: null,
+        to: s.to,
+        url: `${base}/${s.to}/blob`,
+        size: targetManifest.size,
+        sha256: targetManifest.sha256,
+      }
+    }
+    const ref = targetManifest.chunkIndex
+    if (!ref) throw new Problem(500, 'internal', 'chunk-sync planned without a chunk index')
+    return {
+      kind: 'chunk-sync',
+      from: s.from,
+      to: s.to,
+      url: `${base}/${s.to}/chunks`,
+      blobUrl: `${base}/${s.to}/blob`,
+      size: targetManifest.size,
+      sha256: targetManifest.sha256,
+      indexSize: ref.size,
+      indexSha256: ref.sha256,
+      estimatedBytes: s.bytes,
+      estimate: s.estimate,
+    }
+  })
+  return {
+    name,
+    from: installed,
+    to: target,
+    strategy: plan.strategy,
+    totalBytes,
+    steps,
+    considered: plan.considered,
+  }
+}

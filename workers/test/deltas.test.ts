@@ -1,0 +1,139 @@
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import { decodeChunkIndex } from '../../delta/chunking/chunk-index.ts'
+import { buildChunkIndex, encodeChunkIndex } from '../../delta/chunking/index.ts'
+import {
+  callApp,
+  countingBucket,
+  type DeltaUpload,
+  deltaRefOf,
+  publishWithDeltas,
+  putBlob,
+  putChunks,
+  putDelta,
+  unframe,
+} from './delta-helpers.ts'
+import { bytesOf, call, envelopeFor, sha256, startPublish } from './publish-helpers.ts'
+
+const delta = (from: string, seed: number, size = 100_000): DeltaUpload => ({
+  from,
+  method: 'vcdiff',
+  bytes: bytesOf(size, seed),
+})
+
+describe('delta and chunk-index upload at publish', () => {
+  it('refuses to commit until every listed delta and the chunk index are stored and match', async () => {
+    const body = bytesOf(50_000, 7)
+    const upload = delta('1.0.0', 8)
+    const index = encodeChunkIndex(await buildChunkIndex(body))
+    const envelope = await envelopeFor('gate', '1.1.0', body, {
+      serial: 2,
+      deltas: [await deltaRefOf(upload)],
+      chunkIndex: { size: index.length, sha256: await sha256(index), chunkCount: (index.length - 36) / 20 },
+    })
+    expect((await startPublish(envelope)).status).toBe(201)
+
+    const early = await putBlob('gate', '1.1.0', body)
+    expect(early.status).toBe(409)
+    expect(await early.text()).toContain('delta 1.0.0 (vcdiff)')
+
+    // Same length, other bytes: the framer's running hash fails and R2 keeps nothing.
+    const forged = await putDelta('gate', '1.1.0', upload, bytesOf(upload.bytes.length, 99))
+    expect(forged.status).toBe(422)
+    expect(await env.ARTIFACTS.head('deltas/gate/1.0.0/1.1.0/vcdiff')).toBeNull()
+    expect((await putDelta('gate', '1.1.0', { ...upload, from: '0.9.0' })).status).toBe(404)
+
+    expect((await putDelta('gate', '1.1.0', upload)).status).toBe(201)
+    expect((await putBlob('gate', '1.1.0', body)).status).toBe(409)
+    const badIndex = index.slice()
+    badIndex[40] = (badIndex[40] ?? 0) ^ 1
+    expect((await putChunks('gate', '1.1.0', badIndex)).status).toBe(422)
+    expect((await putChunks('gate', '1.1.0', index)).status).toBe(201)
+    expect((await putBlob('gate', '1.1.0', body)).status).toBe(201)
+  })
+})
+
+describe('serving delta streams and chunk indexes', () => {
+  it('serves the framed stream with its layout, ranges, validators and the chunk index', async () => {
+    const upload = delta('1.0.0', 11, 300_000)
+    const body = bytesOf(80_000, 12)
+    const envelope = await publishWithDeltas('serve', '2.0.0', body, 2, [upload])
+
+    const full = await call('/v1/deltas/serve/1.0.0/2.0.0')
+    expect(full.status).toBe(200)
+    const framed = new Uint8Array(await full.arrayBuffer())
+    const blockSize = Number(full.headers.get('x-deltaport-block-size'))
+    expect(blockSize).toBe(32_768)
+    expect(full.headers.get('x-deltaport-fec')).toBe('k=16;m=2')
+    expect(Number(full.headers.get('x-deltaport-framed-length'))).toBe(framed.length)
+    expect(full.headers.get('content-type')).toBe('application/vnd.deltaport.stream')
+    const etag = full.headers.get('etag') ?? ''
+    expect(etag).toBe(`"${await sha256(upload.bytes)}.32768.16.2"`)
+    expect(await sha256(await unframe(framed))).toBe(await sha256(upload.bytes))
+
+    // Block-aligned range: blocks 1..2.
+    const F = 32 + blockSize
+    const range = await call('/v1/deltas/serve/1.0.0/2.0.0?method=vcdiff', {
+      headers: { range: `bytes=${F}-${3 * F - 1}` },
+    })
+    expect(range.status).toBe(206)
+    expect(range.headers.get('content-range')).toBe(`bytes ${F}-${3 * F - 1}/${framed.length}`)
+    expect(await sha256(new Uint8Array(await range.arrayBuffer()))).toBe(await sha256(framed.slice(F, 3 * F)))
+
+    const stale = await call('/v1/deltas/serve/1.0.0/2.0.0', {
+      headers: { range: 'bytes=0-9', 'if-range': '"old"' },
+    })
+    expect(stale.status).toBe(200)
+    await stale.body?.cancel()
+    expect((await call('/v1/deltas/serve/1.0.0/2.0.0', { headers: { 'if-none-match': etag } })).status).toBe(
+      304,
+    )
+    const past = await call('/v1/deltas/serve/1.0.0/2.0.0', { headers: { range: `bytes=${framed.length}-` } })
+    expect(past.status).toBe(416)
+    expect(past.headers.get('content-range')).toBe(`bytes */${framed.length}`)
+    const head = await call('/v1/deltas/serve/1.0.0/2.0.0', { method: 'HEAD' })
+    expect(head.headers.get('content-length')).toBe(String(framed.length))
+    expect((await call('/v1/deltas/serve/1.5.0/2.0.0')).status).toBe(404)
+    expect((await call('/v1/deltas/serve/1.0.0/2.0.0?method=approx')).status).toBe(404)
+
+    const chunks = await call('/v1/artifacts/serve/2.0.0/chunks')
+    expect(chunks.status).toBe(200)
+    const decoded = decodeChunkIndex(new Uint8Array(await chunks.arrayBuffer()))
+    expect(decoded.totalLength).toBe(body.length)
+    expect(decoded.chunks.length).toBe(envelope.signed.chunkIndex?.chunkCount)
+  })
+
+  it('answers repeat range reads from the Workers cache without touching R2', async () => {
+    await publishWithDeltas('cached', '1.1.0', bytesOf(40_000, 21), 2, [delta('1.0.0', 22, 50_000)])
+    const counted = countingBucket(env.ARTIFACTS)
+    const bindings = { ...env, ARTIFACTS: counted.bucket }
+    const read = (path: string) => callApp(path, { headers: { range: 'bytes=0-4095' } }, bindings)
+
+    for (const path of [
+      '/v1/deltas/cached/1.0.0/1.1.0',
+      '/v1/artifacts/cached/1.1.0/blob',
+      '/v1/artifacts/cached/1.1.0/chunks',
+    ]) {
+      const before = counted.reads()
+      const first = await read(path)
+      expect(first.response.status).toBe(206)
+      expect(first.response.headers.get('x-deltaport-cache')).toBe('miss')
+      expect(counted.reads()).toBeGreaterThan(before)
+
+      const after = counted.reads()
+      const second = await read(path)
+      expect(second.response.status).toBe(206)
+      expect(second.response.headers.get('x-deltaport-cache')).toBe('hit')
+      expect(second.response.headers.get('content-range')).toBe(first.response.headers.get('content-range'))
+      expect(await sha256(second.bytes)).toBe(await sha256(first.bytes))
+      expect(counted.reads()).toBe(after)
+    }
+    // Another range is another cache entry: it reaches R2 once.
+    const other = await callApp(
+      '/v1/artifacts/cached/1.1.0/blob',
+      { headers: { range: 'bytes=4096-8191' } },
+      bindings,
+    )
+    expect(other.response.headers.get('x-deltaport-cache')).toBe('miss')
+  })
+})

@@ -1,0 +1,157 @@
+import { describe, expect, it } from 'vitest'
+import { buildChunkIndex, decodeChunkIndex, planChunkSync } from '../../delta/chunking/index.ts'
+import { decodeVcdiff, encodeVcdiff } from '../../delta/vcdiff/index.ts'
+import { PlanResponse } from '../../schemas/plan.ts'
+import { publishWithDeltas, unframe } from './delta-helpers.ts'
+import { bytesOf, call, publishSingle, sha256 } from './publish-helpers.ts'
+
+/** v(n+1) = v(n) with a few spans rewritten: real, small VCDIFF deltas between neighbours. */
+function edit(base: Uint8Array, seed: number): Uint8Array {
+  const out = base.slice()
+  const patch = bytesOf(3000, seed)
+  for (let i = 0; i < 4; i++)
+    out.set(patch.subarray(i * 700, i * 700 + 500), ((seed * 7919 + i * 37_003) % (out.length - 600)) | 0)
+  return out
+}
+
+async function plan(body: unknown): Promise<PlanResponse> {
+  const response = await call('/v1/plan', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  })
+  expect(response.status).toBe(200)
+  return PlanResponse.parse(await response.json())
+}
+
+async function fetchBytes(url: string, headers: Record<string, string> = {}): Promise<Uint8Array> {
+  const response = await call(url, { headers })
+  expect(response.ok).toBe(true)
+  return new Uint8Array(await response.arrayBuffer())
+}
+
+describe('POST /v1/plan over real published versions', () => {
+  it('plans a chain, a direct delta, chunk-sync and full, and each plan rebuilds the target when followed', async () => {
+    const v1 = bytesOf(120_000, 31)
+    const v2 = edit(v1, 32)
+    const v3 = edit(v2, 33)
+    await publishSingle('planned', '1.0.0', v1, 1)
+    await publishWithDeltas('planned', '1.1.0', v2, 2, [
+      { from: '1.0.0', method: 'vcdiff', bytes: encodeVcdiff(v1, v2) },
+    ])
+    await publishWithDeltas('planned', '1.2.0', v3, 3, [
+      { from: '1.1.0', method: 'vcdiff', bytes: encodeVcdiff(v2, v3) },
+    ])
+    const installed = new Map([
+      ['1.0.0', v1],
+      ['1.1.0', v2],
+    ])
+    const caps = { methods: ['vcdiff'], chunkSync: true }
+
+    // From 1.0.0 there is no direct delta: a two-step chain beats the full 120 KB.
+    const chain = await plan({ name: 'planned', installed: '1.0.0', target: 'stable', capabilities: caps })
+    expect(chain.strategy).toBe('chain')
+    expect(chain.to).toBe('1.2.0')
+    expect(chain.steps.map((s) => `${s.from}>${s.to}`)).toEqual(['1.0.0>1.1.0', '1.1.0>1.2.0'])
+    expect(chain.totalBytes).toBeLessThan(v3.length / 4)
+    let current = v1
+    for (const step of chain.steps) {
+      if (step.kind !== 'delta') throw new Error('expected delta steps')
+      const framed = await fetchBytes(step.url)
+      expect(framed.length).toBe(step.layout.framedLength)
+      const payload = await unframe(framed)
+      expect(await sha256(payload)).toBe(step.sha256)
+      current = decodeVcdiff(current, payload)
+    }
+    expect(await sha256(current)).toBe(await sha256(v3))
+
+    const capped = await plan({
+      name: 'planned',
+      installed: '1.0.0',
+      target: '1.2.0',
+      capabilities: { ...caps, maxChainLength: 1 },
+    })
+    expect(capped.strategy).not.toBe('chain')
+
+    const direct = await plan({ name: 'planned', installed: '1.1.0', target: '1.2.0', capabilities: caps })
+    expect(direct.strategy).toBe('delta')
+    expect(direct.steps[0]).toMatchObject({ kind: 'delta', from: '1.1.0', to: '1.2.0', method: 'vcdiff' })
+
+    // A device saying nothing about its bytes gets the full artifact; a known base without a chunk
+    // index gets the configured estimate; posting its chunk hashes makes the count exact.
+    const blind = await plan({ name: 'planned', installed: null, target: '1.2.0', capabilities: caps })
+    expect(blind.strategy).toBe('full')
+    expect(blind.considered.map((c) => c.strategy)).toEqual(['full'])
+    const guessed = await plan({
+      name: 'planned',
+      installed: '1.0.0',
+      target: '1.2.0',
+      capabilities: { methods: [], chunkSync: true },
+    })
+    expect(guessed.steps[0]).toMatchObject({ kind: 'chunk-sync', estimate: 'factor' })
+    const local = await buildChunkIndex(installed.get('1.1.0') as Uint8Array)
+    const sync = await plan({
+      name: 'planned',
+      installed: null,
+      target: '1.2.0',
+      capabilities: caps,
+      haveChunks: local.chunks.map((c) => c.hash),
+    })
+    const step = sync.steps[0]
+    if (step?.kind !== 'chunk-sync') throw new Error(`expected chunk-sync, got ${sync.strategy}`)
+    expect(step.estimate).toBe('exact')
+    const remote = decodeChunkIndex(await fetchBytes(step.url))
+    const syncPlan = planChunkSync(local, remote)
+    const fetched = syncPlan.fetch.reduce((n, r) => n + r.length, 0)
+    expect(step.estimatedBytes).toBeLessThanOrEqual(step.indexSize + fetched)
+    const out = new Uint8Array(remote.totalLength)
+    const base = installed.get('1.1.0') as Uint8Array
+    for (const s of syncPlan.steps) {
+      if (s.kind === 'copy') out.set(base.subarray(s.from, s.from + s.length), s.to)
+      else {
+        const range = syncPlan.fetch[s.range] as { offset: number; length: number }
+        const bytes = await fetchBytes(step.blobUrl, {
+          range: `bytes=${range.offset}-${range.offset + range.length - 1}`,
+        })
+        out.set(bytes.subarray(s.from, s.from + s.length), s.to)
+      }
+    }
+    expect(await sha256(out)).toBe(step.sha256)
+
+    const full = await plan({
+      name: 'planned',
+      installed: null,
+      target: '1.2.0',
+      capabilities: { methods: [], chunkSync: false },
+    })
+    expect(full.strategy).toBe('full')
+    const fullStep = full.steps[0]
+    if (fullStep?.kind !== 'full') throw new Error('expected full')
+    expect(await sha256(await fetchBytes(fullStep.url))).toBe(fullStep.sha256)
+
+    const none = await plan({ name: 'planned', installed: '1.2.0', target: 'stable', capabilities: caps })
+    expect(none).toMatchObject({ strategy: 'none', steps: [], totalBytes: 0 })
+  })
+
+  it('rejects bad requests and unknown targets as problem+json', async () => {
+    const bad = await call('/v1/plan', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"name":"x"}',
+    })
+    expect(bad.status).toBe(400)
+    expect(bad.headers.get('content-type')).toBe('application/problem+json')
+    await publishSingle('planned2', '1.0.0', bytesOf(100, 1), 1)
+    const missing = await call('/v1/plan', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        name: 'planned2',
+        installed: null,
+        target: 'beta',
+        capabilities: { methods: [], chunkSync: false },
+      }),
+    })
+    expect(missing.status).toBe(404)
+  })
+})

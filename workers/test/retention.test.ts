@@ -1,0 +1,86 @@
+import { createExecutionContext, createScheduledController, waitOnExecutionContext } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import { RuntimeConfig } from '../../schemas/runtime-config.ts'
+import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
+import worker from '../index.ts'
+import { pruneStorage } from '../retention/prune.ts'
+import { keys } from '../storage/keys.ts'
+import { publishWithDeltas } from './delta-helpers.ts'
+import { bytesOf, call, publishSingle } from './publish-helpers.ts'
+
+const DAY = 86_400_000
+const delta = (from: string, seed: number) => ({
+  from,
+  method: 'vcdiff' as const,
+  bytes: bytesOf(2000, seed),
+})
+
+async function publishThree(name: string) {
+  await publishSingle(name, '1.0.0', bytesOf(20_000, 1), 1)
+  await publishWithDeltas(name, '1.1.0', bytesOf(20_000, 2), 2, [delta('1.0.0', 3)])
+  await publishWithDeltas(name, '1.2.0', bytesOf(20_000, 4), 3, [delta('1.1.0', 5), delta('1.0.0', 6)])
+}
+
+const exists = async (key: string) => (await env.ARTIFACTS.head(key)) !== null
+
+describe('storage retention', () => {
+  it('prunes old deltas except into channel heads, and old blobs only under deltas-preferred', async () => {
+    await publishThree('ret')
+    const both = RuntimeConfig.parse({ delta: { retainDeltasDays: 1, keepFullVersions: 1 } })
+    const fresh = await pruneStorage(env.ARTIFACTS, both, Date.now())
+    expect(fresh.deltasDeleted).toEqual([])
+
+    const aged = await pruneStorage(env.ARTIFACTS, both, Date.now() + 2 * DAY)
+    expect(aged.deltasDeleted).toEqual([keys.delta('ret', '1.0.0', '1.1.0', 'vcdiff')])
+    expect(aged.blobsDeleted).toEqual([])
+    expect(await exists(keys.delta('ret', '1.1.0', '1.2.0', 'vcdiff'))).toBe(true)
+    expect(await exists(keys.blob('ret', '1.0.0'))).toBe(true)
+
+    const preferred = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred', keepFullVersions: 1 } })
+    const pruned = await pruneStorage(env.ARTIFACTS, preferred, Date.now())
+    expect(pruned.blobsDeleted.sort()).toEqual([keys.blob('ret', '1.0.0'), keys.blob('ret', '1.1.0')])
+    expect(await exists(keys.blob('ret', '1.2.0'))).toBe(true)
+    // Manifests stay, so updating into the head by delta still works.
+    expect((await call('/v1/deltas/ret/1.0.0/1.2.0')).status).toBe(200)
+    // The planner no longer offers what is gone: 1.1.0 lost its blob and its only delta.
+    const plan = (installed: string, target: string) =>
+      call('/v1/plan', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          name: 'ret',
+          installed,
+          target,
+          capabilities: { methods: ['vcdiff'], chunkSync: true },
+        }),
+      })
+    const stored = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred' } })
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify(stored))
+    clearRuntimeConfigCache()
+    expect((await plan('1.0.0', '1.1.0')).status).toBe(404)
+    expect(await (await plan('1.0.0', '1.2.0')).json()).toMatchObject({ strategy: 'delta' })
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    clearRuntimeConfigCache()
+  })
+
+  it('runs from the cron trigger with the config in force', async () => {
+    await publishThree('cron')
+    await env.CONFIG.put(
+      RUNTIME_CONFIG_KEY,
+      JSON.stringify({ delta: { storage: 'deltas-preferred', keepFullVersions: 2 } }),
+    )
+    clearRuntimeConfigCache()
+    const ctx = createExecutionContext()
+    await worker.scheduled(
+      createScheduledController({ scheduledTime: Date.now(), cron: '17 3 * * *' }),
+      env,
+      ctx,
+    )
+    await waitOnExecutionContext(ctx)
+    expect(await exists(keys.blob('cron', '1.0.0'))).toBe(false)
+    expect(await exists(keys.blob('cron', '1.1.0'))).toBe(true)
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    clearRuntimeConfigCache()
+  })
+})

@@ -1,0 +1,72 @@
+import { env } from 'cloudflare:workers'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import {
+  clearRuntimeConfigCache,
+  RUNTIME_CONFIG_KEY,
+  type RuntimeConfigStatus,
+  setRuntimeConfigClock,
+} from '../config/runtime-config.ts'
+import { callApp, type DeltaUpload, deltaRefOf, putDelta } from './delta-helpers.ts'
+import { auth, bytesOf, envelopeFor, startPublish } from './publish-helpers.ts'
+
+async function status(): Promise<RuntimeConfigStatus> {
+  const { response, bytes } = await callApp('/v1/config', { headers: auth })
+  expect(response.status).toBe(200)
+  return JSON.parse(new TextDecoder().decode(bytes)) as RuntimeConfigStatus
+}
+
+/** Stages a version listing one delta and uploads it; returns the framing the edge chose. */
+async function frameOne(version: string, serial: number) {
+  const upload: DeltaUpload = { from: '1.0.0', method: 'vcdiff', bytes: bytesOf(200_000, serial) }
+  const envelope = await envelopeFor('cfg', version, bytesOf(10), {
+    serial,
+    deltas: [await deltaRefOf(upload)],
+  })
+  expect((await startPublish(envelope)).status).toBe(201)
+  const put = await putDelta('cfg', version, upload)
+  expect(put.status).toBe(201)
+  return (await put.json()) as { blockSize: number; k: number; m: number }
+}
+
+describe('runtime config from KV', () => {
+  let now = 1_000_000
+  beforeEach(() => {
+    clearRuntimeConfigCache()
+    setRuntimeConfigClock(() => now)
+  })
+  afterEach(() => setRuntimeConfigClock(null))
+
+  it('serves defaults without a document, and only to the maintainer', async () => {
+    expect((await callApp('/v1/config')).response.status).toBe(401)
+    const s = await status()
+    expect(s.source).toBe('defaults')
+    expect(s.inForce.stream.fecM).toBe(2)
+    expect(s.lastRejected).toBeNull()
+  })
+
+  it('changes how new streams are framed, keeps the last good config on a bad document', async () => {
+    expect(await frameOne('1.1.0', 2)).toMatchObject({ blockSize: 16_384, k: 16, m: 2 })
+
+    await env.CONFIG.put(
+      RUNTIME_CONFIG_KEY,
+      JSON.stringify({ stream: { blockSize: 4096, fecM: 4 }, cacheTtlSeconds: 60 }),
+    )
+    // Still cached for the TTL: the old framing stays until the isolate re-reads KV.
+    expect(await frameOne('1.2.0', 3)).toMatchObject({ blockSize: 16_384, m: 2 })
+    now += 31_000
+    expect(await frameOne('1.3.0', 4)).toMatchObject({ blockSize: 4096, k: 16, m: 4 })
+    expect((await status()).source).toBe('kv')
+
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ stream: { fecK: 0 } }))
+    now += 61_000
+    const rejected = await status()
+    expect(rejected.source).toBe('kv')
+    expect(rejected.inForce.stream).toMatchObject({ blockSize: 4096, fecM: 4 })
+    expect(rejected.lastRejected?.issues.map((i) => i.path)).toEqual(['stream.fecK'])
+    expect(await frameOne('1.4.0', 5)).toMatchObject({ blockSize: 4096, m: 4 })
+
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, 'not json')
+    now += 61_000
+    expect((await status()).lastRejected?.issues[0]?.message).toContain('not JSON')
+  })
+})
