@@ -8,6 +8,7 @@ import { AgentError } from './errors.ts'
 import { installArtifact, rollbackArtifact } from './install.ts'
 import { formatBytes, Reporter } from './output.ts'
 import { publishArtifact } from './publish.ts'
+import { buildDeltasFromPrevious, deltasFromLastN } from './publish-deltas.ts'
 import { generateKeyPair } from './signing.ts'
 import { ArtifactStore } from './store.ts'
 
@@ -54,15 +55,32 @@ export function buildProgram(): Command {
     .option('--media-type <type>', 'content type of the artifact')
     .option('--expires-days <days>', 'manifest lifetime in days', parsePositiveInt, 90)
     .option('--key <file>', 'signing key file (default: signingKey from the config)')
+    .option(
+      '--deltas-from <n>',
+      'build deltas from the last n versions (default: the edge config)',
+      parseCount,
+    )
+    .option('--no-deltas', 'publish without deltas')
     .action(async (file: string, options: PublishOptions) => {
       const config = await loadConfig(program.opts<GlobalOptions>().config)
       const keyFile = options.key ?? config.signingKey
       if (!keyFile)
         throw new AgentError('config', 'no signing key: pass --key or set signingKey in the config')
       const out = reporter()
+      const token = publishToken()
+      const count = !options.deltas
+        ? 0
+        : (options.deltasFrom ?? (await deltasFromLastN(config.edgeUrl, token)))
+      const deltas = await buildDeltasFromPrevious(config.edgeUrl, options.name, file, count)
+      for (const d of deltas) {
+        out.info(
+          `delta from ${d.from}: ${formatBytes(d.size)} via ${d.method} (${((d.size / d.targetSize) * 100).toFixed(1)} % of the artifact)`,
+        )
+      }
       const published = await publishArtifact({
         edgeUrl: config.edgeUrl,
-        token: publishToken(),
+        token,
+        deltas: deltas.map(({ from, method, bytes }) => ({ from, method, bytes })),
         keyFile,
         file,
         name: options.name,
@@ -74,12 +92,15 @@ export function buildProgram(): Command {
         onProgress: (sent, total) => out.progress('upload', sent, total),
       })
       out.result(
-        `published ${published.name}@${published.version} (${formatBytes(published.size)}, serial ${published.serial})`,
-        { published },
+        `published ${published.name}@${published.version} (${formatBytes(published.size)}, serial ${published.serial}, ${deltas.length} deltas)`,
+        { published, deltas: deltas.map(({ from, method, size }) => ({ from, method, size })) },
       )
     })
 
-  const installAction = async (spec: string, options: { to?: string; allowDowngrade?: boolean }) => {
+  const installAction = async (
+    spec: string,
+    options: { to?: string; allowDowngrade?: boolean; full?: boolean },
+  ) => {
     const config = await loadConfig(program.opts<GlobalOptions>().config)
     const { name, target } = parseSpec(spec, options.to)
     const out = reporter()
@@ -87,13 +108,14 @@ export function buildProgram(): Command {
       name,
       ...(target ? { target } : {}),
       allowDowngrade: options.allowDowngrade ?? false,
+      fullOnly: options.full ?? false,
       onProgress: (p) => out.progress('download', p.received, p.total),
     })
     const how = result.alreadyCurrent
       ? 'already current'
       : result.method === 'local'
         ? 'switched to the installed copy'
-        : `downloaded ${formatBytes(result.bytesDownloaded)} of ${formatBytes(result.size)}${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''}`
+        : `${result.method}: downloaded ${formatBytes(result.bytesDownloaded)} for ${formatBytes(result.size)} (${savedShare(result.bytesDownloaded, result.size)} saved)${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''}${result.fallbacks.length ? ` after ${result.fallbacks.length} fallback(s)` : ''}`
     out.result(
       `${result.name}@${result.version}: ${how}${result.previous ? ` (previous: ${result.previous})` : ''}`,
       {
@@ -106,13 +128,15 @@ export function buildProgram(): Command {
     .command('install <spec>')
     .description('install name, name@version or name@channel')
     .option('--allow-downgrade', 'accept a pinned version older than the last seen (not for channels)')
+    .option('--full', 'download the whole artifact, no delta plan')
     .action(installAction)
 
   program
     .command('update <name>')
     .description('update to the head of a channel or to a version')
     .option('--to <target>', 'version or channel (default: the configured channel)')
-    .action((name: string, options: { to?: string }) => installAction(name, options))
+    .option('--full', 'download the whole artifact, no delta plan')
+    .action((name: string, options: { to?: string; full?: boolean }) => installAction(name, options))
 
   program
     .command('rollback <name>')
@@ -150,6 +174,17 @@ interface PublishOptions {
   mediaType?: string
   expiresDays: number
   key?: string
+  deltas: boolean
+  deltasFrom?: number
+}
+
+function savedShare(downloaded: number, size: number): string {
+  return size > 0 ? `${Math.max(0, (1 - downloaded / size) * 100).toFixed(1)} %` : '0 %'
+}
+
+function parseCount(value: string): number {
+  if (!/^\d{1,2}$/.test(value)) throw new InvalidArgumentError('a whole number from 0 to 99')
+  return Number(value)
 }
 
 /** Runs the CLI and returns the process exit code; never throws. */

@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises'
 import { gt } from 'semver'
 import type { ArtifactIndex } from '../schemas/artifact-index.ts'
+import type { ArtifactManifest } from '../schemas/manifest.ts'
 import type { AgentConfig } from './config.ts'
 import type { DownloadProgress } from './download.ts'
 import { downloadVerified } from './download.ts'
@@ -9,6 +10,7 @@ import { AgentError } from './errors.ts'
 import { ArtifactStore } from './store.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
 import { verifyManifest } from './trust.ts'
+import { updateViaPlan } from './update/plan-update.ts'
 
 export interface InstallRequest {
   name: string
@@ -19,14 +21,18 @@ export interface InstallRequest {
   onProgress?: (progress: DownloadProgress) => void
   fetchImpl?: typeof fetch
   now?: Date
+  /** Skip the planner and download the whole artifact (`--full`). */
+  fullOnly?: boolean
 }
 
 export interface InstallResult {
   name: string
   version: string
   previous: string | null
-  method: 'full' | 'local'
+  method: 'full' | 'local' | 'delta' | 'chain' | 'chunk-sync'
   bytesDownloaded: number
+  /** Cheaper plans that failed verification before the one that worked. */
+  fallbacks: string[]
   resumedFrom: number
   size: number
   alreadyCurrent: boolean
@@ -55,14 +61,45 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
   )
   const base = { name: manifest.name, version, previous: state.current, size: manifest.size }
   if (state.current === version && (await store.has(version))) {
-    return { ...base, method: 'local', bytesDownloaded: 0, resumedFrom: 0, alreadyCurrent: true }
+    return {
+      ...base,
+      method: 'local',
+      bytesDownloaded: 0,
+      resumedFrom: 0,
+      alreadyCurrent: true,
+      fallbacks: [],
+    }
   }
   if (await store.has(version)) {
     await store.activate(manifest)
     await recordInstall(config, manifest.name, version, state.current)
-    return { ...base, method: 'local', bytesDownloaded: 0, resumedFrom: 0, alreadyCurrent: false }
+    return {
+      ...base,
+      method: 'local',
+      bytesDownloaded: 0,
+      resumedFrom: 0,
+      alreadyCurrent: false,
+      fallbacks: [],
+    }
   }
   await store.prepare()
+  const planned = request.fullOnly
+    ? null
+    : await planCheaperUpdate(config, request, edge, store, manifest, state.current)
+  if (planned) {
+    await store.commitVersion(planned.blobPath, envelope)
+    await store.activate(manifest)
+    await recordInstall(config, manifest.name, version, state.current)
+    return {
+      ...base,
+      method:
+        planned.strategy === 'chain' ? 'chain' : planned.strategy === 'chunk-sync' ? 'chunk-sync' : 'delta',
+      bytesDownloaded: planned.wireBytes,
+      resumedFrom: 0,
+      alreadyCurrent: false,
+      fallbacks: planned.fallbacks,
+    }
+  }
   const partial = store.partialPath(version)
   await mkdir(store.dir, { recursive: true })
   const downloaded = await downloadVerified({
@@ -84,7 +121,57 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
     bytesDownloaded: downloaded.fetched,
     resumedFrom: downloaded.resumedFrom,
     alreadyCurrent: false,
+    fallbacks: [],
   }
+}
+
+/**
+ * The cheap path: a delta, a chain, or chunk-sync from the installed version, when the edge has one.
+ * Null means "download it whole" (nothing installed, nothing cheaper, or every cheaper plan failed).
+ */
+async function planCheaperUpdate(
+  config: AgentConfig,
+  request: InstallRequest,
+  edge: EdgeClient,
+  store: ArtifactStore,
+  target: ArtifactManifest,
+  current: string | null,
+) {
+  const installed =
+    current && (await store.has(current))
+      ? {
+          version: current,
+          blobPath: store.blobPath(current),
+          sha256: (await store.manifestOf(current)).signed.sha256,
+        }
+      : null
+  if (!installed) return null
+  return updateViaPlan({
+    edge,
+    store,
+    target,
+    installed,
+    manifestOf: async (version) =>
+      verifyManifest(
+        await edge.manifest(target.name, version),
+        { name: target.name, version },
+        // Intermediate versions of a chain are only a means to the target: their hashes are what matters.
+        {
+          trustedKeys: config.trustedKeys,
+          lastSerial: 0,
+          now: request.now ?? new Date(),
+          allowDowngrade: true,
+        },
+      ),
+    ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
+    ...(request.signal ? { signal: request.signal } : {}),
+    ...(request.onProgress
+      ? {
+          onProgress: (done: number, total: number) =>
+            request.onProgress?.({ received: done, total, resumedFrom: 0 }),
+        }
+      : {}),
+  })
 }
 
 /** A semver names itself; anything else is a channel head from the index. */

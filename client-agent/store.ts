@@ -39,6 +39,11 @@ export class ArtifactStore {
     return join(this.dir, 'partial', `${version}.part`)
   }
 
+  /** Scratch files of an update in progress (delta payloads, rebuilt outputs); same filesystem as versions/. */
+  workPath(file: string): string {
+    return join(this.dir, 'partial', file)
+  }
+
   get currentLink(): string {
     return join(this.dir, 'current')
   }

@@ -63,6 +63,7 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
   const controller = request.controller ?? new RangeController({ blockSize: request.blockSize + 32 })
   let wireBytes = 0
   let ranges = 0
+  let etag: string | undefined
 
   const fetchRange = async (
     offset: number,
@@ -74,7 +75,9 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
     let response: Response
     try {
       response = await fetchImpl(request.url, {
-        headers: { range: rangeHeader({ offset, length }), 'if-range': `"${request.payloadSha256}"` },
+        // If-Range with the validator the first range returned: if the stream changed under us the edge
+        // answers 200 and we stop, instead of splicing blocks of two different streams.
+        headers: { range: rangeHeader({ offset, length }), ...(etag ? { 'if-range': etag } : {}) },
         ...(request.signal ? { signal: request.signal } : {}),
       })
     } catch (error) {
@@ -85,6 +88,7 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
       controller.onRangeError(performance.now(), 'http')
       throw await errorFromResponse(response, `delta stream range ${offset}+${length}`)
     }
+    etag ??= response.headers.get('etag') ?? undefined
     const firstByteAt = performance.now()
     let at = offset
     try {

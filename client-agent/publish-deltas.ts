@@ -1,0 +1,66 @@
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { createDelta } from '../delta/index.ts'
+import { RuntimeConfig } from '../schemas/runtime-config.ts'
+import { artifactPath, EdgeClient } from './edge-client.ts'
+import { AgentError, errorFromResponse } from './errors.ts'
+import type { DeltaInput } from './publish-attachments.ts'
+
+export type BuiltDelta = DeltaInput & { bytes: Uint8Array; size: number; targetSize: number }
+
+/** How many previous versions to build deltas from: the edge's runtime config, unless overridden. */
+export async function deltasFromLastN(
+  edgeUrl: string,
+  token: string,
+  fetchImpl?: typeof fetch,
+): Promise<number> {
+  const response = await new EdgeClient(edgeUrl, fetchImpl).request('/v1/config', {
+    headers: { authorization: `Bearer ${token}` },
+  })
+  if (!response.ok) throw await errorFromResponse(response, 'reading the edge runtime config')
+  const body = (await response.json()) as { inForce?: unknown }
+  return RuntimeConfig.parse(body.inForce ?? {}).delta.fromLastN
+}
+
+/**
+ * The publisher has no CPU limit, so it builds the deltas: from each of the last `count` published
+ * versions to the new file, with the codec's best method. Each old version's bytes are checked
+ * against the index's sha256 before use; deltas that save less than 10 % are not worth listing.
+ */
+export async function buildDeltasFromPrevious(
+  edgeUrl: string,
+  name: string,
+  file: string,
+  count: number,
+  fetchImpl?: typeof fetch,
+): Promise<BuiltDelta[]> {
+  if (count <= 0) return []
+  const edge = new EdgeClient(edgeUrl, fetchImpl)
+  const listing = await edge.request(artifactPath(name))
+  if (listing.status === 404) return []
+  if (!listing.ok) throw await errorFromResponse(listing, `listing ${name}`)
+  const previous = (await edge.index(name)).versions.sort((a, b) => b.serial - a.serial).slice(0, count)
+  const target = await readFile(file)
+  const built: BuiltDelta[] = []
+  for (const entry of previous) {
+    const response = await edge.request(`${artifactPath(name, entry.version)}/blob`)
+    if (!response.ok) continue // pruned under the storage policy: no delta from it
+    const source = new Uint8Array(await response.arrayBuffer())
+    if (createHash('sha256').update(source).digest('hex') !== entry.sha256) {
+      throw new AgentError(
+        'integrity-mismatch',
+        `${name}@${entry.version} from the edge does not match its sha256`,
+      )
+    }
+    const made = createDelta(source, target)
+    if (made.delta.length > target.length * 0.9) continue
+    built.push({
+      from: entry.version,
+      method: made.method,
+      bytes: made.delta,
+      size: made.delta.length,
+      targetSize: target.length,
+    })
+  }
+  return built
+}

@@ -1,0 +1,112 @@
+import { randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { installArtifact } from '../install.ts'
+import { publishArtifact } from '../publish.ts'
+import { buildDeltasFromPrevious } from '../publish-deltas.ts'
+import { ArtifactStore } from '../store.ts'
+import { expectSameBytes, makeWorkspace, type Workspace } from './fixtures.ts'
+import { type LocalEdge, startLocalEdge, TEST_TOKEN } from './local-edge.ts'
+
+let edge: LocalEdge
+let ws: Workspace
+const versions: Buffer[] = []
+
+/** Three releases of a 2 MiB "binary": each edits a few places, as a patch release would. */
+function release(previous: Buffer | undefined, seed: number): Buffer {
+  if (!previous) return randomBytes(2 * 1024 * 1024)
+  const next = Buffer.from(previous)
+  for (let i = 0; i < 6; i++) randomBytes(300).copy(next, (seed * 7919 + i * 300_007) % (next.length - 300))
+  return Buffer.concat([next.subarray(0, 1_000_000), randomBytes(2000), next.subarray(1_000_000)])
+}
+
+async function publishWithDeltas(name: string, version: string, bytes: Buffer, fromLast: number) {
+  const file = join(ws.dir, `${name}-${version}.bin`)
+  await writeFile(file, bytes)
+  const deltas = await buildDeltasFromPrevious(edge.url, name, file, fromLast)
+  await publishArtifact({
+    edgeUrl: edge.url,
+    token: TEST_TOKEN,
+    keyFile: ws.keyFile,
+    file,
+    name,
+    version,
+    deltas,
+  })
+  return deltas
+}
+
+beforeAll(async () => {
+  edge = await startLocalEdge()
+  ws = await makeWorkspace(edge.url)
+  for (let i = 0; i < 3; i++) versions.push(release(versions[i - 1], i))
+  await publishWithDeltas('app', '1.0.0', versions[0]!, 3)
+  // 1.1.0 gets a delta from 1.0.0; 1.2.0 only from 1.1.0, so 1.0.0 → 1.2.0 must chain.
+  expect((await publishWithDeltas('app', '1.1.0', versions[1]!, 1)).map((d) => d.from)).toEqual(['1.0.0'])
+})
+afterAll(async () => {
+  await edge?.dispose()
+})
+
+describe('deltaport update through the planner', () => {
+  it('updates by one delta, moving a small fraction of the artifact', async () => {
+    await installArtifact(ws.config, { name: 'app', target: '1.0.0' })
+    const result = await installArtifact(ws.config, { name: 'app', target: '1.1.0' })
+    expect(result.method).toBe('delta')
+    expect(result.bytesDownloaded).toBeLessThan(versions[1]!.length / 20)
+    const store = new ArtifactStore(ws.config.installRoot, 'app')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)
+  })
+
+  it('chains deltas when there is no direct one, verifying the intermediate version', async () => {
+    await publishWithDeltas('app', '1.2.0', versions[2]!, 1)
+    const other = await makeWorkspace(edge.url)
+    other.config.trustedKeys = ws.config.trustedKeys
+    await installArtifact(other.config, { name: 'app', target: '1.0.0' })
+    const result = await installArtifact(other.config, { name: 'app', target: 'stable' })
+    expect(result).toMatchObject({ version: '1.2.0', method: 'chain' })
+    expect(result.bytesDownloaded).toBeLessThan(versions[2]!.length / 10)
+    const store = new ArtifactStore(other.config.installRoot, 'app')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[2]!)
+  })
+
+  it('falls to chunk-sync when the installed bytes were modified locally', async () => {
+    const local = await makeWorkspace(edge.url)
+    local.config.trustedKeys = ws.config.trustedKeys
+    await installArtifact(local.config, { name: 'app', target: '1.0.0' })
+    const store = new ArtifactStore(local.config.installRoot, 'app')
+    const blob = store.blobPath('1.0.0')
+    const edited = await readFile(blob)
+    edited.fill(0, 500_000, 520_000)
+    await writeFile(blob, edited)
+    const result = await installArtifact(local.config, { name: 'app', target: '1.1.0' })
+    expect(result.method).toBe('chunk-sync')
+    expect(result.bytesDownloaded).toBeLessThan(versions[1]!.length / 4)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)
+  })
+
+  it('falls back to a cheaper working plan when a delta stream stays corrupt', async () => {
+    const broken = await makeWorkspace(edge.url)
+    broken.config.trustedKeys = ws.config.trustedKeys
+    await installArtifact(broken.config, { name: 'app', target: '1.0.0' })
+    // Every delta-stream response arrives with all its bytes flipped: FEC and re-fetches cannot help.
+    const corrupting: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init)
+      if (!String(input).includes('/v1/deltas/') || response.status !== 206) return response
+      const bytes = new Uint8Array(await response.arrayBuffer())
+      const first = /bytes (\d+)-/.exec(response.headers.get('content-range') ?? '')?.[1]
+      if (first !== '0') for (let i = 0; i < bytes.length; i++) bytes[i]! ^= 0x5a
+      return new Response(bytes, { status: 206, headers: response.headers })
+    }
+    const result = await installArtifact(broken.config, {
+      name: 'app',
+      target: '1.1.0',
+      fetchImpl: corrupting,
+    })
+    expect(result.fallbacks.length).toBeGreaterThan(0)
+    expect(['chunk-sync', 'full']).toContain(result.method)
+    const store = new ArtifactStore(broken.config.installRoot, 'app')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)
+  })
+})

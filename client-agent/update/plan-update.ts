@@ -1,0 +1,255 @@
+import { createHash } from 'node:crypto'
+import { rm, stat } from 'node:fs/promises'
+import {
+  applyChunkPlan,
+  buildChunkIndex,
+  decodeChunkIndex,
+  planChunkSync,
+} from '../../delta/chunking/index.ts'
+import { DeltaFormatError } from '../../delta/errors.ts'
+import { applyDeltaStream } from '../../delta/index.ts'
+import type { ArtifactManifest, DeltaMethod } from '../../schemas/manifest.ts'
+import {
+  type PlanChunkSyncStep,
+  type PlanDeltaStep,
+  type PlanRequest,
+  PlanResponse,
+  type PlanStrategy,
+} from '../../schemas/plan.ts'
+import { hashFile } from '../download.ts'
+import type { EdgeClient } from '../edge-client.ts'
+import { AgentError, errorFromResponse } from '../errors.ts'
+import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts'
+import type { ArtifactStore } from '../store.ts'
+import { readBody } from '../transfer/read-body.ts'
+import { fetchDeltaStream } from './stream-fetch.ts'
+
+const ALL_METHODS: DeltaMethod[] = ['vcdiff', 'approx', 'archive']
+
+export interface PlanUpdateContext {
+  edge: EdgeClient
+  store: ArtifactStore
+  /** The verified target manifest. */
+  target: ArtifactManifest
+  /** The version `current` points at, if its bytes still match its manifest or not. */
+  installed: { version: string; blobPath: string; sha256: string } | null
+  /** Fetches and verifies the signed manifest of an intermediate version of a chain. */
+  manifestOf: (version: string) => Promise<ArtifactManifest>
+  fetchImpl?: typeof fetch
+  signal?: AbortSignal
+  onProgress?: (done: number, total: number) => void
+}
+
+export interface PlannedUpdate {
+  /** A verified file with the target's exact bytes, ready to be committed into the store. */
+  blobPath: string
+  strategy: PlanStrategy
+  wireBytes: number
+  steps: number
+  /** Plans that failed before the one that worked, and why. */
+  fallbacks: string[]
+}
+
+/**
+ * Asks the edge for the cheapest path from what is installed to the target and follows it. When a
+ * step fails verification or application, it asks again without what failed (the method, or
+ * chunk-sync) until the edge has nothing cheaper than the full artifact; then it returns null and the
+ * caller downloads the artifact whole. Every intermediate output is checked against a signed hash.
+ */
+export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlannedUpdate | null> {
+  const methods = new Set(ALL_METHODS)
+  let chunkSync = true
+  const fallbacks: string[] = []
+  const base = await describeBase(ctx)
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const plan = await requestPlan(ctx, {
+      name: ctx.target.name,
+      installed: base.version,
+      target: ctx.target.version,
+      capabilities: { methods: [...methods], chunkSync },
+      ...(base.haveChunks ? { haveChunks: base.haveChunks } : {}),
+    })
+    if (plan.strategy === 'full' || plan.strategy === 'none' || plan.steps.length === 0) return null
+    try {
+      const result =
+        plan.strategy === 'chunk-sync'
+          ? await followChunkSync(ctx, plan.steps[0] as PlanChunkSyncStep)
+          : await followDeltas(ctx, plan.steps as PlanDeltaStep[])
+      return { ...result, strategy: plan.strategy, steps: plan.steps.length, fallbacks }
+    } catch (error) {
+      if (
+        !(error instanceof AgentError && error.code === 'integrity-mismatch') &&
+        !(error instanceof DeltaFormatError)
+      ) {
+        throw error
+      }
+      fallbacks.push(`${plan.strategy}: ${error.message}`)
+      if (plan.strategy === 'chunk-sync') chunkSync = false
+      else for (const step of plan.steps) if (step.kind === 'delta') methods.delete(step.method)
+    }
+  }
+  return null
+}
+
+/**
+ * What to tell the planner about the base. An installed version whose bytes no longer match its
+ * manifest (edited, damaged) is not a base for deltas: the device reports its chunk hashes instead.
+ */
+async function describeBase(
+  ctx: PlanUpdateContext,
+): Promise<{ version: string | null; haveChunks?: string[] }> {
+  if (!ctx.installed) return { version: null }
+  if ((await hashFile(ctx.installed.blobPath)) === ctx.installed.sha256)
+    return { version: ctx.installed.version }
+  const local = await buildChunkIndex(fileSource(ctx.installed.blobPath))
+  return { version: null, haveChunks: [...new Set(local.chunks.map((c) => c.hash))].slice(0, 65_536) }
+}
+
+async function requestPlan(ctx: PlanUpdateContext, body: PlanRequest): Promise<PlanResponse> {
+  const response = await ctx.edge.request('/v1/plan', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+  })
+  if (!response.ok) throw await errorFromResponse(response, 'planning the update')
+  const parsed = PlanResponse.safeParse(await response.json())
+  if (!parsed.success) throw new AgentError('edge-rejected', 'the edge sent a malformed plan')
+  return parsed.data
+}
+
+async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
+  if (!ctx.installed) throw new AgentError('integrity-mismatch', 'a delta plan needs an installed base')
+  let source = ctx.installed.blobPath
+  let wireBytes = 0
+  const total = steps.reduce((n, s) => n + s.layout.framedLength, 0)
+  for (const step of steps) {
+    const payloadPath = ctx.store.workPath(`${step.from}-${step.to}.${step.method}.delta`)
+    const fetched = await fetchDeltaStream({
+      url: ctx.edge.url(step.url),
+      blockSize: step.layout.blockSize,
+      payloadSha256: step.sha256,
+      payloadLength: step.size,
+      payloadPath,
+      ...(ctx.fetchImpl ? { fetchImpl: ctx.fetchImpl } : {}),
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+      onProgress: (p) => ctx.onProgress?.(wireBytes + p.wireBytes, total),
+    })
+    wireBytes += fetched.wireBytes
+    const expected = step.to === ctx.target.version ? ctx.target : await ctx.manifestOf(step.to)
+    const output = ctx.store.workPath(`${step.to}.rebuilt`)
+    await rebuild(output, expected, async (sink) => {
+      const reader = await openFileReader(source)
+      try {
+        await applyDeltaStream(reader, fileSource(payloadPath), sink)
+      } finally {
+        await reader.close()
+      }
+    })
+    await rm(payloadPath, { force: true })
+    if (source !== ctx.installed.blobPath) await rm(source, { force: true })
+    source = output
+  }
+  return { blobPath: source, wireBytes }
+}
+
+async function followChunkSync(ctx: PlanUpdateContext, step: PlanChunkSyncStep) {
+  let wireBytes = 0
+  const indexResponse = await get(ctx, step.url, {})
+  const indexBytes = await readAll(indexResponse, step.indexSize, ctx.signal)
+  wireBytes += indexBytes.length
+  if (createHash('sha256').update(indexBytes).digest('hex') !== step.indexSha256) {
+    throw new AgentError('integrity-mismatch', 'the chunk index does not match the signed manifest')
+  }
+  const remote = decodeChunkIndex(indexBytes)
+  const base = ctx.installed?.blobPath
+  const local = base
+    ? await buildChunkIndex(fileSource(base))
+    : { chunker: remote.chunker, totalLength: 0, chunks: [] }
+  const plan = planChunkSync(local, remote)
+  const output = ctx.store.workPath(`${step.to}.rebuilt`)
+  const reader = base
+    ? await openFileReader(base)
+    : { size: 0, read: async () => new Uint8Array(0), close: async () => {} }
+  try {
+    await rebuild(output, ctx.target, (sink) =>
+      applyChunkPlan(
+        plan,
+        remote,
+        reader,
+        async (range) => {
+          const response = await get(ctx, step.blobUrl, {
+            range: `bytes=${range.offset}-${range.offset + range.length - 1}`,
+          })
+          if (response.status !== 206)
+            throw new AgentError(
+              'integrity-mismatch',
+              `expected 206 for a chunk range, got ${response.status}`,
+            )
+          const bytes = await readAll(response, range.length, ctx.signal)
+          wireBytes += bytes.length
+          ctx.onProgress?.(wireBytes, plan.fetchBytes + indexBytes.length)
+          return bytes
+        },
+        sink,
+      ),
+    )
+  } finally {
+    await reader.close()
+  }
+  return { blobPath: output, wireBytes }
+}
+
+/** Writes through an atomic sink and keeps the file only if it has the signed size and sha256. */
+async function rebuild(
+  output: string,
+  expected: ArtifactManifest,
+  produce: (sink: Awaited<ReturnType<typeof openAtomicFileSink>>) => Promise<void>,
+): Promise<void> {
+  await rm(output, { force: true })
+  const sink = await openAtomicFileSink(output)
+  try {
+    await produce(sink)
+    await sink.commit()
+  } catch (error) {
+    await sink.discard()
+    if (error instanceof DeltaFormatError)
+      throw new AgentError('integrity-mismatch', `rebuild failed: ${error.message}`)
+    throw error
+  }
+  const { size } = await stat(output)
+  if (size !== expected.size || (await hashFile(output)) !== expected.sha256) {
+    await rm(output, { force: true })
+    throw new AgentError(
+      'integrity-mismatch',
+      `rebuilt ${expected.name}@${expected.version} does not match its signed sha256`,
+    )
+  }
+}
+
+async function get(ctx: PlanUpdateContext, path: string, headers: Record<string, string>): Promise<Response> {
+  const response = await ctx.edge.request(path, { headers, ...(ctx.signal ? { signal: ctx.signal } : {}) })
+  if (!response.ok) throw await errorFromResponse(response, `fetching ${path}`)
+  return response
+}
+
+/** A body of known maximum size: anything longer is refused before it is buffered. */
+async function readAll(
+  response: Response,
+  maxBytes: number,
+  signal: AbortSignal | undefined,
+): Promise<Uint8Array> {
+  const out = new Uint8Array(maxBytes)
+  let at = 0
+  await readBody(
+    response,
+    (chunk) => {
+      if (at + chunk.length > maxBytes)
+        throw new AgentError('integrity-mismatch', `response longer than ${maxBytes} bytes`)
+      out.set(chunk, at)
+      at += chunk.length
+    },
+    signal ? { signal } : {},
+  )
+  return out.subarray(0, at)
+}
