@@ -38,6 +38,7 @@ const TITLES: Record<string, string> = {
   'integrity-mismatch': 'The uploaded bytes do not match the manifest',
   unprocessable: 'The request is well-formed but cannot be processed',
   'too-many-requests': 'Too many requests',
+  'unsupported-media-type': 'The body encoding is not accepted',
   generating: 'The resource is being generated; retry shortly',
   internal: 'Internal error',
 }

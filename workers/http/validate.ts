@@ -12,12 +12,28 @@ export function valid<Target extends keyof ValidationTargets, Schema extends z.Z
   schema: Schema,
 ) {
   return zValidator(target, schema, (result) => {
-    if (!result.success) {
-      const errors = result.error.issues.slice(0, 64).map((issue) => ({
-        path: issue.path.map(String).join('.') || target,
-        message: issue.message,
-      }))
-      throw new Problem(400, 'bad-request', `invalid ${target}`, { errors })
-    }
+    if (!result.success) throw invalidInput(target, result.error)
   })
+}
+
+/** The 400 problem for a zod failure, listing each bad field (at most 64). */
+export function invalidInput(target: string, error: { issues: readonly z.core.$ZodIssue[] }): Problem {
+  const errors = error.issues.slice(0, 64).map((issue) => ({
+    path: issue.path.map(String).join('.') || target,
+    message: issue.message,
+  }))
+  return new Problem(400, 'bad-request', `invalid ${target}`, { errors })
+}
+
+/** Parses a JSON body already read (and bounded) by the caller against `schema`. */
+export function parseJsonBody<Schema extends z.ZodType>(bytes: Uint8Array, schema: Schema): z.infer<Schema> {
+  let json: unknown
+  try {
+    json = JSON.parse(new TextDecoder().decode(bytes))
+  } catch {
+    throw new Problem(400, 'bad-request', 'malformed JSON')
+  }
+  const parsed = schema.safeParse(json)
+  if (!parsed.success) throw invalidInput('json', parsed.error)
+  return parsed.data
 }

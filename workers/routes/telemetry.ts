@@ -1,53 +1,42 @@
 import { Hono } from 'hono'
-import { bodyLimit } from 'hono/body-limit'
 import type { TelemetryReceipt } from '../../schemas/aggregation.ts'
 import { TelemetryBatch } from '../../schemas/telemetry.ts'
 import type { AppEnv } from '../app-env.ts'
+import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
-import { valid } from '../http/validate.ts'
+import { parseJsonBody } from '../http/validate.ts'
 import { loadRuntimeConfig, resolveRegion } from '../region.ts'
 
 /** 1000 events of a few hundred bytes each fit comfortably; anything bigger is not telemetry. */
 export const MAX_TELEMETRY_BYTES = 256 * 1024
+/** Agents gzip their batches; what a batch may inflate to. */
+export const MAX_TELEMETRY_INFLATED_BYTES = 1024 * 1024
 
 /**
  * POST /v1/telemetry: a client's access batch goes, validated, to its region's RegionAggregator, which
- * rate-limits per client and drops replays. 202: accepted for aggregation (counts, not raw events, are kept).
+ * rate-limits per client and drops replays. Bodies may be gzip (agents compress their batches). 202: accepted for aggregation (counts, not raw events, are kept).
  */
-export const telemetryRouter = new Hono<AppEnv>().post(
-  '/',
-  bodyLimit({
-    maxSize: MAX_TELEMETRY_BYTES,
-    onError: () => {
-      throw new Problem(
-        413,
-        'payload-too-large',
-        `telemetry batches are limited to ${MAX_TELEMETRY_BYTES} bytes`,
-      )
-    },
-  }),
-  valid('json', TelemetryBatch),
-  async (c) => {
-    const batch = c.req.valid('json')
-    const config = await loadRuntimeConfig(c.env.CONFIG)
-    const region = resolveRegion(c.req.raw, config)
-    const stub = c.env.REGION_AGGREGATOR.get(c.env.REGION_AGGREGATOR.idFromName(region))
-    const result = await stub.ingest({
-      region,
-      batch,
-      ratePerMinute: config.limits.telemetryPerClientPerMinute,
+export const telemetryRouter = new Hono<AppEnv>().post('/', async (c) => {
+  const body = await readBoundedBody(c.req.raw, MAX_TELEMETRY_BYTES, MAX_TELEMETRY_INFLATED_BYTES)
+  const batch = parseJsonBody(body, TelemetryBatch)
+  const config = await loadRuntimeConfig(c.env.CONFIG)
+  const region = resolveRegion(c.req.raw, config)
+  const stub = c.env.REGION_AGGREGATOR.get(c.env.REGION_AGGREGATOR.idFromName(region))
+  const result = await stub.ingest({
+    region,
+    batch,
+    ratePerMinute: config.limits.telemetryPerClientPerMinute,
+  })
+  if (result.status === 'rate-limited') {
+    throw new Problem(429, 'too-many-requests', 'telemetry rate limit for this client exceeded', {
+      headers: { 'retry-after': String(result.retryAfterSeconds) },
     })
-    if (result.status === 'rate-limited') {
-      throw new Problem(429, 'too-many-requests', 'telemetry rate limit for this client exceeded', {
-        headers: { 'retry-after': String(result.retryAfterSeconds) },
-      })
-    }
-    const receipt: TelemetryReceipt = {
-      region,
-      accepted: result.status === 'accepted' ? result.accepted : 0,
-      duplicate: result.status === 'replay',
-    }
-    console.log(JSON.stringify({ level: 'info', msg: 'telemetry', ...receipt }))
-    return c.json(receipt, 202)
-  },
-)
+  }
+  const receipt: TelemetryReceipt = {
+    region,
+    accepted: result.status === 'accepted' ? result.accepted : 0,
+    duplicate: result.status === 'replay',
+  }
+  console.log(JSON.stringify({ level: 'info', msg: 'telemetry', ...receipt }))
+  return c.json(receipt, 202)
+})
