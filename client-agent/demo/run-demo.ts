@@ -1,7 +1,7 @@
 /**
  * `npm run demo`: the main job end to end on the local embedded edge. Starts `wrangler dev`, publishes
- * two consecutive versions of a real npm package with the `deltaport` CLI, installs the first, updates
- * to the second, verifies what is installed byte for byte, prints what happened and stops the edge.
+ * two consecutive versions of a real npm package with the `deltaport` CLI (the second with a delta from
+ * the first), installs the first, updates to the second by delta, verifies what is installed byte for byte, prints what happened and stops the edge.
  */
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -47,17 +47,23 @@ async function main(): Promise<void> {
         2,
       ),
     )
-    step('maintainer: keygen, then publish both versions (signed manifests)')
+    step(
+      'maintainer: keygen, then publish both versions (signed manifests; the second with a delta from the first)',
+    )
     for (const [i, version] of VERSIONS.entries()) {
       const out = await cli(config, ['publish', artifacts[i]!, '--name', PACKAGE, '--version', version])
       console.log(
         `   published ${PACKAGE}@${version}: ${formatBytes(out.published?.size ?? 0)}, serial ${out.published?.serial}`,
       )
+      for (const d of out.deltas ?? [])
+        console.log(`     + delta from ${d.from} via ${d.method}: ${formatBytes(d.size)}`)
     }
     step(`device: install ${PACKAGE}@${VERSIONS[0]}`)
     const first = await cli(config, ['install', `${PACKAGE}@${VERSIONS[0]}`])
     console.log(`   ${describeInstall(first.install)}`)
-    step(`device: update ${PACKAGE} to the stable channel head`)
+    step(
+      `device: update ${PACKAGE} to the stable channel head (plan → delta stream with FEC → apply → verify)`,
+    )
     const second = await cli(config, ['update', PACKAGE])
     console.log(`   ${describeInstall(second.install)}`)
 
@@ -72,7 +78,10 @@ async function main(): Promise<void> {
       `   installed bytes ${same ? 'match' : 'DO NOT match'} the published ${PACKAGE}@${VERSIONS[1]} (sha256 ${sha256(installed).slice(0, 16)}…)`,
     )
     if (!same) throw new Error('installed artifact differs from the published one')
-    console.log('\ndemo finished: publish → signed manifest → verified download → atomic install → update')
+    if (second.install?.method === 'full') throw new Error('the update did not use a delta')
+    console.log(
+      '\ndemo finished: publish (signed, with deltas) → install → update by delta → verified atomic switch',
+    )
   } catch (error) {
     console.error(`\nedge log:\n${log.join('').slice(-4000)}`)
     throw error
@@ -83,7 +92,8 @@ async function main(): Promise<void> {
 
 function describeInstall(install: z.infer<typeof InstallOut> | undefined): string {
   if (!install) throw new Error('the CLI printed no install result')
-  return `now at ${install.version} via ${install.method} download: ${formatBytes(install.bytesDownloaded)} of ${formatBytes(install.size)}${install.previous ? ` (was ${install.previous})` : ''}`
+  const saved = install.size > 0 ? (1 - install.bytesDownloaded / install.size) * 100 : 0
+  return `now at ${install.version} via ${install.method}: downloaded ${formatBytes(install.bytesDownloaded)} for a ${formatBytes(install.size)} artifact (${saved.toFixed(1)} % saved)${install.previous ? `, was ${install.previous}` : ''}`
 }
 
 /** Real artifacts from the npm registry; a deterministic synthetic pair only if it cannot be reached. */
@@ -126,6 +136,7 @@ const CliOut = z.object({
   keyid: z.string().optional(),
   publicKey: z.string().optional(),
   published: z.object({ size: z.number(), serial: z.number() }).optional(),
+  deltas: z.array(z.object({ from: z.string(), method: z.string(), size: z.number() })).optional(),
   install: InstallOut.optional(),
   status: z
     .object({ current: z.string().nullable(), previous: z.string().nullable(), currentPath: z.string() })
