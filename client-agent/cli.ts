@@ -104,6 +104,7 @@ export function buildProgram(): Command {
     const config = await loadConfig(program.opts<GlobalOptions>().config)
     const { name, target } = parseSpec(spec, options.to)
     const out = reporter()
+    const started = performance.now()
     const result = await installArtifact(config, {
       name,
       ...(target ? { target } : {}),
@@ -116,10 +117,11 @@ export function buildProgram(): Command {
       : result.method === 'local'
         ? 'switched to the installed copy'
         : `${result.method}: downloaded ${formatBytes(result.bytesDownloaded)} for ${formatBytes(result.size)} (${savedShare(result.bytesDownloaded, result.size)} saved)${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''}${result.fallbacks.length ? ` after ${result.fallbacks.length} fallback(s)` : ''}`
+    const seconds = (performance.now() - started) / 1000
     out.result(
-      `${result.name}@${result.version}: ${how}${result.previous ? ` (previous: ${result.previous})` : ''}`,
+      `${result.name}@${result.version}: ${how} in ${seconds.toFixed(1)} s${result.previous ? ` (previous: ${result.previous})` : ''}`,
       {
-        install: result,
+        install: { ...result, seconds },
       },
     )
   }
