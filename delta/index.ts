@@ -16,6 +16,7 @@ import {
   type ByteSink,
   type ByteSource,
   collectingSink,
+  concatBytes,
   type RandomAccessReader,
   readerFromBytes,
 } from './io.ts'
@@ -137,7 +138,7 @@ export async function applyDeltaStream(
     headLength += next.value.length
   }
   check(headLength >= 3, 'truncated', 'the delta is too short to carry a header')
-  const prefix = concat(head)
+  const prefix = head.length === 1 ? head[0]! : concatBytes(head)
   const method = detectDeltaMethod(prefix)
   const rest: ByteSource = {
     async *[Symbol.asyncIterator]() {
@@ -161,17 +162,6 @@ export async function applyDeltaStream(
     }
   }
   return method
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!
-  const sink = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    sink.set(p, at)
-    at += p.length
-  }
-  return sink
 }
 
 export { DeltaFormatError } from './errors.ts'

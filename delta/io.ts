@@ -49,3 +49,16 @@ export function collectingSink(): ByteSink & { bytes(): Uint8Array } {
 export async function* sourceFromBytes(bytes: Uint8Array, chunkSize = 64 * 1024): ByteSource {
   for (let at = 0; at < bytes.length; at += chunkSize) yield bytes.subarray(at, at + chunkSize)
 }
+
+/** Joins byte arrays into one (the codecs' and the edge's one copy of this loop). */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let total = 0
+  for (const p of parts) total += p.length
+  const out = new Uint8Array(total)
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
+}

@@ -4,7 +4,7 @@
  * target or throws DeltaFormatError. Pure, so `npm run fuzz` and the unit test share it.
  */
 import { DeltaFormatError } from '../errors.ts'
-import { collectingSink, readerFromBytes, sourceFromBytes } from '../io.ts'
+import { collectingSink, concatBytes, readerFromBytes, sourceFromBytes } from '../io.ts'
 import { applyApproxDelta } from './apply.ts'
 import { applyApproxDeltaStream } from './apply-stream.ts'
 import { writeU32 } from './bytes.ts'
@@ -50,28 +50,18 @@ export function mutatePair(r: Rand, source: Uint8Array): Uint8Array {
     const at = int(r, t.length + 1)
     const len = int(r, 40)
     const kind = int(r, 4)
-    if (kind === 0) t = concat(t.subarray(0, at), randomBytes(r, len, 256), t.subarray(at))
-    else if (kind === 1) t = concat(t.subarray(0, at), t.subarray(Math.min(t.length, at + len)))
+    if (kind === 0) t = concatBytes([t.subarray(0, at), randomBytes(r, len, 256), t.subarray(at)])
+    else if (kind === 1) t = concatBytes([t.subarray(0, at), t.subarray(Math.min(t.length, at + len))])
     else if (kind === 2) t.set(randomBytes(r, Math.min(len, t.length - at), 256), at)
     else for (let i = at; i + 4 <= t.length && i < at + len * 8; i += 8) t[i] = (t[i]! + 16) & 0xff
   }
   return t
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
-}
-
 function corrupt(r: Rand, delta: Uint8Array): Uint8Array {
   const kind = int(r, 6)
   if (kind === 0) return delta.subarray(0, int(r, delta.length))
-  if (kind === 1) return concat(delta, randomBytes(r, 1 + int(r, 8), 256))
+  if (kind === 1) return concatBytes([delta, randomBytes(r, 1 + int(r, 8), 256)])
   const d = delta.slice()
   const flips = 1 + int(r, 4)
   for (let i = 0; i < flips && d.length > 0; i++) {

@@ -1,6 +1,7 @@
 import { check } from '../errors.ts'
 import { encodeParity } from '../fec/index.ts'
 import type { ByteSource } from '../io.ts'
+import { concatBytes } from '../io.ts'
 import { allocateBlock, type BlockFields, encodeBlock, payloadArea, sealBlock } from './block.ts'
 import { type ControlHints, encodeControlPayload } from './control.ts'
 import { FLAG_FINAL_DATA, HEADER_SIZE } from './header.ts'
@@ -193,11 +194,5 @@ export async function frameStream(
 ): Promise<Uint8Array> {
   const blocks: Uint8Array[] = []
   for await (const b of frameStreamIterable(payload, input, fec)) blocks.push(b)
-  const out = new Uint8Array(blocks.reduce((n, b) => n + b.length, 0))
-  let at = 0
-  for (const b of blocks) {
-    out.set(b, at)
-    at += b.length
-  }
-  return out
+  return concatBytes(blocks)
 }

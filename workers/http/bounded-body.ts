@@ -1,3 +1,4 @@
+import { concatBytes } from '../../delta/io.ts'
 import { Problem } from './problem.ts'
 
 /**
@@ -46,13 +47,7 @@ async function collect(stream: ReadableStream<Uint8Array>, max: number, what: st
     }
     parts.push(value)
   }
-  const out = new Uint8Array(total)
-  let at = 0
-  for (const part of parts) {
-    out.set(part, at)
-    at += part.length
-  }
-  return out
+  return concatBytes(parts)
 }
 
 function tooLarge(max: number, what: string): Problem {
