@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises'
 import { Command, CommanderError, InvalidArgumentError } from 'commander'
 import { ArtifactName, Version } from '../schemas/common.ts'
 import type { DependencyRef } from '../schemas/manifest.ts'
+import { registerDaemonCommand } from './commands/daemon.ts'
 import { registerDeltaCommands } from './commands/delta.ts'
 import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
 import { AgentError } from './errors.ts'
@@ -116,7 +117,9 @@ export function buildProgram(): Command {
       ? 'already current'
       : result.method === 'local'
         ? 'switched to the installed copy'
-        : `${result.method}: downloaded ${formatBytes(result.bytesDownloaded)} for ${formatBytes(result.size)} (${savedShare(result.bytesDownloaded, result.size)} saved)${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''}${result.fallbacks.length ? ` after ${result.fallbacks.length} fallback(s)` : ''}`
+        : result.method === 'staged'
+          ? `installed the prefetched copy (${formatBytes(result.size)}, nothing downloaded)`
+          : `${result.method}: downloaded ${formatBytes(result.bytesDownloaded)} for ${formatBytes(result.size)} (${savedShare(result.bytesDownloaded, result.size)} saved)${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''}${result.fallbacks.length ? ` after ${result.fallbacks.length} fallback(s)` : ''}`
     const seconds = (performance.now() - started) / 1000
     out.result(
       `${result.name}@${result.version}: ${how} in ${seconds.toFixed(1)} s${result.previous ? ` (previous: ${result.previous})` : ''}`,
@@ -164,6 +167,7 @@ export function buildProgram(): Command {
     })
 
   registerDeltaCommands(program, reporter)
+  registerDaemonCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
 
   return program
 }

@@ -14,8 +14,54 @@ export const AgentConfig = z.object({
   /** Cap on download rate in bytes per second; 0 means none. */
   bandwidthCapBps: z.number().int().nonnegative().default(0),
   channel: z.string().default('stable'),
+  // Daemon knobs (`deltaport daemon`). Optional so existing configs stay valid; `daemonSettings` applies
+  // the defaults.
+  /** The device's link is metered (mobile, satellite): the daemon does not prefetch on it. */
+  metered: z.boolean().optional(),
+  /** Prefetch even while `metered` is true. */
+  allowMetered: z.boolean().optional(),
+  /** Disk the staging area (`<installRoot>/.staging`) may use; 0 disables prefetching. */
+  stagingBudgetBytes: z.number().int().nonnegative().optional(),
+  /** The host counts as idle while the 1-minute load average per core is below this. */
+  idleLoadPerCore: z.number().positive().optional(),
+  /** Seconds between prefetch polls. */
+  daemonIntervalSeconds: z
+    .number()
+    .int()
+    .min(5)
+    .max(7 * 24 * 3600)
+    .optional(),
+  /** Download rate cap for prefetching in bytes per second; 0 = none (default: `bandwidthCapBps`). */
+  prefetchBandwidthCapBps: z.number().int().nonnegative().optional(),
 })
 export type AgentConfig = z.infer<typeof AgentConfig>
+
+export interface DaemonSettings {
+  metered: boolean
+  allowMetered: boolean
+  stagingBudgetBytes: number
+  idleLoadPerCore: number
+  intervalSeconds: number
+  bandwidthCapBps: number
+}
+
+export const DAEMON_DEFAULTS = {
+  stagingBudgetBytes: 512 * 1024 ** 2,
+  idleLoadPerCore: 0.5,
+  intervalSeconds: 900,
+} as const
+
+/** The daemon's knobs with defaults applied. */
+export function daemonSettings(config: AgentConfig): DaemonSettings {
+  return {
+    metered: config.metered ?? false,
+    allowMetered: config.allowMetered ?? false,
+    stagingBudgetBytes: config.stagingBudgetBytes ?? DAEMON_DEFAULTS.stagingBudgetBytes,
+    idleLoadPerCore: config.idleLoadPerCore ?? DAEMON_DEFAULTS.idleLoadPerCore,
+    intervalSeconds: config.daemonIntervalSeconds ?? DAEMON_DEFAULTS.intervalSeconds,
+    bandwidthCapBps: config.prefetchBandwidthCapBps ?? config.bandwidthCapBps,
+  }
+}
 
 export const DEFAULT_CONFIG_PATH = 'deltaport.json'
 

@@ -3,6 +3,7 @@ import { gt } from 'semver'
 import type { ArtifactIndex } from '../schemas/artifact-index.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
 import type { AgentConfig } from './config.ts'
+import { StagingArea } from './daemon/staging.ts'
 import type { DownloadProgress } from './download.ts'
 import { downloadVerified } from './download.ts'
 import { EdgeClient } from './edge-client.ts'
@@ -29,7 +30,8 @@ export interface InstallResult {
   name: string
   version: string
   previous: string | null
-  method: 'full' | 'local' | 'delta' | 'chain' | 'chunk-sync'
+  /** `staged`: the daemon had already prefetched and staged exactly this version (zero bytes now). */
+  method: 'full' | 'local' | 'delta' | 'chain' | 'chunk-sync' | 'staged'
   bytesDownloaded: number
   /** Cheaper plans that failed verification before the one that worked. */
   fallbacks: string[]
@@ -83,6 +85,21 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
     }
   }
   await store.prepare()
+  // A prefetched copy of exactly this version (same sha256, re-hashed) costs nothing to install.
+  const stagedBlob = store.workPath(`${version}.staged`)
+  if (await new StagingArea(config.installRoot).take(manifest, stagedBlob)) {
+    await store.commitVersion(stagedBlob, envelope)
+    await store.activate(manifest)
+    await recordInstall(config, manifest.name, version, state.current, true)
+    return {
+      ...base,
+      method: 'staged',
+      bytesDownloaded: 0,
+      resumedFrom: 0,
+      alreadyCurrent: false,
+      fallbacks: [],
+    }
+  }
   const planned = request.fullOnly
     ? null
     : await planCheaperUpdate(config, request, edge, store, manifest, state.current)
@@ -199,9 +216,19 @@ export async function rollbackArtifact(config: AgentConfig, name: string) {
 }
 
 /** Access metadata for the aggregation side; never blocks or fails an install. */
-async function recordInstall(config: AgentConfig, name: string, version: string, previous: string | null) {
+async function recordInstall(
+  config: AgentConfig,
+  name: string,
+  version: string,
+  previous: string | null,
+  prefetchHit = false,
+) {
   const kind = previous ? 'update' : 'install'
+  const at = new Date().toISOString()
   await new TelemetryQueue(config.installRoot)
-    .record([{ artifact: name, version, at: new Date().toISOString(), count: 1, kind }])
+    .record([
+      { artifact: name, version, at, count: 1, kind },
+      ...(prefetchHit ? [{ artifact: name, version, at, count: 1, kind: 'prefetch-hit' as const }] : []),
+    ])
     .catch(() => undefined)
 }

@@ -1,0 +1,92 @@
+import { type Command, InvalidArgumentError } from 'commander'
+import type { AgentConfig } from '../config.ts'
+import { type CycleResult, runDaemon } from '../daemon/daemon.ts'
+import { formatBytes, type Reporter } from '../output.ts'
+
+/**
+ * `deltaport daemon [--once] [--interval s]`: stages what the edge predicts this device will install
+ * next, while the device is idle. Runs until SIGINT/SIGTERM (in-flight downloads are aborted; their
+ * partial files resume on the next run).
+ */
+export function registerDaemonCommand(
+  program: Command,
+  reporter: () => Reporter,
+  config: () => Promise<AgentConfig>,
+): void {
+  program
+    .command('daemon')
+    .description('prefetch predicted updates into the staging area while the device is idle')
+    .option('--once', 'run one cycle and exit', false)
+    .option('--interval <seconds>', 'seconds between polls (default: daemonIntervalSeconds)', parseInterval)
+    .action(async (options: { once: boolean; interval?: number }) => {
+      const loaded = await config()
+      const out = reporter()
+      const status = new StatusLine(out.json, Boolean(process.stderr.isTTY))
+      const controller = new AbortController()
+      const stop = () => controller.abort()
+      process.once('SIGINT', stop)
+      process.once('SIGTERM', stop)
+      try {
+        const last = await runDaemon(loaded, {
+          signal: controller.signal,
+          once: options.once,
+          ...(options.interval ? { intervalSeconds: options.interval } : {}),
+          onCycle: (result, next) => {
+            if (options.once) out.result(summarize(result, null), { daemon: result })
+            else if (out.json) out.result('', { daemon: result, nextPollAt: next?.toISOString() ?? null })
+            else status.show(summarize(result, next))
+          },
+          onError: (error, next) => {
+            const when = next ? `; next poll ${next.toISOString()}` : ''
+            if (out.json) out.failure('daemon', error.message, { nextPollAt: next?.toISOString() ?? null })
+            else status.show(`error: ${error.message}${when}`)
+          },
+        })
+        status.end()
+        if (!options.once && !out.json)
+          out.info(`daemon stopped${last ? ` (${last.stagedCount} staged)` : ''}`)
+      } finally {
+        process.off('SIGINT', stop)
+        process.off('SIGTERM', stop)
+      }
+    })
+}
+
+function summarize(result: CycleResult, next: Date | null): string {
+  const time = result.polledAt.slice(11, 19)
+  const what = result.skipped
+    ? `skipped (${result.skipped})`
+    : `queue ${result.queued}, +${result.staged.length} staged${result.deferred.length ? `, ${result.deferred.length} deferred` : ''}${result.failures.length ? `, ${result.failures.length} failed` : ''}${result.evicted.length ? `, ${result.evicted.length} evicted` : ''}`
+  const failures = result.failures.map((f) => ` [${f.name}@${f.version}: ${f.message}]`).join('')
+  return `last poll ${time}: ${what}; staged ${result.stagedCount} (${formatBytes(result.stagedBytes)})${next ? `; next poll ${next.toISOString().slice(11, 19)}` : ''}${failures}`
+}
+
+/** One redrawn status line on a TTY, one plain line per update otherwise; nothing with `--json`. */
+class StatusLine {
+  private drawn = false
+  private readonly json: boolean
+  private readonly tty: boolean
+
+  constructor(json: boolean, tty: boolean) {
+    this.json = json
+    this.tty = tty
+  }
+
+  show(text: string): void {
+    if (this.json) return
+    if (this.tty) {
+      process.stderr.write(`\r${text}\u001b[K`)
+      this.drawn = true
+    } else process.stdout.write(`${new Date().toISOString()} ${text}\n`)
+  }
+
+  end(): void {
+    if (this.drawn) process.stderr.write('\n')
+    this.drawn = false
+  }
+}
+
+function parseInterval(value: string): number {
+  if (!/^\d{1,7}$/.test(value) || Number(value) < 1) throw new InvalidArgumentError('a positive whole number')
+  return Number(value)
+}

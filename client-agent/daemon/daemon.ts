@@ -1,0 +1,344 @@
+import { readdir } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { lt } from 'semver'
+import { ArtifactName } from '../../schemas/common.ts'
+import { PrefetchQueue } from '../../schemas/prefetch.ts'
+import { type AgentConfig, type DaemonSettings, daemonSettings } from '../config.ts'
+import { downloadVerified } from '../download.ts'
+import { EdgeClient } from '../edge-client.ts'
+import { AgentError, errorFromResponse } from '../errors.ts'
+import { ArtifactStore } from '../store.ts'
+import { TelemetryQueue } from '../telemetry/queue.ts'
+import { flushTelemetry, runTelemetryLoop } from '../telemetry/uploader.ts'
+import { verifyManifest } from '../trust.ts'
+import { type LoadSampler, type NotIdleReason, notIdleReason, osLoadPerCore } from './idle.ts'
+import { StagingArea, stagingKey } from './staging.ts'
+
+/** The edge accepts at most this many `installed=` entries. */
+const MAX_INSTALLED_PARAM = 128
+
+export interface DaemonCycleOptions {
+  /** Load average per core; the OS 1-minute load by default. */
+  loadSampler?: LoadSampler
+  fetchImpl?: typeof fetch
+  /** Aborts in-flight downloads; their partial files stay and resume next time. */
+  signal?: AbortSignal
+  now?: () => Date
+  /** Post queued telemetry during this cycle (the long-running daemon runs a telemetry loop instead). */
+  flushTelemetry?: boolean
+  onProgress?: (item: { name: string; version: string }, received: number, total: number) => void
+}
+
+export interface ItemRef {
+  name: string
+  version: string
+}
+
+export interface CycleResult {
+  polledAt: string
+  /** Why nothing was downloaded this cycle (no poll was made), or null. */
+  skipped: NotIdleReason | null
+  /** Items in the edge's prefetch queue. */
+  queued: number
+  staged: (ItemRef & { size: number; fetched: number; resumedFrom: number })[]
+  /** Queue items that were already staged (their LRU time is refreshed). */
+  alreadyStaged: ItemRef[]
+  /** Queue items left for later: they do not fit the budget, or the host got busy. */
+  deferred: (ItemRef & { reason: 'over-budget' | 'busy' })[]
+  failures: (ItemRef & { code: string; message: string })[]
+  evicted: (ItemRef & { size: number })[]
+  /** Staged items dropped because that version (or a newer one) is installed. */
+  dropped: ItemRef[]
+  stagedCount: number
+  stagedBytes: number
+  /** The edge asks not to poll again before this. */
+  validUntil: string | null
+  telemetry: { events: number } | { error: string } | null
+  aborted: boolean
+}
+
+/**
+ * One prefetch cycle: housekeeping (drop staged versions already installed, stay within the budget),
+ * then, if the device is idle, poll `/v1/prefetch` and stage each item in queue order: signed manifest
+ * verified first, bytes downloaded (resumable, sha256-checked, rate-capped) and renamed into
+ * `.staging`. Per-item failures are reported and skipped; a failed poll throws.
+ */
+export async function runDaemonCycle(
+  config: AgentConfig,
+  options: DaemonCycleOptions = {},
+): Promise<CycleResult> {
+  const settings = daemonSettings(config)
+  const now = options.now ?? (() => new Date())
+  const sample = options.loadSampler ?? osLoadPerCore
+  const staging = new StagingArea(config.installRoot)
+  const edge = new EdgeClient(config.edgeUrl, options.fetchImpl)
+  const telemetryQueue = new TelemetryQueue(config.installRoot)
+  const result: CycleResult = {
+    polledAt: now().toISOString(),
+    skipped: null,
+    queued: 0,
+    staged: [],
+    alreadyStaged: [],
+    deferred: [],
+    failures: [],
+    evicted: [],
+    dropped: [],
+    stagedCount: 0,
+    stagedBytes: 0,
+    validUntil: null,
+    telemetry: null,
+    aborted: false,
+  }
+
+  const installed = await installedArtifacts(config.installRoot)
+  result.dropped = await dropInstalled(staging, installed)
+  if (options.flushTelemetry) {
+    result.telemetry = await flushTelemetry(telemetryQueue, config.edgeUrl, {
+      ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
+    }).then(
+      (flushed) => ({ events: flushed.events }),
+      (error: Error) => ({ error: error.message }),
+    )
+  }
+
+  result.skipped = notIdleReason(settings, sample)
+  if (result.skipped !== null) {
+    result.evicted = (await staging.evictTo(settings.stagingBudgetBytes)).evicted.map(sized)
+    return finish(result, staging)
+  }
+
+  const queue = await pollQueue(edge, await telemetryQueue.clientId(), installed, config, settings, options)
+  result.queued = queue.items.length
+  result.validUntil = queue.validUntil
+  const items = queue.items.filter((i) => !installed.get(i.name)?.versions.includes(i.version))
+  await staging.touch(items, now().getTime())
+  await staging.prepare()
+
+  const higherPriority = new Set<string>()
+  for (const [index, item] of items.entries()) {
+    higherPriority.add(stagingKey(item.name, item.version))
+    if (options.signal?.aborted) {
+      result.aborted = true
+      break
+    }
+    const already = await staging.find(item.name, item.version)
+    // A full plan's sha256 is the artifact's; a delta plan's is its payload's (the staged copy was
+    // checked against the signed manifest when it was staged, and install re-hashes it anyway).
+    if (already && (item.plan.kind !== 'full' || already.sha256 === item.plan.sha256)) {
+      result.alreadyStaged.push(ref(item))
+      continue
+    }
+    try {
+      const store = new ArtifactStore(config.installRoot, item.name)
+      const envelope = await edge.manifest(item.name, item.version)
+      const manifest = await verifyManifest(
+        envelope,
+        { name: item.name, version: item.version },
+        {
+          trustedKeys: config.trustedKeys,
+          lastSerial: (await store.state()).lastSerial,
+          now: now(),
+          allowDowngrade: false,
+        },
+      )
+      // A delta plan is staged as the full artifact for now: the signed manifest says what that is.
+      if (item.plan.kind === 'full' && item.plan.sha256 !== manifest.sha256) {
+        throw new AgentError(
+          'integrity-mismatch',
+          `the prefetch plan for ${item.name}@${item.version} disagrees with its signed manifest`,
+        )
+      }
+      if (manifest.size > settings.stagingBudgetBytes) {
+        result.deferred.push({ ...ref(item), reason: 'over-budget' })
+        continue
+      }
+      const room = await staging.evictTo(settings.stagingBudgetBytes - manifest.size, higherPriority)
+      result.evicted.push(...room.evicted.map(sized))
+      if (room.totalBytes + manifest.size > settings.stagingBudgetBytes) {
+        result.deferred.push({ ...ref(item), reason: 'over-budget' })
+        continue
+      }
+      if (notIdleReason(settings, sample) !== null) {
+        result.deferred.push(...items.slice(index).map((i) => ({ ...ref(i), reason: 'busy' as const })))
+        break
+      }
+      const partial = staging.partialPath(item.name, item.version)
+      const downloaded = await downloadVerified({
+        url: edge.blobUrl(item.name, item.version),
+        partialPath: partial,
+        size: manifest.size,
+        sha256: manifest.sha256,
+        bandwidthCapBps: settings.bandwidthCapBps,
+        ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(options.onProgress ? { onProgress: (p) => options.onProgress?.(item, p.received, p.total) } : {}),
+      })
+      await staging.put(partial, envelope, now().getTime())
+      result.staged.push({ ...ref(item), size: manifest.size, ...downloaded })
+    } catch (error) {
+      if (options.signal?.aborted) {
+        result.aborted = true
+        break
+      }
+      const e = error instanceof Error ? error : new Error(String(error))
+      result.failures.push({
+        ...ref(item),
+        code: error instanceof AgentError ? error.code : 'internal',
+        message: e.message,
+      })
+    }
+  }
+
+  if (!result.aborted) {
+    // Partials of items the edge no longer suggests would otherwise stay forever.
+    await staging.prunePartials(items)
+    result.evicted.push(
+      ...(await staging.evictTo(settings.stagingBudgetBytes, higherPriority)).evicted.map(sized),
+    )
+  }
+  return finish(result, staging)
+}
+
+export interface DaemonOptions extends Omit<DaemonCycleOptions, 'signal' | 'flushTelemetry'> {
+  signal: AbortSignal
+  once?: boolean
+  intervalSeconds?: number
+  /** Called after every cycle with when the next one is due (null with `once`). */
+  onCycle?: (result: CycleResult, nextPollAt: Date | null) => void
+  /** A cycle that failed as a whole (the poll) or a telemetry flush that failed; the daemon carries on. */
+  onError?: (error: Error, nextPollAt: Date | null) => void
+}
+
+/**
+ * `deltaport daemon`: prefetch cycles every `intervalSeconds` (never before the queue's `validUntil`)
+ * with a telemetry loop alongside, until `signal` aborts. With `once`: one cycle, telemetry flushed in
+ * it, errors thrown.
+ */
+export async function runDaemon(config: AgentConfig, options: DaemonOptions): Promise<CycleResult | null> {
+  const { once, intervalSeconds, onCycle, onError, ...cycleOptions } = options
+  if (once) {
+    const result = await runDaemonCycle(config, { ...cycleOptions, flushTelemetry: true })
+    onCycle?.(result, null)
+    return result
+  }
+  const intervalMs = (intervalSeconds ?? daemonSettings(config).intervalSeconds) * 1000
+  const telemetry = runTelemetryLoop(new TelemetryQueue(config.installRoot), config.edgeUrl, {
+    intervalMs,
+    signal: options.signal,
+    onError: (error) => onError?.(error, null),
+    ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
+  })
+  let last: CycleResult | null = null
+  while (!options.signal.aborted) {
+    let waitMs = intervalMs
+    try {
+      last = await runDaemonCycle(config, cycleOptions)
+      const edgeWait = last.validUntil ? Date.parse(last.validUntil) - Date.now() : 0
+      waitMs = Math.max(intervalMs, edgeWait)
+      if (!options.signal.aborted) onCycle?.(last, new Date(Date.now() + waitMs))
+    } catch (error) {
+      if (options.signal.aborted) break
+      onError?.(error instanceof Error ? error : new Error(String(error)), new Date(Date.now() + waitMs))
+    }
+    await sleep(waitMs, undefined, { signal: options.signal }).catch(() => undefined)
+  }
+  await telemetry
+  return last
+}
+
+interface InstalledArtifact {
+  current: string | null
+  versions: string[]
+}
+
+/** Every artifact in the store with its current version and installed versions. */
+async function installedArtifacts(installRoot: string): Promise<Map<string, InstalledArtifact>> {
+  const out = new Map<string, InstalledArtifact>()
+  let entries: string[]
+  try {
+    entries = (await readdir(installRoot, { withFileTypes: true }))
+      .filter((d) => d.isDirectory() && !d.name.startsWith('.'))
+      .map((d) => d.name)
+  } catch {
+    return out
+  }
+  for (const encoded of entries) {
+    let name: string
+    try {
+      name = decodeURIComponent(encoded)
+    } catch {
+      continue
+    }
+    if (!ArtifactName.safeParse(name).success) continue
+    const store = new ArtifactStore(installRoot, name)
+    const versions = await store.installedVersions()
+    if (versions.length === 0) continue
+    out.set(name, { current: (await store.state()).current, versions })
+  }
+  return out
+}
+
+/** Staged versions that are installed, or older than what runs, will never be used: drop them. */
+async function dropInstalled(
+  staging: StagingArea,
+  installed: Map<string, InstalledArtifact>,
+): Promise<ItemRef[]> {
+  const dropped: ItemRef[] = []
+  for (const e of await staging.list()) {
+    const have = installed.get(e.name)
+    if (!have) continue
+    if (have.versions.includes(e.version) || (have.current !== null && lt(e.version, have.current))) {
+      await staging.remove(e.name, e.version)
+      dropped.push(ref(e))
+    }
+  }
+  return dropped
+}
+
+async function pollQueue(
+  edge: EdgeClient,
+  clientId: string,
+  installed: Map<string, InstalledArtifact>,
+  config: AgentConfig,
+  settings: DaemonSettings,
+  options: DaemonCycleOptions,
+): Promise<PrefetchQueue> {
+  const params = new URLSearchParams({
+    client: clientId,
+    channel: config.channel,
+    budget: String(settings.stagingBudgetBytes),
+  })
+  const current = [...installed.entries()]
+    .filter(([, a]) => a.current !== null)
+    .slice(0, MAX_INSTALLED_PARAM)
+    .map(([name, a]) => `${name}@${a.current}`)
+  if (current.length > 0) params.set('installed', current.join(','))
+  const response = await edge.request(`/v1/prefetch?${params}`, {
+    ...(options.signal ? { signal: options.signal } : {}),
+  })
+  if (!response.ok) throw await errorFromResponse(response, 'polling the prefetch queue')
+  let json: unknown
+  try {
+    json = await response.json()
+  } catch {
+    throw new AgentError('edge-rejected', 'the prefetch queue is not JSON')
+  }
+  const parsed = PrefetchQueue.safeParse(json)
+  if (!parsed.success) throw new AgentError('edge-rejected', 'the edge sent a malformed prefetch queue')
+  return parsed.data
+}
+
+async function finish(result: CycleResult, staging: StagingArea): Promise<CycleResult> {
+  const entries = await staging.list()
+  result.stagedCount = entries.length
+  result.stagedBytes = entries.reduce((sum, e) => sum + e.size, 0)
+  return result
+}
+
+function sized(item: ItemRef & { size: number }): ItemRef & { size: number } {
+  return { name: item.name, version: item.version, size: item.size }
+}
+
+function ref(item: ItemRef): ItemRef {
+  return { name: item.name, version: item.version }
+}

@@ -1,0 +1,246 @@
+import { mkdir, readdir, readFile, rename, rm, rmdir, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { z } from 'zod'
+import { ArtifactName, ByteSize, Sha256Hex, Version } from '../../schemas/common.ts'
+import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
+import { hashFile } from '../download.ts'
+import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from '../fs/atomic.ts'
+
+const StagedEntry = z.object({
+  name: ArtifactName,
+  version: Version,
+  size: ByteSize,
+  sha256: Sha256Hex,
+  stagedAt: z.number().int().nonnegative(),
+  /** Last time the item was staged, re-recommended by the edge, or looked up: the LRU key. */
+  lastAccess: z.number().int().nonnegative(),
+})
+export type StagedEntry = z.infer<typeof StagedEntry>
+
+const StagingIndex = z.object({ items: z.array(StagedEntry).max(4096) })
+
+/**
+ * Prefetched, verified artifacts waiting to be installed:
+ *   <installRoot>/.staging/<encoded name>/<version>/{blob,manifest.json}  complete or absent (dir rename)
+ *   <installRoot>/.staging/.partial/<encoded name>@<version>.part          downloads in progress (resumable)
+ *   <installRoot>/.staging/index.json                                     sizes + last access (LRU)
+ * The directories are the truth; the index is reconciled against them on every load, so a crash between
+ * a rename and an index write, or two processes writing the index, costs at most an LRU timestamp.
+ */
+export class StagingArea {
+  readonly root: string
+
+  constructor(installRoot: string) {
+    this.root = join(installRoot, '.staging')
+  }
+
+  itemDir(name: string, version: string): string {
+    return join(this.root, encodeURIComponent(name), version)
+  }
+
+  blobPath(name: string, version: string): string {
+    return join(this.itemDir(name, version), 'blob')
+  }
+
+  partialPath(name: string, version: string): string {
+    return join(this.root, '.partial', `${encodeURIComponent(name)}@${version}.part`)
+  }
+
+  get partialDir(): string {
+    return join(this.root, '.partial')
+  }
+
+  private get indexPath(): string {
+    return join(this.root, 'index.json')
+  }
+
+  async prepare(): Promise<void> {
+    await mkdir(this.partialDir, { recursive: true })
+  }
+
+  /** Every complete staged item, oldest access first. */
+  async list(): Promise<StagedEntry[]> {
+    const indexed = await this.readIndex()
+    const byKey = new Map(indexed.map((e) => [key(e.name, e.version), e]))
+    const found: StagedEntry[] = []
+    for (const encoded of await dirNames(this.root)) {
+      if (encoded.startsWith('.')) continue
+      let name: string
+      try {
+        name = decodeURIComponent(encoded)
+      } catch {
+        continue
+      }
+      if (!ArtifactName.safeParse(name).success) continue
+      for (const version of await dirNames(join(this.root, encoded))) {
+        if (!Version.safeParse(version).success) continue
+        const known = byKey.get(key(name, version))
+        if (known) {
+          found.push(known)
+          continue
+        }
+        // On disk but not indexed (crash after the rename): rebuild the entry from the files.
+        const entry = await this.entryFromDisk(name, version)
+        if (entry) found.push(entry)
+      }
+    }
+    return found.sort((a, b) => a.lastAccess - b.lastAccess)
+  }
+
+  async totalBytes(): Promise<number> {
+    return (await this.list()).reduce((sum, e) => sum + e.size, 0)
+  }
+
+  async find(name: string, version: string): Promise<StagedEntry | undefined> {
+    return (await this.list()).find((e) => e.name === name && e.version === version)
+  }
+
+  /** Marks items as recently wanted so LRU eviction keeps them. */
+  async touch(items: ReadonlyArray<{ name: string; version: string }>, now = Date.now()): Promise<void> {
+    const wanted = new Set(items.map((i) => key(i.name, i.version)))
+    const entries = await this.list()
+    if (!entries.some((e) => wanted.has(key(e.name, e.version)))) return
+    await this.writeIndex(
+      entries.map((e) => (wanted.has(key(e.name, e.version)) ? { ...e, lastAccess: now } : e)),
+    )
+  }
+
+  /**
+   * Moves a verified, fsynced blob and its verified envelope into place: assembled under a temp name,
+   * then one directory rename, so a staged item is either complete or absent.
+   */
+  async put(verifiedBlob: string, envelope: SignedManifest, now = Date.now()): Promise<StagedEntry> {
+    const { name, version, size, sha256 } = envelope.signed
+    const final = this.itemDir(name, version)
+    await mkdir(join(final, '..'), { recursive: true })
+    const temp = tempPathFor(final)
+    await mkdir(temp)
+    await renameDurably(verifiedBlob, join(temp, 'blob'))
+    await writeFileAtomic(join(temp, 'manifest.json'), JSON.stringify(envelope))
+    await rm(final, { recursive: true, force: true })
+    await rename(temp, final)
+    await fsyncDir(join(final, '..'))
+    const entry: StagedEntry = { name, version, size, sha256, stagedAt: now, lastAccess: now }
+    const rest = (await this.list()).filter((e) => !(e.name === name && e.version === version))
+    await this.writeIndex([...rest, entry])
+    return entry
+  }
+
+  async remove(name: string, version: string): Promise<void> {
+    await rm(this.itemDir(name, version), { recursive: true, force: true })
+    // Fails while other versions of the artifact are staged, which is fine.
+    await rmdir(join(this.root, encodeURIComponent(name))).catch(() => undefined)
+    const entries = await this.list()
+    await this.writeIndex(entries)
+  }
+
+  /**
+   * Takes the staged copy of exactly `target` (same name, version and sha256) out of the staging area:
+   * renamed to `dest` first (so a concurrent eviction cannot pull it away mid-check), then hashed.
+   * Returns false, leaving nothing behind at `dest`, when there is no such item or its bytes do not verify.
+   */
+  async take(target: ArtifactManifest, dest: string): Promise<boolean> {
+    const dir = this.itemDir(target.name, target.version)
+    let staged: SignedManifest
+    try {
+      staged = SignedManifest.parse(JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')))
+    } catch {
+      return false
+    }
+    if (staged.signed.sha256 !== target.sha256 || staged.signed.size !== target.size) return false
+    try {
+      await rename(join(dir, 'blob'), dest)
+    } catch {
+      return false
+    }
+    const ok = (await stat(dest)).size === target.size && (await hashFile(dest)) === target.sha256
+    if (!ok) await rm(dest, { force: true })
+    await this.remove(target.name, target.version)
+    return ok
+  }
+
+  /** Evicts least recently used items (never those in `keep`) until the total fits `budgetBytes`. */
+  async evictTo(
+    budgetBytes: number,
+    keep: ReadonlySet<string> = new Set(),
+  ): Promise<{ evicted: StagedEntry[]; totalBytes: number }> {
+    const entries = await this.list()
+    let total = entries.reduce((sum, e) => sum + e.size, 0)
+    const evicted: StagedEntry[] = []
+    for (const e of entries) {
+      if (total <= budgetBytes) break
+      if (keep.has(key(e.name, e.version))) continue
+      await rm(this.itemDir(e.name, e.version), { recursive: true, force: true })
+      total -= e.size
+      evicted.push(e)
+    }
+    if (evicted.length > 0) await this.writeIndex(await this.list())
+    return { evicted, totalBytes: total }
+  }
+
+  /** Deletes partial downloads of items no longer wanted (so abandoned partials do not pile up). */
+  async prunePartials(wanted: ReadonlyArray<{ name: string; version: string }>): Promise<void> {
+    const keepFiles = new Set(wanted.map((w) => `${encodeURIComponent(w.name)}@${w.version}.part`))
+    for (const file of await fileNames(this.partialDir)) {
+      if (!keepFiles.has(file)) await rm(join(this.partialDir, file), { force: true })
+    }
+  }
+
+  private async entryFromDisk(name: string, version: string): Promise<StagedEntry | null> {
+    try {
+      const dir = this.itemDir(name, version)
+      const envelope = SignedManifest.parse(JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')))
+      const info = await stat(join(dir, 'blob'))
+      if (envelope.signed.name !== name || envelope.signed.version !== version) return null
+      const at = Math.floor(info.mtimeMs)
+      return {
+        name,
+        version,
+        size: info.size,
+        sha256: envelope.signed.sha256,
+        stagedAt: at,
+        lastAccess: at,
+      }
+    } catch {
+      return null
+    }
+  }
+
+  private async readIndex(): Promise<StagedEntry[]> {
+    try {
+      const parsed = StagingIndex.safeParse(JSON.parse(await readFile(this.indexPath, 'utf8')))
+      return parsed.success ? parsed.data.items : []
+    } catch {
+      return []
+    }
+  }
+
+  private async writeIndex(items: StagedEntry[]): Promise<void> {
+    await mkdir(this.root, { recursive: true })
+    await writeFileAtomic(this.indexPath, JSON.stringify({ items }))
+  }
+}
+
+export function stagingKey(name: string, version: string): string {
+  return key(name, version)
+}
+
+function key(name: string, version: string): string {
+  return `${name}\u0000${version}`
+}
+
+async function dirNames(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name)
+  } catch {
+    return []
+  }
+}
+
+async function fileNames(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir, { withFileTypes: true })).filter((d) => d.isFile()).map((d) => d.name)
+  } catch {
+    return []
+  }
+}

@@ -1,0 +1,308 @@
+import { execFile, spawn } from 'node:child_process'
+import { readFile, stat, truncate, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { AgentConfig } from '../config.ts'
+import { runDaemon, runDaemonCycle } from '../daemon/daemon.ts'
+import { StagingArea } from '../daemon/staging.ts'
+import { hashFile } from '../download.ts'
+import { tempPathFor } from '../fs/atomic.ts'
+import { installArtifact } from '../install.ts'
+import { publishArtifact } from '../publish.ts'
+import { generateKeyPair, signManifest } from '../signing.ts'
+import { ArtifactStore } from '../store.ts'
+import { TelemetryQueue } from '../telemetry/queue.ts'
+import { expectSameBytes, makeWorkspace, type Workspace, writeArtifact } from './fixtures.ts'
+import { type LocalEdge, startLocalEdge, TEST_TOKEN } from './local-edge.ts'
+
+const run = promisify(execFile)
+const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
+const idle = () => 0
+/** Other tests' artifacts can be suggested too (the region's hot set): look at one artifact's items. */
+const mine = (items: { name: string; version: string }[], name = 'dbud') =>
+  items.filter((i) => i.name === name).map((i) => `${i.name}@${i.version}`)
+const busy = () => 8
+
+let edge: LocalEdge
+let ws: Workspace
+
+beforeAll(async () => {
+  edge = await startLocalEdge()
+  ws = await makeWorkspace(edge.url)
+})
+afterAll(async () => {
+  await edge?.dispose()
+})
+
+const publish = (file: string, name: string, version: string) =>
+  publishArtifact({ edgeUrl: edge.url, token: TEST_TOKEN, keyFile: ws.keyFile, file, name, version })
+
+/** A device of its own (install root) so the tests do not see each other's installs or staging. */
+function device(id: string, extra: Partial<AgentConfig> = {}): AgentConfig {
+  return { ...ws.config, installRoot: join(ws.dir, `store-${id}`), ...extra }
+}
+
+/** name@1.0.0 installed on the device, name@1.1.0 published as the new channel head. */
+async function installedWithNewerHead(config: AgentConfig, name: string, size: number) {
+  const v1 = await writeArtifact(ws.dir, `${name}-1.bin`, size)
+  const v2 = await writeArtifact(ws.dir, `${name}-2.bin`, size + 1000)
+  await publish(v1.path, name, '1.0.0')
+  await installArtifact(config, { name })
+  const published = await publish(v2.path, name, '1.1.0')
+  return { v1, v2, published }
+}
+
+describe('deltaport daemon against the real edge', () => {
+  it('stages the newer channel head, and install then uses it for zero bytes', async () => {
+    const config = device('core')
+    const { v2, published } = await installedWithNewerHead(config, 'dapp', 200_000)
+
+    const cycle = await runDaemonCycle(config, { loadSampler: idle, flushTelemetry: true })
+    expect(cycle.skipped).toBeNull()
+    expect(cycle.failures).toEqual([])
+    expect(cycle.staged).toContainEqual(
+      expect.objectContaining({ name: 'dapp', version: '1.1.0', size: v2.bytes.length }),
+    )
+    expect(cycle.telemetry).toEqual({ events: 1 })
+    const staging = new StagingArea(config.installRoot)
+    const blob = staging.blobPath('dapp', '1.1.0')
+    expect(await hashFile(blob)).toBe(published.sha256)
+    expectSameBytes(await readFile(blob), v2.bytes)
+    const stagedManifest = JSON.parse(
+      await readFile(join(staging.itemDir('dapp', '1.1.0'), 'manifest.json'), 'utf8'),
+    )
+    expect(stagedManifest.signed).toMatchObject({ name: 'dapp', version: '1.1.0', sha256: published.sha256 })
+
+    // A second cycle keeps it and downloads nothing.
+    const again = await runDaemonCycle(config, { loadSampler: idle })
+    expect(again.staged).toEqual([])
+
+    const installed = await installArtifact(config, { name: 'dapp' })
+    expect(installed).toMatchObject({
+      version: '1.1.0',
+      previous: '1.0.0',
+      method: 'staged',
+      bytesDownloaded: 0,
+    })
+    const store = new ArtifactStore(config.installRoot, 'dapp')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2.bytes)
+    expect(await staging.find('dapp', '1.1.0')).toBeUndefined()
+    const events = (await new TelemetryQueue(config.installRoot).load()).events
+    expect(events).toContainEqual(
+      expect.objectContaining({ artifact: 'dapp', version: '1.1.0', kind: 'prefetch-hit' }),
+    )
+  })
+
+  it('downloads nothing on a busy host or a metered link', async () => {
+    const config = device('busy')
+    await installedWithNewerHead(config, 'dbusy', 50_000)
+    const onBusy = await runDaemonCycle(config, { loadSampler: busy })
+    expect(onBusy).toMatchObject({ skipped: 'busy', staged: [], stagedCount: 0 })
+    const metered = await runDaemonCycle({ ...config, metered: true }, { loadSampler: idle })
+    expect(metered).toMatchObject({ skipped: 'metered', staged: [], stagedCount: 0 })
+    // Idle at the poll, busy by the time of the download: deferred, not downloaded.
+    let samples = 0
+    const getsBusy = () => (samples++ === 0 ? 0 : 8)
+    const deferred = await runDaemonCycle(config, { loadSampler: getsBusy })
+    expect(deferred.staged).toEqual([])
+    expect(deferred.deferred).toContainEqual({ name: 'dbusy', version: '1.1.0', reason: 'busy' })
+    expect(await new StagingArea(config.installRoot).list()).toEqual([])
+    // allowMetered lifts the metered rule.
+    const allowed = await runDaemonCycle(
+      { ...config, metered: true, allowMetered: true },
+      { loadSampler: idle },
+    )
+    expect(allowed.staged.map((s) => `${s.name}@${s.version}`)).toContain('dbusy@1.1.0')
+  })
+
+  it('stays within the staging budget and evicts what the edge no longer suggests', async () => {
+    const config = device('budget')
+    await installedWithNewerHead(config, 'dbud', 100_000)
+    const tiny = await runDaemonCycle({ ...config, stagingBudgetBytes: 50_000 }, { loadSampler: idle })
+    expect(tiny.staged).toEqual([])
+    expect(tiny.stagedCount).toBe(0)
+
+    const roomy = { ...config, stagingBudgetBytes: 150_000 }
+    const first = await runDaemonCycle(roomy, { loadSampler: idle })
+    expect(mine(first.staged)).toEqual(['dbud@1.1.0'])
+
+    const v3 = await writeArtifact(ws.dir, 'dbud-3.bin', 102_000)
+    await publish(v3.path, 'dbud', '1.2.0')
+    // A different budget is a different prefetch request for the edge's short-lived queue cache.
+    const second = await runDaemonCycle({ ...roomy, stagingBudgetBytes: 160_000 }, { loadSampler: idle })
+    expect(mine(second.staged)).toEqual(['dbud@1.2.0'])
+    expect(second.evicted).toContainEqual({ name: 'dbud', version: '1.1.0', size: 101_000 })
+    expect(second.stagedBytes).toBeLessThanOrEqual(160_000)
+    const left = await new StagingArea(config.installRoot).list()
+    expect(mine(left)).toEqual(['dbud@1.2.0'])
+  })
+
+  it('drops staged versions once they are installed some other way', async () => {
+    const config = device('drop')
+    await installedWithNewerHead(config, 'ddrop', 20_000)
+    await runDaemonCycle(config, { loadSampler: idle })
+    expect(await new StagingArea(config.installRoot).find('ddrop', '1.1.0')).toBeDefined()
+    // The same version lands in the store by another way (another tool, an older agent).
+    const staging = new StagingArea(config.installRoot)
+    const copy = join(ws.dir, 'ddrop-copy')
+    await writeFile(copy, await readFile(staging.blobPath('ddrop', '1.1.0')))
+    const envelope = JSON.parse(
+      await readFile(join(staging.itemDir('ddrop', '1.1.0'), 'manifest.json'), 'utf8'),
+    )
+    await new ArtifactStore(config.installRoot, 'ddrop').commitVersion(copy, envelope)
+    const cycle = await runDaemonCycle(config, { loadSampler: busy })
+    expect(cycle.dropped).toEqual([{ name: 'ddrop', version: '1.1.0' }])
+    expect(await staging.find('ddrop', '1.1.0')).toBeUndefined()
+  })
+
+  it('refuses to stage what no trusted key signed', async () => {
+    const config = device('trust')
+    await installedWithNewerHead(config, 'dtrust', 10_000)
+    const stranger = await generateKeyPair()
+    const cycle = await runDaemonCycle(
+      { ...config, trustedKeys: [{ keyid: stranger.keyid, publicKey: stranger.publicKey }] },
+      { loadSampler: idle },
+    )
+    expect(cycle.staged).toEqual([])
+    expect(cycle.failures).toContainEqual(
+      expect.objectContaining({ name: 'dtrust', version: '1.1.0', code: 'untrusted-manifest' }),
+    )
+    expect(cycle.stagedCount).toBe(0)
+  })
+
+  it('aborts an in-flight download and resumes it on the next cycle', async () => {
+    const config = device('abort', { prefetchBandwidthCapBps: 400_000 })
+    const { v2 } = await installedWithNewerHead(config, 'dabort', 600_000)
+    const controller = new AbortController()
+    const aborted = await runDaemon(config, {
+      once: true,
+      signal: controller.signal,
+      loadSampler: idle,
+      onProgress: (_item, received) => {
+        if (received > 100_000) controller.abort()
+      },
+    })
+    expect(aborted?.aborted).toBe(true)
+    const staging = new StagingArea(config.installRoot)
+    const partialSize = (await stat(staging.partialPath('dabort', '1.1.0'))).size
+    expect(partialSize).toBeGreaterThan(0)
+    expect(partialSize).toBeLessThan(v2.bytes.length)
+
+    const resumed = await runDaemonCycle(config, { loadSampler: idle })
+    const item = resumed.staged.find((s) => s.name === 'dabort')
+    expect(item?.resumedFrom).toBe(partialSize)
+    expect(item?.fetched).toBe(v2.bytes.length - partialSize)
+    expectSameBytes(await readFile(staging.blobPath('dabort', '1.1.0')), v2.bytes)
+  })
+
+  it('falls back to a download when the staged bytes do not verify', async () => {
+    const config = device('tamper')
+    const { v2 } = await installedWithNewerHead(config, 'dtamper', 40_000)
+    await runDaemonCycle(config, { loadSampler: idle })
+    const staging = new StagingArea(config.installRoot)
+    await truncate(staging.blobPath('dtamper', '1.1.0'), 1000)
+    const installed = await installArtifact(config, { name: 'dtamper' })
+    expect(installed.method).toBe('full')
+    expect(installed.bytesDownloaded).toBe(v2.bytes.length)
+    expectSameBytes(
+      await readFile(join(new ArtifactStore(config.installRoot, 'dtamper').currentLink, 'blob')),
+      v2.bytes,
+    )
+    expect(await staging.find('dtamper', '1.1.0')).toBeUndefined()
+  })
+
+  it('runs as a long-lived process and stops cleanly on SIGTERM', async () => {
+    const config = device('loop', { idleLoadPerCore: 1000 })
+    const configFile = join(ws.dir, 'loop-device.json')
+    await writeFile(configFile, JSON.stringify(config))
+    await installedWithNewerHead(config, 'dloop', 20_000)
+    const child = spawn(process.execPath, [BIN, '--config', configFile, 'daemon', '--interval', '3600'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString()
+    })
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no status line; stderr: ${stderr}`)), 20_000)
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString()
+        if (stdout.includes('\n')) {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+    })
+    expect(stdout).toMatch(/last poll .*staged \d+ .*next poll/)
+    child.kill('SIGTERM')
+    expect(await exited).toBe(0)
+    expect(stderr).toContain('daemon stopped')
+    expect(await new StagingArea(config.installRoot).find('dloop', '1.1.0')).toBeDefined()
+  })
+
+  it('runs through the CLI: daemon --once --json, then install reports staged', async () => {
+    const config = device('cli', { idleLoadPerCore: 1000 })
+    const configFile = join(ws.dir, 'cli-device.json')
+    await writeFile(configFile, JSON.stringify(config))
+    const { v2 } = await installedWithNewerHead(config, 'dcli', 30_000)
+    const cli = async (args: string[]) => {
+      const { stdout } = await run(process.execPath, [BIN, '--config', configFile, '--json', ...args])
+      return JSON.parse(stdout) as Record<string, unknown>
+    }
+    const daemon = (await cli(['daemon', '--once'])) as {
+      ok: boolean
+      daemon: { staged: { name: string; version: string }[] }
+    }
+    expect(daemon.ok).toBe(true)
+    expect(daemon.daemon.staged).toContainEqual(expect.objectContaining({ name: 'dcli', version: '1.1.0' }))
+    const installed = (await cli(['install', 'dcli'])) as { install: Record<string, unknown> }
+    expect(installed.install).toMatchObject({ version: '1.1.0', method: 'staged', bytesDownloaded: 0 })
+    const store = new ArtifactStore(config.installRoot, 'dcli')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2.bytes)
+  })
+})
+
+describe('staging area', () => {
+  it('evicts least recently used first and keeps what is asked for', async () => {
+    const root = join(ws.dir, 'store-lru')
+    const staging = new StagingArea(root)
+    await staging.prepare()
+    for (const [i, version] of ['1.0.0', '1.1.0', '1.2.0'].entries()) {
+      const art = await writeArtifact(ws.dir, `lru-${version}.bin`, 1000)
+      const envelope = await signManifest(
+        {
+          schemaVersion: 1,
+          name: '@acme/lru',
+          version,
+          size: 1000,
+          sha256: await hashFile(art.path),
+          mediaType: 'application/octet-stream',
+          dependencies: [],
+          channels: ['stable'],
+          createdAt: new Date().toISOString(),
+          expires: new Date(Date.now() + 86_400_000).toISOString(),
+          serial: i + 1,
+          chunkIndex: null,
+          deltas: [],
+        },
+        ws.key,
+      )
+      const blob = tempPathFor(join(ws.dir, 'lru-blob'))
+      await writeFile(blob, art.bytes)
+      await staging.put(blob, envelope, 1000 + i)
+    }
+    // 1.0.0 was staged first but the edge asked for it again: 1.1.0 is now the least recently used.
+    await staging.touch([{ name: '@acme/lru', version: '1.0.0' }], 5000)
+    const first = await staging.evictTo(2000)
+    expect(first.evicted.map((e) => e.version)).toEqual(['1.1.0'])
+    const second = await staging.evictTo(0, new Set([`@acme/lru\u00001.0.0`]))
+    expect(second.evicted.map((e) => e.version)).toEqual(['1.2.0'])
+    expect((await staging.list()).map((e) => e.version)).toEqual(['1.0.0'])
+    // The index is only a cache: without it the items are found again from the files.
+    await writeFile(join(staging.root, 'index.json'), 'garbage')
+    expect((await staging.list()).map((e) => `${e.name}@${e.version}`)).toEqual(['@acme/lru@1.0.0'])
+  })
+})
