@@ -10,6 +10,7 @@ import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { ArtifactStore } from './store.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
+import type { Explanation } from './transfer/controller.ts'
 import { verifyManifest } from './trust.ts'
 import { updateViaPlan } from './update/plan-update.ts'
 
@@ -35,6 +36,8 @@ export interface InstallResult {
   bytesDownloaded: number
   /** Cheaper plans that failed verification before the one that worked. */
   fallbacks: string[]
+  /** The range controller's last choice and its reasons, when a delta stream was fetched. */
+  transfer?: Explanation
   resumedFrom: number
   size: number
   alreadyCurrent: boolean
@@ -115,6 +118,7 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
       resumedFrom: 0,
       alreadyCurrent: false,
       fallbacks: planned.fallbacks,
+      ...(planned.transfer ? { transfer: planned.transfer } : {}),
     }
   }
   const partial = store.partialPath(version)

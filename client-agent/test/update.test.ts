@@ -54,6 +54,7 @@ describe('deltaport update through the planner', () => {
     await installArtifact(ws.config, { name: 'app', target: '1.0.0' })
     const result = await installArtifact(ws.config, { name: 'app', target: '1.1.0' })
     expect(result.method).toBe('delta')
+    expect(result.transfer?.reason).toEqual(expect.any(String))
     expect(result.bytesDownloaded).toBeLessThan(versions[1]!.length / 20)
     const store = new ArtifactStore(ws.config.installRoot, 'app')
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)

@@ -21,6 +21,7 @@ import type { EdgeClient } from '../edge-client.ts'
 import { AgentError, errorFromResponse } from '../errors.ts'
 import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts'
 import type { ArtifactStore } from '../store.ts'
+import type { Explanation } from '../transfer/controller.ts'
 import { readBody } from '../transfer/read-body.ts'
 import { fetchDeltaStream } from './stream-fetch.ts'
 
@@ -48,6 +49,8 @@ export interface PlannedUpdate {
   steps: number
   /** Plans that failed before the one that worked, and why. */
   fallbacks: string[]
+  /** What the range controller chose on the last stream and why (for `--json` and logs). */
+  transfer?: Explanation
 }
 
 /**
@@ -122,6 +125,7 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
   if (!ctx.installed) throw new AgentError('integrity-mismatch', 'a delta plan needs an installed base')
   let source = ctx.installed.blobPath
   let wireBytes = 0
+  let transfer: Explanation | undefined
   const total = steps.reduce((n, s) => n + s.layout.framedLength, 0)
   for (const step of steps) {
     const payloadPath = ctx.store.workPath(`${step.from}-${step.to}.${step.method}.delta`)
@@ -136,6 +140,7 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
       onProgress: (p) => ctx.onProgress?.(wireBytes + p.wireBytes, total),
     })
     wireBytes += fetched.wireBytes
+    transfer = fetched.controller
     const expected = step.to === ctx.target.version ? ctx.target : await ctx.manifestOf(step.to)
     const output = ctx.store.workPath(`${step.to}.rebuilt`)
     await rebuild(output, expected, async (sink) => {
@@ -150,7 +155,7 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
     if (source !== ctx.installed.blobPath) await rm(source, { force: true })
     source = output
   }
-  return { blobPath: source, wireBytes }
+  return { blobPath: source, wireBytes, ...(transfer ? { transfer } : {}) }
 }
 
 async function followChunkSync(ctx: PlanUpdateContext, step: PlanChunkSyncStep) {
