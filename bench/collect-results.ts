@@ -28,14 +28,10 @@ for (const [name, title] of SECTIONS) {
     parts.push(`Not run yet: \`node bench/${name}/run.ts --write\`.`)
     continue
   }
-  // Demote the section's own headings one level under ours.
-  parts.push(
-    readFileSync(file, 'utf8')
-      .trim()
-      .split('\n')
-      .map((line) => (line.startsWith('#') ? `#${line}` : line))
-      .join('\n'),
-  )
+  // Our section title replaces the file's own; its other headings move one level down.
+  const lines = readFileSync(file, 'utf8').trim().split('\n')
+  if (lines[0]?.startsWith('# ')) lines.shift()
+  parts.push(lines.map((line) => (line.startsWith('#') ? `#${line}` : line)).join('\n'))
 }
 writeFileSync(join(BENCH, 'RESULTS.md'), `${parts.join('\n')}\n`)
 console.log(`wrote bench/RESULTS.md (${SECTIONS.length} sections)`)
