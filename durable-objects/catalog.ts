@@ -6,16 +6,9 @@
 import type { ArtifactManifest } from '../schemas/manifest.ts'
 import { readIndex, readManifest } from '../workers/storage/artifact-store.ts'
 import { keys } from '../workers/storage/keys.ts'
+import type { Catalog, ChannelHead } from './catalog-types.ts'
 
-export interface ChannelHead {
-  version: string
-  createdAt: number
-}
-
-export interface Catalog {
-  head(name: string, channel: string): Promise<ChannelHead | null>
-  manifest(name: string, version: string): Promise<ArtifactManifest | null>
-}
+export type { Catalog, ChannelHead } from './catalog-types.ts'
 
 /** A corrupt stored document is logged and treated as absent: one bad artifact must not fail the queue. */
 async function orNull<T>(what: string, read: () => Promise<T | null>): Promise<T | null> {

@@ -8,7 +8,7 @@ import type { AccessSummary, ManifestEntry, PrefetchCandidate, ScheduledUpdate }
 import { buildPrefetchQueue, calculateArtifactProbabilities } from '../predict/index.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
 import type { PrefetchItem, PrefetchQueue } from '../schemas/prefetch.ts'
-import type { Catalog } from './catalog.ts'
+import type { Catalog } from './catalog-types.ts'
 import { cheapestPlan } from './transfer-plan.ts'
 
 /** How far ahead a queue looks: the agent stages during the next idle day. */

@@ -11,7 +11,13 @@ import { cpus, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { gt as semverGt, inc as semverInc } from 'semver'
+import type { Catalog, ChannelHead } from '../../durable-objects/catalog-types.ts'
 import { recordBatch } from '../../durable-objects/ingest.ts'
+import {
+  MAX_CANDIDATE_NAMES,
+  PREFETCH_HORIZON_MS,
+  planPrefetch,
+} from '../../durable-objects/prefetch-planner.ts'
 import type { AccessSummary, ManifestEntry, Rng, ScheduledUpdate } from '../../predict/index.ts'
 import {
   buildPrefetchQueue,
@@ -24,40 +30,9 @@ import {
   normal,
 } from '../../predict/index.ts'
 import type { ArtifactManifest } from '../../schemas/manifest.ts'
-import type { PrefetchQueue } from '../../schemas/prefetch.ts'
 
 // ---------------------------------------------------------------------------------------------------------
-// The planner, imported at runtime. prefetch-planner.ts is pure (it reads R2 only through the Catalog
-// interface we implement in memory), but its type-only import of catalog.ts drags Workers types (R2Bucket)
-// into the Node tsconfig, so the specifier is kept out of tsc's reach and the signature restated here.
-interface ChannelHead {
-  version: string
-  createdAt: number
-}
-interface Catalog {
-  head(name: string, channel: string): Promise<ChannelHead | null>
-  manifest(name: string, version: string): Promise<ArtifactManifest | null>
-}
-interface PlannerInput {
-  clientId: string
-  now: number
-  validForMs: number
-  summary: AccessSummary
-  population: number
-  recent: { artifact: string; at: number }[]
-  installed: { artifact: string; version: string }[]
-  channel: string
-  budgetBytes: number
-  catalog: Catalog
-}
-type PlanPrefetch = (input: PlannerInput) => Promise<PrefetchQueue>
-const plannerModule: string = '../../durable-objects/prefetch-planner.ts'
-const planner = (await import(plannerModule)) as {
-  planPrefetch: PlanPrefetch
-  PREFETCH_HORIZON_MS: number
-  MAX_CANDIDATE_NAMES: number
-}
-const { planPrefetch } = planner
+// The edge's own planner, replayed in Node with an in-memory catalog.
 
 // ---------------------------------------------------------------------------------------------------------
 const { values } = parseArgs({
@@ -86,7 +61,7 @@ const WEEK = 7 * DAY
 const START = Date.UTC(2026, 0, 5)
 const END = START + WEEKS * WEEK
 const EVAL_FROM = START + WARMUP_WEEKS * WEEK
-const HORIZON = planner.PREFETCH_HORIZON_MS
+const HORIZON = PREFETCH_HORIZON_MS
 /** Local hour at which an idle agent asks for its queue and stages it. */
 const PLAN_LOCAL_HOUR = 3
 /** Gap between consecutive package requests inside an update session. */
@@ -655,7 +630,7 @@ const LABEL: Record<Strategy, string> = {
   popularity: 'popularity top-K',
   markov: 'Markov only',
   deltaport: 'deltaport (planPrefetch)',
-  unbounded: `what-if: planner without the ${planner.MAX_CANDIDATE_NAMES}-lookup cap`,
+  unbounded: `what-if: planner without the ${MAX_CANDIDATE_NAMES}-lookup cap`,
   oracle: 'oracle',
 }
 const rows = STRATEGIES.map((s) => {
@@ -735,7 +710,7 @@ ${out}
   - *what-if, planner without the lookup cap*: NOT shipped code. planPrefetch's steps restated in the bench
     (same seeds, heads newer than installed as scheduled updates, manifest dependencies, predict's
     \`calculateArtifactProbabilities\` + \`buildPrefetchQueue\`, min probability 0.01) but every seed and
-    dependency is looked up instead of the first \`MAX_CANDIDATE_NAMES\` (${planner.MAX_CANDIDATE_NAMES}). It isolates
+    dependency is looked up instead of the first \`MAX_CANDIDATE_NAMES\` (${MAX_CANDIDATE_NAMES}). It isolates
     the cap from the scoring.
   - *oracle*: knows all of the client's future requests and stages those whose version is already
     published, soonest first, within the same nightly budget; it never stages anything unused. Its ceiling

@@ -1,0 +1,15 @@
+import type { ArtifactManifest } from '../schemas/manifest.ts'
+
+/**
+ * What the prefetch planner reads: channel heads and manifests. Kept free of Workers types so the pure
+ * planner also runs in Node (bench/prefetch replays it with an in-memory catalog).
+ */
+export interface ChannelHead {
+  version: string
+  createdAt: number
+}
+
+export interface Catalog {
+  head(name: string, channel: string): Promise<ChannelHead | null>
+  manifest(name: string, version: string): Promise<ArtifactManifest | null>
+}
