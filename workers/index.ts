@@ -1,49 +1,10 @@
-import { Hono } from 'hono'
-import { HTTPException } from 'hono/http-exception'
-import type { ContentfulStatusCode } from 'hono/utils/http-status'
-import type { AppEnv } from './app-env.ts'
-import { Problem, problemResponse } from './http/problem.ts'
+import { app } from './app.ts'
 import { runScheduled } from './retention/scheduled.ts'
-import { artifactsRouter } from './routes/artifacts.ts'
-import { configRouter } from './routes/config.ts'
-import { deltasRouter } from './routes/deltas.ts'
-import { planRouter } from './routes/plan.ts'
-import { prefetchRouter } from './routes/prefetch.ts'
-import { publishRouter } from './routes/publish.ts'
-import { publishAttachmentsRouter } from './routes/publish-attachments.ts'
-import { telemetryRouter } from './routes/telemetry.ts'
 
-/** The deltaport edge: one typed Hono app, routers mounted by area, one error shape. */
-const app = new Hono<AppEnv>()
-
-app.get('/', (c) => c.json({ service: 'deltaport-edge', api: '/v1' }))
-app.route('/v1/artifacts', artifactsRouter)
-app.route('/v1/publish', publishRouter)
-app.route('/v1/publish', publishAttachmentsRouter)
-app.route('/v1/deltas', deltasRouter)
-app.route('/v1/plan', planRouter)
-app.route('/v1/config', configRouter)
-app.route('/v1/telemetry', telemetryRouter)
-app.route('/v1/prefetch', prefetchRouter)
-
-app.notFound((c) =>
-  problemResponse(c, new Problem(404, 'not-found', `no route for ${c.req.method} ${c.req.path}`)),
-)
-
-app.onError((error, c) => {
-  if (error instanceof Problem) return problemResponse(c, error)
-  if (error instanceof HTTPException) {
-    // Raised by Hono's own middleware (malformed JSON bodies and the like).
-    const status = error.status as ContentfulStatusCode
-    return problemResponse(
-      c,
-      new Problem(status, status === 400 ? 'bad-request' : 'unprocessable', error.message),
-    )
-  }
-  console.log(JSON.stringify({ level: 'error', msg: 'unhandled', path: c.req.path, error: String(error) }))
-  return problemResponse(c, new Problem(500, 'internal', 'unexpected error; see edge logs'))
-})
-
+/**
+ * The Worker's main module: only the default handler and the Durable Object classes are exported here,
+ * because workerd treats every other export of the main module as an entrypoint. The app is in app.ts.
+ */
 export default {
   fetch: app.fetch,
   // Cron trigger (wrangler.toml [triggers]): storage retention.

@@ -1,0 +1,451 @@
+import { z } from 'zod'
+import { ClientId, RegionName } from '../../schemas/client.ts'
+import { ArtifactName, ByteSize, ChannelName, Sha256Hex, Version } from '../../schemas/common.ts'
+import { DeltaFraming } from '../../schemas/delta-stream.ts'
+import * as schemas from '../../schemas/index.ts'
+import { DeltaMethod } from '../../schemas/manifest.ts'
+import { MAX_PARTS } from '../../schemas/publish.ts'
+
+/**
+ * The route registry behind GET /openapi.json: one entry per (method, path) the Hono app serves.
+ * workers/test/openapi.test.ts fails when a route of the app is missing here (or listed but gone).
+ */
+
+/** Response bodies that have no schema in schemas/ (built inline by their handlers). */
+const ServiceInfo = z.object({ service: z.string(), api: z.string() })
+const DeltaUploaded = DeltaFraming.extend({
+  name: ArtifactName,
+  from: Version,
+  to: Version,
+  method: DeltaMethod,
+})
+const ChunkIndexUploaded = z.object({
+  name: ArtifactName,
+  version: Version,
+  size: ByteSize,
+  sha256: Sha256Hex,
+  chunkCount: z.number().int().nonnegative(),
+})
+const RuntimeConfigStatus = z.object({
+  inForce: schemas.RuntimeConfig,
+  source: z.enum(['kv', 'defaults']),
+  lastRejected: z
+    .object({
+      at: z.string(),
+      issues: z.array(z.object({ path: z.string(), message: z.string() })),
+    })
+    .nullable(),
+})
+
+/** Everything published under components/schemas; routes refer to these by name. */
+export const COMPONENT_SCHEMAS = {
+  ServiceInfo,
+  ArtifactIndex: schemas.ArtifactIndex,
+  ArtifactManifest: schemas.ArtifactManifest,
+  SignedManifest: schemas.SignedManifest,
+  PublishStarted: schemas.PublishStarted,
+  Published: schemas.Published,
+  MultipartCreated: schemas.MultipartCreated,
+  UploadedPart: schemas.UploadedPart,
+  CompleteMultipart: schemas.CompleteMultipart,
+  DeltaFraming,
+  DeltaUploaded,
+  ChunkIndexUploaded,
+  PlanRequest: schemas.PlanRequest,
+  PlanResponse: schemas.PlanResponse,
+  TelemetryBatch: schemas.TelemetryBatch,
+  TelemetryReceipt: schemas.TelemetryReceipt,
+  PrefetchQueue: schemas.PrefetchQueue,
+  RuntimeConfig: schemas.RuntimeConfig,
+  RuntimeConfigStatus,
+  ProblemDetails: schemas.ProblemDetails,
+} satisfies Record<string, z.ZodType>
+
+export type ComponentName = keyof typeof COMPONENT_SCHEMAS
+
+export type HttpMethod = 'get' | 'head' | 'post' | 'put' | 'delete'
+
+export interface ParamSpec {
+  name: string
+  in: 'path' | 'query' | 'header'
+  schema: z.ZodType
+  required?: boolean
+  description?: string
+}
+
+export type BodySpec =
+  | { kind: 'json'; schema: ComponentName; contentType?: string; description?: string }
+  | { kind: 'binary'; contentType: string; description?: string }
+
+export interface ResponseSpec {
+  description: string
+  body?: BodySpec
+  /** Response headers worth documenting (name → description). */
+  headers?: Record<string, string>
+}
+
+export interface RouteSpec {
+  method: HttpMethod
+  /** OpenAPI form: `{param}`. */
+  path: string
+  operationId: string
+  summary: string
+  description?: string
+  tag: string
+  /** Maintainer/operator routes need the PUBLISH_TOKEN bearer token. */
+  auth?: 'bearer'
+  parameters?: ParamSpec[]
+  requestBody?: BodySpec
+  /** Success and special statuses; error statuses go in `problems`. */
+  responses: Record<string, ResponseSpec>
+  /** Error statuses answered with application/problem+json (a `default` one is always added). */
+  problems?: number[]
+}
+
+const nameParam: ParamSpec = {
+  name: 'name',
+  in: 'path',
+  schema: ArtifactName,
+  description: 'Artifact name; a scoped name travels as one segment (`@scope%2Fname`).',
+}
+const versionParam: ParamSpec = { name: 'version', in: 'path', schema: Version }
+const uploadIdParam: ParamSpec = { name: 'uploadId', in: 'path', schema: z.string().min(1).max(1024) }
+const contentLengthParam: ParamSpec = {
+  name: 'content-length',
+  in: 'header',
+  schema: z.string().regex(/^\d{1,16}$/),
+  required: true,
+  description: 'Uploads need a Content-Length (411 without one).',
+}
+/** Conditional and range request headers of the immutable object routes (workers/http/serve-object.ts). */
+const rangeParams: ParamSpec[] = [
+  { name: 'range', in: 'header', schema: z.string(), description: 'A single byte range: `bytes=start-end`.' },
+  {
+    name: 'if-range',
+    in: 'header',
+    schema: z.string(),
+    description: 'Strong ETag; ranges apply only if it matches.',
+  },
+  { name: 'if-none-match', in: 'header', schema: z.string(), description: 'ETag list; 304 on a match.' },
+]
+
+function rangedResponses(contentType: string, what: string, headers: Record<string, string> = {}) {
+  const common = { etag: 'Strong validator', 'accept-ranges': 'Always `bytes`', ...headers }
+  return {
+    '200': { description: what, body: { kind: 'binary', contentType } as const, headers: common },
+    '206': {
+      description: `One byte range of ${what.toLowerCase()}`,
+      body: { kind: 'binary', contentType } as const,
+      headers: { ...common, 'content-range': '`bytes start-end/size`' },
+    },
+    '304': { description: 'Not modified (If-None-Match matched)', headers: common },
+  } satisfies Record<string, ResponseSpec>
+}
+
+/** HEAD twins of ranged GETs: same parameters and statuses, no bodies. */
+function headOf(get: RouteSpec): RouteSpec {
+  const responses: Record<string, ResponseSpec> = {}
+  for (const [status, response] of Object.entries(get.responses)) {
+    responses[status] = response.headers
+      ? { description: response.description, headers: response.headers }
+      : { description: response.description }
+  }
+  return {
+    ...get,
+    method: 'head',
+    operationId: `${get.operationId}Head`,
+    summary: `${get.summary} (headers only)`,
+    responses,
+  }
+}
+
+const getBlob: RouteSpec = {
+  method: 'get',
+  path: '/v1/artifacts/{name}/{version}/blob',
+  operationId: 'getArtifactBlob',
+  summary: 'Download the full artifact bytes',
+  description: "Immutable; served with the manifest's media type, edge-cached, with single-range support.",
+  tag: 'artifacts',
+  parameters: [nameParam, versionParam, ...rangeParams],
+  responses: rangedResponses('application/octet-stream', 'The artifact bytes'),
+  problems: [400, 404, 416],
+}
+
+const getChunks: RouteSpec = {
+  method: 'get',
+  path: '/v1/artifacts/{name}/{version}/chunks',
+  operationId: 'getArtifactChunkIndex',
+  summary: 'Download the chunk index of a version (docs/formats/chunk-index.md)',
+  tag: 'artifacts',
+  parameters: [nameParam, versionParam, ...rangeParams],
+  responses: rangedResponses('application/vnd.deltaport.chunk-index', 'The chunk index'),
+  problems: [400, 404, 416],
+}
+
+const getDelta: RouteSpec = {
+  method: 'get',
+  path: '/v1/deltas/{name}/{from}/{to}',
+  operationId: 'getDelta',
+  summary: 'Download a framed delta stream from one version to another',
+  description:
+    'The cheapest delta the target manifest lists (or of `method`); small unlisted pairs are generated on first request (503 + Retry-After while generating).',
+  tag: 'deltas',
+  parameters: [
+    nameParam,
+    { name: 'from', in: 'path', schema: Version },
+    { name: 'to', in: 'path', schema: Version },
+    { name: 'method', in: 'query', schema: DeltaMethod, required: false },
+    ...rangeParams,
+  ],
+  responses: rangedResponses('application/vnd.deltaport.stream', 'The framed delta stream', {
+    'x-deltaport-block-size': 'Framing block size',
+    'x-deltaport-fec': '`k=<data>;m=<parity>`',
+    'x-deltaport-framed-length': 'Framed stream length',
+    'x-deltaport-payload-length': 'Raw delta payload length',
+    'x-deltaport-payload-sha256': 'sha256 of the raw payload',
+    'x-deltaport-method': 'Delta method',
+    'x-deltaport-generated': '`publisher` (listed in the signed manifest) or `lazy`',
+  }),
+  problems: [400, 404, 416, 503],
+}
+
+export const ROUTES: RouteSpec[] = [
+  {
+    method: 'get',
+    path: '/',
+    operationId: 'getServiceInfo',
+    summary: 'Service name and API root',
+    tag: 'meta',
+    responses: { '200': { description: 'Service info', body: { kind: 'json', schema: 'ServiceInfo' } } },
+  },
+  {
+    method: 'get',
+    path: '/openapi.json',
+    operationId: 'getOpenApi',
+    summary: 'This API description (OpenAPI 3.1)',
+    tag: 'meta',
+    responses: { '200': { description: 'The OpenAPI document' } },
+  },
+  {
+    method: 'get',
+    path: '/v1/artifacts/{name}',
+    operationId: 'getArtifactIndex',
+    summary: "An artifact's index: versions and channel heads",
+    tag: 'artifacts',
+    parameters: [nameParam],
+    responses: { '200': { description: 'The index', body: { kind: 'json', schema: 'ArtifactIndex' } } },
+    problems: [400, 404],
+  },
+  {
+    method: 'get',
+    path: '/v1/artifacts/{name}/{version}/manifest',
+    operationId: 'getManifest',
+    summary: 'The signed manifest of a version, as the maintainer signed it',
+    tag: 'artifacts',
+    parameters: [
+      nameParam,
+      versionParam,
+      { name: 'if-none-match', in: 'header', schema: z.string(), description: 'ETag list; 304 on a match.' },
+    ],
+    responses: {
+      '200': {
+        description: 'The signed manifest envelope',
+        body: { kind: 'json', schema: 'SignedManifest' },
+        headers: { etag: 'Validator of the stored envelope' },
+      },
+      '304': { description: 'Not modified (If-None-Match matched)' },
+    },
+    problems: [400, 404],
+  },
+  getBlob,
+  headOf(getBlob),
+  getChunks,
+  headOf(getChunks),
+  {
+    method: 'post',
+    path: '/v1/publish/{name}/{version}',
+    operationId: 'startPublish',
+    summary: 'Stage a publish with its signed manifest (the version stays invisible until its bytes land)',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [nameParam, versionParam],
+    requestBody: { kind: 'json', schema: 'SignedManifest' },
+    responses: {
+      '201': {
+        description: 'Staged; how to upload the bytes',
+        body: { kind: 'json', schema: 'PublishStarted' },
+      },
+    },
+    problems: [400, 401, 409, 413, 422],
+  },
+  {
+    method: 'put',
+    path: '/v1/publish/{name}/{version}/blob',
+    operationId: 'putBlob',
+    summary: 'Upload the artifact bytes in one request; commits the version',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [nameParam, versionParam, contentLengthParam],
+    requestBody: { kind: 'binary', contentType: 'application/octet-stream' },
+    responses: { '201': { description: 'Published', body: { kind: 'json', schema: 'Published' } } },
+    problems: [400, 401, 409, 411, 413, 422],
+  },
+  {
+    method: 'post',
+    path: '/v1/publish/{name}/{version}/uploads',
+    operationId: 'createMultipartUpload',
+    summary: 'Start a multipart upload of the artifact bytes',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [nameParam, versionParam],
+    responses: {
+      '201': { description: 'Upload created', body: { kind: 'json', schema: 'MultipartCreated' } },
+    },
+    problems: [400, 401, 409],
+  },
+  {
+    method: 'put',
+    path: '/v1/publish/{name}/{version}/uploads/{uploadId}/parts/{part}',
+    operationId: 'uploadPart',
+    summary: 'Upload one part of a multipart upload',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [
+      nameParam,
+      versionParam,
+      uploadIdParam,
+      { name: 'part', in: 'path', schema: z.number().int().min(1).max(MAX_PARTS) },
+      contentLengthParam,
+    ],
+    requestBody: { kind: 'binary', contentType: 'application/octet-stream' },
+    responses: { '200': { description: 'Part stored', body: { kind: 'json', schema: 'UploadedPart' } } },
+    problems: [400, 401, 409, 411, 413],
+  },
+  {
+    method: 'post',
+    path: '/v1/publish/{name}/{version}/uploads/{uploadId}/complete',
+    operationId: 'completeMultipartUpload',
+    summary: 'Complete a multipart upload; verifies the bytes and commits the version',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [nameParam, versionParam, uploadIdParam],
+    requestBody: { kind: 'json', schema: 'CompleteMultipart' },
+    responses: { '201': { description: 'Published', body: { kind: 'json', schema: 'Published' } } },
+    problems: [400, 401, 409, 413, 422],
+  },
+  {
+    method: 'delete',
+    path: '/v1/publish/{name}/{version}/uploads/{uploadId}',
+    operationId: 'abortMultipartUpload',
+    summary: 'Abort a multipart upload and drop the staged manifest',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [nameParam, versionParam, uploadIdParam],
+    responses: { '204': { description: 'Aborted' } },
+    problems: [400, 401],
+  },
+  {
+    method: 'put',
+    path: '/v1/publish/{name}/{version}/deltas/{from}/{method}',
+    operationId: 'putDelta',
+    summary: 'Upload a raw delta the staged manifest lists; the edge frames it',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [
+      nameParam,
+      versionParam,
+      { name: 'from', in: 'path', schema: Version },
+      { name: 'method', in: 'path', schema: DeltaMethod },
+      contentLengthParam,
+    ],
+    requestBody: { kind: 'binary', contentType: 'application/octet-stream' },
+    responses: {
+      '201': { description: 'Delta framed and stored', body: { kind: 'json', schema: 'DeltaUploaded' } },
+    },
+    problems: [400, 401, 404, 409, 411, 422],
+  },
+  {
+    method: 'put',
+    path: '/v1/publish/{name}/{version}/chunks',
+    operationId: 'putChunkIndex',
+    summary: 'Upload the chunk index the staged manifest lists',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [nameParam, versionParam, contentLengthParam],
+    requestBody: { kind: 'binary', contentType: 'application/vnd.deltaport.chunk-index' },
+    responses: {
+      '201': { description: 'Chunk index stored', body: { kind: 'json', schema: 'ChunkIndexUploaded' } },
+    },
+    problems: [400, 401, 404, 409, 411, 422],
+  },
+  getDelta,
+  headOf(getDelta),
+  {
+    method: 'post',
+    path: '/v1/plan',
+    operationId: 'planUpdate',
+    summary: 'The cheapest update path (delta, chain, chunk-sync or full) for one device',
+    tag: 'plan',
+    requestBody: { kind: 'json', schema: 'PlanRequest' },
+    responses: { '200': { description: 'The plan', body: { kind: 'json', schema: 'PlanResponse' } } },
+    problems: [400, 404, 413],
+  },
+  {
+    method: 'get',
+    path: '/v1/config',
+    operationId: 'getRuntimeConfig',
+    summary: 'The runtime config this isolate uses, its source and the last rejected document',
+    tag: 'operator',
+    auth: 'bearer',
+    responses: {
+      '200': { description: 'Config status', body: { kind: 'json', schema: 'RuntimeConfigStatus' } },
+    },
+    problems: [401],
+  },
+  {
+    method: 'post',
+    path: '/v1/telemetry',
+    operationId: 'postTelemetry',
+    summary: "Submit a client's access batch for regional aggregation",
+    description: 'The body may be sent with `Content-Encoding: gzip`; 429 carries Retry-After.',
+    tag: 'telemetry',
+    requestBody: { kind: 'json', schema: 'TelemetryBatch' },
+    responses: {
+      '202': { description: 'Accepted for aggregation', body: { kind: 'json', schema: 'TelemetryReceipt' } },
+    },
+    problems: [400, 413, 415, 429],
+  },
+  {
+    method: 'get',
+    path: '/v1/prefetch',
+    operationId: 'getPrefetchQueue',
+    summary: 'What this client should stage while idle',
+    tag: 'prefetch',
+    parameters: [
+      { name: 'client', in: 'query', schema: ClientId, required: true },
+      { name: 'region', in: 'query', schema: RegionName },
+      {
+        name: 'installed',
+        in: 'query',
+        schema: z.string().max(16 * 1024),
+        description: 'Comma-separated `name@version` list (at most 128).',
+      },
+      { name: 'channel', in: 'query', schema: ChannelName.default('stable') },
+      {
+        name: 'budget',
+        in: 'query',
+        schema: z
+          .number()
+          .int()
+          .min(0)
+          .max(64 * 1024 ** 3)
+          .default(512 * 1024 ** 2),
+        description: 'Bytes the client is willing to stage now.',
+      },
+    ],
+    responses: {
+      '200': { description: 'The prefetch queue', body: { kind: 'json', schema: 'PrefetchQueue' } },
+    },
+    problems: [400],
+  },
+]

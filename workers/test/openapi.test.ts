@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest'
+import { app } from '../app.ts'
+import { call } from './publish-helpers.ts'
+
+type Json = { [key: string]: unknown }
+
+const METHODS = ['get', 'head', 'post', 'put', 'delete', 'patch', 'options'] as const
+
+async function fetchDocument(): Promise<Json> {
+  const response = await call('/openapi.json')
+  expect(response.status).toBe(200)
+  expect(response.headers.get('content-type')).toContain('application/json')
+  return (await response.json()) as Json
+}
+
+function documentedOperations(doc: Json): Set<string> {
+  const ops = new Set<string>()
+  for (const [path, item] of Object.entries(doc.paths as Record<string, Json>)) {
+    for (const method of METHODS) if (item[method]) ops.add(`${method.toUpperCase()} ${path}`)
+  }
+  return ops
+}
+
+/** The app's routes as `METHOD /path/{param}`, without `use` middleware entries and HEADs covered by a GET. */
+function appOperations(): Set<string> {
+  const all = new Set(
+    app.routes
+      .filter((r) => !(r.method === 'ALL' && r.path.endsWith('*')))
+      .map((r) => `${r.method} ${r.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}')}`),
+  )
+  return all
+}
+
+function collectRefs(value: unknown, out: string[] = []): string[] {
+  if (Array.isArray(value)) for (const v of value) collectRefs(v, out)
+  else if (value && typeof value === 'object') {
+    for (const [key, v] of Object.entries(value)) {
+      if (key === '$ref' && typeof v === 'string') out.push(v)
+      else collectRefs(v, out)
+    }
+  }
+  return out
+}
+
+function resolvePointer(doc: Json, pointer: string): unknown {
+  if (!pointer.startsWith('#/')) return undefined
+  let node: unknown = doc
+  for (const raw of pointer.slice(2).split('/')) {
+    const key = raw.replaceAll('~1', '/').replaceAll('~0', '~')
+    if (!node || typeof node !== 'object' || !(key in node)) return undefined
+    node = (node as Json)[key]
+  }
+  return node
+}
+
+describe('GET /openapi.json', () => {
+  it('is an OpenAPI 3.1 document', async () => {
+    const doc = await fetchDocument()
+    expect(doc.openapi).toBe('3.1.0')
+    const components = doc.components as Json
+    expect(Object.keys(components.schemas as Json)).toEqual(
+      expect.arrayContaining([
+        'SignedManifest',
+        'CompleteMultipart',
+        'PlanRequest',
+        'TelemetryBatch',
+        'ProblemDetails',
+      ]),
+    )
+    expect((components.securitySchemes as Json).bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' })
+  })
+
+  it('resolves every $ref', async () => {
+    const doc = await fetchDocument()
+    const refs = collectRefs(doc)
+    expect(refs.length).toBeGreaterThan(0)
+    const unresolved = [...new Set(refs)].filter((ref) => resolvePointer(doc, ref) === undefined)
+    expect(unresolved, `unresolved $refs: ${unresolved.join(', ')}`).toEqual([])
+  })
+
+  it('documents every route of the Hono app, and nothing else', async () => {
+    const documented = documentedOperations(await fetchDocument())
+    const served = appOperations()
+    const missing = [...served]
+      .filter((op) => !documented.has(op))
+      // A HEAD is covered by the GET of the same path.
+      .filter((op) => !(op.startsWith('HEAD ') && documented.has(op.replace(/^HEAD /, 'GET '))))
+      .sort()
+    expect(
+      missing,
+      `routes served by the app but missing from workers/openapi/routes.ts: ${missing.join(', ')}`,
+    ).toEqual([])
+    const stale = [...documented]
+      .filter(
+        (op) => !served.has(op) && !(op.startsWith('HEAD ') && served.has(op.replace(/^HEAD /, 'GET '))),
+      )
+      .sort()
+    expect(stale, `documented operations the app does not serve: ${stale.join(', ')}`).toEqual([])
+  })
+
+  it('marks maintainer routes with bearer auth and errors as problem+json', async () => {
+    const doc = await fetchDocument()
+    const paths = doc.paths as Record<string, Record<string, Json>>
+    const start = paths['/v1/publish/{name}/{version}']?.post
+    expect(start?.security).toEqual([{ bearerAuth: [] }])
+    expect(paths['/v1/config']?.get?.security).toEqual([{ bearerAuth: [] }])
+    expect(paths['/v1/plan']?.post?.security).toBeUndefined()
+    const blob = paths['/v1/artifacts/{name}/{version}/blob']?.get?.responses as Json
+    expect(Object.keys(blob)).toEqual(expect.arrayContaining(['200', '206', '304', '416']))
+    expect((blob['416'] as Json).content).toEqual({
+      'application/problem+json': { schema: { $ref: '#/components/schemas/ProblemDetails' } },
+    })
+  })
+})
