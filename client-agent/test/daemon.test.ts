@@ -2,7 +2,7 @@ import { execFile, spawn } from 'node:child_process'
 import { readFile, stat, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
 import { runDaemon, runDaemonCycle } from '../daemon/daemon.ts'
 import { StagingArea } from '../daemon/staging.ts'
@@ -13,8 +13,8 @@ import { publishArtifact } from '../publish.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
-import { expectSameBytes, makeWorkspace, type Workspace, writeArtifact } from './fixtures.ts'
-import { type LocalEdge, startLocalEdge, TEST_TOKEN } from './local-edge.ts'
+import { expectSameBytes, writeArtifact } from './fixtures.ts'
+import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 const run = promisify(execFile)
 const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
@@ -24,29 +24,27 @@ const mine = (items: { name: string; version: string }[], name = 'dbud') =>
   items.filter((i) => i.name === name).map((i) => `${i.name}@${i.version}`)
 const busy = () => 8
 
-let edge: LocalEdge
-let ws: Workspace
-
-beforeAll(async () => {
-  edge = await startLocalEdge()
-  ws = await makeWorkspace(edge.url)
-})
-afterAll(async () => {
-  await edge?.dispose()
-})
+const suite = useEdgeWorkspace()
 
 const publish = (file: string, name: string, version: string) =>
-  publishArtifact({ edgeUrl: edge.url, token: TEST_TOKEN, keyFile: ws.keyFile, file, name, version })
+  publishArtifact({
+    edgeUrl: suite.edge.url,
+    token: TEST_TOKEN,
+    keyFile: suite.ws.keyFile,
+    file,
+    name,
+    version,
+  })
 
 /** A device of its own (install root) so the tests do not see each other's installs or staging. */
 function device(id: string, extra: Partial<AgentConfig> = {}): AgentConfig {
-  return { ...ws.config, installRoot: join(ws.dir, `store-${id}`), ...extra }
+  return { ...suite.ws.config, installRoot: join(suite.ws.dir, `store-${id}`), ...extra }
 }
 
 /** name@1.0.0 installed on the device, name@1.1.0 published as the new channel head. */
 async function installedWithNewerHead(config: AgentConfig, name: string, size: number) {
-  const v1 = await writeArtifact(ws.dir, `${name}-1.bin`, size)
-  const v2 = await writeArtifact(ws.dir, `${name}-2.bin`, size + 1000)
+  const v1 = await writeArtifact(suite.ws.dir, `${name}-1.bin`, size)
+  const v2 = await writeArtifact(suite.ws.dir, `${name}-2.bin`, size + 1000)
   await publish(v1.path, name, '1.0.0')
   await installArtifact(config, { name })
   const published = await publish(v2.path, name, '1.1.0')
@@ -127,7 +125,7 @@ describe('deltaport daemon against the real edge', () => {
     const first = await runDaemonCycle(roomy, { loadSampler: idle })
     expect(mine(first.staged)).toEqual(['dbud@1.1.0'])
 
-    const v3 = await writeArtifact(ws.dir, 'dbud-3.bin', 102_000)
+    const v3 = await writeArtifact(suite.ws.dir, 'dbud-3.bin', 102_000)
     await publish(v3.path, 'dbud', '1.2.0')
     // A different budget is a different prefetch request for the edge's short-lived queue cache.
     const second = await runDaemonCycle({ ...roomy, stagingBudgetBytes: 160_000 }, { loadSampler: idle })
@@ -145,7 +143,7 @@ describe('deltaport daemon against the real edge', () => {
     expect(await new StagingArea(config.installRoot).find('ddrop', '1.1.0')).toBeDefined()
     // The same version lands in the store by another way (another tool, an older agent).
     const staging = new StagingArea(config.installRoot)
-    const copy = join(ws.dir, 'ddrop-copy')
+    const copy = join(suite.ws.dir, 'ddrop-copy')
     await writeFile(copy, await readFile(staging.blobPath('ddrop', '1.1.0')))
     const envelope = JSON.parse(
       await readFile(join(staging.itemDir('ddrop', '1.1.0'), 'manifest.json'), 'utf8'),
@@ -214,7 +212,7 @@ describe('deltaport daemon against the real edge', () => {
 
   it('runs as a long-lived process and stops cleanly on SIGTERM', async () => {
     const config = device('loop', { idleLoadPerCore: 1000 })
-    const configFile = join(ws.dir, 'loop-device.json')
+    const configFile = join(suite.ws.dir, 'loop-device.json')
     await writeFile(configFile, JSON.stringify(config))
     await installedWithNewerHead(config, 'dloop', 20_000)
     const child = spawn(process.execPath, [BIN, '--config', configFile, 'daemon', '--interval', '3600'], {
@@ -245,7 +243,7 @@ describe('deltaport daemon against the real edge', () => {
 
   it('runs through the CLI: daemon --once --json, then install reports staged', async () => {
     const config = device('cli', { idleLoadPerCore: 1000 })
-    const configFile = join(ws.dir, 'cli-device.json')
+    const configFile = join(suite.ws.dir, 'cli-device.json')
     await writeFile(configFile, JSON.stringify(config))
     const { v2 } = await installedWithNewerHead(config, 'dcli', 30_000)
     const cli = async (args: string[]) => {
@@ -267,11 +265,11 @@ describe('deltaport daemon against the real edge', () => {
 
 describe('staging area', () => {
   it('evicts least recently used first and keeps what is asked for', async () => {
-    const root = join(ws.dir, 'store-lru')
+    const root = join(suite.ws.dir, 'store-lru')
     const staging = new StagingArea(root)
     await staging.prepare()
     for (const [i, version] of ['1.0.0', '1.1.0', '1.2.0'].entries()) {
-      const art = await writeArtifact(ws.dir, `lru-${version}.bin`, 1000)
+      const art = await writeArtifact(suite.ws.dir, `lru-${version}.bin`, 1000)
       const envelope = await signManifest(
         {
           schemaVersion: 1,
@@ -288,9 +286,9 @@ describe('staging area', () => {
           chunkIndex: null,
           deltas: [],
         },
-        ws.key,
+        suite.ws.key,
       )
-      const blob = tempPathFor(join(ws.dir, 'lru-blob'))
+      const blob = tempPathFor(join(suite.ws.dir, 'lru-blob'))
       await writeFile(blob, art.bytes)
       await staging.put(blob, envelope, 1000 + i)
     }

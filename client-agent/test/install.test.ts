@@ -1,31 +1,22 @@
 import { readFile, readlink, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { hashFile } from '../download.ts'
 import { AgentError } from '../errors.ts'
 import { installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
-import { expectSameBytes, makeWorkspace, type Workspace, writeArtifact } from './fixtures.ts'
-import { type LocalEdge, startLocalEdge, TEST_TOKEN } from './local-edge.ts'
+import { expectSameBytes, makeWorkspace, writeArtifact } from './fixtures.ts'
+import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
-let edge: LocalEdge
-let ws: Workspace
-
-beforeAll(async () => {
-  edge = await startLocalEdge()
-  ws = await makeWorkspace(edge.url)
-})
-afterAll(async () => {
-  await edge?.dispose()
-})
+const suite = useEdgeWorkspace()
 
 const publish = (file: string, name: string, version: string, extra: { expiresInDays?: number } = {}) =>
   publishArtifact({
-    edgeUrl: edge.url,
+    edgeUrl: suite.edge.url,
     token: TEST_TOKEN,
-    keyFile: ws.keyFile,
+    keyFile: suite.ws.keyFile,
     file,
     name,
     version,
@@ -43,38 +34,42 @@ async function rejection(promise: Promise<unknown>): Promise<AgentError> {
 
 describe('publish → install → update → rollback through a real edge', () => {
   it('installs, updates and rolls back with the previous version kept', async () => {
-    const v1 = await writeArtifact(ws.dir, 'app-1.bin', 300_000)
-    const v2 = await writeArtifact(ws.dir, 'app-2.bin', 310_000)
+    const v1 = await writeArtifact(suite.ws.dir, 'app-1.bin', 300_000)
+    const v2 = await writeArtifact(suite.ws.dir, 'app-2.bin', 310_000)
     expect((await publish(v1.path, 'app', '1.0.0')).serial).toBe(1)
 
-    const first = await installArtifact(ws.config, { name: 'app' })
+    const first = await installArtifact(suite.ws.config, { name: 'app' })
     expect(first).toMatchObject({
       version: '1.0.0',
       method: 'full',
       bytesDownloaded: 300_000,
       previous: null,
     })
-    const store = new ArtifactStore(ws.config.installRoot, 'app')
+    const store = new ArtifactStore(suite.ws.config.installRoot, 'app')
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v1.bytes)
 
     expect((await publish(v2.path, 'app', '1.1.0')).serial).toBe(2)
-    const second = await installArtifact(ws.config, { name: 'app', target: 'stable' })
+    const second = await installArtifact(suite.ws.config, { name: 'app', target: 'stable' })
     expect(second).toMatchObject({ version: '1.1.0', previous: '1.0.0' })
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2.bytes)
-    expect(await installArtifact(ws.config, { name: 'app' })).toMatchObject({
+    expect(await installArtifact(suite.ws.config, { name: 'app' })).toMatchObject({
       alreadyCurrent: true,
       bytesDownloaded: 0,
     })
 
-    expect(await rollbackArtifact(ws.config, 'app')).toEqual({ name: 'app', from: '1.1.0', to: '1.0.0' })
+    expect(await rollbackArtifact(suite.ws.config, 'app')).toEqual({
+      name: 'app',
+      from: '1.1.0',
+      to: '1.0.0',
+    })
     expect(await readlink(store.currentLink)).toBe(join('versions', '1.0.0'))
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v1.bytes)
     expect((await store.state()).lastSerial).toBe(2)
   })
 
   it('refuses a manifest whose signed fields were tampered with at the edge', async () => {
-    const art = await writeArtifact(ws.dir, 'tamper.bin', 1000)
-    const evil = await writeArtifact(ws.dir, 'evil.bin', 1000)
+    const art = await writeArtifact(suite.ws.dir, 'tamper.bin', 1000)
+    const evil = await writeArtifact(suite.ws.dir, 'evil.bin', 1000)
     const honest = await signManifest(
       {
         schemaVersion: 1,
@@ -91,63 +86,63 @@ describe('publish → install → update → rollback through a real edge', () =
         chunkIndex: null,
         deltas: [],
       },
-      ws.key,
+      suite.ws.key,
     )
     // An attacker with edge access swaps in other bytes and edits the manifest to match them.
     const tampered = { ...honest, signed: { ...honest.signed, sha256: await hashFile(evil.path) } }
     const auth = { authorization: `Bearer ${TEST_TOKEN}` }
-    const staged = await fetch(`${edge.url}/v1/publish/tamper/1.0.0`, {
+    const staged = await fetch(`${suite.edge.url}/v1/publish/tamper/1.0.0`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
       body: JSON.stringify(tampered),
     })
     expect(staged.status).toBe(201)
-    const put = await fetch(`${edge.url}/v1/publish/tamper/1.0.0/blob`, {
+    const put = await fetch(`${suite.edge.url}/v1/publish/tamper/1.0.0/blob`, {
       method: 'PUT',
       headers: auth,
       body: evil.bytes,
     })
     expect(put.status).toBe(201)
 
-    const error = await rejection(installArtifact(ws.config, { name: 'tamper' }))
+    const error = await rejection(installArtifact(suite.ws.config, { name: 'tamper' }))
     expect(error.code).toBe('untrusted-manifest')
-    expect(await new ArtifactStore(ws.config.installRoot, 'tamper').installedVersions()).toEqual([])
+    expect(await new ArtifactStore(suite.ws.config.installRoot, 'tamper').installedVersions()).toEqual([])
   })
 
   it('refuses manifests signed by an unpinned key', async () => {
     const stranger = await generateKeyPair()
-    const other = await makeWorkspace(edge.url)
+    const other = await makeWorkspace(suite.edge.url)
     await writeFile(other.keyFile, JSON.stringify(stranger))
-    const art = await writeArtifact(ws.dir, 'stranger.bin', 500)
+    const art = await writeArtifact(suite.ws.dir, 'stranger.bin', 500)
     await publishArtifact({
-      edgeUrl: edge.url,
+      edgeUrl: suite.edge.url,
       token: TEST_TOKEN,
       keyFile: other.keyFile,
       file: art.path,
       name: 'stranger',
       version: '1.0.0',
     })
-    expect((await rejection(installArtifact(ws.config, { name: 'stranger' }))).code).toBe(
+    expect((await rejection(installArtifact(suite.ws.config, { name: 'stranger' }))).code).toBe(
       'untrusted-manifest',
     )
   })
 
   it('refuses a rolled-back serial and an expired manifest', async () => {
-    const a = await writeArtifact(ws.dir, 'rb-1.bin', 2000)
-    const b = await writeArtifact(ws.dir, 'rb-2.bin', 2000)
+    const a = await writeArtifact(suite.ws.dir, 'rb-1.bin', 2000)
+    const b = await writeArtifact(suite.ws.dir, 'rb-2.bin', 2000)
     await publish(a.path, 'rb', '1.0.0')
     await publish(b.path, 'rb', '2.0.0')
-    await installArtifact(ws.config, { name: 'rb', target: '2.0.0' })
-    const error = await rejection(installArtifact(ws.config, { name: 'rb', target: '1.0.0' }))
+    await installArtifact(suite.ws.config, { name: 'rb', target: '2.0.0' })
+    const error = await rejection(installArtifact(suite.ws.config, { name: 'rb', target: '1.0.0' }))
     expect(error.code).toBe('untrusted-manifest')
     expect(error.message).toContain('rollback refused')
     // A deliberate pin may go back; a channel head never may.
     expect(
-      await installArtifact(ws.config, { name: 'rb', target: '1.0.0', allowDowngrade: true }),
+      await installArtifact(suite.ws.config, { name: 'rb', target: '1.0.0', allowDowngrade: true }),
     ).toMatchObject({ version: '1.0.0' })
 
     const expired = await rejection(
-      installArtifact(ws.config, {
+      installArtifact(suite.ws.config, {
         name: 'rb',
         target: '2.0.0',
         now: new Date(Date.now() + 91 * 86_400_000),
@@ -157,10 +152,10 @@ describe('publish → install → update → rollback through a real edge', () =
   })
 
   it('resumes an interrupted download and verifies the result', async () => {
-    const big = await writeArtifact(ws.dir, 'big.bin', 4 * 1024 * 1024)
+    const big = await writeArtifact(suite.ws.dir, 'big.bin', 4 * 1024 * 1024)
     await publish(big.path, 'resumable', '1.0.0')
     const abort = new AbortController()
-    const interrupted = installArtifact(ws.config, {
+    const interrupted = installArtifact(suite.ws.config, {
       name: 'resumable',
       signal: abort.signal,
       onProgress: (p) => {
@@ -168,28 +163,28 @@ describe('publish → install → update → rollback through a real edge', () =
       },
     })
     await expect(interrupted).rejects.toThrow()
-    const store = new ArtifactStore(ws.config.installRoot, 'resumable')
+    const store = new ArtifactStore(suite.ws.config.installRoot, 'resumable')
     const partialSize = (await stat(store.partialPath('1.0.0'))).size
     expect(partialSize).toBeGreaterThan(1024 * 1024)
     expect(partialSize).toBeLessThan(big.bytes.length)
     expect((await store.state()).current).toBeNull()
 
-    const resumed = await installArtifact(ws.config, { name: 'resumable' })
+    const resumed = await installArtifact(suite.ws.config, { name: 'resumable' })
     expect(resumed.resumedFrom).toBe(partialSize)
     expect(resumed.bytesDownloaded).toBe(big.bytes.length - partialSize)
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), big.bytes)
   })
 
   it('throws away a partial file that does not verify and keeps the running version', async () => {
-    const art = await writeArtifact(ws.dir, 'corrupt.bin', 100_000)
+    const art = await writeArtifact(suite.ws.dir, 'corrupt.bin', 100_000)
     await publish(art.path, 'corrupt', '1.0.0')
-    const store = new ArtifactStore(ws.config.installRoot, 'corrupt')
+    const store = new ArtifactStore(suite.ws.config.installRoot, 'corrupt')
     await store.prepare()
     // Garbage left by a crashed earlier run: the resumed bytes no longer hash right.
     await writeFile(store.partialPath('1.0.0'), Buffer.alloc(50_000, 7))
-    const error = await rejection(installArtifact(ws.config, { name: 'corrupt' }))
+    const error = await rejection(installArtifact(suite.ws.config, { name: 'corrupt' }))
     expect(error.code).toBe('integrity-mismatch')
     await expect(stat(store.partialPath('1.0.0'))).rejects.toThrow()
-    expect((await installArtifact(ws.config, { name: 'corrupt' })).bytesDownloaded).toBe(100_000)
+    expect((await installArtifact(suite.ws.config, { name: 'corrupt' })).bytesDownloaded).toBe(100_000)
   })
 })

@@ -1,4 +1,6 @@
+import { afterAll, beforeAll } from 'vitest'
 import { unstable_startWorker } from 'wrangler'
+import { makeWorkspace, type Workspace } from './fixtures.ts'
 
 export const TEST_TOKEN = 'agent-test-token'
 
@@ -26,4 +28,30 @@ export async function startLocalEdge(vars: Record<string, string> = {}): Promise
   })
   const url = (await worker.url).toString().replace(/\/$/, '')
   return { url, dispose: () => worker.dispose() }
+}
+
+/**
+ * A suite's shared setup: a fresh local edge and a workspace (maintainer key, trusting device config)
+ * for the whole file, disposed after it. Read `edge` and `ws` inside tests, once `beforeAll` has run.
+ */
+export function useEdgeWorkspace(): { readonly edge: LocalEdge; readonly ws: Workspace } {
+  let edge: LocalEdge | undefined
+  let ws: Workspace | undefined
+  beforeAll(async () => {
+    edge = await startLocalEdge()
+    ws = await makeWorkspace(edge.url)
+  })
+  afterAll(async () => {
+    await edge?.dispose()
+  })
+  return {
+    get edge() {
+      if (!edge) throw new Error('the local edge is not started yet (use it inside tests or hooks)')
+      return edge
+    },
+    get ws() {
+      if (!ws) throw new Error('the workspace is not ready yet (use it inside tests or hooks)')
+      return ws
+    },
+  }
 }
