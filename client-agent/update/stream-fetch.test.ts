@@ -34,6 +34,11 @@ async function target() {
   return join(await mkdtemp(join(tmpdir(), 'deltaport-stream-')), 'payload')
 }
 
+/** The stream the loopback server serves, checked against what a signed manifest would promise. */
+function requestFor(payloadSha256: string, payloadLength: number, payloadPath: string) {
+  return { url: server!.url, blockSize: BLOCK, payloadSha256, payloadLength, payloadPath }
+}
+
 const small = () =>
   new RangeController({ blockSize: FRAMED, minRange: FRAMED, maxRange: 16 * FRAMED, maxParallel: 3 })
 
@@ -43,11 +48,7 @@ describe('fetchDeltaStream', () => {
     server = await startRangeServer(wire)
     const path = await target()
     const result = await fetchDeltaStream({
-      url: server.url,
-      blockSize: BLOCK,
-      payloadSha256: sha256,
-      payloadLength: payload.length,
-      payloadPath: path,
+      ...requestFor(sha256, payload.length, path),
       controller: small(),
     })
     expectSameBytes(await readFile(path), payload)
@@ -68,11 +69,7 @@ describe('fetchDeltaStream', () => {
     })
     const path = await target()
     const result = await fetchDeltaStream({
-      url: server.url,
-      blockSize: BLOCK,
-      payloadSha256: sha256,
-      payloadLength: payload.length,
-      payloadPath: path,
+      ...requestFor(sha256, payload.length, path),
       controller: small(),
     })
     expectSameBytes(await readFile(path), payload)
@@ -97,11 +94,7 @@ describe('fetchDeltaStream', () => {
     })
     const path = await target()
     const result = await fetchDeltaStream({
-      url: server.url,
-      blockSize: BLOCK,
-      payloadSha256: sha256,
-      payloadLength: payload.length,
-      payloadPath: path,
+      ...requestFor(sha256, payload.length, path),
       controller: small(),
     })
     expectSameBytes(await readFile(path), payload)
@@ -116,11 +109,7 @@ describe('fetchDeltaStream', () => {
     const path = await target()
     const abort = new AbortController()
     const request = {
-      url: server.url,
-      blockSize: BLOCK,
-      payloadSha256: sha256,
-      payloadLength: payload.length,
-      payloadPath: path,
+      ...requestFor(sha256, payload.length, path),
     }
     await expect(
       fetchDeltaStream({
@@ -148,11 +137,7 @@ describe('fetchDeltaStream', () => {
     const { payload, wire } = await framedPayload(50_000)
     server = await startRangeServer(wire)
     const error = await fetchDeltaStream({
-      url: server.url,
-      blockSize: BLOCK,
-      payloadSha256: 'ab'.repeat(32),
-      payloadLength: payload.length,
-      payloadPath: await target(),
+      ...requestFor('ab'.repeat(32), payload.length, await target()),
     }).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(AgentError)
     expect((error as AgentError).code).toBe('integrity-mismatch')
