@@ -4,9 +4,10 @@ import { ArtifactName, Version } from '../../schemas/common.ts'
 import type { AppEnv } from '../app-env.ts'
 import { serveImmutable } from '../http/edge-cache.ts'
 import { Problem } from '../http/problem.ts'
+import { etagListMatches } from '../http/range.ts'
 import { serveObject } from '../http/serve-object.ts'
 import { valid } from '../http/validate.ts'
-import { readIndex, readManifest } from '../storage/artifact-store.ts'
+import { readIndex, requirePublished } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 
 const NameParam = z.object({ name: ArtifactName })
@@ -16,8 +17,7 @@ const VersionParam = z.object({ name: ArtifactName, version: Version })
 export const artifactsRouter = new Hono<AppEnv>()
   .get('/:name/:version/manifest', valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
-    const stored = await readManifest(c.env.ARTIFACTS, keys.manifest(name, version))
-    if (!stored) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
+    const stored = await requirePublished(c.env.ARTIFACTS, name, version)
     const headers = {
       etag: stored.etag,
       // Short: a version's manifest never changes, but agents must see expiry-driven re-signing soon.
@@ -25,7 +25,7 @@ export const artifactsRouter = new Hono<AppEnv>()
       'content-type': 'application/json',
     }
     const ifNoneMatch = c.req.header('if-none-match')
-    if (ifNoneMatch?.split(',').some((tag) => tag.trim() === stored.etag)) {
+    if (ifNoneMatch !== undefined && etagListMatches(ifNoneMatch, stored.etag)) {
       return new Response(null, { status: 304, headers })
     }
     return new Response(stored.raw, { status: 200, headers })
@@ -33,8 +33,7 @@ export const artifactsRouter = new Hono<AppEnv>()
   .on(['GET', 'HEAD'], '/:name/:version/blob', valid('param', VersionParam), (c) =>
     serveImmutable(c, async () => {
       const { name, version } = c.req.valid('param')
-      const stored = await readManifest(c.env.ARTIFACTS, keys.manifest(name, version))
-      if (!stored) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
+      const stored = await requirePublished(c.env.ARTIFACTS, name, version)
       const { size, sha256, mediaType } = stored.envelope.signed
       return serveObject(c.req.raw, c.env.ARTIFACTS, keys.blob(name, version), size, {
         etag: `"${sha256}"`,
@@ -46,8 +45,7 @@ export const artifactsRouter = new Hono<AppEnv>()
   .on(['GET', 'HEAD'], '/:name/:version/chunks', valid('param', VersionParam), (c) =>
     serveImmutable(c, async () => {
       const { name, version } = c.req.valid('param')
-      const stored = await readManifest(c.env.ARTIFACTS, keys.manifest(name, version))
-      if (!stored) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
+      const stored = await requirePublished(c.env.ARTIFACTS, name, version)
       const ref = stored.envelope.signed.chunkIndex
       if (!ref) throw new Problem(404, 'not-found', `${name}@${version} was published without a chunk index`)
       return serveObject(c.req.raw, c.env.ARTIFACTS, keys.chunks(name, version), ref.size, {

@@ -10,7 +10,7 @@ import { Problem } from '../http/problem.ts'
 import { serveObject } from '../http/serve-object.ts'
 import { valid } from '../http/validate.ts'
 import { generateLazyDelta } from '../publish/lazy-delta.ts'
-import { readManifest } from '../storage/artifact-store.ts'
+import { requirePublished } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 
 const PairParam = z.object({ name: ArtifactName, from: Version, to: Version })
@@ -56,8 +56,7 @@ export const deltasRouter = new Hono<AppEnv>().on(
       const { name, from, to } = c.req.valid('param')
       const { method } = c.req.valid('query')
       const bucket = c.env.ARTIFACTS
-      const stored = await readManifest(bucket, keys.manifest(name, to))
-      if (!stored) throw new Problem(404, 'not-found', `${name}@${to} is not published`)
+      const stored = await requirePublished(bucket, name, to)
       const ref = cheapest(
         stored.envelope.signed.deltas.filter((d) => d.from === from && (!method || d.method === method)),
       )

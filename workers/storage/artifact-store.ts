@@ -97,3 +97,10 @@ export function assertPublishable(index: ArtifactIndex, manifest: ArtifactManife
     )
   }
 }
+
+/** The committed manifest of a version, or a 404 problem: nothing of an unpublished version is served. */
+export async function requirePublished(bucket: R2Bucket, name: string, version: string) {
+  const stored = await readManifest(bucket, keys.manifest(name, version))
+  if (!stored) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
+  return stored
+}
