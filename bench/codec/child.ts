@@ -10,9 +10,10 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { fileSource, openFileReader } from '../../client-agent/fs/file-io.ts'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../../delta/io.ts'
 import { REPO } from './corpus.ts'
-import { fileReader, fileSink, fileSource } from './file-io.ts'
+import { fileSink } from './file-io.ts'
 import { type ChildReport, METHODS, type OurMethod } from './result.ts'
 
 const MODULES: Record<OurMethod, string> = {
@@ -107,12 +108,12 @@ async function apply(method: OurMethod, mod: Module, src: string, deltaPath: str
   const file = MODULES[method]
   const stream = streamApply(method, mod)
   if (stream) {
-    const reader = fileReader(src)
+    const reader = await openFileReader(src)
     const sink = fileSink(out)
     try {
       await stream(reader, fileSource(deltaPath), sink)
     } finally {
-      reader.close()
+      await reader.close()
       sink.close()
     }
     return 'stream' as const
