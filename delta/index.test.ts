@@ -92,3 +92,27 @@ describe('createDelta / applyDelta', () => {
     )
   })
 })
+
+describe('createDelta effort', () => {
+  it('skips approx when the vcdiff delta leaves it too little to save, unless exhaustive', () => {
+    const source = bytes(50_000, 5)
+    const target = edited(source)
+    const auto = createDelta(source, target)
+    const approx = auto.candidates.find((c) => c.method === 'approx')
+    expect(approx?.skipped).toMatch(/approx at most/)
+    expect(auto.method).toBe('vcdiff')
+    const all = createDelta(source, target, { effort: 'exhaustive' })
+    expect(all.candidates.find((c) => c.method === 'approx')?.size).toBeGreaterThan(0)
+    expect(all.delta.length).toBeLessThanOrEqual(auto.delta.length)
+  })
+
+  it('runs approx when the cheap delta is large', () => {
+    const source = bytes(200_000, 6)
+    // Every 50th byte changed: vcdiff breaks its copies everywhere, approx keeps one alignment.
+    const target = source.map((b, i) => (i % 50 === 0 ? (b + 1) & 0xff : b))
+    const made = createDelta(source, target)
+    expect(made.candidates.find((c) => c.method === 'approx')?.size).toBeGreaterThan(0)
+    expect(made.method).toBe('approx')
+    expect(same(applyDelta(source, made.delta), target)).toBe(true)
+  })
+})

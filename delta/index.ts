@@ -11,6 +11,7 @@ import {
   createArchiveDelta,
   detectArchive,
 } from './archive/index.ts'
+import { approxNotWorth } from './effort.ts'
 import { check, DeltaFormatError } from './errors.ts'
 import {
   type ByteSink,
@@ -31,6 +32,12 @@ export type DeltaMethodId = 'vcdiff' | 'approx' | 'archive'
 export interface CreateDeltaOptions {
   /** Methods to try; default all that apply. */
   methods?: readonly DeltaMethodId[]
+  /**
+   * 'auto' (default) runs the cheap methods first and skips a costly one when it cannot plausibly pay
+   * off (see `worthTryingApprox`, docs/decisions/0012-codec-performance.md); 'exhaustive' runs every
+   * listed method on every pair and keeps the smallest, whatever it costs.
+   */
+  effort?: 'auto' | 'exhaustive'
   /** Clock for the timings in the report (injected so callers can make runs deterministic). */
   now?: () => number
 }
@@ -79,17 +86,33 @@ export function createDelta(
     candidates.push({ method, size: made.length, ms })
     if (!best || made.length < best.delta.length) best = { delta: made, method }
   }
-  // Archive-aware first: when it applies it already runs both byte differs on the expanded contents,
-  // and byte-level deltas of compressed data are nearly as large as the file.
+  const exhaustive = options.effort === 'exhaustive'
+  const bestSize = () => (best as { delta: Uint8Array } | null)?.delta.length ?? Number.POSITIVE_INFINITY
+  // Archive-aware first: when it applies it already runs the byte differs on the expanded contents.
   if (methods.includes('archive')) {
     consider('archive', () => {
       if (!detectArchive(source) || !detectArchive(target)) return 'not a gzip or zip pair'
-      const result = createArchiveDelta(source, target)
+      const result = createArchiveDelta(source, target, exhaustive ? { differEffort: 'exhaustive' } : {})
       return 'notApplicable' in result ? result.notApplicable : result.delta
     })
   }
-  if (methods.includes('vcdiff')) consider('vcdiff', () => encodeVcdiff(source, target))
-  if (methods.includes('approx')) consider('approx', () => createApproxDelta(source, target))
+  // Byte-level deltas of compressed data are nearly as large as the file (80–99% on every .tgz
+  // measured), so once the archive method made one under half the target they cannot win.
+  const archiveWon = !exhaustive && bestSize() < target.length / 2
+  if (methods.includes('vcdiff')) {
+    if (archiveWon)
+      candidates.push({ method: 'vcdiff', ms: 0, skipped: 'archive delta already < 50% of target' })
+    else consider('vcdiff', () => encodeVcdiff(source, target))
+  }
+  if (methods.includes('approx')) {
+    const why = archiveWon
+      ? 'archive delta already < 50% of target'
+      : exhaustive
+        ? null
+        : approxNotWorth(bestSize(), target.length)
+    if (why) candidates.push({ method: 'approx', ms: 0, skipped: why })
+    else consider('approx', () => createApproxDelta(source, target))
+  }
   const chosen = best as { delta: Uint8Array; method: DeltaMethodId } | null
   if (!chosen)
     throw new DeltaFormatError('no-method', `no delta method produced a delta (${methods.join(', ')})`)

@@ -2,6 +2,7 @@
  * One deltaport measurement in its own Node process, so its time and peak memory are its own:
  *   node bench/codec/child.ts make     <method> <source> <target> <delta-out>
  *   node bench/codec/child.ts apply    <method> <source> <delta>  <out>
+ *   node bench/codec/child.ts apply-plain … (the same, through a reader without the optional readInto)
  *   node bench/codec/child.ts baseline <method>
  * The module is loaded dynamically (colleagues are still writing it). The last stdout line is a JSON
  * ChildReport. Time covers reading the inputs, the codec call and writing the output, not Node's start
@@ -104,11 +105,22 @@ function streamApply(method: OurMethod, mod: Module): StreamApply | undefined {
   }
 }
 
-async function apply(method: OurMethod, mod: Module, src: string, deltaPath: string, out: string) {
+async function apply(
+  method: OurMethod,
+  mod: Module,
+  src: string,
+  deltaPath: string,
+  out: string,
+  readInto = true,
+) {
   const file = MODULES[method]
   const stream = streamApply(method, mod)
   if (stream) {
-    const reader = await openFileReader(src)
+    const agentReader = await openFileReader(src)
+    // apply-plain: the same reader minus readInto, to show what a reader without it costs in peak RSS.
+    const reader = readInto
+      ? agentReader
+      : { size: agentReader.size, read: agentReader.read, close: agentReader.close }
     const sink = fileSink(out)
     try {
       await stream(reader, fileSource(deltaPath), sink)
@@ -176,9 +188,9 @@ async function main(): Promise<ChildReport> {
       ...(made.note ? { note: made.note } : {}),
     }
   }
-  if (op === 'apply') {
+  if (op === 'apply' || op === 'apply-plain') {
     const t0 = performance.now()
-    const form = await apply(method, mod, a, b, c)
+    const form = await apply(method, mod, a, b, c, op === 'apply')
     return { status: 'ok', ms: performance.now() - t0, maxRssKiB: rss(), form }
   }
   throw new Error(`unknown op ${op}`)

@@ -1,7 +1,7 @@
 /**
  * The bench's output sink: each chunk written straight to a file descriptor, nothing buffered. The
- * source reader and the delta stream are the agent's own (client-agent/fs/file-io.ts), so the bench
- * applies deltas exactly the way a device does.
+ * source is read through the agent's own reader (client-agent/fs/file-io.ts).
+ * The delta stream is the agent's fileSource, so apply runs the way a device does.
  */
 import { closeSync, openSync, writeSync } from 'node:fs'
 import type { ByteSink } from '../../delta/io.ts'

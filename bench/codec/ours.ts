@@ -71,6 +71,15 @@ export async function runOurs(
     if (!filesEqual(out, pair.targetPath)) {
       result.status = 'mismatch'
       result.note = [result.note, 'round trip differs from the target'].filter(Boolean).join('; ')
+    } else if (pair.big && ar.form === 'stream') {
+      // Memory is judged on the big pair: also show what a reader without readInto costs (information).
+      rmSync(out, { force: true })
+      const plain = parseReport(
+        await child(['apply-plain', method, pair.sourcePath, delta, out], timeoutMs, timeFile),
+      )
+      if (typeof plain !== 'string' && plain.status === 'ok' && filesEqual(out, pair.targetPath)) {
+        Object.assign(result, { applyPlainMs: plain.ms, applyPlainRssKiB: plain.maxRssKiB })
+      }
     }
     return result
   } finally {

@@ -248,15 +248,25 @@ export function bigMemory(results: PairResult[], ctx: Context, bigName: string):
   const p = results.find((r) => r.name === bigName)
   if (!p) return undefined
   const rows: string[][] = [
-    ['method', 'apply peak RSS MiB', 'above Node baseline MiB', 'apply form', 'status'],
-    ['---', '---:', '---:', '---', '---'],
+    [
+      'method',
+      'apply peak RSS MiB',
+      'above Node baseline MiB',
+      'reader without readInto: peak / above baseline MiB',
+      'apply form',
+      'status',
+    ],
+    ['---', '---:', '---:', '---:', '---', '---'],
   ]
   for (const m of p.methods) {
     const base = m.family === 'ours' ? ctx.baselineKiB.get(m.method) : undefined
+    const above = (kib: number | undefined) =>
+      base !== undefined && kib !== undefined ? mib(kib - base) : '—'
     rows.push([
       m.family === 'ours' ? `dp:${m.method}` : m.method,
       mib(m.applyRssKiB),
-      base !== undefined && m.applyRssKiB !== undefined ? mib(m.applyRssKiB - base) : '—',
+      above(m.applyRssKiB),
+      m.applyPlainRssKiB === undefined ? '—' : `${mib(m.applyPlainRssKiB)} / ${above(m.applyPlainRssKiB)}`,
       m.applyForm ?? (m.family === 'anchor' ? 'tool' : '—'),
       m.status,
     ])
@@ -307,12 +317,25 @@ export function verdicts(results: PairResult[], ctx: Context, bigName: string): 
       detail: big ? 'no exact deltaport result on the big pair' : 'big pair not run (--big)',
     })
   } else {
-    const base = ctx.baselineKiB.get(bs.method)
-    const above = base === undefined ? undefined : bs.applyRssKiB - base
+    // Judged strictly on the ★ method and on createDelta's delta through applyDeltaStream (what the
+    // agent runs), both reading the source through the agent's file reader: the worse of the two counts.
+    // The extra run with a reader lacking readInto is shown for information only.
+    const judged = [bs, big.methods.find((m) => m.method === 'best' && m.status === 'ok')].filter(
+      (m, i, all): m is MethodResult => m !== undefined && all.indexOf(m) === i,
+    )
+    let worst: number | undefined
+    const parts = judged.map((m) => {
+      const base = ctx.baselineKiB.get(m.method)
+      const above = base === undefined || m.applyRssKiB === undefined ? undefined : m.applyRssKiB - base
+      const plainAbove =
+        base === undefined || m.applyPlainRssKiB === undefined ? undefined : m.applyPlainRssKiB - base
+      if (above !== undefined) worst = Math.max(worst ?? 0, above)
+      return `dp:${m.method} ${m.applyForm ?? ''} apply: ${mib(above)} MiB above the ${mib(base)} MiB of a Node child that only loaded the module (peak ${mib(m.applyRssKiB)} MiB)${plainAbove === undefined ? '' : `; ${mib(plainAbove)} MiB above with a reader lacking readInto (information)`}`
+    })
     out.push({
       target: 'apply memory ≤ 64 MiB on the ≈100 MB pair',
-      met: above === undefined ? undefined : above <= 64 * 1024,
-      detail: `dp:${bs.method} ${bs.applyForm ?? ''} apply: peak RSS ${mib(bs.applyRssKiB)} MiB for the whole Node process, ${mib(above)} MiB above the ${mib(base)} MiB of a Node child that only loaded the module (judged on the latter)`,
+      met: worst === undefined ? undefined : worst <= 64 * 1024,
+      detail: `${parts.join('; ')} (judged on the largest "above" figure)`,
     })
   }
   return out

@@ -16,6 +16,12 @@ export interface MethodResult {
   contentIdentical?: boolean
   /** How the apply was run (deltaport: 'stream' or 'buffer'). */
   applyForm?: string
+  /**
+   * Big pair only: the same streaming apply through a reader without the optional `readInto` (one fresh
+   * array per source read), to show what that costs in peak RSS.
+   */
+  applyPlainMs?: number
+  applyPlainRssKiB?: number
 }
 
 export interface PairResult {

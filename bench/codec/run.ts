@@ -165,7 +165,15 @@ meaningful part; absolute times move with the load other engineers put on the ma
 - Peak memory: anchors = GNU \`/usr/bin/time -f %M\` (ru_maxrss from wait4; includes the gzip child that
   xdelta3 may spawn); ours = \`process.resourceUsage().maxRSS\` of the child, shown as whole-process
   peak (+ above the peak of a child that only loaded the module: ${baselines || 'n/a'}). A Node process
-  that strips types at start-up costs ≈80 MiB before the codec allocates anything.
+  that strips types at start-up costs ≈80 MiB before the codec allocates anything. "Above" is the
+  codec's cost *including garbage V8 has not collected yet*: RSS counts freed-but-uncollected arrays
+  (V8 lets up to ~64 MiB of external ArrayBuffer memory pile up between collections), so allocation
+  churn shows up as memory even when little is live; we do not force GCs or tune V8 flags.
+- The streaming apply reads the source through the agent's file reader (client-agent/fs/file-io.ts),
+  whose \`readInto\` (delta/io.ts) lands source reads in buffers the decoder reuses. On the big pair the
+  apply is run a second time through a reader without \`readInto\`, for information. The memory
+  verdict takes the worse "above" figure of the ★ method and of \`dp:best\` (\`applyDeltaStream\`, what
+  the agent runs), both with the agent's reader.
 - Best anchor (⚓) = smallest exact delta among the xdelta3 variants, bsdiff and zstd; best ours (★) =
   smallest exact deltaport delta (ties go to the single method). Time ratios use \`dp:best\`
   (createDelta, which tries every applicable method, i.e. what the CDN runs) when it round-tripped, else

@@ -8,18 +8,25 @@ import { fsyncDir, tempPathFor } from './atomic.ts'
 export async function openFileReader(path: string): Promise<RandomAccessReader & { close(): Promise<void> }> {
   const handle = await open(path, 'r')
   const { size } = await handle.stat()
+  // Fills `into` from `offset` until it is full or the file ends; the count is what was read.
+  const readInto = async (offset: number, into: Uint8Array): Promise<number> => {
+    let done = 0
+    while (done < into.length) {
+      const { bytesRead } = await handle.read(into, done, into.length - done, offset + done)
+      if (bytesRead === 0) break
+      done += bytesRead
+    }
+    return done
+  }
   return {
     size,
     read: async (offset, length) => {
       const buffer = new Uint8Array(length)
-      let done = 0
-      while (done < length) {
-        const { bytesRead } = await handle.read(buffer, done, length - done, offset + done)
-        if (bytesRead === 0) break
-        done += bytesRead
-      }
+      const done = await readInto(offset, buffer)
       return done === length ? buffer : buffer.subarray(0, done)
     },
+    // The codec reuses its buffers through this, keeping apply memory flat on big files (delta/io.ts).
+    readInto,
     close: () => handle.close(),
   }
 }

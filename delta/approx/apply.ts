@@ -3,7 +3,7 @@
  * bytes actually present in the delta (and DEFLATE's maximum ratio), before the target is allocated.
  */
 import { check } from '../errors.ts'
-import { decodeBlock, replayBlock } from './block.ts'
+import { blockInflaters, type CopySource, decodeBlock, replayBlock } from './block.ts'
 import { crc32 } from './crc32.ts'
 import {
   type ApproxLimits,
@@ -23,9 +23,11 @@ export function applyApproxDelta(source: Uint8Array, delta: Uint8Array, limits?:
   walkBlocks(delta, h, () => {})
 
   const target = new Uint8Array(h.targetLength)
-  const read = (pos: number, len: number) => source.subarray(pos, pos + len)
+  const copySource: CopySource = (pos, len, dst, at) => dst.set(source.subarray(pos, pos + len), at)
+  const inflaters = blockInflaters()
   walkBlocks(delta, h, (index, header, payload) => {
-    replayBlock(decodeBlock(header, payload, h.sourceLength), read, target, index * h.blockSize)
+    const block = decodeBlock(header, payload, h.sourceLength, inflaters)
+    replayBlock(block, copySource, target, index * h.blockSize)
   })
   check(crc32(target) === h.targetCrc, 'target-mismatch', 'reconstructed target fails its checksum')
   return target

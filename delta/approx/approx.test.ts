@@ -135,3 +135,36 @@ describe('approx delta hostile input', () => {
     expect(report.rejected).toBeGreaterThan(0)
   })
 })
+
+describe('apply fast paths', () => {
+  /** A reader with only `read`, so the decoder takes the allocate-per-read path instead of readInto. */
+  const plainReader = (bytes: Uint8Array) => ({
+    size: bytes.length,
+    read: async (offset: number, length: number) => bytes.slice(offset, offset + length),
+  })
+
+  it('applies the same with and without the reader’s readInto', async () => {
+    const r = prng(7)
+    const source = Uint8Array.from({ length: 200_000 }, () => Math.floor(r() * 256))
+    const target = source.slice()
+    // Relocated little-endian fields: the diff is mostly zero, with carries.
+    for (let at = 16; at + 4 < target.length; at += 97) target[at] = (target[at]! + 3) & 0xff
+    const delta = createApproxDelta(source, target, { blockSize: 40_000 })
+    for (const reader of [readerFromBytes(source), plainReader(source)]) {
+      const sink = collectingSink()
+      await applyApproxDeltaStream(reader, sourceFromBytes(delta, 4096), sink)
+      expect(sink.bytes()).toEqual(target)
+    }
+  })
+
+  it('ripples diff carries through runs of 0xff exactly like the encoder', async () => {
+    // Source words 0x..ffffff00 become 0x..000000ff + 1: the carry must cross the changed 0xff bytes.
+    const source = new Uint8Array(4096)
+    for (let at = 0; at < source.length; at += 8)
+      source.set([0x01, 0xff, 0xff, 0xff, 0x20, 0x30, 0x40, 0x50], at)
+    const target = source.slice()
+    for (let at = 0; at < target.length; at += 64) target.set([0x02, 0x00, 0x00, 0x00, 0x21], at)
+    await roundTrip(source, target)
+    await roundTrip(source, target, 100)
+  })
+})

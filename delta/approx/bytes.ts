@@ -84,7 +84,10 @@ export class ByteReader {
   }
 
   private need(n: number): void {
-    check(this.pos + n <= this.buf.length, 'truncated', `needs ${n} more bytes at offset ${this.pos}`)
+    // Not check(): its message would be formatted on every call, and this runs per byte.
+    if (this.pos + n > this.buf.length) {
+      throw new DeltaFormatError('truncated', `needs ${n} more bytes at offset ${this.pos}`)
+    }
   }
 
   u8(): number {

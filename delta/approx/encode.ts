@@ -7,12 +7,15 @@ import { deflateRaw } from 'pako'
 import { subtractWithCarry } from './arith.ts'
 import { ByteWriter } from './bytes.ts'
 import { crc32 } from './crc32.ts'
-import { type BlockHeader, DEFAULT_BLOCK_SIZE, encodeBlockHeader, encodeHeader } from './format.ts'
+import { type BlockHeader, defaultBlockSize, encodeBlockHeader, encodeHeader } from './format.ts'
 import { matchSegments, type Segments } from './match.ts'
 import { indexSource } from './source-index.ts'
 
 export interface CreateApproxOptions {
-  /** Target bytes per block (default 1 MiB). Smaller blocks cut decoder memory and cost a little size. */
+  /**
+   * Target bytes per block (default: the whole target up to 16 MiB, else 4 MiB; see
+   * `defaultBlockSize`). Smaller blocks cut decoder memory and cost a little size.
+   */
   blockSize?: number
   /** DEFLATE level 0–9 (default 9). */
   level?: 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9
@@ -23,7 +26,7 @@ export function createApproxDelta(
   target: Uint8Array,
   options?: CreateApproxOptions,
 ): Uint8Array {
-  const blockSize = options?.blockSize ?? DEFAULT_BLOCK_SIZE
+  const blockSize = options?.blockSize ?? defaultBlockSize(target.length)
   if (!Number.isInteger(blockSize) || blockSize < 1 || blockSize > 0xffff_ffff) {
     throw new RangeError(`blockSize must be a positive 32-bit integer, got ${blockSize}`)
   }

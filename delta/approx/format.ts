@@ -13,7 +13,18 @@ export const VERSION = 1
 export const CODEC_DEFLATE = 1
 export const HEADER_SIZE = 40
 export const BLOCK_HEADER_SIZE = 28
-export const DEFAULT_BLOCK_SIZE = 1 << 20
+/**
+ * Encoder default: one block for targets up to SINGLE_BLOCK_MAX (every block restarts its three
+ * DEFLATE streams, and on a 4.4 MB tar one block instead of five saves 10%), 4 MiB blocks above it
+ * (streaming apply holds about three blocks' worth of bytes; on the 120 MB Node binary 4 MiB blocks
+ * are 0.5% smaller than 1 MiB ones and keep apply well inside 64 MiB).
+ */
+export const DEFAULT_BLOCK_SIZE = 4 << 20
+export const SINGLE_BLOCK_MAX = 16 << 20
+
+export function defaultBlockSize(targetLength: number): number {
+  return targetLength <= SINGLE_BLOCK_MAX ? Math.max(1, targetLength) : DEFAULT_BLOCK_SIZE
+}
 
 /**
  * DEFLATE cannot expand data by more than this factor (a 258-byte match costs at least 2 bits), so any

@@ -1,4 +1,4 @@
-import { check } from '../errors.ts'
+import { check, DeltaFormatError } from '../errors.ts'
 import { E } from './errors.ts'
 import type { Cursor } from './varint.ts'
 import { readVarint } from './varint.ts'
@@ -51,7 +51,10 @@ export class AddressCache {
       check(c.pos < c.end, E.truncated, 'vcdiff: input ends inside COPY address')
       addr = this.same[(mode - 2 - this.nearSize) * 256 + c.buf[c.pos++]!]!
     }
-    check(addr >= 0 && addr < here, E.address, `vcdiff: COPY address ${addr} outside [0, ${here})`)
+    // Plain if, not check(): a template message would be built for every COPY decoded.
+    if (!(addr >= 0 && addr < here)) {
+      throw new DeltaFormatError(E.address, `vcdiff: COPY address ${addr} outside [0, ${here})`)
+    }
     this.update(addr)
     return addr
   }

@@ -193,6 +193,32 @@ describe('decoding hand-built deltas', () => {
     expect(await streamFailCode(EMPTY, delta, { maxTargetHistory: 0 })).toBe(E.limit)
   })
 
+  it('keeps VCD_TARGET history in a ring that wraps, and refuses what fell out of it', async () => {
+    const w = (text: string) =>
+      window({ tgtLen: text.length, data: enc.encode(text), inst: [ADD_N(text.length)] })
+    const fromTarget = (pos: number, len: number) =>
+      window({ indicator: 2, srcLen: len, srcPos: pos, tgtLen: len, inst: [COPY_SELF_0, len], addr: [0] })
+    // Output: "hello" " world" then copies of earlier output that straddle windows and the ring's end.
+    const delta = file(
+      0,
+      w('hello'),
+      w(' world'),
+      fromTarget(3, 6),
+      w('!?'),
+      fromTarget(12, 7),
+      fromTarget(20, 5),
+    )
+    const expected = decodeVcdiff(EMPTY, delta)
+    expect(new TextDecoder().decode(expected)).toBe('hello worldlo wor!?o wor!? wor!')
+    for (const maxTargetHistory of [8, 9, 10, 64]) {
+      const sink = collectingSink()
+      await decodeVcdiffStream(readerFromBytes(EMPTY), sourceFromBytes(delta, 2), sink, { maxTargetHistory })
+      expect(sink.bytes()).toEqual(expected)
+    }
+    // With 7 bytes kept, the first VCD_TARGET copy (from 3, after 11 bytes) starts too far back.
+    expect(await streamFailCode(EMPTY, delta, { maxTargetHistory: 7 })).toBe(E.limit)
+  })
+
   it('verifies the xdelta3 adler32 extension', () => {
     const good = file(
       0,

@@ -1,5 +1,5 @@
 import { check, DeltaFormatError } from '../errors.ts'
-import type { ByteSink, ByteSource, RandomAccessReader } from '../io.ts'
+import { type ByteSink, type ByteSource, type RandomAccessReader, readFully } from '../io.ts'
 import { AddressCache } from './address-cache.ts'
 import type { CodeTable } from './code-table.ts'
 import { COPY, DEFAULT_TABLE, DEFAULT_TABLE_STRING, tableFromString } from './code-table.ts'
@@ -197,6 +197,7 @@ async function fetchSourceRanges(
   reader: RandomAccessReader,
   h: WindowHeader,
   w: OpBatch,
+  arena: Arena,
 ): Promise<SegmentReader> {
   const srcLen = h.sourceLength
   let n = 0
@@ -230,12 +231,19 @@ async function fetchSourceRanges(
       re.push(e)
     }
   }
+  // All ranges go into one reused buffer (readInto when the reader has it), read concurrently.
+  let total = 0
+  for (let k = 0; k < rs.length; k++) total += re[k]! - rs[k]!
+  const all = arena.take(total)
   const bufs: Uint8Array[] = []
-  for (let k = 0; k < rs.length; k++) {
+  for (let k = 0, at = 0; k < rs.length; k++) {
     const len = re[k]! - rs[k]!
-    const bytes = await reader.read(h.sourcePosition + rs[k]!, len)
-    check(bytes.length === len, E.truncated, 'vcdiff: source reader returned fewer bytes than asked')
-    bufs.push(bytes)
+    bufs.push(all.subarray(at, at + len))
+    at += len
+  }
+  const got = await Promise.all(bufs.map((b, k) => readFully(reader, h.sourcePosition + rs[k]!, b)))
+  for (let k = 0; k < got.length; k++) {
+    check(got[k] === bufs[k]!.length, E.truncated, 'vcdiff: source reader returned fewer bytes than asked')
   }
   return {
     copy(offset, len, dst, at) {
@@ -273,6 +281,10 @@ export async function decodeVcdiffStream(
   const history = new TargetHistory(limits.maxTargetHistory)
   const parser = new WindowParser()
   const batch = new OpBatch()
+  // Reused window after window: sinks are done with a chunk once write() resolves, and the history
+  // keeps its own copy.
+  const windowBuffer = new Arena()
+  const sourceBuffer = new Arena()
   while (!(await sb.atEnd())) {
     const h = await sb.parse((c) => parseWindowHeader(c, limits, true), 'window header')
     check(await sb.ensure(h.deltaLength), E.truncated, 'vcdiff: input ends inside a window')
@@ -286,10 +298,10 @@ export async function decodeVcdiffStream(
       'vcdiff: source segment lies beyond the end of the source',
     )
     const fixed = h.indicator & VCD_TARGET ? history.segment(h.sourcePosition, h.sourceLength) : EMPTY_SEGMENT
-    const target = new Uint8Array(parser.targetLength)
+    const target = windowBuffer.take(parser.targetLength)
     while (!parser.done()) {
       parser.next(batch)
-      const segment = fromSource ? await fetchSourceRanges(source, h, batch) : fixed
+      const segment = fromSource ? await fetchSourceRanges(source, h, batch, sourceBuffer) : fixed
       executeBatch(batch, parser.data, h.sourceLength, segment, target)
     }
     parser.finish()
@@ -297,6 +309,16 @@ export async function decodeVcdiffStream(
     sb.pos += h.deltaLength
     history.push(target)
     await sink.write(target)
+  }
+}
+
+/** A buffer reused across windows/batches, grown (never shrunk) to the largest request. */
+class Arena {
+  private buf = new Uint8Array(0)
+
+  take(n: number): Uint8Array {
+    if (this.buf.length < n) this.buf = new Uint8Array(Math.max(n, Math.ceil(this.buf.length * 1.5)))
+    return this.buf.subarray(0, n)
   }
 }
 

@@ -10,7 +10,8 @@ export interface VcdiffLimits {
   maxHeaderDataSize?: number
   /**
    * Bytes of earlier output the streaming decoder keeps for VCD_TARGET windows (whose source
-   * segment is earlier target data). Default maxWindowSize. Older references fail with a limit error.
+   * segment is earlier target data). Default 8 MiB (or maxWindowSize if smaller). Older references
+   * fail with a limit error.
    */
   maxTargetHistory?: number
 }
@@ -24,6 +25,8 @@ export interface ResolvedLimits {
 }
 
 const MiB = 1024 * 1024
+/** Default streaming history: one default-size deltaport window. */
+export const DEFAULT_TARGET_HISTORY = 8 * MiB
 
 export function resolveLimits(l: VcdiffLimits = {}): ResolvedLimits {
   // Windows are addressed with 32-bit typed arrays internally, hence the 2^31 ceiling.
@@ -33,6 +36,8 @@ export function resolveLimits(l: VcdiffLimits = {}): ResolvedLimits {
     maxTargetSize: l.maxTargetSize ?? 4096 * MiB,
     maxDeltaWindowSize: l.maxDeltaWindowSize ?? 2 * maxWindowSize + MiB,
     maxHeaderDataSize: l.maxHeaderDataSize ?? 64 * 1024,
-    maxTargetHistory: l.maxTargetHistory ?? maxWindowSize,
+    // deltaport and xdelta3 encoders never emit VCD_TARGET windows, so history only serves foreign
+    // deltas; keeping 64 MiB of it by default doubled the streaming decoder's memory for nothing.
+    maxTargetHistory: l.maxTargetHistory ?? Math.min(maxWindowSize, DEFAULT_TARGET_HISTORY),
   }
 }

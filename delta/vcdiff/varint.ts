@@ -1,4 +1,4 @@
-import { check } from '../errors.ts'
+import { check, DeltaFormatError } from '../errors.ts'
 import { E, NeedMore } from './errors.ts'
 
 /** A read cursor over one contiguous buffer; `end` lets a section be read without copying it out. */
@@ -30,7 +30,9 @@ export function readVarint(c: Cursor, what: string, streaming = false): number {
     const b = c.buf[c.pos++]!
     value = value * 128 + (b & 0x7f)
     if (b < 0x80) {
-      check(Number.isSafeInteger(value), E.varint, `vcdiff: ${what} does not fit in 53 bits`)
+      // Plain if, not check(): a template message would be built for every integer decoded.
+      if (!Number.isSafeInteger(value))
+        throw new DeltaFormatError(E.varint, `vcdiff: ${what} does not fit in 53 bits`)
       return value
     }
   }
