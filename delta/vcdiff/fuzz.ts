@@ -1,4 +1,5 @@
 import { DeltaFormatError } from '../errors.ts'
+import { randomBytes, rng } from '../fuzz-input.ts'
 import { collectingSink, readerFromBytes, sourceFromBytes } from '../io.ts'
 import { DEFAULT_TABLE_STRING } from './code-table.ts'
 import { decodeVcdiff, decodeVcdiffStream } from './decode.ts'
@@ -6,22 +7,7 @@ import { encodeVcdiff } from './encode.ts'
 import type { VcdiffLimits } from './limits.ts'
 import { ByteWriter } from './varint.ts'
 
-/** Small deterministic PRNG (xorshift32) so a failing seed can be replayed exactly. */
-export function rng(seed: number): () => number {
-  let s = seed | 0 || 0x9e3779b9
-  return () => {
-    s ^= s << 13
-    s ^= s >>> 17
-    s ^= s << 5
-    return (s >>> 0) / 0x100000000
-  }
-}
-
-function randomBytes(r: () => number, n: number): Uint8Array {
-  const out = new Uint8Array(n)
-  for (let i = 0; i < n; i++) out[i] = (r() * 256) | 0
-  return out
-}
+export { rng } from '../fuzz-input.ts'
 
 /** A target derived from `source` by a few inserts, deletes, moves and runs. */
 export function editedCopy(r: () => number, source: Uint8Array, edits: number): Uint8Array {

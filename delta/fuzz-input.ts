@@ -1,0 +1,54 @@
+/**
+ * Hostile input for the fuzzers (delta/*\/fuzz.ts, scripts/fuzz.ts) and the hardening tests: a seeded
+ * generator, random bytes and damaged copies of valid encodings. Seeded so a failing case replays exactly.
+ */
+
+/** Small deterministic PRNG (xorshift32) so a failing seed can be replayed exactly. */
+export function rng(seed: number): () => number {
+  let s = seed | 0 || 0x9e3779b9
+  return () => {
+    s ^= s << 13
+    s ^= s >>> 17
+    s ^= s << 5
+    return (s >>> 0) / 0x100000000
+  }
+}
+
+export function randomBytes(r: () => number, n: number): Uint8Array {
+  const out = new Uint8Array(n)
+  for (let i = 0; i < n; i++) out[i] = Math.floor(r() * 256)
+  return out
+}
+
+/**
+ * A damaged copy: bit flips, a truncation, random bytes appended, a run overwritten, or an aligned 32-bit
+ * field stomped with a value that provokes huge allocations or off-by-one bounds (0, 2^32 − 1, 2^31 − 1, 2^20).
+ */
+export function mutateBytes(r: () => number, input: Uint8Array): Uint8Array {
+  const kind = Math.floor(r() * 5)
+  const out = input.slice()
+  if (kind === 0) {
+    for (let i = 0, n = 1 + Math.floor(r() * 4); i < n && out.length > 0; i++) {
+      const at = Math.floor(r() * out.length)
+      out[at] = (out[at] ?? 0) ^ (1 << Math.floor(r() * 8))
+    }
+    return out
+  }
+  if (kind === 1) return out.subarray(0, Math.floor(r() * out.length))
+  if (kind === 2) {
+    const grown = new Uint8Array(out.length + 1 + Math.floor(r() * 64))
+    grown.set(out)
+    grown.set(randomBytes(r, grown.length - out.length), out.length)
+    return grown
+  }
+  if (kind === 3) {
+    const at = Math.floor(r() * out.length)
+    out.set(randomBytes(r, Math.min(16, out.length - at)), at)
+    return out
+  }
+  if (out.length < 4) return out
+  const at = Math.min(Math.floor(r() * (out.length - 3)) & ~3, out.length - 4)
+  const value = [0, 0xffffffff, 0x7fffffff, 1 << 20][Math.floor(r() * 4)] ?? 0
+  new DataView(out.buffer, out.byteOffset, out.length).setUint32(at, value, true)
+  return out
+}
