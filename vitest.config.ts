@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config'
 
 // The secret the edge tests publish with; the real one is a Worker secret (.dev.vars locally).
 export const TEST_PUBLISH_TOKEN = 'test-publish-token'
+// The dashboard's operator token in edge tests (OPERATOR_TOKEN; also a Worker secret).
+export const TEST_OPERATOR_TOKEN = 'test-operator-token'
 
 export default defineConfig({
   test: {
@@ -11,7 +13,9 @@ export default defineConfig({
         plugins: [
           cloudflareTest({
             wrangler: { configPath: './wrangler.toml' },
-            miniflare: { bindings: { PUBLISH_TOKEN: TEST_PUBLISH_TOKEN } },
+            miniflare: {
+              bindings: { PUBLISH_TOKEN: TEST_PUBLISH_TOKEN, OPERATOR_TOKEN: TEST_OPERATOR_TOKEN },
+            },
           }),
         ],
         test: {
@@ -32,6 +36,7 @@ export default defineConfig({
             'delta/**/*.test.ts',
             'schemas/**/*.test.ts',
             'predict/**/*.test.ts',
+            'scripts/**/*.test.ts',
           ],
           testTimeout: 60_000,
           hookTimeout: 60_000,

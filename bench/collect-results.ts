@@ -12,6 +12,8 @@ const SECTIONS = [
   ['edge', 'Edge: manifest and range throughput vs a bare Hono handler (issue 4)'],
   ['network', 'Adaptive range controller vs fixed range sizes (issue 5)'],
   ['prefetch', 'Predictive prefetch vs baselines and an oracle (issue 6)'],
+  ['shards', 'Zone sharding: static hashing vs reactive LRU vs the forecast plan (issue 7)'],
+  ['swap', 'Buffered swap vs plain stop-start restart under load (issue 8)'],
 ] as const
 
 const parts = [

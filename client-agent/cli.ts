@@ -4,14 +4,18 @@ import { ArtifactName, Version } from '../schemas/common.ts'
 import type { DependencyRef } from '../schemas/manifest.ts'
 import { registerDaemonCommand } from './commands/daemon.ts'
 import { registerDeltaCommands } from './commands/delta.ts'
+import { registerRolloutCommands } from './commands/rollout.ts'
+import { registerRunCommand } from './commands/run.ts'
 import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
 import { AgentError } from './errors.ts'
-import { installArtifact, rollbackArtifact } from './install.ts'
+import { installArtifact } from './install.ts'
 import { formatBytes, Reporter } from './output.ts'
 import { publishArtifact } from './publish.ts'
 import { buildDeltasFromPrevious, deltasFromLastN } from './publish-deltas.ts'
+import { installWithinRollout, rollbackAndReport, rolloutGate } from './rollout/update-gate.ts'
 import { generateKeyPair } from './signing.ts'
 import { ArtifactStore } from './store.ts'
+import { agentVersion, isVersionRequest } from './version.ts'
 
 interface GlobalOptions {
   config: string
@@ -26,6 +30,8 @@ export function buildProgram(): Command {
     .option('--json', 'print one JSON document per command on stdout', false)
     .exitOverride()
     .showHelpAfterError()
+    // Not commander's .version(): it would also swallow `publish --version <v>` (see version.ts).
+    .addHelpText('after', `\n-V, --version (first argument) prints the agent version: ${agentVersion()}`)
 
   const reporter = () => new Reporter(program.opts<GlobalOptions>().json)
 
@@ -138,17 +144,37 @@ export function buildProgram(): Command {
 
   program
     .command('update <name>')
-    .description('update to the head of a channel or to a version')
+    .description(
+      'update to the head of a channel or to a version (a channel rollout decides which, and when)',
+    )
     .option('--to <target>', 'version or channel (default: the configured channel)')
     .option('--full', 'download the whole artifact, no delta plan')
-    .action((name: string, options: { to?: string; full?: boolean }) => installAction(name, options))
+    .action(async (spec: string, options: { to?: string; full?: boolean }) => {
+      // A staged rollout on the channel (client-agent/rollout/) holds this device back or names the version,
+      // and hears how the install went.
+      const config = await loadConfig(program.opts<GlobalOptions>().config)
+      const { name, target } = parseSpec(spec, options.to)
+      const gate = await rolloutGate(config, name, target)
+      if (gate.kind === 'free') return installAction(spec, options)
+      if (gate.kind === 'held') {
+        reporter().result(gate.message, {
+          update: { held: true, current: gate.current, message: gate.message, rollout: gate.check },
+        })
+        return
+      }
+      reporter().info(gate.message)
+      await installWithinRollout(config, name, gate, () =>
+        installAction(name, { ...options, to: gate.version }),
+      )
+    })
 
   program
     .command('rollback <name>')
     .description('switch back to the previously installed version')
     .action(async (name: string) => {
       const config = await loadConfig(program.opts<GlobalOptions>().config)
-      const result = await rollbackArtifact(config, parseWith(ArtifactName)(name))
+      // Tells the channel's rollout, if any, that this device rolled back (best effort).
+      const result = await rollbackAndReport(config, parseWith(ArtifactName)(name))
       reporter().result(`${name}: rolled back from ${result.from} to ${result.to}`, { rollback: result })
     })
 
@@ -168,6 +194,8 @@ export function buildProgram(): Command {
 
   registerDeltaCommands(program, reporter)
   registerDaemonCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
+  registerRolloutCommands(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
+  registerRunCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
 
   return program
 }
@@ -195,6 +223,10 @@ function parseCount(value: string): number {
 
 /** Runs the CLI and returns the process exit code; never throws. */
 export async function run(argv: string[]): Promise<number> {
+  if (isVersionRequest(argv)) {
+    process.stdout.write(`${agentVersion()}\n`)
+    return 0
+  }
   const program = buildProgram()
   try {
     await program.parseAsync(argv, { from: 'user' })

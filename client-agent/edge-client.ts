@@ -1,6 +1,8 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { SignedManifest } from '../schemas/manifest.ts'
 import { AgentError, errorFromResponse } from './errors.ts'
+import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
 
 /** Names travel as one URL segment (`@scope%2Fname`), like the npm registry. */
 export function artifactPath(name: string, version?: string): string {
@@ -12,17 +14,34 @@ export function artifactPath(name: string, version?: string): string {
 export class EdgeClient {
   readonly baseUrl: string
   private readonly fetchImpl: typeof fetch
+  /** Silence (ms) after which a JSON answer counts as stalled; readBody's default when unset. */
+  private readonly stallMs: number | undefined
 
-  constructor(baseUrl: string, fetchImpl: typeof fetch = fetch) {
+  constructor(baseUrl: string, fetchImpl: typeof fetch = fetch, options: { stallMs?: number } = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, '')
     this.fetchImpl = fetchImpl
+    this.stallMs = options.stallMs
   }
 
   url(path: string): string {
     return `${this.baseUrl}${path}`
   }
 
+  /**
+   * One call to the edge. A 503 with a short Retry-After (the edge's answer to a storage or backing
+   * service fault, or a delta being generated) is retried up to twice when the body can be sent again.
+   */
   async request(path: string, init: RequestInit = {}): Promise<Response> {
+    for (let attempt = 0; ; attempt++) {
+      const response = await this.send(path, init)
+      const waitMs = retryDelayMs(response, attempt, init)
+      if (waitMs === null) return response
+      await response.body?.cancel().catch(() => undefined)
+      await sleep(waitMs, undefined, init.signal ? { signal: init.signal } : {})
+    }
+  }
+
+  private async send(path: string, init: RequestInit): Promise<Response> {
     try {
       return await this.fetchImpl(this.url(path), init)
     } catch (error) {
@@ -34,28 +53,52 @@ export class EdgeClient {
   async index(name: string): Promise<ArtifactIndex> {
     const response = await this.request(artifactPath(name))
     if (!response.ok) throw await errorFromResponse(response, `listing ${name}`)
-    return parseWith(ArtifactIndex, await response.json(), `index of ${name}`)
+    // Bounded and stall-timed: an endless or trickling answer must not hold the agent (TUF endless data).
+    const json = await readJsonBounded(
+      response,
+      JSON_LIMITS.index,
+      `the index of ${name}`,
+      this.jsonOptions(),
+    )
+    return parseWith(ArtifactIndex, json, `index of ${name}`)
   }
 
   /** The envelope as served; the caller verifies signatures before trusting any field. */
   async manifest(name: string, version: string): Promise<SignedManifest> {
     const response = await this.request(`${artifactPath(name, version)}/manifest`)
     if (!response.ok) throw await errorFromResponse(response, `manifest of ${name}@${version}`)
-    let json: unknown
-    try {
-      json = await response.json()
-    } catch {
-      throw new AgentError('untrusted-manifest', `the manifest of ${name}@${version} is not JSON`)
-    }
+    const json = await readJsonBounded(response, JSON_LIMITS.manifest, `the manifest of ${name}@${version}`, {
+      ...this.jsonOptions(),
+      code: 'untrusted-manifest',
+    })
     const parsed = SignedManifest.safeParse(json)
     if (!parsed.success)
       throw new AgentError('untrusted-manifest', `the manifest of ${name}@${version} is malformed`)
     return parsed.data
   }
 
+  private jsonOptions(): { stallMs?: number } {
+    return this.stallMs === undefined ? {} : { stallMs: this.stallMs }
+  }
+
   blobUrl(name: string, version: string): string {
     return this.url(`${artifactPath(name, version)}/blob`)
   }
+}
+
+/** Retries of a 503 per request, and the longest Retry-After worth waiting for in place. */
+const MAX_RETRIES = 2
+const MAX_RETRY_AFTER_SECONDS = 5
+
+function retryDelayMs(response: Response, attempt: number, init: RequestInit): number | null {
+  if (response.status !== 503 || attempt >= MAX_RETRIES) return null
+  const body = init.body
+  const replayable =
+    body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array
+  if (!replayable) return null
+  const seconds = Number(response.headers.get('retry-after'))
+  if (!Number.isFinite(seconds) || seconds < 0 || seconds > MAX_RETRY_AFTER_SECONDS) return null
+  return seconds * 1000
 }
 
 function parseWith<T>(

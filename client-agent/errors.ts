@@ -1,4 +1,5 @@
 import { ProblemDetails } from '../schemas/problem.ts'
+import { JSON_LIMITS, readTextBounded } from './transfer/read-json.ts'
 
 /** Stable codes scripts can match on (`--json` prints them) and the exit status each maps to. */
 export const EXIT_CODES = {
@@ -33,7 +34,11 @@ export class AgentError extends Error {
 
 /** Turns a non-2xx edge response into an AgentError, keeping the problem+json detail when present. */
 export async function errorFromResponse(response: Response, what: string): Promise<AgentError> {
-  const text = await response.text().catch(() => '')
+  // Bounded: an error page may be endless too; only its start is worth showing.
+  const text = await readTextBounded(response, JSON_LIMITS.error).then(
+    (read) => read.text,
+    () => '',
+  )
   let detail = text.slice(0, 500)
   try {
     const problem = ProblemDetails.safeParse(JSON.parse(text))

@@ -8,6 +8,7 @@ import type { AccessSummary, ManifestEntry, PrefetchCandidate, ScheduledUpdate }
 import { buildPrefetchQueue, calculateArtifactProbabilities } from '../predict/index.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
 import type { PrefetchItem, PrefetchQueue } from '../schemas/prefetch.ts'
+import type { RolloutPrefetchHint } from '../schemas/rollout.ts'
 import type { Catalog } from './catalog-types.ts'
 import { cheapestPlan } from './transfer-plan.ts'
 
@@ -39,6 +40,11 @@ export interface PlannerInput {
   channel: string
   budgetBytes: number
   catalog: Catalog
+  /**
+   * The rollout of `name` on the channel, as it concerns this client (RolloutCoordinator.prefetchHint);
+   * null when there is none. Asked only for installed artifacts with a newer channel head.
+   */
+  rollouts?: (name: string) => Promise<RolloutPrefetchHint | null>
 }
 
 /** Names worth a lookup: what the client has (updates come from there), uses, then the region's hottest. */
@@ -56,6 +62,8 @@ export async function planPrefetch(input: PlannerInput): Promise<PrefetchQueue> 
   const scheduled: ScheduledUpdate[] = []
   const manifestEntries: ManifestEntry[] = []
   const heads = new Map<string, string>()
+  /** Rollout targets staged before this client's stage begins: when they become installable. */
+  const scheduledAt = new Map<string, number>()
 
   // Breadth-first over seeds and their declared dependencies, bounded by MAX_CANDIDATE_NAMES lookups.
   const queue = seedNames(input)
@@ -66,20 +74,30 @@ export async function planPrefetch(input: PlannerInput): Promise<PrefetchQueue> 
     if (head === null) continue
     heads.set(name, head.version)
     const have = installed.get(name)
-    // A channel head newer than the installed version is an update the client will be offered.
+    // A channel head newer than the installed version is an update the client will be offered, unless a
+    // staged rollout decides: its target once this client's stage is in reach, nothing new before.
     if (have !== undefined && have !== head.version && semverGt(head.version, have)) {
+      const rollout = (await input.rollouts?.(name)) ?? null
+      if (rollout?.action === 'hold' || (rollout !== null && !semverGt(rollout.version, have))) {
+        heads.set(name, have)
+        continue
+      }
+      const version = rollout?.version ?? head.version
+      heads.set(name, version)
+      if (rollout !== null && rollout.at > now) scheduledAt.set(name, rollout.at)
       scheduled.push({
         artifact: name,
-        version: head.version,
-        startsAt: head.createdAt,
+        version,
+        // predict counts a schedule only inside its horizon; a next stage further out still stages now.
+        startsAt: rollout === null ? head.createdAt : Math.min(rollout.at, now + PREFETCH_HORIZON_MS),
         cohortProbability: 1,
       })
     }
-    const manifest = await catalog.manifest(name, head.version)
+    const manifest = await catalog.manifest(name, heads.get(name) ?? head.version)
     if (manifest === null || manifest.dependencies.length === 0) continue
     manifestEntries.push({
       artifact: name,
-      version: head.version,
+      version: heads.get(name) ?? head.version,
       // Ranges are resolved to channel heads below; predict only needs "which artifact".
       dependsOn: manifest.dependencies.map((d) => ({ artifact: d.name })),
     })
@@ -142,6 +160,9 @@ export async function planPrefetch(input: PlannerInput): Promise<PrefetchQueue> 
       // A zero-byte artifact scores +Infinity in predict; JSON needs a finite number.
       expectedValue: Number.isFinite(q.score) ? q.score : q.probability,
       plan,
+      ...(scheduledAt.has(q.artifact) && heads.get(q.artifact) === q.version
+        ? { scheduledAt: new Date(scheduledAt.get(q.artifact) ?? now).toISOString() }
+        : {}),
     })
   }
   return {

@@ -22,7 +22,14 @@ import {
   writeClient,
 } from './client-table.ts'
 import { recordBatch, recordSegments, segmentKey, timeEvents } from './ingest.ts'
-import { planPrefetch } from './prefetch-planner.ts'
+import {
+  createPrefetchHitTable,
+  type PrefetchTally,
+  readPrefetchHits,
+  recordPrefetchHits,
+  tallyPrefetch,
+} from './prefetch-hits.ts'
+import { PREFETCH_HORIZON_MS, planPrefetch } from './prefetch-planner.ts'
 import { takeToken } from './rate-limit.ts'
 import { createSummaryTables, loadSummary, persistSummary, type SummaryTables } from './summary-table.ts'
 
@@ -32,6 +39,12 @@ const PREFETCH_CACHE_ENTRIES = 512
 
 const log = (fields: Record<string, unknown>) =>
   console.log(JSON.stringify({ do: 'RegionAggregator', ...fields }))
+
+/** What the artifact's staged rollout on `channel` says about this client's prefetch (null: none). */
+function rolloutHint(env: Env, name: string, channel: string, clientId: string) {
+  const coordinator = env.ROLLOUT_COORDINATOR.get(env.ROLLOUT_COORDINATOR.idFromName(`${name}/${channel}`))
+  return coordinator.prefetchHint({ clientId, lookAheadMs: PREFETCH_HORIZON_MS })
+}
 
 /**
  * One per aggregation region (`idFromName(region)`). Holds the region's access statistics, never raw
@@ -55,6 +68,7 @@ export class RegionAggregator extends DurableObject<Env> {
       createSummaryTables(this.sql, ARTIFACTS)
       createSummaryTables(this.sql, SEGMENTS)
       createClientTable(this.sql)
+      createPrefetchHitTable(this.sql)
       const stored = this.readMeta('settings')
       if (stored !== null) this.settings = AggregatorSettings.parse(JSON.parse(stored))
       this.region = this.readMeta('region')
@@ -121,6 +135,7 @@ export class RegionAggregator extends DurableObject<Env> {
       evicted += persistSummary(this.sql, SEGMENTS, prevSegments, nextSegments, touchedSegments).evicted
       writeClient(this.sql, nextClient)
       evictClients(this.sql, this.settings.maxClients)
+      recordPrefetchHits(this.sql, tallyPrefetch(batch.events), now)
     })
     this.summary = nextSummary
     this.segments = nextSegments
@@ -131,6 +146,11 @@ export class RegionAggregator extends DurableObject<Env> {
     }
     if (evicted > 0) log({ level: 'info', msg: 'evicted cold keys', region, evicted })
     return { status: 'accepted', accepted: events.length }
+  }
+
+  /** Installs/updates and prefetch hits reported in this region, per artifact (for the dashboard). */
+  async prefetchHits(): Promise<PrefetchTally[]> {
+    return readPrefetchHits(this.sql)
   }
 
   /** The client's prefetch queue, cached for `prefetchCacheMs` per client and request shape. */
@@ -158,6 +178,7 @@ export class RegionAggregator extends DurableObject<Env> {
       channel: request.channel,
       budgetBytes: request.budgetBytes,
       catalog: r2Catalog(this.env.ARTIFACTS),
+      rollouts: (name) => rolloutHint(this.env, name, request.channel, request.clientId),
     })
     if (this.prefetchCache.size >= PREFETCH_CACHE_ENTRIES) {
       const oldest = this.prefetchCache.keys().next().value

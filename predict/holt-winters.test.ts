@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import {
+  applyHoltWinters,
   chooseMethod,
   fitHoltWinters,
   forecast,
@@ -107,5 +108,20 @@ describe('forecast (Holt-Winters)', () => {
     expect(state.t).toBe(2 * 168)
     const f = forecastFromState(updated, 24)
     expect(smape(full.slice(2 * 168 + 24, 2 * 168 + 48), f.point)).toBeLessThan(10)
+  })
+
+  it('applyHoltWinters reuses fitted weights on a longer history without refitting', () => {
+    const full = synthetic(4 * 168, 21)
+    const fitted = fitHoltWinters(full.slice(0, 3 * 168))
+    const reused = applyHoltWinters(full.slice(0, 3 * 168 + 48), fitted.params, fitted.method)
+    expect(reused.params).toEqual(fitted.params)
+    expect(reused.t).toBe(3 * 168 + 48)
+    const f = forecastFromState(reused, 24)
+    expect(smape(full.slice(3 * 168 + 48, 3 * 168 + 72), f.point)).toBeLessThan(10)
+    // Daily-only history: the weekly weight is ignored, not applied to missing weekly components.
+    const short = applyHoltWinters(full.slice(0, 100), fitted.params, 'double-seasonal')
+    expect(short.method).toBe('daily-seasonal')
+    expect(short.params.delta).toBe(0)
+    expect(() => applyHoltWinters(full.slice(0, 10), fitted.params, 'daily-seasonal')).toThrow(RangeError)
   })
 })

@@ -208,6 +208,30 @@ export function fitHoltWinters(
   return state
 }
 
+/**
+ * Runs the whole series through the model with already fitted weights (no optimisation): how a planner
+ * keeps using yesterday's parameters on today's history until the forecast error says to refit. Needs the
+ * same history length rules as `fitHoltWinters`; a `daily-seasonal` fit reused on a longer history stays
+ * daily (delta is 0 then) so the parameters keep their meaning.
+ */
+export function applyHoltWinters(
+  series: readonly number[],
+  params: HoltWintersParams,
+  method: HoltWintersState['method'],
+): HoltWintersState {
+  assertFinite(series)
+  const supported = chooseMethod(series.length)
+  if (supported === null) throw new RangeError(`Holt-Winters needs >= 48 hourly values, got ${series.length}`)
+  const used = supported === 'daily-seasonal' ? 'daily-seasonal' : method
+  const state = initialState(series, used, {
+    ...params,
+    delta: used === 'double-seasonal' ? params.delta : 0,
+  })
+  const errors = series.map((y) => step(state, y))
+  state.sigma = residualSigma(errors, used === 'double-seasonal' ? 4 : 3)
+  return state
+}
+
 /** Feeds one new hourly observation into a fitted state without refitting; returns a new state. */
 export function updateHoltWinters(state: HoltWintersState, y: number): HoltWintersState {
   const next = cloneState(state)

@@ -13,6 +13,13 @@ export const EXPORTED = {
   TelemetryBatch: schemas.TelemetryBatch,
   RuntimeConfig: schemas.RuntimeConfig,
   ProblemDetails: schemas.ProblemDetails,
+  RolloutSpec: schemas.RolloutSpec,
+  RolloutCheck: schemas.RolloutCheck,
+  RolloutOutcome: schemas.RolloutOutcome,
+  RolloutStatus: schemas.RolloutStatus,
+  ShardPlan: schemas.ShardPlan,
+  ShardMetrics: schemas.ShardMetrics,
+  SwapSettings: schemas.SwapSettings,
 } satisfies Record<string, z.ZodType>
 
 export function jsonSchemaDocuments(): Record<string, string> {

@@ -16,6 +16,11 @@ export const PrefetchItem = z.object({
     size: ByteSize,
     sha256: Sha256Hex,
   }),
+  /**
+   * A staged rollout admits this client at this time: stage the bytes now, install from then
+   * (durable-objects/rollout-coordinator.ts). Absent for anything installable now.
+   */
+  scheduledAt: IsoDateTime.optional(),
 })
 export type PrefetchItem = z.infer<typeof PrefetchItem>
 

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { ZonesConfig } from './shards.ts'
 
 const MiB = 1024 * 1024
 
@@ -74,6 +75,8 @@ export const RuntimeConfig = z.object({
       fallback: z.string().max(16).default('global'),
     })
     .prefault({}),
+  /** Zones for dependency sharding (durable-objects/shard-planner.ts); see schemas/shards.ts. */
+  zones: ZonesConfig.prefault({}),
   /** How long an isolate trusts its cached copy before re-reading KV. */
   cacheTtlSeconds: z.number().int().min(1).max(3600).default(30),
 })

@@ -3,18 +3,29 @@ import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import type { AppEnv } from './app-env.ts'
 import { Problem, problemResponse } from './http/problem.ts'
+import { transientProblem } from './http/transient.ts'
 import { openapiRouter } from './openapi/router.ts'
 import { artifactsRouter } from './routes/artifacts.ts'
 import { configRouter } from './routes/config.ts'
+import { dashboardRouter } from './routes/dashboard.ts'
 import { deltasRouter } from './routes/deltas.ts'
 import { planRouter } from './routes/plan.ts'
 import { prefetchRouter } from './routes/prefetch.ts'
 import { publishRouter } from './routes/publish.ts'
 import { publishAttachmentsRouter } from './routes/publish-attachments.ts'
+import { rolloutsRouter } from './routes/rollouts.ts'
+import { shardsRouter } from './routes/shards.ts'
 import { telemetryRouter } from './routes/telemetry.ts'
+import { guardStorage } from './storage/guarded-bucket.ts'
+
+/** Problem types for statuses Hono's own middleware raises (bad JSON, csrf() refusing a cross-site form). */
+const HTTP_EXCEPTION_TYPES: Partial<Record<number, string>> = { 400: 'bad-request', 403: 'forbidden' }
 
 /** The deltaport edge: one typed Hono app, routers mounted by area, one error shape. */
 export const app = new Hono<AppEnv>()
+
+// R2 faults anywhere below become 503 problem+json with Retry-After (workers/storage/guarded-bucket.ts).
+app.use('*', guardStorage)
 
 app.get('/', (c) => c.json({ service: 'deltaport-edge', api: '/v1' }))
 app.route('/v1/artifacts', artifactsRouter)
@@ -25,7 +36,10 @@ app.route('/v1/plan', planRouter)
 app.route('/v1/config', configRouter)
 app.route('/v1/telemetry', telemetryRouter)
 app.route('/v1/prefetch', prefetchRouter)
+app.route('/v1/rollouts', rolloutsRouter)
+app.route('/v1/shards', shardsRouter)
 app.route('/openapi.json', openapiRouter)
+app.route('/dashboard', dashboardRouter)
 
 app.notFound((c) =>
   problemResponse(c, new Problem(404, 'not-found', `no route for ${c.req.method} ${c.req.path}`)),
@@ -38,9 +52,12 @@ app.onError((error, c) => {
     const status = error.status as ContentfulStatusCode
     return problemResponse(
       c,
-      new Problem(status, status === 400 ? 'bad-request' : 'unprocessable', error.message),
+      new Problem(status, HTTP_EXCEPTION_TYPES[status] ?? 'unprocessable', error.message),
     )
   }
+  // Durable Object faults the platform marks retryable/overloaded: 503 + Retry-After (workers/http/transient.ts).
+  const transient = transientProblem(error)
+  if (transient) return problemResponse(c, transient)
   console.log(JSON.stringify({ level: 'error', msg: 'unhandled', path: c.req.path, error: String(error) }))
   return problemResponse(c, new Problem(500, 'internal', 'unexpected error; see edge logs'))
 })

@@ -14,3 +14,5 @@ export default {
 // Durable Object classes must be exported by the worker's main module.
 export { GlobalAggregator } from '../durable-objects/global-aggregator.ts'
 export { RegionAggregator } from '../durable-objects/region-aggregator.ts'
+export { RolloutCoordinator } from '../durable-objects/rollout-coordinator.ts'
+export { ShardPlanner } from '../durable-objects/shard-planner.ts'

@@ -10,6 +10,7 @@ import { AgentError, errorFromResponse } from '../errors.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry, runTelemetryLoop } from '../telemetry/uploader.ts'
+import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import { verifyManifest } from '../trust.ts'
 import { type LoadSampler, type NotIdleReason, notIdleReason, osLoadPerCore } from './idle.ts'
 import { StagingArea, stagingKey } from './staging.ts'
@@ -317,12 +318,12 @@ async function pollQueue(
     ...(options.signal ? { signal: options.signal } : {}),
   })
   if (!response.ok) throw await errorFromResponse(response, 'polling the prefetch queue')
-  let json: unknown
-  try {
-    json = await response.json()
-  } catch {
-    throw new AgentError('edge-rejected', 'the prefetch queue is not JSON')
-  }
+  const json = await readJsonBounded(
+    response,
+    JSON_LIMITS.prefetch,
+    'the prefetch queue',
+    options.signal ? { signal: options.signal } : {},
+  )
   const parsed = PrefetchQueue.safeParse(json)
   if (!parsed.success) throw new AgentError('edge-rejected', 'the edge sent a malformed prefetch queue')
   return parsed.data

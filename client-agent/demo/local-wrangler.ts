@@ -15,6 +15,8 @@ export interface RunningEdge {
 export async function startWranglerDev(options: {
   persistTo: string
   token: string
+  /** OPERATOR_TOKEN (the dashboard's token); a random one when not given. */
+  operatorToken?: string
   log: string[]
 }): Promise<RunningEdge> {
   const port = await freePort()
@@ -31,6 +33,8 @@ export async function startWranglerDev(options: {
       options.persistTo,
       '--var',
       `PUBLISH_TOKEN:${options.token}`,
+      '--var',
+      `OPERATOR_TOKEN:${options.operatorToken ?? crypto.randomUUID()}`,
       '--show-interactive-dev-session=false',
       '--inspector-port',
       '0',

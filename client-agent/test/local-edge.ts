@@ -3,6 +3,8 @@ import { unstable_startWorker } from 'wrangler'
 import { makeWorkspace, type Workspace } from './fixtures.ts'
 
 export const TEST_TOKEN = 'agent-test-token'
+/** OPERATOR_TOKEN of the local edge: the dashboard's bearer token / login password in tests. */
+export const TEST_OPERATOR_TOKEN = 'agent-test-operator-token'
 
 export interface LocalEdge {
   url: string
@@ -20,6 +22,7 @@ export async function startLocalEdge(vars: Record<string, string> = {}): Promise
     config: 'wrangler.toml',
     bindings: {
       PUBLISH_TOKEN: { type: 'secret_text', value: TEST_TOKEN },
+      OPERATOR_TOKEN: { type: 'secret_text', value: TEST_OPERATOR_TOKEN },
       ...Object.fromEntries(
         Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]),
       ),

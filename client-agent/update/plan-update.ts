@@ -23,6 +23,7 @@ import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts
 import type { ArtifactStore } from '../store.ts'
 import type { Explanation } from '../transfer/controller.ts'
 import { readBody } from '../transfer/read-body.ts'
+import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import { fetchDeltaStream } from './stream-fetch.ts'
 
 const ALL_METHODS: DeltaMethod[] = ['vcdiff', 'approx', 'archive']
@@ -116,10 +117,27 @@ async function requestPlan(ctx: PlanUpdateContext, body: PlanRequest): Promise<P
     ...(ctx.signal ? { signal: ctx.signal } : {}),
   })
   if (!response.ok) throw await errorFromResponse(response, 'planning the update')
-  const parsed = PlanResponse.safeParse(await response.json())
+  const json = await readJsonBounded(
+    response,
+    JSON_LIMITS.plan,
+    'the plan',
+    ctx.signal ? { signal: ctx.signal } : {},
+  )
+  const parsed = PlanResponse.safeParse(json)
   if (!parsed.success) throw new AgentError('edge-rejected', 'the edge sent a malformed plan')
+  // Steps are fetched relative to the edge: a URL naming another host (or not a path at all) would
+  // send the agent elsewhere, or crash URL parsing, so such a plan is refused before any fetch.
+  const urls = parsed.data.steps.flatMap((step) =>
+    step.kind === 'chunk-sync' ? [step.url, step.blobUrl] : [step.url],
+  )
+  if (!urls.every((url) => EDGE_PATH.test(url))) {
+    throw new AgentError('edge-rejected', 'the edge sent a plan with a step outside its own paths')
+  }
   return parsed.data
 }
+
+/** A path on the edge: one leading slash (not `//host`), printable ASCII, bounded. */
+const EDGE_PATH = /^\/(?!\/)[\x21-\x7e]{0,2047}$/
 
 async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
   if (!ctx.installed) throw new AgentError('integrity-mismatch', 'a delta plan needs an installed base')
@@ -213,8 +231,24 @@ async function rebuild(
 ): Promise<void> {
   await rm(output, { force: true })
   const sink = await openAtomicFileSink(output)
+  // Bounded while writing, not only checked after: a small hostile delta (a lazy one is unsigned)
+  // could otherwise expand to gigabytes on disk before the size check below (TUF endless data).
+  let written = 0
+  const bounded = {
+    ...sink,
+    write: async (chunk: Uint8Array) => {
+      written += chunk.length
+      if (written > expected.size) {
+        throw new AgentError(
+          'integrity-mismatch',
+          `rebuilding ${expected.name}@${expected.version} produced more than its signed ${expected.size} bytes`,
+        )
+      }
+      await sink.write(chunk)
+    },
+  }
   try {
-    await produce(sink)
+    await produce(bounded)
     await sink.commit()
   } catch (error) {
     await sink.discard()

@@ -27,11 +27,16 @@ export async function serveImmutable(c: Context<AppEnv>, origin: () => Promise<R
   const [forClient, forCache] = response.body.tee()
   const stored = new Headers(response.headers)
   stored.set(STORED_STATUS, String(response.status))
-  const put = cache.put(key, new Response(forCache, { status: 200, headers: stored })).catch((error) => {
-    console.log(
-      JSON.stringify({ level: 'warn', msg: 'cache put failed', url: key.url, error: String(error) }),
-    )
-  })
+  const put = cache
+    .put(key, new Response(forCache, { status: 200, headers: stored }))
+    .catch(async (error) => {
+      console.log(
+        JSON.stringify({ level: 'warn', msg: 'cache put failed', url: key.url, error: String(error) }),
+      )
+      // The origin stream broke mid-body (an R2 fault): make sure no truncated copy stays behind to be
+      // served as `immutable` to everyone in this colo.
+      await cache.delete(key).catch(() => undefined)
+    })
   c.executionCtx.waitUntil(put)
   const headers = new Headers(response.headers)
   headers.set(CACHE_STATUS_HEADER, 'miss')

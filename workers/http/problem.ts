@@ -40,7 +40,13 @@ const TITLES: Record<string, string> = {
   'too-many-requests': 'Too many requests',
   'unsupported-media-type': 'The body encoding is not accepted',
   generating: 'The resource is being generated; retry shortly',
+  'storage-unavailable': 'The artifact store is temporarily unavailable; retry shortly',
+  unavailable: 'A backing service is temporarily unavailable; retry shortly',
   internal: 'Internal error',
+}
+
+function clip(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`
 }
 
 export function problemResponse(c: Context, problem: Problem): Response {
@@ -48,9 +54,13 @@ export function problemResponse(c: Context, problem: Problem): Response {
     type: `https://deltaport.dev/problems/${problem.slug}`,
     title: TITLES[problem.slug] ?? problem.slug,
     status: problem.status,
-    detail: problem.message,
-    instance: new URL(c.req.url).pathname,
-    ...(problem.errors ? { errors: problem.errors } : {}),
+    // Clipped to the schema's bounds: details and paths echo client input (a 10 KB name), and agents
+    // parse this body with ProblemDetails, so it must stay valid whatever the request was.
+    detail: clip(problem.message, 4096),
+    instance: clip(new URL(c.req.url).pathname, 512),
+    ...(problem.errors
+      ? { errors: problem.errors.map((e) => ({ path: clip(e.path, 256), message: clip(e.message, 512) })) }
+      : {}),
   }
   return new Response(JSON.stringify(body), {
     status: problem.status,

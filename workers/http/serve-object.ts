@@ -8,6 +8,11 @@ export interface ServeOptions {
   contentType: string
 }
 
+/** The read side of a bucket; a zone replica with fallback (workers/storage/zone-replicas.ts) is one too. */
+export interface ObjectSource {
+  get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | null>
+}
+
 /**
  * Answers a GET/HEAD for one R2 object with conditional and single-range semantics: 304 on a matching
  * If-None-Match, 206 for a satisfiable Range (honoured only if If-Range still names this version),
@@ -15,7 +20,7 @@ export interface ServeOptions {
  */
 export async function serveObject(
   request: Request,
-  bucket: R2Bucket,
+  bucket: ObjectSource,
   key: string,
   size: number,
   options: ServeOptions,
@@ -25,6 +30,11 @@ export async function serveObject(
     'cache-control': options.cacheControl,
     'content-type': options.contentType,
     'accept-ranges': 'bytes',
+    // Stored objects are downloads, never pages: the publisher chose the media type, and the dashboard
+    // shares this origin, so a blob labelled text/html must not render (or run script) in a browser.
+    'content-disposition': 'attachment',
+    'x-content-type-options': 'nosniff',
+    'content-security-policy': "sandbox; default-src 'none'",
   })
   const ifNoneMatch = request.headers.get('if-none-match')
   if (ifNoneMatch !== null && etagListMatches(ifNoneMatch, options.etag)) {

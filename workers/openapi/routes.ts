@@ -59,6 +59,16 @@ export const COMPONENT_SCHEMAS = {
   RuntimeConfig: schemas.RuntimeConfig,
   RuntimeConfigStatus,
   ProblemDetails: schemas.ProblemDetails,
+  RolloutSpec: schemas.RolloutSpec,
+  RolloutControl: schemas.RolloutControl,
+  RolloutStatus: schemas.RolloutStatus,
+  RolloutCheck: schemas.RolloutCheck,
+  RolloutOutcome: schemas.RolloutOutcome,
+  OutcomeReceipt: schemas.OutcomeReceipt,
+  ShardPlan: schemas.ShardPlan,
+  ShardMetrics: schemas.ShardMetrics,
+  MigrationList: schemas.MigrationList,
+  ReplanResult: schemas.ReplanResult,
 } satisfies Record<string, z.ZodType>
 
 export type ComponentName = keyof typeof COMPONENT_SCHEMAS
@@ -164,7 +174,10 @@ const getBlob: RouteSpec = {
   path: '/v1/artifacts/{name}/{version}/blob',
   operationId: 'getArtifactBlob',
   summary: 'Download the full artifact bytes',
-  description: "Immutable; served with the manifest's media type, edge-cached, with single-range support.",
+  description:
+    "Immutable; served with the manifest's media type, edge-cached, with single-range support. Read from the " +
+    "request's zone replica when the shard plan has a verified one there, else from the primary bucket " +
+    '(`x-deltaport-zone: <zone>; source=replica|primary|cache`).',
   tag: 'artifacts',
   parameters: [nameParam, versionParam, ...rangeParams],
   responses: rangedResponses('application/octet-stream', 'The artifact bytes'),
@@ -342,7 +355,7 @@ export const ROUTES: RouteSpec[] = [
     auth: 'bearer',
     parameters: [nameParam, versionParam, uploadIdParam],
     responses: { '204': { description: 'Aborted' } },
-    problems: [400, 401],
+    problems: [400, 401, 404],
   },
   {
     method: 'put',
@@ -448,4 +461,188 @@ export const ROUTES: RouteSpec[] = [
     },
     problems: [400],
   },
+  ...rolloutRoutes(),
+  ...shardRoutes(),
+  ...dashboardRoutes(),
 ]
+
+/** /dashboard (workers/routes/dashboard.ts): the operator's HTML page and its login form. */
+function dashboardRoutes(): RouteSpec[] {
+  const html = (description: string): ResponseSpec => ({
+    description,
+    body: { kind: 'binary', contentType: 'text/html' },
+  })
+  const operator =
+    'Operator auth: `Authorization: Bearer <OPERATOR_TOKEN>` or the session cookie set by POST /dashboard/login.'
+  return [
+    {
+      method: 'get',
+      path: '/dashboard',
+      operationId: 'getDashboard',
+      summary: 'The operator dashboard (server-rendered HTML, inline CSS and SVG, no scripts)',
+      description: `${operator} Without it: the login page (401, HTML) for clients that accept text/html, else 401 problem+json.`,
+      tag: 'operator',
+      responses: { '200': html('The dashboard page'), '401': html('The login page (browsers)') },
+      problems: [401],
+    },
+    {
+      method: 'get',
+      path: '/dashboard/login',
+      operationId: 'getDashboardLogin',
+      summary: 'The login form (303 to /dashboard when already signed in)',
+      tag: 'operator',
+      responses: { '200': html('The login form'), '303': { description: 'Already signed in' } },
+    },
+    {
+      method: 'post',
+      path: '/dashboard/login',
+      operationId: 'postDashboardLogin',
+      summary:
+        'Sign in with the operator token (form field `token`); sets an HttpOnly SameSite=Strict cookie',
+      description:
+        'Same-origin form posts only (Origin checked, 403 otherwise). The token is never put in a URL.',
+      tag: 'operator',
+      requestBody: { kind: 'binary', contentType: 'application/x-www-form-urlencoded' },
+      responses: {
+        '303': { description: 'Signed in; redirect to /dashboard', headers: { 'set-cookie': 'The session' } },
+        '401': html('Wrong token: the login form again'),
+      },
+      problems: [403, 413],
+    },
+    {
+      method: 'post',
+      path: '/dashboard/logout',
+      operationId: 'postDashboardLogout',
+      summary: 'Sign out (clears the session cookie)',
+      tag: 'operator',
+      responses: { '303': { description: 'Signed out; redirect to the login form' } },
+      problems: [403],
+    },
+  ]
+}
+
+/** /v1/rollouts (workers/routes/rollouts.ts): staged rollouts per artifact and channel. */
+function rolloutRoutes(): RouteSpec[] {
+  const params: ParamSpec[] = [nameParam, { name: 'channel', in: 'path', schema: ChannelName }]
+  const control = (action: 'pause' | 'resume' | 'abort', summary: string): RouteSpec => ({
+    method: 'post',
+    path: `/v1/rollouts/{name}/{channel}/${action}`,
+    operationId: `${action}Rollout`,
+    summary,
+    tag: 'rollouts',
+    auth: 'bearer',
+    parameters: params,
+    ...(action === 'resume' ? {} : { requestBody: { kind: 'json', schema: 'RolloutControl' } as const }),
+    responses: {
+      '200': { description: 'The rollout status', body: { kind: 'json', schema: 'RolloutStatus' } },
+    },
+    problems: [400, 401, 404, 409],
+  })
+  return [
+    {
+      method: 'get',
+      path: '/v1/rollouts/{name}/{channel}',
+      operationId: 'checkRollout',
+      summary: 'Is this client in the rollout, and which version should it run',
+      tag: 'rollouts',
+      parameters: [...params, { name: 'client', in: 'query', schema: ClientId, required: true }],
+      responses: { '200': { description: 'The answer', body: { kind: 'json', schema: 'RolloutCheck' } } },
+      problems: [400, 404],
+    },
+    {
+      method: 'post',
+      path: '/v1/rollouts/{name}/{channel}/outcomes',
+      operationId: 'reportRolloutOutcome',
+      summary: "Report an agent's outcome (installed, failed, rolled back)",
+      description: 'One client counts once (its latest outcome); 429 carries Retry-After.',
+      tag: 'rollouts',
+      parameters: params,
+      requestBody: { kind: 'json', schema: 'RolloutOutcome' },
+      responses: { '202': { description: 'Recorded', body: { kind: 'json', schema: 'OutcomeReceipt' } } },
+      problems: [400, 404, 409, 413, 429],
+    },
+    {
+      method: 'post',
+      path: '/v1/rollouts/{name}/{channel}/start',
+      operationId: 'startRollout',
+      summary: 'Schedule a staged rollout of a published version',
+      tag: 'rollouts',
+      auth: 'bearer',
+      parameters: params,
+      requestBody: { kind: 'json', schema: 'RolloutSpec' },
+      responses: { '201': { description: 'Scheduled', body: { kind: 'json', schema: 'RolloutStatus' } } },
+      problems: [400, 401, 404, 409, 413, 422],
+    },
+    control('pause', 'Pause a rollout (no stage advances; admitted clients stay in)'),
+    control('resume', 'Resume a paused rollout'),
+    control('abort', 'Abort a rollout (nobody new is admitted)'),
+    {
+      method: 'get',
+      path: '/v1/rollouts/{name}/{channel}/status',
+      operationId: 'getRolloutStatus',
+      summary: 'Stage, cohort progress, failure rate with its Wilson interval, halt reason, history',
+      tag: 'rollouts',
+      auth: 'bearer',
+      parameters: params,
+      responses: {
+        '200': { description: 'The rollout status', body: { kind: 'json', schema: 'RolloutStatus' } },
+      },
+      problems: [400, 401, 404],
+    },
+  ]
+}
+
+/** Dependency sharding across zones (workers/routes/shards.ts): the plan is public, the rest maintainer-only. */
+function shardRoutes(): RouteSpec[] {
+  return [
+    {
+      method: 'get',
+      path: '/v1/shards',
+      operationId: 'getShardPlan',
+      summary:
+        'The shard plan in force: replicas per dependency and zone, which are verified (active), hot sets',
+      tag: 'shards',
+      responses: { '200': { description: 'The current plan', body: { kind: 'json', schema: 'ShardPlan' } } },
+      problems: [404],
+    },
+    {
+      method: 'get',
+      path: '/v1/shards/metrics',
+      operationId: 'getShardMetrics',
+      summary: 'Per-zone hit ratio, cross-zone fetches, bytes moved, latency, forecast sMAPE, bandit state',
+      tag: 'shards',
+      auth: 'bearer',
+      parameters: [
+        {
+          name: 'window',
+          in: 'query',
+          schema: z.number().int().min(1).max(672).default(24),
+          description: 'Hours of metrics to sum.',
+        },
+      ],
+      responses: { '200': { description: 'Metrics', body: { kind: 'json', schema: 'ShardMetrics' } } },
+      problems: [400, 401],
+    },
+    {
+      method: 'get',
+      path: '/v1/shards/migrations',
+      operationId: 'listShardMigrations',
+      summary: 'Replica migrations (copy → verify → flip, unflip → delete), newest first',
+      tag: 'shards',
+      auth: 'bearer',
+      parameters: [{ name: 'limit', in: 'query', schema: z.number().int().min(1).max(1000).default(200) }],
+      responses: { '200': { description: 'Migrations', body: { kind: 'json', schema: 'MigrationList' } } },
+      problems: [400, 401],
+    },
+    {
+      method: 'post',
+      path: '/v1/shards/replan',
+      operationId: 'replanShards',
+      summary: 'Run a planning cycle now (forecast, plan, migrations)',
+      tag: 'shards',
+      auth: 'bearer',
+      responses: { '200': { description: 'Cycle result', body: { kind: 'json', schema: 'ReplanResult' } } },
+      problems: [401],
+    },
+  ]
+}

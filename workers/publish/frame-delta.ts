@@ -100,7 +100,12 @@ export async function storeFramedDelta(
   const [pumped, stored] = await Promise.allSettled([pump, put])
   if (pumped.status === 'rejected' || stored.status === 'rejected') {
     await bucket.delete(key)
-    throw pumped.status === 'rejected' ? pumped.reason : (stored as PromiseRejectedResult).reason
+    // A forged payload (DeltaFormatError) explains everything; otherwise a failed put (a storage
+    // fault) is the cause and the framer's error only its echo (its stream was cancelled).
+    const framerFirst =
+      pumped.status === 'rejected' &&
+      (pumped.reason instanceof DeltaFormatError || stored.status !== 'rejected')
+    throw framerFirst ? pumped.reason : (stored as PromiseRejectedResult).reason
   }
 }
 

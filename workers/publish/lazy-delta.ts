@@ -81,7 +81,12 @@ export async function generateLazyDelta(
     )
     return framing
   } finally {
-    await bucket.delete(lock)
+    // A lock left behind blocks the pair for STALE_LOCK_MS: one retry covers a transient fault, and a
+    // failed cleanup must not replace the request's own outcome.
+    await bucket
+      .delete(lock)
+      .catch(() => bucket.delete(lock))
+      .catch(() => undefined)
   }
 }
 

@@ -9,6 +9,7 @@ import { serveObject } from '../http/serve-object.ts'
 import { valid } from '../http/validate.ts'
 import { readIndex, requirePublished } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
+import { withZoneReplica } from '../storage/zone-replicas.ts'
 
 const NameParam = z.object({ name: ArtifactName })
 const VersionParam = z.object({ name: ArtifactName, version: Version })
@@ -30,18 +31,21 @@ export const artifactsRouter = new Hono<AppEnv>()
     }
     return new Response(stored.raw, { status: 200, headers })
   })
-  .on(['GET', 'HEAD'], '/:name/:version/blob', valid('param', VersionParam), (c) =>
-    serveImmutable(c, async () => {
-      const { name, version } = c.req.valid('param')
-      const stored = await requirePublished(c.env.ARTIFACTS, name, version)
-      const { size, sha256, mediaType } = stored.envelope.signed
-      return serveObject(c.req.raw, c.env.ARTIFACTS, keys.blob(name, version), size, {
-        etag: `"${sha256}"`,
-        cacheControl: 'public, max-age=31536000, immutable',
-        contentType: mediaType,
-      })
-    }),
-  )
+  .on(['GET', 'HEAD'], '/:name/:version/blob', valid('param', VersionParam), (c) => {
+    const { name, version } = c.req.valid('param')
+    // Zone-aware: bytes from the zone's verified replica when the shard plan has one, else the primary.
+    return withZoneReplica(c, `${name}@${version}`, (source) =>
+      serveImmutable(c, async () => {
+        const stored = await requirePublished(c.env.ARTIFACTS, name, version)
+        const { size, sha256, mediaType } = stored.envelope.signed
+        return serveObject(c.req.raw, source, keys.blob(name, version), size, {
+          etag: `"${sha256}"`,
+          cacheControl: 'public, max-age=31536000, immutable',
+          contentType: mediaType,
+        })
+      }),
+    )
+  })
   .on(['GET', 'HEAD'], '/:name/:version/chunks', valid('param', VersionParam), (c) =>
     serveImmutable(c, async () => {
       const { name, version } = c.req.valid('param')

@@ -11,6 +11,7 @@ import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
 import { bodySource, framingFor, storeFramedDelta } from '../publish/frame-delta.ts'
 import { readManifest } from '../storage/artifact-store.ts'
+import { StorageUnavailable } from '../storage/guarded-bucket.ts'
 import { keys } from '../storage/keys.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
@@ -104,6 +105,7 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
         customMetadata: { sha256: ref.sha256 },
       })
     } catch (error) {
+      if (error instanceof StorageUnavailable) throw error
       throw new Problem(
         422,
         'integrity-mismatch',

@@ -11,6 +11,7 @@ import {
   type PublishStarted,
 } from '../../schemas/publish.ts'
 import type { AppEnv } from '../app-env.ts'
+import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
@@ -23,11 +24,19 @@ import {
   readIndex,
   readManifest,
 } from '../storage/artifact-store.ts'
+import { StorageUnavailable } from '../storage/guarded-bucket.ts'
 import { keys } from '../storage/keys.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
 const UploadParam = VersionParam.extend({ uploadId: z.string().min(1).max(1024) })
 const PartParam = UploadParam.extend({ part: z.coerce.number().int().min(1).max(MAX_PARTS) })
+/**
+ * `type/subtype` with optional `; name=value` parameters (RFC 9110 tokens, quoted values without control
+ * characters). The media type becomes the blob's Content-Type: anything else would make every read of
+ * the version fail (a header value with CR/LF throws) or smuggle a header.
+ */
+const MEDIA_TYPE =
+  /^[!#$%&'*+.^_`|~0-9A-Za-z-]+\/[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+=(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|"[ !#-[\]-~]*"))*$/
 /** Parts beyond this are refused before R2 sees them; R2's own ceiling is 5 GiB. */
 const MAX_PART_BYTES = 512 * 1024 * 1024
 
@@ -53,6 +62,27 @@ export const publishRouter = new Hono<AppEnv>()
           422,
           'unprocessable',
           `the manifest describes ${manifest.name}@${manifest.version}, not ${name}@${version}`,
+        )
+      }
+      if (!MEDIA_TYPE.test(manifest.mediaType)) {
+        throw new Problem(
+          422,
+          'unprocessable',
+          'mediaType must be a plain type/subtype with optional parameters',
+        )
+      }
+      // Agents refuse an expired manifest anyway; refusing it here saves a publish nobody can install
+      // (and an old envelope replayed under a fresh serial is usually expired too).
+      if (Date.parse(manifest.expires) <= Date.now()) {
+        throw new Problem(422, 'unprocessable', `the manifest expired at ${manifest.expires}; sign it again`)
+      }
+      // The operator's cap on one artifact (runtime config), checked before any byte is uploaded.
+      const { maxPublishBytes } = (await getRuntimeConfig(c.env)).limits
+      if (manifest.size > maxPublishBytes) {
+        throw new Problem(
+          413,
+          'payload-too-large',
+          `the artifact has ${manifest.size} bytes; this edge accepts at most ${maxPublishBytes}`,
         )
       }
       const found = await readIndex(c.env.ARTIFACTS, name)
@@ -101,6 +131,8 @@ export const publishRouter = new Hono<AppEnv>()
         httpMetadata: { contentType: manifest.mediaType },
       })
     } catch (error) {
+      // A storage fault (503) stored nothing and says nothing about the bytes: keep the staged manifest.
+      if (error instanceof StorageUnavailable) throw error
       await c.env.ARTIFACTS.delete([keys.blob(name, version), keys.pendingManifest(name, version)])
       throw new Problem(
         422,
@@ -133,6 +165,7 @@ export const publishRouter = new Hono<AppEnv>()
       const uploaded = await upload.uploadPart(part, body)
       return c.json({ partNumber: uploaded.partNumber, etag: uploaded.etag }, 200)
     } catch (error) {
+      if (error instanceof StorageUnavailable) throw error
       throw new Problem(409, 'conflict', `the upload refused this part (${describe(error)})`)
     }
   })
@@ -150,6 +183,7 @@ export const publishRouter = new Hono<AppEnv>()
       try {
         await upload.complete(c.req.valid('json').parts)
       } catch (error) {
+        if (error instanceof StorageUnavailable) throw error
         throw new Problem(409, 'conflict', `the upload could not be completed (${describe(error)})`)
       }
       const stored = await sha256OfObject(c.env.ARTIFACTS, keys.blob(name, version))
@@ -167,7 +201,13 @@ export const publishRouter = new Hono<AppEnv>()
   )
   .delete('/:name/:version/uploads/:uploadId', valid('param', UploadParam), async (c) => {
     const { name, version, uploadId } = c.req.valid('param')
-    await c.env.ARTIFACTS.resumeMultipartUpload(keys.blob(name, version), uploadId).abort()
+    try {
+      await c.env.ARTIFACTS.resumeMultipartUpload(keys.blob(name, version), uploadId).abort()
+    } catch (error) {
+      // R2 refused the id (unknown, finished, another object's): a clear 404, not an unhandled 500.
+      if (error instanceof StorageUnavailable) throw error
+      throw new Problem(404, 'not-found', `no such upload of ${name}@${version} (${describe(error)})`)
+    }
     await c.env.ARTIFACTS.delete(keys.pendingManifest(name, version))
     return c.body(null, 204)
   })

@@ -49,6 +49,33 @@ export async function commitVersion(
   await bucket.put(keys.manifest(name, version), raw, {
     httpMetadata: { contentType: 'application/json' },
   })
+  try {
+    await addToIndex(bucket, manifest)
+  } catch (error) {
+    await withdrawManifest(bucket, manifest)
+    throw error
+  }
+}
+
+/**
+ * The index update failed (storage fault, lost race, refused serial): the version's manifest must
+ * not stay readable at its final key while the index does not list it, or a half-committed version
+ * would be served. Withdrawn only after re-reading the index shows it really is absent (a put whose
+ * response was lost may have landed); if even that read fails, the manifest stays and a retry of
+ * the upload (the staged manifest is still there) completes the commit.
+ */
+async function withdrawManifest(bucket: R2Bucket, manifest: ArtifactManifest): Promise<void> {
+  try {
+    const current = await readIndex(bucket, manifest.name)
+    if (current?.index.versions.some((v) => v.version === manifest.version)) return
+    await bucket.delete(keys.manifest(manifest.name, manifest.version))
+  } catch {
+    // Best effort; see above.
+  }
+}
+
+async function addToIndex(bucket: R2Bucket, manifest: ArtifactManifest): Promise<void> {
+  const { name, version } = manifest
   for (let attempt = 0; attempt < 8; attempt++) {
     const current = await readIndex(bucket, name)
     const index = current?.index ?? emptyIndex(name)
@@ -73,7 +100,9 @@ export async function commitVersion(
       onlyIf: current ? { etagMatches: current.etag } : { etagDoesNotMatch: '*' },
     })
     if (written) {
-      await bucket.delete(keys.pendingManifest(name, version))
+      // Published from here on; a staged manifest left by a failed delete is invisible and harmless
+      // (POST refuses a published version), so its cleanup must not turn success into an error.
+      await bucket.delete(keys.pendingManifest(name, version)).catch(() => undefined)
       return
     }
   }

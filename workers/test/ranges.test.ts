@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest'
-import { bytesOf, call, publishSingle } from './publish-helpers.ts'
+import { auth, bytesOf, call, envelopeFor, publishSingle, startPublish } from './publish-helpers.ts'
 
 const body = bytesOf(4096, 11)
 let etag = ''
@@ -73,5 +73,26 @@ describe('blob conditional and range requests', () => {
     const res = await call('/v1/artifacts/ranged/9.9.9/blob')
     expect(res.status).toBe(404)
     expect(res.headers.get('content-type')).toBe('application/problem+json')
+  })
+})
+
+describe('stored objects are downloads, never pages', () => {
+  it('serves a blob labelled text/html as an attachment browsers may not sniff or run', async () => {
+    const page = new TextEncoder().encode('<script>alert(1)</script>')
+    const envelope = await envelopeFor('htmlish', '1.0.0', page, { mediaType: 'text/html' })
+    expect((await startPublish(envelope)).status).toBe(201)
+    const put = await call('/v1/publish/htmlish/1.0.0/blob', {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': String(page.length) },
+      body: page,
+    })
+    expect(put.status).toBe(201)
+    const res = await call('/v1/artifacts/htmlish/1.0.0/blob')
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toBe('text/html')
+    expect(res.headers.get('content-disposition')).toBe('attachment')
+    expect(res.headers.get('x-content-type-options')).toBe('nosniff')
+    expect(res.headers.get('content-security-policy')).toContain('sandbox')
+    await res.arrayBuffer()
   })
 })

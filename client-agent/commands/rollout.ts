@@ -1,0 +1,149 @@
+import { type Command, InvalidArgumentError } from 'commander'
+import { ArtifactName, ChannelName, Version } from '../../schemas/common.ts'
+import type { FailureStats, RolloutStatus } from '../../schemas/rollout.ts'
+import { type AgentConfig, publishToken } from '../config.ts'
+import { EdgeClient } from '../edge-client.ts'
+import { AgentError } from '../errors.ts'
+import type { Reporter } from '../output.ts'
+import { controlRollout, type RolloutAction } from '../rollout/client.ts'
+import {
+  parseCount,
+  parseDurations,
+  parseRate,
+  parseStages,
+  parseStartAt,
+  stagesFrom,
+} from '../rollout/parse-options.ts'
+
+interface StartOptions {
+  channel: string
+  version: string
+  stages: number[]
+  stageDuration: number[]
+  startAt?: string
+  maxFailureRate?: number
+  minSample?: number
+}
+
+/**
+ * `deltaport rollout start|pause|resume|abort|status <name>`: maintainer control of staged rollouts
+ * (docs/decisions/0010-rollout-coordinator.md), with the DELTAPORT_TOKEN bearer token like `publish`.
+ */
+export function registerRolloutCommands(
+  program: Command,
+  reporter: () => Reporter,
+  config: () => Promise<AgentConfig>,
+): void {
+  const rollout = program.command('rollout').description('stage a release to a growing share of devices')
+
+  const act = async (
+    action: RolloutAction,
+    name: string,
+    channel: string,
+    body?: Parameters<typeof controlRollout>[5],
+  ) => {
+    const loaded = await config()
+    const status = await controlRollout(
+      new EdgeClient(loaded.edgeUrl),
+      publishToken(),
+      name,
+      channel,
+      action,
+      body,
+    )
+    reporter().result(describeStatus(status), { rollout: status })
+  }
+
+  rollout
+    .command('start <name>')
+    .description('schedule a staged rollout of a published version')
+    .requiredOption('--version <version>', 'the published version to roll out', parseWith(Version))
+    .option('--channel <channel>', 'channel the rollout governs', parseWith(ChannelName), 'stable')
+    .option(
+      '--stages <percents>',
+      'cumulative share per stage, e.g. 1,10,50,100',
+      parseStages,
+      [1, 10, 50, 100],
+    )
+    .option(
+      '--stage-duration <d>',
+      'per stage: one duration (1h) or one each (1h,1h,1d,1d)',
+      parseDurations,
+      [3_600_000],
+    )
+    .option('--start-at <time>', 'ISO time or +duration (default: now)', (v: string) => parseStartAt(v))
+    .option('--max-failure-rate <rate>', 'halt above this failure rate (0.05 or 5%)', parseRate)
+    .option('--min-sample <n>', 'reports a cohort needs before any halt (at least 5)', parseCount)
+    .action(async (name: string, options: StartOptions) => {
+      await act('start', checkedName(name), options.channel, {
+        version: options.version,
+        stages: stagesFrom(options.stages, options.stageDuration),
+        ...(options.startAt === undefined ? {} : { startAt: options.startAt }),
+        ...(options.maxFailureRate === undefined ? {} : { maxFailureRate: options.maxFailureRate }),
+        ...(options.minSample === undefined ? {} : { minSample: options.minSample }),
+      })
+    })
+
+  for (const [action, description] of [
+    ['pause', 'stop advancing stages (admitted devices stay in)'],
+    ['abort', 'stop for good: nobody new is admitted'],
+  ] as const) {
+    rollout
+      .command(`${action} <name>`)
+      .description(description)
+      .option('--channel <channel>', 'channel of the rollout', parseWith(ChannelName), 'stable')
+      .option('--reason <text>', 'why, for the history')
+      .action(async (name: string, options: { channel: string; reason?: string }) => {
+        if (options.reason !== undefined && options.reason.length > 200)
+          throw new AgentError('usage', '--reason is limited to 200 characters')
+        await act(
+          action,
+          checkedName(name),
+          options.channel,
+          options.reason ? { reason: options.reason } : {},
+        )
+      })
+  }
+  for (const [action, description] of [
+    ['resume', 'continue a paused rollout'],
+    ['status', 'stage, cohort progress, failure rate and history'],
+  ] as const) {
+    rollout
+      .command(`${action} <name>`)
+      .description(description)
+      .option('--channel <channel>', 'channel of the rollout', parseWith(ChannelName), 'stable')
+      .action(async (name: string, options: { channel: string }) => {
+        await act(action, checkedName(name), options.channel)
+      })
+  }
+}
+
+/** A few readable lines: where the rollout stands and how each cohort is doing. */
+export function describeStatus(status: RolloutStatus): string {
+  const pct = (x: number) => `${(x * 100).toFixed(1)} %`
+  const stats = (s: FailureStats) =>
+    `${s.counts.installed} installed, ${s.counts.failed} failed, ${s.counts['rolled-back']} rolled back; failure ${pct(s.failureRate)} [${pct(s.interval.lower)}, ${pct(s.interval.upper)}] ${s.decision}`
+  const lines = [
+    `${status.name}@${status.version} on ${status.channel}: ${status.state}, ${status.currentStage === null ? 'not started' : `stage ${status.currentStage} (${status.currentPercent} %)`}${status.nextChangeAt ? `, next change ${status.nextChangeAt}` : ''}`,
+    ...(status.haltedReason ? [`  halted: ${status.haltedReason}`] : []),
+    ...status.progress.map(
+      (p) =>
+        `  stage ${p.stage} ${p.percent} %${p.startedAt ? ` since ${p.startedAt}` : ''}: ${stats(p.stats)}`,
+    ),
+    `  overall: ${stats(status.overall)} (limit ${pct(status.maxFailureRate)}, min sample ${status.minSample})`,
+  ]
+  return lines.join('\n')
+}
+
+function checkedName(name: string): string {
+  if (!ArtifactName.safeParse(name).success)
+    throw new AgentError('usage', `"${name}" is not a valid artifact name`)
+  return name
+}
+
+function parseWith(schema: { safeParse(v: unknown): { success: boolean } }) {
+  return (value: string): string => {
+    if (!schema.safeParse(value).success) throw new InvalidArgumentError(`"${value}" is not valid`)
+    return value
+  }
+}

@@ -1,0 +1,229 @@
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { type Command, InvalidArgumentError } from 'commander'
+import { ArtifactName } from '../../schemas/common.ts'
+import { HookSpec, SwapSettings, type SwapSettingsInput } from '../../schemas/swap.ts'
+import type { AgentConfig } from '../config.ts'
+import { AgentError } from '../errors.ts'
+import type { Reporter } from '../output.ts'
+import { rolloutGate, rolloutReporter } from '../rollout/index.ts'
+import { ArtifactStore } from '../store.ts'
+import { EdgeChannelSource, followChannelHead, type VersionGate } from '../swap/edge-source.ts'
+import { RunFiles } from '../swap/run-files.ts'
+import { Supervisor, type SupervisorEvent } from '../swap/supervisor.ts'
+import { type ReadyUpdate, type SwapOutcomeReporter, silentReporter } from '../swap/update-source.ts'
+
+interface RunOptions {
+  port: number
+  host: string
+  interval: number
+  swapConfig?: string
+  healthPath?: string
+  prepare?: HookSpec
+  flush?: HookSpec
+}
+
+/**
+ * The rollout seam: the gate says whether this device may run a new channel head yet, the reporter tells
+ * the rollout coordinator how each swap went.
+ */
+export interface RolloutWiring {
+  gate: VersionGate
+  reporter: SwapOutcomeReporter
+}
+/** Follow the channel head, report to nobody (tests, or a device kept out of rollouts). */
+export const NO_ROLLOUT: RolloutWiring = { gate: followChannelHead, reporter: silentReporter }
+
+/**
+ * The staged-rollout coordinator (client-agent/rollout/): a running rollout decides which version this
+ * device runs (`held` keeps the current one), and every swap outcome is reported to it, best effort.
+ */
+export async function coordinatedRollout(config: AgentConfig, name: string): Promise<RolloutWiring> {
+  return {
+    gate: {
+      async admit(artifact, channel, head) {
+        const gate = await rolloutGate(config, artifact, channel)
+        if (gate.kind === 'in') return gate.version
+        return gate.kind === 'free' ? head : null
+      },
+    },
+    reporter: rolloutReporter(config, name),
+  }
+}
+
+/**
+ * `deltaport run <name> [options] -- <command…>`: installs the artifact if needed, runs the service behind
+ * the agent's reverse proxy on the public port, polls the edge for new versions (and checks at once on
+ * SIGHUP), and swaps to each one with the buffered swap. SIGINT/SIGTERM stop it cleanly.
+ */
+export function registerRunCommand(
+  program: Command,
+  reporter: () => Reporter,
+  config: () => Promise<AgentConfig>,
+  rollout: (config: AgentConfig, name: string) => Promise<RolloutWiring> = coordinatedRollout,
+): void {
+  program
+    .command('run <name> <command...>')
+    .description('supervise a service and swap versions without dropping requests (buffered swap)')
+    .option('--port <port>', 'public port the agent listens on', parsePort, 8080)
+    .option('--host <host>', 'public address', '127.0.0.1')
+    .option('--interval <seconds>', 'seconds between edge polls; 0 only checks on SIGHUP', parseSeconds, 60)
+    .option('--swap-config <file>', 'swap settings (JSON; see docs/decisions/0009-buffered-swap.md)')
+    .option('--health-path <path>', 'health check path of the service')
+    .option('--prepare <hook>', 'prepare hook: http:/path, signal:SIGUSR2 or none', parseHook)
+    .option('--flush <hook>', 'flush hook: http:/path, signal:SIGUSR1 or none', parseHook)
+    .action(async (name: string, command: string[], options: RunOptions) => {
+      if (!ArtifactName.safeParse(name).success)
+        throw new AgentError('usage', `"${name}" is not a valid artifact name`)
+      const loaded = await config()
+      const out = reporter()
+      const settings = await loadSettings(options)
+      const wiring = await rollout(loaded, name)
+      const source = new EdgeChannelSource(loaded, name, wiring.gate)
+      const initial = await source.initial()
+      const base = new ArtifactStore(loaded.installRoot, name).dir
+      const start = (version: ReadyUpdate) =>
+        Supervisor.start({
+          command,
+          runDir: join(base, 'run'),
+          dataDir: join(base, 'data'),
+          settings,
+          initial: version,
+          host: options.host,
+          port: options.port,
+          source,
+          reporter: wiring.reporter,
+          onEvent: (event) => printEvent(out, event),
+        })
+      const supervisor = await start(initial).catch(async (error: Error) => {
+        // The agent died mid-swap to a version that turns out not to start: go back to the previous one.
+        const previous = await source.previous()
+        if (!(error instanceof AgentError) || error.code !== 'install-failed' || !previous) throw error
+        printEvent(out, { type: 'error', message: `${error.message}; starting ${previous.version} instead` })
+        await new RunFiles(join(base, 'run')).addFailed(initial.version)
+        await source.restore(initial.version, previous.version)
+        return start(previous)
+      })
+      const stopped = new Promise<void>((resolve) => {
+        const stop = () => {
+          process.off('SIGINT', stop)
+          process.off('SIGTERM', stop)
+          resolve()
+        }
+        process.once('SIGINT', stop)
+        process.once('SIGTERM', stop)
+      })
+      let checking = false
+      const check = async () => {
+        if (checking) return
+        checking = true
+        try {
+          await supervisor.checkForUpdate()
+        } catch (error) {
+          printEvent(out, { type: 'error', message: `update check failed: ${(error as Error).message}` })
+        } finally {
+          checking = false
+        }
+      }
+      const onHup = () => void check()
+      process.on('SIGHUP', onHup)
+      const timer = options.interval > 0 ? setInterval(() => void check(), options.interval * 1000) : null
+      try {
+        await stopped
+      } finally {
+        if (timer) clearInterval(timer)
+        process.off('SIGHUP', onHup)
+        await supervisor.stop()
+      }
+      out.result(`${name}: stopped (was serving ${supervisor.version})`, {
+        run: { name, version: supervisor.version },
+      })
+    })
+}
+
+async function loadSettings(options: RunOptions): Promise<SwapSettings> {
+  let fromFile: SwapSettingsInput = {}
+  if (options.swapConfig) {
+    let text: string
+    try {
+      text = await readFile(options.swapConfig, 'utf8')
+    } catch {
+      throw new AgentError('config', `cannot read swap config ${options.swapConfig}`)
+    }
+    try {
+      fromFile = JSON.parse(text) as SwapSettingsInput
+    } catch {
+      throw new AgentError('config', `swap config ${options.swapConfig} is not JSON`)
+    }
+  }
+  const merged = {
+    ...fromFile,
+    ...(options.healthPath ? { healthPath: options.healthPath } : {}),
+    ...(options.prepare ? { prepare: options.prepare } : {}),
+    ...(options.flush ? { flush: options.flush } : {}),
+  }
+  const parsed = SwapSettings.safeParse(merged)
+  if (!parsed.success) {
+    throw new AgentError(
+      'config',
+      `invalid swap settings: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    )
+  }
+  return parsed.data
+}
+
+function printEvent(out: Reporter, event: SupervisorEvent): void {
+  if (out.json) {
+    process.stdout.write(`${JSON.stringify({ event })}\n`)
+    return
+  }
+  const at = new Date().toISOString().slice(11, 19)
+  process.stdout.write(`${at} ${describe(event)}\n`)
+}
+
+function describe(event: SupervisorEvent): string {
+  switch (event.type) {
+    case 'started':
+      return `serving ${event.version} on port ${event.port}${event.recovered ? ` (replayed ${event.recovered} journaled writes)` : ''}${event.reaped ? ` (reaped ${event.reaped} orphaned processes)` : ''}`
+    case 'swap-started':
+      return `swapping ${event.from} → ${event.version}`
+    case 'buffering':
+      return 'holding writes'
+    case 'switched':
+      return `switched to ${event.version}, replaying held writes`
+    case 'swap-done': {
+      const r = event.report
+      return `${r.outcome === 'installed' ? 'swapped to' : `${r.outcome} (${r.errorClass ?? 'error'}):`} ${r.version}; serving ${r.serving}; ${r.buffered} writes held for ${r.holdMs} ms`
+    }
+    case 'service-restarted':
+      return `${event.version} exited (${event.exitCode}); restarting`
+    case 'error':
+      return `error: ${event.message}`
+  }
+}
+
+function parseHook(value: string): HookSpec {
+  const spec =
+    value === 'none'
+      ? { kind: 'none' }
+      : value.startsWith('http:')
+        ? { kind: 'http', path: value.slice(5) }
+        : value.startsWith('signal:')
+          ? { kind: 'signal', signal: value.slice(7) }
+          : null
+  const parsed = HookSpec.safeParse(spec)
+  if (!parsed.success)
+    throw new InvalidArgumentError('http:/path, signal:SIGUSR1|SIGUSR2|SIGHUP|SIGWINCH or none')
+  return parsed.data
+}
+
+function parsePort(value: string): number {
+  if (!/^\d{1,5}$/.test(value) || Number(value) > 65535)
+    throw new InvalidArgumentError('a port from 0 to 65535')
+  return Number(value)
+}
+
+function parseSeconds(value: string): number {
+  if (!/^\d{1,7}$/.test(value)) throw new InvalidArgumentError('a whole number of seconds')
+  return Number(value)
+}

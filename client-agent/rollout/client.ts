@@ -1,0 +1,121 @@
+import {
+  OutcomeReceipt,
+  RolloutCheck,
+  type RolloutOutcome,
+  RolloutSpec,
+  type RolloutSpecInput,
+  RolloutStatus,
+} from '../../schemas/rollout.ts'
+import type { EdgeClient } from '../edge-client.ts'
+import { AgentError, errorFromResponse } from '../errors.ts'
+
+/**
+ * The agent's and the maintainer's side of /v1/rollouts (workers/routes/rollouts.ts): every answer is
+ * zod-parsed, every failure an AgentError.
+ */
+
+export function rolloutPath(name: string, channel: string, suffix = ''): string {
+  // Scoped names travel as one segment (`@scope%2Fname`), as in artifactPath.
+  return `/v1/rollouts/${encodeURIComponent(name)}/${encodeURIComponent(channel)}${suffix}`
+}
+
+/** Is this client in the rollout of `name` on `channel`? Null when there is no rollout there. */
+export async function checkRollout(
+  edge: EdgeClient,
+  name: string,
+  channel: string,
+  clientId: string,
+): Promise<RolloutCheck | null> {
+  const response = await edge.request(`${rolloutPath(name, channel)}?client=${encodeURIComponent(clientId)}`)
+  if (response.status === 404) {
+    await response.body?.cancel()
+    return null
+  }
+  if (!response.ok) throw await errorFromResponse(response, `rollout of ${name} on ${channel}`)
+  const check = await parseJson(response, RolloutCheck, `rollout answer for ${name}`)
+  if (check.name !== name || check.channel !== channel)
+    throw new AgentError(
+      'edge-rejected',
+      `the edge answered for another rollout (${check.name}/${check.channel})`,
+    )
+  return check
+}
+
+/** Reports an install outcome to the rollout; throws AgentError when the edge refuses it. */
+export async function reportOutcome(
+  edge: EdgeClient,
+  name: string,
+  channel: string,
+  outcome: RolloutOutcome,
+): Promise<OutcomeReceipt> {
+  const response = await edge.request(rolloutPath(name, channel, '/outcomes'), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(outcome),
+  })
+  if (!response.ok) throw await errorFromResponse(response, `reporting ${outcome.outcome} for ${name}`)
+  return parseJson(response, OutcomeReceipt, 'outcome receipt')
+}
+
+export type ReportResult = { reported: true; receipt: OutcomeReceipt } | { reported: false; reason: string }
+
+/**
+ * reportOutcome for code paths that must not fail because of it (an install that worked, a rollback):
+ * the outcome is telemetry about the release, never a reason to undo what the device did.
+ */
+export async function reportOutcomeQuietly(
+  edge: EdgeClient,
+  name: string,
+  channel: string,
+  outcome: RolloutOutcome,
+): Promise<ReportResult> {
+  try {
+    return { reported: true, receipt: await reportOutcome(edge, name, channel, outcome) }
+  } catch (error) {
+    return { reported: false, reason: error instanceof Error ? error.message : String(error) }
+  }
+}
+
+export type RolloutAction = 'start' | 'pause' | 'resume' | 'abort' | 'status'
+
+/** Maintainer control (bearer token): start with a spec, pause/abort with a reason, resume, status. */
+export async function controlRollout(
+  edge: EdgeClient,
+  token: string,
+  name: string,
+  channel: string,
+  action: RolloutAction,
+  body?: RolloutSpecInput | { reason?: string },
+): Promise<RolloutStatus> {
+  if (action === 'start') {
+    const spec = RolloutSpec.safeParse(body)
+    if (!spec.success)
+      throw new AgentError('usage', `invalid rollout: ${spec.error.issues.map((i) => i.message).join('; ')}`)
+  }
+  const response = await edge.request(rolloutPath(name, channel, `/${action}`), {
+    method: action === 'status' ? 'GET' : 'POST',
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  })
+  if (!response.ok) throw await errorFromResponse(response, `rollout ${action} of ${name} on ${channel}`)
+  return parseJson(response, RolloutStatus, 'rollout status')
+}
+
+async function parseJson<T>(
+  response: Response,
+  schema: { safeParse(v: unknown): { success: true; data: T } | { success: false } },
+  what: string,
+): Promise<T> {
+  let json: unknown
+  try {
+    json = await response.json()
+  } catch {
+    throw new AgentError('edge-rejected', `the edge sent a ${what} that is not JSON`)
+  }
+  const parsed = schema.safeParse(json)
+  if (!parsed.success) throw new AgentError('edge-rejected', `the edge sent a malformed ${what}`)
+  return parsed.data
+}

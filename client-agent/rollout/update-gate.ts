@@ -1,0 +1,126 @@
+import type { RolloutCheck } from '../../schemas/rollout.ts'
+import type { AgentConfig } from '../config.ts'
+import { EdgeClient } from '../edge-client.ts'
+import { AgentError, type AgentErrorCode } from '../errors.ts'
+import { rollbackArtifact } from '../install.ts'
+import { ArtifactStore } from '../store.ts'
+import { checkRollout, type ReportResult, reportOutcomeQuietly } from './client.ts'
+import { agentClientId } from './client-id.ts'
+
+/**
+ * Failures that say something about the release (its bytes, its signature, installing it). Network
+ * trouble or a refusing edge says nothing about the new version and must not push a rollout to a halt.
+ */
+const RELEASE_FAILURES: ReadonlySet<AgentErrorCode> = new Set([
+  'integrity-mismatch',
+  'untrusted-manifest',
+  'install-failed',
+])
+
+/** A version names itself; anything else is a channel, which a rollout may govern. */
+const isVersion = (target: string) => /^\d+\.\d+\.\d+/.test(target)
+
+export type RolloutGate =
+  /** No rollout governs this update (a pinned version, no rollout, or a completed one): go as asked. */
+  | { kind: 'free'; check: RolloutCheck | null }
+  /** A rollout holds this device back: stay on the current version. */
+  | { kind: 'held'; check: RolloutCheck; current: string | null; message: string }
+  /** This device is in: install `version`, then report how it went. */
+  | { kind: 'in'; check: RolloutCheck; version: string; message: string }
+
+/**
+ * What an active rollout says about `deltaport update name[@channel]` on this device. The channel is the
+ * target (default: the configured channel); an explicit version bypasses rollouts.
+ */
+export async function rolloutGate(
+  config: AgentConfig,
+  name: string,
+  target: string | undefined,
+  fetchImpl?: typeof fetch,
+): Promise<RolloutGate> {
+  const channel = target ?? config.channel
+  if (isVersion(channel)) return { kind: 'free', check: null }
+  const edge = new EdgeClient(config.edgeUrl, fetchImpl)
+  const check = await checkRollout(edge, name, channel, await agentClientId(config))
+  if (check === null || check.state === 'completed') return { kind: 'free', check }
+  if (check.in && check.version !== null) {
+    return {
+      kind: 'in',
+      check,
+      version: check.version,
+      message: `${name}: this device is in the ${channel} rollout of ${check.version} (stage ${check.stage ?? 0})`,
+    }
+  }
+  const current = (await new ArtifactStore(config.installRoot, name).state()).current
+  const when =
+    check.state === 'halted' || check.state === 'aborted'
+      ? `the rollout is ${check.state}`
+      : check.stageExpectedAt !== null
+        ? `its stage (${check.stage}) is expected at ${check.stageExpectedAt}`
+        : check.stage === null
+          ? 'no stage of this rollout reaches it'
+          : `the rollout is ${check.state}`
+  return {
+    kind: 'held',
+    check,
+    current,
+    message: `${name}: staying on ${current ?? 'nothing installed'}: the ${channel} rollout of ${check.targetVersion} has not reached this device (${when})`,
+  }
+}
+
+/**
+ * Runs an install the gate let through and reports its outcome to the rollout: `installed` on success,
+ * `failed` (with the error code as its class) when the release itself failed. The install's own error
+ * is rethrown unchanged; reporting never fails the command.
+ */
+export async function installWithinRollout<T>(
+  config: AgentConfig,
+  name: string,
+  gate: Extract<RolloutGate, { kind: 'in' }>,
+  install: () => Promise<T>,
+  fetchImpl?: typeof fetch,
+): Promise<{ result: T; report: ReportResult }> {
+  const edge = new EdgeClient(config.edgeUrl, fetchImpl)
+  const client = await agentClientId(config)
+  const outcome = { client, version: gate.version }
+  let result: T
+  try {
+    result = await install()
+  } catch (error) {
+    if (error instanceof AgentError && RELEASE_FAILURES.has(error.code)) {
+      await reportOutcomeQuietly(edge, name, gate.check.channel, {
+        ...outcome,
+        outcome: 'failed',
+        errorClass: error.code,
+      })
+    }
+    throw error
+  }
+  const report = await reportOutcomeQuietly(edge, name, gate.check.channel, {
+    ...outcome,
+    outcome: 'installed',
+  })
+  return { result, report }
+}
+
+/**
+ * `deltaport rollback`: switches back, then tells the channel's rollout (if the version rolled back
+ * from is its target) that this device rolled back.
+ */
+export async function rollbackAndReport(
+  config: AgentConfig,
+  name: string,
+  options: { channel?: string; errorClass?: string; fetchImpl?: typeof fetch } = {},
+): Promise<{ name: string; from: string | null; to: string | null; report: ReportResult | null }> {
+  const rolled = await rollbackArtifact(config, name)
+  if (rolled.from === null) return { ...rolled, report: null }
+  const edge = new EdgeClient(config.edgeUrl, options.fetchImpl)
+  const channel = options.channel ?? config.channel
+  const report = await reportOutcomeQuietly(edge, name, channel, {
+    client: await agentClientId(config),
+    version: rolled.from,
+    outcome: 'rolled-back',
+    errorClass: options.errorClass ?? 'manual-rollback',
+  })
+  return { ...rolled, report }
+}

@@ -1,0 +1,262 @@
+import type { JournalWrite, SwapSettings } from '../../schemas/swap.ts'
+import type { BodyLocation, SwapJournal } from './journal.ts'
+import { type BufferedRequest, type ValidatorFn, type Verdict, validateWrite } from './validator.ts'
+
+/** How the proxy answers a held client once a process (or validation) has decided. */
+export interface Responder {
+  send(status: number, headers: ReadonlyArray<readonly [string, string]>, body: Uint8Array): void
+  readonly gone: boolean
+}
+
+export interface HeldWrite {
+  readonly id: number
+  readonly client: string
+  readonly method: string
+  readonly path: string
+  readonly headers: ReadonlyArray<readonly [string, string]>
+  readonly size: number
+  readonly at: number
+  /** In memory until the memory cap; null once only the journal holds it. */
+  body: Uint8Array | null
+  location: BodyLocation | null
+  journaled: boolean
+  state: 'held' | 'sending' | 'done'
+  verdict: Promise<Verdict>
+  /** Null for writes recovered from the journal after an agent restart: nobody is waiting. */
+  responder: Responder | null
+}
+
+export interface BufferStats {
+  bytes: number
+  writes: number
+  memoryBytes: number
+  journaled: number
+  rejected: number
+  cancelled: number
+}
+
+/**
+ * The speculative write buffer: held writes in per-client FIFO queues (a client's writes never overtake
+ * each other), bodies in memory up to `memoryBytes` and in the append-only journal beyond (with
+ * `writeAhead`, every write is journaled before it is held, so an agent crash loses none of them).
+ * Validation runs in the background as soon as a write is held; an invalid write is answered at once.
+ */
+export class WriteBuffer {
+  private readonly queues = new Map<string, HeldWrite[]>()
+  private readonly settings: SwapSettings
+  private readonly journal: SwapJournal
+  private readonly validator: ValidatorFn | null
+  private nextId: number
+  private bytes = 0
+  private writes = 0
+  private memory = 0
+  private readonly counters = { journaled: 0, rejected: 0, cancelled: 0 }
+  private readonly arrivals: number[] = []
+  private listeners = new Set<() => void>()
+
+  constructor(settings: SwapSettings, journal: SwapJournal, validator: ValidatorFn | null, lastId = 0) {
+    this.settings = settings
+    this.journal = journal
+    this.validator = validator
+    this.nextId = lastId + 1
+  }
+
+  stats(): BufferStats {
+    return { bytes: this.bytes, writes: this.writes, memoryBytes: this.memory, ...this.counters }
+  }
+
+  /** Writes per second over the last 5 s (for Retry-After under load). */
+  arrivalRate(now = Date.now()): number {
+    while (this.arrivals.length > 0 && this.arrivals[0]! < now - 5000) this.arrivals.shift()
+    return this.arrivals.length / 5
+  }
+
+  hasPending(client: string): boolean {
+    return (this.queues.get(client)?.length ?? 0) > 0
+  }
+
+  get empty(): boolean {
+    return this.writes === 0
+  }
+
+  /** Snapshot of the queues for the replay loop (live arrays: new writes appear in them). */
+  get clientQueues(): ReadonlyMap<string, readonly HeldWrite[]> {
+    return this.queues
+  }
+
+  /** Called whenever a write is held or leaves, so a waiting replay lane can look again. */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  /**
+   * Holds a write: journals it (durably) when write-ahead is on or memory is full, queues it behind the
+   * client's earlier writes and starts validating it. Resolves once it is held.
+   */
+  async hold(request: BufferedRequest, responder: Responder | null, now = Date.now()): Promise<HeldWrite> {
+    const id = this.nextId++
+    const inMemory = this.memory + request.body.length <= this.settings.memoryBytes
+    const entry: HeldWrite = {
+      id,
+      client: request.client,
+      method: request.method,
+      path: request.path,
+      headers: request.headers,
+      size: request.body.length,
+      at: now,
+      body: request.body,
+      location: null,
+      journaled: false,
+      state: 'held',
+      verdict: Promise.resolve({ ok: true }),
+      responder,
+    }
+    // Counted before the journal write so admission sees writes whose fsync is still running.
+    this.bytes += entry.size
+    this.writes += 1
+    this.arrivals.push(now)
+    if (inMemory) this.memory += entry.size
+    if (this.settings.writeAhead || !inMemory) {
+      try {
+        entry.location = await this.journal.append(toRecord(entry))
+        entry.journaled = true
+        this.counters.journaled += 1
+      } catch (error) {
+        this.bytes -= entry.size
+        this.writes -= 1
+        if (inMemory) this.memory -= entry.size
+        throw error
+      }
+    }
+    if (!inMemory) entry.body = null
+    this.enqueue(entry)
+    entry.verdict = validateWrite(request, this.settings, this.validator)
+    void entry.verdict.then((verdict) => {
+      if (!verdict.ok) void this.refuse(entry, verdict)
+    })
+    return entry
+  }
+
+  /** Re-queues writes recovered from the journal (already durable; their clients are gone). */
+  restore(records: readonly JournalWrite[]): void {
+    for (const r of records) {
+      const body = Buffer.from(r.body, 'base64')
+      const entry: HeldWrite = {
+        id: r.id,
+        client: r.client,
+        method: r.method,
+        path: r.path,
+        headers: r.headers,
+        size: body.length,
+        at: r.at,
+        body,
+        location: null,
+        journaled: true,
+        state: 'held',
+        verdict: Promise.resolve({ ok: true }),
+        responder: null,
+      }
+      this.bytes += entry.size
+      this.writes += 1
+      this.memory += entry.size
+      this.nextId = Math.max(this.nextId, r.id + 1)
+      entry.verdict = validateWrite({ ...r, body }, this.settings, this.validator)
+      this.enqueue(entry)
+    }
+  }
+
+  async bodyOf(entry: HeldWrite): Promise<Uint8Array> {
+    if (entry.body) return entry.body
+    if (!entry.location) throw new Error(`write ${entry.id} has neither a body nor a journal copy`)
+    return Buffer.from((await this.journal.readWrite(entry.location)).body, 'base64')
+  }
+
+  /**
+   * The write was answered by a process: the `done` record is made durable first, then the client gets
+   * the real response, so a crash in between replays it (at least once) rather than loses it.
+   */
+  async complete(
+    entry: HeldWrite,
+    status: number,
+    headers: ReadonlyArray<readonly [string, string]>,
+    body: Uint8Array,
+  ): Promise<void> {
+    if (entry.state === 'done') return
+    entry.state = 'done'
+    await this.markDone(entry, status)
+    entry.responder?.send(status, headers, body)
+  }
+
+  /** The client went away before its write was sent anywhere: it is dropped, never applied. */
+  async cancel(entry: HeldWrite): Promise<void> {
+    if (entry.state !== 'held') return
+    entry.state = 'done'
+    this.counters.cancelled += 1
+    await this.markDone(entry, 499)
+  }
+
+  /**
+   * Validation refused the write: the client is answered first (nothing was applied, and a restart
+   * re-validates journaled writes, so the order of answer and `done` record does not matter here).
+   */
+  async refuse(entry: HeldWrite, verdict: Extract<Verdict, { ok: false }>): Promise<void> {
+    if (entry.state !== 'held') return
+    entry.state = 'done'
+    this.counters.rejected += 1
+    entry.responder?.send(
+      verdict.status,
+      [['content-type', 'application/problem+json']],
+      Buffer.from(
+        JSON.stringify({
+          title: 'write refused during an update',
+          status: verdict.status,
+          detail: verdict.reason,
+        }),
+      ),
+    )
+    await this.markDone(entry, verdict.status).catch(() => undefined)
+  }
+
+  private async markDone(entry: HeldWrite, status: number): Promise<void> {
+    this.remove(entry)
+    if (entry.journaled) await this.journal.append({ t: 'd', id: entry.id, status })
+  }
+
+  private enqueue(entry: HeldWrite): void {
+    const q = this.queues.get(entry.client)
+    if (q) q.push(entry)
+    else this.queues.set(entry.client, [entry])
+    this.notify()
+  }
+
+  private remove(entry: HeldWrite): void {
+    const q = this.queues.get(entry.client)
+    const i = q ? q.indexOf(entry) : -1
+    if (q && i >= 0) {
+      q.splice(i, 1)
+      if (q.length === 0) this.queues.delete(entry.client)
+      this.bytes -= entry.size
+      this.writes -= 1
+      if (entry.body) this.memory -= entry.size
+    }
+    this.notify()
+  }
+
+  private notify(): void {
+    for (const l of this.listeners) l()
+  }
+}
+
+function toRecord(entry: HeldWrite): JournalWrite {
+  return {
+    t: 'w',
+    id: entry.id,
+    client: entry.client,
+    method: entry.method,
+    path: entry.path,
+    headers: entry.headers.map(([k, v]) => [k, v] as [string, string]),
+    body: Buffer.from(entry.body ?? new Uint8Array()).toString('base64'),
+    at: entry.at,
+  }
+}

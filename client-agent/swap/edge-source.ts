@@ -1,0 +1,94 @@
+import type { AgentConfig } from '../config.ts'
+import { EdgeClient } from '../edge-client.ts'
+import { installArtifact } from '../install.ts'
+import { ArtifactStore } from '../store.ts'
+import type { ReadyUpdate, UpdateSource } from './update-source.ts'
+
+/**
+ * Decides which version this device may run when the channel head moves (a staged rollout says "not
+ * yet" by returning null). `deltaport run` plugs the rollout client in here when it is available.
+ */
+export interface VersionGate {
+  admit(name: string, channel: string, head: string): Promise<string | null>
+}
+
+/** Without a rollout coordinator every device follows the channel head. */
+export const followChannelHead: VersionGate = { admit: async (_name, _channel, head) => head }
+
+/**
+ * The CLI's update source: polls the edge for the channel head and installs it with the ordinary agent
+ * update path (plan → delta/chain/chunk-sync/full or the staged copy, signature and sha256 checks,
+ * atomic `current` switch). A swap that fails is undone in the store by `restore`.
+ */
+export class EdgeChannelSource implements UpdateSource {
+  private readonly config: AgentConfig
+  private readonly name: string
+  private readonly channel: string
+  private readonly gate: VersionGate
+  private readonly store: ArtifactStore
+  private readonly fetchImpl: typeof fetch | undefined
+
+  constructor(
+    config: AgentConfig,
+    name: string,
+    gate: VersionGate = followChannelHead,
+    fetchImpl?: typeof fetch,
+  ) {
+    this.config = config
+    this.name = name
+    this.channel = config.channel
+    this.gate = gate
+    this.store = new ArtifactStore(config.installRoot, name)
+    this.fetchImpl = fetchImpl
+  }
+
+  /** What to run first: the installed current version, or the channel head installed now. */
+  async initial(): Promise<ReadyUpdate> {
+    const state = await this.store.state()
+    if (state.current && (await this.store.has(state.current))) {
+      return { version: state.current, artifactPath: this.store.blobPath(state.current) }
+    }
+    const index = await new EdgeClient(this.config.edgeUrl, this.fetchImpl).index(this.name)
+    const head = index.channels[this.channel]
+    const admitted = head ? await this.gate.admit(this.name, this.channel, head) : null
+    const installed = await installArtifact(this.config, {
+      name: this.name,
+      ...(admitted ? { target: admitted } : {}),
+      ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
+    })
+    return { version: installed.version, artifactPath: this.store.blobPath(installed.version) }
+  }
+
+  /** The version installed before the current one, if it is still on disk. */
+  async previous(): Promise<ReadyUpdate | null> {
+    const state = await this.store.state()
+    if (!state.previous || !(await this.store.has(state.previous))) return null
+    return { version: state.previous, artifactPath: this.store.blobPath(state.previous) }
+  }
+
+  async next(running: string, refused: ReadonlySet<string>): Promise<ReadyUpdate | null> {
+    const index = await new EdgeClient(this.config.edgeUrl, this.fetchImpl).index(this.name)
+    const head = index.channels[this.channel]
+    if (!head || head === running || refused.has(head)) return null
+    const target = await this.gate.admit(this.name, this.channel, head)
+    if (!target || target === running || refused.has(target)) return null
+    const installed = await installArtifact(this.config, {
+      name: this.name,
+      target,
+      ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
+    })
+    return { version: installed.version, artifactPath: this.store.blobPath(installed.version) }
+  }
+
+  /** Points `current` back at the version that kept serving (it stayed installed for exactly this). */
+  async restore(failed: string, restored: string): Promise<void> {
+    const state = await this.store.state()
+    if (state.current === restored) return
+    if (state.current === failed && state.previous === restored) {
+      await this.store.rollback()
+      return
+    }
+    if (await this.store.has(restored))
+      await this.store.activate((await this.store.manifestOf(restored)).signed)
+  }
+}

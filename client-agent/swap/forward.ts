@@ -1,0 +1,142 @@
+import { type IncomingHttpHeaders, type IncomingMessage, request, type ServerResponse } from 'node:http'
+import type { ServiceProcess } from './service-process.ts'
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own business and are never passed on. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+])
+
+export function endToEndHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name)) continue
+    out[name] = value
+  }
+  return out
+}
+
+export function headerPairs(headers: IncomingHttpHeaders): Array<[string, string]> {
+  const out: Array<[string, string]> = []
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name)) continue
+    for (const v of Array.isArray(value) ? value : [value]) out.push([name, v])
+  }
+  return out
+}
+
+/** Streams a live request to a service process and its answer back; 502 if the process cannot be reached. */
+export function forwardLive(
+  target: ServiceProcess,
+  req: IncomingMessage,
+  res: ServerResponse,
+  isWrite: boolean,
+): void {
+  // Counted as in flight from the start; a request that cannot even be built never was.
+  let left = false
+  const leave = () => {
+    if (left) return
+    left = true
+    target.leave(isWrite)
+  }
+  target.enter(isWrite)
+  let upstream: ReturnType<typeof request>
+  try {
+    upstream = buildUpstream()
+  } catch (error) {
+    leave()
+    throw error
+  }
+  function buildUpstream() {
+    return request(
+      {
+        host: '127.0.0.1',
+        port: target.port,
+        method: req.method,
+        path: req.url,
+        headers: endToEndHeaders(req.headers),
+        agent: target.agent,
+      },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, endToEndHeaders(answer.headers))
+        answer.pipe(res)
+        answer.on('end', leave)
+        answer.on('error', () => {
+          leave()
+          res.destroy()
+        })
+      },
+    )
+  }
+  upstream.on('error', () => {
+    leave()
+    if (!res.headersSent) {
+      res.writeHead(502, { 'content-type': 'text/plain', 'retry-after': '1' })
+      res.end('service unavailable\n')
+    } else res.destroy()
+  })
+  res.on('close', () => {
+    if (!res.writableFinished) upstream.destroy()
+    leave()
+  })
+  req.pipe(upstream)
+}
+
+export interface ServiceAnswer {
+  status: number
+  headers: Array<[string, string]>
+  body: Buffer
+}
+
+/** Sends a buffered write to a process and collects its whole answer (rejects on connection errors). */
+export function sendBuffered(
+  target: ServiceProcess,
+  write: { id: number; method: string; path: string; headers: ReadonlyArray<readonly [string, string]> },
+  body: Uint8Array,
+  timeoutMs: number,
+): Promise<ServiceAnswer> {
+  const headers: Record<string, string | string[]> = {}
+  for (const [name, value] of write.headers) {
+    if (name === 'content-length' || HOP_BY_HOP.has(name)) continue
+    const prev = headers[name]
+    headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
+  }
+  headers['content-length'] = String(body.length)
+  headers['x-deltaport-replay'] = String(write.id)
+  target.enter(true)
+  return new Promise<ServiceAnswer>((resolve, reject) => {
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port: target.port,
+        method: write.method,
+        path: write.path,
+        headers,
+        agent: target.agent,
+        timeout: timeoutMs,
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 502,
+            headers: headerPairs(res.headers),
+            body: Buffer.concat(chunks),
+          }),
+        )
+        res.on('error', reject)
+      },
+    )
+    req.on('timeout', () => req.destroy(new Error(`replay of write ${write.id} timed out`)))
+    req.on('error', reject)
+    req.end(body)
+  }).finally(() => target.leave(true))
+}

@@ -1,0 +1,256 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import {
+  MAX_HEADER_NAME,
+  MAX_HEADER_VALUE,
+  MAX_HEADERS,
+  MAX_PATH,
+  type SlaTier,
+  type SwapSettings,
+} from '../../schemas/swap.ts'
+import { admit, RetryGate } from './admission.ts'
+import type { Responder, WriteBuffer } from './buffer.ts'
+import { forwardLive, headerPairs } from './forward.ts'
+import type { ClientLoadTracker, TierMap } from './priority.ts'
+import type { ServiceProcess } from './service-process.ts'
+
+/**
+ * - `pass`: everything goes to the active process.
+ * - `buffer`: reads go to the active (old) process, writes are held in the buffer.
+ * - `replay`: reads go to the active (new) process, writes still queue behind the buffered ones until
+ *   the replay and the probation window are over.
+ */
+export type ProxyMode = 'pass' | 'buffer' | 'replay'
+
+export interface ProxyCounters {
+  forwarded: number
+  held: number
+  refused503: number
+  refused413: number
+  unavailable: number
+}
+
+/** The public face of `deltaport run`: an HTTP reverse proxy in front of whichever process is active. */
+export class SwapProxy {
+  mode: ProxyMode = 'pass'
+  active: ServiceProcess | null = null
+  /** Seconds the current swap is still expected to hold writes (feeds Retry-After). */
+  expectedHoldSeconds = 2
+  drainPerSecond = 0
+  readonly counters: ProxyCounters = { forwarded: 0, held: 0, refused503: 0, refused413: 0, unavailable: 0 }
+  private readonly server: Server
+  private readonly settings: SwapSettings
+  private readonly buffer: WriteBuffer
+  private readonly tiers: TierMap
+  private readonly loads: ClientLoadTracker
+  private readonly writeMethods: Set<string>
+  private readonly gate = new RetryGate()
+  /** Requests accepted and not yet answered (held writes included). */
+  private inProgress = 0
+
+  constructor(settings: SwapSettings, buffer: WriteBuffer, tiers: TierMap, loads: ClientLoadTracker) {
+    this.settings = settings
+    this.buffer = buffer
+    this.tiers = tiers
+    this.loads = loads
+    this.writeMethods = new Set(settings.writeMethods)
+    this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => this.handle(req, res))
+  }
+
+  async listen(port: number, host: string): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => resolve())
+    })
+    return (this.server.address() as AddressInfo).port
+  }
+
+  /**
+   * Stops accepting connections, lets the requests in progress finish (up to `timeoutMs`), then closes
+   * whatever is left. Held writes still open at that point were never acknowledged and stay journaled.
+   */
+  async close(timeoutMs: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    this.server.closeIdleConnections()
+    const deadline = Date.now() + timeoutMs
+    while (this.inProgress > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      this.server.closeIdleConnections()
+    }
+    this.server.closeAllConnections()
+    await closed
+  }
+
+  private clientOf(req: IncomingMessage): string {
+    const header = req.headers[this.settings.clientHeader]
+    const value = Array.isArray(header) ? header[0] : header
+    if (value && value.length <= 128) return value
+    return `addr:${req.socket.remoteAddress ?? 'unknown'}`
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    this.inProgress += 1
+    res.once('close', () => {
+      this.inProgress -= 1
+    })
+    const client = this.clientOf(req)
+    this.loads.record(client)
+    const isWrite = this.writeMethods.has(req.method ?? 'GET')
+    const hold = isWrite && (this.mode !== 'pass' || this.buffer.hasPending(client))
+    if (hold) {
+      void this.holdWrite(req, res, client).catch((error: Error) => {
+        if (!res.headersSent) {
+          res.writeHead(503, { 'retry-after': '1', 'content-type': 'text/plain' })
+          res.end(`cannot hold the write: ${error.message}\n`)
+        }
+      })
+      return
+    }
+    const target = this.active
+    if (!target?.running) {
+      this.counters.unavailable += 1
+      res.writeHead(503, { 'retry-after': '1', 'content-type': 'text/plain' })
+      res.end('no service process is running\n')
+      return
+    }
+    this.counters.forwarded += 1
+    try {
+      forwardLive(target, req, res, isWrite)
+    } catch {
+      // http.request throws synchronously on a request it cannot send (e.g. an invalid header value).
+      res.writeHead(400, { 'content-type': 'text/plain' })
+      res.end('request cannot be forwarded\n')
+    }
+  }
+
+  private refuse(res: ServerResponse, status: number, retryAfter: number | null, detail: string): void {
+    const headers: Record<string, string> = { 'content-type': 'application/problem+json' }
+    if (retryAfter !== null) headers['retry-after'] = String(retryAfter)
+    if (status === 413) headers.connection = 'close'
+    res.writeHead(status, headers)
+    res.end(JSON.stringify({ title: 'write refused during an update', status, detail }))
+  }
+
+  private async holdWrite(req: IncomingMessage, res: ServerResponse, client: string): Promise<void> {
+    const now = Date.now()
+    const wait = this.gate.waitFor(client, now)
+    if (wait > 0) {
+      this.counters.refused503 += 1
+      req.resume()
+      return this.refuse(res, 503, wait, 'retry after the time given')
+    }
+    const declared = Number(req.headers['content-length'] ?? 0)
+    if (declared > this.settings.maxBodyBytes) {
+      this.counters.refused413 += 1
+      req.resume()
+      return this.refuse(res, 413, null, `body over ${this.settings.maxBodyBytes} bytes`)
+    }
+    const headers = headerPairs(req.headers)
+    const path = req.url ?? '/'
+    const unfit = unjournalable(path, headers)
+    if (unfit) {
+      req.resume()
+      return this.refuse(res, unfit.status, null, unfit.detail)
+    }
+    const tier = this.tiers.tierOf(client)
+    if (!this.admitted(res, client, tier, Number.isFinite(declared) ? declared : 0, now))
+      return void req.resume()
+    const body = await readCapped(req, this.settings.maxBodyBytes)
+    if (body === null) {
+      this.counters.refused413 += 1
+      return this.refuse(res, 413, null, `body over ${this.settings.maxBodyBytes} bytes`)
+    }
+    // A body without Content-Length was admitted as empty: check again with its real size.
+    if (!(declared > 0) && body.length > 0 && !this.admitted(res, client, tier, body.length, Date.now()))
+      return
+    const responder: Responder = {
+      send(status, headers, payload) {
+        if (res.headersSent || res.destroyed) return
+        const out: Record<string, string | string[]> = {}
+        for (const [name, value] of headers) {
+          if (name === 'content-length' || name === 'transfer-encoding' || name === 'connection') continue
+          const prev = out[name]
+          out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
+        }
+        out['content-length'] = String(payload.length)
+        res.writeHead(status, out)
+        res.end(payload)
+      },
+      get gone() {
+        return res.destroyed
+      },
+    }
+    const entry = await this.buffer.hold(
+      { method: req.method ?? 'POST', path, headers, body, client },
+      responder,
+    )
+    this.counters.held += 1
+    if (res.destroyed) void this.buffer.cancel(entry)
+    res.on('close', () => {
+      if (!res.writableFinished) void this.buffer.cancel(entry)
+    })
+  }
+
+  /** Buffer admission for one write; answers 503 + Retry-After itself when the write may not join. */
+  private admitted(res: ServerResponse, client: string, tier: SlaTier, size: number, now: number): boolean {
+    const stats = this.buffer.stats()
+    const decision = admit(tier, size, {
+      bytes: stats.bytes,
+      maxBytes: this.settings.maxBufferBytes,
+      writes: stats.writes,
+      maxWrites: this.settings.maxBufferedWrites,
+      arrivalPerSecond: this.buffer.arrivalRate(now),
+      drainPerSecond: this.drainPerSecond,
+      expectedHoldSeconds: this.expectedHoldSeconds,
+    })
+    if (decision.admit) return true
+    this.counters.refused503 += 1
+    this.gate.refused(client, decision.retryAfterSeconds, now)
+    this.refuse(res, 503, decision.retryAfterSeconds, decision.reason)
+    return false
+  }
+
+  clearRetryGate(): void {
+    this.gate.clear()
+  }
+}
+
+/**
+ * Writes the journal could not hold within its record limits (schemas/swap.ts JournalWrite) are refused
+ * up front, so a hostile request can never produce a record that recovery would have to reject.
+ */
+function unjournalable(
+  path: string,
+  headers: ReadonlyArray<readonly [string, string]>,
+): { status: number; detail: string } | null {
+  if (path.length > MAX_PATH) return { status: 414, detail: `URL over ${MAX_PATH} characters` }
+  if (headers.length > MAX_HEADERS) return { status: 431, detail: `more than ${MAX_HEADERS} headers` }
+  if (headers.some(([name, value]) => name.length > MAX_HEADER_NAME || value.length > MAX_HEADER_VALUE)) {
+    return { status: 431, detail: 'a header is too large to hold during an update' }
+  }
+  return null
+}
+
+/** The request body, or null as soon as it passes `max` bytes (the connection is then closed). */
+function readCapped(req: IncomingMessage, max: number): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    let over = false
+    req.on('data', (chunk: Buffer) => {
+      if (over) return
+      size += chunk.length
+      if (size > max) {
+        over = true
+        chunks.length = 0
+        resolve(null)
+        return
+      }
+      chunks.push(chunk)
+    })
+    req.on('end', () => {
+      if (!over) resolve(Buffer.concat(chunks))
+    })
+    req.on('error', reject)
+  })
+}

@@ -1,0 +1,100 @@
+import type { HeldWrite, WriteBuffer } from './buffer.ts'
+import { sendBuffered } from './forward.ts'
+import { pickClient } from './priority.ts'
+import type { ServiceProcess } from './service-process.ts'
+
+export type ReplayResult =
+  | { ok: true; replayed: number }
+  | { ok: false; replayed: number; error: string; failedWrite: number }
+
+export interface ReplayOptions {
+  concurrency: number
+  /** Current priority of each client; called whenever a lane picks the next write. */
+  priority: (clients: readonly string[]) => ReadonlyMap<string, number>
+  /** While true the loop waits for new writes even when the buffer is empty (the probation window). */
+  keepGoing: () => boolean
+  timeoutMs: number
+}
+
+/**
+ * Drains the buffer into `target`: `concurrency` lanes, each taking the head write of the free client
+ * with the highest priority, so a client never has two writes in flight and its order is kept. A write
+ * the process fails (connection error or 5xx) stays held, the lanes stop, and the caller rolls back.
+ */
+export async function replayInto(
+  buffer: WriteBuffer,
+  target: ServiceProcess,
+  options: ReplayOptions,
+): Promise<ReplayResult> {
+  const busy = new Set<string>()
+  const outcome: { failure: { error: string; failedWrite: number } | null } = { failure: null }
+  let replayed = 0
+  let priority = new Map<string, number>()
+
+  const refreshPriority = () => {
+    const clients = [...buffer.clientQueues.keys()]
+    if (clients.some((c) => !priority.has(c))) priority = new Map(options.priority(clients))
+  }
+
+  const lane = async (): Promise<void> => {
+    while (!outcome.failure) {
+      refreshPriority()
+      const client = pickClient(buffer.clientQueues, priority, busy)
+      if (client === null) {
+        if (buffer.empty && busy.size === 0 && !options.keepGoing()) return
+        await changeOrTimeout(buffer, 25)
+        continue
+      }
+      const entry = buffer.clientQueues.get(client)![0]!
+      busy.add(client)
+      try {
+        if (await sendOne(buffer, entry, target, options.timeoutMs)) replayed += 1
+      } catch (error) {
+        outcome.failure = { error: (error as Error).message, failedWrite: entry.id }
+      } finally {
+        busy.delete(client)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: options.concurrency }, lane))
+  return outcome.failure ? { ok: false, replayed, ...outcome.failure } : { ok: true, replayed }
+}
+
+/** True when the write was answered by the process; false when validation had refused it. */
+async function sendOne(
+  buffer: WriteBuffer,
+  entry: HeldWrite,
+  target: ServiceProcess,
+  timeoutMs: number,
+): Promise<boolean> {
+  const verdict = await entry.verdict
+  if (!verdict.ok) {
+    await buffer.refuse(entry, verdict)
+    return false
+  }
+  if (entry.state !== 'held') return false
+  entry.state = 'sending'
+  try {
+    const body = await buffer.bodyOf(entry)
+    const answer = await sendBuffered(target, entry, body, timeoutMs)
+    if (answer.status >= 500)
+      throw new Error(`write ${entry.id} answered ${answer.status} by ${target.version}`)
+    await buffer.complete(entry, answer.status, answer.headers, answer.body)
+    return true
+  } catch (error) {
+    entry.state = 'held'
+    throw error
+  }
+}
+
+function changeOrTimeout(buffer: WriteBuffer, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms)
+    const off = buffer.onChange(done)
+    function done() {
+      clearTimeout(timer)
+      off()
+      resolve()
+    }
+  })
+}

@@ -1,0 +1,94 @@
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { RunChildren, RunState } from '../../schemas/swap.ts'
+import { writeFileAtomic } from '../fs/atomic.ts'
+import { TAG_ENV } from './service-process.ts'
+
+/**
+ * The supervisor's small files in `<installRoot>/<name>/run/`: the swap journal, versions that failed a
+ * swap, and the pids of the service processes it started (to reap after the agent itself was killed).
+ */
+export class RunFiles {
+  readonly dir: string
+
+  constructor(dir: string) {
+    this.dir = dir
+  }
+
+  get journalPath(): string {
+    return join(this.dir, 'swap.journal')
+  }
+
+  async failedVersions(): Promise<Set<string>> {
+    try {
+      return new Set(
+        RunState.parse(JSON.parse(await readFile(join(this.dir, 'state.json'), 'utf8'))).failedVersions,
+      )
+    } catch {
+      return new Set()
+    }
+  }
+
+  async addFailed(version: string): Promise<void> {
+    const failed = await this.failedVersions()
+    failed.add(version)
+    await writeFileAtomic(
+      join(this.dir, 'state.json'),
+      JSON.stringify({ failedVersions: [...failed].slice(-1000) }),
+    )
+  }
+
+  async recordChildren(pids: readonly number[]): Promise<void> {
+    await writeFileAtomic(join(this.dir, 'children.json'), JSON.stringify({ pids: pids.slice(0, 64) }))
+  }
+
+  /**
+   * Kills service processes a previous (crashed) agent left running. A pid is only killed when its
+   * environment carries our supervisor tag, so a recycled pid of someone else's process is left alone.
+   */
+  async reapOrphans(tag: string): Promise<number[]> {
+    let pids: number[]
+    try {
+      pids = RunChildren.parse(JSON.parse(await readFile(join(this.dir, 'children.json'), 'utf8'))).pids
+    } catch {
+      return []
+    }
+    const reaped: number[] = []
+    for (const pid of pids) {
+      let environ: string
+      try {
+        environ = await readFile(`/proc/${pid}/environ`, 'latin1')
+      } catch {
+        continue
+      }
+      if (!environ.split('\0').includes(`${TAG_ENV}=${tag}`)) continue
+      try {
+        process.kill(pid, 'SIGKILL')
+        reaped.push(pid)
+      } catch {
+        // Already gone.
+      }
+    }
+    for (const pid of reaped) await waitGone(pid)
+    await this.recordChildren([])
+    return reaped
+  }
+}
+
+async function waitGone(pid: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      process.kill(pid, 0)
+    } catch {
+      return
+    }
+    // A killed child of a dead parent is reaped by init; until then it shows as a zombie.
+    try {
+      const stat = await readFile(`/proc/${pid}/stat`, 'latin1')
+      if (/\) Z /.test(stat)) return
+    } catch {
+      return
+    }
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}

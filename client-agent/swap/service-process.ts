@@ -1,0 +1,191 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { Agent, request } from 'node:http'
+import { createServer } from 'node:net'
+import type { HookSpec } from '../../schemas/swap.ts'
+
+export interface ServiceSpec {
+  /** argv; `{artifact}` is replaced by the installed artifact's path. */
+  command: readonly string[]
+  version: string
+  artifactPath: string
+  /** Shared by every version of the service (its durable state lives here). */
+  dataDir: string
+  /** Marks the child so a restarted agent can recognise (and reap) its orphans. */
+  supervisorTag: string
+  env?: Record<string, string>
+  /** Where the child's stdout and stderr go: this process's stderr (default; stdout carries the agent's own output) or nowhere. */
+  stdio?: 'inherit' | 'ignore'
+}
+
+/** Env var carrying the internal port (PORT too, for services that only know that convention). */
+export const PORT_ENV = 'DELTAPORT_SERVICE_PORT'
+export const ARTIFACT_ENV = 'DELTAPORT_ARTIFACT'
+export const TAG_ENV = 'DELTAPORT_SUPERVISOR'
+
+/** One running version of the supervised service on its own loopback port. */
+export class ServiceProcess {
+  readonly version: string
+  readonly port: number
+  readonly artifactPath: string
+  readonly agent = new Agent({ keepAlive: true, maxSockets: 256 })
+  private readonly child: ChildProcess
+  private exitCode: number | null = null
+  private readonly exited: Promise<void>
+  /** Requests currently forwarded to this process (drain waits for 0). */
+  inflight = 0
+  /** Set once the supervisor stops or kills it on purpose (its exit is then not a crash). */
+  retiring = false
+  inflightWrites = 0
+  private drainWaiters: Array<() => void> = []
+
+  private constructor(spec: ServiceSpec, port: number) {
+    this.version = spec.version
+    this.port = port
+    this.artifactPath = spec.artifactPath
+    const [file, ...args] = spec.command.map((part) => part.replaceAll('{artifact}', spec.artifactPath))
+    if (!file) throw new Error('empty service command')
+    this.child = spawn(file, args, {
+      stdio: spec.stdio === 'ignore' ? 'ignore' : ['ignore', 2, 2],
+      env: {
+        ...process.env,
+        ...spec.env,
+        PORT: String(port),
+        [PORT_ENV]: String(port),
+        [ARTIFACT_ENV]: spec.artifactPath,
+        DELTAPORT_VERSION: spec.version,
+        DELTAPORT_DATA_DIR: spec.dataDir,
+        [TAG_ENV]: spec.supervisorTag,
+      },
+    })
+    this.exited = new Promise((resolve) => {
+      this.child.once('exit', (code, signal) => {
+        this.exitCode = code ?? (signal ? 128 : 1)
+        resolve()
+      })
+      this.child.once('error', () => {
+        this.exitCode = 127
+        resolve()
+      })
+    })
+  }
+
+  static async start(spec: ServiceSpec): Promise<ServiceProcess> {
+    return new ServiceProcess(spec, await freePort())
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid
+  }
+
+  get running(): boolean {
+    return this.exitCode === null
+  }
+
+  onExit(listener: (code: number) => void): void {
+    void this.exited.then(() => listener(this.exitCode ?? 1))
+  }
+
+  /**
+   * Polls the health path until it answers 2xx. False when `timeoutMs` passes, when the process exits,
+   * or when it keeps *answering* non-2xx for `unhealthyGraceMs`: a process that refuses connections may
+   * still be starting, one that says it is unhealthy is believed once it keeps saying so.
+   */
+  async waitHealthy(path: string, timeoutMs: number, unhealthyGraceMs = timeoutMs): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs
+    let unhealthySince: number | null = null
+    while (Date.now() < deadline && this.running) {
+      const status = await this.call('GET', path, Math.min(1000, deadline - Date.now())).catch(() => 0)
+      if (status >= 200 && status < 300) return true
+      if (status === 0) unhealthySince = null
+      else {
+        unhealthySince ??= Date.now()
+        if (Date.now() - unhealthySince >= unhealthyGraceMs) return false
+      }
+      await Promise.race([sleep(50), this.exited])
+    }
+    return false
+  }
+
+  /** Runs a prepare/flush hook; false when it fails or times out. */
+  async hook(spec: HookSpec, timeoutMs: number): Promise<boolean> {
+    if (spec.kind === 'none') return true
+    if (spec.kind === 'signal') return this.running && this.child.kill(spec.signal)
+    const status = await this.call('POST', spec.path, timeoutMs).catch(() => 0)
+    return status >= 200 && status < 300
+  }
+
+  enter(write: boolean): void {
+    this.inflight += 1
+    if (write) this.inflightWrites += 1
+  }
+
+  leave(write: boolean): void {
+    this.inflight -= 1
+    if (write) this.inflightWrites -= 1
+    if (this.inflightWrites === 0) for (const w of this.drainWaiters.splice(0)) w()
+  }
+
+  /** Resolves when no forwarded write is in flight (reads may go on). */
+  async drainWrites(timeoutMs: number): Promise<boolean> {
+    if (this.inflightWrites === 0) return true
+    return Promise.race([
+      new Promise<boolean>((resolve) => this.drainWaiters.push(() => resolve(true))),
+      sleep(timeoutMs).then(() => false),
+    ])
+  }
+
+  /** Waits for every forwarded request to end (up to the timeout), then SIGTERM, then SIGKILL. */
+  async stop(timeoutMs: number): Promise<void> {
+    this.retiring = true
+    const until = Date.now() + timeoutMs
+    while (this.inflight > 0 && Date.now() < until) await sleep(20)
+    if (this.running) this.child.kill('SIGTERM')
+    const done = await Promise.race([this.exited.then(() => true), sleep(timeoutMs).then(() => false)])
+    if (!done && this.running) {
+      this.child.kill('SIGKILL')
+      await this.exited
+    }
+    this.agent.destroy()
+  }
+
+  /** Immediate SIGKILL (a failed version that must go now). */
+  async kill(): Promise<void> {
+    this.retiring = true
+    if (this.running) this.child.kill('SIGKILL')
+    await this.exited
+    this.agent.destroy()
+  }
+
+  private call(method: string, path: string, timeoutMs: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { host: '127.0.0.1', port: this.port, method, path, timeout: timeoutMs, agent: false },
+        (res) => {
+          res.resume()
+          res.on('end', () => resolve(res.statusCode ?? 0))
+          res.on('error', reject)
+        },
+      )
+      req.on('timeout', () => req.destroy(new Error('timeout')))
+      req.on('error', reject)
+      req.end()
+    })
+  }
+}
+
+/** A loopback port free right now (the child binds it a moment later; collisions are vanishingly rare). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      const port = typeof address === 'object' && address ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)))
+}

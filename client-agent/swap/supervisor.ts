@@ -1,0 +1,504 @@
+import { mkdir } from 'node:fs/promises'
+import type { SwapSettings } from '../../schemas/swap.ts'
+import { AgentError } from '../errors.ts'
+import { WriteBuffer } from './buffer.ts'
+import { SwapJournal } from './journal.ts'
+import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
+import { SwapProxy } from './proxy.ts'
+import { type ReplayResult, replayInto } from './replay.ts'
+import { RunFiles } from './run-files.ts'
+import { ServiceProcess, sleep } from './service-process.ts'
+import {
+  type ReadyUpdate,
+  type SwapOutcomeKind,
+  type SwapOutcomeReporter,
+  silentReporter,
+  type UpdateSource,
+} from './update-source.ts'
+import { loadValidator } from './validator.ts'
+
+export interface SupervisorOptions {
+  command: readonly string[]
+  /** Journal, failed versions, child pids. */
+  runDir: string
+  /** Shared by every version of the service. */
+  dataDir: string
+  settings: SwapSettings
+  initial: ReadyUpdate
+  host: string
+  port: number
+  source?: UpdateSource
+  reporter?: SwapOutcomeReporter
+  onEvent?: (event: SupervisorEvent) => void
+  serviceEnv?: Record<string, string>
+  stdio?: 'inherit' | 'ignore'
+}
+
+export type SupervisorEvent =
+  | { type: 'started'; version: string; port: number; recovered: number; reaped: number }
+  | { type: 'swap-started'; version: string; from: string }
+  | { type: 'buffering'; version: string }
+  | { type: 'switched'; version: string }
+  | { type: 'swap-done'; report: SwapReport }
+  | { type: 'service-restarted'; version: string; exitCode: number }
+  | { type: 'error'; message: string }
+
+export interface SwapReport {
+  version: string
+  from: string
+  /** Which version serves at the end. */
+  serving: string
+  outcome: SwapOutcomeKind
+  errorClass?: string
+  detail?: string
+  startedAt: number
+  endedAt: number
+  /** From the start of buffering to the moment the last held write was answered. */
+  holdMs: number
+  buffered: number
+  replayed: number
+}
+
+/**
+ * Supervises one service behind the swap proxy: starts the installed version, restarts it if it dies,
+ * and performs buffered swaps (docs/decisions/0009-buffered-swap.md):
+ * prepare → buffer writes → drain + flush the old → start + health-check the new → switch → replay in
+ * priority order (probation) → stop the old; a failed health check or replay rolls back to the old.
+ */
+export class Supervisor {
+  private readonly options: SupervisorOptions
+  private readonly settings: SwapSettings
+  private readonly files: RunFiles
+  private readonly journal: SwapJournal
+  private readonly buffer: WriteBuffer
+  private readonly proxy: SwapProxy
+  private readonly tiers: TierMap
+  private readonly loads = new ClientLoadTracker()
+  private readonly reporter: SwapOutcomeReporter
+  private readonly tag: string
+  private current: ServiceProcess | null = null
+  private currentUpdate: ReadyUpdate
+  private readonly processes = new Set<ServiceProcess>()
+  private readonly watched = new WeakSet<ServiceProcess>()
+  private swapInProgress = false
+  private swapping: Promise<unknown> = Promise.resolve()
+  private stopping = false
+  private stopped: Promise<void> = Promise.resolve()
+  private holdEstimateS = 2
+  publicPort = 0
+
+  private constructor(
+    options: SupervisorOptions,
+    journal: SwapJournal,
+    buffer: WriteBuffer,
+    files: RunFiles,
+    tag: string,
+  ) {
+    this.options = options
+    this.settings = options.settings
+    this.files = files
+    this.journal = journal
+    this.buffer = buffer
+    this.tag = tag
+    this.currentUpdate = options.initial
+    this.tiers = new TierMap(options.settings)
+    this.reporter = options.reporter ?? silentReporter
+    this.proxy = new SwapProxy(options.settings, buffer, this.tiers, this.loads)
+  }
+
+  /**
+   * Reaps service processes a killed agent left behind, reopens the journal (a torn tail is dropped),
+   * starts the current version, replays whatever the journal still owes, then opens the public port.
+   */
+  static async start(options: SupervisorOptions): Promise<Supervisor> {
+    await mkdir(options.runDir, { recursive: true })
+    await mkdir(options.dataDir, { recursive: true })
+    const files = new RunFiles(options.runDir)
+    const tag = options.runDir
+    const reaped = await files.reapOrphans(tag)
+    const journal = new SwapJournal(files.journalPath)
+    const recovered = await journal.open()
+    const validator = options.settings.validatorModule
+      ? await loadValidator(options.settings.validatorModule)
+      : null
+    const buffer = new WriteBuffer(options.settings, journal, validator, recovered.lastId)
+    buffer.restore(recovered.pending)
+    const supervisor = new Supervisor(options, journal, buffer, files, tag)
+    const service = await supervisor.launch(options.initial)
+    if (
+      !(await service.waitHealthy(
+        options.settings.healthPath,
+        options.settings.healthTimeoutMs,
+        options.settings.unhealthyGraceMs,
+      ))
+    ) {
+      await service.kill()
+      await supervisor.forget(service)
+      await journal.close()
+      throw new AgentError('install-failed', `${options.initial.version} did not become healthy`)
+    }
+    supervisor.adopt(service)
+    if (!buffer.empty) {
+      supervisor.proxy.mode = 'replay'
+      const result = await supervisor.replayUntilDone(service, () => false)
+      if (result.ok) await supervisor.settle()
+    }
+    supervisor.publicPort = await supervisor.proxy.listen(options.port, options.host)
+    supervisor.emit({
+      type: 'started',
+      version: options.initial.version,
+      port: supervisor.publicPort,
+      recovered: recovered.pending.length,
+      reaped: reaped.length,
+    })
+    return supervisor
+  }
+
+  get version(): string {
+    return this.currentUpdate.version
+  }
+
+  get mode() {
+    return this.proxy.mode
+  }
+
+  get counters() {
+    return { ...this.proxy.counters, ...this.buffer.stats() }
+  }
+
+  /** Swaps to `update`; swaps are serialized. Resolves with what happened (never throws for a bad version). */
+  swapTo(update: ReadyUpdate): Promise<SwapReport> {
+    const run = this.swapping.then(async () => {
+      this.swapInProgress = true
+      try {
+        return await this.doSwap(update)
+      } finally {
+        this.swapInProgress = false
+      }
+    })
+    this.swapping = run.catch(() => undefined)
+    return run
+  }
+
+  /** Asks the update source for a new version and swaps to it; null when there is none. */
+  async checkForUpdate(): Promise<SwapReport | null> {
+    const source = this.options.source
+    // A check during a swap would see a version in flux; the next poll looks again.
+    if (!source || this.stopping || this.swapInProgress) return null
+    const update = await source.next(this.version, await this.files.failedVersions())
+    if (!update || update.version === this.version) return null
+    return this.swapTo(update)
+  }
+
+  /** Stops accepting, lets held writes finish replaying, stops the service. */
+  async stop(): Promise<void> {
+    if (this.stopping) return this.stopped
+    this.stopping = true
+    this.stopped = this.shutdown()
+    return this.stopped
+  }
+
+  private async shutdown(): Promise<void> {
+    await this.swapping
+    await this.proxy.close(this.settings.stopTimeoutMs)
+    for (const p of this.processes) await p.stop(this.settings.stopTimeoutMs)
+    await this.files.recordChildren([])
+    await this.journal.close()
+  }
+
+  private emit(event: SupervisorEvent): void {
+    this.options.onEvent?.(event)
+  }
+
+  private async doSwap(update: ReadyUpdate): Promise<SwapReport> {
+    const old = this.current
+    const from = this.currentUpdate
+    const startedAt = Date.now()
+    const base = { version: update.version, from: from.version, startedAt }
+    if (!old) throw new Error('no running service to swap from')
+    this.emit({ type: 'swap-started', version: update.version, from: from.version })
+    const heldBefore = this.proxy.counters.held
+
+    // 1. Prepare: the old process may refuse (busy, migrating): nothing has changed yet.
+    if (!(await old.hook(this.settings.prepare, this.settings.hookTimeoutMs))) {
+      return this.finish(
+        {
+          ...base,
+          serving: from.version,
+          outcome: 'failed',
+          errorClass: 'prepare',
+          holdMs: 0,
+          buffered: 0,
+          replayed: 0,
+        },
+        update,
+      )
+    }
+    // 2. Buffer: writes are held from here on, reads still go to the old process.
+    this.proxy.expectedHoldSeconds = this.holdEstimateS
+    this.proxy.mode = 'buffer'
+    const holdStart = Date.now()
+    this.emit({ type: 'buffering', version: update.version })
+
+    // 4. Drain the writes already forwarded, then ask the old process to flush its write log.
+    const drained = await old.drainWrites(this.settings.stopTimeoutMs)
+    const flushed = drained && (await old.hook(this.settings.flush, this.settings.hookTimeoutMs))
+    if (!flushed) {
+      const result = await this.replayUntilDone(old, () => false)
+      return this.finish(
+        {
+          ...base,
+          ...this.tally(heldBefore, result),
+          serving: from.version,
+          outcome: 'failed',
+          errorClass: drained ? 'flush' : 'drain',
+          holdMs: Date.now() - holdStart,
+        },
+        update,
+      )
+    }
+
+    // 5. Start the new version next to the old one and wait for its health check.
+    let next: ServiceProcess
+    try {
+      next = await this.launch(update)
+    } catch (error) {
+      return this.rollBackKeepingOld(base, holdStart, heldBefore, update, 'start', (error as Error).message)
+    }
+    if (
+      !(await next.waitHealthy(
+        this.settings.healthPath,
+        this.settings.healthTimeoutMs,
+        this.settings.unhealthyGraceMs,
+      ))
+    ) {
+      await next.kill()
+      await this.forget(next)
+      return this.rollBackKeepingOld(
+        base,
+        holdStart,
+        heldBefore,
+        update,
+        'health-check',
+        'health check failed',
+      )
+    }
+
+    // Switch: reads now go to the new process, held writes replay into it in priority order.
+    this.adopt(next, update)
+    this.proxy.mode = 'replay'
+    this.emit({ type: 'switched', version: update.version })
+    const probationEnd = Date.now() + this.settings.probationMs
+    const replayStart = Date.now()
+    const result = await replayInto(
+      this.buffer,
+      next,
+      this.replayOptions(() => Date.now() < probationEnd),
+    )
+    if (result.ok) {
+      this.proxy.mode = 'pass'
+      this.noteDrain(result.replayed, Date.now() - replayStart)
+      const holdMs = Date.now() - holdStart
+      this.holdEstimateS = 0.7 * this.holdEstimateS + 0.3 * (holdMs / 1000)
+      await old.stop(this.settings.stopTimeoutMs)
+      await this.forget(old)
+      await this.settle()
+      return this.finish(
+        { ...base, ...this.tally(heldBefore, result), serving: update.version, outcome: 'installed', holdMs },
+        update,
+      )
+    }
+
+    // 6. Replay failed. Reads go back to the old process at once and the failed version goes. The new
+    // process may have applied part of the backlog, so the old version is restarted (fresh state from the
+    // shared data) rather than trusted as it was, and the restarted one takes the rest.
+    this.adopt(old, from)
+    // Reads already forwarded to it finish first (nothing new reaches it now), then it goes.
+    await next.stop(this.settings.stopTimeoutMs)
+    await this.forget(next)
+    const restarted = await this.launch(from)
+    if (
+      await restarted.waitHealthy(
+        this.settings.healthPath,
+        this.settings.healthTimeoutMs,
+        this.settings.unhealthyGraceMs,
+      )
+    ) {
+      this.adopt(restarted, from)
+      await old.stop(this.settings.stopTimeoutMs)
+      await this.forget(old)
+    } else {
+      await restarted.kill()
+      await this.forget(restarted)
+    }
+    const back = await this.replayUntilDone(this.current ?? old, () => false)
+    return this.finish(
+      {
+        ...base,
+        ...this.tally(heldBefore, { ok: true, replayed: result.replayed + back.replayed }),
+        serving: from.version,
+        outcome: 'rolled-back',
+        errorClass: 'replay',
+        detail: result.error,
+        holdMs: Date.now() - holdStart,
+      },
+      update,
+    )
+  }
+
+  /** The new version never served: the old one is still running and takes the held writes. */
+  private async rollBackKeepingOld(
+    base: { version: string; from: string; startedAt: number },
+    holdStart: number,
+    heldBefore: number,
+    update: ReadyUpdate,
+    errorClass: string,
+    detail: string,
+  ): Promise<SwapReport> {
+    const old = this.current
+    if (!old) throw new Error('no running service')
+    this.proxy.mode = 'replay'
+    const result = await this.replayUntilDone(old, () => false)
+    return this.finish(
+      {
+        ...base,
+        ...this.tally(heldBefore, result),
+        serving: base.from,
+        outcome: 'rolled-back',
+        errorClass,
+        detail,
+        holdMs: Date.now() - holdStart,
+      },
+      update,
+    )
+  }
+
+  /** Replays into `target` until the buffer is empty, retrying (1 s apart) while the target fails. */
+  private async replayUntilDone(target: ServiceProcess, keepGoing: () => boolean): Promise<ReplayResult> {
+    let replayed = 0
+    for (;;) {
+      const start = Date.now()
+      const result = await replayInto(this.buffer, target, this.replayOptions(keepGoing))
+      replayed += result.replayed
+      this.noteDrain(result.replayed, Date.now() - start)
+      if (result.ok) {
+        this.proxy.mode = 'pass'
+        return { ok: true, replayed }
+      }
+      this.emit({ type: 'error', message: `replay into ${target.version} failed: ${result.error}; retrying` })
+      // Going down: what is still held stays in the journal and replays on the next start.
+      if (this.stopping) return { ...result, replayed }
+      await sleep(1000)
+      const active = this.current
+      if (active && active !== target) target = active
+    }
+  }
+
+  private replayOptions(keepGoing: () => boolean) {
+    return {
+      concurrency: this.settings.replayConcurrency,
+      timeoutMs: this.settings.healthTimeoutMs,
+      keepGoing,
+      priority: (clients: readonly string[]) => replayPriorities(clients, this.tiers, this.loads),
+    }
+  }
+
+  private noteDrain(replayed: number, ms: number): void {
+    if (replayed > 0 && ms > 0) this.proxy.drainPerSecond = replayed / (ms / 1000)
+  }
+
+  private tally(heldBefore: number, result: ReplayResult) {
+    return { buffered: this.proxy.counters.held - heldBefore, replayed: result.replayed }
+  }
+
+  /** Empties the journal once nothing is held (nothing in it is owed a replay now). */
+  private async settle(): Promise<void> {
+    this.proxy.clearRetryGate()
+    if (this.buffer.empty && this.proxy.mode === 'pass') await this.journal.reset()
+  }
+
+  private async finish(report: Omit<SwapReport, 'endedAt'>, update: ReadyUpdate): Promise<SwapReport> {
+    const full: SwapReport = { ...report, endedAt: Date.now() }
+    if (full.outcome !== 'installed') {
+      if (this.proxy.mode !== 'pass' && this.buffer.empty) this.proxy.mode = 'pass'
+      await this.settle()
+      await this.files.addFailed(update.version).catch(() => undefined)
+      await this.options.source
+        ?.restore(update.version, full.from)
+        .catch((error: Error) => this.emit({ type: 'error', message: `restore failed: ${error.message}` }))
+    }
+    await this.reporter
+      .report({
+        version: full.version,
+        previous: full.from,
+        outcome: full.outcome,
+        ...(full.errorClass ? { errorClass: full.errorClass } : {}),
+        ...(full.detail ? { detail: full.detail } : {}),
+      })
+      .catch((error: Error) =>
+        this.emit({ type: 'error', message: `outcome report failed: ${error.message}` }),
+      )
+    this.emit({ type: 'swap-done', report: full })
+    return full
+  }
+
+  private async launch(update: ReadyUpdate): Promise<ServiceProcess> {
+    const service = await ServiceProcess.start({
+      command: this.options.command,
+      version: update.version,
+      artifactPath: update.artifactPath,
+      dataDir: this.options.dataDir,
+      supervisorTag: this.tag,
+      ...(this.options.serviceEnv ? { env: this.options.serviceEnv } : {}),
+      ...(this.options.stdio ? { stdio: this.options.stdio } : {}),
+    })
+    this.processes.add(service)
+    await this.files.recordChildren(this.pids())
+    return service
+  }
+
+  private async forget(service: ServiceProcess): Promise<void> {
+    this.processes.delete(service)
+    await this.files.recordChildren(this.pids())
+  }
+
+  private pids(): number[] {
+    return [...this.processes].map((p) => p.pid).filter((pid): pid is number => typeof pid === 'number')
+  }
+
+  /** Makes `service` the active one and restarts it (same version) if it dies while active. */
+  private adopt(service: ServiceProcess, update?: ReadyUpdate): void {
+    this.current = service
+    if (update) this.currentUpdate = update
+    this.proxy.active = service
+    if (this.watched.has(service)) return
+    this.watched.add(service)
+    const version = update ?? this.currentUpdate
+    service.onExit((exitCode) => {
+      if (this.stopping || service.retiring || this.current !== service) return
+      this.emit({ type: 'service-restarted', version: version.version, exitCode })
+      void this.restartCrashed(service, version)
+    })
+  }
+
+  private async restartCrashed(dead: ServiceProcess, update: ReadyUpdate): Promise<void> {
+    await this.forget(dead)
+    for (let attempt = 0; !this.stopping && this.current === dead; attempt++) {
+      await sleep(Math.min(5000, 200 * 2 ** attempt))
+      const fresh = await this.launch(update)
+      if (
+        await fresh.waitHealthy(
+          this.settings.healthPath,
+          this.settings.healthTimeoutMs,
+          this.settings.unhealthyGraceMs,
+        )
+      ) {
+        if (this.current === dead) this.adopt(fresh, update)
+        else await fresh.stop(this.settings.stopTimeoutMs)
+        return
+      }
+      await fresh.kill()
+      await this.forget(fresh)
+    }
+  }
+}

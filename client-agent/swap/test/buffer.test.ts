@@ -1,0 +1,167 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { SwapSettings, type SwapSettingsInput } from '../../../schemas/swap.ts'
+import { type Responder, WriteBuffer } from '../buffer.ts'
+import { SwapJournal } from '../journal.ts'
+import { type BufferedRequest, loadValidator, validateWrite } from '../validator.ts'
+
+const dirs: string[] = []
+afterAll(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true })
+})
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'deltaport-buffer-'))
+  dirs.push(dir)
+  return dir
+}
+
+/** Records what the held client was answered. */
+function recorder(): Responder & { answers: Array<{ status: number; body: string }> } {
+  const answers: Array<{ status: number; body: string }> = []
+  return {
+    answers,
+    gone: false,
+    send(status, _headers, body) {
+      answers.push({ status, body: Buffer.from(body).toString() })
+    },
+  }
+}
+
+const request = (client: string, body: string, headers: Array<[string, string]> = []): BufferedRequest => ({
+  method: 'POST',
+  path: '/write',
+  headers: [['x-client-id', client], ...headers],
+  body: Buffer.from(body),
+  client,
+})
+
+async function makeBuffer(input: SwapSettingsInput, validator: Parameters<typeof validateWrite>[2] = null) {
+  const journal = new SwapJournal(join(await tempDir(), 'swap.journal'))
+  await journal.open()
+  return { journal, buffer: new WriteBuffer(SwapSettings.parse(input), journal, validator) }
+}
+
+describe('write buffer', () => {
+  it('keeps bodies in memory up to the cap, then only in the journal, and reads them back', async () => {
+    const { buffer, journal } = await makeBuffer({ memoryBytes: 10, writeAhead: false })
+    const small = await buffer.hold(request('a', '12345678'), null)
+    const big = await buffer.hold(request('a', 'this one does not fit'), null)
+    expect(small.journaled).toBe(false)
+    expect(small.body).not.toBeNull()
+    expect(big.journaled).toBe(true)
+    expect(big.body).toBeNull()
+    expect(Buffer.from(await buffer.bodyOf(big)).toString()).toBe('this one does not fit')
+    expect(buffer.stats()).toMatchObject({ writes: 2, memoryBytes: 8, journaled: 1 })
+    await journal.close()
+  })
+
+  it('with write-ahead, journals every held write and replays only those not answered', async () => {
+    const { buffer, journal } = await makeBuffer({ writeAhead: true })
+    const first = await buffer.hold(request('a', '1'), recorder())
+    await buffer.hold(request('a', '2'), recorder())
+    await buffer.complete(first, 200, [], Buffer.from('ok'))
+    await journal.close()
+    const again = new SwapJournal(journal.path)
+    expect((await again.open()).pending.map((w) => Buffer.from(w.body, 'base64').toString())).toEqual(['2'])
+    await again.close()
+  })
+
+  it('keeps each client FIFO and answers a completed write with the real response', async () => {
+    const { buffer, journal } = await makeBuffer({})
+    const r = recorder()
+    const a1 = await buffer.hold(request('a', 'a1'), r)
+    await buffer.hold(request('b', 'b1'), null)
+    await buffer.hold(request('a', 'a2'), null)
+    expect(buffer.clientQueues.get('a')!.map((w) => w.id)).toEqual([a1.id, a1.id + 2])
+    await buffer.complete(a1, 201, [['x-from', 'service']], Buffer.from('created'))
+    expect(r.answers).toEqual([{ status: 201, body: 'created' }])
+    expect(buffer.hasPending('a')).toBe(true)
+    await journal.close()
+  })
+
+  it('answers an invalid write at once (401 without the auth header) and drops it from the queue', async () => {
+    const { buffer, journal } = await makeBuffer({ requiredHeader: 'authorization' })
+    const r = recorder()
+    const entry = await buffer.hold(request('a', 'x'), r)
+    await entry.verdict
+    await new Promise((resolve) => setImmediate(resolve))
+    // Answered without waiting for a replay or a journal write.
+    expect(r.answers[0]?.status).toBe(401)
+    expect(buffer.hasPending('a')).toBe(false)
+    expect(buffer.stats()).toMatchObject({ rejected: 1, writes: 0 })
+    await journal.close()
+  })
+
+  it('cancels a write whose client went away before it was sent', async () => {
+    const { buffer, journal } = await makeBuffer({})
+    const entry = await buffer.hold(request('a', 'x'), recorder())
+    await buffer.cancel(entry)
+    expect(buffer.empty).toBe(true)
+    await journal.close()
+    const again = new SwapJournal(journal.path)
+    expect((await again.open()).pending).toEqual([])
+    await again.close()
+  })
+})
+
+describe('write validation', () => {
+  const settings = { maxBodyBytes: 16, requiredHeader: 'authorization' }
+
+  it('refuses oversized bodies, missing auth, and whatever the validator module says', async () => {
+    expect(
+      await validateWrite(request('a', 'x'.repeat(17), [['authorization', 't']]), settings, null),
+    ).toMatchObject({ ok: false, status: 413 })
+    expect(await validateWrite(request('a', 'x'), settings, null)).toMatchObject({ ok: false, status: 401 })
+    expect(await validateWrite(request('a', 'x', [['authorization', '']]), settings, null)).toMatchObject({
+      ok: false,
+      status: 401,
+    })
+    const authed = request('a', '{"seq":1}', [['authorization', 'Bearer t']])
+    expect(await validateWrite(authed, settings, null)).toEqual({ ok: true })
+
+    const dir = await tempDir()
+    const file = join(dir, 'validator.mjs')
+    await writeFile(
+      file,
+      `export default function (req) {
+        const body = JSON.parse(Buffer.from(req.body).toString())
+        if (typeof body.seq !== 'number') return { ok: false, status: 400, reason: 'seq must be a number' }
+        return body.seq < 100
+      }`,
+    )
+    const validator = await loadValidator(file)
+    expect(await validateWrite(authed, settings, validator)).toEqual({ ok: true })
+    expect(await validateWrite({ ...authed, body: Buffer.from('{"seq":"x"}') }, settings, validator)).toEqual(
+      {
+        ok: false,
+        status: 400,
+        reason: 'seq must be a number',
+      },
+    )
+    expect(
+      await validateWrite({ ...authed, body: Buffer.from('{"seq":500}') }, settings, validator),
+    ).toMatchObject({
+      ok: false,
+      status: 422,
+    })
+    // A validator that throws (here: on a body that is not JSON) refuses rather than crashes.
+    expect(await validateWrite({ ...authed, body: Buffer.from('{') }, settings, validator)).toMatchObject({
+      ok: false,
+      status: 422,
+    })
+  })
+
+  it('treats a nonsense verdict as a refusal and a module without a default function as a config error', async () => {
+    const weird = await validateWrite(request('a', 'x'), { maxBodyBytes: 10, requiredHeader: null }, () => ({
+      ok: 'yes',
+      status: 200,
+    }))
+    expect(weird).toMatchObject({ ok: false, status: 422 })
+    const dir = await tempDir()
+    const file = join(dir, 'empty.mjs')
+    await writeFile(file, 'export const x = 1\n')
+    await expect(loadValidator(file)).rejects.toMatchObject({ code: 'config' })
+  })
+})

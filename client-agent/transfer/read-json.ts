@@ -1,0 +1,83 @@
+import { AgentError, type AgentErrorCode } from '../errors.ts'
+import { readBody } from './read-body.ts'
+
+/** Caps on JSON answers from the edge: a hostile or broken edge cannot make the agent buffer more. */
+export const JSON_LIMITS = {
+  /** The edge itself refuses manifests above 64 KiB (MAX_MANIFEST_BYTES). */
+  manifest: 64 * 1024,
+  index: 8 * 1024 * 1024,
+  plan: 4 * 1024 * 1024,
+  prefetch: 4 * 1024 * 1024,
+  /** Error bodies are only read for their problem detail. */
+  error: 16 * 1024,
+} as const
+
+export interface ReadJsonOptions {
+  signal?: AbortSignal
+  /** Milliseconds without a byte before giving up (slow-retrieval defence); readBody's default if unset. */
+  stallMs?: number
+  /** The error code for a body that is too large or not JSON (default `edge-rejected`). */
+  code?: AgentErrorCode
+}
+
+/**
+ * Reads a JSON response body with a byte cap and the stall timer of readBody, so an endless or
+ * trickling answer ends in an AgentError instead of unbounded memory or a hang. Returns the parsed,
+ * not yet validated, value (callers run their zod schema on it).
+ */
+export async function readJsonBounded(
+  response: Response,
+  maxBytes: number,
+  what: string,
+  options: ReadJsonOptions = {},
+): Promise<unknown> {
+  const code = options.code ?? 'edge-rejected'
+  const { text, truncated } = await readTextBounded(response, maxBytes, options)
+  if (truncated) throw new AgentError(code, `the edge sent more than ${maxBytes} bytes for ${what}`)
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new AgentError(code, `the edge sent ${what} that is not JSON`)
+  }
+}
+
+/** Thrown from the chunk callback to stop reading once the cap is passed. */
+class CapReached extends Error {}
+
+/**
+ * Up to `maxBytes` of a body as text; reading stops (and the body is cancelled) past the cap, which
+ * `truncated` reports.
+ */
+export async function readTextBounded(
+  response: Response,
+  maxBytes: number,
+  options: Pick<ReadJsonOptions, 'signal' | 'stallMs'> = {},
+): Promise<{ text: string; truncated: boolean }> {
+  const parts: Uint8Array[] = []
+  let total = 0
+  let truncated = false
+  try {
+    await readBody(
+      response,
+      (chunk) => {
+        parts.push(chunk.subarray(0, Math.max(0, maxBytes - total)))
+        total += chunk.length
+        if (total > maxBytes) throw new CapReached()
+      },
+      {
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(options.stallMs !== undefined ? { stallMs: options.stallMs } : {}),
+      },
+    )
+  } catch (error) {
+    if (!(error instanceof CapReached)) throw error
+    truncated = true
+  }
+  const bytes = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0))
+  let at = 0
+  for (const part of parts) {
+    bytes.set(part, at)
+    at += part.length
+  }
+  return { text: new TextDecoder().decode(bytes), truncated }
+}

@@ -1,0 +1,70 @@
+/**
+ * Prefetch hit counters of a region: how many installs and updates the region's clients reported, and
+ * how many of those were served from a version the daemon had prefetched (`prefetch-hit` events, sent by
+ * the agent next to the `install`/`update` event of the same switch). Cumulative per artifact, bounded.
+ */
+import type { PrefetchTally } from '../schemas/dashboard.ts'
+import type { AccessEvent } from '../schemas/telemetry.ts'
+
+export type { PrefetchTally }
+
+/** Artifacts kept; the ones with the fewest deliveries are dropped first. */
+export const MAX_PREFETCH_ARTIFACTS = 1000
+const TABLE = 'prefetch_hits'
+
+/** Per-artifact counts of one batch (pure; counts honour each event's `count`). */
+export function tallyPrefetch(
+  events: readonly Pick<AccessEvent, 'artifact' | 'kind' | 'count'>[],
+): PrefetchTally[] {
+  const byArtifact = new Map<string, PrefetchTally>()
+  for (const e of events) {
+    const isDelivery = e.kind === 'install' || e.kind === 'update'
+    if (!isDelivery && e.kind !== 'prefetch-hit') continue
+    const t = byArtifact.get(e.artifact) ?? { artifact: e.artifact, deliveries: 0, hits: 0 }
+    if (isDelivery) t.deliveries += e.count
+    else t.hits += e.count
+    byArtifact.set(e.artifact, t)
+  }
+  return [...byArtifact.values()]
+}
+
+export function createPrefetchHitTable(sql: SqlStorage): void {
+  sql.exec(`CREATE TABLE IF NOT EXISTS ${TABLE} (
+    artifact TEXT PRIMARY KEY, deliveries INTEGER NOT NULL, hits INTEGER NOT NULL, updated_at INTEGER NOT NULL)`)
+}
+
+/** Adds a batch's tallies; call inside the ingest transaction so counts and summaries move together. */
+export function recordPrefetchHits(
+  sql: SqlStorage,
+  tallies: readonly PrefetchTally[],
+  now: number,
+  maxArtifacts = MAX_PREFETCH_ARTIFACTS,
+): void {
+  if (tallies.length === 0) return
+  for (const t of tallies) {
+    sql.exec(
+      `INSERT INTO ${TABLE} (artifact, deliveries, hits, updated_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (artifact) DO UPDATE SET deliveries = deliveries + excluded.deliveries,
+         hits = hits + excluded.hits, updated_at = excluded.updated_at`,
+      t.artifact,
+      t.deliveries,
+      t.hits,
+      now,
+    )
+  }
+  sql.exec(
+    `DELETE FROM ${TABLE} WHERE artifact IN (
+       SELECT artifact FROM ${TABLE} ORDER BY deliveries DESC, updated_at DESC LIMIT -1 OFFSET ?)`,
+    maxArtifacts,
+  )
+}
+
+/** Every artifact's counts, most delivered first. */
+export function readPrefetchHits(sql: SqlStorage): PrefetchTally[] {
+  return sql
+    .exec<{ artifact: string; deliveries: number; hits: number }>(
+      `SELECT artifact, deliveries, hits FROM ${TABLE} ORDER BY deliveries DESC, artifact`,
+    )
+    .toArray()
+    .map((r) => ({ artifact: r.artifact, deliveries: r.deliveries, hits: r.hits }))
+}

@@ -1,0 +1,481 @@
+import { DurableObject } from 'cloudflare:workers'
+import { z } from 'zod'
+import { ClientId } from '../schemas/client.ts'
+import { ArtifactName, ChannelName } from '../schemas/common.ts'
+import {
+  MAX_HISTORY,
+  type OutcomeCounts,
+  type OutcomeReceipt,
+  type RolloutCheck,
+  RolloutControl,
+  type RolloutHistoryEvent,
+  RolloutOutcome,
+  type RolloutOutcomeKind,
+  type RolloutPrefetchHint,
+  RolloutRecord,
+  RolloutSpec,
+  type RolloutSpecInput,
+  type RolloutStatus,
+} from '../schemas/rollout.ts'
+import { takeToken } from './rate-limit.ts'
+import {
+  admissionStage,
+  cohortPosition,
+  emptyCounts,
+  expectedStageStart,
+  failureStats,
+} from './rollout-schedule.ts'
+
+/** Outcome posts per client per minute: enough for installed → rolled-back, too few to churn storage. */
+export const OUTCOMES_PER_CLIENT_PER_MINUTE = 6
+
+/** An RPC answer: errors travel as values because custom Error fields do not survive RPC. */
+export type RolloutResult<T> =
+  | { ok: true; value: T }
+  | { ok: false; status: 404 | 409 | 429; detail: string; retryAfterSeconds?: number }
+
+const StartInput = z.object({ name: ArtifactName, channel: ChannelName, spec: RolloutSpec })
+const HintInput = z.object({ clientId: ClientId, lookAheadMs: z.number().int().nonnegative() })
+
+const iso = (ms: number) => new Date(ms).toISOString()
+const ACTIVE = new Set(['scheduled', 'running', 'paused'])
+
+const log = (fields: Record<string, unknown>) =>
+  console.log(JSON.stringify({ do: 'RolloutCoordinator', ...fields }))
+
+interface OutcomeRow extends Record<string, SqlStorageValue> {
+  outcome: string | null
+  tokens: number
+  refilled_at: number
+}
+
+/**
+ * One per artifact and channel (`idFromName(`${name}/${channel}`)`). Holds the current rollout plan (one
+ * JSON row) and one row per reporting client (its latest outcome and its rate bucket), advances stages on
+ * alarms and halts itself when a cohort's failure rate is above the limit by the Wilson lower bound.
+ */
+export class RolloutCoordinator extends DurableObject<Env> {
+  private readonly sql: SqlStorage
+  private record: RolloutRecord | null = null
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env)
+    this.sql = ctx.storage.sql
+    ctx.blockConcurrencyWhile(async () => {
+      this.sql.exec('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS outcomes (
+        client_id TEXT PRIMARY KEY,
+        stage INTEGER NOT NULL,
+        outcome TEXT,
+        error_class TEXT,
+        at INTEGER NOT NULL,
+        tokens REAL NOT NULL,
+        refilled_at INTEGER NOT NULL
+      )`)
+      this.sql.exec(
+        'CREATE INDEX IF NOT EXISTS outcomes_error_class ON outcomes (error_class) WHERE error_class IS NOT NULL',
+      )
+      // Reporting clients per (stage, outcome), kept in step with \`outcomes\` so a halt check or a status
+      // read costs a few rows, not a scan of every client.
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS tallies (
+        stage INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (stage, outcome)
+      )`)
+      const stored = this.sql
+        .exec<{ value: string }>("SELECT value FROM meta WHERE key = 'rollout'")
+        .toArray()[0]?.value
+      if (stored === undefined) return
+      const parsed = RolloutRecord.safeParse(JSON.parse(stored))
+      // A record this code cannot read (an older shape) is dropped loudly rather than bricking the object.
+      if (parsed.success) this.record = parsed.data
+      else
+        log({ level: 'error', msg: 'unreadable rollout record dropped', issues: parsed.error.issues.length })
+    })
+  }
+
+  // ---- maintainer RPC ------------------------------------------------------------------------------
+
+  /**
+   * Schedules a rollout (the caller checked the version is published). Refused while another one is
+   * scheduled, running or paused; a finished, halted or aborted one is replaced with its outcomes.
+   */
+  async start(input: {
+    name: string
+    channel: string
+    spec: RolloutSpecInput
+  }): Promise<RolloutResult<RolloutStatus>> {
+    const { name, channel, spec } = StartInput.parse(input)
+    const now = Date.now()
+    const previous = this.record
+    if (previous !== null && ACTIVE.has(previous.state)) {
+      return {
+        ok: false,
+        status: 409,
+        detail: `a rollout of ${previous.name}@${previous.spec.version} is ${previous.state}; abort it first`,
+      }
+    }
+    const startAt = spec.startAt === undefined ? now : Math.max(now, Date.parse(spec.startAt))
+    const record: RolloutRecord = {
+      name,
+      channel,
+      spec,
+      state: 'scheduled',
+      createdAt: now,
+      startAt,
+      currentStage: null,
+      stageStartedAt: spec.stages.map(() => null),
+      nextChangeAt: startAt,
+      pausedRemainingMs: null,
+      haltedReason: null,
+      history: [],
+    }
+    this.sql.exec('DELETE FROM outcomes')
+    this.sql.exec('DELETE FROM tallies')
+    this.event(record, now, 'scheduled', undefined, `${spec.version} from ${iso(startAt)}`)
+    if (startAt <= now) this.enterStage(record, 0, now)
+    await this.commit(record)
+    log({ level: 'info', msg: 'rollout scheduled', name, channel, version: spec.version })
+    return { ok: true, value: this.statusOf(record) }
+  }
+
+  async pause(control: unknown = {}): Promise<RolloutResult<RolloutStatus>> {
+    const { reason } = RolloutControl.parse(control)
+    const now = Date.now()
+    const record = this.record
+    if (record === null) return notFound()
+    if (record.state !== 'running' && record.state !== 'scheduled')
+      return conflict(`cannot pause a ${record.state} rollout`)
+    record.pausedRemainingMs = Math.max(0, (record.nextChangeAt ?? now) - now)
+    record.nextChangeAt = null
+    record.state = 'paused'
+    this.event(record, now, 'paused', record.currentStage ?? undefined, reason)
+    await this.commit(record)
+    return { ok: true, value: this.statusOf(record) }
+  }
+
+  /** Continues a paused rollout with the time its pending stage had left. Halted ones do not resume. */
+  async resume(): Promise<RolloutResult<RolloutStatus>> {
+    const now = Date.now()
+    const record = this.record
+    if (record === null) return notFound()
+    if (record.state !== 'paused') {
+      return conflict(
+        record.state === 'halted'
+          ? 'a halted rollout does not resume: start a new one (a fixed version, or a higher threshold)'
+          : `cannot resume a ${record.state} rollout`,
+      )
+    }
+    record.state = record.currentStage === null ? 'scheduled' : 'running'
+    record.nextChangeAt = now + (record.pausedRemainingMs ?? 0)
+    record.pausedRemainingMs = null
+    this.event(record, now, 'resumed', record.currentStage ?? undefined)
+    await this.commit(record)
+    return { ok: true, value: this.statusOf(record) }
+  }
+
+  /** Stops for good: nobody new is admitted, and agents not yet updated stay where they are. */
+  async abort(control: unknown = {}): Promise<RolloutResult<RolloutStatus>> {
+    const { reason } = RolloutControl.parse(control)
+    const now = Date.now()
+    const record = this.record
+    if (record === null) return notFound()
+    if (!ACTIVE.has(record.state)) return conflict(`the rollout is already ${record.state}`)
+    record.state = 'aborted'
+    record.nextChangeAt = null
+    record.pausedRemainingMs = null
+    this.event(record, now, 'aborted', record.currentStage ?? undefined, reason)
+    await this.commit(record)
+    return { ok: true, value: this.statusOf(record) }
+  }
+
+  async status(): Promise<RolloutResult<RolloutStatus>> {
+    if (this.record === null) return notFound()
+    return { ok: true, value: this.statusOf(this.record) }
+  }
+
+  // ---- agent RPC -----------------------------------------------------------------------------------
+
+  /** Is this client in, which version should it run, and when does its stage begin. */
+  async check(clientId: string): Promise<RolloutResult<RolloutCheck>> {
+    const client = ClientId.parse(clientId)
+    const record = this.record
+    if (record === null) return notFound()
+    const stage = admissionStage(record.spec.stages, this.positionOf(record, client))
+    const isIn = this.admitted(record, stage) && !['halted', 'aborted', 'scheduled'].includes(record.state)
+    const expected =
+      !isIn && stage !== null && record.nextChangeAt !== null
+        ? expectedStageStart(record.spec.stages, record.currentStage, record.nextChangeAt, stage)
+        : null
+    return {
+      ok: true,
+      value: {
+        name: record.name,
+        channel: record.channel,
+        state: record.state,
+        targetVersion: record.spec.version,
+        in: isIn,
+        version: isIn ? record.spec.version : null,
+        stage,
+        stageExpectedAt: expected === null ? null : iso(expected),
+      },
+    }
+  }
+
+  /**
+   * Records an agent's outcome. Only clients the rollout admitted count, each once (its latest outcome),
+   * and each client is rate-limited, so a single client can neither halt a rollout nor churn storage.
+   */
+  async report(input: unknown): Promise<RolloutResult<OutcomeReceipt>> {
+    const outcome = RolloutOutcome.parse(input)
+    const now = Date.now()
+    const record = this.record
+    if (record === null) return notFound()
+    if (outcome.version !== record.spec.version)
+      return conflict(`this rollout ships ${record.spec.version}, not ${outcome.version}`)
+    const stage = admissionStage(record.spec.stages, this.positionOf(record, outcome.client))
+    if (stage === null || !this.admitted(record, stage))
+      return conflict('this client has not been admitted to the rollout')
+
+    const row = this.sql
+      .exec<OutcomeRow>(
+        'SELECT outcome, tokens, refilled_at FROM outcomes WHERE client_id = ?',
+        outcome.client,
+      )
+      .toArray()[0]
+    const taken = takeToken(
+      row === undefined ? undefined : { tokens: row.tokens, refilledAt: row.refilled_at },
+      OUTCOMES_PER_CLIENT_PER_MINUTE,
+      now,
+    )
+    if (!taken.ok) {
+      this.sql.exec(
+        'UPDATE outcomes SET tokens = ?, refilled_at = ? WHERE client_id = ?',
+        taken.bucket.tokens,
+        taken.bucket.refilledAt,
+        outcome.client,
+      )
+      return {
+        ok: false,
+        status: 429,
+        detail: 'outcome rate limit for this client exceeded',
+        retryAfterSeconds: taken.retryAfterSeconds,
+      }
+    }
+    const counted = row?.outcome !== outcome.outcome
+    const previous = row?.outcome ?? null
+    this.ctx.storage.transactionSync(() => {
+      if (counted && previous !== null) this.tally(stage, previous, -1)
+      if (counted) this.tally(stage, outcome.outcome, 1)
+      this.sql.exec(
+        `INSERT INTO outcomes (client_id, stage, outcome, error_class, at, tokens, refilled_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (client_id) DO UPDATE SET stage = excluded.stage, outcome = excluded.outcome,
+           error_class = excluded.error_class, at = excluded.at, tokens = excluded.tokens,
+           refilled_at = excluded.refilled_at`,
+        outcome.client,
+        stage,
+        outcome.outcome,
+        outcome.outcome === 'installed' ? null : (outcome.errorClass ?? null),
+        now,
+        taken.bucket.tokens,
+        taken.bucket.refilledAt,
+      )
+    })
+    if (counted && outcome.outcome !== 'installed') await this.haltIfFailing(record, now)
+    return { ok: true, value: { counted, stage, state: record.state } }
+  }
+
+  /**
+   * For the prefetcher (RegionAggregator): stage the target for a client that is in, or that the next
+   * stage (or a stage starting within `lookAheadMs`) admits; hold back everyone else. Null: no rollout.
+   */
+  async prefetchHint(input: { clientId: string; lookAheadMs: number }): Promise<RolloutPrefetchHint | null> {
+    const { clientId, lookAheadMs } = HintInput.parse(input)
+    const record = this.record
+    if (record === null) return null
+    const now = Date.now()
+    const version = record.spec.version
+    const hold: RolloutPrefetchHint = { action: 'hold', version }
+    // A completed rollout no longer constrains anything: the channel decides again.
+    if (record.state === 'completed') return null
+    if (record.state === 'halted' || record.state === 'aborted') return hold
+    const stage = admissionStage(record.spec.stages, this.positionOf(record, clientId))
+    if (stage === null) return hold
+    if (this.admitted(record, stage) && record.state !== 'scheduled') {
+      // In already: installable since its stage began (a past time, never "later").
+      return { action: 'stage', version, at: Math.min(now, record.stageStartedAt[stage] ?? now) }
+    }
+    if (record.nextChangeAt === null) return hold
+    const at = expectedStageStart(record.spec.stages, record.currentStage, record.nextChangeAt, stage)
+    const next = record.currentStage === null ? 0 : record.currentStage + 1
+    return stage === next || at <= now + lookAheadMs ? { action: 'stage', version, at } : hold
+  }
+
+  // ---- alarm ---------------------------------------------------------------------------------------
+
+  /** The pending change is due: the first stage, the next stage, or completion after the last. */
+  override async alarm(): Promise<void> {
+    const record = this.record
+    if (record === null) return
+    const now = Date.now()
+    if (record.state === 'scheduled') this.enterStage(record, 0, now)
+    else if (record.state === 'running') {
+      const current = record.currentStage ?? 0
+      if (current + 1 < record.spec.stages.length) this.enterStage(record, current + 1, now)
+      else {
+        record.state = 'completed'
+        record.nextChangeAt = null
+        this.event(record, now, 'completed', current)
+      }
+    } else return
+    await this.commit(record)
+    log({ level: 'info', msg: 'rollout advanced', name: record.name, state: record.state })
+  }
+
+  // ---- internals -----------------------------------------------------------------------------------
+
+  private positionOf(record: RolloutRecord, clientId: string): number {
+    return cohortPosition(record.name, record.spec.version, clientId)
+  }
+
+  /** The stage in force admits `stage`'s cohort (cohorts are cumulative). */
+  private admitted(record: RolloutRecord, stage: number | null): boolean {
+    return stage !== null && record.currentStage !== null && stage <= record.currentStage
+  }
+
+  private enterStage(record: RolloutRecord, index: number, now: number): void {
+    const stage = record.spec.stages[index]
+    record.state = 'running'
+    record.currentStage = index
+    record.stageStartedAt[index] = now
+    record.nextChangeAt = now + (stage?.durationMs ?? 0)
+    this.event(record, now, 'stage', index, `${stage?.percent ?? 0} %`)
+  }
+
+  private async haltIfFailing(record: RolloutRecord, now: number): Promise<void> {
+    if (record.state !== 'running' && record.state !== 'paused') return
+    const { perStage, overall } = this.counts()
+    const { maxFailureRate, minSample } = record.spec
+    const cohorts = [
+      ...perStage.map((counts, i) => ({ what: `stage ${i} cohort`, counts })),
+      { what: 'all cohorts', counts: overall },
+    ]
+    for (const { what, counts } of cohorts) {
+      const stats = failureStats(counts, maxFailureRate, minSample)
+      if (stats.decision !== 'halt') continue
+      const pct = (x: number) => `${(x * 100).toFixed(1)} %`
+      record.haltedReason = `${what}: ${stats.failures} of ${stats.total} failed; 95 % Wilson interval [${pct(stats.interval.lower)}, ${pct(stats.interval.upper)}] is above the ${pct(maxFailureRate)} limit`
+      record.state = 'halted'
+      record.nextChangeAt = null
+      record.pausedRemainingMs = null
+      this.event(record, now, 'halted', record.currentStage ?? undefined, record.haltedReason)
+      await this.commit(record)
+      log({ level: 'warn', msg: 'rollout halted', name: record.name, reason: record.haltedReason })
+      return
+    }
+  }
+
+  private tally(stage: number, outcome: string, delta: number): void {
+    this.sql.exec(
+      `INSERT INTO tallies (stage, outcome, n) VALUES (?, ?, ?)
+       ON CONFLICT (stage, outcome) DO UPDATE SET n = n + excluded.n`,
+      stage,
+      outcome,
+      delta,
+    )
+  }
+
+  /** Reporting clients by admission stage and latest outcome. */
+  private counts(): { perStage: OutcomeCounts[]; overall: OutcomeCounts } {
+    const stages = this.record?.spec.stages.length ?? 0
+    const perStage = Array.from({ length: stages }, emptyCounts)
+    const overall = emptyCounts()
+    const rows = this.sql
+      .exec<{ stage: number; outcome: string; n: number }>('SELECT stage, outcome, n FROM tallies')
+      .toArray()
+    for (const row of rows) {
+      const kind = row.outcome as RolloutOutcomeKind
+      const counts = perStage[row.stage]
+      if (counts === undefined || !(kind in overall)) continue
+      counts[kind] += row.n
+      overall[kind] += row.n
+    }
+    return { perStage, overall }
+  }
+
+  private statusOf(record: RolloutRecord): RolloutStatus {
+    const { perStage, overall } = this.counts()
+    const { maxFailureRate, minSample, stages } = record.spec
+    const errorClasses = this.sql
+      .exec<{ error_class: string; n: number }>(
+        `SELECT error_class, COUNT(*) AS n FROM outcomes WHERE error_class IS NOT NULL
+         GROUP BY error_class ORDER BY n DESC, error_class LIMIT 20`,
+      )
+      .toArray()
+      .map((r) => ({ errorClass: r.error_class, count: r.n }))
+    return {
+      name: record.name,
+      channel: record.channel,
+      version: record.spec.version,
+      state: record.state,
+      createdAt: iso(record.createdAt),
+      startAt: iso(record.startAt),
+      stages,
+      maxFailureRate,
+      minSample,
+      currentStage: record.currentStage,
+      currentPercent: record.currentStage === null ? 0 : (stages[record.currentStage]?.percent ?? 0),
+      nextChangeAt: record.nextChangeAt === null ? null : iso(record.nextChangeAt),
+      haltedReason: record.haltedReason,
+      progress: stages.map((s, i) => {
+        const startedAt = record.stageStartedAt[i] ?? null
+        return {
+          stage: i,
+          percent: s.percent,
+          startedAt: startedAt === null ? null : iso(startedAt),
+          stats: failureStats(perStage[i] ?? emptyCounts(), maxFailureRate, minSample),
+        }
+      }),
+      overall: failureStats(overall, maxFailureRate, minSample),
+      errorClasses,
+      history: record.history,
+    }
+  }
+
+  private event(
+    record: RolloutRecord,
+    now: number,
+    event: RolloutHistoryEvent['event'],
+    stage?: number,
+    detail?: string,
+  ): void {
+    record.history.push({
+      at: iso(now),
+      event,
+      ...(stage === undefined ? {} : { stage }),
+      ...(detail === undefined ? {} : { detail: detail.slice(0, 300) }),
+    })
+    if (record.history.length > MAX_HISTORY) record.history.splice(0, record.history.length - MAX_HISTORY)
+  }
+
+  /** Stores the record and makes the alarm match its pending change. */
+  private async commit(record: RolloutRecord): Promise<void> {
+    this.sql.exec(
+      "INSERT INTO meta (key, value) VALUES ('rollout', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      JSON.stringify(record),
+    )
+    this.record = record
+    if (record.nextChangeAt === null) await this.ctx.storage.deleteAlarm()
+    else await this.ctx.storage.setAlarm(record.nextChangeAt)
+  }
+}
+
+function notFound(): { ok: false; status: 404; detail: string } {
+  return { ok: false, status: 404, detail: 'no rollout for this artifact and channel' }
+}
+
+function conflict(detail: string): { ok: false; status: 409; detail: string } {
+  return { ok: false, status: 409, detail }
+}

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest'
+import { PrefetchQueue } from '../../schemas/prefetch.ts'
+import { bytesOf, call, publishSingle } from '../../workers/test/publish-helpers.ts'
+import { clientsBetween, control, HOUR, startRollout } from './rollout-helpers.ts'
+
+const DAY = 24 * HOUR
+
+async function queueOf(client: string, region: string): Promise<PrefetchQueue> {
+  const res = await call(`/v1/prefetch?client=${client}&region=${region}&installed=ro-pf@1.0.0`)
+  expect(res.status).toBe(200)
+  return PrefetchQueue.parse(await res.json())
+}
+
+const staged = (q: PrefetchQueue) => q.items.map((i) => `${i.name}@${i.version}`)
+
+describe('rollouts feed the prefetcher', () => {
+  it('stages the target for clients in or in the next stage (with their time), not for later cohorts', async () => {
+    await publishSingle('ro-pf', '1.0.0', bytesOf(4000, 11), 1)
+    await publishSingle('ro-pf', '2.0.0', bytesOf(4000, 12), 2)
+    // Without a rollout every client with 1.0.0 gets the new channel head queued.
+    const [inside] = clientsBetween('ro-pf', '2.0.0', 0, 0.1)
+    const [next] = clientsBetween('ro-pf', '2.0.0', 0.1, 0.5)
+    const [later] = clientsBetween('ro-pf', '2.0.0', 0.5, 1)
+    expect(staged(await queueOf(later ?? '', 'ro-pf-0'))).toEqual(['ro-pf@2.0.0'])
+
+    const started = await startRollout('ro-pf', {
+      version: '2.0.0',
+      stages: [
+        { percent: 10, durationMs: 2 * DAY },
+        { percent: 50, durationMs: 2 * DAY },
+        { percent: 100, durationMs: 2 * DAY },
+      ],
+    })
+    expect(started.status).toBe(201)
+    const now = Date.now()
+
+    // In already: queued, installable now (no scheduledAt).
+    const a = await queueOf(inside ?? '', 'ro-pf-1')
+    expect(staged(a)).toEqual(['ro-pf@2.0.0'])
+    expect(a.items[0]?.scheduledAt).toBeUndefined()
+    expect(a.items[0]?.probability).toBe(1)
+
+    // The next stage admits it in two days (beyond the 24 h horizon): staged now, scheduled for then.
+    const b = await queueOf(next ?? '', 'ro-pf-1')
+    expect(staged(b)).toEqual(['ro-pf@2.0.0'])
+    const at = Date.parse(b.items[0]?.scheduledAt ?? '')
+    expect(Math.abs(at - (now + 2 * DAY))).toBeLessThan(60_000)
+
+    // Admitted only by the stage after next: nothing staged, not even from the channel head.
+    expect(staged(await queueOf(later ?? '', 'ro-pf-1'))).toEqual([])
+
+    // An aborted rollout holds everyone back.
+    expect((await control('ro-pf', 'abort')).status).toBe(200)
+    expect(staged(await queueOf(inside ?? '', 'ro-pf-2'))).toEqual([])
+  })
+})

@@ -1,0 +1,172 @@
+import { runDurableObjectAlarm } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import { beforeEach, describe, expect, it } from 'vitest'
+import { ShardMetrics, ShardPlan } from '../../schemas/shards.ts'
+import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../../workers/config/runtime-config.ts'
+import { sha256 } from '../../workers/test/publish-helpers.ts'
+import { verifyReplica } from '../shard-replicas.ts'
+import { demandRows, HOUR, plannerStub, publishDep } from './shard-helpers.ts'
+
+const blobKey = (name: string) => `artifacts/${name}/1.0.0/blob`
+
+async function bytesIn(bucket: R2Bucket, key: string): Promise<Uint8Array | null> {
+  const object = await bucket.get(key)
+  return object === null ? null : new Uint8Array(await object.arrayBuffer())
+}
+
+describe('ShardPlanner', () => {
+  beforeEach(async () => {
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    clearRuntimeConfigCache()
+  })
+
+  it('forecasts demand, places co-located replicas, copies and verifies them before flipping', async () => {
+    const a = await publishDep('sp-a', 30_000, 1)
+    const b = await publishDep('sp-b', 20_000, 2, ['sp-a'])
+    const c = await publishDep('sp-c', 10_000, 3)
+    const stub = plannerStub('sp-1')
+    const now = Date.now()
+    await stub.recordDemand([
+      ...demandRows('sp-a@1.0.0', 'weur', 60, now),
+      ...demandRows('sp-a@1.0.0', 'wnam', 30, now),
+      ...demandRows('sp-b@1.0.0', 'weur', 5, now),
+      ...demandRows('sp-c@1.0.0', 'apac', 4, now),
+    ])
+    expect(await stub.plan()).toBeNull()
+
+    const result = await stub.replan(now)
+    expect(result.changed).toBe(true)
+    const plan = ShardPlan.parse(await stub.plan())
+    const entry = (id: string) => plan.entries.find((e) => e.id === id)
+    // ~90 req/h in total → 2 replicas, in the zones asking for it; sp-b follows sp-a (declared dependency).
+    expect(new Set(entry('sp-a@1.0.0')?.replicas)).toEqual(new Set(['weur', 'wnam']))
+    expect(entry('sp-b@1.0.0')?.group).toBe('sp-a@1.0.0')
+    expect(entry('sp-b@1.0.0')?.replicas).toEqual([entry('sp-a@1.0.0')?.replicas[0]])
+    expect(entry('sp-c@1.0.0')?.replicas).toEqual(['apac'])
+    expect(entry('sp-a@1.0.0')?.demand.weur).toBeGreaterThan(30)
+
+    // Every replica was copied, re-read and hashed before it became active; the bytes are the blob's.
+    for (const e of plan.entries) expect(new Set(e.active)).toEqual(new Set(e.replicas))
+    expect(await bytesIn(env.ZONE_WEUR, blobKey('sp-a'))).toEqual(a.body)
+    expect(await bytesIn(env.ZONE_WNAM, blobKey('sp-a'))).toEqual(a.body)
+    expect(await bytesIn(env.ZONE_APAC, blobKey('sp-c'))).toEqual(c.body)
+    expect(await bytesIn(env.ZONE_APAC, blobKey('sp-a'))).toBeNull()
+    expect(await verifyReplica(env.ZONE_WEUR, blobKey('sp-b'), b.body.length, b.envelope.signed.sha256)).toBe(
+      true,
+    )
+    const migrations = await stub.migrations()
+    expect(migrations.map((m) => m.state)).toEqual(migrations.map(() => 'active'))
+    expect(migrations).toHaveLength(4)
+    // One version for the placement, one per flip: the plan served grows monotonically.
+    expect(plan.version).toBe(1 + migrations.length)
+
+    // Re-planning on unchanged demand changes nothing.
+    const again = await stub.replan(now + 60_000)
+    expect(again.changed).toBe(false)
+    expect(again.migrations).toEqual({ added: 0, removed: 0, completed: 0 })
+    expect((await stub.plan())?.version).toBe(plan.version)
+  })
+
+  it('never flips a replica whose bytes do not verify', async () => {
+    const { envelope } = await publishDep('sp-bad', 8_000, 4)
+    // The primary object no longer matches the signed sha256 (corruption): R2 refuses the copy.
+    await env.ARTIFACTS.put(blobKey('sp-bad'), new Uint8Array(8_000).fill(7))
+    const stub = plannerStub('sp-2')
+    const now = Date.now()
+    await stub.recordDemand(demandRows('sp-bad@1.0.0', 'weur', 10, now))
+    await stub.replan(now)
+    const plan = ShardPlan.parse(await stub.plan())
+    expect(plan.entries[0]?.replicas).toEqual(['weur'])
+    expect(plan.entries[0]?.active).toEqual([])
+    const [m] = await stub.migrations()
+    expect(m?.state).toBe('failed')
+    expect(m?.attempts).toBe(1)
+    // Retries stop after three attempts; the replica is never advertised.
+    await stub.replan(now + 1000)
+    await stub.replan(now + 2000)
+    await stub.replan(now + 3000)
+    expect((await stub.migrations())[0]?.attempts).toBe(3)
+    expect((await stub.plan())?.entries[0]?.active).toEqual([])
+
+    // And a replica whose bytes differ from the manifest fails verification.
+    await env.ZONE_WEUR.put(blobKey('sp-bad'), new Uint8Array(8_000).fill(7))
+    expect(await verifyReplica(env.ZONE_WEUR, blobKey('sp-bad'), 8_000, envelope.signed.sha256)).toBe(false)
+    expect(
+      await verifyReplica(
+        env.ZONE_WEUR,
+        blobKey('sp-bad'),
+        8_000,
+        await sha256(new Uint8Array(8_000).fill(7)),
+      ),
+    ).toBe(true)
+  })
+
+  it('removes a replica by unflipping it at once and deleting it after the grace period', async () => {
+    await publishDep('sp-gone', 5_000, 5)
+    const stub = plannerStub('sp-3')
+    const now = Date.now()
+    await stub.recordDemand(demandRows('sp-gone@1.0.0', 'apac', 10, now))
+    await stub.replan(now)
+    expect((await stub.plan())?.entries[0]?.active).toEqual(['apac'])
+    expect(await bytesIn(env.ZONE_APAC, blobKey('sp-gone'))).not.toBeNull()
+
+    // Five weeks later the history window is empty: no demand, no replica.
+    const later = now + 35 * 24 * HOUR
+    const removed = await stub.replan(later)
+    expect(removed.migrations.removed).toBe(1)
+    const plan = ShardPlan.parse(await stub.plan())
+    expect(plan.entries).toEqual([])
+    // Unflipped in the plan at once, but the object stays until isolates' cached plans expire (2 × 30 s).
+    expect(await bytesIn(env.ZONE_APAC, blobKey('sp-gone'))).not.toBeNull()
+    const removal = (await stub.migrations()).find((m) => m.kind === 'remove')
+    expect(removal?.state).toBe('unflipped')
+    expect(removal?.notBefore).toBe(later + 60_000)
+    await stub.replan(later + 61_000)
+    expect((await stub.migrations()).find((m) => m.kind === 'remove')?.state).toBe('deleted')
+    expect(await bytesIn(env.ZONE_APAC, blobKey('sp-gone'))).toBeNull()
+  })
+
+  it('re-plans on its alarm, scores forecasts per zone and keeps serve metrics', async () => {
+    await publishDep('sp-m', 4_000, 6)
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ zones: { refitSmape: 5 } }))
+    clearRuntimeConfigCache()
+    const stub = plannerStub('sp-4')
+    const now = Date.now()
+    await stub.recordDemand(demandRows('sp-m@1.0.0', 'weur', 8, now))
+    // A report arms the alarm; running it plans.
+    await stub.report({
+      outcomes: [
+        { zone: 'weur', entry: 'sp-m@1.0.0', bytes: 4000, source: 'primary', latencyMs: 40, at: now },
+        { zone: 'wnam', entry: 'sp-m@1.0.0', bytes: 4000, source: 'primary', latencyMs: 10, at: now },
+      ],
+    })
+    expect(await runDurableObjectAlarm(stub)).toBe(true)
+    const plan = ShardPlan.parse(await stub.plan())
+    expect(plan.entries[0]?.active).toEqual(['weur'])
+    expect(plan.prefetchThreshold).toBeGreaterThanOrEqual(0.5)
+
+    // The next hour is served from the replica, far below the forecast: the error is scored and refits.
+    await stub.report({
+      outcomes: [
+        { zone: 'weur', entry: 'sp-m@1.0.0', bytes: 4000, source: 'replica', latencyMs: 5, at: now + HOUR },
+      ],
+    })
+    await stub.replan(now + 2 * HOUR)
+    const metrics = ShardMetrics.parse(await stub.metrics(24, now + 2 * HOUR))
+    const weur = metrics.zones.find((z) => z.zone === 'weur')
+    const wnam = metrics.zones.find((z) => z.zone === 'wnam')
+    expect(weur?.requests).toBe(2)
+    expect(weur?.hits).toBe(1)
+    expect(weur?.crossZoneFetches).toBe(1)
+    expect(weur?.bytesMoved).toBe(4000)
+    expect(weur?.meanLatencyMs).toBeCloseTo(22.5)
+    expect(weur?.evaluatedHours).toBeGreaterThanOrEqual(1)
+    expect(weur?.smape).toBeGreaterThan(100)
+    expect(weur?.refits).toBeGreaterThanOrEqual(2)
+    // wnam is the primary's zone: serving it from the primary is local, not cross-zone.
+    expect(wnam?.hits).toBe(1)
+    expect(wnam?.crossZoneFetches).toBe(0)
+    expect(metrics.bandit.reduce((s, a) => s + a.successes + a.failures, 0)).toBeGreaterThanOrEqual(1)
+    expect(metrics.migrations.active).toBe(1)
+  })
+})

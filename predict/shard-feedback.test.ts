@@ -1,0 +1,110 @@
+import { describe, expect, it } from 'vitest'
+import { mulberry32, normal } from './random.ts'
+import {
+  banditReward,
+  forecastDemand,
+  forecastZone,
+  HOUR_MS,
+  hourlySeries,
+  hourOf,
+  pickThreshold,
+  recordThresholdReward,
+  thresholdArms,
+} from './shard-feedback.ts'
+import { smape } from './stats.ts'
+
+/** Hourly requests of one dependency in one zone: daily cycle, weekday/weekend, noise. */
+function demand(hours: number, seed: number, offsetHours = 0): number[] {
+  const rng = mulberry32(seed)
+  return Array.from({ length: hours }, (_, t) => {
+    const local = (t + offsetHours) % 24
+    const weekend = Math.floor((t + offsetHours) / 24) % 7 >= 5
+    const base = 40 + 30 * Math.sin((2 * Math.PI * (local - 8)) / 24) - (weekend ? 20 : 0)
+    return Math.max(0, base + normal(rng, 0, 3))
+  })
+}
+
+describe('shard feedback', () => {
+  it('gap-fills hourly series and aligns hours', () => {
+    const t0 = Date.UTC(2026, 0, 5)
+    expect(hourOf(t0 + 59 * 60_000)).toBe(t0)
+    const s = hourlySeries(
+      [
+        { hour: t0 + HOUR_MS, value: 3 },
+        { hour: t0 + HOUR_MS, value: 2 },
+        { hour: t0 + 5 * HOUR_MS, value: 9 },
+        { hour: t0 - HOUR_MS, value: 100 },
+      ],
+      t0,
+      t0 + 4 * HOUR_MS,
+    )
+    expect(s).toEqual([0, 5, 0, 0])
+  })
+
+  it('reuses fitted weights until told to refit, and both forecast the seasonal demand', () => {
+    const full = demand(3 * 168 + 24, 4)
+    const history = full.slice(0, 3 * 168)
+    const fitted = forecastDemand(history, 24, null, true)
+    expect(fitted.refitted).toBe(true)
+    expect(fitted.model?.method).toBe('double-seasonal')
+    const truth = full.slice(3 * 168)
+    expect(smape(truth, fitted.point)).toBeLessThan(12)
+
+    const reused = forecastDemand(full.slice(0, 3 * 168 + 12), 12, fitted.model ?? null, false)
+    expect(reused.refitted).toBe(false)
+    expect(reused.model?.params).toEqual(fitted.model?.params)
+    expect(smape(truth.slice(12), reused.point)).toBeLessThan(12)
+
+    // Short histories fall back, all-zero histories forecast zero without fitting.
+    expect(forecastDemand([1, 2, 3], 2, null, true).method).toBe('ewma')
+    expect(forecastDemand(new Array<number>(100).fill(0), 3, null, true).point).toEqual([0, 0, 0])
+  })
+
+  it('a zone round lends the zone weights, refits hottest first within the budget', () => {
+    const entries = [0, 1, 2].map((k) => ({ entry: `e${k}`, series: demand(2 * 168, 30 + k), model: null }))
+    const totals = entries[0]!.series.map((_, t) => entries.reduce((s, e) => s + (e.series[t] ?? 0), 0))
+    const first = forecastZone({ totals, zoneModel: null, entries, horizon: 6, refit: false, refitBudget: 5 })
+    // No refit asked: only the missing zone model is fitted; dependencies borrow it.
+    expect(first.refits).toBe(1)
+    expect(first.entries.every((e) => !e.refitted && e.model === undefined)).toBe(true)
+    expect(first.zoneModel).not.toBeNull()
+    const refit = forecastZone({
+      totals,
+      zoneModel: first.zoneModel,
+      entries,
+      horizon: 6,
+      refit: true,
+      refitBudget: 2,
+    })
+    expect(refit.entries.map((e) => e.refitted)).toEqual([true, true, false])
+    expect(refit.refitBudgetLeft).toBe(0)
+    expect(refit.refits).toBe(3)
+    expect(refit.entries[0]?.model?.method).toBe('double-seasonal')
+  })
+
+  it('bandit reward is hit ratio minus the price of bytes moved, in [0, 1]', () => {
+    expect(banditReward({ hits: 8, requests: 10, bytesMoved: 0, bytesServed: 100, lambda: 1 })).toBe(0.8)
+    expect(banditReward({ hits: 8, requests: 10, bytesMoved: 50, bytesServed: 100, lambda: 1 })).toBeCloseTo(
+      0.3,
+    )
+    expect(banditReward({ hits: 1, requests: 10, bytesMoved: 500, bytesServed: 100, lambda: 1 })).toBe(0)
+    expect(banditReward({ hits: 0, requests: 0, bytesMoved: 5, bytesServed: 0, lambda: 1 })).toBeNull()
+  })
+
+  it('Thompson sampling settles on the threshold with the best reward', () => {
+    // Simulated environment: low thresholds prefetch too much, high ones miss; 2 is best.
+    const meanReward: Record<string, number> = { '0.5': 0.45, '1': 0.55, '2': 0.7, '5': 0.5, '10': 0.3 }
+    const rng = mulberry32(12)
+    let arms = thresholdArms([0.5, 1, 2, 5, 10])
+    const plays: Record<string, number> = {}
+    for (let round = 0; round < 600; round++) {
+      const arm = pickThreshold(arms, rng)
+      plays[arm.id] = (plays[arm.id] ?? 0) + 1
+      const reward = Math.min(1, Math.max(0, (meanReward[arm.id] ?? 0) + normal(rng, 0, 0.1)))
+      arms = recordThresholdReward(arms, arm.id, reward, rng)
+    }
+    console.info(`bandit plays ${JSON.stringify(plays)}`)
+    expect(plays['2'] ?? 0).toBeGreaterThan(300)
+    expect(arms.map((a) => a.threshold)).toEqual([0.5, 1, 2, 5, 10])
+  })
+})

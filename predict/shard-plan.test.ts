@@ -1,0 +1,207 @@
+import { describe, expect, it } from 'vitest'
+import { mulberry32 } from './random.ts'
+import {
+  buildShardPlan,
+  bytesToMove,
+  type CoEdge,
+  coLocationGroups,
+  diffPlans,
+  type PlanDependency,
+  type PlanOptions,
+  type PlanShape,
+  type PlanZone,
+  replicationFactor,
+  servingZone,
+} from './shard-plan.ts'
+
+const GiB = 1024 ** 3
+const ZONES: PlanZone[] = [
+  { id: 'wnam', capacityBytes: GiB, weight: 1, bucket: 'ZONE_WNAM' },
+  { id: 'weur', capacityBytes: GiB, weight: 1, bucket: 'ZONE_WEUR' },
+  { id: 'apac', capacityBytes: GiB, weight: 1, bucket: 'ZONE_APAC' },
+]
+const OPTIONS: PlanOptions = {
+  replicationThresholds: [1, 20, 200],
+  prefetchThreshold: 2,
+  minEdgeWeight: 1,
+  horizonHours: 6,
+}
+const SHA = 'a'.repeat(64)
+
+function dep(i: number, demand: Record<string, number>, size = 1024 * 1024): PlanDependency {
+  return {
+    id: `pkg-${i}@1.0.0`,
+    name: `pkg-${i}`,
+    version: '1.0.0',
+    key: `artifacts/pkg-${i}/1.0.0/blob`,
+    size,
+    sha256: SHA,
+    demand,
+  }
+}
+
+/** `n` dependencies with random demand skewed towards one zone each. */
+function population(n: number, seed: number): PlanDependency[] {
+  const rng = mulberry32(seed)
+  return Array.from({ length: n }, (_, i) => {
+    const home = ZONES[Math.floor(rng() * ZONES.length)]!.id
+    const demand: Record<string, number> = {}
+    for (const z of ZONES) demand[z.id] = (z.id === home ? 10 : 1) * (1 + 20 * rng())
+    return dep(i, demand)
+  })
+}
+
+const plan = (deps: PlanDependency[], prev: PlanShape | null = null, zones = ZONES, edges: CoEdge[] = []) =>
+  buildShardPlan(deps, zones, edges, OPTIONS, prev, '2026-01-05T00:00:00.000Z')
+
+/** Pretends every planned replica was copied and verified. */
+const activateAll = (p: PlanShape): PlanShape => ({
+  ...p,
+  entries: p.entries.map((e) => ({ ...e, active: [...e.replicas] })),
+})
+
+describe('shard plan', () => {
+  it('replication factor follows the demand thresholds, capped by zone count', () => {
+    expect(replicationFactor(0.5, [1, 20, 200], 3)).toBe(0)
+    expect(replicationFactor(1, [1, 20, 200], 3)).toBe(1)
+    expect(replicationFactor(25, [1, 20, 200], 3)).toBe(2)
+    expect(replicationFactor(5000, [1, 20, 200], 3)).toBe(3)
+    expect(replicationFactor(5000, [1, 2, 3, 4], 3)).toBe(3)
+  })
+
+  it('puts a single replica where the demand is', () => {
+    const deps = Array.from({ length: 300 }, (_, i) => dep(i, { weur: 10, wnam: 0.2, apac: 0.1 }))
+    const p = plan(deps)
+    const inWeur = p.entries.filter((e) => e.replicas.length === 1 && e.replicas[0] === 'weur').length
+    expect(inWeur / deps.length).toBeGreaterThan(0.97)
+    expect(p.version).toBe(1)
+  })
+
+  it('respects capacity and reports under-replication instead of overfilling', () => {
+    const zones = ZONES.map((z) => ({ ...z, capacityBytes: 20 * 1024 * 1024 }))
+    const deps = Array.from({ length: 40 }, (_, i) => dep(i, { weur: 50, wnam: 30, apac: 30 }))
+    const p = plan(deps, null, zones)
+    for (const z of p.zones) expect(z.plannedBytes).toBeLessThanOrEqual(z.capacityBytes)
+    const placed = p.entries.reduce((s, e) => s + e.replicas.length, 0)
+    expect(placed).toBe(60)
+    expect(p.underReplicated.length).toBeGreaterThan(0)
+  })
+
+  it('moves little when one zone weight changes: only replica sets gaining that zone change', () => {
+    const deps = population(600, 1)
+    const before = activateAll(plan(deps))
+    const heavier = ZONES.map((z) => (z.id === 'apac' ? { ...z, weight: 4 } : z))
+    const after = plan(deps, before, heavier)
+    const diff = diffPlans(before, after)
+    const changed = new Set([...diff.add, ...diff.remove].map((c) => c.entry))
+    const replicas = before.entries.reduce((s, e) => s + e.replicas.length, 0)
+    console.info(`weight change moved ${diff.add.length}/${replicas} replicas`)
+    expect(diff.add.length).toBeGreaterThan(0)
+    expect(diff.add.length / replicas).toBeLessThan(0.1)
+    // Every changed entry gained apac: HRW only reorders comparisons involving the re-weighted zone.
+    for (const id of changed) {
+      expect(after.entries.find((e) => e.id === id)?.replicas).toContain('apac')
+    }
+  })
+
+  it('moves little when demand drifts by ±10 %', () => {
+    const deps = population(600, 2)
+    const before = activateAll(plan(deps))
+    const rng = mulberry32(9)
+    const drifted = deps.map((d) => ({
+      ...d,
+      demand: Object.fromEntries(Object.entries(d.demand).map(([z, v]) => [z, v * (0.9 + 0.2 * rng())])),
+    }))
+    const diff = diffPlans(before, plan(drifted, before))
+    const replicas = before.entries.reduce((s, e) => s + e.replicas.length, 0)
+    console.info(`±10 % demand drift moved ${diff.add.length}/${replicas} replicas`)
+    expect(diff.add.length / replicas).toBeLessThan(0.08)
+  })
+
+  it('co-locates dependencies used together', () => {
+    const deps: PlanDependency[] = []
+    const edges: CoEdge[] = []
+    for (let i = 0; i < 100; i++) {
+      const rng = mulberry32(i)
+      const demand = { wnam: 5 * rng(), weur: 5 * rng(), apac: 5 * rng() }
+      const a = dep(2 * i, demand)
+      const b = dep(2 * i + 1, { wnam: 1 + rng(), weur: 1 + rng(), apac: 1 + rng() })
+      deps.push(a, b)
+      edges.push({ a: a.id, b: b.id, weight: 1 })
+    }
+    const p = plan(deps, null, ZONES, edges)
+    const byId = new Map(p.entries.map((e) => [e.id, e]))
+    let together = 0
+    for (const e of edges) {
+      const a = byId.get(e.a)!
+      const b = byId.get(e.b)!
+      expect(b.group).toBe(a.group)
+      if (b.replicas[0] === a.replicas[0]) together++
+    }
+    expect(together).toBe(100)
+    // Without the edges the pairs land independently.
+    const apart = plan(deps)
+    const alone = new Map(apart.entries.map((e) => [e.id, e]))
+    const coincide = edges.filter((e) => alone.get(e.a)?.replicas[0] === alone.get(e.b)?.replicas[0]).length
+    expect(coincide).toBeLessThan(90)
+  })
+
+  it('groups are capped and rooted at the hottest member', () => {
+    const deps = Array.from({ length: 12 }, (_, i) => dep(i, { wnam: i + 1 }))
+    const chain = deps.slice(1).map((d, i) => ({ a: deps[i]!.id, b: d.id, weight: 2 }))
+    const groups = coLocationGroups(deps, chain, 1, 5)
+    expect(groups.get('pkg-11@1.0.0')).toBe('pkg-11@1.0.0')
+    const sizes = new Map<string, number>()
+    for (const g of groups.values()) sizes.set(g, (sizes.get(g) ?? 0) + 1)
+    expect(Math.max(...sizes.values())).toBeLessThanOrEqual(5)
+    expect(coLocationGroups(deps, chain, 3).get('pkg-0@1.0.0')).toBe('pkg-0@1.0.0')
+  })
+
+  it('never advertises an unverified replica; diffs become copy and delete steps', () => {
+    const deps = [dep(1, { weur: 30, wnam: 25, apac: 0 }), dep(2, { apac: 5 })]
+    const first = plan(deps)
+    expect(first.entries.every((e) => e.active.length === 0)).toBe(true)
+    expect(servingZone(first.entries[0], 'weur')).toBeNull()
+    const d1 = diffPlans(null, first)
+    expect(d1.remove).toEqual([])
+    expect(d1.add.map((c) => `${c.entry}:${c.zone}`).sort()).toEqual(
+      ['pkg-1@1.0.0:weur', 'pkg-1@1.0.0:wnam', 'pkg-2@1.0.0:apac'].sort(),
+    )
+    expect(bytesToMove(d1)).toBe(3 * 1024 * 1024)
+
+    const verified = activateAll(first)
+    expect(servingZone(verified.entries[0], 'weur')).toBe('weur')
+    // Demand leaves apac: pkg-2 loses its replica, which leaves `active` in the same new plan.
+    const next = plan([deps[0]!, dep(2, { apac: 0.1 })], verified)
+    expect(next.version).toBe(verified.version + 1)
+    const two = next.entries.find((e) => e.id === 'pkg-2@1.0.0')!
+    expect(two.replicas).toEqual([])
+    expect(two.active).toEqual([])
+    const d2 = diffPlans(verified, next)
+    expect(d2.add).toEqual([])
+    expect(d2.remove.map((c) => c.zone)).toEqual(['apac'])
+
+    // Same inputs again: same version, nothing to do.
+    const again = plan([deps[0]!, dep(2, { apac: 0.1 })], next)
+    expect(again.version).toBe(next.version)
+    expect(diffPlans(next, again)).toEqual({ add: [], remove: [] })
+  })
+
+  it('a new sha256 under the same id replaces the replica and drops its activation', () => {
+    const first = activateAll(plan([dep(1, { weur: 30 })]))
+    const rebuilt = { ...dep(1, { weur: 30 }), sha256: 'b'.repeat(64) }
+    const next = plan([rebuilt], first)
+    expect(next.entries[0]!.active).toEqual([])
+    const d = diffPlans(first, next)
+    expect(d.add.length).toBe(2)
+    expect(new Set(d.add.map((c) => c.sha256))).toEqual(new Set(['b'.repeat(64)]))
+    expect(d.remove.length).toBe(2)
+    expect(new Set(d.remove.map((c) => c.sha256))).toEqual(new Set([SHA]))
+  })
+
+  it('hot sets list what passes the prefetch threshold, hottest first', () => {
+    const p = plan([dep(1, { weur: 3 }), dep(2, { weur: 9 }), dep(3, { weur: 1 })])
+    expect(p.zones.find((z) => z.id === 'weur')?.hot).toEqual(['pkg-2@1.0.0', 'pkg-1@1.0.0'])
+    expect(p.zones.find((z) => z.id === 'apac')?.hot).toEqual([])
+  })
+})

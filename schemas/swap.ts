@@ -1,0 +1,152 @@
+import { z } from 'zod'
+import { Version } from './common.ts'
+
+/**
+ * The buffered swap of `deltaport run` (client-agent/swap/): its settings file and the records of its
+ * on-disk journal. See docs/decisions/0009-buffered-swap.md and docs/formats/swap-journal.md.
+ */
+
+const HttpMethod = z
+  .string()
+  .min(1)
+  .max(16)
+  .regex(/^[A-Z]+$/, 'an upper-case HTTP method')
+
+/** A hook is an HTTP call to the service (POST to a path on its internal port), a signal, or nothing. */
+export const HookSpec = z.union([
+  z.object({ kind: z.literal('http'), path: z.string().regex(/^\/[\x21-\x7e]{0,255}$/) }),
+  z.object({ kind: z.literal('signal'), signal: z.enum(['SIGUSR1', 'SIGUSR2', 'SIGHUP', 'SIGWINCH']) }),
+  z.object({ kind: z.literal('none') }),
+])
+export type HookSpec = z.infer<typeof HookSpec>
+
+/** An SLA tier: who is in it, how much its replays weigh, when it starts getting 503s, how long it waits. */
+export const SlaTier = z.object({
+  name: z.string().min(1).max(32),
+  /** Replay weight; a tier with at least twice the weight of another always replays first. */
+  weight: z.number().positive().max(1000),
+  /** Client ids (the `clientHeader` value) in this tier. */
+  clients: z.array(z.string().min(1).max(128)).max(100_000).default([]),
+  /** Buffer fill (0..1] from which this tier's new writes are refused with 503 + Retry-After. */
+  shedAt: z.number().gt(0).max(1),
+  /** Multiplies the computed Retry-After: below 1 retries sooner. */
+  retryFactor: z.number().positive().max(100).default(1),
+})
+export type SlaTier = z.infer<typeof SlaTier>
+
+/** `deltaport run --swap-config <file>`: every knob has a default. */
+export const SwapSettings = z.object({
+  /** Methods that are held during a swap; everything else is a read and goes to the old process. */
+  writeMethods: z.array(HttpMethod).max(32).default(['POST', 'PUT', 'PATCH', 'DELETE']),
+  /** Which request header names the client (for per-client order, tiers and forecasts). */
+  clientHeader: z
+    .string()
+    .regex(/^[a-z0-9-]{1,64}$/)
+    .default('x-client-id'),
+  healthPath: z
+    .string()
+    .regex(/^\/[\x21-\x7e]{0,255}$/)
+    .default('/health'),
+  prepare: HookSpec.default({ kind: 'http', path: '/prepare' }),
+  flush: HookSpec.default({ kind: 'http', path: '/flush' }),
+  /** Buffered bodies kept in memory; beyond this they live only in the journal and are read back to replay. */
+  memoryBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 32)
+    .default(8 * 1024 * 1024),
+  /** Hard cap on buffered bytes (memory + journal); the buffer's "fill" is measured against it. */
+  maxBufferBytes: z
+    .number()
+    .int()
+    .min(1)
+    .max(2 ** 40)
+    .default(256 * 1024 * 1024),
+  /** Hard cap on the number of buffered writes. */
+  maxBufferedWrites: z.number().int().min(1).max(10_000_000).default(100_000),
+  /** Journal every buffered write before holding it (survives an agent crash); false: only the overflow. */
+  writeAhead: z.boolean().default(true),
+  /** A buffered write with a larger body is refused with 413 at once. */
+  maxBodyBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(64 * 1024 * 1024)
+    .default(1024 * 1024),
+  /** Buffered writes without this header are refused with 401 (null: no such rule). */
+  requiredHeader: z
+    .string()
+    .regex(/^[a-z0-9-]{1,64}$/)
+    .nullable()
+    .default(null),
+  /** A module whose default export judges each buffered write (see client-agent/swap/validator.ts). */
+  validatorModule: z.string().min(1).max(4096).nullable().default(null),
+  tiers: z.array(SlaTier).max(16).default([]),
+  /** The tier of clients listed in no tier. */
+  defaultTier: SlaTier.default({ name: 'default', weight: 1, clients: [], shedAt: 0.8, retryFactor: 1 }),
+  healthTimeoutMs: z.number().int().min(100).max(600_000).default(15_000),
+  /** A new version that keeps answering its health check with non-2xx this long has failed it. */
+  unhealthyGraceMs: z.number().int().min(0).max(600_000).default(2_000),
+  hookTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+  stopTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+  /** After the switch, writes keep flowing through the replay path this long: a failure still rolls back. */
+  probationMs: z.number().int().min(0).max(600_000).default(500),
+  /** Replays in flight at once (one per client at most, so per-client order holds). */
+  replayConcurrency: z.number().int().min(1).max(256).default(8),
+})
+export type SwapSettings = z.infer<typeof SwapSettings>
+export type SwapSettingsInput = z.input<typeof SwapSettings>
+
+/** Limits of a journaled write; the proxy refuses (414/431) a write it could not journal within them. */
+export const MAX_PATH = 8192
+export const MAX_HEADERS = 128
+export const MAX_HEADER_NAME = 256
+export const MAX_HEADER_VALUE = 8192
+
+const HeaderPair = z.tuple([z.string().max(MAX_HEADER_NAME), z.string().max(MAX_HEADER_VALUE)])
+
+/** A held write, journaled before anything waits on it. */
+export const JournalWrite = z.object({
+  t: z.literal('w'),
+  id: z.number().int().nonnegative(),
+  client: z.string().max(128),
+  method: HttpMethod,
+  path: z.string().min(1).max(MAX_PATH),
+  headers: z.array(HeaderPair).max(MAX_HEADERS),
+  /** Base64 of the body; the agent caps bodies at `maxBodyBytes`. */
+  body: z.string().max(96 * 1024 * 1024),
+  at: z.number().int().nonnegative(),
+})
+export type JournalWrite = z.infer<typeof JournalWrite>
+
+/** The write was answered (by a service, or refused by validation) and must not be replayed again. */
+export const JournalDone = z.object({
+  t: z.literal('d'),
+  id: z.number().int().nonnegative(),
+  status: z.number().int().min(100).max(599),
+})
+export type JournalDone = z.infer<typeof JournalDone>
+
+export const JournalRecord = z.discriminatedUnion('t', [JournalWrite, JournalDone])
+export type JournalRecord = z.infer<typeof JournalRecord>
+
+/** `<installRoot>/<name>/run/state.json`: versions that failed a swap are not tried again by polling. */
+export const RunState = z.object({
+  failedVersions: z.array(Version).max(1000).default([]),
+})
+export type RunState = z.infer<typeof RunState>
+
+/** `<installRoot>/<name>/run/children.json`: service processes to reap after an agent crash. */
+export const RunChildren = z.object({
+  pids: z
+    .array(
+      z
+        .number()
+        .int()
+        .min(2)
+        .max(2 ** 22),
+    )
+    .max(64),
+})
+export type RunChildren = z.infer<typeof RunChildren>

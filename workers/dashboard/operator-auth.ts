@@ -1,0 +1,92 @@
+import type { Context, MiddlewareHandler } from 'hono'
+import { deleteCookie, getSignedCookie, setSignedCookie } from 'hono/cookie'
+import { timingSafeEqual } from 'hono/utils/buffer'
+import type { AppEnv } from '../app-env.ts'
+import { Problem } from '../http/problem.ts'
+
+/** The session cookie of the dashboard; scoped to its paths so no API route ever receives it. */
+export const SESSION_COOKIE = 'deltaport_operator'
+export const SESSION_PATH = '/dashboard'
+/** How long a browser login lasts; the cookie carries the expiry, signed, so nothing is stored server-side. */
+export const SESSION_SECONDS = 8 * 60 * 60
+/** Domain separation: the HMAC input can never be mistaken for any other value signed with the token. */
+const SESSION_PREFIX = 'dashboard-session-v1:'
+
+export type OperatorAuth = { via: 'bearer' } | { via: 'session'; expiresAt: number }
+
+function operatorToken(c: Context<AppEnv>): string {
+  const token = c.env.OPERATOR_TOKEN
+  if (!token) throw new Problem(500, 'internal', 'OPERATOR_TOKEN is not configured on this edge')
+  return token
+}
+
+/** Constant-time comparison of a presented token with OPERATOR_TOKEN (bounded length, printable ASCII). */
+export async function isOperatorToken(c: Context<AppEnv>, presented: string): Promise<boolean> {
+  const expected = operatorToken(c)
+  if (!/^[\x21-\x7e]{1,512}$/.test(presented)) return false
+  return timingSafeEqual(presented, expected)
+}
+
+/**
+ * Issues the browser session: the cookie value is the expiry (epoch seconds) with an HMAC-SHA256 of it
+ * keyed by OPERATOR_TOKEN (Hono's signed cookies). Rotating the token therefore logs every browser out.
+ */
+export async function startSession(c: Context<AppEnv>, now = Date.now()): Promise<void> {
+  const expiresAt = Math.floor(now / 1000) + SESSION_SECONDS
+  await setSignedCookie(c, SESSION_COOKIE, `${SESSION_PREFIX}${expiresAt}`, operatorToken(c), {
+    path: SESSION_PATH,
+    httpOnly: true,
+    sameSite: 'Strict',
+    secure: new URL(c.req.url).protocol === 'https:',
+    maxAge: SESSION_SECONDS,
+  })
+}
+
+export function endSession(c: Context<AppEnv>): void {
+  deleteCookie(c, SESSION_COOKIE, {
+    path: SESSION_PATH,
+    secure: new URL(c.req.url).protocol === 'https:',
+  })
+}
+
+/** The operator behind a request, or null: a bearer token first, then a signed unexpired session cookie. */
+export async function authenticateOperator(
+  c: Context<AppEnv>,
+  now = Date.now(),
+): Promise<OperatorAuth | null> {
+  const header = c.req.header('authorization')
+  if (header !== undefined) {
+    const match = /^Bearer (\S+)$/.exec(header)
+    // A wrong bearer token is a failed login, not a reason to fall back to the cookie.
+    return match?.[1] && (await isOperatorToken(c, match[1])) ? { via: 'bearer' } : null
+  }
+  const signed = await getSignedCookie(c, operatorToken(c), SESSION_COOKIE)
+  if (typeof signed !== 'string' || !signed.startsWith(SESSION_PREFIX)) return null
+  const expiry = /^\d{1,12}$/.exec(signed.slice(SESSION_PREFIX.length))?.[0]
+  if (expiry === undefined) return null
+  const expiresAt = Number(expiry) * 1000
+  // Also refuse an expiry further out than a session can last (a cookie signed under other rules).
+  if (expiresAt <= now || expiresAt > now + SESSION_SECONDS * 1000 + 60_000) return null
+  return { via: 'session', expiresAt }
+}
+
+/** Browsers (and anything else asking for HTML) get the login page; API clients get problem+json. */
+export function wantsHtml(c: Context<AppEnv>): boolean {
+  return (c.req.header('accept') ?? '').includes('text/html')
+}
+
+/**
+ * Gate for the dashboard's data routes. `onHtml` renders the login page for browsers; everyone else
+ * gets a 401 problem+json with a Bearer challenge.
+ */
+export function requireOperator(
+  onHtml: (c: Context<AppEnv>) => Response | Promise<Response>,
+): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    if ((await authenticateOperator(c)) !== null) return next()
+    if (wantsHtml(c)) return onHtml(c)
+    throw new Problem(401, 'unauthorized', 'a valid operator bearer token or dashboard session is required', {
+      headers: { 'www-authenticate': 'Bearer realm="deltaport-operator"' },
+    })
+  }
+}

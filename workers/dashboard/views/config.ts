@@ -1,0 +1,18 @@
+import { html } from 'hono/html'
+import type { ConfigView } from '../sections/config.ts'
+import { formatTime } from './format.ts'
+import type { Html } from './layout.ts'
+
+export function configView(view: ConfigView): Html {
+  const rejected = view.lastRejected
+  return html`<p>Source: <strong id="config-source">${view.source === 'kv' ? 'KV document (CONFIG/runtime)' : 'built-in defaults'}</strong></p>
+<h3>Last rejected document</h3>
+${
+  rejected === null
+    ? html`<p class="muted" id="config-rejected">None since this isolate started.</p>`
+    : html`<div id="config-rejected"><p class="bad">Rejected at ${formatTime(rejected.at)}; the config below stayed in force.</p>
+<table><thead><tr><th>path</th><th>problem</th></tr></thead><tbody>${rejected.issues.map((i) => html`<tr><td><code>${i.path || '(document)'}</code></td><td>${i.message}</td></tr>`)}</tbody></table></div>`
+}
+<h3>In force</h3>
+<pre id="config-in-force">${view.inForceJson}</pre>`
+}

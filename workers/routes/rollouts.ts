@@ -1,0 +1,108 @@
+import type { Context } from 'hono'
+import { Hono } from 'hono'
+import type { z } from 'zod'
+import type { RolloutResult } from '../../durable-objects/rollout-coordinator.ts'
+import {
+  RolloutCheckQuery,
+  RolloutControl,
+  RolloutOutcome,
+  RolloutParams,
+  RolloutSpec,
+} from '../../schemas/rollout.ts'
+import type { AppEnv } from '../app-env.ts'
+import { requireMaintainer } from '../http/auth.ts'
+import { readBoundedBody } from '../http/bounded-body.ts'
+import { Problem } from '../http/problem.ts'
+import { parseJsonBody, valid } from '../http/validate.ts'
+import { requirePublished } from '../storage/artifact-store.ts'
+
+/** Rollout specs, control bodies and outcomes are a few hundred bytes; anything bigger is not one. */
+export const MAX_ROLLOUT_BODY_BYTES = 16 * 1024
+/** How far ahead a rollout may be scheduled. */
+const MAX_SCHEDULE_AHEAD_MS = 365 * 86_400_000
+
+type RolloutContext = Context<AppEnv>
+
+/** The coordinator of one artifact and channel. */
+function coordinator(c: RolloutContext, params: { name: string; channel: string }) {
+  const ns = c.env.ROLLOUT_COORDINATOR
+  return ns.get(ns.idFromName(`${params.name}/${params.channel}`))
+}
+
+/** Turns the coordinator's error values into problem+json. */
+function unwrap<T>(result: RolloutResult<T>): T {
+  if (result.ok) return result.value
+  const slug = result.status === 404 ? 'not-found' : result.status === 409 ? 'conflict' : 'too-many-requests'
+  throw new Problem(result.status, slug, result.detail, {
+    ...(result.retryAfterSeconds === undefined
+      ? {}
+      : { headers: { 'retry-after': String(result.retryAfterSeconds) } }),
+  })
+}
+
+/** A small JSON body (empty allowed when `schema` accepts `{}`), validated. */
+async function jsonBody<Schema extends z.ZodType>(
+  c: RolloutContext,
+  schema: Schema,
+): Promise<z.infer<Schema>> {
+  const bytes = c.req.raw.body
+    ? await readBoundedBody(c.req.raw, MAX_ROLLOUT_BODY_BYTES, MAX_ROLLOUT_BODY_BYTES)
+    : new Uint8Array()
+  return parseJsonBody(bytes.length === 0 ? new TextEncoder().encode('{}') : bytes, schema)
+}
+
+const noStore = (c: RolloutContext) => c.header('cache-control', 'no-store')
+
+/**
+ * /v1/rollouts/:name/:channel — staged rollouts (durable-objects/rollout-coordinator.ts). Agents ask
+ * whether they are in and report outcomes (public); maintainers start, pause, resume, abort and read
+ * the status with the bearer token.
+ */
+export const rolloutsRouter = new Hono<AppEnv>()
+  .get('/:name/:channel', valid('param', RolloutParams), valid('query', RolloutCheckQuery), async (c) => {
+    const params = c.req.valid('param')
+    const check = unwrap(await coordinator(c, params).check(c.req.valid('query').client))
+    noStore(c)
+    return c.json(check)
+  })
+  .post('/:name/:channel/outcomes', valid('param', RolloutParams), async (c) => {
+    const params = c.req.valid('param')
+    const outcome = await jsonBody(c, RolloutOutcome)
+    const receipt = unwrap(await coordinator(c, params).report(outcome))
+    console.log(
+      JSON.stringify({
+        level: 'info',
+        msg: 'rollout outcome',
+        ...params,
+        outcome: outcome.outcome,
+        ...receipt,
+      }),
+    )
+    return c.json(receipt, 202)
+  })
+  .get('/:name/:channel/status', requireMaintainer, valid('param', RolloutParams), async (c) => {
+    const status = unwrap(await coordinator(c, c.req.valid('param')).status())
+    noStore(c)
+    return c.json(status)
+  })
+  .post('/:name/:channel/start', requireMaintainer, valid('param', RolloutParams), async (c) => {
+    const params = c.req.valid('param')
+    const spec = await jsonBody(c, RolloutSpec)
+    if (spec.startAt !== undefined && Date.parse(spec.startAt) > Date.now() + MAX_SCHEDULE_AHEAD_MS) {
+      throw new Problem(422, 'unprocessable', 'startAt is more than a year ahead')
+    }
+    await requirePublished(c.env.ARTIFACTS, params.name, spec.version)
+    const status = unwrap(await coordinator(c, params).start({ ...params, spec }))
+    return c.json(status, 201)
+  })
+  .post('/:name/:channel/pause', requireMaintainer, valid('param', RolloutParams), async (c) => {
+    const params = c.req.valid('param')
+    return c.json(unwrap(await coordinator(c, params).pause(await jsonBody(c, RolloutControl))))
+  })
+  .post('/:name/:channel/resume', requireMaintainer, valid('param', RolloutParams), async (c) => {
+    return c.json(unwrap(await coordinator(c, c.req.valid('param')).resume()))
+  })
+  .post('/:name/:channel/abort', requireMaintainer, valid('param', RolloutParams), async (c) => {
+    const params = c.req.valid('param')
+    return c.json(unwrap(await coordinator(c, params).abort(await jsonBody(c, RolloutControl))))
+  })

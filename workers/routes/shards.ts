@@ -1,0 +1,36 @@
+import { Hono } from 'hono'
+import { z } from 'zod'
+import type { AppEnv } from '../app-env.ts'
+import { requireMaintainer } from '../http/auth.ts'
+import { Problem } from '../http/problem.ts'
+import { valid } from '../http/validate.ts'
+
+export const MetricsQuery = z.object({ window: z.coerce.number().int().min(1).max(672).default(24) })
+export const MigrationsQuery = z.object({ limit: z.coerce.number().int().min(1).max(1000).default(200) })
+
+const planner = (env: Env) => env.SHARD_PLANNER.get(env.SHARD_PLANNER.idFromName('global'))
+
+/**
+ * Dependency sharding across zones (durable-objects/shard-planner.ts). The plan is public: it names only
+ * published artifact versions and zones, and tools may use it to predict where bytes come from. Metrics,
+ * migrations and re-planning are operator business: maintainer token only.
+ */
+export const shardsRouter = new Hono<AppEnv>()
+  .get('/', async (c) => {
+    const plan = await planner(c.env).plan()
+    if (plan === null) throw new Problem(404, 'not-found', 'no shard plan yet; the planner has not run')
+    c.header('cache-control', 'public, max-age=30')
+    c.header('etag', `"shard-plan-${plan.version}"`)
+    return c.json(plan)
+  })
+  .get('/metrics', requireMaintainer, valid('query', MetricsQuery), async (c) => {
+    const { window } = c.req.valid('query')
+    c.header('cache-control', 'private, no-store')
+    return c.json(await planner(c.env).metrics(window))
+  })
+  .get('/migrations', requireMaintainer, valid('query', MigrationsQuery), async (c) => {
+    const { limit } = c.req.valid('query')
+    c.header('cache-control', 'private, no-store')
+    return c.json({ migrations: await planner(c.env).migrations(limit) })
+  })
+  .post('/replan', requireMaintainer, async (c) => c.json(await planner(c.env).replan()))

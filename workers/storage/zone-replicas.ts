@@ -1,0 +1,231 @@
+/**
+ * Zone-aware serving of blobs: the request's zone comes from its Cloudflare colo/continent through the
+ * `zones` config; when the shard plan lists a verified (active) replica of the blob in that zone, bytes
+ * come from the zone bucket, else from the primary ARTIFACTS bucket, which always holds everything.
+ * Every served blob is reported (batched per isolate) to the ShardPlanner as demand and metrics, and the
+ * first request of a plan version in a zone warms that zone's hot set into the colo's edge cache.
+ */
+import type { Context } from 'hono'
+import { zoneBucket } from '../../durable-objects/shard-replicas.ts'
+import { type ServeOutcome, ShardPlan, type ZonesConfig } from '../../schemas/shards.ts'
+import type { AppEnv } from '../app-env.ts'
+import { getRuntimeConfig } from '../config/runtime-config.ts'
+import { CACHE_STATUS_HEADER } from '../http/edge-cache.ts'
+import type { ObjectSource } from '../http/serve-object.ts'
+
+/** Response header: `<zone>; source=replica|primary|cache`. */
+export const ZONE_HEADER = 'x-deltaport-zone'
+/** Internal cache-warming requests carry this isolate's secret nonce so they are not counted as demand. */
+const WARM_HEADER = 'x-deltaport-warm'
+let warmNonceValue: string | null = null
+/** Made on first use: workerd forbids generating random values at global scope (the Worker would not start). */
+function warmNonce(): string {
+  warmNonceValue ??= crypto.randomUUID()
+  return warmNonceValue
+}
+
+export interface CfLocation {
+  colo?: string
+  continent?: string
+}
+
+/** The colo/continent Cloudflare attached to a request (absent in tests and `wrangler dev`). */
+export function cfLocation(request: Request): CfLocation {
+  const cf = (request as Request & { cf?: { colo?: unknown; continent?: unknown } }).cf
+  return {
+    ...(typeof cf?.colo === 'string' ? { colo: cf.colo } : {}),
+    ...(typeof cf?.continent === 'string' ? { continent: cf.continent } : {}),
+  }
+}
+
+/**
+ * The zone serving a request: its colo mapped through `zones.map`, else its continent, else the fallback.
+ * Pure, so the mapping is tested without a real colo; there is deliberately no client override header:
+ * a client must not be able to pick which bucket serves it.
+ */
+export function zoneOf(location: CfLocation, zones: Pick<ZonesConfig, 'map' | 'fallback'>): string {
+  for (const key of [location.colo, location.continent]) {
+    if (key === undefined) continue
+    const zone = zones.map[key] ?? zones.map[key.toUpperCase()]
+    if (zone !== undefined) return zone
+  }
+  return zones.fallback
+}
+
+// ---- the plan, cached per isolate -----------------------------------------------------------------
+
+let planCache: { expires: number; plan: ShardPlan | null } | null = null
+let warmed = new Set<string>()
+
+/** Tests: forget the cached plan and which zones were warmed. */
+export function clearZonePlanCache(): void {
+  planCache = null
+  warmed = new Set()
+}
+
+function planner(env: Env) {
+  return env.SHARD_PLANNER.get(env.SHARD_PLANNER.idFromName('global'))
+}
+
+/** The plan in force as this isolate knows it (at most `planCacheMs` old). A planner failure means "no plan". */
+export async function cachedPlan(env: Env, zones: ZonesConfig, now = Date.now()): Promise<ShardPlan | null> {
+  if (planCache !== null && now < planCache.expires) return planCache.plan
+  let plan: ShardPlan | null = null
+  try {
+    const raw = await planner(env).plan()
+    const parsed = raw === null ? null : ShardPlan.safeParse(raw)
+    plan = parsed?.success ? parsed.data : null
+  } catch (error) {
+    console.log(JSON.stringify({ level: 'warn', msg: 'shard plan unavailable', error: String(error) }))
+  }
+  planCache = { expires: now + zones.planCacheMs, plan }
+  return plan
+}
+
+/**
+ * Reads from the zone replica and falls back to the primary when the replica object is missing (a plan
+ * cached by this isolate may be up to `planCacheMs` older than a removal; deletes wait twice that, this
+ * is the belt to those braces).
+ */
+export function replicaWithFallback(replica: R2Bucket, primary: R2Bucket): ObjectSource {
+  return {
+    // A failing replica (R2 fault in that zone) is no reason to fail the read: the primary has it all.
+    get: async (key, options) =>
+      (await replica.get(key, options).catch(() => null)) ?? primary.get(key, options),
+  }
+}
+
+export interface ZoneChoice {
+  zone: string
+  source: 'replica' | 'primary'
+  bucket: ObjectSource
+}
+
+/** Where to read `entryId` for a request in `zone`: an active replica in that zone, else the primary. */
+export function chooseSource(
+  env: Env,
+  plan: ShardPlan | null,
+  zones: ZonesConfig,
+  zone: string,
+  entryId: string,
+): ZoneChoice {
+  const entry = plan?.entries.find((e) => e.id === entryId)
+  if (entry?.active.includes(zone)) {
+    const spec = plan?.zones.find((z) => z.id === zone)
+    const replica = zoneBucket(env, spec?.bucket ?? zones.zones.find((z) => z.id === zone)?.bucket)
+    if (replica !== null)
+      return { zone, source: 'replica', bucket: replicaWithFallback(replica, env.ARTIFACTS) }
+  }
+  return { zone, source: 'primary', bucket: env.ARTIFACTS }
+}
+
+// ---- serve outcomes, batched per isolate ------------------------------------------------------------
+
+let pending: ServeOutcome[] = []
+let lastFlush = 0
+const MAX_BUFFERED = 1000
+
+function record(c: Context<AppEnv>, outcome: ServeOutcome, zones: ZonesConfig): void {
+  pending.push(outcome)
+  if (pending.length < MAX_BUFFERED && outcome.at - lastFlush < zones.metricsFlushMs) return
+  const batch = pending
+  pending = []
+  lastFlush = outcome.at
+  c.executionCtx.waitUntil(
+    planner(c.env)
+      .report({ outcomes: batch })
+      .then(
+        () => undefined,
+        (error: unknown) => {
+          console.log(
+            JSON.stringify({
+              level: 'warn',
+              msg: 'serve report lost',
+              n: batch.length,
+              error: String(error),
+            }),
+          )
+        },
+      ),
+  )
+}
+
+/**
+ * Warms the zone's hot set into this colo's cache once per plan version, through the app itself so the
+ * entries are stored exactly as the blob route stores them (same keys, same headers).
+ */
+function warmZone(c: Context<AppEnv>, plan: ShardPlan, zone: string, zones: ZonesConfig): void {
+  const mark = `${plan.version}|${zone}`
+  if (warmed.has(mark) || zones.maxWarmPerZone === 0) return
+  warmed.add(mark)
+  const hot = plan.zones.find((z) => z.id === zone)?.hot.slice(0, zones.maxWarmPerZone) ?? []
+  if (hot.length === 0) return
+  const origin = new URL(c.req.url).origin
+  // Same colo/continent as the triggering request, so the warm read resolves to the same zone's replica.
+  const incomingCf = c.req.raw.cf
+  const env = c.env
+  const ctx = c.executionCtx
+  c.executionCtx.waitUntil(
+    (async () => {
+      const { app } = await import('../app.ts')
+      for (const id of hot) {
+        const at = id.lastIndexOf('@')
+        const url = `${origin}/v1/artifacts/${encodeURIComponent(id.slice(0, at))}/${id.slice(at + 1)}/blob`
+        // The inner request's own background work (its cache put) is awaited here, inside our waitUntil.
+        const inner: Promise<unknown>[] = []
+        const innerCtx: ExecutionContext = Object.assign(Object.create(ctx) as ExecutionContext, {
+          waitUntil: (p: Promise<unknown>) => {
+            inner.push(p)
+          },
+        })
+        const response = await app.fetch(
+          new Request(url, { headers: { [WARM_HEADER]: warmNonce() }, cf: incomingCf }),
+          env,
+          innerCtx,
+        )
+        await response.body?.pipeTo(new WritableStream())
+        await Promise.all(inner)
+      }
+    })().catch((error: unknown) => {
+      console.log(JSON.stringify({ level: 'warn', msg: 'zone warm failed', zone, error: String(error) }))
+    }),
+  )
+}
+
+/**
+ * Serves one blob zone-aware: picks the source, lets `serve` build the response (edge cache included),
+ * labels it with the zone and source, and reports the outcome (demand for the planner).
+ */
+export async function withZoneReplica(
+  c: Context<AppEnv>,
+  entryId: string,
+  serve: (source: ObjectSource) => Promise<Response>,
+): Promise<Response> {
+  const started = Date.now()
+  const zones = (await getRuntimeConfig(c.env)).zones
+  const zone = zoneOf(cfLocation(c.req.raw), zones)
+  const plan = await cachedPlan(c.env, zones, started)
+  const choice = chooseSource(c.env, plan, zones, zone, entryId)
+  const response = await serve(choice.bucket)
+  const source = response.headers.get(CACHE_STATUS_HEADER) === 'hit' ? 'cache' : choice.source
+  const labelled = new Response(response.body, response)
+  labelled.headers.set(ZONE_HEADER, `${zone}; source=${source}`)
+  const internal = c.req.header(WARM_HEADER) === warmNonce()
+  if (!internal && c.req.method === 'GET' && (response.status === 200 || response.status === 206)) {
+    const bytes = Number(response.headers.get('content-length') ?? 0)
+    record(
+      c,
+      {
+        zone,
+        entry: entryId,
+        bytes: Number.isFinite(bytes) && bytes >= 0 ? bytes : 0,
+        source,
+        latencyMs: Math.max(0, Date.now() - started),
+        at: started,
+      },
+      zones,
+    )
+    if (plan !== null) warmZone(c, plan, zone, zones)
+  }
+  return labelled
+}

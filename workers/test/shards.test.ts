@@ -1,0 +1,118 @@
+import { env } from 'cloudflare:workers'
+import { beforeEach, describe, expect, it } from 'vitest'
+import { demandRows, plannerStub, publishDep } from '../../durable-objects/test/shard-helpers.ts'
+import { ShardMetrics, ShardPlan, ZonesConfig } from '../../schemas/shards.ts'
+import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
+import { clearZonePlanCache, ZONE_HEADER, zoneOf } from '../storage/zone-replicas.ts'
+import { callApp } from './delta-helpers.ts'
+import { auth, call } from './publish-helpers.ts'
+
+const ZONES = ZonesConfig.parse({})
+const blobUrl = (name: string) => `/v1/artifacts/${name}/1.0.0/blob`
+
+/** GET a blob as if from a colo on `continent` (real `request.cf`, as Cloudflare sets it). */
+function fetchFrom(continent: string, name: string, colo?: string) {
+  return callApp(blobUrl(name), { cf: { continent, ...(colo === undefined ? {} : { colo }) } })
+}
+
+describe('zone of a request', () => {
+  it('maps colo first, then continent, then the fallback', () => {
+    expect(zoneOf({ continent: 'EU' }, ZONES)).toBe('weur')
+    expect(zoneOf({ continent: 'AS', colo: 'SIN' }, ZONES)).toBe('apac')
+    expect(zoneOf({}, ZONES)).toBe('wnam')
+    const custom = { map: { FRA: 'eeur', EU: 'weur' }, fallback: 'me' }
+    expect(zoneOf({ colo: 'FRA', continent: 'EU' }, custom)).toBe('eeur')
+    expect(zoneOf({ colo: 'fra', continent: 'EU' }, custom)).toBe('eeur')
+    expect(zoneOf({ colo: 'LHR', continent: 'EU' }, custom)).toBe('weur')
+    expect(zoneOf({ colo: 'NRT', continent: 'AS' }, custom)).toBe('me')
+  })
+})
+
+describe('/v1/shards and zone-aware serving', () => {
+  beforeEach(async () => {
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ zones: { metricsFlushMs: 0, planCacheMs: 0 } }))
+    clearRuntimeConfigCache()
+    clearZonePlanCache()
+  })
+
+  it('serves the plan publicly once there is one; metrics and re-planning need the maintainer', async () => {
+    expect((await call('/v1/shards')).status).toBe(404)
+    expect((await call('/v1/shards/replan', { method: 'POST' })).status).toBe(401)
+    expect((await call('/v1/shards/metrics')).status).toBe(401)
+    expect((await call('/v1/shards/migrations')).status).toBe(401)
+    expect((await call('/v1/shards/metrics?window=0', { headers: auth })).status).toBe(400)
+
+    await publishDep('sh-route', 3_000, 11)
+    await plannerStub().recordDemand(demandRows('sh-route@1.0.0', 'apac', 6, Date.now()))
+    const replanned = await call('/v1/shards/replan', { method: 'POST', headers: auth })
+    expect(replanned.status).toBe(200)
+    const res = await call('/v1/shards')
+    expect(res.status).toBe(200)
+    const plan = ShardPlan.parse(await res.json())
+    expect(res.headers.get('etag')).toBe(`"shard-plan-${plan.version}"`)
+    expect(plan.entries.find((e) => e.id === 'sh-route@1.0.0')?.active).toEqual(['apac'])
+    const metrics = await call('/v1/shards/metrics?window=48', { headers: auth })
+    expect(ShardMetrics.parse(await metrics.json()).windowHours).toBe(48)
+    const list = await call('/v1/shards/migrations', { headers: auth })
+    expect(((await list.json()) as { migrations: unknown[] }).migrations.length).toBeGreaterThan(0)
+  })
+
+  it('serves from the zone replica only when the plan has it verified there, else from the primary', async () => {
+    await env.CONFIG.put(
+      RUNTIME_CONFIG_KEY,
+      JSON.stringify({ zones: { metricsFlushMs: 0, planCacheMs: 0, prefetchThresholds: [1] } }),
+    )
+    clearRuntimeConfigCache()
+    const { body } = await publishDep('sh-serve', 12_000, 12)
+    const rangeFrom = (continent: string, range: string) =>
+      callApp(blobUrl('sh-serve'), { cf: { continent }, headers: { range } })
+    // Before any plan: primary, labelled with the request's zone.
+    const before = await rangeFrom('EU', 'bytes=0-99')
+    expect(before.response.headers.get(ZONE_HEADER)).toBe('weur; source=primary')
+    expect(before.bytes).toEqual(body.slice(0, 100))
+
+    await plannerStub().recordDemand(demandRows('sh-serve@1.0.0', 'weur', 6, Date.now()))
+    await plannerStub().replan()
+    const plan = ShardPlan.parse(await plannerStub().plan())
+    expect(plan.zones.find((z) => z.id === 'weur')?.hot).toContain('sh-serve@1.0.0')
+    // Prove the bytes come from the replica: the primary's copy goes away (the manifest stays).
+    await env.ARTIFACTS.delete('artifacts/sh-serve/1.0.0/blob')
+    const range = await rangeFrom('EU', 'bytes=100-199')
+    expect(range.response.status).toBe(206)
+    expect(range.response.headers.get(ZONE_HEADER)).toBe('weur; source=replica')
+    expect(range.bytes).toEqual(body.slice(100, 200))
+    // That first request under the new plan warmed weur's hot set into this colo's cache (from the replica).
+    const full = await fetchFrom('EU', 'sh-serve')
+    expect(full.response.headers.get(ZONE_HEADER)).toBe('weur; source=cache')
+    expect(full.bytes).toEqual(body)
+    // apac has no replica: primary, which no longer has the bytes.
+    const elsewhere = await rangeFrom('AS', 'bytes=300-399')
+    expect(elsewhere.response.status).toBe(404)
+  })
+
+  it('does not serve a planned replica that failed verification', async () => {
+    await publishDep('sh-unverified', 6_000, 13)
+    const corrupt = new Uint8Array(6_000).fill(1)
+    await env.ARTIFACTS.put('artifacts/sh-unverified/1.0.0/blob', corrupt)
+    await plannerStub().recordDemand(demandRows('sh-unverified@1.0.0', 'weur', 6, Date.now()))
+    await plannerStub().replan()
+    const plan = ShardPlan.parse(await plannerStub().plan())
+    const entry = plan.entries.find((e) => e.id === 'sh-unverified@1.0.0')
+    expect(entry?.replicas).toEqual(['weur'])
+    expect(entry?.active).toEqual([])
+    const res = await fetchFrom('EU', 'sh-unverified')
+    expect(res.response.headers.get(ZONE_HEADER)).toBe('weur; source=primary')
+  })
+
+  it('reports what it served to the planner: demand and zone metrics', async () => {
+    await publishDep('sh-metrics', 2_000, 14)
+    const before = ShardMetrics.parse(await plannerStub().metrics(1))
+    const apacBefore = before.zones.find((z) => z.zone === 'apac')?.requests ?? 0
+    for (let i = 0; i < 3; i++) expect((await fetchFrom('OC', 'sh-metrics')).response.status).toBe(200)
+    const after = ShardMetrics.parse(await plannerStub().metrics(1))
+    const apac = after.zones.find((z) => z.zone === 'apac')
+    expect((apac?.requests ?? 0) - apacBefore).toBe(3)
+    expect(apac?.crossZoneFetches).toBeGreaterThanOrEqual(1)
+    expect(apac?.bytesServed).toBeGreaterThanOrEqual(6_000)
+  })
+})
