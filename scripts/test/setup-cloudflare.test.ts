@@ -12,7 +12,7 @@ const ROOT = join(import.meta.dirname, '..', '..')
 const SCRIPT = join(ROOT, 'scripts', 'setup-cloudflare.ts')
 const CONFIG = join(ROOT, 'wrangler.toml')
 
-/** The script with no Cloudflare credentials: any real wrangler call would fail the run. */
+/** The script with no Cloudflare credentials, so a real wrangler call would fail the run. */
 async function setup(args: string[]) {
   const env = Object.fromEntries(
     Object.entries(process.env).filter(([k]) => !/^CLOUDFLARE_(API|ACCOUNT)|^CF_/.test(k)),

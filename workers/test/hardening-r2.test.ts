@@ -401,7 +401,7 @@ describe('R2 faults on the read path', () => {
     expect(envelope.signed.size).toBe(body.length)
   })
 
-  it('lazy delta generation: any failing call → 503 (never a stuck lock or a half-stored delta)', async () => {
+  it('lazy delta generation: each failing call → 503 (never a stuck lock or a half-stored delta)', async () => {
     const v1 = bytesOf(20_000, 31)
     const v2 = v1.slice()
     v2.set(bytesOf(800, 32), 5000)
