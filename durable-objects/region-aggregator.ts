@@ -22,6 +22,7 @@ import {
   writeClient,
 } from './client-table.ts'
 import { recordBatch, recordSegments, segmentKey, timeEvents } from './ingest.ts'
+import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
 import {
   createPrefetchHitTable,
   type PrefetchTally,
@@ -64,14 +65,14 @@ export class RegionAggregator extends DurableObject<Env> {
     super(ctx, env)
     this.sql = ctx.storage.sql
     ctx.blockConcurrencyWhile(async () => {
-      this.sql.exec('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
+      createMetaTable(this.sql)
       createSummaryTables(this.sql, ARTIFACTS)
       createSummaryTables(this.sql, SEGMENTS)
       createClientTable(this.sql)
       createPrefetchHitTable(this.sql)
-      const stored = this.readMeta('settings')
+      const stored = readMeta(this.sql, 'settings')
       if (stored !== null) this.settings = AggregatorSettings.parse(JSON.parse(stored))
-      this.region = this.readMeta('region')
+      this.region = readMeta(this.sql, 'region')
       this.loadSummaries(Date.now())
     })
   }
@@ -207,7 +208,7 @@ export class RegionAggregator extends DurableObject<Env> {
   async configure(patch: unknown): Promise<AggregatorSettings> {
     const next = AggregatorSettings.parse({ ...this.settings, ...AggregatorSettingsPatch.parse(patch) })
     this.settings = next
-    this.writeMeta('settings', JSON.stringify(next))
+    writeMeta(this.sql, 'settings', JSON.stringify(next))
     this.loadSummaries(Date.now())
     this.prefetchCache.clear()
     return next
@@ -258,7 +259,7 @@ export class RegionAggregator extends DurableObject<Env> {
       return
     }
     this.region = region
-    this.writeMeta('region', region)
+    writeMeta(this.sql, 'region', region)
     this.summary = { ...this.summary, scope: region }
     this.segments = { ...this.segments, scope: region }
   }
@@ -276,20 +277,5 @@ export class RegionAggregator extends DurableObject<Env> {
       base(this.settings.maxArtifacts, this.settings.maxTransitionsPerArtifact),
     )
     this.segments = loadSummary(this.sql, SEGMENTS, base(this.settings.maxSegments, 0))
-  }
-
-  private readMeta(key: string): string | null {
-    return (
-      this.sql.exec<{ value: string }>('SELECT value FROM meta WHERE key = ?', key).toArray()[0]?.value ??
-      null
-    )
-  }
-
-  private writeMeta(key: string, value: string): void {
-    this.sql.exec(
-      'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
-      key,
-      value,
-    )
   }
 }

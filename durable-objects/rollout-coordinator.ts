@@ -17,6 +17,7 @@ import {
   type RolloutSpecInput,
   type RolloutStatus,
 } from '../schemas/rollout.ts'
+import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
 import { takeToken } from './rate-limit.ts'
 import {
   admissionStage,
@@ -25,6 +26,9 @@ import {
   expectedStageStart,
   failureStats,
 } from './rollout-schedule.ts'
+
+/** The meta row holding this object's RolloutRecord. */
+const RECORD_KEY = 'rollout'
 
 /** Outcome posts per client per minute: enough for installed → rolled-back, too few to churn storage. */
 export const OUTCOMES_PER_CLIENT_PER_MINUTE = 6
@@ -62,7 +66,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
     super(ctx, env)
     this.sql = ctx.storage.sql
     ctx.blockConcurrencyWhile(async () => {
-      this.sql.exec('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
+      createMetaTable(this.sql)
       this.sql.exec(`CREATE TABLE IF NOT EXISTS outcomes (
         client_id TEXT PRIMARY KEY,
         stage INTEGER NOT NULL,
@@ -83,10 +87,8 @@ export class RolloutCoordinator extends DurableObject<Env> {
         n INTEGER NOT NULL,
         PRIMARY KEY (stage, outcome)
       )`)
-      const stored = this.sql
-        .exec<{ value: string }>("SELECT value FROM meta WHERE key = 'rollout'")
-        .toArray()[0]?.value
-      if (stored === undefined) return
+      const stored = readMeta(this.sql, RECORD_KEY)
+      if (stored === null) return
       const parsed = RolloutRecord.safeParse(JSON.parse(stored))
       // A record this code cannot read (an older shape) is dropped loudly rather than bricking the object.
       if (parsed.success) this.record = parsed.data
@@ -462,10 +464,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
 
   /** Stores the record and makes the alarm match its pending change. */
   private async commit(record: RolloutRecord): Promise<void> {
-    this.sql.exec(
-      "INSERT INTO meta (key, value) VALUES ('rollout', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-      JSON.stringify(record),
-    )
+    writeMeta(this.sql, RECORD_KEY, JSON.stringify(record))
     this.record = record
     if (record.nextChangeAt === null) await this.ctx.storage.deleteAlarm()
     else await this.ctx.storage.setAlarm(record.nextChangeAt)

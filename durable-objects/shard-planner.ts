@@ -33,6 +33,7 @@ import {
 import { getRuntimeConfig } from '../workers/config/runtime-config.ts'
 import { readManifest } from '../workers/storage/artifact-store.ts'
 import { keys } from '../workers/storage/keys.ts'
+import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
 import { copyReplica, verifyReplica, zoneBucket } from './shard-replicas.ts'
 
 /** Four weeks of hourly history: enough for double-seasonal Holt-Winters, bounded storage. */
@@ -85,8 +86,8 @@ export class ShardPlanner extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
     this.sql = ctx.storage.sql
+    createMetaTable(this.sql)
     this.sql.exec(`
-      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS demand (hour INTEGER NOT NULL, zone TEXT NOT NULL, entry TEXT NOT NULL,
         requests REAL NOT NULL, bytes REAL NOT NULL, PRIMARY KEY (hour, zone, entry));
       CREATE INDEX IF NOT EXISTS demand_entry ON demand (entry, zone, hour);
@@ -324,7 +325,7 @@ export class ShardPlanner extends DurableObject<Env> {
     // An arm is played for a whole interval with traffic: a new draw only after its reward is in.
     const rewarded = this.rewardBandit(config, now)
     const threshold =
-      rewarded || this.readMeta('threshold') === null
+      rewarded || readMeta(this.sql, 'threshold') === null
         ? this.chooseThreshold(config, now)
         : this.currentThreshold(config)
 
@@ -373,7 +374,7 @@ export class ShardPlanner extends DurableObject<Env> {
     }
     const completed = await this.runMigrations(config, now)
     this.storePredictions(forecasts, nowHour, config)
-    this.writeMeta('lastCycleAt', String(now))
+    writeMeta(this.sql, 'lastCycleAt', String(now))
     return {
       planVersion: this.currentPlan()?.version ?? 0,
       changed,
@@ -431,8 +432,8 @@ export class ShardPlanner extends DurableObject<Env> {
 
   /** Rewards the threshold played since the last cycle (hits − lambda × bytes moved); false without traffic. */
   private rewardBandit(config: ZonesConfig, now: number): boolean {
-    const last = Number(this.readMeta('lastCycleAt') ?? Number.NaN)
-    const played = this.readMeta('threshold')
+    const last = Number(readMeta(this.sql, 'lastCycleAt') ?? Number.NaN)
+    const played = readMeta(this.sql, 'threshold')
     if (!Number.isFinite(last) || played === null) return false
     const m = this.sql
       .exec<{ requests: number; hits: number; bytes_served: number; bytes_moved: number }>(
@@ -453,19 +454,19 @@ export class ShardPlanner extends DurableObject<Env> {
     if (reward === null) return false
     const rng = mulberry32(now >>> 0)
     const arms = recordThresholdReward(this.arms(config), played, reward, rng)
-    this.writeMeta('bandit', JSON.stringify(arms))
+    writeMeta(this.sql, 'bandit', JSON.stringify(arms))
     return true
   }
 
   private chooseThreshold(config: ZonesConfig, now: number): number {
     const arm = pickThreshold(this.arms(config), mulberry32((now ^ 0x5bd1e995) >>> 0))
-    this.writeMeta('threshold', arm.id)
+    writeMeta(this.sql, 'threshold', arm.id)
     return arm.threshold
   }
 
   private arms(config: ZonesConfig): ThresholdArm[] {
     const fresh = thresholdArms(config.prefetchThresholds)
-    const raw = this.readMeta('bandit')
+    const raw = readMeta(this.sql, 'bandit')
     const stored = raw === null ? null : BanditArmState.array().safeParse(JSON.parse(raw))
     if (!stored?.success) return fresh
     // Arms follow the configured thresholds; counts survive for thresholds still offered.
@@ -473,7 +474,7 @@ export class ShardPlanner extends DurableObject<Env> {
   }
 
   private currentThreshold(config: ZonesConfig): number {
-    const id = this.readMeta('threshold')
+    const id = readMeta(this.sql, 'threshold')
     return this.arms(config).find((a) => a.id === id)?.threshold ?? config.prefetchThresholds[0] ?? 0
   }
 
@@ -585,7 +586,7 @@ export class ShardPlanner extends DurableObject<Env> {
     for (const [id, f] of forecasts) {
       const ref = splitEntry(id)
       if (ref === null) continue
-      const cached = this.readMeta(`manifest:${id}`)
+      const cached = readMeta(this.sql, `manifest:${id}`)
       const known = cached === null ? null : ManifestFacts.safeParse(JSON.parse(cached))
       let info: ManifestFacts | null = known?.success ? known.data : null
       if (info === null) {
@@ -596,7 +597,7 @@ export class ShardPlanner extends DurableObject<Env> {
         const signed = stored.envelope.signed
         info = { size: signed.size, sha256: signed.sha256, requires: signed.dependencies.map((d) => d.name) }
         // A published version never changes, so its facts are cached for good.
-        this.writeMeta(`manifest:${id}`, JSON.stringify(info))
+        writeMeta(this.sql, `manifest:${id}`, JSON.stringify(info))
       }
       out.push({
         id,
@@ -831,20 +832,5 @@ export class ShardPlanner extends DurableObject<Env> {
       const config = await this.zonesConfig()
       await this.ctx.storage.setAlarm(Date.now() + config.replanIntervalMs)
     }
-  }
-
-  private readMeta(key: string): string | null {
-    return (
-      this.sql.exec<{ value: string }>('SELECT value FROM meta WHERE key = ?', key).toArray()[0]?.value ??
-      null
-    )
-  }
-
-  private writeMeta(key: string, value: string): void {
-    this.sql.exec(
-      'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
-      key,
-      value,
-    )
   }
 }

@@ -5,6 +5,7 @@
  */
 import type { AccessSummary } from '../predict/index.ts'
 import { AccessSummarySchema } from '../schemas/aggregation.ts'
+import { readMeta, writeMeta } from './meta-table.ts'
 
 export interface SummaryTables {
   artifacts: string
@@ -48,14 +49,10 @@ export function loadSummary(sql: SqlStorage, t: SummaryTables, base: AccessSumma
             updatedAt: r.updated_at,
             meanLagMs: r.mean_lag_ms,
           }))
-  const profileRow = sql
-    .exec<{ value: string }>('SELECT value FROM meta WHERE key = ?', t.profileKey)
-    .toArray()[0]
+  const profileRow = readMeta(sql, t.profileKey)
   // Our own JSON, but a row from an older layout must not break loading: fall back to an empty profile.
   const stored =
-    profileRow === undefined
-      ? null
-      : AccessSummarySchema.shape.profile.safeParse(JSON.parse(profileRow.value))
+    profileRow === null ? null : AccessSummarySchema.shape.profile.safeParse(JSON.parse(profileRow))
   const profile = stored?.success ? stored.data : base.profile
   const updatedAt = Math.max(base.updatedAt, ...artifacts.map((a) => a.updatedAt))
   return { ...base, artifacts, transitions, profile, updatedAt }
@@ -110,10 +107,6 @@ export function persistSummary(
       )
     }
   }
-  sql.exec(
-    'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
-    t.profileKey,
-    JSON.stringify(next.profile),
-  )
+  writeMeta(sql, t.profileKey, JSON.stringify(next.profile))
   return { evicted }
 }
