@@ -48,12 +48,25 @@ export class ArtifactStore {
     return join(this.dir, 'current')
   }
 
+  /**
+   * The store's state, with the `current` link as the truth: a switch renames the link first and writes
+   * state.json second, so a kill in between leaves state.json one switch behind. Reading it as is would
+   * make a later rollback "return" to the version already current (or to one since deleted).
+   */
   async state(): Promise<StoreState> {
+    const linked = await this.currentFromLink()
+    let stored: StoreState
     try {
-      return StoreState.parse(JSON.parse(await readFile(join(this.dir, 'state.json'), 'utf8')))
+      stored = StoreState.parse(JSON.parse(await readFile(join(this.dir, 'state.json'), 'utf8')))
     } catch {
-      return { lastSerial: 0, current: await this.currentFromLink(), previous: null }
+      return { lastSerial: 0, current: linked, previous: null }
     }
+    if (linked === null || linked === stored.current) return stored
+    const serial = await this.manifestOf(linked).then(
+      (envelope) => envelope.signed.serial,
+      () => 0,
+    )
+    return { lastSerial: Math.max(stored.lastSerial, serial), current: linked, previous: stored.current }
   }
 
   async installedVersions(): Promise<string[]> {

@@ -1,4 +1,4 @@
-import { readFile, readlink, stat, writeFile } from 'node:fs/promises'
+import { readFile, readlink, rename, stat, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { hashFile } from '../download.ts'
@@ -65,6 +65,16 @@ describe('publish → install → update → rollback through a real edge', () =
     expect(await readlink(store.currentLink)).toBe(join('versions', '1.0.0'))
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v1.bytes)
     expect((await store.state()).lastSerial).toBe(2)
+
+    // A kill between the link switch and the state write (kill-resume found one): state.json says
+    // 1.0.0 is current and 1.1.0 previous while the link already names 1.1.0 again. The link wins, so a
+    // rollback goes to 1.0.0 instead of "back" to the version already running.
+    const temp = `${store.currentLink}.interrupted`
+    await symlink(join('versions', '1.1.0'), temp)
+    await rename(temp, store.currentLink)
+    expect(await store.state()).toEqual({ lastSerial: 2, current: '1.1.0', previous: '1.0.0' })
+    expect((await store.rollback()).current).toBe('1.0.0')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v1.bytes)
   })
 
   it('refuses a manifest whose signed fields were tampered with at the edge', async () => {
