@@ -9,6 +9,8 @@ import {
   applyArchiveDelta,
   applyArchiveDeltaToSink,
   createArchiveDelta,
+  type DeflateEngine,
+  defaultDiffers,
   detectArchive,
 } from './archive/index.ts'
 import { approxNotWorth } from './effort.ts'
@@ -40,6 +42,8 @@ export interface CreateDeltaOptions {
   effort?: 'auto' | 'exhaustive'
   /** Clock for the timings in the report (injected so callers can make runs deterministic). */
   now?: () => number
+  /** Faster deflate for the archive method's parameter proof (delta/archive/deflate-engine.ts). */
+  deflateEngine?: DeflateEngine
 }
 
 export interface CandidateReport {
@@ -60,6 +64,11 @@ export interface ApplyLimits {
   vcdiff?: VcdiffLimits
   approx?: ApproxLimits
   archive?: ArchiveLimits
+}
+
+export interface ApplyOptions extends ApplyLimits {
+  /** Faster deflate for rebuilding archives; pako's output is the reference (deflate-engine.ts). */
+  deflateEngine?: DeflateEngine
 }
 
 const VCDIFF_MAGIC = [0xd6, 0xc3, 0xc4]
@@ -92,7 +101,10 @@ export function createDelta(
   if (methods.includes('archive')) {
     consider('archive', () => {
       if (!detectArchive(source) || !detectArchive(target)) return 'not a gzip or zip pair'
-      const result = createArchiveDelta(source, target, exhaustive ? { differEffort: 'exhaustive' } : {})
+      const result = createArchiveDelta(source, target, {
+        ...(exhaustive ? { differEffort: 'exhaustive' } : {}),
+        ...(options.deflateEngine ? { deflateEngine: options.deflateEngine } : {}),
+      })
       return 'notApplicable' in result ? result.notApplicable : result.delta
     })
   }
@@ -128,14 +140,14 @@ export function detectDeltaMethod(prefix: Uint8Array): DeltaMethodId {
   throw new DeltaFormatError('unknown-container', 'not a deltaport delta (unknown magic bytes)')
 }
 
-export function applyDelta(source: Uint8Array, delta: Uint8Array, limits: ApplyLimits = {}): Uint8Array {
+export function applyDelta(source: Uint8Array, delta: Uint8Array, options: ApplyOptions = {}): Uint8Array {
   switch (detectDeltaMethod(delta)) {
     case 'vcdiff':
-      return decodeVcdiff(source, delta, limits.vcdiff)
+      return decodeVcdiff(source, delta, options.vcdiff)
     case 'approx':
-      return applyApproxDelta(source, delta, limits.approx)
+      return applyApproxDelta(source, delta, options.approx)
     case 'archive':
-      return applyArchiveDelta(source, delta, limits.archive)
+      return applyArchiveDelta(source, delta, options.archive, defaultDiffers, options.deflateEngine)
   }
 }
 
@@ -148,7 +160,7 @@ export async function applyDeltaStream(
   source: RandomAccessReader,
   delta: ByteSource,
   sink: ByteSink,
-  limits: ApplyLimits = {},
+  options: ApplyOptions = {},
 ): Promise<DeltaMethodId> {
   const iterator = delta[Symbol.asyncIterator]()
   const head: Uint8Array[] = []
@@ -171,22 +183,30 @@ export async function applyDeltaStream(
   }
   switch (method) {
     case 'vcdiff':
-      await decodeVcdiffStream(source, rest, sink, limits.vcdiff)
+      await decodeVcdiffStream(source, rest, sink, options.vcdiff)
       break
     case 'approx':
-      await applyApproxDeltaStream(source, rest, sink, limits.approx)
+      await applyApproxDeltaStream(source, rest, sink, options.approx)
       break
     case 'archive': {
       const collected = collectingSink()
       for await (const chunk of rest) await collected.write(chunk)
       const sourceBytes = await source.read(0, source.size)
-      await applyArchiveDeltaToSink(sourceBytes, collected.bytes(), sink, limits.archive)
+      await applyArchiveDeltaToSink(
+        sourceBytes,
+        collected.bytes(),
+        sink,
+        options.archive,
+        defaultDiffers,
+        options.deflateEngine,
+      )
       break
     }
   }
   return method
 }
 
+export { type DeflateEngine, type DeflateStream, pakoEngine } from './archive/index.ts'
 export { DeltaFormatError } from './errors.ts'
 export type { ByteSink, ByteSource, RandomAccessReader } from './io.ts'
 export { readerFromBytes }

@@ -11,7 +11,9 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { nativeDeflateEngine } from '../../client-agent/codec/native-deflate.ts'
 import { fileSource, openFileReader } from '../../client-agent/fs/file-io.ts'
+import type { DeflateEngine } from '../../delta/archive/index.ts'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../../delta/io.ts'
 import { REPO } from './corpus.ts'
 import { fileSink } from './file-io.ts'
@@ -26,7 +28,12 @@ const MODULES: Record<OurMethod, string> = {
 
 type Bytes = Uint8Array
 type Module = Record<string, unknown>
-type StreamApply = (source: RandomAccessReader, delta: ByteSource, sink: ByteSink) => Promise<void>
+type StreamApply = (
+  source: RandomAccessReader,
+  delta: ByteSource,
+  sink: ByteSink,
+  options?: object,
+) => Promise<void>
 
 /** Exported function `name` of `mod`, or undefined: module shapes are checked at run time. */
 function fn<T>(mod: Module, name: string): T | undefined {
@@ -41,6 +48,8 @@ function need<T>(mod: Module, name: string, file: string): T {
 }
 
 class Skip extends Error {}
+
+const AGENT_APPLY_OPTIONS = { deflateEngine: nativeDeflateEngine }
 
 function isBytes(x: unknown): x is Uint8Array {
   return x instanceof Uint8Array
@@ -71,7 +80,10 @@ async function make(method: OurMethod, mod: Module, source: Bytes, target: Bytes
       return { delta: need<(s: Bytes, t: Bytes) => Bytes>(mod, 'createApproxDelta', file)(source, target) }
     case 'archive': {
       const create = need<(s: Bytes, t: Bytes, o: object) => unknown>(mod, 'createArchiveDelta', file)
-      const r = create(source, target, {}) as { delta?: unknown; details?: Record<string, unknown> } & {
+      const r = create(source, target, { deflateEngine: nativeDeflateEngine }) as {
+        delta?: unknown
+        details?: Record<string, unknown>
+      } & {
         notApplicable?: unknown
       }
       if (typeof r.notApplicable === 'string') throw new Skip(`not applicable: ${r.notApplicable}`)
@@ -83,8 +95,11 @@ async function make(method: OurMethod, mod: Module, source: Bytes, target: Bytes
       }
     }
     case 'best': {
-      const create = need<(s: Bytes, t: Bytes) => unknown>(mod, 'createDelta', file)
-      const r = create(source, target) as { delta?: unknown; method?: unknown }
+      const create = need<(s: Bytes, t: Bytes, o: object) => unknown>(mod, 'createDelta', file)
+      const r = create(source, target, { deflateEngine: nativeDeflateEngine }) as {
+        delta?: unknown
+        method?: unknown
+      }
       if (!isBytes(r.delta)) throw new Error('createDelta returned no delta')
       return { delta: r.delta, note: `createDelta chose ${String(r.method)}` }
     }
@@ -123,7 +138,8 @@ async function apply(
       : { size: agentReader.size, read: agentReader.read, close: agentReader.close }
     const sink = fileSink(out)
     try {
-      await stream(reader, fileSource(deltaPath), sink)
+      // What the agent passes: archive rebuilds use Node's zlib where it reproduces pako.
+      await stream(reader, fileSource(deltaPath), sink, method === 'best' ? AGENT_APPLY_OPTIONS : undefined)
     } finally {
       await reader.close()
       sink.close()
@@ -131,12 +147,26 @@ async function apply(
     return 'stream' as const
   }
   if (method === 'archive') {
-    type ToSink = (s: Bytes, d: Bytes, sink: ByteSink) => Promise<void>
+    type ToSink = (
+      s: Bytes,
+      d: Bytes,
+      sink: ByteSink,
+      limits: undefined,
+      differs: undefined,
+      engine: DeflateEngine,
+    ) => Promise<void>
     const toSink = fn<ToSink>(mod, 'applyArchiveDeltaToSink')
     if (toSink) {
       const sink = fileSink(out)
       try {
-        await toSink(readFileSync(src), readFileSync(deltaPath), sink)
+        await toSink(
+          readFileSync(src),
+          readFileSync(deltaPath),
+          sink,
+          undefined,
+          undefined,
+          nativeDeflateEngine,
+        )
       } finally {
         sink.close()
       }

@@ -54,6 +54,11 @@ export interface PairSummary {
   xdelta: MethodResult | undefined
   makeVsBsdiff: number | undefined
   applyVsXdelta: number | undefined
+  /**
+   * Against `xdelta3 -9 -S none` exactly as the issue names it and a user runs it: on .tgz it gunzips,
+   * diffs the content and re-gzips (content-identical, not byte-identical). Reference, not the verdict.
+   */
+  applyVsXdeltaAsRun: number | undefined
   oursVsBsdiffSize: number | undefined
   /** ★ ÷ smallest xdelta3 delta that restored the gunzipped content but not the bytes (shipped only). */
   oursVsContentXdelta: number | undefined
@@ -71,6 +76,7 @@ export function summarize(p: PairResult): PairSummary {
   const xdelta = anchors
     .filter((m) => m.method.startsWith('xdelta3') && exact(m) && m.applyMs !== undefined)
     .sort((a, b) => a.applyMs! - b.applyMs!)[0]
+  const asRun = anchors.find((m) => m.method === 'xdelta3' && (exact(m) || isContentIdentical(m)))
   const contentOnly = anchors
     .filter((m) => m.status === 'mismatch' && isContentIdentical(m) && m.deltaBytes !== undefined)
     .sort((a, b) => a.deltaBytes! - b.deltaBytes!)[0]
@@ -86,6 +92,7 @@ export function summarize(p: PairResult): PairSummary {
     xdelta,
     makeVsBsdiff: div(timed?.makeMs, bsdiff?.makeMs),
     applyVsXdelta: div(timed?.applyMs, xdelta?.applyMs),
+    applyVsXdeltaAsRun: div(timed?.applyMs, asRun?.applyMs),
     oursVsBsdiffSize: div(ours?.deltaBytes, bsdiff?.deltaBytes),
     oursVsContentXdelta: div(ours?.deltaBytes, contentOnly?.deltaBytes),
     starMakeVsBsdiff: div(ours?.makeMs, bsdiff?.makeMs),
@@ -185,6 +192,7 @@ export interface Aggregates {
   rawWorstVsBsdiff: number | undefined
   makeVsBsdiff: number | undefined
   applyVsXdelta: number | undefined
+  applyVsXdeltaAsRun: number | undefined
   starMakeVsBsdiff: number | undefined
   starApplyVsXdelta: number | undefined
   shippedVsContentXdelta: number | undefined
@@ -210,6 +218,9 @@ export function aggregates(results: PairResult[]): Aggregates {
     rawWorstVsBsdiff: rawBs.length ? Math.max(...rawBs) : undefined,
     makeVsBsdiff: geomean(sums.flatMap((s) => (s.makeVsBsdiff === undefined ? [] : [s.makeVsBsdiff]))),
     applyVsXdelta: geomean(sums.flatMap((s) => (s.applyVsXdelta === undefined ? [] : [s.applyVsXdelta]))),
+    applyVsXdeltaAsRun: geomean(
+      sums.flatMap((s) => (s.applyVsXdeltaAsRun === undefined ? [] : [s.applyVsXdeltaAsRun])),
+    ),
     starMakeVsBsdiff: geomean(
       sums.flatMap((s) => (s.starMakeVsBsdiff === undefined ? [] : [s.starMakeVsBsdiff])),
     ),
@@ -233,6 +244,11 @@ export function aggregateTable(a: Aggregates): string {
     ['ours ÷ bsdiff size, raw (worst pair)', `${ratio(a.rawVsBsdiff)} (${ratio(a.rawWorstVsBsdiff)})`, ''],
     ['make time, ours (createDelta) ÷ bsdiff', ratio(a.makeVsBsdiff), ''],
     ['apply time, ours (createDelta’s delta) ÷ xdelta3', ratio(a.applyVsXdelta), ''],
+    [
+      'apply time, ours ÷ `xdelta3 -9 -S none` as run (re-gzips .tgz, not byte-exact; reference)',
+      ratio(a.applyVsXdeltaAsRun),
+      '',
+    ],
     ['make time, ★ method alone ÷ bsdiff (reference)', ratio(a.starMakeVsBsdiff), ''],
     ['apply time, ★ method alone ÷ xdelta3 (reference)', ratio(a.starApplyVsXdelta), ''],
     [
@@ -306,7 +322,9 @@ export function verdicts(results: PairResult[], ctx: Context, bigName: string): 
   out.push({
     target: 'apply ≥ as fast as xdelta3 (geomean ours ÷ xdelta3 ≤ 1)',
     met: le(a.applyVsXdelta, 1),
-    detail: ratio(a.applyVsXdelta),
+    detail: `${ratio(a.applyVsXdelta)} against the fastest byte-exact xdelta3 variant per pair; ${ratio(
+      a.applyVsXdeltaAsRun,
+    )} against \`xdelta3 -9 -S none\` as a user runs it (on .tgz it re-gzips, output not byte-identical; for information)`,
   })
   const big = results.find((r) => r.name === bigName)
   const bs = big ? summarize(big).ours : undefined

@@ -2,6 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { DeltaFormatError } from '../../delta/errors.ts'
 import { applyDeltaStream, createDelta, type DeltaMethodId } from '../../delta/index.ts'
+import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { AgentError } from '../errors.ts'
 import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts'
 import { formatBytes, type Reporter } from '../output.ts'
@@ -22,7 +23,10 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
         return m as DeltaMethodId
       })
       const [source, target] = await Promise.all([readFile(sourcePath), readFile(targetPath)])
-      const made = createDelta(source, target, methods ? { methods } : {})
+      const made = createDelta(source, target, {
+        deflateEngine: nativeDeflateEngine,
+        ...(methods ? { methods } : {}),
+      })
       await writeFile(out, made.delta)
       const tried = made.candidates
         .map(
@@ -51,7 +55,9 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
       const source = await openFileReader(sourcePath)
       const sink = await openAtomicFileSink(out)
       try {
-        const method = await applyDeltaStream(source, fileSource(deltaPath), sink)
+        const method = await applyDeltaStream(source, fileSource(deltaPath), sink, {
+          deflateEngine: nativeDeflateEngine,
+        })
         await sink.commit()
         reporter().result(`${out}: rebuilt via ${method}`, { apply: { path: out, method } })
       } catch (error) {

@@ -16,6 +16,7 @@ import {
   PlanResponse,
   type PlanStrategy,
 } from '../../schemas/plan.ts'
+import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { hashFile } from '../download.ts'
 import type { EdgeClient } from '../edge-client.ts'
 import { AgentError, errorFromResponse } from '../errors.ts'
@@ -164,7 +165,7 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
     await rebuild(output, expected, async (sink) => {
       const reader = await openFileReader(source)
       try {
-        await applyDeltaStream(reader, fileSource(payloadPath), sink)
+        await applyDeltaStream(reader, fileSource(payloadPath), sink, { deflateEngine: nativeDeflateEngine })
       } finally {
         await reader.close()
       }

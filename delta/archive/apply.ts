@@ -10,12 +10,12 @@ import { check, DeltaFormatError } from '../errors.ts'
 import { type ByteSink, sourceFromBytes } from '../io.ts'
 import { type Container, decodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
+import { type DeflateEngine, deflatePieces } from './deflate-engine.ts'
 import { defaultDiffers, type InnerDiffer } from './differs.ts'
 import { expand, inflateAll } from './expand.ts'
 import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { RebuildSink } from './rebuild-sink.ts'
-import { deflateChunks } from './recompress.ts'
 import { materialize, recipeReader } from './reference.ts'
 
 interface Prepared {
@@ -79,7 +79,11 @@ function expandedTarget(p: Prepared): Uint8Array {
 }
 
 /** Walks the segments, yielding rebuilt archive bytes in order; checks each stream's size. */
-function* rebuild(c: Container, expanded: Uint8Array): Generator<Uint8Array> {
+function* rebuild(
+  c: Container,
+  expanded: Uint8Array,
+  engine: DeflateEngine | undefined,
+): Generator<Uint8Array> {
   let at = 0
   for (const s of c.segments) {
     if (s.kind === 'literal') {
@@ -88,7 +92,7 @@ function* rebuild(c: Container, expanded: Uint8Array): Generator<Uint8Array> {
       continue
     }
     let produced = 0
-    for (const chunk of deflateChunks(expanded.subarray(at, at + s.rawLength), s.params)) {
+    for (const chunk of deflatePieces(engine, expanded.subarray(at, at + s.rawLength), s.params)) {
       produced += chunk.length
       check(produced <= s.compressedLength, 'archive-mismatch', 'recompressed stream is longer than recorded')
       yield chunk
@@ -103,11 +107,12 @@ export function applyArchiveDelta(
   delta: Uint8Array,
   limits?: ArchiveLimits,
   differs: readonly InnerDiffer[] = defaultDiffers,
+  engine?: DeflateEngine,
 ): Uint8Array {
   const p = prepare(source, delta, limits, differs)
   const out = new Uint8Array(p.c.targetLength)
   let at = 0
-  for (const chunk of rebuild(p.c, expandedTarget(p))) {
+  for (const chunk of rebuild(p.c, expandedTarget(p), engine)) {
     out.set(chunk, at)
     at += chunk.length
   }
@@ -125,9 +130,10 @@ export async function applyArchiveDeltaToSink(
   sink: ByteSink,
   limits?: ArchiveLimits,
   differs: readonly InnerDiffer[] = defaultDiffers,
+  engine?: DeflateEngine,
 ): Promise<void> {
   const p = prepare(source, delta, limits, differs)
-  const out = new RebuildSink(p.c.segments, sink)
+  const out = new RebuildSink(p.c.segments, sink, engine)
   if (p.differ.applyStream) {
     try {
       const reference = recipeReader(p.expandedSource, p.c.recipe)

@@ -9,6 +9,7 @@ import { DeltaFormatError } from '../errors.ts'
 import { applyArchiveDelta } from './apply.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
+import type { DeflateEngine } from './deflate-engine.ts'
 import { detectArchive } from './detect.ts'
 import { defaultDiffers, type InnerDiffer } from './differs.ts'
 import { type ArchiveKind, type Expansion, expand, inflateAll, recompressPolicy } from './expand.ts'
@@ -37,6 +38,11 @@ export interface ArchiveDeltaOptions {
    * (delta/effort.ts); 'exhaustive' runs every differ.
    */
   differEffort?: 'auto' | 'exhaustive'
+  /**
+   * A faster deflate for proving recompression parameters (the publisher passes Node's zlib); pako
+   * rules out wrong settings on a prefix, this engine checks the whole stream. Default: pako alone.
+   */
+  deflateEngine?: DeflateEngine
 }
 
 export interface ArchiveDeltaDetails {
@@ -111,9 +117,10 @@ function rebuildsTarget(
   limits: ArchiveLimits,
   differ: InnerDiffer,
   failures: string[],
+  engine: DeflateEngine | undefined,
 ): boolean {
   try {
-    const rebuilt = applyArchiveDelta(source, delta, limits, [differ])
+    const rebuilt = applyArchiveDelta(source, delta, limits, [differ], engine)
     if (rebuilt.length === target.length && rebuilt.every((b, i) => b === target[i])) return true
     failures.push(`${differ.id}: rebuilt archive differs from the target`)
   } catch (err) {
@@ -139,7 +146,11 @@ export function createArchiveDelta(
   if (typeof src === 'string') return { notApplicable: `source archive unreadable (${src})` }
   const expandSource = performance.now() - t
   t = performance.now()
-  const policy = recompressPolicy(options.searchBudgetMs ?? 20_000, options.totalSearchBudgetMs ?? 60_000)
+  const policy = recompressPolicy(
+    options.searchBudgetMs ?? 20_000,
+    options.totalSearchBudgetMs ?? 60_000,
+    options.deflateEngine,
+  )
   const tgt = tryExpand(() => expand(targetKind, target, policy, limits.maxExpandedBytes))
   if (typeof tgt === 'string') return { notApplicable: `target archive unreadable (${tgt})` }
   const expandTarget = performance.now() - t
@@ -209,7 +220,7 @@ export function createArchiveDelta(
     const ok =
       verify === false ||
       (verify === 'full'
-        ? rebuildsTarget(source, target, delta, limits, best.differ, failures)
+        ? rebuildsTarget(source, target, delta, limits, best.differ, failures, options.deflateEngine)
         : innerRebuildsTarget(delta, reference, tgt.expanded, limits, best.differ, failures))
     if (ok) {
       chosen = { best, delta }

@@ -9,6 +9,7 @@
 import { DeltaFormatError } from '../errors.ts'
 import { concatBytes } from './bytes.ts'
 import { crc32 } from './crc32.ts'
+import type { DeflateEngine } from './deflate-engine.ts'
 import { parseGzip } from './gzip.ts'
 import { inflateRawPrefix } from './inflate.ts'
 import { type DeflateParams, findDeflateParams } from './recompress.ts'
@@ -57,7 +58,11 @@ const PLACEHOLDER_PARAMS: DeflateParams = {
  * searches keep failing (a zip from a non-zlib deflater: most entries never match), later entries only
  * get the settings that already matched plus the likeliest few, instead of the whole grid each.
  */
-export function recompressPolicy(budgetMs: number, totalBudgetMs: number): DeflatePolicy {
+export function recompressPolicy(
+  budgetMs: number,
+  totalBudgetMs: number,
+  engine?: DeflateEngine,
+): DeflatePolicy {
   const preferred: DeflateParams[] = []
   const started = Date.now()
   let hits = 0
@@ -72,6 +77,8 @@ export function recompressPolicy(budgetMs: number, totalBudgetMs: number): Defla
       preferred,
       left > 0 ? Math.min(budgetMs, left) : 0,
       maxTries,
+      Date.now,
+      engine,
     )
     if (found.params) {
       hits++

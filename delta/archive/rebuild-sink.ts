@@ -1,13 +1,13 @@
 /**
  * A ByteSink that takes the expanded target in order (in whatever pieces the inner differ emits) and
  * writes the rebuilt archive to another sink: literal segments pass through, deflate segments are
- * recompressed on the fly. Nothing of the target is held beyond one 16 KiB deflate slice.
+ * recompressed on the fly. Nothing of the target is held beyond the piece the deflate engine is working on.
  */
 import { check } from '../errors.ts'
 import type { ByteSink } from '../io.ts'
 import { crc32Update } from './crc32.ts'
+import { type DeflateEngine, type DeflateStream, engineFor } from './deflate-engine.ts'
 import type { Segment } from './expand.ts'
-import { Recompressor } from './recompress.ts'
 
 export class RebuildSink implements ByteSink {
   private readonly segments: readonly Segment[]
@@ -16,15 +16,17 @@ export class RebuildSink implements ByteSink {
   /** Expanded bytes of the current segment already consumed. */
   private used = 0
   private produced = 0
-  private deflate: Recompressor | null = null
+  private deflate: DeflateStream | null = null
+  private readonly engine: DeflateEngine | undefined
   crc = 0
   written = 0
   /** Set when the downstream sink throws, so the caller does not mistake it for a bad delta. */
   sinkFailure: unknown = undefined
 
-  constructor(segments: readonly Segment[], out: ByteSink) {
+  constructor(segments: readonly Segment[], out: ByteSink, engine?: DeflateEngine) {
     this.segments = segments
     this.out = out
+    this.engine = engine
   }
 
   private async emit(chunks: readonly Uint8Array[]): Promise<void> {
@@ -56,10 +58,11 @@ export class RebuildSink implements ByteSink {
       const s = this.segments[this.index]
       if (!s) return
       const size = s.kind === 'literal' ? s.length : s.rawLength
-      if (s.kind === 'deflate' && this.deflate === null) this.deflate = new Recompressor(s.params)
+      if (s.kind === 'deflate' && this.deflate === null)
+        this.deflate = engineFor(this.engine, s.params, s.rawLength).open(s.params)
       if (this.used < size) return
       if (s.kind === 'deflate') {
-        await this.emit(this.deflate!.finish())
+        await this.emit(await this.deflate!.finish())
         check(
           this.produced === s.compressedLength,
           'archive-mismatch',
@@ -82,7 +85,7 @@ export class RebuildSink implements ByteSink {
       const size = s.kind === 'literal' ? s.length : s.rawLength
       const piece = chunk.subarray(at, at + Math.min(size - this.used, chunk.length - at))
       if (s.kind === 'literal') await this.emit([piece])
-      else await this.emit(this.deflate!.push(piece))
+      else await this.emit(await this.deflate!.push(piece))
       this.used += piece.length
       at += piece.length
       await this.advance()

@@ -7,7 +7,8 @@
  * is abandoned after deflating a few tens of KiB instead of the whole input. The right setting runs to
  * the end, which is also the verification.
  */
-import { Deflate, type Z_Strategy } from 'pako'
+import { Deflate, deflateRaw, type Z_Strategy } from 'pako'
+import type { DeflateEngine } from './deflate-engine.ts'
 
 export interface DeflateParams {
   level: number
@@ -59,8 +60,19 @@ function makeDeflate(params: DeflateParams, chunkSize: number): Deflate {
   })
 }
 
-/** True when deflating `raw` with `params` yields exactly `compressed`; stops at the first difference. */
-export function reproduces(raw: Uint8Array, compressed: Uint8Array, params: DeflateParams): boolean {
+type Verdict = 'match' | 'mismatch' | 'undecided'
+
+/**
+ * Deflates `raw` with `params` (pako) and compares with `compressed` as output appears, stopping at the
+ * first difference. With `inputLimit`, stops after feeding that many input bytes: 'undecided' then means
+ * everything emitted so far agreed.
+ */
+function compareDeflate(
+  raw: Uint8Array,
+  compressed: Uint8Array,
+  params: DeflateParams,
+  inputLimit = raw.length,
+): Verdict {
   const deflate = makeDeflate(params, 8 * 1024)
   let pos = 0
   let ok = true
@@ -79,11 +91,52 @@ export function reproduces(raw: Uint8Array, compressed: Uint8Array, params: Defl
     pos += chunk.length
   }
   deflate.onEnd = () => {}
-  for (let at = 0; ok && at < raw.length; at += INPUT_SLICE) {
-    deflate.push(raw.subarray(at, Math.min(raw.length, at + INPUT_SLICE)), false)
+  const end = Math.min(raw.length, inputLimit)
+  for (let at = 0; ok && at < end; at += INPUT_SLICE) {
+    deflate.push(raw.subarray(at, Math.min(end, at + INPUT_SLICE)), false)
   }
-  if (ok) deflate.push(new Uint8Array(0), true)
-  return ok && deflate.err === 0 && pos === compressed.length
+  if (!ok) return 'mismatch'
+  if (end < raw.length) return 'undecided'
+  deflate.push(new Uint8Array(0), true)
+  return deflate.err === 0 && pos === compressed.length ? 'match' : 'mismatch'
+}
+
+/** True when deflating `raw` with `params` yields exactly `compressed`; stops at the first difference. */
+export function reproduces(raw: Uint8Array, compressed: Uint8Array, params: DeflateParams): boolean {
+  return compareDeflate(raw, compressed, params) === 'match'
+}
+
+/**
+ * Input pako checks before a faster engine takes over: enough for the first few deflate blocks, where a
+ * wrong setting shows (different matches, different Huffman trees), so wrong guesses stay cheap.
+ */
+const PREFIX_CHECK = 256 * 1024
+
+/**
+ * Below this much input a faster engine is not worth asking for: pako finishes a few hundred KiB in
+ * milliseconds, and a native engine's set-up (probe, thread hand-offs) would cost as much as it saves.
+ */
+export const ENGINE_MIN_INPUT = 512 * 1024
+
+/**
+ * Same answer as `reproduces`, with the whole-stream proof done by `engine` when it handles `params`:
+ * pako rules out wrong settings on a prefix, the engine deflates everything once for the verdict.
+ */
+export function reproducesWith(
+  raw: Uint8Array,
+  compressed: Uint8Array,
+  params: DeflateParams,
+  engine?: DeflateEngine,
+): boolean {
+  if (raw.length < ENGINE_MIN_INPUT || !engine?.handles(params)) return reproduces(raw, compressed, params)
+  if (compareDeflate(raw, compressed, params, PREFIX_CHECK) === 'mismatch') return false
+  return sameBytes(engine.deflate(raw, params), compressed)
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }
 
 export interface SearchResult {
@@ -104,6 +157,7 @@ export function findDeflateParams(
   budgetMs = Number.POSITIVE_INFINITY,
   maxTries = Number.POSITIVE_INFINITY,
   now: () => number = Date.now,
+  engine?: DeflateEngine,
 ): SearchResult {
   const started = now()
   const order = [...preferred, ...candidateParams().filter((c) => !preferred.some((p) => sameParams(p, c)))]
@@ -111,7 +165,7 @@ export function findDeflateParams(
   for (const params of order) {
     if (tried >= maxTries || (tried > 0 && now() - started > budgetMs)) break
     tried++
-    if (reproduces(raw, compressed, params)) return { params, tried }
+    if (reproducesWith(raw, compressed, params, engine)) return { params, tried }
   }
   return { params: null, tried }
 }
@@ -166,4 +220,15 @@ export function* deflateChunks(raw: Uint8Array, params: DeflateParams): Generato
     yield* r.push(raw.subarray(at, Math.min(raw.length, at + INPUT_SLICE)))
   }
   yield* r.finish()
+}
+
+/** Deflates all of `raw` with `params` in one call (pako's whole-buffer path). */
+export function deflateWhole(raw: Uint8Array, params: DeflateParams): Uint8Array {
+  return deflateRaw(raw, {
+    level: params.level,
+    memLevel: params.memLevel,
+    windowBits: params.windowBits,
+    strategy: params.strategy as Z_Strategy,
+    legacyHash: params.legacyHash,
+  })
 }

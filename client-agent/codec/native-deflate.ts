@@ -1,0 +1,128 @@
+/**
+ * Node's zlib as a DeflateEngine for the archive method (delta/archive/deflate-engine.ts): rebuilding a
+ * .tgz on the device and proving parameters on the publisher are a level-9 deflate of the whole
+ * content, which native zlib does in about half pako's time.
+ *
+ * pako's output is the reference, so the engine only claims what it was seen to reproduce: the probe
+ * below (run on first use) deflates a sample with both at several settings and learns which of pako's
+ * two hash functions this Node's zlib uses (Node's bundled Chromium zlib matches pako's default; a Node linked against a
+ * distribution's classic zlib matches `legacyHash`). If it matches neither, the engine claims nothing
+ * and pako does everything. Deflate output does not depend on how the input is chunked (tested), so the
+ * streaming form may feed zlib whatever pieces arrive.
+ */
+import { once } from 'node:events'
+import { constants, createDeflateRaw, deflateRawSync, type ZlibOptions } from 'node:zlib'
+import type { DeflateEngine, DeflateParams, DeflateStream } from '../../delta/archive/index.ts'
+import { pakoEngine } from '../../delta/archive/index.ts'
+
+function zlibOptions(params: DeflateParams): ZlibOptions {
+  return {
+    level: params.level,
+    memLevel: params.memLevel,
+    windowBits: params.windowBits,
+    strategy: params.strategy,
+  }
+}
+
+/** Node's zlib rejects windowBits 8 for raw deflate (it silently means 9), so those stay with pako. */
+function expressible(params: DeflateParams): boolean {
+  return params.windowBits >= 9 && params.windowBits <= 15 && params.strategy <= constants.Z_FIXED
+}
+
+function openStream(params: DeflateParams): DeflateStream {
+  const z = createDeflateRaw(zlibOptions(params))
+  const out: Uint8Array[] = []
+  let failure: unknown
+  z.on('data', (chunk: Buffer) => out.push(chunk))
+  z.on('error', (error: unknown) => {
+    failure = error
+  })
+  const drain = (): readonly Uint8Array[] => {
+    if (failure !== undefined) throw failure
+    return out.splice(0)
+  }
+  return {
+    async push(bytes) {
+      // The callback runs once zlib has consumed the piece, so the caller may reuse its buffer after.
+      await new Promise<void>((resolve, reject) =>
+        z.write(bytes, (error) => (error ? reject(error) : resolve())),
+      )
+      return drain()
+    },
+    async finish() {
+      z.end()
+      await once(z, 'end')
+      return drain()
+    },
+  }
+}
+
+/**
+ * A sample with long and short repeats at varying distances, so lazy matching, hash chains and several
+ * blocks are exercised: any hash or matcher difference changes the output.
+ */
+function probeSample(): Uint8Array {
+  const words = ['deflate', 'delta', 'port', 'archive', 'tarball', 'manifest', '{"name":', 'function ', '\n']
+  const out = new Uint8Array(40 * 1024)
+  let seed = 0x2545f491
+  let at = 0
+  while (at < out.length) {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0
+    const pick = seed >>> 16
+    if (pick % 5 === 0 && at > 300) {
+      // Copy an earlier stretch: a match the deflater must find.
+      const len = 3 + (pick % 200)
+      const from = at - 1 - ((pick >>> 3) % Math.min(at - 1, 20_000))
+      for (let i = 0; i < len && at < out.length; i++) out[at++] = out[from + i]!
+    } else {
+      const word = words[pick % words.length]!
+      for (let i = 0; i < word.length && at < out.length; i++) out[at++] = word.charCodeAt(i)
+      if (at < out.length) out[at++] = pick & 0xff
+    }
+  }
+  return out
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+/** Which pako hash family Node's zlib reproduces at every probed setting, or null for neither. */
+export function probeHashFamily(): boolean | null {
+  const sample = probeSample()
+  // The settings npm, gzip and zip tools use; a hash or matcher difference shows at any of them.
+  const settings = [
+    { level: 9, memLevel: 8 },
+    { level: 6, memLevel: 8 },
+    { level: 1, memLevel: 9 },
+  ]
+  for (const legacyHash of [false, true]) {
+    const agrees = settings.every(({ level, memLevel }) => {
+      const params: DeflateParams = { level, memLevel, windowBits: 15, strategy: 0, legacyHash }
+      return sameBytes(deflateRawSync(sample, zlibOptions(params)), pakoEngine.deflate(sample, params))
+    })
+    if (agrees) return legacyHash
+  }
+  return null
+}
+
+let family: boolean | null | undefined
+
+/** Probed on first use, once per process (≈15–40 ms), so commands that never rebuild pay nothing. */
+function hashFamily(): boolean | null {
+  if (family === undefined) family = probeHashFamily()
+  return family
+}
+
+/** Node's zlib; claims only the parameter sets it reproduces (none if the probe fails). */
+export const nativeDeflateEngine: DeflateEngine = {
+  name: 'node-zlib',
+  handles: (params) => {
+    const legacyHash = hashFamily()
+    return legacyHash !== null && params.legacyHash === legacyHash && expressible(params)
+  },
+  deflate: (raw, params) => deflateRawSync(raw, zlibOptions(params)),
+  open: openStream,
+}

@@ -1,0 +1,129 @@
+import { gzipSync } from 'node:zlib'
+import { describe, expect, it } from 'vitest'
+import { DeltaFormatError } from '../errors.ts'
+import { collectingSink } from '../io.ts'
+import { type DeflateEngine, ENGINE_MIN_INPUT, pakoEngine } from './deflate-engine.ts'
+import { applyArchiveDelta, applyArchiveDeltaToSink, createArchiveDelta } from './index.ts'
+import { candidateParams, type DeflateParams, reproducesWith } from './recompress.ts'
+
+const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length)
+
+/** Source-like text, big enough that the engine threshold is crossed. */
+function text(seed: number, size: number): Uint8Array {
+  let s = seed >>> 0
+  const out: string[] = []
+  let len = 0
+  while (len < size) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
+    const line = `export const v${s % 977} = compute(${s % 31}, '${(s >>> 12).toString(36)}')\n`
+    out.push(line)
+    len += line.length
+  }
+  return new TextEncoder().encode(out.join('')).subarray(0, size)
+}
+
+/** Wraps pako, counting what it is asked to do; `corrupt` flips one output byte to play a broken engine. */
+function recordingEngine(corrupt = false) {
+  const calls = { deflate: 0, open: 0, inputs: [] as number[] }
+  const spoil = (bytes: Uint8Array): Uint8Array => {
+    if (!corrupt || bytes.length === 0) return bytes
+    const copy = bytes.slice()
+    copy[copy.length >> 1]! ^= 0x40
+    return copy
+  }
+  const engine: DeflateEngine = {
+    name: corrupt ? 'corrupting' : 'recording',
+    handles: () => true,
+    deflate(raw, params) {
+      calls.deflate++
+      calls.inputs.push(raw.length)
+      return spoil(pakoEngine.deflate(raw, params))
+    },
+    open(params) {
+      calls.open++
+      const inner = pakoEngine.open(params)
+      let first = true
+      return {
+        async push(bytes) {
+          const out = await inner.push(bytes)
+          if (!first || out.length === 0) return out
+          first = false
+          return [spoil(out[0]!), ...out.slice(1)]
+        },
+        finish: () => inner.finish(),
+      }
+    },
+  }
+  return { engine, calls }
+}
+
+const source = text(1, 900_000)
+const target = (() => {
+  const t = text(1, 900_000).slice()
+  t.set(new TextEncoder().encode('// a patch release changed this line\n'), 450_000)
+  return t
+})()
+const gzSource = u8(gzipSync(source, { level: 9 }))
+const gzTarget = u8(gzipSync(target, { level: 9 }))
+
+describe('deflate engines', () => {
+  it('hands big streams to the engine and keeps its output identical to pako-only', async () => {
+    const { engine, calls } = recordingEngine()
+    const made = createArchiveDelta(gzSource, gzTarget, { deflateEngine: engine })
+    expect('delta' in made).toBe(true)
+    if (!('delta' in made)) return
+    // The proof of the target's parameters ran through the engine, once, on the whole stream.
+    expect(calls.inputs).toEqual([target.length])
+    const plain = createArchiveDelta(gzSource, gzTarget)
+    expect('delta' in plain && Buffer.from(plain.delta).equals(Buffer.from(made.delta))).toBe(true)
+
+    expect(Buffer.from(applyArchiveDelta(gzSource, made.delta, undefined, undefined, engine))).toEqual(
+      Buffer.from(gzTarget),
+    )
+    const sink = collectingSink()
+    await applyArchiveDeltaToSink(gzSource, made.delta, sink, undefined, undefined, engine)
+    expect(Buffer.from(sink.bytes()).equals(Buffer.from(gzTarget))).toBe(true)
+    expect(calls.open).toBe(1)
+  })
+
+  it('leaves small streams to pako', () => {
+    const small = text(2, ENGINE_MIN_INPUT - 1)
+    const { engine, calls } = recordingEngine()
+    const params: DeflateParams = candidateParams()[0]!
+    expect(reproducesWith(small, pakoEngine.deflate(small, params), params, engine)).toBe(true)
+    expect(calls.deflate).toBe(0)
+  })
+
+  it('rules out wrong settings on a prefix, before the engine runs', () => {
+    const { engine, calls } = recordingEngine()
+    const [level9, level6] = candidateParams()
+    const compressed = pakoEngine.deflate(target, level9!)
+    expect(reproducesWith(target, compressed, level6!, engine)).toBe(false)
+    expect(calls.deflate).toBe(0)
+    expect(reproducesWith(target, compressed, level9!, engine)).toBe(true)
+    expect(calls.deflate).toBe(1)
+  })
+
+  it('a broken engine costs the delta or the rebuild, never wrong bytes', async () => {
+    // Creating: its proof fails, so the stream is not claimed reproducible.
+    const broken = recordingEngine(true).engine
+    const refused = createArchiveDelta(gzSource, gzTarget, { deflateEngine: broken })
+    expect('notApplicable' in refused).toBe(true)
+
+    // Applying a good delta through it: the rebuild fails with the codec's typed error.
+    const good = createArchiveDelta(gzSource, gzTarget)
+    if (!('delta' in good)) throw new Error('expected a delta')
+    expect(() => applyArchiveDelta(gzSource, good.delta, undefined, undefined, broken)).toThrow(
+      DeltaFormatError,
+    )
+    const failure = await applyArchiveDeltaToSink(
+      gzSource,
+      good.delta,
+      collectingSink(),
+      undefined,
+      undefined,
+      recordingEngine(true).engine,
+    ).catch((e: unknown) => e)
+    expect(failure).toBeInstanceOf(DeltaFormatError)
+  })
+})

@@ -1,0 +1,68 @@
+/**
+ * Who does the deflating when a target archive is rebuilt (apply) or its parameters are proved (create).
+ *
+ * pako is the reference: pure JavaScript, so it runs in the agent, the publish CLI and workerd, and
+ * every delta is defined by what pako produces with the recorded parameters. A host may offer a faster
+ * engine — the agent and the publisher pass Node's native zlib (client-agent/codec/native-deflate.ts),
+ * about twice as fast at level 9 — which must produce pako's bytes for every parameter set it claims
+ * (`handles`); anything it does not claim stays with pako. The rebuilt archive is still checked against
+ * the container's CRC-32 and, in the agent, the manifest's sha256, so an engine that broke that promise
+ * would fail the update (the agent then falls back to its next plan), never install wrong bytes.
+ * docs/decisions/0016-native-deflate-engine.md.
+ */
+import {
+  type DeflateParams,
+  deflateChunks,
+  deflateWhole,
+  ENGINE_MIN_INPUT,
+  Recompressor,
+} from './recompress.ts'
+
+export { ENGINE_MIN_INPUT }
+
+/** Incremental deflate of one stream: bytes in, compressed bytes out, in order. */
+export interface DeflateStream {
+  push(bytes: Uint8Array): Promise<readonly Uint8Array[]>
+  finish(): Promise<readonly Uint8Array[]>
+}
+
+export interface DeflateEngine {
+  readonly name: string
+  /** True when this engine's output for `params` is byte-identical to pako's. */
+  handles(params: DeflateParams): boolean
+  /** Deflates all of `raw` at once (raw deflate, no zlib/gzip wrapper). */
+  deflate(raw: Uint8Array, params: DeflateParams): Uint8Array
+  open(params: DeflateParams): DeflateStream
+}
+
+export const pakoEngine: DeflateEngine = {
+  name: 'pako',
+  handles: () => true,
+  deflate: deflateWhole,
+  open(params) {
+    const r = new Recompressor(params)
+    return {
+      push: async (bytes) => r.push(bytes),
+      finish: async () => r.finish(),
+    }
+  },
+}
+
+/** `preferred` when it handles these parameters and the stream is big enough, else the pako reference. */
+export function engineFor(
+  preferred: DeflateEngine | undefined,
+  params: DeflateParams,
+  rawLength: number,
+): DeflateEngine {
+  return preferred && rawLength >= ENGINE_MIN_INPUT && preferred.handles(params) ? preferred : pakoEngine
+}
+
+/** Deflate output as chunks, for the synchronous rebuild: one piece from a whole-buffer engine. */
+export function deflatePieces(
+  preferred: DeflateEngine | undefined,
+  raw: Uint8Array,
+  params: DeflateParams,
+): Iterable<Uint8Array> {
+  const engine = engineFor(preferred, params, raw.length)
+  return engine === pakoEngine ? deflateChunks(raw, params) : [engine.deflate(raw, params)]
+}
