@@ -29,8 +29,20 @@ function expressible(params: DeflateParams): boolean {
   return params.windowBits >= 9 && params.windowBits <= 15 && params.strategy <= constants.Z_FIXED
 }
 
+/**
+ * Input zlib may have queued but not yet compressed. Writes return before zlib has finished with them
+ * (it works on the thread pool), so the main thread keeps decoding the delta meanwhile; past this much
+ * queued input, push waits for zlib to catch up.
+ */
+const QUEUE_BYTES = 4 * 1024 * 1024
+
 function openStream(params: DeflateParams): DeflateStream {
-  const z = createDeflateRaw(zlibOptions(params))
+  // Stream options pass through to the Transform underneath; ZlibOptions just does not list them.
+  const options: ZlibOptions & { writableHighWaterMark: number } = {
+    ...zlibOptions(params),
+    writableHighWaterMark: QUEUE_BYTES,
+  }
+  const z = createDeflateRaw(options)
   const out: Uint8Array[] = []
   let failure: unknown
   z.on('data', (chunk: Buffer) => out.push(chunk))
@@ -43,10 +55,8 @@ function openStream(params: DeflateParams): DeflateStream {
   }
   return {
     async push(bytes) {
-      // The callback runs once zlib has consumed the piece, so the caller may reuse its buffer after.
-      await new Promise<void>((resolve, reject) =>
-        z.write(bytes, (error) => (error ? reject(error) : resolve())),
-      )
+      // A copy: the caller may reuse its buffer as soon as push returns, before zlib has read it.
+      if (!z.write(bytes.slice())) await once(z, 'drain')
       return drain()
     },
     async finish() {

@@ -12,7 +12,7 @@ import { crc32 } from './crc32.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 import { parseGzip } from './gzip.ts'
 import { inflateRawPrefix } from './inflate.ts'
-import { type DeflateParams, findDeflateParams } from './recompress.ts'
+import { type DeflateParams, findDeflateParams, paramsForGzipXfl } from './recompress.ts'
 import { looksLikeTar, parseTar } from './tar.ts'
 import { METHOD_DEFLATE, parseZip } from './zip.ts'
 
@@ -41,7 +41,12 @@ export interface Expansion {
 }
 
 /** Decides how a deflate stream is represented: params to recompress with, or null to keep it compressed. */
-export type DeflatePolicy = (raw: Uint8Array, compressed: Uint8Array) => DeflateParams | null
+export type DeflatePolicy = (
+  raw: Uint8Array,
+  compressed: Uint8Array,
+  /** Likely settings from the container (a gzip header's XFL), tried after what already matched. */
+  hints?: readonly DeflateParams[],
+) => DeflateParams | null
 
 /** Source side: always inflate; the params are never used because the source is not rebuilt. */
 export const inflateAll: DeflatePolicy = () => PLACEHOLDER_PARAMS
@@ -67,14 +72,14 @@ export function recompressPolicy(
   const started = Date.now()
   let hits = 0
   let misses = 0
-  return (raw, compressed) => {
+  return (raw, compressed, hints = []) => {
     const left = totalBudgetMs - (Date.now() - started)
     const hopeless = misses >= 3 && misses > 2 * hits
     const maxTries = hopeless ? preferred.length + 4 : Number.POSITIVE_INFINITY
     const found = findDeflateParams(
       raw,
       compressed,
-      preferred,
+      [...preferred, ...hints],
       left > 0 ? Math.min(budgetMs, left) : 0,
       maxTries,
       Date.now,
@@ -117,9 +122,14 @@ class Builder {
   }
 
   /** Adds an inflated stream; returns its expanded start offset, or -1 if it stayed compressed. */
-  stream(raw: Uint8Array, compressed: Uint8Array, policy: DeflatePolicy): number {
+  stream(
+    raw: Uint8Array,
+    compressed: Uint8Array,
+    policy: DeflatePolicy,
+    hints?: readonly DeflateParams[],
+  ): number {
     this.streams++
-    const params = policy(raw, compressed)
+    const params = policy(raw, compressed, hints)
     if (params === null) {
       this.literal(compressed)
       return -1
@@ -165,7 +175,12 @@ export function expandGzip(bytes: Uint8Array, policy: DeflatePolicy, maxExpanded
   const entries: EntryRange[] = []
   for (const m of file.members) {
     out.literal(bytes.subarray(m.start, m.dataStart))
-    const at = out.stream(m.content, bytes.subarray(m.dataStart, m.dataEnd), policy)
+    const at = out.stream(
+      m.content,
+      bytes.subarray(m.dataStart, m.dataEnd),
+      policy,
+      paramsForGzipXfl(m.header.xfl),
+    )
     if (at >= 0) entries.push(...tarEntries(m.content, at))
     out.literal(bytes.subarray(m.dataEnd, m.end))
   }

@@ -1,7 +1,14 @@
 import { deflateRawSync, gzipSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
 import { parseGzip } from './gzip.ts'
-import { candidateParams, deflateChunks, findDeflateParams, paramsKey, reproduces } from './recompress.ts'
+import {
+  candidateParams,
+  deflateChunks,
+  findDeflateParams,
+  paramsForGzipXfl,
+  paramsKey,
+  reproduces,
+} from './recompress.ts'
 
 const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length)
 
@@ -39,6 +46,19 @@ describe('exact recompression search', () => {
       expect(Buffer.concat(rebuilt).equals(Buffer.from(gz.subarray(m.dataStart, m.dataEnd)))).toBe(true)
     })
   }
+
+  it("proves a gzip stream on the first try when its header's XFL names the level", () => {
+    for (const level of [1, 6, 9]) {
+      const gz = u8(gzipSync(sample(120_000, level), { level }))
+      const m = parseGzip(gz, 1 << 24).members[0]!
+      const found = findDeflateParams(
+        m.content,
+        gz.subarray(m.dataStart, m.dataEnd),
+        paramsForGzipXfl(m.header.xfl),
+      )
+      expect({ level: found.params?.level, tried: found.tried }).toEqual({ level, tried: 1 })
+    }
+  })
 
   it('finds a non-default memLevel', () => {
     const raw = sample(200_000, 7)

@@ -46,6 +46,16 @@ export function candidateParams(): DeflateParams[] {
   return out
 }
 
+/**
+ * What a gzip header's XFL byte says about the level: zlib writes 2 for level 9, 4 for the fastest
+ * settings (level 1, Huffman-only, RLE), 0 for everything else (6 is the default). Tried first, with
+ * both hash functions, so a typical stream is proved on the first or second candidate.
+ */
+export function paramsForGzipXfl(xfl: number): DeflateParams[] {
+  const level = xfl === 2 ? 9 : xfl === 4 ? 1 : 6
+  return [false, true].map((legacyHash) => ({ level, memLevel: 8, windowBits: 15, strategy: 0, legacyHash }))
+}
+
 const INPUT_SLICE = 16 * 1024
 
 function makeDeflate(params: DeflateParams, chunkSize: number): Deflate {
@@ -160,7 +170,9 @@ export function findDeflateParams(
   engine?: DeflateEngine,
 ): SearchResult {
   const started = now()
-  const order = [...preferred, ...candidateParams().filter((c) => !preferred.some((p) => sameParams(p, c)))]
+  const order: DeflateParams[] = []
+  for (const p of [...preferred, ...candidateParams()])
+    if (!order.some((q) => sameParams(p, q))) order.push(p)
   let tried = 0
   for (const params of order) {
     if (tried >= maxTries || (tried > 0 && now() - started > budgetMs)) break
