@@ -1,7 +1,10 @@
-import { gzipSync } from 'node:zlib'
+import { deflateRawSync, gzipSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
+import { inflaterFor } from '../../delta/archive/deflate-engine.ts'
 import { pakoEngine } from '../../delta/archive/index.ts'
+import { inflateRawPrefix } from '../../delta/archive/inflate.ts'
 import type { DeflateParams } from '../../delta/archive/recompress.ts'
+import { DeltaFormatError } from '../../delta/errors.ts'
 import { applyDeltaStream, createDelta, readerFromBytes } from '../../delta/index.ts'
 import { collectingSink, sourceFromBytes } from '../../delta/io.ts'
 import { nativeDeflateEngine, probeHashFamily } from './native-deflate.ts'
@@ -81,5 +84,37 @@ describe('Node zlib as a deflate engine', () => {
       )
       expect(Buffer.from(sink.bytes()).equals(Buffer.from(gzTarget))).toBe(true)
     }
+  })
+
+  it('inflates like pako: same data, same stream end, same typed errors', () => {
+    const raw = text(6, 900_000)
+    const stream = u8(deflateRawSync(raw, { level: 9 }))
+    const followed = new Uint8Array(stream.length + 8)
+    followed.set(stream)
+    followed.set([1, 2, 3, 4, 5, 6, 7, 8], stream.length)
+    const inflate = inflaterFor(nativeDeflateEngine)
+    const native = inflate(followed, raw.length, 'test')
+    const pure = inflateRawPrefix(followed, raw.length, 'test')
+    expect(native.consumed).toBe(stream.length)
+    expect(pure.consumed).toBe(stream.length)
+    expect(Buffer.from(native.data).equals(Buffer.from(raw))).toBe(true)
+
+    const refuse = (input: Uint8Array, max: number) => {
+      for (const f of [inflate, inflateRawPrefix]) {
+        const error = (() => {
+          try {
+            f(input, max, 'test')
+          } catch (e) {
+            return e
+          }
+        })()
+        expect(error).toBeInstanceOf(DeltaFormatError)
+      }
+    }
+    refuse(stream.subarray(0, stream.length - 100), raw.length) // truncated
+    refuse(stream, raw.length - 1) // more output than the caller allows
+    const damaged = stream.slice()
+    damaged[0] = 0xff // reserved block type 3
+    refuse(damaged, raw.length)
   })
 })

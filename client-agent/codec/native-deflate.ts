@@ -11,7 +11,7 @@
  * streaming form may feed zlib whatever pieces arrive.
  */
 import { once } from 'node:events'
-import { constants, createDeflateRaw, deflateRawSync, type ZlibOptions } from 'node:zlib'
+import { constants, createDeflateRaw, deflateRawSync, inflateRawSync, type ZlibOptions } from 'node:zlib'
 import type { DeflateEngine, DeflateParams, DeflateStream } from '../../delta/archive/index.ts'
 import { pakoEngine } from '../../delta/archive/index.ts'
 
@@ -118,6 +118,22 @@ export function probeHashFamily(): boolean | null {
   return null
 }
 
+/** The `{ buffer, engine }` pair zlib's sync calls return with `info: true`. */
+function withConsumed(result: unknown): { data: Uint8Array; consumed: number } {
+  if (typeof result === 'object' && result !== null && 'buffer' in result && 'engine' in result) {
+    const { buffer, engine } = result
+    if (
+      buffer instanceof Uint8Array &&
+      typeof engine === 'object' &&
+      engine !== null &&
+      'bytesWritten' in engine &&
+      typeof engine.bytesWritten === 'number'
+    )
+      return { data: buffer, consumed: engine.bytesWritten }
+  }
+  throw new Error('zlib returned no { buffer, engine } for info: true')
+}
+
 let family: boolean | null | undefined
 
 /** Probed on first use, once per process (≈15–40 ms), so commands that never rebuild pay nothing. */
@@ -135,4 +151,11 @@ export const nativeDeflateEngine: DeflateEngine = {
   },
   deflate: (raw, params) => deflateRawSync(raw, zlibOptions(params)),
   open: openStream,
+  inflateRaw(input, maxOutput) {
+    // `info` reports how much input zlib consumed: deflate is self-terminating and gzip members and zip
+    // entries carry more bytes after it. Output past maxOutputLength is refused inside zlib (a RangeError).
+    // @types/node has no overload for `info`, so the result is checked rather than asserted.
+    const result: unknown = inflateRawSync(input, { info: true, maxOutputLength: Math.max(1, maxOutput) })
+    return withConsumed(result)
+  },
 }

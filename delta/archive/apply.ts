@@ -10,7 +10,7 @@ import { check, DeltaFormatError } from '../errors.ts'
 import { type ByteSink, sourceFromBytes } from '../io.ts'
 import { type Container, decodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
-import { type DeflateEngine, deflatePieces } from './deflate-engine.ts'
+import { type DeflateEngine, deflatePieces, inflaterFor } from './deflate-engine.ts'
 import { defaultDiffers, type InnerDiffer } from './differs.ts'
 import { expand, inflateAll } from './expand.ts'
 import { inflateRawPrefix } from './inflate.ts'
@@ -36,6 +36,7 @@ function prepare(
   delta: Uint8Array,
   limits: ArchiveLimits | undefined,
   differs: readonly InnerDiffer[],
+  engine: DeflateEngine | undefined,
 ): Prepared {
   const L = resolveArchiveLimits(limits)
   const c = decodeContainer(delta, L)
@@ -46,7 +47,13 @@ function prepare(
   )
   const differ = differs.find((d) => d.id === c.differId)
   check(differ !== undefined, 'archive-differ-unknown', `no inner differ with id ${c.differId}`)
-  const expandedSource = expand(c.sourceKind, source, inflateAll, L.maxExpandedBytes).expanded
+  const expandedSource = expand(
+    c.sourceKind,
+    source,
+    inflateAll,
+    L.maxExpandedBytes,
+    inflaterFor(engine),
+  ).expanded
   for (const r of c.recipe) {
     check(
       r.offset + r.length <= expandedSource.length,
@@ -109,7 +116,7 @@ export function applyArchiveDelta(
   differs: readonly InnerDiffer[] = defaultDiffers,
   engine?: DeflateEngine,
 ): Uint8Array {
-  const p = prepare(source, delta, limits, differs)
+  const p = prepare(source, delta, limits, differs, engine)
   const out = new Uint8Array(p.c.targetLength)
   let at = 0
   for (const chunk of rebuild(p.c, expandedTarget(p), engine)) {
@@ -132,7 +139,7 @@ export async function applyArchiveDeltaToSink(
   differs: readonly InnerDiffer[] = defaultDiffers,
   engine?: DeflateEngine,
 ): Promise<void> {
-  const p = prepare(source, delta, limits, differs)
+  const p = prepare(source, delta, limits, differs, engine)
   const out = new RebuildSink(p.c.segments, sink, engine)
   if (p.differ.applyStream) {
     try {

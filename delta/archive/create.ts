@@ -9,7 +9,7 @@ import { DeltaFormatError } from '../errors.ts'
 import { applyArchiveDelta } from './apply.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
-import type { DeflateEngine } from './deflate-engine.ts'
+import { type DeflateEngine, inflaterFor } from './deflate-engine.ts'
 import { detectArchive } from './detect.ts'
 import { defaultDiffers, type InnerDiffer } from './differs.ts'
 import { type ArchiveKind, type Expansion, expand, inflateAll, recompressPolicy } from './expand.ts'
@@ -142,7 +142,8 @@ export function createArchiveDelta(
   const limits = resolveArchiveLimits(options.limits)
 
   let t = performance.now()
-  const src = tryExpand(() => expand(sourceKind, source, inflateAll, limits.maxExpandedBytes))
+  const inflate = inflaterFor(options.deflateEngine)
+  const src = tryExpand(() => expand(sourceKind, source, inflateAll, limits.maxExpandedBytes, inflate))
   if (typeof src === 'string') return { notApplicable: `source archive unreadable (${src})` }
   const expandSource = performance.now() - t
   t = performance.now()
@@ -151,7 +152,7 @@ export function createArchiveDelta(
     options.totalSearchBudgetMs ?? 60_000,
     options.deflateEngine,
   )
-  const tgt = tryExpand(() => expand(targetKind, target, policy, limits.maxExpandedBytes))
+  const tgt = tryExpand(() => expand(targetKind, target, policy, limits.maxExpandedBytes, inflate))
   if (typeof tgt === 'string') return { notApplicable: `target archive unreadable (${tgt})` }
   const expandTarget = performance.now() - t
   if (tgt.reproduced === 0) {

@@ -10,6 +10,8 @@
  * would fail the update (the agent then falls back to its next plan), never install wrong bytes.
  * docs/decisions/0016-native-deflate-engine.md.
  */
+import { DeltaFormatError } from '../errors.ts'
+import { type Inflated, type Inflater, inflateRawPrefix } from './inflate.ts'
 import {
   type DeflateParams,
   deflateChunks,
@@ -33,6 +35,11 @@ export interface DeflateEngine {
   /** Deflates all of `raw` at once (raw deflate, no zlib/gzip wrapper). */
   deflate(raw: Uint8Array, params: DeflateParams): Uint8Array
   open(params: DeflateParams): DeflateStream
+  /**
+   * Optional faster inflate of the raw deflate stream at the start of `input`: the data and how many
+   * input bytes the stream took. Must throw (anything) on damage or when output would pass `maxOutput`.
+   */
+  inflateRaw?(input: Uint8Array, maxOutput: number): Inflated
 }
 
 export const pakoEngine: DeflateEngine = {
@@ -65,4 +72,31 @@ export function deflatePieces(
 ): Iterable<Uint8Array> {
   const engine = engineFor(preferred, params, raw.length)
   return engine === pakoEngine ? deflateChunks(raw, params) : [engine.deflate(raw, params)]
+}
+
+/** Streams shorter than this inflate in about a millisecond in pako: not worth a native call. */
+const ENGINE_MIN_INFLATE = 64 * 1024
+
+/**
+ * The inflater archive expansion uses: the engine's for big streams when it has one, pako otherwise.
+ * Whatever the engine throws becomes the same DeltaFormatError pako's path would raise.
+ */
+export function inflaterFor(engine: DeflateEngine | undefined): Inflater {
+  const native = engine?.inflateRaw?.bind(engine)
+  if (!native) return inflateRawPrefix
+  return (input, maxOutput, code) => {
+    if (input.length < ENGINE_MIN_INFLATE) return inflateRawPrefix(input, maxOutput, code)
+    let out: Inflated
+    try {
+      out = native(input, maxOutput)
+    } catch (err) {
+      throw new DeltaFormatError(code, `bad, truncated or oversized deflate stream: ${String(err)}`)
+    }
+    // Held to pako's contract whatever the engine did.
+    if (out.data.length > maxOutput)
+      throw new DeltaFormatError(code, `inflated data exceeds ${maxOutput} bytes`)
+    if (out.consumed <= 0 || out.consumed > input.length)
+      throw new DeltaFormatError(code, 'inflater reported an impossible stream length')
+    return out
+  }
 }

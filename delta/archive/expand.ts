@@ -11,7 +11,7 @@ import { concatBytes } from './bytes.ts'
 import { crc32 } from './crc32.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 import { parseGzip } from './gzip.ts'
-import { inflateRawPrefix } from './inflate.ts'
+import { type Inflater, inflateRawPrefix } from './inflate.ts'
 import { type DeflateParams, findDeflateParams, paramsForGzipXfl } from './recompress.ts'
 import { looksLikeTar, parseTar } from './tar.ts'
 import { METHOD_DEFLATE, parseZip } from './zip.ts'
@@ -169,8 +169,13 @@ function tarEntries(content: Uint8Array, base: number): EntryRange[] {
   }
 }
 
-export function expandGzip(bytes: Uint8Array, policy: DeflatePolicy, maxExpanded: number): Expansion {
-  const file = parseGzip(bytes, maxExpanded)
+export function expandGzip(
+  bytes: Uint8Array,
+  policy: DeflatePolicy,
+  maxExpanded: number,
+  inflate: Inflater = inflateRawPrefix,
+): Expansion {
+  const file = parseGzip(bytes, maxExpanded, inflate)
   const out = new Builder(maxExpanded)
   const entries: EntryRange[] = []
   for (const m of file.members) {
@@ -189,9 +194,9 @@ export function expandGzip(bytes: Uint8Array, policy: DeflatePolicy, maxExpanded
 }
 
 /** Inflates one zip entry, or returns null when it does not decode to exactly what the directory says. */
-function inflateZipEntry(data: Uint8Array, size: number, crc: number): Uint8Array | null {
+function inflateZipEntry(data: Uint8Array, size: number, crc: number, inflate: Inflater): Uint8Array | null {
   try {
-    const { data: raw, consumed } = inflateRawPrefix(data, size, 'zip-deflate')
+    const { data: raw, consumed } = inflate(data, size, 'zip-deflate')
     return consumed === data.length && raw.length === size && crc32(raw) === crc ? raw : null
   } catch (err) {
     if (err instanceof DeltaFormatError) return null
@@ -199,7 +204,12 @@ function inflateZipEntry(data: Uint8Array, size: number, crc: number): Uint8Arra
   }
 }
 
-export function expandZip(bytes: Uint8Array, policy: DeflatePolicy, maxExpanded: number): Expansion {
+export function expandZip(
+  bytes: Uint8Array,
+  policy: DeflatePolicy,
+  maxExpanded: number,
+  inflate: Inflater = inflateRawPrefix,
+): Expansion {
   const zip = parseZip(bytes)
   const out = new Builder(maxExpanded)
   const entries: EntryRange[] = []
@@ -211,7 +221,9 @@ export function expandZip(bytes: Uint8Array, policy: DeflatePolicy, maxExpanded:
     const data = bytes.subarray(e.dataOffset, e.dataOffset + e.compressedSize)
     const encrypted = (e.flags & 1) !== 0
     const raw =
-      e.method === METHOD_DEFLATE && !encrypted ? inflateZipEntry(data, e.uncompressedSize, e.crc) : null
+      e.method === METHOD_DEFLATE && !encrypted
+        ? inflateZipEntry(data, e.uncompressedSize, e.crc, inflate)
+        : null
     if (raw === null) out.literal(data)
     else out.stream(raw, data, policy)
     const hash = e.uncompressedSize === 0 ? '' : `${e.crc}:${e.uncompressedSize}`
@@ -227,6 +239,9 @@ export function expand(
   bytes: Uint8Array,
   policy: DeflatePolicy,
   maxExpanded: number,
+  inflate: Inflater = inflateRawPrefix,
 ): Expansion {
-  return kind === 'gzip' ? expandGzip(bytes, policy, maxExpanded) : expandZip(bytes, policy, maxExpanded)
+  return kind === 'gzip'
+    ? expandGzip(bytes, policy, maxExpanded, inflate)
+    : expandZip(bytes, policy, maxExpanded, inflate)
 }

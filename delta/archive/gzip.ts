@@ -5,7 +5,7 @@
 import { check } from '../errors.ts'
 import { ByteReader } from './bytes.ts'
 import { crc32 } from './crc32.ts'
-import { inflateRawPrefix } from './inflate.ts'
+import { type Inflater, inflateRawPrefix } from './inflate.ts'
 
 const FTEXT = 1
 const FHCRC = 2
@@ -79,7 +79,11 @@ export function parseGzipHeader(r: ByteReader): GzipHeader {
  * Parses every member (concatenated gzip is legal and `cat a.gz b.gz` is common); stops at the first
  * byte that does not start a member and reports the rest as trailing data.
  */
-export function parseGzip(bytes: Uint8Array, maxContent: number): GzipFile {
+export function parseGzip(
+  bytes: Uint8Array,
+  maxContent: number,
+  inflate: Inflater = inflateRawPrefix,
+): GzipFile {
   check(isGzip(bytes), 'gzip-header', 'not a gzip file')
   const members: GzipMember[] = []
   let pos = 0
@@ -88,7 +92,7 @@ export function parseGzip(bytes: Uint8Array, maxContent: number): GzipFile {
     const r = new ByteReader(bytes, 'gzip-truncated', pos)
     const header = parseGzipHeader(r)
     const dataStart = r.pos
-    const { data, consumed } = inflateRawPrefix(bytes.subarray(dataStart), budget, 'gzip-deflate')
+    const { data, consumed } = inflate(bytes.subarray(dataStart), budget, 'gzip-deflate')
     budget -= data.length
     const dataEnd = dataStart + consumed
     r.pos = dataEnd

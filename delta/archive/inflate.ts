@@ -7,6 +7,9 @@ import { Inflate, type ZStream } from 'pako'
 import { DeltaFormatError } from '../errors.ts'
 import { concatBytes } from './bytes.ts'
 
+/** Decodes a raw deflate stream at the start of `input`; see inflateRawPrefix for the contract. */
+export type Inflater = (input: Uint8Array, maxOutput: number, code: string) => Inflated
+
 export interface Inflated {
   data: Uint8Array
   /** Bytes of compressed input the deflate stream occupied. */
