@@ -12,6 +12,7 @@
  */
 import { once } from 'node:events'
 import { constants, createDeflateRaw, deflateRawSync, inflateRawSync, type ZlibOptions } from 'node:zlib'
+import { sameBytes } from '../../delta/archive/bytes.ts'
 import type { DeflateEngine, DeflateParams, DeflateStream } from '../../delta/archive/index.ts'
 import { pakoEngine } from '../../delta/archive/index.ts'
 
@@ -91,12 +92,6 @@ function probeSample(): Uint8Array {
     }
   }
   return out
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
 }
 
 /** Which pako hash family Node's zlib reproduces at every probed setting, or null for neither. */

@@ -7,6 +7,7 @@ import { deflateSync } from 'fflate'
 import { approxNotWorth } from '../effort.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { applyArchiveDelta } from './apply.ts'
+import { sameBytes } from './bytes.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
 import { type DeflateEngine, inflaterFor } from './deflate-engine.ts'
@@ -102,12 +103,6 @@ function innerRebuildsTarget(
     failures.push(`${differ.id}: verification failed: ${String(err)}`)
   }
   return false
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
 }
 
 function rebuildsTarget(

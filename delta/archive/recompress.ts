@@ -8,6 +8,7 @@
  * the end, which is also the verification.
  */
 import { Deflate, deflateRaw, type Z_Strategy } from 'pako'
+import { sameBytes } from './bytes.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 
 export interface DeflateParams {
@@ -21,10 +22,6 @@ export interface DeflateParams {
 
 export function paramsKey(p: DeflateParams): string {
   return `${p.level}/${p.memLevel}/${p.windowBits}/${p.strategy}/${p.legacyHash ? 'zlib' : 'node'}`
-}
-
-export function sameParams(a: DeflateParams, b: DeflateParams): boolean {
-  return paramsKey(a) === paramsKey(b)
 }
 
 /** Most likely first: node's zlib defaults (npm pack uses level 9), gzip's default 6, then the rest. */
@@ -143,12 +140,6 @@ export function reproducesWith(
   return sameBytes(engine.deflate(raw, params), compressed)
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
-}
-
 export interface SearchResult {
   params: DeflateParams | null
   tried: number
@@ -170,11 +161,11 @@ export function findDeflateParams(
   engine?: DeflateEngine,
 ): SearchResult {
   const started = now()
-  const order: DeflateParams[] = []
+  const order = new Map<string, DeflateParams>()
   for (const p of [...preferred, ...candidateParams()])
-    if (!order.some((q) => sameParams(p, q))) order.push(p)
+    if (!order.has(paramsKey(p))) order.set(paramsKey(p), p)
   let tried = 0
-  for (const params of order) {
+  for (const params of order.values()) {
     if (tried >= maxTries || (tried > 0 && now() - started > budgetMs)) break
     tried++
     if (reproducesWith(raw, compressed, params, engine)) return { params, tried }
