@@ -106,6 +106,28 @@ describe('createDelta effort', () => {
     expect(all.delta.length).toBeLessThanOrEqual(auto.delta.length)
   })
 
+  it('runs approx first on executables and skips vcdiff when approx did well', () => {
+    const elf = (seed: number) => {
+      const b = bytes(120_000, seed)
+      b.set([0x7f, 0x45, 0x4c, 0x46], 0)
+      return b
+    }
+    const source = elf(7)
+    // Shifted addresses: every 40th byte changes, as relocated operands do.
+    const target = source.map((b, i) => (i > 3 && i % 40 === 0 ? (b + 3) & 0xff : b))
+    const made = createDelta(source, target)
+    expect(made.candidates.map((c) => c.method)).toEqual(['archive', 'approx', 'vcdiff'])
+    expect(made.candidates.find((c) => c.method === 'vcdiff')?.skipped).toMatch(/executable/)
+    expect(made.method).toBe('approx')
+    expect(same(applyDelta(source, made.delta), target)).toBe(true)
+    // Not an executable (no magic): both run, in the usual order.
+    const plain = createDelta(source.subarray(4), target.subarray(4))
+    expect(plain.candidates.filter((c) => c.size !== undefined).map((c) => c.method)).toEqual([
+      'vcdiff',
+      'approx',
+    ])
+  })
+
   it('runs approx when the cheap delta is large', () => {
     const source = bytes(200_000, 6)
     // Every 50th byte changed: vcdiff breaks its copies everywhere, approx keeps one alignment.

@@ -13,7 +13,7 @@ import {
   defaultDiffers,
   detectArchive,
 } from './archive/index.ts'
-import { approxNotWorth } from './effort.ts'
+import { approxNotWorth, looksExecutable, VCDIFF_AFTER_APPROX_FRACTION } from './effort.ts'
 import { check, DeltaFormatError } from './errors.ts'
 import {
   type ByteSink,
@@ -111,12 +111,31 @@ export function createDelta(
   // Byte-level deltas of compressed data are nearly as large as the file (80–99% on every .tgz
   // measured), so once the archive method made one under half the target they cannot win.
   const archiveWon = !exhaustive && bestSize() < target.length / 2
-  if (methods.includes('vcdiff')) {
+  // Executables: approx first, and VCDIFF only if approx did poorly (delta/effort.ts).
+  const approxFirst =
+    !exhaustive &&
+    !archiveWon &&
+    methods.includes('approx') &&
+    looksExecutable(source) &&
+    looksExecutable(target)
+  if (approxFirst) {
+    consider('approx', () => createApproxDelta(source, target))
+    if (methods.includes('vcdiff')) {
+      if (bestSize() < target.length * VCDIFF_AFTER_APPROX_FRACTION)
+        candidates.push({
+          method: 'vcdiff',
+          ms: 0,
+          skipped: `executable: approx delta already < ${VCDIFF_AFTER_APPROX_FRACTION * 100}% of target`,
+        })
+      else consider('vcdiff', () => encodeVcdiff(source, target))
+    }
+  }
+  if (methods.includes('vcdiff') && !approxFirst) {
     if (archiveWon)
       candidates.push({ method: 'vcdiff', ms: 0, skipped: 'archive delta already < 50% of target' })
     else consider('vcdiff', () => encodeVcdiff(source, target))
   }
-  if (methods.includes('approx')) {
+  if (methods.includes('approx') && !approxFirst) {
     const why = archiveWon
       ? 'archive delta already < 50% of target'
       : exhaustive
