@@ -33,12 +33,14 @@ export function applyApproxDelta(source: Uint8Array, delta: Uint8Array, limits?:
   return target
 }
 
-export function checkSource(h: Header, length: number, crc: number): void {
+/** Checks the source's length and (unless `withCrc` is false, for a length-only check) its CRC. */
+export function checkSource(h: Header, length: number, crc: number, withCrc = true): void {
   check(
     length === h.sourceLength,
     'source-mismatch',
     `source is ${length} bytes, delta expects ${h.sourceLength}`,
   )
+  if (!withCrc) return
   check(crc === h.sourceCrc, 'source-mismatch', 'source checksum differs from the one the delta was made for')
 }
 

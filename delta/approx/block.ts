@@ -1,7 +1,7 @@
 /**
  * Decoding one block's three inflated streams into validated copy/literal pieces, and replaying them.
- * Validation happens entirely before any output is written, so a bad block never emits partial garbage,
- * and the replay loops can trust every index.
+ * Validation happens before output leaves the decoder (controls while decoding, the sparse diff
+ * while replaying into the caller's buffer), so a bad block never emits partial garbage.
  *
  * Replay copies each source range with `set` (a memcpy) and then patches only the diff's nonzero bytes
  * straight from the sparse stream, instead of expanding the diff and adding it byte by byte: on
@@ -47,8 +47,8 @@ export function decodeBlock(
     return payload.subarray(at - n, at)
   }
   const ctrl = inflaters.ctrl.inflate(take(b.ctrlComp), b.ctrlRaw, 'control')
+  // Validated as replayBlock consumes it.
   const sparse = inflaters.diff.inflate(take(b.diffComp), b.diffRaw, 'diff')
-  checkSparseDiff(sparse, copyBytes(b))
   const extra = inflaters.extra.inflate(take(b.extraComp), b.extraRaw, 'extra')
 
   const r = new ByteReader(ctrl)
@@ -77,35 +77,6 @@ export function decodeBlock(
   return { pieces, sparse, extra }
 }
 
-/**
- * The diff stream is sparse on the wire: (gap varint, nonzero byte) pairs, where gap counts the zero
- * bytes skipped. Mostly-zero diffs deflate ~15% smaller this way than as raw bytes. Checked here once
- * so the replay loop can decode it without bounds checks.
- */
-export function checkSparseDiff(sparse: Uint8Array, length: number): void {
-  const n = sparse.length
-  let r = 0
-  let at = 0
-  while (r < n) {
-    // Gap varint, at most 7 bytes like every varint in the container (bytes.ts).
-    let gap = 0
-    let scale = 1
-    let i = 0
-    for (; ; i++) {
-      if (i === 7 || r >= n) throw new DeltaFormatError('bad-diff', 'bad or truncated gap varint in the diff')
-      const byte = sparse[r++]!
-      gap += (byte & 0x7f) * scale
-      if (byte < 0x80) break
-      scale *= 0x80
-    }
-    at += gap
-    if (at >= length) throw new DeltaFormatError('bad-diff', 'diff entry lands past the copied bytes')
-    if (r >= n) throw new DeltaFormatError('truncated', 'diff entry has no value byte')
-    if (sparse[r++] === 0) throw new DeltaFormatError('bad-diff', 'sparse diff entries must be nonzero')
-    at++
-  }
-}
-
 /** Copies source[pos, pos + len) into dst at `at` (from memory, or from pages a stream decoder read). */
 export type CopySource = (pos: number, len: number, dst: Uint8Array, at: number) => void
 
@@ -113,6 +84,13 @@ export type CopySource = (pos: number, len: number, dst: Uint8Array, at: number)
  * Replays a block into `out` at `outAt`. The diff is added with the carry rule of arith.ts: carries
  * start fresh at every piece and only cross bytes that changed, so a zero diff byte with no carry
  * pending leaves the copied byte alone.
+ *
+ * The diff stream is sparse on the wire: (gap varint, nonzero byte) pairs, where gap counts the zero
+ * bytes skipped (mostly-zero diffs deflate ~15% smaller this way than as raw bytes). It is validated
+ * here, as it is consumed, rather than in a pass of its own: a bad entry throws before the caller
+ * hands `out` to anyone, and on executables this loop visits a few hundred thousand entries per
+ * block, so one pass instead of two matters. Every index stays inside the current piece whatever the
+ * stream says.
  */
 export function replayBlock(
   block: DecodedBlock,
@@ -120,31 +98,10 @@ export function replayBlock(
   out: Uint8Array,
   outAt: number,
 ): void {
-  const { pieces, sparse, extra } = block
-  const sn = sparse.length
-  // Next nonzero diff byte: its index in the concatenated copy bytes (d-space) and value.
-  let r = 0
-  let next = Number.POSITIVE_INFINITY
-  let value = 0
-  let dAt = 0
-  const readEntry = () => {
-    if (r >= sn) {
-      next = Number.POSITIVE_INFINITY
-      return
-    }
-    let gap = 0
-    let scale = 1
-    for (;;) {
-      const byte = sparse[r++]!
-      gap += (byte & 0x7f) * scale
-      if (byte < 0x80) break
-      scale *= 0x80
-    }
-    next = dAt + gap
-    value = sparse[r++]!
-    dAt = next + 1
-  }
-  readEntry()
+  const { pieces, extra } = block
+  let copyTotal = 0
+  for (let i = 0; i < pieces.length; i += 3) copyTotal += pieces[i]!
+  const diff = new SparseDiff(block.sparse, copyTotal)
   let d = 0
   let e = 0
   for (let i = 0; i < pieces.length; i += 3) {
@@ -153,34 +110,9 @@ export function replayBlock(
     if (copyLen > 0) {
       copySource(pieces[i + 2]!, copyLen, out, outAt)
       const dEnd = d + copyLen
-      let carry = 0
-      let j = outAt
-      while (next < dEnd) {
-        const k = outAt + (next - d)
-        // A pending carry ripples through zero-diff bytes only while they are 0xff.
-        while (carry !== 0 && j < k) {
-          const sb = out[j]!
-          out[j] = (sb + 1) & 0xff
-          carry = sb === 0xff ? 1 : 0
-          j++
-        }
-        const sb = out[k]!
-        const sum = sb + value + carry
-        const tb = sum & 0xff
-        out[k] = tb
-        carry = tb !== sb && sum > 0xff ? 1 : 0
-        j = k + 1
-        readEntry()
-      }
-      const end = outAt + copyLen
-      while (carry !== 0 && j < end) {
-        const sb = out[j]!
-        out[j] = (sb + 1) & 0xff
-        carry = sb === 0xff ? 1 : 0
-        j++
-      }
+      if (diff.next < dEnd) patchPiece(out, diff, outAt - d, dEnd, outAt, outAt + copyLen)
       d = dEnd
-      outAt = end
+      outAt += copyLen
     }
     if (extraLen > 0) {
       out.set(extra.subarray(e, e + extraLen), outAt)
@@ -188,4 +120,111 @@ export function replayBlock(
       outAt += extraLen
     }
   }
+  // Pieces consume exactly the block's copy bytes, so an entry still pending lies beyond them.
+  if (!diff.exhausted) {
+    throw new DeltaFormatError('bad-diff', 'diff entry lands past the copied bytes')
+  }
+}
+
+/** Reads the sparse diff entry by entry, validating as it goes. */
+class SparseDiff {
+  readonly sparse: Uint8Array
+  /** The block's copy bytes: `next` once the stream is exhausted, past every piece. */
+  private readonly end: number
+  r = 0
+  /**
+   * d-space index of the next nonzero diff byte. Kept a small integer (no Infinity sentinel): V8's
+   * unoptimised code allocates a heap number for every read of a field holding a double.
+   */
+  next = -1
+  value = 0
+  exhausted = false
+
+  constructor(sparse: Uint8Array, end: number) {
+    this.sparse = sparse
+    this.end = end
+    // The first gap counts from d-space index 0, as if an entry had ended at -1.
+    this.advance()
+  }
+
+  advance(): void {
+    const sparse = this.sparse
+    let r = this.r
+    if (r >= sparse.length) {
+      this.next = this.end
+      this.exhausted = true
+      return
+    }
+    let gap = sparse[r]!
+    if (gap < 0x80) r++
+    else {
+      gap = readGap(sparse, r)
+      r = gapEnd
+    }
+    this.next += 1 + gap
+    this.value = readValue(sparse, r)
+    this.r = r + 1
+  }
+}
+
+/**
+ * Adds the diff entries that fall in one copy piece to its bytes, which are already in `out`: d-space
+ * index x is out[base + x], the piece ends at d-space `dEnd` (out index `end`), and it starts at out
+ * index `j`. Kept apart from replayBlock so V8 optimises this small hot loop early and whole. The
+ * carry ripple before the piece's end shares the loop of the ripple before each entry: a separate
+ * trailing loop runs rarely enough to lack type feedback when V8 optimises, and on the esbuild
+ * binary each first use of it deoptimised the function again (hundreds of times per block).
+ */
+function patchPiece(out: Uint8Array, diff: SparseDiff, base: number, dEnd: number, j: number, end: number) {
+  let carry = 0
+  for (;;) {
+    const more = diff.next < dEnd
+    const k = more ? base + diff.next : end
+    // A pending carry ripples through zero-diff bytes only while they are 0xff.
+    while (carry !== 0 && j < k) {
+      const sb = out[j]!
+      out[j] = (sb + 1) & 0xff
+      carry = sb === 0xff ? 1 : 0
+      j++
+    }
+    if (!more) return
+    const sb = out[k]!
+    const sum = sb + diff.value + carry
+    const tb = sum & 0xff
+    out[k] = tb
+    carry = tb !== sb && sum > 0xff ? 1 : 0
+    j = k + 1
+    diff.advance()
+  }
+}
+
+/** Where the varint readGap last read ended (a second return value, without allocating). */
+let gapEnd = 0
+
+/**
+ * A gap varint starting at `r` (at most 7 bytes, like every varint in the container); sets gapEnd.
+ * Only gaps of 128 or more come here: SparseDiff reads one-byte gaps itself.
+ */
+function readGap(sparse: Uint8Array, r: number): number {
+  let gap = 0
+  let scale = 1
+  for (let i = 0; ; i++) {
+    if (i === 7 || r >= sparse.length) {
+      throw new DeltaFormatError('bad-diff', 'bad or truncated gap varint in the diff')
+    }
+    const byte = sparse[r++]!
+    gap += (byte & 0x7f) * scale
+    if (byte < 0x80) {
+      gapEnd = r
+      return gap
+    }
+    scale *= 0x80
+  }
+}
+
+function readValue(sparse: Uint8Array, r: number): number {
+  if (r >= sparse.length) throw new DeltaFormatError('truncated', 'diff entry has no value byte')
+  const v = sparse[r]!
+  if (v === 0) throw new DeltaFormatError('bad-diff', 'sparse diff entries must be nonzero')
+  return v
 }

@@ -25,8 +25,19 @@ function buildTables(): Int32Array {
   return t
 }
 
+/**
+ * A first call on a large chunk starts with a small one: V8 optimises the word loop while it runs
+ * (on-stack replacement), and code after the loop that has never run by then has no type feedback,
+ * so every later call deoptimised on its way out. Once one short call has run to the end, it does not.
+ */
+let warmed = false
+
 /** Continues `crc` (the value returned for the bytes before `chunk`; 0 for none) over `chunk`. */
 export function crc32Update(crc: number, chunk: Uint8Array): number {
+  if (!warmed && chunk.length > 4096) {
+    warmed = true
+    return crc32Update(crc32Update(crc, chunk.subarray(0, 4096)), chunk.subarray(4096))
+  }
   const t = TABLES
   let c = ~crc
   let i = 0

@@ -41,7 +41,12 @@ export class AddressCache {
   /** Decodes one address in `mode`; `here` is the current position in the source+target space. */
   decode(c: Cursor, mode: number, here: number): number {
     let addr: number
-    if (mode === VCD_SELF) {
+    // One-byte integers (most near-cache offsets) without a call into readVarint.
+    const b = c.pos < c.end ? c.buf[c.pos]! : 0x80
+    if (mode < 2 + this.nearSize && b < 0x80) {
+      c.pos++
+      addr = mode === VCD_SELF ? b : mode === VCD_HERE ? here - b : this.near[mode - 2]! + b
+    } else if (mode === VCD_SELF) {
       addr = readVarint(c, 'COPY address')
     } else if (mode === VCD_HERE) {
       addr = here - readVarint(c, 'COPY address')

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import type { RandomAccessReader } from '../io.ts'
-import { collectingSink, readerFromBytes, sourceFromBytes } from '../io.ts'
+import { collectingSink, concatBytes, readerFromBytes, sourceFromBytes } from '../io.ts'
 import { adler32 } from './adler32.ts'
 import { ADD, COPY, DEFAULT_TABLE, DEFAULT_TABLE_STRING, NOOP, RUN } from './code-table.ts'
 import { E } from './errors.ts'
@@ -339,24 +339,59 @@ describe('streaming decode', () => {
     expect(Buffer.compare(sink.bytes(), target)).toBe(0)
   })
 
-  it('reads only the source ranges each window copies from', async () => {
+  /** A reader that counts what the decoder asks of it (no readInto, so reads arrive as read()). */
+  function countingReader(source: Uint8Array) {
+    const inner = readerFromBytes(source)
+    const stats = { largestRead: 0, bytesRead: 0 }
+    const reader: RandomAccessReader = {
+      size: inner.size,
+      read: (offset, length) => {
+        stats.largestRead = Math.max(stats.largestRead, length)
+        stats.bytesRead += length
+        return inner.read(offset, length)
+      },
+    }
+    return { reader, stats }
+  }
+
+  it('reads a segment that fits the source cache once, whatever the windows copy', async () => {
     const r = rng(21)
     const source = new Uint8Array(1 << 20)
     for (let i = 0; i < source.length; i++) source[i] = (r() * 256) | 0
     const target = editedCopy(rng(22), source, 30)
     const delta = encodeVcdiff(source, target, { windowSize: 64 * 1024 })
-    let largestRead = 0
-    const inner = readerFromBytes(source)
-    const reader: RandomAccessReader = {
-      size: inner.size,
-      read: (offset, length) => {
-        largestRead = Math.max(largestRead, length)
-        return inner.read(offset, length)
-      },
-    }
+    const { reader, stats } = countingReader(source)
     const sink = collectingSink()
     await decodeVcdiffStream(reader, sourceFromBytes(delta, 1000), sink)
     expect(Buffer.compare(sink.bytes(), target)).toBe(0)
-    expect(largestRead).toBeLessThanOrEqual(2 * 64 * 1024 + 4096)
+    // Sixteen windows, each with its own segment, but every page comes from the reader once.
+    expect(stats.bytesRead).toBeLessThanOrEqual(source.length)
+  })
+
+  it('pages a segment larger than the source cache in and out, within the cache bound', async () => {
+    const r = rng(23)
+    const source = new Uint8Array(1 << 20)
+    for (let i = 0; i < source.length; i++) source[i] = (r() * 256) | 0
+    // Scattered 3 KiB pieces of the source (pages are evicted and read again), then a 300 KiB
+    // unchanged run (copies longer than a page bypass the cache), with edits all over.
+    const pieces: Uint8Array[] = []
+    for (let k = 0; k < 200; k++) {
+      const from = Math.floor(r() * (source.length - 3072))
+      pieces.push(source.subarray(from, from + 3072))
+    }
+    pieces.push(source.subarray(100_000, 400_000))
+    const joined = concatBytes(pieces)
+    const target = editedCopy(rng(24), joined, 40)
+    for (const windowSize of [64 * 1024, 512 * 1024]) {
+      const delta = encodeVcdiff(source, target, { windowSize })
+      for (const maxSourceCache of [0, 128 * 1024, 1 << 19]) {
+        const { reader, stats } = countingReader(source)
+        const sink = collectingSink()
+        await decodeVcdiffStream(reader, sourceFromBytes(delta, 1000), sink, { maxSourceCache })
+        expect(Buffer.compare(sink.bytes(), target)).toBe(0)
+        // Reads are whole pages (at most the cache's worth at once) or one long copy's bytes.
+        expect(stats.largestRead).toBeLessThanOrEqual(Math.max(2 * 64 * 1024, maxSourceCache, windowSize))
+      }
+    }
   })
 })

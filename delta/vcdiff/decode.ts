@@ -1,14 +1,15 @@
 import { check, DeltaFormatError } from '../errors.ts'
-import { type ByteSink, type ByteSource, type RandomAccessReader, readFully } from '../io.ts'
+import type { ByteSink, ByteSource, RandomAccessReader } from '../io.ts'
 import { AddressCache } from './address-cache.ts'
 import type { CodeTable } from './code-table.ts'
-import { COPY, DEFAULT_TABLE, DEFAULT_TABLE_STRING, tableFromString } from './code-table.ts'
+import { DEFAULT_TABLE, DEFAULT_TABLE_STRING, tableFromString } from './code-table.ts'
 import { E, NeedMore } from './errors.ts'
 import type { FileHeader, VcdiffHeaderInfo, WindowHeader } from './header.ts'
 import { parseFileHeader, parseWindowHeader, readHeaderInfo, VCD_SOURCE, VCD_TARGET } from './header.ts'
 import { TargetHistory } from './history.ts'
 import type { ResolvedLimits, VcdiffLimits } from './limits.ts'
 import { resolveLimits } from './limits.ts'
+import { SourcePages } from './source-pages.ts'
 import { cursor, readVarint } from './varint.ts'
 import type { SegmentReader } from './window.ts'
 import { executeBatch, OpBatch, verifyChecksum, WindowParser } from './window.ts'
@@ -185,84 +186,6 @@ class StreamBuffer {
   }
 }
 
-// Fetched source ranges may include small gaps between copies so that scattered nearby copies
-// become one read; the gap budget per window keeps memory within about twice the window size.
-const MERGE_GAP = 4096
-
-/**
- * Reads only the parts of a VCD_SOURCE segment a batch's COPYs touch, merged into a few reads,
- * and serves the copies from them. Memory stays bounded by the batch's output, not the segment.
- */
-async function fetchSourceRanges(
-  reader: RandomAccessReader,
-  h: WindowHeader,
-  w: OpBatch,
-  arena: Arena,
-): Promise<SegmentReader> {
-  const srcLen = h.sourceLength
-  let n = 0
-  for (let i = 0; i < w.count; i++) if (w.types[i] === COPY && w.addrs[i]! < srcLen) n++
-  if (n === 0) return EMPTY_SEGMENT
-  const starts = new Float64Array(n)
-  const ends = new Float64Array(n)
-  n = 0
-  for (let i = 0; i < w.count; i++) {
-    const a = w.addrs[i]!
-    if (w.types[i] === COPY && a < srcLen) {
-      starts[n] = a
-      ends[n] = Math.min(srcLen, a + w.sizes[i]!)
-      n++
-    }
-  }
-  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => starts[x]! - starts[y]!)
-  const rs: number[] = []
-  const re: number[] = []
-  let gapBudget = 0
-  for (let i = 0; i < w.count; i++) gapBudget += w.sizes[i]!
-  for (const i of order) {
-    const s = starts[i]!
-    const e = ends[i]!
-    const last = re.length - 1
-    if (last >= 0 && s <= re[last]! + MERGE_GAP && s - re[last]! <= gapBudget) {
-      if (s > re[last]!) gapBudget -= s - re[last]!
-      if (e > re[last]!) re[last] = e
-    } else {
-      rs.push(s)
-      re.push(e)
-    }
-  }
-  // All ranges go into one reused buffer (readInto when the reader has it), read concurrently.
-  let total = 0
-  for (let k = 0; k < rs.length; k++) total += re[k]! - rs[k]!
-  const all = arena.take(total)
-  const bufs: Uint8Array[] = []
-  for (let k = 0, at = 0; k < rs.length; k++) {
-    const len = re[k]! - rs[k]!
-    bufs.push(all.subarray(at, at + len))
-    at += len
-  }
-  const got = await Promise.all(bufs.map((b, k) => readFully(reader, h.sourcePosition + rs[k]!, b)))
-  for (let k = 0; k < got.length; k++) {
-    check(got[k] === bufs[k]!.length, E.truncated, 'vcdiff: source reader returned fewer bytes than asked')
-  }
-  return {
-    copy(offset, len, dst, at) {
-      // Binary search for the last range starting at or before offset; it covers the copy.
-      let lo = 0
-      let hi = rs.length - 1
-      while (lo < hi) {
-        const mid = (lo + hi + 1) >> 1
-        if (rs[mid]! <= offset) lo = mid
-        else hi = mid - 1
-      }
-      const b = bufs[lo]!
-      const from = offset - rs[lo]!
-      if (len < 32) for (let k = 0; k < len; k++) dst[at + k] = b[from + k]!
-      else dst.set(b.subarray(from, from + len), at)
-    },
-  }
-}
-
 /**
  * Streaming decode: reads the delta front to back and writes each target window to `sink` once it
  * is complete and its checksum verified. Memory is bounded by the window sizes and limits.
@@ -281,10 +204,7 @@ export async function decodeVcdiffStream(
   const history = new TargetHistory(limits.maxTargetHistory)
   const parser = new WindowParser()
   const batch = new OpBatch()
-  // Reused window after window: sinks are done with a chunk once write() resolves, and the history
-  // keeps its own copy.
-  const windowBuffer = new Arena()
-  const sourceBuffer = new Arena()
+  const pages = new SourcePages(source, limits.maxSourceCache)
   while (!(await sb.atEnd())) {
     const h = await sb.parse((c) => parseWindowHeader(c, limits, true), 'window header')
     check(await sb.ensure(h.deltaLength), E.truncated, 'vcdiff: input ends inside a window')
@@ -298,27 +218,26 @@ export async function decodeVcdiffStream(
       'vcdiff: source segment lies beyond the end of the source',
     )
     const fixed = h.indicator & VCD_TARGET ? history.segment(h.sourcePosition, h.sourceLength) : EMPTY_SEGMENT
-    const target = windowBuffer.take(parser.targetLength)
+    const target = pages.window(parser.targetLength, fromSource)
+    if (fromSource) await pages.beginWindow(h.sourcePosition, h.sourceLength)
     while (!parser.done()) {
       parser.next(batch)
-      const segment = fromSource ? await fetchSourceRanges(source, h, batch, sourceBuffer) : fixed
-      executeBatch(batch, parser.data, h.sourceLength, segment, target)
+      if (!fromSource) {
+        executeBatch(batch, parser.data, h.sourceLength, fixed, target)
+        continue
+      }
+      // In runs whose source pages all fit in the cache at once (usually the whole batch).
+      for (let i = 0, pos = batch.start; i < batch.count; ) {
+        const end = await pages.load(batch, i, pos, h.sourceLength, target)
+        pos = executeBatch(batch, parser.data, h.sourceLength, pages, target, i, end, pos)
+        i = end
+      }
     }
     parser.finish()
     verifyChecksum(parser.checksum, target)
     sb.pos += h.deltaLength
     history.push(target)
     await sink.write(target)
-  }
-}
-
-/** A buffer reused across windows/batches, grown (never shrunk) to the largest request. */
-class Arena {
-  private buf = new Uint8Array(0)
-
-  take(n: number): Uint8Array {
-    if (this.buf.length < n) this.buf = new Uint8Array(Math.max(n, Math.ceil(this.buf.length * 1.5)))
-    return this.buf.subarray(0, n)
   }
 }
 

@@ -14,6 +14,11 @@ export interface VcdiffLimits {
    * fail with a limit error.
    */
   maxTargetHistory?: number
+  /**
+   * Bytes of source the streaming decoder keeps in memory (whole 64 KiB pages, at least two).
+   * Default 16 MiB: a segment that fits is read once, up front; larger ones are paged on demand.
+   */
+  maxSourceCache?: number
 }
 
 export interface ResolvedLimits {
@@ -22,11 +27,15 @@ export interface ResolvedLimits {
   maxDeltaWindowSize: number
   maxHeaderDataSize: number
   maxTargetHistory: number
+  maxSourceCache: number
 }
 
 const MiB = 1024 * 1024
 /** Default streaming history: one default-size deltaport window. */
 export const DEFAULT_TARGET_HISTORY = 8 * MiB
+
+/** Default streaming source cache: a whole esbuild-sized source, or two default windows' worth. */
+export const DEFAULT_SOURCE_CACHE = 16 * MiB
 
 export function resolveLimits(l: VcdiffLimits = {}): ResolvedLimits {
   // Windows are addressed with 32-bit typed arrays internally, hence the 2^31 ceiling.
@@ -39,5 +48,6 @@ export function resolveLimits(l: VcdiffLimits = {}): ResolvedLimits {
     // deltaport and xdelta3 encoders never emit VCD_TARGET windows, so history only serves foreign
     // deltas; keeping 64 MiB of it by default doubled the streaming decoder's memory for nothing.
     maxTargetHistory: l.maxTargetHistory ?? Math.min(maxWindowSize, DEFAULT_TARGET_HISTORY),
+    maxSourceCache: l.maxSourceCache ?? DEFAULT_SOURCE_CACHE,
   }
 }

@@ -1,8 +1,8 @@
-import { check } from '../errors.ts'
+import { check, DeltaFormatError } from '../errors.ts'
 import type { AddressCache } from './address-cache.ts'
 import { adler32 } from './adler32.ts'
 import type { CodeTable } from './code-table.ts'
-import { ADD, NOOP, RUN } from './code-table.ts'
+import { ADD, COPY, NOOP, RUN } from './code-table.ts'
 import { E } from './errors.ts'
 import type { WindowHeader } from './header.ts'
 import { VCD_ADLER32 } from './header.ts'
@@ -16,6 +16,8 @@ import { cursor, readByte, readVarint } from './varint.ts'
  * constant size however many (possibly tiny, possibly hostile) instructions a window holds.
  */
 const BATCH = 16384
+/** Longest RFC 3284 integer accepted (as in varint.ts: 8 groups already exceed 2^53). */
+const MAX_VARINT_GROUPS = 8
 
 export class OpBatch {
   count = 0
@@ -97,7 +99,12 @@ export class WindowParser {
     return this.inst.pos >= this.inst.end
   }
 
-  /** Decodes instructions into `out` until it is nearly full or the section ends. */
+  /**
+   * Decodes instructions into `out` until it is nearly full or the section ends. Written for the
+   * common case (one-byte sizes, in-bounds instructions) with the checks as plain ifs and the cursor
+   * in locals: this runs once per instruction, several hundred thousand times per window, and most
+   * of that before V8 has optimised it.
+   */
   next(out: OpBatch): void {
     const table = this.table!
     const cache = this.cache!
@@ -109,28 +116,49 @@ export class WindowParser {
     const dataLength = this.data.length
     const srcLen = this.sourceLength
     const { types, sizes, addrs } = out
+    const iend = inst.end
+    let ip = inst.pos
     let pos = this.pos
     let dataPos = this.dataPos
     let n = 0
     out.start = pos
     // Each opcode yields at most two instructions, so stop while two slots remain.
-    while (inst.pos < inst.end && n <= BATCH - 2) {
-      const code = body[inst.pos++]!
+    while (ip < iend && n <= BATCH - 2) {
+      const code = body[ip++]!
       for (let half = 0; half < 2; half++) {
         const type = half === 0 ? type1[code]! : type2[code]!
         if (type === NOOP) continue
         let size = half === 0 ? size1[code]! : size2[code]!
-        if (size === 0) size = readVarint(inst, 'instruction size')
-        check(size <= targetLength - pos, E.instruction, 'vcdiff: instruction overruns the target window')
+        if (size === 0) {
+          // An RFC 3284 integer (varint.ts's rules), read inline. One-byte and longer sizes run
+          // the same operations, so V8 never meets one here without type feedback (which
+          // deoptimises the loop, again and again while it runs from on-stack replacement).
+          let byte = 0x80
+          let groups = 0
+          while (groups < MAX_VARINT_GROUPS && byte >= 0x80) {
+            if (ip >= iend)
+              throw new DeltaFormatError(E.truncated, 'vcdiff: input ends inside instruction size')
+            byte = body[ip++]!
+            size = size * 128 + (byte & 0x7f)
+            groups++
+          }
+          if (byte >= 0x80 || size > Number.MAX_SAFE_INTEGER) {
+            throw new DeltaFormatError(E.varint, 'vcdiff: instruction size is not a valid 53-bit integer')
+          }
+        }
+        if (size > targetLength - pos) {
+          throw new DeltaFormatError(E.instruction, 'vcdiff: instruction overruns the target window')
+        }
         let a: number
-        if (type === ADD) {
-          check(size <= dataLength - dataPos, E.truncated, 'vcdiff: ADD overruns the data section')
+        if (type !== COPY) {
+          // ADD takes `size` data bytes, RUN one (shared code, for the same reason as above).
+          const need = type === ADD ? size : 1
+          if (need > dataLength - dataPos) {
+            const what = type === ADD ? 'ADD' : 'RUN'
+            throw new DeltaFormatError(E.truncated, `vcdiff: ${what} overruns the data section`)
+          }
           a = dataPos
-          dataPos += size
-        } else if (type === RUN) {
-          check(dataPos < dataLength, E.truncated, 'vcdiff: RUN overruns the data section')
-          a = dataPos
-          dataPos += 1
+          dataPos += need
         } else {
           a = cache.decode(addr, half === 0 ? mode1[code]! : mode2[code]!, srcLen + pos)
         }
@@ -144,6 +172,7 @@ export class WindowParser {
         pos += size
       }
     }
+    inst.pos = ip
     out.count = n
     this.pos = pos
     this.dataPos = dataPos
@@ -166,17 +195,22 @@ export interface SegmentReader {
   copy(offset: number, len: number, dst: Uint8Array, at: number): void
 }
 
-/** Runs one batch into `target` (the whole window's buffer). */
+/**
+ * Runs instructions [first, end) of a batch into `target` (the whole window's buffer); `pos` is where
+ * instruction `first` writes. Returns where the next instruction writes.
+ */
 export function executeBatch(
   b: OpBatch,
   data: Uint8Array,
   srcLen: number,
   segment: SegmentReader,
   target: Uint8Array,
-): void {
+  first = 0,
+  end = b.count,
+  pos = b.start,
+): number {
   const { types, sizes, addrs } = b
-  let pos = b.start
-  for (let i = 0; i < b.count; i++) {
+  for (let i = first; i < end; i++) {
     const size = sizes[i]!
     const a = addrs[i]!
     const type = types[i]!
@@ -206,6 +240,7 @@ export function executeBatch(
     }
     pos += size
   }
+  return pos
 }
 
 /** Verifies xdelta3's adler32 extension when the window carries one. */
