@@ -228,4 +228,9 @@ export async function applyDeltaStream(
 export { type DeflateEngine, type DeflateStream, pakoEngine } from './archive/index.ts'
 export { DeltaFormatError } from './errors.ts'
 export type { ByteSink, ByteSource, RandomAccessReader } from './io.ts'
+export {
+  type CreateDeltaStreamOptions,
+  createDeltaStream,
+  type StreamDeltaMethod,
+} from './stream-create.ts'
 export { readerFromBytes }

@@ -1,13 +1,73 @@
-import { readFile, writeFile } from 'node:fs/promises'
-import type { Command } from 'commander'
+import { readFile, stat, writeFile } from 'node:fs/promises'
+import { type Command, InvalidArgumentError } from 'commander'
 import { DeltaFormatError } from '../../delta/errors.ts'
-import { applyDeltaStream, createDelta, type DeltaMethodId } from '../../delta/index.ts'
+import {
+  applyDeltaStream,
+  createDelta,
+  createDeltaStream,
+  type DeltaMethodId,
+  type StreamDeltaMethod,
+} from '../../delta/index.ts'
 import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { AgentError } from '../errors.ts'
 import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts'
 import { formatBytes, type Reporter } from '../output.ts'
 
 const METHODS: readonly DeltaMethodId[] = ['vcdiff', 'approx', 'archive']
+/** Above this, `delta make` streams instead of reading both files into memory. */
+const IN_MEMORY_MAX = 2 ** 30
+
+interface MakeOptions {
+  method?: string[]
+  stream?: boolean
+  sourceWindow?: number
+}
+
+function parseMiB(value: string): number {
+  if (!/^\d{1,4}$/.test(value) || Number(value) < 1 || Number(value) > 2047)
+    throw new InvalidArgumentError('a whole number of MiB from 1 to 2047')
+  return Number(value) * 2 ** 20
+}
+
+/** `delta make --stream`: createDeltaStream between two files, written atomically to `out`. */
+async function makeStreaming(
+  sourcePath: string,
+  targetPath: string,
+  out: string,
+  methods: DeltaMethodId[] | undefined,
+  sourceWindow: number | undefined,
+  report: Reporter,
+): Promise<void> {
+  const method = methods?.find((m): m is StreamDeltaMethod => m === 'vcdiff' || m === 'approx')
+  if (methods && !method)
+    throw new AgentError('usage', 'streaming makes vcdiff or approx deltas (archives need memory)')
+  const [source, target] = await Promise.all([openFileReader(sourcePath), openFileReader(targetPath)])
+  const sink = await openAtomicFileSink(out)
+  let written = 0
+  try {
+    const used = await createDeltaStream(
+      source,
+      target,
+      {
+        write: async (chunk) => {
+          written += chunk.length
+          await sink.write(chunk)
+        },
+      },
+      { ...(method ? { method } : {}), ...(sourceWindow ? { sourceWindow } : {}) },
+    )
+    await sink.commit()
+    report.result(
+      `${out}: ${formatBytes(written)} via ${used}, streamed (${((written / Math.max(target.size, 1)) * 100).toFixed(2)} % of the target)`,
+      { delta: { path: out, size: written, method: used, targetSize: target.size, streamed: true } },
+    )
+  } catch (error) {
+    await sink.discard()
+    throw error
+  } finally {
+    await Promise.all([source.close(), target.close()])
+  }
+}
 
 /** `deltaport delta make|apply`: the codec on files, for maintainers and for debugging a delta. */
 export function registerDeltaCommands(program: Command, reporter: () => Reporter): void {
@@ -17,11 +77,21 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
     .command('make <source> <target> <out>')
     .description('write the smallest delta that turns source into target')
     .option('--method <method...>', `restrict to methods (${METHODS.join(', ')})`)
-    .action(async (sourcePath: string, targetPath: string, out: string, options: { method?: string[] }) => {
+    .option(
+      '--stream',
+      `window by window, for files larger than memory (automatic above ${IN_MEMORY_MAX / 2 ** 30} GiB; vcdiff or approx)`,
+    )
+    .option('--source-window <MiB>', 'source bytes matched per window when streaming (default 32)', parseMiB)
+    .action(async (sourcePath: string, targetPath: string, out: string, options: MakeOptions) => {
       const methods = options.method?.map((m) => {
         if (!METHODS.includes(m as DeltaMethodId)) throw new AgentError('usage', `unknown method "${m}"`)
         return m as DeltaMethodId
       })
+      const sizes = await Promise.all([stat(sourcePath), stat(targetPath)])
+      if (options.stream || sizes.some((s) => s.size > IN_MEMORY_MAX)) {
+        await makeStreaming(sourcePath, targetPath, out, methods, options.sourceWindow, reporter())
+        return
+      }
       const [source, target] = await Promise.all([readFile(sourcePath), readFile(targetPath)])
       const made = createDelta(source, target, {
         deflateEngine: nativeDeflateEngine,

@@ -119,6 +119,32 @@ describe('deltaport CLI', () => {
     expect((await cli(['delta', 'apply', source.path, deltaPath, out])).code).toBe(0)
     expectSameBytes(await readFile(out), await readFile(target))
 
+    // The streaming form (automatic for files over 1 GiB) makes an ordinary delta the same apply reads.
+    const streamedPath = join(ws.dir, 'streamed.delta')
+    const streamed = await cli([
+      '--json',
+      'delta',
+      'make',
+      '--stream',
+      '--source-window',
+      '1',
+      source.path,
+      target,
+      streamedPath,
+    ])
+    expect(streamed.code).toBe(0)
+    expect(JSON.parse(streamed.stdout).delta).toMatchObject({ method: 'vcdiff', streamed: true })
+    const rebuiltStreamed = join(ws.dir, 'rebuilt-streamed.bin')
+    expect((await cli(['delta', 'apply', source.path, streamedPath, rebuiltStreamed])).code).toBe(0)
+    expectSameBytes(await readFile(rebuiltStreamed), await readFile(target))
+    expect(
+      (await cli(['delta', 'make', '--stream', '--method', 'archive', source.path, target, streamedPath]))
+        .code,
+    ).toBe(2)
+    expect(
+      (await cli(['delta', 'make', '--source-window', '0', source.path, target, streamedPath])).code,
+    ).toBe(2)
+
     const corrupt = await readFile(deltaPath)
     corrupt[corrupt.length - 3]! ^= 0xff
     await writeFile(deltaPath, corrupt)

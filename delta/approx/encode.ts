@@ -9,7 +9,7 @@ import { ByteWriter } from './bytes.ts'
 import { crc32 } from './crc32.ts'
 import { type BlockHeader, defaultBlockSize, encodeBlockHeader, encodeHeader } from './format.ts'
 import { matchSegments, type Segments } from './match.ts'
-import { indexSource } from './source-index.ts'
+import { indexSource, type SourceIndex } from './source-index.ts'
 
 export interface CreateApproxOptions {
   /**
@@ -50,9 +50,40 @@ export function createApproxDelta(
     }),
   )
   for (const block of splitIntoBlocks(segments, target.length, blockSize)) {
-    writeBlock(out, block, source, target, level)
+    writeBlock(out, block, { bytes: source, base: 0 }, { bytes: target, base: 0 }, level)
   }
   return out.finish()
+}
+
+/** Bytes that stand for a stretch of a larger file starting at `base` (the whole file when 0). */
+export interface Stretch {
+  bytes: Uint8Array
+  base: number
+}
+
+/**
+ * Matches one target block against a window of the source and writes it as a DPAX block: the building
+ * block of the streaming create (delta/stream-create.ts), where neither file is held whole. Copy
+ * positions are absolute in the source, so the result is an ordinary block any decoder applies.
+ */
+export function writeWindowedBlock(
+  out: ByteWriter,
+  source: Stretch,
+  target: Stretch,
+  /** The window's index when the caller already has it (consecutive blocks often share a window). */
+  index?: SourceIndex,
+  level: CreateApproxOptions['level'] & number = 9,
+): void {
+  const n = target.bytes.length
+  const segments: Segments =
+    source.bytes.length === 0 || n === 0
+      ? [0, n, 0]
+      : matchSegments(index ?? indexSource(source.bytes), target.bytes)
+  // matchSegments works in window coordinates; the container wants file positions.
+  for (let i = 2; i < segments.length; i += 3) segments[i]! += source.base
+  const [block] = splitIntoBlocks(segments, n, Math.max(n, 1))
+  const planned = block ?? { start: 0, end: 0, pieces: [] }
+  writeBlock(out, { start: target.base, end: target.base + n, pieces: planned.pieces }, source, target, level)
 }
 
 interface PlannedBlock {
@@ -99,13 +130,16 @@ function compress(raw: Uint8Array, level: CreateApproxOptions['level'] & number)
   return raw.length === 0 ? raw : deflateRaw(raw, { level, memLevel: 9 })
 }
 
+/** `block` positions are file positions; `source` and `target` hold (at least) the bytes it covers. */
 function writeBlock(
   out: ByteWriter,
   block: PlannedBlock,
-  source: Uint8Array,
-  target: Uint8Array,
+  sourceStretch: Stretch,
+  targetStretch: Stretch,
   level: CreateApproxOptions['level'] & number,
 ): void {
+  const { bytes: source, base: sBase } = sourceStretch
+  const { bytes: target, base: tBase } = targetStretch
   const { pieces } = block
   const ctrl = new ByteWriter()
   let diffLen = 0
@@ -113,14 +147,14 @@ function writeBlock(
   const diff = new Uint8Array(diffLen)
   const extra = new Uint8Array(block.end - block.start - diffLen)
   ctrl.svarint(pieces[2] ?? 0)
-  let t = block.start
+  let t = block.start - tBase
   let d = 0
   let e = 0
   for (let i = 0; i < pieces.length; i += 3) {
     const copy = pieces[i]!
     const lit = pieces[i + 1]!
     const pos = pieces[i + 2]!
-    subtractWithCarry(target, t, source, pos, copy, diff, d)
+    subtractWithCarry(target, t, source, pos - sBase, copy, diff, d)
     d += copy
     t += copy
     extra.set(target.subarray(t, t + lit), e)

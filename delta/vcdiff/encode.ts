@@ -22,7 +22,8 @@ function windowSizeOf(options: VcdiffEncodeOptions): number {
   return Math.max(1, Math.min(Math.floor(requested), MAX_WINDOW))
 }
 
-function writeHeader(out: ByteWriter, options: VcdiffEncodeOptions): void {
+/** The file header: magic, version, indicator and the optional application header. */
+export function writeVcdiffHeader(out: ByteWriter, options: VcdiffEncodeOptions): void {
   for (const b of MAGIC) out.byte(b)
   const app = options.appHeader
   out.byte(app ? VCD_APPHEADER : 0)
@@ -43,7 +44,7 @@ export function encodeVcdiff(
 ): Uint8Array {
   const windowSize = windowSizeOf(options)
   const out = new ByteWriter(Math.min(1 << 20, 64 + (target.length >> 2)))
-  writeHeader(out, options)
+  writeVcdiffHeader(out, options)
   const matcher = new WindowMatcher(new SourceIndex(source))
   const emitter = new WindowEmitter(options.checksum ?? true)
   const ops = new OpList()
@@ -72,7 +73,7 @@ export async function encodeVcdiffStream(
 ): Promise<void> {
   const windowSize = windowSizeOf(options)
   const out = new ByteWriter(1 << 16)
-  writeHeader(out, options)
+  writeVcdiffHeader(out, options)
   const matcher = new WindowMatcher(new SourceIndex(source))
   const emitter = new WindowEmitter(options.checksum ?? true)
   const ops = new OpList()
