@@ -1,6 +1,7 @@
 /**
  * Hostile input for the fuzzers (delta/*\/fuzz.ts, scripts/fuzz.ts) and the hardening tests: a seeded
- * generator, random bytes and damaged copies of valid encodings. Seeded so a failing case replays exactly.
+ * generator, random bytes and damaged copies of valid encodings (plus realistic text for codec tests).
+ * Seeded so a failing case replays exactly.
  */
 
 /** Small deterministic PRNG (xorshift32) so a failing seed can be replayed exactly. */
@@ -51,4 +52,21 @@ export function mutateBytes(r: () => number, input: Uint8Array): Uint8Array {
   const value = [0, 0xffffffff, 0x7fffffff, 1 << 20][Math.floor(r() * 4)] ?? 0
   new DataView(out.buffer, out.byteOffset, out.length).setUint32(at, value, true)
   return out
+}
+
+/**
+ * Deterministic source-code-like text (short lines, a small vocabulary, numbers): compresses and
+ * deflates like real JavaScript, so recompression and deflate-engine tests see realistic streams.
+ */
+export function sourceLikeText(seed: number, size: number): Uint8Array {
+  let s = seed >>> 0
+  const out: string[] = []
+  let len = 0
+  while (len < size) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
+    const line = `export const v${s % 977} = compute(${s % 31}, '${(s >>> 12).toString(36)}')\n`
+    out.push(line)
+    len += line.length
+  }
+  return new TextEncoder().encode(out.join('')).subarray(0, size)
 }

@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { applyDelta, applyDeltaStream, createDelta } from './index.ts'
-import { collectingSink, type RandomAccessReader, readerFromBytes, sourceFromBytes } from './io.ts'
+import {
+  collectingSink,
+  concatBytes,
+  type RandomAccessReader,
+  readerFromBytes,
+  sourceFromBytes,
+} from './io.ts'
 import { createDeltaStream, sourceWindowFor } from './stream-create.ts'
 
 /** Text-like bytes with long-range repeats, so windows have real matches to find. */
@@ -30,14 +36,7 @@ function nextRelease(source: Uint8Array, seed: number): Uint8Array {
     parts.push(piece, release(s % 300, s))
     at += keep + (s % 200) // some source bytes dropped
   }
-  const total = parts.reduce((n, p) => n + p.length, 0)
-  const out = new Uint8Array(total)
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
+  return concatBytes(parts)
 }
 
 /** A reader that records the largest single read, to check the memory promise. */

@@ -206,22 +206,13 @@ export async function createDeltaStream(
   }
   // A target window wider than half the source window would leave part of it without its source.
   const fitting = (preferred: number) => Math.max(1, Math.min(preferred, Math.floor(sourceWindow / 2)))
-  if (method === 'vcdiff') {
-    const window = positiveInt(
-      options.targetWindow,
-      fitting(DEFAULT_VCDIFF_WINDOW),
-      MAX_TARGET_WINDOW,
-      'targetWindow',
-    )
-    await streamVcdiff(source, target, sink, sourceWindow, window)
-  } else {
-    const block = positiveInt(
-      options.targetWindow,
-      fitting(DEFAULT_APPROX_BLOCK),
-      MAX_TARGET_WINDOW,
-      'targetWindow',
-    )
-    await streamApprox(source, target, sink, sourceWindow, block)
-  }
+  const targetWindow = positiveInt(
+    options.targetWindow,
+    fitting(method === 'vcdiff' ? DEFAULT_VCDIFF_WINDOW : DEFAULT_APPROX_BLOCK),
+    MAX_TARGET_WINDOW,
+    'targetWindow',
+  )
+  if (method === 'vcdiff') await streamVcdiff(source, target, sink, sourceWindow, targetWindow)
+  else await streamApprox(source, target, sink, sourceWindow, targetWindow)
   return method
 }

@@ -5,24 +5,12 @@ import { pakoEngine } from '../../delta/archive/index.ts'
 import { inflateRawPrefix } from '../../delta/archive/inflate.ts'
 import type { DeflateParams } from '../../delta/archive/recompress.ts'
 import { DeltaFormatError } from '../../delta/errors.ts'
+import { sourceLikeText as text } from '../../delta/fuzz-input.ts'
 import { applyDeltaStream, createDelta, readerFromBytes } from '../../delta/index.ts'
 import { collectingSink, sourceFromBytes } from '../../delta/io.ts'
 import { nativeDeflateEngine, probeHashFamily } from './native-deflate.ts'
 
 const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length)
-
-function text(seed: number, size: number): Uint8Array {
-  let s = seed >>> 0
-  const out: string[] = []
-  let len = 0
-  while (len < size) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    const line = `  if (x${s % 613} > ${s % 97}) return render('${(s >>> 9).toString(36)}', ${s % 13})\n`
-    out.push(line)
-    len += line.length
-  }
-  return new TextEncoder().encode(out.join('')).subarray(0, size)
-}
 
 const params = (level: number, memLevel = 8): DeflateParams => ({
   level,

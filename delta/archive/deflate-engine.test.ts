@@ -1,26 +1,13 @@
 import { gzipSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
+import { sourceLikeText as text } from '../fuzz-input.ts'
 import { collectingSink } from '../io.ts'
 import { type DeflateEngine, ENGINE_MIN_INPUT, pakoEngine } from './deflate-engine.ts'
 import { applyArchiveDelta, applyArchiveDeltaToSink, createArchiveDelta } from './index.ts'
 import { candidateParams, type DeflateParams, reproducesWith } from './recompress.ts'
 
 const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length)
-
-/** Source-like text, big enough that the engine threshold is crossed. */
-function text(seed: number, size: number): Uint8Array {
-  let s = seed >>> 0
-  const out: string[] = []
-  let len = 0
-  while (len < size) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    const line = `export const v${s % 977} = compute(${s % 31}, '${(s >>> 12).toString(36)}')\n`
-    out.push(line)
-    len += line.length
-  }
-  return new TextEncoder().encode(out.join('')).subarray(0, size)
-}
 
 /** Wraps pako, counting what it is asked to do; `corrupt` flips one output byte to play a broken engine. */
 function recordingEngine(corrupt = false) {
