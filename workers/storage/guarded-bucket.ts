@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { Problem } from '../http/problem.ts'
+import { type Around, InterceptedBucket } from './intercepted-bucket.ts'
 
 /** Seconds a client is told to wait after a storage fault; R2 faults are usually brief. */
 export const STORAGE_RETRY_AFTER_SECONDS = 2
@@ -44,7 +45,8 @@ function isStorageFault(error: unknown): boolean {
   return code === null || TRANSIENT_CODES.has(code)
 }
 
-async function guard<T>(op: string, key: string, call: () => Promise<T>): Promise<T> {
+/** The hook that gives every R2 call of the Worker its typed failure. */
+const guard: Around = async (op, key, call) => {
   try {
     return await call()
   } catch (error) {
@@ -54,98 +56,15 @@ async function guard<T>(op: string, key: string, call: () => Promise<T>): Promis
   }
 }
 
-function describeKeys(keys: string | string[]): string {
-  return Array.isArray(keys) ? `${keys.length} keys` : keys
-}
-
-class GuardedUpload implements R2MultipartUpload {
-  readonly key: string
-  readonly uploadId: string
-  readonly #inner: R2MultipartUpload
-
-  constructor(inner: R2MultipartUpload) {
-    this.#inner = inner
-    this.key = inner.key
-    this.uploadId = inner.uploadId
-  }
-
-  uploadPart(
-    partNumber: number,
-    value: ReadableStream | ArrayBuffer | ArrayBufferView | string | Blob,
-    options?: R2UploadPartOptions,
-  ): Promise<R2UploadedPart> {
-    return guard('uploadPart', this.key, () => this.#inner.uploadPart(partNumber, value, options))
-  }
-
-  abort(): Promise<void> {
-    return guard('abortMultipartUpload', this.key, () => this.#inner.abort())
-  }
-
-  complete(uploadedParts: R2UploadedPart[]): Promise<R2Object> {
-    return guard('completeMultipartUpload', this.key, () => this.#inner.complete(uploadedParts))
-  }
-}
-
 /**
  * An R2Bucket whose failures are typed: storage faults become `StorageUnavailable` (503 + Retry-After
  * through the app's onError) instead of a bare 500, request errors pass through. Bodies are not
  * wrapped: once a response has started streaming, a fault can only cut the connection, which clients
  * detect by length and hash.
  */
-export class GuardedBucket implements R2Bucket {
-  readonly #inner: R2Bucket
-
+export class GuardedBucket extends InterceptedBucket {
   constructor(inner: R2Bucket) {
-    this.#inner = inner
-  }
-
-  head(key: string): Promise<R2Object | null> {
-    return guard('head', key, () => this.#inner.head(key))
-  }
-
-  get(
-    key: string,
-    options: R2GetOptions & { onlyIf: R2Conditional | Headers },
-  ): Promise<R2ObjectBody | R2Object | null>
-  get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | null>
-  get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | R2Object | null> {
-    return guard('get', key, () => this.#inner.get(key, options))
-  }
-
-  put(
-    key: string,
-    value: ReadableStream | ArrayBuffer | ArrayBufferView | string | null | Blob,
-    options?: R2PutOptions & { onlyIf: R2Conditional | Headers },
-  ): Promise<R2Object | null>
-  put(
-    key: string,
-    value: ReadableStream | ArrayBuffer | ArrayBufferView | string | null | Blob,
-    options?: R2PutOptions,
-  ): Promise<R2Object>
-  put(
-    key: string,
-    value: ReadableStream | ArrayBuffer | ArrayBufferView | string | null | Blob,
-    options?: R2PutOptions,
-  ): Promise<R2Object | null> {
-    return guard('put', key, () => this.#inner.put(key, value, options))
-  }
-
-  createMultipartUpload(key: string, options?: R2MultipartOptions): Promise<R2MultipartUpload> {
-    return guard('createMultipartUpload', key, async () => {
-      return new GuardedUpload(await this.#inner.createMultipartUpload(key, options))
-    })
-  }
-
-  resumeMultipartUpload(key: string, uploadId: string): R2MultipartUpload {
-    return new GuardedUpload(this.#inner.resumeMultipartUpload(key, uploadId))
-  }
-
-  delete(keys: string | string[]): Promise<void> {
-    return guard('delete', describeKeys(keys), () => this.#inner.delete(keys))
-  }
-
-  list(options?: R2ListOptions): Promise<R2Objects> {
-    return guard('list', options?.prefix ?? '', () => this.#inner.list(options))
+    super(inner, guard)
   }
 }
 

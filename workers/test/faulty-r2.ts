@@ -1,18 +1,7 @@
 import { mulberry32, type Rng } from '../../predict/random.ts'
+import { InterceptedBucket, R2_OPS, type R2Op } from '../storage/intercepted-bucket.ts'
 
-/** Every R2 operation the wrapper can fail, multipart ones included. */
-export const R2_OPS = [
-  'head',
-  'get',
-  'put',
-  'list',
-  'delete',
-  'createMultipartUpload',
-  'uploadPart',
-  'completeMultipartUpload',
-  'abortMultipartUpload',
-] as const
-export type R2Op = (typeof R2_OPS)[number]
+export { R2_OPS, type R2Op }
 
 export interface FaultPlan {
   /** Probability that an eligible call fails, drawn from mulberry32(seed). */
@@ -55,17 +44,25 @@ export function injectedFault(op: R2Op, key: string): Error {
 /**
  * An R2Bucket around the real one that fails calls before they reach it, at random (seeded, so a
  * failing run replays exactly) or deterministically per op. A failed call has no effect on the store,
- * like a request R2 rejected. Every call is logged so a test can see what was attempted.
+ * like a request R2 rejected, and a refused upload's body is cancelled as a real failed request's would
+ * be. Every call is logged so a test can see what was attempted.
  */
-export class FaultyR2 implements R2Bucket {
+export class FaultyR2 extends InterceptedBucket {
   readonly log: FaultRecord[] = []
-  readonly #inner: R2Bucket
   readonly #plan: FaultPlan
   readonly #rng: Rng
   readonly #counts = new Map<R2Op, number>()
 
   constructor(inner: R2Bucket, plan: FaultPlan) {
-    this.#inner = inner
+    super(inner, async (op, key, call, body) => {
+      try {
+        this.check(op, key)
+      } catch (error) {
+        if (body instanceof ReadableStream) await body.cancel(error).catch(() => undefined)
+        throw error
+      }
+      return call()
+    })
     this.#plan = plan
     this.#rng = mulberry32(plan.seed ?? 1)
   }
@@ -92,103 +89,16 @@ export class FaultyR2 implements R2Bucket {
     if (failed) throw (this.#plan.error ?? injectedFault)(op, key)
   }
 
-  async head(key: string): Promise<R2Object | null> {
-    this.check('head', key)
-    return this.#inner.head(key)
-  }
-
-  get(
+  /** A successful get may still break mid-body (cutBodies): what a fault looks like once streaming. */
+  override get(
     key: string,
     options: R2GetOptions & { onlyIf: R2Conditional | Headers },
   ): Promise<R2ObjectBody | R2Object | null>
-  get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | null>
-  async get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | R2Object | null> {
-    this.check('get', key)
-    const object = await this.#inner.get(key, options)
+  override get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | null>
+  override async get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | R2Object | null> {
+    const object = await super.get(key, options)
     if (!object || !('body' in object) || !this.#plan.cutBodies?.(key)) return object
     return withCutBody(object, this.#plan.cutBodyAfter ?? 0, injectedFault('get', key))
-  }
-
-  put(
-    key: string,
-    value: ReadableStream | ArrayBuffer | ArrayBufferView | string | null | Blob,
-    options?: R2PutOptions & { onlyIf: R2Conditional | Headers },
-  ): Promise<R2Object | null>
-  put(
-    key: string,
-    value: ReadableStream | ArrayBuffer | ArrayBufferView | string | null | Blob,
-    options?: R2PutOptions,
-  ): Promise<R2Object>
-  async put(
-    key: string,
-    value: ReadableStream | ArrayBuffer | ArrayBufferView | string | null | Blob,
-    options?: R2PutOptions,
-  ): Promise<R2Object | null> {
-    try {
-      this.check('put', key)
-    } catch (error) {
-      // A rejected upload still consumes (cancels) its body, as a real failed request would.
-      if (value instanceof ReadableStream) await value.cancel(error).catch(() => undefined)
-      throw error
-    }
-    return this.#inner.put(key, value, options)
-  }
-
-  async createMultipartUpload(key: string, options?: R2MultipartOptions): Promise<R2MultipartUpload> {
-    this.check('createMultipartUpload', key)
-    return new FaultyUpload(this, await this.#inner.createMultipartUpload(key, options))
-  }
-
-  resumeMultipartUpload(key: string, uploadId: string): R2MultipartUpload {
-    return new FaultyUpload(this, this.#inner.resumeMultipartUpload(key, uploadId))
-  }
-
-  async delete(keys: string | string[]): Promise<void> {
-    this.check('delete', Array.isArray(keys) ? (keys[0] ?? '') : keys)
-    return this.#inner.delete(keys)
-  }
-
-  async list(options?: R2ListOptions): Promise<R2Objects> {
-    this.check('list', options?.prefix ?? '')
-    return this.#inner.list(options)
-  }
-}
-
-class FaultyUpload implements R2MultipartUpload {
-  readonly key: string
-  readonly uploadId: string
-  readonly #bucket: FaultyR2
-  readonly #inner: R2MultipartUpload
-
-  constructor(bucket: FaultyR2, inner: R2MultipartUpload) {
-    this.#bucket = bucket
-    this.#inner = inner
-    this.key = inner.key
-    this.uploadId = inner.uploadId
-  }
-
-  async uploadPart(
-    partNumber: number,
-    value: ReadableStream | ArrayBuffer | ArrayBufferView | string | Blob,
-    options?: R2UploadPartOptions,
-  ): Promise<R2UploadedPart> {
-    try {
-      this.#bucket.check('uploadPart', this.key)
-    } catch (error) {
-      if (value instanceof ReadableStream) await value.cancel(error).catch(() => undefined)
-      throw error
-    }
-    return this.#inner.uploadPart(partNumber, value, options)
-  }
-
-  async abort(): Promise<void> {
-    this.#bucket.check('abortMultipartUpload', this.key)
-    return this.#inner.abort()
-  }
-
-  async complete(uploadedParts: R2UploadedPart[]): Promise<R2Object> {
-    this.#bucket.check('completeMultipartUpload', this.key)
-    return this.#inner.complete(uploadedParts)
   }
 }
 
