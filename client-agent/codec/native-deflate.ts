@@ -11,7 +11,14 @@
  * streaming form may feed zlib whatever pieces arrive.
  */
 import { once } from 'node:events'
-import { constants, createDeflateRaw, deflateRawSync, inflateRawSync, type ZlibOptions } from 'node:zlib'
+import {
+  constants,
+  createDeflateRaw,
+  deflateRaw,
+  deflateRawSync,
+  inflateRawSync,
+  type ZlibOptions,
+} from 'node:zlib'
 import { sameBytes } from '../../delta/archive/bytes.ts'
 import type { DeflateEngine, DeflateParams, DeflateStream } from '../../delta/archive/index.ts'
 import { pakoEngine } from '../../delta/archive/index.ts'
@@ -23,6 +30,10 @@ function zlibOptions(params: DeflateParams): ZlibOptions {
     windowBits: params.windowBits,
     strategy: params.strategy,
   }
+}
+
+function resumedOptions(params: DeflateParams, dictionary: Uint8Array): ZlibOptions {
+  return dictionary.length > 0 ? { ...zlibOptions(params), dictionary } : zlibOptions(params)
 }
 
 /** Node's zlib rejects windowBits 8 for raw deflate (it silently means 9), so those stay with pako. */
@@ -146,6 +157,15 @@ export const nativeDeflateEngine: DeflateEngine = {
   },
   deflate: (raw, params) => deflateRawSync(raw, zlibOptions(params)),
   open: openStream,
+  deflateResumedSync: (input, params, dictionary) =>
+    deflateRawSync(input, resumedOptions(params, dictionary)),
+  deflateResumed: (input, params, dictionary) =>
+    new Promise((resolve, reject) =>
+      // The async form runs on libuv's thread pool, so pieces of one stream deflate on several cores.
+      deflateRaw(input, resumedOptions(params, dictionary), (error, out) =>
+        error ? reject(error) : resolve(out),
+      ),
+    ),
   inflateRaw(input, maxOutput) {
     // `info` reports how much input zlib consumed: deflate is self-terminating and gzip members and zip
     // entries carry more bytes after it. Output past maxOutputLength is refused inside zlib (a RangeError).

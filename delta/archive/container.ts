@@ -4,6 +4,7 @@
  */
 import { check } from '../errors.ts'
 import { ByteReader, ByteWriter } from './bytes.ts'
+import type { Checkpoint } from './checkpoints.ts'
 import type { ArchiveKind, Segment } from './expand.ts'
 import type { DeflateParams } from './recompress.ts'
 import type { Range } from './reference.ts'
@@ -11,6 +12,10 @@ import type { Range } from './reference.ts'
 const MAGIC = [0x44, 0x50, 0x41, 0x52] // "DPAR"
 export const CONTAINER_VERSION = 1
 const FLAG_INNER_DEFLATED = 1
+/** Deflate segments carry checkpoint lists (added after version 1 shipped; older decoders refuse it). */
+const FLAG_CHECKPOINTS = 2
+/** More restart points than any rebuild could use; bounds what a hostile list can make us allocate. */
+const MAX_CHECKPOINTS = 1024
 const KIND_CODES: Record<ArchiveKind, number> = { gzip: 1, zip: 2 }
 
 export interface Container {
@@ -34,7 +39,8 @@ export function encodeContainer(c: Container): Uint8Array {
   for (const b of MAGIC) w.u8(b)
   w.u8(CONTAINER_VERSION)
   w.u8(KIND_CODES[c.sourceKind])
-  w.u8(c.innerDeflated ? FLAG_INNER_DEFLATED : 0)
+  const checkpointed = c.segments.some((s) => s.kind === 'deflate' && (s.checkpoints?.length ?? 0) > 0)
+  w.u8((c.innerDeflated ? FLAG_INNER_DEFLATED : 0) | (checkpointed ? FLAG_CHECKPOINTS : 0))
   const id = new TextEncoder().encode(c.differId)
   if (id.length === 0 || id.length > 255) throw new RangeError('differ id must be 1..255 bytes')
   w.u8(id.length)
@@ -71,6 +77,18 @@ export function encodeContainer(c: Container): Uint8Array {
       w.varint(s.rawLength)
       w.varint(s.compressedLength)
       w.varint(index.get(keyOf(s.params))!)
+      if (checkpointed) {
+        const points = s.checkpoints ?? []
+        w.varint(points.length)
+        let raw = 0
+        let bit = 0
+        for (const p of points) {
+          w.varint(p.raw - raw)
+          w.varint(p.bit - bit)
+          raw = p.raw
+          bit = p.bit
+        }
+      }
     }
   }
   w.varint(c.recipe.length)
@@ -105,6 +123,32 @@ function readParams(r: ByteReader): DeflateParams {
   return { level, memLevel, windowBits, strategy, legacyHash: hash === 1 }
 }
 
+/** Strictly increasing restart points strictly inside the stream, in both coordinates. */
+function readCheckpoints(r: ByteReader, rawLength: number, compressedLength: number): Checkpoint[] {
+  const count = r.varint('checkpoint count')
+  check(count <= MAX_CHECKPOINTS && count <= r.remaining / 2, E, 'checkpoint list too long')
+  const out: Checkpoint[] = []
+  let raw = 0
+  let bit = 0
+  for (let i = 0; i < count; i++) {
+    raw += r.varint('checkpoint offset')
+    bit += r.varint('checkpoint bit offset')
+    const last = out.at(-1)
+    check(
+      raw > (last?.raw ?? 0) && raw < rawLength,
+      E,
+      'checkpoint offset out of order or outside the stream',
+    )
+    check(
+      bit > (last?.bit ?? 0) && bit < compressedLength * 8,
+      E,
+      'checkpoint bit offset out of order or outside the stream',
+    )
+    out.push({ raw, bit })
+  }
+  return out
+}
+
 export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Container {
   const r = new ByteReader(bytes, E)
   for (const b of MAGIC) check(r.u8('magic') === b, 'archive-magic', 'not an archive delta')
@@ -114,7 +158,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
   const sourceKind = (Object.keys(KIND_CODES) as ArchiveKind[]).find((k) => KIND_CODES[k] === kindCode)
   check(sourceKind !== undefined, E, `unknown source kind ${kindCode}`)
   const flags = r.u8('flags')
-  check((flags & ~FLAG_INNER_DEFLATED) === 0, E, 'unknown flags')
+  check((flags & ~(FLAG_INNER_DEFLATED | FLAG_CHECKPOINTS)) === 0, E, 'unknown flags')
   const idLength = r.u8('differ id length')
   check(idLength > 0, E, 'empty differ id')
   const differId = new TextDecoder().decode(r.take(idLength, 'differ id'))
@@ -159,7 +203,14 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       const bound = rawLength + Math.ceil(rawLength / 8) + Math.ceil(rawLength / 64) + 64
       check(compressedLength <= bound, E, 'compressed length exceeds deflate bound')
       check(rawLength <= compressedLength * 1032 + 1024, E, 'raw length exceeds deflate ratio')
-      segments.push({ kind: 'deflate', rawLength, compressedLength, params: table[p]! })
+      const checkpoints = flags & FLAG_CHECKPOINTS ? readCheckpoints(r, rawLength, compressedLength) : []
+      segments.push({
+        kind: 'deflate',
+        rawLength,
+        compressedLength,
+        params: table[p]!,
+        ...(checkpoints.length > 0 ? { checkpoints } : {}),
+      })
       expandedSum += rawLength
       targetSum += compressedLength
     }

@@ -8,6 +8,7 @@ import { approxNotWorth } from '../effort.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { applyArchiveDelta } from './apply.ts'
 import { sameBytes } from './bytes.ts'
+import { findCheckpoints } from './checkpoints.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
 import { type DeflateEngine, inflaterFor } from './deflate-engine.ts'
@@ -64,12 +65,34 @@ export interface ArchiveDeltaDetails {
   reproduced: number
   params: string[]
   entries: RecipeStats & { source: number; target: number }
-  timingsMs: { expandSource: number; expandTarget: number; diff: number; verify: number }
+  timingsMs: { expandSource: number; expandTarget: number; checkpoints: number; diff: number; verify: number }
 }
 
 export type ArchiveDeltaResult =
   | { delta: Uint8Array; details: ArchiveDeltaDetails }
   | { notApplicable: string }
+
+/**
+ * Proves restart points in each big target deflate stream, so a rebuild with an engine that can restart
+ * deflate runs the pieces on several cores (checkpoints.ts). Costs about one more deflate per stream.
+ */
+function addCheckpoints(tgt: Expansion, target: Uint8Array, engine: DeflateEngine): void {
+  let expandedAt = 0
+  let targetAt = 0
+  for (const s of tgt.segments) {
+    if (s.kind === 'literal') {
+      expandedAt += s.length
+      targetAt += s.length
+      continue
+    }
+    const raw = tgt.expanded.subarray(expandedAt, expandedAt + s.rawLength)
+    const compressed = target.subarray(targetAt, targetAt + s.compressedLength)
+    const checkpoints = findCheckpoints(raw, compressed, s.params, engine)
+    if (checkpoints.length > 0) s.checkpoints = checkpoints
+    expandedAt += s.rawLength
+    targetAt += s.compressedLength
+  }
+}
 
 function tryExpand(run: () => Expansion): Expansion | string {
   try {
@@ -155,6 +178,9 @@ export function createArchiveDelta(
       notApplicable: `none of the target's ${tgt.streams} deflate streams could be reproduced exactly`,
     }
   }
+  t = performance.now()
+  if (options.deflateEngine) addCheckpoints(tgt, target, options.deflateEngine)
+  const checkpointsMs = performance.now() - t
 
   t = performance.now()
   const { ranges, stats } = buildRecipe(
@@ -248,7 +274,7 @@ export function createArchiveDelta(
       reproduced: tgt.reproduced,
       params,
       entries: { ...stats, source: src.entries.length, target: tgt.entries.length },
-      timingsMs: { expandSource, expandTarget, diff, verify },
+      timingsMs: { expandSource, expandTarget, checkpoints: checkpointsMs, diff, verify },
     },
   }
 }

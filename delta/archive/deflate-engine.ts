@@ -40,6 +40,13 @@ export interface DeflateEngine {
    * input bytes the stream took. Must throw (anything) on damage or when output would pass `maxOutput`.
    */
   inflateRaw?(input: Uint8Array, maxOutput: number): Inflated
+  /**
+   * Optional restarts for checkpointed rebuilds (checkpoints.ts): deflates `input` as a new stream whose
+   * window is preset to `dictionary` (zlib's deflateSetDictionary; none when empty). The async form is
+   * what lets a rebuild run pieces on several cores.
+   */
+  deflateResumedSync?(input: Uint8Array, params: DeflateParams, dictionary: Uint8Array): Uint8Array
+  deflateResumed?(input: Uint8Array, params: DeflateParams, dictionary: Uint8Array): Promise<Uint8Array>
 }
 
 export const pakoEngine: DeflateEngine = {

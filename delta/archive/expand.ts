@@ -8,6 +8,7 @@
  */
 import { DeltaFormatError } from '../errors.ts'
 import { concatBytes } from './bytes.ts'
+import type { Checkpoint } from './checkpoints.ts'
 import { crc32 } from './crc32.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 import { parseGzip } from './gzip.ts'
@@ -20,7 +21,14 @@ export type ArchiveKind = 'gzip' | 'zip'
 
 export type Segment =
   | { kind: 'literal'; length: number }
-  | { kind: 'deflate'; rawLength: number; compressedLength: number; params: DeflateParams }
+  | {
+      kind: 'deflate'
+      rawLength: number
+      compressedLength: number
+      params: DeflateParams
+      /** Proved restart points (checkpoints.ts); absent or empty: rebuilt in one piece. */
+      checkpoints?: Checkpoint[]
+    }
 
 /** One archive member's byte range in expanded coordinates, with keys used to match it across versions. */
 export interface EntryRange {

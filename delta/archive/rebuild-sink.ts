@@ -5,8 +5,9 @@
  */
 import { check } from '../errors.ts'
 import type { ByteSink } from '../io.ts'
+import { openSegmentDeflate } from './checkpoints.ts'
 import { crc32Update } from './crc32.ts'
-import { type DeflateEngine, type DeflateStream, engineFor } from './deflate-engine.ts'
+import type { DeflateEngine, DeflateStream } from './deflate-engine.ts'
 import type { Segment } from './expand.ts'
 
 export class RebuildSink implements ByteSink {
@@ -58,8 +59,7 @@ export class RebuildSink implements ByteSink {
       const s = this.segments[this.index]
       if (!s) return
       const size = s.kind === 'literal' ? s.length : s.rawLength
-      if (s.kind === 'deflate' && this.deflate === null)
-        this.deflate = engineFor(this.engine, s.params, s.rawLength).open(s.params)
+      if (s.kind === 'deflate' && this.deflate === null) this.deflate = openSegmentDeflate(this.engine, s)
       if (this.used < size) return
       if (s.kind === 'deflate') {
         await this.emit(await this.deflate!.finish())

@@ -1,0 +1,157 @@
+import fc from 'fast-check'
+import { Deflate } from 'pako'
+import { describe, expect, it } from 'vitest'
+import { DeltaFormatError } from '../errors.ts'
+import { sourceLikeText } from '../fuzz-input.ts'
+import { collectingSink } from '../io.ts'
+import { BitSplicer, bitsMatch, endsTheStream, findCheckpoints, PiecewiseDeflate } from './checkpoints.ts'
+import { decodeContainer, encodeContainer } from './container.ts'
+import { type DeflateEngine, pakoEngine } from './deflate-engine.ts'
+import { applyArchiveDeltaToSink, createArchiveDelta } from './index.ts'
+import { candidateParams, type DeflateParams } from './recompress.ts'
+
+/** pako with restarts: deflate with a preset dictionary (what Node's zlib engine does natively). */
+function pakoResumed(input: Uint8Array, params: DeflateParams, dictionary: Uint8Array): Uint8Array {
+  const d = new Deflate({
+    raw: true,
+    level: params.level,
+    memLevel: params.memLevel,
+    windowBits: params.windowBits,
+    legacyHash: params.legacyHash,
+    ...(dictionary.length > 0 ? { dictionary } : {}),
+  })
+  d.push(input, true)
+  return d.result
+}
+
+/** A test engine that restarts with pako, so checkpoints are exercised without Node's zlib. */
+const restartingPako: DeflateEngine = {
+  ...pakoEngine,
+  name: 'pako-restarting',
+  deflateResumedSync: pakoResumed,
+  deflateResumed: async (input, params, dictionary) => pakoResumed(input, params, dictionary),
+}
+
+const bitString = (bytes: Uint8Array, bits: number) =>
+  Array.from({ length: bits }, (_, i) => (bytes[i >>> 3]! >>> (i & 7)) & 1).join('')
+
+describe('bit splicing', () => {
+  it('appends bit strings of any length at any offset', () => {
+    const piece = fc
+      .uint8Array({ minLength: 1, maxLength: 40 })
+      .chain((bytes) => fc.integer({ min: 0, max: bytes.length * 8 }).map((bits) => ({ bytes, bits })))
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 8 }), (pieces) => {
+        const total = pieces.reduce((n, p) => n + p.bits, 0)
+        const splicer = new BitSplicer(Math.ceil(total / 8))
+        for (const p of pieces) splicer.append(p.bytes, p.bits)
+        const expected = pieces.map((p) => bitString(p.bytes, p.bits)).join('')
+        expect(bitString(splicer.bytes(), total)).toBe(expected)
+        // And bitsMatch finds each piece where it was put.
+        let at = 0
+        for (const p of pieces) {
+          expect(bitsMatch(splicer.bytes(), at, p.bytes, p.bits)).toBe(true)
+          at += p.bits
+        }
+      }),
+    )
+  })
+
+  it('matches a stream end whatever the two paddings', () => {
+    // Stream: 13 bits then padding; a piece starting at bit 5 holds 8 bits + padding of its own.
+    const stream = Uint8Array.of(0b1010_0000, 0b0001_0110)
+    const piece = Uint8Array.of(0b1011_0101)
+    expect(endsTheStream(stream, 5, piece)).toBe(true)
+    expect(endsTheStream(stream, 5, Uint8Array.of(0b1011_0100))).toBe(false)
+    // Zero bits past the end are padding either way; a set one is data the stream does not have.
+    expect(endsTheStream(stream, 5, Uint8Array.of(0b1011_0101, 0))).toBe(true)
+    expect(endsTheStream(stream, 5, Uint8Array.of(0b1011_0101, 0b0000_1000))).toBe(false)
+    expect(endsTheStream(Uint8Array.of(0b1010_0000, 0b0001_0110, 0b1000_0000), 5, piece)).toBe(false)
+  })
+})
+
+describe('checkpoints', () => {
+  const raw = sourceLikeText(11, 3_000_000)
+  const params = candidateParams()[0]!
+  const compressed = pakoEngine.deflate(raw, params)
+
+  it('are proved restart points whose pieces splice back into the stream', async () => {
+    const checkpoints = findCheckpoints(raw, compressed, params, restartingPako)
+    expect(checkpoints.length).toBeGreaterThan(0)
+    const rebuild = new PiecewiseDeflate(
+      restartingPako.deflateResumed!,
+      params,
+      raw.length,
+      compressed.length,
+      checkpoints,
+    )
+    for (let at = 0, n = 1; at < raw.length; at += n, n = (n * 7 + 13) % 200_000)
+      await rebuild.push(raw.subarray(at, at + n))
+    const [out] = await rebuild.finish()
+    expect(Buffer.from(out!).equals(Buffer.from(compressed))).toBe(true)
+  })
+
+  it('are not made without an engine that restarts, or for small streams', () => {
+    expect(findCheckpoints(raw, compressed, params, pakoEngine)).toEqual([])
+    const small = raw.subarray(0, 1 << 20)
+    expect(findCheckpoints(small, pakoEngine.deflate(small, params), params, restartingPako)).toEqual([])
+  })
+
+  const gz = (bytes: Uint8Array) => {
+    const d = new Deflate({ gzip: true, level: 9 })
+    d.push(bytes, true)
+    return d.result
+  }
+  const gzSource = gz(raw)
+  const edited = raw.slice()
+  edited.set(new TextEncoder().encode('// changed'), 2_000_000)
+  const gzTarget = gz(edited)
+
+  it('travel in the container, and wrong ones fail the rebuild instead of giving wrong bytes', async () => {
+    const made = createArchiveDelta(gzSource, gzTarget, { deflateEngine: restartingPako })
+    if (!('delta' in made)) throw new Error(made.notApplicable)
+    const limits = { maxTargetBytes: 1 << 30, maxExpandedBytes: 1 << 30 }
+    const c = decodeContainer(made.delta, limits)
+    const stream = c.segments.find((s) => s.kind === 'deflate')
+    if (stream?.kind !== 'deflate' || !stream.checkpoints) throw new Error('expected checkpoints')
+
+    const good = collectingSink()
+    await applyArchiveDeltaToSink(gzSource, made.delta, good, undefined, undefined, restartingPako)
+    expect(Buffer.from(good.bytes()).equals(Buffer.from(gzTarget))).toBe(true)
+
+    // Shift one checkpoint by a bit: still a valid container, but the spliced stream is wrong.
+    stream.checkpoints[0] = { ...stream.checkpoints[0]!, bit: stream.checkpoints[0]!.bit + 1 }
+    const tampered = encodeContainer(c)
+    const failure = await applyArchiveDeltaToSink(
+      gzSource,
+      tampered,
+      collectingSink(),
+      undefined,
+      undefined,
+      restartingPako,
+    ).catch((e: unknown) => e)
+    expect(failure).toBeInstanceOf(DeltaFormatError)
+    // A decoder without restarts ignores checkpoints and rebuilds the target anyway.
+    const plain = collectingSink()
+    await applyArchiveDeltaToSink(gzSource, tampered, plain)
+    expect(Buffer.from(plain.bytes()).equals(Buffer.from(gzTarget))).toBe(true)
+  })
+
+  it('the container refuses impossible checkpoint lists', () => {
+    const made = createArchiveDelta(gzSource, gzTarget, { deflateEngine: restartingPako })
+    if (!('delta' in made)) throw new Error(made.notApplicable)
+    const limits = { maxTargetBytes: 1 << 30, maxExpandedBytes: 1 << 30 }
+    const c = decodeContainer(made.delta, limits)
+    const stream = c.segments.find((s) => s.kind === 'deflate')
+    if (stream?.kind !== 'deflate' || !stream.checkpoints) throw new Error('expected checkpoints')
+    const first = stream.checkpoints[0]!
+    for (const bad of [
+      [first, first], // not increasing
+      [{ raw: stream.rawLength, bit: first.bit }], // at the end of the raw stream
+      [{ raw: first.raw, bit: stream.compressedLength * 8 }], // past the compressed stream
+    ]) {
+      stream.checkpoints = bad
+      expect(() => decodeContainer(encodeContainer(c), limits)).toThrow(DeltaFormatError)
+    }
+  })
+})

@@ -1,0 +1,296 @@
+/**
+ * Checkpoints: places inside a target deflate stream where deflate can be restarted — fed the input
+ * from there on, with the 32 KiB before it as a preset dictionary — and still emit the original's bits.
+ * zlib starts a new block whenever its symbol buffer fills, so a restart at a block boundary sees the
+ * same window and the same block phase; it reproduces the stream at most boundaries (not all: the
+ * matcher's state can differ), so every checkpoint is proved at delta time. With checkpoints a
+ * rebuild can deflate the pieces on several cores and splice their bits
+ * (docs/decisions/0016-native-deflate-engine.md). A decoder that ignores them deflates the whole
+ * stream in one go and gets the same bytes.
+ */
+import { Z_BLOCK, Z_OK, ZStream, zlibInflate, zlibInflateInit2 } from 'pako'
+import { check } from '../errors.ts'
+import { type DeflateEngine, type DeflateStream, engineFor, pakoEngine } from './deflate-engine.ts'
+import type { DeflateParams } from './recompress.ts'
+
+/** A restart point: input offset in the stream's raw bytes, and the bit offset of its block. */
+export interface Checkpoint {
+  raw: number
+  bit: number
+}
+
+/** How much of the preceding input a restart gets as its dictionary (deflate's whole window). */
+export const DICTIONARY_BYTES = 32 * 1024
+/** Input a restarted piece reads past its end, so matching near the end sees what the original saw. */
+export const PIECE_SLACK = 4 * 1024
+/** Streams below this are rebuilt in one piece: splitting would not pay for the set-up. */
+export const CHECKPOINT_MIN_RAW = 2 * 1024 * 1024
+/** Input a restart point is first tried on (see `proved` in findCheckpoints). */
+const PROBE_BYTES = 256 * 1024
+/** Aim for about this many pieces: enough for the cores of a device, few enough to stay cheap. */
+const TARGET_PIECES = 8
+
+/** Every block boundary of a raw deflate stream (input offset, bit offset), from pako's Z_BLOCK. */
+export function blockBoundaries(compressed: Uint8Array, rawLength: number): Checkpoint[] {
+  const s = new ZStream()
+  if (zlibInflateInit2(s, -15) !== Z_OK) return []
+  s.input = compressed
+  s.next_in = 0
+  s.avail_in = compressed.length
+  s.output = new Uint8Array(rawLength + 1)
+  s.next_out = 0
+  s.avail_out = rawLength + 1
+  const out: Checkpoint[] = []
+  for (;;) {
+    if (zlibInflate(s, Z_BLOCK) !== Z_OK) break
+    // 128: stopped right after an end-of-block code; the low 3 bits are unused bits of the last byte.
+    if (s.data_type & 128) out.push({ raw: s.next_out, bit: s.next_in * 8 - (s.data_type & 7) })
+  }
+  return out
+}
+
+/** Bit `i` of a deflate byte stream (deflate packs bits least significant first). */
+function bitAt(bytes: Uint8Array, i: number): number {
+  return (bytes[i >>> 3]! >>> (i & 7)) & 1
+}
+
+/** The byte of `bytes` that starts at bit offset `bit` (bits past the end read as 0). */
+function byteAtBit(bytes: Uint8Array, bit: number): number {
+  const k = bit >>> 3
+  const s = bit & 7
+  const lo = bytes[k] ?? 0
+  return s === 0 ? lo : ((lo >>> s) | ((bytes[k + 1] ?? 0) << (8 - s))) & 0xff
+}
+
+/** Whether `piece`'s first `bits` bits equal `stream`'s bits from `at`. */
+export function bitsMatch(stream: Uint8Array, at: number, piece: Uint8Array, bits: number): boolean {
+  if (bits > piece.length * 8 || at + bits > stream.length * 8) return false
+  const whole = bits >>> 3
+  for (let i = 0; i < whole; i++) if (byteAtBit(stream, at + i * 8) !== piece[i]) return false
+  for (let i = whole * 8; i < bits; i++) if (bitAt(stream, at + i) !== bitAt(piece, i)) return false
+  return true
+}
+
+/**
+ * Whether `piece` (a restarted deflate run to the end) equals `stream` from bit `at` to its end. Both end
+ * with zero bits padding their last byte, and where the piece starts mid-byte the two paddings differ in
+ * length, so the shorter side's missing bits must be that padding.
+ */
+export function endsTheStream(stream: Uint8Array, at: number, piece: Uint8Array): boolean {
+  const bits = stream.length * 8 - at
+  const have = piece.length * 8
+  if (Math.abs(have - bits) >= 8 || !bitsMatch(stream, at, piece, Math.min(bits, have))) return false
+  for (let i = have; i < bits; i++) if (bitAt(stream, at + i)) return false
+  for (let i = bits; i < have; i++) if (bitAt(piece, i)) return false
+  return true
+}
+
+/** Appends bit strings into bytes: what a checkpointed rebuild uses to splice its pieces. */
+export class BitSplicer {
+  private readonly out: Uint8Array
+  private bit = 0
+
+  constructor(totalBytes: number) {
+    this.out = new Uint8Array(totalBytes)
+  }
+
+  /** Appends the first `bits` bits of `piece`; throws RangeError past the declared total. */
+  append(piece: Uint8Array, bits: number): void {
+    if (bits > piece.length * 8 || this.bit + bits > this.out.length * 8)
+      throw new RangeError('splice overflow')
+    const s = this.bit & 7
+    let k = this.bit >>> 3
+    const whole = bits >>> 3
+    if (s === 0) {
+      this.out.set(piece.subarray(0, whole), k)
+      k += whole
+    } else {
+      for (let i = 0; i < whole; i++) {
+        const b = piece[i]!
+        this.out[k] = this.out[k]! | ((b << s) & 0xff)
+        k++
+        this.out[k] = b >>> (8 - s)
+      }
+    }
+    this.bit += whole * 8
+    for (let i = whole * 8; i < bits; i++) {
+      if (bitAt(piece, i)) this.out[this.bit >>> 3]! |= 1 << (this.bit & 7)
+      this.bit++
+    }
+  }
+
+  get bits(): number {
+    return this.bit
+  }
+
+  bytes(): Uint8Array {
+    return this.out
+  }
+}
+
+/** The input a restart at `from` needs: its dictionary and its bytes (with slack), as views of `raw`. */
+export function pieceInput(
+  raw: Uint8Array,
+  from: number,
+  to: number,
+): { dictionary: Uint8Array; input: Uint8Array } {
+  return {
+    dictionary: raw.subarray(Math.max(0, from - DICTIONARY_BYTES), from),
+    input: raw.subarray(from, to >= raw.length ? raw.length : Math.min(raw.length, to + PIECE_SLACK)),
+  }
+}
+
+/**
+ * Checkpoints for one stream that `engine` proves: each piece, restarted at its checkpoint, gives
+ * exactly the original's bits up to the next one (the last piece to the end). A boundary whose piece
+ * does not reproduce is skipped (the piece before it grows). Returns [] when the engine cannot restart
+ * streams, the stream is small, or no checkpoint held. Costs about one deflate of the stream.
+ */
+export function findCheckpoints(
+  raw: Uint8Array,
+  compressed: Uint8Array,
+  params: DeflateParams,
+  engine: DeflateEngine | undefined,
+): Checkpoint[] {
+  const resume = engine?.deflateResumedSync?.bind(engine)
+  if (!resume || raw.length < CHECKPOINT_MIN_RAW || !engine?.handles(params)) return []
+  const spacing = Math.max(CHECKPOINT_MIN_RAW / 2, Math.ceil(raw.length / TARGET_PIECES))
+  const candidates: Checkpoint[] = []
+  const boundaries = blockBoundaries(compressed, raw.length)
+  for (const b of boundaries) {
+    const last = candidates.at(-1)?.raw ?? 0
+    if (b.raw - last >= spacing && raw.length - b.raw >= spacing / 2) candidates.push(b)
+  }
+  const piece = (from: Checkpoint, to: Checkpoint | null): boolean => {
+    const { dictionary, input } = pieceInput(raw, from.raw, to ? to.raw : raw.length)
+    const out = resume(input, params, dictionary)
+    if (to) return bitsMatch(compressed, from.bit, out, to.bit - from.bit)
+    return endsTheStream(compressed, from.bit, out)
+  }
+  // A bad restart point shows within its first blocks: check a short piece first, so rejecting one
+  // costs a few hundred KiB of deflate instead of a piece (or the rest of the stream).
+  const proved = (from: Checkpoint, to: Checkpoint | null): boolean => {
+    if (from.raw === 0) return piece(from, to)
+    const probe = boundaries.find((b) => b.raw >= from.raw + PROBE_BYTES)
+    if (probe && probe.raw < (to?.raw ?? raw.length) && !piece(from, probe)) return false
+    return piece(from, to)
+  }
+  // Pieces are proved in order. A piece ends at the first candidate it reproduces up to; a start from
+  // which no piece reproduces (not even to the end) is a bad restart point: it is dropped and the
+  // piece before it tries to reach further.
+  const kept: Checkpoint[] = []
+  const bad = new Set<number>()
+  let from: Checkpoint = { raw: 0, bit: 0 }
+  for (;;) {
+    const next = candidates.find((c) => c.raw > from.raw && !bad.has(c.raw) && proved(from, c))
+    if (next) {
+      if (from.raw > 0) kept.push(from)
+      from = next
+      continue
+    }
+    if (proved(from, null)) {
+      if (from.raw > 0) kept.push(from)
+      return kept
+    }
+    // The stream's own start always reproduces (it is the proved deflate), so from.raw > 0 here.
+    if (from.raw === 0) return []
+    bad.add(from.raw)
+    from = kept.pop() ?? { raw: 0, bit: 0 }
+  }
+}
+
+/** An engine's async restart (DeflateEngine.deflateResumed). */
+type Resume = (input: Uint8Array, params: DeflateParams, dictionary: Uint8Array) => Promise<Uint8Array>
+
+/**
+ * Rebuilds one checkpointed stream in pieces: input is gathered as it arrives, each piece is handed to
+ * the engine's async restart as soon as its bytes (and slack) are in, so pieces deflate in parallel
+ * with each other and with the delta decoding that feeds them; `finish` splices their bits in order.
+ * Holds the stream's raw bytes (bounded by the container limits) and its compressed output.
+ */
+export class PiecewiseDeflate implements DeflateStream {
+  private readonly raw: Uint8Array
+  private readonly starts: Checkpoint[]
+  private readonly pieces: Promise<Uint8Array>[] = []
+  private filled = 0
+  private readonly resume: Resume
+  private readonly params: DeflateParams
+  private readonly compressedLength: number
+
+  constructor(
+    resume: Resume,
+    params: DeflateParams,
+    rawLength: number,
+    compressedLength: number,
+    checkpoints: readonly Checkpoint[],
+  ) {
+    this.resume = resume
+    this.params = params
+    this.compressedLength = compressedLength
+    this.raw = new Uint8Array(rawLength)
+    this.starts = [{ raw: 0, bit: 0 }, ...checkpoints]
+  }
+
+  async push(bytes: Uint8Array): Promise<readonly Uint8Array[]> {
+    check(
+      this.filled + bytes.length <= this.raw.length,
+      'archive-mismatch',
+      'inner delta produced more than the stream',
+    )
+    this.raw.set(bytes, this.filled)
+    this.filled += bytes.length
+    this.launchReady()
+    return []
+  }
+
+  async finish(): Promise<readonly Uint8Array[]> {
+    check(this.filled === this.raw.length, 'archive-mismatch', 'inner delta ended inside a deflate stream')
+    this.launchReady()
+    const outs = await Promise.all(this.pieces)
+    const splicer = new BitSplicer(this.compressedLength)
+    const totalBits = this.compressedLength * 8
+    for (const [j, piece] of outs.entries()) {
+      const next = this.starts[j + 1]
+      const bits = (next?.bit ?? totalBits) - this.starts[j]!.bit
+      // The last piece ends the stream; its padding and the stream's may differ by a few zero bits
+      // (the splice buffer starts zeroed, so the stream's padding needs no bits of its own).
+      const fits = next ? piece.length * 8 >= bits : Math.abs(piece.length * 8 - bits) < 8
+      check(fits, 'archive-mismatch', 'a rebuilt piece does not fit its checkpoints')
+      splicer.append(piece, Math.min(bits, piece.length * 8))
+    }
+    return [splicer.bytes()]
+  }
+
+  private launchReady(): void {
+    while (this.pieces.length < this.starts.length) {
+      const j = this.pieces.length
+      const to = this.starts[j + 1]
+      const needed = to ? Math.min(this.raw.length, to.raw + PIECE_SLACK) : this.raw.length
+      if (this.filled < needed) return
+      const { dictionary, input } = pieceInput(this.raw, this.starts[j]!.raw, to ? to.raw : this.raw.length)
+      const piece = this.resume(input, this.params, dictionary)
+      // Handled here so a failing piece cannot become an unhandled rejection before finish awaits it.
+      piece.catch(() => undefined)
+      this.pieces.push(piece)
+    }
+  }
+}
+
+/** The deflate stream a rebuild uses for one segment: in pieces when it has checkpoints and the engine can. */
+export function openSegmentDeflate(
+  preferred: DeflateEngine | undefined,
+  segment: { rawLength: number; compressedLength: number; params: DeflateParams; checkpoints?: Checkpoint[] },
+): DeflateStream {
+  const engine = engineFor(preferred, segment.params, segment.rawLength)
+  const resumed = engine.deflateResumed?.bind(engine)
+  if (resumed && engine !== pakoEngine && (segment.checkpoints?.length ?? 0) > 0) {
+    return new PiecewiseDeflate(
+      resumed,
+      segment.params,
+      segment.rawLength,
+      segment.compressedLength,
+      segment.checkpoints ?? [],
+    )
+  }
+  return engine.open(segment.params)
+}
