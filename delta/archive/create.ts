@@ -42,7 +42,9 @@ export interface ArchiveDeltaOptions {
   differEffort?: 'auto' | 'exhaustive'
   /**
    * A faster deflate for proving recompression parameters (the publisher passes Node's zlib); pako
-   * rules out wrong settings on a prefix, this engine checks the whole stream. Default: pako alone.
+   * rules out wrong settings on a prefix, this engine checks the whole stream. When it can restart
+   * deflate, big target streams also get proved checkpoints for parallel rebuilds (checkpoints.ts).
+   * Default: pako alone, no checkpoints.
    */
   deflateEngine?: DeflateEngine
 }
