@@ -106,21 +106,30 @@ describe('checkpoints', () => {
   const edited = raw.slice()
   edited.set(new TextEncoder().encode('// changed'), 2_000_000)
   const gzTarget = gz(edited)
-
-  it('travel in the container, and wrong ones fail the rebuild instead of giving wrong bytes', async () => {
-    const made = createArchiveDelta(gzSource, gzTarget, { deflateEngine: restartingPako })
-    if (!('delta' in made)) throw new Error(made.notApplicable)
-    const limits = { maxTargetBytes: 1 << 30, maxExpandedBytes: 1 << 30 }
-    const c = decodeContainer(made.delta, limits)
+  const limits = { maxTargetBytes: 1 << 30, maxExpandedBytes: 1 << 30 }
+  let made: Uint8Array | undefined
+  /** The checkpointed delta (made once) and a fresh decoded copy of its container to tamper with. */
+  const checkpointed = () => {
+    if (!made) {
+      const result = createArchiveDelta(gzSource, gzTarget, { deflateEngine: restartingPako })
+      if (!('delta' in result)) throw new Error(result.notApplicable)
+      made = result.delta
+    }
+    const c = decodeContainer(made, limits)
     const stream = c.segments.find((s) => s.kind === 'deflate')
     if (stream?.kind !== 'deflate' || !stream.checkpoints) throw new Error('expected checkpoints')
+    return { delta: made, c, stream, checkpoints: stream.checkpoints, limits }
+  }
+
+  it('travel in the container, and wrong ones fail the rebuild instead of giving wrong bytes', async () => {
+    const { delta, c, checkpoints } = checkpointed()
 
     const good = collectingSink()
-    await applyArchiveDeltaToSink(gzSource, made.delta, good, undefined, undefined, restartingPako)
+    await applyArchiveDeltaToSink(gzSource, delta, good, undefined, undefined, restartingPako)
     expect(Buffer.from(good.bytes()).equals(Buffer.from(gzTarget))).toBe(true)
 
     // Shift one checkpoint by a bit: still a valid container, but the spliced stream is wrong.
-    stream.checkpoints[0] = { ...stream.checkpoints[0]!, bit: stream.checkpoints[0]!.bit + 1 }
+    checkpoints[0] = { ...checkpoints[0]!, bit: checkpoints[0]!.bit + 1 }
     const tampered = encodeContainer(c)
     const failure = await applyArchiveDeltaToSink(
       gzSource,
@@ -138,13 +147,8 @@ describe('checkpoints', () => {
   })
 
   it('the container refuses impossible checkpoint lists', () => {
-    const made = createArchiveDelta(gzSource, gzTarget, { deflateEngine: restartingPako })
-    if (!('delta' in made)) throw new Error(made.notApplicable)
-    const limits = { maxTargetBytes: 1 << 30, maxExpandedBytes: 1 << 30 }
-    const c = decodeContainer(made.delta, limits)
-    const stream = c.segments.find((s) => s.kind === 'deflate')
-    if (stream?.kind !== 'deflate' || !stream.checkpoints) throw new Error('expected checkpoints')
-    const first = stream.checkpoints[0]!
+    const { c, stream, checkpoints, limits } = checkpointed()
+    const first = checkpoints[0]!
     for (const bad of [
       [first, first], // not increasing
       [{ raw: stream.rawLength, bit: first.bit }], // at the end of the raw stream
