@@ -25,8 +25,6 @@ export const DICTIONARY_BYTES = 32 * 1024
 export const PIECE_SLACK = 4 * 1024
 /** Streams below this are rebuilt in one piece: splitting would not pay for the set-up. */
 export const CHECKPOINT_MIN_RAW = 2 * 1024 * 1024
-/** Input a restart point is first tried on (see `proved` in findCheckpoints). */
-const PROBE_BYTES = 256 * 1024
 /** Aim for about this many pieces: enough for the cores of a device, few enough to stay cheap. */
 const TARGET_PIECES = 8
 
@@ -142,9 +140,9 @@ export function pieceInput(
 
 /**
  * Checkpoints for one stream that `engine` proves: each piece, restarted at its checkpoint, gives
- * exactly the original's bits up to the next one (the last piece to the end). A boundary whose piece
- * does not reproduce is skipped (the piece before it grows). Returns [] when the engine cannot restart
- * streams, the stream is small, or no checkpoint held. Costs about one deflate of the stream.
+ * exactly the original's bits up to the next one (the last piece to the end). Returns [] when the
+ * engine cannot restart streams, the stream is small, or pieces failed beyond repair. Costs about
+ * one deflate of the stream, at most about two.
  */
 export function findCheckpoints(
   raw: Uint8Array,
@@ -156,47 +154,35 @@ export function findCheckpoints(
   if (!resume || raw.length < CHECKPOINT_MIN_RAW || !engine?.handles(params)) return []
   const spacing = Math.max(CHECKPOINT_MIN_RAW / 2, Math.ceil(raw.length / TARGET_PIECES))
   const candidates: Checkpoint[] = []
-  const boundaries = blockBoundaries(compressed, raw.length)
-  for (const b of boundaries) {
+  for (const b of blockBoundaries(compressed, raw.length)) {
     const last = candidates.at(-1)?.raw ?? 0
     if (b.raw - last >= spacing && raw.length - b.raw >= spacing / 2) candidates.push(b)
   }
-  const piece = (from: Checkpoint, to: Checkpoint | null): boolean => {
+  const proved = (from: Checkpoint, to: Checkpoint | null): boolean => {
     const { dictionary, input } = pieceInput(raw, from.raw, to ? to.raw : raw.length)
     const out = resume(input, params, dictionary)
     if (to) return bitsMatch(compressed, from.bit, out, to.bit - from.bit)
     return endsTheStream(compressed, from.bit, out)
   }
-  // A bad restart point shows within its first blocks: check a short piece first, so rejecting one
-  // costs a few hundred KiB of deflate instead of a piece (or the rest of the stream).
-  const proved = (from: Checkpoint, to: Checkpoint | null): boolean => {
-    if (from.raw === 0) return piece(from, to)
-    const probe = boundaries.find((b) => b.raw >= from.raw + PROBE_BYTES)
-    if (probe && probe.raw < (to?.raw ?? raw.length) && !piece(from, probe)) return false
-    return piece(from, to)
+  // Every piece is proved once (about one deflate of the stream). A failed piece gets one repair: first
+  // as if its end were the bad restart point (it absorbs the next piece), then as if its start were
+  // (the previous piece absorbs it). Pieces that fail both leave the stream without checkpoints,
+  // which only costs parallelism, and keep the search within about two deflates of the stream.
+  const starts: Checkpoint[] = [{ raw: 0, bit: 0 }, ...candidates]
+  const good = starts.map((s, j) => proved(s, starts[j + 1] ?? null))
+  const kept: Checkpoint[] = [{ raw: 0, bit: 0 }]
+  for (let j = 0; j < starts.length; ) {
+    if (good[j]) {
+      if (j > 0) kept.push(starts[j]!)
+      j++
+    } else if (j + 2 <= starts.length && proved(starts[j]!, starts[j + 2] ?? null)) {
+      if (j > 0) kept.push(starts[j]!)
+      j += 2
+    } else if (j > 0 && proved(kept.at(-1)!, starts[j + 1] ?? null)) {
+      j++
+    } else return []
   }
-  // Pieces are proved in order. A piece ends at the first candidate it reproduces up to; a start from
-  // which no piece reproduces (not even to the end) is a bad restart point: it is dropped and the
-  // piece before it tries to reach further.
-  const kept: Checkpoint[] = []
-  const bad = new Set<number>()
-  let from: Checkpoint = { raw: 0, bit: 0 }
-  for (;;) {
-    const next = candidates.find((c) => c.raw > from.raw && !bad.has(c.raw) && proved(from, c))
-    if (next) {
-      if (from.raw > 0) kept.push(from)
-      from = next
-      continue
-    }
-    if (proved(from, null)) {
-      if (from.raw > 0) kept.push(from)
-      return kept
-    }
-    // The stream's own start always reproduces (it is the proved deflate), so from.raw > 0 here.
-    if (from.raw === 0) return []
-    bad.add(from.raw)
-    from = kept.pop() ?? { raw: 0, bit: 0 }
-  }
+  return kept.slice(1)
 }
 
 /** An engine's async restart (DeflateEngine.deflateResumed). */
