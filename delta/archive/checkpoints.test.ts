@@ -91,6 +91,17 @@ describe('checkpoints', () => {
     expect(Buffer.from(out!).equals(Buffer.from(compressed))).toBe(true)
   })
 
+  it('a rebuild gathers input as it comes, whatever size the container claims', async () => {
+    // A (hostile) claim of a 1 GiB stream costs what actually arrives, and ends as a typed error.
+    const claim = new PiecewiseDeflate(restartingPako.deflateResumed!, params, 2 ** 30, 100, [
+      { raw: 1 << 29, bit: 8 },
+    ])
+    await claim.push(raw.subarray(0, 4096))
+    await expect(claim.finish()).rejects.toBeInstanceOf(DeltaFormatError)
+    const overfull = new PiecewiseDeflate(restartingPako.deflateResumed!, params, 10, 100, [])
+    await expect(overfull.push(raw.subarray(0, 11))).rejects.toBeInstanceOf(DeltaFormatError)
+  })
+
   it('are not made without an engine that restarts, or for small streams', () => {
     expect(findCheckpoints(raw, compressed, params, pakoEngine)).toEqual([])
     const small = raw.subarray(0, 1 << 20)

@@ -192,10 +192,12 @@ type Resume = (input: Uint8Array, params: DeflateParams, dictionary: Uint8Array)
  * Rebuilds one checkpointed stream in pieces: input is gathered as it arrives, each piece is handed to
  * the engine's async restart as soon as its bytes (and slack) are in, so pieces deflate in parallel
  * with each other and with the delta decoding that feeds them; `finish` splices their bits in order.
- * Holds the stream's raw bytes (bounded by the container limits) and its compressed output.
+ * Holds the stream's raw bytes as they arrive (bounded by the container limits) and its output.
  */
 export class PiecewiseDeflate implements DeflateStream {
-  private readonly raw: Uint8Array
+  /** Grown as input arrives (never past rawLength), so a hostile size claim costs nothing up front. */
+  private raw: Uint8Array
+  private readonly rawLength: number
   private readonly starts: Checkpoint[]
   private readonly pieces: Promise<Uint8Array>[] = []
   private filled = 0
@@ -213,16 +215,21 @@ export class PiecewiseDeflate implements DeflateStream {
     this.resume = resume
     this.params = params
     this.compressedLength = compressedLength
-    this.raw = new Uint8Array(rawLength)
+    this.rawLength = rawLength
+    this.raw = new Uint8Array(Math.min(rawLength, 1 << 20))
     this.starts = [{ raw: 0, bit: 0 }, ...checkpoints]
   }
 
   async push(bytes: Uint8Array): Promise<readonly Uint8Array[]> {
-    check(
-      this.filled + bytes.length <= this.raw.length,
-      'archive-mismatch',
-      'inner delta produced more than the stream',
-    )
+    const end = this.filled + bytes.length
+    check(end <= this.rawLength, 'archive-mismatch', 'inner delta produced more than the stream')
+    if (end > this.raw.length) {
+      // Pieces already handed to the engine keep their views of the old buffer alive; new ones read
+      // the new buffer, which holds the same bytes.
+      const grown = new Uint8Array(Math.min(this.rawLength, Math.max(end, this.raw.length * 2)))
+      grown.set(this.raw.subarray(0, this.filled))
+      this.raw = grown
+    }
     this.raw.set(bytes, this.filled)
     this.filled += bytes.length
     this.launchReady()
@@ -230,7 +237,7 @@ export class PiecewiseDeflate implements DeflateStream {
   }
 
   async finish(): Promise<readonly Uint8Array[]> {
-    check(this.filled === this.raw.length, 'archive-mismatch', 'inner delta ended inside a deflate stream')
+    check(this.filled === this.rawLength, 'archive-mismatch', 'inner delta ended inside a deflate stream')
     this.launchReady()
     const outs = await Promise.all(this.pieces)
     const splicer = new BitSplicer(this.compressedLength)
@@ -251,9 +258,10 @@ export class PiecewiseDeflate implements DeflateStream {
     while (this.pieces.length < this.starts.length) {
       const j = this.pieces.length
       const to = this.starts[j + 1]
-      const needed = to ? Math.min(this.raw.length, to.raw + PIECE_SLACK) : this.raw.length
+      const needed = to ? Math.min(this.rawLength, to.raw + PIECE_SLACK) : this.rawLength
       if (this.filled < needed) return
-      const { dictionary, input } = pieceInput(this.raw, this.starts[j]!.raw, to ? to.raw : this.raw.length)
+      const filled = this.raw.subarray(0, this.filled)
+      const { dictionary, input } = pieceInput(filled, this.starts[j]!.raw, to ? to.raw : this.rawLength)
       const piece = this.resume(input, this.params, dictionary)
       // Handled here so a failing piece cannot become an unhandled rejection before finish awaits it.
       piece.catch(() => undefined)
