@@ -81,7 +81,7 @@ function openStream(params: DeflateParams): DeflateStream {
 
 /**
  * A sample with long and short repeats at varying distances, so lazy matching, hash chains and several
- * blocks are exercised: any hash or matcher difference changes the output.
+ * blocks are exercised; a hash or matcher difference would change the output.
  */
 function probeSample(): Uint8Array {
   const words = ['deflate', 'delta', 'port', 'archive', 'tarball', 'manifest', '{"name":', 'function ', '\n']
