@@ -1,6 +1,7 @@
 import { deflateRawSync, gzipSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
 import { decodeContainer } from '../../delta/archive/container.ts'
+import { crc32 } from '../../delta/archive/crc32.ts'
 import { inflaterFor } from '../../delta/archive/deflate-engine.ts'
 import { pakoEngine } from '../../delta/archive/index.ts'
 import { inflateRawPrefix } from '../../delta/archive/inflate.ts'
@@ -9,7 +10,7 @@ import { DeltaFormatError } from '../../delta/errors.ts'
 import { sourceLikeText as text } from '../../delta/fuzz-input.ts'
 import { applyDeltaStream, createDelta, readerFromBytes } from '../../delta/index.ts'
 import { collectingSink, sourceFromBytes } from '../../delta/io.ts'
-import { nativeDeflateEngine, probeHashFamily } from './native-deflate.ts'
+import { nativeDeflateEngine, PAKO_PROBE, probeHashFamily, probeSample } from './native-deflate.ts'
 
 const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length)
 
@@ -26,6 +27,14 @@ describe('Node zlib as a deflate engine', () => {
     expect(probeHashFamily()).toBe(false)
     expect(nativeDeflateEngine.handles(params(9))).toBe(true)
     expect(nativeDeflateEngine.handles({ ...params(9), legacyHash: true })).toBe(false)
+  })
+
+  it("records pako's probe output correctly (a pako upgrade that changes it fails here)", () => {
+    const sample = probeSample()
+    for (const p of PAKO_PROBE) {
+      const out = pakoEngine.deflate(sample, { ...p, windowBits: 15, strategy: 0 })
+      expect({ length: out.length, crc: crc32(out) }).toEqual({ length: p.length, crc: p.crc })
+    }
   })
 
   it('produces pako’s bytes at every level', () => {

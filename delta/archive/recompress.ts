@@ -120,10 +120,10 @@ export function reproduces(raw: Uint8Array, compressed: Uint8Array, params: Defl
 const PREFIX_CHECK = 256 * 1024
 
 /**
- * Below this much input a faster engine is not worth asking for: pako finishes a few hundred KiB in
- * milliseconds, and a native engine's set-up (probe, thread hand-offs) would cost as much as it saves.
+ * Below this much input a faster engine is not worth asking for: its set-up (a probe once per process,
+ * thread hand-offs) costs about what pako needs for a stream this small, even cold.
  */
-export const ENGINE_MIN_INPUT = 512 * 1024
+export const ENGINE_MIN_INPUT = 128 * 1024
 
 /**
  * Same answer as `reproduces`, with the whole-stream proof done by `engine` when it handles `params`:
@@ -136,7 +136,9 @@ export function reproducesWith(
   engine?: DeflateEngine,
 ): boolean {
   if (raw.length < ENGINE_MIN_INPUT || !engine?.handles(params)) return reproduces(raw, compressed, params)
-  if (compareDeflate(raw, compressed, params, PREFIX_CHECK) === 'mismatch') return false
+  // A quarter of a small stream is plenty to see a wrong setting; a big one stops at PREFIX_CHECK.
+  const prefix = Math.min(PREFIX_CHECK, Math.max(64 * 1024, raw.length >> 2))
+  if (compareDeflate(raw, compressed, params, prefix) === 'mismatch') return false
   return sameBytes(engine.deflate(raw, params), compressed)
 }
 
