@@ -6,6 +6,7 @@
  */
 import { check, DeltaFormatError } from '../errors.ts'
 import { type ByteSink, type ByteSource, type RandomAccessReader, readFully } from '../io.ts'
+import { lastAtOrBefore } from '../sorted.ts'
 import { checkSource } from './apply.ts'
 import { blockInflaters, type CopySource, decodeBlock, replayBlock } from './block.ts'
 import { crc32Update } from './crc32.ts'
@@ -174,13 +175,7 @@ function copier(plan: RangePlan, buf: Uint8Array): CopySource {
   const { starts, at } = plan
   return (pos, len, dst, to) => {
     // The last range starting at or before pos covers the whole copy (ranges were merged from copies).
-    let lo = 0
-    let hi = starts.length - 1
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1
-      if (starts[mid]! <= pos) lo = mid
-      else hi = mid - 1
-    }
+    const lo = lastAtOrBefore(starts, pos)
     const from = at[lo]! + pos - starts[lo]!
     dst.set(buf.subarray(from, from + len), to)
   }

@@ -4,6 +4,7 @@
  * It is described as a list of ranges of the source's expanded form, which the client can replay.
  */
 import type { RandomAccessReader } from '../io.ts'
+import { lastAtOrBefore } from '../sorted.ts'
 import type { EntryRange } from './expand.ts'
 
 export interface Range {
@@ -102,16 +103,7 @@ export function recipeReader(source: Uint8Array, ranges: readonly Range[]): Rand
     starts.push(size)
     size += r.length
   }
-  const find = (pos: number): number => {
-    let lo = 0
-    let hi = ranges.length - 1
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1
-      if (starts[mid]! <= pos) lo = mid
-      else hi = mid - 1
-    }
-    return lo
-  }
+  const find = (pos: number): number => lastAtOrBefore(starts, pos)
   return {
     size,
     read: async (offset, length) => {
