@@ -20,6 +20,12 @@ const STAGES = [
   { percent: 100, durationMs: HOUR },
 ]
 
+/** Two stages: 10 % of clients for an hour, then everyone. */
+const TEN_THEN_ALL = [
+  { percent: 10, durationMs: HOUR },
+  { percent: 100, durationMs: HOUR },
+]
+
 async function status(name: string): Promise<RolloutStatus> {
   const res = await statusOf(name)
   expect(res.status).toBe(200)
@@ -109,10 +115,7 @@ describe('RolloutCoordinator stages', () => {
     await publishSingle('ro-pause', '1.0.0', bytesOf(100, 3))
     await startRollout('ro-pause', {
       version: '1.0.0',
-      stages: [
-        { percent: 10, durationMs: HOUR },
-        { percent: 100, durationMs: HOUR },
-      ],
+      stages: TEN_THEN_ALL,
     })
     const [inside] = clientsBetween('ro-pause', '1.0.0', 0, 0.1)
     const [outside] = clientsBetween('ro-pause', '1.0.0', 0.1, 1)
@@ -213,10 +216,7 @@ describe('RolloutCoordinator failure halts (Wilson interval)', () => {
     await publishSingle('ro-gate', '1.0.0', bytesOf(100, 6))
     await startRollout('ro-gate', {
       version: '1.0.0',
-      stages: [
-        { percent: 10, durationMs: HOUR },
-        { percent: 100, durationMs: HOUR },
-      ],
+      stages: TEN_THEN_ALL,
     })
     const [outside] = clientsBetween('ro-gate', '1.0.0', 0.1, 1)
     const [inside] = clientsBetween('ro-gate', '1.0.0', 0, 0.1)

@@ -37,6 +37,19 @@ interface Step {
   expect: number
 }
 
+/** Step 1 of every publish: POST the signed envelope. */
+function announceStep(base: string, envelope: unknown): Step {
+  return {
+    path: base,
+    init: () => ({
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify(envelope),
+    }),
+    expect: 201,
+  }
+}
+
 async function send(bucket: R2Bucket, path: string, init: RequestInit = {}): Promise<Sent> {
   const ctx = createExecutionContext()
   const response = await app.fetch(
@@ -144,15 +157,7 @@ async function stagedPublishSteps(name: string, version: string, serial: number,
     body: bytes,
   })
   const steps: Step[] = [
-    {
-      path: base,
-      init: () => ({
-        method: 'POST',
-        headers: { ...auth, 'content-type': 'application/json' },
-        body: JSON.stringify(envelope),
-      }),
-      expect: 201,
-    },
+    announceStep(base, envelope),
     { path: `${base}/deltas/1.0.0/vcdiff`, init: put(delta.bytes), expect: 201 },
     { path: `${base}/chunks`, init: put(index), expect: 201 },
     { path: `${base}/blob`, init: put(body), expect: 201 },
@@ -167,15 +172,7 @@ async function multipartSteps(name: string, version: string, serial: number, bod
   let uploadId = ''
   let part: unknown = null
   const steps: Step[] = [
-    {
-      path: base,
-      init: () => ({
-        method: 'POST',
-        headers: { ...auth, 'content-type': 'application/json' },
-        body: JSON.stringify(envelope),
-      }),
-      expect: 201,
-    },
+    announceStep(base, envelope),
     { path: `${base}/uploads`, init: () => ({ method: 'POST', headers: auth }), expect: 201 },
   ]
   // Paths depend on the upload id, so these steps are built lazily from the previous answers.
