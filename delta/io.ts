@@ -102,3 +102,10 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   }
   return out
 }
+
+/** Byte-for-byte equality. */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}

@@ -114,11 +114,4 @@ export class ByteWriter {
   }
 }
 
-export { concatBytes } from '../io.ts'
-
-/** Byte-for-byte equality. */
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
-}
+export { concatBytes, sameBytes } from '../io.ts'

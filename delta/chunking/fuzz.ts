@@ -1,5 +1,6 @@
 import { DeltaFormatError } from '../errors.ts'
 import { mutateBytes, randomBytes, rng } from '../fuzz-input.ts'
+import { sameBytes } from '../io.ts'
 import { buildChunkIndex, decodeChunkIndex, encodeChunkIndex } from './chunk-index.ts'
 
 export interface ChunkIndexFuzzReport {
@@ -7,12 +8,6 @@ export interface ChunkIndexFuzzReport {
   /** Damaged copies that still decoded: allowed only when they re-encode to the same bytes. */
   decoded: number
   rejected: number
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
 }
 
 /**

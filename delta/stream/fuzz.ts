@@ -1,6 +1,6 @@
 import { DeltaFormatError } from '../errors.ts'
 import { mutateBytes, randomBytes, rng } from '../fuzz-input.ts'
-import { collectingSink } from '../io.ts'
+import { collectingSink, sameBytes } from '../io.ts'
 import { frameStream } from './frame.ts'
 import { StreamReassembler } from './reassembler.ts'
 
@@ -9,12 +9,6 @@ export interface DeltaStreamFuzzReport {
   /** Streams that verified (undamaged, or repaired by the erasure code). */
   verified: number
   rejected: number
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
 }
 
 /**
