@@ -13,29 +13,29 @@
  */
 import { DeltaFormatError } from '../errors.ts'
 
-const MAX_BITS = 15
+export const MAX_BITS = 15
 
 /** Base lengths and extra bits for length symbols 257..285. */
-const LENGTH_BASE = Uint16Array.from([
+export const LENGTH_BASE = Uint16Array.from([
   3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195,
   227, 258,
 ])
-const LENGTH_EXTRA = Uint8Array.from([
+export const LENGTH_EXTRA = Uint8Array.from([
   0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
 ])
 /** Base distances and extra bits for distance symbols 0..29. */
-const DIST_BASE = Uint16Array.from([
+export const DIST_BASE = Uint16Array.from([
   1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097,
   6145, 8193, 12289, 16385, 24577,
 ])
-const DIST_EXTRA = Uint8Array.from([
+export const DIST_EXTRA = Uint8Array.from([
   0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13,
 ])
 /** Order in which code length code lengths are sent. */
-const CLEN_ORDER = Uint8Array.from([16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15])
+export const CLEN_ORDER = Uint8Array.from([16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15])
 
 /** Bits the first-level table is indexed by; longer codes continue in a second-level table. */
-const ROOT_BITS = 10
+export const ROOT_BITS = 10
 
 /**
  * A Huffman decoding table. `table[next bits & ((1 << bits) - 1)]` is symbol << 4 | code length, 0 for
@@ -44,7 +44,7 @@ const ROOT_BITS = 10
  * (about 1 Ki entries instead of up to 32 Ki per code, and pako's encoder starts a new block every few
  * thousand symbols, each with new codes).
  */
-interface Table {
+export interface Table {
   table: Int32Array
   bits: number
   sub: number
@@ -60,8 +60,8 @@ const lengths = new Uint8Array(288 + 32)
 const counts = new Uint16Array(MAX_BITS + 1)
 const nextCode = new Uint16Array(MAX_BITS + 1)
 
-const FIXED_LIT: Table = { table: new Int32Array(1 << 9), bits: 0, sub: 0 }
-const FIXED_DIST: Table = { table: new Int32Array(1 << 5), bits: 0, sub: 0 }
+export const FIXED_LIT: Table = { table: new Int32Array(1 << 9), bits: 0, sub: 0 }
+export const FIXED_DIST: Table = { table: new Int32Array(1 << 5), bits: 0, sub: 0 }
 {
   const l = new Uint8Array(288)
   l.fill(8, 0, 144)
@@ -78,10 +78,11 @@ function fail(what: string, message: string): never {
 }
 
 /**
- * Builds the canonical Huffman table for code lengths lengths[start, start + n). Over-subscribed
+ * Builds the canonical Huffman table for code lengths lengths[start, start + n) (also used by
+ * delta/deflate/parse.ts, which decodes with these tables and constants). Over-subscribed
  * codes are rejected; incomplete ones are allowed (their unused entries decode as errors).
  */
-function build(lens: Uint8Array, start: number, n: number, out: Table): boolean {
+export function build(lens: Uint8Array, start: number, n: number, out: Table): boolean {
   counts.fill(0)
   let maxLen = 0
   for (let i = 0; i < n; i++) {
