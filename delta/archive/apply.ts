@@ -1,6 +1,7 @@
 /**
  * Apply: expand the source, replay the reference recipe, run the inner differ to get the expanded
- * target, then recompress its deflate segments with the recorded parameters.
+ * target, then recompress its deflate segments with the recorded parameters and re-encode its token
+ * segments from their puffed tokens.
  *
  * applyArchiveDelta holds the expanded source, the reference, the expanded target and the output.
  * applyArchiveDeltaToSink holds only the expanded source (the reference is read through the recipe
@@ -12,9 +13,10 @@ import { type Container, decodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
 import { type DeflateEngine, deflatePieces, inflaterFor } from './deflate-engine.ts'
 import { defaultDiffers, type InnerDiffer } from './differs.ts'
-import { expand, inflateAll } from './expand.ts'
+import { expand, inflateAll, puffAll } from './expand.ts'
 import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
+import { rebuildPuffed } from './puff-stream.ts'
 import { RebuildSink } from './rebuild-sink.ts'
 import { materialize, recipeReader } from './reference.ts'
 
@@ -50,7 +52,7 @@ function prepare(
   const expandedSource = expand(
     c.sourceKind,
     source,
-    inflateAll,
+    c.sourcePuffed ? puffAll : inflateAll,
     L.maxExpandedBytes,
     inflaterFor(engine),
   ).expanded
@@ -96,6 +98,17 @@ function* rebuild(
     if (s.kind === 'literal') {
       yield expanded.subarray(at, at + s.length)
       at += s.length
+      continue
+    }
+    if (s.kind === 'tokens') {
+      const rebuilt = rebuildPuffed(expanded.subarray(at, at + s.puffLength))
+      check(
+        rebuilt.length === s.compressedLength,
+        'archive-mismatch',
+        'rebuilt token stream has the wrong length',
+      )
+      yield rebuilt
+      at += s.puffLength
       continue
     }
     let produced = 0

@@ -14,6 +14,13 @@ export const CONTAINER_VERSION = 1
 const FLAG_INNER_DEFLATED = 1
 /** Deflate segments carry checkpoint lists (added after version 1 shipped; older decoders refuse it). */
 const FLAG_CHECKPOINTS = 2
+/** The source's deflate streams are expanded in puffed form (puff.ts), like the target's token segments. */
+const FLAG_SOURCE_PUFFED = 4
+const KNOWN_FLAGS = FLAG_INNER_DEFLATED | FLAG_CHECKPOINTS | FLAG_SOURCE_PUFFED
+const TAG_LITERAL = 0
+const TAG_DEFLATE = 1
+/** Token segments (added after version 1 shipped; older decoders refuse the unknown tag). */
+const TAG_TOKENS = 2
 /** More restart points than any rebuild could use; bounds what a hostile list can make us allocate. */
 const MAX_CHECKPOINTS = 1024
 const KIND_CODES: Record<ArchiveKind, number> = { gzip: 1, zip: 2 }
@@ -26,6 +33,8 @@ export interface Container {
   targetLength: number
   targetCrc: number
   expandedLength: number
+  /** Expand the source with puffAll instead of inflateAll (expand.ts). */
+  sourcePuffed: boolean
   segments: Segment[]
   recipe: Range[]
   /** Inner delta as stored; deflated (raw, RFC 1951) when `innerDeflated`. */
@@ -40,7 +49,11 @@ export function encodeContainer(c: Container): Uint8Array {
   w.u8(CONTAINER_VERSION)
   w.u8(KIND_CODES[c.sourceKind])
   const checkpointed = c.segments.some((s) => s.kind === 'deflate' && (s.checkpoints?.length ?? 0) > 0)
-  w.u8((c.innerDeflated ? FLAG_INNER_DEFLATED : 0) | (checkpointed ? FLAG_CHECKPOINTS : 0))
+  w.u8(
+    (c.innerDeflated ? FLAG_INNER_DEFLATED : 0) |
+      (checkpointed ? FLAG_CHECKPOINTS : 0) |
+      (c.sourcePuffed ? FLAG_SOURCE_PUFFED : 0),
+  )
   const id = new TextEncoder().encode(c.differId)
   if (id.length === 0 || id.length > 255) throw new RangeError('differ id must be 1..255 bytes')
   w.u8(id.length)
@@ -70,10 +83,14 @@ export function encodeContainer(c: Container): Uint8Array {
   w.varint(c.segments.length)
   for (const s of c.segments) {
     if (s.kind === 'literal') {
-      w.u8(0)
+      w.u8(TAG_LITERAL)
       w.varint(s.length)
+    } else if (s.kind === 'tokens') {
+      w.u8(TAG_TOKENS)
+      w.varint(s.puffLength)
+      w.varint(s.compressedLength)
     } else {
-      w.u8(1)
+      w.u8(TAG_DEFLATE)
       w.varint(s.rawLength)
       w.varint(s.compressedLength)
       w.varint(index.get(keyOf(s.params))!)
@@ -158,7 +175,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
   const sourceKind = (Object.keys(KIND_CODES) as ArchiveKind[]).find((k) => KIND_CODES[k] === kindCode)
   check(sourceKind !== undefined, E, `unknown source kind ${kindCode}`)
   const flags = r.u8('flags')
-  check((flags & ~(FLAG_INNER_DEFLATED | FLAG_CHECKPOINTS)) === 0, E, 'unknown flags')
+  check((flags & ~KNOWN_FLAGS) === 0, E, 'unknown flags')
   const idLength = r.u8('differ id length')
   check(idLength > 0, E, 'empty differ id')
   const differId = new TextDecoder().decode(r.take(idLength, 'differ id'))
@@ -186,14 +203,22 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
   let targetSum = 0
   for (let i = 0; i < segmentCount; i++) {
     const tag = r.u8('segment tag')
-    if (tag === 0) {
+    if (tag === TAG_LITERAL) {
       const length = r.varint('literal length')
       check(length > 0, E, 'empty literal segment')
       segments.push({ kind: 'literal', length })
       expandedSum += length
       targetSum += length
+    } else if (tag === TAG_TOKENS) {
+      // Sizes are only bounded by the sums below: the re-encode checks its output against them.
+      const puffLength = r.varint('puffed length')
+      const compressedLength = r.varint('compressed length')
+      check(puffLength > 0 && compressedLength > 0, E, 'empty token segment')
+      segments.push({ kind: 'tokens', puffLength, compressedLength })
+      expandedSum += puffLength
+      targetSum += compressedLength
     } else {
-      check(tag === 1, E, `unknown segment tag ${tag}`)
+      check(tag === TAG_DEFLATE, E, `unknown segment tag ${tag}`)
       const rawLength = r.varint('raw length')
       const compressedLength = r.varint('compressed length')
       const p = r.varint('params index')
@@ -246,6 +271,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
     targetLength,
     targetCrc,
     expandedLength,
+    sourcePuffed: (flags & FLAG_SOURCE_PUFFED) !== 0,
     segments,
     recipe,
     inner,

@@ -14,7 +14,15 @@ import { crc32 } from './crc32.ts'
 import { type DeflateEngine, inflaterFor } from './deflate-engine.ts'
 import { detectArchive } from './detect.ts'
 import { defaultDiffers, type InnerDiffer } from './differs.ts'
-import { type ArchiveKind, type Expansion, expand, inflateAll, recompressPolicy } from './expand.ts'
+import {
+  type ArchiveKind,
+  type Expansion,
+  expand,
+  inflateAll,
+  puffAll,
+  recompressPolicy,
+  type Segment,
+} from './expand.ts'
 import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { paramsKey } from './recompress.ts'
@@ -62,9 +70,10 @@ export interface ArchiveDeltaDetails {
   expandedSourceBytes: number
   expandedTargetBytes: number
   referenceBytes: number
-  /** Deflate streams in the target, and how many pako reproduced exactly. */
+  /** Deflate streams in the target, how many pako reproduced exactly, and how many were puffed. */
   streams: number
   reproduced: number
+  puffed: number
   params: string[]
   entries: RecipeStats & { source: number; target: number }
   timingsMs: { expandSource: number; expandTarget: number; checkpoints: number; diff: number; verify: number }
@@ -82,9 +91,10 @@ function addCheckpoints(tgt: Expansion, target: Uint8Array, engine: DeflateEngin
   let expandedAt = 0
   let targetAt = 0
   for (const s of tgt.segments) {
-    if (s.kind === 'literal') {
-      expandedAt += s.length
-      targetAt += s.length
+    if (s.kind !== 'deflate') {
+      const size = s.kind === 'literal' ? s.length : s.puffLength
+      expandedAt += size
+      targetAt += s.kind === 'literal' ? s.length : s.compressedLength
       continue
     }
     const raw = tgt.expanded.subarray(expandedAt, expandedAt + s.rawLength)
@@ -94,6 +104,17 @@ function addCheckpoints(tgt: Expansion, target: Uint8Array, engine: DeflateEngin
     expandedAt += s.rawLength
     targetAt += s.compressedLength
   }
+}
+
+/** True when more of the target's compressed bytes come back from tokens than from recompression. */
+function puffedMostly(segments: readonly Segment[]): boolean {
+  let puffed = 0
+  let recompressed = 0
+  for (const s of segments) {
+    if (s.kind === 'tokens') puffed += s.compressedLength
+    else if (s.kind === 'deflate') recompressed += s.compressedLength
+  }
+  return puffed > recompressed
 }
 
 function tryExpand(run: () => Expansion): Expansion | string {
@@ -161,12 +182,8 @@ export function createArchiveDelta(
   if (differs.length === 0) return { notApplicable: 'no inner differ available' }
   const limits = resolveArchiveLimits(options.limits)
 
-  let t = performance.now()
   const inflate = inflaterFor(options.deflateEngine)
-  const src = tryExpand(() => expand(sourceKind, source, inflateAll, limits.maxExpandedBytes, inflate))
-  if (typeof src === 'string') return { notApplicable: `source archive unreadable (${src})` }
-  const expandSource = performance.now() - t
-  t = performance.now()
+  let t = performance.now()
   const policy = recompressPolicy(
     options.searchBudgetMs ?? 20_000,
     options.totalSearchBudgetMs ?? 60_000,
@@ -175,11 +192,19 @@ export function createArchiveDelta(
   const tgt = tryExpand(() => expand(targetKind, target, policy, limits.maxExpandedBytes, inflate))
   if (typeof tgt === 'string') return { notApplicable: `target archive unreadable (${tgt})` }
   const expandTarget = performance.now() - t
-  if (tgt.reproduced === 0) {
+  if (tgt.reproduced + tgt.puffed === 0) {
     return {
       notApplicable: `none of the target's ${tgt.streams} deflate streams could be reproduced exactly`,
     }
   }
+  // Diff like with like: puffed target streams against puffed source streams.
+  const sourcePuffed = puffedMostly(tgt.segments)
+  t = performance.now()
+  const src = tryExpand(() =>
+    expand(sourceKind, source, sourcePuffed ? puffAll : inflateAll, limits.maxExpandedBytes, inflate),
+  )
+  if (typeof src === 'string') return { notApplicable: `source archive unreadable (${src})` }
+  const expandSource = performance.now() - t
   t = performance.now()
   if (options.deflateEngine) addCheckpoints(tgt, target, options.deflateEngine)
   const checkpointsMs = performance.now() - t
@@ -234,6 +259,7 @@ export function createArchiveDelta(
       targetLength: target.length,
       targetCrc: crc32(target),
       expandedLength: tgt.expanded.length,
+      sourcePuffed,
       segments: tgt.segments,
       recipe: ranges,
       inner: best.stored,
@@ -274,6 +300,7 @@ export function createArchiveDelta(
       referenceBytes: reference.length,
       streams: tgt.streams,
       reproduced: tgt.reproduced,
+      puffed: tgt.puffed,
       params,
       entries: { ...stats, source: src.entries.length, target: tgt.entries.length },
       timingsMs: { expandSource, expandTarget, checkpoints: checkpointsMs, diff, verify },

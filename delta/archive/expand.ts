@@ -3,8 +3,10 @@
  * uncompressed content. Deltas are computed between expanded forms (where unchanged files really are
  * unchanged bytes), and the target is rebuilt by walking its segment list and recompressing.
  *
- * The source side is always fully inflated (we never need to recompress it); the target side only
- * inflates streams that pako reproduces exactly, leaving others as compressed literal bytes.
+ * The source side is always fully expanded (we never need to recompress it); the target side inflates
+ * streams that pako reproduces exactly, "puffs" streams it cannot (puff.ts: their tokens and blocks,
+ * re-encoded exactly on apply) and leaves the rest as compressed literal bytes. When the target's
+ * streams are mostly puffed, the source's are puffed too, so that like is diffed with like.
  */
 import { DeltaFormatError } from '../errors.ts'
 import { concatBytes } from './bytes.ts'
@@ -13,6 +15,7 @@ import { crc32 } from './crc32.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 import { parseGzip } from './gzip.ts'
 import { type Inflater, inflateRawPrefix } from './inflate.ts'
+import { puffReference, puffTarget } from './puff-stream.ts'
 import { type DeflateParams, findDeflateParams, paramsForGzipXfl } from './recompress.ts'
 import { looksLikeTar, parseTar } from './tar.ts'
 import { METHOD_DEFLATE, parseZip } from './zip.ts'
@@ -29,6 +32,12 @@ export type Segment =
       /** Proved restart points (checkpoints.ts); absent or empty: rebuilt in one piece. */
       checkpoints?: Checkpoint[]
     }
+  | {
+      /** A stream rebuilt from its puffed tokens (puff.ts); `puffLength` bytes of the expanded form. */
+      kind: 'tokens'
+      puffLength: number
+      compressedLength: number
+    }
 
 /** One archive member's byte range in expanded coordinates, with keys used to match it across versions. */
 export interface EntryRange {
@@ -43,21 +52,31 @@ export interface Expansion {
   expanded: Uint8Array
   segments: Segment[]
   entries: EntryRange[]
-  /** Deflate streams found / streams rebuilt as deflate segments (target side). */
+  /** Deflate streams found / streams rebuilt as deflate segments / as token segments (target side). */
   streams: number
   reproduced: number
+  puffed: number
 }
 
-/** Decides how a deflate stream is represented: params to recompress with, or null to keep it compressed. */
+/**
+ * How a deflate stream is represented: params to recompress with; 'tokens' to puff it (target side:
+ * kept only if the puffed form re-encodes to exactly these bytes); 'reference-tokens' to puff it
+ * without that proof (source side, where it is only something to diff against); null to keep it
+ * compressed.
+ */
+export type StreamForm = DeflateParams | 'tokens' | 'reference-tokens' | null
+
 export type DeflatePolicy = (
   raw: Uint8Array,
   compressed: Uint8Array,
   /** Likely settings from the container (a gzip header's XFL), tried after what already matched. */
   hints?: readonly DeflateParams[],
-) => DeflateParams | null
+) => StreamForm
 
 /** Source side: always inflate; the params are never used because the source is not rebuilt. */
 export const inflateAll: DeflatePolicy = () => PLACEHOLDER_PARAMS
+/** Source side of a delta whose target streams are puffed (container flag): puff every stream. */
+export const puffAll: DeflatePolicy = () => 'reference-tokens'
 const PLACEHOLDER_PARAMS: DeflateParams = {
   level: 0,
   memLevel: 8,
@@ -67,7 +86,8 @@ const PLACEHOLDER_PARAMS: DeflateParams = {
 }
 
 /**
- * Target side: search exact parameters, remembering what matched (entries of one zip agree). When full
+ * Target side: search exact parameters, remembering what matched (entries of one zip agree); a stream
+ * nothing reproduces is puffed instead (re-encoded from its tokens on apply). When full
  * searches keep failing (a zip from a non-zlib deflater: most entries never match), later entries only
  * get the settings that already matched plus the likeliest few, instead of the whole grid each.
  */
@@ -97,7 +117,7 @@ export function recompressPolicy(
       hits++
       if (!preferred.includes(found.params)) preferred.unshift(found.params)
     } else misses++
-    return found.params
+    return found.params ?? 'tokens'
   }
 }
 
@@ -107,6 +127,7 @@ class Builder {
   length = 0
   streams = 0
   reproduced = 0
+  puffed = 0
   private readonly maxLength: number
 
   constructor(maxLength: number) {
@@ -129,7 +150,7 @@ class Builder {
     else this.segments.push({ kind: 'literal', length: bytes.length })
   }
 
-  /** Adds an inflated stream; returns its expanded start offset, or -1 if it stayed compressed. */
+  /** Adds an inflated stream; returns its expanded start offset, or -1 unless it was inflated. */
   stream(
     raw: Uint8Array,
     compressed: Uint8Array,
@@ -137,7 +158,19 @@ class Builder {
     hints?: readonly DeflateParams[],
   ): number {
     this.streams++
-    const params = policy(raw, compressed, hints)
+    let params = policy(raw, compressed, hints)
+    if (params === 'tokens' || params === 'reference-tokens') {
+      const puffed = params === 'tokens' ? puffTarget(raw, compressed) : puffReference(raw, compressed)
+      if (puffed !== null) {
+        this.puffed++
+        this.grow(puffed.length)
+        this.parts.push(puffed)
+        this.segments.push({ kind: 'tokens', puffLength: puffed.length, compressedLength: compressed.length })
+        return -1
+      }
+      // A reference stream we cannot take apart is still useful as content; a target one stays as is.
+      params = params === 'reference-tokens' ? PLACEHOLDER_PARAMS : null
+    }
     if (params === null) {
       this.literal(compressed)
       return -1
@@ -157,7 +190,14 @@ class Builder {
 
   finish(entries: EntryRange[]): Expansion {
     const expanded = concatBytes(this.parts)
-    return { expanded, segments: this.segments, entries, streams: this.streams, reproduced: this.reproduced }
+    return {
+      expanded,
+      segments: this.segments,
+      entries,
+      streams: this.streams,
+      reproduced: this.reproduced,
+      puffed: this.puffed,
+    }
   }
 }
 

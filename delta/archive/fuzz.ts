@@ -16,7 +16,7 @@ import { expand, inflateAll } from './expand.ts'
 import type { ArchiveLimits } from './limits.ts'
 
 export interface FuzzReport {
-  /** Valid (source, target, delta) triples the mutations start from: gzip, multi-member gzip, zip. */
+  /** Valid (source, target, delta) triples the mutations start from: gzip, multi-member gzip, puffed gzip, zip. */
   seeds: number
   iterations: number
   rejected: number
@@ -109,6 +109,8 @@ function cases(): Case[] {
   const pairs: [Uint8Array, Uint8Array][] = [
     [gzip(a, { level: 9 }), gzip(b, { level: 9 })],
     [gzip(a, { level: 6 }), new Uint8Array([...gzip(b.subarray(0, 5000)), ...gzip(b.subarray(5000))])],
+    // Fixed-Huffman streams are outside the recompression grid: token segments, puffed source.
+    [gzip(a, { level: 9, strategy: 4 }), gzip(b, { level: 9, strategy: 4 })],
     [
       zipOf([
         ['a.txt', a, true],
@@ -162,11 +164,13 @@ function mutateFields(delta: Uint8Array, r: () => number): Uint8Array {
       if (seg?.kind === 'deflate') seg.params = { ...seg.params, level: 1 + Math.floor(r() * 9) }
       break
     case 1:
-      if (seg?.kind === 'deflate') seg.compressedLength = big()
+      if (seg && seg.kind !== 'literal') seg.compressedLength = 1 + big()
+      else c.sourcePuffed = !c.sourcePuffed
       break
     case 2:
       if (seg?.kind === 'literal') seg.length = 1 + big()
-      else if (seg) seg.rawLength = big()
+      else if (seg?.kind === 'deflate') seg.rawLength = big()
+      else if (seg) seg.puffLength = 1 + big()
       break
     case 3:
       if (range) range.offset = big()

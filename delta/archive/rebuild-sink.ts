@@ -1,7 +1,8 @@
 /**
  * A ByteSink that takes the expanded target in order (in whatever pieces the inner differ emits) and
  * writes the rebuilt archive to another sink: literal segments pass through, deflate segments are
- * recompressed on the fly. Nothing of the target is held beyond the piece the deflate engine is working on.
+ * recompressed on the fly, token segments are gathered and re-encoded when complete. Nothing of the
+ * target is held beyond the piece the deflate engine (or one token segment) is working on.
  */
 import { check } from '../errors.ts'
 import type { ByteSink } from '../io.ts'
@@ -9,6 +10,12 @@ import { openSegmentDeflate } from './checkpoints.ts'
 import { crc32Update } from './crc32.ts'
 import type { DeflateEngine, DeflateStream } from './deflate-engine.ts'
 import type { Segment } from './expand.ts'
+import { openTokenRebuild } from './puff-stream.ts'
+
+/** Bytes of the expanded form a segment takes. */
+export function expandedSize(s: Segment): number {
+  return s.kind === 'literal' ? s.length : s.kind === 'deflate' ? s.rawLength : s.puffLength
+}
 
 export class RebuildSink implements ByteSink {
   private readonly segments: readonly Segment[]
@@ -34,7 +41,7 @@ export class RebuildSink implements ByteSink {
     for (const chunk of chunks) {
       if (chunk.length === 0) continue
       const s = this.segments[this.index]
-      if (s?.kind === 'deflate') {
+      if (s !== undefined && s.kind !== 'literal') {
         this.produced += chunk.length
         check(
           this.produced <= s.compressedLength,
@@ -58,10 +65,13 @@ export class RebuildSink implements ByteSink {
     for (;;) {
       const s = this.segments[this.index]
       if (!s) return
-      const size = s.kind === 'literal' ? s.length : s.rawLength
-      if (s.kind === 'deflate' && this.deflate === null) this.deflate = openSegmentDeflate(this.engine, s)
+      const size = expandedSize(s)
+      if (this.deflate === null) {
+        if (s.kind === 'deflate') this.deflate = openSegmentDeflate(this.engine, s)
+        else if (s.kind === 'tokens') this.deflate = openTokenRebuild()
+      }
       if (this.used < size) return
-      if (s.kind === 'deflate') {
+      if (s.kind !== 'literal') {
         await this.emit(await this.deflate!.finish())
         check(
           this.produced === s.compressedLength,
@@ -82,7 +92,7 @@ export class RebuildSink implements ByteSink {
     while (at < chunk.length) {
       const s = this.segments[this.index]
       check(s !== undefined, 'archive-mismatch', 'inner delta produced more than the expanded target')
-      const size = s.kind === 'literal' ? s.length : s.rawLength
+      const size = expandedSize(s)
       const piece = chunk.subarray(at, at + Math.min(size - this.used, chunk.length - at))
       if (s.kind === 'literal') await this.emit([piece])
       else await this.emit(await this.deflate!.push(piece))
