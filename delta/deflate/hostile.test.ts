@@ -13,6 +13,7 @@ import {
   type HeaderBits,
   type Tokens,
 } from './parse-types.ts'
+import { tokensToContent } from './testing.ts'
 
 type Rand = () => number
 
@@ -26,22 +27,6 @@ function sample(r: Rand, n: number): Uint8Array {
       for (let k = 0; k < len; k++) out[i + k] = out[from + k]!
       i += len
     } else out[i++] = 97 + Math.floor(r() * r() * 26)
-  }
-  return out
-}
-
-function tokensToContent(tokens: Tokens): Uint8Array {
-  let size = 0
-  for (const t of tokens) size += t < 256 ? 1 : t >>> 16
-  const out = new Uint8Array(size)
-  let op = 0
-  for (const t of tokens) {
-    if (t < 256) out[op++] = t
-    else {
-      const length = t >>> 16
-      let from = op - (t & 0xffff)
-      for (let k = 0; k < length; k++) out[op++] = out[from++]!
-    }
   }
   return out
 }

@@ -9,8 +9,9 @@ import { DeltaFormatError } from '../errors.ts'
 import { BitWriter } from './bits.ts'
 import { encodeDeflate, zlibHeaderFor } from './encode.ts'
 import { parseDeflate } from './parse.ts'
-import { BLOCK_DYNAMIC, BLOCK_FIXED, BLOCK_STORED, type DeflateParse, type Tokens } from './parse-types.ts'
+import { BLOCK_DYNAMIC, BLOCK_FIXED, BLOCK_STORED, type DeflateParse } from './parse-types.ts'
 import { FIXED_LIT_CODES, FIXED_LIT_LENS } from './tables.ts'
+import { tokensToContent } from './testing.ts'
 import { zlibDynamicCode } from './zlib-trees.ts'
 
 type Rand = () => number
@@ -61,23 +62,6 @@ function tarOfPackage(name: string): Uint8Array {
   const run = spawnSync('tar', ['-cf', '-', '-C', 'node_modules', name], { maxBuffer: 1 << 28 })
   expect(run.status).toBe(0)
   return new Uint8Array(run.stdout)
-}
-
-/** What the tokens decode to, independently of the parser. */
-function tokensToContent(tokens: Tokens): Uint8Array {
-  let size = 0
-  for (const t of tokens) size += t < 256 ? 1 : t >>> 16
-  const out = new Uint8Array(size)
-  let op = 0
-  for (const t of tokens) {
-    if (t < 256) out[op++] = t
-    else {
-      const length = t >>> 16
-      let from = op - (t & 0xffff)
-      for (let k = 0; k < length; k++) out[op++] = out[from++]!
-    }
-  }
-  return out
 }
 
 function expectSame(actual: Uint8Array, expected: Uint8Array): void {
