@@ -91,7 +91,9 @@ async function make(method: OurMethod, mod: Module, source: Bytes, target: Bytes
       const d = r.details ?? {}
       return {
         delta: r.delta,
-        note: `inner ${String(d.differ)}, ${d.reproduced}/${d.streams} streams reproduced`,
+        note: `inner ${String(d.differ)}, ${d.reproduced}/${d.streams} streams reproduced${
+          typeof d.puffed === 'number' && d.puffed > 0 ? `, ${d.puffed} rebuilt from tokens` : ''
+        }`,
       }
     }
     case 'best': {

@@ -29,6 +29,11 @@ export interface PairDef {
   to: string
   /** raw-binary: the member of the tarball to extract. */
   member?: string
+  /**
+   * shipped: gunzip the npm tarballs and gzip them again with GNU gzip -9n, the way `tar czf` release
+   * tarballs are made (a deflater no zlib setting reproduces).
+   */
+  gnuGzip?: boolean
   /** Opt-in with --big (the ≈100 MB Node binary). */
   big?: boolean
   note: string
@@ -95,6 +100,15 @@ export const PAIRS: readonly PairDef[] = [
   { name: 'esbuild-js', kind: 'shipped', pkg: 'esbuild', from: '0.24.0', to: '0.24.1', note: 'JS wrapper' },
   { name: 'types-node', kind: 'shipped', pkg: '@types/node', from: '22.10.1', to: '22.10.2', note: 'patch' },
   {
+    name: 'react-dom-gnu',
+    kind: 'shipped',
+    pkg: 'react-dom',
+    from: '18.2.0',
+    to: '18.3.1',
+    gnuGzip: true,
+    note: 'the tarballs re-gzipped by GNU gzip -9n, like a tar czf release tarball',
+  },
+  {
     name: 'react-dom-tar',
     kind: 'raw-tar',
     pkg: 'react-dom',
@@ -151,6 +165,14 @@ function gunzipFile(tgz: string, out: string): void {
   materialize(out, (tmp) => writeFileSync(tmp, gunzipSync(readFileSync(tgz))))
 }
 
+function gnuGzipFile(tgz: string, out: string): void {
+  materialize(out, (tmp) => {
+    const r = spawnSync('gzip', ['-9n'], { input: gunzipSync(readFileSync(tgz)), maxBuffer: 1 << 30 })
+    if (r.status !== 0) throw new Error(`gzip -9n ${tgz}: ${r.stderr.toString().trim()}`)
+    writeFileSync(tmp, r.stdout)
+  })
+}
+
 function resolvePair(def: PairDef, offline: boolean, log: (s: string) => void): Pair {
   const src = ensurePack(def.pkg, def.from, offline, log)
   const tgt = ensurePack(def.pkg, def.to, offline, log)
@@ -163,6 +185,11 @@ function resolvePair(def: PairDef, offline: boolean, log: (s: string) => void): 
     targetPath = join(PAIRS_DIR, def.name, `target-${def.to}`)
     extractMember(src, member, sourcePath)
     extractMember(tgt, member, targetPath)
+  } else if (def.gnuGzip) {
+    sourcePath = join(PAIRS_DIR, def.name, `source-${def.from}.tgz`)
+    targetPath = join(PAIRS_DIR, def.name, `target-${def.to}.tgz`)
+    gnuGzipFile(src, sourcePath)
+    gnuGzipFile(tgt, targetPath)
   } else if (def.kind === 'raw-tar') {
     sourcePath = join(PAIRS_DIR, def.name, `source-${def.from}.tar`)
     targetPath = join(PAIRS_DIR, def.name, `target-${def.to}.tar`)
