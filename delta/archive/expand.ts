@@ -16,7 +16,14 @@ import type { DeflateEngine } from './deflate-engine.ts'
 import { parseGzip } from './gzip.ts'
 import { type Inflater, inflateRawPrefix } from './inflate.ts'
 import { puffReference, puffTarget } from './puff-stream.ts'
-import { type DeflateParams, findDeflateParams, paramsForGzipXfl } from './recompress.ts'
+import {
+  candidateParams,
+  type DeflateParams,
+  findDeflateParams,
+  paramsForGzipXfl,
+  paramsKey,
+  zlibMemLevelOf,
+} from './recompress.ts'
 import { looksLikeTar, parseTar } from './tar.ts'
 import { METHOD_DEFLATE, parseZip } from './zip.ts'
 
@@ -101,18 +108,31 @@ export function recompressPolicy(
   let hits = 0
   let misses = 0
   return (raw, compressed, hints = []) => {
-    const left = totalBudgetMs - (Date.now() - started)
-    const hopeless = misses >= 3 && misses > 2 * hits
-    const maxTries = hopeless ? preferred.length + 4 : Number.POSITIVE_INFINITY
-    const found = findDeflateParams(
-      raw,
-      compressed,
-      [...preferred, ...hints],
-      left > 0 ? Math.min(budgetMs, left) : 0,
-      maxTries,
-      Date.now,
-      engine,
-    )
+    const budget = () => {
+      const left = totalBudgetMs - (Date.now() - started)
+      return left > 0 ? Math.min(budgetMs, left) : 0
+    }
+    const likely = [...preferred, ...hints]
+    let found = findDeflateParams(raw, compressed, likely, budget(), likely.length, Date.now, engine, [])
+    if (!found.params) {
+      // Before the grid, ask the first block which memLevel it could come from (or that none could).
+      const memLevel = zlibMemLevelOf(compressed, raw.length)
+      const tried = new Set(likely.map(paramsKey))
+      const grid = candidateParams().filter(
+        (p) => !tried.has(paramsKey(p)) && (memLevel === undefined || p.memLevel === memLevel),
+      )
+      const hopeless = misses >= 3 && misses > 2 * hits
+      found = findDeflateParams(
+        raw,
+        compressed,
+        [],
+        budget(),
+        hopeless ? 4 : Number.POSITIVE_INFINITY,
+        Date.now,
+        engine,
+        grid,
+      )
+    }
     if (found.params) {
       hits++
       if (!preferred.includes(found.params)) preferred.unshift(found.params)

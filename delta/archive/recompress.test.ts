@@ -1,5 +1,8 @@
+import { spawnSync } from 'node:child_process'
 import { deflateRawSync, gzipSync } from 'node:zlib'
+import * as pako from 'pako'
 import { describe, expect, it } from 'vitest'
+import { prng } from '../approx/fuzz.ts'
 import { parseGzip } from './gzip.ts'
 import {
   candidateParams,
@@ -8,6 +11,7 @@ import {
   paramsForGzipXfl,
   paramsKey,
   reproduces,
+  zlibMemLevelOf,
 } from './recompress.ts'
 
 const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length)
@@ -78,5 +82,46 @@ describe('exact recompression search', () => {
     // 162 candidates over 200 KB would take seconds if each ran to completion.
     expect(performance.now() - t).toBeLessThan(5000)
     expect(reproduces(raw, compressed.subarray(0, compressed.length - 1), candidateParams()[0]!)).toBe(false)
+  })
+
+  it("reads the memLevel off a zlib stream's block sizes, and rules out streams zlib cannot have made", () => {
+    // Random letters: mostly literal tokens, so even memLevel 9's 32767-token blocks end early.
+    const r = prng(5)
+    const raw = new Uint8Array(80_000).map(() => 97 + Math.floor(r() * 26))
+    // Both match finders (deflate_fast for 1–3, deflate_slow above), lazy and not.
+    for (const level of [1, 3, 4, 6, 9]) {
+      for (let memLevel = 1; memLevel <= 9; memLevel++) {
+        const streams = [
+          u8(deflateRawSync(raw, { level, memLevel })),
+          pako.deflateRaw(raw, { level, memLevel }),
+          pako.deflateRaw(raw, { level, memLevel, legacyHash: true }),
+        ]
+        for (const s of streams) expect(zlibMemLevelOf(s, raw.length)).toBe(memLevel)
+      }
+    }
+    // One final block (small input) or a stored first block says nothing.
+    const small = sample(2000, 1)
+    expect(zlibMemLevelOf(u8(deflateRawSync(small)), small.length)).toBeUndefined()
+    expect(zlibMemLevelOf(u8(deflateRawSync(raw, { level: 0 })), raw.length)).toBeUndefined()
+    // GNU gzip ends a block early (at a multiple of 4096 literals) when its heuristic says compression
+    // is going well, as it does on a package-lock.json-like file: then no zlib setting can reproduce
+    // it. (Where the heuristic never fires its blocks are all 32767 tokens, like memLevel 9's: the
+    // memLevel-9 grid is then searched and simply fails.)
+    const b64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+    const text = new TextEncoder().encode(
+      Array.from({ length: 3000 }, () => {
+        const n = Math.floor(r() * 5000)
+        const v = `${Math.floor(r() * 9)}.${Math.floor(r() * 20)}.${Math.floor(r() * 20)}`
+        const sha = Array.from({ length: 86 }, () => b64[Math.floor(r() * 64)]).join('')
+        return `    "node_modules/pkg-${n}": {\n      "version": "${v}",\n      "resolved": "https://registry.npmjs.org/pkg-${n}/-/pkg-${n}-${v}.tgz",\n      "integrity": "sha512-${sha}==",\n      "dev": true\n    },\n`
+      }).join(''),
+    )
+    for (const level of ['-9', '-6']) {
+      const gnu = spawnSync('gzip', [`${level}nc`], { input: text })
+      if (gnu.status !== 0) continue
+      const gz = new Uint8Array(gnu.stdout)
+      const member = parseGzip(gz, text.length).members[0]!
+      expect(zlibMemLevelOf(gz.subarray(member.dataStart, member.dataEnd), text.length)).toBeNull()
+    }
   })
 })

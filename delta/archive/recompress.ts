@@ -8,6 +8,9 @@
  * the end, which is also the verification.
  */
 import { Deflate, deflateRaw, type Z_Strategy } from 'pako'
+import { parseDeflate } from '../deflate/parse.ts'
+import { BLOCK_STORED, type Block } from '../deflate/parse-types.ts'
+import { DeltaFormatError } from '../errors.ts'
 import { sameBytes } from './bytes.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 
@@ -142,6 +145,38 @@ export function reproducesWith(
   return sameBytes(engine.deflate(raw, params), compressed)
 }
 
+/**
+ * What a stream's block sizes say about the zlib settings that could have made it. zlib (and pako,
+ * and Node's Chromium zlib) end a Huffman block when its symbol buffer is full: exactly
+ * 2^(memLevel + 6) − 1 tokens at every level and strategy (measured for Node's zlib and pako at
+ * levels 1–9 × memLevels 1–9; recompress.test.ts keeps a sample of it), so every Huffman block but the last has that size. A stream with any other block
+ * size was not made by zlib in one go — GNU gzip, for one, ends blocks early by a heuristic checked
+ * every 4096 literals — and the parameter grid cannot reproduce it. Returns the memLevel, null for
+ * "not zlib", undefined when the blocks say nothing (only the last one is Huffman-coded).
+ */
+export function zlibMemLevelOf(compressed: Uint8Array, rawLength: number): number | null | undefined {
+  let blocks: Block[]
+  try {
+    blocks = parseDeflate(compressed, rawLength, 'archive-stream').blocks
+  } catch (err) {
+    if (err instanceof DeltaFormatError) return undefined
+    throw err
+  }
+  let size: number | undefined
+  let start = 0
+  for (const b of blocks) {
+    // Stored blocks hold bytes, not symbols, so their token count says nothing about the buffer.
+    if (!b.final && b.type !== BLOCK_STORED) {
+      if (size !== undefined && b.end - start !== size) return null
+      size = b.end - start
+    }
+    start = b.end
+  }
+  if (size === undefined) return undefined
+  for (let memLevel = 1; memLevel <= 9; memLevel++) if (size === 2 ** (memLevel + 6) - 1) return memLevel
+  return null
+}
+
 export interface SearchResult {
   params: DeflateParams | null
   tried: number
@@ -161,11 +196,11 @@ export function findDeflateParams(
   maxTries = Number.POSITIVE_INFINITY,
   now: () => number = Date.now,
   engine?: DeflateEngine,
+  grid: readonly DeflateParams[] = candidateParams(),
 ): SearchResult {
   const started = now()
   const order = new Map<string, DeflateParams>()
-  for (const p of [...preferred, ...candidateParams()])
-    if (!order.has(paramsKey(p))) order.set(paramsKey(p), p)
+  for (const p of [...preferred, ...grid]) if (!order.has(paramsKey(p))) order.set(paramsKey(p), p)
   let tried = 0
   for (const params of order.values()) {
     if (tried >= maxTries || (tried > 0 && now() - started > budgetMs)) break
