@@ -1,7 +1,9 @@
+import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { sourceLikeText } from '../../delta/fuzz-input.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { buildDeltasFromPrevious } from '../publish-deltas.ts'
@@ -58,6 +60,31 @@ describe('deltaport update through the planner', () => {
     expect(result.bytesDownloaded).toBeLessThan(versions[1]!.length / 20)
     const store = new ArtifactStore(ws.config.installRoot, 'app')
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)
+  })
+
+  it('updates a GNU gzip release tarball by a delta rebuilt from its tokens', async () => {
+    // `tar czf` tarballs are deflated by GNU gzip, which no zlib setting reproduces.
+    const gnuGzip = (content: Uint8Array) => {
+      const r = spawnSync('gzip', ['-9nc'], { input: content, maxBuffer: 1 << 26 })
+      expect(r.status).toBe(0)
+      return Buffer.from(r.stdout)
+    }
+    const text = Buffer.from(sourceLikeText(11, 600_000))
+    const edited = Buffer.concat([
+      text.subarray(0, 300_000),
+      Buffer.from('// hotfix\n'),
+      text.subarray(300_000),
+    ])
+    const [v1, v2] = [gnuGzip(text), gnuGzip(edited)]
+    await publishWithDeltas('tarball', '1.0.0', v1, 1)
+    const [delta] = await publishWithDeltas('tarball', '1.1.0', v2, 1)
+    expect(delta?.from).toBe('1.0.0')
+    await installArtifact(ws.config, { name: 'tarball', target: '1.0.0' })
+    const result = await installArtifact(ws.config, { name: 'tarball', target: '1.1.0' })
+    expect(result.method).toBe('delta')
+    expect(result.bytesDownloaded).toBeLessThan(v2.length / 5)
+    const store = new ArtifactStore(ws.config.installRoot, 'tarball')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2)
   })
 
   it('chains deltas when there is no direct one, verifying the intermediate version', async () => {
