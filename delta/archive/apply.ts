@@ -13,10 +13,11 @@ import { type Container, decodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
 import { type DeflateEngine, deflatePieces, inflaterFor } from './deflate-engine.ts'
 import { defaultDiffers, type InnerDiffer } from './differs.ts'
-import { expand, inflateAll, puffAll } from './expand.ts'
+import { expand, expandedSize, inflateAll, puffAll } from './expand.ts'
 import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { rebuildPuffed } from './puff-stream.ts'
+import { rebuildReblocked } from './reblock.ts'
 import { RebuildSink } from './rebuild-sink.ts'
 import { materialize, recipeReader } from './reference.ts'
 
@@ -100,15 +101,12 @@ function* rebuild(
       at += s.length
       continue
     }
-    if (s.kind === 'tokens') {
-      const rebuilt = rebuildPuffed(expanded.subarray(at, at + s.puffLength))
-      check(
-        rebuilt.length === s.compressedLength,
-        'archive-mismatch',
-        'rebuilt token stream has the wrong length',
-      )
+    if (s.kind !== 'deflate') {
+      const part = expanded.subarray(at, at + expandedSize(s))
+      const rebuilt = s.kind === 'tokens' ? rebuildPuffed(part) : rebuildReblocked(part, s, engine)
+      check(rebuilt.length === s.compressedLength, 'archive-mismatch', 'rebuilt stream has the wrong length')
       yield rebuilt
-      at += s.puffLength
+      at += part.length
       continue
     }
     let produced = 0

@@ -2,10 +2,12 @@
  * The archive-delta container (docs/formats/archive-delta.md). Decoding validates every count, length
  * and cross-field sum before anything is allocated, so hostile input fails fast with DeltaFormatError.
  */
+import type { Block } from '../deflate/parse-types.ts'
 import { check } from '../errors.ts'
 import { ByteReader, ByteWriter } from './bytes.ts'
 import type { Checkpoint } from './checkpoints.ts'
 import type { ArchiveKind, Segment } from './expand.ts'
+import { blockDescriptor, readBlockHead } from './puff.ts'
 import type { DeflateParams } from './recompress.ts'
 import type { Range } from './reference.ts'
 
@@ -19,8 +21,9 @@ const FLAG_SOURCE_PUFFED = 4
 const KNOWN_FLAGS = FLAG_INNER_DEFLATED | FLAG_CHECKPOINTS | FLAG_SOURCE_PUFFED
 const TAG_LITERAL = 0
 const TAG_DEFLATE = 1
-/** Token segments (added after version 1 shipped; older decoders refuse the unknown tag). */
+/** Token and reblocked segments (added after version 1 shipped; older decoders refuse the tags). */
 const TAG_TOKENS = 2
+const TAG_REBLOCKED = 3
 /** More restart points than any rebuild could use; bounds what a hostile list can make us allocate. */
 const MAX_CHECKPOINTS = 1024
 const KIND_CODES: Record<ArchiveKind, number> = { gzip: 1, zip: 2 }
@@ -67,7 +70,7 @@ export function encodeContainer(c: Container): Uint8Array {
   const index = new Map<string, number>()
   const keyOf = (p: DeflateParams) => `${p.level}/${p.memLevel}/${p.windowBits}/${p.strategy}/${p.legacyHash}`
   for (const s of c.segments) {
-    if (s.kind === 'deflate' && !index.has(keyOf(s.params))) {
+    if ((s.kind === 'deflate' || s.kind === 'reblocked') && !index.has(keyOf(s.params))) {
       index.set(keyOf(s.params), table.length)
       table.push(s.params)
     }
@@ -89,6 +92,22 @@ export function encodeContainer(c: Container): Uint8Array {
       w.u8(TAG_TOKENS)
       w.varint(s.puffLength)
       w.varint(s.compressedLength)
+    } else if (s.kind === 'reblocked') {
+      w.u8(TAG_REBLOCKED)
+      w.varint(s.rawLength)
+      w.varint(s.compressedLength)
+      w.varint(index.get(keyOf(s.params))!)
+      w.varint(s.blocks.length)
+      let start = 0
+      for (const b of s.blocks) {
+        w.u8(blockDescriptor(b))
+        w.varint(b.end - start)
+        if (b.header) {
+          w.varint(b.header.bitLength)
+          w.bytes(b.header.bytes)
+        }
+        start = b.end
+      }
     } else {
       w.u8(TAG_DEFLATE)
       w.varint(s.rawLength)
@@ -216,6 +235,26 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       check(puffLength > 0 && compressedLength > 0, E, 'empty token segment')
       segments.push({ kind: 'tokens', puffLength, compressedLength })
       expandedSum += puffLength
+      targetSum += compressedLength
+    } else if (tag === TAG_REBLOCKED) {
+      const rawLength = r.varint('raw length')
+      const compressedLength = r.varint('compressed length')
+      const p = r.varint('params index')
+      check(p < table.length, E, 'params index out of range')
+      check(rawLength > 0 && compressedLength > 0, E, 'empty reblocked segment')
+      const count = r.varint('block count')
+      check(count > 0 && count <= r.remaining / 2, E, 'block count longer than the delta')
+      const blocks: Block[] = []
+      let tokens = 0
+      for (let b = 0; b < count; b++) {
+        const head = readBlockHead(r)
+        tokens += head.count
+        // Every token stands for at least one byte of content.
+        check(tokens <= rawLength, E, 'blocks hold more tokens than the stream has bytes')
+        blocks.push(head.block(tokens))
+      }
+      segments.push({ kind: 'reblocked', rawLength, compressedLength, params: table[p]!, blocks })
+      expandedSum += rawLength
       targetSum += compressedLength
     } else {
       check(tag === TAG_DEFLATE, E, `unknown segment tag ${tag}`)

@@ -16,8 +16,10 @@ import { detectArchive } from './detect.ts'
 import { defaultDiffers, type InnerDiffer } from './differs.ts'
 import {
   type ArchiveKind,
+  archiveSize,
   type Expansion,
   expand,
+  expandedSize,
   inflateAll,
   puffAll,
   recompressPolicy,
@@ -70,9 +72,13 @@ export interface ArchiveDeltaDetails {
   expandedSourceBytes: number
   expandedTargetBytes: number
   referenceBytes: number
-  /** Deflate streams in the target, how many pako reproduced exactly, and how many were puffed. */
+  /**
+   * Deflate streams in the target; how many pako reproduced exactly, how many with zlib's tokens in
+   * the stream's own blocks (reblock.ts), and how many were puffed (puff.ts).
+   */
   streams: number
   reproduced: number
+  reblocked: number
   puffed: number
   params: string[]
   entries: RecipeStats & { source: number; target: number }
@@ -92,9 +98,8 @@ function addCheckpoints(tgt: Expansion, target: Uint8Array, engine: DeflateEngin
   let targetAt = 0
   for (const s of tgt.segments) {
     if (s.kind !== 'deflate') {
-      const size = s.kind === 'literal' ? s.length : s.puffLength
-      expandedAt += size
-      targetAt += s.kind === 'literal' ? s.length : s.compressedLength
+      expandedAt += expandedSize(s)
+      targetAt += archiveSize(s)
       continue
     }
     const raw = tgt.expanded.subarray(expandedAt, expandedAt + s.rawLength)
@@ -112,7 +117,7 @@ function puffedMostly(segments: readonly Segment[]): boolean {
   let recompressed = 0
   for (const s of segments) {
     if (s.kind === 'tokens') puffed += s.compressedLength
-    else if (s.kind === 'deflate') recompressed += s.compressedLength
+    else if (s.kind !== 'literal') recompressed += s.compressedLength
   }
   return puffed > recompressed
 }
@@ -192,7 +197,7 @@ export function createArchiveDelta(
   const tgt = tryExpand(() => expand(targetKind, target, policy, limits.maxExpandedBytes, inflate))
   if (typeof tgt === 'string') return { notApplicable: `target archive unreadable (${tgt})` }
   const expandTarget = performance.now() - t
-  if (tgt.reproduced + tgt.puffed === 0) {
+  if (tgt.reproduced + tgt.reblocked + tgt.puffed === 0) {
     return {
       notApplicable: `none of the target's ${tgt.streams} deflate streams could be reproduced exactly`,
     }
@@ -282,7 +287,11 @@ export function createArchiveDelta(
   const { best, delta } = chosen
 
   const params = [
-    ...new Set(tgt.segments.flatMap((s) => (s.kind === 'deflate' ? [paramsKey(s.params)] : []))),
+    ...new Set(
+      tgt.segments.flatMap((s) =>
+        s.kind === 'deflate' || s.kind === 'reblocked' ? [paramsKey(s.params)] : [],
+      ),
+    ),
   ]
   return {
     delta,
@@ -300,6 +309,7 @@ export function createArchiveDelta(
       referenceBytes: reference.length,
       streams: tgt.streams,
       reproduced: tgt.reproduced,
+      reblocked: tgt.reblocked,
       puffed: tgt.puffed,
       params,
       entries: { ...stats, source: src.entries.length, target: tgt.entries.length },

@@ -8,6 +8,8 @@
  * re-encoded exactly on apply) and leaves the rest as compressed literal bytes. When the target's
  * streams are mostly puffed, the source's are puffed too, so that like is diffed with like.
  */
+import { parseDeflate } from '../deflate/parse.ts'
+import type { Block, DeflateParse } from '../deflate/parse-types.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { concatBytes } from './bytes.ts'
 import type { Checkpoint } from './checkpoints.ts'
@@ -16,6 +18,7 @@ import type { DeflateEngine } from './deflate-engine.ts'
 import { parseGzip } from './gzip.ts'
 import { type Inflater, inflateRawPrefix } from './inflate.ts'
 import { puffReference, puffTarget } from './puff-stream.ts'
+import { findReblock, type Reblock } from './reblock.ts'
 import {
   candidateParams,
   type DeflateParams,
@@ -40,11 +43,29 @@ export type Segment =
       checkpoints?: Checkpoint[]
     }
   | {
+      /** Deflated with `params`, then re-encoded in `blocks` (reblock.ts); content in the expanded form. */
+      kind: 'reblocked'
+      rawLength: number
+      compressedLength: number
+      params: DeflateParams
+      blocks: Block[]
+    }
+  | {
       /** A stream rebuilt from its puffed tokens (puff.ts); `puffLength` bytes of the expanded form. */
       kind: 'tokens'
       puffLength: number
       compressedLength: number
     }
+
+/** Bytes of the expanded form a segment takes. */
+export function expandedSize(s: Segment): number {
+  return s.kind === 'literal' ? s.length : s.kind === 'tokens' ? s.puffLength : s.rawLength
+}
+
+/** Bytes of the archive a segment rebuilds. */
+export function archiveSize(s: Segment): number {
+  return s.kind === 'literal' ? s.length : s.compressedLength
+}
 
 /** One archive member's byte range in expanded coordinates, with keys used to match it across versions. */
 export interface EntryRange {
@@ -59,19 +80,21 @@ export interface Expansion {
   expanded: Uint8Array
   segments: Segment[]
   entries: EntryRange[]
-  /** Deflate streams found / streams rebuilt as deflate segments / as token segments (target side). */
+  /** Deflate streams found / rebuilt as deflate segments / as reblocked / as token segments (target side). */
   streams: number
   reproduced: number
+  reblocked: number
   puffed: number
 }
 
 /**
- * How a deflate stream is represented: params to recompress with; 'tokens' to puff it (target side:
+ * How a deflate stream is represented: params to recompress with; a Reblock (reblock.ts: params
+ * whose tokens it has, and its own block list) to recompress and re-block; 'tokens' to puff it (target side:
  * kept only if the puffed form re-encodes to exactly these bytes); 'reference-tokens' to puff it
  * without that proof (source side, where it is only something to diff against); null to keep it
  * compressed.
  */
-export type StreamForm = DeflateParams | 'tokens' | 'reference-tokens' | null
+export type StreamForm = DeflateParams | Reblock | 'tokens' | 'reference-tokens' | null
 
 export type DeflatePolicy = (
   raw: Uint8Array,
@@ -114,9 +137,11 @@ export function recompressPolicy(
     }
     const likely = [...preferred, ...hints]
     let found = findDeflateParams(raw, compressed, likely, budget(), likely.length, Date.now, engine, [])
+    let parsed: DeflateParse | null = null
     if (!found.params) {
-      // Before the grid, ask the first block which memLevel it could come from (or that none could).
-      const memLevel = zlibMemLevelOf(compressed, raw.length)
+      // Before the grid, ask the block sizes which memLevel the stream could come from (or that none could).
+      parsed = tryParse(raw, compressed)
+      const memLevel = parsed ? zlibMemLevelOf(parsed.blocks) : undefined
       const tried = new Set(likely.map(paramsKey))
       const grid = candidateParams().filter(
         (p) => !tried.has(paramsKey(p)) && (memLevel === undefined || p.memLevel === memLevel),
@@ -136,9 +161,37 @@ export function recompressPolicy(
     if (found.params) {
       hits++
       if (!preferred.includes(found.params)) preferred.unshift(found.params)
-    } else misses++
-    return found.params ?? 'tokens'
+      return found.params
+    }
+    misses++
+    // zlib's tokens in other blocks (GNU gzip), else the stream's own tokens.
+    const reblock = parsed && findReblock(raw, compressed, parsed, reblockCandidates(hints), engine)
+    return reblock ?? 'tokens'
   }
+}
+
+function tryParse(raw: Uint8Array, compressed: Uint8Array): DeflateParse | null {
+  try {
+    return parseDeflate(compressed, raw.length, 'archive-stream')
+  } catch (err) {
+    if (err instanceof DeltaFormatError) return null
+    throw err
+  }
+}
+
+/**
+ * Settings whose tokens a reblocked stream may have: GNU gzip's are zlib's with the classic hash at
+ * the level its header's XFL names (2 for -9, 4 for -1, else -6 is the default); then the others.
+ */
+function reblockCandidates(hints: readonly DeflateParams[]): DeflateParams[] {
+  const out = new Map<string, DeflateParams>()
+  const levels = [...hints.map((h) => h.level), 9, 6]
+  for (const legacyHash of [true, false])
+    for (const level of levels) {
+      const p: DeflateParams = { level, memLevel: 8, windowBits: 15, strategy: 0, legacyHash }
+      out.set(paramsKey(p), p)
+    }
+  return [...out.values()]
 }
 
 class Builder {
@@ -147,6 +200,7 @@ class Builder {
   length = 0
   streams = 0
   reproduced = 0
+  reblocked = 0
   puffed = 0
   private readonly maxLength: number
 
@@ -195,6 +249,20 @@ class Builder {
       this.literal(compressed)
       return -1
     }
+    if ('blocks' in params) {
+      this.reblocked++
+      const start = this.length
+      this.grow(raw.length)
+      this.parts.push(raw)
+      this.segments.push({
+        kind: 'reblocked',
+        rawLength: raw.length,
+        compressedLength: compressed.length,
+        params: params.params,
+        blocks: params.blocks,
+      })
+      return start
+    }
     this.reproduced++
     const start = this.length
     this.grow(raw.length)
@@ -216,6 +284,7 @@ class Builder {
       entries,
       streams: this.streams,
       reproduced: this.reproduced,
+      reblocked: this.reblocked,
       puffed: this.puffed,
     }
   }

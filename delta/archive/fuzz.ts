@@ -3,6 +3,7 @@
  * structured edits of decoded fields re-encoded so they get past the magic and into deeper checks),
  * then applied. The only acceptable outcomes are the exact target or a DeltaFormatError.
  */
+import { gzipSync as fflateGzip } from 'fflate'
 import { deflateRaw, gzip } from 'pako'
 import { DeltaFormatError } from '../errors.ts'
 import { collectingSink } from '../io.ts'
@@ -16,7 +17,10 @@ import { expand, inflateAll } from './expand.ts'
 import type { ArchiveLimits } from './limits.ts'
 
 export interface FuzzReport {
-  /** Valid (source, target, delta) triples the mutations start from: gzip, multi-member gzip, puffed gzip, zip. */
+  /**
+   * Valid (source, target, delta) triples the mutations start from: gzip, multi-member gzip, reblocked
+   * gzip, puffed gzip, zip.
+   */
   seeds: number
   iterations: number
   rejected: number
@@ -109,8 +113,10 @@ function cases(): Case[] {
   const pairs: [Uint8Array, Uint8Array][] = [
     [gzip(a, { level: 9 }), gzip(b, { level: 9 })],
     [gzip(a, { level: 6 }), new Uint8Array([...gzip(b.subarray(0, 5000)), ...gzip(b.subarray(5000))])],
-    // Fixed-Huffman streams are outside the recompression grid: token segments, puffed source.
+    // Fixed-Huffman streams are outside the recompression grid: zlib's tokens re-blocked.
     [gzip(a, { level: 9, strategy: 4 }), gzip(b, { level: 9, strategy: 4 })],
+    // fflate has a parse of its own: token segments, puffed source.
+    [fflateGzip(a, { level: 9, mtime: 0 }), fflateGzip(b, { level: 9, mtime: 0 })],
     [
       zipOf([
         ['a.txt', a, true],
@@ -162,6 +168,17 @@ function mutateFields(delta: Uint8Array, r: () => number): Uint8Array {
   switch (Math.floor(r() * 8)) {
     case 0:
       if (seg?.kind === 'deflate') seg.params = { ...seg.params, level: 1 + Math.floor(r() * 9) }
+      else if (seg?.kind === 'reblocked') {
+        // A block list that no longer fits the tokens: moved boundary, lost block, wrong type or end.
+        const blocks = seg.blocks.map((b) => ({ ...b }))
+        const b = blocks[Math.floor(r() * blocks.length)]!
+        const what = Math.floor(r() * 4)
+        if (what === 0) b.end = Math.max(0, b.end + Math.floor(r() * 7) - 3)
+        else if (what === 1 && blocks.length > 1) blocks.splice(blocks.indexOf(b), 1)
+        else if (what === 2) b.type = b.type === 2 ? 1 : 2
+        else b.final = !b.final
+        seg.blocks = blocks
+      }
       break
     case 1:
       if (seg && seg.kind !== 'literal') seg.compressedLength = 1 + big()
@@ -169,8 +186,8 @@ function mutateFields(delta: Uint8Array, r: () => number): Uint8Array {
       break
     case 2:
       if (seg?.kind === 'literal') seg.length = 1 + big()
-      else if (seg?.kind === 'deflate') seg.rawLength = big()
-      else if (seg) seg.puffLength = 1 + big()
+      else if (seg?.kind === 'tokens') seg.puffLength = 1 + big()
+      else if (seg) seg.rawLength = big()
       break
     case 3:
       if (range) range.offset = big()

@@ -5,7 +5,7 @@
 import { encodeDeflate } from '../deflate/encode.ts'
 import { parseDeflate } from '../deflate/parse.ts'
 import { DeltaFormatError } from '../errors.ts'
-import { sameBytes } from './bytes.ts'
+import { ByteWriter, sameBytes } from './bytes.ts'
 import type { DeflateStream } from './deflate-engine.ts'
 import { puff, unpuff } from './puff.ts'
 
@@ -44,21 +44,14 @@ export function rebuildPuffed(puffed: Uint8Array): Uint8Array {
  * at the end, when the whole block structure is known.
  */
 export function openTokenRebuild(): DeflateStream {
-  let buf = new Uint8Array(64 * 1024)
-  let length = 0
+  const puffed = new ByteWriter()
   return {
     async push(bytes) {
-      if (length + bytes.length > buf.length) {
-        const next = new Uint8Array(Math.max(buf.length * 2, length + bytes.length))
-        next.set(buf.subarray(0, length))
-        buf = next
-      }
-      buf.set(bytes, length)
-      length += bytes.length
+      puffed.bytes(bytes)
       return []
     },
     async finish() {
-      return [rebuildPuffed(buf.subarray(0, length))]
+      return [rebuildPuffed(puffed.finish())]
     },
   }
 }

@@ -69,6 +69,32 @@ function tokensSize(tokens: Uint32Array, start: number, end: number): number {
   return size
 }
 
+/** A block's descriptor byte (see the layout above; the container's reblocked segments use it too). */
+export function blockDescriptor(b: Block): number {
+  return b.type | (b.final ? 4 : 0) | (b.header ? HAS_HEADER : 0)
+}
+
+/**
+ * Reads a block's descriptor, token count and optional header (everything but its tokens) from
+ * untrusted bytes; `block(end)` makes the Block once the caller knows where its tokens end.
+ */
+export function readBlockHead(r: ByteReader): { count: number; block: (end: number) => Block } {
+  const d = r.u8('block descriptor')
+  const type = d & 3
+  check((d & ~15) === 0 && type !== 3, r.code, `bad block descriptor ${d}`)
+  const count = r.varint('block token count')
+  let header: Block['header']
+  if (d & HAS_HEADER) {
+    check(type === BLOCK_DYNAMIC, r.code, 'header on a block that is not dynamic')
+    const bitLength = r.varint('header bit length')
+    check(bitLength > 0 && bitLength <= MAX_HEADER_BITS, r.code, 'header bit length out of range')
+    header = { bitLength, bytes: r.take(Math.ceil(bitLength / 8), 'header') }
+  }
+  const blockType = type === BLOCK_STORED ? BLOCK_STORED : type === BLOCK_FIXED ? BLOCK_FIXED : BLOCK_DYNAMIC
+  const final = (d & 4) !== 0
+  return { count, block: (end) => ({ type: blockType, final, end, ...(header ? { header } : {}) }) }
+}
+
 export function puff(stream: TokenStream): Uint8Array {
   const { tokens, blocks } = stream
   let size = 0
@@ -82,7 +108,7 @@ export function puff(stream: TokenStream): Uint8Array {
   let at = 0
   start = 0
   for (const b of blocks) {
-    out[at++] = b.type | (b.final ? 4 : 0) | (b.header ? HAS_HEADER : 0)
+    out[at++] = blockDescriptor(b)
     at = putVarint(out, at, b.end - start)
     if (b.header) {
       at = putVarint(out, at, b.header.bitLength)
@@ -124,25 +150,13 @@ export function unpuff(bytes: Uint8Array): TokenStream {
   let total = 0
   const ends: number[] = []
   while (r.remaining > 0) {
-    const d = r.u8('block descriptor')
-    const type = d & 3
-    check((d & ~15) === 0 && type !== 3, E, `bad block descriptor ${d}`)
-    const count = r.varint('block token count')
-    check(count <= r.remaining, E, 'block token count exceeds the puffed stream')
-    let header: Block['header']
-    if (d & HAS_HEADER) {
-      check(type === BLOCK_DYNAMIC, E, 'header on a block that is not dynamic')
-      const bitLength = r.varint('header bit length')
-      check(bitLength > 0 && bitLength <= MAX_HEADER_BITS, E, 'header bit length out of range')
-      header = { bitLength, bytes: r.take(Math.ceil(bitLength / 8), 'header') }
-    }
-    const blockType =
-      type === BLOCK_STORED ? BLOCK_STORED : type === BLOCK_FIXED ? BLOCK_FIXED : BLOCK_DYNAMIC
-    total += count
+    const head = readBlockHead(r)
+    check(head.count <= r.remaining, E, 'block token count exceeds the puffed stream')
+    total += head.count
     ends.push(r.pos)
-    blocks.push({ type: blockType, final: (d & 4) !== 0, end: total, ...(header ? { header } : {}) })
+    blocks.push(head.block(total))
     // Skip this block's tokens to reach the next descriptor.
-    let left = count
+    let left = head.count
     while (left > 0) {
       const tag = r.u8('token')
       if (tag & 0x80) {

@@ -9,13 +9,9 @@ import type { ByteSink } from '../io.ts'
 import { openSegmentDeflate } from './checkpoints.ts'
 import { crc32Update } from './crc32.ts'
 import type { DeflateEngine, DeflateStream } from './deflate-engine.ts'
-import type { Segment } from './expand.ts'
+import { expandedSize, type Segment } from './expand.ts'
 import { openTokenRebuild } from './puff-stream.ts'
-
-/** Bytes of the expanded form a segment takes. */
-export function expandedSize(s: Segment): number {
-  return s.kind === 'literal' ? s.length : s.kind === 'deflate' ? s.rawLength : s.puffLength
-}
+import { openReblock } from './reblock.ts'
 
 export class RebuildSink implements ByteSink {
   private readonly segments: readonly Segment[]
@@ -68,6 +64,7 @@ export class RebuildSink implements ByteSink {
       const size = expandedSize(s)
       if (this.deflate === null) {
         if (s.kind === 'deflate') this.deflate = openSegmentDeflate(this.engine, s)
+        else if (s.kind === 'reblocked') this.deflate = openReblock(s, this.engine)
         else if (s.kind === 'tokens') this.deflate = openTokenRebuild()
       }
       if (this.used < size) return

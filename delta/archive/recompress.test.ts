@@ -3,6 +3,7 @@ import { deflateRawSync, gzipSync } from 'node:zlib'
 import * as pako from 'pako'
 import { describe, expect, it } from 'vitest'
 import { prng } from '../approx/fuzz.ts'
+import { parseDeflate } from '../deflate/parse.ts'
 import { parseGzip } from './gzip.ts'
 import {
   candidateParams,
@@ -84,6 +85,9 @@ describe('exact recompression search', () => {
     expect(reproduces(raw, compressed.subarray(0, compressed.length - 1), candidateParams()[0]!)).toBe(false)
   })
 
+  const memLevelOf = (stream: Uint8Array, size: number) =>
+    zlibMemLevelOf(parseDeflate(stream, size, 'test').blocks)
+
   it("reads the memLevel off a zlib stream's block sizes, and rules out streams zlib cannot have made", () => {
     // Random letters: mostly literal tokens, so even memLevel 9's 32767-token blocks end early.
     const r = prng(5)
@@ -96,13 +100,13 @@ describe('exact recompression search', () => {
           pako.deflateRaw(raw, { level, memLevel }),
           pako.deflateRaw(raw, { level, memLevel, legacyHash: true }),
         ]
-        for (const s of streams) expect(zlibMemLevelOf(s, raw.length)).toBe(memLevel)
+        for (const s of streams) expect(memLevelOf(s, raw.length)).toBe(memLevel)
       }
     }
     // One final block (small input) or a stored first block says nothing.
     const small = sample(2000, 1)
-    expect(zlibMemLevelOf(u8(deflateRawSync(small)), small.length)).toBeUndefined()
-    expect(zlibMemLevelOf(u8(deflateRawSync(raw, { level: 0 })), raw.length)).toBeUndefined()
+    expect(memLevelOf(u8(deflateRawSync(small)), small.length)).toBeUndefined()
+    expect(memLevelOf(u8(deflateRawSync(raw, { level: 0 })), raw.length)).toBeUndefined()
     // GNU gzip ends a block early (at a multiple of 4096 literals) when its heuristic says compression
     // is going well, as it does on a package-lock.json-like file: then no zlib setting can reproduce
     // it. (Where the heuristic never fires its blocks are all 32767 tokens, like memLevel 9's: the
@@ -121,7 +125,7 @@ describe('exact recompression search', () => {
       if (gnu.status !== 0) continue
       const gz = new Uint8Array(gnu.stdout)
       const member = parseGzip(gz, text.length).members[0]!
-      expect(zlibMemLevelOf(gz.subarray(member.dataStart, member.dataEnd), text.length)).toBeNull()
+      expect(memLevelOf(gz.subarray(member.dataStart, member.dataEnd), text.length)).toBeNull()
     }
   })
 })

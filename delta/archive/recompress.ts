@@ -8,9 +8,7 @@
  * the end, which is also the verification.
  */
 import { Deflate, deflateRaw, type Z_Strategy } from 'pako'
-import { parseDeflate } from '../deflate/parse.ts'
 import { BLOCK_STORED, type Block } from '../deflate/parse-types.ts'
-import { DeltaFormatError } from '../errors.ts'
 import { sameBytes } from './bytes.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 
@@ -152,16 +150,10 @@ export function reproducesWith(
  * levels 1–9 × memLevels 1–9; recompress.test.ts keeps a sample of it), so every Huffman block but the last has that size. A stream with any other block
  * size was not made by zlib in one go — GNU gzip, for one, ends blocks early by a heuristic checked
  * every 4096 literals — and the parameter grid cannot reproduce it. Returns the memLevel, null for
- * "not zlib", undefined when the blocks say nothing (only the last one is Huffman-coded).
+ * "not zlib", undefined when the blocks say nothing (only the last one is Huffman-coded). The blocks
+ * come from parseDeflate.
  */
-export function zlibMemLevelOf(compressed: Uint8Array, rawLength: number): number | null | undefined {
-  let blocks: Block[]
-  try {
-    blocks = parseDeflate(compressed, rawLength, 'archive-stream').blocks
-  } catch (err) {
-    if (err instanceof DeltaFormatError) return undefined
-    throw err
-  }
+export function zlibMemLevelOf(blocks: readonly Block[]): number | null | undefined {
   let size: number | undefined
   let start = 0
   for (const b of blocks) {
