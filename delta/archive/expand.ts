@@ -249,30 +249,17 @@ class Builder {
       this.literal(compressed)
       return -1
     }
-    if ('blocks' in params) {
-      this.reblocked++
-      const start = this.length
-      this.grow(raw.length)
-      this.parts.push(raw)
-      this.segments.push({
-        kind: 'reblocked',
-        rawLength: raw.length,
-        compressedLength: compressed.length,
-        params: params.params,
-        blocks: params.blocks,
-      })
-      return start
-    }
-    this.reproduced++
     const start = this.length
     this.grow(raw.length)
     this.parts.push(raw)
-    this.segments.push({
-      kind: 'deflate',
-      rawLength: raw.length,
-      compressedLength: compressed.length,
-      params,
-    })
+    const sizes = { rawLength: raw.length, compressedLength: compressed.length }
+    if ('blocks' in params) {
+      this.reblocked++
+      this.segments.push({ kind: 'reblocked', ...sizes, params: params.params, blocks: params.blocks })
+    } else {
+      this.reproduced++
+      this.segments.push({ kind: 'deflate', ...sizes, params })
+    }
     return start
   }
 

@@ -5,8 +5,7 @@
 import { encodeDeflate } from '../deflate/encode.ts'
 import { parseDeflate } from '../deflate/parse.ts'
 import { DeltaFormatError } from '../errors.ts'
-import { ByteWriter, sameBytes } from './bytes.ts'
-import type { DeflateStream } from './deflate-engine.ts'
+import { sameBytes } from './bytes.ts'
 import { puff, unpuff } from './puff.ts'
 
 function tryPuff(raw: Uint8Array, compressed: Uint8Array): Uint8Array | null {
@@ -36,22 +35,4 @@ export function puffTarget(raw: Uint8Array, compressed: Uint8Array): Uint8Array 
 /** Re-encodes a puffed stream (untrusted bytes from the inner delta: every failure is a DeltaFormatError). */
 export function rebuildPuffed(puffed: Uint8Array): Uint8Array {
   return encodeDeflate(unpuff(puffed))
-}
-
-/**
- * A token segment as a DeflateStream for RebuildSink: the puffed bytes are gathered as they arrive
- * (the buffer grows with them, so a hostile declared length costs nothing up front) and re-encoded
- * at the end, when the whole block structure is known.
- */
-export function openTokenRebuild(): DeflateStream {
-  const puffed = new ByteWriter()
-  return {
-    async push(bytes) {
-      puffed.bytes(bytes)
-      return []
-    },
-    async finish() {
-      return [rebuildPuffed(puffed.finish())]
-    },
-  }
 }

@@ -13,8 +13,8 @@ import { encodeDeflate } from '../deflate/encode.ts'
 import { parseDeflate } from '../deflate/parse.ts'
 import type { Block, DeflateParse } from '../deflate/parse-types.ts'
 import { check } from '../errors.ts'
-import { ByteWriter, sameBytes } from './bytes.ts'
-import { type DeflateEngine, type DeflateStream, engineFor } from './deflate-engine.ts'
+import { sameBytes } from './bytes.ts'
+import { type DeflateEngine, engineFor } from './deflate-engine.ts'
 import { type DeflateParams, deflateWhole } from './recompress.ts'
 
 /** Input deflated to rule a setting out before the whole stream is tried. */
@@ -88,21 +88,4 @@ export function rebuildReblocked(raw: Uint8Array, r: Reblock, engine?: DeflateEn
     'block list does not cover the recompressed tokens',
   )
   return encodeDeflate({ tokens, blocks: r.blocks })
-}
-
-/**
- * A reblocked segment as a DeflateStream for RebuildSink: the content is gathered as it arrives (the
- * buffer grows with it, so a hostile declared length costs nothing up front) and rebuilt at the end.
- */
-export function openReblock(r: Reblock, engine?: DeflateEngine): DeflateStream {
-  const content = new ByteWriter()
-  return {
-    async push(bytes) {
-      content.bytes(bytes)
-      return []
-    },
-    async finish() {
-      return [rebuildReblocked(content.finish(), r, engine)]
-    },
-  }
 }

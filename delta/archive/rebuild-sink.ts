@@ -6,12 +6,31 @@
  */
 import { check } from '../errors.ts'
 import type { ByteSink } from '../io.ts'
+import { ByteWriter } from './bytes.ts'
 import { openSegmentDeflate } from './checkpoints.ts'
 import { crc32Update } from './crc32.ts'
 import type { DeflateEngine, DeflateStream } from './deflate-engine.ts'
 import { expandedSize, type Segment } from './expand.ts'
-import { openTokenRebuild } from './puff-stream.ts'
-import { openReblock } from './reblock.ts'
+import { rebuildPuffed } from './puff-stream.ts'
+import { rebuildReblocked } from './reblock.ts'
+
+/**
+ * A segment rebuilt only once all its expanded bytes are in, as a DeflateStream for RebuildSink: the
+ * bytes are gathered as they arrive (the buffer grows with them, so a hostile declared length costs
+ * nothing up front) and `rebuild` runs at the end.
+ */
+function gatherThenRebuild(rebuild: (expanded: Uint8Array) => Uint8Array): DeflateStream {
+  const gathered = new ByteWriter()
+  return {
+    async push(bytes) {
+      gathered.bytes(bytes)
+      return []
+    },
+    async finish() {
+      return [rebuild(gathered.finish())]
+    },
+  }
+}
 
 export class RebuildSink implements ByteSink {
   private readonly segments: readonly Segment[]
@@ -64,8 +83,9 @@ export class RebuildSink implements ByteSink {
       const size = expandedSize(s)
       if (this.deflate === null) {
         if (s.kind === 'deflate') this.deflate = openSegmentDeflate(this.engine, s)
-        else if (s.kind === 'reblocked') this.deflate = openReblock(s, this.engine)
-        else if (s.kind === 'tokens') this.deflate = openTokenRebuild()
+        else if (s.kind === 'reblocked') {
+          this.deflate = gatherThenRebuild((content) => rebuildReblocked(content, s, this.engine))
+        } else if (s.kind === 'tokens') this.deflate = gatherThenRebuild(rebuildPuffed)
       }
       if (this.used < size) return
       if (s.kind !== 'literal') {
