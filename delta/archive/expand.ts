@@ -4,9 +4,10 @@
  * unchanged bytes), and the target is rebuilt by walking its segment list and recompressing.
  *
  * The source side is always fully expanded (we never need to recompress it); the target side inflates
- * streams that pako reproduces exactly, "puffs" streams it cannot (puff.ts: their tokens and blocks,
- * re-encoded exactly on apply) and leaves the rest as compressed literal bytes. When the target's
- * streams are mostly puffed, the source's are puffed too, so that like is diffed with like.
+ * streams that pako reproduces exactly or whose tokens pako reproduces in other blocks (reblock.ts),
+ * "puffs" the others (puff.ts: their tokens and blocks, re-encoded exactly on apply) and leaves what
+ * cannot be taken apart as compressed literal bytes. When the target's streams are mostly puffed, the
+ * source's are puffed too, so that like is diffed with like.
  */
 import { parseDeflate } from '../deflate/parse.ts'
 import type { Block, DeflateParse } from '../deflate/parse-types.ts'
@@ -116,10 +117,10 @@ const PLACEHOLDER_PARAMS: DeflateParams = {
 }
 
 /**
- * Target side: search exact parameters, remembering what matched (entries of one zip agree); a stream
- * nothing reproduces is puffed instead (re-encoded from its tokens on apply). When full
+ * Target side: search exact parameters, remembering what matched (entries of one zip agree); for a
+ * stream nothing reproduces, look for settings that give its tokens (reblock.ts), else puff it. When
  * searches keep failing (a zip from a non-zlib deflater: most entries never match), later entries only
- * get the settings that already matched plus the likeliest few, instead of the whole grid each.
+ * get the settings that already matched plus the likeliest few, instead of every candidate each.
  */
 export function recompressPolicy(
   budgetMs: number,
@@ -130,6 +131,8 @@ export function recompressPolicy(
   const started = Date.now()
   let hits = 0
   let misses = 0
+  const reblocks: DeflateParams[] = []
+  let reblockMisses = 0
   return (raw, compressed, hints = []) => {
     const budget = () => {
       const left = totalBudgetMs - (Date.now() - started)
@@ -165,8 +168,19 @@ export function recompressPolicy(
     }
     misses++
     // zlib's tokens in other blocks (GNU gzip), else the stream's own tokens.
-    const reblock = parsed && findReblock(raw, compressed, parsed, reblockCandidates(hints), engine)
-    return reblock ?? 'tokens'
+    if (!parsed) return 'tokens'
+    const unique = new Map([...reblocks, ...reblockCandidates(hints)].map((p) => [paramsKey(p), p]))
+    const candidates = [...unique.values()].slice(
+      0,
+      reblockMisses >= 3 && reblockMisses > 2 * reblocks.length ? reblocks.length + 2 : undefined,
+    )
+    const reblock = findReblock(raw, compressed, parsed, candidates, engine)
+    if (!reblock) {
+      reblockMisses++
+      return 'tokens'
+    }
+    if (!reblocks.some((p) => paramsKey(p) === paramsKey(reblock.params))) reblocks.unshift(reblock.params)
+    return reblock
   }
 }
 
