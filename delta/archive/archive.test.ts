@@ -199,9 +199,9 @@ with zipfile.ZipFile(out, 'w') as z:
     expect(fixed.delta.length).toBeLessThan(fixedTarget.length / 20)
     if (!hasTar || !has('gzip', ['--version'])) return
     // GNU gzip cuts zlib's tokens (classic hash) into blocks of its own, so no setting reproduces it.
-    const gnu = (name: string, files: Record<string, string>) => {
+    const gnu = (name: string, files: Record<string, string>, level = 9) => {
       tgz(name, files)
-      return u8(execFileSync('gzip', ['-9nc', join(dir, `${name}.tar`)]))
+      return u8(execFileSync('gzip', [`-${level}nc`, join(dir, `${name}.tar`)]))
     }
     const v2 = {
       ...v1,
@@ -215,6 +215,11 @@ with zipfile.ZipFile(out, 'w') as z:
     expect(details.entries.matchedByPath).toBe(details.entries.target)
     console.log(`GNU gzip -9: ${delta.length} of ${target.length} bytes`)
     expect(delta.length).toBeLessThan(target.length / 50)
+    // Every level: -1 and -9 are named by the gzip header, -2 to -8 all say 0.
+    for (const level of [1, 4]) {
+      const r = await roundTrip(gnu(`g1-${level}`, v1, level), gnu(`g2-${level}`, v2, level))
+      expect(r.details).toMatchObject({ reblocked: 1, params: [`${level}/8/15/0/zlib`] })
+    }
     // A zlib-made source against a GNU gzip target diffs content with content too.
     const mixed = await roundTrip(tgz('g3', v1), target)
     expect(mixed.details).toMatchObject({ reblocked: 1, puffed: 0 })

@@ -194,17 +194,20 @@ function tryParse(raw: Uint8Array, compressed: Uint8Array): DeflateParse | null 
 }
 
 /**
- * Settings whose tokens a reblocked stream may have: GNU gzip's are zlib's with the classic hash at
- * the level its header's XFL names (2 for -9, 4 for -1, else -6 is the default); then the others.
+ * Settings whose tokens a reblocked stream may have. GNU gzip's are zlib's with the classic hash at
+ * its own level: the one its header's XFL names first (2 for -9, 4 for -1; 0 covers -2 to -8, so
+ * those follow), then zlib's other hash at the likely levels. A wrong one is usually ruled out on a
+ * 256 KiB prefix (reblock.ts).
  */
 function reblockCandidates(hints: readonly DeflateParams[]): DeflateParams[] {
   const out = new Map<string, DeflateParams>()
-  const levels = [...hints.map((h) => h.level), 9, 6]
-  for (const legacyHash of [true, false])
-    for (const level of levels) {
-      const p: DeflateParams = { level, memLevel: 8, windowBits: 15, strategy: 0, legacyHash }
-      out.set(paramsKey(p), p)
-    }
+  const add = (level: number, legacyHash: boolean) => {
+    const p: DeflateParams = { level, memLevel: 8, windowBits: 15, strategy: 0, legacyHash }
+    if (!out.has(paramsKey(p))) out.set(paramsKey(p), p)
+  }
+  const likely = [...hints.map((h) => h.level), 9, 6]
+  for (const level of [...likely, 1, 2, 3, 4, 5, 7, 8]) add(level, true)
+  for (const level of likely) add(level, false)
   return [...out.values()]
 }
 
