@@ -11,28 +11,16 @@
  * output buffer, which is never grown: hostile input costs at most the declared output. Pure JS, so
  * it runs the same in Node and workerd; raw-inflate.test.ts checks it against zlib.
  */
+import {
+  CLEN_ORDER,
+  DIST_BASE,
+  DIST_EXTRA,
+  FIXED_LIT_LENS,
+  LENGTH_BASE,
+  LENGTH_EXTRA,
+  MAX_BITS,
+} from '../deflate/tables.ts'
 import { DeltaFormatError } from '../errors.ts'
-
-export const MAX_BITS = 15
-
-/** Base lengths and extra bits for length symbols 257..285. */
-export const LENGTH_BASE = Uint16Array.from([
-  3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195,
-  227, 258,
-])
-export const LENGTH_EXTRA = Uint8Array.from([
-  0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
-])
-/** Base distances and extra bits for distance symbols 0..29. */
-export const DIST_BASE = Uint16Array.from([
-  1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097,
-  6145, 8193, 12289, 16385, 24577,
-])
-export const DIST_EXTRA = Uint8Array.from([
-  0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13,
-])
-/** Order in which code length code lengths are sent. */
-export const CLEN_ORDER = Uint8Array.from([16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15])
 
 /** Bits the first-level table is indexed by; longer codes continue in a second-level table. */
 export const ROOT_BITS = 10
@@ -63,12 +51,7 @@ const nextCode = new Uint16Array(MAX_BITS + 1)
 export const FIXED_LIT: Table = { table: new Int32Array(1 << 9), bits: 0, sub: 0 }
 export const FIXED_DIST: Table = { table: new Int32Array(1 << 5), bits: 0, sub: 0 }
 {
-  const l = new Uint8Array(288)
-  l.fill(8, 0, 144)
-  l.fill(9, 144, 256)
-  l.fill(7, 256, 280)
-  l.fill(8, 280, 288)
-  build(l, 0, 288, FIXED_LIT)
+  build(FIXED_LIT_LENS, 0, 288, FIXED_LIT)
   // 30 and 31 are not valid distances, but the fixed code assigns them lengths; decode rejects them.
   build(new Uint8Array(32).fill(5), 0, 32, FIXED_DIST)
 }

@@ -23,21 +23,12 @@
  * symbol counts gathered while decoding), so parses of zlib, pako and GNU gzip streams carry no
  * headers at all (other deflaters, e.g. fflate, keep most of theirs: about 0.4 % of the stream).
  */
-import {
-  build,
-  FIXED_DIST,
-  FIXED_LIT,
-  LENGTH_BASE,
-  LENGTH_EXTRA,
-  MAX_BITS,
-  ROOT_BITS,
-  type Table,
-} from '../approx/raw-inflate.ts'
+import { build, FIXED_DIST, FIXED_LIT, ROOT_BITS, type Table } from '../approx/raw-inflate.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { sameBits, sliceBits } from './bits.ts'
 import { decodeHeader } from './header.ts'
 import { BLOCK_DYNAMIC, BLOCK_FIXED, BLOCK_STORED, type Block, type DeflateParse } from './parse-types.ts'
-import { D_CODES, DIST_BASE, DIST_EXTRA } from './tables.ts'
+import { D_CODES, DIST_BASE, DIST_EXTRA, LENGTH_BASE, LENGTH_EXTRA, MAX_BITS } from './tables.ts'
 import { dynamicHeaderBits, zlibDynamicCode } from './zlib-trees.ts'
 
 const litTable: Table = { table: new Int32Array((1 << ROOT_BITS) + (1 << MAX_BITS)), bits: 0, sub: 0 }

@@ -1,11 +1,27 @@
 /**
- * RFC 1951's fixed tables as the encoder needs them: which symbol codes a match length or distance,
- * and the fixed Huffman code's lengths and (bit-reversed) codes. The base/extra tables themselves
- * are raw-inflate.ts's, so decoder and encoder cannot disagree about them.
+ * RFC 1951's tables, the one copy both decoders (delta/approx/raw-inflate.ts, parse.ts) and the
+ * encoder use, so they cannot disagree: length and distance bases and extra bits, which symbol codes
+ * a match length or distance, and the fixed Huffman code's lengths and (bit-reversed) codes.
  */
-import { DIST_BASE, DIST_EXTRA, LENGTH_BASE, LENGTH_EXTRA } from '../approx/raw-inflate.ts'
 
-export { CLEN_ORDER, DIST_BASE, DIST_EXTRA, LENGTH_BASE, LENGTH_EXTRA } from '../approx/raw-inflate.ts'
+/** Base lengths and extra bits for length symbols 257..285. */
+export const LENGTH_BASE = Uint16Array.from([
+  3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195,
+  227, 258,
+])
+export const LENGTH_EXTRA = Uint8Array.from([
+  0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+])
+/** Base distances and extra bits for distance symbols 0..29. */
+export const DIST_BASE = Uint16Array.from([
+  1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097,
+  6145, 8193, 12289, 16385, 24577,
+])
+export const DIST_EXTRA = Uint8Array.from([
+  0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13,
+])
+/** Order in which code length code lengths are sent. */
+export const CLEN_ORDER = Uint8Array.from([16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15])
 
 /** Literal/length symbols a dynamic header may describe (286 and 287 exist only in the fixed code). */
 export const L_CODES = 286
