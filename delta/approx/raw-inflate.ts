@@ -50,11 +50,9 @@ const nextCode = new Uint16Array(MAX_BITS + 1)
 
 export const FIXED_LIT: Table = { table: new Int32Array(1 << 9), bits: 0, sub: 0 }
 export const FIXED_DIST: Table = { table: new Int32Array(1 << 5), bits: 0, sub: 0 }
-{
-  build(FIXED_LIT_LENS, 0, 288, FIXED_LIT)
-  // 30 and 31 are not valid distances, but the fixed code assigns them lengths; decode rejects them.
-  build(new Uint8Array(32).fill(5), 0, 32, FIXED_DIST)
-}
+build(FIXED_LIT_LENS, 0, 288, FIXED_LIT)
+// 30 and 31 are not valid distances, but the fixed code assigns them lengths; decode rejects them.
+build(new Uint8Array(32).fill(5), 0, 32, FIXED_DIST)
 
 function fail(what: string, message: string): never {
   throw new DeltaFormatError('bad-stream', `${what} stream is not valid DEFLATE: ${message}`)
