@@ -9,7 +9,7 @@
  * cannot be taken apart as compressed literal bytes. When the target's streams are mostly puffed, the
  * source's are puffed too, so that like is diffed with like.
  */
-import { parseDeflate } from '../deflate/parse.ts'
+import { tryParseDeflate } from '../deflate/parse.ts'
 import type { Block, DeflateParse } from '../deflate/parse-types.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { concatBytes } from './bytes.ts'
@@ -90,12 +90,12 @@ export interface Expansion {
 
 /**
  * How a deflate stream is represented: params to recompress with; a Reblock (reblock.ts: params
- * whose tokens it has, and its own block list) to recompress and re-block; 'tokens' to puff it (target side:
- * kept only if the puffed form re-encodes to exactly these bytes); 'reference-tokens' to puff it
- * without that proof (source side, where it is only something to diff against); null to keep it
- * compressed.
+ * whose tokens it has, and its own block list) to recompress and re-block; `{ puff }` to puff the
+ * stream's parse (target side: kept only if the puffed form re-encodes to exactly these bytes);
+ * 'reference-tokens' to puff it without that proof (source side, where it is only something to diff
+ * against); null to keep it compressed.
  */
-export type StreamForm = DeflateParams | Reblock | 'tokens' | 'reference-tokens' | null
+export type StreamForm = DeflateParams | Reblock | { puff: DeflateParse } | 'reference-tokens' | null
 
 export type DeflatePolicy = (
   raw: Uint8Array,
@@ -143,7 +143,7 @@ export function recompressPolicy(
     let parsed: DeflateParse | null = null
     if (!found.params) {
       // Before the grid, ask the block sizes which memLevel the stream could come from (or that none could).
-      parsed = tryParse(raw, compressed)
+      parsed = tryParseDeflate(compressed, raw.length, 'archive-stream')
       const memLevel = parsed ? zlibMemLevelOf(parsed.blocks) : undefined
       const tried = new Set(likely.map(paramsKey))
       const grid = candidateParams().filter(
@@ -168,7 +168,7 @@ export function recompressPolicy(
     }
     misses++
     // zlib's tokens in other blocks (GNU gzip), else the stream's own tokens.
-    if (!parsed) return 'tokens'
+    if (!parsed) return null
     const unique = new Map([...reblocks, ...reblockCandidates(hints)].map((p) => [paramsKey(p), p]))
     const candidates = [...unique.values()].slice(
       0,
@@ -177,19 +177,10 @@ export function recompressPolicy(
     const reblock = findReblock(raw, compressed, parsed, candidates, engine)
     if (!reblock) {
       reblockMisses++
-      return 'tokens'
+      return { puff: parsed }
     }
     if (!reblocks.some((p) => paramsKey(p) === paramsKey(reblock.params))) reblocks.unshift(reblock.params)
     return reblock
-  }
-}
-
-function tryParse(raw: Uint8Array, compressed: Uint8Array): DeflateParse | null {
-  try {
-    return parseDeflate(compressed, raw.length, 'archive-stream')
-  } catch (err) {
-    if (err instanceof DeltaFormatError) return null
-    throw err
   }
 }
 
@@ -250,8 +241,9 @@ class Builder {
   ): number {
     this.streams++
     let params = policy(raw, compressed, hints)
-    if (params === 'tokens' || params === 'reference-tokens') {
-      const puffed = params === 'tokens' ? puffTarget(raw, compressed) : puffReference(raw, compressed)
+    if (params === 'reference-tokens' || (params !== null && 'puff' in params)) {
+      const puffed =
+        params === 'reference-tokens' ? puffReference(raw, compressed) : puffTarget(params.puff, compressed)
       if (puffed !== null) {
         this.puffed++
         this.grow(puffed.length)

@@ -45,9 +45,8 @@ function samePrefix(a: Uint32Array, b: Uint32Array, limit: number): boolean {
 }
 
 function sameTokens(a: Uint32Array, b: Uint32Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
+  const bytes = (t: Uint32Array) => new Uint8Array(t.buffer, t.byteOffset, t.byteLength)
+  return sameBytes(bytes(a), bytes(b))
 }
 
 /**

@@ -55,6 +55,19 @@ let tokens: Uint32Array = EMPTY_TOKENS
 let tokenCount = 0
 let tokenLimit = 0
 
+/**
+ * parseDeflate, or null when the stream is damaged or uses something a token list cannot express
+ * (the callers then keep the stream as it is or expand it another way).
+ */
+export function tryParseDeflate(raw: Uint8Array, expectedSize: number, what: string): DeflateParse | null {
+  try {
+    return parseDeflate(raw, expectedSize, what)
+  } catch (err) {
+    if (err instanceof DeltaFormatError) return null
+    throw err
+  }
+}
+
 function fail(what: string, message: string): never {
   throw new DeltaFormatError('bad-stream', `${what} stream is not valid DEFLATE: ${message}`)
 }
