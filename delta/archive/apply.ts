@@ -16,9 +16,7 @@ import { defaultDiffers, type InnerDiffer } from './differs.ts'
 import { expand, expandedSize, inflateAll, puffAll } from './expand.ts'
 import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
-import { rebuildPuffed } from './puff-stream.ts'
-import { rebuildReblocked } from './reblock.ts'
-import { RebuildSink } from './rebuild-sink.ts'
+import { RebuildSink, rebuildGathered } from './rebuild-sink.ts'
 import { materialize, recipeReader } from './reference.ts'
 
 interface Prepared {
@@ -103,7 +101,7 @@ function* rebuild(
     }
     if (s.kind !== 'deflate') {
       const part = expanded.subarray(at, at + expandedSize(s))
-      const rebuilt = s.kind === 'tokens' ? rebuildPuffed(part) : rebuildReblocked(part, s, engine)
+      const rebuilt = rebuildGathered(s, part, engine)
       check(rebuilt.length === s.compressedLength, 'archive-mismatch', 'rebuilt stream has the wrong length')
       yield rebuilt
       at += part.length

@@ -19,6 +19,15 @@ import { rebuildReblocked } from './reblock.ts'
  * bytes are gathered as they arrive (the buffer grows with them, so a hostile declared length costs
  * nothing up front) and `rebuild` runs at the end.
  */
+/** Rebuilds a segment that needs all of its expanded bytes first (token and reblocked segments). */
+export function rebuildGathered(
+  s: Extract<Segment, { kind: 'tokens' | 'reblocked' }>,
+  expanded: Uint8Array,
+  engine: DeflateEngine | undefined,
+): Uint8Array {
+  return s.kind === 'tokens' ? rebuildPuffed(expanded) : rebuildReblocked(expanded, s, engine)
+}
+
 function gatherThenRebuild(rebuild: (expanded: Uint8Array) => Uint8Array): DeflateStream {
   const gathered = new ByteWriter()
   return {
@@ -83,9 +92,9 @@ export class RebuildSink implements ByteSink {
       const size = expandedSize(s)
       if (this.deflate === null) {
         if (s.kind === 'deflate') this.deflate = openSegmentDeflate(this.engine, s)
-        else if (s.kind === 'reblocked') {
-          this.deflate = gatherThenRebuild((content) => rebuildReblocked(content, s, this.engine))
-        } else if (s.kind === 'tokens') this.deflate = gatherThenRebuild(rebuildPuffed)
+        else if (s.kind !== 'literal') {
+          this.deflate = gatherThenRebuild((expanded) => rebuildGathered(s, expanded, this.engine))
+        }
       }
       if (this.used < size) return
       if (s.kind !== 'literal') {
