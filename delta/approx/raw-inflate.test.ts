@@ -1,6 +1,7 @@
-import { constants, deflateRawSync, inflateRawSync } from 'node:zlib'
+import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import { deflateRaw } from 'pako'
 import { describe, expect, it } from 'vitest'
+import { ZLIB_STRATEGIES } from '../deflate/testing.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { prng } from './fuzz.ts'
 import { inflateRawInto } from './raw-inflate.ts'
@@ -38,21 +39,13 @@ function inflate(compressed: Uint8Array, length: number): Uint8Array {
   return out
 }
 
-const STRATEGIES = [
-  constants.Z_DEFAULT_STRATEGY,
-  constants.Z_FILTERED,
-  constants.Z_HUFFMAN_ONLY,
-  constants.Z_RLE,
-  constants.Z_FIXED,
-]
-
 describe('inflateRawInto', () => {
   it('matches zlib on every block type, level and strategy', () => {
     const r = prng(7)
     for (let round = 0; round < 60; round++) {
       const data = sample(r, Math.floor(r() * (round < 50 ? 5000 : 300_000)))
       const level = Math.floor(r() * 10)
-      const strategy = STRATEGIES[round % STRATEGIES.length]!
+      const strategy = ZLIB_STRATEGIES[round % ZLIB_STRATEGIES.length]!
       const z = new Uint8Array(deflateRawSync(data, { level, strategy }))
       expectSame(inflate(z, data.length), data)
     }
@@ -94,7 +87,10 @@ describe('inflateRawInto', () => {
     for (let round = 0; round < 3000; round++) {
       const data = sample(r, 1 + Math.floor(r() * 3000))
       const z = new Uint8Array(
-        deflateRawSync(data, { strategy: STRATEGIES[round % STRATEGIES.length]!, level: 1 + (round % 9) }),
+        deflateRawSync(data, {
+          strategy: ZLIB_STRATEGIES[round % ZLIB_STRATEGIES.length]!,
+          level: 1 + (round % 9),
+        }),
       )
       const bad = z.slice()
       const flips = 1 + Math.floor(r() * 3)

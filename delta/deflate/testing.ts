@@ -1,6 +1,13 @@
-/** Test helper shared by the deflate tests: what a token list decodes to, independently of the parser. */
+/** Test helpers shared by the DEFLATE tests (delta/deflate, delta/approx/raw-inflate). */
 import type { Tokens } from './parse-types.ts'
 
+/**
+ * zlib's five strategies (Z_DEFAULT_STRATEGY, Z_FILTERED, Z_HUFFMAN_ONLY, Z_RLE, Z_FIXED): their
+ * values are fixed by zlib.h, so this pure module can list them without importing node:zlib.
+ */
+export const ZLIB_STRATEGIES = [0, 1, 2, 3, 4] as const
+
+/** What a token list decodes to, independently of the parser. */
 export function tokensToContent(tokens: Tokens): Uint8Array {
   let size = 0
   for (const t of tokens) size += t < 256 ? 1 : t >>> 16
