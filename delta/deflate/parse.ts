@@ -59,9 +59,14 @@ let tokenLimit = 0
  * parseDeflate, or null when the stream is damaged or uses something a token list cannot express
  * (the callers then keep the stream as it is or expand it another way).
  */
-export function tryParseDeflate(raw: Uint8Array, expectedSize: number, what: string): DeflateParse | null {
+export function tryParseDeflate(
+  raw: Uint8Array,
+  expectedSize: number,
+  what: string,
+  dictionary?: Uint8Array,
+): DeflateParse | null {
   try {
-    return parseDeflate(raw, expectedSize, what)
+    return parseDeflate(raw, expectedSize, what, dictionary)
   } catch (err) {
     if (err instanceof DeltaFormatError) return null
     throw err
@@ -139,12 +144,21 @@ function growTokens(used: number): Uint32Array {
  * Decodes the raw DEFLATE stream `raw` (no zlib or gzip wrapper), which must inflate to exactly
  * `expectedSize` bytes, into tokens, blocks and content. Throws DeltaFormatError 'bad-stream' when
  * it is malformed, has the wrong size, or cannot be re-encoded bit for bit (see the module comment).
+ * With `dictionary`, the stream was made with it as a preset window (zlib's deflateSetDictionary):
+ * back-references may reach into it, and the content is what follows it.
  */
-export function parseDeflate(raw: Uint8Array, expectedSize: number, what: string): DeflateParse {
+export function parseDeflate(
+  raw: Uint8Array,
+  expectedSize: number,
+  what: string,
+  dictionary: Uint8Array = EMPTY,
+): DeflateParse {
   if (!Number.isSafeInteger(expectedSize) || expectedSize < 0) {
     throw new DeltaFormatError('bad-stream', `${what} stream has an invalid expected size ${expectedSize}`)
   }
-  const out = new Uint8Array(expectedSize)
+  const start = dictionary.length
+  const out = new Uint8Array(start + expectedSize)
+  out.set(dictionary)
   src = raw
   pos = 0
   bitBuf = 0
@@ -154,7 +168,7 @@ export function parseDeflate(raw: Uint8Array, expectedSize: number, what: string
   tokens = new Uint32Array(Math.min(expectedSize, Math.max(1024, expectedSize >>> 2)))
   tokenCount = 0
   const blocks: Block[] = []
-  let op = 0
+  let op = start
   try {
     for (;;) {
       const final = bits(1, what) === 1
@@ -187,10 +201,13 @@ export function parseDeflate(raw: Uint8Array, expectedSize: number, what: string
     if (bitCount > 0 || pos !== src.length) {
       throw new DeltaFormatError('bad-stream', `${what} stream has bytes after its end`)
     }
-    if (op !== expectedSize) {
-      throw new DeltaFormatError('bad-stream', `${what} stream inflates to ${op}, expected ${expectedSize}`)
+    if (op - start !== expectedSize) {
+      throw new DeltaFormatError(
+        'bad-stream',
+        `${what} stream inflates to ${op - start}, expected ${expectedSize}`,
+      )
     }
-    return { tokens: tokens.subarray(0, tokenCount), blocks, content: out }
+    return { tokens: tokens.subarray(0, tokenCount), blocks, content: out.subarray(start) }
   } finally {
     src = EMPTY
     tokens = EMPTY_TOKENS

@@ -269,6 +269,20 @@ export function writeDynamicHeader(c: DynamicCode, w: BitWriter): void {
   }
 }
 
+/**
+ * The bits writeDynamicHeader writes for c, without writing them: what zlib's build_bl_tree adds to
+ * a block's dynamic cost (opt_len) for the header.
+ */
+export function dynamicHeaderBitLength(c: DynamicCode): number {
+  let bits = 14 + 3 * c.nbl
+  for (let i = 0; i < c.nops; i++) {
+    const sym = c.ops[i]! & 31
+    bits += c.blLens[sym]!
+    if (sym >= REP_3_6) bits += REPEAT_EXTRA[sym - REP_3_6]!
+  }
+  return bits
+}
+
 /** Upper bound of a dynamic header's bits: 14 + 19·3 + (286 + 30)·(7 + 7). */
 export const MAX_HEADER_BITS = 14 + BL_CODES * 3 + (L_CODES + D_CODES) * 14
 
