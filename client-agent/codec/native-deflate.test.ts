@@ -3,12 +3,12 @@ import { describe, expect, it } from 'vitest'
 import { decodeContainer } from '../../delta/archive/container.ts'
 import { crc32 } from '../../delta/archive/crc32.ts'
 import { inflaterFor } from '../../delta/archive/deflate-engine.ts'
-import { pakoEngine } from '../../delta/archive/index.ts'
+import { type ArchiveDeltaOptions, createArchiveDelta, pakoEngine } from '../../delta/archive/index.ts'
 import { inflateRawPrefix } from '../../delta/archive/inflate.ts'
 import type { DeflateParams } from '../../delta/archive/recompress.ts'
 import { DeltaFormatError } from '../../delta/errors.ts'
 import { sourceLikeText as text } from '../../delta/fuzz-input.ts'
-import { applyDeltaStream, createDelta, readerFromBytes } from '../../delta/index.ts'
+import { applyDeltaStream, readerFromBytes } from '../../delta/index.ts'
 import { collectingSink, sourceFromBytes } from '../../delta/io.ts'
 import { nativeDeflateEngine, PAKO_PROBE, probeHashFamily, probeSample } from './native-deflate.ts'
 
@@ -62,30 +62,54 @@ describe('Node zlib as a deflate engine', () => {
     expect(Buffer.concat(out).equals(whole)).toBe(true)
   })
 
+  const archiveDelta = (source: Uint8Array, target: Uint8Array, options: ArchiveDeltaOptions) => {
+    const made = createArchiveDelta(source, target, options)
+    if (!('delta' in made)) throw new Error(made.notApplicable)
+    return made
+  }
+  const applyWithAndWithout = async (source: Uint8Array, delta: Uint8Array, target: Uint8Array) => {
+    for (const engine of [nativeDeflateEngine, undefined]) {
+      const sink = collectingSink()
+      await applyDeltaStream(
+        readerFromBytes(source),
+        sourceFromBytes(delta),
+        sink,
+        engine ? { deflateEngine: engine } : {},
+      )
+      expect(Buffer.from(sink.bytes()).equals(Buffer.from(target))).toBe(true)
+    }
+  }
+
   it('creates checkpointed archive deltas that rebuild in pieces, and still apply without the engine', async () => {
     const source = text(5, 3_000_000)
     const target = source.slice()
     target.set(new TextEncoder().encode('/* 1.0.1 */'), 1_500_000)
     const gzSource = u8(gzipSync(source, { level: 9 }))
     const gzTarget = u8(gzipSync(target, { level: 9 }))
-    const native = createDelta(gzSource, gzTarget, { deflateEngine: nativeDeflateEngine })
-    expect(native.method).toBe('archive')
+    // Checkpoints are for streams recompressed whole; splicing would copy this one's tokens instead.
+    const native = archiveDelta(gzSource, gzTarget, { deflateEngine: nativeDeflateEngine, splice: false })
     const container = decodeContainer(native.delta, { maxTargetBytes: 1 << 30, maxExpandedBytes: 1 << 30 })
     const stream = container.segments.find((s) => s.kind === 'deflate')
     expect(stream?.kind === 'deflate' && (stream.checkpoints?.length ?? 0)).toBeGreaterThan(0)
     // Without an engine there are no checkpoints, and nothing else differs.
-    const pure = createDelta(gzSource, gzTarget)
+    const pure = archiveDelta(gzSource, gzTarget, { splice: false })
     expect(native.delta.length).toBeGreaterThan(pure.delta.length)
-    for (const engine of [nativeDeflateEngine, undefined]) {
-      const sink = collectingSink()
-      await applyDeltaStream(
-        readerFromBytes(gzSource),
-        sourceFromBytes(native.delta),
-        sink,
-        engine ? { deflateEngine: engine } : {},
-      )
-      expect(Buffer.from(sink.bytes()).equals(Buffer.from(gzTarget))).toBe(true)
-    }
+    await applyWithAndWithout(gzSource, native.delta, gzTarget)
+  })
+
+  it('splices with Node zlib restarting the gaps, and the delta still applies with pako alone', async () => {
+    const source = text(8, 3_000_000)
+    const target = new Uint8Array([
+      ...source.subarray(0, 1_000_000),
+      ...text(9, 5_000),
+      ...source.subarray(1_000_000),
+    ])
+    target.set(new TextEncoder().encode('/* 1.0.1 */'), 2_500_000)
+    const gzSource = u8(gzipSync(source, { level: 9 }))
+    const gzTarget = u8(gzipSync(target, { level: 9 }))
+    const made = archiveDelta(gzSource, gzTarget, { deflateEngine: nativeDeflateEngine })
+    expect(made.details.spliced).toBe(1)
+    await applyWithAndWithout(gzSource, made.delta, gzTarget)
   })
 
   it('inflates like pako: same data, same stream end, same typed errors', () => {

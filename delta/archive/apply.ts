@@ -7,6 +7,7 @@
  * applyArchiveDeltaToSink holds only the expanded source (the reference is read through the recipe
  * and the target is recompressed as the inner differ streams it out), when the differ can stream.
  */
+import type { Tokens } from '../deflate/parse-types.ts'
 import { check, DeltaFormatError } from '../errors.ts'
 import { type ByteSink, sourceFromBytes } from '../io.ts'
 import { type Container, decodeContainer } from './container.ts'
@@ -23,6 +24,8 @@ interface Prepared {
   c: Container
   differ: InnerDiffer
   expandedSource: Uint8Array
+  /** The source's tokens, taken only when a spliced segment copies from them. */
+  sourceTokens: Tokens | undefined
   inner: Uint8Array
 }
 
@@ -48,13 +51,15 @@ function prepare(
   )
   const differ = differs.find((d) => d.id === c.differId)
   check(differ !== undefined, 'archive-differ-unknown', `no inner differ with id ${c.differId}`)
-  const expandedSource = expand(
+  const expansion = expand(
     c.sourceKind,
     source,
     c.sourcePuffed ? puffAll : inflateAll,
     L.maxExpandedBytes,
     inflaterFor(engine),
-  ).expanded
+    c.segments.some((s) => s.kind === 'spliced'),
+  )
+  const expandedSource = expansion.expanded
   for (const r of c.recipe) {
     check(
       r.offset + r.length <= expandedSource.length,
@@ -72,7 +77,7 @@ function prepare(
     )
     inner = out.data
   }
-  return { c, differ, expandedSource, inner }
+  return { c, differ, expandedSource, sourceTokens: expansion.tokens, inner }
 }
 
 function expandedTarget(p: Prepared): Uint8Array {
@@ -88,12 +93,12 @@ function expandedTarget(p: Prepared): Uint8Array {
 
 /** Walks the segments, yielding rebuilt archive bytes in order; checks each stream's size. */
 function* rebuild(
-  c: Container,
+  p: Prepared,
   expanded: Uint8Array,
   engine: DeflateEngine | undefined,
 ): Generator<Uint8Array> {
   let at = 0
-  for (const s of c.segments) {
+  for (const s of p.c.segments) {
     if (s.kind === 'literal') {
       yield expanded.subarray(at, at + s.length)
       at += s.length
@@ -101,7 +106,7 @@ function* rebuild(
     }
     if (s.kind !== 'deflate') {
       const part = expanded.subarray(at, at + expandedSize(s))
-      const rebuilt = rebuildGathered(s, part, engine)
+      const rebuilt = rebuildGathered(s, part, engine, p.sourceTokens)
       check(rebuilt.length === s.compressedLength, 'archive-mismatch', 'rebuilt stream has the wrong length')
       yield rebuilt
       at += part.length
@@ -128,7 +133,7 @@ export function applyArchiveDelta(
   const p = prepare(source, delta, limits, differs, engine)
   const out = new Uint8Array(p.c.targetLength)
   let at = 0
-  for (const chunk of rebuild(p.c, expandedTarget(p), engine)) {
+  for (const chunk of rebuild(p, expandedTarget(p), engine)) {
     out.set(chunk, at)
     at += chunk.length
   }
@@ -149,7 +154,7 @@ export async function applyArchiveDeltaToSink(
   engine?: DeflateEngine,
 ): Promise<void> {
   const p = prepare(source, delta, limits, differs, engine)
-  const out = new RebuildSink(p.c.segments, sink, engine)
+  const out = new RebuildSink(p.c.segments, sink, engine, p.sourceTokens)
   if (p.differ.applyStream) {
     try {
       const reference = recipeReader(p.expandedSource, p.c.recipe)

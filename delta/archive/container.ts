@@ -6,10 +6,11 @@ import type { Block } from '../deflate/parse-types.ts'
 import { check } from '../errors.ts'
 import { ByteReader, ByteWriter } from './bytes.ts'
 import type { Checkpoint } from './checkpoints.ts'
-import type { ArchiveKind, Segment } from './expand.ts'
+import { type ArchiveKind, hasParams, type Segment } from './expand.ts'
 import { blockDescriptor, readBlockHead } from './puff.ts'
 import type { DeflateParams } from './recompress.ts'
 import type { Range } from './reference.ts'
+import { MIN_RUN_BYTES, type SpliceRun } from './splice.ts'
 
 const MAGIC = [0x44, 0x50, 0x41, 0x52] // "DPAR"
 export const CONTAINER_VERSION = 1
@@ -24,6 +25,8 @@ const TAG_DEFLATE = 1
 /** Token and reblocked segments (added after version 1 shipped; older decoders refuse the tags). */
 const TAG_TOKENS = 2
 const TAG_REBLOCKED = 3
+/** Spliced segments (splice.ts), likewise added later. */
+const TAG_SPLICED = 4
 /** More restart points than any rebuild could use; bounds what a hostile list can make us allocate. */
 const MAX_CHECKPOINTS = 1024
 const KIND_CODES: Record<ArchiveKind, number> = { gzip: 1, zip: 2 }
@@ -70,7 +73,7 @@ export function encodeContainer(c: Container): Uint8Array {
   const index = new Map<string, number>()
   const keyOf = (p: DeflateParams) => `${p.level}/${p.memLevel}/${p.windowBits}/${p.strategy}/${p.legacyHash}`
   for (const s of c.segments) {
-    if ((s.kind === 'deflate' || s.kind === 'reblocked') && !index.has(keyOf(s.params))) {
+    if (hasParams(s) && !index.has(keyOf(s.params))) {
       index.set(keyOf(s.params), table.length)
       table.push(s.params)
     }
@@ -97,17 +100,14 @@ export function encodeContainer(c: Container): Uint8Array {
       w.varint(s.rawLength)
       w.varint(s.compressedLength)
       w.varint(index.get(keyOf(s.params))!)
-      w.varint(s.blocks.length)
-      let start = 0
-      for (const b of s.blocks) {
-        w.u8(blockDescriptor(b))
-        w.varint(b.end - start)
-        if (b.header) {
-          w.varint(b.header.bitLength)
-          w.bytes(b.header.bytes)
-        }
-        start = b.end
-      }
+      writeBlocks(w, s.blocks)
+    } else if (s.kind === 'spliced') {
+      w.u8(TAG_SPLICED)
+      w.varint(s.rawLength)
+      w.varint(s.compressedLength)
+      w.varint(index.get(keyOf(s.params))!)
+      writeBlocks(w, s.blocks === 'zlib' ? [] : s.blocks)
+      writeRuns(w, s.runs)
     } else {
       w.u8(TAG_DEFLATE)
       w.varint(s.rawLength)
@@ -136,6 +136,42 @@ export function encodeContainer(c: Container): Uint8Array {
   w.varint(c.inner.length)
   w.bytes(c.inner)
   return w.finish()
+}
+
+/** A block list as its count, then each block's head as in a puffed stream (no tokens). */
+function writeBlocks(w: ByteWriter, blocks: readonly Block[]): void {
+  w.varint(blocks.length)
+  let start = 0
+  for (const b of blocks) {
+    w.u8(blockDescriptor(b))
+    w.varint(b.end - start)
+    if (b.header) {
+      w.varint(b.header.bitLength)
+      w.bytes(b.header.bytes)
+    }
+    start = b.end
+  }
+}
+
+/** Zigzag: small signed numbers as small unsigned ones (0, -1, 1, -2 … → 0, 1, 2, 3 …). */
+function zigzag(n: number): number {
+  return n >= 0 ? n * 2 : -n * 2 - 1
+}
+
+function unzigzag(n: number): number {
+  return n % 2 === 0 ? n / 2 : -(n + 1) / 2
+}
+
+/** Runs: count, then per run the gap, the source position relative to where the last run ended, the count. */
+function writeRuns(w: ByteWriter, runs: readonly SpliceRun[]): void {
+  w.varint(runs.length)
+  let source = 0
+  for (const run of runs) {
+    w.varint(run.gap)
+    w.varint(zigzag(run.source - source))
+    w.varint(run.count)
+    source = run.source + run.count
+  }
 }
 
 export interface ContainerLimits {
@@ -183,6 +219,46 @@ function readCheckpoints(r: ByteReader, rawLength: number, compressedLength: num
     out.push({ raw, bit })
   }
   return out
+}
+
+/** A block list (writeBlocks) whose tokens, at least a content byte each, fit in `rawLength`. */
+function readBlocks(r: ByteReader, rawLength: number, count: number): Block[] {
+  check(count <= r.remaining / 2, E, 'block count longer than the delta')
+  const blocks: Block[] = []
+  let tokens = 0
+  for (let b = 0; b < count; b++) {
+    const head = readBlockHead(r)
+    tokens += head.count
+    // Every token stands for at least one byte of content.
+    check(tokens <= rawLength, E, 'blocks hold more tokens than the stream has bytes')
+    blocks.push(head.block(tokens))
+  }
+  return blocks
+}
+
+/**
+ * Runs of a spliced segment. Gaps and copies each cover content, copies at least MIN_RUN_BYTES (checked
+ * on apply, where the tokens' sizes are known), so a stream holds at most rawLength / MIN_RUN_BYTES + 1.
+ */
+function readRuns(r: ByteReader, rawLength: number): SpliceRun[] {
+  const count = r.varint('run count')
+  check(count <= r.remaining / 3 && count <= rawLength / MIN_RUN_BYTES + 1, E, 'too many spliced runs')
+  const runs: SpliceRun[] = []
+  let source = 0
+  let gaps = 0
+  let tokens = 0
+  for (let i = 0; i < count; i++) {
+    const gap = r.varint('gap')
+    const at = source + unzigzag(r.varint('run source'))
+    const n = r.varint('run count')
+    gaps += gap
+    tokens += n
+    check(at >= 0 && Number.isSafeInteger(at), E, 'run source before the start')
+    check(n > 0 && gaps + tokens <= rawLength, E, 'spliced runs exceed the stream')
+    runs.push({ gap, source: at, count: n })
+    source = at + n
+  }
+  return runs
 }
 
 export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Container {
@@ -243,17 +319,22 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       check(p < table.length, E, 'params index out of range')
       check(rawLength > 0 && compressedLength > 0, E, 'empty reblocked segment')
       const count = r.varint('block count')
-      check(count > 0 && count <= r.remaining / 2, E, 'block count longer than the delta')
-      const blocks: Block[] = []
-      let tokens = 0
-      for (let b = 0; b < count; b++) {
-        const head = readBlockHead(r)
-        tokens += head.count
-        // Every token stands for at least one byte of content.
-        check(tokens <= rawLength, E, 'blocks hold more tokens than the stream has bytes')
-        blocks.push(head.block(tokens))
-      }
+      check(count > 0, E, 'reblocked segment without blocks')
+      const blocks = readBlocks(r, rawLength, count)
       segments.push({ kind: 'reblocked', rawLength, compressedLength, params: table[p]!, blocks })
+      expandedSum += rawLength
+      targetSum += compressedLength
+    } else if (tag === TAG_SPLICED) {
+      const rawLength = r.varint('raw length')
+      const compressedLength = r.varint('compressed length')
+      const p = r.varint('params index')
+      check(p < table.length, E, 'params index out of range')
+      check(rawLength > 0 && compressedLength > 0, E, 'empty spliced segment')
+      // Zero blocks: the ones zlib cuts for the spliced tokens.
+      const count = r.varint('block count')
+      const blocks = count === 0 ? 'zlib' : readBlocks(r, rawLength, count)
+      const runs = readRuns(r, rawLength)
+      segments.push({ kind: 'spliced', rawLength, compressedLength, params: table[p]!, blocks, runs })
       expandedSum += rawLength
       targetSum += compressedLength
     } else {

@@ -4,6 +4,8 @@
  * keep the smallest, and prove the result by applying it before handing it out.
  */
 import { deflateSync } from 'fflate'
+import { tryParseDeflate } from '../deflate/parse.ts'
+import type { Tokens } from '../deflate/parse-types.ts'
 import { approxNotWorth } from '../effort.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { applyArchiveDelta } from './apply.ts'
@@ -20,6 +22,7 @@ import {
   type Expansion,
   expand,
   expandedSize,
+  hasParams,
   inflateAll,
   puffAll,
   recompressPolicy,
@@ -29,6 +32,7 @@ import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { paramsKey } from './recompress.ts'
 import { buildRecipe, materialize, type RecipeStats } from './reference.ts'
+import { findSplice, MIN_RUN_BYTES, SourceTokenIndex } from './splice.ts'
 
 export interface ArchiveDeltaOptions {
   /** Inner differs to try; the smallest result wins. Default: every production differ. */
@@ -57,6 +61,11 @@ export interface ArchiveDeltaOptions {
    * Default: pako alone, no checkpoints.
    */
   deflateEngine?: DeflateEngine
+  /**
+   * Rebuild target streams that share most of their tokens with the source from those tokens
+   * (splice.ts). Default true; false recompresses every stream whole (checkpoints then apply).
+   */
+  splice?: boolean
 }
 
 export interface ArchiveDeltaDetails {
@@ -80,9 +89,18 @@ export interface ArchiveDeltaDetails {
   reproduced: number
   reblocked: number
   puffed: number
+  /** Of those, how many are rebuilt mostly from the source's tokens (splice.ts). */
+  spliced: number
   params: string[]
   entries: RecipeStats & { source: number; target: number }
-  timingsMs: { expandSource: number; expandTarget: number; checkpoints: number; diff: number; verify: number }
+  timingsMs: {
+    expandSource: number
+    expandTarget: number
+    splices: number
+    checkpoints: number
+    diff: number
+    verify: number
+  }
 }
 
 export type ArchiveDeltaResult =
@@ -109,6 +127,35 @@ function addCheckpoints(tgt: Expansion, target: Uint8Array, engine: DeflateEngin
     expandedAt += s.rawLength
     targetAt += s.compressedLength
   }
+}
+
+/**
+ * Turns target streams that share most of their tokens with the source into spliced segments
+ * (splice.ts), whose rebuild copies those tokens instead of searching for them again.
+ */
+function addSplices(
+  tgt: Expansion,
+  target: Uint8Array,
+  source: Tokens,
+  engine: DeflateEngine | undefined,
+): void {
+  let index: SourceTokenIndex | undefined
+  let expandedAt = 0
+  let targetAt = 0
+  tgt.segments = tgt.segments.map((s) => {
+    const at = { expanded: expandedAt, target: targetAt }
+    expandedAt += expandedSize(s)
+    targetAt += archiveSize(s)
+    if ((s.kind !== 'deflate' && s.kind !== 'reblocked') || s.rawLength < MIN_RUN_BYTES) return s
+    const raw = tgt.expanded.subarray(at.expanded, at.expanded + s.rawLength)
+    const compressed = target.subarray(at.target, at.target + s.compressedLength)
+    const parse = tryParseDeflate(compressed, raw.length, 'archive-stream')
+    if (!parse) return s
+    index ??= new SourceTokenIndex(source)
+    const splice = findSplice(raw, compressed, parse, index, s.params, engine)
+    if (!splice) return s
+    return { kind: 'spliced', rawLength: s.rawLength, compressedLength: s.compressedLength, ...splice }
+  })
 }
 
 /** True when more of the target's compressed bytes come back from tokens than from recompression. */
@@ -205,11 +252,26 @@ export function createArchiveDelta(
   // Diff like with like: puffed target streams against puffed source streams.
   const sourcePuffed = puffedMostly(tgt.segments)
   t = performance.now()
+  // Spliced segments copy the source's tokens, so take its streams apart too when there is a use.
+  const splicing =
+    options.splice !== false &&
+    !sourcePuffed &&
+    tgt.segments.some((s) => s.kind === 'deflate' || s.kind === 'reblocked')
   const src = tryExpand(() =>
-    expand(sourceKind, source, sourcePuffed ? puffAll : inflateAll, limits.maxExpandedBytes, inflate),
+    expand(
+      sourceKind,
+      source,
+      sourcePuffed ? puffAll : inflateAll,
+      limits.maxExpandedBytes,
+      inflate,
+      splicing,
+    ),
   )
   if (typeof src === 'string') return { notApplicable: `source archive unreadable (${src})` }
   const expandSource = performance.now() - t
+  t = performance.now()
+  if (src.tokens) addSplices(tgt, target, src.tokens, options.deflateEngine)
+  const splicesMs = performance.now() - t
   t = performance.now()
   if (options.deflateEngine) addCheckpoints(tgt, target, options.deflateEngine)
   const checkpointsMs = performance.now() - t
@@ -286,13 +348,7 @@ export function createArchiveDelta(
   if (!chosen) return { notApplicable: `no inner differ produced a verified delta (${failures.join('; ')})` }
   const { best, delta } = chosen
 
-  const params = [
-    ...new Set(
-      tgt.segments.flatMap((s) =>
-        s.kind === 'deflate' || s.kind === 'reblocked' ? [paramsKey(s.params)] : [],
-      ),
-    ),
-  ]
+  const params = [...new Set(tgt.segments.flatMap((s) => (hasParams(s) ? [paramsKey(s.params)] : [])))]
   return {
     delta,
     details: {
@@ -311,9 +367,10 @@ export function createArchiveDelta(
       reproduced: tgt.reproduced,
       reblocked: tgt.reblocked,
       puffed: tgt.puffed,
+      spliced: tgt.segments.filter((s) => s.kind === 'spliced').length,
       params,
       entries: { ...stats, source: src.entries.length, target: tgt.entries.length },
-      timingsMs: { expandSource, expandTarget, checkpoints: checkpointsMs, diff, verify },
+      timingsMs: { expandSource, expandTarget, splices: splicesMs, checkpoints: checkpointsMs, diff, verify },
     },
   }
 }

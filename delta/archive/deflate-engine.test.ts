@@ -52,16 +52,18 @@ const target = (() => {
 })()
 const gzSource = u8(gzipSync(source, { level: 9 }))
 const gzTarget = u8(gzipSync(target, { level: 9 }))
+/** These tests are about whole-stream recompression; splicing would copy this light edit's tokens. */
+const whole = { splice: false }
 
 describe('deflate engines', () => {
   it('hands big streams to the engine and keeps its output identical to pako-only', async () => {
     const { engine, calls } = recordingEngine()
-    const made = createArchiveDelta(gzSource, gzTarget, { deflateEngine: engine })
+    const made = createArchiveDelta(gzSource, gzTarget, { ...whole, deflateEngine: engine })
     expect('delta' in made).toBe(true)
     if (!('delta' in made)) return
     // The proof of the target's parameters ran through the engine, once, on the whole stream.
     expect(calls.inputs).toEqual([target.length])
-    const plain = createArchiveDelta(gzSource, gzTarget)
+    const plain = createArchiveDelta(gzSource, gzTarget, whole)
     expect('delta' in plain && Buffer.from(plain.delta).equals(Buffer.from(made.delta))).toBe(true)
 
     expect(Buffer.from(applyArchiveDelta(gzSource, made.delta, undefined, undefined, engine))).toEqual(
@@ -95,14 +97,14 @@ describe('deflate engines', () => {
     // Creating: its proof fails, so the stream is not claimed reproducible by parameters; it is
     // rebuilt from its tokens instead, which needs no engine.
     const broken = recordingEngine(true).engine
-    const refused = createArchiveDelta(gzSource, gzTarget, { deflateEngine: broken })
+    const refused = createArchiveDelta(gzSource, gzTarget, { ...whole, deflateEngine: broken })
     if (!('delta' in refused)) throw new Error('expected a token-segment delta')
     expect(refused.details.reproduced).toBe(0)
     expect(refused.details.puffed).toBe(1)
     expect(applyArchiveDelta(gzSource, refused.delta, undefined, undefined, broken)).toEqual(gzTarget)
 
     // Applying a good delta through it: the rebuild fails with the codec's typed error.
-    const good = createArchiveDelta(gzSource, gzTarget)
+    const good = createArchiveDelta(gzSource, gzTarget, whole)
     if (!('delta' in good)) throw new Error('expected a delta')
     expect(() => applyArchiveDelta(gzSource, good.delta, undefined, undefined, broken)).toThrow(
       DeltaFormatError,

@@ -10,7 +10,7 @@
  * source's are puffed too, so that like is diffed with like.
  */
 import { tryParseDeflate } from '../deflate/parse.ts'
-import type { Block, DeflateParse } from '../deflate/parse-types.ts'
+import type { Block, DeflateParse, Tokens } from '../deflate/parse-types.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { concatBytes } from './bytes.ts'
 import type { Checkpoint } from './checkpoints.ts'
@@ -28,6 +28,7 @@ import {
   paramsKey,
   zlibMemLevelOf,
 } from './recompress.ts'
+import type { Splice } from './splice.ts'
 import { looksLikeTar, parseTar } from './tar.ts'
 import { METHOD_DEFLATE, parseZip } from './zip.ts'
 
@@ -51,6 +52,12 @@ export type Segment =
       params: DeflateParams
       blocks: Block[]
     }
+  | ({
+      /** Rebuilt from the source's tokens and deflated gaps (splice.ts); content in the expanded form. */
+      kind: 'spliced'
+      rawLength: number
+      compressedLength: number
+    } & Splice)
   | {
       /** A stream rebuilt from its puffed tokens (puff.ts); `puffLength` bytes of the expanded form. */
       kind: 'tokens'
@@ -86,6 +93,18 @@ export interface Expansion {
   reproduced: number
   reblocked: number
   puffed: number
+  /**
+   * Source side, when asked for: the tokens of every inflated deflate stream, in order, one sequence
+   * (a stream that cannot be taken apart adds none). Spliced target segments copy from it.
+   */
+  tokens?: Tokens
+}
+
+/** Segments rebuilt by recompressing with recorded settings. */
+export type ParamsSegment = Extract<Segment, { kind: 'deflate' | 'reblocked' | 'spliced' }>
+
+export function hasParams(s: Segment): s is ParamsSegment {
+  return s.kind === 'deflate' || s.kind === 'reblocked' || s.kind === 'spliced'
 }
 
 /**
@@ -211,9 +230,12 @@ class Builder {
   reblocked = 0
   puffed = 0
   private readonly maxLength: number
+  /** Token sequences of the inflated streams, when the caller wants them (source side). */
+  private readonly tokens: Tokens[] | null
 
-  constructor(maxLength: number) {
+  constructor(maxLength: number, collectTokens: boolean) {
     this.maxLength = maxLength
+    this.tokens = collectTokens ? [] : null
   }
 
   private grow(n: number): void {
@@ -261,6 +283,10 @@ class Builder {
     const start = this.length
     this.grow(raw.length)
     this.parts.push(raw)
+    if (this.tokens) {
+      const parse = tryParseDeflate(compressed, raw.length, 'archive-source')
+      if (parse) this.tokens.push(parse.tokens)
+    }
     const sizes = { rawLength: raw.length, compressedLength: compressed.length }
     if ('blocks' in params) {
       this.reblocked++
@@ -274,7 +300,17 @@ class Builder {
 
   finish(entries: EntryRange[]): Expansion {
     const expanded = concatBytes(this.parts)
+    let tokens: Tokens | undefined
+    if (this.tokens) {
+      tokens = new Uint32Array(this.tokens.reduce((n, t) => n + t.length, 0))
+      let at = 0
+      for (const t of this.tokens) {
+        tokens.set(t, at)
+        at += t.length
+      }
+    }
     return {
+      ...(tokens ? { tokens } : {}),
       expanded,
       segments: this.segments,
       entries,
@@ -307,9 +343,10 @@ export function expandGzip(
   policy: DeflatePolicy,
   maxExpanded: number,
   inflate: Inflater = inflateRawPrefix,
+  collectTokens = false,
 ): Expansion {
   const file = parseGzip(bytes, maxExpanded, inflate)
-  const out = new Builder(maxExpanded)
+  const out = new Builder(maxExpanded, collectTokens)
   const entries: EntryRange[] = []
   for (const m of file.members) {
     out.literal(bytes.subarray(m.start, m.dataStart))
@@ -342,9 +379,10 @@ export function expandZip(
   policy: DeflatePolicy,
   maxExpanded: number,
   inflate: Inflater = inflateRawPrefix,
+  collectTokens = false,
 ): Expansion {
   const zip = parseZip(bytes)
-  const out = new Builder(maxExpanded)
+  const out = new Builder(maxExpanded, collectTokens)
   const entries: EntryRange[] = []
   let cursor = 0
   for (const e of zip.entries) {
@@ -367,14 +405,16 @@ export function expandZip(
   return out.finish(entries)
 }
 
+/** `collectTokens`: also take every inflated stream apart into tokens (Expansion.tokens). */
 export function expand(
   kind: ArchiveKind,
   bytes: Uint8Array,
   policy: DeflatePolicy,
   maxExpanded: number,
   inflate: Inflater = inflateRawPrefix,
+  collectTokens = false,
 ): Expansion {
   return kind === 'gzip'
-    ? expandGzip(bytes, policy, maxExpanded, inflate)
-    : expandZip(bytes, policy, maxExpanded, inflate)
+    ? expandGzip(bytes, policy, maxExpanded, inflate, collectTokens)
+    : expandZip(bytes, policy, maxExpanded, inflate, collectTokens)
 }

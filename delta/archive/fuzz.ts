@@ -6,6 +6,7 @@
 import { gzipSync as fflateGzip } from 'fflate'
 import { deflateRaw, gzip } from 'pako'
 import { DeltaFormatError } from '../errors.ts'
+import { sourceLikeText } from '../fuzz-input.ts'
 import { collectingSink } from '../io.ts'
 import { applyArchiveDelta, applyArchiveDeltaToSink } from './apply.ts'
 import { ByteWriter, concatBytes } from './bytes.ts'
@@ -18,8 +19,8 @@ import type { ArchiveLimits } from './limits.ts'
 
 export interface FuzzReport {
   /**
-   * Valid (source, target, delta) triples the mutations start from: gzip, multi-member gzip, reblocked
-   * gzip, puffed gzip, zip.
+   * Valid (source, target, delta) triples the mutations start from: spliced gzip, recompressed gzip,
+   * multi-member gzip, reblocked gzip, puffed gzip, zip.
    */
   seeds: number
   iterations: number
@@ -110,8 +111,13 @@ function zipOf(files: [string, Uint8Array, boolean][]): Uint8Array {
 function cases(): Case[] {
   const a = text(1, 20_000)
   const b = new Uint8Array([...a.subarray(0, 9000), ...text(2, 500), ...a.subarray(9000)])
+  const code = sourceLikeText(5, 120_000)
+  const codeEdited = new Uint8Array([...code.subarray(0, 15_000), ...text(2, 300), ...code.subarray(15_000)])
   const pairs: [Uint8Array, Uint8Array][] = [
-    [gzip(a, { level: 9 }), gzip(b, { level: 9 })],
+    // Mostly shared tokens: a spliced segment.
+    [gzip(code, { level: 9 }), gzip(codeEdited, { level: 9 })],
+    // Nothing shared: a deflate segment, recompressed whole.
+    [gzip(text(4, 20_000), { level: 9 }), gzip(b, { level: 9 })],
     [gzip(a, { level: 6 }), new Uint8Array([...gzip(b.subarray(0, 5000)), ...gzip(b.subarray(5000))])],
     // Fixed-Huffman streams are outside the recompression grid: zlib's tokens re-blocked.
     [gzip(a, { level: 9, strategy: 4 }), gzip(b, { level: 9, strategy: 4 })],
@@ -178,6 +184,15 @@ function mutateFields(delta: Uint8Array, r: () => number): Uint8Array {
         else if (what === 2) b.type = b.type === 2 ? 1 : 2
         else b.final = !b.final
         seg.blocks = blocks
+      } else if (seg?.kind === 'spliced') {
+        // A plan that no longer fits: runs moved, resized, dropped or added; zlib's blocks or none.
+        const run = seg.runs[Math.floor(r() * seg.runs.length)]
+        const what = Math.floor(r() * 5)
+        if (run && what === 0) run.gap = big()
+        else if (run && what === 1) run.source = big()
+        else if (run && what === 2) run.count = big()
+        else if (what === 3) seg.runs.push({ gap: big(), source: big(), count: 1 + big() })
+        else seg.blocks = seg.blocks === 'zlib' ? [{ type: 2, final: true, end: big() }] : 'zlib'
       }
       break
     case 1:

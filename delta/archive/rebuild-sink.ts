@@ -4,6 +4,7 @@
  * recompressed on the fly, token segments are gathered and re-encoded when complete. Nothing of the
  * target is held beyond the piece the deflate engine (or one token segment) is working on.
  */
+import type { Tokens } from '../deflate/parse-types.ts'
 import { check } from '../errors.ts'
 import type { ByteSink } from '../io.ts'
 import { ByteWriter } from './bytes.ts'
@@ -13,21 +14,29 @@ import type { DeflateEngine, DeflateStream } from './deflate-engine.ts'
 import { expandedSize, type Segment } from './expand.ts'
 import { rebuildPuffed } from './puff-stream.ts'
 import { rebuildReblocked } from './reblock.ts'
+import { rebuildSpliced } from './splice.ts'
+
+/**
+ * Rebuilds a segment that needs all of its expanded bytes first (token, reblocked and spliced
+ * segments); spliced ones copy from `sourceTokens`, the source expansion's tokens.
+ */
+export function rebuildGathered(
+  s: Extract<Segment, { kind: 'tokens' | 'reblocked' | 'spliced' }>,
+  expanded: Uint8Array,
+  engine: DeflateEngine | undefined,
+  sourceTokens: Tokens | undefined,
+): Uint8Array {
+  if (s.kind === 'tokens') return rebuildPuffed(expanded)
+  if (s.kind === 'reblocked') return rebuildReblocked(expanded, s, engine)
+  check(sourceTokens !== undefined, 'archive-mismatch', 'spliced segment without source tokens')
+  return rebuildSpliced(expanded, s, sourceTokens, engine)
+}
 
 /**
  * A segment rebuilt only once all its expanded bytes are in, as a DeflateStream for RebuildSink: the
  * bytes are gathered as they arrive (the buffer grows with them, so a hostile declared length costs
  * nothing up front) and `rebuild` runs at the end.
  */
-/** Rebuilds a segment that needs all of its expanded bytes first (token and reblocked segments). */
-export function rebuildGathered(
-  s: Extract<Segment, { kind: 'tokens' | 'reblocked' }>,
-  expanded: Uint8Array,
-  engine: DeflateEngine | undefined,
-): Uint8Array {
-  return s.kind === 'tokens' ? rebuildPuffed(expanded) : rebuildReblocked(expanded, s, engine)
-}
-
 function gatherThenRebuild(rebuild: (expanded: Uint8Array) => Uint8Array): DeflateStream {
   const gathered = new ByteWriter()
   return {
@@ -50,15 +59,17 @@ export class RebuildSink implements ByteSink {
   private produced = 0
   private deflate: DeflateStream | null = null
   private readonly engine: DeflateEngine | undefined
+  private readonly sourceTokens: Tokens | undefined
   crc = 0
   written = 0
   /** Set when the downstream sink throws, so the caller does not mistake it for a bad delta. */
   sinkFailure: unknown = undefined
 
-  constructor(segments: readonly Segment[], out: ByteSink, engine?: DeflateEngine) {
+  constructor(segments: readonly Segment[], out: ByteSink, engine?: DeflateEngine, sourceTokens?: Tokens) {
     this.segments = segments
     this.out = out
     this.engine = engine
+    this.sourceTokens = sourceTokens
   }
 
   private async emit(chunks: readonly Uint8Array[]): Promise<void> {
@@ -93,7 +104,9 @@ export class RebuildSink implements ByteSink {
       if (this.deflate === null) {
         if (s.kind === 'deflate') this.deflate = openSegmentDeflate(this.engine, s)
         else if (s.kind !== 'literal') {
-          this.deflate = gatherThenRebuild((expanded) => rebuildGathered(s, expanded, this.engine))
+          this.deflate = gatherThenRebuild((expanded) =>
+            rebuildGathered(s, expanded, this.engine, this.sourceTokens),
+          )
         }
       }
       if (this.used < size) return

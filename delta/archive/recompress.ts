@@ -255,12 +255,14 @@ export function* deflateChunks(raw: Uint8Array, params: DeflateParams): Generato
 }
 
 /** Deflates all of `raw` with `params` in one call (pako's whole-buffer path). */
-export function deflateWhole(raw: Uint8Array, params: DeflateParams): Uint8Array {
+export function deflateWhole(raw: Uint8Array, params: DeflateParams, dictionary?: Uint8Array): Uint8Array {
   return deflateRaw(raw, {
     level: params.level,
     memLevel: params.memLevel,
     windowBits: params.windowBits,
     strategy: params.strategy as Z_Strategy,
     legacyHash: params.legacyHash,
+    // zlib's deflateSetDictionary: the window starts out holding these bytes.
+    ...(dictionary && dictionary.length > 0 ? { dictionary } : {}),
   })
 }

@@ -1,0 +1,138 @@
+import { gzip } from 'pako'
+import { describe, expect, it } from 'vitest'
+import { parseDeflate } from '../deflate/parse.ts'
+import { DeltaFormatError } from '../errors.ts'
+import { collectingSink } from '../io.ts'
+import { applyArchiveDelta, applyArchiveDeltaToSink } from './apply.ts'
+import { decodeContainer, encodeContainer } from './container.ts'
+import { createArchiveDelta } from './create.ts'
+import { expand, inflateAll, type Segment } from './expand.ts'
+import { parseGzip } from './gzip.ts'
+import { resolveArchiveLimits } from './limits.ts'
+import { findSplice, SourceTokenIndex, splicedTokens } from './splice.ts'
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
+    return s / 2 ** 32
+  }
+}
+
+/** Source-code-like lines: a vocabulary large enough that deflate finds real, local matches. */
+function lines(seed: number, count: number): string[] {
+  const r = rng(seed)
+  const words = Array.from({ length: 400 }, (_, i) => `id${(i * 7919) % 1000}${'xyzw'[i % 4]}`)
+  const pick = () => words[Math.floor(r() * words.length)]!
+  return Array.from(
+    { length: count },
+    (_, i) => `  const ${pick()} = ${pick()}(${pick()}, ${i % 97}); // ${pick()}\n`,
+  )
+}
+
+const encoder = new TextEncoder()
+const base = lines(1, 12_000)
+/** A release with a handful of local edits: a changed line, an inserted block, a deleted block. */
+function edited(): string[] {
+  const out = [...base]
+  out[2_000] = '  const changed = true\n'
+  out.splice(6_000, 0, ...lines(2, 40))
+  out.splice(9_000, 25)
+  return out
+}
+const sourceContent = encoder.encode(base.join(''))
+const targetContent = encoder.encode(edited().join(''))
+const LIMITS = resolveArchiveLimits()
+
+function splicedSegments(delta: Uint8Array): Extract<Segment, { kind: 'spliced' }>[] {
+  return decodeContainer(delta, LIMITS).segments.filter((s) => s.kind === 'spliced')
+}
+
+async function applyBothWays(source: Uint8Array, delta: Uint8Array): Promise<Uint8Array[]> {
+  const sink = collectingSink()
+  await applyArchiveDeltaToSink(source, delta, sink)
+  return [applyArchiveDelta(source, delta), sink.bytes()]
+}
+
+describe('spliced archive deltas', () => {
+  it('rebuild a lightly edited gzip from the source tokens, in memory and streaming', async () => {
+    const source = gzip(sourceContent, { level: 9 })
+    const target = gzip(targetContent, { level: 9 })
+    const r = createArchiveDelta(source, target)
+    if (!('delta' in r)) throw new Error(r.notApplicable)
+    expect(r.details.spliced).toBe(1)
+    const [s] = splicedSegments(r.delta)
+    expect(s?.blocks).toBe('zlib')
+    // One run before the first edit and one after each, give or take a split run.
+    expect(s?.runs.length).toBeGreaterThanOrEqual(3)
+    for (const out of await applyBothWays(source, r.delta)) expect(out).toEqual(target)
+  })
+
+  it('copy exactly the target tokens: splicedTokens equals the stream parse', () => {
+    const source = gzip(sourceContent, { level: 6 })
+    const target = gzip(targetContent, { level: 6 })
+    const src = expand('gzip', source, inflateAll, LIMITS.maxExpandedBytes, undefined, true)
+    const member = parseGzip(target, LIMITS.maxExpandedBytes).members[0]!
+    const compressed = target.subarray(member.dataStart, member.dataEnd)
+    const parse = parseDeflate(compressed, member.content.length, 'test')
+    const params = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
+    const splice = findSplice(member.content, compressed, parse, new SourceTokenIndex(src.tokens!), params)
+    expect(splice).not.toBeNull()
+    expect(splicedTokens(member.content, splice!, src.tokens!)).toEqual(parse.tokens)
+  })
+
+  it('keep the recorded blocks of a stream zlib would have cut differently (fixed Huffman)', async () => {
+    const source = gzip(sourceContent, { level: 9, strategy: 4 })
+    const target = gzip(targetContent, { level: 9, strategy: 4 })
+    const r = createArchiveDelta(source, target)
+    if (!('delta' in r)) throw new Error(r.notApplicable)
+    const [s] = splicedSegments(r.delta)
+    expect(Array.isArray(s?.blocks)).toBe(true)
+    for (const out of await applyBothWays(source, r.delta)) expect(out).toEqual(target)
+  })
+
+  it('recompress as before when the source shares too little', async () => {
+    const source = gzip(encoder.encode(lines(7, 12_000).join('')), { level: 9 })
+    const target = gzip(targetContent, { level: 9 })
+    const r = createArchiveDelta(source, target)
+    if (!('delta' in r)) throw new Error(r.notApplicable)
+    expect(r.details.spliced).toBe(0)
+    expect(r.details.reproduced).toBe(1)
+    for (const out of await applyBothWays(source, r.delta)) expect(out).toEqual(target)
+  })
+
+  it('reject hostile plans with DeltaFormatError, never wrong bytes', async () => {
+    const source = gzip(sourceContent, { level: 9 })
+    const target = gzip(targetContent, { level: 9 })
+    const r = createArchiveDelta(source, target)
+    if (!('delta' in r)) throw new Error(r.notApplicable)
+    const edits: ((s: Extract<Segment, { kind: 'spliced' }>) => void)[] = [
+      (s) => {
+        s.runs[0]!.source = 1e9
+      },
+      (s) => {
+        s.runs[0]!.count = 1
+      },
+      (s) => {
+        s.runs[1]!.source += 1
+      },
+      (s) => {
+        s.runs[0]!.gap += 1
+      },
+      (s) => {
+        s.runs.push({ gap: 0, source: 0, count: 2000 })
+      },
+      (s) => {
+        s.blocks = [{ type: 2, final: true, end: 5 }]
+      },
+    ]
+    for (const edit of edits) {
+      const c = decodeContainer(r.delta, LIMITS)
+      const s = c.segments.find((x) => x.kind === 'spliced')!
+      edit(s)
+      const delta = encodeContainer(c)
+      expect(() => applyArchiveDelta(source, delta)).toThrow(DeltaFormatError)
+      await expect(applyArchiveDeltaToSink(source, delta, collectingSink())).rejects.toThrow(DeltaFormatError)
+    }
+  })
+})

@@ -1,0 +1,367 @@
+/**
+ * Spliced deflate streams: a target stream rebuilt mostly from the source's own tokens.
+ *
+ * Recompressing a target stream from its content means running deflate's match search over all of
+ * it, which is what makes archive apply slow (level 9: ~40 ns a byte natively, more in pako). But
+ * deflate's decisions are local: after a back-reference ends, what zlib emits next depends only on
+ * the 32 KiB window behind it and the bytes ahead, so where a release leaves a stretch of the archive
+ * unchanged, the target's tokens there are the source's tokens, and the client already has those (it
+ * takes the source stream apart instead of merely inflating it). The delta records, per target
+ * stream, runs of tokens to copy from the source's token sequence and, between them, "gaps": content
+ * ranges deflated afresh with the recorded settings, restarted with the 32 KiB before the gap as a
+ * preset dictionary (which is exactly zlib's state after a back-reference). Re-encoding the spliced
+ * tokens (delta/deflate/encode.ts) in zlib's own blocks (zlib-blocks.ts) or the recorded ones gives
+ * the stream's bytes. Make time proves every gap and the re-encoded bytes, so apply follows the plan
+ * without searching. docs/decisions/0019-token-splicing.md.
+ */
+import { encodeDeflate } from '../deflate/encode.ts'
+import { parseDeflate } from '../deflate/parse.ts'
+import type { Block, DeflateParse, Tokens } from '../deflate/parse-types.ts'
+import { blocksEqual, zlibBlocks } from '../deflate/zlib-blocks.ts'
+import { check, DeltaFormatError } from '../errors.ts'
+import { sameBytes } from './bytes.ts'
+import type { DeflateEngine } from './deflate-engine.ts'
+import { type DeflateParams, deflateWhole } from './recompress.ts'
+
+/** `gap` content bytes deflated afresh, then `count` tokens copied from source token `source` on. */
+export interface SpliceRun {
+  gap: number
+  source: number
+  count: number
+}
+
+export interface Splice {
+  params: DeflateParams
+  /** 'zlib': the blocks zlib cuts for these tokens (zlib-blocks.ts); else the stream's own. */
+  blocks: Block[] | 'zlib'
+  /** In stream order; the content after the last run is one more gap. */
+  runs: SpliceRun[]
+}
+
+/** Deflate's window: what a restarted gap gets as its dictionary. */
+const WINDOW = 32 * 1024
+/**
+ * Input a gap's deflate reads past the gap, so the tokens that end at the gap's end were chosen
+ * seeing what the original saw (a match looks at most 258 bytes ahead, lazy matching one more).
+ */
+const GAP_SLACK = 1024
+/**
+ * Content a copied run must cover. Restarting deflate after a run costs about a window of hashing,
+ * so shorter runs would not pay for themselves; the decoder enforces it, which also bounds the work
+ * a hostile plan can ask for to a few times the stream's size.
+ */
+export const MIN_RUN_BYTES = 4 * 1024
+/** A plan whose gaps hold more than this share of the content saves too little over a full deflate. */
+const MAX_GAP_SHARE = 0.5
+/** Tokens hashed together to find where a target run starts in the source. */
+const ANCHOR = 8
+/** Candidates tried per anchor. */
+const CANDIDATES = 8
+
+function tokenBytes(t: number): number {
+  return t > 255 ? t >>> 16 : 1
+}
+
+/** Deflates `input` as a stream whose window starts out holding `dictionary`. */
+type ResumedDeflate = (input: Uint8Array, dictionary: Uint8Array) => Uint8Array
+
+/** The engine's restart when it has one and handles `params`, else pako's (the reference). */
+function resumedDeflate(params: DeflateParams, engine: DeflateEngine | undefined): ResumedDeflate {
+  const resume = engine?.handles(params) ? engine.deflateResumedSync?.bind(engine) : undefined
+  return resume
+    ? (input, dictionary) => resume(input, params, dictionary)
+    : (input, dictionary) => deflateWhole(input, params, dictionary)
+}
+
+/** Deflates content[a, b) as zlib would have inside the whole stream, and returns its tokens. */
+function gapTokens(content: Uint8Array, a: number, b: number, deflate: ResumedDeflate): Tokens {
+  const dictionary = content.subarray(Math.max(0, a - WINDOW), a)
+  // The last gap runs to the stream's end, as the original did; others read a little past theirs.
+  const end = b === content.length ? b : Math.min(content.length, b + GAP_SLACK)
+  const input = content.subarray(a, end)
+  const tokens = parseDeflate(deflate(input, dictionary), input.length, 'archive-splice', dictionary).tokens
+  let at = a
+  let n = 0
+  while (at < b && n < tokens.length) at += tokenBytes(tokens[n++]!)
+  check(at === b, 'archive-mismatch', 'a spliced gap does not end on a token boundary')
+  return tokens.subarray(0, n)
+}
+
+/** A growing token buffer that never holds more than one token per content byte. */
+class TokenList {
+  private buf: Uint32Array
+  length = 0
+  private readonly max: number
+
+  constructor(max: number, estimate: number) {
+    this.max = max
+    this.buf = new Uint32Array(Math.max(16, Math.min(max, estimate)))
+  }
+
+  private reserve(n: number): void {
+    const need = this.length + n
+    check(need <= this.max, 'archive-mismatch', 'spliced stream has more tokens than content bytes')
+    if (need <= this.buf.length) return
+    const grown = new Uint32Array(Math.min(this.max, Math.max(need, this.buf.length * 2)))
+    grown.set(this.buf.subarray(0, this.length))
+    this.buf = grown
+  }
+
+  append(tokens: Tokens): void {
+    this.reserve(tokens.length)
+    this.buf.set(tokens, this.length)
+    this.length += tokens.length
+  }
+
+  finish(): Tokens {
+    return this.buf.subarray(0, this.length)
+  }
+}
+
+/**
+ * Apply side: the stream's tokens from the plan. `content` is the stream's expanded bytes, `source`
+ * the source's token sequence (expand.ts); every count and offset comes from an untrusted delta and
+ * is checked, and every failure is a DeltaFormatError.
+ */
+export function splicedTokens(
+  content: Uint8Array,
+  splice: Splice,
+  source: Tokens,
+  engine?: DeflateEngine,
+): Tokens {
+  const out = new TokenList(content.length, content.length >>> 2)
+  const deflate = resumedDeflate(splice.params, engine)
+  let at = 0
+  for (const run of splice.runs) {
+    check(run.gap <= content.length - at, 'archive-mismatch', 'a spliced gap runs past the stream')
+    if (run.gap > 0) out.append(gapTokens(content, at, at + run.gap, deflate))
+    at += run.gap
+    check(
+      run.count > 0 && run.source <= source.length && run.count <= source.length - run.source,
+      'archive-mismatch',
+      'a spliced run lies outside the source tokens',
+    )
+    const copied = source.subarray(run.source, run.source + run.count)
+    let bytes = 0
+    for (let i = 0; i < copied.length && bytes <= content.length; i++) bytes += tokenBytes(copied[i]!)
+    check(bytes >= MIN_RUN_BYTES, 'archive-mismatch', 'a spliced run is too short')
+    check(bytes <= content.length - at, 'archive-mismatch', 'a spliced run runs past the stream')
+    out.append(copied)
+    at += bytes
+  }
+  if (at < content.length) out.append(gapTokens(content, at, content.length, deflate))
+  return out.finish()
+}
+
+/** Apply side: the stream rebuilt from its content, the source's tokens and the plan. */
+export function rebuildSpliced(
+  content: Uint8Array,
+  splice: Splice,
+  source: Tokens,
+  engine?: DeflateEngine,
+): Uint8Array {
+  const tokens = splicedTokens(content, splice, source, engine)
+  const blocks =
+    splice.blocks === 'zlib' ? zlibBlocks(tokens, splice.params.memLevel, splice.params) : splice.blocks
+  check(
+    blocks.at(-1)?.end === tokens.length,
+    'archive-mismatch',
+    'block list does not cover the spliced tokens',
+  )
+  return encodeDeflate({ tokens, blocks })
+}
+
+/** A stretch of target tokens [i, i + n) equal to source tokens [j, j + n). */
+interface Match {
+  i: number
+  j: number
+  n: number
+}
+
+function anchorHash(tokens: Tokens, at: number, mask: number): number {
+  let h = 0
+  for (let k = 0; k < ANCHOR; k++) h = (Math.imul(h ^ tokens[at + k]!, 0x9e3779b1) + k) | 0
+  return (h ^ (h >>> 15)) & mask
+}
+
+function commonRun(target: Tokens, i: number, source: Tokens, j: number): number {
+  let n = 0
+  while (i + n < target.length && j + n < source.length && target[i + n] === source[j + n]) n++
+  return n
+}
+
+/**
+ * The source's token sequence hashed by ANCHOR-token windows, built once per archive and shared by
+ * all of its target streams.
+ */
+export class SourceTokenIndex {
+  readonly tokens: Tokens
+  readonly mask: number
+  readonly head: Int32Array
+  readonly next: Int32Array
+
+  constructor(tokens: Tokens) {
+    this.tokens = tokens
+    const bits = Math.min(22, Math.max(10, Math.ceil(Math.log2(Math.max(2, tokens.length)))))
+    this.mask = (1 << bits) - 1
+    this.head = new Int32Array(1 << bits).fill(-1)
+    this.next = new Int32Array(Math.max(0, tokens.length - ANCHOR + 1))
+    // Inserted back to front, so each chain lists the earliest occurrences first.
+    for (let j = tokens.length - ANCHOR; j >= 0; j--) {
+      const h = anchorHash(tokens, j, this.mask)
+      this.next[j] = this.head[h]!
+      this.head[h] = j
+    }
+  }
+}
+
+/**
+ * Stretches of the target's tokens that appear verbatim in the source's, in target order, each
+ * ending on a back-reference (so the gap after it starts where zlib's state is what a restart
+ * gives) unless it ends the stream, and each covering at least MIN_RUN_BYTES of content.
+ */
+function findMatches(target: Tokens, index: SourceTokenIndex, offsets: Float64Array): Match[] {
+  const out: Match[] = []
+  const source = index.tokens
+  if (target.length < ANCHOR || source.length < ANCHOR) return out
+  let i = 0
+  // Where the last match would continue: after an edit that keeps the token count, the same offset.
+  let expected = -1
+  while (i + ANCHOR <= target.length) {
+    let best = 0
+    let bestJ = -1
+    if (expected >= 0 && expected < source.length) {
+      best = commonRun(target, i, source, expected)
+      bestJ = expected
+    }
+    if (best < ANCHOR) {
+      let tried = 0
+      let j = index.head[anchorHash(target, i, index.mask)]!
+      for (; j >= 0 && tried < CANDIDATES; j = index.next[j]!, tried++) {
+        const n = commonRun(target, i, source, j)
+        if (n > best) {
+          best = n
+          bestJ = j
+        }
+      }
+    }
+    let n = best
+    if (i + n < target.length) while (n > 0 && target[i + n - 1]! <= 255) n--
+    if (n >= ANCHOR && offsets[i + n]! - offsets[i]! >= MIN_RUN_BYTES) {
+      out.push({ i, j: bestJ, n })
+      i += n
+      expected = bestJ + n
+    } else {
+      i++
+      if (expected >= 0) expected++
+    }
+  }
+  return out
+}
+
+/** Content offset of every token boundary: offsets[k] = bytes before token k. */
+function tokenOffsets(tokens: Tokens): Float64Array {
+  const offsets = new Float64Array(tokens.length + 1)
+  let at = 0
+  for (let k = 0; k < tokens.length; k++) {
+    at += tokenBytes(tokens[k]!)
+    offsets[k + 1] = at
+  }
+  return offsets
+}
+
+function sameTokens(a: Tokens, b: Tokens): boolean {
+  if (a.length !== b.length) return false
+  for (let k = 0; k < a.length; k++) if (a[k] !== b[k]) return false
+  return true
+}
+
+/**
+ * Where a gap that failed to reproduce may restart instead: the end of an earlier back-reference
+ * inside the match before it, at least `back` bytes earlier, keeping that match long enough; the
+ * match's new length, or 0 when it should be dropped (the gap then swallows it).
+ */
+function shortenedMatch(m: Match, target: Tokens, offsets: Float64Array, back: number): number {
+  const limit = offsets[m.i + m.n]! - back
+  let n = m.n - 1
+  while (n > 0 && (offsets[m.i + n]! > limit || target[m.i + n - 1]! <= 255)) n--
+  return n >= ANCHOR && offsets[m.i + n]! - offsets[m.i]! >= MIN_RUN_BYTES ? n : 0
+}
+
+/** How far back a failing gap's start moves on each retry (a few tokens, then a whole window). */
+const BACKOFFS = [64, 2048, WINDOW]
+
+/**
+ * Create side: a plan that rebuilds `compressed` (whose content is `raw` and whose parse is
+ * `target`) from `source`'s tokens, with gaps deflated by `params`; null when the source shares too
+ * little of the stream or a gap cannot be reproduced. Every gap is proved, then the re-encoded
+ * stream is compared with `compressed`.
+ */
+export function findSplice(
+  raw: Uint8Array,
+  compressed: Uint8Array,
+  target: DeflateParse,
+  source: SourceTokenIndex,
+  params: DeflateParams,
+  engine?: DeflateEngine,
+): Splice | null {
+  const offsets = tokenOffsets(target.tokens)
+  const matches = findMatches(target.tokens, source, offsets)
+  let copied = 0
+  for (const m of matches) copied += offsets[m.i + m.n]! - offsets[m.i]!
+  if (raw.length - copied > raw.length * MAX_GAP_SHARE) return null
+
+  // Prove each gap (the one before each match, and the tail), moving its start back when zlib's
+  // state at the start was not what a restart gives. pako defines the delta; a faster engine the
+  // client may use instead must agree on every gap too.
+  const deflaters = [resumedDeflate(params, undefined)]
+  if (engine?.handles(params) && engine.deflateResumedSync) deflaters.push(resumedDeflate(params, engine))
+  const kept: Match[] = []
+  let gapStart = 0
+  const proves = (from: number, to: number): boolean => {
+    if (offsets[from] === offsets[to]) return true
+    const want = target.tokens.subarray(from, to)
+    try {
+      return deflaters.every((d) => sameTokens(gapTokens(raw, offsets[from]!, offsets[to]!, d), want))
+    } catch (err) {
+      if (err instanceof DeltaFormatError) return false
+      throw err
+    }
+  }
+  for (const m of [...matches, null]) {
+    const gapEnd = m ? m.i : target.tokens.length
+    let ok = proves(gapStart, gapEnd)
+    for (const back of BACKOFFS) {
+      if (ok) break
+      const previous = kept.at(-1)
+      if (!previous) break
+      const n = shortenedMatch(previous, target.tokens, offsets, back)
+      if (n === 0) {
+        kept.pop()
+        gapStart = kept.length > 0 ? kept.at(-1)!.i + kept.at(-1)!.n : 0
+      } else {
+        previous.n = n
+        gapStart = previous.i + n
+      }
+      ok = proves(gapStart, gapEnd)
+    }
+    if (!ok) return null
+    if (m) {
+      kept.push({ ...m })
+      gapStart = m.i + m.n
+    }
+  }
+  const runs: SpliceRun[] = []
+  let at = 0
+  let bytes = 0
+  for (const m of kept) {
+    runs.push({ gap: offsets[m.i]! - at, source: m.j, count: m.n })
+    at = offsets[m.i + m.n]!
+    bytes += at - offsets[m.i]!
+  }
+  if (raw.length - bytes > raw.length * MAX_GAP_SHARE) return null
+  const zlib = zlibBlocks(target.tokens, params.memLevel, params)
+  const blocks = blocksEqual(zlib, target.blocks) ? 'zlib' : target.blocks
+  const rebuilt = encodeDeflate({ tokens: target.tokens, blocks: blocks === 'zlib' ? zlib : blocks })
+  return sameBytes(rebuilt, compressed) ? { params, blocks, runs } : null
+}
