@@ -4,8 +4,6 @@
  * keep the smallest, and prove the result by applying it before handing it out.
  */
 import { deflateSync } from 'fflate'
-import { tryParseDeflate } from '../deflate/parse.ts'
-import type { Tokens } from '../deflate/parse-types.ts'
 import { approxNotWorth } from '../effort.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { applyArchiveDelta } from './apply.ts'
@@ -27,12 +25,13 @@ import {
   puffAll,
   recompressPolicy,
   type Segment,
+  type Splicer,
 } from './expand.ts'
 import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { paramsKey } from './recompress.ts'
 import { buildRecipe, materialize, type RecipeStats } from './reference.ts'
-import { findSplice, MIN_RUN_BYTES, SourceTokenIndex } from './splice.ts'
+import { findSplice, SourceTokenIndex } from './splice.ts'
 
 export interface ArchiveDeltaOptions {
   /** Inner differs to try; the smallest result wins. Default: every production differ. */
@@ -93,14 +92,7 @@ export interface ArchiveDeltaDetails {
   spliced: number
   params: string[]
   entries: RecipeStats & { source: number; target: number }
-  timingsMs: {
-    expandSource: number
-    expandTarget: number
-    splices: number
-    checkpoints: number
-    diff: number
-    verify: number
-  }
+  timingsMs: { expandSource: number; expandTarget: number; checkpoints: number; diff: number; verify: number }
 }
 
 export type ArchiveDeltaResult =
@@ -127,35 +119,6 @@ function addCheckpoints(tgt: Expansion, target: Uint8Array, engine: DeflateEngin
     expandedAt += s.rawLength
     targetAt += s.compressedLength
   }
-}
-
-/**
- * Turns target streams that share most of their tokens with the source into spliced segments
- * (splice.ts), whose rebuild copies those tokens instead of searching for them again.
- */
-function addSplices(
-  tgt: Expansion,
-  target: Uint8Array,
-  source: Tokens,
-  engine: DeflateEngine | undefined,
-): void {
-  let index: SourceTokenIndex | undefined
-  let expandedAt = 0
-  let targetAt = 0
-  tgt.segments = tgt.segments.map((s) => {
-    const at = { expanded: expandedAt, target: targetAt }
-    expandedAt += expandedSize(s)
-    targetAt += archiveSize(s)
-    if ((s.kind !== 'deflate' && s.kind !== 'reblocked') || s.rawLength < MIN_RUN_BYTES) return s
-    const raw = tgt.expanded.subarray(at.expanded, at.expanded + s.rawLength)
-    const compressed = target.subarray(at.target, at.target + s.compressedLength)
-    const parse = tryParseDeflate(compressed, raw.length, 'archive-stream')
-    if (!parse) return s
-    index ??= new SourceTokenIndex(source)
-    const splice = findSplice(raw, compressed, parse, index, s.params, engine)
-    if (!splice) return s
-    return { kind: 'spliced', rawLength: s.rawLength, compressedLength: s.compressedLength, ...splice }
-  })
 }
 
 /** True when more of the target's compressed bytes come back from tokens than from recompression. */
@@ -235,43 +198,49 @@ export function createArchiveDelta(
   const limits = resolveArchiveLimits(options.limits)
 
   const inflate = inflaterFor(options.deflateEngine)
+  // The source first, taken apart into tokens too: target streams that mostly share them are
+  // rebuilt from them (splice.ts), which spares their parameter search and proof.
+  const splicing = options.splice !== false
   let t = performance.now()
+  let src = tryExpand(() =>
+    expand(sourceKind, source, inflateAll, limits.maxExpandedBytes, inflate, splicing),
+  )
+  if (typeof src === 'string') return { notApplicable: `source archive unreadable (${src})` }
+  let expandSource = performance.now() - t
+  let index: SourceTokenIndex | undefined
+  const sourceTokens = src.tokens
+  const splicer: Splicer | undefined = sourceTokens
+    ? (raw, compressed, parse, candidates) => {
+        index ??= new SourceTokenIndex(sourceTokens)
+        return findSplice(raw, compressed, parse, index, candidates, options.deflateEngine)
+      }
+    : undefined
+  t = performance.now()
   const policy = recompressPolicy(
     options.searchBudgetMs ?? 20_000,
     options.totalSearchBudgetMs ?? 60_000,
     options.deflateEngine,
+    splicer,
   )
   const tgt = tryExpand(() => expand(targetKind, target, policy, limits.maxExpandedBytes, inflate))
   if (typeof tgt === 'string') return { notApplicable: `target archive unreadable (${tgt})` }
   const expandTarget = performance.now() - t
-  if (tgt.reproduced + tgt.reblocked + tgt.puffed === 0) {
+  if (tgt.reproduced + tgt.reblocked + tgt.puffed + tgt.spliced === 0) {
     return {
       notApplicable: `none of the target's ${tgt.streams} deflate streams could be reproduced exactly`,
     }
   }
   // Diff like with like: puffed target streams against puffed source streams.
   const sourcePuffed = puffedMostly(tgt.segments)
-  t = performance.now()
-  // Spliced segments copy the source's tokens, so take its streams apart too when there is a use.
-  const splicing =
-    options.splice !== false &&
-    !sourcePuffed &&
-    tgt.segments.some((s) => s.kind === 'deflate' || s.kind === 'reblocked')
-  const src = tryExpand(() =>
-    expand(
-      sourceKind,
-      source,
-      sourcePuffed ? puffAll : inflateAll,
-      limits.maxExpandedBytes,
-      inflate,
-      splicing,
-    ),
-  )
-  if (typeof src === 'string') return { notApplicable: `source archive unreadable (${src})` }
-  const expandSource = performance.now() - t
-  t = performance.now()
-  if (src.tokens) addSplices(tgt, target, src.tokens, options.deflateEngine)
-  const splicesMs = performance.now() - t
+  if (sourcePuffed) {
+    t = performance.now()
+    const puffed = tryExpand(() =>
+      expand(sourceKind, source, puffAll, limits.maxExpandedBytes, inflate, splicing),
+    )
+    if (typeof puffed === 'string') return { notApplicable: `source archive unreadable (${puffed})` }
+    src = puffed
+    expandSource += performance.now() - t
+  }
   t = performance.now()
   if (options.deflateEngine) addCheckpoints(tgt, target, options.deflateEngine)
   const checkpointsMs = performance.now() - t
@@ -367,10 +336,10 @@ export function createArchiveDelta(
       reproduced: tgt.reproduced,
       reblocked: tgt.reblocked,
       puffed: tgt.puffed,
-      spliced: tgt.segments.filter((s) => s.kind === 'spliced').length,
+      spliced: tgt.spliced,
       params,
       entries: { ...stats, source: src.entries.length, target: tgt.entries.length },
-      timingsMs: { expandSource, expandTarget, splices: splicesMs, checkpoints: checkpointsMs, diff, verify },
+      timingsMs: { expandSource, expandTarget, checkpoints: checkpointsMs, diff, verify },
     },
   }
 }

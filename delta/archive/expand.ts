@@ -88,14 +88,19 @@ export interface Expansion {
   expanded: Uint8Array
   segments: Segment[]
   entries: EntryRange[]
-  /** Deflate streams found / rebuilt as deflate segments / as reblocked / as token segments (target side). */
+  /**
+   * Deflate streams found / rebuilt as deflate segments / as reblocked / as token segments / from the
+   * source's tokens (target side).
+   */
   streams: number
   reproduced: number
   reblocked: number
   puffed: number
+  spliced: number
   /**
-   * Source side, when asked for: the tokens of every inflated deflate stream, in order, one sequence
-   * (a stream that cannot be taken apart adds none). Spliced target segments copy from it.
+   * Source side, when asked for: the tokens of every deflate stream the expansion inflated or
+   * puffed, in order, one sequence (a stream that cannot be taken apart adds none). Spliced target
+   * segments copy from it.
    */
   tokens?: Tokens
 }
@@ -114,7 +119,29 @@ export function hasParams(s: Segment): s is ParamsSegment {
  * 'reference-tokens' to puff it without that proof (source side, where it is only something to diff
  * against); null to keep it compressed.
  */
-export type StreamForm = DeflateParams | Reblock | { puff: DeflateParse } | 'reference-tokens' | null
+export type StreamForm =
+  | DeflateParams
+  | Reblock
+  | { splice: Splice }
+  | { puff: DeflateParse }
+  | 'reference-tokens'
+  | null
+
+/**
+ * Target side: a plan rebuilding the stream from the source's tokens with the first of `candidates`
+ * that proves (splice.ts), or null. Asked before the parameter search, which it makes unnecessary.
+ */
+export type Splicer = (
+  raw: Uint8Array,
+  compressed: Uint8Array,
+  parse: DeflateParse,
+  candidates: readonly DeflateParams[],
+) => Splice | null
+
+/** Streams below this are recompressed whole: a plan's runs need 4 KiB each to pay for a restart. */
+const SPLICE_MIN_STREAM = 8 * 1024
+/** Settings a plan is proved with, at most: the likely ones; a stream that fails them all is searched. */
+const SPLICE_CANDIDATES = 4
 
 export type DeflatePolicy = (
   raw: Uint8Array,
@@ -136,15 +163,18 @@ const PLACEHOLDER_PARAMS: DeflateParams = {
 }
 
 /**
- * Target side: search exact parameters, remembering what matched (entries of one zip agree); for a
- * stream nothing reproduces, look for settings that give its tokens (reblock.ts), else puff it. When
- * searches keep failing (a zip from a non-zlib deflater: most entries never match), later entries only
- * get the settings that already matched plus the likeliest few, instead of every candidate each.
+ * Target side: with a `splicer`, first try to rebuild the stream from the source's tokens with the
+ * likely settings (zlib's block sizes say whether they are zlib's own or reblocked ones); else search
+ * exact parameters, remembering what matched (entries of one zip agree); for a stream nothing
+ * reproduces, look for settings that give its tokens (reblock.ts), else puff it. When searches keep
+ * failing (a zip from a non-zlib deflater: most entries never match), later entries only get the
+ * settings that already matched plus the likeliest few, instead of every candidate each.
  */
 export function recompressPolicy(
   budgetMs: number,
   totalBudgetMs: number,
   engine?: DeflateEngine,
+  splicer?: Splicer,
 ): DeflatePolicy {
   const preferred: DeflateParams[] = []
   const started = Date.now()
@@ -158,12 +188,30 @@ export function recompressPolicy(
       return left > 0 ? Math.min(budgetMs, left) : 0
     }
     const likely = [...preferred, ...hints]
+    let parsed: DeflateParse | null | undefined
+    const parse = () => {
+      if (parsed === undefined) parsed = tryParseDeflate(compressed, raw.length, 'archive-stream')
+      return parsed
+    }
+    if (splicer && raw.length >= SPLICE_MIN_STREAM && parse()) {
+      const memLevel = zlibMemLevelOf(parse()!.blocks)
+      const zlib = memLevel !== null
+      const candidates = zlib
+        ? likely.map((p) => (memLevel === undefined ? p : { ...p, memLevel }))
+        : [...reblocks, ...reblockCandidates(hints)]
+      const unique = [...new Map(candidates.map((p) => [paramsKey(p), p])).values()]
+      const splice = splicer(raw, compressed, parse()!, unique.slice(0, SPLICE_CANDIDATES))
+      if (splice) {
+        const remembered = zlib ? preferred : reblocks
+        if (!remembered.some((p) => paramsKey(p) === paramsKey(splice.params)))
+          remembered.unshift(splice.params)
+        return { splice }
+      }
+    }
     let found = findDeflateParams(raw, compressed, likely, budget(), likely.length, Date.now, engine, [])
-    let parsed: DeflateParse | null = null
     if (!found.params) {
       // Before the grid, ask the block sizes which memLevel the stream could come from (or that none could).
-      parsed = tryParseDeflate(compressed, raw.length, 'archive-stream')
-      const memLevel = parsed ? zlibMemLevelOf(parsed.blocks) : undefined
+      const memLevel = parse() ? zlibMemLevelOf(parse()!.blocks) : undefined
       const tried = new Set(likely.map(paramsKey))
       const grid = candidateParams().filter(
         (p) => !tried.has(paramsKey(p)) && (memLevel === undefined || p.memLevel === memLevel),
@@ -187,6 +235,7 @@ export function recompressPolicy(
     }
     misses++
     // zlib's tokens in other blocks (GNU gzip), else the stream's own tokens.
+    parsed = parse()
     if (!parsed) return null
     const unique = new Map([...reblocks, ...reblockCandidates(hints)].map((p) => [paramsKey(p), p]))
     const candidates = [...unique.values()].slice(
@@ -229,6 +278,7 @@ class Builder {
   reproduced = 0
   reblocked = 0
   puffed = 0
+  spliced = 0
   private readonly maxLength: number
   /** Token sequences of the inflated streams, when the caller wants them (source side). */
   private readonly tokens: Tokens[] | null
@@ -263,6 +313,11 @@ class Builder {
   ): number {
     this.streams++
     let params = policy(raw, compressed, hints)
+    if (this.tokens && params !== null) {
+      // Source side: every stream the source expansion takes apart, inflated or puffed alike.
+      const parse = tryParseDeflate(compressed, raw.length, 'archive-source')
+      if (parse) this.tokens.push(parse.tokens)
+    }
     if (params === 'reference-tokens' || (params !== null && 'puff' in params)) {
       const puffed =
         params === 'reference-tokens' ? puffReference(raw, compressed) : puffTarget(params.puff, compressed)
@@ -283,12 +338,11 @@ class Builder {
     const start = this.length
     this.grow(raw.length)
     this.parts.push(raw)
-    if (this.tokens) {
-      const parse = tryParseDeflate(compressed, raw.length, 'archive-source')
-      if (parse) this.tokens.push(parse.tokens)
-    }
     const sizes = { rawLength: raw.length, compressedLength: compressed.length }
-    if ('blocks' in params) {
+    if ('splice' in params) {
+      this.spliced++
+      this.segments.push({ kind: 'spliced', ...sizes, ...params.splice })
+    } else if ('blocks' in params) {
       this.reblocked++
       this.segments.push({ kind: 'reblocked', ...sizes, params: params.params, blocks: params.blocks })
     } else {
@@ -318,6 +372,7 @@ class Builder {
       reproduced: this.reproduced,
       reblocked: this.reblocked,
       puffed: this.puffed,
+      spliced: this.spliced,
     }
   }
 }

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process'
 import { gzip } from 'pako'
 import { describe, expect, it } from 'vitest'
 import { parseDeflate } from '../deflate/parse.ts'
@@ -76,7 +77,7 @@ describe('spliced archive deltas', () => {
     const compressed = target.subarray(member.dataStart, member.dataEnd)
     const parse = parseDeflate(compressed, member.content.length, 'test')
     const params = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
-    const splice = findSplice(member.content, compressed, parse, new SourceTokenIndex(src.tokens!), params)
+    const splice = findSplice(member.content, compressed, parse, new SourceTokenIndex(src.tokens!), [params])
     expect(splice).not.toBeNull()
     expect(splicedTokens(member.content, splice!, src.tokens!)).toEqual(parse.tokens)
   })
@@ -88,6 +89,24 @@ describe('spliced archive deltas', () => {
     if (!('delta' in r)) throw new Error(r.notApplicable)
     const [s] = splicedSegments(r.delta)
     expect(Array.isArray(s?.blocks)).toBe(true)
+    for (const out of await applyBothWays(source, r.delta)) expect(out).toEqual(target)
+  })
+
+  it('splice GNU gzip streams (zlib tokens with the classic hash)', async () => {
+    let gnu: (content: Uint8Array) => Uint8Array
+    try {
+      execFileSync('gzip', ['--version'])
+      gnu = (content) => new Uint8Array(execFileSync('gzip', ['-9nc'], { input: content }))
+    } catch {
+      return // no GNU gzip on this machine; .ci/run installs it
+    }
+    const source = gnu(sourceContent)
+    const target = gnu(targetContent)
+    const r = createArchiveDelta(source, target)
+    if (!('delta' in r)) throw new Error(r.notApplicable)
+    expect(r.details.spliced).toBe(1)
+    // Level 9 with the classic hash; GNU gzip's 32767-symbol buffer makes its blocks look like memLevel 9.
+    expect(r.details.params).toEqual([expect.stringMatching(/^9\/[89]\/15\/0\/zlib$/)])
     for (const out of await applyBothWays(source, r.delta)) expect(out).toEqual(target)
   })
 

@@ -20,6 +20,7 @@ import type { Block, DeflateParse, Tokens } from '../deflate/parse-types.ts'
 import { blocksEqual, zlibBlocks } from '../deflate/zlib-blocks.ts'
 import { check, DeltaFormatError } from '../errors.ts'
 import { sameBytes } from './bytes.ts'
+import { CHECKPOINT_MIN_RAW } from './checkpoints.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 import { type DeflateParams, deflateWhole } from './recompress.ts'
 
@@ -172,7 +173,7 @@ export function rebuildSpliced(
 }
 
 /** A stretch of target tokens [i, i + n) equal to source tokens [j, j + n). */
-interface Match {
+export interface Match {
   i: number
   j: number
   n: number
@@ -220,10 +221,14 @@ export class SourceTokenIndex {
  * ending on a back-reference (so the gap after it starts where zlib's state is what a restart
  * gives) unless it ends the stream, and each covering at least MIN_RUN_BYTES of content.
  */
-function findMatches(target: Tokens, index: SourceTokenIndex, offsets: Float64Array): Match[] {
+function findMatches(target: Tokens, index: SourceTokenIndex, offsets: Float64Array): Match[] | null {
   const out: Match[] = []
   const source = index.tokens
-  if (target.length < ANCHOR || source.length < ANCHOR) return out
+  if (target.length < ANCHOR || source.length < ANCHOR) return null
+  const content = offsets[target.length]!
+  // More uncovered content than this and the plan is hopeless: stop looking.
+  const allowed = content * MAX_GAP_SHARE
+  let covered = 0
   let i = 0
   // Where the last match would continue: after an edit that keeps the token count, the same offset.
   let expected = -1
@@ -249,14 +254,16 @@ function findMatches(target: Tokens, index: SourceTokenIndex, offsets: Float64Ar
     if (i + n < target.length) while (n > 0 && target[i + n - 1]! <= 255) n--
     if (n >= ANCHOR && offsets[i + n]! - offsets[i]! >= MIN_RUN_BYTES) {
       out.push({ i, j: bestJ, n })
+      covered += offsets[i + n]! - offsets[i]!
       i += n
       expected = bestJ + n
     } else {
       i++
       if (expected >= 0) expected++
+      if (offsets[i]! - covered > allowed) return null
     }
   }
-  return out
+  return content - covered > allowed ? null : out
 }
 
 /** Content offset of every token boundary: offsets[k] = bytes before token k. */
@@ -291,31 +298,68 @@ function shortenedMatch(m: Match, target: Tokens, offsets: Float64Array, back: n
 /** How far back a failing gap's start moves on each retry (a few tokens, then a whole window). */
 const BACKOFFS = [64, 2048, WINDOW]
 
+/** Where a target stream's tokens appear in the source's: found once, proved per candidate setting. */
+export interface SpliceMatches {
+  offsets: Float64Array
+  matches: readonly Match[]
+}
+
 /**
- * Create side: a plan that rebuilds `compressed` (whose content is `raw` and whose parse is
- * `target`) from `source`'s tokens, with gaps deflated by `params`; null when the source shares too
- * little of the stream or a gap cannot be reproduced. Every gap is proved, then the re-encoded
- * stream is compared with `compressed`.
+ * Create side, first half: the runs of `target`'s tokens found verbatim in the source's; null when
+ * they would leave more than half the content to deflate.
  */
-export function findSplice(
+export function matchSplice(target: Tokens, source: SourceTokenIndex): SpliceMatches | null {
+  const offsets = tokenOffsets(target)
+  const matches = findMatches(target, source, offsets)
+  return matches ? { offsets, matches } : null
+}
+
+/** Content a candidate setting must reproduce the stream's start on before its gaps are proved. */
+const PREFIX = 64 * 1024
+
+/**
+ * True when deflating the start of `raw` with `params` gives `target`'s first tokens (all but the
+ * last KiB's, which saw less lookahead): a wrong setting fails here for the price of 64 KiB, instead
+ * of on a gap that may be megabytes long.
+ */
+function startAgrees(raw: Uint8Array, target: Tokens, params: DeflateParams): boolean {
+  const whole = raw.length <= PREFIX
+  const input = whole ? raw : raw.subarray(0, PREFIX)
+  let tokens: Tokens
+  try {
+    tokens = parseDeflate(deflateWhole(input, params), input.length, 'archive-splice').tokens
+  } catch (err) {
+    if (err instanceof DeltaFormatError) return false
+    throw err
+  }
+  if (whole) return sameTokens(tokens, target)
+  const limit = PREFIX - GAP_SLACK
+  let at = 0
+  for (let k = 0; k < tokens.length && at < limit; k++) {
+    if (tokens[k] !== target[k]) return false
+    at += tokenBytes(tokens[k]!)
+  }
+  return true
+}
+
+/**
+ * Create side, second half: the plan with gaps deflated by `params`, or null when a gap cannot be
+ * reproduced. Every gap is proved (with pako, which defines the delta, and with `engine`, which the
+ * client may use instead), moving its start back when zlib's state there was not what a restart
+ * gives; then the re-encoded stream is compared with `compressed` (content `raw`, parse `target`).
+ */
+export function proveSplice(
+  found: SpliceMatches,
   raw: Uint8Array,
   compressed: Uint8Array,
   target: DeflateParse,
-  source: SourceTokenIndex,
   params: DeflateParams,
   engine?: DeflateEngine,
 ): Splice | null {
-  const offsets = tokenOffsets(target.tokens)
-  const matches = findMatches(target.tokens, source, offsets)
-  let copied = 0
-  for (const m of matches) copied += offsets[m.i + m.n]! - offsets[m.i]!
-  if (raw.length - copied > raw.length * MAX_GAP_SHARE) return null
-
-  // Prove each gap (the one before each match, and the tail), moving its start back when zlib's
-  // state at the start was not what a restart gives. pako defines the delta; a faster engine the
-  // client may use instead must agree on every gap too.
+  const { offsets } = found
+  if (!startAgrees(raw, target.tokens, params)) return null
   const deflaters = [resumedDeflate(params, undefined)]
-  if (engine?.handles(params) && engine.deflateResumedSync) deflaters.push(resumedDeflate(params, engine))
+  if (restartsNatively(params, engine)) deflaters.push(resumedDeflate(params, engine))
   const kept: Match[] = []
   let gapStart = 0
   const proves = (from: number, to: number): boolean => {
@@ -328,7 +372,7 @@ export function findSplice(
       throw err
     }
   }
-  for (const m of [...matches, null]) {
+  for (const m of [...found.matches, null]) {
     const gapEnd = m ? m.i : target.tokens.length
     let ok = proves(gapStart, gapEnd)
     for (const back of BACKOFFS) {
@@ -364,4 +408,53 @@ export function findSplice(
   const blocks = blocksEqual(zlib, target.blocks) ? 'zlib' : target.blocks
   const rebuilt = encodeDeflate({ tokens: target.tokens, blocks: blocks === 'zlib' ? zlib : blocks })
   return sameBytes(rebuilt, compressed) ? { params, blocks, runs } : null
+}
+
+/**
+ * Whether following a plan is expected to beat recompressing the stream whole on the client the delta
+ * is made for (`native`: it has a deflate engine for these settings, as the agent has Node's zlib for
+ * npm tarballs). Figures measured in a fresh Node process, as the agent applies an update, on the
+ * 2-core bench machine: taking the source apart, assembling and re-encoding ≈ 12 ns per content byte
+ * plus ≈ 40 ms of JIT warm-up for those loops; zlib's level-9 search ≈ 40 ns per byte natively
+ * (≈ 1.6× faster on 2 cores for streams that get checkpoints) and ≈ 120 ns in pako; a gap's restart
+ * about a window of hashing. So a small stream with a native engine is faster recompressed whole,
+ * and a pako-only one (GNU gzip's classic hash) is spliced from a few hundred KiB on.
+ */
+export function spliceWorthIt(rawLength: number, gapBytes: number, runs: number, native: boolean): boolean {
+  const searchNs = native ? 40 : 120
+  const cores = native && rawLength >= CHECKPOINT_MIN_RAW ? 1.6 : 1
+  const whole = (rawLength * searchNs) / cores
+  const spliced = rawLength * 12 + gapBytes * searchNs + runs * WINDOW * (native ? 2 : 6) + 40e6
+  return spliced < whole
+}
+
+/** True when `engine` would deflate the client's gaps for `params` (see resumedDeflate). */
+function restartsNatively(params: DeflateParams, engine: DeflateEngine | undefined): boolean {
+  return engine?.handles(params) === true && engine.deflateResumedSync !== undefined
+}
+
+/**
+ * Create side: the first of `candidates` whose plan rebuilds `compressed` from `source`'s tokens
+ * (see matchSplice and proveSplice), or null.
+ */
+export function findSplice(
+  raw: Uint8Array,
+  compressed: Uint8Array,
+  target: DeflateParse,
+  source: SourceTokenIndex,
+  candidates: readonly DeflateParams[],
+  engine?: DeflateEngine,
+): Splice | null {
+  if (!candidates.some((p) => spliceWorthIt(raw.length, 0, 1, restartsNatively(p, engine)))) return null
+  const found = matchSplice(target.tokens, source)
+  if (!found) return null
+  let copied = 0
+  for (const m of found.matches) copied += found.offsets[m.i + m.n]! - found.offsets[m.i]!
+  for (const params of candidates) {
+    const native = restartsNatively(params, engine)
+    if (!spliceWorthIt(raw.length, raw.length - copied, found.matches.length, native)) continue
+    const splice = proveSplice(found, raw, compressed, target, params, engine)
+    if (splice) return splice
+  }
+  return null
 }
