@@ -87,12 +87,15 @@ describe('Node zlib as a deflate engine', () => {
     const gzSource = u8(gzipSync(source, { level: 9 }))
     const gzTarget = u8(gzipSync(target, { level: 9 }))
     // Checkpoints are for streams recompressed whole; splicing would copy this one's tokens instead.
-    const native = archiveDelta(gzSource, gzTarget, { deflateEngine: nativeDeflateEngine, splice: false })
+    const native = archiveDelta(gzSource, gzTarget, {
+      deflateEngine: nativeDeflateEngine,
+      splice: 'never' as const,
+    })
     const container = decodeContainer(native.delta, { maxTargetBytes: 1 << 30, maxExpandedBytes: 1 << 30 })
     const stream = container.segments.find((s) => s.kind === 'deflate')
     expect(stream?.kind === 'deflate' && (stream.checkpoints?.length ?? 0)).toBeGreaterThan(0)
     // Without an engine there are no checkpoints, and nothing else differs.
-    const pure = archiveDelta(gzSource, gzTarget, { splice: false })
+    const pure = archiveDelta(gzSource, gzTarget, { splice: 'never' as const })
     expect(native.delta.length).toBeGreaterThan(pure.delta.length)
     await applyWithAndWithout(gzSource, native.delta, gzTarget)
   })

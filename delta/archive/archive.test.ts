@@ -190,7 +190,7 @@ with zipfile.ZipFile(out, 'w') as z:
 
   it('rebuilds GNU gzip and fixed-Huffman streams from zlib tokens in their own blocks', async () => {
     // Reblocking is what is tested here; splicing would copy these light edits' tokens (splice.test.ts).
-    const whole = { splice: false }
+    const whole = { splice: 'never' as const }
     const text = new TextEncoder().encode(fileText(5, 50_000))
     const edited = new TextEncoder().encode(
       `${fileText(5, 50_000).slice(0, 30_000)}// fix\n${fileText(5, 50_000).slice(30_000)}`,

@@ -123,7 +123,10 @@ describe('checkpoints', () => {
   const checkpointed = () => {
     if (!made) {
       // Splicing would rebuild this lightly edited stream from the source's tokens instead.
-      const result = createArchiveDelta(gzSource, gzTarget, { deflateEngine: restartingPako, splice: false })
+      const result = createArchiveDelta(gzSource, gzTarget, {
+        deflateEngine: restartingPako,
+        splice: 'never' as const,
+      })
       if (!('delta' in result)) throw new Error(result.notApplicable)
       made = result.delta
     }

@@ -62,9 +62,12 @@ export interface ArchiveDeltaOptions {
   deflateEngine?: DeflateEngine
   /**
    * Rebuild target streams that share most of their tokens with the source from those tokens
-   * (splice.ts). Default true; false recompresses every stream whole (checkpoints then apply).
+   * (splice.ts): 'auto' (default) where that is expected to apply faster than recompressing the
+   * stream whole in a fresh agent process (spliceWorthIt); 'always' whenever a plan proves (a
+   * long-running client, whose parse and encode loops are warm); 'never' recompresses every stream
+   * whole (checkpoints then apply).
    */
-  splice?: boolean
+  splice?: 'auto' | 'always' | 'never'
 }
 
 export interface ArchiveDeltaDetails {
@@ -200,7 +203,7 @@ export function createArchiveDelta(
   const inflate = inflaterFor(options.deflateEngine)
   // The source first, taken apart into tokens too: target streams that mostly share them are
   // rebuilt from them (splice.ts), which spares their parameter search and proof.
-  const splicing = options.splice !== false
+  const splicing = options.splice !== 'never'
   let t = performance.now()
   let src = tryExpand(() =>
     expand(sourceKind, source, inflateAll, limits.maxExpandedBytes, inflate, splicing),
@@ -212,7 +215,8 @@ export function createArchiveDelta(
   const splicer: Splicer | undefined = sourceTokens
     ? (raw, compressed, parse, candidates) => {
         index ??= new SourceTokenIndex(sourceTokens)
-        return findSplice(raw, compressed, parse, index, candidates, options.deflateEngine)
+        const payoff = options.splice !== 'always'
+        return findSplice(raw, compressed, parse, index, candidates, options.deflateEngine, payoff)
       }
     : undefined
   t = performance.now()

@@ -44,6 +44,8 @@ function edited(): string[] {
 const sourceContent = encoder.encode(base.join(''))
 const targetContent = encoder.encode(edited().join(''))
 const LIMITS = resolveArchiveLimits()
+/** These streams are small enough that a fresh process recompresses them faster (spliceWorthIt). */
+const ALWAYS = { splice: 'always' } as const
 
 function splicedSegments(delta: Uint8Array): Extract<Segment, { kind: 'spliced' }>[] {
   return decodeContainer(delta, LIMITS).segments.filter((s) => s.kind === 'spliced')
@@ -59,7 +61,7 @@ describe('spliced archive deltas', () => {
   it('rebuild a lightly edited gzip from the source tokens, in memory and streaming', async () => {
     const source = gzip(sourceContent, { level: 9 })
     const target = gzip(targetContent, { level: 9 })
-    const r = createArchiveDelta(source, target)
+    const r = createArchiveDelta(source, target, ALWAYS)
     if (!('delta' in r)) throw new Error(r.notApplicable)
     expect(r.details.spliced).toBe(1)
     const [s] = splicedSegments(r.delta)
@@ -77,7 +79,15 @@ describe('spliced archive deltas', () => {
     const compressed = target.subarray(member.dataStart, member.dataEnd)
     const parse = parseDeflate(compressed, member.content.length, 'test')
     const params = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
-    const splice = findSplice(member.content, compressed, parse, new SourceTokenIndex(src.tokens!), [params])
+    const splice = findSplice(
+      member.content,
+      compressed,
+      parse,
+      new SourceTokenIndex(src.tokens!),
+      [params],
+      undefined,
+      false,
+    )
     expect(splice).not.toBeNull()
     expect(splicedTokens(member.content, splice!, src.tokens!)).toEqual(parse.tokens)
   })
@@ -85,7 +95,7 @@ describe('spliced archive deltas', () => {
   it('keep the recorded blocks of a stream zlib would have cut differently (fixed Huffman)', async () => {
     const source = gzip(sourceContent, { level: 9, strategy: 4 })
     const target = gzip(targetContent, { level: 9, strategy: 4 })
-    const r = createArchiveDelta(source, target)
+    const r = createArchiveDelta(source, target, ALWAYS)
     if (!('delta' in r)) throw new Error(r.notApplicable)
     const [s] = splicedSegments(r.delta)
     expect(Array.isArray(s?.blocks)).toBe(true)
@@ -102,7 +112,7 @@ describe('spliced archive deltas', () => {
     }
     const source = gnu(sourceContent)
     const target = gnu(targetContent)
-    const r = createArchiveDelta(source, target)
+    const r = createArchiveDelta(source, target, ALWAYS)
     if (!('delta' in r)) throw new Error(r.notApplicable)
     expect(r.details.spliced).toBe(1)
     // Level 9 with the classic hash; GNU gzip's 32767-symbol buffer makes its blocks look like memLevel 9.
@@ -113,7 +123,7 @@ describe('spliced archive deltas', () => {
   it('recompress as before when the source shares too little', async () => {
     const source = gzip(encoder.encode(lines(7, 12_000).join('')), { level: 9 })
     const target = gzip(targetContent, { level: 9 })
-    const r = createArchiveDelta(source, target)
+    const r = createArchiveDelta(source, target, ALWAYS)
     if (!('delta' in r)) throw new Error(r.notApplicable)
     expect(r.details.spliced).toBe(0)
     expect(r.details.reproduced).toBe(1)
@@ -123,7 +133,7 @@ describe('spliced archive deltas', () => {
   it('reject hostile plans with DeltaFormatError, never wrong bytes', async () => {
     const source = gzip(sourceContent, { level: 9 })
     const target = gzip(targetContent, { level: 9 })
-    const r = createArchiveDelta(source, target)
+    const r = createArchiveDelta(source, target, ALWAYS)
     if (!('delta' in r)) throw new Error(r.notApplicable)
     const edits: ((s: Extract<Segment, { kind: 'spliced' }>) => void)[] = [
       (s) => {

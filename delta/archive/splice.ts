@@ -415,16 +415,19 @@ export function proveSplice(
  * is made for (`native`: it has a deflate engine for these settings, as the agent has Node's zlib for
  * npm tarballs). Figures measured in a fresh Node process, as the agent applies an update, on the
  * 2-core bench machine: taking the source apart, assembling and re-encoding ≈ 12 ns per content byte
- * plus ≈ 40 ms of JIT warm-up for those loops; zlib's level-9 search ≈ 40 ns per byte natively
- * (≈ 1.6× faster on 2 cores for streams that get checkpoints) and ≈ 120 ns in pako; a gap's restart
- * about a window of hashing. So a small stream with a native engine is faster recompressed whole,
- * and a pako-only one (GNU gzip's classic hash) is spliced from a few hundred KiB on.
+ * plus ≈ 60 ms of JIT warm-up for those loops; zlib's level-9 search ≈ 40 ns per byte natively
+ * (≈ 1.6× faster on 2 cores for streams that get checkpoints) and 60–190 ns in pako depending on the
+ * content (the lower figure is used); a gap's restart about a window of hashing. Cold applies
+ * measured both ways: typescript (23 MB, native) 0.53 s spliced vs 1.10 s whole; react-dom re-gzipped
+ * by GNU gzip (4.5 MB, pako) 0.44 vs 0.85 s; lodash (2.3 MB, pako) 0.21 vs 0.17 s; lodash-es (1.1 MB,
+ * pako) 0.13 vs 0.10 s; @types/node (2.3 MB, native) 0.14 vs 0.08 s — the model sides with the faster
+ * in each case: streams of a few MB and up splice.
  */
 export function spliceWorthIt(rawLength: number, gapBytes: number, runs: number, native: boolean): boolean {
-  const searchNs = native ? 40 : 120
+  const searchNs = native ? 40 : 60
   const cores = native && rawLength >= CHECKPOINT_MIN_RAW ? 1.6 : 1
   const whole = (rawLength * searchNs) / cores
-  const spliced = rawLength * 12 + gapBytes * searchNs + runs * WINDOW * (native ? 2 : 6) + 40e6
+  const spliced = rawLength * 12 + gapBytes * searchNs + runs * WINDOW * (native ? 2 : 6) + 60e6
   return spliced < whole
 }
 
@@ -435,7 +438,8 @@ function restartsNatively(params: DeflateParams, engine: DeflateEngine | undefin
 
 /**
  * Create side: the first of `candidates` whose plan rebuilds `compressed` from `source`'s tokens
- * (see matchSplice and proveSplice), or null.
+ * (see matchSplice and proveSplice) and, with `payoff`, is expected to apply faster than deflating
+ * the stream whole (spliceWorthIt); or null.
  */
 export function findSplice(
   raw: Uint8Array,
@@ -444,15 +448,17 @@ export function findSplice(
   source: SourceTokenIndex,
   candidates: readonly DeflateParams[],
   engine?: DeflateEngine,
+  payoff = true,
 ): Splice | null {
-  if (!candidates.some((p) => spliceWorthIt(raw.length, 0, 1, restartsNatively(p, engine)))) return null
+  const pays = (p: DeflateParams, gapBytes: number, runs: number) =>
+    !payoff || spliceWorthIt(raw.length, gapBytes, runs, restartsNatively(p, engine))
+  if (!candidates.some((p) => pays(p, 0, 1))) return null
   const found = matchSplice(target.tokens, source)
   if (!found) return null
   let copied = 0
   for (const m of found.matches) copied += found.offsets[m.i + m.n]! - found.offsets[m.i]!
   for (const params of candidates) {
-    const native = restartsNatively(params, engine)
-    if (!spliceWorthIt(raw.length, raw.length - copied, found.matches.length, native)) continue
+    if (!pays(params, raw.length - copied, found.matches.length)) continue
     const splice = proveSplice(found, raw, compressed, target, params, engine)
     if (splice) return splice
   }
