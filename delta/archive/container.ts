@@ -221,6 +221,18 @@ function readCheckpoints(r: ByteReader, rawLength: number, compressedLength: num
   return out
 }
 
+/** The head every recompressed segment starts with: its two sizes and its settings. */
+function readRecompressed(
+  r: ByteReader,
+  table: readonly DeflateParams[],
+): { rawLength: number; compressedLength: number; params: DeflateParams } {
+  const rawLength = r.varint('raw length')
+  const compressedLength = r.varint('compressed length')
+  const p = r.varint('params index')
+  check(p < table.length, E, 'params index out of range')
+  return { rawLength, compressedLength, params: table[p]! }
+}
+
 /** A block list (writeBlocks) whose tokens, at least a content byte each, fit in `rawLength`. */
 function readBlocks(r: ByteReader, rawLength: number, count: number): Block[] {
   check(count <= r.remaining / 2, E, 'block count longer than the delta')
@@ -313,36 +325,27 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       expandedSum += puffLength
       targetSum += compressedLength
     } else if (tag === TAG_REBLOCKED) {
-      const rawLength = r.varint('raw length')
-      const compressedLength = r.varint('compressed length')
-      const p = r.varint('params index')
-      check(p < table.length, E, 'params index out of range')
+      const { rawLength, compressedLength, params } = readRecompressed(r, table)
       check(rawLength > 0 && compressedLength > 0, E, 'empty reblocked segment')
       const count = r.varint('block count')
       check(count > 0, E, 'reblocked segment without blocks')
       const blocks = readBlocks(r, rawLength, count)
-      segments.push({ kind: 'reblocked', rawLength, compressedLength, params: table[p]!, blocks })
+      segments.push({ kind: 'reblocked', rawLength, compressedLength, params, blocks })
       expandedSum += rawLength
       targetSum += compressedLength
     } else if (tag === TAG_SPLICED) {
-      const rawLength = r.varint('raw length')
-      const compressedLength = r.varint('compressed length')
-      const p = r.varint('params index')
-      check(p < table.length, E, 'params index out of range')
+      const { rawLength, compressedLength, params } = readRecompressed(r, table)
       check(rawLength > 0 && compressedLength > 0, E, 'empty spliced segment')
       // Zero blocks: the ones zlib cuts for the spliced tokens.
       const count = r.varint('block count')
       const blocks = count === 0 ? 'zlib' : readBlocks(r, rawLength, count)
       const runs = readRuns(r, rawLength)
-      segments.push({ kind: 'spliced', rawLength, compressedLength, params: table[p]!, blocks, runs })
+      segments.push({ kind: 'spliced', rawLength, compressedLength, params, blocks, runs })
       expandedSum += rawLength
       targetSum += compressedLength
     } else {
       check(tag === TAG_DEFLATE, E, `unknown segment tag ${tag}`)
-      const rawLength = r.varint('raw length')
-      const compressedLength = r.varint('compressed length')
-      const p = r.varint('params index')
-      check(p < table.length, E, 'params index out of range')
+      const { rawLength, compressedLength, params } = readRecompressed(r, table)
       // Deflate can neither expand data beyond zlib's any-memLevel bound (tiny stored or fixed blocks)
       // nor shrink it beyond ~1032:1, so sizes outside those bounds are lies that would size allocations.
       const bound = rawLength + Math.ceil(rawLength / 8) + Math.ceil(rawLength / 64) + 64
@@ -353,7 +356,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
         kind: 'deflate',
         rawLength,
         compressedLength,
-        params: table[p]!,
+        params,
         ...(checkpoints.length > 0 ? { checkpoints } : {}),
       })
       expandedSum += rawLength

@@ -11,51 +11,8 @@ import { encodeDeflate, zlibHeaderFor } from './encode.ts'
 import { parseDeflate } from './parse.ts'
 import { BLOCK_DYNAMIC, BLOCK_FIXED, BLOCK_STORED, type DeflateParse } from './parse-types.ts'
 import { FIXED_LIT_CODES, FIXED_LIT_LENS } from './tables.ts'
-import { tokensToContent } from './testing.ts'
+import { deflateSample, tokensToContent } from './testing.ts'
 import { zlibDynamicCode } from './zlib-trees.ts'
-
-type Rand = () => number
-
-/** Text-like content with near and far repeats, runs and some noise. */
-function sample(r: Rand, n: number): Uint8Array {
-  const words = [
-    'export ',
-    'const ',
-    'function ',
-    'return ',
-    'value',
-    'length',
-    ' = ',
-    ';\n',
-    '{',
-    '}',
-    '(',
-    ')',
-  ]
-  const out = new Uint8Array(n)
-  let i = 0
-  while (i < n) {
-    const kind = r()
-    if (kind < 0.55) {
-      const w = words[Math.floor(r() * words.length)]!
-      for (let k = 0; k < w.length && i < n; k++) out[i++] = w.charCodeAt(k)
-    } else if (kind < 0.8 && i > 0) {
-      const from = Math.max(0, i - 1 - Math.floor(r() * Math.min(i, 40_000)))
-      const len = Math.min(n - i, 3 + Math.floor(r() * 300))
-      for (let k = 0; k < len; k++) out[i + k] = out[from + k]!
-      i += len
-    } else if (kind < 0.9) {
-      const len = Math.min(n - i, Math.floor(r() * 40))
-      out.fill((r() * 256) | 0, i, i + len)
-      i += len
-    } else {
-      const len = Math.min(n - i, Math.floor(r() * 30))
-      for (let k = 0; k < len; k++) out[i + k] = (r() * 256) | 0
-      i += len
-    }
-  }
-  return out
-}
 
 /** A tar of a real package directory: what archive deltas see. */
 function tarOfPackage(name: string): Uint8Array {
@@ -106,7 +63,7 @@ function gnuGzip(data: Uint8Array, level: number): Uint8Array {
 }
 
 const r = prng(1951)
-const text = sample(r, 300_000)
+const text = deflateSample(r, 300_000)
 const tar = tarOfPackage('pako')
 
 describe('parseDeflate + encodeDeflate round trip', () => {

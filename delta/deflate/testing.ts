@@ -23,3 +23,44 @@ export function tokensToContent(tokens: Tokens): Uint8Array {
   }
   return out
 }
+
+/** Text-like content for deflate tests: words, near and far repeats, byte runs, a little noise. */
+export function deflateSample(r: () => number, n: number): Uint8Array {
+  const words = [
+    'export ',
+    'const ',
+    'function ',
+    'return ',
+    'value',
+    'length',
+    ' = ',
+    ';\n',
+    '{',
+    '}',
+    '(',
+    ')',
+  ]
+  const out = new Uint8Array(n)
+  let i = 0
+  while (i < n) {
+    const kind = r()
+    if (kind < 0.55) {
+      const w = words[Math.floor(r() * words.length)]!
+      for (let k = 0; k < w.length && i < n; k++) out[i++] = w.charCodeAt(k)
+    } else if (kind < 0.8 && i > 0) {
+      const from = Math.max(0, i - 1 - Math.floor(r() * Math.min(i, 40_000)))
+      const len = Math.min(n - i, 3 + Math.floor(r() * 300))
+      for (let k = 0; k < len; k++) out[i + k] = out[from + k]!
+      i += len
+    } else if (kind < 0.9) {
+      const len = Math.min(n - i, Math.floor(r() * 40))
+      out.fill((r() * 256) | 0, i, i + len)
+      i += len
+    } else {
+      const len = Math.min(n - i, Math.floor(r() * 30))
+      for (let k = 0; k < len; k++) out[i + k] = (r() * 256) | 0
+      i += len
+    }
+  }
+  return out
+}

@@ -7,50 +7,10 @@ import { DeltaFormatError } from '../errors.ts'
 import { encodeDeflate } from './encode.ts'
 import { parseDeflate } from './parse.ts'
 import { BLOCK_DYNAMIC, BLOCK_FIXED, BLOCK_STORED, type Block, type DeflateParse } from './parse-types.ts'
+import { deflateSample } from './testing.ts'
 import { blocksEqual, zlibBlocks } from './zlib-blocks.ts'
 
 type Rand = () => number
-
-/** Source-like text: words, near and far repeats, byte runs, a little noise. */
-function text(r: Rand, n: number): Uint8Array {
-  const words = [
-    'export ',
-    'const ',
-    'function ',
-    'return ',
-    'value',
-    'length',
-    ' = ',
-    ';\n',
-    '{',
-    '}',
-    '(',
-    ')',
-  ]
-  const out = new Uint8Array(n)
-  let i = 0
-  while (i < n) {
-    const kind = r()
-    if (kind < 0.55) {
-      const w = words[Math.floor(r() * words.length)]!
-      for (let k = 0; k < w.length && i < n; k++) out[i++] = w.charCodeAt(k)
-    } else if (kind < 0.8 && i > 0) {
-      const from = Math.max(0, i - 1 - Math.floor(r() * Math.min(i, 40_000)))
-      const len = Math.min(n - i, 3 + Math.floor(r() * 300))
-      for (let k = 0; k < len; k++) out[i + k] = out[from + k]!
-      i += len
-    } else if (kind < 0.9) {
-      const len = Math.min(n - i, Math.floor(r() * 40))
-      out.fill((r() * 256) | 0, i, i + len)
-      i += len
-    } else {
-      const len = Math.min(n - i, Math.floor(r() * 30))
-      for (let k = 0; k < len; k++) out[i + k] = (r() * 256) | 0
-      i += len
-    }
-  }
-  return out
-}
 
 /** Incompressible bytes: zlib stores them (when the window still holds them). */
 function random(r: Rand, n: number): Uint8Array {
@@ -64,7 +24,7 @@ function mixed(r: Rand, n: number, chunk: number): Uint8Array {
   const out = new Uint8Array(n)
   for (let at = 0, k = 0; at < n; at += chunk, k++) {
     const len = Math.min(chunk, n - at)
-    out.set(k % 2 === 0 ? text(r, len) : random(r, len), at)
+    out.set(k % 2 === 0 ? deflateSample(r, len) : random(r, len), at)
   }
   return out
 }
@@ -147,7 +107,7 @@ const gridInputs: [string, Uint8Array][] = [
   ['1 byte', Uint8Array.of(42)],
   ['2 bytes', Uint8Array.of(42, 42)],
   ['3 bytes', Uint8Array.of(1, 2, 3)],
-  ['text', text(r0, 40_000)],
+  ['text', deflateSample(r0, 40_000)],
   ['mixed', mixed(r0, 48_000, 8_000)],
   ['repetitive', repetitive(r0, 16_000)],
 ]
