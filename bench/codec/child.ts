@@ -89,11 +89,13 @@ async function make(method: OurMethod, mod: Module, source: Bytes, target: Bytes
       if (typeof r.notApplicable === 'string') throw new Skip(`not applicable: ${r.notApplicable}`)
       if (!isBytes(r.delta)) throw new Error('createArchiveDelta returned no delta')
       const d = r.details ?? {}
+      // How each target deflate stream is rebuilt (only the ways that occur).
+      const ways = (['reproduced', 'spliced', 'reblocked', 'puffed'] as const)
+        .filter((k) => typeof d[k] === 'number' && d[k] > 0)
+        .map((k) => `${String(d[k])} ${k}`)
       return {
         delta: r.delta,
-        note: `inner ${String(d.differ)}, ${d.reproduced}/${d.streams} streams reproduced${
-          typeof d.puffed === 'number' && d.puffed > 0 ? `, ${d.puffed} rebuilt from tokens` : ''
-        }`,
+        note: `inner ${String(d.differ)}, ${String(d.streams)} streams: ${ways.join(', ') || 'none rebuilt'}`,
       }
     }
     case 'best': {
