@@ -9,7 +9,7 @@
  * cannot be taken apart as compressed literal bytes. When the target's streams are mostly puffed, the
  * source's are puffed too, so that like is diffed with like.
  */
-import { tryParseDeflate } from '../deflate/parse.ts'
+import { parseDeflatePrefix, tryParseDeflate } from '../deflate/parse.ts'
 import type { Block, DeflateParse, Tokens } from '../deflate/parse-types.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { concatBytes } from './bytes.ts'
@@ -196,8 +196,10 @@ export function recompressPolicy(
     if (splicer && raw.length >= SPLICE_MIN_STREAM && parse()) {
       const memLevel = zlibMemLevelOf(parse()!.blocks)
       const zlib = memLevel !== null
+      // Nothing likely yet (a zip's first entry: no header hint): zlib's usual settings.
+      const guesses = likely.length > 0 ? likely : candidateParams().slice(0, SPLICE_CANDIDATES)
       const candidates = zlib
-        ? likely.map((p) => (memLevel === undefined ? p : { ...p, memLevel }))
+        ? guesses.map((p) => (memLevel === undefined ? p : { ...p, memLevel }))
         : [...reblocks, ...reblockCandidates(hints)]
       const unique = [...new Map(candidates.map((p) => [paramsKey(p), p])).values()]
       const splice = splicer(raw, compressed, parse()!, unique.slice(0, SPLICE_CANDIDATES))
@@ -282,10 +284,20 @@ class Builder {
   private readonly maxLength: number
   /** Token sequences of the inflated streams, when the caller wants them (source side). */
   private readonly tokens: Tokens[] | null
+  /** Parses the inflater already made (tokenTakingInflater), oldest first. */
+  private readonly taken: DeflateParse[]
 
-  constructor(maxLength: number, collectTokens: boolean) {
+  constructor(maxLength: number, taken: DeflateParse[] | null) {
     this.maxLength = maxLength
-    this.tokens = collectTokens ? [] : null
+    this.tokens = taken ? [] : null
+    this.taken = taken ?? []
+  }
+
+  /** The tokens of the stream whose content is `raw`: from the inflater's parse, else parsed now. */
+  private tokensOf(raw: Uint8Array, compressed: Uint8Array): Tokens | undefined {
+    const at = this.taken.findIndex((p) => p.content === raw)
+    if (at >= 0) return this.taken.splice(0, at + 1)[at]!.tokens
+    return tryParseDeflate(compressed, raw.length, 'archive-source')?.tokens
   }
 
   private grow(n: number): void {
@@ -315,8 +327,8 @@ class Builder {
     let params = policy(raw, compressed, hints)
     if (this.tokens && params !== null) {
       // Source side: every stream the source expansion takes apart, inflated or puffed alike.
-      const parse = tryParseDeflate(compressed, raw.length, 'archive-source')
-      if (parse) this.tokens.push(parse.tokens)
+      const tokens = this.tokensOf(raw, compressed)
+      if (tokens) this.tokens.push(tokens)
     }
     if (params === 'reference-tokens' || (params !== null && 'puff' in params)) {
       const puffed =
@@ -393,6 +405,41 @@ function tarEntries(content: Uint8Array, base: number): EntryRange[] {
   }
 }
 
+/**
+ * An inflater that takes each stream apart while inflating it (one pass for content and tokens),
+ * leaving the parses in `taken` for the Builder; streams the parse refuses go to `base`. `sizeHint`
+ * guesses the content size, to size the parse's output.
+ */
+function tokenTakingInflater(
+  base: Inflater,
+  taken: DeflateParse[],
+  sizeHint: (input: Uint8Array, maxOutput: number) => number,
+): Inflater {
+  return (input, maxOutput, code) => {
+    let r: ReturnType<typeof parseDeflatePrefix>
+    try {
+      r = parseDeflatePrefix(input, maxOutput, code, sizeHint(input, maxOutput))
+    } catch (err) {
+      if (err instanceof DeltaFormatError) return base(input, maxOutput, code)
+      throw err
+    }
+    taken.push(r.parse)
+    return { data: r.parse.content, consumed: r.consumed }
+  }
+}
+
+/**
+ * A gzip file ends with its last member's size (ISIZE, mod 2^32): exact for the usual one member.
+ * For an earlier member of a multi-member file it may be far too big, so it is capped at 8× the
+ * compressed bytes left (more room comes by doubling).
+ */
+function gzipSizeHint(input: Uint8Array): number {
+  const n = input.length
+  if (n < 4) return 0
+  const isize = (input[n - 4]! | (input[n - 3]! << 8) | (input[n - 2]! << 16) | (input[n - 1]! << 24)) >>> 0
+  return Math.min(isize, 8 * n + 64 * 1024)
+}
+
 export function expandGzip(
   bytes: Uint8Array,
   policy: DeflatePolicy,
@@ -400,8 +447,13 @@ export function expandGzip(
   inflate: Inflater = inflateRawPrefix,
   collectTokens = false,
 ): Expansion {
-  const file = parseGzip(bytes, maxExpanded, inflate)
-  const out = new Builder(maxExpanded, collectTokens)
+  const taken: DeflateParse[] | null = collectTokens ? [] : null
+  const file = parseGzip(
+    bytes,
+    maxExpanded,
+    taken ? tokenTakingInflater(inflate, taken, gzipSizeHint) : inflate,
+  )
+  const out = new Builder(maxExpanded, taken)
   const entries: EntryRange[] = []
   for (const m of file.members) {
     out.literal(bytes.subarray(m.start, m.dataStart))
@@ -437,7 +489,10 @@ export function expandZip(
   collectTokens = false,
 ): Expansion {
   const zip = parseZip(bytes)
-  const out = new Builder(maxExpanded, collectTokens)
+  const taken: DeflateParse[] | null = collectTokens ? [] : null
+  // A zip entry is inflated to exactly the size its directory records.
+  const entryInflate = taken ? tokenTakingInflater(inflate, taken, (_, maxOutput) => maxOutput) : inflate
+  const out = new Builder(maxExpanded, taken)
   const entries: EntryRange[] = []
   let cursor = 0
   for (const e of zip.entries) {
@@ -448,7 +503,7 @@ export function expandZip(
     const encrypted = (e.flags & 1) !== 0
     const raw =
       e.method === METHOD_DEFLATE && !encrypted
-        ? inflateZipEntry(data, e.uncompressedSize, e.crc, inflate)
+        ? inflateZipEntry(data, e.uncompressedSize, e.crc, entryInflate)
         : null
     if (raw === null) out.literal(data)
     else out.stream(raw, data, policy)

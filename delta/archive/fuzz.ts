@@ -63,7 +63,7 @@ interface Case {
 }
 
 /** A minimal zip (deflate and stored entries) so the zip paths get seeds without node: tooling. */
-function zipOf(files: [string, Uint8Array, boolean][]): Uint8Array {
+export function zipOf(files: [string, Uint8Array, boolean][]): Uint8Array {
   const body = new ByteWriter()
   const dir = new ByteWriter()
   const u16 = (w: ByteWriter, v: number) => {

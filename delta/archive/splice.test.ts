@@ -8,6 +8,7 @@ import { applyArchiveDelta, applyArchiveDeltaToSink } from './apply.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { createArchiveDelta } from './create.ts'
 import { expand, inflateAll, type Segment } from './expand.ts'
+import { zipOf } from './fuzz.ts'
 import { parseGzip } from './gzip.ts'
 import { resolveArchiveLimits } from './limits.ts'
 import { findSplice, SourceTokenIndex, splicedTokens } from './splice.ts'
@@ -117,6 +118,27 @@ describe('spliced archive deltas', () => {
     expect(r.details.spliced).toBe(1)
     // Level 9 with the classic hash; GNU gzip's 32767-symbol buffer makes its blocks look like memLevel 9.
     expect(r.details.params).toEqual([expect.stringMatching(/^9\/[89]\/15\/0\/zlib$/)])
+    for (const out of await applyBothWays(source, r.delta)) expect(out).toEqual(target)
+  })
+
+  it('splice zip entries from one shared source token sequence, unchanged ones without gaps', async () => {
+    const other = encoder.encode(lines(3, 3_000).join(''))
+    const source = zipOf([
+      ['a.js', sourceContent, true],
+      ['b.js', other, true],
+    ])
+    const target = zipOf([
+      ['b.js', other, true],
+      ['a.js', targetContent, true],
+    ])
+    const r = createArchiveDelta(source, target, ALWAYS)
+    if (!('delta' in r)) throw new Error(r.notApplicable)
+    expect(r.details.spliced).toBe(2)
+    const [unchanged, edited] = splicedSegments(r.delta)
+    // The unchanged entry is one run of the second source stream's tokens, nothing deflated.
+    expect(unchanged?.runs).toEqual([{ gap: 0, source: expect.any(Number), count: expect.any(Number) }])
+    expect(unchanged!.runs[0]!.source).toBeGreaterThan(0)
+    expect(edited!.runs.length).toBeGreaterThanOrEqual(3)
     for (const out of await applyBothWays(source, r.delta)) expect(out).toEqual(target)
   })
 

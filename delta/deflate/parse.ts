@@ -85,7 +85,11 @@ function truncated(what: string): never {
   throw new DeltaFormatError('bad-stream', `${what} stream ends early (truncated DEFLATE)`)
 }
 
+/** Set when a parse stops because its output buffer is full (parseDeflatePrefix then grows it). */
+let outputFull = false
+
 function overflow(what: string): never {
+  outputFull = true
   throw new DeltaFormatError('bad-stream', `${what} stream inflates past its declared size`)
 }
 
@@ -159,13 +163,64 @@ export function parseDeflate(
   const start = dictionary.length
   const out = new Uint8Array(start + expectedSize)
   out.set(dictionary)
+  const { parse, end } = parseInto(raw, out, start, what, false)
+  if (end - start !== expectedSize) {
+    throw new DeltaFormatError(
+      'bad-stream',
+      `${what} stream inflates to ${end - start}, expected ${expectedSize}`,
+    )
+  }
+  return parse
+}
+
+/**
+ * parseDeflate for a stream at the start of `input` whose end and size are unknown (a gzip member
+ * before its trailer): parses until the final block and reports the bytes it took, like
+ * inflate.ts's inflaters, so one pass gives both the content and the tokens. `sizeHint` (e.g. a gzip
+ * trailer's ISIZE) sizes the output; a wrong hint costs a restart with twice the room, up to
+ * `maxOutput` (beyond it: DeltaFormatError).
+ */
+export function parseDeflatePrefix(
+  input: Uint8Array,
+  maxOutput: number,
+  what: string,
+  sizeHint: number,
+): { parse: DeflateParse; consumed: number } {
+  let room = Math.max(1024, Math.min(maxOutput, sizeHint))
+  for (;;) {
+    outputFull = false
+    try {
+      const { parse, consumed } = parseInto(input, new Uint8Array(room), 0, what, true)
+      return { parse, consumed }
+    } catch (err) {
+      if (!outputFull) throw err
+      if (room >= maxOutput) {
+        throw new DeltaFormatError('bad-stream', `${what} stream inflates past ${maxOutput} bytes`)
+      }
+      room = Math.min(maxOutput, room * 2)
+    }
+  }
+}
+
+/**
+ * The parse proper: decodes `raw` into `out` from `start` (what precedes it is the dictionary) until
+ * the final block; `prefix` allows bytes after the stream. Returns the output end and the bytes taken.
+ */
+function parseInto(
+  raw: Uint8Array,
+  out: Uint8Array,
+  start: number,
+  what: string,
+  prefix: boolean,
+): { parse: DeflateParse; end: number; consumed: number } {
+  const capacity = out.length - start
   src = raw
   pos = 0
   bitBuf = 0
   bitCount = 0
-  tokenLimit = expectedSize
+  tokenLimit = capacity
   // Compressible content has a token per several bytes; incompressible grows this twice.
-  tokens = new Uint32Array(Math.min(expectedSize, Math.max(1024, expectedSize >>> 2)))
+  tokens = new Uint32Array(Math.min(capacity, Math.max(1024, capacity >>> 2)))
   tokenCount = 0
   const blocks: Block[] = []
   let op = start
@@ -198,16 +253,15 @@ export function parseDeflate(
       if (final) break
     }
     align(what, 'after the final block')
-    if (bitCount > 0 || pos !== src.length) {
+    const consumed = pos - (bitCount >>> 3)
+    if (!prefix && consumed !== src.length) {
       throw new DeltaFormatError('bad-stream', `${what} stream has bytes after its end`)
     }
-    if (op - start !== expectedSize) {
-      throw new DeltaFormatError(
-        'bad-stream',
-        `${what} stream inflates to ${op - start}, expected ${expectedSize}`,
-      )
+    return {
+      parse: { tokens: tokens.subarray(0, tokenCount), blocks, content: out.subarray(start, op) },
+      end: op,
+      consumed,
     }
-    return { tokens: tokens.subarray(0, tokenCount), blocks, content: out.subarray(start) }
   } finally {
     src = EMPTY
     tokens = EMPTY_TOKENS

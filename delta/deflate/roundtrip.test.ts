@@ -4,11 +4,12 @@ import { constants, createDeflateRaw, deflateRawSync, inflateRawSync } from 'nod
 import { deflateSync as fflateDeflate } from 'fflate'
 import * as pako from 'pako'
 import { describe, expect, it } from 'vitest'
+import { expectSameBytes } from '../../client-agent/test/fixtures.ts'
 import { prng } from '../approx/fuzz.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { BitWriter } from './bits.ts'
 import { encodeDeflate, zlibHeaderFor } from './encode.ts'
-import { parseDeflate } from './parse.ts'
+import { parseDeflate, parseDeflatePrefix } from './parse.ts'
 import { BLOCK_DYNAMIC, BLOCK_FIXED, BLOCK_STORED, type DeflateParse } from './parse-types.ts'
 import { FIXED_LIT_CODES, FIXED_LIT_LENS } from './tables.ts'
 import { deflateSample, tokensToContent } from './testing.ts'
@@ -298,5 +299,25 @@ describe('parseDeflate + encodeDeflate round trip', () => {
     }
     expect(() => parseDeflate(raw, -1, 'test')).toThrow(DeltaFormatError)
     expect(() => parseDeflate(Uint8Array.of(0x07), 1, 'test')).toThrow(/reserved block type/)
+  })
+
+  it('parses a stream at the start of more bytes (a gzip member): same parse, its length, any size hint', () => {
+    const content = text.subarray(0, 120_000)
+    const raw = new Uint8Array(deflateRawSync(content, { level: 9 }))
+    const exact = parseDeflate(raw, content.length, 'test')
+    const followed = Uint8Array.of(...raw, 1, 2, 3, 4, 5, 6, 7, 8)
+    // Exact, too small (restarts with twice the room until it fits) and too large size hints.
+    for (const hint of [content.length, 1000, 10 * content.length]) {
+      const { parse, consumed } = parseDeflatePrefix(followed, 1 << 20, 'test', hint)
+      expect(consumed).toBe(raw.length)
+      expect(parse.tokens).toEqual(exact.tokens)
+      expect(parse.blocks).toEqual(exact.blocks)
+      expectSameBytes(parse.content, content)
+    }
+    // A bomb guard: never more output than allowed, whatever the hint.
+    expect(() => parseDeflatePrefix(followed, content.length - 1, 'test', 1000)).toThrow(/inflates past/)
+    expect(() => parseDeflatePrefix(raw.subarray(0, raw.length >> 1), 1 << 20, 'test', 0)).toThrow(
+      DeltaFormatError,
+    )
   })
 })
