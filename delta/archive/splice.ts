@@ -56,6 +56,8 @@ export const MIN_RUN_BYTES = 4 * 1024
 const MAX_GAP_SHARE = 0.5
 /** Tokens hashed together to find where a target run starts in the source. */
 const ANCHOR = 8
+/** Source positions indexed: every 4th (a quarter of the hashing; a run is found ≤ 3 tokens late). */
+const ANCHOR_STEP = 4
 /** Candidates tried per anchor. */
 const CANDIDATES = 8
 
@@ -203,17 +205,39 @@ export class SourceTokenIndex {
 
   constructor(tokens: Tokens) {
     this.tokens = tokens
-    const bits = Math.min(22, Math.max(10, Math.ceil(Math.log2(Math.max(2, tokens.length)))))
+    const anchors = Math.max(0, Math.floor((tokens.length - ANCHOR) / ANCHOR_STEP) + 1)
+    const bits = Math.min(22, Math.max(10, Math.ceil(Math.log2(Math.max(2, anchors)))))
     this.mask = (1 << bits) - 1
     this.head = new Int32Array(1 << bits).fill(-1)
-    this.next = new Int32Array(Math.max(0, tokens.length - ANCHOR + 1))
-    // Inserted back to front, so each chain lists the earliest occurrences first.
-    for (let j = tokens.length - ANCHOR; j >= 0; j--) {
-      const h = anchorHash(tokens, j, this.mask)
-      this.next[j] = this.head[h]!
-      this.head[h] = j
+    this.next = new Int32Array(anchors)
+    // Inserted back to front, so each chain lists the earliest occurrences first. Chains hold
+    // anchor numbers (position / ANCHOR_STEP).
+    for (let a = anchors - 1; a >= 0; a--) {
+      const h = anchorHash(tokens, a * ANCHOR_STEP, this.mask)
+      this.next[a] = this.head[h]!
+      this.head[h] = a
     }
   }
+}
+
+/** How many tokens before target[i] and source[j] also agree, at most ANCHOR_STEP − 1, after `previous`. */
+function extendBack(
+  target: Tokens,
+  i: number,
+  source: Tokens,
+  j: number,
+  previous: Match | undefined,
+): number {
+  const floor = previous ? previous.i + previous.n : 0
+  let back = 0
+  while (
+    back < ANCHOR_STEP - 1 &&
+    i - back > floor &&
+    j - back > 0 &&
+    target[i - back - 1] === source[j - back - 1]
+  )
+    back++
+  return back
 }
 
 /**
@@ -235,28 +259,34 @@ function findMatches(target: Tokens, index: SourceTokenIndex, offsets: Float64Ar
   while (i + ANCHOR <= target.length) {
     let best = 0
     let bestJ = -1
+    let back = 0
     if (expected >= 0 && expected < source.length) {
       best = commonRun(target, i, source, expected)
       bestJ = expected
     }
     if (best < ANCHOR) {
       let tried = 0
-      let j = index.head[anchorHash(target, i, index.mask)]!
-      for (; j >= 0 && tried < CANDIDATES; j = index.next[j]!, tried++) {
+      let a = index.head[anchorHash(target, i, index.mask)]!
+      for (; a >= 0 && tried < CANDIDATES; a = index.next[a]!, tried++) {
+        const j = a * ANCHOR_STEP
         const n = commonRun(target, i, source, j)
         if (n > best) {
           best = n
           bestJ = j
         }
       }
+      // Only every ANCHOR_STEP-th source position is indexed, so a run may have started up to that
+      // many tokens earlier (after the previous match): take those back.
+      if (best >= ANCHOR) back = extendBack(target, i, source, bestJ, out.at(-1))
     }
-    let n = best
-    if (i + n < target.length) while (n > 0 && target[i + n - 1]! <= 255) n--
-    if (n >= ANCHOR && offsets[i + n]! - offsets[i]! >= MIN_RUN_BYTES) {
-      out.push({ i, j: bestJ, n })
-      covered += offsets[i + n]! - offsets[i]!
-      i += n
-      expected = bestJ + n
+    const start = i - back
+    let n = best + back
+    if (start + n < target.length) while (n > 0 && target[start + n - 1]! <= 255) n--
+    if (n >= ANCHOR && offsets[start + n]! - offsets[start]! >= MIN_RUN_BYTES) {
+      out.push({ i: start, j: bestJ - back, n })
+      covered += offsets[start + n]! - offsets[start]!
+      i = start + n
+      expected = bestJ - back + n
     } else {
       i++
       if (expected >= 0) expected++
