@@ -31,7 +31,7 @@ import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { paramsKey } from './recompress.ts'
 import { buildRecipe, materialize, type RecipeStats } from './reference.ts'
-import { findSplice, SourceTokenIndex } from './splice.ts'
+import { findSplice, SourceTokenIndex } from './splice-plan.ts'
 
 export interface ArchiveDeltaOptions {
   /** Inner differs to try; the smallest result wins. Default: every production differ. */
@@ -62,7 +62,7 @@ export interface ArchiveDeltaOptions {
   deflateEngine?: DeflateEngine
   /**
    * Rebuild target streams that share most of their tokens with the source from those tokens
-   * (splice.ts): 'auto' (default) where that is expected to apply faster than recompressing the
+   * (splice-plan.ts): 'auto' (default) where that is expected to apply faster than recompressing the
    * stream whole in a fresh agent process (spliceWorthIt); 'always' whenever a plan proves (a
    * long-running client, whose parse and encode loops are warm); 'never' recompresses every stream
    * whole (checkpoints then apply).

@@ -129,7 +129,7 @@ export type StreamForm =
 
 /**
  * Target side: a plan rebuilding the stream from the source's tokens with the first of `candidates`
- * that proves (splice.ts), or null. Asked before the parameter search, which it makes unnecessary.
+ * that proves (splice-plan.ts), or null. Asked before the parameter search, which it makes unnecessary.
  */
 export type Splicer = (
   raw: Uint8Array,

@@ -11,7 +11,8 @@ import { expand, inflateAll, type Segment } from './expand.ts'
 import { zipOf } from './fuzz.ts'
 import { parseGzip } from './gzip.ts'
 import { resolveArchiveLimits } from './limits.ts'
-import { findSplice, SourceTokenIndex, splicedTokens } from './splice.ts'
+import { splicedTokens } from './splice.ts'
+import { findSplice, SourceTokenIndex } from './splice-plan.ts'
 
 function rng(seed: number): () => number {
   let s = seed >>> 0
