@@ -61,6 +61,11 @@ export class ByteReader {
     }
     throw new DeltaFormatError(this.code, `${what} varint too long`)
   }
+  /** A zigzag varint (ByteWriter.svarint). */
+  svarint(what = 'svarint'): number {
+    const u = this.varint(what)
+    return u % 2 === 0 ? u / 2 : -(u + 1) / 2
+  }
 }
 
 export function readU32(b: Uint8Array, at: number): number {
@@ -101,6 +106,10 @@ export class ByteWriter {
       v = Math.floor(v / 128)
     }
     this.u8(v)
+  }
+  /** Zigzag: small signed numbers as small varints (0, -1, 1, -2 … → 0, 1, 2, 3 …). */
+  svarint(v: number): void {
+    this.varint(v >= 0 ? v * 2 : -v * 2 - 1)
   }
 
   bytes(b: Uint8Array): void {

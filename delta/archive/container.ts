@@ -153,22 +153,13 @@ function writeBlocks(w: ByteWriter, blocks: readonly Block[]): void {
   }
 }
 
-/** Zigzag: small signed numbers as small unsigned ones (0, -1, 1, -2 … → 0, 1, 2, 3 …). */
-function zigzag(n: number): number {
-  return n >= 0 ? n * 2 : -n * 2 - 1
-}
-
-function unzigzag(n: number): number {
-  return n % 2 === 0 ? n / 2 : -(n + 1) / 2
-}
-
 /** Runs: count, then per run the gap, the source position relative to where the last run ended, the count. */
 function writeRuns(w: ByteWriter, runs: readonly SpliceRun[]): void {
   w.varint(runs.length)
   let source = 0
   for (const run of runs) {
     w.varint(run.gap)
-    w.varint(zigzag(run.source - source))
+    w.svarint(run.source - source)
     w.varint(run.count)
     source = run.source + run.count
   }
@@ -261,7 +252,7 @@ function readRuns(r: ByteReader, rawLength: number): SpliceRun[] {
   let tokens = 0
   for (let i = 0; i < count; i++) {
     const gap = r.varint('gap')
-    const at = source + unzigzag(r.varint('run source'))
+    const at = source + r.svarint('run source')
     const n = r.varint('run count')
     gaps += gap
     tokens += n

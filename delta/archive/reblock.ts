@@ -11,8 +11,8 @@
  */
 import { encodeDeflate } from '../deflate/encode.ts'
 import { parseDeflate } from '../deflate/parse.ts'
-import type { Block, DeflateParse } from '../deflate/parse-types.ts'
-import { check } from '../errors.ts'
+import type { Block, DeflateParse, Tokens } from '../deflate/parse-types.ts'
+import { check, DeltaFormatError } from '../errors.ts'
 import { sameBytes } from './bytes.ts'
 import { type DeflateEngine, engineFor } from './deflate-engine.ts'
 import { type DeflateParams, deflateWhole } from './recompress.ts'
@@ -33,19 +33,35 @@ function tokensOf(raw: Uint8Array, params: DeflateParams, engine?: DeflateEngine
   return parseDeflate(compressed, raw.length, 'archive-reblock').tokens
 }
 
-/** True when the tokens covering the first `limit` content bytes agree. */
-function samePrefix(a: Uint32Array, b: Uint32Array, limit: number): boolean {
+/**
+ * True when deflating the first `prefix` bytes of `raw` with `params` gives `target`'s first tokens
+ * (all but those in the last PREFIX_MARGIN bytes, which saw less lookahead); the whole stream's
+ * tokens when it is no longer than that. A wrong setting usually fails here, for the price of the
+ * prefix.
+ */
+export function startAgrees(raw: Uint8Array, target: Tokens, params: DeflateParams, prefix: number): boolean {
+  const whole = raw.length <= prefix
+  const input = whole ? raw : raw.subarray(0, prefix)
+  let tokens: Tokens
+  try {
+    tokens = parseDeflate(deflateWhole(input, params), input.length, 'archive-reblock').tokens
+  } catch (err) {
+    if (err instanceof DeltaFormatError) return false
+    throw err
+  }
+  if (whole) return sameTokens(tokens, target)
+  const limit = prefix - PREFIX_MARGIN
   let content = 0
-  for (let i = 0; i < a.length && i < b.length && content < limit; i++) {
-    if (a[i] !== b[i]) return false
-    const t = a[i]!
+  for (let i = 0; i < tokens.length && i < target.length && content < limit; i++) {
+    if (tokens[i] !== target[i]) return false
+    const t = tokens[i]!
     content += t > 255 ? t >>> 16 : 1
   }
   return true
 }
 
-function sameTokens(a: Uint32Array, b: Uint32Array): boolean {
-  const bytes = (t: Uint32Array) => new Uint8Array(t.buffer, t.byteOffset, t.byteLength)
+export function sameTokens(a: Tokens, b: Tokens): boolean {
+  const bytes = (t: Tokens) => new Uint8Array(t.buffer, t.byteOffset, t.byteLength)
   return sameBytes(bytes(a), bytes(b))
 }
 
@@ -62,10 +78,7 @@ export function findReblock(
   engine?: DeflateEngine,
 ): Reblock | null {
   for (const params of candidates) {
-    if (raw.length > PREFIX) {
-      const prefix = parseDeflate(deflateWhole(raw.subarray(0, PREFIX), params), PREFIX, 'archive-reblock')
-      if (!samePrefix(prefix.tokens, target.tokens, PREFIX - PREFIX_MARGIN)) continue
-    }
+    if (raw.length > PREFIX && !startAgrees(raw, target.tokens, params, PREFIX)) continue
     const tokens = tokensOf(raw, params, engine)
     if (!sameTokens(tokens, target.tokens)) continue
     if (sameBytes(encodeDeflate({ tokens, blocks: target.blocks }), compressed)) {

@@ -4,16 +4,15 @@
  * beat recompressing the stream whole. docs/decisions/0019-token-splicing.md.
  */
 import { encodeDeflate } from '../deflate/encode.ts'
-import { parseDeflate } from '../deflate/parse.ts'
 import type { DeflateParse, Tokens } from '../deflate/parse-types.ts'
 import { blocksEqual, zlibBlocks } from '../deflate/zlib-blocks.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { sameBytes } from './bytes.ts'
 import { CHECKPOINT_MIN_RAW } from './checkpoints.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
-import { type DeflateParams, deflateWhole } from './recompress.ts'
+import { sameTokens, startAgrees } from './reblock.ts'
+import type { DeflateParams } from './recompress.ts'
 import {
-  GAP_SLACK,
   gapTokens,
   MIN_RUN_BYTES,
   resumedDeflate,
@@ -165,12 +164,6 @@ function tokenOffsets(tokens: Tokens): Float64Array {
   return offsets
 }
 
-function sameTokens(a: Tokens, b: Tokens): boolean {
-  if (a.length !== b.length) return false
-  for (let k = 0; k < a.length; k++) if (a[k] !== b[k]) return false
-  return true
-}
-
 /**
  * Where a gap that failed to reproduce may restart instead: the end of an earlier back-reference
  * inside the match before it, at least `back` bytes earlier, keeping that match long enough; the
@@ -206,31 +199,6 @@ export function matchSplice(target: Tokens, source: SourceTokenIndex): SpliceMat
 const PREFIX = 64 * 1024
 
 /**
- * True when deflating the start of `raw` with `params` gives `target`'s first tokens (all but the
- * last KiB's, which saw less lookahead): a wrong setting fails here for the price of 64 KiB, instead
- * of on a gap that may be megabytes long.
- */
-function startAgrees(raw: Uint8Array, target: Tokens, params: DeflateParams): boolean {
-  const whole = raw.length <= PREFIX
-  const input = whole ? raw : raw.subarray(0, PREFIX)
-  let tokens: Tokens
-  try {
-    tokens = parseDeflate(deflateWhole(input, params), input.length, 'archive-splice').tokens
-  } catch (err) {
-    if (err instanceof DeltaFormatError) return false
-    throw err
-  }
-  if (whole) return sameTokens(tokens, target)
-  const limit = PREFIX - GAP_SLACK
-  let at = 0
-  for (let k = 0; k < tokens.length && at < limit; k++) {
-    if (tokens[k] !== target[k]) return false
-    at += tokenBytes(tokens[k]!)
-  }
-  return true
-}
-
-/**
  * Create side, second half: the plan with gaps deflated by `params`, or null when a gap cannot be
  * reproduced. Every gap is proved (with pako, which defines the delta, and with `engine`, which the
  * client may use instead), moving its start back when zlib's state there was not what a restart
@@ -245,7 +213,7 @@ export function proveSplice(
   engine?: DeflateEngine,
 ): Splice | null {
   const { offsets } = found
-  if (!startAgrees(raw, target.tokens, params)) return null
+  if (!startAgrees(raw, target.tokens, params, PREFIX)) return null
   const deflaters = [resumedDeflate(params, undefined)]
   if (restartsNatively(params, engine)) deflaters.push(resumedDeflate(params, engine))
   const kept: Match[] = []

@@ -43,7 +43,7 @@ export const WINDOW = 32 * 1024
  * Input a gap's deflate reads past the gap, so the tokens that end at the gap's end were chosen
  * seeing what the original saw (a match looks at most 258 bytes ahead, lazy matching one more).
  */
-export const GAP_SLACK = 1024
+const GAP_SLACK = 1024
 /**
  * Content a copied run must cover. Restarting deflate after a run costs about a window of hashing,
  * so shorter runs would not pay for themselves; the decoder enforces it, which also bounds the work
