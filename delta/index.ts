@@ -67,7 +67,10 @@ export interface ApplyLimits {
 }
 
 export interface ApplyOptions extends ApplyLimits {
-  /** Faster deflate for rebuilding archives; pako's output is the reference (deflate-engine.ts). */
+  /**
+   * Faster deflate for rebuilding archives; pako's output is the reference (deflate-engine.ts). Its
+   * inflateRaw, when it has one, also inflates approx blocks.
+   */
   deflateEngine?: DeflateEngine
 }
 
@@ -164,7 +167,7 @@ export function applyDelta(source: Uint8Array, delta: Uint8Array, options: Apply
     case 'vcdiff':
       return decodeVcdiff(source, delta, options.vcdiff)
     case 'approx':
-      return applyApproxDelta(source, delta, options.approx)
+      return applyApproxDelta(source, delta, options.approx, options.deflateEngine)
     case 'archive':
       return applyArchiveDelta(source, delta, options.archive, defaultDiffers, options.deflateEngine)
   }
@@ -205,7 +208,7 @@ export async function applyDeltaStream(
       await decodeVcdiffStream(source, rest, sink, options.vcdiff)
       break
     case 'approx':
-      await applyApproxDeltaStream(source, rest, sink, options.approx)
+      await applyApproxDeltaStream(source, rest, sink, options.approx, options.deflateEngine)
       break
     case 'archive': {
       const collected = collectingSink()
@@ -225,6 +228,7 @@ export async function applyDeltaStream(
   return method
 }
 
+export { adoptCrc32, type Crc32Update } from './approx/crc32.ts'
 export { type DeflateEngine, type DeflateStream, pakoEngine } from './archive/index.ts'
 export { DeltaFormatError } from './errors.ts'
 export type { ByteSink, ByteSource, RandomAccessReader } from './io.ts'

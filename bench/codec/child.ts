@@ -11,6 +11,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { useNativeCrc32 } from '../../client-agent/codec/native-crc32.ts'
 import { nativeDeflateEngine } from '../../client-agent/codec/native-deflate.ts'
 import { fileSource, openFileReader } from '../../client-agent/fs/file-io.ts'
 import type { DeflateEngine } from '../../delta/archive/index.ts'
@@ -208,6 +209,8 @@ async function main(): Promise<ChildReport> {
   const method = METHODS.find((m) => m === methodArg)
   if (!method) throw new Error(`unknown method ${methodArg}`)
   const mod = await load(method)
+  // As the `deltaport` CLI runs (client-agent/bin/deltaport.ts), which both publisher and agent use.
+  useNativeCrc32()
   if (op === 'baseline') return { status: 'ok', maxRssKiB: rss() }
   if (!a || !b || !c) throw new Error('usage: child.ts make|apply <method> <a> <b> <out>')
   if (op === 'make') {

@@ -1,5 +1,6 @@
 import { deflateRawSync, gzipSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
+import { applyApproxDelta, applyApproxDeltaStream, type InflateHost } from '../../delta/approx/index.ts'
 import { decodeContainer } from '../../delta/archive/container.ts'
 import { crc32 } from '../../delta/archive/crc32.ts'
 import { inflaterFor } from '../../delta/archive/deflate-engine.ts'
@@ -8,7 +9,7 @@ import { inflateRawPrefix } from '../../delta/archive/inflate.ts'
 import type { DeflateParams } from '../../delta/archive/recompress.ts'
 import { DeltaFormatError } from '../../delta/errors.ts'
 import { sourceLikeText as text } from '../../delta/fuzz-input.ts'
-import { applyDeltaStream, readerFromBytes } from '../../delta/index.ts'
+import { applyDeltaStream, createDelta, readerFromBytes } from '../../delta/index.ts'
 import { collectingSink, sourceFromBytes } from '../../delta/io.ts'
 import { nativeDeflateEngine, PAKO_PROBE, probeHashFamily, probeSample } from './native-deflate.ts'
 
@@ -145,5 +146,39 @@ describe('Node zlib as a deflate engine', () => {
     const damaged = stream.slice()
     damaged[0] = 0xff // reserved block type 3
     refuse(damaged, raw.length)
+  })
+
+  it('inflates approx block streams for applyDelta, held to the exact-length contract', async () => {
+    const source = text(8, 600_000)
+    const target = source.slice(1000)
+    // Scattered changes of varied values: a diff stream that deflates to more than a few KiB.
+    for (let i = 500; i < target.length; i += 37) target[i] = (target[i] ?? 0) ^ (1 + ((i * 131) & 0x7f))
+    const made = createDelta(source, target, { methods: ['approx'] })
+    let inflated = 0
+    const counting: InflateHost = {
+      inflateRaw(input, maxOutput) {
+        inflated++
+        return nativeDeflateEngine.inflateRaw!(input, maxOutput)
+      },
+    }
+    const sink = collectingSink()
+    await applyApproxDeltaStream(readerFromBytes(source), sourceFromBytes(made.delta), sink, {}, counting)
+    expect(Buffer.compare(sink.bytes(), target)).toBe(0)
+    expect(inflated).toBeGreaterThan(0)
+    expect(Buffer.compare(applyApproxDelta(source, made.delta, {}, nativeDeflateEngine), target)).toBe(0)
+
+    // A host that returns too little, leaves input over or throws gets the decoder's typed error.
+    const liars: InflateHost[] = [
+      { inflateRaw: (input, max) => ({ data: new Uint8Array(max - 1), consumed: input.length }) },
+      { inflateRaw: (input, max) => ({ data: new Uint8Array(max), consumed: input.length - 1 }) },
+      {
+        inflateRaw: () => {
+          throw new RangeError('zlib says no')
+        },
+      },
+    ]
+    for (const host of liars) {
+      expect(() => applyApproxDelta(source, made.delta, {}, host)).toThrow(DeltaFormatError)
+    }
   })
 })

@@ -21,24 +21,27 @@ import {
   payloadSize,
   resolveLimits,
 } from './format.ts'
+import type { InflateHost } from './inflate.ts'
 
 /** Source bytes per read while checksumming the source. */
 const CRC_CHUNK = 1 << 20
 /** Copies closer than this share one source read; a block's reads stay under twice its copy bytes. */
 const MERGE_GAP = 16 * 1024
 
+/** `host` may lend a faster raw inflate for the block streams (inflate.ts). */
 export async function applyApproxDeltaStream(
   source: RandomAccessReader,
   delta: ByteSource,
   sink: ByteSink,
   limits?: ApproxLimits,
+  host?: InflateHost,
 ): Promise<void> {
   const input = new ExactReader(delta)
   const h = parseHeader(await input.read(HEADER_SIZE), resolveLimits(limits))
   const count = blockCount(h)
   // One output buffer for every block: sinks are done with a chunk once write() resolves.
   const out = new Uint8Array(Math.min(h.blockSize, h.targetLength))
-  const inflaters = blockInflaters()
+  const inflaters = blockInflaters(host)
   const arena = new Arena()
   const readBlock = async (i: number) => {
     const header = parseBlockHeader(await input.read(BLOCK_HEADER_SIZE), h, i)

@@ -16,15 +16,22 @@ import {
   payloadSize,
   resolveLimits,
 } from './format.ts'
+import type { InflateHost } from './inflate.ts'
 
-export function applyApproxDelta(source: Uint8Array, delta: Uint8Array, limits?: ApproxLimits): Uint8Array {
+/** `host` may lend a faster raw inflate for the block streams (inflate.ts). */
+export function applyApproxDelta(
+  source: Uint8Array,
+  delta: Uint8Array,
+  limits?: ApproxLimits,
+  host?: InflateHost,
+): Uint8Array {
   const h = parseHeader(delta, resolveLimits(limits))
   checkSource(h, source.length, crc32(source))
   walkBlocks(delta, h, () => {})
 
   const target = new Uint8Array(h.targetLength)
   const copySource: CopySource = (pos, len, dst, at) => dst.set(source.subarray(pos, pos + len), at)
-  const inflaters = blockInflaters()
+  const inflaters = blockInflaters(host)
   walkBlocks(delta, h, (index, header, payload) => {
     const block = decodeBlock(header, payload, h.sourceLength, inflaters)
     replayBlock(block, copySource, target, index * h.blockSize)

@@ -10,7 +10,7 @@
 import { check, DeltaFormatError } from '../errors.ts'
 import { ByteReader } from './bytes.ts'
 import { type BlockHeader, copyBytes } from './format.ts'
-import { ExactInflater } from './inflate.ts'
+import { ExactInflater, type InflateHost } from './inflate.ts'
 
 /** Seeks may wander but never this far: keeps positions exact and comfortably inside a double. */
 const MAX_ABS_POSITION = 2 ** 47
@@ -30,8 +30,9 @@ export interface BlockInflaters {
   extra: ExactInflater
 }
 
-export function blockInflaters(): BlockInflaters {
-  return { ctrl: new ExactInflater(), diff: new ExactInflater(), extra: new ExactInflater() }
+/** `host` may lend a faster raw inflate (inflate.ts). */
+export function blockInflaters(host?: InflateHost): BlockInflaters {
+  return { ctrl: new ExactInflater(host), diff: new ExactInflater(host), extra: new ExactInflater(host) }
 }
 
 /** The returned streams are views into `inflaters`' buffers: use the block before decoding the next. */

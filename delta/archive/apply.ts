@@ -80,10 +80,11 @@ function prepare(
   return { c, differ, expandedSource, sourceTokens: expansion.tokens, inner }
 }
 
-function expandedTarget(p: Prepared): Uint8Array {
+function expandedTarget(p: Prepared, engine: DeflateEngine | undefined): Uint8Array {
   let expanded: Uint8Array
   try {
-    expanded = p.differ.apply(materialize(p.expandedSource, p.c.recipe), p.inner, p.c.expandedLength)
+    const reference = materialize(p.expandedSource, p.c.recipe)
+    expanded = p.differ.apply(reference, p.inner, p.c.expandedLength, engine)
   } catch (err) {
     throw innerError(p.differ, err)
   }
@@ -133,7 +134,7 @@ export function applyArchiveDelta(
   const p = prepare(source, delta, limits, differs, engine)
   const out = new Uint8Array(p.c.targetLength)
   let at = 0
-  for (const chunk of rebuild(p, expandedTarget(p), engine)) {
+  for (const chunk of rebuild(p, expandedTarget(p, engine), engine)) {
     out.set(chunk, at)
     at += chunk.length
   }
@@ -158,13 +159,13 @@ export async function applyArchiveDeltaToSink(
   if (p.differ.applyStream) {
     try {
       const reference = recipeReader(p.expandedSource, p.c.recipe)
-      await p.differ.applyStream(reference, sourceFromBytes(p.inner), out, p.c.expandedLength)
+      await p.differ.applyStream(reference, sourceFromBytes(p.inner), out, p.c.expandedLength, engine)
     } catch (err) {
       if (err === out.sinkFailure) throw err
       throw innerError(p.differ, err)
     }
   } else {
-    await out.write(expandedTarget(p))
+    await out.write(expandedTarget(p, engine))
   }
   await out.finish()
   check(

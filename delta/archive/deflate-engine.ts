@@ -10,6 +10,7 @@
  * would fail the update (the agent then falls back to its next plan), never install wrong bytes.
  * docs/decisions/0016-native-deflate-engine.md.
  */
+import type { InflateHost } from '../approx/inflate.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { type Inflated, type Inflater, inflateRawPrefix } from './inflate.ts'
 import {
@@ -28,18 +29,14 @@ export interface DeflateStream {
   finish(): Promise<readonly Uint8Array[]>
 }
 
-export interface DeflateEngine {
+/** Its optional inflateRaw (InflateHost) also serves the approx blocks of inner deltas. */
+export interface DeflateEngine extends InflateHost {
   readonly name: string
   /** True when this engine's output for `params` is byte-identical to pako's. */
   handles(params: DeflateParams): boolean
   /** Deflates all of `raw` at once (raw deflate, no zlib/gzip wrapper). */
   deflate(raw: Uint8Array, params: DeflateParams): Uint8Array
   open(params: DeflateParams): DeflateStream
-  /**
-   * Optional faster inflate of the raw deflate stream at the start of `input`: the data and how many
-   * input bytes the stream took. Must throw (anything) on damage or when output would pass `maxOutput`.
-   */
-  inflateRaw?(input: Uint8Array, maxOutput: number): Inflated
   /**
    * Optional restarts for checkpointed rebuilds (checkpoints.ts): deflates `input` as a new stream whose
    * window is preset to `dictionary` (zlib's deflateSetDictionary; none when empty). The async form is

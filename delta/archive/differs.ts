@@ -2,21 +2,30 @@
  * Inner byte-level differs run over (reference, expanded target). The container records the differ's
  * id, so ids are part of the wire format: never reuse one for a different encoding.
  */
-import { applyApproxDelta, applyApproxDeltaStream, createApproxDelta } from '../approx/index.ts'
+import {
+  applyApproxDelta,
+  applyApproxDeltaStream,
+  createApproxDelta,
+  type InflateHost,
+} from '../approx/index.ts'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../io.ts'
 import { decodeVcdiff, decodeVcdiffStream, encodeVcdiff } from '../vcdiff/index.ts'
 
 export interface InnerDiffer {
   readonly id: string
   create(source: Uint8Array, target: Uint8Array): Uint8Array
-  /** `expectedLength` is what the container promises; differs use it as an output ceiling. */
-  apply(source: Uint8Array, delta: Uint8Array, expectedLength?: number): Uint8Array
+  /**
+   * `expectedLength` is what the container promises; differs use it as an output ceiling. `host` may
+   * lend a faster raw inflate (the agent's DeflateEngine).
+   */
+  apply(source: Uint8Array, delta: Uint8Array, expectedLength?: number, host?: InflateHost): Uint8Array
   /** Optional streaming apply: output goes to `sink` in order, so the target is never held whole. */
   applyStream?(
     source: RandomAccessReader,
     delta: ByteSource,
     sink: ByteSink,
     expectedLength?: number,
+    host?: InflateHost,
   ): Promise<void>
 }
 
@@ -38,14 +47,20 @@ export const vcdiffDiffer: InnerDiffer = {
 export const approxDiffer: InnerDiffer = {
   id: 'approx',
   create: (source, target) => createApproxDelta(source, target),
-  apply: (source, delta, expectedLength) =>
-    applyApproxDelta(source, delta, expectedLength === undefined ? {} : { maxTargetSize: expectedLength }),
-  applyStream: (source, delta, sink, expectedLength) =>
+  apply: (source, delta, expectedLength, host) =>
+    applyApproxDelta(
+      source,
+      delta,
+      expectedLength === undefined ? {} : { maxTargetSize: expectedLength },
+      host,
+    ),
+  applyStream: (source, delta, sink, expectedLength, host) =>
     applyApproxDeltaStream(
       source,
       delta,
       sink,
       expectedLength === undefined ? {} : { maxTargetSize: expectedLength },
+      host,
     ),
 }
 

@@ -4,17 +4,14 @@
  * reliable way to find the end is to let the decoder tell us how much input it consumed.
  */
 import { Inflate, type ZStream } from 'pako'
+import type { Inflated } from '../approx/inflate.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { concatBytes } from './bytes.ts'
 
 /** Decodes a raw deflate stream at the start of `input`; see inflateRawPrefix for the contract. */
 export type Inflater = (input: Uint8Array, maxOutput: number, code: string) => Inflated
 
-export interface Inflated {
-  data: Uint8Array
-  /** Bytes of compressed input the deflate stream occupied. */
-  consumed: number
-}
+export type { Inflated }
 
 /** Decodes the raw deflate stream starting at `input[0]`; throws DeltaFormatError `code` on damage. */
 export function inflateRawPrefix(input: Uint8Array, maxOutput: number, code: string): Inflated {
