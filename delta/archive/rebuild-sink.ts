@@ -7,7 +7,6 @@
 import type { Tokens } from '../deflate/parse-types.ts'
 import { check } from '../errors.ts'
 import type { ByteSink } from '../io.ts'
-import { ByteWriter } from './bytes.ts'
 import { openSegmentDeflate } from './checkpoints.ts'
 import { crc32Update } from './crc32.ts'
 import type { DeflateEngine, DeflateStream } from './deflate-engine.ts'
@@ -33,19 +32,29 @@ export function rebuildGathered(
 }
 
 /**
- * A segment rebuilt only once all its expanded bytes are in, as a DeflateStream for RebuildSink: the
- * bytes are gathered as they arrive (the buffer grows with them, so a hostile declared length costs
- * nothing up front) and `rebuild` runs at the end.
+ * A segment rebuilt only once all its expanded bytes are in, as a DeflateStream for RebuildSink. The
+ * bytes are gathered as they arrive, in a buffer that doubles with them (so a hostile declared length
+ * costs nothing up front) but never past the declared `size`, and is handed over without a final copy:
+ * on a 22 MB tar stream that is 32 MB of copying and 10 MB of overshoot saved.
  */
-function gatherThenRebuild(rebuild: (expanded: Uint8Array) => Uint8Array): DeflateStream {
-  const gathered = new ByteWriter()
+function gatherThenRebuild(size: number, rebuild: (expanded: Uint8Array) => Uint8Array): DeflateStream {
+  let buf = new Uint8Array(0)
+  let length = 0
   return {
     async push(bytes) {
-      gathered.bytes(bytes)
+      // RebuildSink cuts its pieces at the segment's size, so this never passes it.
+      check(length + bytes.length <= size, 'archive-mismatch', 'segment overflows its declared size')
+      if (length + bytes.length > buf.length) {
+        const grown = new Uint8Array(Math.min(size, Math.max(length + bytes.length, buf.length * 2, 1 << 16)))
+        grown.set(buf.subarray(0, length))
+        buf = grown
+      }
+      buf.set(bytes, length)
+      length += bytes.length
       return []
     },
     async finish() {
-      return [rebuild(gathered.finish())]
+      return [rebuild(buf.subarray(0, length))]
     },
   }
 }
@@ -104,7 +113,7 @@ export class RebuildSink implements ByteSink {
       if (this.deflate === null) {
         if (s.kind === 'deflate') this.deflate = openSegmentDeflate(this.engine, s)
         else if (s.kind !== 'literal') {
-          this.deflate = gatherThenRebuild((expanded) =>
+          this.deflate = gatherThenRebuild(size, (expanded) =>
             rebuildGathered(s, expanded, this.engine, this.sourceTokens),
           )
         }
