@@ -123,7 +123,14 @@ export function splicedTokens(
   source: Tokens,
   engine?: DeflateEngine,
 ): Tokens {
-  const out = new TokenList(content.length, content.length >>> 2)
+  // Copied runs are most of a spliced stream: their counts plus a token per 4 gap bytes fit it.
+  let copied = 0
+  let gaps = 0
+  for (const run of splice.runs) {
+    copied += run.count
+    gaps += run.gap
+  }
+  const out = new TokenList(content.length, copied + Math.ceil((gaps + 4096) / 4))
   const deflate = resumedDeflate(splice.params, engine)
   let at = 0
   for (const run of splice.runs) {
