@@ -7,7 +7,7 @@
  *
  * A host may lend a faster implementation of the same function (`adoptCrc32`): Node's zlib.crc32 uses
  * carry-less multiplication and runs ≈4× faster, which is a quarter of a 120 MB binary's apply time.
- * docs/decisions/0020-adopted-crc32.md says why that is a process-wide switch, not a parameter.
+ * docs/decisions/0020-host-checksum-and-inflate.md says why that is a process-wide switch, not a parameter.
  */
 
 const TABLES = buildTables()
