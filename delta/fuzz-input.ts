@@ -70,3 +70,24 @@ export function sourceLikeText(seed: number, size: number): Uint8Array {
   }
   return new TextEncoder().encode(out.join('')).subarray(0, size)
 }
+
+/**
+ * Source-like text with incompressible stretches in between (an archive holding code and images):
+ * zlib stores those stretches in stored blocks, whose choice depends on the state of its window.
+ */
+export function textWithStoredStretches(seed: number): Uint8Array {
+  const r = rng(seed)
+  const parts = [
+    sourceLikeText(seed + 1, 150_000),
+    randomBytes(r, 90_000),
+    sourceLikeText(seed + 2, 120_000),
+    randomBytes(r, 70_000),
+  ]
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
+}

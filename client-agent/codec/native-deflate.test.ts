@@ -1,14 +1,20 @@
 import { deflateRawSync, gzipSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
 import { applyApproxDelta, applyApproxDeltaStream, type InflateHost } from '../../delta/approx/index.ts'
+import { blockBoundaries } from '../../delta/archive/block-boundaries.ts'
 import { decodeContainer } from '../../delta/archive/container.ts'
 import { crc32 } from '../../delta/archive/crc32.ts'
 import { inflaterFor } from '../../delta/archive/deflate-engine.ts'
 import { type ArchiveDeltaOptions, createArchiveDelta, pakoEngine } from '../../delta/archive/index.ts'
 import { inflateRawPrefix } from '../../delta/archive/inflate.ts'
-import type { DeflateParams } from '../../delta/archive/recompress.ts'
+import {
+  type DeflateParams,
+  enginePrefixVerdict,
+  PREFIX_SETTLED,
+  reproducesWith,
+} from '../../delta/archive/recompress.ts'
 import { DeltaFormatError } from '../../delta/errors.ts'
-import { sourceLikeText as text } from '../../delta/fuzz-input.ts'
+import { sourceLikeText as text, textWithStoredStretches } from '../../delta/fuzz-input.ts'
 import { applyDeltaStream, createDelta, readerFromBytes } from '../../delta/index.ts'
 import { collectingSink, sourceFromBytes } from '../../delta/io.ts'
 import { nativeDeflateEngine, PAKO_PROBE, probeHashFamily, probeSample } from './native-deflate.ts'
@@ -44,6 +50,29 @@ describe('Node zlib as a deflate engine', () => {
       expect(
         Buffer.from(nativeDeflateEngine.deflate(raw, p)).equals(Buffer.from(pakoEngine.deflate(raw, p))),
       ).toBe(true)
+    }
+  })
+
+  it('deflates a prefix like the whole stream up to the blocks the prefix settles, stored ones too', () => {
+    // The parameter proof rules out wrong settings on such a prefix (recompress.ts, PREFIX_SETTLED).
+    const raw = textWithStoredStretches(31)
+    for (const [right, wrong] of [
+      [params(9), params(6)],
+      [params(6), params(9)],
+      [params(1), params(2)],
+      [params(9, 4), params(9)],
+    ] as const) {
+      const compressed = pakoEngine.deflate(raw, right)
+      expect(reproducesWith(raw, compressed, right, nativeDeflateEngine)).toBe(true)
+      expect(reproducesWith(raw, compressed, wrong, nativeDeflateEngine)).toBe(false)
+      for (const b of blockBoundaries(compressed, raw.length).filter((_, i) => i % 4 === 1)) {
+        for (const past of [0, 1, 300]) {
+          const prefix = b.raw + PREFIX_SETTLED + past
+          if (prefix > raw.length) continue
+          expect(enginePrefixVerdict(raw, compressed, right, nativeDeflateEngine, prefix)).toBe('undecided')
+          expect(enginePrefixVerdict(raw, compressed, wrong, nativeDeflateEngine, prefix)).toBe('mismatch')
+        }
+      }
     }
   })
 

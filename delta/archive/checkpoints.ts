@@ -8,8 +8,8 @@
  * (docs/decisions/0016-native-deflate-engine.md). A decoder that ignores them deflates the whole
  * stream in one go and gets the same bytes.
  */
-import { Z_BLOCK, Z_OK, ZStream, zlibInflate, zlibInflateInit2 } from 'pako'
 import { check } from '../errors.ts'
+import { blockBoundaries } from './block-boundaries.ts'
 import { type DeflateEngine, type DeflateStream, engineFor, pakoEngine } from './deflate-engine.ts'
 import type { DeflateParams } from './recompress.ts'
 
@@ -27,25 +27,6 @@ export const PIECE_SLACK = 4 * 1024
 export const CHECKPOINT_MIN_RAW = 2 * 1024 * 1024
 /** Aim for about this many pieces: enough for the cores of a device, few enough to stay cheap. */
 const TARGET_PIECES = 8
-
-/** Every block boundary of a raw deflate stream (input offset, bit offset), from pako's Z_BLOCK. */
-export function blockBoundaries(compressed: Uint8Array, rawLength: number): Checkpoint[] {
-  const s = new ZStream()
-  if (zlibInflateInit2(s, -15) !== Z_OK) return []
-  s.input = compressed
-  s.next_in = 0
-  s.avail_in = compressed.length
-  s.output = new Uint8Array(rawLength + 1)
-  s.next_out = 0
-  s.avail_out = rawLength + 1
-  const out: Checkpoint[] = []
-  for (;;) {
-    if (zlibInflate(s, Z_BLOCK) !== Z_OK) break
-    // 128: stopped right after an end-of-block code; the low 3 bits are unused bits of the last byte.
-    if (s.data_type & 128) out.push({ raw: s.next_out, bit: s.next_in * 8 - (s.data_type & 7) })
-  }
-  return out
-}
 
 /** Bit `i` of a deflate byte stream (deflate packs bits least significant first). */
 function bitAt(bytes: Uint8Array, i: number): number {

@@ -1,11 +1,19 @@
 import { gzipSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
-import { sourceLikeText as text } from '../fuzz-input.ts'
+import { sourceLikeText as text, textWithStoredStretches } from '../fuzz-input.ts'
 import { collectingSink } from '../io.ts'
+import { blockBoundaries } from './block-boundaries.ts'
 import { type DeflateEngine, ENGINE_MIN_INPUT, pakoEngine } from './deflate-engine.ts'
 import { applyArchiveDelta, applyArchiveDeltaToSink, createArchiveDelta } from './index.ts'
-import { candidateParams, type DeflateParams, reproducesWith } from './recompress.ts'
+import {
+  candidateParams,
+  type DeflateParams,
+  enginePrefixVerdict,
+  PREFIX_CHECK,
+  PREFIX_SETTLED,
+  reproducesWith,
+} from './recompress.ts'
 
 const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length)
 
@@ -61,8 +69,8 @@ describe('deflate engines', () => {
     const made = createArchiveDelta(gzSource, gzTarget, { ...whole, deflateEngine: engine })
     expect('delta' in made).toBe(true)
     if (!('delta' in made)) return
-    // The proof of the target's parameters ran through the engine, once, on the whole stream.
-    expect(calls.inputs).toEqual([target.length])
+    // The proof of the target's parameters ran through the engine: a prefix, then once the whole stream.
+    expect(calls.inputs).toEqual([PREFIX_CHECK, target.length])
     const plain = createArchiveDelta(gzSource, gzTarget, whole)
     expect('delta' in plain && Buffer.from(plain.delta).equals(Buffer.from(made.delta))).toBe(true)
 
@@ -83,14 +91,45 @@ describe('deflate engines', () => {
     expect(calls.deflate).toBe(0)
   })
 
-  it('rules out wrong settings on a prefix, before the engine runs', () => {
+  it('rules out wrong settings on a prefix, before the engine deflates everything', () => {
     const { engine, calls } = recordingEngine()
     const [level9, level6] = candidateParams()
     const compressed = pakoEngine.deflate(target, level9!)
     expect(reproducesWith(target, compressed, level6!, engine)).toBe(false)
-    expect(calls.deflate).toBe(0)
+    expect(calls.inputs).toEqual([PREFIX_CHECK])
     expect(reproducesWith(target, compressed, level9!, engine)).toBe(true)
-    expect(calls.deflate).toBe(1)
+    expect(calls.inputs).toEqual([PREFIX_CHECK, PREFIX_CHECK, target.length])
+  })
+
+  it('accepts the right settings on a prefix, across levels, memLevels, hashes and stored blocks', () => {
+    const raw = textWithStoredStretches(11)
+    const { engine, calls } = recordingEngine()
+    const settings = [1, 4, 6, 9].flatMap((level) =>
+      [8, 5].flatMap((memLevel) =>
+        [false, true].map((legacyHash) => ({ level, memLevel, windowBits: 15, strategy: 0, legacyHash })),
+      ),
+    )
+    for (const params of settings) {
+      calls.inputs.length = 0
+      expect(reproducesWith(raw, pakoEngine.deflate(raw, params), params, engine)).toBe(true)
+      expect(calls.inputs).toEqual([PREFIX_CHECK, raw.length])
+    }
+  })
+
+  it('compares a prefix only up to blocks it settles, however close the prefix ends to one', () => {
+    const raw = textWithStoredStretches(21)
+    const [level9, level6] = candidateParams()
+    const compressed = pakoEngine.deflate(raw, level9!)
+    const boundaries = blockBoundaries(compressed, raw.length)
+    expect(boundaries.length).toBeGreaterThan(10)
+    for (const b of boundaries.filter((_, i) => i % 3 === 1)) {
+      for (const past of [0, 1, 200, 300]) {
+        const prefix = b.raw + PREFIX_SETTLED + past
+        if (prefix > raw.length) continue
+        expect(enginePrefixVerdict(raw, compressed, level9!, pakoEngine, prefix)).toBe('undecided')
+        expect(enginePrefixVerdict(raw, compressed, level6!, pakoEngine, prefix)).toBe('mismatch')
+      }
+    }
   })
 
   it('a broken engine costs the delta or the rebuild, never wrong bytes', async () => {

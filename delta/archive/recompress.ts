@@ -9,6 +9,7 @@
  */
 import { Deflate, deflateRaw, type Z_Strategy } from 'pako'
 import { BLOCK_STORED, type Block } from '../deflate/parse-types.ts'
+import { blockBoundaries } from './block-boundaries.ts'
 import { sameBytes } from './bytes.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 
@@ -115,10 +116,19 @@ export function reproduces(raw: Uint8Array, compressed: Uint8Array, params: Defl
 }
 
 /**
- * Input pako checks before a faster engine takes over: enough for the first few deflate blocks, where a
+ * Input checked before the whole stream is deflated: enough for the first few deflate blocks, where a
  * wrong setting shows (different matches, different Huffman trees), so wrong guesses stay cheap.
  */
-const PREFIX_CHECK = 256 * 1024
+export const PREFIX_CHECK = 256 * 1024
+
+/**
+ * How far before the end of a prefix an engine's deflate of it may part from the whole stream's.
+ * zlib decides each token from input up to 262 bytes ahead (MIN_LOOKAHEAD, which covers the lazy
+ * match), so a prefix run differs from the whole run only there; blocks ending earlier come out bit
+ * for bit the same. The margin is a whole 64 KiB window plus slack, so a zlib build that reads its
+ * input in other pieces (Chromium's, in Node) stays on the safe side.
+ */
+export const PREFIX_SETTLED = 66 * 1024
 
 /**
  * Below this much input a faster engine is not worth asking for: its set-up (a probe once per process,
@@ -127,8 +137,31 @@ const PREFIX_CHECK = 256 * 1024
 export const ENGINE_MIN_INPUT = 128 * 1024
 
 /**
- * Same answer as `reproduces`, with the whole-stream proof done by `engine` when it handles `params`:
- * pako rules out wrong settings on a prefix, the engine deflates everything once for the verdict.
+ * The engine's deflate of the first `prefix` bytes against `compressed`, compared up to the last
+ * block boundary of `compressed` that the prefix settles: 'mismatch' when they differ there,
+ * 'undecided' when they agree. When no block ends early enough to compare (long blocks of very
+ * repetitive input), pako compares the prefix as it streams out instead.
+ */
+export function enginePrefixVerdict(
+  raw: Uint8Array,
+  compressed: Uint8Array,
+  params: DeflateParams,
+  engine: DeflateEngine,
+  prefix: number,
+): Verdict {
+  const settled = blockBoundaries(compressed, raw.length, prefix - PREFIX_SETTLED).at(-1)
+  if (!settled) return compareDeflate(raw, compressed, params, prefix)
+  const out = engine.deflate(raw.subarray(0, prefix), params)
+  const bytes = settled.bit >>> 3
+  if (out.length < bytes) return 'mismatch'
+  for (let i = 0; i < bytes; i++) if (out[i] !== compressed[i]) return 'mismatch'
+  return 'undecided'
+}
+
+/**
+ * Same answer as `reproduces`, with the work done by `engine` when it handles `params`: a stream up
+ * to PREFIX_CHECK is deflated whole; a longer one first as a prefix, where wrong settings show, then
+ * whole for the verdict. (pako checks the prefix instead when its blocks are too long to compare.)
  */
 export function reproducesWith(
   raw: Uint8Array,
@@ -137,9 +170,11 @@ export function reproducesWith(
   engine?: DeflateEngine,
 ): boolean {
   if (raw.length < ENGINE_MIN_INPUT || !engine?.handles(params)) return reproduces(raw, compressed, params)
-  // A quarter of a small stream is plenty to see a wrong setting; a big one stops at PREFIX_CHECK.
-  const prefix = Math.min(PREFIX_CHECK, Math.max(64 * 1024, raw.length >> 2))
-  if (compareDeflate(raw, compressed, params, prefix) === 'mismatch') return false
+  if (
+    raw.length > PREFIX_CHECK &&
+    enginePrefixVerdict(raw, compressed, params, engine, PREFIX_CHECK) === 'mismatch'
+  )
+    return false
   return sameBytes(engine.deflate(raw, params), compressed)
 }
 
