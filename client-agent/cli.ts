@@ -7,7 +7,7 @@ import { registerDeltaCommands } from './commands/delta.ts'
 import { registerRolloutCommands } from './commands/rollout.ts'
 import { registerRunCommand } from './commands/run.ts'
 import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
-import { AgentError } from './errors.ts'
+import { AgentError, fromFileSystemError } from './errors.ts'
 import { installArtifact } from './install.ts'
 import { formatBytes, Reporter } from './output.ts'
 import { publishArtifact } from './publish.ts'
@@ -242,6 +242,11 @@ export async function run(argv: string[]): Promise<number> {
     if (error instanceof AgentError) {
       reporter.failure(error.code, error.message, error.details)
       return error.exitCode
+    }
+    const io = fromFileSystemError(error)
+    if (io) {
+      reporter.failure(io.code, io.message, io.details)
+      return io.exitCode
     }
     reporter.failure('internal', `unexpected failure: ${(error as Error).stack ?? String(error)}`)
     return 70

@@ -1,3 +1,4 @@
+import { getSystemErrorMessage } from 'node:util'
 import { ProblemDetails } from '../schemas/problem.ts'
 import { JSON_LIMITS, readTextBounded } from './transfer/read-json.ts'
 
@@ -11,6 +12,7 @@ export const EXIT_CODES = {
   'untrusted-manifest': 7,
   'integrity-mismatch': 8,
   'install-failed': 9,
+  io: 10,
   'nothing-to-do': 0,
 } as const
 export type AgentErrorCode = keyof typeof EXIT_CODES
@@ -30,6 +32,24 @@ export class AgentError extends Error {
   get exitCode(): number {
     return EXIT_CODES[this.code]
   }
+}
+
+/**
+ * A failed file operation (a missing input, a directory without write permission, a full disk) as the
+ * user's mistake or the machine's state it is, not as a bug: `io`, naming the path and the reason.
+ * Anything that is not an operating-system error (no errno code and syscall) stays unrecognised.
+ */
+export function fromFileSystemError(error: unknown): AgentError | null {
+  if (!(error instanceof Error)) return null
+  const { code, syscall, path, errno } = error as NodeJS.ErrnoException
+  if (typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code) || typeof syscall !== 'string') return null
+  const reason = typeof errno === 'number' ? getSystemErrorMessage(errno) : code
+  const what = typeof path === 'string' ? `${syscall} ${path}` : syscall
+  return new AgentError('io', `cannot ${what}: ${reason}`, {
+    errno: code,
+    syscall,
+    ...(typeof path === 'string' ? { path } : {}),
+  })
 }
 
 /** Turns a non-2xx edge response into an AgentError, keeping the problem+json detail when present. */

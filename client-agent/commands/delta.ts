@@ -1,4 +1,4 @@
-import { readFile, stat, writeFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { type Command, InvalidArgumentError } from 'commander'
 import { DeltaFormatError } from '../../delta/errors.ts'
 import {
@@ -10,6 +10,7 @@ import {
 } from '../../delta/index.ts'
 import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { AgentError } from '../errors.ts'
+import { writeFileAtomic } from '../fs/atomic.ts'
 import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts'
 import { formatBytes, type Reporter } from '../output.ts'
 
@@ -97,7 +98,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
         deflateEngine: nativeDeflateEngine,
         ...(methods ? { methods } : {}),
       })
-      await writeFile(out, made.delta)
+      await writeFileAtomic(out, made.delta)
       const tried = made.candidates
         .map(
           (c) =>

@@ -1,10 +1,23 @@
 import { randomBytes } from 'node:crypto'
-import { open, rename, rm } from 'node:fs/promises'
+import { type FileHandle, open, rename, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 
 /** A sibling temp path, so the final rename never crosses a filesystem. */
 export function tempPathFor(target: string): string {
   return join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`)
+}
+
+/**
+ * Creates `target`'s sibling temp file. A failure here is about the target's directory (missing, not
+ * writable, full), so the error names the target rather than a temp name the user never chose.
+ */
+export async function openTempFor(target: string): Promise<{ temp: string; handle: FileHandle }> {
+  const temp = tempPathFor(target)
+  const handle = await open(temp, 'wx', 0o644).catch((error: NodeJS.ErrnoException) => {
+    error.path = target
+    throw error
+  })
+  return { temp, handle }
 }
 
 /** Flushes a directory entry so a rename inside it survives power loss. */
@@ -19,8 +32,7 @@ export async function fsyncDir(dir: string): Promise<void> {
 
 /** Write temp, fsync, rename, fsync the directory: readers see the old file or the new one, never half. */
 export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
-  const temp = tempPathFor(target)
-  const handle = await open(temp, 'wx', 0o644)
+  const { temp, handle } = await openTempFor(target)
   try {
     await handle.writeFile(data)
     await handle.sync()

@@ -1,8 +1,8 @@
 import { createReadStream } from 'node:fs'
-import { type FileHandle, open, rename, rm } from 'node:fs/promises'
+import { open, rename, rm } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../../delta/io.ts'
-import { fsyncDir, tempPathFor } from './atomic.ts'
+import { fsyncDir, openTempFor } from './atomic.ts'
 
 /** A RandomAccessReader over a file: the codec reads the installed version without loading it whole. */
 export async function openFileReader(path: string): Promise<RandomAccessReader & { close(): Promise<void> }> {
@@ -43,8 +43,7 @@ export async function* fileSource(path: string): ByteSource {
 export async function openAtomicFileSink(
   target: string,
 ): Promise<ByteSink & { commit(): Promise<void>; discard(): Promise<void>; path: string }> {
-  const temp = tempPathFor(target)
-  const handle: FileHandle = await open(temp, 'wx', 0o644)
+  const { temp, handle } = await openTempFor(target)
   let position = 0
   let closed = false
   return {

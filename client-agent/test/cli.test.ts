@@ -100,6 +100,29 @@ describe('deltaport CLI', () => {
     expect((await runWithConfig(offline.configFile, ['install', 'x'])).code).toBe(4)
   })
 
+  it('reports missing and unwritable files as io errors naming the path, not as bugs', async () => {
+    const absent = join(ws.dir, 'no-such-file.bin')
+    const art = await writeArtifact(ws.dir, 'io.bin', 1000)
+    for (const args of [
+      ['delta', 'apply', absent, art.path, join(ws.dir, 'out.bin')],
+      ['delta', 'make', art.path, absent, join(ws.dir, 'out.delta')],
+      ['publish', absent, '--name', 'io', '--version', '1.0.0'],
+    ]) {
+      const result = await cli(['--json', ...args])
+      expect(result.code).toBe(10)
+      expect(JSON.parse(result.stdout)).toMatchObject({
+        ok: false,
+        error: { code: 'io', errno: 'ENOENT', path: absent },
+      })
+    }
+    // An output directory that does not exist is named as the user gave it, not by a temp file's name.
+    const nowhere = join(ws.dir, 'no-such-dir', 'out.delta')
+    const unwritable = await cli(['delta', 'make', art.path, art.path, nowhere])
+    expect(unwritable.code).toBe(10)
+    expect(unwritable.stderr).toContain(`cannot open ${nowhere}: no such file or directory`)
+    expect(unwritable.stderr).not.toContain('unexpected failure')
+  })
+
   it('delta make/apply round-trips files and leaves no output for a corrupt delta', async () => {
     const source = await writeArtifact(ws.dir, 'delta-src.bin', 200_000)
     const target = join(ws.dir, 'delta-tgt.bin')
