@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { type Command, InvalidArgumentError } from 'commander'
 import { DeltaFormatError } from '../../delta/errors.ts'
 import {
@@ -11,7 +11,7 @@ import {
 import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { AgentError } from '../errors.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
-import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts'
+import { fileSource, openAtomicFileSink, openFileReader, regularFileSize } from '../fs/file-io.ts'
 import { formatBytes, type Reporter } from '../output.ts'
 
 const METHODS: readonly DeltaMethodId[] = ['vcdiff', 'approx', 'archive']
@@ -28,6 +28,13 @@ function parseMiB(value: string): number {
   if (!/^\d{1,4}$/.test(value) || Number(value) < 1 || Number(value) > 2047)
     throw new InvalidArgumentError('a whole number of MiB from 1 to 2047')
   return Number(value) * 2 ** 20
+}
+
+/** How big a delta is next to its target, in words that survive an empty target. */
+function shareOfTarget(deltaBytes: number, targetBytes: number): string {
+  return targetBytes === 0
+    ? 'the target is empty'
+    : `${((deltaBytes / targetBytes) * 100).toFixed(2)} % of the target`
 }
 
 /** `delta make --stream`: createDeltaStream between two files, written atomically to `out`. */
@@ -59,7 +66,7 @@ async function makeStreaming(
     )
     await sink.commit()
     report.result(
-      `${out}: ${formatBytes(written)} via ${used}, streamed (${((written / Math.max(target.size, 1)) * 100).toFixed(2)} % of the target)`,
+      `${out}: ${formatBytes(written)} via ${used}, streamed (${shareOfTarget(written, target.size)})`,
       { delta: { path: out, size: written, method: used, targetSize: target.size, streamed: true } },
     )
   } catch (error) {
@@ -88,8 +95,8 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
         if (!METHODS.includes(m as DeltaMethodId)) throw new AgentError('usage', `unknown method "${m}"`)
         return m as DeltaMethodId
       })
-      const sizes = await Promise.all([stat(sourcePath), stat(targetPath)])
-      if (options.stream || sizes.some((s) => s.size > IN_MEMORY_MAX)) {
+      const sizes = await Promise.all([regularFileSize(sourcePath), regularFileSize(targetPath)])
+      if (options.stream || sizes.some((size) => size > IN_MEMORY_MAX)) {
         await makeStreaming(sourcePath, targetPath, out, methods, options.sourceWindow, reporter())
         return
       }
@@ -106,7 +113,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
         )
         .join('; ')
       reporter().result(
-        `${out}: ${formatBytes(made.delta.length)} via ${made.method} (${((made.delta.length / Math.max(target.length, 1)) * 100).toFixed(2)} % of the target) — ${tried}`,
+        `${out}: ${formatBytes(made.delta.length)} via ${made.method} (${shareOfTarget(made.delta.length, target.length)}) — ${tried}`,
         {
           delta: {
             path: out,
@@ -123,6 +130,8 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
     .command('apply <source> <delta> <out>')
     .description('rebuild the target from source + delta, streaming; out appears only if it verifies')
     .action(async (sourcePath: string, deltaPath: string, out: string) => {
+      // Checked before any output exists: a missing or odd delta path is named, not met mid-stream.
+      await regularFileSize(deltaPath)
       const source = await openFileReader(sourcePath)
       const sink = await openAtomicFileSink(out)
       try {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
-import { type FileHandle, open, rename, rm } from 'node:fs/promises'
+import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
+import { AgentError } from '../errors.ts'
 
 /** A sibling temp path, so the final rename never crosses a filesystem. */
 export function tempPathFor(target: string): string {
@@ -12,6 +13,9 @@ export function tempPathFor(target: string): string {
  * writable, full), so the error names the target rather than a temp name the user never chose.
  */
 export async function openTempFor(target: string): Promise<{ temp: string; handle: FileHandle }> {
+  // The final rename would fail only after all the work; a directory in the way is known now.
+  if ((await stat(target).catch(() => null))?.isDirectory())
+    throw new AgentError('io', `${target} is a directory`, { path: target })
   const temp = tempPathFor(target)
   const handle = await open(temp, 'wx', 0o644).catch((error: NodeJS.ErrnoException) => {
     error.path = target

@@ -1,13 +1,30 @@
 import { createReadStream } from 'node:fs'
-import { open, rename, rm } from 'node:fs/promises'
+import { open, rename, rm, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../../delta/io.ts'
+import { AgentError } from '../errors.ts'
 import { fsyncDir, openTempFor } from './atomic.ts'
+
+function notARegularFile(path: string): AgentError {
+  return new AgentError('io', `${path} is not a regular file`, { path })
+}
+
+/** The size of the regular file at `path` (a directory or device is refused as an io error). */
+export async function regularFileSize(path: string): Promise<number> {
+  const stats = await stat(path)
+  if (!stats.isFile()) throw notARegularFile(path)
+  return stats.size
+}
 
 /** A RandomAccessReader over a file: the codec reads the installed version without loading it whole. */
 export async function openFileReader(path: string): Promise<RandomAccessReader & { close(): Promise<void> }> {
   const handle = await open(path, 'r')
-  const { size } = await handle.stat()
+  const stats = await handle.stat()
+  if (!stats.isFile()) {
+    await handle.close()
+    throw notARegularFile(path)
+  }
+  const { size } = stats
   // Fills `into` from `offset` until it is full or the file ends; the count is what was read.
   const readInto = async (offset: number, into: Uint8Array): Promise<number> => {
     let done = 0

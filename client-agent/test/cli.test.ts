@@ -121,6 +121,17 @@ describe('deltaport CLI', () => {
     expect(unwritable.code).toBe(10)
     expect(unwritable.stderr).toContain(`cannot open ${nowhere}: no such file or directory`)
     expect(unwritable.stderr).not.toContain('unexpected failure')
+
+    // Directories where files belong: as an input, as the delta, and as the output.
+    for (const [args, named] of [
+      [['delta', 'make', ws.dir, art.path, join(ws.dir, 'd.out')], `${ws.dir} is not a regular file`],
+      [['delta', 'apply', art.path, ws.dir, join(ws.dir, 'd.out')], `${ws.dir} is not a regular file`],
+      [['delta', 'make', art.path, art.path, ws.dir], `${ws.dir} is a directory`],
+    ] as const) {
+      const result = await cli([...args])
+      expect(result.code).toBe(10)
+      expect(result.stderr).toContain(named)
+    }
   })
 
   it('delta make/apply round-trips files and leaves no output for a corrupt delta', async () => {
