@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs'
-import { open, readFile, stat } from 'node:fs/promises'
+import { open, readFile } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { z } from 'zod'
 import { Base64, Sha256Hex } from '../schemas/common.ts'
@@ -13,6 +13,7 @@ import {
 import { hashFile } from './download.ts'
 import { artifactPath, EdgeClient } from './edge-client.ts'
 import { AgentError, errorFromResponse } from './errors.ts'
+import { regularFileSize } from './fs/file-io.ts'
 import { type DeltaInput, prepareChunkIndex, prepareDelta, uploadAttachments } from './publish-attachments.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 
@@ -56,7 +57,7 @@ export async function readKeyFile(path: string): Promise<KeyPairFiles> {
 export async function publishArtifact(request: PublishRequest): Promise<Published> {
   const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
   const key = await readKeyFile(request.keyFile)
-  const { size } = await stat(request.file)
+  const size = await regularFileSize(request.file)
   const sha256 = await hashFile(request.file)
   const serial = (await latestSerial(edge, request.name)) + 1
   const deltas = await Promise.all((request.deltas ?? []).map(prepareDelta))

@@ -127,6 +127,7 @@ describe('deltaport CLI', () => {
       [['delta', 'make', ws.dir, art.path, join(ws.dir, 'd.out')], `${ws.dir} is not a regular file`],
       [['delta', 'apply', art.path, ws.dir, join(ws.dir, 'd.out')], `${ws.dir} is not a regular file`],
       [['delta', 'make', art.path, art.path, ws.dir], `${ws.dir} is a directory`],
+      [['publish', ws.dir, '--name', 'io', '--version', '1.0.0'], `${ws.dir} is not a regular file`],
     ] as const) {
       const result = await cli([...args])
       expect(result.code).toBe(10)
