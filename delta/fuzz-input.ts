@@ -3,6 +3,7 @@
  * generator, random bytes and damaged copies of valid encodings (plus realistic text for codec tests).
  * Seeded so a failing case replays exactly.
  */
+import { concatBytes } from './io.ts'
 
 /** Small deterministic PRNG (xorshift32) so a failing seed can be replayed exactly. */
 export function rng(seed: number): () => number {
@@ -77,17 +78,10 @@ export function sourceLikeText(seed: number, size: number): Uint8Array {
  */
 export function textWithStoredStretches(seed: number): Uint8Array {
   const r = rng(seed)
-  const parts = [
+  return concatBytes([
     sourceLikeText(seed + 1, 150_000),
     randomBytes(r, 90_000),
     sourceLikeText(seed + 2, 120_000),
     randomBytes(r, 70_000),
-  ]
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
+  ])
 }

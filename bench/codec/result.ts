@@ -45,3 +45,37 @@ export interface ChildReport {
   deltaBytes?: number
   form?: 'stream' | 'buffer'
 }
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = s.length >> 1
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+/**
+ * One method's rounds on one pair as one result: median times (a load burst on the shared machine
+ * moves one round, not the median), the largest peak memory, and the first round that failed, if any,
+ * so a flaky failure is never averaged away. Sizes are deterministic and come from the first round.
+ */
+export function combineRounds(rounds: readonly MethodResult[]): MethodResult {
+  const failed = rounds.find((r) => r.status !== 'ok')
+  if (failed) return failed
+  const combined: MethodResult = { ...rounds[0]! }
+  const across = (key: keyof typeof ROUND_FIELDS, pick: (xs: number[]) => number) => {
+    const xs = rounds.map((r) => r[key]).filter((x): x is number => x !== undefined)
+    if (xs.length === rounds.length) combined[key] = pick(xs)
+  }
+  for (const key of Object.keys(ROUND_FIELDS) as (keyof typeof ROUND_FIELDS)[])
+    across(key, ROUND_FIELDS[key] === 'median' ? median : (xs) => Math.max(...xs))
+  return combined
+}
+
+/** How each measured field of a method's rounds is combined. */
+const ROUND_FIELDS = {
+  makeMs: 'median',
+  applyMs: 'median',
+  applyPlainMs: 'median',
+  makeRssKiB: 'max',
+  applyRssKiB: 'max',
+  applyPlainRssKiB: 'max',
+} as const satisfies Partial<Record<keyof MethodResult, 'median' | 'max'>>

@@ -29,7 +29,7 @@ import {
   verdicts,
   verdictTable,
 } from './report.ts'
-import { METHODS, type OurMethod, type PairResult } from './result.ts'
+import { combineRounds, METHODS, type MethodResult, type OurMethod, type PairResult } from './result.ts'
 
 const { values } = parseArgs({
   options: {
@@ -40,6 +40,7 @@ const { values } = parseArgs({
     offline: { type: 'boolean', default: false },
     'timeout-s': { type: 'string', default: '600' },
     'report-only': { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '1' },
   },
 })
 
@@ -55,11 +56,16 @@ interface RunRecord {
   machine: string
   results: PairResult[]
   baselineKiB: Record<string, number>
+  /** Rounds per pair (the big pair: one); older records lack it (one). */
+  rounds?: number
 }
 
 async function measure(): Promise<RunRecord> {
   const timeoutMs = Number(values['timeout-s']) * 1000
   if (!(timeoutMs > 0)) throw new Error('--timeout-s must be a positive number')
+  const roundCount = Number(values.rounds)
+  if (!Number.isInteger(roundCount) || roundCount < 1 || roundCount > 9)
+    throw new Error('--rounds must be a whole number from 1 to 9')
   const allMethods = [...PEERS.map((p) => p.name), ...METHODS]
   const wanted = values.methods?.split(',').map((s) => s.trim()) ?? allMethods
   const unknownMethods = wanted.filter((m) => !allMethods.includes(m))
@@ -103,8 +109,17 @@ async function measure(): Promise<RunRecord> {
         `  ${m.method.padEnd(14)} ${m.status.padEnd(8)} delta ${String(m.deltaBytes ?? '—').padStart(10)}  make ${((m.makeMs ?? 0) / 1000).toFixed(2)} s  apply ${((m.applyMs ?? 0) / 1000).toFixed(2)} s  ${m.note ?? ''}`,
       )
     }
-    for (const peer of peers) report(await runPeer(peer, pair, workDir, timeoutMs))
-    for (const m of ours) report(await runOurs(m as OurMethod, pair, workDir, timeoutMs))
+    // Rounds go through every contender in turn, so a burst of load lands on one round of several
+    // contenders rather than on all rounds of one; the big pair runs once (its seconds-long runs are
+    // steadier, and another round would add minutes).
+    const rounds: MethodResult[][] = []
+    for (let round = 0; round < (pair.big ? 1 : roundCount); round++) {
+      const one: MethodResult[] = []
+      for (const peer of peers) one.push(await runPeer(peer, pair, workDir, timeoutMs))
+      for (const m of ours) one.push(await runOurs(m as OurMethod, pair, workDir, timeoutMs))
+      rounds.push(one)
+    }
+    for (let k = 0; k < rounds[0]!.length; k++) report(combineRounds(rounds.map((one) => one[k]!)))
     results.push(r)
   }
   const finished = new Date()
@@ -124,6 +139,7 @@ async function measure(): Promise<RunRecord> {
     machine,
     results,
     baselineKiB,
+    rounds: roundCount,
   }
   mkdirSync(join(CACHE, 'codec'), { recursive: true })
   writeFileSync(LAST, JSON.stringify(record, null, 2))
@@ -149,7 +165,7 @@ const md = `# Codec benchmark
 ${machine}
 
 Every number below comes from this one run, pairs and methods run one at a time. Ratios are the
-meaningful part; absolute times move with the load other engineers put on the machine.
+meaningful part; absolute times move with the load other engineers put on the machine. ${roundsNote(run.rounds ?? 1)}
 
 ## Method
 
@@ -203,6 +219,12 @@ ${bigTable ? `\n### Apply memory on the big pair (${BIG})\n\n${bigTable}\n` : ''
 
 ${detailTable(results, ctx)}
 `
+
+function roundsNote(rounds: number): string {
+  return rounds > 1
+    ? `Each pair but the big one ran ${rounds} rounds, every contender once per round in turn; times are the median of the rounds, peak memory the largest, and a failure in any round is shown as the result.`
+    : 'Each pair ran once (one round per contender).'
+}
 
 function toolVersions(): string {
   const first = (cmd: string, args: string[]) => {
