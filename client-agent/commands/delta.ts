@@ -19,9 +19,21 @@ const METHODS: readonly DeltaMethodId[] = ['vcdiff', 'approx', 'archive']
 const IN_MEMORY_MAX = 2 ** 30
 
 interface MakeOptions {
-  method?: string[]
+  method?: DeltaMethodId[]
   stream?: boolean
   sourceWindow?: number
+}
+
+/**
+ * `--method vcdiff,approx` or `--method vcdiff --method approx`. Not a variadic option: that would
+ * swallow the source, target and out that follow it on the command line.
+ */
+function collectMethods(value: string, previous: DeltaMethodId[] | undefined): DeltaMethodId[] {
+  const methods = value.split(',').map((m) => m.trim())
+  const unknown = methods.find((m) => !METHODS.includes(m as DeltaMethodId))
+  if (unknown !== undefined)
+    throw new InvalidArgumentError(`unknown method "${unknown}" (${METHODS.join(', ')})`)
+  return [...(previous ?? []), ...(methods as DeltaMethodId[])]
 }
 
 function parseMiB(value: string): number {
@@ -84,17 +96,18 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
   delta
     .command('make <source> <target> <out>')
     .description('write the smallest delta that turns source into target')
-    .option('--method <method...>', `restrict to methods (${METHODS.join(', ')})`)
+    .option(
+      '--method <methods>',
+      `restrict to methods, comma-separated or repeated (${METHODS.join(', ')})`,
+      collectMethods,
+    )
     .option(
       '--stream',
       `window by window, for files larger than memory (automatic above ${IN_MEMORY_MAX / 2 ** 30} GiB; vcdiff or approx)`,
     )
     .option('--source-window <MiB>', 'source bytes matched per window when streaming (default 32)', parseMiB)
     .action(async (sourcePath: string, targetPath: string, out: string, options: MakeOptions) => {
-      const methods = options.method?.map((m) => {
-        if (!METHODS.includes(m as DeltaMethodId)) throw new AgentError('usage', `unknown method "${m}"`)
-        return m as DeltaMethodId
-      })
+      const methods = options.method
       const sizes = await Promise.all([regularFileSize(sourcePath), regularFileSize(targetPath)])
       if (options.stream || sizes.some((size) => size > IN_MEMORY_MAX)) {
         await makeStreaming(sourcePath, targetPath, out, methods, options.sourceWindow, reporter())

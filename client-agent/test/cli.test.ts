@@ -172,10 +172,31 @@ describe('deltaport CLI', () => {
     const rebuiltStreamed = join(ws.dir, 'rebuilt-streamed.bin')
     expect((await cli(['delta', 'apply', source.path, streamedPath, rebuiltStreamed])).code).toBe(0)
     expectSameBytes(await readFile(rebuiltStreamed), await readFile(target))
-    expect(
-      (await cli(['delta', 'make', '--stream', '--method', 'archive', source.path, target, streamedPath]))
-        .code,
-    ).toBe(2)
+    const archiveStreamed = await cli([
+      'delta',
+      'make',
+      '--stream',
+      '--method',
+      'archive',
+      source.path,
+      target,
+      streamedPath,
+    ])
+    expect(archiveStreamed.code).toBe(2)
+    expect(archiveStreamed.stderr).toContain('streaming makes vcdiff or approx')
+    // Methods before the positionals, comma-separated or repeated; an unknown one is a usage error.
+    for (const methods of [
+      ['--method', 'vcdiff,approx'],
+      ['--method', 'approx', '--method', 'vcdiff'],
+    ]) {
+      const restricted = await cli(['--json', 'delta', 'make', ...methods, source.path, target, streamedPath])
+      expect(restricted.code).toBe(0)
+      const tried = JSON.parse(restricted.stdout).delta.candidates.map((c: { method: string }) => c.method)
+      expect(tried.sort()).toEqual(['approx', 'vcdiff'])
+    }
+    expect((await cli(['delta', 'make', '--method', 'bsdiff', source.path, target, streamedPath])).code).toBe(
+      2,
+    )
     expect(
       (await cli(['delta', 'make', '--source-window', '0', source.path, target, streamedPath])).code,
     ).toBe(2)
