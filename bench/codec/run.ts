@@ -3,9 +3,10 @@
  * artifact pairs, side by side in one run (sequentially, one process at a time).
  *
  *   node bench/codec/run.ts [--pairs a,b] [--methods xdelta3,bsdiff,zstd,vcdiff,...] [--big]
- *                           [--timeout-s 600] [--offline] [--write] [--report-only]
+ *                           [--rounds 3] [--timeout-s 600] [--offline] [--write] [--report-only]
  *
- * --big adds the ≈120 MB Node binary pair; --write saves the report to bench/codec/RESULTS.md.
+ * --big adds the ≈120 MB Node binary pair; --rounds N runs every other pair N times and reports median
+ * times (the committed results use 3); --write saves the report to bench/codec/RESULTS.md.
  * Raw results of the last run are kept in bench/.cache/codec/last.json; --report-only re-renders them.
  */
 import { spawnSync } from 'node:child_process'
