@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { createDelta } from '../delta/index.ts'
+import { createDeltaAsync } from '../delta/index.ts'
 import { RuntimeConfig } from '../schemas/runtime-config.ts'
 import { nativeDeflateEngine } from './codec/native-deflate.ts'
 import { artifactPath, EdgeClient } from './edge-client.ts'
@@ -53,7 +53,7 @@ export async function buildDeltasFromPrevious(
         `${name}@${entry.version} from the edge does not match its sha256`,
       )
     }
-    const made = createDelta(source, target, { deflateEngine: nativeDeflateEngine })
+    const made = await createDeltaAsync(source, target, { deflateEngine: nativeDeflateEngine })
     if (made.delta.length > target.length * 0.9) continue
     built.push({
       from: entry.version,

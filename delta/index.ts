@@ -5,10 +5,13 @@ import {
   createApproxDelta,
 } from './approx/index.ts'
 import {
+  type ArchiveDeltaOptions,
+  type ArchiveDeltaResult,
   type ArchiveLimits,
   applyArchiveDelta,
   applyArchiveDeltaToSink,
   createArchiveDelta,
+  createArchiveDeltaAsync,
   type DeflateEngine,
   defaultDiffers,
   detectArchive,
@@ -83,14 +86,70 @@ export function createDelta(
   target: Uint8Array,
   options: CreateDeltaOptions = {},
 ): CreatedDelta {
-  const methods = options.methods ?? ['archive', 'vcdiff', 'approx']
-  const now = options.now ?? (() => performance.now())
+  const clock = clockOf(options)
+  const started = clock()
+  const archive = wantsArchive(source, target, options)
+  const made =
+    archive === true ? archiveOutcome(createArchiveDelta(source, target, archiveOptions(options))) : archive
+  return chooseMethod(source, target, options, made === null ? null : { made, ms: clock() - started })
+}
+
+/**
+ * createDelta with the archive method's checkpoint proofs on the engine's threads while the contents
+ * are diffed (createArchiveDeltaAsync): the same delta, sooner where a core is free. The publisher
+ * runs this one.
+ */
+export async function createDeltaAsync(
+  source: Uint8Array,
+  target: Uint8Array,
+  options: CreateDeltaOptions = {},
+): Promise<CreatedDelta> {
+  const clock = clockOf(options)
+  const started = clock()
+  const archive = wantsArchive(source, target, options)
+  const made =
+    archive === true
+      ? archiveOutcome(await createArchiveDeltaAsync(source, target, archiveOptions(options)))
+      : archive
+  return chooseMethod(source, target, options, made === null ? null : { made, ms: clock() - started })
+}
+
+const clockOf = (options: CreateDeltaOptions) => options.now ?? (() => performance.now())
+
+/** true: try the archive method; a string: why it does not apply; null: not asked for. */
+function wantsArchive(
+  source: Uint8Array,
+  target: Uint8Array,
+  options: CreateDeltaOptions,
+): true | string | null {
+  if (!(options.methods ?? ALL_METHODS).includes('archive')) return null
+  return detectArchive(source) && detectArchive(target) ? true : 'not a gzip or zip pair'
+}
+
+function archiveOptions(options: CreateDeltaOptions): ArchiveDeltaOptions {
+  return {
+    ...(options.effort === 'exhaustive' ? { differEffort: 'exhaustive' } : {}),
+    ...(options.deflateEngine ? { deflateEngine: options.deflateEngine } : {}),
+  }
+}
+
+const archiveOutcome = (result: ArchiveDeltaResult): Uint8Array | string =>
+  'notApplicable' in result ? result.notApplicable : result.delta
+
+const ALL_METHODS: readonly DeltaMethodId[] = ['archive', 'vcdiff', 'approx']
+
+/** The rest of createDelta, after the archive attempt (if any): byte-level methods, then the smallest. */
+function chooseMethod(
+  source: Uint8Array,
+  target: Uint8Array,
+  options: CreateDeltaOptions,
+  archive: { made: Uint8Array | string; ms: number } | null,
+): CreatedDelta {
+  const methods = options.methods ?? ALL_METHODS
+  const now = clockOf(options)
   const candidates: CandidateReport[] = []
   let best: { delta: Uint8Array; method: DeltaMethodId } | null = null
-  const consider = (method: DeltaMethodId, make: () => Uint8Array | string) => {
-    const started = now()
-    const made = make()
-    const ms = now() - started
+  const record = (method: DeltaMethodId, made: Uint8Array | string, ms: number) => {
     if (typeof made === 'string') {
       candidates.push({ method, ms, skipped: made })
       return
@@ -98,19 +157,16 @@ export function createDelta(
     candidates.push({ method, size: made.length, ms })
     if (!best || made.length < best.delta.length) best = { delta: made, method }
   }
+  const consider = (method: DeltaMethodId, make: () => Uint8Array | string) => {
+    const started = now()
+    const made = make()
+    record(method, made, now() - started)
+  }
   const exhaustive = options.effort === 'exhaustive'
   const bestSize = () => (best as { delta: Uint8Array } | null)?.delta.length ?? Number.POSITIVE_INFINITY
-  // Archive-aware first: when it applies it already runs the byte differs on the expanded contents.
-  if (methods.includes('archive')) {
-    consider('archive', () => {
-      if (!detectArchive(source) || !detectArchive(target)) return 'not a gzip or zip pair'
-      const result = createArchiveDelta(source, target, {
-        ...(exhaustive ? { differEffort: 'exhaustive' } : {}),
-        ...(options.deflateEngine ? { deflateEngine: options.deflateEngine } : {}),
-      })
-      return 'notApplicable' in result ? result.notApplicable : result.delta
-    })
-  }
+  // Archive-aware first (made by the caller): when it applies it already ran the byte differs on the
+  // expanded contents.
+  if (archive) record('archive', archive.made, archive.ms)
   // Byte-level deltas of compressed data are nearly as large as the file (80–99% on every .tgz
   // measured), so once the archive method made one under half the target they cannot win.
   const archiveWon = !exhaustive && bestSize() < target.length / 2

@@ -5,7 +5,12 @@ import { blockBoundaries } from '../../delta/archive/block-boundaries.ts'
 import { decodeContainer } from '../../delta/archive/container.ts'
 import { crc32 } from '../../delta/archive/crc32.ts'
 import { inflaterFor } from '../../delta/archive/deflate-engine.ts'
-import { type ArchiveDeltaOptions, createArchiveDelta, pakoEngine } from '../../delta/archive/index.ts'
+import {
+  type ArchiveDeltaOptions,
+  createArchiveDelta,
+  createArchiveDeltaAsync,
+  pakoEngine,
+} from '../../delta/archive/index.ts'
 import { inflateRawPrefix } from '../../delta/archive/inflate.ts'
 import {
   type DeflateParams,
@@ -15,7 +20,7 @@ import {
 } from '../../delta/archive/recompress.ts'
 import { DeltaFormatError } from '../../delta/errors.ts'
 import { sourceLikeText as text, textWithStoredStretches } from '../../delta/fuzz-input.ts'
-import { applyDeltaStream, createDelta, readerFromBytes } from '../../delta/index.ts'
+import { applyDeltaStream, createDelta, createDeltaAsync, readerFromBytes } from '../../delta/index.ts'
 import { collectingSink, sourceFromBytes } from '../../delta/io.ts'
 import { nativeDeflateEngine, PAKO_PROBE, probeHashFamily, probeSample } from './native-deflate.ts'
 
@@ -124,6 +129,17 @@ describe('Node zlib as a deflate engine', () => {
     const container = decodeContainer(native.delta, { maxTargetBytes: 1 << 30, maxExpandedBytes: 1 << 30 })
     const stream = container.segments.find((s) => s.kind === 'deflate')
     expect(stream?.kind === 'deflate' && (stream.checkpoints?.length ?? 0)).toBeGreaterThan(0)
+    // The publisher's async form proves the same checkpoints while it diffs, and makes the same bytes.
+    const overlapped = await createArchiveDeltaAsync(gzSource, gzTarget, {
+      deflateEngine: nativeDeflateEngine,
+      splice: 'never' as const,
+    })
+    expect('delta' in overlapped && Buffer.from(overlapped.delta).equals(Buffer.from(native.delta))).toBe(
+      true,
+    )
+    const viaCreateDelta = await createDeltaAsync(gzSource, gzTarget, { deflateEngine: nativeDeflateEngine })
+    expect(viaCreateDelta.method).toBe('archive')
+    expect(viaCreateDelta.candidates.map((c) => c.method)).toEqual(['archive', 'vcdiff', 'approx'])
     // Without an engine there are no checkpoints, and nothing else differs.
     const pure = archiveDelta(gzSource, gzTarget, { splice: 'never' as const })
     expect(native.delta.length).toBeGreaterThan(pure.delta.length)

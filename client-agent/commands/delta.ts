@@ -3,7 +3,7 @@ import { type Command, InvalidArgumentError } from 'commander'
 import { DeltaFormatError } from '../../delta/errors.ts'
 import {
   applyDeltaStream,
-  createDelta,
+  createDeltaAsync,
   createDeltaStream,
   type DeltaMethodId,
   type StreamDeltaMethod,
@@ -114,7 +114,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
         return
       }
       const [source, target] = await Promise.all([readFile(sourcePath), readFile(targetPath)])
-      const made = createDelta(source, target, {
+      const made = await createDeltaAsync(source, target, {
         deflateEngine: nativeDeflateEngine,
         ...(methods ? { methods } : {}),
       })

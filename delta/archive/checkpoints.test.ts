@@ -4,7 +4,14 @@ import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { sourceLikeText } from '../fuzz-input.ts'
 import { collectingSink } from '../io.ts'
-import { BitSplicer, bitsMatch, endsTheStream, findCheckpoints, PiecewiseDeflate } from './checkpoints.ts'
+import {
+  BitSplicer,
+  bitsMatch,
+  endsTheStream,
+  findCheckpoints,
+  findCheckpointsAsync,
+  PiecewiseDeflate,
+} from './checkpoints.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { type DeflateEngine, pakoEngine } from './deflate-engine.ts'
 import { applyArchiveDeltaToSink, createArchiveDelta } from './index.ts'
@@ -89,6 +96,29 @@ describe('checkpoints', () => {
       await rebuild.push(raw.subarray(at, at + n))
     const [out] = await rebuild.finish()
     expect(Buffer.from(out!).equals(Buffer.from(compressed))).toBe(true)
+  })
+
+  it('are found the same way with asynchronous restarts, repairs included', async () => {
+    const clean = findCheckpoints(raw, compressed, params, restartingPako)
+    expect(await findCheckpointsAsync(raw, compressed, params, restartingPako)).toEqual(clean)
+    // An engine whose restart at one checkpoint comes out wrong: that point must be repaired away
+    // (merged into a neighbour), identically by both drivers.
+    const bad = clean[1]!
+    const spoilAt = (out: Uint8Array, input: Uint8Array) => {
+      if (input.byteOffset - raw.byteOffset !== bad.raw) return out
+      const copy = out.slice()
+      copy[0]! ^= 0xff
+      return copy
+    }
+    const flaky: DeflateEngine = {
+      ...restartingPako,
+      deflateResumedSync: (input, p, dictionary) => spoilAt(pakoResumed(input, p, dictionary), input),
+      deflateResumed: async (input, p, dictionary) => spoilAt(pakoResumed(input, p, dictionary), input),
+    }
+    const repaired = findCheckpoints(raw, compressed, params, flaky)
+    expect(repaired).not.toContainEqual(bad)
+    expect(repaired.length).toBe(clean.length - 1)
+    expect(await findCheckpointsAsync(raw, compressed, params, flaky)).toEqual(repaired)
   })
 
   it('a rebuild gathers input as it comes, whatever size the container claims', async () => {

@@ -119,6 +119,66 @@ export function pieceInput(
   }
 }
 
+/** One proof a checkpoint search needs: the piece restarted at `from` reproduces the stream up to `to`. */
+interface PieceProof {
+  from: Checkpoint
+  to: Checkpoint | null
+}
+
+/** Block boundaries about `spacing` apart, the restart points worth proving for a stream this size. */
+function checkpointCandidates(raw: Uint8Array, compressed: Uint8Array): Checkpoint[] {
+  const spacing = Math.max(CHECKPOINT_MIN_RAW / 2, Math.ceil(raw.length / TARGET_PIECES))
+  const candidates: Checkpoint[] = []
+  for (const b of blockBoundaries(compressed, raw.length)) {
+    const last = candidates.at(-1)?.raw ?? 0
+    if (b.raw - last >= spacing && raw.length - b.raw >= spacing / 2) candidates.push(b)
+  }
+  return candidates
+}
+
+/**
+ * The search for one stream, written once for both drivers as a coroutine: it yields the proofs it
+ * needs — first every piece at once (about one deflate of the stream, which an asynchronous engine runs
+ * in parallel), then single repairs — and is sent back whether each held. A failed piece gets one
+ * repair: first as if its end were the bad restart point (it absorbs the next piece), then as if its
+ * start were (the previous piece absorbs it). Pieces that fail both leave the stream without
+ * checkpoints, which only costs parallelism, and keep the search within about two deflates.
+ */
+function* checkpointSearch(candidates: Checkpoint[]): Generator<PieceProof[], Checkpoint[], boolean[]> {
+  const starts: Checkpoint[] = [{ raw: 0, bit: 0 }, ...candidates]
+  const good = yield starts.map((from, j) => ({ from, to: starts[j + 1] ?? null }))
+  const holds = function* (
+    from: Checkpoint,
+    to: Checkpoint | null,
+  ): Generator<PieceProof[], boolean, boolean[]> {
+    const answer = yield [{ from, to }]
+    return answer[0] === true
+  }
+  const kept: Checkpoint[] = [{ raw: 0, bit: 0 }]
+  for (let j = 0; j < starts.length; ) {
+    if (good[j]) {
+      if (j > 0) kept.push(starts[j]!)
+      j++
+    } else if (j + 2 <= starts.length && (yield* holds(starts[j]!, starts[j + 2] ?? null))) {
+      if (j > 0) kept.push(starts[j]!)
+      j += 2
+    } else if (j > 0 && (yield* holds(kept.at(-1)!, starts[j + 1] ?? null))) {
+      j++
+    } else return []
+  }
+  return kept.slice(1)
+}
+
+/** Whether a restarted piece's output is the stream's bits from its checkpoint up to the next. */
+function pieceHolds(compressed: Uint8Array, proof: PieceProof, out: Uint8Array): boolean {
+  return proof.to
+    ? bitsMatch(compressed, proof.from.bit, out, proof.to.bit - proof.from.bit)
+    : endsTheStream(compressed, proof.from.bit, out)
+}
+
+const eligible = (raw: Uint8Array, params: DeflateParams, engine: DeflateEngine | undefined) =>
+  raw.length >= CHECKPOINT_MIN_RAW && engine?.handles(params) === true
+
 /**
  * Checkpoints for one stream that `engine` proves: each piece, restarted at its checkpoint, gives
  * exactly the original's bits up to the next one (the last piece to the end). Returns [] when the
@@ -132,38 +192,34 @@ export function findCheckpoints(
   engine: DeflateEngine | undefined,
 ): Checkpoint[] {
   const resume = engine?.deflateResumedSync?.bind(engine)
-  if (!resume || raw.length < CHECKPOINT_MIN_RAW || !engine?.handles(params)) return []
-  const spacing = Math.max(CHECKPOINT_MIN_RAW / 2, Math.ceil(raw.length / TARGET_PIECES))
-  const candidates: Checkpoint[] = []
-  for (const b of blockBoundaries(compressed, raw.length)) {
-    const last = candidates.at(-1)?.raw ?? 0
-    if (b.raw - last >= spacing && raw.length - b.raw >= spacing / 2) candidates.push(b)
+  if (!resume || !eligible(raw, params, engine)) return []
+  const search = checkpointSearch(checkpointCandidates(raw, compressed))
+  const prove = (proof: PieceProof) => {
+    const { dictionary, input } = pieceInput(raw, proof.from.raw, proof.to ? proof.to.raw : raw.length)
+    return pieceHolds(compressed, proof, resume(input, params, dictionary))
   }
-  const proved = (from: Checkpoint, to: Checkpoint | null): boolean => {
-    const { dictionary, input } = pieceInput(raw, from.raw, to ? to.raw : raw.length)
-    const out = resume(input, params, dictionary)
-    if (to) return bitsMatch(compressed, from.bit, out, to.bit - from.bit)
-    return endsTheStream(compressed, from.bit, out)
+  let step = search.next([])
+  while (!step.done) step = search.next(step.value.map(prove))
+  return step.value
+}
+
+/** findCheckpoints on the engine's asynchronous restarts: the first round of pieces deflates in parallel. */
+export async function findCheckpointsAsync(
+  raw: Uint8Array,
+  compressed: Uint8Array,
+  params: DeflateParams,
+  engine: DeflateEngine | undefined,
+): Promise<Checkpoint[]> {
+  const resume = engine?.deflateResumed?.bind(engine)
+  if (!resume || !eligible(raw, params, engine)) return []
+  const search = checkpointSearch(checkpointCandidates(raw, compressed))
+  const prove = async (proof: PieceProof) => {
+    const { dictionary, input } = pieceInput(raw, proof.from.raw, proof.to ? proof.to.raw : raw.length)
+    return pieceHolds(compressed, proof, await resume(input, params, dictionary))
   }
-  // Every piece is proved once (about one deflate of the stream). A failed piece gets one repair: first
-  // as if its end were the bad restart point (it absorbs the next piece), then as if its start were
-  // (the previous piece absorbs it). Pieces that fail both leave the stream without checkpoints,
-  // which only costs parallelism, and keep the search within about two deflates of the stream.
-  const starts: Checkpoint[] = [{ raw: 0, bit: 0 }, ...candidates]
-  const good = starts.map((s, j) => proved(s, starts[j + 1] ?? null))
-  const kept: Checkpoint[] = [{ raw: 0, bit: 0 }]
-  for (let j = 0; j < starts.length; ) {
-    if (good[j]) {
-      if (j > 0) kept.push(starts[j]!)
-      j++
-    } else if (j + 2 <= starts.length && proved(starts[j]!, starts[j + 2] ?? null)) {
-      if (j > 0) kept.push(starts[j]!)
-      j += 2
-    } else if (j > 0 && proved(kept.at(-1)!, starts[j + 1] ?? null)) {
-      j++
-    } else return []
-  }
-  return kept.slice(1)
+  let step = search.next([])
+  while (!step.done) step = search.next(await Promise.all(step.value.map(prove)))
+  return step.value
 }
 
 /** An engine's async restart (DeflateEngine.deflateResumed). */

@@ -8,7 +8,7 @@ import { approxNotWorth } from '../effort.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { applyArchiveDelta } from './apply.ts'
 import { sameBytes } from './bytes.ts'
-import { findCheckpoints } from './checkpoints.ts'
+import { findCheckpoints, findCheckpointsAsync } from './checkpoints.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
 import { type DeflateEngine, inflaterFor } from './deflate-engine.ts'
@@ -30,7 +30,7 @@ import {
 import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { paramsKey } from './recompress.ts'
-import { buildRecipe, materialize, type RecipeStats } from './reference.ts'
+import { buildRecipe, materialize, type Range, type RecipeStats } from './reference.ts'
 import { findSplice, SourceTokenIndex } from './splice-plan.ts'
 
 export interface ArchiveDeltaOptions {
@@ -102,26 +102,47 @@ export type ArchiveDeltaResult =
   | { delta: Uint8Array; details: ArchiveDeltaDetails }
   | { notApplicable: string }
 
+/** Each target deflate stream with its raw content and compressed bytes, in archive order. */
+function deflateStreams(
+  tgt: Expansion,
+  target: Uint8Array,
+): { segment: Extract<Segment, { kind: 'deflate' }>; raw: Uint8Array; compressed: Uint8Array }[] {
+  const out = []
+  let expandedAt = 0
+  let targetAt = 0
+  for (const s of tgt.segments) {
+    if (s.kind === 'deflate') {
+      out.push({
+        segment: s,
+        raw: tgt.expanded.subarray(expandedAt, expandedAt + s.rawLength),
+        compressed: target.subarray(targetAt, targetAt + s.compressedLength),
+      })
+    }
+    expandedAt += expandedSize(s)
+    targetAt += archiveSize(s)
+  }
+  return out
+}
+
 /**
  * Proves restart points in each big target deflate stream, so a rebuild with an engine that can restart
  * deflate runs the pieces on several cores (checkpoints.ts). Costs about one more deflate per stream.
  */
 function addCheckpoints(tgt: Expansion, target: Uint8Array, engine: DeflateEngine): void {
-  let expandedAt = 0
-  let targetAt = 0
-  for (const s of tgt.segments) {
-    if (s.kind !== 'deflate') {
-      expandedAt += expandedSize(s)
-      targetAt += archiveSize(s)
-      continue
-    }
-    const raw = tgt.expanded.subarray(expandedAt, expandedAt + s.rawLength)
-    const compressed = target.subarray(targetAt, targetAt + s.compressedLength)
-    const checkpoints = findCheckpoints(raw, compressed, s.params, engine)
-    if (checkpoints.length > 0) s.checkpoints = checkpoints
-    expandedAt += s.rawLength
-    targetAt += s.compressedLength
+  for (const { segment, raw, compressed } of deflateStreams(tgt, target)) {
+    const checkpoints = findCheckpoints(raw, compressed, segment.params, engine)
+    if (checkpoints.length > 0) segment.checkpoints = checkpoints
   }
+}
+
+/** addCheckpoints with the engine's asynchronous restarts: the proofs run while the caller diffs. */
+async function addCheckpointsAsync(tgt: Expansion, target: Uint8Array, engine: DeflateEngine): Promise<void> {
+  await Promise.all(
+    deflateStreams(tgt, target).map(async ({ segment, raw, compressed }) => {
+      const checkpoints = await findCheckpointsAsync(raw, compressed, segment.params, engine)
+      if (checkpoints.length > 0) segment.checkpoints = checkpoints
+    }),
+  )
 }
 
 /** True when more of the target's compressed bytes come back from tokens than from recompression. */
@@ -188,11 +209,11 @@ function rebuildsTarget(
   return false
 }
 
-export function createArchiveDelta(
+function prepare(
   source: Uint8Array,
   target: Uint8Array,
-  options: ArchiveDeltaOptions = {},
-): ArchiveDeltaResult {
+  options: ArchiveDeltaOptions,
+): Prepared | { notApplicable: string } {
   const sourceKind = detectArchive(source)
   const targetKind = detectArchive(target)
   if (!sourceKind || !targetKind) return { notApplicable: 'source or target is not a gzip or zip archive' }
@@ -245,11 +266,26 @@ export function createArchiveDelta(
     src = puffed
     expandSource += performance.now() - t
   }
-  t = performance.now()
-  if (options.deflateEngine) addCheckpoints(tgt, target, options.deflateEngine)
-  const checkpointsMs = performance.now() - t
+  return {
+    source,
+    target,
+    sourceKind,
+    targetKind,
+    src,
+    tgt,
+    sourcePuffed,
+    limits,
+    differs,
+    expandSource,
+    expandTarget,
+  }
+}
 
-  t = performance.now()
+/** Lines the source's entries up with the target's and runs the inner differs, smallest first. */
+function diffPrepared(p: Prepared, options: ArchiveDeltaOptions): Diffed {
+  const { src, tgt, limits, differs, target } = p
+  const t = performance.now()
+
   const { ranges, stats } = buildRecipe(
     src.expanded.length,
     src.entries,
@@ -257,7 +293,7 @@ export function createArchiveDelta(
     limits.maxExpandedBytes,
   )
   const reference = materialize(src.expanded, ranges)
-  const candidates: { differ: InnerDiffer; inner: Uint8Array; stored: Uint8Array; deflated: boolean }[] = []
+  const candidates: InnerCandidate[] = []
   const failures: string[] = []
   const skippedDiffers: string[] = []
   // vcdiff first: it is an order of magnitude cheaper, and its result bounds what approx could save.
@@ -286,9 +322,32 @@ export function createArchiveDelta(
   }
   candidates.sort((a, b) => a.stored.length - b.stored.length)
   const diff = performance.now() - t
+  return { ranges, stats, reference, candidates, failures, skippedDiffers, diffMs: diff }
+}
+
+/** Encodes the container around the smallest verified inner delta. */
+function finish(
+  p: Prepared,
+  d: Diffed,
+  options: ArchiveDeltaOptions,
+  checkpointsMs: number,
+): ArchiveDeltaResult {
+  const {
+    source,
+    target,
+    sourceKind,
+    targetKind,
+    src,
+    tgt,
+    sourcePuffed,
+    limits,
+    expandSource,
+    expandTarget,
+  } = p
+  const { ranges, stats, reference, candidates, failures, skippedDiffers, diffMs: diff } = d
+  const t = performance.now()
 
   // Smallest first; a candidate whose delta does not rebuild the target exactly is skipped.
-  t = performance.now()
   let chosen: { best: (typeof candidates)[number]; delta: Uint8Array } | null = null
   for (const best of candidates) {
     const delta = encodeContainer({
@@ -346,4 +405,75 @@ export function createArchiveDelta(
       timingsMs: { expandSource, expandTarget, checkpoints: checkpointsMs, diff, verify },
     },
   }
+}
+
+/** Both archives expanded and the target's streams proved: what the diff and the container come from. */
+interface Prepared {
+  source: Uint8Array
+  target: Uint8Array
+  sourceKind: ArchiveKind
+  targetKind: ArchiveKind
+  src: Expansion
+  tgt: Expansion
+  sourcePuffed: boolean
+  limits: Required<ArchiveLimits>
+  differs: readonly InnerDiffer[]
+  expandSource: number
+  expandTarget: number
+}
+
+type InnerCandidate = { differ: InnerDiffer; inner: Uint8Array; stored: Uint8Array; deflated: boolean }
+
+interface Diffed {
+  ranges: Range[]
+  stats: RecipeStats
+  reference: Uint8Array
+  /** Smallest stored size first. */
+  candidates: InnerCandidate[]
+  failures: string[]
+  skippedDiffers: string[]
+  diffMs: number
+}
+
+export function createArchiveDelta(
+  source: Uint8Array,
+  target: Uint8Array,
+  options: ArchiveDeltaOptions = {},
+): ArchiveDeltaResult {
+  const prepared = prepare(source, target, options)
+  if ('notApplicable' in prepared) return prepared
+  const t = performance.now()
+  if (options.deflateEngine) addCheckpoints(prepared.tgt, target, options.deflateEngine)
+  const checkpointsMs = performance.now() - t
+  return finish(prepared, diffPrepared(prepared, options), options, checkpointsMs)
+}
+
+/**
+ * createArchiveDelta with the checkpoint proofs on the engine's asynchronous restarts (Node's zlib runs
+ * them on its thread pool) while this thread diffs the contents: the same delta, sooner on a machine
+ * with a core to spare. Without an engine that restarts asynchronously it is createArchiveDelta.
+ */
+export async function createArchiveDeltaAsync(
+  source: Uint8Array,
+  target: Uint8Array,
+  options: ArchiveDeltaOptions = {},
+): Promise<ArchiveDeltaResult> {
+  const engine = options.deflateEngine
+  if (!engine?.deflateResumed) return createArchiveDelta(source, target, options)
+  const prepared = prepare(source, target, options)
+  if ('notApplicable' in prepared) return prepared
+  const t = performance.now()
+  let checkpointsMs = 0
+  // Settled into a value, so a failure while the diff still runs is never an unhandled rejection.
+  const proving = addCheckpointsAsync(prepared.tgt, target, engine).then(
+    () => {
+      checkpointsMs = performance.now() - t
+      return null
+    },
+    (error: unknown) => ({ error }),
+  )
+  const diffed = diffPrepared(prepared, options)
+  const failed = await proving
+  if (failed) throw failed.error
+  return finish(prepared, diffed, options, checkpointsMs)
 }
