@@ -100,10 +100,8 @@ async function make(method: OurMethod, mod: Module, source: Bytes, target: Bytes
       }
     }
     case 'best': {
-      // What the publisher runs (client-agent/publish-deltas.ts); older trees only have createDelta.
-      const create =
-        fn<(s: Bytes, t: Bytes, o: object) => unknown>(mod, 'createDeltaAsync') ??
-        need<(s: Bytes, t: Bytes, o: object) => unknown>(mod, 'createDelta', file)
+      // What the publisher runs (client-agent/publish-deltas.ts).
+      const create = need<(s: Bytes, t: Bytes, o: object) => unknown>(mod, 'createDeltaAsync', file)
       const r = (await create(source, target, { deflateEngine: nativeDeflateEngine })) as {
         delta?: unknown
         method?: unknown

@@ -143,8 +143,6 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
     .command('apply <source> <delta> <out>')
     .description('rebuild the target from source + delta, streaming; out appears only if it verifies')
     .action(async (sourcePath: string, deltaPath: string, out: string) => {
-      // Checked before any output exists: a missing or odd delta path is named, not met mid-stream.
-      await regularFileSize(deltaPath)
       const source = await openFileReader(sourcePath)
       const sink = await openAtomicFileSink(out)
       try {

@@ -1,4 +1,3 @@
-import { createReadStream } from 'node:fs'
 import { open, rename, rm, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../../delta/io.ts'
@@ -48,9 +47,15 @@ export async function openFileReader(path: string): Promise<RandomAccessReader &
   }
 }
 
-/** A file's bytes in order, as the codec's ByteSource. */
+/** A file's bytes in order, as the codec's ByteSource (a directory or device is refused, named). */
 export async function* fileSource(path: string): ByteSource {
-  for await (const chunk of createReadStream(path, { highWaterMark: 256 * 1024 })) yield chunk as Uint8Array
+  const handle = await open(path, 'r')
+  if (!(await handle.stat()).isFile()) {
+    await handle.close()
+    throw notARegularFile(path)
+  }
+  // The stream owns the handle from here and closes it when it ends, fails or is abandoned.
+  for await (const chunk of handle.createReadStream({ highWaterMark: 256 * 1024 })) yield chunk as Uint8Array
 }
 
 /**
