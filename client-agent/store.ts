@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { Version } from '../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
 import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from './fs/atomic.ts'
+import { unlessMissing } from './fs/missing.ts'
 
 const StoreState = z.object({
   /** Highest manifest serial accepted for this artifact (rollback protection survives restarts). */
@@ -52,29 +53,29 @@ export class ArtifactStore {
    * The store's state, with the `current` link as the truth: a switch renames the link first and writes
    * state.json second, so a kill in between leaves state.json one switch behind. Reading it as is would
    * make a later rollback "return" to the version already current (or to one since deleted).
+   *
+   * state.json is only ever replaced atomically, so a missing or unreadable one means someone removed or
+   * edited it. Its serial high-water mark is then rebuilt from the installed versions' manifests (each
+   * verified when it was installed) rather than restarting at 0, which would let a replayed older
+   * manifest back in.
    */
   async state(): Promise<StoreState> {
     const linked = await this.currentFromLink()
-    let stored: StoreState
-    try {
-      stored = StoreState.parse(JSON.parse(await readFile(join(this.dir, 'state.json'), 'utf8')))
-    } catch {
-      return { lastSerial: 0, current: linked, previous: null }
-    }
+    const text = await unlessMissing(readFile(join(this.dir, 'state.json'), 'utf8'), null)
+    const stored = text === null ? undefined : parseStoreState(text)
+    if (!stored) return { lastSerial: await this.highestInstalledSerial(), current: linked, previous: null }
     if (linked === null || linked === stored.current) return stored
-    const serial = await this.manifestOf(linked).then(
-      (envelope) => envelope.signed.serial,
-      () => 0,
-    )
-    return { lastSerial: Math.max(stored.lastSerial, serial), current: linked, previous: stored.current }
+    return {
+      lastSerial: Math.max(stored.lastSerial, await this.serialOf(linked)),
+      current: linked,
+      previous: stored.current,
+    }
   }
 
+  /** Versions under versions/; none yet is an empty store, a root that cannot be read is an error. */
   async installedVersions(): Promise<string[]> {
-    try {
-      return (await readdir(join(this.dir, 'versions'))).filter((v) => Version.safeParse(v).success)
-    } catch {
-      return []
-    }
+    const entries = await unlessMissing(readdir(join(this.dir, 'versions')), [])
+    return entries.filter((v) => Version.safeParse(v).success)
   }
 
   async has(version: string): Promise<boolean> {
@@ -141,13 +142,34 @@ export class ArtifactStore {
     return after
   }
 
+  /** The highest serial among installed manifests that still parse (0 for an empty store). */
+  private async highestInstalledSerial(): Promise<number> {
+    let highest = 0
+    for (const version of await this.installedVersions())
+      highest = Math.max(highest, await this.serialOf(version))
+    return highest
+  }
+
+  /** The serial of an installed version's manifest, 0 when it cannot be read. */
+  private serialOf(version: string): Promise<number> {
+    return this.manifestOf(version).then(
+      (envelope) => envelope.signed.serial,
+      () => 0,
+    )
+  }
+
+  /** The version `current` names; none when it is missing, or not a link (EINVAL), or names no version. */
   private async currentFromLink(): Promise<string | null> {
-    try {
-      const target = await readlink(this.currentLink)
-      const version = target.split('/').pop() ?? ''
-      return Version.safeParse(version).success ? version : null
-    } catch {
-      return null
-    }
+    const target = await unlessMissing(readlink(this.currentLink), null, ['EINVAL'])
+    const version = target?.split('/').pop() ?? ''
+    return Version.safeParse(version).success ? version : null
+  }
+}
+
+function parseStoreState(text: string): StoreState | undefined {
+  try {
+    return StoreState.parse(JSON.parse(text))
+  } catch {
+    return undefined
   }
 }

@@ -133,6 +133,13 @@ describe('deltaport CLI', () => {
       expect(result.code).toBe(10)
       expect(result.stderr).toContain(named)
     }
+
+    // A store root that is a file is not an empty store: status says why it cannot look.
+    const fileRootConfig = join(ws.dir, 'file-root.json')
+    await writeFile(fileRootConfig, JSON.stringify({ ...ws.config, installRoot: art.path }))
+    const status = await runWithConfig(fileRootConfig, ['status', 'io'])
+    expect(status.code).toBe(10)
+    expect(status.stderr).toContain(`cannot readlink ${join(art.path, 'io', 'current')}: not a directory`)
   })
 
   it('delta make/apply round-trips files and leaves no output for a corrupt delta', async () => {

@@ -1,0 +1,68 @@
+import { rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import type { ArtifactManifest } from '../../schemas/manifest.ts'
+import { hashFile } from '../download.ts'
+import { generateKeyPair, signManifest } from '../signing.ts'
+import { ArtifactStore } from '../store.ts'
+import { makeWorkspace, writeArtifact } from './fixtures.ts'
+
+/** Installs `version` with `serial` the way install does: commit the verified blob, switch `current`. */
+async function install(store: ArtifactStore, dir: string, version: string, serial: number): Promise<void> {
+  const blob = await writeArtifact(dir, `blob-${version}`, 100)
+  const manifest: ArtifactManifest = {
+    schemaVersion: 1,
+    name: 'app',
+    version,
+    size: 100,
+    sha256: await hashFile(blob.path),
+    mediaType: 'application/octet-stream',
+    dependencies: [],
+    channels: ['stable'],
+    createdAt: new Date().toISOString(),
+    expires: new Date(Date.now() + 86_400_000).toISOString(),
+    serial,
+    chunkIndex: null,
+    deltas: [],
+  }
+  const envelope = await signManifest(manifest, await generateKeyPair())
+  await store.prepare()
+  await store.commitVersion(blob.path, envelope)
+  await store.activate(manifest)
+}
+
+describe('ArtifactStore state', () => {
+  it('starts empty when nothing was installed yet', async () => {
+    const ws = await makeWorkspace('http://127.0.0.1:9')
+    const store = new ArtifactStore(ws.config.installRoot, 'app')
+    expect(await store.state()).toEqual({ lastSerial: 0, current: null, previous: null })
+    expect(await store.installedVersions()).toEqual([])
+  })
+
+  it('keeps rollback protection when state.json is lost or garbled', async () => {
+    const ws = await makeWorkspace('http://127.0.0.1:9')
+    const store = new ArtifactStore(ws.config.installRoot, 'app')
+    await install(store, ws.dir, '1.0.0', 4)
+    await install(store, ws.dir, '1.1.0', 7)
+    expect(await store.state()).toEqual({ lastSerial: 7, current: '1.1.0', previous: '1.0.0' })
+
+    // Restarting the high-water mark at 0 would let a replayed serial-5 manifest in; the installed
+    // manifests still say 7 was accepted.
+    const stateFile = join(store.dir, 'state.json')
+    await writeFile(stateFile, '{"lastSerial": ')
+    expect(await store.state()).toEqual({ lastSerial: 7, current: '1.1.0', previous: null })
+    await writeFile(stateFile, JSON.stringify({ lastSerial: -1, current: '1.1.0', previous: null }))
+    expect((await store.state()).lastSerial).toBe(7)
+    await rm(stateFile)
+    expect((await store.state()).lastSerial).toBe(7)
+  })
+
+  it('reports a store root it cannot read instead of calling it empty', async () => {
+    const ws = await makeWorkspace('http://127.0.0.1:9')
+    const root = join(ws.dir, 'a-file')
+    await writeFile(root, 'not a directory')
+    const store = new ArtifactStore(root, 'app')
+    await expect(store.state()).rejects.toMatchObject({ code: 'ENOTDIR' })
+    await expect(store.installedVersions()).rejects.toMatchObject({ code: 'ENOTDIR' })
+  })
+})
