@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
+import { getSystemErrorMessage } from 'node:util'
 import { z } from 'zod'
 import { Base64, Sha256Hex } from '../schemas/common.ts'
 import { AgentError } from './errors.ts'
@@ -73,7 +74,15 @@ export async function loadConfig(path = DEFAULT_CONFIG_PATH): Promise<AgentConfi
   let text: string
   try {
     text = await readFile(path, 'utf8')
-  } catch {
+  } catch (error) {
+    // A missing file wants the hint; anything else (a directory, no permission) wants the system's reason.
+    const { code, errno } = error as NodeJS.ErrnoException
+    if (code !== 'ENOENT' && typeof errno === 'number') {
+      throw new AgentError('config', `cannot read config file ${path}: ${getSystemErrorMessage(errno)}`, {
+        errno: code,
+        path,
+      })
+    }
     throw new AgentError('config', `cannot read config file ${path} (create one: see README "Agent config")`)
   }
   let json: unknown

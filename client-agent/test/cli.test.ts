@@ -95,6 +95,13 @@ describe('deltaport CLI', () => {
     const config = await runWithConfig(badConfig, ['status', 'x'])
     expect(config.code).toBe(3)
     expect(config.stderr).toContain('edgeUrl')
+    const absentConfig = await runWithConfig(join(ws.dir, 'absent.json'), ['status', 'x'])
+    expect(absentConfig.code).toBe(3)
+    expect(absentConfig.stderr).toContain('(create one: see README "Agent config")')
+    // A config path that exists but cannot be read is not "missing": the system's reason, no hint.
+    const dirConfig = await runWithConfig(ws.dir, ['status', 'x'])
+    expect(dirConfig.code).toBe(3)
+    expect(dirConfig.stderr).toContain(`cannot read config file ${ws.dir}: illegal operation on a directory`)
 
     const offline = await makeWorkspace('http://127.0.0.1:9')
     expect((await runWithConfig(offline.configFile, ['install', 'x'])).code).toBe(4)
