@@ -126,6 +126,8 @@ export function buildProgram(): Command {
         : result.method === 'staged'
           ? `installed the prefetched copy (${formatBytes(result.size)}, nothing downloaded)`
           : `${result.method}: downloaded ${formatBytes(result.bytesDownloaded)} for ${formatBytes(result.size)} (${savedShare(result.bytesDownloaded, result.size)} saved)${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''}${result.fallbacks.length ? ` after ${result.fallbacks.length} fallback(s)` : ''}`
+    // Why a cheaper plan was dropped (e.g. a corrupt stream, a delta too big for this device's memory).
+    for (const reason of result.fallbacks) out.info(`fell back from ${reason}`)
     const seconds = (performance.now() - started) / 1000
     out.result(
       `${result.name}@${result.version}: ${how} in ${seconds.toFixed(1)} s${result.previous ? ` (previous: ${result.previous})` : ''}`,

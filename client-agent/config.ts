@@ -15,6 +15,12 @@ export const AgentConfig = z.object({
   /** Cap on download rate in bytes per second; 0 means none. */
   bandwidthCapBps: z.number().int().nonnegative().default(0),
   channel: z.string().default('stable'),
+  /**
+   * Memory an update may use to rebuild an archive from an archive-aware delta (default: what the
+   * process can still allocate). Deltas that would need more are refused and the update takes the
+   * next plan (chunk-sync or the full artifact).
+   */
+  applyMemoryBytes: z.number().int().positive().optional(),
   // Daemon knobs (`deltaport daemon`). Optional so existing configs stay valid; `daemonSettings` applies
   // the defaults.
   /** The device's link is metered (mobile, satellite): the daemon does not prefetch on it. */

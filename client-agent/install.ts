@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises'
 import { gt } from 'semver'
 import type { ArtifactIndex } from '../schemas/artifact-index.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
+import { deviceArchiveLimits } from './codec/archive-budget.ts'
 import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
 import type { DownloadProgress } from './download.ts'
@@ -12,7 +13,7 @@ import { ArtifactStore } from './store.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
 import type { Explanation } from './transfer/controller.ts'
 import { verifyManifest } from './trust.ts'
-import { updateViaPlan } from './update/plan-update.ts'
+import { type PlanOutcome, updateViaPlan } from './update/plan-update.ts'
 
 export interface InstallRequest {
   name: string
@@ -34,7 +35,7 @@ export interface InstallResult {
   /** `staged`: the daemon had already prefetched and staged exactly this version (zero bytes now). */
   method: 'full' | 'local' | 'delta' | 'chain' | 'chunk-sync' | 'staged'
   bytesDownloaded: number
-  /** Cheaper plans that failed verification before the one that worked. */
+  /** Cheaper plans that failed (why, in order) before the one that worked, the full download included. */
   fallbacks: string[]
   /** The range controller's last choice and its reasons, when a delta stream was fetched. */
   transfer?: Explanation
@@ -103,8 +104,8 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
       fallbacks: [],
     }
   }
-  const planned = request.fullOnly
-    ? null
+  const { planned, fallbacks } = request.fullOnly
+    ? NO_PLAN
     : await planCheaperUpdate(config, request, edge, store, manifest, state.current)
   if (planned) {
     await store.commitVersion(planned.blobPath, envelope)
@@ -117,7 +118,7 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
       bytesDownloaded: planned.wireBytes,
       resumedFrom: 0,
       alreadyCurrent: false,
-      fallbacks: planned.fallbacks,
+      fallbacks,
       ...(planned.transfer ? { transfer: planned.transfer } : {}),
     }
   }
@@ -142,13 +143,16 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
     bytesDownloaded: downloaded.fetched,
     resumedFrom: downloaded.resumedFrom,
     alreadyCurrent: false,
-    fallbacks: [],
+    fallbacks,
   }
 }
 
+const NO_PLAN: PlanOutcome = { planned: null, fallbacks: [] }
+
 /**
  * The cheap path: a delta, a chain, or chunk-sync from the installed version, when the edge has one.
- * Null means "download it whole" (nothing installed, nothing cheaper, or every cheaper plan failed).
+ * No plan means "download it whole" (nothing installed, nothing cheaper, or every cheaper plan failed;
+ * the failures are in `fallbacks`).
  */
 async function planCheaperUpdate(
   config: AgentConfig,
@@ -157,7 +161,7 @@ async function planCheaperUpdate(
   store: ArtifactStore,
   target: ArtifactManifest,
   current: string | null,
-) {
+): Promise<PlanOutcome> {
   const installed =
     current && (await store.has(current))
       ? {
@@ -166,7 +170,7 @@ async function planCheaperUpdate(
           sha256: (await store.manifestOf(current)).signed.sha256,
         }
       : null
-  if (!installed) return null
+  if (!installed) return NO_PLAN
   return updateViaPlan({
     edge,
     store,
@@ -184,6 +188,7 @@ async function planCheaperUpdate(
           allowDowngrade: true,
         },
       ),
+    archiveLimits: deviceArchiveLimits(config.applyMemoryBytes),
     ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
     ...(request.signal ? { signal: request.signal } : {}),
     ...(request.onProgress

@@ -2,8 +2,10 @@ import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { gunzipSync, gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { sourceLikeText } from '../../delta/fuzz-input.ts'
+import { APPLY_BYTES_PER_EXPANDED_BYTE, APPLY_FIXED_BYTES } from '../codec/archive-budget.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { buildDeltasFromPrevious } from '../publish-deltas.ts'
@@ -137,5 +139,36 @@ describe('deltaport update through the planner', () => {
     expect(['chunk-sync', 'full']).toContain(result.method)
     const store = new ArtifactStore(broken.config.installRoot, 'app')
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)
+  })
+
+  it('refuses an archive delta too big for the device memory, says why, and installs all the same', async () => {
+    const text = Buffer.from(sourceLikeText(11, 600_000))
+    const edited = Buffer.concat([
+      text.subarray(0, 300_000),
+      Buffer.from('// patched\n'),
+      text.subarray(300_000),
+    ])
+    await publishWithDeltas('gzapp', '1.0.0', gzipSync(text, { level: 9 }), 1)
+    const deltas = await publishWithDeltas('gzapp', '1.1.0', gzipSync(edited, { level: 9 }), 1)
+    expect(deltas.map((d) => d.method)).toEqual(['archive'])
+
+    // This device lets an archive expand to 100 kB: the delta's container declares 600 kB, so it is
+    // refused before anything is expanded, and the reason reaches the result.
+    const small = await makeWorkspace(edge.url)
+    small.config.trustedKeys = ws.config.trustedKeys
+    small.config.applyMemoryBytes = APPLY_FIXED_BYTES + APPLY_BYTES_PER_EXPANDED_BYTE * 100_000
+    await installArtifact(small.config, { name: 'gzapp', target: '1.0.0' })
+    const refused = await installArtifact(small.config, { name: 'gzapp', target: '1.1.0' })
+    expect(refused.fallbacks[0]).toMatch(/expanded target of 600\d{3} bytes exceeds the limit of 100000/)
+    expect(['chunk-sync', 'full']).toContain(refused.method)
+    const store = new ArtifactStore(small.config.installRoot, 'gzapp')
+    expectSameBytes(gunzipSync(await readFile(join(store.currentLink, 'blob'))), edited)
+
+    // With the memory it needs (the default: what the process can still allocate) the delta is used.
+    const roomy = await makeWorkspace(edge.url)
+    roomy.config.trustedKeys = ws.config.trustedKeys
+    await installArtifact(roomy.config, { name: 'gzapp', target: '1.0.0' })
+    const updated = await installArtifact(roomy.config, { name: 'gzapp', target: '1.1.0' })
+    expect(updated).toMatchObject({ method: 'delta', fallbacks: [] })
   })
 })

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { rm, stat } from 'node:fs/promises'
+import type { ArchiveLimits } from '../../delta/archive/limits.ts'
 import {
   applyChunkPlan,
   buildChunkIndex,
@@ -38,6 +39,8 @@ export interface PlanUpdateContext {
   installed: { version: string; blobPath: string; sha256: string } | null
   /** Fetches and verifies the signed manifest of an intermediate version of a chain. */
   manifestOf: (version: string) => Promise<ArtifactManifest>
+  /** Ceilings for archive-aware deltas on this device (codec/archive-budget.ts); the codec's without. */
+  archiveLimits?: ArchiveLimits
   fetchImpl?: typeof fetch
   signal?: AbortSignal
   onProgress?: (done: number, total: number) => void
@@ -49,19 +52,24 @@ export interface PlannedUpdate {
   strategy: PlanStrategy
   wireBytes: number
   steps: number
-  /** Plans that failed before the one that worked, and why. */
-  fallbacks: string[]
   /** What the range controller chose on the last stream and why (for `--json` and logs). */
   transfer?: Explanation
+}
+
+export interface PlanOutcome {
+  /** Null: download the artifact whole (nothing cheaper, or every cheaper plan failed). */
+  planned: PlannedUpdate | null
+  /** Plans that failed, and why, in order: kept for the result even when the full download follows. */
+  fallbacks: string[]
 }
 
 /**
  * Asks the edge for the cheapest path from what is installed to the target and follows it. When a
  * step fails verification or application, it asks again without what failed (the method, or
- * chunk-sync) until the edge has nothing cheaper than the full artifact; then it returns null and the
- * caller downloads the artifact whole. Every intermediate output is checked against a signed hash.
+ * chunk-sync) until the edge has nothing cheaper than the full artifact; then `planned` is null and
+ * the caller downloads the artifact whole. Every intermediate output is checked against a signed hash.
  */
-export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlannedUpdate | null> {
+export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlanOutcome> {
   const methods = new Set(ALL_METHODS)
   let chunkSync = true
   const fallbacks: string[] = []
@@ -74,13 +82,15 @@ export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlannedUpda
       capabilities: { methods: [...methods], chunkSync },
       ...(base.haveChunks ? { haveChunks: base.haveChunks } : {}),
     })
-    if (plan.strategy === 'full' || plan.strategy === 'none' || plan.steps.length === 0) return null
+    if (plan.strategy === 'full' || plan.strategy === 'none' || plan.steps.length === 0) {
+      return { planned: null, fallbacks }
+    }
     try {
       const result =
         plan.strategy === 'chunk-sync'
           ? await followChunkSync(ctx, plan.steps[0] as PlanChunkSyncStep)
           : await followDeltas(ctx, plan.steps as PlanDeltaStep[])
-      return { ...result, strategy: plan.strategy, steps: plan.steps.length, fallbacks }
+      return { planned: { ...result, strategy: plan.strategy, steps: plan.steps.length }, fallbacks }
     } catch (error) {
       if (
         !(error instanceof AgentError && error.code === 'integrity-mismatch') &&
@@ -93,7 +103,7 @@ export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlannedUpda
       else for (const step of plan.steps) if (step.kind === 'delta') methods.delete(step.method)
     }
   }
-  return null
+  return { planned: null, fallbacks }
 }
 
 /**
@@ -165,7 +175,10 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
     await rebuild(output, expected, async (sink) => {
       const reader = await openFileReader(source)
       try {
-        await applyDeltaStream(reader, fileSource(payloadPath), sink, { deflateEngine: nativeDeflateEngine })
+        await applyDeltaStream(reader, fileSource(payloadPath), sink, {
+          deflateEngine: nativeDeflateEngine,
+          ...(ctx.archiveLimits ? { archive: ctx.archiveLimits } : {}),
+        })
       } finally {
         await reader.close()
       }

@@ -287,7 +287,11 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
     'archive-limit',
     `target of ${targetLength} bytes exceeds limit`,
   )
-  check(expandedLength <= limits.maxExpandedBytes, 'archive-limit', 'expanded target exceeds limit')
+  check(
+    expandedLength <= limits.maxExpandedBytes,
+    'archive-limit',
+    `expanded target of ${expandedLength} bytes exceeds the limit of ${limits.maxExpandedBytes}`,
+  )
 
   const tableLength = r.varint('params count')
   check(tableLength <= r.remaining / 5, E, 'params table longer than the delta')
@@ -365,9 +369,13 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
   for (let i = 0; i < recipeCount; i++) {
     const offset = r.varint('range offset')
     const length = r.varint('range length')
-    check(offset + length <= limits.maxExpandedBytes, E, 'range outside any possible source')
+    // Either way the source would have to expand past the limit for the recipe to hold.
     referenceLength += length
-    check(referenceLength <= limits.maxExpandedBytes, 'archive-limit', 'reference exceeds limit')
+    check(
+      referenceLength <= limits.maxExpandedBytes && offset + length <= limits.maxExpandedBytes,
+      'archive-limit',
+      `expanded source of ${Math.max(referenceLength, offset + length)}+ bytes exceeds the limit of ${limits.maxExpandedBytes}`,
+    )
     recipe.push({ offset, length })
   }
   const innerLength = r.varint('inner length')
