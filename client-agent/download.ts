@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs'
 import { open, rm, stat } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { AgentError, errorFromResponse } from './errors.ts'
+import { RateCap } from './transfer/rate-cap.ts'
 import { readBody } from './transfer/read-body.ts'
 
 export interface DownloadProgress {
@@ -74,7 +75,7 @@ async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: ty
   const start = response.status === 206 ? offset : 0
   const file = await open(request.partialPath, start === 0 ? 'w' : 'r+')
   let position = start
-  const began = Date.now()
+  const cap = new RateCap(request.bandwidthCapBps ?? 0)
   try {
     await readBody(
       response,
@@ -88,7 +89,7 @@ async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: ty
         await file.write(bytes, 0, bytes.length, position)
         position += bytes.length
         request.onProgress?.({ received: position, total: request.size, resumedFrom: offset })
-        await throttle(request.bandwidthCapBps ?? 0, position - start, began)
+        await cap.received(bytes.length, request.signal)
       },
       request.signal ? { signal: request.signal } : {},
     )
@@ -98,12 +99,6 @@ async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: ty
   }
   if (position !== request.size) throw new Error(`connection ended at ${position} of ${request.size} bytes`)
   return position - start
-}
-
-async function throttle(capBps: number, bytesSoFar: number, began: number): Promise<void> {
-  if (capBps <= 0) return
-  const dueMs = (bytesSoFar / capBps) * 1000 - (Date.now() - began)
-  if (dueMs > 5) await sleep(dueMs)
 }
 
 async function existingSize(path: string): Promise<number> {

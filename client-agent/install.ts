@@ -189,6 +189,7 @@ async function planCheaperUpdate(
         },
       ),
     archiveLimits: deviceArchiveLimits(config.applyMemoryBytes),
+    bandwidthCapBps: config.bandwidthCapBps,
     ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
     ...(request.signal ? { signal: request.signal } : {}),
     ...(request.onProgress

@@ -90,6 +90,19 @@ describe('deltaport update through the planner', () => {
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2)
   })
 
+  it('holds delta streams to the device bandwidth cap', async () => {
+    const capped = await makeWorkspace(edge.url)
+    capped.config.trustedKeys = ws.config.trustedKeys
+    capped.config.bandwidthCapBps = 20_000
+    await installArtifact({ ...capped.config, bandwidthCapBps: 0 }, { name: 'app', target: '1.0.0' })
+    const began = Date.now()
+    const result = await installArtifact(capped.config, { name: 'app', target: '1.1.0' })
+    expect(result.method).toBe('delta')
+    // Loopback moves this in milliseconds uncapped; at 20 kB/s it cannot take less than bytes / cap.
+    expect(result.bytesDownloaded).toBeGreaterThan(5_000)
+    expect(Date.now() - began).toBeGreaterThanOrEqual((result.bytesDownloaded / 20_000) * 1000 * 0.95)
+  })
+
   it('chains deltas when there is no direct one, verifying the intermediate version', async () => {
     await publishWithDeltas('app', '1.2.0', versions[2]!, 1)
     const other = await makeWorkspace(edge.url)

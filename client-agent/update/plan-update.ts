@@ -24,6 +24,7 @@ import { AgentError, errorFromResponse } from '../errors.ts'
 import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts'
 import type { ArtifactStore } from '../store.ts'
 import type { Explanation } from '../transfer/controller.ts'
+import { RateCap } from '../transfer/rate-cap.ts'
 import { readBody } from '../transfer/read-body.ts'
 import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import { fetchDeltaStream } from './stream-fetch.ts'
@@ -39,6 +40,8 @@ export interface PlanUpdateContext {
   installed: { version: string; blobPath: string; sha256: string } | null
   /** Fetches and verifies the signed manifest of an intermediate version of a chain. */
   manifestOf: (version: string) => Promise<ArtifactManifest>
+  /** The device's download cap in bytes per second (`bandwidthCapBps`); 0 or none = unlimited. */
+  bandwidthCapBps?: number
   /** Ceilings for archive-aware deltas on this device (codec/archive-budget.ts); the codec's without. */
   archiveLimits?: ArchiveLimits
   fetchImpl?: typeof fetch
@@ -166,6 +169,7 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
       payloadPath,
       ...(ctx.fetchImpl ? { fetchImpl: ctx.fetchImpl } : {}),
       ...(ctx.signal ? { signal: ctx.signal } : {}),
+      ...(ctx.bandwidthCapBps ? { bandwidthCapBps: ctx.bandwidthCapBps } : {}),
       onProgress: (p) => ctx.onProgress?.(wireBytes + p.wireBytes, total),
     })
     wireBytes += fetched.wireBytes
@@ -192,9 +196,11 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
 
 async function followChunkSync(ctx: PlanUpdateContext, step: PlanChunkSyncStep) {
   let wireBytes = 0
+  const cap = new RateCap(ctx.bandwidthCapBps ?? 0)
   const indexResponse = await get(ctx, step.url, {})
   const indexBytes = await readAll(indexResponse, step.indexSize, ctx.signal)
   wireBytes += indexBytes.length
+  await cap.received(indexBytes.length, ctx.signal)
   if (createHash('sha256').update(indexBytes).digest('hex') !== step.indexSha256) {
     throw new AgentError('integrity-mismatch', 'the chunk index does not match the signed manifest')
   }
@@ -226,6 +232,7 @@ async function followChunkSync(ctx: PlanUpdateContext, step: PlanChunkSyncStep) 
           const bytes = await readAll(response, range.length, ctx.signal)
           wireBytes += bytes.length
           ctx.onProgress?.(wireBytes, plan.fetchBytes + indexBytes.length)
+          await cap.received(bytes.length, ctx.signal)
           return bytes
         },
         sink,

@@ -15,6 +15,7 @@ import {
 import { hashFile } from '../download.ts'
 import { AgentError, errorFromResponse } from '../errors.ts'
 import { type Explanation, RangeController } from '../transfer/controller.ts'
+import { RateCap } from '../transfer/rate-cap.ts'
 import { readBody } from '../transfer/read-body.ts'
 import { clearJournal, readJournal, writeJournal } from './journal.ts'
 
@@ -33,6 +34,8 @@ export interface StreamFetchRequest {
   onProgress?: (progress: StreamProgress) => void
   /** Re-fetch rounds for blocks FEC could not rebuild before giving up. */
   maxRefetchRounds?: number
+  /** The device's download cap in bytes per second, shared by all ranges; 0 or none = unlimited. */
+  bandwidthCapBps?: number
 }
 
 export interface StreamProgress {
@@ -64,6 +67,7 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
   let wireBytes = 0
   let ranges = 0
   let etag: string | undefined
+  const cap = new RateCap(request.bandwidthCapBps ?? 0)
 
   const fetchRange = async (
     offset: number,
@@ -98,6 +102,7 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
           await into(at, bytes)
           at += bytes.length
           wireBytes += bytes.length
+          await cap.received(bytes.length, request.signal)
         },
         request.signal ? { signal: request.signal } : {},
       )
