@@ -149,18 +149,25 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
 
 const NO_PLAN: PlanOutcome = { planned: null, fallbacks: [] }
 
+/** What the daemon changes when it follows a plan to stage a version instead of installing it. */
+export interface PlanPlace {
+  workPath: (file: string) => string
+  bandwidthCapBps: number
+}
+
 /**
  * The cheap path: a delta, a chain, or chunk-sync from the installed version, when the edge has one.
  * No plan means "download it whole" (nothing installed, nothing cheaper, or every cheaper plan failed;
- * the failures are in `fallbacks`).
+ * the failures are in `fallbacks`). The daemon uses it too, with its own work files and rate cap.
  */
-async function planCheaperUpdate(
+export async function planCheaperUpdate(
   config: AgentConfig,
   request: InstallRequest,
   edge: EdgeClient,
   store: ArtifactStore,
   target: ArtifactManifest,
   current: string | null,
+  place: PlanPlace = { workPath: (file) => store.workPath(file), bandwidthCapBps: config.bandwidthCapBps },
 ): Promise<PlanOutcome> {
   const installed =
     current && (await store.has(current))
@@ -173,7 +180,7 @@ async function planCheaperUpdate(
   if (!installed) return NO_PLAN
   return updateViaPlan({
     edge,
-    store,
+    workPath: place.workPath,
     target,
     installed,
     manifestOf: async (version) =>
@@ -189,7 +196,7 @@ async function planCheaperUpdate(
         },
       ),
     archiveLimits: deviceArchiveLimits(config.applyMemoryBytes),
-    bandwidthCapBps: config.bandwidthCapBps,
+    bandwidthCapBps: place.bandwidthCapBps,
     ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
     ...(request.signal ? { signal: request.signal } : {}),
     ...(request.onProgress

@@ -134,8 +134,10 @@ export async function planPrefetch(input: PlannerInput): Promise<PrefetchQueue> 
       version,
       probability: p.probability,
       confidence: p.confidence,
-      bytes: plan.size,
-      bytesSaved: manifest.size,
+      // The staging area keeps the whole artifact either way; the link carries the plan's bytes, and
+      // those are what a later update would otherwise have waited for.
+      bytes: manifest.size,
+      bytesSaved: plan.size,
       networkCost: plan.size,
       manifest,
       plan,

@@ -742,7 +742,8 @@ ${out}
 
 - Package sizes are synthetic (log-normal, median 40 KiB, seeded per name): lockfiles carry no sizes and
   the fetch script deliberately does not query the registry per package. Transfers are full artifacts
-  (\`cheapestPlan\` only knows \`full\` today), so "bytes" overstate what deltas would move.
+  (the simulated releases publish no deltas; the edge's \`cheapestPlan\` stages by the smallest delta
+  from the installed version where one exists), so "bytes" overstate what deltas would move.
 - One version per package name per client (nested duplicate versions in node_modules are dropped); the
   dependency ranges are not modelled: a client always moves to the head of every package it has.
 - Requests do not depend on staging and clients never fail or go offline; telemetry arrives instantly.

@@ -2,11 +2,13 @@ import { readdir } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { lt } from 'semver'
 import { ArtifactName } from '../../schemas/common.ts'
+import type { PlanStrategy } from '../../schemas/plan.ts'
 import { PrefetchQueue } from '../../schemas/prefetch.ts'
 import { type AgentConfig, type DaemonSettings, daemonSettings } from '../config.ts'
 import { downloadVerified } from '../download.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError, errorFromResponse } from '../errors.ts'
+import { planCheaperUpdate } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry, runTelemetryLoop } from '../telemetry/uploader.ts'
@@ -41,7 +43,18 @@ export interface CycleResult {
   skipped: NotIdleReason | null
   /** Items in the edge's prefetch queue. */
   queued: number
-  staged: (ItemRef & { size: number; fetched: number; resumedFrom: number })[]
+  /**
+   * `via`: how the bytes came — the whole artifact, or the edge's plan from the installed version (a
+   * delta suggestion is rebuilt into staging from a delta, a chain or chunk-sync); `fallbacks` says why
+   * cheaper plans failed, when they did.
+   */
+  staged: (ItemRef & {
+    size: number
+    fetched: number
+    resumedFrom: number
+    via: 'full' | PlanStrategy
+    fallbacks?: string[]
+  })[]
   /** Queue items that were already staged (their LRU time is refreshed). */
   alreadyStaged: ItemRef[]
   /** Queue items left for later: they do not fit the budget, or the host got busy. */
@@ -142,7 +155,6 @@ export async function runDaemonCycle(
           allowDowngrade: false,
         },
       )
-      // A delta plan is staged as the full artifact for now: the signed manifest says what that is.
       if (item.plan.kind === 'full' && item.plan.sha256 !== manifest.sha256) {
         throw new AgentError(
           'integrity-mismatch',
@@ -163,6 +175,43 @@ export async function runDaemonCycle(
         result.deferred.push(...items.slice(index).map((i) => ({ ...ref(i), reason: 'busy' as const })))
         break
       }
+      // A delta suggestion: follow the edge's plan from the installed version, so prefetching moves the
+      // bytes the queue ranked the item by, not the whole artifact; in staging's own work files, so an
+      // update running meanwhile never shares one.
+      const byPlan =
+        item.plan.kind === 'delta'
+          ? await planCheaperUpdate(
+              config,
+              {
+                name: item.name,
+                now: now(),
+                ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
+                ...(options.signal ? { signal: options.signal } : {}),
+                onProgress: (p) => options.onProgress?.(item, p.received, p.total),
+              },
+              edge,
+              store,
+              manifest,
+              installed.get(item.name)?.current ?? null,
+              {
+                workPath: (file) => staging.workPath(item.name, item.version, file),
+                bandwidthCapBps: settings.bandwidthCapBps,
+              },
+            )
+          : { planned: null, fallbacks: [] }
+      const fallbacks = byPlan.fallbacks.length > 0 ? { fallbacks: byPlan.fallbacks } : {}
+      if (byPlan.planned) {
+        await staging.put(byPlan.planned.blobPath, envelope, now().getTime())
+        result.staged.push({
+          ...ref(item),
+          size: manifest.size,
+          fetched: byPlan.planned.wireBytes,
+          resumedFrom: 0,
+          via: byPlan.planned.strategy,
+          ...fallbacks,
+        })
+        continue
+      }
       const partial = staging.partialPath(item.name, item.version)
       const downloaded = await downloadVerified({
         url: edge.blobUrl(item.name, item.version),
@@ -175,7 +224,7 @@ export async function runDaemonCycle(
         ...(options.onProgress ? { onProgress: (p) => options.onProgress?.(item, p.received, p.total) } : {}),
       })
       await staging.put(partial, envelope, now().getTime())
-      result.staged.push({ ...ref(item), size: manifest.size, ...downloaded })
+      result.staged.push({ ...ref(item), size: manifest.size, ...downloaded, via: 'full', ...fallbacks })
     } catch (error) {
       if (options.signal?.aborted) {
         result.aborted = true

@@ -43,7 +43,12 @@ export class StagingArea {
   }
 
   partialPath(name: string, version: string): string {
-    return join(this.root, '.partial', `${encodeURIComponent(name)}@${version}.part`)
+    return join(this.partialDir, `${partialPrefix(name, version)}part`)
+  }
+
+  /** Scratch files of a plan followed to stage `name@version` (delta payloads, rebuilt outputs). */
+  workPath(name: string, version: string, file: string): string {
+    return join(this.partialDir, `${partialPrefix(name, version)}${file}`)
   }
 
   get partialDir(): string {
@@ -180,9 +185,12 @@ export class StagingArea {
 
   /** Deletes partial downloads of items no longer wanted (so abandoned partials do not pile up). */
   async prunePartials(wanted: ReadonlyArray<{ name: string; version: string }>): Promise<void> {
-    const keepFiles = new Set(wanted.map((w) => `${encodeURIComponent(w.name)}@${w.version}.part`))
+    // A wanted item's files all start with its prefix: the full download's .part, and the payloads,
+    // journals and rebuilt outputs of a delta or chunk-sync plan (workPath).
+    const keep = wanted.map((w) => partialPrefix(w.name, w.version))
     for (const file of await fileNames(this.partialDir)) {
-      if (!keepFiles.has(file)) await rm(join(this.partialDir, file), { force: true })
+      if (!keep.some((prefix) => file.startsWith(prefix)))
+        await rm(join(this.partialDir, file), { force: true })
     }
   }
 
@@ -243,4 +251,9 @@ async function fileNames(dir: string): Promise<string[]> {
   } catch {
     return []
   }
+}
+
+/** Every scratch file of a staged item starts with this (versions contain no `@`). */
+function partialPrefix(name: string, version: string): string {
+  return `${encodeURIComponent(name)}@${version}.`
 }

@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process'
-import { readFile, stat, truncate, writeFile } from 'node:fs/promises'
+import { readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
@@ -10,6 +10,7 @@ import { hashFile } from '../download.ts'
 import { tempPathFor } from '../fs/atomic.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
+import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
@@ -90,6 +91,45 @@ describe('deltaport daemon against the real edge', () => {
     expect(events).toContainEqual(
       expect.objectContaining({ artifact: 'dapp', version: '1.1.0', kind: 'prefetch-hit' }),
     )
+  })
+
+  it('stages a delta suggestion by the delta: only the delta bytes cross the link', async () => {
+    const config = device('delta')
+    const v1 = await writeArtifact(suite.ws.dir, 'ddelta-1.bin', 300_000)
+    await publish(v1.path, 'ddelta', '1.0.0')
+    await installArtifact(config, { name: 'ddelta' })
+    const v2 = join(suite.ws.dir, 'ddelta-2.bin')
+    const v2Bytes = Buffer.concat([
+      v1.bytes.subarray(0, 150_000),
+      Buffer.from('patch'),
+      v1.bytes.subarray(150_000),
+    ])
+    await writeFile(v2, v2Bytes)
+    const deltas = await buildDeltasFromPrevious(suite.edge.url, 'ddelta', v2, 1)
+    expect(deltas.map((d) => d.from)).toEqual(['1.0.0'])
+    await publishArtifact({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      keyFile: suite.ws.keyFile,
+      file: v2,
+      name: 'ddelta',
+      version: '1.1.0',
+      deltas,
+    })
+
+    const cycle = await runDaemonCycle(config, { loadSampler: idle })
+    expect(cycle.failures).toEqual([])
+    const staged = cycle.staged.find((s) => s.name === 'ddelta')
+    expect(staged).toMatchObject({ version: '1.1.0', size: v2Bytes.length, via: 'delta' })
+    expect(staged?.fetched).toBeLessThan(v2Bytes.length / 20)
+    const staging = new StagingArea(config.installRoot)
+    expectSameBytes(await readFile(staging.blobPath('ddelta', '1.1.0')), v2Bytes)
+    // Its scratch files are gone, and the install takes the staged copy for zero bytes.
+    expect(await readdir(staging.partialDir)).toEqual([])
+    expect(await installArtifact(config, { name: 'ddelta' })).toMatchObject({
+      method: 'staged',
+      bytesDownloaded: 0,
+    })
   })
 
   it('downloads nothing on a busy host or a metered link', async () => {

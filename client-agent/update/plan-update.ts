@@ -22,7 +22,6 @@ import { hashFile } from '../download.ts'
 import type { EdgeClient } from '../edge-client.ts'
 import { AgentError, errorFromResponse } from '../errors.ts'
 import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts'
-import type { ArtifactStore } from '../store.ts'
 import type { Explanation } from '../transfer/controller.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
 import { readBody } from '../transfer/read-body.ts'
@@ -33,7 +32,11 @@ const ALL_METHODS: DeltaMethod[] = ['vcdiff', 'approx', 'archive']
 
 export interface PlanUpdateContext {
   edge: EdgeClient
-  store: ArtifactStore
+  /**
+   * Where this update keeps its scratch files (delta payloads and their journals, rebuilt outputs), on
+   * the store's filesystem: the artifact's partial/ for an update, the staging area's for a prefetch.
+   */
+  workPath: (file: string) => string
   /** The verified target manifest. */
   target: ArtifactManifest
   /** The version `current` points at, if its bytes still match its manifest or not. */
@@ -160,7 +163,7 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
   let transfer: Explanation | undefined
   const total = steps.reduce((n, s) => n + s.layout.framedLength, 0)
   for (const step of steps) {
-    const payloadPath = ctx.store.workPath(`${step.from}-${step.to}.${step.method}.delta`)
+    const payloadPath = ctx.workPath(`${step.from}-${step.to}.${step.method}.delta`)
     const fetched = await fetchDeltaStream({
       url: ctx.edge.url(step.url),
       blockSize: step.layout.blockSize,
@@ -175,7 +178,7 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
     wireBytes += fetched.wireBytes
     transfer = fetched.controller
     const expected = step.to === ctx.target.version ? ctx.target : await ctx.manifestOf(step.to)
-    const output = ctx.store.workPath(`${step.to}.rebuilt`)
+    const output = ctx.workPath(`${step.to}.rebuilt`)
     await rebuild(output, expected, async (sink) => {
       const reader = await openFileReader(source)
       try {
@@ -210,7 +213,7 @@ async function followChunkSync(ctx: PlanUpdateContext, step: PlanChunkSyncStep) 
     ? await buildChunkIndex(fileSource(base))
     : { chunker: remote.chunker, totalLength: 0, chunks: [] }
   const plan = planChunkSync(local, remote)
-  const output = ctx.store.workPath(`${step.to}.rebuilt`)
+  const output = ctx.workPath(`${step.to}.rebuilt`)
   const reader = base
     ? await openFileReader(base)
     : { size: 0, read: async () => new Uint8Array(0), close: async () => {} }
