@@ -93,7 +93,7 @@ describe('deltaport daemon against the real edge', () => {
     )
   })
 
-  it('stages a delta suggestion by the delta: only the delta bytes cross the link', async () => {
+  it('stages a delta suggestion by the cheap plan: only its bytes cross the link', async () => {
     const config = device('delta')
     const v1 = await writeArtifact(suite.ws.dir, 'ddelta-1.bin', 300_000)
     await publish(v1.path, 'ddelta', '1.0.0')
@@ -120,7 +120,10 @@ describe('deltaport daemon against the real edge', () => {
     const cycle = await runDaemonCycle(config, { loadSampler: idle })
     expect(cycle.failures).toEqual([])
     const staged = cycle.staged.find((s) => s.name === 'ddelta')
-    expect(staged).toMatchObject({ version: '1.1.0', size: v2Bytes.length, via: 'delta' })
+    expect(staged).toMatchObject({ version: '1.1.0', size: v2Bytes.length })
+    // The update planner's choice: the delta, or chunk-sync when the one chunk around the edit plus the
+    // chunk index happen to weigh less than the framed delta (random bytes cut chunks at random).
+    expect(['delta', 'chunk-sync']).toContain(staged?.via)
     expect(staged?.fetched).toBeLessThan(v2Bytes.length / 20)
     const staging = new StagingArea(config.installRoot)
     expectSameBytes(await readFile(staging.blobPath('ddelta', '1.1.0')), v2Bytes)
