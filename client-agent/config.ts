@@ -1,9 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
-import { getSystemErrorMessage } from 'node:util'
 import { z } from 'zod'
 import { Base64, Sha256Hex } from '../schemas/common.ts'
-import { AgentError } from './errors.ts'
+import { AgentError, systemError } from './errors.ts'
 
 /** `deltaport.json`: where the edge is, which keys to trust, where installs live. */
 export const AgentConfig = z.object({
@@ -82,10 +81,10 @@ export async function loadConfig(path = DEFAULT_CONFIG_PATH): Promise<AgentConfi
     text = await readFile(path, 'utf8')
   } catch (error) {
     // A missing file wants the hint; anything else (a directory, no permission) wants the system's reason.
-    const { code, errno } = error as NodeJS.ErrnoException
-    if (code !== 'ENOENT' && typeof errno === 'number') {
-      throw new AgentError('config', `cannot read config file ${path}: ${getSystemErrorMessage(errno)}`, {
-        errno: code,
+    const system = systemError(error)
+    if (system && system.code !== 'ENOENT') {
+      throw new AgentError('config', `cannot read config file ${path}: ${system.reason}`, {
+        errno: system.code,
         path,
       })
     }

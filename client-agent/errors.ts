@@ -40,16 +40,25 @@ export class AgentError extends Error {
  * Anything that is not an operating-system error (no errno code and syscall) stays unrecognised.
  */
 export function fromFileSystemError(error: unknown): AgentError | null {
-  if (!(error instanceof Error)) return null
-  const { code, syscall, path, errno } = error as NodeJS.ErrnoException
-  if (typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code) || typeof syscall !== 'string') return null
-  const reason = typeof errno === 'number' ? getSystemErrorMessage(errno) : code
+  const system = systemError(error)
+  if (!system) return null
+  const { code, syscall, path, reason } = system
   const what = typeof path === 'string' ? `${syscall} ${path}` : syscall
   return new AgentError('io', `cannot ${what}: ${reason}`, {
     errno: code,
     syscall,
     ...(typeof path === 'string' ? { path } : {}),
   })
+}
+
+/** An operating-system error's code, call, path and readable reason; null for anything else. */
+export function systemError(
+  error: unknown,
+): { code: string; syscall: string; path?: string | undefined; reason: string } | null {
+  if (!(error instanceof Error)) return null
+  const { code, syscall, path, errno } = error as NodeJS.ErrnoException
+  if (typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code) || typeof syscall !== 'string') return null
+  return { code, syscall, path, reason: typeof errno === 'number' ? getSystemErrorMessage(errno) : code }
 }
 
 /** Turns a non-2xx edge response into an AgentError, keeping the problem+json detail when present. */

@@ -13,7 +13,7 @@ import { ArtifactStore } from './store.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
 import type { Explanation } from './transfer/controller.ts'
 import { verifyManifest } from './trust.ts'
-import { type PlanOutcome, updateViaPlan } from './update/plan-update.ts'
+import { noPlan, type PlanOutcome, updateViaPlan } from './update/plan-update.ts'
 
 export interface InstallRequest {
   name: string
@@ -105,7 +105,7 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
     }
   }
   const { planned, fallbacks } = request.fullOnly
-    ? NO_PLAN
+    ? noPlan()
     : await planCheaperUpdate(config, request, edge, store, manifest, state.current)
   if (planned) {
     await store.commitVersion(planned.blobPath, envelope)
@@ -147,8 +147,6 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
   }
 }
 
-const NO_PLAN: PlanOutcome = { planned: null, fallbacks: [] }
-
 /** What the daemon changes when it follows a plan to stage a version instead of installing it. */
 export interface PlanPlace {
   workPath: (file: string) => string
@@ -177,7 +175,7 @@ export async function planCheaperUpdate(
           sha256: (await store.manifestOf(current)).signed.sha256,
         }
       : null
-  if (!installed) return NO_PLAN
+  if (!installed) return noPlan()
   return updateViaPlan({
     edge,
     workPath: place.workPath,

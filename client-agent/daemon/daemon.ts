@@ -14,6 +14,7 @@ import { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry, runTelemetryLoop } from '../telemetry/uploader.ts'
 import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import { verifyManifest } from '../trust.ts'
+import { noPlan } from '../update/plan-update.ts'
 import { type LoadSampler, type NotIdleReason, notIdleReason, osLoadPerCore } from './idle.ts'
 import { StagingArea, stagingKey } from './staging.ts'
 
@@ -198,7 +199,7 @@ export async function runDaemonCycle(
                 bandwidthCapBps: settings.bandwidthCapBps,
               },
             )
-          : { planned: null, fallbacks: [] }
+          : noPlan()
       const fallbacks = byPlan.fallbacks.length > 0 ? { fallbacks: byPlan.fallbacks } : {}
       if (byPlan.planned) {
         await staging.put(byPlan.planned.blobPath, envelope, now().getTime())

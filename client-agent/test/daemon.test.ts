@@ -14,7 +14,7 @@ import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
-import { expectSameBytes, writeArtifact } from './fixtures.ts'
+import { expectSameBytes, manifestFor, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 const run = promisify(execFile)
@@ -314,21 +314,13 @@ describe('staging area', () => {
     for (const [i, version] of ['1.0.0', '1.1.0', '1.2.0'].entries()) {
       const art = await writeArtifact(suite.ws.dir, `lru-${version}.bin`, 1000)
       const envelope = await signManifest(
-        {
-          schemaVersion: 1,
+        manifestFor({
           name: '@acme/lru',
           version,
           size: 1000,
           sha256: await hashFile(art.path),
-          mediaType: 'application/octet-stream',
-          dependencies: [],
-          channels: ['stable'],
-          createdAt: new Date().toISOString(),
-          expires: new Date(Date.now() + 86_400_000).toISOString(),
           serial: i + 1,
-          chunkIndex: null,
-          deltas: [],
-        },
+        }),
         suite.ws.key,
       )
       const blob = tempPathFor(join(suite.ws.dir, 'lru-blob'))

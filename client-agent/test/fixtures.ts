@@ -3,6 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'vitest'
+import type { ArtifactManifest } from '../../schemas/manifest.ts'
 import type { AgentConfig } from '../config.ts'
 import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
 
@@ -48,4 +49,21 @@ export async function writeArtifact(
 export function expectSameBytes(actual: Uint8Array, expected: Uint8Array): void {
   expect(actual.length).toBe(expected.length)
   expect(Buffer.compare(actual, expected)).toBe(0)
+}
+
+/** A manifest for a plain artifact valid for a day, as `deltaport publish` fills it; tests name the rest. */
+export function manifestFor(
+  fields: Pick<ArtifactManifest, 'name' | 'version' | 'size' | 'sha256' | 'serial'>,
+): ArtifactManifest {
+  return {
+    schemaVersion: 1,
+    mediaType: 'application/octet-stream',
+    dependencies: [],
+    channels: ['stable'],
+    createdAt: new Date().toISOString(),
+    expires: new Date(Date.now() + 86_400_000).toISOString(),
+    chunkIndex: null,
+    deltas: [],
+    ...fields,
+  }
 }

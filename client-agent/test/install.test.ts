@@ -7,7 +7,7 @@ import { installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
-import { expectSameBytes, makeWorkspace, writeArtifact } from './fixtures.ts'
+import { expectSameBytes, makeWorkspace, manifestFor, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 const suite = useEdgeWorkspace()
@@ -81,21 +81,13 @@ describe('publish → install → update → rollback through a real edge', () =
     const art = await writeArtifact(suite.ws.dir, 'tamper.bin', 1000)
     const evil = await writeArtifact(suite.ws.dir, 'evil.bin', 1000)
     const honest = await signManifest(
-      {
-        schemaVersion: 1,
+      manifestFor({
         name: 'tamper',
         version: '1.0.0',
         size: 1000,
         sha256: await hashFile(art.path),
-        mediaType: 'application/octet-stream',
-        dependencies: [],
-        channels: ['stable'],
-        createdAt: new Date().toISOString(),
-        expires: new Date(Date.now() + 86_400_000).toISOString(),
         serial: 1,
-        chunkIndex: null,
-        deltas: [],
-      },
+      }),
       suite.ws.key,
     )
     // An attacker with edge access swaps in other bytes and edits the manifest to match them.

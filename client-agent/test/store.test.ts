@@ -1,30 +1,15 @@
 import { rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import type { ArtifactManifest } from '../../schemas/manifest.ts'
 import { hashFile } from '../download.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
-import { makeWorkspace, writeArtifact } from './fixtures.ts'
+import { makeWorkspace, manifestFor, writeArtifact } from './fixtures.ts'
 
 /** Installs `version` with `serial` the way install does: commit the verified blob, switch `current`. */
 async function install(store: ArtifactStore, dir: string, version: string, serial: number): Promise<void> {
   const blob = await writeArtifact(dir, `blob-${version}`, 100)
-  const manifest: ArtifactManifest = {
-    schemaVersion: 1,
-    name: 'app',
-    version,
-    size: 100,
-    sha256: await hashFile(blob.path),
-    mediaType: 'application/octet-stream',
-    dependencies: [],
-    channels: ['stable'],
-    createdAt: new Date().toISOString(),
-    expires: new Date(Date.now() + 86_400_000).toISOString(),
-    serial,
-    chunkIndex: null,
-    deltas: [],
-  }
+  const manifest = manifestFor({ name: 'app', version, size: 100, sha256: await hashFile(blob.path), serial })
   const envelope = await signManifest(manifest, await generateKeyPair())
   await store.prepare()
   await store.commitVersion(blob.path, envelope)

@@ -69,6 +69,9 @@ export interface PlanOutcome {
   fallbacks: string[]
 }
 
+/** Nothing cheaper to follow, nothing failed: download the artifact whole (a fresh list each time). */
+export const noPlan = (): PlanOutcome => ({ planned: null, fallbacks: [] })
+
 /**
  * Asks the edge for the cheapest path from what is installed to the target and follows it. When a
  * step fails verification or application, it asks again without what failed (the method, or
