@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises'
 import { Command, CommanderError, InvalidArgumentError } from 'commander'
 import { ArtifactName, Version } from '../schemas/common.ts'
 import type { DependencyRef } from '../schemas/manifest.ts'
+import { parseSeconds } from './commands/arguments.ts'
 import { registerDaemonCommand } from './commands/daemon.ts'
 import { registerDeltaCommands } from './commands/delta.ts'
 import { registerRolloutCommands } from './commands/rollout.ts'
@@ -106,7 +107,7 @@ export function buildProgram(): Command {
 
   const installAction = async (
     spec: string,
-    options: { to?: string; allowDowngrade?: boolean; full?: boolean },
+    options: { to?: string; allowDowngrade?: boolean; full?: boolean; wait?: number },
   ) => {
     const config = await loadConfig(program.opts<GlobalOptions>().config)
     const { name, target } = parseSpec(spec, options.to)
@@ -118,6 +119,7 @@ export function buildProgram(): Command {
       allowDowngrade: options.allowDowngrade ?? false,
       fullOnly: options.full ?? false,
       onProgress: (p) => out.progress('download', p.received, p.total),
+      ...lockWait(options.wait, out),
     })
     const how = result.alreadyCurrent
       ? 'already current'
@@ -142,6 +144,7 @@ export function buildProgram(): Command {
     .description('install name, name@version or name@channel')
     .option('--allow-downgrade', 'accept a pinned version older than the last seen (not for channels)')
     .option('--full', 'download the whole artifact, no delta plan')
+    .option(...WAIT_OPTION)
     .action(installAction)
 
   program
@@ -151,7 +154,8 @@ export function buildProgram(): Command {
     )
     .option('--to <target>', 'version or channel (default: the configured channel)')
     .option('--full', 'download the whole artifact, no delta plan')
-    .action(async (spec: string, options: { to?: string; full?: boolean }) => {
+    .option(...WAIT_OPTION)
+    .action(async (spec: string, options: { to?: string; full?: boolean; wait?: number }) => {
       // A staged rollout on the channel (client-agent/rollout/) holds this device back or names the version,
       // and hears how the install went.
       const config = await loadConfig(program.opts<GlobalOptions>().config)
@@ -173,10 +177,13 @@ export function buildProgram(): Command {
   program
     .command('rollback <name>')
     .description('switch back to the previously installed version')
-    .action(async (name: string) => {
+    .option(...WAIT_OPTION)
+    .action(async (name: string, options: { wait?: number }) => {
       const config = await loadConfig(program.opts<GlobalOptions>().config)
       // Tells the channel's rollout, if any, that this device rolled back (best effort).
-      const result = await rollbackAndReport(config, parseWith(ArtifactName)(name))
+      const result = await rollbackAndReport(config, parseWith(ArtifactName)(name), {
+        ...lockWait(options.wait, reporter()),
+      })
       reporter().result(`${name}: rolled back from ${result.from} to ${result.to}`, { rollback: result })
     })
 
@@ -252,6 +259,20 @@ export async function run(argv: string[]): Promise<number> {
     }
     reporter.failure('internal', `unexpected failure: ${(error as Error).stack ?? String(error)}`)
     return 70
+  }
+}
+
+/** `--wait`: how long install, update and rollback wait for another deltaport process on the artifact. */
+const WAIT_OPTION = [
+  '--wait <seconds>',
+  'wait this long for another deltaport process changing the artifact, then fail with exit 11 (default 600)',
+  parseSeconds,
+] as const
+
+function lockWait(seconds: number | undefined, out: { info(message: string): void }) {
+  return {
+    ...(seconds === undefined ? {} : { lockWaitMs: seconds * 1000 }),
+    onLockWait: (holder: string) => out.info(`waiting for ${holder}`),
   }
 }
 

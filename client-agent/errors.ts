@@ -13,6 +13,8 @@ export const EXIT_CODES = {
   'integrity-mismatch': 8,
   'install-failed': 9,
   io: 10,
+  /** Another deltaport process is changing the same artifact and did not finish in time. */
+  busy: 11,
   'nothing-to-do': 0,
 } as const
 export type AgentErrorCode = keyof typeof EXIT_CODES

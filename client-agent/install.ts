@@ -9,6 +9,7 @@ import type { DownloadProgress } from './download.ts'
 import { downloadVerified } from './download.ts'
 import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
+import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
 import { ArtifactStore } from './store.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
 import type { Explanation } from './transfer/controller.ts'
@@ -26,7 +27,14 @@ export interface InstallRequest {
   now?: Date
   /** Skip the planner and download the whole artifact (`--full`). */
   fullOnly?: boolean
+  /** How long to wait for another deltaport process changing this artifact (default 10 minutes). */
+  lockWaitMs?: number
+  /** Told once when another process holds the artifact, naming it. */
+  onLockWait?: (holder: string) => void
 }
+
+/** Long enough for another process's full download on a slow link; bounded so a stuck one is reported. */
+export const DEFAULT_LOCK_WAIT_MS = 10 * 60_000
 
 export interface InstallResult {
   name: string
@@ -47,11 +55,21 @@ export interface InstallResult {
 /**
  * Resolves the target, verifies its signed manifest, downloads (resuming) and verifies the bytes,
  * installs them as an immutable version and only then switches `current`. Any failure before the
- * switch leaves the running version exactly as it was.
+ * switch leaves the running version exactly as it was. One process at a time per artifact: the store's
+ * state is read only once the artifact's lock is held, so a second `update` waiting for a first one
+ * finds its result (already current) instead of redoing or racing it.
  */
 export async function installArtifact(config: AgentConfig, request: InstallRequest): Promise<InstallResult> {
-  const edge = new EdgeClient(config.edgeUrl, request.fetchImpl)
   const store = new ArtifactStore(config.installRoot, request.name)
+  return withArtifactLock(store.dir, lockWaitOf(request), () => installLocked(config, request, store))
+}
+
+async function installLocked(
+  config: AgentConfig,
+  request: InstallRequest,
+  store: ArtifactStore,
+): Promise<InstallResult> {
+  const edge = new EdgeClient(config.edgeUrl, request.fetchImpl)
   const state = await store.state()
   const version = await resolveTarget(edge, request.name, request.target ?? config.channel)
   const envelope = await edge.manifest(request.name, version)
@@ -221,13 +239,27 @@ function newest(index: ArtifactIndex): string | undefined {
     .reduce<string | undefined>((best, v) => (!best || gt(v, best) ? v : best), undefined)
 }
 
-export async function rollbackArtifact(config: AgentConfig, name: string) {
+export async function rollbackArtifact(
+  config: AgentConfig,
+  name: string,
+  wait: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'> = {},
+) {
   const store = new ArtifactStore(config.installRoot, name)
-  const before = await store.state()
-  if (!before.previous)
-    throw new AgentError('install-failed', `${name} has no previous version to roll back to`)
-  const after = await store.rollback()
-  return { name, from: before.current, to: after.current }
+  return withArtifactLock(store.dir, lockWaitOf(wait), async () => {
+    const before = await store.state()
+    if (!before.previous)
+      throw new AgentError('install-failed', `${name} has no previous version to roll back to`)
+    const after = await store.rollback()
+    return { name, from: before.current, to: after.current }
+  })
+}
+
+function lockWaitOf(request: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'>): LockWait {
+  return {
+    timeoutMs: request.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS,
+    ...(request.signal ? { signal: request.signal } : {}),
+    ...(request.onLockWait ? { onWait: request.onLockWait } : {}),
+  }
 }
 
 /** Access metadata for the aggregation side; never blocks or fails an install. */

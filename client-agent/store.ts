@@ -20,6 +20,7 @@ export type StoreState = z.infer<typeof StoreState>
  *   <root>/<name>/current -> versions/<version>            swapped by atomic symlink rename
  *   <root>/<name>/state.json                               serial high-water mark, current, previous
  *   <root>/<name>/partial/                                 downloads in progress (resumable)
+ *   <root>/<name>/lock                                     the one process changing it (fs/artifact-lock.ts)
  */
 export class ArtifactStore {
   readonly dir: string

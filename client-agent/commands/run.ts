@@ -12,6 +12,7 @@ import { EdgeChannelSource, followChannelHead, type VersionGate } from '../swap/
 import { RunFiles } from '../swap/run-files.ts'
 import { Supervisor, type SupervisorEvent } from '../swap/supervisor.ts'
 import { type ReadyUpdate, type SwapOutcomeReporter, silentReporter } from '../swap/update-source.ts'
+import { parseSeconds } from './arguments.ts'
 
 interface RunOptions {
   port: number
@@ -220,10 +221,5 @@ function parseHook(value: string): HookSpec {
 function parsePort(value: string): number {
   if (!/^\d{1,5}$/.test(value) || Number(value) > 65535)
     throw new InvalidArgumentError('a port from 0 to 65535')
-  return Number(value)
-}
-
-function parseSeconds(value: string): number {
-  if (!/^\d{1,7}$/.test(value)) throw new InvalidArgumentError('a whole number of seconds')
   return Number(value)
 }

@@ -110,9 +110,18 @@ export async function installWithinRollout<T>(
 export async function rollbackAndReport(
   config: AgentConfig,
   name: string,
-  options: { channel?: string; errorClass?: string; fetchImpl?: typeof fetch } = {},
+  options: {
+    channel?: string
+    errorClass?: string
+    fetchImpl?: typeof fetch
+    lockWaitMs?: number
+    onLockWait?: (holder: string) => void
+  } = {},
 ): Promise<{ name: string; from: string | null; to: string | null; report: ReportResult | null }> {
-  const rolled = await rollbackArtifact(config, name)
+  const rolled = await rollbackArtifact(config, name, {
+    ...(options.lockWaitMs !== undefined ? { lockWaitMs: options.lockWaitMs } : {}),
+    ...(options.onLockWait ? { onLockWait: options.onLockWait } : {}),
+  })
   if (rolled.from === null) return { ...rolled, report: null }
   const edge = new EdgeClient(config.edgeUrl, options.fetchImpl)
   const channel = options.channel ?? config.channel

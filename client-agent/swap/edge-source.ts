@@ -1,6 +1,8 @@
 import type { AgentConfig } from '../config.ts'
 import { EdgeClient } from '../edge-client.ts'
-import { installArtifact } from '../install.ts'
+import { AgentError } from '../errors.ts'
+import { withArtifactLock } from '../fs/artifact-lock.ts'
+import { DEFAULT_LOCK_WAIT_MS, installArtifact } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import type { ReadyUpdate, UpdateSource } from './update-source.ts'
 
@@ -72,23 +74,33 @@ export class EdgeChannelSource implements UpdateSource {
     if (!head || head === running || refused.has(head)) return null
     const target = await this.gate.admit(this.name, this.channel, head)
     if (!target || target === running || refused.has(target)) return null
-    const installed = await installArtifact(this.config, {
-      name: this.name,
-      target,
-      ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
-    })
-    return { version: installed.version, artifactPath: this.store.blobPath(installed.version) }
+    try {
+      const installed = await installArtifact(this.config, {
+        name: this.name,
+        target,
+        // Another process (a manual `deltaport update`) is changing the artifact: this poll does not wait
+        // for it; the next one finds its result installed and swaps to it.
+        lockWaitMs: 0,
+        ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
+      })
+      return { version: installed.version, artifactPath: this.store.blobPath(installed.version) }
+    } catch (error) {
+      if (error instanceof AgentError && error.code === 'busy') return null
+      throw error
+    }
   }
 
   /** Points `current` back at the version that kept serving (it stayed installed for exactly this). */
   async restore(failed: string, restored: string): Promise<void> {
-    const state = await this.store.state()
-    if (state.current === restored) return
-    if (state.current === failed && state.previous === restored) {
-      await this.store.rollback()
-      return
-    }
-    if (await this.store.has(restored))
-      await this.store.activate((await this.store.manifestOf(restored)).signed)
+    await withArtifactLock(this.store.dir, { timeoutMs: DEFAULT_LOCK_WAIT_MS }, async () => {
+      const state = await this.store.state()
+      if (state.current === restored) return
+      if (state.current === failed && state.previous === restored) {
+        await this.store.rollback()
+        return
+      }
+      if (await this.store.has(restored))
+        await this.store.activate((await this.store.manifestOf(restored)).signed)
+    })
   }
 }

@@ -3,6 +3,8 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { lockArtifact } from '../fs/artifact-lock.ts'
+import { ArtifactStore } from '../store.ts'
 import { expectSameBytes, makeWorkspace, type Workspace, writeArtifact } from './fixtures.ts'
 import { type LocalEdge, startLocalEdge, TEST_TOKEN } from './local-edge.ts'
 
@@ -105,6 +107,24 @@ describe('deltaport CLI', () => {
 
     const offline = await makeWorkspace('http://127.0.0.1:9')
     expect((await runWithConfig(offline.configFile, ['install', 'x'])).code).toBe(4)
+  })
+
+  it('waits for, or with --wait 0 refuses, an artifact another process is changing (exit 11)', async () => {
+    const art = await writeArtifact(ws.dir, 'held.bin', 1000)
+    expect((await cli(['publish', art.path, '--name', 'held', '--version', '1.0.0'])).code).toBe(0)
+    const lock = await lockArtifact(new ArtifactStore(ws.config.installRoot, 'held').dir, { timeoutMs: 0 })
+    const refused = await cli(['--json', 'update', 'held', '--wait', '0'])
+    expect(refused.code).toBe(11)
+    expect(JSON.parse(refused.stdout).error).toMatchObject({ code: 'busy', pid: process.pid })
+    expect((await cli(['rollback', 'held', '--wait', '0'])).code).toBe(11)
+    expect((await cli(['install', 'held', '--wait', 'soon'])).code).toBe(2)
+    const waiting = cli(['install', 'held', '--wait', '60'])
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    await lock.release()
+    const installed = await waiting
+    expect(installed.code).toBe(0)
+    expect(installed.stderr).toContain(`waiting for pid ${process.pid}`)
+    expect(installed.stdout).toContain('held@1.0.0: full')
   })
 
   it('reports missing and unwritable files as io errors naming the path, not as bugs', async () => {

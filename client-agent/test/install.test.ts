@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { hashFile } from '../download.ts'
 import { AgentError } from '../errors.ts'
-import { installArtifact, rollbackArtifact } from '../install.ts'
+import { type InstallResult, installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
@@ -175,6 +175,32 @@ describe('publish → install → update → rollback through a real edge', () =
     expect(resumed.resumedFrom).toBe(partialSize)
     expect(resumed.bytesDownloaded).toBe(big.bytes.length - partialSize)
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), big.bytes)
+  })
+
+  it('runs one install of an artifact at a time: a second waits and finds it done', async () => {
+    const art = await writeArtifact(suite.ws.dir, 'shared.bin', 2 * 1024 * 1024)
+    await publish(art.path, 'shared', '1.0.0')
+    let second: Promise<InstallResult> | undefined
+    let busy: Promise<AgentError> | undefined
+    const waitedFor: string[] = []
+    const first = installArtifact(suite.ws.config, {
+      name: 'shared',
+      onProgress: () => {
+        // Started while the first one is downloading into the shared partial file.
+        second ??= installArtifact(suite.ws.config, {
+          name: 'shared',
+          onLockWait: (holder) => waitedFor.push(holder),
+        })
+        busy ??= rejection(installArtifact(suite.ws.config, { name: 'shared', lockWaitMs: 0 }))
+      },
+    })
+    expect(await first).toMatchObject({ method: 'full', bytesDownloaded: art.bytes.length })
+    expect(await second).toMatchObject({ method: 'local', alreadyCurrent: true, bytesDownloaded: 0 })
+    expect(waitedFor).toEqual([expect.stringContaining(`pid ${process.pid}`)])
+    expect((await busy)?.code).toBe('busy')
+    const store = new ArtifactStore(suite.ws.config.installRoot, 'shared')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), art.bytes)
+    await expect(stat(join(store.dir, 'lock'))).rejects.toThrow()
   })
 
   it('throws away a partial file that does not verify and keeps the running version', async () => {

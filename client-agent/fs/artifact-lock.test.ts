@@ -1,0 +1,153 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises'
+import { tmpdir, uptime } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { AgentError } from '../errors.ts'
+import { lockArtifact, withArtifactLock } from './artifact-lock.ts'
+
+let dir: string
+const children: ChildProcess[] = []
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'dp-lock-'))
+})
+
+afterEach(async () => {
+  for (const child of children.splice(0)) child.kill('SIGKILL')
+  await rm(dir, { recursive: true, force: true })
+})
+
+async function busyError(promise: Promise<unknown>): Promise<AgentError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  expect(error).toBeInstanceOf(AgentError)
+  expect((error as AgentError).code).toBe('busy')
+  return error as AgentError
+}
+
+/** A lock file as another process would have left it. */
+async function writeLock(owner: { pid: number; bootedAt?: number }) {
+  await writeFile(
+    join(dir, 'lock'),
+    JSON.stringify({
+      pid: owner.pid,
+      bootedAt: owner.bootedAt ?? Date.now() - uptime() * 1000,
+      since: new Date().toISOString(),
+      command: 'update app',
+      token: 'theirs',
+    }),
+  )
+}
+
+/** The pid of a process that has exited (and been reaped), so nobody holds it. */
+async function deadPid(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', ''])
+  await once(child, 'exit')
+  if (child.pid === undefined) throw new Error('no pid')
+  return child.pid
+}
+
+/** Another Node process holding the lock until it is killed. */
+async function holdInChild(): Promise<ChildProcess> {
+  const module = join(import.meta.dirname, 'artifact-lock.ts')
+  const child = spawn(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `const { lockArtifact } = await import(${JSON.stringify(module)})
+       await lockArtifact(${JSON.stringify(dir)}, { timeoutMs: 0 })
+       process.stdout.write('held\\n')
+       setInterval(() => {}, 1000)`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  )
+  children.push(child)
+  const [chunk] = (await once(child.stdout ?? child, 'data')) as [Buffer]
+  expect(chunk.toString()).toBe('held\n')
+  return child
+}
+
+describe('the artifact lock', () => {
+  it('lets one holder in at a time; the next waits for the release', async () => {
+    let inside = 0
+    let most = 0
+    const order: number[] = []
+    await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        withArtifactLock(dir, { timeoutMs: 30_000 }, async () => {
+          inside += 1
+          most = Math.max(most, inside)
+          await new Promise((resolve) => setTimeout(resolve, 20))
+          order.push(i)
+          inside -= 1
+        }),
+      ),
+    )
+    expect(most).toBe(1)
+    expect(order.sort()).toEqual([0, 1, 2, 3, 4, 5])
+  })
+
+  it('names a live holder and fails when the wait runs out; tells the waiter once', async () => {
+    const held = await lockArtifact(dir, { timeoutMs: 0 })
+    const told: string[] = []
+    const error = await busyError(lockArtifact(dir, { timeoutMs: 250, onWait: (who) => told.push(who) }))
+    expect(error.message).toContain(`pid ${process.pid}`)
+    expect(error.exitCode).toBe(11)
+    expect(told).toEqual([expect.stringContaining(`pid ${process.pid}`)])
+    await held.release()
+    const next = await lockArtifact(dir, { timeoutMs: 0 })
+    await next.release()
+  })
+
+  it('waits for another process and takes over at once when it is killed', async () => {
+    const child = await holdInChild()
+    await busyError(lockArtifact(dir, { timeoutMs: 0 }))
+    const waiting = lockArtifact(dir, { timeoutMs: 20_000 })
+    child.kill('SIGKILL')
+    await once(child, 'exit')
+    const lock = await waiting
+    expect(JSON.parse(await readFile(join(dir, 'lock'), 'utf8'))).toMatchObject({ pid: process.pid })
+    await lock.release()
+  })
+
+  it('removes a lock whose process is gone or whose machine has rebooted since', async () => {
+    await writeLock({ pid: await deadPid() })
+    const first = await lockArtifact(dir, { timeoutMs: 0 })
+    await first.release()
+    // A live pid from before a reboot is some other process now.
+    await writeLock({ pid: process.pid, bootedAt: Date.now() - 30 * 86_400_000 })
+    const second = await lockArtifact(dir, { timeoutMs: 0 })
+    await second.release()
+  })
+
+  it('treats an unreadable lock as being written for a few seconds, then as dead', async () => {
+    await writeFile(join(dir, 'lock'), '{"pid": 4')
+    const error = await busyError(lockArtifact(dir, { timeoutMs: 0 }))
+    expect(error.message).toContain('being written')
+    const aMinuteAgo = new Date(Date.now() - 60_000)
+    await utimes(join(dir, 'lock'), aMinuteAgo, aMinuteAgo)
+    const lock = await lockArtifact(dir, { timeoutMs: 0 })
+    await lock.release()
+  })
+
+  it('releases only its own lock, not one taken after its own was broken', async () => {
+    const mine = await lockArtifact(dir, { timeoutMs: 0 })
+    await writeLock({ pid: process.pid })
+    await mine.release()
+    expect(JSON.parse(await readFile(join(dir, 'lock'), 'utf8'))).toMatchObject({ token: 'theirs' })
+  })
+
+  it('stops waiting when the caller aborts', async () => {
+    const held = await lockArtifact(dir, { timeoutMs: 0 })
+    const controller = new AbortController()
+    const waiting = lockArtifact(dir, { timeoutMs: 60_000, signal: controller.signal })
+    setTimeout(() => controller.abort(), 50)
+    await expect(waiting).rejects.toMatchObject({ name: 'AbortError' })
+    await held.release()
+  })
+})

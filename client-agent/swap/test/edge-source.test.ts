@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest'
+import { lockArtifact } from '../../fs/artifact-lock.ts'
+import { publishArtifact } from '../../publish.ts'
+import { ArtifactStore } from '../../store.ts'
+import { writeArtifact } from '../../test/fixtures.ts'
+import { TEST_TOKEN, useEdgeWorkspace } from '../../test/local-edge.ts'
+import { EdgeChannelSource } from '../edge-source.ts'
+
+const suite = useEdgeWorkspace()
+
+async function publish(name: string, version: string, size: number) {
+  const art = await writeArtifact(suite.ws.dir, `${name}-${version}.bin`, size)
+  await publishArtifact({
+    edgeUrl: suite.edge.url,
+    token: TEST_TOKEN,
+    keyFile: suite.ws.keyFile,
+    file: art.path,
+    name,
+    version,
+  })
+}
+
+describe("run's update source and the artifact lock", () => {
+  it('skips a poll while another process changes the artifact and swaps on the next one', async () => {
+    await publish('svc', '1.0.0', 50_000)
+    const source = new EdgeChannelSource(suite.ws.config, 'svc')
+    expect((await source.initial()).version).toBe('1.0.0')
+    await publish('svc', '1.1.0', 50_000)
+
+    const store = new ArtifactStore(suite.ws.config.installRoot, 'svc')
+    const manual = await lockArtifact(store.dir, { timeoutMs: 0 })
+    const started = performance.now()
+    expect(await source.next('1.0.0', new Set())).toBeNull()
+    // The poll did not wait out the lock (the default wait is ten minutes).
+    expect(performance.now() - started).toBeLessThan(5_000)
+    await manual.release()
+    expect(await source.next('1.0.0', new Set())).toMatchObject({ version: '1.1.0' })
+  })
+
+  it('restores the previous version once the other process is done, not beside it', async () => {
+    await publish('svc2', '1.0.0', 20_000)
+    const source = new EdgeChannelSource(suite.ws.config, 'svc2')
+    await source.initial()
+    await publish('svc2', '1.1.0', 20_000)
+    await source.next('1.0.0', new Set())
+    const store = new ArtifactStore(suite.ws.config.installRoot, 'svc2')
+
+    const other = await lockArtifact(store.dir, { timeoutMs: 0 })
+    let restored = false
+    const restoring = source.restore('1.1.0', '1.0.0').then(() => {
+      restored = true
+    })
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(restored).toBe(false)
+    expect((await store.state()).current).toBe('1.1.0')
+    await other.release()
+    await restoring
+    expect((await store.state()).current).toBe('1.0.0')
+  })
+})
