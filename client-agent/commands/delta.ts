@@ -8,6 +8,7 @@ import {
   type DeltaMethodId,
   type StreamDeltaMethod,
 } from '../../delta/index.ts'
+import { deviceArchiveLimits } from '../codec/archive-budget.ts'
 import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { AgentError } from '../errors.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
@@ -39,6 +40,11 @@ function collectMethods(value: string, previous: DeltaMethodId[] | undefined): D
 function parseMiB(value: string): number {
   if (!/^\d{1,4}$/.test(value) || Number(value) < 1 || Number(value) > 2047)
     throw new InvalidArgumentError('a whole number of MiB from 1 to 2047')
+  return Number(value) * 2 ** 20
+}
+
+function parseMemoryMiB(value: string): number {
+  if (!/^\d{1,7}$/.test(value) || Number(value) < 1) throw new InvalidArgumentError('a whole number of MiB')
   return Number(value) * 2 ** 20
 }
 
@@ -142,17 +148,29 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
   delta
     .command('apply <source> <delta> <out>')
     .description('rebuild the target from source + delta, streaming; out appears only if it verifies')
-    .action(async (sourcePath: string, deltaPath: string, out: string) => {
+    .option(
+      '--max-memory <MiB>',
+      "memory an archive rebuild may use (default and upper bound: what this machine's memory allows)",
+      parseMemoryMiB,
+    )
+    .action(async (sourcePath: string, deltaPath: string, out: string, options: { maxMemory?: number }) => {
       const source = await openFileReader(sourcePath)
       const sink = await openAtomicFileSink(out)
       try {
         const method = await applyDeltaStream(source, fileSource(deltaPath), sink, {
           deflateEngine: nativeDeflateEngine,
+          // As in an update: an archive that cannot fit in this machine's memory is refused up front.
+          archive: deviceArchiveLimits(options.maxMemory),
         })
         await sink.commit()
         reporter().result(`${out}: rebuilt via ${method}`, { apply: { path: out, method } })
       } catch (error) {
         await sink.discard()
+        if (error instanceof DeltaFormatError && error.code === 'archive-limit')
+          throw new AgentError(
+            'install-failed',
+            `not enough memory to rebuild this archive here (${formatBytes(Math.min(options.maxMemory ?? Infinity, process.availableMemory()))} allowed): ${error.message}`,
+          )
         if (error instanceof DeltaFormatError)
           throw new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
         throw error

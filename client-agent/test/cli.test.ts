@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { lockArtifact } from '../fs/artifact-lock.ts'
 import { ArtifactStore } from '../store.ts'
@@ -167,6 +168,27 @@ describe('deltaport CLI', () => {
     const status = await runWithConfig(fileRootConfig, ['status', 'io'])
     expect(status.code).toBe(10)
     expect(status.stderr).toContain(`cannot readlink ${join(art.path, 'io', 'current')}: not a directory`)
+  })
+
+  it('delta apply refuses an archive rebuild bigger than the memory it may use, before writing', async () => {
+    // Two gzip members whose contents (≈640 KB of text) differ by a line: an archive-aware delta.
+    const text = Array.from({ length: 40_000 }, (_, i) => `line ${i} ${(i * 7919) % 10007}\n`).join('')
+    const source = join(ws.dir, 'mem-src.gz')
+    const target = join(ws.dir, 'mem-tgt.gz')
+    await writeFile(source, gzipSync(text, { level: 9 }))
+    await writeFile(target, gzipSync(text.replace('line 20000 ', 'line 20000 changed '), { level: 9 }))
+    const deltaPath = join(ws.dir, 'mem.delta')
+    const made = await cli(['--json', 'delta', 'make', '--method', 'archive', source, target, deltaPath])
+    expect(JSON.parse(made.stdout).delta.method).toBe('archive')
+    const out = join(ws.dir, 'mem-out.gz')
+    // 33 MiB leaves 1 MiB above the fixed cost: room for ≈170 KB of expanded content, not 640 KB.
+    const refused = await cli(['delta', 'apply', '--max-memory', '33', source, deltaPath, out])
+    expect(refused.code).toBe(9)
+    expect(refused.stderr).toContain('not enough memory to rebuild this archive here (33.0 MiB allowed)')
+    await expect(readFile(out)).rejects.toThrow()
+    expect((await cli(['delta', 'apply', '--max-memory', '64', source, deltaPath, out])).code).toBe(0)
+    expectSameBytes(await readFile(out), await readFile(target))
+    expect((await cli(['delta', 'apply', '--max-memory', 'lots', source, deltaPath, out])).code).toBe(2)
   })
 
   it('delta make/apply round-trips files and leaves no output for a corrupt delta', async () => {
