@@ -130,6 +130,8 @@ export function buildProgram(): Command {
           : `${result.method}: downloaded ${formatBytes(result.bytesDownloaded)} for ${formatBytes(result.size)} (${savedShare(result.bytesDownloaded, result.size)} saved)${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''}${result.fallbacks.length ? ` after ${result.fallbacks.length} fallback(s)` : ''}`
     // Why a cheaper plan was dropped (e.g. a corrupt stream, a delta too big for this device's memory).
     for (const reason of result.fallbacks) out.info(`fell back from ${reason}`)
+    if (result.pruned.length > 0)
+      out.info(`removed older versions ${result.pruned.join(', ')} (keepVersions ${config.keepVersions})`)
     const seconds = (performance.now() - started) / 1000
     out.result(
       `${result.name}@${result.version}: ${how} in ${seconds.toFixed(1)} s${result.previous ? ` (previous: ${result.previous})` : ''}`,

@@ -20,6 +20,12 @@ export const AgentConfig = z.object({
    * next plan (chunk-sync or the full artifact).
    */
   applyMemoryBytes: z.number().int().positive().optional(),
+  /**
+   * Installed versions kept per artifact after an install: current and previous (rollback's target)
+   * always, then the newest releases; older ones are deleted. Versions a `deltaport run` service still
+   * runs are kept beyond this.
+   */
+  keepVersions: z.number().int().min(2).max(1000).default(2),
   // Daemon knobs (`deltaport daemon`). Optional so existing configs stay valid; `daemonSettings` applies
   // the defaults.
   /** The device's link is metered (mobile, satellite): the daemon does not prefetch on it. */

@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import { gt } from 'semver'
 import type { ArtifactIndex } from '../schemas/artifact-index.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
@@ -11,6 +12,7 @@ import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
 import { ArtifactStore } from './store.ts'
+import { RunFiles } from './swap/run-files.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
 import type { Explanation } from './transfer/controller.ts'
 import { verifyManifest } from './trust.ts'
@@ -47,6 +49,8 @@ export interface InstallResult {
   fallbacks: string[]
   /** The range controller's last choice and its reasons, when a delta stream was fetched. */
   transfer?: Explanation
+  /** Older versions deleted after the switch (beyond the config's `keepVersions`). */
+  pruned: string[]
   resumedFrom: number
   size: number
   alreadyCurrent: boolean
@@ -84,6 +88,12 @@ async function installLocked(
     },
   )
   const base = { name: manifest.name, version, previous: state.current, size: manifest.size }
+  /** The switch every install ends with, then the versions beyond `keepVersions` go. */
+  const switchTo = async (prefetchHit = false): Promise<{ pruned: string[] }> => {
+    await store.activate(manifest)
+    await recordInstall(config, manifest.name, version, state.current, prefetchHit)
+    return { pruned: await pruneOldVersions(config, store) }
+  }
   if (state.current === version && (await store.has(version))) {
     return {
       ...base,
@@ -92,11 +102,11 @@ async function installLocked(
       resumedFrom: 0,
       alreadyCurrent: true,
       fallbacks: [],
+      pruned: [],
     }
   }
   if (await store.has(version)) {
-    await store.activate(manifest)
-    await recordInstall(config, manifest.name, version, state.current)
+    const switched = await switchTo()
     return {
       ...base,
       method: 'local',
@@ -104,6 +114,7 @@ async function installLocked(
       resumedFrom: 0,
       alreadyCurrent: false,
       fallbacks: [],
+      ...switched,
     }
   }
   await store.prepare()
@@ -111,8 +122,7 @@ async function installLocked(
   const stagedBlob = store.workPath(`${version}.staged`)
   if (await new StagingArea(config.installRoot).take(manifest, stagedBlob)) {
     await store.commitVersion(stagedBlob, envelope)
-    await store.activate(manifest)
-    await recordInstall(config, manifest.name, version, state.current, true)
+    const switched = await switchTo(true)
     return {
       ...base,
       method: 'staged',
@@ -120,6 +130,7 @@ async function installLocked(
       resumedFrom: 0,
       alreadyCurrent: false,
       fallbacks: [],
+      ...switched,
     }
   }
   const { planned, fallbacks } = request.fullOnly
@@ -127,8 +138,7 @@ async function installLocked(
     : await planCheaperUpdate(config, request, edge, store, manifest, state.current)
   if (planned) {
     await store.commitVersion(planned.blobPath, envelope)
-    await store.activate(manifest)
-    await recordInstall(config, manifest.name, version, state.current)
+    const switched = await switchTo()
     return {
       ...base,
       method:
@@ -138,6 +148,7 @@ async function installLocked(
       alreadyCurrent: false,
       fallbacks,
       ...(planned.transfer ? { transfer: planned.transfer } : {}),
+      ...switched,
     }
   }
   const partial = store.partialPath(version)
@@ -153,8 +164,7 @@ async function installLocked(
     bandwidthCapBps: config.bandwidthCapBps,
   })
   await store.commitVersion(partial, envelope)
-  await store.activate(manifest)
-  await recordInstall(config, manifest.name, version, state.current)
+  const switched = await switchTo()
   return {
     ...base,
     method: 'full',
@@ -162,7 +172,18 @@ async function installLocked(
     resumedFrom: downloaded.resumedFrom,
     alreadyCurrent: false,
     fallbacks,
+    ...switched,
   }
+}
+
+/**
+ * Deletes installed versions beyond the config's `keepVersions`, sparing those a `deltaport run` service
+ * still runs. The install has already succeeded: a version that cannot be deleted now (a permission
+ * changed by hand) is left for the next install to try again rather than failing this one.
+ */
+async function pruneOldVersions(config: AgentConfig, store: ArtifactStore): Promise<string[]> {
+  const inUse = await new RunFiles(join(store.dir, 'run')).versionsInUse()
+  return store.prune(config.keepVersions, inUse).catch(() => [])
 }
 
 /** What the daemon changes when it follows a plan to stage a version instead of installing it. */

@@ -143,6 +143,44 @@ export class ArtifactStore {
     return after
   }
 
+  /**
+   * Removes installed versions beyond `keep` (counting `current` and `previous`, what rollback returns
+   * to, which always stay), keeping the newest releases by manifest serial; versions in `inUse` (a
+   * service still runs them) stay on top of that.
+   * Call with the artifact's lock held. Each version folder is renamed aside before it is deleted, so a
+   * crash mid-delete never leaves a half version that `has` would report installed; leftovers of such
+   * crashes (and of interrupted commits) are swept here too. Returns the versions removed.
+   */
+  async prune(keep: number, inUse: Iterable<string> = []): Promise<string[]> {
+    const state = await this.state()
+    const installed = await this.installedVersions()
+    const switchable = [state.current, state.previous].filter((v) => v !== null && installed.includes(v))
+    const kept = new Set([...switchable, ...inUse])
+    const candidates = await Promise.all(
+      installed
+        .filter((version) => !kept.has(version))
+        .map(async (version) => ({ version, serial: await this.serialOf(version) })),
+    )
+    // Versions in use are kept on top of `keep`, not counted in it.
+    const room = Math.max(0, keep - switchable.length)
+    const doomed = candidates
+      .sort((a, b) => b.serial - a.serial)
+      .slice(room)
+      .map((c) => c.version)
+    const versions = join(this.dir, 'versions')
+    for (const version of doomed) {
+      const aside = tempPathFor(this.versionDir(version))
+      await rename(this.versionDir(version), aside)
+      await rm(aside, { recursive: true, force: true })
+    }
+    const leftovers = (await unlessMissing(readdir(versions), [])).filter((entry) =>
+      /^\..*\.tmp$/.test(entry),
+    )
+    for (const entry of leftovers) await rm(join(versions, entry), { recursive: true, force: true })
+    if (doomed.length > 0 || leftovers.length > 0) await fsyncDir(versions)
+    return doomed
+  }
+
   /** The highest serial among installed manifests that still parse (0 for an empty store). */
   private async highestInstalledSerial(): Promise<number> {
     let highest = 0

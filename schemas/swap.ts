@@ -137,7 +137,10 @@ export const RunState = z.object({
 })
 export type RunState = z.infer<typeof RunState>
 
-/** `<installRoot>/<name>/run/children.json`: service processes to reap after an agent crash. */
+/**
+ * `<installRoot>/<name>/run/children.json`: service processes to reap after an agent crash, and the
+ * versions they run (the store does not prune those).
+ */
 export const RunChildren = z.object({
   pids: z
     .array(
@@ -148,5 +151,6 @@ export const RunChildren = z.object({
         .max(2 ** 22),
     )
     .max(64),
+  versions: z.array(Version).max(64).default([]),
 })
 export type RunChildren = z.infer<typeof RunChildren>

@@ -38,8 +38,20 @@ export class RunFiles {
     )
   }
 
-  async recordChildren(pids: readonly number[]): Promise<void> {
-    await writeFileAtomic(join(this.dir, 'children.json'), JSON.stringify({ pids: pids.slice(0, 64) }))
+  async recordChildren(pids: readonly number[], versions: readonly string[] = []): Promise<void> {
+    await writeFileAtomic(
+      join(this.dir, 'children.json'),
+      JSON.stringify({ pids: pids.slice(0, 64), versions: [...new Set(versions)].slice(0, 64) }),
+    )
+  }
+
+  /** Versions the service processes run (or ran, if the agent was killed since): kept by the store. */
+  async versionsInUse(): Promise<string[]> {
+    try {
+      return RunChildren.parse(JSON.parse(await readFile(join(this.dir, 'children.json'), 'utf8'))).versions
+    } catch {
+      return []
+    }
   }
 
   /**

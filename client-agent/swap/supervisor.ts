@@ -453,17 +453,21 @@ export class Supervisor {
       ...(this.options.stdio ? { stdio: this.options.stdio } : {}),
     })
     this.processes.add(service)
-    await this.files.recordChildren(this.pids())
+    await this.recordChildren()
     return service
   }
 
   private async forget(service: ServiceProcess): Promise<void> {
     this.processes.delete(service)
-    await this.files.recordChildren(this.pids())
+    await this.recordChildren()
   }
 
-  private pids(): number[] {
-    return [...this.processes].map((p) => p.pid).filter((pid): pid is number => typeof pid === 'number')
+  private recordChildren(): Promise<void> {
+    const running = [...this.processes]
+    return this.files.recordChildren(
+      running.map((p) => p.pid).filter((pid): pid is number => typeof pid === 'number'),
+      running.map((p) => p.version),
+    )
   }
 
   /** Makes `service` the active one and restarts it (same version) if it dies while active. */

@@ -28,6 +28,7 @@ export async function makeWorkspace(edgeUrl: string): Promise<Workspace> {
     signingKey: keyFile,
     bandwidthCapBps: 0,
     channel: 'stable',
+    keepVersions: 2,
   }
   const configFile = join(dir, 'deltaport.json')
   await writeFile(configFile, JSON.stringify(config))

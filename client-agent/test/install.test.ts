@@ -1,4 +1,4 @@
-import { readFile, readlink, rename, stat, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, readlink, rename, stat, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { hashFile } from '../download.ts'
@@ -7,6 +7,7 @@ import { type InstallResult, installArtifact, rollbackArtifact } from '../instal
 import { publishArtifact } from '../publish.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
+import { RunFiles } from '../swap/run-files.ts'
 import { expectSameBytes, makeWorkspace, manifestFor, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
@@ -201,6 +202,37 @@ describe('publish → install → update → rollback through a real edge', () =
     const store = new ArtifactStore(suite.ws.config.installRoot, 'shared')
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), art.bytes)
     await expect(stat(join(store.dir, 'lock'))).rejects.toThrow()
+  })
+
+  it('deletes versions beyond keepVersions after a switch, sparing what rollback and a service need', async () => {
+    const store = new ArtifactStore(suite.ws.config.installRoot, 'kept')
+    const runFiles = new RunFiles(join(store.dir, 'run'))
+    await mkdir(runFiles.dir, { recursive: true })
+    const installed: InstallResult[] = []
+    for (const version of ['1.0.0', '1.1.0', '1.2.0', '1.3.0']) {
+      const art = await writeArtifact(suite.ws.dir, `kept-${version}.bin`, 5_000)
+      await publish(art.path, 'kept', version)
+      installed.push(await installArtifact(suite.ws.config, { name: 'kept', fullOnly: true }))
+      // `deltaport run` still serves 1.0.0 while 1.2.0 goes in.
+      if (version === '1.1.0') await runFiles.recordChildren([4242], ['1.0.0'])
+      if (version === '1.2.0') await runFiles.recordChildren([], [])
+    }
+    expect(installed.map((r) => r.pruned)).toEqual([[], [], [], ['1.1.0', '1.0.0']])
+    expect((await store.installedVersions()).sort()).toEqual(['1.2.0', '1.3.0'])
+    expect(await rollbackArtifact(suite.ws.config, 'kept')).toMatchObject({ to: '1.2.0' })
+    // Going back to a deleted version downloads it again.
+    const again = await installArtifact(suite.ws.config, {
+      name: 'kept',
+      target: '1.0.0',
+      allowDowngrade: true,
+    })
+    expect(again).toMatchObject({ method: 'full', pruned: ['1.3.0'] })
+
+    const roomy = { ...suite.ws.config, keepVersions: 3 }
+    const art = await writeArtifact(suite.ws.dir, 'kept-2.0.0.bin', 5_000)
+    await publish(art.path, 'kept', '2.0.0')
+    expect(await installArtifact(roomy, { name: 'kept' })).toMatchObject({ pruned: [] })
+    expect((await store.installedVersions()).sort()).toEqual(['1.0.0', '1.2.0', '2.0.0'])
   })
 
   it('throws away a partial file that does not verify and keeps the running version', async () => {

@@ -1,4 +1,4 @@
-import { rm, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { hashFile } from '../download.ts'
@@ -49,5 +49,39 @@ describe('ArtifactStore state', () => {
     const store = new ArtifactStore(root, 'app')
     await expect(store.state()).rejects.toMatchObject({ code: 'ENOTDIR' })
     await expect(store.installedVersions()).rejects.toMatchObject({ code: 'ENOTDIR' })
+  })
+})
+
+describe('ArtifactStore prune', () => {
+  it('keeps current, previous and the newest releases up to the limit, and what a service runs', async () => {
+    const ws = await makeWorkspace('http://127.0.0.1:9')
+    const store = new ArtifactStore(ws.config.installRoot, 'app')
+    // Installed out of release order: 1.3.0 (serial 4) went in before 1.2.0 (serial 3).
+    for (const [version, serial] of [
+      ['1.0.0', 1],
+      ['1.1.0', 2],
+      ['1.3.0', 4],
+      ['1.2.0', 3],
+      ['1.4.0', 5],
+    ] as const)
+      await install(store, ws.dir, version, serial)
+    await store.rollback() // current 1.2.0, previous 1.4.0
+    expect(await store.prune(3, ['1.0.0'])).toEqual(['1.1.0'])
+    expect((await store.installedVersions()).sort()).toEqual(['1.0.0', '1.2.0', '1.3.0', '1.4.0'])
+    expect(await store.prune(2)).toEqual(['1.3.0', '1.0.0'])
+    expect((await store.installedVersions()).sort()).toEqual(['1.2.0', '1.4.0'])
+    expect((await store.rollback()).current).toBe('1.4.0')
+  })
+
+  it('sweeps version folders a crash left half deleted or half committed', async () => {
+    const ws = await makeWorkspace('http://127.0.0.1:9')
+    const store = new ArtifactStore(ws.config.installRoot, 'app')
+    await install(store, ws.dir, '1.0.0', 1)
+    const versions = join(store.dir, 'versions')
+    await mkdir(join(versions, '.0.9.0.0123456789ab.tmp'))
+    await writeFile(join(versions, '.0.9.0.0123456789ab.tmp', 'blob'), 'half')
+    expect(await store.installedVersions()).toEqual(['1.0.0'])
+    expect(await store.prune(2)).toEqual([])
+    expect(await readdir(versions)).toEqual(['1.0.0'])
   })
 })

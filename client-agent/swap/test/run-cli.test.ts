@@ -9,6 +9,7 @@ import { buildSampleService, type SampleBuild } from '../../sample-service/build
 import { ArtifactStore } from '../../store.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from '../../test/local-edge.ts'
 import { parseJournal } from '../journal.ts'
+import { RunFiles } from '../run-files.ts'
 import { freePort, sleep } from '../service-process.ts'
 
 const exec = promisify(execFile)
@@ -145,6 +146,9 @@ describe('deltaport run (CLI, local edge)', () => {
       expect(mine).toEqual(Array.from({ length: seq }, (_, i) => i + 1))
       const health = await fetch(`http://127.0.0.1:${port}/health`)
       expect(await health.json()).toEqual({ version: '1.0.1' })
+      // What the service runs is on record, so an install's pruning spares it.
+      const runFiles = new RunFiles(join(new ArtifactStore(setup.ws.config.installRoot, NAME).dir, 'run'))
+      expect(await runFiles.versionsInUse()).toEqual(['1.0.1'])
     } finally {
       agent.child.kill('SIGTERM')
       expect(await agent.exited).toBe(0)
