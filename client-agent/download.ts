@@ -41,7 +41,11 @@ export async function downloadVerified(
   for (let attempt = 0; ; attempt++) {
     const offset = await existingSize(request.partialPath)
     if (offset > request.size) await rm(request.partialPath, { force: true })
-    if (offset === request.size) break
+    if (offset === request.size) {
+      // Nothing to fetch; an empty artifact still needs its (empty, durable) file to install.
+      if (request.size === 0) await createEmpty(request.partialPath)
+      break
+    }
     try {
       fetched += await fetchFrom(offset > request.size ? 0 : offset, request, fetchImpl)
       break
@@ -99,6 +103,15 @@ async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: ty
   }
   if (position !== request.size) throw new Error(`connection ended at ${position} of ${request.size} bytes`)
   return position - start
+}
+
+async function createEmpty(path: string): Promise<void> {
+  const file = await open(path, 'w')
+  try {
+    await file.sync()
+  } finally {
+    await file.close()
+  }
 }
 
 async function existingSize(path: string): Promise<number> {

@@ -154,6 +154,23 @@ describe('publish → install → update → rollback through a real edge', () =
     expect(expired.message).toContain('expired')
   })
 
+  it('installs an empty artifact and updates from it', async () => {
+    const empty = join(suite.ws.dir, 'empty.bin')
+    await writeFile(empty, '')
+    await publish(empty, 'empty', '1.0.0')
+    expect(await installArtifact(suite.ws.config, { name: 'empty' })).toMatchObject({
+      method: 'full',
+      bytesDownloaded: 0,
+      size: 0,
+    })
+    const store = new ArtifactStore(suite.ws.config.installRoot, 'empty')
+    expect((await readFile(join(store.currentLink, 'blob'))).length).toBe(0)
+    const next = await writeArtifact(suite.ws.dir, 'empty-next.bin', 3_000)
+    await publish(next.path, 'empty', '1.0.1')
+    expect(await installArtifact(suite.ws.config, { name: 'empty' })).toMatchObject({ version: '1.0.1' })
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), next.bytes)
+  })
+
   it('resumes an interrupted download and verifies the result', async () => {
     const big = await writeArtifact(suite.ws.dir, 'big.bin', 4 * 1024 * 1024)
     await publish(big.path, 'resumable', '1.0.0')
