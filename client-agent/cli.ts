@@ -23,12 +23,23 @@ interface GlobalOptions {
   json: boolean
 }
 
-/** Builds the `deltaport` program; `run` executes it and maps every failure to an exit code. */
-export function buildProgram(): Command {
+/**
+ * Builds the `deltaport` program; `run` executes it and maps every failure to an exit code.
+ * `errors.printed` records whether commander already showed a usage error (it does for parse errors,
+ * not for an InvalidArgumentError an action throws), so `run` prints each one exactly once.
+ */
+export function buildProgram(errors: { printed: boolean } = { printed: false }): Command {
   const program = new Command('deltaport')
     .description('Ship and apply software updates as small, verified binary deltas')
     .option('-c, --config <file>', 'agent config file', DEFAULT_CONFIG_PATH)
     .option('--json', 'print one JSON document per command on stdout', false)
+    // Set before any subcommand exists: commander copies it to each one.
+    .configureOutput({
+      outputError: (text, write) => {
+        errors.printed = true
+        write(text)
+      },
+    })
     .exitOverride()
     .showHelpAfterError()
     // Not commander's .version(): it would also swallow `publish --version <v>` (see version.ts).
@@ -238,7 +249,8 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(`${agentVersion()}\n`)
     return 0
   }
-  const program = buildProgram()
+  const errors = { printed: false }
+  const program = buildProgram(errors)
   try {
     await program.parseAsync(argv, { from: 'user' })
     return 0
@@ -247,7 +259,7 @@ export async function run(argv: string[]): Promise<number> {
     const reporter = new Reporter(json)
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0
-      if (json) reporter.failure('usage', error.message)
+      if (json || !errors.printed) reporter.failure('usage', error.message)
       return 2
     }
     if (error instanceof AgentError) {

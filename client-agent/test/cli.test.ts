@@ -92,6 +92,23 @@ describe('deltaport CLI', () => {
     expect((await cli(['publish', art.path, '--name', 'Bad Name', '--version', '1.0.0'])).code).toBe(2)
     expect((await cli(['install', '../../etc'])).code).toBe(2)
     expect((await cli(['rollback', 'large'])).code).toBe(9)
+    // A usage error found inside a command (not by the parser) is shown too; a parser's just once.
+    const stages = await cli([
+      'rollout',
+      'start',
+      'x',
+      '--version',
+      '1.0.0',
+      '--stages',
+      '1,10,50',
+      '--stage-duration',
+      '1h,1h',
+    ])
+    expect(stages.code).toBe(2)
+    expect(stages.stderr).toContain('--stage-duration needs one duration or 3 (one per stage), got 2')
+    const parsed = await cli(['install', 'x', '--wait', 'soon'])
+    expect(parsed.code).toBe(2)
+    expect(parsed.stderr.match(/a whole number of seconds/g)).toHaveLength(1)
 
     const badConfig = join(ws.dir, 'bad.json')
     await writeFile(badConfig, JSON.stringify({ edgeUrl: 'ftp://nope' }))
