@@ -249,9 +249,17 @@ export async function planCheaperUpdate(
 async function resolveTarget(edge: EdgeClient, name: string, target: string): Promise<string> {
   if (/^\d+\.\d+\.\d+/.test(target)) return target
   const index = await edge.index(name)
-  const version = index.channels[target] ?? (target === 'latest' ? newest(index) : undefined)
+  const version = channelHead(index, target) ?? (target === 'latest' ? newest(index) : undefined)
   if (!version) throw new AgentError('not-found', `${name} has no channel "${target}"`)
   return version
+}
+
+/**
+ * The version a channel points at. Own keys only: a channel named `constructor` or `toString` must be
+ * "no such channel", not a function inherited from Object.prototype.
+ */
+export function channelHead(index: ArtifactIndex, channel: string): string | undefined {
+  return Object.hasOwn(index.channels, channel) ? index.channels[channel] : undefined
 }
 
 function newest(index: ArtifactIndex): string | undefined {

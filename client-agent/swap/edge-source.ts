@@ -2,7 +2,7 @@ import type { AgentConfig } from '../config.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { withArtifactLock } from '../fs/artifact-lock.ts'
-import { DEFAULT_LOCK_WAIT_MS, installArtifact } from '../install.ts'
+import { channelHead, DEFAULT_LOCK_WAIT_MS, installArtifact } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import type { ReadyUpdate, UpdateSource } from './update-source.ts'
 
@@ -51,7 +51,7 @@ export class EdgeChannelSource implements UpdateSource {
       return { version: state.current, artifactPath: this.store.blobPath(state.current) }
     }
     const index = await new EdgeClient(this.config.edgeUrl, this.fetchImpl).index(this.name)
-    const head = index.channels[this.channel]
+    const head = channelHead(index, this.channel)
     const admitted = head ? await this.gate.admit(this.name, this.channel, head) : null
     const installed = await installArtifact(this.config, {
       name: this.name,
@@ -70,7 +70,7 @@ export class EdgeChannelSource implements UpdateSource {
 
   async next(running: string, refused: ReadonlySet<string>): Promise<ReadyUpdate | null> {
     const index = await new EdgeClient(this.config.edgeUrl, this.fetchImpl).index(this.name)
-    const head = index.channels[this.channel]
+    const head = channelHead(index, this.channel)
     if (!head || head === running || refused.has(head)) return null
     const target = await this.gate.admit(this.name, this.channel, head)
     if (!target || target === running || refused.has(target)) return null

@@ -91,6 +91,12 @@ describe('deltaport CLI', () => {
 
     expect((await cli(['publish', art.path, '--name', 'Bad Name', '--version', '1.0.0'])).code).toBe(2)
     expect((await cli(['install', '../../etc'])).code).toBe(2)
+    // A channel named like an Object.prototype member is just a channel that does not exist.
+    const chan = await writeArtifact(ws.dir, 'chan.bin', 10)
+    expect((await cli(['publish', chan.path, '--name', 'chan', '--version', '1.0.0'])).code).toBe(0)
+    const inherited = await cli(['--json', 'install', 'chan@constructor'])
+    expect(inherited.code).toBe(6)
+    expect(JSON.parse(inherited.stdout).error.message).toBe('chan has no channel "constructor"')
     expect((await cli(['rollback', 'large'])).code).toBe(9)
     // A usage error found inside a command (not by the parser) is shown too; a parser's just once.
     const stages = await cli([
