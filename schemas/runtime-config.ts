@@ -34,17 +34,8 @@ export const RuntimeConfig = z.object({
         .default(64 * 1024),
       fecK: z.number().int().min(1).max(128).default(16),
       fecM: z.number().int().min(0).max(64).default(2),
-      minRangeBytes: z
-        .number()
-        .int()
-        .min(4096)
-        .default(64 * 1024),
-      maxRangeBytes: z
-        .number()
-        .int()
-        .min(4096)
-        .max(64 * MiB)
-        .default(8 * MiB),
+      // No range-size knobs: each agent sizes its ranges from its own measured bandwidth and RTT
+      // (ADR 0007); an edge-wide bound was validated here once but nothing ever read it.
     })
     .prefault({}),
   limits: z
