@@ -5,6 +5,7 @@ import type { DependencyRef } from '../schemas/manifest.ts'
 import { parseSeconds } from './commands/arguments.ts'
 import { registerDaemonCommand } from './commands/daemon.ts'
 import { registerDeltaCommands } from './commands/delta.ts'
+import { registerResignCommand } from './commands/resign.ts'
 import { registerRolloutCommands } from './commands/rollout.ts'
 import { registerRunCommand } from './commands/run.ts'
 import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
@@ -218,6 +219,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
   registerDaemonCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerRolloutCommands(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerRunCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
+  registerResignCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
 
   return program
 }

@@ -13,6 +13,7 @@ import { planRouter } from './routes/plan.ts'
 import { prefetchRouter } from './routes/prefetch.ts'
 import { publishRouter } from './routes/publish.ts'
 import { publishAttachmentsRouter } from './routes/publish-attachments.ts'
+import { resignRouter } from './routes/resign.ts'
 import { rolloutsRouter } from './routes/rollouts.ts'
 import { shardsRouter } from './routes/shards.ts'
 import { telemetryRouter } from './routes/telemetry.ts'
@@ -31,6 +32,7 @@ app.get('/', (c) => c.json({ service: 'deltaport-edge', api: '/v1' }))
 app.route('/v1/artifacts', artifactsRouter)
 app.route('/v1/publish', publishRouter)
 app.route('/v1/publish', publishAttachmentsRouter)
+app.route('/v1/publish', resignRouter)
 app.route('/v1/deltas', deltasRouter)
 app.route('/v1/plan', planRouter)
 app.route('/v1/config', configRouter)

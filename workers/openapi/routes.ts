@@ -58,6 +58,7 @@ export const COMPONENT_SCHEMAS = {
   PrefetchQueue: schemas.PrefetchQueue,
   RuntimeConfig: schemas.RuntimeConfig,
   RuntimeConfigStatus,
+  ManifestResigned: schemas.ManifestResigned,
   ProblemDetails: schemas.ProblemDetails,
   RolloutSpec: schemas.RolloutSpec,
   RolloutControl: schemas.RolloutControl,
@@ -390,6 +391,24 @@ export const ROUTES: RouteSpec[] = [
       '201': { description: 'Chunk index stored', body: { kind: 'json', schema: 'ChunkIndexUploaded' } },
     },
     problems: [400, 401, 404, 409, 411, 422],
+  },
+  {
+    method: 'put',
+    path: '/v1/publish/{name}/{version}/manifest',
+    operationId: 'resignManifest',
+    summary:
+      "Replace a published version's signed manifest with one re-signed with a new expiry (no other field may change)",
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [nameParam, versionParam],
+    requestBody: { kind: 'json', schema: 'SignedManifest' },
+    responses: {
+      '200': {
+        description: 'Re-signed manifest in force',
+        body: { kind: 'json', schema: 'ManifestResigned' },
+      },
+    },
+    problems: [400, 401, 404, 409, 413, 422],
   },
   getDelta,
   headOf(getDelta),

@@ -21,7 +21,7 @@ export const artifactsRouter = new Hono<AppEnv>()
     const stored = await requirePublished(c.env.ARTIFACTS, name, version)
     const headers = {
       etag: stored.etag,
-      // Short: a version's manifest never changes, but agents must see expiry-driven re-signing soon.
+      // Short: only `expires` ever changes (re-signing, routes/resign.ts), and agents must see it soon.
       'cache-control': 'public, max-age=60',
       'content-type': 'application/json',
     }

@@ -1,0 +1,68 @@
+import type { Command } from 'commander'
+import { InvalidArgumentError } from 'commander'
+import { ArtifactName, Version } from '../../schemas/common.ts'
+import { type AgentConfig, publishToken } from '../config.ts'
+import { AgentError } from '../errors.ts'
+import type { Reporter } from '../output.ts'
+import { resignManifests } from '../resign.ts'
+
+/**
+ * `deltaport resign <name>[@version] [--expires-days 90] [--within 30] [--key f]`: extend the expiry of
+ * published manifests (one version, or every one expiring within `--within` days: the cron form).
+ */
+export function registerResignCommand(
+  program: Command,
+  reporter: () => Reporter,
+  config: () => Promise<AgentConfig>,
+): void {
+  program
+    .command('resign <spec>')
+    .description('re-sign published manifests with a later expiry (one version, or all expiring soon)')
+    .option('--expires-days <days>', 'new manifest lifetime in days from now', parseDays, 90)
+    .option(
+      '--within <days>',
+      'without @version: re-sign those expiring within this many days',
+      parseDays,
+      30,
+    )
+    .option('--key <file>', 'signing key file (default: signingKey from the config)')
+    .action(async (spec: string, options: { expiresDays: number; within: number; key?: string }) => {
+      const loaded = await config()
+      const keyFile = options.key ?? loaded.signingKey
+      if (!keyFile)
+        throw new AgentError('config', 'no signing key: pass --key or set signingKey in the config')
+      const at = spec.lastIndexOf('@')
+      const name = at > 0 ? spec.slice(0, at) : spec
+      const version = at > 0 ? spec.slice(at + 1) : undefined
+      if (
+        !ArtifactName.safeParse(name).success ||
+        (version !== undefined && !Version.safeParse(version).success)
+      )
+        throw new AgentError('usage', `"${spec}" is not name or name@version`)
+      const resigned = await resignManifests({
+        edgeUrl: loaded.edgeUrl,
+        token: publishToken(),
+        keyFile,
+        name,
+        ...(version ? { version } : {}),
+        withinDays: options.within,
+        expiresInDays: options.expiresDays,
+        trustedKeys: loaded.trustedKeys,
+      })
+      const out = reporter()
+      for (const r of resigned)
+        out.info(`${r.name}@${r.version}: expires ${r.expires} (was ${r.previousExpires})`)
+      out.result(
+        resigned.length === 0
+          ? `${name}: no manifest expires within ${options.within} days`
+          : `${name}: re-signed ${resigned.length} manifest(s)`,
+        { resigned },
+      )
+    })
+}
+
+function parseDays(value: string): number {
+  if (!/^\d{1,5}$/.test(value) || Number(value) < 1)
+    throw new InvalidArgumentError('a positive whole number of days')
+  return Number(value)
+}

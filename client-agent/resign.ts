@@ -1,0 +1,63 @@
+import { ManifestResigned } from '../schemas/resign.ts'
+import { EdgeClient } from './edge-client.ts'
+import { AgentError, errorFromResponse } from './errors.ts'
+import { readKeyFile } from './publish.ts'
+import { signManifest, verifyEnvelope } from './signing.ts'
+
+export interface ResignRequest {
+  edgeUrl: string
+  token: string
+  keyFile: string
+  name: string
+  /** One version; without it, every published version whose manifest expires within `withinDays`. */
+  version?: string
+  withinDays: number
+  expiresInDays: number
+  /** Keys (besides the signing key) whose signatures make a published manifest worth re-signing. */
+  trustedKeys: ReadonlyArray<{ keyid: string; publicKey: string }>
+  now?: Date
+  fetchImpl?: typeof fetch
+}
+
+/**
+ * Re-signs published manifests with a later expiry, so versions stay installable without a new release.
+ * What the edge serves is verified first (by the signing key or a key the config trusts): the edge is
+ * not trusted with integrity, and re-signing whatever it sends would let a tampered manifest acquire a
+ * fresh, valid signature. The edge in turn refuses a change to anything but `expires`.
+ */
+export async function resignManifests(request: ResignRequest): Promise<ManifestResigned[]> {
+  const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
+  const key = await readKeyFile(request.keyFile)
+  const now = request.now ?? new Date()
+  const trusted = [{ keyid: key.keyid, publicKey: key.publicKey }, ...request.trustedKeys]
+  const versions = request.version
+    ? [request.version]
+    : (await edge.index(request.name)).versions.map((v) => v.version)
+  const horizon = now.getTime() + request.withinDays * 86_400_000
+  const expires = new Date(now.getTime() + request.expiresInDays * 86_400_000).toISOString()
+  const done: ManifestResigned[] = []
+  for (const version of versions) {
+    const published = await edge.manifest(request.name, version)
+    if (!request.version && Date.parse(published.signed.expires) > horizon) continue
+    if (!(await verifyEnvelope(published, trusted)))
+      throw new AgentError(
+        'untrusted-manifest',
+        `${request.name}@${version} as the edge serves it is not signed by this key or a trusted one; refusing to re-sign it`,
+      )
+    const envelope = await signManifest({ ...published.signed, expires }, key)
+    const response = await edge.request(
+      `/v1/publish/${encodeURIComponent(request.name)}/${version}/manifest`,
+      {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${request.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(envelope),
+      },
+    )
+    if (response.status !== 200)
+      throw await errorFromResponse(response, `re-signing ${request.name}@${version}`)
+    const parsed = ManifestResigned.safeParse(await response.json())
+    if (!parsed.success) throw new AgentError('edge-rejected', 'the edge sent a malformed re-sign result')
+    done.push(parsed.data)
+  }
+  return done
+}

@@ -1,0 +1,90 @@
+import { execFile } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { describe, expect, it } from 'vitest'
+import { AgentError } from '../errors.ts'
+import { installArtifact } from '../install.ts'
+import { publishArtifact } from '../publish.ts'
+import { resignManifests } from '../resign.ts'
+import { generateKeyPair } from '../signing.ts'
+import { writeArtifact } from './fixtures.ts'
+import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
+
+const suite = useEdgeWorkspace()
+const inDays = (days: number) => new Date(Date.now() + days * 86_400_000)
+const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
+
+async function publish(name: string, version: string, expiresInDays: number) {
+  const art = await writeArtifact(suite.ws.dir, `${name}-${version}.bin`, 2_000)
+  await publishArtifact({
+    edgeUrl: suite.edge.url,
+    token: TEST_TOKEN,
+    keyFile: suite.ws.keyFile,
+    file: art.path,
+    name,
+    version,
+    expiresInDays,
+  })
+}
+
+describe('re-signing published manifests', () => {
+  it('keeps an expiring version installable: re-signs what expires soon, after checking its signature', async () => {
+    await publish('aging', '1.0.0', 1)
+    await publish('aging', '1.1.0', 365)
+    const expired = await installArtifact(suite.ws.config, { name: 'aging', target: '1.0.0', now: inDays(2) })
+      .then(() => null)
+      .catch((e: unknown) => e)
+    expect(expired).toBeInstanceOf(AgentError)
+    expect((expired as AgentError).code).toBe('untrusted-manifest')
+
+    // Another maintainer's key refuses to vouch for what it cannot verify, unless the config trusts it.
+    const otherKey = join(suite.ws.dir, 'other.key.json')
+    await writeFile(otherKey, JSON.stringify(await generateKeyPair()))
+    const base = {
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      name: 'aging',
+      withinDays: 30,
+      expiresInDays: 90,
+    }
+    await expect(resignManifests({ ...base, keyFile: otherKey, trustedKeys: [] })).rejects.toMatchObject({
+      code: 'untrusted-manifest',
+    })
+
+    const done = await resignManifests({ ...base, keyFile: suite.ws.keyFile, trustedKeys: [] })
+    expect(done.map((r) => r.version)).toEqual(['1.0.0'])
+    const installed = await installArtifact(suite.ws.config, {
+      name: 'aging',
+      target: '1.0.0',
+      now: inDays(2),
+    })
+    expect(installed).toMatchObject({ version: '1.0.0', method: 'full' })
+
+    // Key rotation: the new key re-signs manifests the old (still trusted) key signed.
+    const rotated = await resignManifests({
+      ...base,
+      version: '1.1.0',
+      keyFile: otherKey,
+      trustedKeys: suite.ws.config.trustedKeys,
+    })
+    expect(rotated).toMatchObject([{ version: '1.1.0' }])
+  })
+
+  it('runs from the CLI, re-signing nothing when nothing expires soon', async () => {
+    await publish('fresh', '1.0.0', 365)
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [BIN, '--config', suite.ws.configFile, '--json', 'resign', 'fresh', '--within', '30'],
+      { env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN } },
+    )
+    expect(JSON.parse(stdout)).toMatchObject({ ok: true, resigned: [] })
+    const one = await promisify(execFile)(
+      process.execPath,
+      [BIN, '--config', suite.ws.configFile, '--json', 'resign', 'fresh@1.0.0', '--expires-days', '500'],
+      { env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN } },
+    )
+    const [resigned] = JSON.parse(one.stdout).resigned as Array<{ expires: string }>
+    expect(Date.parse(resigned?.expires ?? '')).toBeGreaterThan(inDays(499).getTime())
+  })
+})
