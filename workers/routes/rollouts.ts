@@ -14,7 +14,7 @@ import { requireMaintainer } from '../http/auth.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
-import { requirePublished } from '../storage/artifact-store.ts'
+import { readIndex, requirePublished } from '../storage/artifact-store.ts'
 
 /** Rollout specs, control bodies and outcomes are a few hundred bytes; anything bigger is not one. */
 export const MAX_ROLLOUT_BODY_BYTES = 16 * 1024
@@ -91,7 +91,18 @@ export const rolloutsRouter = new Hono<AppEnv>()
     if (spec.startAt !== undefined && Date.parse(spec.startAt) > Date.now() + MAX_SCHEDULE_AHEAD_MS) {
       throw new Problem(422, 'unprocessable', 'startAt is more than a year ahead')
     }
-    await requirePublished(c.env.ARTIFACTS, params.name, spec.version)
+    const published = await requirePublished(c.env.ARTIFACTS, params.name, spec.version)
+    // A channel no device can follow (a typo like "stabel") would run and "complete" unseen.
+    const channels = new Set([
+      ...Object.keys((await readIndex(c.env.ARTIFACTS, params.name))?.index.channels ?? {}),
+      ...published.envelope.signed.channels,
+    ])
+    if (!channels.has(params.channel))
+      throw new Problem(
+        422,
+        'unprocessable',
+        `${params.name} has no channel "${params.channel}" (channels: ${[...channels].sort().join(', ') || 'none'})`,
+      )
     const status = unwrap(await coordinator(c, params).start({ ...params, spec }))
     return c.json(status, 201)
   })

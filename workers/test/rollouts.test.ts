@@ -11,7 +11,7 @@ import {
 } from '../../durable-objects/test/rollout-helpers.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { RolloutCheck, RolloutStatus } from '../../schemas/rollout.ts'
-import { auth, bytesOf, call, publishSingle } from './publish-helpers.ts'
+import { auth, bytesOf, call, envelopeFor, publishSingle, startPublish } from './publish-helpers.ts'
 
 const ONE_STAGE = { version: '1.0.0', stages: [{ percent: 100, durationMs: HOUR }] }
 
@@ -53,6 +53,13 @@ describe('/v1/rollouts validation', () => {
     )
     const unpublished = await expectProblem(await startRollout('ro-none', ONE_STAGE), 404)
     expect(unpublished.detail).toContain('ro-none@1.0.0 is not published')
+  })
+
+  it('refuses a channel the artifact does not have (a typo would roll out to nobody)', async () => {
+    await publishSingle('ro-chan', '1.0.0', bytesOf(40, 9))
+    const typo = await expectProblem(await startRollout('ro-chan', ONE_STAGE, 'stabel'), 422)
+    expect(typo.detail).toBe('ro-chan has no channel "stabel" (channels: stable)')
+    expect((await startRollout('ro-chan', ONE_STAGE, 'stable')).status).toBe(201)
   })
 
   it('refuses hostile specs, params, queries and outcomes as 4xx problem+json', async () => {
@@ -114,7 +121,14 @@ describe('/v1/rollouts validation', () => {
   })
 
   it('serves scoped names as one segment and the check is never cached', async () => {
-    await publishSingle('@acme/ro-scoped', '1.0.0', bytesOf(50, 8))
+    const body = bytesOf(50, 8)
+    await startPublish(await envelopeFor('@acme/ro-scoped', '1.0.0', body, { channels: ['stable', 'beta'] }))
+    const put = await call('/v1/publish/%40acme%2Fro-scoped/1.0.0/blob', {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': String(body.length) },
+      body,
+    })
+    expect(put.status).toBe(201)
     const started = await startRollout('@acme/ro-scoped', ONE_STAGE, 'beta')
     expect(started.status).toBe(201)
     expect(RolloutStatus.parse(await started.json())).toMatchObject({
