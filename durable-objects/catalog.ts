@@ -30,7 +30,8 @@ export function r2Catalog(bucket: R2Bucket): Catalog {
       if (found === undefined) {
         found = orNull(`index ${name}`, async () => {
           const index = (await readIndex(bucket, name))?.index
-          const version = index?.channels[channel]
+          const version =
+            index && Object.hasOwn(index.channels, channel) ? index.channels[channel] : undefined
           const entry = index?.versions.find((v) => v.version === version)
           return entry === undefined
             ? null

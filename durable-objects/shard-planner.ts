@@ -34,7 +34,7 @@ import { getRuntimeConfig } from '../workers/config/runtime-config.ts'
 import { readManifest } from '../workers/storage/artifact-store.ts'
 import { keys } from '../workers/storage/keys.ts'
 import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
-import { copyReplica, verifyReplica, zoneBucket } from './shard-replicas.ts'
+import { copyReplica, deleteReplica, verifyReplica, zoneBucket } from './shard-replicas.ts'
 
 /** Four weeks of hourly history: enough for double-seasonal Holt-Winters, bounded storage. */
 const HISTORY_HOURS = 28 * 24
@@ -637,10 +637,13 @@ export class ShardPlanner extends DurableObject<Env> {
         MAX_MIGRATIONS_PER_CYCLE,
       )
       .toArray()
+    // zoneBucket never yields the primary (whatever the config names), and deleteReplica/copyReplica
+    // refuse it again: migrations only ever write to and delete from replica buckets.
     const zoneBuckets = new Map(config.zones.map((z) => [z.id, zoneBucket(this.env, z.bucket)]))
     let completed = 0
     for (const m of rows) {
       const bucket = zoneBuckets.get(m.zone) ?? null
+      if (m.state === 'failed' && m.attempts >= MAX_ATTEMPTS) continue
       if (m.kind === 'remove') {
         const readded = this.sql
           .exec<{ n: number }>(
@@ -651,12 +654,16 @@ export class ShardPlanner extends DurableObject<Env> {
             m.id,
           )
           .one().n
-        if (readded === 0 && bucket !== null) await bucket.delete(m.key)
+        try {
+          if (readded === 0 && bucket !== null) await deleteReplica(this.env.ARTIFACTS, bucket, m.key)
+        } catch (error) {
+          this.setMigration(m.id, 'failed', String(error).slice(0, 500), m.attempts + 1)
+          continue
+        }
         this.setMigration(m.id, 'deleted')
         completed++
         continue
       }
-      if (m.state === 'failed' && m.attempts >= MAX_ATTEMPTS) continue
       if (bucket === null) {
         this.setMigration(m.id, 'failed', `zone ${m.zone} has no replica bucket`, MAX_ATTEMPTS)
         continue
@@ -668,7 +675,7 @@ export class ShardPlanner extends DurableObject<Env> {
           this.setMigration(m.id, 'copied')
         }
         if (!(await verifyReplica(bucket, m.key, m.bytes, m.sha256))) {
-          await bucket.delete(m.key)
+          await deleteReplica(this.env.ARTIFACTS, bucket, m.key)
           this.setMigration(m.id, 'failed', 'replica sha256 mismatch', m.attempts + 1)
           continue
         }

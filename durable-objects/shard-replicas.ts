@@ -1,13 +1,22 @@
+import { PRIMARY_BUCKET_BINDING } from '../schemas/shards.ts'
+
 /**
  * The I/O of a replica migration: copy a blob from the primary bucket into a zone bucket, then prove the
  * copy by re-reading it and hashing every byte. The planner flips a replica active only after `verify`.
  */
 
-/** The zone bucket bound under `binding`, if the Worker has one (zones without a bucket hold no replicas). */
+/**
+ * The zone bucket bound under `binding`, if the Worker has one (zones without a bucket hold no replicas).
+ * Never the primary bucket, whatever the config says: migrations copy onto and delete from what this
+ * returns, and the primary must keep every blob. The config schema already refuses ARTIFACTS; this also
+ * catches another binding name aliasing the same bucket object, and configs or plans stored before that
+ * rule existed.
+ */
 export function zoneBucket(env: Env, binding: string | undefined): R2Bucket | null {
-  if (binding === undefined) return null
+  if (binding === undefined || binding === PRIMARY_BUCKET_BINDING) return null
   const value: unknown = Reflect.get(env, binding)
   if (typeof value !== 'object' || value === null) return null
+  if (value === Reflect.get(env, PRIMARY_BUCKET_BINDING)) return null
   const looksLikeBucket = ['get', 'put', 'head', 'delete'].every(
     (m) => typeof Reflect.get(value, m) === 'function',
   )
@@ -21,6 +30,7 @@ export async function copyReplica(
   key: string,
   sha256: string,
 ): Promise<number> {
+  if (replica === primary) throw new Error(`refusing to copy ${key} onto the primary bucket`)
   const source = await primary.get(key)
   if (source === null) throw new Error(`primary has no ${key}`)
   const { readable, writable } = new FixedLengthStream(source.size)
@@ -32,6 +42,15 @@ export async function copyReplica(
     }),
   ])
   return put.size
+}
+
+/**
+ * Deletes a replica (removal, failed verify). Refuses the primary bucket: a delete there loses the only
+ * copy every other zone falls back to, and no plan or config may cause that.
+ */
+export async function deleteReplica(primary: R2Bucket, replica: R2Bucket, key: string): Promise<void> {
+  if (replica === primary) throw new Error(`refusing to delete ${key} from the primary bucket`)
+  await replica.delete(key)
 }
 
 const toHex = (buffer: ArrayBuffer): string =>

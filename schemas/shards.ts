@@ -14,6 +14,9 @@ export const ZoneId = z
   .regex(/^[a-z][a-z0-9-]*$/, 'lowercase zone id such as wnam or weur')
 export type ZoneId = z.infer<typeof ZoneId>
 
+/** The binding of the primary bucket, which always keeps every blob (wrangler.toml). */
+export const PRIMARY_BUCKET_BINDING = 'ARTIFACTS'
+
 /** An R2 bucket binding name declared in wrangler.toml (e.g. ZONE_WEUR). */
 export const BucketBinding = z
   .string()
@@ -21,14 +24,22 @@ export const BucketBinding = z
   .max(64)
   .regex(/^[A-Z][A-Z0-9_]*$/)
 
+/**
+ * A zone's replica bucket: never the primary. Replica migrations delete from their zone's bucket (on
+ * removal and on a failed verify), so a zone naming ARTIFACTS would have them delete primary blobs.
+ */
+export const ReplicaBucketBinding = BucketBinding.refine((binding) => binding !== PRIMARY_BUCKET_BINDING, {
+  message: `${PRIMARY_BUCKET_BINDING} is the primary bucket; a zone needs a replica bucket of its own`,
+})
+
 export const ZoneSpec = z.object({
   id: ZoneId,
   /** Bytes of replicas this zone may hold. */
   capacityBytes: ByteSize,
   /** Share of keys by hashing, before demand is taken into account (<= 0 removes the zone). */
   weight: z.number().min(0).max(1000).default(1),
-  /** Replica bucket binding; a zone without one only gets its edge cache warmed. */
-  bucket: BucketBinding.optional(),
+  /** Replica bucket binding (not ARTIFACTS, one per zone); a zone without one only gets its edge cache warmed. */
+  bucket: ReplicaBucketBinding.optional(),
 })
 export type ZoneSpec = z.infer<typeof ZoneSpec>
 
@@ -36,52 +47,69 @@ export type ZoneSpec = z.infer<typeof ZoneSpec>
  * `zones` section of the runtime config. Defaults describe the three local zone buckets of wrangler.toml
  * and a continent map, so an empty document is a working setup.
  */
-export const ZonesConfig = z.object({
-  /** Cloudflare colo (e.g. `FRA`) or continent (`EU`) → zone; colo wins over continent. */
-  map: z
-    .record(z.string().min(2).max(16), ZoneId)
-    .default({ NA: 'wnam', SA: 'wnam', EU: 'weur', AF: 'weur', AS: 'apac', OC: 'apac', AN: 'apac' }),
-  /** Zone of requests nothing in `map` matches (no cf properties in tests and `wrangler dev`). */
-  fallback: ZoneId.default('wnam'),
-  /** Where the primary ARTIFACTS bucket lives: serving anything else from it is a cross-zone fetch. */
-  primaryZone: ZoneId.default('wnam'),
-  zones: z
-    .array(ZoneSpec)
-    .max(32)
-    .default([
-      { id: 'wnam', capacityBytes: 4 * GiB, weight: 1, bucket: 'ZONE_WNAM' },
-      { id: 'weur', capacityBytes: 4 * GiB, weight: 1, bucket: 'ZONE_WEUR' },
-      { id: 'apac', capacityBytes: 4 * GiB, weight: 1, bucket: 'ZONE_APAC' },
-    ]),
-  /**
-   * Forecast requests per hour (all zones together) at which a dependency gets 1, 2, … replicas:
-   * [1, 20] means >= 1 req/h → 1 replica, >= 20 → 2. Ascending.
-   */
-  replicationThresholds: z.array(z.number().nonnegative()).max(8).default([1, 20, 200]),
-  /** Hours ahead the plan is made for (mean forecast demand over them). */
-  horizonHours: z.number().int().min(1).max(168).default(6),
-  /** Re-plan (and cache-controller) interval of the ShardPlanner alarm. */
-  replanIntervalMs: z
-    .number()
-    .int()
-    .min(60_000)
-    .max(24 * 3_600_000)
-    .default(3_600_000),
-  /** Refit a zone's forecast models when its sMAPE (percent, 0..200) exceeds this. */
-  refitSmape: z.number().min(0).max(200).default(40),
-  /** Co-access edges lighter than this (shared sessions per hour) do not co-locate. */
-  minEdgeWeight: z.number().nonnegative().default(1),
-  /** Bandit: reward = hit ratio − lambda × (bytes moved / bytes served). */
-  lambda: z.number().min(0).max(100).default(0.5),
-  /** Candidate prefetch thresholds (forecast req/h for a dependency to join a zone's hot set). */
-  prefetchThresholds: z.array(z.number().nonnegative()).min(1).max(16).default([0.5, 1, 2, 5, 10]),
-  /** Most entries of a zone's hot set the edge warms into its cache per plan version. */
-  maxWarmPerZone: z.number().int().min(0).max(1000).default(32),
-  /** How long an isolate trusts its copy of the plan; deletes wait at least twice this after a flip. */
-  planCacheMs: z.number().int().min(0).max(3_600_000).default(30_000),
-  /** Isolates batch serve outcomes and send them to the planner at most this often (0 = every request). */
-  metricsFlushMs: z.number().int().min(0).max(600_000).default(10_000),
-})
+export const ZonesConfig = z
+  .object({
+    /** Cloudflare colo (e.g. `FRA`) or continent (`EU`) → zone; colo wins over continent. */
+    map: z
+      .record(z.string().min(2).max(16), ZoneId)
+      .default({ NA: 'wnam', SA: 'wnam', EU: 'weur', AF: 'weur', AS: 'apac', OC: 'apac', AN: 'apac' }),
+    /** Zone of requests nothing in `map` matches (no cf properties in tests and `wrangler dev`). */
+    fallback: ZoneId.default('wnam'),
+    /** Where the primary ARTIFACTS bucket lives: serving anything else from it is a cross-zone fetch. */
+    primaryZone: ZoneId.default('wnam'),
+    zones: z
+      .array(ZoneSpec)
+      .max(32)
+      .default([
+        { id: 'wnam', capacityBytes: 4 * GiB, weight: 1, bucket: 'ZONE_WNAM' },
+        { id: 'weur', capacityBytes: 4 * GiB, weight: 1, bucket: 'ZONE_WEUR' },
+        { id: 'apac', capacityBytes: 4 * GiB, weight: 1, bucket: 'ZONE_APAC' },
+      ]),
+    /**
+     * Forecast requests per hour (all zones together) at which a dependency gets 1, 2, … replicas:
+     * [1, 20] means >= 1 req/h → 1 replica, >= 20 → 2. Ascending.
+     */
+    replicationThresholds: z.array(z.number().nonnegative()).max(8).default([1, 20, 200]),
+    /** Hours ahead the plan is made for (mean forecast demand over them). */
+    horizonHours: z.number().int().min(1).max(168).default(6),
+    /** Re-plan (and cache-controller) interval of the ShardPlanner alarm. */
+    replanIntervalMs: z
+      .number()
+      .int()
+      .min(60_000)
+      .max(24 * 3_600_000)
+      .default(3_600_000),
+    /** Refit a zone's forecast models when its sMAPE (percent, 0..200) exceeds this. */
+    refitSmape: z.number().min(0).max(200).default(40),
+    /** Co-access edges lighter than this (shared sessions per hour) do not co-locate. */
+    minEdgeWeight: z.number().nonnegative().default(1),
+    /** Bandit: reward = hit ratio − lambda × (bytes moved / bytes served). */
+    lambda: z.number().min(0).max(100).default(0.5),
+    /** Candidate prefetch thresholds (forecast req/h for a dependency to join a zone's hot set). */
+    prefetchThresholds: z.array(z.number().nonnegative()).min(1).max(16).default([0.5, 1, 2, 5, 10]),
+    /** Most entries of a zone's hot set the edge warms into its cache per plan version. */
+    maxWarmPerZone: z.number().int().min(0).max(1000).default(32),
+    /** How long an isolate trusts its copy of the plan; deletes wait at least twice this after a flip. */
+    planCacheMs: z.number().int().min(0).max(3_600_000).default(30_000),
+    /** Isolates batch serve outcomes and send them to the planner at most this often (0 = every request). */
+    metricsFlushMs: z.number().int().min(0).max(600_000).default(10_000),
+  })
+  .superRefine((config, ctx) => {
+    // One bucket per zone: a zone's remove migration deletes its replica, which would be another zone's
+    // live replica if the two shared a bucket.
+    const owner = new Map<string, string>()
+    for (const [i, zone] of config.zones.entries()) {
+      if (zone.bucket === undefined) continue
+      const other = owner.get(zone.bucket)
+      if (other !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['zones', i, 'bucket'],
+          message: `bucket ${zone.bucket} is already the replica bucket of zone ${other}; zones cannot share one`,
+        })
+      } else owner.set(zone.bucket, zone.id)
+    }
+  })
 export type ZonesConfig = z.infer<typeof ZonesConfig>
 
 /** One dependency (an artifact version's blob) in the plan and where its replicas are. */

@@ -29,6 +29,7 @@ export class Problem extends Error {
 const TITLES: Record<string, string> = {
   'bad-request': 'The request is malformed',
   unauthorized: 'Authentication required',
+  forbidden: 'The request is not allowed from this origin',
   'not-found': 'No such resource',
   conflict: 'The request conflicts with the current state',
   'precondition-failed': 'A precondition failed',
@@ -45,6 +46,15 @@ const TITLES: Record<string, string> = {
   internal: 'Internal error',
 }
 
+/**
+ * Details for problems raised without one: Hono's own middleware throws bare HTTPExceptions (csrf()
+ * refusing a cross-origin form post has no message), and a problem must still say what to do.
+ */
+const DEFAULT_DETAILS: Record<string, string> = {
+  forbidden:
+    'cross-origin form posts are refused: submit the form from a page served by this edge (the Origin header must match it)',
+}
+
 function clip(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`
 }
@@ -56,7 +66,10 @@ export function problemResponse(c: Context, problem: Problem): Response {
     status: problem.status,
     // Clipped to the schema's bounds: details and paths echo client input (a 10 KB name), and agents
     // parse this body with ProblemDetails, so it must stay valid whatever the request was.
-    detail: clip(problem.message, 4096),
+    detail: clip(
+      problem.message || DEFAULT_DETAILS[problem.slug] || TITLES[problem.slug] || problem.slug,
+      4096,
+    ),
     instance: clip(new URL(c.req.url).pathname, 512),
     ...(problem.errors
       ? { errors: problem.errors.map((e) => ({ path: clip(e.path, 256), message: clip(e.message, 512) })) }

@@ -11,6 +11,20 @@ export interface ServeOptions {
 /** The read side of a bucket; a zone replica with fallback (workers/storage/zone-replicas.ts) is one too. */
 export interface ObjectSource {
   get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | null>
+  /** Metadata only. Sources without it are probed for HEAD with a `get` whose body is discarded. */
+  head?(key: string): Promise<R2Object | null>
+}
+
+/**
+ * Whether `key` is stored. HEAD must not promise a body GET would answer with 404: the size comes from a
+ * manifest or framing metadata, which outlive a pruned or lost object.
+ */
+async function isStored(bucket: ObjectSource, key: string): Promise<boolean> {
+  if (bucket.head !== undefined) return (await bucket.head(key)) !== null
+  const object = await bucket.get(key)
+  if (object === null) return false
+  await object.body.cancel()
+  return true
 }
 
 /**
@@ -57,13 +71,19 @@ export async function serveObject(
   if (range.kind === 'satisfiable') {
     headers.set('content-range', `bytes ${range.offset}-${range.offset + range.length - 1}/${size}`)
     headers.set('content-length', String(range.length))
-    if (head) return new Response(null, { status: 206, headers })
+    if (head) {
+      if (!(await isStored(bucket, key))) gone()
+      return new Response(null, { status: 206, headers })
+    }
     const object = await bucket.get(key, { range: { offset: range.offset, length: range.length } })
     if (!object) gone()
     return new Response(object.body, { status: 206, headers })
   }
   headers.set('content-length', String(size))
-  if (head) return new Response(null, { status: 200, headers })
+  if (head) {
+    if (!(await isStored(bucket, key))) gone()
+    return new Response(null, { status: 200, headers })
+  }
   const object = await bucket.get(key)
   if (!object) gone()
   return new Response(object.body, { status: 200, headers })

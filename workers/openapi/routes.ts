@@ -220,7 +220,7 @@ const getDelta: RouteSpec = {
     'x-deltaport-method': 'Delta method',
     'x-deltaport-generated': '`publisher` (listed in the signed manifest) or `lazy`',
   }),
-  problems: [400, 404, 416, 503],
+  problems: [400, 404, 416, 422, 503],
 }
 
 export const ROUTES: RouteSpec[] = [
@@ -417,10 +417,11 @@ export const ROUTES: RouteSpec[] = [
     path: '/v1/plan',
     operationId: 'planUpdate',
     summary: 'The cheapest update path (delta, chain, chunk-sync or full) for one device',
+    description: 'The body may be sent with `Content-Encoding: gzip` (other encodings: 415).',
     tag: 'plan',
     requestBody: { kind: 'json', schema: 'PlanRequest' },
     responses: { '200': { description: 'The plan', body: { kind: 'json', schema: 'PlanResponse' } } },
-    problems: [400, 404, 413],
+    problems: [400, 404, 413, 415],
   },
   {
     method: 'get',

@@ -1,3 +1,4 @@
+import { DeltaFormatError } from '../../delta/errors.ts'
 import { createDelta } from '../../delta/index.ts'
 import { sourceFromBytes } from '../../delta/io.ts'
 import type { DeltaFraming } from '../../schemas/delta-stream.ts'
@@ -18,6 +19,25 @@ export const lockKey = (name: string, from: string, to: string, method: string) 
   `locks/${keys.delta(name, from, to, method)}`
 
 /**
+ * Marker of a pair the codec could not encode with `method` (e.g. `archive` between two versions that are
+ * not archives). Why remember it: the failure is only found after reading both blobs and running the
+ * codec, the request is unauthenticated, and both versions are immutable, so the same pair fails the same
+ * way every time; without the marker every request would redo that CPU work. Marker bodies are a few
+ * bytes (the reason); deleting the `lazy-failed/` prefix (e.g. after a codec upgrade) forgets them.
+ */
+export const failedKey = (name: string, from: string, to: string, method: string) =>
+  `lazy-failed/${keys.delta(name, from, to, method)}`
+
+/** The pair exists but `method` cannot produce a delta for it: 422, remembered (see failedKey). */
+function cannotEncode(pair: { name: string; from: string; to: string; method: string }, reason: string) {
+  return new Problem(
+    422,
+    'unprocessable',
+    `no ${pair.method} delta can be made for ${pair.name} ${pair.from} → ${pair.to} (${reason}); ask for another method or fetch the full artifact`,
+  )
+}
+
+/**
  * Builds a delta the publisher did not provide, for a pair of published versions both at most
  * `lazyGenerationMaxBytes`, frames it like an uploaded one and stores it (customMetadata `lazy=1`).
  * One request generates; the lock is an R2 object created only if absent (If-None-Match: *), so
@@ -31,6 +51,8 @@ export async function generateLazyDelta(
   config: RuntimeConfig,
 ): Promise<DeltaFraming> {
   const { name, from, to, method } = pair
+  const failed = await bucket.get(failedKey(name, from, to, method))
+  if (failed) throw cannotEncode(pair, await failed.text())
   const [source, target] = await Promise.all([
     readManifest(bucket, keys.manifest(name, from)),
     readManifest(bucket, keys.manifest(name, to)),
@@ -57,7 +79,7 @@ export async function generateLazyDelta(
       readBlob(bucket, name, to),
     ])
     const started = Date.now()
-    const { delta } = createDelta(sourceBytes, targetBytes, { methods: [method] })
+    const delta = await encodeOrRemember(bucket, pair, sourceBytes, targetBytes)
     const framing = framingFor(delta.length, await sha256OfBytes(delta), config.stream)
     await storeFramedDelta(
       bucket,
@@ -87,6 +109,32 @@ export async function generateLazyDelta(
       .delete(lock)
       .catch(() => bucket.delete(lock))
       .catch(() => undefined)
+  }
+}
+
+/**
+ * Runs the codec for one method. A DeltaFormatError is about these immutable bytes and this method, so
+ * it is stored as the pair's failure marker before the 422; any other error (an R2 fault, a bug) is
+ * not remembered.
+ */
+async function encodeOrRemember(
+  bucket: R2Bucket,
+  pair: { name: string; from: string; to: string; method: DeltaMethod },
+  source: Uint8Array,
+  target: Uint8Array,
+): Promise<Uint8Array> {
+  try {
+    return createDelta(source, target, { methods: [pair.method] }).delta
+  } catch (error) {
+    if (!(error instanceof DeltaFormatError)) throw error
+    const reason = error.message.slice(0, 500)
+    // Best effort: if the marker cannot be stored, the next request just tries again.
+    await bucket
+      .put(failedKey(pair.name, pair.from, pair.to, pair.method), reason, {
+        customMetadata: { code: error.code },
+      })
+      .catch(() => undefined)
+    throw cannotEncode(pair, reason)
   }
 }
 

@@ -1,13 +1,13 @@
 import { Hono } from 'hono'
-import { bodyLimit } from 'hono/body-limit'
 import { Version } from '../../schemas/common.ts'
 import type { DeltaFraming } from '../../schemas/delta-stream.ts'
 import type { ArtifactManifest } from '../../schemas/manifest.ts'
 import { PlanRequest, type PlanResponse, type PlanStep } from '../../schemas/plan.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
+import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
-import { valid } from '../http/validate.ts'
+import { parseJsonBody } from '../http/validate.ts'
 import { chunkSyncCost } from '../plan/chunk-sync-cost.ts'
 import { edgeKey, type Plan, planUpdate, type VersionNode } from '../plan/planner.ts'
 import { framingFor } from '../publish/frame-delta.ts'
@@ -15,96 +15,94 @@ import { readIndex, readManifest } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { readDeltaFraming } from './deltas.ts'
 
+/** Plan requests (with `haveChunks`) on the wire and inflated. */
+export const MAX_PLAN_REQUEST_BYTES = 4 * 1024 * 1024
+
 /** A plan whose chosen deltas keep turning out missing is given up on after this many rounds. */
 const MAX_REPLANS = 4
 
 /** POST /v1/plan: the cheapest update path for one device (see workers/plan/planner.ts). */
-export const planRouter = new Hono<AppEnv>().post(
-  '/',
-  bodyLimit({
-    maxSize: 4 * 1024 * 1024,
-    onError: () => {
-      throw new Problem(413, 'payload-too-large', 'the plan request is too large')
-    },
-  }),
-  valid('json', PlanRequest),
-  async (c) => {
-    const request = c.req.valid('json')
-    const { name } = request
-    const config = await getRuntimeConfig(c.env)
-    const bucket = c.env.ARTIFACTS
-    const found = await readIndex(bucket, name)
-    if (!found) throw new Problem(404, 'not-found', `no artifact named ${name}`)
-    const { index } = found
-    const target = Version.safeParse(request.target).success
-      ? index.versions.find((v) => v.version === request.target)?.version
-      : index.channels[request.target]
-    if (!target) throw new Problem(404, 'not-found', `${name} has no version or channel ${request.target}`)
-    const published = new Set(index.versions.map((v) => v.version))
-    const installed =
-      request.installed !== null && published.has(request.installed) ? request.installed : null
-    const maxChainLength = Math.min(
-      request.capabilities.maxChainLength ?? config.plan.maxChainLength,
-      config.plan.maxChainLength,
-    )
+export const planRouter = new Hono<AppEnv>().post('/', async (c) => {
+  // Read like telemetry: identity or gzip (haveChunks lists compress well), anything else 415, and the
+  // same cap on the wire and inflated, so a small gzip bomb costs no more than a plain body.
+  const body = await readBoundedBody(c.req.raw, MAX_PLAN_REQUEST_BYTES, MAX_PLAN_REQUEST_BYTES)
+  const request = parseJsonBody(body, PlanRequest)
+  const { name } = request
+  const config = await getRuntimeConfig(c.env)
+  const bucket = c.env.ARTIFACTS
+  const found = await readIndex(bucket, name)
+  if (!found) throw new Problem(404, 'not-found', `no artifact named ${name}`)
+  const { index } = found
+  // Own keys only: a channel named `constructor` or `toString` must not resolve through Object.prototype.
+  const target = Version.safeParse(request.target).success
+    ? index.versions.find((v) => v.version === request.target)?.version
+    : Object.hasOwn(index.channels, request.target)
+      ? index.channels[request.target]
+      : undefined
+  if (!target) throw new Problem(404, 'not-found', `${name} has no version or channel ${request.target}`)
+  const published = new Set(index.versions.map((v) => v.version))
+  const installed = request.installed !== null && published.has(request.installed) ? request.installed : null
+  const maxChainLength = Math.min(
+    request.capabilities.maxChainLength ?? config.plan.maxChainLength,
+    config.plan.maxChainLength,
+  )
 
-    const manifests = await collectManifests(bucket, name, target, installed, published, maxChainLength)
-    const targetManifest = manifests.get(target)
-    if (!targetManifest) throw new Problem(404, 'not-found', `${name}@${target} is not published`)
-    const chunkSync = request.capabilities.chunkSync
-      ? await chunkSyncCost(
-          bucket,
-          targetManifest,
-          installed ? (manifests.get(installed) ?? null) : null,
-          request.haveChunks,
-          config.plan,
-        )
-      : null
-    const versions: VersionNode[] = [...manifests.values()].map((m) => ({
-      version: m.version,
-      size: m.size,
-      sha256: m.sha256,
-      chunkIndex: m.chunkIndex,
-      deltas: m.deltas,
-    }))
-
-    // Costs use the framing in force; the chosen deltas' real framing is then read from R2 and a
-    // delta found missing (pruned) is excluded and the plan redone.
-    // Retention may have pruned old full blobs (only under deltas-preferred): check before offering.
-    const targetBlobStored =
-      config.delta.storage !== 'deltas-preferred' || (await bucket.head(keys.blob(name, target))) !== null
-    const excluded = new Set<string>()
-    for (let round = 0; round < MAX_REPLANS; round++) {
-      const plan = planUpdate({
-        installed,
-        target,
-        versions,
-        methods: request.capabilities.methods,
-        maxChainLength,
-        edgeCost: (ref) => framingFor(ref.size, ref.sha256, config.stream).framedLength,
-        chunkSync,
-        targetBlobStored,
-        excluded,
-      })
-      const layouts = await Promise.all(
-        plan.steps.map((s) =>
-          s.kind === 'delta' ? readDeltaFraming(bucket, keys.delta(name, s.from, s.to, s.ref.method)) : null,
-        ),
+  const manifests = await collectManifests(bucket, name, target, installed, published, maxChainLength)
+  const targetManifest = manifests.get(target)
+  if (!targetManifest) throw new Problem(404, 'not-found', `${name}@${target} is not published`)
+  const chunkSync = request.capabilities.chunkSync
+    ? await chunkSyncCost(
+        bucket,
+        targetManifest,
+        installed ? (manifests.get(installed) ?? null) : null,
+        request.haveChunks,
+        config.plan,
       )
-      const gone = plan.steps.filter((s, i) => s.kind === 'delta' && layouts[i] === null)
-      if (plan.strategy === 'unavailable') {
-        throw new Problem(
-          404,
-          'not-found',
-          `${name}@${target} is no longer stored in full and no delta path reaches it from ${installed ?? 'nothing'}`,
-        )
-      }
-      if (gone.length === 0) return c.json(respond(name, installed, target, plan, layouts, manifests))
-      for (const s of gone) if (s.kind === 'delta') excluded.add(edgeKey(s.from, s.to, s.ref.method))
+    : null
+  const versions: VersionNode[] = [...manifests.values()].map((m) => ({
+    version: m.version,
+    size: m.size,
+    sha256: m.sha256,
+    chunkIndex: m.chunkIndex,
+    deltas: m.deltas,
+  }))
+
+  // Costs use the framing in force; the chosen deltas' real framing is then read from R2 and a
+  // delta found missing (pruned) is excluded and the plan redone.
+  // Retention may have pruned old full blobs (only under deltas-preferred): check before offering.
+  const targetBlobStored =
+    config.delta.storage !== 'deltas-preferred' || (await bucket.head(keys.blob(name, target))) !== null
+  const excluded = new Set<string>()
+  for (let round = 0; round < MAX_REPLANS; round++) {
+    const plan = planUpdate({
+      installed,
+      target,
+      versions,
+      methods: request.capabilities.methods,
+      maxChainLength,
+      edgeCost: (ref) => framingFor(ref.size, ref.sha256, config.stream).framedLength,
+      chunkSync,
+      targetBlobStored,
+      excluded,
+    })
+    const layouts = await Promise.all(
+      plan.steps.map((s) =>
+        s.kind === 'delta' ? readDeltaFraming(bucket, keys.delta(name, s.from, s.to, s.ref.method)) : null,
+      ),
+    )
+    const gone = plan.steps.filter((s, i) => s.kind === 'delta' && layouts[i] === null)
+    if (plan.strategy === 'unavailable') {
+      throw new Problem(
+        404,
+        'not-found',
+        `${name}@${target} is no longer stored in full and no delta path reaches it from ${installed ?? 'nothing'}`,
+      )
     }
-    throw new Problem(500, 'internal', `the deltas of ${name} listed in manifests keep turning out missing`)
-  },
-)
+    if (gone.length === 0) return c.json(respond(name, installed, target, plan, layouts, manifests))
+    for (const s of gone) if (s.kind === 'delta') excluded.add(edgeKey(s.from, s.to, s.ref.method))
+  }
+  throw new Problem(500, 'internal', `the deltas of ${name} listed in manifests keep turning out missing`)
+})
 
 /**
  * Manifests of the target, the installed version, and every version within `hops` delta edges

@@ -15,6 +15,17 @@ export const STORAGE_RETRY_AFTER_SECONDS = 2
  */
 const TRANSIENT_CODES = new Set([10001, 10043, 10058])
 
+/**
+ * R2's documented code for "the specified multipart upload does not exist" (S3 NoSuchUpload, HTTP 404):
+ * an unknown, aborted or completed upload id (https://developers.cloudflare.com/r2/api/error-codes/).
+ */
+export const R2_NO_SUCH_UPLOAD = 10024
+
+/** R2 said the multipart upload is not there (and only that: other request errors keep their meaning). */
+export function isNoSuchUpload(error: unknown): boolean {
+  return r2ErrorCode(error) === R2_NO_SUCH_UPLOAD
+}
+
 /** A storage call failed for reasons of the store: 503 problem+json with Retry-After. */
 export class StorageUnavailable extends Problem {
   constructor(op: string, key: string) {
@@ -77,4 +88,35 @@ export const guardStorage: MiddlewareHandler<AppEnv> = async (c, next) => {
     c.env = { ...c.env, ARTIFACTS: new GuardedBucket(c.env.ARTIFACTS) }
   }
   await next()
+}
+
+/** Part number of the existence probe below: the highest R2 allows, so it never replaces a real part. */
+const PROBE_PART = 10_000
+
+/**
+ * Aborts a multipart upload: true when aborted, false when R2 says there is no such upload (10024).
+ * Storage faults stay faults (StorageUnavailable, or the raw error for an unguarded bucket) and other
+ * request errors are rethrown as they are, so only "no such upload" becomes a 404.
+ *
+ * Local R2 (miniflare) answers aborting an unknown upload with its internal error 10001 where R2 says
+ * 10024, and 10001 is a storage fault. So after a fault the upload is asked about once more with a call
+ * both answer precisely: uploading an empty part (numbered PROBE_PART, never one of the caller's) fails
+ * with 10024 for an unknown upload. For a real upload the probe only adds a part to an upload being
+ * aborted, and the original fault is rethrown (503 + Retry-After, the client retries the abort).
+ */
+export async function abortUpload(bucket: R2Bucket, key: string, uploadId: string): Promise<boolean> {
+  const upload = bucket.resumeMultipartUpload(key, uploadId)
+  try {
+    await upload.abort()
+    return true
+  } catch (error) {
+    if (isNoSuchUpload(error)) return false
+    if (!(error instanceof StorageUnavailable) && !isTransientR2Error(error)) throw error
+    const unknown = await upload.uploadPart(PROBE_PART, new Uint8Array(0)).then(
+      () => false,
+      (probe: unknown) => isNoSuchUpload(probe),
+    )
+    if (unknown) return false
+    throw error
+  }
 }
