@@ -91,7 +91,10 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       const count = !options.deltas
         ? 0
         : (options.deltasFrom ?? (await deltasFromLastN(config.edgeUrl, token)))
-      const deltas = await buildDeltasFromPrevious(config.edgeUrl, options.name, file, count)
+      // With the version: an already published one fails here, before any delta is built.
+      const deltas = await buildDeltasFromPrevious(config.edgeUrl, options.name, file, count, {
+        version: options.version,
+      })
       for (const d of deltas) {
         out.info(
           `delta from ${d.from}: ${formatBytes(d.size)} via ${d.method} (${((d.size / d.targetSize) * 100).toFixed(1)} % of the artifact)`,
@@ -110,6 +113,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
         expiresInDays: options.expiresDays,
         ...(options.mediaType ? { mediaType: options.mediaType } : {}),
         onProgress: (sent, total) => out.progress('upload', sent, total),
+        onNotice: (message) => out.info(message),
       })
       out.result(
         `published ${published.name}@${published.version} (${formatBytes(published.size)}, serial ${published.serial}, ${deltas.length} deltas)`,

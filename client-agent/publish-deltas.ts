@@ -5,6 +5,7 @@ import { RuntimeConfig } from '../schemas/runtime-config.ts'
 import { nativeDeflateEngine } from './codec/native-deflate.ts'
 import { artifactPath, EdgeClient } from './edge-client.ts'
 import { AgentError, errorFromResponse } from './errors.ts'
+import { alreadyPublished } from './publish.ts'
 import type { DeltaInput } from './publish-attachments.ts'
 
 export type BuiltDelta = DeltaInput & { bytes: Uint8Array; size: number; targetSize: number }
@@ -23,6 +24,16 @@ export async function deltasFromLastN(
   return RuntimeConfig.parse(body.inForce ?? {}).delta.fromLastN
 }
 
+export interface BuildDeltasOptions {
+  /**
+   * The version about to be published. If the edge already lists it, the publish is refused before any
+   * delta is built (the edge would refuse it after all of them, and one of them would be the version
+   * to itself); never a delta source either.
+   */
+  version?: string
+  fetchImpl?: typeof fetch
+}
+
 /**
  * The publisher has no CPU limit, so it builds the deltas: from each of the last `count` published
  * versions to the new file, with the codec's best method. Each old version's bytes are checked
@@ -33,14 +44,23 @@ export async function buildDeltasFromPrevious(
   name: string,
   file: string,
   count: number,
-  fetchImpl?: typeof fetch,
+  options: BuildDeltasOptions = {},
 ): Promise<BuiltDelta[]> {
-  if (count <= 0) return []
-  const edge = new EdgeClient(edgeUrl, fetchImpl)
+  const { version } = options
+  if (count <= 0 && version === undefined) return []
+  const edge = new EdgeClient(edgeUrl, options.fetchImpl)
   const listing = await edge.request(artifactPath(name))
   if (listing.status === 404) return []
   if (!listing.ok) throw await errorFromResponse(listing, `listing ${name}`)
-  const previous = (await edge.index(name)).versions.sort((a, b) => b.serial - a.serial).slice(0, count)
+  const index = await edge.index(name)
+  if (version !== undefined && index.versions.some((v) => v.version === version)) {
+    throw alreadyPublished(name, version)
+  }
+  if (count <= 0) return []
+  const previous = index.versions
+    .filter((v) => v.version !== version)
+    .sort((a, b) => b.serial - a.serial)
+    .slice(0, count)
   const target = await readFile(file)
   const built: BuiltDelta[] = []
   for (const entry of previous) {

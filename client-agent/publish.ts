@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs'
 import { open, readFile } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { z } from 'zod'
+import type { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { Base64, Sha256Hex } from '../schemas/common.ts'
 import { type ArtifactManifest, type DependencyRef, SignedManifest } from '../schemas/manifest.ts'
 import {
@@ -35,6 +36,8 @@ export interface PublishRequest {
   /** Build and publish the content-defined chunk index (enables chunk-sync); default true. */
   chunkIndex?: boolean
   onProgress?: (sent: number, total: number) => void
+  /** Lines worth telling the maintainer (a channel the version did not move, …). */
+  onNotice?: (message: string) => void
   fetchImpl?: typeof fetch
 }
 
@@ -57,9 +60,14 @@ export async function readKeyFile(path: string): Promise<KeyPairFiles> {
 export async function publishArtifact(request: PublishRequest): Promise<Published> {
   const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
   const key = await readKeyFile(request.keyFile)
+  // Before any hashing or chunking: a published version is refused anyway (versions are immutable).
+  const index = await publishedIndex(edge, request.name)
+  if (index?.versions.some((v) => v.version === request.version)) {
+    throw alreadyPublished(request.name, request.version)
+  }
   const size = await regularFileSize(request.file)
   const sha256 = await hashFile(request.file)
-  const serial = (await latestSerial(edge, request.name)) + 1
+  const serial = (index?.latestSerial ?? 0) + 1
   const deltas = await Promise.all((request.deltas ?? []).map(prepareDelta))
   const chunks = request.chunkIndex === false ? null : await prepareChunkIndex(request.file)
   const now = new Date()
@@ -97,14 +105,39 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
       : await putMultipart(edge, base, auth, request, size, plan.partBytes)
   if (response.status !== 201)
     throw await errorFromResponse(response, `uploading ${request.name}@${request.version}`)
-  return PublishedSchema.parse(await response.json())
+  const published = PublishedSchema.parse(await response.json())
+  for (const note of channelNotes(published)) request.onNotice?.(note)
+  return published
 }
 
-async function latestSerial(edge: EdgeClient, name: string): Promise<number> {
+/**
+ * The edge's refusal of an already published version, as the publish would meet it at its first
+ * request (same code, exit status and wording), raised before any delta or chunk index is built.
+ */
+export function alreadyPublished(name: string, version: string): AgentError {
+  return new AgentError(
+    'edge-rejected',
+    `starting publish of ${name}@${version}: HTTP 409: ${name}@${version} is already published; versions are immutable`,
+    { status: 409 },
+  )
+}
+
+/** One line per channel the edge left on its higher head (heads only move up in semver). */
+export function channelNotes(published: Published): string[] {
+  const { name, version } = published
+  return (published.channelsNotMoved ?? []).map(
+    ({ channel, head }) =>
+      `channel ${channel} not moved: it stays on ${head}, a higher version than ${version} ` +
+      `(${version} is published; install it with \`deltaport install ${name}@${version}\`)`,
+  )
+}
+
+/** The artifact's index, or null when nothing of it is published yet. */
+async function publishedIndex(edge: EdgeClient, name: string): Promise<ArtifactIndex | null> {
   const response = await edge.request(artifactPath(name))
-  if (response.status === 404) return 0
+  if (response.status === 404) return null
   if (!response.ok) throw await errorFromResponse(response, `reading the index of ${name}`)
-  return (await edge.index(name)).latestSerial
+  return edge.index(name)
 }
 
 async function putWhole(

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { ChannelName, Version } from './common.ts'
 
 /** R2 multipart rules: every part but the last is at least 5 MiB; at most 10,000 parts. */
 export const MIN_PART_BYTES = 5 * 1024 * 1024
@@ -31,5 +32,10 @@ export const Published = z.object({
   serial: z.number().int(),
   size: z.number().int(),
   sha256: z.string(),
+  /**
+   * Channels the manifest names whose head stayed on a higher version: a head only moves up in semver,
+   * so publishing an older version never downgrades a channel. Absent from older edges.
+   */
+  channelsNotMoved: z.array(z.object({ channel: ChannelName, head: Version })).optional(),
 })
 export type Published = z.infer<typeof Published>

@@ -16,15 +16,30 @@ import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
 import { assertAttachmentsStored } from '../publish/attachments.ts'
-import { sha256OfObject } from '../publish/verify-object.ts'
+import {
+  assertSlotUsable,
+  IntegrityMismatch,
+  MAX_SLOT_BYTES,
+  newAttempt,
+  newUploadToken,
+  parseUploadToken,
+  promoteIntoSlot,
+  slotState,
+  stagingKey,
+  storeIntoSlot,
+} from '../publish/blob-slot.ts'
+import { discardPending, stagePending } from '../publish/pending-manifest.ts'
 import {
   assertPublishable,
+  type Committed,
   commitVersion,
   emptyIndex,
+  NotPublishable,
   readIndex,
   readManifest,
+  type StoredManifest,
 } from '../storage/artifact-store.ts'
-import { StorageUnavailable } from '../storage/guarded-bucket.ts'
+import { abortUpload, StorageUnavailable } from '../storage/guarded-bucket.ts'
 import { keys } from '../storage/keys.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
@@ -45,6 +60,8 @@ const MAX_PART_BYTES = 512 * 1024 * 1024
  * bytes in one PUT or R2 multipart; the version becomes visible only once the bytes are verified
  * against the manifest's size and sha256. A mismatch leaves nothing behind. Deltas and the chunk index
  * the manifest lists (publish-attachments.ts) must be uploaded before the blob: its upload commits.
+ * One attempt owns a version's staging at a time (pending-manifest.ts), and the blob key is written
+ * once, never deleted here, so overlapping attempts cannot undo each other (blob-slot.ts).
  */
 export const publishRouter = new Hono<AppEnv>()
   .use('*', requireMaintainer)
@@ -77,7 +94,8 @@ export const publishRouter = new Hono<AppEnv>()
         throw new Problem(422, 'unprocessable', `the manifest expired at ${manifest.expires}; sign it again`)
       }
       // The operator's cap on one artifact (runtime config), checked before any byte is uploaded.
-      const { maxPublishBytes } = (await getRuntimeConfig(c.env)).limits
+      // Also bounded by the one verified put that fills the blob key (blob-slot.ts).
+      const maxPublishBytes = Math.min((await getRuntimeConfig(c.env)).limits.maxPublishBytes, MAX_SLOT_BYTES)
       if (manifest.size > maxPublishBytes) {
         throw new Problem(
           413,
@@ -87,10 +105,11 @@ export const publishRouter = new Hono<AppEnv>()
       }
       const found = await readIndex(c.env.ARTIFACTS, name)
       assertPublishable(found?.index ?? emptyIndex(name), manifest)
+      // Bytes stored by an earlier attempt whose commit failed bind the version: say so before any upload.
+      assertSlotUsable(await slotState(c.env.ARTIFACTS, manifest), manifest)
       // Stored verbatim: agents verify the maintainer's signature over these exact bytes' `signed` body.
-      await c.env.ARTIFACTS.put(keys.pendingManifest(name, version), JSON.stringify(envelope), {
-        httpMetadata: { contentType: 'application/json' },
-      })
+      // Refused (409) while another attempt's manifest is staged; the same manifest again is a retry.
+      await stagePending(c.env.ARTIFACTS, envelope, JSON.stringify(envelope))
       const body: PublishStarted = {
         name,
         version,
@@ -125,32 +144,27 @@ export const publishRouter = new Hono<AppEnv>()
     if (!body) throw new Problem(400, 'bad-request', 'missing body')
     try {
       // R2 hashes the bytes as they stream in and refuses the write on mismatch, so a bad body is
-      // never stored, not even briefly.
-      await c.env.ARTIFACTS.put(keys.blob(name, version), body, {
-        sha256: manifest.sha256,
-        httpMetadata: { contentType: manifest.mediaType },
-      })
+      // never stored, not even briefly; the write is create-only, so it never replaces stored bytes.
+      await storeIntoSlot(c.env.ARTIFACTS, manifest, body)
     } catch (error) {
-      // A storage fault (503) stored nothing and says nothing about the bytes: keep the staged manifest.
-      if (error instanceof StorageUnavailable) throw error
-      await c.env.ARTIFACTS.delete([keys.blob(name, version), keys.pendingManifest(name, version)])
-      throw new Problem(
-        422,
-        'integrity-mismatch',
-        `the body's sha256 does not match the manifest (${describe(error)})`,
-      )
+      // Only the staged manifest is dropped; a storage fault (503) keeps it for the retry.
+      if (error instanceof IntegrityMismatch)
+        await discardPending(c.env.ARTIFACTS, name, version, pending.raw)
+      throw error
     }
-    await commitVersion(c.env.ARTIFACTS, manifest, pending.raw)
-    return c.json(published(manifest), 201)
+    return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
   })
   .post('/:name/:version/uploads', valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
     const pending = await requirePending(c.env.ARTIFACTS, name, version)
     await assertAttachmentsStored(c.env.ARTIFACTS, pending.envelope.signed)
-    const upload = await c.env.ARTIFACTS.createMultipartUpload(keys.blob(name, version), {
+    assertSlotUsable(await slotState(c.env.ARTIFACTS, pending.envelope.signed), pending.envelope.signed)
+    // Each upload goes to its own staging key; only its promotion after completion fills the blob key.
+    const attempt = newAttempt()
+    const upload = await c.env.ARTIFACTS.createMultipartUpload(stagingKey(name, version, attempt), {
       httpMetadata: { contentType: pending.envelope.signed.mediaType },
     })
-    return c.json({ uploadId: upload.uploadId }, 201)
+    return c.json({ uploadId: newUploadToken(upload.uploadId, attempt) }, 201)
   })
   .put('/:name/:version/uploads/:uploadId/parts/:part', valid('param', PartParam), async (c) => {
     const { name, version, uploadId, part } = c.req.valid('param')
@@ -160,7 +174,9 @@ export const publishRouter = new Hono<AppEnv>()
       throw new Problem(413, 'payload-too-large', `parts are at most ${MAX_PART_BYTES} bytes`)
     const body = c.req.raw.body
     if (!body || length === 0) throw new Problem(400, 'bad-request', 'a part needs a body')
-    const upload = c.env.ARTIFACTS.resumeMultipartUpload(keys.blob(name, version), uploadId)
+    const target = parseUploadToken(name, version, uploadId)
+    if (!target) throw new Problem(409, 'conflict', `no such upload of ${name}@${version}`)
+    const upload = c.env.ARTIFACTS.resumeMultipartUpload(target.key, target.uploadId)
     try {
       const uploaded = await upload.uploadPart(part, body)
       return c.json({ partNumber: uploaded.partNumber, etag: uploaded.etag }, 200)
@@ -179,34 +195,40 @@ export const publishRouter = new Hono<AppEnv>()
       const pending = await requirePending(c.env.ARTIFACTS, name, version)
       const manifest = pending.envelope.signed
       await assertAttachmentsStored(c.env.ARTIFACTS, manifest)
-      const upload = c.env.ARTIFACTS.resumeMultipartUpload(keys.blob(name, version), uploadId)
+      const target = parseUploadToken(name, version, uploadId)
+      if (!target) throw new Problem(409, 'conflict', `no such upload of ${name}@${version}`)
+      const upload = c.env.ARTIFACTS.resumeMultipartUpload(target.key, target.uploadId)
       try {
         await upload.complete(c.req.valid('json').parts)
       } catch (error) {
         if (error instanceof StorageUnavailable) throw error
         throw new Problem(409, 'conflict', `the upload could not be completed (${describe(error)})`)
       }
-      const stored = await sha256OfObject(c.env.ARTIFACTS, keys.blob(name, version))
-      if (!stored || stored.size !== manifest.size || stored.sha256 !== manifest.sha256) {
-        await c.env.ARTIFACTS.delete([keys.blob(name, version), keys.pendingManifest(name, version)])
-        throw new Problem(
-          422,
-          'integrity-mismatch',
-          `stored ${stored?.size ?? 0} bytes with sha256 ${stored?.sha256 ?? 'none'}; the manifest says ${manifest.size} bytes, ${manifest.sha256}`,
-        )
+      try {
+        // Verified (size, sha256) as it is copied into the blob key; the staging object goes either way.
+        await promoteIntoSlot(c.env.ARTIFACTS, manifest, target.key)
+      } catch (error) {
+        if (error instanceof IntegrityMismatch)
+          await discardPending(c.env.ARTIFACTS, name, version, pending.raw)
+        throw error
       }
-      await commitVersion(c.env.ARTIFACTS, manifest, pending.raw)
-      return c.json(published(manifest), 201)
+      return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
     },
   )
   .delete('/:name/:version/uploads/:uploadId', valid('param', UploadParam), async (c) => {
     const { name, version, uploadId } = c.req.valid('param')
+    const noSuchUpload = (why: string) =>
+      new Problem(404, 'not-found', `no such upload of ${name}@${version} (${why})`)
+    // The upload lives at its attempt's staging key, named by the token the edge issued.
+    const target = parseUploadToken(name, version, uploadId)
+    if (!target) throw noSuchUpload('not an upload id this edge issued')
     try {
-      await c.env.ARTIFACTS.resumeMultipartUpload(keys.blob(name, version), uploadId).abort()
+      // 404 only for R2's "no such upload" (10024); faults stay 503, other refusals are 409.
+      if (!(await abortUpload(c.env.ARTIFACTS, target.key, target.uploadId)))
+        throw noSuchUpload('R2 has no such multipart upload')
     } catch (error) {
-      // R2 refused the id (unknown, finished, another object's): a clear 404, not an unhandled 500.
-      if (error instanceof StorageUnavailable) throw error
-      throw new Problem(404, 'not-found', `no such upload of ${name}@${version} (${describe(error)})`)
+      if (error instanceof Problem) throw error
+      throw new Problem(409, 'conflict', `R2 refused to abort the upload (${describe(error)})`)
     }
     await c.env.ARTIFACTS.delete(keys.pendingManifest(name, version))
     return c.body(null, 204)
@@ -223,9 +245,25 @@ async function requirePending(bucket: R2Bucket, name: string, version: string) {
   return pending
 }
 
-function published(manifest: SignedManifest['signed']): Published {
+/**
+ * Commits a verified version. A manifest the index refuses for good (its serial was overtaken while it
+ * uploaded) also drops its staged manifest, so a re-signed one may be staged at once.
+ */
+async function commit(bucket: R2Bucket, pending: StoredManifest): Promise<Committed> {
+  const manifest = pending.envelope.signed
+  try {
+    return await commitVersion(bucket, manifest, pending.raw)
+  } catch (error) {
+    if (error instanceof NotPublishable) {
+      await discardPending(bucket, manifest.name, manifest.version, pending.raw).catch(() => undefined)
+    }
+    throw error
+  }
+}
+
+function published(manifest: SignedManifest['signed'], committed: Committed): Published {
   const { name, version, serial, size, sha256 } = manifest
-  return { name, version, serial, size, sha256 }
+  return { name, version, serial, size, sha256, channelsNotMoved: committed.channelsNotMoved }
 }
 
 function contentLength(header: string | undefined): number {

@@ -1,3 +1,4 @@
+import { gt as semverGreater } from 'semver'
 import { ArtifactIndex, type VersionEntry } from '../../schemas/artifact-index.ts'
 import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
@@ -35,6 +36,27 @@ export function emptyIndex(name: string): ArtifactIndex {
   return { name, latestSerial: 0, versions: [], channels: {} }
 }
 
+/** A channel the manifest names whose head stayed where it was, on a higher version. */
+export interface ChannelNotMoved {
+  channel: string
+  head: string
+}
+
+/** What a commit did to the channels: which of the manifest's channels kept their (higher) head. */
+export interface Committed {
+  channelsNotMoved: ChannelNotMoved[]
+}
+
+/**
+ * A manifest the index refuses for good (version taken, serial not above the latest): retrying the same
+ * manifest can never succeed, so its staged publish may be dropped.
+ */
+export class NotPublishable extends Problem {
+  constructor(detail: string) {
+    super(409, 'conflict', detail)
+  }
+}
+
 /**
  * Makes a verified version visible: the manifest moves from pending to its final key, then the index
  * gains the version and its channels. The index update is a compare-and-swap on the R2 etag so two
@@ -44,13 +66,13 @@ export async function commitVersion(
   bucket: R2Bucket,
   manifest: ArtifactManifest,
   raw: string,
-): Promise<void> {
+): Promise<Committed> {
   const { name, version } = manifest
   await bucket.put(keys.manifest(name, version), raw, {
     httpMetadata: { contentType: 'application/json' },
   })
   try {
-    await addToIndex(bucket, manifest)
+    return await addToIndex(bucket, manifest)
   } catch (error) {
     await withdrawManifest(bucket, manifest)
     throw error
@@ -74,7 +96,7 @@ async function withdrawManifest(bucket: R2Bucket, manifest: ArtifactManifest): P
   }
 }
 
-async function addToIndex(bucket: R2Bucket, manifest: ArtifactManifest): Promise<void> {
+async function addToIndex(bucket: R2Bucket, manifest: ArtifactManifest): Promise<Committed> {
   const { name, version } = manifest
   for (let attempt = 0; attempt < 8; attempt++) {
     const current = await readIndex(bucket, name)
@@ -88,11 +110,12 @@ async function addToIndex(bucket: R2Bucket, manifest: ArtifactManifest): Promise
       createdAt: manifest.createdAt,
       channels: manifest.channels,
     }
+    const { channels, channelsNotMoved } = mergeChannels(index.channels, manifest)
     const next: ArtifactIndex = {
       name,
       latestSerial: manifest.serial,
       versions: [...index.versions, entry],
-      channels: { ...index.channels, ...Object.fromEntries(manifest.channels.map((ch) => [ch, version])) },
+      channels,
     }
     const written = await bucket.put(keys.index(name), JSON.stringify(next), {
       httpMetadata: { contentType: 'application/json' },
@@ -103,25 +126,42 @@ async function addToIndex(bucket: R2Bucket, manifest: ArtifactManifest): Promise
       // Published from here on; a staged manifest left by a failed delete is invisible and harmless
       // (POST refuses a published version), so its cleanup must not turn success into an error.
       await bucket.delete(keys.pendingManifest(name, version)).catch(() => undefined)
-      return
+      return { channelsNotMoved }
     }
   }
   throw new Problem(409, 'conflict', `the index of ${name} kept changing; retry the publish`)
 }
 
+/**
+ * The channel heads after publishing `manifest`: a head only moves to a higher semver version. The
+ * serial orders publishes, not releases, so letting the newest publish win would make publishing an
+ * old version (a backport such as 4.17.15 after 4.17.21) move `stable` backwards, and devices would
+ * follow it down on their next `update` with a perfectly valid, higher serial. An older version is
+ * still published and installable by version; the channels it did not move are reported back.
+ */
+export function mergeChannels(
+  heads: ArtifactIndex['channels'],
+  manifest: ArtifactManifest,
+): { channels: ArtifactIndex['channels']; channelsNotMoved: ChannelNotMoved[] } {
+  const channels = { ...heads }
+  const channelsNotMoved: ChannelNotMoved[] = []
+  for (const channel of manifest.channels) {
+    const head = Object.hasOwn(heads, channel) ? heads[channel] : undefined
+    if (head === undefined || semverGreater(manifest.version, head)) channels[channel] = manifest.version
+    else channelsNotMoved.push({ channel, head })
+  }
+  return { channels, channelsNotMoved }
+}
+
 /** Rules a new manifest must satisfy against what is already published. */
 export function assertPublishable(index: ArtifactIndex, manifest: ArtifactManifest): void {
   if (index.versions.some((v) => v.version === manifest.version)) {
-    throw new Problem(
-      409,
-      'conflict',
+    throw new NotPublishable(
       `${manifest.name}@${manifest.version} is already published; versions are immutable`,
     )
   }
   if (manifest.serial <= index.latestSerial) {
-    throw new Problem(
-      409,
-      'conflict',
+    throw new NotPublishable(
       `serial ${manifest.serial} is not above the latest published serial ${index.latestSerial}`,
     )
   }

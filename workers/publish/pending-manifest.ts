@@ -1,0 +1,86 @@
+import { SignedManifest } from '../../schemas/manifest.ts'
+import { Problem } from '../http/problem.ts'
+import { keys } from '../storage/keys.ts'
+
+/**
+ * A staged publish that has not committed for this long counts as abandoned (a crashed or killed CLI),
+ * and a POST with another manifest may replace it. Long enough for a multi-GiB upload on a slow link to
+ * finish; replacing a staged publish that is in fact still uploading is safe anyway (its bytes are then
+ * checked against the new manifest, and a version's bytes, once stored, never change: blob-slot.ts).
+ */
+export const PENDING_ABANDONED_AFTER_MS = 30 * 60 * 1000
+
+/** A staged (pending) manifest with what a conditional write of its key needs. */
+export interface PendingPublish {
+  envelope: SignedManifest
+  /** The envelope exactly as staged. */
+  raw: string
+  /** R2's etag of the object (for `onlyIf`). */
+  etag: string
+  uploaded: Date
+}
+
+export async function readPending(
+  bucket: R2Bucket,
+  name: string,
+  version: string,
+): Promise<PendingPublish | null> {
+  const key = keys.pendingManifest(name, version)
+  const object = await bucket.get(key)
+  if (!object) return null
+  const raw = await object.text()
+  const parsed = SignedManifest.safeParse(JSON.parse(raw))
+  if (!parsed.success) throw new Problem(500, 'internal', `stored manifest ${key} is corrupt`)
+  return { envelope: parsed.data, raw, etag: object.etag, uploaded: object.uploaded }
+}
+
+/**
+ * Stages `raw` (the envelope of `manifest`) as its version's pending manifest. One publish attempt
+ * owns a version's staging at a time: the same manifest again is an idempotent retry (nothing is
+ * written); another manifest is refused with 409 while the staged one is fresh, and replaces it once it
+ * is abandoned. Every write is conditional on what was read (create-only, or the etag of the abandoned
+ * one), so two POSTs racing for the same version cannot both win.
+ */
+export async function stagePending(
+  bucket: R2Bucket,
+  envelope: SignedManifest,
+  raw: string,
+  now: number = Date.now(),
+): Promise<'staged' | 'unchanged'> {
+  const { name, version } = envelope.signed
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const current = await readPending(bucket, name, version)
+    if (current?.raw === raw) return 'unchanged'
+    if (current && now - current.uploaded.getTime() < PENDING_ABANDONED_AFTER_MS) {
+      throw new Problem(409, 'conflict', busyDetail(current))
+    }
+    const written = await bucket.put(keys.pendingManifest(name, version), raw, {
+      httpMetadata: { contentType: 'application/json' },
+      onlyIf: current ? { etagMatches: current.etag } : { etagDoesNotMatch: '*' },
+    })
+    if (written) return 'staged'
+  }
+  throw new Problem(409, 'conflict', `the staged publish of ${name}@${version} kept changing; retry`)
+}
+
+function busyDetail(current: PendingPublish): string {
+  const { name, version, serial, sha256 } = current.envelope.signed
+  const freeAt = new Date(current.uploaded.getTime() + PENDING_ABANDONED_AFTER_MS).toISOString()
+  return (
+    `${name}@${version} is already being published with another manifest (serial ${serial}, sha256 ` +
+    `${sha256}, staged at ${current.uploaded.toISOString()}); let that publish finish or fail, or retry ` +
+    `after ${freeAt}, when it counts as abandoned`
+  )
+}
+
+/**
+ * Drops the staged manifest after its upload failed for good, so the version is free again at once,
+ * but only while it is still this attempt's: a failed upload must not discard the publish of another
+ * attempt that took the version over meanwhile. R2 has no conditional delete; the re-read narrows the
+ * gap to milliseconds and losing it costs the other attempt only a 409 on its next request (the
+ * committed state is never touched here).
+ */
+export async function discardPending(bucket: R2Bucket, name: string, version: string, raw: string) {
+  const current = await readPending(bucket, name, version)
+  if (current?.raw === raw) await bucket.delete(keys.pendingManifest(name, version))
+}

@@ -1,0 +1,210 @@
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import { ArtifactIndex } from '../../schemas/artifact-index.ts'
+import type { SignedManifest } from '../../schemas/manifest.ts'
+import { PlanResponse } from '../../schemas/plan.ts'
+import { ProblemDetails } from '../../schemas/problem.ts'
+import { Published } from '../../schemas/publish.ts'
+import { PENDING_ABANDONED_AFTER_MS, stagePending } from '../publish/pending-manifest.ts'
+import { keys } from '../storage/keys.ts'
+import { auth, bytesOf, call, envelopeFor, publishSingle, sha256, startPublish } from './publish-helpers.ts'
+
+/**
+ * Overlapping publishes of one version: whatever order their requests land in, a failed upload never
+ * removes bytes another attempt committed, and a second manifest never silently replaces a staged one.
+ */
+
+/** A PUT of the blob whose body arrives in two halves: the second only once `release` is called. */
+function slowPut(name: string, version: string, body: Uint8Array) {
+  const { readable, writable } = new FixedLengthStream(body.length)
+  const writer = writable.getWriter()
+  const half = Math.floor(body.length / 2)
+  void writer.write(body.slice(0, half))
+  const response = call(`/v1/publish/${name}/${version}/blob`, {
+    method: 'PUT',
+    headers: { ...auth, 'content-length': String(body.length) },
+    body: readable,
+  })
+  return {
+    response,
+    async release() {
+      await writer.write(body.slice(half))
+      await writer.close()
+      return response
+    },
+  }
+}
+
+function putBlob(name: string, version: string, body: Uint8Array): Promise<Response> {
+  return call(`/v1/publish/${name}/${version}/blob`, {
+    method: 'PUT',
+    headers: { ...auth, 'content-length': String(body.length) },
+    body,
+  })
+}
+
+async function expectServed(name: string, version: string, body: Uint8Array): Promise<void> {
+  const index = ArtifactIndex.parse(await (await call(`/v1/artifacts/${name}`)).json())
+  expect(index.versions.map((v) => v.version)).toContain(version)
+  expect((await call(`/v1/artifacts/${name}/${version}/manifest`)).status).toBe(200)
+  const blob = await call(`/v1/artifacts/${name}/${version}/blob`)
+  expect(blob.status).toBe(200)
+  expect(await sha256(new Uint8Array(await blob.arrayBuffer()))).toBe(await sha256(body))
+}
+
+/** Lets the slow request reach R2 (its head of the blob key and the start of its put) first. */
+const settle = () => new Promise((resolve) => setTimeout(resolve, 50))
+
+describe('a second manifest for a version being published', () => {
+  it('is refused with 409 while the first is staged; the same manifest again is an idempotent retry', async () => {
+    const a = await envelopeFor('race', '1.0.0', bytesOf(4000, 1), { serial: 1 })
+    const b = await envelopeFor('race', '1.0.0', bytesOf(4000, 2), { serial: 2 })
+    expect((await startPublish(a)).status).toBe(201)
+    const second = await startPublish(b)
+    expect(second.status).toBe(409)
+    const detail = ProblemDetails.parse(await second.json()).detail ?? ''
+    expect(detail).toContain('already being published with another manifest (serial 1')
+    expect(detail).toContain('abandoned')
+    // The staged manifest is still A's, byte for byte; A's retry is accepted and A publishes.
+    expect(await (await env.ARTIFACTS.get(keys.pendingManifest('race', '1.0.0')))?.text()).toBe(
+      JSON.stringify(a),
+    )
+    expect((await startPublish(a)).status).toBe(201)
+    expect((await putBlob('race', '1.0.0', bytesOf(4000, 1))).status).toBe(201)
+    await expectServed('race', '1.0.0', bytesOf(4000, 1))
+  })
+
+  it('replaces an abandoned staged manifest, and then the old upload cannot remove the new blob', async () => {
+    // The same size, so A's upload passes the length check and fails only on the sha256, as in the report.
+    const bodyA = bytesOf(200_000, 3)
+    const bodyB = bytesOf(200_000, 4)
+    const a = await envelopeFor('stale', '1.0.0', bodyA, { serial: 1 })
+    const b: SignedManifest = await envelopeFor('stale', '1.0.0', bodyB, { serial: 2 })
+    expect((await startPublish(a)).status).toBe(201)
+    // Half an hour later, A counts as abandoned and B takes the version over (conditionally on A's etag).
+    const later = Date.now() + PENDING_ABANDONED_AFTER_MS + 1000
+    expect(await stagePending(env.ARTIFACTS, b, JSON.stringify(b), later)).toBe('staged')
+    // The tester's race: A's bytes arrive slowly, B's fast; B commits, then A fails its verification.
+    const slow = slowPut('stale', '1.0.0', bodyA)
+    await settle()
+    expect((await putBlob('stale', '1.0.0', bodyB)).status).toBe(201)
+    expect((await slow.release()).status).toBe(422)
+    await expectServed('stale', '1.0.0', bodyB)
+  })
+})
+
+describe('an upload that fails while another attempt of the same manifest commits', () => {
+  it('single PUT: the failed one leaves the committed blob alone', async () => {
+    const body = bytesOf(300_000, 5)
+    const envelope = await envelopeFor('same', '1.0.0', body)
+    expect((await startPublish(envelope)).status).toBe(201)
+    // A client retry of the same publish while the first attempt is still sending corrupted bytes.
+    const corrupted = body.slice()
+    corrupted[200_000] = (corrupted[200_000] ?? 0) ^ 0xff
+    const slow = slowPut('same', '1.0.0', corrupted)
+    await settle()
+    expect((await startPublish(envelope)).status).toBe(201)
+    expect((await putBlob('same', '1.0.0', body)).status).toBe(201)
+    const failed = await slow.release()
+    expect([409, 422]).toContain(failed.status)
+    await expectServed('same', '1.0.0', body)
+  })
+
+  it('multipart: completing a bad upload after the version committed changes nothing', async () => {
+    const body = bytesOf(6 * 1024 * 1024, 6)
+    const envelope = await envelopeFor('samemulti', '1.0.0', body)
+    expect((await startPublish(envelope)).status).toBe(201)
+    const base = '/v1/publish/samemulti/1.0.0'
+    const created = await call(`${base}/uploads`, { method: 'POST', headers: auth })
+    const { uploadId } = (await created.json()) as { uploadId: string }
+    const evil = bytesOf(body.length, 7)
+    const part = await call(`${base}/uploads/${encodeURIComponent(uploadId)}/parts/1`, {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': String(evil.length) },
+      body: evil,
+    })
+    expect(part.status).toBe(200)
+    // Meanwhile another attempt of the same manifest publishes the right bytes.
+    expect((await startPublish(envelope)).status).toBe(201)
+    expect((await putBlob('samemulti', '1.0.0', body)).status).toBe(201)
+    const done = await call(`${base}/uploads/${encodeURIComponent(uploadId)}/complete`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ parts: [await part.json()] }),
+    })
+    expect(done.status).toBeGreaterThanOrEqual(400)
+    await expectServed('samemulti', '1.0.0', body)
+    // The failed attempt's staging object is gone too.
+    expect((await env.ARTIFACTS.list({ prefix: 'pending/samemulti/' })).objects).toEqual([])
+  })
+
+  it('multipart: an upload never writes the blob key before it is verified', async () => {
+    const body = bytesOf(5 * 1024 * 1024 + 10, 8)
+    const envelope = await envelopeFor('staged', '1.0.0', body)
+    expect((await startPublish(envelope)).status).toBe(201)
+    const base = '/v1/publish/staged/1.0.0'
+    const { uploadId } = (await (
+      await call(`${base}/uploads`, { method: 'POST', headers: auth })
+    ).json()) as {
+      uploadId: string
+    }
+    const part = await call(`${base}/uploads/${encodeURIComponent(uploadId)}/parts/1`, {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': String(body.length) },
+      body,
+    })
+    expect(await env.ARTIFACTS.head(keys.blob('staged', '1.0.0'))).toBeNull()
+    const done = await call(`${base}/uploads/${encodeURIComponent(uploadId)}/complete`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ parts: [await part.json()] }),
+    })
+    expect(done.status).toBe(201)
+    await expectServed('staged', '1.0.0', body)
+    expect((await env.ARTIFACTS.list({ prefix: 'pending/staged/' })).objects).toEqual([])
+  })
+})
+
+describe('channel heads', () => {
+  async function publish(name: string, version: string, serial: number, channels: string[]) {
+    const body = bytesOf(1000 + serial, serial)
+    const envelope = await envelopeFor(name, version, body, { serial, channels })
+    expect((await startPublish(envelope)).status).toBe(201)
+    const put = await putBlob(name, version, body)
+    expect(put.status).toBe(201)
+    return Published.parse(await put.json())
+  }
+
+  it('only move up in semver: an older version is published but leaves the head where it is', async () => {
+    await publish('lodash', '4.17.20', 1, ['stable'])
+    expect((await publish('lodash', '4.17.21', 2, ['stable'])).channelsNotMoved).toEqual([])
+    const older = await publish('lodash', '4.17.15', 3, ['stable', 'lts'])
+    expect(older.channelsNotMoved).toEqual([{ channel: 'stable', head: '4.17.21' }])
+    const index = ArtifactIndex.parse(await (await call('/v1/artifacts/lodash')).json())
+    // A channel without a head yet takes the version; `stable` keeps the higher one.
+    expect(index.channels).toEqual({ stable: '4.17.21', lts: '4.17.15' })
+    expect(index.latestSerial).toBe(3)
+    await expectServed('lodash', '4.17.15', bytesOf(1003, 3))
+    // A higher version moves it again (a prerelease of the next major ranks above 4.17.21 too).
+    expect((await publish('lodash', '5.0.0-rc.1', 4, ['stable'])).channelsNotMoved).toEqual([])
+    const after = ArtifactIndex.parse(await (await call('/v1/artifacts/lodash')).json())
+    expect(after.channels.stable).toBe('5.0.0-rc.1')
+  })
+
+  it('the plan for a device on the head does not downgrade it after an older publish', async () => {
+    await publishSingle('plan-head', '2.0.0', bytesOf(2000, 9), 1)
+    await publish('plan-head', '1.9.0', 2, ['stable'])
+    const plan = await call('/v1/plan', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        name: 'plan-head',
+        installed: '2.0.0',
+        target: 'stable',
+        capabilities: { methods: ['vcdiff'], chunkSync: true },
+      }),
+    })
+    const planned = PlanResponse.parse(await plan.json())
+    expect(planned).toMatchObject({ to: '2.0.0', strategy: 'none' })
+  })
+})
