@@ -14,15 +14,7 @@ import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 const suite = useEdgeWorkspace()
 
 const publish = (file: string, name: string, version: string, extra: { expiresInDays?: number } = {}) =>
-  publishArtifact({
-    edgeUrl: suite.edge.url,
-    token: TEST_TOKEN,
-    keyFile: suite.ws.keyFile,
-    file,
-    name,
-    version,
-    ...extra,
-  })
+  suite.publish(file, name, version, extra)
 
 async function rejection(promise: Promise<unknown>): Promise<AgentError> {
   const error = await promise.then(

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll } from 'vitest'
 import { unstable_startWorker } from 'wrangler'
+import type { Published } from '../../schemas/publish.ts'
+import { publishArtifact } from '../publish.ts'
 import { makeWorkspace, type Workspace } from './fixtures.ts'
 
 export const TEST_TOKEN = 'agent-test-token'
@@ -37,7 +39,12 @@ export async function startLocalEdge(vars: Record<string, string> = {}): Promise
  * A suite's shared setup: a fresh local edge and a workspace (maintainer key, trusting device config)
  * for the whole file, disposed after it. Read `edge` and `ws` inside tests, once `beforeAll` has run.
  */
-export function useEdgeWorkspace(): { readonly edge: LocalEdge; readonly ws: Workspace } {
+export function useEdgeWorkspace(): {
+  readonly edge: LocalEdge
+  readonly ws: Workspace
+  /** `deltaport publish` of `file` to this suite's edge with its maintainer key. */
+  publish(file: string, name: string, version: string, extra?: { expiresInDays?: number }): Promise<Published>
+} {
   let edge: LocalEdge | undefined
   let ws: Workspace | undefined
   beforeAll(async () => {
@@ -55,6 +62,17 @@ export function useEdgeWorkspace(): { readonly edge: LocalEdge; readonly ws: Wor
     get ws() {
       if (!ws) throw new Error('the workspace is not ready yet (use it inside tests or hooks)')
       return ws
+    },
+    publish(file, name, version, extra = {}) {
+      return publishArtifact({
+        edgeUrl: this.edge.url,
+        token: TEST_TOKEN,
+        keyFile: this.ws.keyFile,
+        file,
+        name,
+        version,
+        ...extra,
+      })
     },
   }
 }

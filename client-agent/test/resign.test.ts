@@ -5,7 +5,6 @@ import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { AgentError } from '../errors.ts'
 import { installArtifact } from '../install.ts'
-import { publishArtifact } from '../publish.ts'
 import { resignManifests } from '../resign.ts'
 import { generateKeyPair } from '../signing.ts'
 import { writeArtifact } from './fixtures.ts'
@@ -17,15 +16,7 @@ const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
 
 async function publish(name: string, version: string, expiresInDays: number) {
   const art = await writeArtifact(suite.ws.dir, `${name}-${version}.bin`, 2_000)
-  await publishArtifact({
-    edgeUrl: suite.edge.url,
-    token: TEST_TOKEN,
-    keyFile: suite.ws.keyFile,
-    file: art.path,
-    name,
-    version,
-    expiresInDays,
-  })
+  await suite.publish(art.path, name, version, { expiresInDays })
 }
 
 describe('re-signing published manifests', () => {

@@ -1,23 +1,15 @@
 import { describe, expect, it } from 'vitest'
 import { lockArtifact } from '../../fs/artifact-lock.ts'
-import { publishArtifact } from '../../publish.ts'
 import { ArtifactStore } from '../../store.ts'
 import { writeArtifact } from '../../test/fixtures.ts'
-import { TEST_TOKEN, useEdgeWorkspace } from '../../test/local-edge.ts'
+import { useEdgeWorkspace } from '../../test/local-edge.ts'
 import { EdgeChannelSource } from '../edge-source.ts'
 
 const suite = useEdgeWorkspace()
 
 async function publish(name: string, version: string, size: number) {
   const art = await writeArtifact(suite.ws.dir, `${name}-${version}.bin`, size)
-  await publishArtifact({
-    edgeUrl: suite.edge.url,
-    token: TEST_TOKEN,
-    keyFile: suite.ws.keyFile,
-    file: art.path,
-    name,
-    version,
-  })
+  await suite.publish(art.path, name, version)
 }
 
 describe("run's update source and the artifact lock", () => {
