@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gt } from 'semver'
-import type { ArtifactIndex } from '../schemas/artifact-index.ts'
+import { type ArtifactIndex, channelHead } from '../schemas/artifact-index.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
 import { deviceArchiveLimits } from './codec/archive-budget.ts'
 import type { AgentConfig } from './config.ts'
@@ -252,14 +252,6 @@ async function resolveTarget(edge: EdgeClient, name: string, target: string): Pr
   const version = channelHead(index, target) ?? (target === 'latest' ? newest(index) : undefined)
   if (!version) throw new AgentError('not-found', `${name} has no channel "${target}"`)
   return version
-}
-
-/**
- * The version a channel points at. Own keys only: a channel named `constructor` or `toString` must be
- * "no such channel", not a function inherited from Object.prototype.
- */
-export function channelHead(index: ArtifactIndex, channel: string): string | undefined {
-  return Object.hasOwn(index.channels, channel) ? index.channels[channel] : undefined
 }
 
 function newest(index: ArtifactIndex): string | undefined {

@@ -3,6 +3,7 @@
  * artifact store so the key layout and parsing live in one place; memoised per request because the
  * planner asks about the same artifact several times.
  */
+import { channelHead } from '../schemas/artifact-index.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
 import { readIndex, readManifest } from '../workers/storage/artifact-store.ts'
 import { keys } from '../workers/storage/keys.ts'
@@ -30,8 +31,7 @@ export function r2Catalog(bucket: R2Bucket): Catalog {
       if (found === undefined) {
         found = orNull(`index ${name}`, async () => {
           const index = (await readIndex(bucket, name))?.index
-          const version =
-            index && Object.hasOwn(index.channels, channel) ? index.channels[channel] : undefined
+          const version = index && channelHead(index, channel)
           const entry = index?.versions.find((v) => v.version === version)
           return entry === undefined
             ? null

@@ -22,3 +22,11 @@ export const ArtifactIndex = z.object({
   channels: z.record(ChannelName, Version),
 })
 export type ArtifactIndex = z.infer<typeof ArtifactIndex>
+
+/**
+ * The version a channel points at. Own keys only: a channel named `constructor` or `toString` is "no
+ * such channel", not a function inherited from Object.prototype.
+ */
+export function channelHead(index: ArtifactIndex, channel: string): string | undefined {
+  return Object.hasOwn(index.channels, channel) ? index.channels[channel] : undefined
+}

@@ -1,8 +1,9 @@
+import { channelHead } from '../../schemas/artifact-index.ts'
 import type { AgentConfig } from '../config.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { withArtifactLock } from '../fs/artifact-lock.ts'
-import { channelHead, DEFAULT_LOCK_WAIT_MS, installArtifact } from '../install.ts'
+import { DEFAULT_LOCK_WAIT_MS, installArtifact } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import type { ReadyUpdate, UpdateSource } from './update-source.ts'
 

@@ -17,7 +17,7 @@ import { sha256OfObject, toHex } from './verify-object.ts'
  * upload goes to its own staging key and is promoted into the slot by that same conditional put once
  * complete; a bad upload only ever deletes its own staging object.
  *
- * Bytes in the slot of an uncommitted version (a commit that failed) bind the version to them: any
+ * Bytes in the slot of an uncommitted version (a commit that failed) bind the version to them: every
  * manifest with the same size and sha256 (a retry, even re-signed) commits; other bytes get a 409.
  */
 

@@ -1,4 +1,5 @@
 import { Hono } from 'hono'
+import { channelHead } from '../../schemas/artifact-index.ts'
 import { Version } from '../../schemas/common.ts'
 import type { DeltaFraming } from '../../schemas/delta-stream.ts'
 import type { ArtifactManifest } from '../../schemas/manifest.ts'
@@ -33,12 +34,9 @@ export const planRouter = new Hono<AppEnv>().post('/', async (c) => {
   const found = await readIndex(bucket, name)
   if (!found) throw new Problem(404, 'not-found', `no artifact named ${name}`)
   const { index } = found
-  // Own keys only: a channel named `constructor` or `toString` must not resolve through Object.prototype.
   const target = Version.safeParse(request.target).success
     ? index.versions.find((v) => v.version === request.target)?.version
-    : Object.hasOwn(index.channels, request.target)
-      ? index.channels[request.target]
-      : undefined
+    : channelHead(index, request.target)
   if (!target) throw new Problem(404, 'not-found', `${name} has no version or channel ${request.target}`)
   const published = new Set(index.versions.map((v) => v.version))
   const installed = request.installed !== null && published.has(request.installed) ? request.installed : null
