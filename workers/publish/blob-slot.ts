@@ -49,19 +49,36 @@ export function newUploadToken(r2UploadId: string, attempt: string): string {
   return `${attempt}.${r2UploadId}`
 }
 
-export function newAttempt(): string {
-  return crypto.randomUUID().replaceAll('-', '')
+/**
+ * A new attempt id: 16 hex digits naming the staged manifest the upload was started for (the start of
+ * its sha256), then 16 random ones. Why name it: aborting an upload gives up its publish, which frees
+ * the version by dropping the staged manifest, but only if that is still the one the upload belonged
+ * to; another attempt may have taken over the version meanwhile (see attemptBelongsTo).
+ */
+export async function newAttempt(stagedRaw: string): Promise<string> {
+  const random = crypto.randomUUID().replaceAll('-', '').slice(0, 16)
+  return `${await stagedPrefix(stagedRaw)}${random}`
 }
 
-/** The staging key and R2 upload id behind an upload token, or null for anything the edge never issued. */
+/** Whether the upload of `attempt` was started for the staged manifest `stagedRaw`. */
+export async function attemptBelongsTo(attempt: string, stagedRaw: string): Promise<boolean> {
+  return attempt.slice(0, 16) === (await stagedPrefix(stagedRaw))
+}
+
+async function stagedPrefix(stagedRaw: string): Promise<string> {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(stagedRaw))
+  return toHex(new Uint8Array(digest)).slice(0, 16)
+}
+
+/** The staging key, R2 upload id and attempt behind an upload token, or null for anything never issued. */
 export function parseUploadToken(
   name: string,
   version: string,
   token: string,
-): { key: string; uploadId: string } | null {
+): { key: string; uploadId: string; attempt: string } | null {
   const match = UPLOAD_TOKEN.exec(token)
   if (!match?.[1] || !match[2]) return null
-  return { key: stagingKey(name, version, match[1]), uploadId: match[2] }
+  return { key: stagingKey(name, version, match[1]), uploadId: match[2], attempt: match[1] }
 }
 
 export type SlotState = 'empty' | 'same-bytes' | 'other-bytes'

@@ -75,12 +75,19 @@ function busyDetail(current: PendingPublish): string {
 
 /**
  * Drops the staged manifest after its upload failed for good, so the version is free again at once,
- * but only while it is still this attempt's: a failed upload must not discard the publish of another
- * attempt that took the version over meanwhile. R2 has no conditional delete; the re-read narrows the
- * gap to milliseconds and losing it costs the other attempt only a 409 on its next request (the
- * committed state is never touched here).
+ * but only while it is still this attempt's (`owns` its envelope): a failed or aborted upload must not
+ * discard the publish of another attempt that took the version over meanwhile. R2 has no conditional
+ * delete; the re-read narrows the gap to milliseconds and losing it costs the other attempt only a 409
+ * on its next request (the committed state is never touched here).
  */
-export async function discardPending(bucket: R2Bucket, name: string, version: string, raw: string) {
+export async function discardPending(
+  bucket: R2Bucket,
+  name: string,
+  version: string,
+  owns: string | ((raw: string) => Promise<boolean>),
+) {
   const current = await readPending(bucket, name, version)
-  if (current?.raw === raw) await bucket.delete(keys.pendingManifest(name, version))
+  if (!current) return
+  const ours = typeof owns === 'string' ? current.raw === owns : await owns(current.raw)
+  if (ours) await bucket.delete(keys.pendingManifest(name, version))
 }

@@ -18,6 +18,7 @@ import { valid } from '../http/validate.ts'
 import { assertAttachmentsStored } from '../publish/attachments.ts'
 import {
   assertSlotUsable,
+  attemptBelongsTo,
   IntegrityMismatch,
   MAX_SLOT_BYTES,
   newAttempt,
@@ -160,7 +161,7 @@ export const publishRouter = new Hono<AppEnv>()
     await assertAttachmentsStored(c.env.ARTIFACTS, pending.envelope.signed)
     assertSlotUsable(await slotState(c.env.ARTIFACTS, pending.envelope.signed), pending.envelope.signed)
     // Each upload goes to its own staging key; only its promotion after completion fills the blob key.
-    const attempt = newAttempt()
+    const attempt = await newAttempt(pending.raw)
     const upload = await c.env.ARTIFACTS.createMultipartUpload(stagingKey(name, version, attempt), {
       httpMetadata: { contentType: pending.envelope.signed.mediaType },
     })
@@ -230,7 +231,9 @@ export const publishRouter = new Hono<AppEnv>()
       if (error instanceof Problem) throw error
       throw new Problem(409, 'conflict', `R2 refused to abort the upload (${describe(error)})`)
     }
-    await c.env.ARTIFACTS.delete(keys.pendingManifest(name, version))
+    // Giving up the upload gives up its publish: the version is free at once, unless another attempt
+    // has taken it over since this upload started.
+    await discardPending(c.env.ARTIFACTS, name, version, (raw) => attemptBelongsTo(target.attempt, raw))
     return c.body(null, 204)
   })
 

@@ -58,25 +58,70 @@ export class NotPublishable extends Problem {
 }
 
 /**
- * Makes a verified version visible: the manifest moves from pending to its final key, then the index
- * gains the version and its channels. The index update is a compare-and-swap on the R2 etag so two
+ * Makes a verified version visible: the manifest moves from pending to its final key (claimed by this
+ * commit alone, see claimManifestKey), then the index gains the version and its channels. The index update is a compare-and-swap on the R2 etag so two
  * concurrent publishes cannot lose each other's entries or both claim the same serial.
  */
 export async function commitVersion(
   bucket: R2Bucket,
   manifest: ArtifactManifest,
   raw: string,
+  now: number = Date.now(),
 ): Promise<Committed> {
-  const { name, version } = manifest
-  await bucket.put(keys.manifest(name, version), raw, {
-    httpMetadata: { contentType: 'application/json' },
-  })
+  await claimManifestKey(bucket, manifest, raw, now)
   try {
     return await addToIndex(bucket, manifest)
   } catch (error) {
     await withdrawManifest(bucket, manifest)
     throw error
   }
+}
+
+/**
+ * A final manifest key written this long ago by a commit that never reached the index belongs to an
+ * attempt that died between its two writes (a commit takes milliseconds), and may be replaced.
+ */
+export const COMMIT_ABANDONED_AFTER_MS = 2 * 60 * 1000
+
+/**
+ * Writes the version's final manifest key for this commit, create-only. Why not a plain put: two
+ * attempts with the same bytes but different manifests (a re-signed publish taking over an abandoned
+ * one) can both pass the blob check, and the one that commits second would overwrite the published
+ * manifest with its own, so devices would be served a manifest (serial, expiry) the index does not
+ * list. The key already holding this exact envelope is a retry; another envelope means the version
+ * is published (409 for good), another commit is between its two writes (409, retry), or such a commit
+ * died long ago (replaced, conditionally on its etag).
+ */
+async function claimManifestKey(
+  bucket: R2Bucket,
+  manifest: ArtifactManifest,
+  raw: string,
+  now: number,
+): Promise<void> {
+  const { name, version } = manifest
+  const key = keys.manifest(name, version)
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const existing = await bucket.get(key)
+    if (existing) {
+      const text = await existing.text()
+      if (text === raw) return
+      const current = await readIndex(bucket, name)
+      assertPublishable(current?.index ?? emptyIndex(name), manifest)
+      if (now - existing.uploaded.getTime() < COMMIT_ABANDONED_AFTER_MS) {
+        throw new Problem(
+          409,
+          'conflict',
+          `another publish of ${name}@${version} is committing a different manifest; retry in a moment`,
+        )
+      }
+    }
+    const written = await bucket.put(key, raw, {
+      httpMetadata: { contentType: 'application/json' },
+      onlyIf: existing ? { etagMatches: existing.etag } : { etagDoesNotMatch: '*' },
+    })
+    if (written) return
+  }
+  throw new Problem(409, 'conflict', `the manifest of ${name}@${version} kept changing; retry the publish`)
 }
 
 /**

@@ -6,6 +6,7 @@ import { PlanResponse } from '../../schemas/plan.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { Published } from '../../schemas/publish.ts'
 import { PENDING_ABANDONED_AFTER_MS, stagePending } from '../publish/pending-manifest.ts'
+import { COMMIT_ABANDONED_AFTER_MS, commitVersion } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { auth, bytesOf, call, envelopeFor, publishSingle, sha256, startPublish } from './publish-helpers.ts'
 
@@ -41,6 +42,17 @@ function putBlob(name: string, version: string, body: Uint8Array): Promise<Respo
     headers: { ...auth, 'content-length': String(body.length) },
     body,
   })
+}
+
+async function startUpload(name: string, version: string): Promise<string> {
+  const started = await call(`/v1/publish/${name}/${version}/uploads`, { method: 'POST', headers: auth })
+  expect(started.status).toBe(201)
+  return ((await started.json()) as { uploadId: string }).uploadId
+}
+
+function abortUpload(name: string, version: string, uploadId: string): Promise<Response> {
+  const path = `/v1/publish/${name}/${version}/uploads/${encodeURIComponent(uploadId)}`
+  return call(path, { method: 'DELETE', headers: auth })
 }
 
 async function expectServed(name: string, version: string, body: Uint8Array): Promise<void> {
@@ -90,6 +102,72 @@ describe('a second manifest for a version being published', () => {
     expect((await putBlob('stale', '1.0.0', bodyB)).status).toBe(201)
     expect((await slow.release()).status).toBe(422)
     await expectServed('stale', '1.0.0', bodyB)
+  })
+})
+
+describe('aborting a multipart upload', () => {
+  it("frees the version of its own publish, but not of another attempt's that took it over", async () => {
+    const own = await envelopeFor('abortown', '1.0.0', bytesOf(7000, 12), { serial: 1 })
+    expect((await startPublish(own)).status).toBe(201)
+    const mine = await startUpload('abortown', '1.0.0')
+    expect((await abortUpload('abortown', '1.0.0', mine)).status).toBe(204)
+    expect(await env.ARTIFACTS.head(keys.pendingManifest('abortown', '1.0.0'))).toBeNull()
+
+    // A's CLI stalls half an hour mid-upload; B takes the version over; A then gives up and aborts.
+    const bodyB = bytesOf(7000, 14)
+    const a = await envelopeFor('abortother', '1.0.0', bytesOf(7000, 13), { serial: 1 })
+    const b = await envelopeFor('abortother', '1.0.0', bodyB, { serial: 2 })
+    expect((await startPublish(a)).status).toBe(201)
+    const uploadOfA = await startUpload('abortother', '1.0.0')
+    const later = Date.now() + PENDING_ABANDONED_AFTER_MS + 1000
+    expect(await stagePending(env.ARTIFACTS, b, JSON.stringify(b), later)).toBe('staged')
+    expect((await abortUpload('abortother', '1.0.0', uploadOfA)).status).toBe(204)
+    // B's staged manifest survived A's abort, so B's upload commits.
+    expect(await (await env.ARTIFACTS.get(keys.pendingManifest('abortother', '1.0.0')))?.text()).toBe(
+      JSON.stringify(b),
+    )
+    expect((await putBlob('abortother', '1.0.0', bodyB)).status).toBe(201)
+    await expectServed('abortother', '1.0.0', bodyB)
+  })
+})
+
+describe('two attempts with the same bytes and different manifests', () => {
+  it('the one that commits second leaves the committed manifest alone', async () => {
+    // A re-signed publish (serial 2) takes over an abandoned one (serial 1); both upload the right bytes.
+    const body = bytesOf(200_000, 10)
+    const a = await envelopeFor('resigned', '1.0.0', body, { serial: 1 })
+    const b = await envelopeFor('resigned', '1.0.0', body, { serial: 2 })
+    expect((await startPublish(a)).status).toBe(201)
+    const slow = slowPut('resigned', '1.0.0', body)
+    await settle()
+    const later = Date.now() + PENDING_ABANDONED_AFTER_MS + 1000
+    expect(await stagePending(env.ARTIFACTS, b, JSON.stringify(b), later)).toBe('staged')
+    expect((await putBlob('resigned', '1.0.0', body)).status).toBe(201)
+    // A's bytes are right too, but its manifest is not the one published.
+    const late = await slow.release()
+    expect(late.status).toBe(409)
+    expect(ProblemDetails.parse(await late.json()).detail).toContain('already published')
+    await expectServed('resigned', '1.0.0', body)
+    // The served manifest is the one the index lists (serial 2), byte for byte.
+    const served = await (await call('/v1/artifacts/resigned/1.0.0/manifest')).text()
+    expect(served).toBe(JSON.stringify(b))
+    const index = ArtifactIndex.parse(await (await call('/v1/artifacts/resigned')).json())
+    expect(index.versions.map((v) => v.serial)).toEqual([2])
+  })
+  it("a commit that died between its two writes holds the version's manifest key only briefly", async () => {
+    const body = bytesOf(3000, 11)
+    const dead = await envelopeFor('halfway', '1.0.0', body, { serial: 1 })
+    const live = await envelopeFor('halfway', '1.0.0', body, { serial: 2 })
+    // What such a commit leaves: its manifest at the final key, the index without the version.
+    await env.ARTIFACTS.put(keys.manifest('halfway', '1.0.0'), JSON.stringify(dead))
+    const commit = (now: number) => commitVersion(env.ARTIFACTS, live.signed, JSON.stringify(live), now)
+    await expect(commit(Date.now())).rejects.toMatchObject({
+      status: 409,
+      message: expect.stringContaining('retry in a moment'),
+    })
+    await commit(Date.now() + COMMIT_ABANDONED_AFTER_MS + 1000)
+    const served = await (await call('/v1/artifacts/halfway/1.0.0/manifest')).text()
+    expect(served).toBe(JSON.stringify(live))
   })
 })
 
