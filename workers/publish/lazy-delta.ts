@@ -23,7 +23,8 @@ export const lockKey = (name: string, from: string, to: string, method: string) 
  * not archives). Why remember it: the failure is only found after reading both blobs and running the
  * codec, the request is unauthenticated, and both versions are immutable, so the same pair fails the same
  * way every time; without the marker every request would redo that CPU work. Marker bodies are a few
- * bytes (the reason); deleting the `lazy-failed/` prefix (e.g. after a codec upgrade) forgets them.
+ * bytes (the reason); the retention cron forgets them after `retainDeltasDays` (leftovers.ts), so a
+ * codec upgrade gets to retry the pair; deleting the `lazy-failed/` prefix forgets them at once.
  */
 export const failedKey = (name: string, from: string, to: string, method: string) =>
   `lazy-failed/${keys.delta(name, from, to, method)}`

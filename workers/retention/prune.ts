@@ -2,6 +2,8 @@ import type { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import { readIndex } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
+import { deleteAll, listAll } from './bucket-walk.ts'
+import { pruneLeftovers } from './leftovers.ts'
 
 const DAY_MS = 86_400_000
 
@@ -9,6 +11,8 @@ export interface PruneReport {
   artifacts: number
   deltasDeleted: string[]
   blobsDeleted: string[]
+  /** Orphans of faulted deletes and dead requests (leftovers.ts). */
+  leftoversDeleted: string[]
 }
 
 /**
@@ -17,7 +21,9 @@ export interface PruneReport {
  *   ones devices still need most; they go once the head moves on);
  * - under `storage: 'deltas-preferred'`, full blobs beyond the newest `keepFullVersions` (by serial) are
  *   deleted, channel heads always kept. Manifests, indexes and chunk indexes stay: they are small and
- *   they keep chains through old versions plannable.
+ *   they keep chains through old versions plannable;
+ * - orphans of faulted deletes and dead requests (staging objects, locks, lazy-delta refusals) once
+ *   nothing can still use them (leftovers.ts).
  * `now` is injected so tests can age objects without waiting.
  */
 export async function pruneStorage(
@@ -25,7 +31,7 @@ export async function pruneStorage(
   config: RuntimeConfig,
   now: number,
 ): Promise<PruneReport> {
-  const report: PruneReport = { artifacts: 0, deltasDeleted: [], blobsDeleted: [] }
+  const report: PruneReport = { artifacts: 0, deltasDeleted: [], blobsDeleted: [], leftoversDeleted: [] }
   for await (const name of artifactNames(bucket)) {
     const found = await readIndex(bucket, name)
     if (!found) continue
@@ -40,6 +46,7 @@ export async function pruneStorage(
       )
     }
   }
+  report.leftoversDeleted = await pruneLeftovers(bucket, config.delta.retainDeltasDays, now)
   console.log(
     JSON.stringify({
       level: 'info',
@@ -47,6 +54,7 @@ export async function pruneStorage(
       artifacts: report.artifacts,
       deltasDeleted: report.deltasDeleted.length,
       blobsDeleted: report.blobsDeleted.length,
+      leftoversDeleted: report.leftoversDeleted.length,
     }),
   )
   return report
@@ -82,18 +90,4 @@ async function* artifactNames(bucket: R2Bucket): AsyncGenerator<string> {
   for await (const object of listAll(bucket, 'artifacts/')) {
     if (object.key.endsWith('/index.json')) yield object.key.slice('artifacts/'.length, -'/index.json'.length)
   }
-}
-
-async function* listAll(bucket: R2Bucket, prefix: string): AsyncGenerator<R2Object> {
-  let cursor: string | undefined
-  do {
-    const page = await bucket.list({ prefix, cursor, limit: 1000 })
-    yield* page.objects
-    cursor = page.truncated ? page.cursor : undefined
-  } while (cursor)
-}
-
-async function deleteAll(bucket: R2Bucket, keyList: string[]): Promise<void> {
-  // R2 deletes at most 1000 keys per call.
-  for (let at = 0; at < keyList.length; at += 1000) await bucket.delete(keyList.slice(at, at + 1000))
 }

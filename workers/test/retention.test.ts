@@ -64,6 +64,28 @@ describe('storage retention', () => {
     clearRuntimeConfigCache()
   })
 
+  it('sweeps what faulted deletes and dead requests left behind, once nothing can use it', async () => {
+    const staging = 'pending/orphan/1.0.0/blob-0123456789abcdef0123456789abcdef'
+    const staged = keys.pendingManifest('orphan', '1.0.0')
+    const lock = 'locks/deltas/orphan/1.0.0/1.1.0/vcdiff'
+    const refusal = 'lazy-failed/deltas/orphan/1.0.0/1.1.0/archive'
+    for (const key of [staging, staged, lock, refusal]) await env.ARTIFACTS.put(key, 'x')
+    await publishSingle('orphan-kept', '1.0.0', bytesOf(1000, 7), 1)
+    const config = RuntimeConfig.parse({ delta: { retainDeltasDays: 3 } })
+
+    expect((await pruneStorage(env.ARTIFACTS, config, Date.now())).leftoversDeleted).toEqual([])
+    const dayLater = await pruneStorage(env.ARTIFACTS, config, Date.now() + 2 * DAY)
+    expect(dayLater.leftoversDeleted.sort()).toEqual([lock, staging].sort())
+    // A staged publish is kept for a week (its CLI might still be uploading), a refusal as long as deltas.
+    expect(await exists(staged)).toBe(true)
+    expect(await exists(refusal)).toBe(true)
+    const weekLater = await pruneStorage(env.ARTIFACTS, config, Date.now() + 8 * DAY)
+    expect(weekLater.leftoversDeleted.sort()).toEqual([refusal, staged].sort())
+    // Published versions are not leftovers.
+    expect(await exists(keys.manifest('orphan-kept', '1.0.0'))).toBe(true)
+    expect(await exists(keys.blob('orphan-kept', '1.0.0'))).toBe(true)
+  })
+
   it('runs from the cron trigger with the config in force', async () => {
     await publishThree('cron')
     await env.CONFIG.put(
