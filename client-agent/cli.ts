@@ -8,6 +8,7 @@ import { registerDeltaCommands } from './commands/delta.ts'
 import { registerResignCommand } from './commands/resign.ts'
 import { registerRolloutCommands } from './commands/rollout.ts'
 import { registerRunCommand } from './commands/run.ts'
+import { registerYankCommand } from './commands/yank.ts'
 import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
 import { AgentError, fromFileSystemError } from './errors.ts'
 import { installArtifact } from './install.ts'
@@ -121,10 +122,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       )
     })
 
-  const installAction = async (
-    spec: string,
-    options: { to?: string; allowDowngrade?: boolean; full?: boolean; wait?: number },
-  ) => {
+  const installAction = async (spec: string, options: InstallOptions) => {
     const config = await loadConfig(program.opts<GlobalOptions>().config)
     const { name, target } = parseSpec(spec, options.to)
     const out = reporter()
@@ -133,10 +131,19 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       name,
       ...(target ? { target } : {}),
       allowDowngrade: options.allowDowngrade ?? false,
+      allowYanked: options.allowYanked ?? false,
       fullOnly: options.full ?? false,
       onProgress: (p) => out.progress('download', p.received, p.total),
       ...lockWait(options.wait, out),
     })
+    if (result.yankedCurrent) {
+      // Not an error: the device keeps running what it runs; moving back is the owner's decision.
+      const { version, reason, at, head } = result.yankedCurrent
+      out.info(
+        `warning: ${result.name}@${version} was yanked on ${at} (${reason}); its channel now points at the older ${head}. ` +
+          `Staying on ${version}: run \`deltaport rollback ${result.name}\` or \`deltaport install ${result.name}@${head} --allow-downgrade\` to move back, or wait for a fixed release`,
+      )
+    }
     const how = result.alreadyCurrent
       ? 'already current'
       : result.method === 'local'
@@ -161,6 +168,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     .command('install <spec>')
     .description('install name, name@version or name@channel')
     .option('--allow-downgrade', 'accept a pinned version older than the last seen (not for channels)')
+    .option('--allow-yanked', 'install a pinned version its maintainer yanked')
     .option('--full', 'download the whole artifact, no delta plan')
     .option(...WAIT_OPTION)
     .action(installAction)
@@ -171,9 +179,10 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       'update to the head of a channel or to a version (a channel rollout decides which, and when)',
     )
     .option('--to <target>', 'version or channel (default: the configured channel)')
+    .option('--allow-yanked', 'update to a pinned version its maintainer yanked')
     .option('--full', 'download the whole artifact, no delta plan')
     .option(...WAIT_OPTION)
-    .action(async (spec: string, options: { to?: string; full?: boolean; wait?: number }) => {
+    .action(async (spec: string, options: InstallOptions) => {
       // A staged rollout on the channel (client-agent/rollout/) holds this device back or names the version,
       // and hears how the install went.
       const config = await loadConfig(program.opts<GlobalOptions>().config)
@@ -224,8 +233,18 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
   registerRolloutCommands(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerRunCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerResignCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
+  registerYankCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
 
   return program
+}
+
+/** Options of `install` and `update` (update has no --allow-downgrade). */
+interface InstallOptions {
+  to?: string
+  allowDowngrade?: boolean
+  allowYanked?: boolean
+  full?: boolean
+  wait?: number
 }
 
 interface PublishOptions {

@@ -15,6 +15,8 @@ export const EXIT_CODES = {
   io: 10,
   /** Another deltaport process is changing the same artifact and did not finish in time. */
   busy: 11,
+  /** A pinned version its maintainer yanked (`--allow-yanked` installs it anyway). */
+  yanked: 12,
   'nothing-to-do': 0,
 } as const
 export type AgentErrorCode = keyof typeof EXIT_CODES

@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { gt } from 'semver'
-import { type ArtifactIndex, channelHead } from '../schemas/artifact-index.ts'
+import { gt, lt } from 'semver'
+import { type ArtifactIndex, channelHead, versionEntry, type YankNote } from '../schemas/artifact-index.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
 import { deviceArchiveLimits } from './codec/archive-budget.ts'
 import type { AgentConfig } from './config.ts'
@@ -23,6 +23,8 @@ export interface InstallRequest {
   /** A version, a channel name, or nothing for the configured channel. */
   target?: string
   allowDowngrade?: boolean
+  /** Install a version its maintainer yanked (`--allow-yanked`); only a pinned version can be one. */
+  allowYanked?: boolean
   signal?: AbortSignal
   onProgress?: (progress: DownloadProgress) => void
   fetchImpl?: typeof fetch
@@ -54,6 +56,17 @@ export interface InstallResult {
   resumedFrom: number
   size: number
   alreadyCurrent: boolean
+  /**
+   * The installed version was yanked and the channel now points at an older one: nothing was changed
+   * (moving back is the owner's call, see `holdOnYanked`), and this says why and what to run.
+   */
+  yankedCurrent?: YankedCurrent
+}
+
+export interface YankedCurrent extends YankNote {
+  version: string
+  /** Where the channel points now. */
+  head: string
 }
 
 /**
@@ -75,7 +88,24 @@ async function installLocked(
 ): Promise<InstallResult> {
   const edge = new EdgeClient(config.edgeUrl, request.fetchImpl)
   const state = await store.state()
-  const version = await resolveTarget(edge, request.name, request.target ?? config.channel)
+  const target = request.target ?? config.channel
+  const { version, index } = await resolveTarget(edge, request.name, target, request.allowYanked ?? false)
+  const held = holdOnYanked(index, state.current, target, version)
+  if (held && state.current && (await store.has(state.current))) {
+    return {
+      name: request.name,
+      version: state.current,
+      previous: state.previous,
+      size: (await store.manifestOf(state.current)).signed.size,
+      method: 'local',
+      bytesDownloaded: 0,
+      resumedFrom: 0,
+      alreadyCurrent: true,
+      fallbacks: [],
+      pruned: [],
+      yankedCurrent: held,
+    }
+  }
   const envelope = await edge.manifest(request.name, version)
   const manifest = await verifyManifest(
     envelope,
@@ -245,19 +275,59 @@ export async function planCheaperUpdate(
   })
 }
 
-/** A semver names itself; anything else is a channel head from the index. */
-async function resolveTarget(edge: EdgeClient, name: string, target: string): Promise<string> {
-  if (/^\d+\.\d+\.\d+/.test(target)) return target
+const isVersion = (target: string) => /^\d+\.\d+\.\d+/.test(target)
+
+/**
+ * The version `target` names and the index it was read from. A channel is its head (never a yanked
+ * version: the edge moves heads off them), `latest` the highest version not yanked; a pinned version
+ * that was yanked is refused unless `allowYanked`.
+ */
+async function resolveTarget(
+  edge: EdgeClient,
+  name: string,
+  target: string,
+  allowYanked: boolean,
+): Promise<{ version: string; index: ArtifactIndex }> {
   const index = await edge.index(name)
+  if (isVersion(target)) {
+    const yanked = versionEntry(index, target)?.yanked
+    if (yanked && !allowYanked) {
+      throw new AgentError(
+        'yanked',
+        `${name}@${target} was yanked on ${yanked.at} (${yanked.reason}); pass --allow-yanked to install it anyway`,
+        { version: target, yanked },
+      )
+    }
+    return { version: target, index }
+  }
   const version = channelHead(index, target) ?? (target === 'latest' ? newest(index) : undefined)
   if (!version) throw new AgentError('not-found', `${name} has no channel "${target}"`)
-  return version
+  return { version, index }
 }
 
 function newest(index: ArtifactIndex): string | undefined {
   return index.versions
+    .filter((v) => !v.yanked)
     .map((v) => v.version)
     .reduce<string | undefined>((best, v) => (!best || gt(v, best) ? v : best), undefined)
+}
+
+/**
+ * When the installed version was yanked and its channel fell back to an older release, the agent stays
+ * put and says so instead of following. Why not move back by itself: the index that says "yanked" is
+ * not signed, so following it down would let whoever controls the edge roll devices back to any older
+ * signed release, which the serial check exists to prevent. `deltaport rollback` (the previous version
+ * kept on disk) or a pinned `install --allow-downgrade` is the owner's explicit choice.
+ */
+function holdOnYanked(
+  index: ArtifactIndex,
+  current: string | null,
+  target: string,
+  version: string,
+): YankedCurrent | null {
+  if (!current || isVersion(target) || !lt(version, current)) return null
+  const yanked = versionEntry(index, current)?.yanked
+  return yanked ? { version: current, ...yanked, head: version } : null
 }
 
 export async function rollbackArtifact(

@@ -192,6 +192,17 @@ export class RolloutCoordinator extends DurableObject<Env> {
     return { ok: true, value: this.statusOf(record) }
   }
 
+  /**
+   * Aborts the rollout only if it rolls out `version` and is still active (a yanked version must not
+   * reach more devices). Checked and done in one call, so a rollout of another version started
+   * meanwhile is never aborted by mistake. Resolves to whether it aborted.
+   */
+  async abortVersion(version: string, reason: string): Promise<boolean> {
+    const record = this.record
+    if (record === null || record.spec.version !== version || !ACTIVE.has(record.state)) return false
+    return (await this.abort({ reason: reason.slice(0, 200) })).ok
+  }
+
   async status(): Promise<RolloutResult<RolloutStatus>> {
     if (this.record === null) return notFound()
     return { ok: true, value: this.statusOf(this.record) }

@@ -1,6 +1,13 @@
 import { z } from 'zod'
 import { ArtifactName, ByteSize, ChannelName, IsoDateTime, Sha256Hex, Version } from './common.ts'
 
+/** Why and when a maintainer pulled a published version (`deltaport yank`). */
+export const YankNote = z.object({
+  at: IsoDateTime,
+  reason: z.string().trim().min(1).max(500),
+})
+export type YankNote = z.infer<typeof YankNote>
+
 export const VersionEntry = z.object({
   version: Version,
   serial: z.number().int().positive(),
@@ -8,6 +15,11 @@ export const VersionEntry = z.object({
   sha256: Sha256Hex,
   createdAt: IsoDateTime,
   channels: z.array(ChannelName),
+  /**
+   * Set when the version was yanked: no channel points at it, plans and installs do not pick it, its
+   * bytes stay served (devices that have it, explicit `--allow-yanked` installs).
+   */
+  yanked: YankNote.optional(),
 })
 export type VersionEntry = z.infer<typeof VersionEntry>
 
@@ -29,4 +41,9 @@ export type ArtifactIndex = z.infer<typeof ArtifactIndex>
  */
 export function channelHead(index: ArtifactIndex, channel: string): string | undefined {
   return Object.hasOwn(index.channels, channel) ? index.channels[channel] : undefined
+}
+
+/** The version entry of `version`, if published. */
+export function versionEntry(index: ArtifactIndex, version: string): VersionEntry | undefined {
+  return index.versions.find((v) => v.version === version)
 }

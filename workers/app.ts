@@ -17,6 +17,7 @@ import { resignRouter } from './routes/resign.ts'
 import { rolloutsRouter } from './routes/rollouts.ts'
 import { shardsRouter } from './routes/shards.ts'
 import { telemetryRouter } from './routes/telemetry.ts'
+import { yankRouter } from './routes/yank.ts'
 import { guardStorage } from './storage/guarded-bucket.ts'
 
 /** Problem types for statuses Hono's own middleware raises (bad JSON, csrf() refusing a cross-site form). */
@@ -33,6 +34,7 @@ app.route('/v1/artifacts', artifactsRouter)
 app.route('/v1/publish', publishRouter)
 app.route('/v1/publish', publishAttachmentsRouter)
 app.route('/v1/publish', resignRouter)
+app.route('/v1/publish', yankRouter)
 app.route('/v1/deltas', deltasRouter)
 app.route('/v1/plan', planRouter)
 app.route('/v1/config', configRouter)

@@ -1,7 +1,19 @@
 import { InvalidArgumentError } from 'commander'
+import { ArtifactName, Version } from '../../schemas/common.ts'
+import { AgentError } from '../errors.ts'
 
 /** A whole number of seconds (0 allowed), bounded so it cannot overflow a timer. */
 export function parseSeconds(value: string): number {
   if (!/^\d{1,7}$/.test(value)) throw new InvalidArgumentError('a whole number of seconds')
   return Number(value)
+}
+
+/** `name@version`, or `name` alone; a usage error for anything else. */
+export function parseVersionSpec(spec: string): { name: string; version?: string } {
+  const at = spec.lastIndexOf('@')
+  const name = at > 0 ? spec.slice(0, at) : spec
+  const version = at > 0 ? spec.slice(at + 1) : undefined
+  if (!ArtifactName.safeParse(name).success || (version !== undefined && !Version.safeParse(version).success))
+    throw new AgentError('usage', `"${spec}" is not name or name@version`)
+  return version === undefined ? { name } : { name, version }
 }

@@ -1,10 +1,10 @@
 import type { Command } from 'commander'
 import { InvalidArgumentError } from 'commander'
-import { ArtifactName, Version } from '../../schemas/common.ts'
 import { type AgentConfig, publishToken } from '../config.ts'
 import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
 import { resignManifests } from '../resign.ts'
+import { parseVersionSpec } from './arguments.ts'
 
 /**
  * `deltaport resign <name>[@version] [--expires-days 90] [--within 30] [--key f]`: extend the expiry of
@@ -31,14 +31,7 @@ export function registerResignCommand(
       const keyFile = options.key ?? loaded.signingKey
       if (!keyFile)
         throw new AgentError('config', 'no signing key: pass --key or set signingKey in the config')
-      const at = spec.lastIndexOf('@')
-      const name = at > 0 ? spec.slice(0, at) : spec
-      const version = at > 0 ? spec.slice(at + 1) : undefined
-      if (
-        !ArtifactName.safeParse(name).success ||
-        (version !== undefined && !Version.safeParse(version).success)
-      )
-        throw new AgentError('usage', `"${spec}" is not name or name@version`)
+      const { name, version } = parseVersionSpec(spec)
       const resigned = await resignManifests({
         edgeUrl: loaded.edgeUrl,
         token: publishToken(),

@@ -1,3 +1,4 @@
+import { lt, valid } from 'semver'
 import { channelHead } from '../../schemas/artifact-index.ts'
 import type { AgentConfig } from '../config.ts'
 import { EdgeClient } from '../edge-client.ts'
@@ -73,6 +74,9 @@ export class EdgeChannelSource implements UpdateSource {
     const index = await new EdgeClient(this.config.edgeUrl, this.fetchImpl).index(this.name)
     const head = channelHead(index, this.channel)
     if (!head || head === running || refused.has(head)) return null
+    // A head below the running version (the running one was yanked) is not followed down: an unsigned
+    // index must not roll a service back; the owner runs `deltaport rollback` (see install.ts).
+    if (valid(running) && lt(head, running)) return null
     const target = await this.gate.admit(this.name, this.channel, head)
     if (!target || target === running || refused.has(target)) return null
     try {

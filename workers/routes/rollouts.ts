@@ -24,9 +24,12 @@ const MAX_SCHEDULE_AHEAD_MS = 365 * 86_400_000
 type RolloutContext = Context<AppEnv>
 
 /** The coordinator of one artifact and channel. */
+export function rolloutCoordinator(env: Env, name: string, channel: string) {
+  return env.ROLLOUT_COORDINATOR.get(env.ROLLOUT_COORDINATOR.idFromName(`${name}/${channel}`))
+}
+
 function coordinator(c: RolloutContext, params: { name: string; channel: string }) {
-  const ns = c.env.ROLLOUT_COORDINATOR
-  return ns.get(ns.idFromName(`${params.name}/${params.channel}`))
+  return rolloutCoordinator(c.env, params.name, params.channel)
 }
 
 /** Turns the coordinator's error values into problem+json. */

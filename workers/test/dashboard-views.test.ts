@@ -2,6 +2,7 @@ import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { readPrefetchHits, recordPrefetchHits, tallyPrefetch } from '../../durable-objects/prefetch-hits.ts'
+import type { YankNote } from '../../schemas/artifact-index.ts'
 import type { DashboardData } from '../dashboard/page-data.ts'
 import type { ArtifactsView } from '../dashboard/sections/artifacts.ts'
 import { loadSection } from '../dashboard/sections/section.ts'
@@ -11,7 +12,7 @@ import { dashboardPage } from '../dashboard/views/dashboard.ts'
 
 const EVIL = '<script>alert(1)</script>'
 
-function artifactsOf(name: string): ArtifactsView {
+function artifactsOf(name: string, yanked: YankNote | null = null): ArtifactsView {
   return {
     artifacts: [
       {
@@ -28,6 +29,7 @@ function artifactsOf(name: string): ArtifactsView {
             deltaCount: 1,
             bestDelta: { from: '0.9.0', method: 'vcdiff', bytes: 100 },
             savedRatio: 0.9,
+            yanked,
           },
         ],
       },
@@ -53,6 +55,17 @@ describe('dashboard views', () => {
     )
     expect(chart).not.toContain('<script')
     expect(chart).toContain('<title>&lt;script&gt;')
+  })
+
+  it('mark a yanked version with its reason, escaped', async () => {
+    expect(String(await artifactsView(artifactsOf('app')))).not.toContain('data-yanked')
+    const html = String(
+      await artifactsView(artifactsOf('app', { at: '2026-11-24T10:00:00.000Z', reason: EVIL })),
+    )
+    expect(html).toContain('data-yanked')
+    expect(html).toContain('yanked')
+    expect(html).toContain('&lt;script&gt;alert(1)&lt;/script&gt;')
+    expect(html).not.toContain('<script')
   })
 
   it('render a failed section as an inline error next to working ones', async () => {

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest'
 import { lockArtifact } from '../../fs/artifact-lock.ts'
 import { ArtifactStore } from '../../store.ts'
 import { writeArtifact } from '../../test/fixtures.ts'
-import { useEdgeWorkspace } from '../../test/local-edge.ts'
+import { TEST_TOKEN, useEdgeWorkspace } from '../../test/local-edge.ts'
+import { setYank } from '../../yank.ts'
 import { EdgeChannelSource } from '../edge-source.ts'
 
 const suite = useEdgeWorkspace()
@@ -48,5 +49,24 @@ describe("run's update source and the artifact lock", () => {
     await other.release()
     await restoring
     expect((await store.state()).current).toBe('1.0.0')
+  })
+
+  it('does not follow the channel down when the running version is yanked', async () => {
+    await publish('svc3', '1.0.0', 20_000)
+    await publish('svc3', '1.1.0', 20_000)
+    const source = new EdgeChannelSource(suite.ws.config, 'svc3')
+    expect((await source.initial()).version).toBe('1.1.0')
+    await setYank({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      name: 'svc3',
+      version: '1.1.0',
+      reason: 'bad',
+    })
+    // Every poll answers "nothing to do" (it used to try the older head and fail on its lower serial).
+    expect(await source.next('1.1.0', new Set())).toBeNull()
+    expect(await source.next('1.1.0', new Set())).toBeNull()
+    await publish('svc3', '1.1.1', 20_000)
+    expect(await source.next('1.1.0', new Set())).toMatchObject({ version: '1.1.1' })
   })
 })

@@ -1,3 +1,4 @@
+import type { VersionEntry, YankNote } from '../../../schemas/artifact-index.ts'
 import type { DeltaMethod } from '../../../schemas/manifest.ts'
 import { readIndex, readManifest } from '../../storage/artifact-store.ts'
 import { keys } from '../../storage/keys.ts'
@@ -26,6 +27,8 @@ export interface VersionRow {
   bestDelta: DeltaSaving | null
   /** 1 − best delta ÷ full, or null without a delta. */
   savedRatio: number | null
+  /** Why it was pulled (`deltaport yank`), or null. */
+  yanked: YankNote | null
 }
 
 export interface ArtifactRow {
@@ -84,8 +87,8 @@ export async function listArtifactNames(
   return { names, truncated }
 }
 
-async function versionRow(bucket: R2Bucket, name: string, version: string): Promise<VersionRow | null> {
-  const stored = await readManifest(bucket, keys.manifest(name, version))
+async function versionRow(bucket: R2Bucket, name: string, entry: VersionEntry): Promise<VersionRow | null> {
+  const stored = await readManifest(bucket, keys.manifest(name, entry.version))
   if (stored === null) return null
   const m = stored.envelope.signed
   const best = m.deltas.reduce<DeltaSaving | null>(
@@ -102,6 +105,7 @@ async function versionRow(bucket: R2Bucket, name: string, version: string): Prom
     deltaCount: m.deltas.length,
     bestDelta: best,
     savedRatio: best === null || m.size === 0 ? null : 1 - best.bytes / m.size,
+    yanked: entry.yanked ?? null,
   }
 }
 
@@ -110,7 +114,7 @@ async function artifactRow(bucket: R2Bucket, name: string): Promise<ArtifactRow 
   if (found === null) return null
   const { index } = found
   const newest = [...index.versions].sort((a, b) => b.serial - a.serial).slice(0, MAX_VERSIONS_PER_ARTIFACT)
-  const rows = await Promise.all(newest.map((v) => versionRow(bucket, name, v.version)))
+  const rows = await Promise.all(newest.map((v) => versionRow(bucket, name, v)))
   return {
     name: index.name,
     versionCount: index.versions.length,

@@ -1,0 +1,63 @@
+import { Hono } from 'hono'
+import { z } from 'zod'
+import { type ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
+import { ArtifactName, Version } from '../../schemas/common.ts'
+import { YankRequest, type YankResult } from '../../schemas/yank.ts'
+import type { AppEnv } from '../app-env.ts'
+import { requireMaintainer } from '../http/auth.ts'
+import { readBoundedBody } from '../http/bounded-body.ts'
+import { parseJsonBody, valid } from '../http/validate.ts'
+import { setYanked } from '../storage/yank.ts'
+import { rolloutCoordinator } from './rollouts.ts'
+
+const VersionParam = z.object({ name: ArtifactName, version: Version })
+/** A reason of at most 500 characters, JSON-quoted, fits easily. */
+const MAX_YANK_BODY_BYTES = 8 * 1024
+
+/**
+ * `PUT /v1/publish/:name/:version/yank` pulls a bad release: channels stop pointing at it, plans and
+ * installs stop picking it, and a rollout of it is aborted (workers/storage/yank.ts). `DELETE` restores
+ * it. Both answer with the version's state and the channel heads after.
+ */
+export const yankRouter = new Hono<AppEnv>()
+  .put('/:name/:version/yank', requireMaintainer, valid('param', VersionParam), async (c) => {
+    const { name, version } = c.req.valid('param')
+    const body = await readBoundedBody(c.req.raw, MAX_YANK_BODY_BYTES, MAX_YANK_BODY_BYTES)
+    const { reason } = parseJsonBody(body, YankRequest)
+    const index = await setYanked(c.env.ARTIFACTS, name, version, { at: new Date().toISOString(), reason })
+    const rolloutsAborted = await abortRolloutsOf(c.env, index, version, `yanked: ${reason}`)
+    log('version yanked', name, version, reason)
+    return c.json(resultOf(index, version, rolloutsAborted))
+  })
+  .delete('/:name/:version/yank', requireMaintainer, valid('param', VersionParam), async (c) => {
+    const { name, version } = c.req.valid('param')
+    const index = await setYanked(c.env.ARTIFACTS, name, version, null)
+    log('version restored', name, version)
+    return c.json(resultOf(index, version, []))
+  })
+
+/** Aborts the active rollout of `version` on each channel it was published to; the channels aborted. */
+async function abortRolloutsOf(env: Env, index: ArtifactIndex, version: string, reason: string) {
+  const channels = versionEntry(index, version)?.channels ?? []
+  const aborted: string[] = []
+  for (const channel of channels) {
+    if (await rolloutCoordinator(env, index.name, channel).abortVersion(version, reason))
+      aborted.push(channel)
+  }
+  return aborted
+}
+
+function resultOf(index: ArtifactIndex, version: string, rolloutsAborted: string[]): YankResult {
+  const entry = versionEntry(index, version)
+  return {
+    name: index.name,
+    version,
+    yanked: entry?.yanked ?? null,
+    channels: index.channels,
+    rolloutsAborted,
+  }
+}
+
+function log(msg: string, name: string, version: string, reason?: string) {
+  console.log(JSON.stringify({ level: 'info', msg, name, version, ...(reason ? { reason } : {}) }))
+}

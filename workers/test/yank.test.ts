@@ -1,0 +1,122 @@
+import { describe, expect, it } from 'vitest'
+import { HOUR, startRollout, statusOf } from '../../durable-objects/test/rollout-helpers.ts'
+import { ArtifactIndex } from '../../schemas/artifact-index.ts'
+import { ProblemDetails } from '../../schemas/problem.ts'
+import { RolloutStatus } from '../../schemas/rollout.ts'
+import { YankResult } from '../../schemas/yank.ts'
+import { putBlob } from './delta-helpers.ts'
+import { auth, bytesOf, call, envelopeFor, sha256, startPublish } from './publish-helpers.ts'
+
+async function publish(name: string, version: string, serial: number, channels = ['stable']) {
+  const body = bytesOf(1500, serial)
+  expect((await startPublish(await envelopeFor(name, version, body, { serial, channels }))).status).toBe(201)
+  expect((await putBlob(name, version, body)).status).toBe(201)
+  return body
+}
+
+function yank(name: string, version: string, reason: string | null, headers: Record<string, string> = auth) {
+  return call(`/v1/publish/${name}/${version}/yank`, {
+    method: reason === null ? 'DELETE' : 'PUT',
+    headers: { ...headers, 'content-type': 'application/json' },
+    ...(reason === null ? {} : { body: JSON.stringify({ reason }) }),
+  })
+}
+
+async function result(response: Response): Promise<YankResult> {
+  expect(response.status).toBe(200)
+  return YankResult.parse(await response.json())
+}
+
+async function rolloutOf(name: string): Promise<RolloutStatus> {
+  return RolloutStatus.parse(await (await statusOf(name)).json())
+}
+
+async function indexOf(name: string): Promise<ArtifactIndex> {
+  return ArtifactIndex.parse(await (await call(`/v1/artifacts/${name}`)).json())
+}
+
+function planFor(name: string, installed: string | null, target: string) {
+  return call('/v1/plan', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      name,
+      installed,
+      target,
+      capabilities: { methods: ['vcdiff'], chunkSync: false },
+    }),
+  })
+}
+
+describe('yanking a release', () => {
+  it('moves each of its channels to the highest version not yanked and keeps its bytes served', async () => {
+    await publish('bad', '1.0.0', 1, ['stable', 'beta'])
+    const body = await publish('bad', '1.1.0', 2, ['stable', 'beta'])
+    await publish('bad', '1.2.0-rc.1', 3, ['beta'])
+
+    const yanked = await result(await yank('bad', '1.1.0', 'crashes on ARM'))
+    expect(yanked.yanked?.reason).toBe('crashes on ARM')
+    expect(yanked.channels).toEqual({ stable: '1.0.0', beta: '1.2.0-rc.1' })
+    const index = await indexOf('bad')
+    expect(index.channels).toEqual({ stable: '1.0.0', beta: '1.2.0-rc.1' })
+    expect(index.versions.find((v) => v.version === '1.1.0')?.yanked?.reason).toBe('crashes on ARM')
+
+    // Plans by channel lead to the new head; devices on 1.1.0 can still fetch it and its manifest.
+    expect(await (await planFor('bad', null, 'stable')).json()).toMatchObject({ to: '1.0.0' })
+    const blob = await call('/v1/artifacts/bad/1.1.0/blob')
+    expect(await sha256(new Uint8Array(await blob.arrayBuffer()))).toBe(await sha256(body))
+    expect((await call('/v1/artifacts/bad/1.1.0/manifest')).status).toBe(200)
+
+    // A fix moves the head up as usual; restoring 1.1.0 does not move it back below the fix.
+    await publish('bad', '1.1.1', 4)
+    expect((await indexOf('bad')).channels.stable).toBe('1.1.1')
+    const restored = await result(await yank('bad', '1.1.0', null))
+    expect(restored.yanked).toBeNull()
+    expect(restored.channels).toEqual({ stable: '1.1.1', beta: '1.2.0-rc.1' })
+  })
+
+  it('leaves a channel without a head when every version in it is yanked', async () => {
+    await publish('allbad', '1.0.0', 1)
+    expect((await result(await yank('allbad', '1.0.0', 'wrong build'))).channels).toEqual({})
+    const plan = await planFor('allbad', null, 'stable')
+    expect(plan.status).toBe(404)
+    // Publishing the next version gives the channel a head again.
+    await publish('allbad', '1.0.1', 2)
+    expect((await indexOf('allbad')).channels).toEqual({ stable: '1.0.1' })
+  })
+
+  it('aborts a rollout of the yanked version, and only of that version', async () => {
+    await publish('rolled', '1.0.0', 1)
+    await publish('rolled', '2.0.0', 2)
+    const stages = [
+      { percent: 10, durationMs: HOUR },
+      { percent: 100, durationMs: HOUR },
+    ]
+    expect((await startRollout('rolled', { version: '2.0.0', stages })).status).toBe(201)
+    const yanked = await result(await yank('rolled', '1.0.0', 'old and broken'))
+    expect(yanked.rolloutsAborted).toEqual([])
+    expect(await rolloutOf('rolled')).toMatchObject({ state: 'running' })
+    const pulled = await result(await yank('rolled', '2.0.0', 'data loss'))
+    expect(pulled.rolloutsAborted).toEqual(['stable'])
+    const status = await rolloutOf('rolled')
+    expect(status.state).toBe('aborted')
+    expect(JSON.stringify(status.history)).toContain('yanked: data loss')
+  })
+
+  it('needs the maintainer token, a published version and a reason', async () => {
+    await publish('guarded', '1.0.0', 1)
+    const problem = async (response: Response, status: number) => {
+      expect(response.status).toBe(status)
+      expect(response.headers.get('content-type')).toBe('application/problem+json')
+      return ProblemDetails.parse(await response.json())
+    }
+    await problem(await yank('guarded', '1.0.0', 'x', {}), 401)
+    await problem(await yank('guarded', '1.0.0', null, { authorization: 'Bearer nope' }), 401)
+    expect((await problem(await yank('guarded', '9.9.9', 'x'), 404)).detail).toContain('not published')
+    await problem(await yank('guarded', '1.0.0', '   '), 400)
+    await problem(await yank('guarded', '1.0.0', 'x'.repeat(501)), 400)
+    const notJson = await call('/v1/publish/guarded/1.0.0/yank', { method: 'PUT', headers: auth, body: '{' })
+    await problem(notJson, 400)
+    expect((await indexOf('guarded')).channels).toEqual({ stable: '1.0.0' })
+  })
+})
