@@ -37,6 +37,11 @@ export function archiveLimitsFor(availableBytes: number): Required<ArchiveLimits
  * at most `configuredBytes` (the agent config's `applyMemoryBytes`) when given.
  */
 export function deviceArchiveLimits(configuredBytes?: number): Required<ArchiveLimits> {
+  return archiveLimitsFor(deviceMemoryBytes(configuredBytes))
+}
+
+/** The memory an apply may use here: what the process can still allocate, capped by `configuredBytes`. */
+export function deviceMemoryBytes(configuredBytes?: number): number {
   const available = process.availableMemory()
-  return archiveLimitsFor(configuredBytes === undefined ? available : Math.min(configuredBytes, available))
+  return configuredBytes === undefined ? available : Math.min(configuredBytes, available)
 }

@@ -8,7 +8,7 @@ import {
   type DeltaMethodId,
   type StreamDeltaMethod,
 } from '../../delta/index.ts'
-import { deviceArchiveLimits } from '../codec/archive-budget.ts'
+import { deviceArchiveLimits, deviceMemoryBytes } from '../codec/archive-budget.ts'
 import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { AgentError } from '../errors.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
@@ -169,7 +169,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
         if (error instanceof DeltaFormatError && error.code === 'archive-limit')
           throw new AgentError(
             'install-failed',
-            `not enough memory to rebuild this archive here (${formatBytes(Math.min(options.maxMemory ?? Infinity, process.availableMemory()))} allowed): ${error.message}`,
+            `not enough memory to rebuild this archive here (${formatBytes(deviceMemoryBytes(options.maxMemory))} allowed): ${error.message}`,
           )
         if (error instanceof DeltaFormatError)
           throw new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
