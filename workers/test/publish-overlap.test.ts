@@ -50,9 +50,27 @@ async function startUpload(name: string, version: string): Promise<string> {
   return ((await started.json()) as { uploadId: string }).uploadId
 }
 
+const uploadPath = (name: string, version: string, uploadId: string) =>
+  `/v1/publish/${name}/${version}/uploads/${encodeURIComponent(uploadId)}`
+
 function abortUpload(name: string, version: string, uploadId: string): Promise<Response> {
-  const path = `/v1/publish/${name}/${version}/uploads/${encodeURIComponent(uploadId)}`
-  return call(path, { method: 'DELETE', headers: auth })
+  return call(uploadPath(name, version, uploadId), { method: 'DELETE', headers: auth })
+}
+
+function uploadPart(name: string, version: string, uploadId: string, body: Uint8Array): Promise<Response> {
+  return call(`${uploadPath(name, version, uploadId)}/parts/1`, {
+    method: 'PUT',
+    headers: { ...auth, 'content-length': String(body.length) },
+    body,
+  })
+}
+
+async function completeUpload(name: string, version: string, uploadId: string, part: Response) {
+  return call(`${uploadPath(name, version, uploadId)}/complete`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ parts: [await part.json()] }),
+  })
 }
 
 async function expectServed(name: string, version: string, body: Uint8Array): Promise<void> {
@@ -192,24 +210,13 @@ describe('an upload that fails while another attempt of the same manifest commit
     const body = bytesOf(6 * 1024 * 1024, 6)
     const envelope = await envelopeFor('samemulti', '1.0.0', body)
     expect((await startPublish(envelope)).status).toBe(201)
-    const base = '/v1/publish/samemulti/1.0.0'
-    const created = await call(`${base}/uploads`, { method: 'POST', headers: auth })
-    const { uploadId } = (await created.json()) as { uploadId: string }
-    const evil = bytesOf(body.length, 7)
-    const part = await call(`${base}/uploads/${encodeURIComponent(uploadId)}/parts/1`, {
-      method: 'PUT',
-      headers: { ...auth, 'content-length': String(evil.length) },
-      body: evil,
-    })
+    const uploadId = await startUpload('samemulti', '1.0.0')
+    const part = await uploadPart('samemulti', '1.0.0', uploadId, bytesOf(body.length, 7))
     expect(part.status).toBe(200)
     // Meanwhile another attempt of the same manifest publishes the right bytes.
     expect((await startPublish(envelope)).status).toBe(201)
     expect((await putBlob('samemulti', '1.0.0', body)).status).toBe(201)
-    const done = await call(`${base}/uploads/${encodeURIComponent(uploadId)}/complete`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ parts: [await part.json()] }),
-    })
+    const done = await completeUpload('samemulti', '1.0.0', uploadId, part)
     expect(done.status).toBeGreaterThanOrEqual(400)
     await expectServed('samemulti', '1.0.0', body)
     // The failed attempt's staging object is gone too.
@@ -220,23 +227,10 @@ describe('an upload that fails while another attempt of the same manifest commit
     const body = bytesOf(5 * 1024 * 1024 + 10, 8)
     const envelope = await envelopeFor('staged', '1.0.0', body)
     expect((await startPublish(envelope)).status).toBe(201)
-    const base = '/v1/publish/staged/1.0.0'
-    const { uploadId } = (await (
-      await call(`${base}/uploads`, { method: 'POST', headers: auth })
-    ).json()) as {
-      uploadId: string
-    }
-    const part = await call(`${base}/uploads/${encodeURIComponent(uploadId)}/parts/1`, {
-      method: 'PUT',
-      headers: { ...auth, 'content-length': String(body.length) },
-      body,
-    })
+    const uploadId = await startUpload('staged', '1.0.0')
+    const part = await uploadPart('staged', '1.0.0', uploadId, body)
     expect(await env.ARTIFACTS.head(keys.blob('staged', '1.0.0'))).toBeNull()
-    const done = await call(`${base}/uploads/${encodeURIComponent(uploadId)}/complete`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ parts: [await part.json()] }),
-    })
+    const done = await completeUpload('staged', '1.0.0', uploadId, part)
     expect(done.status).toBe(201)
     await expectServed('staged', '1.0.0', body)
     expect((await env.ARTIFACTS.list({ prefix: 'pending/staged/' })).objects).toEqual([])
