@@ -11,6 +11,13 @@ export interface RegionStatus {
 }
 
 /**
+ * Regions kept. Region names come from clients when the operator has no `regions.map` (the default), so
+ * without a bound one client inventing names would grow this table, and every merge, without end. Far
+ * above any real deployment (one region per Cloudflare colo is ~300).
+ */
+export const MAX_GLOBAL_REGIONS = 512
+
+/**
  * The single `idFromName('global')` object: keeps the latest compact summary of each region and merges
  * them on demand. It only ever sees regional statistics, never a client's events.
  */
@@ -36,6 +43,14 @@ export class GlobalAggregator extends DurableObject<Env> {
       rollup.population,
       JSON.stringify(rollup.summary),
       Date.now(),
+    )
+    // Over the bound, the smallest populations go first (an invented region has one client), the
+    // stalest among equals; the region just submitted is alive and stays.
+    this.sql.exec(
+      `DELETE FROM regions WHERE region IN (SELECT region FROM regions WHERE region <> ?
+         ORDER BY population DESC, received_at DESC, region LIMIT -1 OFFSET ?)`,
+      rollup.region,
+      MAX_GLOBAL_REGIONS - 1,
     )
     this.merged = null
     return { regions: this.sql.exec<{ n: number }>('SELECT COUNT(*) AS n FROM regions').one().n }

@@ -32,6 +32,35 @@ export function timeEvents(events: readonly AccessEvent[], now: number): TimedEv
 }
 
 /**
+ * Weight one batch may add to one artifact in the region's counts and profile. Regional counts become
+ * every client's historical prefetch probability, so without a bound one request (1000 events claiming a
+ * million uses each) would put any published artifact into every queue of the region. A real device
+ * reporting more uses than this in one batch tells the region nothing more about other devices.
+ */
+export const MAX_BATCH_WEIGHT_PER_ARTIFACT = 32
+
+/**
+ * The batch's events as the region counts them: in order, each artifact's total weight (events plus
+ * their extra `count`) capped at `max`; events beyond the cap are dropped, a straddling one is trimmed.
+ * The client's own history and installed list still see every event.
+ */
+export function capBatchWeight(
+  events: readonly TimedEvent[],
+  max = MAX_BATCH_WEIGHT_PER_ARTIFACT,
+): TimedEvent[] {
+  const left = new Map<string, number>()
+  const out: TimedEvent[] = []
+  for (const e of events) {
+    const budget = left.get(e.artifact) ?? max
+    if (budget <= 0) continue
+    const count = Math.min(e.count, budget)
+    left.set(e.artifact, budget - count)
+    out.push(count === e.count ? e : { ...e, count })
+  }
+  return out
+}
+
+/**
  * `recordAccesses` counts one per event; an event with `count = n` carries n - 1 more uses, which are
  * added to the artifact counter and the hour-of-week profile (not to transitions: repeats of one
  * artifact are not an ordering). Added before recording so compaction sees the full weight.

@@ -74,6 +74,9 @@ export async function planPrefetch(input: PlannerInput): Promise<PrefetchQueue> 
     if (head === null) continue
     heads.set(name, head.version)
     const have = installed.get(name)
+    // A device ahead of the channel (a beta, an `install --to`) has nothing to gain from its head, and its
+    // own version's dependencies are the ones that matter.
+    if (have !== undefined && semverGt(have, head.version)) heads.set(name, have)
     // A channel head newer than the installed version is an update the client will be offered, unless a
     // staged rollout decides: its target once this client's stage is in reach, nothing new before.
     if (have !== undefined && have !== head.version && semverGt(head.version, have)) {
@@ -123,8 +126,10 @@ export async function planPrefetch(input: PlannerInput): Promise<PrefetchQueue> 
   const candidates: (PrefetchCandidate & { manifest: ArtifactManifest; plan: PrefetchItem['plan'] })[] = []
   for (const p of probabilities) {
     const version = p.version ?? heads.get(p.artifact)
-    // Unknown to R2 (or not on this channel), or already what the client has: nothing to stage.
-    if (version === undefined || installed.get(p.artifact) === version) continue
+    // Unknown to R2 (or not on this channel), or not newer than what the client has: nothing to stage
+    // (an older channel head is a downgrade the agent would refuse, a waste of its budget and link).
+    const have = installed.get(p.artifact)
+    if (version === undefined || (have !== undefined && !semverGt(version, have))) continue
     if (!installed.has(p.artifact) && p.probability < MIN_PROBABILITY_NOT_INSTALLED) continue
     const manifest = await catalog.manifest(p.artifact, version)
     if (manifest === null) continue

@@ -21,7 +21,7 @@ import {
   readClient,
   writeClient,
 } from './client-table.ts'
-import { recordBatch, recordSegments, segmentKey, timeEvents } from './ingest.ts'
+import { capBatchWeight, recordBatch, recordSegments, segmentKey, timeEvents } from './ingest.ts'
 import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
 import {
   createPrefetchHitTable,
@@ -104,13 +104,15 @@ export class RegionAggregator extends DurableObject<Env> {
     }
 
     const events = timeEvents(batch.events, now)
+    // What the region counts is bounded per batch; the client's own history and installed list see all.
+    const counted = capBatchWeight(events)
     const prevSummary = this.summary
     const prevSegments = this.segments
-    const nextSummary = recordBatch(prevSummary, batch.clientId, events, now)
-    const nextSegments = recordSegments(prevSegments, events, now)
-    const touched = new Set(events.map((e) => e.artifact))
+    const nextSummary = recordBatch(prevSummary, batch.clientId, counted, now)
+    const nextSegments = recordSegments(prevSegments, counted, now)
+    const touched = new Set(counted.map((e) => e.artifact))
     const touchedSegments = new Set(
-      events.flatMap((e) => (e.segment === undefined ? [] : [segmentKey(e.artifact, e.segment)])),
+      counted.flatMap((e) => (e.segment === undefined ? [] : [segmentKey(e.artifact, e.segment)])),
     )
     const nextClient: ClientState = {
       clientId: batch.clientId,

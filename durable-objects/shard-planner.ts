@@ -28,9 +28,9 @@ import {
   ShardPlan,
   StoredDemandModel,
   type ZoneMetrics,
-  type ZonesConfig,
+  ZonesConfig,
 } from '../schemas/shards.ts'
-import { getRuntimeConfig } from '../workers/config/runtime-config.ts'
+import { RUNTIME_CONFIG_KEY, runtimeConfigStatus } from '../workers/config/runtime-config.ts'
 import { readManifest } from '../workers/storage/artifact-store.ts'
 import { keys } from '../workers/storage/keys.ts'
 import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
@@ -45,6 +45,13 @@ const MAX_REFITS_PER_CYCLE = 24
 /** Migration steps per alarm; more pending work re-arms the alarm in a second. */
 const MAX_MIGRATIONS_PER_CYCLE = 16
 const MAX_ATTEMPTS = 3
+/**
+ * Active replicas re-checked per cycle (one R2 head each); a cursor rotates through the plan so every
+ * replica is checked within a few cycles however large the plan is.
+ */
+const MAX_AUDITS_PER_CYCLE = 32
+/** meta key: the zones of the last runtime config the planner saw accepted. */
+const ZONES_LAST_GOOD = 'zonesLastGood'
 /** sMAPE is judged on this many most recent evaluated hours. */
 const SMAPE_WINDOW_HOURS = 24
 
@@ -65,6 +72,9 @@ type MigrationRow = {
   not_before: number
   error: string | null
 }
+
+const toHex = (buffer: ArrayBuffer): string =>
+  [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, '0')).join('')
 
 /** Splits `name@version` (names may be scoped, so the last `@`). */
 function splitEntry(id: string): { name: string; version: string } | null {
@@ -218,7 +228,8 @@ export class ShardPlanner extends DurableObject<Env> {
       })),
       migrations: {
         pending: count(['pending', 'copied', 'verified', 'unflipped']),
-        active: count(['active']),
+        // From the plan, not the rows: an add row stays `active` after its replica was removed again.
+        active: (this.currentPlan()?.entries ?? []).reduce((n, e) => n + e.active.length, 0),
         failed: count(['failed']),
       },
     }
@@ -372,6 +383,7 @@ export class ShardPlanner extends DurableObject<Env> {
         for (const a of diff.add) this.insertMigration(next.version, 'add', a, 'pending', now)
       })
     }
+    await this.auditReplicas(config, now)
     const completed = await this.runMigrations(config, now)
     this.storePredictions(forecasts, nowHour, config)
     writeMeta(this.sql, 'lastCycleAt', String(now))
@@ -411,6 +423,39 @@ export class ShardPlanner extends DurableObject<Env> {
     this.sql.exec('DELETE FROM evaluations WHERE hour < ?', nowHour - HISTORY_HOURS * HOUR_MS)
     this.sql.exec('DELETE FROM demand WHERE hour < ?', nowHour - HISTORY_HOURS * HOUR_MS)
     this.sql.exec('DELETE FROM zone_metrics WHERE hour < ?', nowHour - HISTORY_HOURS * HOUR_MS)
+    this.pruneHistory(nowHour - HISTORY_HOURS * HOUR_MS)
+  }
+
+  /**
+   * Finished migrations (deleted, cancelled, failed for good, or added then removed again) older than the
+   * history window, and the models and manifest facts of dependencies with no demand left in it: without
+   * this, every version ever served would leave rows behind for good.
+   */
+  private pruneHistory(before: number): void {
+    this.sql.exec(
+      `DELETE FROM migrations AS m WHERE m.not_before < ? AND (m.state IN ('deleted','cancelled')
+         OR (m.state = 'failed' AND m.attempts >= ?)
+         OR (m.state = 'active' AND EXISTS (SELECT 1 FROM migrations r WHERE r.kind = 'remove'
+           AND r.entry = m.entry AND r.zone = m.zone AND r.id > m.id)))`,
+      before,
+      MAX_ATTEMPTS,
+    )
+    this.sql.exec(
+      `DELETE FROM models WHERE entry <> '*' AND NOT EXISTS (SELECT 1 FROM demand d WHERE d.entry = models.entry)`,
+    )
+    const planned = new Set((this.currentPlan()?.entries ?? []).map((e) => e.id))
+    const facts = this.sql
+      .exec<{ key: string }>("SELECT key FROM meta WHERE key LIKE 'manifest:%'")
+      .toArray()
+      .map((r) => r.key)
+    for (const key of facts) {
+      const entry = key.slice('manifest:'.length)
+      if (planned.has(entry)) continue
+      const demanded = this.sql
+        .exec<{ n: number }>('SELECT COUNT(*) AS n FROM demand WHERE entry = ?', entry)
+        .one().n
+      if (demanded === 0) this.sql.exec('DELETE FROM meta WHERE key = ?', key)
+    }
   }
 
   private zoneSmape(zone: string): { smape: number; hours: number } {
@@ -690,6 +735,79 @@ export class ShardPlanner extends DurableObject<Env> {
     return completed
   }
 
+  /**
+   * Re-checks active replicas against their zone bucket (R2 head: present, right size, right sha256 when
+   * R2 kept one). The edge silently falls back to the primary for a replica that went missing, so without
+   * this a lost or truncated object would stay "active" for good: it is unflipped in a new plan version
+   * and a fresh add migration copies, verifies and flips it again. A failing head proves nothing and is
+   * retried next cycle. Returns how many replicas were found lost.
+   */
+  private async auditReplicas(config: ZonesConfig, now: number): Promise<number> {
+    const plan = this.currentPlan()
+    if (plan === null) return 0
+    const all = plan.entries.flatMap((entry) => entry.active.map((zone) => ({ entry, zone })))
+    if (all.length === 0) return 0
+    const stored = Number(readMeta(this.sql, 'auditCursor') ?? 0)
+    const start = Number.isSafeInteger(stored) && stored >= 0 ? stored % all.length : 0
+    const picked = [...all.slice(start), ...all.slice(0, start)].slice(0, MAX_AUDITS_PER_CYCLE)
+    writeMeta(this.sql, 'auditCursor', String((start + picked.length) % all.length))
+    const buckets = new Map(config.zones.map((z) => [z.id, zoneBucket(this.env, z.bucket)]))
+    const lost: { entry: ShardPlan['entries'][number]; zone: string; why: string }[] = []
+    for (const { entry, zone } of picked) {
+      const bucket = buckets.get(zone) ?? null
+      // No bucket bound for the zone any more: the edge serves it from the primary already.
+      if (bucket === null) continue
+      let head: R2Object | null
+      try {
+        head = await bucket.head(entry.key)
+      } catch {
+        continue
+      }
+      const why =
+        head === null
+          ? 'replica missing from the zone bucket'
+          : head.size !== entry.size
+            ? `replica has ${head.size} bytes, expected ${entry.size}`
+            : head.checksums.sha256 !== undefined && toHex(head.checksums.sha256) !== entry.sha256
+              ? 'replica sha256 differs'
+              : null
+      if (why !== null) lost.push({ entry, zone, why })
+    }
+    if (lost.length === 0) return 0
+    const lostIn = (id: string, zone: string) => lost.some((l) => l.entry.id === id && l.zone === zone)
+    this.ctx.storage.transactionSync(() => {
+      const next: ShardPlan = {
+        ...plan,
+        version: plan.version + 1,
+        createdAt: new Date(now).toISOString(),
+        entries: plan.entries.map((e) => ({ ...e, active: e.active.filter((z) => !lostIn(e.id, z)) })),
+      }
+      this.savePlan(next, now)
+      for (const { entry, zone, why } of lost) {
+        this.sql.exec(
+          `UPDATE migrations SET state = 'cancelled', error = ? WHERE kind = 'add' AND entry = ? AND zone = ?
+             AND state = 'active'`,
+          `${why}; re-copied`,
+          entry.id,
+          zone,
+        )
+        this.insertMigration(
+          next.version,
+          'add',
+          { entry: entry.id, key: entry.key, zone, bytes: entry.size, sha256: entry.sha256 },
+          'pending',
+          now,
+        )
+      }
+    })
+    log({
+      level: 'warn',
+      msg: 'replicas lost; unflipped and re-copying',
+      lost: lost.map((l) => `${l.entry.id}/${l.zone}: ${l.why}`),
+    })
+    return lost.length
+  }
+
   /** Marks a verified replica active in a new plan version, if the plan still wants it there. */
   private flip(entry: string, zone: string, sha256: string, now: number): boolean {
     const plan = this.currentPlan()
@@ -830,8 +948,29 @@ export class ShardPlanner extends DurableObject<Env> {
     )
   }
 
+  /**
+   * The zones in force. The edge keeps the last good runtime config per isolate only, so after a bad edit
+   * a freshly started planner would get the defaults and tear down every replica of a zone they lack.
+   * The planner therefore keeps its own last good copy and uses it while KV holds a rejected document;
+   * a deleted document means defaults, deliberately.
+   */
   private async zonesConfig(): Promise<ZonesConfig> {
-    return (await getRuntimeConfig(this.env)).zones
+    const status = await runtimeConfigStatus(this.env)
+    const zones = status.inForce.zones
+    if (status.source === 'kv') {
+      const json = JSON.stringify(zones)
+      if (readMeta(this.sql, ZONES_LAST_GOOD) !== json) writeMeta(this.sql, ZONES_LAST_GOOD, json)
+      return zones
+    }
+    // Defaults with nothing rejected: there is no document, and defaults are what the operator wants.
+    const present = status.lastRejected !== null && (await this.env.CONFIG.get(RUNTIME_CONFIG_KEY)) !== null
+    if (!present) {
+      this.sql.exec('DELETE FROM meta WHERE key = ?', ZONES_LAST_GOOD)
+      return zones
+    }
+    const stored = readMeta(this.sql, ZONES_LAST_GOOD)
+    const lastGood = stored === null ? null : ZonesConfig.safeParse(JSON.parse(stored))
+    return lastGood?.success ? lastGood.data : zones
   }
 
   private async ensureAlarm(): Promise<void> {

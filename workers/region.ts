@@ -1,27 +1,8 @@
 import { RegionName } from '../schemas/client.ts'
-import { RuntimeConfig } from '../schemas/runtime-config.ts'
+import type { RuntimeConfig } from '../schemas/runtime-config.ts'
 import { Problem } from './http/problem.ts'
 
 export const REGION_HEADER = 'x-deltaport-region'
-
-/**
- * Reads RuntimeConfig from KV `CONFIG` key `runtime`. Kept in this one function so it can be swapped
- * for the shared cached loader: a missing document means defaults, an invalid one is logged and the
- * defaults apply (there is no "last good" copy here yet).
- */
-export async function loadRuntimeConfig(kv: KVNamespace): Promise<RuntimeConfig> {
-  const raw = await kv.get('runtime')
-  let document: unknown = {}
-  try {
-    document = raw === null ? {} : JSON.parse(raw)
-  } catch {
-    document = undefined
-  }
-  const parsed = RuntimeConfig.safeParse(document)
-  if (parsed.success) return parsed.data
-  console.log(JSON.stringify({ level: 'warn', msg: 'runtime config invalid; using defaults' }))
-  return RuntimeConfig.parse({})
-}
 
 /** The colo/continent of a request, as far as Cloudflare tells us (absent in tests and `wrangler dev`). */
 function cfLocation(request: Request): { colo?: string; continent?: string } {

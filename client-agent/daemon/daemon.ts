@@ -18,6 +18,25 @@ import { noPlan } from '../update/plan-update.ts'
 import { type LoadSampler, type NotIdleReason, notIdleReason, osLoadPerCore } from './idle.ts'
 import { StagingArea, stagingKey } from './staging.ts'
 
+/**
+ * Longest wait the edge's `validUntil` can impose: the edge caches a queue for at most an hour. A later
+ * time is a broken edge clock or a device clock far behind; honouring it would stop prefetching for good,
+ * and past 2^31 - 1 ms Node fires the timer at once, which turned the daemon into a busy loop.
+ */
+const MAX_EDGE_WAIT_MS = 3_600_000
+
+/**
+ * Longest interval between polls, as `daemonIntervalSeconds` allows (a week). `--interval` takes up to
+ * seven digits of seconds, and a timer past 2^31 - 1 ms (~24.8 days) would fire at once, every time.
+ */
+const MAX_INTERVAL_MS = 7 * 24 * 3_600_000
+
+/** How long the edge asks the daemon to wait before polling again, bounded to [0, MAX_EDGE_WAIT_MS]. */
+function edgeWaitMs(validUntil: string | null, now: number): number {
+  const wait = validUntil === null ? 0 : Date.parse(validUntil) - now
+  return Number.isFinite(wait) ? Math.min(MAX_EDGE_WAIT_MS, Math.max(0, wait)) : 0
+}
+
 /** The edge accepts at most this many `installed=` entries. */
 const MAX_INSTALLED_PARAM = 128
 
@@ -272,7 +291,10 @@ export async function runDaemon(config: AgentConfig, options: DaemonOptions): Pr
     onCycle?.(result, null)
     return result
   }
-  const intervalMs = (intervalSeconds ?? daemonSettings(config).intervalSeconds) * 1000
+  const intervalMs = Math.min(
+    MAX_INTERVAL_MS,
+    (intervalSeconds ?? daemonSettings(config).intervalSeconds) * 1000,
+  )
   const telemetry = runTelemetryLoop(new TelemetryQueue(config.installRoot), config.edgeUrl, {
     intervalMs,
     signal: options.signal,
@@ -284,8 +306,7 @@ export async function runDaemon(config: AgentConfig, options: DaemonOptions): Pr
     let waitMs = intervalMs
     try {
       last = await runDaemonCycle(config, cycleOptions)
-      const edgeWait = last.validUntil ? Date.parse(last.validUntil) - Date.now() : 0
-      waitMs = Math.max(intervalMs, edgeWait)
+      waitMs = Math.max(intervalMs, edgeWaitMs(last.validUntil, Date.now()))
       if (!options.signal.aborted) onCycle?.(last, new Date(Date.now() + waitMs))
     } catch (error) {
       if (options.signal.aborted) break

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { artifactCount, nextUses } from '../../predict/index.ts'
 import { TelemetryReceipt } from '../../schemas/aggregation.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
+import { clearRuntimeConfigCache } from '../../workers/config/runtime-config.ts'
 import { batchOf, postTelemetry } from './helpers.ts'
 
 const regionStub = (region: string) => env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region))
@@ -44,6 +45,8 @@ describe('POST /v1/telemetry → RegionAggregator', () => {
   })
 
   it('rate-limits per client with 429 and Retry-After (limit from RuntimeConfig)', async () => {
+    // The edge caches the runtime config per isolate; forget it so the new document is read now.
+    clearRuntimeConfigCache()
     await env.CONFIG.put('runtime', JSON.stringify({ limits: { telemetryPerClientPerMinute: 2 } }))
     try {
       for (const seq of [1, 2])
@@ -58,6 +61,7 @@ describe('POST /v1/telemetry → RegionAggregator', () => {
       expect((await postTelemetry('ratelimit', batchOf('client-0004', 1, ['a']))).status).toBe(202)
     } finally {
       await env.CONFIG.delete('runtime')
+      clearRuntimeConfigCache()
     }
   })
 

@@ -1,8 +1,9 @@
 import { Hono } from 'hono'
 import { PrefetchQuery } from '../../schemas/aggregation.ts'
 import type { AppEnv } from '../app-env.ts'
+import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { valid } from '../http/validate.ts'
-import { explicitRegion, loadRuntimeConfig, resolveRegion } from '../region.ts'
+import { explicitRegion, resolveRegion } from '../region.ts'
 
 /**
  * GET /v1/prefetch?client=&region=&installed=name@ver,…&channel=&budget= : what this client should stage
@@ -10,7 +11,7 @@ import { explicitRegion, loadRuntimeConfig, resolveRegion } from '../region.ts'
  */
 export const prefetchRouter = new Hono<AppEnv>().get('/', valid('query', PrefetchQuery), async (c) => {
   const query = c.req.valid('query')
-  const config = await loadRuntimeConfig(c.env.CONFIG)
+  const config = await getRuntimeConfig(c.env)
   const region =
     query.region === undefined
       ? resolveRegion(c.req.raw, config)

@@ -2,10 +2,11 @@ import { Hono } from 'hono'
 import type { TelemetryReceipt } from '../../schemas/aggregation.ts'
 import { TelemetryBatch } from '../../schemas/telemetry.ts'
 import type { AppEnv } from '../app-env.ts'
+import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
 import { parseJsonBody } from '../http/validate.ts'
-import { loadRuntimeConfig, resolveRegion } from '../region.ts'
+import { resolveRegion } from '../region.ts'
 
 /** 1000 events of a few hundred bytes each fit comfortably; anything bigger is not telemetry. */
 export const MAX_TELEMETRY_BYTES = 256 * 1024
@@ -19,7 +20,9 @@ export const MAX_TELEMETRY_INFLATED_BYTES = 1024 * 1024
 export const telemetryRouter = new Hono<AppEnv>().post('/', async (c) => {
   const body = await readBoundedBody(c.req.raw, MAX_TELEMETRY_BYTES, MAX_TELEMETRY_INFLATED_BYTES)
   const batch = parseJsonBody(body, TelemetryBatch)
-  const config = await loadRuntimeConfig(c.env.CONFIG)
+  // The cached loader keeps the last good document: a garbled KV edit must not drop the region map
+  // (any region name would then be accepted) nor reset the rate limit.
+  const config = await getRuntimeConfig(c.env)
   const region = resolveRegion(c.req.raw, config)
   const stub = c.env.REGION_AGGREGATOR.get(c.env.REGION_AGGREGATOR.idFromName(region))
   const result = await stub.ingest({
