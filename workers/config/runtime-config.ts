@@ -3,6 +3,12 @@ import { RuntimeConfig } from '../../schemas/runtime-config.ts'
 
 /** KV `CONFIG` key holding the operator's document. */
 export const RUNTIME_CONFIG_KEY = 'runtime'
+/**
+ * KV key holding the last document an isolate accepted, written by the edge itself. Why: the last good
+ * config is otherwise only in each isolate's memory, so an isolate started after a bad edit (a deploy,
+ * an eviction, a new colo) would run on defaults: no region map, default rate limits and retention.
+ */
+export const LAST_GOOD_CONFIG_KEY = 'runtime:last-good'
 
 export interface ConfigRejection {
   at: string
@@ -11,13 +17,16 @@ export interface ConfigRejection {
 
 export interface RuntimeConfigStatus {
   inForce: RuntimeConfig
-  source: 'kv' | 'defaults'
+  /** `last-good`: the document in KV is rejected and this isolate never saw a good one of its own. */
+  source: 'kv' | 'last-good' | 'defaults'
   lastRejected: ConfigRejection | null
 }
 
 interface CacheState extends RuntimeConfigStatus {
   /** Epoch ms after which the next call re-reads KV. */
   expiresAt: number
+  /** The accepted document this isolate knows to be stored under LAST_GOOD_CONFIG_KEY. */
+  savedRaw: string | null
 }
 
 const DEFAULTS: RuntimeConfig = RuntimeConfig.parse({})
@@ -51,12 +60,14 @@ export async function runtimeConfigStatus(env: Env): Promise<RuntimeConfigStatus
   const previous = state
   const raw = await env.CONFIG.get(RUNTIME_CONFIG_KEY, 'text')
   let next: RuntimeConfigStatus
+  let savedRaw = previous?.savedRaw ?? null
   if (raw === null) {
     next = { inForce: DEFAULTS, source: 'defaults', lastRejected: previous?.lastRejected ?? null }
   } else {
     const parsed = parseDocument(raw)
     if (parsed.ok) {
       next = { inForce: parsed.config, source: 'kv', lastRejected: previous?.lastRejected ?? null }
+      if (savedRaw !== raw) savedRaw = await saveLastGood(env, raw)
     } else {
       // Keep the last good config: a typo in KV must not take every isolate down to defaults.
       const lastRejected: ConfigRejection = { at: new Date(now).toISOString(), issues: parsed.issues }
@@ -68,15 +79,43 @@ export async function runtimeConfigStatus(env: Env): Promise<RuntimeConfigStatus
           ...lastRejected,
         }),
       )
-      next = {
-        inForce: previous?.inForce ?? DEFAULTS,
-        source: previous?.source ?? 'defaults',
-        lastRejected,
-      }
+      const lastGood = previous ? null : await readLastGood(env)
+      next = previous
+        ? { inForce: previous.inForce, source: previous.source, lastRejected }
+        : lastGood
+          ? { inForce: lastGood, source: 'last-good', lastRejected }
+          : { inForce: DEFAULTS, source: 'defaults', lastRejected }
     }
   }
-  state = { ...next, expiresAt: now + next.inForce.cacheTtlSeconds * 1000 }
+  state = { ...next, expiresAt: now + next.inForce.cacheTtlSeconds * 1000, savedRaw }
   return snapshot(state)
+}
+
+/**
+ * Stores an accepted document as the last good one, unless KV already holds exactly it (every isolate
+ * re-reads the config, so most find it there and write nothing). Best effort: KV allows one write per
+ * second per key and isolates race to write the same bytes, so a refused write is simply skipped.
+ * Returns what is known to be stored.
+ */
+async function saveLastGood(env: Env, raw: string): Promise<string | null> {
+  try {
+    if ((await env.CONFIG.get(LAST_GOOD_CONFIG_KEY, 'text')) !== raw)
+      await env.CONFIG.put(LAST_GOOD_CONFIG_KEY, raw)
+    return raw
+  } catch (error) {
+    console.log(
+      JSON.stringify({ level: 'warn', msg: 'last good runtime config not saved', error: String(error) }),
+    )
+    return null
+  }
+}
+
+/** The stored last good document, parsed again (it passed the schema in force when it was saved). */
+async function readLastGood(env: Env): Promise<RuntimeConfig | null> {
+  const raw = await env.CONFIG.get(LAST_GOOD_CONFIG_KEY, 'text').catch(() => null)
+  if (raw === null) return null
+  const parsed = parseDocument(raw)
+  return parsed.ok ? parsed.config : null
 }
 
 function parseDocument(

@@ -28,7 +28,7 @@ const ChunkIndexUploaded = z.object({
 })
 const RuntimeConfigStatus = z.object({
   inForce: schemas.RuntimeConfig,
-  source: z.enum(['kv', 'defaults']),
+  source: z.enum(['kv', 'last-good', 'defaults']),
   lastRejected: z
     .object({
       at: z.string(),

@@ -2,6 +2,7 @@ import { env } from 'cloudflare:workers'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
   clearRuntimeConfigCache,
+  LAST_GOOD_CONFIG_KEY,
   RUNTIME_CONFIG_KEY,
   type RuntimeConfigStatus,
   setRuntimeConfigClock,
@@ -68,5 +69,27 @@ describe('runtime config from KV', () => {
     await env.CONFIG.put(RUNTIME_CONFIG_KEY, 'not json')
     now += 61_000
     expect((await status()).lastRejected?.issues[0]?.message).toContain('not JSON')
+  })
+
+  it('an isolate that starts after a bad edit runs on the last good document, not on defaults', async () => {
+    const good = JSON.stringify({ stream: { fecM: 6 }, regions: { map: { eu: 'europe' } } })
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, good)
+    expect((await status()).source).toBe('kv')
+    expect(await env.CONFIG.get(LAST_GOOD_CONFIG_KEY)).toBe(good)
+
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, '{"stream": {"fecM": "many"')
+    clearRuntimeConfigCache() // a fresh isolate: nothing in memory
+    const fresh = await status()
+    expect(fresh.source).toBe('last-good')
+    expect(fresh.inForce.stream.fecM).toBe(6)
+    expect(fresh.inForce.regions.map).toEqual({ eu: 'europe' })
+    expect(fresh.lastRejected?.issues[0]?.message).toContain('not JSON')
+
+    // A rejected document never becomes the last good one; deleting the document still means defaults.
+    expect(await env.CONFIG.get(LAST_GOOD_CONFIG_KEY)).toBe(good)
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    clearRuntimeConfigCache()
+    expect((await status()).source).toBe('defaults')
+    await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
   })
 })

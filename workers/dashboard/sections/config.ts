@@ -1,8 +1,12 @@
 import type { RuntimeConfig } from '../../../schemas/runtime-config.ts'
-import { type ConfigRejection, runtimeConfigStatus } from '../../config/runtime-config.ts'
+import {
+  type ConfigRejection,
+  type RuntimeConfigStatus,
+  runtimeConfigStatus,
+} from '../../config/runtime-config.ts'
 
 export interface ConfigView {
-  source: 'kv' | 'defaults'
+  source: RuntimeConfigStatus['source']
   inForce: RuntimeConfig
   /** The config in force as indented JSON, for display. */
   inForceJson: string

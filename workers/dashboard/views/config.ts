@@ -3,9 +3,15 @@ import type { ConfigView } from '../sections/config.ts'
 import { formatTime } from './format.ts'
 import type { Html } from './layout.ts'
 
+const SOURCE_LABELS: Record<ConfigView['source'], string> = {
+  kv: 'KV document (CONFIG/runtime)',
+  'last-good': 'last good document (CONFIG/runtime:last-good): the current one is rejected',
+  defaults: 'built-in defaults',
+}
+
 export function configView(view: ConfigView): Html {
   const rejected = view.lastRejected
-  return html`<p>Source: <strong id="config-source">${view.source === 'kv' ? 'KV document (CONFIG/runtime)' : 'built-in defaults'}</strong></p>
+  return html`<p>Source: <strong id="config-source">${SOURCE_LABELS[view.source]}</strong></p>
 <h3>Last rejected document</h3>
 ${
   rejected === null
