@@ -87,17 +87,28 @@ export async function cachedPlan(env: Env, zones: ZonesConfig, now = Date.now())
  * cached by this isolate may be up to `planCacheMs` older than a removal; deletes wait twice that, this
  * is the belt to those braces).
  */
-export function replicaWithFallback(replica: R2Bucket, primary: R2Bucket): ObjectSource {
+export function replicaWithFallback(
+  replica: R2Bucket,
+  primary: R2Bucket,
+): ObjectSource & { servedBy(): 'replica' | 'primary' } {
+  let fellBack = false
   return {
-    // A failing replica (R2 fault in that zone) is no reason to fail the read: the primary has it all.
-    get: async (key, options) =>
-      (await replica.get(key, options).catch(() => null)) ?? primary.get(key, options),
+    // A failing replica (R2 fault in that zone, a lost object) is no reason to fail the read: the
+    // primary has it all. Remembered, so the response and the planner's metrics say where it came from.
+    get: async (key, options) => {
+      const fromReplica = await replica.get(key, options).catch(() => null)
+      if (fromReplica) return fromReplica
+      fellBack = true
+      return primary.get(key, options)
+    },
+    servedBy: () => (fellBack ? 'primary' : 'replica'),
   }
 }
 
 export interface ZoneChoice {
   zone: string
-  source: 'replica' | 'primary'
+  /** Where the bytes came from, known once `bucket` was read (a replica may fall back to the primary). */
+  servedBy(): 'replica' | 'primary'
   bucket: ObjectSource
 }
 
@@ -113,10 +124,12 @@ export function chooseSource(
   if (entry?.active.includes(zone)) {
     const spec = plan?.zones.find((z) => z.id === zone)
     const replica = zoneBucket(env, spec?.bucket ?? zones.zones.find((z) => z.id === zone)?.bucket)
-    if (replica !== null)
-      return { zone, source: 'replica', bucket: replicaWithFallback(replica, env.ARTIFACTS) }
+    if (replica !== null) {
+      const bucket = replicaWithFallback(replica, env.ARTIFACTS)
+      return { zone, servedBy: bucket.servedBy, bucket }
+    }
   }
-  return { zone, source: 'primary', bucket: env.ARTIFACTS }
+  return { zone, servedBy: () => 'primary', bucket: env.ARTIFACTS }
 }
 
 // ---- serve outcomes, batched per isolate ------------------------------------------------------------
@@ -207,7 +220,7 @@ export async function withZoneReplica(
   const plan = await cachedPlan(c.env, zones, started)
   const choice = chooseSource(c.env, plan, zones, zone, entryId)
   const response = await serve(choice.bucket)
-  const source = response.headers.get(CACHE_STATUS_HEADER) === 'hit' ? 'cache' : choice.source
+  const source = response.headers.get(CACHE_STATUS_HEADER) === 'hit' ? 'cache' : choice.servedBy()
   const labelled = new Response(response.body, response)
   labelled.headers.set(ZONE_HEADER, `${zone}; source=${source}`)
   const internal = c.req.header(WARM_HEADER) === warmNonce()

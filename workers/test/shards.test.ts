@@ -1,5 +1,6 @@
 import { env } from 'cloudflare:workers'
 import { beforeEach, describe, expect, it } from 'vitest'
+import { zoneBucket } from '../../durable-objects/shard-replicas.ts'
 import { demandRows, plannerStub, publishDep } from '../../durable-objects/test/shard-helpers.ts'
 import { ShardMetrics, ShardPlan, ZonesConfig } from '../../schemas/shards.ts'
 import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
@@ -88,6 +89,32 @@ describe('/v1/shards and zone-aware serving', () => {
     // apac has no replica: primary, which no longer has the bytes.
     const elsewhere = await rangeFrom('AS', 'bytes=300-399')
     expect(elsewhere.response.status).toBe(404)
+  })
+
+  it('labels a read the replica could not answer as served by the primary', async () => {
+    await env.CONFIG.put(
+      RUNTIME_CONFIG_KEY,
+      JSON.stringify({ zones: { metricsFlushMs: 0, planCacheMs: 0, prefetchThresholds: [1] } }),
+    )
+    clearRuntimeConfigCache()
+    const { body } = await publishDep('sh-lost', 9_000, 15)
+    await plannerStub().recordDemand(demandRows('sh-lost@1.0.0', 'weur', 6, Date.now()))
+    await plannerStub().replan()
+    const plan = ShardPlan.parse(await plannerStub().plan())
+    expect(plan.entries.find((e) => e.id === 'sh-lost@1.0.0')?.active).toEqual(['weur'])
+    // The zone bucket loses its copy; until the planner's repair notices, reads fall back to the primary.
+    const replica = zoneBucket(env, plan.zones.find((z) => z.id === 'weur')?.bucket)
+    if (!replica) throw new Error('weur has no zone bucket')
+    const listed = await replica.list({ prefix: 'artifacts/sh-lost/' })
+    expect(listed.objects.length).toBeGreaterThan(0)
+    for (const object of listed.objects) await replica.delete(object.key)
+    const read = await callApp(blobUrl('sh-lost'), {
+      cf: { continent: 'EU' },
+      headers: { range: 'bytes=0-9' },
+    })
+    expect(read.response.status).toBe(206)
+    expect(read.bytes).toEqual(body.slice(0, 10))
+    expect(read.response.headers.get(ZONE_HEADER)).toBe('weur; source=primary')
   })
 
   it('does not serve a planned replica that failed verification', async () => {
