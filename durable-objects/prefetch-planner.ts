@@ -47,6 +47,25 @@ export interface PlannerInput {
   rollouts?: (name: string) => Promise<RolloutPrefetchHint | null>
 }
 
+/**
+ * The rollout's word on `name`, or `unknown` when its coordinator cannot be asked (an overloaded or
+ * restarting object). Unknown counts as hold for this artifact only: a rollout might be holding the
+ * client back, and one failing coordinator must not fail the whole queue.
+ */
+async function askRollout(
+  input: PlannerInput,
+  name: string,
+): Promise<RolloutPrefetchHint | null | 'unknown'> {
+  try {
+    return (await input.rollouts?.(name)) ?? null
+  } catch (error) {
+    console.log(
+      JSON.stringify({ level: 'warn', msg: 'rollout hint unavailable', name, error: String(error) }),
+    )
+    return 'unknown'
+  }
+}
+
 /** Names worth a lookup: what the client has (updates come from there), uses, then the region's hottest. */
 function seedNames(input: PlannerInput): string[] {
   const names = new Set<string>()
@@ -80,8 +99,12 @@ export async function planPrefetch(input: PlannerInput): Promise<PrefetchQueue> 
     // A channel head newer than the installed version is an update the client will be offered, unless a
     // staged rollout decides: its target once this client's stage is in reach, nothing new before.
     if (have !== undefined && have !== head.version && semverGt(head.version, have)) {
-      const rollout = (await input.rollouts?.(name)) ?? null
-      if (rollout?.action === 'hold' || (rollout !== null && !semverGt(rollout.version, have))) {
+      const rollout = await askRollout(input, name)
+      if (
+        rollout === 'unknown' ||
+        rollout?.action === 'hold' ||
+        (rollout !== null && !semverGt(rollout.version, have))
+      ) {
         heads.set(name, have)
         continue
       }

@@ -1,6 +1,10 @@
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
+import { emptySummary } from '../../predict/index.ts'
 import { PrefetchQueue } from '../../schemas/prefetch.ts'
 import { bytesOf, call, publishSingle } from '../../workers/test/publish-helpers.ts'
+import { r2Catalog } from '../catalog.ts'
+import { planPrefetch } from '../prefetch-planner.ts'
 import { clientsBetween, control, HOUR, startRollout } from './rollout-helpers.ts'
 
 const DAY = 24 * HOUR
@@ -52,5 +56,33 @@ describe('rollouts feed the prefetcher', () => {
     // An aborted rollout holds everyone back.
     expect((await control('ro-pf', 'abort')).status).toBe(200)
     expect(staged(await queueOf(inside ?? '', 'ro-pf-2'))).toEqual([])
+  })
+
+  it('holds only the artifact whose rollout coordinator cannot be asked, and serves the rest of the queue', async () => {
+    await publishSingle('ro-down', '1.0.0', bytesOf(3000, 21), 1)
+    await publishSingle('ro-down', '2.0.0', bytesOf(3000, 22), 2)
+    await publishSingle('ro-up', '1.0.0', bytesOf(3000, 23), 1)
+    await publishSingle('ro-up', '1.1.0', bytesOf(3000, 24), 2)
+    const unreachable = async (name: string) => {
+      if (name === 'ro-down') throw new Error('Durable Object is overloaded')
+      return null
+    }
+    const queue = await planPrefetch({
+      clientId: 'client-coordinator-down',
+      now: Date.now(),
+      validForMs: HOUR,
+      summary: emptySummary('test-region', Date.now()),
+      population: 1,
+      recent: [],
+      installed: [
+        { artifact: 'ro-down', version: '1.0.0' },
+        { artifact: 'ro-up', version: '1.0.0' },
+      ],
+      channel: 'stable',
+      budgetBytes: 1_000_000,
+      catalog: r2Catalog(env.ARTIFACTS),
+      rollouts: unreachable,
+    })
+    expect(staged(queue)).toEqual(['ro-up@1.1.0'])
   })
 })
