@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { gt as semverGt, inc as semverInc } from 'semver'
 import type { Catalog, ChannelHead } from '../../durable-objects/catalog-types.ts'
-import { recordBatch } from '../../durable-objects/ingest.ts'
+import { capBatchWeight, recordBatch } from '../../durable-objects/ingest.ts'
 import {
   MAX_CANDIDATE_NAMES,
   PREFETCH_HORIZON_MS,
@@ -598,7 +598,13 @@ for (const ev of timeline) {
       const c = clients[ev.client] as Client
       const end = (reqs[reqs.length - 1]?.at ?? ev.at) + REQUEST_GAP_MS
       const events = reqs.map((r) => ({ artifact: r.name, version: r.version, at: r.at, count: 1 }))
-      summaries[c.region] = recordBatch(summaries[c.region] as AccessSummary, c.id, events, end)
+      // Capped like the region's ingest caps every batch (RegionAggregator.ingest).
+      summaries[c.region] = recordBatch(
+        summaries[c.region] as AccessSummary,
+        c.id,
+        capBatchWeight(events),
+        end,
+      )
       const recent = recentOf[ev.client] as { artifact: string; at: number }[]
       recent.push(...reqs.map((r) => ({ artifact: r.name, at: r.at })))
       const keepFrom = recent.findIndex((x) => x.at >= end - RECENT_WINDOW_MS)
