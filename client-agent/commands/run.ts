@@ -115,13 +115,24 @@ export function registerRunCommand(
         process.once('SIGTERM', stop)
       })
       let checking = false
+      let again = false
       const check = async () => {
-        if (checking) return
+        // A trigger during a check (which lasts as long as its swap) is kept, not dropped: a version
+        // published while another one is being swapped in is looked for right after.
+        if (checking) {
+          again = true
+          return
+        }
         checking = true
         try {
-          await supervisor.checkForUpdate()
-        } catch (error) {
-          printEvent(out, { type: 'error', message: `update check failed: ${(error as Error).message}` })
+          do {
+            again = false
+            try {
+              await supervisor.checkForUpdate()
+            } catch (error) {
+              printEvent(out, { type: 'error', message: `update check failed: ${(error as Error).message}` })
+            }
+          } while (again)
         } finally {
           checking = false
         }

@@ -7,6 +7,8 @@ export interface SampleBuild {
   /** `health`: the build never passes its health check; `writes`: it fails every write with 500. */
   fail?: 'none' | 'health' | 'writes'
   startupDelayMs?: number
+  /** The build exits this long after it starts listening (0 or absent: never). */
+  crashAfterMs?: number
 }
 
 const SOURCE = join(import.meta.dirname, 'service.ts')
@@ -23,6 +25,7 @@ export async function buildSampleService(outFile: string, build: SampleBuild): P
     version: build.version,
     fail: build.fail ?? 'none',
     startupDelayMs: build.startupDelayMs ?? 0,
+    ...(build.crashAfterMs ? { crashAfterMs: build.crashAfterMs } : {}),
   }
   const baked = source.replace(MARKER, `const BUILD: Build = ${JSON.stringify(constants)}`)
   const js = stripTypeScriptTypes(baked, { mode: 'strip' })

@@ -19,6 +19,8 @@ interface Build {
   fail: 'none' | 'health' | 'writes'
   /** Delay before listening (a slow start keeps a swap buffering for a while). */
   startupDelayMs: number
+  /** Exits (code 1) this long after it started listening; 0: never (a build that crashes soon after its switch). */
+  crashAfterMs?: number
 }
 
 // build.ts replaces the next line in built artifacts.
@@ -167,6 +169,9 @@ function main(): void {
   process.on('SIGINT', stop)
   process.on('SIGUSR2', () => undefined)
   setTimeout(() => server.listen(port, '127.0.0.1'), BUILD.startupDelayMs)
+  if (BUILD.crashAfterMs) {
+    server.once('listening', () => setTimeout(() => process.exit(1), BUILD.crashAfterMs))
+  }
 }
 
 main()

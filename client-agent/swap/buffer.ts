@@ -75,6 +75,18 @@ export class WriteBuffer {
     return (this.queues.get(client)?.length ?? 0) > 0
   }
 
+  /** Resolves once `client` has nothing held (at once when it has nothing now). */
+  async clientDrained(client: string): Promise<void> {
+    while (this.hasPending(client)) {
+      await new Promise<void>((resolve) => {
+        const off = this.onChange(() => {
+          off()
+          resolve()
+        })
+      })
+    }
+  }
+
   get empty(): boolean {
     return this.writes === 0
   }

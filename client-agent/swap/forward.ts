@@ -14,30 +14,64 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ])
 
+/** Marks a replayed write (its journal id); only the agent sets it, so services can trust it. */
+export const REPLAY_HEADER = 'x-deltaport-replay'
+
+/**
+ * True for a header that must not be passed on: hop-by-hop, named by the message's Connection header, or
+ * a replay mark the sender made itself.
+ */
+function hopByHop(headers: IncomingHttpHeaders): (name: string) => boolean {
+  const nominated = new Set(
+    (headers.connection ?? '')
+      .split(',')
+      .map((token) => token.trim().toLowerCase())
+      .filter(Boolean),
+  )
+  return (name) => HOP_BY_HOP.has(name) || nominated.has(name) || name === REPLAY_HEADER
+}
+
 export function endToEndHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
+  const skip = hopByHop(headers)
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name)) continue
+    if (value === undefined || skip(name)) continue
     out[name] = value
   }
   return out
 }
 
+/**
+ * X-Forwarded-For (the de-facto convention) with the address the proxy saw appended: without it every
+ * request would reach the service from 127.0.0.1. What the client sent itself is kept in front, unverified.
+ */
+export function forwardedFor(headers: IncomingHttpHeaders, remoteAddress: string | undefined): string {
+  const sent = headers['x-forwarded-for']
+  const prior = Array.isArray(sent) ? sent.join(', ') : sent
+  const peer = remoteAddress ?? 'unknown'
+  return prior ? `${prior}, ${peer}` : peer
+}
+
 export function headerPairs(headers: IncomingHttpHeaders): Array<[string, string]> {
   const out: Array<[string, string]> = []
+  const skip = hopByHop(headers)
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name)) continue
+    if (value === undefined || skip(name)) continue
     for (const v of Array.isArray(value) ? value : [value]) out.push([name, v])
   }
   return out
 }
 
-/** Streams a live request to a service process and its answer back; 502 if the process cannot be reached. */
+/**
+ * Streams a live request to a service process and its answer back; 502 if the process cannot be reached.
+ * `body` is the request body when the proxy has already read it (a write it meant to hold).
+ */
 export function forwardLive(
   target: ServiceProcess,
   req: IncomingMessage,
   res: ServerResponse,
   isWrite: boolean,
+  body?: Uint8Array,
 ): void {
   // Counted as in flight from the start; a request that cannot even be built never was.
   let left = false
@@ -61,7 +95,11 @@ export function forwardLive(
         port: target.port,
         method: req.method,
         path: req.url,
-        headers: endToEndHeaders(req.headers),
+        headers: {
+          ...endToEndHeaders(req.headers),
+          'x-forwarded-for': forwardedFor(req.headers, req.socket.remoteAddress),
+          ...(body ? { 'content-length': String(body.length) } : {}),
+        },
         agent: target.agent,
       },
       (answer) => {
@@ -86,7 +124,8 @@ export function forwardLive(
     if (!res.writableFinished) upstream.destroy()
     leave()
   })
-  req.pipe(upstream)
+  if (body) upstream.end(body)
+  else req.pipe(upstream)
 }
 
 export interface ServiceAnswer {
@@ -109,7 +148,7 @@ export function sendBuffered(
     headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
   }
   headers['content-length'] = String(body.length)
-  headers['x-deltaport-replay'] = String(write.id)
+  headers[REPLAY_HEADER] = String(write.id)
   target.enter(true)
   return new Promise<ServiceAnswer>((resolve, reject) => {
     const req = request(

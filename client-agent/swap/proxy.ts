@@ -10,7 +10,7 @@ import {
 } from '../../schemas/swap.ts'
 import { admit, RetryGate } from './admission.ts'
 import type { Responder, WriteBuffer } from './buffer.ts'
-import { forwardLive, headerPairs } from './forward.ts'
+import { forwardedFor, forwardLive, headerPairs } from './forward.ts'
 import type { ClientLoadTracker, TierMap } from './priority.ts'
 import type { ServiceProcess } from './service-process.ts'
 
@@ -106,6 +106,11 @@ export class SwapProxy {
       })
       return
     }
+    this.forward(req, res, isWrite)
+  }
+
+  /** Passes a request to the active process (`body`: already read by the proxy). */
+  private forward(req: IncomingMessage, res: ServerResponse, isWrite: boolean, body?: Uint8Array): void {
     const target = this.active
     if (!target?.running) {
       this.counters.unavailable += 1
@@ -115,7 +120,7 @@ export class SwapProxy {
     }
     this.counters.forwarded += 1
     try {
-      forwardLive(target, req, res, isWrite)
+      forwardLive(target, req, res, isWrite, body)
     } catch {
       // http.request throws synchronously on a request it cannot send (e.g. an invalid header value).
       res.writeHead(400, { 'content-type': 'text/plain' })
@@ -145,7 +150,11 @@ export class SwapProxy {
       req.resume()
       return this.refuse(res, 413, null, `body over ${this.settings.maxBodyBytes} bytes`)
     }
-    const headers = headerPairs(req.headers)
+    // Journaled with the write, so its replay still says who sent it.
+    const headers = headerPairs({
+      ...req.headers,
+      'x-forwarded-for': forwardedFor(req.headers, req.socket.remoteAddress),
+    })
     const path = req.url ?? '/'
     const unfit = unjournalable(path, headers)
     if (unfit) {
@@ -163,6 +172,15 @@ export class SwapProxy {
     // A body without Content-Length was admitted as empty: check again with its real size.
     if (!(declared > 0) && body.length > 0 && !this.admitted(res, client, tier, body.length, Date.now()))
       return
+    // No swap holds writes now (it ended while a slow upload was still arriving, or it is past its
+    // probation). The write is not added to the buffer: joining it, every answered write of a busy client
+    // would bring the next one and the backlog would never drain. It goes live once the client's queued
+    // writes are answered, so it still cannot overtake them.
+    if (this.mode === 'pass') {
+      await this.buffer.clientDrained(client)
+      if (res.destroyed) return
+      if (this.mode === 'pass') return this.forward(req, res, true, body)
+    }
     const responder: Responder = {
       send(status, headers, payload) {
         if (res.headersSent || res.destroyed) return

@@ -81,6 +81,12 @@ export class ServiceProcess {
     return this.exitCode === null
   }
 
+  /** True once the process has exited, waiting up to `ms` for it (a failed call may be its death on the way). */
+  async gone(ms: number): Promise<boolean> {
+    await Promise.race([this.exited, sleep(ms)])
+    return !this.running
+  }
+
   onExit(listener: (code: number) => void): void {
     void this.exited.then(() => listener(this.exitCode ?? 1))
   }

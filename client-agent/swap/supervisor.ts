@@ -85,6 +85,9 @@ export class Supervisor {
   private stopping = false
   private stopped: Promise<void> = Promise.resolve()
   private holdEstimateS = 2
+  /** The version last swapped in: until `until`, its exit is a failed update, not a crash to restart. */
+  private watch: { service: ServiceProcess; failed: ReadyUpdate; back: ReadyUpdate; until: number } | null =
+    null
   publicPort = 0
 
   private constructor(
@@ -168,10 +171,15 @@ export class Supervisor {
 
   /** Swaps to `update`; swaps are serialized. Resolves with what happened (never throws for a bad version). */
   swapTo(update: ReadyUpdate): Promise<SwapReport> {
+    return this.serialized(() => this.doSwap(update))
+  }
+
+  /** Runs `job` after every swap (or fall-back) queued before it. */
+  private serialized<T>(job: () => Promise<T>): Promise<T> {
     const run = this.swapping.then(async () => {
       this.swapInProgress = true
       try {
-        return await this.doSwap(update)
+        return await job()
       } finally {
         this.swapInProgress = false
       }
@@ -202,6 +210,8 @@ export class Supervisor {
     await this.swapping
     await this.proxy.close(this.settings.stopTimeoutMs)
     for (const p of this.processes) await p.stop(this.settings.stopTimeoutMs)
+    // Forgotten too, so a late `forget` elsewhere (a restart that was under way) records none of them.
+    this.processes.clear()
     await this.files.recordChildren([])
     await this.journal.close()
   }
@@ -216,11 +226,21 @@ export class Supervisor {
     const startedAt = Date.now()
     const base = { version: update.version, from: from.version, startedAt }
     if (!old) throw new Error('no running service to swap from')
+    this.watch = null
     this.emit({ type: 'swap-started', version: update.version, from: from.version })
     const heldBefore = this.proxy.counters.held
 
+    // An old process that crashed (before or during the swap; its restart pending) has nothing to
+    // prepare, drain or flush, and writes nothing more: the new version, quite possibly the fix for that
+    // crash, goes ahead and the held writes wait for it. A hook that failed because the old process just
+    // died is no reason to refuse the update.
+    const oldDied = () => old.gone(250)
     // 1. Prepare: the old process may refuse (busy, migrating): nothing has changed yet.
-    if (!(await old.hook(this.settings.prepare, this.settings.hookTimeoutMs))) {
+    if (
+      old.running &&
+      !(await old.hook(this.settings.prepare, this.settings.hookTimeoutMs)) &&
+      !(await oldDied())
+    ) {
       return this.finish(
         {
           ...base,
@@ -241,9 +261,10 @@ export class Supervisor {
     this.emit({ type: 'buffering', version: update.version })
 
     // 4. Drain the writes already forwarded, then ask the old process to flush its write log.
-    const drained = await old.drainWrites(this.settings.stopTimeoutMs)
-    const flushed = drained && (await old.hook(this.settings.flush, this.settings.hookTimeoutMs))
-    if (!flushed) {
+    const drained = !old.running || (await old.drainWrites(this.settings.stopTimeoutMs))
+    const flushed =
+      !old.running || (drained && (await old.hook(this.settings.flush, this.settings.hookTimeoutMs)))
+    if (!flushed && !(await oldDied())) {
       const result = await this.replayUntilDone(old, () => false)
       return this.finish(
         {
@@ -290,18 +311,36 @@ export class Supervisor {
     this.emit({ type: 'switched', version: update.version })
     const probationEnd = Date.now() + this.settings.probationMs
     const replayStart = Date.now()
-    const result = await replayInto(
+    // After probation, new writes go live again (a client with writes still queued waits behind them).
+    // Held any longer, every replayed answer under closed-loop load brings the next write into the
+    // backlog, which then never drains: the swap would never end and the journal never be emptied.
+    const probation = setTimeout(() => {
+      if (this.proxy.mode === 'replay') this.proxy.mode = 'pass'
+    }, this.settings.probationMs)
+    const replayed = await replayInto(
       this.buffer,
       next,
       this.replayOptions(() => Date.now() < probationEnd),
-    )
+    ).finally(() => clearTimeout(probation))
+    // A new version that died during probation failed it even when no write told (the old one still runs).
+    const result: ReplayResult =
+      replayed.ok && !next.running
+        ? { ...replayed, ok: false, error: `${update.version} exited during probation`, failedWrite: 0 }
+        : replayed
     if (result.ok) {
       this.proxy.mode = 'pass'
+      this.watch = {
+        service: next,
+        failed: update,
+        back: from,
+        until: Date.now() + this.settings.healthTimeoutMs,
+      }
       this.noteDrain(result.replayed, Date.now() - replayStart)
       const holdMs = Date.now() - holdStart
       this.holdEstimateS = 0.7 * this.holdEstimateS + 0.3 * (holdMs / 1000)
       await old.stop(this.settings.stopTimeoutMs)
       await this.forget(old)
+      await this.retireAllBut(next)
       await this.settle()
       return this.finish(
         { ...base, ...this.tally(heldBefore, result), serving: update.version, outcome: 'installed', holdMs },
@@ -311,7 +350,9 @@ export class Supervisor {
 
     // 6. Replay failed. Reads go back to the old process at once and the failed version goes. The new
     // process may have applied part of the backlog, so the old version is restarted (fresh state from the
-    // shared data) rather than trusted as it was, and the restarted one takes the rest.
+    // shared data) rather than trusted as it was, and the restarted one takes the rest. Writes are held
+    // again meanwhile: the old process's view of the data may be stale.
+    this.proxy.mode = 'replay'
     this.adopt(old, from)
     // Reads already forwarded to it finish first (nothing new reaches it now), then it goes.
     await next.stop(this.settings.stopTimeoutMs)
@@ -327,6 +368,7 @@ export class Supervisor {
       this.adopt(restarted, from)
       await old.stop(this.settings.stopTimeoutMs)
       await this.forget(old)
+      await this.retireAllBut(restarted)
     } else {
       await restarted.kill()
       await this.forget(restarted)
@@ -357,7 +399,6 @@ export class Supervisor {
   ): Promise<SwapReport> {
     const old = this.current
     if (!old) throw new Error('no running service')
-    this.proxy.mode = 'replay'
     const result = await this.replayUntilDone(old, () => false)
     return this.finish(
       {
@@ -373,8 +414,13 @@ export class Supervisor {
     )
   }
 
-  /** Replays into `target` until the buffer is empty, retrying (1 s apart) while the target fails. */
+  /**
+   * Replays into `target`, the process that serves, until the buffer is empty, retrying (1 s apart)
+   * while it fails. New writes go live meanwhile unless their client still has writes queued, so the
+   * backlog drains even under steady load.
+   */
   private async replayUntilDone(target: ServiceProcess, keepGoing: () => boolean): Promise<ReplayResult> {
+    this.proxy.mode = 'pass'
     let replayed = 0
     for (;;) {
       const start = Date.now()
@@ -462,6 +508,18 @@ export class Supervisor {
     await this.recordChildren()
   }
 
+  /**
+   * Stops every service process but `keep`. An old version that crashed mid-swap may have been restarted
+   * meanwhile; that copy must not keep running (and touching the shared data) next to the one that serves.
+   */
+  private async retireAllBut(keep: ServiceProcess): Promise<void> {
+    for (const p of [...this.processes]) {
+      if (p === keep) continue
+      await p.stop(this.settings.stopTimeoutMs)
+      await this.forget(p)
+    }
+  }
+
   private recordChildren(): Promise<void> {
     const running = [...this.processes]
     return this.files.recordChildren(
@@ -480,16 +538,84 @@ export class Supervisor {
     const version = update ?? this.currentUpdate
     service.onExit((exitCode) => {
       if (this.stopping || service.retiring || this.current !== service) return
+      const watch = this.watch
+      if (watch?.service === service && Date.now() < watch.until) {
+        this.watch = null
+        void this.serialized(() => this.fallBack(service, watch.failed, watch.back, exitCode))
+        return
+      }
       this.emit({ type: 'service-restarted', version: version.version, exitCode })
       void this.restartCrashed(service, version)
     })
   }
 
+  /**
+   * The version just swapped in died within `healthTimeoutMs` of its switch (after its probation): a
+   * failed update, not a crash to restart forever. The previous version is started again (it reloads the
+   * shared data), takes the writes held meanwhile, and the failed one is rolled back like any other.
+   */
+  private async fallBack(
+    dead: ServiceProcess,
+    failed: ReadyUpdate,
+    back: ReadyUpdate,
+    exitCode: number,
+  ): Promise<SwapReport | null> {
+    const startedAt = Date.now()
+    const heldBefore = this.proxy.counters.held
+    this.emit({
+      type: 'error',
+      message: `${failed.version} exited (${exitCode}) soon after its switch; going back to ${back.version}`,
+    })
+    // Nothing serves until the previous version is up: writes wait for it rather than fail.
+    this.proxy.mode = 'buffer'
+    await this.forget(dead)
+    const restarted = await this.launch(back)
+    if (
+      !(await restarted.waitHealthy(
+        this.settings.healthPath,
+        this.settings.healthTimeoutMs,
+        this.settings.unhealthyGraceMs,
+      ))
+    ) {
+      await restarted.kill()
+      await this.forget(restarted)
+      this.emit({ type: 'service-restarted', version: failed.version, exitCode })
+      void this.restartCrashed(dead, failed)
+      await this.replayUntilDone(dead, () => false)
+      return null
+    }
+    this.adopt(restarted, back)
+    await this.retireAllBut(restarted)
+    const result = await this.replayUntilDone(restarted, () => false)
+    return this.finish(
+      {
+        version: failed.version,
+        from: back.version,
+        startedAt,
+        ...this.tally(heldBefore, result),
+        serving: back.version,
+        outcome: 'rolled-back',
+        errorClass: 'crash',
+        detail: `${failed.version} exited (${exitCode}) soon after its switch`,
+        holdMs: Date.now() - startedAt,
+      },
+      failed,
+    )
+  }
+
   private async restartCrashed(dead: ServiceProcess, update: ReadyUpdate): Promise<void> {
     await this.forget(dead)
-    for (let attempt = 0; !this.stopping && this.current === dead; attempt++) {
+    for (let attempt = 0; ; attempt++) {
       await sleep(Math.min(5000, 200 * 2 ** attempt))
+      // Checked after the back-off too: a stop or a swap during it means nobody needs this restart.
+      if (this.stopping || this.current !== dead) return
       const fresh = await this.launch(update)
+      if (this.stopping) {
+        // shutdown() may already have stopped the processes it knew of.
+        await fresh.kill()
+        await this.forget(fresh)
+        return
+      }
       if (
         await fresh.waitHealthy(
           this.settings.healthPath,
@@ -497,8 +623,11 @@ export class Supervisor {
           this.settings.unhealthyGraceMs,
         )
       ) {
-        if (this.current === dead) this.adopt(fresh, update)
-        else await fresh.stop(this.settings.stopTimeoutMs)
+        if (this.current === dead && !this.stopping) this.adopt(fresh, update)
+        else {
+          await fresh.stop(this.settings.stopTimeoutMs)
+          await this.forget(fresh)
+        }
         return
       }
       await fresh.kill()

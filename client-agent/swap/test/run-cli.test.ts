@@ -27,17 +27,17 @@ async function cli(args: string[]): Promise<string> {
   return stdout
 }
 
-async function publish(build: SampleBuild): Promise<void> {
-  const file = await buildSampleService(join(setup.ws.dir, `sample-${build.version}.js`), build)
+async function publish(build: SampleBuild, name = NAME): Promise<void> {
+  const file = await buildSampleService(join(setup.ws.dir, `${name}-${build.version}.js`), build)
   await exec(
     process.execPath,
-    [BIN, '--config', setup.ws.configFile, 'publish', file, '--name', NAME, '--version', build.version],
+    [BIN, '--config', setup.ws.configFile, 'publish', file, '--name', name, '--version', build.version],
     { env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN } },
   )
 }
 
 /** `deltaport run` as a real child process; its --json events are collected line by line. */
-function startAgent(port: number, extra: string[] = []) {
+function startAgent(port: number, extra: string[] = [], name = NAME) {
   const child: ChildProcess = spawn(
     process.execPath,
     [
@@ -47,7 +47,7 @@ function startAgent(port: number, extra: string[] = []) {
       setup.ws.configFile,
       '--json',
       'run',
-      NAME,
+      name,
       '--port',
       String(port),
       '--interval',
@@ -244,4 +244,32 @@ describe('deltaport run (CLI, local edge)', () => {
       expect(await agent.exited).toBe(0)
     }
   }, 90_000)
+
+  it('keeps a SIGHUP that arrives during a swap: the version published meanwhile follows right after', async () => {
+    // Its own artifact, away from the rollout above.
+    const name = 'sighup-svc'
+    await publish({ version: '1.0.0' }, name)
+    const port = await freePort()
+    const agent = startAgent(port, ['--interval', '0'], name)
+    const versionOf = (e: AgentEvent) => z.object({ report: z.object({ version: z.string() }) }).safeParse(e)
+    try {
+      await agent.waitFor((e) => e.type === 'started')
+      // Slow to start, so its swap still runs when the next version is published and signalled.
+      await publish({ version: '1.0.1', startupDelayMs: 6000 }, name)
+      agent.child.kill('SIGHUP')
+      await agent.waitFor((e) => e.type === 'swap-started')
+      await publish({ version: '1.0.2' }, name)
+      expect(agent.events.some((e) => e.type === 'swap-done')).toBe(false)
+      agent.child.kill('SIGHUP')
+      const first = await agent.waitFor((e) => e.type === 'swap-done')
+      expect(first).toMatchObject({ report: { version: '1.0.1', outcome: 'installed' } })
+      // No further signal: the one sent during the first swap is enough.
+      const second = await agent.waitFor((e) => versionOf(e).data?.report.version === '1.0.2', 30_000)
+      expect(second).toMatchObject({ report: { outcome: 'installed', serving: '1.0.2' } })
+      expect(await (await fetch(`http://127.0.0.1:${port}/health`)).json()).toEqual({ version: '1.0.2' })
+    } finally {
+      agent.child.kill('SIGTERM')
+      expect(await agent.exited).toBe(0)
+    }
+  }, 120_000)
 })
