@@ -128,13 +128,7 @@ export class Supervisor {
     buffer.restore(recovered.pending)
     const supervisor = new Supervisor(options, journal, buffer, files, tag)
     const service = await supervisor.launch(options.initial)
-    if (
-      !(await service.waitHealthy(
-        options.settings.healthPath,
-        options.settings.healthTimeoutMs,
-        options.settings.unhealthyGraceMs,
-      ))
-    ) {
+    if (!(await supervisor.healthy(service))) {
       await service.kill()
       await supervisor.forget(service)
       await journal.close()
@@ -286,13 +280,7 @@ export class Supervisor {
     } catch (error) {
       return this.rollBackKeepingOld(base, holdStart, heldBefore, update, 'start', (error as Error).message)
     }
-    if (
-      !(await next.waitHealthy(
-        this.settings.healthPath,
-        this.settings.healthTimeoutMs,
-        this.settings.unhealthyGraceMs,
-      ))
-    ) {
+    if (!(await this.healthy(next))) {
       await next.kill()
       await this.forget(next)
       return this.rollBackKeepingOld(
@@ -358,13 +346,7 @@ export class Supervisor {
     await next.stop(this.settings.stopTimeoutMs)
     await this.forget(next)
     const restarted = await this.launch(from)
-    if (
-      await restarted.waitHealthy(
-        this.settings.healthPath,
-        this.settings.healthTimeoutMs,
-        this.settings.unhealthyGraceMs,
-      )
-    ) {
+    if (await this.healthy(restarted)) {
       this.adopt(restarted, from)
       await old.stop(this.settings.stopTimeoutMs)
       await this.forget(old)
@@ -520,6 +502,12 @@ export class Supervisor {
     }
   }
 
+  /** Whether `service` answers its health check in time (the settings' path, timeout and grace). */
+  private healthy(service: ServiceProcess): Promise<boolean> {
+    const { healthPath, healthTimeoutMs, unhealthyGraceMs } = this.settings
+    return service.waitHealthy(healthPath, healthTimeoutMs, unhealthyGraceMs)
+  }
+
   private recordChildren(): Promise<void> {
     const running = [...this.processes]
     return this.files.recordChildren(
@@ -570,13 +558,7 @@ export class Supervisor {
     this.proxy.mode = 'buffer'
     await this.forget(dead)
     const restarted = await this.launch(back)
-    if (
-      !(await restarted.waitHealthy(
-        this.settings.healthPath,
-        this.settings.healthTimeoutMs,
-        this.settings.unhealthyGraceMs,
-      ))
-    ) {
+    if (!(await this.healthy(restarted))) {
       await restarted.kill()
       await this.forget(restarted)
       this.emit({ type: 'service-restarted', version: failed.version, exitCode })
@@ -616,13 +598,7 @@ export class Supervisor {
         await this.forget(fresh)
         return
       }
-      if (
-        await fresh.waitHealthy(
-          this.settings.healthPath,
-          this.settings.healthTimeoutMs,
-          this.settings.unhealthyGraceMs,
-        )
-      ) {
+      if (await this.healthy(fresh)) {
         if (this.current === dead && !this.stopping) this.adopt(fresh, update)
         else {
           await fresh.stop(this.settings.stopTimeoutMs)
