@@ -287,10 +287,13 @@ async function resolveTarget(
   name: string,
   target: string,
   allowYanked: boolean,
-): Promise<{ version: string; index: ArtifactIndex }> {
-  const index = await edge.index(name)
+): Promise<{ version: string; index: ArtifactIndex | null }> {
   if (isVersion(target)) {
-    const yanked = versionEntry(index, target)?.yanked
+    // Only for the yank note: a pinned version needs nothing else from the index, and the note is
+    // advisory (unsigned), so an index that cannot be read does not stop the install; the signed
+    // manifest decides.
+    const index = allowYanked ? null : await edge.index(name).catch(() => null)
+    const yanked = index && versionEntry(index, target)?.yanked
     if (yanked && !allowYanked) {
       throw new AgentError(
         'yanked',
@@ -300,6 +303,7 @@ async function resolveTarget(
     }
     return { version: target, index }
   }
+  const index = await edge.index(name)
   const version = channelHead(index, target) ?? (target === 'latest' ? newest(index) : undefined)
   if (!version) throw new AgentError('not-found', `${name} has no channel "${target}"`)
   return { version, index }
@@ -320,12 +324,12 @@ function newest(index: ArtifactIndex): string | undefined {
  * kept on disk) or a pinned `install --allow-downgrade` is the owner's explicit choice.
  */
 function holdOnYanked(
-  index: ArtifactIndex,
+  index: ArtifactIndex | null,
   current: string | null,
   target: string,
   version: string,
 ): YankedCurrent | null {
-  if (!current || isVersion(target) || !lt(version, current)) return null
+  if (!index || !current || isVersion(target) || !lt(version, current)) return null
   const yanked = versionEntry(index, current)?.yanked
   return yanked ? { version: current, ...yanked, head: version } : null
 }
