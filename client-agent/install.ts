@@ -98,10 +98,8 @@ async function installLocked(
       previous: state.previous,
       size: (await store.manifestOf(state.current)).signed.size,
       method: 'local',
-      bytesDownloaded: 0,
-      resumedFrom: 0,
+      ...nothingFetched(),
       alreadyCurrent: true,
-      fallbacks: [],
       pruned: [],
       yankedCurrent: held,
     }
@@ -128,10 +126,8 @@ async function installLocked(
     return {
       ...base,
       method: 'local',
-      bytesDownloaded: 0,
-      resumedFrom: 0,
+      ...nothingFetched(),
       alreadyCurrent: true,
-      fallbacks: [],
       pruned: [],
     }
   }
@@ -140,10 +136,8 @@ async function installLocked(
     return {
       ...base,
       method: 'local',
-      bytesDownloaded: 0,
-      resumedFrom: 0,
+      ...nothingFetched(),
       alreadyCurrent: false,
-      fallbacks: [],
       ...switched,
     }
   }
@@ -156,10 +150,8 @@ async function installLocked(
     return {
       ...base,
       method: 'staged',
-      bytesDownloaded: 0,
-      resumedFrom: 0,
+      ...nothingFetched(),
       alreadyCurrent: false,
-      fallbacks: [],
       ...switched,
     }
   }
@@ -275,7 +267,13 @@ export async function planCheaperUpdate(
   })
 }
 
-const isVersion = (target: string) => /^\d+\.\d+\.\d+/.test(target)
+/** A target that names a version (anything else is a channel). */
+export const isVersionTarget = (target: string) => /^\d+\.\d+\.\d+/.test(target)
+
+/** The fields of an install that fetched nothing (the bytes were already on the device). */
+function nothingFetched(): Pick<InstallResult, 'bytesDownloaded' | 'resumedFrom' | 'fallbacks'> {
+  return { bytesDownloaded: 0, resumedFrom: 0, fallbacks: [] }
+}
 
 /**
  * The version `target` names and the index it was read from. A channel is its head (never a yanked
@@ -288,7 +286,7 @@ async function resolveTarget(
   target: string,
   allowYanked: boolean,
 ): Promise<{ version: string; index: ArtifactIndex | null }> {
-  if (isVersion(target)) {
+  if (isVersionTarget(target)) {
     // Only for the yank note: a pinned version needs nothing else from the index, and the note is
     // advisory (unsigned), so an index that cannot be read does not stop the install; the signed
     // manifest decides.
@@ -329,7 +327,7 @@ function holdOnYanked(
   target: string,
   version: string,
 ): YankedCurrent | null {
-  if (!index || !current || isVersion(target) || !lt(version, current)) return null
+  if (!index || !current || isVersionTarget(target) || !lt(version, current)) return null
   const yanked = versionEntry(index, current)?.yanked
   return yanked ? { version: current, ...yanked, head: version } : null
 }

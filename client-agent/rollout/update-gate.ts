@@ -2,7 +2,7 @@ import type { RolloutCheck } from '../../schemas/rollout.ts'
 import type { AgentConfig } from '../config.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError, type AgentErrorCode } from '../errors.ts'
-import { rollbackArtifact } from '../install.ts'
+import { isVersionTarget, rollbackArtifact } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import { checkRollout, type ReportResult, reportOutcomeQuietly } from './client.ts'
 import { agentClientId } from './client-id.ts'
@@ -16,9 +16,6 @@ const RELEASE_FAILURES: ReadonlySet<AgentErrorCode> = new Set([
   'untrusted-manifest',
   'install-failed',
 ])
-
-/** A version names itself; anything else is a channel, which a rollout may govern. */
-const isVersion = (target: string) => /^\d+\.\d+\.\d+/.test(target)
 
 export type RolloutGate =
   /** No rollout governs this update (a pinned version, no rollout, or a completed one): go as asked. */
@@ -39,7 +36,8 @@ export async function rolloutGate(
   fetchImpl?: typeof fetch,
 ): Promise<RolloutGate> {
   const channel = target ?? config.channel
-  if (isVersion(channel)) return { kind: 'free', check: null }
+  // A version names itself; a channel is what a rollout may govern.
+  if (isVersionTarget(channel)) return { kind: 'free', check: null }
   const edge = new EdgeClient(config.edgeUrl, fetchImpl)
   const check = await checkRollout(edge, name, channel, await agentClientId(config))
   if (check === null || check.state === 'completed') return { kind: 'free', check }
