@@ -32,6 +32,7 @@ import {
 } from './prefetch-hits.ts'
 import { PREFETCH_HORIZON_MS, planPrefetch } from './prefetch-planner.ts'
 import { takeToken } from './rate-limit.ts'
+import { rolloutCoordinator } from './rollout-coordinator.ts'
 import { createSummaryTables, loadSummary, persistSummary, type SummaryTables } from './summary-table.ts'
 
 const ARTIFACTS: SummaryTables = { artifacts: 'artifacts', transitions: 'transitions', profileKey: 'profile' }
@@ -43,8 +44,7 @@ const log = (fields: Record<string, unknown>) =>
 
 /** What the artifact's staged rollout on `channel` says about this client's prefetch (null: none). */
 function rolloutHint(env: Env, name: string, channel: string, clientId: string) {
-  const coordinator = env.ROLLOUT_COORDINATOR.get(env.ROLLOUT_COORDINATOR.idFromName(`${name}/${channel}`))
-  return coordinator.prefetchHint({ clientId, lookAheadMs: PREFETCH_HORIZON_MS })
+  return rolloutCoordinator(env, name, channel).prefetchHint({ clientId, lookAheadMs: PREFETCH_HORIZON_MS })
 }
 
 /**

@@ -53,6 +53,11 @@ interface OutcomeRow extends Record<string, SqlStorageValue> {
   refilled_at: number
 }
 
+/** The coordinator of one artifact and channel: the one naming rule every caller uses. */
+export function rolloutCoordinator(env: Env, name: string, channel: string) {
+  return env.ROLLOUT_COORDINATOR.get(env.ROLLOUT_COORDINATOR.idFromName(`${name}/${channel}`))
+}
+
 /**
  * One per artifact and channel (`idFromName(`${name}/${channel}`)`). Holds the current rollout plan (one
  * JSON row) and one row per reporting client (its latest outcome and its rate bucket), advances stages on

@@ -1,7 +1,7 @@
 import type { Context } from 'hono'
 import { Hono } from 'hono'
 import type { z } from 'zod'
-import type { RolloutResult } from '../../durable-objects/rollout-coordinator.ts'
+import { type RolloutResult, rolloutCoordinator } from '../../durable-objects/rollout-coordinator.ts'
 import {
   RolloutCheckQuery,
   RolloutControl,
@@ -24,10 +24,6 @@ const MAX_SCHEDULE_AHEAD_MS = 365 * 86_400_000
 type RolloutContext = Context<AppEnv>
 
 /** The coordinator of one artifact and channel. */
-export function rolloutCoordinator(env: Env, name: string, channel: string) {
-  return env.ROLLOUT_COORDINATOR.get(env.ROLLOUT_COORDINATOR.idFromName(`${name}/${channel}`))
-}
-
 function coordinator(c: RolloutContext, params: { name: string; channel: string }) {
   return rolloutCoordinator(c.env, params.name, params.channel)
 }

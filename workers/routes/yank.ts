@@ -1,5 +1,6 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
+import { rolloutCoordinator } from '../../durable-objects/rollout-coordinator.ts'
 import { type ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
 import { ArtifactName, Version } from '../../schemas/common.ts'
 import { YankRequest, type YankResult } from '../../schemas/yank.ts'
@@ -8,7 +9,6 @@ import { requireMaintainer } from '../http/auth.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
 import { setYanked } from '../storage/yank.ts'
-import { rolloutCoordinator } from './rollouts.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
 /** A reason of at most 500 characters, JSON-quoted, fits easily. */

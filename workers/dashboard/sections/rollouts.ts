@@ -1,3 +1,4 @@
+import { rolloutCoordinator } from '../../../durable-objects/rollout-coordinator.ts'
 import type { RolloutState } from '../../../schemas/rollout.ts'
 import { readIndex } from '../../storage/artifact-store.ts'
 import { listArtifactNames } from './artifacts.ts'
@@ -64,8 +65,7 @@ export async function loadRollouts(env: Env): Promise<RolloutsView> {
   const candidates = await rolloutCandidates(env.ARTIFACTS)
   const found = await Promise.all(
     candidates.map(async ({ name, channel }): Promise<RolloutView | null> => {
-      const stub = env.ROLLOUT_COORDINATOR.get(env.ROLLOUT_COORDINATOR.idFromName(`${name}/${channel}`))
-      const result = await stub.status()
+      const result = await rolloutCoordinator(env, name, channel).status()
       if (!result.ok) return null
       const s = result.value
       return {
