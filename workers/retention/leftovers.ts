@@ -22,15 +22,18 @@ export async function pruneLeftovers(
   now: number,
 ): Promise<string[]> {
   const doomed: string[] = []
-  const sweep = async (prefix: string, maxAgeMs: number, matches: (key: string) => boolean = () => true) => {
+  /** Listed once per prefix; `maxAgeOf` gives a key's age limit, or null to keep it whatever its age. */
+  const sweep = async (prefix: string, maxAgeOf: (key: string) => number | null) => {
     for await (const object of listAll(bucket, prefix)) {
-      if (matches(object.key) && now - object.uploaded.getTime() > maxAgeMs) doomed.push(object.key)
+      const maxAgeMs = maxAgeOf(object.key)
+      if (maxAgeMs !== null && now - object.uploaded.getTime() > maxAgeMs) doomed.push(object.key)
     }
   }
-  await sweep('pending/', DAY_MS, (key) => /\/blob-[^/]+$/.test(key))
-  await sweep('pending/', 7 * DAY_MS, (key) => key.endsWith('/manifest.json'))
-  await sweep('locks/', DAY_MS)
-  await sweep('lazy-failed/', retainDeltasDays * DAY_MS)
+  await sweep('pending/', (key) =>
+    /\/blob-[^/]+$/.test(key) ? DAY_MS : key.endsWith('/manifest.json') ? 7 * DAY_MS : null,
+  )
+  await sweep('locks/', () => DAY_MS)
+  await sweep('lazy-failed/', () => retainDeltasDays * DAY_MS)
   await deleteAll(bucket, doomed)
   return doomed
 }
