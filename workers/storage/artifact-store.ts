@@ -143,9 +143,8 @@ async function withdrawManifest(bucket: R2Bucket, manifest: ArtifactManifest): P
 
 async function addToIndex(bucket: R2Bucket, manifest: ArtifactManifest): Promise<Committed> {
   const { name, version } = manifest
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const current = await readIndex(bucket, name)
-    const index = current?.index ?? emptyIndex(name)
+  const committed = await changeIndex(bucket, name, (current) => {
+    const index = current ?? emptyIndex(name)
     assertPublishable(index, manifest)
     const entry: VersionEntry = {
       version,
@@ -162,19 +161,35 @@ async function addToIndex(bucket: R2Bucket, manifest: ArtifactManifest): Promise
       versions: [...index.versions, entry],
       channels,
     }
+    return { next, result: { channelsNotMoved } }
+  })
+  // Published from here on; a staged manifest left by a failed delete is invisible and harmless
+  // (POST refuses a published version), so its cleanup must not turn success into an error.
+  await bucket.delete(keys.pendingManifest(name, version)).catch(() => undefined)
+  return committed
+}
+
+/**
+ * Every change of an artifact's index: `change` builds the next index from the current one (null when
+ * there is none yet; it may throw to refuse), written as a compare-and-swap on the R2 etag (create-only
+ * without an index), and redone on the fresh index when another writer got there first. So concurrent
+ * publishes and yanks never lose each other's entries or both claim the same serial.
+ */
+export async function changeIndex<T>(
+  bucket: R2Bucket,
+  name: string,
+  change: (current: ArtifactIndex | null) => { next: ArtifactIndex; result: T },
+): Promise<T> {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const current = await readIndex(bucket, name)
+    const { next, result } = change(current?.index ?? null)
     const written = await bucket.put(keys.index(name), JSON.stringify(next), {
       httpMetadata: { contentType: 'application/json' },
-      // No index yet: create it only if nobody else just did (If-None-Match: *).
       onlyIf: current ? { etagMatches: current.etag } : { etagDoesNotMatch: '*' },
     })
-    if (written) {
-      // Published from here on; a staged manifest left by a failed delete is invisible and harmless
-      // (POST refuses a published version), so its cleanup must not turn success into an error.
-      await bucket.delete(keys.pendingManifest(name, version)).catch(() => undefined)
-      return { channelsNotMoved }
-    }
+    if (written) return result
   }
-  throw new Problem(409, 'conflict', `the index of ${name} kept changing; retry the publish`)
+  throw new Problem(409, 'conflict', `the index of ${name} kept changing; retry`)
 }
 
 /**

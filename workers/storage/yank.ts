@@ -1,8 +1,7 @@
 import { gt as semverGreater } from 'semver'
 import { type ArtifactIndex, versionEntry, type YankNote } from '../../schemas/artifact-index.ts'
 import { Problem } from '../http/problem.ts'
-import { readIndex } from './artifact-store.ts'
-import { keys } from './keys.ts'
+import { changeIndex } from './artifact-store.ts'
 
 /**
  * Marks a published version yanked (`note`) or restores it (`null`), and moves the heads of the
@@ -10,7 +9,7 @@ import { keys } from './keys.ts'
  * (none if all are). Why heads move down here although publishing only ever moves them up: a yank says
  * the version must not be picked again, and the head is what fresh installs, plans, the daemon's
  * prefetch and rollouts pick. Nothing is deleted: devices that run the version keep being able to fetch
- * its manifest and deltas from it. A compare-and-swap on the index like every index change.
+ * its manifest and deltas from it. Written through changeIndex like every index change.
  */
 export async function setYanked(
   bucket: R2Bucket,
@@ -18,27 +17,21 @@ export async function setYanked(
   version: string,
   note: YankNote | null,
 ): Promise<ArtifactIndex> {
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const current = await readIndex(bucket, name)
-    const entry = current && versionEntry(current.index, version)
+  return changeIndex(bucket, name, (current) => {
+    const entry = current && versionEntry(current, version)
     if (!current || !entry) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
-    const versions = current.index.versions.map((v) => {
+    const versions = current.versions.map((v) => {
       if (v.version !== version) return v
       const { yanked: _previous, ...rest } = v
       return note ? { ...rest, yanked: note } : rest
     })
     const next: ArtifactIndex = {
-      ...current.index,
+      ...current,
       versions,
-      channels: headsAfter(current.index.channels, versions, entry.channels),
+      channels: headsAfter(current.channels, versions, entry.channels),
     }
-    const written = await bucket.put(keys.index(name), JSON.stringify(next), {
-      httpMetadata: { contentType: 'application/json' },
-      onlyIf: { etagMatches: current.etag },
-    })
-    if (written) return next
-  }
-  throw new Problem(409, 'conflict', `the index of ${name} kept changing; retry`)
+    return { next, result: next }
+  })
 }
 
 /** The heads of `touched` channels recomputed from the versions not yanked; other heads unchanged. */
