@@ -94,6 +94,21 @@ export const SwapSettings = z.object({
   probationMs: z.number().int().min(0).max(600_000).default(500),
   /** Replays in flight at once (one per client at most, so per-client order holds). */
   replayConcurrency: z.number().int().min(1).max(256).default(8),
+  /**
+   * A swap abandoned because the *running* version could not prepare, drain or flush (not the new
+   * version's fault) is offered again after this long, doubling per attempt up to `deferRetryMaxMs`.
+   */
+  deferRetryMs: z.number().int().min(0).max(86_400_000).default(30_000),
+  deferRetryMaxMs: z.number().int().min(0).max(86_400_000).default(1_800_000),
+  /** A crashed service is restarted after this long, doubling per recent exit up to `restartBackoffMaxMs`. */
+  restartBackoffMs: z.number().int().min(0).max(600_000).default(200),
+  restartBackoffMaxMs: z.number().int().min(0).max(3_600_000).default(30_000),
+  /**
+   * A version swapped in less than `crashLoopWindowMs` ago that has exited `crashLoopExits` times since
+   * its switch is crash-looping: the previous version comes back (errorClass `crash`).
+   */
+  crashLoopExits: z.number().int().min(1).max(1000).default(3),
+  crashLoopWindowMs: z.number().int().min(1000).max(86_400_000).default(300_000),
 })
 export type SwapSettings = z.infer<typeof SwapSettings>
 export type SwapSettingsInput = z.input<typeof SwapSettings>

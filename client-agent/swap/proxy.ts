@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 import {
   MAX_HEADER_NAME,
   MAX_HEADER_VALUE,
@@ -13,6 +14,7 @@ import type { Responder, WriteBuffer } from './buffer.ts'
 import { forwardedFor, forwardLive, headerPairs } from './forward.ts'
 import type { ClientLoadTracker, TierMap } from './priority.ts'
 import type { ServiceProcess } from './service-process.ts'
+import { openTunnel } from './tunnel.ts'
 
 /**
  * - `pass`: everything goes to the active process.
@@ -47,6 +49,8 @@ export class SwapProxy {
   private readonly gate = new RetryGate()
   /** Requests accepted and not yet answered (held writes included). */
   private inProgress = 0
+  /** Client sides of upgraded connections (node:http no longer tracks them). */
+  private readonly tunnels = new Set<Duplex>()
 
   constructor(settings: SwapSettings, buffer: WriteBuffer, tiers: TierMap, loads: ClientLoadTracker) {
     this.settings = settings
@@ -54,7 +58,13 @@ export class SwapProxy {
     this.tiers = tiers
     this.loads = loads
     this.writeMethods = new Set(settings.writeMethods)
-    this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => this.handle(req, res))
+    this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => this.handle(req, res, false))
+    // Without this listener node:http answers `Expect: 100-continue` at once, before the proxy has seen
+    // the headers: a client would then upload a body the proxy is about to refuse (413, 401, 503).
+    this.server.on('checkContinue', (req, res) => this.handle(req, res, true))
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.upgrade(req, socket, head),
+    )
   }
 
   async listen(port: number, host: string): Promise<number> {
@@ -78,7 +88,28 @@ export class SwapProxy {
       this.server.closeIdleConnections()
     }
     this.server.closeAllConnections()
+    for (const socket of this.tunnels) socket.destroy()
     await closed
+  }
+
+  /**
+   * An upgrade (WebSocket, …) becomes a byte tunnel to the active process. It is treated like a read in
+   * every mode: it goes to the process that serves reads (the old one while writes are held), and nothing
+   * in it is held or replayed. Tunnels to a process that is stopped get its stop grace, then are closed.
+   */
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const target = this.active
+    if (!target?.running) {
+      this.counters.unavailable += 1
+      socket.end(
+        'HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n',
+      )
+      return
+    }
+    this.counters.forwarded += 1
+    this.tunnels.add(socket)
+    socket.once('close', () => this.tunnels.delete(socket))
+    openTunnel(target, req, socket, head)
   }
 
   private clientOf(req: IncomingMessage): string {
@@ -88,7 +119,8 @@ export class SwapProxy {
     return `addr:${req.socket.remoteAddress ?? 'unknown'}`
   }
 
-  private handle(req: IncomingMessage, res: ServerResponse): void {
+  /** `expectsContinue`: the client waits for a 100 Continue before it sends the body. */
+  private handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     this.inProgress += 1
     res.once('close', () => {
       this.inProgress -= 1
@@ -98,7 +130,7 @@ export class SwapProxy {
     const isWrite = this.writeMethods.has(req.method ?? 'GET')
     const hold = isWrite && (this.mode !== 'pass' || this.buffer.hasPending(client))
     if (hold) {
-      void this.holdWrite(req, res, client).catch((error: Error) => {
+      void this.holdWrite(req, res, client, expectsContinue).catch((error: Error) => {
         if (!res.headersSent) {
           res.writeHead(503, { 'retry-after': '1', 'content-type': 'text/plain' })
           res.end(`cannot hold the write: ${error.message}\n`)
@@ -106,6 +138,8 @@ export class SwapProxy {
       })
       return
     }
+    // Live: the service gets the body as it comes; it does its own checks.
+    if (expectsContinue) res.writeContinue()
     this.forward(req, res, isWrite)
   }
 
@@ -128,21 +162,38 @@ export class SwapProxy {
     }
   }
 
-  private refuse(res: ServerResponse, status: number, retryAfter: number | null, detail: string): void {
+  /** `close`: the body was not read (too large, or never asked for), so the connection cannot be reused. */
+  private refuse(
+    res: ServerResponse,
+    status: number,
+    retryAfter: number | null,
+    detail: string,
+    close = status === 413,
+  ): void {
     const headers: Record<string, string> = { 'content-type': 'application/problem+json' }
     if (retryAfter !== null) headers['retry-after'] = String(retryAfter)
-    if (status === 413) headers.connection = 'close'
+    if (close) headers.connection = 'close'
     res.writeHead(status, headers)
     res.end(JSON.stringify({ title: 'write refused during an update', status, detail }))
   }
 
-  private async holdWrite(req: IncomingMessage, res: ServerResponse, client: string): Promise<void> {
+  /**
+   * Everything that can be decided from the headers is decided before the body is read, and before a
+   * client that sent `Expect: 100-continue` is told to send it: such a client never uploads a body that
+   * is refused anyway.
+   */
+  private async holdWrite(
+    req: IncomingMessage,
+    res: ServerResponse,
+    client: string,
+    expectsContinue: boolean,
+  ): Promise<void> {
     const now = Date.now()
     const wait = this.gate.waitFor(client, now)
     if (wait > 0) {
       this.counters.refused503 += 1
       req.resume()
-      return this.refuse(res, 503, wait, 'retry after the time given')
+      return this.refuse(res, 503, wait, 'retry after the time given', expectsContinue)
     }
     const declared = Number(req.headers['content-length'] ?? 0)
     if (declared > this.settings.maxBodyBytes) {
@@ -150,20 +201,28 @@ export class SwapProxy {
       req.resume()
       return this.refuse(res, 413, null, `body over ${this.settings.maxBodyBytes} bytes`)
     }
-    // Journaled with the write, so its replay still says who sent it.
+    // The same rule the background validation applies (validator.ts), answered before a byte of the body moves.
+    const required = this.settings.requiredHeader
+    if (required && !req.headers[required]?.length) {
+      req.resume()
+      return this.refuse(res, 401, null, `missing ${required} header`, expectsContinue)
+    }
+    // Journaled with the write, so its replay still says who sent it. The proxy met the client's
+    // expectation itself, so `expect` is not replayed.
     const headers = headerPairs({
       ...req.headers,
       'x-forwarded-for': forwardedFor(req.headers, req.socket.remoteAddress),
-    })
+    }).filter(([name]) => name !== 'expect')
     const path = req.url ?? '/'
     const unfit = unjournalable(path, headers)
     if (unfit) {
       req.resume()
-      return this.refuse(res, unfit.status, null, unfit.detail)
+      return this.refuse(res, unfit.status, null, unfit.detail, expectsContinue)
     }
     const tier = this.tiers.tierOf(client)
-    if (!this.admitted(res, client, tier, Number.isFinite(declared) ? declared : 0, now))
+    if (!this.admitted(res, client, tier, Number.isFinite(declared) ? declared : 0, now, expectsContinue))
       return void req.resume()
+    if (expectsContinue) res.writeContinue()
     const body = await readCapped(req, this.settings.maxBodyBytes)
     if (body === null) {
       this.counters.refused413 += 1
@@ -210,7 +269,14 @@ export class SwapProxy {
   }
 
   /** Buffer admission for one write; answers 503 + Retry-After itself when the write may not join. */
-  private admitted(res: ServerResponse, client: string, tier: SlaTier, size: number, now: number): boolean {
+  private admitted(
+    res: ServerResponse,
+    client: string,
+    tier: SlaTier,
+    size: number,
+    now: number,
+    close = false,
+  ): boolean {
     const stats = this.buffer.stats()
     const decision = admit(tier, size, {
       bytes: stats.bytes,
@@ -224,7 +290,7 @@ export class SwapProxy {
     if (decision.admit) return true
     this.counters.refused503 += 1
     this.gate.refused(client, decision.retryAfterSeconds, now)
-    this.refuse(res, 503, decision.retryAfterSeconds, decision.reason)
+    this.refuse(res, 503, decision.retryAfterSeconds, decision.reason, close)
     return false
   }
 

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { Agent, request } from 'node:http'
-import { createServer } from 'node:net'
+import { createServer, type Socket } from 'node:net'
 import type { HookSpec } from '../../schemas/swap.ts'
 
 export interface ServiceSpec {
@@ -37,6 +37,8 @@ export class ServiceProcess {
   retiring = false
   inflightWrites = 0
   private drainWaiters: Array<() => void> = []
+  /** Upgraded connections (WebSocket, …) tunnelled to this process. */
+  private readonly tunnels = new Set<Socket>()
 
   private constructor(spec: ServiceSpec, port: number) {
     this.version = spec.version
@@ -131,6 +133,20 @@ export class ServiceProcess {
     if (this.inflightWrites === 0) for (const w of this.drainWaiters.splice(0)) w()
   }
 
+  addTunnel(socket: Socket): void {
+    this.tunnels.add(socket)
+    socket.once('close', () => this.tunnels.delete(socket))
+  }
+
+  get openTunnels(): number {
+    return this.tunnels.size
+  }
+
+  private closeTunnels(): void {
+    for (const socket of this.tunnels) socket.destroy()
+    this.tunnels.clear()
+  }
+
   /** Resolves when no forwarded write is in flight (reads may go on). */
   async drainWrites(timeoutMs: number): Promise<boolean> {
     if (this.inflightWrites === 0) return true
@@ -140,11 +156,16 @@ export class ServiceProcess {
     ])
   }
 
-  /** Waits for every forwarded request to end (up to the timeout), then SIGTERM, then SIGKILL. */
+  /**
+   * Waits for every forwarded request and upgraded tunnel to end (up to the timeout: the grace a
+   * long-lived WebSocket gets to finish or reconnect to the new version), closes the tunnels still
+   * open, then SIGTERM, then SIGKILL.
+   */
   async stop(timeoutMs: number): Promise<void> {
     this.retiring = true
     const until = Date.now() + timeoutMs
-    while (this.inflight > 0 && Date.now() < until) await sleep(20)
+    while ((this.inflight > 0 || this.tunnels.size > 0) && Date.now() < until) await sleep(20)
+    this.closeTunnels()
     if (this.running) this.child.kill('SIGTERM')
     const done = await Promise.race([this.exited.then(() => true), sleep(timeoutMs).then(() => false)])
     if (!done && this.running) {
@@ -157,6 +178,7 @@ export class ServiceProcess {
   /** Immediate SIGKILL (a failed version that must go now). */
   async kill(): Promise<void> {
     this.retiring = true
+    this.closeTunnels()
     if (this.running) this.child.kill('SIGKILL')
     await this.exited
     this.agent.destroy()

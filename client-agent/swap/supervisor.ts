@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises'
+import { access, mkdir } from 'node:fs/promises'
 import type { SwapSettings } from '../../schemas/swap.ts'
 import { AgentError } from '../errors.ts'
 import { WriteBuffer } from './buffer.ts'
@@ -40,7 +40,8 @@ export type SupervisorEvent =
   | { type: 'buffering'; version: string }
   | { type: 'switched'; version: string }
   | { type: 'swap-done'; report: SwapReport }
-  | { type: 'service-restarted'; version: string; exitCode: number }
+  /** `restartInMs`: the back-off before the restart (it grows with each recent exit). */
+  | { type: 'service-restarted'; version: string; exitCode: number; restartInMs?: number }
   | { type: 'error'; message: string }
 
 export interface SwapReport {
@@ -48,7 +49,12 @@ export interface SwapReport {
   from: string
   /** Which version serves at the end. */
   serving: string
-  outcome: SwapOutcomeKind
+  /**
+   * `deferred`: the running version could not prepare, drain or flush; the swap was abandoned cleanly,
+   * the new version is neither blacklisted nor reported, and is offered again after `retry.inMs`.
+   */
+  outcome: SwapOutcomeKind | 'deferred'
+  retry?: { attempt: number; inMs: number }
   errorClass?: string
   detail?: string
   startedAt: number
@@ -88,6 +94,12 @@ export class Supervisor {
   /** The version last swapped in: until `until`, its exit is a failed update, not a crash to restart. */
   private watch: { service: ServiceProcess; failed: ReadyUpdate; back: ReadyUpdate; until: number } | null =
     null
+  /** The last swap that installed a version: its exits since `at` count towards crash-loop detection. */
+  private lastSwap: { failed: ReadyUpdate; back: ReadyUpdate; at: number } | null = null
+  /** Recent exits (times) of the serving version, for the restart back-off; reset when the version changes. */
+  private exits: { version: string; at: number[] } = { version: '', at: [] }
+  /** Versions whose swap was deferred (the running one's fault): not offered again before `notBefore`. */
+  private readonly deferrals = new Map<string, { attempt: number; notBefore: number }>()
   publicPort = 0
 
   private constructor(
@@ -159,6 +171,11 @@ export class Supervisor {
     return this.proxy.mode
   }
 
+  /** Deferred swaps and when each is offered again (the retry policy, for status output). */
+  get deferred(): Array<{ version: string; attempt: number; retryAt: number }> {
+    return [...this.deferrals].map(([version, d]) => ({ version, attempt: d.attempt, retryAt: d.notBefore }))
+  }
+
   get counters() {
     return { ...this.proxy.counters, ...this.buffer.stats() }
   }
@@ -187,7 +204,11 @@ export class Supervisor {
     const source = this.options.source
     // A check during a swap would see a version in flux; the next poll looks again.
     if (!source || this.stopping || this.swapInProgress) return null
-    const update = await source.next(this.version, await this.files.failedVersions())
+    // Versions backing off after a deferred swap are refused like failed ones until their time comes.
+    const refused = await this.files.failedVersions()
+    const now = Date.now()
+    for (const [version, deferral] of this.deferrals) if (now < deferral.notBefore) refused.add(version)
+    const update = await source.next(this.version, refused)
     if (!update || update.version === this.version) return null
     return this.swapTo(update)
   }
@@ -221,6 +242,7 @@ export class Supervisor {
     const base = { version: update.version, from: from.version, startedAt }
     if (!old) throw new Error('no running service to swap from')
     this.watch = null
+    this.lastSwap = null
     this.emit({ type: 'swap-started', version: update.version, from: from.version })
     const heldBefore = this.proxy.counters.held
 
@@ -229,18 +251,19 @@ export class Supervisor {
     // crash, goes ahead and the held writes wait for it. A hook that failed because the old process just
     // died is no reason to refuse the update.
     const oldDied = () => old.gone(250)
-    // 1. Prepare: the old process may refuse (busy, migrating): nothing has changed yet.
+    // 1. Prepare: the old process may refuse (busy, migrating): nothing has changed yet. That is the
+    // running version's state, not the new version's fault: the swap is deferred and tried again later.
     if (
       old.running &&
       !(await old.hook(this.settings.prepare, this.settings.hookTimeoutMs)) &&
       !(await oldDied())
     ) {
-      return this.finish(
+      return this.defer(
         {
           ...base,
           serving: from.version,
-          outcome: 'failed',
           errorClass: 'prepare',
+          detail: `the prepare hook failed on the running ${from.version}`,
           holdMs: 0,
           buffered: 0,
           replayed: 0,
@@ -259,14 +282,18 @@ export class Supervisor {
     const flushed =
       !old.running || (drained && (await old.hook(this.settings.flush, this.settings.hookTimeoutMs)))
     if (!flushed && !(await oldDied())) {
+      // The old process lives and still owns the data (e.g. a slow upload outlasted stopTimeoutMs): the
+      // held writes go to it, in each client's order, and the swap is tried again later.
       const result = await this.replayUntilDone(old, () => false)
-      return this.finish(
+      return this.defer(
         {
           ...base,
           ...this.tally(heldBefore, result),
           serving: from.version,
-          outcome: 'failed',
           errorClass: drained ? 'flush' : 'drain',
+          detail: drained
+            ? `the flush hook failed on the running ${from.version}`
+            : `writes forwarded to the running ${from.version} did not finish within stopTimeoutMs`,
           holdMs: Date.now() - holdStart,
         },
         update,
@@ -323,6 +350,7 @@ export class Supervisor {
         back: from,
         until: Date.now() + this.settings.healthTimeoutMs,
       }
+      this.lastSwap = { failed: update, back: from, at: Date.now() }
       this.noteDrain(result.replayed, Date.now() - replayStart)
       const holdMs = Date.now() - holdStart
       this.holdEstimateS = 0.7 * this.holdEstimateS + 0.3 * (holdMs / 1000)
@@ -445,8 +473,12 @@ export class Supervisor {
     if (this.buffer.empty && this.proxy.mode === 'pass') await this.journal.reset()
   }
 
-  private async finish(report: Omit<SwapReport, 'endedAt'>, update: ReadyUpdate): Promise<SwapReport> {
-    const full: SwapReport = { ...report, endedAt: Date.now() }
+  private async finish(
+    report: Omit<SwapReport, 'endedAt' | 'outcome'> & { outcome: SwapOutcomeKind },
+    update: ReadyUpdate,
+  ): Promise<SwapReport> {
+    const full = { ...report, endedAt: Date.now() }
+    this.deferrals.delete(full.version)
     if (full.outcome !== 'installed') {
       if (this.proxy.mode !== 'pass' && this.buffer.empty) this.proxy.mode = 'pass'
       await this.settle()
@@ -466,6 +498,37 @@ export class Supervisor {
       .catch((error: Error) =>
         this.emit({ type: 'error', message: `outcome report failed: ${error.message}` }),
       )
+    this.emit({ type: 'swap-done', report: full })
+    return full
+  }
+
+  /**
+   * Abandons a swap the running version could not take part in (its prepare, drain or flush failed while
+   * it kept running). The new version did nothing wrong: it is not recorded as failed nor reported to the
+   * rollout coordinator, and `checkForUpdate` offers it again after a back-off that doubles per attempt
+   * (`deferRetryMs` … `deferRetryMaxMs`). The store's `current` goes back to the version that serves.
+   */
+  private async defer(
+    report: Omit<SwapReport, 'endedAt' | 'outcome' | 'retry'>,
+    update: ReadyUpdate,
+  ): Promise<SwapReport> {
+    const attempt = (this.deferrals.get(update.version)?.attempt ?? 0) + 1
+    const { deferRetryMs, deferRetryMaxMs } = this.settings
+    const inMs = Math.min(deferRetryMaxMs, deferRetryMs * 2 ** Math.min(30, attempt - 1))
+    this.deferrals.set(update.version, { attempt, notBefore: Date.now() + inMs })
+    if (this.proxy.mode !== 'pass' && this.buffer.empty) this.proxy.mode = 'pass'
+    await this.settle()
+    await this.options.source
+      ?.restore(update.version, report.from)
+      .catch((error: Error) => this.emit({ type: 'error', message: `restore failed: ${error.message}` }))
+    const full: SwapReport = { ...report, outcome: 'deferred', retry: { attempt, inMs }, endedAt: Date.now() }
+    this.emit({
+      type: 'error',
+      message:
+        `swap to ${update.version} deferred (${report.errorClass}): ${report.detail}; not held against ` +
+        `${update.version}, retried in ${Math.round(inMs / 1000)} s (attempt ${attempt}; the wait doubles ` +
+        `from ${Math.round(deferRetryMs / 1000)} s up to ${Math.round(deferRetryMaxMs / 1000)} s)`,
+    })
     this.emit({ type: 'swap-done', report: full })
     return full
   }
@@ -526,15 +589,50 @@ export class Supervisor {
     const version = update ?? this.currentUpdate
     service.onExit((exitCode) => {
       if (this.stopping || service.retiring || this.current !== service) return
+      const now = Date.now()
+      const exits = this.noteExit(version.version, now)
       const watch = this.watch
-      if (watch?.service === service && Date.now() < watch.until) {
+      if (watch?.service === service && now < watch.until) {
         this.watch = null
-        void this.serialized(() => this.fallBack(service, watch.failed, watch.back, exitCode))
+        this.lastSwap = null
+        const detail = `${watch.failed.version} exited (${exitCode}) soon after its switch`
+        void this.serialized(() => this.fallBack(service, watch.failed, watch.back, exitCode, detail))
         return
       }
-      this.emit({ type: 'service-restarted', version: version.version, exitCode })
-      void this.restartCrashed(service, version)
+      // A version swapped in recently that keeps exiting is a failed update too, even when each copy
+      // passes its health check first: restarting it forever would hide that from the rollout.
+      const swap = this.lastSwap
+      if (
+        swap?.failed.version === version.version &&
+        now - swap.at <= this.settings.crashLoopWindowMs &&
+        exits.filter((t) => t >= swap.at).length >= this.settings.crashLoopExits
+      ) {
+        this.lastSwap = null
+        const detail = `${version.version} crash-looped: ${this.settings.crashLoopExits} exits within ${Math.round((now - swap.at) / 1000)} s of its switch`
+        void this.serialized(() => this.fallBack(service, swap.failed, swap.back, exitCode, detail))
+        return
+      }
+      void this.restartCrashed(service, version, exitCode)
     })
+  }
+
+  /** Records an exit of `version`; returns the exits within `crashLoopWindowMs` (for back-off and loops). */
+  private noteExit(version: string, now: number): number[] {
+    if (this.exits.version !== version) this.exits = { version, at: [] }
+    const window = this.settings.crashLoopWindowMs
+    this.exits.at = [...this.exits.at.filter((t) => now - t <= window), now].slice(-1000)
+    return this.exits.at
+  }
+
+  /**
+   * Exponential restart back-off: doubles with each exit of the version within `crashLoopWindowMs`, and
+   * with each failed restart attempt, capped at `restartBackoffMaxMs`. A service that crashes once in a
+   * while comes back after `restartBackoffMs`; one in a crash loop is not hammered.
+   */
+  private restartDelay(attempt: number): number {
+    const { restartBackoffMs, restartBackoffMaxMs } = this.settings
+    const recent = Math.max(1, this.exits.at.length)
+    return Math.min(restartBackoffMaxMs, restartBackoffMs * 2 ** Math.min(30, recent - 1 + attempt))
   }
 
   /**
@@ -547,13 +645,26 @@ export class Supervisor {
     failed: ReadyUpdate,
     back: ReadyUpdate,
     exitCode: number,
+    detail: string,
   ): Promise<SwapReport | null> {
     const startedAt = Date.now()
     const heldBefore = this.proxy.counters.held
-    this.emit({
-      type: 'error',
-      message: `${failed.version} exited (${exitCode}) soon after its switch; going back to ${back.version}`,
-    })
+    // Pruned from the store (or removed by hand): there is nothing to go back to, so the failed version
+    // is restarted with back-off; saying so is all that is left.
+    if (
+      !(await access(back.artifactPath).then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      this.emit({
+        type: 'error',
+        message: `${detail}; the previous version ${back.version} is no longer on disk, so ${failed.version} is restarted with back-off`,
+      })
+      void this.restartCrashed(dead, failed, exitCode)
+      return null
+    }
+    this.emit({ type: 'error', message: `${detail}; going back to ${back.version}` })
     // Nothing serves until the previous version is up: writes wait for it rather than fail.
     this.proxy.mode = 'buffer'
     await this.forget(dead)
@@ -561,8 +672,7 @@ export class Supervisor {
     if (!(await this.healthy(restarted))) {
       await restarted.kill()
       await this.forget(restarted)
-      this.emit({ type: 'service-restarted', version: failed.version, exitCode })
-      void this.restartCrashed(dead, failed)
+      void this.restartCrashed(dead, failed, exitCode)
       await this.replayUntilDone(dead, () => false)
       return null
     }
@@ -578,17 +688,20 @@ export class Supervisor {
         serving: back.version,
         outcome: 'rolled-back',
         errorClass: 'crash',
-        detail: `${failed.version} exited (${exitCode}) soon after its switch`,
+        detail,
         holdMs: Date.now() - startedAt,
       },
       failed,
     )
   }
 
-  private async restartCrashed(dead: ServiceProcess, update: ReadyUpdate): Promise<void> {
+  private async restartCrashed(dead: ServiceProcess, update: ReadyUpdate, exitCode: number): Promise<void> {
     await this.forget(dead)
     for (let attempt = 0; ; attempt++) {
-      await sleep(Math.min(5000, 200 * 2 ** attempt))
+      const delay = this.restartDelay(attempt)
+      if (attempt === 0)
+        this.emit({ type: 'service-restarted', version: update.version, exitCode, restartInMs: delay })
+      await sleep(delay)
       // Checked after the back-off too: a stop or a swap during it means nobody needs this restart.
       if (this.stopping || this.current !== dead) return
       const fresh = await this.launch(update)

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { type IncomingMessage, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -7,6 +7,7 @@ import { RunChildren, SwapSettings, type SwapSettingsInput } from '../../../sche
 import { buildSampleService, type SampleBuild } from '../../sample-service/build.ts'
 import { sleep } from '../service-process.ts'
 import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
+import { runningArtifacts } from './harness.ts'
 
 /**
  * Ways a device owner can break the buffered swap's promise (no dropped request, a failed update leaves
@@ -50,21 +51,7 @@ async function setup(builds: SampleBuild[], input: SwapSettingsInput = {}) {
   const recordedPids = async () =>
     RunChildren.parse(JSON.parse(await readFile(join(dir, 'run', 'children.json'), 'utf8'))).pids
   /** Live (non-zombie) processes running one of this test's artifacts, by version. */
-  const running = async () => {
-    const found: string[] = []
-    for (const entry of await readdir('/proc')) {
-      if (!/^\d+$/.test(entry)) continue
-      try {
-        const stat = await readFile(`/proc/${entry}/stat`, 'latin1')
-        if (/\) Z /.test(stat)) continue
-        const cmdline = await readFile(`/proc/${entry}/cmdline`, 'latin1')
-        for (const [version, path] of artifacts) if (cmdline.includes(path)) found.push(version)
-      } catch {
-        // Gone while we looked.
-      }
-    }
-    return found.sort()
-  }
+  const running = () => runningArtifacts(artifacts)
   return { dir, supervisor, events, swapTo, until, recordedPids, running, port: supervisor.publicPort }
 }
 

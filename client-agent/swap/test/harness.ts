@@ -1,0 +1,204 @@
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { type IncomingMessage, request } from 'node:http'
+import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { RunChildren, SwapSettings, type SwapSettingsInput } from '../../../schemas/swap.ts'
+import { buildSampleService, type SampleBuild } from '../../sample-service/build.ts'
+import { sleep } from '../service-process.ts'
+import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
+import type { ReadyUpdate, SwapOutcome, UpdateSource } from '../update-source.ts'
+
+/**
+ * A supervisor over real sample-service processes, with an update source and an outcome reporter that
+ * record what the supervisor asked and told (the rollout coordinator's view). Call `cleanup` in afterAll.
+ */
+const dirs: string[] = []
+const supervisors: Supervisor[] = []
+
+export async function cleanup(): Promise<void> {
+  for (const s of supervisors.splice(0)) await s.stop().catch(() => undefined)
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
+}
+
+export async function tempDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix))
+  dirs.push(dir)
+  return dir
+}
+
+/** Live (non-zombie) processes whose command line names one of `artifacts` (version → path), by version. */
+export async function runningArtifacts(artifacts: ReadonlyMap<string, string>): Promise<string[]> {
+  const found: string[] = []
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, 'latin1')
+      if (/\) Z /.test(stat)) continue
+      const cmdline = await readFile(`/proc/${entry}/cmdline`, 'latin1')
+      for (const [version, path] of artifacts) if (cmdline.includes(path)) found.push(version)
+    } catch {
+      // Gone while we looked.
+    }
+  }
+  return found.sort()
+}
+
+export async function harness(builds: SampleBuild[], input: SwapSettingsInput = {}) {
+  const dir = await tempDir('deltaport-swap-harness-')
+  const artifacts = new Map<string, string>()
+  for (const b of builds) artifacts.set(b.version, await buildSampleService(join(dir, `${b.version}.js`), b))
+  const update = (version: string): ReadyUpdate => ({ version, artifactPath: artifacts.get(version)! })
+  const events: SupervisorEvent[] = []
+  const outcomes: SwapOutcome[] = []
+  /** What the source was asked (`refused` sets) and told (restores). */
+  const asked: Array<ReadonlySet<string>> = []
+  const restored: Array<[string, string]> = []
+  /** The version the source offers (null: nothing new). */
+  let offer: string | null = builds[1]?.version ?? null
+  const source: UpdateSource = {
+    next: async (running, refused) => {
+      asked.push(new Set(refused))
+      return offer && offer !== running && !refused.has(offer) ? update(offer) : null
+    },
+    restore: async (failed, back) => void restored.push([failed, back]),
+  }
+  const supervisor = await Supervisor.start({
+    command: [process.execPath, '--no-warnings', '{artifact}'],
+    runDir: join(dir, 'run'),
+    dataDir: join(dir, 'data'),
+    settings: SwapSettings.parse(input),
+    initial: update(builds[0]!.version),
+    host: '127.0.0.1',
+    port: 0,
+    stdio: 'ignore',
+    source,
+    reporter: { report: async (o) => void outcomes.push(o) },
+    onEvent: (e) => events.push(e),
+  })
+  supervisors.push(supervisor)
+  const until = async (match: (e: SupervisorEvent) => boolean, timeoutMs = 30_000) => {
+    await waitFor(
+      () => events.some(match),
+      timeoutMs,
+      () => `no such event in ${JSON.stringify(events)}`,
+    )
+  }
+  const log = async () =>
+    (await readFile(join(dir, 'data', 'writes.log'), 'utf8').catch(() => ''))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { client: string; seq: number; version: string; replay: boolean })
+  const recordedPids = async () =>
+    RunChildren.parse(JSON.parse(await readFile(join(dir, 'run', 'children.json'), 'utf8'))).pids
+  /** Live (non-zombie) processes running one of this harness's artifacts, by version. */
+  const running = () => runningArtifacts(artifacts)
+  return {
+    dir,
+    supervisor,
+    events,
+    outcomes,
+    asked,
+    restored,
+    artifacts,
+    port: supervisor.publicPort,
+    url: `http://127.0.0.1:${supervisor.publicPort}`,
+    swapTo: (version: string) => supervisor.swapTo(update(version)),
+    offer: (version: string | null) => {
+      offer = version
+    },
+    until,
+    log,
+    recordedPids,
+    running,
+  }
+}
+
+/** Polls `condition` every 10 ms; throws `why()` after `timeoutMs`. */
+export async function waitFor(
+  condition: () => boolean,
+  timeoutMs: number,
+  why: () => string = () => 'condition not met',
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(why())
+    await sleep(10)
+  }
+}
+
+export const post = (port: number, client: string, seq: number, headers: Record<string, string> = {}) =>
+  fetch(`http://127.0.0.1:${port}/write`, {
+    method: 'POST',
+    headers: { 'x-client-id': client, ...headers },
+    body: JSON.stringify({ seq }),
+  })
+
+/** Starts a write whose body arrives in two parts; `finish()` sends the rest. */
+export function splitWrite(port: number, client: string, seq: number) {
+  const body = JSON.stringify({ seq })
+  const req = request({
+    host: '127.0.0.1',
+    port,
+    method: 'POST',
+    path: '/write',
+    headers: { 'x-client-id': client, 'content-length': String(body.length) },
+  })
+  const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    req.on('response', (res: IncomingMessage) => {
+      let text = ''
+      res.on('data', (c: Buffer) => {
+        text += c.toString()
+      })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }))
+    })
+    req.on('error', reject)
+  })
+  req.write(body.slice(0, 3))
+  return { finish: () => req.end(body.slice(3)), answered }
+}
+
+/** A raw HTTP/1.1 connection: what the proxy sends is collected as text, byte for byte. */
+export function rawConnection(port: number) {
+  const socket = connect(port, '127.0.0.1')
+  let text = ''
+  let ended = false
+  socket.on('data', (chunk: Buffer) => {
+    text += chunk.toString('latin1')
+  })
+  socket.on('close', () => {
+    ended = true
+  })
+  socket.on('error', () => {
+    ended = true
+  })
+  return {
+    socket,
+    send: (data: string) => socket.write(data),
+    get text() {
+      return text
+    },
+    get ended() {
+      return ended
+    },
+    /** Waits until the received text matches `pattern` (or the connection closed, with `orClose`). */
+    async receive(pattern: RegExp, timeoutMs = 20_000, orClose = false): Promise<string> {
+      await waitFor(
+        () => pattern.test(text) || (orClose && ended),
+        timeoutMs,
+        () => `no ${pattern} in ${JSON.stringify(text)}`,
+      )
+      return text
+    },
+    close: () => socket.destroy(),
+  }
+}
+
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([
+    promise,
+    sleep(ms).then(() => {
+      throw new Error(`${what}: no answer within ${ms} ms`)
+    }),
+  ])
+}

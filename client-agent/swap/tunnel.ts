@@ -1,0 +1,46 @@
+import type { IncomingMessage } from 'node:http'
+import { connect, type Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { endToEndHeaders, forwardedFor } from './forward.ts'
+import type { ServiceProcess } from './service-process.ts'
+
+/**
+ * Proxies an HTTP upgrade (WebSocket or another `Upgrade:` protocol) as a raw byte tunnel to `target`: the
+ * request goes on with its `Connection: Upgrade` and `Upgrade` (hop-by-hop, so rebuilt here on purpose),
+ * and from then on both directions are piped untouched, the service's own 101 (or refusal) included.
+ * The tunnel is registered on the process, which closes it after a grace when it is stopped.
+ */
+export function openTunnel(target: ServiceProcess, req: IncomingMessage, client: Duplex, head: Buffer): void {
+  const upstream: Socket = connect(target.port, '127.0.0.1')
+  const close = () => {
+    client.destroy()
+    upstream.destroy()
+  }
+  target.addTunnel(upstream)
+  upstream.once('connect', () => {
+    const headers: Record<string, string | string[]> = {
+      ...endToEndHeaders(req.headers),
+      'x-forwarded-for': forwardedFor(req.headers, req.socket.remoteAddress),
+      connection: 'Upgrade',
+      upgrade: req.headers.upgrade ?? '',
+    }
+    const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1`]
+    for (const [name, value] of Object.entries(headers))
+      for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${v}`)
+    upstream.write(`${lines.join('\r\n')}\r\n\r\n`)
+    if (head.length > 0) upstream.write(head)
+    upstream.pipe(client)
+    client.pipe(upstream)
+  })
+  let answered = false
+  upstream.once('error', () => {
+    // Nothing reached the client yet when the service could not be reached: say so in HTTP.
+    if (upstream.bytesRead === 0 && client.writable) {
+      answered = true
+      client.end('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
+    } else close()
+  })
+  upstream.once('close', () => (answered ? undefined : close()))
+  client.once('error', close)
+  client.once('close', close)
+}
