@@ -5,6 +5,8 @@ import { defineConfig } from 'vitest/config'
 export const TEST_PUBLISH_TOKEN = 'test-publish-token'
 // The dashboard's operator token in edge tests (OPERATOR_TOKEN; also a Worker secret).
 export const TEST_OPERATOR_TOKEN = 'test-operator-token'
+// The HMAC key of device credentials in edge tests (DEVICE_TOKEN_SECRET; also a Worker secret).
+export const TEST_DEVICE_TOKEN_SECRET = 'test-device-token-secret'
 
 export default defineConfig({
   test: {
@@ -14,7 +16,11 @@ export default defineConfig({
           cloudflareTest({
             wrangler: { configPath: './wrangler.toml' },
             miniflare: {
-              bindings: { PUBLISH_TOKEN: TEST_PUBLISH_TOKEN, OPERATOR_TOKEN: TEST_OPERATOR_TOKEN },
+              bindings: {
+                PUBLISH_TOKEN: TEST_PUBLISH_TOKEN,
+                OPERATOR_TOKEN: TEST_OPERATOR_TOKEN,
+                DEVICE_TOKEN_SECRET: TEST_DEVICE_TOKEN_SECRET,
+              },
             },
           }),
         ],

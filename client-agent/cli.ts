@@ -1,10 +1,12 @@
 import { writeFile } from 'node:fs/promises'
 import { Command, CommanderError, InvalidArgumentError } from 'commander'
+import { satisfies } from 'semver'
 import { ArtifactName, Version } from '../schemas/common.ts'
 import type { DependencyRef } from '../schemas/manifest.ts'
 import { parseSeconds } from './commands/arguments.ts'
 import { registerDaemonCommand } from './commands/daemon.ts'
 import { registerDeltaCommands } from './commands/delta.ts'
+import { registerDevicesCommands } from './commands/devices.ts'
 import { registerResignCommand } from './commands/resign.ts'
 import { registerRolloutCommands } from './commands/rollout.ts'
 import { registerRunCommand } from './commands/run.ts'
@@ -133,16 +135,24 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       allowDowngrade: options.allowDowngrade ?? false,
       allowYanked: options.allowYanked ?? false,
       fullOnly: options.full ?? false,
+      ignoreDependents: options.ignoreDependents ?? false,
       onProgress: (p) => out.progress('download', p.received, p.total),
       ...lockWait(options.wait, out),
     })
+    for (const dep of result.dependencies ?? []) {
+      if (dep.changed) out.info(`dependency ${dep.name}@${dep.version} installed (${dep.range})`)
+    }
     if (result.yankedCurrent) {
       // Not an error: the device keeps running what it runs; moving back is the owner's decision.
-      const { version, reason, at, head } = result.yankedCurrent
+      const { version, reason, at, head, stayed } = result.yankedCurrent
       out.info(
         `warning: ${result.name}@${version} was yanked on ${at} (${reason}); its channel now points at the older ${head}. ` +
-          `Staying on ${version}: run \`deltaport rollback ${result.name}\` or \`deltaport install ${result.name}@${head} --allow-downgrade\` to move back, or wait for a fixed release`,
+          `Staying on ${version}${stayed ? ` (${stayed})` : ''}: run \`deltaport rollback ${result.name}\` or \`deltaport install ${result.name}@${head} --allow-downgrade\` to move back, or wait for a fixed release`,
       )
+    }
+    if (result.retreated) {
+      const { from, reason, at } = result.retreated
+      out.info(`moved back off ${result.name}@${from}: its maintainer yanked it on ${at} (${reason}), signed`)
     }
     const how = result.alreadyCurrent
       ? 'already current'
@@ -170,6 +180,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     .option('--allow-downgrade', 'accept a pinned version older than the last seen (not for channels)')
     .option('--allow-yanked', 'install a pinned version its maintainer yanked')
     .option('--full', 'download the whole artifact, no delta plan')
+    .option(...IGNORE_DEPENDENTS_OPTION)
     .option(...WAIT_OPTION)
     .action(installAction)
 
@@ -181,6 +192,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     .option('--to <target>', 'version or channel (default: the configured channel)')
     .option('--allow-yanked', 'update to a pinned version its maintainer yanked')
     .option('--full', 'download the whole artifact, no delta plan')
+    .option(...IGNORE_DEPENDENTS_OPTION)
     .option(...WAIT_OPTION)
     .action(async (spec: string, options: InstallOptions) => {
       // A staged rollout on the channel (client-agent/rollout/) holds this device back or names the version,
@@ -208,10 +220,24 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     .action(async (name: string, options: { wait?: number }) => {
       const config = await loadConfig(program.opts<GlobalOptions>().config)
       // Tells the channel's rollout, if any, that this device rolled back (best effort).
-      const result = await rollbackAndReport(config, parseWith(ArtifactName)(name), {
+      const artifact = parseWith(ArtifactName)(name)
+      const result = await rollbackAndReport(config, artifact, {
         ...lockWait(options.wait, reporter()),
       })
-      reporter().result(`${name}: rolled back from ${result.from} to ${result.to}`, { rollback: result })
+      // Rollback switches this artifact only: say so when the version back in place wants other
+      // versions of its dependencies than the device has (ADR 0027).
+      const store = new ArtifactStore(config.installRoot, artifact)
+      const unmet = result.to
+        ? (await dependencyStatus(config.installRoot, store, result.to)).filter((d) => !d.satisfied)
+        : []
+      for (const d of unmet) {
+        reporter().info(
+          `warning: ${name}@${result.to} needs ${d.name} ${d.range}, the device has ${d.current ?? 'none'}: \`deltaport install ${name}@${result.to} --allow-downgrade\` installs one that fits`,
+        )
+      }
+      reporter().result(`${name}: rolled back from ${result.from} to ${result.to}`, {
+        rollback: { ...result, ...(unmet.length > 0 ? { unmetDependencies: unmet } : {}) },
+      })
     })
 
   program
@@ -222,9 +248,15 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       const store = new ArtifactStore(config.installRoot, parseWith(ArtifactName)(name))
       const state = await store.state()
       const versions = await store.installedVersions()
+      const dependencies = state.current
+        ? await dependencyStatus(config.installRoot, store, state.current)
+        : []
+      const needs = dependencies.map(
+        (d) => `${d.name} ${d.range} (${d.current ?? 'missing'}${d.satisfied ? '' : ', not satisfied'})`,
+      )
       reporter().result(
-        `${name}: current ${state.current ?? 'none'}, previous ${state.previous ?? 'none'}, installed [${versions.join(', ')}]`,
-        { status: { name, ...state, installed: versions, currentPath: store.currentLink } },
+        `${name}: current ${state.current ?? 'none'}, previous ${state.previous ?? 'none'}, installed [${versions.join(', ')}]${needs.length ? `; needs ${needs.join(', ')}` : ''}`,
+        { status: { name, ...state, installed: versions, currentPath: store.currentLink, dependencies } },
       )
     })
 
@@ -234,6 +266,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
   registerRunCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerResignCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerYankCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
+  registerDevicesCommands(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
 
   return program
 }
@@ -244,8 +277,31 @@ interface InstallOptions {
   allowDowngrade?: boolean
   allowYanked?: boolean
   full?: boolean
+  ignoreDependents?: boolean
   wait?: number
 }
+
+/** The current version's dependencies and whether the device's current versions of them satisfy them. */
+async function dependencyStatus(installRoot: string, store: ArtifactStore, current: string) {
+  if (!(await store.has(current))) return []
+  const needs = (await store.manifestOf(current)).signed.dependencies
+  return Promise.all(
+    needs.map(async ({ name, range }) => {
+      const depCurrent = (await new ArtifactStore(installRoot, name).state()).current
+      return {
+        name,
+        range,
+        current: depCurrent,
+        satisfied: depCurrent !== null && satisfies(depCurrent, range),
+      }
+    }),
+  )
+}
+
+const IGNORE_DEPENDENTS_OPTION = [
+  '--ignore-dependents',
+  'switch even if installed artifacts need another range of this one',
+] as const
 
 interface PublishOptions {
   name: string

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { z } from 'zod'
 import { Base64, Sha256Hex } from '../schemas/common.ts'
+import { EnrollmentCode } from '../schemas/devices.ts'
 import { AgentError, systemError } from './errors.ts'
 
 /** `deltaport.json`: where the edge is, which keys to trust, where installs live. */
@@ -26,6 +27,11 @@ export const AgentConfig = z.object({
    * runs are kept beyond this.
    */
   keepVersions: z.number().int().min(2).max(1000).default(2),
+  /**
+   * Free space an install leaves on the install root's disk (default 64 MiB): an update that would go
+   * below it is refused before anything is written (`no-space`, exit 13); prefetching keeps twice this.
+   */
+  minFreeBytes: z.number().int().nonnegative().optional(),
   // Daemon knobs (`deltaport daemon`). Optional so existing configs stay valid; `daemonSettings` applies
   // the defaults.
   /** The device's link is metered (mobile, satellite): the daemon does not prefetch on it. */
@@ -45,6 +51,12 @@ export const AgentConfig = z.object({
     .optional(),
   /** Download rate cap for prefetching in bytes per second; 0 = none (default: `bandwidthCapBps`). */
   prefetchBandwidthCapBps: z.number().int().nonnegative().optional(),
+  /**
+   * The operator's enrollment code (`deltaport devices code create`): the agent trades it once for a
+   * device credential (`<installRoot>/.device/credential.json`) and sends that with telemetry, rollout
+   * outcomes and prefetch queries (client-agent/devices/, ADR 0026). Without it reports stay anonymous.
+   */
+  enrollmentCode: EnrollmentCode.optional(),
 })
 export type AgentConfig = z.infer<typeof AgentConfig>
 
@@ -120,5 +132,13 @@ export async function loadConfig(path = DEFAULT_CONFIG_PATH): Promise<AgentConfi
 export function publishToken(): string {
   const token = process.env.DELTAPORT_TOKEN
   if (!token) throw new AgentError('config', 'set DELTAPORT_TOKEN to the edge maintainer token to publish')
+  return token
+}
+
+/** The operator's bearer token (the edge's OPERATOR_TOKEN) for enrollment codes, from the environment. */
+export function operatorToken(): string {
+  const token = process.env.DELTAPORT_OPERATOR_TOKEN
+  if (!token)
+    throw new AgentError('config', 'set DELTAPORT_OPERATOR_TOKEN to the edge operator token (OPERATOR_TOKEN)')
   return token
 }

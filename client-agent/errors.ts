@@ -17,6 +17,10 @@ export const EXIT_CODES = {
   busy: 11,
   /** A pinned version its maintainer yanked (`--allow-yanked` installs it anyway). */
   yanked: 12,
+  /** The disk would keep less than `minFreeBytes` free after the update: nothing was written. */
+  'no-space': 13,
+  /** Installed artifacts need versions of a dependency that no published version (or this one) satisfies. */
+  'dependency-conflict': 14,
   'nothing-to-do': 0,
 } as const
 export type AgentErrorCode = keyof typeof EXIT_CODES

@@ -6,17 +6,20 @@ import type { ArtifactManifest } from '../schemas/manifest.ts'
 import { deviceArchiveLimits } from './codec/archive-budget.ts'
 import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
+import { checkDependents, type DependencyOutcome, ensureDependencies } from './dependencies.ts'
 import type { DownloadProgress } from './download.ts'
 import { downloadVerified } from './download.ts'
 import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
+import { DEFAULT_MIN_FREE_BYTES, ensureFreeSpace, sizeIfPresent } from './fs/free-space.ts'
 import { ArtifactStore } from './store.ts'
 import { RunFiles } from './swap/run-files.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
 import type { Explanation } from './transfer/controller.ts'
 import { verifyManifest } from './trust.ts'
 import { noPlan, type PlanOutcome, updateViaPlan } from './update/plan-update.ts'
+import { noteSignedRestore, planYankRetreat, type Retreat } from './yank-retreat.ts'
 
 export interface InstallRequest {
   name: string
@@ -35,6 +38,10 @@ export interface InstallRequest {
   lockWaitMs?: number
   /** Told once when another process holds the artifact, naming it. */
   onLockWait?: (holder: string) => void
+  /** Switch even if installed artifacts need another range of this one (`--ignore-dependents`). */
+  ignoreDependents?: boolean
+  /** Artifacts whose install is installing this one as a dependency, outermost first (cycle guard). */
+  resolving?: readonly string[]
 }
 
 /** Long enough for another process's full download on a slow link; bounded so a stuck one is reported. */
@@ -61,12 +68,25 @@ export interface InstallResult {
    * (moving back is the owner's call, see `holdOnYanked`), and this says why and what to run.
    */
   yankedCurrent?: YankedCurrent
+  /** The installed version's dependencies, each current in a version its range allows. */
+  dependencies?: DependencyOutcome[]
+  /** The installed version was yanked with its maintainer's signature, so the device moved off it. */
+  retreated?: Retreated
 }
 
 export interface YankedCurrent extends YankNote {
   version: string
   /** Where the channel points now. */
   head: string
+  /** Why the device did not move off it (an unsigned yank, no older version it ran, …). */
+  stayed?: string
+}
+
+/** The yanked version the device moved off, and the maintainer's signed reason. */
+export interface Retreated {
+  from: string
+  reason: string
+  at: string
 }
 
 /**
@@ -91,18 +111,21 @@ async function installLocked(
   const target = request.target ?? config.channel
   const { version, index } = await resolveTarget(edge, request.name, target, request.allowYanked ?? false)
   const held = holdOnYanked(index, state.current, target, version)
-  if (held && state.current && (await store.has(state.current))) {
-    return {
-      name: request.name,
-      version: state.current,
-      previous: state.previous,
-      size: (await store.manifestOf(state.current)).signed.size,
-      method: 'local',
-      ...nothingFetched(),
-      alreadyCurrent: true,
-      pruned: [],
-      yankedCurrent: held,
+  let retreat: Retreat | null = null
+  if (held && index && state.current && (await store.has(state.current))) {
+    const plan = await planYankRetreat(config, store, state, index, version, request.now ?? new Date())
+    if ('stayed' in plan) {
+      const stayed = await onDisk(store, state.current, state.previous, true)
+      return { ...stayed, yankedCurrent: { ...held, stayed: plan.stayed } }
     }
+    if (plan.kind === 'rollback') {
+      await store.rollback(plan.yankSeen)
+      await recordInstall(config, request.name, plan.to, plan.from)
+      return { ...(await onDisk(store, plan.to, plan.from, false)), retreated: retreatedNote(plan) }
+    }
+    retreat = plan
+  } else if (index) {
+    await noteSignedRestore(config, store, state, index, request.now ?? new Date())
   }
   const envelope = await edge.manifest(request.name, version)
   const manifest = await verifyManifest(
@@ -112,13 +135,45 @@ async function installLocked(
       trustedKeys: config.trustedKeys,
       lastSerial: state.lastSerial,
       now: request.now ?? new Date(),
-      allowDowngrade: request.allowDowngrade ?? false,
+      // Moving off a version yanked by signature is the one downgrade the agent makes by itself.
+      allowDowngrade: (request.allowDowngrade ?? false) || retreat !== null,
     },
   )
-  const base = { name: manifest.name, version, previous: state.current, size: manifest.size }
+  const resolving = request.resolving ?? []
+  // A dependency install was chosen against every dependent already (dependencies.ts).
+  if (version !== state.current && resolving.length === 0 && !request.ignoreDependents) {
+    await checkDependents(config.installRoot, request.name, version)
+  }
+  const dependencies = await ensureDependencies(
+    config,
+    manifest,
+    resolving,
+    (dep, depVersion) =>
+      installArtifact(config, {
+        name: dep.name,
+        target: depVersion,
+        // The signed manifest of what is being installed asks for this range, maybe below the current.
+        allowDowngrade: true,
+        resolving: [...resolving, request.name],
+        ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
+        ...(request.signal ? { signal: request.signal } : {}),
+        ...(request.now ? { now: request.now } : {}),
+        ...(request.lockWaitMs !== undefined ? { lockWaitMs: request.lockWaitMs } : {}),
+        ...(request.onLockWait ? { onLockWait: request.onLockWait } : {}),
+      }),
+    request.fetchImpl,
+  )
+  const base = {
+    name: manifest.name,
+    version,
+    previous: state.current,
+    size: manifest.size,
+    ...(retreat ? { retreated: retreatedNote(retreat) } : {}),
+    ...(dependencies.length > 0 ? { dependencies } : {}),
+  }
   /** The switch every install ends with, then the versions beyond `keepVersions` go. */
   const switchTo = async (prefetchHit = false): Promise<{ pruned: string[] }> => {
-    await store.activate(manifest)
+    await store.activate(manifest, retreat?.yankSeen)
     await recordInstall(config, manifest.name, version, state.current, prefetchHit)
     return { pruned: await pruneOldVersions(config, store) }
   }
@@ -155,6 +210,13 @@ async function installLocked(
       ...switched,
     }
   }
+  // Every path ends with the new version's blob on this disk; a resumed download already holds part.
+  await ensureFreeSpace(
+    store.dir,
+    manifest.size - (await sizeIfPresent(store.partialPath(version))),
+    config.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES,
+    `installing ${request.name}@${version}`,
+  )
   const { planned, fallbacks } = request.fullOnly
     ? noPlan()
     : await planCheaperUpdate(config, request, edge, store, manifest, state.current)
@@ -270,6 +332,17 @@ export async function planCheaperUpdate(
 /** A target that names a version (anything else is a channel). */
 export const isVersionTarget = (target: string) => /^\d+\.\d+\.\d+/.test(target)
 
+/** An install that stayed on, or went back to, a version on disk without asking the edge for it. */
+async function onDisk(
+  store: ArtifactStore,
+  version: string,
+  previous: string | null,
+  alreadyCurrent: boolean,
+): Promise<InstallResult> {
+  const { name, size } = (await store.manifestOf(version)).signed
+  return { name, version, previous, size, method: 'local', ...nothingFetched(), alreadyCurrent, pruned: [] }
+}
+
 /** The fields of an install that fetched nothing (the bytes were already on the device). */
 function nothingFetched(): Pick<InstallResult, 'bytesDownloaded' | 'resumedFrom' | 'fallbacks'> {
   return { bytesDownloaded: 0, resumedFrom: 0, fallbacks: [] }
@@ -315,11 +388,11 @@ function newest(index: ArtifactIndex): string | undefined {
 }
 
 /**
- * When the installed version was yanked and its channel fell back to an older release, the agent stays
- * put and says so instead of following. Why not move back by itself: the index that says "yanked" is
- * not signed, so following it down would let whoever controls the edge roll devices back to any older
- * signed release, which the serial check exists to prevent. `deltaport rollback` (the previous version
- * kept on disk) or a pinned `install --allow-downgrade` is the owner's explicit choice.
+ * When the installed version was yanked and its channel fell back to an older release, the agent does
+ * not simply follow. The index that says "yanked" is not signed, so following it down would let whoever
+ * controls the edge roll devices back to any older signed release, which the serial check exists to
+ * prevent. It moves only on the maintainer's signed statement (yank-retreat.ts); otherwise it stays
+ * and says so, and `deltaport rollback` or a pinned `install --allow-downgrade` is the owner's call.
  */
 function holdOnYanked(
   index: ArtifactIndex | null,
@@ -330,6 +403,10 @@ function holdOnYanked(
   if (!index || !current || isVersionTarget(target) || !lt(version, current)) return null
   const yanked = versionEntry(index, current)?.yanked
   return yanked ? { version: current, ...yanked, head: version } : null
+}
+
+function retreatedNote(retreat: Retreat): Retreated {
+  return { from: retreat.from, reason: retreat.reason, at: retreat.at }
 }
 
 export async function rollbackArtifact(

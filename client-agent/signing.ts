@@ -39,18 +39,32 @@ export async function keyIdOf(publicRaw: Uint8Array): Promise<string> {
   return toHex(new Uint8Array(await crypto.subtle.digest('SHA-256', publicRaw)))
 }
 
-export async function signManifest(manifest: ArtifactManifest, key: KeyPairFiles): Promise<SignedManifest> {
+export function signManifest(manifest: ArtifactManifest, key: KeyPairFiles): Promise<SignedManifest> {
+  return signDocument(manifest, key)
+}
+
+/** A signed envelope: the body plus detached signatures over its canonical JSON. */
+export interface Envelope<Body> {
+  signed: Body
+  signatures: Array<{ keyid: string; sig: string }>
+}
+
+/**
+ * Signs any document (manifests, yank statements). Each document kind carries fields of its own (a
+ * yank statement its `_type`), so a signature over one kind never parses as another.
+ */
+export async function signDocument<Body>(body: Body, key: KeyPairFiles): Promise<Envelope<Body>> {
   const privateKey = await crypto.subtle.importKey('pkcs8', fromBase64(key.privateKey), ED25519, false, [
     'sign',
   ])
-  const message = new TextEncoder().encode(canonicalJson(manifest))
+  const message = new TextEncoder().encode(canonicalJson(body))
   const sig = new Uint8Array(await crypto.subtle.sign(ED25519, privateKey, message))
-  return { signed: manifest, signatures: [{ keyid: key.keyid, sig: toBase64(sig) }] }
+  return { signed: body, signatures: [{ keyid: key.keyid, sig: toBase64(sig) }] }
 }
 
 /** True if any signature verifies under a pinned key with the same keyid. */
 export async function verifyEnvelope(
-  envelope: SignedManifest,
+  envelope: Envelope<unknown>,
   trusted: ReadonlyArray<{ keyid: string; publicKey: string }>,
 ): Promise<boolean> {
   const message = new TextEncoder().encode(canonicalJson(envelope.signed))

@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
-import { Version } from '../schemas/common.ts'
+import { IsoDateTime, Version } from '../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
 import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from './fs/atomic.ts'
 import { unlessMissing } from './fs/missing.ts'
@@ -11,6 +11,11 @@ const StoreState = z.object({
   lastSerial: z.number().int().nonnegative(),
   current: Version.nullable(),
   previous: Version.nullable(),
+  /**
+   * Per version, when the newest signed yank or restore this device has acted on was signed: each
+   * statement moves a device back at most once, and an older one replayed later is ignored (ADR 0025).
+   */
+  yankSeen: z.record(Version, IsoDateTime).optional(),
 })
 export type StoreState = z.infer<typeof StoreState>
 
@@ -67,6 +72,7 @@ export class ArtifactStore {
     if (!stored) return { lastSerial: await this.highestInstalledSerial(), current: linked, previous: null }
     if (linked === null || linked === stored.current) return stored
     return {
+      ...stored,
       lastSerial: Math.max(stored.lastSerial, await this.serialOf(linked)),
       current: linked,
       previous: stored.current,
@@ -110,14 +116,19 @@ export class ArtifactStore {
     await fsyncDir(join(this.dir, 'versions'))
   }
 
-  /** Points `current` at an installed version: a new symlink renamed over the old one (atomic). */
-  async activate(manifest: ArtifactManifest): Promise<StoreState> {
+  /**
+   * Points `current` at an installed version: a new symlink renamed over the old one (atomic).
+   * `yankSeen` is written in the same state change when a signed yank is the reason (yank-retreat.ts).
+   */
+  async activate(manifest: ArtifactManifest, yankSeen?: StoreState['yankSeen']): Promise<StoreState> {
     const before = await this.state()
     const temp = tempPathFor(this.currentLink)
     await symlink(join('versions', manifest.version), temp)
     await rename(temp, this.currentLink)
     await fsyncDir(this.dir)
     const after: StoreState = {
+      ...before,
+      ...(yankSeen ? { yankSeen } : {}),
       lastSerial: Math.max(before.lastSerial, manifest.serial),
       current: manifest.version,
       previous: before.current && before.current !== manifest.version ? before.current : before.previous,
@@ -126,8 +137,11 @@ export class ArtifactStore {
     return after
   }
 
-  /** Switches back to the previous version, which stays installed for exactly this. */
-  async rollback(): Promise<StoreState> {
+  /**
+   * Switches back to the previous version, which stays installed for exactly this. `yankSeen` is
+   * written in the same state change when a signed yank is the reason (yank-retreat.ts).
+   */
+  async rollback(yankSeen?: StoreState['yankSeen']): Promise<StoreState> {
     const state = await this.state()
     if (!state.previous || !(await this.has(state.previous))) return state
     const temp = tempPathFor(this.currentLink)
@@ -135,12 +149,19 @@ export class ArtifactStore {
     await rename(temp, this.currentLink)
     await fsyncDir(this.dir)
     const after: StoreState = {
-      lastSerial: state.lastSerial,
+      ...state,
+      ...(yankSeen ? { yankSeen } : {}),
       current: state.previous,
       previous: state.current,
     }
     await writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify(after))
     return after
+  }
+
+  /** Records the signed yank statements acted on or seen, with nothing else changed. */
+  async noteYankSeen(yankSeen: NonNullable<StoreState['yankSeen']>): Promise<void> {
+    const state = await this.state()
+    await writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify({ ...state, yankSeen }))
   }
 
   /**

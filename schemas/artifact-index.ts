@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { ArtifactName, ByteSize, ChannelName, IsoDateTime, Sha256Hex, Version } from './common.ts'
+import { SignedYankStatement } from './yank-statement.ts'
 
 /** Why and when a maintainer pulled a published version (`deltaport yank`). */
 export const YankNote = z.object({
@@ -20,6 +21,11 @@ export const VersionEntry = z.object({
    * bytes stay served (devices that have it, explicit `--allow-yanked` installs).
    */
   yanked: YankNote.optional(),
+  /**
+   * The maintainer's latest signed yank or restore of this version, when the yank was signed: agents
+   * running the version move back to the one they ran before only on this (ADR 0025).
+   */
+  yankStatement: SignedYankStatement.optional(),
 })
 export type VersionEntry = z.infer<typeof VersionEntry>
 

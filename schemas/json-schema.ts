@@ -20,6 +20,9 @@ export const EXPORTED = {
   ShardPlan: schemas.ShardPlan,
   ShardMetrics: schemas.ShardMetrics,
   SwapSettings: schemas.SwapSettings,
+  EnrollRequest: schemas.EnrollRequest,
+  DeviceEnrollment: schemas.DeviceEnrollment,
+  EnrollmentCodeRequest: schemas.EnrollmentCodeRequest,
 } satisfies Record<string, z.ZodType>
 
 export function jsonSchemaDocuments(): Record<string, string> {

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { DeviceCredentialRequirement } from './devices.ts'
 import { ZonesConfig } from './shards.ts'
 
 const MiB = 1024 * 1024
@@ -66,6 +67,13 @@ export const RuntimeConfig = z.object({
       fallback: z.string().max(16).default('global'),
     })
     .prefault({}),
+  /**
+   * Device enrollment (ADR 0026): `requireCredential` says which requests must carry
+   * `Authorization: Device <credential>` — `off` (default: anonymous ones are still accepted),
+   * `reports` (telemetry and rollout outcomes), `all` (reports and prefetch queries). A credential that
+   * is sent is always checked, whatever this says.
+   */
+  devices: z.object({ requireCredential: DeviceCredentialRequirement.default('off') }).prefault({}),
   /** Zones for dependency sharding (durable-objects/shard-planner.ts); see schemas/shards.ts. */
   zones: ZonesConfig.prefault({}),
   /** How long an isolate trusts its cached copy before re-reading KV. */

@@ -1,16 +1,30 @@
 import { z } from 'zod'
 import { YankNote } from './artifact-index.ts'
 import { ArtifactName, ChannelName, Version } from './common.ts'
+import { SignedYankStatement } from './yank-statement.ts'
 
-/** Body of PUT /v1/publish/:name/:version/yank. */
-export const YankRequest = z.object({ reason: YankNote.shape.reason })
+/**
+ * Body of PUT /v1/publish/:name/:version/yank. With `statement` (signed by the maintainer's key, same
+ * name, version, sha256 and reason, `yanked: true`) devices running the version move back to the one
+ * they ran before; without it they are only warned.
+ */
+export const YankRequest = z.object({
+  reason: YankNote.shape.reason,
+  statement: SignedYankStatement.optional(),
+})
 export type YankRequest = z.infer<typeof YankRequest>
+
+/** Optional body of DELETE /v1/publish/:name/:version/yank: a signed restore (`yanked: false`). */
+export const RestoreRequest = z.object({ statement: SignedYankStatement.optional() })
+export type RestoreRequest = z.infer<typeof RestoreRequest>
 
 /** Response of PUT and DELETE /v1/publish/:name/:version/yank: the version's state and the heads after. */
 export const YankResult = z.object({
   name: ArtifactName,
   version: Version,
   yanked: YankNote.nullable(),
+  /** Whether the edge now holds a signed statement for the version (devices can act on it). */
+  signed: z.boolean(),
   /** Every channel head after the change (a channel whose versions are all yanked has none). */
   channels: z.record(ChannelName, Version),
   /** Rollouts of this version that the yank aborted, by channel. */

@@ -9,6 +9,7 @@ import { artifactsRouter } from './routes/artifacts.ts'
 import { configRouter } from './routes/config.ts'
 import { dashboardRouter } from './routes/dashboard.ts'
 import { deltasRouter } from './routes/deltas.ts'
+import { devicesRouter } from './routes/devices.ts'
 import { planRouter } from './routes/plan.ts'
 import { prefetchRouter } from './routes/prefetch.ts'
 import { publishRouter } from './routes/publish.ts'
@@ -41,6 +42,7 @@ app.route('/v1/config', configRouter)
 app.route('/v1/telemetry', telemetryRouter)
 app.route('/v1/prefetch', prefetchRouter)
 app.route('/v1/rollouts', rolloutsRouter)
+app.route('/v1/devices', devicesRouter)
 app.route('/v1/shards', shardsRouter)
 app.route('/openapi.json', openapiRouter)
 app.route('/dashboard', dashboardRouter)

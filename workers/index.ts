@@ -12,6 +12,7 @@ export default {
 } satisfies ExportedHandler<Env>
 
 // Durable Object classes must be exported by the worker's main module.
+export { DeviceRegistry } from '../durable-objects/device-registry.ts'
 export { GlobalAggregator } from '../durable-objects/global-aggregator.ts'
 export { RegionAggregator } from '../durable-objects/region-aggregator.ts'
 export { RolloutCoordinator } from '../durable-objects/rollout-coordinator.ts'

@@ -17,3 +17,10 @@ export function parseVersionSpec(spec: string): { name: string; version?: string
     throw new AgentError('usage', `"${spec}" is not name or name@version`)
   return version === undefined ? { name } : { name, version }
 }
+
+/** A count of days for expiries and windows (`--expires-days`, `--within`). */
+export function parseDays(value: string): number {
+  if (!/^\d{1,5}$/.test(value) || Number(value) < 1)
+    throw new InvalidArgumentError('a positive whole number of days')
+  return Number(value)
+}

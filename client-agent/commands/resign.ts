@@ -1,10 +1,9 @@
 import type { Command } from 'commander'
-import { InvalidArgumentError } from 'commander'
 import { type AgentConfig, publishToken } from '../config.ts'
 import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
 import { resignManifests } from '../resign.ts'
-import { parseVersionSpec } from './arguments.ts'
+import { parseDays, parseVersionSpec } from './arguments.ts'
 
 /**
  * `deltaport resign <name>[@version] [--expires-days 90] [--within 30] [--key f]`: extend the expiry of
@@ -52,10 +51,4 @@ export function registerResignCommand(
         { resigned },
       )
     })
-}
-
-function parseDays(value: string): number {
-  if (!/^\d{1,5}$/.test(value) || Number(value) < 1)
-    throw new InvalidArgumentError('a positive whole number of days')
-  return Number(value)
 }

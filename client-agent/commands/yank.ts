@@ -2,12 +2,13 @@ import type { Command } from 'commander'
 import { type AgentConfig, publishToken } from '../config.ts'
 import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
-import { setYank } from '../yank.ts'
-import { parseVersionSpec } from './arguments.ts'
+import { DEFAULT_STATEMENT_DAYS, setYank } from '../yank.ts'
+import { parseDays, parseVersionSpec } from './arguments.ts'
 
 /**
  * `deltaport yank <name>@<version> --reason "…"` pulls a bad release: channels stop pointing at it, a
- * rollout of it is aborted, agents stop picking it. `--undo` restores it.
+ * rollout of it is aborted, agents stop picking it. `--undo` restores it. Signed with the maintainer's
+ * key when there is one, so devices running it move back (`--unsigned` only warns them).
  */
 export function registerYankCommand(
   program: Command,
@@ -21,7 +22,15 @@ export function registerYankCommand(
     )
     .option('--reason <text>', 'why (shown to device owners; required unless --undo)')
     .option('--undo', 'restore a yanked version')
-    .action(async (spec: string, options: { reason?: string; undo?: boolean }) => {
+    .option('--key <file>', 'signing key file (default: signingKey from the config)')
+    .option('--unsigned', 'do not sign: devices running it are warned but not moved back')
+    .option(
+      '--expires-days <days>',
+      'how long devices act on the signed statement',
+      parseDays,
+      DEFAULT_STATEMENT_DAYS,
+    )
+    .action(async (spec: string, options: YankOptions) => {
       const { name, version } = parseVersionSpec(spec)
       if (!version) throw new AgentError('usage', `yank needs a version: ${name}@<version>`)
       const reason = options.undo ? null : options.reason?.trim()
@@ -30,16 +39,34 @@ export function registerYankCommand(
       if (reason !== null && reason.length > 500)
         throw new AgentError('usage', '--reason is at most 500 characters')
       const loaded = await config()
-      const result = await setYank({ edgeUrl: loaded.edgeUrl, token: publishToken(), name, version, reason })
+      const keyFile = options.unsigned ? undefined : (options.key ?? loaded.signingKey)
+      const result = await setYank({
+        edgeUrl: loaded.edgeUrl,
+        token: publishToken(),
+        name,
+        version,
+        reason,
+        ...(keyFile ? { keyFile, expiresDays: options.expiresDays } : {}),
+      })
       const heads = Object.entries(result.channels)
         .map(([channel, head]) => `${channel} → ${head}`)
         .join(', ')
       const out = reporter()
       if (result.rolloutsAborted.length > 0)
         out.info(`aborted the rollout of ${version} on ${result.rolloutsAborted.join(', ')}`)
+      if (!result.signed && result.yanked)
+        out.info('unsigned: devices running it are warned but stay on it (pass --key to sign)')
       out.result(
-        `${name}@${version} ${result.yanked ? 'yanked' : 'restored'}; channels: ${heads || 'none'}`,
+        `${name}@${version} ${result.yanked ? 'yanked' : 'restored'}${result.signed ? ' (signed)' : ''}; channels: ${heads || 'none'}`,
         { yank: result },
       )
     })
+}
+
+interface YankOptions {
+  reason?: string
+  undo?: boolean
+  key?: string
+  unsigned?: boolean
+  expiresDays: number
 }

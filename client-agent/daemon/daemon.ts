@@ -5,9 +5,11 @@ import { ArtifactName } from '../../schemas/common.ts'
 import type { PlanStrategy } from '../../schemas/plan.ts'
 import { PrefetchQueue } from '../../schemas/prefetch.ts'
 import { type AgentConfig, type DaemonSettings, daemonSettings } from '../config.ts'
+import { deviceFetch } from '../devices/device-fetch.ts'
 import { downloadVerified } from '../download.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError, errorFromResponse } from '../errors.ts'
+import { DEFAULT_MIN_FREE_BYTES, freeBytes } from '../fs/free-space.ts'
 import { planCheaperUpdate } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
@@ -78,7 +80,7 @@ export interface CycleResult {
   /** Queue items that were already staged (their LRU time is refreshed). */
   alreadyStaged: ItemRef[]
   /** Queue items left for later: they do not fit the budget, or the host got busy. */
-  deferred: (ItemRef & { reason: 'over-budget' | 'busy' })[]
+  deferred: (ItemRef & { reason: 'over-budget' | 'busy' | 'low-disk' })[]
   failures: (ItemRef & { code: string; message: string })[]
   evicted: (ItemRef & { size: number })[]
   /** Staged items dropped because that version (or a newer one) is installed. */
@@ -105,7 +107,8 @@ export async function runDaemonCycle(
   const now = options.now ?? (() => new Date())
   const sample = options.loadSampler ?? osLoadPerCore
   const staging = new StagingArea(config.installRoot)
-  const edge = new EdgeClient(config.edgeUrl, options.fetchImpl)
+  // Sends the device credential on prefetch polls (ADR 0026); other requests pass through untouched.
+  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
   const telemetryQueue = new TelemetryQueue(config.installRoot)
   const result: CycleResult = {
     polledAt: now().toISOString(),
@@ -128,7 +131,7 @@ export async function runDaemonCycle(
   result.dropped = await dropInstalled(staging, installed)
   if (options.flushTelemetry) {
     result.telemetry = await flushTelemetry(telemetryQueue, config.edgeUrl, {
-      ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
+      fetchImpl: deviceFetch(config, options.fetchImpl),
     }).then(
       (flushed) => ({ events: flushed.events }),
       (error: Error) => ({ error: error.message }),
@@ -194,6 +197,12 @@ export async function runDaemonCycle(
       if (notIdleReason(settings, sample) !== null) {
         result.deferred.push(...items.slice(index).map((i) => ({ ...ref(i), reason: 'busy' as const })))
         break
+      }
+      // Prefetching is optional: it keeps twice the install floor free, so an update it did not
+      // foresee (or the service's own data) still fits after it.
+      if (!(await roomFor(config, manifest.size))) {
+        result.deferred.push({ ...ref(item), reason: 'low-disk' })
+        continue
       }
       // A delta suggestion: follow the edge's plan from the installed version, so prefetching moves the
       // bytes the queue ranked the item by, not the whole artifact; in staging's own work files, so an
@@ -299,7 +308,7 @@ export async function runDaemon(config: AgentConfig, options: DaemonOptions): Pr
     intervalMs,
     signal: options.signal,
     onError: (error) => onError?.(error, null),
-    ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
+    fetchImpl: deviceFetch(config, options.fetchImpl),
   })
   let last: CycleResult | null = null
   while (!options.signal.aborted) {
@@ -413,4 +422,10 @@ function sized(item: ItemRef & { size: number }): ItemRef & { size: number } {
 
 function ref(item: ItemRef): ItemRef {
   return { name: item.name, version: item.version }
+}
+
+/** Whether staging `size` more bytes leaves twice `minFreeBytes` free on the install root's disk. */
+async function roomFor(config: AgentConfig, size: number): Promise<boolean> {
+  const floor = 2 * (config.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES)
+  return (await freeBytes(config.installRoot)) - size >= floor
 }

@@ -35,6 +35,8 @@ export async function startWranglerDev(options: {
       `PUBLISH_TOKEN:${options.token}`,
       '--var',
       `OPERATOR_TOKEN:${options.operatorToken ?? crypto.randomUUID()}`,
+      '--var',
+      `DEVICE_TOKEN_SECRET:${crypto.randomUUID()}`,
       '--show-interactive-dev-session=false',
       '--inspector-port',
       '0',

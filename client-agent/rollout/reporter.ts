@@ -1,5 +1,6 @@
 import { ErrorClass, type RolloutOutcomeKind } from '../../schemas/rollout.ts'
 import type { AgentConfig } from '../config.ts'
+import { deviceFetch } from '../devices/device-fetch.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { type ReportResult, reportOutcomeQuietly } from './client.ts'
 import { agentClientId } from './client-id.ts'
@@ -34,14 +35,14 @@ export function rolloutReporter(
   name: string,
   options: { channel?: string; fetchImpl?: typeof fetch } = {},
 ): { report(outcome: OutcomeToReport): Promise<void>; last: () => ReportResult | null } {
-  const edge = new EdgeClient(config.edgeUrl, options.fetchImpl)
+  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
   const channel = options.channel ?? config.channel
   let last: ReportResult | null = null
   return {
     async report(outcome) {
       const errorClass = outcome.outcome === 'installed' ? undefined : toErrorClass(outcome.errorClass)
       last = await reportOutcomeQuietly(edge, name, channel, {
-        client: await agentClientId(config),
+        client: await agentClientId(config, options.fetchImpl),
         version: outcome.version,
         outcome: outcome.outcome,
         ...(errorClass === undefined ? {} : { errorClass }),

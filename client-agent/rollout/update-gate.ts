@@ -1,5 +1,6 @@
 import type { RolloutCheck } from '../../schemas/rollout.ts'
 import type { AgentConfig } from '../config.ts'
+import { deviceFetch } from '../devices/device-fetch.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError, type AgentErrorCode } from '../errors.ts'
 import { isVersionTarget, rollbackArtifact } from '../install.ts'
@@ -38,8 +39,8 @@ export async function rolloutGate(
   const channel = target ?? config.channel
   // A version names itself; a channel is what a rollout may govern.
   if (isVersionTarget(channel)) return { kind: 'free', check: null }
-  const edge = new EdgeClient(config.edgeUrl, fetchImpl)
-  const check = await checkRollout(edge, name, channel, await agentClientId(config))
+  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, fetchImpl))
+  const check = await checkRollout(edge, name, channel, await agentClientId(config, fetchImpl))
   if (check === null || check.state === 'completed') return { kind: 'free', check }
   if (check.in && check.version !== null) {
     return {
@@ -78,8 +79,8 @@ export async function installWithinRollout<T>(
   install: () => Promise<T>,
   fetchImpl?: typeof fetch,
 ): Promise<{ result: T; report: ReportResult }> {
-  const edge = new EdgeClient(config.edgeUrl, fetchImpl)
-  const client = await agentClientId(config)
+  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, fetchImpl))
+  const client = await agentClientId(config, fetchImpl)
   const outcome = { client, version: gate.version }
   let result: T
   try {
@@ -121,10 +122,10 @@ export async function rollbackAndReport(
     ...(options.onLockWait ? { onLockWait: options.onLockWait } : {}),
   })
   if (rolled.from === null) return { ...rolled, report: null }
-  const edge = new EdgeClient(config.edgeUrl, options.fetchImpl)
+  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
   const channel = options.channel ?? config.channel
   const report = await reportOutcomeQuietly(edge, name, channel, {
-    client: await agentClientId(config),
+    client: await agentClientId(config, options.fetchImpl),
     version: rolled.from,
     outcome: 'rolled-back',
     errorClass: options.errorClass ?? 'manual-rollback',

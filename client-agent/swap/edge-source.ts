@@ -74,21 +74,39 @@ export class EdgeChannelSource implements UpdateSource {
     const index = await new EdgeClient(this.config.edgeUrl, this.fetchImpl).index(this.name)
     const head = channelHead(index, this.channel)
     if (!head || head === running || refused.has(head)) return null
-    // A head below the running version (the running one was yanked) is not followed down: an unsigned
-    // index must not roll a service back; the owner runs `deltaport rollback` (see install.ts).
-    if (valid(running) && lt(head, running)) return null
+    // A head below the running version (the running one was yanked) is followed down only on the
+    // maintainer's signed yank, which the install path checks (install.ts, yank-retreat.ts); a rollout
+    // gate does not hold a retreat back.
+    if (valid(running) && lt(head, running)) return this.retreat(running, refused)
     const target = await this.gate.admit(this.name, this.channel, head)
     if (!target || target === running || refused.has(target)) return null
+    const installed = await this.install(target)
+    return installed && { version: installed.version, artifactPath: this.store.blobPath(installed.version) }
+  }
+
+  /** The version to swap back to when the running one was yanked with its maintainer's signature. */
+  private async retreat(running: string, refused: ReadonlySet<string>): Promise<ReadyUpdate | null> {
+    const installed = await this.install(undefined)
+    if (!installed?.retreated) return null
+    if (refused.has(installed.version)) {
+      // It failed to take over before: the service stays where it is (the warning says why).
+      await this.restore(installed.version, running)
+      return null
+    }
+    return { version: installed.version, artifactPath: this.store.blobPath(installed.version) }
+  }
+
+  /** The ordinary install of `target` (the channel when undefined), or null while another process holds the artifact. */
+  private async install(target: string | undefined) {
     try {
-      const installed = await installArtifact(this.config, {
+      return await installArtifact(this.config, {
         name: this.name,
-        target,
+        ...(target ? { target } : {}),
         // Another process (a manual `deltaport update`) is changing the artifact: this poll does not wait
         // for it; the next one finds its result installed and swaps to it.
         lockWaitMs: 0,
         ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
       })
-      return { version: installed.version, artifactPath: this.store.blobPath(installed.version) }
     } catch (error) {
       if (error instanceof AgentError && error.code === 'busy') return null
       throw error

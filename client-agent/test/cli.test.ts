@@ -68,10 +68,20 @@ describe('deltaport CLI', () => {
       published: { name: 'large', size: art.bytes.length },
     })
 
+    // Its dependency is installed with it, first.
+    const lib = await writeArtifact(ws.dir, 'libfoo.bin', 1000)
+    expect((await cli(['publish', lib.path, '--name', 'libfoo', '--version', '1.2.3'])).code).toBe(0)
     const installed = await cli(['--json', 'install', 'large@stable'])
     expect(installed.code).toBe(0)
-    expect(JSON.parse(installed.stdout).install).toMatchObject({ version: '1.0.0', method: 'full' })
+    expect(JSON.parse(installed.stdout).install).toMatchObject({
+      version: '1.0.0',
+      method: 'full',
+      dependencies: [{ name: 'libfoo', version: '1.2.3', changed: true }],
+    })
     const status = JSON.parse((await cli(['--json', 'status', 'large'])).stdout).status
+    expect(status.dependencies).toEqual([
+      { name: 'libfoo', range: '^1.2.0', current: '1.2.3', satisfied: true },
+    ])
     expectSameBytes(await readFile(join(status.currentPath, 'blob')), art.bytes)
     const manifest = JSON.parse(await readFile(join(status.currentPath, 'manifest.json'), 'utf8'))
     expect(manifest.signed.dependencies).toEqual([{ name: 'libfoo', range: '^1.2.0' }])

@@ -179,6 +179,18 @@ describe('deltaport daemon against the real edge', () => {
     expect(mine(left)).toEqual(['dbud@1.2.0'])
   })
 
+  it('does not prefetch onto a disk that would keep less than twice minFreeBytes free', async () => {
+    const config = device('low-disk')
+    await installedWithNewerHead(config, 'dlow', 50_000)
+    // A floor above what any disk here has free: the real statfs says no.
+    const full = await runDaemonCycle({ ...config, minFreeBytes: 2 ** 52 }, { loadSampler: idle })
+    expect(full.failures).toEqual([])
+    expect(mine(full.staged, 'dlow')).toEqual([])
+    expect(full.deferred).toContainEqual(expect.objectContaining({ name: 'dlow', reason: 'low-disk' }))
+    const roomy = await runDaemonCycle(config, { loadSampler: idle })
+    expect(mine(roomy.staged, 'dlow')).toEqual(['dlow@1.1.0'])
+  })
+
   it('drops staged versions once they are installed some other way', async () => {
     const config = device('drop')
     await installedWithNewerHead(config, 'ddrop', 20_000)

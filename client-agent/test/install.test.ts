@@ -256,4 +256,26 @@ describe('publish → install → update → rollback through a real edge', () =
     await expect(stat(store.partialPath('1.0.0'))).rejects.toThrow()
     expect((await installArtifact(suite.ws.config, { name: 'corrupt' })).bytesDownloaded).toBe(100_000)
   })
+
+  it('refuses an update that would leave less than minFreeBytes free, before writing anything', async () => {
+    const config = { ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-full-disk') }
+    const v1 = await writeArtifact(suite.ws.dir, 'roomy-1.bin', 50_000)
+    const v2 = await writeArtifact(suite.ws.dir, 'roomy-2.bin', 60_000)
+    await publish(v1.path, 'roomy', '1.0.0')
+    await installArtifact(config, { name: 'roomy' })
+    await publish(v2.path, 'roomy', '1.1.0')
+
+    // A floor above what any disk here has free: the real statfs says no.
+    const full = { ...config, minFreeBytes: 2 ** 52 }
+    const error = await rejection(installArtifact(full, { name: 'roomy' }))
+    expect(error.code).toBe('no-space')
+    expect(error.exitCode).toBe(13)
+    expect(error.message).toContain('installing roomy@1.1.0 needs 58.6 KiB')
+    const store = new ArtifactStore(config.installRoot, 'roomy')
+    expect((await store.state()).current).toBe('1.0.0')
+    expect(await store.installedVersions()).toEqual(['1.0.0'])
+    await expect(stat(store.partialPath('1.1.0'))).rejects.toThrow()
+
+    expect(await installArtifact(config, { name: 'roomy' })).toMatchObject({ version: '1.1.0' })
+  })
 })

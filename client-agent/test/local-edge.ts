@@ -1,5 +1,6 @@
 import { afterAll, beforeAll } from 'vitest'
 import { unstable_startWorker } from 'wrangler'
+import type { DependencyRef } from '../../schemas/manifest.ts'
 import type { Published } from '../../schemas/publish.ts'
 import { publishArtifact } from '../publish.ts'
 import { makeWorkspace, type Workspace } from './fixtures.ts'
@@ -25,6 +26,7 @@ export async function startLocalEdge(vars: Record<string, string> = {}): Promise
     bindings: {
       PUBLISH_TOKEN: { type: 'secret_text', value: TEST_TOKEN },
       OPERATOR_TOKEN: { type: 'secret_text', value: TEST_OPERATOR_TOKEN },
+      DEVICE_TOKEN_SECRET: { type: 'secret_text', value: 'agent-test-device-token-secret' },
       ...Object.fromEntries(
         Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]),
       ),
@@ -43,7 +45,12 @@ export function useEdgeWorkspace(): {
   readonly edge: LocalEdge
   readonly ws: Workspace
   /** `deltaport publish` of `file` to this suite's edge with its maintainer key. */
-  publish(file: string, name: string, version: string, extra?: { expiresInDays?: number }): Promise<Published>
+  publish(
+    file: string,
+    name: string,
+    version: string,
+    extra?: { expiresInDays?: number; dependencies?: DependencyRef[] },
+  ): Promise<Published>
 } {
   let edge: LocalEdge | undefined
   let ws: Workspace | undefined

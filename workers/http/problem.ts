@@ -44,6 +44,11 @@ const TITLES: Record<string, string> = {
   'storage-unavailable': 'The artifact store is temporarily unavailable; retry shortly',
   unavailable: 'A backing service is temporarily unavailable; retry shortly',
   internal: 'Internal error',
+  'enrollment-refused': 'The enrollment code cannot enroll a device',
+  'device-credential-required': 'A device credential is required',
+  'device-credential-invalid': 'The device credential is not valid',
+  'device-credential-expired': 'The device credential expired',
+  'device-credential-revoked': 'The device credential was revoked',
 }
 
 /**

@@ -91,7 +91,9 @@ function operation(route: RouteSpec): Json {
     tags: [route.tag],
     ...(route.auth === 'bearer' ? { security: [{ bearerAuth: [] }] } : {}),
     ...(route.parameters?.length ? { parameters: route.parameters.map(parameter) } : {}),
-    ...(route.requestBody ? { requestBody: { required: true, content: content(route.requestBody) } } : {}),
+    ...(route.requestBody
+      ? { requestBody: { required: !route.bodyOptional, content: content(route.requestBody) } }
+      : {}),
     responses,
   }
 }

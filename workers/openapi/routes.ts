@@ -60,6 +60,7 @@ export const COMPONENT_SCHEMAS = {
   RuntimeConfigStatus,
   ManifestResigned: schemas.ManifestResigned,
   YankRequest: schemas.YankRequest,
+  RestoreRequest: schemas.RestoreRequest,
   YankResult: schemas.YankResult,
   ProblemDetails: schemas.ProblemDetails,
   RolloutSpec: schemas.RolloutSpec,
@@ -72,6 +73,12 @@ export const COMPONENT_SCHEMAS = {
   ShardMetrics: schemas.ShardMetrics,
   MigrationList: schemas.MigrationList,
   ReplanResult: schemas.ReplanResult,
+  EnrollmentCodeRequest: schemas.EnrollmentCodeRequest,
+  EnrollmentCodeCreated: schemas.EnrollmentCodeCreated,
+  EnrollmentCodeInfo: schemas.EnrollmentCodeInfo,
+  EnrollmentCodeList: schemas.EnrollmentCodeList,
+  EnrollRequest: schemas.EnrollRequest,
+  DeviceEnrollment: schemas.DeviceEnrollment,
 } satisfies Record<string, z.ZodType>
 
 export type ComponentName = keyof typeof COMPONENT_SCHEMAS
@@ -109,6 +116,8 @@ export interface RouteSpec {
   auth?: 'bearer'
   parameters?: ParamSpec[]
   requestBody?: BodySpec
+  /** The request body may be left out (DELETE …/yank takes an optional signed restore). */
+  bodyOptional?: boolean
   /** Success and special statuses; error statuses go in `problems`. */
   responses: Record<string, ResponseSpec>
   /** Error statuses answered with application/problem+json (a `default` one is always added). */
@@ -224,6 +233,12 @@ const getDelta: RouteSpec = {
   }),
   problems: [400, 404, 416, 422, 503],
 }
+
+/** Device credentials on reports and prefetch queries (workers/devices/authenticate.ts, ADR 0026). */
+const DEVICE_AUTH =
+  'Optional `Authorization: Device <credential>` (POST /v1/devices/enroll): the device id replaces the ' +
+  'client id in the request; an invalid, expired or revoked credential is a 401, and the runtime config ' +
+  '`devices.requireCredential` can make the credential mandatory (401 without one).'
 
 export const ROUTES: RouteSpec[] = [
   {
@@ -417,7 +432,7 @@ export const ROUTES: RouteSpec[] = [
     path: '/v1/publish/{name}/{version}/yank',
     operationId: 'yankVersion',
     summary:
-      'Pull a published release: channel heads move to the highest version not yanked, a rollout of it is aborted, agents stop picking it; its bytes stay served',
+      'Pull a published release: channel heads move to the highest version not yanked, a rollout of it is aborted, agents stop picking it; its bytes stay served. With a signed statement, devices running it move back to the version they ran before',
     tag: 'publish',
     auth: 'bearer',
     parameters: [nameParam, versionParam],
@@ -425,23 +440,26 @@ export const ROUTES: RouteSpec[] = [
     responses: {
       '200': { description: 'Yanked; the channel heads after', body: { kind: 'json', schema: 'YankResult' } },
     },
-    problems: [400, 401, 404, 409, 413],
+    problems: [400, 401, 404, 409, 413, 422],
   },
   {
     method: 'delete',
     path: '/v1/publish/{name}/{version}/yank',
     operationId: 'restoreVersion',
-    summary: 'Restore a yanked release (channel heads recomputed)',
+    summary:
+      'Restore a yanked release (channel heads recomputed); an optional signed restore makes devices ignore the older yank',
     tag: 'publish',
     auth: 'bearer',
     parameters: [nameParam, versionParam],
+    requestBody: { kind: 'json', schema: 'RestoreRequest' },
+    bodyOptional: true,
     responses: {
       '200': {
         description: 'Restored; the channel heads after',
         body: { kind: 'json', schema: 'YankResult' },
       },
     },
-    problems: [401, 404, 409],
+    problems: [400, 401, 404, 409, 413, 422],
   },
   getDelta,
   headOf(getDelta),
@@ -473,19 +491,20 @@ export const ROUTES: RouteSpec[] = [
     path: '/v1/telemetry',
     operationId: 'postTelemetry',
     summary: "Submit a client's access batch for regional aggregation",
-    description: 'The body may be sent with `Content-Encoding: gzip`; 429 carries Retry-After.',
+    description: `The body may be sent with \`Content-Encoding: gzip\`; 429 carries Retry-After. ${DEVICE_AUTH}`,
     tag: 'telemetry',
     requestBody: { kind: 'json', schema: 'TelemetryBatch' },
     responses: {
       '202': { description: 'Accepted for aggregation', body: { kind: 'json', schema: 'TelemetryReceipt' } },
     },
-    problems: [400, 413, 415, 429],
+    problems: [400, 401, 413, 415, 429],
   },
   {
     method: 'get',
     path: '/v1/prefetch',
     operationId: 'getPrefetchQueue',
     summary: 'What this client should stage while idle',
+    description: DEVICE_AUTH,
     tag: 'prefetch',
     parameters: [
       { name: 'client', in: 'query', schema: ClientId, required: true },
@@ -512,9 +531,10 @@ export const ROUTES: RouteSpec[] = [
     responses: {
       '200': { description: 'The prefetch queue', body: { kind: 'json', schema: 'PrefetchQueue' } },
     },
-    problems: [400],
+    problems: [400, 401],
   },
   ...rolloutRoutes(),
+  ...deviceRoutes(),
   ...shardRoutes(),
   ...dashboardRoutes(),
 ]
@@ -574,6 +594,74 @@ function dashboardRoutes(): RouteSpec[] {
   ]
 }
 
+/** /v1/devices (workers/routes/devices.ts): enrollment codes (operator) and device enrollment (public). */
+function deviceRoutes(): RouteSpec[] {
+  const operator = 'Operator auth: `Authorization: Bearer <OPERATOR_TOKEN>`.'
+  return [
+    {
+      method: 'post',
+      path: '/v1/devices/enrollment-codes',
+      operationId: 'createEnrollmentCode',
+      summary: 'Create an enrollment code (answered once; the edge keeps only its SHA-256)',
+      description: operator,
+      tag: 'devices',
+      auth: 'bearer',
+      requestBody: { kind: 'json', schema: 'EnrollmentCodeRequest' },
+      responses: {
+        '201': {
+          description: 'The code and its record',
+          body: { kind: 'json', schema: 'EnrollmentCodeCreated' },
+        },
+      },
+      problems: [400, 401, 409, 413],
+    },
+    {
+      method: 'get',
+      path: '/v1/devices/enrollment-codes',
+      operationId: 'listEnrollmentCodes',
+      summary: 'Enrollment codes with their device counts (never the codes themselves)',
+      description: operator,
+      tag: 'devices',
+      auth: 'bearer',
+      responses: {
+        '200': { description: 'The codes', body: { kind: 'json', schema: 'EnrollmentCodeList' } },
+      },
+      problems: [401],
+    },
+    {
+      method: 'post',
+      path: '/v1/devices/enrollment-codes/{id}/revoke',
+      operationId: 'revokeEnrollmentCode',
+      summary: 'Revoke a code and every device credential it issued',
+      description: `${operator} Edges refuse its credentials within the runtime config's cacheTtlSeconds.`,
+      tag: 'devices',
+      auth: 'bearer',
+      parameters: [{ name: 'id', in: 'path', schema: schemas.EnrollmentCodeId }],
+      responses: {
+        '200': { description: 'The revoked code', body: { kind: 'json', schema: 'EnrollmentCodeInfo' } },
+      },
+      problems: [400, 401, 404],
+    },
+    {
+      method: 'post',
+      path: '/v1/devices/enroll',
+      operationId: 'enrollDevice',
+      summary: 'Trade an enrollment code for a device credential',
+      description:
+        "Public; rate-limited per code (429 with Retry-After) and bounded by the code's maxDevices (409). " +
+        'An unknown, revoked or expired code is a 403. With `credential` (the previous one, even expired) ' +
+        'the same device id is renewed without using a slot.',
+      tag: 'devices',
+      requestBody: { kind: 'json', schema: 'EnrollRequest' },
+      responses: {
+        '201': { description: 'Enrolled', body: { kind: 'json', schema: 'DeviceEnrollment' } },
+        '200': { description: 'Renewed', body: { kind: 'json', schema: 'DeviceEnrollment' } },
+      },
+      problems: [400, 403, 409, 413, 429],
+    },
+  ]
+}
+
 /** /v1/rollouts (workers/routes/rollouts.ts): staged rollouts per artifact and channel. */
 function rolloutRoutes(): RouteSpec[] {
   const params: ParamSpec[] = [nameParam, { name: 'channel', in: 'path', schema: ChannelName }]
@@ -607,12 +695,12 @@ function rolloutRoutes(): RouteSpec[] {
       path: '/v1/rollouts/{name}/{channel}/outcomes',
       operationId: 'reportRolloutOutcome',
       summary: "Report an agent's outcome (installed, failed, rolled back)",
-      description: 'One client counts once (its latest outcome); 429 carries Retry-After.',
+      description: `One client counts once (its latest outcome); 429 carries Retry-After. ${DEVICE_AUTH}`,
       tag: 'rollouts',
       parameters: params,
       requestBody: { kind: 'json', schema: 'RolloutOutcome' },
       responses: { '202': { description: 'Recorded', body: { kind: 'json', schema: 'OutcomeReceipt' } } },
-      problems: [400, 404, 409, 413, 429],
+      problems: [400, 401, 404, 409, 413, 429],
     },
     {
       method: 'post',

@@ -2,6 +2,7 @@ import { Hono } from 'hono'
 import { PrefetchQuery } from '../../schemas/aggregation.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
+import { authenticateDevice } from '../devices/authenticate.ts'
 import { valid } from '../http/validate.ts'
 import { explicitRegion, resolveRegion } from '../region.ts'
 
@@ -12,6 +13,8 @@ import { explicitRegion, resolveRegion } from '../region.ts'
 export const prefetchRouter = new Hono<AppEnv>().get('/', valid('query', PrefetchQuery), async (c) => {
   const query = c.req.valid('query')
   const config = await getRuntimeConfig(c.env)
+  // An enrolled device gets the queue of its device id, the id its telemetry is counted under.
+  const deviceId = await authenticateDevice(c, config, 'prefetch')
   const region =
     query.region === undefined
       ? resolveRegion(c.req.raw, config)
@@ -19,11 +22,12 @@ export const prefetchRouter = new Hono<AppEnv>().get('/', valid('query', Prefetc
   const stub = c.env.REGION_AGGREGATOR.get(c.env.REGION_AGGREGATOR.idFromName(region))
   const queue = await stub.prefetch({
     region,
-    clientId: query.client,
+    clientId: deviceId ?? query.client,
     channel: query.channel,
     budgetBytes: query.budget,
     ...(query.installed === undefined ? {} : { installed: query.installed }),
   })
   c.header('cache-control', 'private, max-age=30')
+  if (deviceId !== null) c.header('vary', 'authorization')
   return c.json(queue)
 })

@@ -10,6 +10,8 @@ import {
   RolloutSpec,
 } from '../../schemas/rollout.ts'
 import type { AppEnv } from '../app-env.ts'
+import { getRuntimeConfig } from '../config/runtime-config.ts'
+import { authenticateDevice } from '../devices/authenticate.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
@@ -66,7 +68,10 @@ export const rolloutsRouter = new Hono<AppEnv>()
   })
   .post('/:name/:channel/outcomes', valid('param', RolloutParams), async (c) => {
     const params = c.req.valid('param')
-    const outcome = await jsonBody(c, RolloutOutcome)
+    // An enrolled device reports as its device id (ADR 0026): one device, one sample.
+    const deviceId = await authenticateDevice(c, await getRuntimeConfig(c.env), 'report')
+    const reported = await jsonBody(c, RolloutOutcome)
+    const outcome = deviceId === null ? reported : { ...reported, client: deviceId }
     const receipt = unwrap(await coordinator(c, params).report(outcome))
     console.log(
       JSON.stringify({

@@ -3,6 +3,7 @@ import type { TelemetryReceipt } from '../../schemas/aggregation.ts'
 import { TelemetryBatch } from '../../schemas/telemetry.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
+import { authenticateDevice } from '../devices/authenticate.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
 import { parseJsonBody } from '../http/validate.ts'
@@ -18,11 +19,15 @@ export const MAX_TELEMETRY_INFLATED_BYTES = 1024 * 1024
  * rate-limits per client and drops replays. Bodies may be gzip (agents compress their batches). 202: accepted for aggregation (counts, not raw events, are kept).
  */
 export const telemetryRouter = new Hono<AppEnv>().post('/', async (c) => {
-  const body = await readBoundedBody(c.req.raw, MAX_TELEMETRY_BYTES, MAX_TELEMETRY_INFLATED_BYTES)
-  const batch = parseJsonBody(body, TelemetryBatch)
   // The cached loader keeps the last good document: a garbled KV edit must not drop the region map
   // (any region name would then be accepted) nor reset the rate limit.
   const config = await getRuntimeConfig(c.env)
+  // An enrolled device is counted as its device id, whatever client id the batch names (ADR 0026), so
+  // one device cannot appear as many clients; checked before the body is read.
+  const deviceId = await authenticateDevice(c, config, 'report')
+  const body = await readBoundedBody(c.req.raw, MAX_TELEMETRY_BYTES, MAX_TELEMETRY_INFLATED_BYTES)
+  const parsed = parseJsonBody(body, TelemetryBatch)
+  const batch = deviceId === null ? parsed : { ...parsed, clientId: deviceId }
   const region = resolveRegion(c.req.raw, config)
   const stub = c.env.REGION_AGGREGATOR.get(c.env.REGION_AGGREGATOR.idFromName(region))
   const result = await stub.ingest({

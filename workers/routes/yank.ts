@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { rolloutCoordinator } from '../../durable-objects/rollout-coordinator.ts'
 import { type ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
 import { ArtifactName, Version } from '../../schemas/common.ts'
-import { YankRequest, type YankResult } from '../../schemas/yank.ts'
+import { RestoreRequest, YankRequest, type YankResult } from '../../schemas/yank.ts'
 import type { AppEnv } from '../app-env.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
@@ -11,8 +11,8 @@ import { parseJsonBody, valid } from '../http/validate.ts'
 import { setYanked } from '../storage/yank.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
-/** A reason of at most 500 characters, JSON-quoted, fits easily. */
-const MAX_YANK_BODY_BYTES = 8 * 1024
+/** A reason of at most 500 characters and a signed statement (≈1 KiB) fit easily. */
+const MAX_YANK_BODY_BYTES = 16 * 1024
 
 /**
  * `PUT /v1/publish/:name/:version/yank` pulls a bad release: channels stop pointing at it, plans and
@@ -23,15 +23,21 @@ export const yankRouter = new Hono<AppEnv>()
   .put('/:name/:version/yank', requireMaintainer, valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
     const body = await readBoundedBody(c.req.raw, MAX_YANK_BODY_BYTES, MAX_YANK_BODY_BYTES)
-    const { reason } = parseJsonBody(body, YankRequest)
-    const index = await setYanked(c.env.ARTIFACTS, name, version, { at: new Date().toISOString(), reason })
+    const { reason, statement } = parseJsonBody(body, YankRequest)
+    const note = { at: statement?.signed.at ?? new Date().toISOString(), reason }
+    const index = await setYanked(c.env.ARTIFACTS, name, version, note, statement)
     const rolloutsAborted = await abortRolloutsOf(c.env, index, version, `yanked: ${reason}`)
     log('version yanked', name, version, reason)
     return c.json(resultOf(index, version, rolloutsAborted))
   })
   .delete('/:name/:version/yank', requireMaintainer, valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
-    const index = await setYanked(c.env.ARTIFACTS, name, version, null)
+    // The body is optional: a signed restore, so devices ignore the older yank if it is replayed.
+    const body = c.req.raw.body
+      ? await readBoundedBody(c.req.raw, MAX_YANK_BODY_BYTES, MAX_YANK_BODY_BYTES)
+      : new Uint8Array()
+    const { statement } = body.byteLength === 0 ? {} : parseJsonBody(body, RestoreRequest)
+    const index = await setYanked(c.env.ARTIFACTS, name, version, null, statement)
     log('version restored', name, version)
     return c.json(resultOf(index, version, []))
   })
@@ -53,6 +59,7 @@ function resultOf(index: ArtifactIndex, version: string, rolloutsAborted: string
     name: index.name,
     version,
     yanked: entry?.yanked ?? null,
+    signed: entry?.yankStatement !== undefined,
     channels: index.channels,
     rolloutsAborted,
   }

@@ -1,5 +1,11 @@
 import { gt as semverGreater } from 'semver'
-import { type ArtifactIndex, versionEntry, type YankNote } from '../../schemas/artifact-index.ts'
+import {
+  type ArtifactIndex,
+  type VersionEntry,
+  versionEntry,
+  type YankNote,
+} from '../../schemas/artifact-index.ts'
+import type { SignedYankStatement } from '../../schemas/yank-statement.ts'
 import { Problem } from '../http/problem.ts'
 import { changeIndex } from './artifact-store.ts'
 
@@ -10,20 +16,30 @@ import { changeIndex } from './artifact-store.ts'
  * the version must not be picked again, and the head is what fresh installs, plans, the daemon's
  * prefetch and rollouts pick. Nothing is deleted: devices that run the version keep being able to fetch
  * its manifest and deltas from it. Written through changeIndex like every index change.
+ *
+ * A signed `statement` is kept on the entry for agents to verify (the edge holds no trusted keys, so it
+ * checks only that the statement says what this request does; ADR 0025); a change without one drops
+ * the previous statement, so the index never shows a signed word that contradicts its note.
  */
 export async function setYanked(
   bucket: R2Bucket,
   name: string,
   version: string,
   note: YankNote | null,
+  statement?: SignedYankStatement,
 ): Promise<ArtifactIndex> {
   return changeIndex(bucket, name, (current) => {
     const entry = current && versionEntry(current, version)
     if (!current || !entry) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
+    if (statement) checkStatement(statement, name, entry, note)
     const versions = current.versions.map((v) => {
       if (v.version !== version) return v
-      const { yanked: _previous, ...rest } = v
-      return note ? { ...rest, yanked: note } : rest
+      const { yanked: _previous, yankStatement: _statement, ...rest } = v
+      return {
+        ...rest,
+        ...(note ? { yanked: note } : {}),
+        ...(statement ? { yankStatement: statement } : {}),
+      }
     })
     const next: ArtifactIndex = {
       ...current,
@@ -32,6 +48,31 @@ export async function setYanked(
     }
     return { next, result: next }
   })
+}
+
+/** A statement must say what the request does, about this version's bytes, and not be stale already. */
+function checkStatement(
+  statement: SignedYankStatement,
+  name: string,
+  entry: VersionEntry,
+  note: YankNote | null,
+) {
+  const said = statement.signed
+  const mismatch =
+    said.name !== name || said.version !== entry.version
+      ? `it is about ${said.name}@${said.version}`
+      : said.sha256 !== entry.sha256
+        ? "its sha256 is not the version's"
+        : said.yanked !== (note !== null)
+          ? `it says ${said.yanked ? 'yanked' : 'restored'}`
+          : note && said.reason !== note.reason
+            ? "its reason differs from the request's"
+            : Date.parse(said.expires) <= Date.now()
+              ? `it expired at ${said.expires}`
+              : null
+  if (mismatch) {
+    throw new Problem(422, 'invalid-statement', `the signed statement does not fit this request: ${mismatch}`)
+  }
 }
 
 /** The heads of `touched` channels recomputed from the versions not yanked; other heads unchanged. */

@@ -12,7 +12,7 @@ import { dashboardPage } from '../dashboard/views/dashboard.ts'
 
 const EVIL = '<script>alert(1)</script>'
 
-function artifactsOf(name: string, yanked: YankNote | null = null): ArtifactsView {
+function artifactsOf(name: string, yanked: (YankNote & { signed: boolean }) | null = null): ArtifactsView {
   return {
     artifacts: [
       {
@@ -60,10 +60,14 @@ describe('dashboard views', () => {
   it('mark a yanked version with its reason, escaped', async () => {
     expect(String(await artifactsView(artifactsOf('app')))).not.toContain('data-yanked')
     const html = String(
-      await artifactsView(artifactsOf('app', { at: '2026-11-24T10:00:00.000Z', reason: EVIL })),
+      await artifactsView(
+        artifactsOf('app', { at: '2026-11-24T10:00:00.000Z', reason: EVIL, signed: false }),
+      ),
     )
     expect(html).toContain('data-yanked')
-    expect(html).toContain('yanked')
+    expect(html).toContain('unsigned: devices warned')
+    const signed = { at: '2026-11-24T10:00:00.000Z', reason: 'x', signed: true }
+    expect(String(await artifactsView(artifactsOf('app', signed)))).toContain('signed: devices move back')
     expect(html).toContain('&lt;script&gt;alert(1)&lt;/script&gt;')
     expect(html).not.toContain('<script')
   })

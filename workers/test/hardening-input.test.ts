@@ -58,6 +58,9 @@ describe('admin routes refuse missing and wrong tokens', () => {
       'POST /v1/plan',
       'POST /v1/telemetry',
       'POST /v1/rollouts/{name}/{channel}/outcomes',
+      // A device trades a one-time enrollment code for its credential: the code is the secret,
+      // checked, counted and rate-limited per code (workers/test/devices.test.ts).
+      'POST /v1/devices/enroll',
       // The operator's form login checks OPERATOR_TOKEN in its body; both are same-origin only (CSRF),
       // see workers/test/hardening-ops.test.ts.
       'POST /dashboard/login',

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest'
 import { HOUR, startRollout, statusOf } from '../../durable-objects/test/rollout-helpers.ts'
-import { ArtifactIndex } from '../../schemas/artifact-index.ts'
+import { ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { RolloutStatus } from '../../schemas/rollout.ts'
 import { YankResult } from '../../schemas/yank.ts'
+import type { YankStatement } from '../../schemas/yank-statement.ts'
 import { putBlob } from './delta-helpers.ts'
 import { auth, bytesOf, call, envelopeFor, sha256, startPublish } from './publish-helpers.ts'
 
@@ -118,5 +119,71 @@ describe('yanking a release', () => {
     const notJson = await call('/v1/publish/guarded/1.0.0/yank', { method: 'PUT', headers: auth, body: '{' })
     await problem(notJson, 400)
     expect((await indexOf('guarded')).channels).toEqual({ stable: '1.0.0' })
+  })
+
+  it('keeps a signed statement that says what the request does, and refuses one that does not', async () => {
+    const body = await publish('signed', '1.0.0', 1)
+    await publish('signed', '1.1.0', 2)
+    const hash = await sha256(body)
+    const at = new Date().toISOString()
+    const expires = new Date(Date.now() + 86_400_000).toISOString()
+    // The edge holds no trusted keys: agents verify the signature; it checks only what is said.
+    const statement = (said: Partial<YankStatement> = {}) => ({
+      signed: {
+        _type: 'deltaport/yank',
+        name: 'signed',
+        version: '1.0.0',
+        sha256: hash,
+        yanked: true,
+        reason: 'leaks memory',
+        at,
+        expires,
+        ...said,
+      },
+      signatures: [{ keyid: 'a'.repeat(64), sig: btoa('s'.repeat(64)) }],
+    })
+    const put = (reason: string, said?: Partial<YankStatement>) =>
+      call('/v1/publish/signed/1.0.0/yank', {
+        method: 'PUT',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ reason, statement: statement(said) }),
+      })
+    const refused = [
+      await put('leaks memory', { version: '1.1.0' }),
+      await put('leaks memory', { name: 'other' }),
+      await put('leaks memory', { sha256: 'b'.repeat(64) }),
+      await put('leaks memory', { yanked: false }),
+      await put('something else'),
+      await put('leaks memory', { expires: new Date(Date.now() - 1000).toISOString() }),
+    ]
+    for (const response of refused) {
+      expect(response.status).toBe(422)
+      expect(ProblemDetails.parse(await response.json()).detail).toContain('does not fit')
+    }
+    expect(versionEntry(await indexOf('signed'), '1.0.0')?.yanked).toBeUndefined()
+
+    const yanked = await result(await put('leaks memory'))
+    expect(yanked).toMatchObject({ signed: true, yanked: { reason: 'leaks memory', at } })
+    expect(versionEntry(await indexOf('signed'), '1.0.0')?.yankStatement).toEqual(statement())
+
+    // A signed restore replaces it (devices then ignore the older yank); an unsigned one drops it.
+    const restore = statement({ yanked: false, reason: null, at: new Date(Date.now() + 1000).toISOString() })
+    const restored = await result(
+      await call('/v1/publish/signed/1.0.0/yank', {
+        method: 'DELETE',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ statement: restore }),
+      }),
+    )
+    expect(restored).toMatchObject({ signed: true, yanked: null })
+    expect(versionEntry(await indexOf('signed'), '1.0.0')?.yankStatement).toEqual(restore)
+    expect(await result(await yank('signed', '1.0.0', 'unsigned this time'))).toMatchObject({ signed: false })
+    expect(versionEntry(await indexOf('signed'), '1.0.0')?.yankStatement).toBeUndefined()
+    const wrongRestore = await call('/v1/publish/signed/1.0.0/yank', {
+      method: 'DELETE',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ statement: statement() }),
+    })
+    expect(wrongRestore.status).toBe(422)
   })
 })

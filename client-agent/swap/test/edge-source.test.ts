@@ -69,4 +69,32 @@ describe("run's update source and the artifact lock", () => {
     await publish('svc3', '1.1.1', 20_000)
     expect(await source.next('1.1.0', new Set())).toMatchObject({ version: '1.1.1' })
   })
+
+  it('follows a signed yank back to the version it ran before, unless that one failed to take over', async () => {
+    const yankSigned = (name: string) =>
+      setYank({
+        edgeUrl: suite.edge.url,
+        token: TEST_TOKEN,
+        name,
+        version: '1.1.0',
+        reason: 'drops writes',
+        keyFile: suite.ws.keyFile,
+      })
+    for (const name of ['svc4', 'svc5']) {
+      await publish(name, '1.0.0', 20_000)
+      const source = new EdgeChannelSource(suite.ws.config, name)
+      expect((await source.initial()).version).toBe('1.0.0')
+      await publish(name, '1.1.0', 20_000)
+      expect(await source.next('1.0.0', new Set())).toMatchObject({ version: '1.1.0' })
+      await yankSigned(name)
+    }
+    const store = (name: string) => new ArtifactStore(suite.ws.config.installRoot, name)
+    const back = new EdgeChannelSource(suite.ws.config, 'svc4')
+    expect(await back.next('1.1.0', new Set())).toMatchObject({ version: '1.0.0' })
+    expect((await store('svc4').state()).current).toBe('1.0.0')
+    // 1.0.0 already failed to take over in this run: the store goes back to what still serves.
+    const refused = new EdgeChannelSource(suite.ws.config, 'svc5')
+    expect(await refused.next('1.1.0', new Set(['1.0.0']))).toBeNull()
+    expect((await store('svc5').state()).current).toBe('1.1.0')
+  })
 })

@@ -27,8 +27,11 @@ export interface VersionRow {
   bestDelta: DeltaSaving | null
   /** 1 − best delta ÷ full, or null without a delta. */
   savedRatio: number | null
-  /** Why it was pulled (`deltaport yank`), or null. */
-  yanked: YankNote | null
+  /**
+   * Why it was pulled (`deltaport yank`), or null; `signed` when the maintainer signed it (devices
+   * running the version move back, ADR 0025) rather than only being warned.
+   */
+  yanked: (YankNote & { signed: boolean }) | null
 }
 
 export interface ArtifactRow {
@@ -105,7 +108,7 @@ async function versionRow(bucket: R2Bucket, name: string, entry: VersionEntry): 
     deltaCount: m.deltas.length,
     bestDelta: best,
     savedRatio: best === null || m.size === 0 ? null : 1 - best.bytes / m.size,
-    yanked: entry.yanked ?? null,
+    yanked: entry.yanked ? { ...entry.yanked, signed: entry.yankStatement?.signed.yanked === true } : null,
   }
 }
 

@@ -7,7 +7,7 @@ import type { Html } from './layout.ts'
 function versionRow(v: VersionRow): Html {
   const d = v.bestDelta
   return html`<tr>
-<td>${v.version} <span class="muted">#${v.serial}</span>${v.yanked ? html` <span class="bad" data-yanked title="${v.yanked.reason}">yanked ${formatTime(v.yanked.at)}: ${v.yanked.reason}</span>` : ''}</td>
+<td>${v.version} <span class="muted">#${v.serial}</span>${v.yanked ? html` <span class="bad" data-yanked title="${v.yanked.reason}">yanked ${formatTime(v.yanked.at)}${v.yanked.signed ? ' (signed: devices move back)' : ' (unsigned: devices warned)'}: ${v.yanked.reason}</span>` : ''}</td>
 <td>${v.channels.map((ch) => html`<span class="pill">${ch}</span>`)}</td>
 <td class="num">${formatBytes(v.fullBytes)}</td>
 <td class="num">${d === null ? html`<span class="muted">no delta</span>` : html`${formatBytes(d.bytes)} <span class="muted">from ${d.from} (${d.method})</span>`}</td>

@@ -1,0 +1,150 @@
+import { type Command, InvalidArgumentError } from 'commander'
+import { EnrollmentCodeId, type EnrollmentCodeInfo, MAX_DEVICES_PER_CODE } from '../../schemas/devices.ts'
+import { type AgentConfig, operatorToken } from '../config.ts'
+import { createEnrollmentCode, listEnrollmentCodes, revokeEnrollmentCode } from '../devices/codes.ts'
+import { DeviceCredentialStore } from '../devices/credential-store.ts'
+import { DeviceSession } from '../devices/session.ts'
+import { EdgeClient } from '../edge-client.ts'
+import { AgentError } from '../errors.ts'
+import type { Reporter } from '../output.ts'
+
+interface CreateOptions {
+  label: string
+  max: number
+  expiresDays: number
+  credentialDays: number
+}
+
+function boundedInt(max: number, what: string) {
+  return (value: string): number => {
+    if (!/^\d{1,7}$/.test(value) || Number(value) < 1 || Number(value) > max)
+      throw new InvalidArgumentError(`${what}: a whole number from 1 to ${max}`)
+    return Number(value)
+  }
+}
+
+function describeCode(code: EnrollmentCodeInfo): string {
+  const state = code.revokedAt !== null ? `revoked ${code.revokedAt}` : `enrolls until ${code.expiresAt}`
+  return `${code.id}  ${code.label}: ${code.enrolled}/${code.maxDevices} devices, ${state}, credentials last ${code.credentialDays} d`
+}
+
+/**
+ * `deltaport devices code create|list|revoke` for operators (OPERATOR_TOKEN from
+ * DELTAPORT_OPERATOR_TOKEN: codes are provisioning, which operators own, not releases), and
+ * `deltaport devices enroll|status` on a device (the config's enrollmentCode; ADR 0026).
+ */
+export function registerDevicesCommands(
+  program: Command,
+  reporter: () => Reporter,
+  config: () => Promise<AgentConfig>,
+): void {
+  const devices = program
+    .command('devices')
+    .description('device enrollment: enrollment codes and credentials')
+  const code = devices
+    .command('code')
+    .description('enrollment codes (operators; needs DELTAPORT_OPERATOR_TOKEN)')
+  const edge = async () => new EdgeClient((await config()).edgeUrl)
+
+  code
+    .command('create')
+    .description('create an enrollment code to bake into device images (shown once)')
+    .requiredOption('--label <label>', 'what the code is for, e.g. factory-A')
+    .requiredOption('--max <devices>', 'devices it may enroll', boundedInt(MAX_DEVICES_PER_CODE, '--max'))
+    .option(
+      '--expires-days <days>',
+      'days during which devices may enroll with it',
+      boundedInt(3650, '--expires-days'),
+      30,
+    )
+    .option(
+      '--credential-days <days>',
+      'lifetime of each device credential (renewed by the agent)',
+      boundedInt(3650, '--credential-days'),
+      365,
+    )
+    .action(async (options: CreateOptions) => {
+      const created = await createEnrollmentCode(await edge(), operatorToken(), {
+        label: options.label,
+        maxDevices: options.max,
+        expiresDays: options.expiresDays,
+        credentialDays: options.credentialDays,
+      })
+      reporter().result(
+        `${created.code}\n(shown once: put it in the devices' deltaport.json as "enrollmentCode")\n${describeCode(created.info)}`,
+        { enrollmentCode: created },
+      )
+    })
+
+  code
+    .command('list')
+    .description('enrollment codes with their device counts (never the codes themselves)')
+    .action(async () => {
+      const codes = await listEnrollmentCodes(await edge(), operatorToken())
+      reporter().result(codes.length === 0 ? 'no enrollment codes' : codes.map(describeCode).join('\n'), {
+        codes,
+      })
+    })
+
+  code
+    .command('revoke <id>')
+    .description('revoke a code and every device credential it issued')
+    .action(async (id: string) => {
+      if (!EnrollmentCodeId.safeParse(id).success)
+        throw new AgentError('usage', `"${id}" is not an enrollment code id (c followed by 12 characters)`)
+      const revoked = await revokeEnrollmentCode(await edge(), operatorToken(), id)
+      reporter().result(`revoked ${describeCode(revoked)}`, { enrollmentCode: revoked })
+    })
+
+  devices
+    .command('enroll')
+    .description("enroll this device now with the config's enrollmentCode (agents also do it on first need)")
+    .action(async () => {
+      const loaded = await config()
+      if (loaded.enrollmentCode === undefined)
+        throw new AgentError('config', 'no enrollmentCode in the config')
+      const session = new DeviceSession({ ...loaded, enrollmentCode: loaded.enrollmentCode })
+      const stored = await new DeviceCredentialStore(loaded.installRoot).read()
+      const credential = await session.enroll(stored?.credential, true)
+      if (credential === null)
+        throw new AgentError('edge-rejected', session.lastError ?? 'enrollment failed', { enroll: true })
+      reporter().result(
+        `enrolled as ${credential.deviceId} (code ${credential.codeId}, until ${credential.expiresAt})`,
+        {
+          device: {
+            deviceId: credential.deviceId,
+            codeId: credential.codeId,
+            expiresAt: credential.expiresAt,
+          },
+        },
+      )
+    })
+
+  devices
+    .command('status')
+    .description("this device's enrollment: device id, code, expiry, or why enrollment was refused")
+    .action(async () => {
+      const loaded = await config()
+      const store = new DeviceCredentialStore(loaded.installRoot)
+      const [stored, refusal] = await Promise.all([store.read(), store.refusal()])
+      const text =
+        stored !== null
+          ? `enrolled as ${stored.deviceId} (code ${stored.codeId}, until ${stored.expiresAt})`
+          : refusal !== null
+            ? `not enrolled: refused on ${refusal.at}: ${refusal.detail}`
+            : loaded.enrollmentCode === undefined
+              ? 'not enrolled (no enrollmentCode in the config: reports are anonymous)'
+              : 'not enrolled yet (the agent enrolls on its first report)'
+      reporter().result(text, {
+        device:
+          stored === null
+            ? { enrolled: false, refusal }
+            : {
+                enrolled: true,
+                deviceId: stored.deviceId,
+                codeId: stored.codeId,
+                expiresAt: stored.expiresAt,
+              },
+      })
+    })
+}

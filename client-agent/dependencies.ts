@@ -1,0 +1,147 @@
+import { readdir } from 'node:fs/promises'
+import { rcompare, satisfies, validRange } from 'semver'
+import type { ArtifactManifest, DependencyRef } from '../schemas/manifest.ts'
+import type { AgentConfig } from './config.ts'
+import { EdgeClient } from './edge-client.ts'
+import { AgentError } from './errors.ts'
+import { unlessMissing } from './fs/missing.ts'
+import { ArtifactStore } from './store.ts'
+
+/** An installed artifact whose current version needs `range` of another. */
+export interface Dependent {
+  name: string
+  version: string
+  range: string
+}
+
+/** What an install did for one dependency of the version it installed. */
+export interface DependencyOutcome {
+  name: string
+  version: string
+  /** The range the installed version asked for. */
+  range: string
+  /** false: the version already current satisfied every range and stayed. */
+  changed: boolean
+}
+
+/** Dependency chains deeper than this are refused (a manifest cannot make the agent recurse forever). */
+export const MAX_DEPENDENCY_DEPTH = 16
+
+/**
+ * The installed artifacts (other than `name` itself) whose current version depends on `name`, read
+ * from the signed manifests they were installed with. One version of each artifact is current on a
+ * device at a time, so a dependency must satisfy all of them.
+ */
+export async function dependentsOf(installRoot: string, name: string): Promise<Dependent[]> {
+  const entries = await unlessMissing(readdir(installRoot, { withFileTypes: true }), [])
+  const dependents: Dependent[] = []
+  for (const entry of entries) {
+    if (!entry.isDirectory() || entry.name.startsWith('.')) continue
+    const other = decodeURIComponent(entry.name)
+    if (other === name) continue
+    const store = new ArtifactStore(installRoot, other)
+    const { current } = await store.state()
+    if (!current || !(await store.has(current))) continue
+    const needs = (await store.manifestOf(current)).signed.dependencies
+    for (const dep of needs) {
+      if (dep.name === name) dependents.push({ name: other, version: current, range: dep.range })
+    }
+  }
+  return dependents
+}
+
+/**
+ * Refuses to make `version` of `name` current when an installed artifact needs a range it is outside
+ * of: updating a shared library must not break the services that run on it.
+ */
+export async function checkDependents(installRoot: string, name: string, version: string): Promise<void> {
+  const broken = (await dependentsOf(installRoot, name)).filter((d) => !satisfies(version, d.range))
+  if (broken.length === 0) return
+  throw new AgentError(
+    'dependency-conflict',
+    `${name}@${version} would break ${broken.map((d) => describe(d, name)).join(', ')}: update ${broken.length === 1 ? 'it' : 'them'} first, or pass --ignore-dependents`,
+    { name, version, dependents: broken },
+  )
+}
+
+/** How ensureDependencies installs one dependency (installArtifact, passed in to avoid an import cycle). */
+export type InstallDependency = (dep: DependencyRef, version: string) => Promise<{ version: string }>
+
+/**
+ * Makes every dependency of `manifest` current on the device in a version its range allows, before
+ * the manifest's own version is switched to, so it never runs without them. A dependency already
+ * current in such a version stays (no bytes, no change under other services); otherwise the highest
+ * published version that is not yanked and satisfies this range and those of the other installed
+ * dependents is installed, by the ordinary install path (its own dependencies first, recursively).
+ * `resolving` holds the artifacts being installed above this one: a cycle ends there.
+ */
+export async function ensureDependencies(
+  config: AgentConfig,
+  manifest: ArtifactManifest,
+  resolving: readonly string[],
+  install: InstallDependency,
+  fetchImpl?: typeof fetch,
+): Promise<DependencyOutcome[]> {
+  if (manifest.dependencies.length === 0) return []
+  if (resolving.length >= MAX_DEPENDENCY_DEPTH) {
+    throw new AgentError(
+      'dependency-conflict',
+      `dependencies of ${manifest.name} nest deeper than ${MAX_DEPENDENCY_DEPTH}: ${[...resolving, manifest.name].join(' → ')}`,
+    )
+  }
+  const outcomes: DependencyOutcome[] = []
+  for (const dep of manifest.dependencies) {
+    if (dep.name === manifest.name || resolving.includes(dep.name)) continue
+    if (!validRange(dep.range)) {
+      throw new AgentError(
+        'install-failed',
+        `${manifest.name}@${manifest.version} depends on ${dep.name} "${dep.range}", which is not a semver range`,
+      )
+    }
+    const others = (await dependentsOf(config.installRoot, dep.name)).filter((d) => d.name !== manifest.name)
+    const needs: Dependent[] = [
+      { name: manifest.name, version: manifest.version, range: dep.range },
+      ...others,
+    ]
+    const store = new ArtifactStore(config.installRoot, dep.name)
+    const { current } = await store.state()
+    if (current && (await store.has(current)) && needs.every((n) => satisfies(current, n.range))) {
+      outcomes.push({ name: dep.name, version: current, range: dep.range, changed: false })
+      continue
+    }
+    const version = await highestSatisfying(config, dep, needs, fetchImpl)
+    const installed = await install(dep, version)
+    outcomes.push({ name: dep.name, version: installed.version, range: dep.range, changed: true })
+  }
+  return outcomes
+}
+
+/** The highest published, non-yanked version of `dep` that every one of `needs` accepts. */
+async function highestSatisfying(
+  config: AgentConfig,
+  dep: DependencyRef,
+  needs: readonly Dependent[],
+  fetchImpl?: typeof fetch,
+): Promise<string> {
+  const index = await new EdgeClient(config.edgeUrl, fetchImpl).index(dep.name)
+  const published = index.versions.filter((v) => !v.yanked).map((v) => v.version)
+  const fits = published.filter((v) => needs.every((n) => satisfies(v, n.range))).sort(rcompare)
+  const best = fits[0]
+  if (best) return best
+  const [asker] = needs
+  if (!published.some((v) => asker && satisfies(v, asker.range))) {
+    throw new AgentError(
+      'not-found',
+      `no published version of ${dep.name} satisfies ${dep.range} (needed by ${asker ? `${asker.name}@${asker.version}` : dep.name})`,
+    )
+  }
+  throw new AgentError(
+    'dependency-conflict',
+    `no published version of ${dep.name} satisfies all of ${needs.map((n) => describe(n, dep.name)).join(', ')}`,
+    { name: dep.name, needs },
+  )
+}
+
+function describe(d: Dependent, dependency: string): string {
+  return `${d.name}@${d.version} (needs ${dependency} ${d.range})`
+}

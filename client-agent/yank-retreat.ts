@@ -1,0 +1,128 @@
+import { gt, lt } from 'semver'
+import { type ArtifactIndex, versionEntry } from '../schemas/artifact-index.ts'
+import type { SignedYankStatement, YankStatement } from '../schemas/yank-statement.ts'
+import type { AgentConfig } from './config.ts'
+import { verifyEnvelope } from './signing.ts'
+import type { ArtifactStore, StoreState } from './store.ts'
+
+/** Why a device running a yanked version stays on it (the warning says so). */
+export interface Stay {
+  stayed: string
+}
+
+/**
+ * Where a device running a version yanked by its maintainer's signed word moves to (ADR 0025):
+ * `install` the channel head (it is at least as new as the version this device ran before), or
+ * `rollback` to that version, still on disk. `yankSeen` goes into the same state change as the switch.
+ */
+export interface Retreat {
+  kind: 'install' | 'rollback'
+  from: string
+  to: string
+  reason: string
+  /** When the maintainer signed the yank. */
+  at: string
+  yankSeen: YankSeen
+}
+
+type YankSeen = NonNullable<StoreState['yankSeen']>
+
+/**
+ * Decides whether the device moves off its yanked current version, and where to. Call with the
+ * artifact's lock held, only when the channel's head is older than the current version.
+ *
+ * Every condition guards against an edge that tries to roll devices back: the statement must verify
+ * under the pinned keys, be about exactly the installed bytes, be unexpired, and be newer than any
+ * statement this device already acted on or saw restored (so it moves a device at most once, and an
+ * old yank replayed after a signed restore does nothing). The destination is never older than the
+ * version this device itself ran before: the head when it is at least that new, else that version
+ * (on disk, not yanked itself). A device that ran nothing before stays. A signed restore is recorded
+ * (the yank it overrides cannot come back later).
+ */
+export async function planYankRetreat(
+  config: AgentConfig,
+  store: ArtifactStore,
+  state: StoreState,
+  index: ArtifactIndex,
+  head: string,
+  now: Date,
+): Promise<Retreat | Stay> {
+  const accepted = await acceptedStatement(config, store, state, index, now)
+  if ('stayed' in accepted) return accepted
+  const { said, yankSeen, current } = accepted
+  if (!said.yanked) {
+    await store.noteYankSeen(yankSeen)
+    return stay('the maintainer restored it')
+  }
+  const move = { from: current, reason: said.reason ?? 'yanked', at: said.at, yankSeen }
+  const previous = state.previous
+  if (!previous || !lt(previous, current)) return stay('this device ran no older version before it')
+  const onDisk = await store.has(previous)
+  // The head when it is newer than what the device ran before (or that version, gone from disk).
+  if (gt(head, previous) || (head === previous && !onDisk)) return { kind: 'install', to: head, ...move }
+  if (!onDisk) return stay(`the version it ran before, ${previous}, is not installed`)
+  if (versionEntry(index, previous)?.yanked) return stay(`the version before it, ${previous}, is yanked too`)
+  return { kind: 'rollback', to: previous, ...move }
+}
+
+/**
+ * Records a signed restore of the current version (the device may never have seen the yank it
+ * overrides), so that yank cannot be replayed at it later. Call with the artifact's lock held.
+ */
+export async function noteSignedRestore(
+  config: AgentConfig,
+  store: ArtifactStore,
+  state: StoreState,
+  index: ArtifactIndex,
+  now: Date,
+): Promise<void> {
+  const current = state.current
+  if (!current || versionEntry(index, current)?.yankStatement?.signed.yanked !== false) return
+  const accepted = await acceptedStatement(config, store, state, index, now)
+  if (!('stayed' in accepted)) await store.noteYankSeen(accepted.yankSeen)
+}
+
+/** The current version's statement in `index` when this device may act on it, and the memory after. */
+async function acceptedStatement(
+  config: AgentConfig,
+  store: ArtifactStore,
+  state: StoreState,
+  index: ArtifactIndex,
+  now: Date,
+): Promise<{ said: YankStatement; current: string; yankSeen: YankSeen } | Stay> {
+  const current = state.current
+  const statement = current ? versionEntry(index, current)?.yankStatement : undefined
+  if (!current || !statement) return stay('the yank is not signed by the maintainer')
+  const problem = await statementProblem(statement, config, current, await store.manifestOf(current), now)
+  if (problem) return stay(problem)
+  const said = statement.signed
+  const seen = state.yankSeen?.[current]
+  if (seen !== undefined && Date.parse(said.at) <= Date.parse(seen)) {
+    return stay(`already acted on: the maintainer's statement of ${seen} is the newest this device saw`)
+  }
+  return { said, current, yankSeen: { ...state.yankSeen, [current]: said.at } }
+}
+
+function stay(why: string): Stay {
+  return { stayed: why }
+}
+
+/** What makes a statement unusable for this device, or null when it may be acted on. */
+async function statementProblem(
+  statement: SignedYankStatement,
+  config: AgentConfig,
+  current: string,
+  installed: { signed: { name: string; sha256: string } },
+  now: Date,
+): Promise<string | null> {
+  const said = statement.signed
+  if (!(await verifyEnvelope(statement, config.trustedKeys))) {
+    return 'the yank statement has no valid signature by a trusted key'
+  }
+  if (said.name !== installed.signed.name || said.version !== current) {
+    return `the yank statement is about ${said.name}@${said.version}`
+  }
+  if (said.sha256 !== installed.signed.sha256) return 'the yank statement is about other bytes'
+  if (Date.parse(said.expires) <= now.getTime()) return `the yank statement expired at ${said.expires}`
+  return null
+}

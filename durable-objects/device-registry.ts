@@ -1,0 +1,239 @@
+import { DurableObject } from 'cloudflare:workers'
+import { z } from 'zod'
+import {
+  DeviceId,
+  EnrollmentCodeId,
+  type EnrollmentCodeInfo,
+  EnrollmentCodeRecord,
+  MAX_DEVICES_PER_CODE,
+  MAX_ENROLLMENT_DAYS,
+} from '../schemas/devices.ts'
+import { takeToken } from './rate-limit.ts'
+
+/** Enrollments per code per minute: a factory line enrolls in bursts, a leaked code cannot mint ids fast. */
+export const ENROLLMENTS_PER_CODE_PER_MINUTE = 60
+/** Codes kept (revoked ones included, so their devices stay refused); operators create a handful. */
+export const MAX_CODES = 10_000
+
+const DAY_MS = 86_400_000
+const Sha256 = z.string().regex(/^[0-9a-f]{64}$/)
+
+const CreateInput = z.object({
+  codeHash: Sha256,
+  label: z.string().min(1).max(64),
+  maxDevices: z.number().int().min(1).max(MAX_DEVICES_PER_CODE),
+  expiresDays: z.number().int().min(1).max(MAX_ENROLLMENT_DAYS),
+  credentialDays: z.number().int().min(1).max(MAX_ENROLLMENT_DAYS),
+})
+const EnrollInput = z.object({
+  codeHash: Sha256,
+  /** A device id the caller verified (its credential's MAC) to renew; it must belong to this code. */
+  renew: z.object({ deviceId: DeviceId, codeId: EnrollmentCodeId }).optional(),
+})
+
+/** An RPC answer: errors travel as values because custom Error fields do not survive RPC. */
+export type RegistryResult<T> =
+  | { ok: true; value: T }
+  | { ok: false; status: 403 | 404 | 409 | 429; detail: string; retryAfterSeconds?: number }
+
+export type CodeState = 'active' | 'revoked' | 'unknown'
+
+const log = (fields: Record<string, unknown>) =>
+  console.log(JSON.stringify({ do: 'DeviceRegistry', ...fields }))
+
+const iso = (ms: number) => new Date(ms).toISOString()
+
+/** The one registry of the edge (`idFromName('global')`): every caller names it the same way. */
+export function deviceRegistry(env: Env) {
+  return env.DEVICE_REGISTRY.get(env.DEVICE_REGISTRY.idFromName('global'))
+}
+
+export function codeInfo(record: EnrollmentCodeRecord): EnrollmentCodeInfo {
+  return {
+    id: record.id,
+    label: record.label,
+    maxDevices: record.maxDevices,
+    enrolled: record.enrolled,
+    credentialDays: record.credentialDays,
+    createdAt: iso(record.createdAt),
+    expiresAt: iso(record.expiresAt),
+    revokedAt: record.revokedAt === null ? null : iso(record.revokedAt),
+  }
+}
+
+function randomId(prefix: string, bytes: number): string {
+  const raw = crypto.getRandomValues(new Uint8Array(bytes))
+  return (
+    prefix +
+    btoa(String.fromCharCode(...raw))
+      .replace(/\+/g, '-')
+      .replace(/\//g, '_')
+      .replace(/=+$/, '')
+  )
+}
+
+/**
+ * Enrollment codes and how many devices each enrolled (docs/decisions/0026-device-enrollment.md). Only
+ * the SHA-256 of a code is stored. Nothing per device is stored: a credential is verified from its MAC in
+ * the Worker, and the only state the hot path needs is whether its code was revoked (`codeState`,
+ * cached per isolate).
+ */
+export class DeviceRegistry extends DurableObject<Env> {
+  private readonly sql: SqlStorage
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env)
+    this.sql = ctx.storage.sql
+    ctx.blockConcurrencyWhile(async () => {
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS codes (
+        id TEXT PRIMARY KEY,
+        code_hash TEXT NOT NULL UNIQUE,
+        record TEXT NOT NULL
+      )`)
+    })
+  }
+
+  /** A new code (the caller generated it and passes its hash); refused beyond MAX_CODES. */
+  async createCode(input: z.input<typeof CreateInput>): Promise<RegistryResult<EnrollmentCodeInfo>> {
+    const { codeHash, label, maxDevices, expiresDays, credentialDays } = CreateInput.parse(input)
+    const count = this.sql.exec<{ n: number }>('SELECT COUNT(*) AS n FROM codes').one().n
+    if (count >= MAX_CODES)
+      return { ok: false, status: 409, detail: `this edge already holds ${MAX_CODES} enrollment codes` }
+    const now = Date.now()
+    const record: EnrollmentCodeRecord = {
+      id: randomId('c', 9),
+      label,
+      maxDevices,
+      enrolled: 0,
+      credentialDays,
+      createdAt: now,
+      expiresAt: now + expiresDays * DAY_MS,
+      revokedAt: null,
+    }
+    this.sql.exec(
+      'INSERT INTO codes (id, code_hash, record) VALUES (?, ?, ?)',
+      record.id,
+      codeHash,
+      JSON.stringify(record),
+    )
+    log({ level: 'info', msg: 'enrollment code created', id: record.id, label, maxDevices })
+    return { ok: true, value: codeInfo(record) }
+  }
+
+  async listCodes(): Promise<EnrollmentCodeInfo[]> {
+    return this.sql
+      .exec<{ record: string }>('SELECT record FROM codes')
+      .toArray()
+      .flatMap((row) => this.parse(row.record) ?? [])
+      .sort((a, b) => b.createdAt - a.createdAt)
+      .map(codeInfo)
+  }
+
+  /** Revokes a code and with it every credential it issued (the edge refuses them within its cache TTL). */
+  async revokeCode(id: string): Promise<RegistryResult<EnrollmentCodeInfo>> {
+    const found = this.byId(EnrollmentCodeId.parse(id))
+    if (found === null) return { ok: false, status: 404, detail: `no enrollment code ${id}` }
+    if (found.revokedAt !== null) return { ok: true, value: codeInfo(found) }
+    const revoked: EnrollmentCodeRecord = { ...found, revokedAt: Date.now() }
+    this.write(revoked)
+    log({ level: 'info', msg: 'enrollment code revoked', id, enrolled: revoked.enrolled })
+    return { ok: true, value: codeInfo(revoked) }
+  }
+
+  /** The hot path's question, asked once per code per isolate cache period. */
+  async codeState(id: string): Promise<CodeState> {
+    const parsed = EnrollmentCodeId.safeParse(id)
+    if (!parsed.success) return 'unknown'
+    const found = this.byId(parsed.data)
+    if (found === null) return 'unknown'
+    return found.revokedAt === null ? 'active' : 'revoked'
+  }
+
+  /**
+   * One enrollment with the code whose hash is given: a new device id (counted against maxDevices,
+   * only while the code is unexpired), or the renewal of one the code enrolled before (not counted,
+   * also after the enrollment window, never once revoked). Rate-limited per code either way.
+   */
+  async enroll(input: z.input<typeof EnrollInput>): Promise<
+    RegistryResult<{
+      deviceId: string
+      codeId: string
+      credentialDays: number
+      renewed: boolean
+    }>
+  > {
+    const { codeHash, renew } = EnrollInput.parse(input)
+    const row = this.sql
+      .exec<{ record: string }>('SELECT record FROM codes WHERE code_hash = ?', codeHash)
+      .toArray()[0]
+    const record = row === undefined ? null : this.parse(row.record)
+    if (record === null) return { ok: false, status: 403, detail: 'unknown enrollment code' }
+    if (record.revokedAt !== null)
+      return { ok: false, status: 403, detail: `enrollment code ${record.id} was revoked` }
+    const now = Date.now()
+    const taken = takeToken(record.bucket, ENROLLMENTS_PER_CODE_PER_MINUTE, now)
+    if (!taken.ok) {
+      this.write({ ...record, bucket: taken.bucket })
+      return {
+        ok: false,
+        status: 429,
+        detail: `too many enrollments with code ${record.id}`,
+        retryAfterSeconds: taken.retryAfterSeconds,
+      }
+    }
+    if (renew !== undefined && renew.codeId === record.id) {
+      this.write({ ...record, bucket: taken.bucket })
+      return {
+        ok: true,
+        value: {
+          deviceId: renew.deviceId,
+          codeId: record.id,
+          credentialDays: record.credentialDays,
+          renewed: true,
+        },
+      }
+    }
+    if (now >= record.expiresAt) {
+      this.write({ ...record, bucket: taken.bucket })
+      return {
+        ok: false,
+        status: 403,
+        detail: `enrollment code ${record.id} expired on ${iso(record.expiresAt)}`,
+      }
+    }
+    if (record.enrolled >= record.maxDevices) {
+      this.write({ ...record, bucket: taken.bucket })
+      return {
+        ok: false,
+        status: 409,
+        detail: `enrollment code ${record.id} has enrolled its ${record.maxDevices} devices`,
+      }
+    }
+    this.write({ ...record, enrolled: record.enrolled + 1, bucket: taken.bucket })
+    return {
+      ok: true,
+      value: {
+        deviceId: randomId('d', 15),
+        codeId: record.id,
+        credentialDays: record.credentialDays,
+        renewed: false,
+      },
+    }
+  }
+
+  private byId(id: string): EnrollmentCodeRecord | null {
+    const row = this.sql.exec<{ record: string }>('SELECT record FROM codes WHERE id = ?', id).toArray()[0]
+    return row === undefined ? null : this.parse(row.record)
+  }
+
+  private write(record: EnrollmentCodeRecord): void {
+    this.sql.exec('UPDATE codes SET record = ? WHERE id = ?', JSON.stringify(record), record.id)
+  }
+
+  private parse(text: string): EnrollmentCodeRecord | null {
+    const parsed = EnrollmentCodeRecord.safeParse(JSON.parse(text))
+    if (parsed.success) return parsed.data
+    log({ level: 'error', msg: 'unreadable enrollment code record' })
+    return null
+  }
+}

@@ -1,0 +1,148 @@
+import type { Context, MiddlewareHandler } from 'hono'
+import { Hono } from 'hono'
+import type { z } from 'zod'
+import { deviceRegistry, type RegistryResult } from '../../durable-objects/device-registry.ts'
+import {
+  type DeviceEnrollment,
+  EnrollmentCodeCreated,
+  EnrollmentCodeParams,
+  EnrollmentCodeRequest,
+  EnrollRequest,
+} from '../../schemas/devices.ts'
+import type { AppEnv } from '../app-env.ts'
+import { isOperatorToken } from '../dashboard/operator-auth.ts'
+import { forgetCodeState } from '../devices/authenticate.ts'
+import {
+  hashEnrollmentCode,
+  newEnrollmentCode,
+  signCredential,
+  verifyCredential,
+} from '../devices/credential.ts'
+import { readBoundedBody } from '../http/bounded-body.ts'
+import { Problem } from '../http/problem.ts'
+import { parseJsonBody, valid } from '../http/validate.ts'
+
+/** Enrollment bodies are a few hundred bytes. */
+export const MAX_DEVICES_BODY_BYTES = 4 * 1024
+
+/**
+ * Enrollment codes are an operator's business (they provision device images, like the edge's secrets and
+ * runtime config), so their routes take OPERATOR_TOKEN as a bearer token — never the dashboard cookie,
+ * which is scoped to /dashboard anyway.
+ */
+const requireOperatorBearer: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const match = /^Bearer (\S+)$/.exec(c.req.header('authorization') ?? '')
+  if (!match?.[1] || !(await isOperatorToken(c, match[1])))
+    throw new Problem(401, 'unauthorized', 'a valid operator bearer token (OPERATOR_TOKEN) is required', {
+      headers: { 'www-authenticate': 'Bearer realm="deltaport-operator"' },
+    })
+  await next()
+}
+
+function unwrap<T>(result: RegistryResult<T>): T {
+  if (result.ok) return result.value
+  const slug =
+    result.status === 404
+      ? 'not-found'
+      : result.status === 409
+        ? 'conflict'
+        : result.status === 429
+          ? 'too-many-requests'
+          : 'enrollment-refused'
+  throw new Problem(result.status, slug, result.detail, {
+    ...(result.retryAfterSeconds === undefined
+      ? {}
+      : { headers: { 'retry-after': String(result.retryAfterSeconds) } }),
+  })
+}
+
+async function jsonBody<Schema extends z.ZodType>(
+  c: Context<AppEnv>,
+  schema: Schema,
+): Promise<z.infer<Schema>> {
+  return parseJsonBody(
+    await readBoundedBody(c.req.raw, MAX_DEVICES_BODY_BYTES, MAX_DEVICES_BODY_BYTES),
+    schema,
+  )
+}
+
+function tokenSecret(env: Env): string {
+  if (!env.DEVICE_TOKEN_SECRET)
+    throw new Problem(500, 'internal', 'DEVICE_TOKEN_SECRET is not configured on this edge')
+  return env.DEVICE_TOKEN_SECRET
+}
+
+/**
+ * /v1/devices — device enrollment (durable-objects/device-registry.ts, ADR 0026). Operators create,
+ * list and revoke enrollment codes; devices trade a code for a credential (public, bounded per code).
+ */
+export const devicesRouter = new Hono<AppEnv>()
+  .post('/enrollment-codes', requireOperatorBearer, async (c) => {
+    const request = await jsonBody(c, EnrollmentCodeRequest)
+    tokenSecret(c.env)
+    const code = newEnrollmentCode()
+    const info = unwrap(
+      await deviceRegistry(c.env).createCode({ ...request, codeHash: await hashEnrollmentCode(code) }),
+    )
+    c.header('cache-control', 'no-store')
+    return c.json(EnrollmentCodeCreated.parse({ code, info }), 201)
+  })
+  .get('/enrollment-codes', requireOperatorBearer, async (c) => {
+    c.header('cache-control', 'no-store')
+    return c.json({ codes: await deviceRegistry(c.env).listCodes() })
+  })
+  .post(
+    '/enrollment-codes/:id/revoke',
+    requireOperatorBearer,
+    valid('param', EnrollmentCodeParams),
+    async (c) => {
+      const { id } = c.req.valid('param')
+      const info = unwrap(await deviceRegistry(c.env).revokeCode(id))
+      forgetCodeState(id)
+      return c.json(info)
+    },
+  )
+  .post('/enroll', async (c) => {
+    const request = await jsonBody(c, EnrollRequest)
+    const secret = tokenSecret(c.env)
+    // Renewal needs proof the device was enrolled: a credential this edge signed (expired is fine).
+    let renew: { deviceId: string; codeId: string } | undefined
+    if (request.credential !== undefined) {
+      const check = await verifyCredential(secret, request.credential)
+      const claims = check.ok ? check.claims : check.reason === 'expired' ? check.claims : undefined
+      if (claims !== undefined) renew = { deviceId: claims.deviceId, codeId: claims.codeId }
+    }
+    const enrolled = unwrap(
+      await deviceRegistry(c.env).enroll({
+        codeHash: await hashEnrollmentCode(request.code),
+        ...(renew === undefined ? {} : { renew }),
+      }),
+    )
+    const issuedAt = Math.floor(Date.now() / 1000)
+    const expiresAt = issuedAt + enrolled.credentialDays * 86_400
+    const credential = await signCredential(secret, {
+      deviceId: enrolled.deviceId,
+      codeId: enrolled.codeId,
+      issuedAt,
+      expiresAt,
+    })
+    console.log(
+      JSON.stringify({
+        level: 'info',
+        msg: 'device enrolled',
+        deviceId: enrolled.deviceId,
+        codeId: enrolled.codeId,
+        renewed: enrolled.renewed,
+        ...(request.deviceName === undefined ? {} : { deviceName: request.deviceName }),
+      }),
+    )
+    const body: DeviceEnrollment = {
+      deviceId: enrolled.deviceId,
+      codeId: enrolled.codeId,
+      credential,
+      expiresAt: new Date(expiresAt * 1000).toISOString(),
+      renewed: enrolled.renewed,
+    }
+    c.header('cache-control', 'no-store')
+    return c.json(body, enrolled.renewed ? 200 : 201)
+  })

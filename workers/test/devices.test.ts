@@ -1,0 +1,418 @@
+/**
+ * Device enrollment (ADR 0026) with real bindings: enrollment codes in the DeviceRegistry Durable Object,
+ * credentials verified by the Worker, the device id replacing self-chosen client ids in telemetry,
+ * rollout outcomes and prefetch queries, and `devices.requireCredential` in the KV runtime config.
+ */
+import { runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import { afterEach, describe, expect, it } from 'vitest'
+import { batchOf, postTelemetry } from '../../durable-objects/test/helpers.ts'
+import { reportOutcome, startRollout, statusOf } from '../../durable-objects/test/rollout-helpers.ts'
+import {
+  DeviceEnrollment,
+  EnrollmentCodeCreated,
+  EnrollmentCodeInfo,
+  EnrollmentCodeList,
+  EnrollmentCodeRecord,
+} from '../../schemas/devices.ts'
+import { ProblemDetails } from '../../schemas/problem.ts'
+import { RolloutStatus } from '../../schemas/rollout.ts'
+import {
+  clearRuntimeConfigCache,
+  RUNTIME_CONFIG_KEY,
+  setRuntimeConfigClock,
+} from '../config/runtime-config.ts'
+import { clearCodeStateCache } from '../devices/authenticate.ts'
+import { signCredential } from '../devices/credential.ts'
+import { OPERATOR_TOKEN } from './dashboard-helpers.ts'
+import { auth, bytesOf, call, publishSingle } from './publish-helpers.ts'
+
+const operator = { authorization: `Bearer ${OPERATOR_TOKEN}` }
+const json = { 'content-type': 'application/json' }
+
+async function expectProblem(res: Response, status: number, slug?: string): Promise<ProblemDetails> {
+  expect(res.status).toBe(status)
+  expect(res.headers.get('content-type')).toBe('application/problem+json')
+  const problem = ProblemDetails.parse(await res.json())
+  if (slug !== undefined) expect(problem.type).toBe(`https://deltaport.dev/problems/${slug}`)
+  return problem
+}
+
+async function createCode(body: Record<string, unknown>): Promise<EnrollmentCodeCreated> {
+  const res = await call('/v1/devices/enrollment-codes', {
+    method: 'POST',
+    headers: { ...operator, ...json },
+    body: JSON.stringify(body),
+  })
+  expect(res.status).toBe(201)
+  return EnrollmentCodeCreated.parse(await res.json())
+}
+
+function enroll(body: Record<string, unknown>): Promise<Response> {
+  return call('/v1/devices/enroll', { method: 'POST', headers: json, body: JSON.stringify(body) })
+}
+
+async function enrolled(code: string, extra: Record<string, unknown> = {}): Promise<DeviceEnrollment> {
+  const res = await enroll({ code, ...extra })
+  expect([200, 201]).toContain(res.status)
+  return DeviceEnrollment.parse(await res.json())
+}
+
+async function listCodes(): Promise<EnrollmentCodeInfo[]> {
+  const res = await call('/v1/devices/enrollment-codes', { headers: operator })
+  expect(res.status).toBe(200)
+  return EnrollmentCodeList.parse(await res.json()).codes
+}
+
+function revoke(id: string): Promise<Response> {
+  return call(`/v1/devices/enrollment-codes/${id}/revoke`, { method: 'POST', headers: operator })
+}
+
+const device = (credential: string) => ({ authorization: `Device ${credential}` })
+
+function postDeviceTelemetry(region: string, body: unknown, credential?: string): Promise<Response> {
+  return call('/v1/telemetry', {
+    method: 'POST',
+    headers: {
+      ...json,
+      'x-deltaport-region': region,
+      ...(credential === undefined ? {} : device(credential)),
+    },
+    body: JSON.stringify(body),
+  })
+}
+
+const regionStub = (region: string) => env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region))
+const registry = () => env.DEVICE_REGISTRY.get(env.DEVICE_REGISTRY.idFromName('global'))
+
+async function setRequirement(requireCredential: 'off' | 'reports' | 'all'): Promise<void> {
+  await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ devices: { requireCredential } }))
+  clearRuntimeConfigCache()
+}
+
+afterEach(async () => {
+  setRuntimeConfigClock(null)
+  await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+  clearRuntimeConfigCache()
+  clearCodeStateCache()
+})
+
+describe('enrollment codes (operator)', () => {
+  it('need the operator token; the maintainer token is not enough', async () => {
+    for (const headers of [{}, auth, { authorization: `Bearer ${OPERATOR_TOKEN}x` }]) {
+      const res = await call('/v1/devices/enrollment-codes', {
+        method: 'POST',
+        headers: { ...headers, ...json },
+        body: JSON.stringify({ label: 'nope', maxDevices: 1 }),
+      })
+      await expectProblem(res, 401, 'unauthorized')
+    }
+    await expectProblem(await call('/v1/devices/enrollment-codes', { headers: auth }), 401)
+    await expectProblem(
+      await call('/v1/devices/enrollment-codes/cAAAAAAAAAAAA/revoke', { method: 'POST', headers: auth }),
+      401,
+    )
+  })
+
+  it('answers the code once and stores only its hash', async () => {
+    const created = await createCode({ label: 'factory-A', maxDevices: 5, expiresDays: 7 })
+    expect(created.info).toMatchObject({ label: 'factory-A', maxDevices: 5, enrolled: 0, revokedAt: null })
+    const listed = await listCodes()
+    expect(listed.find((c) => c.id === created.info.id)?.label).toBe('factory-A')
+    expect(JSON.stringify(listed)).not.toContain(created.code)
+    const rows = await runInDurableObject(registry(), (_instance, state) =>
+      state.storage.sql
+        .exec<{ code_hash: string; record: string }>('SELECT code_hash, record FROM codes')
+        .toArray(),
+    )
+    const row = rows.find((r) => EnrollmentCodeRecord.parse(JSON.parse(r.record)).id === created.info.id)
+    expect(row?.code_hash).toMatch(/^[0-9a-f]{64}$/)
+    expect(JSON.stringify(rows)).not.toContain(created.code)
+  })
+
+  it('refuses invalid requests with the fields named', async () => {
+    for (const body of [
+      { label: '', maxDevices: 1 },
+      { label: 'x', maxDevices: 0 },
+      { label: 'x', maxDevices: 1, expiresDays: 99999 },
+    ]) {
+      const res = await call('/v1/devices/enrollment-codes', {
+        method: 'POST',
+        headers: { ...operator, ...json },
+        body: JSON.stringify(body),
+      })
+      await expectProblem(res, 400)
+    }
+    await expectProblem(await revoke('not-an-id'), 400)
+    await expectProblem(await revoke('cAAAAAAAAAAAA'), 404)
+  })
+})
+
+describe('POST /v1/devices/enroll', () => {
+  it('is bounded by maxDevices; renewing an enrolled device uses no slot', async () => {
+    const { code, info } = await createCode({ label: 'bounded', maxDevices: 3 })
+    const devices = [
+      await enrolled(code),
+      await enrolled(code),
+      await enrolled(code, { deviceName: 'host-3' }),
+    ]
+    expect(new Set(devices.map((d) => d.deviceId)).size).toBe(3)
+    for (const d of devices) {
+      expect(d.codeId).toBe(info.id)
+      expect(d.renewed).toBe(false)
+    }
+    const full = await expectProblem(await enroll({ code }), 409, 'conflict')
+    expect(full.detail).toContain('3 devices')
+    const renewed = await enrolled(code, { credential: devices[0]?.credential })
+    expect(renewed).toMatchObject({ deviceId: devices[0]?.deviceId, renewed: true })
+    expect((await listCodes()).find((c) => c.id === info.id)?.enrolled).toBe(3)
+  })
+
+  it('refuses new devices after the code expired, but still renews its devices', async () => {
+    const { code, info } = await createCode({ label: 'expiring', maxDevices: 10, expiresDays: 1 })
+    const first = await enrolled(code)
+    await runInDurableObject(registry(), (_instance, state) => {
+      const row = state.storage.sql
+        .exec<{ record: string }>('SELECT record FROM codes WHERE id = ?', info.id)
+        .one()
+      const record = EnrollmentCodeRecord.parse(JSON.parse(row.record))
+      state.storage.sql.exec(
+        'UPDATE codes SET record = ? WHERE id = ?',
+        JSON.stringify({ ...record, expiresAt: Date.now() - 1000 }),
+        info.id,
+      )
+    })
+    const expired = await expectProblem(await enroll({ code }), 403, 'enrollment-refused')
+    expect(expired.detail).toContain('expired')
+    expect((await enrolled(code, { credential: first.credential })).deviceId).toBe(first.deviceId)
+  })
+
+  it('refuses unknown codes and garbled bodies; a credential of another code renews nothing', async () => {
+    await expectProblem(await enroll({ code: `dpe1_${'A'.repeat(32)}` }), 403, 'enrollment-refused')
+    await expectProblem(await enroll({ code: 'hello' }), 400)
+    await expectProblem(
+      await call('/v1/devices/enroll', { method: 'POST', headers: json, body: '{"code":' }),
+      400,
+    )
+    const a = await createCode({ label: 'code-a', maxDevices: 2 })
+    const b = await createCode({ label: 'code-b', maxDevices: 2 })
+    const fromA = await enrolled(a.code)
+    const viaB = await enrolled(b.code, { credential: fromA.credential })
+    expect(viaB.renewed).toBe(false)
+    expect(viaB.deviceId).not.toBe(fromA.deviceId)
+  })
+
+  it('is rate-limited per code', async () => {
+    const { code } = await createCode({ label: 'burst', maxDevices: 1000 })
+    const statuses: number[] = []
+    for (let i = 0; i < 61; i++) {
+      const res = await enroll({ code })
+      statuses.push(res.status)
+      if (res.status === 429) expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+      await res.body?.cancel()
+    }
+    expect(statuses.filter((s) => s === 201)).toHaveLength(60)
+    expect(statuses.at(-1)).toBe(429)
+    // Another code is not affected.
+    const other = await createCode({ label: 'burst-other', maxDevices: 1 })
+    expect((await enroll({ code: other.code })).status).toBe(201)
+  })
+})
+
+describe('device credentials on reports', () => {
+  it('count one device as one client whatever client ids its batches name', async () => {
+    const { code } = await createCode({ label: 'one-device', maxDevices: 1 })
+    const me = await enrolled(code)
+    const first = await postDeviceTelemetry(
+      'dev-one',
+      batchOf('invented-client-1', 0, ['app-x']),
+      me.credential,
+    )
+    expect(first.status).toBe(202)
+    expect(await first.json()).toMatchObject({ accepted: 1, duplicate: false })
+    // Same sequence under another invented id: the edge sees the same client, so it is a replay.
+    const again = await postDeviceTelemetry(
+      'dev-one',
+      batchOf('invented-client-2', 0, ['app-x']),
+      me.credential,
+    )
+    expect(await again.json()).toMatchObject({ accepted: 0, duplicate: true })
+    for (let i = 0; i < 5; i++) {
+      const res = await postDeviceTelemetry(
+        'dev-one',
+        batchOf(`invented-client-${i + 10}`, i + 1, ['app-x']),
+        me.credential,
+      )
+      expect(res.status).toBe(202)
+    }
+    expect((await regionStub('dev-one').snapshot()).population).toBe(1)
+    // Anonymous (allowed by default): each invented id is a client of its own — the hole this closes.
+    for (let i = 0; i < 3; i++)
+      expect((await postTelemetry('anon-many', batchOf(`anonymous-client-${i}`, 0, ['app-x']))).status).toBe(
+        202,
+      )
+    expect((await regionStub('anon-many').snapshot()).population).toBe(3)
+  })
+
+  it('refuse forged, garbled, expired and foreign credentials with 401 even when not required', async () => {
+    const { code } = await createCode({ label: 'forgery', maxDevices: 1 })
+    const real = await enrolled(code)
+    const mac = real.credential.slice(-43)
+    const flipped = `${mac[0] === 'A' ? 'B' : 'A'}${mac.slice(1)}`
+    const parts = real.credential.split('.')
+    const forged = [
+      `${real.credential.slice(0, -43)}${flipped}`,
+      // Another device id under the real MAC.
+      [parts[0], `d${'Z'.repeat(20)}`, ...parts.slice(2)].join('.'),
+      // A later expiry under the real MAC.
+      [...parts.slice(0, 4), '99999999999', parts[5]].join('.'),
+      await signCredential('not-the-edge-secret', {
+        deviceId: real.deviceId,
+        codeId: real.codeId,
+        issuedAt: 1,
+        expiresAt: 99_999_999_999,
+      }),
+    ]
+    for (const credential of forged) {
+      const res = await postDeviceTelemetry('dev-forged', batchOf('forger-0001', 0, ['app-y']), credential)
+      await expectProblem(res, 401, 'device-credential-invalid')
+      expect(res.headers.get('www-authenticate')).toContain('Device')
+    }
+    for (const header of ['Device', 'Device ', 'Device garbage', `Device ${'x'.repeat(5000)}`]) {
+      const res = await call('/v1/telemetry', {
+        method: 'POST',
+        headers: { ...json, authorization: header },
+        body: JSON.stringify(batchOf('forger-0002', 0, ['app-y'])),
+      })
+      await expectProblem(res, 401, 'device-credential-invalid')
+    }
+    const expired = await signCredential(env.DEVICE_TOKEN_SECRET, {
+      deviceId: real.deviceId,
+      codeId: real.codeId,
+      issuedAt: 1,
+      expiresAt: Math.floor(Date.now() / 1000) - 10,
+    })
+    await expectProblem(
+      await postDeviceTelemetry('dev-forged', batchOf('forger-0003', 0, ['app-y']), expired),
+      401,
+      'device-credential-expired',
+    )
+    // A MAC-valid credential naming a code the registry never issued.
+    const unknownCode = await signCredential(env.DEVICE_TOKEN_SECRET, {
+      deviceId: real.deviceId,
+      codeId: 'cUNKNOWNCODE0',
+      issuedAt: 1,
+      expiresAt: 99_999_999_999,
+    })
+    await expectProblem(
+      await postDeviceTelemetry('dev-forged', batchOf('forger-0004', 0, ['app-y']), unknownCode),
+      401,
+      'device-credential-invalid',
+    )
+    expect((await regionStub('dev-forged').snapshot()).population).toBe(0)
+    const prefetch = await call('/v1/prefetch?client=forger-0005', { headers: device(forged[0] ?? '') })
+    await expectProblem(prefetch, 401, 'device-credential-invalid')
+  })
+
+  it('refuse every device of a revoked code, and its code enrolls nobody any more', async () => {
+    const { code, info } = await createCode({ label: 'to-revoke', maxDevices: 5 })
+    const me = await enrolled(code)
+    expect(
+      (await postDeviceTelemetry('dev-revoke', batchOf('whatever-01', 0, ['app-z']), me.credential)).status,
+    ).toBe(202)
+    const revoked = await revoke(info.id)
+    expect(revoked.status).toBe(200)
+    expect(EnrollmentCodeInfo.parse(await revoked.json()).revokedAt).not.toBeNull()
+    await expectProblem(
+      await postDeviceTelemetry('dev-revoke', batchOf('whatever-01', 1, ['app-z']), me.credential),
+      401,
+      'device-credential-revoked',
+    )
+    // Another isolate (a cold cache) asks the registry and hears the same.
+    clearCodeStateCache()
+    await expectProblem(
+      await postDeviceTelemetry('dev-revoke', batchOf('whatever-01', 2, ['app-z']), me.credential),
+      401,
+      'device-credential-revoked',
+    )
+    await expectProblem(await enroll({ code }), 403, 'enrollment-refused')
+    await expectProblem(await enroll({ code, credential: me.credential }), 403, 'enrollment-refused')
+  })
+
+  it('one device reporting under many client ids is one rollout sample', async () => {
+    await publishSingle('dev-roll', '1.0.0', bytesOf(64, 3))
+    const start = await startRollout('dev-roll', {
+      version: '1.0.0',
+      stages: [{ percent: 100, durationMs: 3_600_000 }],
+      minSample: 5,
+      maxFailureRate: 0.01,
+    })
+    expect(start.status).toBe(201)
+    const { code } = await createCode({ label: 'rollout-device', maxDevices: 1 })
+    const me = await enrolled(code)
+    for (let i = 0; i < 8; i++) {
+      const res = await call('/v1/rollouts/dev-roll/stable/outcomes', {
+        method: 'POST',
+        headers: { ...json, ...device(me.credential) },
+        body: JSON.stringify({ client: `made-up-client-${i}`, version: '1.0.0', outcome: 'failed' }),
+      })
+      // The device's token bucket (6 a minute) applies to the device, not to each invented id.
+      expect([202, 429]).toContain(res.status)
+      await res.body?.cancel()
+    }
+    const status = RolloutStatus.parse(await (await statusOf('dev-roll')).json())
+    expect(status.overall.total).toBe(1)
+    expect(status.state).toBe('running')
+  })
+})
+
+describe('devices.requireCredential', () => {
+  it('reports: anonymous telemetry and outcomes get 401, prefetch still answers', async () => {
+    await setRequirement('reports')
+    await expectProblem(
+      await postTelemetry('req-reports', batchOf('anon-0001', 0, ['app-q'])),
+      401,
+      'device-credential-required',
+    )
+    await expectProblem(
+      await reportOutcome('req-none', { client: 'anon-0001', version: '1.0.0', outcome: 'installed' }),
+      401,
+      'device-credential-required',
+    )
+    expect((await call('/v1/prefetch?client=anon-0001')).status).toBe(200)
+    // A Bearer token is not a device credential.
+    const bearer = await call('/v1/telemetry', {
+      method: 'POST',
+      headers: { ...json, ...auth },
+      body: JSON.stringify(batchOf('anon-0002', 0, ['app-q'])),
+    })
+    await expectProblem(bearer, 401, 'device-credential-required')
+    const { code } = await createCode({ label: 'required-mode', maxDevices: 1 })
+    const me = await enrolled(code)
+    expect(
+      (await postDeviceTelemetry('req-reports', batchOf('anon-0001', 0, ['app-q']), me.credential)).status,
+    ).toBe(202)
+  })
+
+  it('all: prefetch needs a credential too; with one the queue is the device’s', async () => {
+    await setRequirement('all')
+    await expectProblem(await call('/v1/prefetch?client=anon-0003'), 401, 'device-credential-required')
+    const { code } = await createCode({ label: 'all-mode', maxDevices: 1 })
+    const me = await enrolled(code)
+    const res = await call('/v1/prefetch?client=anon-0003', { headers: device(me.credential) })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('vary')).toContain('authorization')
+  })
+
+  it('off (the default) keeps accepting anonymous reports; a garbled setting keeps the last good one', async () => {
+    expect((await postTelemetry('req-off', batchOf('anon-0004', 0, ['app-q']))).status).toBe(202)
+    await setRequirement('reports')
+    await expectProblem(await postTelemetry('req-off', batchOf('anon-0004', 1, ['app-q'])), 401)
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ devices: { requireCredential: 'sometimes' } }))
+    // Same isolate, cache expired: the rejected document leaves the last good one (reports) in force.
+    setRuntimeConfigClock(() => Date.now() + 120_000)
+    const status = await call('/v1/config', { headers: auth })
+    expect(await status.json()).toMatchObject({ inForce: { devices: { requireCredential: 'reports' } } })
+    await expectProblem(await postTelemetry('req-off', batchOf('anon-0004', 2, ['app-q'])), 401)
+  })
+})
