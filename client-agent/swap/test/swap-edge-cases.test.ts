@@ -1,5 +1,5 @@
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
-import { type IncomingMessage, request } from 'node:http'
+import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -7,7 +7,7 @@ import { RunChildren, SwapSettings, type SwapSettingsInput } from '../../../sche
 import { buildSampleService, type SampleBuild } from '../../sample-service/build.ts'
 import { sleep } from '../service-process.ts'
 import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
-import { runningArtifacts } from './harness.ts'
+import { post, runningArtifacts, splitWrite, within } from './harness.ts'
 
 /**
  * Ways a device owner can break the buffered swap's promise (no dropped request, a failed update leaves
@@ -53,56 +53,6 @@ async function setup(builds: SampleBuild[], input: SwapSettingsInput = {}) {
   /** Live (non-zombie) processes running one of this test's artifacts, by version. */
   const running = () => runningArtifacts(artifacts)
   return { dir, supervisor, events, swapTo, until, recordedPids, running, port: supervisor.publicPort }
-}
-
-/** Starts a write whose body arrives in two parts; `finish()` sends the rest. */
-function splitWrite(port: number, client: string, seq: number) {
-  const body = JSON.stringify({ seq })
-  let answer: { status: number; body: string } | null = null
-  const req = request({
-    host: '127.0.0.1',
-    port,
-    method: 'POST',
-    path: '/write',
-    headers: { 'x-client-id': client, 'content-length': String(body.length) },
-  })
-  const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
-    req.on('response', (res: IncomingMessage) => {
-      let text = ''
-      res.on('data', (c: Buffer) => {
-        text += c.toString()
-      })
-      res.on('end', () => {
-        answer = { status: res.statusCode ?? 0, body: text }
-        resolve(answer)
-      })
-    })
-    req.on('error', reject)
-  })
-  req.write(body.slice(0, 3))
-  return {
-    finish: () => req.end(body.slice(3)),
-    answered,
-    get answer() {
-      return answer
-    },
-  }
-}
-
-const post = (port: number, client: string, seq: number) =>
-  fetch(`http://127.0.0.1:${port}/write`, {
-    method: 'POST',
-    headers: { 'x-client-id': client },
-    body: JSON.stringify({ seq }),
-  })
-
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  return Promise.race([
-    promise,
-    sleep(ms).then(() => {
-      throw new Error(`${what}: no answer within ${ms} ms`)
-    }),
-  ])
 }
 
 describe('buffered swap: edge cases a device owner hits', () => {
