@@ -2,12 +2,28 @@ import { DurableObject } from 'cloudflare:workers'
 import { z } from 'zod'
 import {
   DeviceId,
+  type DeviceInfo,
+  type DeviceList,
+  DeviceListQuery,
   EnrollmentCodeId,
   type EnrollmentCodeInfo,
   EnrollmentCodeRecord,
   MAX_DEVICES_PER_CODE,
   MAX_ENROLLMENT_DAYS,
 } from '../schemas/devices.ts'
+import {
+  createDeviceTable,
+  insertDevice,
+  listDevices,
+  liveRevocations,
+  MAX_LIVE_REVOCATIONS,
+  MAX_RECORDED_DEVICES,
+  markRevoked,
+  readDevice,
+  recordedDevices,
+  recordRenewal,
+} from './device-table.ts'
+import { createMetaTable } from './meta-table.ts'
 import { takeToken } from './rate-limit.ts'
 
 /** Enrollments per code per minute: a factory line enrolls in bursts, a leaked code cannot mint ids fast. */
@@ -37,6 +53,23 @@ export type RegistryResult<T> =
   | { ok: false; status: 403 | 404 | 409 | 429; detail: string; retryAfterSeconds?: number }
 
 export type CodeState = 'active' | 'revoked' | 'unknown'
+
+/** What the hot path needs about a code: its state and its devices revoked one by one (still live). */
+export interface CredentialState {
+  code: CodeState
+  revokedDevices: string[]
+}
+
+/** What `enroll` hands the Worker to sign: the registry decides the times so its rows match them. */
+export interface Enrolled {
+  deviceId: string
+  codeId: string
+  renewed: boolean
+  /** Epoch seconds. */
+  issuedAt: number
+  /** Epoch seconds. */
+  expiresAt: number
+}
 
 const log = (fields: Record<string, unknown>) =>
   console.log(JSON.stringify({ do: 'DeviceRegistry', ...fields }))
@@ -73,10 +106,10 @@ function randomId(prefix: string, bytes: number): string {
 }
 
 /**
- * Enrollment codes and how many devices each enrolled (docs/decisions/0026-device-enrollment.md). Only
- * the SHA-256 of a code is stored. Nothing per device is stored: a credential is verified from its MAC in
- * the Worker, and the only state the hot path needs is whether its code was revoked (`codeState`,
- * cached per isolate).
+ * Enrollment codes, how many devices each enrolled, and the devices themselves
+ * (docs/decisions/0026-device-enrollment.md). Only the SHA-256 of a code is stored. A credential is
+ * verified from its MAC in the Worker; the only state the hot path needs is whether its code was
+ * revoked and which of its devices were (`credentialState`, cached per isolate per code).
  */
 export class DeviceRegistry extends DurableObject<Env> {
   private readonly sql: SqlStorage
@@ -90,6 +123,8 @@ export class DeviceRegistry extends DurableObject<Env> {
         code_hash TEXT NOT NULL UNIQUE,
         record TEXT NOT NULL
       )`)
+      createMetaTable(this.sql)
+      createDeviceTable(this.sql)
     })
   }
 
@@ -140,28 +175,52 @@ export class DeviceRegistry extends DurableObject<Env> {
     return { ok: true, value: codeInfo(revoked) }
   }
 
-  /** The hot path's question, asked once per code per isolate cache period. */
-  async codeState(id: string): Promise<CodeState> {
+  /**
+   * The hot path's question, asked once per code per isolate cache period: the code's state and the
+   * ids of its revoked devices that may still hold a valid credential (bounded by MAX_LIVE_REVOCATIONS).
+   */
+  async credentialState(id: string): Promise<CredentialState> {
     const parsed = EnrollmentCodeId.safeParse(id)
-    if (!parsed.success) return 'unknown'
+    if (!parsed.success) return { code: 'unknown', revokedDevices: [] }
     const found = this.byId(parsed.data)
-    if (found === null) return 'unknown'
-    return found.revokedAt === null ? 'active' : 'revoked'
+    if (found === null) return { code: 'unknown', revokedDevices: [] }
+    if (found.revokedAt !== null) return { code: 'revoked', revokedDevices: [] }
+    return { code: 'active', revokedDevices: liveRevocations(this.sql, Date.now(), found.id) }
+  }
+
+  /** One page of recorded devices, optionally of one code. */
+  async listDevices(query: z.input<typeof DeviceListQuery>): Promise<DeviceList> {
+    return listDevices(this.sql, DeviceListQuery.parse(query))
+  }
+
+  /**
+   * Revokes one device: the edge refuses its credentials within the cache TTL and will not renew it.
+   * Idempotent. Refused (409) beyond MAX_LIVE_REVOCATIONS, because every isolate caches those ids.
+   */
+  async revokeDevice(id: string): Promise<RegistryResult<DeviceInfo>> {
+    const deviceId = DeviceId.parse(id)
+    const found = readDevice(this.sql, deviceId)
+    if (found === null) return { ok: false, status: 404, detail: `no recorded device ${deviceId}` }
+    if (found.revokedAt !== null) return { ok: true, value: found }
+    const now = Date.now()
+    if (liveRevocations(this.sql, now).length >= MAX_LIVE_REVOCATIONS)
+      return {
+        ok: false,
+        status: 409,
+        detail: `${MAX_LIVE_REVOCATIONS} revoked devices still hold valid credentials: revoke their enrollment code instead`,
+      }
+    markRevoked(this.sql, deviceId, now)
+    log({ level: 'info', msg: 'device revoked', deviceId, codeId: found.codeId })
+    return { ok: true, value: { ...found, revokedAt: iso(now) } }
   }
 
   /**
    * One enrollment with the code whose hash is given: a new device id (counted against maxDevices,
    * only while the code is unexpired), or the renewal of one the code enrolled before (not counted,
-   * also after the enrollment window, never once revoked). Rate-limited per code either way.
+   * also after the enrollment window, never once the code or the device was revoked). Rate-limited per
+   * code either way. Every device it answers is recorded, with its newest credential's expiry.
    */
-  async enroll(input: z.input<typeof EnrollInput>): Promise<
-    RegistryResult<{
-      deviceId: string
-      codeId: string
-      credentialDays: number
-      renewed: boolean
-    }>
-  > {
+  async enroll(input: z.input<typeof EnrollInput>): Promise<RegistryResult<Enrolled>> {
     const { codeHash, renew } = EnrollInput.parse(input)
     const row = this.sql
       .exec<{ record: string }>('SELECT record FROM codes WHERE code_hash = ?', codeHash)
@@ -181,16 +240,29 @@ export class DeviceRegistry extends DurableObject<Env> {
         retryAfterSeconds: taken.retryAfterSeconds,
       }
     }
+    const issuedAt = Math.floor(now / 1000)
+    const expiresAt = issuedAt + record.credentialDays * 86_400
     if (renew !== undefined && renew.codeId === record.id) {
       this.write({ ...record, bucket: taken.bucket })
+      const device = readDevice(this.sql, renew.deviceId)
+      // A revoked device is not renewed, and the request does not turn into a fresh enrollment either:
+      // that would hand the revoked device a new id and slot at once (ADR 0026, "Later changes").
+      if (device !== null && device.revokedAt !== null)
+        return { ok: false, status: 403, detail: `device ${renew.deviceId} was revoked` }
+      if (device !== null) recordRenewal(this.sql, renew.deviceId, now, expiresAt * 1000)
+      else if (recordedDevices(this.sql) < MAX_RECORDED_DEVICES)
+        // Enrolled before devices were recorded: recorded now, its enrollment time unknown.
+        insertDevice(this.sql, {
+          id: renew.deviceId,
+          codeId: record.id,
+          enrolledAt: null,
+          renewedAt: now,
+          expiresAt: expiresAt * 1000,
+        })
+      else log({ level: 'warn', msg: 'device renewed unrecorded: registry full', deviceId: renew.deviceId })
       return {
         ok: true,
-        value: {
-          deviceId: renew.deviceId,
-          codeId: record.id,
-          credentialDays: record.credentialDays,
-          renewed: true,
-        },
+        value: { deviceId: renew.deviceId, codeId: record.id, renewed: true, issuedAt, expiresAt },
       }
     }
     if (now >= record.expiresAt) {
@@ -209,16 +281,24 @@ export class DeviceRegistry extends DurableObject<Env> {
         detail: `enrollment code ${record.id} has enrolled its ${record.maxDevices} devices`,
       }
     }
-    this.write({ ...record, enrolled: record.enrolled + 1, bucket: taken.bucket })
-    return {
-      ok: true,
-      value: {
-        deviceId: randomId('d', 15),
-        codeId: record.id,
-        credentialDays: record.credentialDays,
-        renewed: false,
-      },
+    if (recordedDevices(this.sql) >= MAX_RECORDED_DEVICES) {
+      this.write({ ...record, bucket: taken.bucket })
+      return {
+        ok: false,
+        status: 409,
+        detail: `this edge already records ${MAX_RECORDED_DEVICES} devices`,
+      }
     }
+    const deviceId = randomId('d', 15)
+    this.write({ ...record, enrolled: record.enrolled + 1, bucket: taken.bucket })
+    insertDevice(this.sql, {
+      id: deviceId,
+      codeId: record.id,
+      enrolledAt: now,
+      renewedAt: null,
+      expiresAt: expiresAt * 1000,
+    })
+    return { ok: true, value: { deviceId, codeId: record.id, renewed: false, issuedAt, expiresAt } }
   }
 
   private byId(id: string): EnrollmentCodeRecord | null {

@@ -93,6 +93,41 @@ export const DeviceEnrollment = z.object({
 })
 export type DeviceEnrollment = z.infer<typeof DeviceEnrollment>
 
+/**
+ * An enrolled device as the registry records it (operator view; ADR 0026, "Later changes"). Devices
+ * enrolled before the registry recorded devices appear at their first renewal, with `enrolledAt` null.
+ */
+export const DeviceInfo = z.object({
+  deviceId: DeviceId,
+  codeId: EnrollmentCodeId,
+  /** When the device took its slot; null when it enrolled before devices were recorded. */
+  enrolledAt: IsoDateTime.nullable(),
+  /** Its last renewal (same device id, new credential), or null. */
+  renewedAt: IsoDateTime.nullable(),
+  /** Expiry of the newest credential the edge issued to it: every older one expires no later. */
+  credentialExpiresAt: IsoDateTime,
+  revokedAt: IsoDateTime.nullable(),
+})
+export type DeviceInfo = z.infer<typeof DeviceInfo>
+
+/** Devices per page of `GET /v1/devices` at most (and by default). */
+export const MAX_DEVICES_PAGE = 1000
+
+/** Query of `GET /v1/devices` (operator): one page in device id order, optionally of one code. */
+export const DeviceListQuery = z.object({
+  code: EnrollmentCodeId.optional(),
+  limit: z.coerce.number().int().min(1).max(MAX_DEVICES_PAGE).default(MAX_DEVICES_PAGE),
+  /** The `next` of the previous page: devices after this id. */
+  after: DeviceId.optional(),
+})
+export type DeviceListQuery = z.infer<typeof DeviceListQuery>
+
+/** Answer of `GET /v1/devices`: `next` is the cursor of the following page, null on the last one. */
+export const DeviceList = z.object({ devices: z.array(DeviceInfo), next: DeviceId.nullable() })
+export type DeviceList = z.infer<typeof DeviceList>
+
+export const DeviceParams = z.object({ deviceId: DeviceId })
+
 /** What the DeviceRegistry stores per code (one JSON row; the code's SHA-256 is the row's key). */
 export const EnrollmentCodeRecord = z.object({
   id: EnrollmentCodeId,

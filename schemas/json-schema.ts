@@ -23,6 +23,7 @@ export const EXPORTED = {
   EnrollRequest: schemas.EnrollRequest,
   DeviceEnrollment: schemas.DeviceEnrollment,
   EnrollmentCodeRequest: schemas.EnrollmentCodeRequest,
+  DeviceList: schemas.DeviceList,
 } satisfies Record<string, z.ZodType>
 
 export function jsonSchemaDocuments(): Record<string, string> {

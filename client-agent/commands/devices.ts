@@ -1,12 +1,34 @@
 import { type Command, InvalidArgumentError } from 'commander'
-import { EnrollmentCodeId, type EnrollmentCodeInfo, MAX_DEVICES_PER_CODE } from '../../schemas/devices.ts'
+import {
+  DeviceId,
+  type DeviceInfo,
+  EnrollmentCodeId,
+  type EnrollmentCodeInfo,
+  MAX_DEVICES_PAGE,
+  MAX_DEVICES_PER_CODE,
+} from '../../schemas/devices.ts'
 import { type AgentConfig, operatorToken } from '../config.ts'
-import { createEnrollmentCode, listEnrollmentCodes, revokeEnrollmentCode } from '../devices/codes.ts'
+import {
+  createEnrollmentCode,
+  listDevices,
+  listEnrollmentCodes,
+  revokeDevice,
+  revokeEnrollmentCode,
+} from '../devices/codes.ts'
 import { DeviceCredentialStore } from '../devices/credential-store.ts'
-import { DeviceSession } from '../devices/session.ts'
+import { DeviceSession, renewalTime } from '../devices/session.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
+
+interface ListOptions {
+  code?: string
+  after?: string
+  limit: number
+}
+
+/** Devices `devices list` prints by default: enough for a look, bounded for a terminal. */
+const DEFAULT_LIST_LIMIT = 10_000
 
 interface CreateOptions {
   label: string
@@ -28,8 +50,23 @@ function describeCode(code: EnrollmentCodeInfo): string {
   return `${code.id}  ${code.label}: ${code.enrolled}/${code.maxDevices} devices, ${state}, credentials last ${code.credentialDays} d`
 }
 
+function describeDevice(device: DeviceInfo): string {
+  const enrolled =
+    device.enrolledAt === null ? 'enrolled before devices were recorded' : `enrolled ${device.enrolledAt}`
+  const renewed = device.renewedAt === null ? 'never renewed' : `renewed ${device.renewedAt}`
+  const state = device.revokedAt === null ? 'active' : `revoked ${device.revokedAt}`
+  return `${device.deviceId}  code ${device.codeId}: ${state}, ${enrolled}, ${renewed}, credential until ${device.credentialExpiresAt}`
+}
+
+function parsedId(schema: { safeParse(v: unknown): { success: boolean } }, what: string) {
+  return (value: string): string => {
+    if (!schema.safeParse(value).success) throw new InvalidArgumentError(`"${value}" is not ${what}`)
+    return value
+  }
+}
+
 /**
- * `deltaport devices code create|list|revoke` for operators (OPERATOR_TOKEN from
+ * `deltaport devices list|revoke` and `deltaport devices code create|list|revoke` for operators (OPERATOR_TOKEN from
  * DELTAPORT_OPERATOR_TOKEN: codes are provisioning, which operators own, not releases), and
  * `deltaport devices enroll|status` on a device (the config's enrollmentCode; ADR 0026).
  */
@@ -97,6 +134,59 @@ export function registerDevicesCommands(
     })
 
   devices
+    .command('list')
+    .description('enrolled devices: code, enrollment, last renewal, revocation (operators)')
+    .option(
+      '--code <id>',
+      'only the devices of this enrollment code',
+      parsedId(EnrollmentCodeId, 'a code id'),
+    )
+    .option(
+      '--after <deviceId>',
+      'start after this device id (the "next" of an earlier list)',
+      parsedId(DeviceId, 'a device id'),
+    )
+    .option(
+      '--limit <n>',
+      'devices to list at most',
+      boundedInt(MAX_DEVICES_PER_CODE, '--limit'),
+      DEFAULT_LIST_LIMIT,
+    )
+    .action(async (options: ListOptions) => {
+      const client = await edge()
+      const token = operatorToken()
+      const found: DeviceInfo[] = []
+      let after = options.after
+      let next: string | null = null
+      // Page by page (the edge answers 1000 at most), up to --limit; `next` says where to go on.
+      do {
+        const page = await listDevices(client, token, {
+          ...(options.code === undefined ? {} : { code: options.code }),
+          ...(after === undefined ? {} : { after }),
+          limit: Math.min(MAX_DEVICES_PAGE, options.limit - found.length),
+        })
+        found.push(...page.devices)
+        next = page.next
+        after = page.next ?? undefined
+      } while (next !== null && found.length < options.limit)
+      const more = next === null ? '' : `\n… more: deltaport devices list --after ${next}`
+      reporter().result(
+        found.length === 0 ? 'no enrolled devices' : `${found.map(describeDevice).join('\n')}${more}`,
+        { devices: found, next },
+      )
+    })
+
+  devices
+    .command('revoke <deviceId>')
+    .description("revoke one device: the edge refuses its credential and won't renew it (operators)")
+    .action(async (deviceId: string) => {
+      if (!DeviceId.safeParse(deviceId).success)
+        throw new AgentError('usage', `"${deviceId}" is not a device id (d followed by 20 characters)`)
+      const revoked = await revokeDevice(await edge(), operatorToken(), deviceId)
+      reporter().result(`revoked ${describeDevice(revoked)}`, { device: revoked })
+    })
+
+  devices
     .command('enroll')
     .description("enroll this device now with the config's enrollmentCode (agents also do it on first need)")
     .action(async () => {
@@ -127,9 +217,10 @@ export function registerDevicesCommands(
       const loaded = await config()
       const store = new DeviceCredentialStore(loaded.installRoot)
       const [stored, refusal] = await Promise.all([store.read(), store.refusal()])
+      const renewsFrom = stored === null ? null : new Date(renewalTime(stored)).toISOString()
       const text =
         stored !== null
-          ? `enrolled as ${stored.deviceId} (code ${stored.codeId}, until ${stored.expiresAt})`
+          ? `enrolled as ${stored.deviceId} (code ${stored.codeId}, until ${stored.expiresAt}, renews from ${renewsFrom})`
           : refusal !== null
             ? `not enrolled: refused on ${refusal.at}: ${refusal.detail}`
             : loaded.enrollmentCode === undefined
@@ -144,6 +235,7 @@ export function registerDevicesCommands(
                 deviceId: stored.deviceId,
                 codeId: stored.codeId,
                 expiresAt: stored.expiresAt,
+                renewsFrom,
               },
       })
     })

@@ -1,4 +1,4 @@
-import type { StoredDeviceCredential } from '../../schemas/devices.ts'
+import { DEVICE_CREDENTIAL_PATTERN, type StoredDeviceCredential } from '../../schemas/devices.ts'
 import type { AgentConfig } from '../config.ts'
 import { AgentError } from '../errors.ts'
 import { codeSha256, DeviceCredentialStore } from './credential-store.ts'
@@ -8,13 +8,42 @@ import { enrollDevice } from './enroll.ts'
 export const ENROLL_RETRY_MS = 10 * 60_000
 /** Statuses by which the edge says the code itself cannot enroll this device: remembered on disk. */
 const CODE_REFUSED = new Set([403, 409])
+/**
+ * The agent renews its credential once it is in the last this-much of its lifetime (issuedAt →
+ * expiresAt, the edge's own times in the credential), so a device that reports rarely or goes offline
+ * for a while does not come back with an expired one and lose its first report to a 401.
+ */
+export const RENEW_FRACTION = 0.2
+/**
+ * At most one proactive renewal per this period per process, whatever its outcome: an unreachable edge,
+ * or one whose clock makes even a fresh credential look due, costs one request per period, never a loop.
+ */
+export const RENEW_RETRY_MS = 10 * 60_000
+
+let clock: () => number = Date.now
+
+/** Tests: the session's clock (null restores Date.now). The edge keeps its own. */
+export function setDeviceSessionClock(now: (() => number) | null): void {
+  clock = now ?? Date.now
+}
+
+/** When the agent starts renewing `stored` (epoch ms): RENEW_FRACTION of its lifetime before expiry. */
+export function renewalTime(stored: StoredDeviceCredential): number {
+  const [, , , issued, expires] = DEVICE_CREDENTIAL_PATTERN.exec(stored.credential) ?? []
+  const issuedAt = Number(issued) * 1000
+  const expiresAt = Number(expires) * 1000
+  // The stored credential passed the same pattern; a garbled one is due at once (the edge decides).
+  if (!Number.isFinite(issuedAt) || !Number.isFinite(expiresAt)) return 0
+  return expiresAt - Math.max(0, expiresAt - issuedAt) * RENEW_FRACTION
+}
 
 type SessionConfig = Pick<AgentConfig, 'edgeUrl' | 'installRoot'> & { enrollmentCode: string }
 
 /**
  * The device's credential for one config, shared by every request of this process: read from disk,
- * enrolled on first need, re-enrolled at most once when the edge refuses it. Never throws: a device
- * that cannot enroll keeps working anonymously (its reports stay queued if the edge requires one).
+ * enrolled on first need, renewed ahead of expiry (RENEW_FRACTION, at most once per RENEW_RETRY_MS),
+ * re-enrolled at most once when the edge refuses it. Never throws: a device that cannot enroll keeps
+ * working anonymously (its reports stay queued if the edge requires one).
  */
 export class DeviceSession {
   private readonly config: SessionConfig
@@ -24,6 +53,8 @@ export class DeviceSession {
   private readonly codeHash: string
   private cached: StoredDeviceCredential | null = null
   private retryAt = 0
+  /** No proactive renewal before this (epoch ms by `clock`). */
+  private renewNotBefore = 0
   private reenrolled = false
   private pending: Promise<StoredDeviceCredential | null> | null = null
   /** Why the last enrollment failed, for logs and `deltaport devices status`. */
@@ -37,13 +68,32 @@ export class DeviceSession {
     this.codeHash = codeSha256(config.enrollmentCode)
   }
 
-  /** The credential to send, enrolling first if there is none (one enrollment at a time). */
+  /**
+   * The credential to send, enrolling first if there is none and renewing it first when it is due (one
+   * enrollment at a time; concurrent callers share it).
+   */
   current(): Promise<StoredDeviceCredential | null> {
-    if (this.cached !== null) return Promise.resolve(this.cached)
-    this.pending ??= this.load().finally(() => {
+    const cached = this.cached
+    if (cached !== null && !this.renewalDue(cached)) return Promise.resolve(cached)
+    this.pending ??= (cached === null ? this.load() : this.renew(cached)).finally(() => {
       this.pending = null
     })
     return this.pending
+  }
+
+  private renewalDue(stored: StoredDeviceCredential): boolean {
+    const now = clock()
+    return now >= this.renewNotBefore && now >= renewalTime(stored)
+  }
+
+  /**
+   * Proactive renewal: the same device id, a fresh credential. Until it works the current credential is
+   * still sent (it is valid, or the edge's 401 leads to `reenroll`); a refusal is remembered on disk
+   * like any other, so a revoked device does not ask again.
+   */
+  private async renew(stored: StoredDeviceCredential): Promise<StoredDeviceCredential> {
+    this.renewNotBefore = clock() + RENEW_RETRY_MS
+    return (await this.enroll(stored.credential, false)) ?? stored
   }
 
   /**
@@ -66,9 +116,9 @@ export class DeviceSession {
     // A credential from another code (the config changed) is not what the operator asked for now.
     if (stored !== null && stored.codeSha256 === this.codeHash) {
       this.cached = stored
-      return stored
+      return this.renewalDue(stored) ? this.renew(stored) : stored
     }
-    if (Date.now() < this.retryAt) return null
+    if (clock() < this.retryAt) return null
     const refusal = await this.store.refusal()
     if (refusal !== null && refusal.codeSha256 === this.codeHash) {
       this.lastError = `enrollment refused on ${refusal.at}: ${refusal.detail}`
@@ -105,7 +155,7 @@ export class DeviceSession {
           })
           .catch(() => undefined)
       } else {
-        this.retryAt = Date.now() + ENROLL_RETRY_MS
+        this.retryAt = clock() + ENROLL_RETRY_MS
       }
       return null
     }

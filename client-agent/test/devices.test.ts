@@ -1,16 +1,35 @@
 import { execFile } from 'node:child_process'
+import { createHmac } from 'node:crypto'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
-import { EnrollmentCodeCreated, EnrollmentCodeInfo, StoredDeviceCredential } from '../../schemas/devices.ts'
+import {
+  DeviceInfo,
+  DeviceList,
+  EnrollmentCodeCreated,
+  EnrollmentCodeInfo,
+  StoredDeviceCredential,
+} from '../../schemas/devices.ts'
 import { RolloutStatus } from '../../schemas/rollout.ts'
 import type { AgentConfig } from '../config.ts'
 import { runDaemonCycle } from '../daemon/daemon.ts'
-import { createEnrollmentCode, listEnrollmentCodes, revokeEnrollmentCode } from '../devices/codes.ts'
+import {
+  createEnrollmentCode,
+  listDevices,
+  listEnrollmentCodes,
+  revokeDevice,
+  revokeEnrollmentCode,
+} from '../devices/codes.ts'
 import { DeviceCredentialStore } from '../devices/credential-store.ts'
 import { deviceFetch } from '../devices/device-fetch.ts'
-import { forgetDeviceSessions } from '../devices/session.ts'
+import {
+  forgetDeviceSessions,
+  RENEW_FRACTION,
+  RENEW_RETRY_MS,
+  renewalTime,
+  setDeviceSessionClock,
+} from '../devices/session.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { installArtifact } from '../install.ts'
 import { controlRollout } from '../rollout/client.ts'
@@ -28,6 +47,7 @@ const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
 afterEach(() => {
   // Each test is a fresh process as far as enrollment memos go.
   forgetDeviceSessions()
+  setDeviceSessionClock(null)
 })
 
 /** A new device: its own install root, trusting the suite's maintainer key, with `enrollmentCode`. */
@@ -36,8 +56,31 @@ async function newDevice(enrollmentCode: string): Promise<AgentConfig> {
   return { ...suite.ws.config, installRoot: ws.config.installRoot, enrollmentCode }
 }
 
-async function newCode(label: string, maxDevices: number): Promise<EnrollmentCodeCreated> {
-  return createEnrollmentCode(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN, { label, maxDevices })
+async function newCode(
+  label: string,
+  maxDevices: number,
+  extra: { credentialDays?: number } = {},
+): Promise<EnrollmentCodeCreated> {
+  return createEnrollmentCode(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN, {
+    label,
+    maxDevices,
+    ...extra,
+  })
+}
+
+/** DEVICE_TOKEN_SECRET of the local edge (local-edge.ts): to make a genuinely expired credential. */
+const LOCAL_EDGE_DEVICE_SECRET = 'agent-test-device-token-secret'
+
+/** A credential as workers/devices/credential.ts signs it, for times the edge would not pick now. */
+function signLikeTheEdge(deviceId: string, codeId: string, issuedAt: number, expiresAt: number): string {
+  const body = ['dp1', deviceId, codeId, issuedAt, expiresAt].join('.')
+  return `${body}.${createHmac('sha256', LOCAL_EDGE_DEVICE_SECRET).update(body).digest('base64url')}`
+}
+
+/** The edge's record of one device (operator view). */
+async function edgeRecordOf(deviceId: string, codeId: string): Promise<DeviceInfo | undefined> {
+  const page = await listDevices(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN, { code: codeId })
+  return page.devices.find((d) => d.deviceId === deviceId)
 }
 
 async function queueOneEvent(config: AgentConfig, artifact = 'dev-app'): Promise<TelemetryQueue> {
@@ -46,12 +89,21 @@ async function queueOneEvent(config: AgentConfig, artifact = 'dev-app'): Promise
   return queue
 }
 
-/** Counts enrollment requests: each should happen only when the agent needs one. */
-function countingFetch(): { fetchImpl: typeof fetch; enrollments: () => number } {
+/**
+ * Counts enrollment requests: each should happen only when the agent needs one. With `unreachable` the
+ * enrollment route fails like a dropped connection (the rest still reaches the real edge).
+ */
+function countingFetch(options: { unreachable?: () => boolean } = {}): {
+  fetchImpl: typeof fetch
+  enrollments: () => number
+} {
   let enrollments = 0
   return {
     fetchImpl: (input, init) => {
-      if (String(input).endsWith('/v1/devices/enroll')) enrollments++
+      if (String(input).endsWith('/v1/devices/enroll')) {
+        enrollments++
+        if (options.unreachable?.()) return Promise.reject(new TypeError('fetch failed'))
+      }
       return fetch(input, init)
     },
     enrollments: () => enrollments,
@@ -90,6 +142,52 @@ describe('deltaport devices code (operator CLI)', () => {
     const revoked = await cli(['devices', 'code', 'revoke', code.info.id], TEST_OPERATOR_TOKEN)
     expect(EnrollmentCodeInfo.parse(revoked.json.enrollmentCode).revokedAt).not.toBeNull()
     expect((await cli(['devices', 'code', 'revoke', 'nope'], TEST_OPERATOR_TOKEN)).code).toBe(2)
+  })
+})
+
+describe('deltaport devices list|revoke (operator CLI)', () => {
+  it('lists devices (per code) and revokes one with the operator token', async () => {
+    const cli = async (args: string[], token = TEST_OPERATOR_TOKEN) => {
+      try {
+        const { stdout } = await run(
+          process.execPath,
+          [BIN, '--json', '--config', suite.ws.configFile, ...args],
+          { env: { ...process.env, DELTAPORT_OPERATOR_TOKEN: token } },
+        )
+        return { code: 0, json: JSON.parse(stdout) as Record<string, unknown> }
+      } catch (error) {
+        const e = error as { code: number; stdout: string }
+        return { code: e.code, json: JSON.parse(e.stdout || '{}') as Record<string, unknown> }
+      }
+    }
+    const { code, info } = await newCode('cli-devices', 3)
+    const first = await newDevice(code)
+    const second = await newDevice(code)
+    await flushTelemetry(await queueOneEvent(first), suite.edge.url, { fetchImpl: deviceFetch(first) })
+    await flushTelemetry(await queueOneEvent(second), suite.edge.url, { fetchImpl: deviceFetch(second) })
+    const ids = await Promise.all(
+      [first, second].map(async (d) => (await new DeviceCredentialStore(d.installRoot).read())?.deviceId),
+    )
+    const listed = await cli(['devices', 'list', '--code', info.id])
+    expect(listed.code).toBe(0)
+    const page = DeviceList.parse(listed.json)
+    expect(page.devices.map((d) => d.deviceId).sort()).toEqual([...ids].sort())
+    expect(page.next).toBeNull()
+    // One per page: --limit 1 stops after one and says where to go on.
+    const limited = DeviceList.parse((await cli(['devices', 'list', '--code', info.id, '--limit', '1'])).json)
+    expect(limited.devices).toHaveLength(1)
+    expect(limited.next).toBe(limited.devices[0]?.deviceId)
+    const target = ids[0] ?? ''
+    const revoked = await cli(['devices', 'revoke', target])
+    expect(revoked.code).toBe(0)
+    expect(DeviceInfo.parse(revoked.json.device)).toMatchObject({ deviceId: target, codeId: info.id })
+    expect((await edgeRecordOf(target, info.id))?.revokedAt).not.toBeNull()
+    expect((await edgeRecordOf(ids[1] ?? '', info.id))?.revokedAt).toBeNull()
+    expect((await cli(['devices', 'list'], TEST_TOKEN)).code).toBe(5)
+    expect((await cli(['devices', 'revoke', target], TEST_TOKEN)).code).toBe(5)
+    expect((await cli(['devices', 'revoke', 'nope'])).code).toBe(2)
+    expect((await cli(['devices', 'revoke', `d${'N'.repeat(20)}`])).code).toBe(6)
+    expect((await cli(['devices', 'list', '--code', 'nope'])).code).toBe(2)
   })
 })
 
@@ -248,5 +346,179 @@ describe('agent enrollment against the real edge', () => {
     expect((await new DeviceCredentialStore(second.installRoot).refusal())?.status).toBe(409)
     const codes = await listEnrollmentCodes(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN)
     expect(codes.find((c) => c.id === info.id)?.enrolled).toBe(1)
+  })
+})
+
+describe('proactive renewal', () => {
+  it('renews in the last 20 % of the lifetime under the same device id, once per period at most', async () => {
+    const { code, info } = await newCode('renew-early', 5, { credentialDays: 10 })
+    const device = await newDevice(code)
+    const counting = countingFetch()
+    const flush = async () =>
+      flushTelemetry(await queueOneEvent(device), suite.edge.url, {
+        fetchImpl: deviceFetch(device, counting.fetchImpl),
+      })
+    await flush()
+    expect(counting.enrollments()).toBe(1)
+    const store = new DeviceCredentialStore(device.installRoot)
+    const first = StoredDeviceCredential.parse(await store.read())
+    const expiresAt = Date.parse(first.expiresAt)
+    const lifetime = 10 * 86_400_000
+    expect(renewalTime(first)).toBe(expiresAt - lifetime * RENEW_FRACTION)
+    // Halfway through its life (a new process): the credential is sent as it is.
+    forgetDeviceSessions()
+    setDeviceSessionClock(() => expiresAt - lifetime / 2)
+    await flush()
+    expect(counting.enrollments()).toBe(1)
+    expect(await store.read()).toEqual(first)
+    // Inside the last fifth: renewed before the report, same device id, new credential on disk.
+    let now = expiresAt - lifetime * 0.1
+    setDeviceSessionClock(() => now)
+    const flushed = await flush()
+    expect(flushed.events).toBe(1)
+    expect(counting.enrollments()).toBe(2)
+    // (Within the same second the edge signs the very same credential again: the record tells.)
+    const second = StoredDeviceCredential.parse(await store.read())
+    expect(second.deviceId).toBe(first.deviceId)
+    const record = await edgeRecordOf(first.deviceId, info.id)
+    expect(record?.renewedAt).not.toBeNull()
+    expect(record?.credentialExpiresAt).toBe(second.expiresAt)
+    expect(
+      (await listEnrollmentCodes(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN)).find(
+        (c) => c.id === info.id,
+      )?.enrolled,
+    ).toBe(1)
+    // The fake clock runs 9 days ahead of the edge's, so even the fresh credential looks due: still no
+    // loop — nothing more until RENEW_RETRY_MS has passed, then one more.
+    for (let i = 0; i < 3; i++) await flush()
+    expect(counting.enrollments()).toBe(2)
+    now += RENEW_RETRY_MS + 1
+    await flush()
+    expect(counting.enrollments()).toBe(3)
+  })
+
+  it('keeps sending the valid credential while the edge cannot renew it, asking once per period', async () => {
+    const { code, info } = await newCode('renew-offline', 5, { credentialDays: 10 })
+    const device = await newDevice(code)
+    let down = false
+    const counting = countingFetch({ unreachable: () => down })
+    const flush = async () =>
+      flushTelemetry(await queueOneEvent(device), suite.edge.url, {
+        fetchImpl: deviceFetch(device, counting.fetchImpl),
+      })
+    await flush()
+    const store = new DeviceCredentialStore(device.installRoot)
+    const first = StoredDeviceCredential.parse(await store.read())
+    down = true
+    let now = Date.parse(first.expiresAt) - 86_400_000
+    setDeviceSessionClock(() => now)
+    forgetDeviceSessions()
+    for (let i = 0; i < 3; i++) expect((await flush()).events).toBe(1)
+    expect(counting.enrollments()).toBe(2)
+    expect(await store.read()).toEqual(first)
+    expect((await edgeRecordOf(first.deviceId, info.id))?.renewedAt).toBeNull()
+    now += RENEW_RETRY_MS + 1
+    await flush()
+    expect(counting.enrollments()).toBe(3)
+    down = false
+    now += RENEW_RETRY_MS + 1
+    await flush()
+    expect(counting.enrollments()).toBe(4)
+    expect(StoredDeviceCredential.parse(await store.read()).deviceId).toBe(first.deviceId)
+    expect((await edgeRecordOf(first.deviceId, info.id))?.renewedAt).not.toBeNull()
+  })
+
+  it('renews an expired credential before sending it rather than after a 401', async () => {
+    const { code, info } = await newCode('renew-expired', 5, { credentialDays: 1 })
+    const device = await newDevice(code)
+    const queue = await queueOneEvent(device)
+    await flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device) })
+    const store = new DeviceCredentialStore(device.installRoot)
+    const first = StoredDeviceCredential.parse(await store.read())
+    // The same device's credential as the edge would have signed it two days ago: expired for real.
+    const issuedAt = Math.floor(Date.now() / 1000) - 2 * 86_400
+    const expired = signLikeTheEdge(first.deviceId, first.codeId, issuedAt, issuedAt + 86_400)
+    await writeFile(
+      store.credentialPath,
+      JSON.stringify({
+        ...first,
+        credential: expired,
+        expiresAt: new Date((issuedAt + 86_400) * 1000).toISOString(),
+      }),
+    )
+    const refused = await fetch(`${suite.edge.url}/v1/prefetch?client=renew-expired-01`, {
+      headers: { authorization: `Device ${expired}` },
+    })
+    expect(refused.status).toBe(401)
+    await refused.body?.cancel()
+    forgetDeviceSessions()
+    await queueOneEvent(device)
+    const statuses: number[] = []
+    const recording: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init)
+      if (String(input).endsWith('/v1/telemetry')) statuses.push(response.status)
+      return response
+    }
+    const flushed = await flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device, recording) })
+    expect(flushed.events).toBe(1)
+    expect(statuses).toEqual([202])
+    const renewed = StoredDeviceCredential.parse(await store.read())
+    expect(renewed.deviceId).toBe(first.deviceId)
+    expect(Date.parse(renewed.expiresAt)).toBeGreaterThan(Date.now())
+    expect((await edgeRecordOf(first.deviceId, info.id))?.renewedAt).not.toBeNull()
+  })
+})
+
+describe('per-device revocation', () => {
+  it('a revoked device is refused, cannot renew, reports anonymously, and enrolls afresh only with a new code', async () => {
+    const { code, info } = await newCode('revoke-device', 5)
+    const device = await newDevice(code)
+    const sibling = await newDevice(code)
+    const queue = await queueOneEvent(device)
+    await flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device) })
+    forgetDeviceSessions()
+    await flushTelemetry(await queueOneEvent(sibling), suite.edge.url, { fetchImpl: deviceFetch(sibling) })
+    const store = new DeviceCredentialStore(device.installRoot)
+    const mine = StoredDeviceCredential.parse(await store.read())
+    const revoked = await revokeDevice(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN, mine.deviceId)
+    expect(revoked.revokedAt).not.toBeNull()
+    // The next report: 401 device-credential-revoked, one renewal attempt (refused), reports kept.
+    forgetDeviceSessions()
+    await queueOneEvent(device)
+    const counting = countingFetch()
+    await expect(
+      flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device, counting.fetchImpl) }),
+    ).rejects.toThrow(/revoked/)
+    expect(counting.enrollments()).toBe(1)
+    expect((await queue.load()).events).toHaveLength(1)
+    expect((await store.refusal())?.detail).toContain(`device ${mine.deviceId} was revoked`)
+    expect(await store.read()).toBeNull()
+    // Its sibling is untouched, and the code enrolled nobody new for it.
+    forgetDeviceSessions()
+    const siblingFlush = await flushTelemetry(await queueOneEvent(sibling), suite.edge.url, {
+      fetchImpl: deviceFetch(sibling, counting.fetchImpl),
+    })
+    expect(siblingFlush.events).toBe(1)
+    expect(counting.enrollments()).toBe(1)
+    const codes = await listEnrollmentCodes(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN)
+    expect(codes.find((c) => c.id === info.id)?.enrolled).toBe(2)
+    // A later process does not ask again: anonymous reports (this edge still accepts them).
+    forgetDeviceSessions()
+    expect(
+      (await flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device, counting.fetchImpl) }))
+        .events,
+    ).toBe(1)
+    expect(counting.enrollments()).toBe(1)
+    // The operator hands it a new code: a fresh enrollment, a new device id, a slot of that code.
+    const fresh = await newCode('revoke-device-new', 1)
+    const moved = { ...device, enrollmentCode: fresh.code }
+    forgetDeviceSessions()
+    await flushTelemetry(await queueOneEvent(moved), suite.edge.url, {
+      fetchImpl: deviceFetch(moved, counting.fetchImpl),
+    })
+    const after = StoredDeviceCredential.parse(await store.read())
+    expect(after.codeId).toBe(fresh.info.id)
+    expect(after.deviceId).not.toBe(mine.deviceId)
+    expect(await store.refusal()).toBeNull()
   })
 })

@@ -10,14 +10,27 @@ export type DeviceRouteKind = 'report' | 'prefetch'
 
 const CHALLENGE = { 'www-authenticate': 'Device realm="deltaport"' }
 
+interface CachedCode {
+  state: CodeState
+  /** The code's devices revoked one by one whose credentials may still be valid (a few at most). */
+  revokedDevices: ReadonlySet<string>
+  expires: number
+}
+
 /**
- * Code states by code id, per isolate: revocation is the only per-request fact that needs storage, and
- * one registry call per code per `cacheTtlSeconds` keeps the single registry object off the hot path.
+ * Code states by code id, per isolate: revocation (of a code, or of single devices, fetched with their
+ * code's state) is the only per-request fact that needs storage, and one registry call per code per
+ * `cacheTtlSeconds` keeps the single registry object off the hot path. Per-device entries would cost a
+ * call per device instead; the registry bounds the revoked ids (MAX_LIVE_REVOCATIONS), so per code is
+ * enough.
  */
-const codeStates = new Map<string, { state: CodeState; expires: number }>()
+const codeStates = new Map<string, CachedCode>()
 const MAX_CACHED_CODES = 4096
 
-/** The revoke route forgets its own isolate's entry at once; others follow within the cache period. */
+/**
+ * The revoke routes (code or device) forget their own isolate's entry of the code at once; other
+ * isolates follow within the cache period.
+ */
 export function forgetCodeState(codeId: string): void {
   codeStates.delete(codeId)
 }
@@ -27,14 +40,19 @@ export function clearCodeStateCache(): void {
   codeStates.clear()
 }
 
-async function codeState(env: Env, codeId: string, ttlSeconds: number): Promise<CodeState> {
+async function codeState(env: Env, codeId: string, ttlSeconds: number): Promise<CachedCode> {
   const now = Date.now()
   const cached = codeStates.get(codeId)
-  if (cached !== undefined && cached.expires > now) return cached.state
-  const state = await deviceRegistry(env).codeState(codeId)
+  if (cached !== undefined && cached.expires > now) return cached
+  const answer = await deviceRegistry(env).credentialState(codeId)
+  const entry: CachedCode = {
+    state: answer.code,
+    revokedDevices: new Set(answer.revokedDevices),
+    expires: now + ttlSeconds * 1000,
+  }
   if (codeStates.size >= MAX_CACHED_CODES) codeStates.clear()
-  codeStates.set(codeId, { state, expires: now + ttlSeconds * 1000 })
-  return state
+  codeStates.set(codeId, entry)
+  return entry
 }
 
 function refused(slug: string, detail: string): Problem {
@@ -71,13 +89,15 @@ export async function authenticateDevice(
       throw refused('device-credential-expired', 'the device credential expired: enroll again to renew it')
     throw refused('device-credential-invalid', 'the device credential is not one this edge issued')
   }
-  const state = await codeState(c.env, check.claims.codeId, config.cacheTtlSeconds)
-  if (state === 'revoked')
+  const code = await codeState(c.env, check.claims.codeId, config.cacheTtlSeconds)
+  if (code.state === 'revoked')
     throw refused('device-credential-revoked', 'the enrollment code of this device was revoked')
-  if (state === 'unknown')
+  if (code.state === 'unknown')
     throw refused(
       'device-credential-invalid',
       'the device credential names an enrollment code this edge does not know',
     )
+  if (code.revokedDevices.has(check.claims.deviceId))
+    throw refused('device-credential-revoked', 'this device was revoked by the operator')
   return check.claims.deviceId
 }

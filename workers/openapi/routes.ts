@@ -79,6 +79,8 @@ export const COMPONENT_SCHEMAS = {
   EnrollmentCodeList: schemas.EnrollmentCodeList,
   EnrollRequest: schemas.EnrollRequest,
   DeviceEnrollment: schemas.DeviceEnrollment,
+  DeviceInfo: schemas.DeviceInfo,
+  DeviceList: schemas.DeviceList,
 } satisfies Record<string, z.ZodType>
 
 export type ComponentName = keyof typeof COMPONENT_SCHEMAS
@@ -594,7 +596,10 @@ function dashboardRoutes(): RouteSpec[] {
   ]
 }
 
-/** /v1/devices (workers/routes/devices.ts): enrollment codes (operator) and device enrollment (public). */
+/**
+ * /v1/devices (workers/routes/devices.ts): enrollment codes and enrolled devices (operator) and device
+ * enrollment (public).
+ */
 function deviceRoutes(): RouteSpec[] {
   const operator = 'Operator auth: `Authorization: Bearer <OPERATOR_TOKEN>`.'
   return [
@@ -643,6 +648,45 @@ function deviceRoutes(): RouteSpec[] {
       problems: [400, 401, 404],
     },
     {
+      method: 'get',
+      path: '/v1/devices',
+      operationId: 'listDevices',
+      summary: 'Enrolled devices (id, code, enrollment, last renewal, revocation), one page in id order',
+      description: `${operator} Pass \`next\` as \`after\` for the following page.`,
+      tag: 'devices',
+      auth: 'bearer',
+      parameters: [
+        { name: 'code', in: 'query', schema: schemas.EnrollmentCodeId, description: 'Only this code.' },
+        {
+          name: 'limit',
+          in: 'query',
+          schema: z.number().int().min(1).max(schemas.MAX_DEVICES_PAGE).default(schemas.MAX_DEVICES_PAGE),
+        },
+        { name: 'after', in: 'query', schema: schemas.DeviceId, description: 'The previous page’s `next`.' },
+      ],
+      responses: {
+        '200': { description: 'One page of devices', body: { kind: 'json', schema: 'DeviceList' } },
+      },
+      problems: [400, 401],
+    },
+    {
+      method: 'post',
+      path: '/v1/devices/{deviceId}/revoke',
+      operationId: 'revokeDevice',
+      summary: 'Revoke one device: its credentials are refused and it cannot renew',
+      description:
+        `${operator} Edges refuse its credentials within the runtime config's cacheTtlSeconds; its code ` +
+        'and other devices are unaffected. 409 when too many revoked devices still hold valid credentials ' +
+        '(revoke the code instead).',
+      tag: 'devices',
+      auth: 'bearer',
+      parameters: [{ name: 'deviceId', in: 'path', schema: schemas.DeviceId }],
+      responses: {
+        '200': { description: 'The revoked device', body: { kind: 'json', schema: 'DeviceInfo' } },
+      },
+      problems: [400, 401, 404, 409],
+    },
+    {
       method: 'post',
       path: '/v1/devices/enroll',
       operationId: 'enrollDevice',
@@ -650,7 +694,8 @@ function deviceRoutes(): RouteSpec[] {
       description:
         "Public; rate-limited per code (429 with Retry-After) and bounded by the code's maxDevices (409). " +
         'An unknown, revoked or expired code is a 403. With `credential` (the previous one, even expired) ' +
-        'the same device id is renewed without using a slot.',
+        'the same device id is renewed without using a slot; a revoked device is refused (403), not ' +
+        'enrolled afresh.',
       tag: 'devices',
       requestBody: { kind: 'json', schema: 'EnrollRequest' },
       responses: {

@@ -4,6 +4,10 @@ import type { z } from 'zod'
 import { deviceRegistry, type RegistryResult } from '../../durable-objects/device-registry.ts'
 import {
   type DeviceEnrollment,
+  DeviceInfo,
+  DeviceList,
+  DeviceListQuery,
+  DeviceParams,
   EnrollmentCodeCreated,
   EnrollmentCodeParams,
   EnrollmentCodeRequest,
@@ -26,8 +30,8 @@ import { parseJsonBody, valid } from '../http/validate.ts'
 export const MAX_DEVICES_BODY_BYTES = 4 * 1024
 
 /**
- * Enrollment codes are an operator's business (they provision device images, like the edge's secrets and
- * runtime config), so their routes take OPERATOR_TOKEN as a bearer token — never the dashboard cookie,
+ * Enrollment codes and enrolled devices are an operator's business (they provision device images, like
+ * the edge's secrets and runtime config), so their routes take OPERATOR_TOKEN as a bearer token — never the dashboard cookie,
  * which is scoped to /dashboard anyway.
  */
 const requireOperatorBearer: MiddlewareHandler<AppEnv> = async (c, next) => {
@@ -74,9 +78,23 @@ function tokenSecret(env: Env): string {
 
 /**
  * /v1/devices — device enrollment (durable-objects/device-registry.ts, ADR 0026). Operators create,
- * list and revoke enrollment codes; devices trade a code for a credential (public, bounded per code).
+ * list and revoke enrollment codes, and list and revoke enrolled devices; devices trade a code for a
+ * credential (public, bounded per code).
  */
 export const devicesRouter = new Hono<AppEnv>()
+  .get('/', requireOperatorBearer, valid('query', DeviceListQuery), async (c) => {
+    const page = await deviceRegistry(c.env).listDevices(c.req.valid('query'))
+    c.header('cache-control', 'no-store')
+    return c.json(DeviceList.parse(page))
+  })
+  .post('/:deviceId/revoke', requireOperatorBearer, valid('param', DeviceParams), async (c) => {
+    const { deviceId } = c.req.valid('param')
+    const info = DeviceInfo.parse(unwrap(await deviceRegistry(c.env).revokeDevice(deviceId)))
+    // The revoked ids travel with their code's cached state: this isolate refuses the device at once.
+    forgetCodeState(info.codeId)
+    c.header('cache-control', 'no-store')
+    return c.json(info)
+  })
   .post('/enrollment-codes', requireOperatorBearer, async (c) => {
     const request = await jsonBody(c, EnrollmentCodeRequest)
     tokenSecret(c.env)
@@ -118,8 +136,8 @@ export const devicesRouter = new Hono<AppEnv>()
         ...(renew === undefined ? {} : { renew }),
       }),
     )
-    const issuedAt = Math.floor(Date.now() / 1000)
-    const expiresAt = issuedAt + enrolled.credentialDays * 86_400
+    // The registry chose the times, so its record of the newest credential's expiry is this one's.
+    const { issuedAt, expiresAt } = enrolled
     const credential = await signCredential(secret, {
       deviceId: enrolled.deviceId,
       codeId: enrolled.codeId,

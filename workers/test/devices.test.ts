@@ -6,10 +6,13 @@
 import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { afterEach, describe, expect, it } from 'vitest'
+import { MAX_LIVE_REVOCATIONS, MAX_RECORDED_DEVICES } from '../../durable-objects/device-table.ts'
 import { batchOf, postTelemetry } from '../../durable-objects/test/helpers.ts'
 import { reportOutcome, startRollout, statusOf } from '../../durable-objects/test/rollout-helpers.ts'
 import {
   DeviceEnrollment,
+  DeviceInfo,
+  DeviceList,
   EnrollmentCodeCreated,
   EnrollmentCodeInfo,
   EnrollmentCodeList,
@@ -68,6 +71,21 @@ function revoke(id: string): Promise<Response> {
   return call(`/v1/devices/enrollment-codes/${id}/revoke`, { method: 'POST', headers: operator })
 }
 
+async function listDevices(query = ''): Promise<DeviceList> {
+  const res = await call(`/v1/devices${query}`, { headers: operator })
+  expect(res.status).toBe(200)
+  expect(res.headers.get('cache-control')).toBe('no-store')
+  return DeviceList.parse(await res.json())
+}
+
+function revokeDevice(id: string, headers: Record<string, string> = operator): Promise<Response> {
+  return call(`/v1/devices/${id}/revoke`, { method: 'POST', headers })
+}
+
+/** The expiry a credential carries (`dp1.<device>.<code>.<issuedAt>.<expiresAt>.<mac>`), as ISO. */
+const credentialExpiry = (credential: string) =>
+  new Date(Number(credential.split('.')[4]) * 1000).toISOString()
+
 const device = (credential: string) => ({ authorization: `Device ${credential}` })
 
 function postDeviceTelemetry(region: string, body: unknown, credential?: string): Promise<Response> {
@@ -88,6 +106,11 @@ const registry = () => env.DEVICE_REGISTRY.get(env.DEVICE_REGISTRY.idFromName('g
 async function setRequirement(requireCredential: 'off' | 'reports' | 'all'): Promise<void> {
   await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ devices: { requireCredential } }))
   clearRuntimeConfigCache()
+}
+
+/** Runs SQL inside the registry (to set up states the routes cannot reach quickly). */
+function registrySql<T>(fn: (sql: SqlStorage) => T): Promise<T> {
+  return runInDurableObject(registry(), (_instance, state) => fn(state.storage.sql))
 }
 
 afterEach(async () => {
@@ -414,5 +437,241 @@ describe('devices.requireCredential', () => {
     const status = await call('/v1/config', { headers: auth })
     expect(await status.json()).toMatchObject({ inForce: { devices: { requireCredential: 'reports' } } })
     await expectProblem(await postTelemetry('req-off', batchOf('anon-0004', 2, ['app-q'])), 401)
+  })
+})
+
+describe('enrolled devices (operator)', () => {
+  it('need the operator token to be listed or revoked', async () => {
+    const { code } = await createCode({ label: 'dev-auth', maxDevices: 1 })
+    const me = await enrolled(code)
+    for (const headers of [{}, auth, { authorization: `Bearer ${OPERATOR_TOKEN}x` }, device(me.credential)]) {
+      await expectProblem(await call('/v1/devices', { headers }), 401, 'unauthorized')
+      await expectProblem(await revokeDevice(me.deviceId, headers), 401, 'unauthorized')
+    }
+    expect(
+      (await postDeviceTelemetry('dev-auth', batchOf('whatever-02', 0, ['app-a']), me.credential)).status,
+    ).toBe(202)
+  })
+
+  it('records each device with its code, enrollment, last renewal and credential expiry; lists per code in pages', async () => {
+    const a = await createCode({ label: 'list-a', maxDevices: 3, credentialDays: 10 })
+    const b = await createCode({ label: 'list-b', maxDevices: 1 })
+    const mine = [await enrolled(a.code), await enrolled(a.code), await enrolled(a.code)]
+    const other = await enrolled(b.code)
+    const ofA = await listDevices(`?code=${a.info.id}`)
+    expect(ofA.next).toBeNull()
+    expect(ofA.devices.map((d) => d.deviceId).sort()).toEqual(mine.map((d) => d.deviceId).sort())
+    for (const listed of ofA.devices) {
+      const issued = mine.find((d) => d.deviceId === listed.deviceId)
+      expect(listed).toMatchObject({ codeId: a.info.id, renewedAt: null, revokedAt: null })
+      expect(listed.enrolledAt).not.toBeNull()
+      expect(listed.credentialExpiresAt).toBe(credentialExpiry(issued?.credential ?? ''))
+      expect(listed.credentialExpiresAt).toBe(issued?.expiresAt)
+    }
+    expect(JSON.stringify(ofA)).not.toContain(other.deviceId)
+    // Renewal: same row, renewal time and the new credential's expiry; no new row, no new slot.
+    const first = mine[0] as DeviceEnrollment
+    const before = ofA.devices.find((d) => d.deviceId === first.deviceId)
+    const renewed = await enrolled(a.code, { credential: first.credential })
+    expect(renewed.renewed).toBe(true)
+    const after = (await listDevices(`?code=${a.info.id}`)).devices
+    expect(after).toHaveLength(3)
+    const row = after.find((d) => d.deviceId === first.deviceId)
+    expect(row?.enrolledAt).toBe(before?.enrolledAt)
+    expect(row?.renewedAt).not.toBeNull()
+    expect(row?.credentialExpiresAt).toBe(renewed.expiresAt)
+    // Pages of two in id order, following `next`.
+    const page1 = await listDevices(`?code=${a.info.id}&limit=2`)
+    expect(page1.devices).toHaveLength(2)
+    expect(page1.next).toBe(page1.devices[1]?.deviceId)
+    const page2 = await listDevices(`?code=${a.info.id}&limit=2&after=${page1.next}`)
+    expect(page2).toMatchObject({ next: null })
+    const paged = [...page1.devices, ...page2.devices].map((d) => d.deviceId)
+    expect(paged).toEqual([...paged].sort())
+    expect(new Set(paged).size).toBe(3)
+    // Without a code: every device, these included.
+    const everything: string[] = []
+    let cursor: string | null = null
+    do {
+      const page: DeviceList = await listDevices(`?limit=1000${cursor === null ? '' : `&after=${cursor}`}`)
+      everything.push(...page.devices.map((d) => d.deviceId))
+      cursor = page.next
+    } while (cursor !== null)
+    expect(everything).toEqual(expect.arrayContaining([...paged, other.deviceId]))
+    for (const query of ['?limit=0', '?limit=1001', '?limit=x', '?code=nope', '?after=nope'])
+      await expectProblem(await call(`/v1/devices${query}`, { headers: operator }), 400, 'bad-request')
+  })
+
+  it('revoking one device refuses its credential at once here, leaves its code and siblings alone, and it cannot renew', async () => {
+    const { code, info } = await createCode({ label: 'revoke-one', maxDevices: 3 })
+    const me = await enrolled(code)
+    const sibling = await enrolled(code)
+    // Warm this isolate's cache of the code (no revoked devices yet).
+    expect(
+      (await postDeviceTelemetry('dev-revoke-one', batchOf('whatever-03', 0, ['app-b']), me.credential))
+        .status,
+    ).toBe(202)
+    const res = await revokeDevice(me.deviceId)
+    expect(res.status).toBe(200)
+    const revoked = DeviceInfo.parse(await res.json())
+    expect(revoked).toMatchObject({ deviceId: me.deviceId, codeId: info.id })
+    expect(revoked.revokedAt).not.toBeNull()
+    const refused = await expectProblem(
+      await postDeviceTelemetry('dev-revoke-one', batchOf('whatever-03', 1, ['app-b']), me.credential),
+      401,
+      'device-credential-revoked',
+    )
+    expect(refused.detail).toContain('device was revoked')
+    await expectProblem(
+      await call('/v1/prefetch?client=whatever-07', { headers: device(me.credential) }),
+      401,
+    )
+    // A cold cache (another isolate) hears the same from the registry.
+    clearCodeStateCache()
+    await expectProblem(
+      await postDeviceTelemetry('dev-revoke-one', batchOf('whatever-03', 2, ['app-b']), me.credential),
+      401,
+      'device-credential-revoked',
+    )
+    expect(
+      (await postDeviceTelemetry('dev-revoke-one', batchOf('whatever-04', 0, ['app-b']), sibling.credential))
+        .status,
+    ).toBe(202)
+    // No renewal for a revoked device, and the attempt does not become a fresh enrollment either.
+    const renewal = await expectProblem(
+      await enroll({ code, credential: me.credential }),
+      403,
+      'enrollment-refused',
+    )
+    expect(renewal.detail).toContain(`device ${me.deviceId} was revoked`)
+    expect((await listCodes()).find((c) => c.id === info.id)?.enrolled).toBe(2)
+    // Revoking again changes nothing; the listing shows the revocation.
+    const again = DeviceInfo.parse(await (await revokeDevice(me.deviceId)).json())
+    expect(again.revokedAt).toBe(revoked.revokedAt)
+    const listed = (await listDevices(`?code=${info.id}`)).devices
+    expect(listed.find((d) => d.deviceId === me.deviceId)?.revokedAt).toBe(revoked.revokedAt)
+    expect(listed.find((d) => d.deviceId === sibling.deviceId)?.revokedAt).toBeNull()
+    // A fresh enrollment (no credential) is a new device on a new slot: the code is the bearer secret.
+    const fresh = await enrolled(code)
+    expect(fresh).toMatchObject({ renewed: false })
+    expect(fresh.deviceId).not.toBe(me.deviceId)
+    expect((await listCodes()).find((c) => c.id === info.id)?.enrolled).toBe(3)
+    await expectProblem(await revokeDevice(`d${'N'.repeat(20)}`), 404, 'not-found')
+    await expectProblem(await revokeDevice('not-a-device'), 400, 'bad-request')
+  })
+
+  it('another isolate refuses a revoked device within cacheTtlSeconds, without a registry call per request', async () => {
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ cacheTtlSeconds: 2 }))
+    clearRuntimeConfigCache()
+    const { code } = await createCode({ label: 'revoke-ttl', maxDevices: 1 })
+    const me = await enrolled(code)
+    const post = (seq: number) =>
+      postDeviceTelemetry('dev-revoke-ttl', batchOf('whatever-05', seq, ['app-c']), me.credential)
+    expect((await post(0)).status).toBe(202)
+    const cachedAt = Date.now()
+    // Revoked elsewhere (straight in the registry): this isolate's cached code state does not know yet.
+    const result = await registry().revokeDevice(me.deviceId)
+    expect(result.ok).toBe(true)
+    const stale = await post(1)
+    // Only meaningful while the cache entry is fresh; on a machine this slow the check says nothing.
+    if (Date.now() - cachedAt < 1500) expect(stale.status).toBe(202)
+    await stale.body?.cancel()
+    await new Promise((resolve) => setTimeout(resolve, 2100))
+    await expectProblem(await post(2), 401, 'device-credential-revoked')
+  })
+
+  it('devices enrolled before devices were recorded are recorded at their next renewal', async () => {
+    const { code, info } = await createCode({ label: 'legacy', maxDevices: 2 })
+    const old = await enrolled(code)
+    // As if it enrolled before this registry kept device rows.
+    await registrySql((sql) => {
+      sql.exec('DELETE FROM devices WHERE id = ?', old.deviceId)
+      sql.exec("UPDATE meta SET value = CAST(value AS INTEGER) - 1 WHERE key = 'recorded-devices'")
+    })
+    await expectProblem(await revokeDevice(old.deviceId), 404)
+    const renewed = await enrolled(code, { credential: old.credential })
+    expect(renewed).toMatchObject({ deviceId: old.deviceId, renewed: true })
+    const row = (await listDevices(`?code=${info.id}`)).devices.find((d) => d.deviceId === old.deviceId)
+    expect(row).toMatchObject({ enrolledAt: null, revokedAt: null, credentialExpiresAt: renewed.expiresAt })
+    expect(row?.renewedAt).not.toBeNull()
+    expect((await revokeDevice(old.deviceId)).status).toBe(200)
+    await expectProblem(
+      await postDeviceTelemetry('dev-legacy', batchOf('whatever-06', 0, ['app-d']), renewed.credential),
+      401,
+      'device-credential-revoked',
+    )
+    // The legacy credential (issued before the row existed) is refused too: the revocation is per id.
+    await expectProblem(
+      await postDeviceTelemetry('dev-legacy', batchOf('whatever-06', 1, ['app-d']), old.credential),
+      401,
+      'device-credential-revoked',
+    )
+  })
+
+  it('bounds the recorded devices: a full registry enrolls no new device but still renews', async () => {
+    const { code } = await createCode({ label: 'registry-full', maxDevices: 5 })
+    const me = await enrolled(code)
+    const count = () =>
+      registrySql((sql) =>
+        Number(
+          sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'recorded-devices'").one().value,
+        ),
+      )
+    const actual = await count()
+    expect(actual).toBe(
+      await registrySql((sql) => sql.exec<{ n: number }>('SELECT COUNT(*) AS n FROM devices').one().n),
+    )
+    await registrySql((sql) =>
+      sql.exec("UPDATE meta SET value = ? WHERE key = 'recorded-devices'", String(MAX_RECORDED_DEVICES)),
+    )
+    try {
+      const full = await expectProblem(await enroll({ code }), 409, 'conflict')
+      expect(full.detail).toContain(`records ${MAX_RECORDED_DEVICES} devices`)
+      expect((await enrolled(code, { credential: me.credential })).renewed).toBe(true)
+    } finally {
+      await registrySql((sql) =>
+        sql.exec("UPDATE meta SET value = ? WHERE key = 'recorded-devices'", String(actual)),
+      )
+    }
+    expect((await enroll({ code })).status).toBe(201)
+    expect(await count()).toBe(actual + 1)
+  })
+
+  it('bounds live revocations edge-wide; revocations whose credentials expired stop counting', async () => {
+    const { code, info } = await createCode({ label: 'revocation-cap', maxDevices: 2 })
+    const me = await enrolled(code)
+    const filler = 'cFILLERFILLER'
+    const now = Date.now()
+    // MAX_LIVE_REVOCATIONS revoked devices of another code whose credentials are still valid.
+    await registrySql((sql) =>
+      sql.exec(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+         INSERT INTO devices (id, code_id, enrolled_at, renewed_at, credential_expires_at, revoked_at)
+         SELECT 'd' || printf('%020d', i), ?, ?, NULL, ?, ? FROM n`,
+        MAX_LIVE_REVOCATIONS,
+        filler,
+        now,
+        now + 86_400_000,
+        now,
+      ),
+    )
+    try {
+      const capped = await expectProblem(await revokeDevice(me.deviceId), 409, 'conflict')
+      expect(capped.detail).toContain('revoke their enrollment code instead')
+      // The hot path gets only the asked code's revoked devices.
+      expect(await registry().credentialState(info.id)).toEqual({ code: 'active', revokedDevices: [] })
+      expect((await registry().credentialState(filler)).code).toBe('unknown')
+      // Their credentials expired (beyond the skew allowance): nothing of them is live any more.
+      await registrySql((sql) =>
+        sql.exec('UPDATE devices SET credential_expires_at = ? WHERE code_id = ?', now - 7_200_000, filler),
+      )
+      expect((await revokeDevice(me.deviceId)).status).toBe(200)
+      expect(await registry().credentialState(info.id)).toEqual({
+        code: 'active',
+        revokedDevices: [me.deviceId],
+      })
+    } finally {
+      await registrySql((sql) => sql.exec('DELETE FROM devices WHERE code_id = ?', filler))
+    }
   })
 })
