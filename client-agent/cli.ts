@@ -1,6 +1,5 @@
 import { writeFile } from 'node:fs/promises'
 import { Command, CommanderError, InvalidArgumentError } from 'commander'
-import { satisfies } from 'semver'
 import { ArtifactName, Version } from '../schemas/common.ts'
 import type { DependencyRef } from '../schemas/manifest.ts'
 import { parseSeconds } from './commands/arguments.ts'
@@ -12,6 +11,7 @@ import { registerRolloutCommands } from './commands/rollout.ts'
 import { registerRunCommand } from './commands/run.ts'
 import { registerYankCommand } from './commands/yank.ts'
 import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
+import { dependencyStatus } from './dependencies.ts'
 import { AgentError, fromFileSystemError } from './errors.ts'
 import { installArtifact } from './install.ts'
 import { formatBytes, Reporter } from './output.ts'
@@ -279,23 +279,6 @@ interface InstallOptions {
   full?: boolean
   ignoreDependents?: boolean
   wait?: number
-}
-
-/** The current version's dependencies and whether the device's current versions of them satisfy them. */
-async function dependencyStatus(installRoot: string, store: ArtifactStore, current: string) {
-  if (!(await store.has(current))) return []
-  const needs = (await store.manifestOf(current)).signed.dependencies
-  return Promise.all(
-    needs.map(async ({ name, range }) => {
-      const depCurrent = (await new ArtifactStore(installRoot, name).state()).current
-      return {
-        name,
-        range,
-        current: depCurrent,
-        satisfied: depCurrent !== null && satisfies(depCurrent, range),
-      }
-    }),
-  )
 }
 
 const IGNORE_DEPENDENTS_OPTION = [

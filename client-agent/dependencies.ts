@@ -64,6 +64,26 @@ export async function checkDependents(installRoot: string, name: string, version
   )
 }
 
+/**
+ * What `version` of the artifact in `store` needs, and whether the device's current versions of those
+ * dependencies satisfy it (`status`, and the warning after a rollback, which switches one artifact only).
+ */
+export async function dependencyStatus(installRoot: string, store: ArtifactStore, current: string) {
+  if (!(await store.has(current))) return []
+  const needs = (await store.manifestOf(current)).signed.dependencies
+  return Promise.all(
+    needs.map(async ({ name, range }) => {
+      const depCurrent = (await new ArtifactStore(installRoot, name).state()).current
+      return {
+        name,
+        range,
+        current: depCurrent,
+        satisfied: depCurrent !== null && satisfies(depCurrent, range),
+      }
+    }),
+  )
+}
+
 /** How ensureDependencies installs one dependency (installArtifact, passed in to avoid an import cycle). */
 export type InstallDependency = (dep: DependencyRef, version: string) => Promise<{ version: string }>
 
