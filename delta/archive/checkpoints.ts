@@ -11,7 +11,7 @@
 import { check } from '../errors.ts'
 import { blockBoundaries } from './block-boundaries.ts'
 import { type DeflateEngine, type DeflateStream, engineFor, pakoEngine } from './deflate-engine.ts'
-import type { DeflateParams } from './recompress.ts'
+import { type DeflateParams, searchCostOfLevel } from './recompress.ts'
 
 /** A restart point: input offset in the stream's raw bytes, and the bit offset of its block. */
 export interface Checkpoint {
@@ -23,8 +23,19 @@ export interface Checkpoint {
 export const DICTIONARY_BYTES = 32 * 1024
 /** Input a restarted piece reads past its end, so matching near the end sees what the original saw. */
 export const PIECE_SLACK = 4 * 1024
-/** Streams below this are rebuilt in one piece: splitting would not pay for the set-up. */
+/**
+ * Streams that deflate faster than this much content at level 9 are rebuilt in one piece: splitting
+ * would not pay for the set-up, nor for the extra deflate that proves the pieces at delta creation.
+ */
 export const CHECKPOINT_MIN_RAW = 2 * 1024 * 1024
+
+/**
+ * Whether a stream is dear enough to rebuild to be split at checkpoints: at least CHECKPOINT_MIN_RAW of
+ * level-9 work (a level-6 stream, a third as dear per byte, from about 5.5 MB).
+ */
+export function checkpointsPay(rawLength: number, level: number): boolean {
+  return rawLength * searchCostOfLevel(level) >= CHECKPOINT_MIN_RAW
+}
 /** Aim for about this many pieces: enough for the cores of a device, few enough to stay cheap. */
 const TARGET_PIECES = 8
 
@@ -177,7 +188,7 @@ function pieceHolds(compressed: Uint8Array, proof: PieceProof, out: Uint8Array):
 }
 
 const eligible = (raw: Uint8Array, params: DeflateParams, engine: DeflateEngine | undefined) =>
-  raw.length >= CHECKPOINT_MIN_RAW && engine?.handles(params) === true
+  checkpointsPay(raw.length, params.level) && engine?.handles(params) === true
 
 /**
  * Checkpoints for one stream that `engine` proves: each piece, restarted at its checkpoint, gives

@@ -31,7 +31,7 @@ import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { paramsKey } from './recompress.ts'
 import { buildRecipe, materialize, type Range, type RecipeStats } from './reference.ts'
-import { findSplice, SourceTokenIndex } from './splice-plan.ts'
+import { findSplice, SourceTokenIndex, spliceMayPay } from './splice-plan.ts'
 
 export interface ArchiveDeltaOptions {
   /** Inner differs to try; the smallest result wins. Default: every production differ. */
@@ -224,7 +224,9 @@ function prepare(
   const inflate = inflaterFor(options.deflateEngine)
   // The source first, taken apart into tokens too: target streams that mostly share them are
   // rebuilt from them (splice.ts), which spares their parameter search and proof.
-  const splicing = options.splice !== 'never'
+  const splicing =
+    options.splice === 'always' ||
+    (options.splice !== 'never' && spliceMayPay(targetKind, target, options.deflateEngine))
   let t = performance.now()
   let src = tryExpand(() =>
     expand(sourceKind, source, inflateAll, limits.maxExpandedBytes, inflate, splicing),

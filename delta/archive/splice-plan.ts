@@ -7,11 +7,12 @@ import { encodeDeflate } from '../deflate/encode.ts'
 import type { DeflateParse, Tokens } from '../deflate/parse-types.ts'
 import { blocksEqual, zlibBlocks } from '../deflate/zlib-blocks.ts'
 import { DeltaFormatError } from '../errors.ts'
-import { sameBytes } from './bytes.ts'
-import { CHECKPOINT_MIN_RAW } from './checkpoints.ts'
+import { readU32, sameBytes } from './bytes.ts'
+import { checkpointsPay } from './checkpoints.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
+import type { ArchiveKind } from './expand.ts'
 import { sameTokens, startAgrees } from './reblock.ts'
-import type { DeflateParams } from './recompress.ts'
+import { type DeflateParams, paramsForGzipXfl, searchCostOfLevel } from './recompress.ts'
 import {
   gapTokens,
   MIN_RUN_BYTES,
@@ -21,6 +22,7 @@ import {
   tokenBytes,
   WINDOW,
 } from './splice.ts'
+import { METHOD_DEFLATE, parseZip } from './zip.ts'
 
 /** A plan whose gaps hold more than this share of the content saves too little over a full deflate. */
 const MAX_GAP_SHARE = 0.5
@@ -273,18 +275,56 @@ export function proveSplice(
  * 2-core bench machine: taking the source apart, assembling and re-encoding ≈ 12 ns per content byte
  * plus ≈ 60 ms of JIT warm-up for those loops; zlib's level-9 search ≈ 40 ns per byte natively
  * (≈ 1.6× faster on 2 cores for streams that get checkpoints) and 60–190 ns in pako depending on the
- * content (the lower figure is used); a gap's restart about a window of hashing. Cold applies
+ * content (the lower figure is used), scaled by searchCostOfLevel for the stream's `level`; a
+ * gap's restart about a window of hashing. Cold applies
  * measured both ways: typescript (23 MB, native) 0.53 s spliced vs 1.10 s whole; react-dom re-gzipped
  * by GNU gzip (4.5 MB, pako) 0.44 vs 0.85 s; lodash (2.3 MB, pako) 0.21 vs 0.17 s; lodash-es (1.1 MB,
  * pako) 0.13 vs 0.10 s; @types/node (2.3 MB, native) 0.14 vs 0.08 s — the model sides with the faster
- * in each case: streams of a few MB and up splice.
+ * in each case: level-9 streams of a few MB and up splice. (The last three are level 6, npm's
+ * default, where the whole deflate is a third as dear: before the level counted, lodash and
+ * @types/node had their plans matched and proved at delta creation, only to be deflated whole.)
  */
-export function spliceWorthIt(rawLength: number, gapBytes: number, runs: number, native: boolean): boolean {
-  const searchNs = native ? 40 : 60
-  const cores = native && rawLength >= CHECKPOINT_MIN_RAW ? 1.6 : 1
+export function spliceWorthIt(
+  rawLength: number,
+  gapBytes: number,
+  runs: number,
+  native: boolean,
+  level: number,
+): boolean {
+  const searchNs = (native ? 40 : 60) * searchCostOfLevel(level)
+  const cores = native && checkpointsPay(rawLength, level) ? 1.6 : 1
   const whole = (rawLength * searchNs) / cores
   const spliced = rawLength * 12 + gapBytes * searchNs + runs * WINDOW * (native ? 2 : 6) + 60e6
   return spliced < whole
+}
+
+/**
+ * Whether some stream of `target` could be worth splicing (spliceWorthIt with no gap at all), judged
+ * from its headers before the source is taken apart into tokens: that parse runs at about a third of
+ * inflate speed and is wasted when nothing splices (npm's level-6 tarballs of a few MB). A gzip
+ * member's XFL names its level and the file ends with its size (ISIZE, exact for the usual single
+ * member); a zip directory lists every entry's size but not its level, so level 9 is assumed, and pako
+ * (the dearer whole deflate). Anything unexpected answers yes: this only decides speed, never bytes.
+ */
+export function spliceMayPay(kind: ArchiveKind, target: Uint8Array, engine?: DeflateEngine): boolean {
+  const pays = (rawLength: number, params: DeflateParams, native: boolean) =>
+    spliceWorthIt(rawLength, 0, 1, native, params.level)
+  if (kind === 'gzip') {
+    if (target.length < 18) return true
+    const isize = readU32(target, target.length - 4)
+    // Less than half the file: several members (ISIZE is only the last one's) or incompressible data.
+    if (isize < target.length / 2) return true
+    return paramsForGzipXfl(target[8]!).some((p) => pays(isize, p, restartsNatively(p, engine)))
+  }
+  let entries: ReturnType<typeof parseZip>['entries']
+  try {
+    entries = parseZip(target).entries
+  } catch (err) {
+    if (err instanceof DeltaFormatError) return true
+    throw err
+  }
+  const dearest: DeflateParams = { level: 9, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
+  return entries.some((e) => e.method === METHOD_DEFLATE && pays(e.uncompressedSize, dearest, false))
 }
 
 /** True when `engine` would deflate the client's gaps for `params` (see resumedDeflate). */
@@ -307,7 +347,7 @@ export function findSplice(
   payoff = true,
 ): Splice | null {
   const pays = (p: DeflateParams, gapBytes: number, runs: number) =>
-    !payoff || spliceWorthIt(raw.length, gapBytes, runs, restartsNatively(p, engine))
+    !payoff || spliceWorthIt(raw.length, gapBytes, runs, restartsNatively(p, engine), p.level)
   if (!candidates.some((p) => pays(p, 0, 1))) return null
   const found = matchSplice(target.tokens, source)
   if (!found) return null
