@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest'
+import { HashIndex } from './matcher.ts'
+
+/** The (position, tag) slots a bucket holds, in stored order (slots hold p + 1; 0 is empty). */
+function slots(index: HashIndex, bucket: number): [number, number][] {
+  const out: [number, number][] = []
+  for (let w = bucket; w < bucket + 8; w += 2)
+    if (index.table[w]! !== 0) out.push([index.table[w]! - 1, index.table[w + 1]!])
+  return out
+}
+
+/** What a bucket should hold: the newest four of the indexed positions that hash to it, newest first. */
+function expected(
+  index: HashIndex,
+  source: Uint8Array,
+  bucket: number,
+  key: number,
+  step: number,
+): [number, number][] {
+  const all: [number, number][] = []
+  for (let p = 0; p + key <= source.length; p += step) {
+    const h = index.hash(source, p)
+    if (index.bucket(h) === bucket) all.push([p, h])
+  }
+  return all.reverse().slice(0, 4)
+}
+
+function noise(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n)
+  let s = seed
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
+    out[i] = s >>> 24
+  }
+  return out
+}
+
+describe('HashIndex', () => {
+  it('keeps the newest four positions of each bucket, newest first, for both key widths', () => {
+    const phrase = new TextEncoder().encode('0123456789abcdefghijklmnopqrstuv') // 32 bytes
+    const source = noise(64 * 6 + 100, 1)
+    const at = [10, 74, 138, 202, 266, 330]
+    for (const p of at) source.set(phrase, p)
+    for (const key of [8, 32]) {
+      const index = new HashIndex(source, key, 16, 1)
+      const bucket = index.bucket(index.hash(phrase, 0))
+      expect(slots(index, bucket)).toEqual(expected(index, source, bucket, key, 1))
+      expect(slots(index, bucket).map(([p]) => p)).toContain(330)
+      for (let b = 0; b < index.table.length; b += 8)
+        expect(slots(index, b)).toEqual(expected(index, source, b, key, 1))
+    }
+  })
+
+  it('samples big sources every `step` positions', () => {
+    const source = noise(1 << 16, 2)
+    // 2^10 buckets for 65 K positions: every 32nd position is indexed.
+    const index = new HashIndex(source, 8, 10, 1)
+    for (let b = 0; b < index.table.length; b += 8)
+      expect(slots(index, b)).toEqual(expected(index, source, b, 8, 32))
+  })
+})
