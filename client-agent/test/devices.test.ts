@@ -110,6 +110,22 @@ function countingFetch(options: { unreachable?: () => boolean } = {}): {
   }
 }
 
+/**
+ * After a revocation, in a fresh process: the next report is refused as revoked after exactly one
+ * renewal attempt, and the report stays queued. Returns the counting fetch for later checks.
+ */
+async function expectNextReportRefused(device: AgentConfig, queue: TelemetryQueue) {
+  forgetDeviceSessions()
+  await queueOneEvent(device)
+  const counting = countingFetch()
+  await expect(
+    flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device, counting.fetchImpl) }),
+  ).rejects.toThrow(/revoked/)
+  expect(counting.enrollments()).toBe(1)
+  expect((await queue.load()).events).toHaveLength(1)
+  return counting
+}
+
 describe('deltaport devices code (operator CLI)', () => {
   it('creates, lists and revokes codes with the operator token; the maintainer token is refused', async () => {
     const cli = async (args: string[], token: string) => {
@@ -301,14 +317,7 @@ describe('agent enrollment against the real edge', () => {
     const queue = await queueOneEvent(device)
     await flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device) })
     await revokeEnrollmentCode(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN, info.id)
-    forgetDeviceSessions()
-    await queueOneEvent(device)
-    const counting = countingFetch()
-    await expect(
-      flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device, counting.fetchImpl) }),
-    ).rejects.toThrow(/revoked/)
-    expect((await queue.load()).events).toHaveLength(1)
-    expect(counting.enrollments()).toBe(1)
+    const counting = await expectNextReportRefused(device, queue)
     const refusal = await new DeviceCredentialStore(device.installRoot).refusal()
     expect(refusal?.detail).toContain('revoked')
     // A later process does not ask the edge again for a code it refused: it reports anonymously,
@@ -483,14 +492,7 @@ describe('per-device revocation', () => {
     const revoked = await revokeDevice(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN, mine.deviceId)
     expect(revoked.revokedAt).not.toBeNull()
     // The next report: 401 device-credential-revoked, one renewal attempt (refused), reports kept.
-    forgetDeviceSessions()
-    await queueOneEvent(device)
-    const counting = countingFetch()
-    await expect(
-      flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device, counting.fetchImpl) }),
-    ).rejects.toThrow(/revoked/)
-    expect(counting.enrollments()).toBe(1)
-    expect((await queue.load()).events).toHaveLength(1)
+    const counting = await expectNextReportRefused(device, queue)
     expect((await store.refusal())?.detail).toContain(`device ${mine.deviceId} was revoked`)
     expect(await store.read()).toBeNull()
     // Its sibling is untouched, and the code enrolled nobody new for it.
