@@ -36,6 +36,7 @@ export const CHECKPOINT_MIN_RAW = 2 * 1024 * 1024
 export function checkpointsPay(rawLength: number, level: number): boolean {
   return rawLength * searchCostOfLevel(level) >= CHECKPOINT_MIN_RAW
 }
+
 /** Aim for about this many pieces: enough for the cores of a device, few enough to stay cheap. */
 const TARGET_PIECES = 8
 

@@ -222,8 +222,9 @@ function prepare(
   const limits = resolveArchiveLimits(options.limits)
 
   const inflate = inflaterFor(options.deflateEngine)
-  // The source first, taken apart into tokens too: target streams that mostly share them are
-  // rebuilt from them (splice.ts), which spares their parameter search and proof.
+  // The source first, taken apart into tokens too when some target stream could be worth splicing
+  // (spliceMayPay): target streams that mostly share them are rebuilt from them (splice.ts), which
+  // spares their parameter search and proof.
   const splicing =
     options.splice === 'always' ||
     (options.splice !== 'never' && spliceMayPay(targetKind, target, options.deflateEngine))
