@@ -4,9 +4,9 @@
  */
 
 /**
- * The approx method costs a suffix array of the source (≈10–20× vcdiff's make time), and can at best
- * save the bytes of the delta already in hand. When that delta is tiny, both in bytes and relative to
- * the target, the saving cannot be worth it: returns why approx is skipped, or null to run it.
+ * The approx method costs an index of the source (a suffix array or hash chains, ≈3–20× vcdiff's make
+ * time), and can at best save the bytes of the delta already in hand. When that delta is tiny, both in
+ * bytes and relative to the target, the saving cannot be worth it: returns why approx is skipped, or null to run it.
  */
 export function approxNotWorth(bestSoFar: number, targetLength: number): string | null {
   const floor = Math.max(APPROX_MIN_GAIN_BYTES, targetLength * APPROX_MIN_GAIN_FRACTION)

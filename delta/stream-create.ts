@@ -14,11 +14,11 @@
  * createDelta remains the entry point for anything that fits in memory.
  */
 
+import { buildApproxIndex, chooseApproxIndex } from './approx/approx-index.ts'
 import { ByteWriter as ApproxWriter } from './approx/bytes.ts'
 import { crc32Update } from './approx/crc32.ts'
 import { writeWindowedBlock } from './approx/encode.ts'
 import { encodeHeader } from './approx/format.ts'
-import { indexSource } from './approx/source-index.ts'
 import { looksExecutable } from './effort.ts'
 import { type ByteSink, type RandomAccessReader, readFully } from './io.ts'
 import { COPY } from './vcdiff/code-table.ts'
@@ -154,6 +154,9 @@ async function streamVcdiff(
   }
 }
 
+/** Bytes at the head of each file that decide the approx index (tar members within it are looked at). */
+const CHOICE_HEAD = 64 * 1024
+
 async function streamApprox(
   source: RandomAccessReader,
   target: RandomAccessReader,
@@ -172,7 +175,10 @@ async function streamApprox(
     }),
   )
   await sink.write(header.finish())
-  const windowsOfSource = new WindowCache(source, indexSource)
+  // The index kind is chosen once, from the head of each file (where an executable's header is).
+  const head = async (r: RandomAccessReader) => readStretch(r, 0, Math.min(CHOICE_HEAD, r.size))
+  const kind = chooseApproxIndex(await head(source), await head(target))
+  const windowsOfSource = new WindowCache(source, (bytes) => buildApproxIndex(bytes, kind))
   for (let start = 0; start < target.size; start += blockSize) {
     const end = Math.min(target.size, start + blockSize)
     const win = sourceWindowFor(start, end, target.size, source.size, sourceWindow)

@@ -14,11 +14,16 @@ async function applyStream(source: Uint8Array, delta: Uint8Array, chunk = 13): P
   return sink.bytes()
 }
 
+/** Round-trips through both source indexes (same format, different matches); returns the default's delta. */
 async function roundTrip(source: Uint8Array, target: Uint8Array, blockSize?: number): Promise<Uint8Array> {
-  const delta = createApproxDelta(source, target, blockSize === undefined ? undefined : { blockSize })
-  expect(applyApproxDelta(source, delta)).toEqual(target)
-  expect(await applyStream(source, delta)).toEqual(target)
-  return delta
+  const deltas = (['hash', 'suffix-array'] as const).map((index) =>
+    createApproxDelta(source, target, { index, ...(blockSize === undefined ? {} : { blockSize }) }),
+  )
+  for (const delta of deltas) {
+    expect(applyApproxDelta(source, delta)).toEqual(target)
+    expect(await applyStream(source, delta)).toEqual(target)
+  }
+  return createApproxDelta(source, target, blockSize === undefined ? undefined : { blockSize })
 }
 
 function formatError(run: () => unknown): DeltaFormatError {
@@ -87,9 +92,11 @@ describe('approx delta round trip', () => {
       target[i] = v & 0xff
       target[i + 1] = (v >> 8) & 0xff
     }
-    const delta = createApproxDelta(source, target)
-    expect(applyApproxDelta(source, delta)).toEqual(target)
-    expect(delta.length).toBeLessThan(20_000)
+    for (const index of ['hash', 'suffix-array'] as const) {
+      const delta = createApproxDelta(source, target, { index })
+      expect(applyApproxDelta(source, delta)).toEqual(target)
+      expect(delta.length).toBeLessThan(20_000)
+    }
   })
 })
 

@@ -4,12 +4,17 @@
  * needs more than one block in memory.
  */
 import { deflateRaw } from 'pako'
+import {
+  type ApproxIndex,
+  type ApproxIndexKind,
+  buildApproxIndex,
+  chooseApproxIndex,
+} from './approx-index.ts'
 import { subtractWithCarry } from './arith.ts'
 import { ByteWriter } from './bytes.ts'
 import { crc32 } from './crc32.ts'
 import { type BlockHeader, defaultBlockSize, encodeBlockHeader, encodeHeader } from './format.ts'
 import { matchSegments, type Segments } from './match.ts'
-import { indexSource, type SourceIndex } from './source-index.ts'
 
 export interface CreateApproxOptions {
   /**
@@ -19,6 +24,11 @@ export interface CreateApproxOptions {
   blockSize?: number
   /** DEFLATE level 0–9 (default 9). */
   level?: 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9
+  /**
+   * Where matches are looked up (default: `chooseApproxIndex`, the suffix array for executables and
+   * hash chains for the rest). The delta format is the same either way.
+   */
+  index?: ApproxIndexKind
 }
 
 export function createApproxDelta(
@@ -37,7 +47,7 @@ export function createApproxDelta(
       ? target.length === 0
         ? []
         : [0, target.length, 0]
-      : matchSegments(indexSource(source), target)
+      : matchSegments(buildApproxIndex(source, options?.index ?? chooseApproxIndex(source, target)), target)
 
   const out = new ByteWriter()
   out.bytes(
@@ -71,14 +81,14 @@ export function writeWindowedBlock(
   source: Stretch,
   target: Stretch,
   /** The window's index when the caller already has it (consecutive blocks often share a window). */
-  index?: SourceIndex,
+  index?: ApproxIndex,
   level: CreateApproxOptions['level'] & number = 9,
 ): void {
   const n = target.bytes.length
   const segments: Segments =
     source.bytes.length === 0 || n === 0
       ? [0, n, 0]
-      : matchSegments(index ?? indexSource(source.bytes), target.bytes)
+      : matchSegments(index ?? buildApproxIndex(source.bytes, 'suffix-array'), target.bytes)
   // matchSegments works in window coordinates; the container wants file positions.
   for (let i = 2; i < segments.length; i += 3) segments[i]! += source.base
   const [block] = splitIntoBlocks(segments, n, Math.max(n, 1))

@@ -8,7 +8,9 @@
  * what the current alignment already explains by more than a few bytes; then it grows the previous
  * segment forwards and the new one backwards for as long as at least half the bytes agree.
  */
-import { longestMatch, type Match, type SourceIndex } from './source-index.ts'
+import type { ApproxIndex } from './approx-index.ts'
+import { longestMatchByHash } from './hash-index.ts'
+import { longestMatch, type Match } from './source-index.ts'
 
 /**
  * Flat list of segments, three numbers each: `copyLen` target bytes are source[srcPos..] + diff, then
@@ -20,11 +22,11 @@ export type Segments = number[]
 const SWITCH_MARGIN = 8
 
 export function matchSegments(
-  index: SourceIndex,
+  approxIndex: ApproxIndex,
   target: Uint8Array,
   switchMargin = SWITCH_MARGIN,
 ): Segments {
-  const source = index.source
+  const source = approxIndex.index.source
   const sn = source.length
   const tn = target.length
   const segments: Segments = []
@@ -44,7 +46,10 @@ export function matchSegments(
     scan += len
     let scored = scan
     for (; scan < tn; scan++) {
-      longestMatch(index, target, scan, m)
+      // Two call sites, each of one shape, rather than one polymorphic call.
+      if (approxIndex.kind === 'hash')
+        longestMatchByHash(approxIndex.index, target, scan, scan + lastOffset, m)
+      else longestMatch(approxIndex.index, target, scan, m)
       len = m.len
       pos = m.pos
       for (; scored < scan + len; scored++) {
