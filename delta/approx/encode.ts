@@ -88,7 +88,10 @@ export function writeWindowedBlock(
   const segments: Segments =
     source.bytes.length === 0 || n === 0
       ? [0, n, 0]
-      : matchSegments(index ?? buildApproxIndex(source.bytes, 'suffix-array'), target.bytes)
+      : matchSegments(
+          index ?? buildApproxIndex(source.bytes, chooseApproxIndex(source.bytes, target.bytes)),
+          target.bytes,
+        )
   // matchSegments works in window coordinates; the container wants file positions.
   for (let i = 2; i < segments.length; i += 3) segments[i]! += source.base
   const [block] = splitIntoBlocks(segments, n, Math.max(n, 1))
