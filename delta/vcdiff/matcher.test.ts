@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { randomBytes, rng } from '../fuzz-input.ts'
 import { HashIndex } from './matcher.ts'
 
 /** The (position, tag) slots a bucket holds, in stored order (slots hold p + 1; 0 is empty). */
@@ -25,20 +26,10 @@ function expected(
   return all.reverse().slice(0, 4)
 }
 
-function noise(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n)
-  let s = seed
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-    out[i] = s >>> 24
-  }
-  return out
-}
-
 describe('HashIndex', () => {
   it('keeps the newest four positions of each bucket, newest first, for both key widths', () => {
     const phrase = new TextEncoder().encode('0123456789abcdefghijklmnopqrstuv') // 32 bytes
-    const source = noise(64 * 6 + 100, 1)
+    const source = randomBytes(rng(1), 64 * 6 + 100)
     const at = [10, 74, 138, 202, 266, 330]
     for (const p of at) source.set(phrase, p)
     for (const key of [8, 32]) {
@@ -52,7 +43,7 @@ describe('HashIndex', () => {
   })
 
   it('samples big sources every `step` positions', () => {
-    const source = noise(1 << 16, 2)
+    const source = randomBytes(rng(2), 1 << 16)
     // 2^10 buckets for 65 K positions: every 32nd position is indexed.
     const index = new HashIndex(source, 8, 10, 1)
     for (let b = 0; b < index.table.length; b += 8)
