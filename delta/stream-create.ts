@@ -109,6 +109,11 @@ async function readStretch(reader: RandomAccessReader, offset: number, length: n
   return bytes
 }
 
+/** The first `length` bytes of a file, or all of a shorter one. */
+function readHead(reader: RandomAccessReader, length: number): Promise<Uint8Array> {
+  return readStretch(reader, 0, Math.min(length, reader.size))
+}
+
 /** Streams a whole reader through crc32 in 1 MiB pieces (the DPAX header needs both CRCs first). */
 async function crcOf(reader: RandomAccessReader): Promise<number> {
   const piece = new Uint8Array(Math.min(1 << 20, Math.max(1, reader.size)))
@@ -176,8 +181,7 @@ async function streamApprox(
   )
   await sink.write(header.finish())
   // The index kind is chosen once, from the head of each file (where an executable's header is).
-  const head = async (r: RandomAccessReader) => readStretch(r, 0, Math.min(CHOICE_HEAD, r.size))
-  const kind = chooseApproxIndex(await head(source), await head(target))
+  const kind = chooseApproxIndex(await readHead(source, CHOICE_HEAD), await readHead(target, CHOICE_HEAD))
   const windowsOfSource = new WindowCache(source, (bytes) => buildApproxIndex(bytes, kind))
   for (let start = 0; start < target.size; start += blockSize) {
     const end = Math.min(target.size, start + blockSize)
@@ -207,8 +211,10 @@ export async function createDeltaStream(
   const sourceWindow = positiveInt(options.sourceWindow, DEFAULT_SOURCE_WINDOW, 2 ** 31 - 1, 'sourceWindow')
   let method = options.method
   if (!method) {
-    const head = async (r: RandomAccessReader) => readStretch(r, 0, Math.min(4, r.size))
-    method = looksExecutable(await head(source)) && looksExecutable(await head(target)) ? 'approx' : 'vcdiff'
+    method =
+      looksExecutable(await readHead(source, 4)) && looksExecutable(await readHead(target, 4))
+        ? 'approx'
+        : 'vcdiff'
   }
   // A target window wider than half the source window would leave part of it without its source.
   const fitting = (preferred: number) => Math.max(1, Math.min(preferred, Math.floor(sourceWindow / 2)))

@@ -1,6 +1,6 @@
 /**
  * Which source index the approx scan looks matches up in. A suffix array finds the longest match every
- * time; hash chains (hash-index.ts) build ~3× faster but can miss it where short strings repeat by the
+ * time; hash chains (hash-index.ts) make it 2–4× faster on tar contents but can miss it where short strings repeat by the
  * thousand, which is what executables' relocation and unwind tables look like. Measured in
  * docs/decisions/0028-hash-chain-approx-index.md.
  */
