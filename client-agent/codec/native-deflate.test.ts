@@ -22,7 +22,13 @@ import { DeltaFormatError } from '../../delta/errors.ts'
 import { sourceLikeText as text, textWithStoredStretches } from '../../delta/fuzz-input.ts'
 import { applyDeltaStream, createDelta, createDeltaAsync, readerFromBytes } from '../../delta/index.ts'
 import { collectingSink, sourceFromBytes } from '../../delta/io.ts'
-import { nativeDeflateEngine, PAKO_PROBE, probeHashFamily, probeSample } from './native-deflate.ts'
+import {
+  nativeDeflateEngine,
+  oneJobChunkSize,
+  PAKO_PROBE,
+  probeHashFamily,
+  probeSample,
+} from './native-deflate.ts'
 
 const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length)
 
@@ -79,6 +85,29 @@ describe('Node zlib as a deflate engine', () => {
         }
       }
     }
+  })
+
+  it('restarts asynchronously in one thread-pool job, so a busy main thread does not hold it up', async () => {
+    const raw = text(11, 2_000_000)
+    const p = params(9)
+    const expected = nativeDeflateEngine.deflate(raw, p)
+    // Deflating all of it synchronously once tells how long the job takes on this machine now.
+    let started = performance.now()
+    nativeDeflateEngine.deflate(raw, p)
+    const alone = performance.now() - started
+    let finished = 0
+    const job = nativeDeflateEngine.deflateResumed!(raw, p, new Uint8Array(0)).then((out) => {
+      finished = performance.now()
+      return out
+    })
+    // Block the main thread for well over the job's own time, as a synchronous diff does.
+    started = performance.now()
+    while (performance.now() - started < Math.max(600, 4 * alone)) {}
+    const unblocked = performance.now()
+    expect(Buffer.from(await job).equals(Buffer.from(expected))).toBe(true)
+    // Done on the pool while the thread was blocked; in 16 KiB chunks it would only have started.
+    expect(finished - unblocked).toBeLessThan(alone / 2)
+    expect(oneJobChunkSize(raw.length)).toBeGreaterThan(expected.length)
   })
 
   it('streams the same bytes however the input is cut', async () => {
