@@ -1,4 +1,5 @@
-import { deflateRawSync, gzipSync } from 'node:zlib'
+import { once } from 'node:events'
+import { constants, createDeflateRaw, deflateRawSync, gzipSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
 import { applyApproxDelta, applyApproxDeltaStream, type InflateHost } from '../../delta/approx/index.ts'
 import { blockBoundaries } from '../../delta/archive/block-boundaries.ts'
@@ -9,6 +10,7 @@ import {
   type ArchiveDeltaOptions,
   createArchiveDelta,
   createArchiveDeltaAsync,
+  type DeflateEngine,
   pakoEngine,
 } from '../../delta/archive/index.ts'
 import { inflateRawPrefix } from '../../delta/archive/inflate.ts'
@@ -173,6 +175,77 @@ describe('Node zlib as a deflate engine', () => {
     const pure = archiveDelta(gzSource, gzTarget, { splice: 'never' as const })
     expect(native.delta.length).toBeGreaterThan(pure.delta.length)
     await applyWithAndWithout(gzSource, native.delta, gzTarget)
+  })
+
+  /** Node's engine, noting the input length of every synchronous deflate and every async restart. */
+  const countingEngine = () => {
+    const sync: number[] = []
+    const restarts: number[] = []
+    const engine: DeflateEngine = {
+      ...nativeDeflateEngine,
+      deflate(raw, p) {
+        sync.push(raw.length)
+        return nativeDeflateEngine.deflate(raw, p)
+      },
+      deflateResumed(input, p, dictionary) {
+        restarts.push(input.length)
+        return nativeDeflateEngine.deflateResumed!(input, p, dictionary)
+      },
+    }
+    return { engine, sync, restarts }
+  }
+
+  /** gzip of `raw` at level 9 up to `at`, then level 1: zlib's own stream, until it changes settings. */
+  const gzipChangingLevel = async (raw: Uint8Array, at: number): Promise<Uint8Array> => {
+    const z = createDeflateRaw({ level: 9 })
+    const out: Buffer[] = []
+    z.on('data', (chunk: Buffer) => out.push(chunk))
+    z.write(raw.subarray(0, at))
+    await new Promise<void>((resolve) => z.params(1, constants.Z_DEFAULT_STRATEGY, () => resolve()))
+    z.end(raw.subarray(at))
+    await once(z, 'end')
+    // gzip's framing (RFC 1952): header with XFL 2 (level 9), the stream, CRC-32 and size.
+    const trailer = new DataView(new ArrayBuffer(8))
+    trailer.setUint32(0, crc32(raw), true)
+    trailer.setUint32(4, raw.length, true)
+    const header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 3]
+    return u8(Buffer.concat([Buffer.from(header), ...out, Buffer.from(trailer.buffer)]))
+  }
+
+  it('proves target parameters on the thread pool while diffing; a stream parting late is searched again', async () => {
+    const source = text(10, 1_200_000)
+    const target = source.slice()
+    target.set(new TextEncoder().encode('/* 1.0.1 */'), 300_000)
+    const gzSource = u8(gzipSync(source, { level: 9 }))
+    const options = { splice: 'never' as const }
+
+    // A plain level-9 stream: once a prefix agrees, the whole-stream proof runs as an async deflate.
+    const gzTarget = u8(gzipSync(target, { level: 9 }))
+    const plain = countingEngine()
+    const overlapped = await createArchiveDeltaAsync(gzSource, gzTarget, {
+      ...options,
+      deflateEngine: plain.engine,
+    })
+    expect({ restarts: plain.restarts, sync: plain.sync.includes(target.length) }).toEqual({
+      restarts: [target.length],
+      sync: false,
+    })
+    const inPlace = archiveDelta(gzSource, gzTarget, { ...options, deflateEngine: nativeDeflateEngine })
+    expect('delta' in overlapped && Buffer.from(overlapped.delta).equals(Buffer.from(inPlace.delta))).toBe(
+      true,
+    )
+
+    // Level 9 for its first 700 KB: the prefix agrees, the whole stream does not, so the async proof
+    // fails and the search runs again proving in place; the delta is what that search alone makes.
+    const parted = await gzipChangingLevel(target, 700_000)
+    const redo = countingEngine()
+    const redone = await createArchiveDeltaAsync(gzSource, parted, { ...options, deflateEngine: redo.engine })
+    expect(redo.restarts).toEqual([target.length])
+    expect(redo.sync).toContain(target.length)
+    const searched = archiveDelta(gzSource, parted, { ...options, deflateEngine: nativeDeflateEngine })
+    expect('delta' in redone && Buffer.from(redone.delta).equals(Buffer.from(searched.delta))).toBe(true)
+    expect(searched.details.reproduced).toBe(0)
+    await applyWithAndWithout(gzSource, searched.delta, parted)
   })
 
   it('splices with Node zlib restarting the gaps, and the delta still applies with pako alone', async () => {

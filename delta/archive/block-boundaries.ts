@@ -13,12 +13,14 @@ export interface BlockBoundary {
 
 /**
  * Every block boundary of `compressed`, whose inflated length is `rawLength`, in stream order. With
- * `untilRaw`, inflates only that much and returns the boundaries up to it.
+ * `untilRaw`, inflates only that much and returns the boundaries up to it; with `maxCount`, stops after
+ * that many.
  */
 export function blockBoundaries(
   compressed: Uint8Array,
   rawLength: number,
   untilRaw = rawLength,
+  maxCount = Number.POSITIVE_INFINITY,
 ): BlockBoundary[] {
   const s = new ZStream()
   if (zlibInflateInit2(s, -15) !== Z_OK) return []
@@ -36,6 +38,7 @@ export function blockBoundaries(
     if (s.data_type & 128) {
       if (s.next_out > untilRaw) break
       out.push({ raw: s.next_out, bit: s.next_in * 8 - (s.data_type & 7) })
+      if (out.length >= maxCount) break
     }
     // Out of room mid-block: everything up to untilRaw has been seen.
     if (s.avail_out === 0) break

@@ -29,7 +29,7 @@ import {
 } from './expand.ts'
 import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
-import { paramsKey } from './recompress.ts'
+import { type DeferredProof, paramsKey, settleDeferredProofs } from './recompress.ts'
 import { buildRecipe, materialize, type Range, type RecipeStats } from './reference.ts'
 import { findSplice, SourceTokenIndex, spliceMayPay } from './splice-plan.ts'
 
@@ -209,10 +209,12 @@ function rebuildsTarget(
   return false
 }
 
+/** `deferred`: the engine's whole-stream proofs are left there, for the caller to run (reproducesWith). */
 function prepare(
   source: Uint8Array,
   target: Uint8Array,
   options: ArchiveDeltaOptions,
+  deferred?: DeferredProof[],
 ): Prepared | { notApplicable: string } {
   const sourceKind = detectArchive(source)
   const targetKind = detectArchive(target)
@@ -249,6 +251,7 @@ function prepare(
     options.totalSearchBudgetMs ?? 60_000,
     options.deflateEngine,
     splicer,
+    deferred,
   )
   const tgt = tryExpand(() => expand(targetKind, target, policy, limits.maxExpandedBytes, inflate))
   if (typeof tgt === 'string') return { notApplicable: `target archive unreadable (${tgt})` }
@@ -452,9 +455,12 @@ export function createArchiveDelta(
 }
 
 /**
- * createArchiveDelta with the checkpoint proofs on the engine's asynchronous restarts (Node's zlib runs
- * them on its thread pool) while this thread diffs the contents: the same delta, sooner on a machine
- * with a core to spare. Without an engine that restarts asynchronously it is createArchiveDelta.
+ * createArchiveDelta with the engine's proofs on its asynchronous deflate (Node's zlib runs them on its
+ * thread pool) while this thread diffs the contents: the whole-stream proofs of the target's
+ * parameters (the search accepts a candidate once the engine's prefix agrees, reproducesWith) and the
+ * checkpoint proofs. The same delta, sooner on a machine with a core to spare. Should a whole stream
+ * part from a prefix that agreed, everything is redone with every proof run in place. Without an
+ * engine that deflates asynchronously it is createArchiveDelta.
  */
 export async function createArchiveDeltaAsync(
   source: Uint8Array,
@@ -463,20 +469,25 @@ export async function createArchiveDeltaAsync(
 ): Promise<ArchiveDeltaResult> {
   const engine = options.deflateEngine
   if (!engine?.deflateResumed) return createArchiveDelta(source, target, options)
-  const prepared = prepare(source, target, options)
+  const deferred: DeferredProof[] = []
+  const prepared = prepare(source, target, options, deferred)
   if ('notApplicable' in prepared) return prepared
   const t = performance.now()
   let checkpointsMs = 0
   // Settled into a value, so a failure while the diff still runs is never an unhandled rejection.
-  const proving = addCheckpointsAsync(prepared.tgt, target, engine).then(
-    () => {
+  const proving = Promise.all([
+    settleDeferredProofs(deferred, engine),
+    addCheckpointsAsync(prepared.tgt, target, engine),
+  ]).then(
+    ([held]) => {
       checkpointsMs = performance.now() - t
-      return null
+      return { held }
     },
     (error: unknown) => ({ error }),
   )
   const diffed = diffPrepared(prepared, options)
-  const failed = await proving
-  if (failed) throw failed.error
+  const proved = await proving
+  if ('error' in proved) throw proved.error
+  if (!proved.held) return createArchiveDelta(source, target, options)
   return finish(prepared, diffed, options, checkpointsMs)
 }

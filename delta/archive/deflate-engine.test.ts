@@ -132,6 +132,25 @@ describe('deflate engines', () => {
     }
   })
 
+  it('stretches the prefix to the first block boundary when no block ends within it', () => {
+    // memLevel 9 doubles zlib's block: about 259 KB of this text, past what PREFIX_CHECK settles.
+    const raw = text(1, 900_000)
+    const right: DeflateParams = { level: 6, memLevel: 9, windowBits: 15, strategy: 0, legacyHash: false }
+    const compressed = pakoEngine.deflate(raw, right)
+    const first = blockBoundaries(compressed, raw.length)[0]!
+    expect(first.raw).toBeGreaterThan(PREFIX_CHECK - PREFIX_SETTLED)
+    const { engine, calls } = recordingEngine()
+    expect(enginePrefixVerdict(raw, compressed, right, engine, PREFIX_CHECK)).toBe('undecided')
+    expect(enginePrefixVerdict(raw, compressed, { ...right, level: 9 }, engine, PREFIX_CHECK)).toBe(
+      'mismatch',
+    )
+    expect(enginePrefixVerdict(raw, compressed, { ...right, legacyHash: true }, engine, PREFIX_CHECK)).toBe(
+      'mismatch',
+    )
+    // The engine, not pako's streamed compare, did the work: one deflate to just past the boundary each.
+    expect(calls.inputs).toEqual(Array(3).fill(first.raw + PREFIX_SETTLED))
+  })
+
   it('a broken engine costs the delta or the rebuild, never wrong bytes', async () => {
     // Creating: its proof fails, so the stream is not claimed reproducible by parameters; it is
     // rebuilt from its tokens instead, which needs no engine.

@@ -22,6 +22,7 @@ import { puffReference, puffTarget } from './puff-stream.ts'
 import { findReblock, type Reblock } from './reblock.ts'
 import {
   candidateParams,
+  type DeferredProof,
   type DeflateParams,
   findDeflateParams,
   paramsForGzipXfl,
@@ -168,13 +169,15 @@ const PLACEHOLDER_PARAMS: DeflateParams = {
  * exact parameters, remembering what matched (entries of one zip agree); for a stream nothing
  * reproduces, look for settings that give its tokens (reblock.ts), else puff it. When searches keep
  * failing (a zip from a non-zlib deflater: most entries never match), later entries only get the
- * settings that already matched plus the likeliest few, instead of every candidate each.
+ * settings that already matched plus the likeliest few, instead of every candidate each. With
+ * `deferred`, the engine's whole-stream proofs are left there for the caller (reproducesWith).
  */
 export function recompressPolicy(
   budgetMs: number,
   totalBudgetMs: number,
   engine?: DeflateEngine,
   splicer?: Splicer,
+  deferred?: DeferredProof[],
 ): DeflatePolicy {
   const preferred: DeflateParams[] = []
   const started = Date.now()
@@ -210,7 +213,14 @@ export function recompressPolicy(
         return { splice }
       }
     }
-    let found = findDeflateParams(raw, compressed, likely, budget(), likely.length, Date.now, engine, [])
+    const search = { engine, deferred }
+    let found = findDeflateParams(raw, compressed, {
+      ...search,
+      preferred: likely,
+      budgetMs: budget(),
+      maxTries: likely.length,
+      grid: [],
+    })
     if (!found.params) {
       // Before the grid, ask the block sizes which memLevel the stream could come from (or that none could).
       const memLevel = parse() ? zlibMemLevelOf(parse()!.blocks) : undefined
@@ -219,16 +229,12 @@ export function recompressPolicy(
         (p) => !tried.has(paramsKey(p)) && (memLevel === undefined || p.memLevel === memLevel),
       )
       const hopeless = misses >= 3 && misses > 2 * hits
-      found = findDeflateParams(
-        raw,
-        compressed,
-        [],
-        budget(),
-        hopeless ? 4 : Number.POSITIVE_INFINITY,
-        Date.now,
-        engine,
+      found = findDeflateParams(raw, compressed, {
+        ...search,
+        budgetMs: budget(),
+        maxTries: hopeless ? 4 : Number.POSITIVE_INFINITY,
         grid,
-      )
+      })
     }
     if (found.params) {
       hits++

@@ -56,11 +56,9 @@ describe('exact recompression search', () => {
     for (const level of [1, 6, 9]) {
       const gz = u8(gzipSync(sample(120_000, level), { level }))
       const m = parseGzip(gz, 1 << 24).members[0]!
-      const found = findDeflateParams(
-        m.content,
-        gz.subarray(m.dataStart, m.dataEnd),
-        paramsForGzipXfl(m.header.xfl),
-      )
+      const found = findDeflateParams(m.content, gz.subarray(m.dataStart, m.dataEnd), {
+        preferred: paramsForGzipXfl(m.header.xfl),
+      })
       expect({ level: found.params?.level, tried: found.tried }).toEqual({ level, tried: 1 })
     }
   })

@@ -148,9 +148,18 @@ export const PREFIX_SETTLED = 66 * 1024
 export const ENGINE_MIN_INPUT = 128 * 1024
 
 /**
+ * How far the engine's prefix may reach for a first block boundary when none ends within the usual
+ * prefix: level-6 text fills a block's 2^14 − 1 tokens with about 230 KB (lodash), and a native deflate
+ * of 300 KB costs less than pako streaming the usual prefix (measured on lodash and lodash-es: about
+ * 5 ms against 36 ms, cold).
+ */
+const LONG_PREFIX_CHECK = 1024 * 1024
+
+/**
  * The engine's deflate of the first `prefix` bytes against `compressed`, compared up to the last
  * block boundary of `compressed` that the prefix settles: 'mismatch' when they differ there,
- * 'undecided' when they agree. When no block ends early enough to compare (long blocks of very
+ * 'undecided' when they agree. When no block ends early enough, the prefix is stretched to settle
+ * the first boundary (at most half the stream and LONG_PREFIX_CHECK); past that (very long blocks of
  * repetitive input), pako compares the prefix as it streams out instead.
  */
 export function enginePrefixVerdict(
@@ -160,9 +169,12 @@ export function enginePrefixVerdict(
   engine: DeflateEngine,
   prefix: number,
 ): Verdict {
-  const settled = blockBoundaries(compressed, raw.length, prefix - PREFIX_SETTLED).at(-1)
+  const within = blockBoundaries(compressed, raw.length, prefix - PREFIX_SETTLED).at(-1)
+  const reach = Math.min(LONG_PREFIX_CHECK, raw.length >>> 1) - PREFIX_SETTLED
+  const settled = within ?? blockBoundaries(compressed, raw.length, reach, 1)[0]
   if (!settled) return compareDeflate(raw, compressed, params, prefix)
-  const out = engine.deflate(raw.subarray(0, prefix), params)
+  const end = within ? prefix : settled.raw + PREFIX_SETTLED
+  const out = engine.deflate(raw.subarray(0, end), params)
   const bytes = settled.bit >>> 3
   if (out.length < bytes) return 'mismatch'
   for (let i = 0; i < bytes; i++) if (out[i] !== compressed[i]) return 'mismatch'
@@ -170,23 +182,55 @@ export function enginePrefixVerdict(
 }
 
 /**
+ * A whole-stream proof the parameter search took on trust: the engine's deflate of a prefix agreed
+ * with the stream, and the caller runs the whole deflate later (createArchiveDeltaAsync: on the
+ * engine's thread pool, while it diffs the contents) and throws the search's answers away if any fails.
+ */
+export interface DeferredProof {
+  raw: Uint8Array
+  compressed: Uint8Array
+  params: DeflateParams
+}
+
+/**
  * Same answer as `reproduces`, with the work done by `engine` when it handles `params`: a stream up
  * to PREFIX_CHECK is deflated whole; a longer one first as a prefix, where wrong settings show, then
  * whole for the verdict. (pako checks the prefix instead when its blocks are too long to compare.)
+ * With `deferred`, a longer stream whose prefix agrees is answered true and its whole deflate left
+ * in `deferred` for the caller to run (settleDeferredProofs).
  */
 export function reproducesWith(
   raw: Uint8Array,
   compressed: Uint8Array,
   params: DeflateParams,
   engine?: DeflateEngine,
+  deferred?: DeferredProof[],
 ): boolean {
   if (raw.length < ENGINE_MIN_INPUT || !engine?.handles(params)) return reproduces(raw, compressed, params)
-  if (
-    raw.length > PREFIX_CHECK &&
-    enginePrefixVerdict(raw, compressed, params, engine, PREFIX_CHECK) === 'mismatch'
-  )
-    return false
+  if (raw.length > PREFIX_CHECK) {
+    if (enginePrefixVerdict(raw, compressed, params, engine, PREFIX_CHECK) === 'mismatch') return false
+    if (deferred) {
+      deferred.push({ raw, compressed, params })
+      return true
+    }
+  }
   return sameBytes(engine.deflate(raw, params), compressed)
+}
+
+const NO_DICTIONARY = new Uint8Array(0)
+
+/**
+ * Runs deferred whole-stream proofs, all at once on the engine's asynchronous deflate when it has one
+ * (a restart with no dictionary is a plain deflate); true when every one holds.
+ */
+export async function settleDeferredProofs(
+  proofs: readonly DeferredProof[],
+  engine: DeflateEngine,
+): Promise<boolean> {
+  const deflate = async ({ raw, params }: DeferredProof) =>
+    engine.deflateResumed ? engine.deflateResumed(raw, params, NO_DICTIONARY) : engine.deflate(raw, params)
+  const held = await Promise.all(proofs.map(async (p) => sameBytes(await deflate(p), p.compressed)))
+  return held.every(Boolean)
 }
 
 /**
@@ -220,22 +264,41 @@ export interface SearchResult {
   tried: number
 }
 
+export interface ParamSearch {
+  /** Tried first, in order (e.g. what matched the previous zip entry). */
+  preferred?: readonly DeflateParams[]
+  /** Time for the search, checked between candidates. */
+  budgetMs?: number
+  maxTries?: number
+  now?: () => number
+  /** Proves candidates it handles (reproducesWith). */
+  engine?: DeflateEngine
+  /** Tried after `preferred`; default every candidate (candidateParams). */
+  grid?: readonly DeflateParams[]
+  /** Where whole-stream proofs go when the caller runs them later (reproducesWith). */
+  deferred?: DeferredProof[]
+}
+
 /**
- * Tries `preferred` (e.g. what matched the previous zip entry) and then every candidate, in order.
- * `budgetMs` bounds the time spent on one stream; it is checked between candidates. (In workerd the
- * clock does not advance during synchronous work, so there only the grid size bounds the search;
- * delta creation is expected to run on the publisher, in Node.)
+ * Tries the preferred settings and then every candidate, in order, returning the first that
+ * reproduces `compressed`. `budgetMs` bounds the time spent on one stream; it is checked between
+ * candidates. (In workerd the clock does not advance during synchronous work, so there only the grid
+ * size bounds the search; delta creation is expected to run on the publisher, in Node.)
  */
 export function findDeflateParams(
   raw: Uint8Array,
   compressed: Uint8Array,
-  preferred: readonly DeflateParams[] = [],
-  budgetMs = Number.POSITIVE_INFINITY,
-  maxTries = Number.POSITIVE_INFINITY,
-  now: () => number = Date.now,
-  engine?: DeflateEngine,
-  grid: readonly DeflateParams[] = candidateParams(),
+  search: ParamSearch = {},
 ): SearchResult {
+  const {
+    preferred = [],
+    budgetMs = Number.POSITIVE_INFINITY,
+    maxTries = Number.POSITIVE_INFINITY,
+    now = Date.now,
+    engine,
+    grid = candidateParams(),
+    deferred,
+  } = search
   const started = now()
   const order = new Map<string, DeflateParams>()
   for (const p of [...preferred, ...grid]) if (!order.has(paramsKey(p))) order.set(paramsKey(p), p)
@@ -243,7 +306,7 @@ export function findDeflateParams(
   for (const params of order.values()) {
     if (tried >= maxTries || (tried > 0 && now() - started > budgetMs)) break
     tried++
-    if (reproducesWith(raw, compressed, params, engine)) return { params, tried }
+    if (reproducesWith(raw, compressed, params, engine, deferred)) return { params, tried }
   }
   return { params: null, tried }
 }
