@@ -468,7 +468,8 @@ export async function createArchiveDeltaAsync(
   options: ArchiveDeltaOptions = {},
 ): Promise<ArchiveDeltaResult> {
   const engine = options.deflateEngine
-  if (!engine?.deflateResumed) return createArchiveDelta(source, target, options)
+  const resume = engine?.deflateResumed?.bind(engine)
+  if (!engine || !resume) return createArchiveDelta(source, target, options)
   const deferred: DeferredProof[] = []
   const prepared = prepare(source, target, options, deferred)
   if ('notApplicable' in prepared) return prepared
@@ -476,7 +477,7 @@ export async function createArchiveDeltaAsync(
   let checkpointsMs = 0
   // Settled into a value, so a failure while the diff still runs is never an unhandled rejection.
   const proving = Promise.all([
-    settleDeferredProofs(deferred, engine),
+    settleDeferredProofs(deferred, resume),
     addCheckpointsAsync(prepared.tgt, target, engine),
   ]).then(
     ([held]) => {

@@ -220,16 +220,16 @@ export function reproducesWith(
 const NO_DICTIONARY = new Uint8Array(0)
 
 /**
- * Runs deferred whole-stream proofs, all at once on the engine's asynchronous deflate when it has one
- * (a restart with no dictionary is a plain deflate); true when every one holds.
+ * Runs deferred whole-stream proofs, all at once, on an engine's asynchronous restart
+ * (DeflateEngine.deflateResumed; with no dictionary it is a plain deflate); true when every one holds.
  */
 export async function settleDeferredProofs(
   proofs: readonly DeferredProof[],
-  engine: DeflateEngine,
+  resume: NonNullable<DeflateEngine['deflateResumed']>,
 ): Promise<boolean> {
-  const deflate = async ({ raw, params }: DeferredProof) =>
-    engine.deflateResumed ? engine.deflateResumed(raw, params, NO_DICTIONARY) : engine.deflate(raw, params)
-  const held = await Promise.all(proofs.map(async (p) => sameBytes(await deflate(p), p.compressed)))
+  const held = await Promise.all(
+    proofs.map(async (p) => sameBytes(await resume(p.raw, p.params, NO_DICTIONARY), p.compressed)),
+  )
   return held.every(Boolean)
 }
 
