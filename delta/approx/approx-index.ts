@@ -5,6 +5,7 @@
  * docs/decisions/0028-hash-chain-approx-index.md.
  */
 import { looksExecutable } from '../effort.ts'
+import type { SourceRanges } from '../known-copies.ts'
 import { type HashIndex, indexSourceByHash } from './hash-index.ts'
 import { indexSource, type SourceIndex } from './source-index.ts'
 
@@ -14,8 +15,18 @@ export type ApproxIndex =
   | { readonly kind: 'suffix-array'; readonly index: SourceIndex }
   | { readonly kind: 'hash'; readonly index: HashIndex }
 
-export function buildApproxIndex(source: Uint8Array, kind: ApproxIndexKind): ApproxIndex {
-  return kind === 'hash' ? { kind, index: indexSourceByHash(source) } : { kind, index: indexSource(source) }
+/**
+ * `ranges`: what the hash chains index when known copies cover the rest. The suffix array always takes
+ * the whole source: it is built for executables, whose stretches rarely survive a release unchanged.
+ */
+export function buildApproxIndex(
+  source: Uint8Array,
+  kind: ApproxIndexKind,
+  ranges?: SourceRanges,
+): ApproxIndex {
+  return kind === 'hash'
+    ? { kind, index: indexSourceByHash(source, ranges) }
+    : { kind, index: indexSource(source) }
 }
 
 /** Tar members start on 512-byte boundaries, so an executable packed in a tar is found there. */

@@ -4,6 +4,7 @@
  * needs more than one block in memory.
  */
 import { deflateRaw } from 'pako'
+import { type KnownCopy, KnownCopyCursor, splitSource, usableKnownCopies } from '../known-copies.ts'
 import {
   type ApproxIndex,
   type ApproxIndexKind,
@@ -29,6 +30,8 @@ export interface CreateApproxOptions {
    * hash chains for the rest). The delta format is the same either way.
    */
   index?: ApproxIndexKind
+  /** Stretches known to be unchanged: copied where their bytes agree, and left out of the hash index. */
+  knownCopies?: readonly KnownCopy[]
 }
 
 export function createApproxDelta(
@@ -47,7 +50,7 @@ export function createApproxDelta(
       ? target.length === 0
         ? []
         : [0, target.length, 0]
-      : matchSegments(buildApproxIndex(source, options?.index ?? chooseApproxIndex(source, target)), target)
+      : matchWithKnownCopies(source, target, options)
 
   const out = new ByteWriter()
   out.bytes(
@@ -63,6 +66,18 @@ export function createApproxDelta(
     writeBlock(out, block, { bytes: source, base: 0 }, { bytes: target, base: 0 }, level)
   }
   return out.finish()
+}
+
+function matchWithKnownCopies(
+  source: Uint8Array,
+  target: Uint8Array,
+  options?: CreateApproxOptions,
+): Segments {
+  const kind = options?.index ?? chooseApproxIndex(source, target)
+  const known = usableKnownCopies(options?.knownCopies, source.length, target.length)
+  if (known.length === 0) return matchSegments(buildApproxIndex(source, kind), target)
+  const index = buildApproxIndex(source, kind, splitSource(known, source.length).searched)
+  return matchSegments(index, target, undefined, new KnownCopyCursor(known))
 }
 
 /** Bytes that stand for a stretch of a larger file starting at `base` (the whole file when 0). */

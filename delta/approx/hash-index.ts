@@ -9,6 +9,7 @@
  * chains cost it 5.7 % of delta size against the suffix array, so executables keep the suffix array
  * (`chooseApproxIndex`, docs/decisions/0028-hash-chain-approx-index.md).
  */
+import type { SourceRanges } from '../known-copies.ts'
 import type { Match } from './source-index.ts'
 
 /** Matches shorter than this are not indexed; the scan only ever switches to a match of ≥ 9 bytes. */
@@ -36,18 +37,27 @@ export interface HashIndex {
   readonly shift: number
 }
 
-export function indexSourceByHash(source: Uint8Array): HashIndex {
+/** `ranges`: the stretches of the source to index (default all of it; see known-copies.ts). */
+export function indexSourceByHash(
+  source: Uint8Array,
+  ranges: SourceRanges = [[0, source.length]],
+): HashIndex {
   const n = source.length
+  let indexed = 0
+  for (const [start, end] of ranges) indexed += end - start
   // About two positions a slot (more collisions cost lookups; a larger table costs cache misses while
   // building), between 4 Ki and 4 Mi slots.
-  const bits = Math.min(22, Math.max(12, Math.floor(Math.log2(Math.max(n, 1))) - 1))
+  const bits = Math.min(22, Math.max(12, Math.floor(Math.log2(Math.max(indexed, 1))) - 1))
   const shift = 32 - bits
   const head = new Int32Array(1 << bits)
   const prev = new Int32Array(Math.max(n, 1))
-  for (let i = 0; i + HASH_KEY_BYTES <= n; i++) {
-    const h = hashAt(source, i, shift)
-    prev[i] = head[h]!
-    head[h] = i + 1
+  for (const [start, end] of ranges) {
+    const limit = Math.min(end, n - HASH_KEY_BYTES + 1)
+    for (let i = start; i < limit; i++) {
+      const h = hashAt(source, i, shift)
+      prev[i] = head[h]!
+      head[h] = i + 1
+    }
   }
   return { source, head, prev, shift }
 }

@@ -8,8 +8,9 @@
  * what the current alignment already explains by more than a few bytes; then it grows the previous
  * segment forwards and the new one backwards for as long as at least half the bytes agree.
  */
+import type { KnownCopy, KnownCopyCursor } from '../known-copies.ts'
 import type { ApproxIndex } from './approx-index.ts'
-import { longestMatchByHash } from './hash-index.ts'
+import { HASH_KEY_BYTES, longestMatchByHash } from './hash-index.ts'
 import { longestMatch, type Match } from './source-index.ts'
 
 /**
@@ -21,10 +22,14 @@ export type Segments = number[]
 /** A new alignment must explain this many more bytes than the current one to be worth a new segment. */
 const SWITCH_MARGIN = 8
 
+/**
+ * `known`: copies to take as the match where their bytes agree (known-copies.ts), in place of a lookup.
+ */
 export function matchSegments(
   approxIndex: ApproxIndex,
   target: Uint8Array,
   switchMargin = SWITCH_MARGIN,
+  known?: KnownCopyCursor,
 ): Segments {
   const source = approxIndex.index.source
   const sn = source.length
@@ -46,10 +51,13 @@ export function matchSegments(
     scan += len
     let scored = scan
     for (; scan < tn; scan++) {
-      // Two call sites, each of one shape, rather than one polymorphic call.
-      if (approxIndex.kind === 'hash')
+      const copy = known?.at(scan)
+      if (copy && takeKnown(copy, source, target, scan, m)) {
+        // Found without a lookup; scored like any match below.
+      } else if (approxIndex.kind === 'hash') {
+        // Two call sites, each of one shape, rather than one polymorphic call.
         longestMatchByHash(approxIndex.index, target, scan, scan + lastOffset, m)
-      else longestMatch(approxIndex.index, target, scan, m)
+      } else longestMatch(approxIndex.index, target, scan, m)
       len = m.len
       pos = m.pos
       for (; scored < scan + len; scored++) {
@@ -115,4 +123,21 @@ export function matchSegments(
     lastOffset = pos - scan
   }
   return segments
+}
+
+/**
+ * The known copy holding target[t] as the match there, when at least HASH_KEY_BYTES of its bytes agree
+ * from t on; it ends where the bytes part. A wrong hint would still apply correctly (the diff stream
+ * carries any difference) but would align badly, so it is checked like any candidate.
+ */
+function takeKnown(copy: KnownCopy, source: Uint8Array, target: Uint8Array, t: number, out: Match): boolean {
+  const pos = copy.source + (t - copy.target)
+  // Like any match it runs on past the copy's end while the bytes agree.
+  const max = Math.min(target.length - t, source.length - pos)
+  let len = 0
+  while (len < max && source[pos + len] === target[t + len]) len++
+  if (len < HASH_KEY_BYTES) return false
+  out.len = len
+  out.pos = pos
+  return true
 }

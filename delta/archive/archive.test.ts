@@ -59,11 +59,11 @@ function writeTree(root: string, files: Record<string, string>): void {
 }
 
 /** A .tgz the way npm makes one: tar the tree, gzip the tar with zlib. */
-function tgz(name: string, files: Record<string, string>, level = 9): Uint8Array {
+function tgz(name: string, files: Record<string, string>, level = 9, mtime = 0): Uint8Array {
   const root = join(dir, name)
   writeTree(root, files)
   const tarPath = join(dir, `${name}.tar`)
-  execFileSync('tar', ['--format=pax', '--sort=name', '--mtime=@0', '-cf', tarPath, '-C', root, '.'])
+  execFileSync('tar', ['--format=pax', '--sort=name', `--mtime=@${mtime}`, '-cf', tarPath, '-C', root, '.'])
   return u8(gzipSync(readFileSync(tarPath), { level }))
 }
 
@@ -115,6 +115,23 @@ describe('archive deltas', () => {
     expect(details.reproduced + details.spliced).toBe(1)
     expect(details.params).toEqual(['9/8/15/0/node'])
     expect(details.entries.matchedByPath).toBe(details.entries.target)
+    expect(delta.length).toBeLessThan(target.length / 20)
+  })
+
+  it("hands unchanged files to the differs as they are, though every header's time stamp changed", async () => {
+    if (!hasTar) return
+    const source = tgz('m1', v1)
+    const v2 = { ...v1, 'package/lib/c.js': v1['package/lib/c.js']!.replace('compute(', 'computed(') }
+    // Built a day later, the way DefinitelyTyped stamps its tarballs: every header differs.
+    const target = tgz('m2', v2, 9, 86_400)
+    const { delta, details } = await roundTrip(source, target)
+    const sizes = Object.entries(v1).map(([path, text]) => (path.endsWith('c.js') ? 0 : text.length))
+    const unchangedContent = sizes.reduce((a, b) => a + b, 0)
+    // The unchanged files' content and most of their headers; not the changed file, not the time stamps.
+    expect(details.entries.unchangedBytes).toBeGreaterThan(unchangedContent)
+    expect(details.entries.unchangedBytes).toBeLessThan(
+      details.expandedTargetBytes - v1['package/lib/c.js']!.length,
+    )
     expect(delta.length).toBeLessThan(target.length / 20)
   })
 

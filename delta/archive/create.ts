@@ -6,6 +6,7 @@
 import { deflateSync } from 'fflate'
 import { approxNotWorth } from '../effort.ts'
 import { DeltaFormatError } from '../errors.ts'
+import type { KnownCopy } from '../known-copies.ts'
 import { applyArchiveDelta } from './apply.ts'
 import { sameBytes } from './bytes.ts'
 import { findCheckpoints, findCheckpointsAsync } from './checkpoints.ts'
@@ -30,7 +31,7 @@ import {
 import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { type DeferredProof, paramsKey, settleDeferredProofs } from './recompress.ts'
-import { buildRecipe, materialize, type Range, type RecipeStats } from './reference.ts'
+import { buildRecipe, materialize, type Range, type RecipeStats, unchangedEntries } from './reference.ts'
 import { findSplice, SourceTokenIndex, spliceMayPay } from './splice-plan.ts'
 
 export interface ArchiveDeltaOptions {
@@ -94,7 +95,8 @@ export interface ArchiveDeltaDetails {
   /** Of those, how many are rebuilt mostly from the source's tokens (splice.ts). */
   spliced: number
   params: string[]
-  entries: RecipeStats & { source: number; target: number }
+  /** `unchangedBytes`: target bytes handed to the differs as known copies (unchanged entries). */
+  entries: RecipeStats & { source: number; target: number; unchangedBytes: number }
   timingsMs: { expandSource: number; expandTarget: number; checkpoints: number; diff: number; verify: number }
 }
 
@@ -292,13 +294,15 @@ function diffPrepared(p: Prepared, options: ArchiveDeltaOptions): Diffed {
   const { src, tgt, limits, differs, target } = p
   const t = performance.now()
 
-  const { ranges, stats } = buildRecipe(
+  const { ranges, stats, lineUps } = buildRecipe(
     src.expanded.length,
     src.entries,
     tgt.entries,
     limits.maxExpandedBytes,
   )
   const reference = materialize(src.expanded, ranges)
+  // Unchanged files are handed to the differs as they are, so only what changed is searched.
+  const unchanged = unchangedEntries(reference, tgt.expanded, lineUps)
   const candidates: InnerCandidate[] = []
   const failures: string[] = []
   const skippedDiffers: string[] = []
@@ -315,7 +319,7 @@ function diffPrepared(p: Prepared, options: ArchiveDeltaOptions): Diffed {
     }
     let inner: Uint8Array
     try {
-      inner = differ.create(reference, tgt.expanded)
+      inner = differ.create(reference, tgt.expanded, unchanged)
     } catch (err) {
       // One differ failing (a limit, a bug) should not cost us the others' result.
       failures.push(`${differ.id}: ${String(err)}`)
@@ -328,7 +332,7 @@ function diffPrepared(p: Prepared, options: ArchiveDeltaOptions): Diffed {
   }
   candidates.sort((a, b) => a.stored.length - b.stored.length)
   const diff = performance.now() - t
-  return { ranges, stats, reference, candidates, failures, skippedDiffers, diffMs: diff }
+  return { ranges, stats, reference, unchanged, candidates, failures, skippedDiffers, diffMs: diff }
 }
 
 /** Encodes the container around the smallest verified inner delta. */
@@ -350,7 +354,7 @@ function finish(
     expandSource,
     expandTarget,
   } = p
-  const { ranges, stats, reference, candidates, failures, skippedDiffers, diffMs: diff } = d
+  const { ranges, stats, reference, unchanged, candidates, failures, skippedDiffers, diffMs: diff } = d
   const t = performance.now()
 
   // Smallest first; a candidate whose delta does not rebuild the target exactly is skipped.
@@ -407,7 +411,12 @@ function finish(
       puffed: tgt.puffed,
       spliced: tgt.spliced,
       params,
-      entries: { ...stats, source: src.entries.length, target: tgt.entries.length },
+      entries: {
+        ...stats,
+        source: src.entries.length,
+        target: tgt.entries.length,
+        unchangedBytes: unchanged.reduce((n, c) => n + c.length, 0),
+      },
       timingsMs: { expandSource, expandTarget, checkpoints: checkpointsMs, diff, verify },
     },
   }
@@ -434,6 +443,8 @@ interface Diffed {
   ranges: Range[]
   stats: RecipeStats
   reference: Uint8Array
+  /** The unchanged entries given to the differs (known-copies.ts). */
+  unchanged: KnownCopy[]
   /** Smallest stored size first. */
   candidates: InnerCandidate[]
   failures: string[]

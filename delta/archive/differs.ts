@@ -9,11 +9,13 @@ import {
   type InflateHost,
 } from '../approx/index.ts'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../io.ts'
+import type { KnownCopy } from '../known-copies.ts'
 import { decodeVcdiff, decodeVcdiffStream, encodeVcdiff } from '../vcdiff/index.ts'
 
 export interface InnerDiffer {
   readonly id: string
-  create(source: Uint8Array, target: Uint8Array): Uint8Array
+  /** `knownCopies`: the target's unchanged entries, for the differ to copy without searching. */
+  create(source: Uint8Array, target: Uint8Array, knownCopies?: readonly KnownCopy[]): Uint8Array
   /**
    * `expectedLength` is what the container promises; differs use it as an output ceiling. `host` may
    * lend a faster raw inflate (the agent's DeflateEngine).
@@ -31,7 +33,7 @@ export interface InnerDiffer {
 
 export const vcdiffDiffer: InnerDiffer = {
   id: 'vcdiff',
-  create: (source, target) => encodeVcdiff(source, target),
+  create: (source, target, knownCopies) => encodeVcdiff(source, target, knownCopies ? { knownCopies } : {}),
   apply: (source, delta, expectedLength) =>
     decodeVcdiff(source, delta, expectedLength === undefined ? {} : { maxTargetSize: expectedLength }),
   applyStream: (source, delta, sink, expectedLength) =>
@@ -46,7 +48,8 @@ export const vcdiffDiffer: InnerDiffer = {
 /** bsdiff-class: wins on binaries whose code shifted (executables inside tarballs). */
 export const approxDiffer: InnerDiffer = {
   id: 'approx',
-  create: (source, target) => createApproxDelta(source, target),
+  create: (source, target, knownCopies) =>
+    createApproxDelta(source, target, knownCopies ? { knownCopies } : {}),
   apply: (source, delta, expectedLength, host) =>
     applyApproxDelta(
       source,

@@ -82,6 +82,8 @@ export interface EntryRange {
   /** Content identity (CRC-32 + size of the data), '' for empty entries (directories match everything). */
   hash: string
   start: number
+  /** Where the content starts: the bytes from `start` are headers (tar, pax, a zip local header). */
+  dataStart: number
   end: number
 }
 
@@ -402,6 +404,7 @@ function tarEntries(content: Uint8Array, base: number): EntryRange[] {
       path: e.path,
       hash: e.size === 0 ? '' : `${crc32(content.subarray(e.dataOffset, e.dataOffset + e.size))}:${e.size}`,
       start: base + e.headerOffset,
+      dataStart: base + e.dataOffset,
       end: base + e.end,
     }))
   } catch (err) {
@@ -514,7 +517,13 @@ export function expandZip(
     if (raw === null) out.literal(data)
     else out.stream(raw, data, policy)
     const hash = e.uncompressedSize === 0 ? '' : `${e.crc}:${e.uncompressedSize}`
-    entries.push({ path: e.path, hash, start, end: out.length })
+    entries.push({
+      path: e.path,
+      hash,
+      start,
+      dataStart: start + e.dataOffset - e.localOffset,
+      end: out.length,
+    })
     cursor = e.dataOffset + e.compressedSize
   }
   out.literal(bytes.subarray(cursor))

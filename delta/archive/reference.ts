@@ -4,6 +4,7 @@
  * It is described as a list of ranges of the source's expanded form, which the client can replay.
  */
 import type { RandomAccessReader } from '../io.ts'
+import type { KnownCopy } from '../known-copies.ts'
 import { lastAtOrBefore } from '../sorted.ts'
 import type { EntryRange } from './expand.ts'
 
@@ -36,13 +37,14 @@ export function buildRecipe(
   source: readonly EntryRange[],
   target: readonly EntryRange[],
   maxReference: number,
-): { ranges: Range[]; stats: RecipeStats } {
+): { ranges: Range[]; stats: RecipeStats; lineUps: LineUp[] } {
   const stats: RecipeStats = { matchedByPath: 0, matchedByHash: 0, unmatched: 0 }
   const ranges: Range[] = []
+  const lineUps: LineUp[] = []
   if (source.length === 0) {
     push(ranges, 0, sourceLength)
     stats.unmatched = target.length
-    return { ranges, stats }
+    return { ranges, stats, lineUps }
   }
   const byPath = new Map<string, EntryRange>()
   const byHash = new Map<string, EntryRange>()
@@ -66,6 +68,9 @@ export function buildRecipe(
     // Repeats (many identical small files) could blow the reference up; cap it.
     if (!match || total + (match.end - match.start) > maxReference) continue
     used.add(match)
+    if (t.hash === match.hash && match.end - match.start === t.end - t.start) {
+      lineUps.push({ target: t.start, source: total, length: t.end - t.start, header: t.dataStart - t.start })
+    }
     push(ranges, match.start, match.end - match.start)
     total += match.end - match.start
   }
@@ -76,7 +81,53 @@ export function buildRecipe(
     push(ranges, e.start, e.end - e.start)
     total += e.end - e.start
   }
-  return { ranges, stats }
+  return { ranges, stats, lineUps }
+}
+
+/** Shorter agreeing stretches of headers are left to the differ: a copy instruction costs about as much. */
+const MIN_COPY = 16
+
+/**
+ * A target entry and the source entry placed for it in the reference, with the same content identity
+ * (CRC-32 and size) and the same length: the content is taken to be unchanged, the headers may not be.
+ */
+export interface LineUp extends KnownCopy {
+  /** Bytes of headers before the content, in both. */
+  header: number
+}
+
+/**
+ * The unchanged target entries as known copies from the reference (known-copies.ts): the content of
+ * every lined-up entry, and the stretches of its headers that agree. Packers that stamp the build
+ * time change every header (a tar's mtime and checksum; GNU tar's pax records too), and nothing else.
+ * Only headers are compared here: equal content identities stand for equal content, and the differs
+ * check every known copy's bytes before they use it. Copies next to each other in both are joined, so
+ * a run of unchanged entries is a few long copies.
+ */
+export function unchangedEntries(
+  reference: Uint8Array,
+  target: Uint8Array,
+  lineUps: readonly LineUp[],
+): KnownCopy[] {
+  const unchanged: KnownCopy[] = []
+  const add = (t: number, r: number, length: number) => {
+    const last = unchanged.at(-1)
+    if (last && last.target + last.length === t && last.source + last.length === r) {
+      unchanged[unchanged.length - 1] = { ...last, length: last.length + length }
+    } else unchanged.push({ target: t, source: r, length })
+  }
+  for (const { target: t, source: r, length, header } of lineUps) {
+    if (r + length > reference.length || t + length > target.length || header > length) continue
+    // The agreeing stretches of the headers; the last one runs on into the content.
+    let agreeFrom = 0
+    for (let i = 0; i < header; i++) {
+      if (reference[r + i] === target[t + i]) continue
+      if (i - agreeFrom >= MIN_COPY) add(t + agreeFrom, r + agreeFrom, i - agreeFrom)
+      agreeFrom = i + 1
+    }
+    if (length > agreeFrom) add(t + agreeFrom, r + agreeFrom, length - agreeFrom)
+  }
+  return unchanged
 }
 
 /** Materialises a recipe; ranges must already be validated against `source`. */

@@ -1,4 +1,5 @@
 import type { ByteSink, ByteSource } from '../io.ts'
+import { type KnownCopy, KnownCopyCursor, splitSource, usableKnownCopies } from '../known-copies.ts'
 import { WindowEmitter } from './emit.ts'
 import { MAGIC, VCD_APPHEADER } from './header.ts'
 import { SourceIndex, WindowMatcher } from './matcher.ts'
@@ -33,6 +34,11 @@ export function writeVcdiffHeader(out: ByteWriter, options: VcdiffEncodeOptions)
   }
 }
 
+export interface VcdiffWholeEncodeOptions extends VcdiffEncodeOptions {
+  /** Stretches known to be unchanged: copied where their bytes agree, and left out of the index. */
+  knownCopies?: readonly KnownCopy[]
+}
+
 /**
  * Encodes `target` as a VCDIFF delta against `source` (default code table, no secondary
  * compression), decodable by xdelta3 -d and by decodeVcdiff.
@@ -40,12 +46,14 @@ export function writeVcdiffHeader(out: ByteWriter, options: VcdiffEncodeOptions)
 export function encodeVcdiff(
   source: Uint8Array,
   target: Uint8Array,
-  options: VcdiffEncodeOptions = {},
+  options: VcdiffWholeEncodeOptions = {},
 ): Uint8Array {
   const windowSize = windowSizeOf(options)
   const out = new ByteWriter(Math.min(1 << 20, 64 + (target.length >> 2)))
   writeVcdiffHeader(out, options)
-  const matcher = new WindowMatcher(new SourceIndex(source))
+  const known = usableKnownCopies(options.knownCopies, source.length, target.length)
+  const cursor = known.length > 0 ? new KnownCopyCursor(known) : undefined
+  const matcher = new WindowMatcher(new SourceIndex(source, splitSource(known, source.length)))
   const emitter = new WindowEmitter(options.checksum ?? true)
   const ops = new OpList()
   // An empty target still gets one empty window: xdelta3 -d rejects a delta with no windows.
@@ -54,7 +62,7 @@ export function encodeVcdiff(
     const start = w * windowSize
     const end = Math.min(target.length, start + windowSize)
     ops.reset()
-    matcher.match(target, start, end, ops)
+    matcher.match(target, start, end, ops, 0, cursor)
     emitter.emit(out, target, start, end, ops)
   }
   return out.view().slice()

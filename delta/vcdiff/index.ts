@@ -1,5 +1,5 @@
 export { decodeVcdiff, decodeVcdiffStream, readVcdiffHeader } from './decode.ts'
-export type { VcdiffEncodeOptions } from './encode.ts'
+export type { VcdiffEncodeOptions, VcdiffWholeEncodeOptions } from './encode.ts'
 export { encodeVcdiff, encodeVcdiffStream } from './encode.ts'
 export type { FuzzReport } from './fuzz.ts'
 export { fuzzVcdiff } from './fuzz.ts'

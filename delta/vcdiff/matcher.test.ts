@@ -18,8 +18,20 @@ function expected(
   key: number,
   step: number,
 ): [number, number][] {
+  const positions: number[] = []
+  for (let p = 0; p + key <= source.length; p += step) positions.push(p)
+  return expectedOf(index, source, bucket, positions)
+}
+
+/** `expected` for positions inserted in the given order. */
+function expectedOf(
+  index: HashIndex,
+  source: Uint8Array,
+  bucket: number,
+  positions: number[],
+): [number, number][] {
   const all: [number, number][] = []
-  for (let p = 0; p + key <= source.length; p += step) {
+  for (const p of positions) {
     const h = index.hash(source, p)
     if (index.bucket(h) === bucket) all.push([p, h])
   }
@@ -40,6 +52,22 @@ describe('HashIndex', () => {
       for (let b = 0; b < index.table.length; b += 8)
         expect(slots(index, b)).toEqual(expected(index, source, b, key, 1))
     }
+  })
+
+  it('indexes only the given stretches, and the sampled ones (known copies) more sparsely', () => {
+    const source = randomBytes(rng(3), 1 << 14)
+    const searched: [number, number][] = [
+      [0, 1000],
+      [5000, 1 << 14],
+    ]
+    const copied: [number, number][] = [[1000, 5000]]
+    const index = new HashIndex(source, 8, 16, 1, searched, copied, 16)
+    // The sampled stretch first (every 16th position), then the searched ones: newer slots win.
+    const positions: number[] = []
+    for (let p = 1000; p < 5000; p += 16) positions.push(p)
+    for (const [a, b] of searched) for (let p = a; p < Math.min(b, source.length - 7); p++) positions.push(p)
+    for (let b = 0; b < index.table.length; b += 8)
+      expect(slots(index, b)).toEqual(expectedOf(index, source, b, positions))
   })
 
   it('samples big sources every `step` positions', () => {
