@@ -318,12 +318,17 @@ export class WindowMatcher {
     // unchanged last entry and the end-of-archive blocks after it are one copy).
     const len = matchLength(source, addr, target, p, Math.min(end - p, source.length - addr))
     if (len < SRC_KEY || len < this.bestLen) return false
+    this.bestIsExpected(len, addr)
+    return true
+  }
+
+  /** Records a source copy at the expected alignment as the position's best match. */
+  private bestIsExpected(len: number, addr: number): void {
     this.bestLen = len
     this.bestAddr = addr
     this.bestSelf = false
     this.bestRun = false
     this.bestExpected = true
-    return true
   }
 
   /**
@@ -342,11 +347,7 @@ export class WindowMatcher {
         if (c < 0 || c >= source.length || source[c] !== target[q]) continue
         const len = matchLength(source, c, target, q, Math.min(end - q, source.length - c))
         if (len >= 8 && q + len > stop) {
-          this.bestLen = len
-          this.bestAddr = c
-          this.bestSelf = false
-          this.bestRun = false
-          this.bestExpected = true
+          this.bestIsExpected(len, c)
           return q
         }
       }
