@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { SignedManifest } from '../schemas/manifest.ts'
-import { AgentError, errorFromResponse } from './errors.ts'
+import { AgentError } from './errors.ts'
+import { errorFromResponse } from './transfer/error-response.ts'
 import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
 
 /** Names travel as one URL segment (`@scope%2Fname`), like the npm registry. */

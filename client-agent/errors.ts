@@ -1,6 +1,4 @@
 import { getSystemErrorMessage } from 'node:util'
-import { ProblemDetails } from '../schemas/problem.ts'
-import { JSON_LIMITS, readTextBounded } from './transfer/read-json.ts'
 
 /** Stable codes scripts can match on (`--json` prints them) and the exit status each maps to. */
 export const EXIT_CODES = {
@@ -67,22 +65,4 @@ export function systemError(
   const { code, syscall, path, errno } = error as NodeJS.ErrnoException
   if (typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code) || typeof syscall !== 'string') return null
   return { code, syscall, path, reason: typeof errno === 'number' ? getSystemErrorMessage(errno) : code }
-}
-
-/** Turns a non-2xx edge response into an AgentError, keeping the problem+json detail when present. */
-export async function errorFromResponse(response: Response, what: string): Promise<AgentError> {
-  // Bounded: an error page may be endless too; only its start is worth showing.
-  const text = await readTextBounded(response, JSON_LIMITS.error).then(
-    (read) => read.text,
-    () => '',
-  )
-  let detail = text.slice(0, 500)
-  try {
-    const problem = ProblemDetails.safeParse(JSON.parse(text))
-    if (problem.success) detail = problem.data.detail ?? problem.data.title
-  } catch {
-    // Not JSON: keep the raw (truncated) text.
-  }
-  const code: AgentErrorCode = response.status === 404 ? 'not-found' : 'edge-rejected'
-  return new AgentError(code, `${what}: HTTP ${response.status}: ${detail}`, { status: response.status })
 }

@@ -5,7 +5,7 @@ import { buildChunkIndex, encodeChunkIndex } from '../delta/chunking/index.ts'
 import type { ChunkIndexRef, DeltaMethod, DeltaRef } from '../schemas/manifest.ts'
 import { hashFile } from './download.ts'
 import type { EdgeClient } from './edge-client.ts'
-import { errorFromResponse } from './errors.ts'
+import { errorFromResponse } from './transfer/error-response.ts'
 
 /** A delta to publish with a version: its bytes in memory or in a file (raw, unframed). */
 export type DeltaInput = { from: string; method: DeltaMethod } & ({ bytes: Uint8Array } | { path: string })

@@ -4,9 +4,10 @@ import { createDeltaAsync } from '../delta/index.ts'
 import { RuntimeConfig } from '../schemas/runtime-config.ts'
 import { nativeDeflateEngine } from './codec/native-deflate.ts'
 import { artifactPath, EdgeClient } from './edge-client.ts'
-import { AgentError, errorFromResponse } from './errors.ts'
+import { AgentError } from './errors.ts'
 import { alreadyPublished } from './publish.ts'
 import type { DeltaInput } from './publish-attachments.ts'
+import { errorFromResponse } from './transfer/error-response.ts'
 
 export type BuiltDelta = DeltaInput & { bytes: Uint8Array; size: number; targetSize: number }
 

@@ -13,10 +13,11 @@ import {
 } from '../schemas/publish.ts'
 import { hashFile } from './download.ts'
 import { artifactPath, EdgeClient } from './edge-client.ts'
-import { AgentError, errorFromResponse } from './errors.ts'
+import { AgentError } from './errors.ts'
 import { regularFileSize } from './fs/file-io.ts'
 import { type DeltaInput, prepareChunkIndex, prepareDelta, uploadAttachments } from './publish-attachments.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
+import { errorFromResponse } from './transfer/error-response.ts'
 
 export const KeyFile = z.object({ keyid: Sha256Hex, publicKey: Base64, privateKey: Base64 })
 

@@ -1,9 +1,10 @@
 import { YankResult } from '../schemas/yank.ts'
 import { SignedYankStatement, type YankStatement } from '../schemas/yank-statement.ts'
 import { EdgeClient } from './edge-client.ts'
-import { AgentError, errorFromResponse } from './errors.ts'
+import { AgentError } from './errors.ts'
 import { readKeyFile } from './publish.ts'
 import { signDocument } from './signing.ts'
+import { errorFromResponse } from './transfer/error-response.ts'
 import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
 
 export interface YankRequest {

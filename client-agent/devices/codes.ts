@@ -7,7 +7,8 @@ import {
   type EnrollmentCodeRequestInput,
 } from '../../schemas/devices.ts'
 import type { EdgeClient } from '../edge-client.ts'
-import { AgentError, errorFromResponse } from '../errors.ts'
+import { AgentError } from '../errors.ts'
+import { errorFromResponse } from '../transfer/error-response.ts'
 import { readJsonBounded } from '../transfer/read-json.ts'
 
 /** A list of 10,000 codes is a few MB at most. */

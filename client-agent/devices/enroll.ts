@@ -1,6 +1,7 @@
 import { DeviceEnrollment, type StoredDeviceCredential } from '../../schemas/devices.ts'
 import { EdgeClient } from '../edge-client.ts'
-import { AgentError, errorFromResponse } from '../errors.ts'
+import { AgentError } from '../errors.ts'
+import { errorFromResponse } from '../transfer/error-response.ts'
 import { readJsonBounded } from '../transfer/read-json.ts'
 import { codeSha256 } from './credential-store.ts'
 

@@ -7,7 +7,8 @@ import {
   RolloutStatus,
 } from '../../schemas/rollout.ts'
 import type { EdgeClient } from '../edge-client.ts'
-import { AgentError, errorFromResponse } from '../errors.ts'
+import { AgentError } from '../errors.ts'
+import { errorFromResponse } from '../transfer/error-response.ts'
 
 /**
  * The agent's and the maintainer's side of /v1/rollouts (workers/routes/rollouts.ts): every answer is

@@ -2,7 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { gzipSync } from 'node:zlib'
 import type { TelemetryBatch } from '../../schemas/telemetry.ts'
 import { EdgeClient } from '../edge-client.ts'
-import { AgentError, errorFromResponse } from '../errors.ts'
+import { AgentError } from '../errors.ts'
+import { errorFromResponse } from '../transfer/error-response.ts'
 import type { TelemetryQueue } from './queue.ts'
 
 export interface FlushResult {

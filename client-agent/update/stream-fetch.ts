@@ -13,8 +13,9 @@ import {
   StreamReassembler,
 } from '../../delta/stream/index.ts'
 import { hashFile } from '../download.ts'
-import { AgentError, errorFromResponse } from '../errors.ts'
+import { AgentError } from '../errors.ts'
 import { type Explanation, RangeController } from '../transfer/controller.ts'
+import { errorFromResponse } from '../transfer/error-response.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
 import { readBody } from '../transfer/read-body.ts'
 import { clearJournal, readJournal, writeJournal } from './journal.ts'
