@@ -2,10 +2,12 @@
  * Builds the installable agent package into dist/agent/ (docs/decisions/0013-deploy-and-packaging.md):
  *
  *   deltaport.mjs            client-agent/bin/deltaport.ts bundled by esbuild with every runtime dependency
+ *   apply-worker.mjs         client-agent/codec/apply-worker.ts, bundled the same way: the thread that
+ *                            applies deltas off the agent's event loop (codec/off-thread-apply.ts)
  *   package.json             a small generated manifest: bin `deltaport`, no dependencies, engines node >= 22.12
  *   systemd/*.service        the units from client-agent/systemd/
  *   README.md                client-agent/README.md (install, config, units)
- *   THIRD_PARTY_LICENSES.md  the license text of every bundled package (they ship inside deltaport.mjs)
+ *   THIRD_PARTY_LICENSES.md  the license text of every bundled package (they ship inside the .mjs files)
  *
  * Node strips TypeScript types only outside node_modules, so an installed package must be JavaScript.
  * Everything is bundled: the install needs no registry (air-gapped devices, mirrors), the device runs
@@ -36,6 +38,8 @@ const BundledManifest = z.object({
 
 /** The published name; the repo's own package.json stays `private` (it is the edge, the benches, the tests). */
 export const AGENT_PACKAGE_NAME = 'deltaport-agent'
+/** The worker bundle's name; the agent finds it beside deltaport.mjs (client-agent/codec/off-thread-apply.ts). */
+const APPLY_WORKER = 'apply-worker'
 
 export interface AgentBuild {
   outDir: string
@@ -49,10 +53,14 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
   await rm(outDir, { recursive: true, force: true })
   await mkdir(join(outDir, 'systemd'), { recursive: true })
 
-  const outfile = join(outDir, 'deltaport.mjs')
   const result = await build({
-    entryPoints: [join(ROOT, 'client-agent', 'bin', 'deltaport.ts')],
-    outfile,
+    // Two whole bundles rather than shared chunks: two files to ship, each starting on its own.
+    entryPoints: {
+      deltaport: join(ROOT, 'client-agent', 'bin', 'deltaport.ts'),
+      [APPLY_WORKER]: join(ROOT, 'client-agent', 'codec', 'apply-worker.ts'),
+    },
+    outdir: outDir,
+    outExtension: { '.js': '.mjs' },
     bundle: true,
     platform: 'node',
     target: 'node22',
@@ -63,7 +71,10 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
     sourcemap: false,
     legalComments: 'none',
     logLevel: 'warning',
-    define: { DELTAPORT_AGENT_VERSION: JSON.stringify(root.version) },
+    define: {
+      DELTAPORT_AGENT_VERSION: JSON.stringify(root.version),
+      DELTAPORT_APPLY_WORKER: JSON.stringify(`./${APPLY_WORKER}.mjs`),
+    },
     // CommonJS dependencies (semver, pako) call require(); an ES module has none of its own.
     banner: {
       js: "import { createRequire as __deltaportCreateRequire } from 'node:module'\nconst require = __deltaportCreateRequire(import.meta.url)",
@@ -85,13 +96,13 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
       'deltaport device agent: installs, updates (by binary delta) and prefetches verified software',
     type: 'module',
     bin: { deltaport: 'deltaport.mjs' },
-    files: ['deltaport.mjs', 'systemd/', 'README.md', 'THIRD_PARTY_LICENSES.md'],
+    files: ['deltaport.mjs', `${APPLY_WORKER}.mjs`, 'systemd/', 'README.md', 'THIRD_PARTY_LICENSES.md'],
     engines: root.engines,
-    // No dependencies: everything the agent runs is inside deltaport.mjs.
+    // No dependencies: everything the agent runs is inside its two .mjs files.
     license: root.license ?? 'UNLICENSED',
   }
   await writeFile(join(outDir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`)
-  const bundleBytes = (await readFile(outfile)).byteLength
+  const bundleBytes = Object.entries(result.metafile.outputs).reduce((n, [, o]) => n + o.bytes, 0)
   return { outDir, version: root.version, bundleBytes, bundled: bundled.map(({ dir: _, ...p }) => p) }
 }
 
@@ -121,7 +132,7 @@ async function bundledPackages(metafile: Metafile): Promise<BundledPackage[]> {
 }
 
 async function licenseNotices(packages: BundledPackage[]): Promise<string> {
-  const sections = ['# Third-party software bundled in deltaport.mjs\n']
+  const sections = ['# Third-party software bundled in deltaport.mjs and apply-worker.mjs\n']
   for (const p of packages) {
     const files = (await readdir(p.dir)).filter((f) => /^(licen[cs]e|copying|notice)/i.test(f)).sort()
     const texts = await Promise.all(files.map((f) => readFile(join(p.dir, f), 'utf8')))
@@ -138,7 +149,7 @@ async function main(): Promise<void> {
   const where = relative(process.cwd(), built.outDir) || '.'
   // stderr: `npm pack --json` runs this as prepack and its stdout must stay one JSON document.
   console.error(
-    `built ${AGENT_PACKAGE_NAME}@${built.version} in ${where}${sep}: deltaport.mjs ${(built.bundleBytes / 1024).toFixed(0)} KiB, bundled ${built.bundled.map((p) => `${p.name}@${p.version}`).join(', ')}`,
+    `built ${AGENT_PACKAGE_NAME}@${built.version} in ${where}${sep}: ${(built.bundleBytes / 1024).toFixed(0)} KiB of .mjs, bundled ${built.bundled.map((p) => `${p.name}@${p.version}`).join(', ')}`,
   )
 }
 

@@ -90,6 +90,7 @@ describe('the packaged agent', () => {
     expect(packedFiles).toEqual([
       'README.md',
       'THIRD_PARTY_LICENSES.md',
+      'apply-worker.mjs',
       'deltaport.mjs',
       'package.json',
       'systemd/deltaport-daemon.service',

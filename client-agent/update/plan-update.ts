@@ -8,7 +8,6 @@ import {
   planChunkSync,
 } from '../../delta/chunking/index.ts'
 import { DeltaFormatError } from '../../delta/errors.ts'
-import { applyDeltaStream } from '../../delta/index.ts'
 import type { ArtifactManifest, DeltaMethod } from '../../schemas/manifest.ts'
 import {
   type PlanChunkSyncStep,
@@ -17,7 +16,7 @@ import {
   PlanResponse,
   type PlanStrategy,
 } from '../../schemas/plan.ts'
-import { nativeDeflateEngine } from '../codec/native-deflate.ts'
+import { applyDeltaFileOffThread } from '../codec/off-thread-apply.ts'
 import { hashFile } from '../download.ts'
 import type { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
@@ -183,16 +182,17 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
     transfer = fetched.controller
     const expected = step.to === ctx.target.version ? ctx.target : await ctx.manifestOf(step.to)
     const output = ctx.workPath(`${step.to}.rebuilt`)
+    // Off the event loop: `deltaport run` keeps proxying the live service while this applies.
     await rebuild(output, expected, async (sink) => {
-      const reader = await openFileReader(source)
-      try {
-        await applyDeltaStream(reader, fileSource(payloadPath), sink, {
-          deflateEngine: nativeDeflateEngine,
+      await applyDeltaFileOffThread(
+        {
+          sourcePath: source,
+          deltaPath: payloadPath,
           ...(ctx.archiveLimits ? { archive: ctx.archiveLimits } : {}),
-        })
-      } finally {
-        await reader.close()
-      }
+        },
+        sink,
+        ctx.signal,
+      )
     })
     await rm(payloadPath, { force: true })
     if (source !== ctx.installed.blobPath) await rm(source, { force: true })

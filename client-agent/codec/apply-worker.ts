@@ -1,0 +1,54 @@
+/**
+ * The worker thread of off-thread-apply.ts: reads the installed file and the delta, runs the codec, and
+ * hands each output chunk to the calling thread, waiting until it is written before going on.
+ */
+import { type MessagePort, parentPort, workerData } from 'node:worker_threads'
+import { DeltaFormatError } from '../../delta/errors.ts'
+import { applyDeltaStream } from '../../delta/index.ts'
+import { AgentError, fromFileSystemError } from '../errors.ts'
+import { fileSource, openFileReader } from '../fs/file-io.ts'
+import { useNativeCrc32 } from './native-crc32.ts'
+import { nativeDeflateEngine } from './native-deflate.ts'
+import type { ApplyJob, FromWorker, SerializedFailure, ToWorker } from './off-thread-apply.ts'
+
+function serialize(error: unknown): SerializedFailure {
+  if (error instanceof DeltaFormatError)
+    return { kind: 'delta-format', code: error.code, message: error.message }
+  const agent = error instanceof AgentError ? error : fromFileSystemError(error)
+  if (agent) return { kind: 'agent', code: agent.code, message: agent.message, details: agent.details }
+  return { kind: 'other', message: error instanceof Error ? (error.stack ?? error.message) : String(error) }
+}
+
+async function run(port: MessagePort, job: ApplyJob): Promise<void> {
+  let written: (() => void) | null = null
+  port.on('message', (message: ToWorker) => {
+    if (message.type === 'written') written?.()
+  })
+  const sink = {
+    write: (chunk: Uint8Array) =>
+      new Promise<void>((resolve) => {
+        written = resolve
+        // A copy of its own, moved rather than cloned: the codec may reuse the memory behind `chunk`,
+        // and a Node Buffer's slice() would share it (transferring that would detach the codec's).
+        const bytes = new Uint8Array(chunk)
+        port.postMessage({ type: 'chunk', bytes } satisfies FromWorker, [bytes.buffer])
+      }),
+  }
+  try {
+    useNativeCrc32()
+    const reader = await openFileReader(job.sourcePath)
+    try {
+      const method = await applyDeltaStream(reader, fileSource(job.deltaPath), sink, {
+        deflateEngine: nativeDeflateEngine,
+        ...(job.archive ? { archive: job.archive } : {}),
+      })
+      port.postMessage({ type: 'done', method } satisfies FromWorker)
+    } finally {
+      await reader.close()
+    }
+  } catch (error) {
+    port.postMessage({ type: 'failed', failure: serialize(error) } satisfies FromWorker)
+  }
+}
+
+if (parentPort) await run(parentPort, workerData as ApplyJob)
