@@ -9,7 +9,7 @@ import { applyDeltaStream, createDelta } from '../../delta/index.ts'
 import type { ByteSink } from '../../delta/io.ts'
 import { AgentError } from '../errors.ts'
 import { fileSource, openFileReader } from '../fs/file-io.ts'
-import { expectSameBytes } from '../test/fixtures.ts'
+import { expectSameBytes, longestStall } from '../test/fixtures.ts'
 import { nativeDeflateEngine } from './native-deflate.ts'
 import { applyDeltaFileOffThread } from './off-thread-apply.ts'
 
@@ -24,26 +24,6 @@ function collecting(): ByteSink & { bytes(): Uint8Array; writes: number } {
     },
     bytes: () => Buffer.concat(chunks),
   }
-}
-
-/**
- * The longest wait between turns of this thread's event loop while `work` runs: what a request the
- * agent proxies during an update would wait at worst.
- */
-async function longestStall(work: () => Promise<unknown>): Promise<number> {
-  let last = performance.now()
-  let longest = 0
-  const timer = setInterval(() => {
-    const now = performance.now()
-    longest = Math.max(longest, now - last)
-    last = now
-  }, 2)
-  try {
-    await work()
-  } finally {
-    clearInterval(timer)
-  }
-  return Math.max(longest, performance.now() - last)
 }
 
 let dir: string

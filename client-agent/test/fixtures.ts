@@ -68,3 +68,23 @@ export function manifestFor(
     ...fields,
   }
 }
+
+/**
+ * The longest wait between turns of this thread's event loop while `work` runs: what a request the
+ * agent proxies during an update would wait at worst.
+ */
+export async function longestStall(work: () => Promise<unknown>): Promise<number> {
+  let last = performance.now()
+  let longest = 0
+  const timer = setInterval(() => {
+    const now = performance.now()
+    longest = Math.max(longest, now - last)
+    last = now
+  }, 2)
+  try {
+    await work()
+  } finally {
+    clearInterval(timer)
+  }
+  return Math.max(longest, performance.now() - last)
+}

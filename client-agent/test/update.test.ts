@@ -5,12 +5,14 @@ import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { sourceLikeText } from '../../delta/fuzz-input.ts'
+import { applyDelta } from '../../delta/index.ts'
 import { APPLY_BYTES_PER_EXPANDED_BYTE, APPLY_FIXED_BYTES } from '../codec/archive-budget.ts'
+import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { ArtifactStore } from '../store.ts'
-import { expectSameBytes, makeWorkspace, type Workspace } from './fixtures.ts'
+import { expectSameBytes, longestStall, makeWorkspace, type Workspace } from './fixtures.ts'
 import { type LocalEdge, startLocalEdge, TEST_TOKEN } from './local-edge.ts'
 
 let edge: LocalEdge
@@ -153,6 +155,36 @@ describe('deltaport update through the planner', () => {
     const store = new ArtifactStore(broken.config.installRoot, 'app')
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)
   })
+
+  it('keeps the agent’s event loop turning while an archive delta is applied', async () => {
+    // deltaport run proxies the live service on this thread during the install (ADR 0030).
+    const words = ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot', 'golf', 'hotel', 'india']
+    const lines = Array.from(
+      { length: 300_000 },
+      (_, i) => `line ${i} ${words[(i * 7919) % 9]} ${(i * 7) % 1000}`,
+    )
+    const before = gzipSync(lines.join('\n'), { level: 9 })
+    lines[150_000] += ' changed'
+    const after = gzipSync(lines.join('\n'), { level: 9 })
+    await publishWithDeltas('big-gz', '1.0.0', before, 1)
+    const [delta] = await publishWithDeltas('big-gz', '1.1.0', after, 1)
+    expect(delta?.method).toBe('archive')
+    await installArtifact(ws.config, { name: 'big-gz', target: '1.0.0' })
+
+    // The premise, measured in the same run: applying this delta on the thread stalls it.
+    const stalledHere = await longestStall(async () => {
+      expectSameBytes(applyDelta(before, delta!.bytes, { deflateEngine: nativeDeflateEngine }), after)
+    })
+    let method: string | undefined
+    const stalledInstalling = await longestStall(async () => {
+      method = (await installArtifact(ws.config, { name: 'big-gz', target: '1.1.0' })).method
+    })
+    expect(method).toBe('delta')
+    const store = new ArtifactStore(ws.config.installRoot, 'big-gz')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), after)
+    expect(stalledHere).toBeGreaterThan(60)
+    expect(stalledInstalling * 3).toBeLessThan(stalledHere)
+  }, 60_000)
 
   it('refuses an archive delta too big for the device memory, says why, and installs all the same', async () => {
     const text = Buffer.from(sourceLikeText(11, 600_000))
