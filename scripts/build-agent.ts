@@ -102,7 +102,7 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
     license: root.license ?? 'UNLICENSED',
   }
   await writeFile(join(outDir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`)
-  const bundleBytes = Object.entries(result.metafile.outputs).reduce((n, [, o]) => n + o.bytes, 0)
+  const bundleBytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0)
   return { outDir, version: root.version, bundleBytes, bundled: bundled.map(({ dir: _, ...p }) => p) }
 }
 
