@@ -3,7 +3,7 @@
  *
  * The codec is synchronous between its reads: an archive delta takes the whole installed .tgz apart and
  * deflates the new one in stretches of hundreds of milliseconds (measured: 481 ms without a single
- * turn of the event loop on typescript 5.8.2 → 5.8.3, seconds on bigger archives). `deltaport run`
+ * turn of the event loop on typescript 5.8.2 → 5.8.3; longer as archives grow). `deltaport run`
  * proxies the live service's requests on that same thread while it installs the next version, so an
  * update applied on it would stall every request in flight for that long. The worker owns the reads
  * and the codec; the calling thread owns the output: each chunk comes back here and is written through
