@@ -4,12 +4,11 @@ import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../../delta/errors.ts'
-import { sourceLikeText } from '../../delta/fuzz-input.ts'
 import { applyDeltaStream, createDelta } from '../../delta/index.ts'
 import type { ByteSink } from '../../delta/io.ts'
 import { AgentError } from '../errors.ts'
 import { fileSource, openFileReader } from '../fs/file-io.ts'
-import { expectSameBytes, longestStall } from '../test/fixtures.ts'
+import { editedTextGzip, expectSameBytes, longestStall, patchedCode } from '../test/fixtures.ts'
 import { nativeDeflateEngine } from './native-deflate.ts'
 import { applyDeltaFileOffThread } from './off-thread-apply.ts'
 
@@ -34,21 +33,7 @@ let archiveDeltaPath: string
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'deltaport-off-thread-'))
-  // 10 MB of text gzipped at level 9 with one line edited: an archive delta whose apply takes the whole
-  // source stream apart and re-deflates the target in one synchronous stretch (≈230 ms here).
-  const words = ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot', 'golf', 'hotel', 'india']
-  let seed = 1
-  const word = () => {
-    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0
-    return words[seed % words.length]
-  }
-  const lines = Array.from(
-    { length: 300_000 },
-    (_, i) => `line ${i} ${word()} ${word()} ${word()} ${(i * 7) % 1000}`,
-  )
-  source = gzipSync(lines.join('\n'), { level: 9 })
-  lines[150_000] += ' changed'
-  target = gzipSync(lines.join('\n'), { level: 9 })
+  ;({ before: source, after: target } = editedTextGzip())
   const made = createDelta(source, target, { deflateEngine: nativeDeflateEngine })
   expect(made.method).toBe('archive')
   sourcePath = join(dir, 'source.gz')
@@ -114,12 +99,7 @@ describe('applyDeltaFileOffThread', () => {
   it('leaves the codec its own memory: output chunks that are views into Node buffers arrive intact', async () => {
     // Native deflate output comes back in Node Buffers; transferring one's memory instead of a copy
     // detached buffers the codec still used, and this rebuild came out short.
-    const text = Buffer.from(sourceLikeText(11, 600_000))
-    const edited = Buffer.concat([
-      text.subarray(0, 300_000),
-      Buffer.from('// patched\n'),
-      text.subarray(300_000),
-    ])
+    const { text, edited } = patchedCode()
     const from = gzipSync(text, { level: 9 })
     const to = gzipSync(edited, { level: 9 })
     const made = createDelta(from, to, { deflateEngine: nativeDeflateEngine })

@@ -50,7 +50,7 @@ function workerUrl(): URL {
     : new URL('./apply-worker.ts', import.meta.url)
 }
 
-export function reviveFailure(failure: SerializedFailure): Error {
+function reviveFailure(failure: SerializedFailure): Error {
   switch (failure.kind) {
     case 'delta-format':
       return new DeltaFormatError(failure.code, failure.message)
@@ -73,12 +73,11 @@ export async function applyDeltaFileOffThread(
 ): Promise<DeltaMethodId> {
   signal?.throwIfAborted()
   const worker = new Worker(workerUrl(), { workerData: job })
-  let settled = false
+  // Set once, by whichever comes first: the worker's report, a failed write, an abort or an exit.
   let outcome: { method: DeltaMethodId } | { error: unknown } | undefined
   const ended = new Promise<void>((resolve) => {
     const settle = (result: { method: DeltaMethodId } | { error: unknown }) => {
-      if (settled) return
-      settled = true
+      if (outcome) return
       outcome = result
       signal?.removeEventListener('abort', onAbort)
       // The worker's port keeps it alive after it reports; stopping it is what frees its thread.
@@ -90,11 +89,11 @@ export async function applyDeltaFileOffThread(
     const onAbort = () => settle({ error: signal?.reason })
     signal?.addEventListener('abort', onAbort, { once: true })
     worker.on('message', (message: FromWorker) => {
-      if (settled) return
+      if (outcome) return
       if (message.type === 'chunk') {
         sink.write(message.bytes).then(
           () => {
-            if (!settled) worker.postMessage({ type: 'written' } satisfies ToWorker)
+            if (!outcome) worker.postMessage({ type: 'written' } satisfies ToWorker)
           },
           (error: unknown) => settle({ error }),
         )

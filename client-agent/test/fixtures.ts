@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
 import { expect } from 'vitest'
+import { sourceLikeText } from '../../delta/fuzz-input.ts'
 import type { ArtifactManifest } from '../../schemas/manifest.ts'
 import type { AgentConfig } from '../config.ts'
 import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
@@ -87,4 +89,31 @@ export async function longestStall(work: () => Promise<unknown>): Promise<number
     clearInterval(timer)
   }
   return Math.max(longest, performance.now() - last)
+}
+
+/**
+ * 10 MB of text lines gzipped at level 9, before and after one line is edited: an archive delta whose
+ * apply takes the whole source stream apart and re-deflates the target in one synchronous stretch
+ * (≈230 ms here). For the tests that time event-loop stalls (ADR 0030).
+ */
+export function editedTextGzip(): { before: Buffer; after: Buffer } {
+  const words = ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot', 'golf', 'hotel', 'india']
+  const lines = Array.from(
+    { length: 300_000 },
+    (_, i) => `line ${i} ${words[(i * 7919) % 9]} ${(i * 7) % 1000}`,
+  )
+  const before = gzipSync(lines.join('\n'), { level: 9 })
+  lines[150_000] += ' changed'
+  return { before, after: gzipSync(lines.join('\n'), { level: 9 }) }
+}
+
+/** 600 kB of source-like code and the same with a line inserted halfway (a small archive-delta pair). */
+export function patchedCode(): { text: Buffer; edited: Buffer } {
+  const text = Buffer.from(sourceLikeText(11, 600_000))
+  const edited = Buffer.concat([
+    text.subarray(0, 300_000),
+    Buffer.from('// patched\n'),
+    text.subarray(300_000),
+  ])
+  return { text, edited }
 }

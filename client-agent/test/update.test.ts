@@ -4,7 +4,6 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { sourceLikeText } from '../../delta/fuzz-input.ts'
 import { applyDelta } from '../../delta/index.ts'
 import { APPLY_BYTES_PER_EXPANDED_BYTE, APPLY_FIXED_BYTES } from '../codec/archive-budget.ts'
 import { nativeDeflateEngine } from '../codec/native-deflate.ts'
@@ -12,7 +11,14 @@ import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { ArtifactStore } from '../store.ts'
-import { expectSameBytes, longestStall, makeWorkspace, type Workspace } from './fixtures.ts'
+import {
+  editedTextGzip,
+  expectSameBytes,
+  longestStall,
+  makeWorkspace,
+  patchedCode,
+  type Workspace,
+} from './fixtures.ts'
 import { type LocalEdge, startLocalEdge, TEST_TOKEN } from './local-edge.ts'
 
 let edge: LocalEdge
@@ -73,12 +79,7 @@ describe('deltaport update through the planner', () => {
       expect(r.status).toBe(0)
       return Buffer.from(r.stdout)
     }
-    const text = Buffer.from(sourceLikeText(11, 600_000))
-    const edited = Buffer.concat([
-      text.subarray(0, 300_000),
-      Buffer.from('// hotfix\n'),
-      text.subarray(300_000),
-    ])
+    const { text, edited } = patchedCode()
     const [v1, v2] = [gnuGzip(text), gnuGzip(edited)]
     await publishWithDeltas('tarball', '1.0.0', v1, 1)
     const [delta] = await publishWithDeltas('tarball', '1.1.0', v2, 1)
@@ -158,14 +159,7 @@ describe('deltaport update through the planner', () => {
 
   it('keeps the agent’s event loop turning while an archive delta is applied', async () => {
     // deltaport run proxies the live service on this thread during the install (ADR 0030).
-    const words = ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot', 'golf', 'hotel', 'india']
-    const lines = Array.from(
-      { length: 300_000 },
-      (_, i) => `line ${i} ${words[(i * 7919) % 9]} ${(i * 7) % 1000}`,
-    )
-    const before = gzipSync(lines.join('\n'), { level: 9 })
-    lines[150_000] += ' changed'
-    const after = gzipSync(lines.join('\n'), { level: 9 })
+    const { before, after } = editedTextGzip()
     await publishWithDeltas('big-gz', '1.0.0', before, 1)
     const [delta] = await publishWithDeltas('big-gz', '1.1.0', after, 1)
     expect(delta?.method).toBe('archive')
@@ -187,12 +181,7 @@ describe('deltaport update through the planner', () => {
   }, 60_000)
 
   it('refuses an archive delta too big for the device memory, says why, and installs all the same', async () => {
-    const text = Buffer.from(sourceLikeText(11, 600_000))
-    const edited = Buffer.concat([
-      text.subarray(0, 300_000),
-      Buffer.from('// patched\n'),
-      text.subarray(300_000),
-    ])
+    const { text, edited } = patchedCode()
     await publishWithDeltas('gzapp', '1.0.0', gzipSync(text, { level: 9 }), 1)
     const deltas = await publishWithDeltas('gzapp', '1.1.0', gzipSync(edited, { level: 9 }), 1)
     expect(deltas.map((d) => d.method)).toEqual(['archive'])
