@@ -7,6 +7,7 @@ import {
   IngestRequest,
   type IngestResult,
   PrefetchRequest,
+  type PrefetchResult,
   type RegionRollup,
 } from '../schemas/aggregation.ts'
 import type { PrefetchQueue } from '../schemas/prefetch.ts'
@@ -31,13 +32,15 @@ import {
   tallyPrefetch,
 } from './prefetch-hits.ts'
 import { PREFETCH_HORIZON_MS, planPrefetch } from './prefetch-planner.ts'
-import { takeToken } from './rate-limit.ts'
+import { MemoryBuckets, takeToken } from './rate-limit.ts'
 import { rolloutCoordinator } from './rollout-coordinator.ts'
 import { createSummaryTables, loadSummary, persistSummary, type SummaryTables } from './summary-table.ts'
 
 const ARTIFACTS: SummaryTables = { artifacts: 'artifacts', transitions: 'transitions', profileKey: 'profile' }
 const SEGMENTS: SummaryTables = { artifacts: 'segments', transitions: null, profileKey: 'segment_profile' }
 const PREFETCH_CACHE_ENTRIES = 512
+/** Clients whose prefetch planning rate is tracked; beyond that the least recent start afresh. */
+const PREFETCH_LIMITED_CLIENTS = 4096
 
 const log = (fields: Record<string, unknown>) =>
   console.log(JSON.stringify({ do: 'RegionAggregator', ...fields }))
@@ -60,6 +63,11 @@ export class RegionAggregator extends DurableObject<Env> {
   private segments!: AccessSummary
   /** Prefetch queues by client and request shape; instance memory only, it is a short-lived cache. */
   private readonly prefetchCache = new Map<string, { expires: number; queue: PrefetchQueue }>()
+  /**
+   * Each plan reads the R2 catalog and asks rollout coordinators, so plans (not cache hits) are
+   * rate-limited per client. In memory: the limit guards cost, and a request should not cost a write.
+   */
+  private readonly prefetchPlans = new MemoryBuckets(PREFETCH_LIMITED_CLIENTS)
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
@@ -156,14 +164,20 @@ export class RegionAggregator extends DurableObject<Env> {
     return readPrefetchHits(this.sql)
   }
 
-  /** The client's prefetch queue, cached for `prefetchCacheMs` per client and request shape. */
-  async prefetch(input: PrefetchRequest): Promise<PrefetchQueue> {
+  /**
+   * The client's prefetch queue, cached for `prefetchCacheMs` per client and request shape. A client
+   * that asks for more than `plansPerMinute` new plans (a varying budget or installed list misses the
+   * cache every time) is told to wait instead.
+   */
+  async prefetch(input: PrefetchRequest): Promise<PrefetchResult> {
     const request = PrefetchRequest.parse(input)
     this.bindRegion(request.region)
     const now = Date.now()
     const cacheKey = `${request.clientId}|${request.channel}|${request.budgetBytes}|${JSON.stringify(request.installed ?? null)}`
     const cached = this.prefetchCache.get(cacheKey)
-    if (cached !== undefined && cached.expires > now) return cached.queue
+    if (cached !== undefined && cached.expires > now) return { status: 'planned', queue: cached.queue }
+    const taken = this.prefetchPlans.take(request.clientId, request.plansPerMinute, now)
+    if (!taken.ok) return { status: 'rate-limited', retryAfterSeconds: taken.retryAfterSeconds }
 
     const client = readClient(this.sql, request.clientId)
     const installed =
@@ -190,7 +204,7 @@ export class RegionAggregator extends DurableObject<Env> {
     if (this.settings.prefetchCacheMs > 0) {
       this.prefetchCache.set(cacheKey, { expires: now + this.settings.prefetchCacheMs, queue })
     }
-    return queue
+    return { status: 'planned', queue }
   }
 
   /** The region summary decayed to `at` (default now); for operators, tests and the rollup. */

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { ClientId, RegionName } from './client.ts'
 import { ArtifactName, ByteSize, ChannelName, Version } from './common.ts'
+import { PrefetchQueue } from './prefetch.ts'
 import { TelemetryBatch } from './telemetry.ts'
 
 /**
@@ -153,8 +154,17 @@ export const PrefetchRequest = z.object({
   installed: z.array(InstalledRef).max(MAX_INSTALLED_PARAM).optional(),
   channel: ChannelName,
   budgetBytes: ByteSize,
+  /** RuntimeConfig `limits.prefetchPlansPerClientPerMinute`, resolved by the worker. */
+  plansPerMinute: z.number().int().min(1).max(10_000),
 })
 export type PrefetchRequest = z.input<typeof PrefetchRequest>
+
+/** RegionAggregator.prefetch → worker: the queue, or how long the client must wait for a new plan. */
+export const PrefetchResult = z.discriminatedUnion('status', [
+  z.object({ status: z.literal('planned'), queue: PrefetchQueue }),
+  z.object({ status: z.literal('rate-limited'), retryAfterSeconds: z.number().int().min(1) }),
+])
+export type PrefetchResult = z.infer<typeof PrefetchResult>
 
 /** RegionAggregator → GlobalAggregator.submit */
 export const RegionRollup = z.object({

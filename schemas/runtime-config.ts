@@ -42,6 +42,12 @@ export const RuntimeConfig = z.object({
   limits: z
     .object({
       telemetryPerClientPerMinute: z.number().int().min(1).max(10_000).default(30),
+      /**
+       * Prefetch queues the edge computes per client per minute. Only queues it must plan count: a
+       * repeat of a query answered within `prefetchCacheMs` is served from the cache for free. The
+       * daemon polls at most twice a minute (never before the queue's `validUntil`).
+       */
+      prefetchPlansPerClientPerMinute: z.number().int().min(1).max(10_000).default(12),
       maxPublishBytes: z
         .number()
         .int()

@@ -14,7 +14,7 @@ import { planCheaperUpdate } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry, runTelemetryLoop } from '../telemetry/uploader.ts'
-import { errorFromResponse } from '../transfer/error-response.ts'
+import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
 import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import { verifyManifest } from '../trust.ts'
 import { noPlan } from '../update/plan-update.ts'
@@ -320,6 +320,8 @@ export async function runDaemon(config: AgentConfig, options: DaemonOptions): Pr
       if (!options.signal.aborted) onCycle?.(last, new Date(Date.now() + waitMs))
     } catch (error) {
       if (options.signal.aborted) break
+      // A rate-limited poll (429) says when the edge will plan for this client again.
+      waitMs = Math.max(intervalMs, Math.min(MAX_EDGE_WAIT_MS, retryAfterMs(error)))
       onError?.(error instanceof Error ? error : new Error(String(error)), new Date(Date.now() + waitMs))
     }
     await sleep(waitMs, undefined, { signal: options.signal }).catch(() => undefined)

@@ -3,7 +3,7 @@ import { gzipSync } from 'node:zlib'
 import type { TelemetryBatch } from '../../schemas/telemetry.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
-import { errorFromResponse } from '../transfer/error-response.ts'
+import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
 import type { TelemetryQueue } from './queue.ts'
 
 export interface FlushResult {
@@ -42,10 +42,7 @@ export async function flushTelemetry(
       events += next.events.length
       continue
     }
-    const retryAfter = Number(response.headers.get('retry-after') ?? '')
-    throw Object.assign(await errorFromResponse(response, 'posting telemetry'), {
-      retryAfterMs: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : undefined,
-    })
+    throw await errorFromResponse(response, 'posting telemetry')
   }
   return { batches, events, remaining: true }
 }
@@ -72,9 +69,8 @@ export async function runTelemetryLoop(
       failures = 0
     } catch (error) {
       failures++
-      const hinted = (error as { retryAfterMs?: number }).retryAfterMs
       const backoff = Math.min(options.intervalMs * 2 ** failures, 30 * 60_000)
-      waitMs = Math.max(hinted ?? 0, backoff * (0.5 + Math.random() / 2))
+      waitMs = Math.max(retryAfterMs(error), backoff * (0.5 + Math.random() / 2))
       options.onError?.(error instanceof Error ? error : new AgentError('network', String(error)))
     }
     await sleep(waitMs, undefined, { signal: options.signal }).catch(() => undefined)

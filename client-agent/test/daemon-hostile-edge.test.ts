@@ -14,12 +14,19 @@ let server: Server
 let ws: Workspace
 let polls = 0
 let validUntil = ''
+/** Seconds of Retry-After on a 429 answer to the poll; null answers the poll normally. */
+let refuseFor: number | null = null
 
 beforeAll(async () => {
   server = createServer((req: IncomingMessage, res: ServerResponse) => {
     req.resume()
     if (req.url?.startsWith('/v1/prefetch')) {
       polls++
+      if (refuseFor !== null) {
+        res.writeHead(429, { 'content-type': 'application/problem+json', 'retry-after': String(refuseFor) })
+        res.end('{"type":"about:blank#too-many-requests","title":"too many requests","status":429}')
+        return
+      }
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end(
         JSON.stringify({
@@ -46,9 +53,13 @@ afterAll(async () => {
   await rm(ws.dir, { recursive: true, force: true })
 })
 
-async function runFor(ms: number, intervalSeconds = 1): Promise<{ polls: number; nextPollAt: Date[] }> {
+async function runFor(
+  ms: number,
+  intervalSeconds = 1,
+): Promise<{ polls: number; nextPollAt: Date[]; errors: Error[] }> {
   polls = 0
   const nextPollAt: Date[] = []
+  const errors: Error[] = []
   const controller = new AbortController()
   const done = runDaemon(
     { ...ws.config, idleLoadPerCore: 1000 },
@@ -58,12 +69,16 @@ async function runFor(ms: number, intervalSeconds = 1): Promise<{ polls: number;
       onCycle: (_result, next) => {
         if (next !== null) nextPollAt.push(next)
       },
+      onError: (error, next) => {
+        errors.push(error)
+        if (next !== null) nextPollAt.push(next)
+      },
     },
   )
   await new Promise((resolve) => setTimeout(resolve, ms))
   controller.abort()
   await done
-  return { polls, nextPollAt }
+  return { polls, nextPollAt, errors }
 }
 
 describe('daemon against an edge with nonsense validUntil', () => {
@@ -93,5 +108,22 @@ describe('daemon interval', () => {
     expect(seen).toBe(1)
     expect(nextPollAt[0]?.getTime()).toBeGreaterThan(started + 6 * 86_400_000)
     expect(nextPollAt[0]?.getTime()).toBeLessThanOrEqual(started + 7 * 86_400_000 + 5000)
+  })
+})
+
+describe('daemon against a rate-limited edge', () => {
+  it('waits the Retry-After of a 429 poll instead of its shorter interval', async () => {
+    refuseFor = 120
+    try {
+      const started = Date.now()
+      const { polls: seen, nextPollAt, errors } = await runFor(2500)
+      // A 1 s interval would have polled two or three times by now.
+      expect(seen).toBe(1)
+      expect(errors[0]?.message).toContain('HTTP 429')
+      expect(nextPollAt[0]?.getTime()).toBeGreaterThanOrEqual(started + 120_000)
+      expect(nextPollAt[0]?.getTime()).toBeLessThanOrEqual(started + 125_000)
+    } finally {
+      refuseFor = null
+    }
   })
 })

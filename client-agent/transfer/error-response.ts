@@ -2,7 +2,10 @@ import { ProblemDetails } from '../../schemas/problem.ts'
 import { AgentError, type AgentErrorCode } from '../errors.ts'
 import { JSON_LIMITS, readTextBounded } from './read-json.ts'
 
-/** Turns a non-2xx edge response into an AgentError, keeping the problem+json detail when present. */
+/**
+ * Turns a non-2xx edge response into an AgentError, keeping the problem+json detail when present and
+ * the edge's Retry-After (delta-seconds) as `details.retryAfterSeconds`.
+ */
 export async function errorFromResponse(response: Response, what: string): Promise<AgentError> {
   // Bounded: an error page may be endless too; only its start is worth showing.
   const text = await readTextBounded(response, JSON_LIMITS.error).then(
@@ -17,5 +20,15 @@ export async function errorFromResponse(response: Response, what: string): Promi
     // Not JSON: keep the raw (truncated) text.
   }
   const code: AgentErrorCode = response.status === 404 ? 'not-found' : 'edge-rejected'
-  return new AgentError(code, `${what}: HTTP ${response.status}: ${detail}`, { status: response.status })
+  const retryAfter = Number(response.headers.get('retry-after') ?? '')
+  return new AgentError(code, `${what}: HTTP ${response.status}: ${detail}`, {
+    status: response.status,
+    ...(Number.isSafeInteger(retryAfter) && retryAfter > 0 ? { retryAfterSeconds: retryAfter } : {}),
+  })
+}
+
+/** How long the edge asked to wait before trying again (see errorFromResponse), in ms; 0 if it did not say. */
+export function retryAfterMs(error: unknown): number {
+  const seconds = error instanceof AgentError ? error.details.retryAfterSeconds : undefined
+  return typeof seconds === 'number' ? seconds * 1000 : 0
 }

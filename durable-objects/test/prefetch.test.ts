@@ -1,6 +1,8 @@
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { PrefetchQueue } from '../../schemas/prefetch.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
+import { clearRuntimeConfigCache } from '../../workers/config/runtime-config.ts'
 import {
   auth,
   bytesOf,
@@ -85,5 +87,38 @@ describe('GET /v1/prefetch', () => {
     expect(res.status).toBe(400)
     expect(ProblemDetails.parse(await res.json()).errors?.[0]?.path).toBe('installed')
     expect((await call('/v1/prefetch')).status).toBe(400)
+  })
+
+  it('rate-limits new plans per client with 429 + Retry-After; cached repeats stay free', async () => {
+    await publishSingle('pf-limited', '1.0.0', bytesOf(700, 5))
+    clearRuntimeConfigCache()
+    await env.CONFIG.put('runtime', JSON.stringify({ limits: { prefetchPlansPerClientPerMinute: 3 } }))
+    try {
+      const base = 'client=client-varying&region=pf-limit&installed=pf-limited@0.9.0'
+      // A varying budget misses the aggregator's cache every time: each one is a new plan.
+      const statuses: number[] = []
+      let limited: Response | null = null
+      for (let budget = 1_000_000; budget < 1_000_006; budget++) {
+        const res = await call(`/v1/prefetch?${base}&budget=${budget}`)
+        statuses.push(res.status)
+        if (res.status === 429) limited ??= res
+        else await res.body?.cancel()
+      }
+      expect(statuses).toEqual([200, 200, 200, 429, 429, 429])
+      // 3 per minute: the next plan is at most 20 s away.
+      const retryAfter = Number(limited?.headers.get('retry-after'))
+      expect(retryAfter).toBeGreaterThanOrEqual(1)
+      expect(retryAfter).toBeLessThanOrEqual(20)
+      expect(limited?.headers.get('content-type')).toBe('application/problem+json')
+      expect(ProblemDetails.parse(await limited?.json()).type).toContain('too-many-requests')
+      // A repeat of an answered query comes from the cache and costs nothing, even now.
+      const repeat = await queueFor(`${base}&budget=1000000`)
+      expect(repeat.items.map((i) => `${i.name}@${i.version}`)).toEqual(['pf-limited@1.0.0'])
+      // Another client of the region has its own budget of plans.
+      await queueFor('client=client-steady&region=pf-limit&budget=1000000')
+    } finally {
+      await env.CONFIG.delete('runtime')
+      clearRuntimeConfigCache()
+    }
   })
 })

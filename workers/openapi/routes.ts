@@ -506,7 +506,7 @@ export const ROUTES: RouteSpec[] = [
     path: '/v1/prefetch',
     operationId: 'getPrefetchQueue',
     summary: 'What this client should stage while idle',
-    description: DEVICE_AUTH,
+    description: `A repeated query is answered from a short cache; new plans are rate-limited per client (\`limits.prefetchPlansPerClientPerMinute\`), 429 carries Retry-After. ${DEVICE_AUTH}`,
     tag: 'prefetch',
     parameters: [
       { name: 'client', in: 'query', schema: ClientId, required: true },
@@ -533,7 +533,7 @@ export const ROUTES: RouteSpec[] = [
     responses: {
       '200': { description: 'The prefetch queue', body: { kind: 'json', schema: 'PrefetchQueue' } },
     },
-    problems: [400, 401],
+    problems: [400, 401, 429],
   },
   ...rolloutRoutes(),
   ...deviceRoutes(),

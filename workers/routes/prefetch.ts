@@ -3,12 +3,14 @@ import { PrefetchQuery } from '../../schemas/aggregation.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { authenticateDevice } from '../devices/authenticate.ts'
+import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
 import { explicitRegion, resolveRegion } from '../region.ts'
 
 /**
  * GET /v1/prefetch?client=&region=&installed=name@ver,…&channel=&budget= : what this client should stage
- * while idle, computed by its region's RegionAggregator (which caches it briefly).
+ * while idle, computed by its region's RegionAggregator (which caches it briefly and rate-limits new
+ * plans per client: 429 + Retry-After).
  */
 export const prefetchRouter = new Hono<AppEnv>().get('/', valid('query', PrefetchQuery), async (c) => {
   const query = c.req.valid('query')
@@ -20,14 +22,20 @@ export const prefetchRouter = new Hono<AppEnv>().get('/', valid('query', Prefetc
       ? resolveRegion(c.req.raw, config)
       : explicitRegion(query.region, config, 'region')
   const stub = c.env.REGION_AGGREGATOR.get(c.env.REGION_AGGREGATOR.idFromName(region))
-  const queue = await stub.prefetch({
+  const result = await stub.prefetch({
     region,
     clientId: deviceId ?? query.client,
     channel: query.channel,
     budgetBytes: query.budget,
+    plansPerMinute: config.limits.prefetchPlansPerClientPerMinute,
     ...(query.installed === undefined ? {} : { installed: query.installed }),
   })
+  if (result.status === 'rate-limited') {
+    throw new Problem(429, 'too-many-requests', 'prefetch planning rate limit for this client exceeded', {
+      headers: { 'retry-after': String(result.retryAfterSeconds) },
+    })
+  }
   c.header('cache-control', 'private, max-age=30')
   if (deviceId !== null) c.header('vary', 'authorization')
-  return c.json(queue)
+  return c.json(result.queue)
 })
