@@ -31,6 +31,12 @@ export const DEVICE_CREDENTIAL_PATTERN =
 export const DeviceCredential = z.string().max(160).regex(DEVICE_CREDENTIAL_PATTERN, 'a device credential')
 export type DeviceCredential = z.infer<typeof DeviceCredential>
 
+/**
+ * Response header by which the edge asks a device to renew its credential now (value `renew`): it was
+ * signed with a key being rotated out of DEVICE_TOKEN_SECRET (workers/devices/credential.ts).
+ */
+export const CREDENTIAL_RENEW_HEADER = 'x-deltaport-credential'
+
 const Label = z
   .string()
   .min(1)

@@ -39,7 +39,7 @@ const SECRET_PURPOSE: Record<string, string> = {
     'the maintainers’ bearer token for publish and rollout control (the CLI reads it from DELTAPORT_TOKEN)',
   OPERATOR_TOKEN: 'the operators’ bearer token / login password for GET /dashboard and the operator routes',
   DEVICE_TOKEN_SECRET:
-    'the HMAC key of device credentials (POST /v1/devices/enroll); a long random string, rotating it un-enrolls every device',
+    'the HMAC key of device credentials (POST /v1/devices/enroll); a long random string; rotate with "<new> <old>", later "<new>"',
 }
 
 export interface SetupPlan {

@@ -1,3 +1,4 @@
+import { CREDENTIAL_RENEW_HEADER } from '../../schemas/devices.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import type { AgentConfig } from '../config.ts'
 import { JSON_LIMITS, readTextBounded } from '../transfer/read-json.ts'
@@ -45,7 +46,8 @@ async function problemSlug(response: Response): Promise<string | null> {
 /**
  * A fetch that sends the device credential (`Authorization: Device …`) on telemetry, prefetch and
  * rollout-outcome requests to the configured edge, enrolling on first need; on a 401 that a new
- * credential can fix it enrolls again (once per process) and repeats the request once. Without an
+ * credential can fix it enrolls again (once per process) and repeats the request once; when the edge
+ * asks for a renewal (CREDENTIAL_RENEW_HEADER: a key rotation), the next request renews first. Without an
  * enrollment code in the config it is `base` itself. Every other request passes through untouched.
  */
 export function deviceFetch(config: AgentConfig, base: typeof fetch = fetch): typeof fetch {
@@ -58,6 +60,7 @@ export function deviceFetch(config: AgentConfig, base: typeof fetch = fetch): ty
       return base(input, init)
     const first = await session.current()
     const response = await base(input, withCredential(init, first?.credential))
+    if (first !== null && response.headers.get(CREDENTIAL_RENEW_HEADER) === 'renew') session.requestRenewal()
     if (response.status !== 401 || !replayable(init?.body)) return response
     const slug = await problemSlug(response.clone())
     if (slug === null || !RENEWABLE.has(slug)) return response

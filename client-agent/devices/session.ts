@@ -56,6 +56,8 @@ export class DeviceSession {
   /** No proactive renewal before this (epoch ms by `clock`). */
   private renewNotBefore = 0
   private reenrolled = false
+  /** The edge asked for a renewal now (CREDENTIAL_RENEW_HEADER), whatever the credential's age. */
+  private renewalRequested = false
   private pending: Promise<StoredDeviceCredential | null> | null = null
   /** Why the last enrollment failed, for logs and `deltaport devices status`. */
   lastError: string | null = null
@@ -83,7 +85,15 @@ export class DeviceSession {
 
   private renewalDue(stored: StoredDeviceCredential): boolean {
     const now = clock()
-    return now >= this.renewNotBefore && now >= renewalTime(stored)
+    return now >= this.renewNotBefore && (this.renewalRequested || now >= renewalTime(stored))
+  }
+
+  /**
+   * The edge accepted the credential but asked for a new one (its key is being rotated out of the
+   * edge's secret): the next request renews first, still at most once per RENEW_RETRY_MS.
+   */
+  requestRenewal(): void {
+    this.renewalRequested = true
   }
 
   /**
@@ -140,6 +150,7 @@ export class DeviceSession {
       })
       await this.store.write(credential)
       this.cached = credential
+      this.renewalRequested = false
       this.lastError = null
       return credential
     } catch (error) {

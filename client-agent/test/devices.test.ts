@@ -38,7 +38,13 @@ import { installWithinRollout, rolloutGate } from '../rollout/update-gate.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry } from '../telemetry/uploader.ts'
 import { makeWorkspace, writeArtifact } from './fixtures.ts'
-import { TEST_OPERATOR_TOKEN, TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
+import {
+  LOCAL_EDGE_DEVICE_SECRET,
+  LOCAL_EDGE_RETIRED_DEVICE_SECRET,
+  TEST_OPERATOR_TOKEN,
+  TEST_TOKEN,
+  useEdgeWorkspace,
+} from './local-edge.ts'
 
 const suite = useEdgeWorkspace()
 const run = promisify(execFile)
@@ -68,13 +74,19 @@ async function newCode(
   })
 }
 
-/** DEVICE_TOKEN_SECRET of the local edge (local-edge.ts): to make a genuinely expired credential. */
-const LOCAL_EDGE_DEVICE_SECRET = 'agent-test-device-token-secret'
-
-/** A credential as workers/devices/credential.ts signs it, for times the edge would not pick now. */
-function signLikeTheEdge(deviceId: string, codeId: string, issuedAt: number, expiresAt: number): string {
+/**
+ * A credential as workers/devices/credential.ts signs it, for times the edge would not pick now; with
+ * the local edge's signing key unless another is given.
+ */
+function signLikeTheEdge(
+  deviceId: string,
+  codeId: string,
+  issuedAt: number,
+  expiresAt: number,
+  key = LOCAL_EDGE_DEVICE_SECRET,
+): string {
   const body = ['dp1', deviceId, codeId, issuedAt, expiresAt].join('.')
-  return `${body}.${createHmac('sha256', LOCAL_EDGE_DEVICE_SECRET).update(body).digest('base64url')}`
+  return `${body}.${createHmac('sha256', key).update(body).digest('base64url')}`
 }
 
 /** The edge's record of one device (operator view). */
@@ -434,6 +446,62 @@ describe('proactive renewal', () => {
     await flush()
     expect(counting.enrollments()).toBe(4)
     expect(StoredDeviceCredential.parse(await store.read()).deviceId).toBe(first.deviceId)
+    expect((await edgeRecordOf(first.deviceId, info.id))?.renewedAt).not.toBeNull()
+  })
+
+  it('renews at once, keeping its device id, when the edge says its key is being rotated out', async () => {
+    const { code, info } = await newCode('renew-rotated', 5)
+    const device = await newDevice(code)
+    const queue = await queueOneEvent(device)
+    const counting = countingFetch()
+    await flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device, counting.fetchImpl) })
+    const store = new DeviceCredentialStore(device.installRoot)
+    const first = StoredDeviceCredential.parse(await store.read())
+    // The device's credential as the edge signed it before the rotation: valid for most of a year, under
+    // the key that is now second in the edge's DEVICE_TOKEN_SECRET (local-edge.ts).
+    const issuedAt = Math.floor(Date.now() / 1000) - 86_400
+    const expiresAt = issuedAt + 365 * 86_400
+    const old = signLikeTheEdge(
+      first.deviceId,
+      first.codeId,
+      issuedAt,
+      expiresAt,
+      LOCAL_EDGE_RETIRED_DEVICE_SECRET,
+    )
+    await writeFile(
+      store.credentialPath,
+      JSON.stringify({ ...first, credential: old, expiresAt: new Date(expiresAt * 1000).toISOString() }),
+    )
+    forgetDeviceSessions()
+    const renewHeaders: (string | null)[] = []
+    const recording: typeof fetch = async (input, init) => {
+      const response = await counting.fetchImpl(input, init)
+      if (String(input).endsWith('/v1/telemetry'))
+        renewHeaders.push(response.headers.get('x-deltaport-credential'))
+      return response
+    }
+    const fetchImpl = deviceFetch(device, recording)
+    // Sent as it is (it is accepted), answered with a request to renew...
+    await queueOneEvent(device)
+    expect((await flushTelemetry(queue, suite.edge.url, { fetchImpl })).events).toBe(1)
+    expect(StoredDeviceCredential.parse(await store.read()).credential).toBe(old)
+    // ...which the next report does first: same device, a credential under the signing key.
+    await queueOneEvent(device)
+    expect((await flushTelemetry(queue, suite.edge.url, { fetchImpl })).events).toBe(1)
+    expect(renewHeaders).toEqual(['renew', null])
+    const renewed = StoredDeviceCredential.parse(await store.read())
+    expect(renewed.deviceId).toBe(first.deviceId)
+    const [, , , issued, expires] = renewed.credential.split('.')
+    expect(renewed.credential).toBe(
+      signLikeTheEdge(
+        renewed.deviceId,
+        renewed.codeId,
+        Number(issued),
+        Number(expires),
+        LOCAL_EDGE_DEVICE_SECRET,
+      ),
+    )
+    expect(counting.enrollments()).toBe(2)
     expect((await edgeRecordOf(first.deviceId, info.id))?.renewedAt).not.toBeNull()
   })
 

@@ -9,6 +9,11 @@ export const TEST_TOKEN = 'agent-test-token'
 /** OPERATOR_TOKEN of the local edge: the dashboard's bearer token / login password in tests. */
 export const TEST_OPERATOR_TOKEN = 'agent-test-operator-token'
 
+/** The key the local edge signs device credentials with (the first of its DEVICE_TOKEN_SECRET ring). */
+export const LOCAL_EDGE_DEVICE_SECRET = 'agent-test-device-token-secret'
+/** A key the local edge still verifies but no longer signs with (workers/devices/credential.ts). */
+export const LOCAL_EDGE_RETIRED_DEVICE_SECRET = 'agent-test-retired-device-key'
+
 export interface LocalEdge {
   url: string
   dispose(): Promise<void>
@@ -26,7 +31,11 @@ export async function startLocalEdge(vars: Record<string, string> = {}): Promise
     bindings: {
       PUBLISH_TOKEN: { type: 'secret_text', value: TEST_TOKEN },
       OPERATOR_TOKEN: { type: 'secret_text', value: TEST_OPERATOR_TOKEN },
-      DEVICE_TOKEN_SECRET: { type: 'secret_text', value: 'agent-test-device-token-secret' },
+      // Mid-rotation, as an operator would run it: the signing key, then a retired one still verified.
+      DEVICE_TOKEN_SECRET: {
+        type: 'secret_text',
+        value: `${LOCAL_EDGE_DEVICE_SECRET} ${LOCAL_EDGE_RETIRED_DEVICE_SECRET}`,
+      },
       ...Object.fromEntries(
         Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]),
       ),

@@ -1,9 +1,10 @@
 import type { Context } from 'hono'
 import { type CodeState, deviceRegistry } from '../../durable-objects/device-registry.ts'
+import { CREDENTIAL_RENEW_HEADER } from '../../schemas/devices.ts'
 import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import type { AppEnv } from '../app-env.ts'
 import { Problem } from '../http/problem.ts'
-import { verifyCredential } from './credential.ts'
+import { credentialKeys, verifyCredential } from './credential.ts'
 
 /** What a route asks for: reports (telemetry, rollout outcomes) or a prefetch query. */
 export type DeviceRouteKind = 'report' | 'prefetch'
@@ -82,7 +83,8 @@ export async function authenticateDevice(
     return null
   }
   const secret = c.env.DEVICE_TOKEN_SECRET
-  if (!secret) throw new Problem(500, 'internal', 'DEVICE_TOKEN_SECRET is not configured on this edge')
+  if (credentialKeys(secret).length === 0)
+    throw new Problem(500, 'internal', 'DEVICE_TOKEN_SECRET is not configured on this edge')
   const check = await verifyCredential(secret, (scheme[1] ?? '').trim())
   if (!check.ok) {
     if (check.reason === 'expired')
@@ -99,5 +101,7 @@ export async function authenticateDevice(
     )
   if (code.revokedDevices.has(check.claims.deviceId))
     throw refused('device-credential-revoked', 'this device was revoked by the operator')
+  // Signed with a key on its way out of the ring: accepted, and the agent renews at once.
+  if (check.retiredKey) c.header(CREDENTIAL_RENEW_HEADER, 'renew')
   return check.claims.deviceId
 }

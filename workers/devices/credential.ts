@@ -4,6 +4,10 @@ import { DEVICE_CREDENTIAL_PATTERN } from '../../schemas/devices.ts'
  * Device credentials (ADR 0026): `dp1.<deviceId>.<codeId>.<issuedAt>.<expiresAt>.<mac>`, where `mac` is
  * the base64url HMAC-SHA256 under DEVICE_TOKEN_SECRET of everything before it. Checking one costs an
  * HMAC and no storage read; the secret never leaves the edge, so only the edge can mint them.
+ *
+ * DEVICE_TOKEN_SECRET is a key ring: one key, or several separated by whitespace. The first signs, every
+ * one verifies, so the secret can be rotated without un-enrolling the fleet: put `<new> <old>`, let the
+ * devices renew (the edge asks them to, see authenticate.ts), then put `<new>` alone.
  */
 
 const PREFIX = 'dp1'
@@ -19,7 +23,8 @@ export interface CredentialClaims {
 }
 
 export type CredentialCheck =
-  | { ok: true; claims: CredentialClaims }
+  /** `retiredKey`: verified by a key other than the signing one, so the device should renew. */
+  | { ok: true; claims: CredentialClaims; retiredKey: boolean }
   | { ok: false; reason: 'malformed' | 'bad-signature' | 'expired'; claims?: CredentialClaims }
 
 /** Imported HMAC keys by secret: importKey per request would cost more than the HMAC itself. */
@@ -55,15 +60,23 @@ function payload(claims: CredentialClaims): string {
   return [PREFIX, claims.deviceId, claims.codeId, claims.issuedAt, claims.expiresAt].join('.')
 }
 
+/** The keys of a DEVICE_TOKEN_SECRET, the signing one first; none for an empty or blank secret. */
+export function credentialKeys(secret: string | undefined): string[] {
+  return (secret ?? '').split(/\s+/).filter((key) => key.length > 0)
+}
+
+/** Signs with the ring's first key. */
 export async function signCredential(secret: string, claims: CredentialClaims): Promise<string> {
+  const [signing] = credentialKeys(secret)
+  if (signing === undefined) throw new Error('DEVICE_TOKEN_SECRET holds no key')
   const body = payload(claims)
-  const mac = await crypto.subtle.sign('HMAC', await hmacKey(secret), encoder.encode(body))
+  const mac = await crypto.subtle.sign('HMAC', await hmacKey(signing), encoder.encode(body))
   return `${body}.${toBase64Url(new Uint8Array(mac))}`
 }
 
 /**
- * Parses and verifies a credential (constant-time MAC check by WebCrypto). An expired one still reports
- * its claims so enrollment can renew the same device id.
+ * Parses and verifies a credential against each key of the ring in turn (constant-time MAC checks by
+ * WebCrypto). An expired one still reports its claims so enrollment can renew the same device id.
  */
 export async function verifyCredential(
   secret: string,
@@ -80,15 +93,15 @@ export async function verifyCredential(
   } catch {
     return { ok: false, reason: 'malformed' }
   }
-  const valid = await crypto.subtle.verify(
-    'HMAC',
-    await hmacKey(secret),
-    signature,
-    encoder.encode(payload(claims)),
-  )
-  if (!valid) return { ok: false, reason: 'bad-signature' }
+  const signed = encoder.encode(payload(claims))
+  const keys = credentialKeys(secret)
+  let keyIndex = -1
+  for (let i = 0; i < keys.length && keyIndex < 0; i++) {
+    if (await crypto.subtle.verify('HMAC', await hmacKey(keys[i]!), signature, signed)) keyIndex = i
+  }
+  if (keyIndex < 0) return { ok: false, reason: 'bad-signature' }
   if (claims.expiresAt * 1000 <= nowMs) return { ok: false, reason: 'expired', claims }
-  return { ok: true, claims }
+  return { ok: true, claims, retiredKey: keyIndex > 0 }
 }
 
 /** SHA-256 hex of an enrollment code: all the registry ever stores of it. */

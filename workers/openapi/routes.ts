@@ -240,7 +240,8 @@ const getDelta: RouteSpec = {
 const DEVICE_AUTH =
   'Optional `Authorization: Device <credential>` (POST /v1/devices/enroll): the device id replaces the ' +
   'client id in the request; an invalid, expired or revoked credential is a 401, and the runtime config ' +
-  '`devices.requireCredential` can make the credential mandatory (401 without one).'
+  '`devices.requireCredential` can make the credential mandatory (401 without one). A credential signed ' +
+  'with a key being rotated out is accepted and answered with `x-deltaport-credential: renew`.'
 
 export const ROUTES: RouteSpec[] = [
   {

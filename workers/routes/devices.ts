@@ -17,6 +17,7 @@ import type { AppEnv } from '../app-env.ts'
 import { isOperatorToken } from '../dashboard/operator-auth.ts'
 import { forgetCodeState } from '../devices/authenticate.ts'
 import {
+  credentialKeys,
   hashEnrollmentCode,
   newEnrollmentCode,
   signCredential,
@@ -71,7 +72,7 @@ async function jsonBody<Schema extends z.ZodType>(
 }
 
 function tokenSecret(env: Env): string {
-  if (!env.DEVICE_TOKEN_SECRET)
+  if (credentialKeys(env.DEVICE_TOKEN_SECRET).length === 0)
     throw new Problem(500, 'internal', 'DEVICE_TOKEN_SECRET is not configured on this edge')
   return env.DEVICE_TOKEN_SECRET
 }

@@ -10,6 +10,7 @@ import { MAX_LIVE_REVOCATIONS, MAX_RECORDED_DEVICES } from '../../durable-object
 import { batchOf, postTelemetry } from '../../durable-objects/test/helpers.ts'
 import { reportOutcome, startRollout, statusOf } from '../../durable-objects/test/rollout-helpers.ts'
 import {
+  CREDENTIAL_RENEW_HEADER,
   DeviceEnrollment,
   DeviceInfo,
   DeviceList,
@@ -20,6 +21,7 @@ import {
 } from '../../schemas/devices.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { RolloutStatus } from '../../schemas/rollout.ts'
+import { app } from '../app.ts'
 import {
   clearRuntimeConfigCache,
   RUNTIME_CONFIG_KEY,
@@ -335,6 +337,63 @@ describe('device credentials on reports', () => {
     expect((await regionStub('dev-forged').snapshot()).population).toBe(0)
     const prefetch = await call('/v1/prefetch?client=forger-0005', { headers: device(forged[0] ?? '') })
     await expectProblem(prefetch, 401, 'device-credential-invalid')
+  })
+
+  it('survive a DEVICE_TOKEN_SECRET rotation: a retired key still verifies, and its devices are asked to renew', async () => {
+    const { code } = await createCode({ label: 'rotation', maxDevices: 2 })
+    const real = await enrolled(code)
+    const now = Math.floor(Date.now() / 1000)
+    const claims = { deviceId: real.deviceId, codeId: real.codeId, issuedAt: now, expiresAt: now + 3600 }
+    const underRetiredKey = await signCredential('the-retired-key', claims)
+    // The edge mid-rotation: DEVICE_TOKEN_SECRET holds the signing key, then the one going out.
+    const rotating = { ...env, DEVICE_TOKEN_SECRET: `  ${env.DEVICE_TOKEN_SECRET}\n the-retired-key ` }
+    const report = (credential: string, bindings: Env) =>
+      app.request(
+        '/v1/telemetry',
+        {
+          method: 'POST',
+          headers: { ...json, 'x-deltaport-region': 'dev-rotation', ...device(credential) },
+          body: JSON.stringify(batchOf(`rotating-${crypto.randomUUID().slice(0, 8)}`, 0, ['app-r'])),
+        },
+        bindings,
+      )
+
+    await expectProblem(await report(underRetiredKey, env), 401, 'device-credential-invalid')
+    const accepted = await report(underRetiredKey, rotating)
+    expect(accepted.status).toBe(202)
+    expect(accepted.headers.get(CREDENTIAL_RENEW_HEADER)).toBe('renew')
+    const current = await report(real.credential, rotating)
+    expect(current.status).toBe(202)
+    expect(current.headers.get(CREDENTIAL_RENEW_HEADER)).toBeNull()
+
+    // Renewal proves the device with the retired key, keeps its id and signs with the first key.
+    const renewal = await app.request(
+      '/v1/devices/enroll',
+      { method: 'POST', headers: json, body: JSON.stringify({ code, credential: underRetiredKey }) },
+      rotating,
+    )
+    expect(renewal.status).toBe(200)
+    const renewed = DeviceEnrollment.parse(await renewal.json())
+    expect({ deviceId: renewed.deviceId, renewed: renewed.renewed }).toEqual({
+      deviceId: real.deviceId,
+      renewed: true,
+    })
+    const afterRotation = await report(renewed.credential, env)
+    expect(afterRotation.status).toBe(202)
+    expect(afterRotation.headers.get(CREDENTIAL_RENEW_HEADER)).toBeNull()
+    expect(await listCodes().then((codes) => codes.find((c) => c.id === real.codeId)?.enrolled)).toBe(1)
+
+    // A secret of nothing but whitespace holds no key: the edge says it is not configured.
+    const blank = { ...env, DEVICE_TOKEN_SECRET: ' \t ' }
+    await expectProblem(await report(real.credential, blank), 500)
+    await expectProblem(
+      await app.request(
+        '/v1/devices/enroll',
+        { method: 'POST', headers: json, body: JSON.stringify({ code }) },
+        blank,
+      ),
+      500,
+    )
   })
 
   it('refuse every device of a revoked code, and its code enrolls nobody any more', async () => {
