@@ -26,6 +26,13 @@ export class Problem extends Error {
   }
 }
 
+/** 429 for a client over one of its rate limits, saying when it may try again. */
+export function rateLimited(detail: string, retryAfterSeconds: number): Problem {
+  return new Problem(429, 'too-many-requests', detail, {
+    headers: { 'retry-after': String(retryAfterSeconds) },
+  })
+}
+
 const TITLES: Record<string, string> = {
   'bad-request': 'The request is malformed',
   unauthorized: 'Authentication required',

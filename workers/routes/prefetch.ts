@@ -3,7 +3,7 @@ import { PrefetchQuery } from '../../schemas/aggregation.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { authenticateDevice } from '../devices/authenticate.ts'
-import { Problem } from '../http/problem.ts'
+import { rateLimited } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
 import { explicitRegion, resolveRegion } from '../region.ts'
 
@@ -31,9 +31,7 @@ export const prefetchRouter = new Hono<AppEnv>().get('/', valid('query', Prefetc
     ...(query.installed === undefined ? {} : { installed: query.installed }),
   })
   if (result.status === 'rate-limited') {
-    throw new Problem(429, 'too-many-requests', 'prefetch planning rate limit for this client exceeded', {
-      headers: { 'retry-after': String(result.retryAfterSeconds) },
-    })
+    throw rateLimited('prefetch planning rate limit for this client exceeded', result.retryAfterSeconds)
   }
   c.header('cache-control', 'private, max-age=30')
   if (deviceId !== null) c.header('vary', 'authorization')

@@ -5,7 +5,7 @@ import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { authenticateDevice } from '../devices/authenticate.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
-import { Problem } from '../http/problem.ts'
+import { rateLimited } from '../http/problem.ts'
 import { parseJsonBody } from '../http/validate.ts'
 import { resolveRegion } from '../region.ts'
 
@@ -36,9 +36,7 @@ export const telemetryRouter = new Hono<AppEnv>().post('/', async (c) => {
     ratePerMinute: config.limits.telemetryPerClientPerMinute,
   })
   if (result.status === 'rate-limited') {
-    throw new Problem(429, 'too-many-requests', 'telemetry rate limit for this client exceeded', {
-      headers: { 'retry-after': String(result.retryAfterSeconds) },
-    })
+    throw rateLimited('telemetry rate limit for this client exceeded', result.retryAfterSeconds)
   }
   const receipt: TelemetryReceipt = {
     region,
