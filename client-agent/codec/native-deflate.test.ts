@@ -293,6 +293,21 @@ describe('Node zlib as a deflate engine', () => {
     const damaged = stream.slice()
     damaged[0] = 0xff // reserved block type 3
     refuse(damaged, raw.length)
+
+    // Small streams go to the engine too: in a fresh process pako's first inflates run cold.
+    let calls = 0
+    const counting = inflaterFor({
+      ...nativeDeflateEngine,
+      inflateRaw: (input, max) => {
+        calls++
+        return nativeDeflateEngine.inflateRaw!(input, max)
+      },
+    })
+    const small = u8(deflateRawSync(raw.subarray(0, 2_000)))
+    expect(Buffer.from(counting(small, 2_000, 'test').data).equals(Buffer.from(raw.subarray(0, 2_000)))).toBe(
+      true,
+    )
+    expect(calls).toBe(1)
   })
 
   it('inflates approx block streams for applyDelta, held to the exact-length contract', async () => {
