@@ -1,8 +1,9 @@
 import { ManifestResigned } from '../schemas/resign.ts'
+import { verifyEnvelope } from '../schemas/signed-envelope.ts'
 import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { readKeyFile } from './publish.ts'
-import { signManifest, verifyEnvelope } from './signing.ts'
+import { signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 
 export interface ResignRequest {

@@ -1,18 +1,10 @@
 import type { ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
+import { canonicalJson, ED25519, type Envelope, keyIdOf } from '../schemas/signed-envelope.ts'
 
 /**
- * Ed25519 through WebCrypto (the same API the edge has), over the canonical JSON of the manifest:
- * keys sorted, no whitespace, so signer and verifier hash identical bytes whatever the transport did.
+ * The maintainer's side of signatures: key generation and signing, through WebCrypto. What a
+ * signature covers and how it is verified (by agents and the edge) is schemas/signed-envelope.ts.
  */
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value)
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
-  const entries = Object.entries(value as Record<string, unknown>)
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`
-}
-
 export interface KeyPairFiles {
   /** Raw 32-byte public key, base64. */
   publicKey: string
@@ -20,8 +12,6 @@ export interface KeyPairFiles {
   /** PKCS#8 private key, base64. Stays on the maintainer's machine. */
   privateKey: string
 }
-
-const ED25519 = { name: 'Ed25519' } as const
 
 export async function generateKeyPair(): Promise<KeyPairFiles> {
   const pair = await crypto.subtle.generateKey(ED25519, true, ['sign', 'verify'])
@@ -35,18 +25,8 @@ export async function generateKeyPair(): Promise<KeyPairFiles> {
   }
 }
 
-export async function keyIdOf(publicRaw: Uint8Array): Promise<string> {
-  return toHex(new Uint8Array(await crypto.subtle.digest('SHA-256', publicRaw)))
-}
-
 export function signManifest(manifest: ArtifactManifest, key: KeyPairFiles): Promise<SignedManifest> {
   return signDocument(manifest, key)
-}
-
-/** A signed envelope: the body plus detached signatures over its canonical JSON. */
-export interface Envelope<Body> {
-  signed: Body
-  signatures: Array<{ keyid: string; sig: string }>
 }
 
 /**
@@ -62,32 +42,10 @@ export async function signDocument<Body>(body: Body, key: KeyPairFiles): Promise
   return { signed: body, signatures: [{ keyid: key.keyid, sig: toBase64(sig) }] }
 }
 
-/** True if any signature verifies under a pinned key with the same keyid. */
-export async function verifyEnvelope(
-  envelope: Envelope<unknown>,
-  trusted: ReadonlyArray<{ keyid: string; publicKey: string }>,
-): Promise<boolean> {
-  const message = new TextEncoder().encode(canonicalJson(envelope.signed))
-  for (const signature of envelope.signatures) {
-    const key = trusted.find((k) => k.keyid === signature.keyid)
-    if (!key) continue
-    const publicKey = await crypto.subtle.importKey('raw', fromBase64(key.publicKey), ED25519, false, [
-      'verify',
-    ])
-    const sig = fromBase64(signature.sig)
-    if (sig.length === 64 && (await crypto.subtle.verify(ED25519, publicKey, sig, message))) return true
-  }
-  return false
-}
-
-export function toBase64(bytes: Uint8Array): string {
+function toBase64(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('base64')
 }
 
-export function fromBase64(text: string): Uint8Array<ArrayBuffer> {
+function fromBase64(text: string): Uint8Array<ArrayBuffer> {
   return new Uint8Array(Buffer.from(text, 'base64'))
-}
-
-export function toHex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('hex')
 }

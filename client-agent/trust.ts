@@ -1,6 +1,6 @@
 import type { ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
+import { verifyEnvelope } from '../schemas/signed-envelope.ts'
 import { AgentError } from './errors.ts'
-import { verifyEnvelope } from './signing.ts'
 
 export interface TrustPolicy {
   trustedKeys: ReadonlyArray<{ keyid: string; publicKey: string }>

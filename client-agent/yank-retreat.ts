@@ -1,8 +1,8 @@
 import { gt, lt } from 'semver'
 import { type ArtifactIndex, versionEntry } from '../schemas/artifact-index.ts'
+import { verifyEnvelope } from '../schemas/signed-envelope.ts'
 import type { SignedYankStatement, YankStatement } from '../schemas/yank-statement.ts'
 import type { AgentConfig } from './config.ts'
-import { verifyEnvelope } from './signing.ts'
 import type { ArtifactStore, StoreState } from './store.ts'
 
 /** Why a device running a yanked version stays on it (the warning says so). */

@@ -40,6 +40,8 @@ const SECRET_PURPOSE: Record<string, string> = {
   OPERATOR_TOKEN: 'the operators’ bearer token / login password for GET /dashboard and the operator routes',
   DEVICE_TOKEN_SECRET:
     'the HMAC key of device credentials (POST /v1/devices/enroll); a long random string; rotate with "<new> <old>", later "<new>"',
+  MAINTAINER_KEYS:
+    'the maintainers’ public keys (`deltaport keygen` prints publicKey), whitespace-separated: the edge then refuses manifests and yank statements none of them signed; blank turns that check off',
 }
 
 export interface SetupPlan {

@@ -17,6 +17,8 @@ export async function startWranglerDev(options: {
   token: string
   /** OPERATOR_TOKEN (the dashboard's token); a random one when not given. */
   operatorToken?: string
+  /** MAINTAINER_KEYS: public keys whose signatures the edge requires on publishes; blank when not given. */
+  maintainerKeys?: string
   log: string[]
 }): Promise<RunningEdge> {
   const port = await freePort()
@@ -37,6 +39,8 @@ export async function startWranglerDev(options: {
       `OPERATOR_TOKEN:${options.operatorToken ?? crypto.randomUUID()}`,
       '--var',
       `DEVICE_TOKEN_SECRET:${crypto.randomUUID()}`,
+      '--var',
+      `MAINTAINER_KEYS:${options.maintainerKeys ?? ''}`,
       '--show-interactive-dev-session=false',
       '--inspector-port',
       '0',

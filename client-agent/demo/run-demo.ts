@@ -26,14 +26,20 @@ async function main(): Promise<void> {
   step(`fetching ${PACKAGE}@${VERSIONS.join(' and @')} from the npm registry`)
   const artifacts = await fetchArtifacts()
 
+  const config = join(WORK, 'deltaport.json')
+  const keyFile = join(WORK, 'maintainer.key.json')
+  const { keyid, publicKey } = await cli(config, ['keygen', '--out', keyFile])
+  if (!keyid || !publicKey) throw new Error('deltaport keygen printed no key')
   const log: string[] = []
-  step('starting the local edge (wrangler dev)')
-  const edge = await startWranglerDev({ persistTo: join(WORK, 'edge-state'), token: TOKEN, log })
+  step('starting the local edge (wrangler dev), which accepts only manifests signed by the maintainer key')
+  const edge = await startWranglerDev({
+    persistTo: join(WORK, 'edge-state'),
+    token: TOKEN,
+    maintainerKeys: publicKey,
+    log,
+  })
   console.log(`   edge at ${edge.url}`)
   try {
-    const config = join(WORK, 'deltaport.json')
-    const keyFile = join(WORK, 'maintainer.key.json')
-    const { keyid, publicKey } = await cli(config, ['keygen', '--out', keyFile])
     await writeFile(
       config,
       JSON.stringify(
@@ -47,9 +53,7 @@ async function main(): Promise<void> {
         2,
       ),
     )
-    step(
-      'maintainer: keygen, then publish both versions (signed manifests; the second with a delta from the first)',
-    )
+    step('maintainer: publish both versions (signed manifests; the second with a delta from the first)')
     for (const [i, version] of VERSIONS.entries()) {
       const out = await cli(config, ['publish', artifacts[i]!, '--name', PACKAGE, '--version', version])
       console.log(

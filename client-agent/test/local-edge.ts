@@ -21,7 +21,7 @@ export interface LocalEdge {
 
 /**
  * The real edge (workerd, R2, KV, DOs) on a loopback port, fresh state per call. `vars` override
- * wrangler.toml [vars] for a test (e.g. a small single-PUT cap to force multipart).
+ * wrangler.toml [vars] and the secrets above for a test (e.g. a small single-PUT cap to force multipart).
  */
 export async function startLocalEdge(vars: Record<string, string> = {}): Promise<LocalEdge> {
   // Miniflare otherwise downloads a Request.cf sample from the internet at start-up; nothing may.
@@ -36,6 +36,9 @@ export async function startLocalEdge(vars: Record<string, string> = {}): Promise
         type: 'secret_text',
         value: `${LOCAL_EDGE_DEVICE_SECRET} ${LOCAL_EDGE_RETIRED_DEVICE_SECRET}`,
       },
+      // Blank: the edge stores envelopes unchecked, so tests can publish what a device must refuse
+      // (unknown keys, tampered fields). maintainer-keys.test.ts passes keys through `vars`.
+      MAINTAINER_KEYS: { type: 'secret_text', value: '' },
       ...Object.fromEntries(
         Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]),
       ),

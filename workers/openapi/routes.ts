@@ -236,6 +236,12 @@ const getDelta: RouteSpec = {
   problems: [400, 404, 416, 422, 503],
 }
 
+/** The edge's own signature check of maintainer documents (workers/publish/maintainer-keys.ts, ADR 0031). */
+const MAINTAINER_SIGNED =
+  'When the edge has `MAINTAINER_KEYS`, the signed document must carry a valid Ed25519 signature by one of ' +
+  'them (422 `untrusted-signature` otherwise, before anything is stored); blank, it is stored unchecked ' +
+  'and only devices verify it.'
+
 /** Device credentials on reports and prefetch queries (workers/devices/authenticate.ts, ADR 0026). */
 const DEVICE_AUTH =
   'Optional `Authorization: Device <credential>` (POST /v1/devices/enroll): the device id replaces the ' +
@@ -300,6 +306,7 @@ export const ROUTES: RouteSpec[] = [
     path: '/v1/publish/{name}/{version}',
     operationId: 'startPublish',
     summary: 'Stage a publish with its signed manifest (the version stays invisible until its bytes land)',
+    description: MAINTAINER_SIGNED,
     tag: 'publish',
     auth: 'bearer',
     parameters: [nameParam, versionParam],
@@ -418,6 +425,7 @@ export const ROUTES: RouteSpec[] = [
     operationId: 'resignManifest',
     summary:
       "Replace a published version's signed manifest with one re-signed with a new expiry (no other field may change)",
+    description: MAINTAINER_SIGNED,
     tag: 'publish',
     auth: 'bearer',
     parameters: [nameParam, versionParam],
@@ -436,6 +444,7 @@ export const ROUTES: RouteSpec[] = [
     operationId: 'yankVersion',
     summary:
       'Pull a published release: channel heads move to the highest version not yanked, a rollout of it is aborted, agents stop picking it; its bytes stay served. With a signed statement, devices running it move back to the version they ran before',
+    description: MAINTAINER_SIGNED,
     tag: 'publish',
     auth: 'bearer',
     parameters: [nameParam, versionParam],
@@ -451,6 +460,7 @@ export const ROUTES: RouteSpec[] = [
     operationId: 'restoreVersion',
     summary:
       'Restore a yanked release (channel heads recomputed); an optional signed restore makes devices ignore the older yank',
+    description: MAINTAINER_SIGNED,
     tag: 'publish',
     auth: 'bearer',
     parameters: [nameParam, versionParam],

@@ -29,6 +29,7 @@ import {
   stagingKey,
   storeIntoSlot,
 } from '../publish/blob-slot.ts'
+import { assertMaintainerSigned } from '../publish/maintainer-keys.ts'
 import { discardPending, stagePending } from '../publish/pending-manifest.ts'
 import {
   assertPublishable,
@@ -82,6 +83,7 @@ export const publishRouter = new Hono<AppEnv>()
           `the manifest describes ${manifest.name}@${manifest.version}, not ${name}@${version}`,
         )
       }
+      await assertMaintainerSigned(c.env, envelope, `the manifest of ${name}@${version}`)
       if (!MEDIA_TYPE.test(manifest.mediaType)) {
         throw new Problem(
           422,

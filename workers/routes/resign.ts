@@ -8,6 +8,7 @@ import type { AppEnv } from '../app-env.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
+import { assertMaintainerSigned } from '../publish/maintainer-keys.ts'
 import { resignManifest } from '../storage/resign-manifest.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
@@ -26,7 +27,9 @@ export const resignRouter = new Hono<AppEnv>().put(
   valid('json', SignedManifest),
   async (c) => {
     const { name, version } = c.req.valid('param')
-    const result = await resignManifest(c.env.ARTIFACTS, name, version, c.req.valid('json'), new Date())
+    const envelope = c.req.valid('json')
+    await assertMaintainerSigned(c.env, envelope, `the re-signed manifest of ${name}@${version}`)
+    const result = await resignManifest(c.env.ARTIFACTS, name, version, envelope, new Date())
     const body: ManifestResigned = { name, version, ...result }
     return c.json(body)
   },

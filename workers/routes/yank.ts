@@ -8,6 +8,7 @@ import type { AppEnv } from '../app-env.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
+import { assertMaintainerSigned } from '../publish/maintainer-keys.ts'
 import { setYanked } from '../storage/yank.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
@@ -24,6 +25,7 @@ export const yankRouter = new Hono<AppEnv>()
     const { name, version } = c.req.valid('param')
     const body = await readBoundedBody(c.req.raw, MAX_YANK_BODY_BYTES, MAX_YANK_BODY_BYTES)
     const { reason, statement } = parseJsonBody(body, YankRequest)
+    if (statement) await assertMaintainerSigned(c.env, statement, `the yank statement for ${name}@${version}`)
     const note = { at: statement?.signed.at ?? new Date().toISOString(), reason }
     const index = await setYanked(c.env.ARTIFACTS, name, version, note, statement)
     const rolloutsAborted = await abortRolloutsOf(c.env, index, version, `yanked: ${reason}`)
@@ -37,6 +39,8 @@ export const yankRouter = new Hono<AppEnv>()
       ? await readBoundedBody(c.req.raw, MAX_YANK_BODY_BYTES, MAX_YANK_BODY_BYTES)
       : new Uint8Array()
     const { statement } = body.byteLength === 0 ? {} : parseJsonBody(body, RestoreRequest)
+    if (statement)
+      await assertMaintainerSigned(c.env, statement, `the restore statement for ${name}@${version}`)
     const index = await setYanked(c.env.ARTIFACTS, name, version, null, statement)
     log('version restored', name, version)
     return c.json(resultOf(index, version, []))

@@ -10,8 +10,8 @@ import { keys } from './keys.ts'
  * extend them, a version nobody re-released for 90 days became uninstallable for good (a new publish
  * of the same version is refused: versions are immutable). Everything an agent verifies about the
  * bytes — size, sha256, serial, dependencies, deltas, chunk index — must stay identical, so the edge
- * compares the signed fields, not trusting the maintainer's tooling to have kept them. The edge cannot
- * check signatures (it holds no keys); agents do, as for every manifest.
+ * compares the signed fields, not trusting the maintainer's tooling to have kept them. The signature is
+ * checked by the route against MAINTAINER_KEYS when the operator set them, and by agents always.
  *
  * The write is conditional on the stored manifest's etag, so two re-signs racing cannot interleave
  * with each other's read; the loser gets 409 and re-reads.

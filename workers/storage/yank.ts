@@ -17,9 +17,10 @@ import { changeIndex } from './artifact-store.ts'
  * prefetch and rollouts pick. Nothing is deleted: devices that run the version keep being able to fetch
  * its manifest and deltas from it. Written through changeIndex like every index change.
  *
- * A signed `statement` is kept on the entry for agents to verify (the edge holds no trusted keys, so it
- * checks only that the statement says what this request does; ADR 0025); a change without one drops
- * the previous statement, so the index never shows a signed word that contradicts its note.
+ * A signed `statement` is kept on the entry for agents to verify. Here the edge checks that it says
+ * what this request does (ADR 0025); its signature is checked by the route when MAINTAINER_KEYS is set
+ * (ADR 0031). A change without one drops the previous statement, so the index never shows a signed
+ * word that contradicts its note.
  */
 export async function setYanked(
   bucket: R2Bucket,

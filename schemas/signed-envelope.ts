@@ -1,0 +1,72 @@
+/**
+ * What a signature in an envelope (SignedManifest, SignedYankStatement) covers, and how it is checked:
+ * Ed25519 over the canonical JSON of `signed`, keys sorted and no whitespace, so signer and verifier
+ * hash identical bytes whatever the transport did. WebCrypto only (no Node or Workers imports): the
+ * agent verifies every envelope it uses, and the edge checks what maintainers upload against
+ * MAINTAINER_KEYS (workers/publish/maintainer-keys.ts) with this same code.
+ */
+
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value)
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  const entries = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`
+}
+
+/** A signed envelope: the body plus detached signatures over its canonical JSON. */
+export interface Envelope<Body> {
+  signed: Body
+  signatures: Array<{ keyid: string; sig: string }>
+}
+
+/** A public key a verifier accepts: raw 32-byte Ed25519 key (base64) and its keyid. */
+export interface TrustedKey {
+  keyid: string
+  publicKey: string
+}
+
+export const ED25519 = { name: 'Ed25519' } as const
+/** Raw Ed25519 public keys and signatures have exactly these lengths (RFC 8032). */
+export const ED25519_PUBLIC_KEY_BYTES = 32
+const ED25519_SIGNATURE_BYTES = 64
+
+/** A key's id: sha256 (hex) of its raw 32 bytes. */
+export async function keyIdOf(publicRaw: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', publicRaw))
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('')
+}
+
+/** Standard base64 to bytes; null when it is not base64. */
+export function base64Bytes(text: string): Uint8Array<ArrayBuffer> | null {
+  let binary: string
+  try {
+    binary = atob(text)
+  } catch {
+    return null
+  }
+  const bytes = new Uint8Array(binary.length)
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i)
+  return bytes
+}
+
+/**
+ * True if any signature verifies under a trusted key with the same keyid. A malformed key or signature
+ * counts as not verifying: the caller decides what an unsigned document means.
+ */
+export async function verifyEnvelope(
+  envelope: Envelope<unknown>,
+  trusted: ReadonlyArray<TrustedKey>,
+): Promise<boolean> {
+  const message = new TextEncoder().encode(canonicalJson(envelope.signed))
+  for (const signature of envelope.signatures) {
+    const key = trusted.find((k) => k.keyid === signature.keyid)
+    const raw = key ? base64Bytes(key.publicKey) : null
+    const sig = base64Bytes(signature.sig)
+    if (!raw || raw.length !== ED25519_PUBLIC_KEY_BYTES || sig?.length !== ED25519_SIGNATURE_BYTES) continue
+    const publicKey = await crypto.subtle.importKey('raw', raw, ED25519, false, ['verify'])
+    if (await crypto.subtle.verify(ED25519, publicKey, sig, message)) return true
+  }
+  return false
+}

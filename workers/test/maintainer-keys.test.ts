@@ -1,0 +1,191 @@
+/**
+ * MAINTAINER_KEYS (ADR 0031): with the maintainers' public keys configured, the edge refuses manifests,
+ * re-signed manifests and yank statements that none of them signed, so a stolen PUBLISH_TOKEN alone
+ * cannot commit a bogus serial, shorten expiries or store forged statements. Real Ed25519 keys in
+ * workerd; the edge under test is the app with that one binding changed.
+ */
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import type { SignedManifest } from '../../schemas/manifest.ts'
+import { ProblemDetails } from '../../schemas/problem.ts'
+import { canonicalJson, ED25519, type Envelope } from '../../schemas/signed-envelope.ts'
+import type { YankStatement } from '../../schemas/yank-statement.ts'
+import { app } from '../app.ts'
+import { maintainerKeys } from '../publish/maintainer-keys.ts'
+import { auth, bytesOf, envelopeFor, sha256 } from './publish-helpers.ts'
+
+interface TestKey {
+  publicKey: string
+  keyid: string
+  privateKey: CryptoKey
+}
+
+const base64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes))
+
+async function newKey(): Promise<TestKey> {
+  const pair = (await crypto.subtle.generateKey(ED25519, true, ['sign', 'verify'])) as CryptoKeyPair
+  const raw = new Uint8Array((await crypto.subtle.exportKey('raw', pair.publicKey)) as ArrayBuffer)
+  const keyid = await sha256(raw)
+  return { publicKey: base64(raw), keyid, privateKey: pair.privateKey }
+}
+
+async function signedBy<Body>(body: Body, key: TestKey, keyid = key.keyid): Promise<Envelope<Body>> {
+  const message = new TextEncoder().encode(canonicalJson(body))
+  const sig = new Uint8Array(await crypto.subtle.sign(ED25519, key.privateKey, message))
+  return { signed: body, signatures: [{ keyid, sig: base64(sig) }] }
+}
+
+const [alice, bob, mallory] = await Promise.all([newKey(), newKey(), newKey()])
+/** The edge with two maintainers' keys, spaced and wrapped as an operator might paste them. */
+const guarded: Env = { ...env, MAINTAINER_KEYS: `\n ${alice.publicKey}\t${bob.publicKey} \n` }
+
+function send(bindings: Env, method: string, path: string, body?: unknown) {
+  return app.request(
+    path,
+    {
+      method,
+      headers: { ...auth, 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    },
+    bindings,
+  )
+}
+
+async function expectProblem(response: Response, status: number, type: string) {
+  expect(response.status).toBe(status)
+  const problem = ProblemDetails.parse(await response.json())
+  expect(problem.type).toContain(type)
+  return problem
+}
+
+const publishPath = (e: SignedManifest) => `/v1/publish/${e.signed.name}/${e.signed.version}`
+
+/** A manifest signed by `key`, staged and committed on `bindings`. */
+async function published(bindings: Env, name: string, key: TestKey): Promise<SignedManifest> {
+  const body = bytesOf(700, name.length)
+  const envelope = await signedBy((await envelopeFor(name, '1.0.0', body)).signed, key)
+  expect((await send(bindings, 'POST', publishPath(envelope), envelope)).status).toBe(201)
+  const put = await app.request(
+    `${publishPath(envelope)}/blob`,
+    { method: 'PUT', headers: { ...auth, 'content-length': String(body.length) }, body },
+    bindings,
+  )
+  expect(put.status).toBe(201)
+  return envelope
+}
+
+describe('MAINTAINER_KEYS', () => {
+  it('reads whitespace-separated keys with the keyids devices derive, and blank as not configured', async () => {
+    expect(await maintainerKeys(guarded.MAINTAINER_KEYS)).toEqual([
+      { keyid: alice.keyid, publicKey: alice.publicKey },
+      { keyid: bob.keyid, publicKey: bob.publicKey },
+    ])
+    expect(await maintainerKeys(' \n\t ')).toBeNull()
+    expect(await maintainerKeys(undefined)).toBeNull()
+  })
+
+  it('stages only manifests a configured key signed, over exactly the bytes it signed', async () => {
+    const body = bytesOf(500, 7)
+    const manifest = (await envelopeFor('gated', '1.0.0', body)).signed
+
+    const byMallory = await signedBy(manifest, mallory)
+    await expectProblem(
+      await send(guarded, 'POST', publishPath(byMallory), byMallory),
+      422,
+      'untrusted-signature',
+    )
+    // Mallory's signature under Alice's keyid, and a syntactically valid but made-up signature.
+    const borrowed = await signedBy(manifest, mallory, alice.keyid)
+    await expectProblem(
+      await send(guarded, 'POST', publishPath(borrowed), borrowed),
+      422,
+      'untrusted-signature',
+    )
+    const madeUp = await envelopeFor('gated', '1.0.0', body)
+    await expectProblem(await send(guarded, 'POST', publishPath(madeUp), madeUp), 422, 'untrusted-signature')
+    // Alice's signature with the serial raised afterwards: what a stolen token would try, to block
+    // every later publish with a 409.
+    const honest = await signedBy(manifest, alice)
+    const inflated = { ...honest, signed: { ...honest.signed, serial: 2 ** 40 } }
+    await expectProblem(
+      await send(guarded, 'POST', publishPath(inflated), inflated),
+      422,
+      'untrusted-signature',
+    )
+
+    // Nothing of the refused attempts was staged: the honest manifest starts at once, and so does a
+    // version signed by the second key.
+    expect((await send(guarded, 'POST', publishPath(honest), honest)).status).toBe(201)
+    const byBob = await signedBy((await envelopeFor('gated', '1.0.1', body, { serial: 2 })).signed, bob)
+    expect((await send(guarded, 'POST', publishPath(byBob), byBob)).status).toBe(201)
+  })
+
+  it('checks re-signed manifests and yank statements, and leaves unsigned yanks to the token', async () => {
+    const original = await published(guarded, 'resigned-gated', alice)
+    const longer = { ...original.signed, expires: new Date(Date.now() + 30 * 86_400_000).toISOString() }
+    const path = `${publishPath(original)}/manifest`
+    await expectProblem(
+      await send(guarded, 'PUT', path, await signedBy(longer, mallory)),
+      422,
+      'untrusted-signature',
+    )
+    expect((await send(guarded, 'PUT', path, await signedBy(longer, bob))).status).toBe(200)
+
+    const statement: YankStatement = {
+      _type: 'deltaport/yank',
+      name: 'resigned-gated',
+      version: '1.0.0',
+      sha256: await sha256(bytesOf(700, 'resigned-gated'.length)),
+      yanked: true,
+      reason: 'broken',
+      at: new Date().toISOString(),
+      expires: new Date(Date.now() + 86_400_000).toISOString(),
+    }
+    const yankPath = `${publishPath(original)}/yank`
+    const forged = { reason: 'broken', statement: await signedBy(statement, mallory) }
+    await expectProblem(await send(guarded, 'PUT', yankPath, forged), 422, 'untrusted-signature')
+    const signed = await send(guarded, 'PUT', yankPath, {
+      reason: 'broken',
+      statement: await signedBy(statement, alice),
+    })
+    expect(signed.status).toBe(200)
+    expect(await signed.json()).toMatchObject({ signed: true })
+
+    const restore = {
+      ...statement,
+      yanked: false,
+      reason: null,
+      at: new Date(Date.now() + 1000).toISOString(),
+    }
+    await expectProblem(
+      await send(guarded, 'DELETE', yankPath, { statement: await signedBy(restore, mallory) }),
+      422,
+      'untrusted-signature',
+    )
+    // An unsigned yank moves channels but no device (ADR 0025); it stays a PUBLISH_TOKEN operation.
+    expect((await send(guarded, 'DELETE', yankPath)).status).toBe(200)
+    expect((await send(guarded, 'PUT', yankPath, { reason: 'still broken' })).status).toBe(200)
+  })
+
+  it('accepts any signature when blank, and refuses every publish when malformed', async () => {
+    const blank = await envelopeFor('unchecked', '1.0.0', bytesOf(10))
+    expect((await send({ ...env, MAINTAINER_KEYS: '  ' }, 'POST', publishPath(blank), blank)).status).toBe(
+      201,
+    )
+
+    const manifest = await signedBy((await envelopeFor('misconfigured', '1.0.0', bytesOf(10))).signed, alice)
+    for (const broken of [
+      `${alice.publicKey} not-base64!`,
+      btoa('sixteen bytes ..'),
+      `${alice.publicKey}=`,
+    ]) {
+      const problem = await expectProblem(
+        await send({ ...env, MAINTAINER_KEYS: broken }, 'POST', publishPath(manifest), manifest),
+        500,
+        'internal',
+      )
+      expect(problem.detail).toContain('MAINTAINER_KEYS')
+    }
+    expect((await send(guarded, 'POST', publishPath(manifest), manifest)).status).toBe(201)
+  })
+})
