@@ -124,7 +124,9 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       )
     })
 
-  const installAction = async (spec: string, options: InstallOptions) => {
+  /** `options.channel`: the channel a rollout chose `options.to` for (its manifest must list it). */
+  const installAction = async (spec: string, options: InstallOptions & { channel?: string }) => {
+    const channel = options.channel
     const config = await loadConfig(program.opts<GlobalOptions>().config)
     const { name, target } = parseSpec(spec, options.to)
     const out = reporter()
@@ -132,6 +134,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     const result = await installArtifact(config, {
       name,
       ...(target ? { target } : {}),
+      ...(channel ? { channel } : {}),
       allowDowngrade: options.allowDowngrade ?? false,
       allowYanked: options.allowYanked ?? false,
       fullOnly: options.full ?? false,
@@ -209,7 +212,8 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       }
       reporter().info(gate.message)
       await installWithinRollout(config, name, gate, () =>
-        installAction(name, { ...options, to: gate.version }),
+        // The channel asked about, not the one the edge's answer names.
+        installAction(name, { ...options, to: gate.version, channel: target ?? config.channel }),
       )
     })
 

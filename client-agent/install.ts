@@ -25,6 +25,11 @@ export interface InstallRequest {
   name: string
   /** A version, a channel name, or nothing for the configured channel. */
   target?: string
+  /**
+   * The channel a version `target` was chosen for (a rollout names the version of a channel); a channel
+   * `target` is its own. The version's signed manifest must list it (see assertSignedForChannel).
+   */
+  channel?: string
   allowDowngrade?: boolean
   /** Install a version its maintainer yanked (`--allow-yanked`); only a pinned version can be one. */
   allowYanked?: boolean
@@ -139,6 +144,8 @@ async function installLocked(
       allowDowngrade: (request.allowDowngrade ?? false) || retreat !== null,
     },
   )
+  const channel = request.channel ?? (isVersionTarget(target) || target === 'latest' ? undefined : target)
+  if (channel !== undefined) assertSignedForChannel(manifest, channel)
   const resolving = request.resolving ?? []
   // A dependency install was chosen against every dependent already (dependencies.ts).
   if (version !== state.current && resolving.length === 0 && !request.ignoreDependents) {
@@ -327,6 +334,20 @@ export async function planCheaperUpdate(
         }
       : {}),
   })
+}
+
+/**
+ * Channel heads and rollout versions come from the edge unsigned; which channels a version was
+ * released to is in its signed manifest. Without this check an edge could point `stable` at a version
+ * signed for `beta` only (TUF's mix-and-match), and every device following `stable` would take it.
+ */
+function assertSignedForChannel(manifest: ArtifactManifest, channel: string): void {
+  if (manifest.channels.includes(channel)) return
+  const listed = manifest.channels.length > 0 ? manifest.channels.join(', ') : 'none'
+  throw new AgentError(
+    'untrusted-manifest',
+    `${manifest.name}@${manifest.version} was not signed for channel "${channel}" (its manifest lists: ${listed}); the edge pointed the channel at it`,
+  )
 }
 
 /** A target that names a version (anything else is a channel). */

@@ -57,7 +57,7 @@ export class EdgeChannelSource implements UpdateSource {
     const admitted = head ? await this.gate.admit(this.name, this.channel, head) : null
     const installed = await installArtifact(this.config, {
       name: this.name,
-      ...(admitted ? { target: admitted } : {}),
+      ...(admitted ? { target: admitted, channel: this.channel } : {}),
       ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
     })
     return { version: installed.version, artifactPath: this.store.blobPath(installed.version) }
@@ -101,7 +101,8 @@ export class EdgeChannelSource implements UpdateSource {
     try {
       return await installArtifact(this.config, {
         name: this.name,
-        ...(target ? { target } : {}),
+        // A version the rollout gate chose for this channel: its manifest must list the channel.
+        ...(target ? { target, channel: this.channel } : {}),
         // Another process (a manual `deltaport update`) is changing the artifact: this poll does not wait
         // for it; the next one finds its result installed and swaps to it.
         lockWaitMs: 0,

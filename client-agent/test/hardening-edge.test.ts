@@ -102,6 +102,10 @@ interface Case {
   message?: RegExp
   /** Start with the first 1000 bytes already downloaded (a resume). */
   seedPartial?: boolean
+  /** The channel a version target was chosen for (as a rollout's version is). */
+  channel?: string
+  /** For `nothing-to-do` (an honest answer): the version installed, 1.0.0 unless said. */
+  installs?: string
 }
 
 const index = (channels: Record<string, string>): ArtifactIndex => ({
@@ -110,6 +114,16 @@ const index = (channels: Record<string, string>): ArtifactIndex => ({
   versions: [],
   channels,
 })
+
+/** An index whose `stable` and `beta` both point at 2.0.0, a build signed for `beta` only. */
+const bothChannelsOnBetaBuild: Case['routes'] = async (signed) => {
+  const beta = await signed(manifestOf('2.0.0', { channels: ['beta'], serial: 2 }))
+  return {
+    '/v1/artifacts/app': (_q, s) => json(s, index({ stable: '2.0.0', beta: '2.0.0' })),
+    '/v1/artifacts/app/2.0.0/manifest': (_q, s) => json(s, beta),
+    '/v1/artifacts/app/2.0.0/blob': honestBlob,
+  }
+}
 
 const cases: Case[] = [
   {
@@ -121,6 +135,13 @@ const cases: Case[] = [
     },
     code: 'untrusted-manifest',
     message: /asked for app@2.0.0/,
+  },
+  {
+    label: 'mix-and-match: a channel pointed at a version signed for another channel only',
+    target: 'stable',
+    routes: bothChannelsOnBetaBuild,
+    code: 'untrusted-manifest',
+    message: /app@2\.0\.0 was not signed for channel "stable" \(its manifest lists: beta\)/,
   },
   {
     label: 'arbitrary software: signed by a key the device does not trust',
@@ -261,6 +282,27 @@ const cases: Case[] = [
     },
     code: 'nothing-to-do',
   },
+  {
+    label: "mix-and-match: a rollout's version for a channel its manifest does not list",
+    target: '2.0.0',
+    channel: 'stable',
+    routes: async (signed) => {
+      const beta = await signed(manifestOf('2.0.0', { channels: ['beta'], serial: 2 }))
+      return {
+        '/v1/artifacts/app/2.0.0/manifest': (_q, s) => json(s, beta),
+        '/v1/artifacts/app/2.0.0/blob': honestBlob,
+      }
+    },
+    code: 'untrusted-manifest',
+    message: /not signed for channel "stable"/,
+  },
+  {
+    label: 'sanity: a channel head whose manifest lists the channel installs',
+    target: 'beta',
+    installs: '2.0.0',
+    routes: bothChannelsOnBetaBuild,
+    code: 'nothing-to-do',
+  },
 ]
 
 describe('the agent against a hostile edge', () => {
@@ -285,6 +327,7 @@ describe('the agent against a hostile edge', () => {
       const outcome = await installArtifact(config, {
         name: 'app',
         target: testCase.target,
+        ...(testCase.channel ? { channel: testCase.channel } : {}),
         fullOnly: true,
       }).then(
         (result) => result,
@@ -293,8 +336,9 @@ describe('the agent against a hostile edge', () => {
       expect(Date.now() - started, 'bounded time').toBeLessThan(20_000)
       const store = new ArtifactStore(installRoot, 'app')
       if (testCase.code === 'nothing-to-do') {
-        expect(outcome).toMatchObject({ version: '1.0.0', method: 'full' })
-        expect(await store.installedVersions()).toEqual(['1.0.0'])
+        const version = testCase.installs ?? '1.0.0'
+        expect(outcome).toMatchObject({ version, method: 'full' })
+        expect(await store.installedVersions()).toEqual([version])
         return
       }
       expect(outcome, String(outcome)).toBeInstanceOf(AgentError)

@@ -97,15 +97,23 @@ export const rolloutsRouter = new Hono<AppEnv>()
     }
     const published = await requirePublished(c.env.ARTIFACTS, params.name, spec.version)
     // A channel no device can follow (a typo like "stabel") would run and "complete" unseen.
+    const signedFor = published.envelope.signed.channels
     const channels = new Set([
       ...Object.keys((await readIndex(c.env.ARTIFACTS, params.name))?.index.channels ?? {}),
-      ...published.envelope.signed.channels,
+      ...signedFor,
     ])
     if (!channels.has(params.channel))
       throw new Problem(
         422,
         'unprocessable',
         `${params.name} has no channel "${params.channel}" (channels: ${[...channels].sort().join(', ') || 'none'})`,
+      )
+    // Agents refuse a channel's version whose signed manifest does not list the channel (mix-and-match).
+    if (!signedFor.includes(params.channel))
+      throw new Problem(
+        422,
+        'unprocessable',
+        `${params.name}@${spec.version} was not published to channel "${params.channel}" (its signed manifest lists: ${signedFor.join(', ') || 'none'}); devices would refuse it`,
       )
     const status = unwrap(await coordinator(c, params).start({ ...params, spec }))
     return c.json(status, 201)

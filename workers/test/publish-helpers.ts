@@ -65,8 +65,14 @@ export async function startPublish(envelope: SignedManifest): Promise<Response> 
   })
 }
 
-export async function publishSingle(name: string, version: string, body: Uint8Array, serial = 1) {
-  const envelope = await envelopeFor(name, version, body, { serial })
+export async function publishSingle(
+  name: string,
+  version: string,
+  body: Uint8Array,
+  serial = 1,
+  overrides: Partial<ArtifactManifest> = {},
+) {
+  const envelope = await envelopeFor(name, version, body, { serial, ...overrides })
   const started = await startPublish(envelope)
   if (started.status !== 201) throw new Error(`start failed: ${started.status} ${await started.text()}`)
   const put = await call(`/v1/publish/${encodeURIComponent(name)}/${version}/blob`, {

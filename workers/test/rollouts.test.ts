@@ -62,6 +62,17 @@ describe('/v1/rollouts validation', () => {
     expect((await startRollout('ro-chan', ONE_STAGE, 'stable')).status).toBe(201)
   })
 
+  it('refuses a version on a channel its signed manifest does not list (devices would refuse it)', async () => {
+    await publishSingle('ro-signed', '1.0.0', bytesOf(40, 10))
+    await publishSingle('ro-signed', '1.1.0', bytesOf(40, 11), 2, { channels: ['beta'] })
+    const spec = { ...ONE_STAGE, version: '1.1.0' }
+    const unsigned = await expectProblem(await startRollout('ro-signed', spec, 'stable'), 422)
+    expect(unsigned.detail).toBe(
+      'ro-signed@1.1.0 was not published to channel "stable" (its signed manifest lists: beta); devices would refuse it',
+    )
+    expect((await startRollout('ro-signed', spec, 'beta')).status).toBe(201)
+  })
+
   it('refuses hostile specs, params, queries and outcomes as 4xx problem+json', async () => {
     await publishSingle('ro-valid', '1.0.0', bytesOf(50, 7))
     const bad = [
