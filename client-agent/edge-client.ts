@@ -3,6 +3,7 @@ import { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { SignedManifest } from '../schemas/manifest.ts'
 import { AgentError } from './errors.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
+import type { ReadBodyOptions } from './transfer/read-body.ts'
 import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
 
 /** Names travel as one URL segment (`@scope%2Fname`), like the npm registry. */
@@ -15,13 +16,17 @@ export function artifactPath(name: string, version?: string): string {
 export class EdgeClient {
   readonly baseUrl: string
   private readonly fetchImpl: typeof fetch
-  /** Silence (ms) after which a JSON answer counts as stalled; readBody's default when unset. */
-  private readonly stallMs: number | undefined
+  /** How JSON answers may stall or trickle before they fail (readBody's defaults for what is unset). */
+  private readonly readOptions: Pick<ReadBodyOptions, 'stallMs' | 'minRate'>
 
-  constructor(baseUrl: string, fetchImpl: typeof fetch = fetch, options: { stallMs?: number } = {}) {
+  constructor(
+    baseUrl: string,
+    fetchImpl: typeof fetch = fetch,
+    options: Pick<ReadBodyOptions, 'stallMs' | 'minRate'> = {},
+  ) {
     this.baseUrl = baseUrl.replace(/\/+$/, '')
     this.fetchImpl = fetchImpl
-    this.stallMs = options.stallMs
+    this.readOptions = options
   }
 
   url(path: string): string {
@@ -78,8 +83,8 @@ export class EdgeClient {
     return parsed.data
   }
 
-  private jsonOptions(): { stallMs?: number } {
-    return this.stallMs === undefined ? {} : { stallMs: this.stallMs }
+  private jsonOptions(): Pick<ReadBodyOptions, 'stallMs' | 'minRate'> {
+    return this.readOptions
   }
 
   blobUrl(name: string, version: string): string {

@@ -555,6 +555,31 @@ describe('the agent against a hostile edge', () => {
     }
   })
 
+  it('slow retrieval: a manifest answer that trickles a byte at a time ends in a network error', async () => {
+    let trickling: ReturnType<typeof setInterval> | undefined
+    handler = (_req, res) => {
+      // Not kept alive: the next test must not get this socket, which the agent gave up on.
+      res.writeHead(200, { 'content-type': 'application/json', connection: 'close' })
+      res.write('{"signed":')
+      // Never silent long enough for the stall timer: a space every 20 ms, forever.
+      trickling = setInterval(() => res.write(' '), 20)
+      res.on('close', () => clearInterval(trickling))
+    }
+    const edge = new EdgeClient(baseUrl, fetch, { minRate: { bytesPerSecond: 1024, windowMs: 400 } })
+    const started = Date.now()
+    const error = await edge.manifest('app', '1.0.0').then(
+      () => null,
+      (e: unknown) => e,
+    )
+    clearInterval(trickling)
+    expect(error).toBeInstanceOf(AgentError)
+    expect((error as AgentError).code).toBe('network')
+    expect((error as AgentError).details.slow).toBe(true)
+    expect(Date.now() - started).toBeLessThan(5000)
+    // No closeAllConnections(): the agent dropped this socket itself, and closing the idle sockets
+    // undici keeps would fail the next test's first fetch.
+  })
+
   it('slow retrieval: a manifest answer that stalls ends in a network error, not a hang', async () => {
     handler = (_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' })

@@ -26,21 +26,24 @@ export interface LocalEdge {
 export async function startLocalEdge(vars: Record<string, string> = {}): Promise<LocalEdge> {
   // Miniflare otherwise downloads a Request.cf sample from the internet at start-up; nothing may.
   process.env.CLOUDFLARE_CF_FETCH_ENABLED = 'false'
+  const secrets: Record<string, string> = {
+    PUBLISH_TOKEN: TEST_TOKEN,
+    OPERATOR_TOKEN: TEST_OPERATOR_TOKEN,
+    // Mid-rotation, as an operator would run it: the signing key, then a retired one still verified.
+    DEVICE_TOKEN_SECRET: `${LOCAL_EDGE_DEVICE_SECRET} ${LOCAL_EDGE_RETIRED_DEVICE_SECRET}`,
+    // Blank: the edge stores envelopes unchecked, so tests can publish what a device must refuse
+    // (unknown keys, tampered fields). maintainer-keys.test.ts passes keys through `vars`.
+    MAINTAINER_KEYS: '',
+  }
   const worker = await unstable_startWorker({
     config: 'wrangler.toml',
     bindings: {
-      PUBLISH_TOKEN: { type: 'secret_text', value: TEST_TOKEN },
-      OPERATOR_TOKEN: { type: 'secret_text', value: TEST_OPERATOR_TOKEN },
-      // Mid-rotation, as an operator would run it: the signing key, then a retired one still verified.
-      DEVICE_TOKEN_SECRET: {
-        type: 'secret_text',
-        value: `${LOCAL_EDGE_DEVICE_SECRET} ${LOCAL_EDGE_RETIRED_DEVICE_SECRET}`,
-      },
-      // Blank: the edge stores envelopes unchecked, so tests can publish what a device must refuse
-      // (unknown keys, tampered fields). maintainer-keys.test.ts passes keys through `vars`.
-      MAINTAINER_KEYS: { type: 'secret_text', value: '' },
       ...Object.fromEntries(
-        Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]),
+        Object.entries({ ...secrets, ...vars }).map(([k, value]) => [
+          k,
+          // An override of a secret stays a secret, so wrangler does not report it missing.
+          { type: k in secrets ? ('secret_text' as const) : ('plain_text' as const), value },
+        ]),
       ),
     },
     dev: { server: { hostname: '127.0.0.1', port: 0 }, inspector: false, persist: false, logLevel: 'warn' },

@@ -1,19 +1,48 @@
 import { AgentError } from '../errors.ts'
 
 /**
- * Reads a response body chunk by chunk, racing every read against the abort signal and a stall timer.
- * Aborting a fetch does not reliably wake a read already waiting on its body, and a silent connection
- * would otherwise wait forever; both become errors here, and the body is cancelled.
+ * The slowest a body may keep arriving. Judged on the time spent waiting for the sender only: what
+ * the caller spends in `onChunk` (disk writes, the agent's own bandwidth cap) is not the sender's.
+ */
+export interface MinimumRate {
+  /** 0 turns the check off. */
+  bytesPerSecond: number
+  /** How much waiting each judgement covers; the first comes only after this much. */
+  windowMs: number
+}
+
+/**
+ * 1 KiB/s over each minute of waiting. Below a congested mobile link (GPRS moves several KB/s), far
+ * above a trickle of a byte every few seconds, which the stall timer alone never catches (TUF's slow
+ * retrieval). A real link that dips below it loses nothing: downloads resume and delta ranges retry.
+ */
+export const DEFAULT_MIN_RATE: MinimumRate = { bytesPerSecond: 1024, windowMs: 60_000 }
+
+/** Options every body read takes; `stallMs` and `minRate` default to 30 s of silence and DEFAULT_MIN_RATE. */
+export interface ReadBodyOptions {
+  signal?: AbortSignal
+  stallMs?: number
+  minRate?: MinimumRate
+}
+
+/**
+ * Reads a response body chunk by chunk, racing every read against the abort signal and a stall timer,
+ * and ending a body that keeps arriving slower than `minRate`. Aborting a fetch does not reliably wake
+ * a read already waiting on its body, and a silent or trickling connection would otherwise hold the
+ * agent forever; all of these become errors here, and the body is cancelled.
  */
 export async function readBody(
   response: Response,
   onChunk: (chunk: Uint8Array) => Promise<void> | void,
-  options: { signal?: AbortSignal; stallMs?: number } = {},
+  options: ReadBodyOptions = {},
 ): Promise<number> {
   if (!response.body) throw new AgentError('network', 'the response has no body')
   const reader = response.body.getReader()
   const stallMs = options.stallMs ?? 30_000
+  const minRate = options.minRate ?? DEFAULT_MIN_RATE
   let total = 0
+  let waitedMs = 0
+  let waitedBytes = 0
   let timer: ReturnType<typeof setTimeout> | undefined
   let onAbort: (() => void) | undefined
   const interrupted = new Promise<never>((_, reject) => {
@@ -30,9 +59,24 @@ export async function readBody(
     })
   try {
     for (;;) {
+      const asked = performance.now()
       const { done, value } = await Promise.race([reader.read(), interrupted, stalled()])
       clearTimeout(timer)
       if (done) return total
+      waitedMs += performance.now() - asked
+      waitedBytes += value.length
+      if (minRate.bytesPerSecond > 0 && waitedMs >= minRate.windowMs) {
+        const rate = (waitedBytes * 1000) / waitedMs
+        if (rate < minRate.bytesPerSecond) {
+          throw new AgentError(
+            'network',
+            `the body arrived at ${rate.toFixed(1)} B/s over ${Math.round(waitedMs)} ms of waiting, below the minimum of ${minRate.bytesPerSecond} B/s`,
+            { slow: true },
+          )
+        }
+        waitedMs = 0
+        waitedBytes = 0
+      }
       total += value.length
       await onChunk(value)
     }

@@ -1,5 +1,5 @@
 import { AgentError, type AgentErrorCode } from '../errors.ts'
-import { readBody } from './read-body.ts'
+import { type ReadBodyOptions, readBody } from './read-body.ts'
 
 /** Caps on JSON answers from the edge: a hostile or broken edge cannot make the agent buffer more. */
 export const JSON_LIMITS = {
@@ -12,10 +12,8 @@ export const JSON_LIMITS = {
   error: 16 * 1024,
 } as const
 
-export interface ReadJsonOptions {
-  signal?: AbortSignal
-  /** Milliseconds without a byte before giving up (slow-retrieval defence); readBody's default if unset. */
-  stallMs?: number
+/** readBody's stall timer and minimum rate (slow-retrieval defence) apply; their defaults when unset. */
+export interface ReadJsonOptions extends ReadBodyOptions {
   /** The error code for a body that is too large or not JSON (default `edge-rejected`). */
   code?: AgentErrorCode
 }
@@ -51,7 +49,7 @@ class CapReached extends Error {}
 export async function readTextBounded(
   response: Response,
   maxBytes: number,
-  options: Pick<ReadJsonOptions, 'signal' | 'stallMs'> = {},
+  options: ReadBodyOptions = {},
 ): Promise<{ text: string; truncated: boolean }> {
   const parts: Uint8Array[] = []
   let total = 0
@@ -67,6 +65,7 @@ export async function readTextBounded(
       {
         ...(options.signal ? { signal: options.signal } : {}),
         ...(options.stallMs !== undefined ? { stallMs: options.stallMs } : {}),
+        ...(options.minRate ? { minRate: options.minRate } : {}),
       },
     )
   } catch (error) {
