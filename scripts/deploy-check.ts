@@ -3,9 +3,10 @@
  * environment (dev, staging, production):
  *
  * 1. Binding parity, through wrangler's own config reader: R2 buckets, KV namespaces, Durable Objects,
- *    vars and required secrets are not inherited by wrangler environments, so a binding added at the top
- *    level but forgotten in an env deploys fine and fails at runtime there. Each env must bind every name
- *    the top level binds (to its own resources: bucket names, KV ids and worker names must differ).
+ *    rate limits, vars and required secrets are not inherited by wrangler environments, so a binding
+ *    added at the top level but forgotten in an env deploys fine and fails at runtime there. Each env
+ *    must bind every name the top level binds (to its own resources: bucket names, KV ids, rate limit
+ *    namespaces and worker names must differ).
  * 2. `wrangler deploy --dry-run --env <e> --outdir <tmp>`: bundles the worker and validates the config
  *    for that target without an account.
  *
@@ -29,6 +30,7 @@ interface Bindings {
   r2: Map<string, string>
   kv: Map<string, string>
   durableObjects: Map<string, string>
+  rateLimits: Map<string, string>
   vars: Set<string>
   secrets: Set<string>
 }
@@ -40,6 +42,7 @@ function readBindings(configPath: string, env?: string): Bindings {
     r2: new Map(c.r2_buckets.map((b) => [b.binding, b.bucket_name ?? ''])),
     kv: new Map(c.kv_namespaces.map((n) => [n.binding, n.id ?? ''])),
     durableObjects: new Map(c.durable_objects.bindings.map((d) => [d.name, d.class_name])),
+    rateLimits: new Map(c.ratelimits.map((r) => [r.name, r.namespace_id])),
     vars: new Set(Object.keys(c.vars)),
     secrets: new Set(c.secrets?.required ?? []),
   }
@@ -52,6 +55,7 @@ export function bindingProblems(configPath: string, envs: readonly string[] = DE
   const seen = {
     r2: new Map<string, string>(),
     kv: new Map<string, string>(),
+    rateLimit: new Map<string, string>(),
     worker: new Map<string, string>(),
   }
   for (const env of envs) {
@@ -62,6 +66,7 @@ export function bindingProblems(configPath: string, envs: readonly string[] = DE
     missing('R2 binding', top.r2.keys(), b.r2)
     missing('KV binding', top.kv.keys(), b.kv)
     missing('Durable Object binding', top.durableObjects.keys(), b.durableObjects)
+    missing('rate limit binding', top.rateLimits.keys(), b.rateLimits)
     missing('var', top.vars, b.vars)
     missing('required secret', top.secrets, b.secrets)
     for (const [name, cls] of b.durableObjects) {
@@ -76,6 +81,7 @@ export function bindingProblems(configPath: string, envs: readonly string[] = DE
     }
     for (const bucket of new Set(b.r2.values())) unique('r2', bucket, 'bucket')
     for (const id of new Set(b.kv.values())) unique('kv', id, 'KV namespace')
+    for (const id of new Set(b.rateLimits.values())) unique('rateLimit', id, 'rate limit namespace')
     unique('worker', b.worker, 'worker name')
   }
   return problems

@@ -11,6 +11,7 @@ export const ResolvedWranglerConfig = z.object({
   r2_buckets: z.array(z.object({ binding: z.string(), bucket_name: z.string().optional() })),
   kv_namespaces: z.array(z.object({ binding: z.string(), id: z.string().optional() })),
   durable_objects: z.object({ bindings: z.array(z.object({ name: z.string(), class_name: z.string() })) }),
+  ratelimits: z.array(z.object({ name: z.string(), namespace_id: z.string() })).default([]),
   vars: z.record(z.string(), z.unknown()),
   secrets: z.object({ required: z.array(z.string()).optional() }).optional(),
 })

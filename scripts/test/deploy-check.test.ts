@@ -67,6 +67,24 @@ describe('deploy:check binding parity', () => {
     expect(problems).toContain('env production: required secret OPERATOR_TOKEN is missing')
   })
 
+  it('checks rate limit bindings: present in every environment, each on its own namespace', async () => {
+    const missing = await variant('no-ratelimit', (t) =>
+      t.replace(/\[\[env\.staging\.ratelimits\]\][^[]+/, ''),
+    )
+    expect(bindingProblems(missing)).toEqual([
+      'env staging: rate limit binding ENROLL_RATE_LIMITER is missing',
+    ])
+    const shared = await variant('shared-ratelimit', (t) =>
+      t.replace(
+        /(\[\[env\.production\.ratelimits\]\]\nname = "ENROLL_RATE_LIMITER"\nnamespace_id = )"\d+"/,
+        '$1"1002"',
+      ),
+    )
+    expect(bindingProblems(shared)).toEqual([
+      'env production: rate limit namespace 1002 is also used by env dev',
+    ])
+  })
+
   it('exits 1 from the command line when parity fails, 0 when it holds', async () => {
     const script = join(ROOT, 'scripts', 'deploy-check.ts')
     const good = await exec(process.execPath, [script, '--skip-bundle'], { cwd: ROOT })

@@ -703,7 +703,8 @@ function deviceRoutes(): RouteSpec[] {
       operationId: 'enrollDevice',
       summary: 'Trade an enrollment code for a device credential',
       description:
-        "Public; rate-limited per code (429 with Retry-After) and bounded by the code's maxDevices (409). " +
+        'Public; rate-limited per client address (30 a minute, checked first) and per code (429 with ' +
+        "Retry-After), and bounded by the code's maxDevices (409). " +
         'An unknown, revoked or expired code is a 403. With `credential` (the previous one, even expired) ' +
         'the same device id is renewed without using a slot; a revoked device is refused (403), not ' +
         'enrolled afresh.',

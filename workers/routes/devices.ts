@@ -24,7 +24,7 @@ import {
   verifyCredential,
 } from '../devices/credential.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
-import { Problem } from '../http/problem.ts'
+import { Problem, rateLimited } from '../http/problem.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
 
 /** Enrollment bodies are a few hundred bytes. */
@@ -69,6 +69,20 @@ async function jsonBody<Schema extends z.ZodType>(
     await readBoundedBody(c.req.raw, MAX_DEVICES_BODY_BYTES, MAX_DEVICES_BODY_BYTES),
     schema,
   )
+}
+
+/**
+ * Every enrollment, with a real code or a guessed one, is a call on the one global DeviceRegistry, and
+ * the per-code limit does not bind someone who varies the code. So enrollments are also limited per
+ * client address (ENROLL_RATE_LIMITER in wrangler.toml: 30 a minute per Cloudflare location), before
+ * the body is read. Renewals count too: a fleet behind one NAT renews each device once per credential
+ * lifetime, far below it; a batch provisioned at once retries after the Retry-After.
+ */
+async function limitEnrollmentsPerAddress(c: Context<AppEnv>): Promise<void> {
+  // Set by Cloudflare on every request and not forgeable by the client; absent only in local tests.
+  const address = c.req.header('cf-connecting-ip') ?? 'unknown'
+  const { success } = await c.env.ENROLL_RATE_LIMITER.limit({ key: address })
+  if (!success) throw rateLimited('too many enrollments from this address; retry in a minute', 60)
 }
 
 function tokenSecret(env: Env): string {
@@ -122,6 +136,7 @@ export const devicesRouter = new Hono<AppEnv>()
     },
   )
   .post('/enroll', async (c) => {
+    await limitEnrollmentsPerAddress(c)
     const request = await jsonBody(c, EnrollRequest)
     const secret = tokenSecret(c.env)
     // Renewal needs proof the device was enrolled: a credential this edge signed (expired is fine).

@@ -53,8 +53,14 @@ async function createCode(body: Record<string, unknown>): Promise<EnrollmentCode
   return EnrollmentCodeCreated.parse(await res.json())
 }
 
-function enroll(body: Record<string, unknown>): Promise<Response> {
-  return call('/v1/devices/enroll', { method: 'POST', headers: json, body: JSON.stringify(body) })
+let devicesSeen = 0
+/** Each enrollment comes from its own address, as devices do, unless the test names one. */
+function enroll(body: Record<string, unknown>, address = `2001:db8::${(++devicesSeen).toString(16)}`) {
+  return call('/v1/devices/enroll', {
+    method: 'POST',
+    headers: { ...json, 'cf-connecting-ip': address },
+    body: JSON.stringify(body),
+  })
 }
 
 async function enrolled(code: string, extra: Record<string, unknown> = {}): Promise<DeviceEnrollment> {
@@ -241,6 +247,26 @@ describe('POST /v1/devices/enroll', () => {
     // Another code is not affected.
     const other = await createCode({ label: 'burst-other', maxDevices: 1 })
     expect((await enroll({ code: other.code })).status).toBe(201)
+  })
+
+  it('is rate-limited per address before the registry is asked, whatever the code', async () => {
+    const { code } = await createCode({ label: 'per-address', maxDevices: 5 })
+    const guesser = '203.0.113.7'
+    const statuses: number[] = []
+    for (let i = 0; i < 31; i++) {
+      const res = await enroll({ code: `dpe1_${i.toString().padStart(32, 'G')}` }, guesser)
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    // 30 guesses are refused by the registry; the 31st never reaches it.
+    expect(statuses.slice(0, 30).every((s) => s === 403)).toBe(true)
+    const limited = await enroll({ code }, guesser)
+    const problem = await expectProblem(limited, 429, 'too-many-requests')
+    expect(problem.detail).toContain('this address')
+    expect(limited.headers.get('retry-after')).toBe('60')
+    expect(statuses.at(-1)).toBe(429)
+    // A device elsewhere enrolls with the same code.
+    expect((await enroll({ code }, '203.0.113.8')).status).toBe(201)
   })
 })
 
