@@ -20,6 +20,7 @@ import { buildDeltasFromPrevious, deltasFromLastN } from './publish-deltas.ts'
 import { installWithinRollout, rollbackAndReport, rolloutGate } from './rollout/update-gate.ts'
 import { generateKeyPair } from './signing.ts'
 import { ArtifactStore } from './store.ts'
+import { uninstallArtifact } from './uninstall.ts'
 import { agentVersion, isVersionRequest } from './version.ts'
 
 interface GlobalOptions {
@@ -245,6 +246,33 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     })
 
   program
+    .command('uninstall <name>')
+    .description(
+      'remove an artifact from this device (refused while others depend on it or a service runs it)',
+    )
+    .option('--with-dependencies', 'also remove its dependencies that nothing else installed needs')
+    .option(...IGNORE_DEPENDENTS_OPTION_UNINSTALL)
+    .option(...WAIT_OPTION)
+    .action(
+      async (
+        name: string,
+        options: { withDependencies?: boolean; ignoreDependents?: boolean; wait?: number },
+      ) => {
+        const config = await loadConfig(program.opts<GlobalOptions>().config)
+        const out = reporter()
+        const result = await uninstallArtifact(config, {
+          name: parseWith(ArtifactName)(name),
+          withDependencies: options.withDependencies ?? false,
+          ignoreDependents: options.ignoreDependents ?? false,
+          ...lockWait(options.wait, out),
+        })
+        for (const kept of result.kept) out.info(`kept ${kept.name}: ${kept.reason}`)
+        const removed = result.removed.map((r) => `${r.name} [${r.versions.join(', ')}]`).join(', ')
+        out.result(`uninstalled ${removed}`, { uninstall: result })
+      },
+    )
+
+  program
     .command('status <name>')
     .description('show installed versions of an artifact')
     .action(async (name: string) => {
@@ -284,6 +312,11 @@ interface InstallOptions {
   ignoreDependents?: boolean
   wait?: number
 }
+
+const IGNORE_DEPENDENTS_OPTION_UNINSTALL = [
+  '--ignore-dependents',
+  'remove it even though installed artifacts depend on it',
+] as const
 
 const IGNORE_DEPENDENTS_OPTION = [
   '--ignore-dependents',

@@ -445,7 +445,7 @@ export async function rollbackArtifact(
   })
 }
 
-function lockWaitOf(request: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'>): LockWait {
+export function lockWaitOf(request: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'>): LockWait {
   return {
     timeoutMs: request.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS,
     ...(request.signal ? { signal: request.signal } : {}),

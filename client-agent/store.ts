@@ -202,6 +202,34 @@ export class ArtifactStore {
     return doomed
   }
 
+  /**
+   * Removes every installed version and download in progress. state.json stays with no current version
+   * but its serial high-water mark and yank records: a reinstall must not accept a manifest older than
+   * this device already saw. Order for crashes: state.json first (while the link still names the
+   * version, the link wins and the artifact is still installed), then the link, then each version
+   * folder renamed aside and deleted, so no link ever names a half-deleted version. Call with the
+   * artifact's lock held. Returns the versions removed.
+   */
+  async uninstall(): Promise<string[]> {
+    const before = await this.state()
+    await writeFileAtomic(
+      join(this.dir, 'state.json'),
+      JSON.stringify({ ...before, current: null, previous: null } satisfies StoreState),
+    )
+    await rm(this.currentLink, { force: true })
+    await fsyncDir(this.dir)
+    const removed = await this.installedVersions()
+    for (const version of removed) {
+      const aside = tempPathFor(this.versionDir(version))
+      await rename(this.versionDir(version), aside)
+      await rm(aside, { recursive: true, force: true })
+    }
+    await rm(join(this.dir, 'versions'), { recursive: true, force: true })
+    await rm(join(this.dir, 'partial'), { recursive: true, force: true })
+    await fsyncDir(this.dir)
+    return removed
+  }
+
   /** The highest serial among installed manifests that still parse (0 for an empty store). */
   private async highestInstalledSerial(): Promise<number> {
     let highest = 0

@@ -45,6 +45,28 @@ export class RunFiles {
     )
   }
 
+  /**
+   * The recorded service processes that are still alive: a `deltaport run` serving the artifact now
+   * (or its orphans). A recycled pid counts too, which errs on the side of keeping the artifact.
+   */
+  async livePids(): Promise<number[]> {
+    let pids: number[]
+    try {
+      pids = RunChildren.parse(JSON.parse(await readFile(join(this.dir, 'children.json'), 'utf8'))).pids
+    } catch {
+      return []
+    }
+    return pids.filter((pid) => {
+      try {
+        process.kill(pid, 0)
+        return true
+      } catch (error) {
+        // EPERM: alive, but someone else's.
+        return (error as NodeJS.ErrnoException).code === 'EPERM'
+      }
+    })
+  }
+
   /** Versions the service processes run (or ran, if the agent was killed since): kept by the store. */
   async versionsInUse(): Promise<string[]> {
     try {

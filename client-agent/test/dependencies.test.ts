@@ -4,11 +4,10 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
-import { AgentError } from '../errors.ts'
 import { installArtifact } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import { setYank } from '../yank.ts'
-import { writeArtifact } from './fixtures.ts'
+import { agentFailure, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 const suite = useEdgeWorkspace()
@@ -25,15 +24,6 @@ function device(label: string): AgentConfig {
 
 async function currentOf(config: AgentConfig, name: string): Promise<string | null> {
   return (await new ArtifactStore(config.installRoot, name).state()).current
-}
-
-async function failure(promise: Promise<unknown>): Promise<AgentError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(error).toBeInstanceOf(AgentError)
-  return error as AgentError
 }
 
 describe('dependencies', () => {
@@ -94,7 +84,7 @@ describe('dependencies', () => {
     await installArtifact(d, { name: 'app-old' })
     expect(await currentOf(d, 'libq')).toBe('1.0.0')
 
-    const conflict = await failure(installArtifact(d, { name: 'app-new' }))
+    const conflict = await agentFailure(installArtifact(d, { name: 'app-new' }))
     expect(conflict.code).toBe('dependency-conflict')
     expect(conflict.exitCode).toBe(14)
     expect(conflict.message).toContain('app-old@1.0.0 (needs libq ^1.0.0)')
@@ -102,7 +92,7 @@ describe('dependencies', () => {
     expect(await currentOf(d, 'libq')).toBe('1.0.0')
 
     // Updating the library itself past what app-old needs is refused too, unless asked for.
-    const direct = await failure(installArtifact(d, { name: 'libq' }))
+    const direct = await agentFailure(installArtifact(d, { name: 'libq' }))
     expect(direct.code).toBe('dependency-conflict')
     expect(direct.message).toContain('libq@2.0.0 would break app-old@1.0.0')
     expect(await currentOf(d, 'libq')).toBe('1.0.0')
@@ -116,8 +106,8 @@ describe('dependencies', () => {
     await publish('libr', '1.0.0')
     await publish('needs-r3', '1.0.0', { libr: '^3.0.0' })
     const d = device('missing')
-    expect((await failure(installArtifact(d, { name: 'orphan' }))).code).toBe('not-found')
-    const none = await failure(installArtifact(d, { name: 'needs-r3' }))
+    expect((await agentFailure(installArtifact(d, { name: 'orphan' }))).code).toBe('not-found')
+    const none = await agentFailure(installArtifact(d, { name: 'needs-r3' }))
     expect(none.code).toBe('not-found')
     expect(none.message).toContain('no published version of libr satisfies ^3.0.0 (needed by needs-r3@1.0.0)')
     expect(await currentOf(d, 'orphan')).toBeNull()

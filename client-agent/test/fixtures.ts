@@ -7,6 +7,7 @@ import { expect } from 'vitest'
 import { sourceLikeText } from '../../delta/fuzz-input.ts'
 import type { ArtifactManifest } from '../../schemas/manifest.ts'
 import type { AgentConfig } from '../config.ts'
+import { AgentError } from '../errors.ts'
 import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
 
 export interface Workspace {
@@ -116,4 +117,14 @@ export function patchedCode(): { text: Buffer; edited: Buffer } {
     text.subarray(300_000),
   ])
   return { text, edited }
+}
+
+/** The AgentError a promise rejects with (the test fails if it resolves or rejects with anything else). */
+export async function agentFailure(promise: Promise<unknown>): Promise<AgentError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  expect(error).toBeInstanceOf(AgentError)
+  return error as AgentError
 }

@@ -2,28 +2,19 @@ import { mkdir, readFile, readlink, rename, stat, symlink, writeFile } from 'nod
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { hashFile } from '../download.ts'
-import { AgentError } from '../errors.ts'
+import type { AgentError } from '../errors.ts'
 import { type InstallResult, installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { RunFiles } from '../swap/run-files.ts'
-import { expectSameBytes, makeWorkspace, manifestFor, writeArtifact } from './fixtures.ts'
+import { agentFailure, expectSameBytes, makeWorkspace, manifestFor, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 const suite = useEdgeWorkspace()
 
 const publish = (file: string, name: string, version: string, extra: { expiresInDays?: number } = {}) =>
   suite.publish(file, name, version, extra)
-
-async function rejection(promise: Promise<unknown>): Promise<AgentError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(error).toBeInstanceOf(AgentError)
-  return error as AgentError
-}
 
 describe('publish → install → update → rollback through a real edge', () => {
   it('installs, updates and rolls back with the previous version kept', async () => {
@@ -99,7 +90,7 @@ describe('publish → install → update → rollback through a real edge', () =
     })
     expect(put.status).toBe(201)
 
-    const error = await rejection(installArtifact(suite.ws.config, { name: 'tamper' }))
+    const error = await agentFailure(installArtifact(suite.ws.config, { name: 'tamper' }))
     expect(error.code).toBe('untrusted-manifest')
     expect(await new ArtifactStore(suite.ws.config.installRoot, 'tamper').installedVersions()).toEqual([])
   })
@@ -117,7 +108,7 @@ describe('publish → install → update → rollback through a real edge', () =
       name: 'stranger',
       version: '1.0.0',
     })
-    expect((await rejection(installArtifact(suite.ws.config, { name: 'stranger' }))).code).toBe(
+    expect((await agentFailure(installArtifact(suite.ws.config, { name: 'stranger' }))).code).toBe(
       'untrusted-manifest',
     )
   })
@@ -128,7 +119,7 @@ describe('publish → install → update → rollback through a real edge', () =
     await publish(a.path, 'rb', '1.0.0')
     await publish(b.path, 'rb', '2.0.0')
     await installArtifact(suite.ws.config, { name: 'rb', target: '2.0.0' })
-    const error = await rejection(installArtifact(suite.ws.config, { name: 'rb', target: '1.0.0' }))
+    const error = await agentFailure(installArtifact(suite.ws.config, { name: 'rb', target: '1.0.0' }))
     expect(error.code).toBe('untrusted-manifest')
     expect(error.message).toContain('rollback refused')
     // A deliberate pin may go back; a channel head never may.
@@ -136,7 +127,7 @@ describe('publish → install → update → rollback through a real edge', () =
       await installArtifact(suite.ws.config, { name: 'rb', target: '1.0.0', allowDowngrade: true }),
     ).toMatchObject({ version: '1.0.0' })
 
-    const expired = await rejection(
+    const expired = await agentFailure(
       installArtifact(suite.ws.config, {
         name: 'rb',
         target: '2.0.0',
@@ -201,7 +192,7 @@ describe('publish → install → update → rollback through a real edge', () =
           name: 'shared',
           onLockWait: (holder) => waitedFor.push(holder),
         })
-        busy ??= rejection(installArtifact(suite.ws.config, { name: 'shared', lockWaitMs: 0 }))
+        busy ??= agentFailure(installArtifact(suite.ws.config, { name: 'shared', lockWaitMs: 0 }))
       },
     })
     expect(await first).toMatchObject({ method: 'full', bytesDownloaded: art.bytes.length })
@@ -251,7 +242,7 @@ describe('publish → install → update → rollback through a real edge', () =
     await store.prepare()
     // Garbage left by a crashed earlier run: the resumed bytes no longer hash right.
     await writeFile(store.partialPath('1.0.0'), Buffer.alloc(50_000, 7))
-    const error = await rejection(installArtifact(suite.ws.config, { name: 'corrupt' }))
+    const error = await agentFailure(installArtifact(suite.ws.config, { name: 'corrupt' }))
     expect(error.code).toBe('integrity-mismatch')
     await expect(stat(store.partialPath('1.0.0'))).rejects.toThrow()
     expect((await installArtifact(suite.ws.config, { name: 'corrupt' })).bytesDownloaded).toBe(100_000)
@@ -267,7 +258,7 @@ describe('publish → install → update → rollback through a real edge', () =
 
     // A floor above what any disk here has free: the real statfs says no.
     const full = { ...config, minFreeBytes: 2 ** 52 }
-    const error = await rejection(installArtifact(full, { name: 'roomy' }))
+    const error = await agentFailure(installArtifact(full, { name: 'roomy' }))
     expect(error.code).toBe('no-space')
     expect(error.exitCode).toBe(13)
     expect(error.message).toContain('installing roomy@1.1.0 needs 58.6 KiB')

@@ -1,0 +1,103 @@
+import { execFile, spawnSync } from 'node:child_process'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { describe, expect, it } from 'vitest'
+import type { AgentConfig } from '../config.ts'
+import { installArtifact } from '../install.ts'
+import { ArtifactStore } from '../store.ts'
+import { uninstallArtifact } from '../uninstall.ts'
+import { agentFailure, writeArtifact } from './fixtures.ts'
+import { useEdgeWorkspace } from './local-edge.ts'
+
+const suite = useEdgeWorkspace()
+const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
+
+async function publish(name: string, version: string, deps: Record<string, string> = {}) {
+  const art = await writeArtifact(suite.ws.dir, `${name}-${version}.bin`, 2_000)
+  const dependencies = Object.entries(deps).map(([dep, range]) => ({ name: dep, range }))
+  await suite.publish(art.path, name, version, { dependencies })
+}
+
+describe('uninstall', () => {
+  it('removes an artifact and, when asked, the dependencies nothing else needs; never what others need', async () => {
+    await publish('un-lib', '1.0.0')
+    await publish('un-shared', '1.0.0')
+    await publish('un-app', '1.0.0', { 'un-lib': '^1.0.0', 'un-shared': '^1.0.0' })
+    await publish('un-other', '1.0.0', { 'un-shared': '^1.0.0' })
+    const device: AgentConfig = { ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-uninstall') }
+    await installArtifact(device, { name: 'un-app' })
+    await installArtifact(device, { name: 'un-other' })
+
+    // A library an installed artifact runs on stays.
+    const needed = await agentFailure(uninstallArtifact(device, { name: 'un-lib' }))
+    expect(needed.code).toBe('dependency-conflict')
+    expect(needed.message).toContain('un-app@1.0.0 (^1.0.0)')
+
+    const result = await uninstallArtifact(device, { name: 'un-app', withDependencies: true })
+    expect(result.removed).toEqual([
+      { name: 'un-app', versions: ['1.0.0'] },
+      { name: 'un-lib', versions: ['1.0.0'] },
+    ])
+    expect(result.kept).toEqual([{ name: 'un-shared', reason: 'needed by un-other' }])
+    const app = new ArtifactStore(device.installRoot, 'un-app')
+    expect(await app.installedVersions()).toEqual([])
+    // Rollback protection survives: the serial high-water mark is still on disk.
+    expect(await app.state()).toMatchObject({ current: null, previous: null, lastSerial: 1 })
+    expect((await new ArtifactStore(device.installRoot, 'un-shared').state()).current).toBe('1.0.0')
+    expect((await agentFailure(uninstallArtifact(device, { name: 'un-app' }))).code).toBe('not-found')
+
+    // It installs again like any artifact, its dependency with it.
+    expect(await installArtifact(device, { name: 'un-app' })).toMatchObject({
+      version: '1.0.0',
+      method: 'full',
+    })
+    expect((await new ArtifactStore(device.installRoot, 'un-lib').state()).current).toBe('1.0.0')
+  })
+
+  it('is refused while a deltaport run serves the artifact, and goes ahead once that process is gone', async () => {
+    await publish('un-served', '1.0.0')
+    const device: AgentConfig = { ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-served') }
+    await installArtifact(device, { name: 'un-served' })
+    const run = join(new ArtifactStore(device.installRoot, 'un-served').dir, 'run')
+    await mkdir(run, { recursive: true })
+    const children = (pids: number[]) =>
+      writeFile(join(run, 'children.json'), JSON.stringify({ pids, versions: ['1.0.0'] }))
+
+    await children([process.pid])
+    const busy = await agentFailure(uninstallArtifact(device, { name: 'un-served' }))
+    expect(busy.code).toBe('busy')
+    expect(busy.message).toContain(`pids ${process.pid}`)
+
+    const exited = spawnSync(process.execPath, ['-e', '0']).pid
+    await children([exited])
+    expect((await uninstallArtifact(device, { name: 'un-served' })).removed).toEqual([
+      { name: 'un-served', versions: ['1.0.0'] },
+    ])
+  })
+
+  it('runs from the CLI: exit 14 naming the dependents, then --json output', async () => {
+    await publish('un-cli-lib', '1.0.0')
+    await publish('un-cli-app', '1.0.0', { 'un-cli-lib': '^1.0.0' })
+    const configFile = join(suite.ws.dir, 'uninstall-cli.json')
+    await writeFile(
+      configFile,
+      JSON.stringify({ ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-uninstall-cli') }),
+    )
+    const cli = (args: string[]) =>
+      promisify(execFile)(process.execPath, [BIN, '--config', configFile, ...args]).then(
+        ({ stdout }) => ({ code: 0, stdout, stderr: '' }),
+        (e: { code: number; stdout: string; stderr: string }) => e,
+      )
+    expect((await cli(['install', 'un-cli-app'])).code).toBe(0)
+    const refused = await cli(['uninstall', 'un-cli-lib'])
+    expect(refused.code).toBe(14)
+    expect(refused.stderr).toContain('un-cli-app@1.0.0')
+    const done = await cli(['--json', 'uninstall', 'un-cli-app', '--with-dependencies'])
+    expect(done.code).toBe(0)
+    expect(JSON.parse(done.stdout)).toMatchObject({
+      ok: true,
+      uninstall: { name: 'un-cli-app', removed: [{ name: 'un-cli-app' }, { name: 'un-cli-lib' }], kept: [] },
+    })
+  })
+})

@@ -1,0 +1,86 @@
+import { join } from 'node:path'
+import type { AgentConfig } from './config.ts'
+import { dependentsOf } from './dependencies.ts'
+import { AgentError } from './errors.ts'
+import { withArtifactLock } from './fs/artifact-lock.ts'
+import { type InstallRequest, lockWaitOf } from './install.ts'
+import { ArtifactStore } from './store.ts'
+import { RunFiles } from './swap/run-files.ts'
+
+export interface UninstallRequest extends Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'> {
+  name: string
+  /** Remove it even though installed artifacts depend on it (`--ignore-dependents`). */
+  ignoreDependents?: boolean
+  /** Also remove its dependencies that nothing else installed needs any more, transitively. */
+  withDependencies?: boolean
+}
+
+export interface UninstallResult {
+  name: string
+  /** Every artifact removed, this one first, with the versions that were on disk. */
+  removed: Array<{ name: string; versions: string[] }>
+  /** Dependencies left installed with `withDependencies`, and why. */
+  kept: Array<{ name: string; reason: string }>
+}
+
+/**
+ * `deltaport uninstall`: removes an artifact's versions from the device. Refused while installed
+ * artifacts depend on it (they would lose what they run on) and while a `deltaport run` serves it.
+ * The store keeps the artifact's serial high-water mark, so reinstalling it later still refuses a
+ * rolled-back manifest (ArtifactStore.uninstall).
+ */
+export async function uninstallArtifact(
+  config: AgentConfig,
+  request: UninstallRequest,
+): Promise<UninstallResult> {
+  const result: UninstallResult = { name: request.name, removed: [], kept: [] }
+  await uninstallInto(config, request, result)
+  return result
+}
+
+async function uninstallInto(config: AgentConfig, request: UninstallRequest, result: UninstallResult) {
+  const store = new ArtifactStore(config.installRoot, request.name)
+  const needs = await withArtifactLock(store.dir, lockWaitOf(request), async () => {
+    const state = await store.state()
+    const installed = await store.installedVersions()
+    if (state.current === null && installed.length === 0)
+      throw new AgentError('not-found', `${request.name} is not installed`)
+    if (!request.ignoreDependents) {
+      const dependents = await dependentsOf(config.installRoot, request.name)
+      if (dependents.length > 0)
+        throw new AgentError(
+          'dependency-conflict',
+          `${request.name} is needed by ${dependents.map((d) => `${d.name}@${d.version} (${d.range})`).join(', ')}; uninstall those first or pass --ignore-dependents`,
+          { dependents },
+        )
+    }
+    const serving = await new RunFiles(join(store.dir, 'run')).livePids()
+    if (serving.length > 0)
+      throw new AgentError(
+        'busy',
+        `${request.name} is served by a running \`deltaport run\` (pids ${serving.join(', ')}); stop it first`,
+        { pids: serving },
+      )
+    const current = state.current !== null && installed.includes(state.current) ? state.current : null
+    const dependencies = current ? (await store.manifestOf(current)).signed.dependencies : []
+    result.removed.push({ name: request.name, versions: await store.uninstall() })
+    return dependencies
+  })
+  if (!request.withDependencies) return
+  for (const dependency of needs) {
+    if (result.removed.some((r) => r.name === dependency.name)) continue
+    const still = await dependentsOf(config.installRoot, dependency.name)
+    if (still.length > 0) {
+      result.kept.push({ name: dependency.name, reason: `needed by ${still.map((d) => d.name).join(', ')}` })
+      continue
+    }
+    try {
+      await uninstallInto(config, { ...request, name: dependency.name, ignoreDependents: false }, result)
+    } catch (error) {
+      // Already gone, or serving: the artifact asked for is removed either way; say what stayed.
+      if (!(error instanceof AgentError)) throw error
+      if (error.code === 'not-found') continue
+      result.kept.push({ name: dependency.name, reason: error.message })
+    }
+  }
+}
