@@ -50,13 +50,7 @@ export class RunFiles {
    * (or its orphans). A recycled pid counts too, which errs on the side of keeping the artifact.
    */
   async livePids(): Promise<number[]> {
-    let pids: number[]
-    try {
-      pids = RunChildren.parse(JSON.parse(await readFile(join(this.dir, 'children.json'), 'utf8'))).pids
-    } catch {
-      return []
-    }
-    return pids.filter((pid) => {
+    return (await this.children()).pids.filter((pid) => {
       try {
         process.kill(pid, 0)
         return true
@@ -69,10 +63,15 @@ export class RunFiles {
 
   /** Versions the service processes run (or ran, if the agent was killed since): kept by the store. */
   async versionsInUse(): Promise<string[]> {
+    return (await this.children()).versions
+  }
+
+  /** children.json as last recorded; none when it is missing or unreadable. */
+  private async children(): Promise<RunChildren> {
     try {
-      return RunChildren.parse(JSON.parse(await readFile(join(this.dir, 'children.json'), 'utf8'))).versions
+      return RunChildren.parse(JSON.parse(await readFile(join(this.dir, 'children.json'), 'utf8')))
     } catch {
-      return []
+      return { pids: [], versions: [] }
     }
   }
 
@@ -81,14 +80,8 @@ export class RunFiles {
    * environment carries our supervisor tag, so a recycled pid of someone else's process is left alone.
    */
   async reapOrphans(tag: string): Promise<number[]> {
-    let pids: number[]
-    try {
-      pids = RunChildren.parse(JSON.parse(await readFile(join(this.dir, 'children.json'), 'utf8'))).pids
-    } catch {
-      return []
-    }
     const reaped: number[] = []
-    for (const pid of pids) {
+    for (const pid of (await this.children()).pids) {
       let environ: string
       try {
         environ = await readFile(`/proc/${pid}/environ`, 'latin1')
