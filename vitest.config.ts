@@ -22,6 +22,8 @@ export default defineConfig({
                 DEVICE_TOKEN_SECRET: TEST_DEVICE_TOKEN_SECRET,
                 // Blank: signatures unchecked at the edge (workers/test/maintainer-keys.test.ts sets keys).
                 MAINTAINER_KEYS: '',
+                // Blank: indexes unsigned (workers/test/index-statement.test.ts sets a key).
+                INDEX_SIGNING_KEY: '',
               },
             },
           }),

@@ -9,6 +9,14 @@ import { AgentError, systemError } from './errors.ts'
 export const AgentConfig = z.object({
   edgeUrl: z.url({ protocol: /^https?$/ }),
   trustedKeys: z.array(z.object({ keyid: Sha256Hex, publicKey: Base64 })).default([]),
+  /**
+   * The edge's index-signing keys (ADR 0032: `deltaport keygen`'s public half of INDEX_SIGNING_KEY).
+   * When set, an index is used only under a fresh statement signed by one of them (freeze defence).
+   */
+  indexKeys: z
+    .array(z.object({ keyid: Sha256Hex, publicKey: Base64 }))
+    .max(8)
+    .default([]),
   installRoot: z.string().min(1).default('./deltaport-store'),
   /** Maintainers only: path to the key file `deltaport keygen` wrote. */
   signingKey: z.string().optional(),

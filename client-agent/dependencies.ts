@@ -2,7 +2,7 @@ import { readdir } from 'node:fs/promises'
 import { rcompare, satisfies, validRange } from 'semver'
 import type { ArtifactManifest, DependencyRef } from '../schemas/manifest.ts'
 import type { AgentConfig } from './config.ts'
-import { EdgeClient } from './edge-client.ts'
+import { deviceEdgeOptions, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { unlessMissing } from './fs/missing.ts'
 import { ArtifactStore } from './store.ts'
@@ -143,7 +143,7 @@ async function highestSatisfying(
   needs: readonly Dependent[],
   fetchImpl?: typeof fetch,
 ): Promise<string> {
-  const index = await new EdgeClient(config.edgeUrl, fetchImpl).index(dep.name)
+  const index = await new EdgeClient(config.edgeUrl, fetchImpl, deviceEdgeOptions(config)).index(dep.name)
   const published = index.versions.filter((v) => !v.yanked).map((v) => v.version)
   const fits = published.filter((v) => needs.every((n) => satisfies(v, n.range))).sort(rcompare)
   const best = fits[0]

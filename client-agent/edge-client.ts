@@ -1,7 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { SignedManifest } from '../schemas/manifest.ts'
+import type { TrustedKey } from '../schemas/signed-envelope.ts'
 import { AgentError } from './errors.ts'
+import { type IndexTrust, verifyServedIndex } from './index-trust.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 import type { ReadBodyOptions } from './transfer/read-body.ts'
 import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
@@ -12,21 +14,33 @@ export function artifactPath(name: string, version?: string): string {
   return version ? `${base}/${version}` : base
 }
 
+export interface EdgeClientOptions extends Pick<ReadBodyOptions, 'stallMs' | 'minRate'> {
+  indexTrust?: IndexTrust
+}
+
+/** What a device's config asks of the indexes it reads (ADR 0032); `now` is the trust checks' clock. */
+export function deviceEdgeOptions(
+  config: { indexKeys: readonly TrustedKey[] },
+  now?: Date,
+): EdgeClientOptions {
+  return { indexTrust: { keys: config.indexKeys, now: () => now ?? new Date() } }
+}
+
 /** Typed access to the edge's HTTP API; every body that comes back is parsed before use. */
 export class EdgeClient {
   readonly baseUrl: string
   private readonly fetchImpl: typeof fetch
   /** How JSON answers may stall or trickle before they fail (readBody's defaults for what is unset). */
   private readonly readOptions: Pick<ReadBodyOptions, 'stallMs' | 'minRate'>
+  /** Set on devices whose config names indexKeys: every index must carry a fresh signed statement. */
+  private readonly indexTrust: IndexTrust | undefined
 
-  constructor(
-    baseUrl: string,
-    fetchImpl: typeof fetch = fetch,
-    options: Pick<ReadBodyOptions, 'stallMs' | 'minRate'> = {},
-  ) {
+  constructor(baseUrl: string, fetchImpl: typeof fetch = fetch, options: EdgeClientOptions = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, '')
     this.fetchImpl = fetchImpl
-    this.readOptions = options
+    const { indexTrust, ...readOptions } = options
+    this.readOptions = readOptions
+    this.indexTrust = indexTrust && indexTrust.keys.length > 0 ? indexTrust : undefined
   }
 
   url(path: string): string {
@@ -56,7 +70,11 @@ export class EdgeClient {
     }
   }
 
-  async index(name: string): Promise<ArtifactIndex> {
+  /**
+   * The artifact's index. With index trust (indexKeys), only under a fresh statement whose serial is
+   * not below `minSerial` (index-trust.ts); the caller passes the highest serial it installed.
+   */
+  async index(name: string, minSerial = 0): Promise<ArtifactIndex> {
     const response = await this.request(artifactPath(name))
     if (!response.ok) throw await errorFromResponse(response, `listing ${name}`)
     // Bounded and stall-timed: an endless or trickling answer must not hold the agent (TUF endless data).
@@ -66,6 +84,7 @@ export class EdgeClient {
       `the index of ${name}`,
       this.jsonOptions(),
     )
+    if (this.indexTrust) return verifyServedIndex(json, name, this.indexTrust, minSerial)
     return parseWith(ArtifactIndex, json, `index of ${name}`)
   }
 

@@ -19,6 +19,8 @@ export const EXIT_CODES = {
   'no-space': 13,
   /** Installed artifacts need versions of a dependency that no published version (or this one) satisfies. */
   'dependency-conflict': 14,
+  /** indexKeys are set and the index came without a valid, fresh statement (ADR 0032). */
+  'untrusted-index': 15,
   'nothing-to-do': 0,
 } as const
 export type AgentErrorCode = keyof typeof EXIT_CODES

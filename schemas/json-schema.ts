@@ -6,6 +6,8 @@ export const EXPORTED = {
   ArtifactManifest: schemas.ArtifactManifest,
   SignedManifest: schemas.SignedManifest,
   ArtifactIndex: schemas.ArtifactIndex,
+  ServedIndex: schemas.ServedIndex,
+  SignedIndexStatement: schemas.SignedIndexStatement,
   ClientConfiguration: schemas.ClientConfiguration,
   DeltaStreamBlockHeader: schemas.DeltaStreamBlockHeader,
   DeltaStreamMetadata: schemas.DeltaStreamMetadata,

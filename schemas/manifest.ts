@@ -61,11 +61,12 @@ export const Signature = z.object({
   sig: Base64,
 })
 
-/** TUF-style envelope: the signed body plus detached signatures over its canonical JSON. */
-export const SignedManifest = z.object({
-  signed: ArtifactManifest,
-  signatures: z.array(Signature).min(1).max(8),
-})
+/** TUF-style envelope: the signed body plus detached signatures (at most 8) over its canonical JSON. */
+export function signedEnvelope<Body extends z.ZodType>(body: Body) {
+  return z.object({ signed: body, signatures: z.array(Signature).min(1).max(8) })
+}
+
+export const SignedManifest = signedEnvelope(ArtifactManifest)
 export type SignedManifest = z.infer<typeof SignedManifest>
 
 /** Upper bound on a stored envelope; the edge refuses larger publish bodies before parsing. */

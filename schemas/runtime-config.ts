@@ -80,6 +80,23 @@ export const RuntimeConfig = z.object({
    * is sent is always checked, whatever this says.
    */
   devices: z.object({ requireCredential: DeviceCredentialRequirement.default('off') }).prefault({}),
+  /**
+   * Signed index statements (ADR 0032, when INDEX_SIGNING_KEY is set): how long each one stays valid.
+   * Devices with indexKeys refuse an index whose statement expired, so this bounds how long a stale
+   * copy (a cache, a mirror, a replay) can hold them on an old release; keep it above the longest
+   * time a device may go without reaching the edge only if such devices must keep installing offline
+   * copies of the index.
+   */
+  index: z
+    .object({
+      statementTtlSeconds: z
+        .number()
+        .int()
+        .min(5 * 60)
+        .max(7 * 24 * 3600)
+        .default(24 * 3600),
+    })
+    .prefault({}),
   /** Zones for dependency sharding (durable-objects/shard-planner.ts); see schemas/shards.ts. */
   zones: ZonesConfig.prefault({}),
   /** How long an isolate trusts its cached copy before re-reading KV. */

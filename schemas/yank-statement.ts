@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { ArtifactName, IsoDateTime, Sha256Hex, Version } from './common.ts'
-import { Signature } from './manifest.ts'
+import { signedEnvelope } from './manifest.ts'
 
 /**
  * A maintainer's signed word that a version is yanked (or restored): what lets an agent move a device
@@ -24,8 +24,5 @@ export const YankStatement = z.object({
 })
 export type YankStatement = z.infer<typeof YankStatement>
 
-export const SignedYankStatement = z.object({
-  signed: YankStatement,
-  signatures: z.array(Signature).min(1).max(8),
-})
+export const SignedYankStatement = signedEnvelope(YankStatement)
 export type SignedYankStatement = z.infer<typeof SignedYankStatement>

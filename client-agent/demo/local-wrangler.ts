@@ -19,6 +19,8 @@ export async function startWranglerDev(options: {
   operatorToken?: string
   /** MAINTAINER_KEYS: public keys whose signatures the edge requires on publishes; blank when not given. */
   maintainerKeys?: string
+  /** INDEX_SIGNING_KEY: the key the edge signs index statements with; blank when not given. */
+  indexSigningKey?: string
   log: string[]
 }): Promise<RunningEdge> {
   const port = await freePort()
@@ -41,6 +43,8 @@ export async function startWranglerDev(options: {
       `DEVICE_TOKEN_SECRET:${crypto.randomUUID()}`,
       '--var',
       `MAINTAINER_KEYS:${options.maintainerKeys ?? ''}`,
+      '--var',
+      `INDEX_SIGNING_KEY:${options.indexSigningKey ?? ''}`,
       '--show-interactive-dev-session=false',
       '--inspector-port',
       '0',

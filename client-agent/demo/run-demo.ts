@@ -30,12 +30,20 @@ async function main(): Promise<void> {
   const keyFile = join(WORK, 'maintainer.key.json')
   const { keyid, publicKey } = await cli(config, ['keygen', '--out', keyFile])
   if (!keyid || !publicKey) throw new Error('deltaport keygen printed no key')
+  // The edge's own key, which signs short-lived index statements (ADR 0032); the device pins its public half.
+  const indexKeyFile = join(WORK, 'edge-index.key.json')
+  const indexKey = await cli(config, ['keygen', '--out', indexKeyFile])
+  if (!indexKey.keyid || !indexKey.publicKey) throw new Error('deltaport keygen printed no key')
+  const { privateKey } = KeyFile.parse(JSON.parse(await readFile(indexKeyFile, 'utf8')))
   const log: string[] = []
-  step('starting the local edge (wrangler dev), which accepts only manifests signed by the maintainer key')
+  step(
+    'starting the local edge (wrangler dev): it accepts only manifests signed by the maintainer key and signs every index it serves',
+  )
   const edge = await startWranglerDev({
     persistTo: join(WORK, 'edge-state'),
     token: TOKEN,
     maintainerKeys: publicKey,
+    indexSigningKey: privateKey,
     log,
   })
   console.log(`   edge at ${edge.url}`)
@@ -46,6 +54,7 @@ async function main(): Promise<void> {
         {
           edgeUrl: edge.url,
           trustedKeys: [{ keyid, publicKey }],
+          indexKeys: [{ keyid: indexKey.keyid, publicKey: indexKey.publicKey }],
           installRoot: './device-store',
           signingKey: './maintainer.key.json',
         },
@@ -84,7 +93,7 @@ async function main(): Promise<void> {
     if (!same) throw new Error('installed artifact differs from the published one')
     if (second.install?.method === 'full') throw new Error('the update did not use a delta')
     console.log(
-      '\ndemo finished: publish (signed, with deltas) → install → update by delta → verified atomic switch',
+      '\ndemo finished: publish (signed, with deltas) → install → update by delta (from a freshly signed index) → verified atomic switch',
     )
   } catch (error) {
     console.error(`\nedge log:\n${log.join('').slice(-4000)}`)
@@ -135,6 +144,8 @@ const InstallOut = z.object({
   size: z.number(),
   previous: z.string().nullable(),
 })
+/** The key file `deltaport keygen --out` writes; the demo hands its private key to the local edge. */
+const KeyFile = z.object({ privateKey: z.string().min(1) })
 /** The shapes of `deltaport --json` output the demo reads; parsed, like any other input. */
 const CliOut = z.object({
   keyid: z.string().optional(),

@@ -1,7 +1,7 @@
 import { lt, valid } from 'semver'
 import { channelHead } from '../../schemas/artifact-index.ts'
 import type { AgentConfig } from '../config.ts'
-import { EdgeClient } from '../edge-client.ts'
+import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { withArtifactLock } from '../fs/artifact-lock.ts'
 import { DEFAULT_LOCK_WAIT_MS, installArtifact } from '../install.ts'
@@ -46,13 +46,17 @@ export class EdgeChannelSource implements UpdateSource {
     this.fetchImpl = fetchImpl
   }
 
+  private edge(): EdgeClient {
+    return new EdgeClient(this.config.edgeUrl, this.fetchImpl, deviceEdgeOptions(this.config))
+  }
+
   /** What to run first: the installed current version, or the channel head installed now. */
   async initial(): Promise<ReadyUpdate> {
     const state = await this.store.state()
     if (state.current && (await this.store.has(state.current))) {
       return { version: state.current, artifactPath: this.store.blobPath(state.current) }
     }
-    const index = await new EdgeClient(this.config.edgeUrl, this.fetchImpl).index(this.name)
+    const index = await this.edge().index(this.name, state.lastSerial)
     const head = channelHead(index, this.channel)
     const admitted = head ? await this.gate.admit(this.name, this.channel, head) : null
     const installed = await installArtifact(this.config, {
@@ -71,7 +75,8 @@ export class EdgeChannelSource implements UpdateSource {
   }
 
   async next(running: string, refused: ReadonlySet<string>): Promise<ReadyUpdate | null> {
-    const index = await new EdgeClient(this.config.edgeUrl, this.fetchImpl).index(this.name)
+    const { lastSerial } = await this.store.state()
+    const index = await this.edge().index(this.name, lastSerial)
     const head = channelHead(index, this.channel)
     if (!head || head === running || refused.has(head)) return null
     // A head below the running version (the running one was yanked) is followed down only on the

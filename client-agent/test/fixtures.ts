@@ -27,6 +27,7 @@ export async function makeWorkspace(edgeUrl: string): Promise<Workspace> {
   const config: AgentConfig = {
     edgeUrl,
     trustedKeys: [{ keyid: key.keyid, publicKey: key.publicKey }],
+    indexKeys: [],
     installRoot: join(dir, 'store'),
     signingKey: keyFile,
     bandwidthCapBps: 0,

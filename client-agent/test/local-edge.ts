@@ -34,6 +34,8 @@ export async function startLocalEdge(vars: Record<string, string> = {}): Promise
     // Blank: the edge stores envelopes unchecked, so tests can publish what a device must refuse
     // (unknown keys, tampered fields). maintainer-keys.test.ts passes keys through `vars`.
     MAINTAINER_KEYS: '',
+    // Blank: indexes unsigned; index-trust.test.ts passes a key through `vars`.
+    INDEX_SIGNING_KEY: '',
   }
   const worker = await unstable_startWorker({
     config: 'wrangler.toml',
@@ -56,7 +58,7 @@ export async function startLocalEdge(vars: Record<string, string> = {}): Promise
  * A suite's shared setup: a fresh local edge and a workspace (maintainer key, trusting device config)
  * for the whole file, disposed after it. Read `edge` and `ws` inside tests, once `beforeAll` has run.
  */
-export function useEdgeWorkspace(): {
+export function useEdgeWorkspace(vars: Record<string, string> = {}): {
   readonly edge: LocalEdge
   readonly ws: Workspace
   /** `deltaport publish` of `file` to this suite's edge with its maintainer key. */
@@ -70,7 +72,7 @@ export function useEdgeWorkspace(): {
   let edge: LocalEdge | undefined
   let ws: Workspace | undefined
   beforeAll(async () => {
-    edge = await startLocalEdge()
+    edge = await startLocalEdge(vars)
     ws = await makeWorkspace(edge.url)
   })
   afterAll(async () => {

@@ -41,6 +41,7 @@ const RuntimeConfigStatus = z.object({
 export const COMPONENT_SCHEMAS = {
   ServiceInfo,
   ArtifactIndex: schemas.ArtifactIndex,
+  ServedIndex: schemas.ServedIndex,
   ArtifactManifest: schemas.ArtifactManifest,
   SignedManifest: schemas.SignedManifest,
   PublishStarted: schemas.PublishStarted,
@@ -271,9 +272,16 @@ export const ROUTES: RouteSpec[] = [
     path: '/v1/artifacts/{name}',
     operationId: 'getArtifactIndex',
     summary: "An artifact's index: versions and channel heads",
+    description:
+      "With the edge's INDEX_SIGNING_KEY set, the index carries `statement`: the edge's Ed25519 signature over the index's sha256 (canonical JSON without `statement`), its latestSerial and an expiry (runtime config `index.statementTtlSeconds`, a day by default). Devices that list the key in `indexKeys` refuse an index without a fresh statement (freeze defence, ADR 0032).",
     tag: 'artifacts',
     parameters: [nameParam],
-    responses: { '200': { description: 'The index', body: { kind: 'json', schema: 'ArtifactIndex' } } },
+    responses: {
+      '200': {
+        description: 'The index, signed when the edge has a key',
+        body: { kind: 'json', schema: 'ServedIndex' },
+      },
+    },
     problems: [400, 404],
   },
   {

@@ -1,12 +1,15 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
 import { ArtifactName, Version } from '../../schemas/common.ts'
+import type { ServedIndex } from '../../schemas/index-statement.ts'
 import type { AppEnv } from '../app-env.ts'
+import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { serveImmutable } from '../http/edge-cache.ts'
 import { Problem } from '../http/problem.ts'
 import { etagListMatches } from '../http/range.ts'
 import { serveObject } from '../http/serve-object.ts'
 import { valid } from '../http/validate.ts'
+import { signIndex } from '../signing/index-statement.ts'
 import { readIndex, requirePublished } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { withZoneReplica } from '../storage/zone-replicas.ts'
@@ -63,6 +66,9 @@ export const artifactsRouter = new Hono<AppEnv>()
     const { name } = c.req.valid('param')
     const found = await readIndex(c.env.ARTIFACTS, name)
     if (!found) throw new Problem(404, 'not-found', `no artifact named ${name}`)
+    const { index: lifetime } = await getRuntimeConfig(c.env)
+    const statement = await signIndex(c.env, found.index, lifetime.statementTtlSeconds)
+    const served: ServedIndex = statement ? { ...found.index, statement } : found.index
     c.header('cache-control', 'public, max-age=10')
-    return c.json(found.index)
+    return c.json(served)
   })

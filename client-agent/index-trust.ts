@@ -1,0 +1,59 @@
+/**
+ * Freeze defence (ADR 0032): an agent configured with `indexKeys` uses an artifact index only when the
+ * edge's signed statement covers it exactly and is still fresh. Without one, whatever stands between
+ * the edge and the device (a cache, a mirror, a replay of yesterday's answer) could hold the device on
+ * an old channel head for as long as that head's manifest is unexpired; with one, for at most the
+ * statement's lifetime, and never below a serial the device has already installed.
+ */
+import type { ArtifactIndex } from '../schemas/artifact-index.ts'
+import { indexDigest, ServedIndex } from '../schemas/index-statement.ts'
+import { type TrustedKey, verifyEnvelope } from '../schemas/signed-envelope.ts'
+import { AgentError } from './errors.ts'
+
+export interface IndexTrust {
+  /** The edge's index-signing keys (config `indexKeys`); none means indexes are taken unsigned. */
+  keys: readonly TrustedKey[]
+  now: () => Date
+}
+
+/**
+ * How far a statement's issuedAt may lie ahead of this device's clock. Edge and device clocks disagree
+ * a little; a statement from much further ahead says the device's clock is wrong (a board that booted
+ * at 1970 would otherwise take any old statement as fresh), so it is refused and the error says so.
+ */
+export const MAX_CLOCK_AHEAD_MS = 60 * 60 * 1000
+
+/**
+ * The index in `json` (an answer to GET /v1/artifacts/:name), checked against `trust`: a statement for
+ * `name`, signed by one of the keys, not expired, not issued in the future, whose digest is this
+ * index's and whose serial is not below `minSerial` (the highest this device installed). Throws
+ * `untrusted-index` naming what failed; returns the index without its statement.
+ */
+export async function verifyServedIndex(
+  json: unknown,
+  name: string,
+  trust: IndexTrust,
+  minSerial: number,
+): Promise<ArtifactIndex> {
+  const refuse = (why: string) => new AgentError('untrusted-index', `the index of ${name} ${why}`)
+  const parsed = ServedIndex.safeParse(json)
+  if (!parsed.success || typeof json !== 'object' || json === null) throw refuse('is malformed')
+  const { statement, ...index } = parsed.data
+  if (!statement) throw refuse('carries no signed statement, and indexKeys requires one')
+  if (!(await verifyEnvelope(statement, trust.keys)))
+    throw refuse('carries a statement with no valid signature by a key in indexKeys')
+  const said = statement.signed
+  if (said.name !== name) throw refuse(`carries a statement about ${said.name}`)
+  if (said.indexSha256 !== (await indexDigest(json as Record<string, unknown>)))
+    throw refuse('differs from what its statement covers')
+  const now = trust.now().getTime()
+  if (Date.parse(said.expires) <= now)
+    throw refuse(
+      `is stale: its statement expired at ${said.expires} (a cache or mirror may be serving an old copy)`,
+    )
+  if (Date.parse(said.issuedAt) > now + MAX_CLOCK_AHEAD_MS)
+    throw refuse(`was signed at ${said.issuedAt}, ahead of this device's clock; check the clock`)
+  if (said.latestSerial < minSerial)
+    throw refuse(`is older than what this device installed (serial ${said.latestSerial} < ${minSerial})`)
+  return index
+}

@@ -1,0 +1,123 @@
+/**
+ * Freeze defence end to end (ADR 0032): an edge with INDEX_SIGNING_KEY signs every index it serves; a
+ * device that pins the key's public half in indexKeys updates from fresh indexes and refuses stale,
+ * replayed, altered, foreign-signed or unsigned ones, naming why, without touching what it runs.
+ */
+import { execFile } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { describe, expect, it } from 'vitest'
+import type { AgentConfig } from '../config.ts'
+import { installArtifact } from '../install.ts'
+import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
+import { ArtifactStore } from '../store.ts'
+import { agentFailure, writeArtifact } from './fixtures.ts'
+import { useEdgeWorkspace } from './local-edge.ts'
+
+const edgeKey = await generateKeyPair()
+const suite = useEdgeWorkspace({ INDEX_SIGNING_KEY: edgeKey.privateKey })
+const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
+const DAY_MS = 24 * 3600 * 1000
+
+function device(store: string, pinned: KeyPairFiles = edgeKey): AgentConfig {
+  return {
+    ...suite.ws.config,
+    installRoot: join(suite.ws.dir, store),
+    indexKeys: [{ keyid: pinned.keyid, publicKey: pinned.publicKey }],
+  }
+}
+
+async function publish(name: string, version: string) {
+  const art = await writeArtifact(suite.ws.dir, `${name}-${version}.bin`, 3_000)
+  await suite.publish(art.path, name, version)
+}
+
+/** The index as the edge serves it right now, statement included. */
+async function servedIndex(name: string): Promise<Record<string, unknown>> {
+  const response = await fetch(`${suite.edge.url}/v1/artifacts/${name}`)
+  expect(response.status).toBe(200)
+  return (await response.json()) as Record<string, unknown>
+}
+
+/** A fetch that answers `name`'s index with `body` (a cached, replayed or altered copy); the rest passes. */
+function answeringIndexWith(name: string, body: unknown): typeof fetch {
+  return async (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input))
+    if (url.pathname === `/v1/artifacts/${name}`) return Response.json(body)
+    return fetch(input, init)
+  }
+}
+
+describe('signed index statements on the device', () => {
+  it('updates from fresh indexes; refuses an old copy replayed after the update, and any copy past its lifetime', async () => {
+    await publish('fz', '1.0.0')
+    const beforeRelease = await servedIndex('fz')
+    await publish('fz', '1.1.0')
+    const config = device('store-fresh')
+    expect(await installArtifact(config, { name: 'fz' })).toMatchObject({ version: '1.1.0' })
+
+    // Signed and unexpired, but from before 1.1.0: a cache or mirror holding the device back.
+    const replayed = await agentFailure(
+      installArtifact(config, { name: 'fz', fetchImpl: answeringIndexWith('fz', beforeRelease) }),
+    )
+    expect(replayed.code).toBe('untrusted-index')
+    expect(replayed.message).toContain('older than what this device installed (serial 1 < 2)')
+    expect((await new ArtifactStore(config.installRoot, 'fz').state()).current).toBe('1.1.0')
+
+    // A device that never saw 1.1.0 cannot tell by serial, so the lifetime bounds it: a day later the
+    // same copy (and any answer signed before then) is refused as stale.
+    const late = await agentFailure(
+      installArtifact(device('store-late'), {
+        name: 'fz',
+        fetchImpl: answeringIndexWith('fz', beforeRelease),
+        now: new Date(Date.now() + DAY_MS + 60_000),
+      }),
+    )
+    expect(late.code).toBe('untrusted-index')
+    expect(late.message).toContain('is stale: its statement expired at')
+
+    // A clock far behind (a board that booted at 1970) would take every statement as fresh: refused.
+    const behind = await agentFailure(
+      installArtifact(device('store-behind'), { name: 'fz', now: new Date(Date.now() - 2 * 3600_000) }),
+    )
+    expect(behind.message).toContain("ahead of this device's clock; check the clock")
+  })
+
+  it('refuses an index altered after signing, one signed by another key, and an unsigned one', async () => {
+    await publish('fy', '1.0.0')
+    await publish('fy', '2.0.0')
+    const served = await servedIndex('fy')
+    const refusal = async (config: AgentConfig, body: unknown) =>
+      agentFailure(installArtifact(config, { name: 'fy', fetchImpl: answeringIndexWith('fy', body) }))
+
+    const altered = await refusal(device('store-altered'), {
+      ...served,
+      channels: { stable: '1.0.0' },
+    })
+    expect(altered.message).toContain('differs from what its statement covers')
+    const foreign = await refusal(device('store-foreign', await generateKeyPair()), served)
+    expect(foreign.message).toContain('no valid signature by a key in indexKeys')
+    const { statement: _, ...unsigned } = served
+    const bare = await refusal(device('store-bare'), unsigned)
+    expect(bare.message).toContain('carries no signed statement')
+    for (const error of [altered, foreign, bare]) expect(error.code).toBe('untrusted-index')
+
+    // Without indexKeys a device takes indexes as before, signed or not.
+    const unpinned: AgentConfig = { ...device('store-unpinned'), indexKeys: [] }
+    expect(
+      await installArtifact(unpinned, { name: 'fy', fetchImpl: answeringIndexWith('fy', unsigned) }),
+    ).toMatchObject({ version: '2.0.0' })
+  })
+
+  it('exits 15 from the CLI when the index is not signed by a pinned key', async () => {
+    await publish('fx', '1.0.0')
+    const configFile = join(suite.ws.dir, 'index-trust-cli.json')
+    await writeFile(configFile, JSON.stringify(device('store-cli', await generateKeyPair())))
+    const refused = await promisify(execFile)(process.execPath, [BIN, '--config', configFile, 'update', 'fx'])
+      .then(() => ({ code: 0, stderr: '' }))
+      .catch((e: { code: number; stderr: string }) => e)
+    expect(refused.code).toBe(15)
+    expect(refused.stderr).toContain('no valid signature by a key in indexKeys')
+  })
+})

@@ -1,0 +1,80 @@
+/**
+ * Signs each index answer with INDEX_SIGNING_KEY (ADR 0032): a short-lived statement of which index
+ * the edge served and until when it may be believed. Devices configured with the key's public half
+ * (`indexKeys`) refuse an index without a fresh one, so a cache, mirror or replay in front of the edge
+ * cannot hold them on an old release for longer than the statement's lifetime.
+ */
+import type { ArtifactIndex } from '../../schemas/artifact-index.ts'
+import { type IndexStatement, indexDigest, type SignedIndexStatement } from '../../schemas/index-statement.ts'
+import { base64Bytes, canonicalJson, ED25519, keyIdOf } from '../../schemas/signed-envelope.ts'
+import { Problem } from '../http/problem.ts'
+
+interface IndexSigner {
+  keyid: string
+  privateKey: CryptoKey
+}
+
+/** The last key imported, per isolate: importing on every answer would repeat the same work. */
+let cached: { configured: string; signer: IndexSigner } | undefined
+
+function misconfigured(why: string): Problem {
+  // The operator's mistake, not the client's: 500, so no index goes out unsigned because of a typo.
+  return new Problem(500, 'internal', `INDEX_SIGNING_KEY ${why}`)
+}
+
+/**
+ * The key in INDEX_SIGNING_KEY: base64 of a PKCS#8 Ed25519 private key, as `deltaport keygen` writes
+ * privateKey. Its keyid is derived from the public half, as devices derive it from indexKeys.
+ */
+async function importSigner(configured: string): Promise<IndexSigner> {
+  const der = base64Bytes(configured)
+  if (!der) throw misconfigured('is not base64')
+  let privateKey: CryptoKey
+  let jwk: JsonWebKey
+  try {
+    privateKey = await crypto.subtle.importKey('pkcs8', der, ED25519, true, ['sign'])
+    jwk = (await crypto.subtle.exportKey('jwk', privateKey)) as JsonWebKey
+  } catch {
+    throw misconfigured('is not a PKCS#8 Ed25519 private key (base64, as `deltaport keygen` writes it)')
+  }
+  const publicRaw = jwk.x ? base64Bytes(jwk.x.replaceAll('-', '+').replaceAll('_', '/')) : null
+  if (!publicRaw) throw misconfigured('has no public half')
+  return { keyid: await keyIdOf(publicRaw), privateKey }
+}
+
+async function signerFor(configured: string): Promise<IndexSigner> {
+  if (cached?.configured !== configured) cached = { configured, signer: await importSigner(configured) }
+  return cached.signer
+}
+
+function base64Of(bytes: Uint8Array): string {
+  let binary = ''
+  for (const b of bytes) binary += String.fromCharCode(b)
+  return btoa(binary)
+}
+
+/**
+ * The statement for `index` as served at `now`, valid for `ttlSeconds`; undefined when
+ * INDEX_SIGNING_KEY is blank (the local default: indexes go out unsigned, as before ADR 0032).
+ */
+export async function signIndex(
+  env: Pick<Env, 'INDEX_SIGNING_KEY'>,
+  index: ArtifactIndex,
+  ttlSeconds: number,
+  now: Date = new Date(),
+): Promise<SignedIndexStatement | undefined> {
+  const configured = (env.INDEX_SIGNING_KEY ?? '').trim()
+  if (configured.length === 0) return undefined
+  const signer = await signerFor(configured)
+  const statement: IndexStatement = {
+    _type: 'deltaport/index',
+    name: index.name,
+    indexSha256: await indexDigest(index),
+    latestSerial: index.latestSerial,
+    issuedAt: now.toISOString(),
+    expires: new Date(now.getTime() + ttlSeconds * 1000).toISOString(),
+  }
+  const message = new TextEncoder().encode(canonicalJson(statement))
+  const sig = new Uint8Array(await crypto.subtle.sign(ED25519, signer.privateKey, message))
+  return { signed: statement, signatures: [{ keyid: signer.keyid, sig: base64Of(sig) }] }
+}

@@ -1,0 +1,103 @@
+/**
+ * INDEX_SIGNING_KEY (ADR 0032): with a key, every index answer carries a short-lived statement that
+ * devices can check against the key's public half; blank sends indexes unsigned; a malformed key is
+ * the operator's mistake (500), never an unsigned answer. Real Ed25519 keys and real R2/KV in workerd.
+ */
+import { env } from 'cloudflare:workers'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { ArtifactIndex } from '../../schemas/artifact-index.ts'
+import { indexDigest, ServedIndex } from '../../schemas/index-statement.ts'
+import { ProblemDetails } from '../../schemas/problem.ts'
+import { ED25519, keyIdOf, verifyEnvelope } from '../../schemas/signed-envelope.ts'
+import { app } from '../app.ts'
+import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
+import { keys } from '../storage/keys.ts'
+
+const base64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes))
+
+async function edgeKey() {
+  const pair = (await crypto.subtle.generateKey(ED25519, true, ['sign', 'verify'])) as CryptoKeyPair
+  const raw = new Uint8Array((await crypto.subtle.exportKey('raw', pair.publicKey)) as ArrayBuffer)
+  const pkcs8 = new Uint8Array((await crypto.subtle.exportKey('pkcs8', pair.privateKey)) as ArrayBuffer)
+  return { privateKey: base64(pkcs8), trusted: { keyid: await keyIdOf(raw), publicKey: base64(raw) } }
+}
+
+const stored: ArtifactIndex = {
+  name: 'signed-ix',
+  latestSerial: 2,
+  versions: [
+    {
+      version: '1.0.0',
+      serial: 1,
+      size: 10,
+      sha256: 'a'.repeat(64),
+      createdAt: '2026-11-01T00:00:00.000Z',
+      channels: [],
+      yanked: { at: '2026-11-02T00:00:00.000Z', reason: 'broken build' },
+    },
+    {
+      version: '1.1.0',
+      serial: 2,
+      size: 12,
+      sha256: 'b'.repeat(64),
+      createdAt: '2026-11-03T00:00:00.000Z',
+      channels: ['stable'],
+    },
+  ],
+  channels: { stable: '1.1.0' },
+}
+await env.ARTIFACTS.put(keys.index(stored.name), JSON.stringify(stored))
+
+const getIndex = (key: string) =>
+  app.request(`/v1/artifacts/${stored.name}`, {}, { ...env, INDEX_SIGNING_KEY: key })
+
+afterEach(async () => {
+  await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+  clearRuntimeConfigCache()
+})
+
+describe('signed index statements at the edge', () => {
+  it('signs each index it serves: the exact index, its serial, valid for a day by default', async () => {
+    const key = await edgeKey()
+    const before = Date.now()
+    const response = await getIndex(key.privateKey)
+    expect(response.status).toBe(200)
+    const json = (await response.json()) as Record<string, unknown>
+    const { statement, ...index } = ServedIndex.parse(json)
+    expect(index).toEqual(stored)
+    expect(statement).toBeDefined()
+    expect(statement!.signatures.map((s) => s.keyid)).toEqual([key.trusted.keyid])
+    expect(await verifyEnvelope(statement!, [key.trusted])).toBe(true)
+    expect(await verifyEnvelope(statement!, [(await edgeKey()).trusted])).toBe(false)
+    const said = statement!.signed
+    expect(said).toMatchObject({ _type: 'deltaport/index', name: stored.name, latestSerial: 2 })
+    expect(said.indexSha256).toBe(await indexDigest(json))
+    const issued = Date.parse(said.issuedAt)
+    expect(issued).toBeGreaterThanOrEqual(before - 1000)
+    expect(Date.parse(said.expires) - issued).toBe(24 * 3600 * 1000)
+    // Any change to what was served changes the digest the signature covers.
+    expect(await indexDigest({ ...json, channels: { stable: '1.0.0' } })).not.toBe(said.indexSha256)
+  })
+
+  it('takes the lifetime from the runtime config', async () => {
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ index: { statementTtlSeconds: 600 } }))
+    clearRuntimeConfigCache()
+    const { statement } = ServedIndex.parse(await (await getIndex((await edgeKey()).privateKey)).json())
+    expect(Date.parse(statement!.signed.expires) - Date.parse(statement!.signed.issuedAt)).toBe(600_000)
+  })
+
+  it('serves the index unsigned when the key is blank', async () => {
+    const json = (await (await getIndex('  ')).json()) as Record<string, unknown>
+    expect('statement' in json).toBe(false)
+    expect(ServedIndex.parse(json)).toEqual(stored)
+  })
+
+  it('answers 500 naming the setting, never an unsigned index, when the key is malformed', async () => {
+    const { publicKey } = (await edgeKey()).trusted
+    for (const malformed of ['not base64!', btoa('thirty-two bytes of nothing.....'), publicKey]) {
+      const response = await getIndex(malformed)
+      expect(response.status).toBe(500)
+      expect(ProblemDetails.parse(await response.json()).detail).toContain('INDEX_SIGNING_KEY')
+    }
+  })
+})
