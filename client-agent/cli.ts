@@ -267,7 +267,12 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
           ...lockWait(options.wait, out),
         })
         for (const kept of result.kept) out.info(`kept ${kept.name}: ${kept.reason}`)
-        const removed = result.removed.map((r) => `${r.name} [${r.versions.join(', ')}]`).join(', ')
+        const removed = result.removed
+          .map(
+            (r) =>
+              `${r.name} [${r.versions.join(', ')}]${r.staged.length > 0 ? ` (and prefetched ${r.staged.join(', ')})` : ''}`,
+          )
+          .join(', ')
         out.result(`uninstalled ${removed}`, { uninstall: result })
       },
     )

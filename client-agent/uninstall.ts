@@ -1,5 +1,6 @@
 import { join } from 'node:path'
 import type { AgentConfig } from './config.ts'
+import { StagingArea } from './daemon/staging.ts'
 import { dependentsOf } from './dependencies.ts'
 import { AgentError } from './errors.ts'
 import { withArtifactLock } from './fs/artifact-lock.ts'
@@ -17,8 +18,11 @@ export interface UninstallRequest extends Pick<InstallRequest, 'lockWaitMs' | 'o
 
 export interface UninstallResult {
   name: string
-  /** Every artifact removed, this one first, with the versions that were on disk. */
-  removed: Array<{ name: string; versions: string[] }>
+  /**
+   * Every artifact removed, this one first, with the versions that were on disk and those the daemon
+   * had prefetched (staged copies and partial downloads go too).
+   */
+  removed: Array<{ name: string; versions: string[]; staged: string[] }>
   /** Dependencies left installed with `withDependencies`, and why. */
   kept: Array<{ name: string; reason: string }>
 }
@@ -63,7 +67,9 @@ async function uninstallInto(config: AgentConfig, request: UninstallRequest, res
       )
     const current = state.current !== null && installed.includes(state.current) ? state.current : null
     const dependencies = current ? (await store.manifestOf(current)).signed.dependencies : []
-    result.removed.push({ name: request.name, versions: await store.uninstall() })
+    const versions = await store.uninstall()
+    const staged = await new StagingArea(config.installRoot).removeArtifact(request.name)
+    result.removed.push({ name: request.name, versions, staged })
     return dependencies
   })
   if (!request.withDependencies) return

@@ -140,6 +140,20 @@ export class StagingArea {
   }
 
   /**
+   * Removes every staged copy and partial download of `name` (uninstall: bytes prefetched for an
+   * artifact the device no longer has would otherwise sit there until the LRU evicts them). Returns
+   * the versions whose staged copies were removed.
+   */
+  async removeArtifact(name: string): Promise<string[]> {
+    const staged = (await this.list()).filter((e) => e.name === name).map((e) => e.version)
+    for (const version of staged) await this.remove(name, version)
+    const prefix = `${encodeURIComponent(name)}@`
+    for (const file of await fileNames(this.partialDir))
+      if (file.startsWith(prefix)) await rm(join(this.partialDir, file), { force: true })
+    return staged
+  }
+
+  /**
    * Takes the staged copy of exactly `target` (same name, version and sha256) out of the staging area:
    * renamed to `dest` first (so a concurrent eviction cannot pull it away mid-check), then hashed.
    * Returns false, leaving nothing behind at `dest`, when there is no such item or its bytes do not verify.
@@ -253,7 +267,10 @@ async function fileNames(dir: string): Promise<string[]> {
   }
 }
 
-/** Every scratch file of a staged item starts with this (versions contain no `@`). */
+/**
+ * Every scratch file of a staged item starts with this (versions contain no `@`, and
+ * encodeURIComponent escapes a scope's, so `<encoded name>@` alone marks one artifact's files).
+ */
 function partialPrefix(name: string, version: string): string {
   return `${encodeURIComponent(name)}@${version}.`
 }

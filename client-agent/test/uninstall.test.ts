@@ -1,9 +1,10 @@
 import { execFile, spawnSync } from 'node:child_process'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
+import { StagingArea } from '../daemon/staging.ts'
 import { installArtifact } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import { uninstallArtifact } from '../uninstall.ts'
@@ -34,11 +35,25 @@ describe('uninstall', () => {
     expect(needed.code).toBe('dependency-conflict')
     expect(needed.message).toContain('un-app@1.0.0 (^1.0.0)')
 
+    // What the daemon prefetched of an artifact goes with it (staged copy and partial downloads);
+    // another artifact's stays.
+    const staging = new StagingArea(device.installRoot)
+    await staging.prepare()
+    for (const name of ['un-app', 'un-other']) {
+      const store = new ArtifactStore(device.installRoot, name)
+      const copy = join(suite.ws.dir, `${name}-staged.bin`)
+      await copyFile(store.blobPath('1.0.0'), copy)
+      await staging.put(copy, await store.manifestOf('1.0.0'))
+      await writeFile(staging.partialPath(name, '1.1.0'), 'half a download')
+    }
+
     const result = await uninstallArtifact(device, { name: 'un-app', withDependencies: true })
     expect(result.removed).toEqual([
-      { name: 'un-app', versions: ['1.0.0'] },
-      { name: 'un-lib', versions: ['1.0.0'] },
+      { name: 'un-app', versions: ['1.0.0'], staged: ['1.0.0'] },
+      { name: 'un-lib', versions: ['1.0.0'], staged: [] },
     ])
+    expect((await staging.list()).map((e) => e.name)).toEqual(['un-other'])
+    expect(await readdir(staging.partialDir)).toEqual([`un-other@1.1.0.part`])
     expect(result.kept).toEqual([{ name: 'un-shared', reason: 'needed by un-other' }])
     const app = new ArtifactStore(device.installRoot, 'un-app')
     expect(await app.installedVersions()).toEqual([])
@@ -72,7 +87,7 @@ describe('uninstall', () => {
     const exited = spawnSync(process.execPath, ['-e', '0']).pid
     await children([exited])
     expect((await uninstallArtifact(device, { name: 'un-served' })).removed).toEqual([
-      { name: 'un-served', versions: ['1.0.0'] },
+      { name: 'un-served', versions: ['1.0.0'], staged: [] },
     ])
   })
 
