@@ -2,7 +2,7 @@ import type { Context, MiddlewareHandler } from 'hono'
 import { deleteCookie, getSignedCookie, setSignedCookie } from 'hono/cookie'
 import { timingSafeEqual } from 'hono/utils/buffer'
 import type { AppEnv } from '../app-env.ts'
-import { Problem } from '../http/problem.ts'
+import { Problem, rateLimited } from '../http/problem.ts'
 
 /** The session cookie of the dashboard; scoped to its paths so no API route ever receives it. */
 export const SESSION_COOKIE = 'deltaport_operator'
@@ -20,9 +20,27 @@ function operatorToken(c: Context<AppEnv>): string {
   return token
 }
 
-/** Constant-time comparison of a presented token with OPERATOR_TOKEN (bounded length, printable ASCII). */
+/**
+ * Every presented OPERATOR_TOKEN counts against OPERATOR_AUTH_RATE_LIMITER per client address (60 a
+ * minute per Cloudflare location, wrangler.toml), success or not: the token doubles as the dashboard's
+ * login password, and a limiter that counted only failures would still answer every guess. Session
+ * cookies are HMACs of the token and do not count. Cloudflare sets cf-connecting-ip on every request;
+ * without it (local runs only) there is no address to count.
+ */
+async function limitOperatorAttempts(c: Context<AppEnv>): Promise<void> {
+  const address = c.req.header('cf-connecting-ip')
+  if (address === undefined) return
+  const { success } = await c.env.OPERATOR_AUTH_RATE_LIMITER.limit({ key: address })
+  if (!success) throw rateLimited('too many operator token attempts from this address; retry in a minute', 60)
+}
+
+/**
+ * Constant-time comparison of a presented token with OPERATOR_TOKEN (bounded length, printable ASCII),
+ * after the per-address limit (429 problem when it is spent).
+ */
 export async function isOperatorToken(c: Context<AppEnv>, presented: string): Promise<boolean> {
   const expected = operatorToken(c)
+  await limitOperatorAttempts(c)
   if (!/^[\x21-\x7e]{1,512}$/.test(presented)) return false
   return timingSafeEqual(presented, expected)
 }

@@ -577,7 +577,7 @@ function dashboardRoutes(): RouteSpec[] {
       description: `${operator} Without it: the login page (401, HTML) for clients that accept text/html, else 401 problem+json.`,
       tag: 'operator',
       responses: { '200': html('The dashboard page'), '401': html('The login page (browsers)') },
-      problems: [401],
+      problems: [401, 429],
     },
     {
       method: 'get',
@@ -601,7 +601,7 @@ function dashboardRoutes(): RouteSpec[] {
         '303': { description: 'Signed in; redirect to /dashboard', headers: { 'set-cookie': 'The session' } },
         '401': html('Wrong token: the login form again'),
       },
-      problems: [403, 413],
+      problems: [403, 413, 429],
     },
     {
       method: 'post',
@@ -637,7 +637,7 @@ function deviceRoutes(): RouteSpec[] {
           body: { kind: 'json', schema: 'EnrollmentCodeCreated' },
         },
       },
-      problems: [400, 401, 409, 413],
+      problems: [400, 401, 409, 413, 429],
     },
     {
       method: 'get',
@@ -650,7 +650,7 @@ function deviceRoutes(): RouteSpec[] {
       responses: {
         '200': { description: 'The codes', body: { kind: 'json', schema: 'EnrollmentCodeList' } },
       },
-      problems: [401],
+      problems: [401, 429],
     },
     {
       method: 'post',
@@ -664,7 +664,7 @@ function deviceRoutes(): RouteSpec[] {
       responses: {
         '200': { description: 'The revoked code', body: { kind: 'json', schema: 'EnrollmentCodeInfo' } },
       },
-      problems: [400, 401, 404],
+      problems: [400, 401, 404, 429],
     },
     {
       method: 'get',
@@ -686,7 +686,7 @@ function deviceRoutes(): RouteSpec[] {
       responses: {
         '200': { description: 'One page of devices', body: { kind: 'json', schema: 'DeviceList' } },
       },
-      problems: [400, 401],
+      problems: [400, 401, 429],
     },
     {
       method: 'post',
@@ -703,7 +703,7 @@ function deviceRoutes(): RouteSpec[] {
       responses: {
         '200': { description: 'The revoked device', body: { kind: 'json', schema: 'DeviceInfo' } },
       },
-      problems: [400, 401, 404, 409],
+      problems: [400, 401, 404, 409, 429],
     },
     {
       method: 'post',

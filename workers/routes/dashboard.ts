@@ -13,6 +13,7 @@ import { loadDashboard } from '../dashboard/page-data.ts'
 import { dashboardPage } from '../dashboard/views/dashboard.ts'
 import type { Html } from '../dashboard/views/layout.ts'
 import { loginPage } from '../dashboard/views/login.ts'
+import { Problem } from '../http/problem.ts'
 
 /** Nothing but this document's own inline CSS and SVG may load; no scripts at all. */
 const SECURITY_HEADERS = {
@@ -23,7 +24,7 @@ const SECURITY_HEADERS = {
   'cache-control': 'no-store',
 }
 
-async function page(c: Context<AppEnv>, body: Html, status: 200 | 401 = 200): Promise<Response> {
+async function page(c: Context<AppEnv>, body: Html, status: 200 | 401 | 429 = 200): Promise<Response> {
   for (const [name, value] of Object.entries(SECURITY_HEADERS)) c.header(name, value)
   return c.html(await body, status)
 }
@@ -42,9 +43,16 @@ export const dashboardRouter = new Hono<AppEnv>()
   // Form posts must come from this origin (Origin header check): no cross-site login or logout.
   .post('/login', csrf(), async (c) => {
     const token = await readLoginToken(c.req.raw)
-    if (token === null || !(await isOperatorToken(c, token))) {
-      return page(c, loginPage('That token is not the operator token of this edge.'), 401)
+    let accepted: boolean
+    try {
+      accepted = token !== null && (await isOperatorToken(c, token))
+    } catch (error) {
+      // Over the per-address limit: the browser gets the form back saying so, not a JSON problem.
+      if (!(error instanceof Problem) || error.status !== 429) throw error
+      for (const [name, value] of Object.entries(error.headers)) c.header(name, value)
+      return page(c, loginPage('Too many attempts from this address. Wait a minute, then try again.'), 429)
     }
+    if (!accepted) return page(c, loginPage('That token is not the operator token of this edge.'), 401)
     await startSession(c)
     c.header('cache-control', 'no-store')
     return c.redirect('/dashboard', 303)

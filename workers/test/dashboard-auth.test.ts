@@ -1,6 +1,7 @@
 import { env, exports } from 'cloudflare:workers'
 import { generateSignedCookie } from 'hono/cookie'
 import { describe, expect, it } from 'vitest'
+import { ProblemDetails } from '../../schemas/problem.ts'
 import { SESSION_COOKIE } from '../dashboard/operator-auth.ts'
 import { dashboardHtml, OPERATOR_TOKEN, operatorAuth } from './dashboard-helpers.ts'
 import { callApp } from './delta-helpers.ts'
@@ -175,6 +176,29 @@ describe('dashboard operator auth', () => {
     expect(response.status).toBe(303)
     expect(response.headers.get('location')).toBe('/dashboard/login')
     expect(response.headers.get('set-cookie')).toMatch(new RegExp(`^${SESSION_COOKIE}=;.*Max-Age=0`))
+  })
+
+  it('limits token attempts per address, right or wrong, on the form and as a bearer; other addresses go on', async () => {
+    const guesser = { 'cf-connecting-ip': '198.51.100.7' }
+    const statuses: number[] = []
+    for (let i = 0; i < 60; i++) {
+      const res = await login(`guess-${i}`, guesser)
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    expect(statuses.every((s) => s === 401)).toBe(true)
+    // Spent: even the right token is not tried, so further guesses learn nothing.
+    const form = await login(OPERATOR_TOKEN, guesser)
+    expect(form.status).toBe(429)
+    expect(form.headers.get('retry-after')).toBe('60')
+    expect(form.headers.get('set-cookie')).toBeNull()
+    expect(await form.text()).toContain('Too many attempts from this address')
+    for (const path of ['/dashboard', '/v1/devices']) {
+      const bearer = await call(path, { headers: { ...operatorAuth, ...guesser } })
+      expect(bearer.status).toBe(429)
+      expect(ProblemDetails.parse(await bearer.json()).detail).toContain('operator token attempts')
+    }
+    expect((await login(OPERATOR_TOKEN, { 'cf-connecting-ip': '198.51.100.8' })).status).toBe(303)
   })
 
   it('keeps the token out of URLs: the login form posts its body', async () => {
