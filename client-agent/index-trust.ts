@@ -53,7 +53,8 @@ export async function verifyServedIndex(
     )
   if (Date.parse(said.issuedAt) > now + MAX_CLOCK_AHEAD_MS)
     throw refuse(`was signed at ${said.issuedAt}, ahead of this device's clock; check the clock`)
-  if (said.latestSerial < minSerial)
-    throw refuse(`is older than what this device installed (serial ${said.latestSerial} < ${minSerial})`)
+  // The index's own serial: the digest binds it to the signature.
+  if (index.latestSerial < minSerial)
+    throw refuse(`is older than what this device installed (serial ${index.latestSerial} < ${minSerial})`)
   return index
 }
