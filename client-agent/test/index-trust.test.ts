@@ -12,6 +12,7 @@ import type { AgentConfig } from '../config.ts'
 import { installArtifact } from '../install.ts'
 import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
+import { EdgeChannelSource } from '../swap/edge-source.ts'
 import { agentFailure, writeArtifact } from './fixtures.ts'
 import { useEdgeWorkspace } from './local-edge.ts'
 
@@ -108,6 +109,25 @@ describe('signed index statements on the device', () => {
     expect(
       await installArtifact(unpinned, { name: 'fy', fetchImpl: answeringIndexWith('fy', unsigned) }),
     ).toMatchObject({ version: '2.0.0' })
+  })
+
+  it("holds `deltaport run`'s updates and dependency resolution to the same statements", async () => {
+    await publish('fw', '1.0.0')
+    const run = new EdgeChannelSource(device('store-run', await generateKeyPair()), 'fw')
+    expect((await agentFailure(run.initial())).code).toBe('untrusted-index')
+    expect((await agentFailure(run.next('0.9.0', new Set()))).code).toBe('untrusted-index')
+
+    const lib = await writeArtifact(suite.ws.dir, 'fw-lib-1.0.0.bin', 3_000)
+    await suite.publish(lib.path, 'fw-lib', '1.0.0')
+    const app = await writeArtifact(suite.ws.dir, 'fw-app-1.0.0.bin', 3_000)
+    await suite.publish(app.path, 'fw-app', '1.0.0', { dependencies: [{ name: 'fw-lib', range: '^1.0.0' }] })
+    const { statement: _, ...unsignedLib } = await servedIndex('fw-lib')
+    const config = device('store-deps')
+    const refused = await agentFailure(
+      installArtifact(config, { name: 'fw-app', fetchImpl: answeringIndexWith('fw-lib', unsignedLib) }),
+    )
+    expect(refused.message).toContain('the index of fw-lib carries no signed statement')
+    expect((await new ArtifactStore(config.installRoot, 'fw-app').state()).current).toBeNull()
   })
 
   it('exits 15 from the CLI when the index is not signed by a pinned key', async () => {
