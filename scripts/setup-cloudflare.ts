@@ -43,7 +43,7 @@ const SECRET_PURPOSE: Record<string, string> = {
   MAINTAINER_KEYS:
     'the maintainers’ public keys (`deltaport keygen` prints publicKey), whitespace-separated: the edge then refuses manifests and yank statements none of them signed; blank turns that check off',
   INDEX_SIGNING_KEY:
-    'the edge’s own Ed25519 private key (`deltaport keygen --out edge-index.key`, then its privateKey; never a maintainer’s): index answers then carry short-lived signed statements, and devices listing its public half in indexKeys refuse stale indexes; blank sends them unsigned',
+    'the edge’s own Ed25519 private key (`deltaport keygen --out edge-index.key.json`, then its privateKey; never a maintainer’s): index answers then carry short-lived signed statements, and devices listing its public half in indexKeys refuse stale indexes; blank sends them unsigned',
 }
 
 export interface SetupPlan {
