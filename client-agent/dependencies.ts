@@ -143,7 +143,10 @@ async function highestSatisfying(
   needs: readonly Dependent[],
   fetchImpl?: typeof fetch,
 ): Promise<string> {
-  const index = await new EdgeClient(config.edgeUrl, fetchImpl, deviceEdgeOptions(config)).index(dep.name)
+  // With indexKeys, an index older than the dependency this device already has is refused too.
+  const { lastSerial } = await new ArtifactStore(config.installRoot, dep.name).state()
+  const edge = new EdgeClient(config.edgeUrl, fetchImpl, deviceEdgeOptions(config))
+  const index = await edge.index(dep.name, lastSerial)
   const published = index.versions.filter((v) => !v.yanked).map((v) => v.version)
   const fits = published.filter((v) => needs.every((n) => satisfies(v, n.range))).sort(rcompare)
   const best = fits[0]

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
-import { installArtifact } from '../install.ts'
+import { installArtifact, rollbackArtifact } from '../install.ts'
 import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { EdgeChannelSource } from '../swap/edge-source.ts'
@@ -128,6 +128,21 @@ describe('signed index statements on the device', () => {
     )
     expect(refused.message).toContain('the index of fw-lib carries no signed statement')
     expect((await new ArtifactStore(config.installRoot, 'fw-app').state()).current).toBeNull()
+
+    // A dependency's index from before a release the device has is refused as well: here the device
+    // installed fw-lib 1.1.0, went back to 1.0.0, and fw-app 2.0.0 needs ^1.1.0.
+    const before = await servedIndex('fw-lib')
+    const lib11 = await writeArtifact(suite.ws.dir, 'fw-lib-1.1.0.bin', 3_000)
+    await suite.publish(lib11.path, 'fw-lib', '1.1.0')
+    const app2 = await writeArtifact(suite.ws.dir, 'fw-app-2.0.0.bin', 3_000)
+    await suite.publish(app2.path, 'fw-app', '2.0.0', { dependencies: [{ name: 'fw-lib', range: '^1.1.0' }] })
+    await installArtifact(config, { name: 'fw-lib', target: '1.0.0' })
+    await installArtifact(config, { name: 'fw-lib' })
+    await rollbackArtifact(config, 'fw-lib')
+    const replayed = await agentFailure(
+      installArtifact(config, { name: 'fw-app', fetchImpl: answeringIndexWith('fw-lib', before) }),
+    )
+    expect(replayed.message).toContain('the index of fw-lib is older than what this device installed')
   })
 
   it('exits 15 from the CLI when the index is not signed by a pinned key', async () => {
