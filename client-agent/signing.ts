@@ -1,9 +1,9 @@
 import type { ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
-import { canonicalJson, ED25519, type Envelope, keyIdOf } from '../schemas/signed-envelope.ts'
+import { bytesBase64, ED25519, type Envelope, keyIdOf, signEnvelope } from '../schemas/signed-envelope.ts'
 
 /**
- * The maintainer's side of signatures: key generation and signing, through WebCrypto. What a
- * signature covers and how it is verified (by agents and the edge) is schemas/signed-envelope.ts.
+ * The maintainer's side of signatures: key generation and key files, through WebCrypto. What a
+ * signature covers, how it is made and how it is verified is schemas/signed-envelope.ts.
  */
 export interface KeyPairFiles {
   /** Raw 32-byte public key, base64. */
@@ -19,9 +19,9 @@ export async function generateKeyPair(): Promise<KeyPairFiles> {
   const publicRaw = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey))
   const privatePkcs8 = new Uint8Array(await crypto.subtle.exportKey('pkcs8', pair.privateKey))
   return {
-    publicKey: toBase64(publicRaw),
+    publicKey: bytesBase64(publicRaw),
     keyid: await keyIdOf(publicRaw),
-    privateKey: toBase64(privatePkcs8),
+    privateKey: bytesBase64(privatePkcs8),
   }
 }
 
@@ -37,13 +37,7 @@ export async function signDocument<Body>(body: Body, key: KeyPairFiles): Promise
   const privateKey = await crypto.subtle.importKey('pkcs8', fromBase64(key.privateKey), ED25519, false, [
     'sign',
   ])
-  const message = new TextEncoder().encode(canonicalJson(body))
-  const sig = new Uint8Array(await crypto.subtle.sign(ED25519, privateKey, message))
-  return { signed: body, signatures: [{ keyid: key.keyid, sig: toBase64(sig) }] }
-}
-
-function toBase64(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('base64')
+  return signEnvelope(body, key.keyid, privateKey)
 }
 
 function fromBase64(text: string): Uint8Array<ArrayBuffer> {

@@ -1,5 +1,6 @@
 /**
- * What a signature in an envelope (SignedManifest, SignedYankStatement) covers, and how it is checked:
+ * What a signature in an envelope (SignedManifest, SignedYankStatement, SignedIndexStatement) covers,
+ * how it is made and how it is checked:
  * Ed25519 over the canonical JSON of `signed`, keys sorted and no whitespace, so signer and verifier
  * hash identical bytes whatever the transport did. WebCrypto only (no Node or Workers imports): the
  * agent verifies every envelope it uses, and the edge checks what maintainers upload against
@@ -49,6 +50,31 @@ export function base64Bytes(text: string): Uint8Array<ArrayBuffer> | null {
   const bytes = new Uint8Array(binary.length)
   for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i)
   return bytes
+}
+
+/** A WebCrypto private key, named through `sign` so Node's and the Workers' typings both accept it. */
+type SigningKey = Parameters<typeof crypto.subtle.sign>[1]
+
+/** Bytes as standard base64, the form keys and signatures are written in. */
+export function bytesBase64(bytes: Uint8Array): string {
+  let binary = ''
+  for (const b of bytes) binary += String.fromCharCode(b)
+  return btoa(binary)
+}
+
+/**
+ * The envelope verifyEnvelope checks: `body` signed with one key (Ed25519 over its canonical JSON).
+ * Maintainers sign manifests and yank statements with it (client-agent/signing.ts), the edge its index
+ * statements (workers/signing/index-statement.ts).
+ */
+export async function signEnvelope<Body>(
+  body: Body,
+  keyid: string,
+  privateKey: SigningKey,
+): Promise<Envelope<Body>> {
+  const message = new TextEncoder().encode(canonicalJson(body))
+  const sig = new Uint8Array(await crypto.subtle.sign(ED25519, privateKey, message))
+  return { signed: body, signatures: [{ keyid, sig: bytesBase64(sig) }] }
 }
 
 /**

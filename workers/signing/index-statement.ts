@@ -6,7 +6,7 @@
  */
 import type { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import { type IndexStatement, indexDigest, type SignedIndexStatement } from '../../schemas/index-statement.ts'
-import { base64Bytes, canonicalJson, ED25519, keyIdOf } from '../../schemas/signed-envelope.ts'
+import { base64Bytes, ED25519, keyIdOf, signEnvelope } from '../../schemas/signed-envelope.ts'
 import { Problem } from '../http/problem.ts'
 
 interface IndexSigner {
@@ -47,12 +47,6 @@ async function signerFor(configured: string): Promise<IndexSigner> {
   return cached.signer
 }
 
-function base64Of(bytes: Uint8Array): string {
-  let binary = ''
-  for (const b of bytes) binary += String.fromCharCode(b)
-  return btoa(binary)
-}
-
 /**
  * The statement for `index` as served at `now`, valid for `ttlSeconds`; undefined when
  * INDEX_SIGNING_KEY is blank (the local default: indexes go out unsigned, as before ADR 0032).
@@ -74,7 +68,5 @@ export async function signIndex(
     issuedAt: now.toISOString(),
     expires: new Date(now.getTime() + ttlSeconds * 1000).toISOString(),
   }
-  const message = new TextEncoder().encode(canonicalJson(statement))
-  const sig = new Uint8Array(await crypto.subtle.sign(ED25519, signer.privateKey, message))
-  return { signed: statement, signatures: [{ keyid: signer.keyid, sig: base64Of(sig) }] }
+  return signEnvelope(statement, signer.keyid, signer.privateKey)
 }
