@@ -143,10 +143,7 @@ async function highestSatisfying(
   needs: readonly Dependent[],
   fetchImpl?: typeof fetch,
 ): Promise<string> {
-  // With indexKeys, an index older than the dependency this device already has is refused too.
-  const { lastSerial } = await new ArtifactStore(config.installRoot, dep.name).state()
-  const edge = new EdgeClient(config.edgeUrl, fetchImpl, deviceEdgeOptions(config))
-  const index = await edge.index(dep.name, lastSerial)
+  const index = await new EdgeClient(config.edgeUrl, fetchImpl, deviceEdgeOptions(config)).index(dep.name)
   const published = index.versions.filter((v) => !v.yanked).map((v) => v.version)
   const fits = published.filter((v) => needs.every((n) => satisfies(v, n.range))).sort(rcompare)
   const best = fits[0]

@@ -4,6 +4,7 @@ import { SignedManifest } from '../schemas/manifest.ts'
 import type { TrustedKey } from '../schemas/signed-envelope.ts'
 import { AgentError } from './errors.ts'
 import { type IndexTrust, verifyServedIndex } from './index-trust.ts'
+import { ArtifactStore } from './store.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 import type { ReadBodyOptions } from './transfer/read-body.ts'
 import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
@@ -18,12 +19,21 @@ export interface EdgeClientOptions extends Pick<ReadBodyOptions, 'stallMs' | 'mi
   indexTrust?: IndexTrust
 }
 
-/** What a device's config asks of the indexes it reads (ADR 0032); `now` is the trust checks' clock. */
+/**
+ * What a device's config asks of the indexes it reads (ADR 0032): its indexKeys, and never an index
+ * older than what its store installed of that artifact; `now` is the trust checks' clock.
+ */
 export function deviceEdgeOptions(
-  config: { indexKeys: readonly TrustedKey[] },
+  config: { indexKeys: readonly TrustedKey[]; installRoot: string },
   now?: Date,
 ): EdgeClientOptions {
-  return { indexTrust: { keys: config.indexKeys, now: () => now ?? new Date() } }
+  return {
+    indexTrust: {
+      keys: config.indexKeys,
+      now: () => now ?? new Date(),
+      installedSerial: async (name) => (await new ArtifactStore(config.installRoot, name).state()).lastSerial,
+    },
+  }
 }
 
 /** Typed access to the edge's HTTP API; every body that comes back is parsed before use. */
@@ -70,11 +80,8 @@ export class EdgeClient {
     }
   }
 
-  /**
-   * The artifact's index. With index trust (indexKeys), only under a fresh statement whose serial is
-   * not below `minSerial` (index-trust.ts); the caller passes the highest serial it installed.
-   */
-  async index(name: string, minSerial = 0): Promise<ArtifactIndex> {
+  /** The artifact's index; with index trust (indexKeys), only under a fresh statement (index-trust.ts). */
+  async index(name: string): Promise<ArtifactIndex> {
     const response = await this.request(artifactPath(name))
     if (!response.ok) throw await errorFromResponse(response, `listing ${name}`)
     // Bounded and stall-timed: an endless or trickling answer must not hold the agent (TUF endless data).
@@ -84,7 +91,7 @@ export class EdgeClient {
       `the index of ${name}`,
       this.jsonOptions(),
     )
-    if (this.indexTrust) return verifyServedIndex(json, name, this.indexTrust, minSerial)
+    if (this.indexTrust) return verifyServedIndex(json, name, this.indexTrust)
     return parseWith(ArtifactIndex, json, `index of ${name}`)
   }
 

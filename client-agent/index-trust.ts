@@ -14,6 +14,8 @@ export interface IndexTrust {
   /** The edge's index-signing keys (config `indexKeys`); none means indexes are taken unsigned. */
   keys: readonly TrustedKey[]
   now: () => Date
+  /** The highest serial this device installed of an artifact (its store's high-water mark; 0 if none). */
+  installedSerial: (name: string) => Promise<number>
 }
 
 /**
@@ -26,14 +28,13 @@ export const MAX_CLOCK_AHEAD_MS = 60 * 60 * 1000
 /**
  * The index in `json` (an answer to GET /v1/artifacts/:name), checked against `trust`: a statement for
  * `name`, signed by one of the keys, not expired, not issued in the future, whose digest is this
- * index's and whose serial is not below `minSerial` (the highest this device installed). Throws
- * `untrusted-index` naming what failed; returns the index without its statement.
+ * index's and whose serial is not below the highest this device installed. Throws `untrusted-index`
+ * naming what failed; returns the index without its statement.
  */
 export async function verifyServedIndex(
   json: unknown,
   name: string,
   trust: IndexTrust,
-  minSerial: number,
 ): Promise<ArtifactIndex> {
   const refuse = (why: string) => new AgentError('untrusted-index', `the index of ${name} ${why}`)
   const parsed = ServedIndex.safeParse(json)
@@ -54,6 +55,7 @@ export async function verifyServedIndex(
   if (Date.parse(said.issuedAt) > now + MAX_CLOCK_AHEAD_MS)
     throw refuse(`was signed at ${said.issuedAt}, ahead of this device's clock; check the clock`)
   // The index's own serial: the digest binds it to the signature.
+  const minSerial = await trust.installedSerial(name)
   if (index.latestSerial < minSerial)
     throw refuse(`is older than what this device installed (serial ${index.latestSerial} < ${minSerial})`)
   return index

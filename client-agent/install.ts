@@ -114,10 +114,7 @@ async function installLocked(
   const edge = new EdgeClient(config.edgeUrl, request.fetchImpl, deviceEdgeOptions(config, request.now))
   const state = await store.state()
   const target = request.target ?? config.channel
-  const { version, index } = await resolveTarget(edge, request.name, target, {
-    allowYanked: request.allowYanked ?? false,
-    minSerial: state.lastSerial,
-  })
+  const { version, index } = await resolveTarget(edge, request.name, target, request.allowYanked ?? false)
   const held = holdOnYanked(index, state.current, target, version)
   let retreat: Retreat | null = null
   if (held && index && state.current && (await store.has(state.current))) {
@@ -381,13 +378,13 @@ async function resolveTarget(
   edge: EdgeClient,
   name: string,
   target: string,
-  { allowYanked, minSerial }: { allowYanked: boolean; minSerial: number },
+  allowYanked: boolean,
 ): Promise<{ version: string; index: ArtifactIndex | null }> {
   if (isVersionTarget(target)) {
     // Only for the yank note: a pinned version needs nothing else from the index, and the note is
     // advisory (unsigned), so an index that cannot be read does not stop the install; the signed
     // manifest decides.
-    const index = allowYanked ? null : await edge.index(name, minSerial).catch(() => null)
+    const index = allowYanked ? null : await edge.index(name).catch(() => null)
     const yanked = index && versionEntry(index, target)?.yanked
     if (yanked && !allowYanked) {
       throw new AgentError(
@@ -398,7 +395,7 @@ async function resolveTarget(
     }
     return { version: target, index }
   }
-  const index = await edge.index(name, minSerial)
+  const index = await edge.index(name)
   const version = channelHead(index, target) ?? (target === 'latest' ? newest(index) : undefined)
   if (!version) throw new AgentError('not-found', `${name} has no channel "${target}"`)
   return { version, index }

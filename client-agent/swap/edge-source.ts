@@ -56,7 +56,7 @@ export class EdgeChannelSource implements UpdateSource {
     if (state.current && (await this.store.has(state.current))) {
       return { version: state.current, artifactPath: this.store.blobPath(state.current) }
     }
-    const index = await this.edge().index(this.name, state.lastSerial)
+    const index = await this.edge().index(this.name)
     const head = channelHead(index, this.channel)
     const admitted = head ? await this.gate.admit(this.name, this.channel, head) : null
     const installed = await installArtifact(this.config, {
@@ -75,8 +75,7 @@ export class EdgeChannelSource implements UpdateSource {
   }
 
   async next(running: string, refused: ReadonlySet<string>): Promise<ReadyUpdate | null> {
-    const { lastSerial } = await this.store.state()
-    const index = await this.edge().index(this.name, lastSerial)
+    const index = await this.edge().index(this.name)
     const head = channelHead(index, this.channel)
     if (!head || head === running || refused.has(head)) return null
     // A head below the running version (the running one was yanked) is followed down only on the
