@@ -145,8 +145,12 @@ export class StagingArea {
    * the versions whose staged copies were removed.
    */
   async removeArtifact(name: string): Promise<string[]> {
-    const staged = (await this.list()).filter((e) => e.name === name).map((e) => e.version)
-    for (const version of staged) await this.remove(name, version)
+    const entries = await this.list()
+    const staged = entries.filter((e) => e.name === name).map((e) => e.version)
+    if (staged.length > 0) {
+      await rm(join(this.root, encodeURIComponent(name)), { recursive: true, force: true })
+      await this.writeIndex(entries.filter((e) => e.name !== name))
+    }
     const prefix = `${encodeURIComponent(name)}@`
     for (const file of await fileNames(this.partialDir))
       if (file.startsWith(prefix)) await rm(join(this.partialDir, file), { force: true })

@@ -62,11 +62,7 @@ export async function readTextBounded(
         total += chunk.length
         if (total > maxBytes) throw new CapReached()
       },
-      {
-        ...(options.signal ? { signal: options.signal } : {}),
-        ...(options.stallMs !== undefined ? { stallMs: options.stallMs } : {}),
-        ...(options.minRate ? { minRate: options.minRate } : {}),
-      },
+      options,
     )
   } catch (error) {
     if (!(error instanceof CapReached)) throw error
