@@ -21,7 +21,8 @@ export interface EdgeClientOptions extends Pick<ReadBodyOptions, 'stallMs' | 'mi
 
 /**
  * What a device's config asks of the indexes it reads (ADR 0032): its indexKeys, and never an index
- * older than what its store installed of that artifact; `now` is the trust checks' clock.
+ * older than what its store installed of that artifact or saw in a verified index; `now` is the trust
+ * checks' clock.
  */
 export function deviceEdgeOptions(
   config: { indexKeys: readonly TrustedKey[]; installRoot: string },
@@ -31,7 +32,11 @@ export function deviceEdgeOptions(
     indexTrust: {
       keys: config.indexKeys,
       now: () => now ?? new Date(),
-      installedSerial: async (name) => (await new ArtifactStore(config.installRoot, name).state()).lastSerial,
+      serials: async (name) => {
+        const store = new ArtifactStore(config.installRoot, name)
+        return { installed: (await store.state()).lastSerial, seen: await store.indexSerialSeen() }
+      },
+      sawIndex: (name, serial) => new ArtifactStore(config.installRoot, name).recordIndexSerial(serial),
     },
   }
 }

@@ -3,7 +3,7 @@
  * edge's signed statement covers it exactly and is still fresh. Without one, whatever stands between
  * the edge and the device (a cache, a mirror, a replay of yesterday's answer) could hold the device on
  * an old channel head for as long as that head's manifest is unexpired; with one, for at most the
- * statement's lifetime, and never below a serial the device has already installed.
+ * statement's lifetime, and never below a serial the device has already installed or seen signed.
  */
 import type { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { indexDigest, ServedIndex } from '../schemas/index-statement.ts'
@@ -14,8 +14,13 @@ export interface IndexTrust {
   /** The edge's index-signing keys (config `indexKeys`); none means indexes are taken unsigned. */
   keys: readonly TrustedKey[]
   now: () => Date
-  /** The highest serial this device installed of an artifact (its store's high-water mark; 0 if none). */
-  installedSerial: (name: string) => Promise<number>
+  /**
+   * What this device already has of an artifact (its store; 0s when none): the highest serial it
+   * installed, and the highest `latestSerial` of an index it verified.
+   */
+  serials: (name: string) => Promise<{ installed: number; seen: number }>
+  /** Records a verified index's serial, raising `seen` (a no-op for an artifact with no store yet). */
+  sawIndex: (name: string, serial: number) => Promise<void>
 }
 
 /**
@@ -28,8 +33,9 @@ export const MAX_CLOCK_AHEAD_MS = 60 * 60 * 1000
 /**
  * The index in `json` (an answer to GET /v1/artifacts/:name), checked against `trust`: a statement for
  * `name`, signed by one of the keys, not expired, not issued in the future, whose digest is this
- * index's and whose serial is not below the highest this device installed. Throws `untrusted-index`
- * naming what failed; returns the index without its statement.
+ * index's and whose serial is not below the highest this device installed or saw in a verified index
+ * (TUF's rule: trusted metadata never goes back a version). Throws `untrusted-index` naming what
+ * failed; returns the index without its statement, after recording its serial as seen.
  */
 export async function verifyServedIndex(
   json: unknown,
@@ -55,8 +61,13 @@ export async function verifyServedIndex(
   if (Date.parse(said.issuedAt) > now + MAX_CLOCK_AHEAD_MS)
     throw refuse(`was signed at ${said.issuedAt}, ahead of this device's clock; check the clock`)
   // The index's own serial: the digest binds it to the signature.
-  const minSerial = await trust.installedSerial(name)
-  if (index.latestSerial < minSerial)
-    throw refuse(`is older than what this device installed (serial ${index.latestSerial} < ${minSerial})`)
+  const { installed, seen } = await trust.serials(name)
+  if (index.latestSerial < installed)
+    throw refuse(`is older than what this device installed (serial ${index.latestSerial} < ${installed})`)
+  if (index.latestSerial < seen)
+    throw refuse(
+      `is older than an index this device already verified (serial ${index.latestSerial} < ${seen})`,
+    )
+  await trust.sawIndex(name, index.latestSerial)
   return index
 }

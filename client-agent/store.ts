@@ -19,11 +19,15 @@ const StoreState = z.object({
 })
 export type StoreState = z.infer<typeof StoreState>
 
+/** index-seen.json: the highest index serial this device verified for the artifact (ADR 0032). */
+const IndexSeen = z.object({ latestSerial: z.number().int().nonnegative() })
+
 /**
  * The device's versioned store, one folder per artifact:
  *   <root>/<name>/versions/<version>/{blob,manifest.json}  immutable once renamed into place
  *   <root>/<name>/current -> versions/<version>            swapped by atomic symlink rename
  *   <root>/<name>/state.json                               serial high-water mark, current, previous
+ *   <root>/<name>/index-seen.json                          highest serial of a verified index (ADR 0032)
  *   <root>/<name>/partial/                                 downloads in progress (resumable)
  *   <root>/<name>/lock                                     the one process changing it (fs/artifact-lock.ts)
  */
@@ -77,6 +81,33 @@ export class ArtifactStore {
       current: linked,
       previous: stored.current,
     }
+  }
+
+  /**
+   * The highest `latestSerial` of a signed index this device verified for the artifact, 0 when none:
+   * once it has seen a release, an older index replayed to it is refused even before it installs it.
+   * Unreadable means 0 (the installed serial still holds), never an error that would stop updates.
+   */
+  async indexSerialSeen(): Promise<number> {
+    const text = await unlessMissing(readFile(join(this.dir, 'index-seen.json'), 'utf8'), null)
+    if (text === null) return 0
+    try {
+      return IndexSeen.parse(JSON.parse(text)).latestSerial
+    } catch {
+      return 0
+    }
+  }
+
+  /**
+   * Raises indexSerialSeen to `serial`. Kept apart from state.json and written without the artifact's
+   * lock (indexes are read outside installs): two writers racing can at worst leave the lower of two
+   * serials both seen, never touch `current`. A store that does not exist yet records nothing, so
+   * reading an index never creates an artifact's folder.
+   */
+  async recordIndexSerial(serial: number): Promise<void> {
+    if (serial <= (await this.indexSerialSeen())) return
+    const write = writeFileAtomic(join(this.dir, 'index-seen.json'), JSON.stringify({ latestSerial: serial }))
+    await unlessMissing(write, undefined)
   }
 
   /** Versions under versions/; none yet is an empty store, a root that cannot be read is an error. */

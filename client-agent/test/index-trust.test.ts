@@ -4,11 +4,13 @@
  * replayed, altered, foreign-signed or unsigned ones, naming why, without touching what it runs.
  */
 import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
+import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { installArtifact, rollbackArtifact } from '../install.ts'
 import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
@@ -83,6 +85,36 @@ describe('signed index statements on the device', () => {
       installArtifact(device('store-behind'), { name: 'fz', now: new Date(Date.now() - 2 * 3600_000) }),
     )
     expect(behind.message).toContain("ahead of this device's clock; check the clock")
+  })
+
+  it('refuses an index older than one it already verified, before installing what that one offered', async () => {
+    await publish('fv', '1.0.0')
+    const config = device('store-seen')
+    await installArtifact(config, { name: 'fv' })
+    const beforeRelease = await servedIndex('fv')
+    await publish('fv', '1.1.0')
+    const store = new ArtifactStore(config.installRoot, 'fv')
+    // The device reads the new index (a poll, a prefetch) without installing 1.1.0 yet.
+    const edge = new EdgeClient(config.edgeUrl, fetch, deviceEdgeOptions(config))
+    expect((await edge.index('fv')).latestSerial).toBe(2)
+    expect(await store.indexSerialSeen()).toBe(2)
+
+    // The copy from before 1.1.0 is signed, unexpired and not below what is installed (serial 1).
+    const replayed = await agentFailure(
+      installArtifact(config, { name: 'fv', fetchImpl: answeringIndexWith('fv', beforeRelease) }),
+    )
+    expect(replayed.code).toBe('untrusted-index')
+    expect(replayed.message).toContain('older than an index this device already verified (serial 1 < 2)')
+    expect((await store.state()).current).toBe('1.0.0')
+    expect(await installArtifact(config, { name: 'fv' })).toMatchObject({ version: '1.1.0' })
+
+    // Reading an index records nothing for an artifact the device has no store of.
+    const fresh = device('store-seen-none')
+    await new EdgeClient(fresh.edgeUrl, fetch, deviceEdgeOptions(fresh)).index('fv')
+    expect(existsSync(new ArtifactStore(fresh.installRoot, 'fv').dir)).toBe(false)
+    // A damaged record reads as nothing seen; the installed serial still holds.
+    await writeFile(join(store.dir, 'index-seen.json'), '{"latestSerial": -')
+    expect(await store.indexSerialSeen()).toBe(0)
   })
 
   it('refuses an index altered after signing, one signed by another key, and an unsigned one', async () => {
