@@ -13,7 +13,7 @@ import { canonicalJson } from './signed-envelope.ts'
  * has not expired, which shrinks that window to the statement's lifetime (a day by default). The key
  * is online (the edge signs each answer), so this guards against stale copies, not a compromised edge.
  */
-export const IndexStatement = z.object({
+export const IndexStatement = z.strictObject({
   /** Its own type, so a signature over another kind of document can never pass for this one. */
   _type: z.literal('deltaport/index'),
   name: ArtifactName,

@@ -6,7 +6,7 @@ export const DeltaMethod = z.enum(['vcdiff', 'approx', 'archive'])
 export type DeltaMethod = z.infer<typeof DeltaMethod>
 
 /** A delta from an older version to this one, as listed in the signed manifest. */
-export const DeltaRef = z.object({
+export const DeltaRef = z.strictObject({
   from: Version,
   method: DeltaMethod,
   /**
@@ -19,7 +19,7 @@ export const DeltaRef = z.object({
 })
 export type DeltaRef = z.infer<typeof DeltaRef>
 
-export const DependencyRef = z.object({
+export const DependencyRef = z.strictObject({
   name: ArtifactName,
   /** A semver range, bounded; validated as a range by the agent when it resolves dependencies. */
   range: z.string().min(1).max(128),
@@ -27,14 +27,14 @@ export const DependencyRef = z.object({
 export type DependencyRef = z.infer<typeof DependencyRef>
 
 /** Where the content-defined chunk index of this version lives (for chunk-sync from any base). */
-export const ChunkIndexRef = z.object({
+export const ChunkIndexRef = z.strictObject({
   size: ByteSize,
   sha256: Sha256Hex,
   chunkCount: z.number().int().nonnegative(),
 })
 export type ChunkIndexRef = z.infer<typeof ChunkIndexRef>
 
-export const ArtifactManifest = z.object({
+export const ArtifactManifest = z.strictObject({
   /** Bumped when the manifest shape changes incompatibly. */
   schemaVersion: z.literal(1),
   name: ArtifactName,
@@ -61,7 +61,12 @@ export const Signature = z.object({
   sig: Base64,
 })
 
-/** TUF-style envelope: the signed body plus detached signatures (at most 8) over its canonical JSON. */
+/**
+ * TUF-style envelope: the signed body plus detached signatures (at most 8) over its canonical JSON.
+ * Signed bodies are strict objects without transforms: a field the schema does not know would be
+ * dropped by parsing, and the edge stores and agents verify the parsed body, so the signature would
+ * no longer cover it. Unknown fields are refused by name instead (HTTP 400 at the edge).
+ */
 export function signedEnvelope<Body extends z.ZodType>(body: Body) {
   return z.object({ signed: body, signatures: z.array(Signature).min(1).max(8) })
 }

@@ -8,7 +8,7 @@ import { signedEnvelope } from './manifest.ts'
  * manifest (Ed25519 over the canonical JSON), with its own `_type` so a signature over one kind of
  * document can never be passed off as the other.
  */
-export const YankStatement = z.object({
+export const YankStatement = z.strictObject({
   _type: z.literal('deltaport/yank'),
   name: ArtifactName,
   version: Version,
@@ -16,7 +16,13 @@ export const YankStatement = z.object({
   sha256: Sha256Hex,
   /** true: pulled; false: restored (a newer restore makes devices ignore an older, replayed yank). */
   yanked: z.boolean(),
-  reason: z.string().trim().min(1).max(500).nullable(),
+  /** Not trimmed here (a transform would change what was signed): blank or padded is refused. */
+  reason: z
+    .string()
+    .min(1)
+    .max(500)
+    .regex(/^\S(?:[\s\S]*\S)?$/, 'no leading or trailing whitespace')
+    .nullable(),
   /** When the maintainer signed it: each device acts on a statement at most once, newest wins. */
   at: IsoDateTime,
   /** After this instant agents ignore it (limits how long a captured statement can be replayed). */

@@ -110,7 +110,9 @@ export const publishRouter = new Hono<AppEnv>()
       assertPublishable(found?.index ?? emptyIndex(name), manifest)
       // Bytes stored by an earlier attempt whose commit failed bind the version: say so before any upload.
       assertSlotUsable(await slotState(c.env.ARTIFACTS, manifest), manifest)
-      // Stored verbatim: agents verify the maintainer's signature over these exact bytes' `signed` body.
+      // Stored as parsed, which is exactly what was signed: signed bodies are strict schemas without
+      // transforms (an unknown field was refused above by name), and agents verify the maintainer's
+      // signature over this `signed` body.
       // Refused (409) while another attempt's manifest is staged; the same manifest again is a retry.
       await stagePending(c.env.ARTIFACTS, envelope, JSON.stringify(envelope))
       const body: PublishStarted = {

@@ -453,6 +453,36 @@ describe('manifest fields that end up in response headers', () => {
   })
 })
 
+describe('signed bodies are taken exactly as signed', () => {
+  it('refuses fields the manifest schema does not know, by name, instead of dropping them from what is stored', async () => {
+    const body = bytesOf(60, 3)
+    const envelope = await envelopeFor('strictprobe', '1.0.0', body)
+    const withExtras = {
+      ...envelope,
+      signed: {
+        ...envelope.signed,
+        note: 'x',
+        deltas: [{ from: '0.9.0', method: 'vcdiff', size: 1, sha256: 'c'.repeat(64), level: 9 }],
+      },
+    }
+    const refused = await call('/v1/publish/strictprobe/1.0.0', {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify(withExtras),
+    })
+    expect(refused.status).toBe(400)
+    const problem = ProblemDetails.parse(await refused.json())
+    const named = JSON.stringify(problem)
+    expect(named).toContain('note')
+    expect(named).toContain('level')
+    expect(await env.ARTIFACTS.head('pending/strictprobe/1.0.0/manifest.json')).toBeNull()
+    // The same manifest without them is staged, and stored as it was signed.
+    expect((await startPublish(envelope)).status).toBe(201)
+    const stored = await env.ARTIFACTS.get('pending/strictprobe/1.0.0/manifest.json')
+    expect(await stored?.json()).toEqual(envelope)
+  })
+})
+
 describe('replayed and expired manifests at publish time', () => {
   it('refuses a replayed envelope, an old envelope under a new path, a stale serial and an expired one', async () => {
     const first = await publishSingle('replay', '1.0.0', bytesOf(300, 1), 5)

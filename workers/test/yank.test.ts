@@ -160,6 +160,13 @@ describe('yanking a release', () => {
       expect(response.status).toBe(422)
       expect(ProblemDetails.parse(await response.json()).detail).toContain('does not fit')
     }
+    // What was signed is kept as signed: a padded reason is not trimmed (the signature would break),
+    // an unknown field is not dropped; both are refused by name.
+    for (const said of [{ reason: ' leaks memory ' }, { comment: 'x' }] as Partial<YankStatement>[]) {
+      const response = await put('leaks memory', said)
+      expect(response.status).toBe(400)
+      expect(JSON.stringify(await response.json())).toMatch(/whitespace|comment/)
+    }
     expect(versionEntry(await indexOf('signed'), '1.0.0')?.yanked).toBeUndefined()
 
     const yanked = await result(await put('leaks memory'))
