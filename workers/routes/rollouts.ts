@@ -2,6 +2,8 @@ import type { Context } from 'hono'
 import { Hono } from 'hono'
 import type { z } from 'zod'
 import { type RolloutResult, rolloutCoordinator } from '../../durable-objects/rollout-coordinator.ts'
+import { type ArtifactIndex, channelHead, versionEntry } from '../../schemas/artifact-index.ts'
+import type { ArtifactManifest } from '../../schemas/manifest.ts'
 import {
   RolloutCheckQuery,
   RolloutControl,
@@ -96,12 +98,10 @@ export const rolloutsRouter = new Hono<AppEnv>()
       throw new Problem(422, 'unprocessable', 'startAt is more than a year ahead')
     }
     const published = await requirePublished(c.env.ARTIFACTS, params.name, spec.version)
+    const index = (await readIndex(c.env.ARTIFACTS, params.name))?.index
     // A channel no device can follow (a typo like "stabel") would run and "complete" unseen.
     const signedFor = published.envelope.signed.channels
-    const channels = new Set([
-      ...Object.keys((await readIndex(c.env.ARTIFACTS, params.name))?.index.channels ?? {}),
-      ...signedFor,
-    ])
+    const channels = new Set([...Object.keys(index?.channels ?? {}), ...signedFor])
     if (!channels.has(params.channel))
       throw new Problem(
         422,
@@ -115,6 +115,7 @@ export const rolloutsRouter = new Hono<AppEnv>()
         'unprocessable',
         `${params.name}@${spec.version} was not published to channel "${params.channel}" (its signed manifest lists: ${signedFor.join(', ') || 'none'}); devices would refuse it`,
       )
+    if (index) assertDevicesWouldTake(index, params.channel, published.envelope.signed)
     const status = unwrap(await coordinator(c, params).start({ ...params, spec }))
     return c.json(status, 201)
   })
@@ -129,3 +130,26 @@ export const rolloutsRouter = new Hono<AppEnv>()
     const params = c.req.valid('param')
     return c.json(unwrap(await coordinator(c, params).abort(await jsonBody(c, RolloutControl))))
   })
+
+/**
+ * A rollout admits devices to a version they must then be able to install: not a yanked one (agents
+ * refuse it, `yanked`), and not one signed before the channel's head (devices that run the head refuse
+ * a lower serial as a rollback). Either would only turn every admitted device into a failure report.
+ */
+function assertDevicesWouldTake(index: ArtifactIndex, channel: string, manifest: ArtifactManifest): void {
+  const entry = versionEntry(index, manifest.version)
+  if (entry?.yanked)
+    throw new Problem(
+      422,
+      'unprocessable',
+      `${manifest.name}@${manifest.version} is yanked (${entry.yanked.reason}); devices refuse it. Restore it first, or roll out a fixed version`,
+    )
+  const head = channelHead(index, channel)
+  const headSerial = head === undefined ? undefined : versionEntry(index, head)?.serial
+  if (headSerial !== undefined && manifest.serial < headSerial)
+    throw new Problem(
+      422,
+      'unprocessable',
+      `${manifest.name}@${manifest.version} (serial ${manifest.serial}) was signed before the "${channel}" head ${head} (serial ${headSerial}); devices running the head refuse it as a rollback. Publish the fix as a new version and roll that out`,
+    )
+}

@@ -73,6 +73,26 @@ describe('/v1/rollouts validation', () => {
     expect((await startRollout('ro-signed', spec, 'beta')).status).toBe(201)
   })
 
+  it('refuses a yanked version, and one signed before the channel head (devices would refuse both)', async () => {
+    await publishSingle('ro-old', '1.0.0', bytesOf(40, 12))
+    await publishSingle('ro-old', '2.0.0', bytesOf(40, 13), 2)
+    const older = await expectProblem(await startRollout('ro-old', ONE_STAGE, 'stable'), 422)
+    expect(older.detail).toContain(
+      'ro-old@1.0.0 (serial 1) was signed before the "stable" head 2.0.0 (serial 2); devices running the head refuse it as a rollback',
+    )
+    const yank = await call('/v1/publish/ro-old/2.0.0/yank', {
+      method: 'PUT',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'bad build' }),
+    })
+    expect(yank.status).toBe(200)
+    const spec = { ...ONE_STAGE, version: '2.0.0' }
+    const yanked = await expectProblem(await startRollout('ro-old', spec, 'stable'), 422)
+    expect(yanked.detail).toContain('ro-old@2.0.0 is yanked (bad build); devices refuse it')
+    // With 2.0.0 yanked the head is 1.0.0 again, which may be rolled out.
+    expect((await startRollout('ro-old', ONE_STAGE, 'stable')).status).toBe(201)
+  })
+
   it('refuses hostile specs, params, queries and outcomes as 4xx problem+json', async () => {
     await publishSingle('ro-valid', '1.0.0', bytesOf(50, 7))
     const bad = [
