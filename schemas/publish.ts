@@ -22,8 +22,18 @@ export const UploadedPart = z.object({
 })
 export type UploadedPart = z.infer<typeof UploadedPart>
 
+/**
+ * Parts in strictly ascending order (each once), as R2 and S3 require: a repeated or out-of-order list
+ * is the caller's error (400), where R2 would answer with an internal error the edge reports as 503.
+ */
 export const CompleteMultipart = z.object({
-  parts: z.array(UploadedPart).min(1).max(MAX_PARTS),
+  parts: z
+    .array(UploadedPart)
+    .min(1)
+    .max(MAX_PARTS)
+    .refine((parts) => parts.every((p, i) => i === 0 || p.partNumber > parts[i - 1]!.partNumber), {
+      message: 'part numbers must be unique and ascending',
+    }),
 })
 
 export const Published = z.object({

@@ -417,6 +417,14 @@ describe('multipart parameters', () => {
       })
     await expectProblem(await complete([]), [400], 'no parts')
     await expectProblem(await complete([{ partNumber: 0, etag: 'x' }]), [400], 'part 0')
+    // A repeated or unordered list is refused before R2 sees it (miniflare would answer 10001: a 503).
+    for (const numbers of [
+      [1, 1],
+      [2, 1],
+    ]) {
+      const parts = numbers.map((partNumber) => ({ partNumber, etag: 'x' }))
+      await expectProblem(await complete(parts), [400], `parts ${numbers}`)
+    }
     await expectProblem(await complete([{ partNumber: 1, etag: 'x' }]), [409, 503], 'foreign upload')
     expect(await env.ARTIFACTS.head('artifacts/mpprobe/1.0.0/manifest.json')).toBeNull()
     const abort = await call(`${base}/${encodeURIComponent(foreign)}`, { method: 'DELETE', headers: auth })
