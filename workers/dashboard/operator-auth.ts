@@ -2,6 +2,7 @@ import type { Context, MiddlewareHandler } from 'hono'
 import { deleteCookie, getSignedCookie, setSignedCookie } from 'hono/cookie'
 import { timingSafeEqual } from 'hono/utils/buffer'
 import type { AppEnv } from '../app-env.ts'
+import { bearerToken } from '../http/auth.ts'
 import { Problem, rateLimited } from '../http/problem.ts'
 
 /** The session cookie of the dashboard; scoped to its paths so no API route ever receives it. */
@@ -74,9 +75,9 @@ export async function authenticateOperator(
 ): Promise<OperatorAuth | null> {
   const header = c.req.header('authorization')
   if (header !== undefined) {
-    const match = /^Bearer (\S+)$/.exec(header)
+    const token = bearerToken(header)
     // A wrong bearer token is a failed login, not a reason to fall back to the cookie.
-    return match?.[1] && (await isOperatorToken(c, match[1])) ? { via: 'bearer' } : null
+    return token && (await isOperatorToken(c, token)) ? { via: 'bearer' } : null
   }
   const signed = await getSignedCookie(c, operatorToken(c), SESSION_COOKIE)
   if (typeof signed !== 'string' || !signed.startsWith(SESSION_PREFIX)) return null

@@ -7,7 +7,10 @@ export type RangeRequest =
   | { kind: 'satisfiable'; offset: number; length: number }
   | { kind: 'unsatisfiable' }
 
-const SPEC = /^bytes=(\d{0,16})-(\d{0,16})$/
+// The unit is case-insensitive (RFC 9110 §14.1). Positions may have any number of digits: beyond
+// 2^53 they lose precision as numbers but not order, and only their order against the size matters
+// (a start past it is unsatisfiable, an end or suffix past it selects up to the end).
+const SPEC = /^bytes=(\d*)-(\d*)$/i
 
 /**
  * Interprets a Range header against an object of `size` bytes. Syntactically invalid values and

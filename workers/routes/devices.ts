@@ -23,6 +23,7 @@ import {
   signCredential,
   verifyCredential,
 } from '../devices/credential.ts'
+import { bearerToken } from '../http/auth.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem, rateLimited } from '../http/problem.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
@@ -36,8 +37,8 @@ export const MAX_DEVICES_BODY_BYTES = 4 * 1024
  * which is scoped to /dashboard anyway.
  */
 const requireOperatorBearer: MiddlewareHandler<AppEnv> = async (c, next) => {
-  const match = /^Bearer (\S+)$/.exec(c.req.header('authorization') ?? '')
-  if (!match?.[1] || !(await isOperatorToken(c, match[1])))
+  const token = bearerToken(c.req.header('authorization'))
+  if (!token || !(await isOperatorToken(c, token)))
     throw new Problem(401, 'unauthorized', 'a valid operator bearer token (OPERATOR_TOKEN) is required', {
       headers: { 'www-authenticate': 'Bearer realm="deltaport-operator"' },
     })
