@@ -1,5 +1,6 @@
 import { SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
+import { readManifest, type StoredManifest } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 
 /**
@@ -90,4 +91,25 @@ export async function discardPending(
   if (!current) return
   const ours = typeof owns === 'string' ? current.raw === owns : await owns(current.raw)
   if (ours) await bucket.delete(keys.pendingManifest(name, version))
+}
+
+/**
+ * The staged manifest an upload (blob, parts, deltas, chunk index) belongs to, or 409 saying what to
+ * do: the version is already published (nothing more may be uploaded to it), or its publish has not
+ * been started.
+ */
+export async function requirePending(
+  bucket: R2Bucket,
+  name: string,
+  version: string,
+): Promise<StoredManifest> {
+  const pending = await readManifest(bucket, keys.pendingManifest(name, version))
+  if (pending) return pending
+  if (await bucket.head(keys.manifest(name, version)))
+    throw new Problem(
+      409,
+      'conflict',
+      `${name}@${version} is already published; publish a new version instead`,
+    )
+  throw new Problem(409, 'conflict', `start the publish of ${name}@${version} with its signed manifest first`)
 }

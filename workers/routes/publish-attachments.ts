@@ -10,7 +10,7 @@ import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
 import { bodySource, framingFor, storeFramedDelta } from '../publish/frame-delta.ts'
-import { readManifest } from '../storage/artifact-store.ts'
+import { requirePending } from '../publish/pending-manifest.ts'
 import { StorageUnavailable } from '../storage/guarded-bucket.ts'
 import { keys } from '../storage/keys.ts'
 
@@ -31,7 +31,7 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
   .use('*', requireMaintainer)
   .put('/:name/:version/deltas/:from/:method', valid('param', DeltaParam), async (c) => {
     const { name, version, from, method } = c.req.valid('param')
-    const manifest = await pendingManifest(c.env.ARTIFACTS, name, version)
+    const manifest = (await requirePending(c.env.ARTIFACTS, name, version)).envelope.signed
     const ref = manifest.deltas.find((d) => d.from === from && d.method === method)
     if (!ref) {
       throw new Problem(
@@ -67,7 +67,7 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
   })
   .put('/:name/:version/chunks', valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
-    const manifest = await pendingManifest(c.env.ARTIFACTS, name, version)
+    const manifest = (await requirePending(c.env.ARTIFACTS, name, version)).envelope.signed
     const ref = manifest.chunkIndex
     if (!ref) throw new Problem(404, 'not-found', `the manifest of ${name}@${version} lists no chunk index`)
     if (
@@ -114,18 +114,6 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
     }
     return c.json({ name, version, size: ref.size, sha256: ref.sha256, chunkCount }, 201)
   })
-
-async function pendingManifest(bucket: R2Bucket, name: string, version: string) {
-  const pending = await readManifest(bucket, keys.pendingManifest(name, version))
-  if (!pending) {
-    throw new Problem(
-      409,
-      'conflict',
-      `start the publish of ${name}@${version} with its signed manifest first`,
-    )
-  }
-  return pending.envelope.signed
-}
 
 function contentLength(header: string | undefined): number {
   if (header === undefined) throw new Problem(411, 'length-required', 'uploads need a Content-Length')

@@ -30,7 +30,7 @@ import {
   storeIntoSlot,
 } from '../publish/blob-slot.ts'
 import { assertMaintainerSigned } from '../publish/maintainer-keys.ts'
-import { discardPending, stagePending } from '../publish/pending-manifest.ts'
+import { discardPending, requirePending, stagePending } from '../publish/pending-manifest.ts'
 import {
   assertPublishable,
   type Committed,
@@ -38,11 +38,9 @@ import {
   emptyIndex,
   NotPublishable,
   readIndex,
-  readManifest,
   type StoredManifest,
 } from '../storage/artifact-store.ts'
 import { abortUpload, StorageUnavailable } from '../storage/guarded-bucket.ts'
-import { keys } from '../storage/keys.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
 const UploadParam = VersionParam.extend({ uploadId: z.string().min(1).max(1024) })
@@ -240,17 +238,6 @@ export const publishRouter = new Hono<AppEnv>()
     await discardPending(c.env.ARTIFACTS, name, version, (raw) => attemptBelongsTo(target.attempt, raw))
     return c.body(null, 204)
   })
-
-async function requirePending(bucket: R2Bucket, name: string, version: string) {
-  const pending = await readManifest(bucket, keys.pendingManifest(name, version))
-  if (!pending)
-    throw new Problem(
-      409,
-      'conflict',
-      `start the publish of ${name}@${version} with its signed manifest first`,
-    )
-  return pending
-}
 
 /**
  * Commits a verified version. A manifest the index refuses for good (its serial was overtaken while it

@@ -36,6 +36,18 @@ describe('publish → manifest → blob', () => {
     await publishSingle('@acme/tool', '1.1.0', bytesOf(11), 6)
     const index = ArtifactIndex.parse(await (await call('/v1/artifacts/@acme%2Ftool')).json())
     expect(index.channels.stable).toBe('1.1.0')
+    // Uploading to a committed version says it is published, not that its publish was never started.
+    for (const upload of ['blob', 'chunks', 'deltas/1.0.0/vcdiff']) {
+      const late = await call(`/v1/publish/@acme%2Ftool/1.1.0/${upload}`, {
+        method: 'PUT',
+        headers: { ...auth, 'content-length': '11' },
+        body: bytesOf(11),
+      })
+      expect(late.status, upload).toBe(409)
+      expect(ProblemDetails.parse(await late.json()).detail, upload).toBe(
+        '@acme/tool@1.1.0 is already published; publish a new version instead',
+      )
+    }
   })
 
   it('refuses a body whose hash differs and leaves nothing in R2', async () => {

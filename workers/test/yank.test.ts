@@ -158,7 +158,9 @@ describe('yanking a release', () => {
     ]
     for (const response of refused) {
       expect(response.status).toBe(422)
-      expect(ProblemDetails.parse(await response.json()).detail).toContain('does not fit')
+      const problem = ProblemDetails.parse(await response.json())
+      expect(problem.detail).toContain('does not fit')
+      expect(problem.title).toBe('The signed statement does not fit the request')
     }
     // What was signed is kept as signed: a padded reason is not trimmed (the signature would break),
     // an unknown field is not dropped; both are refused by name.
