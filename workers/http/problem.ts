@@ -48,7 +48,7 @@ const TITLES: Record<string, string> = {
   'invalid-statement': 'The signed statement does not fit the request',
   unprocessable: 'The request is well-formed but cannot be processed',
   'too-many-requests': 'Too many requests',
-  'unsupported-media-type': 'The body encoding is not accepted',
+  'unsupported-media-type': "The body's media type or encoding is not accepted",
   generating: 'The resource is being generated; retry shortly',
   'storage-unavailable': 'The artifact store is temporarily unavailable; retry shortly',
   unavailable: 'A backing service is temporarily unavailable; retry shortly',

@@ -11,9 +11,22 @@ export function valid<Target extends keyof ValidationTargets, Schema extends z.Z
   target: Target,
   schema: Schema,
 ) {
-  return zValidator(target, schema, (result) => {
-    if (!result.success) throw invalidInput(target, result.error)
+  return zValidator(target, schema, (result, c) => {
+    if (result.success) return
+    // Hono reads a JSON body only under a JSON Content-Type and validates `{}` otherwise: say that,
+    // rather than list every field of a body that was never read.
+    if (target === 'json' && !isJsonMediaType(c.req.header('content-type')))
+      throw new Problem(
+        415,
+        'unsupported-media-type',
+        'send the body as JSON, with Content-Type: application/json',
+      )
+    throw invalidInput(target, result.error)
   })
+}
+
+function isJsonMediaType(header: string | undefined): boolean {
+  return /^application\/([a-z0-9.+-]+\+)?json\s*(;|$)/i.test(header ?? '')
 }
 
 /** The 400 problem for a zod failure, listing each bad field (at most 64). */

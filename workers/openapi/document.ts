@@ -13,7 +13,7 @@ const STATUS_TEXT: Record<number, string> = {
   409: 'Conflicts with the current state (e.g. no staged manifest)',
   411: 'Content-Length is required',
   413: 'The request body is too large',
-  415: 'The body encoding is not accepted',
+  415: "The body's media type or encoding is not accepted",
   416: 'The range cannot be served (Content-Range: bytes */size)',
   422: 'Well-formed but cannot be processed (integrity mismatch, invalid manifest)',
   429: 'Rate limited (Retry-After)',

@@ -325,7 +325,7 @@ export const ROUTES: RouteSpec[] = [
         body: { kind: 'json', schema: 'PublishStarted' },
       },
     },
-    problems: [400, 401, 409, 413, 422],
+    problems: [400, 401, 409, 413, 415, 422],
   },
   {
     method: 'put',
@@ -380,7 +380,7 @@ export const ROUTES: RouteSpec[] = [
     parameters: [nameParam, versionParam, uploadIdParam],
     requestBody: { kind: 'json', schema: 'CompleteMultipart' },
     responses: { '201': { description: 'Published', body: { kind: 'json', schema: 'Published' } } },
-    problems: [400, 401, 409, 413, 422],
+    problems: [400, 401, 409, 413, 415, 422],
   },
   {
     method: 'delete',
@@ -444,7 +444,7 @@ export const ROUTES: RouteSpec[] = [
         body: { kind: 'json', schema: 'ManifestResigned' },
       },
     },
-    problems: [400, 401, 404, 409, 413, 422],
+    problems: [400, 401, 404, 409, 413, 415, 422],
   },
   {
     method: 'put',

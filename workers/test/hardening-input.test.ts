@@ -140,13 +140,15 @@ describe('malformed and oversized bodies', () => {
         // 413 where the route's cap is below the nesting test's 100 KB.
         await expectProblem(response, [400, 413, 422], `${route.path} (${label})`)
       }
-      // A JSON body declared as something else is not parsed as JSON.
+      // A JSON body declared as something else is not parsed as JSON. The publish route (validated by
+      // Hono, which reads JSON only under a JSON type) says so with 415, not by listing every field.
       const plain = await call(route.path, {
         method: 'POST',
         headers: { ...route.headers, 'content-type': 'text/plain' },
         body: '{}',
       })
-      await expectProblem(plain, [400, 415], `${route.path} (text/plain)`)
+      const publish = route.path.startsWith('/v1/publish/')
+      await expectProblem(plain, publish ? [415] : [400, 415], `${route.path} (text/plain)`)
     }
     expect(Object.hasOwn(Object.prototype, 'polluted')).toBe(false)
   })
