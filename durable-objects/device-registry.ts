@@ -4,7 +4,7 @@ import {
   DeviceId,
   type DeviceInfo,
   type DeviceList,
-  DeviceListQuery,
+  DevicePage,
   EnrollmentCodeId,
   type EnrollmentCodeInfo,
   EnrollmentCodeRecord,
@@ -189,8 +189,8 @@ export class DeviceRegistry extends DurableObject<Env> {
   }
 
   /** One page of recorded devices, optionally of one code. */
-  async listDevices(query: z.input<typeof DeviceListQuery>): Promise<DeviceList> {
-    return listDevices(this.sql, DeviceListQuery.parse(query))
+  async listDevices(query: DevicePage): Promise<DeviceList> {
+    return listDevices(this.sql, DevicePage.parse(query))
   }
 
   /**

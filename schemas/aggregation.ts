@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { ClientId, RegionName } from './client.ts'
-import { ArtifactName, ByteSize, ChannelName, Version } from './common.ts'
+import { ArtifactName, ByteSize, ChannelName, decimalParam, Version } from './common.ts'
 import { PrefetchQueue } from './prefetch.ts'
 import { TelemetryBatch } from './telemetry.ts'
 
@@ -138,12 +138,7 @@ export const PrefetchQuery = z.object({
   installed: InstalledParam.optional(),
   channel: ChannelName.default('stable'),
   /** Bytes the client is willing to stage now. */
-  budget: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .max(64 * 1024 ** 3)
-    .default(512 * 1024 ** 2),
+  budget: decimalParam(0, 64 * 1024 ** 3).default(512 * 1024 ** 2),
 })
 export type PrefetchQuery = z.infer<typeof PrefetchQuery>
 

@@ -40,6 +40,18 @@ export const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, '64 lowercase hex di
 export type Sha256Hex = z.infer<typeof Sha256Hex>
 
 /** Sizes up to 2^53: JSON numbers stay exact and every length we allocate from is bounded elsewhere. */
+/**
+ * An integer in a path or query string: decimal digits only, no sign, exponent, hex, spaces or leading
+ * zeros (z.coerce would take `0x1`, `1e0`, ` 1` and `01` as 1, so one value had many spellings).
+ */
+export function decimalParam(min: number, max: number) {
+  return z
+    .string()
+    .regex(/^(0|[1-9][0-9]{0,15})$/, 'a decimal integer: digits only, without leading zeros')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+}
+
 export const ByteSize = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
 
 export const IsoDateTime = z.iso.datetime({ offset: true })

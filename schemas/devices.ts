@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { IsoDateTime } from './common.ts'
+import { decimalParam, IsoDateTime } from './common.ts'
 
 /**
  * Device enrollment (docs/decisions/0026-device-enrollment.md): operators create enrollment codes, devices
@@ -119,14 +119,19 @@ export type DeviceInfo = z.infer<typeof DeviceInfo>
 /** Devices per page of `GET /v1/devices` at most (and by default). */
 export const MAX_DEVICES_PAGE = 1000
 
-/** Query of `GET /v1/devices` (operator): one page in device id order, optionally of one code. */
-export const DeviceListQuery = z.object({
+/** One page of devices in device id order, optionally of one code (the registry's listDevices). */
+export const DevicePage = z.object({
   code: EnrollmentCodeId.optional(),
-  limit: z.coerce.number().int().min(1).max(MAX_DEVICES_PAGE).default(MAX_DEVICES_PAGE),
+  limit: z.number().int().min(1).max(MAX_DEVICES_PAGE),
   /** The `next` of the previous page: devices after this id. */
   after: DeviceId.optional(),
 })
-export type DeviceListQuery = z.infer<typeof DeviceListQuery>
+export type DevicePage = z.infer<typeof DevicePage>
+
+/** Query of `GET /v1/devices` (operator): a DevicePage spelled as query parameters. */
+export const DeviceListQuery = DevicePage.extend({
+  limit: decimalParam(1, MAX_DEVICES_PAGE).default(MAX_DEVICES_PAGE),
+})
 
 /** Answer of `GET /v1/devices`: `next` is the cursor of the following page, null on the last one. */
 export const DeviceList = z.object({ devices: z.array(DeviceInfo), next: DeviceId.nullable() })

@@ -1,7 +1,7 @@
 import { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { z } from 'zod'
-import { ArtifactName, Version } from '../../schemas/common.ts'
+import { ArtifactName, decimalParam, Version } from '../../schemas/common.ts'
 import { MAX_MANIFEST_BYTES, SignedManifest } from '../../schemas/manifest.ts'
 import {
   CompleteMultipart,
@@ -44,7 +44,7 @@ import { abortUpload, StorageUnavailable } from '../storage/guarded-bucket.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
 const UploadParam = VersionParam.extend({ uploadId: z.string().min(1).max(1024) })
-const PartParam = UploadParam.extend({ part: z.coerce.number().int().min(1).max(MAX_PARTS) })
+const PartParam = UploadParam.extend({ part: decimalParam(1, MAX_PARTS) })
 /**
  * `type/subtype` with optional `; name=value` parameters (RFC 9110 tokens, quoted values without control
  * characters). The media type becomes the blob's Content-Type: anything else would make every read of

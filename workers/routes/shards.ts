@@ -1,12 +1,13 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
+import { decimalParam } from '../../schemas/common.ts'
 import type { AppEnv } from '../app-env.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
 
-export const MetricsQuery = z.object({ window: z.coerce.number().int().min(1).max(672).default(24) })
-export const MigrationsQuery = z.object({ limit: z.coerce.number().int().min(1).max(1000).default(200) })
+export const MetricsQuery = z.object({ window: decimalParam(1, 672).default(24) })
+export const MigrationsQuery = z.object({ limit: decimalParam(1, 1000).default(200) })
 
 const planner = (env: Env) => env.SHARD_PLANNER.get(env.SHARD_PLANNER.idFromName('global'))
 

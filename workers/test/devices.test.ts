@@ -236,13 +236,19 @@ describe('POST /v1/devices/enroll', () => {
   it('is rate-limited per code', async () => {
     const { code } = await createCode({ label: 'burst', maxDevices: 1000 })
     const statuses: number[] = []
-    for (let i = 0; i < 61; i++) {
+    // The bucket holds 60 and refills one a second, so a slow (loaded) machine may get one more in
+    // for each second the burst takes: bounded by the elapsed time, never unlimited.
+    const started = Date.now()
+    while (statuses.length < 200 && statuses.at(-1) !== 429) {
       const res = await enroll({ code })
       statuses.push(res.status)
       if (res.status === 429) expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
       await res.body?.cancel()
     }
-    expect(statuses.filter((s) => s === 201)).toHaveLength(60)
+    const refilled = Math.ceil((Date.now() - started) / 1000)
+    const admitted = statuses.filter((s) => s === 201).length
+    expect(admitted).toBeGreaterThanOrEqual(60)
+    expect(admitted).toBeLessThanOrEqual(60 + refilled)
     expect(statuses.at(-1)).toBe(429)
     // Another code is not affected.
     const other = await createCode({ label: 'burst-other', maxDevices: 1 })
@@ -583,7 +589,15 @@ describe('enrolled devices (operator)', () => {
       cursor = page.next
     } while (cursor !== null)
     expect(everything).toEqual(expect.arrayContaining([...paged, other.deviceId]))
-    for (const query of ['?limit=0', '?limit=1001', '?limit=x', '?code=nope', '?after=nope'])
+    for (const query of [
+      '?limit=0',
+      '?limit=1001',
+      '?limit=x',
+      '?limit=02',
+      '?limit=2e0',
+      '?code=nope',
+      '?after=nope',
+    ])
       await expectProblem(await call(`/v1/devices${query}`, { headers: operator }), 400, 'bad-request')
   })
 

@@ -419,7 +419,8 @@ describe('multipart parameters', () => {
     const base = '/v1/publish/mpprobe/1.0.0/uploads'
     const put = (path: string) =>
       call(path, { method: 'PUT', headers: { ...auth, 'content-length': String(body.length) }, body })
-    for (const part of ['0', '10001', 'abc', '-1', '1.5', '']) {
+    // One spelling per number: hex, exponent, padding and leading zeros are not part 1.
+    for (const part of ['0', '10001', 'abc', '-1', '1.5', '', '0x1', '1e0', '%201', '01']) {
       // An empty segment matches no route (404); the others fail validation (400).
       await expectProblem(await put(`${base}/u1/parts/${part}`), [400, 404], `part ${part}`)
     }
