@@ -51,7 +51,17 @@ export async function setYanked(
   })
 }
 
-/** A statement must say what the request does, about this version's bytes, and not be stale already. */
+/**
+ * How far ahead of the edge's clock a statement's `at` may be. Devices act on the newest statement per
+ * version, so one dated years ahead (a signing machine with a wrong clock) would outrank every later
+ * restore or yank of that version for good.
+ */
+const MAX_STATEMENT_AHEAD_MS = 60 * 60 * 1000
+
+/**
+ * A statement must say what the request does, about this version's bytes, not be stale already, and
+ * not be dated in the future.
+ */
 function checkStatement(
   statement: SignedYankStatement,
   name: string,
@@ -70,7 +80,9 @@ function checkStatement(
             ? "its reason differs from the request's"
             : Date.parse(said.expires) <= Date.now()
               ? `it expired at ${said.expires}`
-              : null
+              : Date.parse(said.at) > Date.now() + MAX_STATEMENT_AHEAD_MS
+                ? `it was signed at ${said.at}, ahead of this edge's clock (check the signing machine's clock)`
+                : null
   if (mismatch) {
     throw new Problem(422, 'invalid-statement', `the signed statement does not fit this request: ${mismatch}`)
   }

@@ -155,6 +155,7 @@ describe('yanking a release', () => {
       await put('leaks memory', { yanked: false }),
       await put('something else'),
       await put('leaks memory', { expires: new Date(Date.now() - 1000).toISOString() }),
+      await put('leaks memory', { at: '2098-01-01T00:00:00Z', expires: '2099-01-01T00:00:00Z' }),
     ]
     for (const response of refused) {
       expect(response.status).toBe(422)
