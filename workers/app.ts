@@ -2,6 +2,7 @@ import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import type { AppEnv } from './app-env.ts'
+import { allowedMethods } from './http/allowed-methods.ts'
 import { Problem, problemResponse } from './http/problem.ts'
 import { transientProblem } from './http/transient.ts'
 import { openapiRouter } from './openapi/router.ts'
@@ -47,9 +48,22 @@ app.route('/v1/shards', shardsRouter)
 app.route('/openapi.json', openapiRouter)
 app.route('/dashboard', dashboardRouter)
 
-app.notFound((c) =>
-  problemResponse(c, new Problem(404, 'not-found', `no route for ${c.req.method} ${c.req.path}`)),
-)
+app.notFound((c) => {
+  const allowed = allowedMethods(c.req.path)
+  if (allowed.length === 0)
+    return problemResponse(c, new Problem(404, 'not-found', `no route for ${c.req.method} ${c.req.path}`))
+  return problemResponse(
+    c,
+    new Problem(
+      405,
+      'method-not-allowed',
+      `${c.req.path} answers ${allowed.join(', ')}, not ${c.req.method}`,
+      {
+        headers: { allow: allowed.join(', ') },
+      },
+    ),
+  )
+})
 
 app.onError((error, c) => {
   if (error instanceof Problem) return problemResponse(c, error)

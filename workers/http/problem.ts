@@ -38,6 +38,7 @@ const TITLES: Record<string, string> = {
   unauthorized: 'Authentication required',
   forbidden: 'The request is not allowed from this origin',
   'not-found': 'No such resource',
+  'method-not-allowed': 'The resource does not answer this method',
   conflict: 'The request conflicts with the current state',
   'precondition-failed': 'A precondition failed',
   'payload-too-large': 'The request body is too large',

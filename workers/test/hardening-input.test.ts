@@ -395,16 +395,25 @@ describe('path tricks in names and versions', () => {
     }
   })
 
-  it('answers 404 problem+json for unknown routes, odd methods and very long URLs', async () => {
+  it('answers 404 problem+json for unknown routes and very long URLs, 405 with Allow for odd methods', async () => {
     for (const [method, path] of [
       ['GET', '/v2/artifacts/x'],
-      ['DELETE', '/v1/artifacts/pathprobe'],
-      ['PATCH', '/v1/plan'],
       ['GET', `/v1/${'a/'.repeat(2000)}`],
       ['GET', '/v1/artifacts/pathprobe/1.0.0/blob/extra'],
       ['GET', '/%2e%2e/%2e%2e/etc/passwd'],
     ] as const) {
-      await expectProblem(await call(path, { method }), [404, 405], `${method} ${path.slice(0, 60)}`)
+      await expectProblem(await call(path, { method }), [404], `${method} ${path.slice(0, 60)}`)
+    }
+    for (const [method, path, allow] of [
+      ['DELETE', '/v1/artifacts/pathprobe', 'GET, HEAD'],
+      ['PATCH', '/v1/plan', 'POST'],
+      ['GET', '/v1/plan', 'POST'],
+      ['PUT', '/v1/artifacts/@scope%2Fpathprobe/1.0.0/blob', 'GET, HEAD'],
+      ['POST', '/openapi.json', 'GET, HEAD'],
+    ] as const) {
+      const response = await call(path, { method })
+      expect(response.headers.get('allow'), `${method} ${path}`).toBe(allow)
+      await expectProblem(response, [405], `${method} ${path}`)
     }
   })
 })
