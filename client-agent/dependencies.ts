@@ -42,7 +42,9 @@ export async function dependentsOf(installRoot: string, name: string): Promise<D
     const store = new ArtifactStore(installRoot, other)
     const { current } = await store.state()
     if (!current || !(await store.has(current))) continue
-    const needs = (await store.manifestOf(current)).signed.dependencies
+    // A damaged manifest cannot say what its artifact needs. Its own commands report it; it must not
+    // stop every other artifact from being installed or removed.
+    const needs = (await store.manifestOrNull(current))?.signed.dependencies ?? []
     for (const dep of needs) {
       if (dep.name === name) dependents.push({ name: other, version: current, range: dep.range })
     }

@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { z } from 'zod'
 import { IsoDateTime, Version } from '../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
+import { AgentError } from './errors.ts'
 import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from './fs/atomic.ts'
 import { unlessMissing } from './fs/missing.ts'
 
@@ -34,7 +35,10 @@ const IndexSeen = z.object({ latestSerial: z.number().int().nonnegative() })
 export class ArtifactStore {
   readonly dir: string
 
+  readonly name: string
+
   constructor(root: string, name: string) {
+    this.name = name
     this.dir = join(root, encodeURIComponent(name))
   }
 
@@ -120,10 +124,39 @@ export class ArtifactStore {
     return (await this.installedVersions()).includes(version)
   }
 
+  /**
+   * The signed manifest an installed version was verified against. A missing, unparsable or
+   * malformed one (edited, or a damaged disk) is an `io` error naming the file and the way out.
+   */
   async manifestOf(version: string): Promise<SignedManifest> {
-    return SignedManifest.parse(
-      JSON.parse(await readFile(join(this.versionDir(version), 'manifest.json'), 'utf8')),
+    const path = join(this.versionDir(version), 'manifest.json')
+    const text = await readFile(path, 'utf8').catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error
+      return null
+    })
+    let why = 'is missing'
+    if (text !== null) {
+      try {
+        const parsed = SignedManifest.safeParse(JSON.parse(text))
+        if (parsed.success) return parsed.data
+        why = 'does not match the manifest schema'
+      } catch {
+        why = 'is not valid JSON'
+      }
+    }
+    throw new AgentError(
+      'io',
+      `the installed manifest of ${this.name}@${version} (${path}) ${why}: run "deltaport uninstall ${this.name}" and install it again`,
+      { path },
     )
+  }
+
+  /** manifestOf, or null when it cannot be read (for listings that must not stop at one damaged version). */
+  manifestOrNull(version: string): Promise<SignedManifest | null> {
+    return this.manifestOf(version).catch((error: unknown) => {
+      if (error instanceof AgentError) return null
+      throw error
+    })
   }
 
   async prepare(): Promise<void> {

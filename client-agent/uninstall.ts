@@ -66,7 +66,8 @@ async function uninstallInto(config: AgentConfig, request: UninstallRequest, res
         { pids: serving },
       )
     const current = state.current !== null && installed.includes(state.current) ? state.current : null
-    const dependencies = current ? (await store.manifestOf(current)).signed.dependencies : []
+    // A damaged manifest must not stop its own uninstall (it only costs --with-dependencies its list).
+    const dependencies = current ? ((await store.manifestOrNull(current))?.signed.dependencies ?? []) : []
     const versions = await store.uninstall()
     const staged = await new StagingArea(config.installRoot).removeArtifact(request.name)
     result.removed.push({ name: request.name, versions, staged })

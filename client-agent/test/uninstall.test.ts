@@ -70,6 +70,32 @@ describe('uninstall', () => {
     expect((await new ArtifactStore(device.installRoot, 'un-lib').state()).current).toBe('1.0.0')
   })
 
+  it('reports a damaged installed manifest as io naming the file, without holding other artifacts back', async () => {
+    await publish('dm-app', '1.0.0')
+    await publish('dm-other', '1.0.0')
+    const device: AgentConfig = { ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-damaged') }
+    await installArtifact(device, { name: 'dm-app' })
+    const app = new ArtifactStore(device.installRoot, 'dm-app')
+    const manifest = join(app.versionDir('1.0.0'), 'manifest.json')
+    for (const [damage, why] of [
+      ['{bad', 'is not valid JSON'],
+      ['{"signed":{}}', 'does not match the manifest schema'],
+    ] as const) {
+      await writeFile(manifest, damage)
+      const error = await agentFailure(app.manifestOf('1.0.0'))
+      expect(error.code).toBe('io')
+      expect(error.message).toBe(
+        `the installed manifest of dm-app@1.0.0 (${manifest}) ${why}: run "deltaport uninstall dm-app" and install it again`,
+      )
+    }
+    // Installing something else reads every installed manifest for dependents: not stopped by this one.
+    expect(await installArtifact(device, { name: 'dm-other' })).toMatchObject({ version: '1.0.0' })
+    // And the way out works.
+    const removed = await uninstallArtifact(device, { name: 'dm-app' })
+    expect(removed.removed).toEqual([{ name: 'dm-app', versions: ['1.0.0'], staged: [] }])
+    expect(await installArtifact(device, { name: 'dm-app' })).toMatchObject({ version: '1.0.0' })
+  })
+
   it('is refused while a deltaport run serves the artifact, and goes ahead once that process is gone', async () => {
     await publish('un-served', '1.0.0')
     const device: AgentConfig = { ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-served') }
