@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises'
+import { mkdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gt, lt } from 'semver'
 import { type ArtifactIndex, channelHead, versionEntry, type YankNote } from '../schemas/artifact-index.ts'
@@ -8,7 +8,7 @@ import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
 import { checkDependents, type DependencyOutcome, ensureDependencies } from './dependencies.ts'
 import type { DownloadProgress } from './download.ts'
-import { downloadVerified } from './download.ts'
+import { downloadVerified, hashFile } from './download.ts'
 import { deviceEdgeOptions, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
@@ -193,7 +193,9 @@ async function installLocked(
       pruned: [],
     }
   }
-  if (await store.has(version)) {
+  // A version still on disk is switched back to only if its bytes are still the signed ones; a damaged
+  // copy is downloaded again below (the commit replaces its folder).
+  if ((await store.has(version)) && (await blobIntact(store, version, manifest))) {
     const switched = await switchTo()
     return {
       ...base,
@@ -438,11 +440,34 @@ export async function rollbackArtifact(
   const store = new ArtifactStore(config.installRoot, name)
   return withArtifactLock(store.dir, lockWaitOf(wait), async () => {
     const before = await store.state()
-    if (!before.previous)
-      throw new AgentError('install-failed', `${name} has no previous version to roll back to`)
+    if (!before.previous || !(await store.has(before.previous)))
+      throw new AgentError(
+        'install-failed',
+        before.previous
+          ? `${name}'s previous version ${before.previous} is no longer installed: install it with "deltaport install ${name}@${before.previous}"`
+          : `${name} has no previous version to roll back to`,
+      )
+    const expected = (await store.manifestOf(before.previous)).signed
+    if (!(await blobIntact(store, before.previous, expected)))
+      throw new AgentError(
+        'integrity-mismatch',
+        `${name}@${before.previous} on disk no longer has the bytes its signed manifest names; nothing was switched. Install it again with "deltaport install ${name}@${before.previous}"`,
+      )
     const after = await store.rollback()
     return { name, from: before.current, to: after.current }
   })
+}
+
+/** Whether an installed version's blob still has the size and sha256 its signed manifest names. */
+async function blobIntact(
+  store: ArtifactStore,
+  version: string,
+  expected: Pick<ArtifactManifest, 'size' | 'sha256'>,
+): Promise<boolean> {
+  const blob = store.blobPath(version)
+  const info = await stat(blob).catch(() => null)
+  if (!info?.isFile() || info.size !== expected.size) return false
+  return (await hashFile(blob)) === expected.sha256
 }
 
 export function lockWaitOf(request: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'>): LockWait {

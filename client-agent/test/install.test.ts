@@ -1,4 +1,4 @@
-import { mkdir, readFile, readlink, rename, stat, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { hashFile } from '../download.ts'
@@ -59,6 +59,41 @@ describe('publish → install → update → rollback through a real edge', () =
     expect(await store.state()).toEqual({ lastSerial: 2, current: '1.1.0', previous: '1.0.0' })
     expect((await store.rollback()).current).toBe('1.0.0')
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v1.bytes)
+  })
+
+  it('never switches to a version on disk whose bytes changed, and says when the previous one is gone', async () => {
+    const v1 = await writeArtifact(suite.ws.dir, 'onfs-1.bin', 50_000)
+    const v2 = await writeArtifact(suite.ws.dir, 'onfs-2.bin', 50_000)
+    await publish(v1.path, 'onfs', '1.0.0')
+    await publish(v2.path, 'onfs', '1.1.0')
+    const config = { ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-onfs') }
+    await installArtifact(config, { name: 'onfs', target: '1.0.0' })
+    await installArtifact(config, { name: 'onfs' })
+    const store = new ArtifactStore(config.installRoot, 'onfs')
+
+    // Four bytes of the previous version overwritten on disk: rollback refuses and switches nothing.
+    const damaged = await readFile(store.blobPath('1.0.0'))
+    damaged.set([1, 2, 3, 4], 100)
+    await writeFile(store.blobPath('1.0.0'), damaged)
+    const refused = await agentFailure(rollbackArtifact(config, 'onfs'))
+    expect(refused.code).toBe('integrity-mismatch')
+    expect(refused.message).toContain('onfs@1.0.0 on disk no longer has the bytes its signed manifest names')
+    expect((await store.state()).current).toBe('1.1.0')
+
+    // Installing that version fetches it again instead of switching to the damaged copy.
+    const reinstalled = await installArtifact(config, { name: 'onfs', target: '1.0.0', allowDowngrade: true })
+    expect(reinstalled.method).not.toBe('local')
+    expectSameBytes(await readFile(store.blobPath('1.0.0')), v1.bytes)
+
+    // The previous version removed by hand: a typed failure, not a "rollback" to the same version.
+    await installArtifact(config, { name: 'onfs' })
+    await rm(store.versionDir('1.0.0'), { recursive: true })
+    const gone = await agentFailure(rollbackArtifact(config, 'onfs'))
+    expect(gone.code).toBe('install-failed')
+    expect(gone.message).toBe(
+      `onfs's previous version 1.0.0 is no longer installed: install it with "deltaport install onfs@1.0.0"`,
+    )
+    expect((await store.state()).current).toBe('1.1.0')
   })
 
   it('refuses a manifest whose signed fields were tampered with at the edge', async () => {
