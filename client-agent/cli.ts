@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises'
 import { Command, CommanderError, InvalidArgumentError } from 'commander'
-import { ArtifactName, Version } from '../schemas/common.ts'
+import { validRange } from 'semver'
+import { ArtifactName, ChannelName, Version } from '../schemas/common.ts'
 import type { DependencyRef } from '../schemas/manifest.ts'
 import { parseSeconds } from './commands/arguments.ts'
 import { registerDaemonCommand } from './commands/daemon.ts'
@@ -75,7 +76,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     .requiredOption('--name <name>', 'artifact name', parseWith(ArtifactName))
     .requiredOption('--version <version>', 'semver version', parseWith(Version))
     .option('--deps <list>', 'dependencies as name@range,name@range', parseDeps, [])
-    .option('--channel <channel...>', 'channels this version becomes head of', ['stable'])
+    .option('--channel <channel...>', 'channels this version becomes head of', parseChannel, DEFAULT_CHANNELS)
     .option('--media-type <type>', 'content type of the artifact')
     .option('--expires-days <days>', 'manifest lifetime in days', parsePositiveInt, 90)
     .option('--key <file>', 'signing key file (default: signingKey from the config)')
@@ -408,20 +409,42 @@ function parsePositiveInt(value: string): number {
   return Number(value)
 }
 
+/**
+ * `name@range,name@range`. Checked here as devices will check it: a range that is not semver would be
+ * signed into an immutable version no device can install.
+ */
 function parseDeps(value: string): DependencyRef[] {
-  return value
-    .split(',')
-    .filter(Boolean)
-    .map((item) => {
-      const at = item.lastIndexOf('@')
-      const name = at > 0 ? item.slice(0, at) : item
-      const range = at > 0 ? item.slice(at + 1) : '*'
-      if (!ArtifactName.safeParse(name).success || range.length > 128) {
-        throw new InvalidArgumentError(`bad dependency "${item}" (want name@range)`)
-      }
-      return { name, range }
-    })
+  return value.split(',').map((item) => {
+    const at = item.lastIndexOf('@')
+    const name = item.slice(0, Math.max(at, 0))
+    const range = item.slice(at + 1)
+    if (
+      at <= 0 ||
+      !ArtifactName.safeParse(name).success ||
+      range.length > 128 ||
+      validRange(range) === null
+    ) {
+      throw new InvalidArgumentError(`bad dependency "${item}" (want name@range, e.g. lib@^1.2.0)`)
+    }
+    return { name, range }
+  })
 }
+
+/** A channel name as the manifest schema wants it, refused as usage before anything is signed. */
+function parseChannel(value: string, previous: string[] | undefined): string[] {
+  if (!ChannelName.safeParse(value).success)
+    throw new InvalidArgumentError(
+      `bad channel "${value}" (lowercase letters, digits and -, starting with a letter)`,
+    )
+  // Commander passes the default on the first value; a repeated --channel adds to what was given.
+  const channels = previous === DEFAULT_CHANNELS ? [value] : [...(previous ?? []), value]
+  if (channels.length > MAX_CHANNELS) throw new InvalidArgumentError(`at most ${MAX_CHANNELS} channels`)
+  return channels
+}
+
+const DEFAULT_CHANNELS = ['stable']
+/** What a signed manifest may list (schemas/manifest.ts). */
+const MAX_CHANNELS = 16
 
 /** `name`, `name@1.2.3`, `name@stable`; scoped names keep their leading @. */
 function parseSpec(spec: string, explicitTarget?: string): { name: string; target?: string } {

@@ -100,6 +100,19 @@ describe('deltaport CLI', () => {
     expect(JSON.parse(unauthorised.stdout).error.message).toContain('401')
 
     expect((await cli(['publish', art.path, '--name', 'Bad Name', '--version', '1.0.0'])).code).toBe(2)
+    // What devices would refuse is refused before anything is signed: a channel outside the grammar,
+    // a dependency range that is not semver (the version would be burned), an empty list item.
+    for (const bad of [
+      ['--channel', 'Bad'],
+      ['--channel', '../x'],
+      ['--deps', 'a@notarange'],
+      ['--deps', 'x'],
+      ['--deps', 'a@^1,,b@2'],
+    ]) {
+      const refused = await cli(['publish', art.path, '--name', 'x', '--version', '9.0.0', ...bad])
+      expect(refused.code, bad.join(' ')).toBe(2)
+      expect(refused.stderr, bad.join(' ')).toMatch(/bad (channel|dependency)/)
+    }
     expect((await cli(['install', '../../etc'])).code).toBe(2)
     // A channel named like an Object.prototype member is just a channel that does not exist.
     const chan = await writeArtifact(ws.dir, 'chan.bin', 10)
