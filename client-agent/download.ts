@@ -4,6 +4,7 @@ import { open, rm, stat } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { AgentError } from './errors.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
+import { withHeaderTimeout } from './transfer/header-timeout.ts'
 import { RateCap } from './transfer/rate-cap.ts'
 import { readBody } from './transfer/read-body.ts'
 
@@ -72,7 +73,7 @@ async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: ty
     headers.range = `bytes=${offset}-`
     headers['if-range'] = `"${request.sha256}"`
   }
-  const response = await fetchImpl(request.url, {
+  const response = await withHeaderTimeout(fetchImpl)(request.url, {
     headers,
     ...(request.signal ? { signal: request.signal } : {}),
   })

@@ -6,6 +6,7 @@ import { AgentError } from './errors.ts'
 import { type IndexTrust, verifyServedIndex } from './index-trust.ts'
 import { ArtifactStore } from './store.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
+import { withHeaderTimeout } from './transfer/header-timeout.ts'
 import type { ReadBodyOptions } from './transfer/read-body.ts'
 import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
 
@@ -52,7 +53,7 @@ export class EdgeClient {
 
   constructor(baseUrl: string, fetchImpl: typeof fetch = fetch, options: EdgeClientOptions = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, '')
-    this.fetchImpl = fetchImpl
+    this.fetchImpl = withHeaderTimeout(fetchImpl, options.stallMs)
     const { indexTrust, ...readOptions } = options
     this.readOptions = readOptions
     this.indexTrust = indexTrust && indexTrust.keys.length > 0 ? indexTrust : undefined
@@ -80,7 +81,7 @@ export class EdgeClient {
     try {
       return await this.fetchImpl(this.url(path), init)
     } catch (error) {
-      if (init.signal?.aborted) throw error
+      if (init.signal?.aborted || error instanceof AgentError) throw error
       throw new AgentError('network', `cannot reach the edge at ${this.baseUrl}: ${(error as Error).message}`)
     }
   }

@@ -13,6 +13,7 @@ import { AgentError } from '../errors.ts'
 import { installArtifact } from '../install.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
+import { withHeaderTimeout } from '../transfer/header-timeout.ts'
 import { makeWorkspace, type Workspace } from './fixtures.ts'
 
 /**
@@ -597,5 +598,30 @@ describe('the agent against a hostile edge', () => {
     expect((error as AgentError).details.stalled).toBe(true)
     expect(Date.now() - started).toBeLessThan(5000)
     server.closeAllConnections()
+  })
+
+  it("slow retrieval: an edge that never sends headers ends in a network error, not undici's 300 s", async () => {
+    // Its own server (a fresh origin, so no connection a test before left half-used is reused): it
+    // accepts the connection and then says nothing at all.
+    const silent = createServer(() => undefined)
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const silentUrl = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`
+    const edge = new EdgeClient(silentUrl, fetch, { stallMs: 300 })
+    const started = Date.now()
+    const error = await edge.index('app').then(
+      () => null,
+      (e: unknown) => e,
+    )
+    expect(error).toBeInstanceOf(AgentError)
+    expect((error as AgentError).code).toBe('network')
+    expect((error as AgentError).message).toBe('the edge sent no answer within 300 ms')
+    expect(Date.now() - started).toBeLessThan(5000)
+    // A caller's own abort still reads as an abort, not as the edge's silence.
+    const caller = new AbortController()
+    const asked = withHeaderTimeout(fetch, 10_000)(`${silentUrl}/v1/artifacts/app`, { signal: caller.signal })
+    caller.abort(new Error('stopped by the caller'))
+    await expect(asked).rejects.toThrow('stopped by the caller')
+    silent.closeAllConnections()
+    await new Promise((resolve) => silent.close(resolve))
   })
 })

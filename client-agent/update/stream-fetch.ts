@@ -16,6 +16,7 @@ import { hashFile } from '../download.ts'
 import { AgentError } from '../errors.ts'
 import { type Explanation, RangeController } from '../transfer/controller.ts'
 import { errorFromResponse } from '../transfer/error-response.ts'
+import { withHeaderTimeout } from '../transfer/header-timeout.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
 import { readBody } from '../transfer/read-body.ts'
 import { clearJournal, readJournal, writeJournal } from './journal.ts'
@@ -79,7 +80,7 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
     ranges++
     let response: Response
     try {
-      response = await fetchImpl(request.url, {
+      response = await withHeaderTimeout(fetchImpl)(request.url, {
         // If-Range with the validator the first range returned: if the stream changed under us the edge
         // answers 200 and we stop, instead of splicing blocks of two different streams.
         headers: { range: rangeHeader({ offset, length }), ...(etag ? { 'if-range': etag } : {}) },
