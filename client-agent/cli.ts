@@ -60,8 +60,15 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     .action(async (options: { out: string }) => {
       const pair = await generateKeyPair()
       await writeFile(options.out, JSON.stringify(pair, null, 2), { mode: 0o600, flag: 'wx' }).catch(
-        (error: Error) => {
-          throw new AgentError('config', `cannot write ${options.out}: ${error.message}`)
+        (error: NodeJS.ErrnoException) => {
+          // An existing file is never overwritten (it may be the only copy of a key): a choice to make
+          // again, like a config problem. Anything else is the file system's (io: exit 10).
+          if (error.code === 'EEXIST')
+            throw new AgentError(
+              'config',
+              `${options.out} already exists; keygen never overwrites a key file`,
+            )
+          throw fromFileSystemError(error) ?? error
         },
       )
       reporter().result(

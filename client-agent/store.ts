@@ -34,7 +34,6 @@ const IndexSeen = z.object({ latestSerial: z.number().int().nonnegative() })
  */
 export class ArtifactStore {
   readonly dir: string
-
   readonly name: string
 
   constructor(root: string, name: string) {
@@ -130,10 +129,7 @@ export class ArtifactStore {
    */
   async manifestOf(version: string): Promise<SignedManifest> {
     const path = join(this.versionDir(version), 'manifest.json')
-    const text = await readFile(path, 'utf8').catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'ENOENT') throw error
-      return null
-    })
+    const text = await unlessMissing(readFile(path, 'utf8'), null)
     let why = 'is missing'
     if (text !== null) {
       try {

@@ -47,6 +47,8 @@ describe('deltaport CLI', () => {
     const printed = JSON.parse(result.stdout) as { keyid: string }
     expect(JSON.parse(await readFile(out, 'utf8')).keyid).toBe(printed.keyid)
     expect((await cli(['keygen', '--out', out])).code).toBe(3)
+    // A folder that does not exist is the file system's answer, like every other command's (exit 10).
+    expect((await cli(['keygen', '--out', join(ws.dir, 'no-such-dir', 'k.json')])).code).toBe(10)
   })
 
   it('publishes a > 10 MiB artifact through multipart and installs it', async () => {
