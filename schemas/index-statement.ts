@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { ArtifactIndex } from './artifact-index.ts'
 import { ArtifactName, IsoDateTime, Sha256Hex } from './common.ts'
 import { signedEnvelope } from './manifest.ts'
-import { canonicalJson } from './signed-envelope.ts'
+import { canonicalJson, sha256Hex } from './signed-envelope.ts'
 
 /**
  * The edge's signed, short-lived word on an artifact's index (ADR 0032): TUF's timestamp role. The
@@ -39,9 +39,7 @@ export type ServedIndex = z.infer<typeof ServedIndex>
  * `statement` field. The agent hashes the JSON exactly as it arrived, before its schema drops
  * anything, so every byte of meaning the edge sent is covered.
  */
-export async function indexDigest(index: Record<string, unknown>): Promise<string> {
+export function indexDigest(index: Record<string, unknown>): Promise<string> {
   const { statement: _, ...covered } = index
-  const bytes = new TextEncoder().encode(canonicalJson(covered))
-  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))
-  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('')
+  return sha256Hex(new TextEncoder().encode(canonicalJson(covered)))
 }

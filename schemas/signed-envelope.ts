@@ -34,8 +34,13 @@ export const ED25519_PUBLIC_KEY_BYTES = 32
 const ED25519_SIGNATURE_BYTES = 64
 
 /** A key's id: sha256 (hex) of its raw 32 bytes. */
-export async function keyIdOf(publicRaw: Uint8Array<ArrayBuffer>): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', publicRaw))
+export function keyIdOf(publicRaw: Uint8Array<ArrayBuffer>): Promise<string> {
+  return sha256Hex(publicRaw)
+}
+
+/** sha256 of `bytes` as lowercase hex: key ids and index digests. */
+export async function sha256Hex(bytes: Parameters<typeof crypto.subtle.digest>[1]): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))
   return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('')
 }
 
