@@ -124,6 +124,19 @@ async function existingSize(path: string): Promise<number> {
   }
 }
 
+/**
+ * Whether the file at `path` has exactly the signed bytes (size first, so a wrong length costs no
+ * hashing); false for a missing file or anything but a regular file.
+ */
+export async function fileHasBytes(
+  path: string,
+  expected: { size: number; sha256: string },
+): Promise<boolean> {
+  const info = await stat(path).catch(() => null)
+  if (!info?.isFile() || info.size !== expected.size) return false
+  return (await hashFile(path)) === expected.sha256
+}
+
 export async function hashFile(path: string): Promise<string> {
   const hash = createHash('sha256')
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)

@@ -1,4 +1,4 @@
-import { mkdir, stat } from 'node:fs/promises'
+import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gt, lt } from 'semver'
 import { type ArtifactIndex, channelHead, versionEntry, type YankNote } from '../schemas/artifact-index.ts'
@@ -8,7 +8,7 @@ import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
 import { checkDependents, type DependencyOutcome, ensureDependencies } from './dependencies.ts'
 import type { DownloadProgress } from './download.ts'
-import { downloadVerified, hashFile } from './download.ts'
+import { downloadVerified, fileHasBytes } from './download.ts'
 import { deviceEdgeOptions, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
@@ -195,7 +195,7 @@ async function installLocked(
   }
   // A version still on disk is switched back to only if its bytes are still the signed ones; a damaged
   // copy is downloaded again below (the commit replaces its folder).
-  if ((await store.has(version)) && (await blobIntact(store, version, manifest))) {
+  if ((await store.has(version)) && (await fileHasBytes(store.blobPath(version), manifest))) {
     const switched = await switchTo()
     return {
       ...base,
@@ -448,7 +448,7 @@ export async function rollbackArtifact(
           : `${name} has no previous version to roll back to`,
       )
     const expected = (await store.manifestOf(before.previous)).signed
-    if (!(await blobIntact(store, before.previous, expected)))
+    if (!(await fileHasBytes(store.blobPath(before.previous), expected)))
       throw new AgentError(
         'integrity-mismatch',
         `${name}@${before.previous} on disk no longer has the bytes its signed manifest names; nothing was switched. Install it again with "deltaport install ${name}@${before.previous}"`,
@@ -456,18 +456,6 @@ export async function rollbackArtifact(
     const after = await store.rollback()
     return { name, from: before.current, to: after.current }
   })
-}
-
-/** Whether an installed version's blob still has the size and sha256 its signed manifest names. */
-async function blobIntact(
-  store: ArtifactStore,
-  version: string,
-  expected: Pick<ArtifactManifest, 'size' | 'sha256'>,
-): Promise<boolean> {
-  const blob = store.blobPath(version)
-  const info = await stat(blob).catch(() => null)
-  if (!info?.isFile() || info.size !== expected.size) return false
-  return (await hashFile(blob)) === expected.sha256
 }
 
 export function lockWaitOf(request: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'>): LockWait {

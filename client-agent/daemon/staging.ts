@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { z } from 'zod'
 import { ArtifactName, ByteSize, Sha256Hex, Version } from '../../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
-import { hashFile } from '../download.ts'
+import { fileHasBytes } from '../download.ts'
 import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from '../fs/atomic.ts'
 
 const StagedEntry = z.object({
@@ -176,7 +176,7 @@ export class StagingArea {
     } catch {
       return false
     }
-    const ok = (await stat(dest)).size === target.size && (await hashFile(dest)) === target.sha256
+    const ok = await fileHasBytes(dest, target)
     if (!ok) await rm(dest, { force: true })
     await this.remove(target.name, target.version)
     return ok

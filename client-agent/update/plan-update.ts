@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { rm, stat } from 'node:fs/promises'
+import { rm } from 'node:fs/promises'
 import type { ArchiveLimits } from '../../delta/archive/limits.ts'
 import {
   applyChunkPlan,
@@ -17,7 +17,7 @@ import {
   type PlanStrategy,
 } from '../../schemas/plan.ts'
 import { applyDeltaFileOffThread } from '../codec/off-thread-apply.ts'
-import { hashFile } from '../download.ts'
+import { fileHasBytes, hashFile } from '../download.ts'
 import type { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts'
@@ -284,8 +284,7 @@ async function rebuild(
       throw new AgentError('integrity-mismatch', `rebuild failed: ${error.message}`)
     throw error
   }
-  const { size } = await stat(output)
-  if (size !== expected.size || (await hashFile(output)) !== expected.sha256) {
+  if (!(await fileHasBytes(output, expected))) {
     await rm(output, { force: true })
     throw new AgentError(
       'integrity-mismatch',
