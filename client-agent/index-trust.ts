@@ -19,7 +19,7 @@ export interface IndexTrust {
    * installed, and the highest `latestSerial` of an index it verified.
    */
   serials: (name: string) => Promise<{ installed: number; seen: number }>
-  /** Records a verified index's serial, raising `seen` (a no-op for an artifact with no store yet). */
+  /** Records a verified index's serial above `seen` (a no-op for an artifact with no store yet). */
   sawIndex: (name: string, serial: number) => Promise<void>
 }
 
@@ -68,6 +68,7 @@ export async function verifyServedIndex(
     throw refuse(
       `is older than an index this device already verified (serial ${index.latestSerial} < ${seen})`,
     )
-  await trust.sawIndex(name, index.latestSerial)
+  // Written only when a publish happened since the last verified read: most polls change nothing.
+  if (index.latestSerial > seen) await trust.sawIndex(name, index.latestSerial)
   return index
 }

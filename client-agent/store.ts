@@ -102,13 +102,12 @@ export class ArtifactStore {
   }
 
   /**
-   * Raises indexSerialSeen to `serial`. Kept apart from state.json and written without the artifact's
-   * lock (indexes are read outside installs): two writers racing can at worst leave the lower of two
-   * serials both seen, never touch `current`. A store that does not exist yet records nothing, so
-   * reading an index never creates an artifact's folder.
+   * Records `serial` as indexSerialSeen; the caller (index-trust.ts) has just read a lower one. Kept
+   * apart from state.json and written without the artifact's lock (indexes are read outside installs):
+   * two writers racing can at worst leave the lower of two serials both seen, never touch `current`.
+   * A store that does not exist yet records nothing, so reading an index never creates its folder.
    */
   async recordIndexSerial(serial: number): Promise<void> {
-    if (serial <= (await this.indexSerialSeen())) return
     const write = writeFileAtomic(join(this.dir, 'index-seen.json'), JSON.stringify({ latestSerial: serial }))
     await unlessMissing(write, undefined)
   }
