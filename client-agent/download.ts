@@ -36,7 +36,7 @@ export interface DownloadRequest {
 export async function downloadVerified(
   request: DownloadRequest,
 ): Promise<{ resumedFrom: number; fetched: number }> {
-  const fetchImpl = request.fetchImpl ?? fetch
+  const fetchImpl = withHeaderTimeout(request.fetchImpl ?? fetch)
   const retries = request.retries ?? 4
   const firstOffset = await existingSize(request.partialPath)
   let fetched = 0
@@ -73,7 +73,7 @@ async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: ty
     headers.range = `bytes=${offset}-`
     headers['if-range'] = `"${request.sha256}"`
   }
-  const response = await withHeaderTimeout(fetchImpl)(request.url, {
+  const response = await fetchImpl(request.url, {
     headers,
     ...(request.signal ? { signal: request.signal } : {}),
   })

@@ -63,7 +63,8 @@ export interface StreamFetchResult {
  * again. Durable progress is journaled at group granularity, so a killed agent resumes where it was.
  */
 export async function fetchDeltaStream(request: StreamFetchRequest): Promise<StreamFetchResult> {
-  const fetchImpl = request.fetchImpl ?? fetch
+  // No headers within 30 s ends a range like a stalled body does (transfer/header-timeout.ts).
+  const fetchImpl = withHeaderTimeout(request.fetchImpl ?? fetch)
   const journalPath = `${request.payloadPath}.journal`
   const controller = request.controller ?? new RangeController({ blockSize: request.blockSize + 32 })
   let wireBytes = 0
@@ -80,7 +81,7 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
     ranges++
     let response: Response
     try {
-      response = await withHeaderTimeout(fetchImpl)(request.url, {
+      response = await fetchImpl(request.url, {
         // If-Range with the validator the first range returned: if the stream changed under us the edge
         // answers 200 and we stop, instead of splicing blocks of two different streams.
         headers: { range: rangeHeader({ offset, length }), ...(etag ? { 'if-range': etag } : {}) },
