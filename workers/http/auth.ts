@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
 import { timingSafeEqual } from 'hono/utils/buffer'
 import type { AppEnv } from '../app-env.ts'
+import { countWrongToken, refuseLockedOut } from './maintainer-lockout.ts'
 import { Problem } from './problem.ts'
 
 /**
@@ -13,13 +14,17 @@ export function bearerToken(header: string | undefined): string | undefined {
 
 /**
  * Maintainer endpoints (publish, rollout control) need the bearer token held as the Worker secret
- * PUBLISH_TOKEN. The comparison is constant-time so the token cannot be guessed byte by byte.
+ * PUBLISH_TOKEN. The comparison is constant-time so the token cannot be guessed byte by byte, and
+ * wrong tokens lock their address out for a minute (maintainer-lockout.ts) so it cannot be guessed whole.
  */
 export const requireMaintainer: MiddlewareHandler<AppEnv> = async (c, next) => {
   const token = bearerToken(c.req.header('authorization'))
   const expected = c.env.PUBLISH_TOKEN
   if (!expected) throw new Problem(500, 'internal', 'PUBLISH_TOKEN is not configured on this edge')
+  const address = c.req.header('cf-connecting-ip')
+  await refuseLockedOut(c.env, address)
   if (!token || !(await timingSafeEqual(token, expected))) {
+    await countWrongToken(c.env, address)
     throw new Problem(401, 'unauthorized', 'a valid maintainer bearer token is required', {
       headers: { 'www-authenticate': 'Bearer realm="deltaport"' },
     })

@@ -81,7 +81,9 @@ function operation(route: RouteSpec): Json {
       ...(r.body && route.method !== 'head' ? { content: content(r.body) } : {}),
     }
   }
-  for (const status of route.problems ?? [])
+  // Every token-checked route can refuse an address that spent its attempts (maintainer-lockout.ts).
+  const problems = new Set([...(route.problems ?? []), ...(route.auth === 'bearer' ? [401, 429] : [])])
+  for (const status of [...problems].sort((a, b) => a - b))
     responses[String(status)] = problem(STATUS_TEXT[status] ?? 'Error')
   responses.default = problem('Unexpected error')
   return {

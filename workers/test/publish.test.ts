@@ -92,6 +92,40 @@ describe('publish → manifest → blob', () => {
     expect(ProblemDetails.parse(await wrong.json()).status).toBe(401)
   })
 
+  it('locks an address out after ten wrong maintainer tokens, right token included; others go on', async () => {
+    const envelope = await envelopeFor('guessed', '1.0.0', bytesOf(10))
+    const start = (authorization: string, address: string) =>
+      call('/v1/publish/guessed/1.0.0', {
+        method: 'POST',
+        headers: { authorization, 'content-type': 'application/json', 'cf-connecting-ip': address },
+        body: JSON.stringify(envelope),
+      })
+    // Right tokens never count: a publish of many parts is not slowed.
+    for (let i = 0; i < 12; i++) {
+      const envelope = await envelopeFor('guessed-right', `1.0.${i}`, bytesOf(10))
+      const ok = await call(`/v1/publish/guessed-right/1.0.${i}`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json', 'cf-connecting-ip': '203.0.113.9' },
+        body: JSON.stringify(envelope),
+      })
+      await ok.body?.cancel()
+      expect(ok.status).toBe(201)
+    }
+    const statuses: number[] = []
+    for (let i = 0; i < 11; i++) {
+      const res = await start(`Bearer guess-${i}`, '203.0.113.9')
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    expect(statuses).toEqual([...Array(10).fill(401), 429])
+    // Locked out: the right token is not even compared, so guesses learn nothing.
+    const right = await start(auth.authorization, '203.0.113.9')
+    expect(right.status).toBe(429)
+    expect(right.headers.get('retry-after')).toBe('60')
+    expect(ProblemDetails.parse(await right.json()).detail).toContain('wrong maintainer tokens')
+    expect((await start(auth.authorization, '203.0.113.10')).status).toBe(201)
+  })
+
   it('rejects malformed manifests, path tricks and a manifest for another version', async () => {
     const bad = await call('/v1/publish/x/1.0.0', {
       method: 'POST',
