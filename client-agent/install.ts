@@ -299,13 +299,10 @@ export async function planCheaperUpdate(
   current: string | null,
   place: PlanPlace = { workPath: (file) => store.workPath(file), bandwidthCapBps: config.bandwidthCapBps },
 ): Promise<PlanOutcome> {
+  const signed = current && (await store.has(current)) ? (await store.manifestOf(current)).signed : null
   const installed =
-    current && (await store.has(current))
-      ? {
-          version: current,
-          blobPath: store.blobPath(current),
-          sha256: (await store.manifestOf(current)).signed.sha256,
-        }
+    current && signed
+      ? { version: current, blobPath: store.blobPath(current), sha256: signed.sha256, size: signed.size }
       : null
   if (!installed) return noPlan()
   return updateViaPlan({

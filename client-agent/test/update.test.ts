@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -129,7 +129,24 @@ describe('deltaport update through the planner', () => {
     await writeFile(blob, edited)
     const result = await installArtifact(local.config, { name: 'app', target: '1.1.0' })
     expect(result.method).toBe('chunk-sync')
+    expect(result.fallbacks).toEqual([
+      `delta: the installed app@1.0.0 (${blob}) no longer has its signed bytes, so no delta applies to it`,
+    ])
     expect(result.bytesDownloaded).toBeLessThan(versions[1]!.length / 4)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)
+  })
+
+  it('downloads the whole artifact when the installed blob is missing, and says why', async () => {
+    const local = await makeWorkspace(edge.url)
+    local.config.trustedKeys = ws.config.trustedKeys
+    await installArtifact(local.config, { name: 'app', target: '1.0.0' })
+    const store = new ArtifactStore(local.config.installRoot, 'app')
+    await rm(store.blobPath('1.0.0'))
+    const result = await installArtifact(local.config, { name: 'app', target: '1.1.0' })
+    expect(result).toMatchObject({ method: 'full', previous: '1.0.0' })
+    expect(result.fallbacks).toEqual([
+      `delta: the installed app@1.0.0 has no usable blob (${store.blobPath('1.0.0')} is missing); downloading the whole artifact`,
+    ])
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)
   })
 

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
-import { rm } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { access, rm, stat } from 'node:fs/promises'
 import type { ArchiveLimits } from '../../delta/archive/limits.ts'
 import {
   applyChunkPlan,
@@ -17,9 +18,9 @@ import {
   type PlanStrategy,
 } from '../../schemas/plan.ts'
 import { applyDeltaFileOffThread } from '../codec/off-thread-apply.ts'
-import { fileHasBytes, hashFile } from '../download.ts'
+import { fileHasBytes } from '../download.ts'
 import type { EdgeClient } from '../edge-client.ts'
-import { AgentError } from '../errors.ts'
+import { AgentError, systemError } from '../errors.ts'
 import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts'
 import type { Explanation } from '../transfer/controller.ts'
 import { errorFromResponse } from '../transfer/error-response.ts'
@@ -39,8 +40,11 @@ export interface PlanUpdateContext {
   workPath: (file: string) => string
   /** The verified target manifest. */
   target: ArtifactManifest
-  /** The version `current` points at, if its bytes still match its manifest or not. */
-  installed: { version: string; blobPath: string; sha256: string } | null
+  /**
+   * The version `current` points at and what its signed manifest says its blob is; whether the blob on
+   * disk still has those bytes (or is there at all) is checked here before it is used as a base.
+   */
+  installed: { version: string; blobPath: string; sha256: string; size: number } | null
   /** Fetches and verifies the signed manifest of an intermediate version of a chain. */
   manifestOf: (version: string) => Promise<ArtifactManifest>
   /** The device's download cap in bytes per second (`bandwidthCapBps`); 0 or none = unlimited. */
@@ -81,8 +85,10 @@ export const noPlan = (): PlanOutcome => ({ planned: null, fallbacks: [] })
 export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlanOutcome> {
   const methods = new Set(ALL_METHODS)
   let chunkSync = true
-  const fallbacks: string[] = []
   const base = await describeBase(ctx)
+  // A base that cannot be read at all cannot seed a delta or chunk-sync either: download it whole.
+  if (base.unusable) return { planned: null, fallbacks: [base.unusable] }
+  const fallbacks: string[] = base.damaged ? [base.damaged] : []
   for (let attempt = 0; attempt < 4; attempt++) {
     const plan = await requestPlan(ctx, {
       name: ctx.target.name,
@@ -116,17 +122,48 @@ export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlanOutcome
 }
 
 /**
- * What to tell the planner about the base. An installed version whose bytes no longer match its
- * manifest (edited, damaged) is not a base for deltas: the device reports its chunk hashes instead.
+ * What to tell the planner about the base. Only an installed blob with exactly its signed bytes is a
+ * base for deltas: a delta applied to anything else cannot rebuild the target. A damaged one (edited,
+ * bit rot) still shares most chunks, so the device reports their hashes for chunk-sync (each chunk is
+ * verified); a blob that is missing, not a regular file or unreadable is no base at all. Either way the
+ * reason is returned for the result's `fallbacks`, so the user hears why no delta was used.
  */
-async function describeBase(
-  ctx: PlanUpdateContext,
-): Promise<{ version: string | null; haveChunks?: string[] }> {
+async function describeBase(ctx: PlanUpdateContext): Promise<{
+  version: string | null
+  haveChunks?: string[]
+  damaged?: string
+  unusable?: string
+}> {
   if (!ctx.installed) return { version: null }
-  if ((await hashFile(ctx.installed.blobPath)) === ctx.installed.sha256)
-    return { version: ctx.installed.version }
-  const local = await buildChunkIndex(fileSource(ctx.installed.blobPath))
-  return { version: null, haveChunks: [...new Set(local.chunks.map((c) => c.hash))].slice(0, 65_536) }
+  const { version, blobPath } = ctx.installed
+  const what = `${ctx.target.name}@${version}`
+  const problem = await readableBlobProblem(blobPath)
+  if (problem !== null)
+    return {
+      version: null,
+      unusable: `delta: the installed ${what} has no usable blob (${blobPath} ${problem}); downloading the whole artifact`,
+    }
+  if (await fileHasBytes(blobPath, ctx.installed)) return { version }
+  const local = await buildChunkIndex(fileSource(blobPath))
+  return {
+    version: null,
+    haveChunks: [...new Set(local.chunks.map((c) => c.hash))].slice(0, 65_536),
+    damaged: `delta: the installed ${what} (${blobPath}) no longer has its signed bytes, so no delta applies to it`,
+  }
+}
+
+/** Why the file at `path` cannot be read as a base (missing, not a regular file, no permission); null if it can. */
+async function readableBlobProblem(path: string): Promise<string | null> {
+  try {
+    const info = await stat(path)
+    if (!info.isFile()) return 'is not a regular file'
+    await access(path, constants.R_OK)
+    return null
+  } catch (error) {
+    const system = systemError(error)
+    if (!system) throw error
+    return system.code === 'ENOENT' ? 'is missing' : `cannot be read: ${system.reason}`
+  }
 }
 
 async function requestPlan(ctx: PlanUpdateContext, body: PlanRequest): Promise<PlanResponse> {
