@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { open, rm, stat } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { AgentError } from './errors.ts'
+import { AgentError, namingPath } from './errors.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 import { withHeaderTimeout } from './transfer/header-timeout.ts'
 import { RateCap } from './transfer/rate-cap.ts'
@@ -79,7 +79,10 @@ async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: ty
   })
   if (response.status !== 200 && response.status !== 206) throw await errorFromResponse(response, 'download')
   const start = response.status === 206 ? offset : 0
-  const file = await open(request.partialPath, start === 0 ? 'w' : 'r+')
+  // File errors (a full disk, no permission) are the device's, not the network's: typed and named
+  // here, so the retry loop below does not retry them as a dropped connection.
+  const partial = request.partialPath
+  const file = await namingPath(partial, open(partial, start === 0 ? 'w' : 'r+'))
   let position = start
   const cap = new RateCap(request.bandwidthCapBps ?? 0)
   try {
@@ -92,14 +95,14 @@ async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: ty
             `the edge sent more than the manifest's ${request.size} bytes`,
           )
         }
-        await file.write(bytes, 0, bytes.length, position)
+        await namingPath(partial, file.write(bytes, 0, bytes.length, position))
         position += bytes.length
         request.onProgress?.({ received: position, total: request.size, resumedFrom: offset })
         await cap.received(bytes.length, request.signal)
       },
       request.signal ? { signal: request.signal } : {},
     )
-    await file.sync()
+    await namingPath(partial, file.sync())
   } finally {
     await file.close()
   }

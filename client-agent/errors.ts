@@ -44,19 +44,40 @@ export class AgentError extends Error {
 
 /**
  * A failed file operation (a missing input, a directory without write permission, a full disk) as the
- * user's mistake or the machine's state it is, not as a bug: `io`, naming the path and the reason.
+ * user's mistake or the machine's state it is, not as a bug: `io`, naming the path and the reason; a
+ * full disk or quota (ENOSPC, EDQUOT) is `no-space` (exit 13), with the way out. `path` names the file
+ * when the error itself has none (a write or fsync on an open handle) or a misleading one (a temp name).
  * Anything that is not an operating-system error (no errno code and syscall) stays unrecognised.
  */
-export function fromFileSystemError(error: unknown): AgentError | null {
+export function fromFileSystemError(error: unknown, path?: string): AgentError | null {
   const system = systemError(error)
   if (!system) return null
-  const { code, syscall, path, reason } = system
-  const what = typeof path === 'string' ? `${syscall} ${path}` : syscall
-  return new AgentError('io', `cannot ${what}: ${reason}`, {
-    errno: code,
-    syscall,
-    ...(typeof path === 'string' ? { path } : {}),
-  })
+  const { code, syscall, reason } = system
+  const named = path ?? system.path
+  const what = typeof named === 'string' ? `${syscall} ${named}` : syscall
+  const details = { errno: code, syscall, ...(typeof named === 'string' ? { path: named } : {}) }
+  if (FULL_DISK.has(code))
+    return new AgentError(
+      'no-space',
+      `cannot ${what}: ${reason}; free space on that disk (\`deltaport uninstall\` of an artifact no longer needed frees its versions) and try again`,
+      details,
+    )
+  return new AgentError('io', `cannot ${what}: ${reason}`, details)
+}
+
+/** The errno codes of a disk (or the user's quota on it) that has no room left. */
+const FULL_DISK = new Set(['ENOSPC', 'EDQUOT'])
+
+/**
+ * Runs a file operation and turns an operating-system failure into fromFileSystemError's AgentError,
+ * naming `path`: for calls on an open handle, whose errors carry no path.
+ */
+export async function namingPath<T>(path: string, operation: Promise<T>): Promise<T> {
+  try {
+    return await operation
+  } catch (error) {
+    throw fromFileSystemError(error, path) ?? error
+  }
 }
 
 /** An operating-system error's code, call, path and readable reason; null for anything else. */

@@ -192,7 +192,7 @@ export class ArtifactStore {
       current: manifest.version,
       previous: before.current && before.current !== manifest.version ? before.current : before.previous,
     }
-    await writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify(after))
+    await this.recordSwitch(after, yankSeen !== undefined)
     return after
   }
 
@@ -213,8 +213,21 @@ export class ArtifactStore {
       current: state.previous,
       previous: state.current,
     }
-    await writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify(after))
+    await this.recordSwitch(after, yankSeen !== undefined)
     return after
+  }
+
+  /**
+   * Writes state.json after `current` was switched. On a full disk the switch still stands when the
+   * state holds nothing the link does not: state() reads current, previous and the serial high-water
+   * mark from the link and the state before it, and the next write catches up. Reporting the switch
+   * as failed would be false (the new version already runs). A yank record (ADR 0025) lives only in
+   * state.json, so a switch made for one must write it and fails with no-space otherwise.
+   */
+  private async recordSwitch(after: StoreState, hasYankRecord: boolean): Promise<void> {
+    await writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify(after)).catch((error: unknown) => {
+      if (hasYankRecord || !(error instanceof AgentError && error.code === 'no-space')) throw error
+    })
   }
 
   /** Records the signed yank statements acted on or seen, with nothing else changed. */
@@ -271,9 +284,17 @@ export class ArtifactStore {
    */
   async uninstall(): Promise<string[]> {
     const before = await this.state()
-    await writeFileAtomic(
-      join(this.dir, 'state.json'),
-      JSON.stringify({ ...before, current: null, previous: null } satisfies StoreState),
+    const statePath = join(this.dir, 'state.json')
+    const cleared = JSON.stringify({ ...before, current: null, previous: null } satisfies StoreState)
+    // On a full disk this first write fails, and uninstall is how the owner frees the disk. The order
+    // that matters is link before versions (no link ever names a half-deleted version), so then the
+    // link goes first and the state is written once the versions' space is free (at the end).
+    const stateWritten = await writeFileAtomic(statePath, cleared).then(
+      () => true,
+      (error: unknown) => {
+        if (error instanceof AgentError && error.code === 'no-space') return false
+        throw error
+      },
     )
     await rm(this.currentLink, { force: true })
     await fsyncDir(this.dir)
@@ -286,6 +307,7 @@ export class ArtifactStore {
     await rm(join(this.dir, 'versions'), { recursive: true, force: true })
     await rm(join(this.dir, 'partial'), { recursive: true, force: true })
     await fsyncDir(this.dir)
+    if (!stateWritten) await writeFileAtomic(statePath, cleared)
     return removed
   }
 

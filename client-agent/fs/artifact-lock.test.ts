@@ -1,10 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises'
+import { lstat, mkdtemp, readFile, readlink, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir, uptime } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { AgentError } from '../errors.ts'
+import { agentFailure } from '../test/fixtures.ts'
 import { lockArtifact, withArtifactLock } from './artifact-lock.ts'
 
 let dir: string
@@ -29,8 +30,10 @@ async function busyError(promise: Promise<unknown>): Promise<AgentError> {
   return error as AgentError
 }
 
-/** A lock file as another process would have left it. */
+/** A lock file as an older agent process would have left it (JSON, ADR 0021 before links). */
 async function writeLock(owner: { pid: number; bootedAt?: number }) {
+  // Replacing (not writing through) a lock link this process may hold, as a breaker would.
+  await rm(join(dir, 'lock'), { force: true })
   await writeFile(
     join(dir, 'lock'),
     JSON.stringify({
@@ -111,8 +114,32 @@ describe('the artifact lock', () => {
     child.kill('SIGKILL')
     await once(child, 'exit')
     const lock = await waiting
-    expect(JSON.parse(await readFile(join(dir, 'lock'), 'utf8'))).toMatchObject({ pid: process.pid })
+    expect(await readlink(join(dir, 'lock'))).toMatch(new RegExp(`^deltaport-lock:${process.pid}:`))
     await lock.release()
+  })
+
+  it('is a symbolic link naming its holder, short enough to need no data block', async () => {
+    const lock = await lockArtifact(dir, { timeoutMs: 0 })
+    const path = join(dir, 'lock')
+    expect((await lstat(path)).isSymbolicLink()).toBe(true)
+    // ext4 keeps a link target under 60 bytes in the inode: taking the lock works on a full disk.
+    const target = await readlink(path)
+    expect(target).toMatch(/^deltaport-lock:\d+:\d+:[0-9a-f]{16}$/)
+    expect(Buffer.byteLength(target)).toBeLessThan(60)
+    await lock.release()
+    expect(await lstat(path).catch(() => null)).toBeNull()
+  })
+
+  it('honours a lock file of JSON, as older agents wrote it, while its holder lives', async () => {
+    await writeLock({ pid: process.pid })
+    const error = await busyError(lockArtifact(dir, { timeoutMs: 0 }))
+    expect(error.message).toContain(`pid ${process.pid} (deltaport update app)`)
+  })
+
+  it('names the lock it could not take', async () => {
+    await writeFile(join(dir, 'store-is-a-file'), '')
+    const error = await agentFailure(lockArtifact(join(dir, 'store-is-a-file', 'app'), { timeoutMs: 0 }))
+    expect(error).toMatchObject({ code: 'io', details: { path: join(dir, 'store-is-a-file', 'app') } })
   })
 
   it('removes a lock whose process is gone or whose machine has rebooted since', async () => {

@@ -1,27 +1,47 @@
 import { randomBytes } from 'node:crypto'
-import { link, mkdir, readFile, rename, rm, stat } from 'node:fs/promises'
+import { link, lstat, mkdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
 import { uptime } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { z } from 'zod'
-import { AgentError } from '../errors.ts'
-import { tempPathFor, writeFileAtomic } from './atomic.ts'
+import { AgentError, fromFileSystemError } from '../errors.ts'
+import { tempPathFor } from './atomic.ts'
 import { unlessMissing } from './missing.ts'
 
 /**
- * Who holds an artifact's lock. The lock file is created whole (written to a temp file, then hard-linked
- * into place, which fails if a lock exists), so a reader never sees it half written.
+ * Who holds an artifact's lock. The lock is a symbolic link whose target names the holder
+ * (`deltaport-lock:<pid>:<boot time>:<token>`), the way Emacs marks a file being edited. Why a link and
+ * not a file of JSON: `symlink` creates it whole in one step (it fails with EEXIST if a lock exists, so
+ * no reader ever sees it half written), and a target this short (under 60 bytes) is kept in the inode
+ * itself on ext4, xfs, btrfs and tmpfs, so taking the lock needs no data block. On a full disk a
+ * written lock file failed every command with ENOSPC, `uninstall` included, the one that frees space.
  */
-const LockOwner = z.object({
-  pid: z.number().int().positive(),
+interface LockOwner {
+  pid: number
   /** When the holder's machine booted (ms since the epoch): a lock from before a reboot is dead. */
+  bootedAt: number
+  /** Random per acquisition: release removes the lock only if it is still this one. */
+  token: string
+  /** When it was taken (the link's mtime), for the waiting message. */
+  since: string
+  /** The holder's command line, when it can be read (the waiting message says what is waited for). */
+  command?: string
+}
+
+const LINK_PREFIX = 'deltaport-lock'
+const LINK_TARGET = new RegExp(`^${LINK_PREFIX}:(\\d{1,10}):(\\d{1,16}):([0-9a-f]{16})$`)
+
+/**
+ * A lock file of JSON, as agents before the link lock wrote it: an older agent still running during an
+ * upgrade may hold one, so it is read (and judged stale) the same way.
+ */
+const LegacyLockOwner = z.object({
+  pid: z.number().int().positive(),
   bootedAt: z.number(),
   since: z.string().max(64),
   command: z.string().max(200),
-  /** Random per acquisition: release removes the lock only if it is still this one. */
   token: z.string().max(64),
 })
-type LockOwner = z.infer<typeof LockOwner>
 
 export interface LockWait {
   /** How long to wait for another process to finish with the artifact; 0 = fail at once. */
@@ -52,19 +72,16 @@ const BOOT_TOLERANCE_MS = 120_000
  * docs/decisions/0021-artifact-lock.md.
  */
 export async function lockArtifact(dir: string, wait: LockWait): Promise<ArtifactLock> {
-  await mkdir(dir, { recursive: true })
   const path = join(dir, 'lock')
-  const owner: LockOwner = {
-    pid: process.pid,
-    bootedAt: bootedAt(),
-    since: new Date().toISOString(),
-    command: process.argv.slice(2).join(' ').slice(0, 200),
-    token: randomBytes(12).toString('hex'),
-  }
+  await mkdir(dir, { recursive: true }).catch((error: unknown) => {
+    throw fromFileSystemError(error, dir) ?? error
+  })
+  const token = randomBytes(8).toString('hex')
+  const target = `${LINK_PREFIX}:${process.pid}:${Math.round(bootedAt())}:${token}`
   const deadline = performance.now() + wait.timeoutMs
   let told = false
   for (;;) {
-    if (await tryCreate(path, owner)) return { release: () => release(path, owner.token) }
+    if (await tryCreate(path, target)) return { release: () => release(path, token) }
     const holder = await readHolder(path)
     if (holder === 'gone') continue
     if (holder !== 'unreadable' && !isAlive(holder)) {
@@ -99,28 +116,53 @@ export async function withArtifactLock<T>(dir: string, wait: LockWait, work: () 
   }
 }
 
-async function tryCreate(path: string, owner: LockOwner): Promise<boolean> {
-  const temp = tempPathFor(path)
-  await writeFileAtomic(temp, JSON.stringify(owner))
+/** Takes the lock if nobody holds it; any failure but "held" names the lock's path (and a full disk is no-space). */
+async function tryCreate(path: string, target: string): Promise<boolean> {
   try {
-    await link(temp, path)
+    await symlink(target, path)
     return true
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false
-    throw error
-  } finally {
-    await rm(temp, { force: true })
+    throw fromFileSystemError(error, path) ?? error
   }
 }
 
 async function readHolder(path: string): Promise<LockOwner | 'gone' | 'unreadable'> {
+  const info = await unlessMissing(lstat(path), null)
+  if (info === null) return 'gone'
+  if (!info.isSymbolicLink()) return readLegacyHolder(path)
+  const target = await unlessMissing(readlink(path), null)
+  if (target === null) return 'gone'
+  const match = LINK_TARGET.exec(target)
+  if (!match) return 'unreadable'
+  const pid = Number(match[1])
+  if (pid < 1) return 'unreadable'
+  const command = await commandOf(pid)
+  return {
+    pid,
+    bootedAt: Number(match[2]),
+    token: match[3] as string,
+    since: info.mtime.toISOString(),
+    ...(command ? { command } : {}),
+  }
+}
+
+async function readLegacyHolder(path: string): Promise<LockOwner | 'gone' | 'unreadable'> {
   const text = await unlessMissing(readFile(path, 'utf8'), null)
   if (text === null) return 'gone'
   try {
-    return LockOwner.parse(JSON.parse(text))
+    return LegacyLockOwner.parse(JSON.parse(text))
   } catch {
     return 'unreadable'
   }
+}
+
+/** The deltaport arguments of a running process, from Linux's /proc (none elsewhere or if it is gone). */
+async function commandOf(pid: number): Promise<string | undefined> {
+  const raw = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
+  // node, the CLI script, then what the user typed (as the holder would have seen process.argv).
+  const args = raw.split('\0').filter((arg) => arg.length > 0)
+  return args.length > 2 ? args.slice(2).join(' ').slice(0, 200) : undefined
 }
 
 /**
@@ -166,12 +208,12 @@ function bootedAt(): number {
 }
 
 async function ageMs(path: string): Promise<number> {
-  const info = await unlessMissing(stat(path), null)
+  const info = await unlessMissing(lstat(path), null)
   return info ? Date.now() - info.mtimeMs : 0
 }
 
 function describe(holder: LockOwner | 'unreadable'): string {
   return holder === 'unreadable'
     ? 'a lock being written right now'
-    : `pid ${holder.pid} (deltaport ${holder.command || '…'}) since ${holder.since}`
+    : `pid ${holder.pid}${holder.command ? ` (deltaport ${holder.command})` : ''} since ${holder.since}`
 }

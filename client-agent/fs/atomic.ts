@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import { AgentError } from '../errors.ts'
+import { AgentError, namingPath } from '../errors.ts'
 
 /** A sibling temp path, so the final rename never crosses a filesystem. */
 export function tempPathFor(target: string): string {
@@ -38,15 +38,16 @@ export async function fsyncDir(dir: string): Promise<void> {
 export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
   const { temp, handle } = await openTempFor(target)
   try {
-    await handle.writeFile(data)
-    await handle.sync()
+    // Errors on the handle carry no path: a full disk here must name the file it was writing.
+    await namingPath(target, handle.writeFile(data))
+    await namingPath(target, handle.sync())
   } catch (error) {
     await handle.close()
     await rm(temp, { force: true })
     throw error
   }
   await handle.close()
-  await rename(temp, target)
+  await namingPath(target, rename(temp, target))
   await fsyncDir(dirname(target))
 }
 

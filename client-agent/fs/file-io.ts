@@ -1,7 +1,7 @@
 import { open, rename, rm, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../../delta/io.ts'
-import { AgentError } from '../errors.ts'
+import { AgentError, namingPath } from '../errors.ts'
 import { fsyncDir, openTempFor } from './atomic.ts'
 
 function notARegularFile(path: string): AgentError {
@@ -70,15 +70,16 @@ export async function openAtomicFileSink(
   let closed = false
   return {
     path: temp,
+    // A full disk surfaces here, on the handle, whose errors name no file: name the output.
     write: async (chunk) => {
-      await handle.write(chunk, 0, chunk.length, position)
+      await namingPath(target, handle.write(chunk, 0, chunk.length, position))
       position += chunk.length
     },
     commit: async () => {
-      await handle.sync()
+      await namingPath(target, handle.sync())
       await handle.close()
       closed = true
-      await rename(temp, target)
+      await namingPath(target, rename(temp, target))
       await fsyncDir(dirname(target))
     },
     discard: async () => {
