@@ -11,7 +11,7 @@ import type { DownloadProgress } from './download.ts'
 import { downloadVerified, fileHasBytes } from './download.ts'
 import { deviceEdgeOptions, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
-import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
+import type { LockWait } from './fs/artifact-lock.ts'
 import { DEFAULT_MIN_FREE_BYTES, ensureFreeSpace, sizeIfPresent } from './fs/free-space.ts'
 import { ArtifactStore } from './store.ts'
 import { RunFiles } from './swap/run-files.ts'
@@ -103,7 +103,7 @@ export interface Retreated {
  */
 export async function installArtifact(config: AgentConfig, request: InstallRequest): Promise<InstallResult> {
   const store = new ArtifactStore(config.installRoot, request.name)
-  return withArtifactLock(store.dir, lockWaitOf(request), () => installLocked(config, request, store))
+  return store.withLock(lockWaitOf(request), () => installLocked(config, request, store))
 }
 
 async function installLocked(
@@ -435,7 +435,7 @@ export async function rollbackArtifact(
   wait: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'> = {},
 ) {
   const store = new ArtifactStore(config.installRoot, name)
-  return withArtifactLock(store.dir, lockWaitOf(wait), async () => {
+  return store.withLock(lockWaitOf(wait), async () => {
     const before = await store.state()
     if (!before.previous || !(await store.has(before.previous)))
       throw new AgentError(

@@ -1,11 +1,13 @@
-import { mkdir, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
+import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { IsoDateTime, Version } from '../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
-import { AgentError } from './errors.ts'
+import { AgentError, systemError } from './errors.ts'
+import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
 import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from './fs/atomic.ts'
 import { unlessMissing } from './fs/missing.ts'
+import { removeTree } from './fs/remove-tree.ts'
 
 const StoreState = z.object({
   /** Highest manifest serial accepted for this artifact (rollback protection survives restarts). */
@@ -261,11 +263,7 @@ export class ArtifactStore {
       .slice(room)
       .map((c) => c.version)
     const versions = join(this.dir, 'versions')
-    for (const version of doomed) {
-      const aside = tempPathFor(this.versionDir(version))
-      await rename(this.versionDir(version), aside)
-      await rm(aside, { recursive: true, force: true })
-    }
+    for (const version of doomed) await this.deleteVersion(version)
     const leftovers = (await unlessMissing(readdir(versions), [])).filter((entry) =>
       /^\..*\.tmp$/.test(entry),
     )
@@ -299,16 +297,67 @@ export class ArtifactStore {
     await rm(this.currentLink, { force: true })
     await fsyncDir(this.dir)
     const removed = await this.installedVersions()
-    for (const version of removed) {
-      const aside = tempPathFor(this.versionDir(version))
-      await rename(this.versionDir(version), aside)
-      await rm(aside, { recursive: true, force: true })
-    }
+    for (const version of removed) await this.deleteVersion(version)
     await rm(join(this.dir, 'versions'), { recursive: true, force: true })
     await rm(join(this.dir, 'partial'), { recursive: true, force: true })
     await fsyncDir(this.dir)
     if (!stateWritten) await writeFileAtomic(statePath, cleared)
     return removed
+  }
+
+  /**
+   * Renames a version folder aside, then deletes it: a crash or failure mid-delete never leaves a half
+   * version that `has` would call installed. A delete that fails even after making the folder writable
+   * again (removeTree) leaves the aside name for sweepLeftovers, and says so naming it.
+   */
+  private async deleteVersion(version: string): Promise<void> {
+    const aside = tempPathFor(this.versionDir(version))
+    await rename(this.versionDir(version), aside)
+    try {
+      await removeTree(aside)
+    } catch (error) {
+      const reason = systemError(error)?.reason ?? String(error)
+      throw new AgentError(
+        'io',
+        `${this.name}@${version} is no longer installed, but its folder could not be deleted (${aside}: ${reason}); the next deltaport command on ${this.name} retries, or delete it by hand`,
+        { path: aside },
+      )
+    }
+  }
+
+  /**
+   * Runs `work` holding the artifact's lock (fs/artifact-lock.ts), after sweeping what a failed or
+   * killed earlier holder left behind: every command that changes the store goes through here.
+   */
+  async withLock<T>(wait: LockWait, work: () => Promise<T>): Promise<T> {
+    return withArtifactLock(this.dir, wait, async () => {
+      await this.sweepLeftovers()
+      return work()
+    })
+  }
+
+  /**
+   * Deletes temp entries an earlier lock holder left (a version folder renamed aside whose delete
+   * failed or was killed, an interrupted commit's folder, a temp link or state file): only tempPathFor's
+   * `.<name>.<hex>.tmp` names, and only those older than this process, so nothing of the current
+   * holder's and never a live `versions/<v>`. Best effort: what cannot be deleted now stays hidden and
+   * is tried again by the next command, rather than failing this one.
+   */
+  async sweepLeftovers(): Promise<void> {
+    const startedAt = performance.timeOrigin
+    const versions = join(this.dir, 'versions')
+    const candidates = [
+      ...(await unlessMissing(readdir(versions), []))
+        .filter((entry) => isTempOf(entry, (base) => Version.safeParse(base).success))
+        .map((entry) => join(versions, entry)),
+      ...(await unlessMissing(readdir(this.dir), []))
+        .filter((entry) => isTempOf(entry, (base) => base === 'current' || base === 'state.json'))
+        .map((entry) => join(this.dir, entry)),
+    ]
+    for (const path of candidates) {
+      const info = await lstat(path).catch(() => null)
+      if (info && info.mtimeMs < startedAt) await removeTree(path).catch(() => undefined)
+    }
   }
 
   /** The highest serial among installed manifests that still parse (0 for an empty store). */
@@ -333,6 +382,12 @@ export class ArtifactStore {
     const version = target?.split('/').pop() ?? ''
     return Version.safeParse(version).success ? version : null
   }
+}
+
+/** Whether `entry` is a tempPathFor name (`.<base>.<12 hex>.tmp`) of a `base` that `accepts` takes. */
+function isTempOf(entry: string, accepts: (base: string) => boolean): boolean {
+  const match = /^\.(.+)\.[0-9a-f]{12}\.tmp$/.exec(entry)
+  return match !== null && accepts(match[1] as string)
 }
 
 function parseStoreState(text: string): StoreState | undefined {

@@ -3,7 +3,6 @@ import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
 import { dependentsOf } from './dependencies.ts'
 import { AgentError } from './errors.ts'
-import { withArtifactLock } from './fs/artifact-lock.ts'
 import { type InstallRequest, lockWaitOf } from './install.ts'
 import { ArtifactStore } from './store.ts'
 import { RunFiles } from './swap/run-files.ts'
@@ -44,7 +43,7 @@ export async function uninstallArtifact(
 
 async function uninstallInto(config: AgentConfig, request: UninstallRequest, result: UninstallResult) {
   const store = new ArtifactStore(config.installRoot, request.name)
-  const needs = await withArtifactLock(store.dir, lockWaitOf(request), async () => {
+  const needs = await store.withLock(lockWaitOf(request), async () => {
     const state = await store.state()
     const installed = await store.installedVersions()
     if (state.current === null && installed.length === 0)

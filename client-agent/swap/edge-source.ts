@@ -3,7 +3,6 @@ import { channelHead } from '../../schemas/artifact-index.ts'
 import type { AgentConfig } from '../config.ts'
 import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
-import { withArtifactLock } from '../fs/artifact-lock.ts'
 import { DEFAULT_LOCK_WAIT_MS, installArtifact } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import type { ReadyUpdate, UpdateSource } from './update-source.ts'
@@ -120,7 +119,7 @@ export class EdgeChannelSource implements UpdateSource {
 
   /** Points `current` back at the version that kept serving (it stayed installed for exactly this). */
   async restore(failed: string, restored: string): Promise<void> {
-    await withArtifactLock(this.store.dir, { timeoutMs: DEFAULT_LOCK_WAIT_MS }, async () => {
+    await this.store.withLock({ timeoutMs: DEFAULT_LOCK_WAIT_MS }, async () => {
       const state = await this.store.state()
       if (state.current === restored) return
       if (state.current === failed && state.previous === restored) {

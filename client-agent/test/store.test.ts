@@ -1,4 +1,5 @@
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
+import { spawnSync } from 'node:child_process'
+import { chmod, lutimes, mkdir, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { hashFile } from '../download.ts'
@@ -83,5 +84,56 @@ describe('ArtifactStore prune', () => {
     expect(await store.installedVersions()).toEqual(['1.0.0'])
     expect(await store.prune(2)).toEqual([])
     expect(await readdir(versions)).toEqual(['1.0.0'])
+  })
+})
+
+describe('ArtifactStore leftovers', () => {
+  it('sweeps what an earlier lock holder left, when the next command takes the lock; never a live version', async () => {
+    const ws = await makeWorkspace('http://127.0.0.1:9')
+    const store = new ArtifactStore(ws.config.installRoot, 'app')
+    await install(store, ws.dir, '1.0.0', 1)
+    const versions = join(store.dir, 'versions')
+    const anHourAgo = new Date(Date.now() - 3_600_000)
+    // A version folder renamed aside whose delete failed, and a temp state file and link, all older
+    // than this process; and one made after it started (the current holder's own work) that stays.
+    const aside = join(versions, '.0.9.0.0123456789ab.tmp')
+    await mkdir(aside)
+    await writeFile(join(aside, 'blob'), 'half deleted')
+    await utimes(aside, anHourAgo, anHourAgo)
+    await writeFile(join(store.dir, '.state.json.00112233aabb.tmp'), '{')
+    await utimes(join(store.dir, '.state.json.00112233aabb.tmp'), anHourAgo, anHourAgo)
+    await symlink('versions/1.0.0', join(store.dir, '.current.00112233aabb.tmp'))
+    await lutimes(join(store.dir, '.current.00112233aabb.tmp'), anHourAgo, anHourAgo)
+    const fresh = join(versions, '.0.8.0.fedcba987654.tmp')
+    await mkdir(fresh)
+
+    expect(await store.withLock({ timeoutMs: 0 }, async () => readdir(versions))).not.toContain(
+      '.0.9.0.0123456789ab.tmp',
+    )
+    expect((await readdir(versions)).sort()).toEqual(['.0.8.0.fedcba987654.tmp', '1.0.0'])
+    expect((await readdir(store.dir)).sort()).toEqual(['current', 'partial', 'state.json', 'versions'])
+    expect(await store.state()).toMatchObject({ current: '1.0.0' })
+    expect(await hashFile(store.blobPath('1.0.0'))).toMatch(/^[0-9a-f]{64}$/)
+  })
+
+  it('uninstalls a version folder made read-only, leaving no temp folder behind', async () => {
+    const ws = await makeWorkspace('http://127.0.0.1:9')
+    const store = new ArtifactStore(ws.config.installRoot, 'app')
+    await install(store, ws.dir, '1.0.0', 1)
+    await chmod(store.versionDir('1.0.0'), 0o555)
+    // Root ignores file modes: the uninstall runs as nobody then, over a store nobody owns.
+    const asRoot = process.getuid?.() === 0
+    if (asRoot) spawnSync('chown', ['-R', '65534:65534', ws.dir])
+    const script = `const { ArtifactStore } = await import(${JSON.stringify(join(import.meta.dirname, '..', 'store.ts'))})
+      await new ArtifactStore(${JSON.stringify(ws.config.installRoot)}, 'app').uninstall()`
+    const node = [process.execPath, '--input-type=module', '-e', script]
+    const [command, ...args] = asRoot
+      ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...node]
+      : node
+    const child = spawnSync(command as string, args, { encoding: 'utf8' })
+    expect(child.stderr).toBe('')
+    expect(child.status).toBe(0)
+    expect(await readdir(store.dir)).not.toContain('versions')
+    expect(await store.state()).toMatchObject({ current: null, lastSerial: 1 })
   })
 })
