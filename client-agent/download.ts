@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
-import { open, rm, stat } from 'node:fs/promises'
+import { constants, createReadStream } from 'node:fs'
+import { access, lstat, open, rm, stat } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { AgentError, namingPath } from './errors.ts'
+import { AgentError, namingPath, systemError } from './errors.ts'
+import { unlessMissing } from './fs/missing.ts'
+import { removeTree } from './fs/remove-tree.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 import { withHeaderTimeout } from './transfer/header-timeout.ts'
 import { RateCap } from './transfer/rate-cap.ts'
@@ -38,6 +40,7 @@ export async function downloadVerified(
 ): Promise<{ resumedFrom: number; fetched: number }> {
   const fetchImpl = withHeaderTimeout(request.fetchImpl ?? fetch)
   const retries = request.retries ?? 4
+  await discardUnresumable(request.partialPath)
   const firstOffset = await existingSize(request.partialPath)
   let fetched = 0
   for (let attempt = 0; ; attempt++) {
@@ -108,6 +111,33 @@ async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: ty
   }
   if (position !== request.size) throw new Error(`connection ended at ${position} of ${request.size} bytes`)
   return position - start
+}
+
+/**
+ * A resumable partial must be a regular file this process can read and write. Anything else (a folder,
+ * a link, a device, a file it may not open) cannot be resumed and never heals by retrying, so it is
+ * discarded and the download starts over; one that cannot even be removed is an io error naming it.
+ */
+async function discardUnresumable(path: string): Promise<void> {
+  const info = await unlessMissing(lstat(path), null)
+  if (info === null) return
+  if (
+    info.isFile() &&
+    (await access(path, constants.R_OK | constants.W_OK).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return
+  try {
+    await removeTree(path)
+  } catch (error) {
+    throw new AgentError(
+      'io',
+      `the partial download ${path} cannot be resumed (not a regular file it can read and write) and could not be removed: ${systemError(error)?.reason ?? String(error)}; delete it by hand`,
+      { path },
+    )
+  }
 }
 
 async function createEmpty(path: string): Promise<void> {

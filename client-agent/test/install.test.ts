@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process'
 import { mkdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -8,6 +9,7 @@ import { publishArtifact } from '../publish.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { RunFiles } from '../swap/run-files.ts'
+import { uninstallArtifact } from '../uninstall.ts'
 import { agentFailure, expectSameBytes, makeWorkspace, manifestFor, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
@@ -281,6 +283,34 @@ describe('publish → install → update → rollback through a real edge', () =
     expect(error.code).toBe('integrity-mismatch')
     await expect(stat(store.partialPath('1.0.0'))).rejects.toThrow()
     expect((await installArtifact(suite.ws.config, { name: 'corrupt' })).bytesDownloaded).toBe(100_000)
+  })
+
+  it('starts over when the partial download is a folder; names one it cannot remove', async () => {
+    const art = await writeArtifact(suite.ws.dir, 'partdir.bin', 20_000)
+    await publish(art.path, 'partdir', '1.0.0')
+    const config = { ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-partdir') }
+    const store = new ArtifactStore(config.installRoot, 'partdir')
+    const partial = store.partialPath('1.0.0')
+    await mkdir(join(partial, 'inside'), { recursive: true })
+    expect(await installArtifact(config, { name: 'partdir' })).toMatchObject({
+      method: 'full',
+      resumedFrom: 0,
+      bytesDownloaded: 20_000,
+    })
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), art.bytes)
+
+    // A mount point inside it cannot be removed by anyone (root only can make one: skipped otherwise).
+    await uninstallArtifact(config, { name: 'partdir' })
+    await mkdir(join(partial, 'mnt'), { recursive: true })
+    if (process.getuid?.() !== 0 || spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', join(partial, 'mnt')]).status)
+      return
+    try {
+      const error = await agentFailure(installArtifact(config, { name: 'partdir' }))
+      expect(error).toMatchObject({ code: 'io', exitCode: 10, details: { path: partial } })
+      expect(error.message).toContain(`the partial download ${partial} cannot be resumed`)
+    } finally {
+      spawnSync('umount', [join(partial, 'mnt')])
+    }
   })
 
   it('refuses an update that would leave less than minFreeBytes free, before writing anything', async () => {
