@@ -30,29 +30,74 @@ export interface DownloadRequest {
   retries?: number
 }
 
+/** What a verified download moved: where it resumed, the bytes fetched, a discarded partial. */
+export interface DownloadOutcome {
+  resumedFrom: number
+  fetched: number
+  /**
+   * Set when the resumed file did not verify: the partial's bytes (this many) were damaged, so they
+   * were thrown away and the whole file downloaded again from byte 0 within the same call.
+   */
+  restartedAfter?: number
+}
+
 /**
  * Downloads to `partialPath`, resuming with `Range` + `If-Range` (the content hash is the ETag, so a
  * changed object restarts cleanly instead of splicing). Returns only after the whole file is fsynced
- * and its sha256 matches; on mismatch the partial file is deleted.
+ * and its sha256 matches. On a mismatch the partial file is deleted; if bytes of an earlier run were
+ * kept (a resume), they are the likely culprit (a crash, a disk error), so the download starts over
+ * from byte 0 once before the mismatch is reported: a damaged partial costs one download, not a failed
+ * command.
  */
-export async function downloadVerified(
-  request: DownloadRequest,
-): Promise<{ resumedFrom: number; fetched: number }> {
+export async function downloadVerified(request: DownloadRequest): Promise<DownloadOutcome> {
+  await discardUnresumable(request.partialPath)
+  const first = await downloadOnce(request)
+  if (first.verified) return { resumedFrom: first.resumedFrom, fetched: first.fetched }
+  await rm(request.partialPath, { force: true })
+  if (first.keptFromPartial === 0) throw mismatch(first.actual, request)
+  const again = await downloadOnce(request)
+  if (!again.verified) {
+    await rm(request.partialPath, { force: true })
+    throw mismatch(again.actual, request)
+  }
+  return { resumedFrom: 0, fetched: first.fetched + again.fetched, restartedAfter: first.keptFromPartial }
+}
+
+function mismatch(actual: string, request: DownloadRequest): AgentError {
+  return new AgentError(
+    'integrity-mismatch',
+    `downloaded bytes hash to ${actual}, expected ${request.sha256}`,
+  )
+}
+
+/** One download to the end of the file (resuming what is there), then its hash. */
+async function downloadOnce(request: DownloadRequest): Promise<{
+  resumedFrom: number
+  fetched: number
+  /** Bytes from before this call that the file still holds (0: everything was fetched now). */
+  keptFromPartial: number
+  verified: boolean
+  actual: string
+}> {
   const fetchImpl = withHeaderTimeout(request.fetchImpl ?? fetch)
   const retries = request.retries ?? 4
-  await discardUnresumable(request.partialPath)
   const firstOffset = await existingSize(request.partialPath)
   let fetched = 0
+  // Only until the first response: a 200 instead of a 206 rewrites the file from byte 0.
+  let keptFromPartial: number | null = null
   for (let attempt = 0; ; attempt++) {
     const offset = await existingSize(request.partialPath)
     if (offset > request.size) await rm(request.partialPath, { force: true })
     if (offset === request.size) {
       // Nothing to fetch; an empty artifact still needs its (empty, durable) file to install.
       if (request.size === 0) await createEmpty(request.partialPath)
+      keptFromPartial ??= offset
       break
     }
     try {
-      fetched += await fetchFrom(offset > request.size ? 0 : offset, request, fetchImpl)
+      const got = await fetchFrom(offset > request.size ? 0 : offset, request, fetchImpl)
+      keptFromPartial ??= Math.min(got.start, firstOffset)
+      fetched += got.fetched
       break
     } catch (error) {
       if (request.signal?.aborted || error instanceof AgentError || attempt >= retries) throw wrap(error)
@@ -60,17 +105,21 @@ export async function downloadVerified(
     }
   }
   const actual = await hashFile(request.partialPath)
-  if (actual !== request.sha256) {
-    await rm(request.partialPath, { force: true })
-    throw new AgentError(
-      'integrity-mismatch',
-      `downloaded bytes hash to ${actual}, expected ${request.sha256}`,
-    )
+  return {
+    resumedFrom: firstOffset,
+    fetched,
+    keptFromPartial: keptFromPartial ?? 0,
+    verified: actual === request.sha256,
+    actual,
   }
-  return { resumedFrom: firstOffset, fetched }
 }
 
-async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: typeof fetch): Promise<number> {
+/** Fetches from `offset` (or from 0 if the edge answers 200) to the end; where it started and how much. */
+async function fetchFrom(
+  offset: number,
+  request: DownloadRequest,
+  fetchImpl: typeof fetch,
+): Promise<{ start: number; fetched: number }> {
   const headers: Record<string, string> = {}
   if (offset > 0) {
     headers.range = `bytes=${offset}-`
@@ -110,7 +159,7 @@ async function fetchFrom(offset: number, request: DownloadRequest, fetchImpl: ty
     await file.close()
   }
   if (position !== request.size) throw new Error(`connection ended at ${position} of ${request.size} bytes`)
-  return position - start
+  return { start, fetched: position - start }
 }
 
 /**

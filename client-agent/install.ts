@@ -264,7 +264,13 @@ async function installLocked(
     bytesDownloaded: downloaded.fetched,
     resumedFrom: downloaded.resumedFrom,
     alreadyCurrent: false,
-    fallbacks,
+    fallbacks:
+      downloaded.restartedAfter === undefined
+        ? fallbacks
+        : [
+            ...fallbacks,
+            `resume: the ${downloaded.restartedAfter} bytes kept from an earlier download did not verify; downloaded again from byte 0`,
+          ],
     ...switched,
   }
 }

@@ -272,17 +272,40 @@ describe('publish → install → update → rollback through a real edge', () =
     expect((await store.installedVersions()).sort()).toEqual(['1.0.0', '1.2.0', '2.0.0'])
   })
 
-  it('throws away a partial file that does not verify and keeps the running version', async () => {
+  it('throws away a resumed partial that does not verify and downloads again from byte 0, once', async () => {
     const art = await writeArtifact(suite.ws.dir, 'corrupt.bin', 100_000)
     await publish(art.path, 'corrupt', '1.0.0')
     const store = new ArtifactStore(suite.ws.config.installRoot, 'corrupt')
     await store.prepare()
     // Garbage left by a crashed earlier run: the resumed bytes no longer hash right.
     await writeFile(store.partialPath('1.0.0'), Buffer.alloc(50_000, 7))
-    const error = await agentFailure(installArtifact(suite.ws.config, { name: 'corrupt' }))
+    const installed = await installArtifact(suite.ws.config, { name: 'corrupt' })
+    expect(installed).toMatchObject({ method: 'full', resumedFrom: 0, bytesDownloaded: 150_000 })
+    expect(installed.fallbacks).toEqual([
+      'resume: the 50000 bytes kept from an earlier download did not verify; downloaded again from byte 0',
+    ])
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), art.bytes)
+
+    // Bytes that do not verify on a fresh download are the edge's: reported at once, nothing kept.
+    await uninstallArtifact(suite.ws.config, { name: 'corrupt' })
+    const flipping: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init)
+      if (!String(input).endsWith('/blob')) return response
+      const bytes = new Uint8Array(await response.arrayBuffer())
+      bytes[10] = (bytes[10] ?? 0) ^ 1
+      return new Response(bytes, { status: response.status, headers: response.headers })
+    }
+    let blobRequests = 0
+    const counting: typeof fetch = (input, init) => {
+      if (String(input).endsWith('/blob')) blobRequests += 1
+      return flipping(input, init)
+    }
+    const error = await agentFailure(
+      installArtifact(suite.ws.config, { name: 'corrupt', fetchImpl: counting }),
+    )
     expect(error.code).toBe('integrity-mismatch')
+    expect(blobRequests).toBe(1)
     await expect(stat(store.partialPath('1.0.0'))).rejects.toThrow()
-    expect((await installArtifact(suite.ws.config, { name: 'corrupt' })).bytesDownloaded).toBe(100_000)
   })
 
   it('starts over when the partial download is a folder; names one it cannot remove', async () => {
