@@ -173,6 +173,10 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
         : result.method === 'staged'
           ? `installed the prefetched copy (${formatBytes(result.size)}, nothing downloaded)`
           : `${result.method}: downloaded ${formatBytes(result.bytesDownloaded)} for ${formatBytes(result.size)} (${savedShare(result.bytesDownloaded, result.size)} saved)${result.resumedFrom ? ` (resumed at ${formatBytes(result.resumedFrom)})` : ''}${result.fallbacks.length ? ` after ${result.fallbacks.length} fallback(s)` : ''}`
+    if (result.planFailed)
+      out.info(
+        `warning: the edge could not plan this update (${result.planFailed}); downloaded the whole artifact instead`,
+      )
     // Why a cheaper plan was dropped (e.g. a corrupt stream, a delta too big for this device's memory).
     for (const reason of result.fallbacks) out.info(`fell back from ${reason}`)
     if (result.pruned.length > 0)

@@ -61,6 +61,11 @@ export interface InstallResult {
   bytesDownloaded: number
   /** Cheaper plans that failed (why, in order) before the one that worked, the full download included. */
   fallbacks: string[]
+  /**
+   * Why the edge's update plan could not be used (a 5xx, a malformed answer, the request not getting
+   * through), so the whole artifact was downloaded instead (ADR 0033).
+   */
+  planFailed?: string
   /** The range controller's last choice and its reasons, when a delta stream was fetched. */
   transfer?: Explanation
   /** Older versions deleted after the switch (beyond the config's `keepVersions`). */
@@ -226,7 +231,7 @@ async function installLocked(
     config.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES,
     `installing ${request.name}@${version}`,
   )
-  const { planned, fallbacks } = request.fullOnly
+  const { planned, fallbacks, planFailed } = request.fullOnly
     ? noPlan()
     : await planCheaperUpdate(config, request, edge, store, manifest, state.current)
   if (planned) {
@@ -261,6 +266,7 @@ async function installLocked(
   return {
     ...base,
     method: 'full',
+    ...(planFailed === undefined ? {} : { planFailed }),
     bytesDownloaded: downloaded.fetched,
     resumedFrom: downloaded.resumedFrom,
     alreadyCurrent: false,

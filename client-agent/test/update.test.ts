@@ -12,6 +12,7 @@ import { publishArtifact } from '../publish.ts'
 import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { ArtifactStore } from '../store.ts'
 import {
+  agentFailure,
   editedTextGzip,
   expectSameBytes,
   longestStall,
@@ -148,6 +149,44 @@ describe('deltaport update through the planner', () => {
       `delta: the installed app@1.0.0 has no usable blob (${store.blobPath('1.0.0')} is missing); downloading the whole artifact`,
     ])
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)
+  })
+
+  it('downloads the whole artifact when the edge cannot plan (5xx, not a plan, unreachable); a 4xx still fails', async () => {
+    const answers: Record<string, () => Response | Promise<Response>> = {
+      'HTTP 500': () => new Response('boom', { status: 500 }),
+      'not JSON': () => new Response('<html>', { status: 200, headers: { 'content-type': 'text/html' } }),
+      'not a plan': () => Response.json({ strategy: 'teleport' }),
+      unreachable: () => Promise.reject(new TypeError('fetch failed')),
+    }
+    for (const [label, answer] of Object.entries(answers)) {
+      const device = await makeWorkspace(edge.url)
+      device.config.trustedKeys = ws.config.trustedKeys
+      await installArtifact(device.config, { name: 'app', target: '1.0.0' })
+      const planless: typeof fetch = (input, init) =>
+        String(input).endsWith('/v1/plan') ? Promise.resolve(answer()) : fetch(input, init)
+      const result = await installArtifact(device.config, {
+        name: 'app',
+        target: '1.1.0',
+        fetchImpl: planless,
+      })
+      expect(result, label).toMatchObject({ method: 'full', planFailed: expect.any(String) })
+      const store = new ArtifactStore(device.config.installRoot, 'app')
+      expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)
+    }
+
+    // A refused request is not the edge failing: nothing is switched.
+    const device = await makeWorkspace(edge.url)
+    device.config.trustedKeys = ws.config.trustedKeys
+    await installArtifact(device.config, { name: 'app', target: '1.0.0' })
+    const refusing: typeof fetch = (input, init) =>
+      String(input).endsWith('/v1/plan')
+        ? Promise.resolve(Response.json({ title: 'unknown artifact' }, { status: 404 }))
+        : fetch(input, init)
+    const error = await agentFailure(
+      installArtifact(device.config, { name: 'app', target: '1.1.0', fetchImpl: refusing }),
+    )
+    expect(error.code).toBe('not-found')
+    expect((await new ArtifactStore(device.config.installRoot, 'app').state()).current).toBe('1.0.0')
   })
 
   it('falls back to a cheaper working plan when a delta stream stays corrupt', async () => {

@@ -71,6 +71,11 @@ export interface PlanOutcome {
   planned: PlannedUpdate | null
   /** Plans that failed, and why, in order: kept for the result even when the full download follows. */
   fallbacks: string[]
+  /**
+   * Why the edge gave no usable plan (a 5xx, a body that is not a plan, the plan request not getting
+   * through): the full download follows all the same (ADR 0033), and the CLI warns with this.
+   */
+  planFailed?: string
 }
 
 /** Nothing cheaper to follow, nothing failed: download the artifact whole (a fresh list each time). */
@@ -90,13 +95,20 @@ export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlanOutcome
   if (base.unusable) return { planned: null, fallbacks: [base.unusable] }
   const fallbacks: string[] = base.damaged ? [base.damaged] : []
   for (let attempt = 0; attempt < 4; attempt++) {
-    const plan = await requestPlan(ctx, {
-      name: ctx.target.name,
-      installed: base.version,
-      target: ctx.target.version,
-      capabilities: { methods: [...methods], chunkSync },
-      ...(base.haveChunks ? { haveChunks: base.haveChunks } : {}),
-    })
+    let plan: PlanResponse
+    try {
+      plan = await requestPlan(ctx, {
+        name: ctx.target.name,
+        installed: base.version,
+        target: ctx.target.version,
+        capabilities: { methods: [...methods], chunkSync },
+        ...(base.haveChunks ? { haveChunks: base.haveChunks } : {}),
+      })
+    } catch (error) {
+      // The plan only saves bytes; the full artifact is checked against the signed manifest anyway.
+      if (!isEdgeFault(error)) throw error
+      return { planned: null, fallbacks, planFailed: error.message }
+    }
     if (plan.strategy === 'full' || plan.strategy === 'none' || plan.steps.length === 0) {
       return { planned: null, fallbacks }
     }
@@ -191,6 +203,18 @@ async function requestPlan(ctx: PlanUpdateContext, body: PlanRequest): Promise<P
     throw new AgentError('edge-rejected', 'the edge sent a plan with a step outside its own paths')
   }
   return parsed.data
+}
+
+/**
+ * A plan failure that is the edge's, not the request's (ADR 0033): a 5xx, a body that is not JSON or
+ * not a plan, or the plan request not getting through. A 4xx (an unknown artifact, a refused request,
+ * a rate limit) says the request itself is wrong or unwelcome, and stays an error.
+ */
+function isEdgeFault(error: unknown): error is AgentError {
+  if (!(error instanceof AgentError)) return false
+  if (error.code === 'network') return true
+  const status = error.details.status
+  return error.code === 'edge-rejected' && (typeof status !== 'number' || status >= 500)
 }
 
 /** A path on the edge: one leading slash (not `//host`), printable ASCII, bounded. */
