@@ -13,6 +13,7 @@ import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { AgentError } from '../errors.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
 import { fileSource, openAtomicFileSink, openFileReader, regularFileSize } from '../fs/file-io.ts'
+import { removingTempsOnStop } from '../fs/stop-signals.ts'
 import { formatBytes, type Reporter } from '../output.ts'
 
 const METHODS: readonly DeltaMethodId[] = ['vcdiff', 'approx', 'archive']
@@ -112,38 +113,40 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
       `window by window, for files larger than memory (automatic above ${IN_MEMORY_MAX / 2 ** 30} GiB; vcdiff or approx)`,
     )
     .option('--source-window <MiB>', 'source bytes matched per window when streaming (default 32)', parseMiB)
-    .action(async (sourcePath: string, targetPath: string, out: string, options: MakeOptions) => {
-      const methods = options.method
-      const sizes = await Promise.all([regularFileSize(sourcePath), regularFileSize(targetPath)])
-      if (options.stream || sizes.some((size) => size > IN_MEMORY_MAX)) {
-        await makeStreaming(sourcePath, targetPath, out, methods, options.sourceWindow, reporter())
-        return
-      }
-      const [source, target] = await Promise.all([readFile(sourcePath), readFile(targetPath)])
-      const made = await createDeltaAsync(source, target, {
-        deflateEngine: nativeDeflateEngine,
-        ...(methods ? { methods } : {}),
-      })
-      await writeFileAtomic(out, made.delta)
-      const tried = made.candidates
-        .map(
-          (c) =>
-            `${c.method}: ${c.size === undefined ? `skipped (${c.skipped})` : formatBytes(c.size)} in ${c.ms.toFixed(0)} ms`,
-        )
-        .join('; ')
-      reporter().result(
-        `${out}: ${formatBytes(made.delta.length)} via ${made.method} (${shareOfTarget(made.delta.length, target.length)}) — ${tried}`,
-        {
-          delta: {
-            path: out,
-            size: made.delta.length,
-            method: made.method,
-            targetSize: target.length,
-            candidates: made.candidates,
+    .action((sourcePath: string, targetPath: string, out: string, options: MakeOptions) =>
+      removingTempsOnStop(async () => {
+        const methods = options.method
+        const sizes = await Promise.all([regularFileSize(sourcePath), regularFileSize(targetPath)])
+        if (options.stream || sizes.some((size) => size > IN_MEMORY_MAX)) {
+          await makeStreaming(sourcePath, targetPath, out, methods, options.sourceWindow, reporter())
+          return
+        }
+        const [source, target] = await Promise.all([readFile(sourcePath), readFile(targetPath)])
+        const made = await createDeltaAsync(source, target, {
+          deflateEngine: nativeDeflateEngine,
+          ...(methods ? { methods } : {}),
+        })
+        await writeFileAtomic(out, made.delta)
+        const tried = made.candidates
+          .map(
+            (c) =>
+              `${c.method}: ${c.size === undefined ? `skipped (${c.skipped})` : formatBytes(c.size)} in ${c.ms.toFixed(0)} ms`,
+          )
+          .join('; ')
+        reporter().result(
+          `${out}: ${formatBytes(made.delta.length)} via ${made.method} (${shareOfTarget(made.delta.length, target.length)}) — ${tried}`,
+          {
+            delta: {
+              path: out,
+              size: made.delta.length,
+              method: made.method,
+              targetSize: target.length,
+              candidates: made.candidates,
+            },
           },
-        },
-      )
-    })
+        )
+      }),
+    )
 
   delta
     .command('apply <source> <delta> <out>')
@@ -153,29 +156,31 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
       "memory an archive rebuild may use (default and upper bound: what this machine's memory allows)",
       parseMemoryMiB,
     )
-    .action(async (sourcePath: string, deltaPath: string, out: string, options: { maxMemory?: number }) => {
-      const source = await openFileReader(sourcePath)
-      const sink = await openAtomicFileSink(out)
-      try {
-        const method = await applyDeltaStream(source, fileSource(deltaPath), sink, {
-          deflateEngine: nativeDeflateEngine,
-          // As in an update: an archive that cannot fit in this machine's memory is refused up front.
-          archive: deviceArchiveLimits(options.maxMemory),
-        })
-        await sink.commit()
-        reporter().result(`${out}: rebuilt via ${method}`, { apply: { path: out, method } })
-      } catch (error) {
-        await sink.discard()
-        if (error instanceof DeltaFormatError && error.code === 'archive-limit')
-          throw new AgentError(
-            'install-failed',
-            `not enough memory to rebuild this archive here (${formatBytes(deviceMemoryBytes(options.maxMemory))} allowed): ${error.message}`,
-          )
-        if (error instanceof DeltaFormatError)
-          throw new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
-        throw error
-      } finally {
-        await source.close()
-      }
-    })
+    .action((sourcePath: string, deltaPath: string, out: string, options: { maxMemory?: number }) =>
+      removingTempsOnStop(async () => {
+        const source = await openFileReader(sourcePath)
+        const sink = await openAtomicFileSink(out)
+        try {
+          const method = await applyDeltaStream(source, fileSource(deltaPath), sink, {
+            deflateEngine: nativeDeflateEngine,
+            // As in an update: an archive that cannot fit in this machine's memory is refused up front.
+            archive: deviceArchiveLimits(options.maxMemory),
+          })
+          await sink.commit()
+          reporter().result(`${out}: rebuilt via ${method}`, { apply: { path: out, method } })
+        } catch (error) {
+          await sink.discard()
+          if (error instanceof DeltaFormatError && error.code === 'archive-limit')
+            throw new AgentError(
+              'install-failed',
+              `not enough memory to rebuild this archive here (${formatBytes(deviceMemoryBytes(options.maxMemory))} allowed): ${error.message}`,
+            )
+          if (error instanceof DeltaFormatError)
+            throw new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
+          throw error
+        } finally {
+          await source.close()
+        }
+      }),
+    )
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { rmSync } from 'node:fs'
 import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { AgentError, namingPath } from '../errors.ts'
@@ -6,6 +7,23 @@ import { AgentError, namingPath } from '../errors.ts'
 /** A sibling temp path, so the final rename never crosses a filesystem. */
 export function tempPathFor(target: string): string {
   return join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`)
+}
+
+/**
+ * Temp files this process created and has not yet renamed into place or removed: what a command stopped
+ * by a signal removes on its way out (removeOpenTempsSync), so no `.out.<hex>.tmp` outlives it.
+ */
+const openTemps = new Set<string>()
+
+/** The temp was renamed into place or removed: nothing to clean up for it any more. */
+export function forgetTemp(temp: string): void {
+  openTemps.delete(temp)
+}
+
+/** Removes every temp still open (synchronously: called from a signal handler right before exit). */
+export function removeOpenTempsSync(): void {
+  for (const temp of openTemps) rmSync(temp, { force: true })
+  openTemps.clear()
 }
 
 /**
@@ -21,6 +39,7 @@ export async function openTempFor(target: string): Promise<{ temp: string; handl
     error.path = target
     throw error
   })
+  openTemps.add(temp)
   return { temp, handle }
 }
 
@@ -44,10 +63,12 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array)
   } catch (error) {
     await handle.close()
     await rm(temp, { force: true })
+    forgetTemp(temp)
     throw error
   }
   await handle.close()
   await namingPath(target, rename(temp, target))
+  forgetTemp(temp)
   await fsyncDir(dirname(target))
 }
 

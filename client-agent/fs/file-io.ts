@@ -2,7 +2,7 @@ import { open, rename, rm, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../../delta/io.ts'
 import { AgentError, namingPath } from '../errors.ts'
-import { fsyncDir, openTempFor } from './atomic.ts'
+import { forgetTemp, fsyncDir, openTempFor } from './atomic.ts'
 
 function notARegularFile(path: string): AgentError {
   return new AgentError('io', `${path} is not a regular file`, { path })
@@ -80,12 +80,14 @@ export async function openAtomicFileSink(
       await handle.close()
       closed = true
       await namingPath(target, rename(temp, target))
+      forgetTemp(temp)
       await fsyncDir(dirname(target))
     },
     discard: async () => {
       if (!closed) await handle.close().catch(() => undefined)
       closed = true
       await rm(temp, { force: true })
+      forgetTemp(temp)
     },
   }
 }
