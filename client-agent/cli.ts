@@ -295,7 +295,15 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     .action(async (name: string) => {
       const config = await loadConfig(program.opts<GlobalOptions>().config)
       const store = new ArtifactStore(config.installRoot, parseWith(ArtifactName)(name))
-      const state = await store.state()
+      const disagreement = await store.linkDisagreement()
+      // The link is what runs; state.json only records it (and may lag a killed switch, or be edited).
+      const state = disagreement
+        ? { ...(await store.state()), current: disagreement.linked }
+        : await store.state()
+      const stateDisagrees = disagreement
+        ? `state.json names ${disagreement.recorded ?? 'no version'} as current, but ${store.currentLink} points at ${disagreement.linked ?? 'nothing'}; the link is what runs`
+        : undefined
+      if (stateDisagrees) reporter().info(`warning: ${stateDisagrees}`)
       const versions = await store.installedVersions()
       const dependencies = state.current
         ? await dependencyStatus(config.installRoot, store, state.current)
@@ -305,7 +313,16 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       )
       reporter().result(
         `${name}: current ${state.current ?? 'none'}, previous ${state.previous ?? 'none'}, installed [${versions.join(', ')}]${needs.length ? `; needs ${needs.join(', ')}` : ''}`,
-        { status: { name, ...state, installed: versions, currentPath: store.currentLink, dependencies } },
+        {
+          status: {
+            name,
+            ...state,
+            installed: versions,
+            currentPath: store.currentLink,
+            dependencies,
+            ...(stateDisagrees ? { stateDisagrees } : {}),
+          },
+        },
       )
     })
 

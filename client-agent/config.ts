@@ -5,8 +5,12 @@ import { Base64, Sha256Hex } from '../schemas/common.ts'
 import { EnrollmentCode } from '../schemas/devices.ts'
 import { AgentError, systemError } from './errors.ts'
 
-/** `deltaport.json`: where the edge is, which keys to trust, where installs live. */
-export const AgentConfig = z.object({
+/**
+ * `deltaport.json`: where the edge is, which keys to trust, where installs live. Strict: a key this
+ * agent does not know (a typo such as `bandwithCapBps`, or a knob of a newer agent) is refused naming
+ * it, rather than silently running with the default the owner meant to change.
+ */
+export const AgentConfig = z.strictObject({
   edgeUrl: z.url({ protocol: /^https?$/ }),
   trustedKeys: z.array(z.object({ keyid: Sha256Hex, publicKey: Base64 })).default([]),
   /**
@@ -124,7 +128,9 @@ export async function loadConfig(path = DEFAULT_CONFIG_PATH): Promise<AgentConfi
   }
   const parsed = AgentConfig.safeParse(json)
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')
+    const issues = parsed.error.issues
+      .map((i) => `${i.path.join('.') || '(root)'}: ${describeIssue(i)}`)
+      .join('; ')
     throw new AgentError('config', `${path} is invalid: ${issues}`)
   }
   const base = resolve(path, '..')
@@ -134,6 +140,12 @@ export async function loadConfig(path = DEFAULT_CONFIG_PATH): Promise<AgentConfi
     installRoot: resolve(base, config.installRoot),
     ...(config.signingKey ? { signingKey: resolve(base, config.signingKey) } : {}),
   }
+}
+
+/** zod's words for an issue, naming the unknown keys themselves (zod says only "Unrecognized key"). */
+function describeIssue(issue: z.core.$ZodIssue): string {
+  if (issue.code !== 'unrecognized_keys') return issue.message
+  return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')} (remove or correct ${issue.keys.length > 1 ? 'them' : 'it'}; see README "Agent config")`
 }
 
 /** The maintainer token comes from the environment, never from a file that might be committed. */

@@ -192,6 +192,8 @@ async function installLocked(
   if (state.current === version && (await store.has(version))) {
     return {
       ...base,
+      // Nothing switched: the version before the running one is still state's previous, not itself.
+      previous: state.previous,
       method: 'local',
       ...nothingFetched(),
       alreadyCurrent: true,

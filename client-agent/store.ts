@@ -376,6 +376,18 @@ export class ArtifactStore {
     )
   }
 
+  /**
+   * Where the `current` link and state.json disagree (a kill between the two writes of a switch, a
+   * hand edit), what each says; null when they agree or state.json is missing or unreadable (then only
+   * the link speaks). The link is what runs: state() and `status` report it.
+   */
+  async linkDisagreement(): Promise<{ linked: string | null; recorded: string | null } | null> {
+    const linked = await this.currentFromLink()
+    const text = await unlessMissing(readFile(join(this.dir, 'state.json'), 'utf8'), null)
+    const stored = text === null ? undefined : parseStoreState(text)
+    return stored && stored.current !== linked ? { linked, recorded: stored.current } : null
+  }
+
   /** The version `current` names; none when it is missing, or not a link (EINVAL), or names no version. */
   private async currentFromLink(): Promise<string | null> {
     const target = await unlessMissing(readlink(this.currentLink), null, ['EINVAL'])

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { type Command, InvalidArgumentError } from 'commander'
 import { DeltaFormatError } from '../../delta/errors.ts'
 import {
@@ -8,7 +8,12 @@ import {
   type DeltaMethodId,
   type StreamDeltaMethod,
 } from '../../delta/index.ts'
-import { deviceArchiveLimits, deviceMemoryBytes } from '../codec/archive-budget.ts'
+import {
+  APPLY_BYTES_PER_EXPANDED_BYTE,
+  APPLY_FIXED_BYTES,
+  deviceArchiveLimits,
+  deviceMemoryBytes,
+} from '../codec/archive-budget.ts'
 import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { AgentError } from '../errors.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
@@ -96,6 +101,38 @@ async function makeStreaming(
   }
 }
 
+/**
+ * Refuses an output that is one of the inputs (the same file by device and inode, so another spelling,
+ * a hard link or a symlink to it counts): the rename at the end would replace the input with the output,
+ * losing the very file the command read. A usage mistake, caught before anything is read.
+ */
+async function refuseOutputOverInput(out: string, inputs: Record<string, string>): Promise<void> {
+  const target = await stat(out).catch(() => null)
+  if (!target) return
+  for (const [role, path] of Object.entries(inputs)) {
+    const input = await stat(path).catch(() => null)
+    if (input && input.dev === target.dev && input.ino === target.ino)
+      throw new AgentError(
+        'usage',
+        `the output ${out} is the ${role} (${path}); write the output to another file`,
+        {
+          path: out,
+        },
+      )
+  }
+}
+
+/**
+ * Why an archive apply was refused, in the units the user gave: the memory allowed, what an apply
+ * costs, and so how much expanded archive fits (the codec's own "limit" is that last number, which
+ * is 0 bytes for any allowance below the fixed cost and meant nothing next to `--max-memory 1`).
+ */
+function memoryRefusal(maxMemory: number | undefined, codecMessage: string): string {
+  const allowed = deviceMemoryBytes(maxMemory)
+  const fits = deviceArchiveLimits(maxMemory).maxExpandedBytes
+  return `not enough memory to rebuild this archive here: ${formatBytes(allowed)} allowed${maxMemory === undefined ? '' : ' (--max-memory)'}, and an archive apply needs ${formatBytes(APPLY_FIXED_BYTES)} plus ${APPLY_BYTES_PER_EXPANDED_BYTE} bytes per byte of expanded archive, which leaves room for ${formatBytes(fits)} of archive (${codecMessage})`
+}
+
 /** `deltaport delta make|apply`: the codec on files, for maintainers and for debugging a delta. */
 export function registerDeltaCommands(program: Command, reporter: () => Reporter): void {
   const delta = program.command('delta').description('make or apply a binary delta between two files')
@@ -115,6 +152,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
     .option('--source-window <MiB>', 'source bytes matched per window when streaming (default 32)', parseMiB)
     .action((sourcePath: string, targetPath: string, out: string, options: MakeOptions) =>
       removingTempsOnStop(async () => {
+        await refuseOutputOverInput(out, { source: sourcePath, target: targetPath })
         const methods = options.method
         const sizes = await Promise.all([regularFileSize(sourcePath), regularFileSize(targetPath)])
         if (options.stream || sizes.some((size) => size > IN_MEMORY_MAX)) {
@@ -158,6 +196,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
     )
     .action((sourcePath: string, deltaPath: string, out: string, options: { maxMemory?: number }) =>
       removingTempsOnStop(async () => {
+        await refuseOutputOverInput(out, { source: sourcePath, delta: deltaPath })
         const source = await openFileReader(sourcePath)
         const sink = await openAtomicFileSink(out)
         try {
@@ -171,10 +210,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
         } catch (error) {
           await sink.discard()
           if (error instanceof DeltaFormatError && error.code === 'archive-limit')
-            throw new AgentError(
-              'install-failed',
-              `not enough memory to rebuild this archive here (${formatBytes(deviceMemoryBytes(options.maxMemory))} allowed): ${error.message}`,
-            )
+            throw new AgentError('install-failed', memoryRefusal(options.maxMemory, error.message))
           if (error instanceof DeltaFormatError)
             throw new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
           throw error

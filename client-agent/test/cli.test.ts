@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
@@ -146,6 +146,12 @@ describe('deltaport CLI', () => {
     const config = await runWithConfig(badConfig, ['status', 'x'])
     expect(config.code).toBe(3)
     expect(config.stderr).toContain('edgeUrl')
+    // A misspelt knob is not silently the default: the key and the file are named.
+    const typo = join(ws.dir, 'typo.json')
+    await writeFile(typo, JSON.stringify({ ...ws.config, bandwithCapBps: 1000 }))
+    const typoed = await runWithConfig(typo, ['status', 'x'])
+    expect(typoed.code).toBe(3)
+    expect(typoed.stderr).toContain(`${typo} is invalid: (root): unknown key "bandwithCapBps"`)
     const absentConfig = await runWithConfig(join(ws.dir, 'absent.json'), ['status', 'x'])
     expect(absentConfig.code).toBe(3)
     expect(absentConfig.stderr).toContain('(create one: see README "Agent config")')
@@ -232,11 +238,63 @@ describe('deltaport CLI', () => {
     // 33 MiB leaves 1 MiB above the fixed cost: room for ≈170 KB of expanded content, not 640 KB.
     const refused = await cli(['delta', 'apply', '--max-memory', '33', source, deltaPath, out])
     expect(refused.code).toBe(9)
-    expect(refused.stderr).toContain('not enough memory to rebuild this archive here (33.0 MiB allowed)')
+    expect(refused.stderr).toContain(
+      'not enough memory to rebuild this archive here: 33.0 MiB allowed (--max-memory), and an archive apply needs 32.0 MiB plus 6 bytes per byte of expanded archive, which leaves room for 170.7 KiB of archive',
+    )
+    // Below the fixed cost there is no room at all: said in MiB, not as "a limit of 0".
+    const tiny = await cli(['delta', 'apply', '--max-memory', '1', source, deltaPath, out])
+    expect(tiny.code).toBe(9)
+    expect(tiny.stderr).toContain('1.0 MiB allowed (--max-memory)')
+    expect(tiny.stderr).toContain('leaves room for 0 B of archive')
     await expect(readFile(out)).rejects.toThrow()
     expect((await cli(['delta', 'apply', '--max-memory', '64', source, deltaPath, out])).code).toBe(0)
     expectSameBytes(await readFile(out), await readFile(target))
     expect((await cli(['delta', 'apply', '--max-memory', 'lots', source, deltaPath, out])).code).toBe(2)
+  })
+
+  it('delta make/apply refuse an output that is one of their inputs (exit 2), leaving it intact', async () => {
+    const a = await writeArtifact(ws.dir, 'same-a.bin', 5_000)
+    const b = await writeArtifact(ws.dir, 'same-b.bin', 5_000)
+    const d = join(ws.dir, 'same.delta')
+    expect((await cli(['delta', 'make', a.path, b.path, d])).code).toBe(0)
+    const deltaBytes = await readFile(d)
+    for (const args of [
+      ['apply', a.path, d, a.path],
+      ['apply', a.path, d, d],
+      ['make', a.path, b.path, b.path],
+      // Another spelling of the same file.
+      ['apply', a.path, d, join(ws.dir, '.', 'same-a.bin')],
+    ]) {
+      const refused = await cli(['delta', ...args])
+      expect(refused.code, args.join(' ')).toBe(2)
+      expect(refused.stderr).toMatch(/the output .* is the (source|delta|target)/)
+    }
+    expectSameBytes(await readFile(a.path), a.bytes)
+    expectSameBytes(await readFile(b.path), b.bytes)
+    expectSameBytes(await readFile(d), deltaBytes)
+  })
+
+  it('status reports what the current link says when state.json disagrees, and flags it', async () => {
+    const art = await writeArtifact(ws.dir, 'drift.bin', 1_000)
+    expect((await cli(['publish', art.path, '--name', 'drift', '--version', '1.0.0'])).code).toBe(0)
+    expect((await cli(['install', 'drift'])).code).toBe(0)
+    const store = new ArtifactStore(ws.config.installRoot, 'drift')
+    // state.json edited (or a switch killed half-way) to name a version the link does not.
+    const state = JSON.parse(await readFile(join(store.dir, 'state.json'), 'utf8'))
+    await writeFile(join(store.dir, 'state.json'), JSON.stringify({ ...state, current: '0.9.0' }))
+    const status = await cli(['--json', 'status', 'drift'])
+    expect(JSON.parse(status.stdout).status).toMatchObject({
+      current: '1.0.0',
+      stateDisagrees: expect.stringContaining('state.json names 0.9.0 as current, but'),
+    })
+    // The link removed: nothing runs, whatever state.json says.
+    await writeFile(join(store.dir, 'state.json'), JSON.stringify(state))
+    await rm(store.currentLink)
+    const gone = await cli(['status', 'drift'])
+    expect(gone.stdout).toContain('drift: current none')
+    expect(gone.stderr).toContain(
+      `warning: state.json names 1.0.0 as current, but ${store.currentLink} points at nothing`,
+    )
   })
 
   it('delta make/apply round-trips files and leaves no output for a corrupt delta', async () => {

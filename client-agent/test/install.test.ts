@@ -41,6 +41,7 @@ describe('publish → install → update → rollback through a real edge', () =
     expect(await installArtifact(suite.ws.config, { name: 'app' })).toMatchObject({
       alreadyCurrent: true,
       bytesDownloaded: 0,
+      previous: '1.0.0',
     })
 
     expect(await rollbackArtifact(suite.ws.config, 'app')).toEqual({

@@ -290,7 +290,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
   check(
     expandedLength <= limits.maxExpandedBytes,
     'archive-limit',
-    `expanded target of ${expandedLength} bytes exceeds the limit of ${limits.maxExpandedBytes}`,
+    `expanded target of ${expandedLength} bytes exceeds the limit of ${limits.maxExpandedBytes} bytes`,
   )
 
   const tableLength = r.varint('params count')
@@ -374,7 +374,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
     check(
       referenceLength <= limits.maxExpandedBytes && offset + length <= limits.maxExpandedBytes,
       'archive-limit',
-      `expanded source of ${Math.max(referenceLength, offset + length)}+ bytes exceeds the limit of ${limits.maxExpandedBytes}`,
+      `expanded source of ${Math.max(referenceLength, offset + length)}+ bytes exceeds the limit of ${limits.maxExpandedBytes} bytes`,
     )
     recipe.push({ offset, length })
   }
