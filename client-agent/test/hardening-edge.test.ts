@@ -445,7 +445,7 @@ describe('the agent against a hostile edge', () => {
     expect(createHash('sha256').update(installed).digest('hex')).toBe(sha2)
   })
 
-  it('a plan pointing anywhere but the edge itself is refused as malformed, never fetched', async () => {
+  it('a plan pointing anywhere but the edge itself is refused as malformed, never fetched; the full artifact follows', async () => {
     const v2 = Buffer.from(BLOB)
     v2.set(randomBytes(100), 0)
     const sha2 = createHash('sha256').update(v2).digest('hex')
@@ -465,6 +465,8 @@ describe('the agent against a hostile edge', () => {
       if (url.pathname === '/v1/artifacts/app/1.0.0/manifest') return json(res, m1)
       if (url.pathname === '/v1/artifacts/app/1.1.0/manifest') return json(res, m2)
       if (url.pathname === '/v1/artifacts/app/1.0.0/blob') return honestBlob(req, res)
+      if (url.pathname === '/v1/artifacts/app/1.1.0/blob')
+        return res.writeHead(200, { 'content-length': String(v2.length) }).end(v2)
       if (url.pathname === '/v1/plan') {
         const target = foreign[planned++ % foreign.length] ?? ''
         const layout = {
@@ -499,23 +501,23 @@ describe('the agent against a hostile edge', () => {
         return json(res, { region: 'x', accepted: 1, duplicate: false }, 202)
       res.writeHead(404).end()
     }
-    const config = { ...ws.config, installRoot: `${ws.dir}/store-foreign` }
-    await installArtifact(config, { name: 'app', target: '1.0.0', fullOnly: true })
     for (let i = 0; i < foreign.length; i++) {
+      const config = { ...ws.config, installRoot: `${ws.dir}/store-foreign-${i}` }
+      await installArtifact(config, { name: 'app', target: '1.0.0', fullOnly: true })
       const before = fetched.length
-      const error = await installArtifact(config, { name: 'app', target: '1.1.0' }).then(
-        () => null,
-        (e: unknown) => e,
-      )
-      expect(error, String(error)).toBeInstanceOf(AgentError)
-      expect((error as AgentError).code).toBe('edge-rejected')
-      expect((error as AgentError).message).toMatch(/plan/)
-      // Nothing but the manifest and the plan was requested, all from the edge.
+      // Refused as a malformed plan, so the agent takes the signed full artifact from the edge (ADR 0033).
+      const result = await installArtifact(config, { name: 'app', target: '1.1.0' })
+      expect(result).toMatchObject({
+        method: 'full',
+        planFailed: expect.stringMatching(/outside its own paths/),
+      })
+      // Nothing but manifests, the plan and the blob was requested, all from the edge.
       expect(fetched.slice(before).every((p) => p.startsWith('/v1/artifacts/') || p === '/v1/plan')).toBe(
         true,
       )
+      const installed = await readFile(join(new ArtifactStore(config.installRoot, 'app').currentLink, 'blob'))
+      expect(createHash('sha256').update(installed).digest('hex')).toBe(sha2)
     }
-    expect(await new ArtifactStore(config.installRoot, 'app').installedVersions()).toEqual(['1.0.0'])
   })
 
   it("honours a short Retry-After on 503 (the edge's storage-fault answer) a bounded number of times", async () => {
