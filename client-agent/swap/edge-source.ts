@@ -73,23 +73,31 @@ export class EdgeChannelSource implements UpdateSource {
     return { version: state.previous, artifactPath: this.store.blobPath(state.previous) }
   }
 
-  async next(running: string, refused: ReadonlySet<string>): Promise<ReadyUpdate | null> {
+  async next(
+    running: string,
+    refused: ReadonlySet<string>,
+    signal?: AbortSignal,
+  ): Promise<ReadyUpdate | null> {
     const index = await this.edge().index(this.name)
     const head = channelHead(index, this.channel)
     if (!head || head === running || refused.has(head)) return null
     // A head below the running version (the running one was yanked) is followed down only on the
     // maintainer's signed yank, which the install path checks (install.ts, yank-retreat.ts); a rollout
     // gate does not hold a retreat back.
-    if (valid(running) && lt(head, running)) return this.retreat(running, refused)
+    if (valid(running) && lt(head, running)) return this.retreat(running, refused, signal)
     const target = await this.gate.admit(this.name, this.channel, head)
     if (!target || target === running || refused.has(target)) return null
-    const installed = await this.install(target)
+    const installed = await this.install(target, signal)
     return installed && { version: installed.version, artifactPath: this.store.blobPath(installed.version) }
   }
 
   /** The version to swap back to when the running one was yanked with its maintainer's signature. */
-  private async retreat(running: string, refused: ReadonlySet<string>): Promise<ReadyUpdate | null> {
-    const installed = await this.install(undefined)
+  private async retreat(
+    running: string,
+    refused: ReadonlySet<string>,
+    signal: AbortSignal | undefined,
+  ): Promise<ReadyUpdate | null> {
+    const installed = await this.install(undefined, signal)
     if (!installed?.retreated) return null
     if (refused.has(installed.version)) {
       // It failed to take over before: the service stays where it is (the warning says why).
@@ -100,7 +108,7 @@ export class EdgeChannelSource implements UpdateSource {
   }
 
   /** The ordinary install of `target` (the channel when undefined), or null while another process holds the artifact. */
-  private async install(target: string | undefined) {
+  private async install(target: string | undefined, signal: AbortSignal | undefined) {
     try {
       return await installArtifact(this.config, {
         name: this.name,
@@ -110,6 +118,7 @@ export class EdgeChannelSource implements UpdateSource {
         // for it; the next one finds its result installed and swaps to it.
         lockWaitMs: 0,
         ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
+        ...(signal ? { signal } : {}),
       })
     } catch (error) {
       if (error instanceof AgentError && error.code === 'busy') return null

@@ -1,6 +1,6 @@
 import { access, mkdir } from 'node:fs/promises'
 import type { SwapSettings } from '../../schemas/swap.ts'
-import { AgentError } from '../errors.ts'
+import { AgentError, systemError } from '../errors.ts'
 import { WriteBuffer } from './buffer.ts'
 import { SwapJournal } from './journal.ts'
 import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
@@ -89,6 +89,8 @@ export class Supervisor {
   private swapInProgress = false
   private swapping: Promise<unknown> = Promise.resolve()
   private stopping = false
+  /** Aborted by stop(): an update check downloading a version gives up instead of holding the exit. */
+  private readonly stopSignal = new AbortController()
   private stopped: Promise<void> = Promise.resolve()
   private holdEstimateS = 2
   /** The version last swapped in: until `until`, its exit is a failed update, not a crash to restart. */
@@ -152,7 +154,14 @@ export class Supervisor {
       const result = await supervisor.replayUntilDone(service, () => false)
       if (result.ok) await supervisor.settle()
     }
-    supervisor.publicPort = await supervisor.proxy.listen(options.port, options.host)
+    try {
+      supervisor.publicPort = await supervisor.proxy.listen(options.port, options.host)
+    } catch (error) {
+      // The service already runs: stop it rather than leave it to an agent that never served (or to
+      // init, as an orphan), then say which address could not be taken.
+      await supervisor.stop()
+      throw listenFailure(error, options.host, options.port)
+    }
     supervisor.emit({
       type: 'started',
       version: options.initial.version,
@@ -208,8 +217,17 @@ export class Supervisor {
     const refused = await this.files.failedVersions()
     const now = Date.now()
     for (const [version, deferral] of this.deferrals) if (now < deferral.notBefore) refused.add(version)
-    const update = await source.next(this.version, refused)
-    if (!update || update.version === this.version) return null
+    let update: ReadyUpdate | null
+    try {
+      update = await source.next(this.version, refused, this.stopSignal.signal)
+    } catch (error) {
+      // Aborted by stop() (or failed while stopping): there is nothing left to swap into.
+      if (this.stopping) return null
+      throw error
+    }
+    // A stop that came while the version downloaded: its service and port are gone, so no swap starts
+    // (the version stays installed; the next `run` starts it).
+    if (!update || update.version === this.version || this.stopping) return null
     return this.swapTo(update)
   }
 
@@ -217,6 +235,7 @@ export class Supervisor {
   async stop(): Promise<void> {
     if (this.stopping) return this.stopped
     this.stopping = true
+    this.stopSignal.abort()
     this.stopped = this.shutdown()
     return this.stopped
   }
@@ -723,4 +742,17 @@ export class Supervisor {
       await this.forget(fresh)
     }
   }
+}
+
+/** Why the public address could not be taken, as the agent error a user can act on. */
+function listenFailure(error: unknown, host: string, port: number): unknown {
+  const system = systemError(error)
+  if (!system) return error
+  const hint =
+    system.code === 'EADDRINUSE' ? ' (another process holds it: stop that one or choose --port)' : ''
+  return new AgentError('io', `cannot listen on ${host}:${port}: ${system.reason}${hint}`, {
+    errno: system.code,
+    host,
+    port,
+  })
 }

@@ -14,8 +14,9 @@ export interface UpdateSource {
   /**
    * A version to swap to, already installed and verified, or null when there is nothing new. `running`
    * is the version being served; `refused` lists versions that failed a swap and must not be offered again.
+   * `signal` aborts it (the agent is stopping): a download under way stops and nothing is switched.
    */
-  next(running: string, refused: ReadonlySet<string>): Promise<ReadyUpdate | null>
+  next(running: string, refused: ReadonlySet<string>, signal?: AbortSignal): Promise<ReadyUpdate | null>
   /** A swap to `failed` was rolled back: put `restored` back as the installed current version. */
   restore(failed: string, restored: string): Promise<void>
 }
