@@ -18,6 +18,7 @@ import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
 import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import { verifyManifest } from '../trust.ts'
 import { noPlan } from '../update/plan-update.ts'
+import { lockDaemon } from './daemon-lock.ts'
 import { type LoadSampler, type NotIdleReason, notIdleReason, osLoadPerCore } from './idle.ts'
 import { StagingArea, stagingKey } from './staging.ts'
 
@@ -295,6 +296,15 @@ export interface DaemonOptions extends Omit<DaemonCycleOptions, 'signal' | 'flus
  * it, errors thrown.
  */
 export async function runDaemon(config: AgentConfig, options: DaemonOptions): Promise<CycleResult | null> {
+  const lock = await lockDaemon(config.installRoot)
+  try {
+    return await runDaemonLocked(config, options)
+  } finally {
+    await lock.release()
+  }
+}
+
+async function runDaemonLocked(config: AgentConfig, options: DaemonOptions): Promise<CycleResult | null> {
   const { once, intervalSeconds, onCycle, onError, ...cycleOptions } = options
   if (once) {
     const result = await runDaemonCycle(config, { ...cycleOptions, flushTelemetry: true })

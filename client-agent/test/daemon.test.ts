@@ -290,10 +290,22 @@ describe('deltaport daemon against the real edge', () => {
       })
     })
     expect(stdout).toMatch(/last poll .*staged \d+ .*next poll/)
+    // One daemon per store: a second one would download the same items into the same partial files.
+    const second = await run(process.execPath, [BIN, '--config', configFile, 'daemon', '--once']).then(
+      () => ({ code: 0, stderr: '' }),
+      (error: { code: number; stderr: string }) => error,
+    )
+    expect(second.code).toBe(11)
+    expect(second.stderr).toContain(
+      `another deltaport daemon is already prefetching into ${config.installRoot}`,
+    )
+    expect(second.stderr).toContain(`pid ${child.pid}`)
     child.kill('SIGTERM')
     expect(await exited).toBe(0)
     expect(stderr).toContain('daemon stopped')
     expect(await new StagingArea(config.installRoot).find('dloop', '1.1.0')).toBeDefined()
+    // Released on the way out: the next daemon runs.
+    await run(process.execPath, [BIN, '--config', configFile, 'daemon', '--once'])
   })
 
   it('runs through the CLI: daemon --once --json, then install reports staged', async () => {
