@@ -1,4 +1,3 @@
-import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gt, lt } from 'semver'
 import { type ArtifactIndex, channelHead, versionEntry, type YankNote } from '../schemas/artifact-index.ts'
@@ -13,6 +12,7 @@ import { deviceEdgeOptions, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import type { LockWait } from './fs/artifact-lock.ts'
 import { DEFAULT_MIN_FREE_BYTES, ensureFreeSpace, sizeIfPresent } from './fs/free-space.ts'
+import { makeDirs } from './fs/make-dirs.ts'
 import { ArtifactStore } from './store.ts'
 import { RunFiles } from './swap/run-files.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
@@ -252,7 +252,7 @@ async function installLocked(
     }
   }
   const partial = store.partialPath(version)
-  await mkdir(store.dir, { recursive: true })
+  await makeDirs(store.dir)
   const downloaded = await downloadVerified({
     url: edge.blobUrl(request.name, version),
     partialPath: partial,

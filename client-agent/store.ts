@@ -1,4 +1,4 @@
-import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
+import { lstat, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { IsoDateTime, Version } from '../schemas/common.ts'
@@ -6,6 +6,7 @@ import { type ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
 import { AgentError, systemError } from './errors.ts'
 import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
 import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from './fs/atomic.ts'
+import { makeDirs } from './fs/make-dirs.ts'
 import { unlessMissing } from './fs/missing.ts'
 import { removeTree } from './fs/remove-tree.ts'
 
@@ -157,8 +158,8 @@ export class ArtifactStore {
   }
 
   async prepare(): Promise<void> {
-    await mkdir(join(this.dir, 'partial'), { recursive: true })
-    await mkdir(join(this.dir, 'versions'), { recursive: true })
+    await makeDirs(join(this.dir, 'partial'))
+    await makeDirs(join(this.dir, 'versions'))
   }
 
   /**
@@ -169,7 +170,7 @@ export class ArtifactStore {
     const version = envelope.signed.version
     const final = this.versionDir(version)
     const staging = tempPathFor(final)
-    await mkdir(staging, { recursive: true })
+    await makeDirs(staging)
     await renameDurably(verifiedBlob, join(staging, 'blob'))
     await writeFileAtomic(join(staging, 'manifest.json'), JSON.stringify(envelope))
     await rm(final, { recursive: true, force: true })

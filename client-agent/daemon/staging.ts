@@ -5,6 +5,7 @@ import { ArtifactName, ByteSize, Sha256Hex, Version } from '../../schemas/common
 import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
 import { fileHasBytes } from '../download.ts'
 import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from '../fs/atomic.ts'
+import { makeDirs } from '../fs/make-dirs.ts'
 
 const StagedEntry = z.object({
   name: ArtifactName,
@@ -60,7 +61,7 @@ export class StagingArea {
   }
 
   async prepare(): Promise<void> {
-    await mkdir(this.partialDir, { recursive: true })
+    await makeDirs(this.partialDir)
   }
 
   /** Every complete staged item, oldest access first. */
@@ -117,7 +118,7 @@ export class StagingArea {
   async put(verifiedBlob: string, envelope: SignedManifest, now = Date.now()): Promise<StagedEntry> {
     const { name, version, size, sha256 } = envelope.signed
     const final = this.itemDir(name, version)
-    await mkdir(join(final, '..'), { recursive: true })
+    await makeDirs(join(final, '..'))
     const temp = tempPathFor(final)
     await mkdir(temp)
     await renameDurably(verifiedBlob, join(temp, 'blob'))
@@ -242,7 +243,7 @@ export class StagingArea {
   }
 
   private async writeIndex(items: StagedEntry[]): Promise<void> {
-    await mkdir(this.root, { recursive: true })
+    await makeDirs(this.root)
     await writeFileAtomic(this.indexPath, JSON.stringify({ items }))
   }
 }

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto'
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises'
+import { open, readFile, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { StoredDeviceCredential } from '../../schemas/devices.ts'
 import { fsyncDir, tempPathFor } from '../fs/atomic.ts'
+import { makeDirs } from '../fs/make-dirs.ts'
 
 /** Why the edge refused the configured code (unknown, revoked, expired, full): no retries until it changes. */
 export const EnrollmentRefusal = z.object({
@@ -60,7 +61,7 @@ export class DeviceCredentialStore {
   }
 
   private async writePrivate(target: string, text: string): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 })
+    await makeDirs(this.dir, 0o700)
     const temp = tempPathFor(target)
     const handle = await open(temp, 'wx', 0o600)
     try {

@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto'
-import { link, lstat, mkdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
+import { link, lstat, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
 import { uptime } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { z } from 'zod'
 import { AgentError, fromFileSystemError } from '../errors.ts'
 import { tempPathFor } from './atomic.ts'
+import { makeDirs } from './make-dirs.ts'
 import { unlessMissing } from './missing.ts'
 
 /**
@@ -73,7 +74,7 @@ const BOOT_TOLERANCE_MS = 120_000
  */
 export async function lockArtifact(dir: string, wait: LockWait): Promise<ArtifactLock> {
   const path = join(dir, 'lock')
-  await mkdir(dir, { recursive: true }).catch((error: unknown) => {
+  await makeDirs(dir).catch((error: unknown) => {
     throw fromFileSystemError(error, dir) ?? error
   })
   const token = randomBytes(8).toString('hex')

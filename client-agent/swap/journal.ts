@@ -1,8 +1,9 @@
-import { type FileHandle, mkdir, open } from 'node:fs/promises'
+import { type FileHandle, open } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { JournalRecord, type JournalWrite } from '../../schemas/swap.ts'
 import { fsyncDir } from '../fs/atomic.ts'
+import { makeDirs } from '../fs/make-dirs.ts'
 
 /** Frame header: u32 LE payload length, u32 LE CRC-32 of the payload. */
 const HEADER = 8
@@ -46,7 +47,7 @@ export class SwapJournal {
 
   /** Opens (creating) the journal, drops a torn tail, and returns the writes still owed a replay. */
   async open(): Promise<RecoveredJournal> {
-    await mkdir(dirname(this.path), { recursive: true })
+    await makeDirs(dirname(this.path))
     this.handle = await open(this.path, 'a+')
     const bytes = await this.handle.readFile()
     const recovered = parseJournal(bytes)

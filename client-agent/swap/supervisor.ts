@@ -1,6 +1,7 @@
-import { access, mkdir } from 'node:fs/promises'
+import { access } from 'node:fs/promises'
 import type { SwapSettings } from '../../schemas/swap.ts'
 import { AgentError, systemError } from '../errors.ts'
+import { makeDirs } from '../fs/make-dirs.ts'
 import { WriteBuffer } from './buffer.ts'
 import { SwapJournal } from './journal.ts'
 import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
@@ -128,8 +129,8 @@ export class Supervisor {
    * starts the current version, replays whatever the journal still owes, then opens the public port.
    */
   static async start(options: SupervisorOptions): Promise<Supervisor> {
-    await mkdir(options.runDir, { recursive: true })
-    await mkdir(options.dataDir, { recursive: true })
+    await makeDirs(options.runDir)
+    await makeDirs(options.dataDir)
     const files = new RunFiles(options.runDir)
     const tag = options.runDir
     const reaped = await files.reapOrphans(tag)

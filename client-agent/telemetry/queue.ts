@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, readFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import {
@@ -8,6 +8,7 @@ import {
   MAX_TELEMETRY_EVENTS,
 } from '../../schemas/telemetry.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
+import { makeDirs } from '../fs/make-dirs.ts'
 
 /** Events kept while offline; beyond this the oldest are dropped, so the disk use stays bounded. */
 export const MAX_QUEUED_EVENTS = 10_000
@@ -42,7 +43,7 @@ export class TelemetryQueue {
   }
 
   async save(state: QueueFile): Promise<void> {
-    await mkdir(join(this.path, '..'), { recursive: true })
+    await makeDirs(join(this.path, '..'))
     await writeFileAtomic(this.path, JSON.stringify(state))
   }
 
