@@ -73,19 +73,25 @@ function slowSource(ready: (v: string) => ReadyUpdate, version: string, honoursA
   return { source, seen, finish }
 }
 
+/** Serving 1.0.0 with an update check under way whose source is downloading 2.0.0. */
+async function checkingForUpdate(honoursAbort: boolean) {
+  const t = await artifactsFor(['1.0.0', '2.0.0'])
+  const slow = slowSource(t.ready, '2.0.0', honoursAbort)
+  const events: SupervisorEvent[] = []
+  const supervisor = await Supervisor.start(t.options(0, slow.source, events))
+  supervisors.push(supervisor)
+  const check = supervisor.checkForUpdate()
+  await waitFor(
+    () => slow.seen.asked === 1,
+    10_000,
+    () => 'the update check never asked its source',
+  )
+  return { t, slow, events, supervisor, check }
+}
+
 describe('stopping run', () => {
   it('aborts an update still downloading: stop returns at once and no new version starts', async () => {
-    const t = await artifactsFor(['1.0.0', '2.0.0'])
-    const slow = slowSource(t.ready, '2.0.0', true)
-    const events: SupervisorEvent[] = []
-    const supervisor = await Supervisor.start(t.options(0, slow.source, events))
-    supervisors.push(supervisor)
-    const check = supervisor.checkForUpdate()
-    await waitFor(
-      () => slow.seen.asked === 1,
-      10_000,
-      () => 'the update check never asked its source',
-    )
+    const { t, slow, events, supervisor, check } = await checkingForUpdate(true)
     await within(supervisor.stop(), 10_000, 'stop waited for the download')
     expect(slow.seen.aborted).toBe(true)
     expect(await within(check, 5_000, 'the aborted check never ended')).toBeNull()
@@ -95,17 +101,7 @@ describe('stopping run', () => {
   })
 
   it('does not swap to a version whose download finished after the stop', async () => {
-    const t = await artifactsFor(['1.0.0', '2.0.0'])
-    const slow = slowSource(t.ready, '2.0.0', false)
-    const events: SupervisorEvent[] = []
-    const supervisor = await Supervisor.start(t.options(0, slow.source, events))
-    supervisors.push(supervisor)
-    const check = supervisor.checkForUpdate()
-    await waitFor(
-      () => slow.seen.asked === 1,
-      10_000,
-      () => 'the update check never asked its source',
-    )
+    const { t, slow, events, supervisor, check } = await checkingForUpdate(false)
     await supervisor.stop()
     slow.finish()
     expect(await within(check, 5_000, 'the check never ended')).toBeNull()
