@@ -11,7 +11,7 @@ import {
 } from '../../schemas/swap.ts'
 import { admit, RetryGate } from './admission.ts'
 import type { Responder, WriteBuffer } from './buffer.ts'
-import { forwardedFor, forwardLive, headerPairs } from './forward.ts'
+import { forwardedFor, forwardLive, headerPairs, RETRYABLE_METHODS } from './forward.ts'
 import type { ClientLoadTracker, TierMap } from './priority.ts'
 import type { ServiceProcess } from './service-process.ts'
 import { openTunnel } from './tunnel.ts'
@@ -36,6 +36,11 @@ export interface ProxyCounters {
 export class SwapProxy {
   mode: ProxyMode = 'pass'
   active: ServiceProcess | null = null
+  /**
+   * The process that served before the last switch, while it still runs (probation): a read the active
+   * process cannot take (it died) goes here instead of failing.
+   */
+  fallback: ServiceProcess | null = null
   /** Seconds the current swap is still expected to hold writes (feeds Retry-After). */
   expectedHoldSeconds = 2
   drainPerSecond = 0
@@ -98,7 +103,7 @@ export class SwapProxy {
    * in it is held or replayed. Tunnels to a process that is stopped get its stop grace, then are closed.
    */
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const target = this.active
+    const target = this.readTarget()
     if (!target?.running) {
       this.counters.unavailable += 1
       socket.end(
@@ -143,9 +148,20 @@ export class SwapProxy {
     this.forward(req, res, isWrite)
   }
 
+  /**
+   * Where a read goes: the active process, or the fallback once the active one has died. Writes never
+   * fall back: the old process may not have seen what the new one applied, and held writes have the
+   * journal and the rollback for that.
+   */
+  private readTarget(): ServiceProcess | null {
+    const active = this.active
+    if (!active?.running && this.fallback?.running) return this.fallback
+    return active
+  }
+
   /** Passes a request to the active process (`body`: already read by the proxy). */
   private forward(req: IncomingMessage, res: ServerResponse, isWrite: boolean, body?: Uint8Array): void {
-    const target = this.active
+    const target = isWrite ? this.active : this.readTarget()
     if (!target?.running) {
       this.counters.unavailable += 1
       res.writeHead(503, { 'retry-after': '1', 'content-type': 'text/plain' })
@@ -154,11 +170,32 @@ export class SwapProxy {
     }
     this.counters.forwarded += 1
     try {
-      forwardLive(target, req, res, isWrite, body)
+      forwardLive(target, req, res, isWrite, body, isWrite ? undefined : this.retryTarget(req, target, body))
     } catch {
       // http.request throws synchronously on a request it cannot send (e.g. an invalid header value).
       res.writeHead(400, { 'content-type': 'text/plain' })
       res.end('request cannot be forwarded\n')
+    }
+  }
+
+  /**
+   * For a read that may be sent twice (a safe method without a body): the fallback, asked when `target`
+   * failed before answering. The dying new process never answered it, so the old one may. Anything else
+   * is not repeated: it may have had an effect, and only the journal may replay a write.
+   */
+  private retryTarget(
+    req: IncomingMessage,
+    target: ServiceProcess,
+    body: Uint8Array | undefined,
+  ): (() => ServiceProcess | null) | undefined {
+    const bodiless =
+      !body &&
+      req.headers['transfer-encoding'] === undefined &&
+      (req.headers['content-length'] ?? '0') === '0'
+    if (!bodiless || !RETRYABLE_METHODS.has(req.method ?? '')) return undefined
+    return () => {
+      const fallback = this.fallback
+      return fallback && fallback !== target && fallback.running ? fallback : null
     }
   }
 
