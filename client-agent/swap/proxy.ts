@@ -56,6 +56,11 @@ export class SwapProxy {
   private inProgress = 0
   /** Client sides of upgraded connections (node:http no longer tracks them). */
   private readonly tunnels = new Set<Duplex>()
+  /** Responses not yet finished: told `Connection: close` when the proxy stops. */
+  private readonly open = new Set<ServerResponse>()
+  /** Set by `stopAccepting`: every response from then on closes its connection. */
+  private closing = false
+  private closed: Promise<void> | null = null
 
   constructor(settings: SwapSettings, buffer: WriteBuffer, tiers: TierMap, loads: ClientLoadTracker) {
     this.settings = settings
@@ -81,20 +86,35 @@ export class SwapProxy {
   }
 
   /**
-   * Stops accepting connections, lets the requests in progress finish (up to `timeoutMs`), then closes
-   * whatever is left. Held writes still open at that point were never acknowledged and stay journaled.
+   * Stops accepting connections (SIGTERM). Node's server does not do the rest itself: it keeps serving
+   * keep-alive connections after `close()` and answers them without `Connection: close`. So from here on
+   * every response not yet started says `Connection: close` (node:http then ends its socket), and idle
+   * connections are closed at once. Idempotent.
+   */
+  stopAccepting(): void {
+    if (this.closed) return
+    this.closing = true
+    this.closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    for (const res of this.open) closeAfter(res)
+    this.server.closeIdleConnections()
+  }
+
+  /**
+   * Stops accepting connections, lets the requests in progress finish (up to `timeoutMs`), each answered
+   * with `Connection: close`, then closes whatever is left. Held writes still open at that point were
+   * never acknowledged and stay journaled.
    */
   async close(timeoutMs: number): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
-    this.server.closeIdleConnections()
+    this.stopAccepting()
     const deadline = Date.now() + timeoutMs
     while (this.inProgress > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20))
+      // A response that had started before the stop went out keep-alive: its connection is idle now.
       this.server.closeIdleConnections()
     }
     this.server.closeAllConnections()
     for (const socket of this.tunnels) socket.destroy()
-    await closed
+    await this.closed
   }
 
   /**
@@ -104,7 +124,7 @@ export class SwapProxy {
    */
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const target = this.readTarget()
-    if (!target?.running) {
+    if (this.closing || !target?.running) {
       this.counters.unavailable += 1
       socket.end(
         'HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n',
@@ -127,8 +147,11 @@ export class SwapProxy {
   /** `expectsContinue`: the client waits for a 100 Continue before it sends the body. */
   private handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     this.inProgress += 1
+    this.open.add(res)
+    if (this.closing) closeAfter(res)
     res.once('close', () => {
       this.inProgress -= 1
+      this.open.delete(res)
     })
     const client = this.clientOf(req)
     this.loads.record(client)
@@ -350,6 +373,11 @@ function unjournalable(
     return { status: 431, detail: 'a header is too large to hold during an update' }
   }
   return null
+}
+
+/** Makes `res` close its connection once sent (a response already started cannot say so any more). */
+function closeAfter(res: ServerResponse): void {
+  if (!res.headersSent) res.setHeader('connection', 'close')
 }
 
 /** The request body, or null as soon as it passes `max` bytes (the connection is then closed). */

@@ -222,6 +222,8 @@ export class Supervisor {
   }
 
   private async shutdown(): Promise<void> {
+    // At once, not after a swap under way: clients learn to go while it ends.
+    this.proxy.stopAccepting()
     await this.swapping
     await this.proxy.close(this.settings.stopTimeoutMs)
     for (const p of this.processes) await p.stop(this.settings.stopTimeoutMs)

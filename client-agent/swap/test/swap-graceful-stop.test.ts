@@ -1,0 +1,123 @@
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { SwapSettings } from '../../../schemas/swap.ts'
+import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
+import { cleanup, harness, rawConnection, tempDir, waitFor, within } from './harness.ts'
+
+/**
+ * What a stop (SIGTERM to `deltaport run`) does to the public connections: no new ones; a request in
+ * flight on a keep-alive connection is answered with `Connection: close` and its connection closed; an
+ * idle one is closed at once; and the stop does not wait out `stopTimeoutMs` when nothing is left.
+ */
+const supervisors: Supervisor[] = []
+afterAll(async () => {
+  for (const s of supervisors) await s.stop()
+  await cleanup()
+})
+
+/** A service whose GET /slow answers after `slowMs`; anything else at once. */
+async function slowService(dir: string, slowMs: number): Promise<string> {
+  const file = join(dir, 'slow.mjs')
+  await writeFile(
+    file,
+    `import { createServer } from 'node:http'
+const server = createServer((req, res) => {
+  req.resume()
+  req.on('end', () => setTimeout(() => res.end(req.url), req.url === '/slow' ? ${slowMs} : 0))
+})
+process.on('SIGTERM', () => { server.close(); server.closeIdleConnections(); setTimeout(() => process.exit(0), 50) })
+server.listen(Number(process.env.PORT), '127.0.0.1')
+`,
+  )
+  return file
+}
+
+const get = (path: string) => `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`
+
+describe('stopping the swap proxy', () => {
+  it('finishes in-flight keep-alive requests with Connection: close, closes idle ones, then returns', async () => {
+    const dir = await tempDir('deltaport-swap-stop-')
+    const supervisor = await Supervisor.start({
+      command: [process.execPath, '{artifact}'],
+      runDir: join(dir, 'run'),
+      dataDir: join(dir, 'data'),
+      // A stop that waited for this would be obvious; so would one that cut the slow request.
+      settings: SwapSettings.parse({ stopTimeoutMs: 60_000 }),
+      initial: { version: '1.0.0', artifactPath: await slowService(dir, 1500) },
+      host: '127.0.0.1',
+      port: 0,
+      stdio: 'ignore',
+    })
+    supervisors.push(supervisor)
+    const port = supervisor.publicPort
+    // An idle keep-alive connection: one request answered, the connection left open.
+    const idle = rawConnection(port)
+    idle.send(get('/fast'))
+    await idle.receive(/\r\n\r\n\/fast$/)
+    expect(idle.text).toMatch(/\r\nconnection: keep-alive\r\n/i)
+    // A keep-alive connection whose request is still with the service.
+    const busy = rawConnection(port)
+    busy.send(get('/slow'))
+    await waitFor(() => supervisor.counters.forwarded >= 2, 10_000)
+
+    const stopped = supervisor.stop()
+    await within(
+      waitFor(() => idle.ended, 10_000),
+      15_000,
+      'closing the idle connection',
+    )
+    expect(busy.ended).toBe(false)
+    // No new connections.
+    await expect(fetch(`http://127.0.0.1:${port}/fast`)).rejects.toThrow()
+    const answer = await busy.receive(/\r\n\r\n\/slow$/)
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /)
+    expect(answer).toMatch(/\r\nconnection: close\r\n/i)
+    await waitFor(
+      () => busy.ended,
+      10_000,
+      () => 'the answered connection was left open',
+    )
+    // Everything was answered: the stop does not wait out stopTimeoutMs.
+    await within(stopped, 20_000, 'the stop')
+    expect(idle.text).not.toMatch(/HTTP\/1\.1 \d+[\s\S]*HTTP\/1\.1/)
+  })
+
+  it('during a swap: closes idle connections at once, and answers held writes with Connection: close', async () => {
+    // v2 takes 3 s to listen: the stop comes while writes are held.
+    const h = await harness([{ version: '1.0.0' }, { version: '2.0.0', startupDelayMs: 3000 }], {
+      stopTimeoutMs: 60_000,
+    })
+    const idle = rawConnection(h.port)
+    idle.send(get('/health'))
+    await idle.receive(/"version":"1\.0\.0"/)
+    const swap = h.swapTo('2.0.0')
+    await h.until((e) => e.type === 'buffering')
+    const body = JSON.stringify({ seq: 1 })
+    const held = rawConnection(h.port)
+    held.send(
+      `POST /write HTTP/1.1\r\nHost: 127.0.0.1\r\nx-client-id: held\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+    )
+    await waitFor(() => h.supervisor.counters.held >= 1, 10_000)
+
+    const stopped = h.supervisor.stop()
+    await within(
+      waitFor(() => idle.ended, 10_000),
+      15_000,
+      'closing the idle connection',
+    )
+    const swapEnded = (e: SupervisorEvent) => e.type === 'swap-done'
+    // Closed while the swap still waited for v2, not after it.
+    expect(h.events.some(swapEnded)).toBe(false)
+    expect((await swap).outcome).toBe('installed')
+    const answer = await held.receive(/"applied":true/)
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /)
+    expect(answer).toMatch(/\r\nconnection: close\r\n/i)
+    await waitFor(
+      () => held.ended,
+      10_000,
+      () => 'the answered connection was left open',
+    )
+    await within(stopped, 30_000, 'the stop')
+  })
+})
