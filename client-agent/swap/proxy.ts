@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, Server as NetServer } from 'node:net'
 import type { Duplex } from 'node:stream'
 import {
   MAX_HEADER_NAME,
@@ -32,6 +32,9 @@ export interface ProxyCounters {
   unavailable: number
 }
 
+/** How long a stop leaves idle keep-alive connections open for a request already on its way. */
+const IDLE_GRACE_MS = 100
+
 /** The public face of `deltaport run`: an HTTP reverse proxy in front of whichever process is active. */
 export class SwapProxy {
   mode: ProxyMode = 'pass'
@@ -61,6 +64,7 @@ export class SwapProxy {
   /** Set by `stopAccepting`: every response from then on closes its connection. */
   private closing = false
   private closed: Promise<void> | null = null
+  private idleGraceEnd = 0
 
   constructor(settings: SwapSettings, buffer: WriteBuffer, tiers: TierMap, loads: ClientLoadTracker) {
     this.settings = settings
@@ -89,14 +93,19 @@ export class SwapProxy {
    * Stops accepting connections (SIGTERM). Node's server does not do the rest itself: it keeps serving
    * keep-alive connections after `close()` and answers them without `Connection: close`. So from here on
    * every response not yet started says `Connection: close` (node:http then ends its socket), and idle
-   * connections are closed at once. Idempotent.
+   * connections are closed after `IDLE_GRACE_MS`. Idempotent.
    */
   stopAccepting(): void {
     if (this.closed) return
     this.closing = true
-    this.closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    this.idleGraceEnd = Date.now() + IDLE_GRACE_MS
+    // net.Server's close, not http.Server's: that one also closes idle connections at the same instant.
+    this.closed = new Promise<void>((resolve) => NetServer.prototype.close.call(this.server, () => resolve()))
     for (const res of this.open) closeAfter(res)
-    this.server.closeIdleConnections()
+    // Not at the same instant: a busy client's next request is often already on its way on a connection
+    // that looks idle, and closing that connection resets it (the client cannot tell whether it arrived).
+    // Arriving within the grace, it is answered with `Connection: close` like any other.
+    setTimeout(() => this.server.closeIdleConnections(), IDLE_GRACE_MS).unref()
   }
 
   /**
@@ -107,10 +116,10 @@ export class SwapProxy {
   async close(timeoutMs: number): Promise<void> {
     this.stopAccepting()
     const deadline = Date.now() + timeoutMs
-    while (this.inProgress > 0 && Date.now() < deadline) {
+    while ((this.inProgress > 0 || Date.now() < this.idleGraceEnd) && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20))
       // A response that had started before the stop went out keep-alive: its connection is idle now.
-      this.server.closeIdleConnections()
+      if (Date.now() >= this.idleGraceEnd) this.server.closeIdleConnections()
     }
     this.server.closeAllConnections()
     for (const socket of this.tunnels) socket.destroy()

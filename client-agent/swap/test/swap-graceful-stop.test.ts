@@ -65,7 +65,17 @@ describe('stopping the swap proxy', () => {
     busy.send(get('/slow'))
     await waitFor(() => supervisor.counters.forwarded >= 2, 10_000)
 
+    // Idle too, but its next request is on its way as the stop begins: answered, not reset.
+    const onItsWay = rawConnection(port)
+    onItsWay.send(get('/fast'))
+    await onItsWay.receive(/\r\n\r\n\/fast$/)
+
     const stopped = supervisor.stop()
+    onItsWay.send(get('/fast?again'))
+    const again = await onItsWay.receive(/\/fast\?again$/, 10_000, true)
+    const second = again.slice(again.lastIndexOf('HTTP/1.1 '))
+    expect(second).toMatch(/^HTTP\/1\.1 200 /)
+    expect(second).toMatch(/\r\nconnection: close\r\n/i)
     await within(
       waitFor(() => idle.ended, 10_000),
       15_000,
