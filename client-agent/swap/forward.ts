@@ -62,9 +62,14 @@ export function headerPairs(headers: IncomingHttpHeaders): Array<[string, string
   return out
 }
 
+/** Methods that are safe (RFC 9110 §9.2.1), so a request that got no answer may be sent once more. */
+export const RETRYABLE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
+
 /**
  * Streams a live request to a service process and its answer back; 502 if the process cannot be reached.
- * `body` is the request body when the proxy has already read it (a write it meant to hold).
+ * `body` is the request body when the proxy has already read it (a write it meant to hold). `retry`, for a
+ * bodiless request that may be repeated: the process to send it to once more when `target` fails before
+ * a byte of its answer arrived (refused, or reset by a process that is dying).
  */
 export function forwardLive(
   target: ServiceProcess,
@@ -72,6 +77,7 @@ export function forwardLive(
   res: ServerResponse,
   isWrite: boolean,
   body?: Uint8Array,
+  retry?: () => ServiceProcess | null,
 ): void {
   // Counted as in flight from the start; a request that cannot even be built never was.
   let left = false
@@ -115,6 +121,11 @@ export function forwardLive(
   }
   upstream.on('error', () => {
     leave()
+    if (!res.headersSent && !res.destroyed) {
+      const other = retry?.()
+      // Once: the second try gets no retry of its own.
+      if (other) return forwardLive(other, req, res, isWrite, body)
+    }
     if (!res.headersSent) {
       res.writeHead(502, { 'content-type': 'text/plain', 'retry-after': '1' })
       res.end('service unavailable\n')
@@ -125,6 +136,8 @@ export function forwardLive(
     leave()
   })
   if (body) upstream.end(body)
+  // The retry of a bodiless request: `req` has ended already, there is nothing left to pipe.
+  else if (req.readableEnded) upstream.end()
   else req.pipe(upstream)
 }
 

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, Server as NetServer } from 'node:net'
 import type { Duplex } from 'node:stream'
 import {
   MAX_HEADER_NAME,
@@ -11,7 +11,7 @@ import {
 } from '../../schemas/swap.ts'
 import { admit, RetryGate } from './admission.ts'
 import type { Responder, WriteBuffer } from './buffer.ts'
-import { forwardedFor, forwardLive, headerPairs } from './forward.ts'
+import { forwardedFor, forwardLive, headerPairs, RETRYABLE_METHODS } from './forward.ts'
 import type { ClientLoadTracker, TierMap } from './priority.ts'
 import type { ServiceProcess } from './service-process.ts'
 import { openTunnel } from './tunnel.ts'
@@ -32,10 +32,18 @@ export interface ProxyCounters {
   unavailable: number
 }
 
+/** How long a stop leaves idle keep-alive connections open for a request already on its way. */
+const IDLE_GRACE_MS = 100
+
 /** The public face of `deltaport run`: an HTTP reverse proxy in front of whichever process is active. */
 export class SwapProxy {
   mode: ProxyMode = 'pass'
   active: ServiceProcess | null = null
+  /**
+   * The process that served before the last switch, while it still runs (probation): a read the active
+   * process cannot take (it died) goes here instead of failing.
+   */
+  fallback: ServiceProcess | null = null
   /** Seconds the current swap is still expected to hold writes (feeds Retry-After). */
   expectedHoldSeconds = 2
   drainPerSecond = 0
@@ -51,6 +59,12 @@ export class SwapProxy {
   private inProgress = 0
   /** Client sides of upgraded connections (node:http no longer tracks them). */
   private readonly tunnels = new Set<Duplex>()
+  /** Responses not yet finished: told `Connection: close` when the proxy stops. */
+  private readonly open = new Set<ServerResponse>()
+  /** Set by `stopAccepting`: every response from then on closes its connection. */
+  private closing = false
+  private closed: Promise<void> | null = null
+  private idleGraceEnd = 0
 
   constructor(settings: SwapSettings, buffer: WriteBuffer, tiers: TierMap, loads: ClientLoadTracker) {
     this.settings = settings
@@ -76,20 +90,40 @@ export class SwapProxy {
   }
 
   /**
-   * Stops accepting connections, lets the requests in progress finish (up to `timeoutMs`), then closes
-   * whatever is left. Held writes still open at that point were never acknowledged and stay journaled.
+   * Stops accepting connections (SIGTERM). Node's server does not do the rest itself: it keeps serving
+   * keep-alive connections after `close()` and answers them without `Connection: close`. So from here on
+   * every response not yet started says `Connection: close` (node:http then ends its socket), and idle
+   * connections are closed after `IDLE_GRACE_MS`. Idempotent.
+   */
+  stopAccepting(): void {
+    if (this.closed) return
+    this.closing = true
+    this.idleGraceEnd = Date.now() + IDLE_GRACE_MS
+    // net.Server's close, not http.Server's: that one also closes idle connections at the same instant.
+    this.closed = new Promise<void>((resolve) => NetServer.prototype.close.call(this.server, () => resolve()))
+    for (const res of this.open) closeAfter(res)
+    // Not at the same instant: a busy client's next request is often already on its way on a connection
+    // that looks idle, and closing that connection resets it (the client cannot tell whether it arrived).
+    // Arriving within the grace, it is answered with `Connection: close` like any other.
+    setTimeout(() => this.server.closeIdleConnections(), IDLE_GRACE_MS).unref()
+  }
+
+  /**
+   * Stops accepting connections, lets the requests in progress finish (up to `timeoutMs`), each answered
+   * with `Connection: close`, then closes whatever is left. Held writes still open at that point were
+   * never acknowledged and stay journaled.
    */
   async close(timeoutMs: number): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
-    this.server.closeIdleConnections()
+    this.stopAccepting()
     const deadline = Date.now() + timeoutMs
-    while (this.inProgress > 0 && Date.now() < deadline) {
+    while ((this.inProgress > 0 || Date.now() < this.idleGraceEnd) && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20))
-      this.server.closeIdleConnections()
+      // A response that had started before the stop went out keep-alive: its connection is idle now.
+      if (Date.now() >= this.idleGraceEnd) this.server.closeIdleConnections()
     }
     this.server.closeAllConnections()
     for (const socket of this.tunnels) socket.destroy()
-    await closed
+    await this.closed
   }
 
   /**
@@ -98,8 +132,8 @@ export class SwapProxy {
    * in it is held or replayed. Tunnels to a process that is stopped get its stop grace, then are closed.
    */
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const target = this.active
-    if (!target?.running) {
+    const target = this.readTarget()
+    if (this.closing || !target?.running) {
       this.counters.unavailable += 1
       socket.end(
         'HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n',
@@ -122,8 +156,11 @@ export class SwapProxy {
   /** `expectsContinue`: the client waits for a 100 Continue before it sends the body. */
   private handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     this.inProgress += 1
+    this.open.add(res)
+    if (this.closing) closeAfter(res)
     res.once('close', () => {
       this.inProgress -= 1
+      this.open.delete(res)
     })
     const client = this.clientOf(req)
     this.loads.record(client)
@@ -143,9 +180,20 @@ export class SwapProxy {
     this.forward(req, res, isWrite)
   }
 
+  /**
+   * Where a read goes: the active process, or the fallback once the active one has died. Writes never
+   * fall back: the old process may not have seen what the new one applied, and held writes have the
+   * journal and the rollback for that.
+   */
+  private readTarget(): ServiceProcess | null {
+    const active = this.active
+    if (!active?.running && this.fallback?.running) return this.fallback
+    return active
+  }
+
   /** Passes a request to the active process (`body`: already read by the proxy). */
   private forward(req: IncomingMessage, res: ServerResponse, isWrite: boolean, body?: Uint8Array): void {
-    const target = this.active
+    const target = isWrite ? this.active : this.readTarget()
     if (!target?.running) {
       this.counters.unavailable += 1
       res.writeHead(503, { 'retry-after': '1', 'content-type': 'text/plain' })
@@ -154,11 +202,32 @@ export class SwapProxy {
     }
     this.counters.forwarded += 1
     try {
-      forwardLive(target, req, res, isWrite, body)
+      forwardLive(target, req, res, isWrite, body, isWrite ? undefined : this.retryTarget(req, target, body))
     } catch {
       // http.request throws synchronously on a request it cannot send (e.g. an invalid header value).
       res.writeHead(400, { 'content-type': 'text/plain' })
       res.end('request cannot be forwarded\n')
+    }
+  }
+
+  /**
+   * For a read that may be sent twice (a safe method without a body): the fallback, asked when `target`
+   * failed before answering. The dying new process never answered it, so the old one may. Anything else
+   * is not repeated: it may have had an effect, and only the journal may replay a write.
+   */
+  private retryTarget(
+    req: IncomingMessage,
+    target: ServiceProcess,
+    body: Uint8Array | undefined,
+  ): (() => ServiceProcess | null) | undefined {
+    const bodiless =
+      !body &&
+      req.headers['transfer-encoding'] === undefined &&
+      (req.headers['content-length'] ?? '0') === '0'
+    if (!bodiless || !RETRYABLE_METHODS.has(req.method ?? '')) return undefined
+    return () => {
+      const fallback = this.fallback
+      return fallback && fallback !== target && fallback.running ? fallback : null
     }
   }
 
@@ -313,6 +382,11 @@ function unjournalable(
     return { status: 431, detail: 'a header is too large to hold during an update' }
   }
   return null
+}
+
+/** Makes `res` close its connection once sent (a response already started cannot say so any more). */
+function closeAfter(res: ServerResponse): void {
+  if (!res.headersSent) res.setHeader('connection', 'close')
 }
 
 /** The request body, or null as soon as it passes `max` bytes (the connection is then closed). */

@@ -85,7 +85,7 @@ export class ServiceProcess {
 
   /** True once the process has exited, waiting up to `ms` for it (a failed call may be its death on the way). */
   async gone(ms: number): Promise<boolean> {
-    await Promise.race([this.exited, sleep(ms)])
+    await settlesWithin(this.exited, ms)
     return !this.running
   }
 
@@ -150,10 +150,7 @@ export class ServiceProcess {
   /** Resolves when no forwarded write is in flight (reads may go on). */
   async drainWrites(timeoutMs: number): Promise<boolean> {
     if (this.inflightWrites === 0) return true
-    return Promise.race([
-      new Promise<boolean>((resolve) => this.drainWaiters.push(() => resolve(true))),
-      sleep(timeoutMs).then(() => false),
-    ])
+    return settlesWithin(new Promise<void>((resolve) => this.drainWaiters.push(resolve)), timeoutMs)
   }
 
   /**
@@ -167,7 +164,7 @@ export class ServiceProcess {
     while ((this.inflight > 0 || this.tunnels.size > 0) && Date.now() < until) await sleep(20)
     this.closeTunnels()
     if (this.running) this.child.kill('SIGTERM')
-    const done = await Promise.race([this.exited.then(() => true), sleep(timeoutMs).then(() => false)])
+    const done = await settlesWithin(this.exited, timeoutMs)
     if (!done && this.running) {
       this.child.kill('SIGKILL')
       await this.exited
@@ -212,6 +209,18 @@ export function freePort(): Promise<number> {
       server.close(() => resolve(port))
     })
   })
+}
+
+/**
+ * True when `promise` settles within `ms`, false after. The timer is cleared either way: one left
+ * pending (a stop's `stopTimeoutMs`) kept the agent from exiting for that long after a quick stop.
+ */
+function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(0, ms))
+  })
+  return Promise.race([promise.then(() => true), late]).finally(() => clearTimeout(timer))
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -242,6 +242,8 @@ export class Supervisor {
   }
 
   private async shutdown(): Promise<void> {
+    // At once, not after a swap under way: clients learn to go while it ends.
+    this.proxy.stopAccepting()
     await this.swapping
     await this.proxy.close(this.settings.stopTimeoutMs)
     for (const p of this.processes) await p.stop(this.settings.stopTimeoutMs)
@@ -342,6 +344,8 @@ export class Supervisor {
 
     // Switch: reads now go to the new process, held writes replay into it in priority order.
     this.adopt(next, update)
+    // Still running until the replay is over: reads go back to it as soon as the new one dies.
+    this.proxy.fallback = old
     this.proxy.mode = 'replay'
     this.emit({ type: 'switched', version: update.version })
     const probationEnd = Date.now() + this.settings.probationMs
@@ -349,14 +353,19 @@ export class Supervisor {
     // After probation, new writes go live again (a client with writes still queued waits behind them).
     // Held any longer, every replayed answer under closed-loop load brings the next write into the
     // backlog, which then never drains: the swap would never end and the journal never be emptied.
+    // (Not when it has died meanwhile: live writes would only find nothing to take them.)
     const probation = setTimeout(() => {
-      if (this.proxy.mode === 'replay') this.proxy.mode = 'pass'
+      if (this.proxy.mode === 'replay' && next.running) this.proxy.mode = 'pass'
     }, this.settings.probationMs)
+    // A new version that dies ends its probation there: the rollback need not wait for the window.
     const replayed = await replayInto(
       this.buffer,
       next,
-      this.replayOptions(() => Date.now() < probationEnd),
-    ).finally(() => clearTimeout(probation))
+      this.replayOptions(() => Date.now() < probationEnd && next.running),
+    ).finally(() => {
+      clearTimeout(probation)
+      this.proxy.fallback = null
+    })
     // A new version that died during probation failed it even when no write told (the old one still runs).
     const result: ReplayResult =
       replayed.ok && !next.running
