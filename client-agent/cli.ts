@@ -297,9 +297,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       const store = new ArtifactStore(config.installRoot, parseWith(ArtifactName)(name))
       const disagreement = await store.linkDisagreement()
       // The link is what runs; state.json only records it (and may lag a killed switch, or be edited).
-      const state = disagreement
-        ? { ...(await store.state()), current: disagreement.linked }
-        : await store.state()
+      const state = { ...(await store.state()), ...(disagreement ? { current: disagreement.linked } : {}) }
       const stateDisagrees = disagreement
         ? `state.json names ${disagreement.recorded ?? 'no version'} as current, but ${store.currentLink} points at ${disagreement.linked ?? 'nothing'}; the link is what runs`
         : undefined

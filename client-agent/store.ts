@@ -76,9 +76,7 @@ export class ArtifactStore {
    * manifest back in.
    */
   async state(): Promise<StoreState> {
-    const linked = await this.currentFromLink()
-    const text = await unlessMissing(readFile(join(this.dir, 'state.json'), 'utf8'), null)
-    const stored = text === null ? undefined : parseStoreState(text)
+    const { linked, stored } = await this.recorded()
     if (!stored) return { lastSerial: await this.highestInstalledSerial(), current: linked, previous: null }
     if (linked === null || linked === stored.current) return stored
     return {
@@ -263,13 +261,10 @@ export class ArtifactStore {
       .sort((a, b) => b.serial - a.serial)
       .slice(room)
       .map((c) => c.version)
-    const versions = join(this.dir, 'versions')
     for (const version of doomed) await this.deleteVersion(version)
-    const leftovers = (await unlessMissing(readdir(versions), [])).filter((entry) =>
-      /^\..*\.tmp$/.test(entry),
-    )
-    for (const entry of leftovers) await rm(join(versions, entry), { recursive: true, force: true })
-    if (doomed.length > 0 || leftovers.length > 0) await fsyncDir(versions)
+    // The lock is held and this install is done: every temp entry is a leftover now, this process's too.
+    const swept = await this.sweepLeftovers(Number.POSITIVE_INFINITY)
+    if (doomed.length > 0 || swept > 0) await fsyncDir(join(this.dir, 'versions'))
     return doomed
   }
 
@@ -342,10 +337,10 @@ export class ArtifactStore {
    * failed or was killed, an interrupted commit's folder, a temp link or state file): only tempPathFor's
    * `.<name>.<hex>.tmp` names, and only those older than this process, so nothing of the current
    * holder's and never a live `versions/<v>`. Best effort: what cannot be deleted now stays hidden and
-   * is tried again by the next command, rather than failing this one.
+   * is tried again by the next command, rather than failing this one. `before`: only entries changed
+   * before this time (ms since the epoch) count. Returns how many were deleted.
    */
-  async sweepLeftovers(): Promise<void> {
-    const startedAt = performance.timeOrigin
+  async sweepLeftovers(before = performance.timeOrigin): Promise<number> {
     const versions = join(this.dir, 'versions')
     const candidates = [
       ...(await unlessMissing(readdir(versions), []))
@@ -355,10 +350,20 @@ export class ArtifactStore {
         .filter((entry) => isTempOf(entry, (base) => base === 'current' || base === 'state.json'))
         .map((entry) => join(this.dir, entry)),
     ]
+    let swept = 0
     for (const path of candidates) {
       const info = await lstat(path).catch(() => null)
-      if (info && info.mtimeMs < startedAt) await removeTree(path).catch(() => undefined)
+      if (
+        info &&
+        info.mtimeMs < before &&
+        (await removeTree(path).then(
+          () => true,
+          () => false,
+        ))
+      )
+        swept++
     }
+    return swept
   }
 
   /** The highest serial among installed manifests that still parse (0 for an empty store). */
@@ -383,10 +388,15 @@ export class ArtifactStore {
    * the link speaks). The link is what runs: state() and `status` report it.
    */
   async linkDisagreement(): Promise<{ linked: string | null; recorded: string | null } | null> {
+    const { linked, stored } = await this.recorded()
+    return stored && stored.current !== linked ? { linked, recorded: stored.current } : null
+  }
+
+  /** What the `current` link names and what state.json says (undefined when missing or unreadable). */
+  private async recorded(): Promise<{ linked: string | null; stored: StoreState | undefined }> {
     const linked = await this.currentFromLink()
     const text = await unlessMissing(readFile(join(this.dir, 'state.json'), 'utf8'), null)
-    const stored = text === null ? undefined : parseStoreState(text)
-    return stored && stored.current !== linked ? { linked, recorded: stored.current } : null
+    return { linked, stored: text === null ? undefined : parseStoreState(text) }
   }
 
   /** The version `current` names; none when it is missing, or not a link (EINVAL), or names no version. */

@@ -10,17 +10,15 @@ import { type ArtifactLock, lockArtifact } from '../fs/artifact-lock.ts'
  */
 export async function lockDaemon(installRoot: string): Promise<ArtifactLock> {
   try {
-    return await lockArtifact(join(installRoot, '.staging', '.daemon'), { timeoutMs: 0 })
+    return await lockArtifact(join(installRoot, '.staging', '.daemon'), {
+      timeoutMs: 0,
+      busyMessage: (holder) =>
+        `another deltaport daemon is already prefetching into ${installRoot}: ${holder}; stop it first (one daemon per store)`,
+    })
   } catch (error) {
     // A store the lock cannot even be made in (read-only, full) cannot be staged into either: the
     // cycles report that, and keep trying until the owner fixes the disk, as without the lock.
     if (error instanceof AgentError && error.code !== 'busy') return { release: async () => undefined }
-    if (!(error instanceof AgentError)) throw error
-    const holder = error.message.replace(/^[^:]*: /, '')
-    throw new AgentError(
-      'busy',
-      `another deltaport daemon is already prefetching into ${installRoot}: ${holder}; stop it first (one daemon per store)`,
-      error.details,
-    )
+    throw error
   }
 }

@@ -4,7 +4,7 @@ import { uptime } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { z } from 'zod'
-import { AgentError, fromFileSystemError } from '../errors.ts'
+import { AgentError, fromFileSystemError, namingPath } from '../errors.ts'
 import { tempPathFor } from './atomic.ts'
 import { makeDirs } from './make-dirs.ts'
 import { unlessMissing } from './missing.ts'
@@ -50,6 +50,8 @@ export interface LockWait {
   signal?: AbortSignal
   /** Told once, when the lock is held by someone else, so a CLI can say what it waits for. */
   onWait?: (holder: string) => void
+  /** What the `busy` error says is going on (default: a process changing this artifact). */
+  busyMessage?: (holder: string) => string
 }
 
 export interface ArtifactLock {
@@ -74,9 +76,7 @@ const BOOT_TOLERANCE_MS = 120_000
  */
 export async function lockArtifact(dir: string, wait: LockWait): Promise<ArtifactLock> {
   const path = join(dir, 'lock')
-  await makeDirs(dir).catch((error: unknown) => {
-    throw fromFileSystemError(error, dir) ?? error
-  })
+  await namingPath(dir, makeDirs(dir))
   const token = randomBytes(8).toString('hex')
   const target = `${LINK_PREFIX}:${process.pid}:${Math.round(bootedAt())}:${token}`
   const deadline = performance.now() + wait.timeoutMs
@@ -95,7 +95,7 @@ export async function lockArtifact(dir: string, wait: LockWait): Promise<Artifac
     }
     const who = describe(holder)
     if (performance.now() >= deadline)
-      throw new AgentError('busy', `another deltaport process is changing this artifact: ${who}`, {
+      throw new AgentError('busy', (wait.busyMessage ?? changingThisArtifact)(who), {
         lock: path,
         ...(holder === 'unreadable' ? {} : { pid: holder.pid, since: holder.since }),
       })
@@ -106,6 +106,9 @@ export async function lockArtifact(dir: string, wait: LockWait): Promise<Artifac
     })
   }
 }
+
+const changingThisArtifact = (holder: string) =>
+  `another deltaport process is changing this artifact: ${holder}`
 
 /** Runs `work` holding the artifact's lock; released however `work` ends. */
 export async function withArtifactLock<T>(dir: string, wait: LockWait, work: () => Promise<T>): Promise<T> {
