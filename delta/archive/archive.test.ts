@@ -135,6 +135,29 @@ describe('archive deltas', () => {
     expect(delta.length).toBeLessThan(target.length / 20)
   })
 
+  it('runs approx first when vcdiff is forecast to be big, vcdiff first for a small change', async () => {
+    if (!hasTar) return
+    const big: Record<string, string> = { ...v1, 'package/lib/big.js': fileText(5, 700_000) }
+    const source = tgz('o1', big, 6)
+    // A release that touches every few lines of the big file: vcdiff's delta is sure to be big.
+    const touched = big['package/lib/big.js']!.replace(/compute\((\d+)/g, (_, n: string) => `calc(${n}0`)
+    const busy = await roundTrip(source, tgz('o2', { ...big, 'package/lib/big.js': touched }, 6))
+    expect(busy.details.candidates.map((c) => c.differ)).toEqual(['approx'])
+    expect(busy.details.skippedDiffers).toEqual([expect.stringMatching(/^vcdiff: approx's \d+-byte delta/)])
+    // One line changed: vcdiff runs first and its tiny delta leaves approx nothing to win.
+    const oneLine = big['package/lib/big.js']!.replace('compute(', 'computed(')
+    const quiet = await roundTrip(source, tgz('o3', { ...big, 'package/lib/big.js': oneLine }, 6))
+    expect(quiet.details.candidates.map((c) => c.differ)).toEqual(['vcdiff'])
+    expect(quiet.details.skippedDiffers).toEqual([expect.stringMatching(/^approx: a \d+-byte delta/)])
+    // 'exhaustive' still runs both.
+    const both = mustApply(
+      createArchiveDelta(source, tgz('o4', { ...big, 'package/lib/big.js': touched }, 6), {
+        differEffort: 'exhaustive',
+      }),
+    )
+    expect(both.details.candidates.map((c) => c.differ).sort()).toEqual(['approx', 'vcdiff'])
+  })
+
   it('finds renamed and moved files by content', async () => {
     if (!hasTar) return
     const source = tgz('r1', v1, 6)

@@ -4,7 +4,7 @@
  * keep the smallest, and prove the result by applying it before handing it out.
  */
 import { deflateSync } from 'fflate'
-import { approxNotWorth } from '../effort.ts'
+import { approxLeads, approxNotWorth, FORECAST_MIN_EDITED_BYTES, vcdiffNotWorth } from '../effort.ts'
 import { DeltaFormatError } from '../errors.ts'
 import type { KnownCopy } from '../known-copies.ts'
 import { applyArchiveDelta } from './apply.ts'
@@ -33,6 +33,7 @@ import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { type DeferredProof, paramsKey, settleDeferredProofs } from './recompress.ts'
 import { buildRecipe, materialize, type Range, type RecipeStats, unchangedEntries } from './reference.ts'
 import { findSplice, SourceTokenIndex, spliceMayPay } from './splice-plan.ts'
+import { estimateVcdiffBytes } from './vcdiff-estimate.ts'
 
 export interface ArchiveDeltaOptions {
   /** Inner differs to try; the smallest result wins. Default: every production differ. */
@@ -50,8 +51,9 @@ export interface ArchiveDeltaOptions {
    */
   verify?: boolean | 'full'
   /**
-   * 'auto' (default) runs vcdiff first and approx only when it could save more than a few KiB
-   * (delta/effort.ts); 'exhaustive' runs every differ.
+   * 'auto' (default) runs vcdiff first and approx only when it could save more than a few KiB, or,
+   * when a sample forecasts a big vcdiff delta, approx first and vcdiff only if approx did worse than
+   * the forecast (delta/effort.ts); 'exhaustive' runs every differ.
    */
   differEffort?: 'auto' | 'exhaustive'
   /**
@@ -294,7 +296,7 @@ function diffPrepared(p: Prepared, options: ArchiveDeltaOptions): Diffed {
   const { src, tgt, limits, differs, target } = p
   const t = performance.now()
 
-  const { ranges, stats, lineUps } = buildRecipe(
+  const { ranges, stats, lineUps, edits } = buildRecipe(
     src.expanded.length,
     src.entries,
     tgt.entries,
@@ -306,12 +308,27 @@ function diffPrepared(p: Prepared, options: ArchiveDeltaOptions): Diffed {
   const candidates: InnerCandidate[] = []
   const failures: string[] = []
   const skippedDiffers: string[] = []
-  // vcdiff first: it is an order of magnitude cheaper, and its result bounds what approx could save.
-  const ordered = [...differs].sort((a, b) => Number(a.id === 'approx') - Number(b.id === 'approx'))
+  const pruning = options.differEffort !== 'exhaustive'
+  // vcdiff first: it is an order of magnitude cheaper, and its result bounds what approx could save;
+  // unless a forecast of vcdiff's delta says approx will run anyway (delta/effort.ts).
+  const edited = edits.reduce((n, e) => n + e.length, 0)
+  const forecast =
+    pruning &&
+    edited >= FORECAST_MIN_EDITED_BYTES &&
+    differs.some((d) => d.id === 'approx') &&
+    differs.some((d) => d.id === 'vcdiff')
+      ? estimateVcdiffBytes(reference, tgt.expanded, edits).bytes
+      : undefined
+  const approxFirst = forecast !== undefined && approxLeads(forecast, target.length)
+  const late = approxFirst ? 'vcdiff' : 'approx'
+  const ordered = [...differs].sort((a, b) => Number(a.id === late) - Number(b.id === late))
   for (const differ of ordered) {
-    if (differ.id === 'approx' && options.differEffort !== 'exhaustive' && candidates.length > 0) {
+    if (pruning && differ.id === late && candidates.length > 0) {
       const smallest = Math.min(...candidates.map((c) => c.stored.length))
-      const why = approxNotWorth(smallest, target.length)
+      const why =
+        late === 'approx' || forecast === undefined
+          ? approxNotWorth(smallest, target.length)
+          : vcdiffNotWorth(smallest, forecast)
       if (why) {
         skippedDiffers.push(`${differ.id}: ${why}`)
         continue

@@ -37,14 +37,17 @@ export function buildRecipe(
   source: readonly EntryRange[],
   target: readonly EntryRange[],
   maxReference: number,
-): { ranges: Range[]; stats: RecipeStats; lineUps: LineUp[] } {
+): { ranges: Range[]; stats: RecipeStats; lineUps: LineUp[]; edits: EditedEntry[] } {
   const stats: RecipeStats = { matchedByPath: 0, matchedByHash: 0, unmatched: 0 }
   const ranges: Range[] = []
   const lineUps: LineUp[] = []
+  const edits: EditedEntry[] = []
   if (source.length === 0) {
     push(ranges, 0, sourceLength)
     stats.unmatched = target.length
-    return { ranges, stats, lineUps }
+    for (const t of target)
+      edits.push({ target: t.start, length: t.end - t.start, source: 0, sourceLength: 0 })
+    return { ranges, stats, lineUps, edits }
   }
   const byPath = new Map<string, EntryRange>()
   const byHash = new Map<string, EntryRange>()
@@ -66,10 +69,20 @@ export function buildRecipe(
       else stats.unmatched++
     }
     // Repeats (many identical small files) could blow the reference up; cap it.
-    if (!match || total + (match.end - match.start) > maxReference) continue
+    if (!match || total + (match.end - match.start) > maxReference) {
+      edits.push({ target: t.start, length: t.end - t.start, source: 0, sourceLength: 0 })
+      continue
+    }
     used.add(match)
     if (t.hash === match.hash && match.end - match.start === t.end - t.start) {
       lineUps.push({ target: t.start, source: total, length: t.end - t.start, header: t.dataStart - t.start })
+    } else {
+      edits.push({
+        target: t.start,
+        length: t.end - t.start,
+        source: total,
+        sourceLength: match.end - match.start,
+      })
     }
     push(ranges, match.start, match.end - match.start)
     total += match.end - match.start
@@ -81,7 +94,20 @@ export function buildRecipe(
     push(ranges, e.start, e.end - e.start)
     total += e.end - e.start
   }
-  return { ranges, stats, lineUps }
+  return { ranges, stats, lineUps, edits }
+}
+
+/**
+ * A target entry whose content is not a lined-up copy: an edited file (its old version at `source` in
+ * the reference) or a new one (`sourceLength` 0). What the differs actually have to work on.
+ */
+export interface EditedEntry {
+  /** Where the entry (headers included) starts in the expanded target, and its length. */
+  target: number
+  length: number
+  /** Where its old version starts in the reference, and its length (0: a new entry). */
+  source: number
+  sourceLength: number
 }
 
 /** Shorter agreeing stretches of headers are left to the differ: a copy instruction costs about as much. */
