@@ -1,6 +1,7 @@
-import { gzipSync } from 'node:zlib'
+import { deflateRawSync, gzipSync } from 'node:zlib'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { type DeflateEngine, pakoEngine } from './archive/index.ts'
 import { applyDelta, applyDeltaStream, createDelta, DeltaFormatError, detectDeltaMethod } from './index.ts'
 import { collectingSink, readerFromBytes, sourceFromBytes } from './io.ts'
 
@@ -136,5 +137,28 @@ describe('createDelta effort', () => {
     expect(made.candidates.find((c) => c.method === 'approx')?.size).toBeGreaterThan(0)
     expect(made.method).toBe('approx')
     expect(same(applyDelta(source, made.delta), target)).toBe(true)
+  })
+
+  it("deflates approx's block streams with the caller's engine, and the delta still applies", () => {
+    const source = bytes(200_000, 6)
+    const target = source.map((b, i) => (i % 50 === 0 ? (b + 1) & 0xff : b))
+    const asked: { level: number; memLevel: number }[] = []
+    // Node's zlib, which needs not match pako here: approx's decoder only inflates.
+    const engine: DeflateEngine = {
+      ...pakoEngine,
+      name: 'counting-node-zlib',
+      deflate: (raw, params) => {
+        asked.push({ level: params.level, memLevel: params.memLevel })
+        return deflateRawSync(raw, { level: params.level, memLevel: params.memLevel })
+      },
+    }
+    const made = createDelta(source, target, { methods: ['approx'], deflateEngine: engine })
+    expect(asked.length).toBeGreaterThan(0)
+    expect(asked.every((a) => a.level === 9 && a.memLevel === 9)).toBe(true)
+    expect(same(applyDelta(source, made.delta), target)).toBe(true)
+    // Without an engine pako deflates: same format, maybe other bytes.
+    expect(same(applyDelta(source, createDelta(source, target, { methods: ['approx'] }).delta), target)).toBe(
+      true,
+    )
   })
 })

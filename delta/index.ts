@@ -2,6 +2,7 @@ import {
   type ApproxLimits,
   applyApproxDelta,
   applyApproxDeltaStream,
+  type CreateApproxOptions,
   createApproxDelta,
 } from './approx/index.ts'
 import {
@@ -14,6 +15,7 @@ import {
   createArchiveDeltaAsync,
   type DeflateEngine,
   defaultDiffers,
+  deflateHostOf,
   detectArchive,
 } from './archive/index.ts'
 import { approxNotWorth, looksExecutable, VCDIFF_AFTER_APPROX_FRACTION } from './effort.ts'
@@ -45,7 +47,10 @@ export interface CreateDeltaOptions {
   effort?: 'auto' | 'exhaustive'
   /** Clock for the timings in the report (injected so callers can make runs deterministic). */
   now?: () => number
-  /** Faster deflate for the archive method's parameter proof (delta/archive/deflate-engine.ts). */
+  /**
+   * Faster deflate for the archive method's parameter proof (delta/archive/deflate-engine.ts); it also
+   * compresses approx's block streams and archive inner deltas (deflateHostOf).
+   */
   deflateEngine?: DeflateEngine
 }
 
@@ -133,6 +138,12 @@ function archiveOptions(options: CreateDeltaOptions): ArchiveDeltaOptions {
   }
 }
 
+/** The publisher's engine also deflates approx's block streams (any valid deflate will do there). */
+function approxOptions(options: CreateDeltaOptions): CreateApproxOptions {
+  const deflateHost = deflateHostOf(options.deflateEngine)
+  return deflateHost ? { deflateHost } : {}
+}
+
 const archiveOutcome = (result: ArchiveDeltaResult): Uint8Array | string =>
   'notApplicable' in result ? result.notApplicable : result.delta
 
@@ -178,7 +189,7 @@ function chooseMethod(
     looksExecutable(source) &&
     looksExecutable(target)
   if (approxFirst) {
-    consider('approx', () => createApproxDelta(source, target))
+    consider('approx', () => createApproxDelta(source, target, approxOptions(options)))
     if (methods.includes('vcdiff')) {
       if (bestSize() < target.length * VCDIFF_AFTER_APPROX_FRACTION)
         candidates.push({
@@ -201,7 +212,7 @@ function chooseMethod(
         ? null
         : approxNotWorth(bestSize(), target.length)
     if (why) candidates.push({ method: 'approx', ms: 0, skipped: why })
-    else consider('approx', () => createApproxDelta(source, target))
+    else consider('approx', () => createApproxDelta(source, target, approxOptions(options)))
   }
   const chosen = best as { delta: Uint8Array; method: DeltaMethodId } | null
   if (!chosen)

@@ -5,6 +5,6 @@
  */
 export { applyApproxDelta } from './apply.ts'
 export { applyApproxDeltaStream } from './apply-stream.ts'
-export { type CreateApproxOptions, createApproxDelta } from './encode.ts'
+export { type CreateApproxOptions, createApproxDelta, type DeflateHost } from './encode.ts'
 export type { ApproxLimits } from './format.ts'
 export type { Inflated, InflateHost } from './inflate.ts'

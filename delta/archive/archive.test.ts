@@ -13,9 +13,12 @@ import {
   type ArchiveDeltaResult,
   applyArchiveDelta,
   applyArchiveDeltaToSink,
+  approxDiffer,
   createArchiveDelta,
+  type DeflateEngine,
   detectArchive,
   type InnerDiffer,
+  pakoEngine,
   vcdiffDiffer,
 } from './index.ts'
 import { findDeflateParams, paramsKey } from './recompress.ts'
@@ -156,6 +159,27 @@ describe('archive deltas', () => {
       }),
     )
     expect(both.details.candidates.map((c) => c.differ).sort()).toEqual(['approx', 'vcdiff'])
+  })
+
+  it("lends the engine's deflate to approx and to the inner delta's packing", async () => {
+    if (!hasTar) return
+    const source = tgz('h1', v1, 6)
+    const touched = v1['package/lib/a.js']!.replace(/compute\((\d+)/g, (_, n: string) => `calc(${n}0`)
+    const target = tgz('h2', { ...v1, 'package/lib/a.js': touched }, 6)
+    const memLevels: number[] = []
+    // pako itself, counted: the parameter proofs need pako's bytes, approx's streams need none.
+    const engine: DeflateEngine = {
+      ...pakoEngine,
+      name: 'counting-pako',
+      deflate: (raw, params) => {
+        memLevels.push(params.memLevel)
+        return pakoEngine.deflate(raw, params)
+      },
+    }
+    const { details } = await roundTrip(source, target, { deflateEngine: engine, differs: [approxDiffer] })
+    expect(details.differ).toBe('approx')
+    // The tarball is memLevel 8; approx asks for 9 for each of its three streams, packing for one more.
+    expect(memLevels.filter((m) => m === 9).length).toBeGreaterThanOrEqual(4)
   })
 
   it('finds renamed and moved files by content', async () => {

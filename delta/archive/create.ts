@@ -12,7 +12,7 @@ import { sameBytes } from './bytes.ts'
 import { findCheckpoints, findCheckpointsAsync } from './checkpoints.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
-import { type DeflateEngine, inflaterFor } from './deflate-engine.ts'
+import { type DeflateEngine, deflateHostOf, inflaterFor } from './deflate-engine.ts'
 import { detectArchive } from './detect.ts'
 import { defaultDiffers, type InnerDiffer } from './differs.ts'
 import {
@@ -321,6 +321,7 @@ function diffPrepared(p: Prepared, options: ArchiveDeltaOptions): Diffed {
       : undefined
   const approxFirst = forecast !== undefined && approxLeads(forecast, target.length)
   const late = approxFirst ? 'vcdiff' : 'approx'
+  const host = deflateHostOf(options.deflateEngine)
   const ordered = [...differs].sort((a, b) => Number(a.id === late) - Number(b.id === late))
   for (const differ of ordered) {
     if (pruning && differ.id === late && candidates.length > 0) {
@@ -336,14 +337,14 @@ function diffPrepared(p: Prepared, options: ArchiveDeltaOptions): Diffed {
     }
     let inner: Uint8Array
     try {
-      inner = differ.create(reference, tgt.expanded, unchanged)
+      inner = differ.create(reference, tgt.expanded, unchanged, host)
     } catch (err) {
       // One differ failing (a limit, a bug) should not cost us the others' result.
       failures.push(`${differ.id}: ${String(err)}`)
       continue
     }
     // Inner deltas still carry literal bytes (new file contents) that often compress further.
-    const packed = deflateSync(inner, { level: 9 })
+    const packed = host ? host.deflateRaw(inner, 9, 9) : deflateSync(inner, { level: 9 })
     const deflated = packed.length < inner.length
     candidates.push({ differ, inner, stored: deflated ? packed : inner, deflated })
   }

@@ -10,7 +10,7 @@
  * would fail the update (the agent then falls back to its next plan), never install wrong bytes.
  * docs/decisions/0016-native-deflate-engine.md.
  */
-import type { InflateHost } from '../approx/inflate.ts'
+import type { DeflateHost, InflateHost } from '../approx/index.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { type Inflated, type Inflater, inflateRawPrefix } from './inflate.ts'
 import {
@@ -57,6 +57,18 @@ export const pakoEngine: DeflateEngine = {
       finish: async () => r.finish(),
     }
   },
+}
+
+/**
+ * The engine as the approx encoder's deflate (DeflateHost): its streams only have to inflate, not to
+ * match pako, so any engine will do for any settings. None for pako itself, the encoder's default.
+ */
+export function deflateHostOf(engine: DeflateEngine | undefined): DeflateHost | undefined {
+  if (!engine || engine === pakoEngine) return undefined
+  return {
+    deflateRaw: (raw, level, memLevel) =>
+      engine.deflate(raw, { level, memLevel, windowBits: 15, strategy: 0, legacyHash: false }),
+  }
 }
 
 /** `preferred` when it handles these parameters and the stream is big enough, else the pako reference. */

@@ -6,6 +6,7 @@ import {
   applyApproxDelta,
   applyApproxDeltaStream,
   createApproxDelta,
+  type DeflateHost,
   type InflateHost,
 } from '../approx/index.ts'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../io.ts'
@@ -14,8 +15,16 @@ import { decodeVcdiff, decodeVcdiffStream, encodeVcdiff } from '../vcdiff/index.
 
 export interface InnerDiffer {
   readonly id: string
-  /** `knownCopies`: the target's unchanged entries, for the differ to copy without searching. */
-  create(source: Uint8Array, target: Uint8Array, knownCopies?: readonly KnownCopy[]): Uint8Array
+  /**
+   * `knownCopies`: the target's unchanged entries, for the differ to copy without searching. `host`
+   * may lend a faster deflate (the publisher's DeflateEngine, through deflateHostOf).
+   */
+  create(
+    source: Uint8Array,
+    target: Uint8Array,
+    knownCopies?: readonly KnownCopy[],
+    host?: DeflateHost,
+  ): Uint8Array
   /**
    * `expectedLength` is what the container promises; differs use it as an output ceiling. `host` may
    * lend a faster raw inflate (the agent's DeflateEngine).
@@ -48,8 +57,11 @@ export const vcdiffDiffer: InnerDiffer = {
 /** bsdiff-class: wins on binaries whose code shifted (executables inside tarballs). */
 export const approxDiffer: InnerDiffer = {
   id: 'approx',
-  create: (source, target, knownCopies) =>
-    createApproxDelta(source, target, knownCopies ? { knownCopies } : {}),
+  create: (source, target, knownCopies, host) =>
+    createApproxDelta(source, target, {
+      ...(knownCopies ? { knownCopies } : {}),
+      ...(host ? { deflateHost: host } : {}),
+    }),
   apply: (source, delta, expectedLength, host) =>
     applyApproxDelta(
       source,
