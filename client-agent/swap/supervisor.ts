@@ -43,6 +43,11 @@ export type SupervisorEvent =
   | { type: 'swap-done'; report: SwapReport }
   /** `restartInMs`: the back-off before the restart (it grows with each recent exit). */
   | { type: 'service-restarted'; version: string; exitCode: number; restartInMs?: number }
+  /**
+   * `version` died (`exitCode`) where a restart would be wrong (during its probation, soon after its
+   * switch, or in a crash loop): the previous version `to` is started again instead. `detail` says why.
+   */
+  | { type: 'rolling-back'; version: string; to: string; exitCode: number; detail: string }
   | { type: 'error'; message: string }
 
 export interface SwapReport {
@@ -94,6 +99,11 @@ export class Supervisor {
   private readonly stopSignal = new AbortController()
   private stopped: Promise<void> = Promise.resolve()
   private holdEstimateS = 2
+  /**
+   * The new process of the swap under way, from its switch until the replay's outcome is known: its exit
+   * is that swap's rollback (doSwap restarts the previous version), not a crash to restart.
+   */
+  private probation: { service: ServiceProcess; back: ReadyUpdate } | null = null
   /** The version last swapped in: until `until`, its exit is a failed update, not a crash to restart. */
   private watch: { service: ServiceProcess; failed: ReadyUpdate; back: ReadyUpdate; until: number } | null =
     null
@@ -265,6 +275,7 @@ export class Supervisor {
     if (!old) throw new Error('no running service to swap from')
     this.watch = null
     this.lastSwap = null
+    this.probation = null
     this.emit({ type: 'swap-started', version: update.version, from: from.version })
     const heldBefore = this.proxy.counters.held
 
@@ -344,6 +355,7 @@ export class Supervisor {
 
     // Switch: reads now go to the new process, held writes replay into it in priority order.
     this.adopt(next, update)
+    this.probation = { service: next, back: from }
     // Still running until the replay is over: reads go back to it as soon as the new one dies.
     this.proxy.fallback = old
     this.proxy.mode = 'replay'
@@ -371,6 +383,8 @@ export class Supervisor {
       replayed.ok && !next.running
         ? { ...replayed, ok: false, error: `${update.version} exited during probation`, failedWrite: 0 }
         : replayed
+    // From here its exit is watched by `watch` (installed) or it is stopped on purpose (rolled back).
+    this.probation = null
     if (result.ok) {
       this.proxy.mode = 'pass'
       this.watch = {
@@ -620,6 +634,18 @@ export class Supervisor {
       if (this.stopping || service.retiring || this.current !== service) return
       const now = Date.now()
       const exits = this.noteExit(version.version, now)
+      const probation = this.probation
+      if (probation?.service === service) {
+        // doSwap sees the death (its replay ends) and rolls back; a restart here would only be logged.
+        this.emit({
+          type: 'rolling-back',
+          version: version.version,
+          to: probation.back.version,
+          exitCode,
+          detail: `${version.version} exited (${exitCode}) during probation`,
+        })
+        return
+      }
       const watch = this.watch
       if (watch?.service === service && now < watch.until) {
         this.watch = null
@@ -693,7 +719,7 @@ export class Supervisor {
       void this.restartCrashed(dead, failed, exitCode)
       return null
     }
-    this.emit({ type: 'error', message: `${detail}; going back to ${back.version}` })
+    this.emit({ type: 'rolling-back', version: failed.version, to: back.version, exitCode, detail })
     // Nothing serves until the previous version is up: writes wait for it rather than fail.
     this.proxy.mode = 'buffer'
     await this.forget(dead)
