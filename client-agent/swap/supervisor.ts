@@ -8,7 +8,7 @@ import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
 import { SwapProxy } from './proxy.ts'
 import { type ReplayResult, replayInto } from './replay.ts'
 import { RunFiles } from './run-files.ts'
-import { ServiceProcess, sleep } from './service-process.ts'
+import { pause, ServiceProcess, sleep } from './service-process.ts'
 import {
   type ReadyUpdate,
   type SwapOutcomeKind,
@@ -756,9 +756,11 @@ export class Supervisor {
       const delay = this.restartDelay(attempt)
       if (attempt === 0)
         this.emit({ type: 'service-restarted', version: update.version, exitCode, restartInMs: delay })
-      await sleep(delay)
+      // Cut short by stop(): nobody needs the restart then, and a pending back-off timer (up to
+      // restartBackoffMaxMs) would keep the stopped agent from exiting.
+      const waited = await pause(delay, this.stopSignal.signal)
       // Checked after the back-off too: a stop or a swap during it means nobody needs this restart.
-      if (this.stopping || this.current !== dead) return
+      if (!waited || this.stopping || this.current !== dead) return
       const fresh = await this.launch(update)
       if (this.stopping) {
         // shutdown() may already have stopped the processes it knew of.
