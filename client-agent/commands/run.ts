@@ -208,8 +208,11 @@ export function describeEvent(event: SupervisorEvent): string {
       const r = event.report
       return `${r.outcome === 'installed' ? 'swapped to' : `${r.outcome} (${r.errorClass ?? 'error'}):`} ${r.version}; serving ${r.serving}; ${r.buffered} writes held for ${r.holdMs} ms`
     }
-    case 'service-restarted':
-      return `${event.version} exited (${event.exitCode}); restarting${event.restartInMs === undefined ? '' : ` in ${event.restartInMs} ms`}`
+    case 'service-restarted': {
+      const when = event.restartInMs === undefined ? '' : ` in ${event.restartInMs} ms`
+      const hold = event.holdMs === undefined ? '' : `, holding requests for it up to ${event.holdMs} ms`
+      return `${event.version} exited (${event.exitCode}); restarting${when}${hold}`
+    }
     case 'rolling-back':
       return `${event.detail}; rolling back to ${event.to}`
     case 'error':
