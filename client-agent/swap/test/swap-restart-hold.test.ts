@@ -164,6 +164,27 @@ describe('buffered swap: requests while the serving version restarts after a cra
     ])
   })
 
+  it('lets a swap that starts during the restart take the held writes over', async () => {
+    const h = await harness([{ version: '1.0.0' }, { version: '2.0.0' }], { restartBackoffMs: 5000 })
+    await crash(h)
+    const waiting = read(h, 'over')
+    const held = write(h, 'over', 1)
+    await waitFor(() => h.supervisor.counters.heldReads >= 1 && h.supervisor.counters.held >= 1, 10_000)
+    expect(await within(h.swapTo('2.0.0'), 30_000, 'the swap')).toMatchObject({ outcome: 'installed' })
+    // The write is the swap's now: replayed into the new version. The read was answered when it began.
+    const w = await within(held, 10_000, 'the held write')
+    expect(await w.json()).toMatchObject({ seq: 1, version: '2.0.0', applied: true })
+    const r = await within(waiting, 10_000, 'the waiting read')
+    expect(r.status).toBe(503)
+    expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+    expect((await h.log()).filter((l) => l.client === 'over')).toEqual([
+      { client: 'over', seq: 1, version: '2.0.0', replay: true },
+    ])
+    // No restarted 1.0.0 is left next to it.
+    await sleep(5500)
+    expect(await h.running()).toEqual(['2.0.0'])
+  })
+
   it('answers what it holds with 503 + Retry-After when the agent stops during the restart', async () => {
     const h = await harness([{ version: '1.0.0' }], { restartBackoffMs: 5000 })
     await crash(h)
