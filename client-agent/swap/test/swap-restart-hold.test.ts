@@ -65,12 +65,12 @@ describe('buffered swap: requests while the serving version restarts after a cra
   it('holds reads and writes that arrive during the back-off and forwards them once it is back', async () => {
     // healthTimeoutMs is also the early-crash window after a switch: the crash below comes after it.
     const h = await harness([{ version: '1.0.0' }, { version: '2.0.0' }], {
-      healthTimeoutMs: 2000,
+      healthTimeoutMs: 3000,
       probationMs: 200,
       restartBackoffMs: 1500,
     })
     expect((await h.swapTo('2.0.0')).outcome).toBe('installed')
-    await sleep(2500)
+    await sleep(3500)
     const dead = await crash(h)
     const held = [read(h, 'held'), read(h, 'other'), write(h, 'held', 1)]
     const [r1, r2, w] = await within(Promise.all(held), 30_000, 'the held requests')
