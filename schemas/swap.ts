@@ -104,6 +104,12 @@ export const SwapSettings = z.object({
   restartBackoffMs: z.number().int().min(0).max(600_000).default(200),
   restartBackoffMaxMs: z.number().int().min(0).max(3_600_000).default(30_000),
   /**
+   * Requests that arrive while a crashed service restarts are held for it this long at most (writes in
+   * the swap buffer, bodiless GET/HEAD/OPTIONS waiting), then get 503 + Retry-After. A back-off at least
+   * this long holds nothing (503 at once); 0 never holds.
+   */
+  restartHoldMs: z.number().int().min(0).max(600_000).default(10_000),
+  /**
    * A version swapped in less than `crashLoopWindowMs` ago that has exited `crashLoopExits` times since
    * its switch is crash-looping: the previous version comes back (errorClass `crash`).
    */

@@ -190,10 +190,11 @@ function printEvent(out: Reporter, event: SupervisorEvent): void {
     return
   }
   const at = new Date().toISOString().slice(11, 19)
-  process.stdout.write(`${at} ${describe(event)}\n`)
+  process.stdout.write(`${at} ${describeEvent(event)}\n`)
 }
 
-function describe(event: SupervisorEvent): string {
+/** One log line per event (`run` without --json). "restarting" only for a restart of the same version. */
+export function describeEvent(event: SupervisorEvent): string {
   switch (event.type) {
     case 'started':
       return `serving ${event.version} on port ${event.port}${event.recovered ? ` (replayed ${event.recovered} journaled writes)` : ''}${event.reaped ? ` (reaped ${event.reaped} orphaned processes)` : ''}`
@@ -207,8 +208,13 @@ function describe(event: SupervisorEvent): string {
       const r = event.report
       return `${r.outcome === 'installed' ? 'swapped to' : `${r.outcome} (${r.errorClass ?? 'error'}):`} ${r.version}; serving ${r.serving}; ${r.buffered} writes held for ${r.holdMs} ms`
     }
-    case 'service-restarted':
-      return `${event.version} exited (${event.exitCode}); restarting`
+    case 'service-restarted': {
+      const when = event.restartInMs === undefined ? '' : ` in ${event.restartInMs} ms`
+      const hold = event.holdMs === undefined ? '' : `, holding requests for it up to ${event.holdMs} ms`
+      return `${event.version} exited (${event.exitCode}); restarting${when}${hold}`
+    }
+    case 'rolling-back':
+      return `${event.detail}; rolling back to ${event.to}`
     case 'error':
       return `error: ${event.message}`
   }

@@ -33,6 +33,8 @@ export interface BufferStats {
   journaled: number
   rejected: number
   cancelled: number
+  /** Held writes answered 503 + Retry-After because nothing would take them in time (never applied). */
+  turnedAway: number
 }
 
 /**
@@ -50,7 +52,7 @@ export class WriteBuffer {
   private bytes = 0
   private writes = 0
   private memory = 0
-  private readonly counters = { journaled: 0, rejected: 0, cancelled: 0 }
+  private readonly counters = { journaled: 0, rejected: 0, cancelled: 0, turnedAway: 0 }
   private readonly arrivals: number[] = []
   private listeners = new Set<() => void>()
 
@@ -206,6 +208,28 @@ export class WriteBuffer {
     entry.state = 'done'
     this.counters.cancelled += 1
     await this.markDone(entry, 499)
+  }
+
+  /**
+   * Nothing will take the held write in time (a restart hold ran out, or the agent stops while the
+   * service is down): it is dropped and its client told to retry. The `done` record is made durable
+   * first: a crash in between must not replay a write whose client was told to send it again.
+   */
+  async turnAway(entry: HeldWrite, retryAfterSeconds: number, detail: string): Promise<void> {
+    if (entry.state !== 'held') return
+    entry.state = 'done'
+    this.counters.turnedAway += 1
+    await this.markDone(entry, 503)
+    entry.responder?.send(
+      503,
+      [
+        ['content-type', 'application/problem+json'],
+        ['retry-after', String(retryAfterSeconds)],
+      ],
+      Buffer.from(
+        JSON.stringify({ title: 'write not taken: the service is restarting', status: 503, detail }),
+      ),
+    )
   }
 
   /**

@@ -10,7 +10,7 @@ import {
   type SwapSettings,
 } from '../../schemas/swap.ts'
 import { admit, RetryGate } from './admission.ts'
-import type { Responder, WriteBuffer } from './buffer.ts'
+import type { HeldWrite, Responder, WriteBuffer } from './buffer.ts'
 import { forwardedFor, forwardLive, headerPairs, RETRYABLE_METHODS } from './forward.ts'
 import type { ClientLoadTracker, TierMap } from './priority.ts'
 import type { ServiceProcess } from './service-process.ts'
@@ -27,10 +27,36 @@ export type ProxyMode = 'pass' | 'buffer' | 'replay'
 export interface ProxyCounters {
   forwarded: number
   held: number
+  /** Reads that waited for a crashed service's restart. */
+  heldReads: number
   refused503: number
   refused413: number
   unavailable: number
 }
+
+/** A bodiless safe read waiting for the restarted process (nothing of it is buffered). */
+interface WaitingRead {
+  req: IncomingMessage
+  res: ServerResponse
+  expectsContinue: boolean
+}
+
+/**
+ * The requests held while a crashed service restarts, from the crash until the restarted copy serves
+ * (supervisor.ts `holdForRestart`). Writes are held by the swap buffer itself (mode `buffer`).
+ */
+interface RestartHold {
+  readonly reads: Set<WaitingRead>
+  /** Writes held since the hold began: turned away with it when nobody takes them. */
+  readonly writes: Set<HeldWrite>
+  /** What a client turned away should wait, in seconds (at least 1). */
+  readonly retryAfterSeconds: () => number
+  /** How it ended: the restart serves, a swap keeps the writes, or everything held was turned away. */
+  ended: null | 'served' | 'kept' | { turnedAway: string }
+}
+
+const WRITE_REFUSED = 'write refused during an update'
+const READ_REFUSED = 'read refused while the service restarts'
 
 /** How long a stop leaves idle keep-alive connections open for a request already on its way. */
 const IDLE_GRACE_MS = 100
@@ -47,7 +73,14 @@ export class SwapProxy {
   /** Seconds the current swap is still expected to hold writes (feeds Retry-After). */
   expectedHoldSeconds = 2
   drainPerSecond = 0
-  readonly counters: ProxyCounters = { forwarded: 0, held: 0, refused503: 0, refused413: 0, unavailable: 0 }
+  readonly counters: ProxyCounters = {
+    forwarded: 0,
+    held: 0,
+    heldReads: 0,
+    refused503: 0,
+    refused413: 0,
+    unavailable: 0,
+  }
   private readonly server: Server
   private readonly settings: SwapSettings
   private readonly buffer: WriteBuffer
@@ -65,6 +98,7 @@ export class SwapProxy {
   private closing = false
   private closed: Promise<void> | null = null
   private idleGraceEnd = 0
+  private restartHold: RestartHold | null = null
 
   constructor(settings: SwapSettings, buffer: WriteBuffer, tiers: TierMap, loads: ClientLoadTracker) {
     this.settings = settings
@@ -165,6 +199,10 @@ export class SwapProxy {
     const client = this.clientOf(req)
     this.loads.record(client)
     const isWrite = this.writeMethods.has(req.method ?? 'GET')
+    if (!isWrite && this.restartHold && !this.readTarget()?.running) {
+      this.waitForRestart(this.restartHold, req, res, client, expectsContinue)
+      return
+    }
     const hold = isWrite && (this.mode !== 'pass' || this.buffer.hasPending(client))
     if (hold) {
       void this.holdWrite(req, res, client, expectsContinue).catch((error: Error) => {
@@ -178,6 +216,111 @@ export class SwapProxy {
     // Live: the service gets the body as it comes; it does its own checks.
     if (expectsContinue) res.writeContinue()
     this.forward(req, res, isWrite)
+  }
+
+  get holdingForRestart(): boolean {
+    return this.restartHold !== null
+  }
+
+  /**
+   * The active process crashed and is being restarted: from now on a bodiless safe read that finds no
+   * running process waits for the restarted one, and writes are held (the supervisor sets mode `buffer`)
+   * under the swap buffer's admission, journal and replay. Both count against its bounds.
+   */
+  beginRestartHold(retryAfterSeconds: () => number): void {
+    this.restartHold = { reads: new Set(), writes: new Set(), retryAfterSeconds, ended: null }
+  }
+
+  /**
+   * The restarted process is active: the waiting reads go to it now, each sent once. Held writes are
+   * left to the supervisor's replay, which keeps each client's order.
+   */
+  releaseRestartHold(): void {
+    const hold = this.endRestartHold('served')
+    for (const read of hold?.reads ?? []) {
+      if (read.res.destroyed) continue
+      if (read.expectsContinue) read.res.writeContinue()
+      this.forward(read.req, read.res, false)
+    }
+  }
+
+  /**
+   * Nobody will take what the restart hold holds in time (its deadline passed, or the agent stops):
+   * each waiting read and each write held since the hold began that is still unsent gets 503 +
+   * Retry-After, and such a write is never applied. `keepWrites`: a swap takes over, and its replay
+   * takes the writes (only the reads are answered). Returns how many requests were turned away.
+   */
+  async abandonRestartHold(detail: string, keepWrites: boolean): Promise<number> {
+    const hold = this.endRestartHold(keepWrites ? 'kept' : { turnedAway: detail })
+    if (!hold) return 0
+    const retryAfter = hold.retryAfterSeconds()
+    // Counted first: an answered read leaves the set when its response closes.
+    const reads = [...hold.reads]
+    for (const read of reads) this.unavailable(read.res, retryAfter, detail)
+    if (keepWrites) return reads.length
+    const writes = [...hold.writes].filter((entry) => entry.state === 'held')
+    // One failed `done` record (journal gone) must not keep the others' clients waiting.
+    await Promise.allSettled(writes.map((entry) => this.buffer.turnAway(entry, retryAfter, detail)))
+    return reads.length + writes.length
+  }
+
+  private endRestartHold(how: Exclude<RestartHold['ended'], null>): RestartHold | null {
+    const hold = this.restartHold
+    if (!hold) return null
+    this.restartHold = null
+    hold.ended = how
+    return hold
+  }
+
+  /**
+   * A read that found no running process while the crashed service restarts. A GET, HEAD or OPTIONS
+   * without a body waits for the restarted process: it has no body to keep, and it is sent once, later
+   * (the same requests the probation fallback may send twice). Anything else may have effects, or has a
+   * body the proxy would have to keep outside the journal: 503 + Retry-After at once, as when nothing
+   * is held. Waiting reads take the admission of held writes (tier, count bound, rate-limited retries).
+   */
+  private waitForRestart(
+    hold: RestartHold,
+    req: IncomingMessage,
+    res: ServerResponse,
+    client: string,
+    expectsContinue: boolean,
+  ): void {
+    req.resume()
+    if (!bodilessSafe(req)) {
+      this.counters.unavailable += 1
+      this.unavailable(res, hold.retryAfterSeconds(), 'the service is restarting', expectsContinue)
+      return
+    }
+    const now = Date.now()
+    const wait = this.gate.waitFor(client, now)
+    if (wait > 0) {
+      this.counters.refused503 += 1
+      this.unavailable(res, wait, 'retry after the time given', expectsContinue)
+      return
+    }
+    if (!this.admitted(res, client, this.tiers.tierOf(client), 0, now, expectsContinue, READ_REFUSED)) return
+    const read: WaitingRead = { req, res, expectsContinue }
+    hold.reads.add(read)
+    this.counters.heldReads += 1
+    res.once('close', () => hold.reads.delete(read))
+  }
+
+  /** 503 + Retry-After for a request nothing serves now (`close`: as in `refuse`). */
+  private unavailable(res: ServerResponse, retryAfter: number, detail: string, close = false): void {
+    if (res.headersSent || res.destroyed) return
+    this.refuse(res, 503, retryAfter, detail, close, 'service unavailable: it is restarting')
+  }
+
+  /**
+   * A write held during a restart hold is that hold's: turned away with it if it is abandoned (also when
+   * it was abandoned while this write was being journaled), replayed if the restart serves.
+   */
+  private claimForRestart(hold: RestartHold | null, entry: HeldWrite): void {
+    if (!hold) return
+    if (hold.ended === null) hold.writes.add(entry)
+    else if (typeof hold.ended === 'object')
+      void this.buffer.turnAway(entry, hold.retryAfterSeconds(), hold.ended.turnedAway).catch(() => undefined)
   }
 
   /**
@@ -220,11 +363,7 @@ export class SwapProxy {
     target: ServiceProcess,
     body: Uint8Array | undefined,
   ): (() => ServiceProcess | null) | undefined {
-    const bodiless =
-      !body &&
-      req.headers['transfer-encoding'] === undefined &&
-      (req.headers['content-length'] ?? '0') === '0'
-    if (!bodiless || !RETRYABLE_METHODS.has(req.method ?? '')) return undefined
+    if (body || !bodilessSafe(req)) return undefined
     return () => {
       const fallback = this.fallback
       return fallback && fallback !== target && fallback.running ? fallback : null
@@ -238,12 +377,13 @@ export class SwapProxy {
     retryAfter: number | null,
     detail: string,
     close = status === 413,
+    title = WRITE_REFUSED,
   ): void {
     const headers: Record<string, string> = { 'content-type': 'application/problem+json' }
     if (retryAfter !== null) headers['retry-after'] = String(retryAfter)
     if (close) headers.connection = 'close'
     res.writeHead(status, headers)
-    res.end(JSON.stringify({ title: 'write refused during an update', status, detail }))
+    res.end(JSON.stringify({ title, status, detail }))
   }
 
   /**
@@ -326,11 +466,13 @@ export class SwapProxy {
         return res.destroyed
       },
     }
+    const hold = this.restartHold
     const entry = await this.buffer.hold(
       { method: req.method ?? 'POST', path, headers, body, client },
       responder,
     )
     this.counters.held += 1
+    this.claimForRestart(hold, entry)
     if (res.destroyed) void this.buffer.cancel(entry)
     res.on('close', () => {
       if (!res.writableFinished) void this.buffer.cancel(entry)
@@ -345,12 +487,14 @@ export class SwapProxy {
     size: number,
     now: number,
     close = false,
+    title = WRITE_REFUSED,
   ): boolean {
     const stats = this.buffer.stats()
     const decision = admit(tier, size, {
       bytes: stats.bytes,
       maxBytes: this.settings.maxBufferBytes,
-      writes: stats.writes,
+      // Reads waiting for a restart are held requests too: they count against the same bound.
+      writes: stats.writes + (this.restartHold?.reads.size ?? 0),
       maxWrites: this.settings.maxBufferedWrites,
       arrivalPerSecond: this.buffer.arrivalRate(now),
       drainPerSecond: this.drainPerSecond,
@@ -359,7 +503,7 @@ export class SwapProxy {
     if (decision.admit) return true
     this.counters.refused503 += 1
     this.gate.refused(client, decision.retryAfterSeconds, now)
-    this.refuse(res, 503, decision.retryAfterSeconds, decision.reason, close)
+    this.refuse(res, 503, decision.retryAfterSeconds, decision.reason, close, title)
     return false
   }
 
@@ -382,6 +526,18 @@ function unjournalable(
     return { status: 431, detail: 'a header is too large to hold during an update' }
   }
   return null
+}
+
+/**
+ * A GET, HEAD or OPTIONS without a body: nothing of it needs keeping, and it has no effect, so it may be
+ * sent later (held for a restart) or once more (to the probation fallback).
+ */
+function bodilessSafe(req: IncomingMessage): boolean {
+  return (
+    RETRYABLE_METHODS.has(req.method ?? '') &&
+    req.headers['transfer-encoding'] === undefined &&
+    (req.headers['content-length'] ?? '0') === '0'
+  )
 }
 
 /** Makes `res` close its connection once sent (a response already started cannot say so any more). */

@@ -226,3 +226,26 @@ function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)))
 }
+
+/**
+ * Waits `ms` unless `signal` aborts first: true when the whole wait passed, false when it was cut short
+ * (at once when already aborted). The timer is cleared on abort: one left pending kept the agent from
+ * exiting until it fired (a restart back-off reaches `restartBackoffMaxMs`, 30 s by default).
+ */
+export function pause(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(false)
+  return new Promise((resolve) => {
+    const aborted = () => {
+      clearTimeout(timer)
+      resolve(false)
+    }
+    const timer = setTimeout(
+      () => {
+        signal.removeEventListener('abort', aborted)
+        resolve(true)
+      },
+      Math.max(0, ms),
+    )
+    signal.addEventListener('abort', aborted, { once: true })
+  })
+}

@@ -8,7 +8,7 @@ import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
 import { SwapProxy } from './proxy.ts'
 import { type ReplayResult, replayInto } from './replay.ts'
 import { RunFiles } from './run-files.ts'
-import { ServiceProcess, sleep } from './service-process.ts'
+import { pause, ServiceProcess, sleep } from './service-process.ts'
 import {
   type ReadyUpdate,
   type SwapOutcomeKind,
@@ -41,8 +41,16 @@ export type SupervisorEvent =
   | { type: 'buffering'; version: string }
   | { type: 'switched'; version: string }
   | { type: 'swap-done'; report: SwapReport }
-  /** `restartInMs`: the back-off before the restart (it grows with each recent exit). */
-  | { type: 'service-restarted'; version: string; exitCode: number; restartInMs?: number }
+  /**
+   * `restartInMs`: the back-off before the restart (it grows with each recent exit). `holdMs`: requests
+   * arriving meanwhile are held for the restarted process up to this long (absent: they get 503).
+   */
+  | { type: 'service-restarted'; version: string; exitCode: number; restartInMs?: number; holdMs?: number }
+  /**
+   * `version` died (`exitCode`) where a restart would be wrong (during its probation, soon after its
+   * switch, or in a crash loop): the previous version `to` is started again instead. `detail` says why.
+   */
+  | { type: 'rolling-back'; version: string; to: string; exitCode: number; detail: string }
   | { type: 'error'; message: string }
 
 export interface SwapReport {
@@ -94,6 +102,11 @@ export class Supervisor {
   private readonly stopSignal = new AbortController()
   private stopped: Promise<void> = Promise.resolve()
   private holdEstimateS = 2
+  /**
+   * The new process of the swap under way, from its switch until the replay's outcome is known: its exit
+   * is that swap's rollback (doSwap restarts the previous version), not a crash to restart.
+   */
+  private probation: { service: ServiceProcess; back: ReadyUpdate } | null = null
   /** The version last swapped in: until `until`, its exit is a failed update, not a crash to restart. */
   private watch: { service: ServiceProcess; failed: ReadyUpdate; back: ReadyUpdate; until: number } | null =
     null
@@ -101,6 +114,10 @@ export class Supervisor {
   private lastSwap: { failed: ReadyUpdate; back: ReadyUpdate; at: number } | null = null
   /** Recent exits (times) of the serving version, for the restart back-off; reset when the version changes. */
   private exits: { version: string; at: number[] } = { version: '', at: [] }
+  /** Ends the restart hold when the restart has not served within `restartHoldMs` of the crash. */
+  private restartHoldTimer: NodeJS.Timeout | null = null
+  /** When the restart under way is next attempted (Retry-After for the requests it turns away). */
+  private restartDueAt = 0
   /** Versions whose swap was deferred (the running one's fault): not offered again before `notBefore`. */
   private readonly deferrals = new Map<string, { attempt: number; notBefore: number }>()
   publicPort = 0
@@ -244,6 +261,9 @@ export class Supervisor {
   private async shutdown(): Promise<void> {
     // At once, not after a swap under way: clients learn to go while it ends.
     this.proxy.stopAccepting()
+    // Nothing restarts the crashed service now: what waits for it is answered (503 + Retry-After, held
+    // writes settled unapplied) instead of being cut after stopTimeoutMs.
+    await this.abandonRestartHold('the agent is stopping')
     await this.swapping
     await this.proxy.close(this.settings.stopTimeoutMs)
     for (const p of this.processes) await p.stop(this.settings.stopTimeoutMs)
@@ -265,6 +285,9 @@ export class Supervisor {
     if (!old) throw new Error('no running service to swap from')
     this.watch = null
     this.lastSwap = null
+    this.probation = null
+    // The crashed old version's restart is no longer awaited: its held writes are this swap's to replay.
+    await this.abandonRestartHold('a new version is being swapped in', true)
     this.emit({ type: 'swap-started', version: update.version, from: from.version })
     const heldBefore = this.proxy.counters.held
 
@@ -344,6 +367,7 @@ export class Supervisor {
 
     // Switch: reads now go to the new process, held writes replay into it in priority order.
     this.adopt(next, update)
+    this.probation = { service: next, back: from }
     // Still running until the replay is over: reads go back to it as soon as the new one dies.
     this.proxy.fallback = old
     this.proxy.mode = 'replay'
@@ -371,6 +395,8 @@ export class Supervisor {
       replayed.ok && !next.running
         ? { ...replayed, ok: false, error: `${update.version} exited during probation`, failedWrite: 0 }
         : replayed
+    // From here its exit is watched by `watch` (installed) or it is stopped on purpose (rolled back).
+    this.probation = null
     if (result.ok) {
       this.proxy.mode = 'pass'
       this.watch = {
@@ -620,6 +646,18 @@ export class Supervisor {
       if (this.stopping || service.retiring || this.current !== service) return
       const now = Date.now()
       const exits = this.noteExit(version.version, now)
+      const probation = this.probation
+      if (probation?.service === service) {
+        // doSwap sees the death (its replay ends) and rolls back; a restart here would only be logged.
+        this.emit({
+          type: 'rolling-back',
+          version: version.version,
+          to: probation.back.version,
+          exitCode,
+          detail: `${version.version} exited (${exitCode}) during probation`,
+        })
+        return
+      }
       const watch = this.watch
       if (watch?.service === service && now < watch.until) {
         this.watch = null
@@ -641,7 +679,8 @@ export class Supervisor {
         void this.serialized(() => this.fallBack(service, swap.failed, swap.back, exitCode, detail))
         return
       }
-      void this.restartCrashed(service, version, exitCode)
+      // Outside swaps and fall-backs (which hold writes their own way), requests wait for the restart.
+      void this.restartCrashed(service, version, exitCode, !this.swapInProgress)
     })
   }
 
@@ -693,7 +732,7 @@ export class Supervisor {
       void this.restartCrashed(dead, failed, exitCode)
       return null
     }
-    this.emit({ type: 'error', message: `${detail}; going back to ${back.version}` })
+    this.emit({ type: 'rolling-back', version: failed.version, to: back.version, exitCode, detail })
     // Nothing serves until the previous version is up: writes wait for it rather than fail.
     this.proxy.mode = 'buffer'
     await this.forget(dead)
@@ -724,15 +763,35 @@ export class Supervisor {
     )
   }
 
-  private async restartCrashed(dead: ServiceProcess, update: ReadyUpdate, exitCode: number): Promise<void> {
+  /**
+   * Restarts `dead` (same version) after the back-off, retrying with a longer one while the restart fails
+   * its health check. `holdRequests`: requests arriving meanwhile wait for it (`holdForRestart`).
+   */
+  private async restartCrashed(
+    dead: ServiceProcess,
+    update: ReadyUpdate,
+    exitCode: number,
+    holdRequests = false,
+  ): Promise<void> {
+    // Decided before anything awaits, while the proxy's mode is still the one the crash found.
+    const held = holdRequests && this.holdForRestart(this.restartDelay(0))
     await this.forget(dead)
     for (let attempt = 0; ; attempt++) {
       const delay = this.restartDelay(attempt)
+      this.restartDueAt = Date.now() + delay
       if (attempt === 0)
-        this.emit({ type: 'service-restarted', version: update.version, exitCode, restartInMs: delay })
-      await sleep(delay)
+        this.emit({
+          type: 'service-restarted',
+          version: update.version,
+          exitCode,
+          restartInMs: delay,
+          ...(held ? { holdMs: this.settings.restartHoldMs } : {}),
+        })
+      // Cut short by stop(): nobody needs the restart then, and a pending back-off timer (up to
+      // restartBackoffMaxMs) would keep the stopped agent from exiting.
+      const waited = await pause(delay, this.stopSignal.signal)
       // Checked after the back-off too: a stop or a swap during it means nobody needs this restart.
-      if (this.stopping || this.current !== dead) return
+      if (!waited || this.stopping || this.current !== dead) return
       const fresh = await this.launch(update)
       if (this.stopping) {
         // shutdown() may already have stopped the processes it knew of.
@@ -741,16 +800,84 @@ export class Supervisor {
         return
       }
       if (await this.healthy(fresh)) {
-        if (this.current === dead && !this.stopping) this.adopt(fresh, update)
-        else {
-          await fresh.stop(this.settings.stopTimeoutMs)
-          await this.forget(fresh)
-        }
+        if (this.current === dead && !this.stopping) await this.takeRestarted(dead, fresh, update)
+        else await this.discard(fresh)
         return
       }
       await fresh.kill()
       await this.forget(fresh)
     }
+  }
+
+  private async discard(service: ServiceProcess): Promise<void> {
+    await service.stop(this.settings.stopTimeoutMs)
+    await this.forget(service)
+  }
+
+  /**
+   * Starts holding the requests that arrive while the crashed service restarts, as a swap holds them:
+   * writes join the write buffer (mode `buffer`: same admission, journal and replay), bodiless safe reads
+   * wait for the restarted process. Until `restartHoldMs` after the crash at most; not when the back-off
+   * alone is that long (they would only get their 503 later), during a swap or a fall-back (they hold
+   * writes their own way, and their replay must not meet this one), nor while stopping. True if it holds.
+   */
+  private holdForRestart(delay: number): boolean {
+    const { restartHoldMs } = this.settings
+    if (this.stopping || this.swapInProgress || this.proxy.mode !== 'pass') return false
+    if (this.proxy.holdingForRestart || delay >= restartHoldMs) return false
+    // Admission's Retry-After starts from how long the hold is expected to last.
+    this.proxy.expectedHoldSeconds = Math.max(1, delay / 1000)
+    this.proxy.mode = 'buffer'
+    this.proxy.beginRestartHold(() => Math.max(1, Math.ceil((this.restartDueAt - Date.now()) / 1000)))
+    this.restartHoldTimer = setTimeout(
+      () => void this.abandonRestartHold(`the service did not come back within ${restartHoldMs} ms`),
+      restartHoldMs,
+    )
+    return true
+  }
+
+  /**
+   * Ends a restart hold that will not be served: its requests get 503 + Retry-After (`keepWrites`: a swap
+   * takes over and replays the held writes; only the reads are answered). New writes go live again, and
+   * get 503 while nothing runs.
+   */
+  private async abandonRestartHold(why: string, keepWrites = false): Promise<void> {
+    this.clearRestartHoldTimer()
+    if (!this.proxy.holdingForRestart) return
+    if (!keepWrites && this.proxy.mode === 'buffer') this.proxy.mode = 'pass'
+    const turnedAway = await this.proxy.abandonRestartHold(why, keepWrites)
+    if (turnedAway > 0)
+      this.emit({
+        type: 'error',
+        message: `${turnedAway} request${turnedAway === 1 ? '' : 's'} held for the restart got 503: ${why}`,
+      })
+  }
+
+  private clearRestartHoldTimer(): void {
+    if (this.restartHoldTimer) clearTimeout(this.restartHoldTimer)
+    this.restartHoldTimer = null
+  }
+
+  /**
+   * Makes the healthy restarted copy serve. Under a restart hold this takes the swap lock, since its
+   * replay must not run beside a swap's: the waiting reads go to it, then the held writes are replayed
+   * into it in priority order (each client's in order) while new writes go live.
+   */
+  private async takeRestarted(
+    dead: ServiceProcess,
+    fresh: ServiceProcess,
+    update: ReadyUpdate,
+  ): Promise<void> {
+    if (!this.proxy.holdingForRestart) return this.adopt(fresh, update)
+    await this.serialized(async () => {
+      // A stop or a swap may have come first; then nobody needs this copy.
+      if (this.stopping || this.current !== dead) return this.discard(fresh)
+      this.clearRestartHoldTimer()
+      this.adopt(fresh, update)
+      this.proxy.releaseRestartHold()
+      await this.replayUntilDone(fresh, () => false)
+      await this.settle()
+    })
   }
 }
 

@@ -31,6 +31,10 @@ describe('buffered swap: a crash loop that starts after the early-crash window',
     await h.until((e) => e.type === 'swap-done' && e.report.outcome === 'rolled-back', 60_000)
     // Two restarts (100 ms, then 200 ms back-off); the third exit is the loop.
     expect(restarts(h.events)).toEqual([100, 200])
+    // The third exit is logged as the rollback it is, not as another restart.
+    expect(h.events).toContainEqual(
+      expect.objectContaining({ type: 'rolling-back', version: '2.0.0', to: '1.0.0' }),
+    )
     expect(h.outcomes).toEqual([
       expect.objectContaining({ version: '2.0.0', outcome: 'installed' }),
       expect.objectContaining({ version: '2.0.0', outcome: 'rolled-back', errorClass: 'crash' }),

@@ -1,7 +1,11 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { pathToFileURL } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { RunChildren, SwapSettings } from '../../../schemas/swap.ts'
 import { AgentError } from '../../errors.ts'
@@ -107,6 +111,67 @@ describe('stopping run', () => {
     expect(await within(check, 5_000, 'the check never ended')).toBeNull()
     expect(events.map((e) => e.type)).not.toContain('swap-started')
     expect(await t.running()).toEqual([])
+  })
+
+  it('exits promptly on SIGTERM while a crashed service waits out a long restart back-off', async () => {
+    const t = await artifactsFor(['1.0.0'])
+    const dir = dirs.at(-1)!
+    const module = (path: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, path)).href)
+    // What `deltaport run` does, in a process of its own (its exit is what is measured): a restart
+    // back-off of two minutes, stop on SIGTERM, every event on stdout.
+    const script = join(dir, 'agent.mjs')
+    await writeFile(
+      script,
+      `import { Supervisor } from ${module('../supervisor.ts')}
+import { SwapSettings } from ${module('../../../schemas/swap.ts')}
+const supervisor = await Supervisor.start({
+  command: [process.execPath, '--no-warnings', ${JSON.stringify(t.artifacts.get('1.0.0'))}],
+  runDir: ${JSON.stringify(join(dir, 'run'))},
+  dataDir: ${JSON.stringify(join(dir, 'data'))},
+  settings: SwapSettings.parse({ restartBackoffMs: 120000, restartBackoffMaxMs: 120000 }),
+  initial: { version: '1.0.0', artifactPath: ${JSON.stringify(t.artifacts.get('1.0.0'))} },
+  host: '127.0.0.1',
+  port: 0,
+  stdio: 'ignore',
+  onEvent: (event) => console.log(JSON.stringify(event)),
+})
+process.once('SIGTERM', async () => {
+  await supervisor.stop()
+  console.log(JSON.stringify({ type: 'stopped' }))
+})
+`,
+    )
+    const agent = spawn(process.execPath, ['--no-warnings', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const seen: string[] = []
+    createInterface({ input: agent.stdout }).on('line', (line) => {
+      seen.push((JSON.parse(line) as { type: string }).type)
+    })
+    try {
+      await waitFor(
+        () => seen.includes('started'),
+        20_000,
+        () => `no start: ${seen}`,
+      )
+      const [pid] = await t.recordedPids()
+      process.kill(pid!, 'SIGKILL')
+      // The crash was seen and its restart is two minutes away.
+      await waitFor(
+        () => seen.includes('service-restarted'),
+        20_000,
+        () => `no restart: ${seen}`,
+      )
+      agent.kill('SIGTERM')
+      // Far less than the two-minute back-off, even on a busy machine.
+      const [code] = await within(once(agent, 'exit'), 45_000, 'the agent process exiting')
+      expect(code).toBe(0)
+      expect(seen.at(-1)).toBe('stopped')
+      // No restart was started, before or after the stop, and nothing is left running.
+      expect(seen.filter((type) => type === 'service-restarted')).toHaveLength(1)
+      expect(await t.running()).toEqual([])
+      expect(await t.recordedPids()).toEqual([])
+    } finally {
+      agent.kill('SIGKILL')
+    }
   })
 
   it('on a port another process holds: an io error naming the address, and the service it started is stopped', async () => {
