@@ -49,7 +49,7 @@ export interface CreateDeltaOptions {
   now?: () => number
   /**
    * Faster deflate for the archive method's parameter proof (delta/archive/deflate-engine.ts); it also
-   * compresses approx's block streams and archive inner deltas (deflateHostOf).
+   * compresses approx's block streams (deflateHostOf).
    */
   deflateEngine?: DeflateEngine
 }

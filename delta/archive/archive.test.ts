@@ -161,7 +161,7 @@ describe('archive deltas', () => {
     expect(both.details.candidates.map((c) => c.differ).sort()).toEqual(['approx', 'vcdiff'])
   })
 
-  it("lends the engine's deflate to approx and to the inner delta's packing", async () => {
+  it("lends the engine's deflate to approx's streams", async () => {
     if (!hasTar) return
     const source = tgz('h1', v1, 6)
     const touched = v1['package/lib/a.js']!.replace(/compute\((\d+)/g, (_, n: string) => `calc(${n}0`)
@@ -178,8 +178,8 @@ describe('archive deltas', () => {
     }
     const { details } = await roundTrip(source, target, { deflateEngine: engine, differs: [approxDiffer] })
     expect(details.differ).toBe('approx')
-    // The tarball is memLevel 8; approx asks for 9 for each of its three streams, packing for one more.
-    expect(memLevels.filter((m) => m === 9).length).toBeGreaterThanOrEqual(4)
+    // The tarball is memLevel 8; approx asks for 9, for each of its three streams.
+    expect(memLevels.filter((m) => m === 9).length).toBeGreaterThanOrEqual(3)
   })
 
   it('finds renamed and moved files by content', async () => {

@@ -69,11 +69,8 @@ describe('deflate engines', () => {
     const made = createArchiveDelta(gzSource, gzTarget, { ...whole, deflateEngine: engine })
     expect('delta' in made).toBe(true)
     if (!('delta' in made)) return
-    // The proof of the target's parameters ran through the engine: a prefix, then once the whole stream;
-    // then the engine packed the (small) inner delta.
-    expect(calls.inputs.slice(0, 2)).toEqual([PREFIX_CHECK, target.length])
-    expect(calls.inputs.length).toBe(3)
-    expect(calls.inputs[2]).toBeLessThan(1000)
+    // The proof of the target's parameters ran through the engine: a prefix, then once the whole stream.
+    expect(calls.inputs).toEqual([PREFIX_CHECK, target.length])
     const plain = createArchiveDelta(gzSource, gzTarget, whole)
     expect('delta' in plain && Buffer.from(plain.delta).equals(Buffer.from(made.delta))).toBe(true)
 
