@@ -1,8 +1,11 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { type ChildProcessByStdio, spawn } from 'node:child_process'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { type IncomingMessage, request } from 'node:http'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { Readable } from 'node:stream'
+import { pathToFileURL } from 'node:url'
 import { RunChildren, SwapSettings, type SwapSettingsInput } from '../../../schemas/swap.ts'
 import { buildSampleService, type SampleBuild } from '../../sample-service/build.ts'
 import { sleep } from '../service-process.ts'
@@ -201,4 +204,37 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
       throw new Error(`${what}: no answer within ${ms} ms`)
     }),
   ])
+}
+
+/**
+ * Starts, in a process of its own, what `deltaport run` does: a Supervisor over `artifact` (version
+ * 1.0.0) with `settings`, then the module code `then`, which sees `supervisor`. For tests that measure
+ * how that process exits. `events`: every SupervisorEvent is printed on stdout as a JSON line.
+ */
+export async function spawnAgent(
+  dir: string,
+  artifact: string,
+  settings: SwapSettingsInput,
+  then: string,
+  options: { events?: boolean } = {},
+): Promise<ChildProcessByStdio<null, Readable, null>> {
+  const module = (path: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, path)).href)
+  const script = join(dir, 'agent.mjs')
+  await writeFile(
+    script,
+    `import { Supervisor } from ${module('../supervisor.ts')}
+import { SwapSettings } from ${module('../../../schemas/swap.ts')}
+const supervisor = await Supervisor.start({
+  command: [process.execPath, '--no-warnings', ${JSON.stringify(artifact)}],
+  runDir: ${JSON.stringify(join(dir, 'run'))},
+  dataDir: ${JSON.stringify(join(dir, 'data'))},
+  settings: SwapSettings.parse(${JSON.stringify(settings)}),
+  initial: { version: '1.0.0', artifactPath: ${JSON.stringify(artifact)} },
+  host: '127.0.0.1',
+  port: 0,
+  stdio: 'ignore',${options.events ? '\n  onEvent: (event) => console.log(JSON.stringify(event)),' : ''}
+})
+${then}`,
+  )
+  return spawn(process.execPath, ['--no-warnings', script], { stdio: ['ignore', 'pipe', 'inherit'] })
 }

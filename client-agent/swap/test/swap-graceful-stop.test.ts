@@ -1,13 +1,11 @@
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { pathToFileURL } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { SwapSettings } from '../../../schemas/swap.ts'
 import { buildSampleService } from '../../sample-service/build.ts'
 import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
-import { cleanup, harness, rawConnection, tempDir, waitFor, within } from './harness.ts'
+import { cleanup, harness, rawConnection, spawnAgent, tempDir, waitFor, within } from './harness.ts'
 
 /**
  * What a stop (SIGTERM to `deltaport run`) does to the public connections: no new ones; a request in
@@ -138,29 +136,16 @@ describe('stopping the swap proxy', () => {
   it('lets the agent exit on its own right after a quick stop, without waiting out stopTimeoutMs', async () => {
     const dir = await tempDir('deltaport-swap-exit-')
     const artifact = await buildSampleService(join(dir, 'v1.js'), { version: '1.0.0' })
-    const module = (path: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, path)).href)
     // What `deltaport run` does on SIGTERM, in a process of its own: its exit is what is measured.
-    const script = join(dir, 'agent.mjs')
-    await writeFile(
-      script,
-      `import { Supervisor } from ${module('../supervisor.ts')}
-import { SwapSettings } from ${module('../../../schemas/swap.ts')}
-const supervisor = await Supervisor.start({
-  command: [process.execPath, ${JSON.stringify(artifact)}],
-  runDir: ${JSON.stringify(join(dir, 'run'))},
-  dataDir: ${JSON.stringify(join(dir, 'data'))},
-  settings: SwapSettings.parse({ stopTimeoutMs: 120000 }),
-  initial: { version: '1.0.0', artifactPath: ${JSON.stringify(artifact)} },
-  host: '127.0.0.1',
-  port: 0,
-  stdio: 'ignore',
-})
-await fetch('http://127.0.0.1:' + supervisor.publicPort + '/health')
+    const agent = await spawnAgent(
+      dir,
+      artifact,
+      { stopTimeoutMs: 120000 },
+      `await fetch('http://127.0.0.1:' + supervisor.publicPort + '/health')
 await supervisor.stop()
 console.log('stopped')
 `,
     )
-    const agent = spawn(process.execPath, ['--no-warnings', script], { stdio: ['ignore', 'pipe', 'inherit'] })
     let output = ''
     agent.stdout.on('data', (c: Buffer) => {
       output += c.toString()

@@ -1,18 +1,16 @@
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { pathToFileURL } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { RunChildren, SwapSettings } from '../../../schemas/swap.ts'
 import { AgentError } from '../../errors.ts'
 import { buildSampleService } from '../../sample-service/build.ts'
 import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
 import type { ReadyUpdate, UpdateSource } from '../update-source.ts'
-import { runningArtifacts, waitFor, within } from './harness.ts'
+import { runningArtifacts, spawnAgent, waitFor, within } from './harness.ts'
 
 /**
  * Stopping `deltaport run` at awkward moments: the agent must exit promptly and leave no service
@@ -116,32 +114,19 @@ describe('stopping run', () => {
   it('exits promptly on SIGTERM while a crashed service waits out a long restart back-off', async () => {
     const t = await artifactsFor(['1.0.0'])
     const dir = dirs.at(-1)!
-    const module = (path: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, path)).href)
     // What `deltaport run` does, in a process of its own (its exit is what is measured): a restart
     // back-off of two minutes, stop on SIGTERM, every event on stdout.
-    const script = join(dir, 'agent.mjs')
-    await writeFile(
-      script,
-      `import { Supervisor } from ${module('../supervisor.ts')}
-import { SwapSettings } from ${module('../../../schemas/swap.ts')}
-const supervisor = await Supervisor.start({
-  command: [process.execPath, '--no-warnings', ${JSON.stringify(t.artifacts.get('1.0.0'))}],
-  runDir: ${JSON.stringify(join(dir, 'run'))},
-  dataDir: ${JSON.stringify(join(dir, 'data'))},
-  settings: SwapSettings.parse({ restartBackoffMs: 120000, restartBackoffMaxMs: 120000 }),
-  initial: { version: '1.0.0', artifactPath: ${JSON.stringify(t.artifacts.get('1.0.0'))} },
-  host: '127.0.0.1',
-  port: 0,
-  stdio: 'ignore',
-  onEvent: (event) => console.log(JSON.stringify(event)),
-})
-process.once('SIGTERM', async () => {
+    const agent = await spawnAgent(
+      dir,
+      t.artifacts.get('1.0.0')!,
+      { restartBackoffMs: 120000, restartBackoffMaxMs: 120000 },
+      `process.once('SIGTERM', async () => {
   await supervisor.stop()
   console.log(JSON.stringify({ type: 'stopped' }))
 })
 `,
+      { events: true },
     )
-    const agent = spawn(process.execPath, ['--no-warnings', script], { stdio: ['ignore', 'pipe', 'inherit'] })
     const seen: string[] = []
     createInterface({ input: agent.stdout }).on('line', (line) => {
       seen.push((JSON.parse(line) as { type: string }).type)
