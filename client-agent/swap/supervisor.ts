@@ -118,6 +118,11 @@ export class Supervisor {
   private restartHoldTimer: NodeJS.Timeout | null = null
   /** When the restart under way is next attempted (Retry-After for the requests it turns away). */
   private restartDueAt = 0
+  /**
+   * The hold under way is a fall-back's (`holdReadsForFallBack`): its writes belong to the fall-back's
+   * replay, so ending the hold early answers only the reads.
+   */
+  private fallBackHold = false
   /** Versions whose swap was deferred (the running one's fault): not offered again before `notBefore`. */
   private readonly deferrals = new Map<string, { attempt: number; notBefore: number }>()
   publicPort = 0
@@ -733,18 +738,22 @@ export class Supervisor {
       return null
     }
     this.emit({ type: 'rolling-back', version: failed.version, to: back.version, exitCode, detail })
-    // Nothing serves until the previous version is up: writes wait for it rather than fail.
+    // Nothing serves until the previous version is up: writes wait for it rather than fail, and so do
+    // bodiless reads.
     this.proxy.mode = 'buffer'
+    this.holdReadsForFallBack(back.version)
     await this.forget(dead)
     const restarted = await this.launch(back)
     if (!(await this.healthy(restarted))) {
       await restarted.kill()
       await this.forget(restarted)
+      await this.abandonRestartHold(`the previous version ${back.version} failed its health check`)
       void this.restartCrashed(dead, failed, exitCode)
       await this.replayUntilDone(dead, () => false)
       return null
     }
     this.adopt(restarted, back)
+    this.endFallBackHold()
     await this.retireAllBut(restarted)
     const result = await this.replayUntilDone(restarted, () => false)
     return this.finish(
@@ -837,15 +846,45 @@ export class Supervisor {
   }
 
   /**
+   * During a fall-back the reads that find nothing running wait for the previous version, as they wait
+   * for a restart (the fall-back already holds the writes: mode `buffer`), for `restartHoldMs` at most;
+   * they are sent to it once it is healthy (`endFallBackHold`). A restart hold already under way goes on
+   * as this one.
+   */
+  private holdReadsForFallBack(version: string): void {
+    const { restartHoldMs, healthTimeoutMs } = this.settings
+    if (this.stopping || restartHoldMs === 0) return
+    this.fallBackHold = true
+    if (this.proxy.holdingForRestart) return
+    // Retry-After for a read turned away: the previous version is up within its health timeout.
+    const dueAt = Date.now() + Math.min(restartHoldMs, healthTimeoutMs)
+    this.proxy.beginRestartHold(() => Math.max(1, Math.ceil((dueAt - Date.now()) / 1000)))
+    this.restartHoldTimer = setTimeout(
+      () => void this.abandonRestartHold(`${version} did not come back within ${restartHoldMs} ms`),
+      restartHoldMs,
+    )
+  }
+
+  /** The previous version serves: the reads held for it go to it now. */
+  private endFallBackHold(): void {
+    if (!this.fallBackHold) return
+    this.fallBackHold = false
+    this.clearRestartHoldTimer()
+    this.proxy.releaseRestartHold()
+  }
+
+  /**
    * Ends a restart hold that will not be served: its requests get 503 + Retry-After (`keepWrites`: a swap
    * takes over and replays the held writes; only the reads are answered). New writes go live again, and
-   * get 503 while nothing runs.
+   * get 503 while nothing runs. A fall-back's hold always keeps its writes: its replay takes them.
    */
   private async abandonRestartHold(why: string, keepWrites = false): Promise<void> {
     this.clearRestartHoldTimer()
+    const keep = keepWrites || this.fallBackHold
+    this.fallBackHold = false
     if (!this.proxy.holdingForRestart) return
-    if (!keepWrites && this.proxy.mode === 'buffer') this.proxy.mode = 'pass'
-    const turnedAway = await this.proxy.abandonRestartHold(why, keepWrites)
+    if (!keep && this.proxy.mode === 'buffer') this.proxy.mode = 'pass'
+    const turnedAway = await this.proxy.abandonRestartHold(why, keep)
     if (turnedAway > 0)
       this.emit({
         type: 'error',

@@ -200,4 +200,53 @@ describe('buffered swap: requests while the serving version restarts after a cra
     expect(await h.log()).toEqual([])
     expect(await h.running()).toEqual([])
   })
+  it('holds reads and writes during a fall-back to the previous version and forwards them to it', async () => {
+    // 2.0.0 crashes 1.5 s after it listens, inside the early-crash window (healthTimeoutMs) of its switch:
+    // a fall-back to 1.0.0, which takes 1.5 s to listen, so the requests below arrive while nothing runs.
+    const h = await harness(
+      [
+        { version: '1.0.0', startupDelayMs: 1500 },
+        { version: '2.0.0', crashAfterMs: 1500 },
+      ],
+      { probationMs: 200, healthTimeoutMs: 10_000 },
+    )
+    expect((await h.swapTo('2.0.0')).outcome).toBe('installed')
+    await h.until((e) => e.type === 'rolling-back', 20_000)
+    const held = [read(h, 'fb'), read(h, 'fb-other'), write(h, 'fb', 1)]
+    const [r1, r2, w] = await within(Promise.all(held), 30_000, 'the held requests')
+    expect([r1!.status, r2!.status, w!.status]).toEqual([200, 200, 200])
+    expect(await r1!.json()).toMatchObject({ client: 'fb', version: '1.0.0' })
+    expect(await w!.json()).toMatchObject({ seq: 1, version: '1.0.0', applied: true })
+    await h.until((e) => e.type === 'swap-done' && e.report.outcome === 'rolled-back')
+    expect(h.supervisor.version).toBe('1.0.0')
+    expect(h.supervisor.counters).toMatchObject({ unavailable: 0, refused503: 0 })
+    expect((await h.log()).filter((l) => l.client === 'fb')).toEqual([
+      { client: 'fb', seq: 1, version: '1.0.0', replay: true },
+    ])
+    expect(await journalPending(h)).toEqual([])
+  })
+  it('keeps the writes held by a fall-back when the agent stops during it; only its reads get 503', async () => {
+    const h = await harness(
+      [
+        { version: '1.0.0', startupDelayMs: 2000 },
+        { version: '2.0.0', crashAfterMs: 1500 },
+      ],
+      { probationMs: 200, healthTimeoutMs: 10_000 },
+    )
+    expect((await h.swapTo('2.0.0')).outcome).toBe('installed')
+    await h.until((e) => e.type === 'rolling-back', 20_000)
+    const waiting = read(h, 'fb-stop')
+    const held = write(h, 'fb-stop', 1)
+    await waitFor(() => h.supervisor.counters.heldReads >= 1 && h.supervisor.counters.held >= 1, 10_000)
+    await within(h.supervisor.stop(), 30_000, 'the stop')
+    const [r, w] = await within(Promise.all([waiting, held]), 10_000, 'the held requests')
+    expect(r.status).toBe(503)
+    expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+    // The fall-back finished before the agent exited: the write reached the previous version, once.
+    expect(w.status).toBe(200)
+    expect((await h.log()).filter((l) => l.client === 'fb-stop')).toEqual([
+      { client: 'fb-stop', seq: 1, version: '1.0.0', replay: true },
+    ])
+    expect(await journalPending(h)).toEqual([])
+  })
 })
