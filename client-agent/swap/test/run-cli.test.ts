@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { z } from 'zod'
+import { RunChildren } from '../../../schemas/swap.ts'
 import { buildSampleService, type SampleBuild } from '../../sample-service/build.ts'
 import { ArtifactStore } from '../../store.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from '../../test/local-edge.ts'
@@ -98,10 +99,10 @@ function write(port: number, client: string, seq: number): Promise<Response> {
   })
 }
 
-async function serviceLog(): Promise<
-  Array<{ client: string; seq: number; version: string; replay: boolean }>
-> {
-  const dir = join(new ArtifactStore(setup.ws.config.installRoot, NAME).dir, 'data')
+async function serviceLog(
+  name = NAME,
+): Promise<Array<{ client: string; seq: number; version: string; replay: boolean }>> {
+  const dir = join(new ArtifactStore(setup.ws.config.installRoot, name).dir, 'data')
   const text = await readFile(join(dir, 'writes.log'), 'utf8')
   return text
     .split('\n')
@@ -272,4 +273,35 @@ describe('deltaport run (CLI, local edge)', () => {
       expect(await agent.exited).toBe(0)
     }
   }, 120_000)
+  it('holds the requests that arrive while a crashed service restarts and answers them from the restart', async () => {
+    const name = 'restart-svc'
+    await publish({ version: '1.0.0' }, name)
+    // A back-off long enough for the requests below to arrive while nothing runs.
+    const swapConfig = join(setup.ws.dir, 'restart-swap.json')
+    await writeFile(swapConfig, JSON.stringify({ restartBackoffMs: 1500 }))
+    const port = await freePort()
+    const agent = startAgent(port, ['--swap-config', swapConfig, '--interval', '0'], name)
+    try {
+      await agent.waitFor((e) => e.type === 'started')
+      const runDir = join(new ArtifactStore(setup.ws.config.installRoot, name).dir, 'run')
+      const { pids } = RunChildren.parse(JSON.parse(await readFile(join(runDir, 'children.json'), 'utf8')))
+      expect(pids).toHaveLength(1)
+      process.kill(pids[0]!, 'SIGKILL')
+      const restarted = await agent.waitFor((e) => e.type === 'service-restarted')
+      expect(restarted).toMatchObject({ version: '1.0.0', restartInMs: 1500, holdMs: 10_000 })
+      const [read, written] = await Promise.all([
+        fetch(`http://127.0.0.1:${port}/state?client=restart-client`),
+        write(port, 'restart-client', 1),
+      ])
+      expect([read.status, written.status]).toEqual([200, 200])
+      expect(await written.json()).toMatchObject({ seq: 1, version: '1.0.0', applied: true })
+      // Applied once, by the replay into the restarted process.
+      expect((await serviceLog(name)).filter((l) => l.client === 'restart-client')).toEqual([
+        { client: 'restart-client', seq: 1, version: '1.0.0', replay: true },
+      ])
+    } finally {
+      agent.child.kill('SIGTERM')
+      expect(await agent.exited).toBe(0)
+    }
+  }, 90_000)
 })
