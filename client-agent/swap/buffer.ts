@@ -80,13 +80,30 @@ export class WriteBuffer {
   /** Resolves once `client` has nothing held (at once when it has nothing now). */
   async clientDrained(client: string): Promise<void> {
     while (this.hasPending(client)) {
-      await new Promise<void>((resolve) => {
-        const off = this.onChange(() => {
-          off()
-          resolve()
-        })
-      })
+      await this.nextChange()
     }
+  }
+
+  /**
+   * Resolves once every write `client` has held now has left the buffer (replayed, refused or turned
+   * away). Writes it holds later are not waited for, so a client that keeps writing cannot starve this.
+   */
+  async heldSoFarSettled(client: string): Promise<void> {
+    const last = this.queues.get(client)?.at(-1)
+    if (!last) return
+    // Each client's writes leave in order, so the last one leaving means all of them have.
+    while (this.queues.get(client)?.includes(last)) {
+      await this.nextChange()
+    }
+  }
+
+  private nextChange(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const off = this.onChange(() => {
+        off()
+        resolve()
+      })
+    })
   }
 
   get empty(): boolean {

@@ -38,6 +38,7 @@ export interface ProxyCounters {
 interface WaitingRead {
   req: IncomingMessage
   res: ServerResponse
+  client: string
   expectsContinue: boolean
 }
 
@@ -233,14 +234,17 @@ export class SwapProxy {
 
   /**
    * The restarted process is active: the waiting reads go to it now, each sent once. Held writes are
-   * left to the supervisor's replay, which keeps each client's order.
+   * left to the supervisor's replay, which keeps each client's order; a read whose client has writes
+   * held is sent once those are replayed, so it sees them.
    */
   releaseRestartHold(): void {
     const hold = this.endRestartHold('served')
     for (const read of hold?.reads ?? []) {
-      if (read.res.destroyed) continue
-      if (read.expectsContinue) read.res.writeContinue()
-      this.forward(read.req, read.res, false)
+      void this.buffer.heldSoFarSettled(read.client).then(() => {
+        if (read.res.destroyed) return
+        if (read.expectsContinue) read.res.writeContinue()
+        this.forward(read.req, read.res, false)
+      })
     }
   }
 
@@ -300,7 +304,7 @@ export class SwapProxy {
       return
     }
     if (!this.admitted(res, client, this.tiers.tierOf(client), 0, now, expectsContinue, READ_REFUSED)) return
-    const read: WaitingRead = { req, res, expectsContinue }
+    const read: WaitingRead = { req, res, client, expectsContinue }
     hold.reads.add(read)
     this.counters.heldReads += 1
     res.once('close', () => hold.reads.delete(read))

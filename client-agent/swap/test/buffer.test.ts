@@ -81,6 +81,26 @@ describe('write buffer', () => {
     await journal.close()
   })
 
+  it('settles a client’s writes held so far without waiting for the ones it holds later', async () => {
+    const { buffer, journal } = await makeBuffer({})
+    await buffer.heldSoFarSettled('a') // nothing held: at once
+    const a1 = await buffer.hold(request('a', 'a1'), null)
+    const a2 = await buffer.hold(request('a', 'a2'), null)
+    let settled = false
+    const waiting = buffer.heldSoFarSettled('a').then(() => {
+      settled = true
+    })
+    await buffer.complete(a1, 200, [], Buffer.from('ok'))
+    const a3 = await buffer.hold(request('a', 'a3'), null)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(settled).toBe(false)
+    await buffer.complete(a2, 200, [], Buffer.from('ok'))
+    await waiting
+    // a3, held after the wait began, is still pending.
+    expect(buffer.clientQueues.get('a')!.map((w) => w.id)).toEqual([a3.id])
+    await journal.close()
+  })
+
   it('answers an invalid write at once (401 without the auth header) and drops it from the queue', async () => {
     const { buffer, journal } = await makeBuffer({ requiredHeader: 'authorization' })
     const r = recorder()

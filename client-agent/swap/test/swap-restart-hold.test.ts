@@ -92,6 +92,21 @@ describe('buffered swap: requests while the serving version restarts after a cra
     expect(await (await write(h, 'held', 2)).json()).toMatchObject({ seq: 2, applied: true })
   })
 
+  it('sends a held read after its client’s held writes are replayed, so it sees them', async () => {
+    const h = await harness([{ version: '1.0.0' }], { restartBackoffMs: 1500 })
+    await crash(h)
+    const writes = [1, 2, 3, 4, 5].map((seq) => write(h, 'ryw', seq))
+    await waitFor(() => h.supervisor.counters.held >= 5, 10_000)
+    const [mine, other] = await within(
+      Promise.all([read(h, 'ryw'), read(h, 'ryw-other')]),
+      30_000,
+      'the held reads',
+    )
+    expect(await mine.json()).toMatchObject({ client: 'ryw', lastSeq: 5, version: '1.0.0' })
+    expect(await other.json()).toMatchObject({ client: 'ryw-other', lastSeq: 0 })
+    for (const w of await Promise.all(writes)) expect(w.status).toBe(200)
+  })
+
   it('answers 503 + Retry-After at once past the hold bounds, and to requests it cannot hold', async () => {
     const h = await harness([{ version: '1.0.0' }], {
       restartBackoffMs: 3000,
