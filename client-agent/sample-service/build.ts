@@ -9,6 +9,8 @@ export interface SampleBuild {
   startupDelayMs?: number
   /** The build exits this long after it starts listening (0 or absent: never). */
   crashAfterMs?: number
+  /** Each write waits this long before it is applied (0 or absent: none): a slow replay. */
+  writeDelayMs?: number
 }
 
 const SOURCE = join(import.meta.dirname, 'service.ts')
@@ -26,6 +28,7 @@ export async function buildSampleService(outFile: string, build: SampleBuild): P
     fail: build.fail ?? 'none',
     startupDelayMs: build.startupDelayMs ?? 0,
     ...(build.crashAfterMs ? { crashAfterMs: build.crashAfterMs } : {}),
+    ...(build.writeDelayMs ? { writeDelayMs: build.writeDelayMs } : {}),
   }
   const baked = source.replace(MARKER, `const BUILD: Build = ${JSON.stringify(constants)}`)
   const js = stripTypeScriptTypes(baked, { mode: 'strip' })

@@ -21,6 +21,8 @@ interface Build {
   startupDelayMs: number
   /** Exits (code 1) this long after it started listening; 0: never (a build that crashes soon after its switch). */
   crashAfterMs?: number
+  /** Each write waits this long before it is applied; 0: none (a slow replay). */
+  writeDelayMs?: number
 }
 
 // build.ts replaces the next line in built artifacts.
@@ -104,6 +106,7 @@ function readBody(req: IncomingMessage): Promise<string | null> {
 async function write(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const client = req.headers['x-client-id']
   const text = await readBody(req)
+  if (BUILD.writeDelayMs) await new Promise((resolve) => setTimeout(resolve, BUILD.writeDelayMs))
   if (BUILD.fail === 'writes') return send(res, 500, { error: 'this build fails every write' })
   if (typeof client !== 'string' || client.length === 0 || client.length > 128 || text === null) {
     return send(res, 400, { error: 'x-client-id and a body under 64 KiB are required' })

@@ -204,6 +204,11 @@ export class SwapProxy {
       this.waitForRestart(this.restartHold, req, res, client, expectsContinue)
       return
     }
+    // Once the process that gets the held writes serves, a client's read follows its writes held so far.
+    if (!isWrite && this.mode !== 'buffer' && this.buffer.hasPending(client)) {
+      this.sendAfterHeldWrites({ req, res, client, expectsContinue })
+      return
+    }
     const hold = isWrite && (this.mode !== 'pass' || this.buffer.hasPending(client))
     if (hold) {
       void this.holdWrite(req, res, client, expectsContinue).catch((error: Error) => {
@@ -239,13 +244,19 @@ export class SwapProxy {
    */
   releaseRestartHold(): void {
     const hold = this.endRestartHold('served')
-    for (const read of hold?.reads ?? []) {
-      void this.buffer.heldSoFarSettled(read.client).then(() => {
-        if (read.res.destroyed) return
-        if (read.expectsContinue) read.res.writeContinue()
-        this.forward(read.req, read.res, false)
-      })
-    }
+    for (const read of hold?.reads ?? []) this.sendAfterHeldWrites(read)
+  }
+
+  /**
+   * Forwards a read once the writes its client has held so far are replayed (at once when it has none),
+   * so the read sees them.
+   */
+  private sendAfterHeldWrites(read: WaitingRead): void {
+    void this.buffer.heldSoFarSettled(read.client).then(() => {
+      if (read.res.destroyed) return
+      if (read.expectsContinue) read.res.writeContinue()
+      this.forward(read.req, read.res, false)
+    })
   }
 
   /**
