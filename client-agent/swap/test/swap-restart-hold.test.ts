@@ -61,6 +61,24 @@ const read = (h: Harness, client: string, init: RequestInit = {}) =>
 const journalPending = async (h: Harness) =>
   parseJournal(await readFile(join(h.dir, 'run', 'swap.journal'))).pending
 
+/**
+ * 2.0.0 is swapped in and crashes 1.5 s after it listens, inside the early-crash window
+ * (healthTimeoutMs) of its switch: a fall-back to 1.0.0, which takes `previousStartMs` to listen, so
+ * requests sent when this returns arrive while nothing runs.
+ */
+async function fallingBack(previousStartMs: number): Promise<Harness> {
+  const h = await harness(
+    [
+      { version: '1.0.0', startupDelayMs: previousStartMs },
+      { version: '2.0.0', crashAfterMs: 1500 },
+    ],
+    { probationMs: 200, healthTimeoutMs: 10_000 },
+  )
+  expect((await h.swapTo('2.0.0')).outcome).toBe('installed')
+  await h.until((e) => e.type === 'rolling-back', 20_000)
+  return h
+}
+
 describe('buffered swap: requests while the serving version restarts after a crash', () => {
   it('holds reads and writes that arrive during the back-off and forwards them once it is back', async () => {
     // healthTimeoutMs is also the early-crash window after a switch: the crash below comes after it.
@@ -215,18 +233,9 @@ describe('buffered swap: requests while the serving version restarts after a cra
     expect(await h.log()).toEqual([])
     expect(await h.running()).toEqual([])
   })
+
   it('holds reads and writes during a fall-back to the previous version and forwards them to it', async () => {
-    // 2.0.0 crashes 1.5 s after it listens, inside the early-crash window (healthTimeoutMs) of its switch:
-    // a fall-back to 1.0.0, which takes 1.5 s to listen, so the requests below arrive while nothing runs.
-    const h = await harness(
-      [
-        { version: '1.0.0', startupDelayMs: 1500 },
-        { version: '2.0.0', crashAfterMs: 1500 },
-      ],
-      { probationMs: 200, healthTimeoutMs: 10_000 },
-    )
-    expect((await h.swapTo('2.0.0')).outcome).toBe('installed')
-    await h.until((e) => e.type === 'rolling-back', 20_000)
+    const h = await fallingBack(1500)
     const held = [read(h, 'fb'), read(h, 'fb-other'), write(h, 'fb', 1)]
     const [r1, r2, w] = await within(Promise.all(held), 30_000, 'the held requests')
     expect([r1!.status, r2!.status, w!.status]).toEqual([200, 200, 200])
@@ -240,16 +249,9 @@ describe('buffered swap: requests while the serving version restarts after a cra
     ])
     expect(await journalPending(h)).toEqual([])
   })
+
   it('keeps the writes held by a fall-back when the agent stops during it; only its reads get 503', async () => {
-    const h = await harness(
-      [
-        { version: '1.0.0', startupDelayMs: 2000 },
-        { version: '2.0.0', crashAfterMs: 1500 },
-      ],
-      { probationMs: 200, healthTimeoutMs: 10_000 },
-    )
-    expect((await h.swapTo('2.0.0')).outcome).toBe('installed')
-    await h.until((e) => e.type === 'rolling-back', 20_000)
+    const h = await fallingBack(2000)
     const waiting = read(h, 'fb-stop')
     const held = write(h, 'fb-stop', 1)
     await waitFor(() => h.supervisor.counters.heldReads >= 1 && h.supervisor.counters.held >= 1, 10_000)
