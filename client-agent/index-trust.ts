@@ -1,12 +1,15 @@
 /**
- * Freeze defence (ADR 0032): an agent configured with `indexKeys` uses an artifact index only when the
+ * Freeze defence (ADR 0032; rollout answers ADR 0034): an agent configured with `indexKeys` uses an
+ * artifact index, or a rollout answer, only when the
  * edge's signed statement covers it exactly and is still fresh. Without one, whatever stands between
  * the edge and the device (a cache, a mirror, a replay of yesterday's answer) could hold the device on
  * an old channel head for as long as that head's manifest is unexpired; with one, for at most the
  * statement's lifetime, and never below a serial the device has already installed or seen signed.
  */
 import type { ArtifactIndex } from '../schemas/artifact-index.ts'
-import { indexDigest, ServedIndex } from '../schemas/index-statement.ts'
+import { digestWithoutStatement, indexDigest, ServedIndex } from '../schemas/index-statement.ts'
+import type { RolloutCheck } from '../schemas/rollout.ts'
+import { ServedRolloutCheck } from '../schemas/rollout-statement.ts'
 import { type TrustedKey, verifyEnvelope } from '../schemas/signed-envelope.ts'
 import { AgentError } from './errors.ts'
 
@@ -53,13 +56,7 @@ export async function verifyServedIndex(
   if (said.name !== name) throw refuse(`carries a statement about ${said.name}`)
   if (said.indexSha256 !== (await indexDigest(json as Record<string, unknown>)))
     throw refuse('differs from what its statement covers')
-  const now = trust.now().getTime()
-  if (Date.parse(said.expires) <= now)
-    throw refuse(
-      `is stale: its statement expired at ${said.expires} (a cache or mirror may be serving an old copy)`,
-    )
-  if (Date.parse(said.issuedAt) > now + MAX_CLOCK_AHEAD_MS)
-    throw refuse(`was signed at ${said.issuedAt}, ahead of this device's clock; check the clock`)
+  checkFresh(said, trust.now(), refuse)
   // The index's own serial: the digest binds it to the signature.
   const { installed, seen } = await trust.serials(name)
   if (index.latestSerial < installed)
@@ -71,4 +68,48 @@ export async function verifyServedIndex(
   // Written only when a publish happened since the last verified read: most polls change nothing.
   if (index.latestSerial > seen) await trust.sawIndex(name, index.latestSerial)
   return index
+}
+
+/** A statement's lifetime against this device's clock: refused when expired or issued far ahead of it. */
+function checkFresh(
+  said: { issuedAt: string; expires: string },
+  at: Date,
+  refuse: (why: string) => AgentError,
+): void {
+  const now = at.getTime()
+  if (Date.parse(said.expires) <= now)
+    throw refuse(
+      `is stale: its statement expired at ${said.expires} (a cache or mirror may be serving an old copy)`,
+    )
+  if (Date.parse(said.issuedAt) > now + MAX_CLOCK_AHEAD_MS)
+    throw refuse(`was signed at ${said.issuedAt}, ahead of this device's clock; check the clock`)
+}
+
+/**
+ * The rollout answer in `json` (GET /v1/rollouts/:name/:channel?client=), checked like an index (ADR
+ * 0034): a statement signed by one of `trust.keys`, for this artifact, channel and client, covering
+ * exactly this answer, not expired and not issued in the future. Throws `untrusted-index` naming what
+ * failed; returns the answer without its statement.
+ */
+export async function verifyServedRolloutCheck(
+  json: unknown,
+  asked: { name: string; channel: string; client: string },
+  trust: Pick<IndexTrust, 'keys' | 'now'>,
+): Promise<RolloutCheck> {
+  const refuse = (why: string) =>
+    new AgentError('untrusted-index', `the rollout answer for ${asked.name} on ${asked.channel} ${why}`)
+  const parsed = ServedRolloutCheck.safeParse(json)
+  if (!parsed.success || typeof json !== 'object' || json === null) throw refuse('is malformed')
+  const { statement, ...check } = parsed.data
+  if (!statement) throw refuse('carries no signed statement, and indexKeys requires one')
+  if (!(await verifyEnvelope(statement, trust.keys)))
+    throw refuse('carries a statement with no valid signature by a key in indexKeys')
+  const said = statement.signed
+  if (said.name !== asked.name || said.channel !== asked.channel)
+    throw refuse(`carries a statement about ${said.name} on ${said.channel}`)
+  if (said.client !== asked.client) throw refuse('carries a statement made for another client')
+  if (said.checkSha256 !== (await digestWithoutStatement(json as Record<string, unknown>)))
+    throw refuse('differs from what its statement covers')
+  checkFresh(said, trust.now(), refuse)
+  return check
 }

@@ -40,6 +40,14 @@ export type ServedIndex = z.infer<typeof ServedIndex>
  * anything, so every byte of meaning the edge sent is covered.
  */
 export function indexDigest(index: Record<string, unknown>): Promise<string> {
-  const { statement: _, ...covered } = index
+  return digestWithoutStatement(index)
+}
+
+/**
+ * sha256 (hex) of an answer's canonical JSON without its `statement` field: what a statement signed
+ * into that answer covers (the index here, a rollout check in rollout-statement.ts).
+ */
+export function digestWithoutStatement(answer: Record<string, unknown>): Promise<string> {
+  const { statement: _, ...covered } = answer
   return sha256Hex(new TextEncoder().encode(canonicalJson(covered)))
 }

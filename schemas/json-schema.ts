@@ -16,7 +16,7 @@ export const EXPORTED = {
   RuntimeConfig: schemas.RuntimeConfig,
   ProblemDetails: schemas.ProblemDetails,
   RolloutSpec: schemas.RolloutSpec,
-  RolloutCheck: schemas.RolloutCheck,
+  ServedRolloutCheck: schemas.ServedRolloutCheck,
   RolloutOutcome: schemas.RolloutOutcome,
   RolloutStatus: schemas.RolloutStatus,
   ShardPlan: schemas.ShardPlan,

@@ -8,6 +8,7 @@ import {
 } from '../../schemas/rollout.ts'
 import type { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
+import { type IndexTrust, verifyServedRolloutCheck } from '../index-trust.ts'
 import { errorFromResponse } from '../transfer/error-response.ts'
 
 /**
@@ -20,12 +21,17 @@ export function rolloutPath(name: string, channel: string, suffix = ''): string 
   return `/v1/rollouts/${encodeURIComponent(name)}/${encodeURIComponent(channel)}${suffix}`
 }
 
-/** Is this client in the rollout of `name` on `channel`? Null when there is no rollout there. */
+/**
+ * Is this client in the rollout of `name` on `channel`? Null when there is no rollout there. With
+ * `trust` (a device's indexKeys) the answer must carry a fresh statement signed for this client
+ * (index-trust.ts verifyServedRolloutCheck); without, it is taken as sent.
+ */
 export async function checkRollout(
   edge: EdgeClient,
   name: string,
   channel: string,
   clientId: string,
+  trust?: Pick<IndexTrust, 'keys' | 'now'>,
 ): Promise<RolloutCheck | null> {
   const response = await edge.request(`${rolloutPath(name, channel)}?client=${encodeURIComponent(clientId)}`)
   if (response.status === 404) {
@@ -33,7 +39,15 @@ export async function checkRollout(
     return null
   }
   if (!response.ok) throw await errorFromResponse(response, `rollout of ${name} on ${channel}`)
-  const check = await parseJson(response, RolloutCheck, `rollout answer for ${name}`)
+  const what = `rollout answer for ${name}`
+  const check =
+    trust && trust.keys.length > 0
+      ? await verifyServedRolloutCheck(
+          await readJson(response, what),
+          { name, channel, client: clientId },
+          trust,
+        )
+      : await parseJson(response, RolloutCheck, what)
   if (check.name !== name || check.channel !== channel)
     throw new AgentError(
       'edge-rejected',
@@ -105,18 +119,20 @@ export async function controlRollout(
   return parseJson(response, RolloutStatus, 'rollout status')
 }
 
+async function readJson(response: Response, what: string): Promise<unknown> {
+  try {
+    return await response.json()
+  } catch {
+    throw new AgentError('edge-rejected', `the edge sent a ${what} that is not JSON`)
+  }
+}
+
 async function parseJson<T>(
   response: Response,
   schema: { safeParse(v: unknown): { success: true; data: T } | { success: false } },
   what: string,
 ): Promise<T> {
-  let json: unknown
-  try {
-    json = await response.json()
-  } catch {
-    throw new AgentError('edge-rejected', `the edge sent a ${what} that is not JSON`)
-  }
-  const parsed = schema.safeParse(json)
+  const parsed = schema.safeParse(await readJson(response, what))
   if (!parsed.success) throw new AgentError('edge-rejected', `the edge sent a malformed ${what}`)
   return parsed.data
 }

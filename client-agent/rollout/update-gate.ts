@@ -40,7 +40,9 @@ export async function rolloutGate(
   // A version names itself; a channel is what a rollout may govern.
   if (isVersionTarget(channel)) return { kind: 'free', check: null }
   const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, fetchImpl))
-  const check = await checkRollout(edge, name, channel, await agentClientId(config, fetchImpl))
+  // Pinned index keys hold rollout answers to a signed, fresh statement too (ADR 0034).
+  const trust = { keys: config.indexKeys, now: () => new Date() }
+  const check = await checkRollout(edge, name, channel, await agentClientId(config, fetchImpl), trust)
   if (check === null || check.state === 'completed') return { kind: 'free', check }
   if (check.in && check.version !== null) {
     return {

@@ -1,7 +1,8 @@
 /**
- * Freeze defence end to end (ADR 0032): an edge with INDEX_SIGNING_KEY signs every index it serves; a
- * device that pins the key's public half in indexKeys updates from fresh indexes and refuses stale,
- * replayed, altered, foreign-signed or unsigned ones, naming why, without touching what it runs.
+ * Freeze defence end to end (ADR 0032, 0034): an edge with INDEX_SIGNING_KEY signs every index and
+ * rollout answer it serves; a device that pins the key's public half in indexKeys updates from fresh
+ * ones and refuses stale, replayed, altered, foreign-signed or unsigned ones, naming why, without
+ * touching what it runs.
  */
 import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -12,11 +13,14 @@ import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
 import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { installArtifact, rollbackArtifact } from '../install.ts'
+import { checkRollout, controlRollout } from '../rollout/client.ts'
+import { agentClientId } from '../rollout/client-id.ts'
+import { rolloutGate } from '../rollout/update-gate.ts'
 import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { EdgeChannelSource } from '../swap/edge-source.ts'
 import { agentFailure, writeArtifact } from './fixtures.ts'
-import { useEdgeWorkspace } from './local-edge.ts'
+import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 const edgeKey = await generateKeyPair()
 const suite = useEdgeWorkspace({ INDEX_SIGNING_KEY: edgeKey.privateKey })
@@ -186,5 +190,67 @@ describe('signed index statements on the device', () => {
       .catch((e: { code: number; stderr: string }) => e)
     expect(refused.code).toBe(15)
     expect(refused.stderr).toContain('no valid signature by a key in indexKeys')
+  })
+})
+
+describe('signed rollout answers on the device (ADR 0034)', () => {
+  /** A fetch that answers `name`'s rollout check with `body` (a cached, replayed or altered copy). */
+  function answeringRolloutWith(name: string, body: unknown): typeof fetch {
+    return async (input, init) => {
+      const url = new URL(input instanceof Request ? input.url : String(input))
+      if (url.pathname === `/v1/rollouts/${name}/stable`) return Response.json(body)
+      return fetch(input, init)
+    }
+  }
+
+  it('takes a fresh answer signed for this device; refuses one for another device, altered, stale or unsigned', async () => {
+    await publish('fr', '1.0.0')
+    await controlRollout(new EdgeClient(suite.edge.url), TEST_TOKEN, 'fr', 'stable', 'start', {
+      version: '1.0.0',
+      stages: [{ percent: 100, durationMs: DAY_MS }],
+    })
+    const config = device('store-rollout')
+    const gate = await rolloutGate(config, 'fr', undefined)
+    expect(gate).toMatchObject({ kind: 'in', version: '1.0.0' })
+
+    const asked = async (client: string) =>
+      (await (await fetch(`${suite.edge.url}/v1/rollouts/fr/stable?client=${client}`)).json()) as Record<
+        string,
+        unknown
+      >
+    const mine = await asked(await agentClientId(config))
+    const refusal = async (body: unknown, at?: Date) =>
+      (
+        await agentFailure(
+          at
+            ? checkRollout(
+                new EdgeClient(suite.edge.url, answeringRolloutWith('fr', body)),
+                'fr',
+                'stable',
+                await agentClientId(config),
+                { keys: config.indexKeys, now: () => at },
+              )
+            : rolloutGate(config, 'fr', undefined, answeringRolloutWith('fr', body)),
+        )
+      ).message
+    expect(await refusal(await asked('some-other-device'))).toContain('made for another client')
+    // "Not yet" under this device's signature: the holding-back a freeze attack would want.
+    expect(await refusal({ ...mine, in: false, version: null })).toContain(
+      'differs from what its statement covers',
+    )
+    const { statement: _, ...unsigned } = mine
+    expect(await refusal(unsigned)).toContain('carries no signed statement')
+    expect(await refusal(mine, new Date(Date.now() + 2 * DAY_MS))).toContain('is stale')
+    // Signed by a key this device does not pin.
+    const foreign = await agentFailure(
+      rolloutGate(device('store-rollout-foreign', await generateKeyPair()), 'fr', undefined),
+    )
+    expect(foreign).toMatchObject({ code: 'untrusted-index' })
+    expect(foreign.message).toContain('no valid signature by a key in indexKeys')
+    // A device that pins no key takes the answer as sent (the local default).
+    const unpinned: AgentConfig = { ...device('store-rollout-unpinned'), indexKeys: [] }
+    expect(await rolloutGate(unpinned, 'fr', undefined, answeringRolloutWith('fr', unsigned))).toMatchObject({
+      kind: 'in',
+    })
   })
 })

@@ -67,7 +67,7 @@ export const COMPONENT_SCHEMAS = {
   RolloutSpec: schemas.RolloutSpec,
   RolloutControl: schemas.RolloutControl,
   RolloutStatus: schemas.RolloutStatus,
-  RolloutCheck: schemas.RolloutCheck,
+  ServedRolloutCheck: schemas.ServedRolloutCheck,
   RolloutOutcome: schemas.RolloutOutcome,
   OutcomeReceipt: schemas.OutcomeReceipt,
   ShardPlan: schemas.ShardPlan,
@@ -752,7 +752,9 @@ function rolloutRoutes(): RouteSpec[] {
       summary: 'Is this client in the rollout, and which version should it run',
       tag: 'rollouts',
       parameters: [...params, { name: 'client', in: 'query', schema: ClientId, required: true }],
-      responses: { '200': { description: 'The answer', body: { kind: 'json', schema: 'RolloutCheck' } } },
+      responses: {
+        '200': { description: 'The answer', body: { kind: 'json', schema: 'ServedRolloutCheck' } },
+      },
       problems: [400, 404],
     },
     {

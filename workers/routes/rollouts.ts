@@ -11,6 +11,7 @@ import {
   RolloutParams,
   RolloutSpec,
 } from '../../schemas/rollout.ts'
+import type { ServedRolloutCheck } from '../../schemas/rollout-statement.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { authenticateDevice } from '../devices/authenticate.ts'
@@ -18,6 +19,7 @@ import { requireMaintainer } from '../http/auth.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
+import { signRolloutCheck } from '../signing/index-statement.ts'
 import { readIndex, requirePublished } from '../storage/artifact-store.ts'
 
 /** Rollout specs, control bodies and outcomes are a few hundred bytes; anything bigger is not one. */
@@ -64,9 +66,14 @@ const noStore = (c: RolloutContext) => c.header('cache-control', 'no-store')
 export const rolloutsRouter = new Hono<AppEnv>()
   .get('/:name/:channel', valid('param', RolloutParams), valid('query', RolloutCheckQuery), async (c) => {
     const params = c.req.valid('param')
-    const check = unwrap(await coordinator(c, params).check(c.req.valid('query').client))
+    const { client } = c.req.valid('query')
+    const check = unwrap(await coordinator(c, params).check(client))
+    // Signed like the index (ADR 0034): a device pinning the index key refuses a stale or altered answer.
+    const { index: lifetime } = await getRuntimeConfig(c.env)
+    const statement = await signRolloutCheck(c.env, check, client, lifetime.statementTtlSeconds)
+    const served: ServedRolloutCheck = statement ? { ...check, statement } : check
     noStore(c)
-    return c.json(check)
+    return c.json(served)
   })
   .post('/:name/:channel/outcomes', valid('param', RolloutParams), async (c) => {
     const params = c.req.valid('param')

@@ -1,12 +1,19 @@
 /**
- * Signs each index answer with INDEX_SIGNING_KEY (ADR 0032): a short-lived statement of which index
- * the edge served and until when it may be believed. Devices configured with the key's public half
+ * Signs each index answer with INDEX_SIGNING_KEY (ADR 0032), and each rollout answer (ADR 0034): a
+ * short-lived statement of what the edge served and until when it may be believed. Devices configured with the key's public half
  * (`indexKeys`) refuse an index without a fresh one, so a cache, mirror or replay in front of the edge
  * cannot hold them on an old release for longer than the statement's lifetime.
  */
 import type { ArtifactIndex } from '../../schemas/artifact-index.ts'
-import { type IndexStatement, indexDigest, type SignedIndexStatement } from '../../schemas/index-statement.ts'
-import { base64Bytes, ED25519, keyIdOf, signEnvelope } from '../../schemas/signed-envelope.ts'
+import {
+  digestWithoutStatement,
+  type IndexStatement,
+  indexDigest,
+  type SignedIndexStatement,
+} from '../../schemas/index-statement.ts'
+import type { RolloutCheck } from '../../schemas/rollout.ts'
+import type { RolloutCheckStatement, SignedRolloutCheckStatement } from '../../schemas/rollout-statement.ts'
+import { base64Bytes, ED25519, type Envelope, keyIdOf, signEnvelope } from '../../schemas/signed-envelope.ts'
 import { Problem } from '../http/problem.ts'
 
 interface IndexSigner {
@@ -48,25 +55,59 @@ async function signerFor(configured: string): Promise<IndexSigner> {
 }
 
 /**
- * The statement for `index` as served at `now`, valid for `ttlSeconds`; undefined when
- * INDEX_SIGNING_KEY is blank (the local default: indexes go out unsigned, as before ADR 0032).
+ * Signs `statement` with INDEX_SIGNING_KEY; undefined when the key is blank (the local default:
+ * answers go out unsigned, as before ADR 0032).
  */
+export async function signWithIndexKey<Body>(
+  env: Pick<Env, 'INDEX_SIGNING_KEY'>,
+  statement: Body,
+): Promise<Envelope<Body> | undefined> {
+  const configured = (env.INDEX_SIGNING_KEY ?? '').trim()
+  if (configured.length === 0) return undefined
+  const signer = await signerFor(configured)
+  return signEnvelope(statement, signer.keyid, signer.privateKey)
+}
+
+/** When a statement issued at `now` and valid for `ttlSeconds` is issued and expires. */
+function lifetime(now: Date, ttlSeconds: number): { issuedAt: string; expires: string } {
+  return { issuedAt: now.toISOString(), expires: new Date(now.getTime() + ttlSeconds * 1000).toISOString() }
+}
+
+/** The statement for `index` as served at `now`, valid for `ttlSeconds` (undefined: no key). */
 export async function signIndex(
   env: Pick<Env, 'INDEX_SIGNING_KEY'>,
   index: ArtifactIndex,
   ttlSeconds: number,
   now: Date = new Date(),
 ): Promise<SignedIndexStatement | undefined> {
-  const configured = (env.INDEX_SIGNING_KEY ?? '').trim()
-  if (configured.length === 0) return undefined
-  const signer = await signerFor(configured)
   const statement: IndexStatement = {
     _type: 'deltaport/index',
     name: index.name,
     indexSha256: await indexDigest(index),
     latestSerial: index.latestSerial,
-    issuedAt: now.toISOString(),
-    expires: new Date(now.getTime() + ttlSeconds * 1000).toISOString(),
+    ...lifetime(now, ttlSeconds),
   }
-  return signEnvelope(statement, signer.keyid, signer.privateKey)
+  return signWithIndexKey(env, statement)
+}
+
+/**
+ * The statement for one rollout answer to `client`, valid for `ttlSeconds` (ADR 0034; undefined: no
+ * key). It covers the answer exactly, so neither another client's answer nor an older one passes.
+ */
+export async function signRolloutCheck(
+  env: Pick<Env, 'INDEX_SIGNING_KEY'>,
+  check: RolloutCheck,
+  client: string,
+  ttlSeconds: number,
+  now: Date = new Date(),
+): Promise<SignedRolloutCheckStatement | undefined> {
+  const statement: RolloutCheckStatement = {
+    _type: 'deltaport/rollout-check',
+    name: check.name,
+    channel: check.channel,
+    client,
+    checkSha256: await digestWithoutStatement(check),
+    ...lifetime(now, ttlSeconds),
+  }
+  return signWithIndexKey(env, statement)
 }

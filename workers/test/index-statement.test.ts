@@ -5,13 +5,16 @@
  */
 import { env } from 'cloudflare:workers'
 import { afterEach, describe, expect, it } from 'vitest'
+import { HOUR, rolloutPath, startRollout } from '../../durable-objects/test/rollout-helpers.ts'
 import type { ArtifactIndex } from '../../schemas/artifact-index.ts'
-import { indexDigest, ServedIndex } from '../../schemas/index-statement.ts'
+import { digestWithoutStatement, indexDigest, ServedIndex } from '../../schemas/index-statement.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
+import { ServedRolloutCheck } from '../../schemas/rollout-statement.ts'
 import { ED25519, keyIdOf, verifyEnvelope } from '../../schemas/signed-envelope.ts'
 import { app } from '../app.ts'
 import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
 import { keys } from '../storage/keys.ts'
+import { bytesOf, publishSingle } from './publish-helpers.ts'
 
 const base64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes))
 
@@ -99,5 +102,40 @@ describe('signed index statements at the edge', () => {
       expect(response.status).toBe(500)
       expect(ProblemDetails.parse(await response.json()).detail).toContain('INDEX_SIGNING_KEY')
     }
+  })
+})
+
+describe('signed rollout answers at the edge (ADR 0034)', () => {
+  const ROLLOUT = 'signed-ro'
+  const checkAs = (client: string, key: string) =>
+    app.request(`${rolloutPath(ROLLOUT)}?client=${client}`, {}, { ...env, INDEX_SIGNING_KEY: key })
+
+  it('signs each answer for the client that asked, covering exactly that answer', async () => {
+    await publishSingle(ROLLOUT, '1.0.0', bytesOf(40, 31))
+    const spec = { version: '1.0.0', stages: [{ percent: 100, durationMs: HOUR }] }
+    expect((await startRollout(ROLLOUT, spec)).status).toBe(201)
+    const key = await edgeKey()
+    const response = await checkAs('client-signed-1', key.privateKey)
+    expect(response.status).toBe(200)
+    const json = (await response.json()) as Record<string, unknown>
+    const { statement, ...check } = ServedRolloutCheck.parse(json)
+    expect(check).toMatchObject({ name: ROLLOUT, channel: 'stable', in: true, version: '1.0.0' })
+    expect(await verifyEnvelope(statement!, [key.trusted])).toBe(true)
+    const said = statement!.signed
+    expect(said).toMatchObject({
+      _type: 'deltaport/rollout-check',
+      name: ROLLOUT,
+      channel: 'stable',
+      client: 'client-signed-1',
+      checkSha256: await digestWithoutStatement(json),
+    })
+    expect(Date.parse(said.expires) - Date.parse(said.issuedAt)).toBe(24 * 3600 * 1000)
+    // A "not yet" would be a different answer, so it cannot reuse this signature.
+    expect(await digestWithoutStatement({ ...json, in: false, version: null })).not.toBe(said.checkSha256)
+    // Blank key: the answer goes out as before, unsigned; a malformed one never does.
+    expect('statement' in ((await (await checkAs('client-signed-1', '')).json()) as object)).toBe(false)
+    const malformed = await checkAs('client-signed-1', 'not base64!')
+    expect(malformed.status).toBe(500)
+    expect(ProblemDetails.parse(await malformed.json()).detail).toContain('INDEX_SIGNING_KEY')
   })
 })
