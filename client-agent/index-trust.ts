@@ -10,7 +10,7 @@ import type { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { digestWithoutStatement, indexDigest, ServedIndex } from '../schemas/index-statement.ts'
 import type { RolloutCheck } from '../schemas/rollout.ts'
 import { ServedRolloutCheck } from '../schemas/rollout-statement.ts'
-import { type TrustedKey, verifyEnvelope } from '../schemas/signed-envelope.ts'
+import { type Envelope, type TrustedKey, verifyEnvelope } from '../schemas/signed-envelope.ts'
 import { AgentError } from './errors.ts'
 
 export interface IndexTrust {
@@ -49,10 +49,7 @@ export async function verifyServedIndex(
   const parsed = ServedIndex.safeParse(json)
   if (!parsed.success || typeof json !== 'object' || json === null) throw refuse('is malformed')
   const { statement, ...index } = parsed.data
-  if (!statement) throw refuse('carries no signed statement, and indexKeys requires one')
-  if (!(await verifyEnvelope(statement, trust.keys)))
-    throw refuse('carries a statement with no valid signature by a key in indexKeys')
-  const said = statement.signed
+  const said = await signedByPinnedKey(statement, trust.keys, refuse)
   if (said.name !== name) throw refuse(`carries a statement about ${said.name}`)
   if (said.indexSha256 !== (await indexDigest(json as Record<string, unknown>)))
     throw refuse('differs from what its statement covers')
@@ -68,6 +65,18 @@ export async function verifyServedIndex(
   // Written only when a publish happened since the last verified read: most polls change nothing.
   if (index.latestSerial > seen) await trust.sawIndex(name, index.latestSerial)
   return index
+}
+
+/** The body of an answer's statement, refused when there is none or no pinned key signed it. */
+async function signedByPinnedKey<Body>(
+  statement: Envelope<Body> | undefined,
+  keys: readonly TrustedKey[],
+  refuse: (why: string) => AgentError,
+): Promise<Body> {
+  if (!statement) throw refuse('carries no signed statement, and indexKeys requires one')
+  if (!(await verifyEnvelope(statement, keys)))
+    throw refuse('carries a statement with no valid signature by a key in indexKeys')
+  return statement.signed
 }
 
 /** A statement's lifetime against this device's clock: refused when expired or issued far ahead of it. */
@@ -101,10 +110,7 @@ export async function verifyServedRolloutCheck(
   const parsed = ServedRolloutCheck.safeParse(json)
   if (!parsed.success || typeof json !== 'object' || json === null) throw refuse('is malformed')
   const { statement, ...check } = parsed.data
-  if (!statement) throw refuse('carries no signed statement, and indexKeys requires one')
-  if (!(await verifyEnvelope(statement, trust.keys)))
-    throw refuse('carries a statement with no valid signature by a key in indexKeys')
-  const said = statement.signed
+  const said = await signedByPinnedKey(statement, trust.keys, refuse)
   if (said.name !== asked.name || said.channel !== asked.channel)
     throw refuse(`carries a statement about ${said.name} on ${said.channel}`)
   if (said.client !== asked.client) throw refuse('carries a statement made for another client')
