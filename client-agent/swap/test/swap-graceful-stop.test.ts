@@ -18,6 +18,18 @@ afterAll(async () => {
   await cleanup()
 })
 
+/** Waits for `conn`'s answer (matching `pattern`): a 200 saying `Connection: close`, then the connection ends. */
+async function answeredThenClosed(conn: ReturnType<typeof rawConnection>, pattern: RegExp): Promise<void> {
+  const answer = await conn.receive(pattern)
+  expect(answer).toMatch(/^HTTP\/1\.1 200 /)
+  expect(answer).toMatch(/\r\nconnection: close\r\n/i)
+  await waitFor(
+    () => conn.ended,
+    10_000,
+    () => 'the answered connection was left open',
+  )
+}
+
 /** A service whose GET /slow answers after `slowMs`; anything else at once. */
 async function slowService(dir: string, slowMs: number): Promise<string> {
   const file = join(dir, 'slow.mjs')
@@ -82,14 +94,7 @@ describe('stopping the swap proxy', () => {
     expect(busy.ended).toBe(false)
     // No new connections.
     await expect(fetch(`http://127.0.0.1:${port}/fast`)).rejects.toThrow()
-    const answer = await busy.receive(/\r\n\r\n\/slow$/)
-    expect(answer).toMatch(/^HTTP\/1\.1 200 /)
-    expect(answer).toMatch(/\r\nconnection: close\r\n/i)
-    await waitFor(
-      () => busy.ended,
-      10_000,
-      () => 'the answered connection was left open',
-    )
+    await answeredThenClosed(busy, /\r\n\r\n\/slow$/)
     // Everything was answered: the stop does not wait out stopTimeoutMs.
     await within(stopped, 20_000, 'the stop')
     expect(idle.text).not.toMatch(/HTTP\/1\.1 \d+[\s\S]*HTTP\/1\.1/)
@@ -122,14 +127,7 @@ describe('stopping the swap proxy', () => {
     // Closed while the swap still waited for v2, not after it.
     expect(h.events.some(swapEnded)).toBe(false)
     expect((await swap).outcome).toBe('installed')
-    const answer = await held.receive(/"applied":true/)
-    expect(answer).toMatch(/^HTTP\/1\.1 200 /)
-    expect(answer).toMatch(/\r\nconnection: close\r\n/i)
-    await waitFor(
-      () => held.ended,
-      10_000,
-      () => 'the answered connection was left open',
-    )
+    await answeredThenClosed(held, /"applied":true/)
     await within(stopped, 30_000, 'the stop')
   })
 
