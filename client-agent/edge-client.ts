@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { SignedManifest } from '../schemas/manifest.ts'
+import { SignedRoot } from '../schemas/root.ts'
 import type { TrustedKey } from '../schemas/signed-envelope.ts'
 import { AgentError } from './errors.ts'
 import { type IndexTrust, verifyServedIndex } from './index-trust.ts'
@@ -14,6 +15,11 @@ import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
 export function artifactPath(name: string, version?: string): string {
   const base = `/v1/artifacts/${encodeURIComponent(name)}`
   return version ? `${base}/${version}` : base
+}
+
+/** Where the edge serves root metadata `version` (GET) and where publishers store it (PUT). */
+export function rootPath(version: number): string {
+  return `/v1/roots/${version}`
 }
 
 export interface EdgeClientOptions extends Pick<ReadBodyOptions, 'stallMs' | 'minRate'> {
@@ -112,6 +118,26 @@ export class EdgeClient {
     const parsed = SignedManifest.safeParse(json)
     if (!parsed.success)
       throw new AgentError('untrusted-manifest', `the manifest of ${name}@${version} is malformed`)
+    return parsed.data
+  }
+
+  /**
+   * Root metadata `version` as served (ADR 0035), or null when the edge has none of that version (the
+   * chain ends there); the caller checks its signatures before trusting it.
+   */
+  async root(version: number): Promise<SignedRoot | null> {
+    const response = await this.request(rootPath(version))
+    if (response.status === 404) {
+      await response.body?.cancel().catch(() => undefined)
+      return null
+    }
+    if (!response.ok) throw await errorFromResponse(response, `root ${version}`)
+    const json = await readJsonBounded(response, JSON_LIMITS.root, `root ${version}`, {
+      ...this.jsonOptions(),
+      code: 'untrusted-root',
+    })
+    const parsed = SignedRoot.safeParse(json)
+    if (!parsed.success) throw new AgentError('untrusted-root', `root ${version} from the edge is malformed`)
     return parsed.data
   }
 

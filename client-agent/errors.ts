@@ -21,6 +21,8 @@ export const EXIT_CODES = {
   'dependency-conflict': 14,
   /** indexKeys are set and the index came without a valid, fresh statement (ADR 0032). */
   'untrusted-index': 15,
+  /** The config names a root and the chain of roots cannot be followed, or the newest has expired (ADR 0035). */
+  'untrusted-root': 16,
   'nothing-to-do': 0,
 } as const
 export type AgentErrorCode = keyof typeof EXIT_CODES

@@ -90,14 +90,30 @@ export async function verifyEnvelope(
   envelope: Envelope<unknown>,
   trusted: ReadonlyArray<TrustedKey>,
 ): Promise<boolean> {
+  return meetsThreshold(envelope, trusted, 1)
+}
+
+/**
+ * True if at least `threshold` distinct trusted keys each have a valid signature on the envelope
+ * (root metadata's roles, ADR 0035). The same key signing twice counts once, so one stolen key cannot
+ * stand in for two.
+ */
+export async function meetsThreshold(
+  envelope: Envelope<unknown>,
+  trusted: ReadonlyArray<TrustedKey>,
+  threshold: number,
+): Promise<boolean> {
   const message = new TextEncoder().encode(canonicalJson(envelope.signed))
+  const verified = new Set<string>()
   for (const signature of envelope.signatures) {
+    if (verified.has(signature.keyid)) continue
     const key = trusted.find((k) => k.keyid === signature.keyid)
     const raw = key ? base64Bytes(key.publicKey) : null
     const sig = base64Bytes(signature.sig)
     if (!raw || raw.length !== ED25519_PUBLIC_KEY_BYTES || sig?.length !== ED25519_SIGNATURE_BYTES) continue
     const publicKey = await crypto.subtle.importKey('raw', raw, ED25519, false, ['verify'])
-    if (await crypto.subtle.verify(ED25519, publicKey, sig, message)) return true
+    if (await crypto.subtle.verify(ED25519, publicKey, sig, message)) verified.add(signature.keyid)
+    if (verified.size >= threshold) return true
   }
   return false
 }

@@ -6,6 +6,8 @@ export const JSON_LIMITS = {
   /** The edge itself refuses manifests above 64 KiB (MAX_MANIFEST_BYTES). */
   manifest: 64 * 1024,
   index: 8 * 1024 * 1024,
+  /** The edge refuses root documents above 32 KiB (MAX_ROOT_BYTES). */
+  root: 32 * 1024,
   plan: 4 * 1024 * 1024,
   prefetch: 4 * 1024 * 1024,
   /** Error bodies are only read for their problem detail. */
