@@ -3,7 +3,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander'
 import { validRange } from 'semver'
 import { ArtifactName, ChannelName, Version } from '../schemas/common.ts'
 import type { DependencyRef } from '../schemas/manifest.ts'
-import { parseSeconds } from './commands/arguments.ts'
+import { parseSeconds, SIGNING_KEY_OPTION } from './commands/arguments.ts'
 import { registerDaemonCommand } from './commands/daemon.ts'
 import { registerDeltaCommands } from './commands/delta.ts'
 import { registerDevicesCommands } from './commands/devices.ts'
@@ -86,7 +86,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     .option('--channel <channel...>', 'channels this version becomes head of', parseChannel, DEFAULT_CHANNELS)
     .option('--media-type <type>', 'content type of the artifact')
     .option('--expires-days <days>', 'manifest lifetime in days', parsePositiveInt, 90)
-    .option('--key <file>', 'signing key file (default: signingKey from the config)')
+    .option(...SIGNING_KEY_OPTION)
     .option(
       '--deltas-from <n>',
       'build deltas from the last n versions (default: the edge config)',
@@ -362,7 +362,7 @@ interface PublishOptions {
   channel: string[]
   mediaType?: string
   expiresDays: number
-  key?: string
+  key?: string[]
   deltas: boolean
   deltasFrom?: number
 }

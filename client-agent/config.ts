@@ -10,66 +10,89 @@ import { AgentError, systemError } from './errors.ts'
  * agent does not know (a typo such as `bandwithCapBps`, or a knob of a newer agent) is refused naming
  * it, rather than silently running with the default the owner meant to change.
  */
-export const AgentConfig = z.strictObject({
-  edgeUrl: z.url({ protocol: /^https?$/ }),
-  trustedKeys: z.array(z.object({ keyid: Sha256Hex, publicKey: Base64 })).default([]),
-  /**
-   * The edge's index-signing keys (ADR 0032: `deltaport keygen`'s public half of INDEX_SIGNING_KEY).
-   * When set, an index is used only under a fresh statement signed by one of them (freeze defence).
-   */
-  indexKeys: z
-    .array(z.object({ keyid: Sha256Hex, publicKey: Base64 }))
-    .max(8)
-    .default([]),
-  installRoot: z.string().min(1).default('./deltaport-store'),
-  /** Maintainers only: path to the key file `deltaport keygen` wrote. */
-  signingKey: z.string().optional(),
-  /** Cap on download rate in bytes per second; 0 means none. */
-  bandwidthCapBps: z.number().int().nonnegative().default(0),
-  channel: z.string().default('stable'),
-  /**
-   * Memory an update may use to rebuild an archive from an archive-aware delta (default: what the
-   * process can still allocate). Deltas that would need more are refused and the update takes the
-   * next plan (chunk-sync or the full artifact).
-   */
-  applyMemoryBytes: z.number().int().positive().optional(),
-  /**
-   * Installed versions kept per artifact after an install: current and previous (rollback's target)
-   * always, then the newest releases; older ones are deleted. Versions a `deltaport run` service still
-   * runs are kept beyond this.
-   */
-  keepVersions: z.number().int().min(2).max(1000).default(2),
-  /**
-   * Free space an install leaves on the install root's disk (default 64 MiB): an update that would go
-   * below it is refused before anything is written (`no-space`, exit 13); prefetching keeps twice this.
-   */
-  minFreeBytes: z.number().int().nonnegative().optional(),
-  // Daemon knobs (`deltaport daemon`). Optional so existing configs stay valid; `daemonSettings` applies
-  // the defaults.
-  /** The device's link is metered (mobile, satellite): the daemon does not prefetch on it. */
-  metered: z.boolean().optional(),
-  /** Prefetch even while `metered` is true. */
-  allowMetered: z.boolean().optional(),
-  /** Disk the staging area (`<installRoot>/.staging`) may use; 0 disables prefetching. */
-  stagingBudgetBytes: z.number().int().nonnegative().optional(),
-  /** The host counts as idle while the 1-minute load average per core is below this. */
-  idleLoadPerCore: z.number().positive().optional(),
-  /** Seconds between prefetch polls. */
-  daemonIntervalSeconds: z
-    .number()
-    .int()
-    .min(5)
-    .max(7 * 24 * 3600)
-    .optional(),
-  /** Download rate cap for prefetching in bytes per second; 0 = none (default: `bandwidthCapBps`). */
-  prefetchBandwidthCapBps: z.number().int().nonnegative().optional(),
-  /**
-   * The operator's enrollment code (`deltaport devices code create`): the agent trades it once for a
-   * device credential (`<installRoot>/.device/credential.json`) and sends that with telemetry, rollout
-   * outcomes and prefetch queries (client-agent/devices/, ADR 0026). Without it reports stay anonymous.
-   */
-  enrollmentCode: EnrollmentCode.optional(),
-})
+export const AgentConfig = z
+  .strictObject({
+    edgeUrl: z.url({ protocol: /^https?$/ }),
+    trustedKeys: z.array(z.object({ keyid: Sha256Hex, publicKey: Base64 })).default([]),
+    /**
+     * The edge's index-signing keys (ADR 0032: `deltaport keygen`'s public half of INDEX_SIGNING_KEY).
+     * When set, an index is used only under a fresh statement signed by one of them (freeze defence).
+     */
+    indexKeys: z
+      .array(z.object({ keyid: Sha256Hex, publicKey: Base64 }))
+      .max(8)
+      .default([]),
+    /**
+     * How many distinct keys of trustedKeys must sign a manifest or yank statement (default 1). Under a
+     * `root` the root's maintainers role says instead.
+     */
+    maintainerThreshold: z.number().int().min(1).max(16).optional(),
+    /**
+     * Path to the root metadata this device ships with (ADR 0035, `deltaport root create`). When set, the
+     * agent follows the edge's chain of newer roots and takes trustedKeys, maintainerThreshold and
+     * indexKeys from the newest, so this config must not list them.
+     */
+    root: z.string().min(1).optional(),
+    installRoot: z.string().min(1).default('./deltaport-store'),
+    /** Maintainers only: path to the key file `deltaport keygen` wrote. */
+    signingKey: z.string().optional(),
+    /** Cap on download rate in bytes per second; 0 means none. */
+    bandwidthCapBps: z.number().int().nonnegative().default(0),
+    channel: z.string().default('stable'),
+    /**
+     * Memory an update may use to rebuild an archive from an archive-aware delta (default: what the
+     * process can still allocate). Deltas that would need more are refused and the update takes the
+     * next plan (chunk-sync or the full artifact).
+     */
+    applyMemoryBytes: z.number().int().positive().optional(),
+    /**
+     * Installed versions kept per artifact after an install: current and previous (rollback's target)
+     * always, then the newest releases; older ones are deleted. Versions a `deltaport run` service still
+     * runs are kept beyond this.
+     */
+    keepVersions: z.number().int().min(2).max(1000).default(2),
+    /**
+     * Free space an install leaves on the install root's disk (default 64 MiB): an update that would go
+     * below it is refused before anything is written (`no-space`, exit 13); prefetching keeps twice this.
+     */
+    minFreeBytes: z.number().int().nonnegative().optional(),
+    // Daemon knobs (`deltaport daemon`). Optional so existing configs stay valid; `daemonSettings` applies
+    // the defaults.
+    /** The device's link is metered (mobile, satellite): the daemon does not prefetch on it. */
+    metered: z.boolean().optional(),
+    /** Prefetch even while `metered` is true. */
+    allowMetered: z.boolean().optional(),
+    /** Disk the staging area (`<installRoot>/.staging`) may use; 0 disables prefetching. */
+    stagingBudgetBytes: z.number().int().nonnegative().optional(),
+    /** The host counts as idle while the 1-minute load average per core is below this. */
+    idleLoadPerCore: z.number().positive().optional(),
+    /** Seconds between prefetch polls. */
+    daemonIntervalSeconds: z
+      .number()
+      .int()
+      .min(5)
+      .max(7 * 24 * 3600)
+      .optional(),
+    /** Download rate cap for prefetching in bytes per second; 0 = none (default: `bandwidthCapBps`). */
+    prefetchBandwidthCapBps: z.number().int().nonnegative().optional(),
+    /**
+     * The operator's enrollment code (`deltaport devices code create`): the agent trades it once for a
+     * device credential (`<installRoot>/.device/credential.json`) and sends that with telemetry, rollout
+     * outcomes and prefetch queries (client-agent/devices/, ADR 0026). Without it reports stay anonymous.
+     */
+    enrollmentCode: EnrollmentCode.optional(),
+  })
+  .refine((c) => !c.root || (c.trustedKeys.length === 0 && c.indexKeys.length === 0), {
+    message: 'a root replaces trustedKeys and indexKeys: remove them (the root names the keys)',
+    path: ['root'],
+  })
+  .refine(
+    (c) => c.root || c.trustedKeys.length === 0 || (c.maintainerThreshold ?? 1) <= c.trustedKeys.length,
+    {
+      message: 'maintainerThreshold is above the number of trustedKeys',
+      path: ['maintainerThreshold'],
+    },
+  )
 export type AgentConfig = z.infer<typeof AgentConfig>
 
 export interface DaemonSettings {
@@ -139,6 +162,7 @@ export async function loadConfig(path = DEFAULT_CONFIG_PATH): Promise<AgentConfi
     ...config,
     installRoot: resolve(base, config.installRoot),
     ...(config.signingKey ? { signingKey: resolve(base, config.signingKey) } : {}),
+    ...(config.root ? { root: resolve(base, config.root) } : {}),
   }
 }
 

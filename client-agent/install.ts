@@ -13,6 +13,7 @@ import { AgentError } from './errors.ts'
 import type { LockWait } from './fs/artifact-lock.ts'
 import { DEFAULT_MIN_FREE_BYTES, ensureFreeSpace, sizeIfPresent } from './fs/free-space.ts'
 import { makeDirs } from './fs/make-dirs.ts'
+import { refreshRootTrust } from './root-trust.ts'
 import { ArtifactStore } from './store.ts'
 import { RunFiles } from './swap/run-files.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
@@ -108,7 +109,18 @@ export interface Retreated {
  */
 export async function installArtifact(config: AgentConfig, request: InstallRequest): Promise<InstallResult> {
   const store = new ArtifactStore(config.installRoot, request.name)
-  return store.withLock(lockWaitOf(request), () => installLocked(config, request, store))
+  return store.withLock(lockWaitOf(request), async () => {
+    // A root rotated or revoked a key since the config was loaded (ADR 0035): trust what it says now.
+    const trusted = await refreshRootTrust(config, {
+      ...fetchOf(request),
+      ...(request.now ? { now: request.now } : {}),
+    })
+    return installLocked(trusted.config, request, store)
+  })
+}
+
+function fetchOf(request: InstallRequest): { fetchImpl?: typeof fetch } {
+  return request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}
 }
 
 async function installLocked(
@@ -143,6 +155,7 @@ async function installLocked(
     { name: request.name, version },
     {
       trustedKeys: config.trustedKeys,
+      threshold: config.maintainerThreshold,
       lastSerial: state.lastSerial,
       now: request.now ?? new Date(),
       // Moving off a version yanked by signature is the one downgrade the agent makes by itself.
@@ -331,6 +344,7 @@ export async function planCheaperUpdate(
         // Intermediate versions of a chain are only a means to the target: their hashes are what matters.
         {
           trustedKeys: config.trustedKeys,
+          threshold: config.maintainerThreshold,
           lastSerial: 0,
           now: request.now ?? new Date(),
           allowDowngrade: true,

@@ -24,7 +24,7 @@ export const KeyFile = z.object({ keyid: Sha256Hex, publicKey: Base64, privateKe
 export interface PublishRequest {
   edgeUrl: string
   token: string
-  keyFile: string
+  keyFile: KeyFiles
   file: string
   name: string
   version: string
@@ -40,6 +40,15 @@ export interface PublishRequest {
   /** Lines worth telling the maintainer (a channel the version did not move, …). */
   onNotice?: (message: string) => void
   fetchImpl?: typeof fetch
+}
+
+/** One key file or several (each signs: thresholds, ADR 0035), each read and checked. */
+export type KeyFiles = string | readonly string[]
+
+export function readKeyFiles(paths: KeyFiles): Promise<KeyPairFiles[]> {
+  const list = typeof paths === 'string' ? [paths] : paths
+  if (list.length === 0) throw new AgentError('config', 'no signing key given')
+  return Promise.all(list.map(readKeyFile))
 }
 
 export async function readKeyFile(path: string): Promise<KeyPairFiles> {
@@ -60,7 +69,7 @@ export async function readKeyFile(path: string): Promise<KeyPairFiles> {
  */
 export async function publishArtifact(request: PublishRequest): Promise<Published> {
   const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
-  const key = await readKeyFile(request.keyFile)
+  const keys = await readKeyFiles(request.keyFile)
   // Before any hashing or chunking: a published version is refused anyway (versions are immutable).
   const index = await publishedIndex(edge, request.name)
   if (index?.versions.some((v) => v.version === request.version)) {
@@ -87,7 +96,7 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
     chunkIndex: chunks?.ref ?? null,
     deltas: deltas.map((d) => d.ref),
   }
-  const envelope = SignedManifest.parse(await signManifest(manifest, key))
+  const envelope = SignedManifest.parse(await signManifest(manifest, keys))
   const auth = { authorization: `Bearer ${request.token}` }
   const base = `/v1/publish/${encodeURIComponent(request.name)}/${request.version}`
 

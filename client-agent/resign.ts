@@ -2,14 +2,14 @@ import { ManifestResigned } from '../schemas/resign.ts'
 import { verifyEnvelope } from '../schemas/signed-envelope.ts'
 import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
-import { readKeyFile } from './publish.ts'
+import { type KeyFiles, readKeyFiles } from './publish.ts'
 import { signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 
 export interface ResignRequest {
   edgeUrl: string
   token: string
-  keyFile: string
+  keyFile: KeyFiles
   name: string
   /** One version; without it, every published version whose manifest expires within `withinDays`. */
   version?: string
@@ -29,9 +29,9 @@ export interface ResignRequest {
  */
 export async function resignManifests(request: ResignRequest): Promise<ManifestResigned[]> {
   const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
-  const key = await readKeyFile(request.keyFile)
+  const keys = await readKeyFiles(request.keyFile)
   const now = request.now ?? new Date()
-  const trusted = [{ keyid: key.keyid, publicKey: key.publicKey }, ...request.trustedKeys]
+  const trusted = [...keys.map(({ keyid, publicKey }) => ({ keyid, publicKey })), ...request.trustedKeys]
   const versions = request.version
     ? [request.version]
     : (await edge.index(request.name)).versions.map((v) => v.version)
@@ -46,7 +46,7 @@ export async function resignManifests(request: ResignRequest): Promise<ManifestR
         'untrusted-manifest',
         `${request.name}@${version} as the edge serves it is not signed by this key or a trusted one; refusing to re-sign it`,
       )
-    const envelope = await signManifest({ ...published.signed, expires }, key)
+    const envelope = await signManifest({ ...published.signed, expires }, keys)
     const response = await edge.request(
       `/v1/publish/${encodeURIComponent(request.name)}/${version}/manifest`,
       {

@@ -25,8 +25,11 @@ export async function generateKeyPair(): Promise<KeyPairFiles> {
   }
 }
 
-export function signManifest(manifest: ArtifactManifest, key: KeyPairFiles): Promise<SignedManifest> {
-  return signDocument(manifest, key)
+export function signManifest(
+  manifest: ArtifactManifest,
+  keys: KeyPairFiles | readonly KeyPairFiles[],
+): Promise<SignedManifest> {
+  return signDocumentByAll(manifest, Array.isArray(keys) ? keys : [keys])
 }
 
 /**
@@ -38,6 +41,18 @@ export async function signDocument<Body>(body: Body, key: KeyPairFiles): Promise
     'sign',
   ])
   return signEnvelope(body, key.keyid, privateKey)
+}
+
+/**
+ * `body` signed by each key: where the maintainers' role needs several distinct signatures (config
+ * maintainerThreshold or a root's threshold, ADR 0035), one command makes them all.
+ */
+export async function signDocumentByAll<Body>(
+  body: Body,
+  keys: readonly KeyPairFiles[],
+): Promise<Envelope<Body>> {
+  const envelopes = await Promise.all(keys.map((key) => signDocument(body, key)))
+  return { signed: body, signatures: envelopes.flatMap((e) => e.signatures) }
 }
 
 function fromBase64(text: string): Uint8Array<ArrayBuffer> {

@@ -1,9 +1,11 @@
 import type { ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
-import { verifyEnvelope } from '../schemas/signed-envelope.ts'
+import { meetsThreshold } from '../schemas/signed-envelope.ts'
 import { AgentError } from './errors.ts'
 
 export interface TrustPolicy {
   trustedKeys: ReadonlyArray<{ keyid: string; publicKey: string }>
+  /** Distinct trusted keys whose signatures a manifest needs (config maintainerThreshold; default 1). */
+  threshold?: number | undefined
   /** Highest serial this device has accepted for the artifact; 0 if none. */
   lastSerial: number
   now: Date
@@ -12,7 +14,7 @@ export interface TrustPolicy {
 }
 
 /**
- * TUF's client checks for one manifest: signed by a pinned key (arbitrary software), not expired
+ * TUF's client checks for one manifest: signed by enough pinned keys (arbitrary software), not expired
  * (freeze), serial not below what we have seen (rollback), and describing what we asked for
  * (mix-and-match). Returns the manifest only when all hold.
  */
@@ -25,10 +27,11 @@ export async function verifyManifest(
   if (policy.trustedKeys.length === 0) {
     throw new AgentError('config', 'no trusted keys are configured; add the maintainer key to trustedKeys')
   }
-  if (!(await verifyEnvelope(envelope, policy.trustedKeys))) {
+  const threshold = policy.threshold ?? 1
+  if (!(await meetsThreshold(envelope, policy.trustedKeys, threshold))) {
     throw new AgentError(
       'untrusted-manifest',
-      `${manifest.name}@${manifest.version}: no valid signature by a trusted key`,
+      `${manifest.name}@${manifest.version}: ${signatureShortfall(threshold)}`,
     )
   }
   if (manifest.name !== expected.name || (expected.version && manifest.version !== expected.version)) {
@@ -50,4 +53,11 @@ export async function verifyManifest(
     )
   }
   return manifest
+}
+
+/** What a document lacks when it falls short of `threshold` signatures (manifests, yank statements). */
+export function signatureShortfall(threshold: number): string {
+  return threshold === 1
+    ? 'no valid signature by a trusted key'
+    : `fewer than ${threshold} valid signatures by distinct trusted keys`
 }

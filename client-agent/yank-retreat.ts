@@ -1,9 +1,10 @@
 import { gt, lt } from 'semver'
 import { type ArtifactIndex, versionEntry } from '../schemas/artifact-index.ts'
-import { verifyEnvelope } from '../schemas/signed-envelope.ts'
+import { meetsThreshold } from '../schemas/signed-envelope.ts'
 import type { SignedYankStatement, YankStatement } from '../schemas/yank-statement.ts'
 import type { AgentConfig } from './config.ts'
 import type { ArtifactStore, StoreState } from './store.ts'
+import { signatureShortfall } from './trust.ts'
 
 /** Why a device running a yanked version stays on it (the warning says so). */
 export interface Stay {
@@ -116,8 +117,9 @@ async function statementProblem(
   now: Date,
 ): Promise<string | null> {
   const said = statement.signed
-  if (!(await verifyEnvelope(statement, config.trustedKeys))) {
-    return 'the yank statement has no valid signature by a trusted key'
+  const threshold = config.maintainerThreshold ?? 1
+  if (!(await meetsThreshold(statement, config.trustedKeys, threshold))) {
+    return `the yank statement has ${signatureShortfall(threshold)}`
   }
   if (said.name !== installed.signed.name || said.version !== current) {
     return `the yank statement is about ${said.name}@${said.version}`

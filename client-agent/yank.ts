@@ -2,8 +2,8 @@ import { YankResult } from '../schemas/yank.ts'
 import { SignedYankStatement, type YankStatement } from '../schemas/yank-statement.ts'
 import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
-import { readKeyFile } from './publish.ts'
-import { signDocument } from './signing.ts'
+import { type KeyFiles, readKeyFiles } from './publish.ts'
+import { signDocumentByAll } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
 
@@ -18,7 +18,7 @@ export interface YankRequest {
    * The maintainer's signing key: the yank (or restore) is then signed, and agents running the version
    * move back to the one they ran before (ADR 0025). Without it devices are only warned.
    */
-  keyFile?: string
+  keyFile?: KeyFiles
   /** How long devices act on the signed statement (default 30 days). */
   expiresDays?: number
   fetchImpl?: typeof fetch
@@ -65,9 +65,9 @@ export async function setYank(request: YankRequest): Promise<YankResult> {
 async function signedStatement(
   edge: EdgeClient,
   request: YankRequest,
-  keyFile: string,
+  keyFile: KeyFiles,
 ): Promise<SignedYankStatement> {
-  const key = await readKeyFile(keyFile)
+  const keys = await readKeyFiles(keyFile)
   const manifest = await edge.manifest(request.name, request.version)
   const now = request.now ?? new Date()
   const days = request.expiresDays ?? DEFAULT_STATEMENT_DAYS
@@ -81,5 +81,5 @@ async function signedStatement(
     at: now.toISOString(),
     expires: new Date(now.getTime() + days * DAY_MS).toISOString(),
   }
-  return SignedYankStatement.parse(await signDocument(statement, key))
+  return SignedYankStatement.parse(await signDocumentByAll(statement, keys))
 }

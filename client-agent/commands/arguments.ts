@@ -24,3 +24,13 @@ export function parseDays(value: string): number {
     throw new InvalidArgumentError('a positive whole number of days')
   return Number(value)
 }
+
+/**
+ * `--key <file>`, repeatable: each key signs (a maintainers' threshold above one, ADR 0035). Unset
+ * means the config's signingKey.
+ */
+export const SIGNING_KEY_OPTION = [
+  '--key <file>',
+  'signing key file; repeat for several signatures (default: signingKey from the config)',
+  (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value],
+] as const

@@ -3,7 +3,7 @@ import { type AgentConfig, publishToken } from '../config.ts'
 import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
 import { resignManifests } from '../resign.ts'
-import { parseDays, parseVersionSpec } from './arguments.ts'
+import { parseDays, parseVersionSpec, SIGNING_KEY_OPTION } from './arguments.ts'
 
 /**
  * `deltaport resign <name>[@version] [--expires-days 90] [--within 30] [--key f]`: extend the expiry of
@@ -24,8 +24,8 @@ export function registerResignCommand(
       parseDays,
       30,
     )
-    .option('--key <file>', 'signing key file (default: signingKey from the config)')
-    .action(async (spec: string, options: { expiresDays: number; within: number; key?: string }) => {
+    .option(...SIGNING_KEY_OPTION)
+    .action(async (spec: string, options: { expiresDays: number; within: number; key?: string[] }) => {
       const loaded = await config()
       const keyFile = options.key ?? loaded.signingKey
       if (!keyFile)

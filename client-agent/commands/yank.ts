@@ -3,7 +3,7 @@ import { type AgentConfig, publishToken } from '../config.ts'
 import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
 import { DEFAULT_STATEMENT_DAYS, setYank } from '../yank.ts'
-import { parseDays, parseVersionSpec } from './arguments.ts'
+import { parseDays, parseVersionSpec, SIGNING_KEY_OPTION } from './arguments.ts'
 
 /**
  * `deltaport yank <name>@<version> --reason "…"` pulls a bad release: channels stop pointing at it, a
@@ -22,7 +22,7 @@ export function registerYankCommand(
     )
     .option('--reason <text>', 'why (shown to device owners; required unless --undo)')
     .option('--undo', 'restore a yanked version')
-    .option('--key <file>', 'signing key file (default: signingKey from the config)')
+    .option(...SIGNING_KEY_OPTION)
     .option('--unsigned', 'do not sign: devices running it are warned but not moved back')
     .option(
       '--expires-days <days>',
@@ -66,7 +66,7 @@ export function registerYankCommand(
 interface YankOptions {
   reason?: string
   undo?: boolean
-  key?: string
+  key?: string[]
   unsigned?: boolean
   expiresDays: number
 }

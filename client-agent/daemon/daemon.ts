@@ -11,6 +11,7 @@ import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { DEFAULT_MIN_FREE_BYTES, freeBytes } from '../fs/free-space.ts'
 import { planCheaperUpdate } from '../install.ts'
+import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry, runTelemetryLoop } from '../telemetry/uploader.ts'
@@ -102,11 +103,16 @@ export interface CycleResult {
  * `.staging`. Per-item failures are reported and skipped; a failed poll throws.
  */
 export async function runDaemonCycle(
-  config: AgentConfig,
+  loaded: AgentConfig,
   options: DaemonCycleOptions = {},
 ): Promise<CycleResult> {
-  const settings = daemonSettings(config)
   const now = options.now ?? (() => new Date())
+  // Each cycle follows the root chain first (ADR 0035): a key rotated or revoked meanwhile counts now.
+  const { config } = await refreshRootTrust(loaded, {
+    ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
+    now: now(),
+  })
+  const settings = daemonSettings(config)
   const sample = options.loadSampler ?? osLoadPerCore
   const staging = new StagingArea(config.installRoot)
   // Sends the device credential on prefetch polls (ADR 0026); other requests pass through untouched.
@@ -175,6 +181,7 @@ export async function runDaemonCycle(
         { name: item.name, version: item.version },
         {
           trustedKeys: config.trustedKeys,
+          threshold: config.maintainerThreshold,
           lastSerial: (await store.state()).lastSerial,
           now: now(),
           allowDowngrade: false,

@@ -4,6 +4,7 @@ import { deviceFetch } from '../devices/device-fetch.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError, type AgentErrorCode } from '../errors.ts'
 import { isVersionTarget, rollbackArtifact } from '../install.ts'
+import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
 import { checkRollout, type ReportResult, reportOutcomeQuietly } from './client.ts'
 import { agentClientId } from './client-id.ts'
@@ -31,14 +32,16 @@ export type RolloutGate =
  * target (default: the configured channel); an explicit version bypasses rollouts.
  */
 export async function rolloutGate(
-  config: AgentConfig,
+  loaded: AgentConfig,
   name: string,
   target: string | undefined,
   fetchImpl?: typeof fetch,
 ): Promise<RolloutGate> {
-  const channel = target ?? config.channel
+  const channel = target ?? loaded.channel
   // A version names itself; a channel is what a rollout may govern.
   if (isVersionTarget(channel)) return { kind: 'free', check: null }
+  // The index keys that sign rollout answers may have rotated under a root (ADR 0035).
+  const { config } = await refreshRootTrust(loaded, fetchImpl ? { fetchImpl } : {})
   const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, fetchImpl))
   // Pinned index keys hold rollout answers to a signed, fresh statement too (ADR 0034).
   const trust = { keys: config.indexKeys, now: () => new Date() }

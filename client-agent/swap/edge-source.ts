@@ -4,6 +4,7 @@ import type { AgentConfig } from '../config.ts'
 import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { DEFAULT_LOCK_WAIT_MS, installArtifact } from '../install.ts'
+import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
 import type { ReadyUpdate, UpdateSource } from './update-source.ts'
 
@@ -45,8 +46,13 @@ export class EdgeChannelSource implements UpdateSource {
     this.fetchImpl = fetchImpl
   }
 
-  private edge(): EdgeClient {
-    return new EdgeClient(this.config.edgeUrl, this.fetchImpl, deviceEdgeOptions(this.config))
+  /** The edge, its indexes checked against the index keys the newest root names (ADR 0035). */
+  private async edge(): Promise<EdgeClient> {
+    const { config } = await refreshRootTrust(
+      this.config,
+      this.fetchImpl ? { fetchImpl: this.fetchImpl } : {},
+    )
+    return new EdgeClient(config.edgeUrl, this.fetchImpl, deviceEdgeOptions(config))
   }
 
   /** What to run first: the installed current version, or the channel head installed now. */
@@ -55,7 +61,7 @@ export class EdgeChannelSource implements UpdateSource {
     if (state.current && (await this.store.has(state.current))) {
       return { version: state.current, artifactPath: this.store.blobPath(state.current) }
     }
-    const index = await this.edge().index(this.name)
+    const index = await (await this.edge()).index(this.name)
     const head = channelHead(index, this.channel)
     const admitted = head ? await this.gate.admit(this.name, this.channel, head) : null
     const installed = await installArtifact(this.config, {
@@ -78,7 +84,7 @@ export class EdgeChannelSource implements UpdateSource {
     refused: ReadonlySet<string>,
     signal?: AbortSignal,
   ): Promise<ReadyUpdate | null> {
-    const index = await this.edge().index(this.name)
+    const index = await (await this.edge()).index(this.name)
     const head = channelHead(index, this.channel)
     if (!head || head === running || refused.has(head)) return null
     // A head below the running version (the running one was yanked) is followed down only on the
