@@ -8,6 +8,7 @@ export const EXPORTED = {
   ArtifactIndex: schemas.ArtifactIndex,
   ServedIndex: schemas.ServedIndex,
   SignedIndexStatement: schemas.SignedIndexStatement,
+  SignedRoot: schemas.SignedRoot,
   ClientConfiguration: schemas.ClientConfiguration,
   DeltaStreamBlockHeader: schemas.DeltaStreamBlockHeader,
   DeltaStreamMetadata: schemas.DeltaStreamMetadata,

@@ -12,6 +12,9 @@ import { signedEnvelope } from './manifest.ts'
 /** Most keys one root may list; a few per role in practice. */
 export const MAX_ROOT_KEYS = 16
 
+/** The highest version a root may have; also the bound of the edge's `/v1/roots/:version` parameter. */
+export const MAX_ROOT_VERSION = 1_000_000
+
 /** A role: the keys that may sign for it and how many distinct ones must. */
 export const RootRole = z
   .strictObject({
@@ -33,7 +36,7 @@ export const RootStatement = z
     /** Its own type: a manifest or a yank statement signed by a root key never parses as a root. */
     _type: z.literal('deltaport/root'),
     /** 1 for the first root; each later root is exactly one more. */
-    version: z.number().int().min(1).max(1_000_000),
+    version: z.number().int().min(1).max(MAX_ROOT_VERSION),
     /** After this instant the newest root a device holds stops vouching for anything (freeze). */
     expires: IsoDateTime,
     /** Every key a role names: raw 32-byte Ed25519 public keys (base64) by keyid. */

@@ -17,6 +17,7 @@ import { publishRouter } from './routes/publish.ts'
 import { publishAttachmentsRouter } from './routes/publish-attachments.ts'
 import { resignRouter } from './routes/resign.ts'
 import { rolloutsRouter } from './routes/rollouts.ts'
+import { rootsRouter } from './routes/roots.ts'
 import { shardsRouter } from './routes/shards.ts'
 import { telemetryRouter } from './routes/telemetry.ts'
 import { yankRouter } from './routes/yank.ts'
@@ -43,6 +44,7 @@ app.route('/v1/config', configRouter)
 app.route('/v1/telemetry', telemetryRouter)
 app.route('/v1/prefetch', prefetchRouter)
 app.route('/v1/rollouts', rolloutsRouter)
+app.route('/v1/roots', rootsRouter)
 app.route('/v1/devices', devicesRouter)
 app.route('/v1/shards', shardsRouter)
 app.route('/openapi.json', openapiRouter)

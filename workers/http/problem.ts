@@ -46,6 +46,7 @@ const TITLES: Record<string, string> = {
   'range-not-satisfiable': 'The range cannot be served',
   'integrity-mismatch': 'The uploaded bytes do not match the manifest',
   'untrusted-signature': 'The document is not signed by a maintainer key this edge trusts',
+  'untrusted-root': 'The root is not signed as the chain of roots requires',
   'invalid-statement': 'The signed statement does not fit the request',
   unprocessable: 'The request is well-formed but cannot be processed',
   'too-many-requests': 'Too many requests',

@@ -63,6 +63,7 @@ export const COMPONENT_SCHEMAS = {
   YankRequest: schemas.YankRequest,
   RestoreRequest: schemas.RestoreRequest,
   YankResult: schemas.YankResult,
+  SignedRoot: schemas.SignedRoot,
   ProblemDetails: schemas.ProblemDetails,
   RolloutSpec: schemas.RolloutSpec,
   RolloutControl: schemas.RolloutControl,
@@ -555,6 +556,7 @@ export const ROUTES: RouteSpec[] = [
     problems: [400, 401, 429],
   },
   ...rolloutRoutes(),
+  ...rootRoutes(),
   ...deviceRoutes(),
   ...shardRoutes(),
   ...dashboardRoutes(),
@@ -796,6 +798,95 @@ function rolloutRoutes(): RouteSpec[] {
         '200': { description: 'The rollout status', body: { kind: 'json', schema: 'RolloutStatus' } },
       },
       problems: [400, 401, 404],
+    },
+  ]
+}
+
+/**
+ * /v1/roots (workers/routes/roots.ts): root metadata (ADR 0035), the chain of trusted keys devices follow.
+ * Reads are public; a root is stored once, after the edge checked it against the chain (publish/roots.ts).
+ */
+function rootRoutes(): RouteSpec[] {
+  const versionParam: ParamSpec = {
+    name: 'version',
+    in: 'path',
+    schema: z.number().int().min(1).max(schemas.MAX_ROOT_VERSION),
+    description: 'Decimal, without sign or leading zeros.',
+  }
+  const ifNoneMatch: ParamSpec = {
+    name: 'if-none-match',
+    in: 'header',
+    schema: z.string(),
+    description: 'ETag list; 304 on a match.',
+  }
+  return [
+    {
+      method: 'get',
+      path: '/v1/roots/latest',
+      operationId: 'getLatestRoot',
+      summary: 'The highest published root',
+      description:
+        'Cached for seconds only (`Cache-Control: public, max-age=5`): it moves when a root is published. ' +
+        '`Content-Location` names the version. 404 (not cached) when no root is published.',
+      tag: 'roots',
+      parameters: [ifNoneMatch],
+      responses: {
+        '200': {
+          description: 'The signed root, as stored',
+          body: { kind: 'json', schema: 'SignedRoot' },
+          headers: { etag: 'Validator of the stored root', 'content-location': '`/v1/roots/<version>`' },
+        },
+        '304': { description: 'Not modified (If-None-Match matched)' },
+      },
+      problems: [404],
+    },
+    {
+      method: 'get',
+      path: '/v1/roots/{version}',
+      operationId: 'getRoot',
+      summary: 'One published root, by version',
+      description:
+        'A published root never changes, so it is served `immutable` for a year. A version not (yet) ' +
+        'published is a 404 that is never cached: devices ask for the root after theirs to learn of rotations.',
+      tag: 'roots',
+      parameters: [versionParam, ifNoneMatch],
+      responses: {
+        '200': {
+          description: 'The signed root, as stored',
+          body: { kind: 'json', schema: 'SignedRoot' },
+          headers: { etag: 'Validator of the stored root' },
+        },
+        '304': { description: 'Not modified (If-None-Match matched)' },
+      },
+      problems: [400, 404],
+    },
+    {
+      method: 'put',
+      path: '/v1/roots/{version}',
+      operationId: 'publishRoot',
+      summary: 'Publish the next root of the chain (write-once)',
+      description:
+        'The body (at most 32 KiB; gzip or identity) must be root `version`, unexpired (422). Root 1 must carry ' +
+        "its own root role's threshold of signatures; root n > 1 needs root n−1 published (409 otherwise) " +
+        "and the threshold of signatures of both root n−1's root keys and its own (422 `untrusted-root` " +
+        'otherwise). It is stored as canonical JSON. Publishing a stored version again answers 200 when the ' +
+        'canonical bytes are the same and 409 when they differ (including root 1 once any root exists).',
+      tag: 'roots',
+      auth: 'bearer',
+      parameters: [versionParam],
+      requestBody: { kind: 'json', schema: 'SignedRoot' },
+      responses: {
+        '201': {
+          description: 'Stored; the envelope as stored',
+          body: { kind: 'json', schema: 'SignedRoot' },
+          headers: { location: '`/v1/roots/<version>`' },
+        },
+        '200': {
+          description: 'Already stored with the same canonical bytes (a retry); the envelope as stored',
+          body: { kind: 'json', schema: 'SignedRoot' },
+        },
+      },
+      problems: [400, 401, 409, 413, 415, 422],
     },
   ]
 }

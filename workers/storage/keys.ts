@@ -10,4 +10,6 @@ export const keys = {
   /** A signed manifest waiting for its bytes; invisible to readers until committed. */
   pendingManifest: (name: string, version: string) => `pending/${name}/${version}/manifest.json`,
   delta: (name: string, from: string, to: string, method: string) => `deltas/${name}/${from}/${to}/${method}`,
+  /** Root metadata (ADR 0035): decimal version without padding, written once (storage/roots.ts). */
+  root: (version: number) => `roots/${version}.json`,
 }
