@@ -1,0 +1,240 @@
+/**
+ * Keys under root metadata end to end (ADR 0035): a device ships with root 1 and a config that names
+ * no keys; maintainers rotate, revoke and raise thresholds by publishing roots to the real local edge,
+ * and the device follows, without its config changing, and refuses what the newest root does not allow.
+ */
+import { execFile } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { describe, expect, it } from 'vitest'
+import type { RootStatement, SignedRoot } from '../../schemas/root.ts'
+import { type AgentConfig, loadConfig } from '../config.ts'
+import { rootPath } from '../edge-client.ts'
+import { installArtifact } from '../install.ts'
+import { publishArtifact } from '../publish.ts'
+import { refreshRootTrust, trustedRootPath } from '../root-trust.ts'
+import { generateKeyPair, type KeyPairFiles, signDocumentByAll } from '../signing.ts'
+import { ArtifactStore } from '../store.ts'
+import { agentFailure, writeArtifact } from './fixtures.ts'
+import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
+
+const suite = useEdgeWorkspace()
+const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
+const DAY_MS = 86_400_000
+
+const [rootKey, nextRootKey, maintainerA, maintainerB, maintainerC] = await Promise.all([
+  generateKeyPair(),
+  generateKeyPair(),
+  generateKeyPair(),
+  generateKeyPair(),
+  generateKeyPair(),
+])
+
+function rootBody(
+  version: number,
+  roles: { root: KeyPairFiles[]; maintainers: KeyPairFiles[]; threshold?: number },
+  expires = new Date(Date.now() + 365 * DAY_MS),
+): RootStatement {
+  const all = [...roles.root, ...roles.maintainers]
+  return {
+    _type: 'deltaport/root',
+    version,
+    expires: expires.toISOString(),
+    keys: Object.fromEntries(all.map((k) => [k.keyid, { publicKey: k.publicKey }])),
+    roles: {
+      root: { keyids: roles.root.map((k) => k.keyid), threshold: 1 },
+      maintainers: { keyids: roles.maintainers.map((k) => k.keyid), threshold: roles.threshold ?? 1 },
+    },
+  }
+}
+
+async function putRoot(root: SignedRoot): Promise<void> {
+  const response = await fetch(`${suite.edge.url}${rootPath(root.signed.version)}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${TEST_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify(root),
+  })
+  expect(response.status, await response.clone().text()).toBe(201)
+}
+
+async function keyFile(key: KeyPairFiles): Promise<string> {
+  const path = join(suite.ws.dir, `${key.keyid.slice(0, 12)}.key.json`)
+  await writeFile(path, JSON.stringify(key))
+  return path
+}
+
+/** Publishes `name@version` signed by each of `signers`. */
+async function publishSigned(name: string, version: string, signers: KeyPairFiles[]): Promise<void> {
+  const art = await writeArtifact(suite.ws.dir, `${name}-${version}.bin`, 2_000)
+  await publishArtifact({
+    edgeUrl: suite.edge.url,
+    token: TEST_TOKEN,
+    keyFile: await Promise.all(signers.map(keyFile)),
+    file: art.path,
+    name,
+    version,
+  })
+}
+
+/** A device that ships root 1 (written beside its store) and names no keys itself. */
+async function device(store: string, shipped: SignedRoot): Promise<AgentConfig> {
+  const path = join(suite.ws.dir, `${store}-root.json`)
+  await writeFile(path, JSON.stringify(shipped))
+  return { ...suite.ws.config, installRoot: join(suite.ws.dir, store), trustedKeys: [], root: path }
+}
+
+/** Answers for the edge with no roots: what a device sees of an edge that stopped serving the chain. */
+const hidingRoots: typeof fetch = async (input, init) =>
+  String(input).includes('/v1/roots/') ? new Response('{}', { status: 404 }) : fetch(input, init)
+
+async function currentOf(config: AgentConfig, name: string): Promise<string | null> {
+  return (await new ArtifactStore(config.installRoot, name).state()).current
+}
+
+describe('a device under root metadata', () => {
+  // One chain on the suite's edge, grown test by test: root 1 (maintainer A), root 2 (A revoked, B),
+  // root 3 (root key rotated; B and C, both needed).
+  const root1 = () =>
+    signDocumentByAll(rootBody(1, { root: [rootKey], maintainers: [maintainerA] }), [rootKey])
+
+  it('takes its maintainer keys from the root it ships with', async () => {
+    await putRoot(await root1())
+    await publishSigned('fw', '1.0.0', [maintainerA])
+    const config = await device('store-a', await root1())
+    expect((await installArtifact(config, { name: 'fw', target: '1.0.0' })).version).toBe('1.0.0')
+  })
+
+  it('follows a rotation: the revoked key’s releases are refused, the new key’s installed', async () => {
+    const config = await device('store-b', await root1())
+    await installArtifact(config, { name: 'fw', target: '1.0.0' })
+    await putRoot(
+      await signDocumentByAll(rootBody(2, { root: [rootKey], maintainers: [maintainerB] }), [rootKey]),
+    )
+
+    await publishSigned('fw', '1.1.0', [maintainerA])
+    const revoked = await agentFailure(installArtifact(config, { name: 'fw', target: '1.1.0' }))
+    expect(revoked.code).toBe('untrusted-manifest')
+    expect(await currentOf(config, 'fw')).toBe('1.0.0')
+
+    await publishSigned('fw', '1.2.0', [maintainerB])
+    expect((await installArtifact(config, { name: 'fw', target: '1.2.0' })).version).toBe('1.2.0')
+    // The root it followed is kept: the next refresh starts there, not from the shipped root.
+    const kept = JSON.parse(await readFile(trustedRootPath(config.installRoot), 'utf8')) as SignedRoot
+    expect(kept.signed.version).toBe(2)
+  })
+
+  it('holds a raised threshold and a rotated root key', async () => {
+    const body = rootBody(3, { root: [nextRootKey], maintainers: [maintainerB, maintainerC], threshold: 2 })
+    await putRoot(await signDocumentByAll(body, [rootKey, nextRootKey]))
+    const config = await device('store-c', await root1())
+
+    await publishSigned('fw', '1.3.0', [maintainerB])
+    const alone = await agentFailure(installArtifact(config, { name: 'fw', target: '1.3.0' }))
+    expect(alone.code).toBe('untrusted-manifest')
+    expect(alone.message).toMatch(/fewer than 2 valid signatures/)
+
+    await publishSigned('fw', '1.4.0', [maintainerB, maintainerC])
+    expect((await installArtifact(config, { name: 'fw', target: '1.4.0' })).version).toBe('1.4.0')
+    const refreshed = await refreshRootTrust(config)
+    expect(refreshed.root?.version).toBe(3)
+    expect(refreshed.config.maintainerThreshold).toBe(2)
+  })
+
+  it('keeps the newest root it verified when the edge stops serving the chain', async () => {
+    const config = await device('store-d', await root1())
+    expect((await refreshRootTrust(config)).followed).toEqual([2, 3])
+    // An edge (or whatever answers for it) that forgets roots cannot take the device back to root 1.
+    const offline = await refreshRootTrust(config, { fetchImpl: hidingRoots })
+    expect(offline.root?.version).toBe(3)
+    expect(offline.config.trustedKeys.map((k) => k.keyid).sort()).toEqual(
+      [maintainerB.keyid, maintainerC.keyid].sort(),
+    )
+  })
+
+  it('refuses a next root that its current root keys did not sign, and installs nothing', async () => {
+    const config = await device('store-e', await root1())
+    // Installed under root 1, while the chain was out of its reach.
+    await installArtifact(config, { name: 'fw', target: '1.0.0', fetchImpl: hidingRoots })
+    const intruder = await generateKeyPair()
+    const forged = await signDocumentByAll(rootBody(2, { root: [intruder], maintainers: [intruder] }), [
+      intruder,
+    ])
+    // Whatever sits between the device and the edge answers root 2 with its own keys.
+    const forging: typeof fetch = async (input, init) =>
+      String(input).endsWith(rootPath(2)) ? Response.json(forged) : fetch(input, init)
+    const refused = await agentFailure(
+      installArtifact(config, { name: 'fw', target: '1.2.0', fetchImpl: forging }),
+    )
+    expect(refused.code).toBe('untrusted-root')
+    expect(refused.message).toMatch(/root keys of root 1/)
+    expect(await currentOf(config, 'fw')).toBe('1.0.0')
+  })
+
+  it('stops trusting keys once the newest root it can reach has expired (freeze)', async () => {
+    const stale = await signDocumentByAll(
+      rootBody(1, { root: [rootKey], maintainers: [maintainerA] }, new Date(Date.now() + DAY_MS)),
+      [rootKey],
+    )
+    const config = await device('store-f', stale)
+    const later = new Date(Date.now() + 2 * DAY_MS)
+    const frozen = await agentFailure(refreshRootTrust(config, { fetchImpl: hidingRoots, now: later }))
+    expect(frozen.code).toBe('untrusted-root')
+    expect(frozen.message).toMatch(/root 1 expired/)
+  })
+
+  it('updates through the CLI with a config that names only its root', async () => {
+    const dir = suite.ws.dir
+    const configFile = join(dir, 'root-device.json')
+    await writeFile(join(dir, 'cli-root.json'), JSON.stringify(await root1()))
+    await writeFile(
+      configFile,
+      JSON.stringify({ edgeUrl: suite.edge.url, root: 'cli-root.json', installRoot: 'store-cli' }),
+    )
+    const run = promisify(execFile)
+    const { stdout } = await run(process.execPath, [
+      BIN,
+      '--config',
+      configFile,
+      '--json',
+      'install',
+      'fw@1.4.0',
+    ])
+    expect(stdout).toContain('"version":"1.4.0"')
+    const failed = await run(process.execPath, [
+      BIN,
+      '--config',
+      configFile,
+      '--json',
+      'install',
+      'fw@1.3.0',
+    ]).then(
+      () => null,
+      (error: { code: number; stdout: string }) => error,
+    )
+    expect(failed?.code).toBe(7)
+    expect(failed?.stdout).toContain('fewer than 2 valid signatures')
+  })
+})
+
+describe('config with a root', () => {
+  it('refuses keys beside a root, naming why', async () => {
+    const file = join(suite.ws.dir, 'both.json')
+    await writeFile(
+      file,
+      JSON.stringify({ edgeUrl: suite.edge.url, root: 'r.json', trustedKeys: suite.ws.config.trustedKeys }),
+    )
+    const error = await agentFailure(loadConfig(file))
+    expect(error.code).toBe('config')
+    expect(error.message).toMatch(/a root replaces trustedKeys and indexKeys/)
+  })
+
+  it('refuses a shipped root that does not carry its own root keys’ signatures', async () => {
+    const unsigned = await signDocumentByAll(rootBody(1, { root: [rootKey], maintainers: [maintainerA] }), [
+      maintainerA,
+    ])
+    const error = await agentFailure(refreshRootTrust(await device('store-g', unsigned)))
+    expect(error.code).toBe('config')
+    expect(error.message).toMatch(/lacks 1 valid signature/)
+  })
+})
