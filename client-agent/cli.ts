@@ -9,6 +9,7 @@ import { registerDeltaCommands } from './commands/delta.ts'
 import { registerDevicesCommands } from './commands/devices.ts'
 import { registerResignCommand } from './commands/resign.ts'
 import { registerRolloutCommands } from './commands/rollout.ts'
+import { registerRootCommands } from './commands/root.ts'
 import { registerRunCommand } from './commands/run.ts'
 import { registerYankCommand } from './commands/yank.ts'
 import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
@@ -331,6 +332,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
   registerResignCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerYankCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerDevicesCommands(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
+  registerRootCommands(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
 
   return program
 }

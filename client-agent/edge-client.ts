@@ -17,8 +17,11 @@ export function artifactPath(name: string, version?: string): string {
   return version ? `${base}/${version}` : base
 }
 
-/** Where the edge serves root metadata `version` (GET) and where publishers store it (PUT). */
-export function rootPath(version: number): string {
+/**
+ * Where the edge serves root metadata `version` (GET) and where publishers store it (PUT); `latest` is
+ * the newest root it holds (GET only).
+ */
+export function rootPath(version: number | 'latest'): string {
   return `/v1/roots/${version}`
 }
 
@@ -125,19 +128,32 @@ export class EdgeClient {
    * Root metadata `version` as served (ADR 0035), or null when the edge has none of that version (the
    * chain ends there); the caller checks its signatures before trusting it.
    */
-  async root(version: number): Promise<SignedRoot | null> {
+  root(version: number): Promise<SignedRoot | null> {
+    return this.servedRoot(version)
+  }
+
+  /**
+   * The newest root the edge holds, or null when it holds none yet (`deltaport root show`). Whatever
+   * its version, it is only as trustworthy as the chain from a root the caller already trusts.
+   */
+  latestRoot(): Promise<SignedRoot | null> {
+    return this.servedRoot('latest')
+  }
+
+  private async servedRoot(version: number | 'latest'): Promise<SignedRoot | null> {
+    const what = version === 'latest' ? 'the latest root' : `root ${version}`
     const response = await this.request(rootPath(version))
     if (response.status === 404) {
       await response.body?.cancel().catch(() => undefined)
       return null
     }
-    if (!response.ok) throw await errorFromResponse(response, `root ${version}`)
-    const json = await readJsonBounded(response, JSON_LIMITS.root, `root ${version}`, {
+    if (!response.ok) throw await errorFromResponse(response, what)
+    const json = await readJsonBounded(response, JSON_LIMITS.root, what, {
       ...this.jsonOptions(),
       code: 'untrusted-root',
     })
     const parsed = SignedRoot.safeParse(json)
-    if (!parsed.success) throw new AgentError('untrusted-root', `root ${version} from the edge is malformed`)
+    if (!parsed.success) throw new AgentError('untrusted-root', `${what} from the edge is malformed`)
     return parsed.data
   }
 
