@@ -18,7 +18,7 @@ import {
 } from '../root-metadata.ts'
 import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
 import { agentFailure, makeWorkspace } from './fixtures.ts'
-import { startRootEdgeStub } from './root-edge-stub.ts'
+import { startLocalEdge, TEST_TOKEN } from './local-edge.ts'
 
 const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
 const DAY_MS = 86_400_000
@@ -407,14 +407,9 @@ describe('root sign and verify', () => {
   })
 })
 
-/**
- * The edge publish and show talk to. Until the edge's root routes (another branch) are merged this is
- * the contract stub; then: `const edge = await startLocalEdge(); return { ...edge, token: TEST_TOKEN }`
- * (local-edge.ts), and these tests run against the real edge unchanged.
- */
+/** The real local edge (workerd, R2) with its root routes, fresh for each test. */
 async function startRootEdge(): Promise<{ url: string; token: string; dispose(): Promise<void> }> {
-  const token = 'root-test-token'
-  return { ...(await startRootEdgeStub(token)), token }
+  return { ...(await startLocalEdge()), token: TEST_TOKEN }
 }
 
 describe('root publish and show', () => {
