@@ -14,9 +14,7 @@ import { ED25519, keyIdOf, verifyEnvelope } from '../../schemas/signed-envelope.
 import { app } from '../app.ts'
 import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
 import { keys } from '../storage/keys.ts'
-import { bytesOf, publishSingle } from './publish-helpers.ts'
-
-const base64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes))
+import { base64, bytesOf, publishSingle } from './publish-helpers.ts'
 
 async function edgeKey() {
   const pair = (await crypto.subtle.generateKey(ED25519, true, ['sign', 'verify'])) as CryptoKeyPair

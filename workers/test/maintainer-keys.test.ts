@@ -12,22 +12,7 @@ import { canonicalJson, ED25519, type Envelope } from '../../schemas/signed-enve
 import type { YankStatement } from '../../schemas/yank-statement.ts'
 import { app } from '../app.ts'
 import { maintainerKeys } from '../publish/maintainer-keys.ts'
-import { auth, bytesOf, envelopeFor, sha256 } from './publish-helpers.ts'
-
-interface TestKey {
-  publicKey: string
-  keyid: string
-  privateKey: CryptoKey
-}
-
-const base64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes))
-
-async function newKey(): Promise<TestKey> {
-  const pair = (await crypto.subtle.generateKey(ED25519, true, ['sign', 'verify'])) as CryptoKeyPair
-  const raw = new Uint8Array((await crypto.subtle.exportKey('raw', pair.publicKey)) as ArrayBuffer)
-  const keyid = await sha256(raw)
-  return { publicKey: base64(raw), keyid, privateKey: pair.privateKey }
-}
+import { auth, base64, bytesOf, envelopeFor, newTestKey, sha256, type TestKey } from './publish-helpers.ts'
 
 async function signedBy<Body>(body: Body, key: TestKey, keyid = key.keyid): Promise<Envelope<Body>> {
   const message = new TextEncoder().encode(canonicalJson(body))
@@ -35,7 +20,7 @@ async function signedBy<Body>(body: Body, key: TestKey, keyid = key.keyid): Prom
   return { signed: body, signatures: [{ keyid, sig: base64(sig) }] }
 }
 
-const [alice, bob, mallory] = await Promise.all([newKey(), newKey(), newKey()])
+const [alice, bob, mallory] = await Promise.all([newTestKey(), newTestKey(), newTestKey()])
 /** The edge with two maintainers' keys, spaced and wrapped as an operator might paste them. */
 const guarded: Env = { ...env, MAINTAINER_KEYS: `\n ${alice.publicKey}\t${bob.publicKey} \n` }
 

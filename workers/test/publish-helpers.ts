@@ -1,5 +1,6 @@
 import { exports } from 'cloudflare:workers'
 import type { ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
+import { ED25519 } from '../../schemas/signed-envelope.ts'
 import { toHex } from '../publish/verify-object.ts'
 
 export const TOKEN = 'test-publish-token'
@@ -82,4 +83,19 @@ export async function publishSingle(
   })
   if (put.status !== 201) throw new Error(`put failed: ${put.status} ${await put.text()}`)
   return envelope
+}
+
+/** An Ed25519 key pair for tests that sign: raw public key (base64), its keyid, the private CryptoKey. */
+export interface TestKey {
+  keyid: string
+  publicKey: string
+  privateKey: CryptoKey
+}
+
+export const base64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes))
+
+export async function newTestKey(): Promise<TestKey> {
+  const pair = (await crypto.subtle.generateKey(ED25519, true, ['sign', 'verify'])) as CryptoKeyPair
+  const raw = new Uint8Array((await crypto.subtle.exportKey('raw', pair.publicKey)) as ArrayBuffer)
+  return { keyid: await sha256(raw), publicKey: base64(raw), privateKey: pair.privateKey }
 }

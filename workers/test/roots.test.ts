@@ -7,26 +7,17 @@ import { env } from 'cloudflare:workers'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { MAX_ROOT_BYTES, type RootStatement, SignedRoot } from '../../schemas/root.ts'
-import { canonicalJson, ED25519, signEnvelope } from '../../schemas/signed-envelope.ts'
+import { canonicalJson, signEnvelope } from '../../schemas/signed-envelope.ts'
 import { deleteAll, listAll } from '../retention/bucket-walk.ts'
 import { createRoot } from '../storage/roots.ts'
-import { auth, call, sha256 } from './publish-helpers.ts'
+import { auth, call, newTestKey, type TestKey } from './publish-helpers.ts'
 
-interface TestKey {
-  keyid: string
-  publicKey: string
-  privateKey: CryptoKey
-}
-
-const base64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes))
-
-async function newKey(): Promise<TestKey> {
-  const pair = (await crypto.subtle.generateKey(ED25519, true, ['sign', 'verify'])) as CryptoKeyPair
-  const raw = new Uint8Array((await crypto.subtle.exportKey('raw', pair.publicKey)) as ArrayBuffer)
-  return { keyid: await sha256(raw), publicKey: base64(raw), privateKey: pair.privateKey }
-}
-
-const [rootA, rootB, rootC, maintainer] = await Promise.all([newKey(), newKey(), newKey(), newKey()])
+const [rootA, rootB, rootC, maintainer] = await Promise.all([
+  newTestKey(),
+  newTestKey(),
+  newTestKey(),
+  newTestKey(),
+])
 
 const inDays = (days: number) => new Date(Date.now() + days * 86_400_000).toISOString()
 
