@@ -39,8 +39,6 @@ export interface RootRefresh {
 export interface RootRefreshOptions {
   fetchImpl?: typeof fetch
   now?: Date
-  /** false: use the newest root already verified, without asking the edge (commands that work offline). */
-  online?: boolean
 }
 
 /**
@@ -55,19 +53,17 @@ export async function refreshRootTrust(
   if (!config.root) return { config, root: null, followed: [] }
   let current = await startingRoot(config.root, config.installRoot)
   const followed: number[] = []
-  if (options.online !== false) {
-    const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
-    for (let step = 0; step < MAX_ROOT_STEPS; step++) {
-      const next = await edge.root(current.version + 1)
-      if (!next) break
-      const problem = await nextRootProblem(current, next)
-      if (problem)
-        throw new AgentError('untrusted-root', `the edge's ${problem}; keeping root ${current.version}`)
-      // Kept before the next step: a refresh cut short resumes from here, never from an older root.
-      await keepRoot(config.installRoot, next)
-      current = next.signed
-      followed.push(current.version)
-    }
+  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
+  for (let step = 0; step < MAX_ROOT_STEPS; step++) {
+    const next = await edge.root(current.version + 1)
+    if (!next) break
+    const problem = await nextRootProblem(current, next)
+    if (problem)
+      throw new AgentError('untrusted-root', `the edge's ${problem}; keeping root ${current.version}`)
+    // Kept before the next step: a refresh cut short resumes from here, never from an older root.
+    await keepRoot(config.installRoot, next)
+    current = next.signed
+    followed.push(current.version)
   }
   const now = options.now ?? new Date()
   if (Date.parse(current.expires) <= now.getTime()) {

@@ -103,16 +103,11 @@ export interface CycleResult {
  * `.staging`. Per-item failures are reported and skipped; a failed poll throws.
  */
 export async function runDaemonCycle(
-  loaded: AgentConfig,
+  config: AgentConfig,
   options: DaemonCycleOptions = {},
 ): Promise<CycleResult> {
-  const now = options.now ?? (() => new Date())
-  // Each cycle follows the root chain first (ADR 0035): a key rotated or revoked meanwhile counts now.
-  const { config } = await refreshRootTrust(loaded, {
-    ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
-    now: now(),
-  })
   const settings = daemonSettings(config)
+  const now = options.now ?? (() => new Date())
   const sample = options.loadSampler ?? osLoadPerCore
   const staging = new StagingArea(config.installRoot)
   // Sends the device credential on prefetch polls (ADR 0026); other requests pass through untouched.
@@ -152,6 +147,13 @@ export async function runDaemonCycle(
     return finish(result, staging)
   }
 
+  // Each poll follows the root chain first (ADR 0035): a key rotated or revoked meanwhile counts now.
+  const trust = (
+    await refreshRootTrust(config, {
+      ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
+      now: now(),
+    })
+  ).config
   const queue = await pollQueue(edge, await telemetryQueue.clientId(), installed, config, settings, options)
   result.queued = queue.items.length
   result.validUntil = queue.validUntil
@@ -180,8 +182,8 @@ export async function runDaemonCycle(
         envelope,
         { name: item.name, version: item.version },
         {
-          trustedKeys: config.trustedKeys,
-          threshold: config.maintainerThreshold,
+          trustedKeys: trust.trustedKeys,
+          threshold: trust.maintainerThreshold,
           lastSerial: (await store.state()).lastSerial,
           now: now(),
           allowDowngrade: false,
