@@ -16,6 +16,7 @@ import { publishArtifact } from '../publish.ts'
 import { refreshRootTrust, trustedRootPath } from '../root-trust.ts'
 import { generateKeyPair, type KeyPairFiles, signDocumentByAll } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
+import { EdgeChannelSource } from '../swap/edge-source.ts'
 import { agentFailure, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
@@ -139,6 +140,14 @@ describe('a device under root metadata', () => {
     const refreshed = await refreshRootTrust(config)
     expect(refreshed.root?.version).toBe(3)
     expect(refreshed.config.maintainerThreshold).toBe(2)
+  })
+
+  it("moves `deltaport run`'s service to the head only the newest root's keys signed", async () => {
+    const config = await device('store-run', await root1())
+    await installArtifact(config, { name: 'fw', target: '1.0.0', fetchImpl: hidingRoots })
+    // The head (1.4.0) carries maintainers B and C: only root 3 makes it trusted.
+    const update = await new EdgeChannelSource(config, 'fw').next('1.0.0', new Set())
+    expect(update?.version).toBe('1.4.0')
   })
 
   it('keeps the newest root it verified when the edge stops serving the chain', async () => {
