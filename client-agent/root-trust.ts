@@ -1,6 +1,6 @@
-import { readFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { type RootStatement, SignedRoot } from '../schemas/root.ts'
+import type { RootStatement, SignedRoot } from '../schemas/root.ts'
 import { nextRootProblem, roleKeys, roleThreshold, selfSignedProblem } from '../schemas/root-chain.ts'
 import type { AgentConfig } from './config.ts'
 import { deviceFetch } from './devices/device-fetch.ts'
@@ -8,8 +8,7 @@ import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { writeFileAtomic } from './fs/atomic.ts'
 import { makeDirs } from './fs/make-dirs.ts'
-import { unlessMissing } from './fs/missing.ts'
-import { JSON_LIMITS } from './transfer/read-json.ts'
+import { readRootFile } from './root-metadata.ts'
 
 /**
  * A device whose config names a `root` (ADR 0035) takes its keys from root metadata instead of its
@@ -86,40 +85,19 @@ function configUnder(config: AgentConfig, root: RootStatement): AgentConfig {
 
 /** The newer of the shipped root and the last one this device verified. */
 async function startingRoot(shippedPath: string, installRoot: string): Promise<RootStatement> {
-  const shipped = await readRoot(shippedPath, 'config')
+  const shipped = await readRootFile(shippedPath).catch((error: unknown) => {
+    // The shipped root is configuration: a malformed one is the config's fault, not the edge's.
+    if (error instanceof AgentError && error.code === 'untrusted-root')
+      throw new AgentError('config', error.message)
+    throw error
+  })
   const problem = await selfSignedProblem(shipped)
   if (problem) throw new AgentError('config', `${shippedPath}: ${problem}`)
-  // A kept root that no longer parses (a disk fault) is only a shortcut lost: the chain is walked again
-  // from the shipped root, every step verified.
-  const kept = await unlessMissing(
-    readRoot(trustedRootPath(installRoot), 'untrusted-root').catch((error: unknown) => {
-      if (error instanceof AgentError) return null
-      throw error
-    }),
-    null,
-  )
+  // A kept root that cannot be read (a disk fault) is only a shortcut lost: the chain is walked again
+  // from the shipped root, every step verified, and kept again.
+  const keptPath = trustedRootPath(installRoot)
+  const kept = existsSync(keptPath) ? await readRootFile(keptPath).catch(() => null) : null
   return kept && kept.signed.version > shipped.signed.version ? kept.signed : shipped.signed
-}
-
-async function readRoot(path: string, code: 'config' | 'untrusted-root'): Promise<SignedRoot> {
-  let text: string
-  try {
-    text = await readFile(path, 'utf8')
-  } catch (error) {
-    if (code !== 'config') throw error
-    throw new AgentError('config', `cannot read the root file ${path}: ${(error as Error).message}`)
-  }
-  if (text.length > JSON_LIMITS.root) throw new AgentError(code, `${path} is larger than a root may be`)
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch {
-    throw new AgentError(code, `${path} is not JSON`)
-  }
-  const parsed = SignedRoot.safeParse(json)
-  if (!parsed.success)
-    throw new AgentError(code, `${path} is not root metadata: ${parsed.error.issues[0]?.message}`)
-  return parsed.data
 }
 
 async function keepRoot(installRoot: string, root: SignedRoot): Promise<void> {
