@@ -27,7 +27,7 @@ export function trustedRootPath(installRoot: string): string {
 }
 
 export interface RootRefresh {
-  /** The config with trustedKeys, maintainerThreshold and indexKeys taken from the newest root. */
+  /** The config with trustedKeys, maintainerThreshold and indexKeys taken from the newest root (and no `root`). */
   config: AgentConfig
   /** The newest verified root, or null when the config names none (keys come from the config). */
   root: RootStatement | null
@@ -74,9 +74,14 @@ export async function refreshRootTrust(
   return { config: configUnder(config, current), root: current, followed }
 }
 
+/**
+ * The keys `root` names, in config form. It names no root itself: refreshing it again is a no-op, so a
+ * caller that already followed the chain (run's poll, an install's dependencies) is not walked twice.
+ */
 function configUnder(config: AgentConfig, root: RootStatement): AgentConfig {
+  const { root: _followed, ...rest } = config
   return {
-    ...config,
+    ...rest,
     trustedKeys: roleKeys(root, 'maintainers'),
     maintainerThreshold: roleThreshold(root, 'maintainers'),
     indexKeys: roleKeys(root, 'index'),

@@ -46,12 +46,15 @@ export class EdgeChannelSource implements UpdateSource {
     this.fetchImpl = fetchImpl
   }
 
-  /** The edge, its indexes checked against the index keys the newest root names (ADR 0035). */
-  private async edge(): Promise<EdgeClient> {
-    const { config } = await refreshRootTrust(
-      this.config,
-      this.fetchImpl ? { fetchImpl: this.fetchImpl } : {},
-    )
+  /**
+   * The config under the newest root (ADR 0035), followed once per poll: the index check and the
+   * install that follows both use it, and installArtifact does not walk the chain again.
+   */
+  private async trusted(): Promise<AgentConfig> {
+    return (await refreshRootTrust(this.config, this.fetchImpl ? { fetchImpl: this.fetchImpl } : {})).config
+  }
+
+  private edge(config: AgentConfig): EdgeClient {
     return new EdgeClient(config.edgeUrl, this.fetchImpl, deviceEdgeOptions(config))
   }
 
@@ -61,10 +64,11 @@ export class EdgeChannelSource implements UpdateSource {
     if (state.current && (await this.store.has(state.current))) {
       return { version: state.current, artifactPath: this.store.blobPath(state.current) }
     }
-    const index = await (await this.edge()).index(this.name)
+    const config = await this.trusted()
+    const index = await this.edge(config).index(this.name)
     const head = channelHead(index, this.channel)
     const admitted = head ? await this.gate.admit(this.name, this.channel, head) : null
-    const installed = await installArtifact(this.config, {
+    const installed = await installArtifact(config, {
       name: this.name,
       ...(admitted ? { target: admitted, channel: this.channel } : {}),
       ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
@@ -84,26 +88,28 @@ export class EdgeChannelSource implements UpdateSource {
     refused: ReadonlySet<string>,
     signal?: AbortSignal,
   ): Promise<ReadyUpdate | null> {
-    const index = await (await this.edge()).index(this.name)
+    const config = await this.trusted()
+    const index = await this.edge(config).index(this.name)
     const head = channelHead(index, this.channel)
     if (!head || head === running || refused.has(head)) return null
     // A head below the running version (the running one was yanked) is followed down only on the
     // maintainer's signed yank, which the install path checks (install.ts, yank-retreat.ts); a rollout
     // gate does not hold a retreat back.
-    if (valid(running) && lt(head, running)) return this.retreat(running, refused, signal)
+    if (valid(running) && lt(head, running)) return this.retreat(config, running, refused, signal)
     const target = await this.gate.admit(this.name, this.channel, head)
     if (!target || target === running || refused.has(target)) return null
-    const installed = await this.install(target, signal)
+    const installed = await this.install(config, target, signal)
     return installed && { version: installed.version, artifactPath: this.store.blobPath(installed.version) }
   }
 
   /** The version to swap back to when the running one was yanked with its maintainer's signature. */
   private async retreat(
+    config: AgentConfig,
     running: string,
     refused: ReadonlySet<string>,
     signal: AbortSignal | undefined,
   ): Promise<ReadyUpdate | null> {
-    const installed = await this.install(undefined, signal)
+    const installed = await this.install(config, undefined, signal)
     if (!installed?.retreated) return null
     if (refused.has(installed.version)) {
       // It failed to take over before: the service stays where it is (the warning says why).
@@ -114,9 +120,9 @@ export class EdgeChannelSource implements UpdateSource {
   }
 
   /** The ordinary install of `target` (the channel when undefined), or null while another process holds the artifact. */
-  private async install(target: string | undefined, signal: AbortSignal | undefined) {
+  private async install(config: AgentConfig, target: string | undefined, signal: AbortSignal | undefined) {
     try {
-      return await installArtifact(this.config, {
+      return await installArtifact(config, {
         name: this.name,
         // A version the rollout gate chose for this channel: its manifest must list the channel.
         ...(target ? { target, channel: this.channel } : {}),
