@@ -1,8 +1,9 @@
 import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { z } from 'zod'
-import { Base64, Sha256Hex } from '../schemas/common.ts'
+import { Sha256Hex } from '../schemas/common.ts'
 import { EnrollmentCode } from '../schemas/devices.ts'
+import { Ed25519PublicKey } from '../schemas/ed25519-public-key.ts'
 import { AgentError, systemError } from './errors.ts'
 
 /**
@@ -13,13 +14,13 @@ import { AgentError, systemError } from './errors.ts'
 export const AgentConfig = z
   .strictObject({
     edgeUrl: z.url({ protocol: /^https?$/ }),
-    trustedKeys: z.array(z.object({ keyid: Sha256Hex, publicKey: Base64 })).default([]),
+    trustedKeys: z.array(z.object({ keyid: Sha256Hex, publicKey: Ed25519PublicKey })).default([]),
     /**
      * The edge's index-signing keys (ADR 0032: `deltaport keygen`'s public half of INDEX_SIGNING_KEY).
      * When set, an index is used only under a fresh statement signed by one of them (freeze defence).
      */
     indexKeys: z
-      .array(z.object({ keyid: Sha256Hex, publicKey: Base64 }))
+      .array(z.object({ keyid: Sha256Hex, publicKey: Ed25519PublicKey }))
       .max(8)
       .default([]),
     /**

@@ -1,15 +1,10 @@
 import { open, stat } from 'node:fs/promises'
 import type { z } from 'zod'
+import { base64Bytes } from '../schemas/base64.ts'
+import { unusablePublicKeyProblem } from '../schemas/ed25519-public-key.ts'
 import { MAX_ROOT_BYTES, MAX_ROOT_KEYS, RootStatement, SignedRoot } from '../schemas/root.ts'
 import { nextRootProblem, roleKeys, roleThreshold, selfSignedProblem } from '../schemas/root-chain.ts'
-import {
-  base64Bytes,
-  canonicalJson,
-  ED25519_PUBLIC_KEY_BYTES,
-  keyIdOf,
-  meetsThreshold,
-  type TrustedKey,
-} from '../schemas/signed-envelope.ts'
+import { canonicalJson, keyIdOf, meetsThreshold, type TrustedKey } from '../schemas/signed-envelope.ts'
 import { EdgeClient, rootPath } from './edge-client.ts'
 import { AgentError, namingPath } from './errors.ts'
 import { writeFileAtomic } from './fs/atomic.ts'
@@ -33,9 +28,8 @@ export const MAX_ROOT_SIGNATURES = 8
 export function publicKeyProblem(text: string): string | null {
   const raw = /^[A-Za-z0-9+/]+={0,2}$/.test(text) ? base64Bytes(text) : null
   if (!raw) return `"${text}" is not base64`
-  if (raw.length !== ED25519_PUBLIC_KEY_BYTES)
-    return `"${text}" is ${raw.length} bytes, not a ${ED25519_PUBLIC_KEY_BYTES}-byte Ed25519 public key (the publicKey \`deltaport keygen\` prints)`
-  return null
+  const problem = unusablePublicKeyProblem(raw)
+  return problem ? `"${text}" ${problem} (use the publicKey \`deltaport keygen\` prints)` : null
 }
 
 /** A role's keys as given on the command line: replace the role's keys, its threshold, or both. */
@@ -144,7 +138,7 @@ export async function readSigningKeys(files: readonly string[]): Promise<Signing
   for (const file of files) {
     const key = await readKeyFile(file)
     const raw = base64Bytes(key.publicKey)
-    if (!raw || raw.length !== ED25519_PUBLIC_KEY_BYTES || (await keyIdOf(raw)) !== key.keyid)
+    if (!raw || unusablePublicKeyProblem(raw) !== null || (await keyIdOf(raw)) !== key.keyid)
       throw new AgentError('config', `${file}: its keyid is not the sha256 of its public key`)
     keys.push({ ...key, file })
   }

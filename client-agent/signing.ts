@@ -1,5 +1,6 @@
+import { bytesBase64 } from '../schemas/base64.ts'
 import type { ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
-import { bytesBase64, ED25519, type Envelope, keyIdOf, signEnvelope } from '../schemas/signed-envelope.ts'
+import { ED25519, type Envelope, keyIdOf, signEnvelope } from '../schemas/signed-envelope.ts'
 
 /**
  * The maintainer's side of signatures: key generation and key files, through WebCrypto. What a

@@ -1,5 +1,6 @@
+import { base64Bytes } from './base64.ts'
 import type { RootStatement, SignedRoot } from './root.ts'
-import { base64Bytes, keyIdOf, meetsThreshold, type TrustedKey } from './signed-envelope.ts'
+import { keyIdOf, meetsThreshold, type TrustedKey } from './signed-envelope.ts'
 
 /**
  * The rules of the root chain (ADR 0035, TUF's client workflow §5.3), shared by the edge (which

@@ -1,5 +1,6 @@
 import { z } from 'zod'
-import { Base64, IsoDateTime, Sha256Hex } from './common.ts'
+import { IsoDateTime, Sha256Hex } from './common.ts'
+import { Ed25519PublicKey } from './ed25519-public-key.ts'
 import { signedEnvelope } from './manifest.ts'
 
 /**
@@ -39,8 +40,8 @@ export const RootStatement = z
     version: z.number().int().min(1).max(MAX_ROOT_VERSION),
     /** After this instant the newest root a device holds stops vouching for anything (freeze). */
     expires: IsoDateTime,
-    /** Every key a role names: raw 32-byte Ed25519 public keys (base64) by keyid. */
-    keys: z.record(Sha256Hex, z.strictObject({ publicKey: Base64 })),
+    /** Every key a role names: raw 32-byte Ed25519 public keys (base64) by keyid; small-order ones refused. */
+    keys: z.record(Sha256Hex, z.strictObject({ publicKey: Ed25519PublicKey })),
     roles: z.strictObject({
       /** Signs the next root. */
       root: RootRole,

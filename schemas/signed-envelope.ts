@@ -7,6 +7,9 @@
  * MAINTAINER_KEYS (workers/publish/maintainer-keys.ts) with this same code.
  */
 
+import { base64Bytes, bytesBase64 } from './base64.ts'
+import { unusablePublicKeyProblem } from './ed25519-public-key.ts'
+
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value)
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
@@ -29,8 +32,7 @@ export interface TrustedKey {
 }
 
 export const ED25519 = { name: 'Ed25519' } as const
-/** Raw Ed25519 public keys and signatures have exactly these lengths (RFC 8032). */
-export const ED25519_PUBLIC_KEY_BYTES = 32
+/** Raw Ed25519 signatures have exactly this length (RFC 8032). */
 const ED25519_SIGNATURE_BYTES = 64
 
 /** A key's id: sha256 (hex) of its raw 32 bytes. */
@@ -44,28 +46,8 @@ export async function sha256Hex(bytes: Parameters<typeof crypto.subtle.digest>[1
   return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('')
 }
 
-/** Standard base64 to bytes; null when it is not base64. */
-export function base64Bytes(text: string): Uint8Array<ArrayBuffer> | null {
-  let binary: string
-  try {
-    binary = atob(text)
-  } catch {
-    return null
-  }
-  const bytes = new Uint8Array(binary.length)
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i)
-  return bytes
-}
-
 /** A WebCrypto private key, named through `sign` so Node's and the Workers' typings both accept it. */
 type SigningKey = Parameters<typeof crypto.subtle.sign>[1]
-
-/** Bytes as standard base64, the form keys and signatures are written in. */
-export function bytesBase64(bytes: Uint8Array): string {
-  let binary = ''
-  for (const b of bytes) binary += String.fromCharCode(b)
-  return btoa(binary)
-}
 
 /**
  * The envelope verifyEnvelope checks: `body` signed with one key (Ed25519 over its canonical JSON).
@@ -83,8 +65,9 @@ export async function signEnvelope<Body>(
 }
 
 /**
- * True if any signature verifies under a trusted key with the same keyid. A malformed key or signature
- * counts as not verifying: the caller decides what an unsigned document means.
+ * True if any signature verifies under a trusted key with the same keyid. A malformed or small-order key
+ * (ed25519-public-key.ts) or a malformed signature counts as not verifying: the caller decides what an
+ * unsigned document means.
  */
 export async function verifyEnvelope(
   envelope: Envelope<unknown>,
@@ -110,7 +93,8 @@ export async function meetsThreshold(
     const key = trusted.find((k) => k.keyid === signature.keyid)
     const raw = key ? base64Bytes(key.publicKey) : null
     const sig = base64Bytes(signature.sig)
-    if (!raw || raw.length !== ED25519_PUBLIC_KEY_BYTES || sig?.length !== ED25519_SIGNATURE_BYTES) continue
+    // A small-order key verifies forgeries, so it never counts, even where input checks missed it.
+    if (!raw || unusablePublicKeyProblem(raw) !== null || sig?.length !== ED25519_SIGNATURE_BYTES) continue
     const publicKey = await crypto.subtle.importKey('raw', raw, ED25519, false, ['verify'])
     if (await crypto.subtle.verify(ED25519, publicKey, sig, message)) verified.add(signature.keyid)
     if (verified.size >= threshold) return true

@@ -152,6 +152,13 @@ describe('deltaport CLI', () => {
     const typoed = await runWithConfig(typo, ['status', 'x'])
     expect(typoed.code).toBe(3)
     expect(typoed.stderr).toContain(`${typo} is invalid: (root): unknown key "bandwithCapBps"`)
+    // A small-order trusted key (the identity point) would verify forged signatures: refused by name.
+    const weak = join(ws.dir, 'weak.json')
+    const identity = { keyid: 'a'.repeat(64), publicKey: `AQ${'A'.repeat(41)}=` }
+    await writeFile(weak, JSON.stringify({ ...ws.config, trustedKeys: [identity] }))
+    const weakened = await runWithConfig(weak, ['status', 'x'])
+    expect(weakened.code).toBe(3)
+    expect(weakened.stderr).toContain('trustedKeys.0.publicKey: public key is a small-order Ed25519 point')
     const absentConfig = await runWithConfig(join(ws.dir, 'absent.json'), ['status', 'x'])
     expect(absentConfig.code).toBe(3)
     expect(absentConfig.stderr).toContain('(create one: see README "Agent config")')

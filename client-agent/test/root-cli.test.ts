@@ -4,9 +4,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { base64Bytes } from '../../schemas/base64.ts'
 import { MAX_ROOT_BYTES, SignedRoot } from '../../schemas/root.ts'
 import { nextRootProblem, selfSignedProblem } from '../../schemas/root-chain.ts'
-import { base64Bytes, keyIdOf } from '../../schemas/signed-envelope.ts'
+import { keyIdOf } from '../../schemas/signed-envelope.ts'
 import { EdgeClient } from '../edge-client.ts'
 import {
   type CreateRootRequest,
@@ -146,6 +147,7 @@ describe('root create', () => {
       [{ maintainers: {} }, 'usage', 'a root needs --maintainer-key'],
       [{ maintainers: { publicKeys: [m.publicKey, m.publicKey] } }, 'usage', 'is given twice'],
       [{ maintainers: { publicKeys: ['AAAA'] } }, 'usage', 'not a 32-byte Ed25519 public key'],
+      [{ maintainers: { publicKeys: [`AQ${'A'.repeat(41)}=`] } }, 'usage', 'is a small-order Ed25519 point'],
       [{ index: { publicKeys: ['not base64!'] } }, 'usage', '--index-key: "not base64!" is not base64'],
     ]
     // More keys than a root may list: the schema's limit, in its words.

@@ -1,11 +1,6 @@
-import {
-  base64Bytes,
-  ED25519_PUBLIC_KEY_BYTES,
-  type Envelope,
-  keyIdOf,
-  type TrustedKey,
-  verifyEnvelope,
-} from '../../schemas/signed-envelope.ts'
+import { base64Bytes } from '../../schemas/base64.ts'
+import { unusablePublicKeyProblem } from '../../schemas/ed25519-public-key.ts'
+import { type Envelope, keyIdOf, type TrustedKey, verifyEnvelope } from '../../schemas/signed-envelope.ts'
 import { Problem } from '../http/problem.ts'
 
 /** More keys than any maintainer team pins; a longer value is a configuration mistake. */
@@ -26,12 +21,8 @@ export async function maintainerKeys(configured: string | undefined): Promise<Tr
   return Promise.all(
     entries.map(async (publicKey, i) => {
       const raw = base64Bytes(publicKey)
-      if (raw?.length !== ED25519_PUBLIC_KEY_BYTES)
-        throw new Problem(
-          500,
-          'internal',
-          `MAINTAINER_KEYS entry ${i + 1} is not a base64 Ed25519 public key (32 bytes)`,
-        )
+      const problem = raw ? unusablePublicKeyProblem(raw) : 'is not base64'
+      if (!raw || problem) throw new Problem(500, 'internal', `MAINTAINER_KEYS entry ${i + 1} ${problem}`)
       return { keyid: await keyIdOf(raw), publicKey }
     }),
   )

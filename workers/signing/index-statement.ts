@@ -5,6 +5,7 @@
  * cannot hold them on an old release for longer than the statement's lifetime.
  */
 import type { ArtifactIndex } from '../../schemas/artifact-index.ts'
+import { base64Bytes } from '../../schemas/base64.ts'
 import {
   digestWithoutStatement,
   type IndexStatement,
@@ -13,7 +14,7 @@ import {
 } from '../../schemas/index-statement.ts'
 import type { RolloutCheck } from '../../schemas/rollout.ts'
 import type { RolloutCheckStatement, SignedRolloutCheckStatement } from '../../schemas/rollout-statement.ts'
-import { base64Bytes, ED25519, type Envelope, keyIdOf, signEnvelope } from '../../schemas/signed-envelope.ts'
+import { ED25519, type Envelope, keyIdOf, signEnvelope } from '../../schemas/signed-envelope.ts'
 import { Problem } from '../http/problem.ts'
 
 interface IndexSigner {

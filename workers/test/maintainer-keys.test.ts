@@ -163,6 +163,8 @@ describe('MAINTAINER_KEYS', () => {
       `${alice.publicKey} not-base64!`,
       btoa('sixteen bytes ..'),
       `${alice.publicKey}=`,
+      // The identity point: a small-order key under which anyone can forge a signature.
+      `${alice.publicKey} AQ${'A'.repeat(41)}=`,
     ]) {
       const problem = await expectProblem(
         await send({ ...env, MAINTAINER_KEYS: broken }, 'POST', publishPath(manifest), manifest),

@@ -274,6 +274,15 @@ describe('PUT /v1/roots/:version', () => {
       'bad-request',
     )
     expect(unsigned.errors?.map((e) => e.path)).toContain('signatures')
+    // A small-order key (the identity point) verifies forged signatures, so no root may list one.
+    const identity = `AQ${'A'.repeat(41)}=`
+    const keyid = Object.keys(root.signed.keys)[0] ?? ''
+    const smallOrder = await expectProblem(
+      await putRoot(1, { ...root, signed: { ...root.signed, keys: { [keyid]: { publicKey: identity } } } }),
+      400,
+      'bad-request',
+    )
+    expect(JSON.stringify(smallOrder.errors)).toContain('small-order')
     await expectProblem(await getRoot(1), 404, 'not-found')
   })
 
