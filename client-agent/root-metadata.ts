@@ -3,7 +3,13 @@ import type { z } from 'zod'
 import { base64Bytes } from '../schemas/base64.ts'
 import { unusablePublicKeyProblem } from '../schemas/ed25519-public-key.ts'
 import { MAX_ROOT_BYTES, MAX_ROOT_KEYS, RootStatement, SignedRoot } from '../schemas/root.ts'
-import { nextRootProblem, roleKeys, roleThreshold, selfSignedProblem } from '../schemas/root-chain.ts'
+import {
+  nextRootProblem,
+  roleKeys,
+  roleThreshold,
+  rootDigest,
+  selfSignedProblem,
+} from '../schemas/root-chain.ts'
 import { canonicalJson, keyIdOf, meetsThreshold, type TrustedKey } from '../schemas/signed-envelope.ts'
 import { EdgeClient, rootPath } from './edge-client.ts'
 import { AgentError, namingPath } from './errors.ts'
@@ -250,6 +256,11 @@ export interface RootReport {
     maintainers: { keyids: string[]; threshold: number }
     index?: { keyids: string[] }
   }
+  /**
+   * sha256 of the statement's canonical JSON (signatures left out): for root 1, what the edge pins with
+   * `MAINTAINER_KEYS=root:<digest>` to take its maintainers from this chain.
+   */
+  digest: string
   /** Keyids with a valid signature on it: keys it lists, or root keys of the root before it when known. */
   signedBy: string[]
   /**
@@ -296,6 +307,7 @@ export async function reportOn(
       },
       ...(index ? { index: { keyids: index.keyids } } : {}),
     },
+    digest: await rootDigest(root.signed),
     signedBy,
     problems: [...new Set(problems)],
   }
@@ -317,6 +329,9 @@ export function describeReport(report: RootReport): string {
     ...maintainers.keyids.map(keyLine),
     ...(index ? ['  index keys (the edge signs alone):', ...index.keyids.map(keyLine)] : []),
     ...(others.length > 0 ? ['  also signed by (previous root keys):', ...others.map(keyLine)] : []),
+    report.version === 1
+      ? `  digest ${report.digest} (the edge pins it: MAINTAINER_KEYS=root:${report.digest})`
+      : `  digest ${report.digest}`,
     ...report.problems.map((p) => `  problem: ${p}`),
   ].join('\n')
 }

@@ -1,6 +1,6 @@
 import { base64Bytes } from './base64.ts'
 import type { RootStatement, SignedRoot } from './root.ts'
-import { keyIdOf, meetsThreshold, type TrustedKey } from './signed-envelope.ts'
+import { canonicalJson, keyIdOf, meetsThreshold, sha256Hex, type TrustedKey } from './signed-envelope.ts'
 
 /**
  * The rules of the root chain (ADR 0035, TUF's client workflow §5.3), shared by the edge (which
@@ -8,6 +8,14 @@ import { keyIdOf, meetsThreshold, type TrustedKey } from './signed-envelope.ts'
  */
 
 export type RootRoleName = keyof RootStatement['roles']
+
+/**
+ * A root statement's digest: sha256 (hex) of its canonical JSON, signatures left out (co-signing does
+ * not change it). The edge pins a first root by it (`MAINTAINER_KEYS=root:<digest>`, ADR 0035).
+ */
+export function rootDigest(root: RootStatement): Promise<string> {
+  return sha256Hex(new TextEncoder().encode(canonicalJson(root)))
+}
 
 /** The keys of one role of a root, in the form envelope checks take. */
 export function roleKeys(root: RootStatement, role: RootRoleName): TrustedKey[] {

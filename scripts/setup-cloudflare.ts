@@ -41,7 +41,7 @@ const SECRET_PURPOSE: Record<string, string> = {
   DEVICE_TOKEN_SECRET:
     'the HMAC key of device credentials (POST /v1/devices/enroll); a long random string; rotate with "<new> <old>", later "<new>"',
   MAINTAINER_KEYS:
-    'the maintainers’ public keys (`deltaport keygen` prints publicKey), whitespace-separated: the edge then refuses manifests and yank statements none of them signed; blank turns that check off',
+    'the maintainers’ public keys (`deltaport keygen` prints publicKey), whitespace-separated, or root:<digest> to follow the root chain from root 1 (`deltaport root verify` prints it): the edge then refuses manifests and yank statements the maintainers did not sign; blank turns that check off',
   INDEX_SIGNING_KEY:
     'the edge’s own Ed25519 private key (`deltaport keygen --out edge-index.key.json`, then its privateKey; never a maintainer’s): index answers then carry short-lived signed statements, and devices listing its public half in indexKeys refuse stale indexes; blank sends them unsigned',
 }

@@ -6,7 +6,7 @@ import { promisify } from 'node:util'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { base64Bytes } from '../../schemas/base64.ts'
 import { MAX_ROOT_BYTES, SignedRoot } from '../../schemas/root.ts'
-import { nextRootProblem, selfSignedProblem } from '../../schemas/root-chain.ts'
+import { nextRootProblem, rootDigest, selfSignedProblem } from '../../schemas/root-chain.ts'
 import { keyIdOf } from '../../schemas/signed-envelope.ts'
 import { EdgeClient } from '../edge-client.ts'
 import {
@@ -623,6 +623,9 @@ describe('root publish and show', () => {
     expect((await cli(['root', 'sign', one, '--key', r2.file])).code).toBe(0)
     const verified = await cli(['root', 'verify', one])
     expect(verified).toMatchObject({ code: 0, stdout: expect.stringContaining('root 1 verifies') })
+    // The digest an operator pins at the edge: the statement's, so co-signing did not change it.
+    const pin = `MAINTAINER_KEYS=root:${await rootDigest((await readRoot(one)).signed)}`
+    expect(verified.stderr).toContain(pin)
 
     expect((await cli(['root', 'publish', one], { DELTAPORT_TOKEN: '' })).code).toBe(3)
     const published = await cli(['--json', 'root', 'publish', one])
@@ -634,6 +637,7 @@ describe('root publish and show', () => {
     expect(shown.stdout).toContain('root 1, expires')
     expect(shown.stdout).toContain('root keys, 2 of 2 must sign the next root')
     expect(shown.stdout).toContain(`${r2.keyid}  (signed)`)
+    expect(shown.stdout).toContain(pin)
     const json = JSON.parse((await cli(['--json', 'root', 'show', '--version', '1'])).stdout)
     expect(json.document).toEqual(await readRoot(one))
     expect((await cli(['root', 'show', '--version', '2'])).code).toBe(6)

@@ -241,8 +241,9 @@ const getDelta: RouteSpec = {
 /** The edge's own signature check of maintainer documents (workers/publish/maintainer-keys.ts, ADR 0031). */
 const MAINTAINER_SIGNED =
   'When the edge has `MAINTAINER_KEYS`, the signed document must carry a valid Ed25519 signature by one of ' +
-  'them (422 `untrusted-signature` otherwise, before anything is stored); blank, it is stored unchecked ' +
-  'and only devices verify it.'
+  "its keys or, when it pins a root (`root:<digest>`), the newest root's maintainer threshold (422 " +
+  '`untrusted-signature` otherwise, before anything is stored); blank, it is stored unchecked and only ' +
+  'devices verify it.'
 
 /** Device credentials on reports and prefetch queries (workers/devices/authenticate.ts, ADR 0026). */
 const DEVICE_AUTH =

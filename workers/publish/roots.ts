@@ -1,5 +1,5 @@
 import type { SignedRoot } from '../../schemas/root.ts'
-import { nextRootProblem, selfSignedProblem } from '../../schemas/root-chain.ts'
+import { nextRootProblem, rootDigest, selfSignedProblem } from '../../schemas/root-chain.ts'
 import { canonicalJson } from '../../schemas/signed-envelope.ts'
 import { Problem } from '../http/problem.ts'
 import { assertSameRoot, createRoot, readRoot } from '../storage/roots.ts'
@@ -19,14 +19,21 @@ export interface RootPublished {
  *   sha256 (422 `untrusted-root`); it starts the chain, so it is refused (409) once any root is stored;
  * - root n > 1 needs root n−1 stored (409) and must be signed by the threshold of root n−1's root keys
  *   and of its own (422 `untrusted-root`);
- * - `expires` must be in the future (422): devices refuse an expired newest root.
+ * - `expires` must be in the future (422): devices refuse an expired newest root;
+ * - when MAINTAINER_KEYS pins a root (`root:<digest>`), root 1 must be that root (422 `untrusted-root`):
+ *   the edge then takes its maintainers from this chain, which a stolen token must not be able to start.
  * A stored root never changes: the same root again (same canonical bytes, however the JSON was laid out)
  * is an idempotent retry, another root for a stored version a 409, checked before anything else.
  *
  * What is stored is the canonical JSON of the parsed envelope (signatures cover the canonical JSON of
  * `signed`, so they stay valid): exactly what was checked, and one spelling per root.
  */
-export async function publishRoot(bucket: R2Bucket, envelope: SignedRoot, now: Date): Promise<RootPublished> {
+export async function publishRoot(
+  bucket: R2Bucket,
+  envelope: SignedRoot,
+  now: Date,
+  pinnedDigest?: string,
+): Promise<RootPublished> {
   const { version, expires } = envelope.signed
   const raw = canonicalJson(envelope)
   const stored = await readRoot(bucket, version)
@@ -36,6 +43,8 @@ export async function publishRoot(bucket: R2Bucket, envelope: SignedRoot, now: D
   }
   if (Date.parse(expires) <= now.getTime())
     throw new Problem(422, 'unprocessable', `root ${version} expired at ${expires}; devices would refuse it`)
+  if (version === 1 && pinnedDigest !== undefined && (await rootDigest(envelope.signed)) !== pinnedDigest)
+    throw new Problem(422, 'untrusted-root', "root 1 is not the root this edge's MAINTAINER_KEYS pins")
   const problem = version === 1 ? await selfSignedProblem(envelope) : await chainProblem(bucket, envelope)
   if (problem) throw new Problem(422, 'untrusted-root', problem)
   return { outcome: await createRoot(bucket, version, raw), raw }

@@ -9,6 +9,7 @@ import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
 import { etagListMatches } from '../http/range.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
+import { maintainerSetting } from '../publish/maintainer-keys.ts'
 import { publishRoot } from '../publish/roots.ts'
 import { latestRootVersion, readRoot, type StoredRoot } from '../storage/roots.ts'
 
@@ -48,7 +49,9 @@ export const rootsRouter = new Hono<AppEnv>()
         'bad-request',
         `the body is root ${envelope.signed.version}, not root ${version}`,
       )
-    const { outcome, raw } = await publishRoot(c.env.ARTIFACTS, envelope, new Date())
+    const setting = await maintainerSetting(c.env.MAINTAINER_KEYS)
+    const pinned = setting && 'rootDigest' in setting ? setting.rootDigest : undefined
+    const { outcome, raw } = await publishRoot(c.env.ARTIFACTS, envelope, new Date(), pinned)
     if (outcome === 'created')
       console.log(
         JSON.stringify({ level: 'info', msg: 'root published', version, expires: envelope.signed.expires }),

@@ -11,7 +11,7 @@ import { ProblemDetails } from '../../schemas/problem.ts'
 import { canonicalJson, ED25519, type Envelope } from '../../schemas/signed-envelope.ts'
 import type { YankStatement } from '../../schemas/yank-statement.ts'
 import { app } from '../app.ts'
-import { maintainerKeys } from '../publish/maintainer-keys.ts'
+import { maintainerSetting } from '../publish/maintainer-keys.ts'
 import { auth, base64, bytesOf, envelopeFor, newTestKey, sha256, type TestKey } from './publish-helpers.ts'
 
 async function signedBy<Body>(body: Body, key: TestKey, keyid = key.keyid): Promise<Envelope<Body>> {
@@ -61,12 +61,15 @@ async function published(bindings: Env, name: string, key: TestKey): Promise<Sig
 
 describe('MAINTAINER_KEYS', () => {
   it('reads whitespace-separated keys with the keyids devices derive, and blank as not configured', async () => {
-    expect(await maintainerKeys(guarded.MAINTAINER_KEYS)).toEqual([
-      { keyid: alice.keyid, publicKey: alice.publicKey },
-      { keyid: bob.keyid, publicKey: bob.publicKey },
-    ])
-    expect(await maintainerKeys(' \n\t ')).toBeNull()
-    expect(await maintainerKeys(undefined)).toBeNull()
+    expect(await maintainerSetting(guarded.MAINTAINER_KEYS)).toEqual({
+      keys: [
+        { keyid: alice.keyid, publicKey: alice.publicKey },
+        { keyid: bob.keyid, publicKey: bob.publicKey },
+      ],
+    })
+    expect(await maintainerSetting(' \n\t ')).toBeNull()
+    expect(await maintainerSetting(undefined)).toBeNull()
+    expect(await maintainerSetting(` root:${'ab'.repeat(32)}\n`)).toEqual({ rootDigest: 'ab'.repeat(32) })
   })
 
   it('stages only manifests a configured key signed, over exactly the bytes it signed', async () => {

@@ -1,6 +1,6 @@
 import { exports } from 'cloudflare:workers'
 import type { ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
-import { ED25519 } from '../../schemas/signed-envelope.ts'
+import { ED25519, type Envelope, signEnvelope } from '../../schemas/signed-envelope.ts'
 import { toHex } from '../publish/verify-object.ts'
 
 export const TOKEN = 'test-publish-token'
@@ -93,6 +93,14 @@ export interface TestKey {
 }
 
 export const base64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes))
+
+/** `body` with one signature by each of `signers`, as `--key a --key b` signs it. */
+export async function signedByAll<Body>(body: Body, signers: readonly TestKey[]): Promise<Envelope<Body>> {
+  const signatures = []
+  for (const key of signers)
+    signatures.push(...(await signEnvelope(body, key.keyid, key.privateKey)).signatures)
+  return { signed: body, signatures }
+}
 
 export async function newTestKey(): Promise<TestKey> {
   const pair = (await crypto.subtle.generateKey(ED25519, true, ['sign', 'verify'])) as CryptoKeyPair

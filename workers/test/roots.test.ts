@@ -7,10 +7,10 @@ import { env } from 'cloudflare:workers'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { MAX_ROOT_BYTES, type RootStatement, SignedRoot } from '../../schemas/root.ts'
-import { canonicalJson, signEnvelope } from '../../schemas/signed-envelope.ts'
+import { canonicalJson } from '../../schemas/signed-envelope.ts'
 import { deleteAll, listAll } from '../retention/bucket-walk.ts'
 import { createRoot } from '../storage/roots.ts'
-import { auth, call, newTestKey, type TestKey } from './publish-helpers.ts'
+import { auth, call, newTestKey, signedByAll, type TestKey } from './publish-helpers.ts'
 
 const [rootA, rootB, rootC, maintainer] = await Promise.all([
   newTestKey(),
@@ -40,13 +40,7 @@ function rootStatement(
   }
 }
 
-/** `body` with one signature by each of `signers`. */
-async function signedBy(body: RootStatement, signers: TestKey[]): Promise<SignedRoot> {
-  const signatures = []
-  for (const key of signers)
-    signatures.push(...(await signEnvelope(body, key.keyid, key.privateKey)).signatures)
-  return { signed: body, signatures }
-}
+const signedBy = (body: RootStatement, signers: TestKey[]): Promise<SignedRoot> => signedByAll(body, signers)
 
 function putRoot(path: string | number, body: unknown, headers: Record<string, string> = auth) {
   return call(`/v1/roots/${path}`, {

@@ -1,0 +1,149 @@
+/**
+ * MAINTAINER_KEYS=root:<digest> (ADR 0035): the edge pins a first root and takes its maintainers from
+ * the newest root of the chain it stores, so a rotation published with `deltaport root publish` changes
+ * what the edge accepts at once, as it does on devices, with no secret to edit. Real Ed25519 keys and
+ * real R2 in workerd; every test starts from an empty chain.
+ */
+import { env } from 'cloudflare:workers'
+import { beforeEach, describe, expect, it } from 'vitest'
+import type { SignedManifest } from '../../schemas/manifest.ts'
+import { ProblemDetails } from '../../schemas/problem.ts'
+import type { RootStatement } from '../../schemas/root.ts'
+import { rootDigest } from '../../schemas/root-chain.ts'
+import { canonicalJson } from '../../schemas/signed-envelope.ts'
+import type { YankStatement } from '../../schemas/yank-statement.ts'
+import { app } from '../app.ts'
+import { deleteAll, listAll } from '../retention/bucket-walk.ts'
+import { createRoot } from '../storage/roots.ts'
+import { auth, bytesOf, envelopeFor, newTestKey, signedByAll, type TestKey } from './publish-helpers.ts'
+
+const [rootKey, alice, bob, carol, mallory] = await Promise.all([
+  newTestKey(),
+  newTestKey(),
+  newTestKey(),
+  newTestKey(),
+  newTestKey(),
+])
+
+const inDays = (days: number) => new Date(Date.now() + days * 86_400_000).toISOString()
+
+/** Root `version` with one root key and `maintainers`, `threshold` of whom must sign. */
+function rootOf(
+  version: number,
+  maintainers: TestKey[],
+  threshold = 1,
+  expires = inDays(365),
+): RootStatement {
+  return {
+    _type: 'deltaport/root',
+    version,
+    expires,
+    keys: Object.fromEntries([rootKey, ...maintainers].map((k) => [k.keyid, { publicKey: k.publicKey }])),
+    roles: {
+      root: { keyids: [rootKey.keyid], threshold: 1 },
+      maintainers: { keyids: maintainers.map((k) => k.keyid), threshold },
+    },
+  }
+}
+
+const firstRoot = rootOf(1, [alice])
+/** The edge under test: its maintainers are whatever the chain starting at `firstRoot` says. */
+const pinned: Env = { ...env, MAINTAINER_KEYS: `root:${await rootDigest(firstRoot)}` }
+
+function send(method: string, path: string, body: unknown, bindings: Env = pinned) {
+  return app.request(
+    path,
+    { method, headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) },
+    bindings,
+  )
+}
+
+const putRoot = async (root: RootStatement) =>
+  send('PUT', `/v1/roots/${root.version}`, await signedByAll(root, [rootKey]))
+
+let releases = 0
+/** A fresh release signed by `signers`, and the path that stages it. */
+async function release(signers: TestKey[]): Promise<{ path: string; manifest: SignedManifest }> {
+  releases++
+  const unsigned = await envelopeFor(`pinned-${releases}`, '1.0.0', bytesOf(300, releases))
+  return {
+    path: `/v1/publish/pinned-${releases}/1.0.0`,
+    manifest: await signedByAll(unsigned.signed, signers),
+  }
+}
+
+async function stage(signers: TestKey[]): Promise<Response> {
+  const { path, manifest } = await release(signers)
+  return send('POST', path, manifest)
+}
+
+async function expectProblem(response: Response, status: number, slug: string): Promise<ProblemDetails> {
+  expect(response.status, await response.clone().text()).toBe(status)
+  const problem = ProblemDetails.parse(await response.json())
+  expect(problem.type).toBe(`https://deltaport.dev/problems/${slug}`)
+  return problem
+}
+
+beforeEach(async () => {
+  const stored: string[] = []
+  for await (const object of listAll(env.ARTIFACTS, 'roots/')) stored.push(object.key)
+  await deleteAll(env.ARTIFACTS, stored)
+})
+
+describe('MAINTAINER_KEYS pinning a root', () => {
+  it('refuses publishes until the pinned root is published, and any other first root', async () => {
+    const beforeRoot = await expectProblem(await stage([alice]), 409, 'conflict')
+    expect(beforeRoot.detail).toContain('publish it first')
+
+    // A stolen PUBLISH_TOKEN cannot start the chain with a root of its own.
+    const usurper = await expectProblem(await putRoot(rootOf(1, [mallory])), 422, 'untrusted-root')
+    expect(usurper.detail).toContain('MAINTAINER_KEYS pins')
+    expect((await putRoot(firstRoot)).status).toBe(201)
+
+    expect((await stage([alice])).status).toBe(201)
+    const refused = await expectProblem(await stage([mallory]), 422, 'untrusted-signature')
+    expect(refused.detail).toContain('no valid signature by the maintainers of root 1')
+  })
+
+  it("follows rotations: the newest root's keys and threshold, a revoked key refused at once", async () => {
+    expect((await putRoot(firstRoot)).status).toBe(201)
+    expect((await putRoot(rootOf(2, [alice, bob], 2))).status).toBe(201)
+    const short = await expectProblem(await stage([alice, alice]), 422, 'untrusted-signature')
+    expect(short.detail).toContain('fewer than 2 valid signatures by the maintainers of root 2')
+    expect((await stage([alice, bob])).status).toBe(201)
+
+    // Root 3 revokes Alice: her signature alone no longer stages anything, nor does it sign a yank.
+    expect((await putRoot(rootOf(3, [bob, carol]))).status).toBe(201)
+    await expectProblem(await stage([alice]), 422, 'untrusted-signature')
+    expect((await stage([carol])).status).toBe(201)
+    // Her signature on a yank statement is refused too (checked before the version is even looked up).
+    const { path, manifest } = await release([bob])
+    const statement: YankStatement = {
+      _type: 'deltaport/yank',
+      name: manifest.signed.name,
+      version: manifest.signed.version,
+      sha256: manifest.signed.sha256,
+      yanked: true,
+      reason: 'broken',
+      at: new Date().toISOString(),
+      expires: inDays(30),
+    }
+    const forged = { reason: 'broken', statement: await signedByAll(statement, [alice]) }
+    await expectProblem(await send('PUT', `${path}/yank`, forged), 422, 'untrusted-signature')
+  })
+
+  it('refuses every publish when the stored first root is not the pinned one, or the newest root expired', async () => {
+    // Stored before the pin was set (the route refuses it now): the edge will not trust its chain.
+    await createRoot(env.ARTIFACTS, 1, canonicalJson(await signedByAll(rootOf(1, [mallory]), [rootKey])))
+    const mismatch = await expectProblem(await stage([mallory]), 500, 'internal')
+    expect(mismatch.detail).toContain('not the root MAINTAINER_KEYS pins')
+
+    await deleteAll(env.ARTIFACTS, ['roots/1.json'])
+    expect((await putRoot(firstRoot)).status).toBe(201)
+    // An expired newest root (stored directly: the route refuses expired roots) vouches for nothing.
+    const lapsed = rootOf(2, [alice], 1, inDays(-1))
+    await createRoot(env.ARTIFACTS, 2, canonicalJson(await signedByAll(lapsed, [rootKey])))
+    const expired = await expectProblem(await stage([alice]), 422, 'untrusted-root')
+    expect(expired.detail).toContain('publish root 3 first')
+  })
+})
