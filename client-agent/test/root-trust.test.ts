@@ -10,6 +10,7 @@ import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { RootStatement, SignedRoot } from '../../schemas/root.ts'
 import { type AgentConfig, loadConfig } from '../config.ts'
+import { runDaemonCycle } from '../daemon/daemon.ts'
 import { rootPath } from '../edge-client.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
@@ -148,6 +149,15 @@ describe('a device under root metadata', () => {
     // The head (1.4.0) carries maintainers B and C: only root 3 makes it trusted.
     const update = await new EdgeChannelSource(config, 'fw').next('1.0.0', new Set())
     expect(update?.version).toBe('1.4.0')
+  })
+
+  it('stages in a daemon cycle the head only the newest root makes trusted', async () => {
+    const config = await device('store-daemon', await root1())
+    await installArtifact(config, { name: 'fw', target: '1.0.0', fetchImpl: hidingRoots })
+    const cycle = await runDaemonCycle(config, { loadSampler: () => 0 })
+    expect(cycle.failures).toEqual([])
+    expect(cycle.staged.map((item) => `${item.name}@${item.version}`)).toContain('fw@1.4.0')
+    expect((await refreshRootTrust(config, { fetchImpl: hidingRoots })).root?.version).toBe(3)
   })
 
   it('keeps the newest root it verified when the edge stops serving the chain', async () => {
