@@ -3,7 +3,9 @@ import { open, readFile } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { z } from 'zod'
 import type { ArtifactIndex } from '../schemas/artifact-index.ts'
+import { base64Bytes } from '../schemas/base64.ts'
 import { Base64, Sha256Hex } from '../schemas/common.ts'
+import { unusablePublicKeyProblem } from '../schemas/ed25519-public-key.ts'
 import { type ArtifactManifest, type DependencyRef, SignedManifest } from '../schemas/manifest.ts'
 import {
   type Published,
@@ -11,6 +13,7 @@ import {
   PublishStarted,
   UploadedPart,
 } from '../schemas/publish.ts'
+import { keyIdOf } from '../schemas/signed-envelope.ts'
 import { hashFile } from './download.ts'
 import { artifactPath, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
@@ -52,14 +55,20 @@ export function readKeyFiles(paths: KeyFiles): Promise<KeyPairFiles[]> {
 }
 
 export async function readKeyFile(path: string): Promise<KeyPairFiles> {
+  let key: KeyPairFiles
   try {
-    return KeyFile.parse(JSON.parse(await readFile(path, 'utf8')))
+    key = KeyFile.parse(JSON.parse(await readFile(path, 'utf8')))
   } catch {
     throw new AgentError(
       'config',
       `cannot read a deltaport key from ${path} (make one with \`deltaport keygen\`)`,
     )
   }
+  // A keyid that is not its key's would sign documents no verifier can match to the key.
+  const raw = base64Bytes(key.publicKey)
+  if (!raw || unusablePublicKeyProblem(raw) !== null || (await keyIdOf(raw)) !== key.keyid)
+    throw new AgentError('config', `${path}: its keyid is not the sha256 of its public key`)
+  return key
 }
 
 /**

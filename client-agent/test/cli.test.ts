@@ -115,6 +115,21 @@ describe('deltaport CLI', () => {
       expect(refused.code, bad.join(' ')).toBe(2)
       expect(refused.stderr, bad.join(' ')).toMatch(/bad (channel|dependency)/)
     }
+    // A key file whose keyid is not its key's would sign what no device can match to the key.
+    const mislabelled = join(ws.dir, 'mislabelled.key.json')
+    await writeFile(mislabelled, JSON.stringify({ ...ws.key, keyid: 'b'.repeat(64) }))
+    const misSigned = await cli([
+      'publish',
+      art.path,
+      '--name',
+      'x',
+      '--version',
+      '9.0.0',
+      '--key',
+      mislabelled,
+    ])
+    expect(misSigned.code).toBe(3)
+    expect(misSigned.stderr).toContain(`${mislabelled}: its keyid is not the sha256 of its public key`)
     expect((await cli(['install', '../../etc'])).code).toBe(2)
     // A channel named like an Object.prototype member is just a channel that does not exist.
     const chan = await writeArtifact(ws.dir, 'chan.bin', 10)
