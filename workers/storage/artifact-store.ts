@@ -213,6 +213,15 @@ export function mergeChannels(
   return { channels, channelsNotMoved }
 }
 
+/**
+ * The most one publish may raise an artifact's serial. The CLI publishes latest + 1; this leaves room
+ * for schemes of one's own (a Unix time in seconds, a date-stamped build number) while keeping a
+ * stolen maintainer key from taking the serial to its largest value in one publish: past that no
+ * release could ever be published again (every later serial must be higher), and devices that
+ * installed it would refuse every later one. Reaching it now takes about two million publishes.
+ */
+export const MAX_SERIAL_STEP = 2 ** 32
+
 /** Rules a new manifest must satisfy against what is already published. */
 export function assertPublishable(index: ArtifactIndex, manifest: ArtifactManifest): void {
   if (index.versions.some((v) => v.version === manifest.version)) {
@@ -223,6 +232,14 @@ export function assertPublishable(index: ArtifactIndex, manifest: ArtifactManife
   if (manifest.serial <= index.latestSerial) {
     throw new NotPublishable(
       `serial ${manifest.serial} is not above the latest published serial ${index.latestSerial}`,
+    )
+  }
+  if (manifest.serial > index.latestSerial + MAX_SERIAL_STEP) {
+    throw new Problem(
+      422,
+      'unprocessable',
+      `serial ${manifest.serial} is more than 2^32 above the latest published serial ${index.latestSerial}; ` +
+        'a jump that large would let the serial run out (publish with the next serial, as the CLI does)',
     )
   }
 }

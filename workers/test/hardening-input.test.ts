@@ -533,6 +533,14 @@ describe('replayed and expired manifests at publish time', () => {
     await expectProblem(moved, [422], 'old envelope, new version path')
     const stale = await envelopeFor('replay', '1.0.1', bytesOf(300, 2), { serial: 5 })
     await expectProblem(await startPublish(stale), [409], 'serial not above the latest')
+    // A serial far beyond the latest (a stolen key running the serial out, so nothing could follow).
+    for (const serial of [5 + 2 ** 32 + 1, Number.MAX_SAFE_INTEGER]) {
+      const leap = await envelopeFor('replay', '1.0.1', bytesOf(300, 2), { serial })
+      await expectProblem(await startPublish(leap), [422], `serial ${serial}`)
+    }
+    // Exactly 2^32 above is allowed (staged only; the index is unchanged until a commit).
+    const longStep = await envelopeFor('replay', '0.9.0', bytesOf(300, 9), { serial: 5 + 2 ** 32 })
+    expect((await startPublish(longStep)).status).toBe(201)
     const expired = await envelopeFor('replay', '1.0.2', bytesOf(300, 3), {
       serial: 6,
       createdAt: new Date(Date.now() - 3 * 86_400_000).toISOString(),
