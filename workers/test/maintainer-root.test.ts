@@ -7,15 +7,23 @@
 import { env } from 'cloudflare:workers'
 import { beforeEach, describe, expect, it } from 'vitest'
 import type { SignedManifest } from '../../schemas/manifest.ts'
-import { ProblemDetails } from '../../schemas/problem.ts'
 import type { RootStatement } from '../../schemas/root.ts'
 import { rootDigest } from '../../schemas/root-chain.ts'
 import { canonicalJson } from '../../schemas/signed-envelope.ts'
 import type { YankStatement } from '../../schemas/yank-statement.ts'
 import { app } from '../app.ts'
-import { deleteAll, listAll } from '../retention/bucket-walk.ts'
+import { deleteAll } from '../retention/bucket-walk.ts'
 import { createRoot } from '../storage/roots.ts'
-import { auth, bytesOf, envelopeFor, newTestKey, signedByAll, type TestKey } from './publish-helpers.ts'
+import {
+  auth,
+  bytesOf,
+  clearRoots,
+  envelopeFor,
+  expectProblem,
+  newTestKey,
+  signedByAll,
+  type TestKey,
+} from './publish-helpers.ts'
 
 const [rootKey, alice, bob, carol, mallory] = await Promise.all([
   newTestKey(),
@@ -77,18 +85,7 @@ async function stage(signers: TestKey[]): Promise<Response> {
   return send('POST', path, manifest)
 }
 
-async function expectProblem(response: Response, status: number, slug: string): Promise<ProblemDetails> {
-  expect(response.status, await response.clone().text()).toBe(status)
-  const problem = ProblemDetails.parse(await response.json())
-  expect(problem.type).toBe(`https://deltaport.dev/problems/${slug}`)
-  return problem
-}
-
-beforeEach(async () => {
-  const stored: string[] = []
-  for await (const object of listAll(env.ARTIFACTS, 'roots/')) stored.push(object.key)
-  await deleteAll(env.ARTIFACTS, stored)
-})
+beforeEach(clearRoots)
 
 describe('MAINTAINER_KEYS pinning a root', () => {
   it('refuses publishes until the pinned root is published, and any other first root', async () => {

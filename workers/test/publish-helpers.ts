@@ -1,7 +1,10 @@
-import { exports } from 'cloudflare:workers'
+import { env, exports } from 'cloudflare:workers'
+import { expect } from 'vitest'
 import type { ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
+import { ProblemDetails } from '../../schemas/problem.ts'
 import { ED25519, type Envelope, signEnvelope } from '../../schemas/signed-envelope.ts'
 import { toHex } from '../publish/verify-object.ts'
+import { deleteAll, listAll } from '../retention/bucket-walk.ts'
 
 export const TOKEN = 'test-publish-token'
 export const auth = { authorization: `Bearer ${TOKEN}` }
@@ -106,4 +109,24 @@ export async function newTestKey(): Promise<TestKey> {
   const pair = (await crypto.subtle.generateKey(ED25519, true, ['sign', 'verify'])) as CryptoKeyPair
   const raw = new Uint8Array((await crypto.subtle.exportKey('raw', pair.publicKey)) as ArrayBuffer)
   return { keyid: await sha256(raw), publicKey: base64(raw), privateKey: pair.privateKey }
+}
+
+/** Expects a problem+json answer of `status` whose type is `slug`, and returns it. */
+export async function expectProblem(
+  response: Response,
+  status: number,
+  slug: string,
+): Promise<ProblemDetails> {
+  expect(response.status, await response.clone().text()).toBe(status)
+  expect(response.headers.get('content-type')).toBe('application/problem+json')
+  const problem = ProblemDetails.parse(await response.json())
+  expect(problem.type).toBe(`https://deltaport.dev/problems/${slug}`)
+  return problem
+}
+
+/** Deletes every stored root: the chain is global, so root tests start without one. */
+export async function clearRoots(): Promise<void> {
+  const stored: string[] = []
+  for await (const object of listAll(env.ARTIFACTS, 'roots/')) stored.push(object.key)
+  await deleteAll(env.ARTIFACTS, stored)
 }

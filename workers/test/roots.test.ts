@@ -5,12 +5,18 @@
  */
 import { env } from 'cloudflare:workers'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { ProblemDetails } from '../../schemas/problem.ts'
 import { MAX_ROOT_BYTES, type RootStatement, SignedRoot } from '../../schemas/root.ts'
 import { canonicalJson } from '../../schemas/signed-envelope.ts'
-import { deleteAll, listAll } from '../retention/bucket-walk.ts'
 import { createRoot } from '../storage/roots.ts'
-import { auth, call, newTestKey, signedByAll, type TestKey } from './publish-helpers.ts'
+import {
+  auth,
+  call,
+  clearRoots,
+  expectProblem,
+  newTestKey,
+  signedByAll,
+  type TestKey,
+} from './publish-helpers.ts'
 
 const [rootA, rootB, rootC, maintainer] = await Promise.all([
   newTestKey(),
@@ -59,20 +65,7 @@ async function published(root: SignedRoot): Promise<SignedRoot> {
   return root
 }
 
-async function expectProblem(response: Response, status: number, slug: string): Promise<ProblemDetails> {
-  expect(response.status).toBe(status)
-  expect(response.headers.get('content-type')).toBe('application/problem+json')
-  const problem = ProblemDetails.parse(await response.json())
-  expect(problem.type).toBe(`https://deltaport.dev/problems/${slug}`)
-  return problem
-}
-
-/** The chain is global: each test starts without roots. */
-beforeEach(async () => {
-  const stored: string[] = []
-  for await (const object of listAll(env.ARTIFACTS, 'roots/')) stored.push(object.key)
-  await deleteAll(env.ARTIFACTS, stored)
-})
+beforeEach(clearRoots)
 
 describe('GET /v1/roots', () => {
   it('serves a stored root by version and as latest, with the caching each needs', async () => {
