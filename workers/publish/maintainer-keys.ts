@@ -12,7 +12,7 @@ const MAX_MAINTAINER_KEYS = 16
 const ROOT_PIN = /^root:([0-9a-f]{64})$/
 
 /**
- * What MAINTAINER_KEYS asks of the edge (ADR 0031, 0035): nothing (blank), a fixed list of keys of which
+ * What MAINTAINER_KEYS asks of the edge (ADR 0031, 0036): nothing (blank), a fixed list of keys of which
  * any one must sign, or a pinned first root whose chain (as stored by `PUT /v1/roots`) says which keys
  * and how many. A malformed value is the operator's mistake: 500, so no publish slips through unchecked
  * because of a typo.
