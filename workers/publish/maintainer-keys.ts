@@ -3,7 +3,7 @@ import { unusablePublicKeyProblem } from '../../schemas/ed25519-public-key.ts'
 import { roleKeys, roleThreshold, rootDigest } from '../../schemas/root-chain.ts'
 import { type Envelope, keyIdOf, meetsThreshold, type TrustedKey } from '../../schemas/signed-envelope.ts'
 import { Problem } from '../http/problem.ts'
-import { latestRootVersion, readRoot } from '../storage/roots.ts'
+import { readLatestRoot, readRoot } from '../storage/roots.ts'
 
 /** More keys than any maintainer team pins; a longer value is a configuration mistake. */
 const MAX_MAINTAINER_KEYS = 16
@@ -64,19 +64,19 @@ interface MaintainerTrust {
  * expiry (devices would refuse everything under it), refuses the publish with what to do.
  */
 async function pinnedRootTrust(bucket: R2Bucket, digest: string, now: Date): Promise<MaintainerTrust> {
-  const latest = await latestRootVersion(bucket)
-  const first = latest === 0 ? null : await readRoot(bucket, 1)
-  if (!first)
+  const newest = await readLatestRoot(bucket)
+  if (!newest)
     throw new Problem(
       409,
       'conflict',
       'MAINTAINER_KEYS pins a root, but no root is published on this edge: publish it first (deltaport root publish)',
     )
-  if ((await rootDigest(first.envelope.signed)) !== digest)
-    throw new Problem(500, 'internal', 'the stored root 1 is not the root MAINTAINER_KEYS pins')
-  const newest = latest === 1 ? first : await readRoot(bucket, latest)
-  if (!newest) throw new Problem(409, 'conflict', `root ${latest} changed during the request; retry it`)
   const { signed } = newest.envelope
+  const latest = signed.version
+  // Stored roots are exactly 1..latest and never deleted, so root 1 is there.
+  const first = latest === 1 ? newest : await readRoot(bucket, 1)
+  if (!first || (await rootDigest(first.envelope.signed)) !== digest)
+    throw new Problem(500, 'internal', 'the stored root 1 is not the root MAINTAINER_KEYS pins')
   if (Date.parse(signed.expires) <= now.getTime())
     throw new Problem(
       422,
@@ -91,8 +91,8 @@ async function pinnedRootTrust(bucket: R2Bucket, digest: string, now: Date): Pro
 }
 
 /**
- * Refuses (422 `untrusted-signature`) a manifest or statement that the maintainers did not sign: any key
- * of a MAINTAINER_KEYS list, or the threshold of the newest root's maintainers when it pins a root.
+ * Refuses (422 `untrusted-signature`) a manifest or statement that the maintainers did not sign (one key
+ * of a MAINTAINER_KEYS list, or the threshold of the newest root's maintainers when it pins a root).
  * Devices check signatures whatever the edge does; this check is what keeps a stolen PUBLISH_TOKEN
  * alone from committing a bogus manifest (a huge serial that blocks every later publish), shortening
  * expiries by re-signing, or storing forged yank statements. Under a pinned root, a key the maintainers

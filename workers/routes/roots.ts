@@ -11,7 +11,7 @@ import { etagListMatches } from '../http/range.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
 import { maintainerSetting } from '../publish/maintainer-keys.ts'
 import { publishRoot } from '../publish/roots.ts'
-import { latestRootVersion, readRoot, type StoredRoot } from '../storage/roots.ts'
+import { readLatestRoot, readRoot, type StoredRoot } from '../storage/roots.ts'
 
 const VersionParam = z.object({ version: decimalParam(1, MAX_ROOT_VERSION) })
 
@@ -28,9 +28,9 @@ const LATEST = 'public, max-age=5'
  */
 export const rootsRouter = new Hono<AppEnv>()
   .get('/latest', async (c) => {
-    const version = await latestRootVersion(c.env.ARTIFACTS)
-    const stored = version === 0 ? null : await readRoot(c.env.ARTIFACTS, version)
+    const stored = await readLatestRoot(c.env.ARTIFACTS)
     if (!stored) throw new Problem(404, 'not-found', 'no root is published on this edge')
+    const { version } = stored.envelope.signed
     return serveRoot(c, stored, LATEST, { 'content-location': `/v1/roots/${version}` })
   })
   .get('/:version', valid('param', VersionParam), async (c) => {

@@ -68,6 +68,12 @@ export async function latestRootVersion(bucket: R2Bucket): Promise<number> {
   return below
 }
 
+/** The newest stored root, null when none is stored. */
+export async function readLatestRoot(bucket: R2Bucket): Promise<StoredRoot | null> {
+  const version = await latestRootVersion(bucket)
+  return version === 0 ? null : readRoot(bucket, version)
+}
+
 /**
  * Stores `raw` as root `version` unless one is stored: create-only (`onlyIf: { etagDoesNotMatch: '*' }`,
  * evaluated by R2 when the write commits, as for blob slots), so of two publishes racing for a version
