@@ -10,6 +10,7 @@ import { errorFromResponse } from './transfer/error-response.ts'
 import { withHeaderTimeout } from './transfer/header-timeout.ts'
 import type { ReadBodyOptions } from './transfer/read-body.ts'
 import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
+import type { MaintainerTrust } from './trust.ts'
 
 /** Names travel as one URL segment (`@scope%2Fname`), like the npm registry. */
 export function artifactPath(name: string, version?: string): string {
@@ -31,11 +32,11 @@ export interface EdgeClientOptions extends Pick<ReadBodyOptions, 'stallMs' | 'mi
 
 /**
  * What a device's config asks of the indexes it reads (ADR 0032): its indexKeys, and never an index
- * older than what its store installed of that artifact or saw in a verified index; `now` is the trust
- * checks' clock.
+ * older than what its store installed of that artifact or saw in a verified index, each counted only
+ * under the keys the device trusts now (ADR 0037); `now` is the trust checks' clock.
  */
 export function deviceEdgeOptions(
-  config: { indexKeys: readonly TrustedKey[]; installRoot: string },
+  config: MaintainerTrust & { indexKeys: readonly TrustedKey[]; installRoot: string },
   now?: Date,
 ): EdgeClientOptions {
   return {
@@ -44,9 +45,13 @@ export function deviceEdgeOptions(
       now: () => now ?? new Date(),
       serials: async (name) => {
         const store = new ArtifactStore(config.installRoot, name)
-        return { installed: (await store.state()).lastSerial, seen: await store.indexSerialSeen() }
+        return {
+          installed: await store.serialFloor(config),
+          seen: await store.indexSerialSeen(config.indexKeys),
+        }
       },
-      sawIndex: (name, serial) => new ArtifactStore(config.installRoot, name).recordIndexSerial(serial),
+      sawIndex: (name, serial) =>
+        new ArtifactStore(config.installRoot, name).recordIndexSerial(serial, config.indexKeys),
     },
   }
 }

@@ -156,7 +156,7 @@ async function installLocked(
     {
       trustedKeys: config.trustedKeys,
       threshold: config.maintainerThreshold,
-      lastSerial: state.lastSerial,
+      lastSerial: await store.serialFloor(config),
       now: request.now ?? new Date(),
       // Moving off a version yanked by signature is the one downgrade the agent makes by itself.
       allowDowngrade: (request.allowDowngrade ?? false) || retreat !== null,
@@ -198,7 +198,7 @@ async function installLocked(
   }
   /** The switch every install ends with, then the versions beyond `keepVersions` go. */
   const switchTo = async (prefetchHit = false): Promise<{ pruned: string[] }> => {
-    await store.activate(manifest, retreat?.yankSeen)
+    await store.activate(manifest, { trust: config, ...(retreat ? { yankSeen: retreat.yankSeen } : {}) })
     await recordInstall(config, manifest.name, version, state.current, prefetchHit)
     return { pruned: await pruneOldVersions(config, store) }
   }

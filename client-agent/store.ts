@@ -1,18 +1,25 @@
 import { lstat, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
-import { IsoDateTime, Version } from '../schemas/common.ts'
+import { IsoDateTime, Sha256Hex, Version } from '../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
+import { meetsThreshold, type TrustedKey } from '../schemas/signed-envelope.ts'
 import { AgentError, systemError } from './errors.ts'
 import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
 import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from './fs/atomic.ts'
 import { makeDirs } from './fs/make-dirs.ts'
 import { unlessMissing } from './fs/missing.ts'
 import { removeTree } from './fs/remove-tree.ts'
+import { type MaintainerTrust, maintainerFingerprint, trustFingerprint } from './trust.ts'
 
 const StoreState = z.object({
   /** Highest manifest serial accepted for this artifact (rollback protection survives restarts). */
   lastSerial: z.number().int().nonnegative(),
+  /**
+   * maintainerFingerprint of the trust that raised lastSerial (ADR 0037). Under other keys the mark
+   * stands only as far as installed manifests those keys accept; absent in stores written before.
+   */
+  serialTrust: Sha256Hex.optional(),
   current: Version.nullable(),
   previous: Version.nullable(),
   /**
@@ -23,8 +30,11 @@ const StoreState = z.object({
 })
 export type StoreState = z.infer<typeof StoreState>
 
-/** index-seen.json: the highest index serial this device verified for the artifact (ADR 0032). */
-const IndexSeen = z.object({ latestSerial: z.number().int().nonnegative() })
+/**
+ * index-seen.json: the highest index serial this device verified for the artifact (ADR 0032), and the
+ * trustFingerprint of the index keys it verified it with (ADR 0037).
+ */
+const IndexSeen = z.object({ latestSerial: z.number().int().nonnegative(), keys: Sha256Hex.optional() })
 
 /**
  * The device's versioned store, one folder per artifact:
@@ -88,29 +98,47 @@ export class ArtifactStore {
   }
 
   /**
-   * The highest `latestSerial` of a signed index this device verified for the artifact, 0 when none:
-   * once it has seen a release, an older index replayed to it is refused even before it installs it.
-   * Unreadable means 0 (the installed serial still holds), never an error that would stop updates.
+   * The serial below which a manifest is a rollback, for a device that now trusts `trust`. lastSerial
+   * holds while the keys that raised it are the ones trusted. After a rotation it may be a floor only the
+   * old keys vouched for: a stolen key's one manifest with a huge serial would otherwise refuse every
+   * honest release forever (TUF's fast-forward attack; ADR 0037). Then the floor is the highest serial
+   * among installed manifests the new trust accepts, and activate records it with the new fingerprint.
+   * A state.json without a fingerprint (lost, or written before) is rebuilt the same way.
    */
-  async indexSerialSeen(): Promise<number> {
+  async serialFloor(trust: MaintainerTrust): Promise<number> {
+    const { stored } = await this.recorded()
+    if (stored?.serialTrust === maintainerFingerprint(trust)) return (await this.state()).lastSerial
+    return this.highestSerialAcceptedBy(trust)
+  }
+
+  /**
+   * The highest `latestSerial` of a signed index this device verified for the artifact with `indexKeys`,
+   * 0 when none: once it has seen a release, an older index replayed to it is refused even before it
+   * installs it. A serial seen under other keys (rotated since, maybe stolen: ADR 0037), or with no keys
+   * recorded, counts as none. Unreadable means 0 (the installed serial still holds), never an error that
+   * would stop updates.
+   */
+  async indexSerialSeen(indexKeys: readonly TrustedKey[]): Promise<number> {
     const text = await unlessMissing(readFile(join(this.dir, 'index-seen.json'), 'utf8'), null)
     if (text === null) return 0
     try {
-      return IndexSeen.parse(JSON.parse(text)).latestSerial
+      const seen = IndexSeen.parse(JSON.parse(text))
+      return seen.keys === trustFingerprint(indexKeys, 1) ? seen.latestSerial : 0
     } catch {
       return 0
     }
   }
 
   /**
-   * Records `serial` as indexSerialSeen; the caller (index-trust.ts) has just read a lower one. Kept
-   * apart from state.json and written without the artifact's lock (indexes are read outside installs):
-   * two writers racing can at worst leave the lower of two serials both seen, never touch `current`.
-   * A store that does not exist yet records nothing, so reading an index never creates its folder.
+   * Records `serial`, verified with `indexKeys`, as indexSerialSeen; the caller (index-trust.ts) has just
+   * read a lower one. Kept apart from state.json and written without the artifact's lock (indexes are
+   * read outside installs): two writers racing can at worst leave the lower of two serials both seen,
+   * never touch `current`. A store that does not exist yet records nothing, so reading an index never
+   * creates its folder.
    */
-  async recordIndexSerial(serial: number): Promise<void> {
-    const write = writeFileAtomic(join(this.dir, 'index-seen.json'), JSON.stringify({ latestSerial: serial }))
-    await unlessMissing(write, undefined)
+  async recordIndexSerial(serial: number, indexKeys: readonly TrustedKey[]): Promise<void> {
+    const seen: z.infer<typeof IndexSeen> = { latestSerial: serial, keys: trustFingerprint(indexKeys, 1) }
+    await unlessMissing(writeFileAtomic(join(this.dir, 'index-seen.json'), JSON.stringify(seen)), undefined)
   }
 
   /** Versions under versions/; none yet is an empty store, a root that cannot be read is an error. */
@@ -178,10 +206,20 @@ export class ArtifactStore {
 
   /**
    * Points `current` at an installed version: a new symlink renamed over the old one (atomic).
-   * `yankSeen` is written in the same state change when a signed yank is the reason (yank-retreat.ts).
+   * `trust`: the keys the manifest was just verified with; the serial floor is raised under them
+   * (serialFloor) and recorded with their fingerprint. Without it (switching back to a version installed
+   * earlier) the floor stays as it was. `yankSeen` is written in the same state change when a signed
+   * yank is the reason (yank-retreat.ts).
    */
-  async activate(manifest: ArtifactManifest, yankSeen?: StoreState['yankSeen']): Promise<StoreState> {
+  async activate(
+    manifest: ArtifactManifest,
+    change: { trust?: MaintainerTrust; yankSeen?: StoreState['yankSeen'] } = {},
+  ): Promise<StoreState> {
+    const { trust, yankSeen } = change
     const before = await this.state()
+    const floor = trust
+      ? { lastSerial: await this.serialFloor(trust), serialTrust: maintainerFingerprint(trust) }
+      : { lastSerial: before.lastSerial }
     const temp = tempPathFor(this.currentLink)
     await symlink(join('versions', manifest.version), temp)
     await rename(temp, this.currentLink)
@@ -189,7 +227,8 @@ export class ArtifactStore {
     const after: StoreState = {
       ...before,
       ...(yankSeen ? { yankSeen } : {}),
-      lastSerial: Math.max(before.lastSerial, manifest.serial),
+      ...floor,
+      lastSerial: Math.max(floor.lastSerial, manifest.serial),
       current: manifest.version,
       previous: before.current && before.current !== manifest.version ? before.current : before.previous,
     }
@@ -364,6 +403,21 @@ export class ArtifactStore {
         swept++
     }
     return swept
+  }
+
+  /** The highest serial among installed manifests for this artifact that `trust` accepts (0 if none). */
+  private async highestSerialAcceptedBy(trust: MaintainerTrust): Promise<number> {
+    let highest = 0
+    for (const version of await this.installedVersions()) {
+      const envelope = await this.manifestOrNull(version)
+      if (
+        envelope?.signed.name === this.name &&
+        envelope.signed.serial > highest &&
+        (await meetsThreshold(envelope, trust.trustedKeys, trust.maintainerThreshold ?? 1))
+      )
+        highest = envelope.signed.serial
+    }
+    return highest
   }
 
   /** The highest serial among installed manifests that still parse (0 for an empty store). */

@@ -1,6 +1,28 @@
+import { createHash } from 'node:crypto'
 import type { ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
-import { meetsThreshold } from '../schemas/signed-envelope.ts'
+import { meetsThreshold, type TrustedKey } from '../schemas/signed-envelope.ts'
 import { AgentError } from './errors.ts'
+
+/** The keys and threshold manifests are checked against: the config's, or the newest root's (ADR 0035). */
+export interface MaintainerTrust {
+  trustedKeys: readonly TrustedKey[]
+  maintainerThreshold?: number | undefined
+}
+
+/**
+ * A digest of everything a signature check depends on (each key's id and public half, the threshold):
+ * equal fingerprints accept exactly the same documents. Stored with a serial high-water mark, it says
+ * which keys raised that mark, so a rotation can tell a floor the new keys never vouched for (ADR 0037).
+ */
+export function trustFingerprint(keys: readonly TrustedKey[], threshold: number): string {
+  const named = [...new Set(keys.map((k) => `${k.keyid}:${k.publicKey}`))].sort()
+  return createHash('sha256')
+    .update(JSON.stringify({ keys: named, threshold }))
+    .digest('hex')
+}
+
+export const maintainerFingerprint = (trust: MaintainerTrust): string =>
+  trustFingerprint(trust.trustedKeys, trust.maintainerThreshold ?? 1)
 
 export interface TrustPolicy {
   trustedKeys: ReadonlyArray<{ keyid: string; publicKey: string }>

@@ -184,7 +184,7 @@ export async function runDaemonCycle(
         {
           trustedKeys: trust.trustedKeys,
           threshold: trust.maintainerThreshold,
-          lastSerial: (await store.state()).lastSerial,
+          lastSerial: await store.serialFloor(trust),
           now: now(),
           allowDowngrade: false,
         },

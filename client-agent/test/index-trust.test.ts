@@ -101,7 +101,7 @@ describe('signed index statements on the device', () => {
     // The device reads the new index (a poll, a prefetch) without installing 1.1.0 yet.
     const edge = new EdgeClient(config.edgeUrl, fetch, deviceEdgeOptions(config))
     expect((await edge.index('fv')).latestSerial).toBe(2)
-    expect(await store.indexSerialSeen()).toBe(2)
+    expect(await store.indexSerialSeen(config.indexKeys)).toBe(2)
 
     // The copy from before 1.1.0 is signed, unexpired and not below what is installed (serial 1).
     const replayed = await agentFailure(
@@ -118,7 +118,7 @@ describe('signed index statements on the device', () => {
     expect(existsSync(new ArtifactStore(fresh.installRoot, 'fv').dir)).toBe(false)
     // A damaged record reads as nothing seen; the installed serial still holds.
     await writeFile(join(store.dir, 'index-seen.json'), '{"latestSerial": -')
-    expect(await store.indexSerialSeen()).toBe(0)
+    expect(await store.indexSerialSeen(config.indexKeys)).toBe(0)
   })
 
   it('refuses an index altered after signing, one signed by another key, and an unsigned one', async () => {

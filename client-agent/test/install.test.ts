@@ -59,7 +59,7 @@ describe('publish → install → update → rollback through a real edge', () =
     const temp = `${store.currentLink}.interrupted`
     await symlink(join('versions', '1.1.0'), temp)
     await rename(temp, store.currentLink)
-    expect(await store.state()).toEqual({ lastSerial: 2, current: '1.1.0', previous: '1.0.0' })
+    expect(await store.state()).toMatchObject({ lastSerial: 2, current: '1.1.0', previous: '1.0.0' })
     expect((await store.rollback()).current).toBe('1.0.0')
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v1.bytes)
   })

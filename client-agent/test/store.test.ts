@@ -3,19 +3,34 @@ import { chmod, lutimes, mkdir, readdir, rm, symlink, utimes, writeFile } from '
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { hashFile } from '../download.ts'
-import { generateKeyPair, signManifest } from '../signing.ts'
+import { generateKeyPair, type KeyPairFiles, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
+import type { MaintainerTrust } from '../trust.ts'
 import { makeWorkspace, manifestFor, writeArtifact } from './fixtures.ts'
 
-/** Installs `version` with `serial` the way install does: commit the verified blob, switch `current`. */
-async function install(store: ArtifactStore, dir: string, version: string, serial: number): Promise<void> {
+/**
+ * Installs `version` with `serial` the way install does: commit the verified blob, switch `current`
+ * (under `trust` when given, signed by `signers`: by default one fresh key).
+ */
+async function install(
+  store: ArtifactStore,
+  dir: string,
+  version: string,
+  serial: number,
+  how: { signers?: KeyPairFiles[]; trust?: MaintainerTrust } = {},
+): Promise<void> {
   const blob = await writeArtifact(dir, `blob-${version}`, 100)
   const manifest = manifestFor({ name: 'app', version, size: 100, sha256: await hashFile(blob.path), serial })
-  const envelope = await signManifest(manifest, await generateKeyPair())
+  const envelope = await signManifest(manifest, how.signers ?? (await generateKeyPair()))
   await store.prepare()
   await store.commitVersion(blob.path, envelope)
-  await store.activate(manifest)
+  await store.activate(manifest, how.trust ? { trust: how.trust } : {})
 }
+
+const trustIn = (keys: KeyPairFiles[], threshold = 1): MaintainerTrust => ({
+  trustedKeys: keys.map((k) => ({ keyid: k.keyid, publicKey: k.publicKey })),
+  maintainerThreshold: threshold,
+})
 
 describe('ArtifactStore state', () => {
   it('starts empty when nothing was installed yet', async () => {
@@ -50,6 +65,49 @@ describe('ArtifactStore state', () => {
     const store = new ArtifactStore(root, 'app')
     await expect(store.state()).rejects.toMatchObject({ code: 'ENOTDIR' })
     await expect(store.installedVersions()).rejects.toMatchObject({ code: 'ENOTDIR' })
+  })
+})
+
+describe('ArtifactStore serial floor (ADR 0037)', () => {
+  it('holds the floor under the keys that raised it, even after its version is gone', async () => {
+    const ws = await makeWorkspace('http://127.0.0.1:9')
+    const store = new ArtifactStore(ws.config.installRoot, 'app')
+    const [a, b] = await Promise.all([generateKeyPair(), generateKeyPair()])
+    await install(store, ws.dir, '1.0.0', 3, { signers: [a], trust: trustIn([a]) })
+    await install(store, ws.dir, '2.0.0', 9, { signers: [a], trust: trustIn([a]) })
+    await store.rollback()
+    expect(await store.prune(0)).toEqual([])
+    await rm(store.versionDir('2.0.0'), { recursive: true })
+    // Nothing installed says 9 any more; the recorded mark does, under the same keys (in any order).
+    expect(await store.serialFloor(trustIn([a]))).toBe(9)
+    expect(
+      await store.serialFloor({ trustedKeys: [...trustIn([a]).trustedKeys, ...trustIn([a]).trustedKeys] }),
+    ).toBe(9)
+    // Other keys, or the same keys with a higher threshold, accept only what they would have signed off.
+    expect(await store.serialFloor(trustIn([b]))).toBe(0)
+    expect(await store.serialFloor(trustIn([a, b]))).toBe(3)
+    expect(await store.serialFloor(trustIn([a, b], 2))).toBe(0)
+  })
+
+  it('rebuilds the floor under the trusted keys when state.json names none (lost, or from before)', async () => {
+    const ws = await makeWorkspace('http://127.0.0.1:9')
+    const store = new ArtifactStore(ws.config.installRoot, 'app')
+    const [a, stolen] = await Promise.all([generateKeyPair(), generateKeyPair()])
+    await install(store, ws.dir, '1.0.0', 4, { signers: [a] })
+    await install(store, ws.dir, '9.9.9', 2 ** 40, { signers: [stolen] })
+    expect((await store.state()).serialTrust).toBeUndefined()
+    expect(await store.serialFloor(trustIn([a]))).toBe(4)
+    expect(await store.serialFloor(trustIn([a, stolen]))).toBe(2 ** 40)
+
+    // The next switch under `a` records the rebuilt floor with a's fingerprint.
+    await install(store, ws.dir, '1.1.0', 5, { signers: [a], trust: trustIn([a]) })
+    expect(await store.state()).toMatchObject({
+      lastSerial: 5,
+      current: '1.1.0',
+      serialTrust: expect.any(String),
+    })
+    await rm(join(store.dir, 'state.json'))
+    expect(await store.serialFloor(trustIn([a]))).toBe(5)
   })
 })
 
