@@ -9,6 +9,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
+import { runDaemonCycle } from '../daemon/daemon.ts'
 import { hashFile } from '../download.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
@@ -57,7 +58,7 @@ async function publishSignedBy(name: string, version: string, signers: KeyPairFi
 }
 
 /**
- * What the attack leaves on the device: a release signed by the stolen key, with a serial far above
+ * What the attack leaves on the device: a release (1.0.1, posing as a patch) signed by the stolen key, with a serial far above
  * anything published, verified (the key was trusted then), installed and running. Done as install does
  * it (commit the verified blob, switch under the keys it was verified with), minus the network.
  */
@@ -66,7 +67,7 @@ async function fastForwarded(config: AgentConfig, name: string): Promise<void> {
   const blob = await writeArtifact(suite.ws.dir, `${name}-planted.bin`, 500)
   const manifest = manifestFor({
     name,
-    version: '66.6.6',
+    version: '1.0.1',
     size: 500,
     sha256: await hashFile(blob.path),
     serial: HUGE_SERIAL,
@@ -94,11 +95,19 @@ describe('fast-forward recovery', () => {
     const refused = await agentFailure(installArtifact(before, { name: 'ff', target: '1.1.0' }))
     expect(refused.message).toContain(`below the last seen ${HUGE_SERIAL} (rollback refused)`)
 
-    // The stolen key is rotated out (a config edit here; a root does the same, ADR 0035).
+    const stuckCycle = await runDaemonCycle(before, { loadSampler: () => 0 })
+    expect(stuckCycle.staged).toEqual([])
+    expect(stuckCycle.failures.map((f) => f.message)).toEqual([expect.stringContaining('(rollback refused)')])
+
+    // The stolen key is rotated out (a config edit here; a root does the same, ADR 0035). The daemon
+    // stages the release at once; the next update installs it.
     const after = device('store-ff', [successor])
+    const cycle = await runDaemonCycle(after, { loadSampler: () => 0 })
+    expect(cycle.staged.map((item) => `${item.name}@${item.version}`)).toEqual(['ff@1.1.0'])
     expect(await installArtifact(after, { name: 'ff' })).toMatchObject({
       version: '1.1.0',
-      previous: '66.6.6',
+      previous: '1.0.1',
+      method: 'staged',
     })
     const store = new ArtifactStore(after.installRoot, 'ff')
     // The floor is now what the new key vouched for, kept under its fingerprint.
