@@ -58,9 +58,10 @@ async function publishSignedBy(name: string, version: string, signers: KeyPairFi
 }
 
 /**
- * What the attack leaves on the device: a release (1.0.1, posing as a patch) signed by the stolen key, with a serial far above
- * anything published, verified (the key was trusted then), installed and running. Done as install does
- * it (commit the verified blob, switch under the keys it was verified with), minus the network.
+ * What the attack leaves on the device: a release (1.0.1, posing as a patch) signed by the stolen key,
+ * with a serial far above anything published, verified (the key was trusted then), installed and
+ * running. Done as install does it (commit the verified blob, switch under the keys it was verified
+ * with), minus the network.
  */
 async function fastForwarded(config: AgentConfig, name: string): Promise<void> {
   const store = new ArtifactStore(config.installRoot, name)
