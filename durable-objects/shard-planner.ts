@@ -25,7 +25,7 @@ import {
   type ReplanResult,
   ServeReport,
   type ShardMetrics,
-  ShardPlan,
+  type ShardPlan,
   StoredDemandModel,
   type ZoneMetrics,
   ZonesConfig,
@@ -34,6 +34,7 @@ import { RUNTIME_CONFIG_KEY, runtimeConfigStatus } from '../workers/config/runti
 import { readManifest } from '../workers/storage/artifact-store.ts'
 import { keys } from '../workers/storage/keys.ts'
 import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
+import { createPlanTable, readCurrentPlan, savePlan } from './shard-plans.ts'
 import { copyReplica, deleteReplica, verifyReplica, zoneBucket } from './shard-replicas.ts'
 
 /** Four weeks of hourly history: enough for double-seasonal Holt-Winters, bounded storage. */
@@ -97,11 +98,11 @@ export class ShardPlanner extends DurableObject<Env> {
     super(ctx, env)
     this.sql = ctx.storage.sql
     createMetaTable(this.sql)
+    createPlanTable(this.sql)
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS demand (hour INTEGER NOT NULL, zone TEXT NOT NULL, entry TEXT NOT NULL,
         requests REAL NOT NULL, bytes REAL NOT NULL, PRIMARY KEY (hour, zone, entry));
       CREATE INDEX IF NOT EXISTS demand_entry ON demand (entry, zone, hour);
-      CREATE TABLE IF NOT EXISTS plans (version INTEGER PRIMARY KEY, plan TEXT NOT NULL, created_at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, plan_version INTEGER NOT NULL,
         kind TEXT NOT NULL, entry TEXT NOT NULL, key TEXT NOT NULL, zone TEXT NOT NULL, bytes INTEGER NOT NULL,
         sha256 TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, not_before INTEGER NOT NULL,
@@ -124,7 +125,7 @@ export class ShardPlanner extends DurableObject<Env> {
 
   /** The plan in force (null before the first re-plan). */
   async plan(): Promise<ShardPlan | null> {
-    return this.currentPlan()
+    return readCurrentPlan(this.sql)
   }
 
   /** Serve outcomes batched by edge isolates: demand per dependency per zone, and zone metrics. */
@@ -216,7 +217,7 @@ export class ShardPlanner extends DurableObject<Env> {
         )
         .one().n
     return {
-      planVersion: this.currentPlan()?.version ?? 0,
+      planVersion: readCurrentPlan(this.sql)?.version ?? 0,
       windowHours,
       zones,
       prefetchThreshold: this.currentThreshold(config),
@@ -229,7 +230,7 @@ export class ShardPlanner extends DurableObject<Env> {
       migrations: {
         pending: count(['pending', 'copied', 'verified', 'unflipped']),
         // From the plan, not the rows: an add row stays `active` after its replica was removed again.
-        active: (this.currentPlan()?.entries ?? []).reduce((n, e) => n + e.active.length, 0),
+        active: (readCurrentPlan(this.sql)?.entries ?? []).reduce((n, e) => n + e.active.length, 0),
         failed: count(['failed']),
       },
     }
@@ -343,7 +344,7 @@ export class ShardPlanner extends DurableObject<Env> {
     const forecasts = this.forecastAll(config, nowHour)
     const deps = await this.dependencies(forecasts)
     const edges = this.dependencyEdges(deps)
-    const previous = this.currentPlan()
+    const previous = readCurrentPlan(this.sql)
     const plannable: PlanZone[] = config.zones.map((z) => ({
       id: z.id,
       // A zone without a replica bucket cannot hold replicas; it still gets a hot set for its cache.
@@ -368,7 +369,7 @@ export class ShardPlanner extends DurableObject<Env> {
     const changed = previous === null || next.version !== previous.version
     if (changed) {
       this.ctx.storage.transactionSync(() => {
-        this.savePlan(next, now)
+        savePlan(this.sql, next, now)
         for (const r of diff.remove) {
           // A copy that never finished is simply dropped; a live replica is unflipped by this very plan
           // (it is not in `active` any more) and deleted once every isolate's cached plan has expired.
@@ -388,7 +389,7 @@ export class ShardPlanner extends DurableObject<Env> {
     this.storePredictions(forecasts, nowHour, config)
     writeMeta(this.sql, 'lastCycleAt', String(now))
     return {
-      planVersion: this.currentPlan()?.version ?? 0,
+      planVersion: readCurrentPlan(this.sql)?.version ?? 0,
       changed,
       migrations: { added: diff.add.length, removed: diff.remove.length, completed },
     }
@@ -443,7 +444,7 @@ export class ShardPlanner extends DurableObject<Env> {
     this.sql.exec(
       `DELETE FROM models WHERE entry <> '*' AND NOT EXISTS (SELECT 1 FROM demand d WHERE d.entry = models.entry)`,
     )
-    const planned = new Set((this.currentPlan()?.entries ?? []).map((e) => e.id))
+    const planned = new Set((readCurrentPlan(this.sql)?.entries ?? []).map((e) => e.id))
     const facts = this.sql
       .exec<{ key: string }>("SELECT key FROM meta WHERE key LIKE 'manifest:%'")
       .toArray()
@@ -743,7 +744,7 @@ export class ShardPlanner extends DurableObject<Env> {
    * retried next cycle. Returns how many replicas were found lost.
    */
   private async auditReplicas(config: ZonesConfig, now: number): Promise<number> {
-    const plan = this.currentPlan()
+    const plan = readCurrentPlan(this.sql)
     if (plan === null) return 0
     const all = plan.entries.flatMap((entry) => entry.active.map((zone) => ({ entry, zone })))
     if (all.length === 0) return 0
@@ -782,7 +783,7 @@ export class ShardPlanner extends DurableObject<Env> {
         createdAt: new Date(now).toISOString(),
         entries: plan.entries.map((e) => ({ ...e, active: e.active.filter((z) => !lostIn(e.id, z)) })),
       }
-      this.savePlan(next, now)
+      savePlan(this.sql, next, now)
       for (const { entry, zone, why } of lost) {
         this.sql.exec(
           `UPDATE migrations SET state = 'cancelled', error = ? WHERE kind = 'add' AND entry = ? AND zone = ?
@@ -810,7 +811,7 @@ export class ShardPlanner extends DurableObject<Env> {
 
   /** Marks a verified replica active in a new plan version, if the plan still wants it there. */
   private flip(entry: string, zone: string, sha256: string, now: number): boolean {
-    const plan = this.currentPlan()
+    const plan = readCurrentPlan(this.sql)
     const target = plan?.entries.find((e) => e.id === entry)
     if (plan === null || target === undefined || target.sha256 !== sha256 || !target.replicas.includes(zone))
       return false
@@ -823,7 +824,7 @@ export class ShardPlanner extends DurableObject<Env> {
         e.id === entry ? { ...e, active: e.replicas.filter((z) => z === zone || e.active.includes(z)) } : e,
       ),
     }
-    this.savePlan(next, now)
+    savePlan(this.sql, next, now)
     return true
   }
 
@@ -860,27 +861,6 @@ export class ShardPlanner extends DurableObject<Env> {
   }
 
   // ---- storage helpers ---------------------------------------------------------------------------
-
-  private currentPlan(): ShardPlan | null {
-    const row = this.sql
-      .exec<{ plan: string }>('SELECT plan FROM plans ORDER BY version DESC LIMIT 1')
-      .toArray()[0]
-    if (row === undefined) return null
-    const parsed = ShardPlan.safeParse(JSON.parse(row.plan))
-    return parsed.success ? parsed.data : null
-  }
-
-  private savePlan(plan: ShardPlan, now: number): void {
-    const valid = ShardPlan.parse(plan)
-    this.sql.exec(
-      'INSERT OR REPLACE INTO plans (version, plan, created_at) VALUES (?, ?, ?)',
-      valid.version,
-      JSON.stringify(valid),
-      now,
-    )
-    // Old versions are history only; keep a few for diffs and debugging.
-    this.sql.exec('DELETE FROM plans WHERE version < ?', valid.version - 20)
-  }
 
   private addDemand(hour: number, zone: string, entry: string, requests: number, bytes: number): void {
     this.sql.exec(
