@@ -34,11 +34,17 @@ import { RUNTIME_CONFIG_KEY, runtimeConfigStatus } from '../workers/config/runti
 import { readManifest } from '../workers/storage/artifact-store.ts'
 import { keys } from '../workers/storage/keys.ts'
 import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
+import {
+  addDemand,
+  addZoneMetrics,
+  createDemandTables,
+  HISTORY_HOURS,
+  pruneDemand,
+  recordServeOutcome,
+} from './shard-demand.ts'
 import { createPlanTable, readCurrentPlan, savePlan } from './shard-plans.ts'
 import { copyReplica, deleteReplica, verifyReplica, zoneBucket } from './shard-replicas.ts'
 
-/** Four weeks of hourly history: enough for double-seasonal Holt-Winters, bounded storage. */
-const HISTORY_HOURS = 28 * 24
 /** Dependencies considered per re-plan (hottest by recent requests). */
 const MAX_ENTRIES = 256
 /** Per-dependency refits per cycle; the others reuse their zone's fitted weights (a cheap pass). */
@@ -99,10 +105,8 @@ export class ShardPlanner extends DurableObject<Env> {
     this.sql = ctx.storage.sql
     createMetaTable(this.sql)
     createPlanTable(this.sql)
+    createDemandTables(this.sql)
     this.sql.exec(`
-      CREATE TABLE IF NOT EXISTS demand (hour INTEGER NOT NULL, zone TEXT NOT NULL, entry TEXT NOT NULL,
-        requests REAL NOT NULL, bytes REAL NOT NULL, PRIMARY KEY (hour, zone, entry));
-      CREATE INDEX IF NOT EXISTS demand_entry ON demand (entry, zone, hour);
       CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, plan_version INTEGER NOT NULL,
         kind TEXT NOT NULL, entry TEXT NOT NULL, key TEXT NOT NULL, zone TEXT NOT NULL, bytes INTEGER NOT NULL,
         sha256 TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, not_before INTEGER NOT NULL,
@@ -113,11 +117,6 @@ export class ShardPlanner extends DurableObject<Env> {
         PRIMARY KEY (hour, zone));
       CREATE TABLE IF NOT EXISTS evaluations (hour INTEGER NOT NULL, zone TEXT NOT NULL, predicted REAL NOT NULL,
         actual REAL NOT NULL, PRIMARY KEY (hour, zone));
-      CREATE TABLE IF NOT EXISTS zone_metrics (hour INTEGER NOT NULL, zone TEXT NOT NULL,
-        requests REAL NOT NULL DEFAULT 0, hits REAL NOT NULL DEFAULT 0, cross_zone REAL NOT NULL DEFAULT 0,
-        bytes_served REAL NOT NULL DEFAULT 0, cross_zone_bytes REAL NOT NULL DEFAULT 0,
-        bytes_moved REAL NOT NULL DEFAULT 0, latency_ms REAL NOT NULL DEFAULT 0, refits REAL NOT NULL DEFAULT 0,
-        PRIMARY KEY (hour, zone));
     `)
   }
 
@@ -133,19 +132,7 @@ export class ShardPlanner extends DurableObject<Env> {
     const { outcomes } = ServeReport.parse(input)
     const primaryZone = (await this.zonesConfig()).primaryZone
     this.ctx.storage.transactionSync(() => {
-      for (const o of outcomes) {
-        const hour = hourOf(o.at)
-        this.addDemand(hour, o.zone, o.entry, 1, o.bytes)
-        const hit = o.source !== 'primary' || o.zone === primaryZone
-        this.addMetrics(hour, o.zone, {
-          requests: 1,
-          hits: hit ? 1 : 0,
-          cross_zone: hit ? 0 : 1,
-          bytes_served: o.bytes,
-          cross_zone_bytes: hit ? 0 : o.bytes,
-          latency_ms: o.latencyMs,
-        })
-      }
+      for (const o of outcomes) recordServeOutcome(this.sql, o, primaryZone)
     })
     await this.ensureAlarm()
     return { recorded: outcomes.length }
@@ -155,7 +142,7 @@ export class ShardPlanner extends DurableObject<Env> {
   async recordDemand(rows: unknown): Promise<{ recorded: number }> {
     const parsed = DemandRow.array().max(100_000).parse(rows)
     this.ctx.storage.transactionSync(() => {
-      for (const r of parsed) this.addDemand(hourOf(r.hour), r.zone, r.entry, r.requests, r.bytes)
+      for (const r of parsed) addDemand(this.sql, hourOf(r.hour), r.zone, r.entry, r.requests, r.bytes)
     })
     await this.ensureAlarm()
     return { recorded: parsed.length }
@@ -422,8 +409,7 @@ export class ShardPlanner extends DurableObject<Env> {
     }
     this.sql.exec('DELETE FROM predictions WHERE hour < ?', nowHour)
     this.sql.exec('DELETE FROM evaluations WHERE hour < ?', nowHour - HISTORY_HOURS * HOUR_MS)
-    this.sql.exec('DELETE FROM demand WHERE hour < ?', nowHour - HISTORY_HOURS * HOUR_MS)
-    this.sql.exec('DELETE FROM zone_metrics WHERE hour < ?', nowHour - HISTORY_HOURS * HOUR_MS)
+    pruneDemand(this.sql, nowHour - HISTORY_HOURS * HOUR_MS)
     this.pruneHistory(nowHour - HISTORY_HOURS * HOUR_MS)
   }
 
@@ -595,7 +581,7 @@ export class ShardPlanner extends DurableObject<Env> {
         slot.next[zone] = f.point[0] ?? 0
         out.set(f.entry, slot)
       }
-      if (refits > 0) this.addMetrics(nowHour, zone, { refits })
+      if (refits > 0) addZoneMetrics(this.sql, nowHour, zone, { refits })
     }
     return out
   }
@@ -717,7 +703,7 @@ export class ShardPlanner extends DurableObject<Env> {
       try {
         if (m.state === 'pending' || m.state === 'failed') {
           await copyReplica(this.env.ARTIFACTS, bucket, m.key, m.sha256)
-          this.addMetrics(hourOf(now), m.zone, { bytes_moved: m.bytes })
+          addZoneMetrics(this.sql, hourOf(now), m.zone, { bytes_moved: m.bytes })
           this.setMigration(m.id, 'copied')
         }
         if (!(await verifyReplica(bucket, m.key, m.bytes, m.sha256))) {
@@ -861,47 +847,6 @@ export class ShardPlanner extends DurableObject<Env> {
   }
 
   // ---- storage helpers ---------------------------------------------------------------------------
-
-  private addDemand(hour: number, zone: string, entry: string, requests: number, bytes: number): void {
-    this.sql.exec(
-      `INSERT INTO demand (hour, zone, entry, requests, bytes) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (hour, zone, entry) DO UPDATE SET requests = requests + excluded.requests,
-         bytes = bytes + excluded.bytes`,
-      hour,
-      zone,
-      entry,
-      requests,
-      bytes,
-    )
-  }
-
-  private addMetrics(
-    hour: number,
-    zone: string,
-    add: Partial<
-      Record<
-        | 'requests'
-        | 'hits'
-        | 'cross_zone'
-        | 'bytes_served'
-        | 'cross_zone_bytes'
-        | 'bytes_moved'
-        | 'latency_ms'
-        | 'refits',
-        number
-      >
-    >,
-  ): void {
-    const columns = Object.keys(add) as (keyof typeof add)[]
-    if (columns.length === 0) return
-    this.sql.exec(
-      `INSERT INTO zone_metrics (hour, zone, ${columns.join(', ')}) VALUES (?, ?, ${columns.map(() => '?').join(', ')})
-       ON CONFLICT (hour, zone) DO UPDATE SET ${columns.map((c) => `${c} = ${c} + excluded.${c}`).join(', ')}`,
-      hour,
-      zone,
-      ...columns.map((c) => add[c] ?? 0),
-    )
-  }
 
   private metricZones(since: number): string[] {
     return this.sql
