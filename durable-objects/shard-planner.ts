@@ -1,18 +1,14 @@
 import { DurableObject } from 'cloudflare:workers'
-import type { CoEdge, DemandModel, PlanDependency, PlanZone, ThresholdArm } from '../predict/index.ts'
+import type { CoEdge, PlanDependency, PlanZone, ThresholdArm } from '../predict/index.ts'
 import {
   banditReward,
   buildShardPlan,
   diffPlans,
-  forecastZone,
   HOUR_MS,
-  hourlySeries,
   hourOf,
-  mean,
   mulberry32,
   pickThreshold,
   recordThresholdReward,
-  smape,
   thresholdArms,
 } from '../predict/index.ts'
 import { ArtifactName, Version } from '../schemas/common.ts'
@@ -26,7 +22,6 @@ import {
   ServeReport,
   type ShardMetrics,
   type ShardPlan,
-  StoredDemandModel,
   type ZoneMetrics,
   ZonesConfig,
 } from '../schemas/shards.ts'
@@ -42,13 +37,18 @@ import {
   pruneDemand,
   recordServeOutcome,
 } from './shard-demand.ts'
+import {
+  createForecastTables,
+  forecastDemand,
+  pruneEvaluations,
+  pruneModels,
+  scoreForecasts,
+  storePredictions,
+  zoneSmape,
+} from './shard-forecast.ts'
 import { createPlanTable, readCurrentPlan, savePlan } from './shard-plans.ts'
 import { copyReplica, deleteReplica, verifyReplica, zoneBucket } from './shard-replicas.ts'
 
-/** Dependencies considered per re-plan (hottest by recent requests). */
-const MAX_ENTRIES = 256
-/** Per-dependency refits per cycle; the others reuse their zone's fitted weights (a cheap pass). */
-const MAX_REFITS_PER_CYCLE = 24
 /** Migration steps per alarm; more pending work re-arms the alarm in a second. */
 const MAX_MIGRATIONS_PER_CYCLE = 16
 const MAX_ATTEMPTS = 3
@@ -59,8 +59,6 @@ const MAX_ATTEMPTS = 3
 const MAX_AUDITS_PER_CYCLE = 32
 /** meta key: the zones of the last runtime config the planner saw accepted. */
 const ZONES_LAST_GOOD = 'zonesLastGood'
-/** sMAPE is judged on this many most recent evaluated hours. */
-const SMAPE_WINDOW_HOURS = 24
 
 const log = (fields: Record<string, unknown>) =>
   console.log(JSON.stringify({ do: 'ShardPlanner', ...fields }))
@@ -106,17 +104,12 @@ export class ShardPlanner extends DurableObject<Env> {
     createMetaTable(this.sql)
     createPlanTable(this.sql)
     createDemandTables(this.sql)
+    createForecastTables(this.sql)
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, plan_version INTEGER NOT NULL,
         kind TEXT NOT NULL, entry TEXT NOT NULL, key TEXT NOT NULL, zone TEXT NOT NULL, bytes INTEGER NOT NULL,
         sha256 TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, not_before INTEGER NOT NULL,
         error TEXT);
-      CREATE TABLE IF NOT EXISTS models (entry TEXT NOT NULL, zone TEXT NOT NULL, model TEXT NOT NULL,
-        PRIMARY KEY (entry, zone));
-      CREATE TABLE IF NOT EXISTS predictions (hour INTEGER NOT NULL, zone TEXT NOT NULL, requests REAL NOT NULL,
-        PRIMARY KEY (hour, zone));
-      CREATE TABLE IF NOT EXISTS evaluations (hour INTEGER NOT NULL, zone TEXT NOT NULL, predicted REAL NOT NULL,
-        actual REAL NOT NULL, PRIMARY KEY (hour, zone));
     `)
   }
 
@@ -180,7 +173,7 @@ export class ShardPlanner extends DurableObject<Env> {
           since,
         )
         .one()
-      const error = this.zoneSmape(zone)
+      const error = zoneSmape(this.sql, zone)
       return {
         zone,
         requests: m.requests,
@@ -320,7 +313,8 @@ export class ShardPlanner extends DurableObject<Env> {
   private async cycle(now: number): Promise<ReplanResult> {
     const config = await this.zonesConfig()
     const nowHour = hourOf(now)
-    this.evaluate(nowHour)
+    scoreForecasts(this.sql, nowHour)
+    this.pruneHistory(nowHour - HISTORY_HOURS * HOUR_MS)
     // An arm is played for a whole interval with traffic: a new draw only after its reward is in.
     const rewarded = this.rewardBandit(config, now)
     const threshold =
@@ -328,7 +322,7 @@ export class ShardPlanner extends DurableObject<Env> {
         ? this.chooseThreshold(config, now)
         : this.currentThreshold(config)
 
-    const forecasts = this.forecastAll(config, nowHour)
+    const forecasts = forecastDemand(this.sql, config, nowHour)
     const deps = await this.dependencies(forecasts)
     const edges = this.dependencyEdges(deps)
     const previous = readCurrentPlan(this.sql)
@@ -373,7 +367,7 @@ export class ShardPlanner extends DurableObject<Env> {
     }
     await this.auditReplicas(config, now)
     const completed = await this.runMigrations(config, now)
-    this.storePredictions(forecasts, nowHour, config)
+    storePredictions(this.sql, forecasts, nowHour, config)
     writeMeta(this.sql, 'lastCycleAt', String(now))
     return {
       planVersion: readCurrentPlan(this.sql)?.version ?? 0,
@@ -382,43 +376,15 @@ export class ShardPlanner extends DurableObject<Env> {
     }
   }
 
-  /** Compares each stored prediction for a finished hour with what was served then. */
-  private evaluate(nowHour: number): void {
-    const due = this.sql
-      .exec<{ hour: number; zone: string; requests: number }>(
-        `SELECT p.hour, p.zone, p.requests FROM predictions p
-         WHERE p.hour < ? AND NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.hour = p.hour AND e.zone = p.zone)`,
-        nowHour,
-      )
-      .toArray()
-    for (const p of due) {
-      const actual = this.sql
-        .exec<{ n: number }>(
-          'SELECT COALESCE(SUM(requests),0) AS n FROM demand WHERE hour = ? AND zone = ?',
-          p.hour,
-          p.zone,
-        )
-        .one().n
-      this.sql.exec(
-        'INSERT OR REPLACE INTO evaluations (hour, zone, predicted, actual) VALUES (?, ?, ?, ?)',
-        p.hour,
-        p.zone,
-        p.requests,
-        actual,
-      )
-    }
-    this.sql.exec('DELETE FROM predictions WHERE hour < ?', nowHour)
-    this.sql.exec('DELETE FROM evaluations WHERE hour < ?', nowHour - HISTORY_HOURS * HOUR_MS)
-    pruneDemand(this.sql, nowHour - HISTORY_HOURS * HOUR_MS)
-    this.pruneHistory(nowHour - HISTORY_HOURS * HOUR_MS)
-  }
-
   /**
-   * Finished migrations (deleted, cancelled, failed for good, or added then removed again) older than the
-   * history window, and the models and manifest facts of dependencies with no demand left in it: without
-   * this, every version ever served would leave rows behind for good.
+   * Scores, demand and zone counters older than the history window, finished migrations (deleted,
+   * cancelled, failed for good, or added then removed again) older than it, and the models and manifest
+   * facts of dependencies with no demand left in it: without this, every version ever served would leave
+   * rows behind for good. Demand goes first, so models and facts leave with their last demanded hour.
    */
   private pruneHistory(before: number): void {
+    pruneEvaluations(this.sql, before)
+    pruneDemand(this.sql, before)
     this.sql.exec(
       `DELETE FROM migrations AS m WHERE m.not_before < ? AND (m.state IN ('deleted','cancelled')
          OR (m.state = 'failed' AND m.attempts >= ?)
@@ -427,9 +393,7 @@ export class ShardPlanner extends DurableObject<Env> {
       before,
       MAX_ATTEMPTS,
     )
-    this.sql.exec(
-      `DELETE FROM models WHERE entry <> '*' AND NOT EXISTS (SELECT 1 FROM demand d WHERE d.entry = models.entry)`,
-    )
+    pruneModels(this.sql)
     const planned = new Set((readCurrentPlan(this.sql)?.entries ?? []).map((e) => e.id))
     const facts = this.sql
       .exec<{ key: string }>("SELECT key FROM meta WHERE key LIKE 'manifest:%'")
@@ -442,23 +406,6 @@ export class ShardPlanner extends DurableObject<Env> {
         .exec<{ n: number }>('SELECT COUNT(*) AS n FROM demand WHERE entry = ?', entry)
         .one().n
       if (demanded === 0) this.sql.exec('DELETE FROM meta WHERE key = ?', key)
-    }
-  }
-
-  private zoneSmape(zone: string): { smape: number; hours: number } {
-    const rows = this.sql
-      .exec<{ predicted: number; actual: number }>(
-        'SELECT predicted, actual FROM evaluations WHERE zone = ? ORDER BY hour DESC LIMIT ?',
-        zone,
-        SMAPE_WINDOW_HOURS,
-      )
-      .toArray()
-    return {
-      smape: smape(
-        rows.map((r) => r.actual),
-        rows.map((r) => r.predicted),
-      ),
-      hours: rows.length,
     }
   }
 
@@ -508,106 +455,6 @@ export class ShardPlanner extends DurableObject<Env> {
   private currentThreshold(config: ZonesConfig): number {
     const id = readMeta(this.sql, 'threshold')
     return this.arms(config).find((a) => a.id === id)?.threshold ?? config.prefetchThresholds[0] ?? 0
-  }
-
-  /**
-   * Forecast mean requests/hour over the horizon per hot dependency per zone. A dependency reuses its
-   * stored weights (or its zone's, fitted on the zone total) unless its zone's sMAPE passed `refitSmape`,
-   * then it is refitted by minimising one-step error (at most MAX_REFITS_PER_CYCLE per cycle, hottest first).
-   */
-  private forecastAll(
-    config: ZonesConfig,
-    nowHour: number,
-  ): Map<string, { demand: Record<string, number>; next: Record<string, number> }> {
-    const from = nowHour - HISTORY_HOURS * HOUR_MS
-    const hot = this.sql
-      .exec<{ entry: string }>(
-        `SELECT entry FROM demand WHERE hour >= ? GROUP BY entry ORDER BY SUM(requests) DESC, entry LIMIT ?`,
-        from,
-        MAX_ENTRIES,
-      )
-      .toArray()
-      .map((r) => r.entry)
-    const out = new Map<string, { demand: Record<string, number>; next: Record<string, number> }>()
-    let refitBudget = MAX_REFITS_PER_CYCLE
-    for (const zone of config.zones.map((z) => z.id)) {
-      const firstHour = this.sql
-        .exec<{ h: number | null }>(
-          'SELECT MIN(hour) AS h FROM demand WHERE zone = ? AND hour >= ?',
-          zone,
-          from,
-        )
-        .one().h
-      if (firstHour === null) continue
-      const start = Math.max(from, firstHour)
-      const needsRefit = this.zoneSmape(zone).smape > config.refitSmape
-      const totals = this.sql
-        .exec<{ hour: number; value: number }>(
-          'SELECT hour, SUM(requests) AS value FROM demand WHERE zone = ? AND hour >= ? AND hour < ? GROUP BY hour',
-          zone,
-          start,
-          nowHour,
-        )
-        .toArray()
-      const series = hot.flatMap((entry) => {
-        const rows = this.sql
-          .exec<{ hour: number; value: number }>(
-            'SELECT hour, requests AS value FROM demand WHERE entry = ? AND zone = ? AND hour >= ? AND hour < ?',
-            entry,
-            zone,
-            start,
-            nowHour,
-          )
-          .toArray()
-        return rows.length === 0
-          ? []
-          : [{ entry, series: hourlySeries(rows, start, nowHour), model: this.readModel(entry, zone) }]
-      })
-      const round = forecastZone({
-        totals: hourlySeries(totals, start, nowHour),
-        zoneModel: this.readModel('*', zone),
-        entries: series,
-        horizon: config.horizonHours,
-        refit: needsRefit,
-        refitBudget,
-      })
-      refitBudget = round.refitBudgetLeft
-      const refits = round.refits
-      if (round.zoneModel !== null) this.writeModel('*', zone, round.zoneModel)
-      for (const f of round.entries) {
-        if (f.model !== undefined) this.writeModel(f.entry, zone, f.model)
-        const slot = out.get(f.entry) ?? { demand: {}, next: {} }
-        slot.demand[zone] = mean(f.point)
-        slot.next[zone] = f.point[0] ?? 0
-        out.set(f.entry, slot)
-      }
-      if (refits > 0) addZoneMetrics(this.sql, nowHour, zone, { refits })
-    }
-    return out
-  }
-
-  /** Predicted requests per zone for the next hour, scored by `evaluate` once that hour is over. */
-  private storePredictions(
-    forecasts: Map<string, { next: Record<string, number> }>,
-    nowHour: number,
-    config: ZonesConfig,
-  ): void {
-    for (const zone of config.zones.map((z) => z.id)) {
-      let total = 0
-      let any = false
-      for (const f of forecasts.values()) {
-        if (f.next[zone] === undefined) continue
-        total += f.next[zone] ?? 0
-        any = true
-      }
-      if (!any) continue
-      this.sql.exec(
-        'INSERT OR REPLACE INTO predictions (hour, zone, requests) VALUES (?, ?, ?)',
-        nowHour,
-        zone,
-        total,
-      )
-    }
   }
 
   /** Size, sha256 and declared dependencies of each forecast dependency, from its signed manifest. */
@@ -853,24 +700,6 @@ export class ShardPlanner extends DurableObject<Env> {
       .exec<{ zone: string }>('SELECT DISTINCT zone FROM zone_metrics WHERE hour >= ?', since)
       .toArray()
       .map((r) => r.zone)
-  }
-
-  private readModel(entry: string, zone: string): DemandModel | null {
-    const row = this.sql
-      .exec<{ model: string }>('SELECT model FROM models WHERE entry = ? AND zone = ?', entry, zone)
-      .toArray()[0]
-    if (row === undefined) return null
-    const parsed = StoredDemandModel.safeParse(JSON.parse(row.model))
-    return parsed.success ? parsed.data : null
-  }
-
-  private writeModel(entry: string, zone: string, model: DemandModel): void {
-    this.sql.exec(
-      'INSERT OR REPLACE INTO models (entry, zone, model) VALUES (?, ?, ?)',
-      entry,
-      zone,
-      JSON.stringify(model),
-    )
   }
 
   /**
