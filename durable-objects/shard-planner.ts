@@ -1,19 +1,8 @@
 import { DurableObject } from 'cloudflare:workers'
-import type { CoEdge, PlanDependency, PlanZone, ThresholdArm } from '../predict/index.ts'
-import {
-  banditReward,
-  buildShardPlan,
-  diffPlans,
-  HOUR_MS,
-  hourOf,
-  mulberry32,
-  pickThreshold,
-  recordThresholdReward,
-  thresholdArms,
-} from '../predict/index.ts'
+import type { CoEdge, PlanDependency, PlanZone } from '../predict/index.ts'
+import { buildShardPlan, diffPlans, HOUR_MS, hourOf } from '../predict/index.ts'
 import { ArtifactName, Version } from '../schemas/common.ts'
 import {
-  BanditArmState,
   DemandRow,
   type ForecastSeries,
   ManifestFacts,
@@ -48,6 +37,7 @@ import {
 } from './shard-forecast.ts'
 import { createPlanTable, readCurrentPlan, savePlan } from './shard-plans.ts'
 import { copyReplica, deleteReplica, verifyReplica, zoneBucket } from './shard-replicas.ts'
+import { banditReport, currentThreshold, thresholdForCycle } from './shard-threshold.ts'
 
 /** Migration steps per alarm; more pending work re-arms the alarm in a second. */
 const MAX_MIGRATIONS_PER_CYCLE = 16
@@ -57,6 +47,8 @@ const MAX_ATTEMPTS = 3
  * replica is checked within a few cycles however large the plan is.
  */
 const MAX_AUDITS_PER_CYCLE = 32
+/** meta key: when the last cycle ran, so the next one knows how long its threshold was played. */
+const LAST_CYCLE_AT = 'lastCycleAt'
 /** meta key: the zones of the last runtime config the planner saw accepted. */
 const ZONES_LAST_GOOD = 'zonesLastGood'
 
@@ -200,13 +192,8 @@ export class ShardPlanner extends DurableObject<Env> {
       planVersion: readCurrentPlan(this.sql)?.version ?? 0,
       windowHours,
       zones,
-      prefetchThreshold: this.currentThreshold(config),
-      bandit: this.arms(config).map((a) => ({
-        id: a.id,
-        threshold: a.threshold,
-        successes: a.successes,
-        failures: a.failures,
-      })),
+      prefetchThreshold: currentThreshold(this.sql, config),
+      bandit: banditReport(this.sql, config),
       migrations: {
         pending: count(['pending', 'copied', 'verified', 'unflipped']),
         // From the plan, not the rows: an add row stays `active` after its replica was removed again.
@@ -315,12 +302,8 @@ export class ShardPlanner extends DurableObject<Env> {
     const nowHour = hourOf(now)
     scoreForecasts(this.sql, nowHour)
     this.pruneHistory(nowHour - HISTORY_HOURS * HOUR_MS)
-    // An arm is played for a whole interval with traffic: a new draw only after its reward is in.
-    const rewarded = this.rewardBandit(config, now)
-    const threshold =
-      rewarded || readMeta(this.sql, 'threshold') === null
-        ? this.chooseThreshold(config, now)
-        : this.currentThreshold(config)
+    const lastCycleAt = Number(readMeta(this.sql, LAST_CYCLE_AT) ?? Number.NaN)
+    const threshold = thresholdForCycle(this.sql, config, lastCycleAt, now)
 
     const forecasts = forecastDemand(this.sql, config, nowHour)
     const deps = await this.dependencies(forecasts)
@@ -368,7 +351,7 @@ export class ShardPlanner extends DurableObject<Env> {
     await this.auditReplicas(config, now)
     const completed = await this.runMigrations(config, now)
     storePredictions(this.sql, forecasts, nowHour, config)
-    writeMeta(this.sql, 'lastCycleAt', String(now))
+    writeMeta(this.sql, LAST_CYCLE_AT, String(now))
     return {
       planVersion: readCurrentPlan(this.sql)?.version ?? 0,
       changed,
@@ -407,54 +390,6 @@ export class ShardPlanner extends DurableObject<Env> {
         .one().n
       if (demanded === 0) this.sql.exec('DELETE FROM meta WHERE key = ?', key)
     }
-  }
-
-  /** Rewards the threshold played since the last cycle (hits − lambda × bytes moved); false without traffic. */
-  private rewardBandit(config: ZonesConfig, now: number): boolean {
-    const last = Number(readMeta(this.sql, 'lastCycleAt') ?? Number.NaN)
-    const played = readMeta(this.sql, 'threshold')
-    if (!Number.isFinite(last) || played === null) return false
-    const m = this.sql
-      .exec<{ requests: number; hits: number; bytes_served: number; bytes_moved: number }>(
-        `SELECT COALESCE(SUM(requests),0) AS requests, COALESCE(SUM(hits),0) AS hits,
-           COALESCE(SUM(bytes_served),0) AS bytes_served, COALESCE(SUM(bytes_moved),0) AS bytes_moved
-         FROM zone_metrics WHERE hour >= ? AND hour <= ?`,
-        hourOf(last),
-        hourOf(now),
-      )
-      .one()
-    const reward = banditReward({
-      hits: m.hits,
-      requests: m.requests,
-      bytesMoved: m.bytes_moved,
-      bytesServed: m.bytes_served,
-      lambda: config.lambda,
-    })
-    if (reward === null) return false
-    const rng = mulberry32(now >>> 0)
-    const arms = recordThresholdReward(this.arms(config), played, reward, rng)
-    writeMeta(this.sql, 'bandit', JSON.stringify(arms))
-    return true
-  }
-
-  private chooseThreshold(config: ZonesConfig, now: number): number {
-    const arm = pickThreshold(this.arms(config), mulberry32((now ^ 0x5bd1e995) >>> 0))
-    writeMeta(this.sql, 'threshold', arm.id)
-    return arm.threshold
-  }
-
-  private arms(config: ZonesConfig): ThresholdArm[] {
-    const fresh = thresholdArms(config.prefetchThresholds)
-    const raw = readMeta(this.sql, 'bandit')
-    const stored = raw === null ? null : BanditArmState.array().safeParse(JSON.parse(raw))
-    if (!stored?.success) return fresh
-    // Arms follow the configured thresholds; counts survive for thresholds still offered.
-    return fresh.map((a) => stored.data.find((s) => s.id === a.id) ?? a)
-  }
-
-  private currentThreshold(config: ZonesConfig): number {
-    const id = readMeta(this.sql, 'threshold')
-    return this.arms(config).find((a) => a.id === id)?.threshold ?? config.prefetchThresholds[0] ?? 0
   }
 
   /** Size, sha256 and declared dependencies of each forecast dependency, from its signed manifest. */
