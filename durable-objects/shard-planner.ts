@@ -1,11 +1,9 @@
 import { DurableObject } from 'cloudflare:workers'
-import type { CoEdge, PlanDependency, PlanZone } from '../predict/index.ts'
+import type { PlanZone } from '../predict/index.ts'
 import { buildShardPlan, diffPlans, HOUR_MS, hourOf } from '../predict/index.ts'
-import { ArtifactName, Version } from '../schemas/common.ts'
 import {
   DemandRow,
   type ForecastSeries,
-  ManifestFacts,
   type Migration,
   type ReplanResult,
   ServeReport,
@@ -15,8 +13,6 @@ import {
   ZonesConfig,
 } from '../schemas/shards.ts'
 import { RUNTIME_CONFIG_KEY, runtimeConfigStatus } from '../workers/config/runtime-config.ts'
-import { readManifest } from '../workers/storage/artifact-store.ts'
-import { keys } from '../workers/storage/keys.ts'
 import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
 import {
   addDemand,
@@ -26,6 +22,7 @@ import {
   pruneDemand,
   recordServeOutcome,
 } from './shard-demand.ts'
+import { dependencyEdges, pruneManifestFacts, readDependencies } from './shard-dependencies.ts'
 import {
   createForecastTables,
   forecastDemand,
@@ -72,15 +69,6 @@ type MigrationRow = {
 
 const toHex = (buffer: ArrayBuffer): string =>
   [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, '0')).join('')
-
-/** Splits `name@version` (names may be scoped, so the last `@`). */
-function splitEntry(id: string): { name: string; version: string } | null {
-  const at = id.lastIndexOf('@')
-  if (at <= 0) return null
-  const name = ArtifactName.safeParse(id.slice(0, at))
-  const version = Version.safeParse(id.slice(at + 1))
-  return name.success && version.success ? { name: name.data, version: version.data } : null
-}
 
 /**
  * The one `idFromName('global')` planner. Keeps hourly demand per dependency per zone (reported by the
@@ -306,8 +294,8 @@ export class ShardPlanner extends DurableObject<Env> {
     const threshold = thresholdForCycle(this.sql, config, lastCycleAt, now)
 
     const forecasts = forecastDemand(this.sql, config, nowHour)
-    const deps = await this.dependencies(forecasts)
-    const edges = this.dependencyEdges(deps)
+    const deps = await readDependencies(this.sql, this.env.ARTIFACTS, forecasts)
+    const edges = dependencyEdges(deps)
     const previous = readCurrentPlan(this.sql)
     const plannable: PlanZone[] = config.zones.map((z) => ({
       id: z.id,
@@ -377,63 +365,7 @@ export class ShardPlanner extends DurableObject<Env> {
       MAX_ATTEMPTS,
     )
     pruneModels(this.sql)
-    const planned = new Set((readCurrentPlan(this.sql)?.entries ?? []).map((e) => e.id))
-    const facts = this.sql
-      .exec<{ key: string }>("SELECT key FROM meta WHERE key LIKE 'manifest:%'")
-      .toArray()
-      .map((r) => r.key)
-    for (const key of facts) {
-      const entry = key.slice('manifest:'.length)
-      if (planned.has(entry)) continue
-      const demanded = this.sql
-        .exec<{ n: number }>('SELECT COUNT(*) AS n FROM demand WHERE entry = ?', entry)
-        .one().n
-      if (demanded === 0) this.sql.exec('DELETE FROM meta WHERE key = ?', key)
-    }
-  }
-
-  /** Size, sha256 and declared dependencies of each forecast dependency, from its signed manifest. */
-  private async dependencies(
-    forecasts: Map<string, { demand: Record<string, number> }>,
-  ): Promise<(PlanDependency & { requires: string[] })[]> {
-    const out: (PlanDependency & { requires: string[] })[] = []
-    for (const [id, f] of forecasts) {
-      const ref = splitEntry(id)
-      if (ref === null) continue
-      const cached = readMeta(this.sql, `manifest:${id}`)
-      const known = cached === null ? null : ManifestFacts.safeParse(JSON.parse(cached))
-      let info: ManifestFacts | null = known?.success ? known.data : null
-      if (info === null) {
-        const stored = await readManifest(this.env.ARTIFACTS, keys.manifest(ref.name, ref.version)).catch(
-          () => null,
-        )
-        if (stored === null) continue
-        const signed = stored.envelope.signed
-        info = { size: signed.size, sha256: signed.sha256, requires: signed.dependencies.map((d) => d.name) }
-        // A published version never changes, so its facts are cached for good.
-        writeMeta(this.sql, `manifest:${id}`, JSON.stringify(info))
-      }
-      out.push({
-        id,
-        name: ref.name,
-        version: ref.version,
-        key: keys.blob(ref.name, ref.version),
-        size: info.size,
-        sha256: info.sha256,
-        demand: f.demand,
-        requires: info.requires,
-      })
-    }
-    return out
-  }
-
-  /** Co-location edges: a dependency and what its manifest declares it needs (any planned version). */
-  private dependencyEdges(deps: readonly (PlanDependency & { requires: string[] })[]): CoEdge[] {
-    const byName = new Map<string, string[]>()
-    for (const d of deps) byName.set(d.name, [...(byName.get(d.name) ?? []), d.id])
-    return deps.flatMap((d) =>
-      d.requires.flatMap((name) => (byName.get(name) ?? []).map((b) => ({ a: d.id, b, weight: 1 }))),
-    )
+    pruneManifestFacts(this.sql, readCurrentPlan(this.sql))
   }
 
   // ---- migrations --------------------------------------------------------------------------------
