@@ -16,7 +16,6 @@ import { RUNTIME_CONFIG_KEY, runtimeConfigStatus } from '../workers/config/runti
 import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
 import {
   addDemand,
-  addZoneMetrics,
   createDemandTables,
   HISTORY_HOURS,
   pruneDemand,
@@ -32,18 +31,20 @@ import {
   storePredictions,
   zoneSmape,
 } from './shard-forecast.ts'
+import {
+  auditReplicas,
+  countMigrations,
+  createMigrationTable,
+  listMigrations,
+  migrationCounts,
+  pruneFinishedMigrations,
+  queueMigrations,
+  runMigrations,
+} from './shard-migrations.ts'
 import { createPlanTable, readCurrentPlan, savePlan } from './shard-plans.ts'
-import { copyReplica, deleteReplica, verifyReplica, zoneBucket } from './shard-replicas.ts'
+import { zoneBucket } from './shard-replicas.ts'
 import { banditReport, currentThreshold, thresholdForCycle } from './shard-threshold.ts'
 
-/** Migration steps per alarm; more pending work re-arms the alarm in a second. */
-const MAX_MIGRATIONS_PER_CYCLE = 16
-const MAX_ATTEMPTS = 3
-/**
- * Active replicas re-checked per cycle (one R2 head each); a cursor rotates through the plan so every
- * replica is checked within a few cycles however large the plan is.
- */
-const MAX_AUDITS_PER_CYCLE = 32
 /** meta key: when the last cycle ran, so the next one knows how long its threshold was played. */
 const LAST_CYCLE_AT = 'lastCycleAt'
 /** meta key: the zones of the last runtime config the planner saw accepted. */
@@ -51,24 +52,6 @@ const ZONES_LAST_GOOD = 'zonesLastGood'
 
 const log = (fields: Record<string, unknown>) =>
   console.log(JSON.stringify({ do: 'ShardPlanner', ...fields }))
-
-type MigrationRow = {
-  id: number
-  plan_version: number
-  kind: 'add' | 'remove'
-  entry: string
-  key: string
-  zone: string
-  bytes: number
-  sha256: string
-  state: Migration['state']
-  attempts: number
-  not_before: number
-  error: string | null
-}
-
-const toHex = (buffer: ArrayBuffer): string =>
-  [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, '0')).join('')
 
 /**
  * The one `idFromName('global')` planner. Keeps hourly demand per dependency per zone (reported by the
@@ -85,12 +68,7 @@ export class ShardPlanner extends DurableObject<Env> {
     createPlanTable(this.sql)
     createDemandTables(this.sql)
     createForecastTables(this.sql)
-    this.sql.exec(`
-      CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, plan_version INTEGER NOT NULL,
-        kind TEXT NOT NULL, entry TEXT NOT NULL, key TEXT NOT NULL, zone TEXT NOT NULL, bytes INTEGER NOT NULL,
-        sha256 TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, not_before INTEGER NOT NULL,
-        error TEXT);
-    `)
+    createMigrationTable(this.sql)
   }
 
   // ---- RPC ---------------------------------------------------------------------------------------
@@ -169,25 +147,13 @@ export class ShardPlanner extends DurableObject<Env> {
         refits: m.refits,
       }
     })
-    const count = (states: string[]) =>
-      this.sql
-        .exec<{ n: number }>(
-          `SELECT COUNT(*) AS n FROM migrations WHERE state IN (${states.map(() => '?').join(',')})`,
-          ...states,
-        )
-        .one().n
     return {
       planVersion: readCurrentPlan(this.sql)?.version ?? 0,
       windowHours,
       zones,
       prefetchThreshold: currentThreshold(this.sql, config),
       bandit: banditReport(this.sql, config),
-      migrations: {
-        pending: count(['pending', 'copied', 'verified', 'unflipped']),
-        // From the plan, not the rows: an add row stays `active` after its replica was removed again.
-        active: (readCurrentPlan(this.sql)?.entries ?? []).reduce((n, e) => n + e.active.length, 0),
-        failed: count(['failed']),
-      },
+      migrations: migrationCounts(this.sql, readCurrentPlan(this.sql)),
     }
   }
 
@@ -245,34 +211,14 @@ export class ShardPlanner extends DurableObject<Env> {
 
   /** All migrations, newest first (operators, tests). */
   async migrations(limit = 200): Promise<Migration[]> {
-    return this.sql
-      .exec<MigrationRow>('SELECT * FROM migrations ORDER BY id DESC LIMIT ?', limit)
-      .toArray()
-      .map((r) => ({
-        id: r.id,
-        planVersion: r.plan_version,
-        kind: r.kind,
-        entry: r.entry,
-        key: r.key,
-        zone: r.zone,
-        bytes: r.bytes,
-        sha256: r.sha256,
-        state: r.state,
-        attempts: r.attempts,
-        notBefore: r.not_before,
-        ...(r.error === null ? {} : { error: r.error }),
-      }))
+    return listMigrations(this.sql, limit)
   }
 
   override async alarm(): Promise<void> {
     const now = Date.now()
     const result = await this.cycle(now)
     const config = await this.zonesConfig()
-    const more = this.sql
-      .exec<{ n: number }>(
-        `SELECT COUNT(*) AS n FROM migrations WHERE state IN ('pending','copied','verified')`,
-      )
-      .one().n
+    const more = countMigrations(this.sql, ['pending', 'copied', 'verified'])
     // Copies still queued continue in a second; otherwise the next re-plan is an interval away.
     await this.ctx.storage.setAlarm(now + (more > 0 ? 1000 : config.replanIntervalMs))
     log({ level: 'info', msg: 'cycle', ...result })
@@ -322,22 +268,11 @@ export class ShardPlanner extends DurableObject<Env> {
     if (changed) {
       this.ctx.storage.transactionSync(() => {
         savePlan(this.sql, next, now)
-        for (const r of diff.remove) {
-          // A copy that never finished is simply dropped; a live replica is unflipped by this very plan
-          // (it is not in `active` any more) and deleted once every isolate's cached plan has expired.
-          this.sql.exec(
-            `UPDATE migrations SET state = 'cancelled' WHERE kind = 'add' AND entry = ? AND zone = ?
-               AND state IN ('pending','copied','verified')`,
-            r.entry,
-            r.zone,
-          )
-          this.insertMigration(next.version, 'remove', r, 'unflipped', now + 2 * config.planCacheMs)
-        }
-        for (const a of diff.add) this.insertMigration(next.version, 'add', a, 'pending', now)
+        queueMigrations(this.sql, next.version, diff, config, now)
       })
     }
-    await this.auditReplicas(config, now)
-    const completed = await this.runMigrations(config, now)
+    await auditReplicas(this.ctx.storage, this.env, config, now)
+    const completed = await runMigrations(this.sql, this.env, config, now)
     storePredictions(this.sql, forecasts, nowHour, config)
     writeMeta(this.sql, LAST_CYCLE_AT, String(now))
     return {
@@ -356,208 +291,9 @@ export class ShardPlanner extends DurableObject<Env> {
   private pruneHistory(before: number): void {
     pruneEvaluations(this.sql, before)
     pruneDemand(this.sql, before)
-    this.sql.exec(
-      `DELETE FROM migrations AS m WHERE m.not_before < ? AND (m.state IN ('deleted','cancelled')
-         OR (m.state = 'failed' AND m.attempts >= ?)
-         OR (m.state = 'active' AND EXISTS (SELECT 1 FROM migrations r WHERE r.kind = 'remove'
-           AND r.entry = m.entry AND r.zone = m.zone AND r.id > m.id)))`,
-      before,
-      MAX_ATTEMPTS,
-    )
+    pruneFinishedMigrations(this.sql, before)
     pruneModels(this.sql)
     pruneManifestFacts(this.sql, readCurrentPlan(this.sql))
-  }
-
-  // ---- migrations --------------------------------------------------------------------------------
-
-  /**
-   * Advances migrations: add = copy → verify sha256 → flip (the replica joins `active` in a new plan
-   * version); remove = (already unflipped) → delete once `notBefore` passed. Returns steps completed.
-   */
-  private async runMigrations(config: ZonesConfig, now: number): Promise<number> {
-    const rows = this.sql
-      .exec<MigrationRow>(
-        `SELECT * FROM migrations WHERE state IN ('pending','copied','verified','failed','unflipped')
-           AND not_before <= ? ORDER BY id LIMIT ?`,
-        now,
-        MAX_MIGRATIONS_PER_CYCLE,
-      )
-      .toArray()
-    // zoneBucket never yields the primary (whatever the config names), and deleteReplica/copyReplica
-    // refuse it again: migrations only ever write to and delete from replica buckets.
-    const zoneBuckets = new Map(config.zones.map((z) => [z.id, zoneBucket(this.env, z.bucket)]))
-    let completed = 0
-    for (const m of rows) {
-      const bucket = zoneBuckets.get(m.zone) ?? null
-      if (m.state === 'failed' && m.attempts >= MAX_ATTEMPTS) continue
-      if (m.kind === 'remove') {
-        const readded = this.sql
-          .exec<{ n: number }>(
-            `SELECT COUNT(*) AS n FROM migrations WHERE kind = 'add' AND key = ? AND zone = ? AND id > ?
-               AND state NOT IN ('cancelled','failed')`,
-            m.key,
-            m.zone,
-            m.id,
-          )
-          .one().n
-        try {
-          if (readded === 0 && bucket !== null) await deleteReplica(this.env.ARTIFACTS, bucket, m.key)
-        } catch (error) {
-          this.setMigration(m.id, 'failed', String(error).slice(0, 500), m.attempts + 1)
-          continue
-        }
-        this.setMigration(m.id, 'deleted')
-        completed++
-        continue
-      }
-      if (bucket === null) {
-        this.setMigration(m.id, 'failed', `zone ${m.zone} has no replica bucket`, MAX_ATTEMPTS)
-        continue
-      }
-      try {
-        if (m.state === 'pending' || m.state === 'failed') {
-          await copyReplica(this.env.ARTIFACTS, bucket, m.key, m.sha256)
-          addZoneMetrics(this.sql, hourOf(now), m.zone, { bytes_moved: m.bytes })
-          this.setMigration(m.id, 'copied')
-        }
-        if (!(await verifyReplica(bucket, m.key, m.bytes, m.sha256))) {
-          await deleteReplica(this.env.ARTIFACTS, bucket, m.key)
-          this.setMigration(m.id, 'failed', 'replica sha256 mismatch', m.attempts + 1)
-          continue
-        }
-        this.setMigration(m.id, 'verified')
-        if (this.flip(m.entry, m.zone, m.sha256, now)) this.setMigration(m.id, 'active')
-        else this.setMigration(m.id, 'cancelled', 'no longer planned')
-        completed++
-      } catch (error) {
-        this.setMigration(m.id, 'failed', String(error).slice(0, 500), m.attempts + 1)
-      }
-    }
-    return completed
-  }
-
-  /**
-   * Re-checks active replicas against their zone bucket (R2 head: present, right size, right sha256 when
-   * R2 kept one). The edge silently falls back to the primary for a replica that went missing, so without
-   * this a lost or truncated object would stay "active" for good: it is unflipped in a new plan version
-   * and a fresh add migration copies, verifies and flips it again. A failing head proves nothing and is
-   * retried next cycle. Returns how many replicas were found lost.
-   */
-  private async auditReplicas(config: ZonesConfig, now: number): Promise<number> {
-    const plan = readCurrentPlan(this.sql)
-    if (plan === null) return 0
-    const all = plan.entries.flatMap((entry) => entry.active.map((zone) => ({ entry, zone })))
-    if (all.length === 0) return 0
-    const stored = Number(readMeta(this.sql, 'auditCursor') ?? 0)
-    const start = Number.isSafeInteger(stored) && stored >= 0 ? stored % all.length : 0
-    const picked = [...all.slice(start), ...all.slice(0, start)].slice(0, MAX_AUDITS_PER_CYCLE)
-    writeMeta(this.sql, 'auditCursor', String((start + picked.length) % all.length))
-    const buckets = new Map(config.zones.map((z) => [z.id, zoneBucket(this.env, z.bucket)]))
-    const lost: { entry: ShardPlan['entries'][number]; zone: string; why: string }[] = []
-    for (const { entry, zone } of picked) {
-      const bucket = buckets.get(zone) ?? null
-      // No bucket bound for the zone any more: the edge serves it from the primary already.
-      if (bucket === null) continue
-      let head: R2Object | null
-      try {
-        head = await bucket.head(entry.key)
-      } catch {
-        continue
-      }
-      const why =
-        head === null
-          ? 'replica missing from the zone bucket'
-          : head.size !== entry.size
-            ? `replica has ${head.size} bytes, expected ${entry.size}`
-            : head.checksums.sha256 !== undefined && toHex(head.checksums.sha256) !== entry.sha256
-              ? 'replica sha256 differs'
-              : null
-      if (why !== null) lost.push({ entry, zone, why })
-    }
-    if (lost.length === 0) return 0
-    const lostIn = (id: string, zone: string) => lost.some((l) => l.entry.id === id && l.zone === zone)
-    this.ctx.storage.transactionSync(() => {
-      const next: ShardPlan = {
-        ...plan,
-        version: plan.version + 1,
-        createdAt: new Date(now).toISOString(),
-        entries: plan.entries.map((e) => ({ ...e, active: e.active.filter((z) => !lostIn(e.id, z)) })),
-      }
-      savePlan(this.sql, next, now)
-      for (const { entry, zone, why } of lost) {
-        this.sql.exec(
-          `UPDATE migrations SET state = 'cancelled', error = ? WHERE kind = 'add' AND entry = ? AND zone = ?
-             AND state = 'active'`,
-          `${why}; re-copied`,
-          entry.id,
-          zone,
-        )
-        this.insertMigration(
-          next.version,
-          'add',
-          { entry: entry.id, key: entry.key, zone, bytes: entry.size, sha256: entry.sha256 },
-          'pending',
-          now,
-        )
-      }
-    })
-    log({
-      level: 'warn',
-      msg: 'replicas lost; unflipped and re-copying',
-      lost: lost.map((l) => `${l.entry.id}/${l.zone}: ${l.why}`),
-    })
-    return lost.length
-  }
-
-  /** Marks a verified replica active in a new plan version, if the plan still wants it there. */
-  private flip(entry: string, zone: string, sha256: string, now: number): boolean {
-    const plan = readCurrentPlan(this.sql)
-    const target = plan?.entries.find((e) => e.id === entry)
-    if (plan === null || target === undefined || target.sha256 !== sha256 || !target.replicas.includes(zone))
-      return false
-    if (target.active.includes(zone)) return true
-    const next: ShardPlan = {
-      ...plan,
-      version: plan.version + 1,
-      createdAt: new Date(now).toISOString(),
-      entries: plan.entries.map((e) =>
-        e.id === entry ? { ...e, active: e.replicas.filter((z) => z === zone || e.active.includes(z)) } : e,
-      ),
-    }
-    savePlan(this.sql, next, now)
-    return true
-  }
-
-  private insertMigration(
-    planVersion: number,
-    kind: 'add' | 'remove',
-    c: { entry: string; key: string; zone: string; bytes: number; sha256: string },
-    state: Migration['state'],
-    notBefore: number,
-  ): void {
-    this.sql.exec(
-      `INSERT INTO migrations (plan_version, kind, entry, key, zone, bytes, sha256, state, attempts, not_before)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)`,
-      planVersion,
-      kind,
-      c.entry,
-      c.key,
-      c.zone,
-      c.bytes,
-      c.sha256,
-      state,
-      notBefore,
-    )
-  }
-
-  private setMigration(id: number, state: Migration['state'], error?: string, attempts?: number): void {
-    this.sql.exec(
-      'UPDATE migrations SET state = ?, error = ?, attempts = COALESCE(?, attempts) WHERE id = ?',
-      state,
-      error ?? null,
-      attempts ?? null,
-      id,
-    )
   }
 
   // ---- storage helpers ---------------------------------------------------------------------------
