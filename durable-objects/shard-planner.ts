@@ -9,7 +9,6 @@ import {
   ServeReport,
   type ShardMetrics,
   type ShardPlan,
-  type ZoneMetrics,
   ZonesConfig,
 } from '../schemas/shards.ts'
 import { RUNTIME_CONFIG_KEY, runtimeConfigStatus } from '../workers/config/runtime-config.ts'
@@ -29,21 +28,20 @@ import {
   pruneModels,
   scoreForecasts,
   storePredictions,
-  zoneSmape,
 } from './shard-forecast.ts'
+import { forecastSeriesOf, readForecastRows, readShardMetrics } from './shard-metrics.ts'
 import {
   auditReplicas,
   countMigrations,
   createMigrationTable,
   listMigrations,
-  migrationCounts,
   pruneFinishedMigrations,
   queueMigrations,
   runMigrations,
 } from './shard-migrations.ts'
 import { createPlanTable, readCurrentPlan, savePlan } from './shard-plans.ts'
 import { zoneBucket } from './shard-replicas.ts'
-import { banditReport, currentThreshold, thresholdForCycle } from './shard-threshold.ts'
+import { thresholdForCycle } from './shard-threshold.ts'
 
 /** meta key: when the last cycle ran, so the next one knows how long its threshold was played. */
 const LAST_CYCLE_AT = 'lastCycleAt'
@@ -108,53 +106,7 @@ export class ShardPlanner extends DurableObject<Env> {
   async metrics(windowHours = 24, now?: number): Promise<ShardMetrics> {
     const at = now ?? Date.now()
     const config = await this.zonesConfig()
-    const since = hourOf(at) - (windowHours - 1) * HOUR_MS
-    const zoneIds = [...new Set([...config.zones.map((z) => z.id), ...this.metricZones(since)])].sort()
-    const zones: ZoneMetrics[] = zoneIds.map((zone) => {
-      const m = this.sql
-        .exec<{
-          requests: number
-          hits: number
-          cross_zone: number
-          bytes_served: number
-          cross_zone_bytes: number
-          bytes_moved: number
-          latency_ms: number
-          refits: number
-        }>(
-          `SELECT COALESCE(SUM(requests),0) AS requests, COALESCE(SUM(hits),0) AS hits,
-             COALESCE(SUM(cross_zone),0) AS cross_zone, COALESCE(SUM(bytes_served),0) AS bytes_served,
-             COALESCE(SUM(cross_zone_bytes),0) AS cross_zone_bytes, COALESCE(SUM(bytes_moved),0) AS bytes_moved,
-             COALESCE(SUM(latency_ms),0) AS latency_ms, COALESCE(SUM(refits),0) AS refits
-           FROM zone_metrics WHERE zone = ? AND hour >= ?`,
-          zone,
-          since,
-        )
-        .one()
-      const error = zoneSmape(this.sql, zone)
-      return {
-        zone,
-        requests: m.requests,
-        hits: m.hits,
-        hitRatio: m.requests > 0 ? m.hits / m.requests : 0,
-        crossZoneFetches: m.cross_zone,
-        bytesServed: m.bytes_served,
-        crossZoneBytes: m.cross_zone_bytes,
-        bytesMoved: m.bytes_moved,
-        meanLatencyMs: m.requests > 0 ? m.latency_ms / m.requests : 0,
-        smape: error.hours > 0 ? error.smape : null,
-        evaluatedHours: error.hours,
-        refits: m.refits,
-      }
-    })
-    return {
-      planVersion: readCurrentPlan(this.sql)?.version ?? 0,
-      windowHours,
-      zones,
-      prefetchThreshold: currentThreshold(this.sql, config),
-      bandit: banditReport(this.sql, config),
-      migrations: migrationCounts(this.sql, readCurrentPlan(this.sql)),
-    }
+    return readShardMetrics(this.sql, config, windowHours, at)
   }
 
   /**
@@ -162,51 +114,9 @@ export class ShardPlanner extends DurableObject<Env> {
    * requests served and the forecast the planner made for that hour, scored or still pending.
    */
   async forecastSeries(windowHours = 24, now?: number): Promise<ForecastSeries> {
-    const hours = Math.min(Math.max(1, Math.floor(windowHours)), HISTORY_HOURS)
-    const nowHour = hourOf(now ?? Date.now())
-    const since = nowHour - (hours - 1) * HOUR_MS
-    const byZone = (rows: Array<{ hour: number; zone: string; n: number }>) => {
-      const map = new Map<string, Map<number, number>>()
-      for (const r of rows) map.set(r.zone, (map.get(r.zone) ?? new Map()).set(r.hour, r.n))
-      return map
-    }
-    const actual = byZone(
-      this.sql
-        .exec<{ hour: number; zone: string; n: number }>(
-          'SELECT hour, zone, SUM(requests) AS n FROM zone_metrics WHERE hour >= ? GROUP BY hour, zone',
-          since,
-        )
-        .toArray(),
-    )
-    const predicted = byZone(
-      this.sql
-        .exec<{ hour: number; zone: string; n: number }>(
-          `SELECT hour, zone, predicted AS n FROM evaluations WHERE hour >= ?
-           UNION ALL SELECT hour, zone, requests AS n FROM predictions WHERE hour >= ?`,
-          since,
-          since,
-        )
-        .toArray(),
-    )
+    const rows = readForecastRows(this.sql, windowHours, now ?? Date.now())
     const config = await this.zonesConfig()
-    const zoneIds = [
-      ...new Set([...config.zones.map((z) => z.id), ...actual.keys(), ...predicted.keys()]),
-    ].sort()
-    return {
-      windowHours: hours,
-      zones: zoneIds.map((zone) => {
-        const ahead = [...(predicted.get(zone)?.keys() ?? [])].filter((h) => h > nowHour)
-        const timeline = [...Array.from({ length: hours }, (_, k) => since + k * HOUR_MS), ...ahead.sort()]
-        return {
-          zone,
-          points: timeline.map((hour) => ({
-            hour,
-            actual: hour > nowHour ? null : (actual.get(zone)?.get(hour) ?? 0),
-            predicted: predicted.get(zone)?.get(hour) ?? null,
-          })),
-        }
-      }),
-    }
+    return forecastSeriesOf(rows, config)
   }
 
   /** All migrations, newest first (operators, tests). */
@@ -294,15 +204,6 @@ export class ShardPlanner extends DurableObject<Env> {
     pruneFinishedMigrations(this.sql, before)
     pruneModels(this.sql)
     pruneManifestFacts(this.sql, readCurrentPlan(this.sql))
-  }
-
-  // ---- storage helpers ---------------------------------------------------------------------------
-
-  private metricZones(since: number): string[] {
-    return this.sql
-      .exec<{ zone: string }>('SELECT DISTINCT zone FROM zone_metrics WHERE hour >= ?', since)
-      .toArray()
-      .map((r) => r.zone)
   }
 
   /**
