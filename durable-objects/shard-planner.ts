@@ -9,9 +9,8 @@ import {
   ServeReport,
   type ShardMetrics,
   type ShardPlan,
-  ZonesConfig,
+  type ZonesConfig,
 } from '../schemas/shards.ts'
-import { RUNTIME_CONFIG_KEY, runtimeConfigStatus } from '../workers/config/runtime-config.ts'
 import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
 import {
   addDemand,
@@ -42,11 +41,10 @@ import {
 import { createPlanTable, readCurrentPlan, savePlan } from './shard-plans.ts'
 import { zoneBucket } from './shard-replicas.ts'
 import { thresholdForCycle } from './shard-threshold.ts'
+import { zonesConfigInForce } from './shard-zones-config.ts'
 
 /** meta key: when the last cycle ran, so the next one knows how long its threshold was played. */
 const LAST_CYCLE_AT = 'lastCycleAt'
-/** meta key: the zones of the last runtime config the planner saw accepted. */
-const ZONES_LAST_GOOD = 'zonesLastGood'
 
 const log = (fields: Record<string, unknown>) =>
   console.log(JSON.stringify({ do: 'ShardPlanner', ...fields }))
@@ -206,29 +204,9 @@ export class ShardPlanner extends DurableObject<Env> {
     pruneManifestFacts(this.sql, readCurrentPlan(this.sql))
   }
 
-  /**
-   * The zones in force. The edge keeps the last good runtime config per isolate only, so after a bad edit
-   * a freshly started planner would get the defaults and tear down every replica of a zone they lack.
-   * The planner therefore keeps its own last good copy and uses it while KV holds a rejected document;
-   * a deleted document means defaults, deliberately.
-   */
-  private async zonesConfig(): Promise<ZonesConfig> {
-    const status = await runtimeConfigStatus(this.env)
-    const zones = status.inForce.zones
-    if (status.source === 'kv') {
-      const json = JSON.stringify(zones)
-      if (readMeta(this.sql, ZONES_LAST_GOOD) !== json) writeMeta(this.sql, ZONES_LAST_GOOD, json)
-      return zones
-    }
-    // Defaults with nothing rejected: there is no document, and defaults are what the operator wants.
-    const present = status.lastRejected !== null && (await this.env.CONFIG.get(RUNTIME_CONFIG_KEY)) !== null
-    if (!present) {
-      this.sql.exec('DELETE FROM meta WHERE key = ?', ZONES_LAST_GOOD)
-      return zones
-    }
-    const stored = readMeta(this.sql, ZONES_LAST_GOOD)
-    const lastGood = stored === null ? null : ZonesConfig.safeParse(JSON.parse(stored))
-    return lastGood?.success ? lastGood.data : zones
+  /** The zones in force (the planner's last good copy while KV holds a rejected document). */
+  private zonesConfig(): Promise<ZonesConfig> {
+    return zonesConfigInForce(this.env, this.sql)
   }
 
   private async ensureAlarm(): Promise<void> {
