@@ -1,89 +1,53 @@
 import { DurableObject } from 'cloudflare:workers'
-import type { CoEdge, DemandModel, PlanDependency, PlanZone, ThresholdArm } from '../predict/index.ts'
+import type { PlanZone } from '../predict/index.ts'
+import { buildShardPlan, diffPlans, HOUR_MS, hourOf } from '../predict/index.ts'
 import {
-  banditReward,
-  buildShardPlan,
-  diffPlans,
-  forecastZone,
-  HOUR_MS,
-  hourlySeries,
-  hourOf,
-  mean,
-  mulberry32,
-  pickThreshold,
-  recordThresholdReward,
-  smape,
-  thresholdArms,
-} from '../predict/index.ts'
-import { ArtifactName, Version } from '../schemas/common.ts'
-import {
-  BanditArmState,
   DemandRow,
   type ForecastSeries,
-  ManifestFacts,
   type Migration,
   type ReplanResult,
   ServeReport,
   type ShardMetrics,
-  ShardPlan,
-  StoredDemandModel,
-  type ZoneMetrics,
-  ZonesConfig,
+  type ShardPlan,
+  type ZonesConfig,
 } from '../schemas/shards.ts'
-import { RUNTIME_CONFIG_KEY, runtimeConfigStatus } from '../workers/config/runtime-config.ts'
-import { readManifest } from '../workers/storage/artifact-store.ts'
-import { keys } from '../workers/storage/keys.ts'
 import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
-import { copyReplica, deleteReplica, verifyReplica, zoneBucket } from './shard-replicas.ts'
+import {
+  addDemand,
+  createDemandTables,
+  HISTORY_HOURS,
+  pruneDemand,
+  recordServeOutcome,
+} from './shard-demand.ts'
+import { dependencyEdges, pruneManifestFacts, readDependencies } from './shard-dependencies.ts'
+import {
+  createForecastTables,
+  forecastDemand,
+  pruneEvaluations,
+  pruneModels,
+  scoreForecasts,
+  storePredictions,
+} from './shard-forecast.ts'
+import { forecastSeriesOf, readForecastRows, readShardMetrics } from './shard-metrics.ts'
+import {
+  auditReplicas,
+  countMigrations,
+  createMigrationTable,
+  listMigrations,
+  pruneFinishedMigrations,
+  queueMigrations,
+  runMigrations,
+} from './shard-migrations.ts'
+import { createPlanTable, readCurrentPlan, savePlan } from './shard-plans.ts'
+import { zoneBucket } from './shard-replicas.ts'
+import { thresholdForCycle } from './shard-threshold.ts'
+import { zonesConfigInForce } from './shard-zones-config.ts'
 
-/** Four weeks of hourly history: enough for double-seasonal Holt-Winters, bounded storage. */
-const HISTORY_HOURS = 28 * 24
-/** Dependencies considered per re-plan (hottest by recent requests). */
-const MAX_ENTRIES = 256
-/** Per-dependency refits per cycle; the others reuse their zone's fitted weights (a cheap pass). */
-const MAX_REFITS_PER_CYCLE = 24
-/** Migration steps per alarm; more pending work re-arms the alarm in a second. */
-const MAX_MIGRATIONS_PER_CYCLE = 16
-const MAX_ATTEMPTS = 3
-/**
- * Active replicas re-checked per cycle (one R2 head each); a cursor rotates through the plan so every
- * replica is checked within a few cycles however large the plan is.
- */
-const MAX_AUDITS_PER_CYCLE = 32
-/** meta key: the zones of the last runtime config the planner saw accepted. */
-const ZONES_LAST_GOOD = 'zonesLastGood'
-/** sMAPE is judged on this many most recent evaluated hours. */
-const SMAPE_WINDOW_HOURS = 24
+/** meta key: when the last cycle ran, so the next one knows how long its threshold was played. */
+const LAST_CYCLE_AT = 'lastCycleAt'
 
 const log = (fields: Record<string, unknown>) =>
   console.log(JSON.stringify({ do: 'ShardPlanner', ...fields }))
-
-type MigrationRow = {
-  id: number
-  plan_version: number
-  kind: 'add' | 'remove'
-  entry: string
-  key: string
-  zone: string
-  bytes: number
-  sha256: string
-  state: Migration['state']
-  attempts: number
-  not_before: number
-  error: string | null
-}
-
-const toHex = (buffer: ArrayBuffer): string =>
-  [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, '0')).join('')
-
-/** Splits `name@version` (names may be scoped, so the last `@`). */
-function splitEntry(id: string): { name: string; version: string } | null {
-  const at = id.lastIndexOf('@')
-  if (at <= 0) return null
-  const name = ArtifactName.safeParse(id.slice(0, at))
-  const version = Version.safeParse(id.slice(at + 1))
-  return name.success && version.success ? { name: name.data, version: version.data } : null
-}
 
 /**
  * The one `idFromName('global')` planner. Keeps hourly demand per dependency per zone (reported by the
@@ -97,34 +61,17 @@ export class ShardPlanner extends DurableObject<Env> {
     super(ctx, env)
     this.sql = ctx.storage.sql
     createMetaTable(this.sql)
-    this.sql.exec(`
-      CREATE TABLE IF NOT EXISTS demand (hour INTEGER NOT NULL, zone TEXT NOT NULL, entry TEXT NOT NULL,
-        requests REAL NOT NULL, bytes REAL NOT NULL, PRIMARY KEY (hour, zone, entry));
-      CREATE INDEX IF NOT EXISTS demand_entry ON demand (entry, zone, hour);
-      CREATE TABLE IF NOT EXISTS plans (version INTEGER PRIMARY KEY, plan TEXT NOT NULL, created_at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, plan_version INTEGER NOT NULL,
-        kind TEXT NOT NULL, entry TEXT NOT NULL, key TEXT NOT NULL, zone TEXT NOT NULL, bytes INTEGER NOT NULL,
-        sha256 TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, not_before INTEGER NOT NULL,
-        error TEXT);
-      CREATE TABLE IF NOT EXISTS models (entry TEXT NOT NULL, zone TEXT NOT NULL, model TEXT NOT NULL,
-        PRIMARY KEY (entry, zone));
-      CREATE TABLE IF NOT EXISTS predictions (hour INTEGER NOT NULL, zone TEXT NOT NULL, requests REAL NOT NULL,
-        PRIMARY KEY (hour, zone));
-      CREATE TABLE IF NOT EXISTS evaluations (hour INTEGER NOT NULL, zone TEXT NOT NULL, predicted REAL NOT NULL,
-        actual REAL NOT NULL, PRIMARY KEY (hour, zone));
-      CREATE TABLE IF NOT EXISTS zone_metrics (hour INTEGER NOT NULL, zone TEXT NOT NULL,
-        requests REAL NOT NULL DEFAULT 0, hits REAL NOT NULL DEFAULT 0, cross_zone REAL NOT NULL DEFAULT 0,
-        bytes_served REAL NOT NULL DEFAULT 0, cross_zone_bytes REAL NOT NULL DEFAULT 0,
-        bytes_moved REAL NOT NULL DEFAULT 0, latency_ms REAL NOT NULL DEFAULT 0, refits REAL NOT NULL DEFAULT 0,
-        PRIMARY KEY (hour, zone));
-    `)
+    createPlanTable(this.sql)
+    createDemandTables(this.sql)
+    createForecastTables(this.sql)
+    createMigrationTable(this.sql)
   }
 
   // ---- RPC ---------------------------------------------------------------------------------------
 
   /** The plan in force (null before the first re-plan). */
   async plan(): Promise<ShardPlan | null> {
-    return this.currentPlan()
+    return readCurrentPlan(this.sql)
   }
 
   /** Serve outcomes batched by edge isolates: demand per dependency per zone, and zone metrics. */
@@ -132,19 +79,7 @@ export class ShardPlanner extends DurableObject<Env> {
     const { outcomes } = ServeReport.parse(input)
     const primaryZone = (await this.zonesConfig()).primaryZone
     this.ctx.storage.transactionSync(() => {
-      for (const o of outcomes) {
-        const hour = hourOf(o.at)
-        this.addDemand(hour, o.zone, o.entry, 1, o.bytes)
-        const hit = o.source !== 'primary' || o.zone === primaryZone
-        this.addMetrics(hour, o.zone, {
-          requests: 1,
-          hits: hit ? 1 : 0,
-          cross_zone: hit ? 0 : 1,
-          bytes_served: o.bytes,
-          cross_zone_bytes: hit ? 0 : o.bytes,
-          latency_ms: o.latencyMs,
-        })
-      }
+      for (const o of outcomes) recordServeOutcome(this.sql, o, primaryZone)
     })
     await this.ensureAlarm()
     return { recorded: outcomes.length }
@@ -154,7 +89,7 @@ export class ShardPlanner extends DurableObject<Env> {
   async recordDemand(rows: unknown): Promise<{ recorded: number }> {
     const parsed = DemandRow.array().max(100_000).parse(rows)
     this.ctx.storage.transactionSync(() => {
-      for (const r of parsed) this.addDemand(hourOf(r.hour), r.zone, r.entry, r.requests, r.bytes)
+      for (const r of parsed) addDemand(this.sql, hourOf(r.hour), r.zone, r.entry, r.requests, r.bytes)
     })
     await this.ensureAlarm()
     return { recorded: parsed.length }
@@ -169,70 +104,7 @@ export class ShardPlanner extends DurableObject<Env> {
   async metrics(windowHours = 24, now?: number): Promise<ShardMetrics> {
     const at = now ?? Date.now()
     const config = await this.zonesConfig()
-    const since = hourOf(at) - (windowHours - 1) * HOUR_MS
-    const zoneIds = [...new Set([...config.zones.map((z) => z.id), ...this.metricZones(since)])].sort()
-    const zones: ZoneMetrics[] = zoneIds.map((zone) => {
-      const m = this.sql
-        .exec<{
-          requests: number
-          hits: number
-          cross_zone: number
-          bytes_served: number
-          cross_zone_bytes: number
-          bytes_moved: number
-          latency_ms: number
-          refits: number
-        }>(
-          `SELECT COALESCE(SUM(requests),0) AS requests, COALESCE(SUM(hits),0) AS hits,
-             COALESCE(SUM(cross_zone),0) AS cross_zone, COALESCE(SUM(bytes_served),0) AS bytes_served,
-             COALESCE(SUM(cross_zone_bytes),0) AS cross_zone_bytes, COALESCE(SUM(bytes_moved),0) AS bytes_moved,
-             COALESCE(SUM(latency_ms),0) AS latency_ms, COALESCE(SUM(refits),0) AS refits
-           FROM zone_metrics WHERE zone = ? AND hour >= ?`,
-          zone,
-          since,
-        )
-        .one()
-      const error = this.zoneSmape(zone)
-      return {
-        zone,
-        requests: m.requests,
-        hits: m.hits,
-        hitRatio: m.requests > 0 ? m.hits / m.requests : 0,
-        crossZoneFetches: m.cross_zone,
-        bytesServed: m.bytes_served,
-        crossZoneBytes: m.cross_zone_bytes,
-        bytesMoved: m.bytes_moved,
-        meanLatencyMs: m.requests > 0 ? m.latency_ms / m.requests : 0,
-        smape: error.hours > 0 ? error.smape : null,
-        evaluatedHours: error.hours,
-        refits: m.refits,
-      }
-    })
-    const count = (states: string[]) =>
-      this.sql
-        .exec<{ n: number }>(
-          `SELECT COUNT(*) AS n FROM migrations WHERE state IN (${states.map(() => '?').join(',')})`,
-          ...states,
-        )
-        .one().n
-    return {
-      planVersion: this.currentPlan()?.version ?? 0,
-      windowHours,
-      zones,
-      prefetchThreshold: this.currentThreshold(config),
-      bandit: this.arms(config).map((a) => ({
-        id: a.id,
-        threshold: a.threshold,
-        successes: a.successes,
-        failures: a.failures,
-      })),
-      migrations: {
-        pending: count(['pending', 'copied', 'verified', 'unflipped']),
-        // From the plan, not the rows: an add row stays `active` after its replica was removed again.
-        active: (this.currentPlan()?.entries ?? []).reduce((n, e) => n + e.active.length, 0),
-        failed: count(['failed']),
-      },
-    }
+    return readShardMetrics(this.sql, config, windowHours, at)
   }
 
   /**
@@ -240,83 +112,21 @@ export class ShardPlanner extends DurableObject<Env> {
    * requests served and the forecast the planner made for that hour, scored or still pending.
    */
   async forecastSeries(windowHours = 24, now?: number): Promise<ForecastSeries> {
-    const hours = Math.min(Math.max(1, Math.floor(windowHours)), HISTORY_HOURS)
-    const nowHour = hourOf(now ?? Date.now())
-    const since = nowHour - (hours - 1) * HOUR_MS
-    const byZone = (rows: Array<{ hour: number; zone: string; n: number }>) => {
-      const map = new Map<string, Map<number, number>>()
-      for (const r of rows) map.set(r.zone, (map.get(r.zone) ?? new Map()).set(r.hour, r.n))
-      return map
-    }
-    const actual = byZone(
-      this.sql
-        .exec<{ hour: number; zone: string; n: number }>(
-          'SELECT hour, zone, SUM(requests) AS n FROM zone_metrics WHERE hour >= ? GROUP BY hour, zone',
-          since,
-        )
-        .toArray(),
-    )
-    const predicted = byZone(
-      this.sql
-        .exec<{ hour: number; zone: string; n: number }>(
-          `SELECT hour, zone, predicted AS n FROM evaluations WHERE hour >= ?
-           UNION ALL SELECT hour, zone, requests AS n FROM predictions WHERE hour >= ?`,
-          since,
-          since,
-        )
-        .toArray(),
-    )
+    const rows = readForecastRows(this.sql, windowHours, now ?? Date.now())
     const config = await this.zonesConfig()
-    const zoneIds = [
-      ...new Set([...config.zones.map((z) => z.id), ...actual.keys(), ...predicted.keys()]),
-    ].sort()
-    return {
-      windowHours: hours,
-      zones: zoneIds.map((zone) => {
-        const ahead = [...(predicted.get(zone)?.keys() ?? [])].filter((h) => h > nowHour)
-        const timeline = [...Array.from({ length: hours }, (_, k) => since + k * HOUR_MS), ...ahead.sort()]
-        return {
-          zone,
-          points: timeline.map((hour) => ({
-            hour,
-            actual: hour > nowHour ? null : (actual.get(zone)?.get(hour) ?? 0),
-            predicted: predicted.get(zone)?.get(hour) ?? null,
-          })),
-        }
-      }),
-    }
+    return forecastSeriesOf(rows, config)
   }
 
   /** All migrations, newest first (operators, tests). */
   async migrations(limit = 200): Promise<Migration[]> {
-    return this.sql
-      .exec<MigrationRow>('SELECT * FROM migrations ORDER BY id DESC LIMIT ?', limit)
-      .toArray()
-      .map((r) => ({
-        id: r.id,
-        planVersion: r.plan_version,
-        kind: r.kind,
-        entry: r.entry,
-        key: r.key,
-        zone: r.zone,
-        bytes: r.bytes,
-        sha256: r.sha256,
-        state: r.state,
-        attempts: r.attempts,
-        notBefore: r.not_before,
-        ...(r.error === null ? {} : { error: r.error }),
-      }))
+    return listMigrations(this.sql, limit)
   }
 
   override async alarm(): Promise<void> {
     const now = Date.now()
     const result = await this.cycle(now)
     const config = await this.zonesConfig()
-    const more = this.sql
-      .exec<{ n: number }>(
-        `SELECT COUNT(*) AS n FROM migrations WHERE state IN ('pending','copied','verified')`,
-      )
-      .one().n
+    const more = countMigrations(this.sql, ['pending', 'copied', 'verified'])
     // Copies still queued continue in a second; otherwise the next re-plan is an interval away.
     await this.ctx.storage.setAlarm(now + (more > 0 ? 1000 : config.replanIntervalMs))
     log({ level: 'info', msg: 'cycle', ...result })
@@ -332,18 +142,15 @@ export class ShardPlanner extends DurableObject<Env> {
   private async cycle(now: number): Promise<ReplanResult> {
     const config = await this.zonesConfig()
     const nowHour = hourOf(now)
-    this.evaluate(nowHour)
-    // An arm is played for a whole interval with traffic: a new draw only after its reward is in.
-    const rewarded = this.rewardBandit(config, now)
-    const threshold =
-      rewarded || readMeta(this.sql, 'threshold') === null
-        ? this.chooseThreshold(config, now)
-        : this.currentThreshold(config)
+    scoreForecasts(this.sql, nowHour)
+    this.pruneHistory(nowHour - HISTORY_HOURS * HOUR_MS)
+    const lastCycleAt = Number(readMeta(this.sql, LAST_CYCLE_AT) ?? Number.NaN)
+    const threshold = thresholdForCycle(this.sql, config, lastCycleAt, now)
 
-    const forecasts = this.forecastAll(config, nowHour)
-    const deps = await this.dependencies(forecasts)
-    const edges = this.dependencyEdges(deps)
-    const previous = this.currentPlan()
+    const forecasts = forecastDemand(this.sql, config, nowHour)
+    const deps = await readDependencies(this.sql, this.env.ARTIFACTS, forecasts)
+    const edges = dependencyEdges(deps)
+    const previous = readCurrentPlan(this.sql)
     const plannable: PlanZone[] = config.zones.map((z) => ({
       id: z.id,
       // A zone without a replica bucket cannot hold replicas; it still gets a hot set for its cache.
@@ -368,609 +175,38 @@ export class ShardPlanner extends DurableObject<Env> {
     const changed = previous === null || next.version !== previous.version
     if (changed) {
       this.ctx.storage.transactionSync(() => {
-        this.savePlan(next, now)
-        for (const r of diff.remove) {
-          // A copy that never finished is simply dropped; a live replica is unflipped by this very plan
-          // (it is not in `active` any more) and deleted once every isolate's cached plan has expired.
-          this.sql.exec(
-            `UPDATE migrations SET state = 'cancelled' WHERE kind = 'add' AND entry = ? AND zone = ?
-               AND state IN ('pending','copied','verified')`,
-            r.entry,
-            r.zone,
-          )
-          this.insertMigration(next.version, 'remove', r, 'unflipped', now + 2 * config.planCacheMs)
-        }
-        for (const a of diff.add) this.insertMigration(next.version, 'add', a, 'pending', now)
+        savePlan(this.sql, next, now)
+        queueMigrations(this.sql, next.version, diff, config, now)
       })
     }
-    await this.auditReplicas(config, now)
-    const completed = await this.runMigrations(config, now)
-    this.storePredictions(forecasts, nowHour, config)
-    writeMeta(this.sql, 'lastCycleAt', String(now))
+    await auditReplicas(this.ctx.storage, this.env, config, now)
+    const completed = await runMigrations(this.sql, this.env, config, now)
+    storePredictions(this.sql, forecasts, nowHour, config)
+    writeMeta(this.sql, LAST_CYCLE_AT, String(now))
     return {
-      planVersion: this.currentPlan()?.version ?? 0,
+      planVersion: readCurrentPlan(this.sql)?.version ?? 0,
       changed,
       migrations: { added: diff.add.length, removed: diff.remove.length, completed },
     }
   }
 
-  /** Compares each stored prediction for a finished hour with what was served then. */
-  private evaluate(nowHour: number): void {
-    const due = this.sql
-      .exec<{ hour: number; zone: string; requests: number }>(
-        `SELECT p.hour, p.zone, p.requests FROM predictions p
-         WHERE p.hour < ? AND NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.hour = p.hour AND e.zone = p.zone)`,
-        nowHour,
-      )
-      .toArray()
-    for (const p of due) {
-      const actual = this.sql
-        .exec<{ n: number }>(
-          'SELECT COALESCE(SUM(requests),0) AS n FROM demand WHERE hour = ? AND zone = ?',
-          p.hour,
-          p.zone,
-        )
-        .one().n
-      this.sql.exec(
-        'INSERT OR REPLACE INTO evaluations (hour, zone, predicted, actual) VALUES (?, ?, ?, ?)',
-        p.hour,
-        p.zone,
-        p.requests,
-        actual,
-      )
-    }
-    this.sql.exec('DELETE FROM predictions WHERE hour < ?', nowHour)
-    this.sql.exec('DELETE FROM evaluations WHERE hour < ?', nowHour - HISTORY_HOURS * HOUR_MS)
-    this.sql.exec('DELETE FROM demand WHERE hour < ?', nowHour - HISTORY_HOURS * HOUR_MS)
-    this.sql.exec('DELETE FROM zone_metrics WHERE hour < ?', nowHour - HISTORY_HOURS * HOUR_MS)
-    this.pruneHistory(nowHour - HISTORY_HOURS * HOUR_MS)
-  }
-
   /**
-   * Finished migrations (deleted, cancelled, failed for good, or added then removed again) older than the
-   * history window, and the models and manifest facts of dependencies with no demand left in it: without
-   * this, every version ever served would leave rows behind for good.
+   * Scores, demand and zone counters older than the history window, finished migrations (deleted,
+   * cancelled, failed for good, or added then removed again) older than it, and the models and manifest
+   * facts of dependencies with no demand left in it: without this, every version ever served would leave
+   * rows behind for good. Demand goes first, so models and facts leave with their last demanded hour.
    */
   private pruneHistory(before: number): void {
-    this.sql.exec(
-      `DELETE FROM migrations AS m WHERE m.not_before < ? AND (m.state IN ('deleted','cancelled')
-         OR (m.state = 'failed' AND m.attempts >= ?)
-         OR (m.state = 'active' AND EXISTS (SELECT 1 FROM migrations r WHERE r.kind = 'remove'
-           AND r.entry = m.entry AND r.zone = m.zone AND r.id > m.id)))`,
-      before,
-      MAX_ATTEMPTS,
-    )
-    this.sql.exec(
-      `DELETE FROM models WHERE entry <> '*' AND NOT EXISTS (SELECT 1 FROM demand d WHERE d.entry = models.entry)`,
-    )
-    const planned = new Set((this.currentPlan()?.entries ?? []).map((e) => e.id))
-    const facts = this.sql
-      .exec<{ key: string }>("SELECT key FROM meta WHERE key LIKE 'manifest:%'")
-      .toArray()
-      .map((r) => r.key)
-    for (const key of facts) {
-      const entry = key.slice('manifest:'.length)
-      if (planned.has(entry)) continue
-      const demanded = this.sql
-        .exec<{ n: number }>('SELECT COUNT(*) AS n FROM demand WHERE entry = ?', entry)
-        .one().n
-      if (demanded === 0) this.sql.exec('DELETE FROM meta WHERE key = ?', key)
-    }
+    pruneEvaluations(this.sql, before)
+    pruneDemand(this.sql, before)
+    pruneFinishedMigrations(this.sql, before)
+    pruneModels(this.sql)
+    pruneManifestFacts(this.sql, readCurrentPlan(this.sql))
   }
 
-  private zoneSmape(zone: string): { smape: number; hours: number } {
-    const rows = this.sql
-      .exec<{ predicted: number; actual: number }>(
-        'SELECT predicted, actual FROM evaluations WHERE zone = ? ORDER BY hour DESC LIMIT ?',
-        zone,
-        SMAPE_WINDOW_HOURS,
-      )
-      .toArray()
-    return {
-      smape: smape(
-        rows.map((r) => r.actual),
-        rows.map((r) => r.predicted),
-      ),
-      hours: rows.length,
-    }
-  }
-
-  /** Rewards the threshold played since the last cycle (hits − lambda × bytes moved); false without traffic. */
-  private rewardBandit(config: ZonesConfig, now: number): boolean {
-    const last = Number(readMeta(this.sql, 'lastCycleAt') ?? Number.NaN)
-    const played = readMeta(this.sql, 'threshold')
-    if (!Number.isFinite(last) || played === null) return false
-    const m = this.sql
-      .exec<{ requests: number; hits: number; bytes_served: number; bytes_moved: number }>(
-        `SELECT COALESCE(SUM(requests),0) AS requests, COALESCE(SUM(hits),0) AS hits,
-           COALESCE(SUM(bytes_served),0) AS bytes_served, COALESCE(SUM(bytes_moved),0) AS bytes_moved
-         FROM zone_metrics WHERE hour >= ? AND hour <= ?`,
-        hourOf(last),
-        hourOf(now),
-      )
-      .one()
-    const reward = banditReward({
-      hits: m.hits,
-      requests: m.requests,
-      bytesMoved: m.bytes_moved,
-      bytesServed: m.bytes_served,
-      lambda: config.lambda,
-    })
-    if (reward === null) return false
-    const rng = mulberry32(now >>> 0)
-    const arms = recordThresholdReward(this.arms(config), played, reward, rng)
-    writeMeta(this.sql, 'bandit', JSON.stringify(arms))
-    return true
-  }
-
-  private chooseThreshold(config: ZonesConfig, now: number): number {
-    const arm = pickThreshold(this.arms(config), mulberry32((now ^ 0x5bd1e995) >>> 0))
-    writeMeta(this.sql, 'threshold', arm.id)
-    return arm.threshold
-  }
-
-  private arms(config: ZonesConfig): ThresholdArm[] {
-    const fresh = thresholdArms(config.prefetchThresholds)
-    const raw = readMeta(this.sql, 'bandit')
-    const stored = raw === null ? null : BanditArmState.array().safeParse(JSON.parse(raw))
-    if (!stored?.success) return fresh
-    // Arms follow the configured thresholds; counts survive for thresholds still offered.
-    return fresh.map((a) => stored.data.find((s) => s.id === a.id) ?? a)
-  }
-
-  private currentThreshold(config: ZonesConfig): number {
-    const id = readMeta(this.sql, 'threshold')
-    return this.arms(config).find((a) => a.id === id)?.threshold ?? config.prefetchThresholds[0] ?? 0
-  }
-
-  /**
-   * Forecast mean requests/hour over the horizon per hot dependency per zone. A dependency reuses its
-   * stored weights (or its zone's, fitted on the zone total) unless its zone's sMAPE passed `refitSmape`,
-   * then it is refitted by minimising one-step error (at most MAX_REFITS_PER_CYCLE per cycle, hottest first).
-   */
-  private forecastAll(
-    config: ZonesConfig,
-    nowHour: number,
-  ): Map<string, { demand: Record<string, number>; next: Record<string, number> }> {
-    const from = nowHour - HISTORY_HOURS * HOUR_MS
-    const hot = this.sql
-      .exec<{ entry: string }>(
-        `SELECT entry FROM demand WHERE hour >= ? GROUP BY entry ORDER BY SUM(requests) DESC, entry LIMIT ?`,
-        from,
-        MAX_ENTRIES,
-      )
-      .toArray()
-      .map((r) => r.entry)
-    const out = new Map<string, { demand: Record<string, number>; next: Record<string, number> }>()
-    let refitBudget = MAX_REFITS_PER_CYCLE
-    for (const zone of config.zones.map((z) => z.id)) {
-      const firstHour = this.sql
-        .exec<{ h: number | null }>(
-          'SELECT MIN(hour) AS h FROM demand WHERE zone = ? AND hour >= ?',
-          zone,
-          from,
-        )
-        .one().h
-      if (firstHour === null) continue
-      const start = Math.max(from, firstHour)
-      const needsRefit = this.zoneSmape(zone).smape > config.refitSmape
-      const totals = this.sql
-        .exec<{ hour: number; value: number }>(
-          'SELECT hour, SUM(requests) AS value FROM demand WHERE zone = ? AND hour >= ? AND hour < ? GROUP BY hour',
-          zone,
-          start,
-          nowHour,
-        )
-        .toArray()
-      const series = hot.flatMap((entry) => {
-        const rows = this.sql
-          .exec<{ hour: number; value: number }>(
-            'SELECT hour, requests AS value FROM demand WHERE entry = ? AND zone = ? AND hour >= ? AND hour < ?',
-            entry,
-            zone,
-            start,
-            nowHour,
-          )
-          .toArray()
-        return rows.length === 0
-          ? []
-          : [{ entry, series: hourlySeries(rows, start, nowHour), model: this.readModel(entry, zone) }]
-      })
-      const round = forecastZone({
-        totals: hourlySeries(totals, start, nowHour),
-        zoneModel: this.readModel('*', zone),
-        entries: series,
-        horizon: config.horizonHours,
-        refit: needsRefit,
-        refitBudget,
-      })
-      refitBudget = round.refitBudgetLeft
-      const refits = round.refits
-      if (round.zoneModel !== null) this.writeModel('*', zone, round.zoneModel)
-      for (const f of round.entries) {
-        if (f.model !== undefined) this.writeModel(f.entry, zone, f.model)
-        const slot = out.get(f.entry) ?? { demand: {}, next: {} }
-        slot.demand[zone] = mean(f.point)
-        slot.next[zone] = f.point[0] ?? 0
-        out.set(f.entry, slot)
-      }
-      if (refits > 0) this.addMetrics(nowHour, zone, { refits })
-    }
-    return out
-  }
-
-  /** Predicted requests per zone for the next hour, scored by `evaluate` once that hour is over. */
-  private storePredictions(
-    forecasts: Map<string, { next: Record<string, number> }>,
-    nowHour: number,
-    config: ZonesConfig,
-  ): void {
-    for (const zone of config.zones.map((z) => z.id)) {
-      let total = 0
-      let any = false
-      for (const f of forecasts.values()) {
-        if (f.next[zone] === undefined) continue
-        total += f.next[zone] ?? 0
-        any = true
-      }
-      if (!any) continue
-      this.sql.exec(
-        'INSERT OR REPLACE INTO predictions (hour, zone, requests) VALUES (?, ?, ?)',
-        nowHour,
-        zone,
-        total,
-      )
-    }
-  }
-
-  /** Size, sha256 and declared dependencies of each forecast dependency, from its signed manifest. */
-  private async dependencies(
-    forecasts: Map<string, { demand: Record<string, number> }>,
-  ): Promise<(PlanDependency & { requires: string[] })[]> {
-    const out: (PlanDependency & { requires: string[] })[] = []
-    for (const [id, f] of forecasts) {
-      const ref = splitEntry(id)
-      if (ref === null) continue
-      const cached = readMeta(this.sql, `manifest:${id}`)
-      const known = cached === null ? null : ManifestFacts.safeParse(JSON.parse(cached))
-      let info: ManifestFacts | null = known?.success ? known.data : null
-      if (info === null) {
-        const stored = await readManifest(this.env.ARTIFACTS, keys.manifest(ref.name, ref.version)).catch(
-          () => null,
-        )
-        if (stored === null) continue
-        const signed = stored.envelope.signed
-        info = { size: signed.size, sha256: signed.sha256, requires: signed.dependencies.map((d) => d.name) }
-        // A published version never changes, so its facts are cached for good.
-        writeMeta(this.sql, `manifest:${id}`, JSON.stringify(info))
-      }
-      out.push({
-        id,
-        name: ref.name,
-        version: ref.version,
-        key: keys.blob(ref.name, ref.version),
-        size: info.size,
-        sha256: info.sha256,
-        demand: f.demand,
-        requires: info.requires,
-      })
-    }
-    return out
-  }
-
-  /** Co-location edges: a dependency and what its manifest declares it needs (any planned version). */
-  private dependencyEdges(deps: readonly (PlanDependency & { requires: string[] })[]): CoEdge[] {
-    const byName = new Map<string, string[]>()
-    for (const d of deps) byName.set(d.name, [...(byName.get(d.name) ?? []), d.id])
-    return deps.flatMap((d) =>
-      d.requires.flatMap((name) => (byName.get(name) ?? []).map((b) => ({ a: d.id, b, weight: 1 }))),
-    )
-  }
-
-  // ---- migrations --------------------------------------------------------------------------------
-
-  /**
-   * Advances migrations: add = copy → verify sha256 → flip (the replica joins `active` in a new plan
-   * version); remove = (already unflipped) → delete once `notBefore` passed. Returns steps completed.
-   */
-  private async runMigrations(config: ZonesConfig, now: number): Promise<number> {
-    const rows = this.sql
-      .exec<MigrationRow>(
-        `SELECT * FROM migrations WHERE state IN ('pending','copied','verified','failed','unflipped')
-           AND not_before <= ? ORDER BY id LIMIT ?`,
-        now,
-        MAX_MIGRATIONS_PER_CYCLE,
-      )
-      .toArray()
-    // zoneBucket never yields the primary (whatever the config names), and deleteReplica/copyReplica
-    // refuse it again: migrations only ever write to and delete from replica buckets.
-    const zoneBuckets = new Map(config.zones.map((z) => [z.id, zoneBucket(this.env, z.bucket)]))
-    let completed = 0
-    for (const m of rows) {
-      const bucket = zoneBuckets.get(m.zone) ?? null
-      if (m.state === 'failed' && m.attempts >= MAX_ATTEMPTS) continue
-      if (m.kind === 'remove') {
-        const readded = this.sql
-          .exec<{ n: number }>(
-            `SELECT COUNT(*) AS n FROM migrations WHERE kind = 'add' AND key = ? AND zone = ? AND id > ?
-               AND state NOT IN ('cancelled','failed')`,
-            m.key,
-            m.zone,
-            m.id,
-          )
-          .one().n
-        try {
-          if (readded === 0 && bucket !== null) await deleteReplica(this.env.ARTIFACTS, bucket, m.key)
-        } catch (error) {
-          this.setMigration(m.id, 'failed', String(error).slice(0, 500), m.attempts + 1)
-          continue
-        }
-        this.setMigration(m.id, 'deleted')
-        completed++
-        continue
-      }
-      if (bucket === null) {
-        this.setMigration(m.id, 'failed', `zone ${m.zone} has no replica bucket`, MAX_ATTEMPTS)
-        continue
-      }
-      try {
-        if (m.state === 'pending' || m.state === 'failed') {
-          await copyReplica(this.env.ARTIFACTS, bucket, m.key, m.sha256)
-          this.addMetrics(hourOf(now), m.zone, { bytes_moved: m.bytes })
-          this.setMigration(m.id, 'copied')
-        }
-        if (!(await verifyReplica(bucket, m.key, m.bytes, m.sha256))) {
-          await deleteReplica(this.env.ARTIFACTS, bucket, m.key)
-          this.setMigration(m.id, 'failed', 'replica sha256 mismatch', m.attempts + 1)
-          continue
-        }
-        this.setMigration(m.id, 'verified')
-        if (this.flip(m.entry, m.zone, m.sha256, now)) this.setMigration(m.id, 'active')
-        else this.setMigration(m.id, 'cancelled', 'no longer planned')
-        completed++
-      } catch (error) {
-        this.setMigration(m.id, 'failed', String(error).slice(0, 500), m.attempts + 1)
-      }
-    }
-    return completed
-  }
-
-  /**
-   * Re-checks active replicas against their zone bucket (R2 head: present, right size, right sha256 when
-   * R2 kept one). The edge silently falls back to the primary for a replica that went missing, so without
-   * this a lost or truncated object would stay "active" for good: it is unflipped in a new plan version
-   * and a fresh add migration copies, verifies and flips it again. A failing head proves nothing and is
-   * retried next cycle. Returns how many replicas were found lost.
-   */
-  private async auditReplicas(config: ZonesConfig, now: number): Promise<number> {
-    const plan = this.currentPlan()
-    if (plan === null) return 0
-    const all = plan.entries.flatMap((entry) => entry.active.map((zone) => ({ entry, zone })))
-    if (all.length === 0) return 0
-    const stored = Number(readMeta(this.sql, 'auditCursor') ?? 0)
-    const start = Number.isSafeInteger(stored) && stored >= 0 ? stored % all.length : 0
-    const picked = [...all.slice(start), ...all.slice(0, start)].slice(0, MAX_AUDITS_PER_CYCLE)
-    writeMeta(this.sql, 'auditCursor', String((start + picked.length) % all.length))
-    const buckets = new Map(config.zones.map((z) => [z.id, zoneBucket(this.env, z.bucket)]))
-    const lost: { entry: ShardPlan['entries'][number]; zone: string; why: string }[] = []
-    for (const { entry, zone } of picked) {
-      const bucket = buckets.get(zone) ?? null
-      // No bucket bound for the zone any more: the edge serves it from the primary already.
-      if (bucket === null) continue
-      let head: R2Object | null
-      try {
-        head = await bucket.head(entry.key)
-      } catch {
-        continue
-      }
-      const why =
-        head === null
-          ? 'replica missing from the zone bucket'
-          : head.size !== entry.size
-            ? `replica has ${head.size} bytes, expected ${entry.size}`
-            : head.checksums.sha256 !== undefined && toHex(head.checksums.sha256) !== entry.sha256
-              ? 'replica sha256 differs'
-              : null
-      if (why !== null) lost.push({ entry, zone, why })
-    }
-    if (lost.length === 0) return 0
-    const lostIn = (id: string, zone: string) => lost.some((l) => l.entry.id === id && l.zone === zone)
-    this.ctx.storage.transactionSync(() => {
-      const next: ShardPlan = {
-        ...plan,
-        version: plan.version + 1,
-        createdAt: new Date(now).toISOString(),
-        entries: plan.entries.map((e) => ({ ...e, active: e.active.filter((z) => !lostIn(e.id, z)) })),
-      }
-      this.savePlan(next, now)
-      for (const { entry, zone, why } of lost) {
-        this.sql.exec(
-          `UPDATE migrations SET state = 'cancelled', error = ? WHERE kind = 'add' AND entry = ? AND zone = ?
-             AND state = 'active'`,
-          `${why}; re-copied`,
-          entry.id,
-          zone,
-        )
-        this.insertMigration(
-          next.version,
-          'add',
-          { entry: entry.id, key: entry.key, zone, bytes: entry.size, sha256: entry.sha256 },
-          'pending',
-          now,
-        )
-      }
-    })
-    log({
-      level: 'warn',
-      msg: 'replicas lost; unflipped and re-copying',
-      lost: lost.map((l) => `${l.entry.id}/${l.zone}: ${l.why}`),
-    })
-    return lost.length
-  }
-
-  /** Marks a verified replica active in a new plan version, if the plan still wants it there. */
-  private flip(entry: string, zone: string, sha256: string, now: number): boolean {
-    const plan = this.currentPlan()
-    const target = plan?.entries.find((e) => e.id === entry)
-    if (plan === null || target === undefined || target.sha256 !== sha256 || !target.replicas.includes(zone))
-      return false
-    if (target.active.includes(zone)) return true
-    const next: ShardPlan = {
-      ...plan,
-      version: plan.version + 1,
-      createdAt: new Date(now).toISOString(),
-      entries: plan.entries.map((e) =>
-        e.id === entry ? { ...e, active: e.replicas.filter((z) => z === zone || e.active.includes(z)) } : e,
-      ),
-    }
-    this.savePlan(next, now)
-    return true
-  }
-
-  private insertMigration(
-    planVersion: number,
-    kind: 'add' | 'remove',
-    c: { entry: string; key: string; zone: string; bytes: number; sha256: string },
-    state: Migration['state'],
-    notBefore: number,
-  ): void {
-    this.sql.exec(
-      `INSERT INTO migrations (plan_version, kind, entry, key, zone, bytes, sha256, state, attempts, not_before)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)`,
-      planVersion,
-      kind,
-      c.entry,
-      c.key,
-      c.zone,
-      c.bytes,
-      c.sha256,
-      state,
-      notBefore,
-    )
-  }
-
-  private setMigration(id: number, state: Migration['state'], error?: string, attempts?: number): void {
-    this.sql.exec(
-      'UPDATE migrations SET state = ?, error = ?, attempts = COALESCE(?, attempts) WHERE id = ?',
-      state,
-      error ?? null,
-      attempts ?? null,
-      id,
-    )
-  }
-
-  // ---- storage helpers ---------------------------------------------------------------------------
-
-  private currentPlan(): ShardPlan | null {
-    const row = this.sql
-      .exec<{ plan: string }>('SELECT plan FROM plans ORDER BY version DESC LIMIT 1')
-      .toArray()[0]
-    if (row === undefined) return null
-    const parsed = ShardPlan.safeParse(JSON.parse(row.plan))
-    return parsed.success ? parsed.data : null
-  }
-
-  private savePlan(plan: ShardPlan, now: number): void {
-    const valid = ShardPlan.parse(plan)
-    this.sql.exec(
-      'INSERT OR REPLACE INTO plans (version, plan, created_at) VALUES (?, ?, ?)',
-      valid.version,
-      JSON.stringify(valid),
-      now,
-    )
-    // Old versions are history only; keep a few for diffs and debugging.
-    this.sql.exec('DELETE FROM plans WHERE version < ?', valid.version - 20)
-  }
-
-  private addDemand(hour: number, zone: string, entry: string, requests: number, bytes: number): void {
-    this.sql.exec(
-      `INSERT INTO demand (hour, zone, entry, requests, bytes) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (hour, zone, entry) DO UPDATE SET requests = requests + excluded.requests,
-         bytes = bytes + excluded.bytes`,
-      hour,
-      zone,
-      entry,
-      requests,
-      bytes,
-    )
-  }
-
-  private addMetrics(
-    hour: number,
-    zone: string,
-    add: Partial<
-      Record<
-        | 'requests'
-        | 'hits'
-        | 'cross_zone'
-        | 'bytes_served'
-        | 'cross_zone_bytes'
-        | 'bytes_moved'
-        | 'latency_ms'
-        | 'refits',
-        number
-      >
-    >,
-  ): void {
-    const columns = Object.keys(add) as (keyof typeof add)[]
-    if (columns.length === 0) return
-    this.sql.exec(
-      `INSERT INTO zone_metrics (hour, zone, ${columns.join(', ')}) VALUES (?, ?, ${columns.map(() => '?').join(', ')})
-       ON CONFLICT (hour, zone) DO UPDATE SET ${columns.map((c) => `${c} = ${c} + excluded.${c}`).join(', ')}`,
-      hour,
-      zone,
-      ...columns.map((c) => add[c] ?? 0),
-    )
-  }
-
-  private metricZones(since: number): string[] {
-    return this.sql
-      .exec<{ zone: string }>('SELECT DISTINCT zone FROM zone_metrics WHERE hour >= ?', since)
-      .toArray()
-      .map((r) => r.zone)
-  }
-
-  private readModel(entry: string, zone: string): DemandModel | null {
-    const row = this.sql
-      .exec<{ model: string }>('SELECT model FROM models WHERE entry = ? AND zone = ?', entry, zone)
-      .toArray()[0]
-    if (row === undefined) return null
-    const parsed = StoredDemandModel.safeParse(JSON.parse(row.model))
-    return parsed.success ? parsed.data : null
-  }
-
-  private writeModel(entry: string, zone: string, model: DemandModel): void {
-    this.sql.exec(
-      'INSERT OR REPLACE INTO models (entry, zone, model) VALUES (?, ?, ?)',
-      entry,
-      zone,
-      JSON.stringify(model),
-    )
-  }
-
-  /**
-   * The zones in force. The edge keeps the last good runtime config per isolate only, so after a bad edit
-   * a freshly started planner would get the defaults and tear down every replica of a zone they lack.
-   * The planner therefore keeps its own last good copy and uses it while KV holds a rejected document;
-   * a deleted document means defaults, deliberately.
-   */
-  private async zonesConfig(): Promise<ZonesConfig> {
-    const status = await runtimeConfigStatus(this.env)
-    const zones = status.inForce.zones
-    if (status.source === 'kv') {
-      const json = JSON.stringify(zones)
-      if (readMeta(this.sql, ZONES_LAST_GOOD) !== json) writeMeta(this.sql, ZONES_LAST_GOOD, json)
-      return zones
-    }
-    // Defaults with nothing rejected: there is no document, and defaults are what the operator wants.
-    const present = status.lastRejected !== null && (await this.env.CONFIG.get(RUNTIME_CONFIG_KEY)) !== null
-    if (!present) {
-      this.sql.exec('DELETE FROM meta WHERE key = ?', ZONES_LAST_GOOD)
-      return zones
-    }
-    const stored = readMeta(this.sql, ZONES_LAST_GOOD)
-    const lastGood = stored === null ? null : ZonesConfig.safeParse(JSON.parse(stored))
-    return lastGood?.success ? lastGood.data : zones
+  /** The zones in force (the planner's last good copy while KV holds a rejected document). */
+  private zonesConfig(): Promise<ZonesConfig> {
+    return zonesConfigInForce(this.env, this.sql)
   }
 
   private async ensureAlarm(): Promise<void> {

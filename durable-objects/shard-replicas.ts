@@ -53,7 +53,8 @@ export async function deleteReplica(primary: R2Bucket, replica: R2Bucket, key: s
   await replica.delete(key)
 }
 
-const toHex = (buffer: ArrayBuffer): string =>
+/** Lowercase hex of a digest, as manifests write sha256. */
+export const toHex = (buffer: ArrayBuffer): string =>
   [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, '0')).join('')
 
 /** Re-reads the replica and hashes it end to end; true only for the expected size and sha256. */

@@ -114,7 +114,7 @@ export interface ZoneForecast {
 }
 
 /**
- * One zone's round of the planner (durable-objects/shard-planner.ts and bench/shards share it): the zone
+ * One zone's round of the planner (durable-objects/shard-forecast.ts and bench/shards share it): the zone
  * total is forecast first and lends its weights to dependencies without their own; when `refit` is set
  * (the zone's error passed the threshold) the zone model and then dependencies, in the given order
  * (hottest first), are refit by minimising one-step error until `refitBudget` runs out. Everything else

@@ -1,0 +1,212 @@
+/**
+ * The ShardPlanner's forecasts: Holt-Winters models per dependency per zone (`models`, entry `*` for a
+ * zone's own model fitted on its total), the next hour's predicted requests per zone (`predictions`) and,
+ * once that hour is over, the prediction beside what was served (`evaluations`, which sMAPE is taken on).
+ * The numbers themselves come from predict/; this module keeps them in SQLite.
+ */
+import type { DemandModel } from '../predict/index.ts'
+import { forecastZone, HOUR_MS, hourlySeries, mean, smape } from '../predict/index.ts'
+import { StoredDemandModel, type ZonesConfig } from '../schemas/shards.ts'
+import { addZoneMetrics, HISTORY_HOURS } from './shard-demand.ts'
+
+/** Dependencies considered per re-plan (hottest by recent requests). */
+const MAX_ENTRIES = 256
+/** Per-dependency refits per cycle; the others reuse their zone's fitted weights (a cheap pass). */
+const MAX_REFITS_PER_CYCLE = 24
+/** sMAPE is judged on this many most recent evaluated hours. */
+const SMAPE_WINDOW_HOURS = 24
+
+/** A dependency's forecast, per zone: mean requests/hour over the horizon, and the next hour's. */
+export interface DemandForecast {
+  demand: Record<string, number>
+  next: Record<string, number>
+}
+
+export function createForecastTables(sql: SqlStorage): void {
+  sql.exec(`
+      CREATE TABLE IF NOT EXISTS models (entry TEXT NOT NULL, zone TEXT NOT NULL, model TEXT NOT NULL,
+        PRIMARY KEY (entry, zone));
+      CREATE TABLE IF NOT EXISTS predictions (hour INTEGER NOT NULL, zone TEXT NOT NULL, requests REAL NOT NULL,
+        PRIMARY KEY (hour, zone));
+      CREATE TABLE IF NOT EXISTS evaluations (hour INTEGER NOT NULL, zone TEXT NOT NULL, predicted REAL NOT NULL,
+        actual REAL NOT NULL, PRIMARY KEY (hour, zone));
+    `)
+}
+
+/**
+ * Forecast mean requests/hour over the horizon per hot dependency per zone. A dependency reuses its
+ * stored weights (or its zone's, fitted on the zone total) unless its zone's sMAPE passed `refitSmape`,
+ * then it is refitted by minimising one-step error (at most MAX_REFITS_PER_CYCLE per cycle, hottest first).
+ */
+export function forecastDemand(
+  sql: SqlStorage,
+  config: ZonesConfig,
+  nowHour: number,
+): Map<string, DemandForecast> {
+  const from = nowHour - HISTORY_HOURS * HOUR_MS
+  const hot = sql
+    .exec<{ entry: string }>(
+      `SELECT entry FROM demand WHERE hour >= ? GROUP BY entry ORDER BY SUM(requests) DESC, entry LIMIT ?`,
+      from,
+      MAX_ENTRIES,
+    )
+    .toArray()
+    .map((r) => r.entry)
+  const out = new Map<string, DemandForecast>()
+  let refitBudget = MAX_REFITS_PER_CYCLE
+  for (const zone of config.zones.map((z) => z.id)) {
+    const firstHour = sql
+      .exec<{ h: number | null }>(
+        'SELECT MIN(hour) AS h FROM demand WHERE zone = ? AND hour >= ?',
+        zone,
+        from,
+      )
+      .one().h
+    if (firstHour === null) continue
+    const start = Math.max(from, firstHour)
+    const needsRefit = zoneSmape(sql, zone).smape > config.refitSmape
+    const totals = sql
+      .exec<{ hour: number; value: number }>(
+        'SELECT hour, SUM(requests) AS value FROM demand WHERE zone = ? AND hour >= ? AND hour < ? GROUP BY hour',
+        zone,
+        start,
+        nowHour,
+      )
+      .toArray()
+    const series = hot.flatMap((entry) => {
+      const rows = sql
+        .exec<{ hour: number; value: number }>(
+          'SELECT hour, requests AS value FROM demand WHERE entry = ? AND zone = ? AND hour >= ? AND hour < ?',
+          entry,
+          zone,
+          start,
+          nowHour,
+        )
+        .toArray()
+      return rows.length === 0
+        ? []
+        : [{ entry, series: hourlySeries(rows, start, nowHour), model: readModel(sql, entry, zone) }]
+    })
+    const round = forecastZone({
+      totals: hourlySeries(totals, start, nowHour),
+      zoneModel: readModel(sql, '*', zone),
+      entries: series,
+      horizon: config.horizonHours,
+      refit: needsRefit,
+      refitBudget,
+    })
+    refitBudget = round.refitBudgetLeft
+    const refits = round.refits
+    if (round.zoneModel !== null) writeModel(sql, '*', zone, round.zoneModel)
+    for (const f of round.entries) {
+      if (f.model !== undefined) writeModel(sql, f.entry, zone, f.model)
+      const slot = out.get(f.entry) ?? { demand: {}, next: {} }
+      slot.demand[zone] = mean(f.point)
+      slot.next[zone] = f.point[0] ?? 0
+      out.set(f.entry, slot)
+    }
+    if (refits > 0) addZoneMetrics(sql, nowHour, zone, { refits })
+  }
+  return out
+}
+
+/** Predicted requests per zone for the next hour, scored by `scoreForecasts` once that hour is over. */
+export function storePredictions(
+  sql: SqlStorage,
+  forecasts: Map<string, Pick<DemandForecast, 'next'>>,
+  nowHour: number,
+  config: ZonesConfig,
+): void {
+  for (const zone of config.zones.map((z) => z.id)) {
+    let total = 0
+    let any = false
+    for (const f of forecasts.values()) {
+      if (f.next[zone] === undefined) continue
+      total += f.next[zone] ?? 0
+      any = true
+    }
+    if (!any) continue
+    sql.exec(
+      'INSERT OR REPLACE INTO predictions (hour, zone, requests) VALUES (?, ?, ?)',
+      nowHour,
+      zone,
+      total,
+    )
+  }
+}
+
+/** Compares each stored prediction for a finished hour with what was served then. */
+export function scoreForecasts(sql: SqlStorage, nowHour: number): void {
+  const due = sql
+    .exec<{ hour: number; zone: string; requests: number }>(
+      `SELECT p.hour, p.zone, p.requests FROM predictions p
+         WHERE p.hour < ? AND NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.hour = p.hour AND e.zone = p.zone)`,
+      nowHour,
+    )
+    .toArray()
+  for (const p of due) {
+    const actual = sql
+      .exec<{ n: number }>(
+        'SELECT COALESCE(SUM(requests),0) AS n FROM demand WHERE hour = ? AND zone = ?',
+        p.hour,
+        p.zone,
+      )
+      .one().n
+    sql.exec(
+      'INSERT OR REPLACE INTO evaluations (hour, zone, predicted, actual) VALUES (?, ?, ?, ?)',
+      p.hour,
+      p.zone,
+      p.requests,
+      actual,
+    )
+  }
+  sql.exec('DELETE FROM predictions WHERE hour < ?', nowHour)
+}
+
+/** The zone's sMAPE over its last SMAPE_WINDOW_HOURS evaluated hours (and how many there were). */
+export function zoneSmape(sql: SqlStorage, zone: string): { smape: number; hours: number } {
+  const rows = sql
+    .exec<{ predicted: number; actual: number }>(
+      'SELECT predicted, actual FROM evaluations WHERE zone = ? ORDER BY hour DESC LIMIT ?',
+      zone,
+      SMAPE_WINDOW_HOURS,
+    )
+    .toArray()
+  return {
+    smape: smape(
+      rows.map((r) => r.actual),
+      rows.map((r) => r.predicted),
+    ),
+    hours: rows.length,
+  }
+}
+
+/** Drops the evaluations of hours before `before` (the end of the history window). */
+export function pruneEvaluations(sql: SqlStorage, before: number): void {
+  sql.exec('DELETE FROM evaluations WHERE hour < ?', before)
+}
+
+/** Drops the models of dependencies with no demand left (zone models stay); prune the demand first. */
+export function pruneModels(sql: SqlStorage): void {
+  sql.exec(
+    `DELETE FROM models WHERE entry <> '*' AND NOT EXISTS (SELECT 1 FROM demand d WHERE d.entry = models.entry)`,
+  )
+}
+
+function readModel(sql: SqlStorage, entry: string, zone: string): DemandModel | null {
+  const row = sql
+    .exec<{ model: string }>('SELECT model FROM models WHERE entry = ? AND zone = ?', entry, zone)
+    .toArray()[0]
+  if (row === undefined) return null
+  const parsed = StoredDemandModel.safeParse(JSON.parse(row.model))
+  return parsed.success ? parsed.data : null
+}
+
+function writeModel(sql: SqlStorage, entry: string, zone: string, model: DemandModel): void {
+  sql.exec(
+    'INSERT OR REPLACE INTO models (entry, zone, model) VALUES (?, ?, ?)',
+    entry,
+    zone,
+    JSON.stringify(model),
+  )
+}
