@@ -4,6 +4,7 @@ import type { ArtifactManifest, DependencyRef } from '../schemas/manifest.ts'
 import type { AgentConfig } from './config.ts'
 import { deviceEdgeOptions, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
+import { artifactOfFolder } from './fs/artifact-folder.ts'
 import { unlessMissing } from './fs/missing.ts'
 import { ArtifactStore } from './store.ts'
 
@@ -36,9 +37,8 @@ export async function dependentsOf(installRoot: string, name: string): Promise<D
   const entries = await unlessMissing(readdir(installRoot, { withFileTypes: true }), [])
   const dependents: Dependent[] = []
   for (const entry of entries) {
-    if (!entry.isDirectory() || entry.name.startsWith('.')) continue
-    const other = decodeURIComponent(entry.name)
-    if (other === name) continue
+    const other = entry.isDirectory() ? artifactOfFolder(entry.name) : null
+    if (other === null || other === name) continue
     const store = new ArtifactStore(installRoot, other)
     const { current } = await store.state()
     if (!current || !(await store.has(current))) continue

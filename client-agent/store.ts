@@ -5,6 +5,7 @@ import { IsoDateTime, Sha256Hex, Version } from '../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
 import { meetsThreshold, type TrustedKey } from '../schemas/signed-envelope.ts'
 import { AgentError, systemError } from './errors.ts'
+import { artifactFolder } from './fs/artifact-folder.ts'
 import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
 import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from './fs/atomic.ts'
 import { makeDirs } from './fs/make-dirs.ts'
@@ -51,7 +52,7 @@ export class ArtifactStore {
 
   constructor(root: string, name: string) {
     this.name = name
-    this.dir = join(root, encodeURIComponent(name))
+    this.dir = join(root, artifactFolder(name))
   }
 
   versionDir(version: string): string {

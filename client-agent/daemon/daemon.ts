@@ -1,7 +1,6 @@
 import { readdir } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { lt } from 'semver'
-import { ArtifactName } from '../../schemas/common.ts'
 import type { PlanStrategy } from '../../schemas/plan.ts'
 import { PrefetchQueue } from '../../schemas/prefetch.ts'
 import { type AgentConfig, type DaemonSettings, daemonSettings } from '../config.ts'
@@ -9,6 +8,7 @@ import { deviceFetch } from '../devices/device-fetch.ts'
 import { downloadVerified } from '../download.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
+import { artifactOfFolder } from '../fs/artifact-folder.ts'
 import { DEFAULT_MIN_FREE_BYTES, freeBytes } from '../fs/free-space.ts'
 import { planCheaperUpdate } from '../install.ts'
 import { refreshRootTrust } from '../root-trust.ts'
@@ -360,19 +360,14 @@ async function installedArtifacts(installRoot: string): Promise<Map<string, Inst
   let entries: string[]
   try {
     entries = (await readdir(installRoot, { withFileTypes: true }))
-      .filter((d) => d.isDirectory() && !d.name.startsWith('.'))
+      .filter((d) => d.isDirectory())
       .map((d) => d.name)
   } catch {
     return out
   }
-  for (const encoded of entries) {
-    let name: string
-    try {
-      name = decodeURIComponent(encoded)
-    } catch {
-      continue
-    }
-    if (!ArtifactName.safeParse(name).success) continue
+  for (const folder of entries) {
+    const name = artifactOfFolder(folder)
+    if (name === null) continue
     const store = new ArtifactStore(installRoot, name)
     const versions = await store.installedVersions()
     if (versions.length === 0) continue

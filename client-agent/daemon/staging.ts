@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { ArtifactName, ByteSize, Sha256Hex, Version } from '../../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
 import { fileHasBytes } from '../download.ts'
+import { artifactFolder, artifactOfFolder } from '../fs/artifact-folder.ts'
 import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from '../fs/atomic.ts'
 import { makeDirs } from '../fs/make-dirs.ts'
 
@@ -36,7 +37,7 @@ export class StagingArea {
   }
 
   itemDir(name: string, version: string): string {
-    return join(this.root, encodeURIComponent(name), version)
+    return join(this.root, artifactFolder(name), version)
   }
 
   blobPath(name: string, version: string): string {
@@ -69,16 +70,10 @@ export class StagingArea {
     const indexed = await this.readIndex()
     const byKey = new Map(indexed.map((e) => [key(e.name, e.version), e]))
     const found: StagedEntry[] = []
-    for (const encoded of await dirNames(this.root)) {
-      if (encoded.startsWith('.')) continue
-      let name: string
-      try {
-        name = decodeURIComponent(encoded)
-      } catch {
-        continue
-      }
-      if (!ArtifactName.safeParse(name).success) continue
-      for (const version of await dirNames(join(this.root, encoded))) {
+    for (const folder of await dirNames(this.root)) {
+      const name = artifactOfFolder(folder)
+      if (name === null) continue
+      for (const version of await dirNames(join(this.root, folder))) {
         if (!Version.safeParse(version).success) continue
         const known = byKey.get(key(name, version))
         if (known) {
@@ -135,7 +130,7 @@ export class StagingArea {
   async remove(name: string, version: string): Promise<void> {
     await rm(this.itemDir(name, version), { recursive: true, force: true })
     // Fails while other versions of the artifact are staged, which is fine.
-    await rmdir(join(this.root, encodeURIComponent(name))).catch(() => undefined)
+    await rmdir(join(this.root, artifactFolder(name))).catch(() => undefined)
     const entries = await this.list()
     await this.writeIndex(entries)
   }
@@ -149,10 +144,10 @@ export class StagingArea {
     const entries = await this.list()
     const staged = entries.filter((e) => e.name === name).map((e) => e.version)
     if (staged.length > 0) {
-      await rm(join(this.root, encodeURIComponent(name)), { recursive: true, force: true })
+      await rm(join(this.root, artifactFolder(name)), { recursive: true, force: true })
       await this.writeIndex(entries.filter((e) => e.name !== name))
     }
-    const prefix = `${encodeURIComponent(name)}@`
+    const prefix = `${artifactFolder(name)}@`
     for (const file of await fileNames(this.partialDir))
       if (file.startsWith(prefix)) await rm(join(this.partialDir, file), { force: true })
     return staged
@@ -277,5 +272,5 @@ async function fileNames(dir: string): Promise<string[]> {
  * encodeURIComponent escapes a scope's, so `<encoded name>@` alone marks one artifact's files).
  */
 function partialPrefix(name: string, version: string): string {
-  return `${encodeURIComponent(name)}@${version}.`
+  return `${artifactFolder(name)}@${version}.`
 }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
@@ -52,6 +52,16 @@ describe('dependencies', () => {
     expect((await installArtifact(d, { name: 'viewer' })).dependencies).toEqual([
       { name: 'libz', version: '2.0.0', range: '^2.0.0', changed: true },
     ])
+  })
+
+  it('are looked up past folders in the install root that are not artifacts', async () => {
+    await publish('libstray', '1.0.0')
+    const d = device('stray')
+    // Left by someone else: a name that does not URI-decode, one that is not an artifact name, a file.
+    for (const stray of ['%zz', 'Not An Artifact'])
+      await mkdir(join(d.installRoot, stray), { recursive: true })
+    await writeFile(join(d.installRoot, 'notes.txt'), 'hello')
+    expect(await installArtifact(d, { name: 'libstray' })).toMatchObject({ version: '1.0.0' })
   })
 
   it('are resolved through chains and cycles, skipping yanked versions', async () => {
