@@ -2,6 +2,7 @@ import { SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
 import { readManifest, type StoredManifest } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
+import { parseStored } from '../storage/stored-json.ts'
 
 /**
  * A staged publish that has not committed for this long counts as abandoned (a crashed or killed CLI),
@@ -30,9 +31,8 @@ export async function readPending(
   const object = await bucket.get(key)
   if (!object) return null
   const raw = await object.text()
-  const parsed = SignedManifest.safeParse(JSON.parse(raw))
-  if (!parsed.success) throw new Problem(500, 'internal', `stored manifest ${key} is corrupt`)
-  return { envelope: parsed.data, raw, etag: object.etag, uploaded: object.uploaded }
+  const envelope = parseStored(SignedManifest, raw, key, 'manifest')
+  return { envelope, raw, etag: object.etag, uploaded: object.uploaded }
 }
 
 /**

@@ -3,6 +3,7 @@ import { ArtifactIndex, type VersionEntry } from '../../schemas/artifact-index.t
 import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
 import { keys } from './keys.ts'
+import { parseStored } from './stored-json.ts'
 
 /** What the store knows about a version before reading its bytes. */
 export interface StoredManifest {
@@ -16,20 +17,18 @@ export async function readIndex(
   bucket: R2Bucket,
   name: string,
 ): Promise<{ index: ArtifactIndex; etag: string } | null> {
-  const object = await bucket.get(keys.index(name))
+  const key = keys.index(name)
+  const object = await bucket.get(key)
   if (!object) return null
-  const parsed = ArtifactIndex.safeParse(await object.json())
-  if (!parsed.success) throw new Problem(500, 'internal', `stored index of ${name} is corrupt`)
-  return { index: parsed.data, etag: object.etag }
+  return { index: parseStored(ArtifactIndex, await object.text(), key, 'index'), etag: object.etag }
 }
 
 export async function readManifest(bucket: R2Bucket, key: string): Promise<StoredManifest | null> {
   const object = await bucket.get(key)
   if (!object) return null
   const raw = await object.text()
-  const parsed = SignedManifest.safeParse(JSON.parse(raw))
-  if (!parsed.success) throw new Problem(500, 'internal', `stored manifest ${key} is corrupt`)
-  return { envelope: parsed.data, raw, etag: `"${object.httpEtag.replace(/"/g, '')}"` }
+  const envelope = parseStored(SignedManifest, raw, key, 'manifest')
+  return { envelope, raw, etag: `"${object.httpEtag.replace(/"/g, '')}"` }
 }
 
 export function emptyIndex(name: string): ArtifactIndex {

@@ -1,6 +1,7 @@
 import { MAX_ROOT_VERSION, SignedRoot } from '../../schemas/root.ts'
 import { Problem } from '../http/problem.ts'
 import { keys } from './keys.ts'
+import { parseStored } from './stored-json.ts'
 
 /**
  * Root metadata in R2 (ADR 0035): `roots/<version>.json`, each the canonical JSON of a signed root,
@@ -22,16 +23,9 @@ export async function readRoot(bucket: R2Bucket, version: number): Promise<Store
   const object = await bucket.get(key)
   if (!object) return null
   const raw = await object.text()
-  let json: unknown
-  try {
-    json = JSON.parse(raw)
-  } catch {
-    json = undefined
-  }
-  const parsed = SignedRoot.safeParse(json)
-  if (!parsed.success || parsed.data.signed.version !== version)
-    throw new Problem(500, 'internal', `stored root ${key} is corrupt`)
-  return { envelope: parsed.data, raw, etag: `"${object.httpEtag.replace(/"/g, '')}"` }
+  const envelope = parseStored(SignedRoot, raw, key, 'root')
+  if (envelope.signed.version !== version) throw new Problem(500, 'internal', `stored root ${key} is corrupt`)
+  return { envelope, raw, etag: `"${object.httpEtag.replace(/"/g, '')}"` }
 }
 
 /**

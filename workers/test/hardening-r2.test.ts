@@ -297,6 +297,29 @@ describe('R2 request errors', () => {
   })
 })
 
+describe('damaged stored documents', () => {
+  it('a stored index, manifest or root that is not JSON (or not its shape) is a 500 naming it', async () => {
+    await publishSingle('damaged', '1.0.0', bytesOf(100, 7))
+    const manifestKey = keys.manifest('damaged', '1.0.0')
+    const cases = [
+      { key: keys.index('damaged'), path: '/v1/artifacts/damaged', what: 'index' },
+      { key: manifestKey, path: '/v1/artifacts/damaged/1.0.0/manifest', what: 'manifest' },
+      { key: keys.root(1), path: '/v1/roots/1', what: 'root' },
+    ]
+    for (const { key, path, what } of cases) {
+      for (const damage of ['{"truncat', '{"name": 7}']) {
+        await env.ARTIFACTS.put(key, damage)
+        const { response, bytes } = await send(env.ARTIFACTS, path)
+        expect(response.status, `${path} with ${damage}`).toBe(500)
+        expect(response.headers.get('content-type')).toBe('application/problem+json')
+        const problem = ProblemDetails.parse(JSON.parse(new TextDecoder().decode(bytes)))
+        expect(problem.detail).toBe(`stored ${what} ${key} is corrupt`)
+      }
+      await env.ARTIFACTS.delete(key)
+    }
+  })
+})
+
 describe('R2 faults on the read path', () => {
   it('every single failing call of each read route → 503 problem, then the same read succeeds', async () => {
     const v1 = bytesOf(30_000, 21)
