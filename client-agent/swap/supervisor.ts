@@ -3,6 +3,7 @@ import type { SwapSettings } from '../../schemas/swap.ts'
 import { AgentError, systemError } from '../errors.ts'
 import { makeDirs } from '../fs/make-dirs.ts'
 import { WriteBuffer } from './buffer.ts'
+import { CrashHistory } from './crash-history.ts'
 import { SwapJournal } from './journal.ts'
 import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
 import { SwapProxy } from './proxy.ts'
@@ -112,8 +113,8 @@ export class Supervisor {
     null
   /** The last swap that installed a version: its exits since `at` count towards crash-loop detection. */
   private lastSwap: { failed: ReadyUpdate; back: ReadyUpdate; at: number } | null = null
-  /** Recent exits (times) of the serving version, for the restart back-off; reset when the version changes. */
-  private exits: { version: string; at: number[] } = { version: '', at: [] }
+  /** The serving version's recent exits: its restart back-off, and crash-loop detection after a swap. */
+  private readonly crashes: CrashHistory
   /** Ends the restart hold when the restart has not served within `restartHoldMs` of the crash. */
   private restartHoldTimer: NodeJS.Timeout | null = null
   /** When the restart under way is next attempted (Retry-After for the requests it turns away). */
@@ -142,6 +143,7 @@ export class Supervisor {
     this.tag = tag
     this.currentUpdate = options.initial
     this.tiers = new TierMap(options.settings)
+    this.crashes = new CrashHistory(options.settings)
     this.reporter = options.reporter ?? silentReporter
     this.proxy = new SwapProxy(options.settings, buffer, this.tiers, this.loads)
   }
@@ -650,7 +652,7 @@ export class Supervisor {
     service.onExit((exitCode) => {
       if (this.stopping || service.retiring || this.current !== service) return
       const now = Date.now()
-      const exits = this.noteExit(version.version, now)
+      this.crashes.noteExit(version.version, now)
       const probation = this.probation
       if (probation?.service === service) {
         // doSwap sees the death (its replay ends) and rolls back; a restart here would only be logged.
@@ -674,11 +676,7 @@ export class Supervisor {
       // A version swapped in recently that keeps exiting is a failed update too, even when each copy
       // passes its health check first: restarting it forever would hide that from the rollout.
       const swap = this.lastSwap
-      if (
-        swap?.failed.version === version.version &&
-        now - swap.at <= this.settings.crashLoopWindowMs &&
-        exits.filter((t) => t >= swap.at).length >= this.settings.crashLoopExits
-      ) {
+      if (swap?.failed.version === version.version && this.crashes.loopingSince(swap.at, now)) {
         this.lastSwap = null
         const detail = `${version.version} crash-looped: ${this.settings.crashLoopExits} exits within ${Math.round((now - swap.at) / 1000)} s of its switch`
         void this.serialized(() => this.fallBack(service, swap.failed, swap.back, exitCode, detail))
@@ -687,25 +685,6 @@ export class Supervisor {
       // Outside swaps and fall-backs (which hold writes their own way), requests wait for the restart.
       void this.restartCrashed(service, version, exitCode, !this.swapInProgress)
     })
-  }
-
-  /** Records an exit of `version`; returns the exits within `crashLoopWindowMs` (for back-off and loops). */
-  private noteExit(version: string, now: number): number[] {
-    if (this.exits.version !== version) this.exits = { version, at: [] }
-    const window = this.settings.crashLoopWindowMs
-    this.exits.at = [...this.exits.at.filter((t) => now - t <= window), now].slice(-1000)
-    return this.exits.at
-  }
-
-  /**
-   * Exponential restart back-off: doubles with each exit of the version within `crashLoopWindowMs`, and
-   * with each failed restart attempt, capped at `restartBackoffMaxMs`. A service that crashes once in a
-   * while comes back after `restartBackoffMs`; one in a crash loop is not hammered.
-   */
-  private restartDelay(attempt: number): number {
-    const { restartBackoffMs, restartBackoffMaxMs } = this.settings
-    const recent = Math.max(1, this.exits.at.length)
-    return Math.min(restartBackoffMaxMs, restartBackoffMs * 2 ** Math.min(30, recent - 1 + attempt))
   }
 
   /**
@@ -783,10 +762,10 @@ export class Supervisor {
     holdRequests = false,
   ): Promise<void> {
     // Decided before anything awaits, while the proxy's mode is still the one the crash found.
-    const held = holdRequests && this.holdForRestart(this.restartDelay(0))
+    const held = holdRequests && this.holdForRestart(this.crashes.restartDelay(0))
     await this.forget(dead)
     for (let attempt = 0; ; attempt++) {
-      const delay = this.restartDelay(attempt)
+      const delay = this.crashes.restartDelay(attempt)
       this.restartDueAt = Date.now() + delay
       if (attempt === 0)
         this.emit({
