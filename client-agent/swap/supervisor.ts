@@ -4,6 +4,7 @@ import { AgentError, systemError } from '../errors.ts'
 import { makeDirs } from '../fs/make-dirs.ts'
 import { WriteBuffer } from './buffer.ts'
 import { CrashHistory } from './crash-history.ts'
+import { DeferredSwaps } from './deferred-swaps.ts'
 import { SwapJournal } from './journal.ts'
 import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
 import { SwapProxy } from './proxy.ts'
@@ -124,8 +125,8 @@ export class Supervisor {
    * replay, so ending the hold early answers only the reads.
    */
   private fallBackHold = false
-  /** Versions whose swap was deferred (the running one's fault): not offered again before `notBefore`. */
-  private readonly deferrals = new Map<string, { attempt: number; notBefore: number }>()
+  /** Versions whose swap was deferred (the running one's fault), backing off before they are offered again. */
+  private readonly deferrals: DeferredSwaps
   publicPort = 0
 
   private constructor(
@@ -144,6 +145,7 @@ export class Supervisor {
     this.currentUpdate = options.initial
     this.tiers = new TierMap(options.settings)
     this.crashes = new CrashHistory(options.settings)
+    this.deferrals = new DeferredSwaps(options.settings)
     this.reporter = options.reporter ?? silentReporter
     this.proxy = new SwapProxy(options.settings, buffer, this.tiers, this.loads)
   }
@@ -207,7 +209,7 @@ export class Supervisor {
 
   /** Deferred swaps and when each is offered again (the retry policy, for status output). */
   get deferred(): Array<{ version: string; attempt: number; retryAt: number }> {
-    return [...this.deferrals].map(([version, d]) => ({ version, attempt: d.attempt, retryAt: d.notBefore }))
+    return this.deferrals.list()
   }
 
   get counters() {
@@ -240,8 +242,7 @@ export class Supervisor {
     if (!source || this.stopping || this.swapInProgress) return null
     // Versions backing off after a deferred swap are refused like failed ones until their time comes.
     const refused = await this.files.failedVersions()
-    const now = Date.now()
-    for (const [version, deferral] of this.deferrals) if (now < deferral.notBefore) refused.add(version)
+    for (const version of this.deferrals.waiting(Date.now())) refused.add(version)
     let update: ReadyUpdate | null
     try {
       update = await source.next(this.version, refused, this.stopSignal.signal)
@@ -540,7 +541,7 @@ export class Supervisor {
     update: ReadyUpdate,
   ): Promise<SwapReport> {
     const full = { ...report, endedAt: Date.now() }
-    this.deferrals.delete(full.version)
+    this.deferrals.forget(full.version)
     if (full.outcome !== 'installed') {
       if (this.proxy.mode !== 'pass' && this.buffer.empty) this.proxy.mode = 'pass'
       await this.settle()
@@ -574,23 +575,14 @@ export class Supervisor {
     report: Omit<SwapReport, 'endedAt' | 'outcome' | 'retry'>,
     update: ReadyUpdate,
   ): Promise<SwapReport> {
-    const attempt = (this.deferrals.get(update.version)?.attempt ?? 0) + 1
-    const { deferRetryMs, deferRetryMaxMs } = this.settings
-    const inMs = Math.min(deferRetryMaxMs, deferRetryMs * 2 ** Math.min(30, attempt - 1))
-    this.deferrals.set(update.version, { attempt, notBefore: Date.now() + inMs })
+    const retry = this.deferrals.defer(update.version, Date.now())
     if (this.proxy.mode !== 'pass' && this.buffer.empty) this.proxy.mode = 'pass'
     await this.settle()
     await this.options.source
       ?.restore(update.version, report.from)
       .catch((error: Error) => this.emit({ type: 'error', message: `restore failed: ${error.message}` }))
-    const full: SwapReport = { ...report, outcome: 'deferred', retry: { attempt, inMs }, endedAt: Date.now() }
-    this.emit({
-      type: 'error',
-      message:
-        `swap to ${update.version} deferred (${report.errorClass}): ${report.detail}; not held against ` +
-        `${update.version}, retried in ${Math.round(inMs / 1000)} s (attempt ${attempt}; the wait doubles ` +
-        `from ${Math.round(deferRetryMs / 1000)} s up to ${Math.round(deferRetryMaxMs / 1000)} s)`,
-    })
+    const full: SwapReport = { ...report, outcome: 'deferred', retry, endedAt: Date.now() }
+    this.emit({ type: 'error', message: this.deferrals.describe(update.version, report, retry) })
     this.emit({ type: 'swap-done', report: full })
     return full
   }
