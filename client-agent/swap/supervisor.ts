@@ -9,6 +9,7 @@ import { SwapJournal } from './journal.ts'
 import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
 import { SwapProxy } from './proxy.ts'
 import { type ReplayResult, replayInto } from './replay.ts'
+import { RestartHold } from './restart-hold.ts'
 import { RunFiles } from './run-files.ts'
 import { pause, ServiceProcess, sleep } from './service-process.ts'
 import {
@@ -116,15 +117,8 @@ export class Supervisor {
   private lastSwap: { failed: ReadyUpdate; back: ReadyUpdate; at: number } | null = null
   /** The serving version's recent exits: its restart back-off, and crash-loop detection after a swap. */
   private readonly crashes: CrashHistory
-  /** Ends the restart hold when the restart has not served within `restartHoldMs` of the crash. */
-  private restartHoldTimer: NodeJS.Timeout | null = null
-  /** When the restart under way is next attempted (Retry-After for the requests it turns away). */
-  private restartDueAt = 0
-  /**
-   * The hold under way is a fall-back's (`holdReadsForFallBack`): its writes belong to the fall-back's
-   * replay, so ending the hold early answers only the reads.
-   */
-  private fallBackHold = false
+  /** Requests that find nothing running wait here while a crashed service restarts or a fall-back runs. */
+  private readonly restartHold: RestartHold
   /** Versions whose swap was deferred (the running one's fault), backing off before they are offered again. */
   private readonly deferrals: DeferredSwaps
   publicPort = 0
@@ -148,6 +142,9 @@ export class Supervisor {
     this.deferrals = new DeferredSwaps(options.settings)
     this.reporter = options.reporter ?? silentReporter
     this.proxy = new SwapProxy(options.settings, buffer, this.tiers, this.loads)
+    this.restartHold = new RestartHold(this.proxy, options.settings, this.stopSignal.signal, (message) =>
+      this.emit({ type: 'error', message }),
+    )
   }
 
   /**
@@ -271,7 +268,7 @@ export class Supervisor {
     this.proxy.stopAccepting()
     // Nothing restarts the crashed service now: what waits for it is answered (503 + Retry-After, held
     // writes settled unapplied) instead of being cut after stopTimeoutMs.
-    await this.abandonRestartHold('the agent is stopping')
+    await this.restartHold.abandon('the agent is stopping')
     await this.swapping
     await this.proxy.close(this.settings.stopTimeoutMs)
     for (const p of this.processes) await p.stop(this.settings.stopTimeoutMs)
@@ -295,7 +292,7 @@ export class Supervisor {
     this.lastSwap = null
     this.probation = null
     // The crashed old version's restart is no longer awaited: its held writes are this swap's to replay.
-    await this.abandonRestartHold('a new version is being swapped in', true)
+    await this.restartHold.abandon('a new version is being swapped in', true)
     this.emit({ type: 'swap-started', version: update.version, from: from.version })
     const heldBefore = this.proxy.counters.held
 
@@ -712,19 +709,19 @@ export class Supervisor {
     // Nothing serves until the previous version is up: writes wait for it rather than fail, and so do
     // bodiless reads.
     this.proxy.mode = 'buffer'
-    this.holdReadsForFallBack(back.version)
+    this.restartHold.readsForFallBack(back.version)
     await this.forget(dead)
     const restarted = await this.launch(back)
     if (!(await this.healthy(restarted))) {
       await restarted.kill()
       await this.forget(restarted)
-      await this.abandonRestartHold(`the previous version ${back.version} failed its health check`)
+      await this.restartHold.abandon(`the previous version ${back.version} failed its health check`)
       void this.restartCrashed(dead, failed, exitCode)
       await this.replayUntilDone(dead, () => false)
       return null
     }
     this.adopt(restarted, back)
-    this.endFallBackHold()
+    this.restartHold.endFallBack()
     await this.retireAllBut(restarted)
     const result = await this.replayUntilDone(restarted, () => false)
     return this.finish(
@@ -745,7 +742,8 @@ export class Supervisor {
 
   /**
    * Restarts `dead` (same version) after the back-off, retrying with a longer one while the restart fails
-   * its health check. `holdRequests`: requests arriving meanwhile wait for it (`holdForRestart`).
+   * its health check. `holdRequests` (only for a crash outside swaps and fall-backs): requests arriving
+   * meanwhile wait for it (`RestartHold.forRestart`).
    */
   private async restartCrashed(
     dead: ServiceProcess,
@@ -754,11 +752,11 @@ export class Supervisor {
     holdRequests = false,
   ): Promise<void> {
     // Decided before anything awaits, while the proxy's mode is still the one the crash found.
-    const held = holdRequests && this.holdForRestart(this.crashes.restartDelay(0))
+    const held = holdRequests && this.restartHold.forRestart(this.crashes.restartDelay(0))
     await this.forget(dead)
     for (let attempt = 0; ; attempt++) {
       const delay = this.crashes.restartDelay(attempt)
-      this.restartDueAt = Date.now() + delay
+      this.restartHold.restartDueAt = Date.now() + delay
       if (attempt === 0)
         this.emit({
           type: 'service-restarted',
@@ -795,80 +793,6 @@ export class Supervisor {
   }
 
   /**
-   * Starts holding the requests that arrive while the crashed service restarts, as a swap holds them:
-   * writes join the write buffer (mode `buffer`: same admission, journal and replay), bodiless safe reads
-   * wait for the restarted process. Until `restartHoldMs` after the crash at most; not when the back-off
-   * alone is that long (they would only get their 503 later), during a swap or a fall-back (they hold
-   * writes their own way, and their replay must not meet this one), nor while stopping. True if it holds.
-   */
-  private holdForRestart(delay: number): boolean {
-    const { restartHoldMs } = this.settings
-    if (this.stopping || this.swapInProgress || this.proxy.mode !== 'pass') return false
-    if (this.proxy.holdingForRestart || delay >= restartHoldMs) return false
-    // Admission's Retry-After starts from how long the hold is expected to last.
-    this.proxy.expectedHoldSeconds = Math.max(1, delay / 1000)
-    this.proxy.mode = 'buffer'
-    this.proxy.beginRestartHold(() => Math.max(1, Math.ceil((this.restartDueAt - Date.now()) / 1000)))
-    this.restartHoldTimer = setTimeout(
-      () => void this.abandonRestartHold(`the service did not come back within ${restartHoldMs} ms`),
-      restartHoldMs,
-    )
-    return true
-  }
-
-  /**
-   * During a fall-back the reads that find nothing running wait for the previous version, as they wait
-   * for a restart (the fall-back already holds the writes: mode `buffer`), for `restartHoldMs` at most;
-   * they are sent to it once it is healthy (`endFallBackHold`). A restart hold already under way goes on
-   * as this one.
-   */
-  private holdReadsForFallBack(version: string): void {
-    const { restartHoldMs, healthTimeoutMs } = this.settings
-    if (this.stopping || restartHoldMs === 0) return
-    this.fallBackHold = true
-    if (this.proxy.holdingForRestart) return
-    // Retry-After for a read turned away: the previous version is up within its health timeout.
-    const dueAt = Date.now() + Math.min(restartHoldMs, healthTimeoutMs)
-    this.proxy.beginRestartHold(() => Math.max(1, Math.ceil((dueAt - Date.now()) / 1000)))
-    this.restartHoldTimer = setTimeout(
-      () => void this.abandonRestartHold(`${version} did not come back within ${restartHoldMs} ms`),
-      restartHoldMs,
-    )
-  }
-
-  /** The previous version serves: the reads held for it go to it now. */
-  private endFallBackHold(): void {
-    if (!this.fallBackHold) return
-    this.fallBackHold = false
-    this.clearRestartHoldTimer()
-    this.proxy.releaseRestartHold()
-  }
-
-  /**
-   * Ends a restart hold that will not be served: its requests get 503 + Retry-After (`keepWrites`: a swap
-   * takes over and replays the held writes; only the reads are answered). New writes go live again, and
-   * get 503 while nothing runs. A fall-back's hold always keeps its writes: its replay takes them.
-   */
-  private async abandonRestartHold(why: string, keepWrites = false): Promise<void> {
-    this.clearRestartHoldTimer()
-    const keep = keepWrites || this.fallBackHold
-    this.fallBackHold = false
-    if (!this.proxy.holdingForRestart) return
-    if (!keep && this.proxy.mode === 'buffer') this.proxy.mode = 'pass'
-    const turnedAway = await this.proxy.abandonRestartHold(why, keep)
-    if (turnedAway > 0)
-      this.emit({
-        type: 'error',
-        message: `${turnedAway} request${turnedAway === 1 ? '' : 's'} held for the restart got 503: ${why}`,
-      })
-  }
-
-  private clearRestartHoldTimer(): void {
-    if (this.restartHoldTimer) clearTimeout(this.restartHoldTimer)
-    this.restartHoldTimer = null
-  }
-
-  /**
    * Makes the healthy restarted copy serve. Under a restart hold this takes the swap lock, since its
    * replay must not run beside a swap's: the waiting reads go to it, then the held writes are replayed
    * into it in priority order (each client's in order) while new writes go live.
@@ -882,9 +806,8 @@ export class Supervisor {
     await this.serialized(async () => {
       // A stop or a swap may have come first; then nobody needs this copy.
       if (this.stopping || this.current !== dead) return this.discard(fresh)
-      this.clearRestartHoldTimer()
       this.adopt(fresh, update)
-      this.proxy.releaseRestartHold()
+      this.restartHold.release()
       await this.replayUntilDone(fresh, () => false)
       await this.settle()
     })
