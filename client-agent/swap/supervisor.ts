@@ -11,7 +11,8 @@ import { SwapProxy } from './proxy.ts'
 import { type ReplayResult, replayInto } from './replay.ts'
 import { RestartHold } from './restart-hold.ts'
 import { RunFiles } from './run-files.ts'
-import { pause, ServiceProcess, sleep } from './service-process.ts'
+import { ServiceChildren } from './service-children.ts'
+import { pause, type ServiceProcess, sleep } from './service-process.ts'
 import {
   type ReadyUpdate,
   type SwapOutcomeKind,
@@ -93,10 +94,10 @@ export class Supervisor {
   private readonly tiers: TierMap
   private readonly loads = new ClientLoadTracker()
   private readonly reporter: SwapOutcomeReporter
-  private readonly tag: string
   private current: ServiceProcess | null = null
   private currentUpdate: ReadyUpdate
-  private readonly processes = new Set<ServiceProcess>()
+  /** Every service process started and not yet let go of, recorded for the reaper. */
+  private readonly children: ServiceChildren
   private readonly watched = new WeakSet<ServiceProcess>()
   private swapInProgress = false
   private swapping: Promise<unknown> = Promise.resolve()
@@ -135,7 +136,17 @@ export class Supervisor {
     this.files = files
     this.journal = journal
     this.buffer = buffer
-    this.tag = tag
+    this.children = new ServiceChildren(
+      {
+        command: options.command,
+        dataDir: options.dataDir,
+        supervisorTag: tag,
+        ...(options.serviceEnv ? { env: options.serviceEnv } : {}),
+        ...(options.stdio ? { stdio: options.stdio } : {}),
+      },
+      files,
+      options.settings.stopTimeoutMs,
+    )
     this.currentUpdate = options.initial
     this.tiers = new TierMap(options.settings)
     this.crashes = new CrashHistory(options.settings)
@@ -165,10 +176,10 @@ export class Supervisor {
     const buffer = new WriteBuffer(options.settings, journal, validator, recovered.lastId)
     buffer.restore(recovered.pending)
     const supervisor = new Supervisor(options, journal, buffer, files, tag)
-    const service = await supervisor.launch(options.initial)
+    const service = await supervisor.children.launch(options.initial)
     if (!(await supervisor.healthy(service))) {
       await service.kill()
-      await supervisor.forget(service)
+      await supervisor.children.forget(service)
       await journal.close()
       throw new AgentError('install-failed', `${options.initial.version} did not become healthy`)
     }
@@ -271,10 +282,7 @@ export class Supervisor {
     await this.restartHold.abandon('the agent is stopping')
     await this.swapping
     await this.proxy.close(this.settings.stopTimeoutMs)
-    for (const p of this.processes) await p.stop(this.settings.stopTimeoutMs)
-    // Forgotten too, so a late `forget` elsewhere (a restart that was under way) records none of them.
-    this.processes.clear()
-    await this.files.recordChildren([])
+    await this.children.stopAll()
     await this.journal.close()
   }
 
@@ -353,13 +361,13 @@ export class Supervisor {
     // 5. Start the new version next to the old one and wait for its health check.
     let next: ServiceProcess
     try {
-      next = await this.launch(update)
+      next = await this.children.launch(update)
     } catch (error) {
       return this.rollBackKeepingOld(base, holdStart, heldBefore, update, 'start', (error as Error).message)
     }
     if (!(await this.healthy(next))) {
       await next.kill()
-      await this.forget(next)
+      await this.children.forget(next)
       return this.rollBackKeepingOld(
         base,
         holdStart,
@@ -415,8 +423,8 @@ export class Supervisor {
       const holdMs = Date.now() - holdStart
       this.holdEstimateS = 0.7 * this.holdEstimateS + 0.3 * (holdMs / 1000)
       await old.stop(this.settings.stopTimeoutMs)
-      await this.forget(old)
-      await this.retireAllBut(next)
+      await this.children.forget(old)
+      await this.children.retireAllBut(next)
       await this.settle()
       return this.finish(
         { ...base, ...this.tally(heldBefore, result), serving: update.version, outcome: 'installed', holdMs },
@@ -432,16 +440,16 @@ export class Supervisor {
     this.adopt(old, from)
     // Reads already forwarded to it finish first (nothing new reaches it now), then it goes.
     await next.stop(this.settings.stopTimeoutMs)
-    await this.forget(next)
-    const restarted = await this.launch(from)
+    await this.children.forget(next)
+    const restarted = await this.children.launch(from)
     if (await this.healthy(restarted)) {
       this.adopt(restarted, from)
       await old.stop(this.settings.stopTimeoutMs)
-      await this.forget(old)
-      await this.retireAllBut(restarted)
+      await this.children.forget(old)
+      await this.children.retireAllBut(restarted)
     } else {
       await restarted.kill()
-      await this.forget(restarted)
+      await this.children.forget(restarted)
     }
     const back = await this.replayUntilDone(this.current ?? old, () => false)
     return this.finish(
@@ -584,50 +592,10 @@ export class Supervisor {
     return full
   }
 
-  private async launch(update: ReadyUpdate): Promise<ServiceProcess> {
-    const service = await ServiceProcess.start({
-      command: this.options.command,
-      version: update.version,
-      artifactPath: update.artifactPath,
-      dataDir: this.options.dataDir,
-      supervisorTag: this.tag,
-      ...(this.options.serviceEnv ? { env: this.options.serviceEnv } : {}),
-      ...(this.options.stdio ? { stdio: this.options.stdio } : {}),
-    })
-    this.processes.add(service)
-    await this.recordChildren()
-    return service
-  }
-
-  private async forget(service: ServiceProcess): Promise<void> {
-    this.processes.delete(service)
-    await this.recordChildren()
-  }
-
-  /**
-   * Stops every service process but `keep`. An old version that crashed mid-swap may have been restarted
-   * meanwhile; that copy must not keep running (and touching the shared data) next to the one that serves.
-   */
-  private async retireAllBut(keep: ServiceProcess): Promise<void> {
-    for (const p of [...this.processes]) {
-      if (p === keep) continue
-      await p.stop(this.settings.stopTimeoutMs)
-      await this.forget(p)
-    }
-  }
-
   /** Whether `service` answers its health check in time (the settings' path, timeout and grace). */
   private healthy(service: ServiceProcess): Promise<boolean> {
     const { healthPath, healthTimeoutMs, unhealthyGraceMs } = this.settings
     return service.waitHealthy(healthPath, healthTimeoutMs, unhealthyGraceMs)
-  }
-
-  private recordChildren(): Promise<void> {
-    const running = [...this.processes]
-    return this.files.recordChildren(
-      running.map((p) => p.pid).filter((pid): pid is number => typeof pid === 'number'),
-      running.map((p) => p.version),
-    )
   }
 
   /** Makes `service` the active one and restarts it (same version) if it dies while active. */
@@ -710,11 +678,11 @@ export class Supervisor {
     // bodiless reads.
     this.proxy.mode = 'buffer'
     this.restartHold.readsForFallBack(back.version)
-    await this.forget(dead)
-    const restarted = await this.launch(back)
+    await this.children.forget(dead)
+    const restarted = await this.children.launch(back)
     if (!(await this.healthy(restarted))) {
       await restarted.kill()
-      await this.forget(restarted)
+      await this.children.forget(restarted)
       await this.restartHold.abandon(`the previous version ${back.version} failed its health check`)
       void this.restartCrashed(dead, failed, exitCode)
       await this.replayUntilDone(dead, () => false)
@@ -722,7 +690,7 @@ export class Supervisor {
     }
     this.adopt(restarted, back)
     this.restartHold.endFallBack()
-    await this.retireAllBut(restarted)
+    await this.children.retireAllBut(restarted)
     const result = await this.replayUntilDone(restarted, () => false)
     return this.finish(
       {
@@ -753,7 +721,7 @@ export class Supervisor {
   ): Promise<void> {
     // Decided before anything awaits, while the proxy's mode is still the one the crash found.
     const held = holdRequests && this.restartHold.forRestart(this.crashes.restartDelay(0))
-    await this.forget(dead)
+    await this.children.forget(dead)
     for (let attempt = 0; ; attempt++) {
       const delay = this.crashes.restartDelay(attempt)
       this.restartHold.restartDueAt = Date.now() + delay
@@ -770,26 +738,21 @@ export class Supervisor {
       const waited = await pause(delay, this.stopSignal.signal)
       // Checked after the back-off too: a stop or a swap during it means nobody needs this restart.
       if (!waited || this.stopping || this.current !== dead) return
-      const fresh = await this.launch(update)
+      const fresh = await this.children.launch(update)
       if (this.stopping) {
         // shutdown() may already have stopped the processes it knew of.
         await fresh.kill()
-        await this.forget(fresh)
+        await this.children.forget(fresh)
         return
       }
       if (await this.healthy(fresh)) {
         if (this.current === dead && !this.stopping) await this.takeRestarted(dead, fresh, update)
-        else await this.discard(fresh)
+        else await this.children.discard(fresh)
         return
       }
       await fresh.kill()
-      await this.forget(fresh)
+      await this.children.forget(fresh)
     }
-  }
-
-  private async discard(service: ServiceProcess): Promise<void> {
-    await service.stop(this.settings.stopTimeoutMs)
-    await this.forget(service)
   }
 
   /**
@@ -805,7 +768,7 @@ export class Supervisor {
     if (!this.proxy.holdingForRestart) return this.adopt(fresh, update)
     await this.serialized(async () => {
       // A stop or a swap may have come first; then nobody needs this copy.
-      if (this.stopping || this.current !== dead) return this.discard(fresh)
+      if (this.stopping || this.current !== dead) return this.children.discard(fresh)
       this.adopt(fresh, update)
       this.restartHold.release()
       await this.replayUntilDone(fresh, () => false)
