@@ -44,7 +44,7 @@ interface WaitingRead {
 
 /**
  * The requests held while a crashed service restarts, from the crash until the restarted copy serves
- * (supervisor.ts `holdForRestart`). Writes are held by the swap buffer itself (mode `buffer`).
+ * (restart-hold.ts `forRestart`). Writes are held by the swap buffer itself (mode `buffer`).
  */
 interface RestartHold {
   readonly reads: Set<WaitingRead>

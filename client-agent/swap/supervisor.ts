@@ -3,12 +3,16 @@ import type { SwapSettings } from '../../schemas/swap.ts'
 import { AgentError, systemError } from '../errors.ts'
 import { makeDirs } from '../fs/make-dirs.ts'
 import { WriteBuffer } from './buffer.ts'
+import { CrashHistory } from './crash-history.ts'
+import { DeferredSwaps } from './deferred-swaps.ts'
 import { SwapJournal } from './journal.ts'
 import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
 import { SwapProxy } from './proxy.ts'
 import { type ReplayResult, replayInto } from './replay.ts'
+import { RestartHold } from './restart-hold.ts'
 import { RunFiles } from './run-files.ts'
-import { pause, ServiceProcess, sleep } from './service-process.ts'
+import { ServiceChildren } from './service-children.ts'
+import { pause, type ServiceProcess, sleep } from './service-process.ts'
 import {
   type ReadyUpdate,
   type SwapOutcomeKind,
@@ -90,10 +94,10 @@ export class Supervisor {
   private readonly tiers: TierMap
   private readonly loads = new ClientLoadTracker()
   private readonly reporter: SwapOutcomeReporter
-  private readonly tag: string
   private current: ServiceProcess | null = null
   private currentUpdate: ReadyUpdate
-  private readonly processes = new Set<ServiceProcess>()
+  /** Every service process started and not yet let go of, recorded for the reaper. */
+  private readonly children: ServiceChildren
   private readonly watched = new WeakSet<ServiceProcess>()
   private swapInProgress = false
   private swapping: Promise<unknown> = Promise.resolve()
@@ -112,19 +116,12 @@ export class Supervisor {
     null
   /** The last swap that installed a version: its exits since `at` count towards crash-loop detection. */
   private lastSwap: { failed: ReadyUpdate; back: ReadyUpdate; at: number } | null = null
-  /** Recent exits (times) of the serving version, for the restart back-off; reset when the version changes. */
-  private exits: { version: string; at: number[] } = { version: '', at: [] }
-  /** Ends the restart hold when the restart has not served within `restartHoldMs` of the crash. */
-  private restartHoldTimer: NodeJS.Timeout | null = null
-  /** When the restart under way is next attempted (Retry-After for the requests it turns away). */
-  private restartDueAt = 0
-  /**
-   * The hold under way is a fall-back's (`holdReadsForFallBack`): its writes belong to the fall-back's
-   * replay, so ending the hold early answers only the reads.
-   */
-  private fallBackHold = false
-  /** Versions whose swap was deferred (the running one's fault): not offered again before `notBefore`. */
-  private readonly deferrals = new Map<string, { attempt: number; notBefore: number }>()
+  /** The serving version's recent exits: its restart back-off, and crash-loop detection after a swap. */
+  private readonly crashes: CrashHistory
+  /** Requests that find nothing running wait here while a crashed service restarts or a fall-back runs. */
+  private readonly restartHold: RestartHold
+  /** Versions whose swap was deferred (the running one's fault), backing off before they are offered again. */
+  private readonly deferrals: DeferredSwaps
   publicPort = 0
 
   private constructor(
@@ -139,11 +136,26 @@ export class Supervisor {
     this.files = files
     this.journal = journal
     this.buffer = buffer
-    this.tag = tag
+    this.children = new ServiceChildren(
+      {
+        command: options.command,
+        dataDir: options.dataDir,
+        supervisorTag: tag,
+        ...(options.serviceEnv ? { env: options.serviceEnv } : {}),
+        ...(options.stdio ? { stdio: options.stdio } : {}),
+      },
+      files,
+      options.settings.stopTimeoutMs,
+    )
     this.currentUpdate = options.initial
     this.tiers = new TierMap(options.settings)
+    this.crashes = new CrashHistory(options.settings)
+    this.deferrals = new DeferredSwaps(options.settings)
     this.reporter = options.reporter ?? silentReporter
     this.proxy = new SwapProxy(options.settings, buffer, this.tiers, this.loads)
+    this.restartHold = new RestartHold(this.proxy, options.settings, this.stopSignal.signal, (message) =>
+      this.emit({ type: 'error', message }),
+    )
   }
 
   /**
@@ -164,10 +176,10 @@ export class Supervisor {
     const buffer = new WriteBuffer(options.settings, journal, validator, recovered.lastId)
     buffer.restore(recovered.pending)
     const supervisor = new Supervisor(options, journal, buffer, files, tag)
-    const service = await supervisor.launch(options.initial)
+    const service = await supervisor.children.launch(options.initial)
     if (!(await supervisor.healthy(service))) {
       await service.kill()
-      await supervisor.forget(service)
+      await supervisor.children.forget(service)
       await journal.close()
       throw new AgentError('install-failed', `${options.initial.version} did not become healthy`)
     }
@@ -205,7 +217,7 @@ export class Supervisor {
 
   /** Deferred swaps and when each is offered again (the retry policy, for status output). */
   get deferred(): Array<{ version: string; attempt: number; retryAt: number }> {
-    return [...this.deferrals].map(([version, d]) => ({ version, attempt: d.attempt, retryAt: d.notBefore }))
+    return this.deferrals.list()
   }
 
   get counters() {
@@ -238,8 +250,7 @@ export class Supervisor {
     if (!source || this.stopping || this.swapInProgress) return null
     // Versions backing off after a deferred swap are refused like failed ones until their time comes.
     const refused = await this.files.failedVersions()
-    const now = Date.now()
-    for (const [version, deferral] of this.deferrals) if (now < deferral.notBefore) refused.add(version)
+    for (const version of this.deferrals.waiting(Date.now())) refused.add(version)
     let update: ReadyUpdate | null
     try {
       update = await source.next(this.version, refused, this.stopSignal.signal)
@@ -268,13 +279,10 @@ export class Supervisor {
     this.proxy.stopAccepting()
     // Nothing restarts the crashed service now: what waits for it is answered (503 + Retry-After, held
     // writes settled unapplied) instead of being cut after stopTimeoutMs.
-    await this.abandonRestartHold('the agent is stopping')
+    await this.restartHold.abandon('the agent is stopping')
     await this.swapping
     await this.proxy.close(this.settings.stopTimeoutMs)
-    for (const p of this.processes) await p.stop(this.settings.stopTimeoutMs)
-    // Forgotten too, so a late `forget` elsewhere (a restart that was under way) records none of them.
-    this.processes.clear()
-    await this.files.recordChildren([])
+    await this.children.stopAll()
     await this.journal.close()
   }
 
@@ -292,7 +300,7 @@ export class Supervisor {
     this.lastSwap = null
     this.probation = null
     // The crashed old version's restart is no longer awaited: its held writes are this swap's to replay.
-    await this.abandonRestartHold('a new version is being swapped in', true)
+    await this.restartHold.abandon('a new version is being swapped in', true)
     this.emit({ type: 'swap-started', version: update.version, from: from.version })
     const heldBefore = this.proxy.counters.held
 
@@ -353,13 +361,13 @@ export class Supervisor {
     // 5. Start the new version next to the old one and wait for its health check.
     let next: ServiceProcess
     try {
-      next = await this.launch(update)
+      next = await this.children.launch(update)
     } catch (error) {
       return this.rollBackKeepingOld(base, holdStart, heldBefore, update, 'start', (error as Error).message)
     }
     if (!(await this.healthy(next))) {
       await next.kill()
-      await this.forget(next)
+      await this.children.forget(next)
       return this.rollBackKeepingOld(
         base,
         holdStart,
@@ -415,8 +423,8 @@ export class Supervisor {
       const holdMs = Date.now() - holdStart
       this.holdEstimateS = 0.7 * this.holdEstimateS + 0.3 * (holdMs / 1000)
       await old.stop(this.settings.stopTimeoutMs)
-      await this.forget(old)
-      await this.retireAllBut(next)
+      await this.children.forget(old)
+      await this.children.retireAllBut(next)
       await this.settle()
       return this.finish(
         { ...base, ...this.tally(heldBefore, result), serving: update.version, outcome: 'installed', holdMs },
@@ -432,16 +440,16 @@ export class Supervisor {
     this.adopt(old, from)
     // Reads already forwarded to it finish first (nothing new reaches it now), then it goes.
     await next.stop(this.settings.stopTimeoutMs)
-    await this.forget(next)
-    const restarted = await this.launch(from)
+    await this.children.forget(next)
+    const restarted = await this.children.launch(from)
     if (await this.healthy(restarted)) {
       this.adopt(restarted, from)
       await old.stop(this.settings.stopTimeoutMs)
-      await this.forget(old)
-      await this.retireAllBut(restarted)
+      await this.children.forget(old)
+      await this.children.retireAllBut(restarted)
     } else {
       await restarted.kill()
-      await this.forget(restarted)
+      await this.children.forget(restarted)
     }
     const back = await this.replayUntilDone(this.current ?? old, () => false)
     return this.finish(
@@ -538,7 +546,7 @@ export class Supervisor {
     update: ReadyUpdate,
   ): Promise<SwapReport> {
     const full = { ...report, endedAt: Date.now() }
-    this.deferrals.delete(full.version)
+    this.deferrals.forget(full.version)
     if (full.outcome !== 'installed') {
       if (this.proxy.mode !== 'pass' && this.buffer.empty) this.proxy.mode = 'pass'
       await this.settle()
@@ -572,71 +580,22 @@ export class Supervisor {
     report: Omit<SwapReport, 'endedAt' | 'outcome' | 'retry'>,
     update: ReadyUpdate,
   ): Promise<SwapReport> {
-    const attempt = (this.deferrals.get(update.version)?.attempt ?? 0) + 1
-    const { deferRetryMs, deferRetryMaxMs } = this.settings
-    const inMs = Math.min(deferRetryMaxMs, deferRetryMs * 2 ** Math.min(30, attempt - 1))
-    this.deferrals.set(update.version, { attempt, notBefore: Date.now() + inMs })
+    const retry = this.deferrals.defer(update.version, Date.now())
     if (this.proxy.mode !== 'pass' && this.buffer.empty) this.proxy.mode = 'pass'
     await this.settle()
     await this.options.source
       ?.restore(update.version, report.from)
       .catch((error: Error) => this.emit({ type: 'error', message: `restore failed: ${error.message}` }))
-    const full: SwapReport = { ...report, outcome: 'deferred', retry: { attempt, inMs }, endedAt: Date.now() }
-    this.emit({
-      type: 'error',
-      message:
-        `swap to ${update.version} deferred (${report.errorClass}): ${report.detail}; not held against ` +
-        `${update.version}, retried in ${Math.round(inMs / 1000)} s (attempt ${attempt}; the wait doubles ` +
-        `from ${Math.round(deferRetryMs / 1000)} s up to ${Math.round(deferRetryMaxMs / 1000)} s)`,
-    })
+    const full: SwapReport = { ...report, outcome: 'deferred', retry, endedAt: Date.now() }
+    this.emit({ type: 'error', message: this.deferrals.describe(update.version, report, retry) })
     this.emit({ type: 'swap-done', report: full })
     return full
-  }
-
-  private async launch(update: ReadyUpdate): Promise<ServiceProcess> {
-    const service = await ServiceProcess.start({
-      command: this.options.command,
-      version: update.version,
-      artifactPath: update.artifactPath,
-      dataDir: this.options.dataDir,
-      supervisorTag: this.tag,
-      ...(this.options.serviceEnv ? { env: this.options.serviceEnv } : {}),
-      ...(this.options.stdio ? { stdio: this.options.stdio } : {}),
-    })
-    this.processes.add(service)
-    await this.recordChildren()
-    return service
-  }
-
-  private async forget(service: ServiceProcess): Promise<void> {
-    this.processes.delete(service)
-    await this.recordChildren()
-  }
-
-  /**
-   * Stops every service process but `keep`. An old version that crashed mid-swap may have been restarted
-   * meanwhile; that copy must not keep running (and touching the shared data) next to the one that serves.
-   */
-  private async retireAllBut(keep: ServiceProcess): Promise<void> {
-    for (const p of [...this.processes]) {
-      if (p === keep) continue
-      await p.stop(this.settings.stopTimeoutMs)
-      await this.forget(p)
-    }
   }
 
   /** Whether `service` answers its health check in time (the settings' path, timeout and grace). */
   private healthy(service: ServiceProcess): Promise<boolean> {
     const { healthPath, healthTimeoutMs, unhealthyGraceMs } = this.settings
     return service.waitHealthy(healthPath, healthTimeoutMs, unhealthyGraceMs)
-  }
-
-  private recordChildren(): Promise<void> {
-    const running = [...this.processes]
-    return this.files.recordChildren(
-      running.map((p) => p.pid).filter((pid): pid is number => typeof pid === 'number'),
-      running.map((p) => p.version),
-    )
   }
 
   /** Makes `service` the active one and restarts it (same version) if it dies while active. */
@@ -650,7 +609,7 @@ export class Supervisor {
     service.onExit((exitCode) => {
       if (this.stopping || service.retiring || this.current !== service) return
       const now = Date.now()
-      const exits = this.noteExit(version.version, now)
+      this.crashes.noteExit(version.version, now)
       const probation = this.probation
       if (probation?.service === service) {
         // doSwap sees the death (its replay ends) and rolls back; a restart here would only be logged.
@@ -674,11 +633,7 @@ export class Supervisor {
       // A version swapped in recently that keeps exiting is a failed update too, even when each copy
       // passes its health check first: restarting it forever would hide that from the rollout.
       const swap = this.lastSwap
-      if (
-        swap?.failed.version === version.version &&
-        now - swap.at <= this.settings.crashLoopWindowMs &&
-        exits.filter((t) => t >= swap.at).length >= this.settings.crashLoopExits
-      ) {
+      if (swap?.failed.version === version.version && this.crashes.loopingSince(swap.at, now)) {
         this.lastSwap = null
         const detail = `${version.version} crash-looped: ${this.settings.crashLoopExits} exits within ${Math.round((now - swap.at) / 1000)} s of its switch`
         void this.serialized(() => this.fallBack(service, swap.failed, swap.back, exitCode, detail))
@@ -687,25 +642,6 @@ export class Supervisor {
       // Outside swaps and fall-backs (which hold writes their own way), requests wait for the restart.
       void this.restartCrashed(service, version, exitCode, !this.swapInProgress)
     })
-  }
-
-  /** Records an exit of `version`; returns the exits within `crashLoopWindowMs` (for back-off and loops). */
-  private noteExit(version: string, now: number): number[] {
-    if (this.exits.version !== version) this.exits = { version, at: [] }
-    const window = this.settings.crashLoopWindowMs
-    this.exits.at = [...this.exits.at.filter((t) => now - t <= window), now].slice(-1000)
-    return this.exits.at
-  }
-
-  /**
-   * Exponential restart back-off: doubles with each exit of the version within `crashLoopWindowMs`, and
-   * with each failed restart attempt, capped at `restartBackoffMaxMs`. A service that crashes once in a
-   * while comes back after `restartBackoffMs`; one in a crash loop is not hammered.
-   */
-  private restartDelay(attempt: number): number {
-    const { restartBackoffMs, restartBackoffMaxMs } = this.settings
-    const recent = Math.max(1, this.exits.at.length)
-    return Math.min(restartBackoffMaxMs, restartBackoffMs * 2 ** Math.min(30, recent - 1 + attempt))
   }
 
   /**
@@ -741,20 +677,20 @@ export class Supervisor {
     // Nothing serves until the previous version is up: writes wait for it rather than fail, and so do
     // bodiless reads.
     this.proxy.mode = 'buffer'
-    this.holdReadsForFallBack(back.version)
-    await this.forget(dead)
-    const restarted = await this.launch(back)
+    this.restartHold.readsForFallBack(back.version)
+    await this.children.forget(dead)
+    const restarted = await this.children.launch(back)
     if (!(await this.healthy(restarted))) {
       await restarted.kill()
-      await this.forget(restarted)
-      await this.abandonRestartHold(`the previous version ${back.version} failed its health check`)
+      await this.children.forget(restarted)
+      await this.restartHold.abandon(`the previous version ${back.version} failed its health check`)
       void this.restartCrashed(dead, failed, exitCode)
       await this.replayUntilDone(dead, () => false)
       return null
     }
     this.adopt(restarted, back)
-    this.endFallBackHold()
-    await this.retireAllBut(restarted)
+    this.restartHold.endFallBack()
+    await this.children.retireAllBut(restarted)
     const result = await this.replayUntilDone(restarted, () => false)
     return this.finish(
       {
@@ -774,7 +710,8 @@ export class Supervisor {
 
   /**
    * Restarts `dead` (same version) after the back-off, retrying with a longer one while the restart fails
-   * its health check. `holdRequests`: requests arriving meanwhile wait for it (`holdForRestart`).
+   * its health check. `holdRequests` (only for a crash outside swaps and fall-backs): requests arriving
+   * meanwhile wait for it (`RestartHold.forRestart`).
    */
   private async restartCrashed(
     dead: ServiceProcess,
@@ -783,11 +720,11 @@ export class Supervisor {
     holdRequests = false,
   ): Promise<void> {
     // Decided before anything awaits, while the proxy's mode is still the one the crash found.
-    const held = holdRequests && this.holdForRestart(this.restartDelay(0))
-    await this.forget(dead)
+    const held = holdRequests && this.restartHold.forRestart(this.crashes.restartDelay(0))
+    await this.children.forget(dead)
     for (let attempt = 0; ; attempt++) {
-      const delay = this.restartDelay(attempt)
-      this.restartDueAt = Date.now() + delay
+      const delay = this.crashes.restartDelay(attempt)
+      this.restartHold.restartDueAt = Date.now() + delay
       if (attempt === 0)
         this.emit({
           type: 'service-restarted',
@@ -801,100 +738,21 @@ export class Supervisor {
       const waited = await pause(delay, this.stopSignal.signal)
       // Checked after the back-off too: a stop or a swap during it means nobody needs this restart.
       if (!waited || this.stopping || this.current !== dead) return
-      const fresh = await this.launch(update)
+      const fresh = await this.children.launch(update)
       if (this.stopping) {
         // shutdown() may already have stopped the processes it knew of.
         await fresh.kill()
-        await this.forget(fresh)
+        await this.children.forget(fresh)
         return
       }
       if (await this.healthy(fresh)) {
         if (this.current === dead && !this.stopping) await this.takeRestarted(dead, fresh, update)
-        else await this.discard(fresh)
+        else await this.children.discard(fresh)
         return
       }
       await fresh.kill()
-      await this.forget(fresh)
+      await this.children.forget(fresh)
     }
-  }
-
-  private async discard(service: ServiceProcess): Promise<void> {
-    await service.stop(this.settings.stopTimeoutMs)
-    await this.forget(service)
-  }
-
-  /**
-   * Starts holding the requests that arrive while the crashed service restarts, as a swap holds them:
-   * writes join the write buffer (mode `buffer`: same admission, journal and replay), bodiless safe reads
-   * wait for the restarted process. Until `restartHoldMs` after the crash at most; not when the back-off
-   * alone is that long (they would only get their 503 later), during a swap or a fall-back (they hold
-   * writes their own way, and their replay must not meet this one), nor while stopping. True if it holds.
-   */
-  private holdForRestart(delay: number): boolean {
-    const { restartHoldMs } = this.settings
-    if (this.stopping || this.swapInProgress || this.proxy.mode !== 'pass') return false
-    if (this.proxy.holdingForRestart || delay >= restartHoldMs) return false
-    // Admission's Retry-After starts from how long the hold is expected to last.
-    this.proxy.expectedHoldSeconds = Math.max(1, delay / 1000)
-    this.proxy.mode = 'buffer'
-    this.proxy.beginRestartHold(() => Math.max(1, Math.ceil((this.restartDueAt - Date.now()) / 1000)))
-    this.restartHoldTimer = setTimeout(
-      () => void this.abandonRestartHold(`the service did not come back within ${restartHoldMs} ms`),
-      restartHoldMs,
-    )
-    return true
-  }
-
-  /**
-   * During a fall-back the reads that find nothing running wait for the previous version, as they wait
-   * for a restart (the fall-back already holds the writes: mode `buffer`), for `restartHoldMs` at most;
-   * they are sent to it once it is healthy (`endFallBackHold`). A restart hold already under way goes on
-   * as this one.
-   */
-  private holdReadsForFallBack(version: string): void {
-    const { restartHoldMs, healthTimeoutMs } = this.settings
-    if (this.stopping || restartHoldMs === 0) return
-    this.fallBackHold = true
-    if (this.proxy.holdingForRestart) return
-    // Retry-After for a read turned away: the previous version is up within its health timeout.
-    const dueAt = Date.now() + Math.min(restartHoldMs, healthTimeoutMs)
-    this.proxy.beginRestartHold(() => Math.max(1, Math.ceil((dueAt - Date.now()) / 1000)))
-    this.restartHoldTimer = setTimeout(
-      () => void this.abandonRestartHold(`${version} did not come back within ${restartHoldMs} ms`),
-      restartHoldMs,
-    )
-  }
-
-  /** The previous version serves: the reads held for it go to it now. */
-  private endFallBackHold(): void {
-    if (!this.fallBackHold) return
-    this.fallBackHold = false
-    this.clearRestartHoldTimer()
-    this.proxy.releaseRestartHold()
-  }
-
-  /**
-   * Ends a restart hold that will not be served: its requests get 503 + Retry-After (`keepWrites`: a swap
-   * takes over and replays the held writes; only the reads are answered). New writes go live again, and
-   * get 503 while nothing runs. A fall-back's hold always keeps its writes: its replay takes them.
-   */
-  private async abandonRestartHold(why: string, keepWrites = false): Promise<void> {
-    this.clearRestartHoldTimer()
-    const keep = keepWrites || this.fallBackHold
-    this.fallBackHold = false
-    if (!this.proxy.holdingForRestart) return
-    if (!keep && this.proxy.mode === 'buffer') this.proxy.mode = 'pass'
-    const turnedAway = await this.proxy.abandonRestartHold(why, keep)
-    if (turnedAway > 0)
-      this.emit({
-        type: 'error',
-        message: `${turnedAway} request${turnedAway === 1 ? '' : 's'} held for the restart got 503: ${why}`,
-      })
-  }
-
-  private clearRestartHoldTimer(): void {
-    if (this.restartHoldTimer) clearTimeout(this.restartHoldTimer)
-    this.restartHoldTimer = null
   }
 
   /**
@@ -910,10 +768,9 @@ export class Supervisor {
     if (!this.proxy.holdingForRestart) return this.adopt(fresh, update)
     await this.serialized(async () => {
       // A stop or a swap may have come first; then nobody needs this copy.
-      if (this.stopping || this.current !== dead) return this.discard(fresh)
-      this.clearRestartHoldTimer()
+      if (this.stopping || this.current !== dead) return this.children.discard(fresh)
       this.adopt(fresh, update)
-      this.proxy.releaseRestartHold()
+      this.restartHold.release()
       await this.replayUntilDone(fresh, () => false)
       await this.settle()
     })
