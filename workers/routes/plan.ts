@@ -2,7 +2,7 @@ import { Hono } from 'hono'
 import { channelHead } from '../../schemas/artifact-index.ts'
 import { Version } from '../../schemas/common.ts'
 import type { DeltaFraming } from '../../schemas/delta-stream.ts'
-import type { ArtifactManifest } from '../../schemas/manifest.ts'
+import type { ArtifactManifest, DeltaMethod, DeltaRef } from '../../schemas/manifest.ts'
 import { PlanRequest, type PlanResponse, type PlanStep } from '../../schemas/plan.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
@@ -10,6 +10,7 @@ import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
 import { parseJsonBody } from '../http/validate.ts'
 import { chunkSyncCost } from '../plan/chunk-sync-cost.ts'
+import { storedLazyRefs, warmDirectDelta } from '../plan/lazy-edges.ts'
 import { edgeKey, type Plan, planUpdate, type VersionNode } from '../plan/planner.ts'
 import { framingFor } from '../publish/frame-delta.ts'
 import { readIndex, readManifest } from '../storage/artifact-store.ts'
@@ -57,13 +58,22 @@ export const planRouter = new Hono<AppEnv>().post('/', async (c) => {
         config.plan,
       )
     : null
+  const { methods } = request.capabilities
+  // A direct delta the edge made for this pair earlier (lazy-edges.ts) is an edge like a published one.
+  const lazy =
+    installed === null ? [] : await lazyDirectRefs(bucket, name, installed, targetManifest, methods)
   const versions: VersionNode[] = [...manifests.values()].map((m) => ({
     version: m.version,
     size: m.size,
     sha256: m.sha256,
     chunkIndex: m.chunkIndex,
-    deltas: m.deltas,
+    deltas: m.version === target ? [...m.deltas, ...lazy] : m.deltas,
   }))
+  const installedManifest = installed === null ? undefined : manifests.get(installed)
+  const hasDirect =
+    (installed !== null &&
+      targetManifest.deltas.some((d) => d.from === installed && methods.includes(d.method))) ||
+    lazy.length > 0
 
   // Costs use the framing in force; the chosen deltas' real framing is then read from R2 and a
   // delta found missing (pruned) is excluded and the plan redone.
@@ -76,7 +86,7 @@ export const planRouter = new Hono<AppEnv>().post('/', async (c) => {
       installed,
       target,
       versions,
-      methods: request.capabilities.methods,
+      methods,
       maxChainLength,
       edgeCost: (ref) => framingFor(ref.size, ref.sha256, config.stream).framedLength,
       chunkSync,
@@ -96,11 +106,32 @@ export const planRouter = new Hono<AppEnv>().post('/', async (c) => {
         `${name}@${target} is no longer stored in full and no delta path reaches it from ${installed ?? 'nothing'}`,
       )
     }
-    if (gone.length === 0) return c.json(respond(name, installed, target, plan, layouts, manifests))
+    if (gone.length === 0) {
+      // No direct delta to offer: make one in the background, so the next device this far behind gets it.
+      if (installedManifest && !hasDirect && plan.strategy !== 'none')
+        c.executionCtx.waitUntil(
+          warmDirectDelta(bucket, { name, from: installedManifest, to: targetManifest }, methods, config),
+        )
+      return c.json(respond(name, installed, target, plan, layouts, manifests))
+    }
     for (const s of gone) if (s.kind === 'delta') excluded.add(edgeKey(s.from, s.to, s.ref.method))
   }
   throw new Problem(500, 'internal', `the deltas of ${name} listed in manifests keep turning out missing`)
 })
+
+/** Lazily made deltas installed → target in the methods the device takes and the publisher did not ship. */
+async function lazyDirectRefs(
+  bucket: R2Bucket,
+  name: string,
+  installed: string,
+  target: ArtifactManifest,
+  methods: readonly DeltaMethod[],
+): Promise<DeltaRef[]> {
+  if (installed === target.version) return []
+  const published = new Set(target.deltas.filter((d) => d.from === installed).map((d) => d.method))
+  const unpublished = methods.filter((m) => !published.has(m))
+  return storedLazyRefs(bucket, { name, from: installed, to: target.version }, unpublished)
+}
 
 /**
  * Manifests of the target, the installed version, and every version within `hops` delta edges

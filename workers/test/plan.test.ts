@@ -1,7 +1,9 @@
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { buildChunkIndex, decodeChunkIndex, planChunkSync } from '../../delta/chunking/index.ts'
 import { decodeVcdiff, encodeVcdiff } from '../../delta/vcdiff/index.ts'
 import { PlanResponse } from '../../schemas/plan.ts'
+import { keys } from '../storage/keys.ts'
 import { publishWithDeltas, unframe } from './delta-helpers.ts'
 import { bytesOf, call, publishSingle, sha256 } from './publish-helpers.ts'
 
@@ -131,6 +133,48 @@ describe('POST /v1/plan over real published versions', () => {
 
     const none = await plan({ name: 'planned', installed: '1.2.0', target: 'stable', capabilities: caps })
     expect(none).toMatchObject({ strategy: 'none', steps: [], totalBytes: 0 })
+  })
+
+  it('makes the direct delta a device far behind lacked, and offers it from the next plan on', async () => {
+    const v1 = bytesOf(90_000, 51)
+    const v2 = edit(v1, 52)
+    const v3 = edit(v2, 53)
+    await publishSingle('behind', '1.0.0', v1, 1)
+    await publishWithDeltas('behind', '1.1.0', v2, 2, [
+      { from: '1.0.0', method: 'vcdiff', bytes: encodeVcdiff(v1, v2) },
+    ])
+    await publishWithDeltas('behind', '1.2.0', v3, 3, [
+      { from: '1.1.0', method: 'vcdiff', bytes: encodeVcdiff(v2, v3) },
+    ])
+    const caps = { methods: ['vcdiff'], chunkSync: false }
+    const ask = { name: 'behind', installed: '1.0.0', target: '1.2.0', capabilities: caps }
+    const lazyKey = keys.delta('behind', '1.0.0', '1.2.0', 'vcdiff')
+    // A device that takes no delta method leaves nothing to make.
+    expect((await plan({ ...ask, capabilities: { methods: [], chunkSync: false } })).strategy).toBe('full')
+    expect(await env.ARTIFACTS.head(lazyKey)).toBeNull()
+
+    const first = await plan(ask)
+    expect(first.strategy).toBe('chain')
+    // The direct delta is made after the answer (waitUntil): wait for it to land.
+    for (let waited = 0; !(await env.ARTIFACTS.head(lazyKey)) && waited < 10_000; waited += 50)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    expect((await env.ARTIFACTS.head(lazyKey))?.customMetadata?.lazy).toBe('1')
+
+    const next = await plan(ask)
+    expect(next.strategy).toBe('delta')
+    expect(next.totalBytes).toBeLessThan(first.totalBytes)
+    const step = next.steps[0]
+    if (step?.kind !== 'delta') throw new Error(`expected a delta step, got ${next.strategy}`)
+    expect(step).toMatchObject({ from: '1.0.0', to: '1.2.0', method: 'vcdiff' })
+    const served = await call(step.url)
+    expect(served.headers.get('x-deltaport-generated')).toBe('lazy')
+    const payload = await unframe(new Uint8Array(await served.arrayBuffer()))
+    expect(await sha256(payload)).toBe(step.sha256)
+    expect(await sha256(decodeVcdiff(v1, payload))).toBe(await sha256(v3))
+    // The one object made stays the only one: later plans offer it, nothing is made again.
+    const made = (await env.ARTIFACTS.head(lazyKey))?.uploaded.getTime()
+    await plan(ask)
+    expect((await env.ARTIFACTS.head(lazyKey))?.uploaded.getTime()).toBe(made)
   })
 
   it('rejects bad requests and unknown targets as problem+json', async () => {
