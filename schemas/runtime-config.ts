@@ -97,6 +97,13 @@ export const RuntimeConfig = z.object({
         .default(24 * 3600),
     })
     .prefault({}),
+  /**
+   * Yanks (ADR 0024, 0025). `requireStatement`: refuse yanks and restores that carry no maintainer-
+   * signed statement (422), so `PUBLISH_TOKEN` alone can no longer move channel heads. Off by default:
+   * an unsigned yank is the quick response to a bad release when no maintainer key is at hand. Only
+   * the Cloudflare account can write this document, not the token it restricts.
+   */
+  yank: z.object({ requireStatement: z.boolean().default(false) }).prefault({}),
   /** Zones for dependency sharding (durable-objects/shard-planner.ts); see schemas/shards.ts. */
   zones: ZonesConfig.prefault({}),
   /** How long an isolate trusts its cached copy before re-reading KV. */

@@ -245,6 +245,11 @@ const MAINTAINER_SIGNED =
   '`untrusted-signature` otherwise, before anything is stored); blank, it is stored unchecked and only ' +
   'devices verify it.'
 
+/** Yanks and restores: the signature rule, and the runtime switch that makes a statement mandatory. */
+const YANK_SIGNED =
+  `${MAINTAINER_SIGNED} With runtime config \`yank.requireStatement\`, a request without a statement is ` +
+  'refused (422 `untrusted-signature`) before anything changes.'
+
 /** Device credentials on reports and prefetch queries (workers/devices/authenticate.ts, ADR 0026). */
 const DEVICE_AUTH =
   'Optional `Authorization: Device <credential>` (POST /v1/devices/enroll): the device id replaces the ' +
@@ -454,7 +459,7 @@ export const ROUTES: RouteSpec[] = [
     operationId: 'yankVersion',
     summary:
       'Pull a published release: channel heads move to the highest version not yanked, a rollout of it is aborted, agents stop picking it; its bytes stay served. With a signed statement, devices running it move back to the version they ran before',
-    description: MAINTAINER_SIGNED,
+    description: YANK_SIGNED,
     tag: 'publish',
     auth: 'bearer',
     parameters: [nameParam, versionParam],
@@ -470,7 +475,7 @@ export const ROUTES: RouteSpec[] = [
     operationId: 'restoreVersion',
     summary:
       'Restore a yanked release (channel heads recomputed); an optional signed restore makes devices ignore the older yank',
-    description: MAINTAINER_SIGNED,
+    description: YANK_SIGNED,
     tag: 'publish',
     auth: 'bearer',
     parameters: [nameParam, versionParam],

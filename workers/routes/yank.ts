@@ -5,8 +5,10 @@ import { type ArtifactIndex, versionEntry } from '../../schemas/artifact-index.t
 import { ArtifactName, Version } from '../../schemas/common.ts'
 import { RestoreRequest, YankRequest, type YankResult } from '../../schemas/yank.ts'
 import type { AppEnv } from '../app-env.ts'
+import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
+import { Problem } from '../http/problem.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
 import { assertMaintainerSigned } from '../publish/maintainer-keys.ts'
 import { setYanked } from '../storage/yank.ts'
@@ -25,6 +27,7 @@ export const yankRouter = new Hono<AppEnv>()
     const { name, version } = c.req.valid('param')
     const body = await readBoundedBody(c.req.raw, MAX_YANK_BODY_BYTES, MAX_YANK_BODY_BYTES)
     const { reason, statement } = parseJsonBody(body, YankRequest)
+    await requireStatementIfConfigured(c.env, statement, `yank ${name}@${version}`)
     if (statement) await assertMaintainerSigned(c.env, statement, `the yank statement for ${name}@${version}`)
     const note = { at: statement?.signed.at ?? new Date().toISOString(), reason }
     const index = await setYanked(c.env.ARTIFACTS, name, version, note, statement)
@@ -39,12 +42,23 @@ export const yankRouter = new Hono<AppEnv>()
       ? await readBoundedBody(c.req.raw, MAX_YANK_BODY_BYTES, MAX_YANK_BODY_BYTES)
       : new Uint8Array()
     const { statement } = body.byteLength === 0 ? {} : parseJsonBody(body, RestoreRequest)
+    await requireStatementIfConfigured(c.env, statement, `restore ${name}@${version}`)
     if (statement)
       await assertMaintainerSigned(c.env, statement, `the restore statement for ${name}@${version}`)
     const index = await setYanked(c.env.ARTIFACTS, name, version, null, statement)
     log('version restored', name, version)
     return c.json(resultOf(index, version, []))
   })
+
+/** With runtime config `yank.requireStatement`, an unsigned yank or restore is refused before any change. */
+async function requireStatementIfConfigured(env: Env, statement: unknown, what: string): Promise<void> {
+  if (statement !== undefined || !(await getRuntimeConfig(env)).yank.requireStatement) return
+  throw new Problem(
+    422,
+    'untrusted-signature',
+    `this edge takes only signed yanks and restores (runtime config yank.requireStatement): ${what} with a maintainer key (deltaport yank --key)`,
+  )
+}
 
 /** Aborts the active rollout of `version` on each channel it was published to; the channels aborted. */
 async function abortRolloutsOf(env: Env, index: ArtifactIndex, version: string, reason: string) {

@@ -1,3 +1,4 @@
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { HOUR, startRollout, statusOf } from '../../durable-objects/test/rollout-helpers.ts'
 import { ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
@@ -5,6 +6,7 @@ import { ProblemDetails } from '../../schemas/problem.ts'
 import { RolloutStatus } from '../../schemas/rollout.ts'
 import { YankResult } from '../../schemas/yank.ts'
 import type { YankStatement } from '../../schemas/yank-statement.ts'
+import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
 import { putBlob } from './delta-helpers.ts'
 import { auth, bytesOf, call, envelopeFor, sha256, startPublish } from './publish-helpers.ts'
 
@@ -119,6 +121,32 @@ describe('yanking a release', () => {
     const notJson = await call('/v1/publish/guarded/1.0.0/yank', { method: 'PUT', headers: auth, body: '{' })
     await problem(notJson, 400)
     expect((await indexOf('guarded')).channels).toEqual({ stable: '1.0.0' })
+  })
+
+  it('with yank.requireStatement, refuses unsigned yanks and restores before changing anything', async () => {
+    await publish('strict', '1.0.0', 1)
+    await publish('strict', '1.1.0', 2)
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ yank: { requireStatement: true } }))
+    clearRuntimeConfigCache()
+    try {
+      for (const response of [
+        await yank('strict', '1.1.0', 'token only'),
+        await yank('strict', '1.1.0', null),
+      ]) {
+        expect(response.status).toBe(422)
+        const problem = ProblemDetails.parse(await response.json())
+        expect(problem.type).toBe('https://deltaport.dev/problems/untrusted-signature')
+        expect(problem.detail).toContain('yank.requireStatement')
+      }
+      const index = await indexOf('strict')
+      expect(versionEntry(index, '1.1.0')?.yanked).toBeUndefined()
+      expect(index.channels.stable).toBe('1.1.0')
+    } finally {
+      await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+      clearRuntimeConfigCache()
+    }
+    // Off (the default), the token alone still yanks: the quick response when no key is at hand.
+    expect(await result(await yank('strict', '1.1.0', 'token only'))).toMatchObject({ signed: false })
   })
 
   it('keeps a signed statement that says what the request does, and refuses one that does not', async () => {
