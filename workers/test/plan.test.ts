@@ -16,6 +16,28 @@ function edit(base: Uint8Array, seed: number): Uint8Array {
   return out
 }
 
+/**
+ * Publishes 1.0.0, 1.1.0 and 1.2.0 of `name` (`size` bytes, edits seeded from `seed`), each with a
+ * VCDIFF delta from the one before only: a device on 1.0.0 has no direct delta to 1.2.0.
+ */
+async function publishChain(
+  name: string,
+  size: number,
+  seed: number,
+): Promise<[Uint8Array, Uint8Array, Uint8Array]> {
+  const v1 = bytesOf(size, seed)
+  const v2 = edit(v1, seed + 1)
+  const v3 = edit(v2, seed + 2)
+  await publishSingle(name, '1.0.0', v1, 1)
+  await publishWithDeltas(name, '1.1.0', v2, 2, [
+    { from: '1.0.0', method: 'vcdiff', bytes: encodeVcdiff(v1, v2) },
+  ])
+  await publishWithDeltas(name, '1.2.0', v3, 3, [
+    { from: '1.1.0', method: 'vcdiff', bytes: encodeVcdiff(v2, v3) },
+  ])
+  return [v1, v2, v3]
+}
+
 async function plan(body: unknown): Promise<PlanResponse> {
   const response = await call('/v1/plan', {
     method: 'POST',
@@ -34,16 +56,7 @@ async function fetchBytes(url: string, headers: Record<string, string> = {}): Pr
 
 describe('POST /v1/plan over real published versions', () => {
   it('plans a chain, a direct delta, chunk-sync and full, and each plan rebuilds the target when followed', async () => {
-    const v1 = bytesOf(120_000, 31)
-    const v2 = edit(v1, 32)
-    const v3 = edit(v2, 33)
-    await publishSingle('planned', '1.0.0', v1, 1)
-    await publishWithDeltas('planned', '1.1.0', v2, 2, [
-      { from: '1.0.0', method: 'vcdiff', bytes: encodeVcdiff(v1, v2) },
-    ])
-    await publishWithDeltas('planned', '1.2.0', v3, 3, [
-      { from: '1.1.0', method: 'vcdiff', bytes: encodeVcdiff(v2, v3) },
-    ])
+    const [v1, v2, v3] = await publishChain('planned', 120_000, 31)
     const installed = new Map([
       ['1.0.0', v1],
       ['1.1.0', v2],
@@ -136,16 +149,7 @@ describe('POST /v1/plan over real published versions', () => {
   })
 
   it('makes the direct delta a device far behind lacked, and offers it from the next plan on', async () => {
-    const v1 = bytesOf(90_000, 51)
-    const v2 = edit(v1, 52)
-    const v3 = edit(v2, 53)
-    await publishSingle('behind', '1.0.0', v1, 1)
-    await publishWithDeltas('behind', '1.1.0', v2, 2, [
-      { from: '1.0.0', method: 'vcdiff', bytes: encodeVcdiff(v1, v2) },
-    ])
-    await publishWithDeltas('behind', '1.2.0', v3, 3, [
-      { from: '1.1.0', method: 'vcdiff', bytes: encodeVcdiff(v2, v3) },
-    ])
+    const [v1, , v3] = await publishChain('behind', 90_000, 51)
     const caps = { methods: ['vcdiff'], chunkSync: false }
     const ask = { name: 'behind', installed: '1.0.0', target: '1.2.0', capabilities: caps }
     const lazyKey = keys.delta('behind', '1.0.0', '1.2.0', 'vcdiff')
