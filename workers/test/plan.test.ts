@@ -1,6 +1,7 @@
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { buildChunkIndex, decodeChunkIndex, planChunkSync } from '../../delta/chunking/index.ts'
+import { applyDelta } from '../../delta/index.ts'
 import { decodeVcdiff, encodeVcdiff } from '../../delta/vcdiff/index.ts'
 import { PlanResponse } from '../../schemas/plan.ts'
 import { keys } from '../storage/keys.ts'
@@ -179,6 +180,41 @@ describe('POST /v1/plan over real published versions', () => {
     const made = (await env.ARTIFACTS.head(lazyKey))?.uploaded.getTime()
     await plan(ask)
     expect((await env.ARTIFACTS.head(lazyKey))?.uploaded.getTime()).toBe(made)
+  })
+
+  it('makes an archive-aware direct delta between two archives when the device takes one', async () => {
+    const text = (edit: string) =>
+      new TextEncoder().encode(
+        Array.from({ length: 4000 }, (_, i) => `line ${i} ${i === 2000 ? edit : 'same'}\n`).join(''),
+      )
+    const gzip = async (bytes: Uint8Array) =>
+      new Uint8Array(
+        await new Response(
+          new Blob([bytes]).stream().pipeThrough(new CompressionStream('gzip')),
+        ).arrayBuffer(),
+      )
+    const [before, after] = [await gzip(text('one')), await gzip(text('two'))]
+    await publishSingle('archived', '1.0.0', before, 1)
+    await publishSingle('archived', '1.1.0', after, 2)
+    const ask = {
+      name: 'archived',
+      installed: '1.0.0',
+      target: '1.1.0',
+      capabilities: { methods: ['vcdiff', 'archive'], chunkSync: false },
+    }
+    expect((await plan(ask)).strategy).toBe('full')
+    const made = keys.delta('archived', '1.0.0', '1.1.0', 'archive')
+    for (let waited = 0; !(await env.ARTIFACTS.head(made)) && waited < 10_000; waited += 50)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    expect((await env.ARTIFACTS.head(made))?.customMetadata?.lazy).toBe('1')
+    expect(await env.ARTIFACTS.head(keys.delta('archived', '1.0.0', '1.1.0', 'vcdiff'))).toBeNull()
+    const next = await plan(ask)
+    expect(next.strategy).toBe('delta')
+    const step = next.steps[0]
+    if (step?.kind !== 'delta') throw new Error(`expected a delta step, got ${next.strategy}`)
+    expect(step.method).toBe('archive')
+    const payload = await unframe(new Uint8Array(await (await call(step.url)).arrayBuffer()))
+    expect(await sha256(applyDelta(before, payload))).toBe(await sha256(after))
   })
 
   it('rejects bad requests and unknown targets as problem+json', async () => {
