@@ -31,6 +31,12 @@ const StoreState = z.object({
 })
 export type StoreState = z.infer<typeof StoreState>
 
+/** What the `current` link names and what state.json says (undefined when missing or unreadable). */
+interface Recorded {
+  linked: string | null
+  stored: StoreState | undefined
+}
+
 /**
  * index-seen.json: the highest index serial this device verified for the artifact (ADR 0032), and the
  * trustFingerprint of the index keys it verified it with (ADR 0037).
@@ -87,7 +93,11 @@ export class ArtifactStore {
    * manifest back in.
    */
   async state(): Promise<StoreState> {
-    const { linked, stored } = await this.recorded()
+    return this.stateOf(await this.recorded())
+  }
+
+  /** state() from what the link and state.json say (read once by the caller). */
+  private async stateOf({ linked, stored }: Recorded): Promise<StoreState> {
     if (!stored) return { lastSerial: await this.highestInstalledSerial(), current: linked, previous: null }
     if (linked === null || linked === stored.current) return stored
     return {
@@ -107,8 +117,17 @@ export class ArtifactStore {
    * A state.json without a fingerprint (lost, or written before) is rebuilt the same way.
    */
   async serialFloor(trust: MaintainerTrust): Promise<number> {
-    const { stored } = await this.recorded()
-    if (stored?.serialTrust === maintainerFingerprint(trust)) return (await this.state()).lastSerial
+    const recorded = await this.recorded()
+    return this.floorUnder(trust, recorded.stored, await this.stateOf(recorded))
+  }
+
+  /** serialFloor, given state.json as stored and the state() it makes. */
+  private floorUnder(
+    trust: MaintainerTrust,
+    stored: StoreState | undefined,
+    state: StoreState,
+  ): Promise<number> {
+    if (stored?.serialTrust === maintainerFingerprint(trust)) return Promise.resolve(state.lastSerial)
     return this.highestSerialAcceptedBy(trust)
   }
 
@@ -217,9 +236,13 @@ export class ArtifactStore {
     change: { trust?: MaintainerTrust; yankSeen?: StoreState['yankSeen'] } = {},
   ): Promise<StoreState> {
     const { trust, yankSeen } = change
-    const before = await this.state()
+    const recorded = await this.recorded()
+    const before = await this.stateOf(recorded)
     const floor = trust
-      ? { lastSerial: await this.serialFloor(trust), serialTrust: maintainerFingerprint(trust) }
+      ? {
+          lastSerial: await this.floorUnder(trust, recorded.stored, before),
+          serialTrust: maintainerFingerprint(trust),
+        }
       : { lastSerial: before.lastSerial }
     const temp = tempPathFor(this.currentLink)
     await symlink(join('versions', manifest.version), temp)
@@ -448,7 +471,7 @@ export class ArtifactStore {
   }
 
   /** What the `current` link names and what state.json says (undefined when missing or unreadable). */
-  private async recorded(): Promise<{ linked: string | null; stored: StoreState | undefined }> {
+  private async recorded(): Promise<Recorded> {
     const linked = await this.currentFromLink()
     const text = await unlessMissing(readFile(join(this.dir, 'state.json'), 'utf8'), null)
     return { linked, stored: text === null ? undefined : parseStoreState(text) }
