@@ -60,20 +60,19 @@ export const planRouter = new Hono<AppEnv>().post('/', async (c) => {
     : null
   const { methods } = request.capabilities
   // A direct delta the edge made for this pair earlier (lazy-edges.ts) is an edge like a published one.
-  const lazy =
-    installed === null ? [] : await lazyDirectRefs(bucket, name, installed, targetManifest, methods)
+  const targetDeltas = [
+    ...targetManifest.deltas,
+    ...(installed === null ? [] : await lazyDirectRefs(bucket, name, installed, targetManifest, methods)),
+  ]
   const versions: VersionNode[] = [...manifests.values()].map((m) => ({
     version: m.version,
     size: m.size,
     sha256: m.sha256,
     chunkIndex: m.chunkIndex,
-    deltas: m.version === target ? [...m.deltas, ...lazy] : m.deltas,
+    deltas: m.version === target ? targetDeltas : m.deltas,
   }))
   const installedManifest = installed === null ? undefined : manifests.get(installed)
-  const hasDirect =
-    (installed !== null &&
-      targetManifest.deltas.some((d) => d.from === installed && methods.includes(d.method))) ||
-    lazy.length > 0
+  const hasDirect = targetDeltas.some((d) => d.from === installed && methods.includes(d.method))
 
   // Costs use the framing in force; the chosen deltas' real framing is then read from R2 and a
   // delta found missing (pruned) is excluded and the plan redone.
