@@ -120,6 +120,17 @@ export function patchedCode(): { text: Buffer; edited: Buffer } {
   return { text, edited }
 }
 
+/**
+ * How a CLI run that should fail ended (a promisified execFile of the deltaport binary): its exit code
+ * and stdout, or null when it succeeded, so the test's own expectations say what was wrong.
+ */
+export function cliFailure(run: Promise<unknown>): Promise<{ code: number; stdout: string } | null> {
+  return run.then(
+    () => null,
+    (error: { code: number; stdout: string }) => error,
+  )
+}
+
 /** The AgentError a promise rejects with (the test fails if it resolves or rejects with anything else). */
 export async function agentFailure(promise: Promise<unknown>): Promise<AgentError> {
   const error = await promise.then(

@@ -7,7 +7,7 @@ import { delimiter, join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
-import { expectSameBytes } from './fixtures.ts'
+import { cliFailure, expectSameBytes } from './fixtures.ts'
 import { type LocalEdge, startLocalEdge, TEST_TOKEN } from './local-edge.ts'
 
 /**
@@ -121,19 +121,18 @@ describe('the packaged agent', () => {
     const source = join(ROOT, 'client-agent', 'bin', 'deltaport.ts')
     expect((await exec(process.execPath, [source, '-V'])).stdout).toBe(`${ROOT_VERSION}\n`)
     // Not the program's version flag: publish runs and fails on its missing config (exit 3).
-    const publish = await exec(process.execPath, [
-      source,
-      '--config',
-      join(tmp, 'missing.json'),
-      'publish',
-      join(tmp, 'x.bin'),
-      '--name',
-      'app',
-      '--version',
-      '1.0.0',
-    ]).then(
-      () => null,
-      (error: { code: number; stdout: string }) => error,
+    const publish = await cliFailure(
+      exec(process.execPath, [
+        source,
+        '--config',
+        join(tmp, 'missing.json'),
+        'publish',
+        join(tmp, 'x.bin'),
+        '--name',
+        'app',
+        '--version',
+        '1.0.0',
+      ]),
     )
     expect(publish?.code).toBe(3)
     expect(publish?.stdout).not.toContain(ROOT_VERSION)

@@ -18,7 +18,7 @@ import { refreshRootTrust, trustedRootPath } from '../root-trust.ts'
 import { generateKeyPair, type KeyPairFiles, signDocumentByAll } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { EdgeChannelSource } from '../swap/edge-source.ts'
-import { agentFailure, writeArtifact } from './fixtures.ts'
+import { agentFailure, cliFailure, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 const suite = useEdgeWorkspace()
@@ -220,16 +220,8 @@ describe('a device under root metadata', () => {
       'fw@1.4.0',
     ])
     expect(stdout).toContain('"version":"1.4.0"')
-    const failed = await run(process.execPath, [
-      BIN,
-      '--config',
-      configFile,
-      '--json',
-      'install',
-      'fw@1.3.0',
-    ]).then(
-      () => null,
-      (error: { code: number; stdout: string }) => error,
+    const failed = await cliFailure(
+      run(process.execPath, [BIN, '--config', configFile, '--json', 'install', 'fw@1.3.0']),
     )
     expect(failed?.code).toBe(7)
     expect(failed?.stdout).toContain('fewer than 2 valid signatures')

@@ -11,7 +11,7 @@ import { generateKeyPair, signDocument } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { setYank } from '../yank.ts'
 import { planYankRetreat } from '../yank-retreat.ts'
-import { writeArtifact } from './fixtures.ts'
+import { cliFailure, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 const suite = useEdgeWorkspace()
@@ -103,10 +103,7 @@ describe('a yanked release', () => {
     expect(retreat.stderr).toContain('moved back off cli-pulled@2.0.1')
     expect(retreat.stdout).toContain('cli-pulled@2.0.0: switched to the installed copy')
 
-    const pinned = await cli('--json', 'install', 'cli-pulled@2.0.1', '--wait', '0').then(
-      () => null,
-      (error: { code: number; stdout: string }) => error,
-    )
+    const pinned = await cliFailure(cli('--json', 'install', 'cli-pulled@2.0.1', '--wait', '0'))
     expect(pinned?.code).toBe(12)
     expect(JSON.parse(pinned?.stdout ?? '{}')).toMatchObject({ ok: false, error: { code: 'yanked' } })
 
