@@ -1,7 +1,7 @@
 import { DurableObject } from 'cloudflare:workers'
 import { z } from 'zod'
 import { ClientId } from '../schemas/client.ts'
-import { ArtifactName, ChannelName } from '../schemas/common.ts'
+import { ArtifactName, ChannelName, IsoDateTime } from '../schemas/common.ts'
 import {
   MAX_HISTORY,
   type OutcomeCounts,
@@ -29,6 +29,12 @@ import {
 
 /** The meta row holding this object's RolloutRecord. */
 const RECORD_KEY = 'rollout'
+/**
+ * The meta row holding when the newest signed control statement this object acted on was signed (epoch
+ * ms, ADR 0038). It outlives the rollout record, so a statement captured under one rollout cannot be
+ * replayed against the next one.
+ */
+const LAST_SIGNED_KEY = 'lastSignedControlAt'
 
 /** Outcome posts per client per minute: enough for installed → rolled-back, too few to churn storage. */
 export const OUTCOMES_PER_CLIENT_PER_MINUTE = 6
@@ -38,7 +44,14 @@ export type RolloutResult<T> =
   | { ok: true; value: T }
   | { ok: false; status: 404 | 409 | 429; detail: string; retryAfterSeconds?: number }
 
-const StartInput = z.object({ name: ArtifactName, channel: ChannelName, spec: RolloutSpec })
+const StartInput = z.object({
+  name: ArtifactName,
+  channel: ChannelName,
+  spec: RolloutSpec,
+  signedAt: IsoDateTime.optional(),
+})
+/** When the maintainers signed the statement a control request came with (absent: the token alone). */
+const SignedAt = IsoDateTime.optional()
 const HintInput = z.object({ clientId: ClientId, lookAheadMs: z.number().int().nonnegative() })
 
 const iso = (ms: number) => new Date(ms).toISOString()
@@ -112,9 +125,12 @@ export class RolloutCoordinator extends DurableObject<Env> {
     name: string
     channel: string
     spec: RolloutSpecInput
+    signedAt?: string
   }): Promise<RolloutResult<RolloutStatus>> {
-    const { name, channel, spec } = StartInput.parse(input)
+    const { name, channel, spec, signedAt } = StartInput.parse(input)
     const now = Date.now()
+    const replayed = this.replayedStatement(signedAt)
+    if (replayed) return replayed
     const previous = this.record
     if (previous !== null && ACTIVE.has(previous.state)) {
       return {
@@ -140,33 +156,39 @@ export class RolloutCoordinator extends DurableObject<Env> {
     }
     this.sql.exec('DELETE FROM outcomes')
     this.sql.exec('DELETE FROM tallies')
-    this.event(record, now, 'scheduled', undefined, `${spec.version} from ${iso(startAt)}`)
+    this.event(record, now, 'scheduled', undefined, `${spec.version} from ${iso(startAt)}`, signedAt)
     if (startAt <= now) this.enterStage(record, 0, now)
-    await this.commit(record)
+    await this.commit(record, signedAt)
     log({ level: 'info', msg: 'rollout scheduled', name, channel, version: spec.version })
     return { ok: true, value: this.statusOf(record) }
   }
 
-  async pause(control: unknown = {}): Promise<RolloutResult<RolloutStatus>> {
+  async pause(control: unknown = {}, signed?: string): Promise<RolloutResult<RolloutStatus>> {
     const { reason } = RolloutControl.parse(control)
+    const signedAt = SignedAt.parse(signed)
     const now = Date.now()
     const record = this.record
     if (record === null) return notFound()
+    const replayed = this.replayedStatement(signedAt)
+    if (replayed) return replayed
     if (record.state !== 'running' && record.state !== 'scheduled')
       return conflict(`cannot pause a ${record.state} rollout`)
     record.pausedRemainingMs = Math.max(0, (record.nextChangeAt ?? now) - now)
     record.nextChangeAt = null
     record.state = 'paused'
-    this.event(record, now, 'paused', record.currentStage ?? undefined, reason)
-    await this.commit(record)
+    this.event(record, now, 'paused', record.currentStage ?? undefined, reason, signedAt)
+    await this.commit(record, signedAt)
     return { ok: true, value: this.statusOf(record) }
   }
 
   /** Continues a paused rollout with the time its pending stage had left. Halted ones do not resume. */
-  async resume(): Promise<RolloutResult<RolloutStatus>> {
+  async resume(signed?: string): Promise<RolloutResult<RolloutStatus>> {
+    const signedAt = SignedAt.parse(signed)
     const now = Date.now()
     const record = this.record
     if (record === null) return notFound()
+    const replayed = this.replayedStatement(signedAt)
+    if (replayed) return replayed
     if (record.state !== 'paused') {
       return conflict(
         record.state === 'halted'
@@ -177,23 +199,26 @@ export class RolloutCoordinator extends DurableObject<Env> {
     record.state = record.currentStage === null ? 'scheduled' : 'running'
     record.nextChangeAt = now + (record.pausedRemainingMs ?? 0)
     record.pausedRemainingMs = null
-    this.event(record, now, 'resumed', record.currentStage ?? undefined)
-    await this.commit(record)
+    this.event(record, now, 'resumed', record.currentStage ?? undefined, undefined, signedAt)
+    await this.commit(record, signedAt)
     return { ok: true, value: this.statusOf(record) }
   }
 
   /** Stops for good: nobody new is admitted, and agents not yet updated stay where they are. */
-  async abort(control: unknown = {}): Promise<RolloutResult<RolloutStatus>> {
+  async abort(control: unknown = {}, signed?: string): Promise<RolloutResult<RolloutStatus>> {
     const { reason } = RolloutControl.parse(control)
+    const signedAt = SignedAt.parse(signed)
     const now = Date.now()
     const record = this.record
     if (record === null) return notFound()
+    const replayed = this.replayedStatement(signedAt)
+    if (replayed) return replayed
     if (!ACTIVE.has(record.state)) return conflict(`the rollout is already ${record.state}`)
     record.state = 'aborted'
     record.nextChangeAt = null
     record.pausedRemainingMs = null
-    this.event(record, now, 'aborted', record.currentStage ?? undefined, reason)
-    await this.commit(record)
+    this.event(record, now, 'aborted', record.currentStage ?? undefined, reason, signedAt)
+    await this.commit(record, signedAt)
     return { ok: true, value: this.statusOf(record) }
   }
 
@@ -468,18 +493,36 @@ export class RolloutCoordinator extends DurableObject<Env> {
     event: RolloutHistoryEvent['event'],
     stage?: number,
     detail?: string,
+    signedAt?: string,
   ): void {
     record.history.push({
       at: iso(now),
       event,
       ...(stage === undefined ? {} : { stage }),
       ...(detail === undefined ? {} : { detail: detail.slice(0, 300) }),
+      ...(signedAt === undefined ? {} : { signedAt }),
     })
     if (record.history.length > MAX_HISTORY) record.history.splice(0, record.history.length - MAX_HISTORY)
   }
 
-  /** Stores the record and makes the alarm match its pending change. */
-  private async commit(record: RolloutRecord): Promise<void> {
+  /**
+   * A statement signed no later than the newest one this object acted on has been used (or was
+   * overtaken): a copy replayed by whoever holds the token must not pause, resume or abort again.
+   */
+  private replayedStatement(signedAt: string | undefined): RolloutResult<never> | null {
+    const last = readMeta(this.sql, LAST_SIGNED_KEY)
+    if (signedAt === undefined || last === null || Date.parse(signedAt) > Number(last)) return null
+    return conflict(
+      `this rollout already acted on a statement signed at ${iso(Number(last))}; a statement signed at ${signedAt} is a replay or overtaken: sign a new one`,
+    )
+  }
+
+  /**
+   * Stores the record (and the signing time of the statement it acted on, if any) and makes the alarm
+   * match its pending change.
+   */
+  private async commit(record: RolloutRecord, signedAt?: string): Promise<void> {
+    if (signedAt !== undefined) writeMeta(this.sql, LAST_SIGNED_KEY, String(Date.parse(signedAt)))
     writeMeta(this.sql, RECORD_KEY, JSON.stringify(record))
     this.record = record
     if (record.nextChangeAt === null) await this.ctx.storage.deleteAlarm()

@@ -123,6 +123,8 @@ export const RolloutHistoryEvent = z.object({
   event: z.enum(['scheduled', 'stage', 'paused', 'resumed', 'halted', 'aborted', 'completed']),
   stage: z.number().int().nonnegative().optional(),
   detail: z.string().max(300).optional(),
+  /** Done on a maintainer-signed statement (ADR 0038) signed at this time, not on the token alone. */
+  signedAt: IsoDateTime.optional(),
 })
 export type RolloutHistoryEvent = z.infer<typeof RolloutHistoryEvent>
 

@@ -104,6 +104,13 @@ export const RuntimeConfig = z.object({
    * the Cloudflare account can write this document, not the token it restricts.
    */
   yank: z.object({ requireStatement: z.boolean().default(false) }).prefault({}),
+  /**
+   * Staged rollouts (ADR 0010, 0038). `requireStatement`: start, pause, resume and abort only on a
+   * maintainer-signed statement (422 otherwise), so `PUBLISH_TOKEN` alone can neither hold a release
+   * back from devices nor push one to them. Off by default, like `yank.requireStatement`; it means
+   * something only where MAINTAINER_KEYS is set (otherwise any signature passes).
+   */
+  rollout: z.object({ requireStatement: z.boolean().default(false) }).prefault({}),
   /** Zones for dependency sharding (durable-objects/shard-planner.ts); see schemas/shards.ts. */
   zones: ZonesConfig.prefault({}),
   /** How long an isolate trusts its cached copy before re-reading KV. */

@@ -65,8 +65,8 @@ export const COMPONENT_SCHEMAS = {
   YankResult: schemas.YankResult,
   SignedRoot: schemas.SignedRoot,
   ProblemDetails: schemas.ProblemDetails,
-  RolloutSpec: schemas.RolloutSpec,
-  RolloutControl: schemas.RolloutControl,
+  RolloutStartRequest: schemas.RolloutStartRequest,
+  RolloutControlRequest: schemas.RolloutControlRequest,
   RolloutStatus: schemas.RolloutStatus,
   ServedRolloutCheck: schemas.ServedRolloutCheck,
   RolloutOutcome: schemas.RolloutOutcome,
@@ -249,6 +249,15 @@ const MAINTAINER_SIGNED =
 const YANK_SIGNED =
   `${MAINTAINER_SIGNED} With runtime config \`yank.requireStatement\`, a request without a statement is ` +
   'refused (422 `untrusted-signature`) before anything changes.'
+
+/** Rollout control: plain or signed (workers/publish/rollout-control.ts, ADR 0038). */
+const ROLLOUT_SIGNED =
+  'The body is the request itself, or `{ "statement": SignedRolloutControlStatement }` whose `request` is ' +
+  'that body as JSON text, for this name, channel and action, signed at most an hour ahead and valid at ' +
+  'most a day (422 `invalid-statement` otherwise). ' +
+  `${MAINTAINER_SIGNED} The rollout takes each statement once: one signed no later than the last it acted ` +
+  'on is a 409. With runtime config `rollout.requireStatement`, a request without a statement is refused ' +
+  '(422 `untrusted-signature`) before anything changes.'
 
 /** Device credentials on reports and prefetch queries (workers/devices/authenticate.ts, ADR 0026). */
 const DEVICE_AUTH =
@@ -746,11 +755,12 @@ function rolloutRoutes(): RouteSpec[] {
     tag: 'rollouts',
     auth: 'bearer',
     parameters: params,
-    ...(action === 'resume' ? {} : { requestBody: { kind: 'json', schema: 'RolloutControl' } as const }),
+    description: ROLLOUT_SIGNED,
+    requestBody: { kind: 'json', schema: 'RolloutControlRequest' },
     responses: {
       '200': { description: 'The rollout status', body: { kind: 'json', schema: 'RolloutStatus' } },
     },
-    problems: [400, 401, 404, 409],
+    problems: [400, 401, 404, 409, 413, 422],
   })
   return [
     {
@@ -782,10 +792,11 @@ function rolloutRoutes(): RouteSpec[] {
       path: '/v1/rollouts/{name}/{channel}/start',
       operationId: 'startRollout',
       summary: 'Schedule a staged rollout of a published version',
+      description: ROLLOUT_SIGNED,
       tag: 'rollouts',
       auth: 'bearer',
       parameters: params,
-      requestBody: { kind: 'json', schema: 'RolloutSpec' },
+      requestBody: { kind: 'json', schema: 'RolloutStartRequest' },
       responses: { '201': { description: 'Scheduled', body: { kind: 'json', schema: 'RolloutStatus' } } },
       problems: [400, 401, 404, 409, 413, 422],
     },

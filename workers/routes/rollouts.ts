@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import { Hono } from 'hono'
-import type { z } from 'zod'
+import { z } from 'zod'
 import { type RolloutResult, rolloutCoordinator } from '../../durable-objects/rollout-coordinator.ts'
 import { type ArtifactIndex, channelHead, versionEntry } from '../../schemas/artifact-index.ts'
 import type { ArtifactManifest } from '../../schemas/manifest.ts'
@@ -11,6 +11,7 @@ import {
   RolloutParams,
   RolloutSpec,
 } from '../../schemas/rollout.ts'
+import type { RolloutControlAction } from '../../schemas/rollout-control-statement.ts'
 import type { ServedRolloutCheck } from '../../schemas/rollout-statement.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
@@ -19,6 +20,7 @@ import { requireMaintainer } from '../http/auth.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
+import { rolloutControlRequest } from '../publish/rollout-control.ts'
 import { signRolloutCheck } from '../signing/index-statement.ts'
 import { readIndex, requirePublished } from '../storage/artifact-store.ts'
 
@@ -45,16 +47,34 @@ function unwrap<T>(result: RolloutResult<T>): T {
   })
 }
 
+/** The request body, bounded (empty when there is none). */
+async function bodyBytes(c: RolloutContext): Promise<Uint8Array> {
+  return c.req.raw.body
+    ? await readBoundedBody(c.req.raw, MAX_ROLLOUT_BODY_BYTES, MAX_ROLLOUT_BODY_BYTES)
+    : new Uint8Array()
+}
+
 /** A small JSON body (empty allowed when `schema` accepts `{}`), validated. */
 async function jsonBody<Schema extends z.ZodType>(
   c: RolloutContext,
   schema: Schema,
 ): Promise<z.infer<Schema>> {
-  const bytes = c.req.raw.body
-    ? await readBoundedBody(c.req.raw, MAX_ROLLOUT_BODY_BYTES, MAX_ROLLOUT_BODY_BYTES)
-    : new Uint8Array()
+  const bytes = await bodyBytes(c)
   return parseJsonBody(bytes.length === 0 ? new TextEncoder().encode('{}') : bytes, schema)
 }
+
+/** A maintainer control body: plain, or a signed statement standing for it (ADR 0038). */
+async function controlBody<Schema extends z.ZodType>(
+  c: RolloutContext,
+  params: { name: string; channel: string },
+  action: RolloutControlAction,
+  schema: Schema,
+) {
+  return rolloutControlRequest(c.env, await bodyBytes(c), { ...params, action }, schema)
+}
+
+/** Resume takes no fields; a signed resume carries `{}` as its request. */
+const ResumeRequest = z.object({})
 
 const noStore = (c: RolloutContext) => c.header('cache-control', 'no-store')
 
@@ -100,7 +120,7 @@ export const rolloutsRouter = new Hono<AppEnv>()
   })
   .post('/:name/:channel/start', requireMaintainer, valid('param', RolloutParams), async (c) => {
     const params = c.req.valid('param')
-    const spec = await jsonBody(c, RolloutSpec)
+    const { request: spec, signedAt } = await controlBody(c, params, 'start', RolloutSpec)
     if (spec.startAt !== undefined && Date.parse(spec.startAt) > Date.now() + MAX_SCHEDULE_AHEAD_MS) {
       throw new Problem(422, 'unprocessable', 'startAt is more than a year ahead')
     }
@@ -123,19 +143,25 @@ export const rolloutsRouter = new Hono<AppEnv>()
         `${params.name}@${spec.version} was not published to channel "${params.channel}" (its signed manifest lists: ${signedFor.join(', ') || 'none'}); devices would refuse it`,
       )
     if (index) assertDevicesWouldTake(index, params.channel, published.envelope.signed)
-    const status = unwrap(await coordinator(c, params).start({ ...params, spec }))
+    const status = unwrap(
+      await coordinator(c, params).start({ ...params, spec, ...(signedAt ? { signedAt } : {}) }),
+    )
     return c.json(status, 201)
   })
   .post('/:name/:channel/pause', requireMaintainer, valid('param', RolloutParams), async (c) => {
     const params = c.req.valid('param')
-    return c.json(unwrap(await coordinator(c, params).pause(await jsonBody(c, RolloutControl))))
+    const { request, signedAt } = await controlBody(c, params, 'pause', RolloutControl)
+    return c.json(unwrap(await coordinator(c, params).pause(request, signedAt)))
   })
   .post('/:name/:channel/resume', requireMaintainer, valid('param', RolloutParams), async (c) => {
-    return c.json(unwrap(await coordinator(c, c.req.valid('param')).resume()))
+    const params = c.req.valid('param')
+    const { signedAt } = await controlBody(c, params, 'resume', ResumeRequest)
+    return c.json(unwrap(await coordinator(c, params).resume(signedAt)))
   })
   .post('/:name/:channel/abort', requireMaintainer, valid('param', RolloutParams), async (c) => {
     const params = c.req.valid('param')
-    return c.json(unwrap(await coordinator(c, params).abort(await jsonBody(c, RolloutControl))))
+    const { request, signedAt } = await controlBody(c, params, 'abort', RolloutControl)
+    return c.json(unwrap(await coordinator(c, params).abort(request, signedAt)))
   })
 
 /**

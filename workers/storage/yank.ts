@@ -56,7 +56,7 @@ export async function setYanked(
  * version, so one dated years ahead (a signing machine with a wrong clock) would outrank every later
  * restore or yank of that version for good.
  */
-const MAX_STATEMENT_AHEAD_MS = 60 * 60 * 1000
+export const MAX_STATEMENT_AHEAD_MS = 60 * 60 * 1000
 
 /**
  * A statement must say what the request does, about this version's bytes, not be stale already, and
