@@ -5,6 +5,7 @@ import { type AgentConfig, publishToken } from '../config.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
+import type { KeyFiles } from '../publish.ts'
 import { controlRollout, type RolloutAction } from '../rollout/client.ts'
 import {
   parseCount,
@@ -14,8 +15,15 @@ import {
   parseStartAt,
   stagesFrom,
 } from '../rollout/parse-options.ts'
+import { SIGNING_KEY_OPTION } from './arguments.ts'
 
-interface StartOptions {
+/** How a control request is signed: `--key` (repeatable), else the config's signingKey, unless `--unsigned`. */
+interface SigningOptions {
+  key?: string[]
+  unsigned?: boolean
+}
+
+interface StartOptions extends SigningOptions {
   channel: string
   version: string
   stages: number[]
@@ -40,9 +48,11 @@ export function registerRolloutCommands(
     action: RolloutAction,
     name: string,
     channel: string,
+    signing: SigningOptions,
     body?: Parameters<typeof controlRollout>[5],
   ) => {
     const loaded = await config()
+    const keyFile: KeyFiles | undefined = signing.unsigned ? undefined : (signing.key ?? loaded.signingKey)
     const status = await controlRollout(
       new EdgeClient(loaded.edgeUrl),
       publishToken(),
@@ -50,12 +60,17 @@ export function registerRolloutCommands(
       channel,
       action,
       body,
+      keyFile,
     )
     reporter().result(describeStatus(status), { rollout: status })
   }
+  /** Control commands sign with the maintainer's key when there is one (ADR 0038). */
+  const signable = (command: Command) =>
+    command
+      .option(...SIGNING_KEY_OPTION)
+      .option('--unsigned', 'send with the token alone (an edge with rollout.requireStatement refuses it)')
 
-  rollout
-    .command('start <name>')
+  signable(rollout.command('start <name>'))
     .description('schedule a staged rollout of a published version')
     .requiredOption('--version <version>', 'the published version to roll out', parseWith(Version))
     .option('--channel <channel>', 'channel the rollout governs', parseWith(ChannelName), 'stable')
@@ -75,7 +90,7 @@ export function registerRolloutCommands(
     .option('--max-failure-rate <rate>', 'halt above this failure rate (0.05 or 5%)', parseRate)
     .option('--min-sample <n>', 'reports a cohort needs before any halt (at least 5)', parseCount)
     .action(async (name: string, options: StartOptions) => {
-      await act('start', checkedName(name), options.channel, {
+      await act('start', checkedName(name), options.channel, options, {
         version: options.version,
         stages: stagesFrom(options.stages, options.stageDuration),
         ...(options.startAt === undefined ? {} : { startAt: options.startAt }),
@@ -88,34 +103,35 @@ export function registerRolloutCommands(
     ['pause', 'stop advancing stages (admitted devices stay in)'],
     ['abort', 'stop for good: nobody new is admitted'],
   ] as const) {
-    rollout
-      .command(`${action} <name>`)
+    signable(rollout.command(`${action} <name>`))
       .description(description)
       .option('--channel <channel>', 'channel of the rollout', parseWith(ChannelName), 'stable')
       .option('--reason <text>', 'why, for the history')
-      .action(async (name: string, options: { channel: string; reason?: string }) => {
+      .action(async (name: string, options: SigningOptions & { channel: string; reason?: string }) => {
         if (options.reason !== undefined && options.reason.length > 200)
           throw new AgentError('usage', '--reason is limited to 200 characters')
         await act(
           action,
           checkedName(name),
           options.channel,
+          options,
           options.reason ? { reason: options.reason } : {},
         )
       })
   }
-  for (const [action, description] of [
-    ['resume', 'continue a paused rollout'],
-    ['status', 'stage, cohort progress, failure rate and history'],
-  ] as const) {
-    rollout
-      .command(`${action} <name>`)
-      .description(description)
-      .option('--channel <channel>', 'channel of the rollout', parseWith(ChannelName), 'stable')
-      .action(async (name: string, options: { channel: string }) => {
-        await act(action, checkedName(name), options.channel)
-      })
-  }
+  signable(rollout.command('resume <name>'))
+    .description('continue a paused rollout')
+    .option('--channel <channel>', 'channel of the rollout', parseWith(ChannelName), 'stable')
+    .action(async (name: string, options: SigningOptions & { channel: string }) => {
+      await act('resume', checkedName(name), options.channel, options)
+    })
+  rollout
+    .command('status <name>')
+    .description('stage, cohort progress, failure rate and history')
+    .option('--channel <channel>', 'channel of the rollout', parseWith(ChannelName), 'stable')
+    .action(async (name: string, options: { channel: string }) => {
+      await act('status', checkedName(name), options.channel, { unsigned: true })
+    })
 }
 
 /** A few readable lines: where the rollout stands and how each cohort is doing. */

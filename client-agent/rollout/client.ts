@@ -9,7 +9,9 @@ import {
 import type { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { type IndexTrust, verifyServedRolloutCheck } from '../index-trust.ts'
+import type { KeyFiles } from '../publish.ts'
 import { errorFromResponse } from '../transfer/error-response.ts'
+import { signedControlBody } from './control-statement.ts'
 
 /**
  * The agent's and the maintainer's side of /v1/rollouts (workers/routes/rollouts.ts): every answer is
@@ -93,20 +95,29 @@ export async function reportOutcomeQuietly(
 
 export type RolloutAction = 'start' | 'pause' | 'resume' | 'abort' | 'status'
 
-/** Maintainer control (bearer token): start with a spec, pause/abort with a reason, resume, status. */
+/**
+ * Maintainer control (bearer token): start with a spec, pause/abort with a reason, resume, status. With
+ * `keyFile` a control request is sent as a statement signed by those keys (ADR 0038), which an edge
+ * with runtime config `rollout.requireStatement` insists on.
+ */
 export async function controlRollout(
   edge: EdgeClient,
   token: string,
   name: string,
   channel: string,
   action: RolloutAction,
-  body?: RolloutSpecInput | { reason?: string },
+  request?: RolloutSpecInput | { reason?: string },
+  keyFile?: KeyFiles,
 ): Promise<RolloutStatus> {
   if (action === 'start') {
-    const spec = RolloutSpec.safeParse(body)
+    const spec = RolloutSpec.safeParse(request)
     if (!spec.success)
       throw new AgentError('usage', `invalid rollout: ${spec.error.issues.map((i) => i.message).join('; ')}`)
   }
+  const body =
+    keyFile && action !== 'status'
+      ? await signedControlBody({ name, channel, action }, request, keyFile)
+      : request
   const response = await edge.request(rolloutPath(name, channel, `/${action}`), {
     method: action === 'status' ? 'GET' : 'POST',
     headers: {
