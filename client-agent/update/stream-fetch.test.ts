@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, readFile, stat } from 'node:fs/promises'
+import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -131,6 +131,38 @@ describe('fetchDeltaStream', () => {
     expect(server.served() - before).toBeLessThanOrEqual(
       wire.length - journal.groupsDone * groupWire + FRAMED,
     )
+  })
+
+  it('starts over when the journal outlived its payload file (a kill between their two removals)', async () => {
+    const { payload, wire, sha256 } = await framedPayload(300_000)
+    server = await startRangeServer(wire)
+    const path = await target()
+    const request = requestFor(sha256, payload.length, path)
+    // What verifyPayload or a broken stream leaves when killed after removing the payload, before the journal.
+    const groupBytes = 8 * BLOCK
+    await writeFile(
+      `${path}.journal`,
+      JSON.stringify({ url: request.url, payloadSha256: sha256, groupsDone: 2, bytesDone: 2 * groupBytes }),
+    )
+    const result = await fetchDeltaStream({ ...request, controller: small() })
+    expect(result.resumedAtGroup).toBe(0)
+    expectSameBytes(await readFile(path), payload)
+  })
+
+  it('starts over when the payload file is shorter than the journal promises', async () => {
+    const { payload, wire, sha256 } = await framedPayload(300_000)
+    server = await startRangeServer(wire)
+    const path = await target()
+    const request = requestFor(sha256, payload.length, path)
+    const groupBytes = 8 * BLOCK
+    await writeFile(path, payload.subarray(0, 1000))
+    await writeFile(
+      `${path}.journal`,
+      JSON.stringify({ url: request.url, payloadSha256: sha256, groupsDone: 2, bytesDone: 2 * groupBytes }),
+    )
+    const result = await fetchDeltaStream({ ...request, controller: small() })
+    expect(result.resumedAtGroup).toBe(0)
+    expectSameBytes(await readFile(path), payload)
   })
 
   it('refuses a stream that is not the one the signed manifest names', async () => {
