@@ -165,6 +165,20 @@ describe('fetchDeltaStream', () => {
     expectSameBytes(await readFile(path), payload)
   })
 
+  it('reads no further than the range it asked for when a 206 carries the rest of the stream', async () => {
+    const { payload, wire, sha256 } = await framedPayload(1_000_000)
+    // Every range (block 0's probe included) answered with everything from its start to the end.
+    server = await startRangeServer(wire, undefined, { ignoreRangeEnd: true })
+    const path = await target()
+    const result = await fetchDeltaStream({
+      ...requestFor(sha256, payload.length, path),
+      controller: small(),
+    })
+    expectSameBytes(await readFile(path), payload)
+    // The stream once, and block 0 a second time: not the stream again for every range.
+    expect(result.wireBytes).toBeLessThanOrEqual(wire.length + FRAMED)
+  })
+
   it('refuses a stream that is not the one the signed manifest names', async () => {
     const { payload, wire } = await framedPayload(50_000)
     server = await startRangeServer(wire)

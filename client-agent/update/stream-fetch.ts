@@ -107,7 +107,10 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
           wireBytes += bytes.length
           await cap.received(bytes.length, request.signal)
         },
-        request.signal ? { signal: request.signal } : {},
+        // A 206 carrying more than the range (the rest of the stream, or an endless body before the
+        // metadata is checked) is cut at the range's end: it would otherwise all be read, and the
+        // block-0 probe collects what it reads in memory.
+        { limitBytes: length, ...(request.signal ? { signal: request.signal } : {}) },
       )
     } catch (error) {
       if (error instanceof AgentError) controller.onRangeError(performance.now(), 'timeout')
