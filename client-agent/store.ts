@@ -1,4 +1,4 @@
-import { lstat, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
+import { readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gt } from 'semver'
 import { z } from 'zod'
@@ -8,7 +8,14 @@ import { meetsThreshold, type TrustedKey } from '../schemas/signed-envelope.ts'
 import { AgentError, systemError } from './errors.ts'
 import { artifactFolder } from './fs/artifact-folder.ts'
 import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
-import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from './fs/atomic.ts'
+import {
+  fsyncDir,
+  isTempOf,
+  removeStaleTemps,
+  renameDurably,
+  tempPathFor,
+  writeFileAtomic,
+} from './fs/atomic.ts'
 import { makeDirs } from './fs/make-dirs.ts'
 import { unlessMissing } from './fs/missing.ts'
 import { removeTree } from './fs/remove-tree.ts'
@@ -438,20 +445,7 @@ export class ArtifactStore {
         .filter((entry) => isTempOf(entry, () => true))
         .map((entry) => join(partial, entry)),
     ]
-    let swept = 0
-    for (const path of candidates) {
-      const info = await lstat(path).catch(() => null)
-      if (
-        info &&
-        info.mtimeMs < before &&
-        (await removeTree(path).then(
-          () => true,
-          () => false,
-        ))
-      )
-        swept++
-    }
-    return swept
+    return removeStaleTemps(candidates, before)
   }
 
   /** The highest serial among installed manifests for this artifact that `trust` accepts (0 if none). */
@@ -508,12 +502,6 @@ export class ArtifactStore {
     const version = target?.split('/').pop() ?? ''
     return Version.safeParse(version).success ? version : null
   }
-}
-
-/** Whether `entry` is a tempPathFor name (`.<base>.<12 hex>.tmp`) of a `base` that `accepts` takes. */
-function isTempOf(entry: string, accepts: (base: string) => boolean): boolean {
-  const match = /^\.(.+)\.[0-9a-f]{12}\.tmp$/.exec(entry)
-  return match !== null && accepts(match[1] as string)
 }
 
 function parseStoreState(text: string): StoreState | undefined {
