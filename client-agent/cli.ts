@@ -15,7 +15,7 @@ import { registerYankCommand } from './commands/yank.ts'
 import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
 import { dependencyStatus } from './dependencies.ts'
 import { AgentError, fromFileSystemError } from './errors.ts'
-import { installArtifact } from './install.ts'
+import { installArtifact, isVersionTarget } from './install.ts'
 import { formatBytes, Reporter } from './output.ts'
 import { publishArtifact } from './publish.ts'
 import { buildDeltasFromPrevious, deltasFromLastN } from './publish-deltas.ts'
@@ -481,7 +481,13 @@ function parseSpec(spec: string, explicitTarget?: string): { name: string; targe
   const target = explicitTarget ?? (at > 0 ? spec.slice(at + 1) : undefined)
   if (!ArtifactName.safeParse(name).success)
     throw new AgentError('usage', `"${name}" is not a valid artifact name`)
-  if (target !== undefined && !/^[a-z0-9][a-z0-9.+-]{0,63}$/i.test(target)) {
+  // A target starting like a version is taken as one (isVersionTarget), so it must be one: a typo such as
+  // 1.2.3.4 would otherwise reach the edge and come back as its 400 (or "cannot reach the edge").
+  if (
+    target !== undefined &&
+    (!/^[a-z0-9][a-z0-9.+-]{0,63}$/i.test(target) ||
+      (isVersionTarget(target) && !Version.safeParse(target).success))
+  ) {
     throw new AgentError('usage', `"${target}" is not a version or channel`)
   }
   return target === undefined ? { name } : { name, target }

@@ -1,5 +1,6 @@
-import { lstat, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
+import { readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { gt } from 'semver'
 import { z } from 'zod'
 import { IsoDateTime, Sha256Hex, Version } from '../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
@@ -7,7 +8,14 @@ import { meetsThreshold, type TrustedKey } from '../schemas/signed-envelope.ts'
 import { AgentError, systemError } from './errors.ts'
 import { artifactFolder } from './fs/artifact-folder.ts'
 import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
-import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from './fs/atomic.ts'
+import {
+  fsyncDir,
+  isTempOf,
+  removeStaleTemps,
+  renameDurably,
+  tempPathFor,
+  writeFileAtomic,
+} from './fs/atomic.ts'
 import { makeDirs } from './fs/make-dirs.ts'
 import { unlessMissing } from './fs/missing.ts'
 import { removeTree } from './fs/remove-tree.ts'
@@ -327,8 +335,25 @@ export class ArtifactStore {
     for (const version of doomed) await this.deleteVersion(version)
     // The lock is held and this install is done: every temp entry is a leftover now, this process's too.
     const swept = await this.sweepLeftovers(Number.POSITIVE_INFINITY)
+    if (state.current !== null) await this.dropStaleWork(state.current)
     if (doomed.length > 0 || swept > 0) await fsyncDir(join(this.dir, 'versions'))
     return doomed
+  }
+
+  /**
+   * Deletes what earlier updates left in partial/ that no later one can use, now that `current` was
+   * switched (lock held): delta payloads, their journals and rebuilt outputs start from a base that is
+   * no longer current, and a download of a version at or below `current` will not be resumed. Killed
+   * or abandoned updates otherwise left them there for good, each up to an artifact's size. A download
+   * of a newer version stays for the update that resumes it. Best effort, like sweepLeftovers.
+   */
+  private async dropStaleWork(current: string): Promise<void> {
+    const partial = join(this.dir, 'partial')
+    for (const file of await unlessMissing(readdir(partial), [])) {
+      const downloading = /^(.+)\.part$/.exec(file)?.[1]
+      if (downloading && Version.safeParse(downloading).success && gt(downloading, current)) continue
+      await removeTree(join(partial, file)).catch(() => undefined)
+    }
   }
 
   /**
@@ -397,7 +422,8 @@ export class ArtifactStore {
 
   /**
    * Deletes temp entries an earlier lock holder left (a version folder renamed aside whose delete
-   * failed or was killed, an interrupted commit's folder, a temp link or state file): only tempPathFor's
+   * failed or was killed, an interrupted commit's folder, a temp link or state file, an unfinished
+   * output in partial/): only tempPathFor's
    * `.<name>.<hex>.tmp` names, and only those older than this process, so nothing of the current
    * holder's and never a live `versions/<v>`. Best effort: what cannot be deleted now stays hidden and
    * is tried again by the next command, rather than failing this one. `before`: only entries changed
@@ -405,6 +431,7 @@ export class ArtifactStore {
    */
   async sweepLeftovers(before = performance.timeOrigin): Promise<number> {
     const versions = join(this.dir, 'versions')
+    const partial = join(this.dir, 'partial')
     const candidates = [
       ...(await unlessMissing(readdir(versions), []))
         .filter((entry) => isTempOf(entry, (base) => Version.safeParse(base).success))
@@ -412,21 +439,13 @@ export class ArtifactStore {
       ...(await unlessMissing(readdir(this.dir), []))
         .filter((entry) => isTempOf(entry, (base) => base === 'current' || base === 'state.json'))
         .map((entry) => join(this.dir, entry)),
+      // A killed update's unfinished outputs (a rebuild, a journal being rewritten): never resumed, and
+      // an update killed on every try (out of memory mid-apply) would add one per try.
+      ...(await unlessMissing(readdir(partial), []))
+        .filter((entry) => isTempOf(entry, () => true))
+        .map((entry) => join(partial, entry)),
     ]
-    let swept = 0
-    for (const path of candidates) {
-      const info = await lstat(path).catch(() => null)
-      if (
-        info &&
-        info.mtimeMs < before &&
-        (await removeTree(path).then(
-          () => true,
-          () => false,
-        ))
-      )
-        swept++
-    }
-    return swept
+    return removeStaleTemps(candidates, before)
   }
 
   /** The highest serial among installed manifests for this artifact that `trust` accepts (0 if none). */
@@ -483,12 +502,6 @@ export class ArtifactStore {
     const version = target?.split('/').pop() ?? ''
     return Version.safeParse(version).success ? version : null
   }
-}
-
-/** Whether `entry` is a tempPathFor name (`.<base>.<12 hex>.tmp`) of a `base` that `accepts` takes. */
-function isTempOf(entry: string, accepts: (base: string) => boolean): boolean {
-  const match = /^\.(.+)\.[0-9a-f]{12}\.tmp$/.exec(entry)
-  return match !== null && accepts(match[1] as string)
 }
 
 function parseStoreState(text: string): StoreState | undefined {

@@ -131,6 +131,7 @@ export async function runDaemonCycle(
   }
 
   const installed = await installedArtifacts(config.installRoot)
+  await staging.sweepLeftovers()
   result.dropped = await dropInstalled(staging, installed)
   if (options.flushTelemetry) {
     result.telemetry = await flushTelemetry(telemetryQueue, config.edgeUrl, {

@@ -5,7 +5,14 @@ import { ArtifactName, ByteSize, Sha256Hex, Version } from '../../schemas/common
 import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
 import { fileHasBytes } from '../download.ts'
 import { artifactFolder, artifactOfFolder } from '../fs/artifact-folder.ts'
-import { fsyncDir, renameDurably, tempPathFor, writeFileAtomic } from '../fs/atomic.ts'
+import {
+  fsyncDir,
+  isTempOf,
+  removeStaleTemps,
+  renameDurably,
+  tempPathFor,
+  writeFileAtomic,
+} from '../fs/atomic.ts'
 import { makeDirs } from '../fs/make-dirs.ts'
 
 const StagedEntry = z.object({
@@ -116,10 +123,16 @@ export class StagingArea {
     await makeDirs(join(final, '..'))
     const temp = tempPathFor(final)
     await mkdir(temp)
-    await renameDurably(verifiedBlob, join(temp, 'blob'))
-    await writeFileAtomic(join(temp, 'manifest.json'), JSON.stringify(envelope))
-    await rm(final, { recursive: true, force: true })
-    await rename(temp, final)
+    try {
+      await renameDurably(verifiedBlob, join(temp, 'blob'))
+      await writeFileAtomic(join(temp, 'manifest.json'), JSON.stringify(envelope))
+      await rm(final, { recursive: true, force: true })
+      await rename(temp, final)
+    } catch (error) {
+      // A full disk mid-assembly: the temp item holds the whole blob and nothing would list it.
+      await rm(temp, { recursive: true, force: true }).catch(() => undefined)
+      throw error
+    }
     await fsyncDir(join(final, '..'))
     const entry: StagedEntry = { name, version, size, sha256, stagedAt: now, lastAccess: now }
     const rest = (await this.list()).filter((e) => !(e.name === name && e.version === version))
@@ -197,6 +210,23 @@ export class StagingArea {
     return { evicted, totalBytes: total }
   }
 
+  /**
+   * Deletes what a daemon killed mid-write left: an item assembled under a temp name that put() never
+   * renamed into place (a whole artifact's bytes, which list() never shows, so neither the budget nor
+   * eviction ever saw it) and an index write never renamed. Only entries changed before `before`, so
+   * nothing of this process's; call with the daemon lock held (the only writer). Returns how many went.
+   */
+  async sweepLeftovers(before = performance.timeOrigin): Promise<number> {
+    const temps = (dir: string, names: string[]) =>
+      names.filter((entry) => isTempOf(entry, () => true)).map((entry) => join(dir, entry))
+    const candidates = temps(this.root, await entryNames(this.root))
+    for (const folder of await dirNames(this.root)) {
+      if (artifactOfFolder(folder) === null) continue
+      candidates.push(...temps(join(this.root, folder), await dirNames(join(this.root, folder))))
+    }
+    return removeStaleTemps(candidates, before)
+  }
+
   /** Deletes partial downloads of items no longer wanted (so abandoned partials do not pile up). */
   async prunePartials(wanted: ReadonlyArray<{ name: string; version: string }>): Promise<void> {
     // A wanted item's files all start with its prefix: the full download's .part, and the payloads,
@@ -257,6 +287,10 @@ async function dirNames(dir: string): Promise<string[]> {
   } catch {
     return []
   }
+}
+
+async function entryNames(dir: string): Promise<string[]> {
+  return readdir(dir).catch(() => [])
 }
 
 async function fileNames(dir: string): Promise<string[]> {

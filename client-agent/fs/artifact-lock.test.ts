@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { lstat, mkdtemp, readFile, readlink, rm, utimes, writeFile } from 'node:fs/promises'
+import { lstat, mkdtemp, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir, uptime } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -131,9 +131,13 @@ describe('the artifact lock', () => {
   })
 
   it('honours a lock file of JSON, as older agents wrote it, while its holder lives', async () => {
-    await writeLock({ pid: process.pid })
+    // The older agent is another process (this one's own pid names only locks this process holds).
+    const older = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'])
+    children.push(older)
+    await once(older, 'spawn')
+    await writeLock({ pid: older.pid ?? 0 })
     const error = await busyError(lockArtifact(dir, { timeoutMs: 0 }))
-    expect(error.message).toContain(`pid ${process.pid} (deltaport update app)`)
+    expect(error.message).toContain(`pid ${older.pid}`)
   })
 
   it('names the lock it could not take', async () => {
@@ -150,6 +154,18 @@ describe('the artifact lock', () => {
     await writeLock({ pid: process.pid, bootedAt: Date.now() - 30 * 86_400_000 })
     const second = await lockArtifact(dir, { timeoutMs: 0 })
     await second.release()
+  })
+
+  it("takes over a lock left by an earlier process with this one's pid, still waiting for its own", async () => {
+    // A container's agent is pid 1 on every run: one killed holding the lock left it naming pid 1, the
+    // pid the next run has. kill(pid, 0) then finds the next run itself alive, and it waited for itself.
+    const booted = Math.round(Date.now() - uptime() * 1000)
+    await symlink(`deltaport-lock:${process.pid}:${booted}:${'0'.repeat(16)}`, join(dir, 'lock'))
+    const lock = await lockArtifact(dir, { timeoutMs: 0 })
+    // A lock this process does hold (another task of it, as `deltaport run`'s swap and poll) is waited for.
+    await busyError(lockArtifact(dir, { timeoutMs: 0 }))
+    await lock.release()
+    await (await lockArtifact(dir, { timeoutMs: 0 })).release()
   })
 
   it('treats an unreadable lock as being written for a few seconds, then as dead', async () => {

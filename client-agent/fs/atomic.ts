@@ -1,12 +1,42 @@
 import { randomBytes } from 'node:crypto'
 import { rmSync } from 'node:fs'
-import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises'
+import { type FileHandle, lstat, open, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { AgentError, namingPath } from '../errors.ts'
+import { removeTree } from './remove-tree.ts'
 
 /** A sibling temp path, so the final rename never crosses a filesystem. */
 export function tempPathFor(target: string): string {
   return join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`)
+}
+
+/** Whether `entry` is a tempPathFor name (`.<base>.<12 hex>.tmp`) of a `base` that `accepts` takes. */
+export function isTempOf(entry: string, accepts: (base: string) => boolean): boolean {
+  const match = /^\.(.+)\.[0-9a-f]{12}\.tmp$/.exec(entry)
+  return match !== null && accepts(match[1] as string)
+}
+
+/**
+ * Deletes the entries of `paths` (tempPathFor names a killed or failed process left) last changed
+ * before `before` (ms since the epoch), so nothing a live writer made since is touched. Best effort:
+ * what cannot be deleted now is tried again next time rather than failing the caller. Returns how
+ * many were deleted.
+ */
+export async function removeStaleTemps(paths: readonly string[], before: number): Promise<number> {
+  let removed = 0
+  for (const path of paths) {
+    const info = await lstat(path).catch(() => null)
+    if (
+      info &&
+      info.mtimeMs < before &&
+      (await removeTree(path).then(
+        () => true,
+        () => false,
+      ))
+    )
+      removed++
+  }
+  return removed
 }
 
 /**

@@ -184,6 +184,17 @@ describe('deltaport CLI', () => {
 
     const offline = await makeWorkspace('http://127.0.0.1:9')
     expect((await runWithConfig(offline.configFile, ['install', 'x'])).code).toBe(4)
+    // A target that starts like a version but is none is the user's typo, told before any request
+    // (not "cannot reach the edge", nor the edge's 400 as exit 5).
+    for (const args of [
+      ['install', 'x@1.2.3.4'],
+      ['install', 'x@1.0.0+build'],
+      ['update', 'x', '--to', '01.2.3'],
+    ]) {
+      const typo = await runWithConfig(offline.configFile, args)
+      expect(typo.code, args.join(' ')).toBe(2)
+      expect(typo.stderr, args.join(' ')).toContain('is not a version')
+    }
   })
 
   it('waits for, or with --wait 0 refuses, an artifact another process is changing (exit 11)', async () => {

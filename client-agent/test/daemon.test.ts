@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process'
-import { readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir, readdir, readFile, stat, truncate, utimes, writeFile } from 'node:fs/promises'
+import { basename, join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
@@ -209,6 +209,27 @@ describe('deltaport daemon against the real edge', () => {
     expect(await staging.find('ddrop', '1.1.0')).toBeUndefined()
   })
 
+  it('sweeps what a daemon killed while staging left in the staging area', async () => {
+    const config = device('killed-put')
+    await installedWithNewerHead(config, 'dkill', 20_000)
+    await runDaemonCycle(config, { loadSampler: idle })
+    const staging = new StagingArea(config.installRoot)
+    const itemDir = staging.itemDir('dkill', '1.1.0')
+    // put() killed between assembling the item under a temp name and renaming it into place, and an
+    // index write killed before its rename: neither is ever listed, counted in the budget or reused.
+    const half = tempPathFor(staging.itemDir('dkill', '1.2.0'))
+    await mkdir(half)
+    await writeFile(join(half, 'blob'), Buffer.alloc(20_000))
+    const index = tempPathFor(join(staging.root, 'index.json'))
+    await writeFile(index, '{')
+    const anHourAgo = new Date(Date.now() - 3_600_000)
+    for (const path of [half, index]) await utimes(path, anHourAgo, anHourAgo)
+    await runDaemonCycle(config, { loadSampler: busy })
+    expect(await readdir(join(itemDir, '..'))).toEqual(['1.1.0'])
+    expect(await readdir(staging.root)).not.toContain(basename(index))
+    expect(await staging.find('dkill', '1.1.0')).toBeDefined()
+  })
+
   it('refuses to stage what no trusted key signed', async () => {
     const config = device('trust')
     await installedWithNewerHead(config, 'dtrust', 10_000)
@@ -361,5 +382,21 @@ describe('staging area', () => {
     // The index is only a cache: without it the items are found again from the files.
     await writeFile(join(staging.root, 'index.json'), 'garbage')
     expect((await staging.list()).map((e) => `${e.name}@${e.version}`)).toEqual(['@acme/lru@1.0.0'])
+  })
+
+  it('leaves no half-assembled item behind when staging fails', async () => {
+    const staging = new StagingArea(join(suite.ws.dir, 'store-failed-put'))
+    await staging.prepare()
+    const manifest = manifestFor({
+      name: 'dfail',
+      version: '1.0.0',
+      size: 1,
+      sha256: 'a'.repeat(64),
+      serial: 1,
+    })
+    // The blob is gone by the time it is moved in (a running daemon's failure, not a kill).
+    const missing = join(suite.ws.dir, 'no-such-blob')
+    await expect(staging.put(missing, await signManifest(manifest, suite.ws.key))).rejects.toThrow()
+    expect(await readdir(join(staging.itemDir('dfail', '1.0.0'), '..'))).toEqual([])
   })
 })

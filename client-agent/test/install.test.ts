@@ -1,5 +1,16 @@
 import { spawnSync } from 'node:child_process'
-import { mkdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import {
+  mkdir,
+  readdir,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  stat,
+  symlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { hashFile } from '../download.ts'
@@ -214,6 +225,34 @@ describe('publish → install → update → rollback through a real edge', () =
     expect(resumed.resumedFrom).toBe(partialSize)
     expect(resumed.bytesDownloaded).toBe(big.bytes.length - partialSize)
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), big.bytes)
+  })
+
+  it('clears the work files killed or abandoned updates left in partial/, keeping a newer download', async () => {
+    const v1 = await writeArtifact(suite.ws.dir, 'litter-1.bin', 50_000)
+    const v2 = await writeArtifact(suite.ws.dir, 'litter-2.bin', 50_000)
+    await publish(v1.path, 'litter', '1.0.0')
+    await installArtifact(suite.ws.config, { name: 'litter' })
+    await publish(v2.path, 'litter', '1.1.0')
+    const store = new ArtifactStore(suite.ws.config.installRoot, 'litter')
+    const partial = join(store.dir, 'partial')
+    const anHourAgo = new Date(Date.now() - 3_600_000)
+    // What kill -9 leaves: a rebuild's open temp output, a delta payload and its journal, a chain's
+    // intermediate output; and a full download of a version the channel has since moved past.
+    const litter = {
+      '.1.1.0.rebuilt.0123456789ab.tmp': 'half rebuilt',
+      '1.0.0-1.0.5.vcdiff.delta': 'payload',
+      '1.0.0-1.0.5.vcdiff.delta.journal': '{}',
+      '1.0.5.rebuilt': 'intermediate',
+      '1.0.9.part': 'abandoned download',
+      // A download of a release newer than what gets installed stays resumable.
+      '2.0.0.part': 'still wanted',
+    }
+    for (const [file, text] of Object.entries(litter)) {
+      await writeFile(join(partial, file), text)
+      await utimes(join(partial, file), anHourAgo, anHourAgo)
+    }
+    expect(await installArtifact(suite.ws.config, { name: 'litter' })).toMatchObject({ version: '1.1.0' })
+    expect(await readdir(partial)).toEqual(['2.0.0.part'])
   })
 
   it('runs one install of an artifact at a time: a second waits and finds it done', async () => {

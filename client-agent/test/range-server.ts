@@ -9,6 +9,14 @@ export interface RangeServer {
   close(): Promise<void>
 }
 
+export interface RangeServerOptions {
+  /**
+   * Answer `bytes=a-b` with everything from `a` to the end of the body (still a 206 naming the asked
+   * range), as a broken cache or proxy in between might: the client must stop where it asked to.
+   */
+  ignoreRangeEnd?: boolean
+}
+
 /**
  * A loopback HTTP server that serves `body` with single-range semantics and lets a test damage what
  * goes over the wire: `fault(offset, bytes, requestNumber)` may flip bytes in place or return 'cut'
@@ -17,6 +25,7 @@ export interface RangeServer {
 export async function startRangeServer(
   body: Uint8Array,
   fault: (offset: number, bytes: Uint8Array, request: number) => 'cut' | undefined = () => undefined,
+  options: RangeServerOptions = {},
 ): Promise<RangeServer> {
   let served = 0
   let requests = 0
@@ -25,7 +34,7 @@ export async function startRangeServer(
     const match = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '')
     const start = match ? Number(match[1]) : 0
     const end = match ? Math.min(Number(match[2]), body.length - 1) : body.length - 1
-    const slice = body.slice(start, end + 1)
+    const slice = body.slice(start, options.ignoreRangeEnd ? body.length : end + 1)
     const verdict = fault(start, slice, request)
     res.writeHead(match ? 206 : 200, {
       'content-length': String(slice.length),

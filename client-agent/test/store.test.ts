@@ -162,6 +162,10 @@ describe('ArtifactStore leftovers', () => {
     await utimes(join(store.dir, '.state.json.00112233aabb.tmp'), anHourAgo, anHourAgo)
     await symlink('versions/1.0.0', join(store.dir, '.current.00112233aabb.tmp'))
     await lutimes(join(store.dir, '.current.00112233aabb.tmp'), anHourAgo, anHourAgo)
+    // A killed update's rebuild output, which no later update resumes.
+    const rebuilt = join(store.dir, 'partial', '.1.1.0.rebuilt.00112233aabb.tmp')
+    await writeFile(rebuilt, 'half rebuilt')
+    await utimes(rebuilt, anHourAgo, anHourAgo)
     const fresh = join(versions, '.0.8.0.fedcba987654.tmp')
     await mkdir(fresh)
 
@@ -170,6 +174,7 @@ describe('ArtifactStore leftovers', () => {
     )
     expect((await readdir(versions)).sort()).toEqual(['.0.8.0.fedcba987654.tmp', '1.0.0'])
     expect((await readdir(store.dir)).sort()).toEqual(['current', 'partial', 'state.json', 'versions'])
+    expect(await readdir(join(store.dir, 'partial'))).toEqual([])
     expect(await store.state()).toMatchObject({ current: '1.0.0' })
     expect(await hashFile(store.blobPath('1.0.0'))).toMatch(/^[0-9a-f]{64}$/)
   })

@@ -23,6 +23,12 @@ export interface ReadBodyOptions {
   signal?: AbortSignal
   stallMs?: number
   minRate?: MinimumRate
+  /**
+   * Hand `onChunk` at most this many bytes: the chunk that goes past it is cut there and the rest of
+   * the body is cancelled unread. For an answer whose length the caller asked for (a range): a server
+   * that sends more must not make the agent read, buffer or write what it never asked for.
+   */
+  limitBytes?: number
 }
 
 /**
@@ -76,6 +82,12 @@ export async function readBody(
         }
         waitedMs = 0
         waitedBytes = 0
+      }
+      const room = (options.limitBytes ?? Number.POSITIVE_INFINITY) - total
+      // Read on to the end while within the limit, so an honest body ends (and its connection is reused).
+      if (value.length > room) {
+        if (room > 0) await onChunk(value.subarray(0, room))
+        return total + Math.max(0, room)
       }
       total += value.length
       await onChunk(value)

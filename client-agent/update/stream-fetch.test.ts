@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, readFile, stat } from 'node:fs/promises'
+import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -131,6 +131,40 @@ describe('fetchDeltaStream', () => {
     expect(server.served() - before).toBeLessThanOrEqual(
       wire.length - journal.groupsDone * groupWire + FRAMED,
     )
+  })
+
+  // A kill between removing the payload and its journal (verifyPayload, a broken stream) leaves the
+  // journal alone; a payload cut short by hand leaves it promising more than the file holds.
+  for (const [what, kept] of [
+    ['the journal outlived its payload file', null],
+    ['the payload file is shorter than the journal promises', 1000],
+  ] as const) {
+    it(`starts over when ${what}`, async () => {
+      const { payload, wire, sha256 } = await framedPayload(300_000)
+      server = await startRangeServer(wire)
+      const path = await target()
+      const request = requestFor(sha256, payload.length, path)
+      if (kept !== null) await writeFile(path, payload.subarray(0, kept))
+      const journal = { url: request.url, payloadSha256: sha256, groupsDone: 2, bytesDone: 2 * 8 * BLOCK }
+      await writeFile(`${path}.journal`, JSON.stringify(journal))
+      const result = await fetchDeltaStream({ ...request, controller: small() })
+      expect(result.resumedAtGroup).toBe(0)
+      expectSameBytes(await readFile(path), payload)
+    })
+  }
+
+  it('reads no further than the range it asked for when a 206 carries the rest of the stream', async () => {
+    const { payload, wire, sha256 } = await framedPayload(1_000_000)
+    // Every range (block 0's probe included) answered with everything from its start to the end.
+    server = await startRangeServer(wire, undefined, { ignoreRangeEnd: true })
+    const path = await target()
+    const result = await fetchDeltaStream({
+      ...requestFor(sha256, payload.length, path),
+      controller: small(),
+    })
+    expectSameBytes(await readFile(path), payload)
+    // The stream once, and block 0 a second time: not the stream again for every range.
+    expect(result.wireBytes).toBeLessThanOrEqual(wire.length + FRAMED)
   })
 
   it('refuses a stream that is not the one the signed manifest names', async () => {

@@ -19,7 +19,7 @@ import { errorFromResponse } from '../transfer/error-response.ts'
 import { withHeaderTimeout } from '../transfer/header-timeout.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
 import { readBody } from '../transfer/read-body.ts'
-import { clearJournal, readJournal, writeJournal } from './journal.ts'
+import { clearJournal, readJournal, type StreamJournal, writeJournal } from './journal.ts'
 
 export interface StreamFetchRequest {
   url: string
@@ -107,7 +107,10 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
           wireBytes += bytes.length
           await cap.received(bytes.length, request.signal)
         },
-        request.signal ? { signal: request.signal } : {},
+        // A 206 carrying more than the range (the rest of the stream, or an endless body before the
+        // metadata is checked) is cut at the range's end: it would otherwise all be read, and the
+        // block-0 probe collects what it reads in memory.
+        { limitBytes: length, ...(request.signal ? { signal: request.signal } : {}) },
       )
     } catch (error) {
       if (error instanceof AgentError) controller.onRangeError(performance.now(), 'timeout')
@@ -124,12 +127,8 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
   assertMatches(metadata, request)
   const layout = probe.layout!
 
-  const journal = await readJournal(journalPath)
-  const resumeAt =
-    journal && journal.url === request.url && journal.payloadSha256 === request.payloadSha256
-      ? journal.groupsDone
-      : 0
-  const bytesDone = Math.min(resumeAt * layout.k * layout.blockSize, layout.payloadLength)
+  const resumeAt = await durableGroups(await readJournal(journalPath), request, layout)
+  const bytesDone = groupsBytes(resumeAt, layout)
   // Anything past the journaled point may be a half-written group from a killed run: cut it off.
   if (resumeAt > 0) await truncate(request.payloadPath, bytesDone)
   else await rm(request.payloadPath, { force: true })
@@ -200,6 +199,30 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
     }
     throw error
   }
+}
+
+/** The payload bytes `groups` whole groups hold (the last group may be short). */
+function groupsBytes(groups: number, layout: StreamLayout): number {
+  return Math.min(groups * layout.k * layout.blockSize, layout.payloadLength)
+}
+
+/**
+ * How many groups of the payload file a journal vouches for, 0 to start over. Only a journal of this
+ * very stream counts, and only while the file still holds what it promises: a kill between removing the
+ * payload and its journal (verifyPayload, a broken stream) leaves a journal with no file, and resuming
+ * that failed every later update; a journal counted in another framing (the edge reframed the stream)
+ * would name the wrong bytes.
+ */
+async function durableGroups(
+  journal: StreamJournal | null,
+  request: StreamFetchRequest,
+  layout: StreamLayout,
+): Promise<number> {
+  if (!journal || journal.url !== request.url || journal.payloadSha256 !== request.payloadSha256) return 0
+  const { groupsDone, bytesDone } = journal
+  if (groupsDone > layout.groups || bytesDone !== groupsBytes(groupsDone, layout)) return 0
+  const onDisk = await stat(request.payloadPath).catch(() => null)
+  return onDisk?.isFile() && onDisk.size >= bytesDone ? groupsDone : 0
 }
 
 /**
