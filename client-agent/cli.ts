@@ -283,7 +283,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
         const removed = result.removed
           .map(
             (r) =>
-              `${r.name} [${r.versions.join(', ')}]${r.staged.length > 0 ? ` (and prefetched ${r.staged.join(', ')})` : ''}`,
+              `${r.name} [${r.versions.join(', ')}]${r.staged.length > 0 ? ` (and prefetched ${r.staged.join(', ')})` : ''}${r.unfinished > 0 ? ` (and ${r.unfinished} unfinished download file${r.unfinished === 1 ? '' : 's'})` : ''}`,
           )
           .join(', ')
         out.result(`uninstalled ${removed}`, { uninstall: result })

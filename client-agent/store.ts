@@ -81,6 +81,11 @@ export class ArtifactStore {
     return join(this.dir, 'partial', `${version}.part`)
   }
 
+  /** What partial/ holds: downloads and scratch files of updates in progress, or of killed ones. */
+  async unfinishedWork(): Promise<string[]> {
+    return unlessMissing(readdir(join(this.dir, 'partial')), [])
+  }
+
   /** Scratch files of an update in progress (delta payloads, rebuilt outputs); same filesystem as versions/. */
   workPath(file: string): string {
     return join(this.dir, 'partial', file)

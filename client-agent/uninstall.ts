@@ -21,7 +21,7 @@ export interface UninstallResult {
    * Every artifact removed, this one first, with the versions that were on disk and those the daemon
    * had prefetched (staged copies and partial downloads go too).
    */
-  removed: Array<{ name: string; versions: string[]; staged: string[] }>
+  removed: Array<{ name: string; versions: string[]; staged: string[]; unfinished: number }>
   /** Dependencies left installed with `withDependencies`, and why. */
   kept: Array<{ name: string; reason: string }>
 }
@@ -46,7 +46,12 @@ async function uninstallInto(config: AgentConfig, request: UninstallRequest, res
   const needs = await store.withLock(lockWaitOf(request), async () => {
     const state = await store.state()
     const installed = await store.installedVersions()
-    if (state.current === null && installed.length === 0)
+    // A first install killed mid-download installed nothing but left its download (up to the artifact's
+    // size) in partial/: uninstall removes that too instead of answering "not installed".
+    const unfinished = (await store.unfinishedWork()).length
+    const staging = new StagingArea(config.installRoot)
+    const staged = (await staging.list()).some((e) => e.name === request.name)
+    if (state.current === null && installed.length === 0 && unfinished === 0 && !staged)
       throw new AgentError('not-found', `${request.name} is not installed`)
     if (!request.ignoreDependents) {
       const dependents = await dependentsOf(config.installRoot, request.name)
@@ -68,8 +73,12 @@ async function uninstallInto(config: AgentConfig, request: UninstallRequest, res
     // A damaged manifest must not stop its own uninstall (it only costs --with-dependencies its list).
     const dependencies = current ? ((await store.manifestOrNull(current))?.signed.dependencies ?? []) : []
     const versions = await store.uninstall()
-    const staged = await new StagingArea(config.installRoot).removeArtifact(request.name)
-    result.removed.push({ name: request.name, versions, staged })
+    result.removed.push({
+      name: request.name,
+      versions,
+      staged: await staging.removeArtifact(request.name),
+      unfinished,
+    })
     return dependencies
   })
   if (!request.withDependencies) return

@@ -49,8 +49,8 @@ describe('uninstall', () => {
 
     const result = await uninstallArtifact(device, { name: 'un-app', withDependencies: true })
     expect(result.removed).toEqual([
-      { name: 'un-app', versions: ['1.0.0'], staged: ['1.0.0'] },
-      { name: 'un-lib', versions: ['1.0.0'], staged: [] },
+      { name: 'un-app', versions: ['1.0.0'], staged: ['1.0.0'], unfinished: 0 },
+      { name: 'un-lib', versions: ['1.0.0'], staged: [], unfinished: 0 },
     ])
     expect((await staging.list()).map((e) => e.name)).toEqual(['un-other'])
     expect(await readdir(staging.partialDir)).toEqual([`un-other@1.1.0.part`])
@@ -92,7 +92,7 @@ describe('uninstall', () => {
     expect(await installArtifact(device, { name: 'dm-other' })).toMatchObject({ version: '1.0.0' })
     // And the way out works.
     const removed = await uninstallArtifact(device, { name: 'dm-app' })
-    expect(removed.removed).toEqual([{ name: 'dm-app', versions: ['1.0.0'], staged: [] }])
+    expect(removed.removed).toEqual([{ name: 'dm-app', versions: ['1.0.0'], staged: [], unfinished: 0 }])
     expect(await installArtifact(device, { name: 'dm-app' })).toMatchObject({ version: '1.0.0' })
   })
 
@@ -113,7 +113,7 @@ describe('uninstall', () => {
     const exited = spawnSync(process.execPath, ['-e', '0']).pid
     await children([exited])
     expect((await uninstallArtifact(device, { name: 'un-served' })).removed).toEqual([
-      { name: 'un-served', versions: ['1.0.0'], staged: [] },
+      { name: 'un-served', versions: ['1.0.0'], staged: [], unfinished: 0 },
     ])
   })
 
@@ -140,5 +140,17 @@ describe('uninstall', () => {
       ok: true,
       uninstall: { name: 'un-cli-app', removed: [{ name: 'un-cli-app' }, { name: 'un-cli-lib' }], kept: [] },
     })
+  })
+
+  it('removes what a killed first install left, and only then says "not installed"', async () => {
+    const device: AgentConfig = { ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-killed-first') }
+    // What a first install killed mid-download leaves: no version, no current, a partial download.
+    const store = new ArtifactStore(device.installRoot, 'un-killed')
+    await mkdir(join(store.dir, 'partial'), { recursive: true })
+    await writeFile(store.partialPath('1.0.0'), Buffer.alloc(64 * 1024, 7))
+    const result = await uninstallArtifact(device, { name: 'un-killed' })
+    expect(result.removed).toEqual([{ name: 'un-killed', versions: [], staged: [], unfinished: 1 }])
+    expect(await store.unfinishedWork()).toEqual([])
+    expect((await agentFailure(uninstallArtifact(device, { name: 'un-killed' }))).code).toBe('not-found')
   })
 })
