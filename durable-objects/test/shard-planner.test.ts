@@ -101,6 +101,32 @@ describe('ShardPlanner', () => {
     ).toBe(true)
   })
 
+  it('migrations that failed for good do not hold up the ones queued after them', async () => {
+    // More copies failing for good than one cycle advances (16): the primary no longer matches the
+    // signed sha256 of each, so R2 refuses every copy, three times.
+    const stub = plannerStub('sp-stuck')
+    const now = Date.now()
+    const demand = []
+    for (let i = 0; i < 17; i++) {
+      await publishDep(`sp-stuck-${i}`, 2_000, 100 + i)
+      await env.ARTIFACTS.put(blobKey(`sp-stuck-${i}`), new Uint8Array(2_000).fill(i))
+      demand.push(...demandRows(`sp-stuck-${i}@1.0.0`, 'weur', 10, now))
+    }
+    await stub.recordDemand(demand)
+    for (let round = 0; round < 6; round++) await stub.replan(now + round * 1000)
+    const exhausted = (await stub.migrations(1000)).filter((m) => m.state === 'failed' && m.attempts >= 3)
+    expect(exhausted).toHaveLength(17)
+
+    // A sound dependency planned later is copied, verified and flipped on the next cycle.
+    const good = await publishDep('sp-unstuck', 3_000, 200)
+    await stub.recordDemand(demandRows('sp-unstuck@1.0.0', 'apac', 10, now))
+    await stub.replan(now + 10_000)
+    const entry = ShardPlan.parse(await stub.plan()).entries.find((e) => e.id === 'sp-unstuck@1.0.0')
+    expect(entry?.replicas).toEqual(['apac'])
+    expect(entry?.active).toEqual(['apac'])
+    expect(await bytesIn(env.ZONE_APAC, blobKey('sp-unstuck'))).toEqual(good.body)
+  })
+
   it('removes a replica by unflipping it at once and deleting it after the grace period', async () => {
     await publishDep('sp-gone', 5_000, 5)
     const stub = plannerStub('sp-3')
