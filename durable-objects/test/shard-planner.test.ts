@@ -127,6 +127,38 @@ describe('ShardPlanner', () => {
     expect(await bytesIn(env.ZONE_APAC, blobKey('sp-unstuck'))).toEqual(good.body)
   })
 
+  it('rewards the prefetch threshold once per hour of traffic, however many cycles ran in it', async () => {
+    await publishDep('sp-bandit', 4_000, 7)
+    const stub = plannerStub('sp-bandit')
+    // Ten minutes into an hour, so the burst below stays inside it.
+    const now = Math.floor(Date.now() / HOUR) * HOUR + 10 * 60_000
+    await stub.recordDemand(demandRows('sp-bandit@1.0.0', 'weur', 8, now))
+    const served = (at: number) => ({
+      outcomes: [
+        { zone: 'weur', entry: 'sp-bandit@1.0.0', bytes: 4000, source: 'primary' as const, latencyMs: 9, at },
+      ],
+    })
+    const trials = async (at: number) =>
+      ShardMetrics.parse(await stub.metrics(24, at)).bandit.reduce((s, a) => s + a.successes + a.failures, 0)
+    await stub.report(served(now - HOUR))
+    await stub.report(served(now))
+    await stub.replan(now)
+    expect(await trials(now)).toBe(0)
+
+    // Copies still queued re-run the cycle every second (ShardPlanner.alarm): such a burst is one
+    // interval of traffic, not one observation of the threshold per cycle.
+    for (let s = 1; s <= 5; s++) await stub.replan(now + s * 1000)
+    expect(await trials(now + 5000)).toBeLessThanOrEqual(1)
+    const afterBurst = await trials(now + 5000)
+
+    // Once the hour is over, it is rewarded, once; the next cycle in the same hour adds nothing.
+    await stub.report(served(now + HOUR))
+    await stub.replan(now + HOUR)
+    expect(await trials(now + HOUR)).toBe(afterBurst + 1)
+    await stub.replan(now + HOUR + 60_000)
+    expect(await trials(now + HOUR + 60_000)).toBe(afterBurst + 1)
+  })
+
   it('removes a replica by unflipping it at once and deleting it after the grace period', async () => {
     await publishDep('sp-gone', 5_000, 5)
     const stub = plannerStub('sp-3')
