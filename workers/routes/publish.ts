@@ -15,7 +15,7 @@ import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
-import { assertAttachmentsStored } from '../publish/attachments.ts'
+import { assertAttachmentsStorable, assertAttachmentsStored } from '../publish/attachments.ts'
 import {
   assertSlotUsable,
   attemptBelongsTo,
@@ -104,6 +104,7 @@ export const publishRouter = new Hono<AppEnv>()
           `the artifact has ${manifest.size} bytes; this edge accepts at most ${maxPublishBytes}`,
         )
       }
+      assertAttachmentsStorable(manifest)
       const found = await readIndex(c.env.ARTIFACTS, name)
       assertPublishable(found?.index ?? emptyIndex(name), manifest)
       // Bytes stored by an earlier attempt whose commit failed bind the version: say so before any upload.
