@@ -71,27 +71,14 @@ export class RolloutCoordinator extends DurableObject<Env> {
     super(ctx, env)
     this.sql = ctx.storage.sql
     ctx.blockConcurrencyWhile(async () => {
-      createMetaTable(this.sql)
-      this.sql.exec(`CREATE TABLE IF NOT EXISTS outcomes (
-        client_id TEXT PRIMARY KEY,
-        stage INTEGER NOT NULL,
-        outcome TEXT,
-        error_class TEXT,
-        at INTEGER NOT NULL,
-        tokens REAL NOT NULL,
-        refilled_at INTEGER NOT NULL
-      )`)
-      this.sql.exec(
-        'CREATE INDEX IF NOT EXISTS outcomes_error_class ON outcomes (error_class) WHERE error_class IS NOT NULL',
-      )
-      // Reporting clients per (stage, outcome), kept in step with \`outcomes\` so a halt check or a status
-      // read costs a few rows, not a scan of every client.
-      this.sql.exec(`CREATE TABLE IF NOT EXISTS tallies (
-        stage INTEGER NOT NULL,
-        outcome TEXT NOT NULL,
-        n INTEGER NOT NULL,
-        PRIMARY KEY (stage, outcome)
-      )`)
+      // Nothing is written before a rollout is started here: any client may ask about (or report on)
+      // any name and channel, each pair is an object of its own, and tables created on construction
+      // would leave storage behind for every pair ever asked about. Reads find no record instead.
+      const started = this.sql
+        .exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+        .toArray()
+      if (started.length === 0) return
+      this.createTables()
       const stored = readMeta(this.sql, RECORD_KEY)
       if (stored === null) return
       const parsed = RolloutRecord.safeParse(JSON.parse(stored))
@@ -100,6 +87,31 @@ export class RolloutCoordinator extends DurableObject<Env> {
       else
         log({ level: 'error', msg: 'unreadable rollout record dropped', issues: parsed.error.issues.length })
     })
+  }
+
+  /** The object's tables; created by the first start (and kept current on later constructions). */
+  private createTables(): void {
+    createMetaTable(this.sql)
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS outcomes (
+        client_id TEXT PRIMARY KEY,
+        stage INTEGER NOT NULL,
+        outcome TEXT,
+        error_class TEXT,
+        at INTEGER NOT NULL,
+        tokens REAL NOT NULL,
+        refilled_at INTEGER NOT NULL
+      )`)
+    this.sql.exec(
+      'CREATE INDEX IF NOT EXISTS outcomes_error_class ON outcomes (error_class) WHERE error_class IS NOT NULL',
+    )
+    // Reporting clients per (stage, outcome), kept in step with \`outcomes\` so a halt check or a status
+    // read costs a few rows, not a scan of every client.
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS tallies (
+        stage INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (stage, outcome)
+      )`)
   }
 
   // ---- maintainer RPC ------------------------------------------------------------------------------
@@ -138,6 +150,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
       haltedReason: null,
       history: [],
     }
+    this.createTables()
     this.sql.exec('DELETE FROM outcomes')
     this.sql.exec('DELETE FROM tallies')
     this.event(record, now, 'scheduled', undefined, `${spec.version} from ${iso(startAt)}`)
