@@ -1,7 +1,10 @@
 import { DeltaFraming } from '../../schemas/delta-stream.ts'
 import type { ArtifactManifest } from '../../schemas/manifest.ts'
+import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import { Problem } from '../http/problem.ts'
 import { keys } from '../storage/keys.ts'
+import { MAX_SLOT_BYTES } from './blob-slot.ts'
+import { framingFor } from './frame-delta.ts'
 
 /** Header + CRC of the chunk index format (docs/formats/chunk-index.md) and bytes per entry. */
 const CHUNK_INDEX_OVERHEAD = 36
@@ -19,13 +22,20 @@ export function chunkIndexFits(ref: { size: number; chunkCount: number }): boole
 /**
  * Refuses (422), before it is staged, a manifest listing attachments no upload could ever store: two
  * deltas with the same source and method (they share one R2 key, so the commit gate would find one of
- * them missing for good), or a chunk index whose size does not fit its chunk count (its upload is
- * refused). Staged, such a manifest could never commit and would hold its version for the abandonment
+ * them missing for good), a delta whose framed stream is beyond one R2 put, or a chunk index whose size
+ * does not fit its chunk count (its upload is refused). Staged, such a manifest could never commit and would hold its version for the abandonment
  * period, refusing the corrected manifest meanwhile.
  */
-export function assertAttachmentsStorable(manifest: ArtifactManifest): void {
+export function assertAttachmentsStorable(manifest: ArtifactManifest, stream: RuntimeConfig['stream']): void {
   const seen = new Set<string>()
   for (const ref of manifest.deltas) {
+    // Framed with the config in force, the stream is stored by one put, which R2 caps.
+    if (framingFor(ref.size, ref.sha256, stream).framedLength > MAX_SLOT_BYTES)
+      throw new Problem(
+        422,
+        'unprocessable',
+        `the ${ref.method} delta from ${ref.from} (${ref.size} bytes) is too large to store; ship the full artifact instead`,
+      )
     const slot = `${ref.from}\u0000${ref.method}`
     if (seen.has(slot))
       throw new Problem(

@@ -75,6 +75,12 @@ describe('manifests whose attachments could never be stored', () => {
       chunkIndex: { size: 56, sha256: 'a'.repeat(64), chunkCount: 5 },
     })
     expect((await startPublish(index)).status).toBe(422)
+    // A delta whose framed stream is beyond what one R2 put stores (5 GiB) can never be uploaded either.
+    const huge = await envelopeFor('wedge', '1.1.0', body, {
+      serial: 2,
+      deltas: [{ from: '1.0.0', method: 'vcdiff', size: 6 * 1024 ** 3, sha256: 'b'.repeat(64) }],
+    })
+    expect((await startPublish(huge)).status).toBe(422)
 
     // Nothing was staged: the corrected manifest is taken at once.
     const fixed = await envelopeFor('wedge', '1.1.0', body, { serial: 2, deltas: [await deltaRefOf(small)] })
