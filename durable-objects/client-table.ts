@@ -81,9 +81,12 @@ export function countClients(sql: SqlStorage): number {
   return sql.exec<{ n: number }>('SELECT COUNT(*) AS n FROM clients').one().n
 }
 
-/** Drops the least recently seen clients beyond `max`; returns how many went. */
-export function evictClients(sql: SqlStorage, max: number): number {
-  const excess = countClients(sql) - max
+/**
+ * Drops the least recently seen clients beyond `max`, given how many are stored (`count`: the caller
+ * keeps it, since counting reads, and bills, every row); returns how many went.
+ */
+export function evictClients(sql: SqlStorage, max: number, count: number): number {
+  const excess = count - max
   if (excess <= 0) return 0
   sql.exec(
     'DELETE FROM clients WHERE client_id IN (SELECT client_id FROM clients ORDER BY last_seen ASC, client_id LIMIT ?)',

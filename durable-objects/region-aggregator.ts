@@ -61,6 +61,11 @@ export class RegionAggregator extends DurableObject<Env> {
   private region: string | null = null
   private summary!: AccessSummary
   private segments!: AccessSummary
+  /**
+   * Rows in `clients`, counted once on construction and kept in step with every insert and eviction:
+   * COUNT(*) reads (and bills) every row, and the eviction check runs on each telemetry batch.
+   */
+  private clientCount = 0
   /** Prefetch queues by client and request shape; instance memory only, it is a short-lived cache. */
   private readonly prefetchCache = new Map<string, { expires: number; queue: PrefetchQueue }>()
   /**
@@ -81,6 +86,7 @@ export class RegionAggregator extends DurableObject<Env> {
       const stored = readMeta(this.sql, 'settings')
       if (stored !== null) this.settings = AggregatorSettings.parse(JSON.parse(stored))
       this.region = readMeta(this.sql, 'region')
+      this.clientCount = countClients(this.sql)
       this.loadSummaries(Date.now())
     })
   }
@@ -92,7 +98,8 @@ export class RegionAggregator extends DurableObject<Env> {
     const { region, batch, ratePerMinute } = IngestRequest.parse(input)
     this.bindRegion(region)
     const now = Date.now()
-    const client: ClientState = readClient(this.sql, batch.clientId) ?? {
+    const stored = readClient(this.sql, batch.clientId)
+    const client: ClientState = stored ?? {
       clientId: batch.clientId,
       lastSeq: null,
       lastSeen: now,
@@ -100,14 +107,17 @@ export class RegionAggregator extends DurableObject<Env> {
       history: [],
       installed: [],
     }
+    const added = stored === null ? 1 : 0
     const taken = takeToken(client.bucket, ratePerMinute, now)
     if (!taken.ok) {
       // Only the bucket changes: a limited client must not be able to move anything else.
       writeClient(this.sql, { ...client, bucket: taken.bucket, lastSeen: now })
+      this.clientCount += added
       return { status: 'rate-limited', retryAfterSeconds: taken.retryAfterSeconds }
     }
     if (client.lastSeq !== null && batch.batchSeq <= client.lastSeq) {
       writeClient(this.sql, { ...client, bucket: taken.bucket, lastSeen: now })
+      this.clientCount += added
       return { status: 'replay', lastSeq: client.lastSeq }
     }
 
@@ -141,13 +151,16 @@ export class RegionAggregator extends DurableObject<Env> {
       ),
     }
     let evicted = 0
+    const clients = this.clientCount + added
+    let clientsEvicted = 0
     this.ctx.storage.transactionSync(() => {
       evicted += persistSummary(this.sql, ARTIFACTS, prevSummary, nextSummary, touched).evicted
       evicted += persistSummary(this.sql, SEGMENTS, prevSegments, nextSegments, touchedSegments).evicted
       writeClient(this.sql, nextClient)
-      evictClients(this.sql, this.settings.maxClients)
+      clientsEvicted = evictClients(this.sql, this.settings.maxClients, clients)
       recordPrefetchHits(this.sql, tallyPrefetch(batch.events), now)
     })
+    this.clientCount = clients - clientsEvicted
     this.summary = nextSummary
     this.segments = nextSegments
     for (const key of this.prefetchCache.keys())
@@ -189,7 +202,7 @@ export class RegionAggregator extends DurableObject<Env> {
       now,
       validForMs: this.settings.prefetchCacheMs,
       summary: this.summary,
-      population: countClients(this.sql),
+      population: this.clientCount,
       recent: client?.history ?? [],
       installed,
       channel: request.channel,
@@ -214,7 +227,7 @@ export class RegionAggregator extends DurableObject<Env> {
     const now = at ?? Date.now()
     return {
       region: this.region,
-      population: countClients(this.sql),
+      population: this.clientCount,
       summary: compactSummary(this.summary, now),
       segments: compactSummary(this.segments, now),
     }
@@ -237,16 +250,18 @@ export class RegionAggregator extends DurableObject<Env> {
     if (region === null) return
     const nextSummary = compactSummary(this.summary, now)
     const nextSegments = compactSummary(this.segments, now)
+    let clientsEvicted = 0
     this.ctx.storage.transactionSync(() => {
       persistSummary(this.sql, ARTIFACTS, this.summary, nextSummary, new Set())
       persistSummary(this.sql, SEGMENTS, this.segments, nextSegments, new Set())
-      evictClients(this.sql, this.settings.maxClients)
+      clientsEvicted = evictClients(this.sql, this.settings.maxClients, this.clientCount)
     })
+    this.clientCount -= clientsEvicted
     this.summary = nextSummary
     this.segments = nextSegments
     const rollup: RegionRollup = {
       region,
-      population: countClients(this.sql),
+      population: this.clientCount,
       summary: compactSummary(
         {
           ...nextSummary,

@@ -79,32 +79,21 @@ export function rolloutCoordinator(env: Env, name: string, channel: string) {
 export class RolloutCoordinator extends DurableObject<Env> {
   private readonly sql: SqlStorage
   private record: RolloutRecord | null = null
+  /** Whether the tables exist: they are made by the first start, never for a pair only asked about. */
+  private hasTables = false
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
     this.sql = ctx.storage.sql
     ctx.blockConcurrencyWhile(async () => {
-      createMetaTable(this.sql)
-      this.sql.exec(`CREATE TABLE IF NOT EXISTS outcomes (
-        client_id TEXT PRIMARY KEY,
-        stage INTEGER NOT NULL,
-        outcome TEXT,
-        error_class TEXT,
-        at INTEGER NOT NULL,
-        tokens REAL NOT NULL,
-        refilled_at INTEGER NOT NULL
-      )`)
-      this.sql.exec(
-        'CREATE INDEX IF NOT EXISTS outcomes_error_class ON outcomes (error_class) WHERE error_class IS NOT NULL',
-      )
-      // Reporting clients per (stage, outcome), kept in step with \`outcomes\` so a halt check or a status
-      // read costs a few rows, not a scan of every client.
-      this.sql.exec(`CREATE TABLE IF NOT EXISTS tallies (
-        stage INTEGER NOT NULL,
-        outcome TEXT NOT NULL,
-        n INTEGER NOT NULL,
-        PRIMARY KEY (stage, outcome)
-      )`)
+      // Nothing is written before a rollout is started here: any client may ask about (or report on)
+      // any name and channel, each pair is an object of its own, and tables created on construction
+      // would leave storage behind for every pair ever asked about. Reads find no record instead.
+      const started = this.sql
+        .exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+        .toArray()
+      if (started.length === 0) return
+      this.createTables()
       const stored = readMeta(this.sql, RECORD_KEY)
       if (stored === null) return
       const parsed = RolloutRecord.safeParse(JSON.parse(stored))
@@ -113,6 +102,32 @@ export class RolloutCoordinator extends DurableObject<Env> {
       else
         log({ level: 'error', msg: 'unreadable rollout record dropped', issues: parsed.error.issues.length })
     })
+  }
+
+  /** The object's tables; created by the first start (and kept current on later constructions). */
+  private createTables(): void {
+    this.hasTables = true
+    createMetaTable(this.sql)
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS outcomes (
+        client_id TEXT PRIMARY KEY,
+        stage INTEGER NOT NULL,
+        outcome TEXT,
+        error_class TEXT,
+        at INTEGER NOT NULL,
+        tokens REAL NOT NULL,
+        refilled_at INTEGER NOT NULL
+      )`)
+    this.sql.exec(
+      'CREATE INDEX IF NOT EXISTS outcomes_error_class ON outcomes (error_class) WHERE error_class IS NOT NULL',
+    )
+    // Reporting clients per (stage, outcome), kept in step with \`outcomes\` so a halt check or a status
+    // read costs a few rows, not a scan of every client.
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS tallies (
+        stage INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (stage, outcome)
+      )`)
   }
 
   // ---- maintainer RPC ------------------------------------------------------------------------------
@@ -154,6 +169,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
       haltedReason: null,
       history: [],
     }
+    this.createTables()
     this.sql.exec('DELETE FROM outcomes')
     this.sql.exec('DELETE FROM tallies')
     this.event(record, now, 'scheduled', undefined, `${spec.version} from ${iso(startAt)}`, signedAt)
@@ -510,8 +526,9 @@ export class RolloutCoordinator extends DurableObject<Env> {
    * overtaken): a copy replayed by whoever holds the token must not pause, resume or abort again.
    */
   private replayedStatement(signedAt: string | undefined): RolloutResult<never> | null {
+    if (signedAt === undefined || !this.hasTables) return null
     const last = readMeta(this.sql, LAST_SIGNED_KEY)
-    if (signedAt === undefined || last === null || Date.parse(signedAt) > Number(last)) return null
+    if (last === null || Date.parse(signedAt) > Number(last)) return null
     return conflict(
       `this rollout already acted on a statement signed at ${iso(Number(last))}; a statement signed at ${signedAt} is a replay or overtaken: sign a new one`,
     )

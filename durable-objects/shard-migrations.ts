@@ -120,10 +120,15 @@ export async function runMigrations(
   config: ZonesConfig,
   now: number,
 ): Promise<number> {
+  // Failed rows out of attempts are left out here, not skipped below: they stay until the history
+  // window prunes them (weeks), and skipped ones would fill the per-cycle limit, so every migration
+  // queued after enough of them would never run (while the alarm re-armed every second for them).
   const rows = sql
     .exec<MigrationRow>(
-      `SELECT * FROM migrations WHERE state IN ('pending','copied','verified','failed','unflipped')
+      `SELECT * FROM migrations WHERE (state IN ('pending','copied','verified','unflipped')
+           OR (state = 'failed' AND attempts < ?))
          AND not_before <= ? ORDER BY id LIMIT ?`,
+      MAX_ATTEMPTS,
       now,
       MAX_MIGRATIONS_PER_CYCLE,
     )
@@ -134,7 +139,6 @@ export async function runMigrations(
   let completed = 0
   for (const m of rows) {
     const bucket = zoneBuckets.get(m.zone) ?? null
-    if (m.state === 'failed' && m.attempts >= MAX_ATTEMPTS) continue
     if (m.kind === 'remove') {
       const readded = sql
         .exec<{ n: number }>(

@@ -53,17 +53,26 @@ export function banditReport(sql: SqlStorage, config: ZonesConfig): ShardMetrics
   }))
 }
 
-/** Rewards the threshold played since the last cycle (hits − lambda × bytes moved); false without traffic. */
+/**
+ * Rewards the threshold played since the last cycle (hits − lambda × bytes moved) with the hours that
+ * ended since then; false without traffic in them. The window is half-open, [hour of the last cycle,
+ * hour of this one): consecutive windows never share an hour, and a cycle in the same hour as the last
+ * (a manual re-plan, or the one-second cycles while copies are queued) has no complete hour to judge and
+ * keeps the arm. Counting the hour in progress would reward it again at every such cycle.
+ */
 function rewardThreshold(sql: SqlStorage, config: ZonesConfig, lastCycleAt: number, now: number): boolean {
   const played = readMeta(sql, THRESHOLD_KEY)
   if (!Number.isFinite(lastCycleAt) || played === null) return false
+  const from = hourOf(lastCycleAt)
+  const to = hourOf(now)
+  if (from >= to) return false
   const m = sql
     .exec<{ requests: number; hits: number; bytes_served: number; bytes_moved: number }>(
       `SELECT COALESCE(SUM(requests),0) AS requests, COALESCE(SUM(hits),0) AS hits,
            COALESCE(SUM(bytes_served),0) AS bytes_served, COALESCE(SUM(bytes_moved),0) AS bytes_moved
-         FROM zone_metrics WHERE hour >= ? AND hour <= ?`,
-      hourOf(lastCycleAt),
-      hourOf(now),
+         FROM zone_metrics WHERE hour >= ? AND hour < ?`,
+      from,
+      to,
     )
     .one()
   const reward = banditReward({

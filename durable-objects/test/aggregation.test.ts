@@ -5,6 +5,7 @@ import { artifactCount, nextUses } from '../../predict/index.ts'
 import { TelemetryReceipt } from '../../schemas/aggregation.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { clearRuntimeConfigCache } from '../../workers/config/runtime-config.ts'
+import type { RegionAggregator } from '../region-aggregator.ts'
 import { batchOf, postTelemetry } from './helpers.ts'
 
 const regionStub = (region: string) => env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region))
@@ -122,6 +123,53 @@ describe('POST /v1/telemetry → RegionAggregator', () => {
       ).toEqual(['client-e002', 'client-e003'])
     })
   })
+
+  it('reads a bounded number of rows per batch, however many clients the region holds', async () => {
+    // Durable Object SQL is billed (and slowed) per row read: counting every client on each batch to
+    // decide eviction made each telemetry post cost the whole client table (20,000 rows by default).
+    const stub = regionStub('rows-read')
+    await runInDurableObject(stub, async (instance: RegionAggregator, state) => {
+      for (let i = 0; i < 1500; i++)
+        await instance.ingest({
+          region: 'rows-read',
+          batch: batchOf(`client-rows-${i}`, 1, ['app']),
+          ratePerMinute: 30,
+        })
+      // Every cursor the object opens while it takes one more batch (a new client, then a known one).
+      const sql = state.storage.sql
+      const exec = sql.exec.bind(sql)
+      const cursors: SqlStorageCursor<Record<string, SqlStorageValue>>[] = []
+      const counting = (query: string, ...bindings: unknown[]) => {
+        const cursor = exec(query, ...bindings)
+        cursors.push(cursor)
+        return cursor
+      }
+      Object.defineProperty(sql, 'exec', { value: counting, configurable: true })
+      try {
+        await instance.ingest({
+          region: 'rows-read',
+          batch: batchOf('client-rows-new', 1, ['app']),
+          ratePerMinute: 30,
+        })
+        await instance.ingest({
+          region: 'rows-read',
+          batch: batchOf('client-rows-7', 2, ['app']),
+          ratePerMinute: 30,
+        })
+      } finally {
+        Reflect.deleteProperty(sql, 'exec')
+      }
+      expect(cursors.reduce((n, c) => n + c.rowsRead, 0)).toBeLessThan(100)
+    })
+    expect((await stub.snapshot()).population).toBe(1501)
+    // The cap still holds: lowering it evicts the least recently seen at the next batch.
+    await stub.configure({ maxClients: 1000 })
+    expect((await postTelemetry('rows-read', batchOf('client-rows-last', 1, ['app']))).status).toBe(202)
+    expect((await stub.snapshot()).population).toBe(1000)
+    await runInDurableObject(stub, (_instance, state) => {
+      expect(state.storage.sql.exec<{ n: number }>('SELECT COUNT(*) AS n FROM clients').one().n).toBe(1000)
+    })
+  }, 120_000)
 
   it('rolls regions up to the GlobalAggregator from the alarm', async () => {
     await postTelemetry('roll-a', batchOf('client-0007', 1, ['shared', 'only-a']))

@@ -59,6 +59,16 @@ describe('GET /v1/prefetch', () => {
     expect((await queueFor(`client=client-third&region=${REGION}&budget=100`)).items).toEqual([])
   })
 
+  it('says which request headers select the queue, for anonymous clients too', async () => {
+    // The queue depends on the device credential (it names the client counted) and on the region
+    // header (it picks the aggregator); a cache that stored an anonymous answer without Vary would hand
+    // it to the same URL asked with a credential or for another region.
+    const res = await call('/v1/prefetch?client=client-vary-1', { headers: { 'x-deltaport-region': REGION } })
+    expect(res.status).toBe(200)
+    const vary = (res.headers.get('vary') ?? '').toLowerCase().split(/\s*,\s*/)
+    expect(vary).toEqual(expect.arrayContaining(['authorization', 'x-deltaport-region']))
+  })
+
   it('adds declared manifest dependencies of a scheduled update, and caches the queue briefly', async () => {
     await publishSingle('pf-lib', '2.0.0', bytesOf(500, 3))
     const body = bytesOf(800, 4)

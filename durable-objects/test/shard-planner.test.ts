@@ -101,6 +101,64 @@ describe('ShardPlanner', () => {
     ).toBe(true)
   })
 
+  it('migrations that failed for good do not hold up the ones queued after them', async () => {
+    // More copies failing for good than one cycle advances (16): the primary no longer matches the
+    // signed sha256 of each, so R2 refuses every copy, three times.
+    const stub = plannerStub('sp-stuck')
+    const now = Date.now()
+    const demand = []
+    for (let i = 0; i < 17; i++) {
+      await publishDep(`sp-stuck-${i}`, 2_000, 100 + i)
+      await env.ARTIFACTS.put(blobKey(`sp-stuck-${i}`), new Uint8Array(2_000).fill(i))
+      demand.push(...demandRows(`sp-stuck-${i}@1.0.0`, 'weur', 10, now))
+    }
+    await stub.recordDemand(demand)
+    for (let round = 0; round < 6; round++) await stub.replan(now + round * 1000)
+    const exhausted = (await stub.migrations(1000)).filter((m) => m.state === 'failed' && m.attempts >= 3)
+    expect(exhausted).toHaveLength(17)
+
+    // A sound dependency planned later is copied, verified and flipped on the next cycle.
+    const good = await publishDep('sp-unstuck', 3_000, 200)
+    await stub.recordDemand(demandRows('sp-unstuck@1.0.0', 'apac', 10, now))
+    await stub.replan(now + 10_000)
+    const entry = ShardPlan.parse(await stub.plan()).entries.find((e) => e.id === 'sp-unstuck@1.0.0')
+    expect(entry?.replicas).toEqual(['apac'])
+    expect(entry?.active).toEqual(['apac'])
+    expect(await bytesIn(env.ZONE_APAC, blobKey('sp-unstuck'))).toEqual(good.body)
+  })
+
+  it('rewards the prefetch threshold once per hour of traffic, however many cycles ran in it', async () => {
+    await publishDep('sp-bandit', 4_000, 7)
+    const stub = plannerStub('sp-bandit')
+    // Ten minutes into an hour, so the burst below stays inside it.
+    const now = Math.floor(Date.now() / HOUR) * HOUR + 10 * 60_000
+    await stub.recordDemand(demandRows('sp-bandit@1.0.0', 'weur', 8, now))
+    const served = (at: number) => ({
+      outcomes: [
+        { zone: 'weur', entry: 'sp-bandit@1.0.0', bytes: 4000, source: 'primary' as const, latencyMs: 9, at },
+      ],
+    })
+    const trials = async (at: number) =>
+      ShardMetrics.parse(await stub.metrics(24, at)).bandit.reduce((s, a) => s + a.successes + a.failures, 0)
+    await stub.report(served(now - HOUR))
+    await stub.report(served(now))
+    await stub.replan(now)
+    expect(await trials(now)).toBe(0)
+
+    // Copies still queued re-run the cycle every second (ShardPlanner.alarm): such a burst is one
+    // interval of traffic, not one observation of the threshold per cycle.
+    for (let s = 1; s <= 5; s++) await stub.replan(now + s * 1000)
+    expect(await trials(now + 5000)).toBeLessThanOrEqual(1)
+    const afterBurst = await trials(now + 5000)
+
+    // Once the hour is over, it is rewarded, once; the next cycle in the same hour adds nothing.
+    await stub.report(served(now + HOUR))
+    await stub.replan(now + HOUR)
+    expect(await trials(now + HOUR)).toBe(afterBurst + 1)
+    await stub.replan(now + HOUR + 60_000)
+    expect(await trials(now + HOUR + 60_000)).toBe(afterBurst + 1)
+  })
+
   it('removes a replica by unflipping it at once and deleting it after the grace period', async () => {
     await publishDep('sp-gone', 5_000, 5)
     const stub = plannerStub('sp-3')

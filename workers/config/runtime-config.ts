@@ -1,5 +1,6 @@
 import type { z } from 'zod'
 import { RuntimeConfig } from '../../schemas/runtime-config.ts'
+import { Problem } from '../http/problem.ts'
 
 /** KV `CONFIG` key holding the operator's document. */
 export const RUNTIME_CONFIG_KEY = 'runtime'
@@ -58,7 +59,12 @@ export async function runtimeConfigStatus(env: Env): Promise<RuntimeConfigStatus
   const now = clock()
   if (state && now < state.expiresAt) return snapshot(state)
   const previous = state
-  const raw = await env.CONFIG.get(RUNTIME_CONFIG_KEY, 'text')
+  let raw: string | null
+  try {
+    raw = await env.CONFIG.get(RUNTIME_CONFIG_KEY, 'text')
+  } catch (error) {
+    return whileKvFails(previous, now, error)
+  }
   let next: RuntimeConfigStatus
   let savedRaw = previous?.savedRaw ?? null
   if (raw === null) {
@@ -88,6 +94,33 @@ export async function runtimeConfigStatus(env: Env): Promise<RuntimeConfigStatus
     }
   }
   state = { ...next, expiresAt: now + next.inForce.cacheTtlSeconds * 1000, savedRaw }
+  return snapshot(state)
+}
+
+/** How long an isolate keeps its copy before asking KV again after a failed read. */
+const KV_RETRY_MS = 5_000
+
+/**
+ * A failed KV read (an outage, a timeout) says nothing about the document: the copy in force stays,
+ * and KV is asked again shortly. An isolate without one cannot know what the operator configured, and
+ * defaults would lift what the document tightens (a credential requirement, signed yanks): it answers
+ * 503 with Retry-After until KV answers, instead of an opaque 500 on every route that reads the config.
+ */
+function whileKvFails(previous: CacheState | null, now: number, error: unknown): RuntimeConfigStatus {
+  console.log(
+    JSON.stringify({
+      level: 'warn',
+      msg: 'runtime config unreadable',
+      key: RUNTIME_CONFIG_KEY,
+      kept: previous !== null,
+      error: String(error),
+    }),
+  )
+  if (previous === null)
+    throw new Problem(503, 'unavailable', 'the runtime config cannot be read right now; retry shortly', {
+      headers: { 'retry-after': String(KV_RETRY_MS / 1000) },
+    })
+  state = { ...previous, expiresAt: now + Math.min(KV_RETRY_MS, previous.inForce.cacheTtlSeconds * 1000) }
   return snapshot(state)
 }
 

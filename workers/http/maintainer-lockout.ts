@@ -1,4 +1,5 @@
-import { rateLimited } from './problem.ts'
+import { Problem, rateLimited } from './problem.ts'
+import { TRANSIENT_RETRY_AFTER_SECONDS } from './transient.ts'
 
 /**
  * Bounds guesses of PUBLISH_TOKEN per client address without slowing real publishes.
@@ -28,10 +29,23 @@ function lockedOut(): Error {
   )
 }
 
-/** Throws the 429 problem when the address is locked out; called before comparing any token. */
+/**
+ * Throws the 429 problem when the address is locked out; called before comparing any token. When the
+ * lockout store cannot be read (a KV outage) nobody can tell whether the address is locked out: a 503
+ * to retry, since comparing the token anyway would hand guessers a way around the lockout.
+ */
 export async function refuseLockedOut(env: LockoutBindings, address: string | undefined): Promise<void> {
   if (address === undefined) return
-  if ((await env.AUTH_LOCKOUTS.get(KEY_PREFIX + address)) !== null) throw lockedOut()
+  let held: string | null
+  try {
+    held = await env.AUTH_LOCKOUTS.get(KEY_PREFIX + address)
+  } catch (error) {
+    console.log(JSON.stringify({ level: 'warn', msg: 'lockout store unreadable', error: String(error) }))
+    throw new Problem(503, 'unavailable', 'a backing service is temporarily unavailable; retry shortly', {
+      headers: { 'retry-after': String(TRANSIENT_RETRY_AFTER_SECONDS) },
+    })
+  }
+  if (held !== null) throw lockedOut()
 }
 
 /**
@@ -42,6 +56,11 @@ export async function countWrongToken(env: LockoutBindings, address: string | un
   if (address === undefined) return
   const { success } = await env.MAINTAINER_AUTH_FAILURE_LIMITER.limit({ key: address })
   if (success) return
-  await env.AUTH_LOCKOUTS.put(KEY_PREFIX + address, String(Date.now()), { expirationTtl: LOCKOUT_SECONDS })
+  // The limiter has spoken: this answer is a 429 even if the lockout cannot be stored this time.
+  await env.AUTH_LOCKOUTS.put(KEY_PREFIX + address, String(Date.now()), {
+    expirationTtl: LOCKOUT_SECONDS,
+  }).catch((error: unknown) =>
+    console.log(JSON.stringify({ level: 'warn', msg: 'lockout not stored', error: String(error) })),
+  )
   throw lockedOut()
 }

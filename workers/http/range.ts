@@ -15,7 +15,9 @@ const SPEC = /^bytes=(\d*)-(\d*)$/i
 /**
  * Interprets a Range header against an object of `size` bytes. Syntactically invalid values and
  * multi-range requests are ignored (full 200), as RFC 9110 allows; well-formed ranges that select
- * nothing (start past the end, `bytes=-0`) are unsatisfiable (416).
+ * nothing (start past the end, `bytes=-0`) are unsatisfiable (416). A suffix range of an empty object
+ * is satisfiable (RFC 9110 §14.1.1: the last N bytes of it are all of it), but no 206 can name a byte
+ * of it, so it is answered whole: an empty 200.
  */
 export function parseRange(header: string | undefined, size: number): RangeRequest {
   if (header === undefined) return { kind: 'none' }
@@ -25,7 +27,8 @@ export function parseRange(header: string | undefined, size: number): RangeReque
   if (startText === '' && endText === '') return { kind: 'none' }
   if (startText === '') {
     const suffix = Number(endText)
-    if (suffix === 0 || size === 0) return { kind: 'unsatisfiable' }
+    if (suffix === 0) return { kind: 'unsatisfiable' }
+    if (size === 0) return { kind: 'none' }
     const length = Math.min(suffix, size)
     return { kind: 'satisfiable', offset: size - length, length }
   }

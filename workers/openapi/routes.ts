@@ -918,7 +918,22 @@ function shardRoutes(): RouteSpec[] {
       summary:
         'The shard plan in force: replicas per dependency and zone, which are verified (active), hot sets',
       tag: 'shards',
-      responses: { '200': { description: 'The current plan', body: { kind: 'json', schema: 'ShardPlan' } } },
+      parameters: [
+        {
+          name: 'if-none-match',
+          in: 'header',
+          schema: z.string(),
+          description: 'ETag list; 304 on a match.',
+        },
+      ],
+      responses: {
+        '200': {
+          description: 'The current plan',
+          body: { kind: 'json', schema: 'ShardPlan' },
+          headers: { etag: 'Validator of the plan version' },
+        },
+        '304': { description: 'Not modified (If-None-Match matched)' },
+      },
       problems: [404],
     },
     {

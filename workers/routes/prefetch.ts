@@ -5,7 +5,7 @@ import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { authenticateDevice } from '../devices/authenticate.ts'
 import { rateLimited } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
-import { explicitRegion, resolveRegion } from '../region.ts'
+import { explicitRegion, REGION_HEADER, resolveRegion } from '../region.ts'
 
 /**
  * GET /v1/prefetch?client=&region=&installed=name@ver,…&channel=&budget= : what this client should stage
@@ -34,6 +34,8 @@ export const prefetchRouter = new Hono<AppEnv>().get('/', valid('query', Prefetc
     throw rateLimited('prefetch planning rate limit for this client exceeded', result.retryAfterSeconds)
   }
   c.header('cache-control', 'private, max-age=30')
-  if (deviceId !== null) c.header('vary', 'authorization')
+  // Every answer names both headers, anonymous ones included: a cache that kept an anonymous queue
+  // without them would serve it to the same URL asked with a credential, or for another region.
+  c.header('vary', `authorization, ${REGION_HEADER}`)
   return c.json(result.queue)
 })

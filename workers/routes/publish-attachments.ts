@@ -9,6 +9,7 @@ import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
+import { chunkIndexFits } from '../publish/attachments.ts'
 import { bodySource, framingFor, storeFramedDelta } from '../publish/frame-delta.ts'
 import { requirePending } from '../publish/pending-manifest.ts'
 import { StorageUnavailable } from '../storage/guarded-bucket.ts'
@@ -16,11 +17,6 @@ import { keys } from '../storage/keys.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
 const DeltaParam = VersionParam.extend({ from: Version, method: DeltaMethod })
-/** Header + CRC of the chunk index format (docs/formats/chunk-index.md) and bytes per entry. */
-const CHUNK_INDEX_OVERHEAD = 36
-const CHUNK_ENTRY_BYTES = 20
-/** 2^20 chunks ≈ 8 GiB at the default 8 KiB average; the index is buffered to be decoded. */
-const MAX_CHUNKS = 1 << 20
 
 /**
  * The rest of a staged publish: raw deltas and the chunk index the signed manifest lists, uploaded
@@ -70,10 +66,8 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
     const manifest = (await requirePending(c.env.ARTIFACTS, name, version)).envelope.signed
     const ref = manifest.chunkIndex
     if (!ref) throw new Problem(404, 'not-found', `the manifest of ${name}@${version} lists no chunk index`)
-    if (
-      ref.chunkCount > MAX_CHUNKS ||
-      ref.size !== CHUNK_INDEX_OVERHEAD + CHUNK_ENTRY_BYTES * ref.chunkCount
-    ) {
+    // Refused at staging too (attachments.ts); a manifest staged before that check still lands here.
+    if (!chunkIndexFits(ref)) {
       throw new Problem(422, 'unprocessable', "the manifest's chunk index size does not fit its chunk count")
     }
     const length = contentLength(c.req.header('content-length'))

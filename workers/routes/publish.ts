@@ -15,7 +15,7 @@ import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
-import { assertAttachmentsStored } from '../publish/attachments.ts'
+import { assertAttachmentsStorable, assertAttachmentsStored } from '../publish/attachments.ts'
 import {
   assertSlotUsable,
   attemptBelongsTo,
@@ -96,7 +96,8 @@ export const publishRouter = new Hono<AppEnv>()
       }
       // The operator's cap on one artifact (runtime config), checked before any byte is uploaded.
       // Also bounded by the one verified put that fills the blob key (blob-slot.ts).
-      const maxPublishBytes = Math.min((await getRuntimeConfig(c.env)).limits.maxPublishBytes, MAX_SLOT_BYTES)
+      const config = await getRuntimeConfig(c.env)
+      const maxPublishBytes = Math.min(config.limits.maxPublishBytes, MAX_SLOT_BYTES)
       if (manifest.size > maxPublishBytes) {
         throw new Problem(
           413,
@@ -104,6 +105,7 @@ export const publishRouter = new Hono<AppEnv>()
           `the artifact has ${manifest.size} bytes; this edge accepts at most ${maxPublishBytes}`,
         )
       }
+      assertAttachmentsStorable(manifest, config.stream)
       const found = await readIndex(c.env.ARTIFACTS, name)
       assertPublishable(found?.index ?? emptyIndex(name), manifest)
       // Bytes stored by an earlier attempt whose commit failed bind the version: say so before any upload.

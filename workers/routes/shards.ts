@@ -4,6 +4,7 @@ import { decimalParam } from '../../schemas/common.ts'
 import type { AppEnv } from '../app-env.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
+import { etagListMatches } from '../http/range.ts'
 import { valid } from '../http/validate.ts'
 
 export const MetricsQuery = z.object({ window: decimalParam(1, 672).default(24) })
@@ -20,8 +21,12 @@ export const shardsRouter = new Hono<AppEnv>()
   .get('/', async (c) => {
     const plan = await planner(c.env).plan()
     if (plan === null) throw new Problem(404, 'not-found', 'no shard plan yet; the planner has not run')
+    // A version is saved once and never rewritten (a change is a new version), so it is the validator.
+    const etag = `"shard-plan-${plan.version}"`
     c.header('cache-control', 'public, max-age=30')
-    c.header('etag', `"shard-plan-${plan.version}"`)
+    c.header('etag', etag)
+    const ifNoneMatch = c.req.header('if-none-match')
+    if (ifNoneMatch !== undefined && etagListMatches(ifNoneMatch, etag)) return c.body(null, 304)
     return c.json(plan)
   })
   .get('/metrics', requireMaintainer, valid('query', MetricsQuery), async (c) => {

@@ -53,6 +53,41 @@ describe('delta and chunk-index upload at publish', () => {
   })
 })
 
+describe('manifests whose attachments could never be stored', () => {
+  it('are refused at staging, so they cannot hold the version for the abandonment period', async () => {
+    const body = bytesOf(6_000, 30)
+    const small = delta('1.0.0', 31, 100)
+    const other = delta('1.0.0', 32, 120)
+    // Two different vcdiff deltas from 1.0.0 share one R2 key: at most one of them can ever be stored, so
+    // the blob (which commits) would be refused as "missing a delta" for good.
+    const twice = await envelopeFor('wedge', '1.1.0', body, {
+      serial: 2,
+      deltas: [await deltaRefOf(small), await deltaRefOf(other)],
+    })
+    const refused = await startPublish(twice)
+    expect(refused.status, await refused.clone().text()).toBe(422)
+    expect((await refused.json()) as { detail: string }).toMatchObject({
+      detail: expect.stringContaining('1.0.0'),
+    })
+    // A chunk index whose size does not fit its chunk count is refused by its own upload, for good.
+    const index = await envelopeFor('wedge', '1.1.0', body, {
+      serial: 2,
+      chunkIndex: { size: 56, sha256: 'a'.repeat(64), chunkCount: 5 },
+    })
+    expect((await startPublish(index)).status).toBe(422)
+    // A delta whose framed stream is beyond what one R2 put stores (5 GiB) can never be uploaded either.
+    const huge = await envelopeFor('wedge', '1.1.0', body, {
+      serial: 2,
+      deltas: [{ from: '1.0.0', method: 'vcdiff', size: 6 * 1024 ** 3, sha256: 'b'.repeat(64) }],
+    })
+    expect((await startPublish(huge)).status).toBe(422)
+
+    // Nothing was staged: the corrected manifest is taken at once.
+    const fixed = await envelopeFor('wedge', '1.1.0', body, { serial: 2, deltas: [await deltaRefOf(small)] })
+    expect((await startPublish(fixed)).status).toBe(201)
+  })
+})
+
 describe('serving delta streams and chunk indexes', () => {
   it('serves the framed stream with its layout, ranges, validators and the chunk index', async () => {
     const upload = delta('1.0.0', 11, 300_000)

@@ -1,3 +1,4 @@
+import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { ProblemDetails } from '../../schemas/problem.ts'
@@ -83,6 +84,38 @@ describe('rollouts under hostile input', () => {
       'br',
     )
     await expectProblem(await postOutcome('norollout', outcome('client-0001')), [404], 'no rollout')
+  })
+
+  it('a probe of a rollout nobody started writes nothing: no object storage per invented name', async () => {
+    // Names and channels are the client's choice and each pair is its own object: if asking about one
+    // wrote its tables, every made-up pair would leave an object with storage behind, without bound.
+    const tables = (name: string, channel: string) =>
+      runInDurableObject(
+        env.ROLLOUT_COORDINATOR.get(env.ROLLOUT_COORDINATOR.idFromName(`${name}/${channel}`)),
+        (_instance, state) =>
+          state.storage.sql
+            .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .toArray(),
+      )
+    await expectProblem(await call('/v1/rollouts/invented-1/nightly?client=client-0001'), [404], 'check')
+    await expectProblem(
+      await call('/v1/rollouts/invented-2/nightly/outcomes', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: outcome('client-0001'),
+      }),
+      [404],
+      'outcome',
+    )
+    expect(await tables('invented-1', 'nightly')).toEqual([])
+    expect(await tables('invented-2', 'nightly')).toEqual([])
+
+    // A started rollout keeps working as before.
+    await publishSingle('realrollout', '1.0.0', bytesOf(300, 3), 1)
+    expect((await startRollout('realrollout', '1.0.0')).status).toBe(201)
+    expect((await call('/v1/rollouts/realrollout/stable?client=client-0001')).status).toBe(200)
+    expect((await postOutcome('realrollout', outcome('client-0001'))).status).toBe(202)
+    expect((await tables('realrollout', 'stable')).length).toBeGreaterThan(0)
   })
 
   it('refuses bad rollout specs, unpublished versions, and rate-limits one client flooding outcomes', async () => {

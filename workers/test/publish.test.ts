@@ -2,6 +2,7 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
+import { callApp } from './delta-helpers.ts'
 import { auth, bytesOf, call, envelopeFor, publishSingle, sha256, startPublish } from './publish-helpers.ts'
 
 describe('publish → manifest → blob', () => {
@@ -124,6 +125,28 @@ describe('publish → manifest → blob', () => {
     expect(right.headers.get('retry-after')).toBe('60')
     expect(ProblemDetails.parse(await right.json()).detail).toContain('wrong maintainer tokens')
     expect((await start(auth.authorization, '203.0.113.10')).status).toBe(201)
+  })
+
+  it('a lockout store that cannot be read is a 503 to retry, never a 500 (nor a way around the lockout)', async () => {
+    const failing = new Proxy(env.AUTH_LOCKOUTS, {
+      get(target, property) {
+        if (property === 'get' || property === 'put')
+          return () => Promise.reject(new Error('KV GET failed: 503 Service Unavailable'))
+        const value = Reflect.get(target, property, target)
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    const outage = { ...env, AUTH_LOCKOUTS: failing } as Env
+    for (const authorization of [auth.authorization, 'Bearer wrong']) {
+      const { response, bytes } = await callApp(
+        '/v1/config',
+        { headers: { authorization, 'cf-connecting-ip': '203.0.113.77' } },
+        outage,
+      )
+      expect(response.status, authorization).toBe(503)
+      expect(response.headers.get('retry-after')).not.toBeNull()
+      expect(ProblemDetails.parse(JSON.parse(new TextDecoder().decode(bytes))).status).toBe(503)
+    }
   })
 
   it('rejects malformed manifests, path tricks and a manifest for another version', async () => {

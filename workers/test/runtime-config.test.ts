@@ -8,7 +8,7 @@ import {
   setRuntimeConfigClock,
 } from '../config/runtime-config.ts'
 import { callApp, type DeltaUpload, deltaRefOf, putDelta } from './delta-helpers.ts'
-import { auth, bytesOf, envelopeFor, startPublish } from './publish-helpers.ts'
+import { auth, bytesOf, envelopeFor, publishSingle, startPublish } from './publish-helpers.ts'
 
 async function status(): Promise<RuntimeConfigStatus> {
   const { response, bytes } = await callApp('/v1/config', { headers: auth })
@@ -69,6 +69,46 @@ describe('runtime config from KV', () => {
     await env.CONFIG.put(RUNTIME_CONFIG_KEY, 'not json')
     now += 61_000
     expect((await status()).lastRejected?.issues[0]?.message).toContain('not JSON')
+  })
+
+  it('a KV outage keeps the config in force; an isolate with none answers 503, never 500', async () => {
+    // KV reads fail like the platform's do (a thrown error); everything else is the real binding.
+    const failing = new Proxy(env.CONFIG, {
+      get(target, property) {
+        if (property === 'get')
+          return () => Promise.reject(new Error('KV GET failed: 503 Service Unavailable'))
+        const value = Reflect.get(target, property, target)
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    const outage = { ...env, CONFIG: failing } as Env
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ limits: { telemetryPerClientPerMinute: 77 } }))
+    await publishSingle('cfg-outage', '1.0.0', bytesOf(300, 5), 1)
+    expect((await status()).inForce.limits.telemetryPerClientPerMinute).toBe(77)
+
+    // The cached copy expires while KV is down: requests go on under it, and KV is asked again later.
+    now += 31_000
+    const blob = await callApp('/v1/artifacts/cfg-outage/1.0.0/blob', {}, outage)
+    expect(blob.response.status).toBe(200)
+    const index = await callApp('/v1/artifacts/cfg-outage', {}, outage)
+    expect(index.response.status).toBe(200)
+    const kept = await callApp('/v1/config', { headers: auth }, outage)
+    expect(kept.response.status).toBe(200)
+    const body = JSON.parse(new TextDecoder().decode(kept.bytes)) as RuntimeConfigStatus
+    expect(body.inForce.limits.telemetryPerClientPerMinute).toBe(77)
+    expect(body.source).toBe('kv')
+
+    // A fresh isolate with no copy of its own cannot know what the operator configured (defaults
+    // could lift a credential requirement): a retryable 503 problem.
+    clearRuntimeConfigCache()
+    const fresh = await callApp('/v1/artifacts/cfg-outage', {}, outage)
+    expect(fresh.response.status).toBe(503)
+    expect(fresh.response.headers.get('content-type')).toBe('application/problem+json')
+    expect(fresh.response.headers.get('retry-after')).not.toBeNull()
+
+    // KV back: the document is read again.
+    expect((await status()).source).toBe('kv')
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
   })
 
   it('an isolate that starts after a bad edit runs on the last good document, not on defaults', async () => {

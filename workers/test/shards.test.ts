@@ -51,6 +51,15 @@ describe('/v1/shards and zone-aware serving', () => {
     expect(res.status).toBe(200)
     const plan = ShardPlan.parse(await res.json())
     expect(res.headers.get('etag')).toBe(`"shard-plan-${plan.version}"`)
+    // The validator it sends is honoured: a cache revalidating the plan in force gets 304, no body.
+    for (const inm of [`"shard-plan-${plan.version}"`, `W/"shard-plan-${plan.version}"`, '*']) {
+      const again = await call('/v1/shards', { headers: { 'if-none-match': inm } })
+      expect(again.status, inm).toBe(304)
+      expect(await again.text()).toBe('')
+      expect(again.headers.get('etag')).toBe(`"shard-plan-${plan.version}"`)
+      expect(again.headers.get('cache-control')).toBe('public, max-age=30')
+    }
+    expect((await call('/v1/shards', { headers: { 'if-none-match': '"shard-plan-0"' } })).status).toBe(200)
     expect(plan.entries.find((e) => e.id === 'sh-route@1.0.0')?.active).toEqual(['apac'])
     const metrics = await call('/v1/shards/metrics?window=48', { headers: auth })
     expect(ShardMetrics.parse(await metrics.json()).windowHours).toBe(48)
