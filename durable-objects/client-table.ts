@@ -6,6 +6,7 @@
 import { z } from 'zod'
 import { ArtifactName, Version } from '../schemas/common.ts'
 import type { TokenBucket } from './rate-limit.ts'
+import { parseStoredJson } from './stored-json.ts'
 
 const Use = z.object({ artifact: ArtifactName, at: z.number() })
 const Installed = z.object({ artifact: ArtifactName, version: Version, at: z.number() })
@@ -39,10 +40,7 @@ export function createClientTable(sql: SqlStorage): void {
 }
 
 /** Stored JSON is our own, but parsing it keeps a corrupt row from poisoning predictions. */
-const parseList = <T>(schema: z.ZodType<T>, raw: string): T[] => {
-  const parsed = z.array(schema).safeParse(JSON.parse(raw))
-  return parsed.success ? parsed.data : []
-}
+const parseList = <T>(schema: z.ZodType<T>, raw: string): T[] => parseStoredJson(raw, z.array(schema)) ?? []
 
 export function readClient(sql: SqlStorage, clientId: string): ClientState | null {
   const row = sql.exec<ClientRow>('SELECT * FROM clients WHERE client_id = ?', clientId).toArray()[0]

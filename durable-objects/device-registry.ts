@@ -25,6 +25,7 @@ import {
 } from './device-table.ts'
 import { createMetaTable } from './meta-table.ts'
 import { takeToken } from './rate-limit.ts'
+import { parseStoredJson } from './stored-json.ts'
 
 /** Enrollments per code per minute: a factory line enrolls in bursts, a leaked code cannot mint ids fast. */
 export const ENROLLMENTS_PER_CODE_PER_MINUTE = 60
@@ -311,8 +312,8 @@ export class DeviceRegistry extends DurableObject<Env> {
   }
 
   private parse(text: string): EnrollmentCodeRecord | null {
-    const parsed = EnrollmentCodeRecord.safeParse(JSON.parse(text))
-    if (parsed.success) return parsed.data
+    const record = parseStoredJson(text, EnrollmentCodeRecord)
+    if (record !== null) return record
     log({ level: 'error', msg: 'unreadable enrollment code record' })
     return null
   }

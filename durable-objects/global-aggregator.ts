@@ -2,6 +2,7 @@ import { DurableObject } from 'cloudflare:workers'
 import type { AccessSummary } from '../predict/index.ts'
 import { mergeSummaries } from '../predict/index.ts'
 import { AccessSummarySchema, RegionRollup } from '../schemas/aggregation.ts'
+import { parseStoredJson } from './stored-json.ts'
 
 export interface RegionStatus {
   region: string
@@ -63,10 +64,7 @@ export class GlobalAggregator extends DurableObject<Env> {
     const summaries = this.sql
       .exec<{ summary: string }>('SELECT summary FROM regions ORDER BY region')
       .toArray()
-      .flatMap((r) => {
-        const parsed = AccessSummarySchema.safeParse(JSON.parse(r.summary))
-        return parsed.success ? [parsed.data] : []
-      })
+      .flatMap((r) => parseStoredJson(r.summary, AccessSummarySchema) ?? [])
     const summary = mergeSummaries('global', summaries, now)
     this.merged = { at: now, summary }
     return summary
@@ -82,7 +80,7 @@ export class GlobalAggregator extends DurableObject<Env> {
         region: r.region,
         population: r.population,
         receivedAt: r.received_at,
-        artifacts: (JSON.parse(r.summary) as AccessSummary).artifacts.length,
+        artifacts: parseStoredJson(r.summary, AccessSummarySchema)?.artifacts.length ?? 0,
       }))
   }
 }

@@ -34,6 +34,7 @@ import {
 import { PREFETCH_HORIZON_MS, planPrefetch } from './prefetch-planner.ts'
 import { MemoryBuckets, takeToken } from './rate-limit.ts'
 import { rolloutCoordinator } from './rollout-coordinator.ts'
+import { parseStoredJson } from './stored-json.ts'
 import { createSummaryTables, loadSummary, persistSummary, type SummaryTables } from './summary-table.ts'
 
 const ARTIFACTS: SummaryTables = { artifacts: 'artifacts', transitions: 'transitions', profileKey: 'profile' }
@@ -84,7 +85,12 @@ export class RegionAggregator extends DurableObject<Env> {
       createClientTable(this.sql)
       createPrefetchHitTable(this.sql)
       const stored = readMeta(this.sql, 'settings')
-      if (stored !== null) this.settings = AggregatorSettings.parse(JSON.parse(stored))
+      const settings = stored === null ? null : parseStoredJson(stored, AggregatorSettings)
+      if (settings !== null) this.settings = settings
+      else if (stored !== null)
+        console.log(
+          JSON.stringify({ level: 'error', msg: 'unreadable aggregator settings: defaults in force' }),
+        )
       this.region = readMeta(this.sql, 'region')
       this.clientCount = countClients(this.sql)
       this.loadSummaries(Date.now())

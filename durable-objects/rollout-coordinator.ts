@@ -26,6 +26,7 @@ import {
   expectedStageStart,
   failureStats,
 } from './rollout-schedule.ts'
+import { parseStoredJson } from './stored-json.ts'
 
 /** The meta row holding this object's RolloutRecord. */
 const RECORD_KEY = 'rollout'
@@ -96,11 +97,9 @@ export class RolloutCoordinator extends DurableObject<Env> {
       this.createTables()
       const stored = readMeta(this.sql, RECORD_KEY)
       if (stored === null) return
-      const parsed = RolloutRecord.safeParse(JSON.parse(stored))
       // A record this code cannot read (an older shape) is dropped loudly rather than bricking the object.
-      if (parsed.success) this.record = parsed.data
-      else
-        log({ level: 'error', msg: 'unreadable rollout record dropped', issues: parsed.error.issues.length })
+      this.record = parseStoredJson(stored, RolloutRecord)
+      if (this.record === null) log({ level: 'error', msg: 'unreadable rollout record dropped' })
     })
   }
 

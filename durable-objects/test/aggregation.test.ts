@@ -5,7 +5,7 @@ import { artifactCount, nextUses } from '../../predict/index.ts'
 import { TelemetryReceipt } from '../../schemas/aggregation.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { clearRuntimeConfigCache } from '../../workers/config/runtime-config.ts'
-import type { RegionAggregator } from '../region-aggregator.ts'
+import { RegionAggregator } from '../region-aggregator.ts'
 import { batchOf, postTelemetry } from './helpers.ts'
 
 const regionStub = (region: string) => env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region))
@@ -121,6 +121,30 @@ describe('POST /v1/telemetry → RegionAggregator', () => {
           .toArray()
           .map((r) => r.id),
       ).toEqual(['client-e002', 'client-e003'])
+    })
+  })
+
+  it('survives rows it cannot read: damaged settings give defaults, a damaged client row only its history', async () => {
+    const stub = regionStub('damaged-rows')
+    expect((await postTelemetry('damaged-rows', batchOf('client-d001', 1, ['app']))).status).toBe(202)
+    await runInDurableObject(stub, async (_instance: RegionAggregator, state) => {
+      const sql = state.storage.sql
+      sql.exec(
+        "INSERT INTO meta (key, value) VALUES ('settings', '{not json') ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      )
+      sql.exec("UPDATE clients SET history = '{', installed = '[1,' WHERE client_id = 'client-d001'")
+      // A fresh instance over the same storage, as after an eviction or a deploy.
+      const fresh = new RegionAggregator(state, env)
+      // Its constructor's blockConcurrencyWhile has run once the event loop turns.
+      await new Promise((resolve) => setTimeout(resolve, 0))
+      await fresh.ingest({
+        region: 'damaged-rows',
+        batch: batchOf('client-d001', 2, ['lib']),
+        ratePerMinute: 30,
+      })
+      const { summary, population } = await fresh.snapshot()
+      expect(population).toBe(1)
+      expect(summary.artifacts.map((a) => a.artifact).sort()).toEqual(['app', 'lib'])
     })
   })
 
