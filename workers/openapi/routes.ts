@@ -224,6 +224,14 @@ const getDelta: RouteSpec = {
     { name: 'from', in: 'path', schema: Version },
     { name: 'to', in: 'path', schema: Version },
     { name: 'method', in: 'query', schema: DeltaMethod, required: false },
+    {
+      name: 'v',
+      in: 'query',
+      schema: z.string().max(128),
+      required: false,
+      description:
+        'The stream a plan named (`<payload sha256>.<block size>.<k>.<m>`, part of the URL a plan hands out): 404 when the delta was made again with other bytes since, so the edge cache never mixes two streams under one URL.',
+    },
     ...rangeParams,
   ],
   responses: rangedResponses('application/vnd.deltaport.stream', 'The framed delta stream', {

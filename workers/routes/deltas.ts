@@ -14,7 +14,11 @@ import { requirePublished } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 
 const PairParam = z.object({ name: ArtifactName, from: Version, to: Version })
-const MethodQuery = z.object({ method: DeltaMethod.optional() })
+const DeltaQuery = z.object({
+  method: DeltaMethod.optional(),
+  /** The stream a plan named (deltaTag): a stream made again since then is not served under its URL. */
+  v: z.string().max(128).optional(),
+})
 
 /** Response headers exposing the framing, so a client can plan block-aligned ranges from a HEAD. */
 export function framingHeaders(framing: DeltaFraming, method: string): Record<string, string> {
@@ -28,9 +32,31 @@ export function framingHeaders(framing: DeltaFraming, method: string): Record<st
   }
 }
 
-/** Strong validator: the payload hash alone is not enough, the same payload may be re-framed. */
+/** What identifies one framed stream: the payload hash alone is not enough, the same payload may be re-framed. */
+export function deltaTag(framing: DeltaFraming): string {
+  return `${framing.payloadSha256}.${framing.blockSize}.${framing.k}.${framing.m}`
+}
+
+/** Strong validator of a framed stream. */
 export function deltaEtag(framing: DeltaFraming): string {
-  return `"${framing.payloadSha256}.${framing.blockSize}.${framing.k}.${framing.m}"`
+  return `"${deltaTag(framing)}"`
+}
+
+/**
+ * The URL a plan hands out for a delta stream. It names the stream (`v`), so the edge cache, which keys
+ * on the URL and keeps ranges for a year, never holds ranges of two different streams under one URL:
+ * an edge-made delta that retention pruned can be made again with other framing (after a `stream`
+ * config change), and a device must not get its first range from the old stream and the rest from the
+ * new one.
+ */
+export function deltaUrl(
+  name: string,
+  from: string,
+  to: string,
+  method: string,
+  framing: DeltaFraming,
+): string {
+  return `/v1/deltas/${encodeURIComponent(name)}/${from}/${to}?method=${method}&v=${deltaTag(framing)}`
 }
 
 /** The framing of a stored delta, or null when it is not stored (never uploaded, or pruned). */
@@ -50,11 +76,20 @@ export const deltasRouter = new Hono<AppEnv>().on(
   ['GET', 'HEAD'],
   '/:name/:from/:to',
   valid('param', PairParam),
-  valid('query', MethodQuery),
+  valid('query', DeltaQuery),
   (c) =>
     serveImmutable(c, async () => {
       const { name, from, to } = c.req.valid('param')
-      const { method } = c.req.valid('query')
+      const { method, v } = c.req.valid('query')
+      const named = (framing: DeltaFraming) => {
+        if (v !== undefined && v !== deltaTag(framing))
+          throw new Problem(
+            404,
+            'not-found',
+            `the delta ${name} ${from} → ${to} was made again since the plan that named it: ask for a new plan`,
+          )
+        return framing
+      }
       const bucket = c.env.ARTIFACTS
       const stored = await requirePublished(bucket, name, to)
       const ref = cheapest(
@@ -65,7 +100,7 @@ export const deltasRouter = new Hono<AppEnv>().on(
         const framing = await readDeltaFraming(bucket, key)
         if (!framing)
           throw new Problem(404, 'not-found', `the delta ${name} ${from} → ${to} is no longer stored`)
-        return serveDelta(c.req.raw, bucket, key, framing, ref.method, false)
+        return serveDelta(c.req.raw, bucket, key, named(framing), ref.method, false)
       }
       if (from === to) throw new Problem(404, 'not-found', 'a version has no delta to itself')
       // Not listed: a small pair is generated once (vcdiff unless the client asks for another method).
@@ -80,7 +115,7 @@ export const deltasRouter = new Hono<AppEnv>().on(
             { name, from, to, method: lazyMethod },
             await getRuntimeConfig(c.env),
           )
-      return serveDelta(c.req.raw, bucket, key, framing, lazyMethod, true)
+      return serveDelta(c.req.raw, bucket, key, named(framing), lazyMethod, true)
     }),
 )
 

@@ -15,7 +15,7 @@ import { edgeKey, type Plan, planUpdate, type VersionNode } from '../plan/planne
 import { framingFor } from '../publish/frame-delta.ts'
 import { readIndex, readManifest } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
-import { readDeltaFraming } from './deltas.ts'
+import { deltaUrl, readDeltaFraming } from './deltas.ts'
 
 /** Plan requests (with `haveChunks`) on the wire and inflated. */
 export const MAX_PLAN_REQUEST_BYTES = 4 * 1024 * 1024
@@ -188,7 +188,7 @@ function respond(
         from: s.from,
         to: s.to,
         method: s.ref.method,
-        url: `/v1/deltas/${encodeURIComponent(name)}/${s.from}/${s.to}?method=${s.ref.method}`,
+        url: deltaUrl(name, s.from, s.to, s.ref.method, layout),
         size: s.ref.size,
         sha256: s.ref.sha256,
         layout,

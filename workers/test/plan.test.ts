@@ -4,6 +4,7 @@ import { buildChunkIndex, decodeChunkIndex, planChunkSync } from '../../delta/ch
 import { applyDelta } from '../../delta/index.ts'
 import { decodeVcdiff, encodeVcdiff } from '../../delta/vcdiff/index.ts'
 import { PlanResponse } from '../../schemas/plan.ts'
+import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
 import { keys } from '../storage/keys.ts'
 import { publishWithDeltas, unframe } from './delta-helpers.ts'
 import { bytesOf, call, publishSingle, sha256 } from './publish-helpers.ts'
@@ -180,6 +181,52 @@ describe('POST /v1/plan over real published versions', () => {
     const made = (await env.ARTIFACTS.head(lazyKey))?.uploaded.getTime()
     await plan(ask)
     expect((await env.ARTIFACTS.head(lazyKey))?.uploaded.getTime()).toBe(made)
+  })
+
+  it('names the stream in the delta URL, so a delta made again with other framing never shares cached ranges', async () => {
+    const [v1, , v3] = await publishChain('reframed', 60_000, 71)
+    const ask = {
+      name: 'reframed',
+      installed: '1.0.0',
+      target: '1.2.0',
+      capabilities: { methods: ['vcdiff'], chunkSync: false },
+    }
+    const lazyKey = keys.delta('reframed', '1.0.0', '1.2.0', 'vcdiff')
+    const directStep = async () => {
+      await plan(ask)
+      for (let waited = 0; !(await env.ARTIFACTS.head(lazyKey)) && waited < 10_000; waited += 50)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      const step = (await plan(ask)).steps[0]
+      if (step?.kind !== 'delta' || step.from !== '1.0.0') throw new Error('expected the direct delta')
+      return step
+    }
+    const before = await directStep()
+    // The first range of that URL lands in the edge cache (kept a year).
+    const firstRange = { range: 'bytes=0-1023' }
+    expect((await call(before.url, { headers: firstRange })).status).toBe(206)
+    expect((await call(before.url, { headers: firstRange })).headers.get('x-deltaport-cache')).toBe('hit')
+
+    // Retention prunes the edge-made delta; the operator has changed the framing since.
+    await env.ARTIFACTS.delete(lazyKey)
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ stream: { fecM: 4 } }))
+    clearRuntimeConfigCache()
+    try {
+      const after = await directStep()
+      expect(after.layout).toMatchObject({ k: before.layout.k, m: 4 })
+      expect(before.layout.m).not.toBe(4)
+      expect(after.url).not.toBe(before.url)
+      // Every range of the new URL is the new stream (no cached range of the old one answers it)...
+      const first = await call(after.url, { headers: firstRange })
+      expect(first.headers.get('x-deltaport-cache')).toBe('miss')
+      expect(first.headers.get('x-deltaport-fec')).toBe(`k=${before.layout.k};m=4`)
+      const payload = await unframe(await fetchBytes(after.url))
+      expect(await sha256(decodeVcdiff(v1, payload))).toBe(await sha256(v3))
+      // ...and the old URL no longer serves ranges it had not cached: they would be the new stream's.
+      expect((await call(before.url, { headers: { range: 'bytes=1024-2047' } })).status).toBe(404)
+    } finally {
+      await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+      clearRuntimeConfigCache()
+    }
   })
 
   it('makes an archive-aware direct delta between two archives when the device takes one', async () => {
