@@ -14,12 +14,19 @@ export interface ReplayOptions {
   /** While true the loop waits for new writes even when the buffer is empty (the probation window). */
   keepGoing: () => boolean
   timeoutMs: number
+  /**
+   * `target` is the version that serves (not a new one on probation): its 5xx is the write's answer, as
+   * it would have been live, and goes to the client. Retried instead, a write that breaks every version
+   * would hold its client, the swap and the agent's start for ever.
+   */
+  serverErrorsAnswer: boolean
 }
 
 /**
  * Drains the buffer into `target`: `concurrency` lanes, each taking the head write of the free client
  * with the highest priority, so a client never has two writes in flight and its order is kept. A write
- * the process fails (connection error or 5xx) stays held, the lanes stop, and the caller rolls back.
+ * the process fails (connection error, or a 5xx unless `serverErrorsAnswer`) stays held, the lanes
+ * stop, and the caller rolls back or retries.
  */
 export async function replayInto(
   buffer: WriteBuffer,
@@ -48,7 +55,7 @@ export async function replayInto(
       const entry = buffer.clientQueues.get(client)![0]!
       busy.add(client)
       try {
-        if (await sendOne(buffer, entry, target, options.timeoutMs)) replayed += 1
+        if (await sendOne(buffer, entry, target, options)) replayed += 1
       } catch (error) {
         outcome.failure = { error: (error as Error).message, failedWrite: entry.id }
       } finally {
@@ -65,7 +72,7 @@ async function sendOne(
   buffer: WriteBuffer,
   entry: HeldWrite,
   target: ServiceProcess,
-  timeoutMs: number,
+  options: Pick<ReplayOptions, 'timeoutMs' | 'serverErrorsAnswer'>,
 ): Promise<boolean> {
   const verdict = await entry.verdict
   if (!verdict.ok) {
@@ -76,8 +83,8 @@ async function sendOne(
   entry.state = 'sending'
   try {
     const body = await buffer.bodyOf(entry)
-    const answer = await sendBuffered(target, entry, body, timeoutMs)
-    if (answer.status >= 500)
+    const answer = await sendBuffered(target, entry, body, options.timeoutMs)
+    if (answer.status >= 500 && !options.serverErrorsAnswer)
       throw new Error(`write ${entry.id} answered ${answer.status} by ${target.version}`)
     await buffer.complete(entry, answer.status, answer.headers, answer.body)
     return true

@@ -398,7 +398,8 @@ export class Supervisor {
     const replayed = await replayInto(
       this.buffer,
       next,
-      this.replayOptions(() => Date.now() < probationEnd && next.running),
+      // Its 5xx fails it: the held writes then go to the previous version.
+      this.replayOptions(() => Date.now() < probationEnd && next.running, false),
     ).finally(() => {
       clearTimeout(probation)
       this.proxy.fallback = null
@@ -494,15 +495,16 @@ export class Supervisor {
 
   /**
    * Replays into `target`, the process that serves, until the buffer is empty, retrying (1 s apart)
-   * while it fails. New writes go live meanwhile unless their client still has writes queued, so the
-   * backlog drains even under steady load.
+   * while it cannot be reached. Its 5xx is a write's answer (what the client would have got live): there
+   * is no other version to try. New writes go live meanwhile unless their client still has writes
+   * queued, so the backlog drains even under steady load.
    */
   private async replayUntilDone(target: ServiceProcess, keepGoing: () => boolean): Promise<ReplayResult> {
     this.proxy.mode = 'pass'
     let replayed = 0
     for (;;) {
       const start = Date.now()
-      const result = await replayInto(this.buffer, target, this.replayOptions(keepGoing))
+      const result = await replayInto(this.buffer, target, this.replayOptions(keepGoing, true))
       replayed += result.replayed
       this.noteDrain(result.replayed, Date.now() - start)
       if (result.ok) {
@@ -518,10 +520,12 @@ export class Supervisor {
     }
   }
 
-  private replayOptions(keepGoing: () => boolean) {
+  /** `serverErrorsAnswer`: `target` serves (see ReplayOptions), it is not a new version on probation. */
+  private replayOptions(keepGoing: () => boolean, serverErrorsAnswer: boolean) {
     return {
       concurrency: this.settings.replayConcurrency,
       timeoutMs: this.settings.healthTimeoutMs,
+      serverErrorsAnswer,
       keepGoing,
       priority: (clients: readonly string[]) => replayPriorities(clients, this.tiers, this.loads),
     }

@@ -1,0 +1,75 @@
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { SwapSettings } from '../../../schemas/swap.ts'
+import { buildSampleService } from '../../sample-service/build.ts'
+import { SwapJournal } from '../journal.ts'
+import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
+import { cleanup, harness, post, tempDir, within } from './harness.ts'
+
+/**
+ * A held write the serving version itself answers with 5xx (a request that breaks every version of the
+ * service). Without a swap its client would simply get that 5xx; with one it must get it too, and the
+ * swap, the journal and the agent's start must not wait for a better answer that never comes.
+ */
+afterAll(cleanup)
+
+describe('buffered swap: a write that every version answers with 5xx', () => {
+  it('answers the held client with the old version’s 5xx after the rollback, and the swap ends', async () => {
+    // Both builds answer every write with 500; 2.0.0 starts slowly so the write is surely held.
+    const h = await harness([
+      { version: '1.0.0', fail: 'writes' },
+      { version: '2.0.0', fail: 'writes', startupDelayMs: 800 },
+    ])
+    const swap = h.swapTo('2.0.0')
+    await h.until((e) => e.type === 'buffering')
+    const answer = await within(post(h.port, 'broken', 1), 20_000, 'the held write')
+    // What 1.0.0 says about it, as a live request would have got: not a hang, not a retry loop.
+    expect(answer.status).toBe(500)
+    expect(await answer.json()).toEqual({ error: 'this build fails every write' })
+    const report = await within(swap, 20_000, 'the swap')
+    expect(report).toMatchObject({ outcome: 'rolled-back', errorClass: 'replay', serving: '1.0.0' })
+    expect(h.supervisor.counters.writes).toBe(0)
+  })
+
+  it('starts serving after a crash although a journaled write is answered 5xx', async () => {
+    const dir = await tempDir('deltaport-swap-5xx-journal-')
+    const journal = new SwapJournal(join(dir, 'run', 'swap.journal'))
+    await journal.open()
+    await journal.append({
+      t: 'w',
+      id: 1,
+      client: 'broken',
+      method: 'POST',
+      path: '/write',
+      headers: [['x-client-id', 'broken']],
+      body: Buffer.from(JSON.stringify({ seq: 1 })).toString('base64'),
+      at: Date.now(),
+    })
+    await journal.close()
+    const v1 = await buildSampleService(join(dir, 'v1.js'), { version: '1.0.0', fail: 'writes' })
+    const events: SupervisorEvent[] = []
+    const supervisor = await within(
+      Supervisor.start({
+        command: [process.execPath, '--no-warnings', '{artifact}'],
+        runDir: join(dir, 'run'),
+        dataDir: join(dir, 'data'),
+        settings: SwapSettings.parse({}),
+        initial: { version: '1.0.0', artifactPath: v1 },
+        host: '127.0.0.1',
+        port: 0,
+        stdio: 'ignore',
+        onEvent: (e) => events.push(e),
+      }),
+      15_000,
+      'the start',
+    )
+    try {
+      expect(events).toContainEqual(expect.objectContaining({ type: 'started', recovered: 1 }))
+      const health = await fetch(`http://127.0.0.1:${supervisor.publicPort}/health`)
+      expect(health.status).toBe(200)
+      expect(supervisor.counters.writes).toBe(0)
+    } finally {
+      await supervisor.stop()
+    }
+  })
+})
