@@ -15,17 +15,16 @@ export interface ReplayOptions {
   keepGoing: () => boolean
   timeoutMs: number
   /**
-   * `target` is the version that serves (not a new one on probation): its 5xx is the write's answer, as
-   * it would have been live, and goes to the client. Retried instead, a write that breaks every version
-   * would hold its client, the swap and the agent's start for ever.
+   * Whether `target`'s 5xx to `entry` is that write's answer (settled and sent to its client) rather
+   * than a failure that keeps it held. Never for a new version on probation (its 5xx fails it).
    */
-  serverErrorsAnswer: boolean
+  serverErrorAnswers: (entry: HeldWrite) => boolean
 }
 
 /**
  * Drains the buffer into `target`: `concurrency` lanes, each taking the head write of the free client
  * with the highest priority, so a client never has two writes in flight and its order is kept. A write
- * the process fails (connection error, or a 5xx unless `serverErrorsAnswer`) stays held, the lanes
+ * the process fails (connection error, or a 5xx unless `serverErrorAnswers` it) stays held, the lanes
  * stop, and the caller rolls back or retries.
  */
 export async function replayInto(
@@ -72,7 +71,7 @@ async function sendOne(
   buffer: WriteBuffer,
   entry: HeldWrite,
   target: ServiceProcess,
-  options: Pick<ReplayOptions, 'timeoutMs' | 'serverErrorsAnswer'>,
+  options: Pick<ReplayOptions, 'timeoutMs' | 'serverErrorAnswers'>,
 ): Promise<boolean> {
   const verdict = await entry.verdict
   if (!verdict.ok) {
@@ -84,7 +83,7 @@ async function sendOne(
   try {
     const body = await buffer.bodyOf(entry)
     const answer = await sendBuffered(target, entry, body, options.timeoutMs)
-    if (answer.status >= 500 && !options.serverErrorsAnswer)
+    if (answer.status >= 500 && !options.serverErrorAnswers(entry))
       throw new Error(`write ${entry.id} answered ${answer.status} by ${target.version}`)
     await buffer.complete(entry, answer.status, answer.headers, answer.body)
     return true

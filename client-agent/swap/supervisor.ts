@@ -2,7 +2,7 @@ import { access } from 'node:fs/promises'
 import type { SwapSettings } from '../../schemas/swap.ts'
 import { AgentError, systemError } from '../errors.ts'
 import { makeDirs } from '../fs/make-dirs.ts'
-import { WriteBuffer } from './buffer.ts'
+import { type HeldWrite, WriteBuffer } from './buffer.ts'
 import { CrashHistory } from './crash-history.ts'
 import { DeferredSwaps } from './deferred-swaps.ts'
 import { SwapJournal } from './journal.ts'
@@ -399,7 +399,10 @@ export class Supervisor {
       this.buffer,
       next,
       // Its 5xx fails it: the held writes then go to the previous version.
-      this.replayOptions(() => Date.now() < probationEnd && next.running, false),
+      this.replayOptions(
+        () => Date.now() < probationEnd && next.running,
+        () => false,
+      ),
     ).finally(() => {
       clearTimeout(probation)
       this.proxy.fallback = null
@@ -495,16 +498,22 @@ export class Supervisor {
 
   /**
    * Replays into `target`, the process that serves, until the buffer is empty, retrying (1 s apart)
-   * while it cannot be reached. Its 5xx is a write's answer (what the client would have got live): there
-   * is no other version to try. New writes go live meanwhile unless their client still has writes
-   * queued, so the backlog drains even under steady load.
+   * while it fails. New writes go live meanwhile unless their client still has writes queued, so the
+   * backlog drains even under steady load.
+   *
+   * Its 5xx is the answer of a write whose client waits: what it would have got live (there is no other
+   * version to try, and retried, a write that breaks every version held its client and the swap for
+   * ever). A write recovered from the journal has nobody to retry it, so its 5xx is retried (a service
+   * still warming up) for `healthTimeoutMs`, then taken as its answer: the agent must start serving.
    */
   private async replayUntilDone(target: ServiceProcess, keepGoing: () => boolean): Promise<ReplayResult> {
     this.proxy.mode = 'pass'
     let replayed = 0
+    const patienceEnd = Date.now() + this.settings.healthTimeoutMs
+    const serverErrorAnswers = (entry: HeldWrite) => entry.responder !== null || Date.now() >= patienceEnd
     for (;;) {
       const start = Date.now()
-      const result = await replayInto(this.buffer, target, this.replayOptions(keepGoing, true))
+      const result = await replayInto(this.buffer, target, this.replayOptions(keepGoing, serverErrorAnswers))
       replayed += result.replayed
       this.noteDrain(result.replayed, Date.now() - start)
       if (result.ok) {
@@ -520,12 +529,11 @@ export class Supervisor {
     }
   }
 
-  /** `serverErrorsAnswer`: `target` serves (see ReplayOptions), it is not a new version on probation. */
-  private replayOptions(keepGoing: () => boolean, serverErrorsAnswer: boolean) {
+  private replayOptions(keepGoing: () => boolean, serverErrorAnswers: (entry: HeldWrite) => boolean) {
     return {
       concurrency: this.settings.replayConcurrency,
       timeoutMs: this.settings.healthTimeoutMs,
-      serverErrorsAnswer,
+      serverErrorAnswers,
       keepGoing,
       priority: (clients: readonly string[]) => replayPriorities(clients, this.tiers, this.loads),
     }

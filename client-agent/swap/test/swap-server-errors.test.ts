@@ -1,7 +1,7 @@
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { SwapSettings } from '../../../schemas/swap.ts'
-import { buildSampleService } from '../../sample-service/build.ts'
 import { SwapJournal } from '../journal.ts'
 import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
 import { cleanup, harness, post, tempDir, within } from './harness.ts'
@@ -31,30 +31,58 @@ describe('buffered swap: a write that every version answers with 5xx', () => {
     expect(h.supervisor.counters.writes).toBe(0)
   })
 
-  it('starts serving after a crash although a journaled write is answered 5xx', async () => {
+  it('after a crash, retries a journaled write its 5xx for healthTimeoutMs, then serves anyway', async () => {
     const dir = await tempDir('deltaport-swap-5xx-journal-')
     const journal = new SwapJournal(join(dir, 'run', 'swap.journal'))
     await journal.open()
-    await journal.append({
-      t: 'w',
-      id: 1,
-      client: 'broken',
-      method: 'POST',
-      path: '/write',
-      headers: [['x-client-id', 'broken']],
-      body: Buffer.from(JSON.stringify({ seq: 1 })).toString('base64'),
-      at: Date.now(),
-    })
+    for (const [id, path] of [
+      [1, '/warming'],
+      [2, '/broken'],
+    ] as const) {
+      await journal.append({
+        t: 'w',
+        id,
+        client: `c${id}`,
+        method: 'POST',
+        path,
+        headers: [['x-client-id', `c${id}`]],
+        body: Buffer.from('{}').toString('base64'),
+        at: Date.now(),
+      })
+    }
     await journal.close()
-    const v1 = await buildSampleService(join(dir, 'v1.js'), { version: '1.0.0', fail: 'writes' })
+    // The first write to /warming gets 503 (the service is still warming up), later ones are applied;
+    // /broken gets 500 every time.
+    const artifact = join(dir, 'service.mjs')
+    await writeFile(
+      artifact,
+      `import { appendFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+let warm = false
+createServer((req, res) => {
+  req.resume()
+  req.on('end', () => {
+    if (req.url === '/health') return res.end('ok')
+    if (req.url === '/broken') return res.writeHead(500).end()
+    if (!warm) {
+      warm = true
+      return res.writeHead(503).end()
+    }
+    appendFileSync(process.env.DELTAPORT_DATA_DIR + '/applied.log', req.url + '\\n')
+    res.end('applied')
+  })
+}).listen(Number(process.env.PORT), '127.0.0.1')
+process.on('SIGTERM', () => process.exit(0))
+`,
+    )
     const events: SupervisorEvent[] = []
     const supervisor = await within(
       Supervisor.start({
-        command: [process.execPath, '--no-warnings', '{artifact}'],
+        command: [process.execPath, '{artifact}'],
         runDir: join(dir, 'run'),
         dataDir: join(dir, 'data'),
-        settings: SwapSettings.parse({}),
-        initial: { version: '1.0.0', artifactPath: v1 },
+        settings: SwapSettings.parse({ healthTimeoutMs: 2000 }),
+        initial: { version: '1.0.0', artifactPath: artifact },
         host: '127.0.0.1',
         port: 0,
         stdio: 'ignore',
@@ -64,10 +92,12 @@ describe('buffered swap: a write that every version answers with 5xx', () => {
       'the start',
     )
     try {
-      expect(events).toContainEqual(expect.objectContaining({ type: 'started', recovered: 1 }))
+      expect(events).toContainEqual(expect.objectContaining({ type: 'started', recovered: 2 }))
+      // The one that only needed a retry was applied; the broken one no longer holds the start.
+      expect(await readFile(join(dir, 'data', 'applied.log'), 'utf8')).toBe('/warming\n')
+      expect(supervisor.counters.writes).toBe(0)
       const health = await fetch(`http://127.0.0.1:${supervisor.publicPort}/health`)
       expect(health.status).toBe(200)
-      expect(supervisor.counters.writes).toBe(0)
     } finally {
       await supervisor.stop()
     }
