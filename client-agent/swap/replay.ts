@@ -13,7 +13,14 @@ export interface ReplayOptions {
   priority: (clients: readonly string[]) => ReadonlyMap<string, number>
   /** While true the loop waits for new writes even when the buffer is empty (the probation window). */
   keepGoing: () => boolean
-  timeoutMs: number
+  /**
+   * How long `target` has to answer one write. A new version on probation that takes longer has failed;
+   * null (the version that serves) waits as a live request would: sent again after a timeout, a slow
+   * write was applied over and over and its client never answered.
+   */
+  timeoutMs: number | null
+  /** Gives up the writes in flight (they stay held): the agent is stopping and their time is up. */
+  cutoff?: AbortSignal
   /**
    * Whether `target`'s 5xx to `entry` is that write's answer (settled and sent to its client) rather
    * than a failure that keeps it held. Never for a new version on probation (its 5xx fails it).
@@ -71,7 +78,7 @@ async function sendOne(
   buffer: WriteBuffer,
   entry: HeldWrite,
   target: ServiceProcess,
-  options: Pick<ReplayOptions, 'timeoutMs' | 'serverErrorAnswers'>,
+  options: Pick<ReplayOptions, 'timeoutMs' | 'cutoff' | 'serverErrorAnswers'>,
 ): Promise<boolean> {
   const verdict = await entry.verdict
   if (!verdict.ok) {
@@ -82,7 +89,7 @@ async function sendOne(
   entry.state = 'sending'
   try {
     const body = await buffer.bodyOf(entry)
-    const answer = await sendBuffered(target, entry, body, options.timeoutMs)
+    const answer = await sendBuffered(target, entry, body, options.timeoutMs, options.cutoff)
     if (answer.status >= 500 && !options.serverErrorAnswers(entry))
       throw new Error(`write ${entry.id} answered ${answer.status} by ${target.version}`)
     await buffer.complete(entry, answer.status, answer.headers, answer.body)

@@ -8,7 +8,7 @@ import { DeferredSwaps } from './deferred-swaps.ts'
 import { SwapJournal } from './journal.ts'
 import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
 import { SwapProxy } from './proxy.ts'
-import { type ReplayResult, replayInto } from './replay.ts'
+import { type ReplayOptions, type ReplayResult, replayInto } from './replay.ts'
 import { RestartHold } from './restart-hold.ts'
 import { RunFiles } from './run-files.ts'
 import { ServiceChildren } from './service-children.ts'
@@ -105,6 +105,11 @@ export class Supervisor {
   /** Aborted by stop(): an update check downloading a version gives up instead of holding the exit. */
   private readonly stopSignal = new AbortController()
   private stopped: Promise<void> = Promise.resolve()
+  /**
+   * Aborted `stopTimeoutMs` after a stop began: a replay into the serving process waits for its answers
+   * as long as a live request would, but not past that (what is still held stays journaled).
+   */
+  private readonly replayCutoff = new AbortController()
   private holdEstimateS = 2
   /**
    * The new process of the swap under way, from its switch until the replay's outcome is known: its exit
@@ -280,7 +285,9 @@ export class Supervisor {
     // Nothing restarts the crashed service now: what waits for it is answered (503 + Retry-After, held
     // writes settled unapplied) instead of being cut after stopTimeoutMs.
     await this.restartHold.abandon('the agent is stopping')
+    const cutoff = setTimeout(() => this.replayCutoff.abort(), this.settings.stopTimeoutMs)
     await this.swapping
+    clearTimeout(cutoff)
     await this.proxy.close(this.settings.stopTimeoutMs)
     await this.children.stopAll()
     await this.journal.close()
@@ -398,9 +405,10 @@ export class Supervisor {
     const replayed = await replayInto(
       this.buffer,
       next,
-      // Its 5xx fails it: the held writes then go to the previous version.
+      // Its 5xx, or no answer within healthTimeoutMs (hung), fails it: the writes go to the previous version.
       this.replayOptions(
         () => Date.now() < probationEnd && next.running,
+        this.settings.healthTimeoutMs,
         () => false,
       ),
     ).finally(() => {
@@ -505,6 +513,8 @@ export class Supervisor {
    * version to try, and retried, a write that breaks every version held its client and the swap for
    * ever). A write recovered from the journal has nobody to retry it, so its 5xx is retried (a service
    * still warming up) for `healthTimeoutMs`, then taken as its answer: the agent must start serving.
+   * Its answer is waited for as long as a live request's would be (no timeout): there is no better
+   * process to send the write to, and sending it again only applies it again.
    */
   private async replayUntilDone(target: ServiceProcess, keepGoing: () => boolean): Promise<ReplayResult> {
     this.proxy.mode = 'pass'
@@ -513,7 +523,10 @@ export class Supervisor {
     const serverErrorAnswers = (entry: HeldWrite) => entry.responder !== null || Date.now() >= patienceEnd
     for (;;) {
       const start = Date.now()
-      const result = await replayInto(this.buffer, target, this.replayOptions(keepGoing, serverErrorAnswers))
+      const result = await replayInto(this.buffer, target, {
+        ...this.replayOptions(keepGoing, null, serverErrorAnswers),
+        cutoff: this.replayCutoff.signal,
+      })
       replayed += result.replayed
       this.noteDrain(result.replayed, Date.now() - start)
       if (result.ok) {
@@ -529,10 +542,15 @@ export class Supervisor {
     }
   }
 
-  private replayOptions(keepGoing: () => boolean, serverErrorAnswers: (entry: HeldWrite) => boolean) {
+  /** `timeoutMs` and `serverErrorAnswers`: how `target`'s answers are judged (see ReplayOptions). */
+  private replayOptions(
+    keepGoing: () => boolean,
+    timeoutMs: number | null,
+    serverErrorAnswers: (entry: HeldWrite) => boolean,
+  ): ReplayOptions {
     return {
       concurrency: this.settings.replayConcurrency,
-      timeoutMs: this.settings.healthTimeoutMs,
+      timeoutMs,
       serverErrorAnswers,
       keepGoing,
       priority: (clients: readonly string[]) => replayPriorities(clients, this.tiers, this.loads),

@@ -4,12 +4,13 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { SwapSettings } from '../../../schemas/swap.ts'
 import { SwapJournal } from '../journal.ts'
 import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
-import { cleanup, harness, post, tempDir, within } from './harness.ts'
+import { cleanup, harness, post, tempDir, waitFor, within } from './harness.ts'
 
 /**
  * A held write the serving version itself answers with 5xx (a request that breaks every version of the
- * service). Without a swap its client would simply get that 5xx; with one it must get it too, and the
- * swap, the journal and the agent's start must not wait for a better answer that never comes.
+ * service), or answers slowly. Without a swap its client would simply get that answer; with one it must
+ * get it too, and the swap, the journal and the agent's start must not wait for a better answer that
+ * never comes, nor send the write again and again.
  */
 afterAll(cleanup)
 
@@ -102,4 +103,53 @@ process.on('SIGTERM', () => process.exit(0))
       await supervisor.stop()
     }
   })
+})
+
+describe('buffered swap: a write the serving version answers slowly', () => {
+  it('waits for the old version’s answer like a live request does, instead of sending it again', async () => {
+    // Every write takes 1.5 s, longer than healthTimeoutMs: live that is no problem.
+    const h = await harness(
+      [
+        { version: '1.0.0', writeDelayMs: 1500 },
+        { version: '2.0.0', writeDelayMs: 1500, startupDelayMs: 300 },
+      ],
+      { healthTimeoutMs: 1000 },
+    )
+    expect((await post(h.port, 'live', 1)).status).toBe(200)
+    const swap = h.swapTo('2.0.0')
+    await h.until((e) => e.type === 'buffering')
+    const answer = post(h.port, 'slow', 1)
+    // The new version's replay still has healthTimeoutMs to answer (a hung new version is failed), so
+    // this one is rolled back; the old version then takes the write and is waited for.
+    const report = await within(swap, 20_000, 'the swap')
+    expect(report).toMatchObject({ outcome: 'rolled-back', errorClass: 'replay', serving: '1.0.0' })
+    const held = await within(answer, 10_000, 'the held write')
+    expect(held.status).toBe(200)
+    // Sent to 1.0.0 once: a second send would be acknowledged as a duplicate.
+    expect(await held.json()).toMatchObject({ version: '1.0.0', applied: true })
+    expect(h.events.filter((e) => e.type === 'error')).toEqual([])
+  }, 60_000)
+
+  it('stops within its stop timeouts while the old version is still working on a replayed write', async () => {
+    // 1.0.0 takes 30 s per write; 2.0.0 says it is unhealthy, so the held write goes back to 1.0.0.
+    const h = await harness(
+      [
+        { version: '1.0.0', writeDelayMs: 30_000 },
+        { version: '2.0.0', fail: 'health' },
+      ],
+      { healthTimeoutMs: 20_000, unhealthyGraceMs: 200, stopTimeoutMs: 1000 },
+    )
+    const swap = h.swapTo('2.0.0')
+    await h.until((e) => e.type === 'buffering')
+    const answer = post(h.port, 'slow', 1).catch(() => null)
+    await h.until((e) => e.type === 'swap-done' || h.supervisor.counters.held === 1)
+    await waitFor(() => h.supervisor.mode === 'pass', 20_000)
+    const stopping = Date.now()
+    await h.supervisor.stop()
+    // The replay had stopTimeoutMs after the stop began, the held client as long again: not 30 s.
+    expect(Date.now() - stopping).toBeLessThan(6000)
+    // Never acknowledged, so still owed: the next start replays it.
+    expect(await answer).toBeNull()
+    void swap.catch(() => undefined)
+  }, 60_000)
 })
