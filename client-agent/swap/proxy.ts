@@ -483,15 +483,19 @@ export class SwapProxy {
     const responder: Responder = {
       send(status, headers, payload) {
         if (res.headersSent || res.destroyed) return
+        // A 1xx, 204 or 304 has no body: a 204 must not say Content-Length (RFC 9110 §8.6), a 304's is
+        // the service's (the length of the representation it did not send). Others get the payload's.
+        const bodiless = status < 200 || status === 204 || status === 304
         const out: Record<string, string | string[]> = {}
         for (const [name, value] of headers) {
-          if (name === 'content-length' || name === 'transfer-encoding' || name === 'connection') continue
+          if (name === 'transfer-encoding' || name === 'connection') continue
+          if (name === 'content-length' && status !== 304) continue
           const prev = out[name]
           out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
         }
-        out['content-length'] = String(payload.length)
+        if (!bodiless) out['content-length'] = String(payload.length)
         res.writeHead(status, out)
-        res.end(payload)
+        res.end(bodiless ? undefined : payload)
       },
       get gone() {
         return res.destroyed
