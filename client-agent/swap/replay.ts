@@ -52,7 +52,7 @@ export async function replayInto(
   const lane = async (): Promise<void> => {
     while (!outcome.failure) {
       refreshPriority()
-      const client = pickClient(buffer.clientQueues, priority, busy)
+      const client = pickClient(buffer.clientQueues, priority, engaged(buffer, busy))
       if (client === null) {
         if (buffer.empty && busy.size === 0 && !options.keepGoing()) return
         await changeOrTimeout(buffer, 25)
@@ -98,6 +98,22 @@ async function sendOne(
     entry.state = 'held'
     throw error
   }
+}
+
+/**
+ * The clients a lane may not take now: its own loop's, and those whose head write another replay is
+ * sending (a crashed service's restart replays beside the start's, which retries into whatever serves).
+ * Picked anyway, that head is skipped at once and picked again: a loop of resolved promises that never
+ * yields, so the other replay's answer is never read and the agent hangs.
+ */
+function engaged(buffer: WriteBuffer, busy: ReadonlySet<string>): ReadonlySet<string> {
+  let out: Set<string> | null = null
+  for (const [client, queue] of buffer.clientQueues) {
+    if (queue[0]?.state !== 'sending' || busy.has(client)) continue
+    out ??= new Set(busy)
+    out.add(client)
+  }
+  return out ?? busy
 }
 
 function changeOrTimeout(buffer: WriteBuffer, ms: number): Promise<void> {
