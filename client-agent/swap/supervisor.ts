@@ -251,8 +251,13 @@ export class Supervisor {
   /** Asks the update source for a new version and swaps to it; null when there is none. */
   async checkForUpdate(): Promise<SwapReport | null> {
     const source = this.options.source
-    // A check during a swap would see a version in flux; the next poll looks again.
-    if (!source || this.stopping || this.swapInProgress) return null
+    if (!source || this.stopping) return null
+    // A check during a swap would see a version in flux, so it waits for it. `run` never checks during
+    // a swap of its own checks (it keeps that trigger for later), so what holds the lock here is a
+    // fall-back or a restart's replay: returning null would drop the trigger (with --interval 0, a
+    // SIGHUP would be ignored).
+    if (this.swapInProgress) await this.swapping
+    if (this.stopping) return null
     // Versions backing off after a deferred swap are refused like failed ones until their time comes.
     const refused = await this.files.failedVersions()
     for (const version of this.deferrals.waiting(Date.now())) refused.add(version)
