@@ -1,9 +1,7 @@
-import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { SwapSettings } from '../../../schemas/swap.ts'
-import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
-import { cleanup, rawConnection, tempDir, waitFor, within } from './harness.ts'
+import type { SupervisorEvent } from '../supervisor.ts'
+import { cleanup, rawConnection, serviceFile, supervise, tempDir, waitFor, within } from './harness.ts'
 
 /**
  * A held write answered with a status that has no body (204 No Content, 304 Not Modified) reaches its
@@ -16,39 +14,18 @@ describe('buffered swap: answers without a body', () => {
   it('passes a replayed 204 and 304 on without a made-up Content-Length', async () => {
     const dir = await tempDir('deltaport-swap-bodiless-')
     // PUT /item answers 204; POST /cached answers 304 with the representation's length, 1234.
-    const service = async (version: string, startupDelayMs: number) => {
-      const file = join(dir, `svc-${version}.mjs`)
-      await writeFile(
-        file,
-        `import { createServer } from 'node:http'
-const server = createServer((req, res) => {
-  req.resume()
-  req.on('end', () => {
-    if (req.url === '/health') return res.end('ok')
+    const service = (version: string, startupDelayMs: number) =>
+      serviceFile(join(dir, `svc-${version}.mjs`), {
+        onEnd: `if (req.url === '/health') return res.end('ok')
     if (req.url === '/item') return res.writeHead(204, { 'x-version': ${JSON.stringify(version)} }).end()
     if (req.url === '/cached') return res.writeHead(304, { 'content-length': '1234', etag: '"v1"' }).end()
-    res.writeHead(404).end()
-  })
-})
-process.on('SIGTERM', () => process.exit(0))
-setTimeout(() => server.listen(Number(process.env.PORT), '127.0.0.1'), ${startupDelayMs})
-`,
-      )
-      return file
-    }
+    res.writeHead(404).end()`,
+        startupDelayMs,
+      })
     const events: SupervisorEvent[] = []
-    const supervisor = await Supervisor.start({
-      command: [process.execPath, '{artifact}'],
-      runDir: join(dir, 'run'),
-      dataDir: join(dir, 'data'),
-      // The service has no prepare or flush endpoint.
-      settings: SwapSettings.parse({ prepare: { kind: 'none' }, flush: { kind: 'none' } }),
-      initial: { version: '1.0.0', artifactPath: await service('1.0.0', 0) },
-      host: '127.0.0.1',
-      port: 0,
-      stdio: 'ignore',
-      onEvent: (e) => events.push(e),
-    })
+    // The service has no prepare or flush endpoint.
+    const none = { kind: 'none' } as const
+    const supervisor = await supervise(dir, await service('1.0.0', 0), { prepare: none, flush: none }, events)
     try {
       const request = (method: string, path: string) =>
         `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-length: 2\r\n\r\n{}`

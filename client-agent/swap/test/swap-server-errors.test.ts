@@ -1,10 +1,18 @@
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { SwapSettings } from '../../../schemas/swap.ts'
-import { SwapJournal } from '../journal.ts'
-import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
-import { cleanup, harness, post, tempDir, waitFor, within } from './harness.ts'
+import type { SupervisorEvent } from '../supervisor.ts'
+import {
+  cleanup,
+  harness,
+  journalWith,
+  post,
+  serviceFile,
+  supervise,
+  tempDir,
+  waitFor,
+  within,
+} from './harness.ts'
 
 /**
  * A held write the serving version itself answers with 5xx (a request that breaks every version of the
@@ -34,61 +42,27 @@ describe('buffered swap: a write that every version answers with 5xx', () => {
 
   it('after a crash, retries a journaled write its 5xx for healthTimeoutMs, then serves anyway', async () => {
     const dir = await tempDir('deltaport-swap-5xx-journal-')
-    const journal = new SwapJournal(join(dir, 'run', 'swap.journal'))
-    await journal.open()
-    for (const [id, path] of [
-      [1, '/warming'],
-      [2, '/broken'],
-    ] as const) {
-      await journal.append({
-        t: 'w',
-        id,
-        client: `c${id}`,
-        method: 'POST',
-        path,
-        headers: [['x-client-id', `c${id}`]],
-        body: Buffer.from('{}').toString('base64'),
-        at: Date.now(),
-      })
-    }
-    await journal.close()
+    await journalWith(dir, [
+      { id: 1, client: 'c1', path: '/warming' },
+      { id: 2, client: 'c2', path: '/broken' },
+    ])
     // The first write to /warming gets 503 (the service is still warming up), later ones are applied;
     // /broken gets 500 every time.
-    const artifact = join(dir, 'service.mjs')
-    await writeFile(
-      artifact,
-      `import { appendFileSync } from 'node:fs'
-import { createServer } from 'node:http'
-let warm = false
-createServer((req, res) => {
-  req.resume()
-  req.on('end', () => {
-    if (req.url === '/health') return res.end('ok')
+    const artifact = await serviceFile(join(dir, 'service.mjs'), {
+      imports: `import { appendFileSync } from 'node:fs'`,
+      setup: 'let warm = false',
+      onEnd: `if (req.url === '/health') return res.end('ok')
     if (req.url === '/broken') return res.writeHead(500).end()
     if (!warm) {
       warm = true
       return res.writeHead(503).end()
     }
     appendFileSync(process.env.DELTAPORT_DATA_DIR + '/applied.log', req.url + '\\n')
-    res.end('applied')
-  })
-}).listen(Number(process.env.PORT), '127.0.0.1')
-process.on('SIGTERM', () => process.exit(0))
-`,
-    )
+    res.end('applied')`,
+    })
     const events: SupervisorEvent[] = []
     const supervisor = await within(
-      Supervisor.start({
-        command: [process.execPath, '{artifact}'],
-        runDir: join(dir, 'run'),
-        dataDir: join(dir, 'data'),
-        settings: SwapSettings.parse({ healthTimeoutMs: 2000 }),
-        initial: { version: '1.0.0', artifactPath: artifact },
-        host: '127.0.0.1',
-        port: 0,
-        stdio: 'ignore',
-        onEvent: (e) => events.push(e),
-      }),
+      supervise(dir, artifact, { healthTimeoutMs: 2000 }, events),
       15_000,
       'the start',
     )

@@ -1,11 +1,19 @@
 import { once } from 'node:events'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { afterAll, describe, expect, it } from 'vitest'
-import { SwapJournal } from '../journal.ts'
 import { RunFiles } from '../run-files.ts'
-import { cleanup, runningArtifacts, spawnAgent, tempDir, waitFor, within } from './harness.ts'
+import {
+  cleanup,
+  eventTypes,
+  journalWith,
+  runningArtifacts,
+  serviceFile,
+  spawnAgent,
+  tempDir,
+  waitFor,
+  within,
+} from './harness.ts'
 
 /**
  * The service crashes while the agent replays the journal at start (before it opens its port): the
@@ -18,32 +26,15 @@ afterAll(cleanup)
 describe('buffered swap: a crash during the start’s journal replay', () => {
   it('starts once the restarted service has taken every journaled write, each once and in order', async () => {
     const dir = await tempDir('deltaport-swap-start-crash-')
-    const journal = new SwapJournal(join(dir, 'run', 'swap.journal'))
-    await journal.open()
-    for (let seq = 1; seq <= 6; seq++) {
-      await journal.append({
-        t: 'w',
-        id: seq,
-        client: 'c',
-        method: 'POST',
-        path: `/write/${seq}`,
-        headers: [['x-client-id', 'c']],
-        body: Buffer.from('{}').toString('base64'),
-        at: Date.now(),
-      })
-    }
-    await journal.close()
+    await journalWith(
+      dir,
+      [1, 2, 3, 4, 5, 6].map((seq) => ({ id: seq, client: 'c', path: `/write/${seq}` })),
+    )
     // The first copy dies on its first write; later copies apply each write in 400 ms.
-    const artifact = join(dir, 'service.mjs')
-    await writeFile(
-      artifact,
-      `import { appendFileSync, existsSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:http'
-const data = process.env.DELTAPORT_DATA_DIR
-createServer((req, res) => {
-  req.resume()
-  req.on('end', () => {
-    if (req.url === '/health') return res.end('ok')
+    const artifact = await serviceFile(join(dir, 'service.mjs'), {
+      imports: `import { appendFileSync, existsSync, writeFileSync } from 'node:fs'`,
+      setup: 'const data = process.env.DELTAPORT_DATA_DIR',
+      onEnd: `if (req.url === '/health') return res.end('ok')
     if (!existsSync(data + '/crashed')) {
       writeFileSync(data + '/crashed', '')
       process.exit(1)
@@ -51,12 +42,8 @@ createServer((req, res) => {
     setTimeout(() => {
       appendFileSync(data + '/applied.log', req.url + '\\n')
       res.end('applied')
-    }, 400)
-  })
-}).listen(Number(process.env.PORT), '127.0.0.1')
-process.on('SIGTERM', () => process.exit(0))
-`,
-    )
+    }, 400)`,
+    })
     const agent = await spawnAgent(
       dir,
       artifact,
@@ -68,10 +55,7 @@ process.on('SIGTERM', () => process.exit(0))
 `,
       { events: true },
     )
-    const seen: string[] = []
-    createInterface({ input: agent.stdout }).on('line', (line) => {
-      seen.push((JSON.parse(line) as { type: string }).type)
-    })
+    const seen = eventTypes(agent)
     try {
       await waitFor(
         () => seen.includes('started'),
