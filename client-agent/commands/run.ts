@@ -76,35 +76,18 @@ export function registerRunCommand(
     .action(async (name: string, command: string[], options: RunOptions) => {
       if (!ArtifactName.safeParse(name).success)
         throw new AgentError('usage', `"${name}" is not a valid artifact name`)
-      const loaded = await config()
+      // SIGHUP is the unit's reload, and its default action kills the process: one that comes while the
+      // agent starts (installing the first version, its health check, the journal's replay) is kept for
+      // the first update check instead. The agent's service would otherwise be left to systemd's kill.
+      let hupWhileStarting = false
+      const keepHup = () => {
+        hupWhileStarting = true
+      }
+      process.on('SIGHUP', keepHup)
       const out = reporter()
-      const settings = await loadSettings(options)
-      const wiring = await rollout(loaded, name)
-      const source = new EdgeChannelSource(loaded, name, wiring.gate)
-      const initial = await source.initial()
-      const base = new ArtifactStore(loaded.installRoot, name).dir
-      const start = (version: ReadyUpdate) =>
-        Supervisor.start({
-          command,
-          runDir: join(base, 'run'),
-          dataDir: join(base, 'data'),
-          settings,
-          initial: version,
-          host: options.host,
-          port: options.port,
-          source,
-          reporter: wiring.reporter,
-          onEvent: (event) => printEvent(out, event),
-        })
-      const supervisor = await start(initial).catch(async (error: Error) => {
-        // The agent died mid-swap to a version that turns out not to start: go back to the previous one.
-        const previous = await source.previous()
-        if (!(error instanceof AgentError) || error.code !== 'install-failed' || !previous) throw error
-        printEvent(out, { type: 'error', message: `${error.message}; starting ${previous.version} instead` })
-        await new RunFiles(join(base, 'run')).addFailed(initial.version)
-        await source.restore(initial.version, previous.version)
-        return start(previous)
-      })
+      const supervisor = await startSupervisor(name, command, options, out, await config(), rollout).finally(
+        () => process.off('SIGHUP', keepHup),
+      )
       const stopped = new Promise<void>((resolve) => {
         const stop = () => {
           process.off('SIGINT', stop)
@@ -139,6 +122,7 @@ export function registerRunCommand(
       }
       const onHup = () => void check()
       process.on('SIGHUP', onHup)
+      if (hupWhileStarting) void check()
       const timer = options.interval > 0 ? setInterval(() => void check(), options.interval * 1000) : null
       try {
         await stopped
@@ -151,6 +135,47 @@ export function registerRunCommand(
         run: { name, version: supervisor.version },
       })
     })
+}
+
+/**
+ * Installs the artifact if needed and starts the supervisor over its current version. If that version
+ * does not become healthy (the agent died mid-swap to a version that turns out not to start), the
+ * previous one is started instead.
+ */
+async function startSupervisor(
+  name: string,
+  command: string[],
+  options: RunOptions,
+  out: Reporter,
+  loaded: AgentConfig,
+  rollout: (config: AgentConfig, name: string) => Promise<RolloutWiring>,
+): Promise<Supervisor> {
+  const settings = await loadSettings(options)
+  const wiring = await rollout(loaded, name)
+  const source = new EdgeChannelSource(loaded, name, wiring.gate)
+  const initial = await source.initial()
+  const base = new ArtifactStore(loaded.installRoot, name).dir
+  const start = (version: ReadyUpdate) =>
+    Supervisor.start({
+      command,
+      runDir: join(base, 'run'),
+      dataDir: join(base, 'data'),
+      settings,
+      initial: version,
+      host: options.host,
+      port: options.port,
+      source,
+      reporter: wiring.reporter,
+      onEvent: (event) => printEvent(out, event),
+    })
+  return start(initial).catch(async (error: Error) => {
+    const previous = await source.previous()
+    if (!(error instanceof AgentError) || error.code !== 'install-failed' || !previous) throw error
+    printEvent(out, { type: 'error', message: `${error.message}; starting ${previous.version} instead` })
+    await new RunFiles(join(base, 'run')).addFailed(initial.version)
+    await source.restore(initial.version, previous.version)
+    return start(previous)
+  })
 }
 
 async function loadSettings(options: RunOptions): Promise<SwapSettings> {

@@ -147,12 +147,16 @@ export interface ServiceAnswer {
   body: Buffer
 }
 
-/** Sends a buffered write to a process and collects its whole answer (rejects on connection errors). */
+/**
+ * Sends a buffered write to a process and collects its whole answer (rejects on connection errors, when
+ * `timeoutMs` passes without a byte (null: no limit, as for a live request), and when `cutoff` aborts).
+ */
 export function sendBuffered(
   target: ServiceProcess,
   write: { id: number; method: string; path: string; headers: ReadonlyArray<readonly [string, string]> },
   body: Uint8Array,
-  timeoutMs: number,
+  timeoutMs: number | null,
+  cutoff?: AbortSignal,
 ): Promise<ServiceAnswer> {
   const headers: Record<string, string | string[]> = {}
   for (const [name, value] of write.headers) {
@@ -172,7 +176,8 @@ export function sendBuffered(
         path: write.path,
         headers,
         agent: target.agent,
-        timeout: timeoutMs,
+        ...(timeoutMs === null ? {} : { timeout: timeoutMs }),
+        ...(cutoff ? { signal: cutoff } : {}),
       },
       (res) => {
         const chunks: Buffer[] = []

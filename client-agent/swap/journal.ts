@@ -37,8 +37,17 @@ export class SwapJournal {
   readonly path: string
   private handle: FileHandle | null = null
   private size = 0
-  private queue: Array<{ frame: Buffer; resolve: (at: BodyLocation) => void; reject: (e: Error) => void }> =
-    []
+  private queue: Array<{
+    frame: Buffer
+    /** The id of a `w` record (owed until its `d` record is appended). */
+    write: number | null
+    resolve: (at: BodyLocation) => void
+    reject: (e: Error) => void
+  }> = []
+  /** Resets asked for: done by the flush loop, between batches, never beside an append. */
+  private resets: Array<{ resolve: () => void; reject: (e: Error) => void }> = []
+  /** Writes appended (or being appended) with no `d` record yet: while any is, a reset keeps the file. */
+  private readonly owed = new Set<number>()
   private flushing: Promise<void> | null = null
 
   constructor(path: string) {
@@ -56,6 +65,7 @@ export class SwapJournal {
       await this.handle.sync()
     }
     this.size = recovered.validBytes
+    for (const write of recovered.pending) this.owed.add(write.id)
     await fsyncDir(dirname(this.path))
     return recovered
   }
@@ -68,9 +78,11 @@ export class SwapJournal {
     frame.writeUInt32LE(payload.length, 0)
     frame.writeUInt32LE(crc32(payload), 4)
     payload.copy(frame, HEADER)
+    if (record.t === 'w') this.owed.add(record.id)
+    else this.owed.delete(record.id)
     return new Promise((resolve, reject) => {
-      this.queue.push({ frame, resolve, reject })
-      if (!this.flushing) this.flushing = this.flushLoop()
+      this.queue.push({ frame, write: record.t === 'w' ? record.id : null, resolve, reject })
+      this.startFlushing()
     })
   }
 
@@ -84,13 +96,17 @@ export class SwapJournal {
     return record
   }
 
-  /** Empties the journal once nothing in it is owed a replay (after a swap settled). */
-  async reset(): Promise<void> {
-    await this.flushing
-    if (!this.handle) return
-    await this.handle.truncate(0)
-    await this.handle.sync()
-    this.size = 0
+  /**
+   * Empties the journal once nothing in it is owed a replay (after a swap settled). Done in turn with the
+   * appends, after those already asked for, and only if no write appended by then still waits for its
+   * `done` record: a write held meanwhile (a crashed service's restart hold can begin at any moment)
+   * must neither be cut off with the rest nor be given an offset in a file that is then truncated.
+   */
+  reset(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.resets.push({ resolve, reject })
+      this.startFlushing()
+    })
   }
 
   async close(): Promise<void> {
@@ -99,29 +115,59 @@ export class SwapJournal {
     this.handle = null
   }
 
+  private startFlushing(): void {
+    if (!this.flushing) this.flushing = this.flushLoop()
+  }
+
   private async flushLoop(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue
-      this.queue = []
-      const handle = this.handle
-      try {
-        if (!handle) throw new Error('journal not open')
-        const start = this.size
-        const all = Buffer.concat(batch.map((b) => b.frame))
-        // 'a+' appends whatever the position argument says; the offsets below follow our own size count.
-        await handle.write(all, 0, all.length)
-        await handle.sync()
-        this.size += all.length
-        let at = start
-        for (const item of batch) {
-          item.resolve({ offset: at + HEADER, length: item.frame.length - HEADER })
-          at += item.frame.length
-        }
-      } catch (error) {
-        for (const item of batch) item.reject(error as Error)
-      }
+    for (;;) {
+      if (this.queue.length > 0) await this.writeBatch()
+      else if (this.resets.length > 0) await this.truncateIfNothingOwed()
+      else break
     }
     this.flushing = null
+  }
+
+  private async truncateIfNothingOwed(): Promise<void> {
+    const resets = this.resets
+    this.resets = []
+    try {
+      if (this.handle && this.owed.size === 0) {
+        await this.handle.truncate(0)
+        await this.handle.sync()
+        this.size = 0
+      }
+      for (const r of resets) r.resolve()
+    } catch (error) {
+      for (const r of resets) r.reject(error as Error)
+    }
+  }
+
+  /** Writes and fsyncs every record queued so far as one batch (the group commit). */
+  private async writeBatch(): Promise<void> {
+    const batch = this.queue
+    this.queue = []
+    const handle = this.handle
+    try {
+      if (!handle) throw new Error('journal not open')
+      const start = this.size
+      const all = Buffer.concat(batch.map((b) => b.frame))
+      // 'a+' appends whatever the position argument says; the offsets below follow our own size count.
+      await handle.write(all, 0, all.length)
+      await handle.sync()
+      this.size += all.length
+      let at = start
+      for (const item of batch) {
+        item.resolve({ offset: at + HEADER, length: item.frame.length - HEADER })
+        at += item.frame.length
+      }
+    } catch (error) {
+      for (const item of batch) {
+        // Never written, so never owed a replay.
+        if (item.write !== null) this.owed.delete(item.write)
+        item.reject(error as Error)
+      }
+    }
   }
 }
 

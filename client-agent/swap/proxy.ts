@@ -100,6 +100,12 @@ export class SwapProxy {
   private closed: Promise<void> | null = null
   private idleGraceEnd = 0
   private restartHold: RestartHold | null = null
+  /**
+   * Writes admitted to the buffer whose bodies are still arriving: they keep their room (declared size,
+   * or `maxBodyBytes` when chunked) until they are held, so uploads admitted side by side, each
+   * seeing the buffer without the others, cannot together pass `maxBufferBytes` or `maxBufferedWrites`.
+   */
+  private readonly arriving = { bytes: 0, writes: 0 }
 
   constructor(settings: SwapSettings, buffer: WriteBuffer, tiers: TierMap, loads: ClientLoadTracker) {
     this.settings = settings
@@ -444,17 +450,27 @@ export class SwapProxy {
       return this.refuse(res, unfit.status, null, unfit.detail, expectsContinue)
     }
     const tier = this.tiers.tierOf(client)
-    if (!this.admitted(res, client, tier, Number.isFinite(declared) ? declared : 0, now, expectsContinue))
-      return void req.resume()
+    // Only a chunked body has no declared size (a request with neither header has no body).
+    const chunked = req.headers['transfer-encoding'] !== undefined
+    const room = chunked ? Math.min(this.settings.maxBodyBytes, this.settings.maxBufferBytes) : declared
+    if (!this.admitted(res, client, tier, room, now, expectsContinue)) return void req.resume()
     if (expectsContinue) res.writeContinue()
-    const body = await readCapped(req, this.settings.maxBodyBytes)
+    this.arriving.bytes += room
+    this.arriving.writes += 1
+    let body: Buffer | null
+    try {
+      body = await readCapped(req, this.settings.maxBodyBytes)
+    } finally {
+      // From here to `buffer.hold`, which counts the write itself, nothing awaits on the buffered path.
+      this.arriving.bytes -= room
+      this.arriving.writes -= 1
+    }
     if (body === null) {
       this.counters.refused413 += 1
       return this.refuse(res, 413, null, `body over ${this.settings.maxBodyBytes} bytes`)
     }
-    // A body without Content-Length was admitted as empty: check again with its real size.
-    if (!(declared > 0) && body.length > 0 && !this.admitted(res, client, tier, body.length, Date.now()))
-      return
+    // A chunked body had room for the largest body the buffer takes: now its real size is known.
+    if (chunked && body.length > 0 && !this.admitted(res, client, tier, body.length, Date.now())) return
     // No swap holds writes now (it ended while a slow upload was still arriving, or it is past its
     // probation). The write is not added to the buffer: joining it, every answered write of a busy client
     // would bring the next one and the backlog would never drain. It goes live once the client's queued
@@ -467,15 +483,19 @@ export class SwapProxy {
     const responder: Responder = {
       send(status, headers, payload) {
         if (res.headersSent || res.destroyed) return
+        // A 1xx, 204 or 304 has no body: a 204 must not say Content-Length (RFC 9110 §8.6), a 304's is
+        // the service's (the length of the representation it did not send). Others get the payload's.
+        const bodiless = status < 200 || status === 204 || status === 304
         const out: Record<string, string | string[]> = {}
         for (const [name, value] of headers) {
-          if (name === 'content-length' || name === 'transfer-encoding' || name === 'connection') continue
+          if (name === 'transfer-encoding' || name === 'connection') continue
+          if (name === 'content-length' && status !== 304) continue
           const prev = out[name]
           out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
         }
-        out['content-length'] = String(payload.length)
+        if (!bodiless) out['content-length'] = String(payload.length)
         res.writeHead(status, out)
-        res.end(payload)
+        res.end(bodiless ? undefined : payload)
       },
       get gone() {
         return res.destroyed
@@ -506,10 +526,10 @@ export class SwapProxy {
   ): boolean {
     const stats = this.buffer.stats()
     const decision = admit(tier, size, {
-      bytes: stats.bytes,
+      bytes: stats.bytes + this.arriving.bytes,
       maxBytes: this.settings.maxBufferBytes,
       // Reads waiting for a restart are held requests too: they count against the same bound.
-      writes: stats.writes + (this.restartHold?.reads.size ?? 0),
+      writes: stats.writes + this.arriving.writes + (this.restartHold?.reads.size ?? 0),
       maxWrites: this.settings.maxBufferedWrites,
       arrivalPerSecond: this.buffer.arrivalRate(now),
       drainPerSecond: this.drainPerSecond,

@@ -13,13 +13,26 @@ export interface ReplayOptions {
   priority: (clients: readonly string[]) => ReadonlyMap<string, number>
   /** While true the loop waits for new writes even when the buffer is empty (the probation window). */
   keepGoing: () => boolean
-  timeoutMs: number
+  /**
+   * How long `target` has to answer one write. A new version on probation that takes longer has failed;
+   * null (the version that serves) waits as a live request would: sent again after a timeout, a slow
+   * write was applied over and over and its client never answered.
+   */
+  timeoutMs: number | null
+  /** Gives up the writes in flight (they stay held): the agent is stopping and their time is up. */
+  cutoff?: AbortSignal
+  /**
+   * Whether `target`'s 5xx to `entry` is that write's answer (settled and sent to its client) rather
+   * than a failure that keeps it held. Never for a new version on probation (its 5xx fails it).
+   */
+  serverErrorAnswers: (entry: HeldWrite) => boolean
 }
 
 /**
  * Drains the buffer into `target`: `concurrency` lanes, each taking the head write of the free client
  * with the highest priority, so a client never has two writes in flight and its order is kept. A write
- * the process fails (connection error or 5xx) stays held, the lanes stop, and the caller rolls back.
+ * the process fails (connection error, or a 5xx unless `serverErrorAnswers` it) stays held, the lanes
+ * stop, and the caller rolls back or retries.
  */
 export async function replayInto(
   buffer: WriteBuffer,
@@ -39,7 +52,7 @@ export async function replayInto(
   const lane = async (): Promise<void> => {
     while (!outcome.failure) {
       refreshPriority()
-      const client = pickClient(buffer.clientQueues, priority, busy)
+      const client = pickClient(buffer.clientQueues, priority, engaged(buffer, busy))
       if (client === null) {
         if (buffer.empty && busy.size === 0 && !options.keepGoing()) return
         await changeOrTimeout(buffer, 25)
@@ -48,7 +61,7 @@ export async function replayInto(
       const entry = buffer.clientQueues.get(client)![0]!
       busy.add(client)
       try {
-        if (await sendOne(buffer, entry, target, options.timeoutMs)) replayed += 1
+        if (await sendOne(buffer, entry, target, options)) replayed += 1
       } catch (error) {
         outcome.failure = { error: (error as Error).message, failedWrite: entry.id }
       } finally {
@@ -65,7 +78,7 @@ async function sendOne(
   buffer: WriteBuffer,
   entry: HeldWrite,
   target: ServiceProcess,
-  timeoutMs: number,
+  options: Pick<ReplayOptions, 'timeoutMs' | 'cutoff' | 'serverErrorAnswers'>,
 ): Promise<boolean> {
   const verdict = await entry.verdict
   if (!verdict.ok) {
@@ -76,8 +89,8 @@ async function sendOne(
   entry.state = 'sending'
   try {
     const body = await buffer.bodyOf(entry)
-    const answer = await sendBuffered(target, entry, body, timeoutMs)
-    if (answer.status >= 500)
+    const answer = await sendBuffered(target, entry, body, options.timeoutMs, options.cutoff)
+    if (answer.status >= 500 && !options.serverErrorAnswers(entry))
       throw new Error(`write ${entry.id} answered ${answer.status} by ${target.version}`)
     await buffer.complete(entry, answer.status, answer.headers, answer.body)
     return true
@@ -85,6 +98,22 @@ async function sendOne(
     entry.state = 'held'
     throw error
   }
+}
+
+/**
+ * The clients a lane may not take now: its own loop's, and those whose head write another replay is
+ * sending (a crashed service's restart replays beside the start's, which retries into whatever serves).
+ * Picked anyway, that head is skipped at once and picked again: a loop of resolved promises that never
+ * yields, so the other replay's answer is never read and the agent hangs.
+ */
+function engaged(buffer: WriteBuffer, busy: ReadonlySet<string>): ReadonlySet<string> {
+  let out: Set<string> | null = null
+  for (const [client, queue] of buffer.clientQueues) {
+    if (queue[0]?.state !== 'sending' || busy.has(client)) continue
+    out ??= new Set(busy)
+    out.add(client)
+  }
+  return out ?? busy
 }
 
 function changeOrTimeout(buffer: WriteBuffer, ms: number): Promise<void> {

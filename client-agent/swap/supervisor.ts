@@ -2,13 +2,13 @@ import { access } from 'node:fs/promises'
 import type { SwapSettings } from '../../schemas/swap.ts'
 import { AgentError, systemError } from '../errors.ts'
 import { makeDirs } from '../fs/make-dirs.ts'
-import { WriteBuffer } from './buffer.ts'
+import { type HeldWrite, WriteBuffer } from './buffer.ts'
 import { CrashHistory } from './crash-history.ts'
 import { DeferredSwaps } from './deferred-swaps.ts'
 import { SwapJournal } from './journal.ts'
 import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
 import { SwapProxy } from './proxy.ts'
-import { type ReplayResult, replayInto } from './replay.ts'
+import { type ReplayOptions, type ReplayResult, replayInto } from './replay.ts'
 import { RestartHold } from './restart-hold.ts'
 import { RunFiles } from './run-files.ts'
 import { ServiceChildren } from './service-children.ts'
@@ -105,6 +105,11 @@ export class Supervisor {
   /** Aborted by stop(): an update check downloading a version gives up instead of holding the exit. */
   private readonly stopSignal = new AbortController()
   private stopped: Promise<void> = Promise.resolve()
+  /**
+   * Aborted `stopTimeoutMs` after a stop began: a replay into the serving process waits for its answers
+   * as long as a live request would, but not past that (what is still held stays journaled).
+   */
+  private readonly replayCutoff = new AbortController()
   private holdEstimateS = 2
   /**
    * The new process of the swap under way, from its switch until the replay's outcome is known: its exit
@@ -246,8 +251,13 @@ export class Supervisor {
   /** Asks the update source for a new version and swaps to it; null when there is none. */
   async checkForUpdate(): Promise<SwapReport | null> {
     const source = this.options.source
-    // A check during a swap would see a version in flux; the next poll looks again.
-    if (!source || this.stopping || this.swapInProgress) return null
+    if (!source || this.stopping) return null
+    // A check during a swap would see a version in flux, so it waits for it. `run` never checks during
+    // a swap of its own checks (it keeps that trigger for later), so what holds the lock here is a
+    // fall-back or a restart's replay: returning null would drop the trigger (with --interval 0, a
+    // SIGHUP would be ignored).
+    if (this.swapInProgress) await this.swapping
+    if (this.stopping) return null
     // Versions backing off after a deferred swap are refused like failed ones until their time comes.
     const refused = await this.files.failedVersions()
     for (const version of this.deferrals.waiting(Date.now())) refused.add(version)
@@ -280,7 +290,9 @@ export class Supervisor {
     // Nothing restarts the crashed service now: what waits for it is answered (503 + Retry-After, held
     // writes settled unapplied) instead of being cut after stopTimeoutMs.
     await this.restartHold.abandon('the agent is stopping')
+    const cutoff = setTimeout(() => this.replayCutoff.abort(), this.settings.stopTimeoutMs)
     await this.swapping
+    clearTimeout(cutoff)
     await this.proxy.close(this.settings.stopTimeoutMs)
     await this.children.stopAll()
     await this.journal.close()
@@ -398,7 +410,12 @@ export class Supervisor {
     const replayed = await replayInto(
       this.buffer,
       next,
-      this.replayOptions(() => Date.now() < probationEnd && next.running),
+      // Its 5xx, or no answer within healthTimeoutMs (hung), fails it: the writes go to the previous version.
+      this.replayOptions(
+        () => Date.now() < probationEnd && next.running,
+        this.settings.healthTimeoutMs,
+        () => false,
+      ),
     ).finally(() => {
       clearTimeout(probation)
       this.proxy.fallback = null
@@ -496,13 +513,25 @@ export class Supervisor {
    * Replays into `target`, the process that serves, until the buffer is empty, retrying (1 s apart)
    * while it fails. New writes go live meanwhile unless their client still has writes queued, so the
    * backlog drains even under steady load.
+   *
+   * Its 5xx is the answer of a write whose client waits: what it would have got live (there is no other
+   * version to try, and retried, a write that breaks every version held its client and the swap for
+   * ever). A write recovered from the journal has nobody to retry it, so its 5xx is retried (a service
+   * still warming up) for `healthTimeoutMs`, then taken as its answer: the agent must start serving.
+   * Its answer is waited for as long as a live request's would be (no timeout): there is no better
+   * process to send the write to, and sending it again only applies it again.
    */
   private async replayUntilDone(target: ServiceProcess, keepGoing: () => boolean): Promise<ReplayResult> {
     this.proxy.mode = 'pass'
     let replayed = 0
+    const patienceEnd = Date.now() + this.settings.healthTimeoutMs
+    const serverErrorAnswers = (entry: HeldWrite) => entry.responder !== null || Date.now() >= patienceEnd
     for (;;) {
       const start = Date.now()
-      const result = await replayInto(this.buffer, target, this.replayOptions(keepGoing))
+      const result = await replayInto(this.buffer, target, {
+        ...this.replayOptions(keepGoing, null, serverErrorAnswers),
+        cutoff: this.replayCutoff.signal,
+      })
       replayed += result.replayed
       this.noteDrain(result.replayed, Date.now() - start)
       if (result.ok) {
@@ -518,10 +547,16 @@ export class Supervisor {
     }
   }
 
-  private replayOptions(keepGoing: () => boolean) {
+  /** `timeoutMs` and `serverErrorAnswers`: how `target`'s answers are judged (see ReplayOptions). */
+  private replayOptions(
+    keepGoing: () => boolean,
+    timeoutMs: number | null,
+    serverErrorAnswers: (entry: HeldWrite) => boolean,
+  ): ReplayOptions {
     return {
       concurrency: this.settings.replayConcurrency,
-      timeoutMs: this.settings.healthTimeoutMs,
+      timeoutMs,
+      serverErrorAnswers,
       keepGoing,
       priority: (clients: readonly string[]) => replayPriorities(clients, this.tiers, this.loads),
     }

@@ -29,6 +29,9 @@ const ModuleVerdict = z.union([
 
 export type ValidatorFn = (request: BufferedRequest) => unknown
 
+/** What a validator that has not answered within `hookTimeoutMs` is taken to have said. */
+const UNANSWERED: unique symbol = Symbol('unanswered')
+
 /** Loads `validatorModule` (a path or file URL); its default export must be a function. */
 export async function loadValidator(specifier: string): Promise<ValidatorFn> {
   const url = /^[a-z]+:/.test(specifier) ? specifier : pathToFileURL(specifier).href
@@ -50,7 +53,7 @@ export async function loadValidator(specifier: string): Promise<ValidatorFn> {
  */
 export async function validateWrite(
   request: BufferedRequest,
-  settings: Pick<SwapSettings, 'maxBodyBytes' | 'requiredHeader'>,
+  settings: Pick<SwapSettings, 'maxBodyBytes' | 'requiredHeader' | 'hookTimeoutMs'>,
   validator: ValidatorFn | null,
 ): Promise<Verdict> {
   if (request.body.length > settings.maxBodyBytes) {
@@ -63,13 +66,29 @@ export async function validateWrite(
   }
   if (!validator) return { ok: true }
   let answer: unknown
+  // A module that never answers (it awaits something that hangs) would hold the write, its client, the
+  // replay and so the swap and the agent's stop for ever: it gets `hookTimeoutMs`, like a hook.
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<typeof UNANSWERED>((resolve) => {
+    timer = setTimeout(() => resolve(UNANSWERED), settings.hookTimeoutMs)
+  })
   try {
-    answer = await validator(request)
+    answer = await Promise.race([validator(request), late])
   } catch (error) {
     return {
       ok: false,
       status: 422,
       reason: `rejected by validator: ${(error as Error).message}`.slice(0, 500),
+    }
+  } finally {
+    clearTimeout(timer)
+  }
+  if (answer === UNANSWERED) {
+    // Not checked, so not called invalid: the client may send it again.
+    return {
+      ok: false,
+      status: 503,
+      reason: `the validator did not answer within ${settings.hookTimeoutMs} ms`,
     }
   }
   const parsed = ModuleVerdict.safeParse(answer)

@@ -127,7 +127,7 @@ describe('write buffer', () => {
 })
 
 describe('write validation', () => {
-  const settings = { maxBodyBytes: 16, requiredHeader: 'authorization' }
+  const settings = { maxBodyBytes: 16, requiredHeader: 'authorization', hookTimeoutMs: 5000 }
 
   it('refuses oversized bodies, missing auth, and whatever the validator module says', async () => {
     expect(
@@ -174,10 +174,14 @@ describe('write validation', () => {
   })
 
   it('treats a nonsense verdict as a refusal and a module without a default function as a config error', async () => {
-    const weird = await validateWrite(request('a', 'x'), { maxBodyBytes: 10, requiredHeader: null }, () => ({
-      ok: 'yes',
-      status: 200,
-    }))
+    const weird = await validateWrite(
+      request('a', 'x'),
+      { maxBodyBytes: 10, requiredHeader: null, hookTimeoutMs: 5000 },
+      () => ({
+        ok: 'yes',
+        status: 200,
+      }),
+    )
     expect(weird).toMatchObject({ ok: false, status: 422 })
     const dir = await tempDir()
     const file = join(dir, 'empty.mjs')

@@ -4,10 +4,12 @@ import { type IncomingMessage, request } from 'node:http'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import type { Readable } from 'node:stream'
 import { pathToFileURL } from 'node:url'
 import { RunChildren, SwapSettings, type SwapSettingsInput } from '../../../schemas/swap.ts'
 import { buildSampleService, type SampleBuild } from '../../sample-service/build.ts'
+import { SwapJournal } from '../journal.ts'
 import { sleep } from '../service-process.ts'
 import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
 import type { ReadyUpdate, SwapOutcome, UpdateSource } from '../update-source.ts'
@@ -237,4 +239,88 @@ const supervisor = await Supervisor.start({
 ${then}`,
   )
   return spawn(process.execPath, ['--no-warnings', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+}
+
+/**
+ * Leaves a journal in `dir`/run holding `writes` (POST, body `{}`), none settled: what an agent killed
+ * while it held them leaves behind for the next start.
+ */
+export async function journalWith(
+  dir: string,
+  writes: ReadonlyArray<{ id: number; client: string; path: string }>,
+): Promise<void> {
+  const journal = new SwapJournal(join(dir, 'run', 'swap.journal'))
+  await journal.open()
+  for (const { id, client, path } of writes) {
+    await journal.append({
+      t: 'w',
+      id,
+      client,
+      method: 'POST',
+      path,
+      headers: [['x-client-id', client]],
+      body: Buffer.from('{}').toString('base64'),
+      at: Date.now(),
+    })
+  }
+  await journal.close()
+}
+
+/**
+ * A Supervisor in this process over a service of the test's own (`artifact`, run as `node <artifact>`,
+ * version 1.0.0), its run and data folders in `dir`; every event is pushed to `events`. Stop it yourself.
+ */
+export function supervise(
+  dir: string,
+  artifact: string,
+  input: SwapSettingsInput,
+  events: SupervisorEvent[],
+): Promise<Supervisor> {
+  return Supervisor.start({
+    command: [process.execPath, '{artifact}'],
+    runDir: join(dir, 'run'),
+    dataDir: join(dir, 'data'),
+    settings: SwapSettings.parse(input),
+    initial: { version: '1.0.0', artifactPath: artifact },
+    host: '127.0.0.1',
+    port: 0,
+    stdio: 'ignore',
+    onEvent: (e) => events.push(e),
+  })
+}
+
+/** The types of the events a `spawnAgent(…, { events: true })` process prints, collected as they come. */
+export function eventTypes(agent: ChildProcessByStdio<null, Readable, null>): string[] {
+  const seen: string[] = []
+  createInterface({ input: agent.stdout }).on('line', (line) => {
+    seen.push((JSON.parse(line) as { type: string }).type)
+  })
+  return seen
+}
+
+/**
+ * Writes a service of the test's own to `path`: a node:http server on `PORT` that reads each request
+ * whole, then runs `onEnd` (JavaScript with `req`, `res` in scope; module-level `imports` and `setup`
+ * before it), exits on SIGTERM, and listens after `startupDelayMs`.
+ */
+export async function serviceFile(
+  path: string,
+  code: { onEnd: string; imports?: string; setup?: string; startupDelayMs?: number },
+): Promise<string> {
+  await writeFile(
+    path,
+    `import { createServer } from 'node:http'
+${code.imports ?? ''}
+${code.setup ?? ''}
+const server = createServer((req, res) => {
+  req.resume()
+  req.on('end', () => {
+${code.onEnd}
+  })
+})
+process.on('SIGTERM', () => process.exit(0))
+setTimeout(() => server.listen(Number(process.env.PORT), '127.0.0.1'), ${code.startupDelayMs ?? 0})
+`,
+  )
+  return path
 }

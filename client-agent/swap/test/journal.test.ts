@@ -43,6 +43,23 @@ describe('swap journal', () => {
     await again.close()
   })
 
+  it('keeps a write appended while it is being reset, where its append said it is', async () => {
+    const path = await tempJournal()
+    const j = new SwapJournal(path)
+    await j.open()
+    await j.append(write(1))
+    await j.append({ t: 'd', id: 1, status: 200 })
+    // Nothing is owed, so the supervisor resets it; meanwhile a crashed service's restart holds a write.
+    const reset = j.reset()
+    const late = j.append(write(2, 'late', 'late body'))
+    await Promise.all([reset, late])
+    expect(Buffer.from((await j.readWrite(await late)).body, 'base64').toString()).toBe('late body')
+    await j.close()
+    const again = new SwapJournal(path)
+    expect((await again.open()).pending.map((w) => w.id)).toEqual([2])
+    await again.close()
+  })
+
   it('reads a record back from the location its append returned', async () => {
     const path = await tempJournal()
     const j = new SwapJournal(path)

@@ -273,6 +273,33 @@ describe('deltaport run (CLI, local edge)', () => {
       expect(await agent.exited).toBe(0)
     }
   }, 120_000)
+  it('keeps a SIGHUP that arrives while it starts (a systemd reload): it serves, then checks', async () => {
+    const name = 'hup-start-svc'
+    // Slow to become healthy: the agent is still starting when the signal comes.
+    await publish({ version: '1.0.0', startupDelayMs: 10_000 }, name)
+    const port = await freePort()
+    const agent = startAgent(port, ['--interval', '0'], name)
+    const runFiles = new RunFiles(join(new ArtifactStore(setup.ws.config.installRoot, name).dir, 'run'))
+    try {
+      // The service is launched: the agent waits for its first health check.
+      const deadline = Date.now() + 40_000
+      while ((await runFiles.livePids()).length === 0) {
+        if (Date.now() > deadline) throw new Error(`the service never started\n${agent.stderr()}`)
+        await sleep(50)
+      }
+      await publish({ version: '1.0.1' }, name)
+      expect(agent.events.some((e) => e.type === 'started')).toBe(false)
+      agent.child.kill('SIGHUP')
+      await agent.waitFor((e) => e.type === 'started')
+      // No polling (--interval 0): the swap comes from the signal kept during the start.
+      const done = await agent.waitFor((e) => e.type === 'swap-done')
+      expect(done).toMatchObject({ report: { version: '1.0.1', outcome: 'installed' } })
+    } finally {
+      agent.child.kill('SIGTERM')
+      expect(await agent.exited).toBe(0)
+    }
+  }, 90_000)
+
   it('holds the requests that arrive while a crashed service restarts and answers them from the restart', async () => {
     const name = 'restart-svc'
     await publish({ version: '1.0.0' }, name)

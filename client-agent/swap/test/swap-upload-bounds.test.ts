@@ -1,0 +1,87 @@
+import { afterAll, describe, expect, it } from 'vitest'
+import { cleanup, harness, rawConnection, within } from './harness.ts'
+
+/**
+ * The buffer's bounds (`maxBufferBytes`, `maxBufferedWrites`) hold for bodies still arriving too: a
+ * write admitted from its headers keeps its room while its body uploads, so concurrent slow uploads
+ * cannot together be admitted past the cap (every one of them saw an empty buffer) and then all be held.
+ */
+afterAll(cleanup)
+
+const head = (headers: Record<string, string>) =>
+  `POST /write HTTP/1.1\r\nHost: 127.0.0.1\r\n${Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('')}\r\n`
+
+/** A sample-service write of exactly `size` bytes. */
+const bodyOf = (seq: number, size: number) => {
+  const bare = JSON.stringify({ seq, data: '' })
+  return JSON.stringify({ seq, data: 'x'.repeat(size - bare.length) })
+}
+
+describe('buffered swap: bounds while bodies are still arriving', () => {
+  it('counts an admitted upload against maxBufferBytes until it is held', async () => {
+    const h = await harness([{ version: '1.0.0' }, { version: '2.0.0', startupDelayMs: 1500 }], {
+      maxBufferBytes: 1000,
+      maxBodyBytes: 900,
+      // Only the hard cap refuses.
+      defaultTier: { name: 'all', weight: 1, shedAt: 1 },
+    })
+    const swap = h.swapTo('2.0.0')
+    await h.until((e) => e.type === 'buffering')
+
+    // The first upload is admitted (its 100 Continue says so) and its body has not arrived yet.
+    const first = rawConnection(h.port)
+    const firstBody = bodyOf(1, 700)
+    first.send(head({ 'x-client-id': 'a', 'content-length': '700', expect: '100-continue' }))
+    await first.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
+
+    // 700 + 700 bytes would pass the 1000-byte cap: the second is refused before it uploads.
+    const second = rawConnection(h.port)
+    second.send(head({ 'x-client-id': 'b', 'content-length': '700', expect: '100-continue' }))
+    const secondText = await second.receive(/\r\n\r\n\{[^}]*\}/, 20_000, true)
+    expect(secondText).toMatch(/^HTTP\/1\.1 503 /)
+    expect(secondText).toMatch(/retry-after: \d+/i)
+    expect(secondText).not.toMatch(/100 Continue/)
+
+    first.send(firstBody)
+    expect((await within(swap, 20_000, 'the swap')).outcome).toBe('installed')
+    expect(await first.receive(/"applied":true/)).toMatch(/HTTP\/1\.1 200 OK[\s\S]*"version":"2\.0\.0"/)
+    for (const c of [first, second]) c.close()
+    expect((await h.log()).map((l) => l.client)).toEqual(['a'])
+  }, 60_000)
+
+  it('keeps room for the largest body while a chunked upload arrives, then holds its real size', async () => {
+    const h = await harness([{ version: '1.0.0' }, { version: '2.0.0', startupDelayMs: 1500 }], {
+      maxBufferBytes: 1000,
+      maxBodyBytes: 600,
+      defaultTier: { name: 'all', weight: 1, shedAt: 1 },
+    })
+    const swap = h.swapTo('2.0.0')
+    await h.until((e) => e.type === 'buffering')
+    const chunked = { 'transfer-encoding': 'chunked', expect: '100-continue' }
+    const first = rawConnection(h.port)
+    first.send(head({ 'x-client-id': 'a', ...chunked }))
+    await first.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
+    // Its size is unknown: 600 bytes are kept for it, so another chunked upload does not fit.
+    const second = rawConnection(h.port)
+    second.send(head({ 'x-client-id': 'b', ...chunked }))
+    const secondText = await second.receive(/\r\n\r\n\{[^}]*\}/, 20_000, true)
+    expect(secondText).toMatch(/^HTTP\/1\.1 503 /)
+    expect(secondText).not.toMatch(/100 Continue/)
+
+    const body = bodyOf(1, 20)
+    first.send(`${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`)
+    await h.until(() => h.supervisor.counters.held === 1)
+    // Held at its real 20 bytes: a write of 600 fits beside it.
+    const third = rawConnection(h.port)
+    third.send(head({ 'x-client-id': 'c', 'content-length': '600', expect: '100-continue' }))
+    await third.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
+    third.send(bodyOf(1, 600))
+    expect((await within(swap, 20_000, 'the swap')).outcome).toBe('installed')
+    expect(await first.receive(/"applied":true/)).toMatch(/HTTP\/1\.1 200 OK/)
+    expect(await third.receive(/"applied":true/)).toMatch(/HTTP\/1\.1 200 OK/)
+    for (const c of [first, second, third]) c.close()
+    expect((await h.log()).map((l) => l.client).sort()).toEqual(['a', 'c'])
+  }, 60_000)
+})
