@@ -41,7 +41,11 @@ export function recordPrefetchHits(
   maxArtifacts = MAX_PREFETCH_ARTIFACTS,
 ): void {
   if (tallies.length === 0) return
+  // Trimming orders the whole table (up to maxArtifacts rows read, and billed); only a batch that adds
+  // an artifact can take it past the cap, and most batches report artifacts the table already has.
+  let added = false
   for (const t of tallies) {
+    added ||= sql.exec(`SELECT 1 FROM ${TABLE} WHERE artifact = ?`, t.artifact).toArray().length === 0
     sql.exec(
       `INSERT INTO ${TABLE} (artifact, deliveries, hits, updated_at) VALUES (?, ?, ?, ?)
        ON CONFLICT (artifact) DO UPDATE SET deliveries = deliveries + excluded.deliveries,
@@ -52,6 +56,7 @@ export function recordPrefetchHits(
       now,
     )
   }
+  if (!added) return
   sql.exec(
     `DELETE FROM ${TABLE} WHERE artifact IN (
        SELECT artifact FROM ${TABLE} ORDER BY deliveries DESC, updated_at DESC LIMIT -1 OFFSET ?)`,

@@ -5,6 +5,7 @@ import { artifactCount, nextUses } from '../../predict/index.ts'
 import { TelemetryReceipt } from '../../schemas/aggregation.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { clearRuntimeConfigCache } from '../../workers/config/runtime-config.ts'
+import { readPrefetchHits, recordPrefetchHits } from '../prefetch-hits.ts'
 import { RegionAggregator } from '../region-aggregator.ts'
 import { batchOf, postTelemetry } from './helpers.ts'
 
@@ -145,6 +146,45 @@ describe('POST /v1/telemetry → RegionAggregator', () => {
       const { summary, population } = await fresh.snapshot()
       expect(population).toBe(1)
       expect(summary.artifacts.map((a) => a.artifact).sort()).toEqual(['app', 'lib'])
+    })
+  })
+
+  it('counts prefetch hits of known artifacts without reading the whole table, and still caps it', async () => {
+    await runInDurableObject(regionStub('hits-rows'), (_instance: RegionAggregator, state) => {
+      const sql = state.storage.sql
+      const delivered = (artifact: string) => ({ artifact, deliveries: 1, hits: 0 })
+      const now = Date.now()
+      recordPrefetchHits(
+        sql,
+        Array.from({ length: 300 }, (_, i) => delivered(`hits-${i}`)),
+        now,
+        400,
+      )
+      const rowsRead = (tallies: ReturnType<typeof delivered>[]) => {
+        const exec = sql.exec.bind(sql)
+        const cursors: SqlStorageCursor<Record<string, SqlStorageValue>>[] = []
+        const counting = (query: string, ...bindings: unknown[]) => {
+          const cursor = exec(query, ...bindings)
+          cursors.push(cursor)
+          return cursor
+        }
+        Object.defineProperty(sql, 'exec', { value: counting, configurable: true })
+        try {
+          recordPrefetchHits(sql, tallies, now, 400)
+        } finally {
+          Reflect.deleteProperty(sql, 'exec')
+        }
+        return cursors.reduce((n, c) => n + c.rowsRead, 0)
+      }
+      expect(rowsRead([delivered('hits-7'), delivered('hits-8')])).toBeLessThan(10)
+      // New artifacts past the cap: the fewest delivered go.
+      rowsRead(Array.from({ length: 150 }, (_, i) => delivered(`hits-new-${i}`)))
+      expect(readPrefetchHits(sql)).toHaveLength(400)
+      expect(
+        readPrefetchHits(sql)
+          .slice(0, 2)
+          .map((t) => t.artifact),
+      ).toEqual(['hits-7', 'hits-8'])
     })
   })
 
