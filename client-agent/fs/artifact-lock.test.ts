@@ -168,6 +168,20 @@ describe('the artifact lock', () => {
     await (await lockArtifact(dir, { timeoutMs: 0 })).release()
   })
 
+  it("never removes a lock of this process's own tasks as stale, even one released since it was read", async () => {
+    // A waiter reads the holder, the holder releases, another task takes the lock: judging the holder
+    // read earlier as stale (its lock no longer held) made the waiter move the new holder's lock aside,
+    // and a third task could take it before the waiter put it back: two holders at once.
+    const first = await lockArtifact(dir, { timeoutMs: 0 })
+    const target = await readlink(join(dir, 'lock'))
+    await first.release()
+    // The link as that waiter read it: this process's, no longer held by any task.
+    await symlink(target, join(dir, 'lock'))
+    await busyError(lockArtifact(dir, { timeoutMs: 0 }))
+    expect(await readlink(join(dir, 'lock'))).toBe(target)
+    await rm(join(dir, 'lock'))
+  })
+
   it('treats an unreadable lock as being written for a few seconds, then as dead', async () => {
     await writeFile(join(dir, 'lock'), '{"pid": 4')
     const error = await busyError(lockArtifact(dir, { timeoutMs: 0 }))

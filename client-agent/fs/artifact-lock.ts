@@ -77,15 +77,12 @@ const BOOT_TOLERANCE_MS = 120_000
 export async function lockArtifact(dir: string, wait: LockWait): Promise<ArtifactLock> {
   const path = join(dir, 'lock')
   await namingPath(dir, makeDirs(dir))
-  const token = randomBytes(8).toString('hex')
+  const token = `${PROCESS_NONCE}${randomBytes(4).toString('hex')}`
   const target = `${LINK_PREFIX}:${process.pid}:${Math.round(bootedAt())}:${token}`
   const deadline = performance.now() + wait.timeoutMs
   let told = false
   for (;;) {
-    if (await tryCreate(path, target)) {
-      heldHere.add(token)
-      return { release: () => release(path, token) }
-    }
+    if (await tryCreate(path, target)) return { release: () => release(path, token) }
     const holder = await readHolder(path)
     if (holder === 'gone') continue
     if (holder !== 'unreadable' && !isAlive(holder)) {
@@ -197,19 +194,20 @@ async function removeIfStill(path: string, stale: LockOwner | null): Promise<voi
 async function release(path: string, token: string): Promise<void> {
   const holder = await readHolder(path)
   if (holder !== 'gone' && holder !== 'unreadable' && holder.token === token) await rm(path, { force: true })
-  heldHere.delete(token)
 }
 
 /**
- * Tokens of the locks this process holds. A lock naming this process's pid with another token was
- * left by an earlier process that had the same pid: in a container the agent is pid 1 (or another
- * fixed pid) on every run, so after one run was killed holding the lock, kill(pid, 0) found the next
- * run itself alive and it waited for itself until `--wait` ran out, on every run after.
+ * The first half of every token this process writes (the second is per lock). A lock naming this
+ * process's pid with another prefix was left by an earlier process that had the same pid: in a
+ * container the agent is pid 1 (or another fixed pid) on every run, so after one run was killed holding
+ * the lock, kill(pid, 0) found the next run itself alive and it waited for itself until `--wait` ran
+ * out, on every run after. A lock with this prefix is one of this process's own tasks (held, being
+ * taken, or released since it was read): never stale, so it is waited for and read again, not removed.
  */
-const heldHere = new Set<string>()
+const PROCESS_NONCE = randomBytes(4).toString('hex')
 
 function isAlive(owner: LockOwner): boolean {
-  if (owner.pid === process.pid) return heldHere.has(owner.token)
+  if (owner.pid === process.pid) return owner.token.startsWith(PROCESS_NONCE)
   if (Math.abs(owner.bootedAt - bootedAt()) > BOOT_TOLERANCE_MS) return false
   try {
     process.kill(owner.pid, 0)
