@@ -85,12 +85,11 @@ export class RegionAggregator extends DurableObject<Env> {
       createClientTable(this.sql)
       createPrefetchHitTable(this.sql)
       const stored = readMeta(this.sql, 'settings')
-      const settings = stored === null ? null : parseStoredJson(stored, AggregatorSettings)
-      if (settings !== null) this.settings = settings
-      else if (stored !== null)
-        console.log(
-          JSON.stringify({ level: 'error', msg: 'unreadable aggregator settings: defaults in force' }),
-        )
+      if (stored !== null) {
+        const settings = parseStoredJson(stored, AggregatorSettings)
+        if (settings !== null) this.settings = settings
+        else log({ level: 'error', msg: 'unreadable aggregator settings: defaults in force' })
+      }
       this.region = readMeta(this.sql, 'region')
       this.clientCount = countClients(this.sql)
       this.loadSummaries(Date.now())

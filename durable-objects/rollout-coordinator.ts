@@ -87,7 +87,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
     super(ctx, env)
     this.sql = ctx.storage.sql
     ctx.blockConcurrencyWhile(async () => {
-      // Nothing is written before a rollout is started here: any client may ask about (or report on)
+      // Nothing is written before a rollout is started here: every client may ask about (or report on)
       // any name and channel, each pair is an object of its own, and tables created on construction
       // would leave storage behind for every pair ever asked about. Reads find no record instead.
       const started = this.sql

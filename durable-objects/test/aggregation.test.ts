@@ -7,7 +7,7 @@ import { ProblemDetails } from '../../schemas/problem.ts'
 import { clearRuntimeConfigCache } from '../../workers/config/runtime-config.ts'
 import { readPrefetchHits, recordPrefetchHits } from '../prefetch-hits.ts'
 import { RegionAggregator } from '../region-aggregator.ts'
-import { batchOf, postTelemetry } from './helpers.ts'
+import { batchOf, postTelemetry, rowsReadDuring } from './helpers.ts'
 
 const regionStub = (region: string) => env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region))
 
@@ -150,7 +150,7 @@ describe('POST /v1/telemetry → RegionAggregator', () => {
   })
 
   it('counts prefetch hits of known artifacts without reading the whole table, and still caps it', async () => {
-    await runInDurableObject(regionStub('hits-rows'), (_instance: RegionAggregator, state) => {
+    await runInDurableObject(regionStub('hits-rows'), async (_instance: RegionAggregator, state) => {
       const sql = state.storage.sql
       const delivered = (artifact: string) => ({ artifact, deliveries: 1, hits: 0 })
       const now = Date.now()
@@ -160,25 +160,11 @@ describe('POST /v1/telemetry → RegionAggregator', () => {
         now,
         400,
       )
-      const rowsRead = (tallies: ReturnType<typeof delivered>[]) => {
-        const exec = sql.exec.bind(sql)
-        const cursors: SqlStorageCursor<Record<string, SqlStorageValue>>[] = []
-        const counting = (query: string, ...bindings: unknown[]) => {
-          const cursor = exec(query, ...bindings)
-          cursors.push(cursor)
-          return cursor
-        }
-        Object.defineProperty(sql, 'exec', { value: counting, configurable: true })
-        try {
-          recordPrefetchHits(sql, tallies, now, 400)
-        } finally {
-          Reflect.deleteProperty(sql, 'exec')
-        }
-        return cursors.reduce((n, c) => n + c.rowsRead, 0)
-      }
-      expect(rowsRead([delivered('hits-7'), delivered('hits-8')])).toBeLessThan(10)
+      const rowsRead = (tallies: ReturnType<typeof delivered>[]) =>
+        rowsReadDuring(sql, () => recordPrefetchHits(sql, tallies, now, 400))
+      expect(await rowsRead([delivered('hits-7'), delivered('hits-8')])).toBeLessThan(10)
       // New artifacts past the cap: the fewest delivered go.
-      rowsRead(Array.from({ length: 150 }, (_, i) => delivered(`hits-new-${i}`)))
+      await rowsRead(Array.from({ length: 150 }, (_, i) => delivered(`hits-new-${i}`)))
       expect(readPrefetchHits(sql)).toHaveLength(400)
       expect(
         readPrefetchHits(sql)
@@ -199,17 +185,8 @@ describe('POST /v1/telemetry → RegionAggregator', () => {
           batch: batchOf(`client-rows-${i}`, 1, ['app']),
           ratePerMinute: 30,
         })
-      // Every cursor the object opens while it takes one more batch (a new client, then a known one).
-      const sql = state.storage.sql
-      const exec = sql.exec.bind(sql)
-      const cursors: SqlStorageCursor<Record<string, SqlStorageValue>>[] = []
-      const counting = (query: string, ...bindings: unknown[]) => {
-        const cursor = exec(query, ...bindings)
-        cursors.push(cursor)
-        return cursor
-      }
-      Object.defineProperty(sql, 'exec', { value: counting, configurable: true })
-      try {
+      // Every row the object reads while it takes one more batch (a new client, then a known one).
+      const rows = await rowsReadDuring(state.storage.sql, async () => {
         await instance.ingest({
           region: 'rows-read',
           batch: batchOf('client-rows-new', 1, ['app']),
@@ -220,10 +197,8 @@ describe('POST /v1/telemetry → RegionAggregator', () => {
           batch: batchOf('client-rows-7', 2, ['app']),
           ratePerMinute: 30,
         })
-      } finally {
-        Reflect.deleteProperty(sql, 'exec')
-      }
-      expect(cursors.reduce((n, c) => n + c.rowsRead, 0)).toBeLessThan(100)
+      })
+      expect(rows).toBeLessThan(100)
     })
     expect((await stub.snapshot()).population).toBe(1501)
     // The cap still holds: lowering it evicts the least recently seen at the next batch.

@@ -31,3 +31,24 @@ export function postTelemetry(region: string, body: unknown): Promise<Response> 
     body: typeof body === 'string' ? body : JSON.stringify(body),
   })
 }
+
+/**
+ * Rows `sql` reads while `work` runs (Durable Object SQL is billed and slowed per row read): every
+ * cursor opened meanwhile, summed once `work` is done.
+ */
+export async function rowsReadDuring(sql: SqlStorage, work: () => unknown): Promise<number> {
+  const exec = sql.exec.bind(sql)
+  const cursors: SqlStorageCursor<Record<string, SqlStorageValue>>[] = []
+  const counting = (query: string, ...bindings: unknown[]) => {
+    const cursor = exec(query, ...bindings)
+    cursors.push(cursor)
+    return cursor
+  }
+  Object.defineProperty(sql, 'exec', { value: counting, configurable: true })
+  try {
+    await work()
+  } finally {
+    Reflect.deleteProperty(sql, 'exec')
+  }
+  return cursors.reduce((n, c) => n + c.rowsRead, 0)
+}

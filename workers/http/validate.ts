@@ -46,6 +46,11 @@ export function parseJsonBody<Schema extends z.ZodType>(bytes: Uint8Array, schem
   } catch {
     throw new Problem(400, 'bad-request', 'malformed JSON')
   }
+  return validJson(json, schema)
+}
+
+/** A JSON value already parsed, held to `schema`: a 400 listing each bad field otherwise. */
+export function validJson<Schema extends z.ZodType>(json: unknown, schema: Schema): z.infer<Schema> {
   const parsed = schema.safeParse(json)
   if (!parsed.success) throw invalidInput('json', parsed.error)
   return parsed.data

@@ -7,7 +7,7 @@ import {
 } from '../../schemas/rollout-control-statement.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { Problem } from '../http/problem.ts'
-import { invalidInput, parseJsonBody } from '../http/validate.ts'
+import { parseJsonBody, validJson } from '../http/validate.ts'
 import { MAX_STATEMENT_AHEAD_MS } from '../storage/yank.ts'
 import { assertMaintainerSigned } from './maintainer-keys.ts'
 
@@ -40,16 +40,13 @@ export async function rolloutControlRequest<Schema extends z.ZodType>(
   target: RolloutControlTarget,
   schema: Schema,
 ): Promise<RolloutControlRequest<z.infer<Schema>>> {
-  const bytes = body.length === 0 ? EMPTY_BODY : body
-  const json = parseJsonBody(bytes, z.unknown())
+  const json = parseJsonBody(body.length === 0 ? EMPTY_BODY : body, z.unknown())
   // Decided by the key, not by trying both shapes: a broken statement must never pass as a plain body.
   if (typeof json !== 'object' || json === null || !('statement' in json)) {
     await refuseUnsignedIfRequired(env, target)
-    return { request: parseJsonBody(bytes, schema) }
+    return { request: validJson(json, schema) }
   }
-  const parsed = SignedRolloutControl.safeParse(json)
-  if (!parsed.success) throw invalidInput('json', parsed.error)
-  const { statement } = parsed.data
+  const { statement } = validJson(json, SignedRolloutControl)
   assertFits(statement, target)
   const { name, channel, action } = target
   await assertMaintainerSigned(
