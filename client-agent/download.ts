@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { AgentError, namingPath, systemError } from './errors.ts'
 import { unlessMissing } from './fs/missing.ts'
 import { removeTree } from './fs/remove-tree.ts'
-import { errorFromResponse } from './transfer/error-response.ts'
+import { errorFromResponse, retryAfterMs } from './transfer/error-response.ts'
 import { withHeaderTimeout } from './transfer/header-timeout.ts'
 import { RateCap } from './transfer/rate-cap.ts'
 import { readBody } from './transfer/read-body.ts'
@@ -27,7 +27,10 @@ export interface DownloadRequest {
   onProgress?: (progress: DownloadProgress) => void
   /** Bytes per second; 0 = unlimited. */
   bandwidthCapBps?: number
+  /** Failed attempts in a row (none of them moving the file forward) before the download fails. */
   retries?: number
+  /** Silence that counts as a stalled answer (headers or body); readBody's 30 s by default. */
+  stallMs?: number
 }
 
 /** What a verified download moved: where it resumed, the bytes fetched, a discarded partial. */
@@ -79,12 +82,13 @@ async function downloadOnce(request: DownloadRequest): Promise<{
   verified: boolean
   actual: string
 }> {
-  const fetchImpl = withHeaderTimeout(request.fetchImpl ?? fetch)
+  const fetchImpl = withHeaderTimeout(request.fetchImpl ?? fetch, request.stallMs)
   const retries = request.retries ?? 4
   const firstOffset = await existingSize(request.partialPath)
   let fetched = 0
   // Only until the first response: a 200 instead of a 206 rewrites the file from byte 0.
   let keptFromPartial: number | null = null
+  let failedInARow = 0
   for (let attempt = 0; ; attempt++) {
     const offset = await existingSize(request.partialPath)
     if (offset > request.size) await rm(request.partialPath, { force: true })
@@ -94,14 +98,23 @@ async function downloadOnce(request: DownloadRequest): Promise<{
       keptFromPartial ??= offset
       break
     }
+    const progress: FetchProgress = { start: null, position: 0 }
     try {
-      const got = await fetchFrom(offset > request.size ? 0 : offset, request, fetchImpl)
-      keptFromPartial ??= Math.min(got.start, firstOffset)
-      fetched += got.fetched
+      await fetchFrom(offset > request.size ? 0 : offset, request, fetchImpl, progress)
       break
     } catch (error) {
-      if (request.signal?.aborted || error instanceof AgentError || attempt >= retries) throw wrap(error)
-      await sleep(Math.min(250 * 2 ** attempt, 5000))
+      if (request.signal?.aborted || !isTransient(error)) throw wrap(error)
+      // An attempt that moved the file forward is not a failure of the link as a whole: a long download
+      // over a connection that drops every few minutes still finishes. The total stays bounded.
+      failedInARow = progress.position > (progress.start ?? Number.POSITIVE_INFINITY) ? 0 : failedInARow + 1
+      const waitMs = Math.max(Math.min(250 * 2 ** failedInARow, 5000), retryAfterMs(error))
+      if (failedInARow > retries || attempt >= MAX_ATTEMPTS || waitMs > MAX_RETRY_WAIT_MS) throw wrap(error)
+      await sleep(waitMs, undefined, request.signal ? { signal: request.signal } : {})
+    } finally {
+      if (progress.start !== null) {
+        keptFromPartial ??= Math.min(progress.start, firstOffset)
+        fetched += progress.position - progress.start
+      }
     }
   }
   const actual = await hashFile(request.partialPath)
@@ -114,12 +127,36 @@ async function downloadOnce(request: DownloadRequest): Promise<{
   }
 }
 
-/** Fetches from `offset` (or from 0 if the edge answers 200) to the end; where it started and how much. */
+/** Attempts at one download, whatever they fetched, before giving up on the link. */
+const MAX_ATTEMPTS = 64
+/** The longest Retry-After worth waiting for inside a command; a longer one fails it (the next run resumes). */
+const MAX_RETRY_WAIT_MS = 30_000
+
+/**
+ * Whether trying again may succeed: the network's faults (a dropped connection, a stall, a trickle, no
+ * answer in time) and the edge's momentary ones (5xx, 429). A refusal, a file error or bytes that break
+ * the manifest are not.
+ */
+function isTransient(error: unknown): boolean {
+  if (!(error instanceof AgentError)) return true
+  if (error.code === 'network') return true
+  const status = error.details.status
+  return error.code === 'edge-rejected' && typeof status === 'number' && (status >= 500 || status === 429)
+}
+
+/** Where an attempt's answer started writing (null before it answered) and how far it got. */
+interface FetchProgress {
+  start: number | null
+  position: number
+}
+
+/** Fetches from `offset` (or from 0 if the edge answers 200) to the end, keeping `progress` current. */
 async function fetchFrom(
   offset: number,
   request: DownloadRequest,
   fetchImpl: typeof fetch,
-): Promise<{ start: number; fetched: number }> {
+  progress: FetchProgress,
+): Promise<void> {
   const headers: Record<string, string> = {}
   if (offset > 0) {
     headers.range = `bytes=${offset}-`
@@ -136,6 +173,8 @@ async function fetchFrom(
   const partial = request.partialPath
   const file = await namingPath(partial, open(partial, start === 0 ? 'w' : 'r+'))
   let position = start
+  progress.start = start
+  progress.position = start
   const cap = new RateCap(request.bandwidthCapBps ?? 0)
   try {
     await readBody(
@@ -149,17 +188,20 @@ async function fetchFrom(
         }
         await namingPath(partial, file.write(bytes, 0, bytes.length, position))
         position += bytes.length
+        progress.position = position
         request.onProgress?.({ received: position, total: request.size, resumedFrom: offset })
         await cap.received(bytes.length, request.signal)
       },
-      request.signal ? { signal: request.signal } : {},
+      {
+        ...(request.signal ? { signal: request.signal } : {}),
+        ...(request.stallMs ? { stallMs: request.stallMs } : {}),
+      },
     )
     await namingPath(partial, file.sync())
   } finally {
     await file.close()
   }
   if (position !== request.size) throw new Error(`connection ended at ${position} of ${request.size} bytes`)
-  return { start, fetched: position - start }
 }
 
 /**

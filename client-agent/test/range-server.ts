@@ -18,32 +18,49 @@ export interface RangeServerOptions {
 }
 
 /**
- * A loopback HTTP server that serves `body` with single-range semantics and lets a test damage what
- * goes over the wire: `fault(offset, bytes, requestNumber)` may flip bytes in place or return 'cut'
- * to drop the connection mid-response. It stands in for a lossy network, not for the edge.
+ * What a fault does to one answer: `cut` drops the connection halfway through the body, `stall` sends
+ * that half and then nothing while keeping the connection open, `unavailable` answers 503 with
+ * Retry-After: 0 (an overloaded server or cache in between).
+ */
+export type RangeFault = 'cut' | 'stall' | 'unavailable' | undefined
+
+/**
+ * A loopback HTTP server that serves `body` with single-range semantics (`bytes=a-b` and `bytes=a-`)
+ * and lets a test damage what goes over the wire: `fault(offset, bytes, requestNumber)` may flip bytes
+ * in place or return a RangeFault. It stands in for a lossy network, not for the edge.
  */
 export async function startRangeServer(
   body: Uint8Array,
-  fault: (offset: number, bytes: Uint8Array, request: number) => 'cut' | undefined = () => undefined,
+  fault: (offset: number, bytes: Uint8Array, request: number) => RangeFault = () => undefined,
   options: RangeServerOptions = {},
 ): Promise<RangeServer> {
   let served = 0
   let requests = 0
   const server: Server = createServer((req, res) => {
     const request = ++requests
-    const match = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '')
+    const match = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '')
     const start = match ? Number(match[1]) : 0
-    const end = match ? Math.min(Number(match[2]), body.length - 1) : body.length - 1
+    const end = match?.[2] ? Math.min(Number(match[2]), body.length - 1) : body.length - 1
     const slice = body.slice(start, options.ignoreRangeEnd ? body.length : end + 1)
     const verdict = fault(start, slice, request)
+    if (verdict === 'unavailable') {
+      res.writeHead(503, { 'retry-after': '0', 'content-type': 'application/problem+json' })
+      res.end(JSON.stringify({ title: 'unavailable', status: 503 }))
+      return
+    }
     res.writeHead(match ? 206 : 200, {
       'content-length': String(slice.length),
       ...(match ? { 'content-range': `bytes ${start}-${end}/${body.length}` } : {}),
     })
-    if (verdict === 'cut') {
+    if (verdict === 'cut' || verdict === 'stall') {
       const half = slice.subarray(0, Math.floor(slice.length / 2))
       served += half.length
-      res.write(half, () => res.destroy())
+      // The drop waits a moment after the half is written, so the client has read it: a reset that
+      // overtakes data still in flight would make the client see nothing at all, and tests that count
+      // what a cut connection delivered would depend on scheduling.
+      res.write(half, () => {
+        if (verdict === 'cut') setTimeout(() => res.destroy(), 20)
+      })
       return
     }
     served += slice.length
