@@ -140,6 +140,27 @@ describe('the artifact lock', () => {
     expect(error.message).toContain(`pid ${older.pid}`)
   })
 
+  it('judges a holder by its start time on Linux: a clock step is no reboot, a reused pid no holder', async () => {
+    const child = await holdInChild()
+    const path = join(dir, 'lock')
+    const target = await readlink(path)
+    const match = /^(deltaport-lock:\d+):0(\d{13}):([0-9a-f]{4})([0-9a-f]{8})([0-9a-f]{4})$/.exec(target)
+    if (!match) throw new Error(`not a Linux lock target: ${target}`)
+    const [, head, booted, nonce, ticks, perLock] = match as unknown as string[]
+    // The wall clock stepped an hour since the child took the lock (NTP's first sync on a device
+    // without a battery-backed clock): its boot time reads an hour off, yet the holder lives.
+    await rm(path)
+    await symlink(`${head}:0${Number(booted) - 3_600_000}:${nonce}${ticks}${perLock}`, path)
+    await busyError(lockArtifact(dir, { timeoutMs: 0 }))
+    // The same pid with another start time is another process: the holder is gone.
+    const otherTicks = ((Number.parseInt(ticks ?? '', 16) + 1) % 2 ** 32).toString(16).padStart(8, '0')
+    await rm(path)
+    await symlink(`${head}:0${booted}:${nonce}${otherTicks}${perLock}`, path)
+    const lock = await lockArtifact(dir, { timeoutMs: 0 })
+    await lock.release()
+    child.kill('SIGKILL')
+  })
+
   it('names the lock it could not take', async () => {
     await writeFile(join(dir, 'store-is-a-file'), '')
     const error = await agentFailure(lockArtifact(join(dir, 'store-is-a-file', 'app'), { timeoutMs: 0 }))

@@ -11,7 +11,9 @@ import { unlessMissing } from './missing.ts'
 
 /**
  * Who holds an artifact's lock. The lock is a symbolic link whose target names the holder
- * (`deltaport-lock:<pid>:<boot time>:<token>`), the way Emacs marks a file being edited. Why a link and
+ * (`deltaport-lock:<pid>:<boot time>:<token>`), the way Emacs marks a file being edited. On Linux the
+ * boot time is written with a leading zero and the token carries the holder's start time (see
+ * `lockTarget`); agents before that read the same number and a token like any other. Why a link and
  * not a file of JSON: `symlink` creates it whole in one step (it fails with EEXIST if a lock exists, so
  * no reader ever sees it half written), and a target this short (under 60 bytes) is kept in the inode
  * itself on ext4, xfs, btrfs and tmpfs, so taking the lock needs no data block. On a full disk a
@@ -21,6 +23,11 @@ interface LockOwner {
   pid: number
   /** When the holder's machine booted (ms since the epoch): a lock from before a reboot is dead. */
   bootedAt: number
+  /**
+   * The token's start-time digits (hex, the holder's start in clock ticks since boot, mod 2^32), when
+   * the holder wrote them: the holder is then the process with that pid *and* that start time.
+   */
+  startTicks?: string
   /** Random per acquisition: release removes the lock only if it is still this one. */
   token: string
   /** When it was taken (the link's mtime), for the waiting message. */
@@ -77,15 +84,14 @@ const BOOT_TOLERANCE_MS = 120_000
 export async function lockArtifact(dir: string, wait: LockWait): Promise<ArtifactLock> {
   const path = join(dir, 'lock')
   await namingPath(dir, makeDirs(dir))
-  const token = `${PROCESS_NONCE}${randomBytes(4).toString('hex')}`
-  const target = `${LINK_PREFIX}:${process.pid}:${Math.round(bootedAt())}:${token}`
+  const { target, token } = await lockTarget()
   const deadline = performance.now() + wait.timeoutMs
   let told = false
   for (;;) {
     if (await tryCreate(path, target)) return { release: () => release(path, token) }
     const holder = await readHolder(path)
     if (holder === 'gone') continue
-    if (holder !== 'unreadable' && !isAlive(holder)) {
+    if (holder !== 'unreadable' && !(await isAlive(holder))) {
       await removeIfStill(path, holder)
       continue
     }
@@ -142,10 +148,14 @@ async function readHolder(path: string): Promise<LockOwner | 'gone' | 'unreadabl
   const pid = Number(match[1])
   if (pid < 1) return 'unreadable'
   const command = await commandOf(pid)
+  const token = match[3] as string
+  // Only this agent's Linux form starts the boot time with a zero (ms since 1970 have 13 digits).
+  const identified = match[2]?.length === 14 && match[2].startsWith('0')
   return {
     pid,
     bootedAt: Number(match[2]),
-    token: match[3] as string,
+    token,
+    ...(identified ? { startTicks: token.slice(NONCE_DIGITS, NONCE_DIGITS + 8) } : {}),
     since: info.mtime.toISOString(),
     ...(command ? { command } : {}),
   }
@@ -197,17 +207,66 @@ async function release(path: string, token: string): Promise<void> {
 }
 
 /**
- * The first half of every token this process writes (the second is per lock). A lock naming this
- * process's pid with another prefix was left by an earlier process that had the same pid: in a
+ * The first digits of every token this process writes (with its start time, `ownTokenPrefix`; the
+ * rest is per lock). A lock naming this process's pid with another prefix was left by an earlier process that had the same pid: in a
  * container the agent is pid 1 (or another fixed pid) on every run, so after one run was killed holding
  * the lock, kill(pid, 0) found the next run itself alive and it waited for itself until `--wait` ran
  * out, on every run after. A lock with this prefix is one of this process's own tasks (held, being
  * taken, or released since it was read): never stale, so it is waited for and read again, not removed.
  */
-const PROCESS_NONCE = randomBytes(4).toString('hex')
+const PROCESS_NONCE = randomBytes(2).toString('hex')
+const NONCE_DIGITS = PROCESS_NONCE.length
 
-function isAlive(owner: LockOwner): boolean {
-  if (owner.pid === process.pid) return owner.token.startsWith(PROCESS_NONCE)
+/**
+ * This process's lock target and token. On Linux the token is the nonce, this process's start time
+ * (clock ticks since boot from /proc/self/stat, 8 hex digits) and 4 random digits per lock, and the
+ * boot time gets a leading zero to say so. Why: liveness by boot time compares wall-clock readings, and a clock
+ * stepped by minutes while a lock is held (NTP's first sync on a device without a battery-backed clock,
+ * an operator's `date -s`) looked like a reboot, so a second process took a live holder's lock. The
+ * start time is on the boot clock, which no step moves, and it also tells a pid reused by another
+ * process from the holder. Elsewhere the token is an 8-digit nonce and 8 random digits, as before.
+ */
+async function lockTarget(): Promise<{ target: string; token: string }> {
+  const booted = Math.round(bootedAt())
+  const own = await ownTokenPrefix()
+  const token = `${own.prefix}${randomBytes((16 - own.prefix.length) / 2).toString('hex')}`
+  const bootField = own.identified ? `0${booted}` : String(booted)
+  return { target: `${LINK_PREFIX}:${process.pid}:${bootField}:${token}`, token }
+}
+
+let ownPrefix: Promise<{ prefix: string; identified: boolean }> | undefined
+
+/**
+ * What every token of this process starts with: the nonce, then its start time (Linux), or two more
+ * random digits where there is none, so the prefix is never weaker than the 32 random bits it was.
+ */
+function ownTokenPrefix(): Promise<{ prefix: string; identified: boolean }> {
+  ownPrefix ??= startTicksOf('self').then((ticks) =>
+    ticks === null
+      ? { prefix: `${PROCESS_NONCE}${randomBytes(2).toString('hex')}`, identified: false }
+      : { prefix: `${PROCESS_NONCE}${ticks}`, identified: true },
+  )
+  return ownPrefix
+}
+
+/** A process's start in clock ticks since boot, mod 2^32 as 8 hex digits; null where /proc cannot tell. */
+async function startTicksOf(pid: number | 'self'): Promise<string | null> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null)
+  if (stat === null) return null
+  // `pid (comm) state …`: comm may hold spaces and parentheses, so fields are counted after the last
+  // `)`; starttime is field 22, the 20th after it.
+  const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
+  if (!Number.isSafeInteger(ticks) || ticks < 0) return null
+  return (ticks % 2 ** 32).toString(16).padStart(8, '0')
+}
+
+async function isAlive(owner: LockOwner): Promise<boolean> {
+  if (owner.pid === process.pid) return owner.token.startsWith((await ownTokenPrefix()).prefix)
+  if (owner.startTicks !== undefined) {
+    const ticks = await startTicksOf(owner.pid)
+    // Unreadable: gone, or /proc hides other users' processes (hidepid); kill(pid, 0) tells those apart.
+    if (ticks !== null) return ticks === owner.startTicks
+  }
   if (Math.abs(owner.bootedAt - bootedAt()) > BOOT_TOLERANCE_MS) return false
   try {
     process.kill(owner.pid, 0)
