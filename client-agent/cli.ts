@@ -4,6 +4,7 @@ import { validRange } from 'semver'
 import { ArtifactName, ChannelName, Version } from '../schemas/common.ts'
 import type { DependencyRef } from '../schemas/manifest.ts'
 import { parseSeconds, SIGNING_KEY_OPTION } from './commands/arguments.ts'
+import { registerConfigCommands } from './commands/config.ts'
 import { registerDaemonCommand } from './commands/daemon.ts'
 import { registerDeltaCommands } from './commands/delta.ts'
 import { registerDevicesCommands } from './commands/devices.ts'
@@ -326,6 +327,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     })
 
   registerDeltaCommands(program, reporter)
+  registerConfigCommands(program, reporter)
   registerDaemonCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerRolloutCommands(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerRunCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))

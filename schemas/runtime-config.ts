@@ -117,3 +117,33 @@ export const RuntimeConfig = z.object({
   cacheTtlSeconds: z.number().int().min(1).max(3600).default(30),
 })
 export type RuntimeConfig = z.infer<typeof RuntimeConfig>
+
+/** Why a runtime config document is refused: each problem with its dot-joined path (`stream.fecK`). */
+export interface ConfigIssue {
+  path: string
+  message: string
+}
+
+/**
+ * Parses the text of a runtime config document as the edge does (KV `CONFIG/runtime`), so the agent's
+ * `deltaport config check` accepts and refuses exactly what the edge would. At most 32 issues are listed.
+ */
+export function parseRuntimeConfigDocument(
+  raw: string,
+): { ok: true; config: RuntimeConfig } | { ok: false; issues: ConfigIssue[] } {
+  let json: unknown
+  try {
+    json = JSON.parse(raw)
+  } catch (error) {
+    return { ok: false, issues: [{ path: '', message: `not JSON: ${(error as Error).message}` }] }
+  }
+  const result = RuntimeConfig.safeParse(json)
+  if (result.success) return { ok: true, config: result.data }
+  return {
+    ok: false,
+    issues: result.error.issues.slice(0, 32).map((issue) => ({
+      path: issue.path.map(String).join('.'),
+      message: issue.message,
+    })),
+  }
+}

@@ -1,6 +1,7 @@
-import type { z } from 'zod'
-import { RuntimeConfig } from '../../schemas/runtime-config.ts'
+import { type ConfigIssue, parseRuntimeConfigDocument, RuntimeConfig } from '../../schemas/runtime-config.ts'
+import type { ConfigWarning } from '../../schemas/runtime-config-warnings.ts'
 import { Problem } from '../http/problem.ts'
+import { edgeConfigWarnings } from './edge-config-warnings.ts'
 
 /** KV `CONFIG` key holding the operator's document. */
 export const RUNTIME_CONFIG_KEY = 'runtime'
@@ -13,7 +14,7 @@ export const LAST_GOOD_CONFIG_KEY = 'runtime:last-good'
 
 export interface ConfigRejection {
   at: string
-  issues: Array<{ path: string; message: string }>
+  issues: ConfigIssue[]
 }
 
 export interface RuntimeConfigStatus {
@@ -21,9 +22,16 @@ export interface RuntimeConfigStatus {
   /** `last-good`: the document in KV is rejected and this isolate never saw a good one of its own. */
   source: 'kv' | 'last-good' | 'defaults'
   lastRejected: ConfigRejection | null
+  /** Values of the config in force that the edge ignores or overrides (it is in force all the same). */
+  warnings: ConfigWarning[]
 }
 
+/** A status before its warnings, with the text of the document in force (null: the defaults). */
+type Resolved = Omit<RuntimeConfigStatus, 'warnings'> & { inForceRaw: string | null }
+
 interface CacheState extends RuntimeConfigStatus {
+  /** Text of the document in force: its warnings are worked out and logged again only when it changes. */
+  inForceRaw: string | null
   /** Epoch ms after which the next call re-reads KV. */
   expiresAt: number
   /** The accepted document this isolate knows to be stored under LAST_GOOD_CONFIG_KEY. */
@@ -65,14 +73,24 @@ export async function runtimeConfigStatus(env: Env): Promise<RuntimeConfigStatus
   } catch (error) {
     return whileKvFails(previous, now, error)
   }
-  let next: RuntimeConfigStatus
+  let next: Resolved
   let savedRaw = previous?.savedRaw ?? null
   if (raw === null) {
-    next = { inForce: DEFAULTS, source: 'defaults', lastRejected: previous?.lastRejected ?? null }
+    next = {
+      inForce: DEFAULTS,
+      source: 'defaults',
+      lastRejected: previous?.lastRejected ?? null,
+      inForceRaw: null,
+    }
   } else {
-    const parsed = parseDocument(raw)
+    const parsed = parseRuntimeConfigDocument(raw)
     if (parsed.ok) {
-      next = { inForce: parsed.config, source: 'kv', lastRejected: previous?.lastRejected ?? null }
+      next = {
+        inForce: parsed.config,
+        source: 'kv',
+        lastRejected: previous?.lastRejected ?? null,
+        inForceRaw: raw,
+      }
       if (savedRaw !== raw) savedRaw = await saveLastGood(env, raw)
     } else {
       // Keep the last good config: a typo in KV must not take every isolate down to defaults.
@@ -87,14 +105,42 @@ export async function runtimeConfigStatus(env: Env): Promise<RuntimeConfigStatus
       )
       const lastGood = previous ? null : await readLastGood(env)
       next = previous
-        ? { inForce: previous.inForce, source: previous.source, lastRejected }
+        ? {
+            inForce: previous.inForce,
+            source: previous.source,
+            lastRejected,
+            inForceRaw: previous.inForceRaw,
+          }
         : lastGood
-          ? { inForce: lastGood, source: 'last-good', lastRejected }
-          : { inForce: DEFAULTS, source: 'defaults', lastRejected }
+          ? { inForce: lastGood.config, source: 'last-good', lastRejected, inForceRaw: lastGood.raw }
+          : { inForce: DEFAULTS, source: 'defaults', lastRejected, inForceRaw: null }
     }
   }
-  state = { ...next, expiresAt: now + next.inForce.cacheTtlSeconds * 1000, savedRaw }
+  const warnings =
+    previous !== null && previous.inForceRaw === next.inForceRaw
+      ? previous.warnings
+      : announceWarnings(next, env)
+  state = { ...next, warnings, expiresAt: now + next.inForce.cacheTtlSeconds * 1000, savedRaw }
   return snapshot(state)
+}
+
+/**
+ * The warnings of a config that just came into force, logged once here rather than per request: the
+ * operator who stored it learns which of its values do nothing (also shown by GET /v1/config).
+ */
+function announceWarnings(resolved: Resolved, env: Env): ConfigWarning[] {
+  const warnings = edgeConfigWarnings(resolved.inForce, env)
+  if (warnings.length > 0)
+    console.log(
+      JSON.stringify({
+        level: 'warn',
+        msg: 'runtime config values ignored',
+        key: RUNTIME_CONFIG_KEY,
+        source: resolved.source,
+        warnings,
+      }),
+    )
+  return warnings
 }
 
 /** How long an isolate keeps its copy before asking KV again after a failed read. */
@@ -144,34 +190,13 @@ async function saveLastGood(env: Env, raw: string): Promise<string | null> {
 }
 
 /** The stored last good document, parsed again (it passed the schema in force when it was saved). */
-async function readLastGood(env: Env): Promise<RuntimeConfig | null> {
+async function readLastGood(env: Env): Promise<{ config: RuntimeConfig; raw: string } | null> {
   const raw = await env.CONFIG.get(LAST_GOOD_CONFIG_KEY, 'text').catch(() => null)
   if (raw === null) return null
-  const parsed = parseDocument(raw)
-  return parsed.ok ? parsed.config : null
-}
-
-function parseDocument(
-  raw: string,
-): { ok: true; config: RuntimeConfig } | { ok: false; issues: ConfigRejection['issues'] } {
-  let json: unknown
-  try {
-    json = JSON.parse(raw)
-  } catch (error) {
-    return { ok: false, issues: [{ path: '', message: `not JSON: ${(error as Error).message}` }] }
-  }
-  const result = RuntimeConfig.safeParse(json)
-  if (result.success) return { ok: true, config: result.data }
-  return { ok: false, issues: issuesOf(result.error) }
-}
-
-function issuesOf(error: z.ZodError): ConfigRejection['issues'] {
-  return error.issues.slice(0, 32).map((issue) => ({
-    path: issue.path.map(String).join('.'),
-    message: issue.message,
-  }))
+  const parsed = parseRuntimeConfigDocument(raw)
+  return parsed.ok ? { config: parsed.config, raw } : null
 }
 
 function snapshot(s: CacheState): RuntimeConfigStatus {
-  return { inForce: s.inForce, source: s.source, lastRejected: s.lastRejected }
+  return { inForce: s.inForce, source: s.source, lastRejected: s.lastRejected, warnings: s.warnings }
 }

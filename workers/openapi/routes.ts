@@ -26,15 +26,19 @@ const ChunkIndexUploaded = z.object({
   sha256: Sha256Hex,
   chunkCount: z.number().int().nonnegative(),
 })
+/** A rejected document's issue or an accepted one's warning: where, and what about it. */
+const ConfigRemark = z.object({ path: z.string(), message: z.string() })
 const RuntimeConfigStatus = z.object({
   inForce: schemas.RuntimeConfig,
   source: z.enum(['kv', 'last-good', 'defaults']),
   lastRejected: z
     .object({
       at: z.string(),
-      issues: z.array(z.object({ path: z.string(), message: z.string() })),
+      issues: z.array(ConfigRemark),
     })
     .nullable(),
+  /** Values of the config in force that the edge ignores or overrides (it is in force all the same). */
+  warnings: z.array(ConfigRemark),
 })
 
 /** Everything published under components/schemas; routes refer to these by name. */
@@ -524,6 +528,10 @@ export const ROUTES: RouteSpec[] = [
     path: '/v1/config',
     operationId: 'getRuntimeConfig',
     summary: 'The runtime config this isolate uses, its source and the last rejected document',
+    description:
+      '`warnings` lists values of the config in force that the edge ignores or overrides (a region map ' +
+      'value that is not a region name, a zone declared twice, a bucket binding the Worker lacks, ...), ' +
+      'each with its path; `deltaport config check` finds the same before a document is stored.',
     tag: 'operator',
     auth: 'bearer',
     responses: {

@@ -156,4 +156,30 @@ describe('dashboard: runtime config', () => {
       clearRuntimeConfigCache()
     }
   })
+
+  it('lists the values of the config in force that the edge ignores, escaped', async () => {
+    clearRuntimeConfigCache()
+    const evilValue = '<b>eu</b>'
+    await env.CONFIG.put(
+      RUNTIME_CONFIG_KEY,
+      JSON.stringify({ stream: { fecM: 5 }, regions: { map: { EU: evilValue } } }),
+    )
+    try {
+      const config = sectionOf(await dashboardHtml(), 'config')
+      expect(config).toContain('&quot;fecM&quot;: 5')
+      expect(config).toContain('id="config-warnings"')
+      expect(config).toContain('regions.map.EU')
+      expect(config).toContain('&quot;&lt;b&gt;eu&lt;/b&gt;&quot; is not a region name')
+      expect(config).not.toContain(evilValue)
+
+      await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+      clearRuntimeConfigCache()
+      expect(sectionOf(await dashboardHtml(), 'config')).toContain(
+        'every value of the config in force takes effect',
+      )
+    } finally {
+      await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+      clearRuntimeConfigCache()
+    }
+  })
 })

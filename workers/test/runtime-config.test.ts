@@ -1,5 +1,6 @@
 import { env } from 'cloudflare:workers'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { batchOf } from '../../durable-objects/test/helpers.ts'
 import {
   clearRuntimeConfigCache,
   LAST_GOOD_CONFIG_KEY,
@@ -130,6 +131,79 @@ describe('runtime config from KV', () => {
     await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
     clearRuntimeConfigCache()
     expect((await status()).source).toBe('defaults')
+    await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
+  })
+
+  it('lists values the edge ignores at GET /v1/config, logged once per document, and the document still takes effect', async () => {
+    const GiB = 1024 ** 3
+    const document = {
+      stream: { fecM: 5 },
+      devices: { requireCredential: 'reports' },
+      regions: { map: { EU: 'Europe West', na: 'us', AS: 'apac' }, fallback: 'Global!' },
+      zones: {
+        zones: [
+          { id: 'wnam', capacityBytes: GiB, bucket: 'ZONE_WNAM' },
+          { id: 'weur', capacityBytes: GiB, bucket: 'ZONE_NOWHERE' },
+          { id: 'apac', capacityBytes: GiB, bucket: 'ZONE_APAC' },
+          { id: 'wnam', capacityBytes: 2 * GiB },
+        ],
+      },
+    }
+    const log = vi.spyOn(console, 'log')
+    try {
+      await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify(document))
+      const s = await status()
+      expect(s.source).toBe('kv')
+      expect(s.lastRejected).toBeNull()
+      expect(s.inForce.stream.fecM).toBe(5)
+      expect(s.inForce.devices.requireCredential).toBe('reports')
+      expect(s.inForce.zones.zones).toHaveLength(4)
+      expect(s.warnings.map((w) => w.path)).toEqual([
+        'regions.map.EU',
+        'regions.map.na',
+        'regions.fallback',
+        'zones.zones.3.id',
+        // Only the edge knows its bindings.
+        'zones.zones.1.bucket',
+      ])
+      expect(s.warnings[4]?.message).toContain('ZONE_NOWHERE is not an R2 bucket binding')
+      // The document takes effect as far as it can: the credential requirement it sets is enforced.
+      const telemetry = await callApp('/v1/telemetry', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(batchOf('cfg-warned-0001', 0, ['app-q'])),
+      })
+      expect(telemetry.response.status).toBe(401)
+
+      // Re-read after the TTL: the same document is not logged again.
+      now += 31_000
+      expect((await status()).warnings).toHaveLength(5)
+      const logged = log.mock.calls.filter((call) =>
+        String(call[0]).includes('runtime config values ignored'),
+      )
+      expect(logged).toHaveLength(1)
+
+      // A fixed document clears them.
+      await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ stream: { fecM: 5 } }))
+      now += 31_000
+      expect((await status()).warnings).toEqual([])
+    } finally {
+      log.mockRestore()
+      await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+      await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
+    }
+  })
+
+  it('a fresh isolate running on the last good document lists its warnings too', async () => {
+    const good = JSON.stringify({ regions: { fallback: 'Global!' } })
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, good)
+    expect((await status()).warnings.map((w) => w.path)).toEqual(['regions.fallback'])
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, '{')
+    clearRuntimeConfigCache()
+    const fresh = await status()
+    expect(fresh.source).toBe('last-good')
+    expect(fresh.warnings.map((w) => w.path)).toEqual(['regions.fallback'])
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
     await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
   })
 })

@@ -1,4 +1,5 @@
 import type { RuntimeConfig } from '../../../schemas/runtime-config.ts'
+import type { ConfigWarning } from '../../../schemas/runtime-config-warnings.ts'
 import {
   type ConfigRejection,
   type RuntimeConfigStatus,
@@ -11,6 +12,8 @@ export interface ConfigView {
   /** The config in force as indented JSON, for display. */
   inForceJson: string
   lastRejected: ConfigRejection | null
+  /** Values of the config in force that the edge ignores or overrides. */
+  warnings: ConfigWarning[]
 }
 
 /** The runtime config this isolate uses and the last document it refused (same data as GET /v1/config). */
@@ -21,5 +24,6 @@ export async function loadConfig(env: Env): Promise<ConfigView> {
     inForce: status.inForce,
     inForceJson: JSON.stringify(status.inForce, null, 2),
     lastRejected: status.lastRejected,
+    warnings: status.warnings,
   }
 }

@@ -1,0 +1,76 @@
+import { createReadStream } from 'node:fs'
+import type { Command } from 'commander'
+import { parseRuntimeConfigDocument } from '../../schemas/runtime-config.ts'
+import { configWarnings } from '../../schemas/runtime-config-warnings.ts'
+import { AgentError } from '../errors.ts'
+import type { Reporter } from '../output.ts'
+
+/** KV's largest value: a bigger document cannot be stored, so reading on would only use memory. */
+const MAX_DOCUMENT_BYTES = 25 * 1024 * 1024
+
+/**
+ * A check's verdict, not a failure of the agent: it exits 1 like other checkers (linters, `tsc`), so a
+ * script or CI step can tell "the document has problems" from the agent's own failure codes (2 and up).
+ */
+class ConfigCheckFailed extends AgentError {
+  override get exitCode(): number {
+    return 1
+  }
+}
+
+/**
+ * `deltaport config check <file|->`: what the edge would make of a runtime config document before it
+ * is stored in KV: refused (the edge would keep its last good one), or accepted with values it would
+ * ignore or override (configWarnings). Bucket bindings are only known to the Worker: GET /v1/config
+ * lists those once the document is in force.
+ */
+export function registerConfigCommands(program: Command, reporter: () => Reporter): void {
+  program
+    .command('config')
+    .description("check edge runtime config documents (KV CONFIG, key 'runtime')")
+    .command('check <file>')
+    .description('validate a runtime config document as the edge would (- reads stdin)')
+    .option('--allow-warnings', 'exit 0 when the document is valid but has ignored values')
+    .action(async (file: string, options: { allowWarnings?: boolean }) => {
+      const out = reporter()
+      const name = file === '-' ? 'stdin' : file
+      const parsed = parseRuntimeConfigDocument(await readDocument(file))
+      if (!parsed.ok) {
+        for (const issue of parsed.issues) out.info(`error: ${issue.path || '(document)'}: ${issue.message}`)
+        throw new ConfigCheckFailed(
+          'config',
+          `${name}: invalid; the edge would reject it and keep its last good config`,
+          { issues: parsed.issues },
+        )
+      }
+      const warnings = configWarnings(parsed.config)
+      for (const warning of warnings) out.info(`warning: ${warning.path}: ${warning.message}`)
+      if (warnings.length > 0 && !options.allowWarnings)
+        throw new ConfigCheckFailed(
+          'config',
+          `${name}: valid, but the edge would ignore ${warnings.length} value(s) (--allow-warnings accepts them)`,
+          { warnings },
+        )
+      out.result('ok', { warnings })
+    })
+}
+
+/** The document's text from a file or stdin, at most MAX_DOCUMENT_BYTES. */
+async function readDocument(file: string): Promise<string> {
+  const source = file === '-' ? process.stdin : createReadStream(file)
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of source) {
+    const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk))
+    size += bytes.length
+    if (size > MAX_DOCUMENT_BYTES) {
+      source.destroy()
+      throw new ConfigCheckFailed(
+        'config',
+        `${file === '-' ? 'stdin' : file}: larger than ${MAX_DOCUMENT_BYTES} bytes, KV's limit for one value`,
+      )
+    }
+    chunks.push(bytes)
+  }
+  return Buffer.concat(chunks).toString('utf8')
+}
