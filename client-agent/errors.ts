@@ -23,6 +23,11 @@ export const EXIT_CODES = {
   'untrusted-index': 15,
   /** The config names a root and the chain of roots cannot be followed, or the newest has expired (ADR 0035). */
   'untrusted-root': 16,
+  /**
+   * A checker's verdict on what it was given (`config check`: a document the edge would refuse, or
+   * values it would ignore), like a linter's exit 1: not a failure of the agent itself.
+   */
+  'check-failed': 1,
   'nothing-to-do': 0,
 } as const
 export type AgentErrorCode = keyof typeof EXIT_CODES

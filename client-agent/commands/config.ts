@@ -9,16 +9,6 @@ import type { Reporter } from '../output.ts'
 const MAX_DOCUMENT_BYTES = 25 * 1024 * 1024
 
 /**
- * A check's verdict, not a failure of the agent: it exits 1 like other checkers (linters, `tsc`), so a
- * script or CI step can tell "the document has problems" from the agent's own failure codes (2 and up).
- */
-class ConfigCheckFailed extends AgentError {
-  override get exitCode(): number {
-    return 1
-  }
-}
-
-/**
  * `deltaport config check <file|->`: what the edge would make of a runtime config document before it
  * is stored in KV: refused (the edge would keep its last good one), or accepted with values it would
  * ignore or override (configWarnings). Bucket bindings are only known to the Worker: GET /v1/config
@@ -37,8 +27,8 @@ export function registerConfigCommands(program: Command, reporter: () => Reporte
       const parsed = parseRuntimeConfigDocument(await readDocument(file))
       if (!parsed.ok) {
         for (const issue of parsed.issues) out.info(`error: ${issue.path || '(document)'}: ${issue.message}`)
-        throw new ConfigCheckFailed(
-          'config',
+        throw new AgentError(
+          'check-failed',
           `${name}: invalid; the edge would reject it and keep its last good config`,
           { issues: parsed.issues },
         )
@@ -46,8 +36,8 @@ export function registerConfigCommands(program: Command, reporter: () => Reporte
       const warnings = configWarnings(parsed.config)
       for (const warning of warnings) out.info(`warning: ${warning.path}: ${warning.message}`)
       if (warnings.length > 0 && !options.allowWarnings)
-        throw new ConfigCheckFailed(
-          'config',
+        throw new AgentError(
+          'check-failed',
           `${name}: valid, but the edge would ignore ${warnings.length} value(s) (--allow-warnings accepts them)`,
           { warnings },
         )
@@ -65,8 +55,8 @@ async function readDocument(file: string): Promise<string> {
     size += bytes.length
     if (size > MAX_DOCUMENT_BYTES) {
       source.destroy()
-      throw new ConfigCheckFailed(
-        'config',
+      throw new AgentError(
+        'check-failed',
         `${file === '-' ? 'stdin' : file}: larger than ${MAX_DOCUMENT_BYTES} bytes, KV's limit for one value`,
       )
     }

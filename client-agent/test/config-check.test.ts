@@ -69,7 +69,7 @@ describe('deltaport config check', () => {
     expect(json.code).toBe(1)
     expect(JSON.parse(json.stdout)).toMatchObject({
       ok: false,
-      error: { code: 'config', issues: [{ path: '', message: expect.stringContaining('not JSON') }] },
+      error: { code: 'check-failed', issues: [{ path: '', message: expect.stringContaining('not JSON') }] },
     })
   })
 
