@@ -74,6 +74,11 @@ export const SwapSettings = z.object({
     .min(0)
     .max(64 * 1024 * 1024)
     .default(1024 * 1024),
+  /**
+   * A buffered write whose body sends nothing for this long is answered 408 and its buffer room freed:
+   * admitted from its headers, a stalled upload would keep that room until Node's 300 s requestTimeout.
+   */
+  bodyIdleTimeoutMs: z.number().int().min(100).max(300_000).default(5_000),
   /** Buffered writes without this header are refused with 401 (null: no such rule). */
   requiredHeader: z
     .string()
