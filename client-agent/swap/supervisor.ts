@@ -453,10 +453,11 @@ export class Supervisor {
     const replayed = await replayInto(
       this.buffer,
       next,
-      // Its 5xx, or no answer within healthTimeoutMs (hung), fails it: the writes go to the previous version.
+      // Its 5xx, or no answer within replayTimeoutMs (hung), fails it: the writes go to the previous
+      // version. Not healthTimeoutMs: a write may legitimately take longer than a health check.
       this.replayOptions(
         () => Date.now() < probationEnd && next.running,
-        this.settings.healthTimeoutMs,
+        this.settings.replayTimeoutMs,
         () => false,
       ),
     ).finally(() => {
