@@ -74,6 +74,11 @@ export const SwapSettings = z.object({
     .min(0)
     .max(64 * 1024 * 1024)
     .default(1024 * 1024),
+  /**
+   * A buffered write whose body sends nothing for this long is answered 408 and its buffer room freed:
+   * admitted from its headers, a stalled upload would keep that room until Node's 300 s requestTimeout.
+   */
+  bodyIdleTimeoutMs: z.number().int().min(100).max(300_000).default(5_000),
   /** Buffered writes without this header are refused with 401 (null: no such rule). */
   requiredHeader: z
     .string()
@@ -86,6 +91,11 @@ export const SwapSettings = z.object({
   /** The tier of clients listed in no tier. */
   defaultTier: SlaTier.default({ name: 'default', weight: 1, clients: [], shedAt: 0.8, retryFactor: 1 }),
   healthTimeoutMs: z.number().int().min(100).max(600_000).default(15_000),
+  /**
+   * How long a new version on probation has to answer each replayed write; slower fails it (rollback).
+   * Apart from `healthTimeoutMs`: a service's writes may legitimately take longer than its health check.
+   */
+  replayTimeoutMs: z.number().int().min(100).max(600_000).default(60_000),
   /** A new version that keeps answering its health check with non-2xx this long has failed it. */
   unhealthyGraceMs: z.number().int().min(0).max(600_000).default(2_000),
   hookTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises'
+import { constants } from 'node:os'
 import { join } from 'node:path'
 import { type Command, InvalidArgumentError } from 'commander'
 import { ArtifactName } from '../../schemas/common.ts'
@@ -10,7 +11,7 @@ import { rolloutGate, rolloutReporter } from '../rollout/index.ts'
 import { ArtifactStore } from '../store.ts'
 import { EdgeChannelSource, followChannelHead, type VersionGate } from '../swap/edge-source.ts'
 import { RunFiles } from '../swap/run-files.ts'
-import { Supervisor, type SupervisorEvent } from '../swap/supervisor.ts'
+import { StartInterrupted, Supervisor, type SupervisorEvent } from '../swap/supervisor.ts'
 import { type ReadyUpdate, type SwapOutcomeReporter, silentReporter } from '../swap/update-source.ts'
 import { parseSeconds } from './arguments.ts'
 
@@ -55,7 +56,8 @@ export async function coordinatedRollout(config: AgentConfig, name: string): Pro
 /**
  * `deltaport run <name> [options] -- <command…>`: installs the artifact if needed, runs the service behind
  * the agent's reverse proxy on the public port, polls the edge for new versions (and checks at once on
- * SIGHUP), and swaps to each one with the buffered swap. SIGINT/SIGTERM stop it cleanly.
+ * SIGHUP), and swaps to each one with the buffered swap. SIGINT/SIGTERM stop it cleanly (exit 0), also
+ * while it starts (exit 130/143: the service it launched is stopped first).
  */
 export function registerRunCommand(
   program: Command,
@@ -85,18 +87,23 @@ export function registerRunCommand(
       }
       process.on('SIGHUP', keepHup)
       const out = reporter()
-      const supervisor = await startSupervisor(name, command, options, out, await config(), rollout).finally(
-        () => process.off('SIGHUP', keepHup),
-      )
-      const stopped = new Promise<void>((resolve) => {
-        const stop = () => {
-          process.off('SIGINT', stop)
-          process.off('SIGTERM', stop)
-          resolve()
-        }
-        process.once('SIGINT', stop)
-        process.once('SIGTERM', stop)
-      })
+      const stop = new StopRequest()
+      let supervisor: Supervisor
+      try {
+        supervisor = await startSupervisor(name, command, options, out, await config(), rollout, stop)
+      } catch (error) {
+        stop.disarm()
+        if (!(error instanceof StartInterrupted) || !stop.received) throw error
+        // Stopped before it served, the service it had launched stopped too: the exit a shell expects
+        // of a process a signal ended (not 0: nothing was served, and the caller may want to know).
+        out.result(`${name}: stopped by ${stop.received} while starting`, {
+          run: { name, version: null, interrupted: stop.received },
+        })
+        process.exit(128 + constants.signals[stop.received])
+      } finally {
+        process.off('SIGHUP', keepHup)
+      }
+      const stopped = stop.requested
       let checking = false
       let again = false
       const check = async () => {
@@ -127,6 +134,7 @@ export function registerRunCommand(
       try {
         await stopped
       } finally {
+        stop.disarm()
         if (timer) clearInterval(timer)
         process.off('SIGHUP', onHup)
         await supervisor.stop()
@@ -138,9 +146,41 @@ export function registerRunCommand(
 }
 
 /**
+ * SIGINT and SIGTERM as a request to stop `run`, caught once `arm`ed: from the moment a service process
+ * may exist, so the service is stopped rather than orphaned. The first one aborts `signal` (and settles
+ * `requested`) and lets go of both, so a second one takes the default action (a stuck stop can be forced).
+ */
+class StopRequest {
+  received: 'SIGINT' | 'SIGTERM' | null = null
+  private readonly controller = new AbortController()
+  readonly signal = this.controller.signal
+  readonly requested = new Promise<void>((resolve) => this.signal.addEventListener('abort', () => resolve()))
+  private readonly onInt = () => this.take('SIGINT')
+  private readonly onTerm = () => this.take('SIGTERM')
+
+  arm(): void {
+    if (this.received) return
+    process.once('SIGINT', this.onInt)
+    process.once('SIGTERM', this.onTerm)
+  }
+
+  disarm(): void {
+    process.off('SIGINT', this.onInt)
+    process.off('SIGTERM', this.onTerm)
+  }
+
+  private take(signal: 'SIGINT' | 'SIGTERM'): void {
+    this.disarm()
+    this.received = signal
+    this.controller.abort()
+  }
+}
+
+/**
  * Installs the artifact if needed and starts the supervisor over its current version. If that version
  * does not become healthy (the agent died mid-swap to a version that turns out not to start), the
- * previous one is started instead.
+ * previous one is started instead. `stop` is armed once the version is installed (a signal during the
+ * download still takes its default action: no service runs yet, and the partial download resumes).
  */
 async function startSupervisor(
   name: string,
@@ -149,11 +189,13 @@ async function startSupervisor(
   out: Reporter,
   loaded: AgentConfig,
   rollout: (config: AgentConfig, name: string) => Promise<RolloutWiring>,
+  stop: StopRequest,
 ): Promise<Supervisor> {
   const settings = await loadSettings(options)
   const wiring = await rollout(loaded, name)
   const source = new EdgeChannelSource(loaded, name, wiring.gate)
   const initial = await source.initial()
+  stop.arm()
   const base = new ArtifactStore(loaded.installRoot, name).dir
   const start = (version: ReadyUpdate) =>
     Supervisor.start({
@@ -167,8 +209,10 @@ async function startSupervisor(
       source,
       reporter: wiring.reporter,
       onEvent: (event) => printEvent(out, event),
+      interrupt: stop.signal,
     })
   return start(initial).catch(async (error: Error) => {
+    if (stop.received) throw error
     const previous = await source.previous()
     if (!(error instanceof AgentError) || error.code !== 'install-failed' || !previous) throw error
     printEvent(out, { type: 'error', message: `${error.message}; starting ${previous.version} instead` })

@@ -457,17 +457,22 @@ export class SwapProxy {
     if (expectsContinue) res.writeContinue()
     this.arriving.bytes += room
     this.arriving.writes += 1
-    let body: Buffer | null
+    let body: Buffer | 'over' | 'idle'
     try {
-      body = await readCapped(req, this.settings.maxBodyBytes)
+      body = await readCapped(req, this.settings.maxBodyBytes, this.settings.bodyIdleTimeoutMs)
     } finally {
       // From here to `buffer.hold`, which counts the write itself, nothing awaits on the buffered path.
       this.arriving.bytes -= room
       this.arriving.writes -= 1
     }
-    if (body === null) {
+    if (body === 'over') {
       this.counters.refused413 += 1
       return this.refuse(res, 413, null, `body over ${this.settings.maxBodyBytes} bytes`)
+    }
+    // Its room is already given back (above): the writes it kept out may join now.
+    if (body === 'idle') {
+      const detail = `no byte of the body arrived for ${this.settings.bodyIdleTimeoutMs} ms`
+      return this.refuse(res, 408, null, detail, true)
     }
     // A chunked body had room for the largest body the buffer takes: now its real size is known.
     if (chunked && body.length > 0 && !this.admitted(res, client, tier, body.length, Date.now())) return
@@ -580,26 +585,35 @@ function closeAfter(res: ServerResponse): void {
   if (!res.headersSent) res.setHeader('connection', 'close')
 }
 
-/** The request body, or null as soon as it passes `max` bytes (the connection is then closed). */
-function readCapped(req: IncomingMessage, max: number): Promise<Buffer | null> {
+/**
+ * The request body; `over` as soon as it passes `max` bytes, `idle` once `idleMs` pass without a byte
+ * of it (a stalled upload keeps buffer room it was admitted with). Either way the connection is then
+ * closed, its body unread.
+ */
+function readCapped(req: IncomingMessage, max: number, idleMs: number): Promise<Buffer | 'over' | 'idle'> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
-    let over = false
+    let settled = false
+    const settle = (outcome: () => void) => {
+      if (settled) return
+      settled = true
+      clearTimeout(idle)
+      outcome()
+    }
+    const idle = setTimeout(() => settle(() => resolve('idle')), idleMs)
     req.on('data', (chunk: Buffer) => {
-      if (over) return
+      if (settled) return
+      idle.refresh()
       size += chunk.length
       if (size > max) {
-        over = true
         chunks.length = 0
-        resolve(null)
+        settle(() => resolve('over'))
         return
       }
       chunks.push(chunk)
     })
-    req.on('end', () => {
-      if (!over) resolve(Buffer.concat(chunks))
-    })
-    req.on('error', reject)
+    req.on('end', () => settle(() => resolve(Buffer.concat(chunks))))
+    req.on('error', (error) => settle(() => reject(error)))
   })
 }

@@ -37,6 +37,18 @@ export interface SupervisorOptions {
   onEvent?: (event: SupervisorEvent) => void
   serviceEnv?: Record<string, string>
   stdio?: 'inherit' | 'ignore'
+  /**
+   * Aborted when the agent is told to stop (SIGINT/SIGTERM) while `start` still runs: the service it
+   * launched is stopped as by `stop()`, and `start` rejects with `StartInterrupted` once it is gone.
+   */
+  interrupt?: AbortSignal
+}
+
+/** `Supervisor.start` was interrupted (`interrupt`) before it served; nothing it started still runs. */
+export class StartInterrupted extends Error {
+  constructor() {
+    super('stopped while starting')
+  }
 }
 
 export type SupervisorEvent =
@@ -181,35 +193,66 @@ export class Supervisor {
     const buffer = new WriteBuffer(options.settings, journal, validator, recovered.lastId)
     buffer.restore(recovered.pending)
     const supervisor = new Supervisor(options, journal, buffer, files, tag)
-    const service = await supervisor.children.launch(options.initial)
-    if (!(await supervisor.healthy(service))) {
-      await service.kill()
-      await supervisor.children.forget(service)
-      await journal.close()
-      throw new AgentError('install-failed', `${options.initial.version} did not become healthy`)
-    }
-    supervisor.adopt(service)
-    if (!buffer.empty) {
-      supervisor.proxy.mode = 'replay'
-      const result = await supervisor.replayUntilDone(service, () => false)
-      if (result.ok) await supervisor.settle()
-    }
+    // From here a service process may exist: a stop asked for now stops it the way a later one would
+    // (left to the signal's default action, the agent died and the service ran on, holding its port).
+    const interrupt = options.interrupt
+    const stopNow = () => void supervisor.stop()
+    if (interrupt?.aborted) stopNow()
+    interrupt?.addEventListener('abort', stopNow)
     try {
-      supervisor.publicPort = await supervisor.proxy.listen(options.port, options.host)
+      await supervisor.serveFirst(recovered.pending.length, reaped.length)
+    } finally {
+      interrupt?.removeEventListener('abort', stopNow)
+    }
+    return supervisor
+  }
+
+  /**
+   * Starts the current version, replays what the journal owes it and opens the public port. A stop
+   * that comes meanwhile (`interrupt`) ends this with `StartInterrupted` once its shutdown is over.
+   */
+  private async serveFirst(recovered: number, reaped: number): Promise<void> {
+    const { initial, port, host } = this.options
+    if (this.stopping) return this.interrupted()
+    const service = await this.children.launch(initial)
+    if (this.stopping) {
+      // The shutdown's stopAll may have run before this process was added to the children.
+      await service.kill()
+      await this.children.forget(service)
+      return this.interrupted()
+    }
+    // A stop during the health wait stops the service, which ends the wait.
+    const healthy = await this.healthy(service)
+    if (this.stopping) return this.interrupted()
+    if (!healthy) {
+      await service.kill()
+      await this.children.forget(service)
+      await this.journal.close()
+      throw new AgentError('install-failed', `${initial.version} did not become healthy`)
+    }
+    this.adopt(service)
+    if (!this.buffer.empty) {
+      this.proxy.mode = 'replay'
+      const result = await this.replayUntilDone(service, () => false)
+      if (this.stopping) return this.interrupted()
+      if (result.ok) await this.settle()
+    }
+    if (this.stopping) return this.interrupted()
+    try {
+      this.publicPort = await this.proxy.listen(port, host)
     } catch (error) {
       // The service already runs: stop it rather than leave it to an agent that never served (or to
       // init, as an orphan), then say which address could not be taken.
-      await supervisor.stop()
-      throw listenFailure(error, options.host, options.port)
+      await this.stop()
+      throw listenFailure(error, host, port)
     }
-    supervisor.emit({
-      type: 'started',
-      version: options.initial.version,
-      port: supervisor.publicPort,
-      recovered: recovered.pending.length,
-      reaped: reaped.length,
-    })
-    return supervisor
+    this.emit({ type: 'started', version: initial.version, port: this.publicPort, recovered, reaped })
+  }
+
+  /** Waits for the shutdown a stop during the start began (the service is stopped), then says so. */
+  private async interrupted(): Promise<never> {
+    await this.stopped
+    throw new StartInterrupted()
   }
 
   get version(): string {
@@ -410,10 +453,11 @@ export class Supervisor {
     const replayed = await replayInto(
       this.buffer,
       next,
-      // Its 5xx, or no answer within healthTimeoutMs (hung), fails it: the writes go to the previous version.
+      // Its 5xx, or no answer within replayTimeoutMs (hung), fails it: the writes go to the previous
+      // version. Not healthTimeoutMs: a write may legitimately take longer than a health check.
       this.replayOptions(
         () => Date.now() < probationEnd && next.running,
-        this.settings.healthTimeoutMs,
+        this.settings.replayTimeoutMs,
         () => false,
       ),
     ).finally(() => {

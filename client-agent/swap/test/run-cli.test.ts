@@ -12,6 +12,7 @@ import { TEST_TOKEN, useEdgeWorkspace } from '../../test/local-edge.ts'
 import { parseJournal } from '../journal.ts'
 import { RunFiles } from '../run-files.ts'
 import { freePort, sleep } from '../service-process.ts'
+import { runningArtifacts, within } from './harness.ts'
 
 const exec = promisify(execFile)
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'deltaport.ts')
@@ -88,6 +89,17 @@ function startAgent(port: number, extra: string[] = [], name = NAME) {
         await Promise.race([new Promise<void>((r) => waiters.push(r)), sleep(200)])
       }
     },
+  }
+}
+
+/** The pids of the service an agent has launched (and is health-checking, if it starts slowly). */
+async function launched(runFiles: RunFiles, agent: { stderr(): string }): Promise<number[]> {
+  const deadline = Date.now() + 40_000
+  for (;;) {
+    const pids = await runFiles.livePids()
+    if (pids.length > 0) return pids
+    if (Date.now() > deadline) throw new Error(`the service never started\n${agent.stderr()}`)
+    await sleep(50)
   }
 }
 
@@ -281,12 +293,7 @@ describe('deltaport run (CLI, local edge)', () => {
     const agent = startAgent(port, ['--interval', '0'], name)
     const runFiles = new RunFiles(join(new ArtifactStore(setup.ws.config.installRoot, name).dir, 'run'))
     try {
-      // The service is launched: the agent waits for its first health check.
-      const deadline = Date.now() + 40_000
-      while ((await runFiles.livePids()).length === 0) {
-        if (Date.now() > deadline) throw new Error(`the service never started\n${agent.stderr()}`)
-        await sleep(50)
-      }
+      await launched(runFiles, agent)
       await publish({ version: '1.0.1' }, name)
       expect(agent.events.some((e) => e.type === 'started')).toBe(false)
       agent.child.kill('SIGHUP')
@@ -299,6 +306,42 @@ describe('deltaport run (CLI, local edge)', () => {
       expect(await agent.exited).toBe(0)
     }
   }, 90_000)
+
+  it.each([
+    ['SIGTERM', 143],
+    ['SIGINT', 130],
+  ] as const)(
+    'on %s while it starts, stops the service it launched and exits %i',
+    async (signal, status) => {
+      const name = `${signal.toLowerCase()}-start-svc`
+      // Slow to become healthy: the agent is still starting when the signal comes.
+      await publish({ version: '1.0.0', startupDelayMs: 20_000 }, name)
+      const port = await freePort()
+      const agent = startAgent(port, ['--interval', '0'], name)
+      const store = new ArtifactStore(setup.ws.config.installRoot, name)
+      const runFiles = new RunFiles(join(store.dir, 'run'))
+      let pids: number[] = []
+      try {
+        pids = await launched(runFiles, agent)
+        expect(agent.events.some((e) => e.type === 'started')).toBe(false)
+        agent.child.kill(signal)
+        expect(await within(agent.exited, 15_000, 'the agent')).toBe(status)
+        // Not left to run on (holding its port) until the next `run` reaps it.
+        expect(await runningArtifacts(new Map([['1.0.0', store.blobPath('1.0.0')]]))).toEqual([])
+        expect(await runFiles.livePids()).toEqual([])
+      } finally {
+        agent.child.kill('SIGKILL')
+        for (const pid of pids) {
+          try {
+            process.kill(pid, 'SIGKILL')
+          } catch {
+            // Gone, as it should be.
+          }
+        }
+      }
+    },
+    90_000,
+  )
 
   it('holds the requests that arrive while a crashed service restarts and answers them from the restart', async () => {
     const name = 'restart-svc'

@@ -81,19 +81,19 @@ describe('buffered swap: a write that every version answers with 5xx', () => {
 
 describe('buffered swap: a write the serving version answers slowly', () => {
   it('waits for the old version’s answer like a live request does, instead of sending it again', async () => {
-    // Every write takes 1.5 s, longer than healthTimeoutMs: live that is no problem.
+    // Every write takes 1.5 s, longer than replayTimeoutMs: live that is no problem.
     const h = await harness(
       [
         { version: '1.0.0', writeDelayMs: 1500 },
         { version: '2.0.0', writeDelayMs: 1500, startupDelayMs: 300 },
       ],
-      { healthTimeoutMs: 1000 },
+      { healthTimeoutMs: 1000, replayTimeoutMs: 1000 },
     )
     expect((await post(h.port, 'live', 1)).status).toBe(200)
     const swap = h.swapTo('2.0.0')
     await h.until((e) => e.type === 'buffering')
     const answer = post(h.port, 'slow', 1)
-    // The new version's replay still has healthTimeoutMs to answer (a hung new version is failed), so
+    // The new version's replay still has replayTimeoutMs to answer (a hung new version is failed), so
     // this one is rolled back; the old version then takes the write and is waited for.
     const report = await within(swap, 20_000, 'the swap')
     expect(report).toMatchObject({ outcome: 'rolled-back', errorClass: 'replay', serving: '1.0.0' })

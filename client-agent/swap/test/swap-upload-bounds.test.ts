@@ -5,6 +5,7 @@ import { cleanup, harness, rawConnection, within } from './harness.ts'
  * The buffer's bounds (`maxBufferBytes`, `maxBufferedWrites`) hold for bodies still arriving too: a
  * write admitted from its headers keeps its room while its body uploads, so concurrent slow uploads
  * cannot together be admitted past the cap (every one of them saw an empty buffer) and then all be held.
+ * And a body that stalls gives that room back after `bodyIdleTimeoutMs`, not Node's 300 s requestTimeout.
  */
 afterAll(cleanup)
 
@@ -83,5 +84,41 @@ describe('buffered swap: bounds while bodies are still arriving', () => {
     expect(await third.receive(/"applied":true/)).toMatch(/HTTP\/1\.1 200 OK/)
     for (const c of [first, second, third]) c.close()
     expect((await h.log()).map((l) => l.client).sort()).toEqual(['a', 'c'])
+  }, 60_000)
+
+  it('answers a body that stalls with 408 after bodyIdleTimeoutMs and gives its room back at once', async () => {
+    const h = await harness([{ version: '1.0.0' }, { version: '2.0.0', startupDelayMs: 4000 }], {
+      maxBufferBytes: 1000,
+      maxBodyBytes: 900,
+      bodyIdleTimeoutMs: 1000,
+      defaultTier: { name: 'all', weight: 1, shedAt: 1 },
+    })
+    const swap = h.swapTo('2.0.0')
+    await h.until((e) => e.type === 'buffering')
+    // Admitted with room for 700 bytes; sends 10 of them, then nothing.
+    const stalled = rawConnection(h.port)
+    stalled.send(head({ 'x-client-id': 'a', 'content-length': '700', expect: '100-continue' }))
+    await stalled.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
+    stalled.send(bodyOf(1, 700).slice(0, 10))
+    const stallStart = Date.now()
+    // Its room is held meanwhile: another 700-byte write does not fit.
+    const starved = rawConnection(h.port)
+    starved.send(head({ 'x-client-id': 'b', 'content-length': '700', expect: '100-continue' }))
+    expect(await starved.receive(/\r\n\r\n\{[^}]*\}/, 20_000, true)).toMatch(/^HTTP\/1\.1 503 /)
+    // After the bound, not Node's 300 s requestTimeout.
+    const answer = await stalled.receive(/"detail":"[^"]*"\}/, 10_000)
+    expect(Date.now() - stallStart).toBeGreaterThanOrEqual(900)
+    expect(answer).toMatch(/HTTP\/1\.1 408 [\s\S]*content-type: application\/problem\+json/i)
+    expect(answer).toMatch(/connection: close/i)
+    expect(answer).toMatch(/"status":408/)
+    // The room is free again: a write of the same size is admitted and applied by the new version.
+    const next = rawConnection(h.port)
+    next.send(head({ 'x-client-id': 'c', 'content-length': '700', expect: '100-continue' }))
+    await next.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
+    next.send(bodyOf(1, 700))
+    expect((await within(swap, 20_000, 'the swap')).outcome).toBe('installed')
+    expect(await next.receive(/"applied":true/)).toMatch(/HTTP\/1\.1 200 OK[\s\S]*"version":"2\.0\.0"/)
+    for (const c of [stalled, starved, next]) c.close()
+    expect((await h.log()).map((l) => l.client)).toEqual(['c'])
   }, 60_000)
 })
