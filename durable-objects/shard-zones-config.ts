@@ -2,7 +2,7 @@
  * The zones config the ShardPlanner plans with: the runtime config's, or the planner's own last good copy
  * of it while KV holds a document the edge rejected.
  */
-import { ZonesConfig } from '../schemas/shards.ts'
+import { firstDeclarations, ZonesConfig } from '../schemas/shards.ts'
 import { RUNTIME_CONFIG_KEY, runtimeConfigStatus } from '../workers/config/runtime-config.ts'
 import { readMeta, writeMeta } from './meta-table.ts'
 
@@ -13,9 +13,13 @@ const ZONES_LAST_GOOD = 'zonesLastGood'
  * The zones in force. The edge keeps the last good runtime config per isolate only, so after a bad edit
  * a freshly started planner would get the defaults and tear down every replica of a zone they lack.
  * The planner therefore keeps its own last good copy and uses it while KV holds a rejected document;
- * a deleted document means defaults, deliberately.
+ * a deleted document means defaults, deliberately. A zone declared twice counts as first declared.
  */
 export async function zonesConfigInForce(env: Env, sql: SqlStorage): Promise<ZonesConfig> {
+  return firstDeclarations(await zonesConfigOf(env, sql))
+}
+
+async function zonesConfigOf(env: Env, sql: SqlStorage): Promise<ZonesConfig> {
   const status = await runtimeConfigStatus(env)
   const zones = status.inForce.zones
   if (status.source === 'kv') {

@@ -72,7 +72,7 @@ function zonesWarnings(zones: ZonesConfig): ConfigWarning[] {
     else
       warnings.push({
         path: `zones.zones.${i}.id`,
-        message: `zone ${zone.id} is declared again (first at zones.zones.${first}): replicas are copied into the last declaration's bucket but read from the first's, and capacity is the last one's; declare each zone once`,
+        message: `zone ${zone.id} is declared again (first at zones.zones.${first}): this declaration is ignored, its bucket, capacity and weight included; declare each zone once`,
       })
   }
   // Only map values and the fallback are ever a request's zone (zoneOf in workers/storage/zone-replicas.ts).

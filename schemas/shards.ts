@@ -112,6 +112,18 @@ export const ZonesConfig = z
   })
 export type ZonesConfig = z.infer<typeof ZonesConfig>
 
+/**
+ * The config with each zone as first declared. A zone id declared again is accepted (tightening the
+ * schema would fail stored documents) but ignored: reads find a zone's bucket by its first declaration,
+ * so the planner must too, or it copied replicas into the last one's bucket (where nothing reads them)
+ * and could rank the same zone twice for one blob. `deltaport config check` and GET /v1/config warn.
+ */
+export function firstDeclarations(config: ZonesConfig): ZonesConfig {
+  const seen = new Set<string>()
+  const zones = config.zones.filter((zone) => !seen.has(zone.id) && seen.add(zone.id))
+  return zones.length === config.zones.length ? config : { ...config, zones }
+}
+
 /** One dependency (an artifact version's blob) in the plan and where its replicas are. */
 export const ShardEntry = z.object({
   /** `name@version`: the planning key, also the hashing key. */

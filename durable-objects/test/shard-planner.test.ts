@@ -67,6 +67,38 @@ describe('ShardPlanner', () => {
     expect((await stub.plan())?.version).toBe(plan.version)
   })
 
+  it('plans with the first declaration of a zone declared twice, the one reads use', async () => {
+    const dup = await publishDep('sp-dup', 12_000, 9)
+    await env.CONFIG.put(
+      RUNTIME_CONFIG_KEY,
+      JSON.stringify({
+        zones: {
+          zones: [
+            { id: 'wnam', capacityBytes: 1_000_000, bucket: 'ZONE_WNAM' },
+            { id: 'weur', capacityBytes: 1_000_000, bucket: 'ZONE_WEUR' },
+            // Declared again with another bucket: ignored, as the edge's reads ignore it.
+            { id: 'weur', capacityBytes: 1_000_000, bucket: 'ZONE_APAC' },
+          ],
+        },
+      }),
+    )
+    clearRuntimeConfigCache()
+    const stub = plannerStub('sp-dup')
+    const now = Date.now()
+    await stub.recordDemand([
+      ...demandRows('sp-dup@1.0.0', 'weur', 200, now),
+      ...demandRows('sp-dup@1.0.0', 'wnam', 200, now),
+    ])
+    await stub.replan(now)
+    const plan = ShardPlan.parse(await stub.plan())
+    const replicas = plan.entries.find((e) => e.id === 'sp-dup@1.0.0')?.replicas ?? []
+    expect(replicas).toContain('weur')
+    expect(new Set(replicas).size).toBe(replicas.length)
+    expect(plan.zones.filter((z) => z.id === 'weur')).toHaveLength(1)
+    expect(await bytesIn(env.ZONE_WEUR, blobKey('sp-dup'))).toEqual(dup.body)
+    expect(await bytesIn(env.ZONE_APAC, blobKey('sp-dup'))).toBeNull()
+  })
+
   it('never flips a replica whose bytes do not verify', async () => {
     const { envelope } = await publishDep('sp-bad', 8_000, 4)
     // The primary object no longer matches the signed sha256 (corruption): R2 refuses the copy.
