@@ -79,6 +79,18 @@ export const SwapSettings = z.object({
    * admitted from its headers, a stalled upload would keep that room until Node's 300 s requestTimeout.
    */
   bodyIdleTimeoutMs: z.number().int().min(100).max(300_000).default(5_000),
+  /**
+   * The slowest a buffered write's body may arrive, judged over each `windowMs` (0 bytes/s: off). A body
+   * that sends a byte just within every `bodyIdleTimeoutMs` never goes idle, yet keeps its room as long
+   * as a stalled one did; below this rate it is answered 408 and its room freed too. 512 B/s is far
+   * below any working link (GPRS moves several KB/s) and far above a trickle.
+   */
+  bodyMinRate: z
+    .object({
+      bytesPerSecond: z.number().int().min(0).max(1_000_000_000).default(512),
+      windowMs: z.number().int().min(1000).max(300_000).default(10_000),
+    })
+    .prefault({}),
   /** Buffered writes without this header are refused with 401 (null: no such rule). */
   requiredHeader: z
     .string()

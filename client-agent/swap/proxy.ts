@@ -457,9 +457,9 @@ export class SwapProxy {
     if (expectsContinue) res.writeContinue()
     this.arriving.bytes += room
     this.arriving.writes += 1
-    let body: Buffer | 'over' | 'idle'
+    let body: Buffer | 'over' | 'idle' | 'slow'
     try {
-      body = await readCapped(req, this.settings.maxBodyBytes, this.settings.bodyIdleTimeoutMs)
+      body = await readCapped(req, this.settings)
     } finally {
       // From here to `buffer.hold`, which counts the write itself, nothing awaits on the buffered path.
       this.arriving.bytes -= room
@@ -470,8 +470,12 @@ export class SwapProxy {
       return this.refuse(res, 413, null, `body over ${this.settings.maxBodyBytes} bytes`)
     }
     // Its room is already given back (above): the writes it kept out may join now.
-    if (body === 'idle') {
-      const detail = `no byte of the body arrived for ${this.settings.bodyIdleTimeoutMs} ms`
+    if (body === 'idle' || body === 'slow') {
+      const { bodyIdleTimeoutMs, bodyMinRate } = this.settings
+      const detail =
+        body === 'idle'
+          ? `no byte of the body arrived for ${bodyIdleTimeoutMs} ms`
+          : `the body arrived slower than ${bodyMinRate.bytesPerSecond} bytes/s over ${bodyMinRate.windowMs} ms`
       return this.refuse(res, 408, null, detail, true)
     }
     // A chunked body had room for the largest body the buffer takes: now its real size is known.
@@ -586,22 +590,35 @@ function closeAfter(res: ServerResponse): void {
 }
 
 /**
- * The request body; `over` as soon as it passes `max` bytes, `idle` once `idleMs` pass without a byte
- * of it (a stalled upload keeps buffer room it was admitted with). Either way the connection is then
- * closed, its body unread.
+ * The request body; `over` as soon as it passes `maxBodyBytes`, `idle` once `bodyIdleTimeoutMs` pass
+ * without a byte of it, `slow` when a `bodyMinRate` window brought fewer bytes than the rate asks (an
+ * upload that stalls or trickles keeps the buffer room it was admitted with). Unless the body came
+ * whole, the connection is then closed, its body unread.
  */
-function readCapped(req: IncomingMessage, max: number, idleMs: number): Promise<Buffer | 'over' | 'idle'> {
+function readCapped(
+  req: IncomingMessage,
+  settings: Pick<SwapSettings, 'maxBodyBytes' | 'bodyIdleTimeoutMs' | 'bodyMinRate'>,
+): Promise<Buffer | 'over' | 'idle' | 'slow'> {
+  const max = settings.maxBodyBytes
+  const { bytesPerSecond, windowMs } = settings.bodyMinRate
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
+    let sizeAtWindowStart = 0
     let settled = false
     const settle = (outcome: () => void) => {
       if (settled) return
       settled = true
       clearTimeout(idle)
+      clearInterval(rate)
       outcome()
     }
-    const idle = setTimeout(() => settle(() => resolve('idle')), idleMs)
+    const idle = setTimeout(() => settle(() => resolve('idle')), settings.bodyIdleTimeoutMs)
+    const rate = setInterval(() => {
+      if (size - sizeAtWindowStart < (bytesPerSecond * windowMs) / 1000) settle(() => resolve('slow'))
+      sizeAtWindowStart = size
+    }, windowMs)
+    if (bytesPerSecond === 0) clearInterval(rate)
     req.on('data', (chunk: Buffer) => {
       if (settled) return
       idle.refresh()

@@ -5,7 +5,8 @@ import { cleanup, harness, rawConnection, within } from './harness.ts'
  * The buffer's bounds (`maxBufferBytes`, `maxBufferedWrites`) hold for bodies still arriving too: a
  * write admitted from its headers keeps its room while its body uploads, so concurrent slow uploads
  * cannot together be admitted past the cap (every one of them saw an empty buffer) and then all be held.
- * And a body that stalls gives that room back after `bodyIdleTimeoutMs`, not Node's 300 s requestTimeout.
+ * And a body that stalls gives that room back after `bodyIdleTimeoutMs`, one that trickles below
+ * `bodyMinRate` after its window, not Node's 300 s requestTimeout.
  */
 afterAll(cleanup)
 
@@ -119,6 +120,35 @@ describe('buffered swap: bounds while bodies are still arriving', () => {
     expect((await within(swap, 20_000, 'the swap')).outcome).toBe('installed')
     expect(await next.receive(/"applied":true/)).toMatch(/HTTP\/1\.1 200 OK[\s\S]*"version":"2\.0\.0"/)
     for (const c of [stalled, starved, next]) c.close()
+    expect((await h.log()).map((l) => l.client)).toEqual(['c'])
+  }, 60_000)
+  it('answers a body that trickles below bodyMinRate with 408 and gives its room back', async () => {
+    const h = await harness([{ version: '1.0.0' }, { version: '2.0.0', startupDelayMs: 4000 }], {
+      maxBufferBytes: 1000,
+      maxBodyBytes: 900,
+      bodyIdleTimeoutMs: 1000,
+      bodyMinRate: { bytesPerSecond: 100, windowMs: 1000 },
+      defaultTier: { name: 'all', weight: 1, shedAt: 1 },
+    })
+    const swap = h.swapTo('2.0.0')
+    await h.until((e) => e.type === 'buffering')
+    // A byte every 300 ms: never idle for bodyIdleTimeoutMs, far below 100 bytes/s.
+    const trickling = rawConnection(h.port)
+    trickling.send(head({ 'x-client-id': 'a', 'content-length': '700', expect: '100-continue' }))
+    await trickling.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
+    const body = bodyOf(1, 700)
+    let sent = 0
+    const drip = setInterval(() => trickling.send(body.slice(sent, ++sent)), 300)
+    const answer = await trickling.receive(/"detail":"[^"]*"\}/, 10_000).finally(() => clearInterval(drip))
+    expect(answer).toMatch(/HTTP\/1\.1 408 [\s\S]*slower than 100 bytes\/s/)
+    // Its room is free again: a write of the same size is admitted and applied by the new version.
+    const next = rawConnection(h.port)
+    next.send(head({ 'x-client-id': 'c', 'content-length': '700', expect: '100-continue' }))
+    await next.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
+    next.send(bodyOf(1, 700))
+    expect((await within(swap, 20_000, 'the swap')).outcome).toBe('installed')
+    expect(await next.receive(/"applied":true/)).toMatch(/HTTP\/1\.1 200 OK[\s\S]*"version":"2\.0\.0"/)
+    for (const c of [trickling, next]) c.close()
     expect((await h.log()).map((l) => l.client)).toEqual(['c'])
   }, 60_000)
 })
