@@ -107,4 +107,8 @@ describe('shard feedback', () => {
     expect(plays['2'] ?? 0).toBeGreaterThan(300)
     expect(arms.map((a) => a.threshold)).toEqual([0.5, 1, 2, 5, 10])
   })
+
+  it('makes one arm of a threshold listed twice', () => {
+    expect(thresholdArms([1, 2, 1, 2, 5]).map((a) => a.id)).toEqual(['1', '2', '5'])
+  })
 })

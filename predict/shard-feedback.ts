@@ -180,8 +180,12 @@ export interface ThresholdArm extends BetaArm {
   threshold: number
 }
 
+/**
+ * One arm per distinct threshold. A threshold the config lists twice is one arm: two arms with one id
+ * would both take every reward that id earns and give it two draws in each pick, skewing the choice.
+ */
 export function thresholdArms(thresholds: readonly number[]): ThresholdArm[] {
-  return thresholds.map((t) => ({ id: String(t), threshold: t, successes: 0, failures: 0 }))
+  return [...new Set(thresholds)].map((t) => ({ id: String(t), threshold: t, successes: 0, failures: 0 }))
 }
 
 /** Thompson sampling over the thresholds; the arm to play for the next interval. */
