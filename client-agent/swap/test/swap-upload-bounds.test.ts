@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest'
+import type { SwapSettingsInput } from '../../../schemas/swap.ts'
 import { cleanup, harness, rawConnection, within } from './harness.ts'
 
 /**
@@ -88,67 +89,68 @@ describe('buffered swap: bounds while bodies are still arriving', () => {
   }, 60_000)
 
   it('answers a body that stalls with 408 after bodyIdleTimeoutMs and gives its room back at once', async () => {
-    const h = await harness([{ version: '1.0.0' }, { version: '2.0.0', startupDelayMs: 4000 }], {
-      maxBufferBytes: 1000,
-      maxBodyBytes: 900,
-      bodyIdleTimeoutMs: 1000,
-      defaultTier: { name: 'all', weight: 1, shedAt: 1 },
-    })
-    const swap = h.swapTo('2.0.0')
-    await h.until((e) => e.type === 'buffering')
-    // Admitted with room for 700 bytes; sends 10 of them, then nothing.
-    const stalled = rawConnection(h.port)
-    stalled.send(head({ 'x-client-id': 'a', 'content-length': '700', expect: '100-continue' }))
-    await stalled.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
-    stalled.send(bodyOf(1, 700).slice(0, 10))
+    const { h, swap, slow } = await admitSlowUpload({})
+    // Sends 10 of its 700 bytes, then nothing.
+    slow.send(bodyOf(1, 700).slice(0, 10))
     const stallStart = Date.now()
     // Its room is held meanwhile: another 700-byte write does not fit.
     const starved = rawConnection(h.port)
     starved.send(head({ 'x-client-id': 'b', 'content-length': '700', expect: '100-continue' }))
     expect(await starved.receive(/\r\n\r\n\{[^}]*\}/, 20_000, true)).toMatch(/^HTTP\/1\.1 503 /)
     // After the bound, not Node's 300 s requestTimeout.
-    const answer = await stalled.receive(/"detail":"[^"]*"\}/, 10_000)
+    const answer = await slow.receive(/"detail":"[^"]*"\}/, 10_000)
     expect(Date.now() - stallStart).toBeGreaterThanOrEqual(900)
     expect(answer).toMatch(/HTTP\/1\.1 408 [\s\S]*content-type: application\/problem\+json/i)
     expect(answer).toMatch(/connection: close/i)
     expect(answer).toMatch(/"status":408/)
-    // The room is free again: a write of the same size is admitted and applied by the new version.
-    const next = rawConnection(h.port)
-    next.send(head({ 'x-client-id': 'c', 'content-length': '700', expect: '100-continue' }))
-    await next.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
-    next.send(bodyOf(1, 700))
-    expect((await within(swap, 20_000, 'the swap')).outcome).toBe('installed')
-    expect(await next.receive(/"applied":true/)).toMatch(/HTTP\/1\.1 200 OK[\s\S]*"version":"2\.0\.0"/)
-    for (const c of [stalled, starved, next]) c.close()
-    expect((await h.log()).map((l) => l.client)).toEqual(['c'])
+    starved.close()
+    await expectRoomFreed(h, swap, slow)
   }, 60_000)
+
   it('answers a body that trickles below bodyMinRate with 408 and gives its room back', async () => {
-    const h = await harness([{ version: '1.0.0' }, { version: '2.0.0', startupDelayMs: 4000 }], {
-      maxBufferBytes: 1000,
-      maxBodyBytes: 900,
-      bodyIdleTimeoutMs: 1000,
-      bodyMinRate: { bytesPerSecond: 100, windowMs: 1000 },
-      defaultTier: { name: 'all', weight: 1, shedAt: 1 },
-    })
-    const swap = h.swapTo('2.0.0')
-    await h.until((e) => e.type === 'buffering')
+    const { h, swap, slow } = await admitSlowUpload({ bodyMinRate: { bytesPerSecond: 100, windowMs: 1000 } })
     // A byte every 300 ms: never idle for bodyIdleTimeoutMs, far below 100 bytes/s.
-    const trickling = rawConnection(h.port)
-    trickling.send(head({ 'x-client-id': 'a', 'content-length': '700', expect: '100-continue' }))
-    await trickling.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
     const body = bodyOf(1, 700)
     let sent = 0
-    const drip = setInterval(() => trickling.send(body.slice(sent, ++sent)), 300)
-    const answer = await trickling.receive(/"detail":"[^"]*"\}/, 10_000).finally(() => clearInterval(drip))
+    const drip = setInterval(() => slow.send(body.slice(sent, ++sent)), 300)
+    const answer = await slow.receive(/"detail":"[^"]*"\}/, 10_000).finally(() => clearInterval(drip))
     expect(answer).toMatch(/HTTP\/1\.1 408 [\s\S]*slower than 100 bytes\/s/)
-    // Its room is free again: a write of the same size is admitted and applied by the new version.
-    const next = rawConnection(h.port)
-    next.send(head({ 'x-client-id': 'c', 'content-length': '700', expect: '100-continue' }))
-    await next.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
-    next.send(bodyOf(1, 700))
-    expect((await within(swap, 20_000, 'the swap')).outcome).toBe('installed')
-    expect(await next.receive(/"applied":true/)).toMatch(/HTTP\/1\.1 200 OK[\s\S]*"version":"2\.0\.0"/)
-    for (const c of [trickling, next]) c.close()
-    expect((await h.log()).map((l) => l.client)).toEqual(['c'])
+    await expectRoomFreed(h, swap, slow)
   }, 60_000)
 })
+
+/**
+ * A swap whose buffer has room for one 700-byte write (bodies idle for 1 s at most), and client `a`'s
+ * 700-byte upload admitted into it, its body not yet sent.
+ */
+async function admitSlowUpload(settings: SwapSettingsInput) {
+  const h = await harness([{ version: '1.0.0' }, { version: '2.0.0', startupDelayMs: 4000 }], {
+    maxBufferBytes: 1000,
+    maxBodyBytes: 900,
+    bodyIdleTimeoutMs: 1000,
+    defaultTier: { name: 'all', weight: 1, shedAt: 1 },
+    ...settings,
+  })
+  const swap = h.swapTo('2.0.0')
+  await h.until((e) => e.type === 'buffering')
+  const slow = rawConnection(h.port)
+  slow.send(head({ 'x-client-id': 'a', 'content-length': '700', expect: '100-continue' }))
+  await slow.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
+  return { h, swap, slow }
+}
+
+/** Once the slow upload was refused, a write of its size is admitted, and only that is applied by 2.0.0. */
+async function expectRoomFreed(
+  h: Awaited<ReturnType<typeof harness>>,
+  swap: Promise<{ outcome: string }>,
+  slow: ReturnType<typeof rawConnection>,
+) {
+  const next = rawConnection(h.port)
+  next.send(head({ 'x-client-id': 'c', 'content-length': '700', expect: '100-continue' }))
+  await next.receive(/^HTTP\/1\.1 100 Continue\r\n\r\n/)
+  next.send(bodyOf(1, 700))
+  expect((await within(swap, 20_000, 'the swap')).outcome).toBe('installed')
+  expect(await next.receive(/"applied":true/)).toMatch(/HTTP\/1\.1 200 OK[\s\S]*"version":"2\.0\.0"/)
+  for (const c of [slow, next]) c.close()
+  expect((await h.log()).map((l) => l.client)).toEqual(['c'])
+}
