@@ -86,7 +86,8 @@ async function downloadOnce(request: DownloadRequest): Promise<{
   const retries = request.retries ?? 4
   const firstOffset = await existingSize(request.partialPath)
   let fetched = 0
-  // Only until the first response: a 200 instead of a 206 rewrites the file from byte 0.
+  // The lowest start of any answer: an answer (any attempt's) that is a 200 instead of a 206 rewrites
+  // the file from byte 0, so none of the partial's bytes are left, whatever earlier attempts kept.
   let keptFromPartial: number | null = null
   let failedInARow = 0
   for (let attempt = 0; ; attempt++) {
@@ -112,7 +113,7 @@ async function downloadOnce(request: DownloadRequest): Promise<{
       await sleep(waitMs, undefined, request.signal ? { signal: request.signal } : {})
     } finally {
       if (progress.start !== null) {
-        keptFromPartial ??= Math.min(progress.start, firstOffset)
+        keptFromPartial = Math.min(keptFromPartial ?? firstOffset, progress.start)
         fetched += progress.position - progress.start
       }
     }
