@@ -89,4 +89,22 @@ describe('downloadVerified within one command', () => {
     expect((failure as AgentError).code).toBe('integrity-mismatch')
     expect(server.requests()).toBe(2)
   })
+
+  it('counts an attempt that rewrote the file from byte 0 without passing its old end as no progress', async () => {
+    // A server (or a cache in between) that ignores Range and drops every answer halfway: each attempt
+    // starts over from byte 0 and writes bytes, yet the file never gets past its first half.
+    server = await startRangeServer(Uint8Array.from(body), () => 'cut', { ignoreRange: () => true })
+    dir = await mkdtemp(join(tmpdir(), 'dp-download-'))
+    const partialPath = join(dir, 'partial')
+    const failure = await downloadVerified({
+      url: server.url,
+      partialPath,
+      size: body.length,
+      sha256,
+      retries: 2,
+    }).catch((error: unknown) => error)
+    expect(failure).toBeInstanceOf(AgentError)
+    // The first attempt moved the file forward; the three after it did not.
+    expect(server.requests()).toBe(4)
+  })
 })
