@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -64,5 +64,47 @@ describe('downloadVerified within one command', () => {
     expect((failure as AgentError).code).toBe('edge-rejected')
     expect((failure as AgentError).details.status).toBe(503)
     expect(server?.requests()).toBe(3)
+  })
+
+  it('blames the network, not the partial, when a later attempt rewrote the file from byte 0', async () => {
+    // The partial's bytes are kept by the first answer (a 206, dropped halfway), but the second answer is
+    // a 200 (a cache on a miss ignores the range) that rewrites the whole file, damaged on the way: no
+    // byte from before this call is left, so downloading it all again would not help.
+    server = await startRangeServer(
+      Uint8Array.from(body),
+      (_offset, bytes, request) => {
+        // Flip the last byte (a copy of the body: the server slices a Uint8Array).
+        if (request === 2) bytes.set([(body.at(-1) ?? 0) ^ 0xff], bytes.length - 1)
+        return request === 1 ? 'cut' : undefined
+      },
+      { ignoreRange: (request) => request === 2 },
+    )
+    dir = await mkdtemp(join(tmpdir(), 'dp-download-'))
+    const partialPath = join(dir, 'partial')
+    await writeFile(partialPath, body.subarray(0, 1000))
+    const failure = await downloadVerified({ url: server.url, partialPath, size: body.length, sha256 }).catch(
+      (error: unknown) => error,
+    )
+    expect(failure).toBeInstanceOf(AgentError)
+    expect((failure as AgentError).code).toBe('integrity-mismatch')
+    expect(server.requests()).toBe(2)
+  })
+
+  it('counts an attempt that rewrote the file from byte 0 without passing its old end as no progress', async () => {
+    // A server (or a cache in between) that ignores Range and drops every answer halfway: each attempt
+    // starts over from byte 0 and writes bytes, yet the file never gets past its first half.
+    server = await startRangeServer(Uint8Array.from(body), () => 'cut', { ignoreRange: () => true })
+    dir = await mkdtemp(join(tmpdir(), 'dp-download-'))
+    const partialPath = join(dir, 'partial')
+    const failure = await downloadVerified({
+      url: server.url,
+      partialPath,
+      size: body.length,
+      sha256,
+      retries: 2,
+    }).catch((error: unknown) => error)
+    expect(failure).toBeInstanceOf(AgentError)
+    // The first attempt moved the file forward; the three after it did not.
+    expect(server.requests()).toBe(4)
   })
 })

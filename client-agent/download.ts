@@ -86,7 +86,8 @@ async function downloadOnce(request: DownloadRequest): Promise<{
   const retries = request.retries ?? 4
   const firstOffset = await existingSize(request.partialPath)
   let fetched = 0
-  // Only until the first response: a 200 instead of a 206 rewrites the file from byte 0.
+  // The lowest start of any answer: an answer (any attempt's) that is a 200 instead of a 206 rewrites
+  // the file from byte 0, so none of the partial's bytes are left, whatever earlier attempts kept.
   let keptFromPartial: number | null = null
   let failedInARow = 0
   for (let attempt = 0; ; attempt++) {
@@ -98,21 +99,24 @@ async function downloadOnce(request: DownloadRequest): Promise<{
       keptFromPartial ??= offset
       break
     }
+    const from = offset > request.size ? 0 : offset
     const progress: FetchProgress = { start: null, position: 0 }
     try {
-      await fetchFrom(offset > request.size ? 0 : offset, request, fetchImpl, progress)
+      await fetchFrom(from, request, fetchImpl, progress)
       break
     } catch (error) {
       if (request.signal?.aborted || !isTransient(error)) throw wrap(error)
       // An attempt that moved the file forward is not a failure of the link as a whole: a long download
-      // over a connection that drops every few minutes still finishes. The total stays bounded.
-      failedInARow = progress.position > (progress.start ?? Number.POSITIVE_INFINITY) ? 0 : failedInARow + 1
+      // over a connection that drops every few minutes still finishes. The total stays bounded. Forward
+      // means past where the file ended before it: a 200 rewrites from byte 0, and one that drops short
+      // of that end again (a server ignoring Range) only fetched the same bytes once more.
+      failedInARow = progress.position > from ? 0 : failedInARow + 1
       const waitMs = Math.max(Math.min(250 * 2 ** failedInARow, 5000), retryAfterMs(error))
       if (failedInARow > retries || attempt >= MAX_ATTEMPTS || waitMs > MAX_RETRY_WAIT_MS) throw wrap(error)
       await sleep(waitMs, undefined, request.signal ? { signal: request.signal } : {})
     } finally {
       if (progress.start !== null) {
-        keptFromPartial ??= Math.min(progress.start, firstOffset)
+        keptFromPartial = Math.min(keptFromPartial ?? firstOffset, progress.start)
         fetched += progress.position - progress.start
       }
     }

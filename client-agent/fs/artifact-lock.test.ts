@@ -161,6 +161,20 @@ describe('the artifact lock', () => {
     child.kill('SIGKILL')
   })
 
+  it('knows a holder by its start time when it took the lock on a clock still at 1970', async () => {
+    const child = await holdInChild()
+    const path = join(dir, 'lock')
+    const match = /^(deltaport-lock:\d+):0\d{13}:([0-9a-f]{16})$/.exec(await readlink(path))
+    if (!match) throw new Error('not a Linux lock target')
+    const [, head, token] = match as unknown as string[]
+    // A device without a battery-backed clock boots at the epoch: its boot time reads 5 s after 1970
+    // (zero-led, four digits) until NTP steps the clock decades ahead, while the child holds the lock.
+    await rm(path)
+    await symlink(`${head}:05000:${token}`, path)
+    await busyError(lockArtifact(dir, { timeoutMs: 0 }))
+    child.kill('SIGKILL')
+  })
+
   it('names the lock it could not take', async () => {
     await writeFile(join(dir, 'store-is-a-file'), '')
     const error = await agentFailure(lockArtifact(join(dir, 'store-is-a-file', 'app'), { timeoutMs: 0 }))

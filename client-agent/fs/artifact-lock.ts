@@ -149,11 +149,14 @@ async function readHolder(path: string): Promise<LockOwner | 'gone' | 'unreadabl
   if (pid < 1) return 'unreadable'
   const command = await commandOf(pid)
   const token = match[3] as string
-  // Only this agent's Linux form starts the boot time with a zero (ms since 1970 have 13 digits).
-  const identified = match[2]?.length === 14 && match[2].startsWith('0')
+  // Only this agent's Linux form starts the boot time with a zero (older agents wrote the plain number).
+  // Not by its length: a device without a battery-backed clock boots at 1970, where the boot time has
+  // fewer than 13 digits, and it is the NTP step that follows that the start time must survive.
+  const bootField = match[2] as string
+  const identified = bootField.length > 1 && bootField.startsWith('0')
   return {
     pid,
-    bootedAt: Number(match[2]),
+    bootedAt: Number(bootField),
     token,
     ...(identified ? { startTicks: token.slice(NONCE_DIGITS, NONCE_DIGITS + 8) } : {}),
     since: info.mtime.toISOString(),

@@ -15,6 +15,8 @@ export interface RangeServerOptions {
    * range), as a broken cache or proxy in between might: the client must stop where it asked to.
    */
   ignoreRangeEnd?: boolean
+  /** Answer these requests 200 with the whole body whatever range they ask, as a cache on a miss may. */
+  ignoreRange?: (request: number) => boolean
 }
 
 /**
@@ -38,7 +40,7 @@ export async function startRangeServer(
   let requests = 0
   const server: Server = createServer((req, res) => {
     const request = ++requests
-    const match = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '')
+    const match = options.ignoreRange?.(request) ? null : /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '')
     const start = match ? Number(match[1]) : 0
     const end = match?.[2] ? Math.min(Number(match[2]), body.length - 1) : body.length - 1
     const slice = body.slice(start, options.ignoreRangeEnd ? body.length : end + 1)
