@@ -98,6 +98,8 @@ export class SwapProxy {
   /** Set by `stopAccepting`: every response from then on closes its connection. */
   private closing = false
   private closed: Promise<void> | null = null
+  /** Wakes a `listen` still binding when a stop comes. */
+  private onStopAccepting: (() => void) | null = null
   private idleGraceEnd = 0
   private restartHold: RestartHold | null = null
   /**
@@ -122,12 +124,21 @@ export class SwapProxy {
     )
   }
 
+  /**
+   * Binds the public port; its number, or 0 when a stop came first (nothing is bound then). A stop
+   * while a host name is looked up closes the server before it binds, and Node then neither binds nor
+   * calls back: without the stop's wake-up the start waited forever.
+   */
   async listen(port: number, host: string): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
+    if (this.closing) return 0
+    const bound = await new Promise<boolean>((resolve, reject) => {
       this.server.once('error', reject)
-      this.server.listen(port, host, () => resolve())
+      this.server.listen(port, host, () => resolve(true))
+      this.onStopAccepting = () => resolve(false)
+    }).finally(() => {
+      this.onStopAccepting = null
     })
-    return (this.server.address() as AddressInfo).port
+    return bound ? (this.server.address() as AddressInfo).port : 0
   }
 
   /**
@@ -142,6 +153,7 @@ export class SwapProxy {
     this.idleGraceEnd = Date.now() + IDLE_GRACE_MS
     // net.Server's close, not http.Server's: that one also closes idle connections at the same instant.
     this.closed = new Promise<void>((resolve) => NetServer.prototype.close.call(this.server, () => resolve()))
+    this.onStopAccepting?.()
     for (const res of this.open) closeAfter(res)
     // Not at the same instant: a busy client's next request is often already on its way on a connection
     // that looks idle, and closing that connection resets it (the client cannot tell whether it arrived).

@@ -246,6 +246,7 @@ export class Supervisor {
       await this.stop()
       throw listenFailure(error, host, port)
     }
+    if (this.stopping) return this.interrupted()
     this.emit({ type: 'started', version: initial.version, port: this.publicPort, recovered, reaped })
   }
 
