@@ -140,24 +140,29 @@ describe('the artifact lock', () => {
     expect(error.message).toContain(`pid ${older.pid}`)
   })
 
-  it('judges a holder by its start time on Linux: a clock step is no reboot, a reused pid no holder', async () => {
+  it('judges a holder by its start time and boot on Linux: a clock step is no reboot, a reused pid no holder', async () => {
     const child = await holdInChild()
     const path = join(dir, 'lock')
     const target = await readlink(path)
     const match = /^(deltaport-lock:\d+):0(\d{13}):([0-9a-f]{4})([0-9a-f]{8})([0-9a-f]{4})$/.exec(target)
     if (!match) throw new Error(`not a Linux lock target: ${target}`)
-    const [, head, booted, nonce, ticks, perLock] = match as unknown as string[]
+    const [, head, booted, nonce, ticks, boot] = match as unknown as string[]
+    expect(boot).toBe((await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).slice(0, 4))
     // The wall clock stepped an hour since the child took the lock (NTP's first sync on a device
     // without a battery-backed clock): its boot time reads an hour off, yet the holder lives.
     await rm(path)
-    await symlink(`${head}:0${Number(booted) - 3_600_000}:${nonce}${ticks}${perLock}`, path)
+    await symlink(`${head}:0${Number(booted) - 3_600_000}:${nonce}${ticks}${boot}`, path)
     await busyError(lockArtifact(dir, { timeoutMs: 0 }))
     // The same pid with another start time is another process: the holder is gone.
     const otherTicks = ((Number.parseInt(ticks ?? '', 16) + 1) % 2 ** 32).toString(16).padStart(8, '0')
     await rm(path)
-    await symlink(`${head}:0${booted}:${nonce}${otherTicks}${perLock}`, path)
+    await symlink(`${head}:0${booted}:${nonce}${otherTicks}${boot}`, path)
     const lock = await lockArtifact(dir, { timeoutMs: 0 })
     await lock.release()
+    // The same pid and start tick in another boot (a device that boots the same way every time): gone.
+    const otherBoot = ((Number.parseInt(boot ?? '', 16) + 1) % 0x10000).toString(16).padStart(4, '0')
+    await symlink(`${head}:0${booted}:${nonce}${ticks}${otherBoot}`, path)
+    await (await lockArtifact(dir, { timeoutMs: 0 })).release()
     child.kill('SIGKILL')
   })
 

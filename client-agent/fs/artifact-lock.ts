@@ -28,7 +28,12 @@ interface LockOwner {
    * the holder wrote them: the holder is then the process with that pid *and* that start time.
    */
   startTicks?: string
-  /** Random per acquisition: release removes the lock only if it is still this one. */
+  /** With `startTicks`: the boot the holder ran in (bootTag), so a lock from before a reboot is dead. */
+  bootTag?: string
+  /**
+   * Names the holding process (its nonce, and on Linux its start time and boot; elsewhere random digits
+   * per acquisition too): release removes the lock only if it is still this process's.
+   */
   token: string
   /** When it was taken (the link's mtime), for the waiting message. */
   since: string
@@ -158,7 +163,9 @@ async function readHolder(path: string): Promise<LockOwner | 'gone' | 'unreadabl
     pid,
     bootedAt: Number(bootField),
     token,
-    ...(identified ? { startTicks: token.slice(NONCE_DIGITS, NONCE_DIGITS + 8) } : {}),
+    ...(identified
+      ? { startTicks: token.slice(NONCE_DIGITS, NONCE_DIGITS + 8), bootTag: token.slice(NONCE_DIGITS + 8) }
+      : {}),
     since: info.mtime.toISOString(),
     ...(command ? { command } : {}),
   }
@@ -222,7 +229,7 @@ const NONCE_DIGITS = PROCESS_NONCE.length
 
 /**
  * This process's lock target and token. On Linux the token is the nonce, this process's start time
- * (clock ticks since boot from /proc/self/stat, 8 hex digits) and 4 random digits per lock, and the
+ * (clock ticks since boot from /proc/self/stat, 8 hex digits) and this boot's tag (4 digits), and the
  * boot time gets a leading zero to say so. Why: liveness by boot time compares wall-clock readings, and a clock
  * stepped by minutes while a lock is held (NTP's first sync on a device without a battery-backed clock,
  * an operator's `date -s`) looked like a reboot, so a second process took a live holder's lock. The
@@ -232,24 +239,42 @@ const NONCE_DIGITS = PROCESS_NONCE.length
 async function lockTarget(): Promise<{ target: string; token: string }> {
   const booted = Math.round(bootedAt())
   const own = await ownTokenPrefix()
-  const token = `${own.prefix}${randomBytes((16 - own.prefix.length) / 2).toString('hex')}`
-  const bootField = own.identified ? `0${booted}` : String(booted)
+  const token = `${own.prefix}${own.boot ?? randomBytes((16 - own.prefix.length) / 2).toString('hex')}`
+  const bootField = own.boot !== null ? `0${booted}` : String(booted)
   return { target: `${LINK_PREFIX}:${process.pid}:${bootField}:${token}`, token }
 }
 
-let ownPrefix: Promise<{ prefix: string; identified: boolean }> | undefined
+interface OwnIdentity {
+  /** What every token of this process starts with. */
+  prefix: string
+  /** Linux: the rest of the token, this boot's tag; null elsewhere (the rest is random per lock). */
+  boot: string | null
+}
+
+let ownIdentity: Promise<OwnIdentity> | undefined
 
 /**
- * What every token of this process starts with: the nonce, then its start time (Linux), or two more
- * random digits where there is none, so the prefix is never weaker than the 32 random bits it was.
+ * This process as its locks name it: the nonce, then its start time and the boot's tag (Linux), or two
+ * more random digits where /proc has neither, so the prefix is never weaker than the 32 random bits it was.
  */
-function ownTokenPrefix(): Promise<{ prefix: string; identified: boolean }> {
-  ownPrefix ??= startTicksOf('self').then((ticks) =>
-    ticks === null
-      ? { prefix: `${PROCESS_NONCE}${randomBytes(2).toString('hex')}`, identified: false }
-      : { prefix: `${PROCESS_NONCE}${ticks}`, identified: true },
+function ownTokenPrefix(): Promise<OwnIdentity> {
+  ownIdentity ??= Promise.all([startTicksOf('self'), bootTag()]).then(([ticks, boot]) =>
+    ticks === null || boot === null
+      ? { prefix: `${PROCESS_NONCE}${randomBytes(2).toString('hex')}`, boot: null }
+      : { prefix: `${PROCESS_NONCE}${ticks}`, boot },
   )
-  return ownPrefix
+  return ownIdentity
+}
+
+/**
+ * The first 4 hex digits of this boot's id (/proc/sys/kernel/random/boot_id, random per boot): a start
+ * time is only unique within one boot, and an embedded device that boots the same way each time may
+ * give the same pid the same start tick again. Null where Linux does not say.
+ */
+async function bootTag(): Promise<string | null> {
+  const id = await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')
+  const hex = id.replaceAll('-', '').trim()
+  return /^[0-9a-f]{32}$/.test(hex) ? hex.slice(0, 4) : null
 }
 
 /** A process's start in clock ticks since boot, mod 2^32 as 8 hex digits; null where /proc cannot tell. */
@@ -266,6 +291,9 @@ async function startTicksOf(pid: number | 'self'): Promise<string | null> {
 async function isAlive(owner: LockOwner): Promise<boolean> {
   if (owner.pid === process.pid) return owner.token.startsWith((await ownTokenPrefix()).prefix)
   if (owner.startTicks !== undefined) {
+    // Written in another boot: whatever runs under that pid now is not the holder.
+    const boot = (await ownTokenPrefix()).boot
+    if (boot !== null && owner.bootTag !== boot) return false
     const ticks = await startTicksOf(owner.pid)
     // Unreadable: gone, or /proc hides other users' processes (hidepid); kill(pid, 0) tells those apart.
     if (ticks !== null) return ticks === owner.startTicks
