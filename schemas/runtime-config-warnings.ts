@@ -1,4 +1,5 @@
 import { RegionName } from './client.ts'
+import { duplicateKeyPaths } from './json-duplicate-keys.ts'
 import type { RuntimeConfig } from './runtime-config.ts'
 import type { ZonesConfig } from './shards.ts'
 
@@ -22,6 +23,19 @@ const REGION_NAME_RULE = '2–16 of a-z, 0-9 and -; upper case is lowered'
  */
 export function configWarnings(config: RuntimeConfig): ConfigWarning[] {
   return [...regionWarnings(config.regions), ...zonesWarnings(config.zones)]
+}
+
+/**
+ * configWarnings plus what only the document's text shows: a key written twice in one object, whose
+ * earlier value JSON.parse drops without a word (a second `"devices"` further down a long document).
+ */
+export function documentWarnings(text: string, config: RuntimeConfig): ConfigWarning[] {
+  const repeated = duplicateKeyPaths(text).map((path) => ({
+    path,
+    message:
+      'is written more than once in its object: only the last one counts, the earlier ones are ignored',
+  }))
+  return [...repeated, ...configWarnings(config)]
 }
 
 /**

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs'
 import type { Command } from 'commander'
 import { parseRuntimeConfigDocument } from '../../schemas/runtime-config.ts'
-import { configWarnings } from '../../schemas/runtime-config-warnings.ts'
+import { documentWarnings } from '../../schemas/runtime-config-warnings.ts'
 import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
 
@@ -11,7 +11,7 @@ const MAX_DOCUMENT_BYTES = 25 * 1024 * 1024
 /**
  * `deltaport config check <file|->`: what the edge would make of a runtime config document before it
  * is stored in KV: refused (the edge would keep its last good one), or accepted with values it would
- * ignore or override (configWarnings). Bucket bindings are only known to the Worker: GET /v1/config
+ * ignore or override (documentWarnings). Bucket bindings are only known to the Worker: GET /v1/config
  * lists those once the document is in force.
  */
 export function registerConfigCommands(program: Command, reporter: () => Reporter): void {
@@ -24,7 +24,8 @@ export function registerConfigCommands(program: Command, reporter: () => Reporte
     .action(async (file: string, options: { allowWarnings?: boolean }) => {
       const out = reporter()
       const name = file === '-' ? 'stdin' : file
-      const parsed = parseRuntimeConfigDocument(await readDocument(file))
+      const text = await readDocument(file)
+      const parsed = parseRuntimeConfigDocument(text)
       if (!parsed.ok) {
         for (const issue of parsed.issues) out.info(`error: ${issue.path || '(document)'}: ${issue.message}`)
         throw new AgentError(
@@ -33,7 +34,7 @@ export function registerConfigCommands(program: Command, reporter: () => Reporte
           { issues: parsed.issues },
         )
       }
-      const warnings = configWarnings(parsed.config)
+      const warnings = documentWarnings(text, parsed.config)
       for (const warning of warnings) out.info(`warning: ${warning.path}: ${warning.message}`)
       if (warnings.length > 0 && !options.allowWarnings)
         throw new AgentError(

@@ -97,6 +97,15 @@ describe('deltaport config check', () => {
     ])
   })
 
+  it('names a key written twice in one object', async () => {
+    const twice = await deltaport(
+      ['config', 'check', '-'],
+      '{"devices":{"requireCredential":"reports"},"devices":{}}',
+    )
+    expect(twice.code).toBe(1)
+    expect(twice.stderr).toContain('warning: devices: is written more than once in its object')
+  })
+
   it('a missing file is an io failure, a missing argument a usage one', async () => {
     expect((await deltaport(['config', 'check', join(dir, 'nope.json')])).code).toBe(10)
     expect((await deltaport(['config', 'check'])).code).toBe(2)

@@ -1,13 +1,13 @@
 import { zoneBucket } from '../../durable-objects/shard-replicas.ts'
 import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
-import { type ConfigWarning, configWarnings } from '../../schemas/runtime-config-warnings.ts'
+import { type ConfigWarning, documentWarnings } from '../../schemas/runtime-config-warnings.ts'
 
 /**
- * The warnings of configWarnings plus what only this Worker can know: whether each zone's replica
+ * The warnings of documentWarnings (of the text in force; the defaults have none) plus what only this Worker can know: whether each zone's replica
  * bucket is a binding of its Env. One that is not leaves the zone without replicas (the planner gives
  * it no capacity), which nothing else reports.
  */
-export function edgeConfigWarnings(config: RuntimeConfig, env: Env): ConfigWarning[] {
+export function edgeConfigWarnings(config: RuntimeConfig, text: string | null, env: Env): ConfigWarning[] {
   const missing = config.zones.zones.flatMap((zone, i) =>
     zone.bucket === undefined || zoneBucket(env, zone.bucket) !== null
       ? []
@@ -18,5 +18,5 @@ export function edgeConfigWarnings(config: RuntimeConfig, env: Env): ConfigWarni
           },
         ],
   )
-  return [...configWarnings(config), ...missing]
+  return [...documentWarnings(text ?? '{}', config), ...missing]
 }

@@ -129,7 +129,7 @@ export async function runtimeConfigStatus(env: Env): Promise<RuntimeConfigStatus
  * operator who stored it learns which of its values do nothing (also shown by GET /v1/config).
  */
 function announceWarnings(resolved: Resolved, env: Env): ConfigWarning[] {
-  const warnings = edgeConfigWarnings(resolved.inForce, env)
+  const warnings = edgeConfigWarnings(resolved.inForce, resolved.inForceRaw, env)
   if (warnings.length > 0)
     console.log(
       JSON.stringify({

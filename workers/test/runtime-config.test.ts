@@ -206,4 +206,17 @@ describe('runtime config from KV', () => {
     await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
     await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
   })
+
+  it('names a key the document writes twice, whose first value JSON drops', async () => {
+    await env.CONFIG.put(
+      RUNTIME_CONFIG_KEY,
+      '{"devices":{"requireCredential":"reports"},"stream":{"fecM":3},"devices":{}}',
+    )
+    const s = await status()
+    expect(s.inForce.devices.requireCredential).toBe('off')
+    expect(s.warnings.map((w) => w.path)).toEqual(['devices'])
+    expect(s.warnings[0]?.message).toContain('only the last one counts')
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
+  })
 })
