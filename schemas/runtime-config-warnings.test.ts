@@ -39,7 +39,7 @@ describe('configWarnings', () => {
       regions: { map: { EU: 'Europe West', NA: 'x' }, fallback: 'Global!' },
     })
     expect(warnings.map((w) => w.path)).toEqual(['regions.map.EU', 'regions.map.NA', 'regions.fallback'])
-    expect(warnings[0]?.message).toContain('requests from EU go to the fallback region global')
+    expect(warnings[0]?.message).toContain('else to the fallback region global')
     expect(warnings[2]?.message).toContain('go to region global instead')
     // A valid fallback is named as where unmapped requests go.
     expect(warningsOf({ regions: { map: { EU: '!' }, fallback: 'Mars' } })[0]?.message).toContain(

@@ -66,7 +66,7 @@ function regionWarnings(regions: RuntimeConfig['regions']): ConfigWarning[] {
     else if (regionNameOf(value) === null)
       warnings.push({
         path: `regions.map.${key}`,
-        message: `"${value}" is not a region name (${REGION_NAME_RULE}): requests from ${key} go to the fallback region ${fallback ?? 'global'} instead`,
+        message: `"${value}" is not a region name (${REGION_NAME_RULE}): requests from ${key} go to their continent's region if the map has one, else to the fallback region ${fallback ?? 'global'}`,
       })
   }
   if (fallback === null)
