@@ -112,7 +112,8 @@ async function downloadOnce(request: DownloadRequest): Promise<{
       // of that end again (a server ignoring Range) only fetched the same bytes once more.
       failedInARow = progress.position > from ? 0 : failedInARow + 1
       const waitMs = Math.max(Math.min(250 * 2 ** failedInARow, 5000), retryAfterMs(error))
-      if (failedInARow > retries || attempt + 1 >= MAX_ATTEMPTS || waitMs > MAX_RETRY_WAIT_MS) throw wrap(error)
+      if (failedInARow > retries || attempt + 1 >= MAX_ATTEMPTS || waitMs > MAX_RETRY_WAIT_MS)
+        throw wrap(error)
       await sleep(waitMs, undefined, request.signal ? { signal: request.signal } : {})
     } finally {
       if (progress.start !== null) {
