@@ -177,7 +177,6 @@ async function fetchFrom(
   // here, so the retry loop below does not retry them as a dropped connection.
   const partial = request.partialPath
   const file = await namingPath(partial, open(partial, start === 0 ? 'w' : 'r+'))
-  let position = start
   progress.start = start
   progress.position = start
   const cap = new RateCap(request.bandwidthCapBps ?? 0)
@@ -185,6 +184,7 @@ async function fetchFrom(
     await readBody(
       response,
       async (bytes) => {
+        const position = progress.position
         if (position + bytes.length > request.size) {
           throw new AgentError(
             'integrity-mismatch',
@@ -192,9 +192,8 @@ async function fetchFrom(
           )
         }
         await namingPath(partial, file.write(bytes, 0, bytes.length, position))
-        position += bytes.length
-        progress.position = position
-        request.onProgress?.({ received: position, total: request.size, resumedFrom: offset })
+        progress.position = position + bytes.length
+        request.onProgress?.({ received: progress.position, total: request.size, resumedFrom: offset })
         await cap.received(bytes.length, request.signal)
       },
       {
@@ -206,7 +205,8 @@ async function fetchFrom(
   } finally {
     await file.close()
   }
-  if (position !== request.size) throw new Error(`connection ended at ${position} of ${request.size} bytes`)
+  if (progress.position !== request.size)
+    throw new Error(`connection ended at ${progress.position} of ${request.size} bytes`)
 }
 
 /**

@@ -217,9 +217,9 @@ async function release(path: string, token: string): Promise<void> {
 }
 
 /**
- * The first digits of every token this process writes (with its start time, `ownTokenPrefix`; the
- * rest is per lock). A lock naming this process's pid with another prefix was left by an earlier process that had the same pid: in a
- * container the agent is pid 1 (or another fixed pid) on every run, so after one run was killed holding
+ * The first digits of every token this process writes (then, on Linux, its start time and boot,
+ * `processIdentity`; elsewhere random digits). A lock naming this process's pid with another prefix
+ * was left by an earlier process that had the same pid: in a container the agent is pid 1 (or another fixed pid) on every run, so after one run was killed holding
  * the lock, kill(pid, 0) found the next run itself alive and it waited for itself until `--wait` ran
  * out, on every run after. A lock with this prefix is one of this process's own tasks (held, being
  * taken, or released since it was read): never stale, so it is waited for and read again, not removed.
@@ -238,7 +238,7 @@ const NONCE_DIGITS = PROCESS_NONCE.length
  */
 async function lockTarget(): Promise<{ target: string; token: string }> {
   const booted = Math.round(bootedAt())
-  const own = await ownTokenPrefix()
+  const own = await processIdentity()
   const token = `${own.prefix}${own.boot ?? randomBytes((16 - own.prefix.length) / 2).toString('hex')}`
   const bootField = own.boot !== null ? `0${booted}` : String(booted)
   return { target: `${LINK_PREFIX}:${process.pid}:${bootField}:${token}`, token }
@@ -257,7 +257,7 @@ let ownIdentity: Promise<OwnIdentity> | undefined
  * This process as its locks name it: the nonce, then its start time and the boot's tag (Linux), or two
  * more random digits where /proc has neither, so the prefix is never weaker than the 32 random bits it was.
  */
-function ownTokenPrefix(): Promise<OwnIdentity> {
+function processIdentity(): Promise<OwnIdentity> {
   ownIdentity ??= Promise.all([startTicksOf('self'), bootTag()]).then(([ticks, boot]) =>
     ticks === null || boot === null
       ? { prefix: `${PROCESS_NONCE}${randomBytes(2).toString('hex')}`, boot: null }
@@ -289,10 +289,10 @@ async function startTicksOf(pid: number | 'self'): Promise<string | null> {
 }
 
 async function isAlive(owner: LockOwner): Promise<boolean> {
-  if (owner.pid === process.pid) return owner.token.startsWith((await ownTokenPrefix()).prefix)
+  if (owner.pid === process.pid) return owner.token.startsWith((await processIdentity()).prefix)
   if (owner.startTicks !== undefined) {
     // Written in another boot: whatever runs under that pid now is not the holder.
-    const boot = (await ownTokenPrefix()).boot
+    const boot = (await processIdentity()).boot
     if (boot !== null && owner.bootTag !== boot) return false
     const ticks = await startTicksOf(owner.pid)
     // Unreadable: gone, or /proc hides other users' processes (hidepid); kill(pid, 0) tells those apart.
