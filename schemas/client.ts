@@ -15,6 +15,15 @@ export const RegionName = z
   .max(16)
   .regex(/^[a-z0-9-]+$/)
 
+/**
+ * What the edge makes of a region an operator wrote in the runtime config (`regions.map` values,
+ * `regions.fallback`): the name lower-cased, or null when it is not a region name and is skipped.
+ */
+export function operatorRegion(value: string | undefined): string | null {
+  const parsed = RegionName.safeParse(value?.toLowerCase())
+  return parsed.success ? parsed.data : null
+}
+
 /** What a device tells the edge about itself when it asks for a plan or a prefetch queue. */
 export const ClientConfiguration = z.object({
   clientId: ClientId,

@@ -1,4 +1,4 @@
-import { RegionName } from './client.ts'
+import { operatorRegion } from './client.ts'
 import { duplicateKeyPaths } from './json-duplicate-keys.ts'
 import type { RuntimeConfig } from './runtime-config.ts'
 import type { ZonesConfig } from './shards.ts'
@@ -51,19 +51,13 @@ function unmatchableKey(section: string, key: string): ConfigWarning | null {
   }
 }
 
-/** What workers/region.ts makes of an operator-written region: the name, or null when it skips it. */
-function regionNameOf(value: string): string | null {
-  const parsed = RegionName.safeParse(value.toLowerCase())
-  return parsed.success ? parsed.data : null
-}
-
 function regionWarnings(regions: RuntimeConfig['regions']): ConfigWarning[] {
   const warnings: ConfigWarning[] = []
-  const fallback = regionNameOf(regions.fallback)
+  const fallback = operatorRegion(regions.fallback)
   for (const [key, value] of Object.entries(regions.map)) {
     const unmatchable = unmatchableKey('regions', key)
     if (unmatchable) warnings.push(unmatchable)
-    else if (regionNameOf(value) === null)
+    else if (operatorRegion(value) === null)
       warnings.push({
         path: `regions.map.${key}`,
         message: `"${value}" is not a region name (${REGION_NAME_RULE}): requests from ${key} go to their continent's region if the map has one, else to the fallback region ${fallback ?? 'global'}`,

@@ -1,4 +1,4 @@
-import { RegionName } from '../schemas/client.ts'
+import { operatorRegion, RegionName } from '../schemas/client.ts'
 import type { RuntimeConfig } from '../schemas/runtime-config.ts'
 import { Problem } from './http/problem.ts'
 
@@ -15,8 +15,7 @@ function cfLocation(request: Request): { colo?: string; continent?: string } {
 
 /** The fallback region, lower-cased; `global` if the operator wrote something that is not a region name. */
 function fallbackRegion(config: RuntimeConfig): string {
-  const fallback = RegionName.safeParse(config.regions.fallback.toLowerCase())
-  return fallback.success ? fallback.data : 'global'
+  return operatorRegion(config.regions.fallback) ?? 'global'
 }
 
 /**
@@ -45,8 +44,8 @@ export function resolveRegion(request: Request, config: RuntimeConfig): string {
   const { colo, continent } = cfLocation(request)
   for (const key of [colo, continent]) {
     if (key === undefined) continue
-    const mapped = RegionName.safeParse(config.regions.map[key]?.toLowerCase())
-    if (mapped.success) return mapped.data
+    const mapped = operatorRegion(config.regions.map[key])
+    if (mapped !== null) return mapped
   }
   return fallbackRegion(config)
 }

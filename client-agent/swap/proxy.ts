@@ -626,11 +626,13 @@ function readCapped(
       outcome()
     }
     const idle = setTimeout(() => settle(() => resolve('idle')), settings.bodyIdleTimeoutMs)
-    const rate = setInterval(() => {
-      if (size - sizeAtWindowStart < (bytesPerSecond * windowMs) / 1000) settle(() => resolve('slow'))
-      sizeAtWindowStart = size
-    }, windowMs)
-    if (bytesPerSecond === 0) clearInterval(rate)
+    const rate =
+      bytesPerSecond > 0
+        ? setInterval(() => {
+            if (size - sizeAtWindowStart < (bytesPerSecond * windowMs) / 1000) settle(() => resolve('slow'))
+            sizeAtWindowStart = size
+          }, windowMs)
+        : undefined
     req.on('data', (chunk: Buffer) => {
       if (settled) return
       idle.refresh()
