@@ -124,6 +124,25 @@ describe('downloadVerified within one command', () => {
     expect(server?.requests()).toBe(2)
   })
 
+  it('reports as resumed only the bytes of an earlier run the finished file still holds', async () => {
+    // A partial that kept its bytes: resumed from its end.
+    const kept = await downloaded(() => undefined, { partial: body.subarray(0, 1000) })
+    expect(kept.outcome).toEqual({ resumedFrom: 1000, fetched: body.length - 1000 })
+    // A partial longer than the artifact (a different file left under its name) is deleted.
+    const oversized = await downloaded(() => undefined, {
+      partial: new Uint8Array(body.length + 10),
+    })
+    expect(oversized.outcome).toEqual({ resumedFrom: 0, fetched: body.length })
+  })
+
+  it('reports nothing resumed when the edge answered a resume with the whole file', async () => {
+    const { outcome } = await downloaded(() => undefined, {
+      partial: body.subarray(0, 1000),
+      server: { ignoreRange: () => true },
+    })
+    expect(outcome).toEqual({ resumedFrom: 0, fetched: body.length })
+  })
+
   it('counts an attempt that rewrote the file from byte 0 without passing its old end as no progress', async () => {
     // A server (or a cache in between) that ignores Range and drops every answer halfway: each attempt
     // starts over from byte 0 and writes bytes, yet the file never gets past its first half.

@@ -123,10 +123,13 @@ async function downloadOnce(request: DownloadRequest): Promise<{
     }
   }
   const actual = await hashFile(request.partialPath)
+  const kept = keptFromPartial ?? 0
   return {
-    resumedFrom: firstOffset,
+    // What the finished file kept from before this call: an oversized partial was deleted and a 200
+    // rewrote from byte 0, so neither resumed anything, whatever size the partial had.
+    resumedFrom: kept,
     fetched,
-    keptFromPartial: keptFromPartial ?? 0,
+    keptFromPartial: kept,
     verified: actual === request.sha256,
     actual,
   }
@@ -193,12 +196,12 @@ async function fetchFrom(
         }
         await namingPath(partial, file.write(bytes, 0, bytes.length, position))
         progress.position = position + bytes.length
-        request.onProgress?.({ received: progress.position, total: request.size, resumedFrom: offset })
+        request.onProgress?.({ received: progress.position, total: request.size, resumedFrom: start })
         await cap.received(bytes.length, request.signal)
       },
       {
         ...(request.signal ? { signal: request.signal } : {}),
-        ...(request.stallMs ? { stallMs: request.stallMs } : {}),
+        ...(request.stallMs !== undefined ? { stallMs: request.stallMs } : {}),
       },
     )
     await namingPath(partial, file.sync())
