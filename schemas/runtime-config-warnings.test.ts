@@ -55,6 +55,10 @@ describe('configWarnings', () => {
     const zone = warningsOf({ zones: { map: { eu: 'wnam', NA: 'wnam', EU: 'weur', AS: 'apac' } } })
     expect(zone.map((w) => w.path)).toEqual(['zones.map.eu'])
     expect(zone[0]?.message).toContain('write "EU"')
+    // A zone only a lower-case key maps to is never a request's zone either.
+    const unreached = warningsOf({ zones: { map: { eu: 'weur', NA: 'wnam', AS: 'apac' } } })
+    expect(unreached.map((w) => w.path)).toEqual(['zones.map.eu', 'zones.zones.1.id'])
+    expect(unreached[1]?.message).toContain('no request is mapped to zone weur')
   })
 
   it('names a zone declared twice', () => {

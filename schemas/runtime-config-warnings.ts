@@ -83,8 +83,12 @@ function zonesWarnings(zones: ZonesConfig): ConfigWarning[] {
         message: `zone ${zone.id} is declared again (first at zones.zones.${first}): this declaration is ignored, its bucket, capacity and weight included; declare each zone once`,
       })
   }
-  // Only map values and the fallback are ever a request's zone (zoneOf in workers/storage/zone-replicas.ts).
-  const reachable = new Set([...Object.values(zones.map), zones.fallback])
+  // Only map values and the fallback are ever a request's zone (zoneOf in workers/storage/zone-replicas.ts),
+  // and a value only under a key some request can match.
+  const matchedValues = Object.entries(zones.map)
+    .filter(([key]) => unmatchableKey('zones', key) === null)
+    .map(([, zone]) => zone)
+  const reachable = new Set([...matchedValues, zones.fallback])
   const undeclared = (zone: string) =>
     `zone ${zone} is not declared in zones.zones: its requests are always served from the primary bucket, with no replicas and no cache warming`
   for (const [key, zone] of Object.entries(zones.map)) {
@@ -99,13 +103,13 @@ function zonesWarnings(zones: ZonesConfig): ConfigWarning[] {
     if (reachable.has(zone) || (zones.zones[i]?.weight ?? 0) <= 0) continue
     warnings.push({
       path: `zones.zones.${i}.id`,
-      message: `no request is mapped to zone ${zone} (it is neither a zones.map value nor zones.fallback): replicas placed there are never read`,
+      message: `no request is mapped to zone ${zone} (it is neither a zones.map value under an upper-case key nor zones.fallback): replicas placed there are never read`,
     })
   }
   if (!reachable.has(zones.primaryZone))
     warnings.push({
       path: 'zones.primaryZone',
-      message: `no request is mapped to zone ${zones.primaryZone} (it is neither a zones.map value nor zones.fallback): reads from the primary bucket never count as in-zone hits`,
+      message: `no request is mapped to zone ${zones.primaryZone} (it is neither a zones.map value under an upper-case key nor zones.fallback): reads from the primary bucket never count as in-zone hits`,
     })
   return warnings
 }
