@@ -7,6 +7,7 @@ import type { AgentConfig } from '../config.ts'
 import { runDaemon, runDaemonCycle } from '../daemon/daemon.ts'
 import { StagingArea } from '../daemon/staging.ts'
 import { hashFile } from '../download.ts'
+import { lockArtifact } from '../fs/artifact-lock.ts'
 import { tempPathFor } from '../fs/atomic.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
@@ -189,6 +190,26 @@ describe('deltaport daemon against the real edge', () => {
     expect(full.deferred).toContainEqual(expect.objectContaining({ name: 'dlow', reason: 'low-disk' }))
     const roomy = await runDaemonCycle(config, { loadSampler: idle })
     expect(mine(roomy.staged, 'dlow')).toEqual(['dlow@1.1.0'])
+  })
+
+  it('leaves an artifact alone while an update of it runs, and stages it once that is done', async () => {
+    const config = device('updating')
+    await installedWithNewerHead(config, 'dupd', 50_000)
+    // An `update dupd` holds the artifact's lock while it downloads the very version the queue suggests:
+    // staging it too would fetch every byte twice, and fill the disk the update checked it had.
+    const store = new ArtifactStore(config.installRoot, 'dupd')
+    const update = await lockArtifact(store.dir, { timeoutMs: 0 })
+    let during: Awaited<ReturnType<typeof runDaemonCycle>>
+    try {
+      during = await runDaemonCycle(config, { loadSampler: idle })
+    } finally {
+      await update.release()
+    }
+    expect(during.failures).toEqual([])
+    expect(mine(during.staged, 'dupd')).toEqual([])
+    expect(during.deferred).toContainEqual({ name: 'dupd', version: '1.1.0', reason: 'updating' })
+    const after = await runDaemonCycle(config, { loadSampler: idle })
+    expect(mine(after.staged, 'dupd')).toEqual(['dupd@1.1.0'])
   })
 
   it('drops staged versions once they are installed some other way', async () => {
