@@ -251,6 +251,21 @@ describe('deltaport daemon against the real edge', () => {
     expect(await staging.find('dkill', '1.1.0')).toBeDefined()
   })
 
+  it('sweeps a half-staged item dated ahead of the clock (the clock was stepped back since)', async () => {
+    const config = device('killed-ahead')
+    await installedWithNewerHead(config, 'dahead', 20_000)
+    const staging = new StagingArea(config.installRoot)
+    // A daemon killed mid-put while the clock ran a day fast (no RTC, before NTP's first sync), then
+    // NTP stepped it back: the leftover is dated after this process started, yet no live writer's.
+    const half = tempPathFor(staging.itemDir('dahead', '1.1.0'))
+    await mkdir(half, { recursive: true })
+    await writeFile(join(half, 'blob'), Buffer.alloc(20_000))
+    const tomorrow = new Date(Date.now() + 86_400_000)
+    await utimes(half, tomorrow, tomorrow)
+    await runDaemonCycle(config, { loadSampler: busy })
+    expect(await readdir(join(half, '..'))).toEqual([])
+  })
+
   it('refuses to stage what no trusted key signed', async () => {
     const config = device('trust')
     await installedWithNewerHead(config, 'dtrust', 10_000)
