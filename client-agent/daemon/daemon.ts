@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises'
+import { readdir, stat } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { lt } from 'semver'
 import type { PlanStrategy } from '../../schemas/plan.ts'
@@ -9,6 +9,7 @@ import { downloadVerified } from '../download.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { artifactOfFolder } from '../fs/artifact-folder.ts'
+import { lockArtifact } from '../fs/artifact-lock.ts'
 import { DEFAULT_MIN_FREE_BYTES, freeBytes } from '../fs/free-space.ts'
 import { planCheaperUpdate } from '../install.ts'
 import { refreshRootTrust } from '../root-trust.ts'
@@ -82,8 +83,11 @@ export interface CycleResult {
   })[]
   /** Queue items that were already staged (their LRU time is refreshed). */
   alreadyStaged: ItemRef[]
-  /** Queue items left for later: they do not fit the budget, or the host got busy. */
-  deferred: (ItemRef & { reason: 'over-budget' | 'busy' | 'low-disk' })[]
+  /**
+   * Queue items left for later: they do not fit the budget, the host got busy, the disk is low, or
+   * another deltaport process is changing that artifact (`updating`).
+   */
+  deferred: (ItemRef & { reason: 'over-budget' | 'busy' | 'low-disk' | 'updating' })[]
   failures: (ItemRef & { code: string; message: string })[]
   evicted: (ItemRef & { size: number })[]
   /** Staged items dropped because that version (or a newer one) is installed. */
@@ -178,6 +182,10 @@ export async function runDaemonCycle(
     }
     try {
       const store = new ArtifactStore(config.installRoot, item.name)
+      if (await changedElsewhere(store)) {
+        result.deferred.push({ ...ref(item), reason: 'updating' })
+        continue
+      }
       const envelope = await edge.manifest(item.name, item.version)
       const manifest = await verifyManifest(
         envelope,
@@ -440,6 +448,28 @@ function sized(item: ItemRef & { size: number }): ItemRef & { size: number } {
 
 function ref(item: ItemRef): ItemRef {
   return { name: item.name, version: item.version }
+}
+
+/**
+ * Whether another deltaport process (install, update, rollback, uninstall) holds the artifact's lock:
+ * an update fetches the version the queue suggests itself, so staging it too would move every byte
+ * twice and take the disk space the update checked it had. Taken and released at once (an update
+ * starting meanwhile waits a few milliseconds); only for an artifact with a folder, so the check
+ * never creates one.
+ */
+async function changedElsewhere(store: ArtifactStore): Promise<boolean> {
+  const exists = await stat(store.dir).then(
+    (info) => info.isDirectory(),
+    () => false,
+  )
+  if (!exists) return false
+  try {
+    await (await lockArtifact(store.dir, { timeoutMs: 0 })).release()
+    return false
+  } catch (error) {
+    // A lock that cannot be taken for another reason (a read-only store) is for staging to report.
+    return error instanceof AgentError && error.code === 'busy'
+  }
 }
 
 /** Whether staging `size` more bytes leaves twice `minFreeBytes` free on the install root's disk. */

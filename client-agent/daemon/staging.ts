@@ -213,18 +213,25 @@ export class StagingArea {
   /**
    * Deletes what a daemon killed mid-write left: an item assembled under a temp name that put() never
    * renamed into place (a whole artifact's bytes, which list() never shows, so neither the budget nor
-   * eviction ever saw it) and an index write never renamed. Only entries changed before `before`, so
-   * nothing of this process's; call with the daemon lock held (the only writer). Returns how many went.
+   * eviction ever saw it) and an index write never renamed. Call with the daemon lock held, between
+   * cycles (no put() of this process in flight): only a daemon puts items, so every temp item is then a
+   * dead one's, whatever its time (one written while the clock ran fast is dated after this process started). Index writes also
+   * come from installs taking a staged copy, so only those changed before `before` go. Returns how many
+   * went.
    */
   async sweepLeftovers(before = performance.timeOrigin): Promise<number> {
     const temps = (dir: string, names: string[]) =>
       names.filter((entry) => isTempOf(entry, () => true)).map((entry) => join(dir, entry))
-    const candidates = temps(this.root, await entryNames(this.root))
+    const items: string[] = []
     for (const folder of await dirNames(this.root)) {
       if (artifactOfFolder(folder) === null) continue
-      candidates.push(...temps(join(this.root, folder), await dirNames(join(this.root, folder))))
+      items.push(...temps(join(this.root, folder), await dirNames(join(this.root, folder))))
     }
-    return removeStaleTemps(candidates, before)
+    const indexWrites = temps(this.root, await entryNames(this.root))
+    return (
+      (await removeStaleTemps(items, Number.POSITIVE_INFINITY)) +
+      (await removeStaleTemps(indexWrites, before))
+    )
   }
 
   /** Deletes partial downloads of items no longer wanted (so abandoned partials do not pile up). */

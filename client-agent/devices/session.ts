@@ -56,6 +56,12 @@ export class DeviceSession {
   /** No proactive renewal before this (epoch ms by `clock`). */
   private renewNotBefore = 0
   private reenrolled = false
+  /**
+   * The credential the edge refused with a 401 in this process and that could not be renewed yet (the
+   * renewal did not get through): kept on disk, since only it proves the device id to the edge, but not
+   * sent again; renewed with it once `retryAt` has passed.
+   */
+  private refusedCredential: string | null = null
   /** The edge asked for a renewal now (CREDENTIAL_RENEW_HEADER), whatever the credential's age. */
   private renewalRequested = false
   private pending: Promise<StoredDeviceCredential | null> | null = null
@@ -115,16 +121,25 @@ export class DeviceSession {
     if (this.reenrolled) return null
     this.reenrolled = true
     this.cached = null
-    if (previous !== null) await this.store.forget()
     this.retryAt = 0
     // A refusal remembered on disk (the code was revoked, expired or full) is not asked again.
-    return this.enroll(previous?.credential, false)
+    const renewed = await this.enroll(previous?.credential, false)
+    if (renewed !== null || previous === null) return renewed
+    // Refused for good (revoked device or code): the credential is dead, the device reports without it.
+    // Otherwise (edge unreachable, rate-limited) it is the device's only proof of its id: dropping it
+    // would make the next enrollment a new device on a new slot of its code.
+    const refusal = await this.store.refusal()
+    if (refusal !== null && refusal.codeSha256 === this.codeHash) await this.store.forget()
+    else this.refusedCredential = previous.credential
+    return null
   }
 
   private async load(): Promise<StoredDeviceCredential | null> {
     const stored = await this.store.read()
     // A credential from another code (the config changed) is not what the operator asked for now.
     if (stored !== null && stored.codeSha256 === this.codeHash) {
+      if (stored.credential === this.refusedCredential)
+        return clock() < this.retryAt ? null : this.enroll(stored.credential, false)
       this.cached = stored
       return this.renewalDue(stored) ? this.renew(stored) : stored
     }

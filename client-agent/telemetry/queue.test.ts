@@ -1,4 +1,4 @@
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -39,5 +39,32 @@ describe('TelemetryQueue', () => {
     expect(state.events).toHaveLength(MAX_QUEUED_EVENTS)
     expect(state.dropped).toBe(50)
     expect(state.events[0]?.at).toBe(event(50).at)
+  })
+})
+
+describe('TelemetryQueue client id', () => {
+  it('replaces a garbled spool once, so the new client id sticks', async () => {
+    const queue = new TelemetryQueue(await mkdtemp(join(tmpdir(), 'deltaport-tq-')))
+    await queue.clientId()
+    // Cut short by hand, or by a file system that lost the last write: not a queue any more.
+    await writeFile(queue.path, '{"clientId":"abc')
+    const first = await queue.clientId()
+    // Rollout cohorts and prefetch polls are keyed by it: every read must give the same id.
+    expect(await queue.clientId()).toBe(first)
+    expect(await new TelemetryQueue(join(queue.path, '..', '..')).clientId()).toBe(first)
+  })
+
+  it('keeps the client id, sequence and readable events of a spool with an event it cannot read', async () => {
+    const queue = new TelemetryQueue(await mkdtemp(join(tmpdir(), 'deltaport-tq-')))
+    const id = await queue.clientId()
+    await queue.record([event(1), event(2)])
+    await queue.acknowledge(1)
+    const state = await queue.load()
+    // An event this agent cannot read (a kind from another version, a hand edit) among good ones.
+    await writeFile(queue.path, JSON.stringify({ ...state, events: [...state.events, { kind: 'teleport' }] }))
+    // An enrolled device's batches restarting at 0 would be taken by the edge for replays and dropped.
+    expect(await queue.peekBatch()).toEqual({ clientId: id, batchSeq: 1, events: [event(2)] })
+    expect(await queue.clientId()).toBe(id)
+    expect((await queue.load()).dropped).toBe(1)
   })
 })

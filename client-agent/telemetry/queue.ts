@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
+import { ClientId } from '../../schemas/client.ts'
 import {
   type AccessEvent,
   AccessEvent as AccessEventSchema,
@@ -14,12 +15,20 @@ import { makeDirs } from '../fs/make-dirs.ts'
 export const MAX_QUEUED_EVENTS = 10_000
 
 const QueueFile = z.object({
-  clientId: z.string(),
+  clientId: ClientId,
   nextBatchSeq: z.number().int().nonnegative(),
   events: z.array(AccessEventSchema).max(MAX_QUEUED_EVENTS),
   dropped: z.number().int().nonnegative(),
 })
 type QueueFile = z.infer<typeof QueueFile>
+
+/** What is kept of a spool that does not parse as a whole (events are then checked one by one). */
+const SpoolHead = z.object({
+  clientId: ClientId,
+  nextBatchSeq: z.number().int().nonnegative(),
+  events: z.array(z.unknown()).catch([]),
+  dropped: z.number().int().nonnegative().optional().catch(undefined),
+})
 
 /**
  * The agent's telemetry spool: access metadata only (artifact, version, segment name, time, count —
@@ -33,13 +42,40 @@ export class TelemetryQueue {
   }
 
   async load(): Promise<QueueFile> {
+    return (await this.read()).state
+  }
+
+  /**
+   * The spool, and whether the file holds exactly it. A file that is not a valid spool keeps what can
+   * be read of it (the client id and sequence, so an enrolled device's next batch is not taken for a
+   * replay; the events that still parse); without even those it is a new spool with a new client id.
+   */
+  private async read(): Promise<{ state: QueueFile; stored: boolean }> {
+    let json: unknown
     try {
-      const parsed = QueueFile.safeParse(JSON.parse(await readFile(this.path, 'utf8')))
-      if (parsed.success) return parsed.data
+      json = JSON.parse(await readFile(this.path, 'utf8'))
     } catch {
-      // Missing or unreadable: start a new spool with a new client id.
+      return { state: newSpool(), stored: false }
     }
-    return { clientId: randomBytes(12).toString('base64url'), nextBatchSeq: 0, events: [], dropped: 0 }
+    const parsed = QueueFile.safeParse(json)
+    if (parsed.success) return { state: parsed.data, stored: true }
+    const head = SpoolHead.safeParse(json)
+    const events = (head.success ? head.data.events : [])
+      .flatMap((e) => {
+        const event = AccessEventSchema.safeParse(e)
+        return event.success ? [event.data] : []
+      })
+      .slice(-MAX_QUEUED_EVENTS)
+    return {
+      state: head.success
+        ? {
+            ...head.data,
+            events,
+            dropped: (head.data.dropped ?? 0) + head.data.events.length - events.length,
+          }
+        : newSpool(),
+      stored: false,
+    }
   }
 
   async save(state: QueueFile): Promise<void> {
@@ -71,18 +107,17 @@ export class TelemetryQueue {
     await this.save({ ...state, events: state.events.slice(count), nextBatchSeq: state.nextBatchSeq + 1 })
   }
 
+  /**
+   * The spool's client id, written down the first time it is read (also over a spool that was not
+   * valid): rollout cohorts and prefetch polls are keyed by it, so it must not change from read to read.
+   */
   async clientId(): Promise<string> {
-    const state = await this.load()
-    if (!(await this.exists())) await this.save(state)
+    const { state, stored } = await this.read()
+    if (!stored) await this.save(state)
     return state.clientId
   }
+}
 
-  private async exists(): Promise<boolean> {
-    try {
-      await readFile(this.path)
-      return true
-    } catch {
-      return false
-    }
-  }
+function newSpool(): QueueFile {
+  return { clientId: randomBytes(12).toString('base64url'), nextBatchSeq: 0, events: [], dropped: 0 }
 }

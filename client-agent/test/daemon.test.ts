@@ -7,6 +7,7 @@ import type { AgentConfig } from '../config.ts'
 import { runDaemon, runDaemonCycle } from '../daemon/daemon.ts'
 import { StagingArea } from '../daemon/staging.ts'
 import { hashFile } from '../download.ts'
+import { lockArtifact } from '../fs/artifact-lock.ts'
 import { tempPathFor } from '../fs/atomic.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
@@ -191,6 +192,26 @@ describe('deltaport daemon against the real edge', () => {
     expect(mine(roomy.staged, 'dlow')).toEqual(['dlow@1.1.0'])
   })
 
+  it('leaves an artifact alone while an update of it runs, and stages it once that is done', async () => {
+    const config = device('updating')
+    await installedWithNewerHead(config, 'dupd', 50_000)
+    // An `update dupd` holds the artifact's lock while it downloads the very version the queue suggests:
+    // staging it too would fetch every byte twice, and fill the disk the update checked it had.
+    const store = new ArtifactStore(config.installRoot, 'dupd')
+    const update = await lockArtifact(store.dir, { timeoutMs: 0 })
+    let during: Awaited<ReturnType<typeof runDaemonCycle>>
+    try {
+      during = await runDaemonCycle(config, { loadSampler: idle })
+    } finally {
+      await update.release()
+    }
+    expect(during.failures).toEqual([])
+    expect(mine(during.staged, 'dupd')).toEqual([])
+    expect(during.deferred).toContainEqual({ name: 'dupd', version: '1.1.0', reason: 'updating' })
+    const after = await runDaemonCycle(config, { loadSampler: idle })
+    expect(mine(after.staged, 'dupd')).toEqual(['dupd@1.1.0'])
+  })
+
   it('drops staged versions once they are installed some other way', async () => {
     const config = device('drop')
     await installedWithNewerHead(config, 'ddrop', 20_000)
@@ -228,6 +249,21 @@ describe('deltaport daemon against the real edge', () => {
     expect(await readdir(join(itemDir, '..'))).toEqual(['1.1.0'])
     expect(await readdir(staging.root)).not.toContain(basename(index))
     expect(await staging.find('dkill', '1.1.0')).toBeDefined()
+  })
+
+  it('sweeps a half-staged item dated ahead of the clock (the clock was stepped back since)', async () => {
+    const config = device('killed-ahead')
+    await installedWithNewerHead(config, 'dahead', 20_000)
+    const staging = new StagingArea(config.installRoot)
+    // A daemon killed mid-put while the clock ran a day fast (no RTC, before NTP's first sync), then
+    // NTP stepped it back: the leftover is dated after this process started, yet no live writer's.
+    const half = tempPathFor(staging.itemDir('dahead', '1.1.0'))
+    await mkdir(half, { recursive: true })
+    await writeFile(join(half, 'blob'), Buffer.alloc(20_000))
+    const tomorrow = new Date(Date.now() + 86_400_000)
+    await utimes(half, tomorrow, tomorrow)
+    await runDaemonCycle(config, { loadSampler: busy })
+    expect(await readdir(join(half, '..'))).toEqual([])
   })
 
   it('refuses to stage what no trusted key signed', async () => {

@@ -546,6 +546,68 @@ describe('proactive renewal', () => {
   })
 })
 
+describe('a renewal that does not get through', () => {
+  it('keeps the refused credential to renew it later: same device id, no second slot', async () => {
+    const { code, info } = await newCode('renew-after-401', 5, { credentialDays: 1 })
+    const device = await newDevice(code)
+    const queue = await queueOneEvent(device)
+    await flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device) })
+    const store = new DeviceCredentialStore(device.installRoot)
+    const first = StoredDeviceCredential.parse(await store.read())
+    // Expired by the edge's clock, while the device's clock (stuck two days back, no RTC) thinks it
+    // fresh: the edge's 401 is the first the agent hears of it.
+    const issuedAt = Math.floor(Date.now() / 1000) - 2 * 86_400
+    const expired = signLikeTheEdge(first.deviceId, first.codeId, issuedAt, issuedAt + 86_400)
+    await writeFile(
+      store.credentialPath,
+      JSON.stringify({
+        ...first,
+        credential: expired,
+        expiresAt: new Date((issuedAt + 86_400) * 1000).toISOString(),
+      }),
+    )
+    let now = issuedAt * 1000 + 60_000
+    setDeviceSessionClock(() => now)
+    forgetDeviceSessions()
+    let down = true
+    const counting = countingFetch({ unreachable: () => down })
+    const fetchImpl = deviceFetch(device, counting.fetchImpl)
+    await queueOneEvent(device)
+    // The renewal after the 401 does not get through: the report stays queued.
+    await expect(flushTelemetry(queue, suite.edge.url, { fetchImpl })).rejects.toThrow(/expired/)
+    expect(counting.enrollments()).toBe(1)
+    // Later in the same process, the edge reachable again: renewed, not enrolled afresh.
+    down = false
+    now += 10 * 60_000 + 1
+    expect((await flushTelemetry(queue, suite.edge.url, { fetchImpl })).events).toBeGreaterThan(0)
+    expect(counting.enrollments()).toBe(2)
+    expect(StoredDeviceCredential.parse(await store.read()).deviceId).toBe(first.deviceId)
+
+    // The same after a restart: the credential the edge refused is still on disk to be renewed.
+    await writeFile(
+      store.credentialPath,
+      JSON.stringify({
+        ...first,
+        credential: expired,
+        expiresAt: new Date((issuedAt + 86_400) * 1000).toISOString(),
+      }),
+    )
+    forgetDeviceSessions()
+    down = true
+    await queueOneEvent(device)
+    await expect(
+      flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device, counting.fetchImpl) }),
+    ).rejects.toThrow(/expired/)
+    forgetDeviceSessions()
+    setDeviceSessionClock(null)
+    down = false
+    await flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device, counting.fetchImpl) })
+    expect(StoredDeviceCredential.parse(await store.read()).deviceId).toBe(first.deviceId)
+    const codes = await listEnrollmentCodes(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN)
+    expect(codes.find((c) => c.id === info.id)?.enrolled).toBe(1)
+  })
+})
+
 describe('per-device revocation', () => {
   it('a revoked device is refused, cannot renew, reports anonymously, and enrolls afresh only with a new code', async () => {
     const { code, info } = await newCode('revoke-device', 5)

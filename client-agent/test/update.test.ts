@@ -1,10 +1,11 @@
 import { spawnSync } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { applyDelta } from '../../delta/index.ts'
+import { PlanRequest, PlanResponse } from '../../schemas/plan.ts'
 import { APPLY_BYTES_PER_EXPANDED_BYTE, APPLY_FIXED_BYTES } from '../codec/archive-budget.ts'
 import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { installArtifact } from '../install.ts'
@@ -211,6 +212,71 @@ describe('deltaport update through the planner', () => {
     expect(['chunk-sync', 'full']).toContain(result.method)
     const store = new ArtifactStore(broken.config.installRoot, 'app')
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), versions[1]!)
+  })
+
+  it('refuses a plan that does not lead from the installed version to the target, and downloads it whole', async () => {
+    // The releases of `app` under another name, each with a delta from the one before; each device
+    // runs 1.0.0 and asks for 1.2.0.
+    for (const [i, version] of ['1.0.0', '1.1.0', '1.2.0'].entries())
+      await publishWithDeltas('liar', version, versions[i]!, 1)
+    const target = {
+      size: versions[2]!.length,
+      sha256: createHash('sha256').update(versions[2]!).digest('hex'),
+    }
+    const blobUrl = '/v1/artifacts/liar/1.2.0/blob'
+    /** The edge's honest plan for `body`, asked with another target (a plan for the wrong pair). */
+    const realPlan = async (body: PlanRequest, to: string): Promise<PlanResponse> => {
+      const response = await fetch(`${edge.url}/v1/plan`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...body, target: to }),
+      })
+      return PlanResponse.parse(await response.json())
+    }
+    const lies: Record<string, (body: PlanRequest) => Promise<PlanResponse>> = {
+      // The 1.0.0 → 1.1.0 delta, labelled as the way to 1.2.0: it verifies against 1.1.0's manifest.
+      'a chain cut short': async (body) => ({ ...(await realPlan(body, '1.1.0')), to: '1.2.0' }),
+      'a delta plan whose step is no delta': async (body) => ({
+        ...(await realPlan(body, '1.2.0')),
+        strategy: 'delta',
+        steps: [{ kind: 'full', from: null, to: '1.2.0', url: blobUrl, ...target }],
+      }),
+      'a chunk index size that is not the signed one': async (body) => ({
+        ...(await realPlan(body, '1.2.0')),
+        strategy: 'chunk-sync',
+        steps: [
+          {
+            kind: 'chunk-sync',
+            from: '1.0.0',
+            to: '1.2.0',
+            url: '/v1/artifacts/liar/1.2.0/chunks',
+            blobUrl,
+            ...target,
+            indexSize: 2 ** 40,
+            indexSha256: 'a'.repeat(64),
+            estimatedBytes: 1000,
+            estimate: 'exact',
+          },
+        ],
+      }),
+    }
+    for (const [label, lie] of Object.entries(lies)) {
+      const device = await makeWorkspace(edge.url)
+      device.config.trustedKeys = ws.config.trustedKeys
+      await installArtifact(device.config, { name: 'liar', target: '1.0.0' })
+      const lying: typeof fetch = async (input, init) =>
+        String(input).endsWith('/v1/plan')
+          ? Response.json(await lie(PlanRequest.parse(JSON.parse(String(init?.body)))))
+          : fetch(input, init)
+      const result = await installArtifact(device.config, { name: 'liar', target: '1.2.0', fetchImpl: lying })
+      expect(result, label).toMatchObject({
+        version: '1.2.0',
+        method: 'full',
+        planFailed: expect.any(String),
+      })
+      const store = new ArtifactStore(device.config.installRoot, 'liar')
+      expectSameBytes(await readFile(store.blobPath('1.2.0')), versions[2]!)
+    }
   })
 
   it('keeps the agent’s event loop turning while an archive delta is applied', async () => {

@@ -104,6 +104,7 @@ export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlanOutcome
         capabilities: { methods: [...methods], chunkSync },
         ...(base.haveChunks ? { haveChunks: base.haveChunks } : {}),
       })
+      assertPlanConnects(plan, base.version, ctx.target)
     } catch (error) {
       // The plan only saves bytes; the full artifact is checked against the signed manifest anyway.
       if (!isEdgeFault(error)) throw error
@@ -215,6 +216,40 @@ function isEdgeFault(error: unknown): error is AgentError {
   if (error.code === 'network') return true
   const status = error.details.status
   return error.code === 'edge-rejected' && (typeof status !== 'number' || status >= 500)
+}
+
+/**
+ * A plan the agent can follow must lead from what it asked from to the target: every step of a delta
+ * or chain plan a delta, the first from `installed`, each from where the last one ended, the last to
+ * the target; a chunk-sync plan one step to the target, with the chunk index its signed manifest names.
+ * Only the last output is checked against the target's manifest, and an intermediate is checked against
+ * the manifest of the version the step names, so a chain cut short would otherwise hand back an older
+ * release's verified bytes to be installed as the target (a downgrade), and a step of another kind
+ * would be read as a delta. Such a plan is not a plan (ADR 0033): the full artifact follows.
+ */
+function assertPlanConnects(plan: PlanResponse, installed: string | null, target: ArtifactManifest): void {
+  const refuse = (why: string) =>
+    new AgentError('edge-rejected', `the edge sent an inconsistent ${plan.strategy} plan: ${why}`)
+  if (plan.strategy === 'full' || plan.strategy === 'none' || plan.steps.length === 0) return
+  if (plan.to !== target.version) throw refuse(`it leads to ${plan.to}, not ${target.version}`)
+  if (plan.strategy === 'chunk-sync') {
+    const [step, ...more] = plan.steps
+    if (step?.kind !== 'chunk-sync' || more.length > 0) throw refuse('it is not one chunk-sync step')
+    const signed = target.chunkIndex
+    if (step.to !== target.version || step.size !== target.size || step.sha256 !== target.sha256)
+      throw refuse(`its step does not name ${target.name}@${target.version} as signed`)
+    if (signed === null || step.indexSize !== signed.size || step.indexSha256 !== signed.sha256)
+      throw refuse('its chunk index is not the one the signed manifest names')
+    return
+  }
+  if (plan.strategy !== 'delta' && plan.strategy !== 'chain') throw refuse('it is not a strategy to follow')
+  let at = installed
+  for (const step of plan.steps) {
+    if (step.kind !== 'delta') throw refuse(`it has a ${step.kind} step`)
+    if (step.from !== at) throw refuse(`a step starts at ${step.from}, not at ${at ?? 'nothing installed'}`)
+    at = step.to
+  }
+  if (at !== target.version) throw refuse(`its last step ends at ${at}, not ${target.version}`)
 }
 
 /** A path on the edge: one leading slash (not `//host`), printable ASCII, bounded. */
