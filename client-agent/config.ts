@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { z } from 'zod'
-import { Sha256Hex } from '../schemas/common.ts'
+import { ChannelName, Sha256Hex } from '../schemas/common.ts'
 import { EnrollmentCode } from '../schemas/devices.ts'
 import { Ed25519PublicKey } from '../schemas/ed25519-public-key.ts'
 import { AgentError, systemError } from './errors.ts'
@@ -39,7 +39,8 @@ export const AgentConfig = z
     signingKey: z.string().optional(),
     /** Cap on download rate in bytes per second; 0 means none. */
     bandwidthCapBps: z.number().int().nonnegative().default(0),
-    channel: z.string().default('stable'),
+    /** The channel installs and updates follow; a name the edge accepts, so a typo fails here, not at each poll. */
+    channel: ChannelName.default('stable'),
     /**
      * Memory an update may use to rebuild an archive from an archive-aware delta (default: what the
      * process can still allocate). Deltas that would need more are refused and the update takes the

@@ -167,6 +167,12 @@ describe('deltaport CLI', () => {
     const typoed = await runWithConfig(typo, ['status', 'x'])
     expect(typoed.code).toBe(3)
     expect(typoed.stderr).toContain(`${typo} is invalid: (root): unknown key "bandwithCapBps"`)
+    // A channel no edge accepts fails here, not as a 400 at every poll of the daemon.
+    const badChannel = join(ws.dir, 'channel.json')
+    await writeFile(badChannel, JSON.stringify({ ...ws.config, channel: 'Stable ' }))
+    const channelled = await runWithConfig(badChannel, ['status', 'x'])
+    expect(channelled.code).toBe(3)
+    expect(channelled.stderr).toContain(`${badChannel} is invalid: channel:`)
     // A small-order trusted key (the identity point) would verify forged signatures: refused by name.
     const weak = join(ws.dir, 'weak.json')
     const identity = { keyid: 'a'.repeat(64), publicKey: `AQ${'A'.repeat(41)}=` }
