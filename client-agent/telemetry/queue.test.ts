@@ -32,6 +32,22 @@ describe('TelemetryQueue', () => {
     expect(await new TelemetryQueue(join(queue.path, '..', '..')).clientId()).toBe(id)
   })
 
+  it('loses nothing when records and acknowledgements of several writers interleave', async () => {
+    // Installs record while the daemon's flush acknowledges, each rewriting the same spool file.
+    const root = await mkdtemp(join(tmpdir(), 'deltaport-tq-'))
+    const queue = new TelemetryQueue(root)
+    await queue.record([event(0), event(1)])
+    await Promise.all([
+      ...Array.from({ length: 12 }, (_, i) => new TelemetryQueue(root).record([event(100 + i)])),
+      new TelemetryQueue(root).acknowledge(2),
+    ])
+    const state = await queue.load()
+    expect(state.nextBatchSeq).toBe(1)
+    expect(state.events.map((e) => e.at).sort()).toEqual(
+      Array.from({ length: 12 }, (_, i) => event(100 + i).at).sort(),
+    )
+  })
+
   it('stays bounded while offline, dropping the oldest events', async () => {
     const queue = new TelemetryQueue(await mkdtemp(join(tmpdir(), 'deltaport-tq-')))
     await queue.record(Array.from({ length: MAX_QUEUED_EVENTS + 50 }, (_, i) => event(i)))

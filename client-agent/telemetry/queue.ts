@@ -8,6 +8,7 @@ import {
   AccessEvent as AccessEventSchema,
   MAX_TELEMETRY_EVENTS,
 } from '../../schemas/telemetry.ts'
+import { withArtifactLock } from '../fs/artifact-lock.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
 import { makeDirs } from '../fs/make-dirs.ts'
 
@@ -84,10 +85,11 @@ export class TelemetryQueue {
   }
 
   async record(events: AccessEvent[]): Promise<void> {
-    const state = await this.load()
-    const all = [...state.events, ...events]
-    const overflow = Math.max(0, all.length - MAX_QUEUED_EVENTS)
-    await this.save({ ...state, events: all.slice(overflow), dropped: state.dropped + overflow })
+    await this.change((state) => {
+      const all = [...state.events, ...events]
+      const overflow = Math.max(0, all.length - MAX_QUEUED_EVENTS)
+      return { ...state, events: all.slice(overflow), dropped: state.dropped + overflow }
+    })
   }
 
   /** The oldest events, at most one batch's worth, with the sequence number they will carry. */
@@ -103,8 +105,11 @@ export class TelemetryQueue {
 
   /** Drops a batch the edge accepted and advances the sequence (so a retry is never double-counted). */
   async acknowledge(count: number): Promise<void> {
-    const state = await this.load()
-    await this.save({ ...state, events: state.events.slice(count), nextBatchSeq: state.nextBatchSeq + 1 })
+    await this.change((state) => ({
+      ...state,
+      events: state.events.slice(count),
+      nextBatchSeq: state.nextBatchSeq + 1,
+    }))
   }
 
   /**
@@ -113,10 +118,34 @@ export class TelemetryQueue {
    */
   async clientId(): Promise<string> {
     const { state, stored } = await this.read()
-    if (!stored) await this.save(state)
-    return state.clientId
+    if (stored) return state.clientId
+    return (await this.change((current) => current)).clientId
+  }
+
+  /**
+   * Reads, changes and rewrites the spool as one step. Installs record events while the daemon's flush
+   * acknowledges batches, each in its own process: interleaved, one rewrite would put back what the other
+   * took out (an acknowledged batch sent again under its old sequence number, refused as a replay and
+   * then acknowledged once more, dropping the events recorded meanwhile) or drop what it added.
+   */
+  private async change(update: (state: QueueFile) => QueueFile): Promise<QueueFile> {
+    return withArtifactLock(
+      join(this.path, '..'),
+      {
+        timeoutMs: SPOOL_LOCK_WAIT_MS,
+        busyMessage: (holder) => `another deltaport process holds the telemetry spool: ${holder}`,
+      },
+      async () => {
+        const next = update(await this.load())
+        await this.save(next)
+        return next
+      },
+    )
   }
 }
+
+/** A spool change takes milliseconds; a holder this slow is stuck, and the caller's event can wait. */
+const SPOOL_LOCK_WAIT_MS = 10_000
 
 function newSpool(): QueueFile {
   return { clientId: randomBytes(12).toString('base64url'), nextBatchSeq: 0, events: [], dropped: 0 }
