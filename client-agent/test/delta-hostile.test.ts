@@ -1,0 +1,74 @@
+import { execFile } from 'node:child_process'
+import { mkdtemp, readdir, readFile, truncate, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { gzipSync } from 'node:zlib'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { decodeContainer, encodeContainer } from '../../delta/archive/container.ts'
+
+/**
+ * `deltaport delta make|apply` handed the wrong files or hostile ones: each must end in a typed error
+ * with its exit code, no stack trace, no crash, and no output file.
+ */
+const run = promisify(execFile)
+const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
+let dir: string
+
+async function cli(args: string[]) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { cwd: dir })
+    return { code: 0, stdout, stderr }
+  } catch (error) {
+    const e = error as { code: number; signal: string | null; stdout: string; stderr: string }
+    return { code: e.code, signal: e.signal, stdout: e.stdout, stderr: e.stderr }
+  }
+}
+
+/** What is left in the folder besides what the test put there: no output, no temp. */
+async function leftovers(expected: readonly string[]): Promise<string[]> {
+  return (await readdir(dir)).filter((entry) => !expected.includes(entry))
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'deltaport-hostile-'))
+  const text = Array.from({ length: 40_000 }, (_, i) => `line ${i} ${(i * 7919) % 10007}\n`).join('')
+  await writeFile(join(dir, 'a.gz'), gzipSync(text, { level: 9 }))
+  await writeFile(
+    join(dir, 'b.gz'),
+    gzipSync(text.replace('line 20000 ', 'line 20000 changed '), { level: 9 }),
+  )
+  const made = await cli(['--json', 'delta', 'make', '--method', 'archive', 'a.gz', 'b.gz', 'ab.delta'])
+  expect(JSON.parse(made.stdout).delta.method).toBe('archive')
+}, 60_000)
+
+describe('deltaport delta apply, archive delta against the wrong source', () => {
+  it('a source over 2 GiB is refused as not the delta’s source, without reading it (no crash)', async () => {
+    // Sparse: 3 GiB on paper, nothing on disk. Reading it whole is what used to abort Node.
+    await truncate(join(dir, 'big.src'), 0).catch(() => writeFile(join(dir, 'big.src'), ''))
+    await truncate(join(dir, 'big.src'), 3 * 2 ** 30)
+    const applied = await cli(['delta', 'apply', 'big.src', 'ab.delta', 'out'])
+    expect(applied.stderr).not.toContain('Assertion failed')
+    expect(applied.code).toBe(8)
+    expect(applied.stderr).toContain('source does not match the one this delta was made from')
+    expect(await leftovers(['a.gz', 'b.gz', 'ab.delta', 'big.src'])).toEqual([])
+  }, 60_000)
+
+  it('a delta claiming a source bigger than the memory allowed is refused before the source is read', async () => {
+    // A hostile (or mismatched) container naming the size of the file it will be applied to.
+    const honest = decodeContainer(new Uint8Array(await readFile(join(dir, 'ab.delta'))), {
+      maxTargetBytes: 2 ** 30,
+      maxExpandedBytes: 2 ** 30,
+    })
+    const sourceSize = 200 * 2 ** 20
+    await writeFile(join(dir, 'lying.delta'), encodeContainer({ ...honest, sourceLength: sourceSize }))
+    await writeFile(join(dir, 'mid.src'), '')
+    await truncate(join(dir, 'mid.src'), sourceSize)
+    // 64 MiB leaves room for ≈5 MiB of expanded archive: a 200 MiB source archive cannot expand within it.
+    const applied = await cli(['delta', 'apply', '--max-memory', '64', 'mid.src', 'lying.delta', 'out'])
+    expect(applied.code).toBe(9)
+    expect(applied.stderr).toContain('not enough memory to rebuild this archive here')
+    expect(applied.stderr).toContain('source archive of 209715200 bytes')
+    expect(await leftovers(['a.gz', 'b.gz', 'ab.delta', 'big.src', 'lying.delta', 'mid.src'])).toEqual([])
+  }, 60_000)
+})
