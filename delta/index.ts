@@ -217,8 +217,11 @@ function chooseMethod(
     else consider('approx', () => createApproxDelta(source, target, approxOptions(options)))
   }
   const chosen = best as { delta: Uint8Array; method: DeltaMethodId } | null
-  if (!chosen)
-    throw new DeltaFormatError('no-method', `no delta method produced a delta (${methods.join(', ')})`)
+  if (!chosen) {
+    // Every listed method declined the pair (only a restricted list can end here): say why each did.
+    const why = candidates.map((c) => `${c.method}: ${c.skipped}`).join('; ')
+    throw new DeltaFormatError('no-method', `no delta method produced a delta (${why || 'no method given'})`)
+  }
   return { ...chosen, candidates }
 }
 

@@ -163,6 +163,12 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
         const made = await createDeltaAsync(source, target, {
           deflateEngine: nativeDeflateEngine,
           ...(methods ? { methods } : {}),
+        }).catch((error: unknown) => {
+          // The methods asked for all declined this pair (--method archive on plain files): the user's
+          // choice, answered with each method's reason.
+          if (error instanceof DeltaFormatError && error.code === 'no-method')
+            throw new AgentError('usage', `${error.message}; choose other --method values`)
+          throw error
         })
         await writeFileAtomic(out, made.delta)
         const tried = made.candidates

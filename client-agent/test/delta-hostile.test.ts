@@ -6,6 +6,7 @@ import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { decodeContainer, encodeContainer } from '../../delta/archive/container.ts'
+import { writeArtifact } from './fixtures.ts'
 
 /**
  * `deltaport delta make|apply` handed the wrong files or hostile ones: each must end in a typed error
@@ -71,4 +72,28 @@ describe('deltaport delta apply, archive delta against the wrong source', () => 
     expect(applied.stderr).toContain('source archive of 209715200 bytes')
     expect(await leftovers(['a.gz', 'b.gz', 'ab.delta', 'big.src', 'lying.delta', 'mid.src'])).toEqual([])
   }, 60_000)
+})
+
+describe('deltaport delta make, a method that does not fit the pair', () => {
+  it('--method archive on files that are not archives is a usage error that says why, not a bug', async () => {
+    await writeArtifact(dir, 'plain-a.bin', 10_000)
+    await writeArtifact(dir, 'plain-b.bin', 10_000)
+    const made = await cli(['delta', 'make', '--method', 'archive', 'plain-a.bin', 'plain-b.bin', 'p.delta'])
+    expect(made.code).toBe(2)
+    expect(made.stderr).toContain('archive: not a gzip or zip pair')
+    expect(made.stderr).not.toContain('    at ')
+    const json = await cli([
+      '--json',
+      'delta',
+      'make',
+      '--method',
+      'archive',
+      'plain-a.bin',
+      'plain-b.bin',
+      'p.delta',
+    ])
+    expect(json.code).toBe(2)
+    expect(JSON.parse(json.stdout).error.code).toBe('usage')
+    await expect(readFile(join(dir, 'p.delta'))).rejects.toThrow()
+  })
 })
