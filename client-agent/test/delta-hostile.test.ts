@@ -97,3 +97,21 @@ describe('deltaport delta make, a method that does not fit the pair', () => {
     await expect(readFile(join(dir, 'p.delta'))).rejects.toThrow()
   })
 })
+
+describe('deltaport delta make|apply, an output path that cannot be renamed into', () => {
+  it('leaves no temp file behind when the final rename fails (a trailing slash, an empty name)', async () => {
+    await writeArtifact(dir, 'rn-a.bin', 10_000)
+    await writeArtifact(dir, 'rn-b.bin', 10_000)
+    const before = await readdir(dir)
+    for (const out of ['not-there/', '']) {
+      for (const args of [
+        ['make', 'rn-a.bin', 'rn-b.bin', out],
+        ['make', '--stream', 'rn-a.bin', 'rn-b.bin', out],
+      ]) {
+        const made = await cli(['delta', ...args])
+        expect(made.code, args.join(' ')).toBe(10)
+        expect(await leftovers(before), args.join(' ')).toEqual([])
+      }
+    }
+  })
+})
