@@ -70,9 +70,12 @@ async function makeStreaming(
   sourceWindow: number | undefined,
   report: Reporter,
 ): Promise<void> {
-  const method = methods?.find((m): m is StreamDeltaMethod => m === 'vcdiff' || m === 'approx')
-  if (methods && !method)
+  const byteMethods = methods?.filter((m): m is StreamDeltaMethod => m === 'vcdiff' || m === 'approx')
+  if (byteMethods?.length === 0)
     throw new AgentError('usage', 'streaming makes vcdiff or approx deltas (archives need memory)')
+  // One byte method named is that one; both (or none named) leave the choice to createDeltaStream, as
+  // an unrestricted make would: approx for executables, VCDIFF otherwise. The order listed is no choice.
+  const method = new Set(byteMethods).size === 1 ? byteMethods?.[0] : undefined
   const [source, target] = await Promise.all([openFileReader(sourcePath), openFileReader(targetPath)])
   const sink = await openAtomicFileSink(out)
   let written = 0

@@ -115,3 +115,35 @@ describe('deltaport delta make|apply, an output path that cannot be renamed into
     }
   })
 })
+
+describe('deltaport delta make --stream --method', () => {
+  it('with both byte methods allowed picks as it does unrestricted (approx for executables), not the first listed', async () => {
+    const plain = await writeArtifact(dir, 'sm-a.bin', 200_000)
+    const elf = Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46]), plain.bytes])
+    await writeFile(join(dir, 'sm-elf-a'), elf)
+    await writeFile(
+      join(dir, 'sm-elf-b'),
+      Buffer.concat([elf.subarray(0, 90_000), Buffer.from('moved'), elf.subarray(90_000)]),
+    )
+    await writeFile(
+      join(dir, 'sm-b.bin'),
+      Buffer.concat([plain.bytes.subarray(0, 90_000), Buffer.from('moved'), plain.bytes.subarray(90_000)]),
+    )
+    const methodOf = async (args: string[]) => {
+      const made = await cli(['--json', 'delta', 'make', '--stream', ...args, 'sm.delta'])
+      expect(made.code, args.join(' ')).toBe(0)
+      return JSON.parse(made.stdout).delta.method
+    }
+    for (const [a, b, expected] of [
+      ['sm-elf-a', 'sm-elf-b', 'approx'],
+      ['sm-a.bin', 'sm-b.bin', 'vcdiff'],
+    ] as const) {
+      expect(await methodOf([a, b])).toBe(expected)
+      expect(await methodOf(['--method', 'vcdiff,approx,archive', a, b])).toBe(expected)
+      expect(await methodOf(['--method', 'approx,vcdiff', a, b])).toBe(expected)
+    }
+    // One byte method named is that method, whatever the files.
+    expect(await methodOf(['--method', 'vcdiff', 'sm-elf-a', 'sm-elf-b'])).toBe('vcdiff')
+    expect(await methodOf(['--method', 'archive,approx', 'sm-a.bin', 'sm-b.bin'])).toBe('approx')
+  })
+})
