@@ -1,9 +1,10 @@
 import { deflateRawSync, gzipSync } from 'node:zlib'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { decodeContainer, encodeContainer } from './archive/container.ts'
 import { type DeflateEngine, pakoEngine } from './archive/index.ts'
 import { applyDelta, applyDeltaStream, createDelta, DeltaFormatError, detectDeltaMethod } from './index.ts'
-import { collectingSink, readerFromBytes, sourceFromBytes } from './io.ts'
+import { collectingSink, type RandomAccessReader, readerFromBytes, sourceFromBytes } from './io.ts'
 
 function bytes(n: number, seed: number): Uint8Array {
   const out = new Uint8Array(n)
@@ -22,6 +23,8 @@ function edited(base: Uint8Array): Uint8Array {
   out.set(base.subarray(5000), 5100)
   return out
 }
+
+const ARCHIVE_DEFAULTS = { maxTargetBytes: 2 ** 30, maxExpandedBytes: 2 ** 30 }
 
 const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buffer.compare(a, b) === 0
 
@@ -70,6 +73,57 @@ describe('createDelta / applyDelta', () => {
     const sink = collectingSink()
     await applyDeltaStream(readerFromBytes(source), sourceFromBytes(made.delta, 7), sink)
     expect(same(sink.bytes(), target)).toBe(true)
+  })
+
+  it('streaming an archive delta checks the source it names before reading it, and caps the delta', async () => {
+    const text = (n: number) =>
+      new TextEncoder().encode(Array.from({ length: n }, (_, i) => `line ${i}\n`).join(''))
+    const source = gzipSync(text(5000), { level: 9 })
+    const target = gzipSync(text(5001), { level: 9 })
+    const { delta, method } = createDelta(source, target)
+    expect(method).toBe('archive')
+    // Another file (here: the source with a byte more) is refused without a byte of it read.
+    let read = 0
+    const counting = (bytes: Uint8Array): RandomAccessReader => ({
+      size: bytes.length,
+      read: async (at, n) => {
+        read += n
+        return bytes.subarray(at, at + n)
+      },
+    })
+    const refusal = (sourceReader: RandomAccessReader, deltaBytes: Uint8Array, limits = {}) =>
+      applyDeltaStream(sourceReader, sourceFromBytes(deltaBytes, 4096), collectingSink(), {
+        archive: limits,
+      }).then(
+        () => null,
+        (error: DeltaFormatError) => error.code,
+      )
+    expect(await refusal(counting(new Uint8Array([...source, 0])), delta)).toBe('archive-source-mismatch')
+    expect(read).toBe(0)
+    // A source that could not expand within the limits is not read either, even when the delta (a
+    // hostile one) names its very length: here 200 KB against a 60 KB limit (the expanded target fits).
+    const lying = encodeContainer({ ...decodeContainer(delta, ARCHIVE_DEFAULTS), sourceLength: 200_000 })
+    expect(await refusal(counting(new Uint8Array(200_000)), lying, { maxExpandedBytes: 60_000 })).toBe(
+      'archive-limit',
+    )
+    expect(read).toBe(0)
+    // A delta longer than any the limits allow (here 64 MiB more) is refused as soon as it is, not read
+    // to its end.
+    let handed = 0
+    const padded: AsyncIterable<Uint8Array> = {
+      async *[Symbol.asyncIterator]() {
+        yield delta
+        for (let i = 0; i < 1024; i++) {
+          handed += 65536
+          yield new Uint8Array(65536)
+        }
+      },
+    }
+    const limits = { maxTargetBytes: 1 << 20, maxExpandedBytes: 1 << 20 }
+    await expect(
+      applyDeltaStream(readerFromBytes(source), padded, collectingSink(), { archive: limits }),
+    ).rejects.toMatchObject({ code: 'archive-limit' })
+    expect(handed).toBeLessThan(5 << 20)
   })
 
   it('refuses unknown containers and garbage with DeltaFormatError only', async () => {

@@ -11,12 +11,14 @@ import {
   type ArchiveLimits,
   applyArchiveDelta,
   applyArchiveDeltaToSink,
+  checkArchiveSourceLength,
   createArchiveDelta,
   createArchiveDeltaAsync,
   type DeflateEngine,
   defaultDiffers,
   deflateHostOf,
   detectArchive,
+  maxArchiveDeltaBytes,
 } from './archive/index.ts'
 import { approxNotWorth, looksExecutable, VCDIFF_AFTER_APPROX_FRACTION } from './effort.ts'
 import { check, DeltaFormatError } from './errors.ts'
@@ -215,8 +217,11 @@ function chooseMethod(
     else consider('approx', () => createApproxDelta(source, target, approxOptions(options)))
   }
   const chosen = best as { delta: Uint8Array; method: DeltaMethodId } | null
-  if (!chosen)
-    throw new DeltaFormatError('no-method', `no delta method produced a delta (${methods.join(', ')})`)
+  if (!chosen) {
+    // Every listed method declined the pair (only a restricted list can end here): say why each did.
+    const why = candidates.map((c) => `${c.method}: ${c.skipped}`).join('; ')
+    throw new DeltaFormatError('no-method', `no delta method produced a delta (${why || 'no method given'})`)
+  }
   return { ...chosen, candidates }
 }
 
@@ -278,12 +283,13 @@ export async function applyDeltaStream(
       await applyApproxDeltaStream(source, rest, sink, options.approx, options.deflateEngine)
       break
     case 'archive': {
-      const collected = collectingSink()
-      for await (const chunk of rest) await collected.write(chunk)
-      const sourceBytes = await source.read(0, source.size)
+      const deltaBytes = await collectUpTo(rest, maxArchiveDeltaBytes(options.archive))
+      // The whole source goes into memory: only once it is the one the delta names, of a size that fits.
+      const sourceLength = checkArchiveSourceLength(deltaBytes, source.size, options.archive)
+      const sourceBytes = await source.read(0, sourceLength)
       await applyArchiveDeltaToSink(
         sourceBytes,
-        collected.bytes(),
+        deltaBytes,
         sink,
         options.archive,
         defaultDiffers,
@@ -293,6 +299,18 @@ export async function applyDeltaStream(
     }
   }
   return method
+}
+
+/** All of `source` in one array, refusing (archive-limit) one longer than `limit` as soon as it is. */
+async function collectUpTo(source: ByteSource, limit: number): Promise<Uint8Array> {
+  const collected = collectingSink()
+  let length = 0
+  for await (const chunk of source) {
+    length += chunk.length
+    check(length <= limit, 'archive-limit', `archive delta longer than the ${limit} bytes its limits allow`)
+    await collected.write(chunk)
+  }
+  return collected.bytes()
 }
 
 export { adoptCrc32, type Crc32Update } from './approx/crc32.ts'

@@ -70,9 +70,12 @@ async function makeStreaming(
   sourceWindow: number | undefined,
   report: Reporter,
 ): Promise<void> {
-  const method = methods?.find((m): m is StreamDeltaMethod => m === 'vcdiff' || m === 'approx')
-  if (methods && !method)
+  const byteMethods = methods?.filter((m): m is StreamDeltaMethod => m === 'vcdiff' || m === 'approx')
+  if (byteMethods?.length === 0)
     throw new AgentError('usage', 'streaming makes vcdiff or approx deltas (archives need memory)')
+  // One byte method named is that one; both (or none named) leave the choice to createDeltaStream, as
+  // an unrestricted make would: approx for executables, VCDIFF otherwise. The order listed is no choice.
+  const method = new Set(byteMethods).size === 1 ? byteMethods?.[0] : undefined
   const [source, target] = await Promise.all([openFileReader(sourcePath), openFileReader(targetPath)])
   const sink = await openAtomicFileSink(out)
   let written = 0
@@ -163,6 +166,12 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
         const made = await createDeltaAsync(source, target, {
           deflateEngine: nativeDeflateEngine,
           ...(methods ? { methods } : {}),
+        }).catch((error: unknown) => {
+          // The methods asked for all declined this pair (--method archive on plain files): the user's
+          // choice, answered with each method's reason.
+          if (error instanceof DeltaFormatError && error.code === 'no-method')
+            throw new AgentError('usage', `${error.message}; choose other --method values`)
+          throw error
         })
         await writeFileAtomic(out, made.delta)
         const tried = made.candidates

@@ -97,7 +97,13 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array)
     throw error
   }
   await handle.close()
-  await namingPath(target, rename(temp, target))
+  // A rename can still fail (a trailing slash on a missing folder, a folder put there meanwhile): the
+  // temp is then only litter beside the target.
+  await namingPath(target, rename(temp, target)).catch(async (error: unknown) => {
+    await rm(temp, { force: true })
+    forgetTemp(temp)
+    throw error
+  })
   forgetTemp(temp)
   await fsyncDir(dirname(target))
 }

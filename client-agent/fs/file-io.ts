@@ -24,11 +24,17 @@ export async function openFileReader(path: string): Promise<RandomAccessReader &
     throw notARegularFile(path)
   }
   const { size } = stats
-  // Fills `into` from `offset` until it is full or the file ends; the count is what was read.
+  // Fills `into` from `offset` until it is full or the file ends; the count is what was read. At most
+  // 1 GiB per read: Node aborts the process on a length past 2^31 - 1 (an archive's whole source).
   const readInto = async (offset: number, into: Uint8Array): Promise<number> => {
     let done = 0
     while (done < into.length) {
-      const { bytesRead } = await handle.read(into, done, into.length - done, offset + done)
+      const { bytesRead } = await handle.read(
+        into,
+        done,
+        Math.min(into.length - done, 2 ** 30),
+        offset + done,
+      )
       if (bytesRead === 0) break
       done += bytesRead
     }

@@ -124,6 +124,52 @@ function* rebuild(
   }
 }
 
+/**
+ * An archive expands into its header bytes plus its streams' contents (raw or puffed, never smaller
+ * than the deflate bits they came from but for framing), and deflate frames content in at most
+ * ~1.1 × its size (5 bytes per 64 KiB stored block, 2 bytes for an empty stream, which sits inside at
+ * least 18 bytes of gzip or zip headers that stay): a source archive over twice the expanded limit
+ * cannot expand within it, so reading it into memory would only be waste.
+ */
+const MAX_SOURCE_PER_EXPANDED_BYTE = 2
+
+/**
+ * Most bytes an archive delta can take within `limits`: its inner delta (at most 2 × the expanded
+ * limit + 1 KiB, as the container checks) plus its segment table and recipe (a few bytes per stream
+ * and entry, far less than the target they rebuild), with a MiB to spare. A streaming apply collects
+ * the delta in memory, so it stops reading there instead of at the end of whatever it was handed.
+ */
+export function maxArchiveDeltaBytes(limits?: ArchiveLimits): number {
+  const L = resolveArchiveLimits(limits)
+  return L.maxTargetBytes + 2 * L.maxExpandedBytes + 2 ** 20
+}
+
+/**
+ * The checks a streaming apply makes before it reads the source into memory (applyArchiveDeltaToSink
+ * needs it whole): the container is within `limits`, the source has the length the delta was made for
+ * (a delta for another file fails here, not after reading gigabytes of it), and that length could
+ * expand within the limits. Returns the source length to read.
+ */
+export function checkArchiveSourceLength(
+  delta: Uint8Array,
+  sourceLength: number,
+  limits?: ArchiveLimits,
+): number {
+  const L = resolveArchiveLimits(limits)
+  const c = decodeContainer(delta, L)
+  check(
+    c.sourceLength <= MAX_SOURCE_PER_EXPANDED_BYTE * L.maxExpandedBytes,
+    'archive-limit',
+    `source archive of ${c.sourceLength} bytes cannot expand within the limit of ${L.maxExpandedBytes} bytes`,
+  )
+  check(
+    sourceLength === c.sourceLength,
+    'archive-source-mismatch',
+    'source does not match the one this delta was made from',
+  )
+  return sourceLength
+}
+
 export function applyArchiveDelta(
   source: Uint8Array,
   delta: Uint8Array,

@@ -3,7 +3,12 @@
  * the exact compressed bytes on the client. Format: docs/formats/archive-delta.md; rationale:
  * docs/decisions/0004-exact-recompression.md.
  */
-export { applyArchiveDelta, applyArchiveDeltaToSink } from './apply.ts'
+export {
+  applyArchiveDelta,
+  applyArchiveDeltaToSink,
+  checkArchiveSourceLength,
+  maxArchiveDeltaBytes,
+} from './apply.ts'
 export type { ArchiveDeltaDetails, ArchiveDeltaOptions, ArchiveDeltaResult } from './create.ts'
 export { createArchiveDelta, createArchiveDeltaAsync } from './create.ts'
 export { type DeflateEngine, type DeflateStream, deflateHostOf, pakoEngine } from './deflate-engine.ts'

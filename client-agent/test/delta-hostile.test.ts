@@ -1,0 +1,149 @@
+import { execFile } from 'node:child_process'
+import { mkdtemp, readdir, readFile, truncate, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { gzipSync } from 'node:zlib'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { decodeContainer, encodeContainer } from '../../delta/archive/container.ts'
+import { writeArtifact } from './fixtures.ts'
+
+/**
+ * `deltaport delta make|apply` handed the wrong files or hostile ones: each must end in a typed error
+ * with its exit code, no stack trace, no crash, and no output file.
+ */
+const run = promisify(execFile)
+const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
+let dir: string
+
+async function cli(args: string[]) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { cwd: dir })
+    return { code: 0, stdout, stderr }
+  } catch (error) {
+    const e = error as { code: number; signal: string | null; stdout: string; stderr: string }
+    return { code: e.code, signal: e.signal, stdout: e.stdout, stderr: e.stderr }
+  }
+}
+
+/** What is left in the folder besides what the test put there: no output, no temp. */
+async function leftovers(expected: readonly string[]): Promise<string[]> {
+  return (await readdir(dir)).filter((entry) => !expected.includes(entry))
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'deltaport-hostile-'))
+  const text = Array.from({ length: 40_000 }, (_, i) => `line ${i} ${(i * 7919) % 10007}\n`).join('')
+  await writeFile(join(dir, 'a.gz'), gzipSync(text, { level: 9 }))
+  await writeFile(
+    join(dir, 'b.gz'),
+    gzipSync(text.replace('line 20000 ', 'line 20000 changed '), { level: 9 }),
+  )
+  const made = await cli(['--json', 'delta', 'make', '--method', 'archive', 'a.gz', 'b.gz', 'ab.delta'])
+  expect(JSON.parse(made.stdout).delta.method).toBe('archive')
+}, 60_000)
+
+describe('deltaport delta apply, archive delta against the wrong source', () => {
+  it('a source over 2 GiB is refused as not the delta’s source, without reading it (no crash)', async () => {
+    // Sparse: 3 GiB on paper, nothing on disk. Reading it whole is what used to abort Node.
+    await truncate(join(dir, 'big.src'), 0).catch(() => writeFile(join(dir, 'big.src'), ''))
+    await truncate(join(dir, 'big.src'), 3 * 2 ** 30)
+    const applied = await cli(['delta', 'apply', 'big.src', 'ab.delta', 'out'])
+    expect(applied.stderr).not.toContain('Assertion failed')
+    expect(applied.code).toBe(8)
+    expect(applied.stderr).toContain('source does not match the one this delta was made from')
+    expect(await leftovers(['a.gz', 'b.gz', 'ab.delta', 'big.src'])).toEqual([])
+  }, 60_000)
+
+  it('a delta claiming a source bigger than the memory allowed is refused before the source is read', async () => {
+    // A hostile (or mismatched) container naming the size of the file it will be applied to.
+    const honest = decodeContainer(new Uint8Array(await readFile(join(dir, 'ab.delta'))), {
+      maxTargetBytes: 2 ** 30,
+      maxExpandedBytes: 2 ** 30,
+    })
+    const sourceSize = 200 * 2 ** 20
+    await writeFile(join(dir, 'lying.delta'), encodeContainer({ ...honest, sourceLength: sourceSize }))
+    await writeFile(join(dir, 'mid.src'), '')
+    await truncate(join(dir, 'mid.src'), sourceSize)
+    // 64 MiB leaves room for ≈5 MiB of expanded archive: a 200 MiB source archive cannot expand within it.
+    const applied = await cli(['delta', 'apply', '--max-memory', '64', 'mid.src', 'lying.delta', 'out'])
+    expect(applied.code).toBe(9)
+    expect(applied.stderr).toContain('not enough memory to rebuild this archive here')
+    expect(applied.stderr).toContain('source archive of 209715200 bytes')
+    expect(await leftovers(['a.gz', 'b.gz', 'ab.delta', 'big.src', 'lying.delta', 'mid.src'])).toEqual([])
+  }, 60_000)
+})
+
+describe('deltaport delta make, a method that does not fit the pair', () => {
+  it('--method archive on files that are not archives is a usage error that says why, not a bug', async () => {
+    await writeArtifact(dir, 'plain-a.bin', 10_000)
+    await writeArtifact(dir, 'plain-b.bin', 10_000)
+    const made = await cli(['delta', 'make', '--method', 'archive', 'plain-a.bin', 'plain-b.bin', 'p.delta'])
+    expect(made.code).toBe(2)
+    expect(made.stderr).toContain('archive: not a gzip or zip pair')
+    expect(made.stderr).not.toContain('    at ')
+    const json = await cli([
+      '--json',
+      'delta',
+      'make',
+      '--method',
+      'archive',
+      'plain-a.bin',
+      'plain-b.bin',
+      'p.delta',
+    ])
+    expect(json.code).toBe(2)
+    expect(JSON.parse(json.stdout).error.code).toBe('usage')
+    await expect(readFile(join(dir, 'p.delta'))).rejects.toThrow()
+  })
+})
+
+describe('deltaport delta make|apply, an output path that cannot be renamed into', () => {
+  it('leaves no temp file behind when the final rename fails (a trailing slash, an empty name)', async () => {
+    await writeArtifact(dir, 'rn-a.bin', 10_000)
+    await writeArtifact(dir, 'rn-b.bin', 10_000)
+    const before = await readdir(dir)
+    for (const out of ['not-there/', '']) {
+      for (const args of [
+        ['make', 'rn-a.bin', 'rn-b.bin', out],
+        ['make', '--stream', 'rn-a.bin', 'rn-b.bin', out],
+      ]) {
+        const made = await cli(['delta', ...args])
+        expect(made.code, args.join(' ')).toBe(10)
+        expect(await leftovers(before), args.join(' ')).toEqual([])
+      }
+    }
+  })
+})
+
+describe('deltaport delta make --stream --method', () => {
+  it('with both byte methods allowed picks as it does unrestricted (approx for executables), not the first listed', async () => {
+    const plain = await writeArtifact(dir, 'sm-a.bin', 200_000)
+    const elf = Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46]), plain.bytes])
+    await writeFile(join(dir, 'sm-elf-a'), elf)
+    await writeFile(
+      join(dir, 'sm-elf-b'),
+      Buffer.concat([elf.subarray(0, 90_000), Buffer.from('moved'), elf.subarray(90_000)]),
+    )
+    await writeFile(
+      join(dir, 'sm-b.bin'),
+      Buffer.concat([plain.bytes.subarray(0, 90_000), Buffer.from('moved'), plain.bytes.subarray(90_000)]),
+    )
+    const methodOf = async (args: string[]) => {
+      const made = await cli(['--json', 'delta', 'make', '--stream', ...args, 'sm.delta'])
+      expect(made.code, args.join(' ')).toBe(0)
+      return JSON.parse(made.stdout).delta.method
+    }
+    for (const [a, b, expected] of [
+      ['sm-elf-a', 'sm-elf-b', 'approx'],
+      ['sm-a.bin', 'sm-b.bin', 'vcdiff'],
+    ] as const) {
+      expect(await methodOf([a, b])).toBe(expected)
+      expect(await methodOf(['--method', 'vcdiff,approx,archive', a, b])).toBe(expected)
+      expect(await methodOf(['--method', 'approx,vcdiff', a, b])).toBe(expected)
+    }
+    // One byte method named is that method, whatever the files.
+    expect(await methodOf(['--method', 'vcdiff', 'sm-elf-a', 'sm-elf-b'])).toBe('vcdiff')
+    expect(await methodOf(['--method', 'archive,approx', 'sm-a.bin', 'sm-b.bin'])).toBe('approx')
+  })
+})
