@@ -93,6 +93,12 @@ export const TelemetryReceipt = z.object({
   region: RegionName,
   accepted: z.number().int().nonnegative(),
   duplicate: z.boolean(),
+  /**
+   * With `duplicate`: the highest sequence number this region has taken from the client. Above the
+   * batch's, the client's spool went back (lost or restored): it renumbers and sends the events again
+   * instead of dropping them as counted. Absent from older edges.
+   */
+  lastSeq: z.number().int().nonnegative().optional(),
 })
 export type TelemetryReceipt = z.infer<typeof TelemetryReceipt>
 

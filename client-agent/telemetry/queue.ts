@@ -113,6 +113,17 @@ export class TelemetryQueue {
   }
 
   /**
+   * Moves the next sequence number past `lastSeq`, the highest the edge has taken from this client,
+   * keeping the events: a spool that went back (lost, restored from a backup) would otherwise send
+   * batches the edge drops as replays until its numbers caught up. Never moves the sequence back.
+   */
+  async renumberAfter(lastSeq: number): Promise<void> {
+    await this.change((state) =>
+      state.nextBatchSeq > lastSeq ? state : { ...state, nextBatchSeq: lastSeq + 1 },
+    )
+  }
+
+  /**
    * The spool's client id, written down the first time it is read (also over a spool that was not
    * valid): rollout cohorts and prefetch polls are keyed by it, so it must not change from read to read.
    */

@@ -1,9 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { gzipSync } from 'node:zlib'
+import { TelemetryReceipt } from '../../schemas/aggregation.ts'
 import type { TelemetryBatch } from '../../schemas/telemetry.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
+import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import type { TelemetryQueue } from './queue.ts'
 
 export interface FlushResult {
@@ -34,9 +36,17 @@ export async function flushTelemetry(
       headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
       body: gzipSync(JSON.stringify(batch)),
     })
+    if (response.status === 202 || response.status === 200) {
+      const behind = await numberedBehind(response, next.batchSeq)
+      if (behind !== null) {
+        // Not these events: the edge has later numbers from this client than the spool (it went back).
+        await queue.renumberAfter(behind)
+        continue
+      }
+    }
     // 409 = a replay of a batch the edge already has: it is safe to drop it here too.
     if (response.status === 202 || response.status === 200 || response.status === 409) {
-      await response.body?.cancel()
+      await response.body?.cancel().catch(() => undefined)
       await queue.acknowledge(next.events.length)
       batches++
       events += next.events.length
@@ -45,6 +55,21 @@ export async function flushTelemetry(
     throw await errorFromResponse(response, 'posting telemetry')
   }
   return { batches, events, remaining: true }
+}
+
+/**
+ * The edge's last sequence number from this client when its receipt calls the batch a duplicate of a
+ * *later* one, else null. A batch numbered like the last one taken is a true replay (sent, then the agent
+ * died before noting the acknowledgement); one numbered below it never came from this spool's history.
+ * A receipt that cannot be read (an older edge, a proxy's body) is taken as an acknowledgement.
+ */
+async function numberedBehind(response: Response, batchSeq: number): Promise<number | null> {
+  const json = await readJsonBounded(response, JSON_LIMITS.receipt, 'the telemetry receipt').catch(() => null)
+  const receipt = TelemetryReceipt.safeParse(json)
+  if (!receipt.success || !receipt.data.duplicate) return null
+  const lastSeq = receipt.data.lastSeq
+  if (lastSeq === undefined || lastSeq <= batchSeq || lastSeq >= Number.MAX_SAFE_INTEGER) return null
+  return lastSeq
 }
 
 /**

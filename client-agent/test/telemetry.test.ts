@@ -1,3 +1,4 @@
+import { writeFile } from 'node:fs/promises'
 import { describe, expect, it } from 'vitest'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
@@ -29,6 +30,36 @@ describe('agent telemetry against the real edge', () => {
       `${suite.edge.url}/v1/prefetch?client=${await queue.clientId()}&installed=tel@1.0.0`,
     )
     expect(prefetch.status).toBe(200)
+  })
+
+  it('renumbers and resends, instead of dropping, events of a spool that went back', async () => {
+    const queue = new TelemetryQueue(suite.ws.config.installRoot)
+    const event = (i: number) => ({
+      artifact: 'tel',
+      at: new Date(Date.now() - 60_000 + i).toISOString(),
+      count: 1,
+      kind: 'use' as const,
+    })
+    for (let i = 0; i < 3; i++) {
+      await queue.record([event(i)])
+      expect(await flushTelemetry(queue, suite.edge.url)).toMatchObject({ batches: 1 })
+    }
+    const { clientId, nextBatchSeq } = await queue.load()
+    // Restored from a backup: the same client id, an earlier sequence number, a new event.
+    await writeFile(
+      queue.path,
+      JSON.stringify({ clientId, nextBatchSeq: 0, events: [event(10)], dropped: 0 }),
+    )
+    expect(await flushTelemetry(queue, suite.edge.url)).toEqual({ batches: 1, events: 1, remaining: false })
+    expect(await queue.load()).toMatchObject({ events: [], nextBatchSeq: nextBatchSeq + 1 })
+    // The edge took the event under the next number: that number is now a replay.
+    const post = (batchSeq: number) =>
+      fetch(`${suite.edge.url}/v1/telemetry`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ clientId, batchSeq, sentAt: new Date().toISOString(), events: [event(20)] }),
+      }).then((response) => response.json())
+    expect(await post(nextBatchSeq)).toMatchObject({ duplicate: true, lastSeq: nextBatchSeq })
   })
 
   it('keeps events queued while the edge is unreachable', async () => {

@@ -10,6 +10,8 @@ export const JSON_LIMITS = {
   root: 32 * 1024,
   plan: 4 * 1024 * 1024,
   prefetch: 4 * 1024 * 1024,
+  /** A telemetry receipt is a few counters. */
+  receipt: 4 * 1024,
   /** Error bodies are only read for their problem detail. */
   error: 16 * 1024,
 } as const

@@ -42,6 +42,7 @@ export const telemetryRouter = new Hono<AppEnv>().post('/', async (c) => {
     region,
     accepted: result.status === 'accepted' ? result.accepted : 0,
     duplicate: result.status === 'replay',
+    ...(result.status === 'replay' ? { lastSeq: result.lastSeq } : {}),
   }
   console.log(JSON.stringify({ level: 'info', msg: 'telemetry', ...receipt }))
   return c.json(receipt, 202)

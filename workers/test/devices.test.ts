@@ -293,7 +293,7 @@ describe('device credentials on reports', () => {
       batchOf('invented-client-2', 0, ['app-x']),
       me.credential,
     )
-    expect(await again.json()).toMatchObject({ accepted: 0, duplicate: true })
+    expect(await again.json()).toMatchObject({ accepted: 0, duplicate: true, lastSeq: 0 })
     for (let i = 0; i < 5; i++) {
       const res = await postDeviceTelemetry(
         'dev-one',
