@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { type Command, InvalidArgumentError } from 'commander'
 import { DeltaFormatError } from '../../delta/errors.ts'
@@ -8,6 +9,7 @@ import {
   type DeltaMethodId,
   type StreamDeltaMethod,
 } from '../../delta/index.ts'
+import { Sha256Hex } from '../../schemas/common.ts'
 import {
   APPLY_BYTES_PER_EXPANDED_BYTE,
   APPLY_FIXED_BYTES,
@@ -47,6 +49,17 @@ function parseMiB(value: string): number {
   if (!/^\d{1,4}$/.test(value) || Number(value) < 1 || Number(value) > 2047)
     throw new InvalidArgumentError('a whole number of MiB from 1 to 2047')
   return Number(value) * 2 ** 20
+}
+
+interface ApplyOptions {
+  maxMemory?: number
+  sha256?: string
+}
+
+function parseSha256(value: string): string {
+  const parsed = Sha256Hex.safeParse(value.toLowerCase())
+  if (!parsed.success) throw new InvalidArgumentError('64 hex digits')
+  return parsed.data
 }
 
 function parseMemoryMiB(value: string): number {
@@ -152,13 +165,19 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
       '--stream',
       `window by window, for files larger than memory (automatic above ${IN_MEMORY_MAX / 2 ** 30} GiB; vcdiff or approx)`,
     )
-    .option('--source-window <MiB>', 'source bytes matched per window when streaming (default 32)', parseMiB)
+    .option(
+      '--source-window <MiB>',
+      'source bytes matched per window when streaming (default 32; implies --stream)',
+      parseMiB,
+    )
     .action((sourcePath: string, targetPath: string, out: string, options: MakeOptions) =>
       removingTempsOnStop(async () => {
         await refuseOutputOverInput(out, { source: sourcePath, target: targetPath })
         const methods = options.method
         const sizes = await Promise.all([regularFileSize(sourcePath), regularFileSize(targetPath)])
-        if (options.stream || sizes.some((size) => size > IN_MEMORY_MAX)) {
+        // A source window only means something window by window: asking for one asks for streaming.
+        const stream = options.stream || options.sourceWindow !== undefined
+        if (stream || sizes.some((size) => size > IN_MEMORY_MAX)) {
           await makeStreaming(sourcePath, targetPath, out, methods, options.sourceWindow, reporter())
           return
         }
@@ -203,19 +222,43 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
       "memory an archive rebuild may use (default and upper bound: what this machine's memory allows)",
       parseMemoryMiB,
     )
-    .action((sourcePath: string, deltaPath: string, out: string, options: { maxMemory?: number }) =>
+    .option(
+      '--sha256 <hex>',
+      "the target's sha256: out appears only if the rebuilt bytes have it (a VCDIFF delta made without checksums, xdelta3 -n, carries nothing else to check)",
+      parseSha256,
+    )
+    .action((sourcePath: string, deltaPath: string, out: string, options: ApplyOptions) =>
       removingTempsOnStop(async () => {
         await refuseOutputOverInput(out, { source: sourcePath, delta: deltaPath })
         const source = await openFileReader(sourcePath)
         const sink = await openAtomicFileSink(out)
+        const hash = createHash('sha256')
         try {
-          const method = await applyDeltaStream(source, fileSource(deltaPath), sink, {
-            deflateEngine: nativeDeflateEngine,
-            // As in an update: an archive that cannot fit in this machine's memory is refused up front.
-            archive: deviceArchiveLimits(options.maxMemory),
-          })
+          const method = await applyDeltaStream(
+            source,
+            fileSource(deltaPath),
+            {
+              write: (chunk) => {
+                hash.update(chunk)
+                return sink.write(chunk)
+              },
+            },
+            {
+              deflateEngine: nativeDeflateEngine,
+              // As in an update: an archive that cannot fit in this machine's memory is refused up front.
+              archive: deviceArchiveLimits(options.maxMemory),
+            },
+          )
+          const actual = hash.digest('hex')
+          if (options.sha256 !== undefined && actual !== options.sha256)
+            throw new AgentError(
+              'integrity-mismatch',
+              `the rebuilt bytes hash to ${actual}, not --sha256 ${options.sha256}: the wrong source for this delta, or a damaged one`,
+            )
           await sink.commit()
-          reporter().result(`${out}: rebuilt via ${method}`, { apply: { path: out, method } })
+          reporter().result(`${out}: rebuilt via ${method}, sha256 ${actual}`, {
+            apply: { path: out, method, sha256: actual },
+          })
         } catch (error) {
           await sink.discard()
           if (error instanceof DeltaFormatError && error.code === 'archive-limit')

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdtemp, readdir, readFile, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -142,8 +143,67 @@ describe('deltaport delta make --stream --method', () => {
       expect(await methodOf(['--method', 'vcdiff,approx,archive', a, b])).toBe(expected)
       expect(await methodOf(['--method', 'approx,vcdiff', a, b])).toBe(expected)
     }
+    // A source window asks for streaming; it is not dropped for an in-memory make.
+    const windowed = await cli([
+      '--json',
+      'delta',
+      'make',
+      '--source-window',
+      '1',
+      'sm-a.bin',
+      'sm-b.bin',
+      'sm.delta',
+    ])
+    expect(JSON.parse(windowed.stdout).delta.streamed).toBe(true)
     // One byte method named is that method, whatever the files.
     expect(await methodOf(['--method', 'vcdiff', 'sm-elf-a', 'sm-elf-b'])).toBe('vcdiff')
     expect(await methodOf(['--method', 'archive,approx', 'sm-a.bin', 'sm-b.bin'])).toBe('approx')
+  })
+})
+
+describe('deltaport delta apply --sha256', () => {
+  it('refuses, leaving no output, what a checksum-less VCDIFF delta rebuilds from the wrong source', async () => {
+    const a = await writeArtifact(dir, 'sum-a.bin', 100_000)
+    const b = Buffer.concat([a.bytes.subarray(0, 50_000), Buffer.from('edit'), a.bytes.subarray(50_000)])
+    await writeFile(join(dir, 'sum-b.bin'), b)
+    // Another file of the same length: nothing in an `xdelta3 -n` delta can tell it from the source.
+    const other = Buffer.from(a.bytes)
+    other[10] = (other[10] ?? 0) ^ 0xff
+    await writeFile(join(dir, 'sum-other.bin'), other)
+    await run('xdelta3', ['-e', '-n', '-S', 'none', '-f', '-s', 'sum-a.bin', 'sum-b.bin', 'sum.vcdiff'], {
+      cwd: dir,
+    })
+    const sha256 = createHash('sha256').update(b).digest('hex')
+    const refused = await cli([
+      'delta',
+      'apply',
+      '--sha256',
+      sha256,
+      'sum-other.bin',
+      'sum.vcdiff',
+      'sum.out',
+    ])
+    expect(refused.code).toBe(8)
+    expect(refused.stderr).toContain(`not --sha256 ${sha256}`)
+    expect((await readdir(dir)).filter((e) => e.includes('sum.out'))).toEqual([])
+    // Without --sha256 the same apply "succeeds": the format has nothing to check.
+    const unchecked = await cli(['--json', 'delta', 'apply', 'sum-other.bin', 'sum.vcdiff', 'sum.out'])
+    expect(unchecked.code).toBe(0)
+    expect(JSON.parse(unchecked.stdout).apply.sha256).not.toBe(sha256)
+    // The right source with the hash (upper case accepted): rebuilt and reported.
+    const applied = await cli([
+      '--json',
+      'delta',
+      'apply',
+      '--sha256',
+      sha256.toUpperCase(),
+      'sum-a.bin',
+      'sum.vcdiff',
+      'sum.out',
+    ])
+    expect(applied.code).toBe(0)
+    expect(JSON.parse(applied.stdout).apply).toMatchObject({ method: 'vcdiff', sha256 })
+    expect(Buffer.compare(await readFile(join(dir, 'sum.out')), b)).toBe(0)
+    expect((await cli(['delta', 'apply', '--sha256', 'xyz', 'sum-a.bin', 'sum.vcdiff', 'x'])).code).toBe(2)
   })
 })
