@@ -38,6 +38,12 @@ export async function openFileReader(path: string): Promise<RandomAccessReader &
       if (bytesRead === 0) break
       done += bytesRead
     }
+    // The codec was told `size`: a file that ends before it shrank while being read (rewritten in place,
+    // truncated), and what it was matching or rebuilding from is gone.
+    if (done < Math.min(into.length, size - offset))
+      throw new AgentError('io', `${path} changed while it was read: it ends before its ${size} bytes`, {
+        path,
+      })
     return done
   }
   return {
