@@ -89,6 +89,27 @@ function signLikeTheEdge(
   return `${body}.${createHmac('sha256', key).update(body).digest('base64url')}`
 }
 
+/**
+ * Stores, in place of the device's credential, the same device's as the edge would have signed it two
+ * days ago with one day to live: expired for real. Returns it and when it was issued (epoch seconds).
+ */
+async function storeExpiredCredential(
+  store: DeviceCredentialStore,
+  stored: StoredDeviceCredential,
+): Promise<{ expired: string; issuedAt: number }> {
+  const issuedAt = Math.floor(Date.now() / 1000) - 2 * 86_400
+  const expired = signLikeTheEdge(stored.deviceId, stored.codeId, issuedAt, issuedAt + 86_400)
+  await writeFile(
+    store.credentialPath,
+    JSON.stringify({
+      ...stored,
+      credential: expired,
+      expiresAt: new Date((issuedAt + 86_400) * 1000).toISOString(),
+    }),
+  )
+  return { expired, issuedAt }
+}
+
 /** The edge's record of one device (operator view). */
 async function edgeRecordOf(deviceId: string, codeId: string): Promise<DeviceInfo | undefined> {
   const page = await listDevices(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN, { code: codeId })
@@ -512,17 +533,7 @@ describe('proactive renewal', () => {
     await flushTelemetry(queue, suite.edge.url, { fetchImpl: deviceFetch(device) })
     const store = new DeviceCredentialStore(device.installRoot)
     const first = StoredDeviceCredential.parse(await store.read())
-    // The same device's credential as the edge would have signed it two days ago: expired for real.
-    const issuedAt = Math.floor(Date.now() / 1000) - 2 * 86_400
-    const expired = signLikeTheEdge(first.deviceId, first.codeId, issuedAt, issuedAt + 86_400)
-    await writeFile(
-      store.credentialPath,
-      JSON.stringify({
-        ...first,
-        credential: expired,
-        expiresAt: new Date((issuedAt + 86_400) * 1000).toISOString(),
-      }),
-    )
+    const { expired } = await storeExpiredCredential(store, first)
     const refused = await fetch(`${suite.edge.url}/v1/prefetch?client=renew-expired-01`, {
       headers: { authorization: `Device ${expired}` },
     })
@@ -556,16 +567,7 @@ describe('a renewal that does not get through', () => {
     const first = StoredDeviceCredential.parse(await store.read())
     // Expired by the edge's clock, while the device's clock (stuck two days back, no RTC) thinks it
     // fresh: the edge's 401 is the first the agent hears of it.
-    const issuedAt = Math.floor(Date.now() / 1000) - 2 * 86_400
-    const expired = signLikeTheEdge(first.deviceId, first.codeId, issuedAt, issuedAt + 86_400)
-    await writeFile(
-      store.credentialPath,
-      JSON.stringify({
-        ...first,
-        credential: expired,
-        expiresAt: new Date((issuedAt + 86_400) * 1000).toISOString(),
-      }),
-    )
+    const { issuedAt } = await storeExpiredCredential(store, first)
     let now = issuedAt * 1000 + 60_000
     setDeviceSessionClock(() => now)
     forgetDeviceSessions()
@@ -584,14 +586,7 @@ describe('a renewal that does not get through', () => {
     expect(StoredDeviceCredential.parse(await store.read()).deviceId).toBe(first.deviceId)
 
     // The same after a restart: the credential the edge refused is still on disk to be renewed.
-    await writeFile(
-      store.credentialPath,
-      JSON.stringify({
-        ...first,
-        credential: expired,
-        expiresAt: new Date((issuedAt + 86_400) * 1000).toISOString(),
-      }),
-    )
+    await storeExpiredCredential(store, first)
     forgetDeviceSessions()
     down = true
     await queueOneEvent(device)
