@@ -117,7 +117,12 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       const published = await publishArtifact({
         edgeUrl: config.edgeUrl,
         token,
-        deltas: deltas.map(({ from, method, bytes }) => ({ from, method, bytes })),
+        deltas: deltas.map(({ from, method, bytes, targetSha256 }) => ({
+          from,
+          method,
+          bytes,
+          targetSha256,
+        })),
         keyFile,
         file,
         name: options.name,

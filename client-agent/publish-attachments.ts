@@ -7,8 +7,15 @@ import { hashFile } from './download.ts'
 import type { EdgeClient } from './edge-client.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 
-/** A delta to publish with a version: its bytes in memory or in a file (raw, unframed). */
-export type DeltaInput = { from: string; method: DeltaMethod } & ({ bytes: Uint8Array } | { path: string })
+/**
+ * A delta to publish with a version: its bytes in memory or in a file (raw, unframed). `targetSha256`,
+ * when known, is the sha256 of the artifact the delta was made to produce: the publish refuses the
+ * delta if the artifact file no longer hashes to it (it was rewritten after the deltas were built).
+ */
+export type DeltaInput = { from: string; method: DeltaMethod; targetSha256?: string } & (
+  | { bytes: Uint8Array }
+  | { path: string }
+)
 
 /** What the manifest lists about a delta, plus how to read its bytes for the upload. */
 export interface PreparedDelta {
@@ -33,12 +40,40 @@ export async function prepareDelta(input: DeltaInput): Promise<PreparedDelta> {
   }
 }
 
-/** The artifact's content-defined chunk index (streamed, bounded memory), encoded and described. */
-export async function prepareChunkIndex(file: string): Promise<{ ref: ChunkIndexRef; bytes: Uint8Array }> {
-  const index = await buildChunkIndex(createReadStream(file) as AsyncIterable<Uint8Array>)
-  const bytes = encodeChunkIndex(index)
-  const sha256 = createHash('sha256').update(bytes).digest('hex')
-  return { ref: { size: bytes.length, sha256, chunkCount: index.chunks.length }, bytes }
+/** What one read of the artifact file gives: the sha256 and length of the bytes read, and the chunk index. */
+export interface ArtifactRead {
+  sha256: string
+  length: number
+  chunks: { ref: ChunkIndexRef; bytes: Uint8Array } | null
+}
+
+/**
+ * Reads the artifact once, streaming: its sha256 and, when `withChunkIndex`, its content-defined chunk
+ * index (bounded memory), encoded and described, come from the same bytes, so a manifest cannot sign
+ * one state of a file being rewritten and describe the chunks of another.
+ */
+export async function readArtifact(file: string, withChunkIndex: boolean): Promise<ArtifactRead> {
+  const hash = createHash('sha256')
+  let length = 0
+  async function* hashed(): AsyncIterable<Uint8Array> {
+    for await (const chunk of createReadStream(file) as AsyncIterable<Uint8Array>) {
+      hash.update(chunk)
+      length += chunk.length
+      yield chunk
+    }
+  }
+  let chunks: ArtifactRead['chunks'] = null
+  if (withChunkIndex) {
+    const index = await buildChunkIndex(hashed())
+    const bytes = encodeChunkIndex(index)
+    const sha256 = createHash('sha256').update(bytes).digest('hex')
+    chunks = { ref: { size: bytes.length, sha256, chunkCount: index.chunks.length }, bytes }
+  } else {
+    for await (const _ of hashed()) {
+      // Hashing only.
+    }
+  }
+  return { sha256: hash.digest('hex'), length, chunks }
 }
 
 /**

@@ -9,7 +9,13 @@ import { alreadyPublished } from './publish.ts'
 import type { DeltaInput } from './publish-attachments.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 
-export type BuiltDelta = DeltaInput & { bytes: Uint8Array; size: number; targetSize: number }
+/** `targetSha256`: of the file as the deltas were built; publishArtifact refuses them for other bytes. */
+export type BuiltDelta = DeltaInput & {
+  bytes: Uint8Array
+  size: number
+  targetSize: number
+  targetSha256: string
+}
 
 /** How many previous versions to build deltas from: the edge's runtime config, unless overridden. */
 export async function deltasFromLastN(
@@ -63,6 +69,7 @@ export async function buildDeltasFromPrevious(
     .sort((a, b) => b.serial - a.serial)
     .slice(0, count)
   const target = await readFile(file)
+  const targetSha256 = createHash('sha256').update(target).digest('hex')
   const built: BuiltDelta[] = []
   for (const entry of previous) {
     const response = await edge.request(`${artifactPath(name, entry.version)}/blob`)
@@ -82,6 +89,7 @@ export async function buildDeltasFromPrevious(
       bytes: made.delta,
       size: made.delta.length,
       targetSize: target.length,
+      targetSha256,
     })
   }
   return built

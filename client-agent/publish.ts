@@ -1,6 +1,5 @@
-import { createReadStream } from 'node:fs'
-import { open, readFile } from 'node:fs/promises'
-import { Readable } from 'node:stream'
+import { createHash } from 'node:crypto'
+import { type FileHandle, open, readFile } from 'node:fs/promises'
 import { z } from 'zod'
 import type { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { base64Bytes } from '../schemas/base64.ts'
@@ -14,11 +13,10 @@ import {
   UploadedPart,
 } from '../schemas/publish.ts'
 import { keyIdOf } from '../schemas/signed-envelope.ts'
-import { hashFile } from './download.ts'
 import { artifactPath, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { regularFileSize } from './fs/file-io.ts'
-import { type DeltaInput, prepareChunkIndex, prepareDelta, uploadAttachments } from './publish-attachments.ts'
+import { type DeltaInput, prepareDelta, readArtifact, uploadAttachments } from './publish-attachments.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 
@@ -85,10 +83,15 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
     throw alreadyPublished(request.name, request.version)
   }
   const size = await regularFileSize(request.file)
-  const sha256 = await hashFile(request.file)
+  // One read gives the sha256 the manifest signs and the chunk index it lists: both describe the same bytes.
+  const read = await readArtifact(request.file, request.chunkIndex !== false)
+  if (read.length !== size) throw changedWhilePublishing(request.file)
+  const { sha256, chunks } = read
+  // Deltas are built from the file before this: ones made for other bytes would not rebuild the signed ones.
+  if ((request.deltas ?? []).some((d) => d.targetSha256 !== undefined && d.targetSha256 !== sha256))
+    throw changedWhilePublishing(request.file)
   const serial = (index?.latestSerial ?? 0) + 1
   const deltas = await Promise.all((request.deltas ?? []).map(prepareDelta))
-  const chunks = request.chunkIndex === false ? null : await prepareChunkIndex(request.file)
   const now = new Date()
   const manifest: ArtifactManifest = {
     schemaVersion: 1,
@@ -120,8 +123,8 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
   await uploadAttachments(edge, base, auth, deltas, chunks?.bytes ?? null)
   const response =
     size <= plan.maxSinglePutBytes
-      ? await putWhole(edge, `${base}/blob`, auth, request, size)
-      : await putMultipart(edge, base, auth, request, size, plan.partBytes)
+      ? await putWhole(edge, `${base}/blob`, auth, request, size, sha256)
+      : await putMultipart(edge, base, auth, request, size, sha256, plan.partBytes)
   if (response.status !== 201)
     throw await errorFromResponse(response, `uploading ${request.name}@${request.version}`)
   const published = PublishedSchema.parse(await response.json())
@@ -159,70 +162,174 @@ async function publishedIndex(edge: EdgeClient, name: string): Promise<ArtifactI
   return edge.index(name)
 }
 
+/**
+ * The file changed after publish read it: the bytes it would upload are not the ones it signed. Nothing is
+ * published (the edge verifies the sha256) and the version is left free, so running the publish again
+ * once the file is final goes through at once.
+ */
+function changedWhilePublishing(file: string): AgentError {
+  return new AgentError(
+    'integrity-mismatch',
+    `${file} changed while it was being published (its bytes no longer match the sha256 signed at the start); nothing was published: run the publish again once the file is final`,
+    { path: file },
+  )
+}
+
+/** Bytes read per step of a single-PUT upload. */
+const UPLOAD_CHUNK_BYTES = 1024 * 1024
+
+/**
+ * `length` bytes of the file from `offset`, zero-filled past its end: an upload always sends exactly the
+ * Content-Length it announced. A file that shrank then gives bytes that fail the sha256 check, which the
+ * edge answers with a clean refusal that frees the version; a body cut short would instead break the
+ * connection and leave the staged publish holding the version until it counts as abandoned.
+ */
+async function readAt(file: FileHandle, offset: number, length: number): Promise<Uint8Array> {
+  const buffer = new Uint8Array(length)
+  let filled = 0
+  while (filled < length) {
+    const { bytesRead } = await file.read(buffer, filled, length - filled, offset + filled)
+    if (bytesRead === 0) break
+    filled += bytesRead
+  }
+  return buffer
+}
+
+/**
+ * The single-PUT upload: exactly `size` bytes from the start of the file (what was hashed and signed,
+ * unless the file changed since), hashed as they go. If the edge refuses them and they were not the
+ * signed bytes, the file changed: said in those words rather than as the edge's sha256 mismatch.
+ */
 async function putWhole(
   edge: EdgeClient,
   path: string,
   auth: Record<string, string>,
   request: PublishRequest,
   size: number,
-) {
+  sha256: string,
+): Promise<Response> {
+  const file = await open(request.file, 'r')
+  const hash = createHash('sha256')
   let sent = 0
-  const counted = Readable.toWeb(createReadStream(request.file)).pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, controller) {
-        sent += chunk.length
-        request.onProgress?.(sent, size)
-        controller.enqueue(chunk)
+  const body = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          if (sent >= size) {
+            controller.close()
+            return
+          }
+          const chunk = await readAt(file, sent, Math.min(UPLOAD_CHUNK_BYTES, size - sent))
+          hash.update(chunk)
+          sent += chunk.length
+          request.onProgress?.(sent, size)
+          controller.enqueue(chunk)
+        } catch (error) {
+          controller.error(error)
+        }
       },
-    }),
+      // Nothing is read ahead of the request taking it.
+    },
+    { highWaterMark: 0 },
   )
-  return edge.request(path, {
-    method: 'PUT',
-    headers: { ...auth, 'content-length': String(size), 'content-type': 'application/octet-stream' },
-    body: counted,
-    duplex: 'half',
-  } as RequestInit)
+  try {
+    const response = await edge.request(path, {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': String(size), 'content-type': 'application/octet-stream' },
+      body,
+      duplex: 'half',
+    } as RequestInit)
+    if (response.status !== 201 && sent === size && hash.digest('hex') !== sha256) {
+      await response.body?.cancel().catch(() => undefined)
+      throw changedWhilePublishing(request.file)
+    }
+    return response
+  } finally {
+    await file.close()
+  }
 }
 
+/**
+ * The multipart upload: parts of exactly the planned sizes, hashed as they go. Bytes that are not the
+ * signed ones (the file changed) are never completed: the upload is aborted, which frees the version.
+ * So is an upload stopped by SIGINT or SIGTERM (Ctrl-C): without that, the staged publish would hold
+ * the version until it counts as abandoned (30 minutes, ADR 0022) and running the publish again would
+ * get 409. The process then ends by the same signal, as it would have.
+ */
 async function putMultipart(
   edge: EdgeClient,
   base: string,
   auth: Record<string, string>,
   request: PublishRequest,
   size: number,
+  sha256: string,
   partBytes: number,
 ): Promise<Response> {
   const created = await edge.request(`${base}/uploads`, { method: 'POST', headers: auth })
   if (created.status !== 201) throw await errorFromResponse(created, 'starting multipart upload')
   const { uploadId } = z.object({ uploadId: z.string() }).parse(await created.json())
   const uploadPath = `${base}/uploads/${encodeURIComponent(uploadId)}`
+  const stop = stoppedBySignal()
   const file = await open(request.file, 'r')
   try {
     const parts: UploadedPart[] = []
+    const hash = createHash('sha256')
     for (let offset = 0, partNumber = 1; offset < size; offset += partBytes, partNumber++) {
       const length = Math.min(partBytes, size - offset)
-      const buffer = new Uint8Array(length)
-      await file.read(buffer, 0, length, offset)
+      const buffer = await readAt(file, offset, length)
+      hash.update(buffer)
+      stop.signal.throwIfAborted()
       const response = await edge.request(`${uploadPath}/parts/${partNumber}`, {
         method: 'PUT',
-        headers: { ...auth, 'content-length': String(length) },
+        // fetch sets Content-Length for byte bodies (undici refuses a hand-set one next to them).
+        headers: auth,
         body: buffer,
+        signal: stop.signal,
       })
       if (!response.ok) throw await errorFromResponse(response, `uploading part ${partNumber}`)
       parts.push(UploadedPart.parse(await response.json()))
       request.onProgress?.(offset + length, size)
     }
+    if (hash.digest('hex') !== sha256) throw changedWhilePublishing(request.file)
+    stop.signal.throwIfAborted()
     return await edge.request(`${uploadPath}/complete`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
       body: JSON.stringify({ parts }),
     })
   } catch (error) {
-    // Leave nothing half-uploaded at the edge.
-    await edge.request(uploadPath, { method: 'DELETE', headers: auth }).catch(() => undefined)
+    // Leave nothing half-uploaded at the edge; aborting the upload also frees the version.
+    await edge
+      .request(uploadPath, { method: 'DELETE', headers: auth, signal: AbortSignal.timeout(10_000) })
+      .catch(() => undefined)
     throw error
   } finally {
     await file.close()
+    await stop.release()
+  }
+}
+
+/** SIGINT and SIGTERM taken over while `release` is not called: they abort `signal` instead. */
+function stoppedBySignal(): { signal: AbortSignal; release(): Promise<void> } {
+  const controller = new AbortController()
+  let received: NodeJS.Signals | undefined
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((name) => {
+    const handler = () => {
+      received ??= name
+      controller.abort(new AgentError('network', `stopped by ${name}`))
+    }
+    process.on(name, handler)
+    return [name, handler] as const
+  })
+  return {
+    signal: controller.signal,
+    async release() {
+      for (const [name, handler] of handlers) process.off(name, handler)
+      if (received === undefined) return
+      // Ends the process as the signal would have (exit by SIGINT or SIGTERM), the cleanup done.
+      process.kill(process.pid, received)
+      await new Promise((resolve) => setTimeout(resolve, 1000))
+    },
   }
 }
 

@@ -26,6 +26,11 @@ export interface ResignRequest {
  * What the edge serves is verified first (by the signing key or a key the config trusts): the edge is
  * not trusted with integrity, and re-signing whatever it sends would let a tampered manifest acquire a
  * fresh, valid signature. The edge in turn refuses a change to anything but `expires`.
+ *
+ * One version is re-signed as asked. The batch form (no version, run from cron) re-signs each version
+ * expiring within `withinDays` whose expiry the new one extends (never shortening one that already
+ * outlives it), and a version it may not vouch for does not stop the others: it is left as it is and
+ * named in the untrusted-manifest error raised once the others are done, so the job still fails.
  */
 export async function resignManifests(request: ResignRequest): Promise<ManifestResigned[]> {
   const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
@@ -38,14 +43,21 @@ export async function resignManifests(request: ResignRequest): Promise<ManifestR
   const horizon = now.getTime() + request.withinDays * 86_400_000
   const expires = new Date(now.getTime() + request.expiresInDays * 86_400_000).toISOString()
   const done: ManifestResigned[] = []
+  const refused: string[] = []
   for (const version of versions) {
     const published = await edge.manifest(request.name, version)
-    if (!request.version && Date.parse(published.signed.expires) > horizon) continue
-    if (!(await verifyEnvelope(published, trusted)))
+    const current = Date.parse(published.signed.expires)
+    if (!request.version && (current > horizon || current >= Date.parse(expires))) continue
+    if (!(await verifyEnvelope(published, trusted))) {
+      if (!request.version) {
+        refused.push(version)
+        continue
+      }
       throw new AgentError(
         'untrusted-manifest',
         `${request.name}@${version} as the edge serves it is not signed by this key or a trusted one; refusing to re-sign it`,
       )
+    }
     const envelope = await signManifest({ ...published.signed, expires }, keys)
     const response = await edge.request(
       `/v1/publish/${encodeURIComponent(request.name)}/${version}/manifest`,
@@ -60,6 +72,15 @@ export async function resignManifests(request: ResignRequest): Promise<ManifestR
     const parsed = ManifestResigned.safeParse(await response.json())
     if (!parsed.success) throw new AgentError('edge-rejected', 'the edge sent a malformed re-sign result')
     done.push(parsed.data)
+  }
+  if (refused.length > 0) {
+    const names = refused.map((v) => `${request.name}@${v}`).join(', ')
+    const others = done.map((r) => r.version).join(', ')
+    throw new AgentError(
+      'untrusted-manifest',
+      `not re-signed, as the edge serves them not signed by this key or a trusted one: ${names} (re-signed ${done.length} other manifest(s)${others ? `: ${others}` : ''})`,
+      { refused, resigned: done },
+    )
   }
   return done
 }

@@ -20,7 +20,7 @@ export function registerResignCommand(
     .option('--expires-days <days>', 'new manifest lifetime in days from now', parseDays, 90)
     .option(
       '--within <days>',
-      'without @version: re-sign those expiring within this many days',
+      'without @version: re-sign those expiring within this many days (never shortening one)',
       parseDays,
       30,
     )
@@ -46,7 +46,7 @@ export function registerResignCommand(
         out.info(`${r.name}@${r.version}: expires ${r.expires} (was ${r.previousExpires})`)
       out.result(
         resigned.length === 0
-          ? `${name}: no manifest expires within ${options.within} days`
+          ? `${name}: no manifest expires within ${options.within} days and before the ${options.expiresDays} days a re-sign would give`
           : `${name}: re-signed ${resigned.length} manifest(s)`,
         { resigned },
       )

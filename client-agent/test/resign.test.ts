@@ -3,8 +3,10 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
+import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { installArtifact } from '../install.ts'
+import { publishArtifact } from '../publish.ts'
 import { resignManifests } from '../resign.ts'
 import { generateKeyPair } from '../signing.ts'
 import { writeArtifact } from './fixtures.ts'
@@ -77,5 +79,63 @@ describe('re-signing published manifests', () => {
     )
     const [resigned] = JSON.parse(one.stdout).resigned as Array<{ expires: string }>
     expect(Date.parse(resigned?.expires ?? '')).toBeGreaterThan(inDays(499).getTime())
+  })
+
+  it('in the batch form, a version it may not vouch for does not stop the others being re-signed', async () => {
+    // 1.0.0 was signed by a former maintainer no longer trusted; 1.1.0 expires as soon and is ours.
+    const formerKey = join(suite.ws.dir, 'former.key.json')
+    await writeFile(formerKey, JSON.stringify(await generateKeyPair()))
+    const old = await writeArtifact(suite.ws.dir, 'mixed-1.0.0.bin', 2_000)
+    await publishArtifact({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      keyFile: formerKey,
+      file: old.path,
+      name: 'mixed',
+      version: '1.0.0',
+      expiresInDays: 5,
+    })
+    await publish('mixed', '1.1.0', 5)
+    const base = { edgeUrl: suite.edge.url, token: TEST_TOKEN, name: 'mixed', trustedKeys: [] }
+    const refused = await resignManifests({
+      ...base,
+      keyFile: suite.ws.keyFile,
+      withinDays: 30,
+      expiresInDays: 90,
+    }).catch((e: unknown) => e)
+    // Still a failure (a cron job must notice), naming what was refused and what was done.
+    expect(refused).toBeInstanceOf(AgentError)
+    expect((refused as AgentError).code).toBe('untrusted-manifest')
+    expect((refused as AgentError).message).toContain('mixed@1.0.0')
+    expect((refused as AgentError).details).toMatchObject({
+      refused: ['1.0.0'],
+      resigned: [{ version: '1.1.0' }],
+    })
+    const edge = new EdgeClient(suite.edge.url)
+    expect(Date.parse((await edge.manifest('mixed', '1.1.0')).signed.expires)).toBeGreaterThan(
+      inDays(89).getTime(),
+    )
+    expect(Date.parse((await edge.manifest('mixed', '1.0.0')).signed.expires)).toBeLessThan(
+      inDays(6).getTime(),
+    )
+  })
+
+  it('in the batch form, never moves an expiry earlier (--expires-days below --within)', async () => {
+    await publish('short', '1.0.0', 3)
+    await publish('short', '1.1.0', 25)
+    const done = await resignManifests({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      name: 'short',
+      keyFile: suite.ws.keyFile,
+      trustedKeys: [],
+      withinDays: 30,
+      expiresInDays: 10,
+    })
+    expect(done.map((r) => r.version)).toEqual(['1.0.0'])
+    const edge = new EdgeClient(suite.edge.url)
+    expect(Date.parse((await edge.manifest('short', '1.1.0')).signed.expires)).toBeGreaterThan(
+      inDays(24).getTime(),
+    )
   })
 })

@@ -173,7 +173,7 @@ export const publishRouter = new Hono<AppEnv>()
   })
   .put('/:name/:version/uploads/:uploadId/parts/:part', valid('param', PartParam), async (c) => {
     const { name, version, uploadId, part } = c.req.valid('param')
-    await requirePending(c.env.ARTIFACTS, name, version)
+    const pending = await requirePending(c.env.ARTIFACTS, name, version)
     const length = contentLength(c.req.header('content-length'))
     if (length > MAX_PART_BYTES)
       throw new Problem(413, 'payload-too-large', `parts are at most ${MAX_PART_BYTES} bytes`)
@@ -181,6 +181,7 @@ export const publishRouter = new Hono<AppEnv>()
     if (!body || length === 0) throw new Problem(400, 'bad-request', 'a part needs a body')
     const target = parseUploadToken(name, version, uploadId)
     if (!target) throw new Problem(409, 'conflict', `no such upload of ${name}@${version}`)
+    await assertUploadOfStaged(target.attempt, pending)
     const upload = c.env.ARTIFACTS.resumeMultipartUpload(target.key, target.uploadId)
     try {
       const uploaded = await upload.uploadPart(part, body)
@@ -202,6 +203,8 @@ export const publishRouter = new Hono<AppEnv>()
       await assertAttachmentsStored(c.env.ARTIFACTS, manifest)
       const target = parseUploadToken(name, version, uploadId)
       if (!target) throw new Problem(409, 'conflict', `no such upload of ${name}@${version}`)
+      // Checked against (and on a mismatch discarding) the staged manifest it was started for only.
+      await assertUploadOfStaged(target.attempt, pending)
       const upload = c.env.ARTIFACTS.resumeMultipartUpload(target.key, target.uploadId)
       try {
         await upload.complete(c.req.valid('json').parts)
@@ -240,6 +243,22 @@ export const publishRouter = new Hono<AppEnv>()
     await discardPending(c.env.ARTIFACTS, name, version, (raw) => attemptBelongsTo(target.attempt, raw))
     return c.body(null, 204)
   })
+
+/**
+ * 409 unless the upload of `attempt` was started for the manifest staged now. Another attempt may have
+ * taken the version over since (ADR 0022): the upload's bytes were never meant for that attempt's
+ * manifest, and a verification failure against it would drop that attempt's staged publish, which only
+ * its own uploads may do.
+ */
+async function assertUploadOfStaged(attempt: string, pending: StoredManifest): Promise<void> {
+  if (await attemptBelongsTo(attempt, pending.raw)) return
+  const { name, version, serial } = pending.envelope.signed
+  throw new Problem(
+    409,
+    'conflict',
+    `this upload belongs to another publish attempt of ${name}@${version}, replaced since by the one staged now (serial ${serial}); nothing of it is used: start the publish again`,
+  )
+}
 
 /**
  * Commits a verified version. A manifest the index refuses for good (its serial was overtaken while it

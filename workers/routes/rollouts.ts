@@ -1,5 +1,6 @@
 import type { Context } from 'hono'
 import { Hono } from 'hono'
+import { lt as semverLess } from 'semver'
 import { z } from 'zod'
 import { type RolloutResult, rolloutCoordinator } from '../../durable-objects/rollout-coordinator.ts'
 import { type ArtifactIndex, channelHead, versionEntry } from '../../schemas/artifact-index.ts'
@@ -168,6 +169,9 @@ export const rolloutsRouter = new Hono<AppEnv>()
  * A rollout admits devices to a version they must then be able to install: not a yanked one (agents
  * refuse it, `yanked`), and not one signed before the channel's head (devices that run the head refuse
  * a lower serial as a rollback). Either would only turn every admitted device into a failure report.
+ * Nor one older than the head, even signed after it (a backport): devices would take it, so admitted
+ * devices running the head would be moved down, the one thing a channel never does by publishing, and
+ * once they have seen its serial they would refuse the head again as a rollback, stranded below it.
  */
 function assertDevicesWouldTake(index: ArtifactIndex, channel: string, manifest: ArtifactManifest): void {
   const entry = versionEntry(index, manifest.version)
@@ -184,5 +188,11 @@ function assertDevicesWouldTake(index: ArtifactIndex, channel: string, manifest:
       422,
       'unprocessable',
       `${manifest.name}@${manifest.version} (serial ${manifest.serial}) was signed before the "${channel}" head ${head} (serial ${headSerial}); devices running the head refuse it as a rollback. Publish the fix as a new version and roll that out`,
+    )
+  if (head !== undefined && semverLess(manifest.version, head))
+    throw new Problem(
+      422,
+      'unprocessable',
+      `${manifest.name}@${manifest.version} is older than the "${channel}" head ${head}: devices running the head would be moved down to it, and would then refuse the head (its serial is lower). Roll out a version at least as new as the head, or give the backport a channel of its own`,
     )
 }

@@ -149,6 +149,31 @@ describe('aborting a multipart upload', () => {
   })
 })
 
+describe('completing a multipart upload of an attempt that was taken over', () => {
+  it('is refused and leaves the staged publish of the attempt that took the version over', async () => {
+    // A's CLI stalls half an hour between its last part and the complete; B takes the version over.
+    const bodyA = bytesOf(7000, 15)
+    const bodyB = bytesOf(7000, 16)
+    const a = await envelopeFor('lateparts', '1.0.0', bodyA, { serial: 1 })
+    const b = await envelopeFor('lateparts', '1.0.0', bodyB, { serial: 2 })
+    expect((await startPublish(a)).status).toBe(201)
+    const uploadOfA = await startUpload('lateparts', '1.0.0')
+    const part = await uploadPart('lateparts', '1.0.0', uploadOfA, bodyA)
+    expect(part.status).toBe(200)
+    const later = Date.now() + PENDING_ABANDONED_AFTER_MS + 1000
+    expect(await stagePending(env.ARTIFACTS, b, JSON.stringify(b), later)).toBe('staged')
+    // A's upload was started for A's manifest: it is not checked against B's, nor may it drop B's.
+    const late = await completeUpload('lateparts', '1.0.0', uploadOfA, part)
+    expect(late.status).toBe(409)
+    expect(ProblemDetails.parse(await late.json()).detail).toContain('another publish attempt')
+    expect(await (await env.ARTIFACTS.get(keys.pendingManifest('lateparts', '1.0.0')))?.text()).toBe(
+      JSON.stringify(b),
+    )
+    expect((await putBlob('lateparts', '1.0.0', bodyB)).status).toBe(201)
+    await expectServed('lateparts', '1.0.0', bodyB)
+  })
+})
+
 describe('two attempts with the same bytes and different manifests', () => {
   it('the one that commits second leaves the committed manifest alone', async () => {
     // A re-signed publish (serial 2) takes over an abandoned one (serial 1); both upload the right bytes.

@@ -93,6 +93,19 @@ describe('/v1/rollouts validation', () => {
     expect((await startRollout('ro-old', ONE_STAGE, 'stable')).status).toBe(201)
   })
 
+  it('refuses a version below the channel head even with a higher serial (a backport would downgrade devices)', async () => {
+    await publishSingle('ro-back', '4.17.21', bytesOf(40, 14))
+    // The backport: published after the head (higher serial), so the head stays on 4.17.21.
+    await publishSingle('ro-back', '4.17.15', bytesOf(40, 15), 2)
+    const spec = { ...ONE_STAGE, version: '4.17.15' }
+    const backport = await expectProblem(await startRollout('ro-back', spec, 'stable'), 422)
+    expect(backport.detail).toContain(
+      'ro-back@4.17.15 is older than the "stable" head 4.17.21: devices running the head would be moved down to it',
+    )
+    // The head itself may be rolled out, and so may a newer version.
+    expect((await startRollout('ro-back', { ...ONE_STAGE, version: '4.17.21' }, 'stable')).status).toBe(201)
+  })
+
   it('refuses hostile specs, params, queries and outcomes as 4xx problem+json', async () => {
     await publishSingle('ro-valid', '1.0.0', bytesOf(50, 7))
     const bad = [
