@@ -16,6 +16,7 @@ import { keyIdOf } from '../schemas/signed-envelope.ts'
 import { artifactPath, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { regularFileSize } from './fs/file-io.ts'
+import { abortOnStopSignals } from './fs/stop-signals.ts'
 import { type DeltaInput, prepareDelta, readArtifact, uploadAttachments } from './publish-attachments.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
@@ -269,7 +270,7 @@ async function putMultipart(
   if (created.status !== 201) throw await errorFromResponse(created, 'starting multipart upload')
   const { uploadId } = z.object({ uploadId: z.string() }).parse(await created.json())
   const uploadPath = `${base}/uploads/${encodeURIComponent(uploadId)}`
-  const stop = stoppedBySignal()
+  const stop = abortOnStopSignals()
   const file = await open(request.file, 'r')
   try {
     const parts: UploadedPart[] = []
@@ -306,30 +307,6 @@ async function putMultipart(
   } finally {
     await file.close()
     await stop.release()
-  }
-}
-
-/** SIGINT and SIGTERM taken over while `release` is not called: they abort `signal` instead. */
-function stoppedBySignal(): { signal: AbortSignal; release(): Promise<void> } {
-  const controller = new AbortController()
-  let received: NodeJS.Signals | undefined
-  const handlers = (['SIGINT', 'SIGTERM'] as const).map((name) => {
-    const handler = () => {
-      received ??= name
-      controller.abort(new AgentError('network', `stopped by ${name}`))
-    }
-    process.on(name, handler)
-    return [name, handler] as const
-  })
-  return {
-    signal: controller.signal,
-    async release() {
-      for (const [name, handler] of handlers) process.off(name, handler)
-      if (received === undefined) return
-      // Ends the process as the signal would have (exit by SIGINT or SIGTERM), the cleanup done.
-      process.kill(process.pid, received)
-      await new Promise((resolve) => setTimeout(resolve, 1000))
-    },
   }
 }
 

@@ -1,3 +1,4 @@
+import { AgentError } from '../errors.ts'
 import { removeOpenTempsSync } from './atomic.ts'
 
 /** The shell's convention for a process ended by a signal: 128 + its number. */
@@ -24,5 +25,33 @@ export async function removingTempsOnStop<T>(work: () => Promise<T>): Promise<T>
     return await work()
   } finally {
     for (const [signal, handler] of handlers) process.off(signal, handler)
+  }
+}
+
+/**
+ * For work whose cleanup is itself asynchronous (a multipart publish gives its upload up at the edge):
+ * SIGINT and SIGTERM abort `signal` instead of ending the process, until `release`. Released after a
+ * signal came, it ends the process by that signal, as the signal would have, the cleanup done.
+ */
+export function abortOnStopSignals(): { signal: AbortSignal; release(): Promise<void> } {
+  const controller = new AbortController()
+  let received: NodeJS.Signals | undefined
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((name) => {
+    const handler = () => {
+      received ??= name
+      controller.abort(new AgentError('network', `stopped by ${name}`))
+    }
+    process.on(name, handler)
+    return [name, handler] as const
+  })
+  return {
+    signal: controller.signal,
+    async release() {
+      for (const [name, handler] of handlers) process.off(name, handler)
+      if (received === undefined) return
+      process.kill(process.pid, received)
+      // The default action ends the process; this only keeps the caller from going on meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, 1000))
+    },
   }
 }
