@@ -87,6 +87,22 @@ describe('shard plan', () => {
     expect(p.underReplicated.length).toBeGreaterThan(0)
   })
 
+  it('counts only zones that can hold a replica towards the replication factor', () => {
+    // apac has no replica bucket (capacity 0), eeur was removed (weight 0): a dependency hot enough for
+    // three replicas gets the two zones that can hold one and is not under-replicated for it.
+    const zones: PlanZone[] = [
+      ...ZONES.map((z) => (z.id === 'apac' ? { id: 'apac', capacityBytes: 0, weight: 1 } : z)),
+      { id: 'eeur', capacityBytes: GiB, weight: 0, bucket: 'ZONE_EEUR' },
+    ]
+    const p = plan([dep(1, { weur: 300, wnam: 200, apac: 100 })], null, zones)
+    expect(p.entries[0]!.replicas.sort()).toEqual(['weur', 'wnam'])
+    expect(p.underReplicated).toEqual([])
+    // A blob larger than every zone's room is under-replicated: that is a capacity shortage.
+    const big = plan([dep(2, { weur: 300 }, 2 * GiB)], null, zones)
+    expect(big.entries[0]!.replicas).toEqual([])
+    expect(big.underReplicated).toEqual(['pkg-2@1.0.0'])
+  })
+
   it('moves little when one zone weight changes: only replica sets gaining that zone change', () => {
     const deps = population(600, 1)
     const before = activateAll(plan(deps))

@@ -79,7 +79,7 @@ const WEIGHT_FLOOR = 1e-3
 export const totalDemand = (d: { demand: Record<string, number> }): number =>
   Object.values(d.demand).reduce((s, v) => s + v, 0)
 
-/** Replicas for a dependency: how many thresholds its total forecast reaches, at most `zoneCount`. */
+/** Replicas for a dependency: how many thresholds its total forecast reaches, at most `zoneCount` (zones that can hold one). */
 export function replicationFactor(demand: number, thresholds: readonly number[], zoneCount: number): number {
   let rf = 0
   for (const t of thresholds) if (demand >= t) rf++
@@ -195,9 +195,12 @@ export function buildShardPlan(
   const rankings = new Map<string, string[]>()
   const entries: PlannedEntry[] = []
   const underReplicated: string[] = []
+  // Only zones that can take a replica count: a zone without a bucket (capacity 0) or removed (weight 0)
+  // would otherwise list every hot dependency as under-replicated for good, which is not a shortage.
+  const holders = zones.filter((z) => z.weight > 0 && z.capacityBytes > 0).length
   for (const d of ordered) {
     const g = groups.get(d.id) ?? d.id
-    const rf = replicationFactor(totalDemand(d), options.replicationThresholds, zones.length)
+    const rf = replicationFactor(totalDemand(d), options.replicationThresholds, holders)
     let ranking = rankings.get(g)
     if (ranking === undefined) {
       ranking = rankZonesFor(g, zones, groupDemand.get(g) ?? {}, groupHeld.get(g) ?? new Set(), options)
