@@ -191,6 +191,29 @@ describe('ShardPlanner', () => {
     expect(await trials(now + HOUR + 60_000)).toBe(afterBurst + 1)
   })
 
+  it('scores a zone against its whole demand, not only the dependencies it plans', async () => {
+    // 300 dependencies served once an hour each, more than the 256 the planner forecasts one by one. The
+    // zone's next hour is 300 requests, exactly as before; its prediction must not leave out the tail.
+    const stub = plannerStub('sp-tail')
+    const now = Math.floor(Date.now() / HOUR) * HOUR + 10 * 60_000
+    const rows = (hour: number) =>
+      Array.from({ length: 300 }, (_, i) => ({
+        hour,
+        zone: 'weur',
+        entry: `sp-tail-${i}@1.0.0`,
+        requests: 1,
+        bytes: 1000,
+      }))
+    const start = Math.floor(now / HOUR) * HOUR
+    for (let h = 72; h >= 1; h--) await stub.recordDemand(rows(start - h * HOUR))
+    await stub.replan(now)
+    await stub.recordDemand(rows(start))
+    await stub.replan(now + HOUR)
+    const weur = ShardMetrics.parse(await stub.metrics(24, now + HOUR)).zones.find((z) => z.zone === 'weur')
+    expect(weur?.evaluatedHours).toBe(1)
+    expect(weur?.smape).toBeLessThan(1)
+  })
+
   it('removes a replica by unflipping it at once and deleting it after the grace period', async () => {
     await publishDep('sp-gone', 5_000, 5)
     const stub = plannerStub('sp-3')
