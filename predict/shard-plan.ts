@@ -76,8 +76,14 @@ const DEFAULT_SHARPNESS = 3
 /** Lets zones with no demand still rank (they take replicas beyond the demanding zones). */
 const WEIGHT_FLOOR = 1e-3
 
+/**
+ * Requests/hour over all zones, summed in zone id order: floating-point addition is not associative, and
+ * a total that sits on a replication threshold must not depend on the order the zones were listed in.
+ */
 export const totalDemand = (d: { demand: Record<string, number> }): number =>
-  Object.values(d.demand).reduce((s, v) => s + v, 0)
+  Object.keys(d.demand)
+    .sort()
+    .reduce((s, z) => s + (d.demand[z] ?? 0), 0)
 
 /** Replicas for a dependency: how many thresholds its total forecast reaches, at most `zoneCount` (zones that can hold one). */
 export function replicationFactor(demand: number, thresholds: readonly number[], zoneCount: number): number {
@@ -170,7 +176,8 @@ export function buildShardPlan(
   const prevEntries = new Map((previous?.entries ?? []).map((e) => [e.id, e]))
   const groupDemand = new Map<string, Record<string, number>>()
   const groupHeld = new Map<string, Set<string>>()
-  for (const d of deps) {
+  // In id order, so a group's summed demand (and with it the plan) does not depend on the input order.
+  for (const d of [...deps].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
     const g = groups.get(d.id) ?? d.id
     const acc = groupDemand.get(g) ?? {}
     for (const [z, v] of Object.entries(d.demand)) acc[z] = (acc[z] ?? 0) + v
