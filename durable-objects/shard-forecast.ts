@@ -67,7 +67,9 @@ export function forecastDemand(sql: SqlStorage, config: ZonesConfig, nowHour: nu
       .one().h
     if (firstHour === null) continue
     const start = Math.max(from, firstHour)
-    const needsRefit = zoneSmape(sql, zone).smape > config.refitSmape
+    // Scores change once an hour; a zone refit in this hour already would fit the same history again
+    // on every later cycle of it (one a second while copies are queued).
+    const needsRefit = zoneSmape(sql, zone).smape > config.refitSmape && !refitIn(sql, zone, nowHour)
     const totals = sql
       .exec<{ hour: number; value: number }>(
         'SELECT hour, SUM(requests) AS value FROM demand WHERE zone = ? AND hour >= ? AND hour < ? GROUP BY hour',
@@ -172,6 +174,19 @@ export function zoneSmape(sql: SqlStorage, zone: string): { smape: number; hours
     ),
     hours: rows.length,
   }
+}
+
+/** Whether `zone` had models refit during the hour starting `hour` (counted in its zone metrics). */
+function refitIn(sql: SqlStorage, zone: string, hour: number): boolean {
+  return (
+    sql
+      .exec<{ n: number }>(
+        'SELECT COALESCE(SUM(refits),0) AS n FROM zone_metrics WHERE zone = ? AND hour = ?',
+        zone,
+        hour,
+      )
+      .one().n > 0
+  )
 }
 
 /** Drops the evaluations of hours before `before` (the end of the history window). */

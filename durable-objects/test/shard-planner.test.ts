@@ -214,6 +214,28 @@ describe('ShardPlanner', () => {
     expect(weur?.smape).toBeLessThan(1)
   })
 
+  it('refits a zone past its error threshold once per hour, not on every cycle in it', async () => {
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ zones: { refitSmape: 5 } }))
+    clearRuntimeConfigCache()
+    const stub = plannerStub('sp-refit')
+    const now = Math.floor(Date.now() / HOUR) * HOUR + 10 * 60_000
+    await stub.recordDemand(demandRows('sp-refit@1.0.0', 'weur', 8, now))
+    await stub.replan(now)
+    // The hour comes in far below the forecast: the zone's sMAPE passes 5 % and its models refit.
+    await stub.recordDemand([
+      { hour: Math.floor(now / HOUR) * HOUR, zone: 'weur', entry: 'sp-refit@1.0.0', requests: 1, bytes: 1 },
+    ])
+    const refits = async (at: number) =>
+      ShardMetrics.parse(await stub.metrics(1, at)).zones.find((z) => z.zone === 'weur')?.refits ?? 0
+    await stub.replan(now + HOUR)
+    const first = await refits(now + HOUR)
+    expect(first).toBeGreaterThanOrEqual(1)
+    // Cycles a second apart while copies are queued see the same history and the same score: refitting
+    // again would fit the same numbers to the same weights.
+    for (let s = 1; s <= 3; s++) await stub.replan(now + HOUR + s * 1000)
+    expect(await refits(now + HOUR + 3000)).toBe(first)
+  })
+
   it('removes a replica by unflipping it at once and deleting it after the grace period', async () => {
     await publishDep('sp-gone', 5_000, 5)
     const stub = plannerStub('sp-3')
