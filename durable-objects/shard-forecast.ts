@@ -16,10 +16,16 @@ const MAX_REFITS_PER_CYCLE = 24
 /** sMAPE is judged on this many most recent evaluated hours. */
 const SMAPE_WINDOW_HOURS = 24
 
-/** A dependency's forecast, per zone: mean requests/hour over the horizon, and the next hour's. */
+/** A dependency's forecast: mean requests/hour over the horizon, per zone. */
 export interface DemandForecast {
   demand: Record<string, number>
-  next: Record<string, number>
+}
+
+/** One round's forecasts: per dependency (what the plan places) and each zone's next hour in total. */
+export interface ZoneForecasts {
+  dependencies: Map<string, DemandForecast>
+  /** Zone → requests predicted for the hour in progress (all dependencies, planned or not). */
+  next: Map<string, number>
 }
 
 export function createForecastTables(sql: SqlStorage): void {
@@ -38,11 +44,7 @@ export function createForecastTables(sql: SqlStorage): void {
  * stored weights (or its zone's, fitted on the zone total) unless its zone's sMAPE passed `refitSmape`,
  * then it is refitted by minimising one-step error (at most MAX_REFITS_PER_CYCLE per cycle, hottest first).
  */
-export function forecastDemand(
-  sql: SqlStorage,
-  config: ZonesConfig,
-  nowHour: number,
-): Map<string, DemandForecast> {
+export function forecastDemand(sql: SqlStorage, config: ZonesConfig, nowHour: number): ZoneForecasts {
   const from = nowHour - HISTORY_HOURS * HOUR_MS
   const hot = sql
     .exec<{ entry: string }>(
@@ -53,6 +55,7 @@ export function forecastDemand(
     .toArray()
     .map((r) => r.entry)
   const out = new Map<string, DemandForecast>()
+  const next = new Map<string, number>()
   let refitBudget = MAX_REFITS_PER_CYCLE
   for (const zone of config.zones.map((z) => z.id)) {
     const firstHour = sql
@@ -64,7 +67,9 @@ export function forecastDemand(
       .one().h
     if (firstHour === null) continue
     const start = Math.max(from, firstHour)
-    const needsRefit = zoneSmape(sql, zone).smape > config.refitSmape
+    // Scores change once an hour; a zone refit in this hour already would fit the same history again
+    // on every later cycle of it (one a second while copies are queued).
+    const needsRefit = zoneSmape(sql, zone).smape > config.refitSmape && !refitIn(sql, zone, nowHour)
     const totals = sql
       .exec<{ hour: number; value: number }>(
         'SELECT hour, SUM(requests) AS value FROM demand WHERE zone = ? AND hour >= ? AND hour < ? GROUP BY hour',
@@ -98,39 +103,29 @@ export function forecastDemand(
     refitBudget = round.refitBudgetLeft
     const refits = round.refits
     if (round.zoneModel !== null) writeModel(sql, '*', zone, round.zoneModel)
+    next.set(zone, round.totalNext)
     for (const f of round.entries) {
       if (f.model !== undefined) writeModel(sql, f.entry, zone, f.model)
-      const slot = out.get(f.entry) ?? { demand: {}, next: {} }
+      const slot = out.get(f.entry) ?? { demand: {} }
       slot.demand[zone] = mean(f.point)
-      slot.next[zone] = f.point[0] ?? 0
       out.set(f.entry, slot)
     }
     if (refits > 0) addZoneMetrics(sql, nowHour, zone, { refits })
   }
-  return out
+  return { dependencies: out, next }
 }
 
-/** Predicted requests per zone for the next hour, scored by `scoreForecasts` once that hour is over. */
-export function storePredictions(
-  sql: SqlStorage,
-  forecasts: Map<string, Pick<DemandForecast, 'next'>>,
-  nowHour: number,
-  config: ZonesConfig,
-): void {
-  for (const zone of config.zones.map((z) => z.id)) {
-    let total = 0
-    let any = false
-    for (const f of forecasts.values()) {
-      if (f.next[zone] === undefined) continue
-      total += f.next[zone] ?? 0
-      any = true
-    }
-    if (!any) continue
+/**
+ * Predicted requests per zone for the hour in progress, scored by `scoreForecasts` once it is over
+ * against everything the zone served in it: so the prediction is the zone total's forecast.
+ */
+export function storePredictions(sql: SqlStorage, next: ReadonlyMap<string, number>, nowHour: number): void {
+  for (const [zone, requests] of next) {
     sql.exec(
       'INSERT OR REPLACE INTO predictions (hour, zone, requests) VALUES (?, ?, ?)',
       nowHour,
       zone,
-      total,
+      requests,
     )
   }
 }
@@ -179,6 +174,19 @@ export function zoneSmape(sql: SqlStorage, zone: string): { smape: number; hours
     ),
     hours: rows.length,
   }
+}
+
+/** Whether `zone` had models refit during the hour starting `hour` (counted in its zone metrics). */
+function refitIn(sql: SqlStorage, zone: string, hour: number): boolean {
+  return (
+    sql
+      .exec<{ n: number }>(
+        'SELECT COALESCE(SUM(refits),0) AS n FROM zone_metrics WHERE zone = ? AND hour = ?',
+        zone,
+        hour,
+      )
+      .one().n > 0
+  )
 }
 
 /** Drops the evaluations of hours before `before` (the end of the history window). */

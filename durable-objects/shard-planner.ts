@@ -148,7 +148,7 @@ export class ShardPlanner extends DurableObject<Env> {
     const threshold = thresholdForCycle(this.sql, config, lastCycleAt, now)
 
     const forecasts = forecastDemand(this.sql, config, nowHour)
-    const deps = await readDependencies(this.sql, this.env.ARTIFACTS, forecasts)
+    const deps = await readDependencies(this.sql, this.env.ARTIFACTS, forecasts.dependencies)
     const edges = dependencyEdges(deps)
     const previous = readCurrentPlan(this.sql)
     const plannable: PlanZone[] = config.zones.map((z) => ({
@@ -181,7 +181,7 @@ export class ShardPlanner extends DurableObject<Env> {
     }
     await auditReplicas(this.ctx.storage, this.env, config, now)
     const completed = await runMigrations(this.sql, this.env, config, now)
-    storePredictions(this.sql, forecasts, nowHour, config)
+    storePredictions(this.sql, forecasts.next, nowHour)
     writeMeta(this.sql, LAST_CYCLE_AT, String(now))
     return {
       planVersion: readCurrentPlan(this.sql)?.version ?? 0,

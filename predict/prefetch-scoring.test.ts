@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import type { AccessEvent } from './access-model.ts'
 import { emptySummary, recordAccesses } from './access-model.ts'
@@ -231,5 +232,32 @@ describe('buildPrefetchQueue', () => {
       'y:low-probability',
       'z:low-confidence',
     ])
+  })
+
+  it('keeps the same copy of a duplicate whatever the order candidates come in', () => {
+    // Two copies of a@1 with equal scores (0 bytes: both +Infinity) but different probabilities: the
+    // queue's own tie-break (higher probability, fewer bytes) picks, not whichever came first.
+    const candidate = fc.record({
+      artifact: fc.constantFrom('a', 'b'),
+      version: fc.constantFrom('1', '2'),
+      probability: fc.constantFrom(0.25, 0.5, 1),
+      confidence: fc.constantFrom(0.5, 1),
+      bytes: fc.integer({ min: 0, max: 8 }),
+      bytesSaved: fc.integer({ min: 0, max: 8 }),
+      networkCost: fc.integer({ min: 0, max: 8 }),
+    })
+    fc.assert(
+      fc.property(
+        fc.array(candidate, { maxLength: 6 }),
+        fc.integer({ min: 0, max: 20 }),
+        (cs, budgetBytes) => {
+          const forward = buildPrefetchQueue(cs, { now: NOW, budgetBytes })
+          const backward = buildPrefetchQueue([...cs].reverse(), { now: NOW, budgetBytes })
+          expect(backward.queue).toEqual(forward.queue)
+          expect(forward.usedBytes).toBeLessThanOrEqual(budgetBytes)
+        },
+      ),
+      { numRuns: 2000, seed: 11 },
+    )
   })
 })

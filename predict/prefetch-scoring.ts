@@ -315,6 +315,25 @@ export interface PrefetchQueue {
 
 const refKey = (c: ArtifactRef) => `${c.artifact}\u0000${c.version ?? ''}`
 
+type Scored = PrefetchCandidate & { score: number }
+
+/**
+ * Queue order, best first: score, then probability, fewer bytes, confidence, more bytes saved, lower
+ * cost, id. Also picks between duplicates, so which copy is kept does not depend on the input order.
+ */
+function rank(a: Scored, b: Scored): number {
+  return (
+    // Equal infinite scores subtract to NaN, which is falsy and falls through to the next criterion.
+    b.score - a.score ||
+    b.probability - a.probability ||
+    a.bytes - b.bytes ||
+    (b.confidence ?? 1) - (a.confidence ?? 1) ||
+    (b.bytesSaved ?? b.bytes) - (a.bytesSaved ?? a.bytes) ||
+    (a.networkCost ?? a.bytes) - (b.networkCost ?? b.bytes) ||
+    (refKey(a) < refKey(b) ? -1 : refKey(a) > refKey(b) ? 1 : 0)
+  )
+}
+
 /**
  * Orders candidates by expected value per cost, score = probability x bytesSaved / networkCost, and fills
  * the byte budget greedily: a candidate that does not fit is skipped and smaller ones further down still
@@ -329,7 +348,7 @@ export function buildPrefetchQueue(
   const skip = (c: ArtifactRef, reason: SkipReason) =>
     skipped.push({ artifact: c.artifact, ...(c.version === undefined ? {} : { version: c.version }), reason })
 
-  const best = new Map<string, PrefetchCandidate & { score: number }>()
+  const best = new Map<string, Scored>()
   for (const c of candidates) {
     if (c.probability <= (options.minProbability ?? 0)) skip(c, 'low-probability')
     else if ((c.confidence ?? 1) < (options.minConfidence ?? 0)) skip(c, 'low-confidence')
@@ -338,22 +357,17 @@ export function buildPrefetchQueue(
       const cost = c.networkCost ?? c.bytes
       const score = cost > 0 ? (c.probability * (c.bytesSaved ?? c.bytes)) / cost : Number.POSITIVE_INFINITY
       const key = refKey(c)
+      const scored = { ...c, score }
       const previous = best.get(key)
-      if (previous === undefined) best.set(key, { ...c, score })
-      else if (score > previous.score) {
+      if (previous === undefined) best.set(key, scored)
+      else if (rank(scored, previous) < 0) {
         skip(previous, 'duplicate')
-        best.set(key, { ...c, score })
+        best.set(key, scored)
       } else skip(c, 'duplicate')
     }
   }
 
-  const ordered = [...best.values()].sort(
-    (a, b) =>
-      b.score - a.score ||
-      b.probability - a.probability ||
-      a.bytes - b.bytes ||
-      (refKey(a) < refKey(b) ? -1 : refKey(a) > refKey(b) ? 1 : 0),
-  )
+  const ordered = [...best.values()].sort(rank)
   const queue: QueuedPrefetch[] = []
   let used = 0
   for (const c of ordered) {

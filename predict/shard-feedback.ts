@@ -108,6 +108,11 @@ export interface ZoneSeries {
 export interface ZoneForecast {
   /** The zone total's weights after this round (fitted when missing or when refitting). */
   zoneModel: DemandModel | null
+  /**
+   * The zone total's forecast for the next hour: what the zone's error is scored on. Not the sum of the
+   * dependencies' forecasts, which leaves out every dependency past the planner's per-round cap.
+   */
+  totalNext: number
   entries: { entry: string; point: number[]; refitted: boolean; model?: DemandModel }[]
   refits: number
   refitBudgetLeft: number
@@ -154,7 +159,13 @@ export function forecastZone(input: {
       ...(f.refitted && f.model !== undefined ? { model: f.model } : {}),
     }
   })
-  return { zoneModel: zoneFit.model ?? input.zoneModel, entries, refits, refitBudgetLeft: budget }
+  return {
+    zoneModel: zoneFit.model ?? input.zoneModel,
+    totalNext: zoneFit.point[0] ?? 0,
+    entries,
+    refits,
+    refitBudgetLeft: budget,
+  }
 }
 
 export const mean = (xs: readonly number[]): number =>

@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { mulberry32 } from './random.ts'
 import {
@@ -85,6 +86,75 @@ describe('shard plan', () => {
     const placed = p.entries.reduce((s, e) => s + e.replicas.length, 0)
     expect(placed).toBe(60)
     expect(p.underReplicated.length).toBeGreaterThan(0)
+  })
+
+  it('counts only zones that can hold a replica towards the replication factor', () => {
+    // apac has no replica bucket (capacity 0), eeur was removed (weight 0): a dependency hot enough for
+    // three replicas gets the two zones that can hold one and is not under-replicated for it.
+    const zones: PlanZone[] = [
+      ...ZONES.map((z) => (z.id === 'apac' ? { id: 'apac', capacityBytes: 0, weight: 1 } : z)),
+      { id: 'eeur', capacityBytes: GiB, weight: 0, bucket: 'ZONE_EEUR' },
+    ]
+    const p = plan([dep(1, { weur: 300, wnam: 200, apac: 100 })], null, zones)
+    expect(p.entries[0]!.replicas.sort()).toEqual(['weur', 'wnam'])
+    expect(p.underReplicated).toEqual([])
+    // A blob larger than every zone's room is under-replicated: that is a capacity shortage.
+    const big = plan([dep(2, { weur: 300 }, 2 * GiB)], null, zones)
+    expect(big.entries[0]!.replicas).toEqual([])
+    expect(big.underReplicated).toEqual(['pkg-2@1.0.0'])
+  })
+
+  it('does not depend on the order of dependencies, zones in a demand record or edges', () => {
+    // Demands that add up to a threshold (0.1 + 0.3 + 0.6 is 1 in one order and 0.9999999999999999 in
+    // the other) and tight capacities, where any order dependence shows up as a different placement.
+    const share = fc.constantFrom(0, 0.1, 0.2, 0.3, 0.6, 0.7, 1, 19.9)
+    const dependency = fc.record({ n: fc.integer({ min: 0, max: 7 }), size: fc.integer({ min: 1, max: 10 }) })
+    const input = fc.record({
+      deps: fc.uniqueArray(fc.tuple(dependency, share, share, share), {
+        selector: ([d]) => d.n,
+        maxLength: 8,
+      }),
+      edges: fc.array(fc.tuple(fc.integer({ min: 0, max: 7 }), fc.integer({ min: 0, max: 7 })), {
+        maxLength: 8,
+      }),
+      capacity: fc.integer({ min: 0, max: 30 }),
+    })
+    const options: PlanOptions = { ...OPTIONS, replicationThresholds: [0.1, 0.6, 1] }
+    const signature = (p: PlanShape) =>
+      JSON.stringify([p.zones, p.entries.map((e) => [e.id, e.group, e.replicas]), p.underReplicated])
+    // A group's summed demand too: pkg-1..3 (0.1 + 0.3 + 0.6 req/h) tie with pkg-9 (1 req/h) in one order
+    // of the members and not in the other; the tie decides which of them gets wnam's only slot.
+    const tied = [
+      dep(1, { wnam: 0.1 }, 1),
+      dep(2, { wnam: 0.3 }, 1),
+      dep(3, { wnam: 0.6 }, 1),
+      dep(9, { wnam: 1 }, 1),
+    ]
+    const chain = [
+      { a: 'pkg-1@1.0.0', b: 'pkg-2@1.0.0', weight: 1 },
+      { a: 'pkg-2@1.0.0', b: 'pkg-3@1.0.0', weight: 1 },
+    ]
+    const oneSlot = ZONES.map((z) => ({ ...z, capacityBytes: z.id === 'wnam' ? 1 : 0 }))
+    const at = '2026-01-05T00:00:00.000Z'
+    expect(signature(buildShardPlan([...tied].reverse(), oneSlot, chain, options, null, at))).toBe(
+      signature(buildShardPlan(tied, oneSlot, chain, options, null, at)),
+    )
+    fc.assert(
+      fc.property(input, ({ deps, edges, capacity }) => {
+        const zones = ZONES.map((z) => ({ ...z, capacityBytes: capacity }))
+        const made = deps.map(([d, ...demand]) => ({
+          ...dep(d.n, Object.fromEntries(ZONES.map((z, i) => [z.id, demand[i]!])), d.size),
+        }))
+        const coEdges = edges.map(([a, b]) => ({ a: `pkg-${a}@1.0.0`, b: `pkg-${b}@1.0.0`, weight: 1 }))
+        const shuffled = [...made]
+          .reverse()
+          .map((d) => ({ ...d, demand: Object.fromEntries(Object.entries(d.demand).reverse()) }))
+        const swapped = [...coEdges].reverse().map((e) => ({ a: e.b, b: e.a, weight: e.weight }))
+        const first = buildShardPlan(made, zones, coEdges, options, null, at)
+        expect(signature(buildShardPlan(shuffled, zones, swapped, options, null, at))).toBe(signature(first))
+      }),
+      { numRuns: 2000, seed: 7 },
+    )
   })
 
   it('moves little when one zone weight changes: only replica sets gaining that zone change', () => {

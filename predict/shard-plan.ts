@@ -76,10 +76,16 @@ const DEFAULT_SHARPNESS = 3
 /** Lets zones with no demand still rank (they take replicas beyond the demanding zones). */
 const WEIGHT_FLOOR = 1e-3
 
+/**
+ * Requests/hour over all zones, summed in zone id order: floating-point addition is not associative, and
+ * a total that sits on a replication threshold must not depend on the order the zones were listed in.
+ */
 export const totalDemand = (d: { demand: Record<string, number> }): number =>
-  Object.values(d.demand).reduce((s, v) => s + v, 0)
+  Object.keys(d.demand)
+    .sort()
+    .reduce((s, z) => s + (d.demand[z] ?? 0), 0)
 
-/** Replicas for a dependency: how many thresholds its total forecast reaches, at most `zoneCount`. */
+/** Replicas for a dependency: how many thresholds its total forecast reaches, at most `zoneCount` (zones that can hold one). */
 export function replicationFactor(demand: number, thresholds: readonly number[], zoneCount: number): number {
   let rf = 0
   for (const t of thresholds) if (demand >= t) rf++
@@ -170,7 +176,8 @@ export function buildShardPlan(
   const prevEntries = new Map((previous?.entries ?? []).map((e) => [e.id, e]))
   const groupDemand = new Map<string, Record<string, number>>()
   const groupHeld = new Map<string, Set<string>>()
-  for (const d of deps) {
+  // In id order, so a group's summed demand (and with it the plan) does not depend on the input order.
+  for (const d of [...deps].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
     const g = groups.get(d.id) ?? d.id
     const acc = groupDemand.get(g) ?? {}
     for (const [z, v] of Object.entries(d.demand)) acc[z] = (acc[z] ?? 0) + v
@@ -195,9 +202,12 @@ export function buildShardPlan(
   const rankings = new Map<string, string[]>()
   const entries: PlannedEntry[] = []
   const underReplicated: string[] = []
+  // Only zones that can take a replica count: a zone without a bucket (capacity 0) or removed (weight 0)
+  // would otherwise list every hot dependency as under-replicated for good, which is not a shortage.
+  const holders = zones.filter((z) => z.weight > 0 && z.capacityBytes > 0).length
   for (const d of ordered) {
     const g = groups.get(d.id) ?? d.id
-    const rf = replicationFactor(totalDemand(d), options.replicationThresholds, zones.length)
+    const rf = replicationFactor(totalDemand(d), options.replicationThresholds, holders)
     let ranking = rankings.get(g)
     if (ranking === undefined) {
       ranking = rankZonesFor(g, zones, groupDemand.get(g) ?? {}, groupHeld.get(g) ?? new Set(), options)

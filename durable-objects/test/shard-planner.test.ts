@@ -191,6 +191,51 @@ describe('ShardPlanner', () => {
     expect(await trials(now + HOUR + 60_000)).toBe(afterBurst + 1)
   })
 
+  it('scores a zone against its whole demand, not only the dependencies it plans', async () => {
+    // 300 dependencies served once an hour each, more than the 256 the planner forecasts one by one. The
+    // zone's next hour is 300 requests, exactly as before; its prediction must not leave out the tail.
+    const stub = plannerStub('sp-tail')
+    const now = Math.floor(Date.now() / HOUR) * HOUR + 10 * 60_000
+    const rows = (hour: number) =>
+      Array.from({ length: 300 }, (_, i) => ({
+        hour,
+        zone: 'weur',
+        entry: `sp-tail-${i}@1.0.0`,
+        requests: 1,
+        bytes: 1000,
+      }))
+    const start = Math.floor(now / HOUR) * HOUR
+    for (let h = 72; h >= 1; h--) await stub.recordDemand(rows(start - h * HOUR))
+    await stub.replan(now)
+    await stub.recordDemand(rows(start))
+    await stub.replan(now + HOUR)
+    const weur = ShardMetrics.parse(await stub.metrics(24, now + HOUR)).zones.find((z) => z.zone === 'weur')
+    expect(weur?.evaluatedHours).toBe(1)
+    expect(weur?.smape).toBeLessThan(1)
+  })
+
+  it('refits a zone past its error threshold once per hour, not on every cycle in it', async () => {
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ zones: { refitSmape: 5 } }))
+    clearRuntimeConfigCache()
+    const stub = plannerStub('sp-refit')
+    const now = Math.floor(Date.now() / HOUR) * HOUR + 10 * 60_000
+    await stub.recordDemand(demandRows('sp-refit@1.0.0', 'weur', 8, now))
+    await stub.replan(now)
+    // The hour comes in far below the forecast: the zone's sMAPE passes 5 % and its models refit.
+    await stub.recordDemand([
+      { hour: Math.floor(now / HOUR) * HOUR, zone: 'weur', entry: 'sp-refit@1.0.0', requests: 1, bytes: 1 },
+    ])
+    const refits = async (at: number) =>
+      ShardMetrics.parse(await stub.metrics(1, at)).zones.find((z) => z.zone === 'weur')?.refits ?? 0
+    await stub.replan(now + HOUR)
+    const first = await refits(now + HOUR)
+    expect(first).toBeGreaterThanOrEqual(1)
+    // Cycles a second apart while copies are queued see the same history and the same score: refitting
+    // again would fit the same numbers to the same weights.
+    for (let s = 1; s <= 3; s++) await stub.replan(now + HOUR + s * 1000)
+    expect(await refits(now + HOUR + 3000)).toBe(first)
+  })
+
   it('removes a replica by unflipping it at once and deleting it after the grace period', async () => {
     await publishDep('sp-gone', 5_000, 5)
     const stub = plannerStub('sp-3')
