@@ -73,8 +73,16 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
           throw fromFileSystemError(error) ?? error
         },
       )
+      // The same pair serves a maintainer (trustedKeys) or the edge's index signing (indexKeys): name
+      // both, so an operator making the edge's key does not paste it where it could sign releases.
+      const entry = JSON.stringify({ keyid: pair.keyid, publicKey: pair.publicKey })
       reporter().result(
-        `wrote ${options.out}\ntrust it on devices with: "trustedKeys": [{ "keyid": "${pair.keyid}", "publicKey": "${pair.publicKey}" }]`,
+        [
+          `wrote ${options.out}`,
+          `public key entry: ${entry}`,
+          `  a maintainer's key: devices list the entry in "trustedKeys", the edge's MAINTAINER_KEYS its publicKey`,
+          `  the edge's index key: its privateKey goes into INDEX_SIGNING_KEY, devices list the entry in "indexKeys"`,
+        ].join('\n'),
         { keyFile: options.out, keyid: pair.keyid, publicKey: pair.publicKey },
       )
     })
