@@ -404,7 +404,7 @@ export async function run(argv: string[]): Promise<number> {
     const reporter = new Reporter(json)
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0
-      if (json || !errors.printed) reporter.failure('usage', error.message)
+      if (json || !errors.printed) reporter.failure('usage', usageMessage(error))
       return 2
     }
     if (error instanceof AgentError) {
@@ -419,6 +419,16 @@ export async function run(argv: string[]): Promise<number> {
     reporter.failure('internal', `unexpected failure: ${(error as Error).stack ?? String(error)}`)
     return 70
   }
+}
+
+/**
+ * commander's message for a usage error, except when no command was named (`deltaport`, `deltaport
+ * devices`): commander then shows the help on stderr and its message is the placeholder "(outputHelp)".
+ */
+function usageMessage(error: CommanderError): string {
+  return error.code === 'commander.help'
+    ? 'no command given: add --help to list the commands (e.g. deltaport devices --help)'
+    : error.message
 }
 
 /** `--wait`: how long install, update and rollback wait for another deltaport process on the artifact. */
