@@ -73,8 +73,16 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
           throw fromFileSystemError(error) ?? error
         },
       )
+      // The same pair serves a maintainer (trustedKeys) or the edge's index signing (indexKeys): name
+      // both, so an operator making the edge's key does not paste it where it could sign releases.
+      const entry = JSON.stringify({ keyid: pair.keyid, publicKey: pair.publicKey })
       reporter().result(
-        `wrote ${options.out}\ntrust it on devices with: "trustedKeys": [{ "keyid": "${pair.keyid}", "publicKey": "${pair.publicKey}" }]`,
+        [
+          `wrote ${options.out}`,
+          `public key entry: ${entry}`,
+          `  a maintainer's key: devices list the entry in "trustedKeys", the edge's MAINTAINER_KEYS its publicKey`,
+          `  the edge's index key: its privateKey goes into INDEX_SIGNING_KEY, devices list the entry in "indexKeys"`,
+        ].join('\n'),
         { keyFile: options.out, keyid: pair.keyid, publicKey: pair.publicKey },
       )
     })
@@ -401,7 +409,7 @@ export async function run(argv: string[]): Promise<number> {
     const reporter = new Reporter(json)
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0
-      if (json || !errors.printed) reporter.failure('usage', error.message)
+      if (json || !errors.printed) reporter.failure('usage', usageMessage(error))
       return 2
     }
     if (error instanceof AgentError) {
@@ -416,6 +424,16 @@ export async function run(argv: string[]): Promise<number> {
     reporter.failure('internal', `unexpected failure: ${(error as Error).stack ?? String(error)}`)
     return 70
   }
+}
+
+/**
+ * commander's message for a usage error, except when no command was named (`deltaport`, `deltaport
+ * devices`): commander then shows the help on stderr and its message is the placeholder "(outputHelp)".
+ */
+function usageMessage(error: CommanderError): string {
+  return error.code === 'commander.help'
+    ? 'no command given: add --help to list the commands (e.g. deltaport devices --help)'
+    : error.message
 }
 
 /** `--wait`: how long install, update and rollback wait for another deltaport process on the artifact. */

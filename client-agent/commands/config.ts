@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs'
 import type { Command } from 'commander'
 import { parseRuntimeConfigDocument } from '../../schemas/runtime-config.ts'
 import { documentWarnings } from '../../schemas/runtime-config-warnings.ts'
-import { AgentError } from '../errors.ts'
+import { AgentError, namingPath } from '../errors.ts'
 import type { Reporter } from '../output.ts'
 
 /** KV's largest value: a bigger document cannot be stored, so reading on would only use memory. */
@@ -24,7 +24,8 @@ export function registerConfigCommands(program: Command, reporter: () => Reporte
     .action(async (file: string, options: { allowWarnings?: boolean }) => {
       const out = reporter()
       const name = file === '-' ? 'stdin' : file
-      const text = await readDocument(file)
+      // A read stream's error may carry no path (EISDIR): name the document, as every io failure does.
+      const text = await namingPath(name, readDocument(file))
       const parsed = parseRuntimeConfigDocument(text)
       if (!parsed.ok) {
         for (const issue of parsed.issues) out.info(`error: ${issue.path || '(document)'}: ${issue.message}`)

@@ -196,8 +196,13 @@ export function registerDevicesCommands(
       const session = new DeviceSession({ ...loaded, enrollmentCode: loaded.enrollmentCode })
       const stored = await new DeviceCredentialStore(loaded.installRoot).read()
       const credential = await session.enroll(stored?.credential, true)
+      // The failure as it was (exit 4 for an edge out of reach, 10 for the credential file): only a
+      // refusal by the edge is edge-rejected (exit 5).
       if (credential === null)
-        throw new AgentError('edge-rejected', session.lastError ?? 'enrollment failed', { enroll: true })
+        throw (
+          session.lastFailure ??
+          new AgentError('edge-rejected', session.lastError ?? 'enrollment failed', { enroll: true })
+        )
       reporter().result(
         `enrolled as ${credential.deviceId} (code ${credential.codeId}, until ${credential.expiresAt})`,
         {

@@ -1,6 +1,6 @@
 import { DEVICE_CREDENTIAL_PATTERN, type StoredDeviceCredential } from '../../schemas/devices.ts'
 import type { AgentConfig } from '../config.ts'
-import { AgentError } from '../errors.ts'
+import { AgentError, fromFileSystemError } from '../errors.ts'
 import { codeSha256, DeviceCredentialStore } from './credential-store.ts'
 import { enrollDevice } from './enroll.ts'
 
@@ -67,6 +67,11 @@ export class DeviceSession {
   private pending: Promise<StoredDeviceCredential | null> | null = null
   /** Why the last enrollment failed, for logs and `deltaport devices status`. */
   lastError: string | null = null
+  /**
+   * The typed failure behind `lastError` (network, an edge refusal, the credential file), so
+   * `deltaport devices enroll` exits with its code rather than call every failure a refusal.
+   */
+  lastFailure: AgentError | null = null
 
   constructor(config: SessionConfig, fetchImpl: typeof fetch = fetch) {
     this.config = config
@@ -167,9 +172,11 @@ export class DeviceSession {
       this.cached = credential
       this.renewalRequested = false
       this.lastError = null
+      this.lastFailure = null
       return credential
     } catch (error) {
       this.lastError = error instanceof Error ? error.message : String(error)
+      this.lastFailure = error instanceof AgentError ? error : fromFileSystemError(error)
       const status = error instanceof AgentError ? error.details.status : undefined
       if (typeof status === 'number' && CODE_REFUSED.has(status)) {
         await this.store

@@ -51,6 +51,32 @@ describe('deltaport CLI', () => {
     expect((await cli(['keygen', '--out', join(ws.dir, 'no-such-dir', 'k.json')])).code).toBe(10)
   })
 
+  it('a command group named without its command is a usage error that says so, not "(outputHelp)"', async () => {
+    const json = await cli(['--json', 'devices'])
+    expect(json.code).toBe(2)
+    const error = (JSON.parse(json.stdout) as { error: { code: string; message: string } }).error
+    expect(error.code).toBe('usage')
+    expect(error.message).toMatch(/no command given.*--help/)
+    const text = await cli([])
+    expect(text.code).toBe(2)
+    expect(text.stderr).toMatch(/^Usage: deltaport/)
+    expect(text.stderr).not.toContain('(outputHelp)')
+  })
+
+  it("keygen's text output fits the edge's index key as well as a maintainer's (README: deploy)", async () => {
+    // The README has operators make the edge's INDEX_SIGNING_KEY with keygen and pin "the indexKeys entry
+    // it prints"; printing only a trustedKeys entry invited pasting the edge's key where it signs releases.
+    const out = join(ws.dir, 'edge-index.key.json')
+    const result = await cli(['keygen', '--out', out])
+    expect(result.code).toBe(0)
+    const pair = JSON.parse(await readFile(out, 'utf8')) as { keyid: string; publicKey: string }
+    const entry = /^public key entry: (.+)$/m.exec(result.stdout)?.[1]
+    expect(JSON.parse(entry ?? 'null')).toEqual({ keyid: pair.keyid, publicKey: pair.publicKey })
+    expect(result.stdout).toMatch(/"indexKeys"/)
+    expect(result.stdout).toMatch(/INDEX_SIGNING_KEY/)
+    expect(result.stdout).toMatch(/"trustedKeys"/)
+  })
+
   it('publishes a > 10 MiB artifact through multipart and installs it', async () => {
     const art = await writeArtifact(ws.dir, 'large.bin', 10 * 1024 * 1024 + 4321)
     const published = await cli([

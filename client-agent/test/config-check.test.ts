@@ -110,4 +110,14 @@ describe('deltaport config check', () => {
     expect((await deltaport(['config', 'check', join(dir, 'nope.json')])).code).toBe(10)
     expect((await deltaport(['config', 'check'])).code).toBe(2)
   })
+
+  it('an io failure names the path, as the README promises for exit 10', async () => {
+    // A folder given as the document: the read stream's EISDIR carries no path of its own.
+    const failed = await deltaport(['--json', 'config', 'check', dir])
+    expect(failed.code).toBe(10)
+    const error = (JSON.parse(failed.stdout) as { error: { code: string; message: string; path?: string } })
+      .error
+    expect(error).toMatchObject({ code: 'io', path: dir })
+    expect(error.message).toContain(dir)
+  })
 })

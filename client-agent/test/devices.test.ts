@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process'
 import { createHmac } from 'node:crypto'
 import { readFile, stat, writeFile } from 'node:fs/promises'
+import { type AddressInfo, createServer } from 'node:net'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -191,6 +192,41 @@ describe('deltaport devices code (operator CLI)', () => {
     const revoked = await cli(['devices', 'code', 'revoke', code.info.id], TEST_OPERATOR_TOKEN)
     expect(EnrollmentCodeInfo.parse(revoked.json.enrollmentCode).revokedAt).not.toBeNull()
     expect((await cli(['devices', 'code', 'revoke', 'nope'], TEST_OPERATOR_TOKEN)).code).toBe(2)
+  })
+})
+
+describe('deltaport devices enroll (device CLI)', () => {
+  /** `deltaport --json devices enroll` with `config` written to its own file. */
+  async function enrollCli(config: AgentConfig): Promise<{ code: number; json: Record<string, unknown> }> {
+    const file = join(config.installRoot, '..', 'enroll.deltaport.json')
+    await writeFile(file, JSON.stringify(config))
+    try {
+      const { stdout } = await run(process.execPath, [BIN, '--json', '--config', file, 'devices', 'enroll'])
+      return { code: 0, json: JSON.parse(stdout) as Record<string, unknown> }
+    } catch (error) {
+      const e = error as { code: number; stdout: string }
+      return { code: e.code, json: JSON.parse(e.stdout) as Record<string, unknown> }
+    }
+  }
+
+  it('exits by what went wrong: 4 when the edge is out of reach, 5 only when the edge refuses', async () => {
+    // README's exit codes: 4 network, 5 edge rejected. An edge out of reach was reported as a refusal.
+    const closed = createServer()
+    await new Promise<void>((done) => closed.listen(0, '127.0.0.1', done))
+    const { port } = closed.address() as AddressInfo
+    await new Promise<void>((done) => closed.close(() => done()))
+    const code = await newCode('enroll-cli', 2)
+    const offline = await enrollCli({ ...(await newDevice(code.code)), edgeUrl: `http://127.0.0.1:${port}` })
+    expect(offline.code).toBe(4)
+    expect(offline.json.error).toMatchObject({ code: 'network' })
+
+    const unknown = await enrollCli(await newDevice(`dpe1_${'Q'.repeat(32)}`))
+    expect(unknown.code).toBe(5)
+    expect(unknown.json.error).toMatchObject({ code: 'edge-rejected' })
+
+    const enrolled = await enrollCli(await newDevice(code.code))
+    expect(enrolled.code).toBe(0)
+    expect(enrolled.json.device).toMatchObject({ codeId: code.info.id })
   })
 })
 
