@@ -46,6 +46,17 @@ const SECRET_PURPOSE: Record<string, string> = {
     'the edge’s own Ed25519 private key (`deltaport keygen --out edge-index.key.json`, then its privateKey; never a maintainer’s): index answers then carry short-lived signed statements, and devices listing its public half in indexKeys refuse stale indexes; blank sends them unsigned',
 }
 
+const RANDOM_VALUE = 'e.g. a value from: openssl rand -base64 32'
+/**
+ * Where a secret's value comes from when it is not a random string: the key secrets hold keys in the
+ * form the edge parses, and a random string there is refused by the routes that need them.
+ */
+const SECRET_VALUE_HINT: Record<string, string> = {
+  MAINTAINER_KEYS: 'value: the publicKey of each maintainer’s `deltaport keygen` (not a random string)',
+  INDEX_SIGNING_KEY:
+    'value: the privateKey of `deltaport keygen --out edge-index.key.json` (not a random string)',
+}
+
 export interface SetupPlan {
   env: z.infer<typeof Environment>
   workerName: string
@@ -161,7 +172,7 @@ export async function setup(
     const state = dry ? '' : setSecrets.has(name) ? ' [set]' : ' [missing]'
     say(`  ${name}${state}: ${SECRET_PURPOSE[name] ?? 'required by the worker'}`)
     say(
-      `    $ npx wrangler secret put ${name} --env ${plan.env}     # e.g. a value from: openssl rand -base64 32`,
+      `    $ npx wrangler secret put ${name} --env ${plan.env}     # ${SECRET_VALUE_HINT[name] ?? RANDOM_VALUE}`,
     )
   }
   say(`\nThen: npx wrangler deploy --env ${plan.env}   (npm run deploy:check first)`)

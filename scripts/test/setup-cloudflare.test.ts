@@ -52,6 +52,12 @@ describe('scripts/setup-cloudflare.ts --dry-run', () => {
         expect(run.stdout).toContain(`$ npx wrangler secret put ${secret} --env ${env}`)
       }
       expect(run.stdout).toContain('OPERATOR_TOKEN')
+      // Key secrets need keys the edge can parse: never told to take a random string.
+      for (const secret of ['MAINTAINER_KEYS', 'INDEX_SIGNING_KEY']) {
+        const line = run.stdout.split('\n').find((l) => l.includes(`secret put ${secret} `))
+        expect(line).toContain('deltaport keygen')
+        expect(line).not.toContain('openssl rand')
+      }
       expect(run.stdout).toContain(`npx wrangler deploy --env ${env}`)
     })
     // Every environment has its own buckets.
