@@ -490,7 +490,9 @@ function parseChannel(value: string, previous: string[] | undefined): string[] {
       `bad channel "${value}" (lowercase letters, digits and -, starting with a letter)`,
     )
   // Commander passes the default on the first value; a repeated --channel adds to what was given.
-  const channels = previous === DEFAULT_CHANNELS ? [value] : [...(previous ?? []), value]
+  const given = previous === DEFAULT_CHANNELS ? [] : (previous ?? [])
+  // A channel named twice is one channel: the signed manifest lists each once.
+  const channels = given.includes(value) ? given : [...given, value]
   if (channels.length > MAX_CHANNELS) throw new InvalidArgumentError(`at most ${MAX_CHANNELS} channels`)
   return channels
 }

@@ -33,6 +33,9 @@ export function registerYankCommand(
     .action(async (spec: string, options: YankOptions) => {
       const { name, version } = parseVersionSpec(spec)
       if (!version) throw new AgentError('usage', `yank needs a version: ${name}@<version>`)
+      // A restore carries no reason (the signed statement has none): one given would be dropped unsaid.
+      if (options.undo && options.reason !== undefined)
+        throw new AgentError('usage', '--undo restores the release and takes no --reason')
       const reason = options.undo ? null : options.reason?.trim()
       if (reason === undefined || reason === '')
         throw new AgentError('usage', 'say why with --reason "…" (or restore with --undo)')

@@ -98,7 +98,11 @@ describe('deltaport CLI', () => {
 
     // Its dependency is installed with it, first.
     const lib = await writeArtifact(ws.dir, 'libfoo.bin', 1000)
-    expect((await cli(['publish', lib.path, '--name', 'libfoo', '--version', '1.2.3'])).code).toBe(0)
+    // A channel named twice is signed once.
+    const libArgs = ['--name', 'libfoo', '--version', '1.2.3', '--channel', 'stable', '--channel', 'stable']
+    expect((await cli(['publish', lib.path, ...libArgs])).code).toBe(0)
+    const served = await fetch(`${ws.config.edgeUrl}/v1/artifacts/libfoo/1.2.3/manifest`)
+    expect(await served.json()).toMatchObject({ signed: { channels: ['stable'] } })
     const installed = await cli(['--json', 'install', 'large@stable'])
     expect(installed.code).toBe(0)
     expect(JSON.parse(installed.stdout).install).toMatchObject({

@@ -114,6 +114,14 @@ describe('a yanked release', () => {
     expect(missingReason?.code).toBe(2)
     expect(missingReason?.stderr).toContain('--reason')
 
+    // A restore takes no reason: one given is refused, not dropped unsaid.
+    const undoWithReason = await cli('yank', 'cli-pulled@2.0.1', '--undo', '--reason', 'fixed').then(
+      () => null,
+      (error: { code: number; stderr: string }) => error,
+    )
+    expect(undoWithReason?.code).toBe(2)
+    expect(undoWithReason?.stderr).toContain('takes no --reason')
+
     const undone = await cli('--json', 'yank', 'cli-pulled@2.0.1', '--undo')
     expect(JSON.parse(undone.stdout)).toMatchObject({
       ok: true,
