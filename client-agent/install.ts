@@ -463,6 +463,7 @@ export async function rollbackArtifact(
   wait: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'> = {},
 ) {
   const store = new ArtifactStore(config.installRoot, name)
+  if (!(await store.exists())) throw new AgentError('not-found', `${name} is not installed`)
   return store.withLock(lockWaitOf(wait), async () => {
     const before = await store.state()
     if (!before.previous || !(await store.has(before.previous)))

@@ -1,4 +1,4 @@
-import { readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
+import { lstat, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gt } from 'semver'
 import { z } from 'zod'
@@ -178,6 +178,15 @@ export class ArtifactStore {
   async installedVersions(): Promise<string[]> {
     const entries = await unlessMissing(readdir(join(this.dir, 'versions')), [])
     return entries.filter((v) => Version.safeParse(v).success)
+  }
+
+  /**
+   * Whether the artifact has a folder in the store at all: nothing was ever installed (or begun)
+   * otherwise. Asked before taking the lock by commands that only change what is there, since taking
+   * the lock makes the folder, which would then be left behind empty.
+   */
+  async exists(): Promise<boolean> {
+    return (await unlessMissing(lstat(this.dir), null)) !== null
   }
 
   async has(version: string): Promise<boolean> {

@@ -43,16 +43,19 @@ export async function uninstallArtifact(
 
 async function uninstallInto(config: AgentConfig, request: UninstallRequest, result: UninstallResult) {
   const store = new ArtifactStore(config.installRoot, request.name)
+  const staging = new StagingArea(config.installRoot)
+  const isStaged = async () => (await staging.list()).some((e) => e.name === request.name)
+  // Taking the lock makes the artifact's folder: not for one that has none (and nothing staged).
+  const notInstalled = () => new AgentError('not-found', `${request.name} is not installed`)
+  if (!(await store.exists()) && !(await isStaged())) throw notInstalled()
   const needs = await store.withLock(lockWaitOf(request), async () => {
     const state = await store.state()
     const installed = await store.installedVersions()
     // A first install killed mid-download installed nothing but left its download (up to the artifact's
     // size) in partial/: uninstall removes that too instead of answering "not installed".
     const unfinished = (await store.unfinishedWork()).length
-    const staging = new StagingArea(config.installRoot)
-    const staged = (await staging.list()).some((e) => e.name === request.name)
-    if (state.current === null && installed.length === 0 && unfinished === 0 && !staged)
-      throw new AgentError('not-found', `${request.name} is not installed`)
+    const staged = await isStaged()
+    if (state.current === null && installed.length === 0 && unfinished === 0 && !staged) throw notInstalled()
     if (!request.ignoreDependents) {
       const dependents = await dependentsOf(config.installRoot, request.name)
       if (dependents.length > 0)

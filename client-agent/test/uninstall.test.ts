@@ -5,7 +5,7 @@ import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
 import { StagingArea } from '../daemon/staging.ts'
-import { installArtifact } from '../install.ts'
+import { installArtifact, rollbackArtifact } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import { uninstallArtifact } from '../uninstall.ts'
 import { agentFailure, writeArtifact } from './fixtures.ts'
@@ -19,6 +19,16 @@ async function publish(name: string, version: string, deps: Record<string, strin
   const dependencies = Object.entries(deps).map(([dep, range]) => ({ name: dep, range }))
   await suite.publish(art.path, name, version, { dependencies })
 }
+
+describe('commands on an artifact never installed', () => {
+  it('are not-found and leave no folder for it in the store', async () => {
+    const device: AgentConfig = { ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-never') }
+    await mkdir(device.installRoot, { recursive: true })
+    expect((await agentFailure(uninstallArtifact(device, { name: 'never-here' }))).code).toBe('not-found')
+    expect((await agentFailure(rollbackArtifact(device, 'never-here'))).code).toBe('not-found')
+    expect(await readdir(device.installRoot)).toEqual([])
+  })
+})
 
 describe('uninstall', () => {
   it('removes an artifact and, when asked, the dependencies nothing else needs; never what others need', async () => {
