@@ -387,9 +387,12 @@ export class SwapProxy {
   }
 
   /**
-   * For a read that may be sent twice (a safe method without a body): the fallback, asked when `target`
-   * failed before answering. The dying new process never answered it, so the old one may. Anything else
-   * is not repeated: it may have had an effect, and only the journal may replay a write.
+   * For a read that may be sent twice (a safe method without a body): where reads go now, asked when
+   * `target` failed before answering. The dying new process never answered it, so the old one may: the
+   * probation's fallback while there is one, else where reads go now (the old process once the rollback
+   * adopted it back: a dead process's resets can arrive after its exit ended the probation and cleared
+   * the fallback).
+   * Anything else is not repeated: it may have had an effect, and only the journal may replay a write.
    */
   private retryTarget(
     req: IncomingMessage,
@@ -398,8 +401,9 @@ export class SwapProxy {
   ): (() => ServiceProcess | null) | undefined {
     if (body || !bodilessSafe(req)) return undefined
     return () => {
-      const fallback = this.fallback
-      return fallback && fallback !== target && fallback.running ? fallback : null
+      for (const other of [this.fallback, this.readTarget()])
+        if (other && other !== target && other.running) return other
+      return null
     }
   }
 
