@@ -25,7 +25,7 @@ export function registerConfigCommands(program: Command, reporter: () => Reporte
       const out = reporter()
       const name = file === '-' ? 'stdin' : file
       // A read stream's error may carry no path (EISDIR): name the document, as every io failure does.
-      const text = await namingPath(name, readDocument(file))
+      const text = await namingPath(name, readDocument(file, name))
       const parsed = parseRuntimeConfigDocument(text)
       if (!parsed.ok) {
         for (const issue of parsed.issues) out.info(`error: ${issue.path || '(document)'}: ${issue.message}`)
@@ -47,8 +47,8 @@ export function registerConfigCommands(program: Command, reporter: () => Reporte
     })
 }
 
-/** The document's text from a file or stdin, at most MAX_DOCUMENT_BYTES. */
-async function readDocument(file: string): Promise<string> {
+/** The document's text from a file or stdin (`-`), named `name` in errors, at most MAX_DOCUMENT_BYTES. */
+async function readDocument(file: string, name: string): Promise<string> {
   const source = file === '-' ? process.stdin : createReadStream(file)
   const chunks: Buffer[] = []
   let size = 0
@@ -59,7 +59,7 @@ async function readDocument(file: string): Promise<string> {
       source.destroy()
       throw new AgentError(
         'check-failed',
-        `${file === '-' ? 'stdin' : file}: larger than ${MAX_DOCUMENT_BYTES} bytes, KV's limit for one value`,
+        `${name}: larger than ${MAX_DOCUMENT_BYTES} bytes, KV's limit for one value`,
       )
     }
     chunks.push(bytes)

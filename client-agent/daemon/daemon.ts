@@ -1,4 +1,4 @@
-import { readdir, stat } from 'node:fs/promises'
+import { readdir } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { lt } from 'semver'
 import type { PlanStrategy } from '../../schemas/plan.ts'
@@ -458,11 +458,7 @@ function ref(item: ItemRef): ItemRef {
  * never creates one.
  */
 async function changedElsewhere(store: ArtifactStore): Promise<boolean> {
-  const exists = await stat(store.dir).then(
-    (info) => info.isDirectory(),
-    () => false,
-  )
-  if (!exists) return false
+  if (!(await store.exists())) return false
   try {
     await (await lockArtifact(store.dir, { timeoutMs: 0 })).release()
     return false

@@ -3,6 +3,7 @@ import { removeOpenTempsSync } from './atomic.ts'
 
 /** The shell's convention for a process ended by a signal: 128 + its number. */
 const EXIT_ON = { SIGINT: 130, SIGTERM: 143 } as const
+const STOP_SIGNALS = Object.keys(EXIT_ON) as (keyof typeof EXIT_ON)[]
 
 /**
  * Runs `work` so that SIGINT or SIGTERM end it without leaving temp files behind: the handler removes
@@ -36,7 +37,7 @@ export async function removingTempsOnStop<T>(work: () => Promise<T>): Promise<T>
 export function abortOnStopSignals(): { signal: AbortSignal; release(): Promise<void> } {
   const controller = new AbortController()
   let received: NodeJS.Signals | undefined
-  const handlers = (['SIGINT', 'SIGTERM'] as const).map((name) => {
+  const handlers = STOP_SIGNALS.map((name) => {
     const handler = () => {
       received ??= name
       controller.abort(new AgentError('network', `stopped by ${name}`))
