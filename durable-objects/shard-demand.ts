@@ -3,11 +3,47 @@
  * (`demand`, which the forecasts are fitted on) and per-zone serve counters (`zone_metrics`, which the
  * metrics report and the threshold reward read, and migrations and refits add to).
  */
-import { hourOf } from '../predict/index.ts'
+import { HOUR_MS, hourOf } from '../predict/index.ts'
 import type { ServeOutcome } from '../schemas/shards.ts'
 
 /** Four weeks of hourly history: enough for double-seasonal Holt-Winters, bounded storage. */
 export const HISTORY_HOURS = 28 * 24
+
+/**
+ * How far a reported hour may lie ahead of the planner's clock: the hour in progress is always taken, the
+ * next one only within this much of its start (a caller's clock a little fast). Further ahead, the row
+ * would sit in the table until its hour came and then count as demand that hour never had.
+ */
+export const MAX_CLOCK_SKEW_MS = 5 * 60_000
+
+/** Rows the history may take, and how many it refused and why. */
+export interface DemandRowsInWindow<T> {
+  accepted: T[]
+  dropped: { future: number; expired: number }
+}
+
+/**
+ * Keeps the rows whose hour lies in the history window at `now`: not before its first hour (the cycle
+ * would prune them unread) and not after the hour `MAX_CLOCK_SKEW_MS` from now (a skewed clock or a bad
+ * caller would plant demand in hours not yet served, which forecasts and sMAPE scores then take as real).
+ */
+export function demandRowsInWindow<T extends { hour: number }>(
+  rows: readonly T[],
+  now: number,
+): DemandRowsInWindow<T> {
+  const first = hourOf(now) - HISTORY_HOURS * HOUR_MS
+  const last = hourOf(now + MAX_CLOCK_SKEW_MS)
+  const accepted: T[] = []
+  let future = 0
+  let expired = 0
+  for (const r of rows) {
+    const hour = hourOf(r.hour)
+    if (hour > last) future++
+    else if (hour < first) expired++
+    else accepted.push(r)
+  }
+  return { accepted, dropped: { future, expired } }
+}
 
 export type ZoneMetricColumn =
   | 'requests'

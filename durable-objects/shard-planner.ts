@@ -15,6 +15,8 @@ import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
 import {
   addDemand,
   createDemandTables,
+  type DemandRowsInWindow,
+  demandRowsInWindow,
   HISTORY_HOURS,
   pruneDemand,
   recordServeOutcome,
@@ -42,6 +44,12 @@ import { createPlanTable, readCurrentPlan, savePlan } from './shard-plans.ts'
 import { zoneBucket } from './shard-replicas.ts'
 import { thresholdForCycle } from './shard-threshold.ts'
 import { zonesConfigInForce } from './shard-zones-config.ts'
+
+/** What `recordDemand` stored, and what it refused: rows for hours ahead of the clock or already expired. */
+export interface RecordDemandResult {
+  recorded: number
+  dropped: DemandRowsInWindow<DemandRow>['dropped']
+}
 
 /** meta key: when the last cycle ran, so the next one knows how long its threshold was played. */
 const LAST_CYCLE_AT = 'lastCycleAt'
@@ -85,14 +93,22 @@ export class ShardPlanner extends DurableObject<Env> {
     return { recorded: outcomes.length }
   }
 
-  /** Hourly demand from another source (the aggregators, an import, a benchmark); adds to what is there. */
-  async recordDemand(rows: unknown): Promise<{ recorded: number }> {
+  /**
+   * Hourly demand from another source (the aggregators, an import, a benchmark); adds to what is there.
+   * Rows for hours ahead of this clock (beyond a few minutes of skew) or before the history window are
+   * dropped and counted, not stored: see `demandRowsInWindow`.
+   */
+  async recordDemand(rows: unknown): Promise<RecordDemandResult> {
     const parsed = DemandRow.array().max(100_000).parse(rows)
+    const { accepted, dropped } = demandRowsInWindow(parsed, Date.now())
     this.ctx.storage.transactionSync(() => {
-      for (const r of parsed) addDemand(this.sql, hourOf(r.hour), r.zone, r.entry, r.requests, r.bytes)
+      for (const r of accepted) addDemand(this.sql, hourOf(r.hour), r.zone, r.entry, r.requests, r.bytes)
     })
+    if (dropped.future + dropped.expired > 0) {
+      log({ level: 'warn', msg: 'demand rows outside the history window dropped', ...dropped })
+    }
     await this.ensureAlarm()
-    return { recorded: parsed.length }
+    return { recorded: accepted.length, dropped }
   }
 
   /** Runs a planning cycle now (maintainer action, tests); `now` lets tests move the clock. */

@@ -11,6 +11,7 @@ import {
   type PlanOptions,
   type PlanShape,
   type PlanZone,
+  rankZonesFor,
   replicationFactor,
   servingZone,
 } from './shard-plan.ts'
@@ -171,6 +172,78 @@ describe('shard plan', () => {
     // Every changed entry gained apac: HRW only reorders comparisons involving the re-weighted zone.
     for (const id of changed) {
       expect(after.entries.find((e) => e.id === id)?.replicas).toContain('apac')
+    }
+  })
+
+  it('a demand change in one zone never swaps two other zones, for any key', () => {
+    // The weights used to be normalised by the group's busiest zone: a change there rescaled every zone's
+    // weight against the additive floor and could swap two zones whose own demand had not changed.
+    const ids = ['wnam', 'enam', 'weur', 'eeur', 'apac', 'oc']
+    const demandValue = fc.oneof(
+      fc.constantFrom(0, 0.01, 0.1, 1, 20, 200),
+      fc.double({ min: 0, max: 5000, noNaN: true }),
+    )
+    const input = fc.record({
+      key: fc.string({ minLength: 1, maxLength: 12 }),
+      weights: fc.array(fc.constantFrom(0, 0.5, 1, 2, 4), { minLength: ids.length, maxLength: ids.length }),
+      demand: fc.array(demandValue, { minLength: ids.length, maxLength: ids.length }),
+      held: fc.array(fc.boolean(), { minLength: ids.length, maxLength: ids.length }),
+      changed: fc.integer({ min: 0, max: ids.length - 1 }),
+      busiest: fc.boolean(),
+      to: demandValue,
+    })
+    fc.assert(
+      fc.property(input, ({ key, weights, demand, held, changed, busiest, to }) => {
+        const zones = ids.map((id, i) => ({ id, capacityBytes: GiB, weight: weights[i]! }))
+        const before = Object.fromEntries(ids.map((id, i) => [id, demand[i]!]))
+        // Half the cases change the busiest zone, the one the old normalisation divided by.
+        const target = busiest ? ids[demand.indexOf(Math.max(...demand))]! : ids[changed]!
+        const after = { ...before, [target]: to }
+        const heldSet = new Set(ids.filter((_, i) => held[i]))
+        const order = (d: Record<string, number>) => {
+          const ranked = rankZonesFor(key, zones, d, heldSet)
+          return ranked.filter((z) => z !== target)
+        }
+        expect(order(after)).toEqual(order(before))
+      }),
+      { numRuns: 3000, seed: 11 },
+    )
+  })
+
+  it("when one zone's demand changes, only its own place in replica sets moves", () => {
+    // The measurement that found the old normalisation out (14 of 1970 replica sets changed their other
+    // zones): wnam's demand changes for every dependency, wnam being the busiest zone of many of them
+    // before or after. Replication factors are held fixed and capacity is ample, so the zones other than
+    // wnam keep their order: without wnam, the old and the new set are one a prefix of the other.
+    const deps = population(1000, 3)
+    const roomy = ZONES.map((z) => ({ ...z, capacityBytes: 1000 * GiB }))
+    const withoutWnam = (zones: readonly string[]) => zones.filter((z) => z !== 'wnam')
+    for (const [thresholds, factor] of [
+      [[1], 3],
+      [[1, 1], 3],
+      [[1, 1], 0.2],
+      [[1, 1, 1], 0.2],
+    ] as const) {
+      const options = { ...OPTIONS, replicationThresholds: thresholds }
+      const at = '2026-01-05T00:00:00.000Z'
+      const before = activateAll(buildShardPlan(deps, roomy, [], options, null, at))
+      const shifted = deps.map((d) => ({
+        ...d,
+        demand: { ...d.demand, wnam: (d.demand.wnam ?? 0) * factor },
+      }))
+      const after = buildShardPlan(shifted, roomy, [], options, before, at)
+      const was = new Map(before.entries.map((e) => [e.id, e.replicas]))
+      const moved = after.entries.filter((e) => JSON.stringify(e.replicas) !== JSON.stringify(was.get(e.id)))
+      const strays = moved.filter((e) => {
+        const [a, b] = [withoutWnam(was.get(e.id) ?? []), withoutWnam(e.replicas)]
+        const [short, long] = a.length <= b.length ? [a, b] : [b, a]
+        return JSON.stringify(short) !== JSON.stringify(long.slice(0, short.length))
+      })
+      console.info(
+        `wnam demand ×${factor}, ${thresholds.length} replica(s): ${moved.length}/${deps.length} replica sets moved, ${strays.length} changed other zones`,
+      )
+      expect(moved.length).toBeGreaterThan(0)
+      expect(strays.map((e) => e.id)).toEqual([])
     }
   })
 

@@ -66,15 +66,22 @@ export interface PlanOptions {
   maxGroupSize?: number
   /** Weight multiplier for zones that already hold a replica: hysteresis against flapping. */
   stickiness?: number
-  /** Demand share exponent; > 1 makes hashing strongly prefer the zones that ask for a dependency. */
+  /** Demand exponent; > 1 makes hashing strongly prefer the zones that ask for a dependency. */
   sharpness?: number
+  /** Demand (req/h) a zone counts as having when it asks for nothing; see `zoneWeightFor`. */
+  demandFloor?: number
 }
 
 const DEFAULT_GROUP = 8
 const DEFAULT_STICKINESS = 1.5
 const DEFAULT_SHARPNESS = 3
-/** Lets zones with no demand still rank (they take replicas beyond the demanding zones). */
-const WEIGHT_FLOOR = 1e-3
+/**
+ * Lets zones with no demand still rank (they take replicas beyond the demanding zones). In req/h: a zone
+ * asking for a dependency about once in ten hours or less weighs about as much as one asking nothing.
+ * With the default sharpness its term is 0.1³ = 0.001, the old relative floor for a group whose busiest
+ * zone asks 1 req/h (the first default replication threshold).
+ */
+const DEMAND_FLOOR = 0.1
 
 /**
  * Requests/hour over all zones, summed in zone id order: floating-point addition is not associative, and
@@ -132,26 +139,46 @@ export function coLocationGroups(
 }
 
 /**
- * Zone ranking for one group: weighted HRW with weight = zone weight × (demand share^sharpness + floor),
- * times `stickiness` where the group's members already sit. Changing one zone's weight only reorders
- * comparisons with that zone, so small demand shifts move few replicas.
+ * One zone's hashing weight for a group: zone weight × (demand^sharpness + floor^sharpness), times
+ * `stickiness` where the group's members already sit. It reads only this zone's own numbers. That is the
+ * point: HRW compares two zones by their scores, and each score is a function of its zone's weight and
+ * hash alone, so which of two zones ranks higher for a key depends on those two zones only, exactly (no
+ * floating-point caveat: nothing about the other zones enters either number). The weight used to be
+ * normalised by the group's busiest zone (share = demand / max); the additive floor made that
+ * normalisation change ratios, so a demand change in the busiest zone reordered pairs of other zones.
+ * Demand that is not a finite positive number counts as none.
+ */
+export function zoneWeightFor(
+  zoneWeight: number,
+  demand: number,
+  held: boolean,
+  options: Pick<PlanOptions, 'stickiness' | 'sharpness' | 'demandFloor'> = {},
+): number {
+  const sharp = options.sharpness ?? DEFAULT_SHARPNESS
+  const floor = options.demandFloor ?? DEMAND_FLOOR
+  const asked = Number.isFinite(demand) && demand > 0 ? demand : 0
+  return (
+    zoneWeight * (asked ** sharp + floor ** sharp) * (held ? (options.stickiness ?? DEFAULT_STICKINESS) : 1)
+  )
+}
+
+/**
+ * Zone ranking for one group: weighted HRW with `zoneWeightFor` per zone. Changing one zone's demand,
+ * weight or stickiness only reorders comparisons with that zone, so small demand shifts move few
+ * replicas and a shift in one zone never swaps two others.
  */
 export function rankZonesFor(
   groupKey: string,
   zones: readonly PlanZone[],
   demand: Record<string, number>,
   held: ReadonlySet<string>,
-  options: Pick<PlanOptions, 'stickiness' | 'sharpness'> = {},
+  options: Pick<PlanOptions, 'stickiness' | 'sharpness' | 'demandFloor'> = {},
 ): string[] {
-  const sharp = options.sharpness ?? DEFAULT_SHARPNESS
-  const sticky = options.stickiness ?? DEFAULT_STICKINESS
-  const max = Math.max(0, ...zones.map((z) => demand[z.id] ?? 0))
   const key = hash64(groupKey)
   return prepareZones(zones.map((z) => ({ id: z.id, weight: z.weight })))
     .filter((z) => z.weight > 0)
     .map((z) => {
-      const share = max > 0 ? (demand[z.id] ?? 0) / max : 0
-      const weight = z.weight * (share ** sharp + WEIGHT_FLOOR) * (held.has(z.id) ? sticky : 1)
+      const weight = zoneWeightFor(z.weight, demand[z.id] ?? 0, held.has(z.id), options)
       return { id: z.id, score: rendezvousScore(key, z.hash, weight) }
     })
     .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1))

@@ -159,6 +159,37 @@ describe('ShardPlanner', () => {
     expect(await bytesIn(env.ZONE_APAC, blobKey('sp-unstuck'))).toEqual(good.body)
   })
 
+  it('drops demand rows for hours ahead of its clock or before the history window, and counts them', async () => {
+    await publishDep('sp-ahead', 6_000, 12)
+    const stub = plannerStub('sp-clock')
+    const hour = Math.floor(Date.now() / HOUR) * HOUR
+    const history = 28 * 24 * HOUR
+    const row = (at: number, entry: string, requests: number) => ({
+      hour: at,
+      zone: 'apac',
+      entry,
+      requests,
+      bytes: requests * 6_000,
+    })
+    const result = await stub.recordDemand([
+      // A caller whose clock runs two hours fast: 5000 req/h for an hour nothing has been served in.
+      row(hour + 2 * HOUR, 'sp-ahead@1.0.0', 5_000),
+      row(hour - history - HOUR, 'sp-ahead@1.0.0', 5_000),
+      // The hour in progress and the oldest hour the window keeps (with an hour to spare against the
+      // planner's clock crossing an hour boundary since `hour` was taken) are taken.
+      row(hour, 'sp-kept@1.0.0', 3),
+      row(hour - history + HOUR, 'sp-kept@1.0.0', 3),
+    ])
+    expect(result).toEqual({ recorded: 2, dropped: { future: 1, expired: 1 } })
+
+    // Once the fast caller's hour has passed, it has not turned into demand: no replica for sp-ahead.
+    await stub.replan(hour + 3 * HOUR)
+    const plan = ShardPlan.parse(await stub.plan())
+    expect(plan.entries.find((e) => e.id === 'sp-ahead@1.0.0')).toBeUndefined()
+    const apac = (await stub.forecastSeries(24, hour + 3 * HOUR)).zones.find((z) => z.zone === 'apac')
+    expect(apac?.points.find((p) => p.hour === hour + 2 * HOUR)?.actual ?? 0).toBe(0)
+  })
+
   it('rewards the prefetch threshold once per hour of traffic, however many cycles ran in it', async () => {
     await publishDep('sp-bandit', 4_000, 7)
     const stub = plannerStub('sp-bandit')
