@@ -369,6 +369,18 @@ export const ROUTES: RouteSpec[] = [
   },
   {
     method: 'post',
+    path: '/v1/publish/{name}/{version}/commit',
+    operationId: 'commitStaged',
+    summary:
+      'Commit the staged manifest against bytes already stored for the version (a manifest re-signed after a 409 serial-overtaken)',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [nameParam, versionParam],
+    responses: { '201': { description: 'Published', body: { kind: 'json', schema: 'Published' } } },
+    problems: [400, 401, 409],
+  },
+  {
+    method: 'post',
     path: '/v1/publish/{name}/{version}/uploads',
     operationId: 'createMultipartUpload',
     summary: 'Start a multipart upload of the artifact bytes',

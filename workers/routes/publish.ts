@@ -159,6 +159,24 @@ export const publishRouter = new Hono<AppEnv>()
     }
     return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
   })
+  .post('/:name/:version/commit', valid('param', VersionParam), async (c) => {
+    // For a manifest re-signed after its serial was overtaken (its first commit got 409
+    // serial-overtaken): the bytes already fill the slot, so uploading them again would only be drained.
+    const { name, version } = c.req.valid('param')
+    const pending = await requirePending(c.env.ARTIFACTS, name, version)
+    const manifest = pending.envelope.signed
+    await assertAttachmentsStored(c.env.ARTIFACTS, manifest)
+    const state = await slotState(c.env.ARTIFACTS, manifest)
+    assertSlotUsable(state, manifest)
+    if (state === 'empty') {
+      throw new Problem(
+        409,
+        'conflict',
+        `no bytes of ${name}@${version} are stored yet: upload them (PUT …/blob or a multipart upload), which commits`,
+      )
+    }
+    return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
+  })
   .post('/:name/:version/uploads', valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
     const pending = await requirePending(c.env.ARTIFACTS, name, version)
