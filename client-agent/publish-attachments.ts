@@ -79,7 +79,7 @@ export async function readArtifact(file: string, withChunkIndex: boolean): Promi
 /**
  * Uploads the deltas and the chunk index of a staged publish. They must be at the edge before the
  * blob: the blob's upload commits the version, and the edge refuses it while anything listed is missing.
- * `signal` stops them (Ctrl-C).
+ * `signal` stops them (Ctrl-C: the publish then gives its staged attempt up).
  */
 export async function uploadAttachments(
   edge: EdgeClient,

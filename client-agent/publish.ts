@@ -136,8 +136,8 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
     size,
     sha256,
   }
-  // SIGINT and SIGTERM (Ctrl-C) stop the publish through this signal, so a multipart upload is aborted
-  // at the edge before the process ends by the signal (putMultipart).
+  // From here on the edge holds the version for this publish: SIGINT and SIGTERM (Ctrl-C) give it up
+  // there before the process ends, or rerunning the publish would get 409 for 30 minutes (ADR 0022).
   const stop = abortOnStopSignals()
   try {
     const published = await commitWithFreshSerial(publish, manifest, index, stop.signal)
@@ -169,7 +169,9 @@ interface StagedPublish {
  * the index is read again and the manifest signed again with a serial above the new latest; bytes
  * already uploaded stay at the edge and are committed as they are (`POST …/commit`). Bounded by
  * SERIAL_ATTEMPTS; refused for good when the version was published meanwhile or would now land as a
- * backport (channelsLostMeanwhile).
+ * backport (channelsLostMeanwhile). Any other failure once staged (Ctrl-C included) gives the attempt
+ * up at the edge, so the version is free at once: a single PUT cut off mid-body never reaches the
+ * edge's own cleanup, and a staged manifest nobody will commit would hold the version for 30 minutes.
  */
 async function commitWithFreshSerial(
   publish: StagedPublish,
@@ -184,8 +186,9 @@ async function commitWithFreshSerial(
   let uploaded = false
   for (let attempt = 1; ; attempt++) {
     const envelope = SignedManifest.parse(await signManifest({ ...manifest, serial }, publish.keys))
+    let staged: PublishStarted | undefined
     try {
-      const staged = await stage(publish, envelope, signal)
+      staged = await stage(publish, envelope, signal)
       const response = uploaded ? await commitStored(publish, signal) : await upload(publish, staged, signal)
       if (response.status === 201) return PublishedSchema.parse(await response.json())
       const what = `${uploaded ? 'committing' : 'uploading'} ${name}@${version}`
@@ -195,7 +198,12 @@ async function commitWithFreshSerial(
       throw error
     } catch (error) {
       // A refused serial dropped the staged manifest at the edge already: signed again below.
-      if (!serialOvertaken(error) || attempt >= SERIAL_ATTEMPTS) throw error
+      const signAgain = serialOvertaken(error) && attempt < SERIAL_ATTEMPTS
+      if (!signAgain) {
+        // Anything else gives the attempt up, so the version is free at once.
+        if (staged?.attempt !== undefined) await abandon(publish, staged.attempt)
+        throw error
+      }
     }
     await sleep(serialRetryDelayMs(attempt), undefined, { signal }).catch(() => signal.throwIfAborted())
     const current = await publishedIndex(edge, name)
@@ -209,7 +217,7 @@ async function commitWithFreshSerial(
   }
 }
 
-/** POSTs the signed manifest; the edge answers with how to upload. */
+/** POSTs the signed manifest; the edge answers with how to upload and the attempt's name. */
 async function stage(
   publish: StagedPublish,
   envelope: SignedManifest,
@@ -242,6 +250,22 @@ async function upload(
 /** Commits a re-signed manifest against the bytes, deltas and chunk index its refused attempt stored. */
 function commitStored(publish: StagedPublish, signal: AbortSignal): Promise<Response> {
   return publish.edge.request(`${publish.base}/commit`, { method: 'POST', headers: publish.auth, signal })
+}
+
+/**
+ * Gives the staged attempt up at the edge (`DELETE …/attempts/:attempt`), best effort: not bound to the
+ * stop signal (it runs after one), and a link that is down leaves the version held until the staged
+ * manifest counts as abandoned, as before. The edge never touches a published version here.
+ */
+async function abandon(publish: StagedPublish, attempt: string): Promise<void> {
+  await publish.edge
+    .request(`${publish.base}/attempts/${attempt}`, {
+      method: 'DELETE',
+      headers: publish.auth,
+      signal: AbortSignal.timeout(10_000),
+    })
+    .then((response) => response.body?.cancel())
+    .catch(() => undefined)
 }
 
 /**
@@ -294,7 +318,7 @@ const UPLOAD_CHUNK_BYTES = 1024 * 1024
  * `length` bytes of the file from `offset`, zero-filled past its end: an upload always sends exactly the
  * Content-Length it announced. A file that shrank then gives bytes that fail the sha256 check, which the
  * edge answers with a clean refusal that frees the version; a body cut short would instead break the
- * connection and leave the staged publish holding the version until it counts as abandoned.
+ * connection, and the version would be free again only once the CLI gives its attempt up (abandon).
  */
 async function readAt(file: FileHandle, offset: number, length: number): Promise<Uint8Array> {
   const buffer = new Uint8Array(length)

@@ -380,6 +380,18 @@ export const ROUTES: RouteSpec[] = [
     problems: [400, 401, 409],
   },
   {
+    method: 'delete',
+    path: '/v1/publish/{name}/{version}/attempts/{attempt}',
+    operationId: 'abandonStagedPublish',
+    summary:
+      'Give up a staged publish attempt (the `attempt` its start answered), freeing the version at once; never touches a published version',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [nameParam, versionParam, { name: 'attempt', in: 'path', schema: Sha256Hex }],
+    responses: { '204': { description: 'Given up, or nothing of the attempt was staged any more' } },
+    problems: [400, 401, 409],
+  },
+  {
     method: 'post',
     path: '/v1/publish/{name}/{version}/uploads',
     operationId: 'createMultipartUpload',

@@ -1,7 +1,7 @@
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { ArtifactIndex } from '../../schemas/artifact-index.ts'
-import { Published } from '../../schemas/publish.ts'
+import { Published, PublishStarted } from '../../schemas/publish.ts'
 import { keys } from '../storage/keys.ts'
 import {
   auth,
@@ -30,6 +30,10 @@ function putBlob(name: string, version: string, body: Uint8Array): Promise<Respo
 
 function commitStaged(name: string, version: string, headers: Record<string, string> = auth) {
   return call(`/v1/publish/${name}/${version}/commit`, { method: 'POST', headers })
+}
+
+function abandon(name: string, version: string, attempt: string, headers: Record<string, string> = auth) {
+  return call(`/v1/publish/${name}/${version}/attempts/${attempt}`, { method: 'DELETE', headers })
 }
 
 async function indexOf(name: string): Promise<ArtifactIndex> {
@@ -89,5 +93,70 @@ describe('a serial another publish took first', () => {
     await expectProblem(await commitStaged('nobytes', '1.0.0', {}), 401, 'unauthorized')
     await expectProblem(await commitStaged('nothing', '1.0.0'), 409, 'conflict')
     expect((await indexOf('nobytes').catch(() => null))?.versions ?? []).toEqual([])
+  })
+})
+
+describe('giving up a staged attempt', () => {
+  async function stage(name: string, version: string, seed: number, serial = 1) {
+    const envelope = await envelopeFor(name, version, bytesOf(3000, seed), { serial })
+    const started = await startPublish(envelope)
+    expect(started.status).toBe(201)
+    const { attempt } = PublishStarted.parse(await started.json())
+    if (attempt === undefined) throw new Error('the edge named no attempt')
+    return { envelope, attempt }
+  }
+
+  it('frees the version at once, and giving up again is no error', async () => {
+    const { attempt } = await stage('giveup', '1.0.0', 6)
+    // What a cut-off single PUT left: the version is held for another manifest.
+    const other = await envelopeFor('giveup', '1.0.0', bytesOf(3000, 7), { serial: 1 })
+    expect((await startPublish(other)).status).toBe(409)
+
+    expect((await abandon('giveup', '1.0.0', attempt)).status).toBe(204)
+    expect(await staged('giveup', '1.0.0')).toBeUndefined()
+    expect((await abandon('giveup', '1.0.0', attempt)).status).toBe(204)
+    // The rerun (a new manifest) stages and publishes at once.
+    expect((await startPublish(other)).status).toBe(201)
+    expect((await putBlob('giveup', '1.0.0', bytesOf(3000, 7))).status).toBe(201)
+  })
+
+  it('names the attempt after the envelope as staged: the same manifest again is the same attempt', async () => {
+    const { envelope, attempt } = await stage('samename', '1.0.0', 8)
+    expect(attempt).toBe(await sha256(new TextEncoder().encode(JSON.stringify(envelope))))
+    const again = PublishStarted.parse(await (await startPublish(envelope)).json())
+    expect(again.attempt).toBe(attempt)
+  })
+
+  it("leaves another attempt's staged publish alone", async () => {
+    const { envelope } = await stage('holder', '1.0.0', 9)
+    const notTheHolder = await abandon('holder', '1.0.0', 'f'.repeat(64))
+    expect((await expectProblem(notTheHolder, 409, 'conflict')).detail).toContain("another attempt's")
+    expect(await staged('holder', '1.0.0')).toBe(JSON.stringify(envelope))
+    // Still the holder's to publish.
+    expect((await putBlob('holder', '1.0.0', bytesOf(3000, 9))).status).toBe(201)
+  })
+
+  it('never touches a published version, even named by the attempt that published it', async () => {
+    const { attempt } = await stage('committed', '1.0.0', 10)
+    expect((await putBlob('committed', '1.0.0', bytesOf(3000, 10))).status).toBe(201)
+    const refused = await expectProblem(await abandon('committed', '1.0.0', attempt), 409, 'conflict')
+    expect(refused.detail).toContain('is published')
+    expect((await indexOf('committed')).versions.map((v) => v.version)).toEqual(['1.0.0'])
+    expect(await env.ARTIFACTS.head(keys.manifest('committed', '1.0.0'))).not.toBeNull()
+    expect((await call('/v1/artifacts/committed/1.0.0/blob')).status).toBe(200)
+  })
+
+  it('takes the maintainer token, and refuses a malformed attempt or version with 400', async () => {
+    const { attempt } = await stage('authed', '1.0.0', 11)
+    await expectProblem(await abandon('authed', '1.0.0', attempt, {}), 401, 'unauthorized')
+    await expectProblem(
+      await abandon('authed', '1.0.0', attempt, { authorization: 'Bearer wrong' }),
+      401,
+      'unauthorized',
+    )
+    await expectProblem(await abandon('authed', '1.0.0', 'not-an-attempt'), 400, 'bad-request')
+    await expectProblem(await abandon('authed', '1.0.0', attempt.toUpperCase()), 400, 'bad-request')
+    await expectProblem(await abandon('authed', 'v1', attempt), 400, 'bad-request')
+    expect(await staged('authed', '1.0.0')).toBeDefined()
   })
 })
