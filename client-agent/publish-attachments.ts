@@ -79,6 +79,7 @@ export async function readArtifact(file: string, withChunkIndex: boolean): Promi
 /**
  * Uploads the deltas and the chunk index of a staged publish. They must be at the edge before the
  * blob: the blob's upload commits the version, and the edge refuses it while anything listed is missing.
+ * `signal` stops them (Ctrl-C: the publish then gives its staged attempt up).
  */
 export async function uploadAttachments(
   edge: EdgeClient,
@@ -86,6 +87,7 @@ export async function uploadAttachments(
   auth: Record<string, string>,
   deltas: readonly PreparedDelta[],
   chunkIndex: Uint8Array | null,
+  signal?: AbortSignal,
 ): Promise<void> {
   for (const delta of deltas) {
     const body = await delta.read()
@@ -94,6 +96,7 @@ export async function uploadAttachments(
       // fetch sets Content-Length for byte bodies (undici refuses a hand-set one next to them).
       headers: { ...auth, 'content-type': 'application/octet-stream' },
       body,
+      ...(signal ? { signal } : {}),
     })
     if (response.status !== 201)
       throw await errorFromResponse(
@@ -107,6 +110,7 @@ export async function uploadAttachments(
       method: 'PUT',
       headers: { ...auth, 'content-type': 'application/octet-stream' },
       body: chunkIndex,
+      ...(signal ? { signal } : {}),
     })
     if (response.status !== 201) throw await errorFromResponse(response, 'uploading the chunk index')
     await response.body?.cancel()

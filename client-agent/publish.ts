@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { type FileHandle, open, readFile } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { z } from 'zod'
 import type { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { base64Bytes } from '../schemas/base64.ts'
@@ -17,7 +18,21 @@ import { artifactPath, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { regularFileSize } from './fs/file-io.ts'
 import { abortOnStopSignals } from './fs/stop-signals.ts'
-import { type DeltaInput, prepareDelta, readArtifact, uploadAttachments } from './publish-attachments.ts'
+import {
+  type DeltaInput,
+  type PreparedDelta,
+  prepareDelta,
+  readArtifact,
+  uploadAttachments,
+} from './publish-attachments.ts'
+import {
+  backportRefused,
+  channelsLostMeanwhile,
+  nextSerial,
+  SERIAL_ATTEMPTS,
+  serialOvertaken,
+  serialRetryDelayMs,
+} from './publish-serial.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 
@@ -72,8 +87,10 @@ export async function readKeyFile(path: string): Promise<KeyPairFiles> {
 
 /**
  * Hashes and signs locally (the private key never leaves this machine), stages the manifest at the
- * edge, uploads the deltas and chunk index it lists, then the bytes — one PUT when small, R2 multipart when large. The edge publishes the
- * version only after it has verified the bytes against the signed size and sha256.
+ * edge, uploads the deltas and chunk index it lists, then the bytes — one PUT when small, R2 multipart
+ * when large. The edge publishes the version only after it has verified the bytes against the signed
+ * size and sha256. A commit refused because another publish took the serial meanwhile is signed again
+ * and retried without uploading anything again (publish-serial.ts).
  */
 export async function publishArtifact(request: PublishRequest): Promise<Published> {
   const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
@@ -91,7 +108,6 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
   // Deltas are built from the file before this: ones made for other bytes would not rebuild the signed ones.
   if ((request.deltas ?? []).some((d) => d.targetSha256 !== undefined && d.targetSha256 !== sha256))
     throw changedWhilePublishing(request.file)
-  const serial = (index?.latestSerial ?? 0) + 1
   const deltas = await Promise.all((request.deltas ?? []).map(prepareDelta))
   const now = new Date()
   const manifest: ArtifactManifest = {
@@ -105,32 +121,151 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
     channels: request.channels ?? ['stable'],
     createdAt: now.toISOString(),
     expires: new Date(now.getTime() + (request.expiresInDays ?? 90) * 86_400_000).toISOString(),
-    serial,
+    serial: (index?.latestSerial ?? 0) + 1,
     chunkIndex: chunks?.ref ?? null,
     deltas: deltas.map((d) => d.ref),
   }
-  const envelope = SignedManifest.parse(await signManifest(manifest, keys))
-  const auth = { authorization: `Bearer ${request.token}` }
-  const base = `/v1/publish/${encodeURIComponent(request.name)}/${request.version}`
+  const publish: StagedPublish = {
+    edge,
+    request,
+    keys,
+    auth: { authorization: `Bearer ${request.token}` },
+    base: `/v1/publish/${encodeURIComponent(request.name)}/${request.version}`,
+    deltas,
+    chunkIndex: chunks?.bytes ?? null,
+    size,
+    sha256,
+  }
+  // From here on the edge holds the version for this publish: SIGINT and SIGTERM (Ctrl-C) give it up
+  // there before the process ends, or rerunning the publish would get 409 for 30 minutes (ADR 0022).
+  const stop = abortOnStopSignals()
+  try {
+    const published = await commitWithFreshSerial(publish, manifest, index, stop.signal)
+    for (const note of channelNotes(published)) request.onNotice?.(note)
+    return published
+  } finally {
+    await stop.release()
+  }
+}
 
-  const started = await edge.request(base, {
+/** What every attempt of one publish shares. */
+interface StagedPublish {
+  edge: EdgeClient
+  request: PublishRequest
+  keys: KeyPairFiles[]
+  auth: Record<string, string>
+  /** `/v1/publish/<name>/<version>` */
+  base: string
+  deltas: PreparedDelta[]
+  chunkIndex: Uint8Array | null
+  /** Of the file as read and signed. */
+  size: number
+  sha256: string
+}
+
+/**
+ * Signs `manifest`, stages it and uploads what it lists, which commits it. When another publish of the
+ * artifact committed first and took the serial (409 `serial-overtaken`, at staging or at the commit),
+ * the index is read again and the manifest signed again with a serial above the new latest; bytes
+ * already uploaded stay at the edge and are committed as they are (`POST …/commit`). Bounded by
+ * SERIAL_ATTEMPTS; refused for good when the version was published meanwhile or would now land as a
+ * backport (channelsLostMeanwhile). Any other failure once staged (Ctrl-C included) gives the attempt
+ * up at the edge, so the version is free at once: a single PUT cut off mid-body never reaches the
+ * edge's own cleanup, and a staged manifest nobody will commit would hold the version for 30 minutes.
+ */
+async function commitWithFreshSerial(
+  publish: StagedPublish,
+  manifest: ArtifactManifest,
+  atStart: ArtifactIndex | null,
+  signal: AbortSignal,
+): Promise<Published> {
+  const { edge, request } = publish
+  const { name, version } = manifest
+  let serial = manifest.serial
+  // Set once the bytes (and with them the deltas and chunk index) are stored at the edge.
+  let uploaded = false
+  for (let attempt = 1; ; attempt++) {
+    const envelope = SignedManifest.parse(await signManifest({ ...manifest, serial }, publish.keys))
+    let staged: PublishStarted | undefined
+    try {
+      staged = await stage(publish, envelope, signal)
+      const response = uploaded ? await commitStored(publish, signal) : await upload(publish, staged, signal)
+      if (response.status === 201) return PublishedSchema.parse(await response.json())
+      const what = `${uploaded ? 'committing' : 'uploading'} ${name}@${version}`
+      const error = await errorFromResponse(response, what)
+      // Refused at its commit, which comes after the bytes were stored.
+      if (serialOvertaken(error)) uploaded = true
+      throw error
+    } catch (error) {
+      // A refused serial dropped the staged manifest at the edge already: signed again below.
+      const signAgain = serialOvertaken(error) && attempt < SERIAL_ATTEMPTS
+      if (!signAgain) {
+        // Anything else gives the attempt up, so the version is free at once.
+        if (staged?.attempt !== undefined) await abandon(publish, staged.attempt)
+        throw error
+      }
+    }
+    await sleep(serialRetryDelayMs(attempt), undefined, { signal }).catch(() => signal.throwIfAborted())
+    const current = await publishedIndex(edge, name)
+    if (current?.versions.some((v) => v.version === version)) throw alreadyPublished(name, version)
+    const lost = channelsLostMeanwhile(version, manifest.channels, atStart, current)
+    if (lost.length > 0) throw backportRefused(name, version, lost)
+    serial = nextSerial(current, serial)
+    request.onNotice?.(
+      `another publish of ${name} took serial ${serial - 1} first; signing ${version} again with serial ${serial}`,
+    )
+  }
+}
+
+/** POSTs the signed manifest; the edge answers with how to upload and the attempt's name. */
+async function stage(
+  publish: StagedPublish,
+  envelope: SignedManifest,
+  signal: AbortSignal,
+): Promise<PublishStarted> {
+  const { name, version } = envelope.signed
+  const started = await publish.edge.request(publish.base, {
     method: 'POST',
-    headers: { ...auth, 'content-type': 'application/json' },
+    headers: { ...publish.auth, 'content-type': 'application/json' },
     body: JSON.stringify(envelope),
+    signal,
   })
-  if (started.status !== 201)
-    throw await errorFromResponse(started, `starting publish of ${request.name}@${request.version}`)
-  const plan = PublishStarted.parse(await started.json())
-  await uploadAttachments(edge, base, auth, deltas, chunks?.bytes ?? null)
-  const response =
-    size <= plan.maxSinglePutBytes
-      ? await putWhole(edge, `${base}/blob`, auth, request, size, sha256)
-      : await putMultipart(edge, base, auth, request, size, sha256, plan.partBytes)
-  if (response.status !== 201)
-    throw await errorFromResponse(response, `uploading ${request.name}@${request.version}`)
-  const published = PublishedSchema.parse(await response.json())
-  for (const note of channelNotes(published)) request.onNotice?.(note)
-  return published
+  if (started.status !== 201) throw await errorFromResponse(started, `starting publish of ${name}@${version}`)
+  return PublishStarted.parse(await started.json())
+}
+
+/** Uploads the deltas, the chunk index and the bytes of the staged attempt; the last upload commits. */
+async function upload(
+  publish: StagedPublish,
+  staged: PublishStarted,
+  signal: AbortSignal,
+): Promise<Response> {
+  const { edge, base, auth } = publish
+  await uploadAttachments(edge, base, auth, publish.deltas, publish.chunkIndex, signal)
+  return publish.size <= staged.maxSinglePutBytes
+    ? await putWhole(publish, signal)
+    : await putMultipart(publish, staged.partBytes, signal)
+}
+
+/** Commits a re-signed manifest against the bytes, deltas and chunk index its refused attempt stored. */
+function commitStored(publish: StagedPublish, signal: AbortSignal): Promise<Response> {
+  return publish.edge.request(`${publish.base}/commit`, { method: 'POST', headers: publish.auth, signal })
+}
+
+/**
+ * Gives the staged attempt up at the edge (`DELETE …/attempts/:attempt`), best effort: not bound to the
+ * stop signal (it runs after one), and a link that is down leaves the version held until the staged
+ * manifest counts as abandoned, as before. The edge never touches a published version here.
+ */
+async function abandon(publish: StagedPublish, attempt: string): Promise<void> {
+  await publish.edge
+    .request(`${publish.base}/attempts/${attempt}`, {
+      method: 'DELETE',
+      headers: publish.auth,
+      signal: AbortSignal.timeout(10_000),
+    })
+    .then((response) => response.body?.cancel())
+    .catch(() => undefined)
 }
 
 /**
@@ -183,7 +318,7 @@ const UPLOAD_CHUNK_BYTES = 1024 * 1024
  * `length` bytes of the file from `offset`, zero-filled past its end: an upload always sends exactly the
  * Content-Length it announced. A file that shrank then gives bytes that fail the sha256 check, which the
  * edge answers with a clean refusal that frees the version; a body cut short would instead break the
- * connection and leave the staged publish holding the version until it counts as abandoned.
+ * connection, and the version would be free again only once the CLI gives its attempt up (abandon).
  */
 async function readAt(file: FileHandle, offset: number, length: number): Promise<Uint8Array> {
   const buffer = new Uint8Array(length)
@@ -201,14 +336,8 @@ async function readAt(file: FileHandle, offset: number, length: number): Promise
  * unless the file changed since), hashed as they go. If the edge refuses them and they were not the
  * signed bytes, the file changed: said in those words rather than as the edge's sha256 mismatch.
  */
-async function putWhole(
-  edge: EdgeClient,
-  path: string,
-  auth: Record<string, string>,
-  request: PublishRequest,
-  size: number,
-  sha256: string,
-): Promise<Response> {
+async function putWhole(publish: StagedPublish, signal: AbortSignal): Promise<Response> {
+  const { edge, auth, request, size, sha256 } = publish
   const file = await open(request.file, 'r')
   const hash = createHash('sha256')
   let sent = 0
@@ -234,11 +363,12 @@ async function putWhole(
     { highWaterMark: 0 },
   )
   try {
-    const response = await edge.request(path, {
+    const response = await edge.request(`${publish.base}/blob`, {
       method: 'PUT',
       headers: { ...auth, 'content-length': String(size), 'content-type': 'application/octet-stream' },
       body,
       duplex: 'half',
+      signal,
     } as RequestInit)
     if (response.status !== 201 && sent === size && hash.digest('hex') !== sha256) {
       await response.body?.cancel().catch(() => undefined)
@@ -253,24 +383,20 @@ async function putWhole(
 /**
  * The multipart upload: parts of exactly the planned sizes, hashed as they go. Bytes that are not the
  * signed ones (the file changed) are never completed: the upload is aborted, which frees the version.
- * So is an upload stopped by SIGINT or SIGTERM (Ctrl-C): without that, the staged publish would hold
- * the version until it counts as abandoned (30 minutes, ADR 0022) and running the publish again would
- * get 409. The process then ends by the same signal, as it would have.
+ * So is an upload stopped by SIGINT or SIGTERM (Ctrl-C, `signal`): without that, the staged publish
+ * would hold the version until it counts as abandoned (30 minutes, ADR 0022) and running the publish
+ * again would get 409. publishArtifact then ends the process by the same signal, as it would have.
  */
 async function putMultipart(
-  edge: EdgeClient,
-  base: string,
-  auth: Record<string, string>,
-  request: PublishRequest,
-  size: number,
-  sha256: string,
+  publish: StagedPublish,
   partBytes: number,
+  signal: AbortSignal,
 ): Promise<Response> {
-  const created = await edge.request(`${base}/uploads`, { method: 'POST', headers: auth })
+  const { edge, base, auth, request, size, sha256 } = publish
+  const created = await edge.request(`${base}/uploads`, { method: 'POST', headers: auth, signal })
   if (created.status !== 201) throw await errorFromResponse(created, 'starting multipart upload')
   const { uploadId } = z.object({ uploadId: z.string() }).parse(await created.json())
   const uploadPath = `${base}/uploads/${encodeURIComponent(uploadId)}`
-  const stop = abortOnStopSignals()
   const file = await open(request.file, 'r')
   try {
     const parts: UploadedPart[] = []
@@ -279,20 +405,20 @@ async function putMultipart(
       const length = Math.min(partBytes, size - offset)
       const buffer = await readAt(file, offset, length)
       hash.update(buffer)
-      stop.signal.throwIfAborted()
+      signal.throwIfAborted()
       const response = await edge.request(`${uploadPath}/parts/${partNumber}`, {
         method: 'PUT',
         // fetch sets Content-Length for byte bodies (undici refuses a hand-set one next to them).
         headers: auth,
         body: buffer,
-        signal: stop.signal,
+        signal,
       })
       if (!response.ok) throw await errorFromResponse(response, `uploading part ${partNumber}`)
       parts.push(UploadedPart.parse(await response.json()))
       request.onProgress?.(offset + length, size)
     }
     if (hash.digest('hex') !== sha256) throw changedWhilePublishing(request.file)
-    stop.signal.throwIfAborted()
+    signal.throwIfAborted()
     return await edge.request(`${uploadPath}/complete`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
@@ -306,7 +432,6 @@ async function putMultipart(
     throw error
   } finally {
     await file.close()
-    await stop.release()
   }
 }
 

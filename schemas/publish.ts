@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { ChannelName, Version } from './common.ts'
+import { ChannelName, Sha256Hex, Version } from './common.ts'
 
 /** R2 multipart rules: every part but the last is at least 5 MiB; at most 10,000 parts. */
 export const MIN_PART_BYTES = 5 * 1024 * 1024
@@ -8,6 +8,11 @@ export const MAX_PARTS = 10_000
 export const PublishStarted = z.object({
   name: z.string(),
   version: z.string(),
+  /**
+   * Names this staged attempt (the sha256 of the envelope as staged): `DELETE …/attempts/:attempt`
+   * gives it up, which only its holder can name. Absent from older edges.
+   */
+  attempt: Sha256Hex.optional(),
   /** Bodies up to this size go in one PUT; larger ones use multipart. */
   maxSinglePutBytes: z.number().int().positive(),
   partBytes: z.number().int().positive(),

@@ -3,8 +3,9 @@ import { AgentError, type AgentErrorCode } from '../errors.ts'
 import { JSON_LIMITS, readTextBounded } from './read-json.ts'
 
 /**
- * Turns a non-2xx edge response into an AgentError, keeping the problem+json detail when present and
- * the edge's Retry-After (delta-seconds) as `details.retryAfterSeconds`.
+ * Turns a non-2xx edge response into an AgentError, keeping the problem+json detail when present, its
+ * type's slug as `details.problem` (`https://deltaport.dev/problems/<slug>`: what tells two 409s apart)
+ * and the edge's Retry-After (delta-seconds) as `details.retryAfterSeconds`.
  */
 export async function errorFromResponse(response: Response, what: string): Promise<AgentError> {
   // Bounded: an error page may be endless too; only its start is worth showing.
@@ -13,9 +14,13 @@ export async function errorFromResponse(response: Response, what: string): Promi
     () => '',
   )
   let detail = text.slice(0, 500)
+  let slug: string | undefined
   try {
     const problem = ProblemDetails.safeParse(JSON.parse(text))
-    if (problem.success) detail = problem.data.detail ?? problem.data.title
+    if (problem.success) {
+      detail = problem.data.detail ?? problem.data.title
+      slug = problemSlug(problem.data.type)
+    }
   } catch {
     // Not JSON: keep the raw (truncated) text.
   }
@@ -23,6 +28,7 @@ export async function errorFromResponse(response: Response, what: string): Promi
   const retryAfter = Number(response.headers.get('retry-after') ?? '')
   return new AgentError(code, `${what}: HTTP ${response.status}: ${detail}`, {
     status: response.status,
+    ...(slug !== undefined ? { problem: slug } : {}),
     ...(Number.isSafeInteger(retryAfter) && retryAfter > 0 ? { retryAfterSeconds: retryAfter } : {}),
   })
 }
@@ -31,4 +37,15 @@ export async function errorFromResponse(response: Response, what: string): Promi
 export function retryAfterMs(error: unknown): number {
   const seconds = error instanceof AgentError ? error.details.retryAfterSeconds : undefined
   return typeof seconds === 'number' ? seconds * 1000 : 0
+}
+
+/** The slug of a problem type this edge names (`https://deltaport.dev/problems/<slug>`), else undefined. */
+function problemSlug(type: string): string | undefined {
+  const match = /^https:\/\/deltaport\.dev\/problems\/([a-z0-9-]{1,64})$/.exec(type)
+  return match?.[1]
+}
+
+/** Whether `error` is the edge's problem answer of type `slug` (see errorFromResponse). */
+export function isProblem(error: unknown, slug: string): boolean {
+  return error instanceof AgentError && error.details.problem === slug
 }

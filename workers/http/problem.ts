@@ -40,6 +40,7 @@ const TITLES: Record<string, string> = {
   'not-found': 'No such resource',
   'method-not-allowed': 'The resource does not answer this method',
   conflict: 'The request conflicts with the current state',
+  'serial-overtaken': "Another publish reached the manifest's serial first; sign it again with a higher one",
   'precondition-failed': 'A precondition failed',
   'payload-too-large': 'The request body is too large',
   'length-required': 'Content-Length is required',

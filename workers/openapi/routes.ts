@@ -369,6 +369,30 @@ export const ROUTES: RouteSpec[] = [
   },
   {
     method: 'post',
+    path: '/v1/publish/{name}/{version}/commit',
+    operationId: 'commitStaged',
+    summary:
+      'Commit the staged manifest against bytes already stored for the version (a manifest re-signed after a 409 serial-overtaken)',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [nameParam, versionParam],
+    responses: { '201': { description: 'Published', body: { kind: 'json', schema: 'Published' } } },
+    problems: [400, 401, 409],
+  },
+  {
+    method: 'delete',
+    path: '/v1/publish/{name}/{version}/attempts/{attempt}',
+    operationId: 'abandonStagedPublish',
+    summary:
+      'Give up a staged publish attempt (the `attempt` its start answered), freeing the version at once; never touches a published version',
+    tag: 'publish',
+    auth: 'bearer',
+    parameters: [nameParam, versionParam, { name: 'attempt', in: 'path', schema: Sha256Hex }],
+    responses: { '204': { description: 'Given up, or nothing of the attempt was staged any more' } },
+    problems: [400, 401, 409],
+  },
+  {
+    method: 'post',
     path: '/v1/publish/{name}/{version}/uploads',
     operationId: 'createMultipartUpload',
     summary: 'Start a multipart upload of the artifact bytes',

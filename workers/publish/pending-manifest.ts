@@ -1,8 +1,9 @@
 import { SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
-import { readManifest, type StoredManifest } from '../storage/artifact-store.ts'
+import { readIndex, readManifest, type StoredManifest } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { parseStored } from '../storage/stored-json.ts'
+import { sha256OfBytes } from './verify-object.ts'
 
 /**
  * A staged publish that has not committed for this long counts as abandoned (a crashed or killed CLI),
@@ -112,4 +113,50 @@ export async function requirePending(
       `${name}@${version} is already published; publish a new version instead`,
     )
   throw new Problem(409, 'conflict', `start the publish of ${name}@${version} with its signed manifest first`)
+}
+
+/**
+ * The name of a staged publish attempt, handed to the CLI that staged it (`attempt` of PublishStarted):
+ * the sha256 of its envelope exactly as staged. Only that CLI knows it (a staged manifest is never
+ * served), and the same manifest staged again (an idempotent retry) is the same attempt.
+ */
+export function attemptOf(stagedRaw: string): Promise<string> {
+  return sha256OfBytes(new TextEncoder().encode(stagedRaw))
+}
+
+/**
+ * Gives up the staged publish named `attempt` (a CLI stopped mid-upload), so the version is free at
+ * once instead of after PENDING_ABANDONED_AFTER_MS. 'abandoned' when it was staged and is dropped now,
+ * 'gone' when nothing is staged (already abandoned, or its upload failed and dropped it: giving up twice
+ * is no error). 409 when the version is published (a committed version is never touched here) or another
+ * attempt holds the version: only the holder of a reservation may give it up.
+ */
+export async function abandonPending(
+  bucket: R2Bucket,
+  name: string,
+  version: string,
+  attempt: string,
+): Promise<'abandoned' | 'gone'> {
+  const found = await readIndex(bucket, name)
+  if (found?.index.versions.some((v) => v.version === version)) {
+    throw new Problem(
+      409,
+      'conflict',
+      `${name}@${version} is published; a published version is never given up (yank it to pull it)`,
+    )
+  }
+  const current = await readPending(bucket, name, version)
+  if (!current) return 'gone'
+  if ((await attemptOf(current.raw)) !== attempt) {
+    const { serial, sha256 } = current.envelope.signed
+    throw new Problem(
+      409,
+      'conflict',
+      `the publish of ${name}@${version} staged now is another attempt's (serial ${serial}, sha256 ${sha256}); it is left alone`,
+    )
+  }
+  // Same read-then-delete gap as discardPending: losing it costs the other attempt a 409, never a
+  // committed version (the commit removes the staged manifest only after the index lists the version).
+  await discardPending(bucket, name, version, current.raw)
+  return 'abandoned'
 }

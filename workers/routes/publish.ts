@@ -1,7 +1,7 @@
 import { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { z } from 'zod'
-import { ArtifactName, decimalParam, Version } from '../../schemas/common.ts'
+import { ArtifactName, decimalParam, Sha256Hex, Version } from '../../schemas/common.ts'
 import { MAX_MANIFEST_BYTES, SignedManifest } from '../../schemas/manifest.ts'
 import {
   CompleteMultipart,
@@ -30,7 +30,13 @@ import {
   storeIntoSlot,
 } from '../publish/blob-slot.ts'
 import { assertMaintainerSigned } from '../publish/maintainer-keys.ts'
-import { discardPending, requirePending, stagePending } from '../publish/pending-manifest.ts'
+import {
+  abandonPending,
+  attemptOf,
+  discardPending,
+  requirePending,
+  stagePending,
+} from '../publish/pending-manifest.ts'
 import {
   assertPublishable,
   type Committed,
@@ -45,6 +51,7 @@ import { abortUpload, StorageUnavailable } from '../storage/guarded-bucket.ts'
 const VersionParam = z.object({ name: ArtifactName, version: Version })
 const UploadParam = VersionParam.extend({ uploadId: z.string().min(1).max(1024) })
 const PartParam = UploadParam.extend({ part: decimalParam(1, MAX_PARTS) })
+const AttemptParam = VersionParam.extend({ attempt: Sha256Hex })
 /**
  * `type/subtype` with optional `; name=value` parameters (RFC 9110 tokens, quoted values without control
  * characters). The media type becomes the blob's Content-Type: anything else would make every read of
@@ -114,10 +121,12 @@ export const publishRouter = new Hono<AppEnv>()
       // transforms (an unknown field was refused above by name), and agents verify the maintainer's
       // signature over this `signed` body.
       // Refused (409) while another attempt's manifest is staged; the same manifest again is a retry.
-      await stagePending(c.env.ARTIFACTS, envelope, JSON.stringify(envelope))
+      const raw = JSON.stringify(envelope)
+      await stagePending(c.env.ARTIFACTS, envelope, raw)
       const body: PublishStarted = {
         name,
         version,
+        attempt: await attemptOf(raw),
         maxSinglePutBytes: maxSinglePut(c.env),
         partBytes: Math.max(MIN_PART_BYTES, Math.ceil(manifest.size / MAX_PARTS)),
       }
@@ -158,6 +167,31 @@ export const publishRouter = new Hono<AppEnv>()
       throw error
     }
     return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
+  })
+  .post('/:name/:version/commit', valid('param', VersionParam), async (c) => {
+    // For a manifest re-signed after its serial was overtaken (its first commit got 409
+    // serial-overtaken): the bytes already fill the slot, so uploading them again would only be drained.
+    const { name, version } = c.req.valid('param')
+    const pending = await requirePending(c.env.ARTIFACTS, name, version)
+    const manifest = pending.envelope.signed
+    await assertAttachmentsStored(c.env.ARTIFACTS, manifest)
+    const state = await slotState(c.env.ARTIFACTS, manifest)
+    assertSlotUsable(state, manifest)
+    if (state === 'empty') {
+      throw new Problem(
+        409,
+        'conflict',
+        `no bytes of ${name}@${version} are stored yet: upload them (PUT …/blob or a multipart upload), which commits`,
+      )
+    }
+    return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
+  })
+  .delete('/:name/:version/attempts/:attempt', valid('param', AttemptParam), async (c) => {
+    // A single PUT cut off (Ctrl-C, a dropped link) never reaches the edge's own cleanup, and its staged
+    // manifest would hold the version for 30 minutes; its CLI gives it up here instead.
+    const { name, version, attempt } = c.req.valid('param')
+    await abandonPending(c.env.ARTIFACTS, name, version, attempt)
+    return c.body(null, 204)
   })
   .post('/:name/:version/uploads', valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')

@@ -51,10 +51,18 @@ export interface Committed {
  * manifest can never succeed, so its staged publish may be dropped.
  */
 export class NotPublishable extends Problem {
-  constructor(detail: string) {
-    super(409, 'conflict', detail)
+  constructor(slug: 'conflict' | typeof SERIAL_OVERTAKEN, detail: string) {
+    super(409, slug, detail)
   }
 }
+
+/**
+ * The problem type of a serial another publish has reached first (another version committed since the
+ * manifest was signed). Distinct from the plain `conflict` of a version already published: the first is
+ * cured by signing the same version again with a higher serial (the CLI does, reusing what it uploaded),
+ * the second never.
+ */
+export const SERIAL_OVERTAKEN = 'serial-overtaken'
 
 /**
  * Makes a verified version visible: the manifest moves from pending to its final key (claimed by this
@@ -225,12 +233,15 @@ export const MAX_SERIAL_STEP = 2 ** 32
 export function assertPublishable(index: ArtifactIndex, manifest: ArtifactManifest): void {
   if (index.versions.some((v) => v.version === manifest.version)) {
     throw new NotPublishable(
+      'conflict',
       `${manifest.name}@${manifest.version} is already published; versions are immutable`,
     )
   }
   if (manifest.serial <= index.latestSerial) {
     throw new NotPublishable(
-      `serial ${manifest.serial} is not above the latest published serial ${index.latestSerial}`,
+      SERIAL_OVERTAKEN,
+      `serial ${manifest.serial} is not above the latest published serial ${index.latestSerial}: ` +
+        `sign the manifest again with serial ${index.latestSerial + 1} or higher`,
     )
   }
   if (manifest.serial > index.latestSerial + MAX_SERIAL_STEP) {

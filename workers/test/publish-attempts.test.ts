@@ -1,0 +1,162 @@
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import { ArtifactIndex } from '../../schemas/artifact-index.ts'
+import { Published, PublishStarted } from '../../schemas/publish.ts'
+import { keys } from '../storage/keys.ts'
+import {
+  auth,
+  bytesOf,
+  call,
+  envelopeFor,
+  expectProblem,
+  publishSingle,
+  sha256,
+  startPublish,
+} from './publish-helpers.ts'
+
+/**
+ * The routes a CLI needs around one staged attempt: telling a serial another publish took first
+ * (re-sign and retry) from a version already published (never), committing a re-signed manifest
+ * against the bytes its refused attempt stored, and giving an attempt up when its upload was cut off.
+ */
+
+function putBlob(name: string, version: string, body: Uint8Array): Promise<Response> {
+  return call(`/v1/publish/${name}/${version}/blob`, {
+    method: 'PUT',
+    headers: { ...auth, 'content-length': String(body.length) },
+    body,
+  })
+}
+
+function commitStaged(name: string, version: string, headers: Record<string, string> = auth) {
+  return call(`/v1/publish/${name}/${version}/commit`, { method: 'POST', headers })
+}
+
+function abandon(name: string, version: string, attempt: string, headers: Record<string, string> = auth) {
+  return call(`/v1/publish/${name}/${version}/attempts/${attempt}`, { method: 'DELETE', headers })
+}
+
+async function indexOf(name: string): Promise<ArtifactIndex> {
+  return ArtifactIndex.parse(await (await call(`/v1/artifacts/${name}`)).json())
+}
+
+async function staged(name: string, version: string): Promise<string | undefined> {
+  return (await env.ARTIFACTS.get(keys.pendingManifest(name, version)))?.text()
+}
+
+describe('a serial another publish took first', () => {
+  it('is a 409 serial-overtaken at the commit, and the re-signed manifest commits without the bytes again', async () => {
+    await publishSingle('serials', '1.0.0', bytesOf(3000, 1), 1)
+    // Two publishes read latest serial 1 and both sign serial 2; B commits first.
+    const bodyA = bytesOf(5000, 2)
+    const a = await envelopeFor('serials', '1.1.0', bodyA, { serial: 2, channels: ['lts'] })
+    expect((await startPublish(a)).status).toBe(201)
+    await publishSingle('serials', '2.0.0', bytesOf(4000, 3), 2)
+    const refused = await expectProblem(await putBlob('serials', '1.1.0', bodyA), 409, 'serial-overtaken')
+    expect(refused.detail).toContain('serial 2 is not above the latest published serial 2')
+    // The staged manifest is dropped (it can never commit), the bytes stay in the write-once slot.
+    expect(await staged('serials', '1.1.0')).toBeUndefined()
+    expect((await env.ARTIFACTS.head(keys.blob('serials', '1.1.0')))?.size).toBe(bodyA.length)
+
+    // Staging the same serial again is refused with the same type: the CLI re-signs.
+    await expectProblem(await startPublish(a), 409, 'serial-overtaken')
+    const resigned = await envelopeFor('serials', '1.1.0', bodyA, { serial: 3, channels: ['lts'] })
+    expect((await startPublish(resigned)).status).toBe(201)
+    const committed = await commitStaged('serials', '1.1.0')
+    expect(committed.status, await committed.clone().text()).toBe(201)
+    expect(Published.parse(await committed.json())).toMatchObject({ version: '1.1.0', serial: 3 })
+    const index = await indexOf('serials')
+    expect(index.versions.map((v) => [v.version, v.serial])).toEqual([
+      ['1.0.0', 1],
+      ['2.0.0', 2],
+      ['1.1.0', 3],
+    ])
+    expect(index.channels).toEqual({ stable: '2.0.0', lts: '1.1.0' })
+    const blob = await call('/v1/artifacts/serials/1.1.0/blob')
+    expect(await sha256(new Uint8Array(await blob.arrayBuffer()))).toBe(await sha256(bodyA))
+  })
+
+  it('stays a plain conflict when the version itself is published: no re-signing can help', async () => {
+    const first = await publishSingle('taken', '1.0.0', bytesOf(2000, 4), 1)
+    await expectProblem(await startPublish(first), 409, 'conflict')
+    const higher = await envelopeFor('taken', '1.0.0', bytesOf(2000, 4), { serial: 9 })
+    const problem = await expectProblem(await startPublish(higher), 409, 'conflict')
+    expect(problem.detail).toContain('already published')
+  })
+
+  it('commit needs the bytes stored, the attachments in place and the maintainer token', async () => {
+    const body = bytesOf(2500, 5)
+    const envelope = await envelopeFor('nobytes', '1.0.0', body, { serial: 1 })
+    expect((await startPublish(envelope)).status).toBe(201)
+    const early = await expectProblem(await commitStaged('nobytes', '1.0.0'), 409, 'conflict')
+    expect(early.detail).toContain('no bytes of nobytes@1.0.0 are stored yet')
+    await expectProblem(await commitStaged('nobytes', '1.0.0', {}), 401, 'unauthorized')
+    await expectProblem(await commitStaged('nothing', '1.0.0'), 409, 'conflict')
+    expect((await indexOf('nobytes').catch(() => null))?.versions ?? []).toEqual([])
+  })
+})
+
+describe('giving up a staged attempt', () => {
+  async function stage(name: string, version: string, seed: number, serial = 1) {
+    const envelope = await envelopeFor(name, version, bytesOf(3000, seed), { serial })
+    const started = await startPublish(envelope)
+    expect(started.status).toBe(201)
+    const { attempt } = PublishStarted.parse(await started.json())
+    if (attempt === undefined) throw new Error('the edge named no attempt')
+    return { envelope, attempt }
+  }
+
+  it('frees the version at once, and giving up again is no error', async () => {
+    const { attempt } = await stage('giveup', '1.0.0', 6)
+    // What a cut-off single PUT left: the version is held for another manifest.
+    const other = await envelopeFor('giveup', '1.0.0', bytesOf(3000, 7), { serial: 1 })
+    expect((await startPublish(other)).status).toBe(409)
+
+    expect((await abandon('giveup', '1.0.0', attempt)).status).toBe(204)
+    expect(await staged('giveup', '1.0.0')).toBeUndefined()
+    expect((await abandon('giveup', '1.0.0', attempt)).status).toBe(204)
+    // The rerun (a new manifest) stages and publishes at once.
+    expect((await startPublish(other)).status).toBe(201)
+    expect((await putBlob('giveup', '1.0.0', bytesOf(3000, 7))).status).toBe(201)
+  })
+
+  it('names the attempt after the envelope as staged: the same manifest again is the same attempt', async () => {
+    const { envelope, attempt } = await stage('samename', '1.0.0', 8)
+    expect(attempt).toBe(await sha256(new TextEncoder().encode(JSON.stringify(envelope))))
+    const again = PublishStarted.parse(await (await startPublish(envelope)).json())
+    expect(again.attempt).toBe(attempt)
+  })
+
+  it("leaves another attempt's staged publish alone", async () => {
+    const { envelope } = await stage('holder', '1.0.0', 9)
+    const notTheHolder = await abandon('holder', '1.0.0', 'f'.repeat(64))
+    expect((await expectProblem(notTheHolder, 409, 'conflict')).detail).toContain("another attempt's")
+    expect(await staged('holder', '1.0.0')).toBe(JSON.stringify(envelope))
+    // Still the holder's to publish.
+    expect((await putBlob('holder', '1.0.0', bytesOf(3000, 9))).status).toBe(201)
+  })
+
+  it('never touches a published version, even named by the attempt that published it', async () => {
+    const { attempt } = await stage('committed', '1.0.0', 10)
+    expect((await putBlob('committed', '1.0.0', bytesOf(3000, 10))).status).toBe(201)
+    const refused = await expectProblem(await abandon('committed', '1.0.0', attempt), 409, 'conflict')
+    expect(refused.detail).toContain('is published')
+    expect((await indexOf('committed')).versions.map((v) => v.version)).toEqual(['1.0.0'])
+    expect(await env.ARTIFACTS.head(keys.manifest('committed', '1.0.0'))).not.toBeNull()
+    expect((await call('/v1/artifacts/committed/1.0.0/blob')).status).toBe(200)
+  })
+
+  it('takes the maintainer token, and refuses a malformed attempt or version with 400', async () => {
+    const { attempt } = await stage('authed', '1.0.0', 11)
+    await expectProblem(await abandon('authed', '1.0.0', attempt, {}), 401, 'unauthorized')
+    await expectProblem(
+      await abandon('authed', '1.0.0', attempt, { authorization: 'Bearer wrong' }),
+      401,
+      'unauthorized',
+    )
+    await expectProblem(await abandon('authed', '1.0.0', 'not-an-attempt'), 400, 'bad-request')
+    await expectProblem(await abandon('authed', '1.0.0', attempt.toUpperCase()), 400, 'bad-request')
+    await expectProblem(await abandon('authed', 'v1', attempt), 400, 'bad-request')
+    expect(await staged('authed', '1.0.0')).toBeDefined()
+  })
+})
