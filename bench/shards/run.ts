@@ -308,7 +308,12 @@ const hybridLru = ZONES.map(() => new Lru(capacity))
 let replicaSets = ZONES.map(() => new Set<number>())
 let hybridSets = ZONES.map(() => new Set<number>())
 let pending: number[][] = ZONES.map(() => [])
-let intervalStats = { requests: 0, hits: 0, bytes: 0, moved: 0 }
+/**
+ * The hybrid's bandit interval: what the planner's zone_metrics would hold. `warmFills` is what its reward
+ * charges, as the planner's does: the hot-set prefetch bytes (the edge's warm fills), not replica copies or
+ * LRU fills on misses, which the threshold does not cause.
+ */
+let intervalStats = { requests: 0, hits: 0, bytes: 0, warmFills: 0 }
 let refitsTotal = 0
 let replans = 0
 const r = rngFor(1)
@@ -317,15 +322,16 @@ for (let t = 0; t < HOURS; t++) {
   if (t >= 2 * 24 && t % REPLAN === 0) {
     if (plan !== null && scored) {
       const reward = banditReward({
-        ...intervalStats,
+        hits: intervalStats.hits,
+        requests: intervalStats.requests,
         bytesServed: intervalStats.bytes,
-        bytesMoved: intervalStats.moved,
+        warmFillBytes: intervalStats.warmFills,
         lambda: LAMBDA,
       })
       if (reward !== null) arms = recordThresholdReward(arms, String(threshold), reward, banditRng)
       threshold = pickThreshold(arms, banditRng).threshold
     }
-    intervalStats = { requests: 0, hits: 0, bytes: 0, moved: 0 }
+    intervalStats = { requests: 0, hits: 0, bytes: 0, warmFills: 0 }
     const c = cycle(t)
     refitsTotal += c.refits
     replans += scored ? 1 : 0
@@ -350,7 +356,8 @@ for (let t = 0; t < HOURS; t++) {
         if (!hybridSets[zi]?.has(i) && !cache.has(i)) prefetchBytes += cache.add(i, size[i] ?? 0)
       }
     })
-    intervalStats.moved += b.moved + prefetchBytes
+    // Warming the hot set (a blob not already held) is the fill the threshold causes: what the edge reports.
+    intervalStats.warmFills += prefetchBytes
     if (scored) {
       for (const s of scores[2]!) s.moved.push(a.moved / ZONES.length)
       for (const s of scores[3]!) s.moved.push((b.moved + prefetchBytes) / ZONES.length)
@@ -385,7 +392,7 @@ for (let t = 0; t < HOURS; t++) {
         hybridSets[z]!.has(i) || hybridLru[z]!.has(i),
       ]
       if (!outcomes[1]) lruMoved += lru[z]!.add(i, bytes)
-      if (!outcomes[3]) intervalStats.moved += hybridLru[z]!.add(i, bytes)
+      if (!outcomes[3]) hybridLru[z]!.add(i, bytes)
       outcomes.forEach((hit, s) => {
         const score = scores[s]![z]!
         score.requests++
