@@ -492,8 +492,10 @@ ${facts}
   co-location over the trees' dependency edges); replicas change by \`diffPlans\`. Copies are instant here.
   **plan (75 %) + LRU (25 %) + hot-set prefetch**: the plan gets 75 % of each zone, the rest (plus anything
   the plan leaves free) is an LRU; at each re-plan the zone's hot
-  set (forecast ≥ the Thompson-sampled threshold, reward = hit ratio − λ·bytes moved/bytes served) is
-  prefetched into it.
+  set (forecast ≥ the Thompson-sampled threshold) is prefetched into it. The bandit's reward is what the
+  planner's is: hit ratio − λ·warm-fill bytes/bytes served, where the warm fills are the bytes this
+  prefetch wrote (hot packages the zone did not hold yet); replica copies and LRU fills on misses are not
+  charged, since the threshold causes neither.
 - **Forecast error** is the sMAPE of the summed per-package forecasts against the zone's actual hourly requests.
 
 ## Findings
@@ -504,10 +506,13 @@ ${facts}
   dependency tree, often larger than the zone's capacity (the classic LRU scan failure), so it also moves
   by far the most bytes.
 - Giving a quarter of the capacity to a reactive LRU with hot-set prefetch *loses* to planning all of it, on
-  this workload, for the same reason: the LRU part thrashes. The Thompson bandit's rewards (hit ratio −
-  λ·moved/served, Bernoulli trick) are mostly failures here, so it has not separated the arms yet; it
-  matters more where the edge cache is separate from replica capacity (the edge's Cache API), which this
-  replay does not model.
+  this workload, for the same reason: the LRU part thrashes. Charged only for its warm fills, the Thompson
+  bandit's rewards (Bernoulli trick) are close to each interval's hit ratio, since the hot-set prefetch
+  writes little beside the bytes served; it plays some thresholds more than others, but 56 intervals have
+  not settled it, as the hit ratio barely depends on the threshold here. (Charged for replica copies and
+  LRU fills as well, as before 2026-11-26, nearly every reward was a failure: 2 successes in 56.) The
+  threshold matters more where the edge cache is separate from replica capacity (the edge's Cache API),
+  which this replay does not model.
 - Forecast error is dominated by session lumpiness (one install = tens to hundreds of requests); the
   Holt-Winters forecasts still beat "same hour last week" in every zone. apac stays above the refit
   threshold after its launch, so its models are refit every cycle (bounded by the per-cycle budget).
