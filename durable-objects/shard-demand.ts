@@ -1,10 +1,10 @@
 /**
  * What the ShardPlanner was told was served, by the hour: requests and bytes per dependency per zone
  * (`demand`, which the forecasts are fitted on) and per-zone serve counters (`zone_metrics`, which the
- * metrics report and the threshold reward read, and migrations and refits add to).
+ * metrics report and the threshold reward read, and the edge's warm fills, migrations and refits add to).
  */
 import { HOUR_MS, hourOf } from '../predict/index.ts'
-import type { ServeOutcome } from '../schemas/shards.ts'
+import type { ServeOutcome, WarmFill } from '../schemas/shards.ts'
 
 /** Four weeks of hourly history: enough for double-seasonal Holt-Winters, bounded storage. */
 export const HISTORY_HOURS = 28 * 24
@@ -52,8 +52,18 @@ export type ZoneMetricColumn =
   | 'bytes_served'
   | 'cross_zone_bytes'
   | 'bytes_moved'
+  | 'warm_fill_bytes'
   | 'latency_ms'
   | 'refits'
+
+/**
+ * Columns `zone_metrics` gained after planners were already running, with their definitions. A table
+ * created before keeps its old shape (CREATE TABLE IF NOT EXISTS leaves it alone), so they are added in
+ * place; every added column needs a default, which its existing rows take.
+ */
+const ADDED_ZONE_METRIC_COLUMNS: ReadonlyArray<readonly [ZoneMetricColumn, string]> = [
+  ['warm_fill_bytes', 'REAL NOT NULL DEFAULT 0'],
+]
 
 export function createDemandTables(sql: SqlStorage): void {
   sql.exec(`
@@ -63,9 +73,19 @@ export function createDemandTables(sql: SqlStorage): void {
       CREATE TABLE IF NOT EXISTS zone_metrics (hour INTEGER NOT NULL, zone TEXT NOT NULL,
         requests REAL NOT NULL DEFAULT 0, hits REAL NOT NULL DEFAULT 0, cross_zone REAL NOT NULL DEFAULT 0,
         bytes_served REAL NOT NULL DEFAULT 0, cross_zone_bytes REAL NOT NULL DEFAULT 0,
-        bytes_moved REAL NOT NULL DEFAULT 0, latency_ms REAL NOT NULL DEFAULT 0, refits REAL NOT NULL DEFAULT 0,
+        bytes_moved REAL NOT NULL DEFAULT 0, warm_fill_bytes REAL NOT NULL DEFAULT 0,
+        latency_ms REAL NOT NULL DEFAULT 0, refits REAL NOT NULL DEFAULT 0,
         PRIMARY KEY (hour, zone));
     `)
+  const present = new Set(
+    sql
+      .exec<{ name: string }>('PRAGMA table_info(zone_metrics)')
+      .toArray()
+      .map((c) => c.name),
+  )
+  for (const [column, definition] of ADDED_ZONE_METRIC_COLUMNS) {
+    if (!present.has(column)) sql.exec(`ALTER TABLE zone_metrics ADD COLUMN ${column} ${definition}`)
+  }
 }
 
 /**
@@ -84,6 +104,14 @@ export function recordServeOutcome(sql: SqlStorage, o: ServeOutcome, primaryZone
     cross_zone_bytes: hit ? 0 : o.bytes,
     latency_ms: o.latencyMs,
   })
+}
+
+/**
+ * One warm fill reported by the edge: bytes read to warm the zone's hot set into a colo cache. Charged
+ * to the zone's hour for the threshold reward; not a request, not demand (warming is not a client).
+ */
+export function recordWarmFill(sql: SqlStorage, f: WarmFill): void {
+  addZoneMetrics(sql, hourOf(f.at), f.zone, { warm_fill_bytes: f.bytes })
 }
 
 /** Adds to the hour's demand for `entry` in `zone`. */

@@ -38,13 +38,14 @@ export function readShardMetrics(
         bytes_served: number
         cross_zone_bytes: number
         bytes_moved: number
+        warm_fill_bytes: number
         latency_ms: number
         refits: number
       }>(
         `SELECT COALESCE(SUM(requests),0) AS requests, COALESCE(SUM(hits),0) AS hits,
              COALESCE(SUM(cross_zone),0) AS cross_zone, COALESCE(SUM(bytes_served),0) AS bytes_served,
              COALESCE(SUM(cross_zone_bytes),0) AS cross_zone_bytes, COALESCE(SUM(bytes_moved),0) AS bytes_moved,
-             COALESCE(SUM(latency_ms),0) AS latency_ms, COALESCE(SUM(refits),0) AS refits
+             COALESCE(SUM(warm_fill_bytes),0) AS warm_fill_bytes, COALESCE(SUM(latency_ms),0) AS latency_ms, COALESCE(SUM(refits),0) AS refits
            FROM zone_metrics WHERE zone = ? AND hour >= ?`,
         zone,
         since,
@@ -60,6 +61,7 @@ export function readShardMetrics(
       bytesServed: m.bytes_served,
       crossZoneBytes: m.cross_zone_bytes,
       bytesMoved: m.bytes_moved,
+      warmFillBytes: m.warm_fill_bytes,
       meanLatencyMs: m.requests > 0 ? m.latency_ms / m.requests : 0,
       smape: error.hours > 0 ? error.smape : null,
       evaluatedHours: error.hours,

@@ -20,6 +20,7 @@ import {
   HISTORY_HOURS,
   pruneDemand,
   recordServeOutcome,
+  recordWarmFill,
 } from './shard-demand.ts'
 import { dependencyEdges, pruneManifestFacts, readDependencies } from './shard-dependencies.ts'
 import {
@@ -82,15 +83,20 @@ export class ShardPlanner extends DurableObject<Env> {
     return readCurrentPlan(this.sql)
   }
 
-  /** Serve outcomes batched by edge isolates: demand per dependency per zone, and zone metrics. */
-  async report(input: ServeReport): Promise<{ recorded: number }> {
-    const { outcomes } = ServeReport.parse(input)
+  /**
+   * Serve outcomes batched by edge isolates (demand per dependency per zone, and zone metrics) and the
+   * warm fills of their hot-set warming (zone metrics only). Parsed whole before anything is stored, so a
+   * malformed report changes nothing.
+   */
+  async report(input: unknown): Promise<{ recorded: number; warmFills: number }> {
+    const { outcomes, warmFills } = ServeReport.parse(input)
     const primaryZone = (await this.zonesConfig()).primaryZone
     this.ctx.storage.transactionSync(() => {
       for (const o of outcomes) recordServeOutcome(this.sql, o, primaryZone)
+      for (const f of warmFills) recordWarmFill(this.sql, f)
     })
     await this.ensureAlarm()
-    return { recorded: outcomes.length }
+    return { recorded: outcomes.length, warmFills: warmFills.length }
   }
 
   /**

@@ -54,7 +54,8 @@ export function banditReport(sql: SqlStorage, config: ZonesConfig): ShardMetrics
 }
 
 /**
- * Rewards the threshold played since the last cycle (hits − lambda × bytes moved) with the hours that
+ * Rewards the threshold played since the last cycle (hit ratio − lambda × warm-fill bytes per byte served)
+ * with the hours that
  * ended since then; false without traffic in them. The window is half-open, [hour of the last cycle,
  * hour of this one): consecutive windows never share an hour, and a cycle in the same hour as the last
  * (a manual re-plan, or the one-second cycles while copies are queued) has no complete hour to judge and
@@ -66,10 +67,12 @@ function rewardThreshold(sql: SqlStorage, config: ZonesConfig, lastCycleAt: numb
   const from = hourOf(lastCycleAt)
   const to = hourOf(now)
   if (from >= to) return false
+  // Charged: the warm fills (what the hot set, hence the threshold, made the edge read). Not bytes_moved:
+  // replica copies come from placement and repairs, which never read the threshold (ADR 0011, Bandit).
   const m = sql
-    .exec<{ requests: number; hits: number; bytes_served: number; bytes_moved: number }>(
+    .exec<{ requests: number; hits: number; bytes_served: number; warm_fill_bytes: number }>(
       `SELECT COALESCE(SUM(requests),0) AS requests, COALESCE(SUM(hits),0) AS hits,
-           COALESCE(SUM(bytes_served),0) AS bytes_served, COALESCE(SUM(bytes_moved),0) AS bytes_moved
+           COALESCE(SUM(bytes_served),0) AS bytes_served, COALESCE(SUM(warm_fill_bytes),0) AS warm_fill_bytes
          FROM zone_metrics WHERE hour >= ? AND hour < ?`,
       from,
       to,
@@ -78,7 +81,7 @@ function rewardThreshold(sql: SqlStorage, config: ZonesConfig, lastCycleAt: numb
   const reward = banditReward({
     hits: m.hits,
     requests: m.requests,
-    bytesMoved: m.bytes_moved,
+    warmFillBytes: m.warm_fill_bytes,
     bytesServed: m.bytes_served,
     lambda: config.lambda,
   })

@@ -82,13 +82,20 @@ describe('shard feedback', () => {
     expect(refit.entries[0]?.model?.method).toBe('double-seasonal')
   })
 
-  it('bandit reward is hit ratio minus the price of bytes moved, in [0, 1]', () => {
-    expect(banditReward({ hits: 8, requests: 10, bytesMoved: 0, bytesServed: 100, lambda: 1 })).toBe(0.8)
-    expect(banditReward({ hits: 8, requests: 10, bytesMoved: 50, bytesServed: 100, lambda: 1 })).toBeCloseTo(
-      0.3,
+  it('bandit reward is hit ratio minus the price of warm fills, in [0, 1]', () => {
+    expect(banditReward({ hits: 8, requests: 10, warmFillBytes: 0, bytesServed: 100, lambda: 1 })).toBe(0.8)
+    expect(
+      banditReward({ hits: 8, requests: 10, warmFillBytes: 50, bytesServed: 100, lambda: 1 }),
+    ).toBeCloseTo(0.3)
+    expect(
+      banditReward({ hits: 8, requests: 10, warmFillBytes: 50, bytesServed: 100, lambda: 0.5 }),
+    ).toBeCloseTo(0.55)
+    expect(banditReward({ hits: 1, requests: 10, warmFillBytes: 500, bytesServed: 100, lambda: 1 })).toBe(0)
+    // Warming with nothing served to weigh it against costs the whole λ.
+    expect(banditReward({ hits: 10, requests: 10, warmFillBytes: 5, bytesServed: 0, lambda: 0.25 })).toBe(
+      0.75,
     )
-    expect(banditReward({ hits: 1, requests: 10, bytesMoved: 500, bytesServed: 100, lambda: 1 })).toBe(0)
-    expect(banditReward({ hits: 0, requests: 0, bytesMoved: 5, bytesServed: 0, lambda: 1 })).toBeNull()
+    expect(banditReward({ hits: 0, requests: 0, warmFillBytes: 5, bytesServed: 0, lambda: 1 })).toBeNull()
   })
 
   it('Thompson sampling settles on the threshold with the best reward', () => {

@@ -172,19 +172,21 @@ export const mean = (xs: readonly number[]): number =>
   xs.length === 0 ? 0 : xs.reduce((s, v) => s + v, 0) / xs.length
 
 /**
- * Bandit reward in [0, 1]: hit ratio minus lambda times the bytes moved per byte served (the price of
- * prefetching), clamped. With nothing served the interval says nothing, so it is null (not recorded).
+ * Bandit reward in [0, 1]: hit ratio minus lambda times the warm-fill bytes per byte served, clamped.
+ * Warm fills (the edge reading a zone's hot set into its caches, where not already cached) are the price
+ * of the prefetch threshold the arm chose; replica copies are not charged, since placement never reads
+ * the threshold. With nothing served the interval says nothing, so it is null (not recorded).
  */
 export function banditReward(o: {
   hits: number
   requests: number
-  bytesMoved: number
+  warmFillBytes: number
   bytesServed: number
   lambda: number
 }): number | null {
   if (!(o.requests > 0)) return null
-  const moved = o.bytesServed > 0 ? o.bytesMoved / o.bytesServed : o.bytesMoved > 0 ? 1 : 0
-  return Math.min(1, Math.max(0, o.hits / o.requests - o.lambda * moved))
+  const filled = o.bytesServed > 0 ? o.warmFillBytes / o.bytesServed : o.warmFillBytes > 0 ? 1 : 0
+  return Math.min(1, Math.max(0, o.hits / o.requests - o.lambda * filled))
 }
 
 export interface ThresholdArm extends BetaArm {

@@ -83,7 +83,7 @@ export const ZonesConfig = z
     refitSmape: z.number().min(0).max(200).default(40),
     /** Co-access edges lighter than this (shared sessions per hour) do not co-locate. */
     minEdgeWeight: z.number().nonnegative().default(1),
-    /** Bandit: reward = hit ratio − lambda × (bytes moved / bytes served). */
+    /** Bandit: reward = hit ratio − lambda × (warm-fill bytes / bytes served). */
     lambda: z.number().min(0).max(100).default(0.5),
     /** Candidate prefetch thresholds (forecast req/h for a dependency to join a zone's hot set). */
     prefetchThresholds: z.array(z.number().nonnegative()).min(1).max(16).default([0.5, 1, 2, 5, 10]),
@@ -198,7 +198,28 @@ export const ServeOutcome = z.object({
   at: z.number().int().nonnegative(),
 })
 export type ServeOutcome = z.infer<typeof ServeOutcome>
-export const ServeReport = z.object({ outcomes: z.array(ServeOutcome).max(5000) })
+
+/**
+ * A warm read (the edge warming its zone's hot set into the colo cache) that was not already a cache
+ * hit: it read `bytes` from the zone's replica bucket or the primary to fill the cache. This is the cost
+ * the prefetch threshold causes (a lower one means a larger hot set), so the bandit charges it. Warm reads
+ * are never `ServeOutcome`s: they are not demand, and a warmed blob's later hits are the threshold's gain.
+ */
+export const WarmFill = z.object({
+  zone: ZoneId,
+  bytes: ByteSize,
+  at: z.number().int().nonnegative(),
+})
+export type WarmFill = z.infer<typeof WarmFill>
+
+/**
+ * What an isolate sends the planner per flush. `warmFills` defaults to empty so a report from an isolate
+ * still running the previous release (during a deploy) is accepted.
+ */
+export const ServeReport = z.object({
+  outcomes: z.array(ServeOutcome).max(5000),
+  warmFills: z.array(WarmFill).max(5000).default([]),
+})
 export type ServeReport = z.infer<typeof ServeReport>
 
 export const ZoneMetrics = z.object({
@@ -209,7 +230,13 @@ export const ZoneMetrics = z.object({
   crossZoneFetches: z.number().nonnegative(),
   bytesServed: z.number().nonnegative(),
   crossZoneBytes: z.number().nonnegative(),
+  /** Bytes copied into this zone's replica bucket (migrations and repairs): the cost of placement. */
   bytesMoved: z.number().nonnegative(),
+  /**
+   * Bytes the edge read to warm this zone's hot set into colo caches (warm reads that were not cache
+   * hits): the cost of the prefetch threshold, which the bandit charges.
+   */
+  warmFillBytes: z.number().nonnegative(),
   meanLatencyMs: z.number().nonnegative(),
   /** sMAPE (%) of the hourly request forecast over the evaluated hours; null before the first one. */
   smape: z.number().nullable(),

@@ -3,11 +3,13 @@
  * `zones` config; when the shard plan lists a verified (active) replica of the blob in that zone, bytes
  * come from the zone bucket, else from the primary ARTIFACTS bucket, which always holds everything.
  * Every served blob is reported (batched per isolate) to the ShardPlanner as demand and metrics, and the
- * first request of a plan version in a zone warms that zone's hot set into the colo's edge cache.
+ * first request of a plan version in a zone warms that zone's hot set into the colo's edge cache; the
+ * warm reads that had to fill the cache are reported in the same batches as warm fills (the prefetch
+ * threshold's cost), never as demand.
  */
 import type { Context } from 'hono'
 import { zoneBucket } from '../../durable-objects/shard-replicas.ts'
-import { type ServeOutcome, ShardPlan, type ZonesConfig } from '../../schemas/shards.ts'
+import { type ServeOutcome, ShardPlan, type WarmFill, type ZonesConfig } from '../../schemas/shards.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { CACHE_STATUS_HEADER } from '../http/edge-cache.ts'
@@ -132,21 +134,31 @@ export function chooseSource(
   return { zone, servedBy: () => 'primary', bucket: env.ARTIFACTS }
 }
 
-// ---- serve outcomes, batched per isolate ------------------------------------------------------------
+// ---- serve outcomes and warm fills, batched per isolate ----------------------------------------------
 
-let pending: ServeOutcome[] = []
+let pendingOutcomes: ServeOutcome[] = []
+let pendingWarmFills: WarmFill[] = []
 let lastFlush = 0
 const MAX_BUFFERED = 1000
 
-function record(c: Context<AppEnv>, outcome: ServeOutcome, zones: ZonesConfig): void {
-  pending.push(outcome)
-  if (pending.length < MAX_BUFFERED && outcome.at - lastFlush < zones.metricsFlushMs) return
-  const batch = pending
-  pending = []
-  lastFlush = outcome.at
+/** Buffers one served blob (demand) or one warm fill (cost) and sends the batch when it is due. */
+function record(
+  c: Context<AppEnv>,
+  item: { outcome: ServeOutcome } | { warmFill: WarmFill },
+  zones: ZonesConfig,
+): void {
+  const at = 'outcome' in item ? item.outcome.at : item.warmFill.at
+  if ('outcome' in item) pendingOutcomes.push(item.outcome)
+  else pendingWarmFills.push(item.warmFill)
+  const buffered = pendingOutcomes.length + pendingWarmFills.length
+  if (buffered < MAX_BUFFERED && at - lastFlush < zones.metricsFlushMs) return
+  const batch = { outcomes: pendingOutcomes, warmFills: pendingWarmFills }
+  pendingOutcomes = []
+  pendingWarmFills = []
+  lastFlush = at
   c.executionCtx.waitUntil(
     planner(c.env)
-      .report({ outcomes: batch })
+      .report(batch)
       .then(
         () => undefined,
         (error: unknown) => {
@@ -154,7 +166,8 @@ function record(c: Context<AppEnv>, outcome: ServeOutcome, zones: ZonesConfig): 
             JSON.stringify({
               level: 'warn',
               msg: 'serve report lost',
-              n: batch.length,
+              n: batch.outcomes.length,
+              warmFills: batch.warmFills.length,
               error: String(error),
             }),
           )
@@ -224,21 +237,29 @@ export async function withZoneReplica(
   const labelled = new Response(response.body, response)
   labelled.headers.set(ZONE_HEADER, `${zone}; source=${source}`)
   const internal = c.req.header(WARM_HEADER) === warmNonce()
-  if (!internal && c.req.method === 'GET' && (response.status === 200 || response.status === 206)) {
-    const bytes = Number(response.headers.get('content-length') ?? 0)
-    record(
-      c,
-      {
+  if (c.req.method !== 'GET' || (response.status !== 200 && response.status !== 206)) return labelled
+  const length = Number(response.headers.get('content-length') ?? 0)
+  const bytes = Number.isSafeInteger(length) && length >= 0 ? length : 0
+  if (internal) {
+    // A warm read is no client's demand; it costs only when the colo did not hold the blob yet, and then
+    // it costs the bytes it read to fill the cache (from the zone replica or the primary).
+    if (source !== 'cache') record(c, { warmFill: { zone, bytes, at: started } }, zones)
+    return labelled
+  }
+  record(
+    c,
+    {
+      outcome: {
         zone,
         entry: entryId,
-        bytes: Number.isFinite(bytes) && bytes >= 0 ? bytes : 0,
+        bytes,
         source,
         latencyMs: Math.max(0, Date.now() - started),
         at: started,
       },
-      zones,
-    )
-    if (plan !== null) warmZone(c, plan, zone, zones)
-  }
+    },
+    zones,
+  )
+  if (plan !== null) warmZone(c, plan, zone, zones)
   return labelled
 }

@@ -125,6 +125,7 @@ describe('dashboard: shard map and forecast vs actual', () => {
       bytesServed: 0,
       crossZoneBytes: 0,
       bytesMoved: 0,
+      warmFillBytes: 0,
       meanLatencyMs: 0,
       smape: 12.5,
       evaluatedHours: 3,

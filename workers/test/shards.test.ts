@@ -140,6 +140,54 @@ describe('/v1/shards and zone-aware serving', () => {
     expect(res.response.headers.get(ZONE_HEADER)).toBe('weur; source=primary')
   })
 
+  it('reports the warm reads that filled the colo cache as warm fills, never as demand', async () => {
+    // A zone of its own (no replica bucket: its hot set is warmed from the primary), so only this test's
+    // dependency is in its hot set.
+    const base = ZonesConfig.parse({})
+    await env.CONFIG.put(
+      RUNTIME_CONFIG_KEY,
+      JSON.stringify({
+        zones: {
+          metricsFlushMs: 0,
+          planCacheMs: 0,
+          prefetchThresholds: [1],
+          map: { ...base.map, DXB: 'me' },
+          zones: [...base.zones, { id: 'me', capacityBytes: 0 }],
+        },
+      }),
+    )
+    clearRuntimeConfigCache()
+    const hot = await publishDep('sh-warm-hot', 15_000, 16)
+    await publishDep('sh-warm-trigger', 1_000, 17)
+    await plannerStub().recordDemand(demandRows('sh-warm-hot@1.0.0', 'me', 6, Date.now()))
+    await plannerStub().replan()
+    const plan = ShardPlan.parse(await plannerStub().plan())
+    expect(plan.zones.find((z) => z.id === 'me')?.hot).toEqual(['sh-warm-hot@1.0.0'])
+    const me = async () =>
+      ShardMetrics.parse(await plannerStub().metrics(1)).zones.find((z) => z.zone === 'me')
+    const before = await me()
+    const fromDubai = (name: string) => fetchFrom('AS', name, 'DXB')
+
+    // The first request under this plan warms me's hot set: sh-warm-hot is not cached yet, so the warm
+    // read fills the cache with its 15 000 bytes. The planner is told, and counts one request, not two.
+    expect((await fromDubai('sh-warm-trigger')).response.status).toBe(200)
+    const filled = await me()
+    expect((filled?.warmFillBytes ?? 0) - (before?.warmFillBytes ?? 0)).toBe(hot.body.length)
+    expect((filled?.requests ?? 0) - (before?.requests ?? 0)).toBe(1)
+    expect((filled?.bytesServed ?? 0) - (before?.bytesServed ?? 0)).toBe(1_000)
+    const cached = await fromDubai('sh-warm-hot')
+    expect(cached.response.headers.get(ZONE_HEADER)).toBe('me; source=cache')
+    expect(cached.bytes).toEqual(hot.body)
+
+    // An isolate that has not warmed this plan version yet warms again; the blob is in the colo cache
+    // already, so that warm read fills nothing and costs nothing.
+    clearZonePlanCache()
+    expect((await fromDubai('sh-warm-trigger')).response.status).toBe(200)
+    const again = await me()
+    expect(again?.warmFillBytes).toBe(filled?.warmFillBytes)
+    expect((again?.requests ?? 0) - (filled?.requests ?? 0)).toBe(2)
+  })
+
   it('reports what it served to the planner: demand and zone metrics', async () => {
     await publishDep('sh-metrics', 2_000, 14)
     const before = ShardMetrics.parse(await plannerStub().metrics(1))
