@@ -167,7 +167,16 @@ describe('deltaport CLI', () => {
     const inherited = await cli(['--json', 'install', 'chan@constructor'])
     expect(inherited.code).toBe(6)
     expect(JSON.parse(inherited.stdout).error.message).toBe('chan has no channel "constructor"')
-    expect((await cli(['rollback', 'large'])).code).toBe(9)
+    // Installed once, never updated: nothing to roll back to is not-found (exit 6), like an artifact
+    // never installed, and not install-failed (exit 9): no install was tried.
+    const noPrevious = await cli(['--json', 'rollback', 'large'])
+    expect(noPrevious.code).toBe(6)
+    expect(JSON.parse(noPrevious.stdout).error).toMatchObject({
+      code: 'not-found',
+      message:
+        'large has no previous version to roll back to (1.0.0 is current, and no version before it is kept)',
+      current: '1.0.0',
+    })
     // A usage error found inside a command (not by the parser) is shown too; a parser's just once.
     const stages = await cli([
       'rollout',

@@ -71,6 +71,9 @@ describe('uninstall', () => {
     expect(await app.state()).toMatchObject({ current: null, previous: null, lastSerial: 1 })
     expect((await new ArtifactStore(device.installRoot, 'un-shared').state()).current).toBe('1.0.0')
     expect((await agentFailure(uninstallArtifact(device, { name: 'un-app' }))).code).toBe('not-found')
+    // Rollback of what was uninstalled says so, as for an artifact never installed (exit 6).
+    const rolledBack = await agentFailure(rollbackArtifact(device, 'un-app'))
+    expect([rolledBack.code, rolledBack.message]).toEqual(['not-found', 'un-app is not installed'])
 
     // It installs again like any artifact, its dependency with it.
     expect(await installArtifact(device, { name: 'un-app' })).toMatchObject({
