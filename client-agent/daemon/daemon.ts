@@ -84,10 +84,11 @@ export interface CycleResult {
   /** Queue items that were already staged (their LRU time is refreshed). */
   alreadyStaged: ItemRef[]
   /**
-   * Queue items left for later: they do not fit the budget, the host got busy, the disk is low, or
-   * another deltaport process is changing that artifact (`updating`).
+   * Queue items left for later: they do not fit the budget, the host's load rose to
+   * `idleLoadPerCore` (`high-load`), the disk is low, or another deltaport process is changing that
+   * artifact (`updating`).
    */
-  deferred: (ItemRef & { reason: 'over-budget' | 'busy' | 'low-disk' | 'updating' })[]
+  deferred: (ItemRef & { reason: 'over-budget' | 'high-load' | 'low-disk' | 'updating' })[]
   failures: (ItemRef & { code: string; message: string })[]
   evicted: (ItemRef & { size: number })[]
   /** Staged items dropped because that version (or a newer one) is installed. */
@@ -215,7 +216,7 @@ export async function runDaemonCycle(
         continue
       }
       if (notIdleReason(settings, sample) !== null) {
-        result.deferred.push(...items.slice(index).map((i) => ({ ...ref(i), reason: 'busy' as const })))
+        result.deferred.push(...items.slice(index).map((i) => ({ ...ref(i), reason: 'high-load' as const })))
         break
       }
       // Prefetching is optional: it keeps twice the install floor free, so an update it did not
