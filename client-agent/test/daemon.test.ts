@@ -15,6 +15,7 @@ import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
+import { type UninstallResult, uninstallArtifact } from '../uninstall.ts'
 import { expectSameBytes, manifestFor, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
@@ -211,6 +212,29 @@ describe('deltaport daemon against the real edge', () => {
     expect(during.deferred).toContainEqual({ name: 'dupd', version: '1.1.0', reason: 'updating' })
     const after = await runDaemonCycle(config, { loadSampler: idle })
     expect(mine(after.staged, 'dupd')).toEqual(['dupd@1.1.0'])
+  })
+
+  it('drops an item whose artifact is uninstalled while it is fetched: no staged copy is left', async () => {
+    const config = device('uninstalled')
+    await installedWithNewerHead(config, 'dgone', 50_000)
+    // `deltaport uninstall dgone` typed while the daemon fetches dgone@1.1.0, made deterministic: it
+    // runs to its end between the daemon's claim on the item and the blob's request to the edge.
+    let uninstalled: UninstallResult | null = null
+    const uninstallDuringFetch: typeof fetch = async (input, init) => {
+      const url = input instanceof Request ? input.url : String(input)
+      if (uninstalled === null && url.endsWith('/dgone/1.1.0/blob'))
+        uninstalled = await uninstallArtifact(config, { name: 'dgone' })
+      return fetch(input, init)
+    }
+    const cycle = await runDaemonCycle(config, { loadSampler: idle, fetchImpl: uninstallDuringFetch })
+    expect(uninstalled).toMatchObject({ removed: [{ name: 'dgone', versions: ['1.0.0'] }] })
+    expect(cycle.failures).toEqual([])
+    expect(mine(cycle.staged, 'dgone')).toEqual([])
+    expect(cycle.dropped).toContainEqual({ name: 'dgone', version: '1.1.0' })
+    const staging = new StagingArea(config.installRoot)
+    expect(await staging.holds('dgone')).toBe(false)
+    expect(await readdir(staging.partialDir)).toEqual([])
+    expect(await new ArtifactStore(config.installRoot, 'dgone').installedVersions()).toEqual([])
   })
 
   it('drops staged versions once they are installed some other way', async () => {

@@ -166,4 +166,18 @@ describe('uninstall', () => {
     expect(await store.unfinishedWork()).toEqual([])
     expect((await agentFailure(uninstallArtifact(device, { name: 'un-killed' }))).code).toBe('not-found')
   })
+
+  it('removes what the daemon is fetching of an artifact not installed yet, its claim with it', async () => {
+    const device: AgentConfig = { ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-prefetching') }
+    // A dependency the daemon prefetches before anything installed it: its claim and half a download.
+    const staging = new StagingArea(device.installRoot)
+    await staging.claim('un-coming', '1.0.0')
+    await writeFile(staging.partialPath('un-coming', '1.0.0'), 'half a download')
+    const result = await uninstallArtifact(device, { name: 'un-coming' })
+    expect(result.removed).toEqual([{ name: 'un-coming', versions: [], staged: [], unfinished: 0 }])
+    // The claim gone is what makes the daemon drop the item instead of putting it in (daemon.test.ts).
+    expect(await staging.isClaimed('un-coming', '1.0.0')).toBe(false)
+    expect(await staging.holds('un-coming')).toBe(false)
+    expect((await agentFailure(uninstallArtifact(device, { name: 'un-coming' }))).code).toBe('not-found')
+  })
 })
