@@ -390,6 +390,37 @@ describe('deltaport daemon against the real edge', () => {
     await run(process.execPath, [BIN, '--config', configFile, 'daemon', '--once'])
   })
 
+  it('reports a failed poll under --json with its own code, like any other failure', async () => {
+    const config = device('offline', { edgeUrl: 'http://127.0.0.1:9', idleLoadPerCore: 1000 })
+    const configFile = join(suite.ws.dir, 'offline-device.json')
+    await writeFile(configFile, JSON.stringify(config))
+    const child = spawn(
+      process.execPath,
+      [BIN, '--config', configFile, '--json', 'daemon', '--interval', '3600'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    const line = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no line from the daemon')), 20_000)
+      let stdout = ''
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString()
+        if (stdout.includes('\n')) {
+          clearTimeout(timer)
+          resolve(stdout.slice(0, stdout.indexOf('\n')))
+        }
+      })
+    })
+    child.kill('SIGTERM')
+    expect(await exited).toBe(0)
+    // `network` (exit 4's code), not a code of its own that no table lists.
+    expect(JSON.parse(line)).toMatchObject({
+      ok: false,
+      error: { code: 'network', message: expect.stringContaining('cannot reach the edge') },
+    })
+    expect(JSON.parse(line).error.nextPollAt).toEqual(expect.any(String))
+  })
+
   it('runs through the CLI: daemon --once --json, then install reports staged', async () => {
     const config = device('cli', { idleLoadPerCore: 1000 })
     const configFile = join(suite.ws.dir, 'cli-device.json')
