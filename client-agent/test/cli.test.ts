@@ -240,6 +240,14 @@ describe('deltaport CLI', () => {
       expect(typo.code, args.join(' ')).toBe(2)
       expect(typo.stderr, args.join(' ')).toContain('is not a version')
     }
+    // A target given twice is not silently the --to one (it used to update to 2.0.0 here).
+    const twice = await runWithConfig(offline.configFile, ['--json', 'update', 'x@1.0.0', '--to', '2.0.0'])
+    expect(twice.code).toBe(2)
+    expect(JSON.parse(twice.stdout).error).toMatchObject({
+      code: 'usage',
+      message:
+        '"x@1.0.0" names a target and --to names 2.0.0: give the target once (x@<target> or --to <target>)',
+    })
   })
 
   it('waits for, or with --wait 0 refuses, an artifact another process is changing (exit 11)', async () => {
