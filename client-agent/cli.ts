@@ -505,6 +505,13 @@ const MAX_CHANNELS = 16
 function parseSpec(spec: string, explicitTarget?: string): { name: string; target?: string } {
   const at = spec.lastIndexOf('@')
   const name = at > 0 ? spec.slice(0, at) : spec
+  // `update app@1.0.0 --to 2.0.0`: one of the two would be dropped without a word, and which one the
+  // user meant is theirs to say.
+  if (at > 0 && explicitTarget !== undefined)
+    throw new AgentError(
+      'usage',
+      `"${spec}" names a target and --to names ${explicitTarget}: give the target once (${name}@<target> or --to <target>)`,
+    )
   const target = explicitTarget ?? (at > 0 ? spec.slice(at + 1) : undefined)
   if (!ArtifactName.safeParse(name).success)
     throw new AgentError('usage', `"${name}" is not a valid artifact name`)

@@ -28,7 +28,6 @@ export const EXIT_CODES = {
    * values it would ignore), like a linter's exit 1: not a failure of the agent itself.
    */
   'check-failed': 1,
-  'nothing-to-do': 0,
 } as const
 export type AgentErrorCode = keyof typeof EXIT_CODES
 

@@ -466,12 +466,21 @@ export async function rollbackArtifact(
   if (!(await store.exists())) throw new AgentError('not-found', `${name} is not installed`)
   return store.withLock(lockWaitOf(wait), async () => {
     const before = await store.state()
-    if (!before.previous || !(await store.has(before.previous)))
+    // Nothing to switch back to is the version not being there (not-found), like an artifact never
+    // installed; install-failed would say an install went wrong, and none was attempted.
+    // Uninstalled since it was installed: what a never-installed artifact says.
+    if (!before.current && !before.previous) throw new AgentError('not-found', `${name} is not installed`)
+    if (!before.previous)
       throw new AgentError(
-        'install-failed',
-        before.previous
-          ? `${name}'s previous version ${before.previous} is no longer installed: install it with "deltaport install ${name}@${before.previous}"`
-          : `${name} has no previous version to roll back to`,
+        'not-found',
+        `${name} has no previous version to roll back to (${before.current} is current, and no version before it is kept)`,
+        { current: before.current },
+      )
+    if (!(await store.has(before.previous)))
+      throw new AgentError(
+        'not-found',
+        `${name}'s previous version ${before.previous} is no longer installed: install it with "deltaport install ${name}@${before.previous}${before.current && lt(before.previous, before.current) ? ' --allow-downgrade' : ''}"`,
+        { current: before.current, previous: before.previous },
       )
     const expected = (await store.manifestOf(before.previous)).signed
     if (!(await fileHasBytes(store.blobPath(before.previous), expected)))

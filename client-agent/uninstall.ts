@@ -44,7 +44,9 @@ export async function uninstallArtifact(
 async function uninstallInto(config: AgentConfig, request: UninstallRequest, result: UninstallResult) {
   const store = new ArtifactStore(config.installRoot, request.name)
   const staging = new StagingArea(config.installRoot)
-  const isStaged = async () => (await staging.list()).some((e) => e.name === request.name)
+  // A download the daemon has under way counts: removing it (and its claim) under the lock is what
+  // stops the daemon putting it in after the uninstall (daemon.ts, commitStaged).
+  const isStaged = () => staging.holds(request.name)
   // Taking the lock makes the artifact's folder: not for one that has none (and nothing staged).
   const notInstalled = () => new AgentError('not-found', `${request.name} is not installed`)
   if (!(await store.exists()) && !(await isStaged())) throw notInstalled()

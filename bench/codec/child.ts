@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { useNativeCrc32 } from '../../client-agent/codec/native-crc32.ts'
 import { nativeDeflateEngine } from '../../client-agent/codec/native-deflate.ts'
-import { fileSource, openFileReader } from '../../client-agent/fs/file-io.ts'
+import { openFileReader, openFileSource } from '../../client-agent/fs/file-io.ts'
 import type { DeflateEngine } from '../../delta/archive/index.ts'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../../delta/io.ts'
 import { REPO } from './corpus.ts'
@@ -143,11 +143,12 @@ async function apply(
       ? agentReader
       : { size: agentReader.size, read: agentReader.read, close: agentReader.close }
     const sink = fileSink(out)
+    const delta = await openFileSource(deltaPath)
     try {
       // What the agent passes: archive rebuilds use Node's zlib where it reproduces pako.
-      await stream(reader, fileSource(deltaPath), sink, method === 'best' ? AGENT_APPLY_OPTIONS : undefined)
+      await stream(reader, delta, sink, method === 'best' ? AGENT_APPLY_OPTIONS : undefined)
     } finally {
-      await reader.close()
+      await Promise.all([reader.close(), delta.close()])
       sink.close()
     }
     return 'stream' as const

@@ -1,7 +1,7 @@
 /**
  * The bench's output sink: each chunk written straight to a file descriptor, nothing buffered. The
  * source is read through the agent's own reader (client-agent/fs/file-io.ts).
- * The delta stream is the agent's fileSource, so apply runs the way a device does.
+ * The delta stream is the agent's openFileSource, so apply runs the way a device does.
  */
 import { closeSync, openSync, writeSync } from 'node:fs'
 import type { ByteSink } from '../../delta/io.ts'

@@ -6,7 +6,7 @@ import { type MessagePort, parentPort, workerData } from 'node:worker_threads'
 import { DeltaFormatError } from '../../delta/errors.ts'
 import { applyDeltaStream } from '../../delta/index.ts'
 import { AgentError, fromFileSystemError } from '../errors.ts'
-import { fileSource, openFileReader } from '../fs/file-io.ts'
+import { closingAll, openFileReader, openFileSource } from '../fs/file-io.ts'
 import { useNativeCrc32 } from './native-crc32.ts'
 import { nativeDeflateEngine } from './native-deflate.ts'
 import type { ApplyJob, FromWorker, SerializedFailure, ToWorker } from './off-thread-apply.ts'
@@ -36,16 +36,15 @@ async function run(port: MessagePort, job: ApplyJob): Promise<void> {
   }
   try {
     useNativeCrc32()
-    const reader = await openFileReader(job.sourcePath)
-    try {
-      const method = await applyDeltaStream(reader, fileSource(job.deltaPath), sink, {
+    await closingAll(async (own) => {
+      const reader = own(await openFileReader(job.sourcePath))
+      const delta = own(await openFileSource(job.deltaPath))
+      const method = await applyDeltaStream(reader, delta, sink, {
         deflateEngine: nativeDeflateEngine,
         ...(job.archive ? { archive: job.archive } : {}),
       })
       port.postMessage({ type: 'done', method } satisfies FromWorker)
-    } finally {
-      await reader.close()
-    }
+    })
   } catch (error) {
     port.postMessage({ type: 'failed', failure: serialize(error) } satisfies FromWorker)
   }

@@ -7,7 +7,7 @@ import { DeltaFormatError } from '../../delta/errors.ts'
 import { applyDeltaStream, createDelta } from '../../delta/index.ts'
 import type { ByteSink } from '../../delta/io.ts'
 import { AgentError } from '../errors.ts'
-import { fileSource, openFileReader } from '../fs/file-io.ts'
+import { closingAll, openFileReader, openFileSource } from '../fs/file-io.ts'
 import { editedTextGzip, expectSameBytes, longestStall, patchedCode } from '../test/fixtures.ts'
 import { nativeDeflateEngine } from './native-deflate.ts'
 import { applyDeltaFileOffThread } from './off-thread-apply.ts'
@@ -50,14 +50,12 @@ describe('applyDeltaFileOffThread', () => {
   it('rebuilds the exact target while this thread keeps turning, where applying here stalls it', async () => {
     const here = collecting()
     const stalledHere = await longestStall(async () => {
-      const reader = await openFileReader(sourcePath)
-      try {
-        await applyDeltaStream(reader, fileSource(archiveDeltaPath), here, {
+      await closingAll(async (own) => {
+        const reader = own(await openFileReader(sourcePath))
+        await applyDeltaStream(reader, own(await openFileSource(archiveDeltaPath)), here, {
           deflateEngine: nativeDeflateEngine,
         })
-      } finally {
-        await reader.close()
-      }
+      })
     })
     expectSameBytes(here.bytes(), target)
 

@@ -1,6 +1,7 @@
 import { type Command, InvalidArgumentError } from 'commander'
 import type { AgentConfig } from '../config.ts'
 import { type CycleResult, runDaemon } from '../daemon/daemon.ts'
+import { AgentError, fromFileSystemError } from '../errors.ts'
 import { formatBytes, type Reporter } from '../output.ts'
 
 /**
@@ -38,7 +39,14 @@ export function registerDaemonCommand(
           },
           onError: (error, next) => {
             const when = next ? `; next poll ${next.toISOString()}` : ''
-            if (out.json) out.failure('daemon', error.message, { nextPollAt: next?.toISOString() ?? null })
+            // The failure's own code (network, edge-rejected…), as every other --json error has: a
+            // script watching the daemon tells an offline edge from a refusing one.
+            const typed = error instanceof AgentError ? error : fromFileSystemError(error)
+            if (out.json)
+              out.failure(typed?.code ?? 'internal', error.message, {
+                ...typed?.details,
+                nextPollAt: next?.toISOString() ?? null,
+              })
             else status.show(`error: ${error.message}${when}`)
           },
         })

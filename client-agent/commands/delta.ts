@@ -19,7 +19,13 @@ import {
 import { nativeDeflateEngine } from '../codec/native-deflate.ts'
 import { AgentError } from '../errors.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
-import { fileSource, openAtomicFileSink, openFileReader, regularFileSize } from '../fs/file-io.ts'
+import {
+  closingAll,
+  openAtomicFileSink,
+  openFileReader,
+  openFileSource,
+  regularFileSize,
+} from '../fs/file-io.ts'
 import { removingTempsOnStop } from '../fs/stop-signals.ts'
 import { formatBytes, type Reporter } from '../output.ts'
 
@@ -89,32 +95,33 @@ async function makeStreaming(
   // One byte method named is that one; both (or none named) leave the choice to createDeltaStream, as
   // an unrestricted make would: approx for executables, VCDIFF otherwise. The order listed is no choice.
   const method = new Set(byteMethods).size === 1 ? byteMethods?.[0] : undefined
-  const [source, target] = await Promise.all([openFileReader(sourcePath), openFileReader(targetPath)])
-  const sink = await openAtomicFileSink(out)
-  let written = 0
-  try {
-    const used = await createDeltaStream(
-      source,
-      target,
-      {
-        write: async (chunk) => {
-          written += chunk.length
-          await sink.write(chunk)
+  await closingAll(async (own) => {
+    const source = own(await openFileReader(sourcePath))
+    const target = own(await openFileReader(targetPath))
+    const sink = await openAtomicFileSink(out)
+    let written = 0
+    try {
+      const used = await createDeltaStream(
+        source,
+        target,
+        {
+          write: async (chunk) => {
+            written += chunk.length
+            await sink.write(chunk)
+          },
         },
-      },
-      { ...(method ? { method } : {}), ...(sourceWindow ? { sourceWindow } : {}) },
-    )
-    await sink.commit()
-    report.result(
-      `${out}: ${formatBytes(written)} via ${used}, streamed (${shareOfTarget(written, target.size)})`,
-      { delta: { path: out, size: written, method: used, targetSize: target.size, streamed: true } },
-    )
-  } catch (error) {
-    await sink.discard()
-    throw error
-  } finally {
-    await Promise.all([source.close(), target.close()])
-  }
+        { ...(method ? { method } : {}), ...(sourceWindow ? { sourceWindow } : {}) },
+      )
+      await sink.commit()
+      report.result(
+        `${out}: ${formatBytes(written)} via ${used}, streamed (${shareOfTarget(written, target.size)})`,
+        { delta: { path: out, size: written, method: used, targetSize: target.size, streamed: true } },
+      )
+    } catch (error) {
+      await sink.discard()
+      throw error
+    }
+  })
 }
 
 /**
@@ -230,45 +237,46 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
     .action((sourcePath: string, deltaPath: string, out: string, options: ApplyOptions) =>
       removingTempsOnStop(async () => {
         await refuseOutputOverInput(out, { source: sourcePath, delta: deltaPath })
-        const source = await openFileReader(sourcePath)
-        const sink = await openAtomicFileSink(out)
-        const hash = createHash('sha256')
-        try {
-          const method = await applyDeltaStream(
-            source,
-            fileSource(deltaPath),
-            {
-              write: (chunk) => {
-                hash.update(chunk)
-                return sink.write(chunk)
+        await closingAll(async (own) => {
+          const source = own(await openFileReader(sourcePath))
+          const deltaBytes = own(await openFileSource(deltaPath))
+          const sink = await openAtomicFileSink(out)
+          const hash = createHash('sha256')
+          try {
+            const method = await applyDeltaStream(
+              source,
+              deltaBytes,
+              {
+                write: (chunk) => {
+                  hash.update(chunk)
+                  return sink.write(chunk)
+                },
               },
-            },
-            {
-              deflateEngine: nativeDeflateEngine,
-              // As in an update: an archive that cannot fit in this machine's memory is refused up front.
-              archive: deviceArchiveLimits(options.maxMemory),
-            },
-          )
-          const actual = hash.digest('hex')
-          if (options.sha256 !== undefined && actual !== options.sha256)
-            throw new AgentError(
-              'integrity-mismatch',
-              `the rebuilt bytes hash to ${actual}, not --sha256 ${options.sha256}: the wrong source for this delta, or a damaged one`,
+              {
+                deflateEngine: nativeDeflateEngine,
+                // As in an update: an archive that cannot fit in this machine's memory is refused up front.
+                archive: deviceArchiveLimits(options.maxMemory),
+              },
             )
-          await sink.commit()
-          reporter().result(`${out}: rebuilt via ${method}, sha256 ${actual}`, {
-            apply: { path: out, method, sha256: actual },
-          })
-        } catch (error) {
-          await sink.discard()
-          if (error instanceof DeltaFormatError && error.code === 'archive-limit')
-            throw new AgentError('install-failed', memoryRefusal(options.maxMemory, error.message))
-          if (error instanceof DeltaFormatError)
-            throw new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
-          throw error
-        } finally {
-          await source.close()
-        }
+            const actual = hash.digest('hex')
+            if (options.sha256 !== undefined && actual !== options.sha256)
+              throw new AgentError(
+                'integrity-mismatch',
+                `the rebuilt bytes hash to ${actual}, not --sha256 ${options.sha256}: the wrong source for this delta, or a damaged one`,
+              )
+            await sink.commit()
+            reporter().result(`${out}: rebuilt via ${method}, sha256 ${actual}`, {
+              apply: { path: out, method, sha256: actual },
+            })
+          } catch (error) {
+            await sink.discard()
+            if (error instanceof DeltaFormatError && error.code === 'archive-limit')
+              throw new AgentError('install-failed', memoryRefusal(options.maxMemory, error.message))
+            if (error instanceof DeltaFormatError)
+              throw new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
+            throw error
+          }
+        })
       }),
     )
 }

@@ -1,6 +1,7 @@
-import { readdir } from 'node:fs/promises'
+import { readdir, rm } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { lt } from 'semver'
+import type { SignedManifest } from '../../schemas/manifest.ts'
 import type { PlanStrategy } from '../../schemas/plan.ts'
 import { PrefetchQueue } from '../../schemas/prefetch.ts'
 import { type AgentConfig, type DaemonSettings, daemonSettings } from '../config.ts'
@@ -9,7 +10,7 @@ import { downloadVerified } from '../download.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { artifactOfFolder } from '../fs/artifact-folder.ts'
-import { lockArtifact } from '../fs/artifact-lock.ts'
+import { type ArtifactLock, lockArtifact } from '../fs/artifact-lock.ts'
 import { DEFAULT_MIN_FREE_BYTES, freeBytes } from '../fs/free-space.ts'
 import { planCheaperUpdate } from '../install.ts'
 import { refreshRootTrust } from '../root-trust.ts'
@@ -84,13 +85,17 @@ export interface CycleResult {
   /** Queue items that were already staged (their LRU time is refreshed). */
   alreadyStaged: ItemRef[]
   /**
-   * Queue items left for later: they do not fit the budget, the host got busy, the disk is low, or
-   * another deltaport process is changing that artifact (`updating`).
+   * Queue items left for later: they do not fit the budget, the host's load rose to
+   * `idleLoadPerCore` (`high-load`), the disk is low, or another deltaport process is changing that
+   * artifact (`updating`).
    */
-  deferred: (ItemRef & { reason: 'over-budget' | 'busy' | 'low-disk' | 'updating' })[]
+  deferred: (ItemRef & { reason: 'over-budget' | 'high-load' | 'low-disk' | 'updating' })[]
   failures: (ItemRef & { code: string; message: string })[]
   evicted: (ItemRef & { size: number })[]
-  /** Staged items dropped because that version (or a newer one) is installed. */
+  /**
+   * Staged items dropped because that version (or a newer one) is installed, and items fetched this
+   * cycle but not put in because their artifact was uninstalled meanwhile.
+   */
   dropped: ItemRef[]
   stagedCount: number
   stagedBytes: number
@@ -215,13 +220,17 @@ export async function runDaemonCycle(
         continue
       }
       if (notIdleReason(settings, sample) !== null) {
-        result.deferred.push(...items.slice(index).map((i) => ({ ...ref(i), reason: 'busy' as const })))
+        result.deferred.push(...items.slice(index).map((i) => ({ ...ref(i), reason: 'high-load' as const })))
         break
       }
       // Prefetching is optional: it keeps twice the install floor free, so an update it did not
       // foresee (or the service's own data) still fits after it.
       if (!(await roomFor(config, manifest.size))) {
         result.deferred.push({ ...ref(item), reason: 'low-disk' })
+        continue
+      }
+      if (!(await claimUnlessChanging(store, staging, item))) {
+        result.deferred.push({ ...ref(item), reason: 'updating' })
         continue
       }
       // A delta suggestion: follow the edge's plan from the installed version, so prefetching moves the
@@ -249,8 +258,14 @@ export async function runDaemonCycle(
             )
           : noPlan()
       const fallbacks = byPlan.fallbacks.length > 0 ? { fallbacks: byPlan.fallbacks } : {}
+      const putIn = async (blobPath: string): Promise<boolean> => {
+        const outcome = await commitStaged(store, staging, item, blobPath, envelope, now().getTime())
+        if (outcome === 'uninstalled') result.dropped.push(ref(item))
+        if (outcome === 'locked') result.deferred.push({ ...ref(item), reason: 'updating' })
+        return outcome === 'staged'
+      }
       if (byPlan.planned) {
-        await staging.put(byPlan.planned.blobPath, envelope, now().getTime())
+        if (!(await putIn(byPlan.planned.blobPath))) continue
         result.staged.push({
           ...ref(item),
           size: manifest.size,
@@ -272,7 +287,7 @@ export async function runDaemonCycle(
         ...(options.signal ? { signal: options.signal } : {}),
         ...(options.onProgress ? { onProgress: (p) => options.onProgress?.(item, p.received, p.total) } : {}),
       })
-      await staging.put(partial, envelope, now().getTime())
+      if (!(await putIn(partial))) continue
       result.staged.push({ ...ref(item), size: manifest.size, ...downloaded, via: 'full', ...fallbacks })
     } catch (error) {
       if (options.signal?.aborted) {
@@ -455,7 +470,7 @@ function ref(item: ItemRef): ItemRef {
  * an update fetches the version the queue suggests itself, so staging it too would move every byte
  * twice and take the disk space the update checked it had. Taken and released at once (an update
  * starting meanwhile waits a few milliseconds); only for an artifact with a folder, so the check
- * never creates one.
+ * never creates one (the claim, made only for an item about to be fetched, does).
  */
 async function changedElsewhere(store: ArtifactStore): Promise<boolean> {
   if (!(await store.exists())) return false
@@ -466,6 +481,68 @@ async function changedElsewhere(store: ArtifactStore): Promise<boolean> {
     // A lock that cannot be taken for another reason (a read-only store) is for staging to report.
     return error instanceof AgentError && error.code === 'busy'
   }
+}
+
+/**
+ * Claims `item` for staging, just before it is fetched, unless another deltaport process holds the
+ * artifact's lock (changedElsewhere: one may have started since). The claim is written under the
+ * lock, so an uninstall either ran before it (and the claim is new) or runs after and removes it
+ * (commitStaged). The lock makes the artifact's folder when it has none (a dependency prefetched
+ * before it is installed): an uninstall takes the same lock there. False when busy.
+ */
+async function claimUnlessChanging(
+  store: ArtifactStore,
+  staging: StagingArea,
+  item: ItemRef,
+): Promise<boolean> {
+  const lock = await lockUnlessBusy(store)
+  if (lock === null) return false
+  try {
+    await staging.claim(item.name, item.version)
+    return true
+  } finally {
+    await lock.release()
+  }
+}
+
+/**
+ * Puts a fetched, verified item into staging under the artifact's lock, if the claim taken before the
+ * fetch is still there. `deltaport uninstall` (under the same lock) removes the artifact's staged
+ * copies and the daemon's claims on it: a claim gone means the artifact was uninstalled while this
+ * item was fetched, and putting it in would leave a copy of what the owner just removed until the
+ * LRU evicted it. Another process holding the lock now: `locked`, the fetched bytes stay where a
+ * later cycle resumes them (or an uninstall removes them).
+ */
+async function commitStaged(
+  store: ArtifactStore,
+  staging: StagingArea,
+  item: ItemRef,
+  blobPath: string,
+  envelope: SignedManifest,
+  at: number,
+): Promise<'staged' | 'uninstalled' | 'locked'> {
+  const lock = await lockUnlessBusy(store)
+  if (lock === null) return 'locked'
+  try {
+    if (!(await staging.isClaimed(item.name, item.version))) {
+      await rm(blobPath, { force: true })
+      return 'uninstalled'
+    }
+    await staging.put(blobPath, envelope, at)
+    await staging.unclaim(item.name, item.version)
+    return 'staged'
+  } finally {
+    await lock.release()
+  }
+}
+
+/** The artifact's lock if nobody holds it, else null (the daemon never waits for an artifact). */
+async function lockUnlessBusy(store: ArtifactStore): Promise<ArtifactLock | null> {
+  return lockArtifact(store.dir, { timeoutMs: 0 }).catch((error: unknown) => {
+    // A lock that cannot be taken for another reason (a read-only store) is for staging to report.
+    if (error instanceof AgentError && error.code === 'busy') return null
+    throw error
+  })
 }
 
 /** Whether staging `size` more bytes leaves twice `minFreeBytes` free on the install root's disk. */

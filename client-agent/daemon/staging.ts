@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rename, rm, rmdir, stat } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { ArtifactName, ByteSize, Sha256Hex, Version } from '../../schemas/common.ts'
@@ -14,6 +14,7 @@ import {
   writeFileAtomic,
 } from '../fs/atomic.ts'
 import { makeDirs } from '../fs/make-dirs.ts'
+import { unlessMissing } from '../fs/missing.ts'
 
 const StagedEntry = z.object({
   name: ArtifactName,
@@ -62,6 +63,36 @@ export class StagingArea {
 
   get partialDir(): string {
     return join(this.root, '.partial')
+  }
+
+  /**
+   * The daemon's mark that it is staging `name@version`, written and checked under the artifact's
+   * lock (daemon.ts). Named like the item's work files, so `removeArtifact` (uninstall, holding that
+   * lock) removes it with them, and the daemon, finding it gone when it comes to put the item in,
+   * knows the artifact was uninstalled meanwhile and drops what it fetched.
+   */
+  private claimPath(name: string, version: string): string {
+    return this.workPath(name, version, 'claim')
+  }
+
+  async claim(name: string, version: string): Promise<void> {
+    await this.prepare()
+    await writeFile(this.claimPath(name, version), '')
+  }
+
+  async isClaimed(name: string, version: string): Promise<boolean> {
+    return (await unlessMissing(stat(this.claimPath(name, version)), null)) !== null
+  }
+
+  async unclaim(name: string, version: string): Promise<void> {
+    await rm(this.claimPath(name, version), { force: true })
+  }
+
+  /** Whether anything of `name` is here: a staged copy, or a download or claim of the daemon's. */
+  async holds(name: string): Promise<boolean> {
+    if ((await this.list()).some((e) => e.name === name)) return true
+    const prefix = `${artifactFolder(name)}@`
+    return (await fileNames(this.partialDir)).some((file) => file.startsWith(prefix))
   }
 
   private get indexPath(): string {
@@ -150,8 +181,9 @@ export class StagingArea {
 
   /**
    * Removes every staged copy and partial download of `name` (uninstall: bytes prefetched for an
-   * artifact the device no longer has would otherwise sit there until the LRU evicts them). Returns
-   * the versions whose staged copies were removed.
+   * artifact the device no longer has would otherwise sit there until the LRU evicts them), and the
+   * daemon's claims on it, so an item it is fetching right now is dropped, not put in. Call with the
+   * artifact's lock held. Returns the versions whose staged copies were removed.
    */
   async removeArtifact(name: string): Promise<string[]> {
     const entries = await this.list()

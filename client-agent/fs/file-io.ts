@@ -59,15 +59,59 @@ export async function openFileReader(path: string): Promise<RandomAccessReader &
   }
 }
 
-/** A file's bytes in order, as the codec's ByteSource (a directory or device is refused, named). */
-export async function* fileSource(path: string): ByteSource {
+/** What reads one chunk of a file source: the codec may keep a chunk, so each is a fresh array. */
+const SOURCE_CHUNK = 256 * 1024
+
+/**
+ * A file's bytes in order, as the codec's ByteSource (a directory or device is refused, named). The
+ * caller owns the handle and closes it however the read ends: the codec pulls what it needs and may
+ * stop early, on a damaged delta, a sink that fails or a limit, without ever telling its source
+ * (applyDeltaStream takes the iterator by hand), so an iterator's return() cannot be relied on.
+ */
+export async function openFileSource(path: string): Promise<ByteSource & { close(): Promise<void> }> {
   const handle = await open(path, 'r')
-  if (!(await handle.stat()).isFile()) {
+  try {
+    if (!(await handle.stat()).isFile()) throw notARegularFile(path)
+  } catch (error) {
     await handle.close()
-    throw notARegularFile(path)
+    throw error
   }
-  // The stream owns the handle from here and closes it when it ends, fails or is abandoned.
-  for await (const chunk of handle.createReadStream({ highWaterMark: 256 * 1024 })) yield chunk as Uint8Array
+  let closing: Promise<void> | null = null
+  return {
+    async *[Symbol.asyncIterator]() {
+      for (;;) {
+        const chunk = new Uint8Array(SOURCE_CHUNK)
+        const { bytesRead } = await handle.read(chunk, 0, chunk.length, null)
+        if (bytesRead === 0) return
+        yield chunk.subarray(0, bytesRead)
+      }
+    },
+    close: () => {
+      closing ??= handle.close()
+      return closing
+    },
+  }
+}
+
+/**
+ * Runs `work`, closing every file it hands to `own` however `work` ends (a later open failing, the
+ * codec throwing): a handle left to the garbage collector holds its file, and a deleted delta's disk
+ * space, until a collection that may never come. `own` returns what it was given:
+ * `const source = own(await openFileReader(path))`.
+ */
+export async function closingAll<T>(
+  work: (own: <F extends { close(): Promise<void> }>(file: F) => F) => Promise<T>,
+): Promise<T> {
+  const owned: Array<{ close(): Promise<void> }> = []
+  try {
+    return await work((file) => {
+      owned.push(file)
+      return file
+    })
+  } finally {
+    // Read handles: closing one cannot lose data, so its failure must not hide the command's own.
+    await Promise.all(owned.map((file) => file.close().catch(() => undefined)))
+  }
 }
 
 /**

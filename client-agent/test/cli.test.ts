@@ -167,7 +167,16 @@ describe('deltaport CLI', () => {
     const inherited = await cli(['--json', 'install', 'chan@constructor'])
     expect(inherited.code).toBe(6)
     expect(JSON.parse(inherited.stdout).error.message).toBe('chan has no channel "constructor"')
-    expect((await cli(['rollback', 'large'])).code).toBe(9)
+    // Installed once, never updated: nothing to roll back to is not-found (exit 6), like an artifact
+    // never installed, and not install-failed (exit 9): no install was tried.
+    const noPrevious = await cli(['--json', 'rollback', 'large'])
+    expect(noPrevious.code).toBe(6)
+    expect(JSON.parse(noPrevious.stdout).error).toMatchObject({
+      code: 'not-found',
+      message:
+        'large has no previous version to roll back to (1.0.0 is current, and no version before it is kept)',
+      current: '1.0.0',
+    })
     // A usage error found inside a command (not by the parser) is shown too; a parser's just once.
     const stages = await cli([
       'rollout',
@@ -231,6 +240,14 @@ describe('deltaport CLI', () => {
       expect(typo.code, args.join(' ')).toBe(2)
       expect(typo.stderr, args.join(' ')).toContain('is not a version')
     }
+    // A target given twice is not silently the --to one (it used to update to 2.0.0 here).
+    const twice = await runWithConfig(offline.configFile, ['--json', 'update', 'x@1.0.0', '--to', '2.0.0'])
+    expect(twice.code).toBe(2)
+    expect(JSON.parse(twice.stdout).error).toMatchObject({
+      code: 'usage',
+      message:
+        '"x@1.0.0" names a target and --to names 2.0.0: give the target once (x@<target> or --to <target>)',
+    })
   })
 
   it('waits for, or with --wait 0 refuses, an artifact another process is changing (exit 11)', async () => {

@@ -15,6 +15,7 @@ import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { generateKeyPair, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
+import { type UninstallResult, uninstallArtifact } from '../uninstall.ts'
 import { expectSameBytes, manifestFor, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
@@ -139,8 +140,9 @@ describe('deltaport daemon against the real edge', () => {
   it('downloads nothing on a busy host or a metered link', async () => {
     const config = device('busy')
     await installedWithNewerHead(config, 'dbusy', 50_000)
+    // `high-load`, not `busy`: that word is exit 11's, another process holding an artifact.
     const onBusy = await runDaemonCycle(config, { loadSampler: busy })
-    expect(onBusy).toMatchObject({ skipped: 'busy', staged: [], stagedCount: 0 })
+    expect(onBusy).toMatchObject({ skipped: 'high-load', staged: [], stagedCount: 0 })
     const metered = await runDaemonCycle({ ...config, metered: true }, { loadSampler: idle })
     expect(metered).toMatchObject({ skipped: 'metered', staged: [], stagedCount: 0 })
     // Idle at the poll, busy by the time of the download: deferred, not downloaded.
@@ -148,7 +150,7 @@ describe('deltaport daemon against the real edge', () => {
     const getsBusy = () => (samples++ === 0 ? 0 : 8)
     const deferred = await runDaemonCycle(config, { loadSampler: getsBusy })
     expect(deferred.staged).toEqual([])
-    expect(deferred.deferred).toContainEqual({ name: 'dbusy', version: '1.1.0', reason: 'busy' })
+    expect(deferred.deferred).toContainEqual({ name: 'dbusy', version: '1.1.0', reason: 'high-load' })
     expect(await new StagingArea(config.installRoot).list()).toEqual([])
     // allowMetered lifts the metered rule.
     const allowed = await runDaemonCycle(
@@ -210,6 +212,29 @@ describe('deltaport daemon against the real edge', () => {
     expect(during.deferred).toContainEqual({ name: 'dupd', version: '1.1.0', reason: 'updating' })
     const after = await runDaemonCycle(config, { loadSampler: idle })
     expect(mine(after.staged, 'dupd')).toEqual(['dupd@1.1.0'])
+  })
+
+  it('drops an item whose artifact is uninstalled while it is fetched: no staged copy is left', async () => {
+    const config = device('uninstalled')
+    await installedWithNewerHead(config, 'dgone', 50_000)
+    // `deltaport uninstall dgone` typed while the daemon fetches dgone@1.1.0, made deterministic: it
+    // runs to its end between the daemon's claim on the item and the blob's request to the edge.
+    let uninstalled: UninstallResult | null = null
+    const uninstallDuringFetch: typeof fetch = async (input, init) => {
+      const url = input instanceof Request ? input.url : String(input)
+      if (uninstalled === null && url.endsWith('/dgone/1.1.0/blob'))
+        uninstalled = await uninstallArtifact(config, { name: 'dgone' })
+      return fetch(input, init)
+    }
+    const cycle = await runDaemonCycle(config, { loadSampler: idle, fetchImpl: uninstallDuringFetch })
+    expect(uninstalled).toMatchObject({ removed: [{ name: 'dgone', versions: ['1.0.0'] }] })
+    expect(cycle.failures).toEqual([])
+    expect(mine(cycle.staged, 'dgone')).toEqual([])
+    expect(cycle.dropped).toContainEqual({ name: 'dgone', version: '1.1.0' })
+    const staging = new StagingArea(config.installRoot)
+    expect(await staging.holds('dgone')).toBe(false)
+    expect(await readdir(staging.partialDir)).toEqual([])
+    expect(await new ArtifactStore(config.installRoot, 'dgone').installedVersions()).toEqual([])
   })
 
   it('drops staged versions once they are installed some other way', async () => {
@@ -363,6 +388,37 @@ describe('deltaport daemon against the real edge', () => {
     expect(await new StagingArea(config.installRoot).find('dloop', '1.1.0')).toBeDefined()
     // Released on the way out: the next daemon runs.
     await run(process.execPath, [BIN, '--config', configFile, 'daemon', '--once'])
+  })
+
+  it('reports a failed poll under --json with its own code, like any other failure', async () => {
+    const config = device('offline', { edgeUrl: 'http://127.0.0.1:9', idleLoadPerCore: 1000 })
+    const configFile = join(suite.ws.dir, 'offline-device.json')
+    await writeFile(configFile, JSON.stringify(config))
+    const child = spawn(
+      process.execPath,
+      [BIN, '--config', configFile, '--json', 'daemon', '--interval', '3600'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    const line = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no line from the daemon')), 20_000)
+      let stdout = ''
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString()
+        if (stdout.includes('\n')) {
+          clearTimeout(timer)
+          resolve(stdout.slice(0, stdout.indexOf('\n')))
+        }
+      })
+    })
+    child.kill('SIGTERM')
+    expect(await exited).toBe(0)
+    // `network` (exit 4's code), not a code of its own that no table lists.
+    expect(JSON.parse(line)).toMatchObject({
+      ok: false,
+      error: { code: 'network', message: expect.stringContaining('cannot reach the edge') },
+    })
+    expect(JSON.parse(line).error.nextPollAt).toEqual(expect.any(String))
   })
 
   it('runs through the CLI: daemon --once --json, then install reports staged', async () => {

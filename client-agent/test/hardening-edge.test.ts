@@ -99,13 +99,14 @@ interface Case {
   target: string
   /** Routes of the hostile edge; anything else is 404. */
   routes: (signed: (m: ArtifactManifest) => Promise<SignedManifest>) => Promise<Record<string, Handler>>
-  code: AgentError['code']
+  /** The failure expected, or `installs` for an honest answer the agent must install. */
+  code: AgentError['code'] | 'installs'
   message?: RegExp
   /** Start with the first 1000 bytes already downloaded (a resume). */
   seedPartial?: boolean
   /** The channel a version target was chosen for (as a rollout's version is). */
   channel?: string
-  /** For `nothing-to-do` (an honest answer): the version installed, 1.0.0 unless said. */
+  /** For `installs`: the version installed, 1.0.0 unless said. */
   installs?: string
 }
 
@@ -249,7 +250,7 @@ const cases: Case[] = [
     },
     // The spliced file fails its hash; the partial it resumed is thrown away and the download from
     // byte 0 (no Range, so this edge sends the right bytes) installs in the same command.
-    code: 'nothing-to-do',
+    code: 'installs',
   },
   {
     label: 'an endless HTML error page',
@@ -283,7 +284,7 @@ const cases: Case[] = [
         '/v1/artifacts/app/1.0.0/blob': honestBlob,
       }
     },
-    code: 'nothing-to-do',
+    code: 'installs',
   },
   {
     label: "mix-and-match: a rollout's version for a channel its manifest does not list",
@@ -304,7 +305,7 @@ const cases: Case[] = [
     target: 'beta',
     installs: '2.0.0',
     routes: bothChannelsOnBetaBuild,
-    code: 'nothing-to-do',
+    code: 'installs',
   },
 ]
 
@@ -338,7 +339,7 @@ describe('the agent against a hostile edge', () => {
       )
       expect(Date.now() - started, 'bounded time').toBeLessThan(20_000)
       const store = new ArtifactStore(installRoot, 'app')
-      if (testCase.code === 'nothing-to-do') {
+      if (testCase.code === 'installs') {
         const version = testCase.installs ?? '1.0.0'
         expect(outcome).toMatchObject({ version, method: 'full' })
         expect(await store.installedVersions()).toEqual([version])

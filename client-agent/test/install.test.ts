@@ -103,11 +103,17 @@ describe('publish → install → update → rollback through a real edge', () =
     await installArtifact(config, { name: 'onfs' })
     await rm(store.versionDir('1.0.0'), { recursive: true })
     const gone = await agentFailure(rollbackArtifact(config, 'onfs'))
-    expect(gone.code).toBe('install-failed')
+    expect(gone.code).toBe('not-found')
     expect(gone.message).toBe(
-      `onfs's previous version 1.0.0 is no longer installed: install it with "deltaport install onfs@1.0.0"`,
+      `onfs's previous version 1.0.0 is no longer installed: install it with "deltaport install onfs@1.0.0 --allow-downgrade"`,
     )
     expect((await store.state()).current).toBe('1.1.0')
+    // The advice works as given: an older version than the current one needs --allow-downgrade.
+    const refusedOlder = await agentFailure(installArtifact(config, { name: 'onfs', target: '1.0.0' }))
+    expect(refusedOlder.code).toBe('untrusted-manifest')
+    expect(
+      await installArtifact(config, { name: 'onfs', target: '1.0.0', allowDowngrade: true }),
+    ).toMatchObject({ version: '1.0.0' })
   })
 
   it('refuses a manifest whose signed fields were tampered with at the edge', async () => {

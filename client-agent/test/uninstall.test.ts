@@ -71,6 +71,9 @@ describe('uninstall', () => {
     expect(await app.state()).toMatchObject({ current: null, previous: null, lastSerial: 1 })
     expect((await new ArtifactStore(device.installRoot, 'un-shared').state()).current).toBe('1.0.0')
     expect((await agentFailure(uninstallArtifact(device, { name: 'un-app' }))).code).toBe('not-found')
+    // Rollback of what was uninstalled says so, as for an artifact never installed (exit 6).
+    const rolledBack = await agentFailure(rollbackArtifact(device, 'un-app'))
+    expect([rolledBack.code, rolledBack.message]).toEqual(['not-found', 'un-app is not installed'])
 
     // It installs again like any artifact, its dependency with it.
     expect(await installArtifact(device, { name: 'un-app' })).toMatchObject({
@@ -162,5 +165,19 @@ describe('uninstall', () => {
     expect(result.removed).toEqual([{ name: 'un-killed', versions: [], staged: [], unfinished: 1 }])
     expect(await store.unfinishedWork()).toEqual([])
     expect((await agentFailure(uninstallArtifact(device, { name: 'un-killed' }))).code).toBe('not-found')
+  })
+
+  it('removes what the daemon is fetching of an artifact not installed yet, its claim with it', async () => {
+    const device: AgentConfig = { ...suite.ws.config, installRoot: join(suite.ws.dir, 'store-prefetching') }
+    // A dependency the daemon prefetches before anything installed it: its claim and half a download.
+    const staging = new StagingArea(device.installRoot)
+    await staging.claim('un-coming', '1.0.0')
+    await writeFile(staging.partialPath('un-coming', '1.0.0'), 'half a download')
+    const result = await uninstallArtifact(device, { name: 'un-coming' })
+    expect(result.removed).toEqual([{ name: 'un-coming', versions: [], staged: [], unfinished: 0 }])
+    // The claim gone is what makes the daemon drop the item instead of putting it in (daemon.test.ts).
+    expect(await staging.isClaimed('un-coming', '1.0.0')).toBe(false)
+    expect(await staging.holds('un-coming')).toBe(false)
+    expect((await agentFailure(uninstallArtifact(device, { name: 'un-coming' }))).code).toBe('not-found')
   })
 })

@@ -21,7 +21,7 @@ import { applyDeltaFileOffThread } from '../codec/off-thread-apply.ts'
 import { fileHasBytes } from '../download.ts'
 import type { EdgeClient } from '../edge-client.ts'
 import { AgentError, systemError } from '../errors.ts'
-import { fileSource, openAtomicFileSink, openFileReader } from '../fs/file-io.ts'
+import { closingAll, openAtomicFileSink, openFileReader, openFileSource } from '../fs/file-io.ts'
 import type { Explanation } from '../transfer/controller.ts'
 import { errorFromResponse } from '../transfer/error-response.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
@@ -157,12 +157,17 @@ async function describeBase(ctx: PlanUpdateContext): Promise<{
       unusable: `delta: the installed ${what} has no usable blob (${blobPath} ${problem}); downloading the whole artifact`,
     }
   if (await fileHasBytes(blobPath, ctx.installed)) return { version }
-  const local = await buildChunkIndex(fileSource(blobPath))
+  const local = await chunkIndexOfFile(blobPath)
   return {
     version: null,
     haveChunks: [...new Set(local.chunks.map((c) => c.hash))].slice(0, 65_536),
     damaged: `delta: the installed ${what} (${blobPath}) no longer has its signed bytes, so no delta applies to it`,
   }
+}
+
+/** The content-defined chunk index of a file on disk (its handle closed however the read ends). */
+function chunkIndexOfFile(path: string) {
+  return closingAll(async (own) => buildChunkIndex(own(await openFileSource(path))))
 }
 
 /** Why the file at `path` cannot be read as a base (missing, not a regular file, no permission); null if it can. */
@@ -309,9 +314,7 @@ async function followChunkSync(ctx: PlanUpdateContext, step: PlanChunkSyncStep) 
   }
   const remote = decodeChunkIndex(indexBytes)
   const base = ctx.installed?.blobPath
-  const local = base
-    ? await buildChunkIndex(fileSource(base))
-    : { chunker: remote.chunker, totalLength: 0, chunks: [] }
+  const local = base ? await chunkIndexOfFile(base) : { chunker: remote.chunker, totalLength: 0, chunks: [] }
   const plan = planChunkSync(local, remote)
   const output = ctx.workPath(`${step.to}.rebuilt`)
   const reader = base
