@@ -3,7 +3,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander'
 import { validRange } from 'semver'
 import { ArtifactName, ChannelName, Version } from '../schemas/common.ts'
 import type { DependencyRef } from '../schemas/manifest.ts'
-import { parseSeconds, SIGNING_KEY_OPTION } from './commands/arguments.ts'
+import { parseArtifactName, parseSeconds, parseWith, SIGNING_KEY_OPTION } from './commands/arguments.ts'
 import { registerConfigCommands } from './commands/config.ts'
 import { registerDaemonCommand } from './commands/daemon.ts'
 import { registerDeltaCommands } from './commands/delta.ts'
@@ -90,8 +90,8 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
   program
     .command('publish <file>')
     .description('sign and upload an artifact version to the edge')
-    .requiredOption('--name <name>', 'artifact name', parseWith(ArtifactName))
-    .requiredOption('--version <version>', 'semver version', parseWith(Version))
+    .requiredOption('--name <name>', 'artifact name', parseWith(ArtifactName, 'an artifact name'))
+    .requiredOption('--version <version>', 'semver version', parseWith(Version, 'a version'))
     .option('--deps <list>', 'dependencies as name@range,name@range', parseDeps, [])
     .option('--channel <channel...>', 'channels this version becomes head of', parseChannel, DEFAULT_CHANNELS)
     .option('--media-type <type>', 'content type of the artifact')
@@ -250,9 +250,9 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     .description('switch back to the previously installed version')
     .option(...WAIT_OPTION)
     .action(async (name: string, options: { wait?: number }) => {
+      const artifact = parseArtifactName(name)
       const config = await loadConfig(program.opts<GlobalOptions>().config)
       // Tells the channel's rollout, if any, that this device rolled back (best effort).
-      const artifact = parseWith(ArtifactName)(name)
       const result = await rollbackAndReport(config, artifact, {
         ...lockWait(options.wait, reporter()),
       })
@@ -285,10 +285,11 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
         name: string,
         options: { withDependencies?: boolean; ignoreDependents?: boolean; wait?: number },
       ) => {
+        const artifact = parseArtifactName(name)
         const config = await loadConfig(program.opts<GlobalOptions>().config)
         const out = reporter()
         const result = await uninstallArtifact(config, {
-          name: parseWith(ArtifactName)(name),
+          name: artifact,
           withDependencies: options.withDependencies ?? false,
           ignoreDependents: options.ignoreDependents ?? false,
           ...lockWait(options.wait, out),
@@ -308,8 +309,9 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
     .command('status <name>')
     .description('show installed versions of an artifact')
     .action(async (name: string) => {
+      const artifact = parseArtifactName(name)
       const config = await loadConfig(program.opts<GlobalOptions>().config)
-      const store = new ArtifactStore(config.installRoot, parseWith(ArtifactName)(name))
+      const store = new ArtifactStore(config.installRoot, artifact)
       const disagreement = await store.linkDisagreement()
       // The link is what runs; state.json only records it (and may lag a killed switch, or be edited).
       const state = { ...(await store.state()), ...(disagreement ? { current: disagreement.linked } : {}) }
@@ -447,13 +449,6 @@ function lockWait(seconds: number | undefined, out: { info(message: string): voi
   return {
     ...(seconds === undefined ? {} : { lockWaitMs: seconds * 1000 }),
     onLockWait: (holder: string) => out.info(`waiting for ${holder}`),
-  }
-}
-
-function parseWith(schema: { safeParse(v: unknown): { success: boolean } }) {
-  return (value: string): string => {
-    if (!schema.safeParse(value).success) throw new InvalidArgumentError(`"${value}" is not valid`)
-    return value
   }
 }
 

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander'
+import type { z } from 'zod'
 import { ArtifactName, Version } from '../../schemas/common.ts'
 import { AgentError } from '../errors.ts'
 
@@ -16,6 +17,34 @@ export function parseVersionSpec(spec: string): { name: string; version?: string
   if (!ArtifactName.safeParse(name).success || (version !== undefined && !Version.safeParse(version).success))
     throw new AgentError('usage', `"${spec}" is not name or name@version`)
   return version === undefined ? { name } : { name, version }
+}
+
+/**
+ * A commander parser for a value a zod schema defines: the value, or a usage error that says what it is
+ * not and the schema's own reason (`"App" is not an artifact name: lowercase letters, …`), so the user
+ * learns what to type instead of only that it was refused.
+ */
+export function parseWith(schema: z.ZodType<string>, what: string): (value: string) => string {
+  return (value) => {
+    const parsed = schema.safeParse(value)
+    if (parsed.success) return parsed.data
+    throw new InvalidArgumentError(
+      `"${value}" is not ${what}: ${parsed.error.issues[0]?.message ?? 'malformed'}`,
+    )
+  }
+}
+
+/**
+ * The `<name>` of a command that acts on an artifact as a whole (`status`, `rollback`, `uninstall`).
+ * `name@version` there is the usual slip (the other commands take one), so it is named as such.
+ */
+export function parseArtifactName(value: string): string {
+  const at = value.lastIndexOf('@')
+  if (at > 0 && ArtifactName.safeParse(value.slice(0, at)).success && !ArtifactName.safeParse(value).success)
+    throw new InvalidArgumentError(
+      `"${value}" names a version: this command takes the artifact name alone (${value.slice(0, at)})`,
+    )
+  return parseWith(ArtifactName, 'an artifact name')(value)
 }
 
 /** A count of days for expiries and windows (`--expires-days`, `--within`). */

@@ -20,6 +20,7 @@ import { DeviceSession, renewalTime } from '../devices/session.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
+import { parseWith } from './arguments.ts'
 
 interface ListOptions {
   code?: string
@@ -56,13 +57,6 @@ function describeDevice(device: DeviceInfo): string {
   const renewed = device.renewedAt === null ? 'never renewed' : `renewed ${device.renewedAt}`
   const state = device.revokedAt === null ? 'active' : `revoked ${device.revokedAt}`
   return `${device.deviceId}  code ${device.codeId}: ${state}, ${enrolled}, ${renewed}, credential until ${device.credentialExpiresAt}`
-}
-
-function parsedId(schema: { safeParse(v: unknown): { success: boolean } }, what: string) {
-  return (value: string): string => {
-    if (!schema.safeParse(value).success) throw new InvalidArgumentError(`"${value}" is not ${what}`)
-    return value
-  }
 }
 
 /**
@@ -139,12 +133,12 @@ export function registerDevicesCommands(
     .option(
       '--code <id>',
       'only the devices of this enrollment code',
-      parsedId(EnrollmentCodeId, 'a code id'),
+      parseWith(EnrollmentCodeId, 'a code id'),
     )
     .option(
       '--after <deviceId>',
       'start after this device id (the "next" of an earlier list)',
-      parsedId(DeviceId, 'a device id'),
+      parseWith(DeviceId, 'a device id'),
     )
     .option(
       '--limit <n>',

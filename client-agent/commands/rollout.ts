@@ -1,5 +1,5 @@
-import { type Command, InvalidArgumentError } from 'commander'
-import { ArtifactName, ChannelName, Version } from '../../schemas/common.ts'
+import type { Command } from 'commander'
+import { ChannelName, Version } from '../../schemas/common.ts'
 import type { FailureStats, RolloutStatus } from '../../schemas/rollout.ts'
 import { type AgentConfig, publishToken } from '../config.ts'
 import { EdgeClient } from '../edge-client.ts'
@@ -15,7 +15,7 @@ import {
   parseStartAt,
   stagesFrom,
 } from '../rollout/parse-options.ts'
-import { SIGNING_KEY_OPTION } from './arguments.ts'
+import { parseArtifactName, parseWith, SIGNING_KEY_OPTION } from './arguments.ts'
 
 /** How a control request is signed: `--key` (repeatable), else the config's signingKey, unless `--unsigned`. */
 interface SigningOptions {
@@ -72,8 +72,17 @@ export function registerRolloutCommands(
 
   signable(rollout.command('start <name>'))
     .description('schedule a staged rollout of a published version')
-    .requiredOption('--version <version>', 'the published version to roll out', parseWith(Version))
-    .option('--channel <channel>', 'channel the rollout governs', parseWith(ChannelName), 'stable')
+    .requiredOption(
+      '--version <version>',
+      'the published version to roll out',
+      parseWith(Version, 'a version'),
+    )
+    .option(
+      '--channel <channel>',
+      'channel the rollout governs',
+      parseWith(ChannelName, 'a channel name'),
+      'stable',
+    )
     .option(
       '--stages <percents>',
       'cumulative share per stage, e.g. 1,10,50,100',
@@ -90,7 +99,7 @@ export function registerRolloutCommands(
     .option('--max-failure-rate <rate>', 'halt above this failure rate (0.05 or 5%)', parseRate)
     .option('--min-sample <n>', 'reports a cohort needs before any halt (at least 5)', parseCount)
     .action(async (name: string, options: StartOptions) => {
-      await act('start', checkedName(name), options.channel, options, {
+      await act('start', parseArtifactName(name), options.channel, options, {
         version: options.version,
         stages: stagesFrom(options.stages, options.stageDuration),
         ...(options.startAt === undefined ? {} : { startAt: options.startAt }),
@@ -105,14 +114,19 @@ export function registerRolloutCommands(
   ] as const) {
     signable(rollout.command(`${action} <name>`))
       .description(description)
-      .option('--channel <channel>', 'channel of the rollout', parseWith(ChannelName), 'stable')
+      .option(
+        '--channel <channel>',
+        'channel of the rollout',
+        parseWith(ChannelName, 'a channel name'),
+        'stable',
+      )
       .option('--reason <text>', 'why, for the history')
       .action(async (name: string, options: SigningOptions & { channel: string; reason?: string }) => {
         if (options.reason !== undefined && options.reason.length > 200)
           throw new AgentError('usage', '--reason is limited to 200 characters')
         await act(
           action,
-          checkedName(name),
+          parseArtifactName(name),
           options.channel,
           options,
           options.reason ? { reason: options.reason } : {},
@@ -121,16 +135,26 @@ export function registerRolloutCommands(
   }
   signable(rollout.command('resume <name>'))
     .description('continue a paused rollout')
-    .option('--channel <channel>', 'channel of the rollout', parseWith(ChannelName), 'stable')
+    .option(
+      '--channel <channel>',
+      'channel of the rollout',
+      parseWith(ChannelName, 'a channel name'),
+      'stable',
+    )
     .action(async (name: string, options: SigningOptions & { channel: string }) => {
-      await act('resume', checkedName(name), options.channel, options)
+      await act('resume', parseArtifactName(name), options.channel, options)
     })
   rollout
     .command('status <name>')
     .description('stage, cohort progress, failure rate and history')
-    .option('--channel <channel>', 'channel of the rollout', parseWith(ChannelName), 'stable')
+    .option(
+      '--channel <channel>',
+      'channel of the rollout',
+      parseWith(ChannelName, 'a channel name'),
+      'stable',
+    )
     .action(async (name: string, options: { channel: string }) => {
-      await act('status', checkedName(name), options.channel, { unsigned: true })
+      await act('status', parseArtifactName(name), options.channel, { unsigned: true })
     })
 }
 
@@ -149,17 +173,4 @@ export function describeStatus(status: RolloutStatus): string {
     `  overall: ${stats(status.overall)} (limit ${pct(status.maxFailureRate)}, min sample ${status.minSample})`,
   ]
   return lines.join('\n')
-}
-
-function checkedName(name: string): string {
-  if (!ArtifactName.safeParse(name).success)
-    throw new AgentError('usage', `"${name}" is not a valid artifact name`)
-  return name
-}
-
-function parseWith(schema: { safeParse(v: unknown): { success: boolean } }) {
-  return (value: string): string => {
-    if (!schema.safeParse(value).success) throw new InvalidArgumentError(`"${value}" is not valid`)
-    return value
-  }
 }

@@ -51,6 +51,25 @@ describe('deltaport CLI', () => {
     expect((await cli(['keygen', '--out', join(ws.dir, 'no-such-dir', 'k.json')])).code).toBe(10)
   })
 
+  it('an artifact name that is refused says why; name@version where a name is wanted is named as such, before any config is read', async () => {
+    const noConfig = join(ws.dir, 'no-such-config.json')
+    for (const command of ['status', 'rollback', 'uninstall']) {
+      const slip = await runWithConfig(noConfig, ['--json', command, 'app@1.0.0'])
+      expect(slip.code).toBe(2)
+      const error = (JSON.parse(slip.stdout) as { error: { code: string; message: string } }).error
+      expect(error.code).toBe('usage')
+      expect(error.message).toContain(
+        '"app@1.0.0" names a version: this command takes the artifact name alone (app)',
+      )
+    }
+    const upper = await cli(['status', 'App'])
+    expect(upper.code).toBe(2)
+    expect(upper.stderr).toContain('"App" is not an artifact name: lowercase letters')
+    const channel = await cli(['rollout', 'status', 'app', '--channel', 'Bad Channel'])
+    expect(channel.code).toBe(2)
+    expect(channel.stderr).toMatch(/"Bad Channel" is not a channel name: \S/)
+  })
+
   it('a command group named without its command is a usage error that says so, not "(outputHelp)"', async () => {
     const json = await cli(['--json', 'devices'])
     expect(json.code).toBe(2)
