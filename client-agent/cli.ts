@@ -320,6 +320,9 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
         : undefined
       if (stateDisagrees) reporter().info(`warning: ${stateDisagrees}`)
       const versions = await store.installedVersions()
+      // Like rollback and uninstall: a script asking whether an artifact is here gets a status that says it.
+      if (versions.length === 0 && state.current === null && state.previous === null)
+        throw new AgentError('not-found', `${artifact} is not installed`)
       const dependencies = state.current
         ? await dependencyStatus(config.installRoot, store, state.current)
         : []

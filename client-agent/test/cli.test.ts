@@ -51,7 +51,7 @@ describe('deltaport CLI', () => {
     expect((await cli(['keygen', '--out', join(ws.dir, 'no-such-dir', 'k.json')])).code).toBe(10)
   })
 
-  it('an artifact name that is refused says why; name@version where a name is wanted is named as such, before any config is read', async () => {
+  it('an artifact name that is refused says why, name@version where a name is wanted is named as such (before any config is read), and status of one not installed is not-found', async () => {
     const noConfig = join(ws.dir, 'no-such-config.json')
     for (const command of ['status', 'rollback', 'uninstall']) {
       const slip = await runWithConfig(noConfig, ['--json', command, 'app@1.0.0'])
@@ -62,6 +62,13 @@ describe('deltaport CLI', () => {
         '"app@1.0.0" names a version: this command takes the artifact name alone (app)',
       )
     }
+    // Nothing of it here (or only what a prefetch left): not found, as rollback and uninstall say.
+    const absent = await cli(['--json', 'status', 'never-installed'])
+    expect(absent.code).toBe(6)
+    expect(JSON.parse(absent.stdout).error).toMatchObject({
+      code: 'not-found',
+      message: 'never-installed is not installed',
+    })
     const upper = await cli(['status', 'App'])
     expect(upper.code).toBe(2)
     expect(upper.stderr).toContain('"App" is not an artifact name: lowercase letters')
