@@ -1,10 +1,11 @@
 import { ManifestResigned } from '../schemas/resign.ts'
-import { verifyEnvelope } from '../schemas/signed-envelope.ts'
+import { meetsThreshold } from '../schemas/signed-envelope.ts'
 import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { type KeyFiles, readKeyFiles } from './publish.ts'
 import { signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
+import { signatureShortfall } from './trust.ts'
 
 export interface ResignRequest {
   edgeUrl: string
@@ -17,13 +18,19 @@ export interface ResignRequest {
   expiresInDays: number
   /** Keys (besides the signing key) whose signatures make a published manifest worth re-signing. */
   trustedKeys: ReadonlyArray<{ keyid: string; publicKey: string }>
+  /**
+   * Distinct trusted signatures devices need on a manifest (maintainerThreshold, or the root's; default
+   * 1). A published manifest is re-signed only if it meets it, and only by at least that many keys.
+   */
+  threshold?: number
   now?: Date
   fetchImpl?: typeof fetch
 }
 
 /**
  * Re-signs published manifests with a later expiry, so versions stay installable without a new release.
- * What the edge serves is verified first (by the signing key or a key the config trusts): the edge is
+ * What the edge serves is verified first, as devices verify it (the signing keys or keys the config or its
+ * root trusts, up to the maintainers' threshold): the edge is
  * not trusted with integrity, and re-signing whatever it sends would let a tampered manifest acquire a
  * fresh, valid signature. The edge in turn refuses a change to anything but `expires`.
  *
@@ -37,6 +44,15 @@ export async function resignManifests(request: ResignRequest): Promise<ManifestR
   const keys = await readKeyFiles(request.keyFile)
   const now = request.now ?? new Date()
   const trusted = [...keys.map(({ keyid, publicKey }) => ({ keyid, publicKey })), ...request.trustedKeys]
+  const threshold = request.threshold ?? 1
+  // The new signatures replace the old ones (they sign another body): fewer keys than devices need
+  // would turn every installable manifest it touches into one no device accepts.
+  const signers = new Set(keys.map((k) => k.keyid)).size
+  if (signers < threshold)
+    throw new AgentError(
+      'config',
+      `devices need ${threshold} signatures by distinct maintainer keys and ${signers} key${signers === 1 ? ' was' : 's were'} given: a manifest re-signed by fewer would no longer install; pass --key once per key`,
+    )
   const versions = request.version
     ? [request.version]
     : (await edge.index(request.name)).versions.map((v) => v.version)
@@ -48,14 +64,14 @@ export async function resignManifests(request: ResignRequest): Promise<ManifestR
     const published = await edge.manifest(request.name, version)
     const current = Date.parse(published.signed.expires)
     if (!request.version && (current > horizon || current >= Date.parse(expires))) continue
-    if (!(await verifyEnvelope(published, trusted))) {
+    if (!(await meetsThreshold(published, trusted, threshold))) {
       if (!request.version) {
         refused.push(version)
         continue
       }
       throw new AgentError(
         'untrusted-manifest',
-        `${request.name}@${version} as the edge serves it is not signed by this key or a trusted one; refusing to re-sign it`,
+        `${request.name}@${version} as the edge serves it has ${signatureShortfall(threshold)} (counting these keys); refusing to re-sign it`,
       )
     }
     const envelope = await signManifest({ ...published.signed, expires }, keys)
@@ -78,7 +94,7 @@ export async function resignManifests(request: ResignRequest): Promise<ManifestR
     const others = done.map((r) => r.version).join(', ')
     throw new AgentError(
       'untrusted-manifest',
-      `not re-signed, as the edge serves them not signed by this key or a trusted one: ${names} (re-signed ${done.length} other manifest(s)${others ? `: ${others}` : ''})`,
+      `not re-signed, as the edge serves them with ${signatureShortfall(threshold)} (counting these keys): ${names} (re-signed ${done.length} other manifest(s)${others ? `: ${others}` : ''})`,
       { refused, resigned: done },
     )
   }

@@ -3,6 +3,7 @@ import { type AgentConfig, publishToken } from '../config.ts'
 import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
 import { resignManifests } from '../resign.ts'
+import { refreshRootTrust } from '../root-trust.ts'
 import { parseDays, parseVersionSpec, SIGNING_KEY_OPTION } from './arguments.ts'
 
 /**
@@ -31,6 +32,7 @@ export function registerResignCommand(
       if (!keyFile)
         throw new AgentError('config', 'no signing key: pass --key or set signingKey in the config')
       const { name, version } = parseVersionSpec(spec)
+      const { config: trusted } = await refreshRootTrust(loaded)
       const resigned = await resignManifests({
         edgeUrl: loaded.edgeUrl,
         token: publishToken(),
@@ -39,7 +41,9 @@ export function registerResignCommand(
         ...(version ? { version } : {}),
         withinDays: options.within,
         expiresInDays: options.expiresDays,
-        trustedKeys: loaded.trustedKeys,
+        // Under a root the keys and threshold are the newest root's, as on devices (ADR 0035).
+        trustedKeys: trusted.trustedKeys,
+        threshold: trusted.maintainerThreshold ?? 1,
       })
       const out = reporter()
       for (const r of resigned)

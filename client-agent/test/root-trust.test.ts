@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest'
 import type { RootStatement, SignedRoot } from '../../schemas/root.ts'
 import { type AgentConfig, loadConfig } from '../config.ts'
 import { runDaemonCycle } from '../daemon/daemon.ts'
-import { rootPath } from '../edge-client.ts'
+import { EdgeClient, rootPath } from '../edge-client.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { refreshRootTrust, trustedRootPath } from '../root-trust.ts'
@@ -225,6 +225,43 @@ describe('a device under root metadata', () => {
     )
     expect(failed?.code).toBe(7)
     expect(failed?.stdout).toContain('fewer than 2 valid signatures')
+  })
+
+  it('re-signs under the root as devices verify: its threshold on what is served, and never with fewer keys', async () => {
+    const dir = suite.ws.dir
+    const configFile = join(dir, 'root-maintainer.json')
+    await writeFile(join(dir, 'maintainer-root.json'), JSON.stringify(await root1()))
+    await writeFile(
+      configFile,
+      JSON.stringify({ edgeUrl: suite.edge.url, root: 'maintainer-root.json', installRoot: 'store-maint' }),
+    )
+    const [keyB, keyC] = await Promise.all([keyFile(maintainerB), keyFile(maintainerC)])
+    const run = promisify(execFile)
+    const resign = (spec: string, keys: string[]) =>
+      run(
+        process.execPath,
+        [BIN, '--config', configFile, '--json', 'resign', spec, ...keys.flatMap((k) => ['--key', k])],
+        { env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN } },
+      )
+    const served = (version: string) => new EdgeClient(suite.edge.url).manifest('fw', version)
+    const before = await served('1.4.0')
+
+    // Root 3 needs B and C: one key would replace two good signatures by one no device accepts.
+    const oneKey = await cliFailure(resign('fw@1.4.0', [keyB]))
+    expect(oneKey?.code).toBe(3)
+    expect(oneKey?.stdout).toContain(
+      'devices need 2 signatures by distinct maintainer keys and 1 key was given',
+    )
+    expect(await served('1.4.0')).toEqual(before)
+    // 1.3.0 carries B alone, short of root 3's threshold: devices refuse it, so it is not vouched for.
+    const short = await cliFailure(resign('fw@1.3.0', [keyB, keyC]))
+    expect(short?.code).toBe(7)
+    expect(short?.stdout).toContain('fewer than 2 valid signatures')
+
+    await resign('fw@1.4.0', [keyB, keyC])
+    expect((await served('1.4.0')).signed).not.toEqual(before.signed)
+    const config = await device('store-after-resign', await root1())
+    expect((await installArtifact(config, { name: 'fw', target: '1.4.0' })).version).toBe('1.4.0')
   })
 })
 
