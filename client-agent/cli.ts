@@ -21,8 +21,10 @@ import { formatBytes, Reporter } from './output.ts'
 import { publishArtifact } from './publish.ts'
 import { buildDeltasFromPrevious, deltasFromLastN } from './publish-deltas.ts'
 import { installWithinRollout, rollbackAndReport, rolloutGate } from './rollout/update-gate.ts'
+import { refreshRootTrust } from './root-trust.ts'
 import { generateKeyPair } from './signing.ts'
 import { ArtifactStore } from './store.ts'
+import { signerPolicyOf } from './trust.ts'
 import { uninstallArtifact } from './uninstall.ts'
 import { agentVersion, isVersionRequest } from './version.ts'
 
@@ -108,6 +110,8 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
       const keyFile = options.key ?? config.signingKey
       if (!keyFile)
         throw new AgentError('config', 'no signing key: pass --key or set signingKey in the config')
+      // What devices will ask of the signatures: publishArtifact checks the keys against it before it sends anything.
+      const signers = signerPolicyOf(await refreshRootTrust(config))
       const out = reporter()
       const token = publishToken()
       const count = !options.deltas
@@ -132,6 +136,7 @@ export function buildProgram(errors: { printed: boolean } = { printed: false }):
           targetSha256,
         })),
         keyFile,
+        signers,
         file,
         name: options.name,
         version: options.version,

@@ -35,6 +35,7 @@ import {
 } from './publish-serial.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
+import { assertSignersSuffice, type SignerPolicy } from './trust.ts'
 
 export const KeyFile = z.object({ keyid: Sha256Hex, publicKey: Base64, privateKey: Base64 })
 
@@ -57,6 +58,8 @@ export interface PublishRequest {
   /** Lines worth telling the maintainer (a channel the version did not move, …). */
   onNotice?: (message: string) => void
   fetchImpl?: typeof fetch
+  /** What devices need of the signatures (the config's threshold, or its root's): checked before anything. */
+  signers?: SignerPolicy
 }
 
 /** One key file or several (each signs: thresholds, ADR 0035), each read and checked. */
@@ -95,6 +98,12 @@ export async function readKeyFile(path: string): Promise<KeyPairFiles> {
 export async function publishArtifact(request: PublishRequest): Promise<Published> {
   const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
   const keys = await readKeyFiles(request.keyFile)
+  if (request.signers)
+    assertSignersSuffice(
+      keys,
+      request.signers,
+      `${request.version} would be published for good and never install`,
+    )
   // Before any hashing or chunking: a published version is refused anyway (versions are immutable).
   const index = await publishedIndex(edge, request.name)
   if (index?.versions.some((v) => v.version === request.version)) {

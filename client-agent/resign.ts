@@ -5,7 +5,7 @@ import { AgentError } from './errors.ts'
 import { type KeyFiles, readKeyFiles } from './publish.ts'
 import { signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
-import { signatureShortfall } from './trust.ts'
+import { assertSignersSuffice, type SignerPolicy, signatureShortfall } from './trust.ts'
 
 export interface ResignRequest {
   edgeUrl: string
@@ -19,10 +19,10 @@ export interface ResignRequest {
   /** Keys (besides the signing key) whose signatures make a published manifest worth re-signing. */
   trustedKeys: ReadonlyArray<{ keyid: string; publicKey: string }>
   /**
-   * Distinct trusted signatures devices need on a manifest (maintainerThreshold, or the root's; default
-   * 1). A published manifest is re-signed only if it meets it, and only by at least that many keys.
+   * What devices need (maintainerThreshold, or the root's keys and threshold; default one signature): a
+   * published manifest is re-signed only if it meets the threshold, and only by keys that meet it.
    */
-  threshold?: number
+  signers?: SignerPolicy
   now?: Date
   fetchImpl?: typeof fetch
 }
@@ -43,16 +43,15 @@ export async function resignManifests(request: ResignRequest): Promise<ManifestR
   const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
   const keys = await readKeyFiles(request.keyFile)
   const now = request.now ?? new Date()
-  const trusted = [...keys.map(({ keyid, publicKey }) => ({ keyid, publicKey })), ...request.trustedKeys]
-  const threshold = request.threshold ?? 1
-  // The new signatures replace the old ones (they sign another body): fewer keys than devices need
-  // would turn every installable manifest it touches into one no device accepts.
-  const signers = new Set(keys.map((k) => k.keyid)).size
-  if (signers < threshold)
-    throw new AgentError(
-      'config',
-      `devices need ${threshold} signatures by distinct maintainer keys and ${signers} key${signers === 1 ? ' was' : 's were'} given: a manifest re-signed by fewer would no longer install; pass --key once per key`,
-    )
+  // Under a root, only its maintainers vouch (a key of this maintainer's that it does not name neither).
+  const trusted = request.signers?.rootMaintainers ?? [
+    ...keys.map(({ keyid, publicKey }) => ({ keyid, publicKey })),
+    ...request.trustedKeys,
+  ]
+  const threshold = request.signers?.threshold ?? 1
+  // The new signatures replace the old ones (they sign another `expires`).
+  if (request.signers)
+    assertSignersSuffice(keys, request.signers, 'a manifest re-signed by fewer would no longer install')
   const versions = request.version
     ? [request.version]
     : (await edge.index(request.name)).versions.map((v) => v.version)

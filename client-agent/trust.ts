@@ -83,3 +83,52 @@ export function signatureShortfall(threshold: number): string {
     ? 'no valid signature by a trusted key'
     : `fewer than ${threshold} valid signatures by distinct trusted keys`
 }
+
+/**
+ * What devices will ask of a document a maintainer signs now: `threshold` distinct signatures and, under
+ * a root, by keys that root names as maintainers (`rootMaintainers`; null without a root, where a
+ * maintainer's config need not list every key devices trust).
+ */
+export interface SignerPolicy {
+  threshold: number
+  rootMaintainers: readonly TrustedKey[] | null
+  /** The root the maintainers come from, for the message. */
+  rootVersion?: number
+}
+
+/** The policy of a config after following its root (root-trust.ts's refresh result). */
+export function signerPolicyOf(refreshed: {
+  config: MaintainerTrust
+  root: { version: number } | null
+}): SignerPolicy {
+  const threshold = refreshed.config.maintainerThreshold ?? 1
+  return refreshed.root
+    ? { threshold, rootMaintainers: refreshed.config.trustedKeys, rootVersion: refreshed.root.version }
+    : { threshold, rootMaintainers: null }
+}
+
+/**
+ * Refuses, before anything is signed or sent, keys that cannot make a document devices accept:
+ * publishing with them burns a version number (write-once) on a release no device installs, and
+ * re-signing replaces good signatures with too few. `consequence` says which, for the message.
+ */
+export function assertSignersSuffice(
+  keys: ReadonlyArray<{ keyid: string }>,
+  policy: SignerPolicy,
+  consequence: string,
+): void {
+  const given = [...new Set(keys.map((k) => k.keyid))]
+  const named = policy.rootMaintainers
+  const counted = named ? given.filter((id) => named.some((k) => k.keyid === id)) : given
+  if (counted.length >= policy.threshold) return
+  const strangers = given.filter((id) => !counted.includes(id))
+  const which = named ? ` the root${policy.rootVersion ? ` (${policy.rootVersion})` : ''} names` : ''
+  const gave =
+    strangers.length === 0
+      ? `${given.length} ${given.length === 1 ? 'key was' : 'keys were'} given`
+      : `${counted.length} of the ${given.length} keys given ${counted.length === 1 ? 'is' : 'are'} one (not a maintainer there: ${strangers.map((id) => id.slice(0, 12)).join(', ')})`
+  throw new AgentError(
+    'config',
+    `devices need ${policy.threshold} ${policy.threshold === 1 ? 'signature' : 'signatures'} by distinct maintainer keys${which} and ${gave}: ${consequence}; pass --key once per key`,
+  )
+}

@@ -6,6 +6,7 @@ import { type KeyFiles, readKeyFiles } from './publish.ts'
 import { signDocumentByAll } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
+import { assertSignersSuffice, type SignerPolicy } from './trust.ts'
 
 export interface YankRequest {
   edgeUrl: string
@@ -21,6 +22,8 @@ export interface YankRequest {
   keyFile?: KeyFiles
   /** How long devices act on the signed statement (default 30 days). */
   expiresDays?: number
+  /** What devices need of the statement's signatures (the config's threshold, or its root's). */
+  signers?: SignerPolicy
   fetchImpl?: typeof fetch
   now?: Date
 }
@@ -68,6 +71,7 @@ async function signedStatement(
   keyFile: KeyFiles,
 ): Promise<SignedYankStatement> {
   const keys = await readKeyFiles(keyFile)
+  if (request.signers) assertSignersSuffice(keys, request.signers, 'devices would not act on the statement')
   const manifest = await edge.manifest(request.name, request.version)
   const now = request.now ?? new Date()
   const days = request.expiresDays ?? DEFAULT_STATEMENT_DAYS

@@ -4,6 +4,7 @@ import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
 import { resignManifests } from '../resign.ts'
 import { refreshRootTrust } from '../root-trust.ts'
+import { signerPolicyOf } from '../trust.ts'
 import { parseDays, parseVersionSpec, SIGNING_KEY_OPTION } from './arguments.ts'
 
 /**
@@ -32,7 +33,7 @@ export function registerResignCommand(
       if (!keyFile)
         throw new AgentError('config', 'no signing key: pass --key or set signingKey in the config')
       const { name, version } = parseVersionSpec(spec)
-      const { config: trusted } = await refreshRootTrust(loaded)
+      const refreshed = await refreshRootTrust(loaded)
       const resigned = await resignManifests({
         edgeUrl: loaded.edgeUrl,
         token: publishToken(),
@@ -42,8 +43,8 @@ export function registerResignCommand(
         withinDays: options.within,
         expiresInDays: options.expiresDays,
         // Under a root the keys and threshold are the newest root's, as on devices (ADR 0035).
-        trustedKeys: trusted.trustedKeys,
-        threshold: trusted.maintainerThreshold ?? 1,
+        trustedKeys: refreshed.config.trustedKeys,
+        signers: signerPolicyOf(refreshed),
       })
       const out = reporter()
       for (const r of resigned)

@@ -2,6 +2,8 @@ import type { Command } from 'commander'
 import { type AgentConfig, publishToken } from '../config.ts'
 import { AgentError } from '../errors.ts'
 import type { Reporter } from '../output.ts'
+import { refreshRootTrust } from '../root-trust.ts'
+import { signerPolicyOf } from '../trust.ts'
 import { DEFAULT_STATEMENT_DAYS, setYank } from '../yank.ts'
 import { parseDays, parseVersionSpec, SIGNING_KEY_OPTION } from './arguments.ts'
 
@@ -49,7 +51,13 @@ export function registerYankCommand(
         name,
         version,
         reason,
-        ...(keyFile ? { keyFile, expiresDays: options.expiresDays } : {}),
+        ...(keyFile
+          ? {
+              keyFile,
+              expiresDays: options.expiresDays,
+              signers: signerPolicyOf(await refreshRootTrust(loaded)),
+            }
+          : {}),
       })
       const heads = Object.entries(result.channels)
         .map(([channel, head]) => `${channel} → ${head}`)

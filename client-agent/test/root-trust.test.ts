@@ -250,7 +250,7 @@ describe('a device under root metadata', () => {
     const oneKey = await cliFailure(resign('fw@1.4.0', [keyB]))
     expect(oneKey?.code).toBe(3)
     expect(oneKey?.stdout).toContain(
-      'devices need 2 signatures by distinct maintainer keys and 1 key was given',
+      'devices need 2 signatures by distinct maintainer keys the root (3) names and 1 key was given',
     )
     expect(await served('1.4.0')).toEqual(before)
     // 1.3.0 carries B alone, short of root 3's threshold: devices refuse it, so it is not vouched for.
@@ -262,6 +262,30 @@ describe('a device under root metadata', () => {
     expect((await served('1.4.0')).signed).not.toEqual(before.signed)
     const config = await device('store-after-resign', await root1())
     expect((await installArtifact(config, { name: 'fw', target: '1.4.0' })).version).toBe('1.4.0')
+
+    // Publishing with too few keys would burn the version number on a release no device installs,
+    // and a key the root does not name (A, revoked by root 2) does not count.
+    const art = await writeArtifact(dir, 'fw-1.5.0.bin', 2_000)
+    const keyA = await keyFile(maintainerA)
+    const cli = (args: string[]) =>
+      run(process.execPath, [BIN, '--config', configFile, '--json', ...args], {
+        env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN },
+      })
+    const publish = (keys: string[]) =>
+      cli(['publish', art.path, '--name', 'fw', '--version', '1.5.0', ...keys.flatMap((k) => ['--key', k])])
+    const revokedToo = await cliFailure(publish([keyB, keyA]))
+    expect(revokedToo?.code).toBe(3)
+    expect(revokedToo?.stdout).toMatch(
+      /devices need 2 signatures by distinct maintainer keys the root \(3\) names and 1 of the 2 keys given is one \(not a maintainer there: [0-9a-f]{12}\)/,
+    )
+    const yankOne = await cliFailure(cli(['yank', 'fw@1.4.0', '--reason', 'test', '--key', keyB]))
+    expect(yankOne?.code).toBe(3)
+    expect(yankOne?.stdout).toContain('devices would not act on the statement')
+    expect((await new EdgeClient(suite.edge.url).index('fw')).versions.map((v) => v.version)).not.toContain(
+      '1.5.0',
+    )
+    await publish([keyB, keyC])
+    expect((await installArtifact(config, { name: 'fw', target: '1.5.0' })).version).toBe('1.5.0')
   })
 })
 
