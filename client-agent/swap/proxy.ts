@@ -382,7 +382,17 @@ export class SwapProxy {
     }
     this.counters.forwarded += 1
     try {
-      forwardLive(target, req, res, isWrite, body, isWrite ? undefined : this.retryTarget(req, target, body))
+      forwardLive(
+        target,
+        req,
+        res,
+        isWrite,
+        body,
+        isWrite ? undefined : this.retryTarget(req, target, body),
+        // A body forwarded as it arrives gets the held bodies' idle bound: stalled, it held its
+        // connection and a request in progress (which a stop waits for) until Node's requestTimeout.
+        body ? undefined : this.settings.bodyIdleTimeoutMs,
+      )
     } catch {
       // http.request throws synchronously on a request it cannot send (e.g. an invalid header value).
       res.writeHead(400, { 'content-type': 'text/plain' })
