@@ -361,6 +361,10 @@ export class Supervisor {
     const startedAt = Date.now()
     const base = { version: update.version, from: from.version, startedAt }
     if (!old) throw new Error('no running service to swap from')
+    // Queued behind a swap the stop ended (or asked for after the stop): nothing of it runs. It would
+    // prepare and replay into whatever the stopped swap left active, an unproven version perhaps.
+    if (this.stopping)
+      return this.stoppedMidSwap(base, startedAt, this.proxy.counters.held, update, 'queued', null)
     this.watch = null
     this.lastSwap = null
     this.probation = null
@@ -500,6 +504,8 @@ export class Supervisor {
       // Reads keep going to the new process until then (it has every write replayed so far); a write
       // is no longer held (the proxy answers 503) and none is replayed.
       this.proxy.mode = 'buffer'
+      // The version in force (the store's, the next start's) is the previous one again.
+      this.currentUpdate = from
       return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'probation', null, replayed)
     }
     if (result.ok) {
@@ -564,8 +570,8 @@ export class Supervisor {
   }
 
   /**
-   * The agent was told to stop before this swap's outcome was known (`phase`). It ends here, and
-   * nothing is launched. `old`: the old process still owns the data (the new version never served), so
+   * The agent was told to stop before this swap's outcome was known (`phase`; `queued`: before it
+   * began). It ends here, and nothing is launched. `old`: the old process still owns the data (the new version never served), so
    * it takes what is held, for what is left of stopTimeoutMs; null after the switch (mid-probation: the
    * old process's view is stale, the new one is unproven), when nobody does. Either way the shutdown
    * then turns away what is held and was never sent (503 + Retry-After), and a write a process may have
@@ -579,7 +585,7 @@ export class Supervisor {
     holdStart: number,
     heldBefore: number,
     update: ReadyUpdate,
-    phase: 'prepare' | 'flush' | 'health-check' | 'probation',
+    phase: 'queued' | 'prepare' | 'flush' | 'health-check' | 'probation',
     old: ServiceProcess | null,
     replayed: ReplayResult = { ok: true, replayed: 0 },
   ): Promise<SwapReport> {
@@ -593,7 +599,7 @@ export class Supervisor {
       serving: base.from,
       outcome: 'stopped',
       errorClass: phase,
-      detail: `the agent stopped during the ${phase} of ${base.version}; ${base.from} runs at the next start`,
+      detail: `the agent stopped ${phase === 'queued' ? 'before the swap to' : `during the ${phase} of`} ${base.version}; ${base.from} runs at the next start`,
       holdMs: Date.now() - holdStart,
       endedAt: Date.now(),
     }

@@ -207,3 +207,102 @@ describe('stopping run in the middle of a swap', () => {
     expect(await runningArtifacts(new Map([['service', artifact]]))).toEqual([])
   }, 60_000)
 })
+
+describe('stopping run during a rollback', () => {
+  it('records the failed version but relaunches nothing when the stop comes while it rolls back', async () => {
+    const dir = await tempDir('deltaport-swap-stop-rollback-')
+    // 2.0.0 fails every write (a failed replay: rollback) and takes 2 s to exit after SIGTERM, so the
+    // stop comes while the rollback waits for it, before it would relaunch 1.0.0.
+    const file = join(dir, 'service.mjs')
+    await writeFile(
+      file,
+      `import { createServer } from 'node:http'
+import { appendFileSync } from 'node:fs'
+const version = process.env.DELTAPORT_VERSION
+const log = (name, line) => appendFileSync(process.env.DELTAPORT_DATA_DIR + '/' + name, line + '\\n')
+log('launches.log', version)
+const failing = version === '2.0.0'
+const server = createServer((req, res) => {
+  req.resume()
+  req.on('end', () => {
+    if (req.method !== 'POST' || !req.url.startsWith('/w/')) return res.end('ok')
+    if (failing) return res.writeHead(500).end('broken')
+    log('applied.log', version + ' ' + req.url)
+    res.end('applied by ' + version)
+  })
+})
+process.on('SIGTERM', () => {
+  log('sigterm.log', version)
+  setTimeout(() => process.exit(0), failing ? 2000 : 0)
+})
+server.listen(Number(process.env.PORT), '127.0.0.1')
+`,
+    )
+    const s = await serving(dir, file, { stopTimeoutMs: 5000 })
+    const swap = s.supervisor.swapTo(s.v2)
+    await s.until((e) => e.type === 'buffering')
+    const held = s.write(1)
+    await waitFor(() => s.supervisor.counters.held === 1, 10_000)
+    // The replay failed and the rollback is stopping 2.0.0.
+    await logged(dir, 'sigterm.log', (l) => l === '2.0.0')
+
+    const stopping = Date.now()
+    await within(s.supervisor.stop(), 15_000, 'the stop')
+    // 2.0.0's 2 s exit, then nothing more to wait for.
+    expect(Date.now() - stopping).toBeLessThan(5000)
+    // The failure is recorded as it would be without the stop…
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({
+      outcome: 'rolled-back',
+      errorClass: 'replay',
+      serving: '1.0.0',
+    })
+    expect([...(await new RunFiles(join(dir, 'run')).failedVersions())]).toEqual(['2.0.0'])
+    expect(s.restored).toEqual([['2.0.0', '1.0.0']])
+    // …but 1.0.0 is not relaunched while the agent goes, and its stale process takes no write: the
+    // held write is turned away, applied nowhere.
+    expect(await lines(dir, 'launches.log')).toEqual(['1.0.0', '2.0.0'])
+    expect(await held).toMatchObject({ status: 503 })
+    expect(await lines(dir, 'applied.log')).toEqual([])
+    expect(await runningArtifacts(new Map([['service', file]]))).toEqual([])
+  }, 60_000)
+})
+
+describe('stopping run with another swap queued', () => {
+  it('does not start the swap queued behind the probation it stopped', async () => {
+    const dir = await tempDir('deltaport-swap-stop-queued-')
+    const artifact = await service(dir, { writeMs: 30_000, startMs: 0 })
+    const s = await serving(dir, artifact, { stopTimeoutMs: 1000 })
+    const swap = s.supervisor.swapTo(s.v2)
+    // Another version, asked for while 2.0.0 is being swapped in: it waits for that swap.
+    const queued = s.supervisor.swapTo({ version: '3.0.0', artifactPath: artifact })
+    await s.until((e) => e.type === 'buffering')
+    const first = s.write(1)
+    await waitFor(() => s.supervisor.counters.held === 1, 10_000)
+    const second = s.write(2)
+    await waitFor(() => s.supervisor.counters.held === 2, 10_000)
+    await logged(dir, 'received.log', (l) => l.includes('"2.0.0"'))
+
+    await within(s.supervisor.stop(), 15_000, 'the stop')
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({
+      outcome: 'stopped',
+      errorClass: 'probation',
+    })
+    expect(await within(queued, 5000, 'the queued swap')).toMatchObject({
+      version: '3.0.0',
+      outcome: 'stopped',
+      errorClass: 'queued',
+      serving: '1.0.0',
+    })
+    // Nothing of it ran: 2.0.0, still unproven, got neither a prepare nor the write held behind the
+    // cut one (which its client is told to retry), and the store still goes back to 1.0.0.
+    expect(s.restored).toEqual([
+      ['2.0.0', '1.0.0'],
+      ['3.0.0', '1.0.0'],
+    ])
+    expect(s.supervisor.version).toBe('1.0.0')
+    expect(await second).toMatchObject({ status: 503 })
+    expect((await lines(dir, 'received.log')).map((l) => JSON.parse(l).path)).toEqual(['/w/1'])
+    expect(await lines(dir, 'launches.log')).toEqual(['1.0.0', '2.0.0'])
+    expect(await first).toBeNull()
+  }, 60_000)
+})
