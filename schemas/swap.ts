@@ -77,6 +77,8 @@ export const SwapSettings = z.object({
   /**
    * A buffered write whose body sends nothing for this long is answered 408 and its buffer room freed:
    * admitted from its headers, a stalled upload would keep that room until Node's 300 s requestTimeout.
+   * A body forwarded live has the same bound (not counting time the service holds it back): stalled, it
+   * kept its connection and a request in progress, which a stop waits for.
    */
   bodyIdleTimeoutMs: z.number().int().min(100).max(300_000).default(5_000),
   /**

@@ -21,6 +21,12 @@ export interface HeldWrite {
   location: BodyLocation | null
   journaled: boolean
   state: 'held' | 'sending' | 'done'
+  /**
+   * A send of it to a process ended without an answer (cut off, timed out, connection lost): that
+   * process may have applied it. Such a write is only ever replayed (the journal's at-least-once, marked
+   * `x-deltaport-replay`), never turned away: telling its client "not applied, retry" could apply it twice.
+   */
+  maybeApplied: boolean
   verdict: Promise<Verdict>
   /** Null for writes recovered from the journal after an agent restart: nobody is waiting. */
   responder: Responder | null
@@ -140,6 +146,7 @@ export class WriteBuffer {
       location: null,
       journaled: false,
       state: 'held',
+      maybeApplied: false,
       verdict: Promise.resolve({ ok: true }),
       responder,
     }
@@ -185,6 +192,8 @@ export class WriteBuffer {
         location: null,
         journaled: true,
         state: 'held',
+        // Its client is gone and no answer of a previous agent's replay is known.
+        maybeApplied: true,
         verdict: Promise.resolve({ ok: true }),
         responder: null,
       }
@@ -219,9 +228,13 @@ export class WriteBuffer {
     entry.responder?.send(status, headers, body)
   }
 
-  /** The client went away before its write was sent anywhere: it is dropped, never applied. */
+  /**
+   * The client went away before its write was sent anywhere: it is dropped, never applied. One a
+   * process may have applied is kept (replayed, at least once, with nobody to answer): dropped, it
+   * would be lost whenever that process had not applied it after all.
+   */
   async cancel(entry: HeldWrite): Promise<void> {
-    if (entry.state !== 'held') return
+    if (entry.state !== 'held' || entry.maybeApplied) return
     entry.state = 'done'
     this.counters.cancelled += 1
     await this.markDone(entry, 499)
@@ -233,7 +246,7 @@ export class WriteBuffer {
    * first: a crash in between must not replay a write whose client was told to send it again.
    */
   async turnAway(entry: HeldWrite, retryAfterSeconds: number, detail: string): Promise<void> {
-    if (entry.state !== 'held') return
+    if (entry.state !== 'held' || entry.maybeApplied) return
     entry.state = 'done'
     this.counters.turnedAway += 1
     await this.markDone(entry, 503)
@@ -247,6 +260,20 @@ export class WriteBuffer {
         JSON.stringify({ title: 'write not taken: the service is restarting', status: 503, detail }),
       ),
     )
+  }
+
+  /**
+   * The agent is stopping and nothing will take these writes before it is gone: every held write whose
+   * client still waits and that no process may have applied is turned away (503 + Retry-After, `done`
+   * record first). The others stay held and journaled for the next start's replay. Returns how many.
+   */
+  async turnAwayUnsent(retryAfterSeconds: number, detail: string): Promise<number> {
+    const unsent = [...this.queues.values()]
+      .flat()
+      .filter((entry) => entry.state === 'held' && entry.responder !== null && !entry.maybeApplied)
+    // One failed `done` record (journal gone) must not keep the other clients waiting.
+    await Promise.allSettled(unsent.map((entry) => this.turnAway(entry, retryAfterSeconds, detail)))
+    return unsent.length
   }
 
   /**

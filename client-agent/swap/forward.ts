@@ -1,4 +1,10 @@
-import { type IncomingHttpHeaders, type IncomingMessage, request, type ServerResponse } from 'node:http'
+import {
+  type ClientRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  request,
+  type ServerResponse,
+} from 'node:http'
 import type { ServiceProcess } from './service-process.ts'
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own business and are never passed on. */
@@ -69,7 +75,8 @@ export const RETRYABLE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'O
  * Streams a live request to a service process and its answer back; 502 if the process cannot be reached.
  * `body` is the request body when the proxy has already read it (a write it meant to hold). `retry`, for a
  * bodiless request that may be repeated: the process to send it to once more when `target` fails before
- * a byte of its answer arrived (refused, or reset by a process that is dying).
+ * a byte of its answer arrived (refused, or reset by a process that is dying). `bodyIdleMs`, for a body
+ * still arriving: the longest the client may send nothing of it (see `pumpBody`).
  */
 export function forwardLive(
   target: ServiceProcess,
@@ -78,6 +85,7 @@ export function forwardLive(
   isWrite: boolean,
   body?: Uint8Array,
   retry?: () => ServiceProcess | null,
+  bodyIdleMs?: number,
 ): void {
   // Counted as in flight from the start; a request that cannot even be built never was.
   let left = false
@@ -87,6 +95,8 @@ export function forwardLive(
     target.leave(isWrite)
   }
   target.enter(isWrite)
+  /** Set once the client's body stalled: the proxy has answered 408 itself and cut the service's request. */
+  let stalled = false
   let upstream: ReturnType<typeof request>
   try {
     upstream = buildUpstream()
@@ -121,6 +131,7 @@ export function forwardLive(
   }
   upstream.on('error', () => {
     leave()
+    if (stalled) return
     if (!res.headersSent && !res.destroyed) {
       const other = retry?.()
       // Once: the second try gets no retry of its own.
@@ -138,7 +149,69 @@ export function forwardLive(
   if (body) upstream.end(body)
   // The retry of a bodiless request: `req` has ended already, there is nothing left to pipe.
   else if (req.readableEnded) upstream.end()
-  else req.pipe(upstream)
+  else if (bodyIdleMs === undefined) req.pipe(upstream)
+  else
+    pumpBody(req, upstream, bodyIdleMs, () => {
+      stalled = true
+      answerStalled(res, bodyIdleMs)
+      // The service never gets the rest: an incomplete request it must not apply.
+      upstream.destroy()
+    })
+}
+
+/**
+ * Pipes `req`'s body into `upstream`, or calls `onStall` when the client sends nothing of it for
+ * `idleMs` while the proxy waits for it. The clock stops while the service holds the body back
+ * (`upstream` full): a service that reads slowly is not a client that stalled.
+ */
+function pumpBody(req: IncomingMessage, upstream: ClientRequest, idleMs: number, onStall: () => void): void {
+  let timer: NodeJS.Timeout | null = null
+  const clear = () => {
+    if (timer) clearTimeout(timer)
+    timer = null
+  }
+  const wait = () => {
+    clear()
+    timer = setTimeout(() => {
+      timer = null
+      req.off('data', onData)
+      onStall()
+    }, idleMs)
+  }
+  const onData = (chunk: Buffer) => {
+    clear()
+    if (upstream.write(chunk)) return wait()
+    req.pause()
+    upstream.once('drain', () => {
+      req.resume()
+      wait()
+    })
+  }
+  req.on('data', onData)
+  req.once('end', () => {
+    clear()
+    upstream.end()
+  })
+  // The client or the service went away: nothing is waited for any more.
+  req.once('close', clear)
+  upstream.once('close', clear)
+  wait()
+}
+
+/** 408 for a body that stalled (its connection closed: the rest of it is never read), or a cut answer. */
+function answerStalled(res: ServerResponse, idleMs: number): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  res.writeHead(408, { 'content-type': 'application/problem+json', connection: 'close' })
+  res.end(
+    JSON.stringify({
+      title: 'request body stalled',
+      status: 408,
+      detail: `no byte of the body arrived for ${idleMs} ms`,
+    }),
+  )
 }
 
 export interface ServiceAnswer {

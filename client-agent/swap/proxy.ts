@@ -59,6 +59,10 @@ interface RestartHold {
 const WRITE_REFUSED = 'write refused during an update'
 const READ_REFUSED = 'read refused while the service restarts'
 
+/** Why a write is not held once the agent is stopping, and the Retry-After it gets (seconds). */
+export const STOPPING = 'the agent is stopping'
+export const STOP_RETRY_AFTER_S = 1
+
 /** How long a stop leaves idle keep-alive connections open for a request already on its way. */
 const IDLE_GRACE_MS = 100
 
@@ -378,7 +382,17 @@ export class SwapProxy {
     }
     this.counters.forwarded += 1
     try {
-      forwardLive(target, req, res, isWrite, body, isWrite ? undefined : this.retryTarget(req, target, body))
+      forwardLive(
+        target,
+        req,
+        res,
+        isWrite,
+        body,
+        isWrite ? undefined : this.retryTarget(req, target, body),
+        // A body forwarded as it arrives gets the held bodies' idle bound: stalled, it held its
+        // connection and a request in progress (which a stop waits for) until Node's requestTimeout.
+        body ? undefined : this.settings.bodyIdleTimeoutMs,
+      )
     } catch {
       // http.request throws synchronously on a request it cannot send (e.g. an invalid header value).
       res.writeHead(400, { 'content-type': 'text/plain' })
@@ -434,6 +448,13 @@ export class SwapProxy {
     client: string,
     expectsContinue: boolean,
   ): Promise<void> {
+    // Nothing held from now on would be taken before the agent is gone (a swap it stops ends without
+    // its replay; the serving version's replay is cut at stopTimeoutMs): the client is told to retry.
+    if (this.closing) {
+      this.counters.refused503 += 1
+      req.resume()
+      return this.refuse(res, 503, STOP_RETRY_AFTER_S, STOPPING, true)
+    }
     const now = Date.now()
     const wait = this.gate.waitFor(client, now)
     if (wait > 0) {
@@ -533,6 +554,8 @@ export class SwapProxy {
     )
     this.counters.held += 1
     this.claimForRestart(hold, entry)
+    // The stop came while its body arrived or its record was made durable: see the check above.
+    if (this.closing) void this.buffer.turnAway(entry, STOP_RETRY_AFTER_S, STOPPING).catch(() => undefined)
     if (res.destroyed) void this.buffer.cancel(entry)
     res.on('close', () => {
       if (!res.writableFinished) void this.buffer.cancel(entry)

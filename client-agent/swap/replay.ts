@@ -22,6 +22,11 @@ export interface ReplayOptions {
   /** Gives up the writes in flight (they stay held): the agent is stopping and their time is up. */
   cutoff?: AbortSignal
   /**
+   * Once aborted, no lane takes another write (the agent is stopping): the loop ends when the writes
+   * already in flight are answered or cut off, and whatever was not sent stays held.
+   */
+  halt?: AbortSignal
+  /**
    * Whether `target`'s 5xx to `entry` is that write's answer (settled and sent to its client) rather
    * than a failure that keeps it held. Never for a new version on probation (its 5xx fails it).
    */
@@ -50,7 +55,7 @@ export async function replayInto(
   }
 
   const lane = async (): Promise<void> => {
-    while (!outcome.failure) {
+    while (!outcome.failure && !options.halt?.aborted) {
       refreshPriority()
       const client = pickClient(buffer.clientQueues, priority, engaged(buffer, busy))
       if (client === null) {
@@ -89,7 +94,13 @@ async function sendOne(
   entry.state = 'sending'
   try {
     const body = await buffer.bodyOf(entry)
-    const answer = await sendBuffered(target, entry, body, options.timeoutMs, options.cutoff)
+    const answer = await sendBuffered(target, entry, body, options.timeoutMs, options.cutoff).catch(
+      (error: unknown) => {
+        // Sent, perhaps whole, with no answer: `target` may have applied it.
+        entry.maybeApplied = true
+        throw error
+      },
+    )
     if (answer.status >= 500 && !options.serverErrorAnswers(entry))
       throw new Error(`write ${entry.id} answered ${answer.status} by ${target.version}`)
     await buffer.complete(entry, answer.status, answer.headers, answer.body)

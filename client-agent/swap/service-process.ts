@@ -96,20 +96,29 @@ export class ServiceProcess {
   /**
    * Polls the health path until it answers 2xx. False when `timeoutMs` passes, when the process exits,
    * or when it keeps *answering* non-2xx for `unhealthyGraceMs`: a process that refuses connections may
-   * still be starting, one that says it is unhealthy is believed once it keeps saying so.
+   * still be starting, one that says it is unhealthy is believed once it keeps saying so. False at once
+   * when `signal` aborts (the agent is stopping: nobody waits for this process any more).
    */
-  async waitHealthy(path: string, timeoutMs: number, unhealthyGraceMs = timeoutMs): Promise<boolean> {
+  async waitHealthy(
+    path: string,
+    timeoutMs: number,
+    unhealthyGraceMs = timeoutMs,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
     const deadline = Date.now() + timeoutMs
     let unhealthySince: number | null = null
-    while (Date.now() < deadline && this.running) {
-      const status = await this.call('GET', path, Math.min(1000, deadline - Date.now())).catch(() => 0)
+    while (Date.now() < deadline && this.running && !signal?.aborted) {
+      const status = await this.call('GET', path, Math.min(1000, deadline - Date.now()), signal).catch(
+        () => 0,
+      )
+      if (signal?.aborted) return false
       if (status >= 200 && status < 300) return true
       if (status === 0) unhealthySince = null
       else {
         unhealthySince ??= Date.now()
         if (Date.now() - unhealthySince >= unhealthyGraceMs) return false
       }
-      await Promise.race([sleep(50), this.exited])
+      await Promise.race([signal ? pause(50, signal) : sleep(50), this.exited])
     }
     return false
   }
@@ -181,10 +190,18 @@ export class ServiceProcess {
     this.agent.destroy()
   }
 
-  private call(method: string, path: string, timeoutMs: number): Promise<number> {
+  private call(method: string, path: string, timeoutMs: number, signal?: AbortSignal): Promise<number> {
     return new Promise((resolve, reject) => {
       const req = request(
-        { host: '127.0.0.1', port: this.port, method, path, timeout: timeoutMs, agent: false },
+        {
+          host: '127.0.0.1',
+          port: this.port,
+          method,
+          path,
+          timeout: timeoutMs,
+          agent: false,
+          ...(signal ? { signal } : {}),
+        },
         (res) => {
           res.resume()
           res.on('end', () => resolve(res.statusCode ?? 0))

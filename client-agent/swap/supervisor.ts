@@ -7,7 +7,7 @@ import { CrashHistory } from './crash-history.ts'
 import { DeferredSwaps } from './deferred-swaps.ts'
 import { SwapJournal } from './journal.ts'
 import { ClientLoadTracker, replayPriorities, TierMap } from './priority.ts'
-import { SwapProxy } from './proxy.ts'
+import { STOP_RETRY_AFTER_S, STOPPING, SwapProxy } from './proxy.ts'
 import { type ReplayOptions, type ReplayResult, replayInto } from './replay.ts'
 import { RestartHold } from './restart-hold.ts'
 import { RunFiles } from './run-files.ts'
@@ -77,8 +77,11 @@ export interface SwapReport {
   /**
    * `deferred`: the running version could not prepare, drain or flush; the swap was abandoned cleanly,
    * the new version is neither blacklisted nor reported, and is offered again after `retry.inMs`.
+   * `stopped`: the agent was told to stop before the swap's outcome was known (`errorClass` names the
+   * phase). Nothing was relaunched; the store's `current` is back at the previous version (`serving`),
+   * which the next start runs; the new version is neither blacklisted nor reported, and offered again.
    */
-  outcome: SwapOutcomeKind | 'deferred'
+  outcome: SwapOutcomeKind | 'deferred' | 'stopped'
   retry?: { attempt: number; inMs: number }
   errorClass?: string
   detail?: string
@@ -337,6 +340,12 @@ export class Supervisor {
     const cutoff = setTimeout(() => this.replayCutoff.abort(), this.settings.stopTimeoutMs)
     await this.swapping
     clearTimeout(cutoff)
+    // What is still held and was never sent anywhere will not be taken before the agent is gone: its
+    // client is told to retry (never applied, never replayed). A write a process may have applied stays
+    // journaled for the next start, and its client's connection is closed below.
+    const turnedAway = await this.buffer.turnAwayUnsent(STOP_RETRY_AFTER_S, STOPPING)
+    if (turnedAway > 0)
+      this.emit({ type: 'error', message: `${turnedAway} held writes got 503: ${STOPPING}` })
     await this.proxy.close(this.settings.stopTimeoutMs)
     await this.children.stopAll()
     await this.journal.close()
@@ -352,6 +361,10 @@ export class Supervisor {
     const startedAt = Date.now()
     const base = { version: update.version, from: from.version, startedAt }
     if (!old) throw new Error('no running service to swap from')
+    // Queued behind a swap the stop ended (or asked for after the stop): nothing of it runs. It would
+    // prepare and replay into whatever the stopped swap left active, an unproven version perhaps.
+    if (this.stopping)
+      return this.stoppedMidSwap(base, startedAt, this.proxy.counters.held, update, 'queued', null)
     this.watch = null
     this.lastSwap = null
     this.probation = null
@@ -385,6 +398,7 @@ export class Supervisor {
         update,
       )
     }
+    if (this.stopping) return this.stoppedMidSwap(base, Date.now(), heldBefore, update, 'prepare', old)
     // 2. Buffer: writes are held from here on, reads still go to the old process.
     this.proxy.expectedHoldSeconds = this.holdEstimateS
     this.proxy.mode = 'buffer'
@@ -414,6 +428,8 @@ export class Supervisor {
       )
     }
 
+    // Stopped before the new version started: the old one, which never stopped serving, takes what is held.
+    if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'flush', old)
     // 5. Start the new version next to the old one and wait for its health check.
     let next: ServiceProcess
     try {
@@ -421,7 +437,14 @@ export class Supervisor {
     } catch (error) {
       return this.rollBackKeepingOld(base, holdStart, heldBefore, update, 'start', (error as Error).message)
     }
-    if (!(await this.healthy(next))) {
+    // A stop ends the wait (up to healthTimeoutMs): nobody needs the new version any more.
+    const healthy = await this.healthy(next, this.stopSignal.signal)
+    if (this.stopping) {
+      await next.kill()
+      await this.children.forget(next)
+      return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'health-check', old)
+    }
+    if (!healthy) {
       await next.kill()
       await this.children.forget(next)
       return this.rollBackKeepingOld(
@@ -451,17 +474,19 @@ export class Supervisor {
       if (this.proxy.mode === 'replay' && next.running) this.proxy.mode = 'pass'
     }, this.settings.probationMs)
     // A new version that dies ends its probation there: the rollback need not wait for the window.
-    const replayed = await replayInto(
-      this.buffer,
-      next,
+    const replayed = await replayInto(this.buffer, next, {
       // Its 5xx, or no answer within replayTimeoutMs (hung), fails it: the writes go to the previous
       // version. Not healthTimeoutMs: a write may legitimately take longer than a health check.
-      this.replayOptions(
-        () => Date.now() < probationEnd && next.running,
+      ...this.replayOptions(
+        () => Date.now() < probationEnd && next.running && !this.stopping,
         this.settings.replayTimeoutMs,
         () => false,
       ),
-    ).finally(() => {
+      // A stop ends the probation: no further write is sent, and those in flight get what is left of
+      // stopTimeoutMs (replayTimeoutMs is a socket-idle bound, up to minutes).
+      halt: this.stopSignal.signal,
+      cutoff: this.replayCutoff.signal,
+    }).finally(() => {
       clearTimeout(probation)
       this.proxy.fallback = null
     })
@@ -472,6 +497,17 @@ export class Supervisor {
         : replayed
     // From here its exit is watched by `watch` (installed) or it is stopped on purpose (rolled back).
     this.probation = null
+    // Stopped before the probation's outcome was known. Rolling back would relaunch the old version
+    // during the shutdown, installing would trust a version whose probation never ended: neither. Both
+    // processes are left to the shutdown, which stops them; the next start runs the previous version.
+    if (this.stopping) {
+      // Reads keep going to the new process until then (it has every write replayed so far); a write
+      // is no longer held (the proxy answers 503) and none is replayed.
+      this.proxy.mode = 'buffer'
+      // The version in force (the store's, the next start's) is the previous one again.
+      this.currentUpdate = from
+      return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'probation', null, replayed)
+    }
     if (result.ok) {
       this.proxy.mode = 'pass'
       this.watch = {
@@ -503,17 +539,22 @@ export class Supervisor {
     // Reads already forwarded to it finish first (nothing new reaches it now), then it goes.
     await next.stop(this.settings.stopTimeoutMs)
     await this.children.forget(next)
-    const restarted = await this.children.launch(from)
-    if (await this.healthy(restarted)) {
-      this.adopt(restarted, from)
-      await old.stop(this.settings.stopTimeoutMs)
-      await this.children.forget(old)
-      await this.children.retireAllBut(restarted)
-    } else {
-      await restarted.kill()
-      await this.children.forget(restarted)
+    let back: ReplayResult = { ok: true, replayed: 0 }
+    // A stop that came meanwhile: the failure is recorded (finish), but nothing is relaunched while the
+    // agent goes, and the stale old process takes no write (the shutdown turns them away).
+    if (!this.stopping) {
+      const restarted = await this.children.launch(from)
+      if (await this.healthy(restarted)) {
+        this.adopt(restarted, from)
+        await old.stop(this.settings.stopTimeoutMs)
+        await this.children.forget(old)
+        await this.children.retireAllBut(restarted)
+      } else {
+        await restarted.kill()
+        await this.children.forget(restarted)
+      }
+      back = await this.replayUntilDone(this.current ?? old, () => false)
     }
-    const back = await this.replayUntilDone(this.current ?? old, () => false)
     return this.finish(
       {
         ...base,
@@ -526,6 +567,44 @@ export class Supervisor {
       },
       update,
     )
+  }
+
+  /**
+   * The agent was told to stop before this swap's outcome was known (`phase`; `queued`: before it
+   * began). It ends here, and nothing is launched. `old`: the old process still owns the data (the new version never served), so
+   * it takes what is held, for what is left of stopTimeoutMs; null after the switch (mid-probation: the
+   * old process's view is stale, the new one is unproven), when nobody does. Either way the shutdown
+   * then turns away what is held and was never sent (503 + Retry-After), and a write a process may have
+   * applied stays journaled. The store's `current` goes back to the previous version, which the next
+   * start runs (replaying the journal into it, from the shared data dir): the update was not proven, so
+   * it is offered again and gets a full swap and probation. It is not the new version's fault: it is
+   * neither blacklisted nor reported to the rollout coordinator.
+   */
+  private async stoppedMidSwap(
+    base: { version: string; from: string; startedAt: number },
+    holdStart: number,
+    heldBefore: number,
+    update: ReadyUpdate,
+    phase: 'queued' | 'prepare' | 'flush' | 'health-check' | 'probation',
+    old: ServiceProcess | null,
+    replayed: ReplayResult = { ok: true, replayed: 0 },
+  ): Promise<SwapReport> {
+    const result = old?.running ? await this.replayUntilDone(old, () => false) : replayed
+    await this.options.source
+      ?.restore(update.version, base.from)
+      .catch((error: Error) => this.emit({ type: 'error', message: `restore failed: ${error.message}` }))
+    const full: SwapReport = {
+      ...base,
+      ...this.tally(heldBefore, result),
+      serving: base.from,
+      outcome: 'stopped',
+      errorClass: phase,
+      detail: `the agent stopped ${phase === 'queued' ? 'before the swap to' : `during the ${phase} of`} ${base.version}; ${base.from} runs at the next start`,
+      holdMs: Date.now() - holdStart,
+      endedAt: Date.now(),
+    }
+    this.emit({ type: 'swap-done', report: full })
+    return full
   }
 
   /** The new version never served: the old one is still running and takes the held writes. */
@@ -672,10 +751,13 @@ export class Supervisor {
     return full
   }
 
-  /** Whether `service` answers its health check in time (the settings' path, timeout and grace). */
-  private healthy(service: ServiceProcess): Promise<boolean> {
+  /**
+   * Whether `service` answers its health check in time (the settings' path, timeout and grace); false
+   * at once when `signal` aborts.
+   */
+  private healthy(service: ServiceProcess, signal?: AbortSignal): Promise<boolean> {
     const { healthPath, healthTimeoutMs, unhealthyGraceMs } = this.settings
-    return service.waitHealthy(healthPath, healthTimeoutMs, unhealthyGraceMs)
+    return service.waitHealthy(healthPath, healthTimeoutMs, unhealthyGraceMs, signal)
   }
 
   /** Makes `service` the active one and restarts it (same version) if it dies while active. */
