@@ -202,14 +202,19 @@ describe('a device under root metadata', () => {
     expect(frozen.message).toMatch(/root 1 expired/)
   })
 
-  it('updates through the CLI with a config that names only its root', async () => {
-    const dir = suite.ws.dir
-    const configFile = join(dir, 'root-device.json')
-    await writeFile(join(dir, 'cli-root.json'), JSON.stringify(await root1()))
+  /** A config file for the CLI that names only root 1 (shipped beside it) and a store of its own. */
+  async function cliConfigWithRoot(name: string, installRoot: string): Promise<string> {
+    const configFile = join(suite.ws.dir, `${name}.json`)
+    await writeFile(join(suite.ws.dir, `${name}-root1.json`), JSON.stringify(await root1()))
     await writeFile(
       configFile,
-      JSON.stringify({ edgeUrl: suite.edge.url, root: 'cli-root.json', installRoot: 'store-cli' }),
+      JSON.stringify({ edgeUrl: suite.edge.url, root: `${name}-root1.json`, installRoot }),
     )
+    return configFile
+  }
+
+  it('updates through the CLI with a config that names only its root', async () => {
+    const configFile = await cliConfigWithRoot('root-device', 'store-cli')
     const run = promisify(execFile)
     const { stdout } = await run(process.execPath, [
       BIN,
@@ -229,12 +234,7 @@ describe('a device under root metadata', () => {
 
   it('re-signs under the root as devices verify: its threshold on what is served, and never with fewer keys', async () => {
     const dir = suite.ws.dir
-    const configFile = join(dir, 'root-maintainer.json')
-    await writeFile(join(dir, 'maintainer-root.json'), JSON.stringify(await root1()))
-    await writeFile(
-      configFile,
-      JSON.stringify({ edgeUrl: suite.edge.url, root: 'maintainer-root.json', installRoot: 'store-maint' }),
-    )
+    const configFile = await cliConfigWithRoot('root-maintainer', 'store-maint')
     const [keyB, keyC] = await Promise.all([keyFile(maintainerB), keyFile(maintainerC)])
     const run = promisify(execFile)
     const resign = (spec: string, keys: string[]) =>

@@ -11,7 +11,7 @@ import { RunChildren, SwapSettings, type SwapSettingsInput } from '../../../sche
 import { buildSampleService, type SampleBuild } from '../../sample-service/build.ts'
 import { SwapJournal } from '../journal.ts'
 import { sleep } from '../service-process.ts'
-import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
+import { Supervisor, type SupervisorEvent, type SupervisorOptions } from '../supervisor.ts'
 import type { ReadyUpdate, SwapOutcome, UpdateSource } from '../update-source.ts'
 
 /**
@@ -275,6 +275,7 @@ export function supervise(
   artifact: string,
   input: SwapSettingsInput,
   events: SupervisorEvent[],
+  more: Partial<SupervisorOptions> = {},
 ): Promise<Supervisor> {
   return Supervisor.start({
     command: [process.execPath, '{artifact}'],
@@ -286,6 +287,7 @@ export function supervise(
     port: 0,
     stdio: 'ignore',
     onEvent: (e) => events.push(e),
+    ...more,
   })
 }
 

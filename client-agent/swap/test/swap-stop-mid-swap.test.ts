@@ -1,13 +1,13 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { SwapSettings, type SwapSettingsInput } from '../../../schemas/swap.ts'
+import type { SwapSettingsInput } from '../../../schemas/swap.ts'
 import { SwapJournal } from '../journal.ts'
 import { RunFiles } from '../run-files.ts'
 import { sleep } from '../service-process.ts'
-import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
+import type { Supervisor, SupervisorEvent } from '../supervisor.ts'
 import type { ReadyUpdate } from '../update-source.ts'
-import { cleanup, rawConnection, runningArtifacts, tempDir, waitFor, within } from './harness.ts'
+import { cleanup, rawConnection, runningArtifacts, supervise, tempDir, waitFor, within } from './harness.ts'
 
 /**
  * A stop (SIGTERM to `deltaport run`) in the middle of a swap: it must not wait out the swap's own
@@ -22,6 +22,14 @@ afterAll(async () => {
   await cleanup()
 })
 
+/** How each test service starts: its version, a log helper writing into its data folder, the launch logged. */
+const SERVICE_PRELUDE = `import { createServer } from 'node:http'
+import { appendFileSync } from 'node:fs'
+const version = process.env.DELTAPORT_VERSION
+const log = (name, line) => appendFileSync(process.env.DELTAPORT_DATA_DIR + '/' + name, line + '\\n')
+log('launches.log', version)
+`
+
 /**
  * One service file for both versions (told apart by DELTAPORT_VERSION). Each start is logged in
  * launches.log, each write in received.log when it arrives and in applied.log when it is applied.
@@ -31,12 +39,7 @@ async function service(dir: string, v2: { writeMs: number; startMs: number }): P
   const file = join(dir, 'service.mjs')
   await writeFile(
     file,
-    `import { createServer } from 'node:http'
-import { appendFileSync } from 'node:fs'
-const version = process.env.DELTAPORT_VERSION
-const log = (name, line) => appendFileSync(process.env.DELTAPORT_DATA_DIR + '/' + name, line + '\\n')
-log('launches.log', version)
-const slow = version === '2.0.0'
+    `${SERVICE_PRELUDE}const slow = version === '2.0.0'
 const server = createServer((req, res) => {
   req.resume()
   req.on('end', () => {
@@ -74,17 +77,8 @@ async function serving(dir: string, artifact: string, input: SwapSettingsInput) 
   const events: SupervisorEvent[] = []
   const restored: Array<[string, string]> = []
   const start = () =>
-    Supervisor.start({
-      command: [process.execPath, '{artifact}'],
-      runDir: join(dir, 'run'),
-      dataDir: join(dir, 'data'),
-      settings: SwapSettings.parse(input),
-      initial: { version: '1.0.0', artifactPath: artifact },
-      host: '127.0.0.1',
-      port: 0,
-      stdio: 'ignore',
+    supervise(dir, artifact, input, events, {
       source: { next: async () => null, restore: async (failed, back) => void restored.push([failed, back]) },
-      onEvent: (e) => events.push(e),
     })
   const supervisor = await start()
   supervisors.push(supervisor)
@@ -216,12 +210,7 @@ describe('stopping run during a rollback', () => {
     const file = join(dir, 'service.mjs')
     await writeFile(
       file,
-      `import { createServer } from 'node:http'
-import { appendFileSync } from 'node:fs'
-const version = process.env.DELTAPORT_VERSION
-const log = (name, line) => appendFileSync(process.env.DELTAPORT_DATA_DIR + '/' + name, line + '\\n')
-log('launches.log', version)
-const failing = version === '2.0.0'
+      `${SERVICE_PRELUDE}const failing = version === '2.0.0'
 const server = createServer((req, res) => {
   req.resume()
   req.on('end', () => {
