@@ -194,6 +194,9 @@ class Arena {
   }
 }
 
+/** A read spanning chunks starts with this much room (what a block's streams usually take, or less). */
+const READ_START = 1 << 20
+
 /** Pulls exact byte counts out of a chunked source, holding only chunks not yet consumed. */
 class ExactReader {
   private readonly it: AsyncIterator<Uint8Array>
@@ -228,11 +231,18 @@ class ExactReader {
       this.offset += n
       return view
     }
-    const out = new Uint8Array(n)
+    // `n` comes from a block header: the buffer grows with the bytes that actually arrive (doubling,
+    // never past n), so a truncated delta claiming hundreds of MiB of streams costs what it sent.
+    let out = new Uint8Array(Math.min(n, READ_START))
     let got = 0
     while (got < n) {
       check(await this.fill(), 'truncated', `delta ends ${n - got} bytes early`)
       const take = Math.min(n - got, this.chunk.length - this.offset)
+      if (got + take > out.length) {
+        const grown = new Uint8Array(Math.min(n, Math.max(got + take, out.length * 2)))
+        grown.set(out.subarray(0, got))
+        out = grown
+      }
       out.set(this.chunk.subarray(this.offset, this.offset + take), got)
       this.offset += take
       got += take

@@ -2,9 +2,9 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { collectingSink, readerFromBytes, sourceFromBytes } from '../io.ts'
-import { writeU32 } from './bytes.ts'
+import { ByteWriter, writeU32 } from './bytes.ts'
 import { crc32, crc32Update } from './crc32.ts'
-import { HEADER_SIZE } from './format.ts'
+import { encodeBlockHeader, encodeHeader, HEADER_SIZE, maxCompressed } from './format.ts'
 import { fuzzApprox, mutatePair, prng } from './fuzz.ts'
 import { applyApproxDelta, applyApproxDeltaStream, createApproxDelta } from './index.ts'
 
@@ -134,6 +134,46 @@ describe('approx delta hostile input', () => {
     writeU32(d, HEADER_SIZE - 4, crc32(d.subarray(0, HEADER_SIZE - 4)))
     expect(formatError(() => applyApproxDelta(source, d, { maxTargetSize: 2 ** 50 })).code).toBe('bad-block')
     expect(formatError(() => applyApproxDelta(source, d)).code).toBe('too-large')
+  })
+
+  it('streaming: a block claiming a huge payload costs what arrives, not what it claims', async () => {
+    // A 16 MiB block (the default maxBlockSize) whose control stream claims the most it may
+    // (21 bytes per target byte, ≈ 374 MiB compressed), followed by 64 KiB and the end of the delta.
+    const targetBytes = 16 << 20
+    const ctrlRaw = 7 + 21 * targetBytes
+    const w = new ByteWriter()
+    w.bytes(
+      encodeHeader({
+        sourceLength: 0,
+        sourceCrc: 0,
+        targetLength: targetBytes,
+        targetCrc: 0,
+        blockSize: targetBytes,
+      }),
+    )
+    encodeBlockHeader(w, {
+      targetBytes,
+      ctrlRaw,
+      ctrlComp: maxCompressed(ctrlRaw),
+      diffRaw: 0,
+      diffComp: 0,
+      extraRaw: 0,
+      extraComp: 0,
+    })
+    const growth: number[] = []
+    let before = 0
+    const delta = (async function* () {
+      yield w.finish()
+      // Asked for more payload: what the decoder holds now is the block buffer (16 MiB) and this piece.
+      before = process.memoryUsage().arrayBuffers
+      yield new Uint8Array(64 * 1024)
+      growth.push(process.memoryUsage().arrayBuffers - before)
+    })()
+    await expect(
+      applyApproxDeltaStream(readerFromBytes(new Uint8Array(0)), delta, collectingSink()),
+    ).rejects.toMatchObject({ code: 'truncated' })
+    expect(growth).toHaveLength(1)
+    expect(growth[0]).toBeLessThan(8 << 20)
   })
 
   it('survives ~2 s of fuzzing with only correct output or DeltaFormatError', async () => {

@@ -178,9 +178,12 @@ export function applyArchiveDelta(
   engine?: DeflateEngine,
 ): Uint8Array {
   const p = prepare(source, delta, limits, differs, engine)
+  // The inner delta first: it grows its output as it decodes, so a container that claims a target
+  // (up to maxTargetBytes) its inner delta cannot produce is refused before the claim is allocated.
+  const expanded = expandedTarget(p, engine)
   const out = new Uint8Array(p.c.targetLength)
   let at = 0
-  for (const chunk of rebuild(p, expandedTarget(p, engine), engine)) {
+  for (const chunk of rebuild(p, expanded, engine)) {
     out.set(chunk, at)
     at += chunk.length
   }

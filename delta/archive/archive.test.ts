@@ -7,6 +7,7 @@ import { gzipSync as fflateGzip } from 'fflate'
 import { afterAll, describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { collectingSink } from '../io.ts'
+import { decodeContainer, encodeContainer } from './container.ts'
 import { parseGzip } from './gzip.ts'
 import {
   type ArchiveDeltaOptions,
@@ -388,6 +389,35 @@ with zipfile.ZipFile(out, 'w') as z:
     expect(() => applyArchiveDelta(b, delta)).toThrow(DeltaFormatError)
     expect(() => applyArchiveDelta(a, delta, {}, [])).toThrow(/no inner differ/)
     expect(() => applyArchiveDelta(a, delta, { maxExpandedBytes: 1000 })).toThrow(DeltaFormatError)
+  })
+
+  it('allocates the rebuilt archive only once the inner delta has produced the expanded target', () => {
+    // A container claiming a 512 MiB target (within the default 1 GiB cap) over a 20 KB inner delta
+    // that cannot produce it: refused by the inner differ before the claim costs 512 MiB.
+    const a = u8(gzipSync(new TextEncoder().encode(fileText(6, 20_000))))
+    const b = u8(gzipSync(new TextEncoder().encode(fileText(6, 21_000))))
+    const c = decodeContainer(mustApply(createArchiveDelta(a, b)).delta, {
+      maxTargetBytes: 2 ** 30,
+      maxExpandedBytes: 2 ** 30,
+    })
+    const huge = 512 << 20
+    const lying = encodeContainer({
+      ...c,
+      segments: [{ kind: 'literal', length: huge }],
+      expandedLength: huge,
+      targetLength: huge,
+    })
+    let held = 0
+    const measuring: InnerDiffer = {
+      ...vcdiffDiffer,
+      apply(source, delta, expectedLength) {
+        held = process.memoryUsage().arrayBuffers
+        return vcdiffDiffer.apply(source, delta, expectedLength)
+      },
+    }
+    const before = process.memoryUsage().arrayBuffers
+    expect(() => applyArchiveDelta(a, lying, {}, [measuring])).toThrow(DeltaFormatError)
+    expect(held - before).toBeLessThan(64 << 20)
   })
 })
 

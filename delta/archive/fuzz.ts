@@ -13,14 +13,16 @@ import { ByteWriter, concatBytes } from './bytes.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
 import { createArchiveDelta } from './create.ts'
+import type { DeflateEngine } from './deflate-engine.ts'
 import { detectArchive } from './detect.ts'
+import { approxDiffer } from './differs.ts'
 import { expand, inflateAll } from './expand.ts'
 import type { ArchiveLimits } from './limits.ts'
 
 export interface FuzzReport {
   /**
    * Valid (source, target, delta) triples the mutations start from: spliced gzip, recompressed gzip,
-   * multi-member gzip, reblocked gzip, puffed gzip, zip.
+   * multi-member gzip, reblocked gzip, puffed gzip, zip, and gzip with an inner DPAX delta.
    */
   seeds: number
   iterations: number
@@ -108,7 +110,8 @@ export function zipOf(files: [string, Uint8Array, boolean][]): Uint8Array {
   return concatBytes([body.finish(), dir.finish(), end.finish()])
 }
 
-function cases(): Case[] {
+/** With `engine`, one more stream big enough (ENGINE_MIN_INPUT) for the engine, not pako, to rebuild it. */
+function cases(engine?: DeflateEngine): Case[] {
   const a = text(1, 20_000)
   const b = new Uint8Array([...a.subarray(0, 9000), ...text(2, 500), ...a.subarray(9000)])
   const code = sourceLikeText(5, 120_000)
@@ -143,6 +146,22 @@ function cases(): Case[] {
     })
     if ('delta' in r) out.push({ source, target, delta: r.delta })
   }
+  // The inner differ is VCDIFF above (smallest for these pairs); DPAX's decoder runs inside DPAR too.
+  const [source, target] = pairs[1]!
+  const r = createArchiveDelta(source, target, { limits: LIMITS, differs: [approxDiffer] })
+  if ('delta' in r) out.push({ source, target, delta: r.delta })
+  if (engine) {
+    const big = sourceLikeText(21, 200_000)
+    const edited = new Uint8Array([...big.subarray(0, 50_000), ...text(6, 300), ...big.subarray(50_000)])
+    const source = gzip(big, { level: 6 })
+    const target = gzip(edited, { level: 6 })
+    const made = createArchiveDelta(source, target, {
+      limits: LIMITS,
+      splice: 'never',
+      deflateEngine: engine,
+    })
+    if ('delta' in made) out.push({ source, target, delta: made.delta })
+  }
   return out
 }
 
@@ -173,9 +192,28 @@ function mutateBytes(delta: Uint8Array, r: () => number): Uint8Array {
 function mutateFields(delta: Uint8Array, r: () => number): Uint8Array {
   const c = decodeContainer(delta, LIMITS)
   const big = () => (r() < 0.5 ? Math.floor(r() * 64) : Math.floor(r() * 2 ** 24))
-  const seg = c.segments[Math.floor(r() * c.segments.length)]
+  // Mostly a stream's segment: most field edits below leave a literal segment as it was.
+  const streams = c.segments.filter((s) => s.kind !== 'literal')
+  const pool = streams.length > 0 && r() < 0.8 ? streams : c.segments
+  const seg = pool[Math.floor(r() * pool.length)]
   const range = c.recipe[Math.floor(r() * c.recipe.length)]
-  switch (Math.floor(r() * 8)) {
+  switch (Math.floor(r() * 10)) {
+    case 8:
+    case 9: {
+      // Restart points (only a DeflateEngine with restarts uses them, piecewise): in range, for the
+      // container's checks to pass, and wrong, for the rebuild's.
+      if (seg?.kind !== 'deflate') break
+      const points = []
+      let raw = 0
+      let bit = 0
+      for (let n = 1 + Math.floor(r() * 4); n > 0; n--) {
+        raw += 1 + Math.floor(r() * (seg.rawLength / 4))
+        bit += 1 + Math.floor(r() * ((seg.compressedLength * 8) / 4))
+        points.push({ raw, bit })
+      }
+      seg.checkpoints = points
+      break
+    }
     case 0:
       if (seg?.kind === 'deflate') seg.params = { ...seg.params, level: 1 + Math.floor(r() * 9) }
       else if (seg?.kind === 'reblocked') {
@@ -238,9 +276,17 @@ function fuzzParsers(c: Case, r: () => number, report: FuzzReport): void {
   }
 }
 
-/** Alternates the in-memory and the streaming apply, which fail through different code paths. */
-export async function fuzzArchive(seconds: number, seed = 0x5eed): Promise<FuzzReport> {
-  const all = cases()
+/**
+ * Applies each mutation in memory or streaming (they fail through different code paths). With `engine`
+ * (the agent's native one, from scripts/fuzz.ts), half the applies rebuild with it: its inflate for
+ * the inner DPAX streams, its deflate, and its piecewise restarts at checkpoints.
+ */
+export async function fuzzArchive(
+  seconds: number,
+  seed = 0x5eed,
+  engine?: DeflateEngine,
+): Promise<FuzzReport> {
+  const all = cases(engine)
   const report: FuzzReport = { seeds: all.length, iterations: 0, rejected: 0, accepted: 0, failures: [] }
   if (all.length === 0) return { ...report, failures: ['could not build seed deltas'] }
   const r = rng(seed)
@@ -260,10 +306,12 @@ export async function fuzzArchive(seconds: number, seed = 0x5eed): Promise<FuzzR
     }
     try {
       let out: Uint8Array
-      if (report.iterations % 2 === 0) out = applyArchiveDelta(base.source, delta, LIMITS)
+      const using = engine && r() < 0.5 ? engine : undefined
+      // Chosen at random: by iteration parity, an even number of seeds would give each seed one mode only.
+      if (r() < 0.5) out = applyArchiveDelta(base.source, delta, LIMITS, undefined, using)
       else {
         const sink = collectingSink()
-        await applyArchiveDeltaToSink(base.source, delta, sink, LIMITS)
+        await applyArchiveDeltaToSink(base.source, delta, sink, LIMITS, undefined, using)
         out = sink.bytes()
       }
       if (out.length === base.target.length && out.every((b, i) => b === base.target[i])) report.accepted++

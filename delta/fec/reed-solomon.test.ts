@@ -44,6 +44,45 @@ describe('reed-solomon', () => {
     )
   })
 
+  it('recovers exactly m erasures at every shape up to k + m = 256 (the decode matrix is never singular)', () => {
+    // invert() throws a RangeError on a singular matrix, which would escape the stream's typed errors:
+    // the Cauchy rows must stay invertible at the widest shapes too, where x_i = 255 - i meets y_j = j.
+    const extremes: [number, number, number[]][] = [
+      [128, 128, Array.from({ length: 128 }, (_, j) => j)], // every data block lost
+      [255, 1, [254]],
+      [1, 255, [0]],
+      [2, 254, [0, 1]],
+    ]
+    for (const [k, m, lost] of extremes) {
+      const data = randomBlocks(k, 3, k)
+      const all: (Uint8Array | null)[] = [...data, ...encodeParity(data, m)]
+      for (const i of lost) all[i] = null
+      expect(reconstruct(all, k, m)).toEqual(data)
+    }
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 255 }).chain((k) =>
+          fc.tuple(
+            fc.constant(k),
+            fc
+              .integer({ min: 0, max: 256 - k })
+              .chain((m) =>
+                fc.tuple(fc.constant(m), fc.shuffledSubarray(Array.from({ length: k + m }, (_, i) => i))),
+              ),
+          ),
+        ),
+        fc.integer(),
+        ([k, [m, order]], seed) => {
+          const data = randomBlocks(k, 2, seed)
+          const all: (Uint8Array | null)[] = [...data, ...encodeParity(data, m)]
+          for (const i of order.slice(0, m)) all[i] = null
+          expect(reconstruct(all, k, m)).toEqual(data)
+        },
+      ),
+      { numRuns: 25, seed: 256 },
+    )
+  })
+
   it('refuses more than m erasures with a typed error', () => {
     const data = randomBlocks(4, 16, 7)
     const all: (Uint8Array | null)[] = [...data, ...encodeParity(data, 2)]
