@@ -93,6 +93,15 @@ export class StreamReassembler {
   #metaSeen = false
   /** Raw pushes held until block 0 tells us the block size. */
   #pending: { offset: number; bytes: Uint8Array }[] = []
+  /**
+   * How far the pending pushes cover the stream from byte 0 without a gap, and the pushes past a gap.
+   * Kept as pushes arrive, so block 0 is parsed only when enough of it is there (`#metadataNeeds`):
+   * rebuilding the prefix on every push was quadratic (a response trickled in small pieces).
+   */
+  #contiguousEnd = 0
+  #pastGap: { offset: number; end: number }[] = []
+  /** Contiguous bytes the next parse of block 0 needs: its header, then what the header says. */
+  #metadataNeeds = HEADER_SIZE
   /** Unfinished trailing blocks, keyed by the byte offset where the next push must start. */
   readonly #carries = new Map<number, Carry>()
   readonly #groups = new Map<number, GroupState>()
@@ -200,12 +209,33 @@ export class StreamReassembler {
     check(Number.isSafeInteger(offset) && offset >= 0, 'stream.bad-range', `bad offset ${offset}`)
     if (this.#layout) return this.#ingest(offset, bytes)
     this.#pending.push({ offset, bytes: bytes.slice() })
+    this.#cover(offset, offset + bytes.length)
+    if (this.#contiguousEnd < this.#metadataNeeds) return
     this.#tryMetadata()
     if (!this.#layout) return
     // In offset order, so pieces of one response reconnect through the carry.
     const pending = this.#pending.sort((a, b) => a.offset - b.offset)
     this.#pending = []
     for (const p of pending) await this.#ingest(p.offset, p.bytes)
+  }
+
+  /** Extends the gap-free cover from byte 0 by a push of [offset, end). */
+  #cover(offset: number, end: number): void {
+    if (offset > this.#contiguousEnd) {
+      this.#pastGap.push({ offset, end })
+      return
+    }
+    this.#contiguousEnd = Math.max(this.#contiguousEnd, end)
+    // Pushes past a gap this one closed. In order (one response read piece by piece) there are none.
+    for (let closed = true; closed && this.#pastGap.length > 0; ) {
+      const before = this.#pastGap.length
+      this.#pastGap = this.#pastGap.filter((p) => {
+        if (p.offset > this.#contiguousEnd) return true
+        this.#contiguousEnd = Math.max(this.#contiguousEnd, p.end)
+        return false
+      })
+      closed = this.#pastGap.length < before
+    }
   }
 
   /** Parses block 0 once the pending pushes hold a contiguous prefix long enough for it. */
@@ -228,15 +258,19 @@ export class StreamReassembler {
       at += part.length
     }
     try {
-      this.#parseMetadata(prefix)
+      this.#metadataNeeds = this.#parseMetadata(prefix)
     } catch (e) {
       // Forget the bad prefix so a re-fetched block 0 can succeed.
       this.#pending = this.#pending.filter((p) => p.offset >= end)
+      this.#contiguousEnd = 0
+      this.#pastGap = this.#pending.map((p) => ({ offset: p.offset, end: p.offset + p.bytes.length }))
+      this.#metadataNeeds = HEADER_SIZE
       throw e
     }
   }
 
-  #parseMetadata(prefix: Uint8Array): void {
+  /** Adopts block 0's metadata from `prefix`, or returns how many bytes of prefix that takes. */
+  #parseMetadata(prefix: Uint8Array): number {
     const header = readHeader(prefix)
     check(
       header.type === 'metadata' && header.sequence === 0,
@@ -244,10 +278,10 @@ export class StreamReassembler {
       'block 0 is not a metadata block',
     )
     check(header.payloadLength <= MAX_BLOCK_SIZE, 'stream.bad-metadata', 'metadata block too long')
-    if (prefix.length < HEADER_SIZE + header.payloadLength) return
+    if (prefix.length < HEADER_SIZE + header.payloadLength) return HEADER_SIZE + header.payloadLength
     const meta = decodeMetadata(prefix.subarray(HEADER_SIZE, HEADER_SIZE + header.payloadLength))
     const framed = HEADER_SIZE + meta.blockSize
-    if (prefix.length < framed) return
+    if (prefix.length < framed) return framed
     verifyBlock(prefix.subarray(0, framed), meta.blockSize)
     check(
       header.streamTag === streamTagOf(meta.sha256),
@@ -256,6 +290,7 @@ export class StreamReassembler {
     )
     this.#adopt(meta)
     this.#metaSeen = true
+    return 0
   }
 
   async #ingest(offset: number, bytes: Uint8Array): Promise<void> {

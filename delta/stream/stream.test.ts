@@ -231,6 +231,26 @@ describe('StreamReassembler', () => {
     expect(same(sink.bytes(), payload)).toBe(true)
   })
 
+  it('parses block 0 trickled in one-byte pieces, or in pieces out of order, without redoing the prefix per piece', async () => {
+    // A 64 KiB block 0 in 65,568 pushes: rebuilding the prefix on every push took minutes; linear is a
+    // fraction of a second. The timeout is the hang check.
+    const blockSize = 64 * 1024
+    const wire = await frameStream(bytes(3 * blockSize), { ...input, blockSize }, { k: 4, m: 2 })
+    const block0 = wire.subarray(0, 32 + blockSize)
+    const trickled = new StreamReassembler(collectingSink())
+    for (let at = 0; at < block0.length; at++) void trickled.push(at, block0.subarray(at, at + 1))
+    await trickled.report()
+    expect(trickled.metadata?.blockSize).toBe(blockSize)
+    // Out of order: the gap before the first piece closes last, and the pieces past it count then.
+    const shuffled = new StreamReassembler(collectingSink())
+    const piece = 4096
+    for (let at = Math.floor((block0.length - 1) / piece) * piece; at >= 0; at -= piece) {
+      expect(shuffled.metadata).toBeNull()
+      await shuffled.push(at, block0.subarray(at, at + piece))
+    }
+    expect(shuffled.metadata?.blockSize).toBe(blockSize)
+  }, 20_000)
+
   it('decodes ranges without block 0 when given the metadata, and buffers them otherwise', async () => {
     const payload = bytes(BS * 6)
     const { wire, layout } = await framed(payload, 2, 1)
