@@ -62,8 +62,27 @@ interface GroupState {
 
 interface Carry {
   start: number
+  /** Grows with the bytes that arrive (doubling, up to the framed block size). */
   buf: Uint8Array
   fill: number
+}
+
+/** A carry starts with room for this much (or the piece it starts with, twice over). */
+const CARRY_START_BYTES = 16 * 1024
+
+/**
+ * Appends to a partial block. The buffer grows as bytes arrive rather than being the whole framed block
+ * (up to 16 MiB) from the first byte: every response cut off mid-block leaves one carry behind.
+ */
+function appendToCarry(carry: Carry, piece: Uint8Array, framedSize: number): void {
+  if (carry.fill + piece.length > carry.buf.length) {
+    const room = Math.max(carry.fill + piece.length, carry.buf.length * 2)
+    const grown = new Uint8Array(Math.min(framedSize, room))
+    grown.set(carry.buf.subarray(0, carry.fill))
+    carry.buf = grown
+  }
+  carry.buf.set(piece, carry.fill)
+  carry.fill += piece.length
 }
 
 function coalesce(sequences: number[]): BlockRange[] {
@@ -306,8 +325,7 @@ export class StreamReassembler {
     if (carry) {
       this.#carries.delete(offset)
       at = Math.min(F - carry.fill, bytes.length)
-      carry.buf.set(bytes.subarray(0, at), carry.fill)
-      carry.fill += at
+      appendToCarry(carry, bytes.subarray(0, at), F)
       if (carry.fill < F) {
         this.#carries.set(offset + at, carry)
         return
@@ -319,9 +337,14 @@ export class StreamReassembler {
     }
     for (; bytes.length - at >= F; at += F) this.#handleBlock((offset + at) / F, bytes.subarray(at, at + F))
     if (at < bytes.length) {
-      const buf = new Uint8Array(F)
-      buf.set(bytes.subarray(at))
-      this.#carries.set(offset + bytes.length, { start: offset + at, buf, fill: bytes.length - at })
+      const rest = bytes.subarray(at)
+      const carry = {
+        start: offset + at,
+        buf: new Uint8Array(Math.min(F, Math.max(CARRY_START_BYTES, 2 * rest.length))),
+        fill: 0,
+      }
+      appendToCarry(carry, rest, F)
+      this.#carries.set(offset + bytes.length, carry)
     }
     await this.#drain()
   }
