@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import { type CodeState, deviceRegistry } from '../../durable-objects/device-registry.ts'
-import { CREDENTIAL_RENEW_HEADER } from '../../schemas/devices.ts'
+import { CREDENTIAL_RENEW_HEADER, DeviceId } from '../../schemas/devices.ts'
 import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import type { AppEnv } from '../app-env.ts'
 import { Problem } from '../http/problem.ts'
@@ -104,4 +104,20 @@ export async function authenticateDevice(
   // Signed with a key on its way out of the ring: accepted, and the agent renews at once.
   if (check.retiredKey) c.header(CREDENTIAL_RENEW_HEADER, 'renew')
   return check.claims.deviceId
+}
+
+/**
+ * The client id an anonymous request (no credential, accepted by the config) is counted under. Not an
+ * enrolled device's id: the edge keeps per-client state under it (the telemetry replay guard, the one
+ * rollout sample, the prefetch plan rate), so a request naming it would act as that device — a batch
+ * numbered 2^53 − 1 would make every later batch of the device a "duplicate". Device ids have a shape of
+ * their own (`d` + 20), which the agent's random client ids (16 characters) never take.
+ */
+export function anonymousClient(claimed: string): string {
+  if (DeviceId.safeParse(claimed).success)
+    throw refused(
+      'device-credential-required',
+      `client id ${claimed} is an enrolled device id: only that device, with its credential, reports as it`,
+    )
+  return claimed
 }

@@ -2,7 +2,7 @@ import { Hono } from 'hono'
 import { PrefetchQuery } from '../../schemas/aggregation.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
-import { authenticateDevice } from '../devices/authenticate.ts'
+import { anonymousClient, authenticateDevice } from '../devices/authenticate.ts'
 import { rateLimited } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
 import { explicitRegion, REGION_HEADER, resolveRegion } from '../region.ts'
@@ -24,7 +24,7 @@ export const prefetchRouter = new Hono<AppEnv>().get('/', valid('query', Prefetc
   const stub = c.env.REGION_AGGREGATOR.get(c.env.REGION_AGGREGATOR.idFromName(region))
   const result = await stub.prefetch({
     region,
-    clientId: deviceId ?? query.client,
+    clientId: deviceId ?? anonymousClient(query.client),
     channel: query.channel,
     budgetBytes: query.budget,
     plansPerMinute: config.limits.prefetchPlansPerClientPerMinute,

@@ -16,7 +16,7 @@ import type { RolloutControlAction } from '../../schemas/rollout-control-stateme
 import type { ServedRolloutCheck } from '../../schemas/rollout-statement.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
-import { authenticateDevice } from '../devices/authenticate.ts'
+import { anonymousClient, authenticateDevice } from '../devices/authenticate.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
@@ -101,7 +101,7 @@ export const rolloutsRouter = new Hono<AppEnv>()
     // An enrolled device reports as its device id (ADR 0026): one device, one sample.
     const deviceId = await authenticateDevice(c, await getRuntimeConfig(c.env), 'report')
     const reported = await jsonBody(c, RolloutOutcome)
-    const outcome = deviceId === null ? reported : { ...reported, client: deviceId }
+    const outcome = { ...reported, client: deviceId ?? anonymousClient(reported.client) }
     const receipt = unwrap(await coordinator(c, params).report(outcome))
     console.log(
       JSON.stringify({

@@ -3,7 +3,7 @@ import type { TelemetryReceipt } from '../../schemas/aggregation.ts'
 import { TelemetryBatch } from '../../schemas/telemetry.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
-import { authenticateDevice } from '../devices/authenticate.ts'
+import { anonymousClient, authenticateDevice } from '../devices/authenticate.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
 import { rateLimited } from '../http/problem.ts'
 import { parseJsonBody } from '../http/validate.ts'
@@ -27,7 +27,7 @@ export const telemetryRouter = new Hono<AppEnv>().post('/', async (c) => {
   const deviceId = await authenticateDevice(c, config, 'report')
   const body = await readBoundedBody(c.req.raw, MAX_TELEMETRY_BYTES, MAX_TELEMETRY_INFLATED_BYTES)
   const parsed = parseJsonBody(body, TelemetryBatch)
-  const batch = deviceId === null ? parsed : { ...parsed, clientId: deviceId }
+  const batch = { ...parsed, clientId: deviceId ?? anonymousClient(parsed.clientId) }
   const region = resolveRegion(c.req.raw, config)
   const stub = c.env.REGION_AGGREGATOR.get(c.env.REGION_AGGREGATOR.idFromName(region))
   const result = await stub.ingest({

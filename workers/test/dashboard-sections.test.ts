@@ -1,6 +1,7 @@
 import { env } from 'cloudflare:workers'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { batchOf, postTelemetry } from '../../durable-objects/test/helpers.ts'
+import { emptySummary } from '../../predict/index.ts'
 import {
   clearRuntimeConfigCache,
   RUNTIME_CONFIG_KEY,
@@ -8,7 +9,7 @@ import {
 } from '../config/runtime-config.ts'
 import { loadDashboard } from '../dashboard/page-data.ts'
 import { loadArtifacts } from '../dashboard/sections/artifacts.ts'
-import { knownRegions, loadPrefetch } from '../dashboard/sections/regions.ts'
+import { knownRegions, loadPrefetch, MAX_REGIONS } from '../dashboard/sections/regions.ts'
 import { keys } from '../storage/keys.ts'
 import { dashboardHtml, sectionOf } from './dashboard-helpers.ts'
 import { publishWithDeltas } from './delta-helpers.ts'
@@ -124,6 +125,26 @@ describe('dashboard: regions and prefetch', () => {
       await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
       clearRuntimeConfigCache()
     }
+  })
+
+  it('keeps the fallback and the most populous regions when clients invent more than it shows', async () => {
+    // Without `regions.map` a client may name any region; each invented name rolls up with a population
+    // of one. Listing the first MAX_REGIONS names alphabetically let 24 names like `aa-0` hide `global`
+    // (where all unmapped traffic lands) and every real region behind them.
+    const global = env.GLOBAL_AGGREGATOR.get(env.GLOBAL_AGGREGATOR.idFromName('global'))
+    const rollup = (region: string, population: number) => ({
+      region,
+      population,
+      summary: emptySummary(region, Date.now()),
+    })
+    await global.submit(rollup('weur', 400))
+    for (let i = 0; i < MAX_REGIONS + 6; i++) await global.submit(rollup(`aa-${i}`, 1))
+    const regions = await knownRegions(env)
+    expect(regions).toHaveLength(MAX_REGIONS)
+    expect(regions).toContain('global')
+    expect(regions).toContain('weur')
+    // Shown in name order, as before.
+    expect(regions).toEqual([...regions].sort())
   })
 })
 

@@ -478,6 +478,40 @@ describe('device credentials on reports', () => {
     expect(status.overall.total).toBe(1)
     expect(status.state).toBe('running')
   })
+  it('refuse anonymous reports and prefetch queries that name an enrolled device id, which would act as that device', async () => {
+    await publishSingle('dev-spoof', '1.0.0', bytesOf(64, 5))
+    const start = await startRollout('dev-spoof', {
+      version: '1.0.0',
+      stages: [{ percent: 100, durationMs: 3_600_000 }],
+      minSample: 5,
+      maxFailureRate: 0.01,
+    })
+    expect(start.status).toBe(201)
+    const { code } = await createCode({ label: 'spoofed', maxDevices: 1 })
+    const me = await enrolled(code)
+    // Anonymous reports are accepted by default (`off`), but not under a device id: the replay guard,
+    // the rollout sample and the prefetch rate are the device's, so a batch numbered 2^53 − 1 would
+    // have turned every later batch of the real device into a "duplicate", and one outcome its vote.
+    const poison = await postTelemetry('dev-spoof', batchOf(me.deviceId, Number.MAX_SAFE_INTEGER, ['app-x']))
+    await expectProblem(poison, 401, 'device-credential-required')
+    const vote = await call('/v1/rollouts/dev-spoof/stable/outcomes', {
+      method: 'POST',
+      headers: json,
+      body: JSON.stringify({ client: me.deviceId, version: '1.0.0', outcome: 'failed' }),
+    })
+    await expectProblem(vote, 401, 'device-credential-required')
+    const queue = await call(`/v1/prefetch?client=${me.deviceId}`, {
+      headers: { 'x-deltaport-region': 'dev-spoof' },
+    })
+    await expectProblem(queue, 401, 'device-credential-required')
+
+    const real = await postDeviceTelemetry('dev-spoof', batchOf('spool-id-123', 0, ['app-x']), me.credential)
+    expect(await real.json()).toMatchObject({ accepted: 1, duplicate: false })
+    const status = RolloutStatus.parse(await (await statusOf('dev-spoof')).json())
+    expect(status.overall.total).toBe(0)
+    // Other anonymous ids are still taken, however they look.
+    expect((await postTelemetry('dev-spoof', batchOf('d-not-a-device-id', 0, ['app-x']))).status).toBe(202)
+  })
 })
 
 describe('devices.requireCredential', () => {

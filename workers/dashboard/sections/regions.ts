@@ -6,19 +6,25 @@ export const MAX_REGIONS = 24
 export const HOT_PER_REGION = 8
 
 /**
- * The regions worth asking: those that rolled up to the GlobalAggregator, those the operator mapped in
- * `regions.map`, and the fallback (where unmapped traffic, and all of `wrangler dev`, lands).
+ * The regions worth asking: those the operator mapped in `regions.map`, the fallback (where unmapped
+ * traffic, and all of `wrangler dev`, lands), and those that rolled up to the GlobalAggregator. Without
+ * a map clients may name any region, so invented names can outnumber what the page shows: the
+ * operator's own regions always make the cut, then the rolled-up ones with the most clients (an
+ * invented region has one). Shown in name order.
  */
 export async function knownRegions(env: Env): Promise<string[]> {
   const global = env.GLOBAL_AGGREGATOR.get(env.GLOBAL_AGGREGATOR.idFromName('global'))
   const [rolledUp, status] = await Promise.all([global.regions(), runtimeConfigStatus(env)])
   const { map, fallback } = status.inForce.regions
-  const candidates = [...rolledUp.map((r) => r.region), ...Object.values(map), fallback, 'global']
+  const byPopulation = [...rolledUp].sort(
+    (a, b) => b.population - a.population || a.region.localeCompare(b.region),
+  )
+  const candidates = [...Object.values(map), fallback, 'global', ...byPopulation.map((r) => r.region)]
   const valid = candidates.flatMap((r) => {
     const parsed = RegionName.safeParse(r.toLowerCase())
     return parsed.success ? [parsed.data] : []
   })
-  return [...new Set(valid)].sort().slice(0, MAX_REGIONS)
+  return [...new Set(valid)].slice(0, MAX_REGIONS).sort()
 }
 
 export interface HotArtifact {
