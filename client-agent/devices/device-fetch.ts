@@ -53,11 +53,17 @@ async function problemSlug(response: Response): Promise<string | null> {
 export function deviceFetch(config: AgentConfig, base: typeof fetch = fetch): typeof fetch {
   const session = deviceSession(config, base)
   if (session === null) return base
-  const edgeOrigin = urlOf(config.edgeUrl)?.origin
+  const edge = urlOf(config.edgeUrl)
+  // An edge behind a rewriting proxy has a path of its own (`https://proxy/deltaport`): its routes
+  // follow it, as EdgeClient builds them.
+  const prefix = edge?.pathname.replace(/\/+$/, '') ?? ''
+  const isDeviceRoute = (url: URL) =>
+    url.origin === edge?.origin &&
+    url.pathname.startsWith(prefix) &&
+    DEVICE_ROUTES.some((r) => r.test(url.pathname.slice(prefix.length)))
   return async (input, init) => {
     const url = urlOf(input)
-    if (url === null || url.origin !== edgeOrigin || !DEVICE_ROUTES.some((r) => r.test(url.pathname)))
-      return base(input, init)
+    if (url === null || !isDeviceRoute(url)) return base(input, init)
     const first = await session.current()
     const response = await base(input, withCredential(init, first?.credential))
     if (first !== null && response.headers.get(CREDENTIAL_RENEW_HEADER) === 'renew') session.requestRenewal()
