@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
-import { etagListMatches } from './range.ts'
+import { etagListMatches, ifMatchHolds } from './range.ts'
 
 /** Response header telling clients and tests whether the Workers cache answered. */
 export const CACHE_STATUS_HEADER = 'x-deltaport-cache'
@@ -61,13 +61,17 @@ function cacheKey(request: Request): Request {
   return new Request(url.toString(), { method: 'GET' })
 }
 
-/** The answer from a stored response, or null when If-Range names other bytes than it holds. */
+/** The answer from a stored response, or null when If-Match or If-Range names other bytes than it holds. */
 function fromCache(request: Request, cached: Response): Response | null {
   const headers = new Headers(cached.headers)
   const status = Number(headers.get(STORED_STATUS) ?? 200) === 206 ? 206 : 200
   headers.delete(STORED_STATUS)
   headers.set(CACHE_STATUS_HEADER, 'hit')
   const etag = headers.get('etag')
+  // If-Match refused by the stored bytes is for the origin to judge (and answer 412): it evaluates the
+  // preconditions in order against the object as stored now.
+  const ifMatch = request.headers.get('if-match')
+  if (ifMatch !== null && (etag === null || !ifMatchHolds(ifMatch, etag))) return null
   const ifNoneMatch = request.headers.get('if-none-match')
   if (etag && ifNoneMatch !== null && etagListMatches(ifNoneMatch, etag)) {
     headers.delete('content-length')
