@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import type { AppEnv } from '../app-env.ts'
-import { etagListMatches } from './range.ts'
+import { etagListMatches, ifMatchHolds } from './range.ts'
 
 /** Response header telling clients and tests whether the Workers cache answered. */
 export const CACHE_STATUS_HEADER = 'x-deltaport-cache'
@@ -11,19 +11,31 @@ const STORED_STATUS = 'x-deltaport-stored-status'
  * Read-through Workers Cache API for immutable objects (blobs, delta streams, chunk indexes) so repeat
  * range reads in a colo do not reach R2. The cache key is the URL plus the Range header: the Cache
  * API refuses 206 responses, so each range is stored as its own 200 under its own key and turned
- * back into a 206 on a hit. HEAD, and requests with If-Range (whose answer depends on the validator),
- * bypass it. `origin` must produce responses whose bytes never change for this URL.
+ * back into a 206 on a hit. HEAD bypasses it. `origin` must produce responses whose bytes never change
+ * for this URL.
+ *
+ * If-Range is answered here too: agents send it, with the validator of their first range, on every
+ * later range and every resumed download, so bypassing the cache for it left the cache to first ranges
+ * only. A stored answer carries the validator of the bytes it holds: it is served when If-Range names
+ * exactly that (strong comparison), else the origin answers (the whole object, RFC 9110 §13.1.5), and
+ * such an answer is never stored: only a 206 is, which is the range whatever the validator.
  */
 export async function serveImmutable(c: Context<AppEnv>, origin: () => Promise<Response>): Promise<Response> {
   const request = c.req.raw
-  if (request.method !== 'GET' || request.headers.has('if-range')) return origin()
+  if (request.method !== 'GET') return origin()
   const key = cacheKey(request)
   const cache = caches.default
   const cached = await cache.match(key).catch(() => undefined)
-  if (cached) return fromCache(request, cached)
+  if (cached) {
+    const answer = fromCache(request, cached)
+    if (answer) return answer
+    await cached.body?.cancel()
+    return origin()
+  }
 
   const response = await origin()
-  if ((response.status !== 200 && response.status !== 206) || !response.body) return response
+  const storable = response.status === 206 || (response.status === 200 && !request.headers.has('if-range'))
+  if (!storable || !response.body) return response
   const [forClient, forCache] = response.body.tee()
   const stored = new Headers(response.headers)
   stored.set(STORED_STATUS, String(response.status))
@@ -49,17 +61,24 @@ function cacheKey(request: Request): Request {
   return new Request(url.toString(), { method: 'GET' })
 }
 
-function fromCache(request: Request, cached: Response): Response {
+/** The answer from a stored response, or null when If-Match or If-Range names other bytes than it holds. */
+function fromCache(request: Request, cached: Response): Response | null {
   const headers = new Headers(cached.headers)
   const status = Number(headers.get(STORED_STATUS) ?? 200) === 206 ? 206 : 200
   headers.delete(STORED_STATUS)
   headers.set(CACHE_STATUS_HEADER, 'hit')
   const etag = headers.get('etag')
+  // If-Match refused by the stored bytes is for the origin to judge (and answer 412): it evaluates the
+  // preconditions in order against the object as stored now.
+  const ifMatch = request.headers.get('if-match')
+  if (ifMatch !== null && (etag === null || !ifMatchHolds(ifMatch, etag))) return null
   const ifNoneMatch = request.headers.get('if-none-match')
   if (etag && ifNoneMatch !== null && etagListMatches(ifNoneMatch, etag)) {
     headers.delete('content-length')
     headers.delete('content-range')
     return new Response(null, { status: 304, headers })
   }
+  const ifRange = request.headers.get('if-range')
+  if (ifRange !== null && (etag === null || etag.startsWith('W/') || ifRange.trim() !== etag)) return null
   return new Response(cached.body, { status, headers })
 }

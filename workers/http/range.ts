@@ -46,3 +46,13 @@ export function etagListMatches(header: string, etag: string): boolean {
   const bare = etag.replace(/^W\//, '')
   return header.split(',').some((candidate) => candidate.trim().replace(/^W\//, '') === bare)
 }
+
+/**
+ * Does an If-Match entity-tag list name `etag`? Strong comparison (RFC 9110 §13.1.1): a weak tag never
+ * matches, `*` matches any stored representation.
+ */
+export function ifMatchHolds(header: string, etag: string): boolean {
+  if (header.trim() === '*') return true
+  if (etag.startsWith('W/')) return false
+  return header.split(',').some((candidate) => candidate.trim() === etag)
+}

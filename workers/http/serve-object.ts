@@ -1,5 +1,5 @@
 import { Problem } from './problem.ts'
-import { etagListMatches, parseRange } from './range.ts'
+import { etagListMatches, ifMatchHolds, parseRange } from './range.ts'
 
 export interface ServeOptions {
   /** Strong validator; for content-addressed objects, the sha256 in quotes. */
@@ -28,8 +28,8 @@ async function isStored(bucket: ObjectSource, key: string): Promise<boolean> {
 }
 
 /**
- * Answers a GET/HEAD for one R2 object with conditional and single-range semantics: 304 on a matching
- * If-None-Match, 206 for a satisfiable Range (honoured only if If-Range still names this version),
+ * Answers a GET/HEAD for one R2 object with conditional and single-range semantics: 412 when If-Match
+ * does not name it, 304 on a matching If-None-Match, 206 for a satisfiable Range (honoured only if If-Range still names this version),
  * 416 with the size for an unsatisfiable one, else 200. The body streams from R2, never buffered.
  */
 export async function serveObject(
@@ -50,6 +50,16 @@ export async function serveObject(
     'x-content-type-options': 'nosniff',
     'content-security-policy': "sandbox; default-src 'none'",
   })
+  // RFC 9110 §13.2.2 order: If-Match, then If-None-Match, then If-Range. If-Match lets a client that
+  // pieces an object together from ranges have a range refused (412) rather than sent from other bytes.
+  const ifMatch = request.headers.get('if-match')
+  if (ifMatch !== null && !ifMatchHolds(ifMatch, options.etag)) {
+    throw new Problem(
+      412,
+      'precondition-failed',
+      `If-Match does not name this object (its ETag is ${options.etag})`,
+    )
+  }
   const ifNoneMatch = request.headers.get('if-none-match')
   if (ifNoneMatch !== null && etagListMatches(ifNoneMatch, options.etag)) {
     return new Response(null, { status: 304, headers })

@@ -12,6 +12,7 @@ const STATUS_TEXT: Record<number, string> = {
   404: 'No such resource',
   409: 'Conflicts with the current state (e.g. no staged manifest)',
   411: 'Content-Length is required',
+  412: 'A precondition (If-Match) does not hold',
   413: 'The request body is too large',
   415: "The body's media type or encoding is not accepted",
   416: 'The range cannot be served (Content-Range: bytes */size)',

@@ -157,6 +157,12 @@ const rangeParams: ParamSpec[] = [
     description: 'Strong ETag; ranges apply only if it matches.',
   },
   { name: 'if-none-match', in: 'header', schema: z.string(), description: 'ETag list; 304 on a match.' },
+  {
+    name: 'if-match',
+    in: 'header',
+    schema: z.string(),
+    description: 'ETag list (strong comparison) or `*`; 412 when it does not name the object.',
+  },
 ]
 
 function rangedResponses(contentType: string, what: string, headers: Record<string, string> = {}) {
@@ -201,7 +207,7 @@ const getBlob: RouteSpec = {
   tag: 'artifacts',
   parameters: [nameParam, versionParam, ...rangeParams],
   responses: rangedResponses('application/octet-stream', 'The artifact bytes'),
-  problems: [400, 404, 416],
+  problems: [400, 404, 412, 416],
 }
 
 const getChunks: RouteSpec = {
@@ -212,7 +218,7 @@ const getChunks: RouteSpec = {
   tag: 'artifacts',
   parameters: [nameParam, versionParam, ...rangeParams],
   responses: rangedResponses('application/vnd.deltaport.chunk-index', 'The chunk index'),
-  problems: [400, 404, 416],
+  problems: [400, 404, 412, 416],
 }
 
 const getDelta: RouteSpec = {
@@ -247,7 +253,7 @@ const getDelta: RouteSpec = {
     'x-deltaport-method': 'Delta method',
     'x-deltaport-generated': '`publisher` (listed in the signed manifest) or `lazy`',
   }),
-  problems: [400, 404, 416, 422, 503],
+  problems: [400, 404, 412, 416, 422, 503],
 }
 
 /** The edge's own signature check of maintainer documents (workers/publish/maintainer-keys.ts, ADR 0031). */

@@ -11,6 +11,7 @@ import { Problem } from '../http/problem.ts'
 import { parseJsonBody } from '../http/validate.ts'
 import { chunkSyncCost } from '../plan/chunk-sync-cost.ts'
 import { storedLazyRefs, warmDirectDelta } from '../plan/lazy-edges.ts'
+import { missingDeltas } from '../plan/missing-deltas.ts'
 import { edgeKey, type Plan, planUpdate, type VersionNode } from '../plan/planner.ts'
 import { framingFor } from '../publish/frame-delta.ts'
 import { readIndex, readManifest } from '../storage/artifact-store.ts'
@@ -20,8 +21,12 @@ import { deltaUrl, readDeltaFraming } from './deltas.ts'
 /** Plan requests (with `haveChunks`) on the wire and inflated. */
 export const MAX_PLAN_REQUEST_BYTES = 4 * 1024 * 1024
 
-/** A plan whose chosen deltas keep turning out missing is given up on after this many rounds. */
-const MAX_REPLANS = 4
+/**
+ * Planning rounds: the first finds out whether the chosen deltas are stored, the second plans around
+ * every missing one (missing-deltas.ts), and the last plans without deltas at all, should they keep
+ * vanishing (pruned while this plan is made): the full artifact or chunk-sync is still a plan.
+ */
+const PLAN_ROUNDS = 3
 
 /** POST /v1/plan: the cheapest update path for one device (see workers/plan/planner.ts). */
 export const planRouter = new Hono<AppEnv>().post('/', async (c) => {
@@ -80,12 +85,12 @@ export const planRouter = new Hono<AppEnv>().post('/', async (c) => {
   const targetBlobStored =
     config.delta.storage !== 'deltas-preferred' || (await bucket.head(keys.blob(name, target))) !== null
   const excluded = new Set<string>()
-  for (let round = 0; round < MAX_REPLANS; round++) {
+  for (let round = 0; ; round++) {
     const plan = planUpdate({
       installed,
       target,
       versions,
-      methods,
+      methods: round < PLAN_ROUNDS - 1 ? methods : [],
       maxChainLength,
       edgeCost: (ref) => framingFor(ref.size, ref.sha256, config.stream).framedLength,
       chunkSync,
@@ -113,9 +118,10 @@ export const planRouter = new Hono<AppEnv>().post('/', async (c) => {
         )
       return c.json(respond(name, installed, target, plan, layouts, manifests))
     }
+    // Retention pruned deltas the manifests list: learn every missing one at once, not one per round.
     for (const s of gone) if (s.kind === 'delta') excluded.add(edgeKey(s.from, s.to, s.ref.method))
+    for (const key of await missingDeltas(bucket, name, versions)) excluded.add(key)
   }
-  throw new Problem(500, 'internal', `the deltas of ${name} listed in manifests keep turning out missing`)
 })
 
 /** Lazily made deltas installed → target in the methods the device takes and the publisher did not ship. */

@@ -171,4 +171,46 @@ describe('serving delta streams and chunk indexes', () => {
     )
     expect(other.response.headers.get('x-deltaport-cache')).toBe('miss')
   })
+
+  it("answers the agent's ranges (Range + If-Range) from the cache, and a stale If-Range whole from the origin", async () => {
+    // Agents send If-Range with the validator of their first range on every later one (and on every
+    // resumed download): those are the reads the cache is for.
+    await publishWithDeltas('ifrange', '1.1.0', bytesOf(40_000, 23), 2, [delta('1.0.0', 24, 50_000)])
+    const counted = countingBucket(env.ARTIFACTS)
+    const bindings = { ...env, ARTIFACTS: counted.bucket }
+    const read = (path: string, headers: Record<string, string>) => callApp(path, { headers }, bindings)
+
+    for (const path of ['/v1/deltas/ifrange/1.0.0/1.1.0', '/v1/artifacts/ifrange/1.1.0/blob']) {
+      const first = await read(path, { range: 'bytes=0-4095' })
+      const etag = first.response.headers.get('etag') ?? ''
+      const size = Number(first.response.headers.get('content-range')?.split('/')[1])
+      // A range another device fetched is a hit with the validator that names it...
+      const before = counted.reads()
+      const same = await read(path, { range: 'bytes=0-4095', 'if-range': etag })
+      expect(same.response.status).toBe(206)
+      expect(same.response.headers.get('x-deltaport-cache')).toBe('hit')
+      expect(await sha256(same.bytes)).toBe(await sha256(first.bytes))
+      expect(counted.reads()).toBe(before)
+      // ...and a range first asked with If-Range is stored for the next device.
+      const miss = await read(path, { range: 'bytes=4096-8191', 'if-range': etag })
+      expect(miss.response.status).toBe(206)
+      expect(miss.response.headers.get('x-deltaport-cache')).toBe('miss')
+      const again = counted.reads()
+      const hit = await read(path, { range: 'bytes=4096-8191', 'if-range': etag })
+      expect(hit.response.headers.get('x-deltaport-cache')).toBe('hit')
+      expect(await sha256(hit.bytes)).toBe(await sha256(miss.bytes))
+      expect(counted.reads()).toBe(again)
+
+      // A validator that no longer names the object: the whole of it, cached range or not...
+      for (const range of ['bytes=0-4095', 'bytes=8192-12287']) {
+        const stale = await read(path, { range, 'if-range': '"stale"' })
+        expect(stale.response.status).toBe(200)
+        expect(stale.bytes.length).toBe(size)
+      }
+      // ...which is not stored as the answer to that range.
+      const plain = await read(path, { range: 'bytes=8192-12287' })
+      expect(plain.response.status).toBe(206)
+      expect(plain.bytes.length).toBe(4096)
+    }
+  })
 })

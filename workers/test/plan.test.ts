@@ -264,6 +264,53 @@ describe('POST /v1/plan over real published versions', () => {
     expect(await sha256(applyDelta(before, payload))).toBe(await sha256(after))
   })
 
+  it('plans around every pruned delta at once, and without deltas when none is left, never a 500', async () => {
+    // Each version ships deltas from every earlier one; 1.5.0 (the head) has none from 1.0.0. Retention
+    // kept the deltas into the head and 1.0.0 → 1.4.0: every other chain from 1.0.0 starts with a
+    // pruned delta, more of them than a plan could find out about one planning round at a time.
+    const bodies = [bytesOf(60_000, 81)]
+    for (let i = 1; i <= 5; i++) bodies.push(edit(bodies[i - 1] as Uint8Array, 81 + i))
+    const version = (i: number) => `1.${i}.0`
+    await publishSingle('pruned', version(0), bodies[0] as Uint8Array, 1)
+    for (let i = 1; i <= 5; i++) {
+      const sources = Array.from({ length: i }, (_, j) => j).filter((j) => i < 5 || j > 0)
+      await publishWithDeltas(
+        'pruned',
+        version(i),
+        bodies[i] as Uint8Array,
+        i + 1,
+        sources.map((j) => ({
+          from: version(j),
+          method: 'vcdiff' as const,
+          bytes: encodeVcdiff(bodies[j] as Uint8Array, bodies[i] as Uint8Array),
+        })),
+      )
+    }
+    for (let i = 1; i <= 4; i++)
+      for (let j = 0; j < i; j++)
+        if (i !== 4 || j !== 0)
+          await env.ARTIFACTS.delete(keys.delta('pruned', version(j), version(i), 'vcdiff'))
+    const ask = {
+      name: 'pruned',
+      installed: '1.0.0',
+      target: 'stable',
+      capabilities: { methods: ['vcdiff'], chunkSync: false },
+    }
+    const chain = await plan(ask)
+    expect(chain.strategy).toBe('chain')
+    expect(chain.steps.map((s) => `${s.from}>${s.to}`)).toEqual(['1.0.0>1.4.0', '1.4.0>1.5.0'])
+
+    // That plan had the edge make the direct delta in the background; retention prunes it too.
+    const lazy = keys.delta('pruned', '1.0.0', '1.5.0', 'vcdiff')
+    for (let waited = 0; !(await env.ARTIFACTS.head(lazy)) && waited < 10_000; waited += 50)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    await env.ARTIFACTS.delete([lazy, keys.delta('pruned', '1.0.0', '1.4.0', 'vcdiff')])
+    const full = await plan(ask)
+    expect(full.strategy).toBe('full')
+    expect(full.to).toBe('1.5.0')
+    expect(full.considered.map((c) => c.strategy)).toEqual(['full'])
+  })
+
   it('rejects bad requests and unknown targets as problem+json', async () => {
     const bad = await call('/v1/plan', {
       method: 'POST',

@@ -84,6 +84,31 @@ describe('blob conditional and range requests', () => {
     await miss.arrayBuffer()
   })
 
+  it('answers 412 when If-Match does not name the object (strong comparison), from the cache too', async () => {
+    // A range already in the edge cache, and one that is not: both paths evaluate If-Match.
+    const cached = await get({ range: 'bytes=200-299' })
+    await cached.arrayBuffer()
+    expect((await get({ range: 'bytes=200-299' })).headers.get('x-deltaport-cache')).toBe('hit')
+    for (const range of ['bytes=200-299', 'bytes=300-399']) {
+      for (const ifMatch of ['"other"', `W/${etag}`]) {
+        for (const method of ['GET', 'HEAD']) {
+          const refused = await call('/v1/artifacts/ranged/1.0.0/blob', {
+            method,
+            headers: { range, 'if-match': ifMatch },
+          })
+          expect(refused.status, `${method} ${range} ${ifMatch}`).toBe(412)
+          expect(refused.headers.get('content-type')).toBe('application/problem+json')
+          await refused.arrayBuffer()
+        }
+      }
+      for (const ifMatch of [etag, `"other", ${etag}`, '*']) {
+        const served = await get({ range, 'if-match': ifMatch })
+        expect(served.status, `${range} ${ifMatch}`).toBe(206)
+        expect((await served.arrayBuffer()).byteLength).toBe(100)
+      }
+    }
+  })
+
   it('answers HEAD with length and no body', async () => {
     const res = await call('/v1/artifacts/ranged/1.0.0/blob', { method: 'HEAD' })
     expect(res.status).toBe(200)
