@@ -1,3 +1,4 @@
+import { gt as semverGreater } from 'semver'
 import type { RolloutCheck } from '../../schemas/rollout.ts'
 import type { AgentConfig } from '../config.ts'
 import { deviceFetch } from '../devices/device-fetch.ts'
@@ -47,7 +48,19 @@ export async function rolloutGate(
   const trust = { keys: config.indexKeys, now: () => new Date() }
   const check = await checkRollout(edge, name, channel, await agentClientId(config, fetchImpl), trust)
   if (check === null || check.state === 'completed') return { kind: 'free', check }
+  const current = (await new ArtifactStore(config.installRoot, name).state()).current
   if (check.in && check.version !== null) {
+    // The channel head can overtake a rollout (a fix published meanwhile) and fresh installs follow the
+    // head: a device already past the rollout's version stays there. Installing it would be refused as a
+    // rollback (a lower serial), fail the update and count as a failure of the release toward a halt.
+    if (current !== null && semverGreater(current, check.version)) {
+      return {
+        kind: 'held',
+        check,
+        current,
+        message: `${name}: staying on ${current}: this device already runs ${current}, newer than the rollout of ${check.version} on ${channel}`,
+      }
+    }
     return {
       kind: 'in',
       check,
@@ -55,7 +68,6 @@ export async function rolloutGate(
       message: `${name}: this device is in the ${channel} rollout of ${check.version} (stage ${check.stage ?? 0})`,
     }
   }
-  const current = (await new ArtifactStore(config.installRoot, name).state()).current
   const when =
     check.state === 'halted' || check.state === 'aborted'
       ? `the rollout is ${check.state}`

@@ -1,0 +1,75 @@
+import { execFile } from 'node:child_process'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { EdgeClient } from '../edge-client.ts'
+import { installArtifact } from '../install.ts'
+import { controlRollout } from '../rollout/client.ts'
+import { rolloutGate } from '../rollout/update-gate.ts'
+import { ArtifactStore } from '../store.ts'
+import { writeArtifact } from './fixtures.ts'
+import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
+
+const run = promisify(execFile)
+const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
+const ctx = useEdgeWorkspace()
+
+async function cli(args: string[]) {
+  try {
+    const { stdout } = await run(process.execPath, [BIN, '--config', ctx.ws.configFile, '--json', ...args], {
+      env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN },
+    })
+    return { code: 0, json: JSON.parse(stdout) as Record<string, unknown> }
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string }
+    return { code: e.code, json: null, stderr: e.stderr }
+  }
+}
+
+async function publish(version: string) {
+  const { path } = await writeArtifact(ctx.ws.dir, `ahead-${version}.bin`, 20_000)
+  await ctx.publish(path, 'ahead', version)
+}
+
+const status = () => controlRollout(new EdgeClient(ctx.edge.url), TEST_TOKEN, 'ahead', 'stable', 'status')
+
+beforeAll(async () => {
+  await publish('1.0.0')
+  await publish('2.0.0')
+  // Everyone is in from the first stage: any device that asks is admitted to 2.0.0.
+  const started = await cli(['rollout', 'start', 'ahead', '--version', '2.0.0', '--stages', '100'])
+  expect(started.code).toBe(0)
+  // A fix is published meanwhile: the channel head moves past the rollout's version.
+  await publish('3.0.0')
+})
+
+describe('a rollout whose version the channel head has overtaken', () => {
+  it('leaves a device already on a newer version there, and reports nothing against the rollout', async () => {
+    const { config } = ctx.ws
+    // Fresh installs are not gated: this device follows the head to 3.0.0.
+    await installArtifact(config, { name: 'ahead', target: 'stable' })
+    const store = new ArtifactStore(config.installRoot, 'ahead')
+    expect((await store.state()).current).toBe('3.0.0')
+
+    const gate = await rolloutGate(config, 'ahead', undefined)
+    expect(gate).toMatchObject({ kind: 'held', current: '3.0.0' })
+
+    const updated = await cli(['update', 'ahead'])
+    expect(updated.code).toBe(0)
+    expect(updated.json?.update).toMatchObject({ held: true, current: '3.0.0' })
+    expect(String((updated.json?.update as { message?: string } | undefined)?.message)).toContain(
+      'already runs 3.0.0, newer than the rollout of 2.0.0',
+    )
+    expect((await store.state()).current).toBe('3.0.0')
+    // The rollout of 2.0.0 hears nothing from a device it never moved: no failure toward a halt.
+    const s = await status()
+    expect(s.state).toBe('running')
+    expect(s.overall.counts).toEqual({ installed: 0, failed: 0, 'rolled-back': 0 })
+  })
+
+  it('still moves a device on an older version to the rollout version', async () => {
+    const device = { ...ctx.ws.config, installRoot: join(ctx.ws.dir, 'device-old') }
+    await installArtifact(device, { name: 'ahead', target: '1.0.0' })
+    expect(await rolloutGate(device, 'ahead', undefined)).toMatchObject({ kind: 'in', version: '2.0.0' })
+  })
+})
