@@ -21,7 +21,10 @@ const RELEASE_FAILURES: ReadonlySet<AgentErrorCode> = new Set([
 ])
 
 export type RolloutGate =
-  /** No rollout governs this update (a pinned version, no rollout, or a completed one): go as asked. */
+  /**
+   * No rollout governs this update (a pinned version, no rollout, a completed one, or a device already
+   * past the rollout's version): go as asked.
+   */
   | { kind: 'free'; check: RolloutCheck | null }
   /** A rollout holds this device back: stay on the current version. */
   | { kind: 'held'; check: RolloutCheck; current: string | null; message: string }
@@ -51,16 +54,11 @@ export async function rolloutGate(
   const current = (await new ArtifactStore(config.installRoot, name).state()).current
   if (check.in && check.version !== null) {
     // The channel head can overtake a rollout (a fix published meanwhile) and fresh installs follow the
-    // head: a device already past the rollout's version stays there. Installing it would be refused as a
-    // rollback (a lower serial), fail the update and count as a failure of the release toward a halt.
-    if (current !== null && semverGreater(current, check.version)) {
-      return {
-        kind: 'held',
-        check,
-        current,
-        message: `${name}: staying on ${current}: this device already runs ${current}, newer than the rollout of ${check.version} on ${channel}`,
-      }
-    }
+    // head: a device already past the rollout's version is not moved down to it. Installing it would be
+    // refused as a rollback (a lower serial), fail the update and count as a failure of the release
+    // toward a halt. The channel decides for it, as for a fresh install (and a signed yank of what it
+    // runs still moves it back).
+    if (current !== null && semverGreater(current, check.version)) return { kind: 'free', check }
     return {
       kind: 'in',
       check,

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
@@ -14,9 +15,9 @@ const run = promisify(execFile)
 const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
 const ctx = useEdgeWorkspace()
 
-async function cli(args: string[]) {
+async function cli(args: string[], configFile = ctx.ws.configFile) {
   try {
-    const { stdout } = await run(process.execPath, [BIN, '--config', ctx.ws.configFile, '--json', ...args], {
+    const { stdout } = await run(process.execPath, [BIN, '--config', configFile, '--json', ...args], {
       env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN },
     })
     return { code: 0, json: JSON.parse(stdout) as Record<string, unknown> }
@@ -52,19 +53,31 @@ describe('a rollout whose version the channel head has overtaken', () => {
     expect((await store.state()).current).toBe('3.0.0')
 
     const gate = await rolloutGate(config, 'ahead', undefined)
-    expect(gate).toMatchObject({ kind: 'held', current: '3.0.0' })
+    expect(gate).toMatchObject({ kind: 'free', check: { in: true, version: '2.0.0' } })
 
     const updated = await cli(['update', 'ahead'])
     expect(updated.code).toBe(0)
-    expect(updated.json?.update).toMatchObject({ held: true, current: '3.0.0' })
-    expect(String((updated.json?.update as { message?: string } | undefined)?.message)).toContain(
-      'already runs 3.0.0, newer than the rollout of 2.0.0',
-    )
+    expect(updated.json?.install).toMatchObject({ version: '3.0.0', alreadyCurrent: true })
     expect((await store.state()).current).toBe('3.0.0')
     // The rollout of 2.0.0 hears nothing from a device it never moved: no failure toward a halt.
     const s = await status()
     expect(s.state).toBe('running')
     expect(s.overall.counts).toEqual({ installed: 0, failed: 0, 'rolled-back': 0 })
+  })
+
+  it('lets a signed yank of the newer version move such a device back, rollout or not', async () => {
+    const device = { ...ctx.ws.config, installRoot: join(ctx.ws.dir, 'device-yanked') }
+    await installArtifact(device, { name: 'ahead', target: '1.0.0' })
+    await installArtifact(device, { name: 'ahead', target: 'stable' })
+    const yanked = await cli(['yank', 'ahead@3.0.0', '--reason', 'corrupts the cache'])
+    expect(yanked.code).toBe(0)
+    // The head is back on 2.0.0, still under its rollout; the device leaves the yanked 3.0.0 for it.
+    const configFile = join(ctx.ws.dir, 'device-yanked.json')
+    await writeFile(configFile, JSON.stringify(device))
+    const updated = await cli(['update', 'ahead'], configFile)
+    expect(updated.code).toBe(0)
+    expect(updated.json?.install).toMatchObject({ version: '2.0.0', retreated: { from: '3.0.0' } })
+    expect((await new ArtifactStore(device.installRoot, 'ahead').state()).current).toBe('2.0.0')
   })
 
   it('still moves a device on an older version to the rollout version', async () => {
