@@ -182,6 +182,21 @@ describe('deltaport update under a rollout (agent against the local edge)', () =
     expect(
       (await cli(['rollout', 'start', 'rolled', '--version', '2.0.0', '--max-failure-rate', '150%'])).code,
     ).toBe(2)
+    // Out-of-range values say what the limit is, in the user's units, once.
+    const tooLong = await cli([
+      'rollout',
+      'start',
+      'rolled',
+      '--version',
+      '2.0.0',
+      '--stage-duration',
+      '100d',
+    ])
+    expect(tooLong.code).toBe(2)
+    expect(tooLong.stdout).toContain('invalid rollout: a stage lasts at most 90 days"')
+    const tooFew = await cli(['rollout', 'start', 'rolled', '--version', '2.0.0', '--min-sample', '3'])
+    expect(tooFew.code).toBe(2)
+    expect(tooFew.stdout).toContain('invalid rollout: the minimum sample is at least 5 reports"')
     // Already running: the edge answers 409.
     const conflict = await cli(['rollout', 'start', 'rolled', '--version', '2.0.0'])
     expect(conflict.code).toBe(5)
