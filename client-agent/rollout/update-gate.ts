@@ -52,13 +52,13 @@ export async function rolloutGate(
   const check = await checkRollout(edge, name, channel, await agentClientId(config, fetchImpl), trust)
   if (check === null || check.state === 'completed') return { kind: 'free', check }
   const current = (await new ArtifactStore(config.installRoot, name).state()).current
+  // The channel head can overtake a rollout (a fix published meanwhile) and fresh installs follow the
+  // head: a device already past the rollout's version is not governed by it, in its cohort or not,
+  // running, halted or aborted. Moving it down would be refused as a rollback (a lower serial), fail the
+  // update and count as a failure of the release toward a halt; holding it would keep it even on a
+  // version yanked since, by signature. The channel decides for it, as for a fresh install.
+  if (current !== null && semverGreater(current, check.targetVersion)) return { kind: 'free', check }
   if (check.in && check.version !== null) {
-    // The channel head can overtake a rollout (a fix published meanwhile) and fresh installs follow the
-    // head: a device already past the rollout's version is not moved down to it. Installing it would be
-    // refused as a rollback (a lower serial), fail the update and count as a failure of the release
-    // toward a halt. The channel decides for it, as for a fresh install (and a signed yank of what it
-    // runs still moves it back).
-    if (current !== null && semverGreater(current, check.version)) return { kind: 'free', check }
     return {
       kind: 'in',
       check,

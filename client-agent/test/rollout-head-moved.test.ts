@@ -65,6 +65,12 @@ describe('a rollout whose version the channel head has overtaken', () => {
     expect(s.overall.counts).toEqual({ installed: 0, failed: 0, 'rolled-back': 0 })
   })
 
+  it('still moves a device on an older version to the rollout version', async () => {
+    const device = { ...ctx.ws.config, installRoot: join(ctx.ws.dir, 'device-old') }
+    await installArtifact(device, { name: 'ahead', target: '1.0.0' })
+    expect(await rolloutGate(device, 'ahead', undefined)).toMatchObject({ kind: 'in', version: '2.0.0' })
+  })
+
   it('lets a signed yank of the newer version move such a device back, rollout or not', async () => {
     const device = { ...ctx.ws.config, installRoot: join(ctx.ws.dir, 'device-yanked') }
     await installArtifact(device, { name: 'ahead', target: '1.0.0' })
@@ -80,9 +86,22 @@ describe('a rollout whose version the channel head has overtaken', () => {
     expect((await new ArtifactStore(device.installRoot, 'ahead').state()).current).toBe('2.0.0')
   })
 
-  it('still moves a device on an older version to the rollout version', async () => {
-    const device = { ...ctx.ws.config, installRoot: join(ctx.ws.dir, 'device-old') }
+  it('does not hold such a device on a version yanked since, once the rollout is aborted', async () => {
+    expect((await cli(['rollout', 'abort', 'ahead', '--reason', 'superseded'])).code).toBe(0)
+    await publish('3.1.0')
+    const device = { ...ctx.ws.config, installRoot: join(ctx.ws.dir, 'device-aborted') }
     await installArtifact(device, { name: 'ahead', target: '1.0.0' })
-    expect(await rolloutGate(device, 'ahead', undefined)).toMatchObject({ kind: 'in', version: '2.0.0' })
+    await installArtifact(device, { name: 'ahead', target: 'stable' })
+    expect((await cli(['yank', 'ahead@3.1.0', '--reason', 'drops writes'])).code).toBe(0)
+    // Not in (the rollout is aborted), but past its version: the signed yank moves it back.
+    expect(await rolloutGate(device, 'ahead', undefined)).toMatchObject({
+      kind: 'free',
+      check: { in: false, state: 'aborted' },
+    })
+    const configFile = join(ctx.ws.dir, 'device-aborted.json')
+    await writeFile(configFile, JSON.stringify(device))
+    const updated = await cli(['update', 'ahead'], configFile)
+    expect(updated.code).toBe(0)
+    expect(updated.json?.install).toMatchObject({ version: '2.0.0', retreated: { from: '3.1.0' } })
   })
 })
