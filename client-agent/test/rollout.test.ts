@@ -213,10 +213,16 @@ describe('deltaport update under a rollout (agent against the local edge)', () =
 
     const aborted = await cli(['rollout', 'abort', 'rolled', '--reason', 'test over'])
     expect(aborted.code).toBe(0)
-    expect(RolloutStatus.parse(aborted.json?.rollout).history.at(-1)).toMatchObject({
-      event: 'aborted',
-      detail: 'test over',
-    })
+    const abortedStatus = RolloutStatus.parse(aborted.json?.rollout)
+    expect(abortedStatus.history.at(-1)).toMatchObject({ event: 'aborted', detail: 'test over' })
+    // The printed status says what happened and who signed it, not only where the rollout stands.
+    const lines = describeStatus(abortedStatus).split('\n')
+    const abortedAt = abortedStatus.history.at(-1)?.at ?? ''
+    expect(lines.at(-1)).toMatch(
+      new RegExp(`^    ${abortedAt.replace(/\./g, '\\.')} aborted in stage 1: test over \\(signed \\S+Z\\)$`),
+    )
+    expect(lines).toContain('  history:')
+    expect(lines.some((l) => /^ {4}\S+Z stage 1 began: 100 %$/.test(l))).toBe(true)
   })
 
   it('normalises error classes to slugs without messages', () => {
