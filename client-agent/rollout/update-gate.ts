@@ -74,11 +74,16 @@ export async function rolloutGate(
         : check.stage === null
           ? 'no stage of this rollout reaches it'
           : `the rollout is ${check.state}`
+  // A device admitted before a halt or an abort already runs the version: it was reached, it stays.
+  const why =
+    current === check.targetVersion
+      ? `it is the version of the ${channel} rollout`
+      : `the ${channel} rollout of ${check.targetVersion} has not reached this device`
   return {
     kind: 'held',
     check,
     current,
-    message: `${name}: staying on ${current ?? 'nothing installed'}: the ${channel} rollout of ${check.targetVersion} has not reached this device (${when})`,
+    message: `${name}: staying on ${current ?? 'nothing installed'}: ${why} (${when})`,
   }
 }
 

@@ -103,5 +103,12 @@ describe('a rollout whose version the channel head has overtaken', () => {
     const updated = await cli(['update', 'ahead'], configFile)
     expect(updated.code).toBe(0)
     expect(updated.json?.install).toMatchObject({ version: '2.0.0', retreated: { from: '3.1.0' } })
+    // Now on the aborted rollout's own version: held there, and told it was reached, not the opposite.
+    const held = await cli(['update', 'ahead'], configFile)
+    expect(held.json?.update).toMatchObject({
+      held: true,
+      current: '2.0.0',
+      message: 'ahead: staying on 2.0.0: it is the version of the stable rollout (the rollout is aborted)',
+    })
   })
 })
