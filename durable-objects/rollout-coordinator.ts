@@ -373,10 +373,20 @@ export class RolloutCoordinator extends DurableObject<Env> {
 
   // ---- alarm ---------------------------------------------------------------------------------------
 
-  /** The pending change is due: the first stage, the next stage, or completion after the last. */
-  override async alarm(): Promise<void> {
+  /**
+   * The pending change is due: the first stage, the next stage, or completion after the last. `info` is
+   * the runtime's (absent when a test runs the alarm directly).
+   */
+  override async alarm(info?: AlarmInvocationInfo): Promise<void> {
     const record = this.record
     if (record === null) return
+    // Alarms are at-least-once: a delivery retried after a failure that came once its writes had
+    // landed is for a change already made (it was scheduled before the pending one). Acting on it
+    // would skip a stage, e.g. 1 % straight to 50 %; keep the pending change armed instead.
+    if (info !== undefined && record.nextChangeAt !== null && info.scheduledTime < record.nextChangeAt) {
+      await this.ctx.storage.setAlarm(record.nextChangeAt)
+      return
+    }
     const now = Date.now()
     if (record.state === 'scheduled') this.enterStage(record, 0, now)
     else if (record.state === 'running') {

@@ -47,23 +47,32 @@ export function expectedStageStart(
   return at
 }
 
+/**
+ * Failing devices a halt needs, whatever the limit: each device counts once, and one failure in a small
+ * sample already puts the Wilson lower bound above a strict limit (1 of 5 is 3.6 %, 1 of 20 is 0.9 %),
+ * so one flaky or hostile device would otherwise stop a rollout for the whole fleet on its own.
+ */
+export const MIN_HALT_FAILURES = 2
+
 export function emptyCounts(): OutcomeCounts {
   return { installed: 0, failed: 0, 'rolled-back': 0 }
 }
 
 /**
  * Failure statistics of one cohort. Each reporting client is one sample, counted by its latest outcome;
- * failed and rolled-back are failures. The decision is predict's Wilson lower bound test, not the ratio.
+ * failed and rolled-back are failures. The decision is predict's Wilson lower bound test, not the ratio,
+ * and never a halt on fewer than MIN_HALT_FAILURES failing devices.
  */
 export function failureStats(counts: OutcomeCounts, maxFailureRate: number, minSample: number): FailureStats {
   const failures = counts.failed + counts['rolled-back']
   const total = counts.installed + failures
+  const decision = failureRateDecision({ failures, total, maxFailureRate, minSamples: minSample })
   return {
     counts,
     total,
     failures,
     failureRate: total === 0 ? 0 : failures / total,
     interval: wilsonInterval(failures, total),
-    decision: failureRateDecision({ failures, total, maxFailureRate, minSamples: minSample }),
+    decision: decision === 'halt' && failures < MIN_HALT_FAILURES ? 'continue' : decision,
   }
 }

@@ -17,7 +17,11 @@ export const RolloutStage = z.object({
   /** Share of clients admitted once this stage begins (cumulative: earlier cohorts stay in). */
   percent: z.number().min(0).max(100),
   /** How long the stage runs before the next one begins (or, for the last, before the rollout completes). */
-  durationMs: z.number().int().min(MIN_STAGE_MS).max(MAX_STAGE_MS),
+  durationMs: z
+    .number()
+    .int()
+    .min(MIN_STAGE_MS, 'a stage lasts at least 1 s')
+    .max(MAX_STAGE_MS, 'a stage lasts at most 90 days'),
 })
 export type RolloutStage = z.infer<typeof RolloutStage>
 
@@ -42,7 +46,7 @@ export const RolloutSpec = z.object({
    * Reporting clients a cohort needs before any halt decision. At least 5, so a couple of early failures
    * (or one hostile client: each counts once) never halt a rollout alone.
    */
-  minSample: z.number().int().min(5).max(1_000_000).default(20),
+  minSample: z.number().int().min(5, 'the minimum sample is at least 5 reports').max(1_000_000).default(20),
 })
 export type RolloutSpec = z.infer<typeof RolloutSpec>
 export type RolloutSpecInput = z.input<typeof RolloutSpec>

@@ -1,6 +1,6 @@
 import type { Command } from 'commander'
 import { ChannelName, Version } from '../../schemas/common.ts'
-import type { FailureStats, RolloutStatus } from '../../schemas/rollout.ts'
+import type { FailureStats, RolloutHistoryEvent, RolloutStatus } from '../../schemas/rollout.ts'
 import { type AgentConfig, publishToken } from '../config.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
@@ -158,7 +158,21 @@ export function registerRolloutCommands(
     })
 }
 
-/** A few readable lines: where the rollout stands and how each cohort is doing. */
+/** History lines `rollout status` prints; the whole history (up to 100 events) is in `--json`. */
+const HISTORY_LINES = 10
+
+/** One history event: when, what, and whether the maintainers signed it (ADR 0038) or the token alone did. */
+function describeEvent(event: RolloutHistoryEvent): string {
+  const what =
+    event.event === 'stage'
+      ? `stage ${event.stage ?? 0} began`
+      : `${event.event}${event.stage === undefined ? '' : ` in stage ${event.stage}`}`
+  const detail = event.detail === undefined ? '' : `: ${event.detail}`
+  const signed = event.signedAt === undefined ? '' : ` (signed ${event.signedAt})`
+  return `    ${event.at} ${what}${detail}${signed}`
+}
+
+/** A few readable lines: where the rollout stands, how each cohort is doing, and what happened when. */
 export function describeStatus(status: RolloutStatus): string {
   const pct = (x: number) => `${(x * 100).toFixed(1)} %`
   const stats = (s: FailureStats) =>
@@ -171,6 +185,8 @@ export function describeStatus(status: RolloutStatus): string {
         `  stage ${p.stage} ${p.percent} %${p.startedAt ? ` since ${p.startedAt}` : ''}: ${stats(p.stats)}`,
     ),
     `  overall: ${stats(status.overall)} (limit ${pct(status.maxFailureRate)}, min sample ${status.minSample})`,
+    `  history${status.history.length > HISTORY_LINES ? ` (last ${HISTORY_LINES} of ${status.history.length}; all with --json)` : ''}:`,
+    ...status.history.slice(-HISTORY_LINES).map(describeEvent),
   ]
   return lines.join('\n')
 }

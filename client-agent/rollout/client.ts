@@ -111,8 +111,12 @@ export async function controlRollout(
 ): Promise<RolloutStatus> {
   if (action === 'start') {
     const spec = RolloutSpec.safeParse(request)
+    // One issue per stage can say the same thing (every stage too long): say it once.
     if (!spec.success)
-      throw new AgentError('usage', `invalid rollout: ${spec.error.issues.map((i) => i.message).join('; ')}`)
+      throw new AgentError(
+        'usage',
+        `invalid rollout: ${[...new Set(spec.error.issues.map((i) => i.message))].join('; ')}`,
+      )
   }
   const body =
     keyFile && action !== 'status'

@@ -1,3 +1,4 @@
+import { gt as semverGreater } from 'semver'
 import type { RolloutCheck } from '../../schemas/rollout.ts'
 import type { AgentConfig } from '../config.ts'
 import { deviceFetch } from '../devices/device-fetch.ts'
@@ -20,7 +21,10 @@ const RELEASE_FAILURES: ReadonlySet<AgentErrorCode> = new Set([
 ])
 
 export type RolloutGate =
-  /** No rollout governs this update (a pinned version, no rollout, or a completed one): go as asked. */
+  /**
+   * No rollout governs this update (a pinned version, no rollout, a completed one, or a device already
+   * past the rollout's version): go as asked.
+   */
   | { kind: 'free'; check: RolloutCheck | null }
   /** A rollout holds this device back: stay on the current version. */
   | { kind: 'held'; check: RolloutCheck; current: string | null; message: string }
@@ -47,6 +51,13 @@ export async function rolloutGate(
   const trust = { keys: config.indexKeys, now: () => new Date() }
   const check = await checkRollout(edge, name, channel, await agentClientId(config, fetchImpl), trust)
   if (check === null || check.state === 'completed') return { kind: 'free', check }
+  const current = (await new ArtifactStore(config.installRoot, name).state()).current
+  // The channel head can overtake a rollout (a fix published meanwhile) and fresh installs follow the
+  // head: a device already past the rollout's version is not governed by it, in its cohort or not,
+  // running, halted or aborted. Moving it down would be refused as a rollback (a lower serial), fail the
+  // update and count as a failure of the release toward a halt; holding it would keep it even on a
+  // version yanked since, by signature. The channel decides for it, as for a fresh install.
+  if (current !== null && semverGreater(current, check.targetVersion)) return { kind: 'free', check }
   if (check.in && check.version !== null) {
     return {
       kind: 'in',
@@ -55,7 +66,6 @@ export async function rolloutGate(
       message: `${name}: this device is in the ${channel} rollout of ${check.version} (stage ${check.stage ?? 0})`,
     }
   }
-  const current = (await new ArtifactStore(config.installRoot, name).state()).current
   const when =
     check.state === 'halted' || check.state === 'aborted'
       ? `the rollout is ${check.state}`
@@ -64,11 +74,16 @@ export async function rolloutGate(
         : check.stage === null
           ? 'no stage of this rollout reaches it'
           : `the rollout is ${check.state}`
+  // A device admitted before a halt or an abort already runs the version: it was reached, it stays.
+  const why =
+    current === check.targetVersion
+      ? `it is the version of the ${channel} rollout`
+      : `the ${channel} rollout of ${check.targetVersion} has not reached this device`
   return {
     kind: 'held',
     check,
     current,
-    message: `${name}: staying on ${current ?? 'nothing installed'}: the ${channel} rollout of ${check.targetVersion} has not reached this device (${when})`,
+    message: `${name}: staying on ${current ?? 'nothing installed'}: ${why} (${when})`,
   }
 }
 

@@ -182,6 +182,21 @@ describe('deltaport update under a rollout (agent against the local edge)', () =
     expect(
       (await cli(['rollout', 'start', 'rolled', '--version', '2.0.0', '--max-failure-rate', '150%'])).code,
     ).toBe(2)
+    // Out-of-range values say what the limit is, in the user's units, once.
+    const tooLong = await cli([
+      'rollout',
+      'start',
+      'rolled',
+      '--version',
+      '2.0.0',
+      '--stage-duration',
+      '100d',
+    ])
+    expect(tooLong.code).toBe(2)
+    expect(tooLong.stdout).toContain('invalid rollout: a stage lasts at most 90 days"')
+    const tooFew = await cli(['rollout', 'start', 'rolled', '--version', '2.0.0', '--min-sample', '3'])
+    expect(tooFew.code).toBe(2)
+    expect(tooFew.stdout).toContain('invalid rollout: the minimum sample is at least 5 reports"')
     // Already running: the edge answers 409.
     const conflict = await cli(['rollout', 'start', 'rolled', '--version', '2.0.0'])
     expect(conflict.code).toBe(5)
@@ -198,10 +213,16 @@ describe('deltaport update under a rollout (agent against the local edge)', () =
 
     const aborted = await cli(['rollout', 'abort', 'rolled', '--reason', 'test over'])
     expect(aborted.code).toBe(0)
-    expect(RolloutStatus.parse(aborted.json?.rollout).history.at(-1)).toMatchObject({
-      event: 'aborted',
-      detail: 'test over',
-    })
+    const abortedStatus = RolloutStatus.parse(aborted.json?.rollout)
+    expect(abortedStatus.history.at(-1)).toMatchObject({ event: 'aborted', detail: 'test over' })
+    // The printed status says what happened and who signed it, not only where the rollout stands.
+    const lines = describeStatus(abortedStatus).split('\n')
+    const abortedAt = abortedStatus.history.at(-1)?.at ?? ''
+    expect(lines.at(-1)).toMatch(
+      new RegExp(`^    ${abortedAt.replace(/\./g, '\\.')} aborted in stage 1: test over \\(signed \\S+Z\\)$`),
+    )
+    expect(lines).toContain('  history:')
+    expect(lines.some((l) => /^ {4}\S+Z stage 1 began: 100 %$/.test(l))).toBe(true)
   })
 
   it('normalises error classes to slugs without messages', () => {

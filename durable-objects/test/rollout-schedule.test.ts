@@ -63,5 +63,10 @@ describe('schedule and statistics', () => {
     expect(bad.decision).toBe('halt')
     expect(bad.interval.lower).toBeGreaterThan(0.05)
     expect(bad.interval.upper).toBeLessThan(1)
+    // One failure is one device (each counts once): never a halt on its own, however strict the limit.
+    const lone = failureStats({ installed: 19, failed: 1, 'rolled-back': 0 }, 0.005, 20)
+    expect(lone.interval.lower).toBeGreaterThan(0.005)
+    expect(lone.decision).toBe('continue')
+    expect(failureStats({ installed: 18, failed: 1, 'rolled-back': 1 }, 0.005, 20).decision).toBe('halt')
   })
 })

@@ -187,6 +187,23 @@ describe('RolloutCoordinator failure halts (Wilson interval)', () => {
     expect((await control('ro-wilson', 'resume')).status).toBe(409)
   })
 
+  it('never halts on one failing device, even under a limit one failure of the sample exceeds', async () => {
+    await publishSingle('ro-lone', '1.0.0', bytesOf(100, 7))
+    // 1 failure of 5: the Wilson lower bound is 3.6 %, above a 1 % limit; still one device's word.
+    await startRollout('ro-lone', { version: '1.0.0', stages: ALL, maxFailureRate: 0.01, minSample: 5 })
+    const clients = clientsBetween('ro-lone', '1.0.0', 0, 1, 6)
+    const id = (i: number) => clients[i] ?? ''
+    for (let i = 0; i < 4; i++) await report('ro-lone', id(i), 'installed')
+    const lone = OutcomeReceipt.parse(await (await report('ro-lone', id(4), 'failed')).json())
+    expect(lone).toMatchObject({ counted: true, state: 'running' })
+    const s = await status('ro-lone')
+    expect(s.overall).toMatchObject({ total: 5, failures: 1, decision: 'continue' })
+    expect(s.overall.interval.lower).toBeGreaterThan(0.01)
+    // A second failing device is evidence: halted.
+    const second = OutcomeReceipt.parse(await (await report('ro-lone', id(5), 'rolled-back')).json())
+    expect(second).toMatchObject({ counted: true, state: 'halted' })
+  })
+
   it('counts one client once (latest outcome wins) and rate-limits it', async () => {
     await publishSingle('ro-dedup', '1.0.0', bytesOf(100, 5))
     await startRollout('ro-dedup', { version: '1.0.0', stages: ALL, maxFailureRate: 0.01, minSample: 5 })
