@@ -300,26 +300,6 @@ describe('agent enrollment against the real edge', () => {
     expect(codes.find((c) => c.id === info.id)?.enrolled).toBe(1)
   })
 
-  it('sends its credential to an edge behind a path prefix (a rewriting proxy)', async () => {
-    const { code } = await newCode('behind-proxy', 1)
-    const device = { ...(await newDevice(code)), edgeUrl: `${suite.edge.url}/deltaport` }
-    // The proxy: strips its prefix and forwards to the real edge; records what reached it.
-    const reports: (string | null)[] = []
-    const proxy: typeof fetch = (input, init) => {
-      const url = String(input instanceof Request ? input.url : input).replace('/deltaport/v1/', '/v1/')
-      if (url.endsWith('/v1/telemetry')) reports.push(new Headers(init?.headers).get('authorization'))
-      return fetch(url, init)
-    }
-    const queue = await queueOneEvent(device)
-    expect(
-      await flushTelemetry(queue, device.edgeUrl, { fetchImpl: deviceFetch(device, proxy) }),
-    ).toMatchObject({
-      events: 1,
-    })
-    expect(reports).toHaveLength(1)
-    expect(reports[0]).toMatch(/^Device /)
-  })
-
   it('an enrolled device in a rollout is one sample under its device id, whatever the outcome body says', async () => {
     const art = await writeArtifact(suite.ws.dir, 'devroll.bin', 2000)
     await suite.publish(art.path, 'devroll', '1.0.0')
