@@ -26,22 +26,15 @@ export interface ApplyStreamFuzzReport {
   survived: number
 }
 
-type Misbehaviour =
-  | 'honest'
-  | 'short-read'
-  | 'short-read-into'
-  | 'size-too-large'
-  | 'size-too-small'
-  | 'long-read'
-
-const MISBEHAVIOURS: readonly Misbehaviour[] = [
+const MISBEHAVIOURS = [
   'honest',
   'short-read',
   'short-read-into',
   'size-too-large',
   'size-too-small',
   'long-read',
-]
+] as const
+type Misbehaviour = (typeof MISBEHAVIOURS)[number]
 
 /** A reader over `bytes` that misbehaves as told, deciding each read's damage with `r`. */
 export function hostileReader(bytes: Uint8Array, how: Misbehaviour, r: () => number): RandomAccessReader {

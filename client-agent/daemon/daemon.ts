@@ -474,13 +474,10 @@ function ref(item: ItemRef): ItemRef {
  */
 async function changedElsewhere(store: ArtifactStore): Promise<boolean> {
   if (!(await store.exists())) return false
-  try {
-    await (await lockArtifact(store.dir, { timeoutMs: 0 })).release()
-    return false
-  } catch (error) {
-    // A lock that cannot be taken for another reason (a read-only store) is for staging to report.
-    return error instanceof AgentError && error.code === 'busy'
-  }
+  // A lock that cannot be taken for another reason (a read-only store) is for staging to report.
+  const lock = await lockUnlessBusy(store).catch(() => undefined)
+  await lock?.release()
+  return lock === null
 }
 
 /**

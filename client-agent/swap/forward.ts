@@ -198,6 +198,11 @@ function pumpBody(req: IncomingMessage, upstream: ClientRequest, idleMs: number,
   wait()
 }
 
+/** Why a body was given up on after `idleMs` without a byte: held (proxy.ts) or forwarded live. */
+export function stalledBodyDetail(idleMs: number): string {
+  return `no byte of the body arrived for ${idleMs} ms`
+}
+
 /** 408 for a body that stalled (its connection closed: the rest of it is never read), or a cut answer. */
 function answerStalled(res: ServerResponse, idleMs: number): void {
   if (res.headersSent) {
@@ -209,7 +214,7 @@ function answerStalled(res: ServerResponse, idleMs: number): void {
     JSON.stringify({
       title: 'request body stalled',
       status: 408,
-      detail: `no byte of the body arrived for ${idleMs} ms`,
+      detail: stalledBodyDetail(idleMs),
     }),
   )
 }

@@ -11,7 +11,7 @@ import {
 } from '../../schemas/swap.ts'
 import { admit, RetryGate } from './admission.ts'
 import type { HeldWrite, Responder, WriteBuffer } from './buffer.ts'
-import { forwardedFor, forwardLive, headerPairs, RETRYABLE_METHODS } from './forward.ts'
+import { forwardedFor, forwardLive, headerPairs, RETRYABLE_METHODS, stalledBodyDetail } from './forward.ts'
 import type { ClientLoadTracker, TierMap } from './priority.ts'
 import type { ServiceProcess } from './service-process.ts'
 import { openTunnel } from './tunnel.ts'
@@ -511,7 +511,7 @@ export class SwapProxy {
       const { bodyIdleTimeoutMs, bodyMinRate } = this.settings
       const detail =
         body === 'idle'
-          ? `no byte of the body arrived for ${bodyIdleTimeoutMs} ms`
+          ? stalledBodyDetail(bodyIdleTimeoutMs)
           : `the body arrived slower than ${bodyMinRate.bytesPerSecond} bytes/s over ${bodyMinRate.windowMs} ms`
       return this.refuse(res, 408, null, detail, true)
     }

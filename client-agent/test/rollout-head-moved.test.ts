@@ -37,7 +37,7 @@ const status = () => controlRollout(new EdgeClient(ctx.edge.url), TEST_TOKEN, 'a
 beforeAll(async () => {
   await publish('1.0.0')
   await publish('2.0.0')
-  // Everyone is in from the first stage: any device that asks is admitted to 2.0.0.
+  // Everyone is in from the first stage: every device that asks is admitted to 2.0.0.
   const started = await cli(['rollout', 'start', 'ahead', '--version', '2.0.0', '--stages', '100'])
   expect(started.code).toBe(0)
   // A fix is published meanwhile: the channel head moves past the rollout's version.
