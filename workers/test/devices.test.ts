@@ -453,17 +453,22 @@ describe('device credentials on reports', () => {
     await expectProblem(await enroll({ code, credential: me.credential }), 403, 'enrollment-refused')
   })
 
-  it('one device reporting under many client ids is one rollout sample', async () => {
-    await publishSingle('dev-roll', '1.0.0', bytesOf(64, 3))
-    const start = await startRollout('dev-roll', {
+  /** `name`@1.0.0 published and rolled out to everyone at once, and a device enrolled with a code of its own. */
+  async function enrolledInRollout(name: string, seed: number, label: string) {
+    await publishSingle(name, '1.0.0', bytesOf(64, seed))
+    const start = await startRollout(name, {
       version: '1.0.0',
       stages: [{ percent: 100, durationMs: 3_600_000 }],
       minSample: 5,
       maxFailureRate: 0.01,
     })
     expect(start.status).toBe(201)
-    const { code } = await createCode({ label: 'rollout-device', maxDevices: 1 })
-    const me = await enrolled(code)
+    const { code } = await createCode({ label, maxDevices: 1 })
+    return enrolled(code)
+  }
+
+  it('one device reporting under many client ids is one rollout sample', async () => {
+    const me = await enrolledInRollout('dev-roll', 3, 'rollout-device')
     for (let i = 0; i < 8; i++) {
       const res = await call('/v1/rollouts/dev-roll/stable/outcomes', {
         method: 'POST',
@@ -478,17 +483,9 @@ describe('device credentials on reports', () => {
     expect(status.overall.total).toBe(1)
     expect(status.state).toBe('running')
   })
+
   it('refuse anonymous reports and prefetch queries that name an enrolled device id, which would act as that device', async () => {
-    await publishSingle('dev-spoof', '1.0.0', bytesOf(64, 5))
-    const start = await startRollout('dev-spoof', {
-      version: '1.0.0',
-      stages: [{ percent: 100, durationMs: 3_600_000 }],
-      minSample: 5,
-      maxFailureRate: 0.01,
-    })
-    expect(start.status).toBe(201)
-    const { code } = await createCode({ label: 'spoofed', maxDevices: 1 })
-    const me = await enrolled(code)
+    const me = await enrolledInRollout('dev-spoof', 5, 'spoofed')
     // Anonymous reports are accepted by default (`off`), but not under a device id: the replay guard,
     // the rollout sample and the prefetch rate are the device's, so a batch numbered 2^53 − 1 would
     // have turned every later batch of the real device into a "duplicate", and one outcome its vote.
