@@ -52,6 +52,16 @@ export interface RecordDemandResult {
   dropped: DemandRowsInWindow<DemandRow>['dropped']
 }
 
+/** What `report` stored (serve outcomes, warm fills) and what it refused for lying outside the history window. */
+export interface ReportResult {
+  recorded: number
+  warmFills: number
+  dropped: DemandRowsInWindow<unknown>['dropped']
+}
+
+/** A reported item keyed by its hour, as the history window judges it. */
+const byHourOfAt = <T extends { at: number }>(item: T) => ({ hour: item.at, item })
+
 /** meta key: when the last cycle ran, so the next one knows how long its threshold was played. */
 const LAST_CYCLE_AT = 'lastCycleAt'
 
@@ -86,17 +96,30 @@ export class ShardPlanner extends DurableObject<Env> {
   /**
    * Serve outcomes batched by edge isolates (demand per dependency per zone, and zone metrics) and the
    * warm fills of their hot-set warming (zone metrics only). Parsed whole before anything is stored, so a
-   * malformed report changes nothing.
+   * malformed report changes nothing. Items whose `at` lies outside the history window are dropped and
+   * counted, as `recordDemand` drops rows: a future hour would count as demand that hour never had (and
+   * as a warm-fill cost charged to a threshold not yet played), an expired one is pruned unread.
+   * `now` lets tests move the clock.
    */
-  async report(input: unknown): Promise<{ recorded: number; warmFills: number }> {
+  async report(input: unknown, now?: number): Promise<ReportResult> {
     const { outcomes, warmFills } = ServeReport.parse(input)
+    const clock = now ?? Date.now()
+    const served = demandRowsInWindow(outcomes.map(byHourOfAt), clock)
+    const fills = demandRowsInWindow(warmFills.map(byHourOfAt), clock)
     const primaryZone = (await this.zonesConfig()).primaryZone
     this.ctx.storage.transactionSync(() => {
-      for (const o of outcomes) recordServeOutcome(this.sql, o, primaryZone)
-      for (const f of warmFills) recordWarmFill(this.sql, f)
+      for (const { item } of served.accepted) recordServeOutcome(this.sql, item, primaryZone)
+      for (const { item } of fills.accepted) recordWarmFill(this.sql, item)
     })
+    const dropped = {
+      future: served.dropped.future + fills.dropped.future,
+      expired: served.dropped.expired + fills.dropped.expired,
+    }
+    if (dropped.future + dropped.expired > 0) {
+      log({ level: 'warn', msg: 'serve report items outside the history window dropped', ...dropped })
+    }
     await this.ensureAlarm()
-    return { recorded: outcomes.length, warmFills: warmFills.length }
+    return { recorded: served.accepted.length, warmFills: fills.accepted.length, dropped }
   }
 
   /**

@@ -6,8 +6,9 @@
  *   reactive LRU     — each zone an LRU over its capacity, filled by misses
  *   deltaport plan   — predict/shard-plan.ts from per-zone per-package Holt-Winters forecasts, re-planned
  *                      every few hours (what durable-objects/shard-planner.ts does), replicas only
- *   deltaport + LRU  — the plan, leftover capacity as an LRU, and the hot set prefetched into it with the
- *                      Thompson-sampled threshold (the planner's cache controller)
+ *   plan + LRU       — the plan on 75 % of the capacity, the rest as an LRU that the hot set is prefetched
+ *                      into with the Thompson-sampled threshold: replicas and cache as one store, which the
+ *                      edge is not (it warms the hot set into the colo's Workers Cache, a separate store)
  * Run: node bench/shards/run.ts [--seed 42] [--weeks 4] [--warmup-weeks 2] [--capacity 0.25] [--write]
  * No network: everything comes from the committed fixture and the seed.
  */
@@ -213,7 +214,10 @@ const naiveEvaluations = ZONES.map(() => [] as { predicted: number; actual: numb
 const scoredEvaluations = ZONES.map(() => [] as { predicted: number; actual: number }[])
 let plan: PlanShape | null = null
 let hybridPlan: PlanShape | null = null
-/** The full system splits each zone: this share for planned replicas, the rest for the hot-set LRU. */
+/**
+ * The hybrid variant splits each zone: this share for planned replicas, the rest for the hot-set LRU. The
+ * deployed edge does not (its hot set goes into the colo cache, beside the replicas' full capacity).
+ */
 const HYBRID_PLAN_SHARE = 0.75
 let arms = thresholdArms(PREFETCH_ARMS)
 let threshold = PREFETCH_ARMS[0] ?? 1
@@ -300,7 +304,7 @@ const names = [
   'static hashing (no forecast)',
   'reactive LRU only',
   'deltaport plan',
-  'deltaport plan (75 %) + LRU (25 %) + hot-set prefetch',
+  'plan (75 %) + LRU (25 %) in one store + hot-set prefetch',
 ]
 const scores = names.map(() => ZONES.map(newScore))
 const lru = ZONES.map(() => new Lru(capacity))
@@ -490,9 +494,12 @@ ${facts}
   series), then
   \`buildShardPlan\` (replication thresholds ${JSON.stringify(THRESHOLDS)} req/h, demand-weighted HRW, capacity,
   co-location over the trees' dependency edges); replicas change by \`diffPlans\`. Copies are instant here.
-  **plan (75 %) + LRU (25 %) + hot-set prefetch**: the plan gets 75 % of each zone, the rest (plus anything
-  the plan leaves free) is an LRU; at each re-plan the zone's hot
-  set (forecast ≥ the Thompson-sampled threshold) is prefetched into it. The bandit's reward is what the
+  **plan (75 %) + LRU (25 %) in one store + hot-set prefetch**: the plan gets 75 % of each zone, the rest
+  (plus anything the plan leaves free) is an LRU; at each re-plan the zone's hot
+  set (forecast ≥ the Thompson-sampled threshold) is prefetched into it. This is *not* how the edge is
+  built: there the hot set is warmed into the colo's Workers Cache, a store of its own on top of the zone
+  bucket's replica capacity, which the plan uses whole. The variant shares one store between replicas and
+  cache so the bandit has something to trade off here; it measures that split, not the edge's warming. The bandit's reward is what the
   planner's is: hit ratio − λ·warm-fill bytes/bytes served, where the warm fills are the bytes this
   prefetch wrote (hot packages the zone did not hold yet); replica copies and LRU fills on misses are not
   charged, since the threshold causes neither.
@@ -505,14 +512,15 @@ ${facts}
   what a zone holds is what it asks for), and a reactive LRU thrashes because one install reads a whole
   dependency tree, often larger than the zone's capacity (the classic LRU scan failure), so it also moves
   by far the most bytes.
-- Giving a quarter of the capacity to a reactive LRU with hot-set prefetch *loses* to planning all of it, on
-  this workload, for the same reason: the LRU part thrashes. Charged only for its warm fills, the Thompson
+- Taking a quarter of a zone's replica capacity for a reactive LRU with hot-set prefetch *loses* to planning
+  all of it, on this workload, for the same reason: the LRU part thrashes. The deployed edge makes no such
+  split (its warmed hot set sits in the colo cache beside the replicas), so this row is no verdict on it. Charged only for its warm fills, the Thompson
   bandit's rewards (Bernoulli trick) are close to each interval's hit ratio, since the hot-set prefetch
   writes little beside the bytes served; it plays some thresholds more than others, but 56 intervals have
   not settled it, as the hit ratio barely depends on the threshold here. (Charged for replica copies and
   LRU fills as well, as before 2026-11-26, nearly every reward was a failure: 2 successes in 56.) The
-  threshold matters more where the edge cache is separate from replica capacity (the edge's Cache API),
-  which this replay does not model.
+  threshold matters more where the edge cache is separate from replica capacity (the edge's Cache API, as
+  deployed), which this replay does not model: its hit ratios count the zone store only, never a colo cache.
 - Forecast error is dominated by session lumpiness (one install = tens to hundreds of requests); the
   Holt-Winters forecasts still beat "same hour last week" in every zone. apac stays above the refit
   threshold after its launch, so its models are refit every cycle (bounded by the per-cycle budget).

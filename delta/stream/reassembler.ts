@@ -168,6 +168,18 @@ export class StreamReassembler {
     return this.#layout
   }
 
+  /**
+   * Bytes of stream held right now: pushes waiting for block 0, partial blocks and the verified blocks
+   * of groups not yet written. Bounded by the groups in flight, not by how much of the stream went by.
+   */
+  get retainedBytes(): number {
+    let held = 0
+    for (const p of this.#pending) held += p.bytes.length
+    for (const carry of this.#carries.values()) held += carry.buf.length
+    for (const st of this.#groups.values()) for (const b of st.blocks) held += b?.length ?? 0
+    return held
+  }
+
   /** Feeds `bytes` found at stream byte `offset`. A push continuing exactly where an earlier one ended completes its partial block. */
   push(offset: number, bytes: Uint8Array): Promise<void> {
     const run = this.#queue.then(() => this.#push(offset, bytes))
@@ -445,6 +457,18 @@ export class StreamReassembler {
     this.#metaSeen = true
   }
 
+  /**
+   * Forgets partial blocks that lie before group `group` (written groups, block 0, control blocks): they
+   * can produce nothing any more. A response cut off mid-block is retried from its start, so its carry
+   * is never continued; kept, every cut-off left up to a framed block behind until the transfer ended.
+   * A response still streaming through such a block just resumes at the next block boundary.
+   */
+  #releaseCarriesBefore(group: number): void {
+    const layout = this.#layout!
+    const end = group < layout.groups ? groupFirstBlock(group, layout) * layout.framedSize : layout.totalBytes
+    for (const [key, carry] of this.#carries) if (carry.start < end) this.#carries.delete(key)
+  }
+
   async #drain(): Promise<void> {
     const layout = this.#layout!
     while (this.#nextGroup < layout.groups) {
@@ -458,6 +482,7 @@ export class StreamReassembler {
       this.#recovered += lost
       this.#groups.delete(g)
       this.#nextGroup++
+      this.#releaseCarriesBefore(this.#nextGroup)
       for (let j = 0; j < kk; j++) {
         const length = dataLengthOf(g * layout.k + j, layout)
         const bytes = data[j]!.subarray(0, length)

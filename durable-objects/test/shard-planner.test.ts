@@ -215,7 +215,7 @@ describe('ShardPlanner', () => {
     const afterBurst = await trials(now + 5000)
 
     // Once the hour is over, it is rewarded, once; the next cycle in the same hour adds nothing.
-    await stub.report(served(now + HOUR))
+    await stub.report(served(now + HOUR), now + HOUR)
     await stub.replan(now + HOUR)
     expect(await trials(now + HOUR)).toBe(afterBurst + 1)
     await stub.replan(now + HOUR + 60_000)
@@ -312,11 +312,14 @@ describe('ShardPlanner', () => {
     expect(plan.prefetchThreshold).toBeGreaterThanOrEqual(0.5)
 
     // The next hour is served from the replica, far below the forecast: the error is scored and refits.
-    await stub.report({
-      outcomes: [
-        { zone: 'weur', entry: 'sp-m@1.0.0', bytes: 4000, source: 'replica', latencyMs: 5, at: now + HOUR },
-      ],
-    })
+    await stub.report(
+      {
+        outcomes: [
+          { zone: 'weur', entry: 'sp-m@1.0.0', bytes: 4000, source: 'replica', latencyMs: 5, at: now + HOUR },
+        ],
+      },
+      now + HOUR,
+    )
     await stub.replan(now + 2 * HOUR)
     const metrics = ShardMetrics.parse(await stub.metrics(24, now + 2 * HOUR))
     const weur = metrics.zones.find((z) => z.zone === 'weur')

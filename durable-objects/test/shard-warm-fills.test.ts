@@ -3,7 +3,7 @@ import { env } from 'cloudflare:workers'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { ShardMetrics } from '../../schemas/shards.ts'
 import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../../workers/config/runtime-config.ts'
-import { createDemandTables } from '../shard-demand.ts'
+import { createDemandTables, HISTORY_HOURS } from '../shard-demand.ts'
 import { demandRows, HOUR, plannerStub, publishDep } from './shard-helpers.ts'
 
 /** Ten minutes into the current hour, so everything reported "now" lands in one hour. */
@@ -61,7 +61,7 @@ describe('ShardPlanner: the prefetch threshold pays for warm fills', () => {
         { zone: 'weur', bytes: 2_000, at: now + 60_000 },
       ],
     })
-    expect(answer).toEqual({ recorded: 1, warmFills: 2 })
+    expect(answer).toEqual({ recorded: 1, warmFills: 2, dropped: { future: 0, expired: 0 } })
     const metrics = ShardMetrics.parse(await stub.metrics(24, now))
     const weur = metrics.zones.find((z) => z.zone === 'weur')
     expect(weur?.warmFillBytes).toBe(5_000)
@@ -91,6 +91,29 @@ describe('ShardPlanner: the prefetch threshold pays for warm fills', () => {
     // Every request a hit and no warming: reward 1, however many bytes placement moved.
     await stub.replan(now + HOUR)
     expect(await armCounts(stub, now + HOUR)).toEqual([1, 0])
+  })
+
+  it('drops outcomes and warm fills whose time lies ahead of its clock or before the history window', async () => {
+    const stub = plannerStub('wf-window')
+    const now = hourStart() + 10 * 60_000
+    const ahead = now + 3 * HOUR
+    const expired = now - (HISTORY_HOURS + 2) * HOUR
+    const answer = await stub.report({
+      outcomes: [served(now, 1_000), served(ahead, 50_000), served(expired, 70_000)],
+      warmFills: [
+        { zone: 'weur', bytes: 3_000, at: now },
+        { zone: 'weur', bytes: 90_000, at: ahead },
+        { zone: 'weur', bytes: 80_000, at: expired },
+      ],
+    })
+    // Once the far-ahead hour has come, it holds nothing: it was never stored.
+    const weur = ShardMetrics.parse(await stub.metrics(24, ahead)).zones.find((z) => z.zone === 'weur')
+    expect(weur?.requests).toBe(1)
+    expect(weur?.bytesServed).toBe(1_000)
+    expect(weur?.warmFillBytes).toBe(3_000)
+    const series = (await stub.forecastSeries(24, ahead)).zones.find((z) => z.zone === 'weur')
+    expect(series?.points.find((p) => p.hour === hourStart() + 3 * HOUR)?.actual ?? 0).toBe(0)
+    expect(answer).toEqual({ recorded: 1, warmFills: 1, dropped: { future: 2, expired: 2 } })
   })
 
   it('rejects a malformed report whole, storing nothing of it', async () => {

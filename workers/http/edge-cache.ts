@@ -7,6 +7,19 @@ export const CACHE_STATUS_HEADER = 'x-deltaport-cache'
 /** The original status of a cached 206 (the Cache API stores only 200s). */
 const STORED_STATUS = 'x-deltaport-stored-status'
 
+/** Per miss answered by `serveImmutable`: whether its copy went into the cache (`cacheStoreOf`). */
+const stores = new WeakMap<Response, Promise<boolean>>()
+
+/**
+ * For a response `serveImmutable` answered from the origin and is storing in the colo cache: settles
+ * true once the copy is stored, false if the put failed (the origin's body broke, the cache refused it)
+ * and nothing stays behind. Undefined for anything it did not store (hits, HEAD, uncacheable answers).
+ * It settles only after the body has been read, so await it in `waitUntil`, not before returning.
+ */
+export function cacheStoreOf(response: Response): Promise<boolean> | undefined {
+  return stores.get(response)
+}
+
 /**
  * Read-through Workers Cache API for immutable objects (blobs, delta streams, chunk indexes) so repeat
  * range reads in a colo do not reach R2. The cache key is the URL plus the Range header: the Cache
@@ -39,20 +52,24 @@ export async function serveImmutable(c: Context<AppEnv>, origin: () => Promise<R
   const [forClient, forCache] = response.body.tee()
   const stored = new Headers(response.headers)
   stored.set(STORED_STATUS, String(response.status))
-  const put = cache
-    .put(key, new Response(forCache, { status: 200, headers: stored }))
-    .catch(async (error) => {
+  const put = cache.put(key, new Response(forCache, { status: 200, headers: stored })).then(
+    () => true,
+    async (error) => {
       console.log(
         JSON.stringify({ level: 'warn', msg: 'cache put failed', url: key.url, error: String(error) }),
       )
       // The origin stream broke mid-body (an R2 fault): make sure no truncated copy stays behind to be
       // served as `immutable` to everyone in this colo.
       await cache.delete(key).catch(() => undefined)
-    })
+      return false
+    },
+  )
   c.executionCtx.waitUntil(put)
   const headers = new Headers(response.headers)
   headers.set(CACHE_STATUS_HEADER, 'miss')
-  return new Response(forClient, { status: response.status, headers })
+  const answer = new Response(forClient, { status: response.status, headers })
+  stores.set(answer, put)
+  return answer
 }
 
 function cacheKey(request: Request): Request {

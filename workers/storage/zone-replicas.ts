@@ -12,7 +12,7 @@ import { zoneBucket } from '../../durable-objects/shard-replicas.ts'
 import { type ServeOutcome, ShardPlan, type WarmFill, type ZonesConfig } from '../../schemas/shards.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
-import { CACHE_STATUS_HEADER } from '../http/edge-cache.ts'
+import { CACHE_STATUS_HEADER, cacheStoreOf } from '../http/edge-cache.ts'
 import type { ObjectSource } from '../http/serve-object.ts'
 
 /** Response header: `<zone>; source=replica|primary|cache`. */
@@ -209,8 +209,13 @@ function warmZone(c: Context<AppEnv>, plan: ShardPlan, zone: string, zones: Zone
           env,
           innerCtx,
         )
-        await response.body?.pipeTo(new WritableStream())
-        await Promise.all(inner)
+        try {
+          await response.body?.pipeTo(new WritableStream())
+        } finally {
+          // Indexed, not Promise.all: work the inner request adds while we wait (its warm fill, charged
+          // once its cache put has settled, and the report that may send) joins the list meanwhile.
+          for (let i = 0; i < inner.length; i++) await inner[i]
+        }
       }
     })().catch((error: unknown) => {
       console.log(JSON.stringify({ level: 'warn', msg: 'zone warm failed', zone, error: String(error) }))
@@ -242,8 +247,17 @@ export async function withZoneReplica(
   const bytes = Number.isSafeInteger(length) && length >= 0 ? length : 0
   if (internal) {
     // A warm read is no client's demand; it costs only when the colo did not hold the blob yet, and then
-    // it costs the bytes it read to fill the cache (from the zone replica or the primary).
-    if (source !== 'cache') record(c, { warmFill: { zone, bytes, at: started } }, zones)
+    // it costs the bytes it filled the cache with (read from the zone replica or the primary). Charged
+    // once the copy is stored: a put that failed (the body broke mid-way, the cache refused it) filled
+    // nothing (a later warming that does store it is charged then).
+    const stored = source === 'cache' ? undefined : cacheStoreOf(response)
+    if (stored) {
+      c.executionCtx.waitUntil(
+        stored.then((ok) => {
+          if (ok) record(c, { warmFill: { zone, bytes, at: started } }, zones)
+        }),
+      )
+    }
     return labelled
   }
   record(

@@ -6,6 +6,7 @@ import { ShardMetrics, ShardPlan, ZonesConfig } from '../../schemas/shards.ts'
 import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
 import { clearZonePlanCache, ZONE_HEADER, zoneOf } from '../storage/zone-replicas.ts'
 import { callApp } from './delta-helpers.ts'
+import { FaultyR2 } from './faulty-r2.ts'
 import { auth, call } from './publish-helpers.ts'
 
 const ZONES = ZonesConfig.parse({})
@@ -186,6 +187,54 @@ describe('/v1/shards and zone-aware serving', () => {
     const again = await me()
     expect(again?.warmFillBytes).toBe(filled?.warmFillBytes)
     expect((again?.requests ?? 0) - (filled?.requests ?? 0)).toBe(2)
+  })
+
+  it('charges a warm read only once its copy is in the colo cache, not when the cache put failed', async () => {
+    // A zone of its own, warmed from the primary, whose one hot blob breaks mid-body the first time (an
+    // R2 fault after the read began): the cache put fails and stores nothing, so nothing was filled.
+    const base = ZonesConfig.parse({})
+    await env.CONFIG.put(
+      RUNTIME_CONFIG_KEY,
+      JSON.stringify({
+        zones: {
+          metricsFlushMs: 0,
+          planCacheMs: 0,
+          prefetchThresholds: [1],
+          map: { ...base.map, LOS: 'afr' },
+          zones: [...base.zones, { id: 'afr', capacityBytes: 0 }],
+        },
+      }),
+    )
+    clearRuntimeConfigCache()
+    const hot = await publishDep('sh-warm-cut', 20_000, 18)
+    await publishDep('sh-warm-cut-trigger', 1_000, 19)
+    await plannerStub().recordDemand(demandRows('sh-warm-cut@1.0.0', 'afr', 6, Date.now()))
+    await plannerStub().replan()
+    const plan = ShardPlan.parse(await plannerStub().plan())
+    expect(plan.zones.find((z) => z.id === 'afr')?.hot).toEqual(['sh-warm-cut@1.0.0'])
+    const afr = async () =>
+      ShardMetrics.parse(await plannerStub().metrics(1)).zones.find((z) => z.zone === 'afr')
+    const before = (await afr())?.warmFillBytes ?? 0
+    const cutting: Env = {
+      ...env,
+      ARTIFACTS: new FaultyR2(env.ARTIFACTS, {
+        cutBodies: (key) => key === 'artifacts/sh-warm-cut/1.0.0/blob',
+        cutBodyAfter: 5_000,
+      }),
+    }
+    const trigger = () =>
+      callApp(blobUrl('sh-warm-cut-trigger'), { cf: { continent: 'AF', colo: 'LOS' } }, cutting)
+    expect((await trigger()).response.status).toBe(200)
+    expect((await afr())?.warmFillBytes ?? 0).toBe(before)
+
+    // The next warming of this plan version finds nothing cached (it costs only on a miss), stores the
+    // blob, and is charged its bytes then.
+    clearZonePlanCache()
+    await callApp(blobUrl('sh-warm-cut-trigger'), { cf: { continent: 'AF', colo: 'LOS' } })
+    expect(((await afr())?.warmFillBytes ?? 0) - before).toBe(hot.body.length)
+    const cached = await fetchFrom('AF', 'sh-warm-cut', 'LOS')
+    expect(cached.response.headers.get(ZONE_HEADER)).toBe('afr; source=cache')
+    expect(cached.bytes).toEqual(hot.body)
   })
 
   it('reports what it served to the planner: demand and zone metrics', async () => {
