@@ -419,6 +419,16 @@ with zipfile.ZipFile(out, 'w') as z:
     expect(() => applyArchiveDelta(a, lying, {}, [measuring])).toThrow(DeltaFormatError)
     expect(held - before).toBeLessThan(64 << 20)
   })
+
+  it('refuses an empty recipe range, which no encoder writes', () => {
+    const a = u8(gzipSync(new TextEncoder().encode(fileText(6, 20_000))))
+    const b = u8(gzipSync(new TextEncoder().encode(fileText(6, 21_000))))
+    const limits = { maxTargetBytes: 2 ** 30, maxExpandedBytes: 2 ** 30 }
+    const c = decodeContainer(mustApply(createArchiveDelta(a, b)).delta, limits)
+    const padded = encodeContainer({ ...c, recipe: [...c.recipe, { offset: 0, length: 0 }] })
+    expect(() => decodeContainer(padded, limits)).toThrow(/empty recipe range/)
+    expect(() => applyArchiveDelta(a, padded)).toThrow(DeltaFormatError)
+  })
 })
 
 describe('real npm release pairs', () => {

@@ -369,6 +369,9 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
   for (let i = 0; i < recipeCount; i++) {
     const offset = r.varint('range offset')
     const length = r.varint('range length')
+    // Encoders merge and never emit empty ranges; an empty one only inflates the decoded recipe (an
+    // object per two delta bytes), as empty segments would the segment table.
+    check(length > 0, E, 'empty recipe range')
     // Either way the source would have to expand past the limit for the recipe to hold.
     referenceLength += length
     check(
