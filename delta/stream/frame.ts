@@ -29,7 +29,6 @@ export interface FecParams {
 
 export async function sha256Hex(bytes: Uint8Array): Promise<string> {
   // Bare `crypto` is globalThis.crypto; workerd's typings declare it only as a global const.
-  // Bare `crypto` is globalThis.crypto; workerd's typings declare it only as a global const.
   // WebCrypto's typings refuse views that might be SharedArrayBuffer-backed; ours never are.
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>))
   let hex = ''
