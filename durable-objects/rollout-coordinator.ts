@@ -516,6 +516,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
       currentStage: record.currentStage,
       currentPercent: record.currentStage === null ? 0 : (stages[record.currentStage]?.percent ?? 0),
       nextChangeAt: record.nextChangeAt === null ? null : iso(record.nextChangeAt),
+      pausedRemainingMs: record.state === 'paused' ? record.pausedRemainingMs : null,
       haltedReason: record.haltedReason,
       progress: stages.map((s, i) => {
         const startedAt = record.stageStartedAt[i] ?? null

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { RolloutStatus } from '../../schemas/rollout.ts'
-import { describeStatus } from '../commands/rollout.ts'
+import { describeDuration, describeStatus } from '../commands/rollout.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { installArtifact } from '../install.ts'
@@ -210,6 +210,16 @@ describe('deltaport update under a rollout (agent against the local edge)', () =
       outcome: 'failed',
     })
     await expect(wrongVersion).rejects.toMatchObject({ code: 'edge-rejected', details: { status: 409 } })
+
+    // Paused, the status says how long the stage has left once resumed (not only "paused").
+    const paused = await cli(['rollout', 'pause', 'rolled', '--reason', 'looking'])
+    expect(paused.code).toBe(0)
+    expect(describeStatus(RolloutStatus.parse(paused.json?.rollout)).split('\n')[0]).toMatch(
+      /^rolled@2\.0\.0 on stable: paused, stage 1 \(100 %\), \d+ (min|s)( \d+ s)? left before completion once resumed$/,
+    )
+    expect(describeDuration(90_061_000)).toBe('1 d 1 h')
+    expect(describeDuration(2_520_000)).toBe('42 min')
+    expect(describeDuration(400)).toBe('0 s')
 
     const aborted = await cli(['rollout', 'abort', 'rolled', '--reason', 'test over'])
     expect(aborted.code).toBe(0)
