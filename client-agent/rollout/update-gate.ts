@@ -123,8 +123,12 @@ export async function installWithinRollout<T>(
 }
 
 /**
- * `deltaport rollback`: switches back, then tells the channel's rollout (if the version rolled back
- * from is its target) that this device rolled back.
+ * `deltaport rollback`: switches back, then tells the rollout that admitted this device to the version
+ * rolled back from that it rolled back. That is the rollout of `options.channel` when given; else of a
+ * channel the version's signed manifest lists, the configured one first: a version installed from
+ * another channel (`update app --to beta`) was admitted by that channel's rollout, not the configured
+ * one's. A coordinator takes the report only for its own version from a device it admitted, so the
+ * first that takes it is the one, and no rollout hears it twice.
  */
 export async function rollbackAndReport(
   config: AgentConfig,
@@ -143,12 +147,32 @@ export async function rollbackAndReport(
   })
   if (rolled.from === null) return { ...rolled, report: null }
   const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
-  const channel = options.channel ?? config.channel
-  const report = await reportOutcomeQuietly(edge, name, channel, {
+  const outcome = {
     client: await agentClientId(config, options.fetchImpl),
     version: rolled.from,
-    outcome: 'rolled-back',
+    outcome: 'rolled-back' as const,
     errorClass: options.errorClass ?? 'manual-rollback',
-  })
+  }
+  const channels =
+    options.channel === undefined ? await channelsOf(config, name, rolled.from) : [options.channel]
+  let report: ReportResult = { reported: false, reason: 'no channel to report to' }
+  for (const channel of channels) {
+    report = await reportOutcomeQuietly(edge, name, channel, outcome)
+    if (report.reported) break
+  }
   return { ...rolled, report }
+}
+
+/**
+ * The channels whose rollout may have admitted this device to `version`: those its signed manifest (on
+ * disk) lists, the configured channel first; the configured one alone when the manifest is unreadable.
+ */
+async function channelsOf(config: AgentConfig, name: string, version: string): Promise<string[]> {
+  const manifest = await new ArtifactStore(config.installRoot, name).manifestOrNull(version)
+  if (manifest === null) return [config.channel]
+  // Not listed: the device cannot have taken the version for that channel (install.ts refuses it).
+  const listed = manifest.signed.channels
+  return listed.includes(config.channel)
+    ? [config.channel, ...listed.filter((c) => c !== config.channel)]
+    : listed
 }

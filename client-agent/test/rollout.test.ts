@@ -12,7 +12,7 @@ import { publishArtifact } from '../publish.ts'
 import { checkRollout, controlRollout, reportOutcome } from '../rollout/client.ts'
 import { agentClientId } from '../rollout/client-id.ts'
 import { rolloutReporter, toErrorClass } from '../rollout/reporter.ts'
-import { installWithinRollout, rolloutGate } from '../rollout/update-gate.ts'
+import { installWithinRollout, rollbackAndReport, rolloutGate } from '../rollout/update-gate.ts'
 import { ArtifactStore } from '../store.ts'
 import { expectSameBytes, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
@@ -233,6 +233,43 @@ describe('deltaport update under a rollout (agent against the local edge)', () =
     )
     expect(lines).toContain('  history:')
     expect(lines.some((l) => /^ {4}\S+Z stage 1 began: 100 %$/.test(l))).toBe(true)
+  })
+
+  it('rollback reports to the rollout of the channel the version came from, not the configured one', async () => {
+    const publish = async (version: string, channels: string[]) => {
+      const { path } = await writeArtifact(ctx.ws.dir, `betaroll-${version}.bin`, 20_000)
+      await publishArtifact({
+        edgeUrl: ctx.edge.url,
+        token: TEST_TOKEN,
+        keyFile: ctx.ws.keyFile,
+        file: path,
+        name: 'betaroll',
+        version,
+        channels,
+      })
+    }
+    await publish('1.0.0', ['stable', 'beta'])
+    await publish('2.0.0', ['beta'])
+    const edge = new EdgeClient(ctx.edge.url)
+    await controlRollout(edge, TEST_TOKEN, 'betaroll', 'beta', 'start', {
+      version: '2.0.0',
+      stages: [{ percent: 100, durationMs: 3_600_000 }],
+    })
+    // The configured channel is stable; this device takes the beta rollout's version.
+    const device = { ...ctx.ws.config, installRoot: join(ctx.ws.dir, 'device-beta') }
+    expect(device.channel).toBe('stable')
+    await installArtifact(device, { name: 'betaroll', target: '1.0.0' })
+    const gate = await rolloutGate(device, 'betaroll', 'beta')
+    expect(gate).toMatchObject({ kind: 'in', version: '2.0.0' })
+    if (gate.kind !== 'in') return
+    await installWithinRollout(device, 'betaroll', gate, () =>
+      installArtifact(device, { name: 'betaroll', target: '2.0.0', channel: 'beta' }),
+    )
+
+    const rolled = await rollbackAndReport(device, 'betaroll')
+    expect(rolled).toMatchObject({ from: '2.0.0', to: '1.0.0', report: { reported: true } })
+    const beta = await controlRollout(edge, TEST_TOKEN, 'betaroll', 'beta', 'status')
+    expect(beta.overall.counts).toEqual({ installed: 0, failed: 0, 'rolled-back': 1 })
   })
 
   it('normalises error classes to slugs without messages', () => {
