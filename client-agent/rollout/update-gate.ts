@@ -1,8 +1,9 @@
 import { gt as semverGreater } from 'semver'
+import { versionEntry } from '../../schemas/artifact-index.ts'
 import type { RolloutCheck } from '../../schemas/rollout.ts'
 import type { AgentConfig } from '../config.ts'
 import { deviceFetch } from '../devices/device-fetch.ts'
-import { EdgeClient } from '../edge-client.ts'
+import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { AgentError, type AgentErrorCode } from '../errors.ts'
 import { isVersionTarget, rollbackArtifact } from '../install.ts'
 import { refreshRootTrust } from '../root-trust.ts'
@@ -46,7 +47,7 @@ export async function rolloutGate(
   if (isVersionTarget(channel)) return { kind: 'free', check: null }
   // The index keys that sign rollout answers may have rotated under a root (ADR 0035).
   const { config } = await refreshRootTrust(loaded, fetchImpl ? { fetchImpl } : {})
-  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, fetchImpl))
+  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, fetchImpl), deviceEdgeOptions(config))
   // Pinned index keys hold rollout answers to a signed, fresh statement too (ADR 0034).
   const trust = { keys: config.indexKeys, now: () => new Date() }
   const check = await checkRollout(edge, name, channel, await agentClientId(config, fetchImpl), trust)
@@ -66,6 +67,13 @@ export async function rolloutGate(
       message: `${name}: this device is in the ${channel} rollout of ${check.version} (stage ${check.stage ?? 0})`,
     }
   }
+  // Holding means "stay on what you run", and a yanked version is never that answer (ADR 0024): the
+  // channel decides for this device as for one without a rollout, i.e. up to the head when it is newer
+  // (the channel's next release, as a fresh install gets), or the yank retreat when it is older (only on
+  // the maintainer's signed word, ADR 0025). Without this a device outside the cohort stayed on a
+  // version yanked under the rollout, and one on the rollout's own version stayed there after a yank
+  // of it had aborted the rollout.
+  if (current !== null && (await yankedOnIndex(edge, name, current))) return { kind: 'free', check }
   const when =
     check.state === 'halted' || check.state === 'aborted'
       ? `the rollout is ${check.state}`
@@ -85,6 +93,16 @@ export async function rolloutGate(
     current,
     message: `${name}: staying on ${current ?? 'nothing installed'}: ${why} (${when})`,
   }
+}
+
+/**
+ * Whether the artifact's index marks `version` yanked, read as the install path reads it (signed and
+ * fresh under the device's indexKeys). An index that cannot be read says nothing: the device is held as
+ * before, and the update that follows would have failed on it anyway.
+ */
+async function yankedOnIndex(edge: EdgeClient, name: string, version: string): Promise<boolean> {
+  const index = await edge.index(name).catch(() => null)
+  return index !== null && versionEntry(index, version)?.yanked !== undefined
 }
 
 /**
