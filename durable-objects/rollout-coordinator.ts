@@ -36,6 +36,12 @@ const RECORD_KEY = 'rollout'
  * replayed against the next one.
  */
 const LAST_SIGNED_KEY = 'lastSignedControlAt'
+/**
+ * Meta rows `yanked:<version>`: versions yanked (and not restored since) as this object heard it from
+ * the yank route. The start route checks the index first, but a yank landing between that read and
+ * `start` would otherwise leave a rollout of a yanked version running (ADR 0024).
+ */
+const yankedKey = (version: string) => `yanked:${version}`
 
 /** Outcome posts per client per minute: enough for installed → rolled-back, too few to churn storage. */
 export const OUTCOMES_PER_CLIENT_PER_MINUTE = 6
@@ -145,6 +151,11 @@ export class RolloutCoordinator extends DurableObject<Env> {
     const now = Date.now()
     const replayed = this.replayedStatement(signedAt)
     if (replayed) return replayed
+    const yanked = this.hasTables ? readMeta(this.sql, yankedKey(spec.version)) : null
+    if (yanked !== null)
+      return conflict(
+        `${name}@${spec.version} was yanked while this start was on its way (${yanked}); restore it first, or roll out a fixed version`,
+      )
     const previous = this.record
     if (previous !== null && ACTIVE.has(previous.state)) {
       return {
@@ -238,14 +249,23 @@ export class RolloutCoordinator extends DurableObject<Env> {
   }
 
   /**
-   * Aborts the rollout only if it rolls out `version` and is still active (a yanked version must not
-   * reach more devices). Checked and done in one call, so a rollout of another version started
-   * meanwhile is never aborted by mistake. Resolves to whether it aborted.
+   * The yank route says `version` is yanked: remembers it, so a start of it that read the index before
+   * the yank is refused whichever of the two reaches this object first, and aborts the rollout only if
+   * it rolls out `version` and is still active (a yanked version must not reach more devices). Checked
+   * and done in one call, so a rollout of another version started meanwhile is never aborted by
+   * mistake. Resolves to whether it aborted.
    */
   async abortVersion(version: string, reason: string): Promise<boolean> {
+    this.createTables()
+    writeMeta(this.sql, yankedKey(version), reason.slice(0, 200))
     const record = this.record
     if (record === null || record.spec.version !== version || !ACTIVE.has(record.state)) return false
     return (await this.abort({ reason: reason.slice(0, 200) })).ok
+  }
+
+  /** The restore route says `version` is no longer yanked: it may be rolled out again. */
+  async restoreVersion(version: string): Promise<void> {
+    if (this.hasTables) this.sql.exec('DELETE FROM meta WHERE key = ?', yankedKey(version))
   }
 
   async status(): Promise<RolloutResult<RolloutStatus>> {
@@ -496,6 +516,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
       currentStage: record.currentStage,
       currentPercent: record.currentStage === null ? 0 : (stages[record.currentStage]?.percent ?? 0),
       nextChangeAt: record.nextChangeAt === null ? null : iso(record.nextChangeAt),
+      pausedRemainingMs: record.state === 'paused' ? record.pausedRemainingMs : null,
       haltedReason: record.haltedReason,
       progress: stages.map((s, i) => {
         const startedAt = record.stageStartedAt[i] ?? null

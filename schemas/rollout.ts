@@ -148,6 +148,11 @@ export const RolloutStatus = z.object({
   currentPercent: z.number().min(0).max(100),
   /** When the next stage (or completion) is due; null unless running or scheduled. */
   nextChangeAt: IsoDateTime.nullable(),
+  /**
+   * Paused: how long the stage in force (or the wait for the start) has left, which resume gives it
+   * back; null otherwise. Absent from edges older than 2026-11-26.
+   */
+  pausedRemainingMs: z.number().int().nonnegative().nullable().optional(),
   haltedReason: z.string().nullable(),
   /** One entry per stage: the outcomes reported by the clients that stage admitted. */
   progress: z.array(

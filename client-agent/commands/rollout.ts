@@ -172,13 +172,43 @@ function describeEvent(event: RolloutHistoryEvent): string {
   return `    ${event.at} ${what}${detail}${signed}`
 }
 
+/** A duration as an operator reads it: its two largest units ("1 d 6 h", "42 min", "30 s"). */
+export function describeDuration(ms: number): string {
+  const units: [string, number][] = [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['min', 60_000],
+    ['s', 1000],
+  ]
+  const parts: string[] = []
+  let rest = Math.round(ms / 1000) * 1000
+  for (const [unit, size] of units) {
+    if (rest < size || parts.length === 2) continue
+    parts.push(`${Math.floor(rest / size)} ${unit}`)
+    rest %= size
+  }
+  return parts.length === 0 ? '0 s' : parts.join(' ')
+}
+
+/** What a paused rollout resumes with: the time its stage (or the wait for its start) had left. */
+function pausedLeft(status: RolloutStatus): string {
+  if (status.state !== 'paused' || status.pausedRemainingMs == null) return ''
+  const what =
+    status.currentStage === null
+      ? 'before the start'
+      : status.currentStage + 1 < status.stages.length
+        ? `before stage ${status.currentStage + 1}`
+        : 'before completion'
+  return `, ${describeDuration(status.pausedRemainingMs)} left ${what} once resumed`
+}
+
 /** A few readable lines: where the rollout stands, how each cohort is doing, and what happened when. */
 export function describeStatus(status: RolloutStatus): string {
   const pct = (x: number) => `${(x * 100).toFixed(1)} %`
   const stats = (s: FailureStats) =>
     `${s.counts.installed} installed, ${s.counts.failed} failed, ${s.counts['rolled-back']} rolled back; failure ${pct(s.failureRate)} [${pct(s.interval.lower)}, ${pct(s.interval.upper)}] ${s.decision}`
   const lines = [
-    `${status.name}@${status.version} on ${status.channel}: ${status.state}, ${status.currentStage === null ? 'not started' : `stage ${status.currentStage} (${status.currentPercent} %)`}${status.nextChangeAt ? `, next change ${status.nextChangeAt}` : ''}`,
+    `${status.name}@${status.version} on ${status.channel}: ${status.state}, ${status.currentStage === null ? 'not started' : `stage ${status.currentStage} (${status.currentPercent} %)`}${status.nextChangeAt ? `, next change ${status.nextChangeAt}` : ''}${pausedLeft(status)}`,
     ...(status.haltedReason ? [`  halted: ${status.haltedReason}`] : []),
     ...status.progress.map(
       (p) =>

@@ -1,8 +1,9 @@
 import { gt as semverGreater } from 'semver'
+import { versionEntry } from '../../schemas/artifact-index.ts'
 import type { RolloutCheck } from '../../schemas/rollout.ts'
 import type { AgentConfig } from '../config.ts'
 import { deviceFetch } from '../devices/device-fetch.ts'
-import { EdgeClient } from '../edge-client.ts'
+import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { AgentError, type AgentErrorCode } from '../errors.ts'
 import { isVersionTarget, rollbackArtifact } from '../install.ts'
 import { refreshRootTrust } from '../root-trust.ts'
@@ -46,7 +47,7 @@ export async function rolloutGate(
   if (isVersionTarget(channel)) return { kind: 'free', check: null }
   // The index keys that sign rollout answers may have rotated under a root (ADR 0035).
   const { config } = await refreshRootTrust(loaded, fetchImpl ? { fetchImpl } : {})
-  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, fetchImpl))
+  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, fetchImpl), deviceEdgeOptions(config))
   // Pinned index keys hold rollout answers to a signed, fresh statement too (ADR 0034).
   const trust = { keys: config.indexKeys, now: () => new Date() }
   const check = await checkRollout(edge, name, channel, await agentClientId(config, fetchImpl), trust)
@@ -66,6 +67,13 @@ export async function rolloutGate(
       message: `${name}: this device is in the ${channel} rollout of ${check.version} (stage ${check.stage ?? 0})`,
     }
   }
+  // Holding means "stay on what you run", and a yanked version is never that answer (ADR 0024): the
+  // channel decides for this device as for one without a rollout, i.e. up to the head when it is newer
+  // (the channel's next release, as a fresh install gets), or the yank retreat when it is older (only on
+  // the maintainer's signed word, ADR 0025). Without this a device outside the cohort stayed on a
+  // version yanked under the rollout, and one on the rollout's own version stayed there after a yank
+  // of it had aborted the rollout.
+  if (current !== null && (await yankedOnIndex(edge, name, current))) return { kind: 'free', check }
   const when =
     check.state === 'halted' || check.state === 'aborted'
       ? `the rollout is ${check.state}`
@@ -85,6 +93,16 @@ export async function rolloutGate(
     current,
     message: `${name}: staying on ${current ?? 'nothing installed'}: ${why} (${when})`,
   }
+}
+
+/**
+ * Whether the artifact's index marks `version` yanked, read as the install path reads it (signed and
+ * fresh under the device's indexKeys). An index that cannot be read says nothing: the device is held as
+ * before, and the update that follows would have failed on it anyway.
+ */
+async function yankedOnIndex(edge: EdgeClient, name: string, version: string): Promise<boolean> {
+  const index = await edge.index(name).catch(() => null)
+  return index !== null && versionEntry(index, version)?.yanked !== undefined
 }
 
 /**
@@ -123,8 +141,12 @@ export async function installWithinRollout<T>(
 }
 
 /**
- * `deltaport rollback`: switches back, then tells the channel's rollout (if the version rolled back
- * from is its target) that this device rolled back.
+ * `deltaport rollback`: switches back, then tells the rollout that admitted this device to the version
+ * rolled back from that it rolled back. That is the rollout of `options.channel` when given; else of a
+ * channel the version's signed manifest lists, the configured one first: a version installed from
+ * another channel (`update app --to beta`) was admitted by that channel's rollout, not the configured
+ * one's. A coordinator takes the report only for its own version from a device it admitted, so the
+ * first that takes it is the one, and no rollout hears it twice.
  */
 export async function rollbackAndReport(
   config: AgentConfig,
@@ -143,12 +165,32 @@ export async function rollbackAndReport(
   })
   if (rolled.from === null) return { ...rolled, report: null }
   const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
-  const channel = options.channel ?? config.channel
-  const report = await reportOutcomeQuietly(edge, name, channel, {
+  const outcome = {
     client: await agentClientId(config, options.fetchImpl),
     version: rolled.from,
-    outcome: 'rolled-back',
+    outcome: 'rolled-back' as const,
     errorClass: options.errorClass ?? 'manual-rollback',
-  })
+  }
+  const channels =
+    options.channel === undefined ? await channelsOf(config, name, rolled.from) : [options.channel]
+  let report: ReportResult = { reported: false, reason: 'no channel to report to' }
+  for (const channel of channels) {
+    report = await reportOutcomeQuietly(edge, name, channel, outcome)
+    if (report.reported) break
+  }
   return { ...rolled, report }
+}
+
+/**
+ * The channels whose rollout may have admitted this device to `version`: those its signed manifest (on
+ * disk) lists, the configured channel first; the configured one alone when the manifest is unreadable.
+ */
+async function channelsOf(config: AgentConfig, name: string, version: string): Promise<string[]> {
+  const manifest = await new ArtifactStore(config.installRoot, name).manifestOrNull(version)
+  if (manifest === null) return [config.channel]
+  // Not listed: the device cannot have taken the version for that channel (install.ts refuses it).
+  const listed = manifest.signed.channels
+  return listed.includes(config.channel)
+    ? [config.channel, ...listed.filter((c) => c !== config.channel)]
+    : listed
 }

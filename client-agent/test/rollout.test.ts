@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { RolloutStatus } from '../../schemas/rollout.ts'
-import { describeStatus } from '../commands/rollout.ts'
+import { describeDuration, describeStatus } from '../commands/rollout.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { installArtifact } from '../install.ts'
@@ -12,7 +12,7 @@ import { publishArtifact } from '../publish.ts'
 import { checkRollout, controlRollout, reportOutcome } from '../rollout/client.ts'
 import { agentClientId } from '../rollout/client-id.ts'
 import { rolloutReporter, toErrorClass } from '../rollout/reporter.ts'
-import { installWithinRollout, rolloutGate } from '../rollout/update-gate.ts'
+import { installWithinRollout, rollbackAndReport, rolloutGate } from '../rollout/update-gate.ts'
 import { ArtifactStore } from '../store.ts'
 import { expectSameBytes, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
@@ -211,6 +211,16 @@ describe('deltaport update under a rollout (agent against the local edge)', () =
     })
     await expect(wrongVersion).rejects.toMatchObject({ code: 'edge-rejected', details: { status: 409 } })
 
+    // Paused, the status says how long the stage has left once resumed (not only "paused").
+    const paused = await cli(['rollout', 'pause', 'rolled', '--reason', 'looking'])
+    expect(paused.code).toBe(0)
+    expect(describeStatus(RolloutStatus.parse(paused.json?.rollout)).split('\n')[0]).toMatch(
+      /^rolled@2\.0\.0 on stable: paused, stage 1 \(100 %\), \d+ (min|s)( \d+ s)? left before completion once resumed$/,
+    )
+    expect(describeDuration(90_061_000)).toBe('1 d 1 h')
+    expect(describeDuration(2_520_000)).toBe('42 min')
+    expect(describeDuration(400)).toBe('0 s')
+
     const aborted = await cli(['rollout', 'abort', 'rolled', '--reason', 'test over'])
     expect(aborted.code).toBe(0)
     const abortedStatus = RolloutStatus.parse(aborted.json?.rollout)
@@ -223,6 +233,43 @@ describe('deltaport update under a rollout (agent against the local edge)', () =
     )
     expect(lines).toContain('  history:')
     expect(lines.some((l) => /^ {4}\S+Z stage 1 began: 100 %$/.test(l))).toBe(true)
+  })
+
+  it('rollback reports to the rollout of the channel the version came from, not the configured one', async () => {
+    const publish = async (version: string, channels: string[]) => {
+      const { path } = await writeArtifact(ctx.ws.dir, `betaroll-${version}.bin`, 20_000)
+      await publishArtifact({
+        edgeUrl: ctx.edge.url,
+        token: TEST_TOKEN,
+        keyFile: ctx.ws.keyFile,
+        file: path,
+        name: 'betaroll',
+        version,
+        channels,
+      })
+    }
+    await publish('1.0.0', ['stable', 'beta'])
+    await publish('2.0.0', ['beta'])
+    const edge = new EdgeClient(ctx.edge.url)
+    await controlRollout(edge, TEST_TOKEN, 'betaroll', 'beta', 'start', {
+      version: '2.0.0',
+      stages: [{ percent: 100, durationMs: 3_600_000 }],
+    })
+    // The configured channel is stable; this device takes the beta rollout's version.
+    const device = { ...ctx.ws.config, installRoot: join(ctx.ws.dir, 'device-beta') }
+    expect(device.channel).toBe('stable')
+    await installArtifact(device, { name: 'betaroll', target: '1.0.0' })
+    const gate = await rolloutGate(device, 'betaroll', 'beta')
+    expect(gate).toMatchObject({ kind: 'in', version: '2.0.0' })
+    if (gate.kind !== 'in') return
+    await installWithinRollout(device, 'betaroll', gate, () =>
+      installArtifact(device, { name: 'betaroll', target: '2.0.0', channel: 'beta' }),
+    )
+
+    const rolled = await rollbackAndReport(device, 'betaroll')
+    expect(rolled).toMatchObject({ from: '2.0.0', to: '1.0.0', report: { reported: true } })
+    const beta = await controlRollout(edge, TEST_TOKEN, 'betaroll', 'beta', 'status')
+    expect(beta.overall.counts).toEqual({ installed: 0, failed: 0, 'rolled-back': 1 })
   })
 
   it('normalises error classes to slugs without messages', () => {

@@ -121,14 +121,18 @@ describe('RolloutCoordinator stages', () => {
     const [outside] = clientsBetween('ro-pause', '1.0.0', 0.1, 1)
     const paused = await control('ro-pause', 'pause', { reason: 'looking at crash reports' })
     expect(paused.status).toBe(200)
-    expect(RolloutStatus.parse(await paused.json())).toMatchObject({ state: 'paused', nextChangeAt: null })
+    const pausedStatus = RolloutStatus.parse(await paused.json())
+    expect(pausedStatus).toMatchObject({ state: 'paused', nextChangeAt: null })
+    // The status says what resume gives back: (about) the hour the stage had left.
+    expect(pausedStatus.pausedRemainingMs).toBeGreaterThan(HOUR - 60_000)
+    expect(pausedStatus.pausedRemainingMs).toBeLessThanOrEqual(HOUR)
     expect(await runDurableObjectAlarm(coordinatorStub('ro-pause'))).toBe(false)
     expect(await check('ro-pause', inside ?? '')).toMatchObject({ in: true })
     expect(await check('ro-pause', outside ?? '')).toMatchObject({ in: false, stageExpectedAt: null })
     expect((await control('ro-pause', 'pause')).status).toBe(409)
 
     const resumed = RolloutStatus.parse(await (await control('ro-pause', 'resume')).json())
-    expect(resumed.state).toBe('running')
+    expect(resumed).toMatchObject({ state: 'running', pausedRemainingMs: null })
     // The stage keeps (about) the hour it had left.
     expect(Date.parse(resumed.nextChangeAt ?? '') - Date.now()).toBeGreaterThan(HOUR - 60_000)
     expect(await runDurableObjectAlarm(coordinatorStub('ro-pause'))).toBe(true)

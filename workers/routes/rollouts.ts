@@ -27,6 +27,14 @@ import { readIndex, requirePublished } from '../storage/artifact-store.ts'
 
 /** Rollout specs, control bodies and outcomes are a few hundred bytes; anything bigger is not one. */
 export const MAX_ROLLOUT_BODY_BYTES = 16 * 1024
+/**
+ * The longest an "in" answer's statement is valid (ADR 0034, amended). It moves a device to the
+ * rollout's version, and anyone can ask for a device's answer with its client id, so one collected while
+ * the device was admitted and replayed after an abort would move it to the aborted version for as long
+ * as it stays valid (a day by default). An hour matches the clock skew the agent already tolerates the
+ * other way (a statement issued up to an hour ahead of its clock); devices ask afresh before each update.
+ */
+export const MAX_IN_ANSWER_TTL_SECONDS = 3600
 /** How far ahead a rollout may be scheduled. */
 const MAX_SCHEDULE_AHEAD_MS = 365 * 86_400_000
 
@@ -91,7 +99,10 @@ export const rolloutsRouter = new Hono<AppEnv>()
     const check = unwrap(await coordinator(c, params).check(client))
     // Signed like the index (ADR 0034): a device pinning the index key refuses a stale or altered answer.
     const { index: lifetime } = await getRuntimeConfig(c.env)
-    const statement = await signRolloutCheck(c.env, check, client, lifetime.statementTtlSeconds)
+    const ttl = check.in
+      ? Math.min(lifetime.statementTtlSeconds, MAX_IN_ANSWER_TTL_SECONDS)
+      : lifetime.statementTtlSeconds
+    const statement = await signRolloutCheck(c.env, check, client, ttl)
     const served: ServedRolloutCheck = statement ? { ...check, statement } : check
     noStore(c)
     return c.json(served)

@@ -46,6 +46,7 @@ export const yankRouter = new Hono<AppEnv>()
     if (statement)
       await assertMaintainerSigned(c.env, statement, `the restore statement for ${name}@${version}`)
     const index = await setYanked(c.env.ARTIFACTS, name, version, null, statement)
+    await restoreRolloutsOf(c.env, index, version)
     log('version restored', name, version)
     return c.json(resultOf(index, version, []))
   })
@@ -60,7 +61,10 @@ async function requireStatementIfConfigured(env: Env, statement: unknown, what: 
   )
 }
 
-/** Aborts the active rollout of `version` on each channel it was published to; the channels aborted. */
+/**
+ * Tells each channel's coordinator `version` is yanked (a start of it racing this yank is then refused)
+ * and aborts its active rollout of it; the channels aborted.
+ */
 async function abortRolloutsOf(env: Env, index: ArtifactIndex, version: string, reason: string) {
   const channels = versionEntry(index, version)?.channels ?? []
   const aborted: string[] = []
@@ -69,6 +73,12 @@ async function abortRolloutsOf(env: Env, index: ArtifactIndex, version: string, 
       aborted.push(channel)
   }
   return aborted
+}
+
+/** Lets each channel the version was published to roll it out again (abortRolloutsOf remembered the yank). */
+async function restoreRolloutsOf(env: Env, index: ArtifactIndex, version: string): Promise<void> {
+  for (const channel of versionEntry(index, version)?.channels ?? [])
+    await rolloutCoordinator(env, index.name, channel).restoreVersion(version)
 }
 
 function resultOf(index: ArtifactIndex, version: string, rolloutsAborted: string[]): YankResult {

@@ -5,7 +5,7 @@
  */
 import { env } from 'cloudflare:workers'
 import { afterEach, describe, expect, it } from 'vitest'
-import { HOUR, rolloutPath, startRollout } from '../../durable-objects/test/rollout-helpers.ts'
+import { control, HOUR, rolloutPath, startRollout } from '../../durable-objects/test/rollout-helpers.ts'
 import type { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import { digestWithoutStatement, indexDigest, ServedIndex } from '../../schemas/index-statement.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
@@ -127,7 +127,9 @@ describe('signed rollout answers at the edge (ADR 0034)', () => {
       client: 'client-signed-1',
       checkSha256: await digestWithoutStatement(json),
     })
-    expect(Date.parse(said.expires) - Date.parse(said.issuedAt)).toBe(24 * 3600 * 1000)
+    // An "in" answer moves the device: valid an hour, not the index statement's day, so one collected
+    // now and replayed after an abort cannot move the device to the aborted version a day long.
+    expect(Date.parse(said.expires) - Date.parse(said.issuedAt)).toBe(3600 * 1000)
     // A "not yet" would be a different answer, so it cannot reuse this signature.
     expect(await digestWithoutStatement({ ...json, in: false, version: null })).not.toBe(said.checkSha256)
     // Blank key: the answer goes out as before, unsigned; a malformed one never does.
@@ -135,5 +137,12 @@ describe('signed rollout answers at the edge (ADR 0034)', () => {
     const malformed = await checkAs('client-signed-1', 'not base64!')
     expect(malformed.status).toBe(500)
     expect(ProblemDetails.parse(await malformed.json()).detail).toContain('INDEX_SIGNING_KEY')
+
+    // Aborted, the answer holds the device: that one keeps the index statement's lifetime.
+    expect((await control(ROLLOUT, 'abort')).status).toBe(200)
+    const held = ServedRolloutCheck.parse(await (await checkAs('client-signed-1', key.privateKey)).json())
+    expect(held).toMatchObject({ in: false, state: 'aborted' })
+    const heldSaid = held.statement!.signed
+    expect(Date.parse(heldSaid.expires) - Date.parse(heldSaid.issuedAt)).toBe(24 * 3600 * 1000)
   })
 })

@@ -1,6 +1,6 @@
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
-import { HOUR, startRollout, statusOf } from '../../durable-objects/test/rollout-helpers.ts'
+import { coordinatorStub, HOUR, startRollout, statusOf } from '../../durable-objects/test/rollout-helpers.ts'
 import { ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { RolloutStatus } from '../../schemas/rollout.ts'
@@ -104,6 +104,26 @@ describe('yanking a release', () => {
     const status = await rolloutOf('rolled')
     expect(status.state).toBe('aborted')
     expect(JSON.stringify(status.history)).toContain('yanked: data loss')
+  })
+
+  it('refuses a rollout start that read the index before a yank of its version landed', async () => {
+    await publish('racing', '1.0.0', 1)
+    await publish('racing', '2.0.0', 2)
+    const stages = [{ percent: 100, durationMs: HOUR }]
+    // The start route read the index before the yank (2.0.0 not yanked yet); the yank then finds no
+    // rollout to abort; the start reaches the coordinator last.
+    expect((await result(await yank('racing', '2.0.0', 'data loss'))).rolloutsAborted).toEqual([])
+    const late = await coordinatorStub('racing').start({
+      name: 'racing',
+      channel: 'stable',
+      spec: { version: '2.0.0', stages },
+    })
+    expect(late).toMatchObject({ ok: false, status: 409 })
+    expect(late.ok ? '' : late.detail).toContain('yanked while this start was on its way (yanked: data loss)')
+    expect((await statusOf('racing')).status).toBe(404)
+    // Restored, it may be rolled out again.
+    await result(await yank('racing', '2.0.0', null))
+    expect((await startRollout('racing', { version: '2.0.0', stages })).status).toBe(201)
   })
 
   it('needs the maintainer token, a published version and a reason', async () => {
