@@ -3,10 +3,12 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
 import { runDaemonCycle } from '../daemon/daemon.ts'
+import { StagingArea } from '../daemon/staging.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { generateKeyPair } from '../signing.ts'
-import { uninstallArtifact } from '../uninstall.ts'
+import { ArtifactStore } from '../store.ts'
+import { type UninstallResult, uninstallArtifact } from '../uninstall.ts'
 import { agentFailure, makeWorkspace, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
@@ -111,4 +113,68 @@ describe('an artifact never installed leaves no folder', () => {
     expect(await installArtifact(config, { name: 'nd-good' })).toMatchObject({ version: '1.0.0' })
     expect(await artifactFolders(config)).toEqual(['nd-good'])
   })
+})
+
+describe('uninstall while the daemon downloads the artifact', () => {
+  /** name@1.0.0 installed, name@1.1.0 the channel head the daemon's queue suggests. */
+  async function installedWithNewerHead(config: AgentConfig, name: string) {
+    await publish(name, '1.0.0', 200_000)
+    await installArtifact(config, { name })
+    await publish(name, '1.1.0', 200_000)
+  }
+
+  /**
+   * A fetch whose answer for `name@1.1.0`'s blob runs `deltaport uninstall name` to its end after the
+   * first part of the body has been written, then (`then`) goes on with the rest, or drops the
+   * connection there (the daemon then retries the download from the start).
+   */
+  function uninstallMidDownload(config: AgentConfig, name: string, then: 'continue' | 'drop') {
+    const done: { result: UninstallResult | null } = { result: null }
+    const fetchImpl: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init)
+      const url = input instanceof Request ? input.url : String(input)
+      if (done.result !== null || !url.endsWith(`/${name}/1.1.0/blob`) || response.body === null)
+        return response
+      const reader = response.body.getReader()
+      let chunks = 0
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (chunks === 1 && done.result === null) {
+            done.result = await uninstallArtifact(config, { name })
+            if (then === 'drop') {
+              controller.error(new Error('connection reset'))
+              return
+            }
+          }
+          const next = await reader.read()
+          if (next.done) controller.close()
+          else {
+            chunks++
+            controller.enqueue(next.value)
+          }
+        },
+      })
+      return new Response(body, { status: response.status, headers: response.headers })
+    }
+    return { fetchImpl, done }
+  }
+
+  for (const then of ['continue', 'drop'] as const) {
+    it(`drops the item quietly and leaves nothing of it (the connection ${then === 'drop' ? 'drops' : 'goes on'} after the uninstall)`, async () => {
+      const name = `nd-mid-${then}`
+      const config = device(`mid-${then}`)
+      await installedWithNewerHead(config, name)
+      const { fetchImpl, done } = uninstallMidDownload(config, name, then)
+      const cycle = await runDaemonCycle(config, { loadSampler: idle, fetchImpl })
+      // The uninstall ran while the download was under way, and won.
+      expect(done.result).toMatchObject({ removed: [{ name, versions: ['1.0.0'] }] })
+      expect(cycle.failures).toEqual([])
+      expect(cycle.staged.filter((s) => s.name === name)).toEqual([])
+      expect(cycle.dropped).toContainEqual({ name, version: '1.1.0' })
+      const staging = new StagingArea(config.installRoot)
+      expect(await staging.holds(name)).toBe(false)
+      expect((await readdir(staging.partialDir)).filter((file) => file.startsWith(name))).toEqual([])
+      expect(await new ArtifactStore(config.installRoot, name).installedVersions()).toEqual([])
+    })
+  }
 })
