@@ -37,14 +37,21 @@ interface GlobalOptions {
  * Builds the `deltaport` program; `run` executes it and maps every failure to an exit code.
  * `errors.printed` records whether commander already showed a usage error (it does for parse errors,
  * not for an InvalidArgumentError an action throws), so `run` prints each one exactly once.
+ * `errors.json`: the command line asks for --json, so commander writes nothing to stderr (its message
+ * and the help after it) and `run` prints the usage error as the one JSON document on stdout.
  */
-export function buildProgram(errors: { printed: boolean } = { printed: false }): Command {
+export function buildProgram(
+  errors: { printed: boolean; json: boolean } = { printed: false, json: false },
+): Command {
   const program = new Command('deltaport')
     .description('Ship and apply software updates as small, verified binary deltas')
     .option('-c, --config <file>', 'agent config file', DEFAULT_CONFIG_PATH)
     .option('--json', 'print one JSON document per command on stdout', false)
     // Set before any subcommand exists: commander copies it to each one.
     .configureOutput({
+      writeErr: (text) => {
+        if (!errors.json) process.stderr.write(text)
+      },
       outputError: (text, write) => {
         errors.printed = true
         write(text)
@@ -409,13 +416,13 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(`${agentVersion()}\n`)
     return 0
   }
-  const errors = { printed: false }
+  const json = argv.includes('--json')
+  const errors = { printed: false, json }
   const program = buildProgram(errors)
   try {
     await program.parseAsync(argv, { from: 'user' })
     return 0
   } catch (error) {
-    const json = argv.includes('--json')
     const reporter = new Reporter(json)
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0

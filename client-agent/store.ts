@@ -1,4 +1,4 @@
-import { lstat, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
+import { lstat, readdir, readFile, readlink, rename, rm, rmdir, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gt } from 'semver'
 import { z } from 'zod'
@@ -182,8 +182,9 @@ export class ArtifactStore {
 
   /**
    * Whether the artifact has a folder in the store at all: nothing was ever installed (or begun)
-   * otherwise. Asked before taking the lock by commands that only change what is there, since taking
-   * the lock makes the folder, which would then be left behind empty.
+   * otherwise. Asked before taking the lock by commands that only change what is there: for an
+   * artifact without one they have nothing to wait for (the lock would make the folder, and its
+   * release remove it again).
    */
   async exists(): Promise<boolean> {
     return (await unlessMissing(lstat(this.dir), null)) !== null
@@ -373,25 +374,31 @@ export class ArtifactStore {
   /**
    * Removes every installed version and download in progress. state.json stays with no current version
    * but its serial high-water mark and yank records: a reinstall must not accept a manifest older than
-   * this device already saw. Order for crashes: state.json first (while the link still names the
+   * this device already saw (none is written for an artifact that never had one: nothing was seen). Order for crashes: state.json first (while the link still names the
    * version, the link wins and the artifact is still installed), then the link, then each version
    * folder renamed aside and deleted, so no link ever names a half-deleted version. Call with the
    * artifact's lock held. Returns the versions removed.
    */
   async uninstall(): Promise<string[]> {
-    const before = await this.state()
+    const recorded = await this.recorded()
+    const before = await this.stateOf(recorded)
     const statePath = join(this.dir, 'state.json')
     const cleared = JSON.stringify({ ...before, current: null, previous: null } satisfies StoreState)
+    // Nothing of it ever installed (only a killed first download, or a prefetched copy): no serial to
+    // keep, and a state.json would be all that is left of an artifact the device never had.
+    const remember = recorded.stored !== undefined || before.current !== null || before.lastSerial > 0
     // On a full disk this first write fails, and uninstall is how the owner frees the disk. The order
     // that matters is link before versions (no link ever names a half-deleted version), so then the
     // link goes first and the state is written once the versions' space is free (at the end).
-    const stateWritten = await writeFileAtomic(statePath, cleared).then(
-      () => true,
-      (error: unknown) => {
-        if (error instanceof AgentError && error.code === 'no-space') return false
-        throw error
-      },
-    )
+    const stateWritten = !remember
+      ? true
+      : await writeFileAtomic(statePath, cleared).then(
+          () => true,
+          (error: unknown) => {
+            if (error instanceof AgentError && error.code === 'no-space') return false
+            throw error
+          },
+        )
     await rm(this.currentLink, { force: true })
     await fsyncDir(this.dir)
     const removed = await this.installedVersions()
@@ -430,8 +437,25 @@ export class ArtifactStore {
   async withLock<T>(wait: LockWait, work: () => Promise<T>): Promise<T> {
     return withArtifactLock(this.dir, wait, async () => {
       await this.sweepLeftovers()
-      return work()
+      try {
+        return await work()
+      } finally {
+        await this.removeEmptyWorkFolders()
+      }
     })
+  }
+
+  /**
+   * With no version installed, removes versions/ and partial/ if they are empty (rmdir: a download
+   * kept to be resumed keeps partial/). A first install that failed after preparing them (bytes that
+   * did not verify, a full disk) would otherwise leave them, and so the artifact's folder, which the
+   * lock's release removes only when empty. Lock held: every writer of these folders holds it and makes
+   * them first. Best effort.
+   */
+  private async removeEmptyWorkFolders(): Promise<void> {
+    const installed = await this.installedVersions().catch(() => null)
+    if (installed === null || installed.length > 0) return
+    for (const folder of ['versions', 'partial']) await rmdir(join(this.dir, folder)).catch(() => undefined)
   }
 
   /**

@@ -94,7 +94,8 @@ export interface CycleResult {
   evicted: (ItemRef & { size: number })[]
   /**
    * Staged items dropped because that version (or a newer one) is installed, and items fetched this
-   * cycle but not put in because their artifact was uninstalled meanwhile.
+   * cycle but not put in because their artifact was uninstalled meanwhile (also when the uninstall
+   * broke the fetch by deleting its download).
    */
   dropped: ItemRef[]
   stagedCount: number
@@ -185,8 +186,9 @@ export async function runDaemonCycle(
       result.alreadyStaged.push(ref(item))
       continue
     }
+    const store = new ArtifactStore(config.installRoot, item.name)
+    let claimed = false
     try {
-      const store = new ArtifactStore(config.installRoot, item.name)
       if (await changedElsewhere(store)) {
         result.deferred.push({ ...ref(item), reason: 'updating' })
         continue
@@ -233,6 +235,7 @@ export async function runDaemonCycle(
         result.deferred.push({ ...ref(item), reason: 'updating' })
         continue
       }
+      claimed = true
       // A delta suggestion: follow the edge's plan from the installed version, so prefetching moves the
       // bytes the queue ranked the item by, not the whole artifact; in staging's own work files, so an
       // update running meanwhile never shares one.
@@ -293,6 +296,13 @@ export async function runDaemonCycle(
       if (options.signal?.aborted) {
         result.aborted = true
         break
+      }
+      // `deltaport uninstall` removed the item's download (and its claim) under the fetch, which then
+      // failed: the uninstall won, and that is no failure of the daemon's.
+      if (claimed && !(await staging.isClaimed(item.name, item.version))) {
+        await dropUninstalled(store, staging, item)
+        result.dropped.push(ref(item))
+        continue
       }
       const e = error instanceof Error ? error : new Error(String(error))
       result.failures.push({
@@ -469,8 +479,8 @@ function ref(item: ItemRef): ItemRef {
  * Whether another deltaport process (install, update, rollback, uninstall) holds the artifact's lock:
  * an update fetches the version the queue suggests itself, so staging it too would move every byte
  * twice and take the disk space the update checked it had. Taken and released at once (an update
- * starting meanwhile waits a few milliseconds); only for an artifact with a folder, so the check
- * never creates one (the claim, made only for an item about to be fetched, does).
+ * starting meanwhile waits a few milliseconds); only for an artifact with a folder: one without has
+ * no process changing it.
  */
 async function changedElsewhere(store: ArtifactStore): Promise<boolean> {
   if (!(await store.exists())) return false
@@ -485,7 +495,8 @@ async function changedElsewhere(store: ArtifactStore): Promise<boolean> {
  * artifact's lock (changedElsewhere: one may have started since). The claim is written under the
  * lock, so an uninstall either ran before it (and the claim is new) or runs after and removes it
  * (commitStaged). The lock makes the artifact's folder when it has none (a dependency prefetched
- * before it is installed): an uninstall takes the same lock there. False when busy.
+ * before it is installed), and its release removes it again, empty: an uninstall takes the same lock
+ * there. False when busy.
  */
 async function claimUnlessChanging(
   store: ArtifactStore,
@@ -528,6 +539,22 @@ async function commitStaged(
     await staging.put(blobPath, envelope, at)
     await staging.unclaim(item.name, item.version)
     return 'staged'
+  } finally {
+    await lock.release()
+  }
+}
+
+/**
+ * Deletes what the daemon wrote for `item` after `deltaport uninstall` removed its claim and files (a
+ * download retried after the uninstall starts its file again), under the artifact's lock, as the
+ * uninstall did. Busy (the artifact is being installed again): left for prunePartials or a later
+ * cycle, which resumes it. Best effort: the item is dropped either way.
+ */
+async function dropUninstalled(store: ArtifactStore, staging: StagingArea, item: ItemRef): Promise<void> {
+  const lock = await lockUnlessBusy(store).catch(() => null)
+  if (lock === null) return
+  try {
+    await staging.removeWork(item.name, item.version).catch(() => undefined)
   } finally {
     await lock.release()
   }

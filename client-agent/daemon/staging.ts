@@ -88,6 +88,13 @@ export class StagingArea {
     await rm(this.claimPath(name, version), { force: true })
   }
 
+  /** Deletes the work files of staging `name@version` (download, plan scratch files, claim). */
+  async removeWork(name: string, version: string): Promise<void> {
+    const prefix = partialPrefix(name, version)
+    for (const file of await fileNames(this.partialDir))
+      if (file.startsWith(prefix)) await rm(join(this.partialDir, file), { force: true })
+  }
+
   /** Whether anything of `name` is here: a staged copy, or a download or claim of the daemon's. */
   async holds(name: string): Promise<boolean> {
     if ((await this.list()).some((e) => e.name === name)) return true

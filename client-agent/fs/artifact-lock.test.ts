@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { lstat, mkdtemp, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, mkdtemp, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir, uptime } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -34,6 +34,8 @@ async function busyError(promise: Promise<unknown>): Promise<AgentError> {
 async function writeLock(owner: { pid: number; bootedAt?: number }) {
   // Replacing (not writing through) a lock link this process may hold, as a breaker would.
   await rm(join(dir, 'lock'), { force: true })
+  // A release leaves no empty folder: the older agent's lock is in its artifact's folder.
+  await mkdir(dir, { recursive: true })
   await writeFile(
     join(dir, 'lock'),
     JSON.stringify({
@@ -107,6 +109,29 @@ describe('the artifact lock', () => {
     await next.release()
   })
 
+  it('leaves no empty folder behind, and a waiter takes the lock after the folder went', async () => {
+    // Taking the lock makes the folder; a command that changed nothing (a claim on an artifact never
+    // installed, a failed first install) must not leave it, empty, to read as an artifact.
+    const folder = join(dir, 'app')
+    const held = await lockArtifact(folder, { timeoutMs: 0 })
+    let waits: () => void = () => undefined
+    const told = new Promise<void>((resolve) => {
+      waits = resolve
+    })
+    const waiting = lockArtifact(folder, { timeoutMs: 20_000, onWait: () => waits() })
+    await told
+    // The waiter made the folder and found it held; the release removes the folder under it.
+    await held.release()
+    expect(await lstat(folder).catch(() => null)).toBeNull()
+    const lock = await waiting
+    expect(await readlink(join(folder, 'lock'))).toMatch(new RegExp(`^deltaport-lock:${process.pid}:`))
+    await lock.release()
+    expect(await lstat(folder).catch(() => null)).toBeNull()
+    // A folder with anything in it stays.
+    await withArtifactLock(folder, { timeoutMs: 0 }, () => writeFile(join(folder, 'state.json'), '{}'))
+    expect(await readFile(join(folder, 'state.json'), 'utf8')).toBe('{}')
+  })
+
   it('waits for another process and takes over at once when it is killed', async () => {
     const child = await holdInChild()
     await busyError(lockArtifact(dir, { timeoutMs: 0 }))
@@ -161,6 +186,7 @@ describe('the artifact lock', () => {
     await lock.release()
     // The same pid and start tick in another boot (a device that boots the same way every time): gone.
     const otherBoot = ((Number.parseInt(boot ?? '', 16) + 1) % 0x10000).toString(16).padStart(4, '0')
+    await mkdir(dir, { recursive: true })
     await symlink(`${head}:0${booted}:${nonce}${ticks}${otherBoot}`, path)
     await (await lockArtifact(dir, { timeoutMs: 0 })).release()
     child.kill('SIGKILL')
@@ -215,7 +241,9 @@ describe('the artifact lock', () => {
     const first = await lockArtifact(dir, { timeoutMs: 0 })
     const target = await readlink(join(dir, 'lock'))
     await first.release()
-    // The link as that waiter read it: this process's, no longer held by any task.
+    // The link as that waiter read it: this process's, no longer held by any task (in the folder the
+    // release removed, empty, and the new holder made again).
+    await mkdir(dir, { recursive: true })
     await symlink(target, join(dir, 'lock'))
     await busyError(lockArtifact(dir, { timeoutMs: 0 }))
     expect(await readlink(join(dir, 'lock'))).toBe(target)

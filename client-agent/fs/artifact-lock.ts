@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { link, lstat, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
+import { link, lstat, readFile, readlink, rename, rm, rmdir, symlink } from 'node:fs/promises'
 import { uptime } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -71,6 +71,11 @@ export interface ArtifactLock {
 }
 
 const POLL_MS = 100
+/**
+ * Times the folder is made again when it vanished before the lock was taken in it (another holder's
+ * release removed it empty): a race lost that often is a file system that does not keep it.
+ */
+const MAX_FOLDER_REMAKES = 10
 /** A lock file that cannot be parsed is someone's half-finished acquisition only this long. */
 const UNREADABLE_GRACE_MS = 5_000
 /** Boot times computed from uptime drift by the clock's adjustments; a reboot moves it by far more. */
@@ -92,8 +97,16 @@ export async function lockArtifact(dir: string, wait: LockWait): Promise<Artifac
   const { target, token } = await lockTarget()
   const deadline = performance.now() + wait.timeoutMs
   let told = false
+  let remade = 0
   for (;;) {
-    if (await tryCreate(path, target)) return { release: () => release(path, token) }
+    const taken = await tryCreate(path, target, remade < MAX_FOLDER_REMAKES)
+    if (taken === 'no-folder') {
+      // Another holder's release removed the folder, empty, since it was made above.
+      remade++
+      await namingPath(dir, makeDirs(dir))
+      continue
+    }
+    if (taken) return { release: () => release(dir, path, token) }
     const holder = await readHolder(path)
     if (holder === 'gone') continue
     if (holder !== 'unreadable' && !(await isAlive(holder))) {
@@ -131,13 +144,18 @@ export async function withArtifactLock<T>(dir: string, wait: LockWait, work: () 
   }
 }
 
-/** Takes the lock if nobody holds it; any failure but "held" names the lock's path (and a full disk is no-space). */
-async function tryCreate(path: string, target: string): Promise<boolean> {
+/**
+ * Takes the lock if nobody holds it (false: held; `no-folder`: the folder is gone, see release); any
+ * other failure names the lock's path (and a full disk is no-space).
+ */
+async function tryCreate(path: string, target: string, mayRemake: boolean): Promise<boolean | 'no-folder'> {
   try {
     await symlink(target, path)
     return true
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'EEXIST') return false
+    if (code === 'ENOENT' && mayRemake) return 'no-folder'
     throw fromFileSystemError(error, path) ?? error
   }
 }
@@ -211,9 +229,18 @@ async function removeIfStill(path: string, stale: LockOwner | null): Promise<voi
   await rm(aside, { force: true })
 }
 
-async function release(path: string, token: string): Promise<void> {
+/**
+ * Removes the lock if it is still this holder's, then the folder if nothing is left in it. Taking the
+ * lock makes the folder, so a command that only looked (a daemon's claim on a dependency never
+ * installed, a first install that failed, an uninstall of what was only prefetched) would otherwise
+ * leave an empty folder that reads as an artifact on the device. rmdir removes only an empty folder,
+ * so a new holder's lock, or anything another process put there, keeps it; a process about to take
+ * the lock in it makes it again (lockArtifact).
+ */
+async function release(dir: string, path: string, token: string): Promise<void> {
   const holder = await readHolder(path)
   if (holder !== 'gone' && holder !== 'unreadable' && holder.token === token) await rm(path, { force: true })
+  await rmdir(dir).catch(() => undefined)
 }
 
 /**

@@ -89,6 +89,31 @@ describe('deltaport CLI', () => {
     expect(text.stderr).not.toContain('(outputHelp)')
   })
 
+  it('a usage error the parser finds is, under --json, one JSON line on stdout and nothing on stderr', async () => {
+    // README: --json prints exactly one JSON document per command on stdout, errors included. Commander
+    // also wrote its message and the command's help to stderr, so a script capturing both streams
+    // (2>&1) got prose around the document it parses.
+    for (const args of [
+      ['--json', 'install', 'x', '--bogus'],
+      ['--json', 'status'],
+      ['--json', 'devices'],
+      ['--json', 'install', 'x', '--wait', 'soon'],
+    ]) {
+      const refused = await cli(args)
+      expect(refused.code, args.join(' ')).toBe(2)
+      expect(refused.stderr, args.join(' ')).toBe('')
+      const lines = refused.stdout.split('\n').filter((line) => line !== '')
+      expect(lines, args.join(' ')).toHaveLength(1)
+      expect(JSON.parse(lines[0] ?? '')).toMatchObject({ ok: false, error: { code: 'usage' } })
+    }
+    // Without --json the message and the help still go to stderr, once.
+    const text = await cli(['install', 'x', '--bogus'])
+    expect(text.code).toBe(2)
+    expect(text.stdout).toBe('')
+    expect(text.stderr.match(/unknown option '--bogus'/g)).toHaveLength(1)
+    expect(text.stderr).toContain('Usage: deltaport install')
+  })
+
   it("keygen's text output fits the edge's index key as well as a maintainer's (README: deploy)", async () => {
     // The README has operators make the edge's INDEX_SIGNING_KEY with keygen and pin "the indexKeys entry
     // it prints"; printing only a trustedKeys entry invited pasting the edge's key where it signs releases.
