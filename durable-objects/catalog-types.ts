@@ -12,4 +12,6 @@ export interface ChannelHead {
 export interface Catalog {
   head(name: string, channel: string): Promise<ChannelHead | null>
   manifest(name: string, version: string): Promise<ArtifactManifest | null>
+  /** Whether the artifact's index marks `version` yanked (false when unknown or unreadable). */
+  yanked(name: string, version: string): Promise<boolean>
 }

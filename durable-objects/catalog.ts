@@ -3,11 +3,11 @@
  * artifact store so the key layout and parsing live in one place; memoised per request because the
  * planner asks about the same artifact several times.
  */
-import { channelHead } from '../schemas/artifact-index.ts'
+import { type ArtifactIndex, channelHead, versionEntry } from '../schemas/artifact-index.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
 import { readIndex, readManifest } from '../workers/storage/artifact-store.ts'
 import { keys } from '../workers/storage/keys.ts'
-import type { Catalog, ChannelHead } from './catalog-types.ts'
+import type { Catalog } from './catalog-types.ts'
 
 export type { Catalog, ChannelHead } from './catalog-types.ts'
 
@@ -22,24 +22,26 @@ async function orNull<T>(what: string, read: () => Promise<T | null>): Promise<T
 }
 
 export function r2Catalog(bucket: R2Bucket): Catalog {
-  const heads = new Map<string, Promise<ChannelHead | null>>()
+  const indexes = new Map<string, Promise<ArtifactIndex | null>>()
   const manifests = new Map<string, Promise<ArtifactManifest | null>>()
+  const indexOf = (name: string): Promise<ArtifactIndex | null> => {
+    let found = indexes.get(name)
+    if (found === undefined) {
+      found = orNull(`index ${name}`, async () => (await readIndex(bucket, name))?.index ?? null)
+      indexes.set(name, found)
+    }
+    return found
+  }
   return {
-    head(name, channel) {
-      const key = `${name}\u0000${channel}`
-      let found = heads.get(key)
-      if (found === undefined) {
-        found = orNull(`index ${name}`, async () => {
-          const index = (await readIndex(bucket, name))?.index
-          const version = index && channelHead(index, channel)
-          const entry = index?.versions.find((v) => v.version === version)
-          return entry === undefined
-            ? null
-            : { version: entry.version, createdAt: Date.parse(entry.createdAt) }
-        })
-        heads.set(key, found)
-      }
-      return found
+    async head(name, channel) {
+      const index = await indexOf(name)
+      const version = index && channelHead(index, channel)
+      const entry = index?.versions.find((v) => v.version === version)
+      return entry === undefined ? null : { version: entry.version, createdAt: Date.parse(entry.createdAt) }
+    },
+    async yanked(name, version) {
+      const index = await indexOf(name)
+      return index !== null && versionEntry(index, version)?.yanked !== undefined
     },
     manifest(name, version) {
       const key = `${name}\u0000${version}`

@@ -99,7 +99,13 @@ export async function planPrefetch(input: PlannerInput): Promise<PrefetchQueue> 
     // A channel head newer than the installed version is an update the client will be offered, unless a
     // staged rollout decides: its target once this client's stage is in reach, nothing new before.
     if (have !== undefined && have !== head.version && semverGt(head.version, have)) {
-      const rollout = await askRollout(input, name)
+      // A rollout holds a client on what it runs, but never on a yanked version: the channel decides for
+      // it then (ADR 0024, as the agent's rollout gate does), so its newer head is worth staging.
+      const held = await askRollout(input, name)
+      const rollout =
+        held !== null && held !== 'unknown' && held.action === 'hold' && (await catalog.yanked(name, have))
+          ? null
+          : held
       if (
         rollout === 'unknown' ||
         rollout?.action === 'hold' ||

@@ -359,6 +359,8 @@ const futureCursor = clients.map(() => 0)
 const manifestCache = new Map<string, ArtifactManifest>()
 const catalog: Catalog = {
   head: async (name) => head.get(name) ?? null,
+  // The replay yanks nothing.
+  yanked: async () => false,
   manifest: async (name, version) => {
     const key = refKey(name, version)
     let m = manifestCache.get(key)

@@ -2,7 +2,7 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { emptySummary } from '../../predict/index.ts'
 import { PrefetchQueue } from '../../schemas/prefetch.ts'
-import { bytesOf, call, publishSingle } from '../../workers/test/publish-helpers.ts'
+import { auth, bytesOf, call, publishSingle } from '../../workers/test/publish-helpers.ts'
 import { r2Catalog } from '../catalog.ts'
 import { planPrefetch } from '../prefetch-planner.ts'
 import { clientsBetween, control, HOUR, startRollout } from './rollout-helpers.ts'
@@ -56,6 +56,33 @@ describe('rollouts feed the prefetcher', () => {
     // An aborted rollout holds everyone back.
     expect((await control('ro-pf', 'abort')).status).toBe(200)
     expect(staged(await queueOf(inside ?? '', 'ro-pf-2'))).toEqual([])
+  })
+
+  it('stages the channel head for a held client whose installed version is yanked', async () => {
+    await publishSingle('ro-yk', '1.0.0', bytesOf(4000, 31), 1)
+    await publishSingle('ro-yk', '2.0.0', bytesOf(4000, 32), 2)
+    const [later] = clientsBetween('ro-yk', '2.0.0', 0.5, 1)
+    const stages = [
+      { percent: 10, durationMs: 2 * DAY },
+      { percent: 50, durationMs: 2 * DAY },
+      { percent: 100, durationMs: 2 * DAY },
+    ]
+    expect((await startRollout('ro-yk', { version: '2.0.0', stages })).status).toBe(201)
+    const queue = async (region: string) => {
+      const res = await call(`/v1/prefetch?client=${later}&region=${region}&installed=ro-yk@1.0.0`)
+      expect(res.status).toBe(200)
+      return staged(PrefetchQueue.parse(await res.json()))
+    }
+    // Held back by the rollout: nothing staged.
+    expect(await queue('ro-yk-0')).toEqual([])
+    // 1.0.0 yanked: the rollout no longer holds this client on it (ADR 0024), so the head is staged.
+    const yank = await call('/v1/publish/ro-yk/1.0.0/yank', {
+      method: 'PUT',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'data loss' }),
+    })
+    expect(yank.status).toBe(200)
+    expect(await queue('ro-yk-1')).toEqual(['ro-yk@2.0.0'])
   })
 
   it('holds only the artifact whose rollout coordinator cannot be asked, and serves the rest of the queue', async () => {
