@@ -12,6 +12,7 @@ import { ArtifactStore } from '../store.ts'
 import { EdgeChannelSource, followChannelHead, type VersionGate } from '../swap/edge-source.ts'
 import { RunFiles } from '../swap/run-files.ts'
 import { StartInterrupted, Supervisor, type SupervisorEvent } from '../swap/supervisor.ts'
+import { UpdateChecks } from '../swap/update-checks.ts'
 import { type ReadyUpdate, type SwapOutcomeReporter, silentReporter } from '../swap/update-source.ts'
 import { parseSeconds } from './arguments.ts'
 
@@ -56,7 +57,7 @@ export async function coordinatedRollout(config: AgentConfig, name: string): Pro
 /**
  * `deltaport run <name> [options] -- <command…>`: installs the artifact if needed, runs the service behind
  * the agent's reverse proxy on the public port, polls the edge for new versions (and checks at once on
- * SIGHUP), and swaps to each one with the buffered swap. SIGINT/SIGTERM stop it cleanly (exit 0), also
+ * SIGHUP, and when a deferred swap is due again), and swaps to each one with the buffered swap. SIGINT/SIGTERM stop it cleanly (exit 0), also
  * while it starts (exit 130/143: the service it launched is stopped first).
  */
 export function registerRunCommand(
@@ -70,7 +71,12 @@ export function registerRunCommand(
     .description('supervise a service and swap versions without dropping requests (buffered swap)')
     .option('--port <port>', 'public port the agent listens on', parsePort, 8080)
     .option('--host <host>', 'public address', '127.0.0.1')
-    .option('--interval <seconds>', 'seconds between edge polls; 0 only checks on SIGHUP', parseSeconds, 60)
+    .option(
+      '--interval <seconds>',
+      'seconds between edge polls; 0 only checks on SIGHUP (and retries a swap it deferred)',
+      parseSeconds,
+      60,
+    )
     .option('--swap-config <file>', 'swap settings (JSON; see docs/decisions/0009-buffered-swap.md)')
     .option('--health-path <path>', 'health check path of the service')
     .option('--prepare <hook>', 'prepare hook: http:/path, signal:SIGUSR2 or none', parseHook)
@@ -103,39 +109,20 @@ export function registerRunCommand(
       } finally {
         process.off('SIGHUP', keepHup)
       }
-      const stopped = stop.requested
-      let checking = false
-      let again = false
-      const check = async () => {
-        // A trigger during a check (which lasts as long as its swap) is kept, not dropped: a version
-        // published while another one is being swapped in is looked for right after.
-        if (checking) {
-          again = true
-          return
-        }
-        checking = true
-        try {
-          do {
-            again = false
-            try {
-              await supervisor.checkForUpdate()
-            } catch (error) {
-              printEvent(out, { type: 'error', message: `update check failed: ${(error as Error).message}` })
-            }
-          } while (again)
-        } finally {
-          checking = false
-        }
-      }
-      const onHup = () => void check()
+      // Polls, SIGHUP, and the retry of a deferred swap; a trigger during a check (which lasts as long
+      // as its swap) is kept: a version published while another one is swapped in is looked for after.
+      const checks = new UpdateChecks(supervisor, options.interval * 1000, (message) =>
+        printEvent(out, { type: 'error', message }),
+      )
+      const onHup = () => checks.trigger()
       process.on('SIGHUP', onHup)
-      if (hupWhileStarting) void check()
-      const timer = options.interval > 0 ? setInterval(() => void check(), options.interval * 1000) : null
+      checks.start()
+      if (hupWhileStarting) checks.trigger()
       try {
-        await stopped
+        await stop.requested
       } finally {
         stop.disarm()
-        if (timer) clearInterval(timer)
+        checks.stop()
         process.off('SIGHUP', onHup)
         await supervisor.stop()
       }

@@ -123,11 +123,14 @@ export class ServiceProcess {
     return false
   }
 
-  /** Runs a prepare/flush hook; false when it fails or times out. */
-  async hook(spec: HookSpec, timeoutMs: number): Promise<boolean> {
+  /**
+   * Runs a prepare/flush hook; false when it fails or times out, and at once when `signal` aborts (the
+   * agent is stopping: nobody waits for the hook's answer any more).
+   */
+  async hook(spec: HookSpec, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     if (spec.kind === 'none') return true
     if (spec.kind === 'signal') return this.running && this.child.kill(spec.signal)
-    const status = await this.call('POST', spec.path, timeoutMs).catch(() => 0)
+    const status = await this.call('POST', spec.path, timeoutMs, signal).catch(() => 0)
     return status >= 200 && status < 300
   }
 
@@ -156,10 +159,25 @@ export class ServiceProcess {
     this.tunnels.clear()
   }
 
-  /** Resolves when no forwarded write is in flight (reads may go on). */
-  async drainWrites(timeoutMs: number): Promise<boolean> {
+  /**
+   * True once no forwarded write is in flight (reads may go on); false after `timeoutMs`, and at once
+   * when `signal` aborts (the agent is stopping: its own close gives those writes their grace).
+   */
+  async drainWrites(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     if (this.inflightWrites === 0) return true
-    return settlesWithin(new Promise<void>((resolve) => this.drainWaiters.push(resolve)), timeoutMs)
+    if (signal?.aborted) return false
+    let onAbort: () => void = () => undefined
+    const ended = new Promise<boolean>((resolve) => {
+      this.drainWaiters.push(() => resolve(true))
+      onAbort = () => resolve(false)
+    })
+    signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      return (await settlesWithin(ended, timeoutMs)) && (await ended)
+    } finally {
+      // Removed either way: the supervisor's stop signal outlives every swap, and each would leave one.
+      signal?.removeEventListener('abort', onAbort)
+    }
   }
 
   /**

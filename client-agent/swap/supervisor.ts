@@ -78,8 +78,9 @@ export interface SwapReport {
    * `deferred`: the running version could not prepare, drain or flush; the swap was abandoned cleanly,
    * the new version is neither blacklisted nor reported, and is offered again after `retry.inMs`.
    * `stopped`: the agent was told to stop before the swap's outcome was known (`errorClass` names the
-   * phase). Nothing was relaunched; the store's `current` is back at the previous version (`serving`),
-   * which the next start runs; the new version is neither blacklisted nor reported, and offered again.
+   * phase: `queued`, `prepare`, `drain`, `flush`, `health-check` or `probation`). Nothing was
+   * relaunched; the store's `current` is back at the previous version (`serving`), which the next start
+   * runs; the new version is neither blacklisted nor reported, and offered again.
    */
   outcome: SwapOutcomeKind | 'deferred' | 'stopped'
   retry?: { attempt: number; inMs: number }
@@ -378,13 +379,16 @@ export class Supervisor {
     // crash, goes ahead and the held writes wait for it. A hook that failed because the old process just
     // died is no reason to refuse the update.
     const oldDied = () => old.gone(250)
+    // A stop ends the prepare, drain and flush waits at once (up to hookTimeoutMs or stopTimeoutMs each):
+    // nobody needs their outcome any more, and the old process, which still owns the data, takes what is
+    // held (stoppedMidSwap).
+    const stop = this.stopSignal.signal
     // 1. Prepare: the old process may refuse (busy, migrating): nothing has changed yet. That is the
     // running version's state, not the new version's fault: the swap is deferred and tried again later.
-    if (
-      old.running &&
-      !(await old.hook(this.settings.prepare, this.settings.hookTimeoutMs)) &&
-      !(await oldDied())
-    ) {
+    const prepared =
+      !old.running || (await old.hook(this.settings.prepare, this.settings.hookTimeoutMs, stop))
+    if (this.stopping) return this.stoppedMidSwap(base, Date.now(), heldBefore, update, 'prepare', old)
+    if (!prepared && !(await oldDied())) {
       return this.defer(
         {
           ...base,
@@ -398,7 +402,6 @@ export class Supervisor {
         update,
       )
     }
-    if (this.stopping) return this.stoppedMidSwap(base, Date.now(), heldBefore, update, 'prepare', old)
     // 2. Buffer: writes are held from here on, reads still go to the old process.
     this.proxy.expectedHoldSeconds = this.holdEstimateS
     this.proxy.mode = 'buffer'
@@ -406,9 +409,12 @@ export class Supervisor {
     this.emit({ type: 'buffering', version: update.version })
 
     // 4. Drain the writes already forwarded, then ask the old process to flush its write log.
-    const drained = !old.running || (await old.drainWrites(this.settings.stopTimeoutMs))
+    const drained = !old.running || (await old.drainWrites(this.settings.stopTimeoutMs, stop))
+    if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'drain', old)
     const flushed =
-      !old.running || (drained && (await old.hook(this.settings.flush, this.settings.hookTimeoutMs)))
+      !old.running || (drained && (await old.hook(this.settings.flush, this.settings.hookTimeoutMs, stop)))
+    // Stopped before the new version started: the old one, which never stopped serving, takes what is held.
+    if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'flush', old)
     if (!flushed && !(await oldDied())) {
       // The old process lives and still owns the data (e.g. a slow upload outlasted stopTimeoutMs): the
       // held writes go to it, in each client's order, and the swap is tried again later.
@@ -428,7 +434,7 @@ export class Supervisor {
       )
     }
 
-    // Stopped before the new version started: the old one, which never stopped serving, takes what is held.
+    // The stop came while the old process's death was confirmed.
     if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'flush', old)
     // 5. Start the new version next to the old one and wait for its health check.
     let next: ServiceProcess
@@ -585,7 +591,7 @@ export class Supervisor {
     holdStart: number,
     heldBefore: number,
     update: ReadyUpdate,
-    phase: 'queued' | 'prepare' | 'flush' | 'health-check' | 'probation',
+    phase: 'queued' | 'prepare' | 'drain' | 'flush' | 'health-check' | 'probation',
     old: ServiceProcess | null,
     replayed: ReplayResult = { ok: true, replayed: 0 },
   ): Promise<SwapReport> {
@@ -841,8 +847,26 @@ export class Supervisor {
     this.proxy.mode = 'buffer'
     this.restartHold.readsForFallBack(back.version)
     await this.children.forget(dead)
+    const report = {
+      version: failed.version,
+      from: back.version,
+      startedAt,
+      serving: back.version,
+      outcome: 'rolled-back',
+      errorClass: 'crash',
+    } as const
+    // A stop ends the fall-back where it is: nothing is launched for an agent that is going, and the
+    // previous version's health check (up to healthTimeoutMs) is not waited for.
+    if (this.stopping) return this.fallBackStopped(report, heldBefore, failed, back, detail)
     const restarted = await this.children.launch(back)
-    if (!(await this.healthy(restarted))) {
+    // A stop during the launch: the shutdown's stopAll may have run before this process was recorded.
+    const healthy = !this.stopping && (await this.healthy(restarted, this.stopSignal.signal))
+    if (this.stopping) {
+      await restarted.kill()
+      await this.children.forget(restarted)
+      return this.fallBackStopped(report, heldBefore, failed, back, detail)
+    }
+    if (!healthy) {
       await restarted.kill()
       await this.children.forget(restarted)
       await this.restartHold.abandon(`the previous version ${back.version} failed its health check`)
@@ -855,16 +879,35 @@ export class Supervisor {
     await this.children.retireAllBut(restarted)
     const result = await this.replayUntilDone(restarted, () => false)
     return this.finish(
+      { ...report, ...this.tally(heldBefore, result), detail, holdMs: Date.now() - startedAt },
+      failed,
+    )
+  }
+
+  /**
+   * The agent was told to stop during a fall-back, before the previous version served again. The failed
+   * version failed on its own, before the stop: it is rolled back as ever (recorded as failed, reported,
+   * the store's `current` back at the previous version, which the next start runs), but nothing is
+   * relaunched. What the fall-back held was never sent anywhere: the shutdown turns it away (503 +
+   * Retry-After), as it does a stopped swap's.
+   */
+  private fallBackStopped(
+    report: Pick<SwapReport, 'version' | 'from' | 'startedAt' | 'serving' | 'errorClass'> & {
+      outcome: 'rolled-back'
+    },
+    heldBefore: number,
+    failed: ReadyUpdate,
+    back: ReadyUpdate,
+    detail: string,
+  ): Promise<SwapReport> {
+    // The version in force (the store's, the next start's) is the previous one.
+    this.currentUpdate = back
+    return this.finish(
       {
-        version: failed.version,
-        from: back.version,
-        startedAt,
-        ...this.tally(heldBefore, result),
-        serving: back.version,
-        outcome: 'rolled-back',
-        errorClass: 'crash',
-        detail,
-        holdMs: Date.now() - startedAt,
+        ...report,
+        ...this.tally(heldBefore, { ok: true, replayed: 0 }),
+        detail: `${detail}; the agent stopped before ${back.version} served again`,
+        holdMs: Date.now() - report.startedAt,
       },
       failed,
     )

@@ -1,0 +1,101 @@
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { sleep } from '../service-process.ts'
+import type { Supervisor, SupervisorEvent } from '../supervisor.ts'
+import { UpdateChecks } from '../update-checks.ts'
+import { cleanup, serviceFile, supervise, tempDir, waitFor } from './harness.ts'
+
+/**
+ * When `deltaport run` checks for a new version (update-checks.ts): a swap the running version defers
+ * (it refused to prepare) is retried when its back-off ends, without a poll or a SIGHUP, as the
+ * deferral's log line promises: with `--interval 0` the operator's SIGHUP asked for the update, and
+ * the busy service only postponed it. Real service processes, a real supervisor.
+ */
+const supervisors: Supervisor[] = []
+const checkers: UpdateChecks[] = []
+afterAll(async () => {
+  for (const c of checkers) c.stop()
+  for (const s of supervisors) await s.stop().catch(() => undefined)
+  await cleanup()
+})
+
+/**
+ * A supervisor over a service whose 1.0.0 refuses (503) its first `busy` prepare hooks; its update
+ * source offers 2.0.0 (same file) and records when it was asked.
+ */
+async function deferring(busy: number, deferRetryMs: number) {
+  const dir = await tempDir('deltaport-update-checks-')
+  const artifact = await serviceFile(join(dir, 'service.mjs'), {
+    setup: 'let asked = 0',
+    onEnd: `if (req.url === '/prepare' && process.env.DELTAPORT_VERSION === '1.0.0' && ++asked <= ${busy}) {
+      res.statusCode = 503
+      return res.end('busy')
+    }
+    res.end(process.env.DELTAPORT_VERSION)`,
+  })
+  const events: SupervisorEvent[] = []
+  const asked: number[] = []
+  const supervisor = await supervise(
+    dir,
+    artifact,
+    { deferRetryMs, deferRetryMaxMs: deferRetryMs * 4 },
+    events,
+    {
+      source: {
+        next: async (running) => {
+          asked.push(Date.now())
+          return running === '2.0.0' ? null : { version: '2.0.0', artifactPath: artifact }
+        },
+        restore: async () => undefined,
+      },
+    },
+  )
+  supervisors.push(supervisor)
+  const errors: string[] = []
+  const checks = new UpdateChecks(supervisor, 0, (message) => errors.push(message))
+  checkers.push(checks)
+  const outcomes = () => events.flatMap((e) => (e.type === 'swap-done' ? [e.report.outcome] : []))
+  return { supervisor, asked, checks, outcomes, errors }
+}
+
+describe('update checks with --interval 0', () => {
+  it('checks only when triggered, and retries a deferred swap once its back-off ends', async () => {
+    const r = await deferring(1, 1500)
+    r.checks.start()
+    await sleep(300)
+    expect(r.asked).toEqual([])
+
+    // The operator's SIGHUP: 1.0.0 is busy, the swap is deferred for 1.5 s.
+    r.checks.trigger()
+    await waitFor(() => r.outcomes().length === 1, 20_000)
+    expect(r.outcomes()).toEqual(['deferred'])
+    const retryAt = r.supervisor.deferred[0]!.retryAt
+
+    // No poll and no further SIGHUP: the retry comes when the back-off ends, and goes through.
+    await waitFor(
+      () => r.outcomes().length === 2,
+      10_000,
+      () => `not retried: ${JSON.stringify(r.outcomes())}`,
+    )
+    expect(r.outcomes()).toEqual(['deferred', 'installed'])
+    expect(r.supervisor.version).toBe('2.0.0')
+    expect(r.asked).toHaveLength(2)
+    expect(r.asked[1]!).toBeGreaterThanOrEqual(retryAt)
+    expect(r.errors).toEqual([])
+    // Nothing deferred is left: no further check comes by itself.
+    await sleep(500)
+    expect(r.asked).toHaveLength(2)
+  }, 60_000)
+
+  it('starts no retry once stopped', async () => {
+    const r = await deferring(1, 800)
+    r.checks.start()
+    r.checks.trigger()
+    await waitFor(() => r.outcomes().length === 1, 20_000)
+    expect(r.outcomes()).toEqual(['deferred'])
+    r.checks.stop()
+    await sleep(1500)
+    expect(r.asked).toHaveLength(1)
+    expect(r.supervisor.version).toBe('1.0.0')
+  }, 60_000)
+})
