@@ -6,6 +6,7 @@ import { expectedBlockCount } from '../../delta/stream/metadata.ts'
 import { Sha256 } from '../../delta/stream/sha256.ts'
 import type { DeltaFraming } from '../../schemas/delta-stream.ts'
 import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
+import { refuseBody } from '../storage/guarded-bucket.ts'
 
 /** Smallest block the edge frames with: the metadata JSON (≤ ~500 bytes) must fit in one block. */
 const MIN_EDGE_BLOCK = 1024
@@ -80,6 +81,8 @@ export async function storeFramedDelta(
       for await (const block of blocks) await writer.write(block.slice())
       await writer.close()
     } catch (error) {
+      // A forged payload: the put fails because of this abort, not because of the store.
+      if (error instanceof DeltaFormatError) refuseBody(readable)
       await writer.abort(error).catch(() => undefined)
       throw error
     }
@@ -99,7 +102,11 @@ export async function storeFramedDelta(
   })
   const [pumped, stored] = await Promise.allSettled([pump, put])
   if (pumped.status === 'rejected' || stored.status === 'rejected') {
-    await bucket.delete(key)
+    // A put that failed stored nothing, so its cleanup is best effort: a fault there must not turn a
+    // forged delta's 422 into a 503. A put that went through (its framer failed only afterwards) must
+    // be undone, or the commit gate would take the stored stream for the signed one.
+    const removed = bucket.delete(key)
+    await (stored.status === 'fulfilled' ? removed : removed.catch(() => undefined))
     // A forged payload (DeltaFormatError) explains everything; otherwise a failed put (a storage
     // fault) is the cause and the framer's error only its echo (its stream was cancelled).
     const framerFirst =
