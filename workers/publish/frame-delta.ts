@@ -49,7 +49,9 @@ export interface DeltaIdentity {
 /**
  * Frames `source` (the raw delta, streamed from the request) into a DeltaStream and writes it to R2
  * without buffering it. The framer checks length and sha256 against the declared values as it goes;
- * on a mismatch the stream is aborted, so R2 refuses the write and nothing is stored.
+ * on a mismatch the stream is aborted, so R2 refuses the write and nothing is stored. With `onlyIf`,
+ * the write happens only if the key is still as the caller saw it: false when it was not (nothing was
+ * written, and what another upload stored there stays).
  */
 export async function storeFramedDelta(
   bucket: R2Bucket,
@@ -58,7 +60,8 @@ export async function storeFramedDelta(
   id: DeltaIdentity,
   framing: DeltaFraming,
   extraMetadata: Record<string, string> = {},
-): Promise<void> {
+  onlyIf?: R2Conditional,
+): Promise<boolean> {
   const { readable, writable } = new FixedLengthStream(framing.framedLength)
   const pump = (async () => {
     const writer = writable.getWriter()
@@ -99,8 +102,14 @@ export async function storeFramedDelta(
       payloadSha256: framing.payloadSha256,
       ...extraMetadata,
     },
+    ...(onlyIf ? { onlyIf } : {}),
   })
   const [pumped, stored] = await Promise.allSettled([pump, put])
+  if (stored.status === 'fulfilled' && stored.value === null) {
+    // The condition failed: nothing was written, and the key is another upload's, so it is not cleaned.
+    if (pumped.status === 'rejected' && pumped.reason instanceof DeltaFormatError) throw pumped.reason
+    return false
+  }
   if (pumped.status === 'rejected' || stored.status === 'rejected') {
     // A put that failed stored nothing, so its cleanup is best effort: a fault there must not turn a
     // forged delta's 422 into a 503. A put that went through (its framer failed only afterwards) must
@@ -114,6 +123,7 @@ export async function storeFramedDelta(
       (pumped.reason instanceof DeltaFormatError || stored.status !== 'rejected')
     throw framerFirst ? pumped.reason : (stored as PromiseRejectedResult).reason
   }
+  return true
 }
 
 /**
