@@ -84,23 +84,24 @@ export async function readPending(
 /**
  * Stages `raw` (the envelope of `manifest`) as its version's pending manifest. One publish attempt
  * owns a version's staging at a time: the same manifest again is an idempotent retry (nothing is
- * written); another manifest is refused with 409 while the staged one is fresh, and replaces it once it
- * is abandoned. Every write is conditional on what was read (create-only, or the etag of the abandoned
- * one), so two POSTs racing for the same version cannot both win.
+ * written); another manifest is refused with 409 while the staged one holds the version, and replaces
+ * it once it does not (holdsVersion: abandoned, given up, or refused for good by the index, whose
+ * `latestSerial` the caller read). Every write is conditional on what was read (create-only, or the etag
+ * of the one replaced), so two POSTs racing for the same version cannot both win.
  */
 export async function stagePending(
   bucket: R2Bucket,
   envelope: SignedManifest,
   raw: string,
   now: number = Date.now(),
+  latestSerial = 0,
 ): Promise<'staged' | 'unchanged'> {
   const { name, version } = envelope.signed
   for (let attempt = 0; attempt < 4; attempt++) {
     const current = await readPending(bucket, name, version)
-    // A given-up attempt left behind by a failed delete holds nothing: it is replaced like an absent one.
-    const givenUp = current?.state === 'given-up'
-    if (current?.raw === raw && !givenUp) return 'unchanged'
-    if (current && !givenUp && now - current.uploaded.getTime() < PENDING_ABANDONED_AFTER_MS) {
+    const holds = current !== null && holdsVersion(current, latestSerial, now)
+    if (current?.raw === raw && holds) return 'unchanged'
+    if (current && holds) {
       throw new Problem(409, 'conflict', busyDetail(current))
     }
     const written = await bucket.put(keys.pendingManifest(name, version), raw, {
@@ -110,6 +111,18 @@ export async function stagePending(
     if (written) return 'staged'
   }
   throw new Problem(409, 'conflict', `the staged publish of ${name}@${version} kept changing; retry`)
+}
+
+/**
+ * Whether a staged manifest still holds its version against another manifest. Not when it was given up
+ * (a marker left by a failed delete), nor when its serial is not above the latest published one and no
+ * commit of it is under way: the index refuses it for good, so it can never commit (its refused commit
+ * drops it, unless that drop met a storage fault), nor once it counts as abandoned.
+ */
+function holdsVersion(current: PendingPublish, latestSerial: number, now: number): boolean {
+  if (current.state === 'given-up') return false
+  if (current.envelope.signed.serial <= latestSerial && !commitUnderWay(current, now)) return false
+  return now - current.uploaded.getTime() < PENDING_ABANDONED_AFTER_MS
 }
 
 function busyDetail(current: PendingPublish): string {

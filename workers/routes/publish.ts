@@ -116,7 +116,8 @@ export const publishRouter = new Hono<AppEnv>()
       }
       assertAttachmentsStorable(manifest, config.stream)
       const found = await readIndex(c.env.ARTIFACTS, name)
-      assertPublishable(found?.index ?? emptyIndex(name), manifest)
+      const index = found?.index ?? emptyIndex(name)
+      assertPublishable(index, manifest)
       // Bytes stored by an earlier attempt whose commit failed bind the version: say so before any upload.
       assertSlotUsable(await slotState(c.env.ARTIFACTS, manifest), manifest)
       // Stored as parsed, which is exactly what was signed: signed bodies are strict schemas without
@@ -124,7 +125,7 @@ export const publishRouter = new Hono<AppEnv>()
       // signature over this `signed` body.
       // Refused (409) while another attempt's manifest is staged; the same manifest again is a retry.
       const raw = JSON.stringify(envelope)
-      await stagePending(c.env.ARTIFACTS, envelope, raw)
+      await stagePending(c.env.ARTIFACTS, envelope, raw, Date.now(), index.latestSerial)
       const body: PublishStarted = {
         name,
         version,
@@ -307,13 +308,17 @@ async function commit(bucket: R2Bucket, pending: PendingPublish): Promise<Commit
   const manifest = pending.envelope.signed
   const held = await holdForCommit(bucket, pending)
   try {
-    return await commitVersion(bucket, manifest, pending.raw)
+    return await commitVersion(bucket, manifest, pending.raw, Date.now(), true)
   } catch (error) {
-    if (error instanceof NotPublishable) {
-      await discardPending(bucket, manifest.name, manifest.version, pending.raw, true).catch(() => undefined)
-    } else {
-      await releaseHold(bucket, held)
-    }
+    const dropped =
+      error instanceof NotPublishable &&
+      (await discardPending(bucket, manifest.name, manifest.version, pending.raw, true).then(
+        () => true,
+        () => false,
+      ))
+    // Given back when kept: a refused manifest left staged by a failed drop is then replaced by the
+    // re-signed one at once (stagePending), as it would be given up.
+    if (!dropped) await releaseHold(bucket, held)
     throw error
   }
 }

@@ -102,6 +102,40 @@ describe('a serial another publish took first', () => {
     expect(await sha256(new Uint8Array(await blob.arrayBuffer()))).toBe(await sha256(bodyA))
   })
 
+  /** A's commit refused (serial 2 taken by B) on an edge whose deletes of `key` fail: what is left over. */
+  async function refusedWithFaultyDeletes(name: string, key: (name: string) => string) {
+    await publishSingle(name, '1.0.0', bytesOf(3000, 1), 1)
+    const bodyA = bytesOf(5000, 2)
+    const a = await envelopeFor(name, '1.1.0', bodyA, { serial: 2 })
+    expect((await startPublish(a)).status).toBe(201)
+    await publishSingle(name, '2.0.0', bytesOf(4000, 3), 2)
+    const faulty = new FaultyR2(env.ARTIFACTS, { rate: 1, ops: ['delete'], keys: (k) => k === key(name) })
+    const { response, bytes } = await callApp(
+      `/v1/publish/${name}/1.1.0/blob`,
+      { method: 'PUT', headers: { ...auth, 'content-length': String(bodyA.length) }, body: bodyA },
+      { ...env, ARTIFACTS: faulty },
+    )
+    await expectProblem(new Response(bytes, response), 409, 'serial-overtaken')
+    expect(faulty.faults).toBeGreaterThan(0)
+    // What the CLI does next: sign again above the latest serial, stage, commit the stored bytes.
+    const resigned = await envelopeFor(name, '1.1.0', bodyA, { serial: 3 })
+    const staged = await startPublish(resigned)
+    expect(staged.status, await staged.clone().text()).toBe(201)
+    const committed = await commitStaged(name, '1.1.0')
+    expect(committed.status, await committed.clone().text()).toBe(201)
+    expect(await (await call(`/v1/artifacts/${name}/1.1.0/manifest`)).text()).toBe(JSON.stringify(resigned))
+  }
+
+  it('the re-signed manifest commits at once when withdrawing the refused one met a storage fault', async () => {
+    // The refused manifest stays at the final key; it used to hold the version for 2 minutes.
+    await refusedWithFaultyDeletes('leftfinal', (name) => keys.manifest(name, '1.1.0'))
+  })
+
+  it('the re-signed manifest stages at once when dropping the refused one met a storage fault', async () => {
+    // The refused manifest stays staged; it used to hold the version for 30 minutes.
+    await refusedWithFaultyDeletes('leftstaged', (name) => keys.pendingManifest(name, '1.1.0'))
+  })
+
   it('stays a plain conflict when the version itself is published: no re-signing can help', async () => {
     const first = await publishSingle('taken', '1.0.0', bytesOf(2000, 4), 1)
     await expectProblem(await startPublish(first), 409, 'conflict')
