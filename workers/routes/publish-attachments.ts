@@ -13,7 +13,6 @@ import { valid } from '../http/validate.ts'
 import { chunkIndexFits } from '../publish/attachments.ts'
 import { bodySource, framingFor, storeFramedDelta } from '../publish/frame-delta.ts'
 import { requirePending } from '../publish/pending-manifest.ts'
-import { StorageUnavailable } from '../storage/guarded-bucket.ts'
 import { keys } from '../storage/keys.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
