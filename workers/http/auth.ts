@@ -1,4 +1,4 @@
-import type { MiddlewareHandler } from 'hono'
+import type { Context, MiddlewareHandler } from 'hono'
 import { timingSafeEqual } from 'hono/utils/buffer'
 import type { AppEnv } from '../app-env.ts'
 import { countWrongToken, refuseLockedOut } from './maintainer-lockout.ts'
@@ -13,11 +13,20 @@ export function bearerToken(header: string | undefined): string | undefined {
 }
 
 /**
+ * Requests whose maintainer token was already checked. Every router under /v1/publish guards itself
+ * with requireMaintainer, and Hono runs a router's `use('*')` for every request under its mount path,
+ * the other routers' included: a re-sign or a yank was checked three times (three lockout-store reads
+ * and token comparisons). Checked once, a request (its one context) is passed on by the later guards.
+ */
+const checked = new WeakSet<Context<AppEnv>>()
+
+/**
  * Maintainer endpoints (publish, rollout control) need the bearer token held as the Worker secret
  * PUBLISH_TOKEN. The comparison is constant-time so the token cannot be guessed byte by byte, and
  * wrong tokens lock their address out for a minute (maintainer-lockout.ts) so it cannot be guessed whole.
  */
 export const requireMaintainer: MiddlewareHandler<AppEnv> = async (c, next) => {
+  if (checked.has(c)) return next()
   const token = bearerToken(c.req.header('authorization'))
   const expected = c.env.PUBLISH_TOKEN
   if (!expected) throw new Problem(500, 'internal', 'PUBLISH_TOKEN is not configured on this edge')
@@ -29,5 +38,6 @@ export const requireMaintainer: MiddlewareHandler<AppEnv> = async (c, next) => {
       headers: { 'www-authenticate': 'Bearer realm="deltaport"' },
     })
   }
+  checked.add(c)
   await next()
 }

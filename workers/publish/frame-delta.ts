@@ -6,6 +6,7 @@ import { expectedBlockCount } from '../../delta/stream/metadata.ts'
 import { Sha256 } from '../../delta/stream/sha256.ts'
 import type { DeltaFraming } from '../../schemas/delta-stream.ts'
 import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
+import { refuseBody } from '../storage/guarded-bucket.ts'
 
 /** Smallest block the edge frames with: the metadata JSON (≤ ~500 bytes) must fit in one block. */
 const MIN_EDGE_BLOCK = 1024
@@ -48,7 +49,9 @@ export interface DeltaIdentity {
 /**
  * Frames `source` (the raw delta, streamed from the request) into a DeltaStream and writes it to R2
  * without buffering it. The framer checks length and sha256 against the declared values as it goes;
- * on a mismatch the stream is aborted, so R2 refuses the write and nothing is stored.
+ * on a mismatch the stream is aborted, so R2 refuses the write and nothing is stored. With `onlyIf`,
+ * the write happens only if the key is still as the caller saw it: false when it was not (nothing was
+ * written, and what another upload stored there stays).
  */
 export async function storeFramedDelta(
   bucket: R2Bucket,
@@ -57,7 +60,8 @@ export async function storeFramedDelta(
   id: DeltaIdentity,
   framing: DeltaFraming,
   extraMetadata: Record<string, string> = {},
-): Promise<void> {
+  onlyIf?: R2Conditional,
+): Promise<boolean> {
   const { readable, writable } = new FixedLengthStream(framing.framedLength)
   const pump = (async () => {
     const writer = writable.getWriter()
@@ -80,6 +84,8 @@ export async function storeFramedDelta(
       for await (const block of blocks) await writer.write(block.slice())
       await writer.close()
     } catch (error) {
+      // A forged payload: the put fails because of this abort, not because of the store.
+      if (error instanceof DeltaFormatError) refuseBody(readable)
       await writer.abort(error).catch(() => undefined)
       throw error
     }
@@ -96,10 +102,20 @@ export async function storeFramedDelta(
       payloadSha256: framing.payloadSha256,
       ...extraMetadata,
     },
+    ...(onlyIf ? { onlyIf } : {}),
   })
   const [pumped, stored] = await Promise.allSettled([pump, put])
+  if (stored.status === 'fulfilled' && stored.value === null) {
+    // The condition failed: nothing was written, and the key is another upload's, so it is not cleaned.
+    if (pumped.status === 'rejected' && pumped.reason instanceof DeltaFormatError) throw pumped.reason
+    return false
+  }
   if (pumped.status === 'rejected' || stored.status === 'rejected') {
-    await bucket.delete(key)
+    // A put that failed stored nothing, so its cleanup is best effort: a fault there must not turn a
+    // forged delta's 422 into a 503. A put that went through (its framer failed only afterwards) must
+    // be undone, or the commit gate would take the stored stream for the signed one.
+    const removed = bucket.delete(key)
+    await (stored.status === 'fulfilled' ? removed : removed.catch(() => undefined))
     // A forged payload (DeltaFormatError) explains everything; otherwise a failed put (a storage
     // fault) is the cause and the framer's error only its echo (its stream was cancelled).
     const framerFirst =
@@ -107,6 +123,7 @@ export async function storeFramedDelta(
       (pumped.reason instanceof DeltaFormatError || stored.status !== 'rejected')
     throw framerFirst ? pumped.reason : (stored as PromiseRejectedResult).reason
   }
+  return true
 }
 
 /**

@@ -1,6 +1,6 @@
 import { SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
-import { readIndex, readManifest, type StoredManifest } from '../storage/artifact-store.ts'
+import { COMMIT_ABANDONED_AFTER_MS, readIndex } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { parseStored } from '../storage/stored-json.ts'
 import { sha256OfBytes } from './verify-object.ts'
@@ -13,6 +13,14 @@ import { sha256OfBytes } from './verify-object.ts'
  */
 export const PENDING_ABANDONED_AFTER_MS = 30 * 60 * 1000
 
+/**
+ * Where a staged attempt stands, kept in the staged object's custom metadata so that every change of
+ * it is one conditional put of that object: `staged` (uploads may go on), `committing` (a commit holds
+ * it, see holdForCommit), `given-up` (DELETE …/attempts: it can never commit; the object is deleted
+ * right after, and one left by a failed delete counts as not staged).
+ */
+export type PendingState = 'staged' | 'committing' | 'given-up'
+
 /** A staged (pending) manifest with what a conditional write of its key needs. */
 export interface PendingPublish {
   envelope: SignedManifest
@@ -21,6 +29,37 @@ export interface PendingPublish {
   /** R2's etag of the object (for `onlyIf`). */
   etag: string
   uploaded: Date
+  state: PendingState
+}
+
+const STATE_KEY = 'state'
+
+function stateOf(metadata: Record<string, string> | undefined): PendingState {
+  const state = metadata?.[STATE_KEY]
+  return state === 'committing' || state === 'given-up' ? state : 'staged'
+}
+
+/**
+ * Rewrites the staged object as `state`, only if it is still exactly what was read: the staged manifest
+ * as rewritten, or null if it had changed.
+ */
+async function setState(
+  bucket: R2Bucket,
+  current: PendingPublish,
+  state: PendingState,
+): Promise<PendingPublish | null> {
+  const { name, version } = current.envelope.signed
+  const written = await bucket.put(keys.pendingManifest(name, version), current.raw, {
+    httpMetadata: { contentType: 'application/json' },
+    customMetadata: { [STATE_KEY]: state },
+    onlyIf: { etagMatches: current.etag },
+  })
+  return written && { ...current, etag: written.etag, uploaded: written.uploaded, state }
+}
+
+/** A commit holding the staged manifest that is recent enough to be still running. */
+function commitUnderWay(current: PendingPublish, now: number): boolean {
+  return current.state === 'committing' && now - current.uploaded.getTime() < COMMIT_ABANDONED_AFTER_MS
 }
 
 export async function readPending(
@@ -33,27 +72,36 @@ export async function readPending(
   if (!object) return null
   const raw = await object.text()
   const envelope = parseStored(SignedManifest, raw, key, 'manifest')
-  return { envelope, raw, etag: object.etag, uploaded: object.uploaded }
+  return {
+    envelope,
+    raw,
+    etag: object.etag,
+    uploaded: object.uploaded,
+    state: stateOf(object.customMetadata),
+  }
 }
 
 /**
  * Stages `raw` (the envelope of `manifest`) as its version's pending manifest. One publish attempt
  * owns a version's staging at a time: the same manifest again is an idempotent retry (nothing is
- * written); another manifest is refused with 409 while the staged one is fresh, and replaces it once it
- * is abandoned. Every write is conditional on what was read (create-only, or the etag of the abandoned
- * one), so two POSTs racing for the same version cannot both win.
+ * written); another manifest is refused with 409 while the staged one holds the version, and replaces
+ * it once it does not (holdsVersion: abandoned, given up, or refused for good by the index, whose
+ * `latestSerial` the caller read). Every write is conditional on what was read (create-only, or the etag
+ * of the one replaced), so two POSTs racing for the same version cannot both win.
  */
 export async function stagePending(
   bucket: R2Bucket,
   envelope: SignedManifest,
   raw: string,
   now: number = Date.now(),
+  latestSerial = 0,
 ): Promise<'staged' | 'unchanged'> {
   const { name, version } = envelope.signed
   for (let attempt = 0; attempt < 4; attempt++) {
     const current = await readPending(bucket, name, version)
-    if (current?.raw === raw) return 'unchanged'
-    if (current && now - current.uploaded.getTime() < PENDING_ABANDONED_AFTER_MS) {
+    const holds = current !== null && holdsVersion(current, latestSerial, now)
+    if (current?.raw === raw && holds) return 'unchanged'
+    if (current && holds) {
       throw new Problem(409, 'conflict', busyDetail(current))
     }
     const written = await bucket.put(keys.pendingManifest(name, version), raw, {
@@ -63,6 +111,18 @@ export async function stagePending(
     if (written) return 'staged'
   }
   throw new Problem(409, 'conflict', `the staged publish of ${name}@${version} kept changing; retry`)
+}
+
+/**
+ * Whether a staged manifest still holds its version against another manifest. Not when it was given up
+ * (a marker left by a failed delete), nor when its serial is not above the latest published one and no
+ * commit of it is under way: the index refuses it for good, so it can never commit (its refused commit
+ * drops it, unless that drop met a storage fault), nor once it counts as abandoned.
+ */
+function holdsVersion(current: PendingPublish, latestSerial: number, now: number): boolean {
+  if (current.state === 'given-up') return false
+  if (current.envelope.signed.serial <= latestSerial && !commitUnderWay(current, now)) return false
+  return now - current.uploaded.getTime() < PENDING_ABANDONED_AFTER_MS
 }
 
 function busyDetail(current: PendingPublish): string {
@@ -80,18 +140,65 @@ function busyDetail(current: PendingPublish): string {
  * but only while it is still this attempt's (`owns` its envelope): a failed or aborted upload must not
  * discard the publish of another attempt that took the version over meanwhile. R2 has no conditional
  * delete; the re-read narrows the gap to milliseconds and losing it costs the other attempt only a 409
- * on its next request (the committed state is never touched here).
+ * on its next request (the committed state is never touched here). A staged manifest a commit holds
+ * (another request of the same attempt is committing it) is left to that commit, unless the caller is
+ * the commit itself (`byItsCommit`): a commit in progress must keep its staged manifest to the end, or
+ * another attempt could stage and claim the manifest key under it.
  */
 export async function discardPending(
   bucket: R2Bucket,
   name: string,
   version: string,
   owns: string | ((raw: string) => Promise<boolean>),
+  byItsCommit = false,
 ) {
   const current = await readPending(bucket, name, version)
   if (!current) return
+  if (!byItsCommit && commitUnderWay(current, Date.now())) return
   const ours = typeof owns === 'string' ? current.raw === owns : await owns(current.raw)
   if (ours) await bucket.delete(keys.pendingManifest(name, version))
+}
+
+/**
+ * Takes the staged manifest for its commit: the commit of an upload goes ahead only if the attempt the
+ * upload belongs to is still the one staged and was not given up meanwhile. The upload read the staged
+ * manifest when it started, possibly many minutes before its last byte arrived; in between its CLI may
+ * have given it up (DELETE …/attempts, after a cut-off it took for final) or another attempt may have
+ * taken the version over. Marking the staged object `committing` is a put conditional on the etag just
+ * read, and giving an attempt up is one too (abandonPending), so of the two exactly one wins: a given-up
+ * attempt never commits, and a committing one is never given up. 409 when it is not this attempt's to
+ * commit. The returned state is what releaseHold needs.
+ */
+export async function holdForCommit(bucket: R2Bucket, pending: PendingPublish): Promise<PendingPublish> {
+  const { name, version } = pending.envelope.signed
+  const current = await readPending(bucket, name, version)
+  if (current && current.raw === pending.raw && current.state !== 'given-up') {
+    const held = await setState(bucket, current, 'committing')
+    if (held) return held
+  }
+  if (await bucket.head(keys.manifest(name, version))) {
+    const index = await readIndex(bucket, name)
+    if (index?.index.versions.some((v) => v.version === version))
+      throw new Problem(
+        409,
+        'conflict',
+        `${name}@${version} is already published; publish a new version instead`,
+      )
+  }
+  throw new Problem(
+    409,
+    'conflict',
+    `this publish attempt of ${name}@${version} was given up or replaced by another attempt while its upload ran; nothing of it was committed (bytes it stored stay and bind the version): start the publish again`,
+  )
+}
+
+/**
+ * Gives the staged manifest back after a commit that failed without refusing it for good (a storage
+ * fault): the attempt may then be retried or given up at once. Best effort; a hold left behind counts as
+ * a commit under way for COMMIT_ABANDONED_AFTER_MS only.
+ */
+export async function releaseHold(bucket: R2Bucket, held: PendingPublish): Promise<void> {
+  await setState(bucket, held, 'staged').catch(() => undefined)
 }
 
 /**
@@ -103,9 +210,9 @@ export async function requirePending(
   bucket: R2Bucket,
   name: string,
   version: string,
-): Promise<StoredManifest> {
-  const pending = await readManifest(bucket, keys.pendingManifest(name, version))
-  if (pending) return pending
+): Promise<PendingPublish> {
+  const pending = await readPending(bucket, name, version)
+  if (pending && pending.state !== 'given-up') return pending
   if (await bucket.head(keys.manifest(name, version)))
     throw new Problem(
       409,
@@ -128,8 +235,9 @@ export function attemptOf(stagedRaw: string): Promise<string> {
  * Gives up the staged publish named `attempt` (a CLI stopped mid-upload), so the version is free at
  * once instead of after PENDING_ABANDONED_AFTER_MS. 'abandoned' when it was staged and is dropped now,
  * 'gone' when nothing is staged (already abandoned, or its upload failed and dropped it: giving up twice
- * is no error). 409 when the version is published (a committed version is never touched here) or another
- * attempt holds the version: only the holder of a reservation may give it up.
+ * is no error). 409 when the version is published (a committed version is never touched here), another
+ * attempt holds the version (only the holder of a reservation may give it up), or a commit of this
+ * attempt is under way (its upload was not cut off after all; see holdForCommit).
  */
 export async function abandonPending(
   bucket: R2Bucket,
@@ -145,18 +253,31 @@ export async function abandonPending(
       `${name}@${version} is published; a published version is never given up (yank it to pull it)`,
     )
   }
-  const current = await readPending(bucket, name, version)
-  if (!current) return 'gone'
-  if ((await attemptOf(current.raw)) !== attempt) {
-    const { serial, sha256 } = current.envelope.signed
-    throw new Problem(
-      409,
-      'conflict',
-      `the publish of ${name}@${version} staged now is another attempt's (serial ${serial}, sha256 ${sha256}); it is left alone`,
-    )
+  for (let tries = 0; tries < 4; tries++) {
+    const current = await readPending(bucket, name, version)
+    if (!current) return 'gone'
+    if ((await attemptOf(current.raw)) !== attempt) {
+      const { serial, sha256 } = current.envelope.signed
+      throw new Problem(
+        409,
+        'conflict',
+        `the publish of ${name}@${version} staged now is another attempt's (serial ${serial}, sha256 ${sha256}); it is left alone`,
+      )
+    }
+    if (commitUnderWay(current, Date.now())) {
+      throw new Problem(
+        409,
+        'conflict',
+        `the upload of this attempt of ${name}@${version} arrived after all and is committing it; it is not given up`,
+      )
+    }
+    // Marked given up first, conditionally on what was read: a commit that took it meanwhile makes
+    // this put fail (read again above), and once it is marked no commit can take it.
+    if (current.state === 'given-up' || (await setState(bucket, current, 'given-up')) !== null) {
+      // Deleted so the version is free; a delete that fails leaves a marker that counts as not staged.
+      await bucket.delete(keys.pendingManifest(name, version))
+      return current.state === 'given-up' ? 'gone' : 'abandoned'
+    }
   }
-  // Same read-then-delete gap as discardPending: losing it costs the other attempt a 409, never a
-  // committed version (the commit removes the staged manifest only after the index lists the version).
-  await discardPending(bucket, name, version, current.raw)
-  return 'abandoned'
+  throw new Problem(409, 'conflict', `the staged publish of ${name}@${version} kept changing; retry`)
 }

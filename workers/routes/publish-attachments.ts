@@ -3,6 +3,7 @@ import { z } from 'zod'
 import { decodeChunkIndex } from '../../delta/chunking/chunk-index.ts'
 import { DeltaFormatError } from '../../delta/errors.ts'
 import { ArtifactName, Version } from '../../schemas/common.ts'
+import { DeltaFraming } from '../../schemas/delta-stream.ts'
 import { DeltaMethod } from '../../schemas/manifest.ts'
 import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
@@ -12,7 +13,6 @@ import { valid } from '../http/validate.ts'
 import { chunkIndexFits } from '../publish/attachments.ts'
 import { bodySource, framingFor, storeFramedDelta } from '../publish/frame-delta.ts'
 import { requirePending } from '../publish/pending-manifest.ts'
-import { StorageUnavailable } from '../storage/guarded-bucket.ts'
 import { keys } from '../storage/keys.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
@@ -27,6 +27,9 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
   .use('*', requireMaintainer)
   .put('/:name/:version/deltas/:from/:method', valid('param', DeltaParam), async (c) => {
     const { name, version, from, method } = c.req.valid('param')
+    const key = keys.delta(name, from, version, method)
+    // Seen before the staged manifest is read: see keyAsSeen.
+    const seen = await keyAsSeen(c.env.ARTIFACTS, key)
     const manifest = (await requirePending(c.env.ARTIFACTS, name, version)).envelope.signed
     const ref = manifest.deltas.find((d) => d.from === from && d.method === method)
     if (!ref) {
@@ -47,7 +50,17 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
     const id = { name, from, to: version, method }
     const source = body ? bodySource(body) : bodySource(new Blob([]).stream())
     try {
-      await storeFramedDelta(c.env.ARTIFACTS, keys.delta(name, from, version, method), source, id, framing)
+      if (!(await storeFramedDelta(c.env.ARTIFACTS, key, source, id, framing, {}, seen))) {
+        const stored = DeltaFraming.safeParse((await c.env.ARTIFACTS.head(key))?.customMetadata ?? {})
+        if (
+          !stored.success ||
+          stored.data.payloadSha256 !== ref.sha256 ||
+          stored.data.payloadLength !== ref.size
+        )
+          throw keyChanged(`the ${method} delta from ${from}`, name, version)
+        // Another request of this attempt stored the very same delta meanwhile (a retry).
+        return c.json({ name, from, to: version, method, ...stored.data }, 201)
+      }
     } catch (error) {
       if (error instanceof DeltaFormatError) {
         throw new Problem(
@@ -63,6 +76,9 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
   })
   .put('/:name/:version/chunks', valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
+    const key = keys.chunks(name, version)
+    // Seen before the staged manifest is read: see keyAsSeen.
+    const seen = await keyAsSeen(c.env.ARTIFACTS, key)
     const manifest = (await requirePending(c.env.ARTIFACTS, name, version)).envelope.signed
     const ref = manifest.chunkIndex
     if (!ref) throw new Problem(404, 'not-found', `the manifest of ${name}@${version} lists no chunk index`)
@@ -93,13 +109,21 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
       )
     }
     try {
-      await c.env.ARTIFACTS.put(keys.chunks(name, version), bytes, {
+      const written = await c.env.ARTIFACTS.put(key, bytes, {
         sha256: ref.sha256,
         httpMetadata: { contentType: 'application/vnd.deltaport.chunk-index' },
         customMetadata: { sha256: ref.sha256 },
+        onlyIf: seen,
       })
+      if (!written) {
+        const stored = await c.env.ARTIFACTS.head(key)
+        // Unless another request of this attempt stored the very same index meanwhile (a retry).
+        if (stored?.customMetadata?.sha256 !== ref.sha256 || stored.size !== ref.size)
+          throw keyChanged('the chunk index', name, version)
+      }
     } catch (error) {
-      if (error instanceof StorageUnavailable) throw error
+      // Storage faults (StorageUnavailable) and the refusal above keep their meaning.
+      if (error instanceof Problem) throw error
       throw new Problem(
         422,
         'integrity-mismatch',
@@ -108,6 +132,28 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
     }
     return c.json({ name, version, size: ref.size, sha256: ref.sha256, chunkCount }, 201)
   })
+
+/**
+ * The condition that writes an attachment's key only if nothing changed it since this upload looked at
+ * it, taken before the upload reads the staged manifest. Why: an upload is checked against the manifest
+ * staged when it starts, but its body may arrive minutes later, after its attempt was given up and
+ * another attempt of the version staged and uploaded its own delta or chunk index there and committed.
+ * Written unconditionally, the stale upload then replaced that attempt's object with one its published
+ * manifest does not list, for good. Every write since the look changes the etag, so the stale write is
+ * refused; a write before it belongs to an attempt staged before this upload read the staged manifest.
+ */
+async function keyAsSeen(bucket: R2Bucket, key: string): Promise<R2Conditional> {
+  const head = await bucket.head(key)
+  return head ? { etagMatches: head.etag } : { etagDoesNotMatch: '*' }
+}
+
+function keyChanged(what: string, name: string, version: string): Problem {
+  return new Problem(
+    409,
+    'conflict',
+    `${what} of ${name}@${version} was uploaded by another request while this one ran (another publish attempt took the version over); nothing of this upload was stored`,
+  )
+}
 
 function contentLength(header: string | undefined): number {
   if (header === undefined) throw new Problem(411, 'length-required', 'uploads need a Content-Length')

@@ -34,6 +34,9 @@ import {
   abandonPending,
   attemptOf,
   discardPending,
+  holdForCommit,
+  type PendingPublish,
+  releaseHold,
   requirePending,
   stagePending,
 } from '../publish/pending-manifest.ts'
@@ -44,7 +47,6 @@ import {
   emptyIndex,
   NotPublishable,
   readIndex,
-  type StoredManifest,
 } from '../storage/artifact-store.ts'
 import { abortUpload, StorageUnavailable } from '../storage/guarded-bucket.ts'
 
@@ -114,7 +116,8 @@ export const publishRouter = new Hono<AppEnv>()
       }
       assertAttachmentsStorable(manifest, config.stream)
       const found = await readIndex(c.env.ARTIFACTS, name)
-      assertPublishable(found?.index ?? emptyIndex(name), manifest)
+      const index = found?.index ?? emptyIndex(name)
+      assertPublishable(index, manifest)
       // Bytes stored by an earlier attempt whose commit failed bind the version: say so before any upload.
       assertSlotUsable(await slotState(c.env.ARTIFACTS, manifest), manifest)
       // Stored as parsed, which is exactly what was signed: signed bodies are strict schemas without
@@ -122,7 +125,7 @@ export const publishRouter = new Hono<AppEnv>()
       // signature over this `signed` body.
       // Refused (409) while another attempt's manifest is staged; the same manifest again is a retry.
       const raw = JSON.stringify(envelope)
-      await stagePending(c.env.ARTIFACTS, envelope, raw)
+      await stagePending(c.env.ARTIFACTS, envelope, raw, Date.now(), index.latestSerial)
       const body: PublishStarted = {
         name,
         version,
@@ -284,7 +287,7 @@ export const publishRouter = new Hono<AppEnv>()
  * manifest, and a verification failure against it would drop that attempt's staged publish, which only
  * its own uploads may do.
  */
-async function assertUploadOfStaged(attempt: string, pending: StoredManifest): Promise<void> {
+async function assertUploadOfStaged(attempt: string, pending: PendingPublish): Promise<void> {
   if (await attemptBelongsTo(attempt, pending.raw)) return
   const { name, version, serial } = pending.envelope.signed
   throw new Problem(
@@ -295,17 +298,27 @@ async function assertUploadOfStaged(attempt: string, pending: StoredManifest): P
 }
 
 /**
- * Commits a verified version. A manifest the index refuses for good (its serial was overtaken while it
- * uploaded) also drops its staged manifest, so a re-signed one may be staged at once.
+ * Commits a verified version, if its attempt still holds the version (holdForCommit: it was not given
+ * up or taken over while its upload ran, which may have been minutes). A manifest the index refuses for
+ * good (its serial was overtaken while it uploaded) also drops its staged manifest, so a re-signed one
+ * may be staged at once; any other failure gives the hold back, so the attempt can be retried or given
+ * up at once.
  */
-async function commit(bucket: R2Bucket, pending: StoredManifest): Promise<Committed> {
+async function commit(bucket: R2Bucket, pending: PendingPublish): Promise<Committed> {
   const manifest = pending.envelope.signed
+  const held = await holdForCommit(bucket, pending)
   try {
-    return await commitVersion(bucket, manifest, pending.raw)
+    return await commitVersion(bucket, manifest, pending.raw, Date.now(), true)
   } catch (error) {
-    if (error instanceof NotPublishable) {
-      await discardPending(bucket, manifest.name, manifest.version, pending.raw).catch(() => undefined)
-    }
+    const dropped =
+      error instanceof NotPublishable &&
+      (await discardPending(bucket, manifest.name, manifest.version, pending.raw, true).then(
+        () => true,
+        () => false,
+      ))
+    // Given back when kept: a refused manifest left staged by a failed drop is then replaced by the
+    // re-signed one at once (stagePending), as it would be given up.
+    if (!dropped) await releaseHold(bucket, held)
     throw error
   }
 }

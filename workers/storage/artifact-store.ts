@@ -67,15 +67,17 @@ export const SERIAL_OVERTAKEN = 'serial-overtaken'
 /**
  * Makes a verified version visible: the manifest moves from pending to its final key (claimed by this
  * commit alone, see claimManifestKey), then the index gains the version and its channels. The index update is a compare-and-swap on the R2 etag so two
- * concurrent publishes cannot lose each other's entries or both claim the same serial.
+ * concurrent publishes cannot lose each other's entries or both claim the same serial. `holdsStaged`:
+ * the caller holds the version's staged manifest for this commit (holdForCommit, pending-manifest.ts).
  */
 export async function commitVersion(
   bucket: R2Bucket,
   manifest: ArtifactManifest,
   raw: string,
   now: number = Date.now(),
+  holdsStaged = false,
 ): Promise<Committed> {
-  await claimManifestKey(bucket, manifest, raw, now)
+  await claimManifestKey(bucket, manifest, raw, now, holdsStaged)
   try {
     return await addToIndex(bucket, manifest)
   } catch (error) {
@@ -97,13 +99,17 @@ export const COMMIT_ABANDONED_AFTER_MS = 2 * 60 * 1000
  * manifest with its own, so devices would be served a manifest (serial, expiry) the index does not
  * list. The key already holding this exact envelope is a retry; another envelope means the version
  * is published (409 for good), another commit is between its two writes (409, retry), or such a commit
- * died long ago (replaced, conditionally on its etag).
+ * died long ago (replaced, conditionally on its etag). A caller holding the staged manifest knows the
+ * last: a commit keeps its staged manifest held to its end, and there is one staged manifest per
+ * version, so another envelope's commit is over, and what it left (a refused commit whose withdrawal
+ * met a storage fault) is replaced at once instead of holding the version for 2 minutes.
  */
 async function claimManifestKey(
   bucket: R2Bucket,
   manifest: ArtifactManifest,
   raw: string,
   now: number,
+  holdsStaged: boolean,
 ): Promise<void> {
   const { name, version } = manifest
   const key = keys.manifest(name, version)
@@ -114,7 +120,7 @@ async function claimManifestKey(
       if (text === raw) return
       const current = await readIndex(bucket, name)
       assertPublishable(current?.index ?? emptyIndex(name), manifest)
-      if (now - existing.uploaded.getTime() < COMMIT_ABANDONED_AFTER_MS) {
+      if (!holdsStaged && now - existing.uploaded.getTime() < COMMIT_ABANDONED_AFTER_MS) {
         throw new Problem(
           409,
           'conflict',

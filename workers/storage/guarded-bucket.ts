@@ -56,11 +56,28 @@ function isStorageFault(error: unknown): boolean {
   return code === null || TRANSIENT_CODES.has(code)
 }
 
+/**
+ * Upload bodies their own writer failed on purpose (a forged delta: its framer stopped the stream so
+ * that R2 stores nothing). R2 then fails the put with a plain error naming the stream's abort, which
+ * says nothing about the store: see refuseBody.
+ */
+const refusedBodies = new WeakSet<ReadableStream>()
+
+/**
+ * Marks `body` as failed by its own writer, before the writer aborts it: the put carrying it then fails
+ * with its raw error instead of being logged and answered as a storage fault, so the caller can say
+ * what really happened (422 integrity-mismatch), and the log shows no storage fault that never was.
+ */
+export function refuseBody(body: ReadableStream): void {
+  refusedBodies.add(body)
+}
+
 /** The hook that gives every R2 call of the Worker its typed failure. */
-const guard: Around = async (op, key, call) => {
+const guard: Around = async (op, key, call, body) => {
   try {
     return await call()
   } catch (error) {
+    if (body instanceof ReadableStream && refusedBodies.has(body)) throw error
     if (!isStorageFault(error)) throw error
     console.log(JSON.stringify({ level: 'warn', msg: 'storage fault', op, key, error: String(error) }))
     throw new StorageUnavailable(op, key)

@@ -1,5 +1,5 @@
 import { env } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { decodeChunkIndex } from '../../delta/chunking/chunk-index.ts'
 import { buildChunkIndex, encodeChunkIndex } from '../../delta/chunking/index.ts'
 import {
@@ -13,7 +13,8 @@ import {
   putDelta,
   unframe,
 } from './delta-helpers.ts'
-import { bytesOf, call, envelopeFor, sha256, startPublish } from './publish-helpers.ts'
+import { FaultyR2 } from './faulty-r2.ts'
+import { auth, bytesOf, call, envelopeFor, sha256, startPublish } from './publish-helpers.ts'
 
 const delta = (from: string, seed: number, size = 100_000): DeltaUpload => ({
   from,
@@ -50,6 +51,51 @@ describe('delta and chunk-index upload at publish', () => {
     expect((await putChunks('gate', '1.1.0', badIndex)).status).toBe(422)
     expect((await putChunks('gate', '1.1.0', index)).status).toBe(201)
     expect((await putBlob('gate', '1.1.0', body)).status).toBe(201)
+  })
+})
+
+describe('a forged delta upload', () => {
+  it('is refused and logged as an integrity mismatch, never as a storage fault, even when its cleanup faults', async () => {
+    const body = bytesOf(20_000, 40)
+    const upload = delta('1.0.0', 41, 30_000)
+    const envelope = await envelopeFor('forged-log', '1.1.0', body, {
+      serial: 2,
+      deltas: [await deltaRefOf(upload)],
+    })
+    expect((await startPublish(envelope)).status).toBe(201)
+    const path = '/v1/publish/forged-log/1.1.0/deltas/1.0.0/vcdiff'
+    const forged = bytesOf(upload.bytes.length, 42)
+    const send = (bucket: R2Bucket) =>
+      callApp(
+        path,
+        { method: 'PUT', headers: { ...auth, 'content-length': String(forged.length) }, body: forged },
+        { ...env, ARTIFACTS: bucket },
+      )
+    const log = vi.spyOn(console, 'log')
+    try {
+      // The second run fails the cleanup delete: nothing was stored, so that (real, and logged) fault
+      // changes no answer.
+      const runs = [
+        { bucket: env.ARTIFACTS, faults: [] },
+        { bucket: new FaultyR2(env.ARTIFACTS, { failNth: { delete: [1] } }), faults: ['delete'] },
+      ]
+      for (const { bucket, faults: expected } of runs) {
+        log.mockClear()
+        const { response, bytes } = await send(bucket)
+        const problem = JSON.parse(new TextDecoder().decode(bytes)) as { type: string; detail: string }
+        expect(response.status, problem.detail).toBe(422)
+        expect(problem.type).toContain('integrity-mismatch')
+        expect(problem.detail).toContain('does not match its sha256')
+        const faults = log.mock.calls
+          .map((args) => String(args[0]))
+          .filter((line) => line.includes('storage fault'))
+          .map((line) => (JSON.parse(line) as { op: string }).op)
+        expect(faults).toEqual(expected)
+      }
+    } finally {
+      log.mockRestore()
+    }
+    expect(await env.ARTIFACTS.head('deltas/forged-log/1.0.0/1.1.0/vcdiff')).toBeNull()
   })
 })
 

@@ -5,7 +5,7 @@
  * workerd; the edge under test is the app with that one binding changed.
  */
 import { env } from 'cloudflare:workers'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import type { SignedManifest } from '../../schemas/manifest.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { canonicalJson, ED25519, type Envelope } from '../../schemas/signed-envelope.ts'
@@ -153,6 +153,89 @@ describe('MAINTAINER_KEYS', () => {
     // An unsigned yank moves channels but no device (ADR 0025); it stays a PUBLISH_TOKEN operation.
     expect((await send(guarded, 'DELETE', yankPath)).status).toBe(200)
     expect((await send(guarded, 'PUT', yankPath, { reason: 'still broken' })).status).toBe(200)
+  })
+
+  it('checks each request once: one token check and one verification per signature, bad ones refused', async () => {
+    const original = await published(guarded, 'checked-once', alice)
+    let lockoutReads = 0
+    const lockouts = new Proxy(env.AUTH_LOCKOUTS, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target)
+        if (property !== 'get' || typeof value !== 'function') return value
+        return (...args: unknown[]) => {
+          lockoutReads++
+          return (value as (...a: unknown[]) => unknown).apply(target, args)
+        }
+      },
+    })
+    // The real KV, counted; a client address, so the lockout is consulted (locally it is not otherwise).
+    const counted: Env = { ...guarded, AUTH_LOCKOUTS: lockouts }
+    const path = publishPath(original)
+    const statement: YankStatement = {
+      _type: 'deltaport/yank',
+      name: 'checked-once',
+      version: '1.0.0',
+      sha256: original.signed.sha256,
+      yanked: true,
+      reason: 'broken',
+      at: new Date().toISOString(),
+      expires: new Date(Date.now() + 86_400_000).toISOString(),
+    }
+    const restore = {
+      ...statement,
+      yanked: false,
+      reason: null,
+      at: new Date(Date.now() + 1000).toISOString(),
+    }
+    const longer = { ...original.signed, expires: new Date(Date.now() + 30 * 86_400_000).toISOString() }
+    const next = (await envelopeFor('checked-once', '1.1.0', bytesOf(50))).signed
+    type Sign = <Body>(body: Body) => Promise<Envelope<Body>>
+    const routes: [string, string, (sign: Sign) => Promise<unknown>, number][] = [
+      ['POST', '/v1/publish/checked-once/1.1.0', (sign) => sign({ ...next, serial: 2 }), 201],
+      ['PUT', `${path}/manifest`, (sign) => sign(longer), 200],
+      ['PUT', `${path}/yank`, async (sign) => ({ reason: 'broken', statement: await sign(statement) }), 200],
+      ['DELETE', `${path}/yank`, async (sign) => ({ statement: await sign(restore) }), 200],
+    ]
+    // An unlisted key (nothing to verify), a listed keyid over another key's signature (verified once,
+    // refused), a maintainer's signature (verified once).
+    const signers: [Sign, number, number | null][] = [
+      [(body) => signedBy(body, mallory), 0, 422],
+      [(body) => signedBy(body, mallory, alice.keyid), 1, 422],
+      [(body) => signedBy(body, alice), 1, null],
+    ]
+    const verify = vi.spyOn(crypto.subtle, 'verify')
+    try {
+      for (const [method, route, body, ok] of routes) {
+        for (const [sign, verifications, refused] of signers) {
+          lockoutReads = 0
+          verify.mockClear()
+          const response = await app.request(
+            route,
+            {
+              method,
+              headers: { ...auth, 'content-type': 'application/json', 'cf-connecting-ip': '192.0.2.7' },
+              body: JSON.stringify(await body(sign)),
+            },
+            counted,
+          )
+          expect(response.status, `${method} ${route}: ${await response.text()}`).toBe(refused ?? ok)
+          expect(lockoutReads, `${method} ${route}`).toBe(1)
+          expect(verify, `${method} ${route}`).toHaveBeenCalledTimes(verifications)
+        }
+        const wrongToken = await app.request(
+          route,
+          {
+            method,
+            headers: { authorization: 'Bearer wrong', 'content-type': 'application/json' },
+            body: '{}',
+          },
+          counted,
+        )
+        expect(wrongToken.status, `${method} ${route}`).toBe(401)
+      }
+    } finally {
+      verify.mockRestore()
+    }
   })
 
   it('accepts any signature when blank, and refuses every publish when malformed', async () => {

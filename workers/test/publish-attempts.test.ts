@@ -2,7 +2,10 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import { Published, PublishStarted } from '../../schemas/publish.ts'
+import { holdForCommit, readPending, releaseHold } from '../publish/pending-manifest.ts'
 import { keys } from '../storage/keys.ts'
+import { callApp } from './delta-helpers.ts'
+import { FaultyR2 } from './faulty-r2.ts'
 import {
   auth,
   bytesOf,
@@ -40,6 +43,29 @@ async function indexOf(name: string): Promise<ArtifactIndex> {
   return ArtifactIndex.parse(await (await call(`/v1/artifacts/${name}`)).json())
 }
 
+/** A PUT of the blob whose body arrives in two halves: the second only once `release` is called. */
+function slowPut(name: string, version: string, body: Uint8Array) {
+  const { readable, writable } = new FixedLengthStream(body.length)
+  const writer = writable.getWriter()
+  const half = Math.floor(body.length / 2)
+  void writer.write(body.slice(0, half))
+  const response = call(`/v1/publish/${name}/${version}/blob`, {
+    method: 'PUT',
+    headers: { ...auth, 'content-length': String(body.length) },
+    body: readable,
+  })
+  return {
+    async release() {
+      await writer.write(body.slice(half))
+      await writer.close()
+      return response
+    },
+  }
+}
+
+/** Lets the slow request reach R2 (its reads and the start of its put) first. */
+const settle = () => new Promise((resolve) => setTimeout(resolve, 50))
+
 async function staged(name: string, version: string): Promise<string | undefined> {
   return (await env.ARTIFACTS.get(keys.pendingManifest(name, version)))?.text()
 }
@@ -74,6 +100,40 @@ describe('a serial another publish took first', () => {
     expect(index.channels).toEqual({ stable: '2.0.0', lts: '1.1.0' })
     const blob = await call('/v1/artifacts/serials/1.1.0/blob')
     expect(await sha256(new Uint8Array(await blob.arrayBuffer()))).toBe(await sha256(bodyA))
+  })
+
+  /** A's commit refused (serial 2 taken by B) on an edge whose deletes of `key` fail: what is left over. */
+  async function refusedWithFaultyDeletes(name: string, key: (name: string) => string) {
+    await publishSingle(name, '1.0.0', bytesOf(3000, 1), 1)
+    const bodyA = bytesOf(5000, 2)
+    const a = await envelopeFor(name, '1.1.0', bodyA, { serial: 2 })
+    expect((await startPublish(a)).status).toBe(201)
+    await publishSingle(name, '2.0.0', bytesOf(4000, 3), 2)
+    const faulty = new FaultyR2(env.ARTIFACTS, { rate: 1, ops: ['delete'], keys: (k) => k === key(name) })
+    const { response, bytes } = await callApp(
+      `/v1/publish/${name}/1.1.0/blob`,
+      { method: 'PUT', headers: { ...auth, 'content-length': String(bodyA.length) }, body: bodyA },
+      { ...env, ARTIFACTS: faulty },
+    )
+    await expectProblem(new Response(bytes, response), 409, 'serial-overtaken')
+    expect(faulty.faults).toBeGreaterThan(0)
+    // What the CLI does next: sign again above the latest serial, stage, commit the stored bytes.
+    const resigned = await envelopeFor(name, '1.1.0', bodyA, { serial: 3 })
+    const staged = await startPublish(resigned)
+    expect(staged.status, await staged.clone().text()).toBe(201)
+    const committed = await commitStaged(name, '1.1.0')
+    expect(committed.status, await committed.clone().text()).toBe(201)
+    expect(await (await call(`/v1/artifacts/${name}/1.1.0/manifest`)).text()).toBe(JSON.stringify(resigned))
+  }
+
+  it('the re-signed manifest commits at once when withdrawing the refused one met a storage fault', async () => {
+    // The refused manifest stays at the final key; it used to hold the version for 2 minutes.
+    await refusedWithFaultyDeletes('leftfinal', (name) => keys.manifest(name, '1.1.0'))
+  })
+
+  it('the re-signed manifest stages at once when dropping the refused one met a storage fault', async () => {
+    // The refused manifest stays staged; it used to hold the version for 30 minutes.
+    await refusedWithFaultyDeletes('leftstaged', (name) => keys.pendingManifest(name, '1.1.0'))
   })
 
   it('stays a plain conflict when the version itself is published: no re-signing can help', async () => {
@@ -144,6 +204,62 @@ describe('giving up a staged attempt', () => {
     expect((await indexOf('committed')).versions.map((v) => v.version)).toEqual(['1.0.0'])
     expect(await env.ARTIFACTS.head(keys.manifest('committed', '1.0.0'))).not.toBeNull()
     expect((await call('/v1/artifacts/committed/1.0.0/blob')).status).toBe(200)
+  })
+
+  it('can never commit once given up, even when its PUT was still streaming', async () => {
+    const body = bytesOf(200_000, 12)
+    const envelope = await envelopeFor('cutoff', '1.0.0', body, { serial: 1 })
+    const started = PublishStarted.parse(await (await startPublish(envelope)).json())
+    if (started.attempt === undefined) throw new Error('the edge named no attempt')
+    // The CLI thought its PUT was cut off and gave the attempt up; the PUT was in fact still arriving.
+    const slow = slowPut('cutoff', '1.0.0', body)
+    await settle()
+    expect((await abandon('cutoff', '1.0.0', started.attempt)).status).toBe(204)
+    const late = await expectProblem(await slow.release(), 409, 'conflict')
+    expect(late.detail).toContain('given up')
+    expect((await call('/v1/artifacts/cutoff')).status).toBe(404)
+    expect((await call('/v1/artifacts/cutoff/1.0.0/manifest')).status).toBe(404)
+    // Its bytes stay and bind the version, as after any failed commit: the rerun publishes them.
+    const rerun = await envelopeFor('cutoff', '1.0.0', body, { serial: 1 })
+    expect((await startPublish(rerun)).status).toBe(201)
+    expect((await commitStaged('cutoff', '1.0.0')).status).toBe(201)
+    expect((await indexOf('cutoff')).versions.map((v) => v.version)).toEqual(['1.0.0'])
+  })
+
+  it('is refused (409) while its commit is under way, so a commit is never half given up', async () => {
+    const { envelope, attempt } = await stage('committing', '1.0.0', 13)
+    const raw = JSON.stringify(envelope)
+    const pending = await readPending(env.ARTIFACTS, 'committing', '1.0.0')
+    if (!pending) throw new Error('nothing staged')
+    // What a commit does first: it holds the staged manifest, conditionally on what it read.
+    await holdForCommit(env.ARTIFACTS, pending)
+    const refused = await expectProblem(await abandon('committing', '1.0.0', attempt), 409, 'conflict')
+    expect(refused.detail).toContain('committing')
+    expect(await staged('committing', '1.0.0')).toBe(raw)
+    // A commit that held it and then failed releases it, and the attempt can be given up again.
+    const held = await readPending(env.ARTIFACTS, 'committing', '1.0.0')
+    if (!held) throw new Error('nothing staged')
+    await releaseHold(env.ARTIFACTS, held)
+    expect((await abandon('committing', '1.0.0', attempt)).status).toBe(204)
+  })
+
+  it('counts as given up even when the delete after the mark meets a storage fault', async () => {
+    const { envelope, attempt } = await stage('markleft', '1.0.0', 14)
+    const faulty = new FaultyR2(env.ARTIFACTS, { failNth: { delete: [1] } })
+    const { response } = await callApp(
+      `/v1/publish/markleft/1.0.0/attempts/${attempt}`,
+      { method: 'DELETE', headers: auth },
+      { ...env, ARTIFACTS: faulty },
+    )
+    expect(response.status).toBe(503)
+    // The marked object is still there, but it holds nothing: its upload is refused, and another
+    // manifest (or the same one again) stages at once.
+    expect(await staged('markleft', '1.0.0')).toBe(JSON.stringify(envelope))
+    const late = await expectProblem(await putBlob('markleft', '1.0.0', bytesOf(3000, 14)), 409, 'conflict')
+    expect(late.detail).toContain('start the publish')
+    const rerun = await envelopeFor('markleft', '1.0.0', bytesOf(3000, 15), { serial: 1 })
+    expect((await startPublish(rerun)).status).toBe(201)
+    expect((await putBlob('markleft', '1.0.0', bytesOf(3000, 15))).status).toBe(201)
   })
 
   it('takes the maintainer token, and refuses a malformed attempt or version with 400', async () => {

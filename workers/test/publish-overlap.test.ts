@@ -1,5 +1,6 @@
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
+import { buildChunkIndex, encodeChunkIndex } from '../../delta/chunking/index.ts'
 import { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import type { SignedManifest } from '../../schemas/manifest.ts'
 import { PlanResponse } from '../../schemas/plan.ts'
@@ -8,6 +9,8 @@ import { Published } from '../../schemas/publish.ts'
 import { PENDING_ABANDONED_AFTER_MS, stagePending } from '../publish/pending-manifest.ts'
 import { COMMIT_ABANDONED_AFTER_MS, commitVersion } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
+import { callApp, deltaRefOf, putChunks, putDelta } from './delta-helpers.ts'
+import { FaultyR2 } from './faulty-r2.ts'
 import { auth, bytesOf, call, envelopeFor, publishSingle, sha256, startPublish } from './publish-helpers.ts'
 
 /**
@@ -171,6 +174,120 @@ describe('completing a multipart upload of an attempt that was taken over', () =
     )
     expect((await putBlob('lateparts', '1.0.0', bodyB)).status).toBe(201)
     await expectServed('lateparts', '1.0.0', bodyB)
+  })
+})
+
+describe('a chunk index upload of an attempt taken over meanwhile', () => {
+  /** A PUT of the chunk index whose body arrives only once `release` is called. */
+  function slowChunks(name: string, version: string, index: Uint8Array) {
+    const { readable, writable } = new FixedLengthStream(index.length)
+    const writer = writable.getWriter()
+    const response = call(`/v1/publish/${name}/${version}/chunks`, {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': String(index.length) },
+      body: readable,
+    })
+    return {
+      async release() {
+        await writer.write(index)
+        await writer.close()
+        return response
+      },
+    }
+  }
+
+  async function withChunkIndex(name: string, body: Uint8Array, serial: number) {
+    const index = encodeChunkIndex(await buildChunkIndex(body))
+    const chunkIndex = {
+      size: index.length,
+      sha256: await sha256(index),
+      chunkCount: (index.length - 36) / 20,
+    }
+    return { index, envelope: await envelopeFor(name, '1.0.0', body, { serial, chunkIndex }) }
+  }
+
+  it('is written before the manifest, which is written before the index lists the version', async () => {
+    const { index, envelope } = await withChunkIndex('chunkorder', bytesOf(20_000, 25), 1)
+    const recorder = new FaultyR2(env.ARTIFACTS, {})
+    const bindings = { ...env, ARTIFACTS: recorder }
+    const send = (path: string, init: RequestInit) =>
+      callApp(`/v1/publish/chunkorder/1.0.0${path}`, init, bindings)
+    const json = { ...auth, 'content-type': 'application/json' }
+    expect(
+      (await send('', { method: 'POST', headers: json, body: JSON.stringify(envelope) })).response.status,
+    ).toBe(201)
+    const upload = (path: string, bytes: Uint8Array) =>
+      send(path, { method: 'PUT', headers: { ...auth, 'content-length': String(bytes.length) }, body: bytes })
+    expect((await upload('/chunks', index)).response.status).toBe(201)
+    expect((await upload('/blob', bytesOf(20_000, 25))).response.status).toBe(201)
+    const puts = recorder.log.filter((r) => r.op === 'put').map((r) => r.key)
+    const order = [keys.chunks, keys.blob, keys.manifest].map((key) =>
+      puts.indexOf(key('chunkorder', '1.0.0')),
+    )
+    order.push(puts.lastIndexOf(keys.index('chunkorder')))
+    expect(order.every((at) => at >= 0)).toBe(true)
+    expect([...order].sort((a, b) => a - b)).toEqual(order)
+  })
+
+  it('never leaves a published manifest served with a chunk index that is not its own', async () => {
+    const x = await withChunkIndex('chunkrace', bytesOf(200_000, 20), 1)
+    const y = await withChunkIndex('chunkrace', bytesOf(200_000, 21), 2)
+    expect((await startPublish(x.envelope)).status).toBe(201)
+    // X's chunk index upload started while X was staged; its body is still on the way.
+    const staleChunks = slowChunks('chunkrace', '1.0.0', x.index)
+    await settle()
+    // X counts as abandoned; Y takes the version over and uploads its own chunk index, then its bytes.
+    const later = Date.now() + PENDING_ABANDONED_AFTER_MS + 1000
+    expect(await stagePending(env.ARTIFACTS, y.envelope, JSON.stringify(y.envelope), later)).toBe('staged')
+    expect((await putChunks('chunkrace', '1.0.0', y.index)).status).toBe(201)
+    const bytesY = slowPut('chunkrace', '1.0.0', bytesOf(200_000, 21))
+    await settle()
+    // X's chunk index lands after Y's commit gate passed, before Y commits.
+    await (await staleChunks.release()).body?.cancel()
+    const committed = await bytesY.release()
+    if (committed.status !== 201) {
+      // Refused as incomplete: Y uploads its chunk index again and commits the bytes it stored.
+      expect(committed.status, await committed.text()).toBe(409)
+      expect((await putChunks('chunkrace', '1.0.0', y.index)).status).toBe(201)
+      expect(
+        (await call('/v1/publish/chunkrace/1.0.0/commit', { method: 'POST', headers: auth })).status,
+      ).toBe(201)
+    }
+    const served = await call('/v1/artifacts/chunkrace/1.0.0/chunks')
+    expect(served.status).toBe(200)
+    expect(await sha256(new Uint8Array(await served.arrayBuffer()))).toBe(
+      y.envelope.signed.chunkIndex?.sha256,
+    )
+  })
+})
+
+describe('a delta upload of an attempt taken over meanwhile', () => {
+  it('is refused when it ends, and never replaces the delta the other attempt published', async () => {
+    const deltaX = { from: '0.9.0', method: 'vcdiff' as const, bytes: bytesOf(150_000, 22) }
+    const deltaY = { from: '0.9.0', method: 'vcdiff' as const, bytes: bytesOf(150_000, 23) }
+    const body = bytesOf(3000, 24)
+    const x = await envelopeFor('deltarace', '1.0.0', body, { serial: 1, deltas: [await deltaRefOf(deltaX)] })
+    const y = await envelopeFor('deltarace', '1.0.0', body, { serial: 2, deltas: [await deltaRefOf(deltaY)] })
+    expect((await startPublish(x)).status).toBe(201)
+    const { readable, writable } = new FixedLengthStream(deltaX.bytes.length)
+    const writer = writable.getWriter()
+    void writer.write(deltaX.bytes.slice(0, 70_000))
+    const stale = call('/v1/publish/deltarace/1.0.0/deltas/0.9.0/vcdiff', {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': String(deltaX.bytes.length) },
+      body: readable,
+    })
+    await settle()
+    const later = Date.now() + PENDING_ABANDONED_AFTER_MS + 1000
+    expect(await stagePending(env.ARTIFACTS, y, JSON.stringify(y), later)).toBe('staged')
+    expect((await putDelta('deltarace', '1.0.0', deltaY)).status).toBe(201)
+    expect((await putBlob('deltarace', '1.0.0', body)).status).toBe(201)
+    await writer.write(deltaX.bytes.slice(70_000))
+    await writer.close()
+    const late = await stale
+    expect(late.status, await late.text()).toBe(409)
+    const stored = await env.ARTIFACTS.head(keys.delta('deltarace', '0.9.0', '1.0.0', 'vcdiff'))
+    expect(stored?.customMetadata?.payloadSha256).toBe(y.signed.deltas[0]?.sha256)
   })
 })
 
