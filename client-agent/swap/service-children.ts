@@ -47,18 +47,25 @@ export class ServiceChildren {
   }
 
   /**
-   * Stops every service process but `keep`. An old version that crashed mid-swap may have been restarted
-   * meanwhile; that copy must not keep running (and touching the shared data) next to the one that serves.
+   * Stops every service process but `keep`, side by side (see `stopAll`). An old version that crashed
+   * mid-swap may have been restarted meanwhile; that copy must not keep running (and touching the shared
+   * data) next to the one that serves.
    */
   async retireAllBut(keep: ServiceProcess): Promise<void> {
-    for (const p of [...this.processes]) {
-      if (p !== keep) await this.discard(p)
-    }
+    const others = [...this.processes].filter((p) => p !== keep)
+    await Promise.all(others.map((p) => p.stop(this.stopTimeoutMs)))
+    // Recorded once: records written side by side could land in any order, the last one stale.
+    for (const p of others) this.processes.delete(p)
+    if (others.length > 0) await this.record()
   }
 
-  /** Stops them all: the agent is going. */
+  /**
+   * Stops them all: the agent is going. Side by side, so the stop takes one `stopTimeoutMs` (grace,
+   * then SIGTERM's) however many run: one after the other, a stop during a probation (old and new
+   * version alive) of a service slow to exit took one per process.
+   */
   async stopAll(): Promise<void> {
-    for (const p of this.processes) await p.stop(this.stopTimeoutMs)
+    await Promise.all([...this.processes].map((p) => p.stop(this.stopTimeoutMs)))
     // Forgotten too, so a late `forget` elsewhere (a restart that was under way) records none of them.
     this.processes.clear()
     await this.files.recordChildren([])

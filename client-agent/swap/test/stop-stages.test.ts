@@ -31,6 +31,8 @@ interface Behaviour {
   relaunchMs?: Record<string, number>
   /** Each version exits (1) this long after it listens. */
   crashAfterMs?: Record<string, number>
+  /** How long each version takes to exit after SIGTERM (default: at once). */
+  termMs?: number
 }
 
 /**
@@ -66,7 +68,7 @@ const server = createServer((req, res) => {
     }, req.url === '/slow' ? (behaviour.slowMs ?? 0) : 0)
   })
 })
-process.on('SIGTERM', () => process.exit(0))
+process.on('SIGTERM', () => setTimeout(() => process.exit(0), behaviour.termMs ?? 0))
 setTimeout(() => {
   server.listen(Number(process.env.PORT), '127.0.0.1')
   const crash = behaviour.crashAfterMs?.[version]
@@ -285,6 +287,28 @@ describe('a stop during a fall-back after an early crash', () => {
     expect(await s.failed()).toEqual(['2.0.0'])
     expect(s.restored).toEqual([['2.0.0', '1.0.0']])
     expect(s.supervisor.version).toBe('1.0.0')
+    expect(await s.running()).toEqual([])
+  }, 90_000)
+})
+
+describe('a stop with more than one service process alive', () => {
+  it('stops them side by side: one stopTimeoutMs for all, not one each', async () => {
+    const dir = await tempDir('deltaport-stop-two-processes-')
+    // Both versions take a minute to exit after SIGTERM, so each gets its SIGKILL after stopTimeoutMs.
+    const s = await serving(dir, { termMs: 60_000 }, { probationMs: 60_000, stopTimeoutMs: 2000 })
+    const swap = s.supervisor.swapTo(s.v2)
+    // Mid-probation: 1.0.0 (the fall-back for reads) and 2.0.0 both run.
+    await s.until((e) => e.type === 'switched')
+    expect(await s.running()).toEqual(['service', 'service'])
+
+    const took = await s.stop()
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({
+      outcome: 'stopped',
+      errorClass: 'probation',
+    })
+    // One after the other, this took 2 × 2 s.
+    expect(took).toBeGreaterThanOrEqual(2000)
+    expect(took).toBeLessThan(2000 + 1200)
     expect(await s.running()).toEqual([])
   }, 90_000)
 })
