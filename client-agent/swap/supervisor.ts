@@ -388,7 +388,11 @@ export class Supervisor {
     const prepared =
       !old.running || (await old.hook(this.settings.prepare, this.settings.hookTimeoutMs, stop))
     if (this.stopping) return this.stoppedMidSwap(base, Date.now(), heldBefore, update, 'prepare', old)
-    if (!prepared && !(await oldDied())) {
+    const prepareRefused = !prepared && !(await oldDied())
+    // The stop came while the old process's death was checked: the agent is going, so nothing is
+    // retried later (a deferral would say it is) and nothing goes ahead.
+    if (this.stopping) return this.stoppedMidSwap(base, Date.now(), heldBefore, update, 'prepare', old)
+    if (prepareRefused) {
       return this.defer(
         {
           ...base,
@@ -415,16 +419,22 @@ export class Supervisor {
       !old.running || (drained && (await old.hook(this.settings.flush, this.settings.hookTimeoutMs, stop)))
     // Stopped before the new version started: the old one, which never stopped serving, takes what is held.
     if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'flush', old)
-    if (!flushed && !(await oldDied())) {
+    const flushRefused = !flushed && !(await oldDied())
+    // The stop came while the old process's death was checked (as above).
+    if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'flush', old)
+    if (flushRefused) {
       // The old process lives and still owns the data (e.g. a slow upload outlasted stopTimeoutMs): the
       // held writes go to it, in each client's order, and the swap is tried again later.
       const result = await this.replayUntilDone(old, () => false)
+      const phase = drained ? 'flush' : 'drain'
+      // Stopped during that replay (which the stop cut at stopTimeoutMs): not retried, as above.
+      if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, phase, null, result)
       return this.defer(
         {
           ...base,
           ...this.tally(heldBefore, result),
           serving: from.version,
-          errorClass: drained ? 'flush' : 'drain',
+          errorClass: phase,
           detail: drained
             ? `the flush hook failed on the running ${from.version}`
             : `writes forwarded to the running ${from.version} did not finish within stopTimeoutMs`,
@@ -434,8 +444,6 @@ export class Supervisor {
       )
     }
 
-    // The stop came while the old process's death was confirmed.
-    if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'flush', old)
     // 5. Start the new version next to the old one and wait for its health check.
     let next: ServiceProcess
     try {

@@ -25,6 +25,8 @@ afterAll(async () => {
 interface Behaviour {
   /** How long 1.0.0 takes to answer its prepare or flush hook. */
   hookMs?: { prepare?: number; flush?: number }
+  /** The status 1.0.0 answers its prepare or flush hook with (default 200). */
+  hookStatus?: { prepare?: number; flush?: number }
   /** How long a POST to /slow takes to be answered. */
   slowMs?: number
   /** How long each version takes to listen when launched again (not its first launch). */
@@ -58,7 +60,11 @@ const server = createServer((req, res) => {
     if (req.url === '/prepare' || req.url === '/flush') {
       const hook = req.url.slice(1)
       log('hooks.log', hook + ' ' + version)
-      return setTimeout(() => res.end('ok'), version === '1.0.0' ? (behaviour.hookMs?.[hook] ?? 0) : 0)
+      return setTimeout(() => {
+        res.statusCode = version === '1.0.0' ? (behaviour.hookStatus?.[hook] ?? 200) : 200
+        log('answered.log', hook + ' ' + res.statusCode)
+        res.end('ok')
+      }, version === '1.0.0' ? (behaviour.hookMs?.[hook] ?? 0) : 0)
     }
     if (req.method !== 'POST') return res.end('ok ' + version)
     log('received.log', version + ' ' + req.url)
@@ -230,6 +236,83 @@ describe('a stop during a swap’s prepare, drain or flush', () => {
     expect(await s.failed()).toEqual([])
     expect(await lines(dir, 'launches.log')).toEqual(['1.0.0'])
     expect(await s.running()).toEqual([])
+  }, 90_000)
+})
+
+describe('a stop right after the running version failed its prepare or flush hook', () => {
+  // The swap would be deferred (retried later); the agent is going, so it is stopped instead.
+  const deferred = (s: { events: SupervisorEvent[] }) =>
+    s.events.some((e) => e.type === 'error' && /deferred/.test(e.message))
+
+  it('ends stopped, not deferred, when the stop comes while the old process’s death is checked (prepare)', async () => {
+    const dir = await tempDir('deltaport-stop-prepare-refused-')
+    const s = await serving(dir, { hookStatus: { prepare: 503 } }, { stopTimeoutMs: 1000 })
+    const swap = s.supervisor.swapTo(s.v2)
+    // The refusal has reached the agent, which now checks (250 ms) whether 1.0.0 refused by dying.
+    await logged(dir, 'answered.log', 'prepare 503')
+
+    expect(await s.stop()).toBeLessThan(2000)
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({
+      outcome: 'stopped',
+      errorClass: 'prepare',
+      serving: '1.0.0',
+    })
+    expect(deferred(s)).toBe(false)
+    expect(s.supervisor.deferred).toEqual([])
+    expect(s.restored).toEqual([['2.0.0', '1.0.0']])
+    expect(await s.failed()).toEqual([])
+    expect(await lines(dir, 'launches.log')).toEqual(['1.0.0'])
+  }, 90_000)
+
+  it('ends stopped, not deferred, when the stop comes while the old process’s death is checked (flush)', async () => {
+    const dir = await tempDir('deltaport-stop-flush-refused-')
+    const s = await serving(dir, { hookStatus: { flush: 503 } }, { stopTimeoutMs: 1000 })
+    const swap = s.supervisor.swapTo(s.v2)
+    await logged(dir, 'answered.log', 'flush 503')
+
+    expect(await s.stop()).toBeLessThan(2000)
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({
+      outcome: 'stopped',
+      errorClass: 'flush',
+      serving: '1.0.0',
+    })
+    expect(deferred(s)).toBe(false)
+    expect(s.supervisor.deferred).toEqual([])
+    expect(s.restored).toEqual([['2.0.0', '1.0.0']])
+    expect(await lines(dir, 'launches.log')).toEqual(['1.0.0'])
+  }, 90_000)
+
+  it('ends stopped, not deferred, when the stop comes while the held writes replay into the old version', async () => {
+    const dir = await tempDir('deltaport-stop-deferral-replay-')
+    // 1.0.0 refuses its flush after 1 s (time to hold a write); the held write takes 1.5 s to apply.
+    const s = await serving(
+      dir,
+      { hookMs: { flush: 1000 }, hookStatus: { flush: 503 }, slowMs: 1500 },
+      { stopTimeoutMs: 3000 },
+    )
+    const swap = s.supervisor.swapTo(s.v2)
+    await s.until((e) => e.type === 'buffering')
+    const held = s.write('/slow')
+    await waitFor(() => s.supervisor.counters.held === 1, 10_000)
+    // The deferral's replay has sent it to 1.0.0.
+    await logged(dir, 'received.log', '1.0.0 /slow')
+
+    expect(await s.stop()).toBeLessThan(3000)
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({
+      outcome: 'stopped',
+      errorClass: 'flush',
+      serving: '1.0.0',
+      replayed: 1,
+    })
+    // The replay under way was let finish (within the stop's grace): applied once, answered.
+    expect(await held).toMatchObject({ status: 200, body: 'applied by 1.0.0' })
+    expect(await lines(dir, 'applied.log')).toEqual(['1.0.0 /slow'])
+    expect(deferred(s)).toBe(false)
+    expect(s.supervisor.deferred).toEqual([])
+    expect(s.restored).toEqual([['2.0.0', '1.0.0']])
+    expect(await s.failed()).toEqual([])
+    expect(await s.pending()).toEqual([])
+    expect(await lines(dir, 'launches.log')).toEqual(['1.0.0'])
   }, 90_000)
 })
 
