@@ -273,6 +273,11 @@ export class Supervisor {
     return this.deferrals.list()
   }
 
+  /** How a deferred swap backs off: `deferRetryMs`, doubling per attempt up to `deferRetryMaxMs`. */
+  get deferRetryPolicy(): { firstMs: number; maxMs: number } {
+    return { firstMs: this.settings.deferRetryMs, maxMs: this.settings.deferRetryMaxMs }
+  }
+
   get counters() {
     return { ...this.proxy.counters, ...this.buffer.stats() }
   }
