@@ -14,12 +14,15 @@ export class ServiceChildren {
   private readonly template: ServiceTemplate
   private readonly files: RunFiles
   private readonly stopTimeoutMs: number
+  /** Aborted when the agent stops: a retirement under way then leaves its process to `stopAll`. */
+  private readonly agentStop: AbortSignal | undefined
   private readonly processes = new Set<ServiceProcess>()
 
-  constructor(template: ServiceTemplate, files: RunFiles, stopTimeoutMs: number) {
+  constructor(template: ServiceTemplate, files: RunFiles, stopTimeoutMs: number, agentStop?: AbortSignal) {
     this.template = template
     this.files = files
     this.stopTimeoutMs = stopTimeoutMs
+    this.agentStop = agentStop
   }
 
   /** Starts `update`'s version next to whatever already runs. */
@@ -52,11 +55,21 @@ export class ServiceChildren {
    * data) next to the one that serves.
    */
   async retireAllBut(keep: ServiceProcess): Promise<void> {
-    const others = [...this.processes].filter((p) => p !== keep)
-    await Promise.all(others.map((p) => p.stop(this.stopTimeoutMs)))
-    // Recorded once: records written side by side could land in any order, the last one stale.
-    for (const p of others) this.processes.delete(p)
-    if (others.length > 0) await this.record()
+    await this.retire(...[...this.processes].filter((p) => p !== keep))
+  }
+
+  /**
+   * Stops `retiring` side by side and forgets them (recorded once: records written side by side could
+   * land in any order, the last one stale). Only for the swap lock's holder, which the agent's stop
+   * waits for before `stopAll`: once the agent stops, the stops under way end at once and what still
+   * runs is left here for `stopAll`, which stops it beside the rest (waited for here, the new version's
+   * stop came only after the old one's, one `stopTimeoutMs` after another).
+   */
+  async retire(...retiring: ServiceProcess[]): Promise<void> {
+    await Promise.all(retiring.map((p) => p.stop(this.stopTimeoutMs, this.agentStop)))
+    const gone = retiring.filter((p) => !p.running)
+    for (const p of gone) this.processes.delete(p)
+    if (gone.length > 0) await this.record()
   }
 
   /**

@@ -167,6 +167,7 @@ export class Supervisor {
       },
       files,
       options.settings.stopTimeoutMs,
+      this.stopSignal.signal,
     )
     this.currentUpdate = options.initial
     this.tiers = new TierMap(options.settings)
@@ -539,8 +540,7 @@ export class Supervisor {
       this.noteDrain(result.replayed, Date.now() - replayStart)
       const holdMs = Date.now() - holdStart
       this.holdEstimateS = 0.7 * this.holdEstimateS + 0.3 * (holdMs / 1000)
-      await old.stop(this.settings.stopTimeoutMs)
-      await this.children.forget(old)
+      // The old version and any restarted copy of it, side by side.
       await this.children.retireAllBut(next)
       await this.settle()
       return this.finish(
@@ -556,8 +556,7 @@ export class Supervisor {
     this.proxy.mode = 'replay'
     this.adopt(old, from)
     // Reads already forwarded to it finish first (nothing new reaches it now), then it goes.
-    await next.stop(this.settings.stopTimeoutMs)
-    await this.children.forget(next)
+    await this.children.retire(next)
     let back: ReplayResult = { ok: true, replayed: 0 }
     // A stop that came meanwhile: the failure is recorded (finish), but nothing is relaunched while the
     // agent goes, and the stale old process takes no write (the shutdown turns them away).
@@ -565,8 +564,6 @@ export class Supervisor {
       const restarted = await this.children.launch(from)
       if (await this.healthy(restarted)) {
         this.adopt(restarted, from)
-        await old.stop(this.settings.stopTimeoutMs)
-        await this.children.forget(old)
         await this.children.retireAllBut(restarted)
       } else {
         await restarted.kill()

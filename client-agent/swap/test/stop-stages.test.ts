@@ -151,7 +151,10 @@ async function serving(
   const failed = async () => [...(await new RunFiles(join(dir, 'run')).failedVersions())]
   const pending = async () => parseJournal(await readFile(join(dir, 'run', 'swap.journal'))).pending
   const running = () => runningArtifacts(new Map([['service', artifact]]))
-  return { supervisor, events, restored, until, write, stop, v2, failed, pending, running }
+  /** The service processes children.json still records (what a later start would reap). */
+  const recorded = async () =>
+    JSON.parse(await readFile(join(dir, 'run', 'children.json'), 'utf8')).pids as number[]
+  return { supervisor, events, restored, until, write, stop, v2, failed, pending, running, recorded }
 }
 
 describe('a stop during a swap’s prepare, drain or flush', () => {
@@ -393,5 +396,22 @@ describe('a stop with more than one service process alive', () => {
     expect(took).toBeGreaterThanOrEqual(2000)
     expect(took).toBeLessThan(2000 + 1200)
     expect(await s.running()).toEqual([])
+  }, 90_000)
+
+  it('does not wait for the swap’s own stop of the old version before stopping the new one', async () => {
+    const dir = await tempDir('deltaport-stop-while-retiring-')
+    const s = await serving(dir, { termMs: 60_000 }, { probationMs: 200, stopTimeoutMs: 2000 })
+    const swap = s.supervisor.swapTo(s.v2)
+    await s.until((e) => e.type === 'switched')
+    // The probation is over and the swap is stopping 1.0.0, which ignores SIGTERM for 2 s; 2.0.0 serves.
+    await sleep(600)
+    expect(s.events.some((e) => e.type === 'swap-done')).toBe(false)
+
+    const took = await s.stop()
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({ outcome: 'installed', serving: '2.0.0' })
+    // The rest of 1.0.0's stop, then 2.0.0's whole stop, took 1.4 s + 2 s.
+    expect(took).toBeLessThan(2000 + 1200)
+    expect(await s.running()).toEqual([])
+    expect(await s.recorded()).toEqual([])
   }, 90_000)
 })
