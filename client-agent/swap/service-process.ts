@@ -183,16 +183,23 @@ export class ServiceProcess {
   /**
    * Waits for every forwarded request and upgraded tunnel to end (up to the timeout: the grace a
    * long-lived WebSocket gets to finish or reconnect to the new version), closes the tunnels still
-   * open, then SIGTERM, then SIGKILL.
+   * open, then SIGTERM, then SIGKILL. `signal` (the agent is stopping) ends the waits at once and
+   * leaves the process to the caller, which stops it again beside the others (`ServiceChildren.stopAll`);
+   * `running` says whether it is gone.
    */
-  async stop(timeoutMs: number): Promise<void> {
+  async stop(timeoutMs: number, signal?: AbortSignal): Promise<void> {
     this.retiring = true
     const until = Date.now() + timeoutMs
-    while ((this.inflight > 0 || this.tunnels.size > 0) && Date.now() < until) await sleep(20)
+    while ((this.inflight > 0 || this.tunnels.size > 0) && Date.now() < until) {
+      if (signal?.aborted) return
+      await sleep(20)
+    }
+    if (signal?.aborted) return
     this.closeTunnels()
     if (this.running) this.child.kill('SIGTERM')
-    const done = await settlesWithin(this.exited, timeoutMs)
-    if (!done && this.running) {
+    await settlesWithin(orAborted(this.exited, signal), timeoutMs)
+    if (this.running && signal?.aborted) return
+    if (this.running) {
       this.child.kill('SIGKILL')
       await this.exited
     }
@@ -256,6 +263,18 @@ function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> 
     timer = setTimeout(() => resolve(false), Math.max(0, ms))
   })
   return Promise.race([promise.then(() => true), late]).finally(() => clearTimeout(timer))
+}
+
+/** Settles when `promise` does or when `signal` aborts, whichever comes first; the listener goes either way. */
+function orAborted(promise: Promise<unknown>, signal?: AbortSignal): Promise<unknown> {
+  if (!signal) return promise
+  if (signal.aborted) return Promise.resolve()
+  let onAbort: () => void = () => undefined
+  const aborted = new Promise<void>((resolve) => {
+    onAbort = () => resolve()
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+  return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', onAbort))
 }
 
 export function sleep(ms: number): Promise<void> {

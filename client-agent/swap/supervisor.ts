@@ -167,6 +167,7 @@ export class Supervisor {
       },
       files,
       options.settings.stopTimeoutMs,
+      this.stopSignal.signal,
     )
     this.currentUpdate = options.initial
     this.tiers = new TierMap(options.settings)
@@ -271,6 +272,11 @@ export class Supervisor {
   /** Deferred swaps and when each is offered again (the retry policy, for status output). */
   get deferred(): Array<{ version: string; attempt: number; retryAt: number }> {
     return this.deferrals.list()
+  }
+
+  /** How a deferred swap backs off: `deferRetryMs`, doubling per attempt up to `deferRetryMaxMs`. */
+  get deferRetryPolicy(): { firstMs: number; maxMs: number } {
+    return { firstMs: this.settings.deferRetryMs, maxMs: this.settings.deferRetryMaxMs }
   }
 
   get counters() {
@@ -388,7 +394,11 @@ export class Supervisor {
     const prepared =
       !old.running || (await old.hook(this.settings.prepare, this.settings.hookTimeoutMs, stop))
     if (this.stopping) return this.stoppedMidSwap(base, Date.now(), heldBefore, update, 'prepare', old)
-    if (!prepared && !(await oldDied())) {
+    const prepareRefused = !prepared && !(await oldDied())
+    // The stop came while the old process's death was checked: the agent is going, so nothing is
+    // retried later (a deferral would say it is) and nothing goes ahead.
+    if (this.stopping) return this.stoppedMidSwap(base, Date.now(), heldBefore, update, 'prepare', old)
+    if (prepareRefused) {
       return this.defer(
         {
           ...base,
@@ -415,16 +425,22 @@ export class Supervisor {
       !old.running || (drained && (await old.hook(this.settings.flush, this.settings.hookTimeoutMs, stop)))
     // Stopped before the new version started: the old one, which never stopped serving, takes what is held.
     if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'flush', old)
-    if (!flushed && !(await oldDied())) {
+    const flushRefused = !flushed && !(await oldDied())
+    // The stop came while the old process's death was checked (as above).
+    if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'flush', old)
+    if (flushRefused) {
       // The old process lives and still owns the data (e.g. a slow upload outlasted stopTimeoutMs): the
       // held writes go to it, in each client's order, and the swap is tried again later.
       const result = await this.replayUntilDone(old, () => false)
+      const phase = drained ? 'flush' : 'drain'
+      // Stopped during that replay (which the stop cut at stopTimeoutMs): not retried, as above.
+      if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, phase, null, result)
       return this.defer(
         {
           ...base,
           ...this.tally(heldBefore, result),
           serving: from.version,
-          errorClass: drained ? 'flush' : 'drain',
+          errorClass: phase,
           detail: drained
             ? `the flush hook failed on the running ${from.version}`
             : `writes forwarded to the running ${from.version} did not finish within stopTimeoutMs`,
@@ -434,8 +450,6 @@ export class Supervisor {
       )
     }
 
-    // The stop came while the old process's death was confirmed.
-    if (this.stopping) return this.stoppedMidSwap(base, holdStart, heldBefore, update, 'flush', old)
     // 5. Start the new version next to the old one and wait for its health check.
     let next: ServiceProcess
     try {
@@ -526,8 +540,7 @@ export class Supervisor {
       this.noteDrain(result.replayed, Date.now() - replayStart)
       const holdMs = Date.now() - holdStart
       this.holdEstimateS = 0.7 * this.holdEstimateS + 0.3 * (holdMs / 1000)
-      await old.stop(this.settings.stopTimeoutMs)
-      await this.children.forget(old)
+      // The old version and any restarted copy of it, side by side.
       await this.children.retireAllBut(next)
       await this.settle()
       return this.finish(
@@ -543,8 +556,7 @@ export class Supervisor {
     this.proxy.mode = 'replay'
     this.adopt(old, from)
     // Reads already forwarded to it finish first (nothing new reaches it now), then it goes.
-    await next.stop(this.settings.stopTimeoutMs)
-    await this.children.forget(next)
+    await this.children.retire(next)
     let back: ReplayResult = { ok: true, replayed: 0 }
     // A stop that came meanwhile: the failure is recorded (finish), but nothing is relaunched while the
     // agent goes, and the stale old process takes no write (the shutdown turns them away).
@@ -552,8 +564,6 @@ export class Supervisor {
       const restarted = await this.children.launch(from)
       if (await this.healthy(restarted)) {
         this.adopt(restarted, from)
-        await old.stop(this.settings.stopTimeoutMs)
-        await this.children.forget(old)
         await this.children.retireAllBut(restarted)
       } else {
         await restarted.kill()

@@ -25,12 +25,16 @@ afterAll(async () => {
 interface Behaviour {
   /** How long 1.0.0 takes to answer its prepare or flush hook. */
   hookMs?: { prepare?: number; flush?: number }
+  /** The status 1.0.0 answers its prepare or flush hook with (default 200). */
+  hookStatus?: { prepare?: number; flush?: number }
   /** How long a POST to /slow takes to be answered. */
   slowMs?: number
   /** How long each version takes to listen when launched again (not its first launch). */
   relaunchMs?: Record<string, number>
   /** Each version exits (1) this long after it listens. */
   crashAfterMs?: Record<string, number>
+  /** How long each version takes to exit after SIGTERM (default: at once). */
+  termMs?: number
 }
 
 /**
@@ -56,7 +60,11 @@ const server = createServer((req, res) => {
     if (req.url === '/prepare' || req.url === '/flush') {
       const hook = req.url.slice(1)
       log('hooks.log', hook + ' ' + version)
-      return setTimeout(() => res.end('ok'), version === '1.0.0' ? (behaviour.hookMs?.[hook] ?? 0) : 0)
+      return setTimeout(() => {
+        res.statusCode = version === '1.0.0' ? (behaviour.hookStatus?.[hook] ?? 200) : 200
+        log('answered.log', hook + ' ' + res.statusCode)
+        res.end('ok')
+      }, version === '1.0.0' ? (behaviour.hookMs?.[hook] ?? 0) : 0)
     }
     if (req.method !== 'POST') return res.end('ok ' + version)
     log('received.log', version + ' ' + req.url)
@@ -66,7 +74,7 @@ const server = createServer((req, res) => {
     }, req.url === '/slow' ? (behaviour.slowMs ?? 0) : 0)
   })
 })
-process.on('SIGTERM', () => process.exit(0))
+process.on('SIGTERM', () => setTimeout(() => process.exit(0), behaviour.termMs ?? 0))
 setTimeout(() => {
   server.listen(Number(process.env.PORT), '127.0.0.1')
   const crash = behaviour.crashAfterMs?.[version]
@@ -143,7 +151,10 @@ async function serving(
   const failed = async () => [...(await new RunFiles(join(dir, 'run')).failedVersions())]
   const pending = async () => parseJournal(await readFile(join(dir, 'run', 'swap.journal'))).pending
   const running = () => runningArtifacts(new Map([['service', artifact]]))
-  return { supervisor, events, restored, until, write, stop, v2, failed, pending, running }
+  /** The service processes children.json still records (what a later start would reap). */
+  const recorded = async () =>
+    JSON.parse(await readFile(join(dir, 'run', 'children.json'), 'utf8')).pids as number[]
+  return { supervisor, events, restored, until, write, stop, v2, failed, pending, running, recorded }
 }
 
 describe('a stop during a swap’s prepare, drain or flush', () => {
@@ -231,6 +242,83 @@ describe('a stop during a swap’s prepare, drain or flush', () => {
   }, 90_000)
 })
 
+describe('a stop right after the running version failed its prepare or flush hook', () => {
+  // The swap would be deferred (retried later); the agent is going, so it is stopped instead.
+  const deferred = (s: { events: SupervisorEvent[] }) =>
+    s.events.some((e) => e.type === 'error' && /deferred/.test(e.message))
+
+  it('ends stopped, not deferred, when the stop comes while the old process’s death is checked (prepare)', async () => {
+    const dir = await tempDir('deltaport-stop-prepare-refused-')
+    const s = await serving(dir, { hookStatus: { prepare: 503 } }, { stopTimeoutMs: 1000 })
+    const swap = s.supervisor.swapTo(s.v2)
+    // The refusal has reached the agent, which now checks (250 ms) whether 1.0.0 refused by dying.
+    await logged(dir, 'answered.log', 'prepare 503')
+
+    expect(await s.stop()).toBeLessThan(2000)
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({
+      outcome: 'stopped',
+      errorClass: 'prepare',
+      serving: '1.0.0',
+    })
+    expect(deferred(s)).toBe(false)
+    expect(s.supervisor.deferred).toEqual([])
+    expect(s.restored).toEqual([['2.0.0', '1.0.0']])
+    expect(await s.failed()).toEqual([])
+    expect(await lines(dir, 'launches.log')).toEqual(['1.0.0'])
+  }, 90_000)
+
+  it('ends stopped, not deferred, when the stop comes while the old process’s death is checked (flush)', async () => {
+    const dir = await tempDir('deltaport-stop-flush-refused-')
+    const s = await serving(dir, { hookStatus: { flush: 503 } }, { stopTimeoutMs: 1000 })
+    const swap = s.supervisor.swapTo(s.v2)
+    await logged(dir, 'answered.log', 'flush 503')
+
+    expect(await s.stop()).toBeLessThan(2000)
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({
+      outcome: 'stopped',
+      errorClass: 'flush',
+      serving: '1.0.0',
+    })
+    expect(deferred(s)).toBe(false)
+    expect(s.supervisor.deferred).toEqual([])
+    expect(s.restored).toEqual([['2.0.0', '1.0.0']])
+    expect(await lines(dir, 'launches.log')).toEqual(['1.0.0'])
+  }, 90_000)
+
+  it('ends stopped, not deferred, when the stop comes while the held writes replay into the old version', async () => {
+    const dir = await tempDir('deltaport-stop-deferral-replay-')
+    // 1.0.0 refuses its flush after 1 s (time to hold a write); the held write takes 1.5 s to apply.
+    const s = await serving(
+      dir,
+      { hookMs: { flush: 1000 }, hookStatus: { flush: 503 }, slowMs: 1500 },
+      { stopTimeoutMs: 3000 },
+    )
+    const swap = s.supervisor.swapTo(s.v2)
+    await s.until((e) => e.type === 'buffering')
+    const held = s.write('/slow')
+    await waitFor(() => s.supervisor.counters.held === 1, 10_000)
+    // The deferral's replay has sent it to 1.0.0.
+    await logged(dir, 'received.log', '1.0.0 /slow')
+
+    expect(await s.stop()).toBeLessThan(3000)
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({
+      outcome: 'stopped',
+      errorClass: 'flush',
+      serving: '1.0.0',
+      replayed: 1,
+    })
+    // The replay under way was let finish (within the stop's grace): applied once, answered.
+    expect(await held).toMatchObject({ status: 200, body: 'applied by 1.0.0' })
+    expect(await lines(dir, 'applied.log')).toEqual(['1.0.0 /slow'])
+    expect(deferred(s)).toBe(false)
+    expect(s.supervisor.deferred).toEqual([])
+    expect(s.restored).toEqual([['2.0.0', '1.0.0']])
+    expect(await s.failed()).toEqual([])
+    expect(await s.pending()).toEqual([])
+    expect(await lines(dir, 'launches.log')).toEqual(['1.0.0'])
+  }, 90_000)
+})
+
 describe('a stop during a fall-back after an early crash', () => {
   /** 2.0.0 exits 1.5 s after it listens, past its probation, within healthTimeoutMs of its switch. */
   const earlyCrash = { crashAfterMs: { '2.0.0': 1500 } }
@@ -286,5 +374,44 @@ describe('a stop during a fall-back after an early crash', () => {
     expect(s.restored).toEqual([['2.0.0', '1.0.0']])
     expect(s.supervisor.version).toBe('1.0.0')
     expect(await s.running()).toEqual([])
+  }, 90_000)
+})
+
+describe('a stop with more than one service process alive', () => {
+  it('stops them side by side: one stopTimeoutMs for all, not one each', async () => {
+    const dir = await tempDir('deltaport-stop-two-processes-')
+    // Both versions take a minute to exit after SIGTERM, so each gets its SIGKILL after stopTimeoutMs.
+    const s = await serving(dir, { termMs: 60_000 }, { probationMs: 60_000, stopTimeoutMs: 2000 })
+    const swap = s.supervisor.swapTo(s.v2)
+    // Mid-probation: 1.0.0 (the fall-back for reads) and 2.0.0 both run.
+    await s.until((e) => e.type === 'switched')
+    expect(await s.running()).toEqual(['service', 'service'])
+
+    const took = await s.stop()
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({
+      outcome: 'stopped',
+      errorClass: 'probation',
+    })
+    // One after the other, this took 2 × 2 s.
+    expect(took).toBeGreaterThanOrEqual(2000)
+    expect(took).toBeLessThan(2000 + 1200)
+    expect(await s.running()).toEqual([])
+  }, 90_000)
+
+  it('does not wait for the swap’s own stop of the old version before stopping the new one', async () => {
+    const dir = await tempDir('deltaport-stop-while-retiring-')
+    const s = await serving(dir, { termMs: 60_000 }, { probationMs: 200, stopTimeoutMs: 2000 })
+    const swap = s.supervisor.swapTo(s.v2)
+    await s.until((e) => e.type === 'switched')
+    // The probation is over and the swap is stopping 1.0.0, which ignores SIGTERM for 2 s; 2.0.0 serves.
+    await sleep(600)
+    expect(s.events.some((e) => e.type === 'swap-done')).toBe(false)
+
+    const took = await s.stop()
+    expect(await within(swap, 5000, 'the swap')).toMatchObject({ outcome: 'installed', serving: '2.0.0' })
+    // The rest of 1.0.0's stop, then 2.0.0's whole stop, took 1.4 s + 2 s.
+    expect(took).toBeLessThan(2000 + 1200)
+    expect(await s.running()).toEqual([])
+    expect(await s.recorded()).toEqual([])
   }, 90_000)
 })

@@ -21,9 +21,10 @@ afterAll(async () => {
 
 /**
  * A supervisor over a service whose 1.0.0 refuses (503) its first `busy` prepare hooks; its update
- * source offers 2.0.0 (same file) and records when it was asked.
+ * source offers 2.0.0 (same file) and records when it was asked. The checks numbered in `unreachable`
+ * (1: the first) fail as if the edge could not be reached.
  */
-async function deferring(busy: number, deferRetryMs: number) {
+async function deferring(busy: number, deferRetryMs: number, unreachable: number[] = []) {
   const dir = await tempDir('deltaport-update-checks-')
   const artifact = await serviceFile(join(dir, 'service.mjs'), {
     setup: 'let asked = 0',
@@ -44,6 +45,7 @@ async function deferring(busy: number, deferRetryMs: number) {
       source: {
         next: async (running) => {
           asked.push(Date.now())
+          if (unreachable.includes(asked.length)) throw new Error('edge unreachable')
           return running === '2.0.0' ? null : { version: '2.0.0', artifactPath: artifact }
         },
         restore: async () => undefined,
@@ -85,6 +87,35 @@ describe('update checks with --interval 0', () => {
     // Nothing deferred is left: no further check comes by itself.
     await sleep(500)
     expect(r.asked).toHaveLength(2)
+  }, 60_000)
+
+  it('tries a failed retry check again with back-off until it gets through', async () => {
+    // The deferral's retry check (the 2nd) and the next try (the 3rd) find the edge unreachable.
+    const r = await deferring(1, 1000, [2, 3])
+    r.checks.start()
+    r.checks.trigger()
+    await waitFor(() => r.outcomes().length === 1, 20_000)
+    expect(r.outcomes()).toEqual(['deferred'])
+
+    // No poll and no SIGHUP: tried again after 1 s, then after 2 s (doubling), and then it goes through.
+    await waitFor(
+      () => r.outcomes().length === 2,
+      15_000,
+      () => `not retried: ${JSON.stringify(r.outcomes())}, ${r.asked.length} checks, ${r.errors}`,
+    )
+    expect(r.outcomes()).toEqual(['deferred', 'installed'])
+    expect(r.supervisor.version).toBe('2.0.0')
+    expect(r.asked).toHaveLength(4)
+    expect(r.errors).toEqual([
+      'update check failed: edge unreachable',
+      'update check failed: edge unreachable',
+    ])
+    const [, second, third, fourth] = r.asked
+    expect(third! - second!).toBeGreaterThanOrEqual(1000)
+    expect(fourth! - third!).toBeGreaterThanOrEqual(2000)
+    // Through, nothing owed: no further check comes by itself.
+    await sleep(2500)
+    expect(r.asked).toHaveLength(4)
   }, 60_000)
 
   it('starts no retry once stopped', async () => {
