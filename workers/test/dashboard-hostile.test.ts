@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest'
+import { batchOf, postTelemetry } from '../../durable-objects/test/helpers.ts'
+import {
+  clientsBetween,
+  HOUR,
+  reportOutcome,
+  startRollout,
+} from '../../durable-objects/test/rollout-helpers.ts'
+import { publishDep } from '../../durable-objects/test/shard-helpers.ts'
+import { dashboardHtml, sectionOf } from './dashboard-helpers.ts'
+import { auth, call } from './publish-helpers.ts'
+
+/**
+ * What someone other than the operator can plant, through the routes that accept it, and what the
+ * page then shows. The free text (a yank reason) must come out escaped in text and attributes; the
+ * names devices report (artifacts, regions, error classes) are refused at the door by their schemas.
+ */
+const MARKUP = `"><script>alert(1)</script></title><svg onload=alert(2)><a href="javascript:alert(3)">x</a>`
+
+/** Nothing of MARKUP may reach the page as markup (its words may, as text). */
+function expectInert(page: string): void {
+  expect(page).not.toMatch(/<script|<svg onload|<a href|<img/i)
+}
+
+describe('dashboard under hostile input', () => {
+  it('shows a yank reason with markup as text, in the row and in its title attribute', async () => {
+    await publishDep('hostile-yank', 2_000, 41)
+    const yanked = await call('/v1/publish/hostile-yank/1.0.0/yank', {
+      method: 'PUT',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: MARKUP }),
+    })
+    expect(yanked.status, await yanked.clone().text()).toBe(200)
+    const section = sectionOf(await dashboardHtml(), 'artifacts')
+    expect(section).toContain('data-yanked')
+    expectInert(section)
+    const escaped =
+      '&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;/title&gt;&lt;svg onload=alert(2)&gt;&lt;a href=&quot;javascript:alert(3)&quot;&gt;x&lt;/a&gt;'
+    expect(section).toContain(`title="${escaped}"`)
+    expect(section).toContain(`: ${escaped}</span>`)
+  })
+
+  it('refuses markup in names devices report: telemetry artifacts and regions, rollout error classes', async () => {
+    const client = 'hostile-client-1'
+    const badArtifact = await postTelemetry('hostile', batchOf(client, 1, ['<script>alert(1)</script>']))
+    expect(badArtifact.status).toBe(400)
+    const badRegion = await postTelemetry('<svg onload=x>', batchOf(client, 2, ['fine-app']))
+    expect(badRegion.status).toBe(400)
+
+    await publishDep('hostile-roll', 2_000, 42)
+    const spec = { version: '1.0.0', stages: [{ percent: 100, durationMs: HOUR }], maxFailureRate: 0.5 }
+    expect((await startRollout('hostile-roll', spec)).status).toBe(201)
+    const [device] = clientsBetween('hostile-roll', '1.0.0', 0, 1, 1)
+    const badClass = await reportOutcome('hostile-roll', {
+      client: device,
+      version: '1.0.0',
+      outcome: 'failed',
+      errorClass: '<img src=x onerror=alert(1)>',
+    })
+    expect(badClass.status).toBe(400)
+
+    const page = await dashboardHtml()
+    expectInert(page)
+    expect(page).not.toContain('onerror')
+    expect(page).not.toContain('&lt;svg onload=x')
+    expect(sectionOf(page, 'rollouts')).toContain('hostile-roll')
+  })
+})
