@@ -1,3 +1,4 @@
+import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { batchOf, postTelemetry } from '../../durable-objects/test/helpers.ts'
 import {
@@ -7,6 +8,8 @@ import {
   startRollout,
 } from '../../durable-objects/test/rollout-helpers.ts'
 import { publishDep } from '../../durable-objects/test/shard-helpers.ts'
+import { MAX_ROLLOUTS_PROBED } from '../dashboard/sections/rollouts.ts'
+import { keys } from '../storage/keys.ts'
 import { dashboardHtml, sectionOf } from './dashboard-helpers.ts'
 import { auth, call } from './publish-helpers.ts'
 
@@ -64,5 +67,29 @@ describe('dashboard under hostile input', () => {
     expect(page).not.toContain('onerror')
     expect(page).not.toContain('&lt;svg onload=x')
     expect(sectionOf(page, 'rollouts')).toContain('hostile-roll')
+  })
+})
+
+describe('dashboard bounds', () => {
+  it("asks every artifact's channels before any artifact's next one, and says what it left unasked", async () => {
+    // 40 artifacts of three channels each (indexes only: no rollouts) sort before b-roll, whose one
+    // channel has a rollout: 120 pairs ahead of it, more than the page asks.
+    const channels = { beta: '1.0.0', canary: '1.0.0', stable: '1.0.0' }
+    for (let i = 0; i < 40; i++) {
+      const name = `a-${String(i).padStart(2, '0')}`
+      await env.ARTIFACTS.put(
+        keys.index(name),
+        JSON.stringify({ name, latestSerial: 0, versions: [], channels }),
+      )
+    }
+    await publishDep('b-roll', 2_000, 43)
+    const spec = { version: '1.0.0', stages: [{ percent: 100, durationMs: HOUR }], maxFailureRate: 0.5 }
+    expect((await startRollout('b-roll', spec)).status).toBe(201)
+
+    const section = sectionOf(await dashboardHtml(), 'rollouts')
+    expect(section).toContain('data-rollout="b-roll/stable"')
+    expect(section).toContain('id="rollouts-unchecked"')
+    expect(section).toMatch(/\d+ artifact channels were not checked/)
+    expect(section).toContain(`at most ${MAX_ROLLOUTS_PROBED} artifact channels`)
   })
 })
