@@ -8,6 +8,7 @@ import {
   startRollout,
 } from '../../durable-objects/test/rollout-helpers.ts'
 import { publishDep } from '../../durable-objects/test/shard-helpers.ts'
+import { HOT_PER_REGION, loadHotArtifacts, loadPrefetch } from '../dashboard/sections/regions.ts'
 import { MAX_ROLLOUTS_PROBED } from '../dashboard/sections/rollouts.ts'
 import { keys } from '../storage/keys.ts'
 import { dashboardHtml, sectionOf } from './dashboard-helpers.ts'
@@ -91,5 +92,78 @@ describe('dashboard bounds', () => {
     expect(section).toContain('id="rollouts-unchecked"')
     expect(section).toMatch(/\d+ artifact channels were not checked/)
     expect(section).toContain(`at most ${MAX_ROLLOUTS_PROBED} artifact channels`)
+  })
+})
+
+/**
+ * The real REGION_AGGREGATOR namespace, passed through, adding up the JSON size of every RPC answer
+ * its stubs return: what a page view carries out of the region objects.
+ */
+function measuredRegions(): { env: Env; bytes: () => number } {
+  let bytes = 0
+  const namespace = env.REGION_AGGREGATOR
+  const measured = new Proxy(namespace, {
+    get(target, prop) {
+      if (prop !== 'get') {
+        const value: unknown = Reflect.get(target, prop, target)
+        return typeof value === 'function' ? value.bind(target) : value
+      }
+      return (id: DurableObjectId) => {
+        const stub = target.get(id)
+        return new Proxy(stub, {
+          get(inner, method) {
+            const value: unknown = Reflect.get(inner, method, inner)
+            if (typeof value !== 'function') return value
+            return async (...args: unknown[]) => {
+              const answer: unknown = await Reflect.apply(value, inner, args)
+              bytes += JSON.stringify(answer).length
+              return answer
+            }
+          },
+        })
+      }
+    },
+  })
+  return { env: { ...env, REGION_AGGREGATOR: measured }, bytes: () => bytes }
+}
+
+describe('dashboard bounds under hostile telemetry', () => {
+  it('carries only what it shows out of a region that clients filled with long names', async () => {
+    // Unauthenticated clients fill one region's caps: long artifact names, long segments, installs.
+    const region = 'hostile-fill'
+    for (let b = 0; b < 4; b++) {
+      const now = Date.now()
+      const events = Array.from({ length: 500 }, (_, i) => ({
+        artifact: `h${'x'.repeat(100)}-${b * 500 + i}`,
+        segment: `${b}-${i}-${'s'.repeat(240)}`,
+        at: new Date(now - 60_000 + i).toISOString(),
+        count: 1 + (i % 7),
+        kind: i % 2 === 0 ? 'install' : 'prefetch-hit',
+      }))
+      const body = {
+        clientId: `hostile-filler-${b}`,
+        batchSeq: 1,
+        sentAt: new Date(now).toISOString(),
+        events,
+      }
+      const res = await postTelemetry(region, body)
+      expect(res.status, await res.clone().text()).toBeLessThan(300)
+    }
+
+    const measured = measuredRegions()
+    const hot = await loadHotArtifacts(measured.env, [region])
+    const prefetch = await loadPrefetch(measured.env, [region])
+    // Eight artifacts, a count and a few totals: a few KiB, not the region's whole summary.
+    expect(measured.bytes()).toBeLessThan(8 * 1024)
+    expect(hot.regions[0]?.population).toBe(4)
+    expect(hot.regions[0]?.hot).toHaveLength(HOT_PER_REGION)
+    // Counts 1..7 by i % 7; the most used have 7.
+    expect(hot.regions[0]?.hot[0]?.count).toBeGreaterThan(6)
+    // Every install counted, not just the top rows: 1000 installs of counts 1..7, 1000 hits.
+    const stub = env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region))
+    const all = await stub.prefetchHits()
+    expect(prefetch.total.deliveries).toBe(all.reduce((n, t) => n + t.deliveries, 0))
+    expect(prefetch.total.hits).toBe(all.reduce((n, t) => n + t.hits, 0))
+    expect(prefetch.total.deliveries).toBeGreaterThan(1000)
   })
 })
