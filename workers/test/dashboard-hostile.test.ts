@@ -1,3 +1,4 @@
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { batchOf, postTelemetry } from '../../durable-objects/test/helpers.ts'
@@ -8,7 +9,12 @@ import {
   startRollout,
 } from '../../durable-objects/test/rollout-helpers.ts'
 import { publishDep } from '../../durable-objects/test/shard-helpers.ts'
-import { HOT_PER_REGION, loadHotArtifacts, loadPrefetch } from '../dashboard/sections/regions.ts'
+import {
+  HOT_PER_REGION,
+  knownRegions,
+  loadHotArtifacts,
+  loadPrefetch,
+} from '../dashboard/sections/regions.ts'
 import { MAX_ROLLOUTS_PROBED } from '../dashboard/sections/rollouts.ts'
 import { keys } from '../storage/keys.ts'
 import { dashboardHtml, sectionOf } from './dashboard-helpers.ts'
@@ -127,6 +133,28 @@ function measuredRegions(): { env: Env; bytes: () => number } {
   return { env: { ...env, REGION_AGGREGATOR: measured }, bytes: () => bytes }
 }
 
+/**
+ * Bytes `sql` hands to JavaScript while `work` runs: each SELECT it ran is run again afterwards and its
+ * rows measured as JSON (the cursors the code under test got are left to it, untouched).
+ */
+async function selectedBytesDuring(sql: SqlStorage, work: () => Promise<unknown>): Promise<number> {
+  const exec = sql.exec.bind(sql)
+  const queries: Array<[string, unknown[]]> = []
+  const recording = (query: string, ...bindings: unknown[]) => {
+    queries.push([query, bindings])
+    return exec(query, ...bindings)
+  }
+  Object.defineProperty(sql, 'exec', { value: recording, configurable: true })
+  try {
+    await work()
+  } finally {
+    Reflect.deleteProperty(sql, 'exec')
+  }
+  return queries
+    .filter(([query]) => /^\s*SELECT/i.test(query))
+    .reduce((n, [query, bindings]) => n + JSON.stringify(exec(query, ...bindings).toArray()).length, 0)
+}
+
 describe('dashboard bounds under hostile telemetry', () => {
   it('carries only what it shows out of a region that clients filled with long names', async () => {
     // Unauthenticated clients fill one region's caps: long artifact names, long segments, installs.
@@ -165,5 +193,45 @@ describe('dashboard bounds under hostile telemetry', () => {
     expect(prefetch.total.deliveries).toBe(all.reduce((n, t) => n + t.deliveries, 0))
     expect(prefetch.total.hits).toBe(all.reduce((n, t) => n + t.hits, 0))
     expect(prefetch.total.deliveries).toBeGreaterThan(1000)
+  })
+})
+
+describe('dashboard region listing', () => {
+  it('lists rolled-up regions without reading their summaries', async () => {
+    // A region full of long artifact names rolls its summary (hundreds of KiB) up to the global object.
+    const region = 'hostile-rollup'
+    const now = Date.now()
+    const events = Array.from({ length: 500 }, (_, i) => ({
+      artifact: `r${'x'.repeat(120)}-${i}`,
+      at: new Date(now - 60_000 + i).toISOString(),
+      count: 1,
+      kind: 'use',
+    }))
+    const body = { clientId: 'hostile-roller-1', batchSeq: 1, sentAt: new Date(now).toISOString(), events }
+    expect((await postTelemetry(region, body)).status).toBeLessThan(300)
+    await runDurableObjectAlarm(env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region)))
+
+    const global = env.GLOBAL_AGGREGATOR.get(env.GLOBAL_AGGREGATOR.idFromName('global'))
+    const stored = await runInDurableObject(global, (_, state) =>
+      state.storage.sql
+        .exec<{ n: number }>('SELECT length(summary) AS n FROM regions WHERE region = ?', region)
+        .one(),
+    )
+    expect(stored.n).toBeGreaterThan(50_000)
+
+    // Up to 512 such regions are kept (any name without a regions.map): the page's listing must not
+    // carry their summaries into the object's memory on every view.
+    let regions: string[] = []
+    const bytes = await runInDurableObject(global, (_, state) =>
+      selectedBytesDuring(state.storage.sql, async () => {
+        regions = await knownRegions(env)
+      }),
+    )
+    expect(regions).toContain(region)
+    expect(bytes).toBeLessThan(4 * 1024)
+    expect((await global.regions()).find((r) => r.region === region)).toMatchObject({
+      population: 1,
+      artifacts: 500,
+    })
   })
 })
