@@ -118,7 +118,10 @@ export async function loadRollouts(env: Env): Promise<RolloutsView> {
     }),
   )
   return {
-    rollouts: found.filter((r): r is RolloutView => r !== null),
+    // Asked round-robin, shown by artifact and channel.
+    rollouts: found
+      .filter((r): r is RolloutView => r !== null)
+      .sort((a, b) => a.name.localeCompare(b.name) || a.channel.localeCompare(b.channel)),
     probed: pairs.length,
     unchecked,
     moreArtifacts,
