@@ -70,17 +70,24 @@ export class GlobalAggregator extends DurableObject<Env> {
     return summary
   }
 
+  /**
+   * Every region with its client count and how many artifacts its summary holds, read on every
+   * dashboard view. SQLite counts the artifacts: parsing the summaries here would bring every one into
+   * memory (up to MAX_GLOBAL_REGIONS of them, hundreds of KiB each once clients fill a region's caps).
+   */
   async regions(): Promise<RegionStatus[]> {
     return this.sql
-      .exec<{ region: string; population: number; received_at: number; summary: string }>(
-        'SELECT region, population, received_at, summary FROM regions ORDER BY region',
+      .exec<{ region: string; population: number; received_at: number; artifacts: number | null }>(
+        `SELECT region, population, received_at,
+           CASE WHEN json_valid(summary) THEN json_array_length(summary, '$.artifacts') END AS artifacts
+         FROM regions ORDER BY region`,
       )
       .toArray()
       .map((r) => ({
         region: r.region,
         population: r.population,
         receivedAt: r.received_at,
-        artifacts: parseStoredJson(r.summary, AccessSummarySchema)?.artifacts.length ?? 0,
+        artifacts: r.artifacts ?? 0,
       }))
   }
 }

@@ -3,10 +3,10 @@
  * how many of those were served from a version the daemon had prefetched (`prefetch-hit` events, sent by
  * the agent next to the `install`/`update` event of the same switch). Cumulative per artifact, bounded.
  */
-import type { PrefetchTally } from '../schemas/dashboard.ts'
+import { MAX_PREFETCH_TOP, type PrefetchTally, type PrefetchTotals } from '../schemas/dashboard.ts'
 import type { AccessEvent } from '../schemas/telemetry.ts'
 
-export type { PrefetchTally }
+export type { PrefetchTally, PrefetchTotals }
 
 /** Artifacts kept; the ones with the fewest deliveries are dropped first. */
 export const MAX_PREFETCH_ARTIFACTS = 1000
@@ -72,4 +72,29 @@ export function readPrefetchHits(sql: SqlStorage): PrefetchTally[] {
     )
     .toArray()
     .map((r) => ({ artifact: r.artifact, deliveries: r.deliveries, hits: r.hits }))
+}
+
+/**
+ * The counts summed over every artifact and the `top` most delivered (at most MAX_PREFETCH_TOP): what
+ * the dashboard shows, without carrying the whole table (up to MAX_PREFETCH_ARTIFACTS rows, names
+ * chosen by clients) out of the object per region per page view.
+ */
+export function readPrefetchTotals(sql: SqlStorage, top: number): PrefetchTotals {
+  const sums = sql
+    .exec<{ deliveries: number | null; hits: number | null }>(
+      `SELECT SUM(deliveries) AS deliveries, SUM(hits) AS hits FROM ${TABLE}`,
+    )
+    .one()
+  const limit = Number.isFinite(top) ? Math.max(0, Math.min(MAX_PREFETCH_TOP, Math.floor(top))) : 0
+  const rows = sql
+    .exec<{ artifact: string; deliveries: number; hits: number }>(
+      `SELECT artifact, deliveries, hits FROM ${TABLE} ORDER BY deliveries DESC, artifact LIMIT ?`,
+      limit,
+    )
+    .toArray()
+  return {
+    deliveries: sums.deliveries ?? 0,
+    hits: sums.hits ?? 0,
+    top: rows.map((r) => ({ artifact: r.artifact, deliveries: r.deliveries, hits: r.hits })),
+  }
 }

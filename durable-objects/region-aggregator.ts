@@ -1,6 +1,6 @@
 import { DurableObject } from 'cloudflare:workers'
 import type { AccessSummary } from '../predict/index.ts'
-import { compactSummary, emptySummary } from '../predict/index.ts'
+import { compactSummary, counterAt, emptySummary } from '../predict/index.ts'
 import {
   AggregatorSettings,
   AggregatorSettingsPatch,
@@ -10,6 +10,7 @@ import {
   type PrefetchResult,
   type RegionRollup,
 } from '../schemas/aggregation.ts'
+import { MAX_HOT_ARTIFACTS, type RegionHotArtifacts } from '../schemas/dashboard.ts'
 import type { PrefetchQueue } from '../schemas/prefetch.ts'
 import { r2Catalog } from './catalog.ts'
 import {
@@ -27,7 +28,9 @@ import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
 import {
   createPrefetchHitTable,
   type PrefetchTally,
+  type PrefetchTotals,
   readPrefetchHits,
+  readPrefetchTotals,
   recordPrefetchHits,
   tallyPrefetch,
 } from './prefetch-hits.ts'
@@ -177,9 +180,31 @@ export class RegionAggregator extends DurableObject<Env> {
     return { status: 'accepted', accepted: events.length }
   }
 
-  /** Installs/updates and prefetch hits reported in this region, per artifact (for the dashboard). */
+  /** Installs/updates and prefetch hits reported in this region, per artifact (every row kept). */
   async prefetchHits(): Promise<PrefetchTally[]> {
     return readPrefetchHits(this.sql)
+  }
+
+  /** The prefetch counters summed, with the `top` most delivered artifacts (for the dashboard). */
+  async prefetchTotals(top: number): Promise<PrefetchTotals> {
+    return readPrefetchTotals(this.sql, top)
+  }
+
+  /**
+   * The client count and the `limit` (at most MAX_HOT_ARTIFACTS) most used artifacts, decayed to `at`:
+   * what the dashboard shows per region. Not snapshot(), which carries every artifact, transition and
+   * segment: clients fill those caps with names of their choosing (megabytes per region), and the
+   * dashboard asks up to 24 regions per page view.
+   */
+  async hotArtifacts(limit: number, at?: number): Promise<RegionHotArtifacts> {
+    const now = at ?? Date.now()
+    const n = Number.isFinite(limit) ? Math.max(0, Math.min(MAX_HOT_ARTIFACTS, Math.floor(limit))) : 0
+    const halfLife = this.summary.halfLifeMs
+    const hot = this.summary.artifacts
+      .map((a) => ({ artifact: a.artifact, count: counterAt(a, now, halfLife) }))
+      .sort((a, b) => b.count - a.count || (a.artifact < b.artifact ? -1 : a.artifact > b.artifact ? 1 : 0))
+      .slice(0, n)
+    return { population: this.clientCount, hot }
   }
 
   /**

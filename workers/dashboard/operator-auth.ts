@@ -3,6 +3,7 @@ import { deleteCookie, getSignedCookie, setSignedCookie } from 'hono/cookie'
 import { timingSafeEqual } from 'hono/utils/buffer'
 import type { AppEnv } from '../app-env.ts'
 import { bearerToken } from '../http/auth.ts'
+import { addressLimitKey } from '../http/client-address.ts'
 import { Problem, rateLimited } from '../http/problem.ts'
 
 /** The session cookie of the dashboard; scoped to its paths so no API route ever receives it. */
@@ -24,14 +25,15 @@ function operatorToken(c: Context<AppEnv>): string {
 /**
  * Every presented OPERATOR_TOKEN counts against OPERATOR_AUTH_RATE_LIMITER per client address (60 a
  * minute per Cloudflare location, wrangler.toml), success or not: the token doubles as the dashboard's
- * login password, and a limiter that counted only failures would still answer every guess. Session
+ * login password, and a limiter that counted only failures would still answer every guess. An IPv6
+ * client counts by its /64 (client-address.ts), not by the address it picks per request. Session
  * cookies are HMACs of the token and do not count. Cloudflare sets cf-connecting-ip on every request;
  * without it (local runs only) there is no address to count.
  */
 async function limitOperatorAttempts(c: Context<AppEnv>): Promise<void> {
   const address = c.req.header('cf-connecting-ip')
   if (address === undefined) return
-  const { success } = await c.env.OPERATOR_AUTH_RATE_LIMITER.limit({ key: address })
+  const { success } = await c.env.OPERATOR_AUTH_RATE_LIMITER.limit({ key: addressLimitKey(address) })
   if (!success) throw rateLimited('too many operator token attempts from this address; retry in a minute', 60)
 }
 

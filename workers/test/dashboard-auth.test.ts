@@ -201,6 +201,28 @@ describe('dashboard operator auth', () => {
     expect((await login(OPERATOR_TOKEN, { 'cf-connecting-ip': '198.51.100.8' })).status).toBe(303)
   })
 
+  it('counts an IPv6 client by its /64: a fresh interface address per guess buys no more guesses', async () => {
+    // One subscriber's /64; the host may use any of its 2^64 addresses, one per request.
+    const host = (i: number) => ({ 'cf-connecting-ip': `2001:db8:77:77::${(i + 1).toString(16)}` })
+    const statuses: number[] = []
+    for (let i = 0; i < 60; i++) {
+      const res = await login(`guess-${i}`, host(i))
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    expect(statuses.every((s) => s === 401)).toBe(true)
+    const spent = await login(OPERATOR_TOKEN, { 'cf-connecting-ip': '2001:db8:77:77:ffff:1:2:3' })
+    expect(spent.status).toBe(429)
+    await spent.body?.cancel()
+    const bearer = await call('/dashboard', {
+      headers: { ...operatorAuth, 'cf-connecting-ip': '2001:db8:77:77::abcd' },
+    })
+    expect(bearer.status).toBe(429)
+    await bearer.body?.cancel()
+    // The next /64 is someone else.
+    expect((await login(OPERATOR_TOKEN, { 'cf-connecting-ip': '2001:db8:77:78::1' })).status).toBe(303)
+  })
+
   it('keeps the token out of URLs: the login form posts its body', async () => {
     const response = await call('/dashboard/login')
     expect(response.status).toBe(200)

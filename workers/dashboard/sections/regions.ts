@@ -4,6 +4,8 @@ import { runtimeConfigStatus } from '../../config/runtime-config.ts'
 /** Regions shown at most, and hot artifacts per region. */
 export const MAX_REGIONS = 24
 export const HOT_PER_REGION = 8
+/** Most delivered artifacts kept per region in the prefetch view. */
+export const PREFETCH_TOP_PER_REGION = 5
 
 /**
  * The regions worth asking: those the operator mapped in `regions.map`, the fallback (where unmapped
@@ -43,17 +45,19 @@ export interface HotArtifactsView {
   regions: RegionHotView[]
 }
 
-/** Each region's most used artifacts, from its RegionAggregator's decayed counts. */
+/**
+ * Each region's most used artifacts, from its RegionAggregator's decayed counts: only the top
+ * HOT_PER_REGION leave the object (not its whole summary, which clients can fill to megabytes).
+ */
 export async function loadHotArtifacts(env: Env, regions: readonly string[]): Promise<HotArtifactsView> {
   const views = await Promise.all(
     regions.map(async (region) => {
       const stub = env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region))
-      const snap = await stub.snapshot()
-      const hot = [...snap.summary.artifacts]
+      const { population, hot } = await stub.hotArtifacts(HOT_PER_REGION)
+      const sorted = [...hot]
         .sort((a, b) => b.count - a.count || a.artifact.localeCompare(b.artifact))
         .slice(0, HOT_PER_REGION)
-        .map((a) => ({ artifact: a.artifact, count: a.count }))
-      return { region, population: snap.population, hot }
+      return { region, population, hot: sorted }
     }),
   )
   // A region object with no clients and no counts was only created by asking; it says nothing.
@@ -81,16 +85,8 @@ export async function loadPrefetch(env: Env, regions: readonly string[]): Promis
   const views = await Promise.all(
     regions.map(async (region): Promise<PrefetchRegionView> => {
       const stub = env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region))
-      const tallies = await stub.prefetchHits()
-      const deliveries = tallies.reduce((s, t) => s + t.deliveries, 0)
-      const hits = tallies.reduce((s, t) => s + t.hits, 0)
-      return {
-        region,
-        deliveries,
-        hits,
-        ratio: ratioOf(hits, deliveries),
-        topArtifacts: tallies.slice(0, 5),
-      }
+      const { deliveries, hits, top } = await stub.prefetchTotals(PREFETCH_TOP_PER_REGION)
+      return { region, deliveries, hits, ratio: ratioOf(hits, deliveries), topArtifacts: top }
     }),
   )
   const active = views.filter((v) => v.deliveries > 0 || v.hits > 0)

@@ -38,33 +38,51 @@ export interface RolloutsView {
   rollouts: RolloutView[]
   /** Artifact/channel pairs whose coordinator was asked. */
   probed: number
+  /**
+   * Pairs left unasked (over MAX_ROLLOUTS_PROBED), and whether artifacts beyond the artifacts
+   * section's bound went unlisted: a rollout may exist that the page does not show.
+   */
+  unchecked: number
+  moreArtifacts: boolean
 }
 
 /**
  * (artifact, channel) pairs that may have a rollout: every channel an artifact's index names (heads and
  * the channels versions were published to). Coordinators are one per pair and keep no global registry.
+ * Taken round-robin, channel heads first, so that under the bound every artifact gets its channels
+ * checked before any artifact gets more: an artifact with many channels (or artifacts early in the
+ * alphabet) cannot crowd a halted rollout further down off the page.
  */
-export async function rolloutCandidates(bucket: R2Bucket): Promise<Array<{ name: string; channel: string }>> {
-  const { names } = await listArtifactNames(bucket)
-  const pairs = await Promise.all(
+export async function rolloutCandidates(
+  bucket: R2Bucket,
+  limit = MAX_ROLLOUTS_PROBED,
+): Promise<{ pairs: Array<{ name: string; channel: string }>; unchecked: number; moreArtifacts: boolean }> {
+  const { names, truncated } = await listArtifactNames(bucket)
+  const perArtifact = await Promise.all(
     names.map(async (name) => {
       const found = await readIndex(bucket, name).catch(() => null)
       if (found === null) return []
-      const channels = new Set([
-        ...Object.keys(found.index.channels),
-        ...found.index.versions.flatMap((v) => v.channels),
-      ])
-      return [...channels].sort().map((channel) => ({ name, channel }))
+      const heads = Object.keys(found.index.channels).sort()
+      const published = found.index.versions.flatMap((v) => v.channels).sort()
+      return [...new Set([...heads, ...published])].map((channel) => ({ name, channel }))
     }),
   )
-  return pairs.flat().slice(0, MAX_ROLLOUTS_PROBED)
+  const total = perArtifact.reduce((n, pairs) => n + pairs.length, 0)
+  const pairs: Array<{ name: string; channel: string }> = []
+  for (let rank = 0; pairs.length < Math.min(limit, total); rank++) {
+    for (const channels of perArtifact) {
+      const pair = channels[rank]
+      if (pair !== undefined && pairs.length < limit) pairs.push(pair)
+    }
+  }
+  return { pairs, unchecked: total - pairs.length, moreArtifacts: truncated }
 }
 
 /** Every rollout's stage, cohort progress and failure rate, from its RolloutCoordinator. */
 export async function loadRollouts(env: Env): Promise<RolloutsView> {
-  const candidates = await rolloutCandidates(env.ARTIFACTS)
+  const { pairs, unchecked, moreArtifacts } = await rolloutCandidates(env.ARTIFACTS)
   const found = await Promise.all(
-    candidates.map(async ({ name, channel }): Promise<RolloutView | null> => {
+    pairs.map(async ({ name, channel }): Promise<RolloutView | null> => {
       const result = await rolloutCoordinator(env, name, channel).status()
       if (!result.ok) return null
       const s = result.value
@@ -99,5 +117,13 @@ export async function loadRollouts(env: Env): Promise<RolloutsView> {
       }
     }),
   )
-  return { rollouts: found.filter((r): r is RolloutView => r !== null), probed: candidates.length }
+  return {
+    // Asked round-robin, shown by artifact and channel.
+    rollouts: found
+      .filter((r): r is RolloutView => r !== null)
+      .sort((a, b) => a.name.localeCompare(b.name) || a.channel.localeCompare(b.channel)),
+    probed: pairs.length,
+    unchecked,
+    moreArtifacts,
+  }
 }

@@ -1,5 +1,6 @@
 import { html } from 'hono/html'
-import type { RolloutsView, RolloutView } from '../sections/rollouts.ts'
+import { MAX_ARTIFACTS } from '../sections/artifacts.ts'
+import { MAX_ROLLOUTS_PROBED, type RolloutsView, type RolloutView } from '../sections/rollouts.ts'
 import { ratioBar } from './charts.ts'
 import { formatPercent, formatTime } from './format.ts'
 import type { Html } from './layout.ts'
@@ -37,8 +38,20 @@ ${r.stages.map(
 ${r.errorClasses.length === 0 ? '' : html`<p class="muted">Error classes: ${r.errorClasses.map((e) => html`<span class="pill">${e.errorClass} × ${e.count}</span>`)}</p>`}`
 }
 
+/** Said whenever the probe bound left channels unasked: "no rollouts" must not read as "none exist". */
+function unchecked(view: RolloutsView): Html | string {
+  const parts = [
+    ...(view.unchecked > 0
+      ? [`${view.unchecked} artifact channel${view.unchecked === 1 ? ' was' : 's were'} not checked`]
+      : []),
+    ...(view.moreArtifacts ? ['artifacts beyond those listed above were not checked'] : []),
+  ]
+  if (parts.length === 0) return ''
+  return html`<p class="warn" id="rollouts-unchecked">${parts.join('; ')} (the page asks at most ${MAX_ROLLOUTS_PROBED} artifact channels, of the first ${MAX_ARTIFACTS} artifacts): a rollout there is not shown.</p>`
+}
+
 export function rolloutsView(view: RolloutsView): Html {
   if (view.rollouts.length === 0)
-    return html`<p class="muted">No rollouts (${view.probed} artifact channel${view.probed === 1 ? '' : 's'} checked).</p>`
-  return html`${view.rollouts.map(rollout)}`
+    return html`<p class="muted">No rollouts (${view.probed} artifact channel${view.probed === 1 ? '' : 's'} checked).</p>${unchecked(view)}`
+  return html`${view.rollouts.map(rollout)}${unchecked(view)}`
 }
