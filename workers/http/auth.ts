@@ -1,6 +1,7 @@
 import type { Context, MiddlewareHandler } from 'hono'
 import { timingSafeEqual } from 'hono/utils/buffer'
 import type { AppEnv } from '../app-env.ts'
+import { addressLimitKey } from './client-address.ts'
 import { countWrongToken, refuseLockedOut } from './maintainer-lockout.ts'
 import { Problem } from './problem.ts'
 
@@ -30,7 +31,9 @@ export const requireMaintainer: MiddlewareHandler<AppEnv> = async (c, next) => {
   const token = bearerToken(c.req.header('authorization'))
   const expected = c.env.PUBLISH_TOKEN
   if (!expected) throw new Problem(500, 'internal', 'PUBLISH_TOKEN is not configured on this edge')
-  const address = c.req.header('cf-connecting-ip')
+  // Counted per /64 over IPv6 (addressLimitKey): a host may use any address of its /64 per guess.
+  const connecting = c.req.header('cf-connecting-ip')
+  const address = connecting === undefined ? undefined : addressLimitKey(connecting)
   await refuseLockedOut(c.env, address)
   if (!token || !(await timingSafeEqual(token, expected))) {
     await countWrongToken(c.env, address)

@@ -25,6 +25,7 @@ import {
 } from '../devices/credential.ts'
 import { bearerToken } from '../http/auth.ts'
 import { readBoundedBody } from '../http/bounded-body.ts'
+import { addressLimitKey } from '../http/client-address.ts'
 import { Problem, rateLimited } from '../http/problem.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
 
@@ -81,7 +82,8 @@ async function jsonBody<Schema extends z.ZodType>(
  */
 async function limitEnrollmentsPerAddress(c: Context<AppEnv>): Promise<void> {
   // Set by Cloudflare on every request and not forgeable by the client; absent only in local tests.
-  const address = c.req.header('cf-connecting-ip') ?? 'unknown'
+  // Counted per /64 over IPv6 (addressLimitKey): a host may use any address of its /64 per request.
+  const address = addressLimitKey(c.req.header('cf-connecting-ip') ?? 'unknown')
   const { success } = await c.env.ENROLL_RATE_LIMITER.limit({ key: address })
   if (!success) throw rateLimited('too many enrollments from this address; retry in a minute', 60)
 }

@@ -54,8 +54,8 @@ async function createCode(body: Record<string, unknown>): Promise<EnrollmentCode
 }
 
 let devicesSeen = 0
-/** Each enrollment comes from its own address, as devices do, unless the test names one. */
-function enroll(body: Record<string, unknown>, address = `2001:db8::${(++devicesSeen).toString(16)}`) {
+/** Each enrollment comes from its own network (a /64 of its own), as devices do, unless the test names one. */
+function enroll(body: Record<string, unknown>, address = `2001:db8:${(++devicesSeen).toString(16)}::1`) {
   return call('/v1/devices/enroll', {
     method: 'POST',
     headers: { ...json, 'cf-connecting-ip': address },
@@ -273,6 +273,22 @@ describe('POST /v1/devices/enroll', () => {
     expect(statuses.at(-1)).toBe(429)
     // A device elsewhere enrolls with the same code.
     expect((await enroll({ code }, '203.0.113.8')).status).toBe(201)
+  })
+
+  it('counts an IPv6 client by its /64, whichever of its addresses each request comes from', async () => {
+    const { code } = await createCode({ label: 'per-network', maxDevices: 5 })
+    const host = (i: number) => `2001:db8:ffff:1::${(i + 1).toString(16)}`
+    const statuses: number[] = []
+    for (let i = 0; i < 31; i++) {
+      const res = await enroll({ code: `dpe1_${i.toString().padStart(32, 'H')}` }, host(i))
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    expect(statuses.slice(0, 30).every((s) => s === 403)).toBe(true)
+    expect(statuses.at(-1)).toBe(429)
+    await expectProblem(await enroll({ code }, '2001:db8:ffff:1:abcd:1:2:3'), 429, 'too-many-requests')
+    // The next /64 is another network.
+    expect((await enroll({ code }, '2001:db8:ffff:2::1')).status).toBe(201)
   })
 })
 

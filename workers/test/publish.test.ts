@@ -127,6 +127,25 @@ describe('publish → manifest → blob', () => {
     expect((await start(auth.authorization, '203.0.113.10')).status).toBe(201)
   })
 
+  it('counts wrong tokens from IPv6 per /64: a fresh address of the same network per guess is still locked out', async () => {
+    const envelope = await envelopeFor('guessed6', '1.0.0', bytesOf(10))
+    const start = (authorization: string, address: string) =>
+      call('/v1/publish/guessed6/1.0.0', {
+        method: 'POST',
+        headers: { authorization, 'content-type': 'application/json', 'cf-connecting-ip': address },
+        body: JSON.stringify(envelope),
+      })
+    const statuses: number[] = []
+    for (let i = 0; i < 11; i++) {
+      const res = await start(`Bearer guess-${i}`, `2001:db8:99:1::${(i + 1).toString(16)}`)
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    expect(statuses).toEqual([...Array(10).fill(401), 429])
+    expect((await start(auth.authorization, '2001:db8:99:1:ffff::9')).status).toBe(429)
+    expect((await start(auth.authorization, '2001:db8:99:2::1')).status).toBe(201)
+  })
+
   it('a lockout store that cannot be read is a 503 to retry, never a 500 (nor a way around the lockout)', async () => {
     const failing = new Proxy(env.AUTH_LOCKOUTS, {
       get(target, property) {
