@@ -2,6 +2,7 @@ import { env } from 'cloudflare:workers'
 import { beforeAll, describe, expect, it } from 'vitest'
 import {
   clientsBetween,
+  control,
   HOUR,
   reportOutcome,
   startRollout,
@@ -59,6 +60,24 @@ describe('dashboard: rollouts', () => {
     expect(section).toContain('1 / 2')
     expect(section).toContain('25.0 %')
     expect(section).toContain('health-check')
+  })
+
+  it('says why a rollout is paused or aborted, from the reason given with the control', async () => {
+    await publishDep('dash-held', 4_000, 23)
+    const spec = { version: '1.0.0', stages: [{ percent: 100, durationMs: HOUR }] }
+    expect((await startRollout('dash-held', spec)).status).toBe(201)
+    const reasonShown = async () =>
+      (await loadRollouts(env)).rollouts.find((x) => x.name === 'dash-held')?.stateReason
+    expect(await reasonShown()).toBeNull()
+    expect((await control('dash-held', 'pause', { reason: 'waiting for <the> db migration' })).status).toBe(
+      200,
+    )
+    expect(await reasonShown()).toBe('waiting for <the> db migration')
+    const section = sectionOf(await dashboardHtml(), 'rollouts')
+    expect(section).toContain('Paused: waiting for &lt;the&gt; db migration')
+    expect((await control('dash-held', 'abort', { reason: 'bad build' })).status).toBe(200)
+    expect(await reasonShown()).toBe('bad build')
+    expect(sectionOf(await dashboardHtml(), 'rollouts')).toContain('Aborted: bad build')
   })
 })
 

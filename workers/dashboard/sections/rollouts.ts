@@ -1,5 +1,5 @@
 import { rolloutCoordinator } from '../../../durable-objects/rollout-coordinator.ts'
-import type { RolloutState } from '../../../schemas/rollout.ts'
+import type { RolloutHistoryEvent, RolloutState } from '../../../schemas/rollout.ts'
 import { readIndex } from '../../storage/artifact-store.ts'
 import { listArtifactNames } from './artifacts.ts'
 
@@ -29,6 +29,8 @@ export interface RolloutView {
   nextChangeAt: string | null
   maxFailureRate: number
   haltedReason: string | null
+  /** Why a paused or aborted rollout is so: the maintainer's reason from its history (pause / abort body). */
+  stateReason: string | null
   overall: { reported: number; failures: number; failureRate: number; decision: StageView['decision'] }
   stages: StageView[]
   errorClasses: Array<{ errorClass: string; count: number }>
@@ -97,6 +99,7 @@ export async function loadRollouts(env: Env): Promise<RolloutsView> {
         nextChangeAt: s.nextChangeAt,
         maxFailureRate: s.maxFailureRate,
         haltedReason: s.haltedReason,
+        stateReason: stateReasonOf(s.state, s.history),
         overall: {
           reported: s.overall.total,
           failures: s.overall.failures,
@@ -126,4 +129,14 @@ export async function loadRollouts(env: Env): Promise<RolloutsView> {
     unchecked,
     moreArtifacts,
   }
+}
+
+/**
+ * The reason given with the pause or abort that put a rollout in its state (the latest such event of
+ * its history), or null: a halt has `haltedReason`, and a pause or abort without a body has none.
+ */
+function stateReasonOf(state: RolloutState, history: readonly RolloutHistoryEvent[]): string | null {
+  if (state !== 'paused' && state !== 'aborted') return null
+  const event = history.findLast((e) => e.event === state)
+  return event?.detail ?? null
 }

@@ -25,6 +25,7 @@ function rollout(r: RolloutView): Html {
 <div><strong>${formatTime(r.nextChangeAt)}</strong>next change</div>
 </div>
 ${r.haltedReason === null ? '' : html`<p class="bad">Halted: ${r.haltedReason}</p>`}
+${r.stateReason === null ? '' : html`<p class="${STATE_CLASS[r.state] ?? ''}" data-reason>${r.state === 'paused' ? 'Paused' : 'Aborted'}: ${r.stateReason}</p>`}
 <table data-rollout="${r.name}/${r.channel}"><thead><tr><th>stage</th><th class="num">cohort</th><th>started</th><th class="num">reported</th><th class="num">installed</th><th class="num">failures</th><th class="num">failure rate</th><th>decision</th></tr></thead><tbody>
 ${r.stages.map(
   (
