@@ -72,31 +72,86 @@ export function headerPairs(headers: IncomingHttpHeaders): Array<[string, string
 export const RETRYABLE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 /**
+ * Live writes whose client hung up after the service had the whole request: the service may still apply
+ * such a write, so it stays in flight (the swap's drain waits for it, bounded by `stopTimeoutMs`) until
+ * the service answers (the answer is discarded) or fails. Cancelling it would not undo it: a drain that
+ * ended at the hang-up let the old version apply it after its flush hook, unseen by the new version.
+ * Only a stopping proxy cuts them (`cutAll`): the service processes are stopped right after.
+ */
+export class HungUpWrites {
+  private readonly kept = new Set<() => void>()
+  private cutting = false
+
+  get size(): number {
+    return this.kept.size
+  }
+
+  /** Keeps a write until `release`; false once the proxy cuts them (its caller then cuts it at once). */
+  keep(cut: () => void): boolean {
+    if (this.cutting) return false
+    this.kept.add(cut)
+    return true
+  }
+
+  release(cut: () => void): void {
+    this.kept.delete(cut)
+  }
+
+  /** Cuts every write kept, and from now on every one whose client goes. */
+  cutAll(): void {
+    this.cutting = true
+    for (const cut of [...this.kept]) cut()
+    this.kept.clear()
+  }
+}
+
+export interface LiveOptions {
+  /** The request body when the proxy has already read it (a write it meant to hold). */
+  body?: Uint8Array
+  /**
+   * For a bodiless request that may be repeated: the process to send it to once more when `target` fails
+   * before a byte of its answer arrived (refused, or reset by a process that is dying).
+   */
+  retry?: () => ServiceProcess | null
+  /** For a body still arriving: the longest the client may send nothing of it (see `pumpBody`). */
+  bodyIdleMs?: number
+  /** Where a write whose client hangs up once the service has it whole waits for the service's answer. */
+  hungUp?: HungUpWrites
+}
+
+/**
  * Streams a live request to a service process and its answer back; 502 if the process cannot be reached.
- * `body` is the request body when the proxy has already read it (a write it meant to hold). `retry`, for a
- * bodiless request that may be repeated: the process to send it to once more when `target` fails before
- * a byte of its answer arrived (refused, or reset by a process that is dying). `bodyIdleMs`, for a body
- * still arriving: the longest the client may send nothing of it (see `pumpBody`).
+ * A client that hangs up cancels its request at the service unless it is a write the service has whole
+ * (see `HungUpWrites`): a request cut before its body was complete is one the service never completes.
  */
 export function forwardLive(
   target: ServiceProcess,
   req: IncomingMessage,
   res: ServerResponse,
   isWrite: boolean,
-  body?: Uint8Array,
-  retry?: () => ServiceProcess | null,
-  bodyIdleMs?: number,
+  options: LiveOptions = {},
 ): void {
+  const { body, retry, bodyIdleMs, hungUp } = options
   // Counted as in flight from the start; a request that cannot even be built never was.
   let left = false
   const leave = () => {
     if (left) return
     left = true
+    hungUp?.release(cut)
     target.leave(isWrite)
+  }
+  const cut = () => {
+    upstream.destroy()
+    leave()
   }
   target.enter(isWrite)
   /** Set once the client's body stalled: the proxy has answered 408 itself and cut the service's request. */
   let stalled = false
+  /** Set once the service's answer began: it has done the request, whatever it was. */
+  let answered = false
+  /** Body bytes passed on as they arrived; the request is whole at the service once the declared size went. */
+  let bodyBytesSent = 0
+  const declared = req.headers['content-length'] === undefined ? null : Number(req.headers['content-length'])
   let upstream: ReturnType<typeof request>
   try {
     upstream = buildUpstream()
@@ -119,6 +174,14 @@ export function forwardLive(
         agent: target.agent,
       },
       (answer) => {
+        answered = true
+        if (res.destroyed) {
+          // Its client hung up while the service worked on it (a write kept in flight): the answer only
+          // ends that time.
+          answer.once('close', leave)
+          answer.resume()
+          return
+        }
         res.writeHead(answer.statusCode ?? 502, endToEndHeaders(answer.headers))
         answer.pipe(res)
         answer.on('end', leave)
@@ -129,13 +192,19 @@ export function forwardLive(
       },
     )
   }
+  /**
+   * The service may have the whole request: everything of it was handed over (the body read already,
+   * or all of a declared or chunked one). Conservative: bytes handed over may still sit in a buffer.
+   */
+  const wholeSent = () =>
+    !stalled && (upstream.writableEnded || (declared !== null && bodyBytesSent >= declared))
   upstream.on('error', () => {
     leave()
-    if (stalled) return
-    if (!res.headersSent && !res.destroyed) {
+    if (stalled || res.destroyed) return
+    if (!res.headersSent) {
       const other = retry?.()
       // Once: the second try gets no retry of its own.
-      if (other) return forwardLive(other, req, res, isWrite, body)
+      if (other) return forwardLive(other, req, res, isWrite, { body, hungUp })
     }
     if (!res.headersSent) {
       res.writeHead(502, { 'content-type': 'text/plain', 'retry-after': '1' })
@@ -143,20 +212,28 @@ export function forwardLive(
     } else res.destroy()
   })
   res.on('close', () => {
-    if (!res.writableFinished) upstream.destroy()
-    leave()
+    if (res.writableFinished) return leave()
+    // The client hung up. A write the service has whole may be applied whether or not it is cut here:
+    // it stays in flight until the service answers. Anything else is cut, as is a request answered.
+    if (isWrite && !answered && wholeSent() && hungUp?.keep(cut)) return
+    cut()
   })
   if (body) upstream.end(body)
   // The retry of a bodiless request: `req` has ended already, there is nothing left to pipe.
   else if (req.readableEnded) upstream.end()
-  else if (bodyIdleMs === undefined) req.pipe(upstream)
-  else
-    pumpBody(req, upstream, bodyIdleMs, () => {
-      stalled = true
-      answerStalled(res, bodyIdleMs)
-      // The service never gets the rest: an incomplete request it must not apply.
-      upstream.destroy()
+  else {
+    req.on('data', (chunk: Buffer) => {
+      bodyBytesSent += chunk.length
     })
+    if (bodyIdleMs === undefined) req.pipe(upstream)
+    else
+      pumpBody(req, upstream, bodyIdleMs, () => {
+        stalled = true
+        answerStalled(res, bodyIdleMs)
+        // The service never gets the rest: an incomplete request it must not apply.
+        upstream.destroy()
+      })
+  }
 }
 
 /**

@@ -11,7 +11,14 @@ import {
 } from '../../schemas/swap.ts'
 import { admit, RetryGate } from './admission.ts'
 import type { HeldWrite, Responder, WriteBuffer } from './buffer.ts'
-import { forwardedFor, forwardLive, headerPairs, RETRYABLE_METHODS, stalledBodyDetail } from './forward.ts'
+import {
+  forwardedFor,
+  forwardLive,
+  HungUpWrites,
+  headerPairs,
+  RETRYABLE_METHODS,
+  stalledBodyDetail,
+} from './forward.ts'
 import type { ClientLoadTracker, TierMap } from './priority.ts'
 import type { ServiceProcess } from './service-process.ts'
 import { openTunnel } from './tunnel.ts'
@@ -95,6 +102,8 @@ export class SwapProxy {
   private readonly gate = new RetryGate()
   /** Requests accepted and not yet answered (held writes included). */
   private inProgress = 0
+  /** Live writes whose client hung up while the service may still apply them (forward.ts). */
+  private readonly hungUp = new HungUpWrites()
   /** Client sides of upgraded connections (node:http no longer tracks them). */
   private readonly tunnels = new Set<Duplex>()
   /** Responses not yet finished: told `Connection: close` when the proxy stops. */
@@ -168,16 +177,22 @@ export class SwapProxy {
   /**
    * Stops accepting connections, lets the requests in progress finish (up to `timeoutMs`), each answered
    * with `Connection: close`, then closes whatever is left. Held writes still open at that point were
-   * never acknowledged and stay journaled.
+   * never acknowledged and stay journaled. Live writes whose clients hung up get the same grace, then
+   * are cut, as is every one whose client goes from then on: the service processes are stopped next,
+   * and their own wait for requests in flight must not give those writes a second grace.
    */
   async close(timeoutMs: number): Promise<void> {
     this.stopAccepting()
     const deadline = Date.now() + timeoutMs
-    while ((this.inProgress > 0 || Date.now() < this.idleGraceEnd) && Date.now() < deadline) {
+    while (
+      (this.inProgress > 0 || this.hungUp.size > 0 || Date.now() < this.idleGraceEnd) &&
+      Date.now() < deadline
+    ) {
       await new Promise((resolve) => setTimeout(resolve, 20))
       // A response that had started before the stop went out keep-alive: its connection is idle now.
       if (Date.now() >= this.idleGraceEnd) this.server.closeIdleConnections()
     }
+    this.hungUp.cutAll()
     this.server.closeAllConnections()
     for (const socket of this.tunnels) socket.destroy()
     await this.closed
@@ -382,17 +397,14 @@ export class SwapProxy {
     }
     this.counters.forwarded += 1
     try {
-      forwardLive(
-        target,
-        req,
-        res,
-        isWrite,
+      forwardLive(target, req, res, isWrite, {
         body,
-        isWrite ? undefined : this.retryTarget(req, target, body),
+        retry: isWrite ? undefined : this.retryTarget(req, target, body),
         // A body forwarded as it arrives gets the held bodies' idle bound: stalled, it held its
         // connection and a request in progress (which a stop waits for) until Node's requestTimeout.
-        body ? undefined : this.settings.bodyIdleTimeoutMs,
-      )
+        bodyIdleMs: body ? undefined : this.settings.bodyIdleTimeoutMs,
+        hungUp: this.hungUp,
+      })
     } catch {
       // http.request throws synchronously on a request it cannot send (e.g. an invalid header value).
       res.writeHead(400, { 'content-type': 'text/plain' })
