@@ -96,6 +96,20 @@ describe('deltaport CLI', () => {
     }
   })
 
+  it('a maintainer command without DELTAPORT_TOKEN names the token it needs, whatever the command', async () => {
+    // It said "… to publish" for rollout status, yank, resign and root publish too.
+    for (const args of [
+      ['rollout', 'status', 'app'],
+      ['yank', 'app@1.0.0', '--reason', 'x'],
+    ]) {
+      const missing = await cli(['--json', ...args], { DELTAPORT_TOKEN: '' })
+      expect(missing.code, args.join(' ')).toBe(3)
+      const { message } = (JSON.parse(missing.stdout) as { error: { message: string } }).error
+      expect(message).toContain("DELTAPORT_TOKEN to the edge's PUBLISH_TOKEN")
+      expect(message).not.toContain('to publish')
+    }
+  })
+
   it('a command group named without its command is a usage error that says so, not "(outputHelp)"', async () => {
     const json = await cli(['--json', 'devices'])
     expect(json.code).toBe(2)
