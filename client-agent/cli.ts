@@ -24,13 +24,13 @@ import { dependencyStatus } from './dependencies.ts'
 import { AgentError, fromFileSystemError } from './errors.ts'
 import { installArtifact, isVersionTarget } from './install.ts'
 import { formatBytes, Reporter } from './output.ts'
-import { publishArtifact } from './publish.ts'
+import { publishArtifact, readKeyFiles } from './publish.ts'
 import { buildDeltasFromPrevious, deltasFromLastN } from './publish-deltas.ts'
 import { installWithinRollout, rollbackAndReport, rolloutGate } from './rollout/update-gate.ts'
 import { refreshRootTrust } from './root-trust.ts'
 import { generateKeyPair } from './signing.ts'
 import { ArtifactStore } from './store.ts'
-import { signerPolicyOf } from './trust.ts'
+import { assertSignersSuffice, signerPolicyOf } from './trust.ts'
 import { uninstallArtifact } from './uninstall.ts'
 import { agentVersion, isVersionRequest } from './version.ts'
 
@@ -123,8 +123,14 @@ export function buildProgram(
       const keyFile = options.key ?? config.signingKey
       if (!keyFile)
         throw new AgentError('config', 'no signing key: pass --key or set signingKey in the config')
-      // What devices will ask of the signatures: publishArtifact checks the keys against it before it sends anything.
+      // What devices will ask of the signatures, checked against the keys before any delta is built (a
+      // big artifact's take minutes) and again by publishArtifact before it sends anything.
       const signers = signerPolicyOf(await refreshRootTrust(config))
+      assertSignersSuffice(
+        await readKeyFiles(keyFile),
+        signers,
+        `${options.version} would be published for good and never install`,
+      )
       const out = reporter()
       const token = publishToken()
       const count = !options.deltas
