@@ -3,7 +3,13 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander'
 import { validRange } from 'semver'
 import { ArtifactName, ChannelName, Version } from '../schemas/common.ts'
 import type { DependencyRef } from '../schemas/manifest.ts'
-import { parseArtifactName, parseSeconds, parseWith, SIGNING_KEY_OPTION } from './commands/arguments.ts'
+import {
+  parseArtifactName,
+  parseSeconds,
+  parseWith,
+  requireArtifactName,
+  SIGNING_KEY_OPTION,
+} from './commands/arguments.ts'
 import { registerConfigCommands } from './commands/config.ts'
 import { registerDaemonCommand } from './commands/daemon.ts'
 import { registerDeltaCommands } from './commands/delta.ts'
@@ -18,13 +24,13 @@ import { dependencyStatus } from './dependencies.ts'
 import { AgentError, fromFileSystemError } from './errors.ts'
 import { installArtifact, isVersionTarget } from './install.ts'
 import { formatBytes, Reporter } from './output.ts'
-import { publishArtifact } from './publish.ts'
+import { publishArtifact, readKeyFiles } from './publish.ts'
 import { buildDeltasFromPrevious, deltasFromLastN } from './publish-deltas.ts'
 import { installWithinRollout, rollbackAndReport, rolloutGate } from './rollout/update-gate.ts'
 import { refreshRootTrust } from './root-trust.ts'
 import { generateKeyPair } from './signing.ts'
 import { ArtifactStore } from './store.ts'
-import { signerPolicyOf } from './trust.ts'
+import { assertSignersSuffice, signerPolicyOf } from './trust.ts'
 import { uninstallArtifact } from './uninstall.ts'
 import { agentVersion, isVersionRequest } from './version.ts'
 
@@ -117,8 +123,14 @@ export function buildProgram(
       const keyFile = options.key ?? config.signingKey
       if (!keyFile)
         throw new AgentError('config', 'no signing key: pass --key or set signingKey in the config')
-      // What devices will ask of the signatures: publishArtifact checks the keys against it before it sends anything.
+      // What devices will ask of the signatures, checked against the keys before any delta is built (a
+      // big artifact's take minutes) and again by publishArtifact before it sends anything.
       const signers = signerPolicyOf(await refreshRootTrust(config))
+      assertSignersSuffice(
+        await readKeyFiles(keyFile),
+        signers,
+        `${options.version} would be published for good and never install`,
+      )
       const out = reporter()
       const token = publishToken()
       const count = !options.deltas
@@ -163,8 +175,10 @@ export function buildProgram(
   /** `options.channel`: the channel a rollout chose `options.to` for (its manifest must list it). */
   const installAction = async (spec: string, options: InstallOptions & { channel?: string }) => {
     const channel = options.channel
-    const config = await loadConfig(program.opts<GlobalOptions>().config)
+    // What was typed is checked before the config is read: a typo is a usage error (exit 2), not a
+    // missing or invalid config (exit 3).
     const { name, target } = parseSpec(spec, options.to)
+    const config = await loadConfig(program.opts<GlobalOptions>().config)
     const out = reporter()
     const started = performance.now()
     const result = await installArtifact(config, {
@@ -240,8 +254,8 @@ export function buildProgram(
     .action(async (spec: string, options: InstallOptions) => {
       // A staged rollout on the channel (client-agent/rollout/) holds this device back or names the version,
       // and hears how the install went.
-      const config = await loadConfig(program.opts<GlobalOptions>().config)
       const { name, target } = parseSpec(spec, options.to)
+      const config = await loadConfig(program.opts<GlobalOptions>().config)
       const gate = await rolloutGate(config, name, target)
       if (gate.kind === 'free') return installAction(spec, options)
       if (gate.kind === 'held') {
@@ -523,8 +537,7 @@ function parseSpec(spec: string, explicitTarget?: string): { name: string; targe
       `"${spec}" names a target and --to names ${explicitTarget}: give the target once (${name}@<target> or --to <target>)`,
     )
   const target = explicitTarget ?? (at > 0 ? spec.slice(at + 1) : undefined)
-  if (!ArtifactName.safeParse(name).success)
-    throw new AgentError('usage', `"${name}" is not a valid artifact name`)
+  requireArtifactName(name)
   // A target starting like a version is taken as one (isVersionTarget), so it must be one: a typo such as
   // 1.2.3.4 would otherwise reach the edge and come back as its 400 (or "cannot reach the edge").
   if (

@@ -177,7 +177,11 @@ function describeIssue(issue: z.core.$ZodIssue): string {
 /** The maintainer token comes from the environment, never from a file that might be committed. */
 export function publishToken(): string {
   const token = process.env.DELTAPORT_TOKEN
-  if (!token) throw new AgentError('config', 'set DELTAPORT_TOKEN to the edge maintainer token to publish')
+  if (!token)
+    throw new AgentError(
+      'config',
+      "set DELTAPORT_TOKEN to the edge's PUBLISH_TOKEN (the maintainers' token for publish, re-sign, yank, rollouts and roots)",
+    )
   return token
 }
 

@@ -111,31 +111,49 @@ export async function ensureDependencies(
       `dependencies of ${manifest.name} nest deeper than ${MAX_DEPENDENCY_DEPTH}: ${[...resolving, manifest.name].join(' → ')}`,
     )
   }
+  const deps = manifest.dependencies.filter((d) => d.name !== manifest.name && !resolving.includes(d.name))
+  // First every dependency is resolved without installing any: one that nothing published satisfies
+  // (exit 6) or that conflicts (exit 14) then stops the install before another dependency is moved under
+  // the services that use it, for an artifact that will not be switched to. (One dependency alone is
+  // resolved by the loop below before anything is installed.)
+  if (deps.length > 1) for (const dep of deps) await resolveDependency(config, manifest, dep, fetchImpl)
   const outcomes: DependencyOutcome[] = []
-  for (const dep of manifest.dependencies) {
-    if (dep.name === manifest.name || resolving.includes(dep.name)) continue
-    if (!validRange(dep.range)) {
-      throw new AgentError(
-        'install-failed',
-        `${manifest.name}@${manifest.version} depends on ${dep.name} "${dep.range}", which is not a semver range`,
-      )
-    }
-    const others = (await dependentsOf(config.installRoot, dep.name)).filter((d) => d.name !== manifest.name)
-    const needs: Dependent[] = [
-      { name: manifest.name, version: manifest.version, range: dep.range },
-      ...others,
-    ]
-    const store = new ArtifactStore(config.installRoot, dep.name)
-    const { current } = await store.state()
-    if (current && (await store.has(current)) && needs.every((n) => satisfies(current, n.range))) {
-      outcomes.push({ name: dep.name, version: current, range: dep.range, changed: false })
+  for (const dep of deps) {
+    // Resolved again: installing an earlier dependency may have installed this one, or a dependent of it.
+    const resolved = await resolveDependency(config, manifest, dep, fetchImpl)
+    if ('keep' in resolved) {
+      outcomes.push({ name: dep.name, version: resolved.keep, range: dep.range, changed: false })
       continue
     }
-    const version = await highestSatisfying(config, dep, needs, fetchImpl)
-    const installed = await install(dep, version)
+    const installed = await install(dep, resolved.install)
     outcomes.push({ name: dep.name, version: installed.version, range: dep.range, changed: true })
   }
   return outcomes
+}
+
+/**
+ * Whether `dep`'s current version stays (it fits this range and every other installed dependent's) or
+ * which version to install for `manifest`. Reads the store and the edge's index; changes nothing.
+ */
+async function resolveDependency(
+  config: AgentConfig,
+  manifest: ArtifactManifest,
+  dep: DependencyRef,
+  fetchImpl?: typeof fetch,
+): Promise<{ keep: string } | { install: string }> {
+  if (!validRange(dep.range)) {
+    throw new AgentError(
+      'install-failed',
+      `${manifest.name}@${manifest.version} depends on ${dep.name} "${dep.range}", which is not a semver range`,
+    )
+  }
+  const others = (await dependentsOf(config.installRoot, dep.name)).filter((d) => d.name !== manifest.name)
+  const needs: Dependent[] = [{ name: manifest.name, version: manifest.version, range: dep.range }, ...others]
+  const store = new ArtifactStore(config.installRoot, dep.name)
+  const { current } = await store.state()
+  if (current && (await store.has(current)) && needs.every((n) => satisfies(current, n.range)))
+    return { keep: current }
+  return { install: await highestSatisfying(config, dep, needs, fetchImpl) }
 }
 
 /** The highest published, non-yanked version of `dep` that every one of `needs` accepts. */

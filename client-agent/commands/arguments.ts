@@ -35,6 +35,19 @@ export function parseWith(schema: z.ZodType<string>, what: string): (value: stri
 }
 
 /**
+ * An artifact name found inside a command's own parsing (`install app@1.0.0`, `run <name>`): the
+ * same usage error, with the schema's reason, as `parseWith` gives an option the parser checks.
+ */
+export function requireArtifactName(name: string): string {
+  const parsed = ArtifactName.safeParse(name)
+  if (parsed.success) return parsed.data
+  throw new AgentError(
+    'usage',
+    `"${name}" is not an artifact name: ${parsed.error.issues[0]?.message ?? 'malformed'}`,
+  )
+}
+
+/**
  * The `<name>` of a command that acts on an artifact as a whole (`status`, `rollback`, `uninstall`).
  * `name@version` there is the usual slip (the other commands take one), so it is named as such.
  */

@@ -188,15 +188,23 @@ export function registerDevicesCommands(
       if (loaded.enrollmentCode === undefined)
         throw new AgentError('config', 'no enrollmentCode in the config')
       const session = new DeviceSession({ ...loaded, enrollmentCode: loaded.enrollmentCode })
-      const stored = await new DeviceCredentialStore(loaded.installRoot).read()
+      const store = new DeviceCredentialStore(loaded.installRoot)
+      const stored = await store.read()
       const credential = await session.enroll(stored?.credential, true)
-      // The failure as it was (exit 4 for an edge out of reach, 10 for the credential file): only a
-      // refusal by the edge is edge-rejected (exit 5).
-      if (credential === null)
+      if (credential === null) {
+        // Refused for good (the device or its code revoked): the stored credential of this code is
+        // dead, as a report's re-enrollment concludes too. Kept, `devices status` would go on saying
+        // "enrolled as …" instead of why the edge refused.
+        const refusal = await store.refusal()
+        if (stored !== null && refusal !== null && refusal.codeSha256 === stored.codeSha256)
+          await store.forget()
+        // The failure as it was (exit 4 for an edge out of reach, 10 for the credential file): only a
+        // refusal by the edge is edge-rejected (exit 5).
         throw (
           session.lastFailure ??
           new AgentError('edge-rejected', session.lastError ?? 'enrollment failed', { enroll: true })
         )
+      }
       reporter().result(
         `enrolled as ${credential.deviceId} (code ${credential.codeId}, until ${credential.expiresAt})`,
         {

@@ -2,7 +2,6 @@ import { readFile } from 'node:fs/promises'
 import { constants } from 'node:os'
 import { join } from 'node:path'
 import { type Command, InvalidArgumentError } from 'commander'
-import { ArtifactName } from '../../schemas/common.ts'
 import { HookSpec, SwapSettings, type SwapSettingsInput } from '../../schemas/swap.ts'
 import type { AgentConfig } from '../config.ts'
 import { AgentError } from '../errors.ts'
@@ -14,7 +13,7 @@ import { RunFiles } from '../swap/run-files.ts'
 import { StartInterrupted, Supervisor, type SupervisorEvent } from '../swap/supervisor.ts'
 import { UpdateChecks } from '../swap/update-checks.ts'
 import { type ReadyUpdate, type SwapOutcomeReporter, silentReporter } from '../swap/update-source.ts'
-import { parseSeconds } from './arguments.ts'
+import { parseSeconds, requireArtifactName } from './arguments.ts'
 
 interface RunOptions {
   port: number
@@ -82,8 +81,7 @@ export function registerRunCommand(
     .option('--prepare <hook>', 'prepare hook: http:/path, signal:SIGUSR2 or none', parseHook)
     .option('--flush <hook>', 'flush hook: http:/path, signal:SIGUSR1 or none', parseHook)
     .action(async (name: string, command: string[], options: RunOptions) => {
-      if (!ArtifactName.safeParse(name).success)
-        throw new AgentError('usage', `"${name}" is not a valid artifact name`)
+      requireArtifactName(name)
       // SIGHUP is the unit's reload, and its default action kills the process: one that comes while the
       // agent starts (installing the first version, its health check, the journal's replay) is kept for
       // the first update check instead. The agent's service would otherwise be left to systemd's kill.

@@ -75,6 +75,39 @@ describe('deltaport CLI', () => {
     const channel = await cli(['rollout', 'status', 'app', '--channel', 'Bad Channel'])
     expect(channel.code).toBe(2)
     expect(channel.stderr).toMatch(/"Bad Channel" is not a channel name: \S/)
+    // install, update and run check what they are given before the config too (README: exit 2 is
+    // "checked before the config is read"): a typo is not reported as a missing config file.
+    for (const args of [
+      ['install', 'App@1.0.0'],
+      ['update', 'App'],
+      ['run', 'App', '--', 'node', 'x.js'],
+    ]) {
+      const refused = await runWithConfig(noConfig, args)
+      expect(refused.code, args.join(' ')).toBe(2)
+      expect(refused.stderr).toContain('"App" is not an artifact name: lowercase letters')
+    }
+    for (const args of [
+      ['install', 'app@Not A'],
+      ['update', 'app', '--to', '1.2.3.4'],
+    ]) {
+      const refused = await runWithConfig(noConfig, args)
+      expect(refused.code, args.join(' ')).toBe(2)
+      expect(refused.stderr).toMatch(/is not a version or channel/)
+    }
+  })
+
+  it('a maintainer command without DELTAPORT_TOKEN names the token it needs, whatever the command', async () => {
+    // It said "… to publish" for rollout status, yank, resign and root publish too.
+    for (const args of [
+      ['rollout', 'status', 'app'],
+      ['yank', 'app@1.0.0', '--reason', 'x'],
+    ]) {
+      const missing = await cli(['--json', ...args], { DELTAPORT_TOKEN: '' })
+      expect(missing.code, args.join(' ')).toBe(3)
+      const { message } = (JSON.parse(missing.stdout) as { error: { message: string } }).error
+      expect(message).toContain("DELTAPORT_TOKEN to the edge's PUBLISH_TOKEN")
+      expect(message).not.toContain('to publish')
+    }
   })
 
   it('a command group named without its command is a usage error that says so, not "(outputHelp)"', async () => {

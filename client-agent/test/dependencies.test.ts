@@ -122,6 +122,13 @@ describe('dependencies', () => {
     expect(none.message).toContain('no published version of libr satisfies ^3.0.0 (needed by needs-r3@1.0.0)')
     expect(await currentOf(d, 'orphan')).toBeNull()
     expect(await currentOf(d, 'needs-r3')).toBeNull()
+
+    // Found before any dependency is installed: libr, which fits, is not made current for an install
+    // that the next dependency stops (it was, and stayed behind on the device).
+    await publish('needs-r-and-missing', '1.0.0', { libr: '^1.0.0', 'never-published': '^1.0.0' })
+    expect((await agentFailure(installArtifact(d, { name: 'needs-r-and-missing' }))).code).toBe('not-found')
+    expect(await currentOf(d, 'libr')).toBeNull()
+    expect(await currentOf(d, 'needs-r-and-missing')).toBeNull()
   })
 
   it('after a rollback, the CLI says which dependency no longer fits and how to fix it', async () => {

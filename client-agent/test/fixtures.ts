@@ -122,12 +122,14 @@ export function patchedCode(): { text: Buffer; edited: Buffer } {
 
 /**
  * How a CLI run that should fail ended (a promisified execFile of the deltaport binary): its exit code
- * and stdout, or null when it succeeded, so the test's own expectations say what was wrong.
+ * and output, or null when it succeeded, so the test's own expectations say what was wrong.
  */
-export function cliFailure(run: Promise<unknown>): Promise<{ code: number; stdout: string } | null> {
+export function cliFailure(
+  run: Promise<unknown>,
+): Promise<{ code: number; stdout: string; stderr: string } | null> {
   return run.then(
     () => null,
-    (error: { code: number; stdout: string }) => error,
+    (error: { code: number; stdout: string; stderr: string }) => error,
   )
 }
 

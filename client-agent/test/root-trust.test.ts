@@ -265,7 +265,13 @@ describe('a device under root metadata', () => {
 
     // Publishing with too few keys would burn the version number on a release no device installs,
     // and a key the root does not name (A, revoked by root 2) does not count.
-    const art = await writeArtifact(dir, 'fw-1.5.0.bin', 2_000)
+    // 1.4.0 with one byte changed, so a publish builds a delta from it.
+    const previous = new Uint8Array(
+      await (await fetch(`${suite.edge.url}/v1/artifacts/fw/1.4.0/blob`)).arrayBuffer(),
+    )
+    previous[0] = (previous[0] ?? 0) ^ 0xff
+    const art = { path: join(dir, 'fw-1.5.0.bin') }
+    await writeFile(art.path, previous)
     const keyA = await keyFile(maintainerA)
     const cli = (args: string[]) =>
       run(process.execPath, [BIN, '--config', configFile, '--json', ...args], {
@@ -278,13 +284,37 @@ describe('a device under root metadata', () => {
     expect(revokedToo?.stdout).toMatch(
       /devices need 2 signatures by distinct maintainer keys the root \(3\) names and 1 of the 2 keys given is one \(not a maintainer there: [0-9a-f]{12}\)/,
     )
+    // Refused before the deltas from the earlier releases are built (minutes for a big artifact): the
+    // text output names each delta built.
+    const asText = await cliFailure(
+      run(
+        process.execPath,
+        [
+          BIN,
+          '--config',
+          configFile,
+          'publish',
+          art.path,
+          '--name',
+          'fw',
+          '--version',
+          '1.5.0',
+          '--key',
+          keyB,
+        ],
+        { env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN } },
+      ),
+    )
+    expect(asText?.code).toBe(3)
+    expect(asText?.stderr).not.toContain('delta from')
     const yankOne = await cliFailure(cli(['yank', 'fw@1.4.0', '--reason', 'test', '--key', keyB]))
     expect(yankOne?.code).toBe(3)
     expect(yankOne?.stdout).toContain('devices would not act on the statement')
     expect((await new EdgeClient(suite.edge.url).index('fw')).versions.map((v) => v.version)).not.toContain(
       '1.5.0',
     )
-    await publish([keyB, keyC])
+    const published = JSON.parse((await publish([keyB, keyC])).stdout) as { deltas: { from: string }[] }
+    expect(published.deltas.map((d) => d.from)).toContain('1.4.0')
     expect((await installArtifact(config, { name: 'fw', target: '1.5.0' })).version).toBe('1.5.0')
   })
 })
