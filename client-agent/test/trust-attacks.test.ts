@@ -1,0 +1,143 @@
+/**
+ * The trust chain against someone who controls the network or the edge but holds no maintainer key
+ * (TUF's threat model), through a real edge: each attack the adversarial pass of 2026-11-26 found
+ * accepted, or answered with something other than a typed refusal, and the ones it checked that show
+ * the agent verifies exactly the document it then uses (docs/security.md lists them all).
+ */
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import type { AgentConfig } from '../config.ts'
+import { EdgeClient } from '../edge-client.ts'
+import { installArtifact } from '../install.ts'
+import { checkRollout, controlRollout } from '../rollout/client.ts'
+import { agentClientId } from '../rollout/client-id.ts'
+import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
+import { agentFailure, writeArtifact } from './fixtures.ts'
+import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
+
+const edgeKey = await generateKeyPair()
+const suite = useEdgeWorkspace({ INDEX_SIGNING_KEY: edgeKey.privateKey })
+const DAY_MS = 24 * 3600 * 1000
+const trusting = (...keys: KeyPairFiles[]) => keys.map((k) => ({ keyid: k.keyid, publicKey: k.publicKey }))
+
+function device(store: string, overrides: Partial<AgentConfig> = {}): AgentConfig {
+  return { ...suite.ws.config, installRoot: join(suite.ws.dir, store), ...overrides }
+}
+
+async function publish(name: string, version: string) {
+  const art = await writeArtifact(suite.ws.dir, `${name}-${version}.bin`, 2_000)
+  await suite.publish(art.path, name, version)
+}
+
+/** A fetch that answers requests for `path` with `answer()`; everything else reaches the edge. */
+function answering(path: string, answer: (real: Response) => Promise<Response> | Response): typeof fetch {
+  return async (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input))
+    if (url.pathname === path) return answer(await fetch(input, init))
+    return fetch(input, init)
+  }
+}
+
+/**
+ * `answer` as JSON text with a field no schema reads, holding `depth` nested arrays: a few hundred
+ * kilobytes, well under every size cap. Spelt out as text: JSON.stringify itself overflows the stack.
+ */
+function padded(answer: object, depth = 100_000): Response {
+  const text = JSON.stringify(answer)
+  return new Response(`${text.slice(0, -1)},"padding":${'['.repeat(depth)}${']'.repeat(depth)}}`, {
+    headers: { 'content-type': 'application/json' },
+  })
+}
+
+describe('endless data and deep nesting in signed answers', () => {
+  it('refuses an index padded with deeply nested JSON as untrusted-index, not a stack overflow', async () => {
+    await publish('deep', '1.0.0')
+    const served = (await (await fetch(`${suite.edge.url}/v1/artifacts/deep`)).json()) as object
+    const config = device('store-deep', { indexKeys: trusting(edgeKey) })
+    // The genuine statement replayed beside a field no schema reads, nested 100 000 deep.
+    const refused = await agentFailure(
+      installArtifact(config, {
+        name: 'deep',
+        fetchImpl: answering('/v1/artifacts/deep', () => padded(served)),
+      }),
+    )
+    expect(refused.code).toBe('untrusted-index')
+    expect(refused.message).toContain('nested deeper than')
+  })
+
+  it('refuses a rollout answer that is endless, stalls or nests deeply, each as a typed error', async () => {
+    await publish('ra', '1.0.0')
+    await controlRollout(new EdgeClient(suite.edge.url), TEST_TOKEN, 'ra', 'stable', 'start', {
+      version: '1.0.0',
+      stages: [{ percent: 100, durationMs: DAY_MS }],
+    })
+    const config = device('store-ra', { indexKeys: trusting(edgeKey) })
+    const client = await agentClientId(config)
+    const trust = { keys: config.indexKeys, now: () => new Date() }
+    const ask = (fetchImpl: typeof fetch) =>
+      agentFailure(
+        checkRollout(
+          new EdgeClient(suite.edge.url, fetchImpl, { stallMs: 300 }),
+          'ra',
+          'stable',
+          client,
+          trust,
+        ),
+      )
+    const path = '/v1/rollouts/ra/stable'
+
+    // 16 MiB of whitespace: an answer of a few hundred bytes must not be buffered that far.
+    const huge = await ask(answering(path, () => new Response(new Uint8Array(16 * 1024 * 1024).fill(0x20))))
+    expect(huge.message).toContain('more than')
+    // A first byte, then silence: the stall timer ends it instead of a hang.
+    const stalled = await ask(
+      answering(
+        path,
+        () =>
+          new Response(
+            new ReadableStream({
+              start(controller) {
+                controller.enqueue(new TextEncoder().encode('{'))
+              },
+            }),
+          ),
+      ),
+    )
+    expect(stalled.code).toBe('network')
+    // The genuine answer and statement, padded with nesting no schema reads.
+    const nested = await ask(answering(path, async (real) => padded((await real.json()) as object)))
+    expect(nested.code).toBe('untrusted-index')
+    expect(nested.message).toContain('nested deeper than')
+  })
+})
+
+describe('the bytes verified are the bytes used', () => {
+  it('takes a manifest re-spelt in transit (escapes, exponents, a repeated key) only when it means what was signed', async () => {
+    await publish('spelt', '1.0.0')
+    const path = '/v1/artifacts/spelt/1.0.0/manifest'
+    const respelt = (change: (text: string) => string) =>
+      answering(path, async (real) => new Response(change(await real.text()), { status: real.status }))
+    // Same meaning, other bytes: a repeated key whose first value JSON.parse drops, \u escapes, 2e0
+    // for 2. The signature covers the document as parsed, which is the one the agent then uses.
+    const sameMeaning = respelt((text) =>
+      text
+        .replace('"name":"spelt"', '"name":"evil","name":"\\u0073pelt"')
+        .replace(/"serial":(\d+)/, (_, n: string) => `"serial":${n}e0`),
+    )
+    expect(
+      await installArtifact(device('store-spelt'), {
+        name: 'spelt',
+        target: '1.0.0',
+        fetchImpl: sameMeaning,
+      }),
+    ).toMatchObject({ version: '1.0.0' })
+    // A repeated key whose last value (the one JSON.parse keeps) differs from the signed one: refused.
+    const otherMeaning = respelt((text) =>
+      text.replace(/"serial":(\d+)/, (_, n: string) => `"serial":${n},"serial":${Number(n) + 1}`),
+    )
+    const refused = await agentFailure(
+      installArtifact(device('store-spelt-2'), { name: 'spelt', target: '1.0.0', fetchImpl: otherMeaning }),
+    )
+    expect(refused.code).toBe('untrusted-manifest')
+  })
+})
