@@ -4,14 +4,16 @@
  * accepted, or answered with something other than a typed refusal, and the ones it checked that show
  * the agent verifies exactly the document it then uses (docs/security.md lists them all).
  */
+import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { installArtifact } from '../install.ts'
+import { publishArtifact } from '../publish.ts'
 import { checkRollout, controlRollout } from '../rollout/client.ts'
 import { agentClientId } from '../rollout/client-id.ts'
-import { generateKeyPair, type KeyPairFiles } from '../signing.ts'
+import { generateKeyPair, type KeyPairFiles, signManifest } from '../signing.ts'
 import { agentFailure, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
@@ -24,9 +26,27 @@ function device(store: string, overrides: Partial<AgentConfig> = {}): AgentConfi
   return { ...suite.ws.config, installRoot: join(suite.ws.dir, store), ...overrides }
 }
 
+async function keyFileOf(key: KeyPairFiles): Promise<string> {
+  const path = join(suite.ws.dir, `${key.keyid.slice(0, 12)}.key.json`)
+  await writeFile(path, JSON.stringify(key))
+  return path
+}
+
 async function publish(name: string, version: string) {
   const art = await writeArtifact(suite.ws.dir, `${name}-${version}.bin`, 2_000)
   await suite.publish(art.path, name, version)
+}
+
+async function publishSignedBy(name: string, version: string, signer: KeyPairFiles) {
+  const art = await writeArtifact(suite.ws.dir, `${name}-${version}.bin`, 2_000)
+  await publishArtifact({
+    edgeUrl: suite.edge.url,
+    token: TEST_TOKEN,
+    keyFile: await keyFileOf(signer),
+    file: art.path,
+    name,
+    version,
+  })
 }
 
 /** A fetch that answers requests for `path` with `answer()`; everything else reaches the edge. */
@@ -108,6 +128,30 @@ describe('endless data and deep nesting in signed answers', () => {
     const nested = await ask(answering(path, async (real) => padded((await real.json()) as object)))
     expect(nested.code).toBe('untrusted-index')
     expect(nested.message).toContain('nested deeper than')
+  })
+})
+
+describe('threshold counting', () => {
+  it('counts one key once, even when a config lists it under two keyids', async () => {
+    const stolen = await generateKeyPair()
+    const other = await generateKeyPair()
+    await publishSignedBy('twice', '1.0.0', stolen)
+    // The owner meant "stolen and other, both must sign" but pasted stolen's public half twice.
+    const config = device('store-twice', {
+      trustedKeys: [
+        { keyid: stolen.keyid, publicKey: stolen.publicKey },
+        { keyid: other.keyid, publicKey: stolen.publicKey },
+      ],
+      maintainerThreshold: 2,
+    })
+    // The thief signs once with the key under each of the two ids.
+    const forged = answering('/v1/artifacts/twice/1.0.0/manifest', async (real) => {
+      const { signed } = (await real.json()) as { signed: Parameters<typeof signManifest>[0] }
+      return Response.json(await signManifest(signed, [stolen, { ...stolen, keyid: other.keyid }]))
+    })
+    const refused = await agentFailure(installArtifact(config, { name: 'twice', fetchImpl: forged }))
+    expect(refused.code).toBe('untrusted-manifest')
+    expect(refused.message).toContain('fewer than 2 valid signatures by distinct trusted keys')
   })
 })
 
