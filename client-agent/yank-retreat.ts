@@ -59,9 +59,16 @@ export async function planYankRetreat(
   const previous = state.previous
   if (!previous || !lt(previous, current)) return stay('this device ran no older version before it')
   const onDisk = await store.has(previous)
-  // The head when it is newer than what the device ran before (or that version, gone from disk).
-  if (gt(head, previous) || (head === previous && !onDisk)) return { kind: 'install', to: head, ...move }
+  // Run again only while the keys trusted now vouch for it: a version that only a key revoked since
+  // signed (a thief's release, installed before the rotation) is no safer place than any the edge
+  // could name, and a switch on disk would never ask the edge's manifest (ADR 0025, amended).
+  const trusted = onDisk && (await vouchedForNow(config, store, previous))
+  // The head when it is newer than what the device ran before (or that version, gone from disk or no
+  // longer trusted there: installing it checks the edge's manifest under the keys trusted now).
+  if (gt(head, previous) || (head === previous && !trusted)) return { kind: 'install', to: head, ...move }
   if (!onDisk) return stay(`the version it ran before, ${previous}, is not installed`)
+  if (!trusted)
+    return stay(`the version it ran before, ${previous}, is signed by no key this device trusts now`)
   if (versionEntry(index, previous)?.yanked) return stay(`the version before it, ${previous}, is yanked too`)
   return { kind: 'rollback', to: previous, ...move }
 }
@@ -102,6 +109,12 @@ async function acceptedStatement(
     return stay(`already acted on: the maintainer's statement of ${seen} is the newest this device saw`)
   }
   return { said, current, yankSeen: { ...state.yankSeen, [current]: said.at } }
+}
+
+/** Whether the installed manifest of `version` meets the maintainer keys and threshold trusted now. */
+async function vouchedForNow(config: AgentConfig, store: ArtifactStore, version: string): Promise<boolean> {
+  const envelope = await store.manifestOf(version)
+  return meetsThreshold(envelope, config.trustedKeys, config.maintainerThreshold ?? 1)
 }
 
 function stay(why: string): Stay {

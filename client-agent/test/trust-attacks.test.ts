@@ -14,6 +14,8 @@ import { publishArtifact } from '../publish.ts'
 import { checkRollout, controlRollout } from '../rollout/client.ts'
 import { agentClientId } from '../rollout/client-id.ts'
 import { generateKeyPair, type KeyPairFiles, signManifest } from '../signing.ts'
+import { ArtifactStore } from '../store.ts'
+import { setYank } from '../yank.ts'
 import { agentFailure, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
@@ -152,6 +154,38 @@ describe('threshold counting', () => {
     const refused = await agentFailure(installArtifact(config, { name: 'twice', fetchImpl: forged }))
     expect(refused.code).toBe('untrusted-manifest')
     expect(refused.message).toContain('fewer than 2 valid signatures by distinct trusted keys')
+  })
+})
+
+describe('a signed yank after a key rotation', () => {
+  it('never moves a device back to a version only a revoked key signed', async () => {
+    const revoked = suite.ws.key
+    const successor = await generateKeyPair()
+    await publishSignedBy('rotated', '1.0.0', revoked)
+    const before = device('store-rotated', { trustedKeys: trusting(revoked) })
+    await installArtifact(before, { name: 'rotated' })
+    // The maintainers rotate the stolen key out (here by config; a root does the same, ADR 0035).
+    const after = { ...before, trustedKeys: trusting(successor) }
+    await publishSignedBy('rotated', '1.1.0', successor)
+    expect(await installArtifact(after, { name: 'rotated' })).toMatchObject({
+      version: '1.1.0',
+      previous: '1.0.0',
+    })
+
+    // 1.1.0 is yanked by the successor's signature; the channel falls back to 1.0.0.
+    await setYank({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      name: 'rotated',
+      version: '1.1.0',
+      reason: 'breaks on start',
+      keyFile: await keyFileOf(successor),
+    })
+    // 1.0.0 is on disk, but only the revoked key vouches for it: the device must not run it again.
+    const refused = await agentFailure(installArtifact(after, { name: 'rotated' }))
+    expect(refused.code).toBe('untrusted-manifest')
+    expect(refused.message).toContain('rotated@1.0.0: no valid signature by a trusted key')
+    expect((await new ArtifactStore(after.installRoot, 'rotated').state()).current).toBe('1.1.0')
   })
 })
 
