@@ -7,7 +7,7 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import type { AgentConfig } from '../config.ts'
+import { type AgentConfig, loadConfig } from '../config.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
@@ -154,6 +154,20 @@ describe('threshold counting', () => {
     const refused = await agentFailure(installArtifact(config, { name: 'twice', fetchImpl: forged }))
     expect(refused.code).toBe('untrusted-manifest')
     expect(refused.message).toContain('fewer than 2 valid signatures by distinct trusted keys')
+  })
+
+  it('refuses a config that files a key under a keyid that is not its sha256, naming it', async () => {
+    const [mine, theirs] = [await generateKeyPair(), await generateKeyPair()]
+    const path = join(suite.ws.dir, 'mislabelled.json')
+    const entry = { keyid: theirs.keyid, publicKey: mine.publicKey }
+    for (const keys of [{ trustedKeys: [entry] }, { indexKeys: [entry] }]) {
+      await writeFile(path, JSON.stringify({ ...suite.ws.config, ...keys }))
+      const refused = await agentFailure(loadConfig(path))
+      expect(refused.code).toBe('config')
+      expect(refused.message).toMatch(
+        /(trustedKeys|indexKeys)\.0\.keyid: keyid is not the sha256 of publicKey/,
+      )
+    }
   })
 })
 
