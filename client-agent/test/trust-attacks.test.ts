@@ -8,6 +8,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { type AgentConfig, loadConfig } from '../config.ts'
+import { fileHasBytes } from '../download.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
@@ -200,6 +201,30 @@ describe('a signed yank after a key rotation', () => {
     expect(refused.code).toBe('untrusted-manifest')
     expect(refused.message).toContain('rotated@1.0.0: no valid signature by a trusted key')
     expect((await new ArtifactStore(after.installRoot, 'rotated').state()).current).toBe('1.1.0')
+  })
+
+  it('nor back to a version whose bytes on disk are no longer the signed ones', async () => {
+    await publish('rotten', '1.0.0')
+    await publish('rotten', '1.1.0')
+    const config = device('store-rotten')
+    await installArtifact(config, { name: 'rotten', target: '1.0.0' })
+    await installArtifact(config, { name: 'rotten' })
+    const store = new ArtifactStore(config.installRoot, 'rotten')
+    // The copy of 1.0.0 kept for rollback rots (or is tampered with) while 1.1.0 runs.
+    await writeFile(store.blobPath('1.0.0'), 'not the signed bytes')
+    await setYank({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      name: 'rotten',
+      version: '1.1.0',
+      reason: 'drops writes',
+      keyFile: suite.ws.keyFile,
+    })
+    // The retreat downloads 1.0.0 again instead of switching to what is on disk.
+    const moved = await installArtifact(config, { name: 'rotten' })
+    expect(moved).toMatchObject({ version: '1.0.0', retreated: { from: '1.1.0' } })
+    expect(moved.bytesDownloaded).toBeGreaterThan(0)
+    expect(await fileHasBytes(store.blobPath('1.0.0'), (await store.manifestOf('1.0.0')).signed)).toBe(true)
   })
 })
 
