@@ -257,4 +257,28 @@ describe('the bytes verified are the bytes used', () => {
     )
     expect(refused.code).toBe('untrusted-manifest')
   })
+
+  it('refuses what was signed for another artifact: its index statement, its manifest (name confusion)', async () => {
+    await publish('alpha', '1.0.0')
+    await publish('bravo', '1.0.0')
+    const config = device('store-names', { indexKeys: trusting(edgeKey) })
+    const alphaIndex = (await (await fetch(`${suite.edge.url}/v1/artifacts/alpha`)).json()) as object
+    const index = await agentFailure(
+      installArtifact(config, {
+        name: 'bravo',
+        fetchImpl: answering('/v1/artifacts/bravo', () => Response.json(alphaIndex)),
+      }),
+    )
+    expect(index).toMatchObject({ code: 'untrusted-index' })
+    expect(index.message).toContain('carries a statement about alpha')
+    const alphaManifest = await (await fetch(`${suite.edge.url}/v1/artifacts/alpha/1.0.0/manifest`)).json()
+    const manifest = await agentFailure(
+      installArtifact(config, {
+        name: 'bravo',
+        fetchImpl: answering('/v1/artifacts/bravo/1.0.0/manifest', () => Response.json(alphaManifest)),
+      }),
+    )
+    expect(manifest).toMatchObject({ code: 'untrusted-manifest' })
+    expect(manifest.message).toContain('asked for bravo@1.0.0 but the manifest describes alpha@1.0.0')
+  })
 })
