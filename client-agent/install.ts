@@ -218,9 +218,14 @@ async function installLocked(
       pruned: [],
     }
   }
-  // A version still on disk is switched back to only if its bytes are still the signed ones; a damaged
+  // A version still on disk is switched back to only if its bytes are still the signed ones and its
+  // manifest still reads (status, rollback, the next update and the serial floor read it); a damaged
   // copy is downloaded again below (the commit replaces its folder).
-  if ((await store.has(version)) && (await fileHasBytes(store.blobPath(version), manifest))) {
+  if (
+    (await store.has(version)) &&
+    (await store.manifestOrNull(version)) !== null &&
+    (await fileHasBytes(store.blobPath(version), manifest))
+  ) {
     const switched = await switchTo()
     return {
       ...base,

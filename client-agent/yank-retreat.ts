@@ -113,15 +113,17 @@ async function acceptedStatement(
 }
 
 /**
- * Why the installed copy of `version` may not be switched back to, or null: its manifest must meet the
- * maintainer keys and threshold trusted now, and its blob must still have the signed bytes.
+ * Why the installed copy of `version` may not be switched back to, or null: its manifest must be
+ * readable and meet the maintainer keys and threshold trusted now, and its blob must still have the
+ * signed bytes. A damaged copy is a reason to download it again, never to stop the update.
  */
 async function whyNotRunAgain(
   config: AgentConfig,
   store: ArtifactStore,
   version: string,
 ): Promise<string | null> {
-  const envelope = await store.manifestOf(version)
+  const envelope = await store.manifestOrNull(version)
+  if (!envelope) return 'has no readable manifest on disk'
   if (!(await meetsThreshold(envelope, config.trustedKeys, config.maintainerThreshold ?? 1)))
     return 'is signed by no key this device trusts now'
   if (!(await fileHasBytes(store.blobPath(version), envelope.signed)))

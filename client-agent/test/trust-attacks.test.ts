@@ -226,6 +226,29 @@ describe('a signed yank after a key rotation', () => {
     expect(moved.bytesDownloaded).toBeGreaterThan(0)
     expect(await fileHasBytes(store.blobPath('1.0.0'), (await store.manifestOf('1.0.0')).signed)).toBe(true)
   })
+
+  it('and downloads it again when its manifest on disk is damaged, instead of failing the update', async () => {
+    await publish('damaged', '1.0.0')
+    await publish('damaged', '1.1.0')
+    const config = device('store-damaged')
+    await installArtifact(config, { name: 'damaged', target: '1.0.0' })
+    await installArtifact(config, { name: 'damaged' })
+    const store = new ArtifactStore(config.installRoot, 'damaged')
+    await writeFile(join(store.blobPath('1.0.0'), '..', 'manifest.json'), '{"signed": ')
+    await setYank({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      name: 'damaged',
+      version: '1.1.0',
+      reason: 'drops writes',
+      keyFile: suite.ws.keyFile,
+    })
+    const moved = await installArtifact(config, { name: 'damaged' })
+    expect(moved).toMatchObject({ version: '1.0.0', retreated: { from: '1.1.0' } })
+    // What it runs now has a readable manifest again: later updates and rollbacks can use it.
+    expect((await store.manifestOf('1.0.0')).signed.version).toBe('1.0.0')
+    expect(await installArtifact(config, { name: 'damaged' })).toMatchObject({ alreadyCurrent: true })
+  })
 })
 
 describe('the bytes verified are the bytes used', () => {
