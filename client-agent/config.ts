@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { z } from 'zod'
@@ -7,6 +8,21 @@ import { Ed25519PublicKey } from '../schemas/ed25519-public-key.ts'
 import { AgentError, systemError } from './errors.ts'
 
 /**
+ * A pinned key as `deltaport keygen` prints it: its keyid must be the sha256 of its public key, as in a
+ * root. A keyid filed under another key's public half matched no honest signature (they carry the real
+ * keyid) and, before thresholds counted key bytes, let one key listed twice count as two.
+ */
+const PinnedKey = z
+  .object({ keyid: Sha256Hex, publicKey: Ed25519PublicKey })
+  .refine(
+    (key) => createHash('sha256').update(Buffer.from(key.publicKey, 'base64')).digest('hex') === key.keyid,
+    {
+      message: 'keyid is not the sha256 of publicKey (use the keyid `deltaport keygen` printed with it)',
+      path: ['keyid'],
+    },
+  )
+
+/**
  * `deltaport.json`: where the edge is, which keys to trust, where installs live. Strict: a key this
  * agent does not know (a typo such as `bandwithCapBps`, or a knob of a newer agent) is refused naming
  * it, rather than silently running with the default the owner meant to change.
@@ -14,15 +30,12 @@ import { AgentError, systemError } from './errors.ts'
 export const AgentConfig = z
   .strictObject({
     edgeUrl: z.url({ protocol: /^https?$/ }),
-    trustedKeys: z.array(z.object({ keyid: Sha256Hex, publicKey: Ed25519PublicKey })).default([]),
+    trustedKeys: z.array(PinnedKey).default([]),
     /**
      * The edge's index-signing keys (ADR 0032: `deltaport keygen`'s public half of INDEX_SIGNING_KEY).
      * When set, an index is used only under a fresh statement signed by one of them (freeze defence).
      */
-    indexKeys: z
-      .array(z.object({ keyid: Sha256Hex, publicKey: Ed25519PublicKey }))
-      .max(8)
-      .default([]),
+    indexKeys: z.array(PinnedKey).max(8).default([]),
     /**
      * How many distinct keys of trustedKeys must sign a manifest or yank statement (default 1). Under a
      * `root` the root's maintainers role says instead.

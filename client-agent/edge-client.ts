@@ -3,7 +3,7 @@ import { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { SignedManifest } from '../schemas/manifest.ts'
 import { SignedRoot } from '../schemas/root.ts'
 import type { TrustedKey } from '../schemas/signed-envelope.ts'
-import { AgentError } from './errors.ts'
+import { AgentError, type AgentErrorCode } from './errors.ts'
 import { type IndexTrust, verifyServedIndex } from './index-trust.ts'
 import { ArtifactStore } from './store.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
@@ -164,6 +164,14 @@ export class EdgeClient {
 
   private jsonOptions(): Pick<ReadBodyOptions, 'stallMs' | 'minRate'> {
     return this.readOptions
+  }
+
+  /**
+   * Any other JSON answer of this edge, read as the ones above are: at most `maxBytes`, under this
+   * client's stall timer and minimum rate (TUF endless data, slow retrieval). Parsed, not validated.
+   */
+  readJson(response: Response, maxBytes: number, what: string, code?: AgentErrorCode): Promise<unknown> {
+    return readJsonBounded(response, maxBytes, what, { ...this.jsonOptions(), ...(code ? { code } : {}) })
   }
 
   blobUrl(name: string, version: string): string {

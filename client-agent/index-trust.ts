@@ -34,6 +34,33 @@ export interface IndexTrust {
 export const MAX_CLOCK_AHEAD_MS = 60 * 60 * 1000
 
 /**
+ * How deeply an answer's JSON may nest. The statement's digest covers the answer as sent, fields no
+ * schema reads included, and hashing walks it recursively: a replayed genuine statement beside a field
+ * nested 100 000 deep (a few hundred kilobytes, under every size cap) would overflow the stack there,
+ * an untyped crash instead of a refusal. Real answers nest about six levels.
+ */
+export const MAX_ANSWER_DEPTH = 32
+
+/** Whether `value` holds objects or arrays more than `limit` levels deep; iterative, so any depth is safe. */
+function nestedDeeperThan(value: unknown, limit: number): boolean {
+  const pending: Array<{ item: unknown; depth: number }> = [{ item: value, depth: 0 }]
+  for (let next = pending.pop(); next; next = pending.pop()) {
+    if (next.item === null || typeof next.item !== 'object') continue
+    if (next.depth >= limit) return true
+    for (const child of Object.values(next.item)) pending.push({ item: child, depth: next.depth + 1 })
+  }
+  return false
+}
+
+/** The answer in `json` as a record to hash, refused (`refuse`) when it is none or nests too deeply. */
+function answerRecord(json: unknown, refuse: (why: string) => AgentError): Record<string, unknown> {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw refuse('is malformed')
+  if (nestedDeeperThan(json, MAX_ANSWER_DEPTH))
+    throw refuse(`is malformed: nested deeper than ${MAX_ANSWER_DEPTH} levels`)
+  return json as Record<string, unknown>
+}
+
+/**
  * The index in `json` (an answer to GET /v1/artifacts/:name), checked against `trust`: a statement for
  * `name`, signed by one of the keys, not expired, not issued in the future, whose digest is this
  * index's and whose serial is not below the highest this device installed or saw in a verified index
@@ -46,13 +73,13 @@ export async function verifyServedIndex(
   trust: IndexTrust,
 ): Promise<ArtifactIndex> {
   const refuse = (why: string) => new AgentError('untrusted-index', `the index of ${name} ${why}`)
-  const parsed = ServedIndex.safeParse(json)
-  if (!parsed.success || typeof json !== 'object' || json === null) throw refuse('is malformed')
+  const answer = answerRecord(json, refuse)
+  const parsed = ServedIndex.safeParse(answer)
+  if (!parsed.success) throw refuse('is malformed')
   const { statement, ...index } = parsed.data
   const said = await signedByPinnedKey(statement, trust.keys, refuse)
   if (said.name !== name) throw refuse(`carries a statement about ${said.name}`)
-  if (said.indexSha256 !== (await indexDigest(json as Record<string, unknown>)))
-    throw refuse('differs from what its statement covers')
+  if (said.indexSha256 !== (await indexDigest(answer))) throw refuse('differs from what its statement covers')
   checkFresh(said, trust.now(), refuse)
   // The index's own serial: the digest binds it to the signature.
   const { installed, seen } = await trust.serials(name)
@@ -107,14 +134,15 @@ export async function verifyServedRolloutCheck(
 ): Promise<RolloutCheck> {
   const refuse = (why: string) =>
     new AgentError('untrusted-index', `the rollout answer for ${asked.name} on ${asked.channel} ${why}`)
-  const parsed = ServedRolloutCheck.safeParse(json)
-  if (!parsed.success || typeof json !== 'object' || json === null) throw refuse('is malformed')
+  const answer = answerRecord(json, refuse)
+  const parsed = ServedRolloutCheck.safeParse(answer)
+  if (!parsed.success) throw refuse('is malformed')
   const { statement, ...check } = parsed.data
   const said = await signedByPinnedKey(statement, trust.keys, refuse)
   if (said.name !== asked.name || said.channel !== asked.channel)
     throw refuse(`carries a statement about ${said.name} on ${said.channel}`)
   if (said.client !== asked.client) throw refuse('carries a statement made for another client')
-  if (said.checkSha256 !== (await digestWithoutStatement(json as Record<string, unknown>)))
+  if (said.checkSha256 !== (await digestWithoutStatement(answer)))
     throw refuse('differs from what its statement covers')
   checkFresh(said, trust.now(), refuse)
   return check

@@ -158,8 +158,13 @@ async function installLocked(
       threshold: config.maintainerThreshold,
       lastSerial: await store.serialFloor(config),
       now: request.now ?? new Date(),
-      // Moving off a version yanked by signature is the one downgrade the agent makes by itself.
-      allowDowngrade: (request.allowDowngrade ?? false) || retreat !== null,
+      // Moving off a version yanked by signature is the one downgrade the agent makes by itself. And
+      // the version already running is no downgrade, as nothing switches: after such a retreat it sits
+      // below the floor the yanked release raised, and every poll was refused as a rollback.
+      allowDowngrade:
+        (request.allowDowngrade ?? false) ||
+        retreat !== null ||
+        (version === state.current && (await store.has(version))),
     },
   )
   const channel = request.channel ?? (isVersionTarget(target) || target === 'latest' ? undefined : target)
@@ -213,9 +218,14 @@ async function installLocked(
       pruned: [],
     }
   }
-  // A version still on disk is switched back to only if its bytes are still the signed ones; a damaged
+  // A version still on disk is switched back to only if its bytes are still the signed ones and its
+  // manifest still reads (status, rollback, the next update and the serial floor read it); a damaged
   // copy is downloaded again below (the commit replaces its folder).
-  if ((await store.has(version)) && (await fileHasBytes(store.blobPath(version), manifest))) {
+  if (
+    (await store.has(version)) &&
+    (await store.manifestOrNull(version)) !== null &&
+    (await fileHasBytes(store.blobPath(version), manifest))
+  ) {
     const switched = await switchTo()
     return {
       ...base,

@@ -198,7 +198,7 @@ export async function readRootFile(path: string): Promise<SignedRoot> {
 }
 
 /** Up to `max` bytes of a regular file: a huge (or endless) one is never read whole. */
-async function readAtMost(path: string, max: number): Promise<Uint8Array> {
+export async function readAtMost(path: string, max: number): Promise<Uint8Array> {
   const handle = await namingPath(path, open(path, 'r'))
   try {
     if (!(await handle.stat()).isFile()) throw new AgentError('io', `${path} is not a regular file`, { path })

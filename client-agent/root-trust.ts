@@ -1,14 +1,22 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import type { RootStatement, SignedRoot } from '../schemas/root.ts'
-import { nextRootProblem, roleKeys, roleThreshold, selfSignedProblem } from '../schemas/root-chain.ts'
+import { z } from 'zod'
+import { Sha256Hex } from '../schemas/common.ts'
+import { MAX_ROOT_BYTES, type RootStatement, SignedRoot } from '../schemas/root.ts'
+import {
+  nextRootProblem,
+  roleKeys,
+  roleThreshold,
+  rootDigest,
+  selfSignedProblem,
+} from '../schemas/root-chain.ts'
 import type { AgentConfig } from './config.ts'
 import { deviceFetch } from './devices/device-fetch.ts'
 import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { writeFileAtomic } from './fs/atomic.ts'
 import { makeDirs } from './fs/make-dirs.ts'
-import { readRootFile } from './root-metadata.ts'
+import { readAtMost, readRootFile } from './root-metadata.ts'
 
 /**
  * A device whose config names a `root` (ADR 0035) takes its keys from root metadata instead of its
@@ -24,6 +32,19 @@ export const MAX_ROOT_STEPS = 64
 /** Where the newest verified root is kept, beside the store's other device state. */
 export function trustedRootPath(installRoot: string): string {
   return join(installRoot, '.trust', 'root.json')
+}
+
+/**
+ * The kept root and the digest (rootDigest) of the shipped root its chain was walked from. A config
+ * that ships another root (a device moved to a new chain after its root keys were stolen, or to another
+ * deployment) must not go on trusting a root kept from the old chain just because its version is higher.
+ * Files written before 2026-11-26 hold the bare root: their origin is unknown (null) and they are used
+ * as before.
+ */
+const KeptRoot = z.strictObject({ shippedDigest: Sha256Hex, root: SignedRoot })
+interface Kept {
+  shippedDigest: string | null
+  root: SignedRoot
 }
 
 export interface RootRefresh {
@@ -50,7 +71,8 @@ export async function refreshRootTrust(
   options: RootRefreshOptions = {},
 ): Promise<RootRefresh> {
   if (!config.root) return { config, root: null, followed: [] }
-  let current = await startingRoot(config.root, config.installRoot)
+  const start = await startingRoot(config.root, config.installRoot)
+  let current = start.root
   const followed: number[] = []
   const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
   for (let step = 0; step < MAX_ROOT_STEPS; step++) {
@@ -60,7 +82,7 @@ export async function refreshRootTrust(
     if (problem)
       throw new AgentError('untrusted-root', `the edge's ${problem}; keeping root ${current.version}`)
     // Kept before the next step: a refresh cut short resumes from here, never from an older root.
-    await keepRoot(config.installRoot, next)
+    await keepRoot(config.installRoot, { shippedDigest: start.shippedDigest, root: next })
     current = next.signed
     followed.push(current.version)
   }
@@ -88,8 +110,14 @@ function configUnder(config: AgentConfig, root: RootStatement): AgentConfig {
   }
 }
 
-/** The newer of the shipped root and the last one this device verified. */
-async function startingRoot(shippedPath: string, installRoot: string): Promise<RootStatement> {
+/**
+ * The newer of the shipped root and the last one this device verified from it, with the digest of the
+ * shipped root the chain starts from (null: a kept root from before that was recorded).
+ */
+async function startingRoot(
+  shippedPath: string,
+  installRoot: string,
+): Promise<{ root: RootStatement; shippedDigest: string | null }> {
   const shipped = await readRootFile(shippedPath).catch((error: unknown) => {
     // The shipped root is configuration: a malformed one is the config's fault, not the edge's.
     if (error instanceof AgentError && error.code === 'untrusted-root')
@@ -98,15 +126,28 @@ async function startingRoot(shippedPath: string, installRoot: string): Promise<R
   })
   const problem = await selfSignedProblem(shipped)
   if (problem) throw new AgentError('config', `${shippedPath}: ${problem}`)
+  const shippedDigest = await rootDigest(shipped.signed)
   // A kept root that cannot be read (a disk fault) is only a shortcut lost: the chain is walked again
   // from the shipped root, every step verified, and kept again.
   const keptPath = trustedRootPath(installRoot)
-  const kept = existsSync(keptPath) ? await readRootFile(keptPath).catch(() => null) : null
-  return kept && kept.signed.version > shipped.signed.version ? kept.signed : shipped.signed
+  const kept = existsSync(keptPath) ? await readKeptRoot(keptPath).catch(() => null) : null
+  const fromThisChain = kept !== null && (kept.shippedDigest ?? shippedDigest) === shippedDigest
+  return fromThisChain && kept.root.signed.version > shipped.signed.version
+    ? { root: kept.root.signed, shippedDigest: kept.shippedDigest }
+    : { root: shipped.signed, shippedDigest }
 }
 
-async function keepRoot(installRoot: string, root: SignedRoot): Promise<void> {
+/** The kept root file, in either form (KeptRoot, or the bare root written before 2026-11-26). */
+async function readKeptRoot(path: string): Promise<Kept> {
+  const json: unknown = JSON.parse(new TextDecoder().decode(await readAtMost(path, 2 * MAX_ROOT_BYTES)))
+  const kept = KeptRoot.safeParse(json)
+  if (kept.success) return kept.data
+  return { shippedDigest: null, root: SignedRoot.parse(json) }
+}
+
+async function keepRoot(installRoot: string, kept: Kept): Promise<void> {
   const path = trustedRootPath(installRoot)
   await makeDirs(join(path, '..'))
-  await writeFileAtomic(path, JSON.stringify(root))
+  // An origin never recorded stays unrecorded: the bare form, as before.
+  await writeFileAtomic(path, JSON.stringify(kept.shippedDigest === null ? kept.root : kept))
 }

@@ -3,6 +3,7 @@ import { type ArtifactIndex, versionEntry } from '../schemas/artifact-index.ts'
 import { meetsThreshold } from '../schemas/signed-envelope.ts'
 import type { SignedYankStatement, YankStatement } from '../schemas/yank-statement.ts'
 import type { AgentConfig } from './config.ts'
+import { fileHasBytes } from './download.ts'
 import type { ArtifactStore, StoreState } from './store.ts'
 import { signatureShortfall } from './trust.ts'
 
@@ -37,8 +38,9 @@ type YankSeen = NonNullable<StoreState['yankSeen']>
  * statement this device already acted on or saw restored (so it moves a device at most once, and an
  * old yank replayed after a signed restore does nothing). The destination is never older than the
  * version this device itself ran before: the head when it is at least that new, else that version
- * (on disk, not yanked itself). A device that ran nothing before stays. A signed restore is recorded
- * (the yank it overrides cannot come back later).
+ * (on disk with its signed bytes, vouched for by the keys trusted now, not yanked itself). A device
+ * that ran nothing before stays. A signed restore is recorded (the yank it overrides cannot come back
+ * later).
  */
 export async function planYankRetreat(
   config: AgentConfig,
@@ -59,9 +61,15 @@ export async function planYankRetreat(
   const previous = state.previous
   if (!previous || !lt(previous, current)) return stay('this device ran no older version before it')
   const onDisk = await store.has(previous)
-  // The head when it is newer than what the device ran before (or that version, gone from disk).
-  if (gt(head, previous) || (head === previous && !onDisk)) return { kind: 'install', to: head, ...move }
-  if (!onDisk) return stay(`the version it ran before, ${previous}, is not installed`)
+  // Switched to on disk only while it is still what was verified: a version that only a key revoked
+  // since signed (a thief's release, installed before the rotation) is no safer place than any the
+  // edge could name, and a copy whose bytes changed is not the signed release; a switch on disk asks
+  // no manifest and hashes nothing (ADR 0025, amended 2026-11-26).
+  const unusable = onDisk ? await whyNotRunAgain(config, store, previous) : 'is not installed'
+  // The head when it is newer than what the device ran before, or is that version and the copy on disk
+  // cannot be used (installing checks the edge's manifest under the keys trusted now, and the bytes).
+  if (gt(head, previous) || (head === previous && unusable)) return { kind: 'install', to: head, ...move }
+  if (unusable) return stay(`the version it ran before, ${previous}, ${unusable}`)
   if (versionEntry(index, previous)?.yanked) return stay(`the version before it, ${previous}, is yanked too`)
   return { kind: 'rollback', to: previous, ...move }
 }
@@ -102,6 +110,25 @@ async function acceptedStatement(
     return stay(`already acted on: the maintainer's statement of ${seen} is the newest this device saw`)
   }
   return { said, current, yankSeen: { ...state.yankSeen, [current]: said.at } }
+}
+
+/**
+ * Why the installed copy of `version` may not be switched back to, or null: its manifest must be
+ * readable and meet the maintainer keys and threshold trusted now, and its blob must still have the
+ * signed bytes. A damaged copy is a reason to download it again, never to stop the update.
+ */
+async function whyNotRunAgain(
+  config: AgentConfig,
+  store: ArtifactStore,
+  version: string,
+): Promise<string | null> {
+  const envelope = await store.manifestOrNull(version)
+  if (!envelope) return 'has no readable manifest on disk'
+  if (!(await meetsThreshold(envelope, config.trustedKeys, config.maintainerThreshold ?? 1)))
+    return 'is signed by no key this device trusts now'
+  if (!(await fileHasBytes(store.blobPath(version), envelope.signed)))
+    return 'no longer has its signed bytes on disk'
+  return null
 }
 
 function stay(why: string): Stay {

@@ -79,7 +79,9 @@ export async function verifyEnvelope(
 /**
  * True if at least `threshold` distinct trusted keys each have a valid signature on the envelope
  * (root metadata's roles, ADR 0035). The same key signing twice counts once, so one stolen key cannot
- * stand in for two.
+ * stand in for two: keys are told apart by their public bytes, not by the keyid a list files them
+ * under, so a key listed twice under two ids (a config's copy-paste slip; roots refuse it) still
+ * counts once.
  */
 export async function meetsThreshold(
   envelope: Envelope<unknown>,
@@ -87,17 +89,22 @@ export async function meetsThreshold(
   threshold: number,
 ): Promise<boolean> {
   const message = new TextEncoder().encode(canonicalJson(envelope.signed))
-  const verified = new Set<string>()
+  const verifiedIds = new Set<string>()
+  const verifiedKeys = new Set<string>()
   for (const signature of envelope.signatures) {
-    if (verified.has(signature.keyid)) continue
+    if (verifiedIds.has(signature.keyid)) continue
     const key = trusted.find((k) => k.keyid === signature.keyid)
     const raw = key ? base64Bytes(key.publicKey) : null
     const sig = base64Bytes(signature.sig)
     // A small-order key verifies forgeries, so it never counts, even where input checks missed it.
     if (!raw || unusablePublicKeyProblem(raw) !== null || sig?.length !== ED25519_SIGNATURE_BYTES) continue
     const publicKey = await crypto.subtle.importKey('raw', raw, ED25519, false, ['verify'])
-    if (await crypto.subtle.verify(ED25519, publicKey, sig, message)) verified.add(signature.keyid)
-    if (verified.size >= threshold) return true
+    if (await crypto.subtle.verify(ED25519, publicKey, sig, message)) {
+      verifiedIds.add(signature.keyid)
+      // Re-encoded from the bytes: two spellings of one key's base64 are still one key.
+      verifiedKeys.add(bytesBase64(raw))
+    }
+    if (verifiedKeys.size >= threshold) return true
   }
   return false
 }

@@ -11,6 +11,7 @@ import { AgentError } from '../errors.ts'
 import { type IndexTrust, verifyServedRolloutCheck } from '../index-trust.ts'
 import type { KeyFiles } from '../publish.ts'
 import { errorFromResponse } from '../transfer/error-response.ts'
+import { JSON_LIMITS } from '../transfer/read-json.ts'
 import { signedControlBody } from './control-statement.ts'
 
 /**
@@ -41,15 +42,15 @@ export async function checkRollout(
     return null
   }
   if (!response.ok) throw await errorFromResponse(response, `rollout of ${name} on ${channel}`)
-  const what = `rollout answer for ${name}`
+  const what = `a rollout answer for ${name}`
   const check =
     trust && trust.keys.length > 0
       ? await verifyServedRolloutCheck(
-          await readJson(response, what),
+          await edge.readJson(response, JSON_LIMITS.rollout, what),
           { name, channel, client: clientId },
           trust,
         )
-      : await parseJson(response, RolloutCheck, what)
+      : await parseJson(edge, response, RolloutCheck, what)
   if (check.name !== name || check.channel !== channel)
     throw new AgentError(
       'edge-rejected',
@@ -71,7 +72,7 @@ export async function reportOutcome(
     body: JSON.stringify(outcome),
   })
   if (!response.ok) throw await errorFromResponse(response, `reporting ${outcome.outcome} for ${name}`)
-  return parseJson(response, OutcomeReceipt, 'outcome receipt')
+  return parseJson(edge, response, OutcomeReceipt, 'an outcome receipt')
 }
 
 export type ReportResult = { reported: true; receipt: OutcomeReceipt } | { reported: false; reason: string }
@@ -131,23 +132,17 @@ export async function controlRollout(
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   })
   if (!response.ok) throw await errorFromResponse(response, `rollout ${action} of ${name} on ${channel}`)
-  return parseJson(response, RolloutStatus, 'rollout status')
+  return parseJson(edge, response, RolloutStatus, 'a rollout status')
 }
 
-async function readJson(response: Response, what: string): Promise<unknown> {
-  try {
-    return await response.json()
-  } catch {
-    throw new AgentError('edge-rejected', `the edge sent a ${what} that is not JSON`)
-  }
-}
-
+/** `what` ("a rollout status") read bounded and stall-timed (edge.readJson), then parsed by `schema`. */
 async function parseJson<T>(
+  edge: EdgeClient,
   response: Response,
   schema: { safeParse(v: unknown): { success: true; data: T } | { success: false } },
   what: string,
 ): Promise<T> {
-  const parsed = schema.safeParse(await readJson(response, what))
-  if (!parsed.success) throw new AgentError('edge-rejected', `the edge sent a malformed ${what}`)
+  const parsed = schema.safeParse(await edge.readJson(response, JSON_LIMITS.rollout, what))
+  if (!parsed.success) throw new AgentError('edge-rejected', `the edge sent ${what} that is malformed`)
   return parsed.data
 }

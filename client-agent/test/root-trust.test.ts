@@ -122,8 +122,10 @@ describe('a device under root metadata', () => {
     await publishSigned('fw', '1.2.0', [maintainerB])
     expect((await installArtifact(config, { name: 'fw', target: '1.2.0' })).version).toBe('1.2.0')
     // The root it followed is kept: the next refresh starts there, not from the shipped root.
-    const kept = JSON.parse(await readFile(trustedRootPath(config.installRoot), 'utf8')) as SignedRoot
-    expect(kept.signed.version).toBe(2)
+    const kept = JSON.parse(await readFile(trustedRootPath(config.installRoot), 'utf8')) as {
+      root: SignedRoot
+    }
+    expect(kept.root.signed.version).toBe(2)
   })
 
   it('holds a raised threshold and a rotated root key', async () => {
@@ -169,6 +171,34 @@ describe('a device under root metadata', () => {
     expect(offline.config.trustedKeys.map((k) => k.keyid).sort()).toEqual(
       [maintainerB.keyid, maintainerC.keyid].sort(),
     )
+  })
+
+  it('follows the root it ships with now, not one kept from the chain its old shipped root began', async () => {
+    const config = await device('store-reprovisioned', await root1())
+    expect((await refreshRootTrust(config)).root?.version).toBe(3)
+    // The owner moves the device to a new chain (the old root keys were stolen, or another deployment):
+    // a new root 1 in the config, the install root left as it is.
+    const newRootKey = await generateKeyPair()
+    const fresh = await signDocumentByAll(rootBody(1, { root: [newRootKey], maintainers: [maintainerA] }), [
+      newRootKey,
+    ])
+    const freshPath = join(suite.ws.dir, 'store-reprovisioned-new-root.json')
+    await writeFile(freshPath, JSON.stringify(fresh))
+    const moved = { ...config, root: freshPath }
+    const offline = await refreshRootTrust(moved, { fetchImpl: hidingRoots })
+    expect(offline.root?.version).toBe(1)
+    expect(offline.config.trustedKeys.map((k) => k.keyid)).toEqual([maintainerA.keyid])
+    // An edge still serving the old chain serves nothing that follows the new root 1.
+    const stale = await agentFailure(refreshRootTrust(moved))
+    expect(stale.code).toBe('untrusted-root')
+    expect(stale.message).toMatch(/root 2 lacks 1 valid signature\(s\) by the root keys of root 1/)
+    // Back on the old chain, the root kept from it counts again: root 3 without asking the edge.
+    expect((await refreshRootTrust(config, { fetchImpl: hidingRoots })).root?.version).toBe(3)
+    // A root kept before the shipped root was recorded with it (the bare root) is used as it was.
+    const keptPath = trustedRootPath(config.installRoot)
+    const { root: bare } = JSON.parse(await readFile(keptPath, 'utf8')) as { root: SignedRoot }
+    await writeFile(keptPath, JSON.stringify(bare))
+    expect((await refreshRootTrust(config, { fetchImpl: hidingRoots })).root?.version).toBe(3)
   })
 
   it('refuses a next root that its current root keys did not sign, and installs nothing', async () => {

@@ -166,6 +166,11 @@ describe('a signed yank', () => {
       retreated: { from: '1.1.0', reason: 'drops writes' },
     })
     expect((await new ArtifactStore(running.installRoot, 'retreat').state()).current).toBe('1.0.0')
+    // The next poll finds it current: running 1.0.0 is no rollback, though 1.1.0 raised the serial floor.
+    expect(await installArtifact(running, { name: 'retreat' })).toMatchObject({
+      version: '1.0.0',
+      alreadyCurrent: true,
+    })
 
     // The owner goes back to it on purpose: the statement already acted on does not move it again.
     await installArtifact(running, { name: 'retreat', target: '1.1.0', allowYanked: true })

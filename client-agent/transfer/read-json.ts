@@ -9,6 +9,8 @@ export const JSON_LIMITS = {
   /** The edge refuses root documents above 32 KiB (MAX_ROOT_BYTES). */
   root: 32 * 1024,
   plan: 4 * 1024 * 1024,
+  /** Rollout answers: a device's check is a few hundred bytes, a maintainer's status at most 100 events. */
+  rollout: 256 * 1024,
   prefetch: 4 * 1024 * 1024,
   /** A telemetry receipt is a few counters. */
   receipt: 4 * 1024,
