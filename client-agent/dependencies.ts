@@ -2,6 +2,7 @@ import { readdir } from 'node:fs/promises'
 import { rcompare, satisfies, validRange } from 'semver'
 import type { ArtifactManifest, DependencyRef } from '../schemas/manifest.ts'
 import type { AgentConfig } from './config.ts'
+import type { SwitchPlan } from './dependency-switch.ts'
 import { deviceEdgeOptions, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { artifactOfFolder } from './fs/artifact-folder.ts'
@@ -21,7 +22,7 @@ export interface DependencyOutcome {
   version: string
   /** The range the installed version asked for. */
   range: string
-  /** false: the version already current satisfied every range and stayed. */
+  /** false: the version already current satisfied every range and stayed (true: this update switches it). */
   changed: boolean
 }
 
@@ -31,14 +32,26 @@ export const MAX_DEPENDENCY_DEPTH = 16
 /**
  * The installed artifacts (other than `name` itself) whose current version depends on `name`, read
  * from the signed manifests they were installed with. One version of each artifact is current on a
- * device at a time, so a dependency must satisfy all of them.
+ * device at a time, so a dependency must satisfy all of them. With `plan` (an update under way), an
+ * artifact it staged counts in the version it will be switched to.
  */
-export async function dependentsOf(installRoot: string, name: string): Promise<Dependent[]> {
+export async function dependentsOf(
+  installRoot: string,
+  name: string,
+  plan?: SwitchPlan,
+): Promise<Dependent[]> {
   const entries = await unlessMissing(readdir(installRoot, { withFileTypes: true }), [])
   const dependents: Dependent[] = []
   for (const entry of entries) {
     const other = entry.isDirectory() ? artifactOfFolder(entry.name) : null
     if (other === null || other === name) continue
+    const staged = plan?.staging(other)
+    if (staged) {
+      for (const dep of staged.dependencies) {
+        if (dep.name === name) dependents.push({ name: other, version: staged.version, range: dep.range })
+      }
+      continue
+    }
     const store = new ArtifactStore(installRoot, other)
     const { current } = await store.state()
     if (!current || !(await store.has(current))) continue
@@ -86,22 +99,27 @@ export async function dependencyStatus(installRoot: string, store: ArtifactStore
   )
 }
 
-/** How ensureDependencies installs one dependency (installArtifact, passed in to avoid an import cycle). */
+/**
+ * How ensureDependencies stages one dependency (installArtifact with the update's SwitchPlan, passed in
+ * to avoid an import cycle): downloaded, verified and committed, switched only with the rest.
+ */
 export type InstallDependency = (dep: DependencyRef, version: string) => Promise<{ version: string }>
 
 /**
- * Makes every dependency of `manifest` current on the device in a version its range allows, before
- * the manifest's own version is switched to, so it never runs without them. A dependency already
- * current in such a version stays (no bytes, no change under other services); otherwise the highest
- * published version that is not yanked and satisfies this range and those of the other installed
- * dependents is installed, by the ordinary install path (its own dependencies first, recursively).
- * `resolving` holds the artifacts being installed above this one: a cycle ends there.
+ * Stages every dependency of `manifest` in `plan`, in a version its range allows, to be switched to
+ * before the manifest's own version (switchTogether), so it never runs without them, and nothing is
+ * switched unless all of them could be downloaded and verified. A dependency already current (or
+ * already staged by this update) in such a version stays (no bytes, no change under other services);
+ * otherwise the highest published version that is not yanked and satisfies this range and those of the
+ * other installed dependents is staged, by the ordinary install path (its own dependencies first,
+ * recursively). `resolving` holds the artifacts being installed above this one: a cycle ends there.
  */
 export async function ensureDependencies(
   config: AgentConfig,
   manifest: ArtifactManifest,
   resolving: readonly string[],
   install: InstallDependency,
+  plan: SwitchPlan,
   fetchImpl?: typeof fetch,
 ): Promise<DependencyOutcome[]> {
   if (manifest.dependencies.length === 0) return []
@@ -112,17 +130,18 @@ export async function ensureDependencies(
     )
   }
   const deps = manifest.dependencies.filter((d) => d.name !== manifest.name && !resolving.includes(d.name))
-  // First every dependency is resolved without installing any: one that nothing published satisfies
-  // (exit 6) or that conflicts (exit 14) then stops the install before another dependency is moved under
-  // the services that use it, for an artifact that will not be switched to. (One dependency alone is
-  // resolved by the loop below before anything is installed.)
-  if (deps.length > 1) for (const dep of deps) await resolveDependency(config, manifest, dep, fetchImpl)
+  // First every dependency is resolved without staging any: one that nothing published satisfies
+  // (exit 6) or that conflicts (exit 14) stops the update before anything is downloaded for it. (One
+  // dependency alone is resolved by the loop below before anything is staged.)
+  if (deps.length > 1) for (const dep of deps) await resolveDependency(config, manifest, dep, plan, fetchImpl)
   const outcomes: DependencyOutcome[] = []
   for (const dep of deps) {
-    // Resolved again: installing an earlier dependency may have installed this one, or a dependent of it.
-    const resolved = await resolveDependency(config, manifest, dep, fetchImpl)
+    // Resolved again: staging an earlier dependency may have staged this one, or a dependent of it.
+    const resolved = await resolveDependency(config, manifest, dep, plan, fetchImpl)
     if ('keep' in resolved) {
-      outcomes.push({ name: dep.name, version: resolved.keep, range: dep.range, changed: false })
+      // The version current fits everyone, one staged earlier included: that staged switch is not needed.
+      if (!resolved.staged) plan.drop(dep.name)
+      outcomes.push({ name: dep.name, version: resolved.keep, range: dep.range, changed: resolved.staged })
       continue
     }
     const installed = await install(dep, resolved.install)
@@ -133,26 +152,33 @@ export async function ensureDependencies(
 
 /**
  * Whether `dep`'s current version stays (it fits this range and every other installed dependent's) or
- * which version to install for `manifest`. Reads the store and the edge's index; changes nothing.
+ * which version to install for `manifest`; `plan`'s staged versions count as current (`staged`: the
+ * kept version is one this update switches to). Reads the stores and the edge's index; changes nothing.
  */
 async function resolveDependency(
   config: AgentConfig,
   manifest: ArtifactManifest,
   dep: DependencyRef,
+  plan: SwitchPlan,
   fetchImpl?: typeof fetch,
-): Promise<{ keep: string } | { install: string }> {
+): Promise<{ keep: string; staged: boolean } | { install: string }> {
   if (!validRange(dep.range)) {
     throw new AgentError(
       'install-failed',
       `${manifest.name}@${manifest.version} depends on ${dep.name} "${dep.range}", which is not a semver range`,
     )
   }
-  const others = (await dependentsOf(config.installRoot, dep.name)).filter((d) => d.name !== manifest.name)
+  const others = (await dependentsOf(config.installRoot, dep.name, plan)).filter(
+    (d) => d.name !== manifest.name,
+  )
   const needs: Dependent[] = [{ name: manifest.name, version: manifest.version, range: dep.range }, ...others]
+  const staged = plan.staging(dep.name)?.version
+  if (staged !== undefined && needs.every((n) => satisfies(staged, n.range)))
+    return { keep: staged, staged: true }
   const store = new ArtifactStore(config.installRoot, dep.name)
   const { current } = await store.state()
   if (current && (await store.has(current)) && needs.every((n) => satisfies(current, n.range)))
-    return { keep: current }
+    return { keep: current, staged: false }
   return { install: await highestSatisfying(config, dep, needs, fetchImpl) }
 }
 

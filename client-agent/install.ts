@@ -6,6 +6,12 @@ import { deviceArchiveLimits } from './codec/archive-budget.ts'
 import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
 import { checkDependents, type DependencyOutcome, ensureDependencies } from './dependencies.ts'
+import {
+  finishInterruptedSwitch,
+  type StagedSwitch,
+  SwitchPlan,
+  switchTogether,
+} from './dependency-switch.ts'
 import type { DownloadProgress } from './download.ts'
 import { downloadVerified, fileHasBytes } from './download.ts'
 import { deviceEdgeOptions, EdgeClient } from './edge-client.ts'
@@ -48,6 +54,11 @@ export interface InstallRequest {
   ignoreDependents?: boolean
   /** Artifacts whose install is installing this one as a dependency, outermost first (cycle guard). */
   resolving?: readonly string[]
+  /**
+   * Set when this install stages a dependency of an update: the version is downloaded, verified and
+   * committed, and added to the plan instead of switched to; the outermost install switches them all.
+   */
+  switchPlan?: SwitchPlan
 }
 
 /** Long enough for another process's full download on a slow link; bounded so a stuck one is reported. */
@@ -110,6 +121,9 @@ export interface Retreated {
 export async function installArtifact(config: AgentConfig, request: InstallRequest): Promise<InstallResult> {
   const store = new ArtifactStore(config.installRoot, request.name)
   return store.withLock(lockWaitOf(request), async () => {
+    // An update of this artifact and its dependencies was killed while switching them: finish it first
+    // (everything was verified and committed before the first switch), before anything reads `current`.
+    if (!request.switchPlan) await finishInterruptedSwitch(config.installRoot, store, lockWaitOf(request))
     // A root rotated or revoked a key since the config was loaded (ADR 0035): trust what it says now.
     const trusted = await refreshRootTrust(config, {
       ...fetchOf(request),
@@ -170,6 +184,7 @@ async function installLocked(
   const channel = request.channel ?? (isVersionTarget(target) || target === 'latest' ? undefined : target)
   if (channel !== undefined) assertSignedForChannel(manifest, channel)
   const resolving = request.resolving ?? []
+  const plan = request.switchPlan ?? new SwitchPlan()
   // A dependency install was chosen against every dependent already (dependencies.ts).
   if (version !== state.current && resolving.length === 0 && !request.ignoreDependents) {
     await checkDependents(config.installRoot, request.name, version)
@@ -185,12 +200,14 @@ async function installLocked(
         // The signed manifest of what is being installed asks for this range, maybe below the current.
         allowDowngrade: true,
         resolving: [...resolving, request.name],
+        switchPlan: plan,
         ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
         ...(request.signal ? { signal: request.signal } : {}),
         ...(request.now ? { now: request.now } : {}),
         ...(request.lockWaitMs !== undefined ? { lockWaitMs: request.lockWaitMs } : {}),
         ...(request.onLockWait ? { onLockWait: request.onLockWait } : {}),
       }),
+    plan,
     request.fetchImpl,
   )
   const base = {
@@ -201,13 +218,36 @@ async function installLocked(
     ...(retreat ? { retreated: retreatedNote(retreat) } : {}),
     ...(dependencies.length > 0 ? { dependencies } : {}),
   }
-  /** The switch every install ends with, then the versions beyond `keepVersions` go. */
+  /**
+   * The switch every install ends with, together with the dependencies staged for it (switchTogether),
+   * then the versions beyond `keepVersions` go. A dependency install stages its switch in the plan of
+   * the install above it instead.
+   */
   const switchTo = async (prefetchHit = false): Promise<{ pruned: string[] }> => {
-    await store.activate(manifest, { trust: config, ...(retreat ? { yankSeen: retreat.yankSeen } : {}) })
-    await recordInstall(config, manifest.name, version, state.current, prefetchHit)
+    const step: StagedSwitch = {
+      store,
+      manifest,
+      from: state.current,
+      activate: async () => {
+        await store.activate(manifest, { trust: config, ...(retreat ? { yankSeen: retreat.yankSeen } : {}) })
+      },
+      settle: async () => {
+        await recordInstall(config, manifest.name, version, state.current, prefetchHit)
+        // The outermost install prunes after the switch and reports it; a dependency here.
+        if (request.switchPlan) await pruneOldVersions(config, store)
+      },
+    }
+    if (request.switchPlan) {
+      request.switchPlan.add(step)
+      return { pruned: [] }
+    }
+    await switchTogether(store, plan, step, lockWaitOf(request))
     return { pruned: await pruneOldVersions(config, store) }
   }
   if (state.current === version && (await store.has(version))) {
+    // Nothing to switch here; the dependencies staged for it (one of them had moved) still are.
+    if (request.switchPlan) request.switchPlan.drop(request.name)
+    else await switchTogether(store, plan, null, lockWaitOf(request))
     return {
       ...base,
       // Nothing switched: the version before the running one is still state's previous, not itself.

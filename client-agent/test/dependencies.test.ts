@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
 import { installArtifact } from '../install.ts'
+import { publishArtifact } from '../publish.ts'
+import { generateKeyPair } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { setYank } from '../yank.ts'
 import { agentFailure, writeArtifact } from './fixtures.ts'
@@ -158,5 +160,244 @@ describe('dependencies', () => {
     ])
   })
 })
+
+/** fetch, except that the blob of `name@version` arrives with one byte changed (as a bad link or cache would). */
+function corruptingBlob(name: string, version: string): typeof fetch {
+  return async (input, init) => {
+    const response = await fetch(input, init)
+    const url = input instanceof Request ? input.url : String(input)
+    if (!new URL(url).pathname.endsWith(`/v1/artifacts/${name}/${version}/blob`) || !response.ok)
+      return response
+    const bytes = Buffer.from(await response.arrayBuffer())
+    bytes[bytes.length >> 1] = (bytes[bytes.length >> 1] ?? 0) ^ 0xff
+    return new Response(bytes, { status: response.status, headers: response.headers })
+  }
+}
+
+describe('an update whose dependencies cannot all be installed', () => {
+  it('switches none of them when a later dependency is signed by an untrusted key, and all once it is not', async () => {
+    await publish('liba', '1.0.0')
+    await publish('libb', '1.0.0')
+    await publish('two-deps', '1.0.0', { liba: '^1.0.0', libb: '^1.0.0' })
+    const d = device('untrusted-second')
+    await installArtifact(d, { name: 'two-deps' })
+
+    await publish('liba', '1.1.0')
+    const stranger = join(suite.ws.dir, 'stranger.key.json')
+    await writeFile(stranger, JSON.stringify(await generateKeyPair()))
+    const forged = await writeArtifact(suite.ws.dir, 'libb-1.1.0-forged.bin', 2_000)
+    await publishArtifact({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      keyFile: stranger,
+      file: forged.path,
+      name: 'libb',
+      version: '1.1.0',
+    })
+    await publish('two-deps', '2.0.0', { liba: '^1.1.0', libb: '^1.1.0' })
+
+    const failed = await agentFailure(installArtifact(d, { name: 'two-deps' }))
+    expect(failed.code).toBe('untrusted-manifest')
+    // liba 1.1.0 was downloaded and verified, but the app stays on 1.0.0, so liba stays on what it runs.
+    expect(await currentOf(d, 'two-deps')).toBe('1.0.0')
+    expect(await currentOf(d, 'liba')).toBe('1.0.0')
+    expect(await currentOf(d, 'libb')).toBe('1.0.0')
+    expect(await new ArtifactStore(d.installRoot, 'liba').has('1.1.0')).toBe(true)
+
+    // The maintainer publishes a properly signed libb: the next update switches all three.
+    await publish('libb', '1.2.0')
+    const updated = await installArtifact(d, { name: 'two-deps' })
+    expect(updated).toMatchObject({
+      version: '2.0.0',
+      previous: '1.0.0',
+      dependencies: [
+        { name: 'liba', version: '1.1.0', changed: true },
+        { name: 'libb', version: '1.2.0', changed: true },
+      ],
+    })
+    expect(await currentOf(d, 'liba')).toBe('1.1.0')
+    expect(await currentOf(d, 'libb')).toBe('1.2.0')
+    // liba's previous version is still the one to roll back to.
+    expect((await new ArtifactStore(d.installRoot, 'liba').state()).previous).toBe('1.0.0')
+  })
+
+  it('switches none of them when a nested dependency does not verify, and all on the next try', async () => {
+    await publish('libc', '1.0.0')
+    await publish('nested-app', '1.0.0', { libc: '^1.0.0' })
+    const d = device('nested-failure')
+    await installArtifact(d, { name: 'nested-app' })
+
+    await publish('libc', '1.1.0')
+    await publish('libleaf', '1.0.0')
+    await publish('middle', '1.0.0', { libleaf: '^1.0.0' })
+    await publish('nested-app', '2.0.0', { libc: '^1.1.0', middle: '^1.0.0' })
+
+    const failed = await agentFailure(
+      installArtifact(d, { name: 'nested-app', fetchImpl: corruptingBlob('libleaf', '1.0.0') }),
+    )
+    expect(failed.code).toBe('integrity-mismatch')
+    expect(await currentOf(d, 'nested-app')).toBe('1.0.0')
+    expect(await currentOf(d, 'libc')).toBe('1.0.0')
+    expect(await currentOf(d, 'middle')).toBeNull()
+    expect(await currentOf(d, 'libleaf')).toBeNull()
+
+    const updated = await installArtifact(d, { name: 'nested-app' })
+    expect(updated.version).toBe('2.0.0')
+    expect(await currentOf(d, 'nested-app')).toBe('2.0.0')
+    expect(await currentOf(d, 'libc')).toBe('1.1.0')
+    expect(await currentOf(d, 'middle')).toBe('1.0.0')
+    expect(await currentOf(d, 'libleaf')).toBe('1.0.0')
+  })
+
+  it('still sees what an earlier dependency will switch when it resolves a later one', async () => {
+    await publish('libshared', '1.0.0')
+    await publish('libshared', '1.5.0')
+    await publish('user', '1.0.0', { libshared: '^1.2.0' })
+    await publish('both', '1.0.0', { user: '^1.0.0', libshared: '^1.0.0' })
+    const d = device('pending-seen')
+    // libshared 1.0.0 is current and fits `both`'s own range; `user` needs ^1.2.0 of it.
+    await installArtifact(d, { name: 'libshared', target: '1.0.0' })
+
+    const installed = await installArtifact(d, { name: 'both' })
+    expect(installed.dependencies).toEqual([
+      { name: 'user', version: '1.0.0', range: '^1.0.0', changed: true },
+      { name: 'libshared', version: '1.5.0', range: '^1.0.0', changed: true },
+    ])
+    expect(await currentOf(d, 'libshared')).toBe('1.5.0')
+    expect(await currentOf(d, 'user')).toBe('1.0.0')
+  })
+
+  it('refuse two dependencies of one update that need ranges of a third no version fits', async () => {
+    await publish('libx', '1.2.0')
+    await publish('libx', '1.5.0')
+    await publish('needs-x12', '1.0.0', { libx: '~1.2.0' })
+    await publish('needs-x13', '1.0.0', { libx: '^1.3.0' })
+    await publish('wants-both', '1.0.0', { 'needs-x12': '^1.0.0', 'needs-x13': '^1.0.0' })
+    const d = device('staged-conflict')
+
+    // needs-x12 stages libx 1.2.0; needs-x13's range is then checked against that staged need too.
+    const conflict = await agentFailure(installArtifact(d, { name: 'wants-both' }))
+    expect(conflict.code).toBe('dependency-conflict')
+    expect(conflict.message).toContain('needs-x12@1.0.0 (needs libx ~1.2.0)')
+    for (const name of ['wants-both', 'needs-x12', 'needs-x13', 'libx'])
+      expect(await currentOf(d, name)).toBeNull()
+  })
+
+  it('switches back the dependencies already switched when the artifact itself cannot be', async () => {
+    await publish('libd', '1.0.0')
+    await publish('blocked-app', '1.0.0', { libd: '^1.0.0' })
+    const d = device('switch-fails')
+    await installArtifact(d, { name: 'blocked-app' })
+    await publish('libd', '1.1.0')
+    await publish('blocked-app', '2.0.0', { libd: '^1.1.0' })
+
+    // While the app downloads (libd already staged), its `current` becomes something no link can
+    // replace: the app's switch fails after libd's.
+    const appCurrent = join(d.installRoot, 'blocked-app', 'current')
+    const failed = await installArtifact(d, {
+      name: 'blocked-app',
+      fullOnly: true,
+      fetchImpl: beforeBlob('blocked-app', '2.0.0', async () => {
+        await rm(appCurrent)
+        await mkdir(join(appCurrent, 'in-the-way'), { recursive: true })
+      }),
+    }).then(
+      () => null,
+      (error: unknown) => error,
+    )
+    // EISDIR, as a rename over a folder fails: the store reports it as it is.
+    expect(failed).toBeInstanceOf(Error)
+    expect(await currentOf(d, 'libd')).toBe('1.0.0')
+    expect(await readdir(join(d.installRoot, 'blocked-app'))).not.toContain('switching.json')
+
+    await rm(appCurrent, { recursive: true })
+    await symlink(join('versions', '1.0.0'), appCurrent)
+    expect(await installArtifact(d, { name: 'blocked-app' })).toMatchObject({ version: '2.0.0' })
+    expect(await currentOf(d, 'libd')).toBe('1.1.0')
+  })
+
+  it('switch nothing when another command moved a staged dependency before the switch', async () => {
+    await publish('libe', '1.0.0')
+    await publish('raced-app', '1.0.0', { libe: '^1.0.0' })
+    const d = device('raced')
+    await installArtifact(d, { name: 'raced-app' })
+    await publish('libe', '1.0.5')
+    await publish('libe', '1.1.0')
+    await publish('raced-app', '2.0.0', { libe: '^1.1.0' })
+
+    const failed = await agentFailure(
+      installArtifact(d, {
+        name: 'raced-app',
+        fullOnly: true,
+        fetchImpl: beforeBlob('raced-app', '2.0.0', async () => {
+          await installArtifact(d, { name: 'libe', target: '1.0.5' })
+        }),
+      }),
+    )
+    expect(failed.code).toBe('busy')
+    expect(failed.message).toContain('libe was changed by another deltaport command')
+    expect(await currentOf(d, 'libe')).toBe('1.0.5')
+    expect(await currentOf(d, 'raced-app')).toBe('1.0.0')
+  })
+
+  it('killed while switching are finished by the next install, even offline', async () => {
+    await publish('libj', '1.0.0')
+    await publish('journal-app', '1.0.0', { libj: '^1.0.0' })
+    const d = device('journal')
+    await installArtifact(d, { name: 'journal-app' })
+    await publish('libj', '1.1.0')
+    await publish('journal-app', '2.0.0', { libj: '^1.1.0' })
+    await installArtifact(d, { name: 'journal-app' })
+
+    // What a kill after libj's switch and before the app's leaves: libj moved, the app not, the journal.
+    const app = new ArtifactStore(d.installRoot, 'journal-app')
+    await app.rollback()
+    const journal = {
+      steps: [
+        { name: 'libj', from: '1.0.0', to: '1.1.0' },
+        { name: 'journal-app', from: '1.0.0', to: '2.0.0' },
+      ],
+    }
+    await writeFile(join(app.dir, 'switching.json'), JSON.stringify(journal))
+    expect(await currentOf(d, 'journal-app')).toBe('1.0.0')
+
+    const offline: typeof fetch = () => Promise.reject(new TypeError('fetch failed'))
+    await agentFailure(installArtifact(d, { name: 'journal-app', fetchImpl: offline }))
+    expect(await currentOf(d, 'journal-app')).toBe('2.0.0')
+    expect(await currentOf(d, 'libj')).toBe('1.1.0')
+    expect(await readdir(app.dir)).not.toContain('switching.json')
+
+    // A journal whose artifact someone moved since (here libj, by hand to 1.0.0 and the app back) is
+    // dropped: the later change wins.
+    await app.rollback()
+    await new ArtifactStore(d.installRoot, 'libj').rollback()
+    await writeFile(
+      join(app.dir, 'switching.json'),
+      JSON.stringify({
+        steps: [
+          { name: 'libj', from: '0.9.0', to: '1.1.0' },
+          { name: 'journal-app', from: '1.0.0', to: '2.0.0' },
+        ],
+      }),
+    )
+    await agentFailure(installArtifact(d, { name: 'journal-app', fetchImpl: offline }))
+    expect(await currentOf(d, 'journal-app')).toBe('1.0.0')
+    expect(await currentOf(d, 'libj')).toBe('1.0.0')
+    expect(await readdir(app.dir)).not.toContain('switching.json')
+  })
+})
+
+/** fetch, running `before` once, just before the blob of `name@version` is requested. */
+function beforeBlob(name: string, version: string, before: () => Promise<void>): typeof fetch {
+  let ran = false
+  return async (input, init) => {
+    const url = input instanceof Request ? input.url : String(input)
+    if (!ran && new URL(url).pathname.endsWith(`/v1/artifacts/${name}/${version}/blob`)) {
+      ran = true
+      await before()
+    }
+    return fetch(input, init)
+  }
+}
 
 const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')

@@ -1,0 +1,213 @@
+import { readFile, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { z } from 'zod'
+import { ArtifactName, Version } from '../schemas/common.ts'
+import type { ArtifactManifest } from '../schemas/manifest.ts'
+import { AgentError } from './errors.ts'
+import type { LockWait } from './fs/artifact-lock.ts'
+import { fsyncDir, writeFileAtomic } from './fs/atomic.ts'
+import { unlessMissing } from './fs/missing.ts'
+import { ArtifactStore } from './store.ts'
+
+/**
+ * A version downloaded, verified and committed to its store (versions/<v>), not yet current: it is
+ * switched to together with the rest of an update, or not at all.
+ */
+export interface StagedSwitch {
+  store: ArtifactStore
+  manifest: ArtifactManifest
+  /** What was current when it was staged: it is switched only if that is still current. */
+  from: string | null
+  /** Makes it current (store.activate with the trust it was verified under). */
+  activate(): Promise<void>
+  /** After every switch: telemetry and pruning, best effort (the switch already stands). */
+  settle(): Promise<void>
+}
+
+/**
+ * The dependency versions an update staged, in the order they are switched (a dependency before the
+ * artifacts that need it). Resolution reads it as the device-to-be: a dependency staged for one
+ * artifact is what a later one's range is checked against, and a staged artifact's ranges bind its
+ * dependencies as if it were current (dependencies.ts).
+ */
+export class SwitchPlan {
+  private readonly staged = new Map<string, StagedSwitch>()
+
+  /** Stages `step`; one staged earlier for the same artifact is replaced (moved to the end). */
+  add(step: StagedSwitch): void {
+    this.staged.delete(step.store.name)
+    this.staged.set(step.store.name, step)
+  }
+
+  /** Forgets what was staged for `name` (its current version turned out to be the one needed). */
+  drop(name: string): void {
+    this.staged.delete(name)
+  }
+
+  staging(name: string): ArtifactManifest | undefined {
+    return this.staged.get(name)?.manifest
+  }
+
+  get steps(): StagedSwitch[] {
+    return [...this.staged.values()]
+  }
+}
+
+/** The switches of an update under way, written before the first and removed after the last. */
+const Journal = z.object({
+  steps: z
+    .array(z.object({ name: ArtifactName, from: Version.nullable(), to: Version }))
+    .min(1)
+    .max(1024),
+})
+type Journal = z.infer<typeof Journal>
+
+const JOURNAL_FILE = 'switching.json'
+
+/**
+ * Switches every dependency `plan` staged, then `last` (the artifact the update is for; null when it
+ * was current already), so the device never runs the new libraries under the old app. The caller holds
+ * `topStore`'s lock; the dependencies' locks are taken here, in name order (two processes switching
+ * overlapping sets wait for each other instead of deadlocking), and each must still have the version
+ * current it had when it was staged, else nothing is switched (`busy`). A failure part-way switches
+ * back the dependencies already switched. A journal in `topStore` names the switches while they run:
+ * a crash part-way leaves it, and finishInterruptedSwitch completes them on the next install.
+ */
+export async function switchTogether(
+  topStore: ArtifactStore,
+  plan: SwitchPlan,
+  last: StagedSwitch | null,
+  wait: LockWait,
+): Promise<void> {
+  const dependencies = plan.steps.filter((step) => step.store.name !== topStore.name)
+  if (dependencies.length === 0) {
+    await last?.activate()
+    await last?.settle()
+    return
+  }
+  await withLocks(
+    dependencies.map((step) => step.store),
+    wait,
+    async () => {
+      for (const step of dependencies) await assertUnchanged(step, topStore.name)
+      const steps = last ? [...dependencies, last] : dependencies
+      const journal: Journal = {
+        steps: steps.map((s) => ({ name: s.store.name, from: s.from, to: s.manifest.version })),
+      }
+      await writeFileAtomic(journalPath(topStore), JSON.stringify(journal))
+      const switched: StagedSwitch[] = []
+      try {
+        for (const step of steps) {
+          await step.activate()
+          switched.push(step)
+        }
+      } catch (error) {
+        await switchBack(switched.filter((s) => s !== last))
+        await removeJournal(topStore)
+        throw error
+      }
+      await removeJournal(topStore)
+      for (const step of steps) await step.settle().catch(() => undefined)
+    },
+  )
+}
+
+/**
+ * Completes the switches a crashed update left half done (its journal in `topStore`, whose lock the
+ * caller holds): every version was verified and committed before the first switch, so finishing is
+ * only moving links, and needs no network. Abandoned instead when an artifact in it has since been
+ * changed by someone else (its current version is neither the one before nor the one after) or the
+ * staged version is gone: the owner's later change wins. Returns the artifacts it switched.
+ */
+export async function finishInterruptedSwitch(
+  installRoot: string,
+  topStore: ArtifactStore,
+  wait: LockWait,
+): Promise<string[]> {
+  const text = await unlessMissing(readFile(journalPath(topStore), 'utf8'), null)
+  if (text === null) return []
+  const parsed = Journal.safeParse(parseJson(text))
+  if (!parsed.success) {
+    await removeJournal(topStore)
+    return []
+  }
+  const steps = parsed.data.steps.map((step) => ({
+    ...step,
+    store: step.name === topStore.name ? topStore : new ArtifactStore(installRoot, step.name),
+  }))
+  const others = steps.filter((step) => step.store !== topStore).map((step) => step.store)
+  return withLocks(others, wait, async () => {
+    const pending: typeof steps = []
+    for (const step of steps) {
+      const { current } = await step.store.state()
+      if (current === step.to) continue
+      if (current !== step.from || (await step.store.manifestOrNull(step.to)) === null) {
+        await removeJournal(topStore)
+        return []
+      }
+      pending.push(step)
+    }
+    for (const step of pending) await step.store.activate((await step.store.manifestOf(step.to)).signed)
+    await removeJournal(topStore)
+    return pending.map((step) => step.name)
+  })
+}
+
+/** Runs `work` holding the locks of `stores`, taken one by one in name order. */
+async function withLocks<T>(
+  stores: readonly ArtifactStore[],
+  wait: LockWait,
+  work: () => Promise<T>,
+): Promise<T> {
+  const ordered = [...new Map(stores.map((s) => [s.name, s])).values()].sort((a, b) =>
+    a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+  )
+  const take = (i: number): Promise<T> => {
+    const store = ordered[i]
+    return store ? store.withLock(wait, () => take(i + 1)) : work()
+  }
+  return take(0)
+}
+
+async function assertUnchanged(step: StagedSwitch, forName: string): Promise<void> {
+  const { current } = await step.store.state()
+  if (current === step.from && (await step.store.has(step.manifest.version))) return
+  throw new AgentError(
+    'busy',
+    `${step.store.name} was changed by another deltaport command while ${forName}'s update was downloading (it now runs ${current ?? 'nothing'}); nothing was switched: run the update again`,
+    { name: step.store.name, current, expected: step.from },
+  )
+}
+
+/**
+ * Puts back the dependencies a failed switch phase already switched, newest first, to the version
+ * each had (kept installed: it is the store's previous). One that had none stays: nothing ran it.
+ * Best effort: the error that stopped the switch is the one reported.
+ */
+async function switchBack(switched: readonly StagedSwitch[]): Promise<void> {
+  for (const step of [...switched].reverse()) {
+    if (step.from === null) continue
+    const from = step.from
+    await step.store
+      .manifestOf(from)
+      .then((envelope) => step.store.activate(envelope.signed))
+      .catch(() => undefined)
+  }
+}
+
+function journalPath(store: ArtifactStore): string {
+  return join(store.dir, JOURNAL_FILE)
+}
+
+async function removeJournal(store: ArtifactStore): Promise<void> {
+  await rm(journalPath(store), { force: true })
+  await fsyncDir(store.dir)
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return null
+  }
+}
