@@ -1,6 +1,7 @@
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -37,6 +38,43 @@ async function runWithConfig(configFile: string, args: string[], env: Record<str
     const e = error as { code: number; stdout: string; stderr: string }
     return { code: e.code, stdout: e.stdout, stderr: e.stderr }
   }
+}
+
+/**
+ * The CLI started in the background: what it has printed so far can be read while it runs, so a test
+ * waits for what it says (not for a fixed time a loaded machine may overrun).
+ */
+function startCli(args: string[]) {
+  const child = spawn(process.execPath, [BIN, '--config', ws.configFile, ...args], {
+    env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk
+  })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk
+  })
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+  })
+  /** Resolves once stderr contains `text`; fails if the CLI exits first or `timeoutMs` passes. */
+  async function untilStderr(text: string, timeoutMs: number) {
+    const deadline = Date.now() + timeoutMs
+    while (!stderr.includes(text)) {
+      if (child.exitCode !== null)
+        throw new Error(`CLI exited (${child.exitCode}) before saying "${text}": ${stderr}`)
+      if (Date.now() > deadline) {
+        child.kill()
+        throw new Error(`CLI did not say "${text}" within ${timeoutMs} ms: ${stderr}`)
+      }
+      await sleep(25)
+    }
+  }
+  return { done, untilStderr }
 }
 
 describe('deltaport CLI', () => {
@@ -343,10 +381,15 @@ describe('deltaport CLI', () => {
     expect(JSON.parse(refused.stdout).error).toMatchObject({ code: 'busy', pid: process.pid })
     expect((await cli(['rollback', 'held', '--wait', '0'])).code).toBe(11)
     expect((await cli(['install', 'held', '--wait', 'soon'])).code).toBe(2)
-    const waiting = cli(['install', 'held', '--wait', '60'])
-    await new Promise((resolve) => setTimeout(resolve, 1500))
-    await lock.release()
-    const installed = await waiting
+    // Released only once the CLI says it waits for the lock (not after a fixed sleep a loaded machine
+    // may overrun, which let the CLI find the lock already free).
+    const waiting = startCli(['install', 'held', '--wait', '60'])
+    try {
+      await waiting.untilStderr(`waiting for pid ${process.pid}`, 45_000)
+    } finally {
+      await lock.release()
+    }
+    const installed = await waiting.done
     expect(installed.code).toBe(0)
     expect(installed.stderr).toContain(`waiting for pid ${process.pid}`)
     expect(installed.stdout).toContain('held@1.0.0: full')
