@@ -395,6 +395,22 @@ describe('deltaport CLI', () => {
     expect(installed.stdout).toContain('held@1.0.0: full')
   })
 
+  it('an install refused as a rollback names the flag that installs an older release on purpose', async () => {
+    for (const [file, version] of [
+      ['down-1.bin', '1.0.0'],
+      ['down-2.bin', '2.0.0'],
+    ] as const) {
+      const art = await writeArtifact(ws.dir, file, 1000)
+      expect((await cli(['publish', art.path, '--name', 'down', '--version', version])).code).toBe(0)
+    }
+    expect((await cli(['install', 'down@2.0.0'])).code).toBe(0)
+    const refused = await cli(['install', 'down@1.0.0'])
+    expect(refused.code).not.toBe(0)
+    expect(refused.stderr).toContain('rollback refused')
+    expect(refused.stderr).toContain('`deltaport install down@1.0.0 --allow-downgrade`')
+    expect((await cli(['install', 'down@1.0.0', '--allow-downgrade'])).code).toBe(0)
+  })
+
   it('reports missing and unwritable files as io errors naming the path, not as bugs', async () => {
     const absent = join(ws.dir, 'no-such-file.bin')
     const art = await writeArtifact(ws.dir, 'io.bin', 1000)
