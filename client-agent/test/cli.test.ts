@@ -411,6 +411,18 @@ describe('deltaport CLI', () => {
     expect((await cli(['install', 'down@1.0.0', '--allow-downgrade'])).code).toBe(0)
   })
 
+  it('yank says when it leaves a channel with no head, which the heads line cannot show', async () => {
+    const art = await writeArtifact(ws.dir, 'sole.bin', 1000)
+    expect((await cli(['publish', art.path, '--name', 'sole', '--version', '1.0.0'])).code).toBe(0)
+    const yanked = await cli(['yank', 'sole@1.0.0', '--reason', 'wrong build'])
+    expect(yanked.code).toBe(0)
+    expect(yanked.stdout).toContain('channels: none')
+    expect(yanked.stderr).toContain('warning: channel stable has no head now (every version of it is yanked)')
+    const restored = await cli(['yank', 'sole@1.0.0', '--undo'])
+    expect(restored.stdout).toContain('channels: stable → 1.0.0')
+    expect(restored.stderr).not.toContain('no head')
+  })
+
   it('reports missing and unwritable files as io errors naming the path, not as bugs', async () => {
     const absent = join(ws.dir, 'no-such-file.bin')
     const art = await writeArtifact(ws.dir, 'io.bin', 1000)
