@@ -6,6 +6,7 @@ import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { lockArtifact } from '../fs/artifact-lock.ts'
+import { generateKeyPair } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { expectSameBytes, makeWorkspace, type Workspace, writeArtifact } from './fixtures.ts'
 import { type LocalEdge, startLocalEdge, TEST_TOKEN } from './local-edge.ts'
@@ -409,6 +410,18 @@ describe('deltaport CLI', () => {
     expect(refused.stderr).toContain('rollback refused')
     expect(refused.stderr).toContain('`deltaport install down@1.0.0 --allow-downgrade`')
     expect((await cli(['install', 'down@1.0.0', '--allow-downgrade'])).code).toBe(0)
+  })
+
+  it('a config maintainerThreshold above the signatures a manifest carries is refused, not a device that installs nothing', async () => {
+    const keys = await Promise.all(Array.from({ length: 9 }, () => generateKeyPair()))
+    const file = join(ws.dir, 'nine-of-nine.json')
+    const trustedKeys = keys.map(({ keyid, publicKey }) => ({ keyid, publicKey }))
+    await writeFile(file, JSON.stringify({ ...ws.config, trustedKeys, maintainerThreshold: 9 }))
+    const result = await runWithConfig(file, ['status', 'anything'])
+    expect(result.code).toBe(3)
+    expect(result.stderr).toContain(
+      'maintainerThreshold: at most 8, the most signatures a signed manifest carries',
+    )
   })
 
   it('yank says when it leaves a channel with no head, which the heads line cannot show', async () => {
