@@ -5,6 +5,7 @@ import { z } from 'zod'
 import { ChannelName, Sha256Hex } from '../schemas/common.ts'
 import { EnrollmentCode } from '../schemas/devices.ts'
 import { Ed25519PublicKey } from '../schemas/ed25519-public-key.ts'
+import { MAX_SIGNATURES } from '../schemas/manifest.ts'
 import { AgentError, systemError } from './errors.ts'
 
 /**
@@ -40,7 +41,15 @@ export const AgentConfig = z
      * How many distinct keys of trustedKeys must sign a manifest or yank statement (default 1). Under a
      * `root` the root's maintainers role says instead.
      */
-    maintainerThreshold: z.number().int().min(1).max(16).optional(),
+    maintainerThreshold: z
+      .number()
+      .int()
+      .min(1)
+      // More could never be met: a manifest carries at most MAX_SIGNATURES signatures.
+      .max(MAX_SIGNATURES, {
+        message: `at most ${MAX_SIGNATURES}, the most signatures a signed manifest carries (more could never be met)`,
+      })
+      .optional(),
     /**
      * Path to the root metadata this device ships with (ADR 0035, `deltaport root create`). When set, the
      * agent follows the edge's chain of newer roots and takes trustedKeys, maintainerThreshold and

@@ -2,6 +2,7 @@ import { open, stat } from 'node:fs/promises'
 import type { z } from 'zod'
 import { base64Bytes } from '../schemas/base64.ts'
 import { unusablePublicKeyProblem } from '../schemas/ed25519-public-key.ts'
+import { MAX_SIGNATURES } from '../schemas/manifest.ts'
 import { MAX_ROOT_BYTES, MAX_ROOT_KEYS, RootStatement, SignedRoot } from '../schemas/root.ts'
 import {
   nextRootProblem,
@@ -109,10 +110,18 @@ export async function draftRoot(draft: RootDraft, base?: RootStatement): Promise
         `${origin} is above the ${keyids.length} ${role} key(s): pass ${THRESHOLD_FLAGS[role]} (at most ${keyids.length}) or more ${ROLE_FLAGS[role]}`,
       )
     }
+    if (threshold > MAX_SIGNATURES) {
+      const what = role === 'root' ? 'root' : 'manifest or yank statement'
+      throw new AgentError(
+        'usage',
+        `${THRESHOLD_FLAGS[role]} ${threshold} is above ${MAX_SIGNATURES}, the most signatures a signed document carries: no ${what} could ever meet it`,
+      )
+    }
     return { keyids, threshold }
   }
 
   const root = await thresholdRole('root', draft.root)
+  if (base) assertRotationSignable(base, version, root)
   const maintainers = await thresholdRole('maintainers', draft.maintainers)
   const indexKeyids = await roleKeyids('index', draft.index?.publicKeys)
   const now = draft.now ?? new Date()
@@ -130,6 +139,26 @@ export async function draftRoot(draft: RootDraft, base?: RootStatement): Promise
       maxKeys: MAX_ROOT_KEYS,
     })
   return parsed.data
+}
+
+/**
+ * A next root is signed in one envelope by `threshold` of its own root keys and by the base root's root
+ * threshold of its keys; a key in both roles counts for both. When that takes more signatures than an
+ * envelope carries, the root could never be accepted by a device that holds the base.
+ */
+function assertRotationSignable(
+  base: RootStatement,
+  version: number,
+  root: { keyids: string[]; threshold: number },
+) {
+  const before = base.roles.root
+  const shared = root.keyids.filter((keyid) => before.keyids.includes(keyid)).length
+  const needed = before.threshold + root.threshold - Math.min(shared, before.threshold, root.threshold)
+  if (needed <= MAX_SIGNATURES) return
+  throw new AgentError(
+    'usage',
+    `root ${version} would need ${needed} signatures (${before.threshold} by root ${base.version}'s root keys and ${root.threshold} by its own, ${shared} key(s) in both), above ${MAX_SIGNATURES}, the most a signed document carries: keep more of root ${base.version}'s root keys or lower --root-threshold, and rotate in steps`,
+  )
 }
 
 /** A maintainer key file (`deltaport keygen`, read by publish's readKeyFile) and where it came from. */

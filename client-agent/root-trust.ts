@@ -75,9 +75,14 @@ export async function refreshRootTrust(
   let current = start.root
   const followed: number[] = []
   const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
+  // Whether the edge was asked past the newest root it serves; false when the step limit ended the walk.
+  let reachedEnd = false
   for (let step = 0; step < MAX_ROOT_STEPS; step++) {
     const next = await edge.root(current.version + 1)
-    if (!next) break
+    if (!next) {
+      reachedEnd = true
+      break
+    }
     const problem = await nextRootProblem(current, next)
     if (problem)
       throw new AgentError('untrusted-root', `the edge's ${problem}; keeping root ${current.version}`)
@@ -88,9 +93,14 @@ export async function refreshRootTrust(
   }
   const now = options.now ?? new Date()
   if (Date.parse(current.expires) <= now.getTime()) {
+    // Cut off by the step limit, the edge was not asked for root N+1, and may well serve it: the roots
+    // followed are kept, so the next refresh goes on from here.
+    const why = reachedEnd
+      ? 'the edge serves no newer root'
+      : `this refresh stopped there, having followed ${MAX_ROOT_STEPS} roots (the most one refresh follows); the next one continues from root ${current.version}`
     throw new AgentError(
       'untrusted-root',
-      `root ${current.version} expired at ${current.expires} and the edge serves no newer root: keys it names are no longer trusted`,
+      `root ${current.version} expired at ${current.expires} and ${why}: keys it names are no longer trusted until a newer root is followed`,
     )
   }
   return { config: configUnder(config, current), root: current, followed }

@@ -71,7 +71,9 @@ export async function verifyManifest(
   if (manifest.serial < policy.lastSerial && !policy.allowDowngrade) {
     throw new AgentError(
       'untrusted-manifest',
-      `${manifest.name}@${manifest.version}: serial ${manifest.serial} is below the last seen ${policy.lastSerial} (rollback refused)`,
+      // `deltaport rollback` never gets here (it switches to a version kept on disk); the way to go
+      // back to an older release on purpose is a pinned install, so the refusal names it.
+      `${manifest.name}@${manifest.version}: serial ${manifest.serial} is below the last seen ${policy.lastSerial} (rollback refused); to install this older release on purpose: \`deltaport install ${manifest.name}@${manifest.version} --allow-downgrade\``,
     )
   }
   return manifest

@@ -62,13 +62,19 @@ export const Signature = z.object({
 })
 
 /**
+ * Most signatures one envelope carries. It caps every threshold too (root roles, maintainerThreshold):
+ * a threshold above it could never be met, so a root or config asking for more is refused up front.
+ */
+export const MAX_SIGNATURES = 8
+
+/**
  * TUF-style envelope: the signed body plus detached signatures (at most 8) over its canonical JSON.
  * Signed bodies are strict objects without transforms: a field the schema does not know would be
  * dropped by parsing, and the edge stores and agents verify the parsed body, so the signature would
  * no longer cover it. Unknown fields are refused by name instead (HTTP 400 at the edge).
  */
 export function signedEnvelope<Body extends z.ZodType>(body: Body) {
-  return z.object({ signed: body, signatures: z.array(Signature).min(1).max(8) })
+  return z.object({ signed: body, signatures: z.array(Signature).min(1).max(MAX_SIGNATURES) })
 }
 
 export const SignedManifest = signedEnvelope(ArtifactManifest)

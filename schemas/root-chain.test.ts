@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { generateKeyPair, type KeyPairFiles, signDocument } from '../client-agent/signing.ts'
-import { type RootStatement, SignedRoot } from './root.ts'
+import { MAX_SIGNATURES } from './manifest.ts'
+import { RootStatement, SignedRoot } from './root.ts'
 import { nextRootProblem, selfSignedProblem } from './root-chain.ts'
 
 const [rootA, rootB, rootC, maintainer] = await Promise.all([
@@ -104,5 +105,25 @@ describe('the next root', () => {
   it('only follows the version one up', async () => {
     expect(await nextRootProblem(current, await signed(root(3, [rootA]), [rootA]))).toMatch(/expected root 2/)
     expect(await nextRootProblem(current, await signed(root(1, [rootA]), [rootA]))).toMatch(/expected root 2/)
+  })
+})
+
+describe('root thresholds', () => {
+  it('are refused above the signatures one envelope carries, which no document could meet', () => {
+    const keyids = Array.from({ length: 9 }, (_, i) => String(i).repeat(64))
+    const keys = Object.fromEntries(keyids.map((keyid) => [keyid, { publicKey: maintainer.publicKey }]))
+    const root = (threshold: number) => ({
+      _type: 'deltaport/root',
+      version: 1,
+      expires: '2030-01-01T00:00:00.000Z',
+      keys,
+      roles: { root: { keyids, threshold }, maintainers: { keyids, threshold: 1 } },
+    })
+    expect(RootStatement.safeParse(root(MAX_SIGNATURES)).success).toBe(true)
+    const refused = RootStatement.safeParse(root(MAX_SIGNATURES + 1))
+    expect(refused.success).toBe(false)
+    expect(refused.error?.issues.map((i) => i.message)).toContain(
+      `threshold is above ${MAX_SIGNATURES}, the most signatures a signed document carries: nothing could ever meet it`,
+    )
   })
 })

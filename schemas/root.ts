@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { IsoDateTime, Sha256Hex } from './common.ts'
 import { Ed25519PublicKey } from './ed25519-public-key.ts'
-import { signedEnvelope } from './manifest.ts'
+import { MAX_SIGNATURES, signedEnvelope } from './manifest.ts'
 
 /**
  * Root metadata (ADR 0035), after TUF's root role: which keys devices trust for what, and how many of
@@ -24,6 +24,10 @@ export const RootRole = z
   })
   .refine((role) => new Set(role.keyids).size === role.keyids.length, 'keyids must not repeat')
   .refine((role) => role.threshold <= role.keyids.length, 'threshold is above the number of keyids')
+  .refine(
+    (role) => role.threshold <= MAX_SIGNATURES,
+    `threshold is above ${MAX_SIGNATURES}, the most signatures a signed document carries: nothing could ever meet it`,
+  )
 export type RootRole = z.infer<typeof RootRole>
 
 /** The edge's index key signs alone (one Worker secret), so its role has no threshold. */

@@ -27,6 +27,12 @@ export const YankResult = z.object({
   signed: z.boolean(),
   /** Every channel head after the change (a channel whose versions are all yanked has none). */
   channels: z.record(ChannelName, Version),
+  /**
+   * Channels the version was published to that are left with no head: every version of them is yanked,
+   * so installs, updates and plans of the channel find nothing until a version is published or restored.
+   * Defaults to none for an edge from before the field.
+   */
+  channelsWithoutHead: z.array(ChannelName).default([]),
   /** Rollouts of this version that the yank aborted, by channel. */
   rolloutsAborted: z.array(ChannelName),
 })

@@ -65,8 +65,17 @@ function summarize(result: CycleResult, next: Date | null): string {
   const what = result.skipped
     ? `skipped (${result.skipped})`
     : `queue ${result.queued}, +${result.staged.length} staged${result.deferred.length ? `, ${result.deferred.length} deferred` : ''}${result.failures.length ? `, ${result.failures.length} failed` : ''}${result.evicted.length ? `, ${result.evicted.length} evicted` : ''}`
-  const failures = result.failures.map((f) => ` [${f.name}@${f.version}: ${f.message}]`).join('')
+  const failures = result.failures.map((f) => ` [${failureLine(f)}]`).join('')
   return `last poll ${time}: ${what}; staged ${result.stagedCount} (${formatBytes(result.stagedBytes)})${next ? `; next poll ${next.toISOString().slice(11, 19)}` : ''}${failures}`
+}
+
+/**
+ * `name@version: what went wrong`. Most agent errors name the item themselves (trust.ts, download.ts);
+ * such a message is not prefixed again.
+ */
+function failureLine(failure: CycleResult['failures'][number]): string {
+  const item = `${failure.name}@${failure.version}`
+  return failure.message.startsWith(`${item}: `) ? failure.message : `${item}: ${failure.message}`
 }
 
 /** One redrawn status line on a TTY, one plain line per update otherwise; nothing with `--json`. */

@@ -65,6 +65,11 @@ export function registerYankCommand(
       const out = reporter()
       if (result.rolloutsAborted.length > 0)
         out.info(`aborted the rollout of ${version} on ${result.rolloutsAborted.join(', ')}`)
+      // The heads line shows only channels that have one: a channel emptied by the yank would go unsaid.
+      for (const channel of result.channelsWithoutHead)
+        out.info(
+          `warning: channel ${channel} has no head now (every version of it is yanked): installs and updates from it find nothing until a version is published to it or restored (--undo)`,
+        )
       if (!result.signed && result.yanked)
         out.info('unsigned: devices running it are warned but stay on it (pass --key to sign)')
       out.result(

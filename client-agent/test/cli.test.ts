@@ -1,10 +1,12 @@
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { lockArtifact } from '../fs/artifact-lock.ts'
+import { generateKeyPair } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { expectSameBytes, makeWorkspace, type Workspace, writeArtifact } from './fixtures.ts'
 import { type LocalEdge, startLocalEdge, TEST_TOKEN } from './local-edge.ts'
@@ -37,6 +39,43 @@ async function runWithConfig(configFile: string, args: string[], env: Record<str
     const e = error as { code: number; stdout: string; stderr: string }
     return { code: e.code, stdout: e.stdout, stderr: e.stderr }
   }
+}
+
+/**
+ * The CLI started in the background: what it has printed so far can be read while it runs, so a test
+ * waits for what it says (not for a fixed time a loaded machine may overrun).
+ */
+function startCli(args: string[]) {
+  const child = spawn(process.execPath, [BIN, '--config', ws.configFile, ...args], {
+    env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk
+  })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk
+  })
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+  })
+  /** Resolves once stderr contains `text`; fails if the CLI exits first or `timeoutMs` passes. */
+  async function untilStderr(text: string, timeoutMs: number) {
+    const deadline = Date.now() + timeoutMs
+    while (!stderr.includes(text)) {
+      if (child.exitCode !== null)
+        throw new Error(`CLI exited (${child.exitCode}) before saying "${text}": ${stderr}`)
+      if (Date.now() > deadline) {
+        child.kill()
+        throw new Error(`CLI did not say "${text}" within ${timeoutMs} ms: ${stderr}`)
+      }
+      await sleep(25)
+    }
+  }
+  return { done, untilStderr }
 }
 
 describe('deltaport CLI', () => {
@@ -343,13 +382,58 @@ describe('deltaport CLI', () => {
     expect(JSON.parse(refused.stdout).error).toMatchObject({ code: 'busy', pid: process.pid })
     expect((await cli(['rollback', 'held', '--wait', '0'])).code).toBe(11)
     expect((await cli(['install', 'held', '--wait', 'soon'])).code).toBe(2)
-    const waiting = cli(['install', 'held', '--wait', '60'])
-    await new Promise((resolve) => setTimeout(resolve, 1500))
-    await lock.release()
-    const installed = await waiting
+    // Released only once the CLI says it waits for the lock (not after a fixed sleep a loaded machine
+    // may overrun, which let the CLI find the lock already free).
+    const waiting = startCli(['install', 'held', '--wait', '60'])
+    try {
+      await waiting.untilStderr(`waiting for pid ${process.pid}`, 45_000)
+    } finally {
+      await lock.release()
+    }
+    const installed = await waiting.done
     expect(installed.code).toBe(0)
     expect(installed.stderr).toContain(`waiting for pid ${process.pid}`)
     expect(installed.stdout).toContain('held@1.0.0: full')
+  })
+
+  it('an install refused as a rollback names the flag that installs an older release on purpose', async () => {
+    for (const [file, version] of [
+      ['down-1.bin', '1.0.0'],
+      ['down-2.bin', '2.0.0'],
+    ] as const) {
+      const art = await writeArtifact(ws.dir, file, 1000)
+      expect((await cli(['publish', art.path, '--name', 'down', '--version', version])).code).toBe(0)
+    }
+    expect((await cli(['install', 'down@2.0.0'])).code).toBe(0)
+    const refused = await cli(['install', 'down@1.0.0'])
+    expect(refused.code).not.toBe(0)
+    expect(refused.stderr).toContain('rollback refused')
+    expect(refused.stderr).toContain('`deltaport install down@1.0.0 --allow-downgrade`')
+    expect((await cli(['install', 'down@1.0.0', '--allow-downgrade'])).code).toBe(0)
+  })
+
+  it('a config maintainerThreshold above the signatures a manifest carries is refused, not a device that installs nothing', async () => {
+    const keys = await Promise.all(Array.from({ length: 9 }, () => generateKeyPair()))
+    const file = join(ws.dir, 'nine-of-nine.json')
+    const trustedKeys = keys.map(({ keyid, publicKey }) => ({ keyid, publicKey }))
+    await writeFile(file, JSON.stringify({ ...ws.config, trustedKeys, maintainerThreshold: 9 }))
+    const result = await runWithConfig(file, ['status', 'anything'])
+    expect(result.code).toBe(3)
+    expect(result.stderr).toContain(
+      'maintainerThreshold: at most 8, the most signatures a signed manifest carries',
+    )
+  })
+
+  it('yank says when it leaves a channel with no head, which the heads line cannot show', async () => {
+    const art = await writeArtifact(ws.dir, 'sole.bin', 1000)
+    expect((await cli(['publish', art.path, '--name', 'sole', '--version', '1.0.0'])).code).toBe(0)
+    const yanked = await cli(['yank', 'sole@1.0.0', '--reason', 'wrong build'])
+    expect(yanked.code).toBe(0)
+    expect(yanked.stdout).toContain('channels: none')
+    expect(yanked.stderr).toContain('warning: channel stable has no head now (every version of it is yanked)')
+    const restored = await cli(['yank', 'sole@1.0.0', '--undo'])
+    expect(restored.stdout).toContain('channels: stable → 1.0.0')
+    expect(restored.stderr).not.toContain('no head')
   })
 
   it('reports missing and unwritable files as io errors naming the path, not as bugs', async () => {

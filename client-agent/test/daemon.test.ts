@@ -306,6 +306,21 @@ describe('deltaport daemon against the real edge', () => {
     expect(cycle.stagedCount).toBe(0)
   })
 
+  it("names a failed item once in the human status line, not again before its error's own name@version", async () => {
+    const stranger = await generateKeyPair()
+    const config = {
+      ...device('trust-line', { idleLoadPerCore: 1000 }),
+      trustedKeys: [{ keyid: stranger.keyid, publicKey: stranger.publicKey }],
+    }
+    await installedWithNewerHead(device('trust-line'), 'dtrustline', 10_000)
+    const configFile = join(suite.ws.dir, 'trust-line-device.json')
+    await writeFile(configFile, JSON.stringify(config))
+    const { stdout } = await run(process.execPath, [BIN, '--config', configFile, 'daemon', '--once'])
+    expect(stdout).toContain('1 failed')
+    expect(stdout).toContain('[dtrustline@1.1.0: no valid signature by a trusted key]')
+    expect(stdout).not.toContain('dtrustline@1.1.0: dtrustline@1.1.0:')
+  })
+
   it('aborts an in-flight download and resumes it on the next cycle', async () => {
     const config = device('abort', { prefetchBandwidthCapBps: 400_000 })
     const { v2 } = await installedWithNewerHead(config, 'dabort', 600_000)

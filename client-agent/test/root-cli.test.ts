@@ -157,6 +157,21 @@ describe('root create', () => {
       'usage',
       'that root would be invalid: at most 16 keys',
     ])
+    // A threshold above the 8 signatures an envelope carries could never be met: no root (or manifest)
+    // under it could be signed.
+    const nine = many.slice(0, 9).map((k) => k.publicKey)
+    cases.push(
+      [
+        { root: { publicKeys: nine, threshold: 9 } },
+        'usage',
+        '--root-threshold 9 is above 8, the most signatures a signed document carries',
+      ],
+      [
+        { maintainers: { publicKeys: nine, threshold: 9 } },
+        'usage',
+        '--maintainer-threshold 9 is above 8, the most signatures a signed document carries',
+      ],
+    )
     for (const [change, code, message] of cases) {
       const error = await agentFailure(createRoot({ ...base, ...change }))
       expect({ code: error.code, message: error.message }).toMatchObject({
@@ -172,6 +187,42 @@ describe('root create', () => {
       message: expect.stringContaining('private key does not match its public key'),
     })
     expect(await readdir(dir)).not.toContain('refused.json')
+  })
+
+  it('refuses a rotation that would need more signatures than one envelope carries', async () => {
+    const olds = await Promise.all(Array.from({ length: 5 }, (_, i) => holder(`old${i}`)))
+    const news = await Promise.all(Array.from({ length: 4 }, (_, i) => holder(`new${i}`)))
+    const m = await holder('m')
+    const one = await firstRoot(olds[0] as Holder, m, {
+      root: { publicKeys: olds.map((k) => k.publicKey), threshold: 5 },
+      keyFiles: olds.map((k) => k.file),
+    })
+    // 5 by root 1's root keys and 4 by root 2's, none shared: 9 signatures, one envelope holds 8.
+    const rotation = {
+      from: one,
+      expiresDays: 30,
+      keyFiles: [...olds, ...news].map((k) => k.file),
+      out: join(dir, 'root-2.json'),
+      now: NOW,
+    }
+    expect(
+      await agentFailure(
+        createRoot({ ...rotation, root: { publicKeys: news.map((k) => k.publicKey), threshold: 4 } }),
+      ),
+    ).toMatchObject({
+      code: 'usage',
+      message: expect.stringContaining(
+        "root 2 would need 9 signatures (5 by root 1's root keys and 4 by its own, 0 key(s) in both), above 8",
+      ),
+    })
+    // Keeping one of root 1's root keys makes it 8: signable, and signed here in full.
+    const kept = [olds[0] as Holder, ...news.slice(0, 3)]
+    const done = await createRoot({
+      ...rotation,
+      keyFiles: [...olds, ...news.slice(0, 3)].map((k) => k.file),
+      root: { publicKeys: kept.map((k) => k.publicKey), threshold: 4 },
+    })
+    expect(done.problems).toEqual([])
   })
 
   it('never replaces an existing file', async () => {

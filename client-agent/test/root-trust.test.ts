@@ -14,7 +14,7 @@ import { runDaemonCycle } from '../daemon/daemon.ts'
 import { EdgeClient, rootPath } from '../edge-client.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
-import { refreshRootTrust, trustedRootPath } from '../root-trust.ts'
+import { MAX_ROOT_STEPS, refreshRootTrust, trustedRootPath } from '../root-trust.ts'
 import { generateKeyPair, type KeyPairFiles, signDocumentByAll } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { EdgeChannelSource } from '../swap/edge-source.ts'
@@ -230,6 +230,42 @@ describe('a device under root metadata', () => {
     const frozen = await agentFailure(refreshRootTrust(config, { fetchImpl: hidingRoots, now: later }))
     expect(frozen.code).toBe('untrusted-root')
     expect(frozen.message).toMatch(/root 1 expired/)
+  })
+
+  it('says an expired root was where one refresh stops (the step limit), not that the edge has no newer one', async () => {
+    // A chain of its own, served by a stand-in for the edge: roots 1…66, all but the last expired by
+    // `later`. One refresh follows at most MAX_ROOT_STEPS (64) roots: 2…65, and root 65 has expired.
+    const chainKey = await generateKeyPair()
+    const soon = new Date(Date.now() + DAY_MS)
+    const chain = await Promise.all(
+      Array.from({ length: MAX_ROOT_STEPS + 2 }, (_, i) =>
+        signDocumentByAll(
+          rootBody(
+            i + 1,
+            { root: [chainKey], maintainers: [maintainerA] },
+            i === MAX_ROOT_STEPS + 1 ? new Date(Date.now() + 365 * DAY_MS) : soon,
+          ),
+          [chainKey],
+        ),
+      ),
+    )
+    const servingChain: typeof fetch = async (input, init) => {
+      const match = /\/v1\/roots\/(\d+)$/.exec(String(input))
+      if (!match) return fetch(input, init)
+      const root = chain[Number(match[1]) - 1]
+      return root ? Response.json(root) : new Response('{}', { status: 404 })
+    }
+    const config = await device('store-far-behind', chain[0] as SignedRoot)
+    const later = new Date(Date.now() + 2 * DAY_MS)
+    const stopped = await agentFailure(refreshRootTrust(config, { fetchImpl: servingChain, now: later }))
+    expect(stopped.code).toBe('untrusted-root')
+    expect(stopped.message).toContain(`root ${MAX_ROOT_STEPS + 1} expired at ${soon.toISOString()}`)
+    expect(stopped.message).not.toContain('serves no newer root')
+    expect(stopped.message).toContain(`followed ${MAX_ROOT_STEPS} roots`)
+    // The roots followed were kept: the next refresh goes on from root 65 to root 66, which holds.
+    const next = await refreshRootTrust(config, { fetchImpl: servingChain, now: later })
+    expect(next.root?.version).toBe(MAX_ROOT_STEPS + 2)
+    expect(next.followed).toEqual([MAX_ROOT_STEPS + 2])
   })
 
   /** A config file for the CLI that names only root 1 (shipped beside it) and a store of its own. */

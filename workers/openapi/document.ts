@@ -18,7 +18,7 @@ const STATUS_TEXT: Record<number, string> = {
   416: 'The range cannot be served (Content-Range: bytes */size)',
   422: 'Well-formed but cannot be processed (integrity mismatch, invalid manifest)',
   429: 'Rate limited (Retry-After)',
-  503: 'Being generated; retry after Retry-After',
+  503: 'Being generated, or a backing service (R2, KV, a Durable Object) failed briefly; retry after Retry-After',
 }
 
 /** A standalone JSON Schema without the draft marker (OpenAPI 3.1 schemas are 2020-12 already). */
@@ -83,7 +83,11 @@ function operation(route: RouteSpec): Json {
     }
   }
   // Every token-checked route can refuse an address that spent its attempts (maintainer-lockout.ts).
-  const problems = new Set([...(route.problems ?? []), ...(route.auth === 'bearer' ? [401, 429] : [])])
+  const problems = new Set([
+    ...(route.problems ?? []),
+    ...(route.auth === 'bearer' ? [401, 429] : []),
+    ...(route.backed === false ? [] : [503]),
+  ])
   for (const status of [...problems].sort((a, b) => a - b))
     responses[String(status)] = problem(STATUS_TEXT[status] ?? 'Error')
   responses.default = problem('Unexpected error')

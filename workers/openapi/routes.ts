@@ -130,6 +130,12 @@ export interface RouteSpec {
   responses: Record<string, ResponseSpec>
   /** Error statuses answered with application/problem+json (a `default` one is always added). */
   problems?: number[]
+  /**
+   * False for the few routes that read no R2, KV or Durable Object: every other one can answer 503 +
+   * Retry-After for a fault of its backing service (guarded-bucket.ts, transient.ts), which the
+   * document adds on its own.
+   */
+  backed?: false
 }
 
 const nameParam: ParamSpec = {
@@ -291,6 +297,7 @@ export const ROUTES: RouteSpec[] = [
     operationId: 'getServiceInfo',
     summary: 'Service name and API root',
     tag: 'meta',
+    backed: false,
     responses: { '200': { description: 'Service info', body: { kind: 'json', schema: 'ServiceInfo' } } },
   },
   {
@@ -299,6 +306,7 @@ export const ROUTES: RouteSpec[] = [
     operationId: 'getOpenApi',
     summary: 'This API description (OpenAPI 3.1)',
     tag: 'meta',
+    backed: false,
     responses: { '200': { description: 'The OpenAPI document' } },
   },
   {
@@ -449,7 +457,7 @@ export const ROUTES: RouteSpec[] = [
     auth: 'bearer',
     parameters: [nameParam, versionParam, uploadIdParam],
     responses: { '204': { description: 'Aborted' } },
-    problems: [400, 401, 404],
+    problems: [400, 401, 404, 409],
   },
   {
     method: 'put',
@@ -518,7 +526,7 @@ export const ROUTES: RouteSpec[] = [
     responses: {
       '200': { description: 'Yanked; the channel heads after', body: { kind: 'json', schema: 'YankResult' } },
     },
-    problems: [400, 401, 404, 409, 413, 422],
+    problems: [400, 401, 404, 409, 413, 415, 422],
   },
   {
     method: 'delete',
@@ -538,7 +546,7 @@ export const ROUTES: RouteSpec[] = [
         body: { kind: 'json', schema: 'YankResult' },
       },
     },
-    problems: [400, 401, 404, 409, 413, 422],
+    problems: [400, 401, 404, 409, 413, 415, 422],
   },
   getDelta,
   headOf(getDelta),
@@ -648,6 +656,7 @@ function dashboardRoutes(): RouteSpec[] {
       operationId: 'getDashboardLogin',
       summary: 'The login form (303 to /dashboard when already signed in)',
       tag: 'operator',
+      backed: false,
       responses: { '200': html('The login form'), '303': { description: 'Already signed in' } },
     },
     {
@@ -659,12 +668,13 @@ function dashboardRoutes(): RouteSpec[] {
       description:
         'Same-origin form posts only (Origin checked, 403 otherwise). The token is never put in a URL.',
       tag: 'operator',
+      backed: false,
       requestBody: { kind: 'binary', contentType: 'application/x-www-form-urlencoded' },
       responses: {
         '303': { description: 'Signed in; redirect to /dashboard', headers: { 'set-cookie': 'The session' } },
         '401': html('Wrong token: the login form again'),
       },
-      problems: [403, 413, 429],
+      problems: [403, 413, 415, 429],
     },
     {
       method: 'post',
@@ -672,6 +682,7 @@ function dashboardRoutes(): RouteSpec[] {
       operationId: 'postDashboardLogout',
       summary: 'Sign out (clears the session cookie)',
       tag: 'operator',
+      backed: false,
       responses: { '303': { description: 'Signed out; redirect to the login form' } },
       problems: [403],
     },
@@ -700,7 +711,7 @@ function deviceRoutes(): RouteSpec[] {
           body: { kind: 'json', schema: 'EnrollmentCodeCreated' },
         },
       },
-      problems: [400, 401, 409, 413, 429],
+      problems: [400, 401, 409, 413, 415, 429],
     },
     {
       method: 'get',
@@ -785,7 +796,7 @@ function deviceRoutes(): RouteSpec[] {
         '201': { description: 'Enrolled', body: { kind: 'json', schema: 'DeviceEnrollment' } },
         '200': { description: 'Renewed', body: { kind: 'json', schema: 'DeviceEnrollment' } },
       },
-      problems: [400, 403, 409, 413, 429],
+      problems: [400, 403, 409, 413, 415, 429],
     },
   ]
 }
@@ -806,7 +817,7 @@ function rolloutRoutes(): RouteSpec[] {
     responses: {
       '200': { description: 'The rollout status', body: { kind: 'json', schema: 'RolloutStatus' } },
     },
-    problems: [400, 401, 404, 409, 413, 422],
+    problems: [400, 401, 404, 409, 413, 415, 422],
   })
   return [
     {
@@ -831,7 +842,7 @@ function rolloutRoutes(): RouteSpec[] {
       parameters: params,
       requestBody: { kind: 'json', schema: 'RolloutOutcome' },
       responses: { '202': { description: 'Recorded', body: { kind: 'json', schema: 'OutcomeReceipt' } } },
-      problems: [400, 401, 404, 409, 413, 429],
+      problems: [400, 401, 404, 409, 413, 415, 429],
     },
     {
       method: 'post',
@@ -844,7 +855,7 @@ function rolloutRoutes(): RouteSpec[] {
       parameters: params,
       requestBody: { kind: 'json', schema: 'RolloutStartRequest' },
       responses: { '201': { description: 'Scheduled', body: { kind: 'json', schema: 'RolloutStatus' } } },
-      problems: [400, 401, 404, 409, 413, 422],
+      problems: [400, 401, 404, 409, 413, 415, 422],
     },
     control('pause', 'Pause a rollout (no stage advances; admitted clients stay in)'),
     control('resume', 'Resume a paused rollout'),

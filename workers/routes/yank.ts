@@ -89,6 +89,7 @@ function resultOf(index: ArtifactIndex, version: string, rolloutsAborted: string
     yanked: entry?.yanked ?? null,
     signed: entry?.yankStatement !== undefined,
     channels: index.channels,
+    channelsWithoutHead: (entry?.channels ?? []).filter((channel) => index.channels[channel] === undefined),
     rolloutsAborted,
   }
 }

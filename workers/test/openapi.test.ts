@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { app } from '../app.ts'
-import { call } from './publish-helpers.ts'
+import { OPERATOR_TOKEN } from './dashboard-helpers.ts'
+import { call, TOKEN } from './publish-helpers.ts'
 
 type Json = { [key: string]: unknown }
 
@@ -110,5 +111,79 @@ describe('GET /openapi.json', () => {
     expect((blob['416'] as Json).content).toEqual({
       'application/problem+json': { schema: { $ref: '#/components/schemas/ProblemDetails' } },
     })
+  })
+})
+
+/** A value for each path parameter the routes take, valid enough to reach the handler's own checks. */
+const PATH_VALUES: Record<string, string> = {
+  name: 'probe-app',
+  version: '1.0.0',
+  from: '0.9.0',
+  to: '1.0.0',
+  uploadId: 'not-an-issued-upload',
+  part: '1',
+  attempt: '0'.repeat(64),
+  method: 'bsdiff',
+  id: 'probe-code',
+  deviceId: 'probe-device',
+  channel: 'stable',
+}
+
+describe('documented responses', () => {
+  it('list what a route answers to a body in an encoding it does not accept', async () => {
+    // Every route that takes a body is asked with one in brotli, with the token it wants: whatever it
+    // answers (415, or an earlier 4xx) must be among the statuses its operation documents.
+    const doc = await fetchDocument()
+    const undocumented: string[] = []
+    for (const [path, item] of Object.entries(doc.paths as Record<string, Record<string, Json>>)) {
+      for (const method of ['post', 'put', 'delete'] as const) {
+        const operation = item[method]
+        if (!operation?.requestBody) continue
+        const url = path.replace(/\{([^}]+)\}/g, (_, param: string) => {
+          const value = PATH_VALUES[param]
+          if (value === undefined) throw new Error(`no probe value for {${param}} in ${path}`)
+          return value
+        })
+        const token = path.startsWith('/v1/devices') || path.startsWith('/dashboard') ? OPERATOR_TOKEN : TOKEN
+        const response = await call(url, {
+          method: method.toUpperCase(),
+          headers: {
+            authorization: `Bearer ${token}`,
+            'content-type': Object.keys((operation.requestBody as { content: Json }).content)[0] ?? '',
+            // Same-origin, so the dashboard's form posts get past their Origin check to the body.
+            origin: 'https://edge.test',
+            'content-encoding': 'br',
+            'content-length': '2',
+          },
+          body: '{}',
+        })
+        const documented = Object.keys(operation.responses as Json)
+        if (!documented.includes(String(response.status)))
+          undocumented.push(`${method.toUpperCase()} ${path} answered ${response.status}`)
+      }
+    }
+    expect(undocumented).toEqual([])
+  })
+
+  it('list the 503 of a backing fault on every route that reads R2, KV or a Durable Object', async () => {
+    const doc = await fetchDocument()
+    const paths = doc.paths as Record<string, Record<string, { operationId: string; responses: Json }>>
+    const abort = paths['/v1/publish/{name}/{version}/uploads/{uploadId}']?.delete?.responses ?? {}
+    // R2 refusing the abort for another reason than "no such upload" is a 409; an R2 fault a 503.
+    expect(Object.keys(abort)).toEqual(expect.arrayContaining(['204', '404', '409', '503']))
+    const selfContained = [
+      'getServiceInfo',
+      'getOpenApi',
+      'getDashboardLogin',
+      'postDashboardLogin',
+      'postDashboardLogout',
+    ]
+    const without503 = Object.values(paths)
+      .flatMap((item) => Object.values(item))
+      .filter(
+        (operation) => !selfContained.includes(operation.operationId) && !('503' in operation.responses),
+      )
+      .map((operation) => operation.operationId)
+    expect(without503).toEqual([])
   })
 })

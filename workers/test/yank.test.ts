@@ -60,6 +60,7 @@ describe('yanking a release', () => {
     const yanked = await result(await yank('bad', '1.1.0', 'crashes on ARM'))
     expect(yanked.yanked?.reason).toBe('crashes on ARM')
     expect(yanked.channels).toEqual({ stable: '1.0.0', beta: '1.2.0-rc.1' })
+    expect(yanked.channelsWithoutHead).toEqual([])
     const index = await indexOf('bad')
     expect(index.channels).toEqual({ stable: '1.0.0', beta: '1.2.0-rc.1' })
     expect(index.versions.find((v) => v.version === '1.1.0')?.yanked?.reason).toBe('crashes on ARM')
@@ -80,7 +81,9 @@ describe('yanking a release', () => {
 
   it('leaves a channel without a head when every version in it is yanked', async () => {
     await publish('allbad', '1.0.0', 1)
-    expect((await result(await yank('allbad', '1.0.0', 'wrong build'))).channels).toEqual({})
+    const emptied = await result(await yank('allbad', '1.0.0', 'wrong build'))
+    expect(emptied.channels).toEqual({})
+    expect(emptied.channelsWithoutHead).toEqual(['stable'])
     const plan = await planFor('allbad', null, 'stable')
     expect(plan.status).toBe(404)
     // Publishing the next version gives the channel a head again.
