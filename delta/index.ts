@@ -246,9 +246,19 @@ export function applyDelta(source: Uint8Array, delta: Uint8Array, options: Apply
 }
 
 /**
- * Streaming apply. VCDIFF and approx deltas stream with memory bounded by their window/block sizes;
- * an archive delta needs the source and the (small) delta in memory and streams its output, so its
- * memory follows the expanded archive size (docs/formats/archive-delta.md).
+ * What a streaming apply allows a VCDIFF or approx target to grow to when the caller names no
+ * ceiling. The decoders' own defaults (4 GiB, 1 GiB) bound memory where the whole target is held;
+ * here the target goes to the sink window by window, so its total costs no memory, and a default
+ * ceiling only refused honest big files (a 5 GiB target streamed by createDeltaStream could not be
+ * applied). The sink's owner bounds the total where it matters: an update by the signed size.
+ */
+const STREAMED_TARGET_MAX = Number.MAX_SAFE_INTEGER
+
+/**
+ * Streaming apply. VCDIFF and approx deltas stream with memory bounded by their window/block sizes,
+ * whatever the target's total size (no ceiling on it unless `options.vcdiff`/`options.approx` name
+ * one); an archive delta needs the source and the (small) delta in memory and streams its output, so
+ * its memory follows the expanded archive size (docs/formats/archive-delta.md).
  */
 export async function applyDeltaStream(
   source: RandomAccessReader,
@@ -276,12 +286,22 @@ export async function applyDeltaStream(
     },
   }
   switch (method) {
-    case 'vcdiff':
-      await decodeVcdiffStream(source, rest, sink, options.vcdiff)
+    case 'vcdiff': {
+      const maxTargetSize = options.vcdiff?.maxTargetSize ?? STREAMED_TARGET_MAX
+      await decodeVcdiffStream(source, rest, sink, { ...options.vcdiff, maxTargetSize })
       break
-    case 'approx':
-      await applyApproxDeltaStream(source, rest, sink, options.approx, options.deflateEngine)
+    }
+    case 'approx': {
+      const maxTargetSize = options.approx?.maxTargetSize ?? STREAMED_TARGET_MAX
+      await applyApproxDeltaStream(
+        source,
+        rest,
+        sink,
+        { ...options.approx, maxTargetSize },
+        options.deflateEngine,
+      )
       break
+    }
     case 'archive': {
       const deltaBytes = await collectUpTo(rest, maxArchiveDeltaBytes(options.archive))
       // The whole source goes into memory: only once it is the one the delta names, of a size that fits.

@@ -11,7 +11,7 @@ import {
   readerFromBytes,
   sourceFromBytes,
 } from './io.ts'
-import { createDeltaStream, sourceWindowFor } from './stream-create.ts'
+import { createDeltaStream, SourceWindows } from './stream-create.ts'
 
 /** Text-like bytes with long-range repeats, so windows have real matches to find. */
 function release(size: number, seed: number): Uint8Array {
@@ -141,11 +141,32 @@ describe('createDeltaStream', () => {
     await expect(streamed(source, target, { targetWindow: 64 << 20 })).rejects.toThrow(RangeError)
   })
 
-  it('centres the source window on the same relative position', () => {
-    expect(sourceWindowFor(0, 100, 1000, 2000, 400)).toEqual({ offset: 0, length: 400 })
-    expect(sourceWindowFor(450, 550, 1000, 2000, 400)).toEqual({ offset: 800, length: 400 })
-    expect(sourceWindowFor(900, 1000, 1000, 2000, 400)).toEqual({ offset: 1600, length: 400 })
-    expect(sourceWindowFor(0, 10, 10, 5, 400)).toEqual({ offset: 0, length: 5 })
+  it('keeps a source window while it reaches a quarter of its length either way', () => {
+    // Target and source of 1000 and 2000 bytes, 400-byte windows: a margin of 100 source bytes.
+    const plan = new SourceWindows(1000, 2000, 400)
+    expect(plan.for(0, 50)).toEqual({ offset: 0, length: 400 })
+    expect(plan.for(50, 150)).toEqual({ offset: 0, length: 400 })
+    // [300, 400) of the source would leave less than 100 ahead: a new window starts 100 behind.
+    expect(plan.for(150, 200)).toEqual({ offset: 200, length: 400 })
+    expect(plan.for(200, 250)).toEqual({ offset: 200, length: 400 })
+    expect(plan.for(250, 300)).toEqual({ offset: 400, length: 400 })
+    // Near the end the window stays clamped to the source.
+    expect(plan.for(950, 1000)).toEqual({ offset: 1600, length: 400 })
+    expect(new SourceWindows(10, 5, 400).for(0, 10)).toEqual({ offset: 0, length: 5 })
+  })
+
+  it('approx reads each source byte about twice, not once per block', async () => {
+    // 64 KiB blocks in 512 KiB windows: centring a window on each block read the source 8 times over.
+    const made = await streamed(source, target, {
+      method: 'approx',
+      sourceWindow: 512 * 1024,
+      targetWindow: 64 * 1024,
+    })
+    // One pass for the header's CRC, then the windows.
+    expect(made.sourceReads.total).toBeLessThan(source.length * 3.5)
+    const rebuilt = collectingSink()
+    await applyDeltaStream(readerFromBytes(source), sourceFromBytes(made.delta), rebuilt)
+    expect(Buffer.from(rebuilt.bytes()).equals(Buffer.from(target))).toBe(true)
   })
 
   const hasXdelta = spawnSync('xdelta3', ['-V']).status === 0

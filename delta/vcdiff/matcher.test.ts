@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { randomBytes, rng } from '../fuzz-input.ts'
+import { concatBytes } from '../io.ts'
+import { decodeVcdiff } from './decode.ts'
+import { encodeVcdiff } from './encode.ts'
 import { HashIndex } from './matcher.ts'
 
 /** The (position, tag) slots a bucket holds, in stored order (slots hold p + 1; 0 is empty). */
@@ -76,5 +79,25 @@ describe('HashIndex', () => {
     const index = new HashIndex(source, 8, 10, 1)
     for (let b = 0; b < index.table.length; b += 8)
       expect(slots(index, b)).toEqual(expected(index, source, b, 8, 32))
+  })
+})
+
+describe('WindowMatcher on a sampled source', () => {
+  it('finds the source again after new bytes inserted into random data, whatever their length', () => {
+    // 4 MiB of source is indexed every 4th position. 20 KB of new bytes is a miss stretch long enough
+    // for the widest probe stride; the target then resumes where neither expected alignment looks.
+    const source = randomBytes(rng(5), 4 << 20)
+    const at = (1 << 20) + 12_345
+    for (let inserted = 20_000; inserted < 20_004; inserted++) {
+      const target = concatBytes([
+        source.subarray(0, at),
+        randomBytes(rng(inserted), inserted),
+        source.subarray(at),
+      ])
+      const delta = encodeVcdiff(source, target)
+      expect(Buffer.compare(decodeVcdiff(source, delta), target)).toBe(0)
+      // The new bytes and a few dozen of overhead, not the rest of the window as literals (~3 MB).
+      expect(delta.length, `${inserted} bytes inserted`).toBeLessThan(inserted + 1000)
+    }
   })
 })

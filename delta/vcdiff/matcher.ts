@@ -57,6 +57,8 @@ export class HashIndex {
   readonly table: Int32Array
   readonly shift: number
   readonly key: number
+  /** Distance between indexed positions (1 unless the source is big enough to be sampled). */
+  readonly step: number
 
   /**
    * `ranges`: the stretches of the source to index (default all of it); `sampled`: stretches indexed
@@ -79,6 +81,7 @@ export class HashIndex {
     let bits = 8
     while (bits < maxBits && 1 << bits < positions / (2 * minStep)) bits++
     const step = Math.max(minStep, Math.ceil(positions / ((1 << bits) * 2)))
+    this.step = step
     this.table = new Int32Array((1 << bits) * WAYS * 2)
     this.shift = 32 - bits
     // The sampled stretches first, so that in a full bucket the searched ones, newer, stay.
@@ -174,6 +177,27 @@ export class SourceIndex {
   }
 }
 
+function gcd(a: number, b: number): number {
+  while (b !== 0) [a, b] = [b, a % b]
+  return a
+}
+
+/**
+ * The largest stride up to `wanted` that shares no factor with the index's sampling step. The source
+ * index holds every step-th position (32 for a 32 MiB source), so a target probed every `stride` bytes
+ * meets an indexed position only if the probes' residues modulo the step reach the match's: stride 8
+ * and step 32 cycle through 4 of 32. After new bytes inserted into random or compressed data (a miss
+ * stretch long enough for stride 8, the target resuming where neither expected alignment looks),
+ * 7 times in 8 nothing matched again for the rest of the window. Measured: 20,001 random bytes
+ * inserted into a 32 MiB random file made a 6.3 MB delta instead of 20 KB; a 5 GiB pair with 79 edits
+ * (streamed) 80 MiB instead of 9.4 MiB. A coprime stride meets every residue within `step` probes.
+ */
+function strideCoprimeTo(wanted: number, step: number): number {
+  let stride = wanted
+  while (stride > 1 && gcd(stride, step) !== 1) stride--
+  return stride
+}
+
 function matchLength(a: Uint8Array, ai: number, b: Uint8Array, bi: number, max: number): number {
   let n = 0
   while (n < max && a[ai + n] === b[bi + n]) n++
@@ -201,8 +225,14 @@ export class WindowMatcher {
   private expectSrc = -1
   private delta = 0
 
+  /** The probe stride after k·64 misses in a row (index min(k, MAX_SKIP)); see strideCoprimeTo. */
+  private readonly strides: Uint8Array
+
   constructor(index: SourceIndex) {
     this.index = index
+    this.strides = Uint8Array.from({ length: MAX_SKIP + 1 }, (_, k) =>
+      strideCoprimeTo(1 + k, index.short.step),
+    )
   }
 
   /**
@@ -243,7 +273,7 @@ export class WindowMatcher {
         // Every probe costs a few cache misses; in long unmatched stretches (new or compressed
         // data) probe ever more sparsely. Matches found later are extended backwards anyway.
         misses++
-        p += 1 + Math.min(MAX_SKIP, misses >>> 6)
+        p += this.strides[Math.min(MAX_SKIP, misses >>> 6)]!
         continue
       }
       misses = 0
