@@ -1,7 +1,9 @@
+import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
 import { expect } from 'vitest'
 import { sourceLikeText } from '../../delta/fuzz-input.ts'
@@ -141,4 +143,31 @@ export async function agentFailure(promise: Promise<unknown>): Promise<AgentErro
   )
   expect(error).toBeInstanceOf(AgentError)
   return error as AgentError
+}
+
+const runFile = promisify(execFile)
+const AGENT_BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
+
+/**
+ * `deltaport --config <configFile> --json <args>` as a user runs it, with `env` added to the process's:
+ * the exit code and the parsed JSON document on success; on failure the code and the raw output.
+ */
+export async function jsonCli(
+  configFile: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; json: Record<string, unknown> | null; stderr?: string; stdout?: string }> {
+  try {
+    const { stdout } = await runFile(
+      process.execPath,
+      [AGENT_BIN, '--config', configFile, '--json', ...args],
+      {
+        env: { ...process.env, ...env },
+      },
+    )
+    return { code: 0, json: JSON.parse(stdout) as Record<string, unknown> }
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string }
+    return { code: e.code, json: null, stderr: e.stderr, stdout: e.stdout }
+  }
 }

@@ -1,31 +1,18 @@
-import { execFile } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { EdgeClient } from '../edge-client.ts'
 import { installArtifact } from '../install.ts'
 import { controlRollout } from '../rollout/client.ts'
 import { rolloutGate } from '../rollout/update-gate.ts'
 import { ArtifactStore } from '../store.ts'
-import { writeArtifact } from './fixtures.ts'
+import { jsonCli, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
-const run = promisify(execFile)
-const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
 const ctx = useEdgeWorkspace()
 
-async function cli(args: string[], configFile = ctx.ws.configFile) {
-  try {
-    const { stdout } = await run(process.execPath, [BIN, '--config', configFile, '--json', ...args], {
-      env: { ...process.env, DELTAPORT_TOKEN: TEST_TOKEN },
-    })
-    return { code: 0, json: JSON.parse(stdout) as Record<string, unknown> }
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string }
-    return { code: e.code, json: null, stderr: e.stderr }
-  }
-}
+const cli = (args: string[], configFile = ctx.ws.configFile) =>
+  jsonCli(configFile, args, { DELTAPORT_TOKEN: TEST_TOKEN })
 
 async function publish(version: string) {
   const { path } = await writeArtifact(ctx.ws.dir, `ahead-${version}.bin`, 20_000)

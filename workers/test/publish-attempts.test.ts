@@ -14,6 +14,7 @@ import {
   expectProblem,
   publishSingle,
   sha256,
+  slowPut,
   startPublish,
 } from './publish-helpers.ts'
 
@@ -41,26 +42,6 @@ function abandon(name: string, version: string, attempt: string, headers: Record
 
 async function indexOf(name: string): Promise<ArtifactIndex> {
   return ArtifactIndex.parse(await (await call(`/v1/artifacts/${name}`)).json())
-}
-
-/** A PUT of the blob whose body arrives in two halves: the second only once `release` is called. */
-function slowPut(name: string, version: string, body: Uint8Array) {
-  const { readable, writable } = new FixedLengthStream(body.length)
-  const writer = writable.getWriter()
-  const half = Math.floor(body.length / 2)
-  void writer.write(body.slice(0, half))
-  const response = call(`/v1/publish/${name}/${version}/blob`, {
-    method: 'PUT',
-    headers: { ...auth, 'content-length': String(body.length) },
-    body: readable,
-  })
-  return {
-    async release() {
-      await writer.write(body.slice(half))
-      await writer.close()
-      return response
-    },
-  }
 }
 
 /** Lets the slow request reach R2 (its reads and the start of its put) first. */

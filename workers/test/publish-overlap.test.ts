@@ -11,33 +11,21 @@ import { COMMIT_ABANDONED_AFTER_MS, commitVersion } from '../storage/artifact-st
 import { keys } from '../storage/keys.ts'
 import { callApp, deltaRefOf, putChunks, putDelta } from './delta-helpers.ts'
 import { FaultyR2 } from './faulty-r2.ts'
-import { auth, bytesOf, call, envelopeFor, publishSingle, sha256, startPublish } from './publish-helpers.ts'
+import {
+  auth,
+  bytesOf,
+  call,
+  envelopeFor,
+  publishSingle,
+  sha256,
+  slowPut,
+  startPublish,
+} from './publish-helpers.ts'
 
 /**
  * Overlapping publishes of one version: whatever order their requests land in, a failed upload never
  * removes bytes another attempt committed, and a second manifest never silently replaces a staged one.
  */
-
-/** A PUT of the blob whose body arrives in two halves: the second only once `release` is called. */
-function slowPut(name: string, version: string, body: Uint8Array) {
-  const { readable, writable } = new FixedLengthStream(body.length)
-  const writer = writable.getWriter()
-  const half = Math.floor(body.length / 2)
-  void writer.write(body.slice(0, half))
-  const response = call(`/v1/publish/${name}/${version}/blob`, {
-    method: 'PUT',
-    headers: { ...auth, 'content-length': String(body.length) },
-    body: readable,
-  })
-  return {
-    response,
-    async release() {
-      await writer.write(body.slice(half))
-      await writer.close()
-      return response
-    },
-  }
-}
 
 function putBlob(name: string, version: string, body: Uint8Array): Promise<Response> {
   return call(`/v1/publish/${name}/${version}/blob`, {

@@ -17,6 +17,37 @@ function fetchFrom(continent: string, name: string, colo?: string) {
   return callApp(blobUrl(name), { cf: { continent, ...(colo === undefined ? {} : { colo }) } })
 }
 
+/**
+ * A zone of its own, mapped from `colo`, with no replica bucket (its hot set is warmed from the primary),
+ * whose plan's hot set is `hot` alone; `trigger` is a small dependency whose request warms it. Returns
+ * the hot dependency as published and a reader of the zone's metrics.
+ */
+async function zoneWarmedFromPrimary(zone: string, colo: string, hot: string, size: number, seed: number) {
+  const base = ZonesConfig.parse({})
+  await env.CONFIG.put(
+    RUNTIME_CONFIG_KEY,
+    JSON.stringify({
+      zones: {
+        metricsFlushMs: 0,
+        planCacheMs: 0,
+        prefetchThresholds: [1],
+        map: { ...base.map, [colo]: zone },
+        zones: [...base.zones, { id: zone, capacityBytes: 0 }],
+      },
+    }),
+  )
+  clearRuntimeConfigCache()
+  const published = await publishDep(hot, size, seed)
+  await publishDep(`${hot}-trigger`, 1_000, seed + 1)
+  await plannerStub().recordDemand(demandRows(`${hot}@1.0.0`, zone, 6, Date.now()))
+  await plannerStub().replan()
+  const plan = ShardPlan.parse(await plannerStub().plan())
+  expect(plan.zones.find((z) => z.id === zone)?.hot).toEqual([`${hot}@1.0.0`])
+  const metrics = async () =>
+    ShardMetrics.parse(await plannerStub().metrics(1)).zones.find((z) => z.zone === zone)
+  return { hot: published, metrics }
+}
+
 describe('zone of a request', () => {
   it('maps colo first, then continent, then the fallback', () => {
     expect(zoneOf({ continent: 'EU' }, ZONES)).toBe('weur')
@@ -144,34 +175,13 @@ describe('/v1/shards and zone-aware serving', () => {
   it('reports the warm reads that filled the colo cache as warm fills, never as demand', async () => {
     // A zone of its own (no replica bucket: its hot set is warmed from the primary), so only this test's
     // dependency is in its hot set.
-    const base = ZonesConfig.parse({})
-    await env.CONFIG.put(
-      RUNTIME_CONFIG_KEY,
-      JSON.stringify({
-        zones: {
-          metricsFlushMs: 0,
-          planCacheMs: 0,
-          prefetchThresholds: [1],
-          map: { ...base.map, DXB: 'me' },
-          zones: [...base.zones, { id: 'me', capacityBytes: 0 }],
-        },
-      }),
-    )
-    clearRuntimeConfigCache()
-    const hot = await publishDep('sh-warm-hot', 15_000, 16)
-    await publishDep('sh-warm-trigger', 1_000, 17)
-    await plannerStub().recordDemand(demandRows('sh-warm-hot@1.0.0', 'me', 6, Date.now()))
-    await plannerStub().replan()
-    const plan = ShardPlan.parse(await plannerStub().plan())
-    expect(plan.zones.find((z) => z.id === 'me')?.hot).toEqual(['sh-warm-hot@1.0.0'])
-    const me = async () =>
-      ShardMetrics.parse(await plannerStub().metrics(1)).zones.find((z) => z.zone === 'me')
+    const { hot, metrics: me } = await zoneWarmedFromPrimary('me', 'DXB', 'sh-warm-hot', 15_000, 16)
     const before = await me()
     const fromDubai = (name: string) => fetchFrom('AS', name, 'DXB')
 
     // The first request under this plan warms me's hot set: sh-warm-hot is not cached yet, so the warm
     // read fills the cache with its 15 000 bytes. The planner is told, and counts one request, not two.
-    expect((await fromDubai('sh-warm-trigger')).response.status).toBe(200)
+    expect((await fromDubai('sh-warm-hot-trigger')).response.status).toBe(200)
     const filled = await me()
     expect((filled?.warmFillBytes ?? 0) - (before?.warmFillBytes ?? 0)).toBe(hot.body.length)
     expect((filled?.requests ?? 0) - (before?.requests ?? 0)).toBe(1)
@@ -183,7 +193,7 @@ describe('/v1/shards and zone-aware serving', () => {
     // An isolate that has not warmed this plan version yet warms again; the blob is in the colo cache
     // already, so that warm read fills nothing and costs nothing.
     clearZonePlanCache()
-    expect((await fromDubai('sh-warm-trigger')).response.status).toBe(200)
+    expect((await fromDubai('sh-warm-hot-trigger')).response.status).toBe(200)
     const again = await me()
     expect(again?.warmFillBytes).toBe(filled?.warmFillBytes)
     expect((again?.requests ?? 0) - (filled?.requests ?? 0)).toBe(2)
@@ -192,28 +202,7 @@ describe('/v1/shards and zone-aware serving', () => {
   it('charges a warm read only once its copy is in the colo cache, not when the cache put failed', async () => {
     // A zone of its own, warmed from the primary, whose one hot blob breaks mid-body the first time (an
     // R2 fault after the read began): the cache put fails and stores nothing, so nothing was filled.
-    const base = ZonesConfig.parse({})
-    await env.CONFIG.put(
-      RUNTIME_CONFIG_KEY,
-      JSON.stringify({
-        zones: {
-          metricsFlushMs: 0,
-          planCacheMs: 0,
-          prefetchThresholds: [1],
-          map: { ...base.map, LOS: 'afr' },
-          zones: [...base.zones, { id: 'afr', capacityBytes: 0 }],
-        },
-      }),
-    )
-    clearRuntimeConfigCache()
-    const hot = await publishDep('sh-warm-cut', 20_000, 18)
-    await publishDep('sh-warm-cut-trigger', 1_000, 19)
-    await plannerStub().recordDemand(demandRows('sh-warm-cut@1.0.0', 'afr', 6, Date.now()))
-    await plannerStub().replan()
-    const plan = ShardPlan.parse(await plannerStub().plan())
-    expect(plan.zones.find((z) => z.id === 'afr')?.hot).toEqual(['sh-warm-cut@1.0.0'])
-    const afr = async () =>
-      ShardMetrics.parse(await plannerStub().metrics(1)).zones.find((z) => z.zone === 'afr')
+    const { hot, metrics: afr } = await zoneWarmedFromPrimary('afr', 'LOS', 'sh-warm-cut', 20_000, 18)
     const before = (await afr())?.warmFillBytes ?? 0
     const cutting: Env = {
       ...env,
