@@ -165,19 +165,9 @@ export class ServiceProcess {
    */
   async drainWrites(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     if (this.inflightWrites === 0) return true
-    if (signal?.aborted) return false
-    let onAbort: () => void = () => undefined
-    const ended = new Promise<boolean>((resolve) => {
-      this.drainWaiters.push(() => resolve(true))
-      onAbort = () => resolve(false)
-    })
-    signal?.addEventListener('abort', onAbort, { once: true })
-    try {
-      return (await settlesWithin(ended, timeoutMs)) && (await ended)
-    } finally {
-      // Removed either way: the supervisor's stop signal outlives every swap, and each would leave one.
-      signal?.removeEventListener('abort', onAbort)
-    }
+    const drained = new Promise<boolean>((resolve) => this.drainWaiters.push(() => resolve(true)))
+    const ended = orAborted(drained, signal, false)
+    return (await settlesWithin(ended, timeoutMs)) && (await ended)
   }
 
   /**
@@ -197,7 +187,7 @@ export class ServiceProcess {
     if (signal?.aborted) return
     this.closeTunnels()
     if (this.running) this.child.kill('SIGTERM')
-    await settlesWithin(orAborted(this.exited, signal), timeoutMs)
+    await settlesWithin(orAborted(this.exited, signal, undefined), timeoutMs)
     if (this.running && signal?.aborted) return
     if (this.running) {
       this.child.kill('SIGKILL')
@@ -265,16 +255,19 @@ function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> 
   return Promise.race([promise.then(() => true), late]).finally(() => clearTimeout(timer))
 }
 
-/** Settles when `promise` does or when `signal` aborts, whichever comes first; the listener goes either way. */
-function orAborted(promise: Promise<unknown>, signal?: AbortSignal): Promise<unknown> {
+/**
+ * Settles as `promise` does, or with `onAbort` when `signal` aborts first. The listener goes either way:
+ * the supervisor's stop signal outlives every swap, and each wait would otherwise leave one on it.
+ */
+function orAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, onAbort: T): Promise<T> {
   if (!signal) return promise
-  if (signal.aborted) return Promise.resolve()
-  let onAbort: () => void = () => undefined
-  const aborted = new Promise<void>((resolve) => {
-    onAbort = () => resolve()
-    signal.addEventListener('abort', onAbort, { once: true })
+  if (signal.aborted) return Promise.resolve(onAbort)
+  let listener: () => void = () => undefined
+  const aborted = new Promise<T>((resolve) => {
+    listener = () => resolve(onAbort)
+    signal.addEventListener('abort', listener, { once: true })
   })
-  return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', onAbort))
+  return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', listener))
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -53,11 +53,9 @@ export async function loadHotArtifacts(env: Env, regions: readonly string[]): Pr
   const views = await Promise.all(
     regions.map(async (region) => {
       const stub = env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region))
+      // Already the top HOT_PER_REGION, most used first (ties by name): the object orders them.
       const { population, hot } = await stub.hotArtifacts(HOT_PER_REGION)
-      const sorted = [...hot]
-        .sort((a, b) => b.count - a.count || a.artifact.localeCompare(b.artifact))
-        .slice(0, HOT_PER_REGION)
-      return { region, population, hot: sorted }
+      return { region, population, hot }
     }),
   )
   // A region object with no clients and no counts was only created by asking; it says nothing.
