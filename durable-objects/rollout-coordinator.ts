@@ -37,11 +37,24 @@ const RECORD_KEY = 'rollout'
  */
 const LAST_SIGNED_KEY = 'lastSignedControlAt'
 /**
- * Meta rows `yanked:<version>`: versions yanked (and not restored since) as this object heard it from
- * the yank route. The start route checks the index first, but a yank landing between that read and
+ * Meta rows `yanked:<version>`: the yank state of a version as this object last heard it from the yank
+ * route (a YankMark). The start route checks the index first, but a yank landing between that read and
  * `start` would otherwise leave a rollout of a yanked version running (ADR 0024).
  */
 const yankedKey = (version: string) => `yanked:${version}`
+
+/**
+ * A version's yank state with the index revision that set it (VersionEntry.yankRevision). A yank and a
+ * restore of the same version may reach this object in the other order than they changed the index;
+ * the revision lets the later index change win here too, so the mark never contradicts the index.
+ */
+const YankMark = z.object({
+  revision: z.number().int().nonnegative(),
+  /** The yank's reason while yanked; null once restored. */
+  yanked: z.string().nullable(),
+})
+type YankMark = z.infer<typeof YankMark>
+const YankRevision = z.number().int().nonnegative()
 
 /** Outcome posts per client per minute: enough for installed → rolled-back, too few to churn storage. */
 export const OUTCOMES_PER_CLIENT_PER_MINUTE = 6
@@ -151,7 +164,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
     const now = Date.now()
     const replayed = this.replayedStatement(signedAt)
     if (replayed) return replayed
-    const yanked = this.hasTables ? readMeta(this.sql, yankedKey(spec.version)) : null
+    const yanked = this.yankMark(spec.version)?.yanked ?? null
     if (yanked !== null)
       return conflict(
         `${name}@${spec.version} was yanked while this start was on its way (${yanked}); restore it first, or roll out a fixed version`,
@@ -255,17 +268,39 @@ export class RolloutCoordinator extends DurableObject<Env> {
    * and done in one call, so a rollout of another version started meanwhile is never aborted by
    * mistake. Resolves to whether it aborted.
    */
-  async abortVersion(version: string, reason: string): Promise<boolean> {
-    this.createTables()
-    writeMeta(this.sql, yankedKey(version), reason.slice(0, 200))
+  async abortVersion(version: string, reason: string, revision = 0): Promise<boolean> {
+    // A restore the index recorded after this yank has already been heard: the version is not yanked.
+    if (!this.noteYankState(version, YankRevision.parse(revision), reason.slice(0, 200))) return false
     const record = this.record
     if (record === null || record.spec.version !== version || !ACTIVE.has(record.state)) return false
     return (await this.abort({ reason: reason.slice(0, 200) })).ok
   }
 
-  /** The restore route says `version` is no longer yanked: it may be rolled out again. */
-  async restoreVersion(version: string): Promise<void> {
-    if (this.hasTables) this.sql.exec('DELETE FROM meta WHERE key = ?', yankedKey(version))
+  /**
+   * The restore route says `version` is no longer yanked: it may be rolled out again, unless a yank the
+   * index recorded after this restore has been heard already.
+   */
+  async restoreVersion(version: string, revision = 0): Promise<void> {
+    this.noteYankState(version, YankRevision.parse(revision), null)
+  }
+
+  /** The stored yank state of `version`; a row of the older shape (the bare reason) counts as revision 0. */
+  private yankMark(version: string): YankMark | null {
+    const stored = this.hasTables ? readMeta(this.sql, yankedKey(version)) : null
+    if (stored === null) return null
+    return parseStoredJson(stored, YankMark) ?? { revision: 0, yanked: stored }
+  }
+
+  /**
+   * Records `yanked` (a reason, or null for restored) unless this object already heard of a later index
+   * revision of the version; whether it did. Equal revisions are the same index change told twice.
+   */
+  private noteYankState(version: string, revision: number, yanked: string | null): boolean {
+    const current = this.yankMark(version)
+    if (current !== null && current.revision > revision) return false
+    this.createTables()
+    writeMeta(this.sql, yankedKey(version), JSON.stringify({ revision, yanked } satisfies YankMark))
+    return true
   }
 
   async status(): Promise<RolloutResult<RolloutStatus>> {

@@ -26,6 +26,11 @@ export const VersionEntry = z.object({
    * running the version move back to the one they ran before only on this (ADR 0025).
    */
   yankStatement: SignedYankStatement.optional(),
+  /**
+   * How many times this version was yanked or restored (absent: never). Orders the edge's rollout
+   * coordinators' view of the yank when a yank and a restore race (ADR 0024); not for agents.
+   */
+  yankRevision: z.number().int().positive().optional(),
 })
 export type VersionEntry = z.infer<typeof VersionEntry>
 

@@ -1,13 +1,14 @@
 import { readdir, rm } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { lt } from 'semver'
+import { type ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
 import type { SignedManifest } from '../../schemas/manifest.ts'
 import type { PlanStrategy } from '../../schemas/plan.ts'
 import { PrefetchQueue } from '../../schemas/prefetch.ts'
 import { type AgentConfig, type DaemonSettings, daemonSettings } from '../config.ts'
 import { deviceFetch } from '../devices/device-fetch.ts'
 import { downloadVerified } from '../download.ts'
-import { EdgeClient } from '../edge-client.ts'
+import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { artifactOfFolder } from '../fs/artifact-folder.ts'
 import { type ArtifactLock, lockArtifact } from '../fs/artifact-lock.ts'
@@ -172,6 +173,9 @@ export async function runDaemonCycle(
   await staging.touch(items, now().getTime())
   await staging.prepare()
 
+  const notYanked = yankGuard(
+    new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl), deviceEdgeOptions(trust, now())),
+  )
   const higherPriority = new Set<string>()
   for (const [index, item] of items.entries()) {
     higherPriority.add(stagingKey(item.name, item.version))
@@ -193,6 +197,7 @@ export async function runDaemonCycle(
         result.deferred.push({ ...ref(item), reason: 'updating' })
         continue
       }
+      await notYanked(item)
       const envelope = await edge.manifest(item.name, item.version)
       const manifest = await verifyManifest(
         envelope,
@@ -425,6 +430,31 @@ async function dropInstalled(
     }
   }
   return dropped
+}
+
+/**
+ * The prefetch queue is not signed: a cache serving one from before a yank, or anything in the path,
+ * could name a version its maintainer has yanked. Its bytes would verify (the manifest stays signed)
+ * and install would never take them (targets resolve through the index, which skips yanked versions),
+ * but fetching them wastes the device's bandwidth and staging budget. So each artifact's index is read
+ * once per cycle, as installs read it (a fresh signed statement when the device pins indexKeys), and an
+ * item it marks yanked is refused before a byte of it moves. An index that cannot be read fails the item.
+ */
+function yankGuard(indexes: EdgeClient): (item: { name: string; version: string }) => Promise<void> {
+  const read = new Map<string, Promise<ArtifactIndex>>()
+  return async ({ name, version }) => {
+    let index = read.get(name)
+    if (index === undefined) {
+      index = indexes.index(name)
+      read.set(name, index)
+    }
+    const yanked = versionEntry(await index, version)?.yanked
+    if (yanked)
+      throw new AgentError(
+        'yanked',
+        `the prefetch queue names ${name}@${version}, which its index marks yanked (${yanked.reason}); not staged`,
+      )
+  }
 }
 
 async function pollQueue(

@@ -157,6 +157,14 @@ export class DeviceSession {
     return this.enroll(undefined, false)
   }
 
+  /**
+   * Whether the edge refused this config's code for good (remembered on disk): the device then stays
+   * anonymous under its telemetry id, rather than waiting for an enrollment that will not come.
+   */
+  async refusedForGood(): Promise<boolean> {
+    return (await this.store.refusal())?.codeSha256 === this.codeHash
+  }
+
   /** Enrolls now; `force` ignores a refusal remembered from an earlier run (the edge decides again). */
   async enroll(previous: string | undefined, force: boolean): Promise<StoredDeviceCredential | null> {
     if (!force) {

@@ -12,3 +12,18 @@ export async function agentClientId(config: AgentConfig, fetchImpl?: typeof fetc
   const credential = await deviceSession(config, fetchImpl)?.current()
   return credential?.deviceId ?? new TelemetryQueue(config.installRoot).clientId()
 }
+
+/**
+ * Why this device, configured to enroll, has no device id yet (the edge unreachable or limiting
+ * enrollments for now), or null: it has one, it has no enrollment code, or its code was refused for
+ * good (then its telemetry id is its id for good too). While an enrollment is pending, the id the device
+ * would ask a rollout with is one it is about to give up: its cohort would move when it enrolls.
+ */
+export async function pendingEnrollment(
+  config: AgentConfig,
+  fetchImpl?: typeof fetch,
+): Promise<string | null> {
+  const session = deviceSession(config, fetchImpl)
+  if (session === null || (await session.current()) !== null || (await session.refusedForGood())) return null
+  return (session.lastError ?? 'enrollment has not completed').slice(0, 200)
+}

@@ -9,7 +9,7 @@ import { isVersionTarget, rollbackArtifact } from '../install.ts'
 import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
 import { checkRollout, type ReportResult, reportOutcomeQuietly } from './client.ts'
-import { agentClientId } from './client-id.ts'
+import { agentClientId, pendingEnrollment } from './client-id.ts'
 
 /**
  * Failures that say something about the release (its bytes, its signature, installing it). Network
@@ -60,6 +60,17 @@ export async function rolloutGate(
   // version yanked since, by signature. The channel decides for it, as for a fresh install.
   if (current !== null && semverGreater(current, check.targetVersion)) return { kind: 'free', check }
   if (check.in && check.version !== null) {
+    // The answer was for the telemetry id an enrollment under way is about to replace with the device
+    // id (ADR 0026), which the rollout places anew: taking it would put the device in now and perhaps
+    // out once enrolled, its later reports refused as from a client the rollout never admitted.
+    const waiting = await pendingEnrollment(config, fetchImpl)
+    if (waiting !== null)
+      return {
+        kind: 'held',
+        check,
+        current,
+        message: `${name}: staying on ${current ?? 'nothing installed'}: this device is not enrolled yet (${waiting}); the ${channel} rollout places it by its device id once it is`,
+      }
     return {
       kind: 'in',
       check,

@@ -306,6 +306,44 @@ describe('deltaport daemon against the real edge', () => {
     expect(cycle.stagedCount).toBe(0)
   })
 
+  it('refuses to stage a version the signed index marks yanked, whatever the (unsigned) queue says', async () => {
+    const config = device('steer')
+    const { v2, published } = await installedWithNewerHead(config, 'dsteer', 20_000)
+    const yank = await fetch(`${suite.edge.url}/v1/publish/dsteer/1.1.0/yank`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${TEST_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'eats the config' }),
+    })
+    expect(yank.status).toBe(200)
+    // Something in the path (a cache serving a queue from before the yank, or a meddling proxy) puts
+    // the yanked version into the prefetch queue; the edge's own answers pass through untouched.
+    const steered: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init)
+      if (!new URL(String(input)).pathname.startsWith('/v1/prefetch')) return response
+      const queue = (await response.json()) as { items: unknown[] }
+      queue.items.unshift({
+        name: 'dsteer',
+        version: '1.1.0',
+        probability: 1,
+        confidence: 1,
+        expectedValue: 1e9,
+        plan: {
+          kind: 'full',
+          url: '/v1/artifacts/dsteer/1.1.0/blob',
+          size: v2.bytes.length,
+          sha256: published.sha256,
+        },
+      })
+      return Response.json(queue)
+    }
+    const cycle = await runDaemonCycle(config, { loadSampler: idle, fetchImpl: steered })
+    expect(mine(cycle.staged, 'dsteer')).toEqual([])
+    expect(cycle.failures).toContainEqual(
+      expect.objectContaining({ name: 'dsteer', version: '1.1.0', code: 'yanked' }),
+    )
+    expect(await new StagingArea(config.installRoot).find('dsteer', '1.1.0')).toBeUndefined()
+  })
+
   it("names a failed item once in the human status line, not again before its error's own name@version", async () => {
     const stranger = await generateKeyPair()
     const config = {

@@ -5,14 +5,22 @@ import type { AppEnv } from '../app-env.ts'
 import { bearerToken } from '../http/auth.ts'
 import { addressLimitKey } from '../http/client-address.ts'
 import { Problem, rateLimited } from '../http/problem.ts'
+import { TRANSIENT_RETRY_AFTER_SECONDS } from '../http/transient.ts'
 
 /** The session cookie of the dashboard; scoped to its paths so no API route ever receives it. */
 export const SESSION_COOKIE = 'deltaport_operator'
 export const SESSION_PATH = '/dashboard'
-/** How long a browser login lasts; the cookie carries the expiry, signed, so nothing is stored server-side. */
+/** How long a browser login lasts; the cookie carries the expiry, signed. */
 export const SESSION_SECONDS = 8 * 60 * 60
-/** Domain separation: the HMAC input can never be mistaken for any other value signed with the token. */
-const SESSION_PREFIX = 'dashboard-session-v1:'
+/**
+ * Domain separation: the HMAC input can never be mistaken for any other value signed with the token.
+ * v2 added the session id (v1 cookies, which logout could not revoke, are no longer accepted).
+ */
+const SESSION_PREFIX = 'dashboard-session-v2:'
+/** Revoked session ids live in AUTH_LOCKOUTS under this prefix until the session would have expired. */
+const REVOKED_PREFIX = 'dashboard-session-revoked/'
+/** KV's shortest expiry: a revocation is kept at least this long, even for a session about to expire. */
+const MIN_REVOCATION_SECONDS = 60
 
 export type OperatorAuth = { via: 'bearer' } | { via: 'session'; expiresAt: number }
 
@@ -48,13 +56,24 @@ export async function isOperatorToken(c: Context<AppEnv>, presented: string): Pr
   return timingSafeEqual(presented, expected)
 }
 
+/** A signed, unexpired session read from the cookie (not yet checked against revocations). */
+interface Session {
+  id: string
+  /** Epoch seconds. */
+  expiresAt: number
+}
+
 /**
- * Issues the browser session: the cookie value is the expiry (epoch seconds) with an HMAC-SHA256 of it
- * keyed by OPERATOR_TOKEN (Hono's signed cookies). Rotating the token therefore logs every browser out.
+ * Issues the browser session: the cookie value is the expiry (epoch seconds) and a random 128-bit
+ * session id, with an HMAC-SHA256 of both keyed by OPERATOR_TOKEN (Hono's signed cookies). Nothing is
+ * stored at login; logout stores the id as revoked (endSession). Rotating the token logs every browser out.
  */
 export async function startSession(c: Context<AppEnv>, now = Date.now()): Promise<void> {
   const expiresAt = Math.floor(now / 1000) + SESSION_SECONDS
-  await setSignedCookie(c, SESSION_COOKIE, `${SESSION_PREFIX}${expiresAt}`, operatorToken(c), {
+  const id = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) =>
+    b.toString(16).padStart(2, '0'),
+  ).join('')
+  await setSignedCookie(c, SESSION_COOKIE, `${SESSION_PREFIX}${expiresAt}:${id}`, operatorToken(c), {
     path: SESSION_PATH,
     httpOnly: true,
     sameSite: 'Strict',
@@ -63,14 +82,69 @@ export async function startSession(c: Context<AppEnv>, now = Date.now()): Promis
   })
 }
 
-export function endSession(c: Context<AppEnv>): void {
+/** The cookie's session when its signature verifies and it has not expired; null otherwise. */
+async function signedSession(c: Context<AppEnv>, now: number): Promise<Session | null> {
+  const signed = await getSignedCookie(c, operatorToken(c), SESSION_COOKIE)
+  if (typeof signed !== 'string' || !signed.startsWith(SESSION_PREFIX)) return null
+  const fields = /^(\d{1,12}):([0-9a-f]{32})$/.exec(signed.slice(SESSION_PREFIX.length))
+  if (fields === null) return null
+  const [, expiry = '', id = ''] = fields
+  const expiresAtMs = Number(expiry) * 1000
+  // Also refuse an expiry further out than a session can last (a cookie signed under other rules).
+  if (expiresAtMs <= now || expiresAtMs > now + SESSION_SECONDS * 1000 + 60_000) return null
+  return { id, expiresAt: Number(expiry) }
+}
+
+/**
+ * Whether logout revoked this session. When the store cannot be read nobody can tell, and waving a
+ * possibly revoked cookie through would defeat logout: a 503 to retry (the bearer token still works).
+ */
+async function isRevoked(c: Context<AppEnv>, session: Session): Promise<boolean> {
+  try {
+    return (await c.env.AUTH_LOCKOUTS.get(REVOKED_PREFIX + session.id)) !== null
+  } catch (error) {
+    console.log(
+      JSON.stringify({ level: 'warn', msg: 'session revocations unreadable', error: String(error) }),
+    )
+    throw new Problem(503, 'unavailable', 'a backing service is temporarily unavailable; retry shortly', {
+      headers: { 'retry-after': String(TRANSIENT_RETRY_AFTER_SECONDS) },
+    })
+  }
+}
+
+/**
+ * Logout: the session id is recorded as revoked until the session would have expired anyway, so a
+ * copy of the cookie (another browser, a leaked header) stops working too, and the browser's cookie is
+ * cleared. The record is written before the answer; if it cannot be written the logout fails (503)
+ * rather than telling the operator they are signed out while the cookie still opens the dashboard.
+ */
+export async function endSession(c: Context<AppEnv>, now = Date.now()): Promise<void> {
+  const session = await signedSession(c, now)
+  if (session !== null) {
+    const nowSeconds = Math.floor(now / 1000)
+    try {
+      await c.env.AUTH_LOCKOUTS.put(REVOKED_PREFIX + session.id, String(nowSeconds), {
+        expiration: Math.max(session.expiresAt, nowSeconds + MIN_REVOCATION_SECONDS),
+      })
+    } catch (error) {
+      console.log(
+        JSON.stringify({ level: 'warn', msg: 'session revocation not stored', error: String(error) }),
+      )
+      throw new Problem(503, 'unavailable', 'the session could not be revoked; retry the logout shortly', {
+        headers: { 'retry-after': String(TRANSIENT_RETRY_AFTER_SECONDS) },
+      })
+    }
+  }
   deleteCookie(c, SESSION_COOKIE, {
     path: SESSION_PATH,
     secure: new URL(c.req.url).protocol === 'https:',
   })
 }
 
-/** The operator behind a request, or null: a bearer token first, then a signed unexpired session cookie. */
+/**
+ * The operator behind a request, or null: a bearer token first, then a signed, unexpired session
+ * cookie whose session logout has not revoked.
+ */
 export async function authenticateOperator(
   c: Context<AppEnv>,
   now = Date.now(),
@@ -81,14 +155,9 @@ export async function authenticateOperator(
     // A wrong bearer token is a failed login, not a reason to fall back to the cookie.
     return token && (await isOperatorToken(c, token)) ? { via: 'bearer' } : null
   }
-  const signed = await getSignedCookie(c, operatorToken(c), SESSION_COOKIE)
-  if (typeof signed !== 'string' || !signed.startsWith(SESSION_PREFIX)) return null
-  const expiry = /^\d{1,12}$/.exec(signed.slice(SESSION_PREFIX.length))?.[0]
-  if (expiry === undefined) return null
-  const expiresAt = Number(expiry) * 1000
-  // Also refuse an expiry further out than a session can last (a cookie signed under other rules).
-  if (expiresAt <= now || expiresAt > now + SESSION_SECONDS * 1000 + 60_000) return null
-  return { via: 'session', expiresAt }
+  const session = await signedSession(c, now)
+  if (session === null || (await isRevoked(c, session))) return null
+  return { via: 'session', expiresAt: session.expiresAt * 1000 }
 }
 
 /** Browsers (and anything else asking for HTML) get the login page; API clients get problem+json. */

@@ -63,13 +63,14 @@ async function requireStatementIfConfigured(env: Env, statement: unknown, what: 
 
 /**
  * Tells each channel's coordinator `version` is yanked (a start of it racing this yank is then refused)
- * and aborts its active rollout of it; the channels aborted.
+ * and aborts its active rollout of it; the channels aborted. The entry's yankRevision goes along, so a
+ * restore written to the index after this yank but heard by a coordinator first still wins there.
  */
 async function abortRolloutsOf(env: Env, index: ArtifactIndex, version: string, reason: string) {
-  const channels = versionEntry(index, version)?.channels ?? []
+  const entry = versionEntry(index, version)
   const aborted: string[] = []
-  for (const channel of channels) {
-    if (await rolloutCoordinator(env, index.name, channel).abortVersion(version, reason))
+  for (const channel of entry?.channels ?? []) {
+    if (await rolloutCoordinator(env, index.name, channel).abortVersion(version, reason, entry?.yankRevision))
       aborted.push(channel)
   }
   return aborted
@@ -77,8 +78,9 @@ async function abortRolloutsOf(env: Env, index: ArtifactIndex, version: string, 
 
 /** Lets each channel the version was published to roll it out again (abortRolloutsOf remembered the yank). */
 async function restoreRolloutsOf(env: Env, index: ArtifactIndex, version: string): Promise<void> {
-  for (const channel of versionEntry(index, version)?.channels ?? [])
-    await rolloutCoordinator(env, index.name, channel).restoreVersion(version)
+  const entry = versionEntry(index, version)
+  for (const channel of entry?.channels ?? [])
+    await rolloutCoordinator(env, index.name, channel).restoreVersion(version, entry?.yankRevision)
 }
 
 function resultOf(index: ArtifactIndex, version: string, rolloutsAborted: string[]): YankResult {

@@ -38,6 +38,9 @@ export async function setYanked(
       const { yanked: _previous, yankStatement: _statement, ...rest } = v
       return {
         ...rest,
+        // Counts this version's yanks and restores, so coordinators told of them out of order can
+        // tell which is the index's latest word (RolloutCoordinator.abortVersion / restoreVersion).
+        yankRevision: (v.yankRevision ?? 0) + 1,
         ...(note ? { yanked: note } : {}),
         ...(statement ? { yankStatement: statement } : {}),
       }

@@ -8,6 +8,8 @@ import { callApp } from './delta-helpers.ts'
 import { call, auth as publishAuth } from './publish-helpers.ts'
 
 const ORIGIN = 'https://edge.test'
+/** A well-formed session id (128 bits, hex) for hand-signed cookies. */
+const SESSION_ID = '0123456789abcdef0123456789abcdef'
 
 function login(token: string, headers: Record<string, string> = {}) {
   return call('/dashboard/login', {
@@ -54,6 +56,9 @@ describe('dashboard operator auth', () => {
     const response = await call('/dashboard', { headers: operatorAuth })
     expect(response.status).toBe(200)
     expect(response.headers.get('content-security-policy')).toContain("default-src 'none'")
+    expect(response.headers.get('content-security-policy')).toContain("frame-ancestors 'none'")
+    // Browsers that predate CSP frame-ancestors honour only X-Frame-Options (clickjacking).
+    expect(response.headers.get('x-frame-options')).toBe('DENY')
     expect(response.headers.get('cache-control')).toBe('no-store')
     const page = await response.text()
     expect(page).not.toMatch(/<script|<link|src="http/i)
@@ -110,8 +115,8 @@ describe('dashboard operator auth', () => {
 
     const good = cookiePair(await login(OPERATOR_TOKEN))
     const tampered = good.replace(
-      /dashboard-session-v1%3A(\d)/,
-      (_, d: string) => `dashboard-session-v1%3A${(Number(d) + 1) % 10}`,
+      /dashboard-session-v2%3A(\d)/,
+      (_, d: string) => `dashboard-session-v2%3A${(Number(d) + 1) % 10}`,
     )
     expect(tampered).not.toBe(good)
     const forged = await call('/dashboard', { headers: { accept: 'text/html', cookie: tampered } })
@@ -120,9 +125,13 @@ describe('dashboard operator auth', () => {
     // Correctly signed with the real token, but expired: the expiry is checked server-side.
     const past = Math.floor(Date.now() / 1000) - 60
     const expired =
-      (await generateSignedCookie(SESSION_COOKIE, `dashboard-session-v1:${past}`, env.OPERATOR_TOKEN)).split(
-        ';',
-      )[0] ?? ''
+      (
+        await generateSignedCookie(
+          SESSION_COOKIE,
+          `dashboard-session-v2:${past}:${SESSION_ID}`,
+          env.OPERATOR_TOKEN,
+        )
+      ).split(';')[0] ?? ''
     const stale = await call('/dashboard', { headers: { accept: 'text/html', cookie: expired } })
     expect(stale.status).toBe(401)
     expect(await stale.text()).toContain('action="/dashboard/login"')
@@ -130,10 +139,24 @@ describe('dashboard operator auth', () => {
     // A cookie signed with another key (e.g. the publish token) is not a session either.
     const future = Math.floor(Date.now() / 1000) + 600
     const otherKey =
-      (await generateSignedCookie(SESSION_COOKIE, `dashboard-session-v1:${future}`, env.PUBLISH_TOKEN)).split(
-        ';',
-      )[0] ?? ''
+      (
+        await generateSignedCookie(
+          SESSION_COOKIE,
+          `dashboard-session-v2:${future}:${SESSION_ID}`,
+          env.PUBLISH_TOKEN,
+        )
+      ).split(';')[0] ?? ''
     expect((await call('/dashboard', { headers: { cookie: otherKey } })).status).toBe(401)
+    // The same cookie signed with the operator token is a session (so the refusals above are not vacuous).
+    const wellFormed =
+      (
+        await generateSignedCookie(
+          SESSION_COOKIE,
+          `dashboard-session-v2:${future}:${SESSION_ID}`,
+          env.OPERATOR_TOKEN,
+        )
+      ).split(';')[0] ?? ''
+    expect((await call('/dashboard', { headers: { cookie: wellFormed } })).status).toBe(200)
   })
 
   it('sets the cookie without Secure over plain http (wrangler dev), and refuses everything without a token configured', async () => {
@@ -164,6 +187,59 @@ describe('dashboard operator auth', () => {
     )
     expect(login.response.status).toBe(500)
     expect(login.response.headers.get('set-cookie')).toBeNull()
+  })
+
+  it('revokes the session on logout: a copy of the cookie is refused afterwards, other sessions go on', async () => {
+    const session = cookiePair(await login(OPERATOR_TOKEN))
+    const other = cookiePair(await login(OPERATOR_TOKEN))
+    expect(session).not.toBe(other)
+    expect((await call('/dashboard', { headers: { cookie: session } })).status).toBe(200)
+    const logout = await call('/dashboard/logout', {
+      method: 'POST',
+      headers: { origin: ORIGIN, 'content-type': 'application/x-www-form-urlencoded', cookie: session },
+      body: '',
+      redirect: 'manual',
+    })
+    expect(logout.status).toBe(303)
+    // The browser dropped the cookie; whoever copied it (a shared machine, a leaked header) still has it.
+    const copied = await call('/dashboard', { headers: { accept: 'text/html', cookie: session } })
+    expect(copied.status).toBe(401)
+    expect(await copied.text()).toContain('action="/dashboard/login"')
+    const api = await call('/dashboard', { headers: { accept: 'application/json', cookie: session } })
+    expect(api.status).toBe(401)
+    await api.body?.cancel()
+    // The login page does not wave the revoked cookie through to the dashboard either.
+    const loginPage = await call('/dashboard/login', { headers: { cookie: session }, redirect: 'manual' })
+    expect(loginPage.status).toBe(200)
+    await loginPage.body?.cancel()
+    // Logging out one browser does not log out the others.
+    expect((await call('/dashboard', { headers: { cookie: other } })).status).toBe(200)
+  })
+
+  it('a revocation store that cannot be read or written is a 503, never a session let through or a logout that did not happen', async () => {
+    const session = cookiePair(await login(OPERATOR_TOKEN))
+    const failing = new Proxy(env.AUTH_LOCKOUTS, {
+      get(target, property) {
+        if (property === 'get' || property === 'put')
+          return () => Promise.reject(new Error('KV GET failed: 503 Service Unavailable'))
+        const value = Reflect.get(target, property, target)
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    const outage = { ...env, AUTH_LOCKOUTS: failing } as Env
+    const page = await callApp('/dashboard', { headers: { cookie: session } }, outage)
+    expect(page.response.status).toBe(503)
+    expect(page.response.headers.get('retry-after')).not.toBeNull()
+    const logout = await callApp(
+      '/dashboard/logout',
+      { method: 'POST', headers: { origin: ORIGIN, cookie: session }, redirect: 'manual' },
+      outage,
+    )
+    expect(logout.response.status).toBe(503)
+    // The browser keeps its cookie: the operator is not told they are signed out when they are not.
+    expect(logout.response.headers.get('set-cookie')).toBeNull()
+    // The bearer token does not need the store.
+    expect((await callApp('/dashboard', { headers: operatorAuth }, outage)).response.status).toBe(200)
   })
 
   it('logs out by clearing the cookie', async () => {

@@ -7,6 +7,7 @@ import { RolloutStatus } from '../../schemas/rollout.ts'
 import { YankResult } from '../../schemas/yank.ts'
 import type { YankStatement } from '../../schemas/yank-statement.ts'
 import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
+import { setYanked } from '../storage/yank.ts'
 import { putBlob } from './delta-helpers.ts'
 import { auth, bytesOf, call, envelopeFor, sha256, startPublish } from './publish-helpers.ts'
 
@@ -127,6 +128,42 @@ describe('yanking a release', () => {
     // Restored, it may be rolled out again.
     await result(await yank('racing', '2.0.0', null))
     expect((await startRollout('racing', { version: '2.0.0', stages })).status).toBe(201)
+  })
+
+  it('a yank and a restore racing each other leave the coordinator agreeing with the index', async () => {
+    await publish('flip', '1.0.0', 1)
+    await publish('flip', '2.0.0', 2)
+    const stages = [{ percent: 100, durationMs: HOUR }]
+    // A yank writes the index, then a restore writes it and tells the coordinator first; the yank's
+    // own call reaches the coordinator last, carrying the index revision its write produced.
+    const yankedIndex = await setYanked(env.ARTIFACTS, 'flip', '2.0.0', {
+      at: new Date().toISOString(),
+      reason: 'false alarm',
+    })
+    const yankRevision = versionEntry(yankedIndex, '2.0.0')?.yankRevision ?? 0
+    const restored = await result(await yank('flip', '2.0.0', null))
+    expect(restored.yanked).toBeNull()
+    expect(versionEntry(await indexOf('flip'), '2.0.0')?.yankRevision).toBeGreaterThan(yankRevision)
+    expect(await coordinatorStub('flip').abortVersion('2.0.0', 'yanked: false alarm', yankRevision)).toBe(
+      false,
+    )
+    // The index says restored, so the version may be rolled out (no stale "yanked" mark refuses it).
+    const start = await startRollout('flip', { version: '2.0.0', stages })
+    expect(start.status, await start.clone().text()).toBe(201)
+
+    // The other order: the restore's call lands after a later yank's; the later yank still holds, and
+    // a late restore does not take back the abort of a rollout the yank stopped.
+    const restoredIndex = await setYanked(env.ARTIFACTS, 'flip', '2.0.0', null)
+    const restoreRevision = versionEntry(restoredIndex, '2.0.0')?.yankRevision ?? 0
+    expect((await result(await yank('flip', '2.0.0', 'real this time'))).rolloutsAborted).toEqual(['stable'])
+    await coordinatorStub('flip').restoreVersion('2.0.0', restoreRevision)
+    const late = await coordinatorStub('flip').start({
+      name: 'flip',
+      channel: 'stable',
+      spec: { version: '2.0.0', stages },
+    })
+    expect(late).toMatchObject({ ok: false, status: 409 })
+    expect(late.ok ? '' : late.detail).toContain('yanked: real this time')
   })
 
   it('needs the maintainer token, a published version and a reason', async () => {
