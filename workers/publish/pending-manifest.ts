@@ -1,6 +1,6 @@
 import { SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
-import { COMMIT_ABANDONED_AFTER_MS, readIndex } from '../storage/artifact-store.ts'
+import { COMMIT_ABANDONED_AFTER_MS, readIndex, readPublishedManifest } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { parseStored } from '../storage/stored-json.ts'
 import { sha256OfBytes } from './verify-object.ts'
@@ -225,7 +225,8 @@ export async function requirePending(
 ): Promise<PendingPublish> {
   const pending = await readPending(bucket, name, version)
   if (pending && pending.state !== 'given-up') return pending
-  if (await bucket.head(keys.manifest(name, version)))
+  // Published as readers see it: a manifest left by a commit that died before its index update is not.
+  if (await readPublishedManifest(bucket, name, version))
     throw new Problem(
       409,
       'conflict',

@@ -5,7 +5,7 @@ import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
 import { keys } from '../storage/keys.ts'
 import { callApp } from './delta-helpers.ts'
 import { injectedFault } from './faulty-r2.ts'
-import { auth, bytesOf, call, envelopeFor, startPublish } from './publish-helpers.ts'
+import { auth, bytesOf, call, envelopeFor, expectProblem, startPublish } from './publish-helpers.ts'
 
 /**
  * When a version's manifest becomes servable during its commit. The commit writes the manifest key
@@ -126,5 +126,27 @@ describe('a manifest during its commit', () => {
     const served = await manifestOf('oldwrite', '1.0.0')
     expect(served.status).toBe(200)
     expect(await served.text()).toBe(JSON.stringify(envelope))
+  })
+
+  it('left by a commit that died between its writes is not served, and the version is not called published', async () => {
+    const body = bytesOf(1500, 15)
+    const envelope = await envelopeFor('diedmid', '1.0.0', body)
+    // What the dead commit left: its manifest, marked, at the final key; no index entry, nothing staged.
+    await env.ARTIFACTS.put(keys.manifest('diedmid', '1.0.0'), JSON.stringify(envelope), {
+      httpMetadata: { contentType: 'application/json' },
+      customMetadata: { state: 'committing' },
+    })
+    expect((await manifestOf('diedmid', '1.0.0')).status).toBe(404)
+    const upload = await call('/v1/publish/diedmid/1.0.0/blob', {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': String(body.length) },
+      body,
+    })
+    const refused = await expectProblem(upload, 409, 'conflict')
+    expect(refused.detail).toContain('start the publish')
+    // The rerun publishes it.
+    expect((await startPublish(envelope)).status).toBe(201)
+    expect(await putBlobThrough(env.ARTIFACTS, 'diedmid', '1.0.0', body)).toBe(201)
+    expect((await manifestOf('diedmid', '1.0.0')).status).toBe(200)
   })
 })
