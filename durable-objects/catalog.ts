@@ -5,8 +5,7 @@
  */
 import { type ArtifactIndex, channelHead, versionEntry } from '../schemas/artifact-index.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
-import { readIndex, readManifest } from '../workers/storage/artifact-store.ts'
-import { keys } from '../workers/storage/keys.ts'
+import { readIndex, readPublishedManifest } from '../workers/storage/artifact-store.ts'
 import type { Catalog } from './catalog-types.ts'
 
 export type { Catalog, ChannelHead } from './catalog-types.ts'
@@ -48,7 +47,7 @@ export function r2Catalog(bucket: R2Bucket): Catalog {
       let found = manifests.get(key)
       if (found === undefined) {
         found = orNull(`manifest ${name}@${version}`, async () => {
-          const stored = await readManifest(bucket, keys.manifest(name, version))
+          const stored = await readPublishedManifest(bucket, name, version)
           return stored?.envelope.signed ?? null
         })
         manifests.set(key, found)

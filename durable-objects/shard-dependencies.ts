@@ -6,7 +6,7 @@
 import type { CoEdge, PlanDependency } from '../predict/index.ts'
 import { ArtifactName, Version } from '../schemas/common.ts'
 import { ManifestFacts, type ShardPlan } from '../schemas/shards.ts'
-import { readManifest } from '../workers/storage/artifact-store.ts'
+import { readPublishedManifest } from '../workers/storage/artifact-store.ts'
 import { keys } from '../workers/storage/keys.ts'
 import { readMeta, writeMeta } from './meta-table.ts'
 
@@ -38,7 +38,7 @@ export async function readDependencies(
     const known = cached === null ? null : ManifestFacts.safeParse(JSON.parse(cached))
     let info: ManifestFacts | null = known?.success ? known.data : null
     if (info === null) {
-      const stored = await readManifest(artifacts, keys.manifest(ref.name, ref.version)).catch(() => null)
+      const stored = await readPublishedManifest(artifacts, ref.name, ref.version).catch(() => null)
       if (stored === null) continue
       const signed = stored.envelope.signed
       info = { size: signed.size, sha256: signed.sha256, requires: signed.dependencies.map((d) => d.name) }

@@ -5,7 +5,7 @@ import type { DeltaFraming } from '../../schemas/delta-stream.ts'
 import type { DeltaMethod } from '../../schemas/manifest.ts'
 import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import { Problem } from '../http/problem.ts'
-import { readManifest } from '../storage/artifact-store.ts'
+import { readPublishedManifest } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { framingFor, storeFramedDelta } from './frame-delta.ts'
 import { sha256OfBytes } from './verify-object.ts'
@@ -55,8 +55,8 @@ export async function generateLazyDelta(
   const failed = await bucket.get(failedKey(name, from, to, method))
   if (failed) throw cannotEncode(pair, await failed.text())
   const [source, target] = await Promise.all([
-    readManifest(bucket, keys.manifest(name, from)),
-    readManifest(bucket, keys.manifest(name, to)),
+    readPublishedManifest(bucket, name, from),
+    readPublishedManifest(bucket, name, to),
   ])
   if (!source || !target) throw new Problem(404, 'not-found', `no delta ${name} ${from} → ${to}`)
   const limit = config.delta.lazyGenerationMaxBytes

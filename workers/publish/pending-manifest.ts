@@ -1,6 +1,6 @@
 import { SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
-import { COMMIT_ABANDONED_AFTER_MS, readIndex } from '../storage/artifact-store.ts'
+import { COMMIT_ABANDONED_AFTER_MS, readIndex, readPublishedManifest } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { parseStored } from '../storage/stored-json.ts'
 import { sha256OfBytes } from './verify-object.ts'
@@ -21,13 +21,12 @@ export const PENDING_ABANDONED_AFTER_MS = 30 * 60 * 1000
  */
 export type PendingState = 'staged' | 'committing' | 'given-up'
 
-/** A staged (pending) manifest with what a conditional write of its key needs. */
+/** A staged (pending) manifest, as read. */
 export interface PendingPublish {
   envelope: SignedManifest
   /** The envelope exactly as staged. */
   raw: string
-  /** R2's etag of the object (for `onlyIf`). */
-  etag: string
+  /** When the object was last put: what a conditional write of it checks (unchangedSince). */
   uploaded: Date
   state: PendingState
 }
@@ -40,8 +39,22 @@ function stateOf(metadata: Record<string, string> | undefined): PendingState {
 }
 
 /**
- * Rewrites the staged object as `state`, only if it is still exactly what was read: the staged manifest
- * as rewritten, or null if it had changed.
+ * The condition that writes the staged key only if no put changed it since `read` was read. Not its
+ * etag: R2's etag is the MD5 of the content, and a change of state rewrites the same envelope with
+ * other metadata, so an etag read before a commit held the attempt still matched after, and a give-up
+ * and a commit that read the attempt at the same moment both won (the give-up answered 204, the commit
+ * published). Every put has its own upload time, so "uploaded at exactly the time read" (R2 compares
+ * in milliseconds unless told `secondsGranularity`) fails after any write since, and when the key is
+ * gone (uploadedAfter needs an object).
+ */
+function unchangedSince(read: { uploaded: Date }): R2Conditional {
+  const at = read.uploaded.getTime()
+  return { uploadedAfter: new Date(at - 1), uploadedBefore: new Date(at + 1) }
+}
+
+/**
+ * Rewrites the staged object as `state`, only if no put changed it since it was read: the staged
+ * manifest as rewritten, or null if it had changed.
  */
 async function setState(
   bucket: R2Bucket,
@@ -52,9 +65,9 @@ async function setState(
   const written = await bucket.put(keys.pendingManifest(name, version), current.raw, {
     httpMetadata: { contentType: 'application/json' },
     customMetadata: { [STATE_KEY]: state },
-    onlyIf: { etagMatches: current.etag },
+    onlyIf: unchangedSince(current),
   })
-  return written && { ...current, etag: written.etag, uploaded: written.uploaded, state }
+  return written && { ...current, uploaded: written.uploaded, state }
 }
 
 /** A commit holding the staged manifest that is recent enough to be still running. */
@@ -75,7 +88,6 @@ export async function readPending(
   return {
     envelope,
     raw,
-    etag: object.etag,
     uploaded: object.uploaded,
     state: stateOf(object.customMetadata),
   }
@@ -86,8 +98,8 @@ export async function readPending(
  * owns a version's staging at a time: the same manifest again is an idempotent retry (nothing is
  * written); another manifest is refused with 409 while the staged one holds the version, and replaces
  * it once it does not (holdsVersion: abandoned, given up, or refused for good by the index, whose
- * `latestSerial` the caller read). Every write is conditional on what was read (create-only, or the etag
- * of the one replaced), so two POSTs racing for the same version cannot both win.
+ * `latestSerial` the caller read). Every write is conditional on what was read (create-only, or
+ * unchangedSince the one replaced), so two POSTs racing for the same version cannot both win.
  */
 export async function stagePending(
   bucket: R2Bucket,
@@ -106,7 +118,7 @@ export async function stagePending(
     }
     const written = await bucket.put(keys.pendingManifest(name, version), raw, {
       httpMetadata: { contentType: 'application/json' },
-      onlyIf: current ? { etagMatches: current.etag } : { etagDoesNotMatch: '*' },
+      onlyIf: current ? unchangedSince(current) : { etagDoesNotMatch: '*' },
     })
     if (written) return 'staged'
   }
@@ -164,8 +176,8 @@ export async function discardPending(
  * upload belongs to is still the one staged and was not given up meanwhile. The upload read the staged
  * manifest when it started, possibly many minutes before its last byte arrived; in between its CLI may
  * have given it up (DELETE …/attempts, after a cut-off it took for final) or another attempt may have
- * taken the version over. Marking the staged object `committing` is a put conditional on the etag just
- * read, and giving an attempt up is one too (abandonPending), so of the two exactly one wins: a given-up
+ * taken the version over. Marking the staged object `committing` is a put conditional on the object
+ * being unchanged since just read (unchangedSince), and giving an attempt up is one too (abandonPending), so of the two exactly one wins: a given-up
  * attempt never commits, and a committing one is never given up. 409 when it is not this attempt's to
  * commit. The returned state is what releaseHold needs.
  */
@@ -213,7 +225,8 @@ export async function requirePending(
 ): Promise<PendingPublish> {
   const pending = await readPending(bucket, name, version)
   if (pending && pending.state !== 'given-up') return pending
-  if (await bucket.head(keys.manifest(name, version)))
+  // Published as readers see it: a manifest left by a commit that died before its index update is not.
+  if (await readPublishedManifest(bucket, name, version))
     throw new Problem(
       409,
       'conflict',
@@ -245,17 +258,25 @@ export async function abandonPending(
   version: string,
   attempt: string,
 ): Promise<'abandoned' | 'gone'> {
-  const found = await readIndex(bucket, name)
-  if (found?.index.versions.some((v) => v.version === version)) {
-    throw new Problem(
-      409,
-      'conflict',
-      `${name}@${version} is published; a published version is never given up (yank it to pull it)`,
-    )
+  const refuseIfPublished = async () => {
+    const found = await readIndex(bucket, name)
+    if (found?.index.versions.some((v) => v.version === version)) {
+      throw new Problem(
+        409,
+        'conflict',
+        `${name}@${version} is published; a published version is never given up (yank it to pull it)`,
+      )
+    }
   }
+  await refuseIfPublished()
   for (let tries = 0; tries < 4; tries++) {
     const current = await readPending(bucket, name, version)
-    if (!current) return 'gone'
+    // Nothing staged may also mean this attempt's commit finished since the index was read (it drops
+    // the staged manifest once the index lists the version): that is no give-up either.
+    if (!current) {
+      await refuseIfPublished()
+      return 'gone'
+    }
     if ((await attemptOf(current.raw)) !== attempt) {
       const { serial, sha256 } = current.envelope.signed
       throw new Problem(

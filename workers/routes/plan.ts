@@ -14,7 +14,7 @@ import { storedLazyRefs, warmDirectDelta } from '../plan/lazy-edges.ts'
 import { missingDeltas } from '../plan/missing-deltas.ts'
 import { edgeKey, type Plan, planUpdate, type VersionNode } from '../plan/planner.ts'
 import { framingFor } from '../publish/frame-delta.ts'
-import { readIndex, readManifest } from '../storage/artifact-store.ts'
+import { readIndex, readPublishedManifest } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { deltaUrl, readDeltaFraming } from './deltas.ts'
 
@@ -153,7 +153,7 @@ async function collectManifests(
 ): Promise<Map<string, ArtifactManifest>> {
   const manifests = new Map<string, ArtifactManifest>()
   const read = async (version: string) => {
-    const stored = await readManifest(bucket, keys.manifest(name, version))
+    const stored = await readPublishedManifest(bucket, name, version)
     if (stored) manifests.set(version, stored.envelope.signed)
   }
   let frontier = [target]

@@ -11,6 +11,26 @@ export interface StoredManifest {
   /** The envelope exactly as the maintainer signed and uploaded it. */
   raw: string
   etag: string
+  /**
+   * Written by a commit that had not (yet) added the version to the index when it wrote the key: see
+   * COMMIT_MARKER. Such a manifest is published only if the index lists its version.
+   */
+  committing: boolean
+}
+
+/**
+ * Custom metadata a commit writes the final manifest key with, and takes off again once the index lists
+ * the version. Why: the manifest key is written before the index (so a version the index lists always
+ * has its manifest), and a reader that served it between the two writes gave out (and let the edge and
+ * clients cache for 60 s) the manifest of a version that a failed index update then left unpublished.
+ * A marked manifest is served only once the index lists its version (readPublishedManifest); one
+ * without the marker (every manifest written before the marker existed, and every commit that
+ * completed) is served as before, with no index read.
+ */
+const COMMIT_MARKER = { state: 'committing' } as const
+
+function markedCommitting(metadata: Record<string, string> | undefined): boolean {
+  return metadata?.state === COMMIT_MARKER.state
 }
 
 export async function readIndex(
@@ -23,12 +43,34 @@ export async function readIndex(
   return { index: parseStored(ArtifactIndex, await object.text(), key, 'index'), etag: object.etag }
 }
 
-export async function readManifest(bucket: R2Bucket, key: string): Promise<StoredManifest | null> {
+async function readManifest(bucket: R2Bucket, key: string): Promise<StoredManifest | null> {
   const object = await bucket.get(key)
   if (!object) return null
   const raw = await object.text()
   const envelope = parseStored(SignedManifest, raw, key, 'manifest')
-  return { envelope, raw, etag: `"${object.httpEtag.replace(/"/g, '')}"` }
+  return {
+    envelope,
+    raw,
+    etag: `"${object.httpEtag.replace(/"/g, '')}"`,
+    committing: markedCommitting(object.customMetadata),
+  }
+}
+
+/**
+ * The manifest of a published version, or null: not stored, or stored by a commit whose index update
+ * has not happened (or failed). Every read that serves a manifest, or anything found through it, goes
+ * through here; a manifest the commit left marked (its unmarking failed) costs an index read, nothing
+ * more.
+ */
+export async function readPublishedManifest(
+  bucket: R2Bucket,
+  name: string,
+  version: string,
+): Promise<StoredManifest | null> {
+  const stored = await readManifest(bucket, keys.manifest(name, version))
+  if (!stored?.committing) return stored
+  const found = await readIndex(bucket, name)
+  return found?.index.versions.some((v) => v.version === version) ? stored : null
 }
 
 export function emptyIndex(name: string): ArtifactIndex {
@@ -77,13 +119,35 @@ export async function commitVersion(
   now: number = Date.now(),
   holdsStaged = false,
 ): Promise<Committed> {
-  await claimManifestKey(bucket, manifest, raw, now, holdsStaged)
+  const claimed = await claimManifestKey(bucket, manifest, raw, now, holdsStaged)
+  let committed: Committed
   try {
-    return await addToIndex(bucket, manifest)
+    committed = await addToIndex(bucket, manifest)
   } catch (error) {
     await withdrawManifest(bucket, manifest)
     throw error
   }
+  await unmarkCommitted(bucket, manifest, raw, claimed)
+  return committed
+}
+
+/**
+ * Takes the commit marker off once the index lists the version, so reads of it need no index read.
+ * Conditional on the key still holding what this commit wrote (a re-signing since has no marker anyway)
+ * and best effort: a manifest left marked is still served, after an index read.
+ */
+async function unmarkCommitted(
+  bucket: R2Bucket,
+  manifest: ArtifactManifest,
+  raw: string,
+  claimed: string,
+): Promise<void> {
+  await bucket
+    .put(keys.manifest(manifest.name, manifest.version), raw, {
+      httpMetadata: { contentType: 'application/json' },
+      onlyIf: { etagMatches: claimed },
+    })
+    .catch(() => undefined)
 }
 
 /**
@@ -93,7 +157,8 @@ export async function commitVersion(
 export const COMMIT_ABANDONED_AFTER_MS = 2 * 60 * 1000
 
 /**
- * Writes the version's final manifest key for this commit, create-only. Why not a plain put: two
+ * Writes the version's final manifest key for this commit, create-only, marked as committing (see
+ * COMMIT_MARKER; the etag of what is there now is returned). Why not a plain put: two
  * attempts with the same bytes but different manifests (a re-signed publish taking over an abandoned
  * one) can both pass the blob check, and the one that commits second would overwrite the published
  * manifest with its own, so devices would be served a manifest (serial, expiry) the index does not
@@ -110,14 +175,14 @@ async function claimManifestKey(
   raw: string,
   now: number,
   holdsStaged: boolean,
-): Promise<void> {
+): Promise<string> {
   const { name, version } = manifest
   const key = keys.manifest(name, version)
   for (let attempt = 0; attempt < 4; attempt++) {
     const existing = await bucket.get(key)
     if (existing) {
       const text = await existing.text()
-      if (text === raw) return
+      if (text === raw) return existing.etag
       const current = await readIndex(bucket, name)
       assertPublishable(current?.index ?? emptyIndex(name), manifest)
       if (!holdsStaged && now - existing.uploaded.getTime() < COMMIT_ABANDONED_AFTER_MS) {
@@ -130,9 +195,10 @@ async function claimManifestKey(
     }
     const written = await bucket.put(key, raw, {
       httpMetadata: { contentType: 'application/json' },
+      customMetadata: COMMIT_MARKER,
       onlyIf: existing ? { etagMatches: existing.etag } : { etagDoesNotMatch: '*' },
     })
-    if (written) return
+    if (written) return written.etag
   }
   throw new Problem(409, 'conflict', `the manifest of ${name}@${version} kept changing; retry the publish`)
 }
@@ -262,7 +328,7 @@ export function assertPublishable(index: ArtifactIndex, manifest: ArtifactManife
 
 /** The committed manifest of a version, or a 404 problem: nothing of an unpublished version is served. */
 export async function requirePublished(bucket: R2Bucket, name: string, version: string) {
-  const stored = await readManifest(bucket, keys.manifest(name, version))
+  const stored = await readPublishedManifest(bucket, name, version)
   if (!stored) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
   return stored
 }

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import { Published, PublishStarted } from '../../schemas/publish.ts'
 import { holdForCommit, readPending, releaseHold } from '../publish/pending-manifest.ts'
+import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
 import { keys } from '../storage/keys.ts'
 import { callApp } from './delta-helpers.ts'
 import { FaultyR2 } from './faulty-r2.ts'
@@ -255,5 +256,88 @@ describe('giving up a staged attempt', () => {
     await expectProblem(await abandon('authed', '1.0.0', attempt.toUpperCase()), 400, 'bad-request')
     await expectProblem(await abandon('authed', 'v1', attempt), 400, 'bad-request')
     expect(await staged('authed', '1.0.0')).toBeDefined()
+  })
+})
+
+/**
+ * An ARTIFACTS whose first `op` on `key` waits until released, then goes ahead: stops a request at one
+ * R2 call so another can run in between.
+ */
+function gated(op: 'get' | 'put', key: string) {
+  let reached: () => void = () => undefined
+  const atGate = new Promise<void>((resolve) => {
+    reached = resolve
+  })
+  let open: () => void = () => undefined
+  const gate = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  let passed = false
+  const bucket = new InterceptedBucket(env.ARTIFACTS, async (called, target, run) => {
+    if (called === op && target === key && !passed) {
+      passed = true
+      reached()
+      await gate
+    }
+    return run()
+  })
+  return { bucket, atGate, release: open }
+}
+
+describe('giving up and committing one attempt at the same moment', () => {
+  it('lets exactly one win: a give-up that read the attempt before its commit held it is refused', async () => {
+    const body = bytesOf(3000, 16)
+    const envelope = await envelopeFor('bothwin', '1.0.0', body, { serial: 1 })
+    const started = PublishStarted.parse(await (await startPublish(envelope)).json())
+    if (started.attempt === undefined) throw new Error('the edge named no attempt')
+    // The give-up has read the staged attempt and is about to mark it given up.
+    const giveUp = gated('put', keys.pendingManifest('bothwin', '1.0.0'))
+    const abandoned = callApp(
+      `/v1/publish/bothwin/1.0.0/attempts/${started.attempt}`,
+      { method: 'DELETE', headers: auth },
+      { ...env, ARTIFACTS: giveUp.bucket },
+    )
+    await giveUp.atGate
+    // Meanwhile the attempt's upload arrives and its commit holds the staged manifest, and is between
+    // its manifest and index writes when the give-up's mark goes through.
+    const commit = gated('put', keys.index('bothwin'))
+    const put = callApp(
+      '/v1/publish/bothwin/1.0.0/blob',
+      { method: 'PUT', headers: { ...auth, 'content-length': String(body.length) }, body },
+      { ...env, ARTIFACTS: commit.bucket },
+    )
+    await commit.atGate
+    expect((await readPending(env.ARTIFACTS, 'bothwin', '1.0.0'))?.state).toBe('committing')
+    giveUp.release()
+    const { response: refused, bytes } = await abandoned
+    commit.release()
+    const { response: committed } = await put
+    expect(committed.status).toBe(201)
+    // Published, so the give-up must not have answered 204 (the CLI would report nothing published).
+    const problem = await expectProblem(new Response(bytes, refused), 409, 'conflict')
+    expect(problem.detail).toContain('committing')
+    expect((await indexOf('bothwin')).versions.map((v) => v.version)).toEqual(['1.0.0'])
+  })
+})
+
+describe('giving up an attempt whose commit finishes meanwhile', () => {
+  it('is refused (409 published), not answered as if nothing had been staged', async () => {
+    const body = bytesOf(2000, 17)
+    const envelope = await envelopeFor('lategone', '1.0.0', body, { serial: 1 })
+    const started = PublishStarted.parse(await (await startPublish(envelope)).json())
+    if (started.attempt === undefined) throw new Error('the edge named no attempt')
+    // The give-up has read the index (nothing published) and is about to read the staged attempt.
+    const read = gated('get', keys.pendingManifest('lategone', '1.0.0'))
+    const abandoned = callApp(
+      `/v1/publish/lategone/1.0.0/attempts/${started.attempt}`,
+      { method: 'DELETE', headers: auth },
+      { ...env, ARTIFACTS: read.bucket },
+    )
+    await read.atGate
+    expect((await putBlob('lategone', '1.0.0', body)).status).toBe(201)
+    read.release()
+    const { response, bytes } = await abandoned
+    const refused = await expectProblem(new Response(bytes, response), 409, 'conflict')
+    expect(refused.detail).toContain('is published')
   })
 })

@@ -1,7 +1,6 @@
 import type { VersionEntry, YankNote } from '../../../schemas/artifact-index.ts'
 import type { DeltaMethod } from '../../../schemas/manifest.ts'
-import { readIndex, readManifest } from '../../storage/artifact-store.ts'
-import { keys } from '../../storage/keys.ts'
+import { readIndex, readPublishedManifest } from '../../storage/artifact-store.ts'
 
 /** Bounds so a large catalogue cannot make the page (or its R2 reads) unbounded. */
 export const MAX_ARTIFACTS = 50
@@ -91,7 +90,7 @@ export async function listArtifactNames(
 }
 
 async function versionRow(bucket: R2Bucket, name: string, entry: VersionEntry): Promise<VersionRow | null> {
-  const stored = await readManifest(bucket, keys.manifest(name, entry.version))
+  const stored = await readPublishedManifest(bucket, name, entry.version)
   if (stored === null) return null
   const m = stored.envelope.signed
   const best = m.deltas.reduce<DeltaSaving | null>(
