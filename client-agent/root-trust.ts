@@ -17,6 +17,7 @@ import { AgentError } from './errors.ts'
 import { writeFileAtomic } from './fs/atomic.ts'
 import { makeDirs } from './fs/make-dirs.ts'
 import { readAtMost, readRootFile } from './root-metadata.ts'
+import type { MaintainerTrust } from './trust.ts'
 
 /**
  * A device whose config names a `root` (ADR 0035) takes its keys from root metadata instead of its
@@ -191,3 +192,19 @@ async function keepRoot(
   await writeFileAtomic(path, JSON.stringify(kept))
 }
 
+/**
+ * The maintainer keys this device trusts, as far as it knows without asking the edge (`deltaport
+ * rollback`, which must work offline): the config's, or those of the newest root it has verified from
+ * its shipped root, expired or not (expiry stops trusting keys for what comes next; it never makes a
+ * revoked key good again). A bare kept root not yet confirmed (see refreshRootTrust) gives two, the
+ * shipped root's and its own, and a release must meet both.
+ */
+export async function maintainerTrustsOnDisk(config: AgentConfig): Promise<MaintainerTrust[]> {
+  if (!config.root) return [config]
+  const start = await startingRoot(config.root, config.installRoot)
+  const under = (root: RootStatement): MaintainerTrust => ({
+    trustedKeys: roleKeys(root, 'maintainers'),
+    maintainerThreshold: roleThreshold(root, 'maintainers'),
+  })
+  return start.unconfirmed ? [under(start.shipped), under(start.unconfirmed)] : [under(start.root)]
+}

@@ -363,6 +363,30 @@ describe('a device under root metadata', () => {
     expect(failed?.stdout).toContain('fewer than 2 valid signatures')
   })
 
+  it('refuses to roll back to a release only a key revoked by a newer root signed, unless told to', async () => {
+    const config = await device('store-rollback-revoked', await root1())
+    // 1.0.0 (maintainer A) installed under root 1, then 1.4.0 (B and C) once root 3 revoked A.
+    await installArtifact(config, { name: 'fw', target: '1.0.0', fetchImpl: hidingRoots })
+    await installArtifact(config, { name: 'fw', target: '1.4.0' })
+    const configFile = join(suite.ws.dir, 'rollback-revoked.json')
+    await writeFile(
+      configFile,
+      JSON.stringify({ edgeUrl: suite.edge.url, root: config.root, installRoot: config.installRoot }),
+    )
+    const run = promisify(execFile)
+    const refused = await cliFailure(
+      run(process.execPath, [BIN, '--config', configFile, '--json', 'rollback', 'fw']),
+    )
+    expect(refused?.code).toBe(7)
+    expect(refused?.stdout).toContain('"code":"untrusted-manifest"')
+    expect(refused?.stdout).toContain(`signed by ${maintainerA.keyid}, no longer trusted`)
+    expect(refused?.stdout).toContain('--allow-revoked')
+    expect(await currentOf(config, 'fw')).toBe('1.4.0')
+    // The owner's explicit word switches, as rollback always did.
+    await run(process.execPath, [BIN, '--config', configFile, 'rollback', 'fw', '--allow-revoked'])
+    expect(await currentOf(config, 'fw')).toBe('1.0.0')
+  })
+
   it('re-signs under the root as devices verify: its threshold on what is served, and never with fewer keys', async () => {
     const dir = suite.ws.dir
     const configFile = await cliConfigWithRoot('root-maintainer', 'store-maint')
