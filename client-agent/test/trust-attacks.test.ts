@@ -251,6 +251,56 @@ describe('a signed yank after a key rotation', () => {
   })
 })
 
+describe('a signed yank steered by an unsigned index', () => {
+  it('never retreats to a version the channel was not signed for, nor below the version the device ran before', async () => {
+    await publish('steered', '0.9.0')
+    await publish('steered', '1.0.0')
+    const beta = await writeArtifact(suite.ws.dir, 'steered-1.1.0.bin', 2_000)
+    await publishArtifact({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      keyFile: suite.ws.keyFile,
+      file: beta.path,
+      name: 'steered',
+      version: '1.1.0',
+      channels: ['beta'],
+    })
+    await publish('steered', '1.2.0')
+    const config = device('store-steered')
+    await installArtifact(config, { name: 'steered', target: '1.0.0' })
+    await installArtifact(config, { name: 'steered' })
+    // A genuine, signed yank of the running 1.2.0; the edge's stable head falls back to 1.0.0.
+    await setYank({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      name: 'steered',
+      version: '1.2.0',
+      reason: 'drops writes',
+      keyFile: suite.ws.keyFile,
+    })
+    // Whatever answers for the edge points stable at 1.1.0 instead: newer than what the device ran
+    // before, older than the yanked one, validly signed, but for beta only.
+    const steering = answering('/v1/artifacts/steered', async (real) => {
+      const index = (await real.json()) as { channels: Record<string, string> }
+      return Response.json({ ...index, channels: { ...index.channels, stable: '1.1.0' } })
+    })
+    const refused = await agentFailure(installArtifact(config, { name: 'steered', fetchImpl: steering }))
+    expect(refused.code).toBe('untrusted-manifest')
+    expect(refused.message).toContain('steered@1.1.0 was not signed for channel "stable"')
+    expect((await new ArtifactStore(config.installRoot, 'steered').state()).current).toBe('1.2.0')
+    // Pointed at 0.9.0, signed for stable but older than anything this device ran: it goes back no
+    // further than 1.0.0, the version it ran before (ADR 0025).
+    const below = answering('/v1/artifacts/steered', async (real) => {
+      const index = (await real.json()) as { channels: Record<string, string> }
+      return Response.json({ ...index, channels: { ...index.channels, stable: '0.9.0' } })
+    })
+    expect(await installArtifact(config, { name: 'steered', fetchImpl: below })).toMatchObject({
+      version: '1.0.0',
+      retreated: { from: '1.2.0' },
+    })
+  })
+})
+
 describe('deltaport rollback after a key rotation', () => {
   it('refuses a previous version only a revoked key signed, naming the key, and re-hashes it even when told to switch', async () => {
     const revoked = await generateKeyPair()
