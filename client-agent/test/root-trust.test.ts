@@ -12,7 +12,7 @@ import type { RootStatement, SignedRoot } from '../../schemas/root.ts'
 import { type AgentConfig, loadConfig } from '../config.ts'
 import { runDaemonCycle } from '../daemon/daemon.ts'
 import { EdgeClient, rootPath } from '../edge-client.ts'
-import { installArtifact } from '../install.ts'
+import { installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { MAX_ROOT_STEPS, refreshRootTrust, trustedRootPath } from '../root-trust.ts'
 import { generateKeyPair, type KeyPairFiles, signDocumentByAll } from '../signing.ts'
@@ -381,6 +381,13 @@ describe('a device under root metadata', () => {
     expect(refused?.stdout).toContain('"code":"untrusted-manifest"')
     expect(refused?.stdout).toContain(`signed by ${maintainerA.keyid}, no longer trusted`)
     expect(refused?.stdout).toContain('--allow-revoked')
+    expect(await currentOf(config, 'fw')).toBe('1.4.0')
+    // Checked from disk: with root 3 kept in the old form (not yet confirmed by a walk from root 1), its
+    // revocation still counts, beside root 1.
+    const keptPath = trustedRootPath(config.installRoot)
+    const { root: bare } = JSON.parse(await readFile(keptPath, 'utf8')) as { root: SignedRoot }
+    await writeFile(keptPath, JSON.stringify(bare))
+    expect((await agentFailure(rollbackArtifact(config, 'fw'))).code).toBe('untrusted-manifest')
     expect(await currentOf(config, 'fw')).toBe('1.4.0')
     // The owner's explicit word switches, as rollback always did.
     await run(process.execPath, [BIN, '--config', configFile, 'rollback', 'fw', '--allow-revoked'])
