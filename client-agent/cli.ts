@@ -274,13 +274,18 @@ export function buildProgram(
   program
     .command('rollback <name>')
     .description('switch back to the previously installed version')
+    .option(
+      '--allow-revoked',
+      'switch even if no key this device trusts now signed that version (only keys since revoked did)',
+    )
     .option(...WAIT_OPTION)
-    .action(async (name: string, options: { wait?: number }) => {
+    .action(async (name: string, options: { wait?: number; allowRevoked?: boolean }) => {
       const artifact = parseArtifactName(name)
       const config = await loadConfig(program.opts<GlobalOptions>().config)
       // Tells the channel's rollout, if any, that this device rolled back (best effort).
       const result = await rollbackAndReport(config, artifact, {
         ...lockWait(options.wait, reporter()),
+        ...(options.allowRevoked ? { allowRevoked: true } : {}),
       })
       // Rollback switches this artifact only: say so when the version back in place wants other
       // versions of its dependencies than the device has (ADR 0027).

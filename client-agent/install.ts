@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import { gt, lt } from 'semver'
 import { type ArtifactIndex, channelHead, versionEntry, type YankNote } from '../schemas/artifact-index.ts'
-import type { ArtifactManifest } from '../schemas/manifest.ts'
+import type { ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
 import { deviceArchiveLimits } from './codec/archive-budget.ts'
 import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
@@ -19,12 +19,12 @@ import { AgentError } from './errors.ts'
 import type { LockWait } from './fs/artifact-lock.ts'
 import { DEFAULT_MIN_FREE_BYTES, ensureFreeSpace, sizeIfPresent } from './fs/free-space.ts'
 import { makeDirs } from './fs/make-dirs.ts'
-import { refreshRootTrust } from './root-trust.ts'
+import { maintainerTrustsOnDisk, refreshRootTrust } from './root-trust.ts'
 import { ArtifactStore } from './store.ts'
 import { RunFiles } from './swap/run-files.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
 import type { Explanation } from './transfer/controller.ts'
-import { verifyManifest } from './trust.ts'
+import { distrustedSigners, signatureShortfall, verifyManifest } from './trust.ts'
 import { noPlan, type PlanOutcome, updateViaPlan } from './update/plan-update.ts'
 import { noteSignedRestore, planYankRetreat, type Retreat } from './yank-retreat.ts'
 
@@ -507,11 +507,15 @@ function retreatedNote(retreat: Retreat): Retreated {
   return { from: retreat.from, reason: retreat.reason, at: retreat.at }
 }
 
-export async function rollbackArtifact(
-  config: AgentConfig,
-  name: string,
-  wait: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'> = {},
-) {
+export interface RollbackOptions extends Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'> {
+  /**
+   * Switch even when no key trusted now signed the previous version (`--allow-revoked`): the owner's
+   * explicit word that bytes only a revoked key vouches for may run again.
+   */
+  allowRevoked?: boolean
+}
+
+export async function rollbackArtifact(config: AgentConfig, name: string, wait: RollbackOptions = {}) {
   const store = new ArtifactStore(config.installRoot, name)
   if (!(await store.exists())) throw new AgentError('not-found', `${name} is not installed`)
   return store.withLock(lockWaitOf(wait), async () => {
@@ -532,8 +536,9 @@ export async function rollbackArtifact(
         `${name}'s previous version ${before.previous} is no longer installed: install it with "deltaport install ${name}@${before.previous}${before.current && lt(before.previous, before.current) ? ' --allow-downgrade' : ''}"`,
         { current: before.current, previous: before.previous },
       )
-    const expected = (await store.manifestOf(before.previous)).signed
-    if (!(await fileHasBytes(store.blobPath(before.previous), expected)))
+    const envelope = await store.manifestOf(before.previous)
+    if (!wait.allowRevoked) await assertStillVouchedFor(config, name, before.previous, envelope)
+    if (!(await fileHasBytes(store.blobPath(before.previous), envelope.signed)))
       throw new AgentError(
         'integrity-mismatch',
         `${name}@${before.previous} on disk no longer has the bytes its signed manifest names; nothing was switched. Install it again with "deltaport install ${name}@${before.previous}"`,
@@ -541,6 +546,31 @@ export async function rollbackArtifact(
     const after = await store.rollback()
     return { name, from: before.current, to: after.current }
   })
+}
+
+/**
+ * Refuses a rollback to a version that only keys this device no longer trusts signed (revoked by a root
+ * it has verified, or dropped from its config): a thief's release installed before the rotation must not
+ * run again without the owner saying so. Checked against what the device knows offline (rollback asks
+ * the edge for nothing), like the yank retreat's check on the same copy (yank-retreat.ts).
+ */
+async function assertStillVouchedFor(
+  config: AgentConfig,
+  name: string,
+  version: string,
+  envelope: SignedManifest,
+): Promise<void> {
+  const verdict = await distrustedSigners(envelope, await maintainerTrustsOnDisk(config))
+  if (verdict.met) return
+  const by =
+    verdict.untrusted.length > 0
+      ? `; it is signed by ${verdict.untrusted.join(', ')}, no longer trusted (revoked by a newer root or dropped from the config)`
+      : ''
+  throw new AgentError(
+    'untrusted-manifest',
+    `${name}@${version} on disk has ${signatureShortfall(verdict.threshold)} now${by}; nothing was switched. Have the maintainers re-sign it (\`deltaport resign ${name}@${version}\`) and run \`deltaport install ${name}@${version} --allow-downgrade\`, or run it anyway with \`deltaport rollback ${name} --allow-revoked\``,
+    { version, revokedKeys: verdict.untrusted, threshold: verdict.threshold },
+  )
 }
 
 export function lockWaitOf(request: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'>): LockWait {

@@ -17,6 +17,7 @@ import { AgentError } from './errors.ts'
 import { writeFileAtomic } from './fs/atomic.ts'
 import { makeDirs } from './fs/make-dirs.ts'
 import { readAtMost, readRootFile } from './root-metadata.ts'
+import type { MaintainerTrust } from './trust.ts'
 
 /**
  * A device whose config names a `root` (ADR 0035) takes its keys from root metadata instead of its
@@ -38,8 +39,9 @@ export function trustedRootPath(installRoot: string): string {
  * The kept root and the digest (rootDigest) of the shipped root its chain was walked from. A config
  * that ships another root (a device moved to a new chain after its root keys were stolen, or to another
  * deployment) must not go on trusting a root kept from the old chain just because its version is higher.
- * Files written before 2026-11-26 hold the bare root: their origin is unknown (null) and they are used
- * as before.
+ * Files written before 2026-11-26 hold the bare root: their origin is unknown (null), and such a root is
+ * trusted only once the chain walked from the shipped root reaches its version with the same root
+ * (refreshRootTrust); until then it is neither used nor replaced.
  */
 const KeptRoot = z.strictObject({ shippedDigest: Sha256Hex, root: SignedRoot })
 interface Kept {
@@ -73,11 +75,19 @@ export async function refreshRootTrust(
   if (!config.root) return { config, root: null, followed: [] }
   const start = await startingRoot(config.root, config.installRoot)
   let current = start.root
+  // A bare kept root (origin unknown) newer than the shipped root: the walk from the shipped root must
+  // reach its version to tell whether it is this chain's (same digest) or another's.
+  let unconfirmed = start.unconfirmed
   const followed: number[] = []
   const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
   // Whether the edge was asked past the newest root it serves; false when the step limit ended the walk.
   let reachedEnd = false
-  for (let step = 0; step < MAX_ROOT_STEPS; step++) {
+  // Past the step limit only up to the unconfirmed root's version, one this device once walked to.
+  for (
+    let step = 0;
+    step < MAX_ROOT_STEPS || (unconfirmed && current.version < unconfirmed.version);
+    step++
+  ) {
     const next = await edge.root(current.version + 1)
     if (!next) {
       reachedEnd = true
@@ -86,10 +96,22 @@ export async function refreshRootTrust(
     const problem = await nextRootProblem(current, next)
     if (problem)
       throw new AgentError('untrusted-root', `the edge's ${problem}; keeping root ${current.version}`)
-    // Kept before the next step: a refresh cut short resumes from here, never from an older root.
-    await keepRoot(config.installRoot, { shippedDigest: start.shippedDigest, root: next })
+    // Equal or not, from here on the chain walked from the shipped root is what is trusted and kept.
+    if (unconfirmed?.version === next.signed.version) unconfirmed = undefined
+    // Kept before the next step: a refresh cut short resumes from here, never from an older root. Not
+    // over an unconfirmed root, though: an edge that withholds the roots above this one would otherwise
+    // have the device forget, from the next refresh on, the revocations that root holds.
+    if (!unconfirmed) await keepRoot(config.installRoot, { shippedDigest: start.shippedDigest, root: next })
     current = next.signed
     followed.push(current.version)
+  }
+  if (unconfirmed) {
+    const keptPath = trustedRootPath(config.installRoot)
+    throw new AgentError(
+      'untrusted-root',
+      `${keptPath} holds root ${unconfirmed.version}, kept by an agent from before 2026-11-26 that did not record which shipped root its chain began from, and the edge serves the chain of the shipped root only up to root ${current.version}: this device cannot tell whether root ${unconfirmed.version} belongs to that chain, so it trusts neither. If this device was moved to a new root on purpose, delete ${keptPath}; otherwise the edge is withholding roots`,
+      { keptRoot: unconfirmed.version, servedUpTo: current.version, path: keptPath },
+    )
   }
   const now = options.now ?? new Date()
   if (Date.parse(current.expires) <= now.getTime()) {
@@ -122,12 +144,18 @@ function configUnder(config: AgentConfig, root: RootStatement): AgentConfig {
 
 /**
  * The newer of the shipped root and the last one this device verified from it, with the digest of the
- * shipped root the chain starts from (null: a kept root from before that was recorded).
+ * shipped root the chain starts from. A bare kept root (from before that digest was recorded) newer than
+ * the shipped root is `unconfirmed`: the walk starts at the shipped root and must reach it.
  */
 async function startingRoot(
   shippedPath: string,
   installRoot: string,
-): Promise<{ root: RootStatement; shippedDigest: string | null }> {
+): Promise<{
+  root: RootStatement
+  shippedDigest: string
+  unconfirmed?: RootStatement
+  shipped: RootStatement
+}> {
   const shipped = await readRootFile(shippedPath).catch((error: unknown) => {
     // The shipped root is configuration: a malformed one is the config's fault, not the edge's.
     if (error instanceof AgentError && error.code === 'untrusted-root')
@@ -141,10 +169,10 @@ async function startingRoot(
   // from the shipped root, every step verified, and kept again.
   const keptPath = trustedRootPath(installRoot)
   const kept = existsSync(keptPath) ? await readKeptRoot(keptPath).catch(() => null) : null
-  const fromThisChain = kept !== null && (kept.shippedDigest ?? shippedDigest) === shippedDigest
-  return fromThisChain && kept.root.signed.version > shipped.signed.version
-    ? { root: kept.root.signed, shippedDigest: kept.shippedDigest }
-    : { root: shipped.signed, shippedDigest }
+  const base = { root: shipped.signed, shippedDigest, shipped: shipped.signed }
+  if (!kept || kept.root.signed.version <= shipped.signed.version) return base
+  if (kept.shippedDigest === null) return { ...base, unconfirmed: kept.root.signed }
+  return kept.shippedDigest === shippedDigest ? { ...base, root: kept.root.signed } : base
 }
 
 /** The kept root file, in either form (KeptRoot, or the bare root written before 2026-11-26). */
@@ -155,9 +183,28 @@ async function readKeptRoot(path: string): Promise<Kept> {
   return { shippedDigest: null, root: SignedRoot.parse(json) }
 }
 
-async function keepRoot(installRoot: string, kept: Kept): Promise<void> {
+async function keepRoot(
+  installRoot: string,
+  kept: { shippedDigest: string; root: SignedRoot },
+): Promise<void> {
   const path = trustedRootPath(installRoot)
   await makeDirs(join(path, '..'))
-  // An origin never recorded stays unrecorded: the bare form, as before.
-  await writeFileAtomic(path, JSON.stringify(kept.shippedDigest === null ? kept.root : kept))
+  await writeFileAtomic(path, JSON.stringify(kept))
+}
+
+/**
+ * The maintainer keys this device trusts, as far as it knows without asking the edge (`deltaport
+ * rollback`, which must work offline): the config's, or those of the newest root it has verified from
+ * its shipped root, expired or not (expiry stops trusting keys for what comes next; it never makes a
+ * revoked key good again). A bare kept root not yet confirmed (see refreshRootTrust) gives two, the
+ * shipped root's and its own, and a release must meet both.
+ */
+export async function maintainerTrustsOnDisk(config: AgentConfig): Promise<MaintainerTrust[]> {
+  if (!config.root) return [config]
+  const start = await startingRoot(config.root, config.installRoot)
+  const under = (root: RootStatement): MaintainerTrust => ({
+    trustedKeys: roleKeys(root, 'maintainers'),
+    maintainerThreshold: roleThreshold(root, 'maintainers'),
+  })
+  return start.unconfirmed ? [under(start.shipped), under(start.unconfirmed)] : [under(start.root)]
 }

@@ -79,6 +79,24 @@ export async function verifyManifest(
   return manifest
 }
 
+/**
+ * Whether `envelope` meets every one of `trusts` (keys and threshold); when not, the keyids of its
+ * signatures none of them names (keys revoked by a root or dropped from the config since it was signed).
+ */
+export async function distrustedSigners(
+  envelope: SignedManifest,
+  trusts: readonly MaintainerTrust[],
+): Promise<{ met: true } | { met: false; threshold: number; untrusted: string[] }> {
+  for (const trust of trusts) {
+    const threshold = trust.maintainerThreshold ?? 1
+    if (await meetsThreshold(envelope, trust.trustedKeys, threshold)) continue
+    const known = new Set(trust.trustedKeys.map((k) => k.keyid))
+    const untrusted = [...new Set(envelope.signatures.map((s) => s.keyid))].filter((id) => !known.has(id))
+    return { met: false, threshold, untrusted }
+  }
+  return { met: true }
+}
+
 /** What a document lacks when it falls short of `threshold` signatures (manifests, yank statements). */
 export function signatureShortfall(threshold: number): string {
   return threshold === 1

@@ -168,11 +168,14 @@ export async function rollbackAndReport(
     fetchImpl?: typeof fetch
     lockWaitMs?: number
     onLockWait?: (holder: string) => void
+    /** `rollback --allow-revoked` (install.ts rollbackArtifact). */
+    allowRevoked?: boolean
   } = {},
 ): Promise<{ name: string; from: string | null; to: string | null; report: ReportResult | null }> {
   const rolled = await rollbackArtifact(config, name, {
     ...(options.lockWaitMs !== undefined ? { lockWaitMs: options.lockWaitMs } : {}),
     ...(options.onLockWait ? { onLockWait: options.onLockWait } : {}),
+    ...(options.allowRevoked ? { allowRevoked: true } : {}),
   })
   if (rolled.from === null) return { ...rolled, report: null }
   const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))

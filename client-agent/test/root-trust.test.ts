@@ -12,7 +12,7 @@ import type { RootStatement, SignedRoot } from '../../schemas/root.ts'
 import { type AgentConfig, loadConfig } from '../config.ts'
 import { runDaemonCycle } from '../daemon/daemon.ts'
 import { EdgeClient, rootPath } from '../edge-client.ts'
-import { installArtifact } from '../install.ts'
+import { installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { MAX_ROOT_STEPS, refreshRootTrust, trustedRootPath } from '../root-trust.ts'
 import { generateKeyPair, type KeyPairFiles, signDocumentByAll } from '../signing.ts'
@@ -194,11 +194,76 @@ describe('a device under root metadata', () => {
     expect(stale.message).toMatch(/root 2 lacks 1 valid signature\(s\) by the root keys of root 1/)
     // Back on the old chain, the root kept from it counts again: root 3 without asking the edge.
     expect((await refreshRootTrust(config, { fetchImpl: hidingRoots })).root?.version).toBe(3)
-    // A root kept before the shipped root was recorded with it (the bare root) is used as it was.
-    const keptPath = trustedRootPath(config.installRoot)
-    const { root: bare } = JSON.parse(await readFile(keptPath, 'utf8')) as { root: SignedRoot }
-    await writeFile(keptPath, JSON.stringify(bare))
-    expect((await refreshRootTrust(config, { fetchImpl: hidingRoots })).root?.version).toBe(3)
+  })
+
+  describe('a kept root written by an agent from before the shipped root was recorded', () => {
+    /** The kept root in the form agents before 2026-11-26 wrote it: `JSON.stringify(root)`, no origin. */
+    async function keptByOldAgent(config: AgentConfig): Promise<string> {
+      const keptPath = trustedRootPath(config.installRoot)
+      expect((await refreshRootTrust(config)).root?.version).toBe(3)
+      const { root } = JSON.parse(await readFile(keptPath, 'utf8')) as { root: SignedRoot }
+      await writeFile(keptPath, JSON.stringify(root))
+      return keptPath
+    }
+
+    /** An edge (or a man in the middle) serving `roots` as its whole chain. */
+    const serving =
+      (roots: SignedRoot[]): typeof fetch =>
+      async (input, init) => {
+        const path = new URL(String(input)).pathname
+        if (!path.startsWith('/v1/roots/')) return fetch(input, init)
+        const root = roots.find((r) => path === rootPath(r.signed.version))
+        return root ? Response.json(root) : new Response('{}', { status: 404 })
+      }
+
+    it('is trusted once the chain walked from the shipped root reaches it, and then kept with its origin', async () => {
+      const config = await device('store-legacy-same', await root1())
+      const keptPath = await keptByOldAgent(config)
+      // An edge withholding roots 2 and 3: the device cannot tell root 3 is its chain's, and trusts neither.
+      const withheld = await agentFailure(refreshRootTrust(config, { fetchImpl: hidingRoots }))
+      expect(withheld.code).toBe('untrusted-root')
+      expect(withheld.message).toContain(
+        `${keptPath} holds root 3, kept by an agent from before 2026-11-26 that did not record which shipped root its chain began from, and the edge serves the chain of the shipped root only up to root 1`,
+      )
+      expect(JSON.parse(await readFile(keptPath, 'utf8'))).not.toHaveProperty('shippedDigest')
+      // The edge serving the chain: root 3 walked from root 1 is the kept one, recorded with its origin.
+      expect(await refreshRootTrust(config)).toMatchObject({ root: { version: 3 }, followed: [2, 3] })
+      expect(JSON.parse(await readFile(keptPath, 'utf8'))).toHaveProperty('shippedDigest')
+      expect((await refreshRootTrust(config, { fetchImpl: hidingRoots })).root?.version).toBe(3)
+    })
+
+    it('from another chain is not followed when the device ships a new root 1', async () => {
+      const config = await device('store-legacy-moved', await root1())
+      const keptPath = await keptByOldAgent(config)
+      // The old chain's root keys were stolen; the owner re-provisions with a new root 1 (chain Y).
+      const newRootKey = await generateKeyPair()
+      const chainY = await Promise.all(
+        [1, 2, 3].map((version) =>
+          signDocumentByAll(
+            rootBody(version, {
+              root: [newRootKey],
+              maintainers: [version === 1 ? maintainerA : maintainerC],
+            }),
+            [newRootKey],
+          ),
+        ),
+      )
+      const shippedY = join(suite.ws.dir, 'store-legacy-moved-new-root.json')
+      await writeFile(shippedY, JSON.stringify(chainY[0]))
+      const moved = { ...config, root: shippedY }
+      // The old agent's file cannot say which chain it is from: with chain Y withheld, nothing is trusted.
+      const unknown = await agentFailure(refreshRootTrust(moved, { fetchImpl: hidingRoots }))
+      expect(unknown.code).toBe('untrusted-root')
+      expect(unknown.message).toContain(
+        `If this device was moved to a new root on purpose, delete ${keptPath}`,
+      )
+      // Chain Y served: its root 3 is not the kept root 3, so chain Y is followed and kept.
+      const followed = await refreshRootTrust(moved, { fetchImpl: serving(chainY) })
+      expect(followed.root?.version).toBe(3)
+      expect(followed.config.trustedKeys.map((k) => k.keyid)).toEqual([maintainerC.keyid])
+      const kept = JSON.parse(await readFile(keptPath, 'utf8')) as { root: SignedRoot }
+      expect(kept.root.signed.roles.root.keyids).toEqual([newRootKey.keyid])
+    })
   })
 
   it('refuses a next root that its current root keys did not sign, and installs nothing', async () => {
@@ -296,6 +361,37 @@ describe('a device under root metadata', () => {
     )
     expect(failed?.code).toBe(7)
     expect(failed?.stdout).toContain('fewer than 2 valid signatures')
+  })
+
+  it('refuses to roll back to a release only a key revoked by a newer root signed, unless told to', async () => {
+    const config = await device('store-rollback-revoked', await root1())
+    // 1.0.0 (maintainer A) installed under root 1, then 1.4.0 (B and C) once root 3 revoked A.
+    await installArtifact(config, { name: 'fw', target: '1.0.0', fetchImpl: hidingRoots })
+    await installArtifact(config, { name: 'fw', target: '1.4.0' })
+    const configFile = join(suite.ws.dir, 'rollback-revoked.json')
+    await writeFile(
+      configFile,
+      JSON.stringify({ edgeUrl: suite.edge.url, root: config.root, installRoot: config.installRoot }),
+    )
+    const run = promisify(execFile)
+    const refused = await cliFailure(
+      run(process.execPath, [BIN, '--config', configFile, '--json', 'rollback', 'fw']),
+    )
+    expect(refused?.code).toBe(7)
+    expect(refused?.stdout).toContain('"code":"untrusted-manifest"')
+    expect(refused?.stdout).toContain(`signed by ${maintainerA.keyid}, no longer trusted`)
+    expect(refused?.stdout).toContain('--allow-revoked')
+    expect(await currentOf(config, 'fw')).toBe('1.4.0')
+    // Checked from disk: with root 3 kept in the old form (not yet confirmed by a walk from root 1), its
+    // revocation still counts, beside root 1.
+    const keptPath = trustedRootPath(config.installRoot)
+    const { root: bare } = JSON.parse(await readFile(keptPath, 'utf8')) as { root: SignedRoot }
+    await writeFile(keptPath, JSON.stringify(bare))
+    expect((await agentFailure(rollbackArtifact(config, 'fw'))).code).toBe('untrusted-manifest')
+    expect(await currentOf(config, 'fw')).toBe('1.4.0')
+    // The owner's explicit word switches, as rollback always did.
+    await run(process.execPath, [BIN, '--config', configFile, 'rollback', 'fw', '--allow-revoked'])
+    expect(await currentOf(config, 'fw')).toBe('1.0.0')
   })
 
   it('re-signs under the root as devices verify: its threshold on what is served, and never with fewer keys', async () => {

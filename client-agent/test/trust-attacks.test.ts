@@ -4,13 +4,13 @@
  * accepted, or answered with something other than a typed refusal, and the ones it checked that show
  * the agent verifies exactly the document it then uses (docs/security.md lists them all).
  */
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { type AgentConfig, loadConfig } from '../config.ts'
 import { fileHasBytes } from '../download.ts'
 import { EdgeClient } from '../edge-client.ts'
-import { installArtifact } from '../install.ts'
+import { installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { checkRollout, controlRollout } from '../rollout/client.ts'
 import { agentClientId } from '../rollout/client-id.ts'
@@ -248,6 +248,93 @@ describe('a signed yank after a key rotation', () => {
     // What it runs now has a readable manifest again: later updates and rollbacks can use it.
     expect((await store.manifestOf('1.0.0')).signed.version).toBe('1.0.0')
     expect(await installArtifact(config, { name: 'damaged' })).toMatchObject({ alreadyCurrent: true })
+  })
+})
+
+describe('a signed yank steered by an unsigned index', () => {
+  it('never retreats to a version the channel was not signed for, nor below the version the device ran before', async () => {
+    await publish('steered', '0.9.0')
+    await publish('steered', '1.0.0')
+    const beta = await writeArtifact(suite.ws.dir, 'steered-1.1.0.bin', 2_000)
+    await publishArtifact({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      keyFile: suite.ws.keyFile,
+      file: beta.path,
+      name: 'steered',
+      version: '1.1.0',
+      channels: ['beta'],
+    })
+    await publish('steered', '1.2.0')
+    const config = device('store-steered')
+    await installArtifact(config, { name: 'steered', target: '1.0.0' })
+    await installArtifact(config, { name: 'steered' })
+    // A genuine, signed yank of the running 1.2.0; the edge's stable head falls back to 1.0.0.
+    await setYank({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      name: 'steered',
+      version: '1.2.0',
+      reason: 'drops writes',
+      keyFile: suite.ws.keyFile,
+    })
+    // Whatever answers for the edge points stable at 1.1.0 instead: newer than what the device ran
+    // before, older than the yanked one, validly signed, but for beta only.
+    const steering = answering('/v1/artifacts/steered', async (real) => {
+      const index = (await real.json()) as { channels: Record<string, string> }
+      return Response.json({ ...index, channels: { ...index.channels, stable: '1.1.0' } })
+    })
+    const refused = await agentFailure(installArtifact(config, { name: 'steered', fetchImpl: steering }))
+    expect(refused.code).toBe('untrusted-manifest')
+    expect(refused.message).toContain('steered@1.1.0 was not signed for channel "stable"')
+    expect((await new ArtifactStore(config.installRoot, 'steered').state()).current).toBe('1.2.0')
+    // Pointed at 0.9.0, signed for stable but older than anything this device ran: it goes back no
+    // further than 1.0.0, the version it ran before (ADR 0025).
+    const below = answering('/v1/artifacts/steered', async (real) => {
+      const index = (await real.json()) as { channels: Record<string, string> }
+      return Response.json({ ...index, channels: { ...index.channels, stable: '0.9.0' } })
+    })
+    expect(await installArtifact(config, { name: 'steered', fetchImpl: below })).toMatchObject({
+      version: '1.0.0',
+      retreated: { from: '1.2.0' },
+    })
+  })
+})
+
+describe('deltaport rollback after a key rotation', () => {
+  it('refuses a previous version only a revoked key signed, naming the key, and re-hashes it even when told to switch', async () => {
+    const revoked = await generateKeyPair()
+    const successor = await generateKeyPair()
+    await publishSignedBy('rolled-revoked', '1.0.0', revoked)
+    const before = device('store-rolled-revoked', { trustedKeys: trusting(revoked) })
+    await installArtifact(before, { name: 'rolled-revoked' })
+    // The key is rotated out of the config (a root does the same, root-trust.test.ts).
+    const after = { ...before, trustedKeys: trusting(successor) }
+    await publishSignedBy('rolled-revoked', '1.1.0', successor)
+    await installArtifact(after, { name: 'rolled-revoked' })
+    const store = new ArtifactStore(after.installRoot, 'rolled-revoked')
+
+    const refused = await agentFailure(rollbackArtifact(after, 'rolled-revoked'))
+    expect(refused.code).toBe('untrusted-manifest')
+    expect(refused.message).toContain(
+      `rolled-revoked@1.0.0 on disk has no valid signature by a trusted key now; it is signed by ${revoked.keyid}, no longer trusted`,
+    )
+    expect(refused.details).toMatchObject({ version: '1.0.0', revokedKeys: [revoked.keyid] })
+    expect((await store.state()).current).toBe('1.1.0')
+
+    // --allow-revoked lifts the key check only: a copy whose bytes changed is still refused.
+    const signedBytes = await readFile(store.blobPath('1.0.0'))
+    await writeFile(store.blobPath('1.0.0'), 'not the signed bytes')
+    const rotten = await agentFailure(rollbackArtifact(after, 'rolled-revoked', { allowRevoked: true }))
+    expect(rotten.code).toBe('integrity-mismatch')
+    expect((await store.state()).current).toBe('1.1.0')
+    await writeFile(store.blobPath('1.0.0'), signedBytes)
+    expect(await rollbackArtifact(after, 'rolled-revoked', { allowRevoked: true })).toMatchObject({
+      from: '1.1.0',
+      to: '1.0.0',
+    })
+    // Back to a version the keys trusted now signed takes no flag.
+    expect(await rollbackArtifact(after, 'rolled-revoked')).toMatchObject({ to: '1.1.0' })
   })
 })
 

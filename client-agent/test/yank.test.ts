@@ -205,6 +205,22 @@ describe('a signed yank', () => {
     expect(stayed.yankedCurrent?.stayed).toContain('ran no older version')
   })
 
+  it('stays when the version it ran before is yanked too, rather than running it again', async () => {
+    await publish('both', '0.9.0')
+    await publish('both', '1.0.0')
+    await publish('both', '1.1.0')
+    const running = device('both')
+    await installArtifact(running, { name: 'both', target: '1.0.0' })
+    await installArtifact(running, { name: 'both' })
+    await signedYank('both', '1.0.0', 'corrupts the cache')
+    await signedYank('both', '1.1.0', 'drops writes')
+    // The channel falls back to 0.9.0, older than 1.0.0, which is on disk but yanked itself.
+    const stayed = await installArtifact(running, { name: 'both' })
+    expect(stayed).toMatchObject({ version: '1.1.0', alreadyCurrent: true, yankedCurrent: { head: '0.9.0' } })
+    expect(stayed.yankedCurrent?.stayed).toBe('the version before it, 1.0.0, is yanked too')
+    expect((await new ArtifactStore(running.installRoot, 'both').state()).current).toBe('1.1.0')
+  })
+
   it('is ignored when replayed after a signed restore', async () => {
     await publish('replayed', '1.0.0')
     await publish('replayed', '1.1.0')
