@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { type Command, InvalidArgumentError } from 'commander'
-import { DeltaFormatError } from '../../delta/errors.ts'
+import { resolveLimits as approxLimits } from '../../delta/approx/format.ts'
+import { ARCHIVE_TOO_LARGE } from '../../delta/archive/limits.ts'
+import { DeltaFormatError, isLimitError } from '../../delta/errors.ts'
 import {
   applyDeltaStream,
   createDeltaAsync,
@@ -9,6 +11,7 @@ import {
   type DeltaMethodId,
   type StreamDeltaMethod,
 } from '../../delta/index.ts'
+import { resolveLimits as vcdiffLimits } from '../../delta/vcdiff/limits.ts'
 import { Sha256Hex } from '../../schemas/common.ts'
 import {
   APPLY_BYTES_PER_EXPANDED_BYTE,
@@ -156,6 +159,25 @@ function memoryRefusal(maxMemory: number | undefined, codecMessage: string): str
   return `not enough memory to rebuild this archive here: ${formatBytes(allowed)} allowed${maxMemory === undefined ? '' : ' (--max-memory)'}, and an archive apply needs ${formatBytes(APPLY_FIXED_BYTES)} plus ${APPLY_BYTES_PER_EXPANDED_BYTE} bytes per byte of expanded archive, which leaves room for ${formatBytes(fits)} of archive (${codecMessage})`
 }
 
+/**
+ * A codec failure as what the user can do about it. A limit reached is not damage: the archive's
+ * memory limits (declared sizes or a source that expands past them) are the memory refusal (exit 9,
+ * `--max-memory` or a roomier machine); the byte decoders' fixed ceilings are `limit-exceeded` (exit
+ * 17: remake the delta with smaller windows). Only the rest is a bad delta (exit 8).
+ */
+function applyFailure(error: unknown, maxMemory: number | undefined): unknown {
+  if (!(error instanceof DeltaFormatError)) return error
+  if (error.code === 'archive-limit' || error.code === ARCHIVE_TOO_LARGE)
+    return new AgentError('install-failed', memoryRefusal(maxMemory, error.message))
+  if (isLimitError(error))
+    return new AgentError(
+      'limit-exceeded',
+      `the delta exceeds a limit of this decoder, which does not make it damaged (${error.message}): it applies VCDIFF windows of up to ${formatBytes(vcdiffLimits().maxWindowSize)} and approx blocks of up to ${formatBytes(approxLimits(undefined).maxBlockSize)}; make the delta again with smaller ones (deltaport delta make does, as does xdelta3 -W)`,
+      { codecCode: error.code },
+    )
+  return new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
+}
+
 /** `deltaport delta make|apply`: the codec on files, for maintainers and for debugging a delta. */
 export function registerDeltaCommands(program: Command, reporter: () => Reporter): void {
   const delta = program.command('delta').description('make or apply a binary delta between two files')
@@ -270,11 +292,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
             })
           } catch (error) {
             await sink.discard()
-            if (error instanceof DeltaFormatError && error.code === 'archive-limit')
-              throw new AgentError('install-failed', memoryRefusal(options.maxMemory, error.message))
-            if (error instanceof DeltaFormatError)
-              throw new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
-            throw error
+            throw applyFailure(error, options.maxMemory)
           }
         })
       }),

@@ -11,3 +11,6 @@ const GiB = 1024 * 1024 * 1024
 export function resolveArchiveLimits(l: ArchiveLimits = {}): Required<ArchiveLimits> {
   return { maxTargetBytes: l.maxTargetBytes ?? GiB, maxExpandedBytes: l.maxExpandedBytes ?? GiB }
 }
+
+/** The code of an archive that expands past maxExpandedBytes: a limit reached (isLimitError), not damage. */
+export const ARCHIVE_TOO_LARGE = 'archive-too-large'
