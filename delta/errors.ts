@@ -21,11 +21,19 @@ export function check(condition: boolean, code: string, message: string): assert
 }
 
 /**
+ * Memory for a size the caller chose (a streaming source window) could not be had: a limit of the
+ * machine, to be met with a smaller size, and not the RangeError (a bug, as far as any caller knows)
+ * that the allocation throws.
+ */
+export const OUT_OF_MEMORY = 'out-of-memory'
+
+/**
  * The codes of a ceiling the caller set (or left at its default) being reached: the delta may be sound,
  * and a decoder given more room would apply it. Every other code means the delta, or the source it was
  * handed, is wrong. Kept here, next to the class, so callers never match codes of their own.
  */
 const LIMIT_CODES: ReadonlySet<string> = new Set([
+  OUT_OF_MEMORY,
   VCDIFF.limit,
   'too-large', // approx: target or block size over ApproxLimits
   'archive-limit', // archive: the container declares more than ArchiveLimits allow

@@ -340,6 +340,7 @@ export type { ByteSink, ByteSource, RandomAccessReader } from './io.ts'
 export {
   type CreateDeltaStreamOptions,
   createDeltaStream,
+  MAX_SOURCE_WINDOW,
   type StreamDeltaMethod,
 } from './stream-create.ts'
 export { readerFromBytes }

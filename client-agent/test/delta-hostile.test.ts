@@ -142,6 +142,71 @@ describe('deltaport delta apply, a sound delta over a limit of the decoder', () 
   })
 })
 
+/**
+ * The CLI in a process that can map only `addressSpace` bytes (ulimit -v), so an allocation too big
+ * for the machine fails as it would on a small device. Without its trap handler V8 reserves no 10 GB
+ * cage for WebAssembly (which Node's type stripping uses), so the process starts within the limit.
+ */
+async function cliWithin(addressSpace: number, args: string[]) {
+  const quoted = [process.execPath, '--disable-wasm-trap-handler', BIN, ...args].map((a) => `'${a}'`)
+  try {
+    const { stdout, stderr } = await run(
+      'sh',
+      ['-c', `ulimit -v ${addressSpace >> 10} && exec ${quoted.join(' ')}`],
+      {
+        cwd: dir,
+      },
+    )
+    return { code: 0, stdout, stderr }
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string }
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
+  }
+}
+
+describe('deltaport delta make --source-window, more than the machine can hold', () => {
+  it('is a limit to lower (exit 17) naming the option, not an unexpected RangeError, and leaves nothing', async () => {
+    // A 700 MiB source (sparse: nothing on disk) matched in one window, in 1.5 GB of address space.
+    await writeFile(join(dir, 'wide.src'), '')
+    await truncate(join(dir, 'wide.src'), 700 * 2 ** 20)
+    await writeArtifact(dir, 'wide.tgt', 100_000)
+    const before = await readdir(dir)
+    const refused = await cliWithin(1.5e9, [
+      'delta',
+      'make',
+      '--source-window',
+      '2047',
+      'wide.src',
+      'wide.tgt',
+      'wide.delta',
+    ])
+    expect(refused.stderr).not.toContain('unexpected failure')
+    expect(refused.code).toBe(17)
+    expect(refused.stderr).toContain('--source-window')
+    expect(await leftovers(before)).toEqual([])
+    // The same pair in a window that fits is made within the same limit.
+    const fits = await cliWithin(1.5e9, [
+      'delta',
+      'make',
+      '--source-window',
+      '64',
+      'wide.src',
+      'wide.tgt',
+      'wide.delta',
+    ])
+    expect(fits.stderr).toBe('')
+    expect(fits.code).toBe(0)
+  }, 60_000)
+
+  it('is parsed against the window the codec can address (1 to 2047 MiB), anything else a usage error', async () => {
+    for (const value of ['0', '2048', '1e3', '1.5']) {
+      const made = await cli(['delta', 'make', '--source-window', value, 'wide.src', 'wide.tgt', 'x.delta'])
+      expect(made.code, value).toBe(2)
+      expect(made.stderr, value).toContain('--source-window')
+    }
+  })
+})
+
 describe('deltaport delta make, a method that does not fit the pair', () => {
   it('--method archive on files that are not archives is a usage error that says why, not a bug', async () => {
     await writeArtifact(dir, 'plain-a.bin', 10_000)
