@@ -15,8 +15,10 @@ import {
   applyArchiveDelta,
   applyArchiveDeltaToSink,
   approxDiffer,
+  checkArchiveSourceLength,
   createArchiveDelta,
   type DeflateEngine,
+  decodeArchiveDelta,
   detectArchive,
   type InnerDiffer,
   pakoEngine,
@@ -418,6 +420,19 @@ with zipfile.ZipFile(out, 'w') as z:
     const before = process.memoryUsage().arrayBuffers
     expect(() => applyArchiveDelta(a, lying, {}, [measuring])).toThrow(DeltaFormatError)
     expect(held - before).toBeLessThan(64 << 20)
+  })
+
+  it('applies a container decoded once for the checks before the source is read (decodeArchiveDelta)', async () => {
+    const source = u8(gzipSync(new TextEncoder().encode(fileText(6, 20_000))))
+    const target = u8(gzipSync(new TextEncoder().encode(fileText(6, 21_000))))
+    const { delta } = mustApply(createArchiveDelta(source, target))
+    const decoded = decodeArchiveDelta(delta, { maxExpandedBytes: 1 << 20 })
+    expect(checkArchiveSourceLength(decoded, source.length)).toBe(source.length)
+    const sink = collectingSink()
+    await applyArchiveDeltaToSink(source, decoded, sink)
+    expect(sink.bytes()).toEqual(target)
+    // Decoding is where the container meets its limits.
+    expect(() => decodeArchiveDelta(delta, { maxExpandedBytes: 1000 })).toThrow(/exceeds the limit/)
   })
 
   it('refuses tables of more entries than the limits pay for before decoding them (heap stays bounded)', () => {
