@@ -22,7 +22,7 @@ export function check(condition: boolean, code: string, message: string): assert
 
 /**
  * Memory for a size the caller chose (a streaming source window) could not be had: a limit of the
- * machine, to be met with a smaller size, and not the RangeError (a bug, as far as any caller knows)
+ * machine, to be met with a smaller size, and not the RangeError (which every caller would take for a bug)
  * that the allocation throws.
  */
 export const OUT_OF_MEMORY = 'out-of-memory'
