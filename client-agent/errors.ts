@@ -24,6 +24,11 @@ export const EXIT_CODES = {
   /** The config names a root and the chain of roots cannot be followed, or the newest has expired (ADR 0035). */
   'untrusted-root': 16,
   /**
+   * A delta past a ceiling of the decoder (a VCDIFF window over 64 MiB, an approx block over 16 MiB):
+   * not damage, as 8 would say; the delta needs remaking with smaller windows (`delta apply`).
+   */
+  'limit-exceeded': 17,
+  /**
    * A checker's verdict on what it was given (`config check`: a document the edge would refuse, or
    * values it would ignore), like a linter's exit 1: not a failure of the agent itself.
    */

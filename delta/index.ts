@@ -15,6 +15,7 @@ import {
   createArchiveDelta,
   createArchiveDeltaAsync,
   type DeflateEngine,
+  decodeArchiveDelta,
   defaultDiffers,
   deflateHostOf,
   detectArchive,
@@ -304,12 +305,14 @@ export async function applyDeltaStream(
     }
     case 'archive': {
       const deltaBytes = await collectUpTo(rest, maxArchiveDeltaBytes(options.archive))
+      // Decoded once, for the checks and the apply.
+      const decoded = decodeArchiveDelta(deltaBytes, options.archive)
       // The whole source goes into memory: only once it is the one the delta names, of a size that fits.
-      const sourceLength = checkArchiveSourceLength(deltaBytes, source.size, options.archive)
+      const sourceLength = checkArchiveSourceLength(decoded, source.size)
       const sourceBytes = await source.read(0, sourceLength)
       await applyArchiveDeltaToSink(
         sourceBytes,
-        deltaBytes,
+        decoded,
         sink,
         options.archive,
         defaultDiffers,
@@ -340,6 +343,7 @@ export type { ByteSink, ByteSource, RandomAccessReader } from './io.ts'
 export {
   type CreateDeltaStreamOptions,
   createDeltaStream,
+  MAX_SOURCE_WINDOW,
   type StreamDeltaMethod,
 } from './stream-create.ts'
 export { readerFromBytes }

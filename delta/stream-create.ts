@@ -21,6 +21,7 @@ import { crc32Update } from './approx/crc32.ts'
 import { writeWindowedBlock } from './approx/encode.ts'
 import { encodeHeader } from './approx/format.ts'
 import { looksExecutable } from './effort.ts'
+import { DeltaFormatError, OUT_OF_MEMORY } from './errors.ts'
 import { type ByteSink, type RandomAccessReader, readFully } from './io.ts'
 import { COPY } from './vcdiff/code-table.ts'
 import { WindowEmitter } from './vcdiff/emit.ts'
@@ -45,6 +46,8 @@ export interface CreateDeltaStreamOptions {
 }
 
 const DEFAULT_SOURCE_WINDOW = 32 << 20
+/** Positions in a window's index are 32-bit signed (suffix array, hash chains). */
+export const MAX_SOURCE_WINDOW = 2 ** 31 - 1
 /** Within xdelta3's 16 MiB decoder maximum, like encodeVcdiff's default. */
 const DEFAULT_VCDIFF_WINDOW = 8 << 20
 /** The DPAX decoder buffers one block; 4 MiB is what createApproxDelta uses above 16 MiB. */
@@ -118,11 +121,27 @@ class WindowCache<Index> {
     const key = `${offset}:${length}`
     if (this.value === null || key !== this.key) {
       this.value = null // let the old window go before reading the next
-      const bytes = await readStretch(this.reader, offset, length)
-      this.value = { bytes, index: this.build(bytes) }
+      this.value = await this.readAndIndex(offset, length)
       this.key = key
     }
     return this.value
+  }
+
+  /**
+   * The window and its index are the allocations sourceWindow sizes (the index up to 4 bytes per
+   * window byte): one the machine cannot hold is the caller's size to lower, said as such.
+   */
+  private async readAndIndex(offset: number, length: number): Promise<{ bytes: Uint8Array; index: Index }> {
+    try {
+      const bytes = await readStretch(this.reader, offset, length)
+      return { bytes, index: this.build(bytes) }
+    } catch (error) {
+      if (!(error instanceof RangeError)) throw error
+      throw new DeltaFormatError(
+        OUT_OF_MEMORY,
+        `cannot allocate a source window of ${length} bytes and its index (${error.message}): choose a smaller sourceWindow`,
+      )
+    }
   }
 }
 
@@ -234,7 +253,12 @@ export async function createDeltaStream(
   sink: ByteSink,
   options: CreateDeltaStreamOptions = {},
 ): Promise<StreamDeltaMethod> {
-  const sourceWindow = positiveInt(options.sourceWindow, DEFAULT_SOURCE_WINDOW, 2 ** 31 - 1, 'sourceWindow')
+  const sourceWindow = positiveInt(
+    options.sourceWindow,
+    DEFAULT_SOURCE_WINDOW,
+    MAX_SOURCE_WINDOW,
+    'sourceWindow',
+  )
   let method = options.method
   if (!method) {
     method =

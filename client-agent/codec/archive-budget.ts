@@ -9,7 +9,7 @@
  * then offers chunk-sync or the full artifact, which stream in bounded memory). Archive deltas are
  * tiny, so the refusal costs a few kilobytes of download.
  */
-import type { ArchiveLimits } from '../../delta/archive/limits.ts'
+import { type ArchiveLimits, tableEntriesFor } from '../../delta/archive/limits.ts'
 
 const MiB = 1024 * 1024
 
@@ -29,7 +29,13 @@ const CODEC_CEILING = 1024 * MiB
 export function archiveLimitsFor(availableBytes: number): Required<ArchiveLimits> {
   const spare = Math.max(0, availableBytes - APPLY_FIXED_BYTES)
   const expanded = Math.min(CODEC_CEILING, Math.floor(spare / APPLY_BYTES_PER_EXPANDED_BYTE))
-  return { maxExpandedBytes: expanded, maxTargetBytes: CODEC_CEILING }
+  // A hostile container's tables then cost at most ~4 bytes per byte of this limit on top of the 6
+  // budgeted (honest ones: next to nothing), not ~24 per byte of a delta as long as maxTargetBytes.
+  return {
+    maxExpandedBytes: expanded,
+    maxTargetBytes: CODEC_CEILING,
+    maxTableEntries: tableEntriesFor(expanded),
+  }
 }
 
 /**

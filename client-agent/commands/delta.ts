@@ -1,14 +1,19 @@
 import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { type Command, InvalidArgumentError } from 'commander'
-import { DeltaFormatError } from '../../delta/errors.ts'
+import { z } from 'zod'
+import { resolveLimits as approxLimits } from '../../delta/approx/format.ts'
+import { ARCHIVE_TOO_LARGE } from '../../delta/archive/limits.ts'
+import { DeltaFormatError, isLimitError } from '../../delta/errors.ts'
 import {
   applyDeltaStream,
   createDeltaAsync,
   createDeltaStream,
   type DeltaMethodId,
+  MAX_SOURCE_WINDOW,
   type StreamDeltaMethod,
 } from '../../delta/index.ts'
+import { resolveLimits as vcdiffLimits } from '../../delta/vcdiff/limits.ts'
 import { Sha256Hex } from '../../schemas/common.ts'
 import {
   APPLY_BYTES_PER_EXPANDED_BYTE,
@@ -51,11 +56,27 @@ function collectMethods(value: string, previous: DeltaMethodId[] | undefined): D
   return [...(previous ?? []), ...(methods as DeltaMethodId[])]
 }
 
-function parseMiB(value: string): number {
-  if (!/^\d{1,4}$/.test(value) || Number(value) < 1 || Number(value) > 2047)
-    throw new InvalidArgumentError('a whole number of MiB from 1 to 2047')
-  return Number(value) * 2 ** 20
+const MiB = 2 ** 20
+
+/**
+ * A commander parser for a size given in MiB, from 1 to `maxMiB`: digits only (no 1e3, no fractions,
+ * no signs or spaces), as bytes.
+ */
+function mebibytes(maxMiB: number): (value: string) => number {
+  const schema = z
+    .string()
+    .regex(/^\d{1,10}$/)
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(maxMiB))
+  return (value) => {
+    const parsed = schema.safeParse(value)
+    if (!parsed.success) throw new InvalidArgumentError(`a whole number of MiB from 1 to ${maxMiB}`)
+    return parsed.data * MiB
+  }
 }
+
+/** The widest source window the codec can index; how much of it this machine can hold is found out. */
+const parseSourceWindow = mebibytes(Math.floor(MAX_SOURCE_WINDOW / MiB))
 
 interface ApplyOptions {
   maxMemory?: number
@@ -68,10 +89,8 @@ function parseSha256(value: string): string {
   return parsed.data
 }
 
-function parseMemoryMiB(value: string): number {
-  if (!/^\d{1,7}$/.test(value) || Number(value) < 1) throw new InvalidArgumentError('a whole number of MiB')
-  return Number(value) * 2 ** 20
-}
+/** Nothing is allocated by it (the memory the process can get caps it), so any sane amount. */
+const parseMemoryMiB = mebibytes(9_999_999)
 
 /** How big a delta is next to its target, in words that survive an empty target. */
 function shareOfTarget(deltaBytes: number, targetBytes: number): string {
@@ -156,6 +175,34 @@ function memoryRefusal(maxMemory: number | undefined, codecMessage: string): str
   return `not enough memory to rebuild this archive here: ${formatBytes(allowed)} allowed${maxMemory === undefined ? '' : ' (--max-memory)'}, and an archive apply needs ${formatBytes(APPLY_FIXED_BYTES)} plus ${APPLY_BYTES_PER_EXPANDED_BYTE} bytes per byte of expanded archive, which leaves room for ${formatBytes(fits)} of archive (${codecMessage})`
 }
 
+/**
+ * A codec failure as what the user can do about it. A limit reached is not damage: the archive's
+ * memory limits (declared sizes or a source that expands past them) are the memory refusal (exit 9,
+ * `--max-memory` or a roomier machine); the byte decoders' fixed ceilings are `limit-exceeded` (exit
+ * 17: remake the delta with smaller windows). Only the rest is a bad delta (exit 8).
+ */
+function applyFailure(error: unknown, maxMemory: number | undefined): unknown {
+  if (!(error instanceof DeltaFormatError)) return error
+  if (error.code === 'archive-limit' || error.code === ARCHIVE_TOO_LARGE)
+    return new AgentError('install-failed', memoryRefusal(maxMemory, error.message))
+  if (isLimitError(error))
+    return new AgentError(
+      'limit-exceeded',
+      `the delta exceeds a limit of this decoder, which does not make it damaged (${error.message}): it applies VCDIFF windows of up to ${formatBytes(vcdiffLimits().maxWindowSize)} and approx blocks of up to ${formatBytes(approxLimits(undefined).maxBlockSize)}; make the delta again with smaller ones (deltaport delta make does, as does xdelta3 -W)`,
+      { codecCode: error.code },
+    )
+  return new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
+}
+
+/** A streaming make's failure: a source window this machine cannot hold is the option to lower (exit 17). */
+function makeFailure(error: unknown): unknown {
+  if (!isLimitError(error)) return error
+  return new AgentError(
+    'limit-exceeded',
+    (error as Error).message.replace('sourceWindow', '--source-window (default 32 MiB)'),
+  )
+}
+
 /** `deltaport delta make|apply`: the codec on files, for maintainers and for debugging a delta. */
 export function registerDeltaCommands(program: Command, reporter: () => Reporter): void {
   const delta = program.command('delta').description('make or apply a binary delta between two files')
@@ -175,7 +222,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
     .option(
       '--source-window <MiB>',
       'source bytes matched per window when streaming (default 32; implies --stream)',
-      parseMiB,
+      parseSourceWindow,
     )
     .action((sourcePath: string, targetPath: string, out: string, options: MakeOptions) =>
       removingTempsOnStop(async () => {
@@ -185,7 +232,11 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
         // A source window only means something window by window: asking for one asks for streaming.
         const stream = options.stream || options.sourceWindow !== undefined
         if (stream || sizes.some((size) => size > IN_MEMORY_MAX)) {
-          await makeStreaming(sourcePath, targetPath, out, methods, options.sourceWindow, reporter())
+          await makeStreaming(sourcePath, targetPath, out, methods, options.sourceWindow, reporter()).catch(
+            (error: unknown) => {
+              throw makeFailure(error)
+            },
+          )
           return
         }
         const [source, target] = await Promise.all([readFile(sourcePath), readFile(targetPath)])
@@ -270,11 +321,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
             })
           } catch (error) {
             await sink.discard()
-            if (error instanceof DeltaFormatError && error.code === 'archive-limit')
-              throw new AgentError('install-failed', memoryRefusal(options.maxMemory, error.message))
-            if (error instanceof DeltaFormatError)
-              throw new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
-            throw error
+            throw applyFailure(error, options.maxMemory)
           }
         })
       }),

@@ -7,6 +7,7 @@ import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { decodeContainer, encodeContainer } from '../../delta/archive/container.ts'
+import { createDelta } from '../../delta/index.ts'
 import { writeArtifact } from './fixtures.ts'
 
 /**
@@ -73,6 +74,137 @@ describe('deltaport delta apply, archive delta against the wrong source', () => 
     expect(applied.stderr).toContain('source archive of 209715200 bytes')
     expect(await leftovers(['a.gz', 'b.gz', 'ab.delta', 'big.src', 'lying.delta', 'mid.src'])).toEqual([])
   }, 60_000)
+})
+
+/** An unsigned LEB128-style VCDIFF integer (big-endian base 128, RFC 3284 section 2). */
+function vcdiffInteger(value: number): number[] {
+  const digits = [value & 0x7f]
+  for (let rest = Math.floor(value / 128); rest > 0; rest = Math.floor(rest / 128))
+    digits.unshift((rest & 0x7f) | 0x80)
+  return digits
+}
+
+/**
+ * A sound VCDIFF delta with one window of `length` zero bytes (one RUN): tiny, valid, and past the
+ * streaming decoder's 64 MiB window limit when `length` is. xdelta3's encoder never writes one; other
+ * encoders (one window for the whole file) do.
+ */
+function oneRunWindow(length: number): Uint8Array {
+  const instructions = [0x00, ...vcdiffInteger(length)] // opcode 0: RUN, size follows
+  const encoding = [...vcdiffInteger(length), 0x00, 0x01, ...vcdiffInteger(instructions.length), 0x00]
+  const body = [...encoding, 0x00, ...instructions]
+  return Uint8Array.from([0xd6, 0xc3, 0xc4, 0x00, 0x00, 0x00, ...vcdiffInteger(body.length), ...body])
+}
+
+describe('deltaport delta apply, a sound delta over a limit of the decoder', () => {
+  it('a VCDIFF window over the decoder limit says so with its own exit code, not "bad delta"', async () => {
+    await writeFile(join(dir, 'empty.src'), '')
+    await writeFile(join(dir, 'small-window.vcdiff'), oneRunWindow(1000))
+    expect((await cli(['delta', 'apply', 'empty.src', 'small-window.vcdiff', 'small.out'])).code).toBe(0)
+    expect((await readFile(join(dir, 'small.out'))).length).toBe(1000)
+    await writeFile(join(dir, 'big-window.vcdiff'), oneRunWindow(65 * 2 ** 20))
+    const before = await readdir(dir)
+    const refused = await cli(['delta', 'apply', 'empty.src', 'big-window.vcdiff', 'big.out'])
+    expect(refused.code).toBe(17)
+    expect(refused.stderr).not.toContain('bad delta')
+    expect(refused.stderr).toContain('exceeds a limit of this decoder')
+    expect(refused.stderr).toContain('maxWindowSize')
+    const json = await cli(['--json', 'delta', 'apply', 'empty.src', 'big-window.vcdiff', 'big.out'])
+    expect(JSON.parse(json.stdout).error.code).toBe('limit-exceeded')
+    expect(await leftovers(before)).toEqual([])
+  })
+
+  it('a source archive that expands past the memory allowed is a memory refusal (exit 9), not "bad delta"', async () => {
+    // A 2 MiB run of one line: a few KiB of gzip, within twice what 33 MiB allows (≈170 KiB of
+    // expanded archive) so the up-front length check lets it through, and it expands to 2 MiB.
+    const roomy = gzipSync('all work and no play\n'.repeat(100_000), { level: 9 })
+    await writeFile(join(dir, 'roomy.gz'), roomy)
+    const small = gzipSync('all work and no play\n'.repeat(1_000), { level: 9 })
+    const made = createDelta(new Uint8Array(roomy), new Uint8Array(small), { methods: ['archive'] })
+    expect(made.method).toBe('archive')
+    // Without its recipe the container's own sizes all fit: only the source's expansion can fail.
+    const decoded = decodeContainer(made.delta, { maxTargetBytes: 2 ** 30, maxExpandedBytes: 2 ** 30 })
+    await writeFile(join(dir, 'roomy.delta'), encodeContainer({ ...decoded, recipe: [] }))
+    const before = await readdir(dir)
+    const refused = await cli([
+      'delta',
+      'apply',
+      '--max-memory',
+      '33',
+      'roomy.gz',
+      'roomy.delta',
+      'roomy.out',
+    ])
+    expect(refused.stderr).not.toContain('bad delta')
+    expect(refused.code).toBe(9)
+    expect(refused.stderr).toContain('not enough memory to rebuild this archive here')
+    expect(await leftovers(before)).toEqual([])
+  })
+})
+
+/**
+ * The CLI in a process that can map only `addressSpace` bytes (ulimit -v), so an allocation too big
+ * for the machine fails as it would on a small device. Without its trap handler V8 reserves no 10 GB
+ * cage for WebAssembly (which Node's type stripping uses), so the process starts within the limit.
+ */
+async function cliWithin(addressSpace: number, args: string[]) {
+  const quoted = [process.execPath, '--disable-wasm-trap-handler', BIN, ...args].map((a) => `'${a}'`)
+  try {
+    const { stdout, stderr } = await run(
+      'sh',
+      ['-c', `ulimit -v ${addressSpace >> 10} && exec ${quoted.join(' ')}`],
+      {
+        cwd: dir,
+      },
+    )
+    return { code: 0, stdout, stderr }
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string }
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
+  }
+}
+
+describe('deltaport delta make --source-window, more than the machine can hold', () => {
+  it('is a limit to lower (exit 17) naming the option, not an unexpected RangeError, and leaves nothing', async () => {
+    // A 700 MiB source (sparse: nothing on disk) matched in one window, in 1.5 GB of address space.
+    await writeFile(join(dir, 'wide.src'), '')
+    await truncate(join(dir, 'wide.src'), 700 * 2 ** 20)
+    await writeArtifact(dir, 'wide.tgt', 100_000)
+    const before = await readdir(dir)
+    const refused = await cliWithin(1.5e9, [
+      'delta',
+      'make',
+      '--source-window',
+      '2047',
+      'wide.src',
+      'wide.tgt',
+      'wide.delta',
+    ])
+    expect(refused.stderr).not.toContain('unexpected failure')
+    expect(refused.code).toBe(17)
+    expect(refused.stderr).toContain('--source-window')
+    expect(await leftovers(before)).toEqual([])
+    // The same pair in a window that fits is made within the same limit.
+    const fits = await cliWithin(1.5e9, [
+      'delta',
+      'make',
+      '--source-window',
+      '64',
+      'wide.src',
+      'wide.tgt',
+      'wide.delta',
+    ])
+    expect(fits.stderr).toBe('')
+    expect(fits.code).toBe(0)
+  }, 60_000)
+
+  it('is parsed against the window the codec can address (1 to 2047 MiB), anything else a usage error', async () => {
+    for (const value of ['0', '2048', '1e3', '1.5']) {
+      const made = await cli(['delta', 'make', '--source-window', value, 'wide.src', 'wide.tgt', 'x.delta'])
+      expect(made.code, value).toBe(2)
+      expect(made.stderr, value).toContain('--source-window')
+    }
+  })
 })
 
 describe('deltaport delta make, a method that does not fit the pair', () => {

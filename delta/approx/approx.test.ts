@@ -134,6 +134,10 @@ describe('approx delta hostile input', () => {
     writeU32(d, HEADER_SIZE - 4, crc32(d.subarray(0, HEADER_SIZE - 4)))
     expect(formatError(() => applyApproxDelta(source, d, { maxTargetSize: 2 ** 50 })).code).toBe('bad-block')
     expect(formatError(() => applyApproxDelta(source, d)).code).toBe('too-large')
+    // 2^53 and up is no file's length, whatever the limits: damage, not a limit reached.
+    writeU32(d, 24, 0x20_0000)
+    writeU32(d, HEADER_SIZE - 4, crc32(d.subarray(0, HEADER_SIZE - 4)))
+    expect(formatError(() => applyApproxDelta(source, d, { maxTargetSize: 2 ** 60 })).code).toBe('bad-header')
   })
 
   it('streaming: a block claiming a huge payload costs what arrives, not what it claims', async () => {

@@ -107,7 +107,8 @@ export class ByteReader {
   u64(): number {
     const lo = this.u32()
     const hi = this.u32()
-    check(hi < 0x20_0000, 'too-large', '64-bit field exceeds 2^53')
+    // No file is 2^53 bytes long: damage, not a limit (too-large is for ApproxLimits).
+    check(hi < 0x20_0000, 'bad-header', '64-bit field exceeds 2^53')
     return hi * 0x1_0000_0000 + lo
   }
 

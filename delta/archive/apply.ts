@@ -35,15 +35,36 @@ function innerError(differ: InnerDiffer, err: unknown): DeltaFormatError {
   return new DeltaFormatError('archive-inner', `inner ${differ.id} delta failed: ${String(err)}`)
 }
 
+/**
+ * An archive delta's container, decoded and checked against the limits it carries: a streaming apply
+ * decodes it once for the checks before the source is read and again for none after.
+ */
+export interface DecodedArchiveDelta {
+  readonly container: Container
+  readonly limits: Required<ArchiveLimits>
+}
+
+export function decodeArchiveDelta(delta: Uint8Array, limits?: ArchiveLimits): DecodedArchiveDelta {
+  const L = resolveArchiveLimits(limits)
+  return { container: decodeContainer(delta, L), limits: L }
+}
+
+/** A delta as given: its bytes (decoded here, within `limits`) or decodeArchiveDelta's result. */
+function decodedOf(
+  delta: Uint8Array | DecodedArchiveDelta,
+  limits: ArchiveLimits | undefined,
+): DecodedArchiveDelta {
+  return delta instanceof Uint8Array ? decodeArchiveDelta(delta, limits) : delta
+}
+
 function prepare(
   source: Uint8Array,
-  delta: Uint8Array,
+  delta: Uint8Array | DecodedArchiveDelta,
   limits: ArchiveLimits | undefined,
   differs: readonly InnerDiffer[],
   engine: DeflateEngine | undefined,
 ): Prepared {
-  const L = resolveArchiveLimits(limits)
-  const c = decodeContainer(delta, L)
+  const { container: c, limits: L } = decodedOf(delta, limits)
   check(
     source.length === c.sourceLength && crc32(source) === c.sourceCrc,
     'archive-source-mismatch',
@@ -151,12 +172,11 @@ export function maxArchiveDeltaBytes(limits?: ArchiveLimits): number {
  * expand within the limits. Returns the source length to read.
  */
 export function checkArchiveSourceLength(
-  delta: Uint8Array,
+  delta: Uint8Array | DecodedArchiveDelta,
   sourceLength: number,
   limits?: ArchiveLimits,
 ): number {
-  const L = resolveArchiveLimits(limits)
-  const c = decodeContainer(delta, L)
+  const { container: c, limits: L } = decodedOf(delta, limits)
   check(
     c.sourceLength <= MAX_SOURCE_PER_EXPANDED_BYTE * L.maxExpandedBytes,
     'archive-limit',
@@ -194,10 +214,11 @@ export function applyArchiveDelta(
 /**
  * Streaming variant. The final CRC can only be checked after the last chunk, so on a throw the sink
  * has received unverified bytes and must be discarded (write to a temporary file, rename on success).
+ * `delta` may be decodeArchiveDelta's result, whose own limits then apply (`limits` is not read).
  */
 export async function applyArchiveDeltaToSink(
   source: Uint8Array,
-  delta: Uint8Array,
+  delta: Uint8Array | DecodedArchiveDelta,
   sink: ByteSink,
   limits?: ArchiveLimits,
   differs: readonly InnerDiffer[] = defaultDiffers,

@@ -15,8 +15,10 @@ import {
   applyArchiveDelta,
   applyArchiveDeltaToSink,
   approxDiffer,
+  checkArchiveSourceLength,
   createArchiveDelta,
   type DeflateEngine,
+  decodeArchiveDelta,
   detectArchive,
   type InnerDiffer,
   pakoEngine,
@@ -418,6 +420,67 @@ with zipfile.ZipFile(out, 'w') as z:
     const before = process.memoryUsage().arrayBuffers
     expect(() => applyArchiveDelta(a, lying, {}, [measuring])).toThrow(DeltaFormatError)
     expect(held - before).toBeLessThan(64 << 20)
+  })
+
+  it('applies a container decoded once for the checks before the source is read (decodeArchiveDelta)', async () => {
+    const source = u8(gzipSync(new TextEncoder().encode(fileText(6, 20_000))))
+    const target = u8(gzipSync(new TextEncoder().encode(fileText(6, 21_000))))
+    const { delta } = mustApply(createArchiveDelta(source, target))
+    const decoded = decodeArchiveDelta(delta, { maxExpandedBytes: 1 << 20 })
+    expect(checkArchiveSourceLength(decoded, source.length)).toBe(source.length)
+    const sink = collectingSink()
+    await applyArchiveDeltaToSink(source, decoded, sink)
+    expect(sink.bytes()).toEqual(target)
+    // Decoding is where the container meets its limits.
+    expect(() => decodeArchiveDelta(delta, { maxExpandedBytes: 1000 })).toThrow(/exceeds the limit/)
+  })
+
+  it('refuses tables of more entries than the limits pay for before decoding them (heap stays bounded)', () => {
+    // Valid lengths, hostile shape: 1 M one-byte recipe ranges (2 MB of delta) or 1 M empty deflate
+    // segments (4 MB), each entry ~50–70 bytes of heap once decoded (measured: 24 and 18 heap bytes
+    // per delta byte): 48–70 MiB for a container whose expanded side fits in 8 MiB.
+    const limits = { maxTargetBytes: 2 ** 30, maxExpandedBytes: 8 << 20 }
+    const params = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
+    const empty = {
+      sourceKind: 'gzip' as const,
+      differId: 'vcdiff',
+      sourceLength: 10,
+      sourceCrc: 0,
+      targetLength: 0,
+      targetCrc: 0,
+      expandedLength: 0,
+      sourcePuffed: false,
+      segments: [],
+      recipe: [],
+      inner: new Uint8Array(0),
+      innerDeflated: false,
+      innerLength: 0,
+    }
+    const n = 1_000_000
+    const hostile = [
+      encodeContainer({ ...empty, recipe: Array.from({ length: n }, () => ({ offset: 0, length: 1 })) }),
+      encodeContainer({
+        ...empty,
+        segments: Array.from({ length: n }, () => ({
+          kind: 'deflate' as const,
+          rawLength: 0,
+          compressedLength: 0,
+          params,
+        })),
+      }),
+    ]
+    for (const delta of hostile) {
+      const before = process.memoryUsage().heapUsed
+      let decoded: unknown
+      try {
+        decoded = decodeContainer(delta, limits)
+      } catch (error) {
+        expect((error as DeltaFormatError).code).toBe('archive-limit')
+        expect((error as Error).message).toMatch(/table entries/)
+      }
+      expect(process.memoryUsage().heapUsed - before).toBeLessThan(16 << 20)
+      expect(decoded).toBeUndefined()
+    }
   })
 
   it('refuses an empty recipe range, which no encoder writes', () => {

@@ -7,6 +7,7 @@ import { check } from '../errors.ts'
 import { ByteReader, ByteWriter } from './bytes.ts'
 import type { Checkpoint } from './checkpoints.ts'
 import { type ArchiveKind, hasParams, type Segment } from './expand.ts'
+import { tableEntriesFor } from './limits.ts'
 import { blockDescriptor, readBlockHead } from './puff.ts'
 import type { DeflateParams } from './recompress.ts'
 import type { Range } from './reference.ts'
@@ -168,6 +169,30 @@ function writeRuns(w: ByteWriter, runs: readonly SpliceRun[]): void {
 export interface ContainerLimits {
   maxTargetBytes: number
   maxExpandedBytes: number
+  /** Default tableEntriesFor(maxExpandedBytes) (limits.ts). */
+  maxTableEntries?: number
+}
+
+/**
+ * Counts the entries the tables decode into against `limit`, each list by its declared count before
+ * any of it is read: a hostile delta is refused before it costs heap, not after.
+ */
+class TableBudget {
+  private used = 0
+  private readonly limit: number
+
+  constructor(limit: number) {
+    this.limit = limit
+  }
+
+  spend(count: number, what: string): void {
+    this.used += count
+    check(
+      this.used <= this.limit,
+      'archive-limit',
+      `container tables of ${this.used}+ table entries (${what}) exceed the limit of ${this.limit}`,
+    )
+  }
 }
 
 const E = 'archive-container'
@@ -187,8 +212,14 @@ function readParams(r: ByteReader): DeflateParams {
 }
 
 /** Strictly increasing restart points strictly inside the stream, in both coordinates. */
-function readCheckpoints(r: ByteReader, rawLength: number, compressedLength: number): Checkpoint[] {
+function readCheckpoints(
+  r: ByteReader,
+  rawLength: number,
+  compressedLength: number,
+  budget: TableBudget,
+): Checkpoint[] {
   const count = r.varint('checkpoint count')
+  budget.spend(count, 'checkpoints')
   check(count <= MAX_CHECKPOINTS && count <= r.remaining / 2, E, 'checkpoint list too long')
   const out: Checkpoint[] = []
   let raw = 0
@@ -225,8 +256,9 @@ function readRecompressed(
 }
 
 /** A block list (writeBlocks) whose tokens, at least a content byte each, fit in `rawLength`. */
-function readBlocks(r: ByteReader, rawLength: number, count: number): Block[] {
+function readBlocks(r: ByteReader, rawLength: number, count: number, budget: TableBudget): Block[] {
   check(count <= r.remaining / 2, E, 'block count longer than the delta')
+  budget.spend(count, 'blocks')
   const blocks: Block[] = []
   let tokens = 0
   for (let b = 0; b < count; b++) {
@@ -243,9 +275,10 @@ function readBlocks(r: ByteReader, rawLength: number, count: number): Block[] {
  * Runs of a spliced segment. Gaps and copies each cover content, copies at least MIN_RUN_BYTES (checked
  * on apply, where the tokens' sizes are known), so a stream holds at most rawLength / MIN_RUN_BYTES + 1.
  */
-function readRuns(r: ByteReader, rawLength: number): SpliceRun[] {
+function readRuns(r: ByteReader, rawLength: number, budget: TableBudget): SpliceRun[] {
   const count = r.varint('run count')
   check(count <= r.remaining / 3 && count <= rawLength / MIN_RUN_BYTES + 1, E, 'too many spliced runs')
+  budget.spend(count, 'spliced runs')
   const runs: SpliceRun[] = []
   let source = 0
   let gaps = 0
@@ -293,13 +326,16 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
     `expanded target of ${expandedLength} bytes exceeds the limit of ${limits.maxExpandedBytes} bytes`,
   )
 
+  const budget = new TableBudget(limits.maxTableEntries ?? tableEntriesFor(limits.maxExpandedBytes))
   const tableLength = r.varint('params count')
   check(tableLength <= r.remaining / 5, E, 'params table longer than the delta')
+  budget.spend(tableLength, 'deflate parameters')
   const table: DeflateParams[] = []
   for (let i = 0; i < tableLength; i++) table.push(readParams(r))
 
   const segmentCount = r.varint('segment count')
   check(segmentCount <= r.remaining / 2, E, 'segment count longer than the delta')
+  budget.spend(segmentCount, 'segments')
   const segments: Segment[] = []
   let expandedSum = 0
   let targetSum = 0
@@ -324,7 +360,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       check(rawLength > 0 && compressedLength > 0, E, 'empty reblocked segment')
       const count = r.varint('block count')
       check(count > 0, E, 'reblocked segment without blocks')
-      const blocks = readBlocks(r, rawLength, count)
+      const blocks = readBlocks(r, rawLength, count, budget)
       segments.push({ kind: 'reblocked', rawLength, compressedLength, params, blocks })
       expandedSum += rawLength
       targetSum += compressedLength
@@ -333,8 +369,8 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       check(rawLength > 0 && compressedLength > 0, E, 'empty spliced segment')
       // Zero blocks: the ones zlib cuts for the spliced tokens.
       const count = r.varint('block count')
-      const blocks = count === 0 ? 'zlib' : readBlocks(r, rawLength, count)
-      const runs = readRuns(r, rawLength)
+      const blocks = count === 0 ? 'zlib' : readBlocks(r, rawLength, count, budget)
+      const runs = readRuns(r, rawLength, budget)
       segments.push({ kind: 'spliced', rawLength, compressedLength, params, blocks, runs })
       expandedSum += rawLength
       targetSum += compressedLength
@@ -346,7 +382,8 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       const bound = rawLength + Math.ceil(rawLength / 8) + Math.ceil(rawLength / 64) + 64
       check(compressedLength <= bound, E, 'compressed length exceeds deflate bound')
       check(rawLength <= compressedLength * 1032 + 1024, E, 'raw length exceeds deflate ratio')
-      const checkpoints = flags & FLAG_CHECKPOINTS ? readCheckpoints(r, rawLength, compressedLength) : []
+      const checkpoints =
+        flags & FLAG_CHECKPOINTS ? readCheckpoints(r, rawLength, compressedLength, budget) : []
       segments.push({
         kind: 'deflate',
         rawLength,
@@ -364,6 +401,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
 
   const recipeCount = r.varint('recipe count')
   check(recipeCount <= r.remaining / 2, E, 'recipe longer than the delta')
+  budget.spend(recipeCount, 'recipe ranges')
   const recipe: Range[] = []
   let referenceLength = 0
   for (let i = 0; i < recipeCount; i++) {

@@ -100,16 +100,19 @@ export function deflatePieces(
 export function inflaterFor(engine: DeflateEngine | undefined): Inflater {
   const native = engine?.inflateRaw?.bind(engine)
   if (!native) return inflateRawPrefix
-  return (input, maxOutput, code) => {
+  return (input, maxOutput, code, overflowCode = code) => {
     let out: Inflated
     try {
       out = native(input, maxOutput)
-    } catch (err) {
-      throw new DeltaFormatError(code, `bad, truncated or oversized deflate stream: ${String(err)}`)
+    } catch {
+      // Damaged, or longer than maxOutput: an engine's errors do not say which in any one way, and the
+      // two mean different things to the user (a bad delta, or a limit to raise). The reference
+      // inflater tells them apart, on this failure path only, and stops at maxOutput as the engine did.
+      return inflateRawPrefix(input, maxOutput, code, overflowCode)
     }
     // Held to pako's contract whatever the engine did.
     if (out.data.length > maxOutput)
-      throw new DeltaFormatError(code, `inflated data exceeds ${maxOutput} bytes`)
+      throw new DeltaFormatError(overflowCode, `inflated data exceeds ${maxOutput} bytes`)
     if (out.consumed <= 0 || out.consumed > input.length)
       throw new DeltaFormatError(code, 'inflater reported an impossible stream length')
     return out

@@ -18,6 +18,7 @@ import { crc32 } from './crc32.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 import { parseGzip } from './gzip.ts'
 import { type Inflater, inflateRawPrefix } from './inflate.ts'
+import { ARCHIVE_TOO_LARGE } from './limits.ts'
 import { puffReference, puffTarget } from './puff-stream.ts'
 import { findReblock, type Reblock } from './reblock.ts'
 import {
@@ -311,7 +312,7 @@ class Builder {
   private grow(n: number): void {
     this.length += n
     if (this.length > this.maxLength) {
-      throw new DeltaFormatError('archive-too-large', `expanded archive exceeds ${this.maxLength} bytes`)
+      throw new DeltaFormatError(ARCHIVE_TOO_LARGE, `expanded archive exceeds ${this.maxLength} bytes`)
     }
   }
 
@@ -424,12 +425,12 @@ function tokenTakingInflater(
   taken: DeflateParse[],
   sizeHint: (input: Uint8Array, maxOutput: number) => number,
 ): Inflater {
-  return (input, maxOutput, code) => {
+  return (input, maxOutput, code, overflowCode = code) => {
     let r: ReturnType<typeof parseDeflatePrefix>
     try {
       r = parseDeflatePrefix(input, maxOutput, code, sizeHint(input, maxOutput))
     } catch (err) {
-      if (err instanceof DeltaFormatError) return base(input, maxOutput, code)
+      if (err instanceof DeltaFormatError) return base(input, maxOutput, code, overflowCode)
       throw err
     }
     taken.push(r.parse)

@@ -17,7 +17,7 @@ import type { DeflateEngine } from './deflate-engine.ts'
 import { detectArchive } from './detect.ts'
 import { approxDiffer } from './differs.ts'
 import { expand, inflateAll } from './expand.ts'
-import type { ArchiveLimits } from './limits.ts'
+import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 
 export interface FuzzReport {
   /**
@@ -32,7 +32,10 @@ export interface FuzzReport {
   failures: string[]
 }
 
-const LIMITS: Required<ArchiveLimits> = { maxTargetBytes: 1 << 20, maxExpandedBytes: 4 << 20 }
+const LIMITS: Required<ArchiveLimits> = resolveArchiveLimits({
+  maxTargetBytes: 1 << 20,
+  maxExpandedBytes: 4 << 20,
+})
 
 function rng(seed: number): () => number {
   let s = seed >>> 0

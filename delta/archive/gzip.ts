@@ -6,6 +6,7 @@ import { check } from '../errors.ts'
 import { ByteReader } from './bytes.ts'
 import { crc32 } from './crc32.ts'
 import { type Inflater, inflateRawPrefix } from './inflate.ts'
+import { ARCHIVE_TOO_LARGE } from './limits.ts'
 
 const FTEXT = 1
 const FHCRC = 2
@@ -92,7 +93,8 @@ export function parseGzip(
     const r = new ByteReader(bytes, 'gzip-truncated', pos)
     const header = parseGzipHeader(r)
     const dataStart = r.pos
-    const { data, consumed } = inflate(bytes.subarray(dataStart), budget, 'gzip-deflate')
+    // Past the budget is the archive being too big for the caller's limit, not a damaged member.
+    const { data, consumed } = inflate(bytes.subarray(dataStart), budget, 'gzip-deflate', ARCHIVE_TOO_LARGE)
     budget -= data.length
     const dataEnd = dataStart + consumed
     r.pos = dataEnd

@@ -7,6 +7,8 @@ export {
   applyArchiveDelta,
   applyArchiveDeltaToSink,
   checkArchiveSourceLength,
+  type DecodedArchiveDelta,
+  decodeArchiveDelta,
   maxArchiveDeltaBytes,
 } from './apply.ts'
 export type { ArchiveDeltaDetails, ArchiveDeltaOptions, ArchiveDeltaResult } from './create.ts'

@@ -4,10 +4,38 @@ export interface ArchiveLimits {
   maxTargetBytes?: number
   /** Largest expanded (decompressed) source, reference or target accepted. Default 1 GiB. */
   maxExpandedBytes?: number
+  /**
+   * Most entries the container's tables may decode into (segments, blocks, runs, checkpoints, recipe
+   * ranges, parameter sets), each some 50–70 bytes of heap. Default tableEntriesFor(maxExpandedBytes).
+   */
+  maxTableEntries?: number
+}
+
+/**
+ * Expanded bytes each table entry must be paid for by. Every honest entry covers content: a zip entry
+ * is at least 76 bytes of headers for its 2–3 entries (local header, stream, recipe range), a tar member
+ * 512, so an archive within maxExpandedBytes needs far fewer than one entry per 16 of its bytes. A
+ * hostile delta could otherwise declare one per 2 delta bytes (24 heap bytes per delta byte), whatever
+ * the memory its expanded size was budgeted for; at 16 the tables cost at most ~4 bytes per byte of
+ * the expanded limit.
+ */
+const EXPANDED_BYTES_PER_TABLE_ENTRY = 16
+
+/** The default maxTableEntries for an expanded limit (at least 4096, for tiny limits). */
+export function tableEntriesFor(maxExpandedBytes: number): number {
+  return Math.max(4096, Math.floor(maxExpandedBytes / EXPANDED_BYTES_PER_TABLE_ENTRY))
 }
 
 const GiB = 1024 * 1024 * 1024
 
 export function resolveArchiveLimits(l: ArchiveLimits = {}): Required<ArchiveLimits> {
-  return { maxTargetBytes: l.maxTargetBytes ?? GiB, maxExpandedBytes: l.maxExpandedBytes ?? GiB }
+  const maxExpandedBytes = l.maxExpandedBytes ?? GiB
+  return {
+    maxTargetBytes: l.maxTargetBytes ?? GiB,
+    maxExpandedBytes,
+    maxTableEntries: l.maxTableEntries ?? tableEntriesFor(maxExpandedBytes),
+  }
 }
+
+/** The code of an archive that expands past maxExpandedBytes: a limit reached (isLimitError), not damage. */
+export const ARCHIVE_TOO_LARGE = 'archive-too-large'
