@@ -294,19 +294,19 @@ describe('an update whose dependencies cannot all be installed', () => {
     // While the app downloads (libd already staged), its `current` becomes something no link can
     // replace: the app's switch fails after libd's.
     const appCurrent = join(d.installRoot, 'blocked-app', 'current')
-    const failed = await installArtifact(d, {
-      name: 'blocked-app',
-      fullOnly: true,
-      fetchImpl: beforeBlob('blocked-app', '2.0.0', async () => {
-        await rm(appCurrent)
-        await mkdir(join(appCurrent, 'in-the-way'), { recursive: true })
+    const failed = await agentFailure(
+      installArtifact(d, {
+        name: 'blocked-app',
+        fullOnly: true,
+        fetchImpl: beforeBlob('blocked-app', '2.0.0', async () => {
+          await rm(appCurrent)
+          await mkdir(join(appCurrent, 'in-the-way'), { recursive: true })
+        }),
       }),
-    }).then(
-      () => null,
-      (error: unknown) => error,
     )
-    // EISDIR, as a rename over a folder fails: the store reports it as it is.
-    expect(failed).toBeInstanceOf(Error)
+    // A rename over a folder fails (EISDIR): the store says what is in the way.
+    expect(failed.code).toBe('io')
+    expect(failed.message).toContain(`${appCurrent} is a directory`)
     expect(await currentOf(d, 'libd')).toBe('1.0.0')
     expect(await readdir(join(d.installRoot, 'blocked-app'))).not.toContain('switching.json')
 
