@@ -478,11 +478,26 @@ export class ArtifactStore {
    * did not verify, a full disk) would otherwise leave them, and so the artifact's folder, which the
    * lock's release removes only when empty. Lock held: every writer of these folders holds it and makes
    * them first. Best effort.
+   *
+   * An artifact never installed (no state.json either: an uninstall keeps that, with its serials) also
+   * loses its index-seen.json. Only a command holding the lock has the folder in which an index read
+   * records its serial (recordIndexSerial writes nothing without it), so a failed first install with
+   * indexKeys left a record no other read of that index would have made: a folder no command removes
+   * (`uninstall` and `status` call the artifact not installed), holding a later first install to the
+   * serial this one saw (ADR 0032, amended 2026-11-26).
    */
   private async removeEmptyWorkFolders(): Promise<void> {
     const installed = await this.installedVersions().catch(() => null)
     if (installed === null || installed.length > 0) return
     for (const folder of ['versions', 'partial']) await rmdir(join(this.dir, folder)).catch(() => undefined)
+    const recorded = await this.recorded().catch(() => null)
+    if (recorded && recorded.linked === null && recorded.stored === undefined && !(await this.hasStateFile()))
+      await rm(join(this.dir, 'index-seen.json'), { force: true }).catch(() => undefined)
+  }
+
+  /** Whether state.json exists at all (readable or not: one that is garbled still says it was installed). */
+  private async hasStateFile(): Promise<boolean> {
+    return (await unlessMissing(lstat(join(this.dir, 'state.json')), null)) !== null
   }
 
   /**
