@@ -180,6 +180,23 @@ async function assertUnchanged(step: StagedSwitch, forName: string): Promise<voi
 }
 
 /**
+ * After an update failed, deletes the versions it staged of dependencies the device did not have
+ * (`from` null) and that are still not current: nothing ever ran them, and like a failed first install
+ * they leave nothing behind (the artifact's folder goes with the last of it). A dependency the device
+ * has keeps its staged version for the next try (pruning takes it beyond keepVersions). One switched
+ * by a switch that failed part-way is current and stays. Best effort and never waiting: a dependency
+ * another process holds is left to it, and the update's own error is the one reported.
+ */
+export async function discardNeverInstalled(plan: SwitchPlan): Promise<void> {
+  for (const step of plan.steps) {
+    if (step.from !== null) continue
+    await step.store
+      .withLock({ timeoutMs: 0 }, () => step.store.discardStaged(step.manifest.version))
+      .catch(() => undefined)
+  }
+}
+
+/**
  * Puts back the dependencies a failed switch phase already switched, newest first, to the version
  * each had (kept installed: it is the store's previous). One that had none stays: nothing ran it.
  * Best effort: the error that stopped the switch is the one reported.

@@ -7,6 +7,7 @@ import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
 import { checkDependents, type DependencyOutcome, ensureDependencies } from './dependencies.ts'
 import {
+  discardNeverInstalled,
   finishInterruptedSwitch,
   type StagedSwitch,
   SwitchPlan,
@@ -129,7 +130,14 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
       ...fetchOf(request),
       ...(request.now ? { now: request.now } : {}),
     })
-    return installLocked(trusted.config, request, store)
+    const plan = request.switchPlan ?? new SwitchPlan()
+    try {
+      return await installLocked(trusted.config, request, store, plan)
+    } catch (error) {
+      // The outermost install failed: what it staged of dependencies the device never had goes.
+      if (!request.switchPlan) await discardNeverInstalled(plan)
+      throw error
+    }
   })
 }
 
@@ -141,6 +149,7 @@ async function installLocked(
   config: AgentConfig,
   request: InstallRequest,
   store: ArtifactStore,
+  plan: SwitchPlan,
 ): Promise<InstallResult> {
   const edge = new EdgeClient(config.edgeUrl, request.fetchImpl, deviceEdgeOptions(config, request.now))
   const state = await store.state()
@@ -184,7 +193,6 @@ async function installLocked(
   const channel = request.channel ?? (isVersionTarget(target) || target === 'latest' ? undefined : target)
   if (channel !== undefined) assertSignedForChannel(manifest, channel)
   const resolving = request.resolving ?? []
-  const plan = request.switchPlan ?? new SwitchPlan()
   // A dependency install was chosen against every dependent already (dependencies.ts).
   if (version !== state.current && resolving.length === 0 && !request.ignoreDependents) {
     await checkDependents(config.installRoot, request.name, version)

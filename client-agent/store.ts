@@ -299,6 +299,18 @@ export class ArtifactStore {
   }
 
   /**
+   * Deletes `version`, staged for an update that failed, if the artifact still has no current version
+   * (nothing ever ran it; see discardNeverInstalled). Call with the artifact's lock held. Returns
+   * whether it was deleted.
+   */
+  async discardStaged(version: string): Promise<boolean> {
+    if ((await this.state()).current !== null || !(await this.has(version))) return false
+    await this.deleteVersion(version)
+    await fsyncDir(join(this.dir, 'versions'))
+    return true
+  }
+
+  /**
    * Points `current` at versions/<version>: a new link renamed over the old one (atomic). Something
    * else at `current` (a folder put there by hand or by a restored backup) makes the rename fail: that
    * is reported as `io` (exit 10) naming the path and the way out, not as the raw EISDIR, and the temp

@@ -249,6 +249,55 @@ describe('an update whose dependencies cannot all be installed', () => {
     expect(await currentOf(d, 'libleaf')).toBe('1.0.0')
   })
 
+  it('leave nothing of a dependency the device never had when the update fails, and keep what it has', async () => {
+    await publish('libkept', '1.0.0')
+    await publish('fresh-app', '1.0.0', { libkept: '^1.0.0' })
+    const d = device('never-had')
+    await installArtifact(d, { name: 'fresh-app' })
+    await publish('libkept', '1.1.0')
+    await publish('libnew', '1.0.0')
+    await publish('libbad', '1.0.0')
+    await publish('fresh-app', '2.0.0', { libkept: '^1.1.0', libnew: '^1.0.0', libbad: '^1.0.0' })
+
+    // libkept and libnew are staged (downloaded, verified, committed), then libbad's bytes do not verify.
+    const failed = await agentFailure(
+      installArtifact(d, { name: 'fresh-app', fetchImpl: corruptingBlob('libbad', '1.0.0') }),
+    )
+    expect(failed.code).toBe('integrity-mismatch')
+    expect(await currentOf(d, 'fresh-app')).toBe('1.0.0')
+    // libkept's staged version stays for the next try (pruned beyond keepVersions like any other);
+    // libnew, which nothing on the device ever ran, is gone with its folder, like a failed first install.
+    expect(await new ArtifactStore(d.installRoot, 'libkept').installedVersions()).toEqual(
+      expect.arrayContaining(['1.0.0', '1.1.0']),
+    )
+    expect((await readdir(d.installRoot)).filter((f) => !f.startsWith('.')).sort()).toEqual([
+      'fresh-app',
+      'libkept',
+    ])
+
+    // The same when the app's own bytes fail after every dependency was staged.
+    const own = await agentFailure(
+      installArtifact(d, {
+        name: 'fresh-app',
+        fullOnly: true,
+        fetchImpl: corruptingBlob('fresh-app', '2.0.0'),
+      }),
+    )
+    expect(own.code).toBe('integrity-mismatch')
+    expect((await readdir(d.installRoot)).filter((f) => !f.startsWith('.')).sort()).toEqual([
+      'fresh-app',
+      'libkept',
+    ])
+
+    expect(await installArtifact(d, { name: 'fresh-app' })).toMatchObject({ version: '2.0.0' })
+    for (const [name, version] of [
+      ['libkept', '1.1.0'],
+      ['libnew', '1.0.0'],
+      ['libbad', '1.0.0'],
+    ] as const)
+      expect(await currentOf(d, name)).toBe(version)
+  })
+
   it('still sees what an earlier dependency will switch when it resolves a later one', async () => {
     await publish('libshared', '1.0.0')
     await publish('libshared', '1.5.0')
