@@ -9,6 +9,7 @@ import { checkDependents, type DependencyOutcome, ensureDependencies } from './d
 import {
   discardNeverInstalled,
   finishInterruptedSwitch,
+  finishSwitchesNaming,
   type StagedSwitch,
   SwitchPlan,
   switchTogether,
@@ -522,6 +523,10 @@ export async function rollbackArtifact(
 ) {
   const store = new ArtifactStore(config.installRoot, name)
   if (!(await store.exists())) throw new AgentError('not-found', `${name} is not installed`)
+  // An update of it (or of an artifact it is a dependency of) was killed while switching: the set is
+  // half switched, and rolling one artifact of it back would act on neither the old set nor the new.
+  // Finish it first, as the next install would; the rollback then undoes the finished update.
+  const finished = await finishSwitchesNaming(config.installRoot, name, lockWaitOf(wait))
   return store.withLock(lockWaitOf(wait), async () => {
     const before = await store.state()
     // Nothing to switch back to is the version not being there (not-found), like an artifact never
@@ -547,7 +552,7 @@ export async function rollbackArtifact(
         `${name}@${before.previous} on disk no longer has the bytes its signed manifest names; nothing was switched. Install it again with "deltaport install ${name}@${before.previous}"`,
       )
     const after = await store.rollback()
-    return { name, from: before.current, to: after.current }
+    return { name, from: before.current, to: after.current, ...(finished.length > 0 ? { finished } : {}) }
   })
 }
 

@@ -158,7 +158,14 @@ export async function rollbackAndReport(
     lockWaitMs?: number
     onLockWait?: (holder: string) => void
   } = {},
-): Promise<{ name: string; from: string | null; to: string | null; report: ReportResult | null }> {
+): Promise<{
+  name: string
+  from: string | null
+  to: string | null
+  /** Artifacts an interrupted update's switches named, finished before the rollback (rollbackArtifact). */
+  finished?: string[]
+  report: ReportResult | null
+}> {
   const rolled = await rollbackArtifact(config, name, {
     ...(options.lockWaitMs !== undefined ? { lockWaitMs: options.lockWaitMs } : {}),
     ...(options.onLockWait ? { onLockWait: options.onLockWait } : {}),

@@ -1,10 +1,10 @@
 import { execFile } from 'node:child_process'
-import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
-import { installArtifact } from '../install.ts'
+import { installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { generateKeyPair } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
@@ -433,6 +433,82 @@ describe('an update whose dependencies cannot all be installed', () => {
     expect(await currentOf(d, 'journal-app')).toBe('1.0.0')
     expect(await currentOf(d, 'libj')).toBe('1.0.0')
     expect(await readdir(app.dir)).not.toContain('switching.json')
+  })
+})
+
+describe('an update killed while switching', () => {
+  /**
+   * kapp 0.9.0 then 1.0.0 installed with libk 1.0.0, then the update to kapp 2.0.0 (which needs libk
+   * ^1.1.0) killed after libk's switch and before kapp's: libk runs 1.1.0, kapp's link and state.json
+   * are as before the update (current 1.0.0, previous 0.9.0), and the journal names both switches.
+   */
+  async function killedMidSwitch(label: string) {
+    const d = device(label)
+    const [app, lib] = [`kapp-${label}`, `libk-${label}`]
+    await publish(lib, '1.0.0')
+    await publish(app, '0.9.0', { [lib]: '^1.0.0' })
+    await publish(app, '1.0.0', { [lib]: '^1.0.0' })
+    await installArtifact(d, { name: app, target: '0.9.0' })
+    await installArtifact(d, { name: app, target: '1.0.0' })
+    const appStore = new ArtifactStore(d.installRoot, app)
+    const appState = await readFile(join(appStore.dir, 'state.json'))
+    await publish(lib, '1.1.0')
+    await publish(app, '2.0.0', { [lib]: '^1.1.0' })
+    await installArtifact(d, { name: app })
+    await writeFile(join(appStore.dir, 'state.json'), appState)
+    await rm(appStore.currentLink)
+    await symlink(join('versions', '1.0.0'), appStore.currentLink)
+    const steps = [
+      { name: lib, from: '1.0.0', to: '1.1.0' },
+      { name: app, from: '1.0.0', to: '2.0.0' },
+    ]
+    await writeFile(join(appStore.dir, 'switching.json'), JSON.stringify({ steps }))
+    expect(await currentOf(d, app)).toBe('1.0.0')
+    expect(await currentOf(d, lib)).toBe('1.1.0')
+    return { d, app, lib, appStore, steps }
+  }
+
+  it('is reported by status, of the artifact and of a dependency in it, and finished by rollback first', async () => {
+    const { d, app, lib, appStore, steps } = await killedMidSwitch('status')
+    const configFile = join(suite.ws.dir, 'killed-device.json')
+    await writeFile(configFile, JSON.stringify(d))
+    const cli = (...args: string[]) =>
+      promisify(execFile)(process.execPath, [BIN, '--config', configFile, ...args])
+    for (const name of [app, lib]) {
+      const status = await cli('--json', 'status', name)
+      expect(JSON.parse(status.stdout).status.unfinishedSwitch).toEqual([
+        {
+          artifact: app,
+          steps: [
+            { ...steps[0], current: '1.1.0' },
+            { ...steps[1], current: '1.0.0' },
+          ],
+          message: expect.stringContaining(`deltaport update ${app}`),
+        },
+      ])
+      const told = await cli('status', name)
+      expect(told.stderr).toContain(`warning: an update of ${app} was killed while switching`)
+    }
+
+    // Rollback does not move kapp to 0.9.0 under libk 1.1.0: it finishes the update, then undoes it.
+    const back = await cli('rollback', app)
+    expect(back.stdout).toContain('rolled back from 2.0.0 to 1.0.0')
+    expect(back.stderr).toContain(`an update killed while switching was finished first (${app} switched)`)
+    expect(await currentOf(d, app)).toBe('1.0.0')
+    expect((await appStore.state()).previous).toBe('2.0.0')
+    expect(await currentOf(d, lib)).toBe('1.1.0')
+    expect(await readdir(appStore.dir)).not.toContain('switching.json')
+    expect(JSON.parse((await cli('--json', 'status', lib)).stdout).status).not.toHaveProperty(
+      'unfinishedSwitch',
+    )
+  })
+
+  it('is finished before a rollback of a dependency in it, which then acts on the finished set', async () => {
+    const { d, app, lib, appStore } = await killedMidSwitch('dependency')
+    expect(await rollbackArtifact(d, lib)).toMatchObject({ from: '1.1.0', to: '1.0.0', finished: [app] })
+    expect(await currentOf(d, app)).toBe('2.0.0')
+    expect(await currentOf(d, lib)).toBe('1.0.0')
+    expect(await readdir(appStore.dir)).not.toContain('switching.json')
   })
 })
 
