@@ -512,6 +512,67 @@ describe('an update killed while switching', () => {
   })
 })
 
+describe('two updates at once whose dependencies overlap', () => {
+  it('do not wait on each other until the lock wait runs out', async () => {
+    // dl-libhttp needs dl-libc; dl-app-a needs dl-libhttp; dl-app-b needs both.
+    await publish('dl-libc', '1.0.0')
+    await publish('dl-libhttp', '1.0.0', { 'dl-libc': '^1.0.0' })
+    await publish('dl-app-a', '1.0.0', { 'dl-libhttp': '^1.0.0' })
+    await publish('dl-app-b', '1.0.0', { 'dl-libc': '^1.0.0', 'dl-libhttp': '^1.0.0' })
+    const d = device('overlap')
+    await installArtifact(d, { name: 'dl-app-a' })
+    await installArtifact(d, { name: 'dl-app-b' })
+    await publish('dl-libc', '1.1.0')
+    await publish('dl-libhttp', '1.1.0', { 'dl-libc': '^1.1.0' })
+    await publish('dl-app-a', '2.0.0', { 'dl-libhttp': '^1.1.0' })
+    await publish('dl-app-b', '2.0.0', { 'dl-libc': '^1.1.0', 'dl-libhttp': '^1.1.0' })
+
+    // B stages both libraries, then, just before its own download, lets A start. A stages dl-libhttp,
+    // which needs dl-libc: A is held at dl-libc's index until B is waiting for a lock (B's switch takes
+    // dl-libc, then dl-libhttp) or done. Staging nested in dependency order, A then held dl-libhttp
+    // while it waited for dl-libc, which B held while it waited for dl-libhttp.
+    // Waiting on each other ends, after this long, with one of them busy (nothing switched).
+    const lockWaitMs = 15_000
+    let bWaits = () => {}
+    const bWaiting = new Promise<void>((resolve) => {
+      bWaits = resolve
+    })
+    let aReached = () => {}
+    const aAtLibc = new Promise<void>((resolve) => {
+      aReached = resolve
+    })
+    let aRun: Promise<unknown> = Promise.resolve()
+    const bRun = installArtifact(d, {
+      name: 'dl-app-b',
+      fullOnly: true,
+      lockWaitMs,
+      onLockWait: () => bWaits(),
+      fetchImpl: beforeBlob('dl-app-b', '2.0.0', async () => {
+        aRun = installArtifact(d, { name: 'dl-app-a', lockWaitMs, fetchImpl: aFetch })
+        await aAtLibc
+      }),
+    })
+    const aFetch: typeof fetch = async (input, init) => {
+      const url = new URL(input instanceof Request ? input.url : String(input))
+      if (url.pathname === '/v1/artifacts/dl-libc') {
+        aReached()
+        await Promise.race([bWaiting, bRun.catch(() => undefined)])
+      }
+      return fetch(input, init)
+    }
+    const [b, a] = await Promise.allSettled([bRun, aAtLibc.then(() => aRun)])
+    expect(b.status, String(b.status === 'rejected' && b.reason)).toBe('fulfilled')
+    expect(a.status, String(a.status === 'rejected' && a.reason)).toBe('fulfilled')
+    for (const [name, version] of [
+      ['dl-app-a', '2.0.0'],
+      ['dl-app-b', '2.0.0'],
+      ['dl-libhttp', '1.1.0'],
+      ['dl-libc', '1.1.0'],
+    ] as const)
+      expect(await currentOf(d, name)).toBe(version)
+  })
+})
+
 /** fetch, running `before` once, just before the blob of `name@version` is requested. */
 function beforeBlob(name: string, version: string, before: () => Promise<void>): typeof fetch {
   let ran = false
