@@ -21,6 +21,7 @@ import { registerRunCommand } from './commands/run.ts'
 import { registerYankCommand } from './commands/yank.ts'
 import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
 import { dependencyStatus } from './dependencies.ts'
+import { unfinishedSwitches } from './dependency-switch.ts'
 import { AgentError, fromFileSystemError } from './errors.ts'
 import { installArtifact, isVersionTarget } from './install.ts'
 import { formatBytes, Reporter } from './output.ts'
@@ -287,6 +288,10 @@ export function buildProgram(
         ...lockWait(options.wait, reporter()),
         ...(options.allowRevoked ? { allowRevoked: true } : {}),
       })
+      if (result.finished)
+        reporter().info(
+          `an update killed while switching was finished first (${result.finished.join(', ')} switched), then rolled back from there`,
+        )
       // Rollback switches this artifact only: say so when the version back in place wants other
       // versions of its dependencies than the device has (ADR 0027).
       const store = new ArtifactStore(config.installRoot, artifact)
@@ -350,6 +355,8 @@ export function buildProgram(
         ? `state.json names ${disagreement.recorded ?? 'no version'} as current, but ${store.currentLink} points at ${disagreement.linked ?? 'nothing'}; the link is what runs`
         : undefined
       if (stateDisagrees) reporter().info(`warning: ${stateDisagrees}`)
+      const unfinished = await unfinishedSwitches(config.installRoot, artifact)
+      for (const u of unfinished) reporter().info(`warning: ${u.message}`)
       const versions = await store.installedVersions()
       // Like rollback and uninstall: a script asking whether an artifact is here gets a status that says it.
       if (versions.length === 0 && state.current === null && state.previous === null)
@@ -370,6 +377,7 @@ export function buildProgram(
             currentPath: store.currentLink,
             dependencies,
             ...(stateDisagrees ? { stateDisagrees } : {}),
+            ...(unfinished.length > 0 ? { unfinishedSwitch: unfinished } : {}),
           },
         },
       )

@@ -1,9 +1,10 @@
-import { readFile, rm } from 'node:fs/promises'
+import { readdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { ArtifactName, Version } from '../schemas/common.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
 import { AgentError } from './errors.ts'
+import { artifactOfFolder } from './fs/artifact-folder.ts'
 import type { LockWait } from './fs/artifact-lock.ts'
 import { fsyncDir, writeFileAtomic } from './fs/atomic.ts'
 import { unlessMissing } from './fs/missing.ts'
@@ -153,6 +154,88 @@ export async function finishInterruptedSwitch(
   })
 }
 
+/** An update's switches a kill left half done: the artifact whose journal names them, and the switches. */
+export interface InterruptedSwitch {
+  artifact: string
+  steps: Array<{ name: string; from: string | null; to: string }>
+}
+
+/**
+ * The interrupted switches (journals) that name `name`: its own, and those of updates that staged it as
+ * a dependency (their journals live in the dependent's folder). A journal that cannot be parsed names
+ * nothing (finishInterruptedSwitch drops it). Reads only.
+ */
+export async function interruptedSwitchesNaming(
+  installRoot: string,
+  name: string,
+): Promise<InterruptedSwitch[]> {
+  const found: InterruptedSwitch[] = []
+  for (const entry of await unlessMissing(readdir(installRoot, { withFileTypes: true }), [])) {
+    const artifact = entry.isDirectory() ? artifactOfFolder(entry.name) : null
+    if (artifact === null) continue
+    const text = await unlessMissing(readFile(join(installRoot, entry.name, JOURNAL_FILE), 'utf8'), null)
+    const parsed = text === null ? null : Journal.safeParse(parseJson(text))
+    if (!parsed?.success) continue
+    if (artifact === name || parsed.data.steps.some((step) => step.name === name))
+      found.push({ artifact, steps: parsed.data.steps })
+  }
+  return found
+}
+
+/**
+ * Finishes every interrupted switch that names `name` (finishInterruptedSwitch, each under its
+ * artifact's lock, then the others' in name order), so a command about to act on `name` (rollback,
+ * uninstall) acts on a set switched as a whole, as install does. Like a redo log: the switches were
+ * begun with every version verified and committed, so they are completed rather than undone; a
+ * rollback afterwards undoes the finished update the way it undoes any other. Returns the artifacts
+ * it switched.
+ */
+export async function finishSwitchesNaming(
+  installRoot: string,
+  name: string,
+  wait: LockWait,
+): Promise<string[]> {
+  const switched: string[] = []
+  for (const { artifact } of await interruptedSwitchesNaming(installRoot, name)) {
+    const top = new ArtifactStore(installRoot, artifact)
+    switched.push(...(await top.withLock(wait, () => finishInterruptedSwitch(installRoot, top, wait))))
+  }
+  return switched
+}
+
+/**
+ * The switches of updates killed part-way that name `name` (dependency-switch.ts), each with what every
+ * artifact in it runs now, for `status`: until they are finished the set is half switched (new
+ * libraries under the old app, say), and the owner should know, and how to finish it.
+ */
+export async function unfinishedSwitches(installRoot: string, name: string) {
+  const found = await interruptedSwitchesNaming(installRoot, name)
+  const described = await Promise.all(
+    found.map(async ({ artifact, steps }) => {
+      const now = await Promise.all(
+        steps.map(async (step) => ({
+          ...step,
+          current: (await new ArtifactStore(installRoot, step.name).state()).current,
+        })),
+      )
+      // One of them runs neither version (changed, or uninstalled, since): finishing drops this journal.
+      if (now.some((s) => s.current !== s.to && s.current !== s.from)) return null
+      const switches = now
+        .map(
+          (s) =>
+            `${s.name} ${s.from ?? 'none'} → ${s.to} (${s.current === s.to ? 'switched' : `runs ${s.current ?? 'nothing'}`})`,
+        )
+        .join(', ')
+      return {
+        artifact,
+        steps: now,
+        message: `an update of ${artifact} was killed while switching: ${switches}; \`deltaport update ${artifact}\` finishes it before anything else (only links move, no network needed), and so does a rollback of any of them before it rolls back`,
+      }
+    }),
+  )
+  return described.filter((report) => report !== null)
+}
+
 /** Runs `work` holding the locks of `stores`, taken one by one in name order. */
 async function withLocks<T>(
   stores: readonly ArtifactStore[],
@@ -177,6 +260,23 @@ async function assertUnchanged(step: StagedSwitch, forName: string): Promise<voi
     `${step.store.name} was changed by another deltaport command while ${forName}'s update was downloading (it now runs ${current ?? 'nothing'}); nothing was switched: run the update again`,
     { name: step.store.name, current, expected: step.from },
   )
+}
+
+/**
+ * After an update failed, deletes the versions it staged of dependencies the device did not have
+ * (`from` null) and that are still not current: nothing ever ran them, and like a failed first install
+ * they leave nothing behind (the artifact's folder goes with the last of it). A dependency the device
+ * has keeps its staged version for the next try (pruning takes it beyond keepVersions). One switched
+ * by a switch that failed part-way is current and stays. Best effort and never waiting: a dependency
+ * another process holds is left to it, and the update's own error is the one reported.
+ */
+export async function discardNeverInstalled(plan: SwitchPlan): Promise<void> {
+  for (const step of plan.steps) {
+    if (step.from !== null) continue
+    await step.store
+      .withLock({ timeoutMs: 0 }, () => step.store.discardStaged(step.manifest.version))
+      .catch(() => undefined)
+  }
 }
 
 /**

@@ -5,9 +5,16 @@ import type { ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
 import { deviceArchiveLimits } from './codec/archive-budget.ts'
 import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
-import { checkDependents, type DependencyOutcome, ensureDependencies } from './dependencies.ts'
 import {
+  checkDependents,
+  type DependencyOutcome,
+  ensureDependencies,
+  type InstallDependency,
+} from './dependencies.ts'
+import {
+  discardNeverInstalled,
   finishInterruptedSwitch,
+  finishSwitchesNaming,
   type StagedSwitch,
   SwitchPlan,
   switchTogether,
@@ -120,6 +127,8 @@ export interface Retreated {
  */
 export async function installArtifact(config: AgentConfig, request: InstallRequest): Promise<InstallResult> {
   const store = new ArtifactStore(config.installRoot, request.name)
+  if (request.switchPlan && request.target !== undefined)
+    await stageDependenciesFirst(config, { ...request, target: request.target }, request.switchPlan)
   return store.withLock(lockWaitOf(request), async () => {
     // An update of this artifact and its dependencies was killed while switching them: finish it first
     // (everything was verified and committed before the first switch), before anything reads `current`.
@@ -129,8 +138,77 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
       ...fetchOf(request),
       ...(request.now ? { now: request.now } : {}),
     })
-    return installLocked(trusted.config, request, store)
+    const plan = request.switchPlan ?? new SwitchPlan()
+    try {
+      return await installLocked(trusted.config, request, store, plan)
+    } catch (error) {
+      // The outermost install failed: what it staged of dependencies the device never had goes.
+      if (!request.switchPlan) await discardNeverInstalled(plan)
+      throw error
+    }
   })
+}
+
+/** How an install stages one of its dependencies: installArtifact of the version chosen, in `plan`. */
+function stageDependency(config: AgentConfig, request: InstallRequest, plan: SwitchPlan): InstallDependency {
+  const resolving = request.resolving ?? []
+  return (dep, depVersion) =>
+    installArtifact(config, {
+      name: dep.name,
+      target: depVersion,
+      // The signed manifest of what is being installed asks for this range, maybe below the current.
+      allowDowngrade: true,
+      resolving: [...resolving, request.name],
+      switchPlan: plan,
+      ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
+      ...(request.signal ? { signal: request.signal } : {}),
+      ...(request.now ? { now: request.now } : {}),
+      ...(request.lockWaitMs !== undefined ? { lockWaitMs: request.lockWaitMs } : {}),
+      ...(request.onLockWait ? { onLockWait: request.onLockWait } : {}),
+    })
+}
+
+/**
+ * Before a dependency's lock is taken, stages its own dependencies (each under its own lock, taken
+ * and released): inside the lock, ensureDependencies then finds them staged and takes no other lock.
+ * Why: staging them inside it nested the locks in dependency order (libhttp's held while waiting for
+ * libc), while a concurrent update's switch takes them in name order (libc's held while waiting for
+ * libhttp): the two waited on each other until the lock wait ran out (busy, nothing switched). Now an
+ * update holds, besides its artifact's lock, at most the one dependency it stages, and the switch's
+ * name-ordered set. The signed manifest is fetched and verified here only to read what it depends on;
+ * the locked install verifies it again against the state it then reads.
+ */
+async function stageDependenciesFirst(
+  config: AgentConfig,
+  request: InstallRequest & { target: string },
+  plan: SwitchPlan,
+): Promise<void> {
+  const trusted = (
+    await refreshRootTrust(config, { ...fetchOf(request), ...(request.now ? { now: request.now } : {}) })
+  ).config
+  const store = new ArtifactStore(trusted.installRoot, request.name)
+  const edge = new EdgeClient(trusted.edgeUrl, request.fetchImpl, deviceEdgeOptions(trusted, request.now))
+  const version = request.target
+  const manifest = await verifyManifest(
+    await edge.manifest(request.name, version),
+    { name: request.name, version },
+    {
+      trustedKeys: trusted.trustedKeys,
+      threshold: trusted.maintainerThreshold,
+      lastSerial: await store.serialFloor(trusted),
+      now: request.now ?? new Date(),
+      allowDowngrade: true,
+    },
+  )
+  if (manifest.dependencies.length === 0) return
+  await ensureDependencies(
+    trusted,
+    manifest,
+    request.resolving ?? [],
+    stageDependency(trusted, request, plan),
+    plan,
+    request.fetchImpl,
+  )
 }
 
 function fetchOf(request: InstallRequest): { fetchImpl?: typeof fetch } {
@@ -141,6 +219,7 @@ async function installLocked(
   config: AgentConfig,
   request: InstallRequest,
   store: ArtifactStore,
+  plan: SwitchPlan,
 ): Promise<InstallResult> {
   const edge = new EdgeClient(config.edgeUrl, request.fetchImpl, deviceEdgeOptions(config, request.now))
   const state = await store.state()
@@ -184,29 +263,17 @@ async function installLocked(
   const channel = request.channel ?? (isVersionTarget(target) || target === 'latest' ? undefined : target)
   if (channel !== undefined) assertSignedForChannel(manifest, channel)
   const resolving = request.resolving ?? []
-  const plan = request.switchPlan ?? new SwitchPlan()
   // A dependency install was chosen against every dependent already (dependencies.ts).
   if (version !== state.current && resolving.length === 0 && !request.ignoreDependents) {
     await checkDependents(config.installRoot, request.name, version)
   }
+  // A dependency's own dependencies were staged before its lock was taken (stageDependenciesFirst):
+  // for one, this finds them in the plan and keeps them, taking no lock while holding this one.
   const dependencies = await ensureDependencies(
     config,
     manifest,
     resolving,
-    (dep, depVersion) =>
-      installArtifact(config, {
-        name: dep.name,
-        target: depVersion,
-        // The signed manifest of what is being installed asks for this range, maybe below the current.
-        allowDowngrade: true,
-        resolving: [...resolving, request.name],
-        switchPlan: plan,
-        ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
-        ...(request.signal ? { signal: request.signal } : {}),
-        ...(request.now ? { now: request.now } : {}),
-        ...(request.lockWaitMs !== undefined ? { lockWaitMs: request.lockWaitMs } : {}),
-        ...(request.onLockWait ? { onLockWait: request.onLockWait } : {}),
-      }),
+    stageDependency(config, request, plan),
     plan,
     request.fetchImpl,
   )
@@ -518,6 +585,10 @@ export interface RollbackOptions extends Pick<InstallRequest, 'lockWaitMs' | 'on
 export async function rollbackArtifact(config: AgentConfig, name: string, wait: RollbackOptions = {}) {
   const store = new ArtifactStore(config.installRoot, name)
   if (!(await store.exists())) throw new AgentError('not-found', `${name} is not installed`)
+  // An update of it (or of an artifact it is a dependency of) was killed while switching: the set is
+  // half switched, and rolling one artifact of it back would act on neither the old set nor the new.
+  // Finish it first, as the next install would; the rollback then undoes the finished update.
+  const finished = await finishSwitchesNaming(config.installRoot, name, lockWaitOf(wait))
   return store.withLock(lockWaitOf(wait), async () => {
     const before = await store.state()
     // Nothing to switch back to is the version not being there (not-found), like an artifact never
@@ -544,7 +615,7 @@ export async function rollbackArtifact(config: AgentConfig, name: string, wait: 
         `${name}@${before.previous} on disk no longer has the bytes its signed manifest names; nothing was switched. Install it again with "deltaport install ${name}@${before.previous}"`,
       )
     const after = await store.rollback()
-    return { name, from: before.current, to: after.current }
+    return { name, from: before.current, to: after.current, ...(finished.length > 0 ? { finished } : {}) }
   })
 }
 

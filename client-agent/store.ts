@@ -5,7 +5,7 @@ import { z } from 'zod'
 import { IsoDateTime, Sha256Hex, Version } from '../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../schemas/manifest.ts'
 import { meetsThreshold, type TrustedKey } from '../schemas/signed-envelope.ts'
-import { AgentError, systemError } from './errors.ts'
+import { AgentError, fromFileSystemError, namingPath, systemError } from './errors.ts'
 import { artifactFolder } from './fs/artifact-folder.ts'
 import { type LockWait, withArtifactLock } from './fs/artifact-lock.ts'
 import {
@@ -267,10 +267,7 @@ export class ArtifactStore {
           serialTrust: maintainerFingerprint(trust),
         }
       : { lastSerial: before.lastSerial }
-    const temp = tempPathFor(this.currentLink)
-    await symlink(join('versions', manifest.version), temp)
-    await rename(temp, this.currentLink)
-    await fsyncDir(this.dir)
+    await this.pointCurrentAt(manifest.version)
     const after: StoreState = {
       ...before,
       ...(yankSeen ? { yankSeen } : {}),
@@ -290,10 +287,7 @@ export class ArtifactStore {
   async rollback(yankSeen?: StoreState['yankSeen']): Promise<StoreState> {
     const state = await this.state()
     if (!state.previous || !(await this.has(state.previous))) return state
-    const temp = tempPathFor(this.currentLink)
-    await symlink(join('versions', state.previous), temp)
-    await rename(temp, this.currentLink)
-    await fsyncDir(this.dir)
+    await this.pointCurrentAt(state.previous)
     const after: StoreState = {
       ...state,
       ...(yankSeen ? { yankSeen } : {}),
@@ -302,6 +296,51 @@ export class ArtifactStore {
     }
     await this.recordSwitch(after, yankSeen !== undefined)
     return after
+  }
+
+  /**
+   * Deletes `version`, staged for an update that failed, if the artifact still has no current version
+   * (nothing ever ran it; see discardNeverInstalled). Call with the artifact's lock held. Returns
+   * whether it was deleted.
+   */
+  async discardStaged(version: string): Promise<boolean> {
+    if ((await this.state()).current !== null || !(await this.has(version))) return false
+    await this.deleteVersion(version)
+    await fsyncDir(join(this.dir, 'versions'))
+    return true
+  }
+
+  /**
+   * Points `current` at versions/<version>: a new link renamed over the old one (atomic). Something
+   * else at `current` (a folder put there by hand or by a restored backup) makes the rename fail: that
+   * is reported as `io` (exit 10) naming the path and the way out, not as the raw EISDIR, and the temp
+   * link is removed, so a failed switch leaves the store exactly as it was.
+   */
+  private async pointCurrentAt(version: string): Promise<void> {
+    const temp = tempPathFor(this.currentLink)
+    try {
+      await symlink(join('versions', version), temp)
+      await rename(temp, this.currentLink)
+    } catch (error) {
+      await rm(temp, { force: true }).catch(() => undefined)
+      throw this.switchFailed(version, error)
+    }
+    await namingPath(this.dir, fsyncDir(this.dir))
+  }
+
+  /** A failed switch of `current` to `version` as the typed error a user can act on. */
+  private switchFailed(version: string, error: unknown): unknown {
+    const system = fromFileSystemError(error, this.currentLink)
+    if (!system) return error
+    const what = `cannot switch ${this.name} to ${version}`
+    const inTheWay = ['EISDIR', 'ENOTEMPTY', 'EEXIST'].includes(String(system.details.errno))
+    return new AgentError(
+      system.code,
+      inTheWay
+        ? `${what}: ${this.currentLink} is a directory, not the link deltaport switches; nothing was switched. Move it out of the way and run the command again`
+        : `${what} (nothing was switched): ${system.message}`,
+      system.details,
+    )
   }
 
   /**
@@ -451,11 +490,26 @@ export class ArtifactStore {
    * did not verify, a full disk) would otherwise leave them, and so the artifact's folder, which the
    * lock's release removes only when empty. Lock held: every writer of these folders holds it and makes
    * them first. Best effort.
+   *
+   * An artifact never installed (no state.json either: an uninstall keeps that, with its serials) also
+   * loses its index-seen.json. Only a command holding the lock has the folder in which an index read
+   * records its serial (recordIndexSerial writes nothing without it), so a failed first install with
+   * indexKeys left a record no other read of that index would have made: a folder no command removes
+   * (`uninstall` and `status` call the artifact not installed), holding a later first install to the
+   * serial this one saw (ADR 0032, amended 2026-11-26).
    */
   private async removeEmptyWorkFolders(): Promise<void> {
     const installed = await this.installedVersions().catch(() => null)
     if (installed === null || installed.length > 0) return
     for (const folder of ['versions', 'partial']) await rmdir(join(this.dir, folder)).catch(() => undefined)
+    const recorded = await this.recorded().catch(() => null)
+    if (recorded && recorded.linked === null && recorded.stored === undefined && !(await this.hasStateFile()))
+      await rm(join(this.dir, 'index-seen.json'), { force: true }).catch(() => undefined)
+  }
+
+  /** Whether state.json exists at all (readable or not: one that is garbled still says it was installed). */
+  private async hasStateFile(): Promise<boolean> {
+    return (await unlessMissing(lstat(join(this.dir, 'state.json')), null)) !== null
   }
 
   /**

@@ -171,7 +171,14 @@ export async function rollbackAndReport(
     /** `rollback --allow-revoked` (install.ts rollbackArtifact). */
     allowRevoked?: boolean
   } = {},
-): Promise<{ name: string; from: string | null; to: string | null; report: ReportResult | null }> {
+): Promise<{
+  name: string
+  from: string | null
+  to: string | null
+  /** Artifacts an interrupted update's switches named, finished before the rollback (rollbackArtifact). */
+  finished?: string[]
+  report: ReportResult | null
+}> {
   const rolled = await rollbackArtifact(config, name, {
     ...(options.lockWaitMs !== undefined ? { lockWaitMs: options.lockWaitMs } : {}),
     ...(options.onLockWait ? { onLockWait: options.onLockWait } : {}),

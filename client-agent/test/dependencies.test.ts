@@ -1,10 +1,10 @@
 import { execFile } from 'node:child_process'
-import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
-import { installArtifact } from '../install.ts'
+import { installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { generateKeyPair } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
@@ -249,6 +249,55 @@ describe('an update whose dependencies cannot all be installed', () => {
     expect(await currentOf(d, 'libleaf')).toBe('1.0.0')
   })
 
+  it('leave nothing of a dependency the device never had when the update fails, and keep what it has', async () => {
+    await publish('libkept', '1.0.0')
+    await publish('fresh-app', '1.0.0', { libkept: '^1.0.0' })
+    const d = device('never-had')
+    await installArtifact(d, { name: 'fresh-app' })
+    await publish('libkept', '1.1.0')
+    await publish('libnew', '1.0.0')
+    await publish('libbad', '1.0.0')
+    await publish('fresh-app', '2.0.0', { libkept: '^1.1.0', libnew: '^1.0.0', libbad: '^1.0.0' })
+
+    // libkept and libnew are staged (downloaded, verified, committed), then libbad's bytes do not verify.
+    const failed = await agentFailure(
+      installArtifact(d, { name: 'fresh-app', fetchImpl: corruptingBlob('libbad', '1.0.0') }),
+    )
+    expect(failed.code).toBe('integrity-mismatch')
+    expect(await currentOf(d, 'fresh-app')).toBe('1.0.0')
+    // libkept's staged version stays for the next try (pruned beyond keepVersions like any other);
+    // libnew, which nothing on the device ever ran, is gone with its folder, like a failed first install.
+    expect(await new ArtifactStore(d.installRoot, 'libkept').installedVersions()).toEqual(
+      expect.arrayContaining(['1.0.0', '1.1.0']),
+    )
+    expect((await readdir(d.installRoot)).filter((f) => !f.startsWith('.')).sort()).toEqual([
+      'fresh-app',
+      'libkept',
+    ])
+
+    // The same when the app's own bytes fail after every dependency was staged.
+    const own = await agentFailure(
+      installArtifact(d, {
+        name: 'fresh-app',
+        fullOnly: true,
+        fetchImpl: corruptingBlob('fresh-app', '2.0.0'),
+      }),
+    )
+    expect(own.code).toBe('integrity-mismatch')
+    expect((await readdir(d.installRoot)).filter((f) => !f.startsWith('.')).sort()).toEqual([
+      'fresh-app',
+      'libkept',
+    ])
+
+    expect(await installArtifact(d, { name: 'fresh-app' })).toMatchObject({ version: '2.0.0' })
+    for (const [name, version] of [
+      ['libkept', '1.1.0'],
+      ['libnew', '1.0.0'],
+      ['libbad', '1.0.0'],
+    ] as const)
+      expect(await currentOf(d, name)).toBe(version)
+  })
+
   it('still sees what an earlier dependency will switch when it resolves a later one', async () => {
     await publish('libshared', '1.0.0')
     await publish('libshared', '1.5.0')
@@ -294,19 +343,19 @@ describe('an update whose dependencies cannot all be installed', () => {
     // While the app downloads (libd already staged), its `current` becomes something no link can
     // replace: the app's switch fails after libd's.
     const appCurrent = join(d.installRoot, 'blocked-app', 'current')
-    const failed = await installArtifact(d, {
-      name: 'blocked-app',
-      fullOnly: true,
-      fetchImpl: beforeBlob('blocked-app', '2.0.0', async () => {
-        await rm(appCurrent)
-        await mkdir(join(appCurrent, 'in-the-way'), { recursive: true })
+    const failed = await agentFailure(
+      installArtifact(d, {
+        name: 'blocked-app',
+        fullOnly: true,
+        fetchImpl: beforeBlob('blocked-app', '2.0.0', async () => {
+          await rm(appCurrent)
+          await mkdir(join(appCurrent, 'in-the-way'), { recursive: true })
+        }),
       }),
-    }).then(
-      () => null,
-      (error: unknown) => error,
     )
-    // EISDIR, as a rename over a folder fails: the store reports it as it is.
-    expect(failed).toBeInstanceOf(Error)
+    // A rename over a folder fails (EISDIR): the store says what is in the way.
+    expect(failed.code).toBe('io')
+    expect(failed.message).toContain(`${appCurrent} is a directory`)
     expect(await currentOf(d, 'libd')).toBe('1.0.0')
     expect(await readdir(join(d.installRoot, 'blocked-app'))).not.toContain('switching.json')
 
@@ -384,6 +433,143 @@ describe('an update whose dependencies cannot all be installed', () => {
     expect(await currentOf(d, 'journal-app')).toBe('1.0.0')
     expect(await currentOf(d, 'libj')).toBe('1.0.0')
     expect(await readdir(app.dir)).not.toContain('switching.json')
+  })
+})
+
+describe('an update killed while switching', () => {
+  /**
+   * kapp 0.9.0 then 1.0.0 installed with libk 1.0.0, then the update to kapp 2.0.0 (which needs libk
+   * ^1.1.0) killed after libk's switch and before kapp's: libk runs 1.1.0, kapp's link and state.json
+   * are as before the update (current 1.0.0, previous 0.9.0), and the journal names both switches.
+   */
+  async function killedMidSwitch(label: string) {
+    const d = device(label)
+    const [app, lib] = [`kapp-${label}`, `libk-${label}`]
+    await publish(lib, '1.0.0')
+    await publish(app, '0.9.0', { [lib]: '^1.0.0' })
+    await publish(app, '1.0.0', { [lib]: '^1.0.0' })
+    await installArtifact(d, { name: app, target: '0.9.0' })
+    await installArtifact(d, { name: app, target: '1.0.0' })
+    const appStore = new ArtifactStore(d.installRoot, app)
+    const appState = await readFile(join(appStore.dir, 'state.json'))
+    await publish(lib, '1.1.0')
+    await publish(app, '2.0.0', { [lib]: '^1.1.0' })
+    await installArtifact(d, { name: app })
+    await writeFile(join(appStore.dir, 'state.json'), appState)
+    await rm(appStore.currentLink)
+    await symlink(join('versions', '1.0.0'), appStore.currentLink)
+    const steps = [
+      { name: lib, from: '1.0.0', to: '1.1.0' },
+      { name: app, from: '1.0.0', to: '2.0.0' },
+    ]
+    await writeFile(join(appStore.dir, 'switching.json'), JSON.stringify({ steps }))
+    expect(await currentOf(d, app)).toBe('1.0.0')
+    expect(await currentOf(d, lib)).toBe('1.1.0')
+    return { d, app, lib, appStore, steps }
+  }
+
+  it('is reported by status, of the artifact and of a dependency in it, and finished by rollback first', async () => {
+    const { d, app, lib, appStore, steps } = await killedMidSwitch('status')
+    const configFile = join(suite.ws.dir, 'killed-device.json')
+    await writeFile(configFile, JSON.stringify(d))
+    const cli = (...args: string[]) =>
+      promisify(execFile)(process.execPath, [BIN, '--config', configFile, ...args])
+    for (const name of [app, lib]) {
+      const status = await cli('--json', 'status', name)
+      expect(JSON.parse(status.stdout).status.unfinishedSwitch).toEqual([
+        {
+          artifact: app,
+          steps: [
+            { ...steps[0], current: '1.1.0' },
+            { ...steps[1], current: '1.0.0' },
+          ],
+          message: expect.stringContaining(`deltaport update ${app}`),
+        },
+      ])
+      const told = await cli('status', name)
+      expect(told.stderr).toContain(`warning: an update of ${app} was killed while switching`)
+    }
+
+    // Rollback does not move kapp to 0.9.0 under libk 1.1.0: it finishes the update, then undoes it.
+    const back = await cli('rollback', app)
+    expect(back.stdout).toContain('rolled back from 2.0.0 to 1.0.0')
+    expect(back.stderr).toContain(`an update killed while switching was finished first (${app} switched)`)
+    expect(await currentOf(d, app)).toBe('1.0.0')
+    expect((await appStore.state()).previous).toBe('2.0.0')
+    expect(await currentOf(d, lib)).toBe('1.1.0')
+    expect(await readdir(appStore.dir)).not.toContain('switching.json')
+    expect(JSON.parse((await cli('--json', 'status', lib)).stdout).status).not.toHaveProperty(
+      'unfinishedSwitch',
+    )
+  })
+
+  it('is finished before a rollback of a dependency in it, which then acts on the finished set', async () => {
+    const { d, app, lib, appStore } = await killedMidSwitch('dependency')
+    expect(await rollbackArtifact(d, lib)).toMatchObject({ from: '1.1.0', to: '1.0.0', finished: [app] })
+    expect(await currentOf(d, app)).toBe('2.0.0')
+    expect(await currentOf(d, lib)).toBe('1.0.0')
+    expect(await readdir(appStore.dir)).not.toContain('switching.json')
+  })
+})
+
+describe('two updates at once whose dependencies overlap', () => {
+  it('do not wait on each other until the lock wait runs out', async () => {
+    // dl-libhttp needs dl-libc; dl-app-a needs dl-libhttp; dl-app-b needs both.
+    await publish('dl-libc', '1.0.0')
+    await publish('dl-libhttp', '1.0.0', { 'dl-libc': '^1.0.0' })
+    await publish('dl-app-a', '1.0.0', { 'dl-libhttp': '^1.0.0' })
+    await publish('dl-app-b', '1.0.0', { 'dl-libc': '^1.0.0', 'dl-libhttp': '^1.0.0' })
+    const d = device('overlap')
+    await installArtifact(d, { name: 'dl-app-a' })
+    await installArtifact(d, { name: 'dl-app-b' })
+    await publish('dl-libc', '1.1.0')
+    await publish('dl-libhttp', '1.1.0', { 'dl-libc': '^1.1.0' })
+    await publish('dl-app-a', '2.0.0', { 'dl-libhttp': '^1.1.0' })
+    await publish('dl-app-b', '2.0.0', { 'dl-libc': '^1.1.0', 'dl-libhttp': '^1.1.0' })
+
+    // B stages both libraries, then, just before its own download, lets A start. A stages dl-libhttp,
+    // which needs dl-libc: A is held at dl-libc's index until B is waiting for a lock (B's switch takes
+    // dl-libc, then dl-libhttp) or done. Staging nested in dependency order, A then held dl-libhttp
+    // while it waited for dl-libc, which B held while it waited for dl-libhttp.
+    // Waiting on each other ends, after this long, with one of them busy (nothing switched).
+    const lockWaitMs = 15_000
+    let bWaits = () => {}
+    const bWaiting = new Promise<void>((resolve) => {
+      bWaits = resolve
+    })
+    let aReached = () => {}
+    const aAtLibc = new Promise<void>((resolve) => {
+      aReached = resolve
+    })
+    let aRun: Promise<unknown> = Promise.resolve()
+    const bRun = installArtifact(d, {
+      name: 'dl-app-b',
+      fullOnly: true,
+      lockWaitMs,
+      onLockWait: () => bWaits(),
+      fetchImpl: beforeBlob('dl-app-b', '2.0.0', async () => {
+        aRun = installArtifact(d, { name: 'dl-app-a', lockWaitMs, fetchImpl: aFetch })
+        await aAtLibc
+      }),
+    })
+    const aFetch: typeof fetch = async (input, init) => {
+      const url = new URL(input instanceof Request ? input.url : String(input))
+      if (url.pathname === '/v1/artifacts/dl-libc') {
+        aReached()
+        await Promise.race([bWaiting, bRun.catch(() => undefined)])
+      }
+      return fetch(input, init)
+    }
+    const [b, a] = await Promise.allSettled([bRun, aAtLibc.then(() => aRun)])
+    expect(b.status, String(b.status === 'rejected' && b.reason)).toBe('fulfilled')
+    expect(a.status, String(a.status === 'rejected' && a.reason)).toBe('fulfilled')
+    for (const [name, version] of [
+      ['dl-app-a', '2.0.0'],
+      ['dl-app-b', '2.0.0'],
+      ['dl-libhttp', '1.1.0'],
+      ['dl-libc', '1.1.0'],
+    ] as const)
+      expect(await currentOf(d, name)).toBe(version)
   })
 })
 

@@ -121,6 +121,31 @@ describe('signed index statements on the device', () => {
     expect(await store.indexSerialSeen(config.indexKeys)).toBe(0)
   })
 
+  it('keeps no record of an index a failed first install verified, nor a folder for that artifact', async () => {
+    await publish('ffirst', '1.0.0')
+    await publish('ffirst', '1.1.0')
+    const config = device('store-first-failed')
+    const store = new ArtifactStore(config.installRoot, 'ffirst')
+    // The index verifies (serial 2); the bytes that follow do not.
+    const corrupting: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init)
+      const url = input instanceof Request ? input.url : String(input)
+      if (!url.endsWith('/ffirst/1.1.0/blob')) return response
+      const bytes = new Uint8Array(await response.arrayBuffer())
+      bytes[0] = (bytes[0] ?? 0) ^ 0xff
+      return new Response(bytes, { status: response.status, headers: response.headers })
+    }
+    const failed = await agentFailure(installArtifact(config, { name: 'ffirst', fetchImpl: corrupting }))
+    expect(failed.code).toBe('integrity-mismatch')
+    // Like a device that only read the index: it never had ffirst, so it keeps nothing of it (a record
+    // left here kept a folder no command removes, and held a later first install to this edge's serial).
+    expect(existsSync(store.dir)).toBe(false)
+    expect(await store.indexSerialSeen(config.indexKeys)).toBe(0)
+    // Installed, the artifact records what it saw as before.
+    expect(await installArtifact(config, { name: 'ffirst' })).toMatchObject({ version: '1.1.0' })
+    expect(await store.indexSerialSeen(config.indexKeys)).toBe(2)
+  })
+
   it('refuses an index altered after signing, one signed by another key, and an unsigned one', async () => {
     await publish('fy', '1.0.0')
     await publish('fy', '2.0.0')

@@ -6,7 +6,7 @@ import { hashFile } from '../download.ts'
 import { generateKeyPair, type KeyPairFiles, signManifest } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import type { MaintainerTrust } from '../trust.ts'
-import { makeWorkspace, manifestFor, writeArtifact } from './fixtures.ts'
+import { agentFailure, makeWorkspace, manifestFor, writeArtifact } from './fixtures.ts'
 
 /**
  * Installs `version` with `serial` the way install does: commit the verified blob, switch `current`
@@ -198,5 +198,29 @@ describe('ArtifactStore leftovers', () => {
     expect(child.status).toBe(0)
     expect(await readdir(store.dir)).not.toContain('versions')
     expect(await store.state()).toMatchObject({ current: null, lastSerial: 1 })
+  })
+
+  it('reports something put in the way of `current` as io (exit 10), naming it, with nothing of the switch left', async () => {
+    const ws = await makeWorkspace('http://127.0.0.1:9')
+    const store = new ArtifactStore(ws.config.installRoot, 'app')
+    await install(store, ws.dir, '1.0.0', 1)
+    await install(store, ws.dir, '1.1.0', 2)
+    const before = await store.state()
+    // A folder where the link was (moved by hand, a backup restored over it): no rename can replace it.
+    await rm(store.currentLink)
+    await mkdir(join(store.currentLink, 'in-the-way'), { recursive: true })
+    const entries = (await readdir(store.dir)).sort()
+
+    const manifest = (await store.manifestOf('1.0.0')).signed
+    for (const attempt of [() => store.activate(manifest), () => store.rollback()]) {
+      const failed = await agentFailure(attempt())
+      expect(failed.code).toBe('io')
+      expect(failed.exitCode).toBe(10)
+      expect(failed.message).toContain(`cannot switch app to 1.0.0: ${store.currentLink} is a directory`)
+      expect(failed.details).toMatchObject({ path: store.currentLink, errno: 'EISDIR' })
+      // No temp link beside it, state.json as it was.
+      expect((await readdir(store.dir)).sort()).toEqual(entries)
+      expect(await store.state()).toEqual(before)
+    }
   })
 })
