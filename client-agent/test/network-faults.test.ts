@@ -1,0 +1,139 @@
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { AgentConfig } from '../config.ts'
+import { downloadVerified } from '../download.ts'
+import { installArtifact } from '../install.ts'
+import { ArtifactStore } from '../store.ts'
+import { type Fault, type FaultProxy, type SeenRequest, startFaultProxy } from './fault-proxy.ts'
+import { agentFailure, expectSameBytes, writeArtifact } from './fixtures.ts'
+import { useEdgeWorkspace } from './local-edge.ts'
+
+/**
+ * The agent against a faulty network between it and the real edge: a proxy (fault-proxy.ts) resets,
+ * truncates, stalls or rewrites the edge's answers. What download.test.ts proves against a bare range
+ * server is proved here end to end where the edge's own headers (Content-Range, ETag) matter.
+ */
+
+const suite = useEdgeWorkspace()
+
+let proxy: FaultProxy | undefined
+afterEach(async () => {
+  await proxy?.close()
+  proxy = undefined
+})
+
+/** A device of its own behind `proxy`, so tests do not see each other's installs. */
+function device(id: string, via: FaultProxy): AgentConfig {
+  return { ...suite.ws.config, edgeUrl: via.url, installRoot: join(suite.ws.dir, `store-${id}`) }
+}
+
+const isBlob = (request: SeenRequest, name: string) => request.path.endsWith(`/${name}/1.0.0/blob`)
+
+/** `name@1.0.0` published (random bytes: no delta is worth it) and a proxy in front of the edge. */
+async function publishedBehind(
+  name: string,
+  size: number,
+  faults: (blobRequest: number) => Fault | undefined,
+) {
+  const artifact = await writeArtifact(suite.ws.dir, `${name}.bin`, size)
+  const published = await suite.publish(artifact.path, name, '1.0.0')
+  let blobRequests = 0
+  proxy = await startFaultProxy(suite.edge.url, (request) =>
+    isBlob(request, name) ? faults(++blobRequests) : undefined,
+  )
+  return { artifact, published, proxy }
+}
+
+const blobRanges = (via: FaultProxy, name: string) =>
+  via
+    .seen()
+    .filter((r) => isBlob(r, name))
+    .map((r) => r.range ?? null)
+
+describe('a full download through a faulty network', () => {
+  for (const kind of ['reset', 'truncate'] as const) {
+    it(`resumes where a ${kind} cut the body, not from byte 0`, async () => {
+      const { artifact, proxy } = await publishedBehind(`nf-${kind}`, 300_000, (n) =>
+        n === 1 ? { kind } : undefined,
+      )
+      const config = device(kind, proxy)
+      const result = await installArtifact(config, { name: `nf-${kind}`, fullOnly: true })
+      const ranges = blobRanges(proxy, `nf-${kind}`)
+      expect(ranges).toEqual([null, 'bytes=150000-'])
+      expect(result).toMatchObject({ method: 'full', bytesDownloaded: 300_000 })
+      const store = new ArtifactStore(config.installRoot, `nf-${kind}`)
+      expectSameBytes(await readFile(join(store.currentLink, 'blob')), artifact.bytes)
+      expect(await readdir(join(store.dir, 'partial'))).toEqual([])
+    })
+  }
+
+  it('restarts from byte 0 when a cache answers the resume with a 200 of the whole file', async () => {
+    const { artifact, proxy } = await publishedBehind('nf-200', 200_000, (n) =>
+      n === 1 ? { kind: 'reset' } : n === 2 ? { kind: 'ignore-range' } : undefined,
+    )
+    const config = device('200', proxy)
+    const result = await installArtifact(config, { name: 'nf-200', fullOnly: true })
+    expect(blobRanges(proxy, 'nf-200')).toEqual([null, 'bytes=100000-'])
+    expect(result).toMatchObject({ method: 'full', resumedFrom: 0 })
+    const store = new ArtifactStore(config.installRoot, 'nf-200')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), artifact.bytes)
+  })
+
+  it('never splices a 206 of another range into the file: it asks for the whole file instead', async () => {
+    // The resume (bytes=100000-) is answered with the edge's honest 206 of bytes=0-: another range,
+    // as its Content-Range says. Written at the offset asked for it would put byte 0 at 100000.
+    const { artifact, proxy } = await publishedBehind('nf-other', 200_000, (n) =>
+      n === 1 ? { kind: 'reset' } : n === 2 ? { kind: 'other-range', from: 0 } : undefined,
+    )
+    const config = device('other', proxy)
+    const result = await installArtifact(config, { name: 'nf-other', fullOnly: true })
+    expect(blobRanges(proxy, 'nf-other')).toEqual([null, 'bytes=100000-', null])
+    expect(result).toMatchObject({ method: 'full', fallbacks: [] })
+    const store = new ArtifactStore(config.installRoot, 'nf-other')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), artifact.bytes)
+  })
+
+  it('never writes a 206 whose Content-Range names another start than asked, even with the right bytes', async () => {
+    const { artifact, proxy } = await publishedBehind('nf-lie', 200_000, (n) =>
+      n === 1 ? { kind: 'reset' } : n === 2 ? { kind: 'lie-content-range', from: 5 } : undefined,
+    )
+    const config = device('lie', proxy)
+    await installArtifact(config, { name: 'nf-lie', fullOnly: true })
+    expect(blobRanges(proxy, 'nf-lie')).toEqual([null, 'bytes=100000-', null])
+    const store = new ArtifactStore(config.installRoot, 'nf-lie')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), artifact.bytes)
+  })
+
+  it('gives up on a network that keeps answering the wrong range, with a network error and no bytes written', async () => {
+    const { proxy } = await publishedBehind('nf-always', 100_000, (n) =>
+      n === 1 ? { kind: 'reset' } : { kind: 'other-range', from: 10 },
+    )
+    const config = device('always', proxy)
+    const failure = await agentFailure(installArtifact(config, { name: 'nf-always', fullOnly: true }))
+    expect(failure.code).toBe('network')
+    expect(failure.message).toMatch(/Content-Range/)
+    // The partial keeps the half the first answer delivered (to be resumed), nothing of the others.
+    const store = new ArtifactStore(config.installRoot, 'nf-always')
+    expect((await readFile(store.partialPath('1.0.0'))).length).toBe(50_000)
+  })
+
+  it('resumes after a stalled body and retries a stalled answer, within the stall timer', async () => {
+    const { artifact, published, proxy } = await publishedBehind('nf-stall', 100_000, (n) =>
+      n === 1 ? { kind: 'stall-body' } : n === 2 ? { kind: 'stall-headers' } : undefined,
+    )
+    const dir = join(suite.ws.dir, 'stall')
+    const started = Date.now()
+    const outcome = await downloadVerified({
+      url: `${proxy.url}/v1/artifacts/nf-stall/1.0.0/blob`,
+      partialPath: `${dir}-partial`,
+      size: published.size,
+      sha256: published.sha256,
+      stallMs: 300,
+    })
+    expect(Date.now() - started).toBeLessThan(5_000)
+    expect(blobRanges(proxy, 'nf-stall')).toEqual([null, 'bytes=50000-', 'bytes=50000-'])
+    expect(outcome).toEqual({ resumedFrom: 0, fetched: 100_000 })
+    expectSameBytes(await readFile(`${dir}-partial`), artifact.bytes)
+  })
+})
