@@ -1,13 +1,18 @@
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
+import { runDaemonCycle } from '../daemon/daemon.ts'
+import { StagingArea } from '../daemon/staging.ts'
 import { downloadVerified } from '../download.ts'
 import { installArtifact } from '../install.ts'
+import { publishArtifact } from '../publish.ts'
+import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { ArtifactStore } from '../store.ts'
+import { type UninstallResult, uninstallArtifact } from '../uninstall.ts'
 import { type Fault, type FaultProxy, type SeenRequest, startFaultProxy } from './fault-proxy.ts'
 import { agentFailure, expectSameBytes, writeArtifact } from './fixtures.ts'
-import { useEdgeWorkspace } from './local-edge.ts'
+import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 /**
  * The agent against a faulty network between it and the real edge: a proxy (fault-proxy.ts) resets,
@@ -135,5 +140,87 @@ describe('a full download through a faulty network', () => {
     expect(blobRanges(proxy, 'nf-stall')).toEqual([null, 'bytes=50000-', 'bytes=50000-'])
     expect(outcome).toEqual({ resumedFrom: 0, fetched: 100_000 })
     expectSameBytes(await readFile(`${dir}-partial`), artifact.bytes)
+  })
+})
+
+describe('a prefetch through a faulty network', () => {
+  it('notices an uninstall before it retries a cut download, and fetches nothing more', async () => {
+    const name = 'nf-gone'
+    const v1 = await writeArtifact(suite.ws.dir, `${name}-1.bin`, 20_000)
+    const v2 = await writeArtifact(suite.ws.dir, `${name}-2.bin`, 400_000)
+    await suite.publish(v1.path, name, '1.0.0')
+    let blobRequests = 0
+    proxy = await startFaultProxy(suite.edge.url, (request) =>
+      request.path.endsWith(`/${name}/1.1.0/blob`) && ++blobRequests === 1 ? { kind: 'reset' } : undefined,
+    )
+    const config = device('gone', proxy)
+    await installArtifact(config, { name })
+    await suite.publish(v2.path, name, '1.1.0')
+    // `deltaport uninstall` runs while the first answer's body flows; the proxy then cuts it.
+    let uninstalled: UninstallResult | null = null
+    const uninstallDuringBody: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init)
+      const url = input instanceof Request ? input.url : String(input)
+      if (uninstalled === null && url.endsWith(`/${name}/1.1.0/blob`))
+        uninstalled = await uninstallArtifact(config, { name })
+      return response
+    }
+    const cycle = await runDaemonCycle(config, { loadSampler: () => 0, fetchImpl: uninstallDuringBody })
+    expect(uninstalled).toMatchObject({ removed: [{ name, versions: ['1.0.0'] }] })
+    expect(cycle.failures).toEqual([])
+    expect(cycle.dropped).toContainEqual({ name, version: '1.1.0' })
+    // One request for the blob: the cut one. No retry after the uninstall, let alone the whole artifact.
+    expect(proxy.seen().filter((r) => r.path.endsWith(`/${name}/1.1.0/blob`))).toHaveLength(1)
+    const staging = new StagingArea(config.installRoot)
+    expect(await staging.holds(name)).toBe(false)
+    expect(await readdir(staging.partialDir)).toEqual([])
+  })
+
+  it('notices an uninstall before the first range of a delta plan, and fetches none of it', async () => {
+    const name = 'nf-gone-delta'
+    const v1 = await writeArtifact(suite.ws.dir, `${name}-1.bin`, 300_000)
+    await suite.publish(v1.path, name, '1.0.0')
+    proxy = await startFaultProxy(suite.edge.url, () => undefined)
+    const config = device('gone-delta', proxy)
+    await installArtifact(config, { name })
+    const v2 = join(suite.ws.dir, `${name}-2.bin`)
+    await writeFile(
+      v2,
+      Buffer.concat([v1.bytes.subarray(0, 150_000), Buffer.from('patch'), v1.bytes.subarray(150_000)]),
+    )
+    const deltas = await buildDeltasFromPrevious(suite.edge.url, name, v2, 1)
+    await publishArtifact({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      keyFile: suite.ws.keyFile,
+      file: v2,
+      name,
+      version: '1.1.0',
+      deltas,
+    })
+    // `deltaport uninstall` runs once the edge has answered the plan, before anything of it is fetched.
+    let uninstalled: UninstallResult | null = null
+    const uninstallAfterPlan: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init)
+      const url = input instanceof Request ? input.url : String(input)
+      if (uninstalled === null && url.endsWith('/v1/plan'))
+        uninstalled = await uninstallArtifact(config, { name })
+      return response
+    }
+    const before = proxy.seen().length
+    const cycle = await runDaemonCycle(config, { loadSampler: () => 0, fetchImpl: uninstallAfterPlan })
+    expect(uninstalled).toMatchObject({ removed: [{ name, versions: ['1.0.0'] }] })
+    expect(cycle.failures).toEqual([])
+    expect(cycle.dropped).toContainEqual({ name, version: '1.1.0' })
+    // Nothing after the plan: no delta range, no chunk index, no full download as a fallback.
+    const asked = proxy
+      .seen()
+      .slice(before)
+      .map((r) => r.path)
+    expect(asked).toContain('/v1/plan')
+    expect(asked.slice(asked.indexOf('/v1/plan') + 1)).toEqual([])
+    const staging = new StagingArea(config.installRoot)
+    expect(await staging.holds(name)).toBe(false)
+    expect(await readdir(staging.partialDir)).toEqual([])
   })
 })
