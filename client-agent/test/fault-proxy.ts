@@ -125,10 +125,10 @@ export async function startFaultProxy(
       }
     }
     res.writeHead(answer.statusCode ?? 502, headers)
-    const cutting =
-      fault?.kind === 'reset' || fault?.kind === 'truncate' || fault?.kind === 'stall-body'
-        ? Number(headers['content-length'] ?? 0) / 2
-        : Number.POSITIVE_INFINITY
+    const cuts = fault?.kind === 'reset' || fault?.kind === 'truncate' || fault?.kind === 'stall-body'
+    // Half the body; without a Content-Length (a chunked answer), half of its first chunk.
+    const length = Number(headers['content-length'] ?? Number.NaN)
+    let cutting = cuts && Number.isFinite(length) ? length / 2 : Number.POSITIVE_INFINITY
     let sent = 0
     if (fault?.kind === 'trickle') {
       answer.pause()
@@ -152,6 +152,7 @@ export async function startFaultProxy(
       return
     }
     answer.on('data', (chunk: Buffer) => {
+      if (cuts && cutting === Number.POSITIVE_INFINITY) cutting = Math.max(1, Math.floor(chunk.length / 2))
       if (sent >= cutting) return
       const part = chunk.subarray(0, Math.max(0, Math.floor(cutting - sent)))
       sent += chunk.length

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -222,5 +223,87 @@ describe('a prefetch through a faulty network', () => {
     const staging = new StagingArea(config.installRoot)
     expect(await staging.holds(name)).toBe(false)
     expect(await readdir(staging.partialDir)).toEqual([])
+  })
+})
+
+describe('a cheaper plan through a faulty network', () => {
+  /**
+   * `name@1.0.0` installed by a device behind a proxy whose faults `decide` picks for the artifact's
+   * requests (its manifests, blobs, chunk index and delta streams), and 1.1.0 published
+   * with a delta from it and a chunk index (400 KB inserted: one chunk-sync range, or a 16-block stream).
+   */
+  async function updatable(name: string, decide: (request: SeenRequest) => Fault | undefined) {
+    const v1 = await writeArtifact(suite.ws.dir, `${name}-1.bin`, 300_000)
+    await suite.publish(v1.path, name, '1.0.0')
+    proxy = await startFaultProxy(suite.edge.url, (request) =>
+      request.path.includes(`/${name}/`) ? decide(request) : undefined,
+    )
+    const config = device(name, proxy)
+    await installArtifact(config, { name })
+    const v2 = join(suite.ws.dir, `${name}-2.bin`)
+    const v2Bytes = Buffer.concat([
+      v1.bytes.subarray(0, 150_000),
+      randomBytes(400_000),
+      v1.bytes.subarray(150_000),
+    ])
+    await writeFile(v2, v2Bytes)
+    const deltas = await buildDeltasFromPrevious(suite.edge.url, name, v2, 1)
+    await publishArtifact({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      keyFile: suite.ws.keyFile,
+      file: v2,
+      name,
+      version: '1.1.0',
+      deltas,
+    })
+    return { config, v2Bytes, store: new ArtifactStore(config.installRoot, name) }
+  }
+
+  it('takes the full download when a chunk-sync range is cut, instead of failing as a bug (exit 70)', async () => {
+    let ranges = 0
+    const { config, v2Bytes, store } = await updatable('nf-cs-cut', (request) =>
+      request.range !== undefined && request.path.endsWith('/blob') && ++ranges === 1
+        ? { kind: 'reset' }
+        : undefined,
+    )
+    const result = await installArtifact(config, { name: 'nf-cs-cut' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'full' })
+    expect(result.fallbacks).toEqual([expect.stringMatching(/^chunk-sync: .*connection/)])
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
+  })
+
+  it('takes the full download when a chunk-sync range gets a 502 error page', async () => {
+    let ranges = 0
+    const { config, v2Bytes, store } = await updatable('nf-cs-502', (request) =>
+      request.range !== undefined && ++ranges === 1 ? { kind: 'html-error' } : undefined,
+    )
+    const result = await installArtifact(config, { name: 'nf-cs-502' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'full' })
+    expect(result.fallbacks).toEqual([expect.stringMatching(/^chunk-sync: .*HTTP 502/)])
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
+  })
+
+  it('takes the full download when a cache answers every range with a 200 of the whole object', async () => {
+    const { config, v2Bytes, store } = await updatable('nf-no-ranges', (request) =>
+      request.range !== undefined ? { kind: 'ignore-range' } : undefined,
+    )
+    const result = await installArtifact(config, { name: 'nf-no-ranges' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'full' })
+    // Chunk-sync, then the delta: each says why, in words (no bytes of the stream in the message).
+    expect(result.fallbacks).toEqual([
+      expect.stringMatching(/^chunk-sync: expected 206/),
+      expect.stringMatching(/^delta: .*HTTP 200.*ignores Range/),
+    ])
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
+  })
+
+  it('a connection cut while an answer is read is a network error (exit 4), not a bug', async () => {
+    const { config } = await updatable('nf-json-cut', (request) =>
+      request.path.endsWith('/1.1.0/manifest') ? { kind: 'reset' } : undefined,
+    )
+    const failure = await agentFailure(installArtifact(config, { name: 'nf-json-cut' }))
+    expect(failure.code).toBe('network')
+    expect(await new ArtifactStore(config.installRoot, 'nf-json-cut').installedVersions()).toEqual(['1.0.0'])
   })
 })
