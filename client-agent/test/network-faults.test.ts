@@ -271,6 +271,8 @@ describe('a cheaper plan through a faulty network', () => {
     expect(result).toMatchObject({ version: '1.1.0', method: 'full' })
     expect(result.fallbacks).toEqual([expect.stringMatching(/^chunk-sync: .*connection/)])
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
+    // The plan's work files (chunk index, rebuilt output, delta payload and journal) are gone too.
+    expect(await readdir(join(store.dir, 'partial'))).toEqual([])
   })
 
   it('takes the full download when a chunk-sync range gets a 502 error page', async () => {
@@ -282,6 +284,8 @@ describe('a cheaper plan through a faulty network', () => {
     expect(result).toMatchObject({ version: '1.1.0', method: 'full' })
     expect(result.fallbacks).toEqual([expect.stringMatching(/^chunk-sync: .*HTTP 502/)])
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
+    // The plan's work files (chunk index, rebuilt output, delta payload and journal) are gone too.
+    expect(await readdir(join(store.dir, 'partial'))).toEqual([])
   })
 
   it('takes the full download when a cache answers every range with a 200 of the whole object', async () => {
@@ -295,6 +299,29 @@ describe('a cheaper plan through a faulty network', () => {
       expect.stringMatching(/^chunk-sync: expected 206/),
       expect.stringMatching(/^delta: .*HTTP 200.*ignores Range/),
     ])
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
+    // The plan's work files (chunk index, rebuilt output, delta payload and journal) are gone too.
+    expect(await readdir(join(store.dir, 'partial'))).toEqual([])
+  })
+
+  it('retries a cut delta-stream range from the edge and keeps the delta', async () => {
+    // Chunk-sync is made to fail (a 200 for its range: the next plan), so the delta stream is fetched.
+    let deltaRanges = 0
+    const { config, v2Bytes, store } = await updatable('nf-delta-cut', (request) => {
+      if (request.range === undefined) return undefined
+      if (request.path.endsWith('/blob')) return { kind: 'ignore-range' }
+      return request.path.startsWith('/v1/deltas/') && ++deltaRanges === 2 ? { kind: 'reset' } : undefined
+    })
+    const result = await installArtifact(config, { name: 'nf-delta-cut' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'delta' })
+    expect(result.fallbacks).toEqual([expect.stringMatching(/^chunk-sync: expected 206/)])
+    // The cut range was asked again (same range), and nothing else twice.
+    const asked =
+      proxy
+        ?.seen()
+        .filter((r) => r.path.startsWith('/v1/deltas/'))
+        .map((r) => r.range) ?? []
+    expect(asked.length).toBe(new Set(asked).size + 1)
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
   })
 
