@@ -102,7 +102,9 @@ async function downloadOnce(request: DownloadRequest): Promise<{
       keptFromPartial ??= offset
       break
     }
-    const from = offset > request.size || wholeFile ? 0 : offset
+    // Where the file ends before this attempt (an oversized partial was just deleted).
+    const endedAt = offset > request.size ? 0 : offset
+    const from = wholeFile ? 0 : endedAt
     const progress: FetchProgress = { start: null, position: 0 }
     try {
       await fetchFrom(from, request, fetchImpl, progress)
@@ -114,7 +116,7 @@ async function downloadOnce(request: DownloadRequest): Promise<{
       // over a connection that drops every few minutes still finishes. The total stays bounded. Forward
       // means past where the file ended before it: a 200 rewrites from byte 0, and one that drops short
       // of that end again (a server ignoring Range) only fetched the same bytes once more.
-      failedInARow = progress.position > from ? 0 : failedInARow + 1
+      failedInARow = progress.position > endedAt ? 0 : failedInARow + 1
       const waitMs = Math.max(Math.min(250 * 2 ** failedInARow, 5000), retryAfterMs(error))
       if (failedInARow > retries || attempt + 1 >= MAX_ATTEMPTS || waitMs > MAX_RETRY_WAIT_MS)
         throw wrap(error)

@@ -12,7 +12,7 @@ import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { ArtifactStore } from '../store.ts'
 import { type UninstallResult, uninstallArtifact } from '../uninstall.ts'
 import { type Fault, type FaultProxy, type SeenRequest, startFaultProxy } from './fault-proxy.ts'
-import { agentFailure, expectSameBytes, writeArtifact } from './fixtures.ts'
+import { agentFailure, expectSameBytes, jsonCli, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 /**
@@ -333,4 +333,80 @@ describe('a cheaper plan through a faulty network', () => {
     expect(failure.code).toBe('network')
     expect(await new ArtifactStore(config.installRoot, 'nf-json-cut').installedVersions()).toEqual(['1.0.0'])
   })
+})
+
+describe('deltaport install through a faulty network, as a user runs it', () => {
+  const cases: Array<{
+    label: string
+    fault: (request: SeenRequest) => Fault | undefined
+    exit: number
+    code: string
+    /** What is left of the artifact in the store: nothing, or the half a cut download kept to resume. */
+    left: 'nothing' | 'partial'
+  }> = [
+    {
+      label: 'every manifest answer cut mid-body',
+      fault: (r) => (r.path.endsWith('/manifest') ? { kind: 'reset' } : undefined),
+      exit: 4,
+      code: 'network',
+      left: 'nothing',
+    },
+    {
+      label: 'a manifest that is not JSON (a captive portal)',
+      fault: (r) => (r.path.endsWith('/manifest') ? { kind: 'garbage-json' } : undefined),
+      exit: 7,
+      code: 'untrusted-manifest',
+      left: 'nothing',
+    },
+    {
+      label: 'an HTML 502 page for the index',
+      fault: (r) => (/^\/v1\/artifacts\/[^/]+$/.test(r.path) ? { kind: 'html-error' } : undefined),
+      exit: 5,
+      code: 'edge-rejected',
+      left: 'nothing',
+    },
+    {
+      label: 'a blob answered 503 without Retry-After, every time',
+      fault: (r) => (r.path.endsWith('/blob') ? { kind: 'unavailable' } : undefined),
+      exit: 5,
+      code: 'edge-rejected',
+      left: 'nothing',
+    },
+    {
+      label: 'a blob cut, then every resume answered with another range',
+      fault: (r) =>
+        r.path.endsWith('/blob')
+          ? r.range === undefined
+            ? { kind: 'reset' }
+            : { kind: 'other-range', from: 7 }
+          : undefined,
+      exit: 4,
+      code: 'network',
+      left: 'partial',
+    },
+  ]
+  for (const [i, testCase] of cases.entries()) {
+    it(`${testCase.label}: exit ${testCase.exit} (${testCase.code})`, async () => {
+      const name = `nf-cli-${i}`
+      const artifact = await writeArtifact(suite.ws.dir, `${name}.bin`, 60_000)
+      await suite.publish(artifact.path, name, '1.0.0')
+      proxy = await startFaultProxy(suite.edge.url, (r) =>
+        r.path.includes(`/${name}`) ? testCase.fault(r) : undefined,
+      )
+      const config = device(`cli-${i}`, proxy)
+      const configFile = join(suite.ws.dir, `cli-${i}.json`)
+      await writeFile(configFile, JSON.stringify(config))
+      const started = Date.now()
+      const run = await jsonCli(configFile, ['install', name])
+      expect(run.code, run.stderr ?? run.stdout).toBe(testCase.exit)
+      expect(JSON.parse(run.stdout ?? '')).toMatchObject({ ok: false, error: { code: testCase.code } })
+      // Within the download's bounded retries (5 attempts in a row, backing off to 4 s): no hang.
+      expect(Date.now() - started).toBeLessThan(20_000)
+      const store = new ArtifactStore(config.installRoot, name)
+      expect(await store.installedVersions()).toEqual([])
+      if (testCase.left === 'nothing')
+        expect(await readdir(config.installRoot).catch(() => [])).not.toContain(name)
+      else expect((await readFile(store.partialPath('1.0.0'))).length).toBe(30_000)
+    }, 30_000)
+  }
 })
