@@ -180,6 +180,19 @@ async function fetchFrom(
     headers,
     ...(request.signal ? { signal: request.signal } : {}),
   })
+  if (response.status === 416 && offset > 0) {
+    // The edge never refuses a range inside the signed size: a cache in between holding a shorter or
+    // other copy does. Failing here would fail every later run too (the partial stays); the whole file
+    // needs no range.
+    await response.body?.cancel().catch(() => undefined)
+    throw new AgentError(
+      'network',
+      `asked for bytes ${offset}-${request.size - 1} of ${request.size}, got 416`,
+      {
+        wrongRange: true,
+      },
+    )
+  }
   if (response.status !== 200 && response.status !== 206) throw await errorFromResponse(response, 'download')
   if (response.status === 206) await assertRangeAsked(response, offset, request.size)
   const start = response.status === 206 ? offset : 0

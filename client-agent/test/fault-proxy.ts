@@ -21,6 +21,7 @@ import type { AddressInfo } from 'node:net'
  * - `other-range`: the edge is asked for `bytes=<from>-` instead, and its honest 206 (that range's
  *   bytes and Content-Range) goes back to a client that asked for something else;
  * - `lie-content-range`: the asked range's bytes, but a Content-Range naming another start;
+ * - `unsatisfiable`: a 416 for any request with a Range, as a cache holding a shorter copy may send;
  * - `unavailable`: a 503, with `Retry-After: <retryAfter>` when set;
  * - `html-error`: a 502 HTML page, as a load balancer in front of a dead origin sends;
  * - `garbage-json`: a 200 `application/json` body that is not JSON.
@@ -31,7 +32,7 @@ export type Fault =
   | { kind: 'other-range'; from: number }
   | { kind: 'lie-content-range'; from: number }
   | { kind: 'unavailable'; retryAfter?: string }
-  | { kind: 'html-error' | 'garbage-json' }
+  | { kind: 'html-error' | 'garbage-json' | 'unsatisfiable' }
 
 /** One request as the proxy saw it, before any fault. */
 export interface SeenRequest {
@@ -82,6 +83,10 @@ export async function startFaultProxy(
         ...(fault.retryAfter !== undefined ? { 'retry-after': fault.retryAfter } : {}),
       })
       res.end(JSON.stringify({ type: 'about:blank', title: 'Service Unavailable', status: 503 }))
+      return
+    }
+    if (fault?.kind === 'unsatisfiable' && request.range !== undefined) {
+      res.writeHead(416, { 'content-range': 'bytes */1000' }).end()
       return
     }
     if (fault?.kind === 'html-error') {

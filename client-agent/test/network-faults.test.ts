@@ -124,6 +124,18 @@ describe('a full download through a faulty network', () => {
     expect((await readFile(store.partialPath('1.0.0'))).length).toBe(50_000)
   })
 
+  it('asks for the whole file when a cache answers the resume with 416, instead of failing every run', async () => {
+    const { artifact, proxy } = await publishedBehind('nf-416', 100_000, (n) =>
+      n === 1 ? { kind: 'reset' } : { kind: 'unsatisfiable' },
+    )
+    const config = device('416', proxy)
+    const result = await installArtifact(config, { name: 'nf-416', fullOnly: true })
+    expect(blobRanges(proxy, 'nf-416')).toEqual([null, 'bytes=50000-', null])
+    expect(result).toMatchObject({ method: 'full', resumedFrom: 0 })
+    const store = new ArtifactStore(config.installRoot, 'nf-416')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), artifact.bytes)
+  })
+
   it('resumes after a stalled body and retries a stalled answer, within the stall timer', async () => {
     const { artifact, published, proxy } = await publishedBehind('nf-stall', 100_000, (n) =>
       n === 1 ? { kind: 'stall-body' } : n === 2 ? { kind: 'stall-headers' } : undefined,
