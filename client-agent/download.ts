@@ -90,6 +90,9 @@ async function downloadOnce(request: DownloadRequest): Promise<{
   // the file from byte 0, so none of the partial's bytes are left, whatever earlier attempts kept.
   let keptFromPartial: number | null = null
   let failedInARow = 0
+  // Set after an answer that was not the range asked for: the next attempt asks for the whole file,
+  // since a 200 leaves no doubt which bytes it carries.
+  let wholeFile = false
   for (let attempt = 0; ; attempt++) {
     const offset = await existingSize(request.partialPath)
     if (offset > request.size) await rm(request.partialPath, { force: true })
@@ -99,18 +102,21 @@ async function downloadOnce(request: DownloadRequest): Promise<{
       keptFromPartial ??= offset
       break
     }
-    const from = offset > request.size ? 0 : offset
+    // Where the file ends before this attempt (an oversized partial was just deleted).
+    const endedAt = offset > request.size ? 0 : offset
+    const from = wholeFile ? 0 : endedAt
     const progress: FetchProgress = { start: null, position: 0 }
     try {
       await fetchFrom(from, request, fetchImpl, progress)
       break
     } catch (error) {
       if (request.signal?.aborted || !isTransient(error)) throw wrap(error)
+      wholeFile = error instanceof AgentError && error.details.wrongRange === true
       // An attempt that moved the file forward is not a failure of the link as a whole: a long download
       // over a connection that drops every few minutes still finishes. The total stays bounded. Forward
       // means past where the file ended before it: a 200 rewrites from byte 0, and one that drops short
       // of that end again (a server ignoring Range) only fetched the same bytes once more.
-      failedInARow = progress.position > from ? 0 : failedInARow + 1
+      failedInARow = progress.position > endedAt ? 0 : failedInARow + 1
       const waitMs = Math.max(Math.min(250 * 2 ** failedInARow, 5000), retryAfterMs(error))
       if (failedInARow > retries || attempt + 1 >= MAX_ATTEMPTS || waitMs > MAX_RETRY_WAIT_MS)
         throw wrap(error)
@@ -174,7 +180,21 @@ async function fetchFrom(
     headers,
     ...(request.signal ? { signal: request.signal } : {}),
   })
+  if (response.status === 416 && offset > 0) {
+    // The edge never refuses a range inside the signed size: a cache in between holding a shorter or
+    // other copy does. Failing here would fail every later run too (the partial stays); the whole file
+    // needs no range.
+    await response.body?.cancel().catch(() => undefined)
+    throw new AgentError(
+      'network',
+      `asked for bytes ${offset}-${request.size - 1} of ${request.size}, got 416`,
+      {
+        wrongRange: true,
+      },
+    )
+  }
   if (response.status !== 200 && response.status !== 206) throw await errorFromResponse(response, 'download')
+  if (response.status === 206) await assertRangeAsked(response, offset, request.size)
   const start = response.status === 206 ? offset : 0
   // File errors (a full disk, no permission) are the device's, not the network's: typed and named
   // here, so the retry loop below does not retry them as a dropped connection.
@@ -210,6 +230,24 @@ async function fetchFrom(
   }
   if (progress.position !== request.size)
     throw new Error(`connection ended at ${progress.position} of ${request.size} bytes`)
+}
+
+/**
+ * A 206 is written at the offset asked for only if its Content-Range says it is that range: the rest
+ * of the file, `offset`-(size-1) of `size`. A cache or proxy in between may answer with another range
+ * (or none), and spliced at the offset those bytes would make a file that fails its sha256 only after
+ * the whole download, or overrun the signed size and fail the command. Such an answer is a network
+ * fault: nothing of it is written, and downloadOnce asks for the whole file next.
+ */
+async function assertRangeAsked(response: Response, offset: number, size: number): Promise<void> {
+  const header = response.headers.get('content-range')
+  if (header === `bytes ${offset}-${size - 1}/${size}`) return
+  await response.body?.cancel().catch(() => undefined)
+  throw new AgentError(
+    'network',
+    `asked for bytes ${offset}-${size - 1} of ${size}, got a 206 with Content-Range ${header === null ? '(none)' : JSON.stringify(header.slice(0, 100))}`,
+    { wrongRange: true },
+  )
 }
 
 /**

@@ -241,6 +241,7 @@ export async function runDaemonCycle(
         continue
       }
       claimed = true
+      const claim = whileClaimed(staging, item, options)
       // A delta suggestion: follow the edge's plan from the installed version, so prefetching moves the
       // bytes the queue ranked the item by, not the whole artifact; in staging's own work files, so an
       // update running meanwhile never shares one.
@@ -251,11 +252,11 @@ export async function runDaemonCycle(
               {
                 name: item.name,
                 now: now(),
-                ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
-                ...(options.signal ? { signal: options.signal } : {}),
+                fetchImpl: claim.fetchImpl,
+                signal: claim.signal,
                 onProgress: (p) => options.onProgress?.(item, p.received, p.total),
               },
-              edge,
+              new EdgeClient(config.edgeUrl, deviceFetch(config, claim.fetchImpl)),
               store,
               manifest,
               installed.get(item.name)?.current ?? null,
@@ -291,8 +292,8 @@ export async function runDaemonCycle(
         size: manifest.size,
         sha256: manifest.sha256,
         bandwidthCapBps: settings.bandwidthCapBps,
-        ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
-        ...(options.signal ? { signal: options.signal } : {}),
+        fetchImpl: claim.fetchImpl,
+        signal: claim.signal,
         ...(options.onProgress ? { onProgress: (p) => options.onProgress?.(item, p.received, p.total) } : {}),
       })
       if (!(await putIn(partial))) continue
@@ -540,6 +541,38 @@ async function claimUnlessChanging(
     return true
   } finally {
     await lock.release()
+  }
+}
+
+/**
+ * The fetch and signal an item's transfer uses once it is claimed. Before every request (each retry of
+ * a download, each range of a delta stream or a chunk-sync, each plan) the fetch checks that the claim
+ * is still there; once `deltaport uninstall` has removed it, it aborts the item's signal, which stops
+ * the ranges still in flight too, and the cycle drops the item. Checking only at the end (commitStaged)
+ * let a download cut after the uninstall start again from byte 0 and fetch the whole artifact, only
+ * to throw it away.
+ */
+function whileClaimed(
+  staging: StagingArea,
+  item: ItemRef,
+  options: DaemonCycleOptions,
+): { fetchImpl: typeof fetch; signal: AbortSignal } {
+  const uninstalled = new AbortController()
+  const fetchImpl = options.fetchImpl ?? fetch
+  return {
+    signal: options.signal ? AbortSignal.any([options.signal, uninstalled.signal]) : uninstalled.signal,
+    fetchImpl: async (input, init) => {
+      if (!(await staging.isClaimed(item.name, item.version))) {
+        uninstalled.abort(
+          new AgentError(
+            'not-found',
+            `${item.name} was uninstalled while ${item.name}@${item.version} was prefetched`,
+          ),
+        )
+        throw uninstalled.signal.reason
+      }
+      return fetchImpl(input, init)
+    },
   }
 }
 

@@ -66,7 +66,11 @@ export async function readBody(
   try {
     for (;;) {
       const asked = performance.now()
-      const { done, value } = await Promise.race([reader.read(), interrupted, stalled()])
+      const { done, value } = await Promise.race([
+        readOrBroken(reader, options.signal),
+        interrupted,
+        stalled(),
+      ])
       clearTimeout(timer)
       if (done) return total
       waitedMs += performance.now() - asked
@@ -97,5 +101,27 @@ export async function readBody(
     if (onAbort) options.signal?.removeEventListener('abort', onAbort)
     interrupted.catch(() => undefined)
     await reader.cancel().catch(() => undefined)
+  }
+}
+
+/**
+ * The next chunk of a body. A connection that breaks under the body (a reset, a FIN before the promised
+ * length, a proxy dropping it) rejects with undici's bare `TypeError: terminated`, which callers would
+ * report as a bug (exit 70) rather than as the network fault it is (exit 4, retried where downloads
+ * retry). The caller's own abort stays what it was.
+ */
+async function readOrBroken(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  signal: AbortSignal | undefined,
+): ReturnType<ReadableStreamDefaultReader<Uint8Array>['read']> {
+  try {
+    return await reader.read()
+  } catch (error) {
+    if (signal?.aborted || error instanceof AgentError) throw error
+    const cause = error instanceof Error && error.cause instanceof Error ? ` (${error.cause.message})` : ''
+    throw new AgentError(
+      'network',
+      `the connection broke while the answer was read: ${error instanceof Error ? error.message : String(error)}${cause}`,
+    )
   }
 }

@@ -120,6 +120,12 @@ export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlanOutcome
           : await followDeltas(ctx, plan.steps as PlanDeltaStep[])
       return { planned: { ...result, strategy: plan.strategy, steps: plan.steps.length }, fallbacks }
     } catch (error) {
+      if (ctx.signal?.aborted) throw error
+      // The network or the edge failed under the plan (after a delta stream's own range retries):
+      // the full download resumes and retries such faults (and a 200 for a range is all it asks for),
+      // so it follows instead of the update failing. Asking for another plan would meet the same link.
+      if (isTransferFault(error))
+        return { planned: null, fallbacks: [...fallbacks, `${plan.strategy}: ${error.message}`] }
       if (
         !(error instanceof AgentError && error.code === 'integrity-mismatch') &&
         !(error instanceof DeltaFormatError)
@@ -221,6 +227,22 @@ function isEdgeFault(error: unknown): error is AgentError {
   if (error.code === 'network') return true
   const status = error.details.status
   return error.code === 'edge-rejected' && (typeof status !== 'number' || status >= 500)
+}
+
+/**
+ * A failure of fetching what a plan names that the full download copes with: the connection (reset,
+ * stalled, trickling), the edge's momentary errors (5xx, 429), or a 200 with the whole object for a
+ * range. A 4xx, a file error or bytes that do not verify are not.
+ */
+function isTransferFault(error: unknown): error is AgentError {
+  if (!(error instanceof AgentError)) return false
+  if (error.code === 'network') return true
+  const status = error.details.status
+  return (
+    error.code === 'edge-rejected' &&
+    typeof status === 'number' &&
+    (status >= 500 || status === 429 || status === 200)
+  )
 }
 
 /**

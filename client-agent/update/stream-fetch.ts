@@ -91,6 +91,17 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
       controller.onRangeError(performance.now(), 'reset')
       throw error
     }
+    if (response.status === 200) {
+      // The whole stream for a range: it changed since the first range (If-Range), or a cache in
+      // between ignores Range. Either way no range will do; its bytes are no error text to quote.
+      controller.onRangeError(performance.now(), 'http')
+      await response.body?.cancel().catch(() => undefined)
+      throw new AgentError(
+        'edge-rejected',
+        `delta stream range ${offset}+${length}: HTTP 200 with the whole stream (it changed, or a cache in between ignores Range)`,
+        { status: 200 },
+      )
+    }
     if (response.status !== 206) {
       controller.onRangeError(performance.now(), 'http')
       throw await errorFromResponse(response, `delta stream range ${offset}+${length}`)
