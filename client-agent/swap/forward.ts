@@ -194,10 +194,14 @@ export function forwardLive(
   }
   /**
    * The service may have the whole request: everything of it was handed over (the body read already,
-   * or all of a declared or chunked one). Conservative: bytes handed over may still sit in a buffer.
+   * or all of a declared or chunked one) on a connection to the service. Conservative: bytes handed over
+   * may still sit in a buffer. A request still waiting for a connection (every one of the process's
+   * `maxSockets` busy, or the first still connecting) has reached nobody: the service cannot apply it.
    */
   const wholeSent = () =>
-    !stalled && (upstream.writableEnded || (declared !== null && bodyBytesSent >= declared))
+    !stalled &&
+    reachedService(upstream) &&
+    (upstream.writableEnded || (declared !== null && bodyBytesSent >= declared))
   upstream.on('error', () => {
     leave()
     if (stalled || res.destroyed) return
@@ -234,6 +238,12 @@ export function forwardLive(
         upstream.destroy()
       })
   }
+}
+
+/** Whether `upstream` is on an open connection to the service (not queued in the agent, not connecting). */
+function reachedService(upstream: ClientRequest): boolean {
+  const socket = upstream.socket
+  return socket !== null && !socket.connecting
 }
 
 /**
