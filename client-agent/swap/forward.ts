@@ -134,11 +134,14 @@ export function forwardLive(
   const { body, retry, bodyIdleMs, hungUp } = options
   // Counted as in flight from the start; a request that cannot even be built never was.
   let left = false
+  /** A write counts for the drain until the service answers it (or it ends unanswered). */
+  let drainCounted = isWrite
   const leave = () => {
     if (left) return
     left = true
     hungUp?.release(cut)
-    target.leave(isWrite)
+    target.leave(drainCounted)
+    drainCounted = false
   }
   const cut = () => {
     upstream.destroy()
@@ -175,6 +178,12 @@ export function forwardLive(
       },
       (answer) => {
         answered = true
+        // The service has done the write (its answer says how it went): the drain need not wait for
+        // its client to read the answer. One that never reads held every swap's drain until deferral.
+        if (drainCounted && !left) {
+          drainCounted = false
+          target.answeredWrite()
+        }
         if (res.destroyed) {
           // Its client hung up while the service worked on it (a write kept in flight): the answer only
           // ends that time.

@@ -1,0 +1,49 @@
+import { connect } from 'node:net'
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { sleep } from '../service-process.ts'
+import type { Supervisor, SupervisorEvent } from '../supervisor.ts'
+import { cleanup, serviceFile, supervise, tempDir, within } from './harness.ts'
+
+/**
+ * A client that never reads the answer to its live write must not hold a swap's drain: the service has
+ * answered, so the write is done; only the client's reading is left. Real service processes, real
+ * HTTP on loopback, a client whose socket is paused.
+ */
+const supervisors: Supervisor[] = []
+afterAll(async () => {
+  for (const s of supervisors) await s.stop().catch(() => undefined)
+  await cleanup()
+})
+
+describe('swap proxy: a client that does not read its answer', () => {
+  it('does not defer the swap: a write the service answered is drained, whatever its client reads', async () => {
+    const dir = await tempDir('deltaport-swap-slow-reader-')
+    // Every POST is answered at once with 32 MiB: more than the loopback sockets' buffers take.
+    const artifact = await serviceFile(join(dir, 'service.mjs'), {
+      setup: 'const big = Buffer.alloc(32 * 1024 * 1024, 120)',
+      onEnd: `if (req.method === 'POST' && req.url === '/export') return res.end(big)
+res.end('ok ' + process.env.DELTAPORT_VERSION)`,
+    })
+    const events: SupervisorEvent[] = []
+    const supervisor = await supervise(dir, artifact, { stopTimeoutMs: 1500 }, events, {
+      source: { next: async () => null, restore: async () => undefined },
+    })
+    supervisors.push(supervisor)
+
+    // The write is sent whole, the service answers, and the client reads nothing of it.
+    const client = connect(supervisor.publicPort, '127.0.0.1')
+    client.pause()
+    client.on('error', () => undefined)
+    client.write('POST /export HTTP/1.1\r\nhost: service\r\ncontent-length: 2\r\n\r\n{}')
+    await sleep(1000)
+
+    const swap = supervisor.swapTo({ version: '2.0.0', artifactPath: artifact })
+    // Before, the write counted as in flight until its client had read the whole answer: the drain
+    // waited stopTimeoutMs for it and deferred, and so would every later swap while the client idled.
+    expect(await within(swap, 20_000, 'the swap')).toMatchObject({ outcome: 'installed', serving: '2.0.0' })
+    const res = await fetch(`http://127.0.0.1:${supervisor.publicPort}/`)
+    expect(await res.text()).toBe('ok 2.0.0')
+    client.destroy()
+  }, 60_000)
+})
