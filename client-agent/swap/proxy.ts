@@ -73,6 +73,12 @@ export const STOP_RETRY_AFTER_S = 1
 /** How long a stop leaves idle keep-alive connections open for a request already on its way. */
 const IDLE_GRACE_MS = 100
 
+/**
+ * Requests a connection may have pipelined behind the one being served; one more closes it. Clients that
+ * pipeline (browsers do not) send a few; the proxy keeps each of them, so a connection may not send more.
+ */
+export const MAX_PIPELINED = 16
+
 /** The public face of `deltaport run`: an HTTP reverse proxy in front of whichever process is active. */
 export class SwapProxy {
   mode: ProxyMode = 'pass'
@@ -104,6 +110,12 @@ export class SwapProxy {
   private inProgress = 0
   /** Live writes whose client hung up while the service may still apply them (forward.ts). */
   private readonly hungUp = new HungUpWrites()
+  /**
+   * Per connection, the pipelined requests waiting for the one it is served (node:http emits them all
+   * at once). Served one at a time, as HTTP/1.1 answers them anyway: at once, one connection that never
+   * read its answers held a connection to the service per request, and 256 of them every one there is.
+   */
+  private readonly pipelined = new WeakMap<Duplex, Array<() => void>>()
   /** Client sides of upgraded connections (node:http no longer tracks them). */
   private readonly tunnels = new Set<Duplex>()
   /** Responses not yet finished: told `Connection: close` when the proxy stops. */
@@ -225,8 +237,37 @@ export class SwapProxy {
     return `addr:${req.socket.remoteAddress ?? 'unknown'}`
   }
 
-  /** `expectsContinue`: the client waits for a 100 Continue before it sends the body. */
+  /**
+   * Serves a connection's requests one after another: a pipelined one waits until the answer before it
+   * is finished (or cut), and a connection with more than `MAX_PIPELINED` waiting is closed.
+   */
   private handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
+    const socket = req.socket
+    const waiting = this.pipelined.get(socket)
+    if (!waiting) {
+      this.pipelined.set(socket, [])
+      return this.serveInTurn(socket, req, res, expectsContinue)
+    }
+    if (waiting.length >= MAX_PIPELINED) {
+      socket.destroy()
+      return
+    }
+    waiting.push(() => this.serveInTurn(socket, req, res, expectsContinue))
+  }
+
+  private serveInTurn(socket: Duplex, req: IncomingMessage, res: ServerResponse, expectsContinue: boolean) {
+    res.once('close', () => {
+      const next = this.pipelined.get(socket)?.shift()
+      if (next) next()
+      else this.pipelined.delete(socket)
+    })
+    // Its connection went while it waited: nothing is sent for it (the ones behind it go the same way).
+    if (res.destroyed || socket.destroyed) return void res.destroy()
+    this.serve(req, res, expectsContinue)
+  }
+
+  /** `expectsContinue`: the client waits for a 100 Continue before it sends the body. */
+  private serve(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     this.inProgress += 1
     this.open.add(res)
     if (this.closing) closeAfter(res)

@@ -1,9 +1,10 @@
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
+import { MAX_PIPELINED } from '../proxy.ts'
 import { sleep } from '../service-process.ts'
 import type { Supervisor, SupervisorEvent } from '../supervisor.ts'
-import { cleanup, serviceFile, supervise, tempDir, within } from './harness.ts'
+import { cleanup, rawConnection, serviceFile, supervise, tempDir, waitFor, within } from './harness.ts'
 
 /**
  * A client that never reads the answer to its live write must not hold a swap's drain: the service has
@@ -45,5 +46,56 @@ res.end('ok ' + process.env.DELTAPORT_VERSION)`,
     const res = await fetch(`http://127.0.0.1:${supervisor.publicPort}/`)
     expect(await res.text()).toBe('ok 2.0.0')
     client.destroy()
+  }, 60_000)
+
+  it('on one connection, pipelined, holds one connection to the service, not one per request', async () => {
+    const dir = await tempDir('deltaport-swap-pipelined-')
+    const artifact = await serviceFile(join(dir, 'service.mjs'), {
+      setup: 'const big = Buffer.alloc(8 * 1024 * 1024, 120)',
+      onEnd: `if (req.url === '/big') return res.end(big)
+res.end('ok ' + req.url)`,
+    })
+    const events: SupervisorEvent[] = []
+    const supervisor = await supervise(dir, artifact, {}, events, {})
+    supervisors.push(supervisor)
+
+    // 300 reads of 8 MiB each, pipelined on one connection that never reads a byte.
+    const hog = connect(supervisor.publicPort, '127.0.0.1')
+    hog.pause()
+    let closed = false
+    hog.on('error', () => undefined)
+    hog.on('close', () => {
+      closed = true
+    })
+    hog.write('GET /big HTTP/1.1\r\nhost: service\r\n\r\n'.repeat(300))
+    await sleep(1000)
+    // Before, the proxy sent all 300 at once; the answers it could not pass on held every one of its 256
+    // connections to the service, and nobody's request was answered any more.
+    const res = await within(fetch(`http://127.0.0.1:${supervisor.publicPort}/`), 5000, 'a read')
+    expect(await res.text()).toBe('ok /')
+    // More than MAX_PIPELINED waiting closed the connection: read now, it ends within the first answer.
+    let received = 0
+    hog.on('data', (chunk: Buffer) => {
+      received += chunk.length
+    })
+    hog.resume()
+    await waitFor(
+      () => closed,
+      10_000,
+      () => `the pipelining connection is still open (${received} bytes)`,
+    )
+    expect(received).toBeLessThan(2 * 8 * 1024 * 1024)
+    hog.destroy()
+
+    // A few pipelined requests are answered, in order.
+    const client = rawConnection(supervisor.publicPort)
+    client.send(
+      Array.from({ length: MAX_PIPELINED }, (_, i) => `GET /${i} HTTP/1.1\r\nhost: service\r\n\r\n`).join(''),
+    )
+    const text = await client.receive(new RegExp(`ok /${MAX_PIPELINED - 1}$`))
+    expect([...text.matchAll(/ok \/(\d+)/g)].map((m) => Number(m[1]))).toEqual(
+      Array.from({ length: MAX_PIPELINED }, (_, i) => i),
+    )
+    client.close()
   }, 60_000)
 })
