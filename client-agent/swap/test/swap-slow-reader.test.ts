@@ -98,4 +98,68 @@ res.end('ok ' + req.url)`,
     )
     client.close()
   }, 60_000)
+
+  it('is cut once it takes nothing of its answer for answerIdleTimeoutMs; a slow reader is not', async () => {
+    const dir = await tempDir('deltaport-swap-answer-idle-')
+    // /closed: how many connections that served /big have closed (the agent keeps them open otherwise).
+    const artifact = await serviceFile(join(dir, 'service.mjs'), {
+      setup: `const big = Buffer.alloc(32 * 1024 * 1024, 120)
+let closed = 0`,
+      onEnd: `if (req.url === '/big') {
+  req.socket.once('close', () => { closed += 1 })
+  return res.end(big)
+}
+if (req.url === '/closed') return res.end(String(closed))
+res.end('ok ' + req.url)`,
+    })
+    const events: SupervisorEvent[] = []
+    const supervisor = await supervise(dir, artifact, { answerIdleTimeoutMs: 1500 }, events, {})
+    supervisors.push(supervisor)
+    const url = `http://127.0.0.1:${supervisor.publicPort}`
+
+    /** A client of /big that reads for `readMs`, then takes nothing for `pauseMs`, over and over. */
+    const reader = (readMs: number, pauseMs: number) => {
+      const socket = connect(supervisor.publicPort, '127.0.0.1')
+      const state = { bytes: 0, closed: false }
+      socket.on('error', () => undefined)
+      socket.on('close', () => {
+        state.closed = true
+      })
+      socket.on('data', (chunk: Buffer) => {
+        state.bytes += chunk.length
+      })
+      const cycle = () => {
+        if (state.closed) return
+        socket.pause()
+        setTimeout(() => {
+          socket.resume()
+          setTimeout(cycle, readMs)
+        }, pauseMs)
+      }
+      socket.pause()
+      socket.write('GET /big HTTP/1.1\r\nhost: service\r\n\r\n')
+      setTimeout(cycle, 0)
+      return { socket, state }
+    }
+
+    // Reads nothing for a minute; the other reads 200 ms at a time with a second between.
+    const hog = reader(0, 60_000)
+    const slow = reader(200, 1000)
+    await sleep(3500)
+    // The stalled answer was cut, and its connection to the service with it. Before, both stayed until
+    // the client left: 256 such clients took every connection to the service, for as long as they liked.
+    const closed = await (await fetch(`${url}/closed`)).text()
+    expect(Number(closed)).toBeGreaterThanOrEqual(1)
+    hog.socket.resume()
+    await waitFor(
+      () => hog.state.closed,
+      10_000,
+      () => 'the stalled client is still connected',
+    )
+    expect(hog.state.bytes).toBeLessThan(32 * 1024 * 1024)
+
+    await waitFor(() => slow.state.bytes > 32 * 1024 * 1024 || slow.state.closed, 60_000)
+    expect(slow.state.closed).toBe(false)
+    slow.socket.destroy()
+  }, 90_000)
 })
