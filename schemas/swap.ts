@@ -191,6 +191,23 @@ export const RunState = z.object({
 export type RunState = z.infer<typeof RunState>
 
 /**
+ * `<installRoot>/<name>/run/deferred.json`: swaps the running version deferred, and when each is offered
+ * again (wall-clock ms), so a restarted agent still retries them when due, with the same back-off.
+ */
+export const RunDeferrals = z.object({
+  deferred: z
+    .array(
+      z.object({
+        version: Version,
+        attempt: z.number().int().min(1).max(1_000_000),
+        retryAt: z.number().int().nonnegative(),
+      }),
+    )
+    .max(64),
+})
+export type RunDeferrals = z.infer<typeof RunDeferrals>
+
+/**
  * `<installRoot>/<name>/run/children.json`: service processes to reap after an agent crash, and the
  * versions they run (the store does not prune those).
  */
