@@ -286,14 +286,22 @@ export class SwapProxy {
     waiting.push(() => this.serveInTurn(socket, req, res, expectsContinue))
   }
 
-  private serveInTurn(socket: Duplex, req: IncomingMessage, res: ServerResponse, expectsContinue: boolean) {
+  private serveInTurn(
+    socket: Duplex,
+    req: IncomingMessage,
+    res: ServerResponse,
+    expectsContinue: boolean,
+  ): void {
     res.once('close', () => {
       const next = this.pipelined.get(socket)?.shift()
       if (next) next()
       else this.pipelined.delete(socket)
     })
     // Its connection went while it waited: nothing is sent for it (the ones behind it go the same way).
-    if (res.destroyed || socket.destroyed) return void res.destroy()
+    if (res.destroyed || socket.destroyed) {
+      res.destroy()
+      return
+    }
     this.serve(req, res, expectsContinue)
   }
 
