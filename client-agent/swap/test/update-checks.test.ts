@@ -1,3 +1,4 @@
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { sleep } from '../service-process.ts'
@@ -159,5 +160,24 @@ describe('update checks with --interval 0', () => {
     // Refused again: the back-off goes on from the attempt before the restart, not from the first.
     expect(second.outcomes()).toEqual(['deferred'])
     expect(second.supervisor.deferred).toMatchObject([{ version: '2.0.0', attempt: 2 }])
+  }, 60_000)
+
+  it('retries at once, after a restart, a deferral whose time came while the agent was down', async () => {
+    const dir = await tempDir('deltaport-update-checks-due-')
+    await mkdir(join(dir, 'run'), { recursive: true })
+    await writeFile(
+      join(dir, 'run', 'deferred.json'),
+      JSON.stringify({ deferred: [{ version: '2.0.0', attempt: 3, retryAt: Date.now() - 60_000 }] }),
+    )
+    const r = await deferring(0, 1000, [], dir)
+    r.checks.start()
+    await waitFor(
+      () => r.outcomes().length === 1,
+      10_000,
+      () => `not retried: ${r.asked.length} checks`,
+    )
+    expect(r.outcomes()).toEqual(['installed'])
+    expect(r.supervisor.deferred).toEqual([])
+    expect(JSON.parse(await readFile(join(dir, 'run', 'deferred.json'), 'utf8'))).toEqual({ deferred: [] })
   }, 60_000)
 })
