@@ -93,6 +93,14 @@ export const SwapSettings = z.object({
       windowMs: z.number().int().min(1000).max(300_000).default(10_000),
     })
     .prefault({}),
+  /**
+   * An answer whose client takes none of it for this long (bytes wait to be sent, and none leave) is cut,
+   * its connection closed. Its client held a connection to the service (the agent opens 256 to a
+   * process) for as long as it stayed: 256 such clients took every one of them, and nobody else was
+   * answered. Progress is seen per chunk handed on (up to 64 KiB), so the default asks for about
+   * 1 KB/s at least; a client that reads, however slowly, is not cut.
+   */
+  answerIdleTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
   /** Buffered writes without this header are refused with 401 (null: no such rule). */
   requiredHeader: z
     .string()
@@ -181,6 +189,23 @@ export const RunState = z.object({
   failedVersions: z.array(Version).max(1000).default([]),
 })
 export type RunState = z.infer<typeof RunState>
+
+/**
+ * `<installRoot>/<name>/run/deferred.json`: swaps the running version deferred, and when each is offered
+ * again (wall-clock ms), so a restarted agent still retries them when due, with the same back-off.
+ */
+export const RunDeferrals = z.object({
+  deferred: z
+    .array(
+      z.object({
+        version: Version,
+        attempt: z.number().int().min(1).max(1_000_000),
+        retryAt: z.number().int().nonnegative(),
+      }),
+    )
+    .max(64),
+})
+export type RunDeferrals = z.infer<typeof RunDeferrals>
 
 /**
  * `<installRoot>/<name>/run/children.json`: service processes to reap after an agent crash, and the

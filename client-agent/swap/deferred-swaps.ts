@@ -39,9 +39,15 @@ export class DeferredSwaps {
     return { attempt, inMs }
   }
 
-  /** A swap to `version` ran to an outcome (installed or rolled back): it backs off no more. */
-  forget(version: string): void {
-    this.deferrals.delete(version)
+  /** Takes back the deferrals a previous agent recorded (run-files.ts): their attempts and retry times. */
+  restore(recorded: ReadonlyArray<{ version: string; attempt: number; retryAt: number }>): void {
+    for (const { version, attempt, retryAt } of recorded)
+      this.deferrals.set(version, { attempt, notBefore: retryAt })
+  }
+
+  /** A swap to `version` ran to an outcome (installed or rolled back): it backs off no more (true if it did). */
+  forget(version: string): boolean {
+    return this.deferrals.delete(version)
   }
 
   /** Deferred swaps and when each is offered again (the retry policy, for status output). */

@@ -134,11 +134,14 @@ export function forwardLive(
   const { body, retry, bodyIdleMs, hungUp } = options
   // Counted as in flight from the start; a request that cannot even be built never was.
   let left = false
+  /** A write counts for the drain until the service answers it (or it ends unanswered). */
+  let drainCounted = isWrite
   const leave = () => {
     if (left) return
     left = true
     hungUp?.release(cut)
-    target.leave(isWrite)
+    target.leave(drainCounted)
+    drainCounted = false
   }
   const cut = () => {
     upstream.destroy()
@@ -175,6 +178,12 @@ export function forwardLive(
       },
       (answer) => {
         answered = true
+        // The service has done the write (its answer says how it went): the drain need not wait for
+        // its client to read the answer. One that never reads held every swap's drain until deferral.
+        if (drainCounted && !left) {
+          drainCounted = false
+          target.answeredWrite()
+        }
         if (res.destroyed) {
           // Its client hung up while the service worked on it (a write kept in flight): the answer only
           // ends that time.
@@ -194,10 +203,14 @@ export function forwardLive(
   }
   /**
    * The service may have the whole request: everything of it was handed over (the body read already,
-   * or all of a declared or chunked one). Conservative: bytes handed over may still sit in a buffer.
+   * or all of a declared or chunked one) on a connection to the service. Conservative: bytes handed over
+   * may still sit in a buffer. A request still waiting for a connection (every one of the process's
+   * `maxSockets` busy, or the first still connecting) has reached nobody: the service cannot apply it.
    */
   const wholeSent = () =>
-    !stalled && (upstream.writableEnded || (declared !== null && bodyBytesSent >= declared))
+    !stalled &&
+    reachedService(upstream) &&
+    (upstream.writableEnded || (declared !== null && bodyBytesSent >= declared))
   upstream.on('error', () => {
     leave()
     if (stalled || res.destroyed) return
@@ -234,6 +247,12 @@ export function forwardLive(
         upstream.destroy()
       })
   }
+}
+
+/** Whether `upstream` is on an open connection to the service (not queued in the agent, not connecting). */
+function reachedService(upstream: ClientRequest): boolean {
+  const socket = upstream.socket
+  return socket !== null && !socket.connecting
 }
 
 /**

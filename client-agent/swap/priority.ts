@@ -42,7 +42,12 @@ export class ClientLoadTracker {
     if (!series) {
       if (this.counts.size >= MAX_CLIENTS) {
         const oldest = this.counts.keys().next().value
-        if (oldest !== undefined) this.counts.delete(oldest)
+        // Its forecast goes with it: kept, the cache grew by one per client id ever forecast (a hostile
+        // client picks as many as it likes), and a client seen again got back its old forecast.
+        if (oldest !== undefined) {
+          this.counts.delete(oldest)
+          this.cache.delete(oldest)
+        }
       }
       series = { firstHour: hour, buckets: [0] }
     } else this.counts.delete(client)

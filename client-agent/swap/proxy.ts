@@ -73,6 +73,12 @@ export const STOP_RETRY_AFTER_S = 1
 /** How long a stop leaves idle keep-alive connections open for a request already on its way. */
 const IDLE_GRACE_MS = 100
 
+/**
+ * Requests a connection may have pipelined behind the one being served; one more closes it. Clients that
+ * pipeline (browsers do not) send a few; the proxy keeps each of them, so a connection may not send more.
+ */
+export const MAX_PIPELINED = 16
+
 /** The public face of `deltaport run`: an HTTP reverse proxy in front of whichever process is active. */
 export class SwapProxy {
   mode: ProxyMode = 'pass'
@@ -104,10 +110,19 @@ export class SwapProxy {
   private inProgress = 0
   /** Live writes whose client hung up while the service may still apply them (forward.ts). */
   private readonly hungUp = new HungUpWrites()
+  /**
+   * Per connection, the pipelined requests waiting for the one it is served (node:http emits them all
+   * at once). Served one at a time, as HTTP/1.1 answers them anyway: at once, one connection that never
+   * read its answers held a connection to the service per request, and 256 of them every one there is.
+   */
+  private readonly pipelined = new WeakMap<Duplex, Array<() => void>>()
   /** Client sides of upgraded connections (node:http no longer tracks them). */
   private readonly tunnels = new Set<Duplex>()
   /** Responses not yet finished: told `Connection: close` when the proxy stops. */
   private readonly open = new Set<ServerResponse>()
+  /** Per unfinished answer, when its client last took some of it (see `cutStalledReaders`). */
+  private readonly sending = new WeakMap<ServerResponse, { pending: number; sent: number; since: number }>()
+  private readonly stallCheck: NodeJS.Timeout
   /** Set by `stopAccepting`: every response from then on closes its connection. */
   private closing = false
   private closed: Promise<void> | null = null
@@ -135,6 +150,33 @@ export class SwapProxy {
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
       this.upgrade(req, socket, head),
     )
+    const every = Math.max(50, Math.min(1000, Math.floor(settings.answerIdleTimeoutMs / 4)))
+    this.stallCheck = setInterval(() => this.cutStalledReaders(Date.now()), every).unref()
+  }
+
+  /**
+   * Cuts each answer whose client has taken none of it for `answerIdleTimeoutMs` while bytes of it wait
+   * to be sent (node:http has no such bound). A live answer stays piped from the service, which holds
+   * one of the agent's connections to it until the client takes the rest: clients that never read
+   * took them all. An answer not yet begun (a held write waiting for its replay, a slow service) has
+   * nothing waiting and is never cut here. Progress shows when a chunk handed to the socket is sent.
+   */
+  private cutStalledReaders(now: number): void {
+    for (const res of this.open) {
+      const socket = res.socket
+      const pending = socket?.writableLength ?? 0
+      if (!socket || pending === 0) {
+        this.sending.delete(res)
+        continue
+      }
+      const sent = socket.bytesWritten
+      const last = this.sending.get(res)
+      if (!last || last.pending !== pending || last.sent !== sent) {
+        this.sending.set(res, { pending, sent, since: now })
+        continue
+      }
+      if (now - last.since >= this.settings.answerIdleTimeoutMs) socket.destroy()
+    }
   }
 
   /**
@@ -193,6 +235,7 @@ export class SwapProxy {
       if (Date.now() >= this.idleGraceEnd) this.server.closeIdleConnections()
     }
     this.hungUp.cutAll()
+    clearInterval(this.stallCheck)
     this.server.closeAllConnections()
     for (const socket of this.tunnels) socket.destroy()
     await this.closed
@@ -225,8 +268,45 @@ export class SwapProxy {
     return `addr:${req.socket.remoteAddress ?? 'unknown'}`
   }
 
-  /** `expectsContinue`: the client waits for a 100 Continue before it sends the body. */
+  /**
+   * Serves a connection's requests one after another: a pipelined one waits until the answer before it
+   * is finished (or cut), and a connection with more than `MAX_PIPELINED` waiting is closed.
+   */
   private handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
+    const socket = req.socket
+    const waiting = this.pipelined.get(socket)
+    if (!waiting) {
+      this.pipelined.set(socket, [])
+      return this.serveInTurn(socket, req, res, expectsContinue)
+    }
+    if (waiting.length >= MAX_PIPELINED) {
+      socket.destroy()
+      return
+    }
+    waiting.push(() => this.serveInTurn(socket, req, res, expectsContinue))
+  }
+
+  private serveInTurn(
+    socket: Duplex,
+    req: IncomingMessage,
+    res: ServerResponse,
+    expectsContinue: boolean,
+  ): void {
+    res.once('close', () => {
+      const next = this.pipelined.get(socket)?.shift()
+      if (next) next()
+      else this.pipelined.delete(socket)
+    })
+    // Its connection went while it waited: nothing is sent for it (the ones behind it go the same way).
+    if (res.destroyed || socket.destroyed) {
+      res.destroy()
+      return
+    }
+    this.serve(req, res, expectsContinue)
+  }
+
+  /** `expectsContinue`: the client waits for a 100 Continue before it sends the body. */
+  private serve(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     this.inProgress += 1
     this.open.add(res)
     if (this.closing) closeAfter(res)
@@ -553,7 +633,8 @@ export class SwapProxy {
         }
         if (!bodiless) out['content-length'] = String(payload.length)
         res.writeHead(status, out)
-        res.end(bodiless ? undefined : payload)
+        if (bodiless) res.end()
+        else endInSlices(res, payload)
       },
       get gone() {
         return res.destroyed
@@ -633,6 +714,26 @@ function bodilessSafe(req: IncomingMessage): boolean {
     req.headers['transfer-encoding'] === undefined &&
     (req.headers['content-length'] ?? '0') === '0'
   )
+}
+
+/** The slices a held write's answer is sent in: a slow client's progress shows per slice sent. */
+const ANSWER_SLICE = 16 * 1024
+
+/**
+ * Sends a held write's answer a slice at a time as the client takes them: sent whole, it was one write
+ * that showed no progress until all of it had left, and a slow reader of a large answer looked stalled.
+ */
+function endInSlices(res: ServerResponse, payload: Uint8Array): void {
+  let offset = 0
+  const next = (): void => {
+    while (payload.length - offset > ANSWER_SLICE) {
+      const slice = payload.subarray(offset, offset + ANSWER_SLICE)
+      offset += slice.length
+      if (!res.write(slice)) return void res.once('drain', next)
+    }
+    res.end(payload.subarray(offset))
+  }
+  next()
 }
 
 /** Makes `res` close its connection once sent (a response already started cannot say so any more). */

@@ -1,12 +1,12 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { RunChildren, RunState } from '../../schemas/swap.ts'
+import { RunChildren, RunDeferrals, RunState } from '../../schemas/swap.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
 import { TAG_ENV } from './service-process.ts'
 
 /**
  * The supervisor's small files in `<installRoot>/<name>/run/`: the swap journal, versions that failed a
- * swap, and the pids of the service processes it started (to reap after the agent itself was killed).
+ * swap, swaps deferred and when they are retried, and the pids of the service processes it started (to reap after the agent itself was killed).
  */
 export class RunFiles {
   readonly dir: string
@@ -36,6 +36,19 @@ export class RunFiles {
       join(this.dir, 'state.json'),
       JSON.stringify({ failedVersions: [...failed].slice(-1000) }),
     )
+  }
+
+  /** Deferred swaps as last recorded; none when the file is missing or unreadable. */
+  async deferrals(): Promise<RunDeferrals['deferred']> {
+    try {
+      return RunDeferrals.parse(JSON.parse(await readFile(join(this.dir, 'deferred.json'), 'utf8'))).deferred
+    } catch {
+      return []
+    }
+  }
+
+  async recordDeferrals(deferred: RunDeferrals['deferred']): Promise<void> {
+    await writeFileAtomic(join(this.dir, 'deferred.json'), JSON.stringify({ deferred: deferred.slice(-64) }))
   }
 
   async recordChildren(pids: readonly number[], versions: readonly string[] = []): Promise<void> {

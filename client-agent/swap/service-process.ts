@@ -141,7 +141,19 @@ export class ServiceProcess {
 
   leave(write: boolean): void {
     this.inflight -= 1
-    if (write) this.inflightWrites -= 1
+    if (write) this.writeDone()
+  }
+
+  /**
+   * A write the process answered (its status line arrived) is done for the drain; the request stays in
+   * flight (`inflight`, which a stop waits for) while its answer's bytes move at its client's pace.
+   */
+  answeredWrite(): void {
+    this.writeDone()
+  }
+
+  private writeDone(): void {
+    this.inflightWrites -= 1
     if (this.inflightWrites === 0) for (const w of this.drainWaiters.splice(0)) w()
   }
 

@@ -198,6 +198,8 @@ export class Supervisor {
     const buffer = new WriteBuffer(options.settings, journal, validator, recovered.lastId)
     buffer.restore(recovered.pending)
     const supervisor = new Supervisor(options, journal, buffer, files, tag)
+    // A swap deferred before a restart is still owed its retry, when due (the CLI's UpdateChecks).
+    supervisor.deferrals.restore(await files.deferrals())
     // From here a service process may exist: a stop asked for now stops it the way a later one would
     // (left to the signal's default action, the agent died and the service ran on, holding its port).
     const interrupt = options.interrupt
@@ -721,7 +723,7 @@ export class Supervisor {
     update: ReadyUpdate,
   ): Promise<SwapReport> {
     const full = { ...report, endedAt: Date.now() }
-    this.deferrals.forget(full.version)
+    if (this.deferrals.forget(full.version)) await this.recordDeferrals()
     if (full.outcome !== 'installed') {
       if (this.proxy.mode !== 'pass' && this.buffer.empty) this.proxy.mode = 'pass'
       await this.settle()
@@ -756,6 +758,7 @@ export class Supervisor {
     update: ReadyUpdate,
   ): Promise<SwapReport> {
     const retry = this.deferrals.defer(update.version, Date.now())
+    await this.recordDeferrals()
     if (this.proxy.mode !== 'pass' && this.buffer.empty) this.proxy.mode = 'pass'
     await this.settle()
     await this.options.source
@@ -765,6 +768,20 @@ export class Supervisor {
     this.emit({ type: 'error', message: this.deferrals.describe(update.version, report, retry) })
     this.emit({ type: 'swap-done', report: full })
     return full
+  }
+
+  /**
+   * Records the deferred swaps in the run files (atomically), so an agent restarted before a retry is
+   * due still makes it then, with the same back-off: kept in memory only, a restart lost it, and with
+   * `--interval 0` nothing checked again until the next SIGHUP. A failed write is logged; the retry
+   * in this process still comes.
+   */
+  private async recordDeferrals(): Promise<void> {
+    await this.files
+      .recordDeferrals(this.deferrals.list())
+      .catch((error: Error) =>
+        this.emit({ type: 'error', message: `could not record the deferred swaps: ${error.message}` }),
+      )
   }
 
   /**

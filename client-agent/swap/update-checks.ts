@@ -43,9 +43,15 @@ export class UpdateChecks {
     this.onError = onError
   }
 
-  /** Starts the polls (none with an interval of 0). */
+  /**
+   * Starts the polls (none with an interval of 0), and the retry of each swap deferred before the agent
+   * restarted (the supervisor keeps them in its run files): at once when already due, else when due.
+   */
   start(): void {
-    if (this.intervalMs > 0 && !this.ended) this.poll = setInterval(() => this.trigger(), this.intervalMs)
+    if (this.ended) return
+    if (this.intervalMs > 0) this.poll = setInterval(() => this.trigger(), this.intervalMs)
+    if (this.supervisor.deferred.some((d) => d.retryAt <= Date.now())) this.trigger()
+    else this.scheduleRetry()
   }
 
   /** Checks now, or right after the check under way. */

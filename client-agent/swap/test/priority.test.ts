@@ -70,6 +70,24 @@ describe('replay priority', () => {
     expect(loads.forecastNextHour('never-seen')).toBe(0)
   })
 
+  it('forgets a forgotten client’s forecast too: nothing of it is kept, or given back when it returns', () => {
+    const now = 100 * HOUR
+    const loads = new ClientLoadTracker(() => now)
+    loads.seed(
+      'heavy',
+      Array.from({ length: 72 }, () => 500),
+      now,
+    )
+    expect(loads.forecastNextHour('heavy')).toBeGreaterThan(300)
+    // 10 000 other client ids (the bound; a hostile client can send as many): 'heavy' is forgotten.
+    for (let i = 0; i < 10_000; i++) loads.record(`other-${i}`)
+    // Before, its cached forecast outlived it: kept for good (one per client id ever forecast, without
+    // a bound) and returned as if it were still busy.
+    expect(loads.forecastNextHour('heavy')).toBe(0)
+    loads.record('heavy')
+    expect(loads.forecastNextHour('heavy')).toBeLessThan(5)
+  })
+
   it('for arbitrary priorities: a permutation of the input that keeps every client in order', () => {
     fc.assert(
       fc.property(

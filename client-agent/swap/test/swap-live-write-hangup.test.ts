@@ -178,6 +178,26 @@ describe('swap proxy: a live write whose client hangs up', () => {
     expect(await lines(dir, 'events.log')).toEqual(['start 1.0.0', 'flush 1.0.0', 'start 2.0.0'])
   }, 60_000)
 
+  it('is cut when it never reached the service: hang-ups queued behind busy connections do not pile up', async () => {
+    const dir = await tempDir('deltaport-swap-hangup-queued-')
+    // Each write takes the service 2 s, so 256 of them (the connections the proxy opens to a process)
+    // keep every connection busy and the rest wait in the proxy for one.
+    const s = await serving(dir, 2000, { stopTimeoutMs: 5000 })
+    const clients = Array.from({ length: 300 }, (_, i) => s.write(`/w/${i}`, 'hello'))
+    await waitFor(() => s.supervisor.counters.forwarded >= 300, 10_000)
+    await sleep(300)
+    for (const client of clients) client.close()
+
+    // Those the service has whole are applied; the 44 still waiting in the proxy were never sent, so
+    // they are cut with their clients. Before, they were kept and sent one by one as connections freed,
+    // each a write nobody waited for, and every other request queued behind them.
+    await sleep(5000)
+    const received = await lines(dir, 'received.log')
+    expect(received.length).toBe(256)
+    const res = await within(fetch(`http://127.0.0.1:${s.supervisor.publicPort}/`), 2000, 'a read')
+    expect(await res.text()).toBe('ok 1.0.0')
+  }, 60_000)
+
   it('gets a stop’s grace like a request in flight: the service applies it before its SIGTERM', async () => {
     const dir = await tempDir('deltaport-swap-hangup-stop-')
     // This service exits at once on SIGTERM: what it has not applied by then is never applied.

@@ -1,3 +1,4 @@
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { sleep } from '../service-process.ts'
@@ -24,8 +25,8 @@ afterAll(async () => {
  * source offers 2.0.0 (same file) and records when it was asked. The checks numbered in `unreachable`
  * (1: the first) fail as if the edge could not be reached.
  */
-async function deferring(busy: number, deferRetryMs: number, unreachable: number[] = []) {
-  const dir = await tempDir('deltaport-update-checks-')
+async function deferring(busy: number, deferRetryMs: number, unreachable: number[] = [], inDir?: string) {
+  const dir = inDir ?? (await tempDir('deltaport-update-checks-'))
   const artifact = await serviceFile(join(dir, 'service.mjs'), {
     setup: 'let asked = 0',
     onEnd: `if (req.url === '/prepare' && process.env.DELTAPORT_VERSION === '1.0.0' && ++asked <= ${busy}) {
@@ -57,7 +58,7 @@ async function deferring(busy: number, deferRetryMs: number, unreachable: number
   const checks = new UpdateChecks(supervisor, 0, (message) => errors.push(message))
   checkers.push(checks)
   const outcomes = () => events.flatMap((e) => (e.type === 'swap-done' ? [e.report.outcome] : []))
-  return { supervisor, asked, checks, outcomes, errors }
+  return { dir, supervisor, asked, checks, outcomes, errors }
 }
 
 describe('update checks with --interval 0', () => {
@@ -128,5 +129,55 @@ describe('update checks with --interval 0', () => {
     await sleep(1500)
     expect(r.asked).toHaveLength(1)
     expect(r.supervisor.version).toBe('1.0.0')
+  }, 60_000)
+
+  it('keeps a deferral across a restart of the agent: the retry still comes when due, its back-off kept', async () => {
+    const first = await deferring(1, 2500)
+    first.checks.start()
+    first.checks.trigger()
+    await waitFor(() => first.outcomes().length === 1, 20_000)
+    expect(first.outcomes()).toEqual(['deferred'])
+    const [owed] = first.supervisor.deferred
+    expect(owed).toMatchObject({ version: '2.0.0', attempt: 1 })
+    // The agent is restarted (a unit restart, a reboot) before the retry is due.
+    first.checks.stop()
+    await first.supervisor.stop()
+
+    // The restarted agent's 1.0.0 is busy once more at its first prepare.
+    const second = await deferring(1, 2500, [], first.dir)
+    expect(second.supervisor.deferred).toEqual([owed])
+    second.checks.start()
+    // Not at once (the back-off holds), and without a SIGHUP (--interval 0): when it is due. Before, the
+    // deferral was in memory only: the restarted agent knew nothing of it and never checked again.
+    await sleep(300)
+    expect(second.asked).toEqual([])
+    await waitFor(
+      () => second.outcomes().length === 1,
+      20_000,
+      () => `not retried after the restart: ${second.asked.length} checks`,
+    )
+    expect(second.asked[0]!).toBeGreaterThanOrEqual(owed!.retryAt)
+    // Refused again: the back-off goes on from the attempt before the restart, not from the first.
+    expect(second.outcomes()).toEqual(['deferred'])
+    expect(second.supervisor.deferred).toMatchObject([{ version: '2.0.0', attempt: 2 }])
+  }, 60_000)
+
+  it('retries at once, after a restart, a deferral whose time came while the agent was down', async () => {
+    const dir = await tempDir('deltaport-update-checks-due-')
+    await mkdir(join(dir, 'run'), { recursive: true })
+    await writeFile(
+      join(dir, 'run', 'deferred.json'),
+      JSON.stringify({ deferred: [{ version: '2.0.0', attempt: 3, retryAt: Date.now() - 60_000 }] }),
+    )
+    const r = await deferring(0, 1000, [], dir)
+    r.checks.start()
+    await waitFor(
+      () => r.outcomes().length === 1,
+      10_000,
+      () => `not retried: ${r.asked.length} checks`,
+    )
+    expect(r.outcomes()).toEqual(['installed'])
+    expect(r.supervisor.deferred).toEqual([])
+    expect(JSON.parse(await readFile(join(dir, 'run', 'deferred.json'), 'utf8'))).toEqual({ deferred: [] })
   }, 60_000)
 })
