@@ -277,7 +277,8 @@ export class SwapProxy {
     const waiting = this.pipelined.get(socket)
     if (!waiting) {
       this.pipelined.set(socket, [])
-      return this.serveInTurn(socket, req, res, expectsContinue)
+      this.serveInTurn(socket, req, res, expectsContinue)
+      return
     }
     if (waiting.length >= MAX_PIPELINED) {
       socket.destroy()
