@@ -1,8 +1,12 @@
-/** Every object under `prefix`, page by page. */
-export async function* listAll(bucket: R2Bucket, prefix: string): AsyncGenerator<R2Object> {
+/** Every object under `prefix`, page by page (with the custom metadata too when `include` asks). */
+export async function* listAll(
+  bucket: R2Bucket,
+  prefix: string,
+  include?: R2ListOptions['include'],
+): AsyncGenerator<R2Object> {
   let cursor: string | undefined
   do {
-    const page = await bucket.list({ prefix, cursor, limit: 1000 })
+    const page = await bucket.list({ prefix, cursor, limit: 1000, ...(include ? { include } : {}) })
     yield* page.objects
     cursor = page.truncated ? page.cursor : undefined
   } while (cursor)

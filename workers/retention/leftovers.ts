@@ -4,6 +4,13 @@ const HOUR_MS = 3_600_000
 const DAY_MS = 24 * HOUR_MS
 
 /**
+ * How long a staged publish (`pending/<n>/<v>/manifest.json`) is kept: after 30 minutes another attempt
+ * may take it over anyway, a week later its CLI is long gone. The manifest a dead commit left marked at
+ * its final key gets the same grace (stalled-commits.ts).
+ */
+export const STAGED_SWEPT_AFTER_MS = 7 * DAY_MS
+
+/**
  * Objects the publish and lazy-delta paths leave behind only when a delete of theirs faulted or a
  * worker died mid-request, each with the age after which nothing can still be using it:
  * - `pending/<n>/<v>/blob-<attempt>`: a completed multipart upload waiting to be copied into the blob
@@ -30,7 +37,7 @@ export async function pruneLeftovers(
     }
   }
   await sweep('pending/', (key) =>
-    /\/blob-[^/]+$/.test(key) ? DAY_MS : key.endsWith('/manifest.json') ? 7 * DAY_MS : null,
+    /\/blob-[^/]+$/.test(key) ? DAY_MS : key.endsWith('/manifest.json') ? STAGED_SWEPT_AFTER_MS : null,
   )
   await sweep('locks/', () => DAY_MS)
   await sweep('lazy-failed/', () => retainDeltasDays * DAY_MS)

@@ -4,6 +4,7 @@ import { readIndex } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { deleteAll, listAll } from './bucket-walk.ts'
 import { pruneLeftovers } from './leftovers.ts'
+import { isMarkedManifest, resolveStalledCommits } from './stalled-commits.ts'
 
 const DAY_MS = 86_400_000
 
@@ -13,6 +14,9 @@ export interface PruneReport {
   blobsDeleted: string[]
   /** Orphans of faulted deletes and dead requests (leftovers.ts). */
   leftoversDeleted: string[]
+  /** Final manifests dead commits left marked committing: unmarked if published, else withdrawn. */
+  manifestsUnmarked: string[]
+  manifestsWithdrawn: string[]
 }
 
 /**
@@ -23,7 +27,9 @@ export interface PruneReport {
  *   deleted, channel heads always kept. Manifests, indexes and chunk indexes stay: they are small and
  *   they keep chains through old versions plannable;
  * - orphans of faulted deletes and dead requests (staging objects, locks, lazy-delta refusals) once
- *   nothing can still use them (leftovers.ts).
+ *   nothing can still use them (leftovers.ts);
+ * - final manifests a commit that died left marked committing, after a staged publish's grace:
+ *   unmarked if the index lists the version, withdrawn if not (stalled-commits.ts).
  * `now` is injected so tests can age objects without waiting.
  */
 export async function pruneStorage(
@@ -31,8 +37,16 @@ export async function pruneStorage(
   config: RuntimeConfig,
   now: number,
 ): Promise<PruneReport> {
-  const report: PruneReport = { artifacts: 0, deltasDeleted: [], blobsDeleted: [], leftoversDeleted: [] }
-  for await (const name of artifactNames(bucket)) {
+  const report: PruneReport = {
+    artifacts: 0,
+    deltasDeleted: [],
+    blobsDeleted: [],
+    leftoversDeleted: [],
+    manifestsUnmarked: [],
+    manifestsWithdrawn: [],
+  }
+  const { names, marked } = await walkArtifacts(bucket)
+  for (const name of names) {
     const found = await readIndex(bucket, name)
     if (!found) continue
     report.artifacts++
@@ -46,6 +60,10 @@ export async function pruneStorage(
       )
     }
   }
+  // Before the leftovers: a staged publish past its grace counts as dead here, and is swept just after.
+  const stalled = await resolveStalledCommits(bucket, marked, now)
+  report.manifestsUnmarked = stalled.unmarked
+  report.manifestsWithdrawn = stalled.withdrawn
   report.leftoversDeleted = await pruneLeftovers(bucket, config.delta.retainDeltasDays, now)
   console.log(
     JSON.stringify({
@@ -55,6 +73,8 @@ export async function pruneStorage(
       deltasDeleted: report.deltasDeleted.length,
       blobsDeleted: report.blobsDeleted.length,
       leftoversDeleted: report.leftoversDeleted.length,
+      manifestsUnmarked: report.manifestsUnmarked.length,
+      manifestsWithdrawn: report.manifestsWithdrawn.length,
     }),
   )
   return report
@@ -85,9 +105,18 @@ async function pruneBlobs(bucket: R2Bucket, index: ArtifactIndex, heads: Readonl
   return present
 }
 
-/** Every artifact name, from the `artifacts/<name>/index.json` keys. */
-async function* artifactNames(bucket: R2Bucket): AsyncGenerator<string> {
-  for await (const object of listAll(bucket, 'artifacts/')) {
-    if (object.key.endsWith('/index.json')) yield object.key.slice('artifacts/'.length, -'/index.json'.length)
+/**
+ * One listing of `artifacts/`: every artifact name (from the `artifacts/<name>/index.json` keys) and
+ * every final manifest still marked committing (listed with its custom metadata for that), including
+ * those of a name whose first commit died before any index existed.
+ */
+async function walkArtifacts(bucket: R2Bucket): Promise<{ names: string[]; marked: R2Object[] }> {
+  const names: string[] = []
+  const marked: R2Object[] = []
+  for await (const object of listAll(bucket, 'artifacts/', ['customMetadata'])) {
+    if (object.key.endsWith('/index.json'))
+      names.push(object.key.slice('artifacts/'.length, -'/index.json'.length))
+    else if (isMarkedManifest(object)) marked.push(object)
   }
+  return { names, marked }
 }

@@ -29,7 +29,7 @@ export interface StoredManifest {
  */
 const COMMIT_MARKER = { state: 'committing' } as const
 
-function markedCommitting(metadata: Record<string, string> | undefined): boolean {
+export function markedCommitting(metadata: Record<string, string> | undefined): boolean {
   return metadata?.state === COMMIT_MARKER.state
 }
 

@@ -1,13 +1,16 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
+import type { SignedManifest } from '../../schemas/manifest.ts'
 import { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
 import worker from '../index.ts'
 import { pruneStorage } from '../retention/prune.ts'
+import { resolveStalledCommits } from '../retention/stalled-commits.ts'
+import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
 import { keys } from '../storage/keys.ts'
 import { publishWithDeltas } from './delta-helpers.ts'
-import { bytesOf, call, publishSingle } from './publish-helpers.ts'
+import { auth, bytesOf, call, envelopeFor, publishSingle, startPublish } from './publish-helpers.ts'
 
 const DAY = 86_400_000
 const delta = (from: string, seed: number) => ({
@@ -104,5 +107,94 @@ describe('storage retention', () => {
     expect(await exists(keys.blob('cron', '1.1.0'))).toBe(true)
     await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
     clearRuntimeConfigCache()
+  })
+})
+
+/** Writes `envelope` at its final manifest key marked committing, as a commit that died left it. */
+async function leaveMarked(envelope: SignedManifest) {
+  const { name, version } = envelope.signed
+  await env.ARTIFACTS.put(keys.manifest(name, version), JSON.stringify(envelope), {
+    httpMetadata: { contentType: 'application/json' },
+    customMetadata: { state: 'committing' },
+  })
+}
+
+describe('manifests dead commits left marked committing (ADR 0022)', () => {
+  it("are withdrawn when unpublished and unmarked when published, after a staged publish's grace", async () => {
+    // A first publish whose commit died between its manifest and index writes: no index at all, its
+    // staged manifest still held for the commit.
+    const dead = await envelopeFor('stalled-new', '1.0.0', bytesOf(800, 21))
+    await leaveMarked(dead)
+    await env.ARTIFACTS.put(keys.pendingManifest('stalled-new', '1.0.0'), JSON.stringify(dead), {
+      customMetadata: { state: 'committing' },
+    })
+    // A published version whose commit died after its index update, only before unmarking.
+    const published = await publishSingle('stalled-listed', '1.0.0', bytesOf(800, 22), 1)
+    await leaveMarked(published)
+    const withdrawn = keys.manifest('stalled-new', '1.0.0')
+    const unmarked = keys.manifest('stalled-listed', '1.0.0')
+    const config = RuntimeConfig.parse({})
+
+    const within = await pruneStorage(env.ARTIFACTS, config, Date.now() + 6 * DAY)
+    expect(within.manifestsWithdrawn).toEqual([])
+    expect(within.manifestsUnmarked).toEqual([])
+    expect(await exists(withdrawn)).toBe(true)
+
+    const after = await pruneStorage(env.ARTIFACTS, config, Date.now() + 8 * DAY)
+    expect(after.manifestsWithdrawn).toEqual([withdrawn])
+    expect(after.manifestsUnmarked).toEqual([unmarked])
+    expect(await exists(withdrawn)).toBe(false)
+    expect(after.leftoversDeleted).toContain(keys.pendingManifest('stalled-new', '1.0.0'))
+    // The published one is never deleted: still there, same bytes, no marker, still served.
+    const kept = await env.ARTIFACTS.get(unmarked)
+    expect(kept?.customMetadata).toEqual({})
+    expect(await kept?.json()).toEqual(published)
+    expect(await (await call('/v1/artifacts/stalled-listed/1.0.0/manifest')).json()).toEqual(published)
+    // The version the dead commit left is free for a publish of another manifest at once.
+    const rerun = await envelopeFor('stalled-new', '1.0.0', bytesOf(800, 23), { serial: 2 })
+    expect((await startPublish(rerun)).status).toBe(201)
+  })
+
+  it('are left alone while a younger staged publish of the version exists (a rerun may be committing)', async () => {
+    const dead = await envelopeFor('stalled-rerun', '1.0.0', bytesOf(800, 24))
+    await leaveMarked(dead)
+    // The rerun staged the same manifest again just now; its commit will find the key already written.
+    expect((await startPublish(dead)).status).toBe(201)
+    const key = keys.manifest('stalled-rerun', '1.0.0')
+    // The dead commit's manifest is a week and more old (R2 cannot back-date a put, so the listing
+    // entry is).
+    const listed = { key, uploaded: new Date(Date.now() - 8 * DAY) }
+    const resolved = await resolveStalledCommits(env.ARTIFACTS, [listed], Date.now())
+    expect(resolved).toEqual({ unmarked: [], withdrawn: [] })
+    expect((await env.ARTIFACTS.head(key))?.customMetadata).toEqual({ state: 'committing' })
+    // Once the staged publish is as old as the dead commit's manifest, the manifest goes.
+    const later = await resolveStalledCommits(env.ARTIFACTS, [listed], Date.now() + 8 * DAY)
+    expect(later.withdrawn).toEqual([key])
+  })
+
+  it('are put back when a rerun of the same manifest commits just before the delete', async () => {
+    const body = bytesOf(800, 25)
+    const dead = await envelopeFor('stalled-raced', '1.0.0', body)
+    await leaveMarked(dead)
+    const key = keys.manifest('stalled-raced', '1.0.0')
+    // R2 has no conditional delete: the rerun stages, uploads and commits after the sweep found no
+    // staged publish, and its claim finds the same manifest at the key and writes nothing.
+    const racing = new InterceptedBucket(env.ARTIFACTS, async (op, target, run) => {
+      if (op === 'delete' && target === key) {
+        expect((await startPublish(dead)).status).toBe(201)
+        const put = await call('/v1/publish/stalled-raced/1.0.0/blob', {
+          method: 'PUT',
+          headers: { ...auth, 'content-length': String(body.length) },
+          body,
+        })
+        expect(put.status).toBe(201)
+      }
+      return run()
+    })
+    const listed = { key, uploaded: new Date(Date.now() - 8 * DAY) }
+    const resolved = await resolveStalledCommits(racing, [listed], Date.now())
+    expect(resolved).toEqual({ unmarked: [], withdrawn: [] })
+    // Published by the rerun, so its manifest must be there and served.
+    expect(await (await call('/v1/artifacts/stalled-raced/1.0.0/manifest')).json()).toEqual(dead)
   })
 })

@@ -1,0 +1,99 @@
+import { versionEntry } from '../../schemas/artifact-index.ts'
+import { ArtifactName, Version } from '../../schemas/common.ts'
+import { SignedManifest } from '../../schemas/manifest.ts'
+import { markedCommitting, readIndex } from '../storage/artifact-store.ts'
+import { keys } from '../storage/keys.ts'
+import { parseStored } from '../storage/stored-json.ts'
+import { STAGED_SWEPT_AFTER_MS } from './leftovers.ts'
+
+/** What the retention pass did with manifests dead commits left marked committing. */
+export interface StalledCommits {
+  /** Final manifest keys whose version the index lists: published, now unmarked. */
+  unmarked: string[]
+  /** Final manifest keys whose version the index does not list: deleted, as the commit would have. */
+  withdrawn: string[]
+}
+
+/**
+ * The name and version of a final manifest key (`artifacts/<name>/<version>/manifest.json`; the name
+ * may hold one '/'), or null for any other key. Parsed by the schemas: keys come from a bucket listing.
+ */
+export function manifestKeyParts(key: string): { name: string; version: string } | null {
+  const match = /^artifacts\/(.+)\/([^/]+)\/manifest\.json$/.exec(key)
+  if (!match) return null
+  const name = ArtifactName.safeParse(match[1])
+  const version = Version.safeParse(match[2])
+  return name.success && version.success ? { name: name.data, version: version.data } : null
+}
+
+/** A listed object (listed with its custom metadata) that is a final manifest still marked committing. */
+export function isMarkedManifest(object: R2Object): boolean {
+  return manifestKeyParts(object.key) !== null && markedCommitting(object.customMetadata)
+}
+
+/**
+ * Resolves the final manifests (listed with `isMarkedManifest`) that a commit marked committing and
+ * never unmarked, once older than a staged publish's grace (STAGED_SWEPT_AFTER_MS; a commit takes
+ * milliseconds, so one that old died). The index decides what each is:
+ * - it lists the version: the commit died after its index update, only before unmarking. The version
+ *   is published and served; the marker only costs every read an index read. Unmarked, by a put of the
+ *   same bytes conditional on the etag (content) read, never deleted.
+ * - it does not: the commit died between its two writes. Unserved, but stored forever and answered as
+ *   "committing" to nothing; deleted, as the commit's own withdrawal would have. Not while a staged
+ *   publish of the version younger than the grace exists: every commit holds its staged manifest
+ *   until the index lists the version, so without one no commit is between its writes now, and a new
+ *   one must first stage and upload. R2 has no conditional delete, so the index is read again after
+ *   the delete: if a commit of this same manifest got in between (its claim found it and wrote
+ *   nothing), it is put back, create-only.
+ */
+export async function resolveStalledCommits(
+  bucket: R2Bucket,
+  marked: readonly Pick<R2Object, 'key' | 'uploaded'>[],
+  now: number,
+): Promise<StalledCommits> {
+  const result: StalledCommits = { unmarked: [], withdrawn: [] }
+  for (const listed of marked) {
+    const parts = manifestKeyParts(listed.key)
+    if (parts === null || now - listed.uploaded.getTime() <= STAGED_SWEPT_AFTER_MS) continue
+    const { name, version } = parts
+    const indexed = async () => {
+      const found = await readIndex(bucket, name)
+      return found ? versionEntry(found.index, version) : undefined
+    }
+    const object = await bucket.get(listed.key)
+    if (!object || !markedCommitting(object.customMetadata)) continue
+    const raw = await object.text()
+    if (await indexed()) {
+      const written = await bucket.put(listed.key, raw, {
+        httpMetadata: { contentType: 'application/json' },
+        onlyIf: { etagMatches: object.etag },
+      })
+      if (written) result.unmarked.push(listed.key)
+      continue
+    }
+    const staged = await bucket.head(keys.pendingManifest(name, version))
+    if (staged && now - staged.uploaded.getTime() <= STAGED_SWEPT_AFTER_MS) continue
+    await bucket.delete(listed.key)
+    const raced = await indexed()
+    if (raced === undefined) {
+      result.withdrawn.push(listed.key)
+      continue
+    }
+    const { serial, sha256 } = parseStored(SignedManifest, raw, listed.key, 'manifest').signed
+    if (raced.serial === serial && raced.sha256 === sha256) {
+      await bucket.put(listed.key, raw, {
+        httpMetadata: { contentType: 'application/json' },
+        onlyIf: { etagDoesNotMatch: '*' },
+      })
+    } else {
+      console.log(
+        JSON.stringify({
+          level: 'error',
+          msg: 'a commit published another manifest while retention withdrew a stalled one',
+          key: listed.key,
+        }),
+      )
+    }
+  }
+  return result
+}
