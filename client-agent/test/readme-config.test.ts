@@ -1,0 +1,68 @@
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { AgentConfig, DAEMON_DEFAULTS } from '../config.ts'
+import { DEFAULT_MIN_FREE_BYTES } from '../fs/free-space.ts'
+
+/**
+ * README's "Agent config" section against the schema the agent parses `deltaport.json` with: a key
+ * added without a word in the README, an example key the agent would refuse (exit 3: the config is
+ * strict), or a default the README quotes that the code no longer has, fails here.
+ */
+
+const README = join(import.meta.dirname, '..', '..', 'README.md')
+
+async function section(heading: string): Promise<string> {
+  const text = await readFile(README, 'utf8')
+  const start = text.indexOf(`\n${heading}\n`)
+  expect(start, heading).toBeGreaterThan(-1)
+  const end = text.slice(start + heading.length + 2).search(/^#{1,3} /m)
+  return text.slice(start, end < 0 ? undefined : start + heading.length + 2 + end)
+}
+
+const agentSection = () => section('### Agent config (`deltaport.json`, zod-validated)')
+
+/** The section's example document (the first ```json block). */
+async function example(): Promise<Record<string, unknown>> {
+  const json = /```json\n([\s\S]*?)\n```/.exec(await agentSection())?.[1] ?? ''
+  return JSON.parse(json) as Record<string, unknown>
+}
+
+const schemaKeys = () => Object.keys(AgentConfig.shape)
+
+describe('README Agent config', () => {
+  it('names every key the agent accepts', async () => {
+    const text = await agentSection()
+    const missing = schemaKeys().filter((key) => !text.includes(`\`${key}\``) && !text.includes(`"${key}":`))
+    expect(missing).toEqual([])
+  })
+
+  it('shows no key in its example that the agent would refuse', async () => {
+    const unknown = Object.keys(await example()).filter((key) => !schemaKeys().includes(key))
+    expect(unknown).toEqual([])
+  })
+
+  it("shows the schema's and the daemon's defaults in its example", async () => {
+    const shown = await example()
+    const defaults: Record<string, unknown> = {
+      ...AgentConfig.parse({ edgeUrl: 'https://updates.example.com' }),
+      // Optional in the schema (so older configs stay valid), defaulted by daemonSettings.
+      metered: false,
+      stagingBudgetBytes: DAEMON_DEFAULTS.stagingBudgetBytes,
+      idleLoadPerCore: DAEMON_DEFAULTS.idleLoadPerCore,
+      daemonIntervalSeconds: DAEMON_DEFAULTS.intervalSeconds,
+    }
+    // Keys with a default; the others (edgeUrl, keys, signingKey) are examples of what to fill in.
+    const withDefault = Object.keys(shown).filter(
+      (key) => key in defaults && !['edgeUrl', 'trustedKeys', 'indexKeys'].includes(key),
+    )
+    expect(Object.fromEntries(withDefault.map((key) => [key, shown[key]]))).toEqual(
+      Object.fromEntries(withDefault.map((key) => [key, defaults[key]])),
+    )
+  })
+
+  it('quotes the minFreeBytes default the install check uses', async () => {
+    const mib = /`minFreeBytes` \(optional, default (\d+) MiB\)/.exec(await agentSection())?.[1]
+    expect(Number(mib) * 1024 ** 2).toBe(DEFAULT_MIN_FREE_BYTES)
+  })
+})
