@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
+import { SwapSettings } from '../../schemas/swap.ts'
 import { AgentConfig, DAEMON_DEFAULTS } from '../config.ts'
 import { DEFAULT_MIN_FREE_BYTES } from '../fs/free-space.ts'
 
@@ -64,5 +65,22 @@ describe('README Agent config', () => {
   it('quotes the minFreeBytes default the install check uses', async () => {
     const mib = /`minFreeBytes` \(optional, default (\d+) MiB\)/.exec(await agentSection())?.[1]
     expect(Number(mib) * 1024 ** 2).toBe(DEFAULT_MIN_FREE_BYTES)
+  })
+})
+
+describe('README swap settings', () => {
+  // SwapSettings drops keys it does not know without a word: an example key the schema lost (renamed,
+  // removed) would be copied into configs and silently do nothing.
+  it('shows an example whose every key the schema reads, and which it accepts', async () => {
+    const text = await section('## Running a service: buffered swap')
+    const json = /Every field is optional:\n\n```json\n([\s\S]*?)\n```/.exec(text)?.[1] ?? ''
+    const shown = JSON.parse(json) as Record<string, unknown>
+    expect(Object.keys(shown).filter((key) => !(key in SwapSettings.shape))).toEqual([])
+    expect(SwapSettings.safeParse(shown).error?.issues ?? []).toEqual([])
+  })
+
+  it('names every swap setting', async () => {
+    const text = await section('## Running a service: buffered swap')
+    expect(Object.keys(SwapSettings.shape).filter((key) => !text.includes(key))).toEqual([])
   })
 })
