@@ -83,4 +83,19 @@ describe('README swap settings', () => {
     const text = await section('## Running a service: buffered swap')
     expect(Object.keys(SwapSettings.shape).filter((key) => !text.includes(key))).toEqual([])
   })
+
+  it('quotes the defaults SwapSettings has where its prose gives one ("`restartHoldMs` (10 s)")', async () => {
+    const text = await section('## Running a service: buffered swap')
+    const defaults = SwapSettings.parse({}) as Record<string, unknown>
+    const unitMs: Record<string, number> = { ms: 1, s: 1000, min: 60_000, h: 3_600_000 }
+    const quoted: [string, number][] = []
+    for (const [, key = '', amount = '', unit] of text.matchAll(
+      /`(\w+)` \(?(\d+(?:\.\d+)?)(?: ?(ms|s|min|h)\b)?/g,
+    )) {
+      if (typeof defaults[key] !== 'number') continue
+      quoted.push([key, Number(amount) * (unit ? (unitMs[unit] ?? Number.NaN) : 1)])
+    }
+    expect(quoted.length).toBeGreaterThan(5)
+    expect(quoted).toEqual(quoted.map(([key]) => [key, defaults[key]]))
+  })
 })
