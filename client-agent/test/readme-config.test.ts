@@ -62,6 +62,19 @@ describe('README Agent config', () => {
     )
   })
 
+  it("is matched by the package's README (client-agent/README.md), which devices' owners read", async () => {
+    const text = await readFile(join(import.meta.dirname, '..', 'README.md'), 'utf8')
+    // signingKey is a maintainer's (publish); the package's README is for devices.
+    const missing = schemaKeys().filter(
+      (key) => key !== 'signingKey' && !text.includes(`\`${key}\``) && !text.includes(`"${key}":`),
+    )
+    expect(missing).toEqual([])
+    const keep = /`keepVersions` \([^)]*default (\d+)/.exec(text)?.[1]
+    expect(Number(keep)).toBe(AgentConfig.parse({ edgeUrl: 'https://updates.example.com' }).keepVersions)
+    const mib = /`minFreeBytes` \([^)]*default (\d+) MiB/.exec(text)?.[1]
+    expect(Number(mib) * 1024 ** 2).toBe(DEFAULT_MIN_FREE_BYTES)
+  })
+
   it('quotes the minFreeBytes default the install check uses', async () => {
     const mib = /`minFreeBytes` \(optional, default (\d+) MiB\)/.exec(await agentSection())?.[1]
     expect(Number(mib) * 1024 ** 2).toBe(DEFAULT_MIN_FREE_BYTES)
