@@ -13,12 +13,19 @@ import { DEFAULT_MIN_FREE_BYTES } from '../fs/free-space.ts'
 
 const README = join(import.meta.dirname, '..', '..', 'README.md')
 
+/** A README section: from its heading to the next heading (a `# comment` inside a code block is none). */
 async function section(heading: string): Promise<string> {
-  const text = await readFile(README, 'utf8')
-  const start = text.indexOf(`\n${heading}\n`)
+  const lines = (await readFile(README, 'utf8')).split('\n')
+  const start = lines.indexOf(heading)
   expect(start, heading).toBeGreaterThan(-1)
-  const end = text.slice(start + heading.length + 2).search(/^#{1,3} /m)
-  return text.slice(start, end < 0 ? undefined : start + heading.length + 2 + end)
+  let fenced = false
+  let end = start + 1
+  for (; end < lines.length; end++) {
+    const line = lines[end] ?? ''
+    if (line.startsWith('```')) fenced = !fenced
+    else if (!fenced && /^#{1,3} /.test(line)) break
+  }
+  return lines.slice(start, end).join('\n')
 }
 
 const agentSection = () => section('### Agent config (`deltaport.json`, zod-validated)')
