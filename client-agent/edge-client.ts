@@ -174,6 +174,18 @@ export class EdgeClient {
     return readJsonBounded(response, maxBytes, what, { ...this.jsonOptions(), ...(code ? { code } : {}) })
   }
 
+  /**
+   * readJson, then `schema`: an answer cut mid-body (`network`, exit 4), too large, not JSON or not
+   * of the schema's shape (`edge-rejected`, exit 5) is an AgentError, never a bare TypeError,
+   * SyntaxError or ZodError (exit 70) or an unbounded read. For the maintainer's commands, whose
+   * answers are not signed. `what` reads as "the answer to …".
+   */
+  async readParsed<T>(response: Response, schema: Schema<T>, maxBytes: number, what: string): Promise<T> {
+    const parsed = schema.safeParse(await this.readJson(response, maxBytes, what))
+    if (!parsed.success) throw new AgentError('edge-rejected', `the edge sent ${what} that is malformed`)
+    return parsed.data
+  }
+
   blobUrl(name: string, version: string): string {
     return this.url(`${artifactPath(name, version)}/blob`)
   }
@@ -194,11 +206,10 @@ function retryDelayMs(response: Response, attempt: number, init: RequestInit): n
   return seconds * 1000
 }
 
-function parseWith<T>(
-  schema: { safeParse(v: unknown): { success: true; data: T } | { success: false } },
-  value: unknown,
-  what: string,
-): T {
+/** What readParsed takes: a zod schema of whatever output type, without naming zod's generics here. */
+type Schema<T> = { safeParse(v: unknown): { success: true; data: T } | { success: false } }
+
+function parseWith<T>(schema: Schema<T>, value: unknown, what: string): T {
   const parsed = schema.safeParse(value)
   if (!parsed.success) throw new AgentError('edge-rejected', `the edge sent a malformed ${what}`)
   return parsed.data

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
+import { z } from 'zod'
 import { createDeltaAsync } from '../delta/index.ts'
 import { RuntimeConfig } from '../schemas/runtime-config.ts'
 import { nativeDeflateEngine } from './codec/native-deflate.ts'
@@ -8,6 +9,8 @@ import { AgentError } from './errors.ts'
 import { alreadyPublished } from './publish.ts'
 import type { DeltaInput } from './publish-attachments.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
+import { readBody } from './transfer/read-body.ts'
+import { JSON_LIMITS } from './transfer/read-json.ts'
 
 /** `targetSha256`: of the file as the deltas were built; publishArtifact refuses them for other bytes. */
 export type BuiltDelta = DeltaInput & {
@@ -23,13 +26,20 @@ export async function deltasFromLastN(
   token: string,
   fetchImpl?: typeof fetch,
 ): Promise<number> {
-  const response = await new EdgeClient(edgeUrl, fetchImpl).request('/v1/config', {
-    headers: { authorization: `Bearer ${token}` },
-  })
+  const edge = new EdgeClient(edgeUrl, fetchImpl)
+  const response = await edge.request('/v1/config', { headers: { authorization: `Bearer ${token}` } })
   if (!response.ok) throw await errorFromResponse(response, 'reading the edge runtime config')
-  const body = (await response.json()) as { inForce?: unknown }
-  return RuntimeConfig.parse(body.inForce ?? {}).delta.fromLastN
+  const status = await edge.readParsed(
+    response,
+    RuntimeConfigAnswer,
+    JSON_LIMITS.maintainer,
+    'the answer to reading the runtime config',
+  )
+  return status.inForce.delta.fromLastN
 }
+
+/** Of `GET /v1/config` only what publishing reads: the config in force (defaults for what it leaves out). */
+const RuntimeConfigAnswer = z.object({ inForce: RuntimeConfig.prefault({}) })
 
 export interface BuildDeltasOptions {
   /**
@@ -73,8 +83,12 @@ export async function buildDeltasFromPrevious(
   const built: BuiltDelta[] = []
   for (const entry of previous) {
     const response = await edge.request(`${artifactPath(name, entry.version)}/blob`)
-    if (!response.ok) continue // pruned under the storage policy: no delta from it
-    const source = new Uint8Array(await response.arrayBuffer())
+    if (!response.ok) {
+      // Pruned under the storage policy: no delta from it.
+      await response.body?.cancel().catch(() => undefined)
+      continue
+    }
+    const source = await readSourceBlob(response, name, entry.version, entry.size)
     if (createHash('sha256').update(source).digest('hex') !== entry.sha256) {
       throw new AgentError(
         'integrity-mismatch',
@@ -93,4 +107,26 @@ export async function buildDeltasFromPrevious(
     })
   }
   return built
+}
+
+/**
+ * A previous version's bytes, read with readBody's stall timer and minimum rate, and never more than
+ * the `size` the index lists: a cut answer is a network error (exit 4, not a bare `terminated`, exit
+ * 70), and an edge or proxy that sends more (an endless body) is refused once past it, before the
+ * memory it would take. What was read is only trusted once its sha256 matches the index's.
+ */
+async function readSourceBlob(
+  response: Response,
+  name: string,
+  version: string,
+  size: number,
+): Promise<Uint8Array> {
+  const parts: Uint8Array[] = []
+  const total = await readBody(response, (chunk) => void parts.push(chunk), { limitBytes: size + 1 })
+  if (total > size)
+    throw new AgentError(
+      'integrity-mismatch',
+      `${name}@${version} from the edge is longer than the ${size} bytes its index lists`,
+    )
+  return Buffer.concat(parts, total)
 }

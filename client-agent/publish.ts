@@ -8,6 +8,7 @@ import { Base64, Sha256Hex } from '../schemas/common.ts'
 import { unusablePublicKeyProblem } from '../schemas/ed25519-public-key.ts'
 import { type ArtifactManifest, type DependencyRef, SignedManifest } from '../schemas/manifest.ts'
 import {
+  MultipartCreated,
   type Published,
   Published as PublishedSchema,
   PublishStarted,
@@ -35,6 +36,7 @@ import {
 } from './publish-serial.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
+import { JSON_LIMITS } from './transfer/read-json.ts'
 import { assertSignersSuffice, type SignerPolicy } from './trust.ts'
 
 export const KeyFile = z.object({ keyid: Sha256Hex, publicKey: Base64, privateKey: Base64 })
@@ -199,7 +201,7 @@ async function commitWithFreshSerial(
     try {
       staged = await stage(publish, envelope, signal)
       const response = uploaded ? await commitStored(publish, signal) : await upload(publish, staged, signal)
-      if (response.status === 201) return PublishedSchema.parse(await response.json())
+      if (response.status === 201) return await publishedAnswer(edge, response, name, version)
       const what = `${uploaded ? 'committing' : 'uploading'} ${name}@${version}`
       const error = await errorFromResponse(response, what)
       // Refused at its commit, which comes after the bytes were stored.
@@ -226,6 +228,34 @@ async function commitWithFreshSerial(
   }
 }
 
+/**
+ * The edge's 201 to the upload (or commit) that published the version. The version is published once
+ * the edge sent that status, so an answer that breaks off or is not the expected JSON says so: the
+ * maintainer should look before publishing the same version again (it would be refused as immutable).
+ */
+async function publishedAnswer(
+  edge: EdgeClient,
+  response: Response,
+  name: string,
+  version: string,
+): Promise<Published> {
+  try {
+    return await edge.readParsed(
+      response,
+      PublishedSchema,
+      JSON_LIMITS.maintainer,
+      `the answer to publishing ${name}@${version}`,
+    )
+  } catch (error) {
+    if (!(error instanceof AgentError)) throw error
+    throw new AgentError(
+      error.code,
+      `${error.message}; the edge answered 201, so ${name}@${version} is most likely published (running the same publish again says so before it sends anything)`,
+      { ...error.details, likelyPublished: true },
+    )
+  }
+}
+
 /** POSTs the signed manifest; the edge answers with how to upload and the attempt's name. */
 async function stage(
   publish: StagedPublish,
@@ -240,7 +270,12 @@ async function stage(
     signal,
   })
   if (started.status !== 201) throw await errorFromResponse(started, `starting publish of ${name}@${version}`)
-  return PublishStarted.parse(await started.json())
+  return publish.edge.readParsed(
+    started,
+    PublishStarted,
+    JSON_LIMITS.maintainer,
+    `the answer to staging ${name}@${version}`,
+  )
 }
 
 /** Uploads the deltas, the chunk index and the bytes of the staged attempt; the last upload commits. */
@@ -404,7 +439,12 @@ async function putMultipart(
   const { edge, base, auth, request, size, sha256 } = publish
   const created = await edge.request(`${base}/uploads`, { method: 'POST', headers: auth, signal })
   if (created.status !== 201) throw await errorFromResponse(created, 'starting multipart upload')
-  const { uploadId } = z.object({ uploadId: z.string() }).parse(await created.json())
+  const { uploadId } = await edge.readParsed(
+    created,
+    MultipartCreated,
+    JSON_LIMITS.maintainer,
+    'the answer to starting a multipart upload',
+  )
   const uploadPath = `${base}/uploads/${encodeURIComponent(uploadId)}`
   const file = await open(request.file, 'r')
   try {
@@ -423,7 +463,14 @@ async function putMultipart(
         signal,
       })
       if (!response.ok) throw await errorFromResponse(response, `uploading part ${partNumber}`)
-      parts.push(UploadedPart.parse(await response.json()))
+      parts.push(
+        await edge.readParsed(
+          response,
+          UploadedPart,
+          JSON_LIMITS.maintainer,
+          `the answer to uploading part ${partNumber}`,
+        ),
+      )
       request.onProgress?.(offset + length, size)
     }
     if (hash.digest('hex') !== sha256) throw changedWhilePublishing(request.file)

@@ -5,6 +5,7 @@ import { AgentError } from './errors.ts'
 import { type KeyFiles, readKeyFiles } from './publish.ts'
 import { signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
+import { JSON_LIMITS } from './transfer/read-json.ts'
 import { assertSignersSuffice, type SignerPolicy, signatureShortfall } from './trust.ts'
 
 export interface ResignRequest {
@@ -84,9 +85,14 @@ export async function resignManifests(request: ResignRequest): Promise<ManifestR
     )
     if (response.status !== 200)
       throw await errorFromResponse(response, `re-signing ${request.name}@${version}`)
-    const parsed = ManifestResigned.safeParse(await response.json())
-    if (!parsed.success) throw new AgentError('edge-rejected', 'the edge sent a malformed re-sign result')
-    done.push(parsed.data)
+    done.push(
+      await edge.readParsed(
+        response,
+        ManifestResigned,
+        JSON_LIMITS.maintainer,
+        `the answer to re-signing ${request.name}@${version}`,
+      ),
+    )
   }
   if (refused.length > 0) {
     const names = refused.map((v) => `${request.name}@${v}`).join(', ')

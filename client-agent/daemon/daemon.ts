@@ -94,9 +94,9 @@ export interface CycleResult {
   failures: (ItemRef & { code: string; message: string })[]
   evicted: (ItemRef & { size: number })[]
   /**
-   * Staged items dropped because that version (or a newer one) is installed, and items fetched this
-   * cycle but not put in because their artifact was uninstalled meanwhile (also when the uninstall
-   * broke the fetch by deleting its download).
+   * Staged items dropped because that version (or a newer one) is installed or because their
+   * artifact's index now marks them yanked, and items fetched this cycle but not put in because their
+   * artifact was uninstalled meanwhile (also when the uninstall broke the fetch by deleting its download).
    */
   dropped: ItemRef[]
   stagedCount: number
@@ -109,7 +109,8 @@ export interface CycleResult {
 
 /**
  * One prefetch cycle: housekeeping (drop staged versions already installed, stay within the budget),
- * then, if the device is idle, poll `/v1/prefetch` and stage each item in queue order: signed manifest
+ * then, if the device is idle, poll `/v1/prefetch`, drop staged versions their index now marks yanked
+ * (dropYanked), and stage each item in queue order: signed manifest
  * verified first, bytes downloaded (resumable, sha256-checked, rate-capped) and renamed into
  * `.staging`. Per-item failures are reported and skipped; a failed poll throws.
  */
@@ -173,9 +174,12 @@ export async function runDaemonCycle(
   await staging.touch(items, now().getTime())
   await staging.prepare()
 
-  const notYanked = yankGuard(
+  const indexOf = indexesOfThisCycle(
     new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl), deviceEdgeOptions(trust, now())),
   )
+  // Before the queue's items: the budget a yanked copy held is theirs this cycle.
+  result.dropped.push(...(await dropYanked(staging, indexOf)))
+  const notYanked = yankGuard(indexOf)
   const higherPriority = new Set<string>()
   for (const [index, item] of items.entries()) {
     higherPriority.add(stagingKey(item.name, item.version))
@@ -441,21 +445,52 @@ async function dropInstalled(
  * once per cycle, as installs read it (a fresh signed statement when the device pins indexKeys), and an
  * item it marks yanked is refused before a byte of it moves. An index that cannot be read fails the item.
  */
-function yankGuard(indexes: EdgeClient): (item: { name: string; version: string }) => Promise<void> {
-  const read = new Map<string, Promise<ArtifactIndex>>()
+function yankGuard(indexOf: IndexOf): (item: { name: string; version: string }) => Promise<void> {
   return async ({ name, version }) => {
-    let index = read.get(name)
-    if (index === undefined) {
-      index = indexes.index(name)
-      read.set(name, index)
-    }
-    const yanked = versionEntry(await index, version)?.yanked
+    const yanked = versionEntry(await indexOf(name), version)?.yanked
     if (yanked)
       throw new AgentError(
         'yanked',
         `the prefetch queue names ${name}@${version}, which its index marks yanked (${yanked.reason}); not staged`,
       )
   }
+}
+
+/** An artifact's index, read at most once per cycle (a failed read stays failed for the cycle). */
+type IndexOf = (name: string) => Promise<ArtifactIndex>
+
+function indexesOfThisCycle(indexes: EdgeClient): IndexOf {
+  const read = new Map<string, Promise<ArtifactIndex>>()
+  return (name) => {
+    let index = read.get(name)
+    if (index === undefined) {
+      index = indexes.index(name)
+      // Awaited by each caller; a rejection nobody has awaited yet is not unhandled.
+      index.catch(() => undefined)
+      read.set(name, index)
+    }
+    return index
+  }
+}
+
+/**
+ * Staged versions their artifact's index (read as yankGuard reads it) now marks yanked. Install never
+ * takes one (targets resolve through the index, which skips yanked versions; a pinned one with
+ * `--allow-yanked` downloads it), so a copy staged before its yank only held the staging budget until
+ * the LRU reached it, and the edge's queue, no longer naming it, never touched it. One index read per
+ * staged artifact per cycle, only when the cycle polls (the device is idle). An index that cannot be
+ * read (the edge out of reach, no fresh statement under indexKeys) drops nothing: a restored version's
+ * copy is worth keeping, and LRU eviction still applies.
+ */
+async function dropYanked(staging: StagingArea, indexOf: IndexOf): Promise<ItemRef[]> {
+  const dropped: ItemRef[] = []
+  for (const e of await staging.list()) {
+    const index = await indexOf(e.name).catch(() => null)
+    if (index === null || !versionEntry(index, e.version)?.yanked) continue
+    await staging.remove(e.name, e.version)
+    dropped.push(ref(e))
+  }
+  return dropped
 }
 
 async function pollQueue(

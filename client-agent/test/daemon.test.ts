@@ -344,6 +344,48 @@ describe('deltaport daemon against the real edge', () => {
     expect(await new StagingArea(config.installRoot).find('dsteer', '1.1.0')).toBeUndefined()
   })
 
+  it('drops a copy staged before its version was yanked, freeing its budget, and keeps the others', async () => {
+    const config = device('yanked-later')
+    await installedWithNewerHead(config, 'dlateyank', 30_000)
+    await installedWithNewerHead(config, 'dlatekeep', 20_000)
+    const first = await runDaemonCycle(config, { loadSampler: idle })
+    expect(first.failures).toEqual([])
+    const staging = new StagingArea(config.installRoot)
+    expect(await staging.find('dlateyank', '1.1.0')).toBeDefined()
+    expect(await staging.find('dlatekeep', '1.1.0')).toBeDefined()
+    const yank = await fetch(`${suite.edge.url}/v1/publish/dlateyank/1.1.0/yank`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${TEST_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'corrupts the cache' }),
+    })
+    expect(yank.status).toBe(200)
+
+    // The queue no longer names it (the head moved back to the installed 1.0.0): only the index says.
+    const next = await runDaemonCycle(config, { loadSampler: idle })
+    expect(mine(next.dropped, 'dlateyank')).toEqual(['dlateyank@1.1.0'])
+    expect(await staging.find('dlateyank', '1.1.0')).toBeUndefined()
+    expect(await readdir(staging.root)).not.toContain('dlateyank')
+    expect(mine(next.dropped, 'dlatekeep')).toEqual([])
+    expect(await staging.find('dlatekeep', '1.1.0')).toBeDefined()
+    expect(next.stagedBytes).toBe(first.stagedBytes - 31_000)
+  })
+
+  it('keeps staged copies while the device is busy: no index is read then', async () => {
+    const config = device('yanked-busy')
+    await installedWithNewerHead(config, 'dbusyyank', 10_000)
+    await runDaemonCycle(config, { loadSampler: idle })
+    await fetch(`${suite.edge.url}/v1/publish/dbusyyank/1.1.0/yank`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${TEST_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'pulled' }),
+    })
+    const skipped = await runDaemonCycle(config, { loadSampler: busy })
+    expect(skipped.skipped).not.toBeNull()
+    expect(await new StagingArea(config.installRoot).find('dbusyyank', '1.1.0')).toBeDefined()
+    const polled = await runDaemonCycle(config, { loadSampler: idle })
+    expect(mine(polled.dropped, 'dbusyyank')).toEqual(['dbusyyank@1.1.0'])
+  })
+
   it("names a failed item once in the human status line, not again before its error's own name@version", async () => {
     const stranger = await generateKeyPair()
     const config = {

@@ -24,7 +24,10 @@ import type { AddressInfo } from 'node:net'
  * - `unsatisfiable`: a 416 for any request with a Range, as a cache holding a shorter copy may send;
  * - `unavailable`: a 503, with `Retry-After: <retryAfter>` when set;
  * - `html-error`: a 502 HTML page, as a load balancer in front of a dead origin sends;
- * - `garbage-json`: a 200 `application/json` body that is not JSON.
+ * - `garbage-json`: a 200 `application/json` body that is not JSON;
+ * - `replace-body`: the edge's status and headers (but its length), the body replaced by `body`: an
+ *   answer of the right status that is not JSON or not of the right shape;
+ * - `endless-body`: the edge's status and headers (but its length), then JSON-looking bytes that never end.
  */
 export type Fault =
   | { kind: 'reset' | 'truncate' | 'stall-body' | 'stall-headers' | 'ignore-range' }
@@ -32,7 +35,8 @@ export type Fault =
   | { kind: 'other-range'; from: number }
   | { kind: 'lie-content-range'; from: number }
   | { kind: 'unavailable'; retryAfter?: string }
-  | { kind: 'html-error' | 'garbage-json' | 'unsatisfiable' }
+  | { kind: 'html-error' | 'garbage-json' | 'unsatisfiable' | 'endless-body' }
+  | { kind: 'replace-body'; body: string }
 
 /** One request as the proxy saw it, before any fault. */
 export interface SeenRequest {
@@ -129,6 +133,17 @@ export async function startFaultProxy(
         headers['content-range'] = `bytes ${fault.from}-${fault.from + length}/${match[3]}`
       }
     }
+    if (fault?.kind === 'replace-body' || fault?.kind === 'endless-body') {
+      delete headers['content-length']
+      delete headers['content-encoding']
+      res.writeHead(answer.statusCode ?? 502, headers)
+      answer.resume()
+      if (fault.kind === 'replace-body') {
+        bodyBytes += Buffer.byteLength(fault.body)
+        res.end(fault.body)
+      } else endless(res)
+      return
+    }
     res.writeHead(answer.statusCode ?? 502, headers)
     const cuts = fault?.kind === 'reset' || fault?.kind === 'truncate' || fault?.kind === 'stall-body'
     // Half the body; without a Content-Length (a chunked answer), half of its first chunk.
@@ -172,6 +187,19 @@ export async function startFaultProxy(
     answer.on('end', () => {
       if (sent < cutting) res.end()
     })
+  }
+
+  /** `{"a":"xxx…` in 64 KiB chunks, as fast as the client takes them, until it goes away. */
+  function endless(res: ServerResponse): void {
+    const chunk = Buffer.alloc(64 * 1024, 'x')
+    const more = () => {
+      while (!res.destroyed) {
+        bodyBytes += chunk.length
+        if (!res.write(chunk)) return void res.once('drain', more)
+      }
+    }
+    res.write('{"a":"')
+    more()
   }
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))

@@ -16,6 +16,11 @@ export const JSON_LIMITS = {
   receipt: 4 * 1024,
   /** Error bodies are only read for their problem detail. */
   error: 16 * 1024,
+  /**
+   * The edge's answers to a maintainer (publish staging and commit, multipart parts, a re-sign, the
+   * runtime config status with its issues and warnings): a few hundred bytes to a few KiB each.
+   */
+  maintainer: 256 * 1024,
 } as const
 
 /** readBody's stall timer and minimum rate (slow-retrieval defence) apply; their defaults when unset. */
