@@ -34,8 +34,11 @@ export const SlaTier = z.object({
 })
 export type SlaTier = z.infer<typeof SlaTier>
 
-/** `deltaport run --swap-config <file>`: every knob has a default. */
-export const SwapSettings = z.object({
+/**
+ * `deltaport run --swap-config <file>`: every knob has a default. Strict: a misspelt knob would otherwise
+ * run on its default without a word (deltaport.json refuses unknown keys the same way).
+ */
+export const SwapSettings = z.strictObject({
   /** Methods that are held during a swap; everything else is a read and goes to the old process. */
   writeMethods: z.array(HttpMethod).max(32).default(['POST', 'PUT', 'PATCH', 'DELETE']),
   /** Which request header names the client (for per-client order, tiers and forecasts). */
