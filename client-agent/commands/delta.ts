@@ -4,7 +4,7 @@ import { type Command, InvalidArgumentError } from 'commander'
 import { z } from 'zod'
 import { resolveLimits as approxLimits } from '../../delta/approx/format.ts'
 import { ARCHIVE_TOO_LARGE } from '../../delta/archive/limits.ts'
-import { DeltaFormatError, isLimitError } from '../../delta/errors.ts'
+import { DeltaFormatError, isAllocationFailure, isLimitError } from '../../delta/errors.ts'
 import {
   applyDeltaStream,
   createDeltaAsync,
@@ -203,6 +203,36 @@ function makeFailure(error: unknown): unknown {
   )
 }
 
+/** `delta make` of files up to IN_MEMORY_MAX: both read whole, every method that applies tried. */
+async function makeInMemory(sourcePath: string, targetPath: string, methods: DeltaMethodId[] | undefined) {
+  const [source, target] = await Promise.all([readFile(sourcePath), readFile(targetPath)])
+  const made = await createDeltaAsync(source, target, {
+    deflateEngine: nativeDeflateEngine,
+    ...(methods ? { methods } : {}),
+  })
+  return { targetSize: target.length, made }
+}
+
+/**
+ * An in-memory make's failure as what the user can do. The methods asked for all declining the pair
+ * (--method archive on plain files) is their choice, answered with each method's reason. Memory this
+ * machine cannot give (both files, then the source's index: up to 4 more bytes per source byte) is a
+ * limit, as for a streaming make's window (exit 17): --stream holds one source window at a time. Only
+ * the CLI says so; the codec's createDelta keeps throwing the RangeError, which the edge's lazy deltas
+ * must not remember as a failure of the pair.
+ */
+function inMemoryMakeFailure(error: unknown, filesBytes: number): unknown {
+  if (error instanceof DeltaFormatError && error.code === 'no-method')
+    return new AgentError('usage', `${error.message}; choose other --method values`)
+  if (isAllocationFailure(error))
+    return new AgentError(
+      'limit-exceeded',
+      `not enough memory to make this delta in memory: it holds both files (${formatBytes(filesBytes)}) and an index of the source (up to 4 bytes per source byte), and this machine could not allocate them; use --stream, which holds one source window at a time (--source-window, default 32 MiB)`,
+      { reason: (error as Error).message },
+    )
+  return error
+}
+
 /** `deltaport delta make|apply`: the codec on files, for maintainers and for debugging a delta. */
 export function registerDeltaCommands(program: Command, reporter: () => Reporter): void {
   const delta = program.command('delta').description('make or apply a binary delta between two files')
@@ -239,17 +269,11 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
           )
           return
         }
-        const [source, target] = await Promise.all([readFile(sourcePath), readFile(targetPath)])
-        const made = await createDeltaAsync(source, target, {
-          deflateEngine: nativeDeflateEngine,
-          ...(methods ? { methods } : {}),
-        }).catch((error: unknown) => {
-          // The methods asked for all declined this pair (--method archive on plain files): the user's
-          // choice, answered with each method's reason.
-          if (error instanceof DeltaFormatError && error.code === 'no-method')
-            throw new AgentError('usage', `${error.message}; choose other --method values`)
-          throw error
-        })
+        const { targetSize, made } = await makeInMemory(sourcePath, targetPath, methods).catch(
+          (error: unknown) => {
+            throw inMemoryMakeFailure(error, sizes[0] + sizes[1])
+          },
+        )
         await writeFileAtomic(out, made.delta)
         const tried = made.candidates
           .map(
@@ -258,13 +282,13 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
           )
           .join('; ')
         reporter().result(
-          `${out}: ${formatBytes(made.delta.length)} via ${made.method} (${shareOfTarget(made.delta.length, target.length)}) — ${tried}`,
+          `${out}: ${formatBytes(made.delta.length)} via ${made.method} (${shareOfTarget(made.delta.length, targetSize)}) — ${tried}`,
           {
             delta: {
               path: out,
               size: made.delta.length,
               method: made.method,
-              targetSize: target.length,
+              targetSize,
               candidates: made.candidates,
             },
           },

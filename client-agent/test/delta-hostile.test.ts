@@ -207,6 +207,40 @@ describe('deltaport delta make --source-window, more than the machine can hold',
   })
 })
 
+describe('deltaport delta make in memory, files this machine cannot hold with their index', () => {
+  it('is a limit (exit 17) that points at --stream, not an unexpected RangeError, and leaves nothing', async () => {
+    // Sparse sources (nothing on disk) under 1 GiB, so made in memory, in 1.5 GB of address space: 700
+    // MiB cannot even be read whole there; 300 MiB is read, and its index (4 bytes a byte) cannot be had.
+    await writeFile(join(dir, 'huge.src'), '')
+    await truncate(join(dir, 'huge.src'), 700 * 2 ** 20)
+    await writeFile(join(dir, 'large.src'), '')
+    await truncate(join(dir, 'large.src'), 300 * 2 ** 20)
+    await writeArtifact(dir, 'small.tgt', 100_000)
+    const before = await readdir(dir)
+    for (const source of ['huge.src', 'large.src']) {
+      const refused = await cliWithin(1.5e9, ['delta', 'make', source, 'small.tgt', 'small.delta'])
+      expect(refused.stderr, source).not.toContain('unexpected failure')
+      expect(refused.code, source).toBe(17)
+      expect(refused.stderr, source).toContain('not enough memory to make this delta in memory')
+      expect(refused.stderr, source).toContain('--stream')
+      expect(await leftovers(before), source).toEqual([])
+    }
+    const json = await cliWithin(1.5e9, ['--json', 'delta', 'make', 'large.src', 'small.tgt', 'small.delta'])
+    expect(JSON.parse(json.stdout).error.code).toBe('limit-exceeded')
+    // What it advises works within the same limit.
+    const streamed = await cliWithin(1.5e9, [
+      'delta',
+      'make',
+      '--stream',
+      'large.src',
+      'small.tgt',
+      'small.delta',
+    ])
+    expect(streamed.stderr).toBe('')
+    expect(streamed.code).toBe(0)
+  }, 120_000)
+})
+
 describe('deltaport delta make, a method that does not fit the pair', () => {
   it('--method archive on files that are not archives is a usage error that says why, not a bug', async () => {
     await writeArtifact(dir, 'plain-a.bin', 10_000)
