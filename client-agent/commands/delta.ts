@@ -185,21 +185,24 @@ function applyFailure(error: unknown, maxMemory: number | undefined): unknown {
   if (!(error instanceof DeltaFormatError)) return error
   if (error.code === 'archive-limit' || error.code === ARCHIVE_TOO_LARGE)
     return new AgentError('install-failed', memoryRefusal(maxMemory, error.message))
+  // The codec's message names its own options (maxWindowSize): the user gets the ceilings in MiB and
+  // what to do, the codec's words go in the details.
   if (isLimitError(error))
     return new AgentError(
       'limit-exceeded',
-      `the delta exceeds a limit of this decoder, which does not make it damaged (${error.message}): it applies VCDIFF windows of up to ${formatBytes(vcdiffLimits().maxWindowSize)} and approx blocks of up to ${formatBytes(approxLimits(undefined).maxBlockSize)}; make the delta again with smaller ones (deltaport delta make does, as does xdelta3 -W)`,
-      { codecCode: error.code },
+      `the delta exceeds a limit of this decoder, which does not make it damaged: it applies VCDIFF windows of up to ${formatBytes(vcdiffLimits().maxWindowSize)} and approx blocks of up to ${formatBytes(approxLimits(undefined).maxBlockSize)}; make the delta again with smaller windows (deltaport delta make does; xdelta3 -W 16M or less)`,
+      { codecCode: error.code, codecMessage: error.message },
     )
   return new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
 }
 
 /** A streaming make's failure: a source window this machine cannot hold is the option to lower (exit 17). */
 function makeFailure(error: unknown): unknown {
-  if (!isLimitError(error)) return error
+  if (!(error instanceof DeltaFormatError) || !isLimitError(error)) return error
   return new AgentError(
     'limit-exceeded',
-    (error as Error).message.replace('sourceWindow', '--source-window (default 32 MiB)'),
+    error.message.replace('sourceWindow', '--source-window (default 32 MiB)'),
+    { codecCode: error.code, codecMessage: error.message },
   )
 }
 

@@ -108,9 +108,15 @@ describe('deltaport delta apply, a sound delta over a limit of the decoder', () 
     expect(refused.code).toBe(17)
     expect(refused.stderr).not.toContain('bad delta')
     expect(refused.stderr).toContain('exceeds a limit of this decoder')
-    expect(refused.stderr).toContain('maxWindowSize')
+    // In the user's terms: the ceiling in MiB and what to do, not the codec's option names.
+    expect(refused.stderr).toContain('VCDIFF windows of up to 64.0 MiB')
+    expect(refused.stderr).toContain('make the delta again with smaller windows')
+    expect(refused.stderr).not.toContain('maxWindowSize')
     const json = await cli(['--json', 'delta', 'apply', 'empty.src', 'big-window.vcdiff', 'big.out'])
-    expect(JSON.parse(json.stdout).error.code).toBe('limit-exceeded')
+    const error = JSON.parse(json.stdout).error
+    expect(error.code).toBe('limit-exceeded')
+    // The codec's own words stay in the details, for a bug report.
+    expect(error.codecMessage).toBe('vcdiff: target window of 68157440 bytes exceeds maxWindowSize')
     expect(await leftovers(before)).toEqual([])
   })
 
