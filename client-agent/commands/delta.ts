@@ -81,6 +81,20 @@ const parseSourceWindow = mebibytes(Math.floor(MAX_SOURCE_WINDOW / MiB))
 interface ApplyOptions {
   maxMemory?: number
   sha256?: string
+  maxWindow?: number
+}
+
+/**
+ * `--max-window`: the VCDIFF decoder addresses a window with 32-bit indexes, so 2047 MiB is the most
+ * it can take; whether this machine can hold one (with its encoded form, up to 3 bytes per window
+ * byte) is found out when the window is allocated (applyFailure).
+ */
+const parseMaxWindow = mebibytes(2047)
+
+/** The decoders' limits for `--max-window`: a delta the user trusts, with windows or blocks that large. */
+function windowLimits(maxWindow: number | undefined) {
+  if (maxWindow === undefined) return {}
+  return { vcdiff: { maxWindowSize: maxWindow }, approx: { maxBlockSize: maxWindow } }
 }
 
 function parseSha256(value: string): string {
@@ -181,16 +195,26 @@ function memoryRefusal(maxMemory: number | undefined, codecMessage: string): str
  * `--max-memory` or a roomier machine); the byte decoders' fixed ceilings are `limit-exceeded` (exit
  * 17: remake the delta with smaller windows). Only the rest is a bad delta (exit 8).
  */
-function applyFailure(error: unknown, maxMemory: number | undefined): unknown {
+function applyFailure(error: unknown, options: ApplyOptions): unknown {
+  const { maxMemory, maxWindow } = options
+  // Memory the machine would not give (most likely for a window --max-window let through) is a limit
+  // as for delta make (exit 17), not a bug: the delta may be sound.
+  if (isAllocationFailure(error))
+    return new AgentError(
+      'limit-exceeded',
+      `not enough memory to apply this delta here: this machine could not allocate ${maxWindow === undefined ? 'its buffers' : `a window of up to ${formatBytes(maxWindow)} (--max-window: up to 3 bytes of memory per window byte)`}; apply it on a machine with more memory, or make the delta again with smaller windows`,
+      { reason: (error as Error).message },
+    )
   if (!(error instanceof DeltaFormatError)) return error
   if (error.code === 'archive-limit' || error.code === ARCHIVE_TOO_LARGE)
     return new AgentError('install-failed', memoryRefusal(maxMemory, error.message))
   // The codec's message names its own options (maxWindowSize): the user gets the ceilings in MiB and
   // what to do, the codec's words go in the details.
+  const limits = windowLimits(maxWindow)
   if (isLimitError(error))
     return new AgentError(
       'limit-exceeded',
-      `the delta exceeds a limit of this decoder, which does not make it damaged: it applies VCDIFF windows of up to ${formatBytes(vcdiffLimits().maxWindowSize)} and approx blocks of up to ${formatBytes(approxLimits(undefined).maxBlockSize)}; make the delta again with smaller windows (deltaport delta make does; xdelta3 -W 16M or less)`,
+      `the delta exceeds a limit of this decoder, which does not make it damaged: it applies VCDIFF windows of up to ${formatBytes(vcdiffLimits(limits.vcdiff).maxWindowSize)} and approx blocks of up to ${formatBytes(approxLimits(limits.approx).maxBlockSize)}${maxWindow === undefined ? '' : ' (--max-window)'}; make the delta again with smaller windows (deltaport delta make does; xdelta3 -W 16M or less), or, for a delta you trust, raise the ceiling with --max-window <MiB> (up to 2047)`,
       { codecCode: error.code, codecMessage: error.message },
     )
   return new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
@@ -312,6 +336,11 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
       "the target's sha256: out appears only if the rebuilt bytes have it (a VCDIFF delta made without checksums, xdelta3 -n, carries nothing else to check)",
       parseSha256,
     )
+    .option(
+      '--max-window <MiB>',
+      'largest VCDIFF window and approx block applied, for a delta you trust (default 64 and 16; 1 to 2047, up to 3 bytes of memory per window byte)',
+      parseMaxWindow,
+    )
     .action((sourcePath: string, deltaPath: string, out: string, options: ApplyOptions) =>
       removingTempsOnStop(async () => {
         await refuseOutputOverInput(out, { source: sourcePath, delta: deltaPath })
@@ -332,6 +361,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
               },
               {
                 deflateEngine: nativeDeflateEngine,
+                ...windowLimits(options.maxWindow),
                 // As in an update: an archive that cannot fit in this machine's memory is refused up front.
                 archive: deviceArchiveLimits(options.maxMemory),
               },
@@ -348,7 +378,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
             })
           } catch (error) {
             await sink.discard()
-            throw applyFailure(error, options.maxMemory)
+            throw applyFailure(error, options)
           }
         })
       }),

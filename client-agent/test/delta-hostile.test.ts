@@ -112,6 +112,7 @@ describe('deltaport delta apply, a sound delta over a limit of the decoder', () 
     expect(refused.stderr).toContain('VCDIFF windows of up to 64.0 MiB')
     expect(refused.stderr).toContain('make the delta again with smaller windows')
     expect(refused.stderr).not.toContain('maxWindowSize')
+    expect(refused.stderr).toContain('raise the ceiling with --max-window')
     const json = await cli(['--json', 'delta', 'apply', 'empty.src', 'big-window.vcdiff', 'big.out'])
     const error = JSON.parse(json.stdout).error
     expect(error.code).toBe('limit-exceeded')
@@ -119,6 +120,53 @@ describe('deltaport delta apply, a sound delta over a limit of the decoder', () 
     expect(error.codecMessage).toBe('vcdiff: target window of 68157440 bytes exceeds maxWindowSize')
     expect(await leftovers(before)).toEqual([])
   })
+
+  it('--max-window raises the ceiling for a delta the user trusts, bounded, and a window the machine cannot hold is exit 17', async () => {
+    await writeFile(join(dir, 'empty.src'), '')
+    await writeFile(join(dir, 'wide-window.vcdiff'), oneRunWindow(65 * 2 ** 20))
+    const applied = await cli([
+      'delta',
+      'apply',
+      '--max-window',
+      '66',
+      'empty.src',
+      'wide-window.vcdiff',
+      'wide.out',
+    ])
+    expect(applied.stderr).toBe('')
+    expect(applied.code).toBe(0)
+    expect((await readFile(join(dir, 'wide.out'))).length).toBe(65 * 2 ** 20)
+    for (const value of ['0', '2048', '1e3', '1.5']) {
+      const refused = await cli([
+        'delta',
+        'apply',
+        '--max-window',
+        value,
+        'empty.src',
+        'wide-window.vcdiff',
+        'x.out',
+      ])
+      expect(refused.code, value).toBe(2)
+      expect(refused.stderr, value).toContain('--max-window')
+    }
+    // A 2000 MiB window (a few bytes of delta) let through by the widest --max-window, in 1.5 GB of
+    // address space: the memory is not there, which is a limit, not a crash or a bug.
+    await writeFile(join(dir, 'huge-window.vcdiff'), oneRunWindow(2000 * 2 ** 20))
+    const before = await readdir(dir)
+    const unheld = await cliWithin(1.5e9, [
+      'delta',
+      'apply',
+      '--max-window',
+      '2047',
+      'empty.src',
+      'huge-window.vcdiff',
+      'huge.out',
+    ])
+    expect(unheld.stderr).not.toContain('unexpected failure')
+    expect(unheld.code).toBe(17)
+    expect(unheld.stderr).toContain('not enough memory to apply this delta here')
+    expect(await leftovers(before)).toEqual([])
+  }, 60_000)
 
   it('a source archive that expands past the memory allowed is a memory refusal (exit 9), not "bad delta"', async () => {
     // A 2 MiB run of one line: a few KiB of gzip, within twice what 33 MiB allows (≈170 KiB of
