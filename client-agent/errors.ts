@@ -25,7 +25,8 @@ export const EXIT_CODES = {
   'untrusted-root': 16,
   /**
    * A delta past a ceiling of the decoder (a VCDIFF window over 64 MiB, an approx block over 16 MiB):
-   * not damage, as 8 would say; the delta needs remaking with smaller windows (`delta apply`).
+   * not damage, as 8 would say; the delta needs remaking with smaller windows (`delta apply`). Also
+   * `delta make` asking for more memory than the machine gives: a smaller `--source-window`, or `--stream`.
    */
   'limit-exceeded': 17,
   /**

@@ -28,6 +28,15 @@ export function check(condition: boolean, code: string, message: string): assert
 export const OUT_OF_MEMORY = 'out-of-memory'
 
 /**
+ * The RangeError V8 throws when an ArrayBuffer (a typed array, a Buffer) cannot be had: this machine's
+ * memory (or the process's address-space limit), not a bug. Matched by message because V8 throws the
+ * same class for a length over the typed-array maximum, which is a bug.
+ */
+export function isAllocationFailure(error: unknown): boolean {
+  return error instanceof RangeError && error.message === 'Array buffer allocation failed'
+}
+
+/**
  * The codes of a ceiling the caller set (or left at its default) being reached: the delta may be sound,
  * and a decoder given more room would apply it. Every other code means the delta, or the source it was
  * handed, is wrong. Kept here, next to the class, so callers never match codes of their own.

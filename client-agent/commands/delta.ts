@@ -4,7 +4,7 @@ import { type Command, InvalidArgumentError } from 'commander'
 import { z } from 'zod'
 import { resolveLimits as approxLimits } from '../../delta/approx/format.ts'
 import { ARCHIVE_TOO_LARGE } from '../../delta/archive/limits.ts'
-import { DeltaFormatError, isLimitError } from '../../delta/errors.ts'
+import { DeltaFormatError, isAllocationFailure, isLimitError } from '../../delta/errors.ts'
 import {
   applyDeltaStream,
   createDeltaAsync,
@@ -81,6 +81,20 @@ const parseSourceWindow = mebibytes(Math.floor(MAX_SOURCE_WINDOW / MiB))
 interface ApplyOptions {
   maxMemory?: number
   sha256?: string
+  maxWindow?: number
+}
+
+/**
+ * `--max-window`: the VCDIFF decoder addresses a window with 32-bit indexes, so 2047 MiB is the most
+ * it can take; whether this machine can hold one (with its encoded form, up to 3 bytes per window
+ * byte) is found out when the window is allocated (applyFailure).
+ */
+const parseMaxWindow = mebibytes(2047)
+
+/** The decoders' limits for `--max-window`: a delta the user trusts, with windows or blocks that large. */
+function windowLimits(maxWindow: number | undefined) {
+  if (maxWindow === undefined) return {}
+  return { vcdiff: { maxWindowSize: maxWindow }, approx: { maxBlockSize: maxWindow } }
 }
 
 function parseSha256(value: string): string {
@@ -181,26 +195,69 @@ function memoryRefusal(maxMemory: number | undefined, codecMessage: string): str
  * `--max-memory` or a roomier machine); the byte decoders' fixed ceilings are `limit-exceeded` (exit
  * 17: remake the delta with smaller windows). Only the rest is a bad delta (exit 8).
  */
-function applyFailure(error: unknown, maxMemory: number | undefined): unknown {
+function applyFailure(error: unknown, options: ApplyOptions): unknown {
+  const { maxMemory, maxWindow } = options
+  // Memory the machine would not give (most likely for a window --max-window let through) is a limit
+  // as for delta make (exit 17), not a bug: the delta may be sound.
+  if (isAllocationFailure(error))
+    return new AgentError(
+      'limit-exceeded',
+      `not enough memory to apply this delta here: this machine could not allocate ${maxWindow === undefined ? 'its buffers' : `a window of up to ${formatBytes(maxWindow)} (--max-window: up to 3 bytes of memory per window byte)`}; apply it on a machine with more memory, or make the delta again with smaller windows`,
+      { reason: (error as Error).message },
+    )
   if (!(error instanceof DeltaFormatError)) return error
   if (error.code === 'archive-limit' || error.code === ARCHIVE_TOO_LARGE)
     return new AgentError('install-failed', memoryRefusal(maxMemory, error.message))
+  // The codec's message names its own options (maxWindowSize): the user gets the ceilings in MiB and
+  // what to do, the codec's words go in the details.
+  const limits = windowLimits(maxWindow)
   if (isLimitError(error))
     return new AgentError(
       'limit-exceeded',
-      `the delta exceeds a limit of this decoder, which does not make it damaged (${error.message}): it applies VCDIFF windows of up to ${formatBytes(vcdiffLimits().maxWindowSize)} and approx blocks of up to ${formatBytes(approxLimits(undefined).maxBlockSize)}; make the delta again with smaller ones (deltaport delta make does, as does xdelta3 -W)`,
-      { codecCode: error.code },
+      `the delta exceeds a limit of this decoder, which does not make it damaged: it applies VCDIFF windows of up to ${formatBytes(vcdiffLimits(limits.vcdiff).maxWindowSize)} and approx blocks of up to ${formatBytes(approxLimits(limits.approx).maxBlockSize)}${maxWindow === undefined ? '' : ' (--max-window)'}; make the delta again with smaller windows (deltaport delta make does; xdelta3 -W 16M or less), or, for a delta you trust, raise the ceiling with --max-window <MiB> (up to 2047)`,
+      { codecCode: error.code, codecMessage: error.message },
     )
   return new AgentError('integrity-mismatch', `bad delta: ${error.message}`)
 }
 
 /** A streaming make's failure: a source window this machine cannot hold is the option to lower (exit 17). */
 function makeFailure(error: unknown): unknown {
-  if (!isLimitError(error)) return error
+  if (!(error instanceof DeltaFormatError) || !isLimitError(error)) return error
   return new AgentError(
     'limit-exceeded',
-    (error as Error).message.replace('sourceWindow', '--source-window (default 32 MiB)'),
+    error.message.replace('sourceWindow', '--source-window (default 32 MiB)'),
+    { codecCode: error.code, codecMessage: error.message },
   )
+}
+
+/** `delta make` of files up to IN_MEMORY_MAX: both read whole, every method that applies tried. */
+async function makeInMemory(sourcePath: string, targetPath: string, methods: DeltaMethodId[] | undefined) {
+  const [source, target] = await Promise.all([readFile(sourcePath), readFile(targetPath)])
+  const made = await createDeltaAsync(source, target, {
+    deflateEngine: nativeDeflateEngine,
+    ...(methods ? { methods } : {}),
+  })
+  return { targetSize: target.length, made }
+}
+
+/**
+ * An in-memory make's failure as what the user can do. The methods asked for all declining the pair
+ * (--method archive on plain files) is their choice, answered with each method's reason. Memory this
+ * machine cannot give (both files, then the source's index: up to 4 more bytes per source byte) is a
+ * limit, as for a streaming make's window (exit 17): --stream holds one source window at a time. Only
+ * the CLI says so; the codec's createDelta keeps throwing the RangeError, which the edge's lazy deltas
+ * must not remember as a failure of the pair.
+ */
+function inMemoryMakeFailure(error: unknown, filesBytes: number): unknown {
+  if (error instanceof DeltaFormatError && error.code === 'no-method')
+    return new AgentError('usage', `${error.message}; choose other --method values`)
+  if (isAllocationFailure(error))
+    return new AgentError(
+      'limit-exceeded',
+      `not enough memory to make this delta in memory: it holds both files (${formatBytes(filesBytes)}) and an index of the source (up to 4 bytes per source byte), and this machine could not allocate them; use --stream, which holds one source window at a time (--source-window, default 32 MiB)`,
+      { reason: (error as Error).message },
+    )
+  return error
 }
 
 /** `deltaport delta make|apply`: the codec on files, for maintainers and for debugging a delta. */
@@ -239,17 +296,11 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
           )
           return
         }
-        const [source, target] = await Promise.all([readFile(sourcePath), readFile(targetPath)])
-        const made = await createDeltaAsync(source, target, {
-          deflateEngine: nativeDeflateEngine,
-          ...(methods ? { methods } : {}),
-        }).catch((error: unknown) => {
-          // The methods asked for all declined this pair (--method archive on plain files): the user's
-          // choice, answered with each method's reason.
-          if (error instanceof DeltaFormatError && error.code === 'no-method')
-            throw new AgentError('usage', `${error.message}; choose other --method values`)
-          throw error
-        })
+        const { targetSize, made } = await makeInMemory(sourcePath, targetPath, methods).catch(
+          (error: unknown) => {
+            throw inMemoryMakeFailure(error, sizes[0] + sizes[1])
+          },
+        )
         await writeFileAtomic(out, made.delta)
         const tried = made.candidates
           .map(
@@ -258,13 +309,13 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
           )
           .join('; ')
         reporter().result(
-          `${out}: ${formatBytes(made.delta.length)} via ${made.method} (${shareOfTarget(made.delta.length, target.length)}) — ${tried}`,
+          `${out}: ${formatBytes(made.delta.length)} via ${made.method} (${shareOfTarget(made.delta.length, targetSize)}) — ${tried}`,
           {
             delta: {
               path: out,
               size: made.delta.length,
               method: made.method,
-              targetSize: target.length,
+              targetSize,
               candidates: made.candidates,
             },
           },
@@ -284,6 +335,11 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
       '--sha256 <hex>',
       "the target's sha256: out appears only if the rebuilt bytes have it (a VCDIFF delta made without checksums, xdelta3 -n, carries nothing else to check)",
       parseSha256,
+    )
+    .option(
+      '--max-window <MiB>',
+      'largest VCDIFF window and approx block applied, for a delta you trust (default 64 and 16; 1 to 2047, up to 3 bytes of memory per window byte)',
+      parseMaxWindow,
     )
     .action((sourcePath: string, deltaPath: string, out: string, options: ApplyOptions) =>
       removingTempsOnStop(async () => {
@@ -305,6 +361,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
               },
               {
                 deflateEngine: nativeDeflateEngine,
+                ...windowLimits(options.maxWindow),
                 // As in an update: an archive that cannot fit in this machine's memory is refused up front.
                 archive: deviceArchiveLimits(options.maxMemory),
               },
@@ -321,7 +378,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
             })
           } catch (error) {
             await sink.discard()
-            throw applyFailure(error, options.maxMemory)
+            throw applyFailure(error, options)
           }
         })
       }),

@@ -108,11 +108,65 @@ describe('deltaport delta apply, a sound delta over a limit of the decoder', () 
     expect(refused.code).toBe(17)
     expect(refused.stderr).not.toContain('bad delta')
     expect(refused.stderr).toContain('exceeds a limit of this decoder')
-    expect(refused.stderr).toContain('maxWindowSize')
+    // In the user's terms: the ceiling in MiB and what to do, not the codec's option names.
+    expect(refused.stderr).toContain('VCDIFF windows of up to 64.0 MiB')
+    expect(refused.stderr).toContain('make the delta again with smaller windows')
+    expect(refused.stderr).not.toContain('maxWindowSize')
+    expect(refused.stderr).toContain('raise the ceiling with --max-window')
     const json = await cli(['--json', 'delta', 'apply', 'empty.src', 'big-window.vcdiff', 'big.out'])
-    expect(JSON.parse(json.stdout).error.code).toBe('limit-exceeded')
+    const error = JSON.parse(json.stdout).error
+    expect(error.code).toBe('limit-exceeded')
+    // The codec's own words stay in the details, for a bug report.
+    expect(error.codecMessage).toBe('vcdiff: target window of 68157440 bytes exceeds maxWindowSize')
     expect(await leftovers(before)).toEqual([])
   })
+
+  it('--max-window raises the ceiling for a delta the user trusts, bounded, and a window the machine cannot hold is exit 17', async () => {
+    await writeFile(join(dir, 'empty.src'), '')
+    await writeFile(join(dir, 'wide-window.vcdiff'), oneRunWindow(65 * 2 ** 20))
+    const applied = await cli([
+      'delta',
+      'apply',
+      '--max-window',
+      '66',
+      'empty.src',
+      'wide-window.vcdiff',
+      'wide.out',
+    ])
+    expect(applied.stderr).toBe('')
+    expect(applied.code).toBe(0)
+    expect((await readFile(join(dir, 'wide.out'))).length).toBe(65 * 2 ** 20)
+    for (const value of ['0', '2048', '1e3', '1.5']) {
+      const refused = await cli([
+        'delta',
+        'apply',
+        '--max-window',
+        value,
+        'empty.src',
+        'wide-window.vcdiff',
+        'x.out',
+      ])
+      expect(refused.code, value).toBe(2)
+      expect(refused.stderr, value).toContain('--max-window')
+    }
+    // A 2000 MiB window (a few bytes of delta) let through by the widest --max-window, in 1.5 GB of
+    // address space: the memory is not there, which is a limit, not a crash or a bug.
+    await writeFile(join(dir, 'huge-window.vcdiff'), oneRunWindow(2000 * 2 ** 20))
+    const before = await readdir(dir)
+    const unheld = await cliWithin(1.5e9, [
+      'delta',
+      'apply',
+      '--max-window',
+      '2047',
+      'empty.src',
+      'huge-window.vcdiff',
+      'huge.out',
+    ])
+    expect(unheld.stderr).not.toContain('unexpected failure')
+    expect(unheld.code).toBe(17)
+    expect(unheld.stderr).toContain('not enough memory to apply this delta here')
+    expect(await leftovers(before)).toEqual([])
+  }, 60_000)
 
   it('a source archive that expands past the memory allowed is a memory refusal (exit 9), not "bad delta"', async () => {
     // A 2 MiB run of one line: a few KiB of gzip, within twice what 33 MiB allows (≈170 KiB of
@@ -205,6 +259,40 @@ describe('deltaport delta make --source-window, more than the machine can hold',
       expect(made.stderr, value).toContain('--source-window')
     }
   })
+})
+
+describe('deltaport delta make in memory, files this machine cannot hold with their index', () => {
+  it('is a limit (exit 17) that points at --stream, not an unexpected RangeError, and leaves nothing', async () => {
+    // Sparse sources (nothing on disk) under 1 GiB, so made in memory, in 1.5 GB of address space: 700
+    // MiB cannot even be read whole there; 300 MiB is read, and its index (4 bytes a byte) cannot be had.
+    await writeFile(join(dir, 'huge.src'), '')
+    await truncate(join(dir, 'huge.src'), 700 * 2 ** 20)
+    await writeFile(join(dir, 'large.src'), '')
+    await truncate(join(dir, 'large.src'), 300 * 2 ** 20)
+    await writeArtifact(dir, 'small.tgt', 100_000)
+    const before = await readdir(dir)
+    for (const source of ['huge.src', 'large.src']) {
+      const refused = await cliWithin(1.5e9, ['delta', 'make', source, 'small.tgt', 'small.delta'])
+      expect(refused.stderr, source).not.toContain('unexpected failure')
+      expect(refused.code, source).toBe(17)
+      expect(refused.stderr, source).toContain('not enough memory to make this delta in memory')
+      expect(refused.stderr, source).toContain('--stream')
+      expect(await leftovers(before), source).toEqual([])
+    }
+    const json = await cliWithin(1.5e9, ['--json', 'delta', 'make', 'large.src', 'small.tgt', 'small.delta'])
+    expect(JSON.parse(json.stdout).error.code).toBe('limit-exceeded')
+    // What it advises works within the same limit.
+    const streamed = await cliWithin(1.5e9, [
+      'delta',
+      'make',
+      '--stream',
+      'large.src',
+      'small.tgt',
+      'small.delta',
+    ])
+    expect(streamed.stderr).toBe('')
+    expect(streamed.code).toBe(0)
+  }, 120_000)
 })
 
 describe('deltaport delta make, a method that does not fit the pair', () => {

@@ -492,6 +492,32 @@ with zipfile.ZipFile(out, 'w') as z:
     expect(() => decodeContainer(padded, limits)).toThrow(/empty recipe range/)
     expect(() => applyArchiveDelta(a, padded)).toThrow(DeltaFormatError)
   })
+
+  it('refuses a deflate segment shorter than the shortest deflate stream (2 bytes), which no encoder writes', () => {
+    // An empty final fixed block (3 header bits, 7 for end-of-block) is the shortest stream there is.
+    const a = u8(gzipSync(new TextEncoder().encode(fileText(6, 20_000))))
+    const b = u8(gzipSync(new TextEncoder().encode(fileText(6, 21_000))))
+    const limits = { maxTargetBytes: 2 ** 30, maxExpandedBytes: 2 ** 30 }
+    const c = decodeContainer(mustApply(createArchiveDelta(a, b)).delta, limits)
+    const deflate = c.segments.find((s) => s.kind === 'deflate')
+    expect(deflate?.compressedLength).toBeGreaterThanOrEqual(2)
+    const emptyGzip = decodeContainer(mustApply(createArchiveDelta(u8(gzipSync('')), a)).delta, limits)
+    for (const s of [...c.segments, ...emptyGzip.segments])
+      if (s.kind !== 'literal') expect(s.compressedLength).toBeGreaterThanOrEqual(2)
+    const params = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
+    for (const compressedLength of [0, 1]) {
+      // The declared target length grows with it, so the sums still add up: only the length is a lie.
+      const lying = encodeContainer({
+        ...c,
+        targetLength: c.targetLength + compressedLength,
+        segments: [...c.segments, { kind: 'deflate', rawLength: 0, compressedLength, params }],
+      })
+      expect(() => decodeContainer(lying, limits), String(compressedLength)).toThrow(
+        /deflate segment shorter than any deflate stream/,
+      )
+      expect(() => applyArchiveDelta(a, lying)).toThrow(DeltaFormatError)
+    }
+  })
 })
 
 describe('real npm release pairs', () => {

@@ -196,6 +196,8 @@ class TableBudget {
 }
 
 const E = 'archive-container'
+/** The shortest deflate stream: one empty final fixed-Huffman block, 3 header bits and a 7-bit end code. */
+const MIN_DEFLATE_STREAM = 2
 
 function readParams(r: ByteReader): DeflateParams {
   const level = r.u8('level')
@@ -377,6 +379,9 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
     } else {
       check(tag === TAG_DEFLATE, E, `unknown segment tag ${tag}`)
       const { rawLength, compressedLength, params } = readRecompressed(r, table)
+      // Every deflate stream, an empty one too, is at least MIN_DEFLATE_STREAM bytes; a shorter length
+      // is a lie no encoder writes (their segments are streams that inflated), and free in the sums.
+      check(compressedLength >= MIN_DEFLATE_STREAM, E, 'deflate segment shorter than any deflate stream')
       // Deflate can neither expand data beyond zlib's any-memLevel bound (tiny stored or fixed blocks)
       // nor shrink it beyond ~1032:1, so sizes outside those bounds are lies that would size allocations.
       const bound = rawLength + Math.ceil(rawLength / 8) + Math.ceil(rawLength / 64) + 64
