@@ -132,7 +132,7 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
   return store.withLock(lockWaitOf(request), async () => {
     // An update of this artifact and its dependencies was killed while switching them: finish it first
     // (everything was verified and committed before the first switch), before anything reads `current`.
-    if (!request.switchPlan) await finishInterruptedSwitch(config.installRoot, store, lockWaitOf(request))
+    if (!request.switchPlan) await finishInterruptedSwitch(config, store, lockWaitOf(request))
     // A root rotated or revoked a key since the config was loaded (ADR 0035): trust what it says now.
     const trusted = await refreshRootTrust(config, {
       ...fetchOf(request),
@@ -588,7 +588,7 @@ export async function rollbackArtifact(config: AgentConfig, name: string, wait: 
   // An update of it (or of an artifact it is a dependency of) was killed while switching: the set is
   // half switched, and rolling one artifact of it back would act on neither the old set nor the new.
   // Finish it first, as the next install would; the rollback then undoes the finished update.
-  const finished = await finishSwitchesNaming(config.installRoot, name, lockWaitOf(wait))
+  const finished = await finishSwitchesNaming(config, name, lockWaitOf(wait))
   return store.withLock(lockWaitOf(wait), async () => {
     const before = await store.state()
     // Nothing to switch back to is the version not being there (not-found), like an artifact never
