@@ -7,6 +7,7 @@ import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
 import {
   checkDependents,
+  checkDependentsOfRollback,
   type DependencyOutcome,
   ensureDependencies,
   type InstallDependency,
@@ -580,6 +581,8 @@ export interface RollbackOptions extends Pick<InstallRequest, 'lockWaitMs' | 'on
    * explicit word that bytes only a revoked key vouches for may run again.
    */
   allowRevoked?: boolean
+  /** Switch even when installed artifacts need another range of this one (`--ignore-dependents`). */
+  ignoreDependents?: boolean
 }
 
 export async function rollbackArtifact(config: AgentConfig, name: string, wait: RollbackOptions = {}) {
@@ -607,6 +610,8 @@ export async function rollbackArtifact(config: AgentConfig, name: string, wait: 
         `${name}'s previous version ${before.previous} is no longer installed: install it with "deltaport install ${name}@${before.previous}${before.current && lt(before.previous, before.current) ? ' --allow-downgrade' : ''}"`,
         { current: before.current, previous: before.previous },
       )
+    if (!wait.ignoreDependents)
+      await checkDependentsOfRollback(config.installRoot, name, before.current, before.previous)
     const envelope = await store.manifestOf(before.previous)
     if (!wait.allowRevoked) await assertStillVouchedFor(config, name, before.previous, envelope)
     if (!(await fileHasBytes(store.blobPath(before.previous), envelope.signed)))

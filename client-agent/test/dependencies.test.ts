@@ -159,6 +159,44 @@ describe('dependencies', () => {
       { name: 'libm', range: '^1.0.0', current: '1.0.0', satisfied: true },
     ])
   })
+
+  it('are not rolled back under an artifact that needs the newer one, unless --ignore-dependents', async () => {
+    await publish('libr', '1.0.0')
+    await publish('libr', '1.1.0')
+    await publish('rapp', '1.0.0', { libr: '^1.0.0' })
+    const d = device('rollback-dependency')
+    await installArtifact(d, { name: 'rapp' })
+    await publish('libr', '2.0.0')
+    await publish('rapp', '2.0.0', { libr: '^2.0.0' })
+    await installArtifact(d, { name: 'rapp' })
+    expect(await currentOf(d, 'libr')).toBe('2.0.0')
+
+    const refused = await agentFailure(rollbackArtifact(d, 'libr'))
+    expect(refused.code).toBe('dependency-conflict')
+    expect(refused.message).toContain(
+      'rolling libr back from 2.0.0 to 1.1.0 would break rapp@2.0.0 (needs libr ^2.0.0); nothing was switched',
+    )
+    expect(refused.details).toMatchObject({
+      dependents: [{ name: 'rapp', version: '2.0.0', range: '^2.0.0' }],
+    })
+    expect(await currentOf(d, 'libr')).toBe('2.0.0')
+
+    const configFile = join(suite.ws.dir, 'rollback-dependency-device.json')
+    await writeFile(configFile, JSON.stringify(d))
+    const cli = (...args: string[]) =>
+      promisify(execFile)(process.execPath, [BIN, '--config', configFile, ...args])
+    const exit = await cli('rollback', 'libr').then(
+      () => 0,
+      (error: { code?: number; stderr?: string }) => {
+        expect(error.stderr).toContain('pass --ignore-dependents to roll back anyway')
+        return error.code
+      },
+    )
+    expect(exit).toBe(14)
+    const forced = JSON.parse((await cli('--json', 'rollback', 'libr', '--ignore-dependents')).stdout)
+    expect(forced.rollback).toMatchObject({ from: '2.0.0', to: '1.1.0' })
+    expect(await currentOf(d, 'libr')).toBe('1.1.0')
+  })
 })
 
 /** fetch, except that the blob of `name@version` arrives with one byte changed (as a bad link or cache would). */
@@ -505,7 +543,15 @@ describe('an update killed while switching', () => {
 
   it('is finished before a rollback of a dependency in it, which then acts on the finished set', async () => {
     const { d, app, lib, appStore } = await killedMidSwitch('dependency')
-    expect(await rollbackArtifact(d, lib)).toMatchObject({ from: '1.1.0', to: '1.0.0', finished: [app] })
+    // The finished set has kapp 2.0.0, which needs libk ^1.1.0: going back to 1.0.0 under it is refused.
+    const refused = await agentFailure(rollbackArtifact(d, lib))
+    expect(refused.code).toBe('dependency-conflict')
+    expect(await currentOf(d, app)).toBe('2.0.0')
+    expect(await currentOf(d, lib)).toBe('1.1.0')
+    expect(await rollbackArtifact(d, lib, { ignoreDependents: true })).toMatchObject({
+      from: '1.1.0',
+      to: '1.0.0',
+    })
     expect(await currentOf(d, app)).toBe('2.0.0')
     expect(await currentOf(d, lib)).toBe('1.0.0')
     expect(await readdir(appStore.dir)).not.toContain('switching.json')
