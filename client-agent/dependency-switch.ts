@@ -399,6 +399,16 @@ async function switchBack(switched: readonly StagedSwitch[]): Promise<void> {
   }
 }
 
+/**
+ * Drops the journal of `store`'s own update killed while switching, for `uninstall` (lock held): the
+ * artifact it was for is going, so the update is abandoned, not finished. Left, it kept the folder of
+ * an artifact the device never had (a killed first install) alive, and `status` of a dependency in it
+ * kept warning of an update whose finishing would only drop it.
+ */
+export async function dropInterruptedSwitch(store: ArtifactStore): Promise<void> {
+  await removeJournal(store)
+}
+
 function journalPath(store: ArtifactStore): string {
   return join(store.dir, JOURNAL_FILE)
 }
