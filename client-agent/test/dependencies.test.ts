@@ -161,31 +161,31 @@ describe('dependencies', () => {
   })
 
   it('are not rolled back under an artifact that needs the newer one, unless --ignore-dependents', async () => {
-    await publish('libr', '1.0.0')
-    await publish('libr', '1.1.0')
-    await publish('rapp', '1.0.0', { libr: '^1.0.0' })
+    await publish('rb-lib', '1.0.0')
+    await publish('rb-lib', '1.1.0')
+    await publish('rb-app', '1.0.0', { 'rb-lib': '^1.0.0' })
     const d = device('rollback-dependency')
-    await installArtifact(d, { name: 'rapp' })
-    await publish('libr', '2.0.0')
-    await publish('rapp', '2.0.0', { libr: '^2.0.0' })
-    await installArtifact(d, { name: 'rapp' })
-    expect(await currentOf(d, 'libr')).toBe('2.0.0')
+    await installArtifact(d, { name: 'rb-app' })
+    await publish('rb-lib', '2.0.0')
+    await publish('rb-app', '2.0.0', { 'rb-lib': '^2.0.0' })
+    await installArtifact(d, { name: 'rb-app' })
+    expect(await currentOf(d, 'rb-lib')).toBe('2.0.0')
 
-    const refused = await agentFailure(rollbackArtifact(d, 'libr'))
+    const refused = await agentFailure(rollbackArtifact(d, 'rb-lib'))
     expect(refused.code).toBe('dependency-conflict')
     expect(refused.message).toContain(
-      'rolling libr back from 2.0.0 to 1.1.0 would break rapp@2.0.0 (needs libr ^2.0.0); nothing was switched',
+      'rolling rb-lib back from 2.0.0 to 1.1.0 would break rb-app@2.0.0 (needs rb-lib ^2.0.0); nothing was switched',
     )
     expect(refused.details).toMatchObject({
-      dependents: [{ name: 'rapp', version: '2.0.0', range: '^2.0.0' }],
+      dependents: [{ name: 'rb-app', version: '2.0.0', range: '^2.0.0' }],
     })
-    expect(await currentOf(d, 'libr')).toBe('2.0.0')
+    expect(await currentOf(d, 'rb-lib')).toBe('2.0.0')
 
     const configFile = join(suite.ws.dir, 'rollback-dependency-device.json')
     await writeFile(configFile, JSON.stringify(d))
     const cli = (...args: string[]) =>
       promisify(execFile)(process.execPath, [BIN, '--config', configFile, ...args])
-    const exit = await cli('rollback', 'libr').then(
+    const exit = await cli('rollback', 'rb-lib').then(
       () => 0,
       (error: { code?: number; stderr?: string }) => {
         expect(error.stderr).toContain('pass --ignore-dependents to roll back anyway')
@@ -193,9 +193,9 @@ describe('dependencies', () => {
       },
     )
     expect(exit).toBe(14)
-    const forced = JSON.parse((await cli('--json', 'rollback', 'libr', '--ignore-dependents')).stdout)
+    const forced = JSON.parse((await cli('--json', 'rollback', 'rb-lib', '--ignore-dependents')).stdout)
     expect(forced.rollback).toMatchObject({ from: '2.0.0', to: '1.1.0' })
-    expect(await currentOf(d, 'libr')).toBe('1.1.0')
+    expect(await currentOf(d, 'rb-lib')).toBe('1.1.0')
   })
 })
 
