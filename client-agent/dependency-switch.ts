@@ -23,6 +23,11 @@ export interface StagedSwitch {
   manifest: ArtifactManifest
   /** What was current when it was staged: it is switched only if that is still current. */
   from: string | null
+  /**
+   * This update committed the version (downloaded it, or took the daemon's prefetched copy); false when
+   * it found it already on disk, maybe staged by another update under way (discardNeverInstalled).
+   */
+  downloaded: boolean
   /** Makes it current (store.activate with the trust it was verified under). */
   activate(): Promise<void>
   /** After every switch: telemetry and pruning, best effort (the switch already stands). */
@@ -367,16 +372,19 @@ async function assertUnchanged(step: StagedSwitch, forName: string): Promise<voi
 }
 
 /**
- * After an update failed, deletes the versions it staged of dependencies the device did not have
+ * After an update failed, deletes the versions it downloaded of dependencies the device did not have
  * (`from` null) and that are still not current: nothing ever ran them, and like a failed first install
  * they leave nothing behind (the artifact's folder goes with the last of it). A dependency the device
  * has keeps its staged version for the next try (pruning takes it beyond keepVersions). One switched
- * by a switch that failed part-way is current and stays. Best effort and never waiting: a dependency
- * another process holds is left to it, and the update's own error is the one reported.
+ * by a switch that failed part-way is current and stays. One this update found already on disk stays
+ * too: another update under way may have staged it (no lock is held between staging and the switch),
+ * and deleting it made that update end busy with nothing switched; what is left of a killed update
+ * is left as before. Best effort and never waiting: a dependency another process holds is left to it,
+ * and the update's own error is the one reported.
  */
 export async function discardNeverInstalled(plan: SwitchPlan): Promise<void> {
   for (const step of plan.steps) {
-    if (step.from !== null) continue
+    if (step.from !== null || !step.downloaded) continue
     await step.store
       .withLock({ timeoutMs: 0 }, () => step.store.discardStaged(step.manifest.version))
       .catch(() => undefined)

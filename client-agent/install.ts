@@ -291,11 +291,12 @@ async function installLocked(
    * then the versions beyond `keepVersions` go. A dependency install stages its switch in the plan of
    * the install above it instead.
    */
-  const switchTo = async (prefetchHit = false): Promise<{ pruned: string[] }> => {
+  const switchTo = async (downloaded: boolean, prefetchHit = false): Promise<{ pruned: string[] }> => {
     const step: StagedSwitch = {
       store,
       manifest,
       from: state.current,
+      downloaded,
       activate: async () => {
         await store.activate(manifest, { trust: config, ...(retreat ? { yankSeen: retreat.yankSeen } : {}) })
       },
@@ -334,7 +335,7 @@ async function installLocked(
     (await store.manifestOrNull(version)) !== null &&
     (await fileHasBytes(store.blobPath(version), manifest))
   ) {
-    const switched = await switchTo()
+    const switched = await switchTo(false)
     return {
       ...base,
       method: 'local',
@@ -348,7 +349,7 @@ async function installLocked(
   const stagedBlob = store.workPath(`${version}.staged`)
   if (await new StagingArea(config.installRoot).take(manifest, stagedBlob)) {
     await store.commitVersion(stagedBlob, envelope)
-    const switched = await switchTo(true)
+    const switched = await switchTo(true, true)
     return {
       ...base,
       method: 'staged',
@@ -369,7 +370,7 @@ async function installLocked(
     : await planCheaperUpdate(config, request, edge, store, manifest, state.current)
   if (planned) {
     await store.commitVersion(planned.blobPath, envelope)
-    const switched = await switchTo()
+    const switched = await switchTo(true)
     return {
       ...base,
       method:
@@ -395,7 +396,7 @@ async function installLocked(
     bandwidthCapBps: config.bandwidthCapBps,
   })
   await store.commitVersion(partial, envelope)
-  const switched = await switchTo()
+  const switched = await switchTo(true)
   return {
     ...base,
     method: 'full',

@@ -662,6 +662,41 @@ describe('two updates at once whose dependencies overlap', () => {
   })
 })
 
+describe('a failed update beside another that needs the same new dependency', () => {
+  it('does not delete the version the other update downloaded and is about to switch to', async () => {
+    await publish('nd-lib', '1.0.0')
+    await publish('nd-app-a', '1.0.0')
+    await publish('nd-app-b', '1.0.0')
+    const d = device('new-dependency')
+    await installArtifact(d, { name: 'nd-app-a' })
+    await installArtifact(d, { name: 'nd-app-b' })
+    await publish('nd-app-a', '2.0.0', { 'nd-lib': '^1.0.0' })
+    await publish('nd-app-b', '2.0.0', { 'nd-lib': '^1.0.0' })
+
+    // B downloads and stages nd-lib (the device never had it); before B's own download, A's update
+    // runs: it finds nd-lib 1.0.0 staged and reuses it, then its own bytes do not verify.
+    let aFailed: unknown = null
+    const b = await installArtifact(d, {
+      name: 'nd-app-b',
+      fullOnly: true,
+      fetchImpl: beforeBlob('nd-app-b', '2.0.0', async () => {
+        aFailed = await agentFailure(
+          installArtifact(d, {
+            name: 'nd-app-a',
+            fullOnly: true,
+            fetchImpl: corruptingBlob('nd-app-a', '2.0.0'),
+          }),
+        )
+      }),
+    })
+    expect((aFailed as { code?: string } | null)?.code).toBe('integrity-mismatch')
+    // A's cleanup left B's nd-lib alone: B switched both.
+    expect(b).toMatchObject({ version: '2.0.0' })
+    expect(await currentOf(d, 'nd-lib')).toBe('1.0.0')
+    expect(await currentOf(d, 'nd-app-a')).toBe('1.0.0')
+  })
+})
+
 /** fetch, running `before` once, just before the blob of `name@version` is requested. */
 function beforeBlob(name: string, version: string, before: () => Promise<void>): typeof fetch {
   let ran = false
