@@ -279,34 +279,41 @@ export function buildProgram(
       '--allow-revoked',
       'switch even if no key this device trusts now signed that version (only keys since revoked did)',
     )
+    .option(...IGNORE_DEPENDENTS_OPTION_ROLLBACK)
     .option(...WAIT_OPTION)
-    .action(async (name: string, options: { wait?: number; allowRevoked?: boolean }) => {
-      const artifact = parseArtifactName(name)
-      const config = await loadConfig(program.opts<GlobalOptions>().config)
-      // Tells the channel's rollout, if any, that this device rolled back (best effort).
-      const result = await rollbackAndReport(config, artifact, {
-        ...lockWait(options.wait, reporter()),
-        ...(options.allowRevoked ? { allowRevoked: true } : {}),
-      })
-      if (result.finished)
-        reporter().info(
-          `an update killed while switching was finished first (${result.finished.join(', ')} switched), then rolled back from there`,
-        )
-      // Rollback switches this artifact only: say so when the version back in place wants other
-      // versions of its dependencies than the device has (ADR 0027).
-      const store = new ArtifactStore(config.installRoot, artifact)
-      const unmet = result.to
-        ? (await dependencyStatus(config.installRoot, store, result.to)).filter((d) => !d.satisfied)
-        : []
-      for (const d of unmet) {
-        reporter().info(
-          `warning: ${name}@${result.to} needs ${d.name} ${d.range}, the device has ${d.current ?? 'none'}: \`deltaport install ${name}@${result.to} --allow-downgrade\` installs one that fits`,
-        )
-      }
-      reporter().result(`${name}: rolled back from ${result.from} to ${result.to}`, {
-        rollback: { ...result, ...(unmet.length > 0 ? { unmetDependencies: unmet } : {}) },
-      })
-    })
+    .action(
+      async (
+        name: string,
+        options: { wait?: number; allowRevoked?: boolean; ignoreDependents?: boolean },
+      ) => {
+        const artifact = parseArtifactName(name)
+        const config = await loadConfig(program.opts<GlobalOptions>().config)
+        // Tells the channel's rollout, if any, that this device rolled back (best effort).
+        const result = await rollbackAndReport(config, artifact, {
+          ...lockWait(options.wait, reporter()),
+          ...(options.allowRevoked ? { allowRevoked: true } : {}),
+          ...(options.ignoreDependents ? { ignoreDependents: true } : {}),
+        })
+        if (result.finished)
+          reporter().info(
+            `an update killed while switching was finished first (${result.finished.join(', ')} switched), then rolled back from there`,
+          )
+        // Rollback switches this artifact only: say so when the version back in place wants other
+        // versions of its dependencies than the device has (ADR 0027).
+        const store = new ArtifactStore(config.installRoot, artifact)
+        const unmet = result.to
+          ? (await dependencyStatus(config.installRoot, store, result.to)).filter((d) => !d.satisfied)
+          : []
+        for (const d of unmet) {
+          reporter().info(
+            `warning: ${name}@${result.to} needs ${d.name} ${d.range}, the device has ${d.current ?? 'none'}: \`deltaport install ${name}@${result.to} --allow-downgrade\` installs one that fits`,
+          )
+        }
+        reporter().result(`${name}: rolled back from ${result.from} to ${result.to}`, {
+          rollback: { ...result, ...(unmet.length > 0 ? { unmetDependencies: unmet } : {}) },
+        })
+      },
+    )
 
   program
     .command('uninstall <name>')
@@ -409,6 +416,11 @@ interface InstallOptions {
 const IGNORE_DEPENDENTS_OPTION_UNINSTALL = [
   '--ignore-dependents',
   'remove it even though installed artifacts depend on it',
+] as const
+
+const IGNORE_DEPENDENTS_OPTION_ROLLBACK = [
+  '--ignore-dependents',
+  'roll back even if installed artifacts need another range of this one',
 ] as const
 
 const IGNORE_DEPENDENTS_OPTION = [

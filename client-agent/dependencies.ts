@@ -70,13 +70,43 @@ export async function dependentsOf(
  * of: updating a shared library must not break the services that run on it.
  */
 export async function checkDependents(installRoot: string, name: string, version: string): Promise<void> {
-  const broken = (await dependentsOf(installRoot, name)).filter((d) => !satisfies(version, d.range))
+  const broken = await dependentsBrokenBy(installRoot, name, version)
   if (broken.length === 0) return
   throw new AgentError(
     'dependency-conflict',
-    `${name}@${version} would break ${broken.map((d) => describe(d, name)).join(', ')}: update ${broken.length === 1 ? 'it' : 'them'} first, or pass --ignore-dependents`,
+    `${name}@${version} would break ${describeAll(broken, name)}: update ${broken.length === 1 ? 'it' : 'them'} first, or pass --ignore-dependents`,
     { name, version, dependents: broken },
   )
+}
+
+/**
+ * Refuses to roll `name` back to `version` when an installed artifact needs a range it is outside of
+ * (app 2.0.0 needs lib ^2.0.0, the rollback would put lib 1.0.0 under it), as install refuses an update
+ * that leaves one: rollback switches one artifact, and must not break the services that run on it
+ * without the owner saying so (`--ignore-dependents`).
+ */
+export async function checkDependentsOfRollback(
+  installRoot: string,
+  name: string,
+  from: string | null,
+  version: string,
+): Promise<void> {
+  const broken = await dependentsBrokenBy(installRoot, name, version)
+  if (broken.length === 0) return
+  throw new AgentError(
+    'dependency-conflict',
+    `rolling ${name} back from ${from ?? 'nothing'} to ${version} would break ${describeAll(broken, name)}; nothing was switched. Roll back or install a version of ${broken.length === 1 ? 'it' : 'them'} that accepts ${name}@${version} first, or pass --ignore-dependents to roll back anyway`,
+    { name, from, version, dependents: broken },
+  )
+}
+
+/** The installed artifacts whose current version needs a range of `name` that `version` is outside of. */
+async function dependentsBrokenBy(installRoot: string, name: string, version: string): Promise<Dependent[]> {
+  return (await dependentsOf(installRoot, name)).filter((d) => !satisfies(version, d.range))
+}
+
+function describeAll(dependents: readonly Dependent[], dependency: string): string {
+  return dependents.map((d) => describe(d, dependency)).join(', ')
 }
 
 /**

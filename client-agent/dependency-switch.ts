@@ -3,12 +3,16 @@ import { join } from 'node:path'
 import { z } from 'zod'
 import { ArtifactName, Version } from '../schemas/common.ts'
 import type { ArtifactManifest } from '../schemas/manifest.ts'
+import type { AgentConfig } from './config.ts'
+import { fileHasBytes } from './download.ts'
 import { AgentError } from './errors.ts'
 import { artifactOfFolder } from './fs/artifact-folder.ts'
 import type { LockWait } from './fs/artifact-lock.ts'
 import { fsyncDir, writeFileAtomic } from './fs/atomic.ts'
 import { unlessMissing } from './fs/missing.ts'
+import { maintainerTrustsOnDisk } from './root-trust.ts'
 import { ArtifactStore } from './store.ts'
+import { distrustedSigners, type MaintainerTrust, signatureShortfall } from './trust.ts'
 
 /**
  * A version downloaded, verified and committed to its store (versions/<v>), not yet current: it is
@@ -19,6 +23,11 @@ export interface StagedSwitch {
   manifest: ArtifactManifest
   /** What was current when it was staged: it is switched only if that is still current. */
   from: string | null
+  /**
+   * This update committed the version (downloaded it, or took the daemon's prefetched copy); false when
+   * it found it already on disk, maybe staged by another update under way (discardNeverInstalled).
+   */
+  downloaded: boolean
   /** Makes it current (store.activate with the trust it was verified under). */
   activate(): Promise<void>
   /** After every switch: telemetry and pruning, best effort (the switch already stands). */
@@ -115,13 +124,20 @@ export async function switchTogether(
 
 /**
  * Completes the switches a crashed update left half done (its journal in `topStore`, whose lock the
- * caller holds): every version was verified and committed before the first switch, so finishing is
- * only moving links, and needs no network. Abandoned instead when an artifact in it has since been
- * changed by someone else (its current version is neither the one before nor the one after) or the
- * staged version is gone: the owner's later change wins. Returns the artifacts it switched.
+ * caller holds). Every version was verified and committed before the first switch, so finishing is
+ * only moving links and needs no network; but a crash can be followed by anything before the restart
+ * (a disk rotting under versions/, a root revoking the key that signed them), so each version still to
+ * be switched to is checked again as a rollback checks the version it returns to: its blob re-hashed
+ * against its stored signed manifest, and that manifest vouched for by the keys the device trusts now,
+ * on disk (it runs before the root is refreshed, and offline). One that fails drops the switch: the
+ * switches already made are put back to the versions they left, so the set runs as before the update,
+ * the journal goes, and the failure is thrown (`integrity-mismatch` or `untrusted-manifest`, naming
+ * it). Abandoned silently instead when an artifact in it has since been changed by someone else (its
+ * current version is neither the one before nor the one after) or the staged version is gone: the
+ * owner's later change wins. Returns the artifacts it switched.
  */
 export async function finishInterruptedSwitch(
-  installRoot: string,
+  config: AgentConfig,
   topStore: ArtifactStore,
   wait: LockWait,
 ): Promise<string[]> {
@@ -134,7 +150,7 @@ export async function finishInterruptedSwitch(
   }
   const steps = parsed.data.steps.map((step) => ({
     ...step,
-    store: step.name === topStore.name ? topStore : new ArtifactStore(installRoot, step.name),
+    store: step.name === topStore.name ? topStore : new ArtifactStore(config.installRoot, step.name),
   }))
   const others = steps.filter((step) => step.store !== topStore).map((step) => step.store)
   return withLocks(others, wait, async () => {
@@ -148,10 +164,103 @@ export async function finishInterruptedSwitch(
       }
       pending.push(step)
     }
+    const trusts = await maintainerTrustsOnDisk(config)
+    for (const step of pending) {
+      const problem = await keptVersionProblem(step.store, step.to, trusts)
+      if (problem === null) continue
+      const putBack = await putBackSwitched(steps.filter((s) => !pending.includes(s)))
+      await removeJournal(topStore)
+      throw notFinished(topStore.name, step, problem, putBack)
+    }
     for (const step of pending) await step.store.activate((await step.store.manifestOf(step.to)).signed)
     await removeJournal(topStore)
     return pending.map((step) => step.name)
   })
+}
+
+/** Why a version kept on disk must not be switched to now, or null when it may. */
+interface KeptVersionProblem {
+  code: 'integrity-mismatch' | 'untrusted-manifest'
+  why: string
+  revokedKeys?: string[]
+}
+
+/**
+ * The checks `rollback` makes of the version it returns to (install.ts assertStillVouchedFor and its
+ * re-hash): enough signatures by keys trusted now (`trusts`: maintainerTrustsOnDisk), and the bytes
+ * its signed manifest names.
+ */
+async function keptVersionProblem(
+  store: ArtifactStore,
+  version: string,
+  trusts: readonly MaintainerTrust[],
+): Promise<KeptVersionProblem | null> {
+  const envelope = await store.manifestOf(version)
+  const verdict = await distrustedSigners(envelope, trusts)
+  if (!verdict.met) {
+    const by =
+      verdict.untrusted.length > 0
+        ? ` (signed by ${verdict.untrusted.join(', ')}, no longer trusted: revoked by a newer root or dropped from the config)`
+        : ''
+    return {
+      code: 'untrusted-manifest',
+      why: `has ${signatureShortfall(verdict.threshold)} now${by}`,
+      revokedKeys: verdict.untrusted,
+    }
+  }
+  if (!(await fileHasBytes(store.blobPath(version), envelope.signed)))
+    return { code: 'integrity-mismatch', why: 'no longer has the bytes its signed manifest names' }
+  return null
+}
+
+/**
+ * Puts the journal's switches already made back to the version each left (kept installed: the store's
+ * previous), newest first; one that had none stays (nothing ran it). Returns what was put back and
+ * what could not be (its version before is gone or its link cannot be moved).
+ */
+async function putBackSwitched(
+  switched: ReadonlyArray<{ name: string; from: string | null; to: string; store: ArtifactStore }>,
+): Promise<{ putBack: string[]; stayed: string[] }> {
+  const result = { putBack: [] as string[], stayed: [] as string[] }
+  for (const step of [...switched].reverse()) {
+    if (step.from === null) continue
+    const from = step.from
+    const done = await step.store
+      .manifestOf(from)
+      .then((envelope) => step.store.activate(envelope.signed))
+      .then(
+        () => true,
+        () => false,
+      )
+    ;(done ? result.putBack : result.stayed).push(`${step.name} ${step.to} → ${from}`)
+  }
+  return result
+}
+
+/** The error of a journal dropped because `step`'s version failed its check. */
+function notFinished(
+  top: string,
+  step: { name: string; from: string | null; to: string },
+  problem: KeptVersionProblem,
+  { putBack, stayed }: { putBack: string[]; stayed: string[] },
+): AgentError {
+  const back = putBack.length > 0 ? `; the switches it had made were put back (${putBack.join(', ')})` : ''
+  const left =
+    stayed.length > 0
+      ? `; these could not be put back and still run the new version: ${stayed.join(', ')}`
+      : ''
+  return new AgentError(
+    problem.code,
+    `an update of ${top} killed while switching was not finished: ${step.name}@${step.to} on disk ${problem.why}${back}${left}; ${step.name} stays on ${step.from ?? 'nothing'} and nothing else was done. Run \`deltaport update ${top}\` to download and verify the update again`,
+    {
+      artifact: top,
+      name: step.name,
+      version: step.to,
+      putBack,
+      ...(stayed.length > 0 ? { notPutBack: stayed } : {}),
+      ...(problem.revokedKeys ? { revokedKeys: problem.revokedKeys } : {}),
+    },
+  )
 }
 
 /** An update's switches a kill left half done: the artifact whose journal names them, and the switches. */
@@ -191,14 +300,14 @@ export async function interruptedSwitchesNaming(
  * it switched.
  */
 export async function finishSwitchesNaming(
-  installRoot: string,
+  config: AgentConfig,
   name: string,
   wait: LockWait,
 ): Promise<string[]> {
   const switched: string[] = []
-  for (const { artifact } of await interruptedSwitchesNaming(installRoot, name)) {
-    const top = new ArtifactStore(installRoot, artifact)
-    switched.push(...(await top.withLock(wait, () => finishInterruptedSwitch(installRoot, top, wait))))
+  for (const { artifact } of await interruptedSwitchesNaming(config.installRoot, name)) {
+    const top = new ArtifactStore(config.installRoot, artifact)
+    switched.push(...(await top.withLock(wait, () => finishInterruptedSwitch(config, top, wait))))
   }
   return switched
 }
@@ -229,7 +338,7 @@ export async function unfinishedSwitches(installRoot: string, name: string) {
       return {
         artifact,
         steps: now,
-        message: `an update of ${artifact} was killed while switching: ${switches}; \`deltaport update ${artifact}\` finishes it before anything else (only links move, no network needed), and so does a rollback of any of them before it rolls back`,
+        message: `an update of ${artifact} was killed while switching: ${switches}; \`deltaport update ${artifact}\` finishes it before anything else (only links move, no network needed, after each version is re-hashed and its signatures checked against the keys trusted now; one that fails puts the set back to the old versions), and so does a rollback of any of them before it rolls back`,
       }
     }),
   )
@@ -263,16 +372,19 @@ async function assertUnchanged(step: StagedSwitch, forName: string): Promise<voi
 }
 
 /**
- * After an update failed, deletes the versions it staged of dependencies the device did not have
+ * After an update failed, deletes the versions it downloaded of dependencies the device did not have
  * (`from` null) and that are still not current: nothing ever ran them, and like a failed first install
  * they leave nothing behind (the artifact's folder goes with the last of it). A dependency the device
  * has keeps its staged version for the next try (pruning takes it beyond keepVersions). One switched
- * by a switch that failed part-way is current and stays. Best effort and never waiting: a dependency
- * another process holds is left to it, and the update's own error is the one reported.
+ * by a switch that failed part-way is current and stays. One this update found already on disk stays
+ * too: another update under way may have staged it (no lock is held between staging and the switch),
+ * and deleting it made that update end busy with nothing switched; what is left of a killed update
+ * is left as before. Best effort and never waiting: a dependency another process holds is left to it,
+ * and the update's own error is the one reported.
  */
 export async function discardNeverInstalled(plan: SwitchPlan): Promise<void> {
   for (const step of plan.steps) {
-    if (step.from !== null) continue
+    if (step.from !== null || !step.downloaded) continue
     await step.store
       .withLock({ timeoutMs: 0 }, () => step.store.discardStaged(step.manifest.version))
       .catch(() => undefined)
@@ -293,6 +405,16 @@ async function switchBack(switched: readonly StagedSwitch[]): Promise<void> {
       .then((envelope) => step.store.activate(envelope.signed))
       .catch(() => undefined)
   }
+}
+
+/**
+ * Drops the journal of `store`'s own update killed while switching, for `uninstall` (lock held): the
+ * artifact it was for is going, so the update is abandoned, not finished. Left, it kept the folder of
+ * an artifact the device never had (a killed first install) alive, and `status` of a dependency in it
+ * kept warning of an update whose finishing would only drop it.
+ */
+export async function dropInterruptedSwitch(store: ArtifactStore): Promise<void> {
+  await removeJournal(store)
 }
 
 function journalPath(store: ArtifactStore): string {

@@ -7,6 +7,7 @@ import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
 import {
   checkDependents,
+  checkDependentsOfRollback,
   type DependencyOutcome,
   ensureDependencies,
   type InstallDependency,
@@ -132,7 +133,7 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
   return store.withLock(lockWaitOf(request), async () => {
     // An update of this artifact and its dependencies was killed while switching them: finish it first
     // (everything was verified and committed before the first switch), before anything reads `current`.
-    if (!request.switchPlan) await finishInterruptedSwitch(config.installRoot, store, lockWaitOf(request))
+    if (!request.switchPlan) await finishInterruptedSwitch(config, store, lockWaitOf(request))
     // A root rotated or revoked a key since the config was loaded (ADR 0035): trust what it says now.
     const trusted = await refreshRootTrust(config, {
       ...fetchOf(request),
@@ -290,11 +291,12 @@ async function installLocked(
    * then the versions beyond `keepVersions` go. A dependency install stages its switch in the plan of
    * the install above it instead.
    */
-  const switchTo = async (prefetchHit = false): Promise<{ pruned: string[] }> => {
+  const switchTo = async (downloaded: boolean, prefetchHit = false): Promise<{ pruned: string[] }> => {
     const step: StagedSwitch = {
       store,
       manifest,
       from: state.current,
+      downloaded,
       activate: async () => {
         await store.activate(manifest, { trust: config, ...(retreat ? { yankSeen: retreat.yankSeen } : {}) })
       },
@@ -333,7 +335,7 @@ async function installLocked(
     (await store.manifestOrNull(version)) !== null &&
     (await fileHasBytes(store.blobPath(version), manifest))
   ) {
-    const switched = await switchTo()
+    const switched = await switchTo(false)
     return {
       ...base,
       method: 'local',
@@ -347,7 +349,7 @@ async function installLocked(
   const stagedBlob = store.workPath(`${version}.staged`)
   if (await new StagingArea(config.installRoot).take(manifest, stagedBlob)) {
     await store.commitVersion(stagedBlob, envelope)
-    const switched = await switchTo(true)
+    const switched = await switchTo(true, true)
     return {
       ...base,
       method: 'staged',
@@ -368,7 +370,7 @@ async function installLocked(
     : await planCheaperUpdate(config, request, edge, store, manifest, state.current)
   if (planned) {
     await store.commitVersion(planned.blobPath, envelope)
-    const switched = await switchTo()
+    const switched = await switchTo(true)
     return {
       ...base,
       method:
@@ -394,7 +396,7 @@ async function installLocked(
     bandwidthCapBps: config.bandwidthCapBps,
   })
   await store.commitVersion(partial, envelope)
-  const switched = await switchTo()
+  const switched = await switchTo(true)
   return {
     ...base,
     method: 'full',
@@ -580,6 +582,8 @@ export interface RollbackOptions extends Pick<InstallRequest, 'lockWaitMs' | 'on
    * explicit word that bytes only a revoked key vouches for may run again.
    */
   allowRevoked?: boolean
+  /** Switch even when installed artifacts need another range of this one (`--ignore-dependents`). */
+  ignoreDependents?: boolean
 }
 
 export async function rollbackArtifact(config: AgentConfig, name: string, wait: RollbackOptions = {}) {
@@ -588,7 +592,7 @@ export async function rollbackArtifact(config: AgentConfig, name: string, wait: 
   // An update of it (or of an artifact it is a dependency of) was killed while switching: the set is
   // half switched, and rolling one artifact of it back would act on neither the old set nor the new.
   // Finish it first, as the next install would; the rollback then undoes the finished update.
-  const finished = await finishSwitchesNaming(config.installRoot, name, lockWaitOf(wait))
+  const finished = await finishSwitchesNaming(config, name, lockWaitOf(wait))
   return store.withLock(lockWaitOf(wait), async () => {
     const before = await store.state()
     // Nothing to switch back to is the version not being there (not-found), like an artifact never
@@ -607,6 +611,8 @@ export async function rollbackArtifact(config: AgentConfig, name: string, wait: 
         `${name}'s previous version ${before.previous} is no longer installed: install it with "deltaport install ${name}@${before.previous}${before.current && lt(before.previous, before.current) ? ' --allow-downgrade' : ''}"`,
         { current: before.current, previous: before.previous },
       )
+    if (!wait.ignoreDependents)
+      await checkDependentsOfRollback(config.installRoot, name, before.current, before.previous)
     const envelope = await store.manifestOf(before.previous)
     if (!wait.allowRevoked) await assertStillVouchedFor(config, name, before.previous, envelope)
     if (!(await fileHasBytes(store.blobPath(before.previous), envelope.signed)))

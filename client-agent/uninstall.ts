@@ -2,6 +2,7 @@ import { join } from 'node:path'
 import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
 import { dependentsOf } from './dependencies.ts'
+import { dropInterruptedSwitch } from './dependency-switch.ts'
 import { AgentError } from './errors.ts'
 import { type InstallRequest, lockWaitOf } from './install.ts'
 import { ArtifactStore } from './store.ts'
@@ -77,6 +78,8 @@ async function uninstallInto(config: AgentConfig, request: UninstallRequest, res
     const current = state.current !== null && installed.includes(state.current) ? state.current : null
     // A damaged manifest must not stop its own uninstall (it only costs --with-dependencies its list).
     const dependencies = current ? ((await store.manifestOrNull(current))?.signed.dependencies ?? []) : []
+    // An update of it killed while switching is abandoned with it (the dependencies it switched stay).
+    await dropInterruptedSwitch(store)
     const versions = await store.uninstall()
     result.removed.push({
       name: request.name,

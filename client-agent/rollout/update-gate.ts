@@ -170,6 +170,8 @@ export async function rollbackAndReport(
     onLockWait?: (holder: string) => void
     /** `rollback --allow-revoked` (install.ts rollbackArtifact). */
     allowRevoked?: boolean
+    /** `rollback --ignore-dependents` (install.ts rollbackArtifact). */
+    ignoreDependents?: boolean
   } = {},
 ): Promise<{
   name: string
@@ -183,6 +185,7 @@ export async function rollbackAndReport(
     ...(options.lockWaitMs !== undefined ? { lockWaitMs: options.lockWaitMs } : {}),
     ...(options.onLockWait ? { onLockWait: options.onLockWait } : {}),
     ...(options.allowRevoked ? { allowRevoked: true } : {}),
+    ...(options.ignoreDependents ? { ignoreDependents: true } : {}),
   })
   if (rolled.from === null) return { ...rolled, report: null }
   const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))

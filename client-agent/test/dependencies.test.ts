@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
@@ -158,6 +158,44 @@ describe('dependencies', () => {
     expect(status.dependencies).toEqual([
       { name: 'libm', range: '^1.0.0', current: '1.0.0', satisfied: true },
     ])
+  })
+
+  it('are not rolled back under an artifact that needs the newer one, unless --ignore-dependents', async () => {
+    await publish('rb-lib', '1.0.0')
+    await publish('rb-lib', '1.1.0')
+    await publish('rb-app', '1.0.0', { 'rb-lib': '^1.0.0' })
+    const d = device('rollback-dependency')
+    await installArtifact(d, { name: 'rb-app' })
+    await publish('rb-lib', '2.0.0')
+    await publish('rb-app', '2.0.0', { 'rb-lib': '^2.0.0' })
+    await installArtifact(d, { name: 'rb-app' })
+    expect(await currentOf(d, 'rb-lib')).toBe('2.0.0')
+
+    const refused = await agentFailure(rollbackArtifact(d, 'rb-lib'))
+    expect(refused.code).toBe('dependency-conflict')
+    expect(refused.message).toContain(
+      'rolling rb-lib back from 2.0.0 to 1.1.0 would break rb-app@2.0.0 (needs rb-lib ^2.0.0); nothing was switched',
+    )
+    expect(refused.details).toMatchObject({
+      dependents: [{ name: 'rb-app', version: '2.0.0', range: '^2.0.0' }],
+    })
+    expect(await currentOf(d, 'rb-lib')).toBe('2.0.0')
+
+    const configFile = join(suite.ws.dir, 'rollback-dependency-device.json')
+    await writeFile(configFile, JSON.stringify(d))
+    const cli = (...args: string[]) =>
+      promisify(execFile)(process.execPath, [BIN, '--config', configFile, ...args])
+    const exit = await cli('rollback', 'rb-lib').then(
+      () => 0,
+      (error: { code?: number; stderr?: string }) => {
+        expect(error.stderr).toContain('pass --ignore-dependents to roll back anyway')
+        return error.code
+      },
+    )
+    expect(exit).toBe(14)
+    const forced = JSON.parse((await cli('--json', 'rollback', 'rb-lib', '--ignore-dependents')).stdout)
+    expect(forced.rollback).toMatchObject({ from: '2.0.0', to: '1.1.0' })
+    expect(await currentOf(d, 'rb-lib')).toBe('1.1.0')
   })
 })
 
@@ -436,38 +474,38 @@ describe('an update whose dependencies cannot all be installed', () => {
   })
 })
 
-describe('an update killed while switching', () => {
-  /**
-   * kapp 0.9.0 then 1.0.0 installed with libk 1.0.0, then the update to kapp 2.0.0 (which needs libk
-   * ^1.1.0) killed after libk's switch and before kapp's: libk runs 1.1.0, kapp's link and state.json
-   * are as before the update (current 1.0.0, previous 0.9.0), and the journal names both switches.
-   */
-  async function killedMidSwitch(label: string) {
-    const d = device(label)
-    const [app, lib] = [`kapp-${label}`, `libk-${label}`]
-    await publish(lib, '1.0.0')
-    await publish(app, '0.9.0', { [lib]: '^1.0.0' })
-    await publish(app, '1.0.0', { [lib]: '^1.0.0' })
-    await installArtifact(d, { name: app, target: '0.9.0' })
-    await installArtifact(d, { name: app, target: '1.0.0' })
-    const appStore = new ArtifactStore(d.installRoot, app)
-    const appState = await readFile(join(appStore.dir, 'state.json'))
-    await publish(lib, '1.1.0')
-    await publish(app, '2.0.0', { [lib]: '^1.1.0' })
-    await installArtifact(d, { name: app })
-    await writeFile(join(appStore.dir, 'state.json'), appState)
-    await rm(appStore.currentLink)
-    await symlink(join('versions', '1.0.0'), appStore.currentLink)
-    const steps = [
-      { name: lib, from: '1.0.0', to: '1.1.0' },
-      { name: app, from: '1.0.0', to: '2.0.0' },
-    ]
-    await writeFile(join(appStore.dir, 'switching.json'), JSON.stringify({ steps }))
-    expect(await currentOf(d, app)).toBe('1.0.0')
-    expect(await currentOf(d, lib)).toBe('1.1.0')
-    return { d, app, lib, appStore, steps }
-  }
+/**
+ * kapp 0.9.0 then 1.0.0 installed with libk 1.0.0, then the update to kapp 2.0.0 (which needs libk
+ * ^1.1.0) killed after libk's switch and before kapp's: libk runs 1.1.0, kapp's link and state.json
+ * are as before the update (current 1.0.0, previous 0.9.0), and the journal names both switches.
+ */
+async function killedMidSwitch(label: string) {
+  const d = device(label)
+  const [app, lib] = [`kapp-${label}`, `libk-${label}`]
+  await publish(lib, '1.0.0')
+  await publish(app, '0.9.0', { [lib]: '^1.0.0' })
+  await publish(app, '1.0.0', { [lib]: '^1.0.0' })
+  await installArtifact(d, { name: app, target: '0.9.0' })
+  await installArtifact(d, { name: app, target: '1.0.0' })
+  const appStore = new ArtifactStore(d.installRoot, app)
+  const appState = await readFile(join(appStore.dir, 'state.json'))
+  await publish(lib, '1.1.0')
+  await publish(app, '2.0.0', { [lib]: '^1.1.0' })
+  await installArtifact(d, { name: app })
+  await writeFile(join(appStore.dir, 'state.json'), appState)
+  await rm(appStore.currentLink)
+  await symlink(join('versions', '1.0.0'), appStore.currentLink)
+  const steps = [
+    { name: lib, from: '1.0.0', to: '1.1.0' },
+    { name: app, from: '1.0.0', to: '2.0.0' },
+  ]
+  await writeFile(join(appStore.dir, 'switching.json'), JSON.stringify({ steps }))
+  expect(await currentOf(d, app)).toBe('1.0.0')
+  expect(await currentOf(d, lib)).toBe('1.1.0')
+  return { d, app, lib, appStore, steps }
+}
 
+describe('an update killed while switching', () => {
   it('is reported by status, of the artifact and of a dependency in it, and finished by rollback first', async () => {
     const { d, app, lib, appStore, steps } = await killedMidSwitch('status')
     const configFile = join(suite.ws.dir, 'killed-device.json')
@@ -505,8 +543,59 @@ describe('an update killed while switching', () => {
 
   it('is finished before a rollback of a dependency in it, which then acts on the finished set', async () => {
     const { d, app, lib, appStore } = await killedMidSwitch('dependency')
-    expect(await rollbackArtifact(d, lib)).toMatchObject({ from: '1.1.0', to: '1.0.0', finished: [app] })
+    // The finished set has kapp 2.0.0, which needs libk ^1.1.0: going back to 1.0.0 under it is refused.
+    const refused = await agentFailure(rollbackArtifact(d, lib))
+    expect(refused.code).toBe('dependency-conflict')
     expect(await currentOf(d, app)).toBe('2.0.0')
+    expect(await currentOf(d, lib)).toBe('1.1.0')
+    expect(await rollbackArtifact(d, lib, { ignoreDependents: true })).toMatchObject({
+      from: '1.1.0',
+      to: '1.0.0',
+    })
+    expect(await currentOf(d, app)).toBe('2.0.0')
+    expect(await currentOf(d, lib)).toBe('1.0.0')
+    expect(await readdir(appStore.dir)).not.toContain('switching.json')
+  })
+})
+
+describe('an update killed while switching, finished later', () => {
+  it('is put back to the old set, not finished, when a staged version no longer has its signed bytes', async () => {
+    const { d, app, lib, appStore } = await killedMidSwitch('rot')
+    // The disk rots under the staged version before the restart.
+    const blob = appStore.blobPath('2.0.0')
+    await chmod(blob, 0o644)
+    const bytes = await readFile(blob)
+    bytes[0] = (bytes[0] ?? 0) ^ 0xff
+    await writeFile(blob, bytes)
+
+    const offline: typeof fetch = () => Promise.reject(new TypeError('fetch failed'))
+    const failed = await agentFailure(installArtifact(d, { name: app, fetchImpl: offline }))
+    expect(failed.code).toBe('integrity-mismatch')
+    expect(failed.message).toContain(`${app}@2.0.0 on disk no longer has the bytes its signed manifest names`)
+    expect(failed.details).toMatchObject({
+      artifact: app,
+      version: '2.0.0',
+      putBack: [`${lib} 1.1.0 → 1.0.0`],
+    })
+    expect(await currentOf(d, app)).toBe('1.0.0')
+    expect(await currentOf(d, lib)).toBe('1.0.0')
+    expect(await readdir(appStore.dir)).not.toContain('switching.json')
+
+    // The next update downloads the damaged version again and switches the whole set.
+    expect(await installArtifact(d, { name: app })).toMatchObject({ version: '2.0.0' })
+    expect(await currentOf(d, lib)).toBe('1.1.0')
+  })
+
+  it('is put back to the old set, not finished, when no key trusted now signed a staged version', async () => {
+    const { d, app, lib, appStore } = await killedMidSwitch('rotated')
+    // The maintainer key was dropped from the device's config (rotated away) before the restart.
+    const next = await generateKeyPair()
+    const rotated = { ...d, trustedKeys: [{ keyid: next.keyid, publicKey: next.publicKey }] }
+    const failed = await agentFailure(rollbackArtifact(rotated, lib))
+    expect(failed.code).toBe('untrusted-manifest')
+    expect(failed.message).toContain(`${app}@2.0.0 on disk has no valid signature by a trusted key now`)
+    expect(failed.details).toMatchObject({ revokedKeys: [d.trustedKeys[0]?.keyid] })
+    expect(await currentOf(d, app)).toBe('1.0.0')
     expect(await currentOf(d, lib)).toBe('1.0.0')
     expect(await readdir(appStore.dir)).not.toContain('switching.json')
   })
@@ -570,6 +659,41 @@ describe('two updates at once whose dependencies overlap', () => {
       ['dl-libc', '1.1.0'],
     ] as const)
       expect(await currentOf(d, name)).toBe(version)
+  })
+})
+
+describe('a failed update beside another that needs the same new dependency', () => {
+  it('does not delete the version the other update downloaded and is about to switch to', async () => {
+    await publish('nd-lib', '1.0.0')
+    await publish('nd-app-a', '1.0.0')
+    await publish('nd-app-b', '1.0.0')
+    const d = device('new-dependency')
+    await installArtifact(d, { name: 'nd-app-a' })
+    await installArtifact(d, { name: 'nd-app-b' })
+    await publish('nd-app-a', '2.0.0', { 'nd-lib': '^1.0.0' })
+    await publish('nd-app-b', '2.0.0', { 'nd-lib': '^1.0.0' })
+
+    // B downloads and stages nd-lib (the device never had it); before B's own download, A's update
+    // runs: it finds nd-lib 1.0.0 staged and reuses it, then its own bytes do not verify.
+    let aFailed: unknown = null
+    const b = await installArtifact(d, {
+      name: 'nd-app-b',
+      fullOnly: true,
+      fetchImpl: beforeBlob('nd-app-b', '2.0.0', async () => {
+        aFailed = await agentFailure(
+          installArtifact(d, {
+            name: 'nd-app-a',
+            fullOnly: true,
+            fetchImpl: corruptingBlob('nd-app-a', '2.0.0'),
+          }),
+        )
+      }),
+    })
+    expect((aFailed as { code?: string } | null)?.code).toBe('integrity-mismatch')
+    // A's cleanup left B's nd-lib alone: B switched both.
+    expect(b).toMatchObject({ version: '2.0.0' })
+    expect(await currentOf(d, 'nd-lib')).toBe('1.0.0')
+    expect(await currentOf(d, 'nd-app-a')).toBe('1.0.0')
   })
 })
 

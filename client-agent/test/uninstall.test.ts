@@ -1,10 +1,11 @@
 import { execFile, spawnSync } from 'node:child_process'
-import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
 import { StagingArea } from '../daemon/staging.ts'
+import { unfinishedSwitches } from '../dependency-switch.ts'
 import { installArtifact, rollbackArtifact } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
 import { uninstallArtifact } from '../uninstall.ts'
@@ -153,6 +154,32 @@ describe('uninstall', () => {
       ok: true,
       uninstall: { name: 'un-cli-app', removed: [{ name: 'un-cli-app' }, { name: 'un-cli-lib' }], kept: [] },
     })
+  })
+
+  it('removes the journal of an update of it killed while switching, which status then no longer reports', async () => {
+    await publish('un-jlib', '1.0.0')
+    await publish('un-japp', '1.0.0', { 'un-jlib': '^1.0.0' })
+    const device: AgentConfig = {
+      ...suite.ws.config,
+      installRoot: join(suite.ws.dir, 'store-uninstall-journal'),
+    }
+    await installArtifact(device, { name: 'un-japp' })
+    // What a kill of that first install leaves after un-jlib's switch: the app committed, never current.
+    const app = new ArtifactStore(device.installRoot, 'un-japp')
+    await rm(app.currentLink)
+    await rm(join(app.dir, 'state.json'))
+    const steps = [
+      { name: 'un-jlib', from: null, to: '1.0.0' },
+      { name: 'un-japp', from: null, to: '1.0.0' },
+    ]
+    await writeFile(join(app.dir, 'switching.json'), JSON.stringify({ steps }))
+    expect(await unfinishedSwitches(device.installRoot, 'un-jlib')).toHaveLength(1)
+
+    await uninstallArtifact(device, { name: 'un-japp' })
+    // Only the app's serial memory (state.json) is left, and status of the library no longer tells of
+    // an update of the app to finish (whose `deltaport update` would install the app again).
+    expect(await readdir(app.dir)).toEqual(['state.json'])
+    expect(await unfinishedSwitches(device.installRoot, 'un-jlib')).toEqual([])
   })
 
   it('removes what a killed first install left, and only then says "not installed"', async () => {
