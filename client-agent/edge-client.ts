@@ -104,6 +104,25 @@ export class EdgeClient {
   async index(name: string): Promise<ArtifactIndex> {
     const response = await this.request(artifactPath(name))
     if (!response.ok) throw await errorFromResponse(response, `listing ${name}`)
+    return this.indexFrom(response, name)
+  }
+
+  /**
+   * The index as `index` reads it, or null when the edge lists no such artifact (404: nothing published
+   * yet). One request: asking for the status first and then for the index cost two, and left the first
+   * answer's body unread.
+   */
+  async indexIfListed(name: string): Promise<ArtifactIndex | null> {
+    const response = await this.request(artifactPath(name))
+    if (response.status === 404) {
+      await response.body?.cancel()
+      return null
+    }
+    if (!response.ok) throw await errorFromResponse(response, `listing ${name}`)
+    return this.indexFrom(response, name)
+  }
+
+  private async indexFrom(response: Response, name: string): Promise<ArtifactIndex> {
     // Bounded and stall-timed: an endless or trickling answer must not hold the agent (TUF endless data).
     const json = await readJsonBounded(
       response,

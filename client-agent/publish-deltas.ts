@@ -66,10 +66,8 @@ export async function buildDeltasFromPrevious(
   const { version } = options
   if (count <= 0 && version === undefined) return []
   const edge = new EdgeClient(edgeUrl, options.fetchImpl)
-  const listing = await edge.request(artifactPath(name))
-  if (listing.status === 404) return []
-  if (!listing.ok) throw await errorFromResponse(listing, `listing ${name}`)
-  const index = await edge.index(name)
+  const index = await edge.indexIfListed(name)
+  if (!index) return []
   if (version !== undefined && index.versions.some((v) => v.version === version)) {
     throw alreadyPublished(name, version)
   }

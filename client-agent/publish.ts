@@ -15,7 +15,7 @@ import {
   UploadedPart,
 } from '../schemas/publish.ts'
 import { keyIdOf } from '../schemas/signed-envelope.ts'
-import { artifactPath, EdgeClient } from './edge-client.ts'
+import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { regularFileSize } from './fs/file-io.ts'
 import { abortOnStopSignals } from './fs/stop-signals.ts'
@@ -107,7 +107,7 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
       `${request.version} would be published for good and never install`,
     )
   // Before any hashing or chunking: a published version is refused anyway (versions are immutable).
-  const index = await publishedIndex(edge, request.name)
+  const index = await edge.indexIfListed(request.name)
   if (index?.versions.some((v) => v.version === request.version)) {
     throw alreadyPublished(request.name, request.version)
   }
@@ -217,7 +217,7 @@ async function commitWithFreshSerial(
       }
     }
     await sleep(serialRetryDelayMs(attempt), undefined, { signal }).catch(() => signal.throwIfAborted())
-    const current = await publishedIndex(edge, name)
+    const current = await edge.indexIfListed(name)
     if (current?.versions.some((v) => v.version === version)) throw alreadyPublished(name, version)
     const lost = channelsLostMeanwhile(version, manifest.channels, atStart, current)
     if (lost.length > 0) throw backportRefused(name, version, lost)
@@ -335,12 +335,6 @@ export function channelNotes(published: Published): string[] {
 }
 
 /** The artifact's index, or null when nothing of it is published yet. */
-async function publishedIndex(edge: EdgeClient, name: string): Promise<ArtifactIndex | null> {
-  const response = await edge.request(artifactPath(name))
-  if (response.status === 404) return null
-  if (!response.ok) throw await errorFromResponse(response, `reading the index of ${name}`)
-  return edge.index(name)
-}
 
 /**
  * The file changed after publish read it: the bytes it would upload are not the ones it signed. Nothing is

@@ -166,4 +166,18 @@ describe('deltaport resign when the edge’s answer is damaged on the way', () =
     expect(run.code, run.stderr ?? run.stdout).toBe(5)
     expect(run.failure.message).toContain('the answer to re-signing mf-resign@1.0.0 that is not JSON')
   })
+
+  it('reads the index once for each use of it, reading every answer it asks for', async () => {
+    const first = await writeArtifact(suite.ws.dir, 'mf-index-reads-1.bin', 20_000)
+    await suite.publish(first.path, 'mf-index-reads', '1.0.0')
+    const args = await publishArgs('mf-index-reads', '1.1.0', 20_000, ['--deltas-from', '1'])
+    const run = await behindProxy('index-reads', args, () => undefined)
+    expect(run.code, run.stderr ?? run.stdout).toBe(0)
+    const indexReads = run.via
+      .seen()
+      .filter((r) => r.method === 'GET' && r.path === '/v1/artifacts/mf-index-reads')
+    // Once to sign the publish (is the version free, which serial follows) and once to pick the versions
+    // the deltas start from; each used to be asked for twice, the status alone first.
+    expect(indexReads.length).toBe(2)
+  })
 })
