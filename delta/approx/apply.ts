@@ -32,7 +32,7 @@ export function applyApproxDelta(
   checkSource(h, source.length, crc32(source))
   walkBlocks(delta, h, () => {})
 
-  let target = new Uint8Array(0)
+  let target: Uint8Array = new Uint8Array(0)
   const copySource: CopySource = (pos, len, dst, at) => dst.set(source.subarray(pos, pos + len), at)
   const inflaters = blockInflaters(host)
   walkBlocks(delta, h, (index, header, payload) => {
