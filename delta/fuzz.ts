@@ -121,14 +121,16 @@ async function streamedPairs(): Promise<Pair[]> {
   for (let e = 0; e < 40; e++) target.set(randomBytes(r, 1 + Math.floor(r() * 30)), Math.floor(r() * 399_000))
   target.copyWithin(20_000, 300_000, 340_000)
   const pairs: Pair[] = []
-  for (const [method, targetWindow] of [
-    ['vcdiff', 24 * 1024],
-    ['approx', 16 * 1024],
+  // Many small windows; windows whose source segments (the span of bytes they copy) outgrow two pages.
+  for (const [method, sourceWindow, targetWindow] of [
+    ['vcdiff', 96 * 1024, 24 * 1024],
+    ['vcdiff', 384 * 1024, 160 * 1024],
+    ['approx', 96 * 1024, 16 * 1024],
   ] as const) {
     const sink = collectingSink()
     await createDeltaStream(readerFromBytes(source), readerFromBytes(target), sink, {
       method,
-      sourceWindow: 96 * 1024,
+      sourceWindow,
       targetWindow,
     })
     pairs.push({ source, target, delta: sink.bytes() })
