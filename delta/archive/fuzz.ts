@@ -229,7 +229,14 @@ function mutateBytes(delta: Uint8Array, r: () => number): Uint8Array {
 /** Edits one decoded field so the container stays well-formed and the deeper checks are exercised. */
 function mutateFields(delta: Uint8Array, r: () => number): Uint8Array {
   const c = decodeContainer(delta, LIMITS)
-  const big = () => (r() < 0.5 ? Math.floor(r() * 64) : Math.floor(r() * 2 ** 24))
+  // Small, plausible, or the sizes that provoke huge allocations (2^31, 2^32 - 1, 2^40): those must be
+  // refused against the limits before anything is allocated.
+  const big = () => {
+    const pick = r()
+    if (pick < 0.45) return Math.floor(r() * 64)
+    if (pick < 0.9) return Math.floor(r() * 2 ** 24)
+    return [2 ** 31, 2 ** 32 - 1, 2 ** 40][Math.floor(r() * 3)]!
+  }
   // Mostly a stream's segment: most field edits below leave a literal segment as it was.
   const streams = c.segments.filter((s) => s.kind !== 'literal')
   const pool = streams.length > 0 && r() < 0.8 ? streams : c.segments
