@@ -4,6 +4,7 @@
  * Seeded so a failing case replays exactly.
  */
 import { concatBytes } from './io.ts'
+import type { KnownCopy } from './known-copies.ts'
 
 /** Small deterministic PRNG (xorshift32) so a failing seed can be replayed exactly. */
 export function rng(seed: number): () => number {
@@ -84,4 +85,20 @@ export function textWithStoredStretches(seed: number): Uint8Array {
     sourceLikeText(seed + 2, 120_000),
     randomBytes(r, 70_000),
   ])
+}
+
+/**
+ * Known-copy hints (known-copies.ts) for a pair, right and wrong alike: the same stretch at the same
+ * offset (right where the target is a lightly edited source), random stretches (wrong, overlapping,
+ * out of bounds). Differs must check every hint, so any mix still makes a delta that applies exactly.
+ */
+export function randomKnownCopies(r: () => number, sourceLength: number, targetLength: number): KnownCopy[] {
+  const copies: KnownCopy[] = []
+  for (let n = 1 + Math.floor(r() * 4); n > 0; n--) {
+    const target = Math.floor(r() * (targetLength + 8))
+    const length = 1 + Math.floor(r() * Math.max(1, targetLength - target + 8))
+    const source = r() < 0.5 ? target : Math.floor(r() * (sourceLength + 8)) - (r() < 0.05 ? 16 : 0)
+    copies.push({ target, source, length })
+  }
+  return copies
 }

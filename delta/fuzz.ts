@@ -2,8 +2,8 @@
  * Fuzzing the codec's front door, applyDeltaStream (index.ts), where the per-container fuzzers stop:
  * the delta arrives in chunks of any size and the *source reader* misbehaves too — it returns short
  * reads (through `read` or `readInto`), claims a size the bytes behind it do not have, or hands back
- * more than it was asked for. Deltas of every container (VCDIFF, DPAX, DPAR over a small .tgz pair)
- * are applied valid, damaged or as noise. Allowed outcomes: a DeltaFormatError, or output that is
+ * more than it was asked for. Deltas of every container (VCDIFF, DPAX, DPAR over a small .tgz pair,
+ * and VCDIFF and DPAX as createDeltaStream writes them) are applied valid, damaged or as noise. Allowed outcomes: a DeltaFormatError, or output that is
  * exactly the target (required when both the delta and the reader are honest).
  */
 import { gzip } from 'pako'
@@ -12,9 +12,17 @@ import { createArchiveDelta } from './archive/create.ts'
 import type { DeflateEngine } from './archive/deflate-engine.ts'
 import { approxDiffer } from './archive/differs.ts'
 import { DeltaFormatError } from './errors.ts'
-import { mutateBytes, randomBytes, rng, sourceLikeText } from './fuzz-input.ts'
+import { mutateBytes, randomBytes, randomKnownCopies, rng, sourceLikeText } from './fuzz-input.ts'
 import { applyDeltaStream } from './index.ts'
-import { collectingSink, concatBytes, type RandomAccessReader, sameBytes, sourceFromBytes } from './io.ts'
+import {
+  collectingSink,
+  concatBytes,
+  type RandomAccessReader,
+  readerFromBytes,
+  sameBytes,
+  sourceFromBytes,
+} from './io.ts'
+import { createDeltaStream } from './stream-create.ts'
 import { encodeVcdiff } from './vcdiff/encode.ts'
 
 export interface ApplyStreamFuzzReport {
@@ -100,7 +108,40 @@ function archivePairs(): Pair[] {
   return pairs
 }
 
-/** A random source and an edited copy of it, with a VCDIFF or DPAX delta between them. */
+/**
+ * Deltas made by createDeltaStream with small windows, so the decoders see what only it writes: VCDIFF
+ * windows whose source segments move through a source bigger than the streaming decoder's page cache
+ * (when the fuzz limits shrink it to two pages), and DPAX blocks matched against moving source windows.
+ */
+async function streamedPairs(): Promise<Pair[]> {
+  const r = rng(0x57e4)
+  const source = randomBytes(r, 400_000)
+  // Scattered edits, and a stretch moved further than a source window reaches (sent as new bytes).
+  const target = source.slice()
+  for (let e = 0; e < 40; e++) target.set(randomBytes(r, 1 + Math.floor(r() * 30)), Math.floor(r() * 399_000))
+  target.copyWithin(20_000, 300_000, 340_000)
+  const pairs: Pair[] = []
+  // Many small windows; windows whose source segments (the span of bytes they copy) outgrow two pages.
+  for (const [method, sourceWindow, targetWindow] of [
+    ['vcdiff', 96 * 1024, 24 * 1024],
+    ['vcdiff', 384 * 1024, 160 * 1024],
+    ['approx', 96 * 1024, 16 * 1024],
+  ] as const) {
+    const sink = collectingSink()
+    await createDeltaStream(readerFromBytes(source), readerFromBytes(target), sink, {
+      method,
+      sourceWindow,
+      targetWindow,
+    })
+    pairs.push({ source, target, delta: sink.bytes() })
+  }
+  return pairs
+}
+
+/**
+ * A random source and an edited copy of it, with a VCDIFF or DPAX delta between them, sometimes made
+ * with known-copy hints (right and wrong ones).
+ */
 function bytePair(r: () => number): Pair {
   const source = randomBytes(r, Math.floor(r() * 4000))
   const target = source.slice()
@@ -112,13 +153,15 @@ function bytePair(r: () => number): Pair {
   // native inflate takes over (approx/inflate.ts).
   const fresh = r() < 0.1 ? 5000 + Math.floor(r() * 3000) : r() < 0.3 ? Math.floor(r() * 500) : 0
   const grown = fresh > 0 ? concatBytes([target, randomBytes(r, fresh)]) : target
+  const hints = r() < 0.3 ? { knownCopies: randomKnownCopies(r, source.length, grown.length) } : {}
   const delta =
     r() < 0.5
       ? encodeVcdiff(source, grown, {
           checksum: r() < 0.7,
           ...(r() < 0.3 ? { windowSize: 64 + Math.floor(r() * 1000) } : {}),
+          ...hints,
         })
-      : createApproxDelta(source, grown, { blockSize: 1 + Math.floor(r() * 2000) })
+      : createApproxDelta(source, grown, { blockSize: 1 + Math.floor(r() * 2000), ...hints })
   return { source, target: grown, delta }
 }
 
@@ -141,11 +184,18 @@ export async function fuzzApplyStream(
 ): Promise<ApplyStreamFuzzReport> {
   const report: ApplyStreamFuzzReport = { iterations: 0, applied: 0, rejected: 0, survived: 0 }
   const archives = archivePairs()
+  const streamed = await streamedPairs()
   const deadline = Date.now() + seconds * 1000
   while (Date.now() < deadline) {
     const iterSeed = (seed + report.iterations * 0x632be5ab) | 0
     const r = rng(iterSeed)
-    const pair = r() < 0.2 && archives.length > 0 ? archives[Math.floor(r() * archives.length)]! : bytePair(r)
+    const pick = r()
+    const pair =
+      pick < 0.15 && archives.length > 0
+        ? archives[Math.floor(r() * archives.length)]!
+        : pick < 0.3
+          ? streamed[Math.floor(r() * streamed.length)]!
+          : bytePair(r)
     const how = MISBEHAVIOURS[Math.floor(r() * MISBEHAVIOURS.length)]!
     const kind = r()
     const delta =
@@ -162,7 +212,12 @@ export async function fuzzApplyStream(
         hostileReader(pair.source, how, r),
         sourceFromBytes(delta, 1 + Math.floor(r() * 700)),
         sink,
-        { ...LIMITS, ...(engine && r() < 0.5 ? { deflateEngine: engine } : {}) },
+        {
+          ...LIMITS,
+          // Two 64 KiB pages: VCDIFF source segments larger than that are paged in and out.
+          ...(r() < 0.5 ? { vcdiff: { ...LIMITS.vcdiff, maxSourceCache: 2 * 64 * 1024 } } : {}),
+          ...(engine && r() < 0.5 ? { deflateEngine: engine } : {}),
+        },
       )
       // A damaged VCDIFF without checksums may legitimately decode to other bytes; everything else is
       // checked (DPAX and DPAR by their target CRC, VCDIFF by the unchanged delta).

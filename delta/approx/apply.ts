@@ -1,8 +1,11 @@
 /**
  * In-memory apply. A first pass walks the block headers only, proving every claimed size is backed by
- * bytes actually present in the delta (and DEFLATE's maximum ratio), before the target is allocated.
+ * bytes actually present in the delta (and DEFLATE's maximum ratio). The target then grows as blocks
+ * decode (doubling, like VCDIFF's in-memory decoder), never sized from the header alone: a few KB of
+ * block headers can claim as much as the caller's maxTargetSize, while each block must decode before
+ * its bytes are allocated.
  */
-import { check } from '../errors.ts'
+import { check, DeltaFormatError } from '../errors.ts'
 import { blockInflaters, type CopySource, decodeBlock, replayBlock } from './block.ts'
 import { crc32 } from './crc32.ts'
 import {
@@ -29,15 +32,31 @@ export function applyApproxDelta(
   checkSource(h, source.length, crc32(source))
   walkBlocks(delta, h, () => {})
 
-  const target = new Uint8Array(h.targetLength)
+  let target: Uint8Array = new Uint8Array(0)
   const copySource: CopySource = (pos, len, dst, at) => dst.set(source.subarray(pos, pos + len), at)
   const inflaters = blockInflaters(host)
   walkBlocks(delta, h, (index, header, payload) => {
     const block = decodeBlock(header, payload, h.sourceLength, inflaters)
-    replayBlock(block, copySource, target, index * h.blockSize)
+    const at = index * h.blockSize
+    const end = at + header.targetBytes
+    if (end > target.length) {
+      const grown = allocate(Math.min(h.targetLength, Math.max(end, target.length * 2)))
+      grown.set(target.subarray(0, at))
+      target = grown
+    }
+    replayBlock(block, copySource, target, at)
   })
   check(crc32(target) === h.targetCrc, 'target-mismatch', 'reconstructed target fails its checksum')
   return target
+}
+
+/** A target the host cannot hold is a limit error, as one over maxTargetSize is, never a RangeError. */
+function allocate(size: number): Uint8Array {
+  try {
+    return new Uint8Array(size)
+  } catch {
+    throw new DeltaFormatError('too-large', `cannot allocate ${size} bytes of target`)
+  }
 }
 
 /** Checks the source's length and (unless `withCrc` is false, for a length-only check) its CRC. */

@@ -140,6 +140,34 @@ describe('approx delta hostile input', () => {
     expect(formatError(() => applyApproxDelta(source, d, { maxTargetSize: 2 ** 60 })).code).toBe('bad-header')
   })
 
+  it('in memory: a target the caller allows is allocated as blocks decode, not as the header claims', () => {
+    // 32 GiB in 2048 blocks of 16 MiB whose one-byte control streams are not DEFLATE: ~60 KB of delta
+    // that passes the header walk. Sizing the target from the header tried to allocate all 32 GiB
+    // (a RangeError, not a DeltaFormatError); block 0 must fail first.
+    const blockSize = 16 << 20
+    const targetLength = 2 ** 35
+    const w = new ByteWriter()
+    w.bytes(
+      encodeHeader({
+        sourceLength: 1,
+        sourceCrc: crc32(new Uint8Array(1)),
+        targetLength,
+        targetCrc: 0,
+        blockSize,
+      }),
+    )
+    for (let i = 0; i < targetLength / blockSize; i++) {
+      encodeBlockHeader(w, {
+        targetBytes: blockSize,
+        ...{ ctrlRaw: 1, ctrlComp: 1, diffRaw: 0, diffComp: 0, extraRaw: 0, extraComp: 0 },
+      })
+      w.u8(0xff)
+    }
+    const hostile = w.finish()
+    const limits = { maxTargetSize: 2 ** 50 }
+    expect(formatError(() => applyApproxDelta(new Uint8Array(1), hostile, limits)).code).toBe('bad-stream')
+  })
+
   it('streaming: a block claiming a huge payload costs what arrives, not what it claims', async () => {
     // A 16 MiB block (the default maxBlockSize) whose control stream claims the most it may
     // (21 bytes per target byte, ≈ 374 MiB compressed), followed by 64 KiB and the end of the delta.

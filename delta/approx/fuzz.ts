@@ -4,6 +4,7 @@
  * target or throws DeltaFormatError. Pure, so `npm run fuzz` and the unit test share it.
  */
 import { DeltaFormatError } from '../errors.ts'
+import { randomKnownCopies } from '../fuzz-input.ts'
 import { collectingSink, concatBytes, readerFromBytes, sourceFromBytes } from '../io.ts'
 import { applyApproxDelta } from './apply.ts'
 import { applyApproxDeltaStream } from './apply-stream.ts'
@@ -113,7 +114,9 @@ export async function fuzzApprox(seconds: number, seed = Date.now()): Promise<Fu
     report.iterations++
     const source = randomBytes(r, int(r, 600), r() < 0.5 ? 4 : 256)
     const target = r() < 0.8 ? mutatePair(r, source) : randomBytes(r, int(r, 300), 256)
-    const delta = createApproxDelta(source, target, { blockSize: 1 + int(r, 200) })
+    // Known-copy hints, right and wrong, now and then: the encoder must check them before it copies.
+    const hints = r() < 0.2 ? { knownCopies: randomKnownCopies(r, source.length, target.length) } : {}
+    const delta = createApproxDelta(source, target, { blockSize: 1 + int(r, 200), ...hints })
     const fail = (what: string) =>
       new Error(`fuzzApprox seed ${seed} iteration ${report.iterations}: ${what}`)
     if (!expectOutcome(() => applyApproxDelta(source, delta), target, 'valid'))

@@ -10,6 +10,7 @@ import { sourceLikeText } from '../fuzz-input.ts'
 import { collectingSink } from '../io.ts'
 import { applyArchiveDelta, applyArchiveDeltaToSink } from './apply.ts'
 import { ByteWriter, concatBytes } from './bytes.ts'
+import { CHECKPOINT_MIN_RAW } from './checkpoints.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
 import { createArchiveDelta } from './create.ts'
@@ -21,8 +22,10 @@ import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 
 export interface FuzzReport {
   /**
-   * Valid (source, target, delta) triples the mutations start from: spliced gzip, recompressed gzip,
-   * multi-member gzip, reblocked gzip, puffed gzip, zip, and gzip with an inner DPAX delta.
+   * Valid (source, target, delta) triples the mutations start from (seedCases): spliced gzip (zlib's
+   * blocks and recorded ones), recompressed gzip, multi-member gzip, reblocked gzip, puffed gzip, zip
+   * (one with a spliced entry and a known copy), gzip with an inner DPAX delta, and with an engine big
+   * and checkpointed streams.
    */
   seeds: number
   iterations: number
@@ -61,7 +64,7 @@ function text(seed: number, size: number): Uint8Array {
   return new TextEncoder().encode(parts.join(''))
 }
 
-interface Case {
+export interface Case {
   source: Uint8Array
   target: Uint8Array
   delta: Uint8Array
@@ -113,22 +116,35 @@ export function zipOf(files: [string, Uint8Array, boolean][]): Uint8Array {
   return concatBytes([body.finish(), dir.finish(), end.finish()])
 }
 
-/** With `engine`, one more stream big enough (ENGINE_MIN_INPUT) for the engine, not pako, to rebuild it. */
-function cases(engine?: DeflateEngine): Case[] {
+/**
+ * The seed deltas. Every segment kind (literal, deflate, tokens, reblocked, spliced in zlib's blocks and
+ * in the stream's own), zip and gzip, and both inner differs. With `engine`, one more stream big enough
+ * (ENGINE_MIN_INPUT) for the engine, not pako, to rebuild it; and, when the engine can restart deflate,
+ * a stream big enough (checkpointsPay) to carry proved checkpoints, which only such an engine finds.
+ */
+export function seedCases(engine?: DeflateEngine): Case[] {
   const a = text(1, 20_000)
   const b = new Uint8Array([...a.subarray(0, 9000), ...text(2, 500), ...a.subarray(9000)])
   const code = sourceLikeText(5, 120_000)
   const codeEdited = new Uint8Array([...code.subarray(0, 15_000), ...text(2, 300), ...code.subarray(15_000)])
-  const pairs: [Uint8Array, Uint8Array][] = [
-    // Mostly shared tokens: a spliced segment.
-    [gzip(code, { level: 9 }), gzip(codeEdited, { level: 9 })],
+  const unchanged = sourceLikeText(7, 3000)
+  // Spliced whatever the payoff where asked (these pairs are too small for it to pay); else 'auto'.
+  const pairs: [Uint8Array, Uint8Array, 'always' | 'auto'][] = [
+    // Mostly shared tokens: a spliced segment in zlib's blocks.
+    [gzip(code, { level: 9 }), gzip(codeEdited, { level: 9 }), 'always'],
     // Nothing shared: a deflate segment, recompressed whole.
-    [gzip(text(4, 20_000), { level: 9 }), gzip(b, { level: 9 })],
-    [gzip(a, { level: 6 }), new Uint8Array([...gzip(b.subarray(0, 5000)), ...gzip(b.subarray(5000))])],
+    [gzip(text(4, 20_000), { level: 9 }), gzip(b, { level: 9 }), 'auto'],
+    [
+      gzip(a, { level: 6 }),
+      new Uint8Array([...gzip(b.subarray(0, 5000)), ...gzip(b.subarray(5000))]),
+      'auto',
+    ],
     // Fixed-Huffman streams are outside the recompression grid: zlib's tokens re-blocked.
-    [gzip(a, { level: 9, strategy: 4 }), gzip(b, { level: 9, strategy: 4 })],
+    [gzip(a, { level: 9, strategy: 4 }), gzip(b, { level: 9, strategy: 4 }), 'auto'],
+    // The same spliced: a spliced segment in the stream's own (recorded) blocks.
+    [gzip(code, { level: 9, strategy: 4 }), gzip(codeEdited, { level: 9, strategy: 4 }), 'always'],
     // fflate has a parse of its own: token segments, puffed source.
-    [fflateGzip(a, { level: 9, mtime: 0 }), fflateGzip(b, { level: 9, mtime: 0 })],
+    [fflateGzip(a, { level: 9, mtime: 0 }), fflateGzip(b, { level: 9, mtime: 0 }), 'auto'],
     [
       zipOf([
         ['a.txt', a, true],
@@ -138,15 +154,24 @@ function cases(engine?: DeflateEngine): Case[] {
         ['s.bin', text(3, 300), false],
         ['b.txt', b, true],
       ]),
+      'auto',
+    ],
+    // A zip whose unchanged deflated entry reaches the differ as a known copy, next to a spliced entry.
+    [
+      zipOf([
+        ['code.js', code, true],
+        ['same.js', unchanged, true],
+      ]),
+      zipOf([
+        ['same.js', unchanged, true],
+        ['code.js', codeEdited, true],
+      ]),
+      'always',
     ],
   ]
   const out: Case[] = []
-  for (const [source, target] of pairs) {
-    // Spliced whatever the payoff (the first pair is too small for it to pay); the others do not splice.
-    const r = createArchiveDelta(source, target, {
-      limits: LIMITS,
-      splice: out.length === 0 ? 'always' : 'auto',
-    })
+  for (const [source, target, splice] of pairs) {
+    const r = createArchiveDelta(source, target, { limits: LIMITS, splice })
     if ('delta' in r) out.push({ source, target, delta: r.delta })
   }
   // The inner differ is VCDIFF above (smallest for these pairs); DPAX's decoder runs inside DPAR too.
@@ -158,6 +183,19 @@ function cases(engine?: DeflateEngine): Case[] {
     const edited = new Uint8Array([...big.subarray(0, 50_000), ...text(6, 300), ...big.subarray(50_000)])
     const source = gzip(big, { level: 6 })
     const target = gzip(edited, { level: 6 })
+    const made = createArchiveDelta(source, target, {
+      limits: LIMITS,
+      splice: 'never',
+      deflateEngine: engine,
+    })
+    if ('delta' in made) out.push({ source, target, delta: made.delta })
+  }
+  if (engine?.deflateResumedSync) {
+    // Level 9 from CHECKPOINT_MIN_RAW (2 MiB) of content on: the smallest stream that gets checkpoints.
+    const big = sourceLikeText(22, CHECKPOINT_MIN_RAW + 100_000)
+    const edited = new Uint8Array([...big.subarray(0, 900_000), ...text(7, 300), ...big.subarray(900_000)])
+    const source = gzip(big, { level: 9 })
+    const target = gzip(edited, { level: 9 })
     const made = createArchiveDelta(source, target, {
       limits: LIMITS,
       splice: 'never',
@@ -194,7 +232,14 @@ function mutateBytes(delta: Uint8Array, r: () => number): Uint8Array {
 /** Edits one decoded field so the container stays well-formed and the deeper checks are exercised. */
 function mutateFields(delta: Uint8Array, r: () => number): Uint8Array {
   const c = decodeContainer(delta, LIMITS)
-  const big = () => (r() < 0.5 ? Math.floor(r() * 64) : Math.floor(r() * 2 ** 24))
+  // Small, plausible, or the sizes that provoke huge allocations (2^31, 2^32 - 1, 2^40): those must be
+  // refused against the limits before anything is allocated.
+  const big = () => {
+    const pick = r()
+    if (pick < 0.45) return Math.floor(r() * 64)
+    if (pick < 0.9) return Math.floor(r() * 2 ** 24)
+    return [2 ** 31, 2 ** 32 - 1, 2 ** 40][Math.floor(r() * 3)]!
+  }
   // Mostly a stream's segment: most field edits below leave a literal segment as it was.
   const streams = c.segments.filter((s) => s.kind !== 'literal')
   const pool = streams.length > 0 && r() < 0.8 ? streams : c.segments
@@ -289,7 +334,7 @@ export async function fuzzArchive(
   seed = 0x5eed,
   engine?: DeflateEngine,
 ): Promise<FuzzReport> {
-  const all = cases(engine)
+  const all = seedCases(engine)
   const report: FuzzReport = { seeds: all.length, iterations: 0, rejected: 0, accepted: 0, failures: [] }
   if (all.length === 0) return { ...report, failures: ['could not build seed deltas'] }
   const r = rng(seed)

@@ -1,5 +1,5 @@
 import { DeltaFormatError } from '../errors.ts'
-import { randomBytes, rng } from '../fuzz-input.ts'
+import { randomBytes, randomKnownCopies, rng } from '../fuzz-input.ts'
 import { collectingSink, readerFromBytes, sourceFromBytes } from '../io.ts'
 import { DEFAULT_TABLE_STRING } from './code-table.ts'
 import { decodeVcdiff, decodeVcdiffStream } from './decode.ts'
@@ -109,7 +109,9 @@ export async function fuzzVcdiff(seconds: number, seed = Date.now()): Promise<Fu
     const source = randomBytes(r, Math.floor(r() * 3000))
     const target = editedCopy(r, source, Math.floor(r() * 8))
     const windowSize = r() < 0.3 ? 64 + Math.floor(r() * 1000) : undefined
-    let valid = encodeVcdiff(source, target, { windowSize, checksum: r() < 0.7 })
+    // Known-copy hints, right and wrong: the encoder must check them, the decoder sees their copies.
+    const hints = r() < 0.2 ? { knownCopies: randomKnownCopies(r, source.length, target.length) } : {}
+    let valid = encodeVcdiff(source, target, { windowSize, checksum: r() < 0.7, ...hints })
     const customTable = r() < 0.1
     if (customTable) valid = withCustomTable(r, valid)
     const mode = r()
