@@ -1,10 +1,11 @@
 import fc from 'fast-check'
+import { deflateRaw } from 'pako'
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { collectingSink, readerFromBytes, sourceFromBytes } from '../io.ts'
 import { ByteWriter, writeU32 } from './bytes.ts'
 import { crc32, crc32Update } from './crc32.ts'
-import { encodeBlockHeader, encodeHeader, HEADER_SIZE, maxCompressed } from './format.ts'
+import { encodeBlockHeader, encodeHeader, HEADER_SIZE, maxCompressed, maxPieces } from './format.ts'
 import { fuzzApprox, mutatePair, prng } from './fuzz.ts'
 import { applyApproxDelta, applyApproxDeltaStream, createApproxDelta } from './index.ts'
 
@@ -170,9 +171,9 @@ describe('approx delta hostile input', () => {
 
   it('streaming: a block claiming a huge payload costs what arrives, not what it claims', async () => {
     // A 16 MiB block (the default maxBlockSize) whose control stream claims the most it may
-    // (21 bytes per target byte, ≈ 374 MiB compressed), followed by 64 KiB and the end of the delta.
+    // (21 bytes per piece it may hold, ≈ 11 MiB compressed), followed by 64 KiB and the end of the delta.
     const targetBytes = 16 << 20
-    const ctrlRaw = 7 + 21 * targetBytes
+    const ctrlRaw = 7 + 21 * maxPieces(targetBytes)
     const w = new ByteWriter()
     w.bytes(
       encodeHeader({
@@ -206,6 +207,64 @@ describe('approx delta hostile input', () => {
     ).rejects.toMatchObject({ code: 'truncated' })
     expect(growth).toHaveLength(1)
     expect(growth[0]).toBeLessThan(8 << 20)
+  })
+
+  it('refuses a block of more pieces than the format allows, before replaying any of them', async () => {
+    // 8 KiB of target as one-byte literal pieces: decoding each costs tens of bytes of heap, so a
+    // 12 KB delta of 4 Mi such pieces in a 16 MiB block held ~455 MB. The cap is 4096 + 1 per 32 bytes.
+    const targetBytes = 8192
+    const pieces = maxPieces(targetBytes) + 1
+    const ctrl = new ByteWriter()
+    ctrl.svarint(0)
+    for (let i = 0; i < pieces; i++) {
+      ctrl.varint(0)
+      ctrl.varint(i < pieces - 1 ? 1 : targetBytes - (pieces - 1))
+      ctrl.svarint(0)
+    }
+    const controls = ctrl.finish()
+    const target = Uint8Array.from({ length: targetBytes }, (_, i) => (i * 7) & 0xff)
+    const [ctrlStream, extraStream] = [deflateRaw(controls), deflateRaw(target)] as const
+    const w = new ByteWriter()
+    w.bytes(
+      encodeHeader({
+        sourceLength: 0,
+        sourceCrc: 0,
+        targetLength: targetBytes,
+        targetCrc: crc32(target),
+        blockSize: targetBytes,
+      }),
+    )
+    encodeBlockHeader(w, {
+      targetBytes,
+      ctrlRaw: controls.length,
+      ctrlComp: ctrlStream.length,
+      diffRaw: 0,
+      diffComp: 0,
+      extraRaw: targetBytes,
+      extraComp: extraStream.length,
+    })
+    w.bytes(ctrlStream)
+    w.bytes(extraStream)
+    const hostile = w.finish()
+    expect(formatError(() => applyApproxDelta(new Uint8Array(0), hostile)).code).toBe('bad-control')
+    await expect(applyStream(new Uint8Array(0), hostile)).rejects.toMatchObject({ code: 'bad-control' })
+  })
+
+  it('writes a target of thousands of tiny matches within the piece limit, folding short copies', async () => {
+    // 12-byte stretches of random source at random places: a match each, 10,240 of them in one block
+    // of 120 KiB, more than the 7,936 pieces the format allows it.
+    const r = prng(11)
+    const source = Uint8Array.from({ length: 1 << 16 }, () => Math.floor(r() * 256))
+    const target = new Uint8Array(10_240 * 12)
+    for (let at = 0; at < target.length; at += 12) {
+      const from = Math.floor(r() * (source.length - 12))
+      target.set(source.subarray(from, from + 12), at)
+    }
+    for (const index of ['hash', 'suffix-array'] as const) {
+      const delta = createApproxDelta(source, target, { index })
+      expect(applyApproxDelta(source, delta), index).toEqual(target)
+      expect(await applyStream(source, delta), index).toEqual(target)
+    }
   })
 
   it('survives ~2 s of fuzzing with only correct output or DeltaFormatError', async () => {

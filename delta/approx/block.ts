@@ -9,7 +9,7 @@
  */
 import { check, DeltaFormatError } from '../errors.ts'
 import { ByteReader } from './bytes.ts'
-import { type BlockHeader, copyBytes } from './format.ts'
+import { type BlockHeader, copyBytes, maxPieces } from './format.ts'
 import { ExactInflater, type InflateHost } from './inflate.ts'
 
 /** Seeks may wander but never this far: keeps positions exact and comfortably inside a double. */
@@ -55,6 +55,7 @@ export function decodeBlock(
   const r = new ByteReader(ctrl)
   const pieces: number[] = []
   const copyTotal = copyBytes(b)
+  const pieceLimit = 3 * maxPieces(b.targetBytes)
   let pos = r.svarint()
   let copied = 0
   let literal = 0
@@ -63,6 +64,7 @@ export function decodeBlock(
     const extraLen = r.varint()
     const seek = r.svarint()
     check(copyLen + extraLen > 0, 'bad-control', 'control produces no bytes')
+    check(pieces.length < pieceLimit, 'bad-control', 'block holds more pieces than the format allows')
     check(copyLen <= copyTotal - copied, 'bad-control', 'controls copy more than the diff stream holds')
     check(extraLen <= b.extraRaw - literal, 'bad-control', 'controls take more than the extra stream holds')
     if (copyLen > 0) {

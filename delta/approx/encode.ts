@@ -14,7 +14,7 @@ import {
 import { subtractWithCarry } from './arith.ts'
 import { ByteWriter } from './bytes.ts'
 import { crc32 } from './crc32.ts'
-import { type BlockHeader, defaultBlockSize, encodeBlockHeader, encodeHeader } from './format.ts'
+import { type BlockHeader, defaultBlockSize, encodeBlockHeader, encodeHeader, maxPieces } from './format.ts'
 import { matchSegments, type Segments } from './match.ts'
 
 export interface CreateApproxOptions {
@@ -190,7 +190,7 @@ function writeBlock(
 ): void {
   const { bytes: source, base: sBase } = sourceStretch
   const { bytes: target, base: tBase } = targetStretch
-  const { pieces } = block
+  const pieces = withinPieceLimit(block.pieces, block.end - block.start)
   const ctrl = new ByteWriter()
   let diffLen = 0
   for (let i = 0; i < pieces.length; i += 3) diffLen += pieces[i]!
@@ -230,6 +230,31 @@ function writeBlock(
   }
   encodeBlockHeader(out, header)
   for (const s of streams) out.bytes(s)
+}
+
+/**
+ * A block's pieces as decoders accept them (format.ts, maxPieces): copies shorter than 2, 4, … bytes
+ * are folded into the literals around them until few enough remain, which copies of 32 bytes or more
+ * always are. Only blocks of thousands of tiny matches ever need it; their bytes stay the same, moved
+ * from the diff stream to the extra stream.
+ */
+function withinPieceLimit(pieces: number[], targetBytes: number): number[] {
+  const limit = 3 * maxPieces(targetBytes)
+  let kept = pieces
+  for (let minCopy = 2; kept.length > limit; minCopy *= 2) kept = foldShortCopies(pieces, minCopy)
+  return kept
+}
+
+function foldShortCopies(pieces: readonly number[], minCopy: number): number[] {
+  const kept: number[] = []
+  for (let i = 0; i < pieces.length; i += 3) {
+    const copy = pieces[i]!
+    const literal = pieces[i + 1]!
+    if (copy >= minCopy) kept.push(copy, literal, pieces[i + 2]!)
+    else if (kept.length > 0) kept[kept.length - 2]! += copy + literal
+    else kept.push(0, copy + literal, pieces[i + 2]!)
+  }
+  return kept
 }
 
 /** (gap, value) pairs for the nonzero diff bytes; see expandSparseDiff for why. */

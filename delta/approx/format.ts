@@ -134,9 +134,20 @@ export function encodeBlockHeader(w: ByteWriter, b: BlockHeader): void {
   w.u32(b.extraComp)
 }
 
-/** Longest control a block can need: a zigzag start plus three varints per target byte, 7 bytes each. */
+/**
+ * Most pieces a block may hold: 4096 plus one per 32 target bytes. Decoding a piece costs tens of bytes
+ * of heap (its triple, then the block's read plan), so without this a 12 KB delta of one-byte pieces
+ * held hundreds of MiB; with it a block's controls cost a few times its own size at most. Our encoder
+ * folds short copies into literals when a block would need more (it never has on real pairs: they
+ * average thousands of target bytes a piece).
+ */
+export function maxPieces(targetBytes: number): number {
+  return Math.min(targetBytes, 4096 + Math.floor(targetBytes / 32))
+}
+
+/** Longest control a block can need: a zigzag start plus three varints per piece, 7 bytes each. */
 function maxCtrlRaw(targetBytes: number): number {
-  return 7 + 21 * targetBytes
+  return 7 + 21 * maxPieces(targetBytes)
 }
 
 /**
