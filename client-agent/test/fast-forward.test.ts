@@ -98,7 +98,11 @@ describe('fast-forward recovery', () => {
 
     const stuckCycle = await runDaemonCycle(before, { loadSampler: () => 0 })
     expect(stuckCycle.staged).toEqual([])
-    expect(stuckCycle.failures.map((f) => f.message)).toEqual([expect.stringContaining('(rollback refused)')])
+    // The daemon reads the index as install does (it checks each item's yank there first), so it is
+    // held back by the same word.
+    expect(stuckCycle.failures.map((f) => f.message)).toEqual([
+      expect.stringContaining(`older than what this device installed (serial 2 < ${HUGE_SERIAL})`),
+    ])
 
     // The stolen key is rotated out (a config edit here; a root does the same, ADR 0035). The daemon
     // stages the release at once; the next update installs it.
