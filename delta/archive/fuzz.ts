@@ -122,6 +122,23 @@ export function zipOf(files: [string, Uint8Array, boolean][]): Uint8Array {
  * (ENGINE_MIN_INPUT) for the engine, not pako, to rebuild it; and, when the engine can restart deflate,
  * a stream big enough (checkpointsPay) to carry proved checkpoints, which only such an engine finds.
  */
+/** A gzip pair of text with 300 bytes inserted, as a delta made whole-stream with `engine` (none if it declines). */
+function engineCase(
+  engine: DeflateEngine,
+  pair: { seed: number; length: number; editAt: number; editSeed: number; level: 6 | 9 },
+): Case[] {
+  const big = sourceLikeText(pair.seed, pair.length)
+  const edited = new Uint8Array([
+    ...big.subarray(0, pair.editAt),
+    ...text(pair.editSeed, 300),
+    ...big.subarray(pair.editAt),
+  ])
+  const source = gzip(big, { level: pair.level })
+  const target = gzip(edited, { level: pair.level })
+  const made = createArchiveDelta(source, target, { limits: LIMITS, splice: 'never', deflateEngine: engine })
+  return 'delta' in made ? [{ source, target, delta: made.delta }] : []
+}
+
 export function seedCases(engine?: DeflateEngine): Case[] {
   const a = text(1, 20_000)
   const b = new Uint8Array([...a.subarray(0, 9000), ...text(2, 500), ...a.subarray(9000)])
@@ -178,30 +195,13 @@ export function seedCases(engine?: DeflateEngine): Case[] {
   const [source, target] = pairs[1]!
   const r = createArchiveDelta(source, target, { limits: LIMITS, differs: [approxDiffer] })
   if ('delta' in r) out.push({ source, target, delta: r.delta })
-  if (engine) {
-    const big = sourceLikeText(21, 200_000)
-    const edited = new Uint8Array([...big.subarray(0, 50_000), ...text(6, 300), ...big.subarray(50_000)])
-    const source = gzip(big, { level: 6 })
-    const target = gzip(edited, { level: 6 })
-    const made = createArchiveDelta(source, target, {
-      limits: LIMITS,
-      splice: 'never',
-      deflateEngine: engine,
-    })
-    if ('delta' in made) out.push({ source, target, delta: made.delta })
-  }
+  // Whole-stream rebuilds through the engine (the agent's path), and level 9 from CHECKPOINT_MIN_RAW
+  // (2 MiB) of content on: the smallest stream that gets checkpoints, when the engine can restart.
+  if (engine)
+    out.push(...engineCase(engine, { seed: 21, length: 200_000, editAt: 50_000, editSeed: 6, level: 6 }))
   if (engine?.deflateResumedSync) {
-    // Level 9 from CHECKPOINT_MIN_RAW (2 MiB) of content on: the smallest stream that gets checkpoints.
-    const big = sourceLikeText(22, CHECKPOINT_MIN_RAW + 100_000)
-    const edited = new Uint8Array([...big.subarray(0, 900_000), ...text(7, 300), ...big.subarray(900_000)])
-    const source = gzip(big, { level: 9 })
-    const target = gzip(edited, { level: 9 })
-    const made = createArchiveDelta(source, target, {
-      limits: LIMITS,
-      splice: 'never',
-      deflateEngine: engine,
-    })
-    if ('delta' in made) out.push({ source, target, delta: made.delta })
+    const length = CHECKPOINT_MIN_RAW + 100_000
+    out.push(...engineCase(engine, { seed: 22, length, editAt: 900_000, editSeed: 7, level: 9 }))
   }
   return out
 }
