@@ -5,6 +5,7 @@ import { ProblemDetails } from '../../schemas/problem.ts'
 import { SESSION_COOKIE } from '../dashboard/operator-auth.ts'
 import { dashboardHtml, OPERATOR_TOKEN, operatorAuth } from './dashboard-helpers.ts'
 import { callApp } from './delta-helpers.ts'
+import { kvInOutage } from './failing-kv.ts'
 import { call, auth as publishAuth } from './publish-helpers.ts'
 
 const ORIGIN = 'https://edge.test'
@@ -218,15 +219,7 @@ describe('dashboard operator auth', () => {
 
   it('a revocation store that cannot be read or written is a 503, never a session let through or a logout that did not happen', async () => {
     const session = cookiePair(await login(OPERATOR_TOKEN))
-    const failing = new Proxy(env.AUTH_LOCKOUTS, {
-      get(target, property) {
-        if (property === 'get' || property === 'put')
-          return () => Promise.reject(new Error('KV GET failed: 503 Service Unavailable'))
-        const value = Reflect.get(target, property, target)
-        return typeof value === 'function' ? value.bind(target) : value
-      },
-    })
-    const outage = { ...env, AUTH_LOCKOUTS: failing } as Env
+    const outage = { ...env, AUTH_LOCKOUTS: kvInOutage(env.AUTH_LOCKOUTS) } as Env
     const page = await callApp('/dashboard', { headers: { cookie: session } }, outage)
     expect(page.response.status).toBe(503)
     expect(page.response.headers.get('retry-after')).not.toBeNull()

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { callApp } from './delta-helpers.ts'
+import { kvInOutage } from './failing-kv.ts'
 import { auth, bytesOf, call, envelopeFor, publishSingle, sha256, startPublish } from './publish-helpers.ts'
 
 describe('publish → manifest → blob', () => {
@@ -147,15 +148,7 @@ describe('publish → manifest → blob', () => {
   })
 
   it('a lockout store that cannot be read is a 503 to retry, never a 500 (nor a way around the lockout)', async () => {
-    const failing = new Proxy(env.AUTH_LOCKOUTS, {
-      get(target, property) {
-        if (property === 'get' || property === 'put')
-          return () => Promise.reject(new Error('KV GET failed: 503 Service Unavailable'))
-        const value = Reflect.get(target, property, target)
-        return typeof value === 'function' ? value.bind(target) : value
-      },
-    })
-    const outage = { ...env, AUTH_LOCKOUTS: failing } as Env
+    const outage = { ...env, AUTH_LOCKOUTS: kvInOutage(env.AUTH_LOCKOUTS) } as Env
     for (const authorization of [auth.authorization, 'Bearer wrong']) {
       const { response, bytes } = await callApp(
         '/v1/config',
