@@ -198,8 +198,15 @@ async function commitWithFreshSerial(
   for (let attempt = 1; ; attempt++) {
     const envelope = SignedManifest.parse(await signManifest({ ...manifest, serial }, publish.keys))
     let staged: PublishStarted | undefined
+    // Whether the edge may hold this envelope staged: from the moment the POST is sent, unless the edge
+    // answered it with a refusal (4xx: nothing was staged by it).
+    let mayBeStaged = false
     try {
-      staged = await stage(publish, envelope, signal)
+      mayBeStaged = true
+      staged = await stage(publish, envelope, signal).catch((error: unknown) => {
+        if (error instanceof AgentError && refusedAtStaging(error)) mayBeStaged = false
+        throw error
+      })
       const response = uploaded ? await commitStored(publish, signal) : await upload(publish, staged, signal)
       if (response.status === 201) return await publishedAnswer(edge, response, name, version)
       const what = `${uploaded ? 'committing' : 'uploading'} ${name}@${version}`
@@ -211,8 +218,11 @@ async function commitWithFreshSerial(
       // A refused serial dropped the staged manifest at the edge already: signed again below.
       const signAgain = serialOvertaken(error) && attempt < SERIAL_ATTEMPTS
       if (!signAgain) {
-        // Anything else gives the attempt up, so the version is free at once.
-        if (staged?.attempt !== undefined) await abandon(publish, staged.attempt)
+        // Anything else gives the attempt up, so the version is free at once. Also when the answer to
+        // the POST was lost after the edge staged the envelope: the attempt's name is the sha256 of the
+        // envelope as staged, which the CLI has (attemptOf), and only the holder of that exact
+        // envelope can name it (a staged manifest is never served).
+        if (mayBeStaged) await abandon(publish, staged?.attempt ?? attemptOf(envelope))
         throw error
       }
     }
@@ -276,6 +286,22 @@ async function stage(
     JSON_LIMITS.maintainer,
     `the answer to staging ${name}@${version}`,
   )
+}
+
+/**
+ * The name the edge gives the attempt staging `envelope` (its answer's `attempt`): the sha256 of the
+ * envelope exactly as staged, which is the envelope as parsed and serialized, the very bytes POSTed
+ * (workers/publish/pending-manifest.ts, attemptOf). Known without the answer, so an attempt whose
+ * staging answer was lost can still be given up.
+ */
+export function attemptOf(envelope: SignedManifest): string {
+  return createHash('sha256').update(JSON.stringify(envelope)).digest('hex')
+}
+
+/** The edge answered the staging POST with a refusal (a 4xx status): it staged nothing for it. */
+function refusedAtStaging(error: AgentError): boolean {
+  const status = error.details?.status
+  return typeof status === 'number' && status >= 400 && status < 500
 }
 
 /** Uploads the deltas, the chunk index and the bytes of the staged attempt; the last upload commits. */

@@ -61,6 +61,22 @@ describe('deltaport publish when the edge’s answers are damaged on the way', (
     expect(await publishedVersions('mf-stage-cut')).toEqual([])
   })
 
+  it('a staging answer lost after the edge staged it: the CLI gives the attempt up, a rerun publishes at once', async () => {
+    const args = await publishArgs('mf-stage-lost', '1.0.0', 4_000)
+    const run = await behindProxy('stage-lost', args, (r) =>
+      isStage(r, 'mf-stage-lost') ? { kind: 'reset' } : undefined,
+    )
+    expect(run.code, run.stderr ?? run.stdout).toBe(4)
+    // Given up by the name it never received: the sha256 of the envelope it staged.
+    const giveUp = run.via.seen().find((r) => r.method === 'DELETE')
+    expect(giveUp?.path).toMatch(/^\/v1\/publish\/mf-stage-lost\/1\.0\.0\/attempts\/[0-9a-f]{64}$/)
+    // The rerun signs a new envelope (another createdAt and expires): held for 30 minutes before.
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    const rerun = await behindProxy('stage-lost-rerun', args, () => undefined)
+    expect(rerun.code, rerun.stderr ?? rerun.stdout).toBe(0)
+    expect(await publishedVersions('mf-stage-lost')).toEqual(['1.0.0'])
+  }, 60_000)
+
   it('a staging answer of another shape: exit 5 (edge-rejected), naming the answer', async () => {
     const args = await publishArgs('mf-stage-shape', '1.0.0', 4_000)
     const run = await behindProxy('stage-shape', args, (r) =>

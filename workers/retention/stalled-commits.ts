@@ -1,7 +1,7 @@
 import { versionEntry } from '../../schemas/artifact-index.ts'
 import { ArtifactName, Version } from '../../schemas/common.ts'
 import { SignedManifest } from '../../schemas/manifest.ts'
-import { markedCommitting, readIndex } from '../storage/artifact-store.ts'
+import { isManifestOf, markedCommitting, readIndex } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { parseStored } from '../storage/stored-json.ts'
 import { STAGED_SWEPT_AFTER_MS } from './leftovers.ts'
@@ -63,7 +63,11 @@ export async function resolveStalledCommits(
     const object = await bucket.get(listed.key)
     if (!object || !markedCommitting(object.customMetadata)) continue
     const raw = await object.text()
-    if (await indexed()) {
+    const entry = await indexed()
+    if (entry) {
+      // Another attempt's claim over a version the index lists with another manifest (a takeover of a
+      // stalled commit whose index update landed late): unmarking it would serve it; left unserved.
+      if (!isManifestOf(entry, parseStored(SignedManifest, raw, listed.key, 'manifest').signed)) continue
       const written = await bucket.put(listed.key, raw, {
         httpMetadata: { contentType: 'application/json' },
         onlyIf: { etagMatches: object.etag },

@@ -1,5 +1,5 @@
 import { gt as semverGreater } from 'semver'
-import { ArtifactIndex, type VersionEntry } from '../../schemas/artifact-index.ts'
+import { ArtifactIndex, type VersionEntry, versionEntry } from '../../schemas/artifact-index.ts'
 import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
 import { keys } from './keys.ts'
@@ -70,7 +70,19 @@ export async function readPublishedManifest(
   const stored = await readManifest(bucket, keys.manifest(name, version))
   if (!stored?.committing) return stored
   const found = await readIndex(bucket, name)
-  return found?.index.versions.some((v) => v.version === version) ? stored : null
+  const entry = found ? versionEntry(found.index, version) : undefined
+  return entry && isManifestOf(entry, stored.envelope.signed) ? stored : null
+}
+
+/**
+ * Whether `manifest` is the one the index entry was made from. A marked manifest at the final key may
+ * be another attempt's: one that took the version over from a stalled commit (COMMIT_ABANDONED_AFTER_MS)
+ * claims the key, and the stalled commit's index update may still land after that, listing its own
+ * serial. The same bytes (sha256) with another serial, expiry and signature must then not be served
+ * as what the index lists.
+ */
+export function isManifestOf(entry: VersionEntry, manifest: ArtifactManifest): boolean {
+  return entry.serial === manifest.serial && entry.sha256 === manifest.sha256
 }
 
 export function emptyIndex(name: string): ArtifactIndex {
@@ -122,9 +134,10 @@ export async function commitVersion(
   const claimed = await claimManifestKey(bucket, manifest, raw, now, holdsStaged)
   let committed: Committed
   try {
+    await assertStillClaimed(bucket, manifest, claimed)
     committed = await addToIndex(bucket, manifest)
   } catch (error) {
-    await withdrawManifest(bucket, manifest)
+    await withdrawManifest(bucket, manifest, claimed)
     throw error
   }
   await unmarkCommitted(bucket, manifest, raw, claimed)
@@ -132,9 +145,32 @@ export async function commitVersion(
 }
 
 /**
+ * The index update goes ahead only while the final key still holds this commit's claim: a commit that
+ * stalled past COMMIT_ABANDONED_AFTER_MS may have been taken over (another attempt claimed the key),
+ * and listing its serial now would pair the index with the other attempt's manifest. R2 cannot make
+ * the check and the index write one step; a stall between the two is repaired after the index update
+ * (unmarkCommitted), and readers never serve a marked manifest the index entry was not made from.
+ */
+async function assertStillClaimed(bucket: R2Bucket, manifest: ArtifactManifest, claimed: string) {
+  const current = await bucket.head(keys.manifest(manifest.name, manifest.version))
+  if (current?.etag !== claimed) {
+    throw new Problem(
+      409,
+      'conflict',
+      `this commit of ${manifest.name}@${manifest.version} stalled and another publish attempt took the version over; nothing of it was committed`,
+    )
+  }
+}
+
+/**
  * Takes the commit marker off once the index lists the version, so reads of it need no index read.
  * Conditional on the key still holding what this commit wrote (a re-signing since has no marker anyway)
  * and best effort: a manifest left marked is still served, after an index read.
+ *
+ * When the key holds another attempt's marked manifest instead, that attempt took this (stalled) commit
+ * over after assertStillClaimed and before the index update landed: the index now lists this commit's
+ * manifest, so it is put back over the other's (whose own index update is refused: the version is
+ * listed), conditionally on what was read. Until then readers serve nothing (isManifestOf).
  */
 async function unmarkCommitted(
   bucket: R2Bucket,
@@ -142,12 +178,21 @@ async function unmarkCommitted(
   raw: string,
   claimed: string,
 ): Promise<void> {
-  await bucket
-    .put(keys.manifest(manifest.name, manifest.version), raw, {
-      httpMetadata: { contentType: 'application/json' },
-      onlyIf: { etagMatches: claimed },
-    })
-    .catch(() => undefined)
+  const key = keys.manifest(manifest.name, manifest.version)
+  const put = (onlyIf: R2Conditional) =>
+    bucket.put(key, raw, { httpMetadata: { contentType: 'application/json' }, onlyIf })
+  try {
+    if (await put({ etagMatches: claimed })) return
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const current = await bucket.get(key)
+      const text = await current?.text()
+      // Ours (unmarked by now), or not a commit's claim (a re-signing): nothing to repair.
+      if (!current || text === raw || !markedCommitting(current.customMetadata)) return
+      if (await put({ etagMatches: current.etag })) return
+    }
+  } catch {
+    // Best effort; see above.
+  }
 }
 
 /**
@@ -210,11 +255,19 @@ async function claimManifestKey(
  * response was lost may have landed); if even that read fails, the manifest stays and a retry of
  * the upload (the staged manifest is still there) completes the commit.
  */
-async function withdrawManifest(bucket: R2Bucket, manifest: ArtifactManifest): Promise<void> {
+async function withdrawManifest(
+  bucket: R2Bucket,
+  manifest: ArtifactManifest,
+  claimed: string,
+): Promise<void> {
   try {
     const current = await readIndex(bucket, manifest.name)
     if (current?.index.versions.some((v) => v.version === manifest.version)) return
-    await bucket.delete(keys.manifest(manifest.name, manifest.version))
+    // Only this commit's claim: another attempt that took the version over is mid-commit with its own
+    // manifest there, and deleting it would leave that commit's index entry without a manifest.
+    const key = keys.manifest(manifest.name, manifest.version)
+    if ((await bucket.head(key))?.etag !== claimed) return
+    await bucket.delete(key)
   } catch {
     // Best effort; see above.
   }

@@ -1,7 +1,10 @@
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
-import { ArtifactIndex } from '../../schemas/artifact-index.ts'
-import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
+import { ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
+import type { SignedManifest } from '../../schemas/manifest.ts'
+import { Problem } from '../http/problem.ts'
+import { COMMIT_ABANDONED_AFTER_MS, commitVersion } from '../storage/artifact-store.ts'
+import { InterceptedBucket, type R2Op } from '../storage/intercepted-bucket.ts'
 import { keys } from '../storage/keys.ts'
 import { callApp } from './delta-helpers.ts'
 import { injectedFault } from './faulty-r2.ts'
@@ -148,5 +151,116 @@ describe('a manifest during its commit', () => {
     expect((await startPublish(envelope)).status).toBe(201)
     expect(await putBlobThrough(env.ARTIFACTS, 'diedmid', '1.0.0', body)).toBe(201)
     expect((await manifestOf('diedmid', '1.0.0')).status).toBe(200)
+  })
+})
+
+/**
+ * An ARTIFACTS whose first `op` on `key` stalls until released: before the call runs, or (`afterCall`)
+ * once it ran, as a response that is slow to come back.
+ */
+function stalledAt(op: R2Op, key: string, afterCall = false) {
+  let reached: () => void = () => undefined
+  const atGate = new Promise<void>((resolve) => {
+    reached = resolve
+  })
+  let open: () => void = () => undefined
+  const gate = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  let passed = false
+  const bucket = new InterceptedBucket(env.ARTIFACTS, async (called, target, run) => {
+    if (called !== op || target !== key || passed) return run()
+    passed = true
+    if (!afterCall) {
+      reached()
+      await gate
+      return run()
+    }
+    const result = await run()
+    reached()
+    await gate
+    return result
+  })
+  return { bucket, atGate, release: () => open() }
+}
+
+/** Commits `envelope` as a commit holding its staged manifest does (the upload's last step). */
+function commitThrough(bucket: R2Bucket, envelope: SignedManifest, now = Date.now()) {
+  return commitVersion(bucket, envelope.signed, JSON.stringify(envelope), now, true).then(
+    () => 'committed' as const,
+    (error: unknown) => (error instanceof Problem ? error.status : error),
+  )
+}
+
+/** The manifest served for a version and the index entry it was listed with. */
+async function servedAndListed(name: string, version: string) {
+  const served = await manifestOf(name, version)
+  const text = served.status === 200 ? await served.text() : null
+  const index = await env.ARTIFACTS.get(keys.index(name))
+  const entry = index ? versionEntry(ArtifactIndex.parse(await index.json()), version) : undefined
+  return { status: served.status, text, entry }
+}
+
+describe('a stalled commit another attempt took over (ADR 0022, amended 2026-11-26)', () => {
+  const later = () => Date.now() + COMMIT_ABANDONED_AFTER_MS + 1000
+
+  it('does not list its serial once the key holds the other attempt’s claim, nor delete that claim', async () => {
+    const body = bytesOf(1200, 21)
+    const first = await envelopeFor('takeover1', '1.0.0', body, { serial: 1 })
+    const second = await envelopeFor('takeover1', '1.0.0', body, { serial: 2 })
+    // A's claim lands, its answer is slow: A stalls between its claim and its index update.
+    const a = stalledAt('put', keys.manifest('takeover1', '1.0.0'), true)
+    const committingA = commitThrough(a.bucket, first)
+    await a.atGate
+    // B takes the version over, claims the key and stalls before its index update.
+    const b = stalledAt('put', keys.index('takeover1'))
+    const committingB = commitThrough(b.bucket, second, later())
+    await b.atGate
+    a.release()
+    expect(await committingA).toBe(409)
+    b.release()
+    expect(await committingB).toBe('committed')
+    const end = await servedAndListed('takeover1', '1.0.0')
+    expect(end.status).toBe(200)
+    expect(end.text).toBe(JSON.stringify(second))
+    expect(end.entry?.serial).toBe(2)
+  })
+
+  it('whose index update lands after the takeover serves its own manifest, and the other attempt is refused', async () => {
+    const body = bytesOf(1300, 22)
+    const first = await envelopeFor('takeover2', '1.0.0', body, { serial: 1 })
+    const second = await envelopeFor('takeover2', '1.0.0', body, { serial: 2 })
+    // A passed every check and stalls in its index update itself; B takes over and stalls in its own.
+    const a = stalledAt('put', keys.index('takeover2'))
+    const committingA = commitThrough(a.bucket, first)
+    await a.atGate
+    const b = stalledAt('put', keys.index('takeover2'))
+    const committingB = commitThrough(b.bucket, second, later())
+    await b.atGate
+    a.release()
+    expect(await committingA).toBe('committed')
+    // From here the index lists A's serial: only A's manifest may be served, never B's claim.
+    const between = await servedAndListed('takeover2', '1.0.0')
+    expect(between.entry?.serial).toBe(1)
+    expect(between.text).toBe(JSON.stringify(first))
+    b.release()
+    expect(await committingB).toBe(409)
+    const end = await servedAndListed('takeover2', '1.0.0')
+    expect(end.status).toBe(200)
+    expect(end.text).toBe(JSON.stringify(first))
+    expect(end.entry?.serial).toBe(1)
+  })
+
+  it('is not served as the index entry when the key holds another attempt’s claim', async () => {
+    const body = bytesOf(1400, 23)
+    const listedOne = await envelopeFor('takeover3', '1.0.0', body, { serial: 1 })
+    const claim = await envelopeFor('takeover3', '1.0.0', body, { serial: 2 })
+    // What a late index update left when its commit died before repairing the key.
+    await commitThrough(env.ARTIFACTS, listedOne)
+    await env.ARTIFACTS.put(keys.manifest('takeover3', '1.0.0'), JSON.stringify(claim), {
+      httpMetadata: { contentType: 'application/json' },
+      customMetadata: { state: 'committing' },
+    })
+    expect((await servedAndListed('takeover3', '1.0.0')).status).toBe(404)
   })
 })

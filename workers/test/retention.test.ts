@@ -197,4 +197,19 @@ describe('manifests dead commits left marked committing (ADR 0022)', () => {
     // Published by the rerun, so its manifest must be there and served.
     expect(await (await call('/v1/artifacts/stalled-raced/1.0.0/manifest')).json()).toEqual(dead)
   })
+
+  it("are left unserved when the index lists the version with another manifest (a takeover's dead claim)", async () => {
+    const body = bytesOf(800, 26)
+    const published = await publishSingle('stalled-other', '1.0.0', body, 1)
+    // The claim of an attempt that took over a stalled commit, whose late index update listed serial 1.
+    const claim = await envelopeFor('stalled-other', '1.0.0', body, { serial: 2 })
+    expect(claim.signed.sha256).toBe(published.signed.sha256)
+    await leaveMarked(claim)
+    const key = keys.manifest('stalled-other', '1.0.0')
+    const listed = { key, uploaded: new Date(Date.now() - 8 * DAY) }
+    const resolved = await resolveStalledCommits(env.ARTIFACTS, [listed], Date.now())
+    expect(resolved).toEqual({ unmarked: [], withdrawn: [] })
+    expect((await env.ARTIFACTS.head(key))?.customMetadata).toEqual({ state: 'committing' })
+    expect((await call('/v1/artifacts/stalled-other/1.0.0/manifest')).status).toBe(404)
+  })
 })
