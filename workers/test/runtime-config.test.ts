@@ -194,6 +194,31 @@ describe('runtime config from KV', () => {
     }
   })
 
+  it('a deleted document stays deleted: a fresh isolate after a later bad edit runs on defaults, like warm ones', async () => {
+    // The operator tightened, then went back to defaults by deleting the document, then stored a typo.
+    await env.CONFIG.put(
+      RUNTIME_CONFIG_KEY,
+      JSON.stringify({ devices: { requireCredential: 'all' }, stream: { fecM: 6 } }),
+    )
+    expect((await status()).source).toBe('kv')
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    now += 31_000
+    expect((await status()).source).toBe('defaults')
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, '{"stream": {"fecM": 9')
+    now += 31_000
+    const warm = await status()
+    expect(warm.source).toBe('defaults')
+    clearRuntimeConfigCache()
+    const fresh = await status()
+    expect(fresh.lastRejected?.issues[0]?.message).toContain('not JSON')
+    // Not the document the operator deleted: every isolate runs what the warm ones run.
+    expect(fresh.source).toBe('defaults')
+    expect(fresh.inForce).toEqual(warm.inForce)
+    expect(fresh.inForce.devices.requireCredential).toBe('off')
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
+  })
+
   it('a fresh isolate running on the last good document lists its warnings too', async () => {
     const good = JSON.stringify({ regions: { fallback: 'Global!' } })
     await env.CONFIG.put(RUNTIME_CONFIG_KEY, good)
