@@ -72,6 +72,31 @@ describe('runtime config from KV', () => {
     expect((await status()).lastRejected?.issues[0]?.message).toContain('not JSON')
   })
 
+  it('a delta staged under one stream config and uploaded under one that frames it beyond one R2 put is refused up front, by name', async () => {
+    // 4 GiB frames to 4.5 GiB with the default k=16, m=2 (stageable); with m=8 to 6 GiB, beyond one put.
+    const size = 4 * 1024 ** 3
+    const ref = { from: '1.0.0', method: 'vcdiff' as const, size, sha256: 'ab'.repeat(32) }
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, '{}')
+    const envelope = await envelopeFor('cfg-big', '2.0.0', bytesOf(10), { serial: 2, deltas: [ref] })
+    expect((await startPublish(envelope)).status).toBe(201)
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ stream: { fecM: 8 } }))
+    now += 31_000
+    // Only the first bytes are ever sent: the refusal comes before the body is read.
+    const { response, bytes } = await callApp('/v1/publish/cfg-big/2.0.0/deltas/1.0.0/vcdiff', {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': String(size) },
+      body: new Blob([bytesOf(1000)]).stream(),
+      duplex: 'half',
+    } as RequestInit)
+    const problem = JSON.parse(new TextDecoder().decode(bytes)) as { type: string; detail: string }
+    expect(response.status).toBe(422)
+    expect(problem.type).toContain('unprocessable')
+    expect(problem.detail).toContain('stream config')
+    expect(await env.ARTIFACTS.head('deltas/cfg-big/1.0.0/2.0.0/vcdiff')).toBeNull()
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
+  })
+
   it('a KV outage keeps the config in force; an isolate with none answers 503, never 500', async () => {
     // KV reads fail like the platform's do (a thrown error); everything else is the real binding.
     const failing = new Proxy(env.CONFIG, {
