@@ -111,7 +111,14 @@ export async function runtimeConfigStatus(env: Env): Promise<RuntimeConfigStatus
           ...lastRejected,
         }),
       )
-      const lastGood = previous ? null : await readLastGood(env)
+      // A failed read of the last good one is an outage like a failed read of the document: defaults
+      // would lift what it tightens, and stay in force (cached as this isolate's copy) after KV is back.
+      let lastGood: { config: RuntimeConfig; raw: string } | null
+      try {
+        lastGood = previous ? null : await readLastGood(env)
+      } catch (error) {
+        return whileKvFails(previous, now, error)
+      }
       next = previous
         ? {
             inForce: previous.inForce,
@@ -214,9 +221,12 @@ async function forgetLastGood(env: Env): Promise<string | null> {
   }
 }
 
-/** The stored last good document, parsed again (it passed the schema in force when it was saved). */
+/**
+ * The stored last good document, parsed again (it passed the schema in force when it was saved); null
+ * when there is none. A failed read throws.
+ */
 async function readLastGood(env: Env): Promise<{ config: RuntimeConfig; raw: string } | null> {
-  const raw = await env.CONFIG.get(LAST_GOOD_CONFIG_KEY, 'text').catch(() => null)
+  const raw = await env.CONFIG.get(LAST_GOOD_CONFIG_KEY, 'text')
   if (raw === null) return null
   const parsed = parseRuntimeConfigDocument(raw)
   return parsed.ok ? { config: parsed.config, raw } : null

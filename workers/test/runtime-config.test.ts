@@ -244,6 +244,35 @@ describe('runtime config from KV', () => {
     await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
   })
 
+  it('a fresh isolate that cannot read the last good document answers 503, and never settles on defaults', async () => {
+    const good = JSON.stringify({ devices: { requireCredential: 'all' } })
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, good)
+    expect((await status()).source).toBe('kv')
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, '{"devices": ')
+    // KV answers the document but fails the read of the last good one (a transient fault).
+    const lastGoodFails = new Proxy(env.CONFIG, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target)
+        if (property !== 'get') return typeof value === 'function' ? value.bind(target) : value
+        return (key: string, type: 'text') =>
+          key === LAST_GOOD_CONFIG_KEY
+            ? Promise.reject(new Error('KV GET failed: 503 Service Unavailable'))
+            : target.get(key, type)
+      },
+    })
+    clearRuntimeConfigCache()
+    const unsure = await callApp('/v1/config', { headers: auth }, { ...env, CONFIG: lastGoodFails } as Env)
+    // Defaults would lift the credential requirement the operator's last good document sets.
+    expect(unsure.response.status).toBe(503)
+    expect(unsure.response.headers.get('retry-after')).not.toBeNull()
+    // KV answers again: the last good document, not defaults cached from the failed read.
+    const recovered = await status()
+    expect(recovered.source).toBe('last-good')
+    expect(recovered.inForce.devices.requireCredential).toBe('all')
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
+  })
+
   it('a fresh isolate running on the last good document lists its warnings too', async () => {
     const good = JSON.stringify({ regions: { fallback: 'Global!' } })
     await env.CONFIG.put(RUNTIME_CONFIG_KEY, good)
