@@ -27,7 +27,9 @@ import type { AddressInfo } from 'node:net'
  * - `garbage-json`: a 200 `application/json` body that is not JSON;
  * - `replace-body`: the edge's status and headers (but its length), the body replaced by `body`: an
  *   answer of the right status that is not JSON or not of the right shape;
- * - `endless-body`: the edge's status and headers (but its length), then JSON-looking bytes that never end.
+ * - `endless-body`: the edge's status and headers (but its length), then JSON-looking bytes that never end;
+ * - `other-path`: the request is sent to the edge under `path` instead, and the edge's own answer to that
+ *   is relayed: what a device holding a stale URL (one the edge no longer serves as it was) is told.
  */
 export type Fault =
   | { kind: 'reset' | 'truncate' | 'stall-body' | 'stall-headers' | 'ignore-range' }
@@ -37,6 +39,7 @@ export type Fault =
   | { kind: 'unavailable'; retryAfter?: string }
   | { kind: 'html-error' | 'garbage-json' | 'unsatisfiable' | 'endless-body' }
   | { kind: 'replace-body'; body: string }
+  | { kind: 'other-path'; path: string }
 
 /** One request as the proxy saw it, before any fault. */
 export interface SeenRequest {
@@ -114,7 +117,7 @@ export async function startFaultProxy(
         host: target.hostname,
         port: target.port,
         method: req.method,
-        path: req.url,
+        path: fault?.kind === 'other-path' ? fault.path : req.url,
         headers,
       },
       (answer) => relay(answer, res, fault),

@@ -337,6 +337,27 @@ describe('a cheaper plan through a faulty network', () => {
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
   })
 
+  it('asks for a new plan when the edge no longer serves a delta stream as the plan named it', async () => {
+    // The plan names the stream it saw (`v=`); retention or a `stream` config change may replace or
+    // remove it before the device's first range. Here the first range asks under a stale name, and the
+    // edge answers as it does then: 404, "ask for a new plan". Chunk-sync fails first (a 200 for its range).
+    let deltaRequests = 0
+    const { config, v2Bytes, store } = await updatable('nf-delta-stale', (request) => {
+      if (request.range === undefined) return undefined
+      if (request.path.endsWith('/blob')) return { kind: 'ignore-range' }
+      if (!request.path.startsWith('/v1/deltas/') || ++deltaRequests !== 1) return undefined
+      return { kind: 'other-path', path: request.path.replace(/([?&]v=)[^&]*/, '$1stale.4096.16.2') }
+    })
+    const result = await installArtifact(config, { name: 'nf-delta-stale' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'delta' })
+    expect(result.fallbacks).toEqual([
+      expect.stringMatching(/^chunk-sync: expected 206/),
+      expect.stringMatching(/^delta: .*HTTP 404.*ask for a new plan/),
+    ])
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
+    expect(await readdir(join(store.dir, 'partial'))).toEqual([])
+  })
+
   it('a connection cut while an answer is read is a network error (exit 4), not a bug', async () => {
     const { config } = await updatable('nf-json-cut', (request) =>
       request.path.endsWith('/1.1.0/manifest') ? { kind: 'reset' } : undefined,

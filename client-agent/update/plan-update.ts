@@ -126,6 +126,13 @@ export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlanOutcome
       // so it follows instead of the update failing. Asking for another plan would meet the same link.
       if (isTransferFault(error))
         return { planned: null, fallbacks: [...fallbacks, `${plan.strategy}: ${error.message}`] }
+      // The edge no longer has what the plan named as it named it (retention pruned it, or it was
+      // made again with other framing after a `stream` config change): a new plan is made from what is
+      // stored now, with the same methods; after the attempts run out the full download follows.
+      if (isStalePlanStep(error)) {
+        fallbacks.push(`${plan.strategy}: ${error.message}`)
+        continue
+      }
       if (
         !(error instanceof AgentError && error.code === 'integrity-mismatch') &&
         !(error instanceof DeltaFormatError)
@@ -243,6 +250,11 @@ function isTransferFault(error: unknown): error is AgentError {
     typeof status === 'number' &&
     (status >= 500 || status === 429 || status === 200)
   )
+}
+
+/** A step's URL answered 404: what the plan named is gone since it was made, not the request wrong. */
+function isStalePlanStep(error: unknown): error is AgentError {
+  return error instanceof AgentError && error.code === 'not-found' && error.details.status === 404
 }
 
 /**

@@ -34,11 +34,16 @@ interface CacheState extends RuntimeConfigStatus {
   inForceRaw: string | null
   /** Epoch ms after which the next call re-reads KV. */
   expiresAt: number
-  /** The accepted document this isolate knows to be stored under LAST_GOOD_CONFIG_KEY. */
+  /**
+   * The accepted document this isolate knows to be stored under LAST_GOOD_CONFIG_KEY (NO_DOCUMENT: known
+   * to be absent; null: not known).
+   */
   savedRaw: string | null
 }
 
 const DEFAULTS: RuntimeConfig = RuntimeConfig.parse({})
+/** savedRaw of an isolate that removed the last good key: no stored text is empty (it is not JSON). */
+const NO_DOCUMENT = ''
 
 /**
  * Per-isolate cache: KV reads cost latency on every request otherwise, and operators accept that a
@@ -76,6 +81,9 @@ export async function runtimeConfigStatus(env: Env): Promise<RuntimeConfigStatus
   let next: Resolved
   let savedRaw = previous?.savedRaw ?? null
   if (raw === null) {
+    // Deleting the document means defaults, and the last good one goes with it: otherwise an isolate
+    // that starts after a later bad edit would revive the document the operator deleted.
+    if (savedRaw !== NO_DOCUMENT) savedRaw = await forgetLastGood(env)
     next = {
       inForce: DEFAULTS,
       source: 'defaults',
@@ -103,7 +111,14 @@ export async function runtimeConfigStatus(env: Env): Promise<RuntimeConfigStatus
           ...lastRejected,
         }),
       )
-      const lastGood = previous ? null : await readLastGood(env)
+      // A failed read of the last good one is an outage like a failed read of the document: defaults
+      // would lift what it tightens, and stay in force (cached as this isolate's copy) after KV is back.
+      let lastGood: { config: RuntimeConfig; raw: string } | null
+      try {
+        lastGood = previous ? null : await readLastGood(env)
+      } catch (error) {
+        return whileKvFails(previous, now, error)
+      }
       next = previous
         ? {
             inForce: previous.inForce,
@@ -189,9 +204,29 @@ async function saveLastGood(env: Env, raw: string): Promise<string | null> {
   }
 }
 
-/** The stored last good document, parsed again (it passed the schema in force when it was saved). */
+/**
+ * Removes the last good document once the operator deleted theirs, unless KV already holds none. Best
+ * effort like saveLastGood: a refused delete is retried by the next read of an absent document.
+ */
+async function forgetLastGood(env: Env): Promise<string | null> {
+  try {
+    if ((await env.CONFIG.get(LAST_GOOD_CONFIG_KEY, 'text')) !== null)
+      await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
+    return NO_DOCUMENT
+  } catch (error) {
+    console.log(
+      JSON.stringify({ level: 'warn', msg: 'last good runtime config not removed', error: String(error) }),
+    )
+    return null
+  }
+}
+
+/**
+ * The stored last good document, parsed again (it passed the schema in force when it was saved); null
+ * when there is none. A failed read throws.
+ */
 async function readLastGood(env: Env): Promise<{ config: RuntimeConfig; raw: string } | null> {
-  const raw = await env.CONFIG.get(LAST_GOOD_CONFIG_KEY, 'text').catch(() => null)
+  const raw = await env.CONFIG.get(LAST_GOOD_CONFIG_KEY, 'text')
   if (raw === null) return null
   const parsed = parseRuntimeConfigDocument(raw)
   return parsed.ok ? { config: parsed.config, raw } : null

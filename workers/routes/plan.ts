@@ -81,9 +81,9 @@ export const planRouter = new Hono<AppEnv>().post('/', async (c) => {
 
   // Costs use the framing in force; the chosen deltas' real framing is then read from R2 and a
   // delta found missing (pruned) is excluded and the plan redone.
-  // Retention may have pruned old full blobs (only under deltas-preferred): check before offering.
-  const targetBlobStored =
-    config.delta.storage !== 'deltas-preferred' || (await bucket.head(keys.blob(name, target))) !== null
+  // Retention may have pruned old full blobs: check before offering. Whatever `storage` says now: blobs
+  // pruned under deltas-preferred stay gone after the operator switches back to both.
+  const targetBlobStored = (await bucket.head(keys.blob(name, target))) !== null
   const excluded = new Set<string>()
   for (let round = 0; ; round++) {
     const plan = planUpdate({

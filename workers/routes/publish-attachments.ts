@@ -11,6 +11,7 @@ import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
 import { valid } from '../http/validate.ts'
 import { chunkIndexFits } from '../publish/attachments.ts'
+import { MAX_SLOT_BYTES } from '../publish/blob-slot.ts'
 import { bodySource, framingFor, storeFramedDelta } from '../publish/frame-delta.ts'
 import { requirePending } from '../publish/pending-manifest.ts'
 import { keys } from '../storage/keys.ts'
@@ -47,6 +48,15 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
     if (!body && length > 0) throw new Problem(400, 'bad-request', 'missing body')
     const config = await getRuntimeConfig(c.env)
     const framing = framingFor(ref.size, ref.sha256, config.stream)
+    // Checked at staging with the config then in force; `stream` may have changed since. Refused here,
+    // before any byte is read, rather than streamed to R2 for a put it must refuse.
+    if (framing.framedLength > MAX_SLOT_BYTES) {
+      throw new Problem(
+        422,
+        'unprocessable',
+        `the ${method} delta from ${from} (${ref.size} bytes) frames to ${framing.framedLength} bytes with the stream config in force (block ${framing.blockSize}, k=${framing.k}, m=${framing.m}), beyond one R2 put: the stream config changed since ${name}@${version} was staged; restore it, or give up this attempt and publish without this delta`,
+      )
+    }
     const id = { name, from, to: version, method }
     const source = body ? bodySource(body) : bodySource(new Blob([]).stream())
     try {

@@ -89,6 +89,31 @@ describe('storage retention', () => {
     expect(await exists(keys.blob('orphan-kept', '1.0.0'))).toBe(true)
   })
 
+  it('plans never name a blob pruned under deltas-preferred after the operator switched back to both', async () => {
+    await publishThree('switched')
+    const preferred = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred', keepFullVersions: 1 } })
+    await pruneStorage(env.ARTIFACTS, preferred, Date.now())
+    expect(await exists(keys.blob('switched', '1.1.0'))).toBe(false)
+    // `both` keeps every blob from now on; the ones pruned before stay gone.
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ delta: { storage: 'both' } }))
+    clearRuntimeConfigCache()
+    const planned = await call('/v1/plan', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        name: 'switched',
+        installed: null,
+        target: '1.1.0',
+        capabilities: { methods: ['vcdiff'], chunkSync: true },
+      }),
+    })
+    // Nothing reaches 1.1.0 from nothing: a clear 404, not a full plan whose blob answers 404.
+    expect(planned.status).toBe(404)
+    expect(await planned.text()).toContain('no longer stored in full')
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    clearRuntimeConfigCache()
+  })
+
   it('runs from the cron trigger with the config in force', async () => {
     await publishThree('cron')
     await env.CONFIG.put(

@@ -72,6 +72,31 @@ describe('runtime config from KV', () => {
     expect((await status()).lastRejected?.issues[0]?.message).toContain('not JSON')
   })
 
+  it('a delta staged under one stream config and uploaded under one that frames it beyond one R2 put is refused up front, by name', async () => {
+    // 4 GiB frames to 4.5 GiB with the default k=16, m=2 (stageable); with m=8 to 6 GiB, beyond one put.
+    const size = 4 * 1024 ** 3
+    const ref = { from: '1.0.0', method: 'vcdiff' as const, size, sha256: 'ab'.repeat(32) }
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, '{}')
+    const envelope = await envelopeFor('cfg-big', '2.0.0', bytesOf(10), { serial: 2, deltas: [ref] })
+    expect((await startPublish(envelope)).status).toBe(201)
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ stream: { fecM: 8 } }))
+    now += 31_000
+    // Only the first bytes are ever sent: the refusal comes before the body is read.
+    const { response, bytes } = await callApp('/v1/publish/cfg-big/2.0.0/deltas/1.0.0/vcdiff', {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': String(size) },
+      body: new Blob([bytesOf(1000)]).stream(),
+      duplex: 'half',
+    } as RequestInit)
+    const problem = JSON.parse(new TextDecoder().decode(bytes)) as { type: string; detail: string }
+    expect(response.status).toBe(422)
+    expect(problem.type).toContain('unprocessable')
+    expect(problem.detail).toContain('stream config')
+    expect(await env.ARTIFACTS.head('deltas/cfg-big/1.0.0/2.0.0/vcdiff')).toBeNull()
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
+  })
+
   it('a KV outage keeps the config in force; an isolate with none answers 503, never 500', async () => {
     // KV reads fail like the platform's do (a thrown error); everything else is the real binding.
     const failing = new Proxy(env.CONFIG, {
@@ -192,6 +217,60 @@ describe('runtime config from KV', () => {
       await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
       await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
     }
+  })
+
+  it('a deleted document stays deleted: a fresh isolate after a later bad edit runs on defaults, like warm ones', async () => {
+    // The operator tightened, then went back to defaults by deleting the document, then stored a typo.
+    await env.CONFIG.put(
+      RUNTIME_CONFIG_KEY,
+      JSON.stringify({ devices: { requireCredential: 'all' }, stream: { fecM: 6 } }),
+    )
+    expect((await status()).source).toBe('kv')
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    now += 31_000
+    expect((await status()).source).toBe('defaults')
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, '{"stream": {"fecM": 9')
+    now += 31_000
+    const warm = await status()
+    expect(warm.source).toBe('defaults')
+    clearRuntimeConfigCache()
+    const fresh = await status()
+    expect(fresh.lastRejected?.issues[0]?.message).toContain('not JSON')
+    // Not the document the operator deleted: every isolate runs what the warm ones run.
+    expect(fresh.source).toBe('defaults')
+    expect(fresh.inForce).toEqual(warm.inForce)
+    expect(fresh.inForce.devices.requireCredential).toBe('off')
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
+  })
+
+  it('a fresh isolate that cannot read the last good document answers 503, and never settles on defaults', async () => {
+    const good = JSON.stringify({ devices: { requireCredential: 'all' } })
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, good)
+    expect((await status()).source).toBe('kv')
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, '{"devices": ')
+    // KV answers the document but fails the read of the last good one (a transient fault).
+    const lastGoodFails = new Proxy(env.CONFIG, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target)
+        if (property !== 'get') return typeof value === 'function' ? value.bind(target) : value
+        return (key: string, type: 'text') =>
+          key === LAST_GOOD_CONFIG_KEY
+            ? Promise.reject(new Error('KV GET failed: 503 Service Unavailable'))
+            : target.get(key, type)
+      },
+    })
+    clearRuntimeConfigCache()
+    const unsure = await callApp('/v1/config', { headers: auth }, { ...env, CONFIG: lastGoodFails } as Env)
+    // Defaults would lift the credential requirement the operator's last good document sets.
+    expect(unsure.response.status).toBe(503)
+    expect(unsure.response.headers.get('retry-after')).not.toBeNull()
+    // KV answers again: the last good document, not defaults cached from the failed read.
+    const recovered = await status()
+    expect(recovered.source).toBe('last-good')
+    expect(recovered.inForce.devices.requireCredential).toBe('all')
+    await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+    await env.CONFIG.delete(LAST_GOOD_CONFIG_KEY)
   })
 
   it('a fresh isolate running on the last good document lists its warnings too', async () => {
