@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
+import type { AgentError } from '../errors.ts'
 import { installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { generateKeyPair } from '../signing.ts'
@@ -695,10 +696,73 @@ describe('a failed update beside another that needs the same new dependency', ()
     expect(await currentOf(d, 'nd-lib')).toBe('1.0.0')
     expect(await currentOf(d, 'nd-app-a')).toBe('1.0.0')
   })
+
+  it('the other way round (the one that downloaded it fails) ends busy saying the staged version was deleted, not that the dependency changed', async () => {
+    await publish('nd2-lib', '1.0.0')
+    await publish('nd2-app-a', '1.0.0')
+    await publish('nd2-app-b', '1.0.0')
+    const d = device('new-dependency-deleted')
+    await installArtifact(d, { name: 'nd2-app-a' })
+    await installArtifact(d, { name: 'nd2-app-b' })
+    await publish('nd2-app-a', '2.0.0', { 'nd2-lib': '^1.0.0' })
+    await publish('nd2-app-b', '2.0.0', { 'nd2-lib': '^1.0.0' })
+
+    // A downloads and stages nd2-lib; before A's own download, B's update finds nd2-lib staged and
+    // reuses it; while B waits for its own bytes, A's bytes fail to verify and A deletes the nd2-lib it
+    // downloaded (ADR 0027: the case judged not worth closing). B's switch then finds it gone.
+    let bStaged: () => void = () => undefined
+    const bAtBlob = new Promise<void>((resolve) => {
+      bStaged = resolve
+    })
+    let b: Promise<AgentError> | null = null
+    const a: Promise<AgentError> = agentFailure(
+      installArtifact(d, {
+        name: 'nd2-app-a',
+        fullOnly: true,
+        fetchImpl: beforeBlob(
+          'nd2-app-a',
+          '2.0.0',
+          async () => {
+            b = agentFailure(
+              installArtifact(d, {
+                name: 'nd2-app-b',
+                fullOnly: true,
+                fetchImpl: beforeBlob('nd2-app-b', '2.0.0', async () => {
+                  bStaged()
+                  await a
+                }),
+              }),
+            )
+            await bAtBlob
+          },
+          corruptingBlob('nd2-app-a', '2.0.0'),
+        ),
+      }),
+    )
+    expect((await a).code).toBe('integrity-mismatch')
+    const failed = await (b as Promise<AgentError> | null)
+    expect(failed?.code).toBe('busy')
+    // Not "changed by another command (it now runs nothing)": nd2-lib never ran, and nothing changed
+    // what runs. What happened, and that a retry (which downloads it again) is the way out.
+    expect(failed?.message).not.toContain('now runs nothing')
+    expect(failed?.message).toContain('nd2-lib 1.0.0, which this update was to switch to, was deleted')
+    expect(failed?.message).toContain('run the update again')
+    expect(await currentOf(d, 'nd2-app-b')).toBe('1.0.0')
+    // The retry does what it says.
+    expect(await installArtifact(d, { name: 'nd2-app-b' })).toMatchObject({ version: '2.0.0' })
+    expect(await currentOf(d, 'nd2-lib')).toBe('1.0.0')
+  })
 })
 
-/** fetch, running `before` once, just before the blob of `name@version` is requested. */
-function beforeBlob(name: string, version: string, before: () => Promise<void>): typeof fetch {
+/**
+ * fetch (through `inner`), running `before` once, just before the blob of `name@version` is requested.
+ */
+function beforeBlob(
+  name: string,
+  version: string,
+  before: () => Promise<void>,
+  inner: typeof fetch = fetch,
+): typeof fetch {
   let ran = false
   return async (input, init) => {
     const url = input instanceof Request ? input.url : String(input)
@@ -706,7 +770,7 @@ function beforeBlob(name: string, version: string, before: () => Promise<void>):
       ran = true
       await before()
     }
-    return fetch(input, init)
+    return inner(input, init)
   }
 }
 
