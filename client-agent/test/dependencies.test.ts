@@ -197,6 +197,16 @@ describe('dependencies', () => {
     const forced = JSON.parse((await cli('--json', 'rollback', 'rb-lib', '--ignore-dependents')).stdout)
     expect(forced.rollback).toMatchObject({ from: '2.0.0', to: '1.1.0' })
     expect(await currentOf(d, 'rb-lib')).toBe('1.1.0')
+    // The dependent now runs with a dependency outside its range (as after `run`'s automatic rollback
+    // of a failed trial, or a yank's retreat, which ask no one): its status warns, saying both sides.
+    const status = await cli('status', 'rb-app')
+    expect(status.stderr).toContain('warning: rb-app@2.0.0 needs rb-lib ^2.0.0, but rb-lib 1.1.0 runs')
+    const json = JSON.parse((await cli('--json', 'status', 'rb-app')).stdout)
+    expect(json.status.unmetDependencies).toEqual([
+      { name: 'rb-lib', range: '^2.0.0', current: '1.1.0', satisfied: false },
+    ])
+    // Nothing to warn of when the range is met.
+    expect((await cli('status', 'rb-lib')).stderr).not.toContain('warning')
   })
 })
 
