@@ -130,7 +130,7 @@ class WindowCache<Index> {
   /**
    * The window and its index are the allocations sourceWindow sizes (the index up to 4 bytes per
    * window byte): one the machine cannot hold is the caller's size to lower, said as such. Only an
-   * allocation failure: any other RangeError (a reader's bug, an index over a typed-array maximum) is a
+   * allocation failure; every other RangeError (a reader's bug, an index over a typed-array maximum) is a
    * bug, and "choose a smaller sourceWindow" would send the user after the wrong cause.
    */
   private async readAndIndex(offset: number, length: number): Promise<{ bytes: Uint8Array; index: Index }> {
