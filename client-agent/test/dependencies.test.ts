@@ -10,7 +10,7 @@ import { publishArtifact } from '../publish.ts'
 import { generateKeyPair } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { setYank } from '../yank.ts'
-import { agentFailure, writeArtifact } from './fixtures.ts'
+import { agentFailure, jsonCli, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 const suite = useEdgeWorkspace()
@@ -207,6 +207,39 @@ describe('dependencies', () => {
     ])
     // Nothing to warn of when the range is met.
     expect((await cli('status', 'rb-lib')).stderr).not.toContain('warning')
+  })
+
+  it("a signed yank's retreat may leave a dependent outside its range, unrefused, and its status warns", async () => {
+    await publish('yr-lib', '1.0.0')
+    await publish('yr-lib', '1.1.0')
+    await publish('yr-app', '1.0.0', { 'yr-lib': '^1.1.0' })
+    const d = device('yank-retreat')
+    await installArtifact(d, { name: 'yr-lib', target: '1.0.0' })
+    await installArtifact(d, { name: 'yr-lib', target: '1.1.0' })
+    await installArtifact(d, { name: 'yr-app' })
+    const configFile = join(suite.ws.dir, 'yank-retreat-device.json')
+    await writeFile(configFile, JSON.stringify(d))
+    const yanked = await jsonCli(suite.ws.configFile, ['yank', 'yr-lib@1.1.0', '--reason', 'loses data'], {
+      DELTAPORT_TOKEN: TEST_TOKEN,
+    })
+    expect(yanked.code).toBe(0)
+    // The maintainer's signed word moves yr-lib back, though yr-app needs ^1.1.0: not refused (ADR 0027).
+    const updated = await jsonCli(configFile, ['update', 'yr-lib'])
+    expect(updated.code).toBe(0)
+    expect(updated.json?.install).toMatchObject({ version: '1.0.0', retreated: { from: '1.1.0' } })
+    const status = await jsonCli(configFile, ['status', 'yr-app'])
+    expect(status.code).toBe(0)
+    expect(status.json?.status).toMatchObject({
+      unmetDependencies: [{ name: 'yr-lib', range: '^1.1.0', current: '1.0.0', satisfied: false }],
+    })
+    const text = await promisify(execFile)(process.execPath, [
+      BIN,
+      '--config',
+      configFile,
+      'status',
+      'yr-app',
+    ])
+    expect(text.stderr).toContain('warning: yr-app@1.0.0 needs yr-lib ^1.1.0, but yr-lib 1.0.0 runs')
   })
 })
 
