@@ -374,6 +374,14 @@ export function buildProgram(
       const needs = dependencies.map(
         (d) => `${d.name} ${d.range} (${d.current ?? 'missing'}${d.satisfied ? '' : ', not satisfied'})`,
       )
+      // A dependency outside the range the current version was published with runs untested together:
+      // the automatic moves (`run`'s rollback after a failed trial, a signed yank's retreat) do that
+      // without asking, rightly (ADR 0027), so `status` is where the owner learns it, as a warning.
+      const unmet = dependencies.filter((d) => !d.satisfied)
+      for (const d of unmet)
+        reporter().info(
+          `warning: ${name}@${state.current} needs ${d.name} ${d.range}, but ${d.current === null ? `${d.name} is not installed (uninstalled with --ignore-dependents)` : `${d.name} ${d.current} runs (moved back by \`deltaport run\`'s rollback after a failed trial, a signed yank, or a rollback with --ignore-dependents)`}; installing a version of ${d.name} in ${d.range}, once one is published or allowed, puts it back in range`,
+        )
       reporter().result(
         `${name}: current ${state.current ?? 'none'}, previous ${state.previous ?? 'none'}, installed [${versions.join(', ')}]${needs.length ? `; needs ${needs.join(', ')}` : ''}`,
         {
@@ -383,6 +391,7 @@ export function buildProgram(
             installed: versions,
             currentPath: store.currentLink,
             dependencies,
+            ...(unmet.length > 0 ? { unmetDependencies: unmet } : {}),
             ...(stateDisagrees ? { stateDisagrees } : {}),
             ...(unfinished.length > 0 ? { unfinishedSwitch: unfinished } : {}),
           },

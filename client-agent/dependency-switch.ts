@@ -361,13 +361,29 @@ async function withLocks<T>(
   return take(0)
 }
 
+/**
+ * A staged dependency as it was staged, or `busy` saying which of the two things happened meanwhile:
+ * another command moved it (what runs now), or what runs is unchanged but the version staged to switch
+ * to is gone. The second is a concurrent update that downloaded that version, failed, and discarded
+ * it (discardNeverInstalled; ADR 0027) while this one reused it: nothing changed what runs, and
+ * "changed ... now runs nothing" sent the user looking for a command that had not run.
+ */
 async function assertUnchanged(step: StagedSwitch, forName: string): Promise<void> {
   const { current } = await step.store.state()
-  if (current === step.from && (await step.store.has(step.manifest.version))) return
+  const name = step.store.name
+  const version = step.manifest.version
+  const details = { name, current, expected: step.from, staged: version }
+  if (current !== step.from)
+    throw new AgentError(
+      'busy',
+      `${name} was changed by another deltaport command while ${forName}'s update was downloading (${current === null ? 'it was uninstalled' : `it now runs ${current}`}); nothing was switched: run the update again`,
+      details,
+    )
+  if (await step.store.has(version)) return
   throw new AgentError(
     'busy',
-    `${step.store.name} was changed by another deltaport command while ${forName}'s update was downloading (it now runs ${current ?? 'nothing'}); nothing was switched: run the update again`,
-    { name: step.store.name, current, expected: step.from },
+    `${name} ${version}, which this update was to switch to, was deleted by another deltaport command while ${forName}'s update was downloading (most likely a concurrent update that had downloaded it and failed, which discards what it downloaded); nothing was switched and ${name} still runs ${current ?? 'nothing (the device never had it)'}: run the update again, which downloads it again`,
+    details,
   )
 }
 

@@ -26,7 +26,8 @@ export const EXIT_CODES = {
   /**
    * A delta past a ceiling of the decoder (a VCDIFF window over 64 MiB, an approx block over 16 MiB):
    * not damage, as 8 would say; the delta needs remaking with smaller windows (`delta apply`). Also
-   * `delta make` asking for more memory than the machine gives: a smaller `--source-window`, or `--stream`.
+   * `delta make` asking for more memory than the machine gives: a smaller `--source-window`, or `--stream`;
+   * and `delta apply` needing more memory than the machine (or `--max-memory`) gives, however found.
    */
   'limit-exceeded': 17,
   /**

@@ -32,7 +32,7 @@ export const OUT_OF_MEMORY = 'out-of-memory'
  * memory (or the process's address-space limit), not a bug. Matched by message because V8 throws the
  * same class for a length over the typed-array maximum, which is a bug.
  */
-export function isAllocationFailure(error: unknown): boolean {
+export function isAllocationFailure(error: unknown): error is RangeError {
   return error instanceof RangeError && error.message === 'Array buffer allocation failed'
 }
 

@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
+import { DeltaFormatError } from './errors.ts'
 import { applyDelta, applyDeltaStream, createDelta } from './index.ts'
 import {
   collectingSink,
@@ -139,6 +140,34 @@ describe('createDeltaStream', () => {
   it('rejects nonsensical window sizes', async () => {
     await expect(streamed(source, target, { sourceWindow: 0 })).rejects.toThrow(RangeError)
     await expect(streamed(source, target, { targetWindow: 64 << 20 })).rejects.toThrow(RangeError)
+  })
+
+  it("a reader's own RangeError (a bug) is thrown as it is, not reported as memory to lower", async () => {
+    // A reader with a real bug: it copies each read to the file offset inside the buffer it fills, not
+    // to its start. The first window (offset 0) works; the next throws V8's "offset is out of bounds".
+    // That is the caller's bug to see, not "choose a smaller sourceWindow" (out-of-memory, exit 17).
+    const inner = readerFromBytes(source)
+    const buggy: RandomAccessReader = {
+      size: inner.size,
+      read: inner.read,
+      readInto: async (offset, into) => {
+        into.set(source.subarray(offset, offset + into.length), offset)
+        return into.length
+      },
+    }
+    for (const method of ['vcdiff', 'approx'] as const) {
+      const made = createDeltaStream(buggy, readerFromBytes(target), collectingSink(), {
+        method,
+        sourceWindow: 256 * 1024,
+        targetWindow: 128 * 1024,
+      })
+      const error = await made.then(
+        () => null,
+        (thrown: unknown) => thrown,
+      )
+      expect(error, method).toBeInstanceOf(RangeError)
+      expect(error, method).not.toBeInstanceOf(DeltaFormatError)
+    }
   })
 
   it('keeps a source window while it reaches a quarter of its length either way', () => {

@@ -21,7 +21,7 @@ import { crc32Update } from './approx/crc32.ts'
 import { writeWindowedBlock } from './approx/encode.ts'
 import { encodeHeader } from './approx/format.ts'
 import { looksExecutable } from './effort.ts'
-import { DeltaFormatError, OUT_OF_MEMORY } from './errors.ts'
+import { DeltaFormatError, isAllocationFailure, OUT_OF_MEMORY } from './errors.ts'
 import { type ByteSink, type RandomAccessReader, readFully } from './io.ts'
 import { COPY } from './vcdiff/code-table.ts'
 import { WindowEmitter } from './vcdiff/emit.ts'
@@ -129,14 +129,16 @@ class WindowCache<Index> {
 
   /**
    * The window and its index are the allocations sourceWindow sizes (the index up to 4 bytes per
-   * window byte): one the machine cannot hold is the caller's size to lower, said as such.
+   * window byte): one the machine cannot hold is the caller's size to lower, said as such. Only an
+   * allocation failure; every other RangeError (a reader's bug, an index over a typed-array maximum) is a
+   * bug, and "choose a smaller sourceWindow" would send the user after the wrong cause.
    */
   private async readAndIndex(offset: number, length: number): Promise<{ bytes: Uint8Array; index: Index }> {
     try {
       const bytes = await readStretch(this.reader, offset, length)
       return { bytes, index: this.build(bytes) }
     } catch (error) {
-      if (!(error instanceof RangeError)) throw error
+      if (!isAllocationFailure(error)) throw error
       throw new DeltaFormatError(
         OUT_OF_MEMORY,
         `cannot allocate a source window of ${length} bytes and its index (${error.message}): choose a smaller sourceWindow`,

@@ -190,15 +190,18 @@ function memoryRefusal(maxMemory: number | undefined, codecMessage: string): str
 }
 
 /**
- * A codec failure as what the user can do about it. A limit reached is not damage: the archive's
- * memory limits (declared sizes or a source that expands past them) are the memory refusal (exit 9,
- * `--max-memory` or a roomier machine); the byte decoders' fixed ceilings are `limit-exceeded` (exit
- * 17: remake the delta with smaller windows). Only the rest is a bad delta (exit 8).
+ * A codec failure as what the user can do about it. A limit reached is not damage, and every limit is
+ * `limit-exceeded` (exit 17), each with its own way out: the archive's memory limits (declared sizes or
+ * a source that expands past them) say `--max-memory` or a roomier machine; the byte decoders' fixed
+ * ceilings say remake the delta with smaller windows. Memory the machine has not is one code whichever
+ * check finds it (the archive's budget before expanding, or an allocation refused while applying): two
+ * codes for one cause would have scripts tell apart what the user cannot. Only the rest is a bad delta
+ * (exit 8).
  */
 function applyFailure(error: unknown, options: ApplyOptions): unknown {
   const { maxMemory, maxWindow } = options
   // Memory the machine would not give (most likely for a window --max-window let through) is a limit
-  // as for delta make (exit 17), not a bug: the delta may be sound.
+  // as for delta make and the archive's memory refusal (exit 17), not a bug: the delta may be sound.
   if (isAllocationFailure(error))
     return new AgentError(
       'limit-exceeded',
@@ -207,7 +210,10 @@ function applyFailure(error: unknown, options: ApplyOptions): unknown {
     )
   if (!(error instanceof DeltaFormatError)) return error
   if (error.code === 'archive-limit' || error.code === ARCHIVE_TOO_LARGE)
-    return new AgentError('install-failed', memoryRefusal(maxMemory, error.message))
+    return new AgentError('limit-exceeded', memoryRefusal(maxMemory, error.message), {
+      codecCode: error.code,
+      codecMessage: error.message,
+    })
   // The codec's message names its own options (maxWindowSize): the user gets the ceilings in MiB and
   // what to do, the codec's words go in the details.
   const limits = windowLimits(maxWindow)

@@ -69,7 +69,8 @@ describe('deltaport delta apply, archive delta against the wrong source', () => 
     await truncate(join(dir, 'mid.src'), sourceSize)
     // 64 MiB leaves room for ≈5 MiB of expanded archive: a 200 MiB source archive cannot expand within it.
     const applied = await cli(['delta', 'apply', '--max-memory', '64', 'mid.src', 'lying.delta', 'out'])
-    expect(applied.code).toBe(9)
+    // Memory this machine (or --max-memory) has not is one exit code, 17, whichever check finds it.
+    expect(applied.code).toBe(17)
     expect(applied.stderr).toContain('not enough memory to rebuild this archive here')
     expect(applied.stderr).toContain('source archive of 209715200 bytes')
     expect(await leftovers(['a.gz', 'b.gz', 'ab.delta', 'big.src', 'lying.delta', 'mid.src'])).toEqual([])
@@ -168,7 +169,7 @@ describe('deltaport delta apply, a sound delta over a limit of the decoder', () 
     expect(await leftovers(before)).toEqual([])
   }, 60_000)
 
-  it('a source archive that expands past the memory allowed is a memory refusal (exit 9), not "bad delta"', async () => {
+  it('a source archive that expands past the memory allowed is a memory refusal (exit 17), not "bad delta"', async () => {
     // A 2 MiB run of one line: a few KiB of gzip, within twice what 33 MiB allows (≈170 KiB of
     // expanded archive) so the up-front length check lets it through, and it expands to 2 MiB.
     const roomy = gzipSync('all work and no play\n'.repeat(100_000), { level: 9 })
@@ -190,8 +191,19 @@ describe('deltaport delta apply, a sound delta over a limit of the decoder', () 
       'roomy.out',
     ])
     expect(refused.stderr).not.toContain('bad delta')
-    expect(refused.code).toBe(9)
+    expect(refused.code).toBe(17)
     expect(refused.stderr).toContain('not enough memory to rebuild this archive here')
+    const json = await cli([
+      '--json',
+      'delta',
+      'apply',
+      '--max-memory',
+      '33',
+      'roomy.gz',
+      'roomy.delta',
+      'roomy.out',
+    ])
+    expect(JSON.parse(json.stdout).error.code).toBe('limit-exceeded')
     expect(await leftovers(before)).toEqual([])
   })
 })

@@ -4,12 +4,13 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
+import type { AgentError } from '../errors.ts'
 import { installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { generateKeyPair } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { setYank } from '../yank.ts'
-import { agentFailure, writeArtifact } from './fixtures.ts'
+import { agentFailure, jsonCli, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 const suite = useEdgeWorkspace()
@@ -196,6 +197,49 @@ describe('dependencies', () => {
     const forced = JSON.parse((await cli('--json', 'rollback', 'rb-lib', '--ignore-dependents')).stdout)
     expect(forced.rollback).toMatchObject({ from: '2.0.0', to: '1.1.0' })
     expect(await currentOf(d, 'rb-lib')).toBe('1.1.0')
+    // The dependent now runs with a dependency outside its range (as after `run`'s automatic rollback
+    // of a failed trial, or a yank's retreat, which ask no one): its status warns, saying both sides.
+    const status = await cli('status', 'rb-app')
+    expect(status.stderr).toContain('warning: rb-app@2.0.0 needs rb-lib ^2.0.0, but rb-lib 1.1.0 runs')
+    const json = JSON.parse((await cli('--json', 'status', 'rb-app')).stdout)
+    expect(json.status.unmetDependencies).toEqual([
+      { name: 'rb-lib', range: '^2.0.0', current: '1.1.0', satisfied: false },
+    ])
+    // Nothing to warn of when the range is met.
+    expect((await cli('status', 'rb-lib')).stderr).not.toContain('warning')
+  })
+
+  it("a signed yank's retreat may leave a dependent outside its range, unrefused, and its status warns", async () => {
+    await publish('yr-lib', '1.0.0')
+    await publish('yr-lib', '1.1.0')
+    await publish('yr-app', '1.0.0', { 'yr-lib': '^1.1.0' })
+    const d = device('yank-retreat')
+    await installArtifact(d, { name: 'yr-lib', target: '1.0.0' })
+    await installArtifact(d, { name: 'yr-lib', target: '1.1.0' })
+    await installArtifact(d, { name: 'yr-app' })
+    const configFile = join(suite.ws.dir, 'yank-retreat-device.json')
+    await writeFile(configFile, JSON.stringify(d))
+    const yanked = await jsonCli(suite.ws.configFile, ['yank', 'yr-lib@1.1.0', '--reason', 'loses data'], {
+      DELTAPORT_TOKEN: TEST_TOKEN,
+    })
+    expect(yanked.code).toBe(0)
+    // The maintainer's signed word moves yr-lib back, though yr-app needs ^1.1.0: not refused (ADR 0027).
+    const updated = await jsonCli(configFile, ['update', 'yr-lib'])
+    expect(updated.code).toBe(0)
+    expect(updated.json?.install).toMatchObject({ version: '1.0.0', retreated: { from: '1.1.0' } })
+    const status = await jsonCli(configFile, ['status', 'yr-app'])
+    expect(status.code).toBe(0)
+    expect(status.json?.status).toMatchObject({
+      unmetDependencies: [{ name: 'yr-lib', range: '^1.1.0', current: '1.0.0', satisfied: false }],
+    })
+    const text = await promisify(execFile)(process.execPath, [
+      BIN,
+      '--config',
+      configFile,
+      'status',
+      'yr-app',
+    ])
+    expect(text.stderr).toContain('warning: yr-app@1.0.0 needs yr-lib ^1.1.0, but yr-lib 1.0.0 runs')
   })
 })
 
@@ -695,10 +739,73 @@ describe('a failed update beside another that needs the same new dependency', ()
     expect(await currentOf(d, 'nd-lib')).toBe('1.0.0')
     expect(await currentOf(d, 'nd-app-a')).toBe('1.0.0')
   })
+
+  it('the other way round (the one that downloaded it fails) ends busy saying the staged version was deleted, not that the dependency changed', async () => {
+    await publish('nd2-lib', '1.0.0')
+    await publish('nd2-app-a', '1.0.0')
+    await publish('nd2-app-b', '1.0.0')
+    const d = device('new-dependency-deleted')
+    await installArtifact(d, { name: 'nd2-app-a' })
+    await installArtifact(d, { name: 'nd2-app-b' })
+    await publish('nd2-app-a', '2.0.0', { 'nd2-lib': '^1.0.0' })
+    await publish('nd2-app-b', '2.0.0', { 'nd2-lib': '^1.0.0' })
+
+    // A downloads and stages nd2-lib; before A's own download, B's update finds nd2-lib staged and
+    // reuses it; while B waits for its own bytes, A's bytes fail to verify and A deletes the nd2-lib it
+    // downloaded (ADR 0027: the case judged not worth closing). B's switch then finds it gone.
+    let bStaged: () => void = () => undefined
+    const bAtBlob = new Promise<void>((resolve) => {
+      bStaged = resolve
+    })
+    let b: Promise<AgentError> | null = null
+    const a: Promise<AgentError> = agentFailure(
+      installArtifact(d, {
+        name: 'nd2-app-a',
+        fullOnly: true,
+        fetchImpl: beforeBlob(
+          'nd2-app-a',
+          '2.0.0',
+          async () => {
+            b = agentFailure(
+              installArtifact(d, {
+                name: 'nd2-app-b',
+                fullOnly: true,
+                fetchImpl: beforeBlob('nd2-app-b', '2.0.0', async () => {
+                  bStaged()
+                  await a
+                }),
+              }),
+            )
+            await bAtBlob
+          },
+          corruptingBlob('nd2-app-a', '2.0.0'),
+        ),
+      }),
+    )
+    expect((await a).code).toBe('integrity-mismatch')
+    const failed = await (b as Promise<AgentError> | null)
+    expect(failed?.code).toBe('busy')
+    // Not "changed by another command (it now runs nothing)": nd2-lib never ran, and nothing changed
+    // what runs. What happened, and that a retry (which downloads it again) is the way out.
+    expect(failed?.message).not.toContain('now runs nothing')
+    expect(failed?.message).toContain('nd2-lib 1.0.0, which this update was to switch to, was deleted')
+    expect(failed?.message).toContain('run the update again')
+    expect(await currentOf(d, 'nd2-app-b')).toBe('1.0.0')
+    // The retry does what it says.
+    expect(await installArtifact(d, { name: 'nd2-app-b' })).toMatchObject({ version: '2.0.0' })
+    expect(await currentOf(d, 'nd2-lib')).toBe('1.0.0')
+  })
 })
 
-/** fetch, running `before` once, just before the blob of `name@version` is requested. */
-function beforeBlob(name: string, version: string, before: () => Promise<void>): typeof fetch {
+/**
+ * fetch (through `inner`), running `before` once, just before the blob of `name@version` is requested.
+ */
+function beforeBlob(
+  name: string,
+  version: string,
+  before: () => Promise<void>,
+  inner: typeof fetch = fetch,
+): typeof fetch {
   let ran = false
   return async (input, init) => {
     const url = input instanceof Request ? input.url : String(input)
@@ -706,7 +813,7 @@ function beforeBlob(name: string, version: string, before: () => Promise<void>):
       ran = true
       await before()
     }
-    return fetch(input, init)
+    return inner(input, init)
   }
 }
 
