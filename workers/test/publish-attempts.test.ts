@@ -3,7 +3,6 @@ import { describe, expect, it } from 'vitest'
 import { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import { Published, PublishStarted } from '../../schemas/publish.ts'
 import { holdForCommit, readPending, releaseHold } from '../publish/pending-manifest.ts'
-import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
 import { keys } from '../storage/keys.ts'
 import { callApp } from './delta-helpers.ts'
 import { FaultyR2 } from './faulty-r2.ts'
@@ -16,6 +15,7 @@ import {
   publishSingle,
   sha256,
   slowPut,
+  stalledAt,
   startPublish,
 } from './publish-helpers.ts'
 
@@ -259,31 +259,6 @@ describe('giving up a staged attempt', () => {
   })
 })
 
-/**
- * An ARTIFACTS whose first `op` on `key` waits until released, then goes ahead: stops a request at one
- * R2 call so another can run in between.
- */
-function gated(op: 'get' | 'put', key: string) {
-  let reached: () => void = () => undefined
-  const atGate = new Promise<void>((resolve) => {
-    reached = resolve
-  })
-  let open: () => void = () => undefined
-  const gate = new Promise<void>((resolve) => {
-    open = resolve
-  })
-  let passed = false
-  const bucket = new InterceptedBucket(env.ARTIFACTS, async (called, target, run) => {
-    if (called === op && target === key && !passed) {
-      passed = true
-      reached()
-      await gate
-    }
-    return run()
-  })
-  return { bucket, atGate, release: open }
-}
-
 describe('giving up and committing one attempt at the same moment', () => {
   it('lets exactly one win: a give-up that read the attempt before its commit held it is refused', async () => {
     const body = bytesOf(3000, 16)
@@ -291,7 +266,7 @@ describe('giving up and committing one attempt at the same moment', () => {
     const started = PublishStarted.parse(await (await startPublish(envelope)).json())
     if (started.attempt === undefined) throw new Error('the edge named no attempt')
     // The give-up has read the staged attempt and is about to mark it given up.
-    const giveUp = gated('put', keys.pendingManifest('bothwin', '1.0.0'))
+    const giveUp = stalledAt('put', keys.pendingManifest('bothwin', '1.0.0'))
     const abandoned = callApp(
       `/v1/publish/bothwin/1.0.0/attempts/${started.attempt}`,
       { method: 'DELETE', headers: auth },
@@ -300,7 +275,7 @@ describe('giving up and committing one attempt at the same moment', () => {
     await giveUp.atGate
     // Meanwhile the attempt's upload arrives and its commit holds the staged manifest, and is between
     // its manifest and index writes when the give-up's mark goes through.
-    const commit = gated('put', keys.index('bothwin'))
+    const commit = stalledAt('put', keys.index('bothwin'))
     const put = callApp(
       '/v1/publish/bothwin/1.0.0/blob',
       { method: 'PUT', headers: { ...auth, 'content-length': String(body.length) }, body },
@@ -327,7 +302,7 @@ describe('giving up an attempt whose commit finishes meanwhile', () => {
     const started = PublishStarted.parse(await (await startPublish(envelope)).json())
     if (started.attempt === undefined) throw new Error('the edge named no attempt')
     // The give-up has read the index (nothing published) and is about to read the staged attempt.
-    const read = gated('get', keys.pendingManifest('lategone', '1.0.0'))
+    const read = stalledAt('get', keys.pendingManifest('lategone', '1.0.0'))
     const abandoned = callApp(
       `/v1/publish/lategone/1.0.0/attempts/${started.attempt}`,
       { method: 'DELETE', headers: auth },

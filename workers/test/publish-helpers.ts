@@ -5,6 +5,7 @@ import { ProblemDetails } from '../../schemas/problem.ts'
 import { ED25519, type Envelope, signEnvelope } from '../../schemas/signed-envelope.ts'
 import { toHex } from '../publish/verify-object.ts'
 import { deleteAll, listAll } from '../retention/bucket-walk.ts'
+import { InterceptedBucket, type R2Op } from '../storage/intercepted-bucket.ts'
 
 export const TOKEN = 'test-publish-token'
 export const auth = { authorization: `Bearer ${TOKEN}` }
@@ -153,4 +154,35 @@ export function slowPut(name: string, version: string, body: Uint8Array) {
       return response
     },
   }
+}
+
+/**
+ * An ARTIFACTS whose first `op` on `key` stalls until released: before the call runs, or (`afterCall`)
+ * once it ran, as a response that is slow to come back. Stops a request at one R2 call so another can
+ * run in between (`atGate` resolves when it got there).
+ */
+export function stalledAt(op: R2Op, key: string, afterCall = false) {
+  let reached: () => void = () => undefined
+  const atGate = new Promise<void>((resolve) => {
+    reached = resolve
+  })
+  let open: () => void = () => undefined
+  const gate = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  let passed = false
+  const bucket = new InterceptedBucket(env.ARTIFACTS, async (called, target, run) => {
+    if (called !== op || target !== key || passed) return run()
+    passed = true
+    if (!afterCall) {
+      reached()
+      await gate
+      return run()
+    }
+    const result = await run()
+    reached()
+    await gate
+    return result
+  })
+  return { bucket, atGate, release: () => open() }
 }

@@ -4,11 +4,19 @@ import { ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
 import type { SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
 import { COMMIT_ABANDONED_AFTER_MS, commitVersion } from '../storage/artifact-store.ts'
-import { InterceptedBucket, type R2Op } from '../storage/intercepted-bucket.ts'
+import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
 import { keys } from '../storage/keys.ts'
 import { callApp } from './delta-helpers.ts'
 import { injectedFault } from './faulty-r2.ts'
-import { auth, bytesOf, call, envelopeFor, expectProblem, startPublish } from './publish-helpers.ts'
+import {
+  auth,
+  bytesOf,
+  call,
+  envelopeFor,
+  expectProblem,
+  stalledAt,
+  startPublish,
+} from './publish-helpers.ts'
 
 /**
  * When a version's manifest becomes servable during its commit. The commit writes the manifest key
@@ -153,36 +161,6 @@ describe('a manifest during its commit', () => {
     expect((await manifestOf('diedmid', '1.0.0')).status).toBe(200)
   })
 })
-
-/**
- * An ARTIFACTS whose first `op` on `key` stalls until released: before the call runs, or (`afterCall`)
- * once it ran, as a response that is slow to come back.
- */
-function stalledAt(op: R2Op, key: string, afterCall = false) {
-  let reached: () => void = () => undefined
-  const atGate = new Promise<void>((resolve) => {
-    reached = resolve
-  })
-  let open: () => void = () => undefined
-  const gate = new Promise<void>((resolve) => {
-    open = resolve
-  })
-  let passed = false
-  const bucket = new InterceptedBucket(env.ARTIFACTS, async (called, target, run) => {
-    if (called !== op || target !== key || passed) return run()
-    passed = true
-    if (!afterCall) {
-      reached()
-      await gate
-      return run()
-    }
-    const result = await run()
-    reached()
-    await gate
-    return result
-  })
-  return { bucket, atGate, release: () => open() }
-}
 
 /** Commits `envelope` as a commit holding its staged manifest does (the upload's last step). */
 function commitThrough(bucket: R2Bucket, envelope: SignedManifest, now = Date.now()) {
