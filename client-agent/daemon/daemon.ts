@@ -444,10 +444,10 @@ async function dropInstalled(
 }
 
 /**
- * The prefetch queue is signed only for devices that pin indexKeys (pollQueue), and even a signed one
+ * The prefetch queue is verified only on devices that pin indexKeys (pollQueue), and even a signed one
  * may be up to an hour old (the edge's cache, the statement's lifetime): a queue from before a yank, or
- * on an unpinned device anything in the path, could name a version its maintainer has yanked. Its bytes would verify (the manifest stays signed)
- * and install would never take them (targets resolve through the index, which skips yanked versions),
+ * on an unpinned device anything in the path, could name a version its maintainer has yanked. Its
+ * bytes would verify (the manifest stays signed) and install would never take them (targets resolve through the index, which skips yanked versions),
  * but fetching them wastes the device's bandwidth and staging budget. So each artifact's index is read
  * once per cycle, as installs read it (a fresh signed statement when the device pins indexKeys), and an
  * item it marks yanked is refused before a byte of it moves. An index that cannot be read fails the item.
