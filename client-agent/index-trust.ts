@@ -1,6 +1,6 @@
 /**
  * Freeze defence (ADR 0032; rollout answers ADR 0034): an agent configured with `indexKeys` uses an
- * artifact index, or a rollout answer, only when the
+ * artifact index, a rollout answer or a prefetch queue (ADR 0034, amended) only when the
  * edge's signed statement covers it exactly and is still fresh. Without one, whatever stands between
  * the edge and the device (a cache, a mirror, a replay of yesterday's answer) could hold the device on
  * an old channel head for as long as that head's manifest is unexpired; with one, for at most the
@@ -8,6 +8,7 @@
  */
 import type { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { digestWithoutStatement, indexDigest, ServedIndex } from '../schemas/index-statement.ts'
+import { type PrefetchQueue, ServedPrefetchQueue } from '../schemas/prefetch.ts'
 import type { RolloutCheck } from '../schemas/rollout.ts'
 import { ServedRolloutCheck } from '../schemas/rollout-statement.ts'
 import { type Envelope, type TrustedKey, verifyEnvelope } from '../schemas/signed-envelope.ts'
@@ -138,12 +139,68 @@ export async function verifyServedRolloutCheck(
   const parsed = ServedRolloutCheck.safeParse(answer)
   if (!parsed.success) throw refuse('is malformed')
   const { statement, ...check } = parsed.data
+  await coveredByStatement(answer, statement, trust, refuse, {
+    mismatch: (said) =>
+      said.name !== asked.name || said.channel !== asked.channel
+        ? `carries a statement about ${said.name} on ${said.channel}`
+        : said.client !== asked.client
+          ? 'carries a statement made for another client'
+          : null,
+    digest: (said) => said.checkSha256,
+  })
+  return check
+}
+
+/**
+ * The checks every signed answer other than the index passes (rollout answers, prefetch queues): a
+ * statement signed by a pinned key, about what was asked (`mismatch` says why not, or null), whose
+ * digest is this answer's (`digest`: the statement's digestWithoutStatement field), fresh. Throws what
+ * `refuse` makes of the first that fails.
+ */
+async function coveredByStatement<Body extends { issuedAt: string; expires: string }>(
+  answer: Record<string, unknown>,
+  statement: Envelope<Body> | undefined,
+  trust: Pick<IndexTrust, 'keys' | 'now'>,
+  refuse: (why: string) => AgentError,
+  about: { mismatch: (said: Body) => string | null; digest: (said: Body) => string },
+): Promise<Body> {
   const said = await signedByPinnedKey(statement, trust.keys, refuse)
-  if (said.name !== asked.name || said.channel !== asked.channel)
-    throw refuse(`carries a statement about ${said.name} on ${said.channel}`)
-  if (said.client !== asked.client) throw refuse('carries a statement made for another client')
-  if (said.checkSha256 !== (await digestWithoutStatement(answer)))
+  const mismatch = about.mismatch(said)
+  if (mismatch !== null) throw refuse(mismatch)
+  if (about.digest(said) !== (await digestWithoutStatement(answer)))
     throw refuse('differs from what its statement covers')
   checkFresh(said, trust.now(), refuse)
-  return check
+  return said
+}
+
+/**
+ * The prefetch queue in `json` (GET /v1/prefetch), checked like a rollout answer (ADR 0034, amended
+ * 2026-11-26): a statement signed by one of `trust.keys`, made for `client` (this device's id: its
+ * enrolled device id, else its telemetry id), covering exactly this queue (each item and its plan), not
+ * expired and not issued in the future. Throws `untrusted-index` naming what failed, before the daemon
+ * fetches anything; returns the queue without its statement.
+ */
+export async function verifyServedPrefetchQueue(
+  json: unknown,
+  client: string,
+  trust: Pick<IndexTrust, 'keys' | 'now'>,
+): Promise<PrefetchQueue> {
+  const refuse = (why: string) =>
+    new AgentError('untrusted-index', `the prefetch plan ${why}; nothing of it was fetched`)
+  const answer = answerRecord(json, refuse)
+  const parsed = ServedPrefetchQueue.safeParse(answer)
+  if (!parsed.success) throw refuse('is malformed')
+  const { statement, ...queue } = parsed.data
+  // An edge from before signed plans serves none: with indexKeys the device stops prefetching (its
+  // updates are unaffected) rather than let anyone in the path strip the statement to choose its downloads.
+  if (!statement)
+    throw refuse(
+      'carries no signed statement, and indexKeys requires one (an edge that does not sign prefetch plans yet: update the edge)',
+    )
+  await coveredByStatement(answer, statement, trust, refuse, {
+    mismatch: (said) =>
+      said.client !== client ? `was made for another device (${said.client}, not ${client})` : null,
+    digest: (said) => said.queueSha256,
+  })
+  return queue
 }

@@ -13,6 +13,7 @@ export const EXPORTED = {
   DeltaStreamBlockHeader: schemas.DeltaStreamBlockHeader,
   DeltaStreamMetadata: schemas.DeltaStreamMetadata,
   PrefetchQueue: schemas.PrefetchQueue,
+  ServedPrefetchQueue: schemas.ServedPrefetchQueue,
   TelemetryBatch: schemas.TelemetryBatch,
   RuntimeConfig: schemas.RuntimeConfig,
   ProblemDetails: schemas.ProblemDetails,

@@ -13,7 +13,9 @@ import { AgentError } from '../errors.ts'
 import { artifactOfFolder } from '../fs/artifact-folder.ts'
 import { type ArtifactLock, lockArtifact } from '../fs/artifact-lock.ts'
 import { DEFAULT_MIN_FREE_BYTES, freeBytes } from '../fs/free-space.ts'
+import { verifyServedPrefetchQueue } from '../index-trust.ts'
 import { planCheaperUpdate } from '../install.ts'
+import { agentClientId } from '../rollout/client-id.ts'
 import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
@@ -167,7 +169,11 @@ export async function runDaemonCycle(
       now: now(),
     })
   ).config
-  const queue = await pollQueue(edge, await telemetryQueue.clientId(), installed, config, settings, options)
+  const queue = await pollQueue(edge, await telemetryQueue.clientId(), installed, config, settings, {
+    ...options,
+    indexKeys: trust.indexKeys,
+    now,
+  })
   result.queued = queue.items.length
   result.validUntil = queue.validUntil
   const items = queue.items.filter((i) => !installed.get(i.name)?.versions.includes(i.version))
@@ -438,9 +444,10 @@ async function dropInstalled(
 }
 
 /**
- * The prefetch queue is not signed: a cache serving one from before a yank, or anything in the path,
- * could name a version its maintainer has yanked. Its bytes would verify (the manifest stays signed)
- * and install would never take them (targets resolve through the index, which skips yanked versions),
+ * The prefetch queue is verified only on devices that pin indexKeys (pollQueue), and even a signed one
+ * may be up to an hour old (the edge's cache, the statement's lifetime): a queue from before a yank, or
+ * on an unpinned device anything in the path, could name a version its maintainer has yanked. Its
+ * bytes would verify (the manifest stays signed) and install would never take them (targets resolve through the index, which skips yanked versions),
  * but fetching them wastes the device's bandwidth and staging budget. So each artifact's index is read
  * once per cycle, as installs read it (a fresh signed statement when the device pins indexKeys), and an
  * item it marks yanked is refused before a byte of it moves. An index that cannot be read fails the item.
@@ -493,13 +500,19 @@ async function dropYanked(staging: StagingArea, indexOf: IndexOf): Promise<ItemR
   return dropped
 }
 
+/**
+ * The edge's prefetch queue for this device. With `indexKeys` (the config's or its root's) only a queue
+ * signed for this device, covering exactly what it says, and fresh (index-trust.ts
+ * verifyServedPrefetchQueue, ADR 0034 amended): anything else fails the poll (`untrusted-index`,
+ * reported like any failed poll) before a byte of any item moves. Without, it is taken as sent.
+ */
 async function pollQueue(
   edge: EdgeClient,
   clientId: string,
   installed: Map<string, InstalledArtifact>,
   config: AgentConfig,
   settings: DaemonSettings,
-  options: DaemonCycleOptions,
+  options: DaemonCycleOptions & Pick<AgentConfig, 'indexKeys'> & { now: () => Date },
 ): Promise<PrefetchQueue> {
   const params = new URLSearchParams({
     client: clientId,
@@ -521,6 +534,12 @@ async function pollQueue(
     'the prefetch queue',
     options.signal ? { signal: options.signal } : {},
   )
+  if (options.indexKeys.length > 0) {
+    // The id the edge planned for: the enrolled device id when the poll carried its credential (the
+    // edge plans under it whatever `client=` says), else the `client=` sent.
+    const device = await agentClientId(config, options.fetchImpl)
+    return verifyServedPrefetchQueue(json, device, { keys: options.indexKeys, now: options.now })
+  }
   const parsed = PrefetchQueue.safeParse(json)
   if (!parsed.success) throw new AgentError('edge-rejected', 'the edge sent a malformed prefetch queue')
   return parsed.data

@@ -60,7 +60,7 @@ export const COMPONENT_SCHEMAS = {
   PlanResponse: schemas.PlanResponse,
   TelemetryBatch: schemas.TelemetryBatch,
   TelemetryReceipt: schemas.TelemetryReceipt,
-  PrefetchQueue: schemas.PrefetchQueue,
+  ServedPrefetchQueue: schemas.ServedPrefetchQueue,
   RuntimeConfig: schemas.RuntimeConfig,
   RuntimeConfigStatus,
   ManifestResigned: schemas.ManifestResigned,
@@ -620,7 +620,11 @@ export const ROUTES: RouteSpec[] = [
       },
     ],
     responses: {
-      '200': { description: 'The prefetch queue', body: { kind: 'json', schema: 'PrefetchQueue' } },
+      '200': {
+        description:
+          'The prefetch queue; with INDEX_SIGNING_KEY set, `statement` signs it for the client and region it was planned for',
+        body: { kind: 'json', schema: 'ServedPrefetchQueue' },
+      },
     },
     problems: [400, 401, 429],
   },

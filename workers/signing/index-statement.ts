@@ -1,5 +1,6 @@
 /**
- * Signs each index answer with INDEX_SIGNING_KEY (ADR 0032), and each rollout answer (ADR 0034): a
+ * Signs each index answer with INDEX_SIGNING_KEY (ADR 0032), each rollout answer and each prefetch
+ * queue (ADR 0034 and its 2026-11-26 amendment): a
  * short-lived statement of what the edge served and until when it may be believed. Devices configured with the key's public half
  * (`indexKeys`) refuse an index without a fresh one, so a cache, mirror or replay in front of the edge
  * cannot hold them on an old release for longer than the statement's lifetime.
@@ -12,6 +13,11 @@ import {
   indexDigest,
   type SignedIndexStatement,
 } from '../../schemas/index-statement.ts'
+import type {
+  PrefetchPlanStatement,
+  PrefetchQueue,
+  SignedPrefetchPlanStatement,
+} from '../../schemas/prefetch.ts'
 import type { RolloutCheck } from '../../schemas/rollout.ts'
 import type { RolloutCheckStatement, SignedRolloutCheckStatement } from '../../schemas/rollout-statement.ts'
 import { ED25519, type Envelope, keyIdOf, signEnvelope } from '../../schemas/signed-envelope.ts'
@@ -108,6 +114,28 @@ export async function signRolloutCheck(
     channel: check.channel,
     client,
     checkSha256: await digestWithoutStatement(check),
+    ...lifetime(now, ttlSeconds),
+  }
+  return signWithIndexKey(env, statement)
+}
+
+/**
+ * The statement for one prefetch queue planned for `client` in `region`, valid for `ttlSeconds` (ADR
+ * 0034, amended 2026-11-26; undefined: no key). It covers the queue exactly (every item and its plan),
+ * so neither another device's queue nor an altered one passes.
+ */
+export async function signPrefetchPlan(
+  env: Pick<Env, 'INDEX_SIGNING_KEY'>,
+  queue: PrefetchQueue,
+  planned: { client: string; region: string },
+  ttlSeconds: number,
+  now: Date = new Date(),
+): Promise<SignedPrefetchPlanStatement | undefined> {
+  const statement: PrefetchPlanStatement = {
+    _type: 'deltaport/prefetch-plan',
+    client: planned.client,
+    region: planned.region,
+    queueSha256: await digestWithoutStatement(queue),
     ...lifetime(now, ttlSeconds),
   }
   return signWithIndexKey(env, statement)

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { control, HOUR, rolloutPath, startRollout } from '../../durable-objects/test/rollout-helpers.ts'
 import type { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import { digestWithoutStatement, indexDigest, ServedIndex } from '../../schemas/index-statement.ts'
+import { ServedPrefetchQueue } from '../../schemas/prefetch.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { ServedRolloutCheck } from '../../schemas/rollout-statement.ts'
 import { ED25519, keyIdOf, verifyEnvelope } from '../../schemas/signed-envelope.ts'
@@ -144,5 +145,64 @@ describe('signed rollout answers at the edge (ADR 0034)', () => {
     expect(held).toMatchObject({ in: false, state: 'aborted' })
     const heldSaid = held.statement!.signed
     expect(Date.parse(heldSaid.expires) - Date.parse(heldSaid.issuedAt)).toBe(24 * 3600 * 1000)
+  })
+})
+
+describe('signed prefetch plans at the edge (ADR 0034, amended 2026-11-26)', () => {
+  const ART = 'signed-pf'
+  const REGION = 'pf-signed'
+  const planFor = (client: string, key: string) =>
+    app.request(
+      `/v1/prefetch?client=${client}&region=${REGION}&installed=${ART}@0.9.0`,
+      {},
+      { ...env, INDEX_SIGNING_KEY: key },
+    )
+
+  it('signs each queue for the client and region it was planned for, covering every item', async () => {
+    const published = await publishSingle(ART, '1.0.0', bytesOf(600, 41))
+    const key = await edgeKey()
+    const response = await planFor('client-pf-signed-1', key.privateKey)
+    expect(response.status).toBe(200)
+    const json = (await response.json()) as Record<string, unknown>
+    const { statement, ...queue } = ServedPrefetchQueue.parse(json)
+    // The older installed version makes the head a scheduled update: the queue has an item to bind.
+    expect(queue.items.map((i) => `${i.name}@${i.version}`)).toContain(`${ART}@1.0.0`)
+    expect(queue.items.find((i) => i.name === ART)?.plan.sha256).toBe(published.signed.sha256)
+    expect(statement).toBeDefined()
+    expect(await verifyEnvelope(statement!, [key.trusted])).toBe(true)
+    expect(await verifyEnvelope(statement!, [(await edgeKey()).trusted])).toBe(false)
+    const said = statement!.signed
+    expect(said).toMatchObject({
+      _type: 'deltaport/prefetch-plan',
+      client: 'client-pf-signed-1',
+      region: REGION,
+      queueSha256: await digestWithoutStatement(json),
+    })
+    // Valid an hour at most (MAX_PLAN_TTL_SECONDS), not the index statement's day.
+    expect(Date.parse(said.expires) - Date.parse(said.issuedAt)).toBe(3600 * 1000)
+    // Another item, version or plan is another queue: the signature does not carry over.
+    const items = queue.items.map((i) => (i.name === ART ? { ...i, version: '0.9.1' } : i))
+    expect(await digestWithoutStatement({ ...json, items })).not.toBe(said.queueSha256)
+
+    // Each client's queue is signed for that client; a repeat answered from the cache is signed too.
+    const other = ServedPrefetchQueue.parse(
+      await (await planFor('client-pf-signed-2', key.privateKey)).json(),
+    )
+    expect(other.statement!.signed.client).toBe('client-pf-signed-2')
+    const repeat = (await (await planFor('client-pf-signed-1', key.privateKey)).json()) as Record<
+      string,
+      unknown
+    >
+    const repeated = ServedPrefetchQueue.parse(repeat).statement!.signed
+    expect(repeated).toMatchObject({
+      client: 'client-pf-signed-1',
+      queueSha256: await digestWithoutStatement(repeat),
+    })
+
+    // Blank key: unsigned, as before; a malformed one answers 500, never an unsigned queue.
+    expect('statement' in ((await (await planFor('client-pf-signed-3', '')).json()) as object)).toBe(false)
+    const malformed = await planFor('client-pf-signed-4', 'not base64!')
+    expect(malformed.status).toBe(500)
+    expect(ProblemDetails.parse(await malformed.json()).detail).toContain('INDEX_SIGNING_KEY')
   })
 })
