@@ -294,6 +294,8 @@ export function buildProgram(
           ...(options.allowRevoked ? { allowRevoked: true } : {}),
           ...(options.ignoreDependents ? { ignoreDependents: true } : {}),
         })
+        // Offline: the key check used the revocations this device knew; say how old they are.
+        if (result.revocationsUnrefreshed) reporter().info(`warning: ${result.revocationsUnrefreshed}`)
         if (result.finished)
           reporter().info(
             `an update killed while switching was finished first (${result.finished.join(', ')} switched), then rolled back from there`,
