@@ -117,6 +117,8 @@ export interface Retreated {
   from: string
   reason: string
   at: string
+  /** The destination is a head an unsigned index named (no `indexKeys`; yank-retreat.ts Retreat). */
+  unverifiedHead?: true
 }
 
 /**
@@ -573,7 +575,8 @@ function holdOnYanked(
 }
 
 function retreatedNote(retreat: Retreat): Retreated {
-  return { from: retreat.from, reason: retreat.reason, at: retreat.at }
+  const { from, reason, at, unverifiedHead } = retreat
+  return { from, reason, at, ...(unverifiedHead ? { unverifiedHead } : {}) }
 }
 
 export interface RollbackOptions extends Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'> {
