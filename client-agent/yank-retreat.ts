@@ -28,7 +28,7 @@ export interface Retreat {
   /**
    * `to` is a channel head newer than the version this device ran before, read from an index no key of
    * this device verified (no `indexKeys`): whatever answers for the edge could have named any release
-   * signed for the channel between that version and `from` (ADR 0025, amended 2026-11-26).
+   * signed for the channel between that version and `from` (ADR 0032, amended 2026-11-26).
    */
   unverifiedHead?: true
 }
