@@ -207,6 +207,10 @@ export function buildProgram(
     if (result.retreated) {
       const { from, reason, at } = result.retreated
       out.info(`moved back off ${result.name}@${from}: its maintainer yanked it on ${at} (${reason}), signed`)
+      if (result.retreated.unverifiedHead)
+        out.info(
+          `warning: ${result.version} is where the channel's head points, and the index naming it is not signed for this device (no indexKeys): a network answering for the edge could have named any release signed for the channel between the version this device ran before and ${from}. Pin the edge's index key (indexKeys, or an index role in the root) to have heads verified`,
+        )
     }
     const how = result.alreadyCurrent
       ? 'already current'
@@ -294,6 +298,8 @@ export function buildProgram(
           ...(options.allowRevoked ? { allowRevoked: true } : {}),
           ...(options.ignoreDependents ? { ignoreDependents: true } : {}),
         })
+        // Offline: the key check used the revocations this device knew; say how old they are.
+        if (result.revocationsUnrefreshed) reporter().info(`warning: ${result.revocationsUnrefreshed}`)
         if (result.finished)
           reporter().info(
             `an update killed while switching was finished first (${result.finished.join(', ')} switched), then rolled back from there`,

@@ -27,7 +27,7 @@ import { AgentError } from './errors.ts'
 import type { LockWait } from './fs/artifact-lock.ts'
 import { DEFAULT_MIN_FREE_BYTES, ensureFreeSpace, sizeIfPresent } from './fs/free-space.ts'
 import { makeDirs } from './fs/make-dirs.ts'
-import { maintainerTrustsOnDisk, refreshRootTrust } from './root-trust.ts'
+import { type MaintainerTrustsNow, maintainerTrustsNow, refreshRootTrust } from './root-trust.ts'
 import { ArtifactStore } from './store.ts'
 import { RunFiles } from './swap/run-files.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
@@ -117,6 +117,8 @@ export interface Retreated {
   from: string
   reason: string
   at: string
+  /** The destination is a head an unsigned index named (no `indexKeys`; yank-retreat.ts Retreat). */
+  unverifiedHead?: true
 }
 
 /**
@@ -573,7 +575,8 @@ function holdOnYanked(
 }
 
 function retreatedNote(retreat: Retreat): Retreated {
-  return { from: retreat.from, reason: retreat.reason, at: retreat.at }
+  const { from, reason, at, unverifiedHead } = retreat
+  return { from, reason, at, ...(unverifiedHead ? { unverifiedHead } : {}) }
 }
 
 export interface RollbackOptions extends Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'> {
@@ -584,6 +587,8 @@ export interface RollbackOptions extends Pick<InstallRequest, 'lockWaitMs' | 'on
   allowRevoked?: boolean
   /** Switch even when installed artifacts need another range of this one (`--ignore-dependents`). */
   ignoreDependents?: boolean
+  /** How the edge is asked for newer roots before the key check (tests put a network in between). */
+  fetchImpl?: typeof fetch
 }
 
 export async function rollbackArtifact(config: AgentConfig, name: string, wait: RollbackOptions = {}) {
@@ -614,30 +619,41 @@ export async function rollbackArtifact(config: AgentConfig, name: string, wait: 
     if (!wait.ignoreDependents)
       await checkDependentsOfRollback(config.installRoot, name, before.current, before.previous)
     const envelope = await store.manifestOf(before.previous)
-    if (!wait.allowRevoked) await assertStillVouchedFor(config, name, before.previous, envelope)
+    // Revocations published since the last poll count: the edge is asked for newer roots first.
+    const known = wait.allowRevoked
+      ? null
+      : await maintainerTrustsNow(config, wait.fetchImpl ? { fetchImpl: wait.fetchImpl } : {})
+    if (known) await assertStillVouchedFor(name, before.previous, envelope, known)
     if (!(await fileHasBytes(store.blobPath(before.previous), envelope.signed)))
       throw new AgentError(
         'integrity-mismatch',
         `${name}@${before.previous} on disk no longer has the bytes its signed manifest names; nothing was switched. Install it again with "deltaport install ${name}@${before.previous}"`,
       )
     const after = await store.rollback()
-    return { name, from: before.current, to: after.current, ...(finished.length > 0 ? { finished } : {}) }
+    return {
+      name,
+      from: before.current,
+      to: after.current,
+      ...(finished.length > 0 ? { finished } : {}),
+      ...(known?.unrefreshed ? { revocationsUnrefreshed: known.unrefreshed } : {}),
+    }
   })
 }
 
 /**
  * Refuses a rollback to a version that only keys this device no longer trusts signed (revoked by a root
  * it has verified, or dropped from its config): a thief's release installed before the rotation must not
- * run again without the owner saying so. Checked against what the device knows offline (rollback asks
- * the edge for nothing), like the yank retreat's check on the same copy (yank-retreat.ts).
+ * run again without the owner saying so. Checked against the newest roots the edge serves, or, when it
+ * cannot be reached, against those this device verified before, and the caller says so
+ * (maintainerTrustsNow, root-trust.ts).
  */
 async function assertStillVouchedFor(
-  config: AgentConfig,
   name: string,
   version: string,
   envelope: SignedManifest,
+  known: MaintainerTrustsNow,
 ): Promise<void> {
-  const verdict = await distrustedSigners(envelope, await maintainerTrustsOnDisk(config))
+  const verdict = await distrustedSigners(envelope, known.trusts)
   if (verdict.met) return
   const by =
     verdict.untrusted.length > 0

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { z } from 'zod'
-import { Sha256Hex } from '../schemas/common.ts'
+import { IsoDateTime, Sha256Hex } from '../schemas/common.ts'
 import { MAX_ROOT_BYTES, type RootStatement, SignedRoot } from '../schemas/root.ts'
 import {
   nextRootProblem,
@@ -73,7 +73,33 @@ export async function refreshRootTrust(
   options: RootRefreshOptions = {},
 ): Promise<RootRefresh> {
   if (!config.root) return { config, root: null, followed: [] }
-  const start = await startingRoot(config.root, config.installRoot)
+  const { current, followed, reachedEnd } = await followRootChain(config, config.root, options)
+  const now = options.now ?? new Date()
+  if (Date.parse(current.expires) <= now.getTime()) {
+    // Cut off by the step limit, the edge was not asked for root N+1, and may well serve it: the roots
+    // followed are kept, so the next refresh goes on from here.
+    const why = reachedEnd
+      ? 'the edge serves no newer root'
+      : `this refresh stopped there, having followed ${MAX_ROOT_STEPS} roots (the most one refresh follows); the next one continues from root ${current.version}`
+    throw new AgentError(
+      'untrusted-root',
+      `root ${current.version} expired at ${current.expires} and ${why}: keys it names are no longer trusted until a newer root is followed`,
+    )
+  }
+  return { config: configUnder(config, current), root: current, followed }
+}
+
+/**
+ * Walks the edge's chain from the newest root this device trusts, keeping each root it verifies, and
+ * records when the edge confirmed the newest (it served no next one). Throws `untrusted-root` when a next
+ * root does not follow, or a kept root of unknown origin is not reached; errors reaching the edge pass.
+ */
+async function followRootChain(
+  config: AgentConfig,
+  shippedPath: string,
+  options: RootRefreshOptions,
+): Promise<{ current: RootStatement; followed: number[]; reachedEnd: boolean }> {
+  const start = await startingRoot(shippedPath, config.installRoot)
   let current = start.root
   // A bare kept root (origin unknown) newer than the shipped root: the walk from the shipped root must
   // reach its version to tell whether it is this chain's (same digest) or another's.
@@ -113,19 +139,8 @@ export async function refreshRootTrust(
       { keptRoot: unconfirmed.version, servedUpTo: current.version, path: keptPath },
     )
   }
-  const now = options.now ?? new Date()
-  if (Date.parse(current.expires) <= now.getTime()) {
-    // Cut off by the step limit, the edge was not asked for root N+1, and may well serve it: the roots
-    // followed are kept, so the next refresh goes on from here.
-    const why = reachedEnd
-      ? 'the edge serves no newer root'
-      : `this refresh stopped there, having followed ${MAX_ROOT_STEPS} roots (the most one refresh follows); the next one continues from root ${current.version}`
-    throw new AgentError(
-      'untrusted-root',
-      `root ${current.version} expired at ${current.expires} and ${why}: keys it names are no longer trusted until a newer root is followed`,
-    )
-  }
-  return { config: configUnder(config, current), root: current, followed }
+  if (reachedEnd) await noteChainChecked(config.installRoot, current.version, options.now ?? new Date())
+  return { current, followed, reachedEnd }
 }
 
 /**
@@ -207,4 +222,104 @@ export async function maintainerTrustsOnDisk(config: AgentConfig): Promise<Maint
     maintainerThreshold: roleThreshold(root, 'maintainers'),
   })
   return start.unconfirmed ? [under(start.shipped), under(start.unconfirmed)] : [under(start.root)]
+}
+
+/**
+ * When the edge last confirmed, as far as this device recorded, that it serves no root newer than
+ * `version`: what a rollback that cannot reach the edge says of how old its revocations are.
+ */
+const ChainChecked = z.strictObject({ version: z.number().int().positive(), at: IsoDateTime })
+
+/** How stale the record may grow before a refresh rewrites it: polls do not write on every cycle. */
+const CHECKED_RECORD_EVERY_MS = 60 * 60_000
+
+function chainCheckedPath(installRoot: string): string {
+  return join(installRoot, '.trust', 'checked.json')
+}
+
+async function readChainChecked(installRoot: string): Promise<z.infer<typeof ChainChecked> | null> {
+  const path = chainCheckedPath(installRoot)
+  if (!existsSync(path)) return null
+  const text = await readAtMost(path, 4096).catch(() => null)
+  if (!text) return null
+  try {
+    const parsed = ChainChecked.safeParse(JSON.parse(new TextDecoder().decode(text)))
+    return parsed.success ? parsed.data : null
+  } catch {
+    return null
+  }
+}
+
+/**
+ * Records that the edge served no root past `version` at `at`, at most hourly for the same version (a
+ * daemon polls far more often; flash wears). Best effort: a record that cannot be written only makes a
+ * later offline rollback's warning name an older time.
+ */
+async function noteChainChecked(installRoot: string, version: number, at: Date): Promise<void> {
+  const recorded = await readChainChecked(installRoot)
+  if (recorded?.version === version && at.getTime() - Date.parse(recorded.at) < CHECKED_RECORD_EVERY_MS)
+    return
+  const path = chainCheckedPath(installRoot)
+  await makeDirs(join(path, '..'))
+    .then(() => writeFileAtomic(path, JSON.stringify({ version, at: at.toISOString() })))
+    .catch(() => undefined)
+}
+
+/** The maintainer trusts to check a kept release against, and why they may be out of date. */
+export interface MaintainerTrustsNow {
+  trusts: MaintainerTrust[]
+  /** Set when the edge could not be asked for newer roots: what the device knows, and since when. */
+  unrefreshed?: string
+}
+
+/**
+ * The maintainer keys this device trusts, after asking the edge for newer roots when it can
+ * (`deltaport rollback`): the chain is walked from the shipped root exactly as an update walks it, and
+ * what it keeps is what counts. When the edge cannot be reached, or serves a chain that does not verify
+ * (to the device the same: no newer root it can trust), the roots it already verified count
+ * (maintainerTrustsOnDisk) and `unrefreshed` says so, naming the root and when the edge last confirmed
+ * it. An expired newest root still counts its revocations (expiry never makes a revoked key good again).
+ * Without a `root` the config's keys are all there is; nothing is asked.
+ */
+export async function maintainerTrustsNow(
+  config: AgentConfig,
+  options: RootRefreshOptions = {},
+): Promise<MaintainerTrustsNow> {
+  if (!config.root) return { trusts: [config] }
+  let why: string | null = null
+  try {
+    const walk = await followRootChain(config, config.root, options)
+    if (!walk.reachedEnd)
+      why = `this check stopped after following ${MAX_ROOT_STEPS} roots, the most one check follows`
+  } catch (error) {
+    // The shipped root itself is unusable: the config's fault, and no trust on disk could stand in.
+    if (!(error instanceof AgentError) || error.code === 'config') throw error
+    why = error.message
+  }
+  const trusts = await maintainerTrustsOnDisk(config)
+  if (why === null) return { trusts }
+  const start = await startingRoot(config.root, config.installRoot)
+  const known = start.unconfirmed?.version ?? start.root.version
+  const checked = await readChainChecked(config.installRoot)
+  const now = options.now ?? new Date()
+  const since =
+    checked?.version === known
+      ? `which the edge last confirmed as its newest at or after ${checked.at} (${ageOf(now.getTime() - Date.parse(checked.at))} ago)`
+      : 'which this device has never seen the edge confirm as its newest'
+  return {
+    trusts,
+    unrefreshed: `could not ask the edge for newer root metadata (${why}); checked against the revocations of root ${known}, ${since}: a key revoked after that is not known here`,
+  }
+}
+
+/** A duration as people say it: "3 days", "5 hours", "12 minutes" (rounded down, at least a minute). */
+function ageOf(ms: number): string {
+  const minutes = Math.max(1, Math.floor(ms / 60_000))
+  const [count, unit] =
+    minutes >= 2 * 24 * 60
+      ? [Math.floor(minutes / (24 * 60)), 'days']
+      : minutes >= 120
+        ? [Math.floor(minutes / 60), 'hours']
+        : [minutes, minutes === 1 ? 'minute' : 'minutes']
+  return `${count} ${unit}`
 }

@@ -25,6 +25,12 @@ export interface Retreat {
   /** When the maintainer signed the yank. */
   at: string
   yankSeen: YankSeen
+  /**
+   * `to` is a channel head newer than the version this device ran before, read from an index no key of
+   * this device verified (no `indexKeys`): whatever answers for the edge could have named any release
+   * signed for the channel between that version and `from` (ADR 0032, amended 2026-11-26).
+   */
+  unverifiedHead?: true
 }
 
 type YankSeen = NonNullable<StoreState['yankSeen']>
@@ -68,7 +74,14 @@ export async function planYankRetreat(
   const unusable = onDisk ? await whyNotRunAgain(config, store, previous) : 'is not installed'
   // The head when it is newer than what the device ran before, or is that version and the copy on disk
   // cannot be used (installing checks the edge's manifest under the keys trusted now, and the bytes).
-  if (gt(head, previous) || (head === previous && unusable)) return { kind: 'install', to: head, ...move }
+  if (gt(head, previous))
+    return {
+      kind: 'install',
+      to: head,
+      ...move,
+      ...(config.indexKeys.length === 0 ? { unverifiedHead: true } : {}),
+    }
+  if (head === previous && unusable) return { kind: 'install', to: head, ...move }
   if (unusable) return stay(`the version it ran before, ${previous}, ${unusable}`)
   if (versionEntry(index, previous)?.yanked) return stay(`the version before it, ${previous}, is yanked too`)
   return { kind: 'rollback', to: previous, ...move }

@@ -179,6 +179,8 @@ export async function rollbackAndReport(
   to: string | null
   /** Artifacts an interrupted update's switches named, finished before the rollback (rollbackArtifact). */
   finished?: string[]
+  /** The edge could not be asked for newer roots: the key check used what the device knew (rollbackArtifact). */
+  revocationsUnrefreshed?: string
   report: ReportResult | null
 }> {
   const rolled = await rollbackArtifact(config, name, {
@@ -186,6 +188,7 @@ export async function rollbackAndReport(
     ...(options.onLockWait ? { onLockWait: options.onLockWait } : {}),
     ...(options.allowRevoked ? { allowRevoked: true } : {}),
     ...(options.ignoreDependents ? { ignoreDependents: true } : {}),
+    ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
   })
   if (rolled.from === null) return { ...rolled, report: null }
   const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))

@@ -8,18 +8,18 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import type { RootStatement, SignedRoot } from '../../schemas/root.ts'
+import type { SignedRoot } from '../../schemas/root.ts'
 import { type AgentConfig, loadConfig } from '../config.ts'
 import { runDaemonCycle } from '../daemon/daemon.ts'
 import { EdgeClient, rootPath } from '../edge-client.ts'
 import { installArtifact, rollbackArtifact } from '../install.ts'
-import { publishArtifact } from '../publish.ts'
 import { MAX_ROOT_STEPS, refreshRootTrust, trustedRootPath } from '../root-trust.ts'
 import { generateKeyPair, type KeyPairFiles, signDocumentByAll } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
 import { EdgeChannelSource } from '../swap/edge-source.ts'
-import { agentFailure, cliFailure, writeArtifact } from './fixtures.ts'
+import { agentFailure, cliFailure } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
+import { keyFileIn, publishSignedByAll, rootBody, putRoot as storeRoot } from './roots.ts'
 
 const suite = useEdgeWorkspace()
 const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
@@ -33,50 +33,17 @@ const [rootKey, nextRootKey, maintainerA, maintainerB, maintainerC] = await Prom
   generateKeyPair(),
 ])
 
-function rootBody(
-  version: number,
-  roles: { root: KeyPairFiles[]; maintainers: KeyPairFiles[]; threshold?: number },
-  expires = new Date(Date.now() + 365 * DAY_MS),
-): RootStatement {
-  const all = [...roles.root, ...roles.maintainers]
-  return {
-    _type: 'deltaport/root',
-    version,
-    expires: expires.toISOString(),
-    keys: Object.fromEntries(all.map((k) => [k.keyid, { publicKey: k.publicKey }])),
-    roles: {
-      root: { keyids: roles.root.map((k) => k.keyid), threshold: 1 },
-      maintainers: { keyids: roles.maintainers.map((k) => k.keyid), threshold: roles.threshold ?? 1 },
-    },
-  }
-}
-
 async function putRoot(root: SignedRoot): Promise<void> {
-  const response = await fetch(`${suite.edge.url}${rootPath(root.signed.version)}`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${TEST_TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify(root),
-  })
-  expect(response.status, await response.clone().text()).toBe(201)
+  await storeRoot(suite.edge.url, root)
 }
 
-async function keyFile(key: KeyPairFiles): Promise<string> {
-  const path = join(suite.ws.dir, `${key.keyid.slice(0, 12)}.key.json`)
-  await writeFile(path, JSON.stringify(key))
-  return path
+function keyFile(key: KeyPairFiles): Promise<string> {
+  return keyFileIn(suite.ws.dir, key)
 }
 
 /** Publishes `name@version` signed by each of `signers`. */
-async function publishSigned(name: string, version: string, signers: KeyPairFiles[]): Promise<void> {
-  const art = await writeArtifact(suite.ws.dir, `${name}-${version}.bin`, 2_000)
-  await publishArtifact({
-    edgeUrl: suite.edge.url,
-    token: TEST_TOKEN,
-    keyFile: await Promise.all(signers.map(keyFile)),
-    file: art.path,
-    name,
-    version,
-  })
+function publishSigned(name: string, version: string, signers: KeyPairFiles[]): Promise<void> {
+  return publishSignedByAll(suite.edge.url, suite.ws.dir, { name, version }, signers)
 }
 
 /** A device that ships root 1 (written beside its store) and names no keys itself. */

@@ -4,8 +4,10 @@
  * accepted, or answered with something other than a typed refusal, and the ones it checked that show
  * the agent verifies exactly the document it then uses (docs/security.md lists them all).
  */
+import { execFile } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { type AgentConfig, loadConfig } from '../config.ts'
 import { fileHasBytes } from '../download.ts'
@@ -23,6 +25,8 @@ import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 const edgeKey = await generateKeyPair()
 const suite = useEdgeWorkspace({ INDEX_SIGNING_KEY: edgeKey.privateKey })
 const DAY_MS = 24 * 3600 * 1000
+const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
+const runCli = promisify(execFile)
 const trusting = (...keys: KeyPairFiles[]) => keys.map((k) => ({ keyid: k.keyid, publicKey: k.publicKey }))
 
 function device(store: string, overrides: Partial<AgentConfig> = {}): AgentConfig {
@@ -298,6 +302,68 @@ describe('a signed yank steered by an unsigned index', () => {
       version: '1.0.0',
       retreated: { from: '1.2.0' },
     })
+  })
+
+  it('says so when the head it retreats to came from an index this device cannot verify, and with indexKeys takes only a verified one', async () => {
+    for (const version of ['1.0.0', '1.1.0', '1.2.0', '1.3.0']) await publish('chosen', version)
+    // 1.1.0 turned out bad too (an unsigned yank, shown only in the index).
+    await setYank({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      name: 'chosen',
+      version: '1.1.0',
+      reason: 'leaks handles',
+    })
+    const unsigned = device('store-chosen-unsigned')
+    const pinned = device('store-chosen-pinned', { indexKeys: trusting(edgeKey) })
+    for (const config of [unsigned, pinned]) {
+      await installArtifact(config, { name: 'chosen', target: '1.0.0' })
+      await installArtifact(config, { name: 'chosen' })
+    }
+    await setYank({
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      name: 'chosen',
+      version: '1.3.0',
+      reason: 'drops writes',
+      keyFile: suite.ws.keyFile,
+    })
+    // The honest head is 1.2.0; whatever answers for the edge names 1.1.0 and hides its yank.
+    const hiding = answering('/v1/artifacts/chosen', async (real) => {
+      const index = (await real.json()) as {
+        channels: Record<string, string>
+        versions: Array<{ version: string; yanked?: unknown }>
+      }
+      return Response.json({
+        ...index,
+        channels: { ...index.channels, stable: '1.1.0' },
+        versions: index.versions.map(({ yanked, ...entry }) =>
+          entry.version === '1.1.0' ? entry : { ...entry, yanked },
+        ),
+      })
+    })
+    // Without indexKeys nothing signed tells 1.1.0 from 1.2.0 (both signed for stable, both newer than
+    // 1.0.0): the device moves, and the result says the destination is the unsigned index's choice.
+    const steered = await installArtifact(unsigned, { name: 'chosen', fetchImpl: hiding })
+    expect(steered).toMatchObject({ version: '1.1.0', retreated: { from: '1.3.0', unverifiedHead: true } })
+    // With indexKeys the same answer is refused, and the verified head is where it goes, unflagged.
+    const refused = await agentFailure(installArtifact(pinned, { name: 'chosen', fetchImpl: hiding }))
+    expect(refused.code).toBe('untrusted-index')
+    expect((await new ArtifactStore(pinned.installRoot, 'chosen').state()).current).toBe('1.3.0')
+    const verified = await installArtifact(pinned, { name: 'chosen' })
+    expect(verified).toMatchObject({ version: '1.2.0', retreated: { from: '1.3.0' } })
+    expect(verified.retreated?.unverifiedHead).toBeUndefined()
+    // The CLI warns in words, naming indexKeys.
+    const cliDevice = device('store-chosen-cli')
+    await installArtifact(cliDevice, { name: 'chosen', target: '1.0.0' })
+    await installArtifact(cliDevice, { name: 'chosen', target: '1.3.0', allowYanked: true })
+    const configFile = join(suite.ws.dir, 'chosen-cli.json')
+    await writeFile(configFile, JSON.stringify(cliDevice))
+    const { stderr } = await runCli(process.execPath, [BIN, '--config', configFile, 'update', 'chosen'])
+    expect(stderr).toContain(
+      "warning: 1.2.0 is where the channel's head points, and the index naming it is not signed for this device (no indexKeys)",
+    )
+    expect(stderr).toContain("Pin the edge's index key (indexKeys, or an index role in the root)")
   })
 })
 
