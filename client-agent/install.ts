@@ -473,6 +473,7 @@ export async function planCheaperUpdate(
       ),
     archiveLimits: deviceArchiveLimits(config.applyMemoryBytes),
     bandwidthCapBps: place.bandwidthCapBps,
+    bound: transferBoundOf(config),
     ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
     ...(request.signal ? { signal: request.signal } : {}),
     ...(request.onProgress

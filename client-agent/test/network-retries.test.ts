@@ -118,11 +118,15 @@ describe('a chunk-sync range that fails on the link', () => {
    * `name@1.0.0` installed behind a proxy, then 1.1.0 published with 400 kB inserted (no delta of the
    * maintainer's: its chunk index makes the plan a chunk-sync of one range).
    */
-  async function chunkSyncable(name: string, decide: (request: SeenRequest) => Fault | undefined) {
+  async function chunkSyncable(
+    name: string,
+    decide: (request: SeenRequest) => Fault | undefined,
+    extra: Partial<AgentConfig> = {},
+  ) {
     const v1 = await writeArtifact(suite.ws.dir, `${name}-1.bin`, 300_000)
     await suite.publish(v1.path, name, '1.0.0')
     const { proxy } = await proxyFor(name, decide)
-    const config = deviceBehind(name, proxy)
+    const config = deviceBehind(name, proxy, extra)
     await installArtifact(config, { name })
     const v2 = Buffer.concat([
       v1.bytes.subarray(0, 150_000),
@@ -162,4 +166,22 @@ describe('a chunk-sync range that fails on the link', () => {
     expect(proxy.seen().filter(isRange)).toHaveLength(4)
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2)
   })
+
+  it('that trickles is cut at the bound, and the full download follows under its own', async () => {
+    // The one 400 kB range at 4 KB/s would take 100 s; the bound is 2 s + 700 kB at 200 kB/s = 5.5 s.
+    const started = performance.now()
+    const { config, v2, proxy, store } = await chunkSyncable(
+      'nr-cs-trickle',
+      (r) => (isRange(r) ? { kind: 'trickle', trickleMs: 1, bytes: 4 } : undefined),
+      { transferMinRateBps: 200_000, transferGraceSeconds: 2 },
+    )
+    const result = await installArtifact(config, { name: 'nr-cs-trickle' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'full' })
+    expect(result.fallbacks).toEqual([
+      expect.stringMatching(/^chunk-sync: not done within 6 s .*transferMinRateBps 200000/),
+    ])
+    expect(proxy.seen().filter(isRange)).toHaveLength(1)
+    expect(performance.now() - started).toBeLessThan(25_000)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2)
+  }, 60_000)
 })

@@ -24,6 +24,12 @@ import { AgentError, systemError } from '../errors.ts'
 import { closingAll, openAtomicFileSink, openFileReader, openFileSource } from '../fs/file-io.ts'
 import { withRetries } from '../transfer/backoff.ts'
 import type { Explanation } from '../transfer/controller.ts'
+import {
+  DEFAULT_TRANSFER_BOUND,
+  type TransferBound,
+  transferDeadlineMs,
+  withDeadline,
+} from '../transfer/deadline.ts'
 import { errorFromResponse } from '../transfer/error-response.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
 import { readBody } from '../transfer/read-body.ts'
@@ -50,6 +56,12 @@ export interface PlanUpdateContext {
   manifestOf: (version: string) => Promise<ArtifactManifest>
   /** The device's download cap in bytes per second (`bandwidthCapBps`); 0 or none = unlimited. */
   bandwidthCapBps?: number
+  /**
+   * The bound on following one plan (the config's `transferMinRateBps`, `transferGraceSeconds`), sized
+   * by the target's full size: a plan is never worth more time than the full download. Past it the full
+   * download follows, under its own bound. DEFAULT_TRANSFER_BOUND by default.
+   */
+  bound?: TransferBound
   /** Ceilings for archive-aware deltas on this device (codec/archive-budget.ts); the codec's without. */
   archiveLimits?: ArchiveLimits
   fetchImpl?: typeof fetch
@@ -115,10 +127,19 @@ export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlanOutcome
       return { planned: null, fallbacks }
     }
     try {
-      const result =
-        plan.strategy === 'chunk-sync'
-          ? await followChunkSync(ctx, plan.steps[0] as PlanChunkSyncStep)
-          : await followDeltas(ctx, plan.steps as PlanDeltaStep[])
+      const bound = ctx.bound ?? DEFAULT_TRANSFER_BOUND
+      const result = await withDeadline(
+        transferDeadlineMs(ctx.target.size, bound, ctx.bandwidthCapBps),
+        ctx.signal,
+        (ms) =>
+          `not done within ${Math.round(ms / 1000)} s (transferGraceSeconds ${bound.graceSeconds} plus the full size at transferMinRateBps ${bound.minRateBps} B/s)`,
+        (signal) => {
+          const within = { ...ctx, ...(signal ? { signal } : {}) }
+          return plan.strategy === 'chunk-sync'
+            ? followChunkSync(within, plan.steps[0] as PlanChunkSyncStep)
+            : followDeltas(within, plan.steps as PlanDeltaStep[])
+        },
+      )
       return { planned: { ...result, strategy: plan.strategy, steps: plan.steps.length }, fallbacks }
     } catch (error) {
       if (ctx.signal?.aborted) throw error
