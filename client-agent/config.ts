@@ -61,6 +61,21 @@ export const AgentConfig = z
     signingKey: z.string().optional(),
     /** Cap on download rate in bytes per second; 0 means none. */
     bandwidthCapBps: z.number().int().nonnegative().default(0),
+    /**
+     * The overall bound on a full download (install, update, prefetch): it must finish within
+     * `transferGraceSeconds` plus its size at this rate (bytes per second; default 4096, 0 = no bound),
+     * or it fails as `network` (exit 4) with the partial kept for the next run. A device's
+     * `bandwidthCapBps` below it lowers it to the cap. Following a plan (delta, chunk-sync) has the same
+     * bound, from the target's full size; past it the full download follows.
+     */
+    transferMinRateBps: z.number().int().nonnegative().optional(),
+    /** Seconds every full download gets on top of its size at `transferMinRateBps` (default 120). */
+    transferGraceSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(7 * 24 * 3600)
+      .optional(),
     /** The channel installs and updates follow; a name the edge accepts, so a typo fails here, not at each poll. */
     channel: ChannelName.default('stable'),
     /**

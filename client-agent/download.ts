@@ -5,6 +5,13 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { AgentError, namingPath, systemError } from './errors.ts'
 import { unlessMissing } from './fs/missing.ts'
 import { removeTree } from './fs/remove-tree.ts'
+import { isTransient, MAX_RETRY_WAIT_MS, retryWaitMs } from './transfer/backoff.ts'
+import {
+  DEFAULT_TRANSFER_BOUND,
+  type TransferBound,
+  transferDeadlineMs,
+  withDeadline,
+} from './transfer/deadline.ts'
 import { errorFromResponse, retryAfterMs } from './transfer/error-response.ts'
 import { withHeaderTimeout } from './transfer/header-timeout.ts'
 import { RateCap } from './transfer/rate-cap.ts'
@@ -31,6 +38,11 @@ export interface DownloadRequest {
   retries?: number
   /** Silence that counts as a stalled answer (headers or body); readBody's 30 s by default. */
   stallMs?: number
+  /**
+   * The whole call's bound (the config's `transferMinRateBps`, `transferGraceSeconds`): past it the
+   * download fails as `network`, the partial kept for the next run. DEFAULT_TRANSFER_BOUND by default.
+   */
+  bound?: TransferBound
 }
 
 /** What a verified download moved: where it resumed, the bytes fetched, a discarded partial. */
@@ -53,6 +65,17 @@ export interface DownloadOutcome {
  * command.
  */
 export async function downloadVerified(request: DownloadRequest): Promise<DownloadOutcome> {
+  const bound = request.bound ?? DEFAULT_TRANSFER_BOUND
+  return withDeadline(
+    transferDeadlineMs(request.size, bound, request.bandwidthCapBps),
+    request.signal,
+    (ms) =>
+      `the download of ${request.size} bytes did not finish within ${Math.round(ms / 1000)} s (transferGraceSeconds ${bound.graceSeconds} plus its size at transferMinRateBps ${bound.minRateBps} B/s); the next run resumes from the bytes kept`,
+    (signal) => downloadWithin({ ...request, ...(signal ? { signal } : {}) }),
+  )
+}
+
+async function downloadWithin(request: DownloadRequest): Promise<DownloadOutcome> {
   await discardUnresumable(request.partialPath)
   const first = await downloadOnce(request)
   if (first.verified) return { resumedFrom: first.resumedFrom, fetched: first.fetched }
@@ -117,7 +140,7 @@ async function downloadOnce(request: DownloadRequest): Promise<{
       // means past where the file ended before it: a 200 rewrites from byte 0, and one that drops short
       // of that end again (a server ignoring Range) only fetched the same bytes once more.
       failedInARow = progress.position > endedAt ? 0 : failedInARow + 1
-      const waitMs = Math.max(Math.min(250 * 2 ** failedInARow, 5000), retryAfterMs(error))
+      const waitMs = retryWaitMs(failedInARow, retryAfterMs(error))
       if (failedInARow > retries || attempt + 1 >= MAX_ATTEMPTS || waitMs > MAX_RETRY_WAIT_MS)
         throw wrap(error)
       await sleep(waitMs, undefined, request.signal ? { signal: request.signal } : {})
@@ -143,20 +166,6 @@ async function downloadOnce(request: DownloadRequest): Promise<{
 
 /** Attempts at one download, whatever they fetched, before giving up on the link. */
 const MAX_ATTEMPTS = 64
-/** The longest Retry-After worth waiting for inside a command; a longer one fails it (the next run resumes). */
-const MAX_RETRY_WAIT_MS = 30_000
-
-/**
- * Whether trying again may succeed: the network's faults (a dropped connection, a stall, a trickle, no
- * answer in time) and the edge's momentary ones (5xx, 429). A refusal, a file error or bytes that break
- * the manifest are not.
- */
-function isTransient(error: unknown): boolean {
-  if (!(error instanceof AgentError)) return true
-  if (error.code === 'network') return true
-  const status = error.details.status
-  return error.code === 'edge-rejected' && typeof status === 'number' && (status >= 500 || status === 429)
-}
 
 /** Where an attempt's answer started writing (null before it answered) and how far it got. */
 interface FetchProgress {

@@ -6,7 +6,8 @@ import type { TrustedKey } from '../schemas/signed-envelope.ts'
 import { AgentError, type AgentErrorCode } from './errors.ts'
 import { type IndexTrust, verifyServedIndex } from './index-trust.ts'
 import { ArtifactStore } from './store.ts'
-import { errorFromResponse } from './transfer/error-response.ts'
+import { retryWaitMs } from './transfer/backoff.ts'
+import { errorFromResponse, retryAfterSeconds } from './transfer/error-response.ts'
 import { withHeaderTimeout } from './transfer/header-timeout.ts'
 import type { ReadBodyOptions } from './transfer/read-body.ts'
 import { JSON_LIMITS, readJsonBounded } from './transfer/read-json.ts'
@@ -78,8 +79,9 @@ export class EdgeClient {
   }
 
   /**
-   * One call to the edge. A 503 with a short Retry-After (the edge's answer to a storage or backing
-   * service fault, or a delta being generated) is retried up to twice when the body can be sent again.
+   * One call to the edge. A 503 (the edge's answer to a storage or backing service fault, or a delta
+   * being generated; a load balancer's to a dead origin) is retried up to twice when the body can be
+   * sent again, after the agent's back-off or the answer's Retry-After (up to 5 s), whichever is longer.
    */
   async request(path: string, init: RequestInit = {}): Promise<Response> {
     for (let attempt = 0; ; attempt++) {
@@ -214,15 +216,21 @@ export class EdgeClient {
 const MAX_RETRIES = 2
 const MAX_RETRY_AFTER_SECONDS = 5
 
+/**
+ * How long to wait before sending a request again after `response`, or null to hand the answer back:
+ * a 503 whose body can be sent again is retried twice, after the agent's back-off (retryWaitMs: jittered,
+ * so devices an edge restart turned away together do not come back together) or the Retry-After it
+ * carries, if longer; one asking for more than 5 s is handed back (the command fails, exit 5).
+ */
 function retryDelayMs(response: Response, attempt: number, init: RequestInit): number | null {
   if (response.status !== 503 || attempt >= MAX_RETRIES) return null
   const body = init.body
   const replayable =
     body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array
   if (!replayable) return null
-  const seconds = Number(response.headers.get('retry-after'))
-  if (!Number.isFinite(seconds) || seconds < 0 || seconds > MAX_RETRY_AFTER_SECONDS) return null
-  return seconds * 1000
+  const seconds = retryAfterSeconds(response) ?? 0
+  if (seconds > MAX_RETRY_AFTER_SECONDS) return null
+  return retryWaitMs(attempt + 1, seconds * 1000)
 }
 
 /** What readParsed takes: a zod schema of whatever output type, without naming zod's generics here. */

@@ -32,6 +32,7 @@ import { ArtifactStore } from './store.ts'
 import { RunFiles } from './swap/run-files.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
 import type { Explanation } from './transfer/controller.ts'
+import { transferBoundOf } from './transfer/deadline.ts'
 import { distrustedSigners, signatureShortfall, verifyManifest } from './trust.ts'
 import { noPlan, type PlanOutcome, updateViaPlan } from './update/plan-update.ts'
 import { noteSignedRestore, planYankRetreat, type Retreat } from './yank-retreat.ts'
@@ -396,6 +397,7 @@ async function installLocked(
     ...(request.signal ? { signal: request.signal } : {}),
     ...(request.onProgress ? { onProgress: request.onProgress } : {}),
     bandwidthCapBps: config.bandwidthCapBps,
+    bound: transferBoundOf(config),
   })
   await store.commitVersion(partial, envelope)
   const switched = await switchTo(true)
@@ -473,6 +475,7 @@ export async function planCheaperUpdate(
       ),
     archiveLimits: deviceArchiveLimits(config.applyMemoryBytes),
     bandwidthCapBps: place.bandwidthCapBps,
+    bound: transferBoundOf(config),
     ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
     ...(request.signal ? { signal: request.signal } : {}),
     ...(request.onProgress

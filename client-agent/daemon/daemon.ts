@@ -20,6 +20,7 @@ import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry, runTelemetryLoop } from '../telemetry/uploader.ts'
+import { transferBoundOf } from '../transfer/deadline.ts'
 import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
 import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import { verifyManifest } from '../trust.ts'
@@ -302,6 +303,7 @@ export async function runDaemonCycle(
         size: manifest.size,
         sha256: manifest.sha256,
         bandwidthCapBps: settings.bandwidthCapBps,
+        bound: transferBoundOf(config),
         fetchImpl: claim.fetchImpl,
         signal: claim.signal,
         ...(options.onProgress ? { onProgress: (p) => options.onProgress?.(item, p.received, p.total) } : {}),

@@ -16,7 +16,7 @@ import type { AddressInfo } from 'node:net'
  * - `truncate`: the same half, then a clean FIN, the Content-Length still promising the whole body;
  * - `stall-headers`: no answer at all, the connection left open;
  * - `stall-body`: the headers and half the body, then silence on an open connection;
- * - `trickle`: the headers, then one byte every `trickleMs` (slowloris toward the client);
+ * - `trickle`: the headers, then one byte (or `bytes`) every `trickleMs` (slowloris toward the client);
  * - `ignore-range`: the Range header dropped on the way in, so the edge answers 200 with everything;
  * - `other-range`: the edge is asked for `bytes=<from>-` instead, and its honest 206 (that range's
  *   bytes and Content-Range) goes back to a client that asked for something else;
@@ -33,7 +33,7 @@ import type { AddressInfo } from 'node:net'
  */
 export type Fault =
   | { kind: 'reset' | 'truncate' | 'stall-body' | 'stall-headers' | 'ignore-range' }
-  | { kind: 'trickle'; trickleMs: number }
+  | { kind: 'trickle'; trickleMs: number; bytes?: number }
   | { kind: 'other-range'; from: number }
   | { kind: 'lie-content-range'; from: number }
   | { kind: 'unavailable'; retryAfter?: string }
@@ -156,7 +156,7 @@ export async function startFaultProxy(
     if (fault?.kind === 'trickle') {
       answer.pause()
       const timer = setInterval(() => {
-        const byte = answer.read(1) as Buffer | null
+        const byte = answer.read(fault.bytes ?? 1) as Buffer | null
         if (byte === null) {
           if (answer.readableEnded) {
             clearInterval(timer)

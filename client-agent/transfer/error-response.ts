@@ -25,12 +25,19 @@ export async function errorFromResponse(response: Response, what: string): Promi
     // Not JSON: keep the raw (truncated) text.
   }
   const code: AgentErrorCode = response.status === 404 ? 'not-found' : 'edge-rejected'
-  const retryAfter = Number(response.headers.get('retry-after') ?? '')
+  const retryAfter = retryAfterSeconds(response)
   return new AgentError(code, `${what}: HTTP ${response.status}: ${detail}`, {
     status: response.status,
     ...(slug !== undefined ? { problem: slug } : {}),
-    ...(Number.isSafeInteger(retryAfter) && retryAfter > 0 ? { retryAfterSeconds: retryAfter } : {}),
+    ...(retryAfter !== undefined && retryAfter > 0 ? { retryAfterSeconds: retryAfter } : {}),
   })
+}
+
+/** An answer's Retry-After in delta-seconds (the only form the edge sends); undefined when absent or not that. */
+export function retryAfterSeconds(response: Response): number | undefined {
+  const header = response.headers.get('retry-after')?.trim()
+  if (header === undefined || !/^\d{1,9}$/.test(header)) return undefined
+  return Number(header)
 }
 
 /** How long the edge asked to wait before trying again (see errorFromResponse), in ms; 0 if it did not say. */

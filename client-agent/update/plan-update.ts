@@ -22,7 +22,14 @@ import { fileHasBytes } from '../download.ts'
 import type { EdgeClient } from '../edge-client.ts'
 import { AgentError, systemError } from '../errors.ts'
 import { closingAll, openAtomicFileSink, openFileReader, openFileSource } from '../fs/file-io.ts'
+import { withRetries } from '../transfer/backoff.ts'
 import type { Explanation } from '../transfer/controller.ts'
+import {
+  DEFAULT_TRANSFER_BOUND,
+  type TransferBound,
+  transferDeadlineMs,
+  withDeadline,
+} from '../transfer/deadline.ts'
 import { errorFromResponse } from '../transfer/error-response.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
 import { readBody } from '../transfer/read-body.ts'
@@ -49,6 +56,12 @@ export interface PlanUpdateContext {
   manifestOf: (version: string) => Promise<ArtifactManifest>
   /** The device's download cap in bytes per second (`bandwidthCapBps`); 0 or none = unlimited. */
   bandwidthCapBps?: number
+  /**
+   * The bound on following one plan (the config's `transferMinRateBps`, `transferGraceSeconds`), sized
+   * by the target's full size: a plan is never worth more time than the full download. Past it the full
+   * download follows, under its own bound. DEFAULT_TRANSFER_BOUND by default.
+   */
+  bound?: TransferBound
   /** Ceilings for archive-aware deltas on this device (codec/archive-budget.ts); the codec's without. */
   archiveLimits?: ArchiveLimits
   fetchImpl?: typeof fetch
@@ -114,10 +127,19 @@ export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlanOutcome
       return { planned: null, fallbacks }
     }
     try {
-      const result =
-        plan.strategy === 'chunk-sync'
-          ? await followChunkSync(ctx, plan.steps[0] as PlanChunkSyncStep)
-          : await followDeltas(ctx, plan.steps as PlanDeltaStep[])
+      const bound = ctx.bound ?? DEFAULT_TRANSFER_BOUND
+      const result = await withDeadline(
+        transferDeadlineMs(ctx.target.size, bound, ctx.bandwidthCapBps),
+        ctx.signal,
+        (ms) =>
+          `not done within ${Math.round(ms / 1000)} s (transferGraceSeconds ${bound.graceSeconds} plus the full size at transferMinRateBps ${bound.minRateBps} B/s)`,
+        (signal) => {
+          const within = { ...ctx, ...(signal ? { signal } : {}) }
+          return plan.strategy === 'chunk-sync'
+            ? followChunkSync(within, plan.steps[0] as PlanChunkSyncStep)
+            : followDeltas(within, plan.steps as PlanDeltaStep[])
+        },
+      )
       return { planned: { ...result, strategy: plan.strategy, steps: plan.steps.length }, fallbacks }
     } catch (error) {
       if (ctx.signal?.aborted) throw error
@@ -336,11 +358,15 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
   return { blobPath: source, wireBytes, ...(transfer ? { transfer } : {}) }
 }
 
+/** Tries of one chunk-sync range (or the chunk index) that fails on the link, before the full download follows. */
+const CHUNK_RANGE_TRIES = 4
+
 async function followChunkSync(ctx: PlanUpdateContext, step: PlanChunkSyncStep) {
   let wireBytes = 0
   const cap = new RateCap(ctx.bandwidthCapBps ?? 0)
-  const indexResponse = await get(ctx, step.url, {})
-  const indexBytes = await readAll(indexResponse, step.indexSize, ctx.signal)
+  const indexBytes = await withRetries(CHUNK_RANGE_TRIES, ctx.signal, async () =>
+    readAll(await get(ctx, step.url, {}), step.indexSize, ctx.signal),
+  )
   wireBytes += indexBytes.length
   await cap.received(indexBytes.length, ctx.signal)
   if (createHash('sha256').update(indexBytes).digest('hex') !== step.indexSha256) {
@@ -360,21 +386,25 @@ async function followChunkSync(ctx: PlanUpdateContext, step: PlanChunkSyncStep) 
         plan,
         remote,
         reader,
-        async (range) => {
-          const response = await get(ctx, step.blobUrl, {
-            range: `bytes=${range.offset}-${range.offset + range.length - 1}`,
-          })
-          if (response.status !== 206)
-            throw new AgentError(
-              'integrity-mismatch',
-              `expected 206 for a chunk range, got ${response.status}`,
-            )
-          const bytes = await readAll(response, range.length, ctx.signal)
-          wireBytes += bytes.length
-          ctx.onProgress?.(wireBytes, plan.fetchBytes + indexBytes.length)
-          await cap.received(bytes.length, ctx.signal)
-          return bytes
-        },
+        // A range that fails on the link (cut, stalled, a 5xx or 429) is asked again after the agent's
+        // back-off, CHUNK_RANGE_TRIES in all, before the plan gives way to the full download: one
+        // dropped connection no longer costs the whole artifact.
+        (range) =>
+          withRetries(CHUNK_RANGE_TRIES, ctx.signal, async () => {
+            const response = await get(ctx, step.blobUrl, {
+              range: `bytes=${range.offset}-${range.offset + range.length - 1}`,
+            })
+            if (response.status !== 206)
+              throw new AgentError(
+                'integrity-mismatch',
+                `expected 206 for a chunk range, got ${response.status}`,
+              )
+            const bytes = await readAll(response, range.length, ctx.signal)
+            wireBytes += bytes.length
+            ctx.onProgress?.(wireBytes, plan.fetchBytes + indexBytes.length)
+            await cap.received(bytes.length, ctx.signal)
+            return bytes
+          }),
         sink,
       ),
     )

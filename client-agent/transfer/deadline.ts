@@ -1,0 +1,62 @@
+import { AgentError } from '../errors.ts'
+
+/**
+ * The overall bound on one download (`transferMinRateBps`, `transferGraceSeconds` in the agent's
+ * config): it must finish within `graceSeconds` plus its size at `minRateBps`. Each answer is judged
+ * on its own by the stall timer and readBody's minimum rate, and an attempt that moved the file forward
+ * is no failure; without this bound an edge trickling just above 1 KiB/s, or dropping the connection
+ * after every few bytes, kept an update busy for as long as it liked.
+ */
+export interface TransferBound {
+  /** 0 turns the bound off. */
+  minRateBps: number
+  graceSeconds: number
+}
+
+export const DEFAULT_TRANSFER_BOUND: TransferBound = { minRateBps: 4096, graceSeconds: 120 }
+
+/** The bound a device's config sets (its optional `transferMinRateBps`, `transferGraceSeconds`). */
+export function transferBoundOf(config: {
+  transferMinRateBps?: number | undefined
+  transferGraceSeconds?: number | undefined
+}): TransferBound {
+  return {
+    minRateBps: config.transferMinRateBps ?? DEFAULT_TRANSFER_BOUND.minRateBps,
+    graceSeconds: config.transferGraceSeconds ?? DEFAULT_TRANSFER_BOUND.graceSeconds,
+  }
+}
+
+/**
+ * The milliseconds a transfer of `bytes` may take, or null for none. The device's own rate cap counts:
+ * a download capped below the minimum rate gets the time the cap needs.
+ */
+export function transferDeadlineMs(bytes: number, bound: TransferBound, bandwidthCapBps = 0): number | null {
+  if (bound.minRateBps <= 0) return null
+  const rate = bandwidthCapBps > 0 ? Math.min(bound.minRateBps, bandwidthCapBps) : bound.minRateBps
+  return Math.ceil(bound.graceSeconds * 1000 + (bytes * 1000) / rate)
+}
+
+/**
+ * Runs `transfer` with a signal that also aborts `ms` after the start (null: never). A transfer cut by
+ * the deadline fails as `network` (exit 4) saying so, whatever error the abort surfaced as inside; the
+ * caller's own abort (`signal`) stays what it was.
+ */
+export async function withDeadline<T>(
+  ms: number | null,
+  signal: AbortSignal | undefined,
+  describe: (ms: number) => string,
+  transfer: (signal: AbortSignal | undefined) => Promise<T>,
+): Promise<T> {
+  if (ms === null) return transfer(signal)
+  const reason = new AgentError('network', describe(ms), { deadline: true })
+  const deadline = new AbortController()
+  const timer = setTimeout(() => deadline.abort(reason), ms)
+  try {
+    return await transfer(signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal)
+  } catch (error) {
+    if (deadline.signal.aborted && !signal?.aborted) throw reason
+    throw error
+  } finally {
+    clearTimeout(timer)
+  }
+}
