@@ -1,15 +1,12 @@
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
-import { ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
-import type { SignedManifest } from '../../schemas/manifest.ts'
 import { RuntimeConfig } from '../../schemas/runtime-config.ts'
-import { Problem } from '../http/problem.ts'
 import { pruneStorage } from '../retention/prune.ts'
-import { COMMIT_ABANDONED_AFTER_MS, commitVersion } from '../storage/artifact-store.ts'
+import { COMMIT_ABANDONED_AFTER_MS } from '../storage/artifact-store.ts'
 import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
 import { keys } from '../storage/keys.ts'
 import { injectedFault } from './faulty-r2.ts'
-import { bytesOf, call, envelopeFor, stalledAt } from './publish-helpers.ts'
+import { bytesOf, commitThrough, envelopeFor, servedAndListed, stalledAt } from './publish-helpers.ts'
 
 /**
  * The two-fault case ADR 0022 left open (amended 2026-11-26, "a listed version whose commit died after
@@ -20,14 +17,6 @@ import { bytesOf, call, envelopeFor, stalledAt } from './publish-helpers.ts'
  */
 
 const later = () => Date.now() + COMMIT_ABANDONED_AFTER_MS + 1000
-
-/** Commits `envelope` as a commit holding its staged manifest does (the upload's last step). */
-function commitThrough(bucket: R2Bucket, envelope: SignedManifest, now = Date.now()) {
-  return commitVersion(bucket, envelope.signed, JSON.stringify(envelope), now, true).then(
-    () => 'committed' as const,
-    (error: unknown) => (error instanceof Problem ? error.status : error),
-  )
-}
 
 /**
  * Commit A: stalls just before its index write until released; with `dies`, nothing it does after
@@ -54,15 +43,6 @@ function indexWriteFails(name: string) {
   })
 }
 
-/** The manifest served for a version and the serial the index lists it with. */
-async function servedAndListed(name: string, version: string) {
-  const served = await call(`/v1/artifacts/${name}/${version}/manifest`)
-  const text = served.status === 200 ? await served.text() : null
-  const index = await env.ARTIFACTS.get(keys.index(name))
-  const entry = index ? versionEntry(ArtifactIndex.parse(await index.json()), version) : undefined
-  return { status: served.status, text, serial: entry?.serial }
-}
-
 const config = RuntimeConfig.parse({})
 
 // The tests of this file share one bucket, and a retention pass looks at all of it: reports are checked
@@ -82,7 +62,7 @@ describe('a stalled commit whose late index write lists its version (ADR 0022, a
     a.release()
     expect(await committingA).toBe('committed')
     const end = await servedAndListed('latelist1', '1.0.0')
-    expect(end.serial).toBe(1)
+    expect(end.entry?.serial).toBe(1)
     expect(end.status).toBe(200)
     expect(end.text).toBe(JSON.stringify(first))
   })
@@ -104,7 +84,7 @@ describe('a stalled commit whose late index write lists its version (ADR 0022, a
     expect(await committingB).toBe(409)
     // Listed with A's serial, the key holds B's marked claim: unservable (never B's manifest).
     const broken = await servedAndListed('latelist2', '1.0.0')
-    expect(broken.serial).toBe(1)
+    expect(broken.entry?.serial).toBe(1)
     expect(broken.status).toBe(404)
 
     const report = await pruneStorage(env.ARTIFACTS, config, Date.now())
