@@ -18,6 +18,9 @@ export const STAGED_SWEPT_AFTER_MS = 7 * DAY_MS
  * - `pending/<n>/<v>/manifest.json`: a staged publish; after 30 minutes another attempt may take it
  *   over anyway, a week later its CLI is long gone (sweeping a live one would only make that upload
  *   fail with "start the publish first");
+ * - `pending/<n>/<v>/displaced-<attempt>`: a commit's claim another attempt replaced, kept so the
+ *   retention pass can restore it should a stalled commit list it late and die (stalled-commits.ts,
+ *   which runs first at every pass); a week covers any commit's stall;
  * - `locks/…`: lazy-delta generation locks, stale after a minute;
  * - `lazy-failed/…`: remembered "cannot encode" answers, kept as long as a lazily made delta would be
  *   (`retainDeltasDays`), so a codec upgrade gets to try the pair again.
@@ -37,7 +40,11 @@ export async function pruneLeftovers(
     }
   }
   await sweep('pending/', (key) =>
-    /\/blob-[^/]+$/.test(key) ? DAY_MS : key.endsWith('/manifest.json') ? STAGED_SWEPT_AFTER_MS : null,
+    /\/blob-[^/]+$/.test(key)
+      ? DAY_MS
+      : key.endsWith('/manifest.json') || /\/displaced-[^/]+$/.test(key)
+        ? STAGED_SWEPT_AFTER_MS
+        : null,
   )
   await sweep('locks/', () => DAY_MS)
   await sweep('lazy-failed/', () => retainDeltasDays * DAY_MS)

@@ -4,7 +4,12 @@ import { readIndex } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { deleteAll, listAll } from './bucket-walk.ts'
 import { pruneLeftovers } from './leftovers.ts'
-import { isMarkedManifest, resolveStalledCommits } from './stalled-commits.ts'
+import {
+  isMarkedManifest,
+  manifestKeyParts,
+  repairListedManifests,
+  resolveStalledCommits,
+} from './stalled-commits.ts'
 
 const DAY_MS = 86_400_000
 
@@ -17,6 +22,10 @@ export interface PruneReport {
   /** Final manifests dead commits left marked committing: unmarked if published, else withdrawn. */
   manifestsUnmarked: string[]
   manifestsWithdrawn: string[]
+  /** Listed versions whose unservable manifest was put back from the displaced claim of their entry. */
+  manifestsRestored: string[]
+  /** Listed versions whose manifest is still not servable (nothing to restore it from; logged). */
+  manifestsUnservable: string[]
 }
 
 /**
@@ -29,7 +38,9 @@ export interface PruneReport {
  * - orphans of faulted deletes and dead requests (staging objects, locks, lazy-delta refusals) once
  *   nothing can still use them (leftovers.ts);
  * - final manifests a commit that died left marked committing, after a staged publish's grace:
- *   unmarked if the index lists the version, withdrawn if not (stalled-commits.ts).
+ *   unmarked if the index lists the version, withdrawn if not (stalled-commits.ts);
+ * - versions the index lists whose manifest is not servable (a stalled commit that was taken over, then
+ *   died): put back from the claim kept when it was displaced, else reported (stalled-commits.ts).
  * `now` is injected so tests can age objects without waiting.
  */
 export async function pruneStorage(
@@ -44,12 +55,17 @@ export async function pruneStorage(
     leftoversDeleted: [],
     manifestsUnmarked: [],
     manifestsWithdrawn: [],
+    manifestsRestored: [],
+    manifestsUnservable: [],
   }
-  const { names, marked } = await walkArtifacts(bucket)
+  const { names, marked, servable } = await walkArtifacts(bucket)
   for (const name of names) {
     const found = await readIndex(bucket, name)
     if (!found) continue
     report.artifacts++
+    const repairs = await repairListedManifests(bucket, found.index, servable)
+    report.manifestsRestored.push(...repairs.restored)
+    report.manifestsUnservable.push(...repairs.unservable)
     const heads = new Set(Object.values(found.index.channels))
     report.deltasDeleted.push(
       ...(await pruneDeltas(bucket, name, heads, now - config.delta.retainDeltasDays * DAY_MS)),
@@ -75,6 +91,8 @@ export async function pruneStorage(
       leftoversDeleted: report.leftoversDeleted.length,
       manifestsUnmarked: report.manifestsUnmarked.length,
       manifestsWithdrawn: report.manifestsWithdrawn.length,
+      manifestsRestored: report.manifestsRestored.length,
+      manifestsUnservable: report.manifestsUnservable.length,
     }),
   )
   return report
@@ -106,17 +124,21 @@ async function pruneBlobs(bucket: R2Bucket, index: ArtifactIndex, heads: Readonl
 }
 
 /**
- * One listing of `artifacts/`: every artifact name (from the `artifacts/<name>/index.json` keys) and
- * every final manifest still marked committing (listed with its custom metadata for that), including
- * those of a name whose first commit died before any index existed.
+ * One listing of `artifacts/`: every artifact name (from the `artifacts/<name>/index.json` keys), every
+ * final manifest still marked committing (listed with its custom metadata for that), including those of
+ * a name whose first commit died before any index existed, and every unmarked one (served as it is).
  */
-async function walkArtifacts(bucket: R2Bucket): Promise<{ names: string[]; marked: R2Object[] }> {
+async function walkArtifacts(
+  bucket: R2Bucket,
+): Promise<{ names: string[]; marked: R2Object[]; servable: Set<string> }> {
   const names: string[] = []
   const marked: R2Object[] = []
+  const servable = new Set<string>()
   for await (const object of listAll(bucket, 'artifacts/', ['customMetadata'])) {
     if (object.key.endsWith('/index.json'))
       names.push(object.key.slice('artifacts/'.length, -'/index.json'.length))
     else if (isMarkedManifest(object)) marked.push(object)
+    else if (manifestKeyParts(object.key) !== null) servable.add(object.key)
   }
-  return { names, marked }
+  return { names, marked, servable }
 }

@@ -1,9 +1,10 @@
-import { versionEntry } from '../../schemas/artifact-index.ts'
+import { type ArtifactIndex, type VersionEntry, versionEntry } from '../../schemas/artifact-index.ts'
 import { ArtifactName, Version } from '../../schemas/common.ts'
 import { SignedManifest } from '../../schemas/manifest.ts'
 import { isManifestOf, markedCommitting, readIndex } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { parseStored } from '../storage/stored-json.ts'
+import { listAll } from './bucket-walk.ts'
 import { STAGED_SWEPT_AFTER_MS } from './leftovers.ts'
 
 /** What the retention pass did with manifests dead commits left marked committing. */
@@ -100,4 +101,99 @@ export async function resolveStalledCommits(
     }
   }
   return result
+}
+
+/** What the retention pass did with versions the index lists whose manifest was not servable. */
+export interface ListedRepairs {
+  /** Final manifest keys put back from the displaced claim the index entry was made from. */
+  restored: string[]
+  /**
+   * Final manifest keys still not servable (logged as errors): no displaced claim matches the entry, the
+   * key changed while restoring (checked again next pass), or it could not be read.
+   */
+  unservable: string[]
+}
+
+/**
+ * Makes every version `index` lists servable again, or reports it. A listed version's manifest is
+ * unservable when its final key is empty or holds a marked manifest of another serial or sha256: a
+ * commit stalled between its claim check and its index write, another attempt replaced its claim (and
+ * possibly withdrew its own after a failed index update), the stalled index write then listed the
+ * version, and the commit died before putting its manifest back (ADR 0022, amended 2026-11-26). The
+ * replaced claim was kept aside (`keys.displacedClaim`): the one whose serial and sha256 are the
+ * entry's is put back unmarked (the index lists it), conditionally on what the key held, so a manifest
+ * the entry was not made from is never served. `servable`: the final manifest keys the bucket listing
+ * showed unmarked (served as they are; no read needed). Runs at every pass, without a grace: once the
+ * index lists the version no commit can make the key servable any more (every other commit's index
+ * update is refused), except the stalled one's own repair, which writes the same bytes.
+ */
+export async function repairListedManifests(
+  bucket: R2Bucket,
+  index: ArtifactIndex,
+  servable: ReadonlySet<string>,
+): Promise<ListedRepairs> {
+  const result: ListedRepairs = { restored: [], unservable: [] }
+  for (const entry of index.versions) {
+    const key = keys.manifest(index.name, entry.version)
+    if (servable.has(key)) continue
+    let outcome: 'servable' | 'restored' | 'unservable'
+    try {
+      outcome = await repairListed(bucket, index.name, entry, key)
+    } catch (error) {
+      // A storage fault or a stored object that does not parse: reported, and the pass goes on.
+      console.log(
+        JSON.stringify({
+          level: 'error',
+          msg: 'could not check a listed manifest',
+          key,
+          error: String(error),
+        }),
+      )
+      outcome = 'unservable'
+    }
+    if (outcome === 'restored') result.restored.push(key)
+    if (outcome !== 'unservable') continue
+    result.unservable.push(key)
+    console.log(
+      JSON.stringify({
+        level: 'error',
+        msg: 'the index lists a version whose manifest is not servable and could not be restored from a displaced claim',
+        key,
+        serial: entry.serial,
+        sha256: entry.sha256,
+      }),
+    )
+  }
+  return result
+}
+
+async function repairListed(
+  bucket: R2Bucket,
+  name: string,
+  entry: VersionEntry,
+  key: string,
+): Promise<'servable' | 'restored' | 'unservable'> {
+  const current = await bucket.get(key)
+  if (current) {
+    const { signed } = parseStored(SignedManifest, await current.text(), key, 'manifest')
+    if (!markedCommitting(current.customMetadata) || isManifestOf(entry, signed)) return 'servable'
+  }
+  const claim = await displacedClaimOf(bucket, name, entry)
+  if (claim === null) return 'unservable'
+  const written = await bucket.put(key, claim, {
+    httpMetadata: { contentType: 'application/json' },
+    onlyIf: current ? { etagMatches: current.etag } : { etagDoesNotMatch: '*' },
+  })
+  // Not written: the key changed since the read (the stalled commit's own repair); the next pass checks.
+  return written ? 'restored' : 'unservable'
+}
+
+/** The kept claim of `entry`'s version whose serial and sha256 are the entry's, or null. */
+async function displacedClaimOf(bucket: R2Bucket, name: string, entry: VersionEntry): Promise<string | null> {
+  for await (const listed of listAll(bucket, keys.displacedClaims(name, entry.version))) {
+    const raw = await (await bucket.get(listed.key))?.text()
+    if (raw === undefined) continue
+    if (isManifestOf(entry, parseStored(SignedManifest, raw, listed.key, 'manifest').signed)) return raw
+  }
+  return null
 }

@@ -2,6 +2,7 @@ import { gt as semverGreater } from 'semver'
 import { ArtifactIndex, type VersionEntry, versionEntry } from '../../schemas/artifact-index.ts'
 import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
+import { sha256OfBytes } from '../publish/verify-object.ts'
 import { keys } from './keys.ts'
 import { parseStored } from './stored-json.ts'
 
@@ -185,10 +186,10 @@ async function unmarkCommitted(
     if (await put({ etagMatches: claimed })) return
     for (let attempt = 0; attempt < 4; attempt++) {
       const current = await bucket.get(key)
-      const text = await current?.text()
-      // Ours (unmarked by now), or not a commit's claim (a re-signing): nothing to repair.
-      if (!current || text === raw || !markedCommitting(current.customMetadata)) return
-      if (await put({ etagMatches: current.etag })) return
+      // Ours (unmarked by now), or not a commit's claim (a re-signing): nothing to repair. An empty key
+      // is the other attempt's claim withdrawn after its own index update failed: put back too.
+      if (current && ((await current.text()) === raw || !markedCommitting(current.customMetadata))) return
+      if (await put(current ? { etagMatches: current.etag } : { etagDoesNotMatch: '*' })) return
     }
   } catch {
     // Best effort; see above.
@@ -237,6 +238,7 @@ async function claimManifestKey(
           `another publish of ${name}@${version} is committing a different manifest; retry in a moment`,
         )
       }
+      await keepDisplacedClaim(bucket, name, version, text)
     }
     const written = await bucket.put(key, raw, {
       httpMetadata: { contentType: 'application/json' },
@@ -246,6 +248,21 @@ async function claimManifestKey(
     if (written) return written.etag
   }
   throw new Problem(409, 'conflict', `the manifest of ${name}@${version} kept changing; retry the publish`)
+}
+
+/**
+ * Keeps the claim this commit is about to replace (`keys.displacedClaim`, by the sha256 of the envelope)
+ * before replacing it. The commit that wrote it may be stalled just past its claim check
+ * (assertStillClaimed) and list its serial after all; should it die before putting its manifest back
+ * (unmarkCommitted), the index would list a version whose envelope exists nowhere else (this commit also
+ * replaced its staged manifest). The retention pass restores it from here (repairListedManifests). Not
+ * kept, not replaced: a failure here fails this commit, which gives its hold back for a retry.
+ */
+async function keepDisplacedClaim(bucket: R2Bucket, name: string, version: string, raw: string) {
+  const attempt = await sha256OfBytes(new TextEncoder().encode(raw))
+  await bucket.put(keys.displacedClaim(name, version, attempt), raw, {
+    httpMetadata: { contentType: 'application/json' },
+  })
 }
 
 /**

@@ -1,11 +1,15 @@
 import { env, exports } from 'cloudflare:workers'
 import { expect } from 'vitest'
+import { ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
 import type { ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { ED25519, type Envelope, signEnvelope } from '../../schemas/signed-envelope.ts'
+import { Problem } from '../http/problem.ts'
 import { toHex } from '../publish/verify-object.ts'
 import { deleteAll, listAll } from '../retention/bucket-walk.ts'
+import { commitVersion } from '../storage/artifact-store.ts'
 import { InterceptedBucket, type R2Op } from '../storage/intercepted-bucket.ts'
+import { keys } from '../storage/keys.ts'
 
 export const TOKEN = 'test-publish-token'
 export const auth = { authorization: `Bearer ${TOKEN}` }
@@ -185,4 +189,24 @@ export function stalledAt(op: R2Op, key: string, afterCall = false) {
     return result
   })
   return { bucket, atGate, release: () => open() }
+}
+
+/**
+ * Commits `envelope` as a commit holding its staged manifest does (the upload's last step): 'committed',
+ * the status of a refusal, or the error a storage fault threw.
+ */
+export function commitThrough(bucket: R2Bucket, envelope: SignedManifest, now = Date.now()) {
+  return commitVersion(bucket, envelope.signed, JSON.stringify(envelope), now, true).then(
+    () => 'committed' as const,
+    (error: unknown) => (error instanceof Problem ? error.status : error),
+  )
+}
+
+/** The manifest served for a version and the index entry it was listed with. */
+export async function servedAndListed(name: string, version: string) {
+  const served = await call(`/v1/artifacts/${name}/${version}/manifest`)
+  const text = served.status === 200 ? await served.text() : null
+  const index = await env.ARTIFACTS.get(keys.index(name))
+  const entry = index ? versionEntry(ArtifactIndex.parse(await index.json()), version) : undefined
+  return { status: served.status, text, entry }
 }

@@ -1,9 +1,7 @@
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
-import { ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
-import type { SignedManifest } from '../../schemas/manifest.ts'
-import { Problem } from '../http/problem.ts'
-import { COMMIT_ABANDONED_AFTER_MS, commitVersion } from '../storage/artifact-store.ts'
+import { ArtifactIndex } from '../../schemas/artifact-index.ts'
+import { COMMIT_ABANDONED_AFTER_MS } from '../storage/artifact-store.ts'
 import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
 import { keys } from '../storage/keys.ts'
 import { callApp } from './delta-helpers.ts'
@@ -12,8 +10,10 @@ import {
   auth,
   bytesOf,
   call,
+  commitThrough,
   envelopeFor,
   expectProblem,
+  servedAndListed,
   stalledAt,
   startPublish,
 } from './publish-helpers.ts'
@@ -161,23 +161,6 @@ describe('a manifest during its commit', () => {
     expect((await manifestOf('diedmid', '1.0.0')).status).toBe(200)
   })
 })
-
-/** Commits `envelope` as a commit holding its staged manifest does (the upload's last step). */
-function commitThrough(bucket: R2Bucket, envelope: SignedManifest, now = Date.now()) {
-  return commitVersion(bucket, envelope.signed, JSON.stringify(envelope), now, true).then(
-    () => 'committed' as const,
-    (error: unknown) => (error instanceof Problem ? error.status : error),
-  )
-}
-
-/** The manifest served for a version and the index entry it was listed with. */
-async function servedAndListed(name: string, version: string) {
-  const served = await manifestOf(name, version)
-  const text = served.status === 200 ? await served.text() : null
-  const index = await env.ARTIFACTS.get(keys.index(name))
-  const entry = index ? versionEntry(ArtifactIndex.parse(await index.json()), version) : undefined
-  return { status: served.status, text, entry }
-}
 
 describe('a stalled commit another attempt took over (ADR 0022, amended 2026-11-26)', () => {
   const later = () => Date.now() + COMMIT_ABANDONED_AFTER_MS + 1000

@@ -72,7 +72,8 @@ describe('storage retention', () => {
     const staged = keys.pendingManifest('orphan', '1.0.0')
     const lock = 'locks/deltas/orphan/1.0.0/1.1.0/vcdiff'
     const refusal = 'lazy-failed/deltas/orphan/1.0.0/1.1.0/archive'
-    for (const key of [staging, staged, lock, refusal]) await env.ARTIFACTS.put(key, 'x')
+    const displaced = keys.displacedClaim('orphan', '1.0.0', '0123456789abcdef'.repeat(4))
+    for (const key of [staging, staged, lock, refusal, displaced]) await env.ARTIFACTS.put(key, 'x')
     await publishSingle('orphan-kept', '1.0.0', bytesOf(1000, 7), 1)
     const config = RuntimeConfig.parse({ delta: { retainDeltasDays: 3 } })
 
@@ -82,8 +83,10 @@ describe('storage retention', () => {
     // A staged publish is kept for a week (its CLI might still be uploading), a refusal as long as deltas.
     expect(await exists(staged)).toBe(true)
     expect(await exists(refusal)).toBe(true)
+    // A claim a takeover displaced is kept as long as a staged publish (any stalled commit is dead by then).
+    expect(await exists(displaced)).toBe(true)
     const weekLater = await pruneStorage(env.ARTIFACTS, config, Date.now() + 8 * DAY)
-    expect(weekLater.leftoversDeleted.sort()).toEqual([refusal, staged].sort())
+    expect(weekLater.leftoversDeleted.sort()).toEqual([displaced, refusal, staged].sort())
     // Published versions are not leftovers.
     expect(await exists(keys.manifest('orphan-kept', '1.0.0'))).toBe(true)
     expect(await exists(keys.blob('orphan-kept', '1.0.0'))).toBe(true)
