@@ -142,15 +142,15 @@ async function encodeOrRemember(
 }
 
 async function acquire(bucket: R2Bucket, lock: string): Promise<boolean> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    const created = await bucket.put(lock, new Date().toISOString(), { onlyIf: { etagDoesNotMatch: '*' } })
-    if (created) return true
-    const held = await bucket.head(lock)
-    if (!held || Date.now() - held.uploaded.getTime() < STALE_LOCK_MS) return false
-    // Taken over: the holder is gone. A race here at worst generates the same bytes twice.
-    await bucket.delete(lock)
-  }
-  return false
+  // Unique, so a lock taken over never has the etag of the stale one it replaced.
+  const mine = `${new Date().toISOString()} ${crypto.randomUUID()}`
+  if (await bucket.put(lock, mine, { onlyIf: { etagDoesNotMatch: '*' } })) return true
+  const held = await bucket.head(lock)
+  if (!held || Date.now() - held.uploaded.getTime() < STALE_LOCK_MS) return false
+  // Taken over (the holder is gone) only while the key still holds the stale lock seen: a delete then a
+  // create let a request that saw it stale delete the fresh lock another request had just taken over it
+  // with, and both generated (with other framings, should the `stream` config have changed between).
+  return (await bucket.put(lock, mine, { onlyIf: { etagMatches: held.etag } })) !== null
 }
 
 async function readBlob(bucket: R2Bucket, name: string, version: string): Promise<Uint8Array> {
