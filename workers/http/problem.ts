@@ -53,6 +53,7 @@ const TITLES: Record<string, string> = {
   'too-many-requests': 'Too many requests',
   'unsupported-media-type': "The body's media type or encoding is not accepted",
   generating: 'The resource is being generated; retry shortly',
+  'object-replaced': 'The stored object was replaced while it was being read; retry shortly',
   'storage-unavailable': 'The artifact store is temporarily unavailable; retry shortly',
   unavailable: 'A backing service is temporarily unavailable; retry shortly',
   internal: 'Internal error',

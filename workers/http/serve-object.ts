@@ -6,25 +6,73 @@ export interface ServeOptions {
   etag: string
   cacheControl: string
   contentType: string
+  /**
+   * The R2 etag (in `bucket`) of the object `size` and `etag` were read from (its head), when the key can be written
+   * again (a lazily made delta remade, see workers/routes/deltas.ts). The body is then read only from
+   * that object (`onlyIf: { etagMatches }`), so new bytes never go out under the old one's headers;
+   * another object there now is `ObjectReplaced`.
+   */
+  storedEtag?: string
+}
+
+/**
+ * The object at the key is no longer the one the response's headers describe: it was written again
+ * between the metadata read and the body read. 503 + Retry-After, so a client that sees it (the
+ * caller's own retry met yet another object) asks again and gets the new object whole.
+ */
+export class ObjectReplaced extends Problem {
+  constructor(key: string) {
+    super(503, 'object-replaced', `${key} was replaced while it was being read; retry shortly`, {
+      headers: { 'retry-after': '1' },
+    })
+  }
 }
 
 /** The read side of a bucket; a zone replica with fallback (workers/storage/zone-replicas.ts) is one too. */
 export interface ObjectSource {
-  get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | null>
+  /** With `onlyIf`, an object that fails the condition comes back without a body (as R2's does). */
+  get(key: string, options?: R2GetOptions): Promise<R2ObjectBody | R2Object | null>
   /** Metadata only. Sources without it are probed for HEAD with a `get` whose body is discarded. */
   head?(key: string): Promise<R2Object | null>
 }
 
+/** A get answers metadata alone (no body) when its `onlyIf` failed. */
+function hasBody(object: R2Object | R2ObjectBody): object is R2ObjectBody {
+  return 'body' in object
+}
+
 /**
- * Whether `key` is stored. HEAD must not promise a body GET would answer with 404: the size comes from a
- * manifest or framing metadata, which outlive a pruned or lost object.
+ * Whether `key` is stored (as `storedEtag`, when given). HEAD must not promise a body GET would answer
+ * with 404: the size comes from a manifest or framing metadata, which outlive a pruned or lost object.
  */
-async function isStored(bucket: ObjectSource, key: string): Promise<boolean> {
-  if (bucket.head !== undefined) return (await bucket.head(key)) !== null
-  const object = await bucket.get(key)
+async function isStored(bucket: ObjectSource, key: string, storedEtag?: string): Promise<boolean> {
+  const object = bucket.head !== undefined ? await bucket.head(key) : await bucket.get(key)
   if (object === null) return false
-  await object.body.cancel()
+  if (hasBody(object)) await object.body.cancel()
+  if (storedEtag !== undefined && object.etag !== storedEtag) throw new ObjectReplaced(key)
   return true
+}
+
+/**
+ * The body of `key` (a range of it), only from the object `storedEtag` names when given: R2 checks the
+ * condition with the read itself, where a compare after an unconditional read could only refuse bytes
+ * already fetched.
+ */
+async function readBody(
+  bucket: ObjectSource,
+  key: string,
+  storedEtag: string | undefined,
+  range?: R2Range,
+): Promise<ReadableStream> {
+  const options: R2GetOptions = {
+    ...(range ? { range } : {}),
+    ...(storedEtag !== undefined ? { onlyIf: { etagMatches: storedEtag } } : {}),
+  }
+  const object = await bucket.get(key, options)
+  if (!object) gone()
+  // A failed condition answers the object's metadata without a body.
+  if (!hasBody(object)) throw new ObjectReplaced(key)
+  return object.body
 }
 
 /**
@@ -82,21 +130,21 @@ export async function serveObject(
     headers.set('content-range', `bytes ${range.offset}-${range.offset + range.length - 1}/${size}`)
     headers.set('content-length', String(range.length))
     if (head) {
-      if (!(await isStored(bucket, key))) gone()
+      if (!(await isStored(bucket, key, options.storedEtag))) gone()
       return new Response(null, { status: 206, headers })
     }
-    const object = await bucket.get(key, { range: { offset: range.offset, length: range.length } })
-    if (!object) gone()
-    return new Response(object.body, { status: 206, headers })
+    const body = await readBody(bucket, key, options.storedEtag, {
+      offset: range.offset,
+      length: range.length,
+    })
+    return new Response(body, { status: 206, headers })
   }
   headers.set('content-length', String(size))
   if (head) {
-    if (!(await isStored(bucket, key))) gone()
+    if (!(await isStored(bucket, key, options.storedEtag))) gone()
     return new Response(null, { status: 200, headers })
   }
-  const object = await bucket.get(key)
-  if (!object) gone()
-  return new Response(object.body, { status: 200, headers })
+  return new Response(await readBody(bucket, key, options.storedEtag), { status: 200, headers })
 }
 
 /** The object vanished between the metadata lookup and the read (pruned or never committed). */

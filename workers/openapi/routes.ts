@@ -233,7 +233,7 @@ const getDelta: RouteSpec = {
   operationId: 'getDelta',
   summary: 'Download a framed delta stream from one version to another',
   description:
-    'The cheapest delta the target manifest lists (or of `method`); small unlisted pairs are generated on first request (503 + Retry-After while generating).',
+    'The cheapest delta the target manifest lists (or of `method`); small unlisted pairs are generated on first request (503 + Retry-After while generating, and `object-replaced` when such a delta was made again twice while being read).',
   tag: 'deltas',
   parameters: [
     nameParam,

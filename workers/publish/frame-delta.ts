@@ -39,6 +39,12 @@ export function framingFor(
   }
 }
 
+/** A stored delta stream: its framing, and the R2 etag of the object that framing describes. */
+export interface StoredDelta {
+  framing: DeltaFraming
+  storedEtag: string
+}
+
 export interface DeltaIdentity {
   name: string
   from: string
@@ -50,8 +56,9 @@ export interface DeltaIdentity {
  * Frames `source` (the raw delta, streamed from the request) into a DeltaStream and writes it to R2
  * without buffering it. The framer checks length and sha256 against the declared values as it goes;
  * on a mismatch the stream is aborted, so R2 refuses the write and nothing is stored. With `onlyIf`,
- * the write happens only if the key is still as the caller saw it: false when it was not (nothing was
- * written, and what another upload stored there stays).
+ * the write happens only if the key is still as the caller saw it: null when it was not (nothing was
+ * written, and what another upload stored there stays). Else the stored object (its etag names exactly
+ * this stream, for reads that must not pick up a later write to the key).
  */
 export async function storeFramedDelta(
   bucket: R2Bucket,
@@ -61,7 +68,7 @@ export async function storeFramedDelta(
   framing: DeltaFraming,
   extraMetadata: Record<string, string> = {},
   onlyIf?: R2Conditional,
-): Promise<boolean> {
+): Promise<R2Object | null> {
   const { readable, writable } = new FixedLengthStream(framing.framedLength)
   const pump = (async () => {
     const writer = writable.getWriter()
@@ -108,7 +115,7 @@ export async function storeFramedDelta(
   if (stored.status === 'fulfilled' && stored.value === null) {
     // The condition failed: nothing was written, and the key is another upload's, so it is not cleaned.
     if (pumped.status === 'rejected' && pumped.reason instanceof DeltaFormatError) throw pumped.reason
-    return false
+    return null
   }
   if (pumped.status === 'rejected' || stored.status === 'rejected') {
     // A put that failed stored nothing, so its cleanup is best effort: a fault there must not turn a
@@ -123,7 +130,7 @@ export async function storeFramedDelta(
       (pumped.reason instanceof DeltaFormatError || stored.status !== 'rejected')
     throw framerFirst ? pumped.reason : (stored as PromiseRejectedResult).reason
   }
-  return true
+  return stored.value
 }
 
 /**

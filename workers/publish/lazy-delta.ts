@@ -1,13 +1,12 @@
 import { DeltaFormatError } from '../../delta/errors.ts'
 import { createDelta } from '../../delta/index.ts'
 import { sourceFromBytes } from '../../delta/io.ts'
-import type { DeltaFraming } from '../../schemas/delta-stream.ts'
 import type { DeltaMethod } from '../../schemas/manifest.ts'
 import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import { Problem } from '../http/problem.ts'
 import { readPublishedManifest } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
-import { framingFor, storeFramedDelta } from './frame-delta.ts'
+import { framingFor, type StoredDelta, storeFramedDelta } from './frame-delta.ts'
 import { sha256OfBytes } from './verify-object.ts'
 
 /** A lock older than this belongs to a generation that died (isolate evicted, CPU limit). */
@@ -44,13 +43,14 @@ function cannotEncode(pair: { name: string; from: string; to: string; method: st
  * One request generates; the lock is an R2 object created only if absent (If-None-Match: *), so
  * concurrent requests for the same pair get 503 + Retry-After instead of repeating the work.
  * Such deltas are not in the signed manifest: the agent's trust comes from the target's signed sha256,
- * which it checks after applying any delta.
+ * which it checks after applying any delta. Resolves to the framing and the R2 etag of the object stored,
+ * so the request serves exactly that stream even if the key is written again meanwhile.
  */
 export async function generateLazyDelta(
   bucket: R2Bucket,
   pair: { name: string; from: string; to: string; method: DeltaMethod },
   config: RuntimeConfig,
-): Promise<DeltaFraming> {
+): Promise<StoredDelta> {
   const { name, from, to, method } = pair
   const failed = await bucket.get(failedKey(name, from, to, method))
   if (failed) throw cannotEncode(pair, await failed.text())
@@ -82,7 +82,7 @@ export async function generateLazyDelta(
     const started = Date.now()
     const delta = await encodeOrRemember(bucket, pair, sourceBytes, targetBytes)
     const framing = framingFor(delta.length, await sha256OfBytes(delta), config.stream)
-    await storeFramedDelta(
+    const stored = await storeFramedDelta(
       bucket,
       keys.delta(name, from, to, method),
       sourceFromBytes(delta),
@@ -90,6 +90,8 @@ export async function generateLazyDelta(
       framing,
       { lazy: '1' },
     )
+    // An unconditional put resolves to the object written; null only answers a failed `onlyIf`.
+    if (!stored) throw new Error(`storing the lazy delta ${name} ${from} → ${to} wrote nothing`)
     console.log(
       JSON.stringify({
         level: 'info',
@@ -102,7 +104,7 @@ export async function generateLazyDelta(
         ...framing,
       }),
     )
-    return framing
+    return { framing, storedEtag: stored.etag }
   } finally {
     // A lock left behind blocks the pair for STALE_LOCK_MS: one retry covers a transient fault, and a
     // failed cleanup must not replace the request's own outcome.
@@ -140,15 +142,15 @@ async function encodeOrRemember(
 }
 
 async function acquire(bucket: R2Bucket, lock: string): Promise<boolean> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    const created = await bucket.put(lock, new Date().toISOString(), { onlyIf: { etagDoesNotMatch: '*' } })
-    if (created) return true
-    const held = await bucket.head(lock)
-    if (!held || Date.now() - held.uploaded.getTime() < STALE_LOCK_MS) return false
-    // Taken over: the holder is gone. A race here at worst generates the same bytes twice.
-    await bucket.delete(lock)
-  }
-  return false
+  // Unique, so a lock taken over never has the etag of the stale one it replaced.
+  const mine = `${new Date().toISOString()} ${crypto.randomUUID()}`
+  if (await bucket.put(lock, mine, { onlyIf: { etagDoesNotMatch: '*' } })) return true
+  const held = await bucket.head(lock)
+  if (!held || Date.now() - held.uploaded.getTime() < STALE_LOCK_MS) return false
+  // Taken over (the holder is gone) only while the key still holds the stale lock seen: a delete then a
+  // create let a request that saw it stale delete the fresh lock another request had just taken over it
+  // with, and both generated (with other framings, should the `stream` config have changed between).
+  return (await bucket.put(lock, mine, { onlyIf: { etagMatches: held.etag } })) !== null
 }
 
 async function readBlob(bucket: R2Bucket, name: string, version: string): Promise<Uint8Array> {

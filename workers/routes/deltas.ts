@@ -7,8 +7,9 @@ import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { serveImmutable } from '../http/edge-cache.ts'
 import { Problem } from '../http/problem.ts'
-import { serveObject } from '../http/serve-object.ts'
+import { ObjectReplaced, serveObject } from '../http/serve-object.ts'
 import { valid } from '../http/validate.ts'
+import type { StoredDelta } from '../publish/frame-delta.ts'
 import { generateLazyDelta } from '../publish/lazy-delta.ts'
 import { requirePublished } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
@@ -59,13 +60,42 @@ export function deltaUrl(
   return `/v1/deltas/${encodeURIComponent(name)}/${from}/${to}?method=${method}&v=${deltaTag(framing)}`
 }
 
-/** The framing of a stored delta, or null when it is not stored (never uploaded, or pruned). */
-export async function readDeltaFraming(bucket: R2Bucket, key: string): Promise<DeltaFraming | null> {
+/** The stored delta at `key`, or null when it is not stored (never uploaded, or pruned). */
+async function readStoredDelta(bucket: R2Bucket, key: string): Promise<StoredDelta | null> {
   const head = await bucket.head(key)
   if (!head) return null
   const parsed = DeltaFraming.safeParse(head.customMetadata ?? {})
   if (!parsed.success) throw new Problem(500, 'internal', `stored delta ${key} has no framing metadata`)
-  return parsed.data
+  return { framing: parsed.data, storedEtag: head.etag }
+}
+
+/** The framing of a stored delta, or null when it is not stored (never uploaded, or pruned). */
+export async function readDeltaFraming(bucket: R2Bucket, key: string): Promise<DeltaFraming | null> {
+  return (await readStoredDelta(bucket, key))?.framing ?? null
+}
+
+/**
+ * Serves a delta, and once more when the key was written again between the head its headers come from
+ * and the read of its body (ObjectReplaced: a lazily made delta remade by another request, e.g. after
+ * retention pruned it and the `stream` config changed, or a taken-over generation storing its own
+ * framing). Retried here rather than answered 503 at once: unlike a storage fault (ADR 0015, no
+ * retries inside the Worker) nothing is failing, R2 writes are atomic, so the new object is complete
+ * and the second try (head, then a body read conditional on it) answers it whole, or 404 when the plan's
+ * `v` named the old stream; a 503 would only cost the client a round trip and a Retry-After wait for
+ * that same answer. A key written yet again within that window still ends in 503 + Retry-After.
+ */
+function retryIfReplaced(serve: () => Promise<Response>): () => Promise<Response> {
+  return async () => {
+    try {
+      return await serve()
+    } catch (error) {
+      if (!(error instanceof ObjectReplaced)) throw error
+      console.log(
+        JSON.stringify({ level: 'info', msg: 'delta replaced while served; retrying', error: error.message }),
+      )
+      return serve()
+    }
+  }
 }
 
 /**
@@ -78,59 +108,69 @@ export const deltasRouter = new Hono<AppEnv>().on(
   valid('param', PairParam),
   valid('query', DeltaQuery),
   (c) =>
-    serveImmutable(c, async () => {
-      const { name, from, to } = c.req.valid('param')
-      const { method, v } = c.req.valid('query')
-      const named = (framing: DeltaFraming) => {
-        if (v !== undefined && v !== deltaTag(framing))
-          throw new Problem(
-            404,
-            'not-found',
-            `the delta ${name} ${from} → ${to} was made again since the plan that named it: ask for a new plan`,
-          )
-        return framing
-      }
-      const bucket = c.env.ARTIFACTS
-      const stored = await requirePublished(bucket, name, to)
-      const ref = cheapest(
-        stored.envelope.signed.deltas.filter((d) => d.from === from && (!method || d.method === method)),
-      )
-      if (ref) {
-        const key = keys.delta(name, from, to, ref.method)
-        const framing = await readDeltaFraming(bucket, key)
-        if (!framing)
-          throw new Problem(404, 'not-found', `the delta ${name} ${from} → ${to} is no longer stored`)
-        return serveDelta(c.req.raw, bucket, key, named(framing), ref.method, false)
-      }
-      if (from === to) throw new Problem(404, 'not-found', 'a version has no delta to itself')
-      // Not listed: a small pair is generated once (vcdiff unless the client asks for another method).
-      const lazyMethod = method ?? 'vcdiff'
-      const key = keys.delta(name, from, to, lazyMethod)
-      const head = await bucket.head(key)
-      const existing = head?.customMetadata?.lazy === '1' ? DeltaFraming.safeParse(head.customMetadata) : null
-      const framing = existing?.success
-        ? existing.data
-        : await generateLazyDelta(
-            bucket,
-            { name, from, to, method: lazyMethod },
-            await getRuntimeConfig(c.env),
-          )
-      return serveDelta(c.req.raw, bucket, key, named(framing), lazyMethod, true)
-    }),
+    serveImmutable(
+      c,
+      retryIfReplaced(async () => {
+        const { name, from, to } = c.req.valid('param')
+        const { method, v } = c.req.valid('query')
+        const named = (framing: DeltaFraming) => {
+          if (v !== undefined && v !== deltaTag(framing))
+            throw new Problem(
+              404,
+              'not-found',
+              `the delta ${name} ${from} → ${to} was made again since the plan that named it: ask for a new plan`,
+            )
+          return framing
+        }
+        const bucket = c.env.ARTIFACTS
+        const published = await requirePublished(bucket, name, to)
+        const ref = cheapest(
+          published.envelope.signed.deltas.filter((d) => d.from === from && (!method || d.method === method)),
+        )
+        if (ref) {
+          const key = keys.delta(name, from, to, ref.method)
+          const listed = await readStoredDelta(bucket, key)
+          if (!listed)
+            throw new Problem(404, 'not-found', `the delta ${name} ${from} → ${to} is no longer stored`)
+          named(listed.framing)
+          return serveDelta(c.req.raw, bucket, key, listed, ref.method, false)
+        }
+        if (from === to) throw new Problem(404, 'not-found', 'a version has no delta to itself')
+        // Not listed: a small pair is generated once (vcdiff unless the client asks for another method).
+        const lazyMethod = method ?? 'vcdiff'
+        const key = keys.delta(name, from, to, lazyMethod)
+        const head = await bucket.head(key)
+        const existing =
+          head?.customMetadata?.lazy === '1' ? DeltaFraming.safeParse(head.customMetadata) : null
+        const stored =
+          head && existing?.success
+            ? { framing: existing.data, storedEtag: head.etag }
+            : await generateLazyDelta(
+                bucket,
+                { name, from, to, method: lazyMethod },
+                await getRuntimeConfig(c.env),
+              )
+        named(stored.framing)
+        return serveDelta(c.req.raw, bucket, key, stored, lazyMethod, true)
+      }),
+    ),
 )
 
 async function serveDelta(
   request: Request,
   bucket: R2Bucket,
   key: string,
-  framing: DeltaFraming,
+  { framing, storedEtag }: StoredDelta,
   method: string,
   lazy: boolean,
 ): Promise<Response> {
+  // The body comes only from the object the framing was read from: a key made again in between would
+  // otherwise pair the new stream's bytes with the old one's ETag, length and framing headers.
   const response = await serveObject(request, bucket, key, framing.framedLength, {
     etag: deltaEtag(framing),
     cacheControl: 'public, max-age=31536000, immutable',
     contentType: 'application/vnd.deltaport.stream',
+    storedEtag,
   })
   for (const [header, value] of Object.entries(framingHeaders(framing, method)))
     response.headers.set(header, value)

@@ -1,11 +1,11 @@
 import { env } from 'cloudflare:workers'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { applyDelta } from '../../delta/index.ts'
 import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
 import { lockKey } from '../publish/lazy-delta.ts'
 import { keys } from '../storage/keys.ts'
-import { unframe } from './delta-helpers.ts'
-import { bytesOf, call, publishSingle, sha256 } from './publish-helpers.ts'
+import { callApp, unframe } from './delta-helpers.ts'
+import { bytesOf, call, expectProblem, publishSingle, sha256, stalledAt } from './publish-helpers.ts'
 
 async function twoVersions(name: string) {
   const v1 = bytesOf(60_000, 41)
@@ -62,5 +62,35 @@ describe('lazy delta generation', () => {
     expect(big.status).toBe(404)
     expect(await big.text()).toContain('too large')
     expect((await call('/v1/deltas/lazy2/0.1.0/1.1.0')).status).toBe(404)
+  })
+
+  it('takes a stale lock over only while it is still the stale one: one generation, not two', async () => {
+    await twoVersions('lazy3')
+    const lock = lockKey('lazy3', '1.0.0', '1.1.0', 'vcdiff')
+    await env.ARTIFACTS.put(lock, 'left by a generation that died')
+    // Two minutes on: the lock is older than the minute after which it counts as abandoned.
+    const now = Date.now()
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => now + 120_000)
+    try {
+      // A has seen the stale lock and is about to take it over...
+      const a = stalledAt('head', lock, true)
+      const first = callApp('/v1/deltas/lazy3/1.0.0/1.1.0', {}, { ...env, ARTIFACTS: a.bucket })
+      await a.atGate
+      // ...when B takes it over and starts generating (stopped at its first blob read).
+      const b = stalledAt('get', keys.blob('lazy3', '1.0.0'))
+      const second = callApp('/v1/deltas/lazy3/1.0.0/1.1.0', {}, { ...env, ARTIFACTS: b.bucket })
+      await b.atGate
+      a.release()
+      const { response, bytes } = await first
+      const busy = await expectProblem(new Response(bytes, response), 503, 'generating')
+      expect(busy.detail).toContain('being generated')
+      b.release()
+      const made = await second
+      expect(made.response.status).toBe(200)
+      expect(made.response.headers.get('x-deltaport-generated')).toBe('lazy')
+    } finally {
+      clock.mockRestore()
+    }
+    expect(await env.ARTIFACTS.head(lock)).toBeNull()
   })
 })
