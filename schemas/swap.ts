@@ -104,6 +104,26 @@ export const SwapSettings = z.strictObject({
    * 1 KB/s at least; a client that reads, however slowly, is not cut.
    */
   answerIdleTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
+  /**
+   * A live request whose service has sent no byte of its answer for this long (counted once the request
+   * is on a connection to the service, and again from each byte exchanged) gets 504 (problem+json) and its
+   * connection to the service is closed. A service that accepts requests and hangs otherwise kept each of
+   * them, with its connection (the agent opens 256 to a process), until it exited: writes whose clients had
+   * hung up were kept for it, and in the end every connection was. nginx's `proxy_read_timeout`; raise it
+   * for long-polling services.
+   */
+  serviceAnswerTimeoutMs: z.number().int().min(100).max(86_400_000).default(60_000),
+  /**
+   * Live requests from one client address (the connection's remote address, not `clientHeader`, which a
+   * client chooses) that may be at the service at once, answers still being passed on included. More wait
+   * in the proxy, holding nothing at the service, until one of that address's own ends. Without it clients
+   * that never read their answers held every connection to the service: one address now holds at most
+   * this many of the 256, whatever it does. Behind another reverse proxy every client has its address:
+   * raise it there (256 or more never binds before the agent's own 256 do).
+   */
+  maxInFlightPerAddress: z.number().int().min(1).max(100_000).default(32),
+  /** Requests from one address waiting for one of its `maxInFlightPerAddress`; one more gets 429. */
+  maxWaitingPerAddress: z.number().int().min(0).max(100_000).default(256),
   /** Buffered writes without this header are refused with 401 (null: no such rule). */
   requiredHeader: z
     .string()

@@ -117,6 +117,14 @@ export interface LiveOptions {
   bodyIdleMs?: number
   /** Where a write whose client hangs up once the service has it whole waits for the service's answer. */
   hungUp?: HungUpWrites
+  /**
+   * The longest the service may send nothing before its answer begins, once the request is on a
+   * connection to it (`serviceAnswerTimeoutMs`): past it the client gets 504 and the service's request
+   * is cut, which frees its connection. A write kept for a client that hung up is cut the same way.
+   */
+  answerTimeoutMs?: number
+  /** Called once when the request has left the service for good (answered, failed, cut; not on a retry). */
+  done?: () => void
 }
 
 /**
@@ -131,17 +139,19 @@ export function forwardLive(
   isWrite: boolean,
   options: LiveOptions = {},
 ): void {
-  const { body, retry, bodyIdleMs, hungUp } = options
+  const { body, retry, bodyIdleMs, hungUp, answerTimeoutMs, done } = options
   // Counted as in flight from the start; a request that cannot even be built never was.
   let left = false
   /** A write counts for the drain until the service answers it (or it ends unanswered). */
   let drainCounted = isWrite
-  const leave = () => {
+  /** `retrying`: another process takes the request (and calls `done` itself). */
+  const leave = (retrying = false) => {
     if (left) return
     left = true
     hungUp?.release(cut)
     target.leave(drainCounted)
     drainCounted = false
+    if (!retrying) done?.()
   }
   const cut = () => {
     upstream.destroy()
@@ -152,6 +162,8 @@ export function forwardLive(
   let stalled = false
   /** Set once the service's answer began: it has done the request, whatever it was. */
   let answered = false
+  /** Set once the service sent nothing for `answerTimeoutMs`: the proxy answered 504 itself. */
+  let timedOut = false
   /** Body bytes passed on as they arrived; the request is whole at the service once the declared size went. */
   let bodyBytesSent = 0
   const declared = req.headers['content-length'] === undefined ? null : Number(req.headers['content-length'])
@@ -178,6 +190,8 @@ export function forwardLive(
       },
       (answer) => {
         answered = true
+        // From here a silent service is a client that does not read (cutStalledReaders), not a hang.
+        upstream.setTimeout(0)
         // The service has done the write (its answer says how it went): the drain need not wait for
         // its client to read the answer. One that never reads held every swap's drain until deferral.
         if (drainCounted && !left) {
@@ -211,14 +225,22 @@ export function forwardLive(
     !stalled &&
     reachedService(upstream) &&
     (upstream.writableEnded || (declared !== null && bodyBytesSent >= declared))
+  // Node arms it once the request has a connected socket: time queued for a connection is not the
+  // service's. Any byte either way restarts it (a body the service reads slowly is not a hang).
+  if (answerTimeoutMs !== undefined)
+    upstream.setTimeout(answerTimeoutMs, () => {
+      if (answered || left) return
+      timedOut = true
+      answerTimedOut(req, res, answerTimeoutMs)
+      upstream.destroy()
+      leave()
+    })
   upstream.on('error', () => {
-    leave()
-    if (stalled || res.destroyed) return
-    if (!res.headersSent) {
-      const other = retry?.()
-      // Once: the second try gets no retry of its own.
-      if (other) return forwardLive(other, req, res, isWrite, { body, hungUp })
-    }
+    if (stalled || timedOut || res.destroyed) return leave()
+    // Once: the second try gets no retry of its own.
+    const other = res.headersSent ? null : retry?.()
+    leave(Boolean(other))
+    if (other) return forwardLive(other, req, res, isWrite, { body, hungUp, answerTimeoutMs, done })
     if (!res.headersSent) {
       res.writeHead(502, { 'content-type': 'text/plain', 'retry-after': '1' })
       res.end('service unavailable\n')
@@ -297,6 +319,27 @@ function pumpBody(req: IncomingMessage, upstream: ClientRequest, idleMs: number,
 /** Why a body was given up on after `idleMs` without a byte: held (proxy.ts) or forwarded live. */
 export function stalledBodyDetail(idleMs: number): string {
   return `no byte of the body arrived for ${idleMs} ms`
+}
+
+/**
+ * 504 for a request the service sent nothing of an answer to for `ms` (its connection is closed when
+ * the client's body was not all read), or a cut answer.
+ */
+function answerTimedOut(req: IncomingMessage, res: ServerResponse, ms: number): void {
+  if (res.destroyed) return
+  if (res.headersSent) return void res.destroy()
+  const close = !req.readableEnded
+  res.writeHead(504, {
+    'content-type': 'application/problem+json',
+    ...(close ? { connection: 'close' } : {}),
+  })
+  res.end(
+    JSON.stringify({
+      title: 'the service did not answer',
+      status: 504,
+      detail: `no answer from the service within ${ms} ms`,
+    }),
+  )
 }
 
 /** 408 for a body that stalled (its connection closed: the rest of it is never read), or a cut answer. */

@@ -9,6 +9,7 @@ import {
   type SlaTier,
   type SwapSettings,
 } from '../../schemas/swap.ts'
+import { AddressSlots } from './address-slots.ts'
 import { admit, RetryGate } from './admission.ts'
 import type { HeldWrite, Responder, WriteBuffer } from './buffer.ts'
 import {
@@ -38,6 +39,8 @@ export interface ProxyCounters {
   heldReads: number
   refused503: number
   refused413: number
+  /** Requests refused because their address had `maxWaitingPerAddress` waiting already. */
+  refused429: number
   unavailable: number
 }
 
@@ -97,6 +100,7 @@ export class SwapProxy {
     heldReads: 0,
     refused503: 0,
     refused413: 0,
+    refused429: 0,
     unavailable: 0,
   }
   private readonly server: Server
@@ -110,6 +114,8 @@ export class SwapProxy {
   private inProgress = 0
   /** Live writes whose client hung up while the service may still apply them (forward.ts). */
   private readonly hungUp = new HungUpWrites()
+  /** Per client address, its live requests at the service and those waiting for a slot there. */
+  private readonly addresses: AddressSlots
   /**
    * Per connection, the pipelined requests waiting for the one it is served (node:http emits them all
    * at once). Served one at a time, as HTTP/1.1 answers them anyway: at once, one connection that never
@@ -143,6 +149,7 @@ export class SwapProxy {
     this.tiers = tiers
     this.loads = loads
     this.writeMethods = new Set(settings.writeMethods)
+    this.addresses = new AddressSlots(settings.maxInFlightPerAddress, settings.maxWaitingPerAddress)
     this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => this.handle(req, res, false))
     // Without this listener node:http answers `Expect: 100-continue` at once, before the proxy has seen
     // the headers: a client would then upload a body the proxy is about to refuse (413, 401, 503).
@@ -327,19 +334,15 @@ export class SwapProxy {
       this.sendAfterHeldWrites({ req, res, client, expectsContinue })
       return
     }
-    const hold = isWrite && (this.mode !== 'pass' || this.buffer.hasPending(client))
-    if (hold) {
-      void this.holdWrite(req, res, client, expectsContinue).catch((error: Error) => {
-        if (!res.headersSent) {
-          res.writeHead(503, { 'retry-after': '1', 'content-type': 'text/plain' })
-          res.end(`cannot hold the write: ${error.message}\n`)
-        }
-      })
-      return
-    }
+    const hold = () => answerFailure(res, this.holdWrite(req, res, client, expectsContinue))
+    if (isWrite && this.mustHold(client)) hold()
     // Live: the service gets the body as it comes; it does its own checks.
-    if (expectsContinue) res.writeContinue()
-    this.forward(req, res, isWrite)
+    else this.forward(req, res, isWrite, { client, expectsContinue, unlessHeld: isWrite ? hold : undefined })
+  }
+
+  /** Whether a write of `client` is held now: a swap holds writes, or the client still has some held. */
+  private mustHold(client: string): boolean {
+    return this.mode !== 'pass' || this.buffer.hasPending(client)
   }
 
   get holdingForRestart(): boolean {
@@ -372,8 +375,7 @@ export class SwapProxy {
   private sendAfterHeldWrites(read: WaitingRead): void {
     void this.buffer.heldSoFarSettled(read.client).then(() => {
       if (read.res.destroyed) return
-      if (read.expectsContinue) read.res.writeContinue()
-      this.forward(read.req, read.res, false)
+      this.forward(read.req, read.res, false, { expectsContinue: read.expectsContinue })
     })
   }
 
@@ -467,10 +469,52 @@ export class SwapProxy {
     return active
   }
 
-  /** Passes a request to the active process (`body`: already read by the proxy). */
-  private forward(req: IncomingMessage, res: ServerResponse, isWrite: boolean, body?: Uint8Array): void {
+  /**
+   * Passes a request to the active process (`body`: already read by the proxy) once its client address
+   * has a slot there (`maxInFlightPerAddress`): until then it waits in the proxy, holding nothing at the
+   * service, and one past `maxWaitingPerAddress` waiting gets 429.
+   */
+  private forward(req: IncomingMessage, res: ServerResponse, isWrite: boolean, turn: Turn = {}): void {
+    const { body, client, expectsContinue, unlessHeld } = turn
+    const address = req.socket.remoteAddress ?? 'unknown'
+    const slot = this.addresses.acquire(address, (release) => {
+      if (res.destroyed) return release()
+      // It waited for its turn: a swap that began meanwhile holds it (after the drain and flush, sent
+      // live, it would reach the old version once that had handed its data over).
+      if (unlessHeld && client !== undefined && this.mustHold(client)) {
+        release()
+        return unlessHeld()
+      }
+      if (expectsContinue) res.writeContinue()
+      this.forwardNow(req, res, isWrite, body, release)
+    })
+    if (!slot) {
+      this.counters.refused429 += 1
+      req.resume()
+      this.refuse(
+        res,
+        429,
+        1,
+        `${this.settings.maxWaitingPerAddress} requests from this address already wait for one of its ${this.settings.maxInFlightPerAddress} at the service`,
+        body === undefined,
+        'too many requests from this address',
+      )
+      return
+    }
+    if (slot.queued) res.once('close', slot.abandon)
+  }
+
+  /** `release`: gives the address's slot back; called once the request has left the service. */
+  private forwardNow(
+    req: IncomingMessage,
+    res: ServerResponse,
+    isWrite: boolean,
+    body: Uint8Array | undefined,
+    release: () => void,
+  ): void {
     const target = isWrite ? this.active : this.readTarget()
     if (!target?.running) {
+      release()
       this.counters.unavailable += 1
       res.writeHead(503, { 'retry-after': '1', 'content-type': 'text/plain' })
       res.end('no service process is running\n')
@@ -484,9 +528,12 @@ export class SwapProxy {
         // A body forwarded as it arrives gets the held bodies' idle bound: stalled, it held its
         // connection and a request in progress (which a stop waits for) until Node's requestTimeout.
         bodyIdleMs: body ? undefined : this.settings.bodyIdleTimeoutMs,
+        answerTimeoutMs: this.settings.serviceAnswerTimeoutMs,
         hungUp: this.hungUp,
+        done: release,
       })
     } catch {
+      release()
       // http.request throws synchronously on a request it cannot send (e.g. an invalid header value).
       res.writeHead(400, { 'content-type': 'text/plain' })
       res.end('request cannot be forwarded\n')
@@ -614,10 +661,28 @@ export class SwapProxy {
     // probation). The write is not added to the buffer: joining it, every answered write of a busy client
     // would bring the next one and the backlog would never drain. It goes live once the client's queued
     // writes are answered, so it still cannot overtake them.
+    return this.liveOrHeld(req, res, client, path, headers, body)
+  }
+
+  /**
+   * A write whose body the proxy has read goes live while no swap holds writes, once its client's held
+   * writes are answered; otherwise it is held. Checked again when it waited for its address's turn.
+   */
+  private async liveOrHeld(
+    req: IncomingMessage,
+    res: ServerResponse,
+    client: string,
+    path: string,
+    headers: Array<[string, string]>,
+    body: Buffer,
+  ): Promise<void> {
     if (this.mode === 'pass') {
       await this.buffer.clientDrained(client)
       if (res.destroyed) return
-      if (this.mode === 'pass') return this.forward(req, res, true, body)
+      if (this.mode === 'pass') {
+        const again = () => answerFailure(res, this.liveOrHeld(req, res, client, path, headers, body))
+        return this.forward(req, res, true, { body, client, unlessHeld: again })
+      }
     }
     const responder: Responder = {
       send(status, headers, payload) {
@@ -687,6 +752,28 @@ export class SwapProxy {
   clearRetryGate(): void {
     this.gate.clear()
   }
+}
+
+/** How `forward` sends a request once its client address has a slot at the service. */
+interface Turn {
+  /** The body, when the proxy has read it already (a write it meant to hold). */
+  body?: Uint8Array
+  /** Whose write it is (for `unlessHeld`). */
+  client?: string
+  /** The client waits for a 100 Continue: sent once the request goes to the service. */
+  expectsContinue?: boolean
+  /** For a write: what to do instead when, at its turn, a swap holds writes (or its client has some held). */
+  unlessHeld?: () => void
+}
+
+/** Answers 503 when holding a write failed (the journal, the buffer) before any answer went out. */
+function answerFailure(res: ServerResponse, work: Promise<void>): void {
+  void work.catch((error: Error) => {
+    if (!res.headersSent) {
+      res.writeHead(503, { 'retry-after': '1', 'content-type': 'text/plain' })
+      res.end(`cannot hold the write: ${error.message}\n`)
+    }
+  })
 }
 
 /**

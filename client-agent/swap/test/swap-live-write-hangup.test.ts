@@ -181,8 +181,9 @@ describe('swap proxy: a live write whose client hangs up', () => {
   it('is cut when it never reached the service: hang-ups queued behind busy connections do not pile up', async () => {
     const dir = await tempDir('deltaport-swap-hangup-queued-')
     // Each write takes the service 2 s, so 256 of them (the connections the proxy opens to a process)
-    // keep every connection busy and the rest wait in the proxy for one.
-    const s = await serving(dir, 2000, { stopTimeoutMs: 5000 })
+    // keep every connection busy and the rest wait in the proxy for one. All 300 come from one address,
+    // which may send them all on here (maxInFlightPerAddress: the agent's own queue is under test).
+    const s = await serving(dir, 2000, { stopTimeoutMs: 5000, maxInFlightPerAddress: 1000 })
     const clients = Array.from({ length: 300 }, (_, i) => s.write(`/w/${i}`, 'hello'))
     await waitFor(() => s.supervisor.counters.forwarded >= 300, 10_000)
     await sleep(300)
