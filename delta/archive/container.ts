@@ -198,6 +198,32 @@ class TableBudget {
 const E = 'archive-container'
 /** The shortest deflate stream: one empty final fixed-Huffman block, 3 header bits and a 7-bit end code. */
 const MIN_DEFLATE_STREAM = 2
+/**
+ * The shortest deflate stream with content (reblocked and spliced segments have rawLength > 0): one
+ * literal in a final fixed-Huffman block, 3 header bits, an 8-bit literal (0–143) and the 7-bit end
+ * code, 18 bits. Dynamic blocks spend more on their header alone (HLIT, HDIST, HCLEN and at least four
+ * 3-bit code length lengths: 26 bits), stored blocks 5 bytes before their content.
+ */
+const MIN_DEFLATE_STREAM_WITH_CONTENT = 3
+
+/**
+ * Deflate cannot shrink content beyond ~1032:1 (a 258-byte match in 2 bits of 1-bit codes), so more
+ * content than that for `compressedLength` is a lie that would only cost a rebuild before failing.
+ */
+function checkDeflateRatio(rawLength: number, compressedLength: number): void {
+  check(rawLength <= compressedLength * 1032 + 1024, E, 'raw length exceeds deflate ratio')
+}
+
+/** The sizes every stream with content (reblocked, spliced) must have. */
+function checkStreamWithContent(rawLength: number, compressedLength: number, what: string): void {
+  check(rawLength > 0, E, `empty ${what} segment`)
+  check(
+    compressedLength >= MIN_DEFLATE_STREAM_WITH_CONTENT,
+    E,
+    `${what} segment shorter than any deflate stream with content`,
+  )
+  checkDeflateRatio(rawLength, compressedLength)
+}
 
 function readParams(r: ByteReader): DeflateParams {
   const level = r.u8('level')
@@ -353,13 +379,15 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       // Sizes are only bounded by the sums below: the re-encode checks its output against them.
       const puffLength = r.varint('puffed length')
       const compressedLength = r.varint('compressed length')
-      check(puffLength > 0 && compressedLength > 0, E, 'empty token segment')
+      check(puffLength > 0, E, 'empty token segment')
+      // A puffed stream re-encodes to a deflate stream, an empty one (fflate's gzip of nothing) too.
+      check(compressedLength >= MIN_DEFLATE_STREAM, E, 'token segment shorter than any deflate stream')
       segments.push({ kind: 'tokens', puffLength, compressedLength })
       expandedSum += puffLength
       targetSum += compressedLength
     } else if (tag === TAG_REBLOCKED) {
       const { rawLength, compressedLength, params } = readRecompressed(r, table)
-      check(rawLength > 0 && compressedLength > 0, E, 'empty reblocked segment')
+      checkStreamWithContent(rawLength, compressedLength, 'reblocked')
       const count = r.varint('block count')
       check(count > 0, E, 'reblocked segment without blocks')
       const blocks = readBlocks(r, rawLength, count, budget)
@@ -368,7 +396,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       targetSum += compressedLength
     } else if (tag === TAG_SPLICED) {
       const { rawLength, compressedLength, params } = readRecompressed(r, table)
-      check(rawLength > 0 && compressedLength > 0, E, 'empty spliced segment')
+      checkStreamWithContent(rawLength, compressedLength, 'spliced')
       // Zero blocks: the ones zlib cuts for the spliced tokens.
       const count = r.varint('block count')
       const blocks = count === 0 ? 'zlib' : readBlocks(r, rawLength, count, budget)
@@ -386,7 +414,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       // nor shrink it beyond ~1032:1, so sizes outside those bounds are lies that would size allocations.
       const bound = rawLength + Math.ceil(rawLength / 8) + Math.ceil(rawLength / 64) + 64
       check(compressedLength <= bound, E, 'compressed length exceeds deflate bound')
-      check(rawLength <= compressedLength * 1032 + 1024, E, 'raw length exceeds deflate ratio')
+      checkDeflateRatio(rawLength, compressedLength)
       const checkpoints =
         flags & FLAG_CHECKPOINTS ? readCheckpoints(r, rawLength, compressedLength, budget) : []
       segments.push({
