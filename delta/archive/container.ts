@@ -171,26 +171,55 @@ export interface ContainerLimits {
   maxExpandedBytes: number
   /** Default tableEntriesFor(maxExpandedBytes) (limits.ts). */
   maxTableEntries?: number
+  /** Default 0 (limits.ts). */
+  expandedBytesPerTableEntry?: number
+}
+
+/** A decoded container, with the number of entries its tables decoded into. */
+export interface DecodedContainer extends Container {
+  tableEntries: number
 }
 
 /**
- * Counts the entries the tables decode into against `limit`, each list by its declared count before
- * any of it is read: a hostile delta is refused before it costs heap, not after.
+ * Counts the entries the tables decode into against the limits, each list by its declared count
+ * before any of it is read: a hostile delta is refused before it costs heap, not after. The entries
+ * are also charged as expanded bytes (expandedBytesPerTableEntry), which with the expanded target
+ * must stay within maxExpandedBytes.
  */
 class TableBudget {
   private used = 0
   private readonly limit: number
+  private readonly cost: number
+  private readonly expandedLength: number
+  private readonly maxExpandedBytes: number
 
-  constructor(limit: number) {
-    this.limit = limit
+  constructor(limits: ContainerLimits, expandedLength: number) {
+    this.limit = limits.maxTableEntries ?? tableEntriesFor(limits.maxExpandedBytes)
+    this.cost = limits.expandedBytesPerTableEntry ?? 0
+    this.expandedLength = expandedLength
+    this.maxExpandedBytes = limits.maxExpandedBytes
+  }
+
+  get entries(): number {
+    return this.used
+  }
+
+  /** The expanded bytes the entries so far are charged as. */
+  get charged(): number {
+    return this.used * this.cost
   }
 
   spend(count: number, what: string): void {
     this.used += count
     check(
-      this.used <= this.limit,
+      this.entries <= this.limit,
       'archive-limit',
-      `container tables of ${this.used}+ table entries (${what}) exceed the limit of ${this.limit}`,
+      `container tables of ${this.entries}+ table entries (${what}) exceed the limit of ${this.limit}`,
+    )
+    check(
+      this.expandedLength + this.charged <= this.maxExpandedBytes,
+      'archive-limit',
+      `container tables of ${this.entries}+ table entries (${what}) take the memory of ${this.charged} expanded bytes, which with the expanded target of ${this.expandedLength} bytes exceeds the limit of ${this.maxExpandedBytes} bytes`,
     )
   }
 }
@@ -325,7 +354,7 @@ function readRuns(r: ByteReader, rawLength: number, budget: TableBudget): Splice
   return runs
 }
 
-export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Container {
+export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): DecodedContainer {
   const r = new ByteReader(bytes, E)
   for (const b of MAGIC) check(r.u8('magic') === b, 'archive-magic', 'not an archive delta')
   const version = r.u8('version')
@@ -354,7 +383,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
     `expanded target of ${expandedLength} bytes exceeds the limit of ${limits.maxExpandedBytes} bytes`,
   )
 
-  const budget = new TableBudget(limits.maxTableEntries ?? tableEntriesFor(limits.maxExpandedBytes))
+  const budget = new TableBudget(limits, expandedLength)
   const tableLength = r.varint('params count')
   check(tableLength <= r.remaining / 5, E, 'params table longer than the delta')
   budget.spend(tableLength, 'deflate parameters')
@@ -443,12 +472,14 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
     // Encoders merge and never emit empty ranges; an empty one only inflates the decoded recipe (an
     // object per two delta bytes), as empty segments would the segment table.
     check(length > 0, E, 'empty recipe range')
-    // Either way the source would have to expand past the limit for the recipe to hold.
+    // Either way the source would have to expand past the limit (what the tables leave of it) for the
+    // recipe to hold.
     referenceLength += length
+    const room = limits.maxExpandedBytes - budget.charged
     check(
-      referenceLength <= limits.maxExpandedBytes && offset + length <= limits.maxExpandedBytes,
+      referenceLength <= room && offset + length <= room,
       'archive-limit',
-      `expanded source of ${Math.max(referenceLength, offset + length)}+ bytes exceeds the limit of ${limits.maxExpandedBytes} bytes`,
+      `expanded source of ${Math.max(referenceLength, offset + length)}+ bytes exceeds the limit of ${room} bytes${budget.charged > 0 ? ` (${limits.maxExpandedBytes} less ${budget.charged} charged for ${budget.entries} table entries)` : ''}`,
     )
     recipe.push({ offset, length })
   }
@@ -473,5 +504,6 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
     inner,
     innerDeflated,
     innerLength,
+    tableEntries: budget.entries,
   }
 }
