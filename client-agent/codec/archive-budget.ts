@@ -22,6 +22,21 @@ const MiB = 1024 * 1024
 export const APPLY_FIXED_BYTES = 32 * MiB
 export const APPLY_BYTES_PER_EXPANDED_BYTE = 6
 
+/**
+ * Heap one entry of an archive delta's container tables (segment, block, run, checkpoint, recipe range,
+ * parameter set) takes once decoded, at most, with the arrays and headers it brings along. Measured
+ * on this Node (22, node_modules/.bin/node --expose-gc): decodeContainer of a container of 1 M entries
+ * of one shape, held, heapUsed after gc() less before, per entry counted against maxTableEntries:
+ * recipe ranges and literal segments 50, checkpoints 50, tokens segments 58, spliced runs 58,
+ * parameter sets 68, deflate segments 75, a deflate segment with one checkpoint 145, a reblocked or
+ * spliced segment with one block 157, blocks with an explicit header 202 (their header and its view
+ * of the delta), a reblocked segment with one such block 225, a spliced one with one such block and
+ * no runs 245, the heaviest shape (archive-budget.test.ts measures it again). Honest tables are a few
+ * thousand entries; a hostile one may have up to maxTableEntries, which at 245 bytes each would have
+ * been ~15 bytes per byte of the expanded limit on top of the 6 budgeted for it.
+ */
+export const APPLY_BYTES_PER_TABLE_ENTRY = 256
+
 /** The codec's default ceiling, never raised by a roomy host. */
 const CODEC_CEILING = 1024 * MiB
 
@@ -29,12 +44,15 @@ const CODEC_CEILING = 1024 * MiB
 export function archiveLimitsFor(availableBytes: number): Required<ArchiveLimits> {
   const spare = Math.max(0, availableBytes - APPLY_FIXED_BYTES)
   const expanded = Math.min(CODEC_CEILING, Math.floor(spare / APPLY_BYTES_PER_EXPANDED_BYTE))
-  // A hostile container's tables then cost at most ~4 bytes per byte of this limit on top of the 6
-  // budgeted (honest ones: next to nothing), not ~24 per byte of a delta as long as maxTargetBytes.
   return {
     maxExpandedBytes: expanded,
     maxTargetBytes: CODEC_CEILING,
     maxTableEntries: tableEntriesFor(expanded),
+    // The tables share the expanded limit with the larger expanded side, each entry paid for as the
+    // expanded bytes its heap would buy: 43 per entry, so a container whose tables and archive would
+    // not fit together is refused (archive-limit, exit 17) before its tables are decoded. Honest
+    // tables take a few hundred KB of it; the apply stays within `availableBytes` whatever the tables.
+    expandedBytesPerTableEntry: Math.ceil(APPLY_BYTES_PER_TABLE_ENTRY / APPLY_BYTES_PER_EXPANDED_BYTE),
   }
 }
 

@@ -10,7 +10,7 @@
 import type { Tokens } from '../deflate/parse-types.ts'
 import { check, DeltaFormatError } from '../errors.ts'
 import { type ByteSink, sourceFromBytes } from '../io.ts'
-import { type Container, decodeContainer } from './container.ts'
+import { type Container, type DecodedContainer, decodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
 import { type DeflateEngine, deflatePieces, inflaterFor } from './deflate-engine.ts'
 import { defaultDiffers, type InnerDiffer } from './differs.ts'
@@ -37,16 +37,21 @@ function innerError(differ: InnerDiffer, err: unknown): DeltaFormatError {
 
 /**
  * An archive delta's container, decoded and checked against the limits it carries: a streaming apply
- * decodes it once for the checks before the source is read and again for none after.
+ * decodes it once for the checks before the source is read and again for none after. `limits` are
+ * the caller's less what the tables were charged (expandedBytesPerTableEntry): maxExpandedBytes is
+ * what is left for the expansions.
  */
 export interface DecodedArchiveDelta {
-  readonly container: Container
+  readonly container: DecodedContainer
   readonly limits: Required<ArchiveLimits>
 }
 
 export function decodeArchiveDelta(delta: Uint8Array, limits?: ArchiveLimits): DecodedArchiveDelta {
   const L = resolveArchiveLimits(limits)
-  return { container: decodeContainer(delta, L), limits: L }
+  const container = decodeContainer(delta, L)
+  // Within the limit, as the decode checked (with the expanded target); the source expands in the rest.
+  const charged = container.tableEntries * L.expandedBytesPerTableEntry
+  return { container, limits: { ...L, maxExpandedBytes: L.maxExpandedBytes - charged } }
 }
 
 /** A delta as given: its bytes (decoded here, within `limits`) or decodeArchiveDelta's result. */

@@ -8,6 +8,8 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { collectingSink } from '../io.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
+import { expandedSize, type Segment } from './expand.ts'
+import { seedCases } from './fuzz.ts'
 import { parseGzip } from './gzip.ts'
 import {
   type ArchiveDeltaOptions,
@@ -517,6 +519,92 @@ with zipfile.ZipFile(out, 'w') as z:
       )
       expect(() => applyArchiveDelta(a, lying)).toThrow(DeltaFormatError)
     }
+  })
+
+  it('refuses token, reblocked and spliced segments shorter than any stream they could be', async () => {
+    // A token segment may rebuild an empty stream (2 bytes, as for deflate segments); reblocked and
+    // spliced ones hold content (rawLength > 0), and the shortest stream with any is one literal in a
+    // final fixed block: 3 + 8 + 7 bits, 3 bytes.
+    const limits = { maxTargetBytes: 2 ** 30, maxExpandedBytes: 2 ** 30 }
+    const source = u8(gzipSync(new TextEncoder().encode(fileText(6, 20_000))))
+    const target = u8(gzipSync(new TextEncoder().encode(fileText(6, 21_000))))
+    const c = decodeContainer(mustApply(createArchiveDelta(source, target)).delta, limits)
+    const params = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
+    const fixed = [{ type: 1 as const, final: true, end: 1 }]
+    const shortest: [Segment, number, RegExp][] = [
+      [
+        { kind: 'tokens', puffLength: 2, compressedLength: 0 },
+        2,
+        /token segment shorter than any deflate stream/,
+      ],
+      [
+        { kind: 'reblocked', rawLength: 1, compressedLength: 0, params, blocks: fixed },
+        3,
+        /reblocked segment shorter than any deflate stream with content/,
+      ],
+      [
+        { kind: 'spliced', rawLength: 1, compressedLength: 0, params, blocks: 'zlib', runs: [] },
+        3,
+        /spliced segment shorter than any deflate stream with content/,
+      ],
+    ]
+    for (const [segment, minimum, refusal] of shortest) {
+      for (let compressedLength = 0; compressedLength <= minimum; compressedLength++) {
+        // The declared lengths grow with the segment, so the sums still add up: only its length is a lie.
+        const s = { ...segment, compressedLength }
+        const lying = encodeContainer({
+          ...c,
+          targetLength: c.targetLength + compressedLength,
+          expandedLength: c.expandedLength + expandedSize(s),
+          segments: [...c.segments, s],
+        })
+        const what = `${s.kind} of ${compressedLength} bytes`
+        if (compressedLength === minimum) {
+          // The shortest possible length is a matter for the rebuild, which finds this one wrong.
+          expect(() => decodeContainer(lying, limits), what).not.toThrow()
+          continue
+        }
+        expect(() => decodeContainer(lying, limits), what).toThrow(refusal)
+        expect(() => applyArchiveDelta(source, lying), what).toThrow(refusal)
+        await expect(applyArchiveDeltaToSink(source, lying, collectingSink()), what).rejects.toThrow(refusal)
+      }
+    }
+    // Deflate cannot shrink content past ~1032:1, for these kinds as for deflate segments.
+    const dense = encodeContainer({
+      ...c,
+      targetLength: c.targetLength + 3,
+      expandedLength: c.expandedLength + 5000,
+      segments: [
+        ...c.segments,
+        { kind: 'reblocked', rawLength: 5000, compressedLength: 3, params, blocks: fixed },
+      ],
+    })
+    expect(() => decodeContainer(dense, limits)).toThrow(/raw length exceeds deflate ratio/)
+  })
+
+  it('makes no token, reblocked or spliced segment shorter than those limits, nor any of the smallest streams', () => {
+    const limits = { maxTargetBytes: 2 ** 30, maxExpandedBytes: 2 ** 30 }
+    const seen = new Map<string, number>()
+    for (const { delta } of seedCases())
+      for (const s of decodeContainer(delta, limits).segments)
+        if (s.kind !== 'literal') seen.set(s.kind, Math.min(seen.get(s.kind) ?? Infinity, s.compressedLength))
+    expect([...seen.keys()].sort()).toEqual(['deflate', 'reblocked', 'spliced', 'tokens'])
+    for (const [kind, shortest] of seen)
+      expect(shortest, kind).toBeGreaterThanOrEqual(kind === 'tokens' ? 2 : 3)
+    // The smallest streams there are: empty, one literal, two literals, fflate's and zlib's.
+    const source = u8(gzipSync(new TextEncoder().encode(fileText(6, 2000))))
+    const texts = ['', 'a', 'ab', '\u00ff']
+    const targets = texts.flatMap((t) => {
+      const bytes = new TextEncoder().encode(t)
+      return [
+        u8(gzipSync(bytes)),
+        u8(gzipSync(bytes, { strategy: 4 })),
+        fflateGzip(bytes, { mtime: 0, level: 0 }),
+        fflateGzip(bytes, { mtime: 0 }),
+      ]
+    })
+    for (const target of targets)
+      expect(applyArchiveDelta(source, mustApply(createArchiveDelta(source, target)).delta)).toEqual(target)
   })
 })
 

@@ -171,26 +171,55 @@ export interface ContainerLimits {
   maxExpandedBytes: number
   /** Default tableEntriesFor(maxExpandedBytes) (limits.ts). */
   maxTableEntries?: number
+  /** Default 0 (limits.ts). */
+  expandedBytesPerTableEntry?: number
+}
+
+/** A decoded container, with the number of entries its tables decoded into. */
+export interface DecodedContainer extends Container {
+  tableEntries: number
 }
 
 /**
- * Counts the entries the tables decode into against `limit`, each list by its declared count before
- * any of it is read: a hostile delta is refused before it costs heap, not after.
+ * Counts the entries the tables decode into against the limits, each list by its declared count
+ * before any of it is read: a hostile delta is refused before it costs heap, not after. The entries
+ * are also charged as expanded bytes (expandedBytesPerTableEntry), which with the expanded target
+ * must stay within maxExpandedBytes.
  */
 class TableBudget {
   private used = 0
   private readonly limit: number
+  private readonly cost: number
+  private readonly expandedLength: number
+  private readonly maxExpandedBytes: number
 
-  constructor(limit: number) {
-    this.limit = limit
+  constructor(limits: ContainerLimits, expandedLength: number) {
+    this.limit = limits.maxTableEntries ?? tableEntriesFor(limits.maxExpandedBytes)
+    this.cost = limits.expandedBytesPerTableEntry ?? 0
+    this.expandedLength = expandedLength
+    this.maxExpandedBytes = limits.maxExpandedBytes
+  }
+
+  get entries(): number {
+    return this.used
+  }
+
+  /** The expanded bytes the entries so far are charged as. */
+  get charged(): number {
+    return this.used * this.cost
   }
 
   spend(count: number, what: string): void {
     this.used += count
     check(
-      this.used <= this.limit,
+      this.entries <= this.limit,
       'archive-limit',
-      `container tables of ${this.used}+ table entries (${what}) exceed the limit of ${this.limit}`,
+      `container tables of ${this.entries}+ table entries (${what}) exceed the limit of ${this.limit}`,
+    )
+    check(
+      this.expandedLength + this.charged <= this.maxExpandedBytes,
+      'archive-limit',
+      `container tables of ${this.entries}+ table entries (${what}) take the memory of ${this.charged} expanded bytes, which with the expanded target of ${this.expandedLength} bytes exceeds the limit of ${this.maxExpandedBytes} bytes`,
     )
   }
 }
@@ -198,6 +227,32 @@ class TableBudget {
 const E = 'archive-container'
 /** The shortest deflate stream: one empty final fixed-Huffman block, 3 header bits and a 7-bit end code. */
 const MIN_DEFLATE_STREAM = 2
+/**
+ * The shortest deflate stream with content (reblocked and spliced segments have rawLength > 0): one
+ * literal in a final fixed-Huffman block, 3 header bits, an 8-bit literal (0–143) and the 7-bit end
+ * code, 18 bits. Dynamic blocks spend more on their header alone (HLIT, HDIST, HCLEN and at least four
+ * 3-bit code length lengths: 26 bits), stored blocks 5 bytes before their content.
+ */
+const MIN_DEFLATE_STREAM_WITH_CONTENT = 3
+
+/**
+ * Deflate cannot shrink content beyond ~1032:1 (a 258-byte match in 2 bits of 1-bit codes), so more
+ * content than that for `compressedLength` is a lie that would only cost a rebuild before failing.
+ */
+function checkDeflateRatio(rawLength: number, compressedLength: number): void {
+  check(rawLength <= compressedLength * 1032 + 1024, E, 'raw length exceeds deflate ratio')
+}
+
+/** The sizes every stream with content (reblocked, spliced) must have. */
+function checkStreamWithContent(rawLength: number, compressedLength: number, what: string): void {
+  check(rawLength > 0, E, `empty ${what} segment`)
+  check(
+    compressedLength >= MIN_DEFLATE_STREAM_WITH_CONTENT,
+    E,
+    `${what} segment shorter than any deflate stream with content`,
+  )
+  checkDeflateRatio(rawLength, compressedLength)
+}
 
 function readParams(r: ByteReader): DeflateParams {
   const level = r.u8('level')
@@ -299,7 +354,7 @@ function readRuns(r: ByteReader, rawLength: number, budget: TableBudget): Splice
   return runs
 }
 
-export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Container {
+export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): DecodedContainer {
   const r = new ByteReader(bytes, E)
   for (const b of MAGIC) check(r.u8('magic') === b, 'archive-magic', 'not an archive delta')
   const version = r.u8('version')
@@ -328,7 +383,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
     `expanded target of ${expandedLength} bytes exceeds the limit of ${limits.maxExpandedBytes} bytes`,
   )
 
-  const budget = new TableBudget(limits.maxTableEntries ?? tableEntriesFor(limits.maxExpandedBytes))
+  const budget = new TableBudget(limits, expandedLength)
   const tableLength = r.varint('params count')
   check(tableLength <= r.remaining / 5, E, 'params table longer than the delta')
   budget.spend(tableLength, 'deflate parameters')
@@ -353,13 +408,15 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       // Sizes are only bounded by the sums below: the re-encode checks its output against them.
       const puffLength = r.varint('puffed length')
       const compressedLength = r.varint('compressed length')
-      check(puffLength > 0 && compressedLength > 0, E, 'empty token segment')
+      check(puffLength > 0, E, 'empty token segment')
+      // A puffed stream re-encodes to a deflate stream, an empty one (fflate's gzip of nothing) too.
+      check(compressedLength >= MIN_DEFLATE_STREAM, E, 'token segment shorter than any deflate stream')
       segments.push({ kind: 'tokens', puffLength, compressedLength })
       expandedSum += puffLength
       targetSum += compressedLength
     } else if (tag === TAG_REBLOCKED) {
       const { rawLength, compressedLength, params } = readRecompressed(r, table)
-      check(rawLength > 0 && compressedLength > 0, E, 'empty reblocked segment')
+      checkStreamWithContent(rawLength, compressedLength, 'reblocked')
       const count = r.varint('block count')
       check(count > 0, E, 'reblocked segment without blocks')
       const blocks = readBlocks(r, rawLength, count, budget)
@@ -368,7 +425,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       targetSum += compressedLength
     } else if (tag === TAG_SPLICED) {
       const { rawLength, compressedLength, params } = readRecompressed(r, table)
-      check(rawLength > 0 && compressedLength > 0, E, 'empty spliced segment')
+      checkStreamWithContent(rawLength, compressedLength, 'spliced')
       // Zero blocks: the ones zlib cuts for the spliced tokens.
       const count = r.varint('block count')
       const blocks = count === 0 ? 'zlib' : readBlocks(r, rawLength, count, budget)
@@ -386,7 +443,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
       // nor shrink it beyond ~1032:1, so sizes outside those bounds are lies that would size allocations.
       const bound = rawLength + Math.ceil(rawLength / 8) + Math.ceil(rawLength / 64) + 64
       check(compressedLength <= bound, E, 'compressed length exceeds deflate bound')
-      check(rawLength <= compressedLength * 1032 + 1024, E, 'raw length exceeds deflate ratio')
+      checkDeflateRatio(rawLength, compressedLength)
       const checkpoints =
         flags & FLAG_CHECKPOINTS ? readCheckpoints(r, rawLength, compressedLength, budget) : []
       segments.push({
@@ -415,12 +472,14 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
     // Encoders merge and never emit empty ranges; an empty one only inflates the decoded recipe (an
     // object per two delta bytes), as empty segments would the segment table.
     check(length > 0, E, 'empty recipe range')
-    // Either way the source would have to expand past the limit for the recipe to hold.
+    // Either way the source would have to expand past the limit (what the tables leave of it) for the
+    // recipe to hold.
     referenceLength += length
+    const room = limits.maxExpandedBytes - budget.charged
     check(
-      referenceLength <= limits.maxExpandedBytes && offset + length <= limits.maxExpandedBytes,
+      referenceLength <= room && offset + length <= room,
       'archive-limit',
-      `expanded source of ${Math.max(referenceLength, offset + length)}+ bytes exceeds the limit of ${limits.maxExpandedBytes} bytes`,
+      `expanded source of ${Math.max(referenceLength, offset + length)}+ bytes exceeds the limit of ${room} bytes${budget.charged > 0 ? ` (${limits.maxExpandedBytes} less ${budget.charged} charged for ${budget.entries} table entries)` : ''}`,
     )
     recipe.push({ offset, length })
   }
@@ -445,5 +504,6 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Con
     inner,
     innerDeflated,
     innerLength,
+    tableEntries: budget.entries,
   }
 }

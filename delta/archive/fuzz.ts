@@ -24,8 +24,8 @@ export interface FuzzReport {
   /**
    * Valid (source, target, delta) triples the mutations start from (seedCases): spliced gzip (zlib's
    * blocks and recorded ones), recompressed gzip, multi-member gzip, reblocked gzip, puffed gzip, zip
-   * (one with a spliced entry and a known copy), gzip with an inner DPAX delta, and with an engine big
-   * and checkpointed streams.
+   * (one with a spliced entry and a known copy), gzip whose target has an empty stored stream (a token
+   * segment), gzip with an inner DPAX delta, and with an engine big and checkpointed streams.
    */
   seeds: number
   iterations: number
@@ -35,9 +35,11 @@ export interface FuzzReport {
   failures: string[]
 }
 
+/** Tables charged against the expanded limit as the agent charges them (client-agent/codec/archive-budget.ts). */
 const LIMITS: Required<ArchiveLimits> = resolveArchiveLimits({
   maxTargetBytes: 1 << 20,
   maxExpandedBytes: 4 << 20,
+  expandedBytesPerTableEntry: 43,
 })
 
 function rng(seed: number): () => number {
@@ -173,6 +175,12 @@ export function seedCases(engine?: DeflateEngine): Case[] {
       ]),
       'auto',
     ],
+    // An empty stored stream (fflate's level 0) first: a token segment of an empty stream, 5 bytes.
+    [
+      gzip(a, { level: 6 }),
+      new Uint8Array([...fflateGzip(new Uint8Array(0), { level: 0, mtime: 0 }), ...gzip(b, { level: 6 })]),
+      'auto',
+    ],
     // A zip whose unchanged deflated entry reaches the differ as a known copy, next to a spliced entry.
     [
       zipOf([
@@ -245,7 +253,27 @@ function mutateFields(delta: Uint8Array, r: () => number): Uint8Array {
   const pool = streams.length > 0 && r() < 0.8 ? streams : c.segments
   const seg = pool[Math.floor(r() * pool.length)]
   const range = c.recipe[Math.floor(r() * c.recipe.length)]
-  switch (Math.floor(r() * 10)) {
+  switch (Math.floor(r() * 12)) {
+    case 10:
+      // A stream's length at or just under the shortest it can be (2 bytes, 3 with content), the target's
+      // length moved with it so the sums still hold: only the segment's length is a lie.
+      if (seg && seg.kind !== 'literal') {
+        const compressedLength = Math.floor(r() * 4)
+        c.targetLength += compressedLength - seg.compressedLength
+        seg.compressedLength = compressedLength
+      }
+      break
+    case 11: {
+      // The same reference in more entries: a range cut into one-byte ranges, a few (the same target) or
+      // up to the table cap and past what the tables may cost of the expanded limit (archive-limit).
+      if (!range || range.length < 2) break
+      const at = c.recipe.indexOf(range)
+      const n = Math.min(range.length - 1, 1 + Math.floor(r() * (r() < 0.5 ? 64 : 300_000)))
+      const ones = Array.from({ length: n }, (_, i) => ({ offset: range.offset + i, length: 1 }))
+      const rest = { offset: range.offset + n, length: range.length - n }
+      c.recipe = [...c.recipe.slice(0, at), ...ones, rest, ...c.recipe.slice(at + 1)]
+      break
+    }
     case 8:
     case 9: {
       // Restart points (only a DeflateEngine with restarts uses them, piecewise): in range, for the

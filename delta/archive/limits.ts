@@ -6,9 +6,17 @@ export interface ArchiveLimits {
   maxExpandedBytes?: number
   /**
    * Most entries the container's tables may decode into (segments, blocks, runs, checkpoints, recipe
-   * ranges, parameter sets), each some 50–70 bytes of heap. Default tableEntriesFor(maxExpandedBytes).
+   * ranges, parameter sets), each 50–225 bytes of heap (measured: client-agent/codec/archive-budget.ts).
+   * Default tableEntriesFor(maxExpandedBytes).
    */
   maxTableEntries?: number
+  /**
+   * Expanded bytes each table entry is charged as against maxExpandedBytes, for a caller that sized
+   * that limit from its memory: the tables and the larger expanded side then share it (entries × this
+   * + expanded bytes ≤ maxExpandedBytes), the target's side checked as the tables are counted, the
+   * source's as it expands. Default 0: the tables are bounded by maxTableEntries alone.
+   */
+  expandedBytesPerTableEntry?: number
 }
 
 /**
@@ -34,6 +42,7 @@ export function resolveArchiveLimits(l: ArchiveLimits = {}): Required<ArchiveLim
     maxTargetBytes: l.maxTargetBytes ?? GiB,
     maxExpandedBytes,
     maxTableEntries: l.maxTableEntries ?? tableEntriesFor(maxExpandedBytes),
+    expandedBytesPerTableEntry: l.expandedBytesPerTableEntry ?? 0,
   }
 }
 

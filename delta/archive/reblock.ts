@@ -77,6 +77,9 @@ export function findReblock(
   candidates: readonly DeflateParams[],
   engine?: DeflateEngine,
 ): Reblock | null {
+  // A reblocked segment holds content (the container refuses an empty one): an empty stream in blocks
+  // of its own (a stored one, or several empty ones) is puffed instead (kept compressed if it cannot be).
+  if (raw.length === 0) return null
   for (const params of candidates) {
     if (raw.length > PREFIX && !startAgrees(raw, target.tokens, params, PREFIX)) continue
     const tokens = tokensOf(raw, params, engine)
