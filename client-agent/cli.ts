@@ -34,6 +34,7 @@ import { ArtifactStore } from './store.ts'
 import { assertSignersSuffice, signerPolicyOf } from './trust.ts'
 import { uninstallArtifact } from './uninstall.ts'
 import { agentVersion, isVersionRequest } from './version.ts'
+import { unverifiedHeadWarning } from './yank-retreat.ts'
 
 interface GlobalOptions {
   config: string
@@ -207,10 +208,8 @@ export function buildProgram(
     if (result.retreated) {
       const { from, reason, at } = result.retreated
       out.info(`moved back off ${result.name}@${from}: its maintainer yanked it on ${at} (${reason}), signed`)
-      if (result.retreated.unverifiedHead)
-        out.info(
-          `warning: ${result.version} is where the channel's head points, and the index naming it is not signed for this device (no indexKeys): a network answering for the edge could have named any release signed for the channel between the version this device ran before and ${from}. Pin the edge's index key (indexKeys, or an index role in the root) to have heads verified`,
-        )
+      const unverified = unverifiedHeadWarning(result)
+      if (unverified) out.info(`warning: ${unverified}`)
     }
     const how = result.alreadyCurrent
       ? 'already current'

@@ -36,6 +36,19 @@ export interface Retreat {
 type YankSeen = NonNullable<StoreState['yankSeen']>
 
 /**
+ * The warning for an install that retreated to a channel head read from an index no key of this device
+ * verified (Retreat.unverifiedHead), null for any other install. One text for every command that
+ * installs: `update`/`install` print it, `deltaport run` logs it (swap/edge-source.ts).
+ */
+export function unverifiedHeadWarning(result: {
+  version: string
+  retreated?: { from: string; unverifiedHead?: true }
+}): string | null {
+  if (!result.retreated?.unverifiedHead) return null
+  return `${result.version} is where the channel's head points, and the index naming it is not signed for this device (no indexKeys): a network answering for the edge could have named any release signed for the channel between the version this device ran before and ${result.retreated.from}. Pin the edge's index key (indexKeys, or an index role in the root) to have heads verified`
+}
+
+/**
  * Decides whether the device moves off its yanked current version, and where to. Call with the
  * artifact's lock held, only when the channel's head is older than the current version.
  *

@@ -178,7 +178,10 @@ async function startSupervisor(
 ): Promise<Supervisor> {
   const settings = await loadSettings(options)
   const wiring = await rollout(loaded, name)
-  const source = new EdgeChannelSource(loaded, name, wiring.gate)
+  // What an install of the source's has to say (as `deltaport update` says it) goes to the log.
+  const source = new EdgeChannelSource(loaded, name, wiring.gate, undefined, (message) =>
+    printEvent(out, { type: 'warning', message }),
+  )
   const initial = await source.initial()
   stop.arm()
   const base = new ArtifactStore(loaded.installRoot, name).dir
@@ -271,6 +274,8 @@ export function describeEvent(event: SupervisorEvent): string {
       return `${event.detail}; rolling back to ${event.to}`
     case 'error':
       return `error: ${event.message}`
+    case 'warning':
+      return `warning: ${event.message}`
   }
 }
 

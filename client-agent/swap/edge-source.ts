@@ -6,6 +6,7 @@ import { AgentError } from '../errors.ts'
 import { DEFAULT_LOCK_WAIT_MS, installArtifact } from '../install.ts'
 import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
+import { unverifiedHeadWarning } from '../yank-retreat.ts'
 import type { ReadyUpdate, UpdateSource } from './update-source.ts'
 
 /**
@@ -31,12 +32,18 @@ export class EdgeChannelSource implements UpdateSource {
   private readonly gate: VersionGate
   private readonly store: ArtifactStore
   private readonly fetchImpl: typeof fetch | undefined
+  private readonly onWarning: ((message: string) => void) | undefined
 
+  /**
+   * `onWarning`: what an install of this source's has to tell its owner (as `deltaport update` prints
+   * it), e.g. a retreat to a head from an unverified index; `run` logs it.
+   */
   constructor(
     config: AgentConfig,
     name: string,
     gate: VersionGate = followChannelHead,
     fetchImpl?: typeof fetch,
+    onWarning?: (message: string) => void,
   ) {
     this.config = config
     this.name = name
@@ -44,6 +51,14 @@ export class EdgeChannelSource implements UpdateSource {
     this.gate = gate
     this.store = new ArtifactStore(config.installRoot, name)
     this.fetchImpl = fetchImpl
+    this.onWarning = onWarning
+  }
+
+  /** An install's result, its warnings passed on. */
+  private noted<T extends Parameters<typeof unverifiedHeadWarning>[0]>(installed: T): T {
+    const warning = unverifiedHeadWarning(installed)
+    if (warning) this.onWarning?.(warning)
+    return installed
   }
 
   /**
@@ -68,11 +83,13 @@ export class EdgeChannelSource implements UpdateSource {
     const index = await this.edge(config).index(this.name)
     const head = channelHead(index, this.channel)
     const admitted = head ? await this.gate.admit(this.name, this.channel, head) : null
-    const installed = await installArtifact(config, {
-      name: this.name,
-      ...(admitted ? { target: admitted, channel: this.channel } : {}),
-      ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
-    })
+    const installed = this.noted(
+      await installArtifact(config, {
+        name: this.name,
+        ...(admitted ? { target: admitted, channel: this.channel } : {}),
+        ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
+      }),
+    )
     return { version: installed.version, artifactPath: this.store.blobPath(installed.version) }
   }
 
@@ -122,16 +139,18 @@ export class EdgeChannelSource implements UpdateSource {
   /** The ordinary install of `target` (the channel when undefined), or null while another process holds the artifact. */
   private async install(config: AgentConfig, target: string | undefined, signal: AbortSignal | undefined) {
     try {
-      return await installArtifact(config, {
-        name: this.name,
-        // A version the rollout gate chose for this channel: its manifest must list the channel.
-        ...(target ? { target, channel: this.channel } : {}),
-        // Another process (a manual `deltaport update`) is changing the artifact: this poll does not wait
-        // for it; the next one finds its result installed and swaps to it.
-        lockWaitMs: 0,
-        ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
-        ...(signal ? { signal } : {}),
-      })
+      return this.noted(
+        await installArtifact(config, {
+          name: this.name,
+          // A version the rollout gate chose for this channel: its manifest must list the channel.
+          ...(target ? { target, channel: this.channel } : {}),
+          // Another process (a manual `deltaport update`) is changing the artifact: this poll does not wait
+          // for it; the next one finds its result installed and swaps to it.
+          lockWaitMs: 0,
+          ...(this.fetchImpl ? { fetchImpl: this.fetchImpl } : {}),
+          ...(signal ? { signal } : {}),
+        }),
+      )
     } catch (error) {
       if (error instanceof AgentError && error.code === 'busy') return null
       throw error

@@ -68,6 +68,8 @@ export type SupervisorEvent =
    */
   | { type: 'rolling-back'; version: string; to: string; exitCode: number; detail: string }
   | { type: 'error'; message: string }
+  /** Something the owner should know that stops nothing (e.g. an install's warning, as `update` prints it). */
+  | { type: 'warning'; message: string }
 
 export interface SwapReport {
   version: string

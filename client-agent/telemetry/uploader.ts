@@ -4,6 +4,7 @@ import { TelemetryReceipt } from '../../schemas/aggregation.ts'
 import type { TelemetryBatch } from '../../schemas/telemetry.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
+import { retryWaitMs } from '../transfer/backoff.ts'
 import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
 import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import type { TelemetryQueue } from './queue.ts'
@@ -72,9 +73,13 @@ async function numberedBehind(response: Response, batchSeq: number): Promise<num
   return lastSeq
 }
 
+/** The longest wait between two failed flushes (before jitter). */
+const MAX_BACKOFF_MS = 30 * 60_000
+
 /**
- * Flushes every `intervalMs`, backing off exponentially (with jitter, honouring Retry-After) while the
- * edge is unreachable or refusing, until `signal` aborts. Used by the daemon.
+ * Flushes every `intervalMs`, backing off while the edge is unreachable or refusing (the agent's
+ * retryWaitMs on this loop's scale: 2 × `intervalMs` after the first failure, doubling up to 30 min,
+ * jittered to 50–100 %, at least the edge's Retry-After), until `signal` aborts. Used by the daemon.
  */
 export async function runTelemetryLoop(
   queue: TelemetryQueue,
@@ -94,8 +99,10 @@ export async function runTelemetryLoop(
       failures = 0
     } catch (error) {
       failures++
-      const backoff = Math.min(options.intervalMs * 2 ** failures, 30 * 60_000)
-      waitMs = Math.max(retryAfterMs(error), backoff * (0.5 + Math.random() / 2))
+      waitMs = retryWaitMs(failures, retryAfterMs(error), {
+        baseMs: options.intervalMs,
+        maxMs: MAX_BACKOFF_MS,
+      })
       options.onError?.(error instanceof Error ? error : new AgentError('network', String(error)))
     }
     await sleep(waitMs, undefined, { signal: options.signal }).catch(() => undefined)

@@ -2,21 +2,34 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { AgentError } from '../errors.ts'
 import { retryAfterMs } from './error-response.ts'
 
-/** The first retry's back-off before jitter; it doubles with every failure in a row. */
+/** Doubled with every failure in a row (500 ms after the first), before jitter. */
 const BACKOFF_BASE_MS = 250
 /** The longest back-off between two tries of one transfer (before jitter). */
 const BACKOFF_MAX_MS = 5_000
 
+/** What retryWaitMs scales, before jitter: `baseMs` doubles with every failure (2 × baseMs after the first), up to `maxMs`. */
+export interface BackoffScale {
+  baseMs: number
+  maxMs: number
+  /** In [0, 1): where in 50–100 % the jitter lands. */
+  random?: () => number
+}
+
 /**
- * How long to wait before the next try after `failures` failures in a row (1 for the first): 250 ms
+ * How long to wait before the next try after `failures` failures in a row (1 for the first): 500 ms
  * doubling up to 5 s, jittered to 50–100 % of that so that devices a fault hit together (an edge that
  * restarted, a cache that dropped them all) do not come back together; never shorter than what the
- * edge asked for (`retryAfterMs`: its Retry-After). The agent's one back-off for transfers: full
- * downloads, the edge's JSON answers and chunk-sync ranges (the telemetry uploader jitters the same way).
+ * edge asked for (`retryAfter`: its Retry-After in ms). The agent's one back-off: full downloads, the
+ * edge's JSON answers, chunk-sync and delta-stream ranges, and (on its own `scale`: the flush interval
+ * doubling up to 30 min) the daemon's telemetry uploader.
  */
-export function retryWaitMs(failures: number, retryAfter = 0, random: () => number = Math.random): number {
-  const backoff = Math.min(BACKOFF_BASE_MS * 2 ** Math.min(failures, 30), BACKOFF_MAX_MS)
-  return Math.max(retryAfter, Math.round(backoff * (0.5 + random() / 2)))
+export function retryWaitMs(
+  failures: number,
+  retryAfter = 0,
+  scale: BackoffScale = { baseMs: BACKOFF_BASE_MS, maxMs: BACKOFF_MAX_MS },
+): number {
+  const backoff = Math.min(scale.baseMs * 2 ** Math.min(failures, 30), scale.maxMs)
+  return Math.max(retryAfter, Math.round(backoff * (0.5 + (scale.random ?? Math.random)() / 2)))
 }
 
 /**

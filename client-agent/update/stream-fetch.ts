@@ -1,6 +1,7 @@
 import type { FileHandle } from 'node:fs/promises'
 import { open, rm, stat, truncate } from 'node:fs/promises'
 import { cpus, freemem, loadavg } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { DeltaFormatError } from '../../delta/errors.ts'
 import { collectingSink } from '../../delta/io.ts'
 import {
@@ -14,8 +15,9 @@ import {
 } from '../../delta/stream/index.ts'
 import { hashFile } from '../download.ts'
 import { AgentError } from '../errors.ts'
+import { isTransient, MAX_RETRY_WAIT_MS, retryWaitMs, withRetries } from '../transfer/backoff.ts'
 import { type Explanation, RangeController } from '../transfer/controller.ts'
-import { errorFromResponse } from '../transfer/error-response.ts'
+import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
 import { withHeaderTimeout } from '../transfer/header-timeout.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
 import { readBody } from '../transfer/read-body.ts'
@@ -131,8 +133,12 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
   }
 
   // Block 0 first: the stream's own description, checked against what the signed manifest promised.
-  const probe = new StreamReassembler(collectingSink())
-  await fetchRange(0, 32 + request.blockSize, (at, bytes) => probe.push(at, bytes))
+  // Tried like every other range (RANGE_TRIES, with the agent's back-off), each try from scratch.
+  const probe = await withRetries(RANGE_TRIES, request.signal, async () => {
+    const reassembler = new StreamReassembler(collectingSink())
+    await fetchRange(0, 32 + request.blockSize, (at, bytes) => reassembler.push(at, bytes))
+    return reassembler
+  })
   const metadata = probe.metadata
   if (!metadata) throw new AgentError('integrity-mismatch', 'the delta stream has no readable metadata block')
   assertMatches(metadata, request)
@@ -236,9 +242,15 @@ async function durableGroups(
   return onDisk?.isFile() && onDisk.size >= bytesDone ? groupsDone : 0
 }
 
+/** Tries of one range of the stream before the fetch fails (and the update falls back to the next plan). */
+const RANGE_TRIES = 5
+
 /**
- * Walks the block range with the controller's plan: ranges of whole blocks, several in flight. A
- * failed range goes back on the queue (the controller backs off); it fails for good after 5 tries.
+ * Walks the block range with the controller's plan: ranges of whole blocks, several in flight. A range
+ * that fails transiently (isTransient) goes back on the queue (the controller shrinks what follows) and
+ * no range is asked for until the agent's back-off has passed (retryWaitMs: jittered, at least the
+ * edge's Retry-After), so an edge that restarts or sheds load is not hammered; it fails for good after
+ * RANGE_TRIES tries, at once when it is no transient fault or the edge asks for more than 30 s.
  */
 async function fetchBlocks(
   span: BlockRange,
@@ -252,12 +264,20 @@ async function fetchBlocks(
   const retry: Array<{ firstBlock: number; count: number; attempt: number }> = []
   const inFlight = new Set<Promise<void>>()
   let failure: unknown = null
+  /** No range is issued before this (performance.now() ms): the back-off after a failed range. */
+  let pausedUntil = 0
   const cores = cpus().length || 1
+  const pending = () => cursor < end || retry.length > 0
 
-  while ((cursor < end || retry.length > 0 || inFlight.size > 0) && failure === null) {
+  while ((pending() || inFlight.size > 0) && failure === null) {
     controller.onHostSample({ loadPerCore: (loadavg()[0] ?? 0) / cores, freeMemBytes: freemem() })
     const plan = controller.next(performance.now())
-    while (inFlight.size < plan.parallel && (cursor < end || retry.length > 0) && failure === null) {
+    while (
+      inFlight.size < plan.parallel &&
+      pending() &&
+      failure === null &&
+      performance.now() >= pausedUntil
+    ) {
       if (signal?.aborted) throw signal.reason ?? new Error('aborted')
       const job =
         retry.shift() ??
@@ -270,13 +290,33 @@ async function fetchBlocks(
       const bytes = blockRangeFor(job.firstBlock, job.count, layout)
       const run: Promise<void> = fetchRange(bytes.offset, bytes.length)
         .catch((error: unknown) => {
-          if (signal?.aborted || job.attempt >= 4 || error instanceof DeltaFormatError) failure = error
-          else retry.push({ ...job, attempt: job.attempt + 1 })
+          const waitMs = retryWaitMs(job.attempt + 1, retryAfterMs(error))
+          const final =
+            signal?.aborted ||
+            job.attempt + 1 >= RANGE_TRIES ||
+            error instanceof DeltaFormatError ||
+            !isTransient(error) ||
+            waitMs > MAX_RETRY_WAIT_MS
+          if (final) failure = error
+          else {
+            retry.push({ ...job, attempt: job.attempt + 1 })
+            pausedUntil = Math.max(pausedUntil, performance.now() + waitMs)
+          }
         })
         .finally(() => inFlight.delete(run))
       inFlight.add(run)
     }
-    if (inFlight.size > 0) await Promise.race(inFlight)
+    const pauseMs = pausedUntil - performance.now()
+    if (failure === null && pending() && pauseMs > 0) {
+      // Until the back-off ends or a range in flight settles, whichever is first; the timer goes with it.
+      const done = new AbortController()
+      const pause = sleep(pauseMs, undefined, {
+        signal: signal ? AbortSignal.any([signal, done.signal]) : done.signal,
+      }).catch(() => undefined)
+      await Promise.race([pause, ...inFlight])
+      done.abort()
+      if (signal?.aborted && failure === null) failure = signal.reason ?? new Error('aborted')
+    } else if (inFlight.size > 0) await Promise.race(inFlight)
   }
   await Promise.allSettled(inFlight)
   if (failure !== null) throw failure
