@@ -1,5 +1,8 @@
 import { execFile } from 'node:child_process'
+import { once } from 'node:events'
 import { chmod, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
@@ -799,6 +802,75 @@ describe("two updates at once, each of the other's artifact", () => {
     expect(await currentOf(d, 'cy-b')).toBe('2.0.0')
     for (const name of ['cy-a', 'cy-b'])
       expect(await readdir(new ArtifactStore(d.installRoot, name).dir)).not.toContain('switching.json')
+  })
+
+  it('as two `deltaport update` processes: both exit 0, one finding the work done', async () => {
+    await publish('cp-b', '1.0.0')
+    await publish('cp-a', '1.0.0', { 'cp-b': '>=1.0.0' })
+    const d = device('cycle-cli')
+    await installArtifact(d, { name: 'cp-a' })
+    await publish('cp-a', '2.0.0', { 'cp-b': '^2.0.0' })
+    await publish('cp-b', '2.0.0', { 'cp-a': '^2.0.0' })
+
+    // A gate in front of the real edge holds `update cp-a`'s read of cp-b's index (it holds cp-a and
+    // is about to stage cp-b) until `update cp-b` reads cp-a's (it holds cp-b, about to stage cp-a).
+    let aAtB = () => {}
+    const aReached = new Promise<void>((resolve) => {
+      aAtB = resolve
+    })
+    let bAtA = () => {}
+    const bReached = new Promise<void>((resolve) => {
+      bAtA = resolve
+    })
+    let held = false
+    const edge = suite.edge.url
+    const gate = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', edge)
+      const pass = async () => {
+        if (url.pathname === '/v1/artifacts/cp-b' && !held) {
+          held = true
+          aAtB()
+          await bReached
+        } else if (url.pathname === '/v1/artifacts/cp-a' && held) bAtA()
+        const chunks: Buffer[] = []
+        for await (const chunk of req) chunks.push(chunk as Buffer)
+        const headers = Object.entries(req.headers).flatMap(([k, v]) =>
+          typeof v === 'string' && !['host', 'connection', 'content-length'].includes(k)
+            ? [[k, v] as [string, string]]
+            : [],
+        )
+        const answer = await fetch(url, {
+          method: req.method ?? 'GET',
+          headers,
+          ...(chunks.length > 0 ? { body: Buffer.concat(chunks) } : {}),
+        })
+        const body = Buffer.from(await answer.arrayBuffer())
+        const out = [...answer.headers].filter(
+          ([k]) => !['content-encoding', 'content-length', 'transfer-encoding'].includes(k),
+        )
+        res.writeHead(answer.status, Object.fromEntries(out))
+        res.end(body)
+      }
+      pass().catch(() => res.destroy())
+    })
+    gate.listen(0, '127.0.0.1')
+    await once(gate, 'listening')
+    try {
+      const configFile = join(suite.ws.dir, 'cycle-cli-device.json')
+      const { port } = gate.address() as AddressInfo
+      await writeFile(configFile, JSON.stringify({ ...d, edgeUrl: `http://127.0.0.1:${port}` }))
+      const aRun = jsonCli(configFile, ['update', 'cp-a', '--wait', '20'])
+      await Promise.race([aReached, aRun])
+      const bRun = jsonCli(configFile, ['update', 'cp-b', '--wait', '20'])
+      const [a, b] = await Promise.all([aRun, bRun])
+      expect(a.code, a.stderr).toBe(0)
+      expect(b.code, b.stderr).toBe(0)
+      expect(JSON.stringify(b.json)).toContain('"alreadyCurrent":true')
+      expect(await currentOf(d, 'cp-a')).toBe('2.0.0')
+      expect(await currentOf(d, 'cp-b')).toBe('2.0.0')
+    } finally {
+      gate.close()
+    }
   })
 
   it("wait in lock order when one update's artifact is a dependency the other stages", async () => {
