@@ -294,8 +294,9 @@ export async function interruptedSwitchesNaming(
 
 /**
  * Finishes every interrupted switch that names `name` (finishInterruptedSwitch, each under its
- * artifact's lock and the others' it names, taken in one order: withOrderedLocks), so a command about to act on `name` (rollback,
- * uninstall) acts on a set switched as a whole, as install does. Like a redo log: the switches were
+ * artifact's lock and those of the others it names, taken in one order: withOrderedLocks), so a
+ * command about to act on `name` (rollback, uninstall) acts on a set switched as a whole, as install
+ * does. Like a redo log: the switches were
  * begun with every version verified and committed, so they are completed rather than undone; a
  * rollback afterwards undoes the finished update the way it undoes any other. Returns the artifacts
  * it switched.
