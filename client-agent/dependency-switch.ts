@@ -7,7 +7,7 @@ import type { AgentConfig } from './config.ts'
 import { fileHasBytes } from './download.ts'
 import { AgentError } from './errors.ts'
 import { artifactOfFolder } from './fs/artifact-folder.ts'
-import type { LockWait } from './fs/artifact-lock.ts'
+import { type LockSet, type LockWait, withOrderedLocks } from './fs/artifact-lock.ts'
 import { fsyncDir, writeFileAtomic } from './fs/atomic.ts'
 import { unlessMissing } from './fs/missing.ts'
 import { maintainerTrustsOnDisk } from './root-trust.ts'
@@ -77,9 +77,10 @@ const JOURNAL_FILE = 'switching.json'
 /**
  * Switches every dependency `plan` staged, then `last` (the artifact the update is for; null when it
  * was current already), so the device never runs the new libraries under the old app. The caller holds
- * `topStore`'s lock; the dependencies' locks are taken here, in name order (two processes switching
- * overlapping sets wait for each other instead of deadlocking), and each must still have the version
- * current it had when it was staged, else nothing is switched (`busy`). A failure part-way switches
+ * `topStore`'s lock; the dependencies' locks are taken here in folder order, into the update's LockSet
+ * (`wait.locks`), which mostly holds them already from staging (fs/artifact-lock.ts: one order for
+ * every lock, so two updates never wait on each other), and each must still have the version current
+ * it had when it was staged, else nothing is switched (`busy`). A failure part-way switches
  * back the dependencies already switched. A journal in `topStore` names the switches while they run:
  * a crash part-way leaves it, and finishInterruptedSwitch completes them on the next install.
  */
@@ -293,8 +294,9 @@ export async function interruptedSwitchesNaming(
 
 /**
  * Finishes every interrupted switch that names `name` (finishInterruptedSwitch, each under its
- * artifact's lock, then the others' in name order), so a command about to act on `name` (rollback,
- * uninstall) acts on a set switched as a whole, as install does. Like a redo log: the switches were
+ * artifact's lock and those of the others it names, taken in one order: withOrderedLocks), so a
+ * command about to act on `name` (rollback, uninstall) acts on a set switched as a whole, as install
+ * does. Like a redo log: the switches were
  * begun with every version verified and committed, so they are completed rather than undone; a
  * rollback afterwards undoes the finished update the way it undoes any other. Returns the artifacts
  * it switched.
@@ -305,9 +307,15 @@ export async function finishSwitchesNaming(
   wait: LockWait,
 ): Promise<string[]> {
   const switched: string[] = []
-  for (const { artifact } of await interruptedSwitchesNaming(config.installRoot, name)) {
+  for (const { artifact, steps } of await interruptedSwitchesNaming(config.installRoot, name)) {
     const top = new ArtifactStore(config.installRoot, artifact)
-    switched.push(...(await top.withLock(wait, () => finishInterruptedSwitch(config, top, wait))))
+    const dirs = [top.dir, ...steps.map((step) => new ArtifactStore(config.installRoot, step.name).dir)]
+    switched.push(
+      ...(await withOrderedLocks(dirs, wait, (locks) => {
+        const held = { ...wait, locks }
+        return top.withLock(held, () => finishInterruptedSwitch(config, top, held))
+      })),
+    )
   }
   return switched
 }
@@ -345,14 +353,17 @@ export async function unfinishedSwitches(installRoot: string, name: string) {
   return described.filter((report) => report !== null)
 }
 
-/** Runs `work` holding the locks of `stores`, taken one by one in name order. */
+/**
+ * Runs `work` holding the locks of `stores`, taken one by one in folder order (the order of
+ * withOrderedLocks); into `wait.locks` when given, where those it holds already are not taken again.
+ */
 async function withLocks<T>(
   stores: readonly ArtifactStore[],
   wait: LockWait,
   work: () => Promise<T>,
 ): Promise<T> {
-  const ordered = [...new Map(stores.map((s) => [s.name, s])).values()].sort((a, b) =>
-    a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+  const ordered = [...new Map(stores.map((s) => [s.dir, s])).values()].sort((a, b) =>
+    a.dir < b.dir ? -1 : a.dir > b.dir ? 1 : 0,
   )
   const take = (i: number): Promise<T> => {
     const store = ordered[i]
@@ -363,10 +374,13 @@ async function withLocks<T>(
 
 /**
  * A staged dependency as it was staged, or `busy` saying which of the two things happened meanwhile:
- * another command moved it (what runs now), or what runs is unchanged but the version staged to switch
- * to is gone. The second is a concurrent update that downloaded that version, failed, and discarded
- * it (discardNeverInstalled; ADR 0027) while this one reused it: nothing changed what runs, and
- * "changed ... now runs nothing" sent the user looking for a command that had not run.
+ * it was moved (what runs now), or what runs is unchanged but the version staged to switch to is gone.
+ * The update holds the dependency's lock from staging to the switch (withOrderedLocks), so no deltaport
+ * command does either meanwhile (another update, a rollback or an uninstall waits for it); this guards
+ * against what does not take the lock (a change by hand, a lock removed by hand), which would otherwise
+ * be switched over. Before the lock was held, a concurrent update that downloaded the version, failed
+ * and discarded it (discardNeverInstalled) caused the second; "changed ... now runs nothing" then sent
+ * the user looking for a command that had not run.
  */
 async function assertUnchanged(step: StagedSwitch, forName: string): Promise<void> {
   const { current } = await step.store.state()
@@ -376,13 +390,13 @@ async function assertUnchanged(step: StagedSwitch, forName: string): Promise<voi
   if (current !== step.from)
     throw new AgentError(
       'busy',
-      `${name} was changed by another deltaport command while ${forName}'s update was downloading (${current === null ? 'it was uninstalled' : `it now runs ${current}`}); nothing was switched: run the update again`,
+      `${name} was changed while ${forName}'s update held its lock (${current === null ? 'it was uninstalled' : `it now runs ${current}`}), by something that does not take deltaport's locks (a change by hand, a lock removed by hand); nothing was switched: run the update again`,
       details,
     )
   if (await step.store.has(version)) return
   throw new AgentError(
     'busy',
-    `${name} ${version}, which this update was to switch to, was deleted by another deltaport command while ${forName}'s update was downloading (most likely a concurrent update that had downloaded it and failed, which discards what it downloaded); nothing was switched and ${name} still runs ${current ?? 'nothing (the device never had it)'}: run the update again, which downloads it again`,
+    `${name} ${version}, which this update was to switch to, was deleted while ${forName}'s update held its lock, by something that does not take deltaport's locks (a change by hand, a lock removed by hand); nothing was switched and ${name} still runs ${current ?? 'nothing (the device never had it)'}: run the update again, which downloads it again`,
     details,
   )
 }
@@ -393,16 +407,19 @@ async function assertUnchanged(step: StagedSwitch, forName: string): Promise<voi
  * they leave nothing behind (the artifact's folder goes with the last of it). A dependency the device
  * has keeps its staged version for the next try (pruning takes it beyond keepVersions). One switched
  * by a switch that failed part-way is current and stays. One this update found already on disk stays
- * too: another update under way may have staged it (no lock is held between staging and the switch),
- * and deleting it made that update end busy with nothing switched; what is left of a killed update
- * is left as before. Best effort and never waiting: a dependency another process holds is left to it,
- * and the update's own error is the one reported.
+ * too (what a killed update left is left as before; when no lock was held between staging and the
+ * switch, it could be one another update under way had staged). An attempt that ends to start again in
+ * lock order (withOrderedLocks) discards the same way; the next attempt downloads them again. `locks`:
+ * the update's LockSet, which holds their locks already. Best effort and never waiting: a dependency
+ * another process holds is left to it, and the update's own error is the one reported.
  */
-export async function discardNeverInstalled(plan: SwitchPlan): Promise<void> {
+export async function discardNeverInstalled(plan: SwitchPlan, locks?: LockSet): Promise<void> {
   for (const step of plan.steps) {
     if (step.from !== null || !step.downloaded) continue
     await step.store
-      .withLock({ timeoutMs: 0 }, () => step.store.discardStaged(step.manifest.version))
+      .withLock({ timeoutMs: 0, ...(locks ? { locks } : {}) }, () =>
+        step.store.discardStaged(step.manifest.version),
+      )
       .catch(() => undefined)
   }
 }

@@ -24,7 +24,7 @@ import type { DownloadProgress } from './download.ts'
 import { downloadVerified, fileHasBytes } from './download.ts'
 import { deviceEdgeOptions, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
-import type { LockWait } from './fs/artifact-lock.ts'
+import { type LockSet, type LockWait, withOrderedLocks } from './fs/artifact-lock.ts'
 import { DEFAULT_MIN_FREE_BYTES, ensureFreeSpace, sizeIfPresent } from './fs/free-space.ts'
 import { makeDirs } from './fs/make-dirs.ts'
 import { type MaintainerTrustsNow, maintainerTrustsNow, refreshRootTrust } from './root-trust.ts'
@@ -68,6 +68,11 @@ export interface InstallRequest {
    * committed, and added to the plan instead of switched to; the outermost install switches them all.
    */
   switchPlan?: SwitchPlan
+  /**
+   * The locks of the outermost install, which a dependency install takes its lock into (set by
+   * installArtifact: every lock of an update is held until it ends, taken in one order).
+   */
+  locks?: LockSet
 }
 
 /** Long enough for another process's full download on a slow link; bounded so a stuck one is reported. */
@@ -127,10 +132,17 @@ export interface Retreated {
  * installs them as an immutable version and only then switches `current`. Any failure before the
  * switch leaves the running version exactly as it was. One process at a time per artifact: the store's
  * state is read only once the artifact's lock is held, so a second `update` waiting for a first one
- * finds its result (already current) instead of redoing or racing it.
+ * finds its result (already current) instead of redoing or racing it. The locks of the dependencies
+ * are taken into the same set as the artifact's and held to the end, in one order across processes
+ * (withOrderedLocks): two updates each needing the other's artifact never wait on each other; the
+ * one that meets the other's lock out of order starts again, waits in order, and finds the work done.
  */
 export async function installArtifact(config: AgentConfig, request: InstallRequest): Promise<InstallResult> {
   const store = new ArtifactStore(config.installRoot, request.name)
+  if (!request.locks)
+    return withOrderedLocks([store.dir], lockWaitOf(request), (locks) =>
+      installArtifact(config, { ...request, locks }),
+    )
   if (request.switchPlan && request.target !== undefined)
     await stageDependenciesFirst(config, { ...request, target: request.target }, request.switchPlan)
   return store.withLock(lockWaitOf(request), async () => {
@@ -147,7 +159,7 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
       return await installLocked(trusted.config, request, store, plan)
     } catch (error) {
       // The outermost install failed: what it staged of dependencies the device never had goes.
-      if (!request.switchPlan) await discardNeverInstalled(plan)
+      if (!request.switchPlan) await discardNeverInstalled(plan, request.locks)
       throw error
     }
   })
@@ -164,6 +176,7 @@ function stageDependency(config: AgentConfig, request: InstallRequest, plan: Swi
       allowDowngrade: true,
       resolving: [...resolving, request.name],
       switchPlan: plan,
+      ...(request.locks ? { locks: request.locks } : {}),
       ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
       ...(request.signal ? { signal: request.signal } : {}),
       ...(request.now ? { now: request.now } : {}),
@@ -177,9 +190,10 @@ function stageDependency(config: AgentConfig, request: InstallRequest, plan: Swi
  * and released): inside the lock, ensureDependencies then finds them staged and takes no other lock.
  * Why: staging them inside it nested the locks in dependency order (libhttp's held while waiting for
  * libc), while a concurrent update's switch takes them in name order (libc's held while waiting for
- * libhttp): the two waited on each other until the lock wait ran out (busy, nothing switched). Now an
- * update holds, besides its artifact's lock, at most the one dependency it stages, and the switch's
- * name-ordered set. The signed manifest is fetched and verified here only to read what it depends on;
+ * libhttp): the two waited on each other until the lock wait ran out (busy, nothing switched). The
+ * update's locks are now all kept in one ordered set (withOrderedLocks), which alone rules that out;
+ * staging leaves first still means a dependency's lock is taken after those of its own dependencies,
+ * the order in which they are switched. The signed manifest is fetched and verified here only to read what it depends on;
  * the locked install verifies it again against the state it then reads.
  */
 async function stageDependenciesFirst(
@@ -669,9 +683,12 @@ async function assertStillVouchedFor(
   )
 }
 
-export function lockWaitOf(request: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'>): LockWait {
+export function lockWaitOf(
+  request: Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal' | 'locks'>,
+): LockWait {
   return {
     timeoutMs: request.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS,
+    ...(request.locks ? { locks: request.locks } : {}),
     ...(request.signal ? { signal: request.signal } : {}),
     ...(request.onLockWait ? { onWait: request.onLockWait } : {}),
   }

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { AgentError } from '../errors.ts'
 import { agentFailure } from '../test/fixtures.ts'
-import { lockArtifact, withArtifactLock } from './artifact-lock.ts'
+import { lockArtifact, withArtifactLock, withOrderedLocks } from './artifact-lock.ts'
 
 let dir: string
 const children: ChildProcess[] = []
@@ -274,5 +274,46 @@ describe('the artifact lock', () => {
     setTimeout(() => controller.abort(), 50)
     await expect(waiting).rejects.toMatchObject({ name: 'AbortError' })
     await held.release()
+  })
+})
+
+describe('withOrderedLocks', () => {
+  it("lets two commands that each need the other one's lock both finish: the one out of order starts again in order", async () => {
+    const a = join(dir, 'a')
+    const b = join(dir, 'b')
+    const wait = { timeoutMs: 5_000 }
+    let aHeld = () => {}
+    const aTaken = new Promise<void>((resolve) => {
+      aHeld = resolve
+    })
+    let bHeld = () => {}
+    const bTaken = new Promise<void>((resolve) => {
+      bHeld = resolve
+    })
+    const done: string[] = []
+    let attempts = 0
+    // First holds a and then needs b (in order: it waits); second holds b and then needs a (out of
+    // order: it only tries, and starts again taking a, then b). Each waiting for the other, as plain
+    // nested locks did, ends busy after the wait.
+    const first = withOrderedLocks([a], wait, async (locks) => {
+      aHeld()
+      await bTaken
+      await withArtifactLock(b, { ...wait, locks }, async () => undefined)
+      done.push('first')
+    })
+    const second = withOrderedLocks([b], wait, async (locks) => {
+      attempts++
+      if (attempts === 1) {
+        bHeld()
+        await aTaken
+      }
+      await withArtifactLock(a, { ...wait, locks }, async () => undefined)
+      done.push('second')
+    })
+    await Promise.all([first, second])
+    expect(attempts).toBe(2)
+    expect(done).toEqual(['first', 'second'])
+    // Everything the sets took is released (and the folders, empty, with it).
+    for (const folder of [a, b]) expect(await lstat(join(folder, 'lock')).catch(() => null)).toBeNull()
   })
 })

@@ -64,6 +64,11 @@ export interface LockWait {
   onWait?: (holder: string) => void
   /** What the `busy` error says is going on (default: a process changing this artifact). */
   busyMessage?: (holder: string) => string
+  /**
+   * The locks of the command this is part of (withOrderedLocks): a lock is taken into the set and
+   * held until the command ends, and one the set holds already is not taken again.
+   */
+  locks?: LockSet
 }
 
 export interface ArtifactLock {
@@ -134,13 +139,107 @@ export async function lockArtifact(dir: string, wait: LockWait): Promise<Artifac
 const changingThisArtifact = (holder: string) =>
   `another deltaport process is changing this artifact: ${holder}`
 
-/** Runs `work` holding the artifact's lock; released however `work` ends. */
+/**
+ * Runs `work` holding the artifact's lock; released however `work` ends, unless it is taken into
+ * `wait.locks` (then it is held until that set's command ends).
+ */
 export async function withArtifactLock<T>(dir: string, wait: LockWait, work: () => Promise<T>): Promise<T> {
+  if (wait.locks) {
+    await wait.locks.take(dir, wait)
+    return work()
+  }
   const lock = await lockArtifact(dir, wait)
   try {
     return await work()
   } finally {
     await lock.release()
+  }
+}
+
+/**
+ * The artifact locks one command holds together (an update, its dependencies and the switch of them
+ * all), taken in one global order so that two such commands never wait on each other: every process
+ * waits only for a lock whose folder sorts after every lock it holds (a cycle of waiters would need a
+ * folder sorting after itself). A lock the command finds it needs out of that order (a dependency
+ * sorting before its artifact, learnt only once the artifact's manifest was read under its lock) is
+ * tried without waiting; if another process holds it, `LockOrderConflict` ends the attempt and
+ * withOrderedLocks releases everything and starts again, taking that lock too, in order. Locks are
+ * kept until the command ends (two-phase): what was checked under one stays as it was until the switch.
+ */
+export class LockSet {
+  private readonly held = new Map<string, ArtifactLock>()
+
+  holds(dir: string): boolean {
+    return this.held.has(dir)
+  }
+
+  /** Takes `dir`'s lock into the set (nothing if held already): waiting in order, else only trying. */
+  async take(dir: string, wait: LockWait): Promise<void> {
+    if (this.held.has(dir)) return
+    if ([...this.held.keys()].every((held) => held < dir)) {
+      this.held.set(dir, await lockArtifact(dir, wait))
+      return
+    }
+    try {
+      this.held.set(dir, await lockArtifact(dir, { ...wait, timeoutMs: 0 }))
+    } catch (error) {
+      if (error instanceof AgentError && error.code === 'busy') throw new LockOrderConflict(dir, error)
+      throw error
+    }
+  }
+
+  /** Releases every lock of the set (each removes its artifact's folder if nothing is left in it). */
+  async release(): Promise<void> {
+    const locks = [...this.held.values()]
+    this.held.clear()
+    for (const lock of locks) await lock.release()
+  }
+}
+
+/**
+ * A lock needed out of order is held by another process: the attempt ends before anything is switched
+ * (every lock is taken before a switch) and withOrderedLocks starts it again with this lock in order.
+ */
+export class LockOrderConflict extends Error {
+  readonly dir: string
+  /** What the attempt would have ended with had it waited (the busy naming the holder). */
+  readonly busy: AgentError
+
+  constructor(dir: string, busy: AgentError) {
+    super(`lock ${dir} is held and sorts before a lock already held: start again taking it in order`)
+    this.dir = dir
+    this.busy = busy
+  }
+}
+
+/** Attempts before an update that keeps finding new locks held out of order gives up (`busy`). */
+const MAX_LOCK_ORDER_RESTARTS = 32
+
+/**
+ * Runs `work` holding the locks of `dirs`, taken in order, and whatever it takes into the LockSet it
+ * is given (passed on as LockWait's `locks`), all released when it ends. When it meets a lock held by another
+ * process out of order, everything it took is released and it runs again from the start, that lock
+ * added to those taken first: a second run reads every state afresh under its locks (another update
+ * may have done its work meanwhile). `work` must switch nothing before it has every lock it needs.
+ */
+export async function withOrderedLocks<T>(
+  dirs: readonly string[],
+  wait: LockWait,
+  work: (locks: LockSet) => Promise<T>,
+): Promise<T> {
+  const first = new Set(dirs)
+  for (let attempt = 1; ; attempt++) {
+    const locks = new LockSet()
+    try {
+      for (const dir of [...first].sort()) await locks.take(dir, wait)
+      return await work(locks)
+    } catch (error) {
+      if (!(error instanceof LockOrderConflict)) throw error
+      if (attempt >= MAX_LOCK_ORDER_RESTARTS) throw error.busy
+      first.add(error.dir)
+    } finally {
+      await locks.release()
+    }
   }
 }
 

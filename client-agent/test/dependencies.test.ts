@@ -1,11 +1,14 @@
 import { execFile } from 'node:child_process'
+import { once } from 'node:events'
 import { chmod, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
 import type { AgentError } from '../errors.ts'
-import { installArtifact, rollbackArtifact } from '../install.ts'
+import { type InstallResult, installArtifact, rollbackArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { generateKeyPair } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
@@ -447,7 +450,7 @@ describe('an update whose dependencies cannot all be installed', () => {
     expect(await currentOf(d, 'libd')).toBe('1.1.0')
   })
 
-  it('switch nothing when another command moved a staged dependency before the switch', async () => {
+  it('make another command on a staged dependency wait for the switch, then meet the new set', async () => {
     await publish('libe', '1.0.0')
     await publish('raced-app', '1.0.0', { libe: '^1.0.0' })
     const d = device('raced')
@@ -456,19 +459,60 @@ describe('an update whose dependencies cannot all be installed', () => {
     await publish('libe', '1.1.0')
     await publish('raced-app', '2.0.0', { libe: '^1.1.0' })
 
+    // Between staging libe 1.1.0 and the switch, `install libe@1.0.5` starts. It moved libe under the
+    // update, which then ended busy with nothing switched; the update holds libe's lock until its
+    // switch now, so the install waits, then is checked against raced-app 2.0.0 (which needs ^1.1.0).
+    let other: Promise<AgentError> | null = null
+    const updated = await installArtifact(d, {
+      name: 'raced-app',
+      fullOnly: true,
+      fetchImpl: beforeBlob('raced-app', '2.0.0', async () => {
+        await new Promise<void>((waits) => {
+          other = agentFailure(
+            installArtifact(d, {
+              name: 'libe',
+              target: '1.0.5',
+              allowDowngrade: true,
+              onLockWait: () => waits(),
+            }),
+          )
+          void other.then(() => waits())
+        })
+      }),
+    })
+    expect(updated).toMatchObject({ version: '2.0.0' })
+    expect((await (other as Promise<AgentError> | null))?.code).toBe('dependency-conflict')
+    expect(await currentOf(d, 'libe')).toBe('1.1.0')
+    expect(await currentOf(d, 'raced-app')).toBe('2.0.0')
+  })
+
+  it('switch nothing when a staged dependency was changed without its lock (by hand)', async () => {
+    await publish('libh', '1.0.0')
+    await publish('hand-app', '1.0.0', { libh: '^1.0.0' })
+    const d = device('by-hand')
+    await installArtifact(d, { name: 'hand-app' })
+    await publish('libh', '1.1.0')
+    await publish('hand-app', '2.0.0', { libh: '^1.1.0' })
+    const libh = new ArtifactStore(d.installRoot, 'libh')
+
+    // Someone deletes the staged version by hand while the update downloads hand-app.
     const failed = await agentFailure(
       installArtifact(d, {
-        name: 'raced-app',
+        name: 'hand-app',
         fullOnly: true,
-        fetchImpl: beforeBlob('raced-app', '2.0.0', async () => {
-          await installArtifact(d, { name: 'libe', target: '1.0.5' })
-        }),
+        fetchImpl: beforeBlob('hand-app', '2.0.0', () =>
+          rm(join(libh.dir, 'versions', '1.1.0'), { recursive: true }),
+        ),
       }),
     )
     expect(failed.code).toBe('busy')
-    expect(failed.message).toContain('libe was changed by another deltaport command')
-    expect(await currentOf(d, 'libe')).toBe('1.0.5')
-    expect(await currentOf(d, 'raced-app')).toBe('1.0.0')
+    expect(failed.message).toContain('libh 1.1.0, which this update was to switch to, was deleted while')
+    expect(failed.message).toContain("does not take deltaport's locks")
+    expect(failed.message).toContain('run the update again')
+    expect(await currentOf(d, 'libh')).toBe('1.0.0')
+    expect(await currentOf(d, 'hand-app')).toBe('1.0.0')
+    expect(await installArtifact(d, { name: 'hand-app' })).toMatchObject({ version: '2.0.0' })
+    expect(await currentOf(d, 'libh')).toBe('1.1.0')
   })
 
   it('killed while switching are finished by the next install, even offline', async () => {
@@ -706,6 +750,175 @@ describe('two updates at once whose dependencies overlap', () => {
   })
 })
 
+describe("two updates at once, each of the other's artifact", () => {
+  it('do not wait on each other: one waits in lock order and finds the work done, nothing half switched', async () => {
+    // cy-a 2.0.0 needs cy-b ^2 and cy-b 2.0.0 needs cy-a ^2: `update cy-a` and `update cy-b` each
+    // stage the other's artifact. Each held its own lock while it waited for the other's (A: cy-a then
+    // cy-b, B: cy-b then cy-a) until the lock wait ran out and one ended busy with nothing switched.
+    await publish('cy-b', '1.0.0')
+    await publish('cy-a', '1.0.0', { 'cy-b': '>=1.0.0' })
+    const d = device('cycle')
+    await installArtifact(d, { name: 'cy-a' })
+    await publish('cy-a', '2.0.0', { 'cy-b': '^2.0.0' })
+    await publish('cy-b', '2.0.0', { 'cy-a': '^2.0.0' })
+
+    // A holds cy-a and is about to stage cy-b (it reads cy-b's index): B starts then, and A goes on
+    // once B waits for a lock (cy-a's) or is done.
+    const lockWaitMs = 30_000
+    let bWaits = () => {}
+    const bWaiting = new Promise<void>((resolve) => {
+      bWaits = resolve
+    })
+    let aReached = () => {}
+    const aAtB = new Promise<void>((resolve) => {
+      aReached = resolve
+    })
+    let bRun: Promise<InstallResult> | null = null
+    const aFetch: typeof fetch = async (input, init) => {
+      const url = new URL(input instanceof Request ? input.url : String(input))
+      if (url.pathname === '/v1/artifacts/cy-b' && bRun === null) {
+        bRun = installArtifact(d, { name: 'cy-b', lockWaitMs, onLockWait: () => bWaits() })
+        aReached()
+        await Promise.race([bWaiting, bRun.catch(() => undefined)])
+      }
+      return fetch(input, init)
+    }
+    const started = performance.now()
+    const aRun = installArtifact(d, { name: 'cy-a', lockWaitMs, fetchImpl: aFetch })
+    await Promise.race([aAtB, aRun.catch(() => undefined)])
+    const [a, b] = await Promise.allSettled([aRun, bRun ?? Promise.reject(new Error('B never started'))])
+    expect(a.status, String(a.status === 'rejected' && a.reason)).toBe('fulfilled')
+    expect(b.status, String(b.status === 'rejected' && b.reason)).toBe('fulfilled')
+    // Neither sat out the lock wait.
+    expect(performance.now() - started).toBeLessThan(lockWaitMs)
+    // A switched both; B waited for A (in lock order) and found them current.
+    expect(a.status === 'fulfilled' && a.value).toMatchObject({ version: '2.0.0', alreadyCurrent: false })
+    expect(b.status === 'fulfilled' && b.value).toMatchObject({
+      version: '2.0.0',
+      alreadyCurrent: true,
+      dependencies: [{ name: 'cy-a', version: '2.0.0', changed: false }],
+    })
+    expect(await currentOf(d, 'cy-a')).toBe('2.0.0')
+    expect(await currentOf(d, 'cy-b')).toBe('2.0.0')
+    for (const name of ['cy-a', 'cy-b'])
+      expect(await readdir(new ArtifactStore(d.installRoot, name).dir)).not.toContain('switching.json')
+  })
+
+  it('as two `deltaport update` processes: both exit 0, one finding the work done', async () => {
+    await publish('cp-b', '1.0.0')
+    await publish('cp-a', '1.0.0', { 'cp-b': '>=1.0.0' })
+    const d = device('cycle-cli')
+    await installArtifact(d, { name: 'cp-a' })
+    await publish('cp-a', '2.0.0', { 'cp-b': '^2.0.0' })
+    await publish('cp-b', '2.0.0', { 'cp-a': '^2.0.0' })
+
+    // A gate in front of the real edge holds `update cp-a`'s read of cp-b's index (it holds cp-a and
+    // is about to stage cp-b) until `update cp-b` reads cp-a's (it holds cp-b, about to stage cp-a).
+    let aAtB = () => {}
+    const aReached = new Promise<void>((resolve) => {
+      aAtB = resolve
+    })
+    let bAtA = () => {}
+    const bReached = new Promise<void>((resolve) => {
+      bAtA = resolve
+    })
+    let held = false
+    const edge = suite.edge.url
+    const gate = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', edge)
+      const pass = async () => {
+        if (url.pathname === '/v1/artifacts/cp-b' && !held) {
+          held = true
+          aAtB()
+          await bReached
+        } else if (url.pathname === '/v1/artifacts/cp-a' && held) bAtA()
+        const chunks: Buffer[] = []
+        for await (const chunk of req) chunks.push(chunk as Buffer)
+        const headers = Object.entries(req.headers).flatMap(([k, v]) =>
+          typeof v === 'string' && !['host', 'connection', 'content-length'].includes(k)
+            ? [[k, v] as [string, string]]
+            : [],
+        )
+        const answer = await fetch(url, {
+          method: req.method ?? 'GET',
+          headers,
+          ...(chunks.length > 0 ? { body: Buffer.concat(chunks) } : {}),
+        })
+        const body = Buffer.from(await answer.arrayBuffer())
+        const out = [...answer.headers].filter(
+          ([k]) => !['content-encoding', 'content-length', 'transfer-encoding'].includes(k),
+        )
+        res.writeHead(answer.status, Object.fromEntries(out))
+        res.end(body)
+      }
+      pass().catch(() => res.destroy())
+    })
+    gate.listen(0, '127.0.0.1')
+    await once(gate, 'listening')
+    try {
+      const configFile = join(suite.ws.dir, 'cycle-cli-device.json')
+      const { port } = gate.address() as AddressInfo
+      await writeFile(configFile, JSON.stringify({ ...d, edgeUrl: `http://127.0.0.1:${port}` }))
+      const aRun = jsonCli(configFile, ['update', 'cp-a', '--wait', '20'])
+      await Promise.race([aReached, aRun])
+      const bRun = jsonCli(configFile, ['update', 'cp-b', '--wait', '20'])
+      const [a, b] = await Promise.all([aRun, bRun])
+      expect(a.code, a.stderr).toBe(0)
+      expect(b.code, b.stderr).toBe(0)
+      expect(JSON.stringify(b.json)).toContain('"alreadyCurrent":true')
+      expect(await currentOf(d, 'cp-a')).toBe('2.0.0')
+      expect(await currentOf(d, 'cp-b')).toBe('2.0.0')
+    } finally {
+      gate.close()
+    }
+  })
+
+  it("wait in lock order when one update's artifact is a dependency the other stages", async () => {
+    // ao-app needs ao-alib and ao-lib; ao-lib needs ao-alib. `update ao-app` holds ao-app and stages
+    // both; `update ao-lib` holds ao-lib and stages ao-alib. Without a lock held from staging to the
+    // switch, `update ao-lib` switched both libraries in ao-app's window and ao-app ended busy ("changed
+    // by another command"), nothing switched; with the switch's locks taken only then, the two could
+    // wait on each other (ao-app holding ao-alib for its switch, ao-lib waiting for it while holding
+    // ao-lib) until the lock wait ran out.
+    await publish('ao-alib', '1.0.0')
+    await publish('ao-lib', '1.0.0', { 'ao-alib': '^1.0.0' })
+    await publish('ao-app', '1.0.0', { 'ao-alib': '^1.0.0', 'ao-lib': '^1.0.0' })
+    const d = device('own-lock')
+    await installArtifact(d, { name: 'ao-app' })
+    await publish('ao-alib', '1.1.0')
+    await publish('ao-lib', '1.1.0', { 'ao-alib': '^1.1.0' })
+    await publish('ao-app', '2.0.0', { 'ao-alib': '^1.1.0', 'ao-lib': '^1.1.0' })
+
+    let lib: Promise<InstallResult> | null = null
+    const app = await installArtifact(d, {
+      name: 'ao-app',
+      fullOnly: true,
+      lockWaitMs: 10_000,
+      fetchImpl: beforeBlob('ao-app', '2.0.0', async () => {
+        await new Promise<void>((waits) => {
+          lib = installArtifact(d, { name: 'ao-lib', lockWaitMs: 10_000, onLockWait: () => waits() })
+          lib.then(
+            () => waits(),
+            () => waits(),
+          )
+        })
+      }),
+    })
+    expect(app).toMatchObject({ version: '2.0.0', alreadyCurrent: false })
+    expect(await (lib as Promise<InstallResult> | null)).toMatchObject({
+      version: '1.1.0',
+      alreadyCurrent: true,
+      dependencies: [{ name: 'ao-alib', version: '1.1.0', changed: false }],
+    })
+    for (const [name, version] of [
+      ['ao-app', '2.0.0'],
+      ['ao-lib', '1.1.0'],
+      ['ao-alib', '1.1.0'],
+    ] as const)
+      expect(await currentOf(d, name)).toBe(version)
+  })
+})
+
 describe('a failed update beside another that needs the same new dependency', () => {
   it('does not delete the version the other update downloaded and is about to switch to', async () => {
     await publish('nd-lib', '1.0.0')
@@ -718,29 +931,34 @@ describe('a failed update beside another that needs the same new dependency', ()
     await publish('nd-app-b', '2.0.0', { 'nd-lib': '^1.0.0' })
 
     // B downloads and stages nd-lib (the device never had it); before B's own download, A's update
-    // runs: it finds nd-lib 1.0.0 staged and reuses it, then its own bytes do not verify.
-    let aFailed: unknown = null
+    // starts. It found nd-lib staged, reused it, failed on its own bytes and deleted it; now B holds
+    // nd-lib's lock until its switch, so A waits for it, finds nd-lib current, and fails on its bytes.
+    let a: Promise<AgentError> | null = null
     const b = await installArtifact(d, {
       name: 'nd-app-b',
       fullOnly: true,
       fetchImpl: beforeBlob('nd-app-b', '2.0.0', async () => {
-        aFailed = await agentFailure(
-          installArtifact(d, {
-            name: 'nd-app-a',
-            fullOnly: true,
-            fetchImpl: corruptingBlob('nd-app-a', '2.0.0'),
-          }),
-        )
+        await new Promise<void>((waits) => {
+          a = agentFailure(
+            installArtifact(d, {
+              name: 'nd-app-a',
+              fullOnly: true,
+              onLockWait: () => waits(),
+              fetchImpl: corruptingBlob('nd-app-a', '2.0.0'),
+            }),
+          )
+          void a.then(() => waits())
+        })
       }),
     })
-    expect((aFailed as { code?: string } | null)?.code).toBe('integrity-mismatch')
+    expect((await (a as Promise<AgentError> | null))?.code).toBe('integrity-mismatch')
     // A's cleanup left B's nd-lib alone: B switched both.
     expect(b).toMatchObject({ version: '2.0.0' })
     expect(await currentOf(d, 'nd-lib')).toBe('1.0.0')
     expect(await currentOf(d, 'nd-app-a')).toBe('1.0.0')
   })
 
-  it('the other way round (the one that downloaded it fails) ends busy saying the staged version was deleted, not that the dependency changed', async () => {
+  it('the other way round (the one that downloaded it fails), the other waits, downloads it again and switches', async () => {
     await publish('nd2-lib', '1.0.0')
     await publish('nd2-app-a', '1.0.0')
     await publish('nd2-app-b', '1.0.0')
@@ -750,15 +968,12 @@ describe('a failed update beside another that needs the same new dependency', ()
     await publish('nd2-app-a', '2.0.0', { 'nd2-lib': '^1.0.0' })
     await publish('nd2-app-b', '2.0.0', { 'nd2-lib': '^1.0.0' })
 
-    // A downloads and stages nd2-lib; before A's own download, B's update finds nd2-lib staged and
-    // reuses it; while B waits for its own bytes, A's bytes fail to verify and A deletes the nd2-lib it
-    // downloaded (ADR 0027: the case judged not worth closing). B's switch then finds it gone.
-    let bStaged: () => void = () => undefined
-    const bAtBlob = new Promise<void>((resolve) => {
-      bStaged = resolve
-    })
-    let b: Promise<AgentError> | null = null
-    const a: Promise<AgentError> = agentFailure(
+    // A downloads and stages nd2-lib; before A's own download, B's update starts. It found nd2-lib
+    // staged and reused it; A's bytes then failed to verify, A deleted the nd2-lib it downloaded, and
+    // B's switch found it gone: busy, nothing switched (ADR 0027: once judged not worth closing). A
+    // holds nd2-lib's lock until it ends now: B waits, and stages nd2-lib after A has discarded it.
+    let b: Promise<InstallResult> | null = null
+    const a = await agentFailure(
       installArtifact(d, {
         name: 'nd2-app-a',
         fullOnly: true,
@@ -766,34 +981,23 @@ describe('a failed update beside another that needs the same new dependency', ()
           'nd2-app-a',
           '2.0.0',
           async () => {
-            b = agentFailure(
-              installArtifact(d, {
-                name: 'nd2-app-b',
-                fullOnly: true,
-                fetchImpl: beforeBlob('nd2-app-b', '2.0.0', async () => {
-                  bStaged()
-                  await a
-                }),
-              }),
-            )
-            await bAtBlob
+            await new Promise<void>((waits) => {
+              b = installArtifact(d, { name: 'nd2-app-b', fullOnly: true, onLockWait: () => waits() })
+              b.catch(() => waits())
+            })
           },
           corruptingBlob('nd2-app-a', '2.0.0'),
         ),
       }),
     )
-    expect((await a).code).toBe('integrity-mismatch')
-    const failed = await (b as Promise<AgentError> | null)
-    expect(failed?.code).toBe('busy')
-    // Not "changed by another command (it now runs nothing)": nd2-lib never ran, and nothing changed
-    // what runs. What happened, and that a retry (which downloads it again) is the way out.
-    expect(failed?.message).not.toContain('now runs nothing')
-    expect(failed?.message).toContain('nd2-lib 1.0.0, which this update was to switch to, was deleted')
-    expect(failed?.message).toContain('run the update again')
-    expect(await currentOf(d, 'nd2-app-b')).toBe('1.0.0')
-    // The retry does what it says.
-    expect(await installArtifact(d, { name: 'nd2-app-b' })).toMatchObject({ version: '2.0.0' })
+    expect(a.code).toBe('integrity-mismatch')
+    expect(await (b as Promise<InstallResult> | null)).toMatchObject({
+      version: '2.0.0',
+      alreadyCurrent: false,
+    })
+    expect(await currentOf(d, 'nd2-app-b')).toBe('2.0.0')
     expect(await currentOf(d, 'nd2-lib')).toBe('1.0.0')
+    expect(await currentOf(d, 'nd2-app-a')).toBe('1.0.0')
   })
 })
 
