@@ -237,8 +237,12 @@ async function fetchFrom(
   } finally {
     await file.close()
   }
+  // A network fault the agent names (isTransient retries no bare Error): wrap() keeps its wording.
   if (progress.position !== request.size)
-    throw new Error(`connection ended at ${progress.position} of ${request.size} bytes`)
+    throw new AgentError(
+      'network',
+      `download failed: connection ended at ${progress.position} of ${request.size} bytes`,
+    )
 }
 
 /**

@@ -15,6 +15,8 @@ import type { AddressInfo } from 'node:net'
  * - `reset`: the edge's headers and half its body, then the TCP connection is destroyed (an RST);
  * - `truncate`: the same half, then a clean FIN, the Content-Length still promising the whole body;
  * - `stall-headers`: no answer at all, the connection left open;
+ * - `cut-before-answer`: no answer at all, the connection reset (an RST) at once: fetch rejects bare
+ *   (`TypeError: fetch failed`), before any response exists;
  * - `stall-body`: the headers and half the body, then silence on an open connection;
  * - `trickle`: the headers, then one byte (or `bytes`) every `trickleMs` (slowloris toward the client);
  * - `ignore-range`: the Range header dropped on the way in, so the edge answers 200 with everything;
@@ -32,7 +34,7 @@ import type { AddressInfo } from 'node:net'
  *   is relayed: what a device holding a stale URL (one the edge no longer serves as it was) is told.
  */
 export type Fault =
-  | { kind: 'reset' | 'truncate' | 'stall-body' | 'stall-headers' | 'ignore-range' }
+  | { kind: 'reset' | 'truncate' | 'stall-body' | 'stall-headers' | 'ignore-range' | 'cut-before-answer' }
   | { kind: 'trickle'; trickleMs: number; bytes?: number }
   | { kind: 'other-range'; from: number }
   | { kind: 'lie-content-range'; from: number }
@@ -84,6 +86,10 @@ export async function startFaultProxy(
     seen.push(request)
     const fault = decide(request)
     if (fault?.kind === 'stall-headers') return
+    if (fault?.kind === 'cut-before-answer') {
+      req.socket.resetAndDestroy()
+      return
+    }
     if (fault?.kind === 'unavailable') {
       res.writeHead(503, {
         'content-type': 'application/problem+json',

@@ -1,14 +1,11 @@
-import { randomBytes } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { installArtifact } from '../install.ts'
-import { publishArtifact } from '../publish.ts'
-import { buildDeltasFromPrevious } from '../publish-deltas.ts'
-import { ArtifactStore } from '../store.ts'
-import { type Fault, type FaultProxy, type SeenRequest, startFaultProxy } from './fault-proxy.ts'
-import { expectSameBytes, writeArtifact } from './fixtures.ts'
-import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
+import { deltaUpdate as sharedDeltaUpdate } from './delta-update.ts'
+import type { Fault, FaultProxy } from './fault-proxy.ts'
+import { expectSameBytes } from './fixtures.ts'
+import { useEdgeWorkspace } from './local-edge.ts'
 
 /**
  * The ranges of a delta stream (update/stream-fetch.ts) through a fault proxy in front of the real
@@ -25,51 +22,10 @@ afterEach(async () => {
   proxy = undefined
 })
 
-const isDeltaRange = (r: SeenRequest) => r.range !== undefined && r.path.startsWith('/v1/deltas/')
-
-/**
- * `name@1.0.0` installed behind a proxy, 1.1.0 published with a delta from it (400 kB inserted). The
- * proxy answers chunk-sync's range with the whole blob (so the plan moves on to the delta stream) and
- * gives the n-th range of the delta stream (1-based, retries counted) the fault `deltaFault(n)`.
- */
-async function deltaUpdate(name: string, deltaFault: (n: number) => Fault | undefined) {
-  const v1 = await writeArtifact(suite.ws.dir, `${name}-1.bin`, 300_000)
-  await suite.publish(v1.path, name, '1.0.0')
-  const arrivals = new Map<number, number>()
-  let deltaRanges = 0
-  proxy = await startFaultProxy(suite.edge.url, (request) => {
-    arrivals.set(request.number, performance.now())
-    if (request.range === undefined || !request.path.includes(`/${name}/`)) return undefined
-    if (request.path.endsWith('/blob')) return { kind: 'ignore-range' }
-    return isDeltaRange(request) ? deltaFault(++deltaRanges) : undefined
+const deltaUpdate = (name: string, deltaFault: (n: number) => Fault | undefined) =>
+  sharedDeltaUpdate(suite, name, deltaFault, (started) => {
+    proxy = started
   })
-  const config = { ...suite.ws.config, edgeUrl: proxy.url, installRoot: join(suite.ws.dir, `store-${name}`) }
-  await installArtifact(config, { name })
-  const v2 = join(suite.ws.dir, `${name}-2.bin`)
-  const v2Bytes = Buffer.concat([
-    v1.bytes.subarray(0, 150_000),
-    randomBytes(400_000),
-    v1.bytes.subarray(150_000),
-  ])
-  await writeFile(v2, v2Bytes)
-  const deltas = await buildDeltasFromPrevious(suite.edge.url, name, v2, 1)
-  await publishArtifact({
-    edgeUrl: suite.edge.url,
-    token: TEST_TOKEN,
-    keyFile: suite.ws.keyFile,
-    file: v2,
-    name,
-    version: '1.1.0',
-    deltas,
-  })
-  const via = proxy
-  const deltaRequests = () =>
-    via
-      .seen()
-      .filter(isDeltaRange)
-      .map((r) => ({ range: r.range, at: arrivals.get(r.number) ?? Number.NaN }))
-  return { config, v2Bytes, deltaRequests, store: new ArtifactStore(config.installRoot, name) }
-}
 
 describe('a delta-stream range the edge answers 503', () => {
   it('is asked again after the back-off, doubling, and nothing else is asked meanwhile', async () => {

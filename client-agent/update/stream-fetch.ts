@@ -15,7 +15,13 @@ import {
 } from '../../delta/stream/index.ts'
 import { hashFile } from '../download.ts'
 import { AgentError } from '../errors.ts'
-import { isTransient, MAX_RETRY_WAIT_MS, retryWaitMs, withRetries } from '../transfer/backoff.ts'
+import {
+  isNetworkFault,
+  isTransient,
+  MAX_RETRY_WAIT_MS,
+  retryWaitMs,
+  withRetries,
+} from '../transfer/backoff.ts'
 import { type Explanation, RangeController } from '../transfer/controller.ts'
 import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
 import { withHeaderTimeout } from '../transfer/header-timeout.ts'
@@ -65,6 +71,18 @@ export interface StreamFetchResult {
  * again. Durable progress is journaled at group granularity, so a killed agent resumes where it was.
  */
 export async function fetchDeltaStream(request: StreamFetchRequest): Promise<StreamFetchResult> {
+  try {
+    return await fetchStream(request)
+  } catch (error) {
+    // A connection that failed every try is the network's fault (exit 4, and the update falls back to
+    // the full download), not a bug: fetch/undici's bare TypeError said nothing of the kind.
+    if (request.signal?.aborted || !isNetworkFault(error)) throw error
+    const cause = error instanceof Error && error.cause instanceof Error ? ` (${error.cause.message})` : ''
+    throw new AgentError('network', `delta stream ${request.url}: ${(error as Error).message}${cause}`)
+  }
+}
+
+async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResult> {
   // No headers within 30 s ends a range like a stalled body does (transfer/header-timeout.ts).
   const fetchImpl = withHeaderTimeout(request.fetchImpl ?? fetch)
   const journalPath = `${request.payloadPath}.journal`
@@ -186,9 +204,11 @@ export async function fetchDeltaStream(request: StreamFetchRequest): Promise<Str
         )
       }
       refetchRounds++
+      // Each re-fetch tried like every other range (RANGE_TRIES, the agent's back-off between tries):
+      // one dropped connection or 503 here cost the whole delta plan (the full download followed).
       for (const range of report.minimalRefetch) {
         const bytes = blockRangeFor(range.firstBlock, range.count, layout)
-        await fetchRange(bytes.offset, bytes.length, push)
+        await withRetries(RANGE_TRIES, request.signal, () => fetchRange(bytes.offset, bytes.length, push))
       }
       report = await reassembler.report()
     }
@@ -247,10 +267,11 @@ const RANGE_TRIES = 5
 
 /**
  * Walks the block range with the controller's plan: ranges of whole blocks, several in flight. A range
- * that fails transiently (isTransient) goes back on the queue (the controller shrinks what follows) and
- * no range is asked for until the agent's back-off has passed (retryWaitMs: jittered, at least the
- * edge's Retry-After), so an edge that restarts or sheds load is not hammered; it fails for good after
- * RANGE_TRIES tries, at once when it is no transient fault or the edge asks for more than 30 s.
+ * that fails transiently (isTransient: a broken stream, a DeltaFormatError, does not) goes back on the
+ * queue (the controller shrinks what follows) and no range is asked for until the agent's back-off has
+ * passed (retryWaitMs: jittered, at least the edge's Retry-After), so an edge that restarts or sheds
+ * load is not hammered; it fails for good after RANGE_TRIES tries, at once when it is no transient
+ * fault or the edge asks for more than 30 s.
  */
 async function fetchBlocks(
   span: BlockRange,
@@ -294,7 +315,6 @@ async function fetchBlocks(
           const final =
             signal?.aborted ||
             job.attempt + 1 >= RANGE_TRIES ||
-            error instanceof DeltaFormatError ||
             !isTransient(error) ||
             waitMs > MAX_RETRY_WAIT_MS
           if (final) failure = error
