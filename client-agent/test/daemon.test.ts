@@ -253,6 +253,11 @@ describe('deltaport daemon against the real edge', () => {
     const cycle = await runDaemonCycle(config, { loadSampler: busy })
     expect(cycle.dropped).toEqual([{ name: 'ddrop', version: '1.1.0' }])
     expect(await staging.find('ddrop', '1.1.0')).toBeUndefined()
+    // The queue still offers it (1.0.0 is current): an installed version is named, not silently left out.
+    const again = await runDaemonCycle(config, { loadSampler: idle })
+    expect(again.queued).toBe(1)
+    expect(again.alreadyInstalled).toEqual([{ name: 'ddrop', version: '1.1.0' }])
+    expect(again.staged).toEqual([])
   })
 
   it('sweeps what a daemon killed while staging left in the staging area', async () => {
