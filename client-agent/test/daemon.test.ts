@@ -402,7 +402,7 @@ describe('deltaport daemon against the real edge', () => {
     await writeFile(configFile, JSON.stringify(config))
     const { stdout } = await run(process.execPath, [BIN, '--config', configFile, 'daemon', '--once'])
     expect(stdout).toContain('1 failed')
-    expect(stdout).toContain('[dtrustline@1.1.0: no valid signature by a trusted key]')
+    expect(stdout).toContain('[dtrustline@1.1.0: no valid signature by a trusted key; it is signed by')
     expect(stdout).not.toContain('dtrustline@1.1.0: dtrustline@1.1.0:')
   })
 
