@@ -406,6 +406,13 @@ describe('deltaport daemon against the real edge', () => {
     expect(stdout).not.toContain('dtrustline@1.1.0: dtrustline@1.1.0:')
   })
 
+  it('says in the status line which config key kept a cycle from polling', async () => {
+    const configFile = join(suite.ws.dir, 'no-budget-device.json')
+    await writeFile(configFile, JSON.stringify(device('no-budget', { stagingBudgetBytes: 0 })))
+    const { stdout } = await run(process.execPath, [BIN, '--config', configFile, 'daemon', '--once'])
+    expect(stdout).toContain('skipped (no-budget: stagingBudgetBytes is 0)')
+  })
+
   it('aborts an in-flight download and resumes it on the next cycle', async () => {
     const config = device('abort', { prefetchBandwidthCapBps: 400_000 })
     const { v2 } = await installedWithNewerHead(config, 'dabort', 600_000)
