@@ -180,7 +180,12 @@ export async function loadConfig(path = DEFAULT_CONFIG_PATH): Promise<AgentConfi
         path,
       })
     }
-    throw new AgentError('config', `cannot read config file ${path} (create one: see README "Agent config")`)
+    // Name the folder it was looked for in: `npm run deltaport` runs in the checkout, not where the user is.
+    throw new AgentError(
+      'config',
+      `cannot read config file ${path}: there is none at ${resolve(path)} (create one: see README "Agent config"), or pass --config <file>`,
+      { path: resolve(path) },
+    )
   }
   let json: unknown
   try {

@@ -8,6 +8,13 @@ import { errorFromResponse } from './transfer/error-response.ts'
 import { JSON_LIMITS } from './transfer/read-json.ts'
 import { assertSignersSuffice, type SignerPolicy, signatureShortfall } from './trust.ts'
 
+/**
+ * What a maintainer does when a version's signers are no longer trusted (a key rotated out, a root that
+ * revoked it): vouch for those keys on purpose, never by default.
+ */
+const VOUCH_HINT =
+  'if they are maintainer keys since revoked or dropped and these bytes are good, re-sign with a config that lists them in trustedKeys (and names no root)'
+
 export interface ResignRequest {
   edgeUrl: string
   token: string
@@ -69,9 +76,10 @@ export async function resignManifests(request: ResignRequest): Promise<ManifestR
         refused.push(version)
         continue
       }
+      const signers = published.signatures.map((s) => s.keyid).join(', ')
       throw new AgentError(
         'untrusted-manifest',
-        `${request.name}@${version} as the edge serves it has ${signatureShortfall(threshold)} (counting these keys); refusing to re-sign it`,
+        `${request.name}@${version} as the edge serves it has ${signatureShortfall(threshold)} (counting these keys); refusing to re-sign it. It names the signers ${signers}: ${VOUCH_HINT}`,
       )
     }
     const envelope = await signManifest({ ...published.signed, expires }, keys)
@@ -99,7 +107,7 @@ export async function resignManifests(request: ResignRequest): Promise<ManifestR
     const others = done.map((r) => r.version).join(', ')
     throw new AgentError(
       'untrusted-manifest',
-      `not re-signed, as the edge serves them with ${signatureShortfall(threshold)} (counting these keys): ${names} (re-signed ${done.length} other manifest(s)${others ? `: ${others}` : ''})`,
+      `not re-signed, as the edge serves them with ${signatureShortfall(threshold)} (counting these keys): ${names} (re-signed ${done.length} other manifest(s)${others ? `: ${others}` : ''}); ${VOUCH_HINT}`,
       { refused, resigned: done },
     )
   }

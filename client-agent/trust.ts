@@ -51,9 +51,18 @@ export async function verifyManifest(
   }
   const threshold = policy.threshold ?? 1
   if (!(await meetsThreshold(envelope, policy.trustedKeys, threshold))) {
+    // Name the signers the device does not know: a key missing from the config (or revoked by a root)
+    // is the usual cause, and the keyid is what to compare with `deltaport keygen`'s output.
+    const strangers = [...new Set(envelope.signatures.map((s) => s.keyid))].filter(
+      (id) => !policy.trustedKeys.some((k) => k.keyid === id),
+    )
+    const by =
+      strangers.length > 0
+        ? `; it is signed by ${strangers.join(', ')}, which this device does not trust (not in its trustedKeys, or not a maintainer of its newest root)`
+        : ''
     throw new AgentError(
       'untrusted-manifest',
-      `${manifest.name}@${manifest.version}: ${signatureShortfall(threshold)}`,
+      `${manifest.name}@${manifest.version}: ${signatureShortfall(threshold)}${by}`,
     )
   }
   if (manifest.name !== expected.name || (expected.version && manifest.version !== expected.version)) {

@@ -1,6 +1,7 @@
 import { type Command, InvalidArgumentError } from 'commander'
 import type { AgentConfig } from '../config.ts'
 import { type CycleResult, runDaemon } from '../daemon/daemon.ts'
+import type { NotIdleReason } from '../daemon/idle.ts'
 import { AgentError, fromFileSystemError } from '../errors.ts'
 import { formatBytes, type Reporter } from '../output.ts'
 
@@ -60,11 +61,18 @@ export function registerDaemonCommand(
     })
 }
 
+/** Why a cycle did not poll, in words naming the config key that decides it. */
+const SKIPPED_BECAUSE: Record<NotIdleReason, string> = {
+  'high-load': 'load per core at or over idleLoadPerCore',
+  metered: 'the link is metered; allowMetered lets it prefetch',
+  'no-budget': 'stagingBudgetBytes is 0',
+}
+
 function summarize(result: CycleResult, next: Date | null): string {
   const time = result.polledAt.slice(11, 19)
   const what = result.skipped
-    ? `skipped (${result.skipped})`
-    : `queue ${result.queued}, +${result.staged.length} staged${result.deferred.length ? `, ${result.deferred.length} deferred` : ''}${result.failures.length ? `, ${result.failures.length} failed` : ''}${result.evicted.length ? `, ${result.evicted.length} evicted` : ''}`
+    ? `skipped (${result.skipped}: ${SKIPPED_BECAUSE[result.skipped]})`
+    : `queue ${result.queued}${result.alreadyInstalled.length ? ` (${result.alreadyInstalled.length} already installed)` : ''}, +${result.staged.length} staged${result.deferred.length ? `, ${result.deferred.length} deferred` : ''}${result.failures.length ? `, ${result.failures.length} failed` : ''}${result.evicted.length ? `, ${result.evicted.length} evicted` : ''}`
   const failures = result.failures.map((f) => ` [${failureLine(f)}]`).join('')
   return `last poll ${time}: ${what}; staged ${result.stagedCount} (${formatBytes(result.stagedBytes)})${next ? `; next poll ${next.toISOString().slice(11, 19)}` : ''}${failures}`
 }

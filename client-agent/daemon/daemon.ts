@@ -88,6 +88,8 @@ export interface CycleResult {
   })[]
   /** Queue items that were already staged (their LRU time is refreshed). */
   alreadyStaged: ItemRef[]
+  /** Queue items whose version is already installed (kept by `keepVersions`, e.g. after a rollback): nothing to stage. */
+  alreadyInstalled: ItemRef[]
   /**
    * Queue items left for later: they do not fit the budget, the host's load rose to
    * `idleLoadPerCore` (`high-load`), the disk is low, or another deltaport process is changing that
@@ -134,6 +136,7 @@ export async function runDaemonCycle(
     queued: 0,
     staged: [],
     alreadyStaged: [],
+    alreadyInstalled: [],
     deferred: [],
     failures: [],
     evicted: [],
@@ -178,6 +181,7 @@ export async function runDaemonCycle(
   result.queued = queue.items.length
   result.validUntil = queue.validUntil
   const items = queue.items.filter((i) => !installed.get(i.name)?.versions.includes(i.version))
+  result.alreadyInstalled = queue.items.filter((i) => !items.includes(i)).map(ref)
   await staging.touch(items, now().getTime())
   await staging.prepare()
 

@@ -253,6 +253,11 @@ describe('deltaport daemon against the real edge', () => {
     const cycle = await runDaemonCycle(config, { loadSampler: busy })
     expect(cycle.dropped).toEqual([{ name: 'ddrop', version: '1.1.0' }])
     expect(await staging.find('ddrop', '1.1.0')).toBeUndefined()
+    // The queue still offers it (1.0.0 is current): an installed version is named, not silently left out.
+    const again = await runDaemonCycle(config, { loadSampler: idle })
+    expect(again.queued).toBe(1)
+    expect(again.alreadyInstalled).toEqual([{ name: 'ddrop', version: '1.1.0' }])
+    expect(again.staged).toEqual([])
   })
 
   it('sweeps what a daemon killed while staging left in the staging area', async () => {
@@ -397,8 +402,15 @@ describe('deltaport daemon against the real edge', () => {
     await writeFile(configFile, JSON.stringify(config))
     const { stdout } = await run(process.execPath, [BIN, '--config', configFile, 'daemon', '--once'])
     expect(stdout).toContain('1 failed')
-    expect(stdout).toContain('[dtrustline@1.1.0: no valid signature by a trusted key]')
+    expect(stdout).toContain('[dtrustline@1.1.0: no valid signature by a trusted key; it is signed by')
     expect(stdout).not.toContain('dtrustline@1.1.0: dtrustline@1.1.0:')
+  })
+
+  it('says in the status line which config key kept a cycle from polling', async () => {
+    const configFile = join(suite.ws.dir, 'no-budget-device.json')
+    await writeFile(configFile, JSON.stringify(device('no-budget', { stagingBudgetBytes: 0 })))
+    const { stdout } = await run(process.execPath, [BIN, '--config', configFile, 'daemon', '--once'])
+    expect(stdout).toContain('skipped (no-budget: stagingBudgetBytes is 0)')
   })
 
   it('aborts an in-flight download and resumes it on the next cycle', async () => {

@@ -45,6 +45,17 @@ describe('re-signing published manifests', () => {
       code: 'untrusted-manifest',
     })
 
+    // Asked for one version, it names who signed it and how to vouch for them (a key revoked since).
+    const signer = suite.ws.config.trustedKeys[0]?.keyid ?? ''
+    await expect(
+      resignManifests({ ...base, version: '1.0.0', keyFile: otherKey, trustedKeys: [] }),
+    ).rejects.toMatchObject({
+      code: 'untrusted-manifest',
+      message: expect.stringContaining(
+        `It names the signers ${signer}: if they are maintainer keys since revoked or dropped and these bytes are good, re-sign with a config that lists them in trustedKeys`,
+      ),
+    })
+
     const done = await resignManifests({ ...base, keyFile: suite.ws.keyFile, trustedKeys: [] })
     expect(done.map((r) => r.version)).toEqual(['1.0.0'])
     const installed = await installArtifact(suite.ws.config, {

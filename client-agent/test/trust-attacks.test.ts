@@ -204,6 +204,8 @@ describe('a signed yank after a key rotation', () => {
     const refused = await agentFailure(installArtifact(after, { name: 'rotated' }))
     expect(refused.code).toBe('untrusted-manifest')
     expect(refused.message).toContain('rotated@1.0.0: no valid signature by a trusted key')
+    // The refusal names the signer the device no longer trusts, as rollback's does.
+    expect(refused.message).toContain(`it is signed by ${revoked.keyid}, which this device does not trust`)
     expect((await new ArtifactStore(after.installRoot, 'rotated').state()).current).toBe('1.1.0')
   })
 
