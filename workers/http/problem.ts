@@ -55,6 +55,7 @@ const TITLES: Record<string, string> = {
   generating: 'The resource is being generated; retry shortly',
   'object-replaced': 'The stored object was replaced while it was being read; retry shortly',
   'storage-unavailable': 'The artifact store is temporarily unavailable; retry shortly',
+  'manifest-being-repaired': 'The index lists the version but its manifest is being restored; retry later',
   unavailable: 'A backing service is temporarily unavailable; retry shortly',
   internal: 'Internal error',
   'enrollment-refused': 'The enrollment code cannot enroll a device',

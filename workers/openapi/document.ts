@@ -18,7 +18,7 @@ const STATUS_TEXT: Record<number, string> = {
   416: 'The range cannot be served (Content-Range: bytes */size)',
   422: 'Well-formed but cannot be processed (integrity mismatch, invalid manifest)',
   429: 'Rate limited (Retry-After)',
-  503: 'Being generated, or a backing service (R2, KV, a Durable Object) failed briefly; retry after Retry-After',
+  503: 'Being generated or repaired, or a backing service (R2, KV, a Durable Object) failed briefly; retry after Retry-After',
 }
 
 /** A standalone JSON Schema without the draft marker (OpenAPI 3.1 schemas are 2020-12 already). */

@@ -331,6 +331,8 @@ export const ROUTES: RouteSpec[] = [
     path: '/v1/artifacts/{name}/{version}/manifest',
     operationId: 'getManifest',
     summary: 'The signed manifest of a version, as the maintainer signed it',
+    description:
+      '404 while the index does not list the version. A version the index lists whose manifest is not servable (a commit cut off mid-commit, restored by the retention pass) is a 503 `manifest-being-repaired` with Retry-After, not a 404; so are its blob and chunk index.',
     tag: 'artifacts',
     parameters: [
       nameParam,

@@ -64,7 +64,8 @@ export async function generateLazyDelta(
     throw new Problem(404, 'not-found', `no delta ${name} ${from} → ${to} (too large to generate on demand)`)
   }
   const lock = lockKey(name, from, to, method)
-  if (!(await acquire(bucket, lock))) {
+  const held = await acquire(bucket, lock)
+  if (held === null) {
     throw new Problem(
       503,
       'generating',
@@ -108,9 +109,8 @@ export async function generateLazyDelta(
   } finally {
     // A lock left behind blocks the pair for STALE_LOCK_MS: one retry covers a transient fault, and a
     // failed cleanup must not replace the request's own outcome.
-    await bucket
-      .delete(lock)
-      .catch(() => bucket.delete(lock))
+    await release(bucket, lock, held)
+      .catch(() => release(bucket, lock, held))
       .catch(() => undefined)
   }
 }
@@ -141,16 +141,30 @@ async function encodeOrRemember(
   }
 }
 
-async function acquire(bucket: R2Bucket, lock: string): Promise<boolean> {
+/** Takes the pair's lock: the etag of the lock this request wrote, or null when another request holds it. */
+async function acquire(bucket: R2Bucket, lock: string): Promise<string | null> {
   // Unique, so a lock taken over never has the etag of the stale one it replaced.
   const mine = `${new Date().toISOString()} ${crypto.randomUUID()}`
-  if (await bucket.put(lock, mine, { onlyIf: { etagDoesNotMatch: '*' } })) return true
+  const created = await bucket.put(lock, mine, { onlyIf: { etagDoesNotMatch: '*' } })
+  if (created) return created.etag
   const held = await bucket.head(lock)
-  if (!held || Date.now() - held.uploaded.getTime() < STALE_LOCK_MS) return false
+  if (!held || Date.now() - held.uploaded.getTime() < STALE_LOCK_MS) return null
   // Taken over (the holder is gone) only while the key still holds the stale lock seen: a delete then a
   // create let a request that saw it stale delete the fresh lock another request had just taken over it
   // with, and both generated (with other framings, should the `stream` config have changed between).
-  return (await bucket.put(lock, mine, { onlyIf: { etagMatches: held.etag } })) !== null
+  const taken = await bucket.put(lock, mine, { onlyIf: { etagMatches: held.etag } })
+  return taken?.etag ?? null
+}
+
+/**
+ * Deletes the lock only while it is still the one this request wrote (`held`, its etag). A generation
+ * that ran past STALE_LOCK_MS may have been taken over (acquire), and deleting the other request's
+ * lock would let a third request generate the pair alongside it. R2 has no conditional delete, so the
+ * check and the delete are two calls: only a takeover landing between them (the gap of one R2 round
+ * trip, after a minute's stall) still loses its lock, which lets one more request generate the pair.
+ */
+async function release(bucket: R2Bucket, lock: string, held: string): Promise<void> {
+  if ((await bucket.head(lock))?.etag === held) await bucket.delete(lock)
 }
 
 async function readBlob(bucket: R2Bucket, name: string, version: string): Promise<Uint8Array> {

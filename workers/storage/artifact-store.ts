@@ -68,11 +68,33 @@ export async function readPublishedManifest(
   name: string,
   version: string,
 ): Promise<StoredManifest | null> {
+  const found = await findPublished(bucket, name, version, false)
+  return found === LISTED ? null : found
+}
+
+/** What findPublished answers for a version the index lists whose manifest is not servable. */
+const LISTED = 'listed-unservable'
+
+/**
+ * readPublishedManifest, and with `whenUnservable`, LISTED instead of null when the index lists the
+ * version all the same: its final key is empty, or holds a marked manifest of another attempt (ADR 0022,
+ * amended 2026-11-26). A servable manifest costs no more reads either way: the index is read only for a
+ * manifest that is marked (as before) or, when asked, missing.
+ */
+async function findPublished(
+  bucket: R2Bucket,
+  name: string,
+  version: string,
+  whenUnservable: boolean,
+): Promise<StoredManifest | typeof LISTED | null> {
   const stored = await readManifest(bucket, keys.manifest(name, version))
-  if (!stored?.committing) return stored
+  if (stored && !stored.committing) return stored
+  if (!stored && !whenUnservable) return null
   const found = await readIndex(bucket, name)
   const entry = found ? versionEntry(found.index, version) : undefined
-  return entry && isManifestOf(entry, stored.envelope.signed) ? stored : null
+  if (!entry) return null
+  if (stored && isManifestOf(entry, stored.envelope.signed)) return stored
+  return whenUnservable ? LISTED : null
 }
 
 /**
@@ -396,9 +418,30 @@ export function assertPublishable(index: ArtifactIndex, manifest: ArtifactManife
   }
 }
 
-/** The committed manifest of a version, or a 404 problem: nothing of an unpublished version is served. */
+/**
+ * How long a client is asked to wait for a listed version whose manifest is not servable. The edge cannot
+ * tell cheaply whether the commit is alive: one still alive puts its manifest back within milliseconds
+ * (unmarkCommitted), which the agent's in-place retries of a 503 cover; one that died is restored by the
+ * next retention pass, which the agent's daemon reaches by polling again at its own interval.
+ */
+const MANIFEST_REPAIR_RETRY_AFTER_SECONDS = 2
+
+/**
+ * The committed manifest of a version, or a problem: 404 when the index does not list it (nothing of an
+ * unpublished version is served), 503 `manifest-being-repaired` + Retry-After when it does but the
+ * manifest is not servable (a commit that died in the two-fault case of ADR 0022, restored by
+ * retention): a client that read the index and then met a 404 would take it for a permanent error.
+ */
 export async function requirePublished(bucket: R2Bucket, name: string, version: string) {
-  const stored = await readPublishedManifest(bucket, name, version)
-  if (!stored) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
-  return stored
+  const found = await findPublished(bucket, name, version, true)
+  if (found === LISTED) {
+    throw new Problem(
+      503,
+      'manifest-being-repaired',
+      `${name}@${version} is listed but its manifest is not servable yet (a publish of it was cut off mid-commit and is being restored); retry later`,
+      { headers: { 'retry-after': String(MANIFEST_REPAIR_RETRY_AFTER_SECONDS) } },
+    )
+  }
+  if (!found) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
+  return found
 }

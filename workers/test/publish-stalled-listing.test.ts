@@ -82,10 +82,11 @@ describe('a stalled commit whose late index write lists its version (ADR 0022, a
     expect(await committingA).toBe('committed')
     b.release()
     expect(await committingB).toBe(409)
-    // Listed with A's serial, the key holds B's marked claim: unservable (never B's manifest).
+    // Listed with A's serial, the key holds B's marked claim: unservable (never B's manifest), and said
+    // to be repaired (503), not a 404 that would contradict the index.
     const broken = await servedAndListed('latelist2', '1.0.0')
     expect(broken.entry?.serial).toBe(1)
-    expect(broken.status).toBe(404)
+    expect(broken.status).toBe(503)
 
     const report = await pruneStorage(env.ARTIFACTS, config, Date.now())
     const key = keys.manifest('latelist2', '1.0.0')
@@ -113,7 +114,7 @@ describe('a stalled commit whose late index write lists its version (ADR 0022, a
     expect(await committingA).toBe('committed')
     const key = keys.manifest('latelist3', '1.0.0')
     expect(await env.ARTIFACTS.head(key)).toBeNull()
-    expect((await servedAndListed('latelist3', '1.0.0')).status).toBe(404)
+    expect((await servedAndListed('latelist3', '1.0.0')).status).toBe(503)
 
     const report = await pruneStorage(env.ARTIFACTS, config, Date.now())
     expect(report.manifestsRestored).toContain(key)
@@ -140,6 +141,6 @@ describe('a stalled commit whose late index write lists its version (ADR 0022, a
     expect(report.manifestsRestored).not.toContain(key)
     expect(report.manifestsUnservable).toContain(key)
     expect((await env.ARTIFACTS.get(key))?.customMetadata).toEqual({ state: 'committing' })
-    expect((await servedAndListed('latelist4', '1.0.0')).status).toBe(404)
+    expect((await servedAndListed('latelist4', '1.0.0')).status).toBe(503)
   })
 })

@@ -222,6 +222,6 @@ describe('a stalled commit another attempt took over (ADR 0022, amended 2026-11-
       httpMetadata: { contentType: 'application/json' },
       customMetadata: { state: 'committing' },
     })
-    expect((await servedAndListed('takeover3', '1.0.0')).status).toBe(404)
+    expect((await servedAndListed('takeover3', '1.0.0')).status).toBe(503)
   })
 })

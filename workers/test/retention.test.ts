@@ -238,6 +238,7 @@ describe('manifests dead commits left marked committing (ADR 0022)', () => {
     const resolved = await resolveStalledCommits(env.ARTIFACTS, [listed], Date.now())
     expect(resolved).toEqual({ unmarked: [], withdrawn: [] })
     expect((await env.ARTIFACTS.head(key))?.customMetadata).toEqual({ state: 'committing' })
-    expect((await call('/v1/artifacts/stalled-other/1.0.0/manifest')).status).toBe(404)
+    // Listed, so said to be under repair (503), never served with the other attempt's manifest.
+    expect((await call('/v1/artifacts/stalled-other/1.0.0/manifest')).status).toBe(503)
   })
 })
