@@ -169,7 +169,7 @@ export function buildProgram(
         onNotice: (message) => out.info(message),
       })
       out.result(
-        `published ${published.name}@${published.version} (${formatBytes(published.size)}, serial ${published.serial}, ${deltas.length} deltas)`,
+        `published ${published.name}@${published.version} (${formatBytes(published.size)}, serial ${published.serial}, ${deltas.length} ${deltas.length === 1 ? 'delta' : 'deltas'})`,
         { published, deltas: deltas.map(({ from, method, size }) => ({ from, method, size })) },
       )
     })
