@@ -30,7 +30,8 @@ export function assertAttachmentsStorable(manifest: ArtifactManifest, stream: Ru
   const seen = new Set<string>()
   for (const ref of manifest.deltas) {
     // Framed with the config in force, the stream is stored by one put, which R2 caps.
-    if (framingFor(ref.size, ref.sha256, stream).framedLength > MAX_SLOT_BYTES)
+    const id = { name: manifest.name, from: ref.from, to: manifest.version, method: ref.method }
+    if (framingFor(id, ref.size, ref.sha256, stream).framedLength > MAX_SLOT_BYTES)
       throw new Problem(
         422,
         'unprocessable',

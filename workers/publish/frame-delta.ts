@@ -2,37 +2,84 @@ import { DeltaFormatError } from '../../delta/errors.ts'
 import type { ByteSource } from '../../delta/io.ts'
 import { frameStreamIterable } from '../../delta/stream/frame.ts'
 import { HEADER_SIZE } from '../../delta/stream/header.ts'
-import { expectedBlockCount } from '../../delta/stream/metadata.ts'
+import {
+  dataBlockCount,
+  encodeMetadata,
+  expectedBlockCount,
+  MAX_BLOCK_SIZE,
+  MIN_BLOCK_SIZE,
+} from '../../delta/stream/metadata.ts'
 import { Sha256 } from '../../delta/stream/sha256.ts'
 import type { DeltaFraming } from '../../schemas/delta-stream.ts'
 import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import { refuseBody } from '../storage/guarded-bucket.ts'
 
-/** Smallest block the edge frames with: the metadata JSON (≤ ~500 bytes) must fit in one block. */
-const MIN_EDGE_BLOCK = 1024
+/**
+ * Bytes the metadata block's JSON may take for this delta, whatever block size is picked: it is
+ * encoded at the largest block size, and the block count (the only other field that varies, at most
+ * 1 + 128 + 64 below a full group) may have a few more digits at a smaller one.
+ */
+function metadataBytesFor(id: DeltaIdentity, payloadLength: number, payloadSha256: string): number {
+  const shape = { payloadLength, blockSize: MAX_BLOCK_SIZE, k: 1, m: 0, controlBlocks: 0 }
+  const meta = {
+    format: 'deltaport-stream',
+    version: 1,
+    artifact: id.name,
+    fromVersion: id.from,
+    toVersion: id.to,
+    method: id.method,
+    sha256: payloadSha256,
+    ...shape,
+    blockCount: expectedBlockCount(shape),
+  } as const
+  return encodeMetadata(meta).length + 8
+}
 
 /**
  * The block size for one payload: the configured size, shrunk for small payloads so that a tiny
- * delta is not padded to k blocks of 64 KiB (a power of two covering payload/k, at least 1 KiB).
+ * delta is not padded to k blocks of 64 KiB: the smallest power of two (≥ 512, the format's least)
+ * that covers payload/k and holds the metadata block's JSON.
  */
-export function blockSizeFor(payloadLength: number, stream: RuntimeConfig['stream']): number {
-  const perBlock = Math.max(1, Math.ceil(payloadLength / stream.fecK))
-  let size = MIN_EDGE_BLOCK
+export function blockSizeFor(
+  payloadLength: number,
+  metadataBytes: number,
+  stream: RuntimeConfig['stream'],
+): number {
+  const perBlock = Math.max(1, Math.ceil(payloadLength / stream.fecK), metadataBytes)
+  let size = MIN_BLOCK_SIZE
   while (size < perBlock && size < stream.blockSize) size *= 2
-  return Math.min(size, stream.blockSize)
+  size = Math.min(size, stream.blockSize)
+  // A configured block too small for this delta's metadata (long names) would not frame at all.
+  while (size < metadataBytes) size *= 2
+  return size
+}
+
+/**
+ * Parity blocks per group: m, but never more than the stream's data blocks. Parity beyond D blocks
+ * costs more bytes than re-fetching every data block (which the agent does for what FEC cannot
+ * rebuild), so for a tiny delta it is pure overhead: a 50-byte delta under fecM 4 was 1 data block
+ * and 4 parity blocks. Such a stream still survives the loss or corruption of any D of its 2·D
+ * blocks without a round trip. Streams of at least m data blocks (every real delta) keep m. The
+ * stream records its own m (metadata block, R2 customMetadata, plan layout, `v`), so agents already
+ * deployed read it as they read any framing.
+ */
+export function parityFor(dataBlocks: number, stream: RuntimeConfig['stream']): number {
+  return Math.min(stream.fecM, dataBlocks)
 }
 
 export function framingFor(
+  id: DeltaIdentity,
   payloadLength: number,
   payloadSha256: string,
   stream: RuntimeConfig['stream'],
 ): DeltaFraming {
-  const blockSize = blockSizeFor(payloadLength, stream)
-  const shape = { payloadLength, blockSize, k: stream.fecK, m: stream.fecM, controlBlocks: 0 }
+  const blockSize = blockSizeFor(payloadLength, metadataBytesFor(id, payloadLength, payloadSha256), stream)
+  const m = parityFor(dataBlockCount(payloadLength, blockSize), stream)
+  const shape = { payloadLength, blockSize, k: stream.fecK, m, controlBlocks: 0 }
   return {
     blockSize,
     k: stream.fecK,
-    m: stream.fecM,
+    m,
     framedLength: expectedBlockCount(shape) * (HEADER_SIZE + blockSize),
     payloadLength,
     payloadSha256,

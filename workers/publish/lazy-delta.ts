@@ -82,7 +82,12 @@ export async function generateLazyDelta(
     ])
     const started = Date.now()
     const delta = await encodeOrRemember(bucket, pair, sourceBytes, targetBytes)
-    const framing = framingFor(delta.length, await sha256OfBytes(delta), config.stream)
+    const framing = framingFor(
+      { name, from, to, method },
+      delta.length,
+      await sha256OfBytes(delta),
+      config.stream,
+    )
     const stored = await storeFramedDelta(
       bucket,
       keys.delta(name, from, to, method),

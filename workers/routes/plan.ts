@@ -92,7 +92,9 @@ export const planRouter = new Hono<AppEnv>().post('/', async (c) => {
       versions,
       methods: round < PLAN_ROUNDS - 1 ? methods : [],
       maxChainLength,
-      edgeCost: (ref) => framingFor(ref.size, ref.sha256, config.stream).framedLength,
+      edgeCost: (ref, to) =>
+        framingFor({ name, from: ref.from, to, method: ref.method }, ref.size, ref.sha256, config.stream)
+          .framedLength,
       chunkSync,
       targetBlobStored,
       excluded,

@@ -47,7 +47,8 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
     const body = c.req.raw.body
     if (!body && length > 0) throw new Problem(400, 'bad-request', 'missing body')
     const config = await getRuntimeConfig(c.env)
-    const framing = framingFor(ref.size, ref.sha256, config.stream)
+    const id = { name, from, to: version, method }
+    const framing = framingFor(id, ref.size, ref.sha256, config.stream)
     // Checked at staging with the config then in force; `stream` may have changed since. Refused here,
     // before any byte is read, rather than streamed to R2 for a put it must refuse.
     if (framing.framedLength > MAX_SLOT_BYTES) {
@@ -57,7 +58,6 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
         `the ${method} delta from ${from} (${ref.size} bytes) frames to ${framing.framedLength} bytes with the stream config in force (block ${framing.blockSize}, k=${framing.k}, m=${framing.m}), beyond one R2 put: the stream config changed since ${name}@${version} was staged; restore it, or give up this attempt and publish without this delta`,
       )
     }
-    const id = { name, from, to: version, method }
     const source = body ? bodySource(body) : bodySource(new Blob([]).stream())
     try {
       if (!(await storeFramedDelta(c.env.ARTIFACTS, key, source, id, framing, {}, seen))) {

@@ -2,6 +2,7 @@ import { env } from 'cloudflare:workers'
 import { describe, expect, it, vi } from 'vitest'
 import { decodeChunkIndex } from '../../delta/chunking/chunk-index.ts'
 import { buildChunkIndex, encodeChunkIndex } from '../../delta/chunking/index.ts'
+import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
 import {
   callApp,
   countingBucket,
@@ -131,6 +132,37 @@ describe('manifests whose attachments could never be stored', () => {
     // Nothing was staged: the corrected manifest is taken at once.
     const fixed = await envelopeFor('wedge', '1.1.0', body, { serial: 2, deltas: [await deltaRefOf(small)] })
     expect((await startPublish(fixed)).status).toBe(201)
+  })
+})
+
+describe('tiny deltas on the wire', () => {
+  it('frames a 50-byte delta as metadata, one data and one parity block of 512 bytes under fecM 4; a real delta keeps its m', async () => {
+    await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ stream: { fecM: 4 } }))
+    clearRuntimeConfigCache()
+    try {
+      const tiny = delta('1.0.0', 41, 50)
+      const real = delta('1.5.0', 42, 300_000)
+      await publishWithDeltas('tiny-wire', '2.0.0', bytesOf(6_000, 40), 2, [tiny, real])
+
+      // 3 blocks of 32 + 512 (the format's least block): was 1 + 1 + 4 blocks of 32 + 1024 (6336 bytes).
+      const served = await call('/v1/deltas/tiny-wire/1.0.0/2.0.0')
+      const framed = new Uint8Array(await served.arrayBuffer())
+      expect(framed.length).toBe(3 * (32 + 512))
+      expect(served.headers.get('x-deltaport-block-size')).toBe('512')
+      expect(served.headers.get('x-deltaport-fec')).toBe('k=16;m=1')
+      expect(await sha256(await unframe(framed))).toBe(await sha256(tiny.bytes))
+      // Integrity and FEC stay: the damaged data block is an erasure, rebuilt from the parity block.
+      const damaged = framed.slice()
+      damaged[544 + 40] = (damaged[544 + 40] ?? 0) ^ 0xff
+      expect(await sha256(await unframe(damaged))).toBe(await sha256(tiny.bytes))
+
+      // A delta of at least m data blocks keeps every parity block the operator configured.
+      const kept = await call('/v1/deltas/tiny-wire/1.5.0/2.0.0', { method: 'HEAD' })
+      expect(kept.headers.get('x-deltaport-fec')).toBe('k=16;m=4')
+    } finally {
+      await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
+      clearRuntimeConfigCache()
+    }
   })
 })
 
