@@ -10,14 +10,21 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { applyArchiveDelta, decodeArchiveDelta } from '../../delta/archive/apply.ts'
 import { type Container, decodeContainer, encodeContainer } from '../../delta/archive/container.ts'
 import { createArchiveDelta } from '../../delta/archive/create.ts'
-import { ARCHIVE_TOO_LARGE } from '../../delta/archive/limits.ts'
+import { archiveSize, expandedSize, type Segment } from '../../delta/archive/expand.ts'
+import { zipOf } from '../../delta/archive/fuzz.ts'
+import { ARCHIVE_TOO_LARGE, NO_TABLE_CHARGES } from '../../delta/archive/limits.ts'
+import type { DeflateParams } from '../../delta/archive/recompress.ts'
+import { MIN_RUN_BYTES } from '../../delta/archive/splice.ts'
+import type { Block } from '../../delta/deflate/parse-types.ts'
 import { DeltaFormatError, isLimitError } from '../../delta/errors.ts'
 import {
   APPLY_BYTES_PER_EXPANDED_BYTE,
   APPLY_BYTES_PER_TABLE_ENTRY,
   APPLY_FIXED_BYTES,
+  APPLY_TABLE_ENTRY_HEAP,
   archiveLimitsFor,
   deviceArchiveLimits,
+  tableEntryChargesFor,
 } from './archive-budget.ts'
 
 const MiB = 1024 * 1024
@@ -40,57 +47,269 @@ describe('archive apply budget', () => {
       maxTargetBytes: 1024 * MiB,
       // The container's tables are held to what the expanded limit pays for (delta/archive/limits.ts),
       maxTableEntries: (1024 * MiB) / 16,
-      // and share that limit with the archive: 256 bytes of heap per entry at 6 per expanded byte.
-      expandedBytesPerTableEntry: 43,
+      // and share that limit with the archive: each kind's heap at 6 bytes per expanded byte.
+      tableEntryCharges: tableEntryChargesFor(APPLY_TABLE_ENTRY_HEAP),
     })
+    // A zip's two entries a file (a literal segment for its headers, a deflate segment): 24 bytes, not 86.
+    const charges = archiveLimitsFor(64 * 1024 * MiB).tableEntryCharges
+    expect([charges.literal, charges.deflate, charges.range]).toEqual([10, 14, 10])
     // The host's free memory moves between calls; any machine running these tests has far more than this.
     expect(deviceArchiveLimits(APPLY_FIXED_BYTES + 6 * MiB).maxExpandedBytes).toBe(MiB)
     expect(deviceArchiveLimits().maxExpandedBytes).toBeGreaterThan(MiB)
   })
 
-  it('pays for the heaviest table entry there is (measured again here)', () => {
+  it('charges each kind of table entry at least the heap it takes once decoded, and not much more', () => {
+    const off: string[] = []
+    for (const [name, count, make, copies] of SHAPES) {
+      const { heap, charged } = heapOfDecoding(make, count, copies)
+      console.log(`${name}: ${heap.toFixed(0)} heap bytes, charged ${charged.toFixed(0)}`)
+      // Above its charge a hostile delta at the entry cap outgrows the budget; far below, honest deltas
+      // are refused for memory they would not use (measure again and lower the figure).
+      if (heap > charged || heap < charged * 0.7) off.push(`${name}: ${heap.toFixed(0)} of ${charged}`)
+    }
+    expect(off).toEqual([])
+  }, 60_000)
+
+  it('keeps the heaviest entry within what the refusal message names per entry', () => {
     // A spliced segment with one block carrying an explicit header and no runs: two entries counted,
     // seven objects on the heap (segment, block list, block, header, its view of the delta, run list).
-    setFlagsFromString('--expose-gc')
-    const gc = runInNewContext('gc') as () => void
-    const segments = 100_000
-    const delta = heaviestTables(segments)
-    const roomy = { maxTargetBytes: 2 ** 40, maxExpandedBytes: 2 ** 40 }
-    gc()
-    const before = process.memoryUsage().heapUsed
-    const held = decodeContainer(delta, roomy)
-    gc()
-    const perEntry = (process.memoryUsage().heapUsed - before) / held.tableEntries
-    expect(held.tableEntries).toBe(2 * segments + 1) // and one parameter set
-    console.log(`heaviest table entry: ${perEntry.toFixed(1)} heap bytes`)
-    expect(perEntry).toBeLessThanOrEqual(APPLY_BYTES_PER_TABLE_ENTRY)
-    // Far less would be a measurement that does not see the tables (or lighter entries: lower the cost).
-    expect(perEntry).toBeGreaterThan(APPLY_BYTES_PER_TABLE_ENTRY * 0.8)
-    expect(held.segments).toHaveLength(segments)
+    const segments = 50_000
+    const { heap } = heapOfDecoding(() => tablesOf(segments, heaviestSegment), segments)
+    expect(heap / 2).toBeLessThanOrEqual(APPLY_BYTES_PER_TABLE_ENTRY)
+    expect(heap / 2).toBeGreaterThan(APPLY_BYTES_PER_TABLE_ENTRY * 0.9)
   })
+
+  it("charges an honest zip's and .tgz's tables near the heap they take", () => {
+    const limits = archiveLimitsFor(64 * 1024 * MiB)
+    // 1000 files of ~400 bytes, deflated by zlib, one in 50 changed: a literal and a deflate segment a file.
+    const files = (edit: boolean): [string, Uint8Array, boolean][] =>
+      Array.from({ length: 1000 }, (_, i) => {
+        const lines = Array.from(
+          { length: 12 },
+          (_, j) => `export const v${j} = ${(i * 31 + j * 7) % 997}${edit && i % 50 === 0 ? ' + 1' : ''}\n`,
+        )
+        return [`pkg/lib/file-${i}.js`, new TextEncoder().encode(`// file ${i}\n${lines.join('')}`), true]
+      })
+    const zip = createArchiveDelta(zipOf(files(false)), zipOf(files(true)))
+    if (!('delta' in zip)) throw new Error(zip.notApplicable)
+    const zipTables = decodeContainer(zip.delta, limits)
+    expect(zipTables.tableEntries).toBe(2003)
+    // Charged by kind: ~24 KB of expanded room, where a flat 43 per entry took 86 KB.
+    expect(zipTables.tableCharge).toBeLessThan(25_000)
+    const zipHeap = tablesBeyondTheSimplest(zip.delta, 32)
+    expect(zipHeap.charged).toBeGreaterThanOrEqual(zipHeap.heap)
+    expect(zipHeap.charged).toBeLessThan(zipHeap.heap * 1.3)
+
+    // A .tgz: one gzip stream of ~200 KB of text, an edit in the middle. A handful of entries.
+    const text = Array.from({ length: 12_000 }, (_, i) => `line ${i} ${(i * 7919) % 10007}\n`).join('')
+    const tgz = createArchiveDelta(
+      new Uint8Array(gzipSync(text)),
+      new Uint8Array(gzipSync(text.replace('line 6000 ', 'line 6000 changed '))),
+    )
+    if (!('delta' in tgz)) throw new Error(tgz.notApplicable)
+    const tgzTables = decodeContainer(tgz.delta, limits)
+    expect(tgzTables.tableEntries).toBeLessThan(10)
+    const tgzHeap = tablesBeyondTheSimplest(tgz.delta, 8000)
+    console.log(
+      `zip: ${zipHeap.heap.toFixed(0)} heap bytes, charged ${zipHeap.charged}; .tgz: ${tgzHeap.heap.toFixed(0)}, charged ${tgzHeap.charged}`,
+    )
+    // ~200 bytes of tables, charged within a few bytes a kind (each kind's bound is the test above's).
+    expect(Math.abs(tgzHeap.charged - tgzHeap.heap)).toBeLessThan(100)
+  }, 60_000)
+})
+
+function gc(): void {
+  setFlagsFromString('--expose-gc')
+  ;(runInNewContext('gc') as () => void)()
+}
+
+/** No limit the measurements reach; tables charged as the agent charges them. */
+const ROOMY = {
+  maxTargetBytes: 2 ** 44,
+  maxExpandedBytes: 2 ** 44,
+  maxTableEntries: 2 ** 30,
+  tableEntryCharges: tableEntryChargesFor(APPLY_TABLE_ENTRY_HEAP),
+}
+
+/**
+ * The heap the tables of `make()`'s container take once decoded, `copies` times, and held, per `count`
+ * and copy, and the heap they were charged as (their expanded bytes at APPLY_BYTES_PER_EXPANDED_BYTE).
+ * The least of three tries: what else lands on the heap meanwhile (code the optimizing compiler
+ * finishes, ~50 KB at times) only adds to a try. The container is made before and each try decodes in
+ * a frame of its own: nothing but the held tables may be live when the heap is measured.
+ */
+function heapOfDecoding(
+  make: () => Uint8Array,
+  count: number,
+  copies = 1,
+): { heap: number; charged: number } {
+  const delta = make()
+  const charged = (chargeOf(delta) * APPLY_BYTES_PER_EXPANDED_BYTE) / count
+  const heap = Math.min(...[0, 1, 2].map(() => heapOfHolding(delta, copies))) / count
+  return { heap, charged }
+}
+
+/** The heap `copies` decodes of `delta`, held, take per copy. */
+function heapOfHolding(delta: Uint8Array, copies: number): number {
+  gc()
+  gc()
+  const before = process.memoryUsage().heapUsed
+  const held = Array.from({ length: copies }, () => decodeContainer(delta, ROOMY))
+  gc()
+  gc()
+  return (process.memoryUsage().heapUsed - before) / held.length
+}
+
+/** The charge of `delta`'s tables, decoded in a frame of its own so none of them outlives it. */
+function chargeOf(delta: Uint8Array): number {
+  return decodeContainer(delta, ROOMY).tableCharge
+}
+
+/**
+ * The heap `delta`'s tables take and are charged as, decoded `copies` times and held, less what the
+ * simplest container with tables takes and is charged (one literal segment, one recipe range): its
+ * segment and recipe lists are a cost of every container, not of its entries (the fixed cost's).
+ */
+function tablesBeyondTheSimplest(delta: Uint8Array, copies: number): { heap: number; charged: number } {
+  const of = (bytes: Uint8Array) => heapOfDecoding(() => bytes, 1, copies)
+  const simplest = of(
+    encodeContainer({
+      ...EMPTY,
+      expandedLength: 1,
+      targetLength: 1,
+      segments: [{ kind: 'literal', length: 1 }],
+      recipe: [{ offset: 0, length: 1 }],
+    }),
+  )
+  const tables = of(delta)
+  return { heap: tables.heap - simplest.heap, charged: tables.charged - simplest.charged }
+}
+
+const PARAMS: DeflateParams = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
+const HEADER = { bitLength: 8, bytes: new Uint8Array([1]) }
+
+/** A container of `count` segments made by `segment`, the lengths summed as the decoder checks them. */
+function tablesOf(count: number, segment: (i: number) => Segment): Uint8Array {
+  const segments = Array.from({ length: count }, (_, i) => segment(i))
+  return encodeContainer({
+    ...EMPTY,
+    expandedLength: segments.reduce((sum, s) => sum + expandedSize(s), 0),
+    targetLength: segments.reduce((sum, s) => sum + archiveSize(s), 0),
+    segments,
+  })
+}
+
+/** A spliced segment with one block carrying an explicit header and no runs: the heaviest per entry. */
+const heaviestSegment = (): Segment => ({
+  kind: 'spliced',
+  rawLength: 1,
+  compressedLength: 3,
+  params: PARAMS,
+  blocks: blocksOf(1, true),
+  runs: [],
+})
+
+/** `n` blocks of one token each, the last final, with an explicit header when `header`. */
+function blocksOf(n: number, header: boolean): Block[] {
+  return Array.from({ length: n }, (_, i) => ({
+    type: header ? 2 : 1,
+    final: i === n - 1,
+    end: i + 1,
+    ...(header ? { header: HEADER } : {}),
+  }))
+}
+
+/** Every parameter set the format allows: 6300. */
+function everyParameterSet(): DeflateParams[] {
+  const all: DeflateParams[] = []
+  for (let level = 0; level <= 9; level++)
+    for (let memLevel = 1; memLevel <= 9; memLevel++)
+      for (let windowBits = 9; windowBits <= 15; windowBits++)
+        for (let strategy = 0; strategy <= 4; strategy++)
+          for (const legacyHash of [false, true])
+            all.push({ level, memLevel, windowBits, strategy, legacyHash })
+  return all
+}
+
+/**
+ * Runs whose source positions are past 2^31 - 1, boxed (16 heap bytes more each), as any hostile run
+ * may be; each covers at least MIN_RUN_BYTES of its stream.
+ */
+const runsOf = (n: number) =>
+  Array.from({ length: n }, (_, i) => ({ gap: 1, source: 2 ** 40 + i * 2, count: 1 }))
+const spliced = (runs: number): Segment => ({
+  kind: 'spliced',
+  rawLength: Math.max(1, runs) * MIN_RUN_BYTES,
+  compressedLength: 4000,
+  params: PARAMS,
+  blocks: 'zlib',
+  runs: runsOf(runs),
+})
+const deflate = (checkpoints: number): Segment => ({
+  kind: 'deflate',
+  rawLength: 2000,
+  compressedLength: 2000,
+  params: PARAMS,
+  checkpoints: Array.from({ length: checkpoints }, (_, i) => ({ raw: i + 1, bit: i + 1 })),
+})
+const reblocked = (blocks: number, header: boolean): Segment => ({
+  kind: 'reblocked',
+  rawLength: blocks,
+  compressedLength: 3,
+  params: PARAMS,
+  blocks: blocksOf(blocks, header),
 })
 
 /**
- * `segments` spliced segments of one block with a header each and no runs. Built in a function of its
- * own: the objects it encodes must be garbage, not held in a register, when the heap is measured.
+ * One shape per kind and list length: [name, count to divide by, the container]. Each kind alone where
+ * it can be (recipe ranges, the segment kinds, parameter sets held through deflate segments), else with
+ * the fewest others (a list of one, and a long one for its growth slack).
  */
-function heaviestTables(segments: number): Uint8Array {
-  const params = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
-  const header = { bitLength: 8, bytes: new Uint8Array([1]) }
-  return encodeContainer({
-    ...EMPTY,
-    expandedLength: segments,
-    targetLength: 3 * segments,
-    segments: Array.from({ length: segments }, () => ({
-      kind: 'spliced' as const,
-      rawLength: 1,
-      compressedLength: 3,
-      params,
-      blocks: [{ type: 2 as const, final: true, end: 1, header }],
-      runs: [],
-    })),
-  })
-}
+const SHAPES: [string, number, () => Uint8Array, number?][] = [
+  [
+    'recipe range',
+    50_000,
+    () =>
+      encodeContainer({
+        ...EMPTY,
+        recipe: Array.from({ length: 50_000 }, (_, i) => ({ offset: i, length: 1 })),
+      }),
+  ],
+  ['literal segment', 50_000, () => tablesOf(50_000, () => ({ kind: 'literal', length: 1 }))],
+  [
+    'tokens segment',
+    50_000,
+    () => tablesOf(50_000, () => ({ kind: 'tokens', puffLength: 1, compressedLength: 2 })),
+  ],
+  ['deflate segment', 50_000, () => tablesOf(50_000, () => deflate(0))],
+  [
+    'deflate segment with its own parameter set',
+    6300,
+    () => {
+      const all = everyParameterSet()
+      return tablesOf(all.length, (i) => ({
+        kind: 'deflate',
+        rawLength: 1,
+        compressedLength: 2,
+        params: all[i]!,
+      }))
+    },
+    8,
+  ],
+  ['deflate segment, 1 checkpoint', 25_000, () => tablesOf(25_000, () => deflate(1))],
+  ['deflate segment, 1000 checkpoints', 50, () => tablesOf(50, () => deflate(1000))],
+  ['reblocked segment, 1 block', 25_000, () => tablesOf(25_000, () => reblocked(1, false))],
+  ['reblocked segment, 1000 blocks', 50, () => tablesOf(50, () => reblocked(1000, false))],
+  ['reblocked segment, 1 block with a header', 25_000, () => tablesOf(25_000, () => reblocked(1, true))],
+  ['reblocked segment, 100 blocks with headers', 500, () => tablesOf(500, () => reblocked(100, true))],
+  ['spliced segment, no runs', 50_000, () => tablesOf(50_000, () => spliced(0))],
+  ['spliced segment, 1 run', 25_000, () => tablesOf(25_000, () => spliced(1))],
+  ['spliced segment, 1000 runs', 50, () => tablesOf(50, () => spliced(1000))],
+  ['spliced segment, 1 block with a header, no runs', 25_000, () => tablesOf(25_000, heaviestSegment)],
+  // Once checkpointed ones were decoded (as any earlier delta of the process may have).
+  ['deflate segment, again', 50_000, () => tablesOf(50_000, () => deflate(0))],
+  ['literal segment, again', 50_000, () => tablesOf(50_000, () => ({ kind: 'literal', length: 1 }))],
+]
 
 /** A container of nothing, to build hostile tables on. */
 const EMPTY: Container = {
@@ -151,12 +370,12 @@ describe('an archive delta whose tables the budget does not pay for', () => {
     expect(honest.expandedLength).toBeGreaterThan(100_000)
     expect(honest.expandedLength).toBeLessThan(limits.maxExpandedBytes)
     // At the table cap exactly: one-byte ranges for the recipe's first bytes, the reference unchanged, so
-    // the delta still rebuilds the target. Its ~11 K entries take ~50 bytes of heap each (~550 KB) where
-    // the budget has ~330 KB left above 6 bytes per byte of the archive.
+    // the delta still rebuilds the target. Its ~11 K entries take ~50 bytes of heap each (~550 KB, charged
+    // as ~109 KB of expanded room) where the budget has ~330 KB left above 6 bytes per byte of the archive.
     const hostile = encodeContainer(
       splitRecipe(honest, limits.maxTableEntries - (honest.tableEntries - honest.recipe.length)),
     )
-    expect(decodeContainer(hostile, { ...limits, expandedBytesPerTableEntry: 0 }).tableEntries).toBe(
+    expect(decodeContainer(hostile, { ...limits, tableEntryCharges: NO_TABLE_CHARGES }).tableEntries).toBe(
       limits.maxTableEntries,
     )
     await writeFile(join(dir, 'a.gz'), source)
@@ -187,11 +406,12 @@ describe('an archive delta whose tables the budget does not pay for', () => {
     if (!('delta' in made)) throw new Error(made.notApplicable)
     const limits = archiveLimitsFor(APPLY_FIXED_BYTES + MiB)
     const honest = decodeContainer(made.delta, limits)
-    // A recipe of 2000 one-byte ranges: a short reference, and ~86 KB of charge that fits with the
-    // target's side and the recipe, but leaves the source less than the ~120 KB it expands to.
+    // A recipe of one-byte ranges: a short reference, and ~86 KB of charge that fits with the target's
+    // side and the recipe, but leaves the source less than the ~120 KB it expands to.
+    const ranges = Math.ceil(86_000 / limits.tableEntryCharges.range)
     const hostile = encodeContainer({
       ...honest,
-      recipe: Array.from({ length: 2000 }, (_, i) => ({ offset: i, length: 1 })),
+      recipe: Array.from({ length: ranges }, (_, i) => ({ offset: i, length: 1 })),
     })
     let refusal: unknown
     try {
@@ -204,8 +424,8 @@ describe('an archive delta whose tables the budget does not pay for', () => {
     expect(isLimitError(refusal)).toBe(true)
     // The source had what the tables left of the limit.
     const decoded = decodeArchiveDelta(hostile, limits)
-    const charged = decoded.container.tableEntries * limits.expandedBytesPerTableEntry
-    expect(decoded.container.tableEntries).toBeGreaterThan(2000)
+    const charged = decoded.container.tableCharge
+    expect(charged).toBeGreaterThan(ranges * limits.tableEntryCharges.range)
     expect(decoded.limits.maxExpandedBytes).toBe(limits.maxExpandedBytes - charged)
     expect(decoded.limits.maxExpandedBytes).toBeLessThan(text.length)
     // Honest tables are a handful of entries: the honest delta keeps nearly all the room.

@@ -9,7 +9,7 @@
  * then offers chunk-sync or the full artifact, which stream in bounded memory). Archive deltas are
  * tiny, so the refusal costs a few kilobytes of download.
  */
-import { type ArchiveLimits, tableEntriesFor } from '../../delta/archive/limits.ts'
+import { type ArchiveLimits, type TableEntryCharges, tableEntriesFor } from '../../delta/archive/limits.ts'
 
 const MiB = 1024 * 1024
 
@@ -23,22 +23,69 @@ export const APPLY_FIXED_BYTES = 32 * MiB
 export const APPLY_BYTES_PER_EXPANDED_BYTE = 6
 
 /**
- * Heap one entry of an archive delta's container tables (segment, block, run, checkpoint, recipe range,
- * parameter set) takes once decoded, at most, with the arrays and headers it brings along. Measured
- * on this Node (22, node_modules/.bin/node --expose-gc): decodeContainer of a container of 1 M entries
- * of one shape, held, heapUsed after gc() less before, per entry counted against maxTableEntries:
- * recipe ranges and literal segments 50, checkpoints 50, tokens segments 58, spliced runs 58,
- * parameter sets 68, deflate segments 75, a deflate segment with one checkpoint 145, a reblocked or
- * spliced segment with one block 157, blocks with an explicit header 202 (their header and its view
- * of the delta), a reblocked segment with one such block 225, a spliced one with one such block and
- * no runs 245, the heaviest shape (archive-budget.test.ts measures it again). Honest tables are a few
- * thousand entries; a hostile one may have up to maxTableEntries, which at 245 bytes each would have
- * been ~15 bytes per byte of the expanded limit on top of the 6 budgeted for it.
+ * Heap each kind of an archive delta's container table entries takes once decoded, at most, with the
+ * arrays and headers it brings along (in bytes; charged as APPLY_BYTES_PER_EXPANDED_BYTE per expanded
+ * byte, rounded up). Measured on this Node (22, 64-bit, node_modules/.bin/node --expose-gc, and again
+ * under vitest): decodeContainer of a container of 25–50 K entries of one shape (long lists: 50 of
+ * 1000), held, heapUsed after gc() less before, divided by the shape's count, one kind's share the
+ * difference between shapes. archive-budget.test.ts measures every shape again and fails if one
+ * outgrows its charge or falls below 70% of it (least of three tries each: code the optimizing
+ * compiler finishes lands on the heap at times). Measured: recipe ranges 47–51, literal segments 45–52,
+ * tokens 47–60, deflate 71–77, a deflate segment with its own parameter set 133–139 (so a set 62–68),
+ * reblocked with one block 297–318, spliced with zlib's blocks and no runs 109–113; a non-empty list
+ * 150–180 beyond its entries (the segment and recipe lists, ~180 bytes once per container, are left to
+ * APPLY_FIXED_BYTES); a list's blocks 56 (64–69 in lists of 1000: the array's growth slack),
+ * checkpoints 40 (50–54), runs 48 (58; 74 with a source position past 2^31 - 1, boxed: 16 bytes more,
+ * which every run of a hostile delta can have); an explicit block header 136 beyond its block. Other
+ * numbers stay below 2^31 within the agent's 1 GiB limits, but for a checkpoint's bit offset (at most
+ * 4 streams of over 256 MiB compressed, 4096 checkpoints, ~64 KB: not charged). So a delta at the entry cap of its heaviest
+ * shape costs no more heap than its charge, and honest ones are charged ~1.1–1.3× what they take (a
+ * 1000-file zip, a literal and a deflate segment a file: 129 KB of heap, charged 145 KB = 24 KB of
+ * expanded room, where a flat 256 per entry charged 513 KB).
+ */
+export const APPLY_TABLE_ENTRY_HEAP: TableEntryCharges = {
+  parameterSet: 72,
+  literal: 56,
+  tokens: 64,
+  deflate: 80,
+  reblocked: 80,
+  spliced: 120,
+  list: 192,
+  checkpoint: 56,
+  block: 72,
+  blockHeader: 144,
+  run: 80,
+  range: 56,
+}
+
+/**
+ * About the most heap one table entry can take, for messages: a spliced segment with one block carrying
+ * an explicit header and no runs (segment, block list, block and header over two entries) measured 245,
+ * 246 under vitest. The charge itself is by kind (APPLY_TABLE_ENTRY_HEAP).
  */
 export const APPLY_BYTES_PER_TABLE_ENTRY = 256
 
 /** The codec's default ceiling, never raised by a roomy host. */
 const CODEC_CEILING = 1024 * MiB
+
+/** Heap bytes per kind as the expanded bytes they are charged as (rounded up: never short). */
+export function tableEntryChargesFor(heap: TableEntryCharges): TableEntryCharges {
+  const charge = (bytes: number) => Math.ceil(bytes / APPLY_BYTES_PER_EXPANDED_BYTE)
+  return {
+    parameterSet: charge(heap.parameterSet),
+    literal: charge(heap.literal),
+    tokens: charge(heap.tokens),
+    deflate: charge(heap.deflate),
+    reblocked: charge(heap.reblocked),
+    spliced: charge(heap.spliced),
+    list: charge(heap.list),
+    checkpoint: charge(heap.checkpoint),
+    block: charge(heap.block),
+    blockHeader: charge(heap.blockHeader),
+    run: charge(heap.run),
+    range: charge(heap.range),
+  }
+}
 
 /** Limits for an archive apply that fits in `availableBytes` of memory. */
 export function archiveLimitsFor(availableBytes: number): Required<ArchiveLimits> {
@@ -48,11 +95,11 @@ export function archiveLimitsFor(availableBytes: number): Required<ArchiveLimits
     maxExpandedBytes: expanded,
     maxTargetBytes: CODEC_CEILING,
     maxTableEntries: tableEntriesFor(expanded),
-    // The tables share the expanded limit with the larger expanded side, each entry paid for as the
-    // expanded bytes its heap would buy: 43 per entry, so a container whose tables and archive would
-    // not fit together is refused (archive-limit, exit 17) before its tables are decoded. Honest
-    // tables take a few hundred KB of it; the apply stays within `availableBytes` whatever the tables.
-    expandedBytesPerTableEntry: Math.ceil(APPLY_BYTES_PER_TABLE_ENTRY / APPLY_BYTES_PER_EXPANDED_BYTE),
+    // The tables share the expanded limit with the larger expanded side, each entry paid for by kind
+    // as the expanded bytes its heap would buy, so a container whose tables and archive would not fit
+    // together is refused (archive-limit, exit 17) before its tables are decoded. Honest tables take a
+    // few KB of it (a zip ~24 bytes per file); the apply stays within `availableBytes` whatever the tables.
+    tableEntryCharges: tableEntryChargesFor(APPLY_TABLE_ENTRY_HEAP),
   }
 }
 

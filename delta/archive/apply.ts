@@ -38,7 +38,7 @@ function innerError(differ: InnerDiffer, err: unknown): DeltaFormatError {
 /**
  * An archive delta's container, decoded and checked against the limits it carries: a streaming apply
  * decodes it once for the checks before the source is read and again for none after. `limits` are
- * the caller's less what the tables were charged (expandedBytesPerTableEntry): maxExpandedBytes is
+ * the caller's less what the tables were charged (tableEntryCharges): maxExpandedBytes is
  * what is left for the expansions.
  */
 export interface DecodedArchiveDelta {
@@ -50,8 +50,7 @@ export function decodeArchiveDelta(delta: Uint8Array, limits?: ArchiveLimits): D
   const L = resolveArchiveLimits(limits)
   const container = decodeContainer(delta, L)
   // Within the limit, as the decode checked (with the expanded target); the source expands in the rest.
-  const charged = container.tableEntries * L.expandedBytesPerTableEntry
-  return { container, limits: { ...L, maxExpandedBytes: L.maxExpandedBytes - charged } }
+  return { container, limits: { ...L, maxExpandedBytes: L.maxExpandedBytes - container.tableCharge } }
 }
 
 /** A delta as given: its bytes (decoded here, within `limits`) or decodeArchiveDelta's result. */

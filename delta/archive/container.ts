@@ -7,7 +7,7 @@ import { check } from '../errors.ts'
 import { ByteReader, ByteWriter } from './bytes.ts'
 import type { Checkpoint } from './checkpoints.ts'
 import { type ArchiveKind, hasParams, type Segment } from './expand.ts'
-import { tableEntriesFor } from './limits.ts'
+import { NO_TABLE_CHARGES, type TableEntryCharges, tableEntriesFor } from './limits.ts'
 import { blockDescriptor, readBlockHead } from './puff.ts'
 import type { DeflateParams } from './recompress.ts'
 import type { Range } from './reference.ts'
@@ -171,31 +171,35 @@ export interface ContainerLimits {
   maxExpandedBytes: number
   /** Default tableEntriesFor(maxExpandedBytes) (limits.ts). */
   maxTableEntries?: number
-  /** Default 0 (limits.ts). */
-  expandedBytesPerTableEntry?: number
+  /** Default NO_TABLE_CHARGES (limits.ts). */
+  tableEntryCharges?: TableEntryCharges
 }
 
-/** A decoded container, with the number of entries its tables decoded into. */
+/** A decoded container, with the number of entries its tables decoded into and what they were charged. */
 export interface DecodedContainer extends Container {
   tableEntries: number
+  /** The expanded bytes the tables were charged as (tableEntryCharges). */
+  tableCharge: number
 }
 
 /**
  * Counts the entries the tables decode into against the limits, each list by its declared count
  * before any of it is read: a hostile delta is refused before it costs heap, not after. The entries
- * are also charged as expanded bytes (expandedBytesPerTableEntry), which with the expanded target
- * must stay within maxExpandedBytes.
+ * are also charged as expanded bytes by kind (tableEntryCharges), which with the expanded target must
+ * stay within maxExpandedBytes: a list at its declared count at its lightest kind's charge, then each
+ * entry's heavier kind, list and header as it is read, so at most one entry is read past the limit.
  */
 class TableBudget {
   private used = 0
+  private spent = 0
   private readonly limit: number
-  private readonly cost: number
+  readonly costs: TableEntryCharges
   private readonly expandedLength: number
   private readonly maxExpandedBytes: number
 
   constructor(limits: ContainerLimits, expandedLength: number) {
     this.limit = limits.maxTableEntries ?? tableEntriesFor(limits.maxExpandedBytes)
-    this.cost = limits.expandedBytesPerTableEntry ?? 0
+    this.costs = limits.tableEntryCharges ?? NO_TABLE_CHARGES
     this.expandedLength = expandedLength
     this.maxExpandedBytes = limits.maxExpandedBytes
   }
@@ -206,20 +210,33 @@ class TableBudget {
 
   /** The expanded bytes the entries so far are charged as. */
   get charged(): number {
-    return this.used * this.cost
+    return this.spent
   }
 
-  spend(count: number, what: string): void {
+  /** `count` entries of a list, each charged `cost`. */
+  spend(count: number, what: string, cost: number): void {
     this.used += count
     check(
       this.entries <= this.limit,
       'archive-limit',
       `container tables of ${this.entries}+ table entries (${what}) exceed the limit of ${this.limit}`,
     )
+    this.charge(count * cost, what)
+  }
+
+  /** `count` entries of a block, run or checkpoint list: the entries, and the list's own cost if any. */
+  spendList(count: number, what: string, cost: number): void {
+    this.spend(count, what, cost)
+    if (count > 0) this.charge(this.costs.list, what)
+  }
+
+  /** More expanded bytes for what was counted already (a segment's kind, a block's header). */
+  charge(bytes: number, what: string): void {
+    this.spent += bytes
     check(
-      this.expandedLength + this.charged <= this.maxExpandedBytes,
+      this.expandedLength + this.spent <= this.maxExpandedBytes,
       'archive-limit',
-      `container tables of ${this.entries}+ table entries (${what}) take the memory of ${this.charged} expanded bytes, which with the expanded target of ${this.expandedLength} bytes exceeds the limit of ${this.maxExpandedBytes} bytes`,
+      `container tables of ${this.entries}+ table entries (${what}) take the memory of ${this.spent} expanded bytes, which with the expanded target of ${this.expandedLength} bytes exceeds the limit of ${this.maxExpandedBytes} bytes`,
     )
   }
 }
@@ -276,7 +293,7 @@ function readCheckpoints(
   budget: TableBudget,
 ): Checkpoint[] {
   const count = r.varint('checkpoint count')
-  budget.spend(count, 'checkpoints')
+  budget.spendList(count, 'checkpoints', budget.costs.checkpoint)
   check(count <= MAX_CHECKPOINTS && count <= r.remaining / 2, E, 'checkpoint list too long')
   const out: Checkpoint[] = []
   let raw = 0
@@ -315,7 +332,7 @@ function readRecompressed(
 /** A block list (writeBlocks) whose tokens, at least a content byte each, fit in `rawLength`. */
 function readBlocks(r: ByteReader, rawLength: number, count: number, budget: TableBudget): Block[] {
   check(count <= r.remaining / 2, E, 'block count longer than the delta')
-  budget.spend(count, 'blocks')
+  budget.spendList(count, 'blocks', budget.costs.block)
   const blocks: Block[] = []
   let tokens = 0
   for (let b = 0; b < count; b++) {
@@ -323,7 +340,9 @@ function readBlocks(r: ByteReader, rawLength: number, count: number, budget: Tab
     tokens += head.count
     // Every token stands for at least one byte of content.
     check(tokens <= rawLength, E, 'blocks hold more tokens than the stream has bytes')
-    blocks.push(head.block(tokens))
+    const block = head.block(tokens)
+    if (block.header) budget.charge(budget.costs.blockHeader, 'block headers')
+    blocks.push(block)
   }
   return blocks
 }
@@ -335,7 +354,7 @@ function readBlocks(r: ByteReader, rawLength: number, count: number, budget: Tab
 function readRuns(r: ByteReader, rawLength: number, budget: TableBudget): SpliceRun[] {
   const count = r.varint('run count')
   check(count <= r.remaining / 3 && count <= rawLength / MIN_RUN_BYTES + 1, E, 'too many spliced runs')
-  budget.spend(count, 'spliced runs')
+  budget.spendList(count, 'spliced runs', budget.costs.run)
   const runs: SpliceRun[] = []
   let source = 0
   let gaps = 0
@@ -352,6 +371,16 @@ function readRuns(r: ByteReader, rawLength: number, budget: TableBudget): Splice
     source = at + n
   }
   return runs
+}
+
+/** A segment's charge by its tag (an unknown tag, refused next, as the lightest). */
+function segmentCharge(c: TableEntryCharges, tag: number): number {
+  if (tag === TAG_LITERAL) return c.literal
+  if (tag === TAG_TOKENS) return c.tokens
+  if (tag === TAG_REBLOCKED) return c.reblocked
+  if (tag === TAG_SPLICED) return c.spliced
+  if (tag === TAG_DEFLATE) return c.deflate
+  return Math.min(c.literal, c.tokens, c.deflate, c.reblocked, c.spliced)
 }
 
 export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): DecodedContainer {
@@ -386,18 +415,22 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Dec
   const budget = new TableBudget(limits, expandedLength)
   const tableLength = r.varint('params count')
   check(tableLength <= r.remaining / 5, E, 'params table longer than the delta')
-  budget.spend(tableLength, 'deflate parameters')
+  budget.spend(tableLength, 'deflate parameters', budget.costs.parameterSet)
   const table: DeflateParams[] = []
   for (let i = 0; i < tableLength; i++) table.push(readParams(r))
 
   const segmentCount = r.varint('segment count')
   check(segmentCount <= r.remaining / 2, E, 'segment count longer than the delta')
-  budget.spend(segmentCount, 'segments')
+  // Each segment at the lightest kind's charge, then what its own kind costs more once its tag is read.
+  const c = budget.costs
+  const lightest = Math.min(c.literal, c.tokens, c.deflate, c.reblocked, c.spliced)
+  budget.spend(segmentCount, 'segments', lightest)
   const segments: Segment[] = []
   let expandedSum = 0
   let targetSum = 0
   for (let i = 0; i < segmentCount; i++) {
     const tag = r.u8('segment tag')
+    budget.charge(segmentCharge(c, tag) - lightest, 'segments')
     if (tag === TAG_LITERAL) {
       const length = r.varint('literal length')
       check(length > 0, E, 'empty literal segment')
@@ -463,7 +496,7 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Dec
 
   const recipeCount = r.varint('recipe count')
   check(recipeCount <= r.remaining / 2, E, 'recipe longer than the delta')
-  budget.spend(recipeCount, 'recipe ranges')
+  budget.spend(recipeCount, 'recipe ranges', budget.costs.range)
   const recipe: Range[] = []
   let referenceLength = 0
   for (let i = 0; i < recipeCount; i++) {
@@ -505,5 +538,6 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Dec
     innerDeflated,
     innerLength,
     tableEntries: budget.entries,
+    tableCharge: budget.charged,
   }
 }

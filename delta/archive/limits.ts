@@ -6,17 +6,55 @@ export interface ArchiveLimits {
   maxExpandedBytes?: number
   /**
    * Most entries the container's tables may decode into (segments, blocks, runs, checkpoints, recipe
-   * ranges, parameter sets), each 50–225 bytes of heap (measured: client-agent/codec/archive-budget.ts).
+   * ranges, parameter sets), each about 50–250 bytes of heap (measured: client-agent/codec/archive-budget.ts).
    * Default tableEntriesFor(maxExpandedBytes).
    */
   maxTableEntries?: number
   /**
-   * Expanded bytes each table entry is charged as against maxExpandedBytes, for a caller that sized
-   * that limit from its memory: the tables and the larger expanded side then share it (entries × this
-   * + expanded bytes ≤ maxExpandedBytes), the target's side checked as the tables are counted, the
-   * source's as it expands. Default 0: the tables are bounded by maxTableEntries alone.
+   * Expanded bytes each kind of table entry is charged as against maxExpandedBytes, for a caller that
+   * sized that limit from its memory: the tables and the larger expanded side then share it (the
+   * entries' charges + expanded bytes ≤ maxExpandedBytes), the target's side checked as the tables are
+   * counted, the source's as it expands. Default NO_TABLE_CHARGES (all 0): the tables are bounded by
+   * maxTableEntries alone.
    */
-  expandedBytesPerTableEntry?: number
+  tableEntryCharges?: TableEntryCharges
+}
+
+/**
+ * What a container's tables decode into, each kind with its own cost: the deflate parameter sets, the
+ * segments by kind (each with what it always holds), each non-empty block, run or checkpoint list
+ * beyond its entries (`list`), those entries, a block's explicit header beyond the block, and the
+ * recipe ranges. `list` and `blockHeader` are charged but not counted against maxTableEntries.
+ */
+export interface TableEntryCharges {
+  readonly parameterSet: number
+  readonly literal: number
+  readonly tokens: number
+  readonly deflate: number
+  readonly reblocked: number
+  readonly spliced: number
+  readonly list: number
+  readonly checkpoint: number
+  readonly block: number
+  readonly blockHeader: number
+  readonly run: number
+  readonly range: number
+}
+
+/** The codec's default: tables charged nothing (bounded by maxTableEntries alone). */
+export const NO_TABLE_CHARGES: TableEntryCharges = {
+  parameterSet: 0,
+  literal: 0,
+  tokens: 0,
+  deflate: 0,
+  reblocked: 0,
+  spliced: 0,
+  list: 0,
+  checkpoint: 0,
+  block: 0,
+  blockHeader: 0,
+  run: 0,
+  range: 0,
 }
 
 /**
@@ -42,7 +80,7 @@ export function resolveArchiveLimits(l: ArchiveLimits = {}): Required<ArchiveLim
     maxTargetBytes: l.maxTargetBytes ?? GiB,
     maxExpandedBytes,
     maxTableEntries: l.maxTableEntries ?? tableEntriesFor(maxExpandedBytes),
-    expandedBytesPerTableEntry: l.expandedBytesPerTableEntry ?? 0,
+    tableEntryCharges: l.tableEntryCharges ?? NO_TABLE_CHARGES,
   }
 }
 
