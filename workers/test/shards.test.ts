@@ -69,7 +69,10 @@ describe('/v1/shards and zone-aware serving', () => {
   })
 
   it('serves the plan publicly once there is one; metrics and re-planning need the maintainer', async () => {
-    expect((await call('/v1/shards')).status).toBe(404)
+    const none = await call('/v1/shards')
+    expect(none.status).toBe(404)
+    // An operator meeting the 404 is told when the planner runs and how to run it now.
+    expect(((await none.json()) as { detail: string }).detail).toContain('POST /v1/shards/replan')
     expect((await call('/v1/shards/replan', { method: 'POST' })).status).toBe(401)
     expect((await call('/v1/shards/metrics')).status).toBe(401)
     expect((await call('/v1/shards/migrations')).status).toBe(401)
