@@ -155,6 +155,15 @@ describe('deltaport CLI', () => {
     const error = (JSON.parse(json.stdout) as { error: { code: string; message: string } }).error
     expect(error.code).toBe('usage')
     expect(error.message).toMatch(/no command given.*--help/)
+    // It names the group's own help, not another group's.
+    expect(error.message).toContain('(deltaport devices --help)')
+    const rollout = await cli(['--json', 'rollout'])
+    const rolloutError = (JSON.parse(rollout.stdout) as { error: { message: string } }).error
+    expect(rolloutError.message).toContain('(deltaport rollout --help)')
+    const code = await cli(['--json', 'devices', 'code'])
+    expect((JSON.parse(code.stdout) as { error: { message: string } }).error.message).toContain(
+      '(deltaport devices code --help)',
+    )
     const text = await cli([])
     expect(text.code).toBe(2)
     expect(text.stderr).toMatch(/^Usage: deltaport/)
