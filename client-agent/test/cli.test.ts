@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DEFAULT_MAX_FAILURE_RATE, DEFAULT_MIN_SAMPLE } from '../../schemas/rollout.ts'
 import { lockArtifact } from '../fs/artifact-lock.ts'
 import { generateKeyPair } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
@@ -147,6 +148,17 @@ describe('deltaport CLI', () => {
       expect(message).toContain("DELTAPORT_TOKEN to the edge's PUBLISH_TOKEN")
       expect(message).not.toContain('to publish')
     }
+  })
+
+  it('rollout start --help shows its defaults as an operator writes them, the edge-side ones included', async () => {
+    const help = await cli(['rollout', 'start', '--help'])
+    expect(help.code).toBe(0)
+    const text = help.stdout.replace(/\s+/g, ' ')
+    expect(text).toContain('(default: 1h)')
+    expect(text).toContain('(default: 1,10,50,100)')
+    expect(text).not.toContain('3600000')
+    expect(text).toContain(`default ${DEFAULT_MAX_FAILURE_RATE * 100}%`)
+    expect(text).toContain(`default ${DEFAULT_MIN_SAMPLE})`)
   })
 
   it('a command group named without its command is a usage error that says so, not "(outputHelp)"', async () => {
