@@ -479,7 +479,7 @@ export async function run(argv: string[]): Promise<number> {
     const reporter = new Reporter(json)
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0
-      if (json || !errors.printed) reporter.failure('usage', usageMessage(error))
+      if (json || !errors.printed) reporter.failure('usage', usageMessage(error, program, argv))
       return 2
     }
     if (error instanceof AgentError) {
@@ -500,10 +500,22 @@ export async function run(argv: string[]): Promise<number> {
  * commander's message for a usage error, except when no command was named (`deltaport`, `deltaport
  * devices`): commander then shows the help on stderr and its message is the placeholder "(outputHelp)".
  */
-function usageMessage(error: CommanderError): string {
-  return error.code === 'commander.help'
-    ? 'no command given: add --help to list the commands (e.g. deltaport devices --help)'
-    : error.message
+function usageMessage(error: CommanderError, program: Command, argv: string[]): string {
+  if (error.code !== 'commander.help') return error.message
+  return `no command given: add --help to list the commands (${commandPath(program, argv).join(' ')} --help)`
+}
+
+/** The command group an argument list names (`deltaport devices code`), for pointing at its help. */
+function commandPath(program: Command, argv: string[]): string[] {
+  const path = [program.name()]
+  let group = program
+  for (const arg of argv) {
+    const sub = group.commands.find((command) => command.name() === arg)
+    if (sub === undefined) continue
+    path.push(arg)
+    group = sub
+  }
+  return path
 }
 
 /** `--wait`: how long install, update and rollback wait for another deltaport process on the artifact. */

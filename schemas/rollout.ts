@@ -25,6 +25,10 @@ export const RolloutStage = z.object({
 })
 export type RolloutStage = z.infer<typeof RolloutStage>
 
+/** The edge's defaults when a rollout start names no limit (the CLI's help shows them). */
+export const DEFAULT_MAX_FAILURE_RATE = 0.05
+export const DEFAULT_MIN_SAMPLE = 20
+
 /** The body of `POST /v1/rollouts/:name/:channel/start`. */
 export const RolloutSpec = z.object({
   /** Must already be published (the edge checks). */
@@ -41,12 +45,17 @@ export const RolloutSpec = z.object({
     // A completed rollout hands the channel back to its head, so the last stage must admit everyone.
     .refine((stages) => stages.at(-1)?.percent === 100, { message: 'the last stage must be 100 %' }),
   /** Halt once a stage's failure rate is above this with ~97.5 % one-sided confidence (Wilson lower bound). */
-  maxFailureRate: z.number().gt(0).lt(1).default(0.05),
+  maxFailureRate: z.number().gt(0).lt(1).default(DEFAULT_MAX_FAILURE_RATE),
   /**
    * Reporting clients a cohort needs before any halt decision. At least 5, so a couple of early failures
    * (or one hostile client: each counts once) never halt a rollout alone.
    */
-  minSample: z.number().int().min(5, 'the minimum sample is at least 5 reports').max(1_000_000).default(20),
+  minSample: z
+    .number()
+    .int()
+    .min(5, 'the minimum sample is at least 5 reports')
+    .max(1_000_000)
+    .default(DEFAULT_MIN_SAMPLE),
 })
 export type RolloutSpec = z.infer<typeof RolloutSpec>
 export type RolloutSpecInput = z.input<typeof RolloutSpec>

@@ -1,6 +1,12 @@
-import type { Command } from 'commander'
+import { type Command, Option } from 'commander'
 import { ChannelName, Version } from '../../schemas/common.ts'
-import type { FailureStats, RolloutHistoryEvent, RolloutStatus } from '../../schemas/rollout.ts'
+import {
+  DEFAULT_MAX_FAILURE_RATE,
+  DEFAULT_MIN_SAMPLE,
+  type FailureStats,
+  type RolloutHistoryEvent,
+  type RolloutStatus,
+} from '../../schemas/rollout.ts'
 import { type AgentConfig, publishToken } from '../config.ts'
 import { EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
@@ -83,21 +89,28 @@ export function registerRolloutCommands(
       parseWith(ChannelName, 'a channel name'),
       'stable',
     )
-    .option(
-      '--stages <percents>',
-      'cumulative share per stage, e.g. 1,10,50,100',
-      parseStages,
-      [1, 10, 50, 100],
+    .addOption(
+      new Option('--stages <percents>', 'cumulative share per stage, e.g. 1,10,50,100')
+        .argParser(parseStages)
+        .default([1, 10, 50, 100], '1,10,50,100'),
     )
-    .option(
-      '--stage-duration <d>',
-      'per stage: one duration (1h) or one each (1h,1h,1d,1d)',
-      parseDurations,
-      [3_600_000],
+    .addOption(
+      new Option('--stage-duration <d>', 'per stage: one duration (1h) or one each (1h,1h,1d,1d)')
+        .argParser(parseDurations)
+        // Shown as written on the command line, not as the milliseconds it parses to.
+        .default([3_600_000], '1h'),
     )
     .option('--start-at <time>', 'ISO time or +duration (default: now)', (v: string) => parseStartAt(v))
-    .option('--max-failure-rate <rate>', 'halt above this failure rate (0.05 or 5%)', parseRate)
-    .option('--min-sample <n>', 'reports a cohort needs before any halt (at least 5)', parseCount)
+    .option(
+      '--max-failure-rate <rate>',
+      `halt above this failure rate (0.05 or 5%; default ${DEFAULT_MAX_FAILURE_RATE * 100}%)`,
+      parseRate,
+    )
+    .option(
+      '--min-sample <n>',
+      `reports a cohort needs before any halt (at least 5; default ${DEFAULT_MIN_SAMPLE})`,
+      parseCount,
+    )
     .action(async (name: string, options: StartOptions) => {
       await act('start', parseArtifactName(name), options.channel, options, {
         version: options.version,

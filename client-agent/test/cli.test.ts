@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DEFAULT_MAX_FAILURE_RATE, DEFAULT_MIN_SAMPLE } from '../../schemas/rollout.ts'
 import { lockArtifact } from '../fs/artifact-lock.ts'
 import { generateKeyPair } from '../signing.ts'
 import { ArtifactStore } from '../store.ts'
@@ -149,12 +150,32 @@ describe('deltaport CLI', () => {
     }
   })
 
+  it('rollout start --help shows its defaults as an operator writes them, the edge-side ones included', async () => {
+    const help = await cli(['rollout', 'start', '--help'])
+    expect(help.code).toBe(0)
+    const text = help.stdout.replace(/\s+/g, ' ')
+    expect(text).toContain('(default: 1h)')
+    expect(text).toContain('(default: 1,10,50,100)')
+    expect(text).not.toContain('3600000')
+    expect(text).toContain(`default ${DEFAULT_MAX_FAILURE_RATE * 100}%`)
+    expect(text).toContain(`default ${DEFAULT_MIN_SAMPLE})`)
+  })
+
   it('a command group named without its command is a usage error that says so, not "(outputHelp)"', async () => {
     const json = await cli(['--json', 'devices'])
     expect(json.code).toBe(2)
     const error = (JSON.parse(json.stdout) as { error: { code: string; message: string } }).error
     expect(error.code).toBe('usage')
     expect(error.message).toMatch(/no command given.*--help/)
+    // It names the group's own help, not another group's.
+    expect(error.message).toContain('(deltaport devices --help)')
+    const rollout = await cli(['--json', 'rollout'])
+    const rolloutError = (JSON.parse(rollout.stdout) as { error: { message: string } }).error
+    expect(rolloutError.message).toContain('(deltaport rollout --help)')
+    const code = await cli(['--json', 'devices', 'code'])
+    expect((JSON.parse(code.stdout) as { error: { message: string } }).error.message).toContain(
+      '(deltaport devices code --help)',
+    )
     const text = await cli([])
     expect(text.code).toBe(2)
     expect(text.stderr).toMatch(/^Usage: deltaport/)

@@ -192,6 +192,13 @@ describe('deltaport devices code (operator CLI)', () => {
     const revoked = await cli(['devices', 'code', 'revoke', code.info.id], TEST_OPERATOR_TOKEN)
     expect(EnrollmentCodeInfo.parse(revoked.json.enrollmentCode).revokedAt).not.toBeNull()
     expect((await cli(['devices', 'code', 'revoke', 'nope'], TEST_OPERATOR_TOKEN)).code).toBe(2)
+    // The edge's field errors reach the operator, not just "HTTP 400: invalid json".
+    const long = await cli(
+      ['devices', 'code', 'create', '--label', 'x'.repeat(65), '--max', '5'],
+      TEST_OPERATOR_TOKEN,
+    )
+    expect(long.code).toBe(5)
+    expect((long.json.error as { message: string }).message).toMatch(/HTTP 400: .*label: .*64/)
   })
 })
 

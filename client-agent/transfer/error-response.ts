@@ -19,6 +19,9 @@ export async function errorFromResponse(response: Response, what: string): Promi
     const problem = ProblemDetails.safeParse(JSON.parse(text))
     if (problem.success) {
       detail = problem.data.detail ?? problem.data.title
+      // A 400's own detail is only "invalid json": the field errors say what to change.
+      const fields = (problem.data.errors ?? []).slice(0, 5).map((e) => `${e.path || '(body)'}: ${e.message}`)
+      if (fields.length > 0) detail += ` (${fields.join('; ')})`
       slug = problemSlug(problem.data.type)
     }
   } catch {

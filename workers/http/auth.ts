@@ -37,7 +37,7 @@ export const requireMaintainer: MiddlewareHandler<AppEnv> = async (c, next) => {
   await refuseLockedOut(c.env, address)
   if (!token || !(await timingSafeEqual(token, expected))) {
     await countWrongToken(c.env, address)
-    throw new Problem(401, 'unauthorized', 'a valid maintainer bearer token is required', {
+    throw new Problem(401, 'unauthorized', 'a valid maintainer bearer token (PUBLISH_TOKEN) is required', {
       headers: { 'www-authenticate': 'Bearer realm="deltaport"' },
     })
   }

@@ -20,7 +20,13 @@ const planner = (env: Env) => env.SHARD_PLANNER.get(env.SHARD_PLANNER.idFromName
 export const shardsRouter = new Hono<AppEnv>()
   .get('/', async (c) => {
     const plan = await planner(c.env).plan()
-    if (plan === null) throw new Problem(404, 'not-found', 'no shard plan yet; the planner has not run')
+    if (plan === null) {
+      throw new Problem(
+        404,
+        'not-found',
+        'no shard plan yet: the planner runs every zones.replanIntervalMs (default 1 h) and has not run yet; POST /v1/shards/replan with the maintainer token runs it now',
+      )
+    }
     // A version is saved once and never rewritten (a change is a new version), so it is the validator.
     const etag = `"shard-plan-${plan.version}"`
     c.header('cache-control', 'public, max-age=30')

@@ -6,9 +6,11 @@ import type { YankNote } from '../../schemas/artifact-index.ts'
 import type { DashboardData } from '../dashboard/page-data.ts'
 import type { ArtifactsView } from '../dashboard/sections/artifacts.ts'
 import { loadSection } from '../dashboard/sections/section.ts'
+import { shardsViewOf } from '../dashboard/sections/shards.ts'
 import { artifactsView } from '../dashboard/views/artifacts.ts'
 import { lineChart } from '../dashboard/views/charts.ts'
 import { dashboardPage } from '../dashboard/views/dashboard.ts'
+import { shardsView } from '../dashboard/views/shards.ts'
 
 const EVIL = '<script>alert(1)</script>'
 
@@ -70,6 +72,38 @@ describe('dashboard views', () => {
     expect(String(await artifactsView(artifactsOf('app', signed)))).toContain('signed: devices move back')
     expect(html).toContain('&lt;script&gt;alert(1)&lt;/script&gt;')
     expect(html).not.toContain('<script')
+  })
+
+  it('say before the first shard plan how to run the planner, and show no capacity of 0 B', async () => {
+    const zoneMetrics = (zone: string) => ({
+      zone,
+      requests: 0,
+      hits: 0,
+      hitRatio: 0,
+      crossZoneFetches: 0,
+      bytesServed: 0,
+      crossZoneBytes: 0,
+      bytesMoved: 0,
+      warmFillBytes: 0,
+      meanLatencyMs: 0,
+      smape: null,
+      evaluatedHours: 0,
+      refits: 0,
+    })
+    const metrics = {
+      planVersion: 0,
+      windowHours: 24,
+      zones: [zoneMetrics('wnam'), zoneMetrics('weur')],
+      prefetchThreshold: 5,
+      bandit: [],
+      migrations: { pending: 0, active: 0, failed: 0 },
+    }
+    const html = String(await shardsView(shardsViewOf(null, metrics)))
+    expect(html).toContain('POST /v1/shards/replan')
+    expect(html).toContain('data-zone="weur"')
+    // The zones' capacities are the config's until a plan exists: "0 B of 0 B" read as zones without room.
+    expect(html).not.toContain('0 B')
+    expect(html).toContain('no plan yet')
   })
 
   it('render a failed section as an inline error next to working ones', async () => {

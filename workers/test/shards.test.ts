@@ -69,9 +69,15 @@ describe('/v1/shards and zone-aware serving', () => {
   })
 
   it('serves the plan publicly once there is one; metrics and re-planning need the maintainer', async () => {
-    expect((await call('/v1/shards')).status).toBe(404)
+    const none = await call('/v1/shards')
+    expect(none.status).toBe(404)
+    // An operator meeting the 404 is told when the planner runs and how to run it now.
+    expect(((await none.json()) as { detail: string }).detail).toContain('POST /v1/shards/replan')
     expect((await call('/v1/shards/replan', { method: 'POST' })).status).toBe(401)
-    expect((await call('/v1/shards/metrics')).status).toBe(401)
+    const unauthorized = await call('/v1/shards/metrics')
+    expect(unauthorized.status).toBe(401)
+    // Names the secret, as the operator routes' 401 does: an operator holding OPERATOR_TOKEN learns it is the other one.
+    expect(((await unauthorized.json()) as { detail: string }).detail).toContain('PUBLISH_TOKEN')
     expect((await call('/v1/shards/migrations')).status).toBe(401)
     expect((await call('/v1/shards/metrics?window=0', { headers: auth })).status).toBe(400)
 
