@@ -8,7 +8,7 @@ const TO_JSON_SCHEMA = { io: 'input', unrepresentable: 'any' } as const
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Malformed request or invalid parameters',
-  401: 'A valid maintainer bearer token is required',
+  401: 'A valid maintainer bearer token is required (the PUBLISH_TOKEN secret)',
   404: 'No such resource',
   409: 'Conflicts with the current state (e.g. no staged manifest)',
   411: 'Content-Length is required',
