@@ -371,7 +371,7 @@ export function buildProgram(
         const removed = result.removed
           .map(
             (r) =>
-              `${r.name} [${r.versions.join(', ')}]${r.staged.length > 0 ? ` (and prefetched ${r.staged.join(', ')})` : ''}${r.unfinished > 0 ? ` (and ${r.unfinished} unfinished download file${r.unfinished === 1 ? '' : 's'})` : ''}${r.failed.length > 0 ? ` (and the record that ${r.failed.join(', ')} failed here)` : ''}`,
+              `${r.name} [${r.versions.join(', ')}]${r.staged.length > 0 ? ` (and prefetched ${r.staged.join(', ')})` : ''}${r.unfinished > 0 ? ` (and ${r.unfinished} unfinished download file${r.unfinished === 1 ? '' : 's'})` : ''}${r.failed ? ` (and the record that ${r.failed.join(', ')} failed here)` : ''}`,
           )
           .join(', ')
         out.result(`uninstalled ${removed}`, { uninstall: result })

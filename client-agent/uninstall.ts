@@ -26,7 +26,7 @@ export interface UninstallResult {
     staged: string[]
     unfinished: number
     /** Versions recorded as failed on this device (`deltaport run`'s rollbacks), forgotten with it. */
-    failed: string[]
+    failed?: string[]
   }>
   /** Dependencies left installed with `withDependencies`, and why. */
   kept: Array<{ name: string; reason: string }>
@@ -95,7 +95,7 @@ async function uninstallInto(config: AgentConfig, request: UninstallRequest, res
       versions,
       staged: await staging.removeArtifact(request.name),
       unfinished,
-      failed,
+      ...(failed.length > 0 ? { failed } : {}),
     })
     return dependencies
   })
