@@ -23,7 +23,7 @@ import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
 import { dependencyStatus } from './dependencies.ts'
 import { unfinishedSwitches } from './dependency-switch.ts'
 import { AgentError, fromFileSystemError } from './errors.ts'
-import { installArtifact, isVersionTarget } from './install.ts'
+import { installArtifact, isVersionTarget, runFilesOf } from './install.ts'
 import { formatBytes, Reporter } from './output.ts'
 import { publishArtifact, readKeyFiles } from './publish.ts'
 import { buildDeltasFromPrevious, deltasFromLastN } from './publish-deltas.ts'
@@ -31,6 +31,7 @@ import { installWithinRollout, rollbackAndReport, rolloutGate } from './rollout/
 import { refreshRootTrust } from './root-trust.ts'
 import { generateKeyPair } from './signing.ts'
 import { ArtifactStore } from './store.ts'
+import type { FailedVersion } from './swap/run-files.ts'
 import { assertSignersSuffice, signerPolicyOf } from './trust.ts'
 import { uninstallArtifact } from './uninstall.ts'
 import { agentVersion, isVersionRequest } from './version.ts'
@@ -183,10 +184,13 @@ export function buildProgram(
     const config = await loadConfig(program.opts<GlobalOptions>().config)
     const out = reporter()
     const started = performance.now()
+    // A version the owner names (not one a rollout chose) is installed even if it failed here before.
+    const named = target !== undefined && isVersionTarget(target) && channel === undefined
     const result = await installArtifact(config, {
       name,
       ...(target ? { target } : {}),
       ...(channel ? { channel } : {}),
+      recordedFailures: named || options.retryFailed ? 'retry' : 'skip',
       allowDowngrade: options.allowDowngrade ?? false,
       allowYanked: options.allowYanked ?? false,
       fullOnly: options.full ?? false,
@@ -194,6 +198,14 @@ export function buildProgram(
       onProgress: (p) => out.progress('download', p.received, p.total),
       ...lockWait(options.wait, out),
     })
+    if (result.skippedFailed) {
+      reportSkippedFailed(out, result.name, result.version, result.skippedFailed)
+      return
+    }
+    if (result.retriedFailed)
+      out.info(
+        `${result.name}@${result.version} failed on this device before (${describeFailure(result.retriedFailed)}); installed as asked, and no longer recorded as failed`,
+      )
     for (const dep of result.dependencies ?? []) {
       if (dep.changed) out.info(`dependency ${dep.name}@${dep.version} installed (${dep.range})`)
     }
@@ -242,6 +254,7 @@ export function buildProgram(
     .option('--allow-yanked', 'install a pinned version its maintainer yanked')
     .option('--full', 'download the whole artifact, no delta plan')
     .option(...IGNORE_DEPENDENTS_OPTION)
+    .option(...RETRY_FAILED_OPTION)
     .option(...WAIT_OPTION)
     .action(installAction)
 
@@ -254,6 +267,7 @@ export function buildProgram(
     .option('--allow-yanked', 'update to a pinned version its maintainer yanked')
     .option('--full', 'download the whole artifact, no delta plan')
     .option(...IGNORE_DEPENDENTS_OPTION)
+    .option(...RETRY_FAILED_OPTION)
     .option(...WAIT_OPTION)
     .action(async (spec: string, options: InstallOptions) => {
       // A staged rollout on the channel (client-agent/rollout/) holds this device back or names the version,
@@ -266,6 +280,17 @@ export function buildProgram(
         reporter().result(gate.message, {
           update: { held: true, current: gate.current, message: gate.message, rollout: gate.check },
         })
+        return
+      }
+      // The rollout named a version that failed here: the device stays, and the rollout hears nothing
+      // (`run` reported the rollback when it happened).
+      const store = new ArtifactStore(config.installRoot, name)
+      const current = (await store.state()).current
+      const failed = options.retryFailed
+        ? undefined
+        : (await runFilesOf(store).failures()).find((f) => f.version === gate.version)
+      if (failed && current !== null && current !== gate.version) {
+        reportSkippedFailed(reporter(), name, current, failed)
         return
       }
       reporter().info(gate.message)
@@ -346,7 +371,7 @@ export function buildProgram(
         const removed = result.removed
           .map(
             (r) =>
-              `${r.name} [${r.versions.join(', ')}]${r.staged.length > 0 ? ` (and prefetched ${r.staged.join(', ')})` : ''}${r.unfinished > 0 ? ` (and ${r.unfinished} unfinished download file${r.unfinished === 1 ? '' : 's'})` : ''}`,
+              `${r.name} [${r.versions.join(', ')}]${r.staged.length > 0 ? ` (and prefetched ${r.staged.join(', ')})` : ''}${r.unfinished > 0 ? ` (and ${r.unfinished} unfinished download file${r.unfinished === 1 ? '' : 's'})` : ''}${r.failed ? ` (and the record that ${r.failed.join(', ')} failed here)` : ''}`,
           )
           .join(', ')
         out.result(`uninstalled ${removed}`, { uninstall: result })
@@ -370,6 +395,7 @@ export function buildProgram(
       const unfinished = await unfinishedSwitches(config.installRoot, artifact)
       for (const u of unfinished) reporter().info(`warning: ${u.message}`)
       const versions = await store.installedVersions()
+      const failedHere = await runFilesOf(store).failures()
       // Like rollback and uninstall: a script asking whether an artifact is here gets a status that says it.
       if (versions.length === 0 && state.current === null && state.previous === null)
         throw new AgentError('not-found', `${artifact} is not installed`)
@@ -388,7 +414,7 @@ export function buildProgram(
           `warning: ${name}@${state.current} needs ${d.name} ${d.range}, but ${d.current === null ? `${d.name} is not installed (uninstalled with --ignore-dependents)` : `${d.name} ${d.current} runs (moved back by \`deltaport run\`'s rollback after a failed trial, a signed yank, or a rollback with --ignore-dependents)`}; installing a version of ${d.name} in ${d.range}, once one is published or allowed, puts it back in range`,
         )
       reporter().result(
-        `${name}: current ${state.current ?? 'none'}, previous ${state.previous ?? 'none'}, installed [${versions.join(', ')}]${needs.length ? `; needs ${needs.join(', ')}` : ''}`,
+        `${name}: current ${state.current ?? 'none'}, previous ${state.previous ?? 'none'}, installed [${versions.join(', ')}]${needs.length ? `; needs ${needs.join(', ')}` : ''}${failedHere.length ? `; failed here (skipped by update until named or --retry-failed): ${failedHere.map((f) => `${f.version} (${describeFailure(f)})`).join(', ')}` : ''}`,
         {
           status: {
             name,
@@ -397,6 +423,7 @@ export function buildProgram(
             currentPath: store.currentLink,
             dependencies,
             ...(unmet.length > 0 ? { unmetDependencies: unmet } : {}),
+            ...(failedHere.length > 0 ? { failedHere } : {}),
             ...(stateDisagrees ? { stateDisagrees } : {}),
             ...(unfinished.length > 0 ? { unfinishedSwitch: unfinished } : {}),
           },
@@ -424,7 +451,27 @@ interface InstallOptions {
   allowYanked?: boolean
   full?: boolean
   ignoreDependents?: boolean
+  retryFailed?: boolean
   wait?: number
+}
+
+const RETRY_FAILED_OPTION = [
+  '--retry-failed',
+  'install the version even if it failed its health check (or swap) on this device before',
+] as const
+
+/** `health check failed, 2026-11-26T10:00:00.000Z` (or what is known of a failure recorded earlier). */
+function describeFailure(failed: FailedVersion): string {
+  return [failed.reason, failed.at].filter((part) => part !== null).join(', ') || 'recorded by an older agent'
+}
+
+/**
+ * `update` or `install` of a channel stays on `current` because its target failed a swap here: exit 0
+ * (nothing is wrong with the device, as when a rollout holds it), `skippedFailed` in `--json`.
+ */
+function reportSkippedFailed(out: Reporter, name: string, current: string, failed: FailedVersion): void {
+  const message = `${name}: staying on ${current}: ${failed.version} failed on this device (${describeFailure(failed)}) and \`deltaport run\` rolled it back; \`deltaport update ${name} --retry-failed\` or \`deltaport install ${name}@${failed.version}\` installs it anyway`
+  out.result(message, { skippedFailed: { name, current, ...failed, message } })
 }
 
 const IGNORE_DEPENDENTS_OPTION_UNINSTALL = [

@@ -29,7 +29,7 @@ import { DEFAULT_MIN_FREE_BYTES, ensureFreeSpace, sizeIfPresent } from './fs/fre
 import { makeDirs } from './fs/make-dirs.ts'
 import { type MaintainerTrustsNow, maintainerTrustsNow, refreshRootTrust } from './root-trust.ts'
 import { ArtifactStore } from './store.ts'
-import { RunFiles } from './swap/run-files.ts'
+import { type FailedVersion, RunFiles } from './swap/run-files.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
 import type { Explanation } from './transfer/controller.ts'
 import { transferBoundOf } from './transfer/deadline.ts'
@@ -73,6 +73,13 @@ export interface InstallRequest {
    * installArtifact: every lock of an update is held until it ends, taken in one order).
    */
   locks?: LockSet
+  /**
+   * A version that failed a swap on this device (`deltaport run` rolled it back; swap/run-files.ts):
+   * `skip` stays on the current version when the target resolves to it (`update`, `install` of a
+   * channel, a version a rollout chose); `retry` installs it and forgets the record (the owner named
+   * the version or passed `--retry-failed`). Unset: the record is not consulted (`run` has its own).
+   */
+  recordedFailures?: 'skip' | 'retry'
 }
 
 /** Long enough for another process's full download on a slow link; bounded so a stuck one is reported. */
@@ -108,6 +115,13 @@ export interface InstallResult {
   dependencies?: DependencyOutcome[]
   /** The installed version was yanked with its maintainer's signature, so the device moved off it. */
   retreated?: Retreated
+  /**
+   * The target resolved to a version that failed a swap on this device (`recordedFailures: 'skip'`):
+   * nothing changed, `version` is the current one.
+   */
+  skippedFailed?: FailedVersion
+  /** A recorded failure of the installed version was forgotten (`recordedFailures: 'retry'`). */
+  retriedFailed?: FailedVersion
 }
 
 export interface YankedCurrent extends YankNote {
@@ -156,7 +170,10 @@ export async function installArtifact(config: AgentConfig, request: InstallReque
     })
     const plan = request.switchPlan ?? new SwitchPlan()
     try {
-      return await installLocked(trusted.config, request, store, plan)
+      const result = await installLocked(trusted.config, request, store, plan)
+      return request.recordedFailures === 'retry' && !result.skippedFailed
+        ? await forgetRecordedFailure(store, result)
+        : result
     } catch (error) {
       // The outermost install failed: what it staged of dependencies the device never had goes.
       if (!request.switchPlan) await discardNeverInstalled(plan, request.locks)
@@ -243,6 +260,12 @@ async function installLocked(
   const state = await store.state()
   const target = request.target ?? config.channel
   const { version, index } = await resolveTarget(edge, request.name, target, request.allowYanked ?? false)
+  // Before the yank checks: moving onto a version known to fail here is no way off a yanked one either.
+  if (request.recordedFailures === 'skip' && state.current !== null && version !== state.current) {
+    const failed = (await runFilesOf(store).failures()).find((f) => f.version === version)
+    if (failed && (await store.has(state.current)))
+      return { ...(await onDisk(store, state.current, state.previous, true)), skippedFailed: failed }
+  }
   const held = holdOnYanked(index, state.current, target, version)
   let retreat: Retreat | null = null
   if (held && index && state.current && (await store.has(state.current))) {
@@ -433,13 +456,30 @@ async function installLocked(
   }
 }
 
+/** The supervisor's files of the artifact (`<installRoot>/<name>/run/`). */
+export function runFilesOf(store: ArtifactStore): RunFiles {
+  return new RunFiles(join(store.dir, 'run'))
+}
+
+/**
+ * The owner installed a version that failed a swap here on purpose: the record goes, so `run` swaps to
+ * it (and records it again if it fails again).
+ */
+async function forgetRecordedFailure(store: ArtifactStore, result: InstallResult): Promise<InstallResult> {
+  const files = runFilesOf(store)
+  const failed = (await files.failures()).find((f) => f.version === result.version)
+  if (!failed) return result
+  await files.forgetFailed(result.version)
+  return { ...result, retriedFailed: failed }
+}
+
 /**
  * Deletes installed versions beyond the config's `keepVersions`, sparing those a `deltaport run` service
  * still runs. The install has already succeeded: a version that cannot be deleted now (a permission
  * changed by hand) is left for the next install to try again rather than failing this one.
  */
 async function pruneOldVersions(config: AgentConfig, store: ArtifactStore): Promise<string[]> {
-  const inUse = await new RunFiles(join(store.dir, 'run')).versionsInUse()
+  const inUse = await runFilesOf(store).versionsInUse()
   return store.prune(config.keepVersions, inUse).catch(() => [])
 }
 

@@ -1,12 +1,10 @@
-import { join } from 'node:path'
 import type { AgentConfig } from './config.ts'
 import { StagingArea } from './daemon/staging.ts'
 import { dependentsOf } from './dependencies.ts'
 import { dropInterruptedSwitch } from './dependency-switch.ts'
 import { AgentError } from './errors.ts'
-import { type InstallRequest, lockWaitOf } from './install.ts'
+import { type InstallRequest, lockWaitOf, runFilesOf } from './install.ts'
 import { ArtifactStore } from './store.ts'
-import { RunFiles } from './swap/run-files.ts'
 
 export interface UninstallRequest extends Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'> {
   name: string
@@ -22,7 +20,14 @@ export interface UninstallResult {
    * Every artifact removed, this one first, with the versions that were on disk and those the daemon
    * had prefetched (staged copies and partial downloads go too).
    */
-  removed: Array<{ name: string; versions: string[]; staged: string[]; unfinished: number }>
+  removed: Array<{
+    name: string
+    versions: string[]
+    staged: string[]
+    unfinished: number
+    /** Versions recorded as failed on this device (`deltaport run`'s rollbacks), forgotten with it. */
+    failed?: string[]
+  }>
   /** Dependencies left installed with `withDependencies`, and why. */
   kept: Array<{ name: string; reason: string }>
 }
@@ -68,7 +73,8 @@ async function uninstallInto(config: AgentConfig, request: UninstallRequest, res
           { dependents },
         )
     }
-    const serving = await new RunFiles(join(store.dir, 'run')).livePids()
+    const runFiles = runFilesOf(store)
+    const serving = await runFiles.livePids()
     if (serving.length > 0)
       throw new AgentError(
         'busy',
@@ -81,11 +87,15 @@ async function uninstallInto(config: AgentConfig, request: UninstallRequest, res
     // An update of it killed while switching is abandoned with it (the dependencies it switched stay).
     await dropInterruptedSwitch(store)
     const versions = await store.uninstall()
+    // A reinstall starts afresh: what failed here before is the history of the removed artifact.
+    const failed = [...(await runFiles.failedVersions())]
+    await runFiles.clearFailures()
     result.removed.push({
       name: request.name,
       versions,
       staged: await staging.removeArtifact(request.name),
       unfinished,
+      ...(failed.length > 0 ? { failed } : {}),
     })
     return dependencies
   })

@@ -207,9 +207,25 @@ export type JournalDone = z.infer<typeof JournalDone>
 export const JournalRecord = z.discriminatedUnion('t', [JournalWrite, JournalDone])
 export type JournalRecord = z.infer<typeof JournalRecord>
 
-/** `<installRoot>/<name>/run/state.json`: versions that failed a swap are not tried again by polling. */
+/**
+ * `<installRoot>/<name>/run/state.json`: versions that failed a swap (their health check, their start,
+ * the replay, a crash soon after the switch) on this device. `run` does not try them again; `update`,
+ * `install` of a channel and the daemon's prefetch skip them until the owner names one or passes
+ * `--retry-failed` (ADR 0009, amended 2026-11-26). `failures` says when and why (files written before
+ * it existed have only `failedVersions`); `uninstall` deletes the file.
+ */
 export const RunState = z.object({
   failedVersions: z.array(Version).max(1000).default([]),
+  failures: z
+    .array(
+      z.object({
+        version: Version,
+        at: z.string().datetime(),
+        reason: z.string().max(200),
+      }),
+    )
+    .max(1000)
+    .default([]),
 })
 export type RunState = z.infer<typeof RunState>
 

@@ -72,7 +72,7 @@ function summarize(result: CycleResult, next: Date | null): string {
   const time = result.polledAt.slice(11, 19)
   const what = result.skipped
     ? `skipped (${result.skipped}: ${SKIPPED_BECAUSE[result.skipped]})`
-    : `queue ${result.queued}${result.alreadyInstalled.length ? ` (${result.alreadyInstalled.length} already installed)` : ''}, +${result.staged.length} staged${result.deferred.length ? `, ${result.deferred.length} deferred` : ''}${result.failures.length ? `, ${result.failures.length} failed` : ''}${result.evicted.length ? `, ${result.evicted.length} evicted` : ''}`
+    : `queue ${result.queued}${result.alreadyInstalled.length ? ` (${result.alreadyInstalled.length} already installed)` : ''}${result.failedHere.length ? ` (${result.failedHere.map((i) => `${i.name}@${i.version}`).join(', ')} not staged: failed here)` : ''}, +${result.staged.length} staged${result.deferred.length ? `, ${result.deferred.length} deferred` : ''}${result.failures.length ? `, ${result.failures.length} failed` : ''}${result.evicted.length ? `, ${result.evicted.length} evicted` : ''}`
   const failures = result.failures.map((f) => ` [${failureLine(f)}]`).join('')
   return `last poll ${time}: ${what}; staged ${result.stagedCount} (${formatBytes(result.stagedBytes)})${next ? `; next poll ${next.toISOString().slice(11, 19)}` : ''}${failures}`
 }

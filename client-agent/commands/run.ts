@@ -204,7 +204,7 @@ async function startSupervisor(
     const previous = await source.previous()
     if (!(error instanceof AgentError) || error.code !== 'install-failed' || !previous) throw error
     printEvent(out, { type: 'error', message: `${error.message}; starting ${previous.version} instead` })
-    await new RunFiles(join(base, 'run')).addFailed(initial.version)
+    await new RunFiles(join(base, 'run')).addFailed(initial.version, error.message)
     await source.restore(initial.version, previous.version)
     return start(previous)
   })

@@ -14,7 +14,7 @@ import { artifactOfFolder } from '../fs/artifact-folder.ts'
 import { type ArtifactLock, lockArtifact } from '../fs/artifact-lock.ts'
 import { DEFAULT_MIN_FREE_BYTES, freeBytes } from '../fs/free-space.ts'
 import { verifyServedPrefetchQueue } from '../index-trust.ts'
-import { planCheaperUpdate } from '../install.ts'
+import { planCheaperUpdate, runFilesOf } from '../install.ts'
 import { agentClientId } from '../rollout/client-id.ts'
 import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
@@ -91,6 +91,11 @@ export interface CycleResult {
   /** Queue items whose version is already installed (kept by `keepVersions`, e.g. after a rollback): nothing to stage. */
   alreadyInstalled: ItemRef[]
   /**
+   * Queue items whose version failed a swap on this device (`deltaport run` rolled it back): not
+   * staged, as `update` would not install it (`--retry-failed` or naming the version does, and fetches it).
+   */
+  failedHere: ItemRef[]
+  /**
    * Queue items left for later: they do not fit the budget, the host's load rose to
    * `idleLoadPerCore` (`high-load`), the disk is low, or another deltaport process is changing that
    * artifact (`updating`).
@@ -110,6 +115,21 @@ export interface CycleResult {
   validUntil: string | null
   telemetry: { events: number } | { error: string } | null
   aborted: boolean
+}
+
+/** The items naming a version that failed a swap on this device (swap/run-files.ts, read once per artifact). */
+async function failedHereOf<T extends ItemRef>(installRoot: string, items: readonly T[]): Promise<T[]> {
+  const failed = new Map<string, Set<string>>()
+  const out: T[] = []
+  for (const item of items) {
+    let versions = failed.get(item.name)
+    if (versions === undefined) {
+      versions = await runFilesOf(new ArtifactStore(installRoot, item.name)).failedVersions()
+      failed.set(item.name, versions)
+    }
+    if (versions.has(item.version)) out.push(item)
+  }
+  return out
 }
 
 /**
@@ -137,6 +157,7 @@ export async function runDaemonCycle(
     staged: [],
     alreadyStaged: [],
     alreadyInstalled: [],
+    failedHere: [],
     deferred: [],
     failures: [],
     evicted: [],
@@ -180,8 +201,11 @@ export async function runDaemonCycle(
   })
   result.queued = queue.items.length
   result.validUntil = queue.validUntil
-  const items = queue.items.filter((i) => !installed.get(i.name)?.versions.includes(i.version))
-  result.alreadyInstalled = queue.items.filter((i) => !items.includes(i)).map(ref)
+  const notInstalled = queue.items.filter((i) => !installed.get(i.name)?.versions.includes(i.version))
+  result.alreadyInstalled = queue.items.filter((i) => !notInstalled.includes(i)).map(ref)
+  const failed = await failedHereOf(config.installRoot, notInstalled)
+  const items = notInstalled.filter((i) => !failed.includes(i))
+  result.failedHere = failed.map(ref)
   await staging.touch(items, now().getTime())
   await staging.prepare()
 

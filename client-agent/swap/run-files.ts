@@ -1,8 +1,16 @@
-import { readFile } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { RunChildren, RunDeferrals, RunState } from '../../schemas/swap.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
+import { makeDirs } from '../fs/make-dirs.ts'
 import { TAG_ENV } from './service-process.ts'
+
+/** A version that failed a swap on this device; `at` and `reason` are null when recorded before they were. */
+export interface FailedVersion {
+  version: string
+  at: string | null
+  reason: string | null
+}
 
 /**
  * The supervisor's small files in `<installRoot>/<name>/run/`: the swap journal, versions that failed a
@@ -20,21 +28,67 @@ export class RunFiles {
   }
 
   async failedVersions(): Promise<Set<string>> {
+    return new Set((await this.state()).failedVersions)
+  }
+
+  /**
+   * Versions that failed a swap on this device, oldest first, with when and why (null for those
+   * recorded before the file said it).
+   */
+  async failures(): Promise<FailedVersion[]> {
+    const { failedVersions, failures } = await this.state()
+    return failedVersions.map(
+      (version) => failures.find((f) => f.version === version) ?? { version, at: null, reason: null },
+    )
+  }
+
+  /** Records that `version` failed a swap (`reason`: the swap's detail); kept until `uninstall` or a retry. */
+  async addFailed(version: string, reason = 'failed a swap', at = new Date()): Promise<void> {
+    const { failedVersions, failures } = await this.state()
+    await this.writeState(
+      [...failedVersions.filter((v) => v !== version), version],
+      [
+        ...failures.filter((f) => f.version !== version),
+        { version, at: at.toISOString(), reason: reason.slice(0, 200) },
+      ],
+    )
+  }
+
+  /** Forgets a recorded failure (the owner installed the version again on purpose). */
+  async forgetFailed(version: string): Promise<boolean> {
+    const { failedVersions, failures } = await this.state()
+    if (!failedVersions.includes(version)) return false
+    await this.writeState(
+      failedVersions.filter((v) => v !== version),
+      failures.filter((f) => f.version !== version),
+    )
+    return true
+  }
+
+  /** Forgets every recorded failure (`uninstall`). */
+  async clearFailures(): Promise<void> {
+    await rm(join(this.dir, 'state.json'), { force: true })
+  }
+
+  /** state.json as last recorded; nothing failed when it is missing or unreadable. */
+  private async state(): Promise<RunState> {
     try {
-      return new Set(
-        RunState.parse(JSON.parse(await readFile(join(this.dir, 'state.json'), 'utf8'))).failedVersions,
-      )
+      return RunState.parse(JSON.parse(await readFile(join(this.dir, 'state.json'), 'utf8')))
     } catch {
-      return new Set()
+      return { failedVersions: [], failures: [] }
     }
   }
 
-  async addFailed(version: string): Promise<void> {
-    const failed = await this.failedVersions()
-    failed.add(version)
+  /** Bounded like the schema: the newest 1000 versions, details only for those. */
+  private async writeState(versions: string[], failures: RunState['failures']): Promise<void> {
+    const kept = versions.slice(-1000)
+    await makeDirs(this.dir)
     await writeFileAtomic(
       join(this.dir, 'state.json'),
-      JSON.stringify({ failedVersions: [...failed].slice(-1000) }),
+      JSON.stringify({
+        failedVersions: kept,
+        failures: failures.filter((f) => kept.includes(f.version)).slice(-1000),
+      } satisfies RunState),
     )
   }
 

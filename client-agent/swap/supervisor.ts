@@ -729,7 +729,10 @@ export class Supervisor {
     if (full.outcome !== 'installed') {
       if (this.proxy.mode !== 'pass' && this.buffer.empty) this.proxy.mode = 'pass'
       await this.settle()
-      await this.files.addFailed(update.version).catch(() => undefined)
+      // Durable: `update`, `install` of a channel and the daemon's prefetch skip it too (ADR 0009).
+      await this.files
+        .addFailed(update.version, full.detail ?? full.errorClass ?? full.outcome)
+        .catch(() => undefined)
       await this.options.source
         ?.restore(update.version, full.from)
         .catch((error: Error) => this.emit({ type: 'error', message: `restore failed: ${error.message}` }))

@@ -258,6 +258,32 @@ describe('deltaport run (CLI, local edge)', () => {
     }
   }, 90_000)
 
+  it('remembers the version that failed its health check: update skips it, status shows it, naming it installs it', async () => {
+    // Follows the test above: `run` rolled 1.0.3 back to 1.0.2, and the rollout of 1.0.3 still admits
+    // this device. `update` (the rollout names 1.0.3) and `install` of the channel (its head is 1.0.3)
+    // stay on 1.0.2 and say why; the rollout hears nothing more.
+    const updated = JSON.parse(await cli(['--json', 'update', NAME]))
+    expect(updated).toMatchObject({
+      skippedFailed: { name: NAME, current: '1.0.2', version: '1.0.3', reason: 'health check failed' },
+    })
+    expect(updated).not.toHaveProperty('install')
+    expect(updated.skippedFailed.message).toContain(`deltaport install ${NAME}@1.0.3`)
+    const installed = JSON.parse(await cli(['--json', 'install', NAME]))
+    expect(installed).toMatchObject({ skippedFailed: { version: '1.0.3', current: '1.0.2' } })
+    const status = JSON.parse(await cli(['--json', 'status', NAME])).status
+    expect(status).toMatchObject({
+      current: '1.0.2',
+      failedHere: [{ version: '1.0.3', reason: 'health check failed' }],
+    })
+    expect(await cli(['status', NAME])).toContain('failed here')
+    const counts = JSON.parse(await cli(['--json', 'rollout', 'status', NAME])).rollout.overall.counts
+    expect(counts).toMatchObject({ 'rolled-back': 1, installed: 0 })
+    // Named, it is installed, and no longer recorded as failed.
+    const named = JSON.parse(await cli(['--json', 'install', `${NAME}@1.0.3`]))
+    expect(named.install).toMatchObject({ version: '1.0.3', retriedFailed: { version: '1.0.3' } })
+    expect(JSON.parse(await cli(['--json', 'status', NAME])).status).not.toHaveProperty('failedHere')
+  }, 60_000)
+
   it('keeps a SIGHUP that arrives during a swap: the version published meanwhile follows right after', async () => {
     // Its own artifact, away from the rollout above.
     const name = 'sighup-svc'
