@@ -167,6 +167,19 @@ describe('a chunk-sync range that fails on the link', () => {
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2)
   })
 
+  it('answered 503 every time is tried four times in all, not four times three', async () => {
+    // The edge client's own in-place retries of a 503 (meant for JSON requests) nested inside the
+    // range's four tries asked an edge shedding load for the range 12 times.
+    const { config, v2, proxy, store } = await chunkSyncable('nr-cs-503', (r) =>
+      isRange(r) ? { kind: 'unavailable' } : undefined,
+    )
+    const result = await installArtifact(config, { name: 'nr-cs-503' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'full' })
+    expect(result.fallbacks).toEqual([expect.stringMatching(/^chunk-sync: .*HTTP 503/)])
+    expect(proxy.seen().filter(isRange)).toHaveLength(4)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2)
+  }, 60_000)
+
   it('that trickles is cut at the bound, and the full download follows under its own', async () => {
     // The one 400 kB range at 4 KB/s would take 100 s; the bound is 2 s + 700 kB at 200 kB/s = 5.5 s.
     const started = performance.now()

@@ -457,7 +457,11 @@ async function rebuild(
 }
 
 async function get(ctx: PlanUpdateContext, path: string, headers: Record<string, string>): Promise<Response> {
-  const response = await ctx.edge.request(path, { headers, ...(ctx.signal ? { signal: ctx.signal } : {}) })
+  // Once: its callers retry with withRetries (CHUNK_RANGE_TRIES in all).
+  const response = await ctx.edge.requestOnce(path, {
+    headers,
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+  })
   if (!response.ok) throw await errorFromResponse(response, `fetching ${path}`)
   return response
 }
