@@ -68,7 +68,7 @@ describe('archive apply budget', () => {
       if (heap > charged || heap < charged * 0.7) off.push(`${name}: ${heap.toFixed(0)} of ${charged}`)
     }
     expect(off).toEqual([])
-  }, 60_000)
+  }, 120_000)
 
   it('keeps the heaviest entry within what the refusal message names per entry', () => {
     // A spliced segment with one block carrying an explicit header and no runs: two entries counted,
@@ -77,7 +77,7 @@ describe('archive apply budget', () => {
     const { heap } = heapOfDecoding(() => tablesOf(segments, heaviestSegment), segments)
     expect(heap / 2).toBeLessThanOrEqual(APPLY_BYTES_PER_TABLE_ENTRY)
     expect(heap / 2).toBeGreaterThan(APPLY_BYTES_PER_TABLE_ENTRY * 0.9)
-  })
+  }, 60_000)
 
   it("charges an honest zip's and .tgz's tables near the heap they take", () => {
     const limits = archiveLimitsFor(64 * 1024 * MiB)
@@ -134,9 +134,12 @@ const ROOMY = {
 /**
  * The heap the tables of `make()`'s container take once decoded, `copies` times, and held, per `count`
  * and copy, and the heap they were charged as (their expanded bytes at APPLY_BYTES_PER_EXPANDED_BYTE).
- * The least of three tries: what else lands on the heap meanwhile (code the optimizing compiler
- * finishes, ~50 KB at times) only adds to a try. The container is made before and each try decodes in
- * a frame of its own: nothing but the held tables may be live when the heap is measured.
+ * The median of five tries: what else lands on the heap meanwhile (code the optimizing compiler
+ * finishes, ~50 KB at times) adds to a try, and a try can also come out some 400 KB short (8 bytes an
+ * entry of the 50,000-entry shapes, about a pointer each; the cause is not pinned down), so the least
+ * of three tries failed the literal segments' 70% floor now and then (41.8 of 60), and would as well
+ * hide that much of an entry outgrowing its charge. The median stands for neither outlier. The container is made before and each try decodes in a frame of its
+ * own: nothing but the held tables may be live when the heap is measured.
  */
 function heapOfDecoding(
   make: () => Uint8Array,
@@ -145,7 +148,8 @@ function heapOfDecoding(
 ): { heap: number; charged: number } {
   const delta = make()
   const charged = (chargeOf(delta) * APPLY_BYTES_PER_EXPANDED_BYTE) / count
-  const heap = Math.min(...[0, 1, 2].map(() => heapOfHolding(delta, copies))) / count
+  const tries = [0, 1, 2, 3, 4].map(() => heapOfHolding(delta, copies)).sort((a, b) => a - b)
+  const heap = tries[2]! / count
   return { heap, charged }
 }
 
