@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -7,13 +6,12 @@ import { runDaemonCycle } from '../daemon/daemon.ts'
 import { StagingArea } from '../daemon/staging.ts'
 import { downloadVerified } from '../download.ts'
 import { installArtifact } from '../install.ts'
-import { publishArtifact } from '../publish.ts'
-import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { ArtifactStore } from '../store.ts'
 import { type UninstallResult, uninstallArtifact } from '../uninstall.ts'
+import { publishInsertion, publishWithDelta } from './delta-update.ts'
 import { type Fault, type FaultProxy, type SeenRequest, startFaultProxy } from './fault-proxy.ts'
 import { agentFailure, expectSameBytes, jsonCli, writeArtifact } from './fixtures.ts'
-import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
+import { useEdgeWorkspace } from './local-edge.ts'
 
 /**
  * The agent against a faulty network between it and the real edge: a proxy (fault-proxy.ts) resets,
@@ -201,16 +199,7 @@ describe('a prefetch through a faulty network', () => {
       v2,
       Buffer.concat([v1.bytes.subarray(0, 150_000), Buffer.from('patch'), v1.bytes.subarray(150_000)]),
     )
-    const deltas = await buildDeltasFromPrevious(suite.edge.url, name, v2, 1)
-    await publishArtifact({
-      edgeUrl: suite.edge.url,
-      token: TEST_TOKEN,
-      keyFile: suite.ws.keyFile,
-      file: v2,
-      name,
-      version: '1.1.0',
-      deltas,
-    })
+    await publishWithDelta(suite, name, v2, '1.1.0')
     // `deltaport uninstall` runs once the edge has answered the plan, before anything of it is fetched.
     let uninstalled: UninstallResult | null = null
     const uninstallAfterPlan: typeof fetch = async (input, init) => {
@@ -252,23 +241,7 @@ describe('a cheaper plan through a faulty network', () => {
     )
     const config = device(name, proxy)
     await installArtifact(config, { name })
-    const v2 = join(suite.ws.dir, `${name}-2.bin`)
-    const v2Bytes = Buffer.concat([
-      v1.bytes.subarray(0, 150_000),
-      randomBytes(400_000),
-      v1.bytes.subarray(150_000),
-    ])
-    await writeFile(v2, v2Bytes)
-    const deltas = await buildDeltasFromPrevious(suite.edge.url, name, v2, 1)
-    await publishArtifact({
-      edgeUrl: suite.edge.url,
-      token: TEST_TOKEN,
-      keyFile: suite.ws.keyFile,
-      file: v2,
-      name,
-      version: '1.1.0',
-      deltas,
-    })
+    const v2Bytes = await publishInsertion(suite, name, v1.bytes)
     return { config, v2Bytes, store: new ArtifactStore(config.installRoot, name) }
   }
 
