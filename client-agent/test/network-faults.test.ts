@@ -286,6 +286,42 @@ describe('a cheaper plan through a faulty network', () => {
     expect(await readdir(join(store.dir, 'partial'))).toEqual([])
   })
 
+  it('cancels the whole object a chunk-sync range was answered with, not leaving it on the connection', async () => {
+    const { config, v2Bytes, store } = await updatable('nf-no-ranges-cancel', (request) =>
+      request.range !== undefined ? { kind: 'ignore-range' } : undefined,
+    )
+    // The 200 to chunk-sync's range (the whole 700 kB blob): read to its end or cancelled, or it holds
+    // its connection (and the edge's) until the garbage collector gets to it.
+    let left: 'unread' | 'done' | undefined
+    const watching: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init)
+      const url = input instanceof Request ? input.url : String(input)
+      const asked = new Headers(init?.headers).get('range')
+      if (!url.endsWith('/1.1.0/blob') || asked === null || response.status !== 200 || !response.body)
+        return response
+      const reader = response.body.getReader()
+      left = 'unread'
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          const { done, value } = await reader.read()
+          if (done) {
+            left = 'done'
+            controller.close()
+          } else controller.enqueue(value)
+        },
+        async cancel(reason) {
+          left = 'done'
+          await reader.cancel(reason)
+        },
+      })
+      return new Response(body, { status: response.status, headers: response.headers })
+    }
+    const result = await installArtifact(config, { name: 'nf-no-ranges-cancel', fetchImpl: watching })
+    expect(result.fallbacks?.[0]).toMatch(/^chunk-sync: expected 206/)
+    expect(left).toBe('done')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
+  })
+
   it('retries a cut delta-stream range from the edge and keeps the delta', async () => {
     // Chunk-sync is made to fail (a 200 for its range: the next plan), so the delta stream is fetched.
     let deltaRanges = 0

@@ -394,11 +394,14 @@ async function followChunkSync(ctx: PlanUpdateContext, step: PlanChunkSyncStep) 
             const response = await get(ctx, step.blobUrl, {
               range: `bytes=${range.offset}-${range.offset + range.length - 1}`,
             })
-            if (response.status !== 206)
+            if (response.status !== 206) {
+              // A 200 is the whole object (a cache ignoring Range): unread, it held its connection.
+              await response.body?.cancel().catch(() => undefined)
               throw new AgentError(
                 'integrity-mismatch',
                 `expected 206 for a chunk range, got ${response.status}`,
               )
+            }
             const bytes = await readAll(response, range.length, ctx.signal)
             wireBytes += bytes.length
             ctx.onProgress?.(wireBytes, plan.fetchBytes + indexBytes.length)
