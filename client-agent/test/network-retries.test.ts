@@ -73,6 +73,27 @@ describe('a full download from an edge that trickles', () => {
   }, 60_000)
 })
 
+describe('a full download whose overall bound is longer than a timer holds', () => {
+  it('is not cut at once: 3 MB at transferMinRateBps 1 is a bound of ~35 days, past 2^31 - 1 ms', async () => {
+    // Node fires a timer of more than 2^31 - 1 ms (~24.8 days) after 1 ms: every such download ended
+    // as "did not finish within 3000001 s" before its first byte. The defaults reach it at ~8.8 GB,
+    // a device capped at 1 KB/s at ~2.1 GB.
+    const name = 'nr-long-bound'
+    const artifact = await writeArtifact(suite.ws.dir, `${name}.bin`, 3_000_000)
+    await suite.publish(artifact.path, name, '1.0.0')
+    const config = {
+      ...suite.ws.config,
+      installRoot: join(suite.ws.dir, 'retries-long-bound'),
+      transferMinRateBps: 1,
+      transferGraceSeconds: 1,
+    }
+    const result = await installArtifact(config, { name })
+    expect(result).toMatchObject({ version: '1.0.0', method: 'full' })
+    const store = new ArtifactStore(config.installRoot, name)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), artifact.bytes)
+  }, 60_000)
+})
+
 describe('a JSON request answered 503', () => {
   const manifestRequests = (via: FaultProxy, name: string) =>
     via.seen().filter((r) => r.path.endsWith(`/${name}/1.0.0/manifest`))
