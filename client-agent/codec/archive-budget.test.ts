@@ -11,7 +11,7 @@ import { applyArchiveDelta, decodeArchiveDelta } from '../../delta/archive/apply
 import { type Container, decodeContainer, encodeContainer } from '../../delta/archive/container.ts'
 import { createArchiveDelta } from '../../delta/archive/create.ts'
 import { archiveSize, expandedSize, type Segment } from '../../delta/archive/expand.ts'
-import { zipOf } from '../../delta/archive/fuzz.ts'
+import { EMPTY_CONTAINER, zipOf } from '../../delta/archive/fuzz.ts'
 import { ARCHIVE_TOO_LARGE, NO_TABLE_CHARGES } from '../../delta/archive/limits.ts'
 import type { DeflateParams } from '../../delta/archive/recompress.ts'
 import { MIN_RUN_BYTES } from '../../delta/archive/splice.ts'
@@ -178,7 +178,7 @@ function tablesBeyondTheSimplest(delta: Uint8Array, copies: number): { heap: num
   const of = (bytes: Uint8Array) => heapOfDecoding(() => bytes, 1, copies)
   const simplest = of(
     encodeContainer({
-      ...EMPTY,
+      ...EMPTY_CONTAINER,
       expandedLength: 1,
       targetLength: 1,
       segments: [{ kind: 'literal', length: 1 }],
@@ -196,7 +196,7 @@ const HEADER = { bitLength: 8, bytes: new Uint8Array([1]) }
 function tablesOf(count: number, segment: (i: number) => Segment): Uint8Array {
   const segments = Array.from({ length: count }, (_, i) => segment(i))
   return encodeContainer({
-    ...EMPTY,
+    ...EMPTY_CONTAINER,
     expandedLength: segments.reduce((sum, s) => sum + expandedSize(s), 0),
     targetLength: segments.reduce((sum, s) => sum + archiveSize(s), 0),
     segments,
@@ -275,7 +275,7 @@ const SHAPES: [string, number, () => Uint8Array, number?][] = [
     50_000,
     () =>
       encodeContainer({
-        ...EMPTY,
+        ...EMPTY_CONTAINER,
         recipe: Array.from({ length: 50_000 }, (_, i) => ({ offset: i, length: 1 })),
       }),
   ],
@@ -314,23 +314,6 @@ const SHAPES: [string, number, () => Uint8Array, number?][] = [
   ['deflate segment, again', 50_000, () => tablesOf(50_000, () => deflate(0))],
   ['literal segment, again', 50_000, () => tablesOf(50_000, () => ({ kind: 'literal', length: 1 }))],
 ]
-
-/** A container of nothing, to build hostile tables on. */
-const EMPTY: Container = {
-  sourceKind: 'gzip',
-  differId: 'vcdiff',
-  sourceLength: 10,
-  sourceCrc: 0,
-  targetLength: 0,
-  targetCrc: 0,
-  expandedLength: 0,
-  sourcePuffed: false,
-  segments: [],
-  recipe: [],
-  inner: new Uint8Array(0),
-  innerDeflated: false,
-  innerLength: 0,
-}
 
 /** The same recipe with its first `ranges - 1` bytes as one-byte ranges: the same reference, more entries. */
 function splitRecipe(c: Container, ranges: number): Container {
