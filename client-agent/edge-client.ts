@@ -93,6 +93,15 @@ export class EdgeClient {
     }
   }
 
+  /**
+   * One call to the edge and no retry of its own: for a caller that retries with the agent's back-off
+   * itself (withRetries: chunk-sync's ranges), where request's in-place retries of a 503 multiplied its
+   * tries (4 tries of 3 calls each).
+   */
+  requestOnce(path: string, init: RequestInit = {}): Promise<Response> {
+    return this.send(path, init)
+  }
+
   private async send(path: string, init: RequestInit): Promise<Response> {
     try {
       return await this.fetchImpl(this.url(path), init)

@@ -11,7 +11,7 @@ import { applyArchiveDelta, decodeArchiveDelta } from '../../delta/archive/apply
 import { type Container, decodeContainer, encodeContainer } from '../../delta/archive/container.ts'
 import { createArchiveDelta } from '../../delta/archive/create.ts'
 import { archiveSize, expandedSize, type Segment } from '../../delta/archive/expand.ts'
-import { zipOf } from '../../delta/archive/fuzz.ts'
+import { EMPTY_CONTAINER, zipOf } from '../../delta/archive/fuzz.ts'
 import { ARCHIVE_TOO_LARGE, NO_TABLE_CHARGES } from '../../delta/archive/limits.ts'
 import type { DeflateParams } from '../../delta/archive/recompress.ts'
 import { MIN_RUN_BYTES } from '../../delta/archive/splice.ts'
@@ -68,7 +68,7 @@ describe('archive apply budget', () => {
       if (heap > charged || heap < charged * 0.7) off.push(`${name}: ${heap.toFixed(0)} of ${charged}`)
     }
     expect(off).toEqual([])
-  }, 60_000)
+  }, 120_000)
 
   it('keeps the heaviest entry within what the refusal message names per entry', () => {
     // A spliced segment with one block carrying an explicit header and no runs: two entries counted,
@@ -77,7 +77,7 @@ describe('archive apply budget', () => {
     const { heap } = heapOfDecoding(() => tablesOf(segments, heaviestSegment), segments)
     expect(heap / 2).toBeLessThanOrEqual(APPLY_BYTES_PER_TABLE_ENTRY)
     expect(heap / 2).toBeGreaterThan(APPLY_BYTES_PER_TABLE_ENTRY * 0.9)
-  })
+  }, 60_000)
 
   it("charges an honest zip's and .tgz's tables near the heap they take", () => {
     const limits = archiveLimitsFor(64 * 1024 * MiB)
@@ -134,9 +134,12 @@ const ROOMY = {
 /**
  * The heap the tables of `make()`'s container take once decoded, `copies` times, and held, per `count`
  * and copy, and the heap they were charged as (their expanded bytes at APPLY_BYTES_PER_EXPANDED_BYTE).
- * The least of three tries: what else lands on the heap meanwhile (code the optimizing compiler
- * finishes, ~50 KB at times) only adds to a try. The container is made before and each try decodes in
- * a frame of its own: nothing but the held tables may be live when the heap is measured.
+ * The median of five tries: what else lands on the heap meanwhile (code the optimizing compiler
+ * finishes, ~50 KB at times) adds to a try, and a try can also come out some 400 KB short (8 bytes an
+ * entry of the 50,000-entry shapes, about a pointer each; the cause is not pinned down), so the least
+ * of three tries failed the literal segments' 70% floor now and then (41.8 of 60), and would as well
+ * hide that much of an entry outgrowing its charge. The median stands for neither outlier. The container is made before and each try decodes in a frame of its
+ * own: nothing but the held tables may be live when the heap is measured.
  */
 function heapOfDecoding(
   make: () => Uint8Array,
@@ -145,7 +148,8 @@ function heapOfDecoding(
 ): { heap: number; charged: number } {
   const delta = make()
   const charged = (chargeOf(delta) * APPLY_BYTES_PER_EXPANDED_BYTE) / count
-  const heap = Math.min(...[0, 1, 2].map(() => heapOfHolding(delta, copies))) / count
+  const tries = [0, 1, 2, 3, 4].map(() => heapOfHolding(delta, copies)).sort((a, b) => a - b)
+  const heap = tries[2]! / count
   return { heap, charged }
 }
 
@@ -174,7 +178,7 @@ function tablesBeyondTheSimplest(delta: Uint8Array, copies: number): { heap: num
   const of = (bytes: Uint8Array) => heapOfDecoding(() => bytes, 1, copies)
   const simplest = of(
     encodeContainer({
-      ...EMPTY,
+      ...EMPTY_CONTAINER,
       expandedLength: 1,
       targetLength: 1,
       segments: [{ kind: 'literal', length: 1 }],
@@ -192,7 +196,7 @@ const HEADER = { bitLength: 8, bytes: new Uint8Array([1]) }
 function tablesOf(count: number, segment: (i: number) => Segment): Uint8Array {
   const segments = Array.from({ length: count }, (_, i) => segment(i))
   return encodeContainer({
-    ...EMPTY,
+    ...EMPTY_CONTAINER,
     expandedLength: segments.reduce((sum, s) => sum + expandedSize(s), 0),
     targetLength: segments.reduce((sum, s) => sum + archiveSize(s), 0),
     segments,
@@ -271,7 +275,7 @@ const SHAPES: [string, number, () => Uint8Array, number?][] = [
     50_000,
     () =>
       encodeContainer({
-        ...EMPTY,
+        ...EMPTY_CONTAINER,
         recipe: Array.from({ length: 50_000 }, (_, i) => ({ offset: i, length: 1 })),
       }),
   ],
@@ -310,23 +314,6 @@ const SHAPES: [string, number, () => Uint8Array, number?][] = [
   ['deflate segment, again', 50_000, () => tablesOf(50_000, () => deflate(0))],
   ['literal segment, again', 50_000, () => tablesOf(50_000, () => ({ kind: 'literal', length: 1 }))],
 ]
-
-/** A container of nothing, to build hostile tables on. */
-const EMPTY: Container = {
-  sourceKind: 'gzip',
-  differId: 'vcdiff',
-  sourceLength: 10,
-  sourceCrc: 0,
-  targetLength: 0,
-  targetCrc: 0,
-  expandedLength: 0,
-  sourcePuffed: false,
-  segments: [],
-  recipe: [],
-  inner: new Uint8Array(0),
-  innerDeflated: false,
-  innerLength: 0,
-}
 
 /** The same recipe with its first `ranges - 1` bytes as one-byte ranges: the same reference, more entries. */
 function splitRecipe(c: Container, ranges: number): Container {

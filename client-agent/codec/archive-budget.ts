@@ -29,8 +29,8 @@ export const APPLY_BYTES_PER_EXPANDED_BYTE = 6
  * under vitest): decodeContainer of a container of 25–50 K entries of one shape (long lists: 50 of
  * 1000), held, heapUsed after gc() less before, divided by the shape's count, one kind's share the
  * difference between shapes. archive-budget.test.ts measures every shape again and fails if one
- * outgrows its charge or falls below 70% of it (least of three tries each: code the optimizing
- * compiler finishes lands on the heap at times). Measured: recipe ranges 47–51, literal segments 45–52,
+ * outgrows its charge or falls below 70% of it (the median of five tries each: code the optimizing
+ * compiler finishes lands on the heap at times, and a try can come out ~8 bytes an entry short). Measured: recipe ranges 47–51, literal segments 45–52,
  * tokens 47–60, deflate 71–77, a deflate segment with its own parameter set 133–139 (so a set 62–68),
  * reblocked with one block 297–318, spliced with zlib's blocks and no runs 109–113; a non-empty list
  * 150–180 beyond its entries (the segment and recipe lists, ~180 bytes once per container, are left to

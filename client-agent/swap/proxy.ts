@@ -41,6 +41,8 @@ export interface ProxyCounters {
   refused413: number
   /** Requests refused because their address had `maxWaitingPerAddress` waiting already. */
   refused429: number
+  /** Requests that waited in the proxy for a slot of their address (`maxInFlightPerAddress`). */
+  waitedForAddress: number
   unavailable: number
 }
 
@@ -101,6 +103,7 @@ export class SwapProxy {
     refused503: 0,
     refused413: 0,
     refused429: 0,
+    waitedForAddress: 0,
     unavailable: 0,
   }
   private readonly server: Server
@@ -501,7 +504,9 @@ export class SwapProxy {
       )
       return
     }
-    if (slot.queued) res.once('close', slot.abandon)
+    if (!slot.queued) return
+    this.counters.waitedForAddress += 1
+    res.once('close', slot.abandon)
   }
 
   /** `release`: gives the address's slot back; called once the request has left the service. */

@@ -77,9 +77,16 @@ async function numberedBehind(response: Response, batchSeq: number): Promise<num
 const MAX_BACKOFF_MS = 30 * 60_000
 
 /**
+ * The longest Retry-After the loop honours: a day. Past 2^31 - 1 ms (~24.8 days; a Retry-After takes up
+ * to nine digits of seconds) Node fires a timer after 1 ms, and the loop posted again at once, every
+ * time, for as long as the answer (the edge's, or a portal's in the path) said so.
+ */
+const MAX_RETRY_AFTER_MS = 24 * 3_600_000
+
+/**
  * Flushes every `intervalMs`, backing off while the edge is unreachable or refusing (the agent's
  * retryWaitMs on this loop's scale: 2 × `intervalMs` after the first failure, doubling up to 30 min,
- * jittered to 50–100 %, at least the edge's Retry-After), until `signal` aborts. Used by the daemon.
+ * jittered to 50–100 %, at least the edge's Retry-After up to a day), until `signal` aborts. Used by the daemon.
  */
 export async function runTelemetryLoop(
   queue: TelemetryQueue,
@@ -99,7 +106,7 @@ export async function runTelemetryLoop(
       failures = 0
     } catch (error) {
       failures++
-      waitMs = retryWaitMs(failures, retryAfterMs(error), {
+      waitMs = retryWaitMs(failures, Math.min(retryAfterMs(error), MAX_RETRY_AFTER_MS), {
         baseMs: options.intervalMs,
         maxMs: MAX_BACKOFF_MS,
       })

@@ -36,27 +36,47 @@ export async function deltaUpdate(
   onProxy(proxy)
   const config = { ...suite.ws.config, edgeUrl: proxy.url, installRoot: join(suite.ws.dir, `store-${name}`) }
   await installArtifact(config, { name })
-  const v2 = join(suite.ws.dir, `${name}-2.bin`)
-  const v2Bytes = Buffer.concat([
-    v1.bytes.subarray(0, 150_000),
-    randomBytes(400_000),
-    v1.bytes.subarray(150_000),
-  ])
-  await writeFile(v2, v2Bytes)
-  const deltas = await buildDeltasFromPrevious(suite.edge.url, name, v2, 1)
-  await publishArtifact({
-    edgeUrl: suite.edge.url,
-    token: TEST_TOKEN,
-    keyFile: suite.ws.keyFile,
-    file: v2,
-    name,
-    version: '1.1.0',
-    deltas,
-  })
+  const v2Bytes = await publishInsertion(suite, name, v1.bytes)
   const deltaRequests = () =>
     proxy
       .seen()
       .filter(isDeltaRange)
       .map((r) => ({ range: r.range, at: arrivals.get(r.number) ?? Number.NaN }))
   return { config, v2Bytes, deltaRequests, store: new ArtifactStore(config.installRoot, name) }
+}
+
+/**
+ * Publishes `name@1.1.0`: `v1` with 400 kB of random bytes inserted at 150 kB (one chunk-sync range, or
+ * a 16-block delta stream), with a delta from 1.0.0. Returns its bytes.
+ */
+export async function publishInsertion(
+  suite: ReturnType<typeof useEdgeWorkspace>,
+  name: string,
+  v1: Uint8Array,
+): Promise<Buffer> {
+  const v2Bytes = Buffer.concat([v1.subarray(0, 150_000), randomBytes(400_000), v1.subarray(150_000)])
+  const v2 = join(suite.ws.dir, `${name}-2.bin`)
+  await writeFile(v2, v2Bytes)
+  await publishWithDelta(suite, name, v2, '1.1.0')
+  return v2Bytes
+}
+
+/** Publishes `file` as `name@version` with the delta from the version before it the maintainer builds. */
+export async function publishWithDelta(
+  suite: ReturnType<typeof useEdgeWorkspace>,
+  name: string,
+  file: string,
+  version: string,
+) {
+  const deltas = await buildDeltasFromPrevious(suite.edge.url, name, file, 1)
+  await publishArtifact({
+    edgeUrl: suite.edge.url,
+    token: TEST_TOKEN,
+    keyFile: suite.ws.keyFile,
+    file,
+    name,
+    version,
+    deltas,
+  })
+  return deltas
 }

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -7,13 +6,12 @@ import { runDaemonCycle } from '../daemon/daemon.ts'
 import { StagingArea } from '../daemon/staging.ts'
 import { downloadVerified } from '../download.ts'
 import { installArtifact } from '../install.ts'
-import { publishArtifact } from '../publish.ts'
-import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { ArtifactStore } from '../store.ts'
 import { type UninstallResult, uninstallArtifact } from '../uninstall.ts'
+import { publishInsertion, publishWithDelta } from './delta-update.ts'
 import { type Fault, type FaultProxy, type SeenRequest, startFaultProxy } from './fault-proxy.ts'
 import { agentFailure, expectSameBytes, jsonCli, writeArtifact } from './fixtures.ts'
-import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
+import { useEdgeWorkspace } from './local-edge.ts'
 
 /**
  * The agent against a faulty network between it and the real edge: a proxy (fault-proxy.ts) resets,
@@ -201,16 +199,7 @@ describe('a prefetch through a faulty network', () => {
       v2,
       Buffer.concat([v1.bytes.subarray(0, 150_000), Buffer.from('patch'), v1.bytes.subarray(150_000)]),
     )
-    const deltas = await buildDeltasFromPrevious(suite.edge.url, name, v2, 1)
-    await publishArtifact({
-      edgeUrl: suite.edge.url,
-      token: TEST_TOKEN,
-      keyFile: suite.ws.keyFile,
-      file: v2,
-      name,
-      version: '1.1.0',
-      deltas,
-    })
+    await publishWithDelta(suite, name, v2, '1.1.0')
     // `deltaport uninstall` runs once the edge has answered the plan, before anything of it is fetched.
     let uninstalled: UninstallResult | null = null
     const uninstallAfterPlan: typeof fetch = async (input, init) => {
@@ -252,23 +241,7 @@ describe('a cheaper plan through a faulty network', () => {
     )
     const config = device(name, proxy)
     await installArtifact(config, { name })
-    const v2 = join(suite.ws.dir, `${name}-2.bin`)
-    const v2Bytes = Buffer.concat([
-      v1.bytes.subarray(0, 150_000),
-      randomBytes(400_000),
-      v1.bytes.subarray(150_000),
-    ])
-    await writeFile(v2, v2Bytes)
-    const deltas = await buildDeltasFromPrevious(suite.edge.url, name, v2, 1)
-    await publishArtifact({
-      edgeUrl: suite.edge.url,
-      token: TEST_TOKEN,
-      keyFile: suite.ws.keyFile,
-      file: v2,
-      name,
-      version: '1.1.0',
-      deltas,
-    })
+    const v2Bytes = await publishInsertion(suite, name, v1.bytes)
     return { config, v2Bytes, store: new ArtifactStore(config.installRoot, name) }
   }
 
@@ -311,6 +284,42 @@ describe('a cheaper plan through a faulty network', () => {
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
     // The plan's work files (chunk index, rebuilt output, delta payload and journal) are gone too.
     expect(await readdir(join(store.dir, 'partial'))).toEqual([])
+  })
+
+  it('cancels the whole object a chunk-sync range was answered with, not leaving it on the connection', async () => {
+    const { config, v2Bytes, store } = await updatable('nf-no-ranges-cancel', (request) =>
+      request.range !== undefined ? { kind: 'ignore-range' } : undefined,
+    )
+    // The 200 to chunk-sync's range (the whole 700 kB blob): read to its end or cancelled, or it holds
+    // its connection (and the edge's) until the garbage collector gets to it.
+    let left: 'unread' | 'done' | undefined
+    const watching: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init)
+      const url = input instanceof Request ? input.url : String(input)
+      const asked = new Headers(init?.headers).get('range')
+      if (!url.endsWith('/1.1.0/blob') || asked === null || response.status !== 200 || !response.body)
+        return response
+      const reader = response.body.getReader()
+      left = 'unread'
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          const { done, value } = await reader.read()
+          if (done) {
+            left = 'done'
+            controller.close()
+          } else controller.enqueue(value)
+        },
+        async cancel(reason) {
+          left = 'done'
+          await reader.cancel(reason)
+        },
+      })
+      return new Response(body, { status: response.status, headers: response.headers })
+    }
+    const result = await installArtifact(config, { name: 'nf-no-ranges-cancel', fetchImpl: watching })
+    expect(result.fallbacks?.[0]).toMatch(/^chunk-sync: expected 206/)
+    expect(left).toBe('done')
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
   })
 
   it('retries a cut delta-stream range from the edge and keeps the delta', async () => {

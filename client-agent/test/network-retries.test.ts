@@ -73,6 +73,27 @@ describe('a full download from an edge that trickles', () => {
   }, 60_000)
 })
 
+describe('a full download whose overall bound is longer than a timer holds', () => {
+  it('is not cut at once: 3 MB at transferMinRateBps 1 is a bound of ~35 days, past 2^31 - 1 ms', async () => {
+    // Node fires a timer of more than 2^31 - 1 ms (~24.8 days) after 1 ms: every such download ended
+    // as "did not finish within 3000001 s" before its first byte. The defaults reach it at ~8.8 GB,
+    // a device capped at 1 KB/s at ~2.1 GB.
+    const name = 'nr-long-bound'
+    const artifact = await writeArtifact(suite.ws.dir, `${name}.bin`, 3_000_000)
+    await suite.publish(artifact.path, name, '1.0.0')
+    const config = {
+      ...suite.ws.config,
+      installRoot: join(suite.ws.dir, 'retries-long-bound'),
+      transferMinRateBps: 1,
+      transferGraceSeconds: 1,
+    }
+    const result = await installArtifact(config, { name })
+    expect(result).toMatchObject({ version: '1.0.0', method: 'full' })
+    const store = new ArtifactStore(config.installRoot, name)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), artifact.bytes)
+  }, 60_000)
+})
+
 describe('a JSON request answered 503', () => {
   const manifestRequests = (via: FaultProxy, name: string) =>
     via.seen().filter((r) => r.path.endsWith(`/${name}/1.0.0/manifest`))
@@ -166,6 +187,19 @@ describe('a chunk-sync range that fails on the link', () => {
     expect(proxy.seen().filter(isRange)).toHaveLength(4)
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2)
   })
+
+  it('answered 503 every time is tried four times in all, not four times three', async () => {
+    // The edge client's own in-place retries of a 503 (meant for JSON requests) nested inside the
+    // range's four tries asked an edge shedding load for the range 12 times.
+    const { config, v2, proxy, store } = await chunkSyncable('nr-cs-503', (r) =>
+      isRange(r) ? { kind: 'unavailable' } : undefined,
+    )
+    const result = await installArtifact(config, { name: 'nr-cs-503' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'full' })
+    expect(result.fallbacks).toEqual([expect.stringMatching(/^chunk-sync: .*HTTP 503/)])
+    expect(proxy.seen().filter(isRange)).toHaveLength(4)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2)
+  }, 60_000)
 
   it('that trickles is cut at the bound, and the full download follows under its own', async () => {
     // The one 400 kB range at 4 KB/s would take 100 s; the bound is 2 s + 700 kB at 200 kB/s = 5.5 s.

@@ -69,6 +69,30 @@ describe('the telemetry loop against an edge it cannot reach', () => {
     for (const [i, t] of arrivals.slice(1).entries()) expect(t - arrivals[i]!).toBeGreaterThanOrEqual(990)
   }, 20_000)
 
+  it('sleeps through a Retry-After past what a timer holds (2^31 - 1 ms), instead of asking again at once', async () => {
+    // 3,000,000 s (~35 days): Node fires a timer of more than 2^31 - 1 ms after 1 ms, so the loop
+    // posted again at once, every time, for as long as the answer came back.
+    proxy = await startFaultProxy('http://127.0.0.1:9', () => ({
+      kind: 'unavailable',
+      retryAfter: '3000000',
+    }))
+    const stop = new AbortController()
+    let failures = 0
+    const loop = runTelemetryLoop(await queueWithEvent(), proxy.url, {
+      intervalMs: 20,
+      signal: stop.signal,
+      onError: () => {
+        failures++
+      },
+    })
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    stop.abort()
+    await loop
+    expect(failures).toBe(1)
+    // The edge client hands a Retry-After over 5 s back at once: one post.
+    expect(proxy.seen()).toHaveLength(1)
+  })
+
   it('stays within 30 min however long the edge stays away, and its Retry-After still wins', () => {
     const scale = { baseMs: 60_000, maxMs: 30 * 60_000, random: () => 0.999_999 }
     expect(retryWaitMs(1, 0, scale)).toBeLessThanOrEqual(120_000)

@@ -2,12 +2,11 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { installArtifact } from '../install.ts'
-import { publishArtifact } from '../publish.ts'
-import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { ArtifactStore } from '../store.ts'
+import { publishWithDelta } from './delta-update.ts'
 import { startFaultProxy } from './fault-proxy.ts'
 import { expectSameBytes, writeArtifact } from './fixtures.ts'
-import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
+import { useEdgeWorkspace } from './local-edge.ts'
 
 const suite = useEdgeWorkspace()
 
@@ -24,16 +23,7 @@ describe('a tiny delta on the wire', () => {
       for (let i = 0; i < 8; i++) v2Bytes[40_000 + i * 5_000] = (v2Bytes[40_000 + i * 5_000] ?? 0) ^ 0xff
       const v2 = join(suite.ws.dir, 'tiny-2.bin')
       await writeFile(v2, v2Bytes)
-      const deltas = await buildDeltasFromPrevious(suite.edge.url, name, v2, 1)
-      await publishArtifact({
-        edgeUrl: suite.edge.url,
-        token: TEST_TOKEN,
-        keyFile: suite.ws.keyFile,
-        file: v2,
-        name,
-        version: '1.1.0',
-        deltas,
-      })
+      const deltas = await publishWithDelta(suite, name, v2, '1.1.0')
       const delta = deltas[0]
       // The precondition: the delta is tiny (a VCDIFF of 8 flipped bytes is under 100 bytes).
       expect(delta && 'bytes' in delta ? delta.bytes.length : Number.NaN).toBeLessThan(200)

@@ -37,9 +37,16 @@ export function transferDeadlineMs(bytes: number, bound: TransferBound, bandwidt
 }
 
 /**
- * Runs `transfer` with a signal that also aborts `ms` after the start (null: never). A transfer cut by
- * the deadline fails as `network` (exit 4) saying so, whatever error the abort surfaced as inside; the
- * caller's own abort (`signal`) stays what it was.
+ * The longest a Node timer waits: past it setTimeout fires after 1 ms, so a bound longer than this
+ * (~24.8 days: 8.8 GB at the default 4096 B/s, 2.1 GB under a 1 KB/s bandwidthCapBps) cut every such
+ * transfer before its first byte. Such a bound is held to this.
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * Runs `transfer` with a signal that also aborts `ms` after the start (null: never; at most
+ * MAX_TIMER_MS). A transfer cut by the deadline fails as `network` (exit 4) saying so, whatever error
+ * the abort surfaced as inside; the caller's own abort (`signal`) stays what it was.
  */
 export async function withDeadline<T>(
   ms: number | null,
@@ -48,9 +55,10 @@ export async function withDeadline<T>(
   transfer: (signal: AbortSignal | undefined) => Promise<T>,
 ): Promise<T> {
   if (ms === null) return transfer(signal)
-  const reason = new AgentError('network', describe(ms), { deadline: true })
+  const bounded = Math.min(ms, MAX_TIMER_MS)
+  const reason = new AgentError('network', describe(bounded), { deadline: true })
   const deadline = new AbortController()
-  const timer = setTimeout(() => deadline.abort(reason), ms)
+  const timer = setTimeout(() => deadline.abort(reason), bounded)
   try {
     return await transfer(signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal)
   } catch (error) {

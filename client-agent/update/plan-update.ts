@@ -394,11 +394,14 @@ async function followChunkSync(ctx: PlanUpdateContext, step: PlanChunkSyncStep) 
             const response = await get(ctx, step.blobUrl, {
               range: `bytes=${range.offset}-${range.offset + range.length - 1}`,
             })
-            if (response.status !== 206)
+            if (response.status !== 206) {
+              // A 200 is the whole object (a cache ignoring Range): unread, it held its connection.
+              await response.body?.cancel().catch(() => undefined)
               throw new AgentError(
                 'integrity-mismatch',
                 `expected 206 for a chunk range, got ${response.status}`,
               )
+            }
             const bytes = await readAll(response, range.length, ctx.signal)
             wireBytes += bytes.length
             ctx.onProgress?.(wireBytes, plan.fetchBytes + indexBytes.length)
@@ -457,7 +460,11 @@ async function rebuild(
 }
 
 async function get(ctx: PlanUpdateContext, path: string, headers: Record<string, string>): Promise<Response> {
-  const response = await ctx.edge.request(path, { headers, ...(ctx.signal ? { signal: ctx.signal } : {}) })
+  // Once: its callers retry with withRetries (CHUNK_RANGE_TRIES in all).
+  const response = await ctx.edge.requestOnce(path, {
+    headers,
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+  })
   if (!response.ok) throw await errorFromResponse(response, `fetching ${path}`)
   return response
 }

@@ -9,7 +9,7 @@ import { DeltaFormatError } from '../errors.ts'
 import { collectingSink } from '../io.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { expandedSize, type Segment } from './expand.ts'
-import { seedCases } from './fuzz.ts'
+import { EMPTY_CONTAINER, seedCases } from './fuzz.ts'
 import { parseGzip } from './gzip.ts'
 import {
   type ArchiveDeltaOptions,
@@ -443,21 +443,7 @@ with zipfile.ZipFile(out, 'w') as z:
     // per delta byte): 48–70 MiB for a container whose expanded side fits in 8 MiB.
     const limits = { maxTargetBytes: 2 ** 30, maxExpandedBytes: 8 << 20 }
     const params = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
-    const empty = {
-      sourceKind: 'gzip' as const,
-      differId: 'vcdiff',
-      sourceLength: 10,
-      sourceCrc: 0,
-      targetLength: 0,
-      targetCrc: 0,
-      expandedLength: 0,
-      sourcePuffed: false,
-      segments: [],
-      recipe: [],
-      inner: new Uint8Array(0),
-      innerDeflated: false,
-      innerLength: 0,
-    }
+    const empty = EMPTY_CONTAINER
     const n = 1_000_000
     const hostile = [
       encodeContainer({ ...empty, recipe: Array.from({ length: n }, () => ({ offset: 0, length: 1 })) }),

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { type Container, decodeContainer, encodeContainer } from './container.ts'
 import { archiveSize, expandedSize, type Segment } from './expand.ts'
+import { EMPTY_CONTAINER } from './fuzz.ts'
 import type { TableEntryCharges } from './limits.ts'
 import { MIN_RUN_BYTES } from './splice.ts'
 
@@ -50,23 +51,15 @@ const segments: Segment[] = [
   },
 ]
 const container: Container = {
-  sourceKind: 'gzip',
-  differId: 'vcdiff',
-  sourceLength: 10,
-  sourceCrc: 0,
+  ...EMPTY_CONTAINER,
   targetLength: segments.reduce((sum, s) => sum + archiveSize(s), 0),
-  targetCrc: 0,
   expandedLength: segments.reduce((sum, s) => sum + expandedSize(s), 0),
-  sourcePuffed: false,
   segments,
   recipe: [
     { offset: 0, length: 1 },
     { offset: 2, length: 1 },
     { offset: 4, length: 1 },
   ],
-  inner: new Uint8Array(0),
-  innerDeflated: false,
-  innerLength: 0,
 }
 
 /** A power of two per kind, so the total names what was charged how often. */

@@ -11,7 +11,7 @@ import { collectingSink } from '../io.ts'
 import { applyArchiveDelta, applyArchiveDeltaToSink } from './apply.ts'
 import { ByteWriter, concatBytes } from './bytes.ts'
 import { CHECKPOINT_MIN_RAW } from './checkpoints.ts'
-import { decodeContainer, encodeContainer } from './container.ts'
+import { type Container, decodeContainer, encodeContainer } from './container.ts'
 import { crc32 } from './crc32.ts'
 import { createArchiveDelta } from './create.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
@@ -86,6 +86,23 @@ export interface Case {
   source: Uint8Array
   target: Uint8Array
   delta: Uint8Array
+}
+
+/** A container of nothing (for a 10-byte gzip source), for tests to build tables on. */
+export const EMPTY_CONTAINER: Container = {
+  sourceKind: 'gzip',
+  differId: 'vcdiff',
+  sourceLength: 10,
+  sourceCrc: 0,
+  targetLength: 0,
+  targetCrc: 0,
+  expandedLength: 0,
+  sourcePuffed: false,
+  segments: [],
+  recipe: [],
+  inner: new Uint8Array(0),
+  innerDeflated: false,
+  innerLength: 0,
 }
 
 /** A minimal zip (deflate and stored entries) so the zip paths get seeds without node: tooling. */

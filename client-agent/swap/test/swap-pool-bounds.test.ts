@@ -206,7 +206,9 @@ res.end('ok ' + version)`,
     const slow = from('127.0.0.4', port, '/slow')
     await waitFor(() => supervisor.counters.forwarded >= 1, 5000)
     const write = from('127.0.0.4', port, '/w', 'POST')
-    await sleep(200)
+    // Waiting in the proxy before the swap begins (a fixed sleep let a slow machine start the swap
+    // first: the write was then held on arrival and the turn's own check went untested).
+    await waitFor(() => supervisor.counters.waitedForAddress >= 1, 5000)
     expect(supervisor.counters.forwarded).toBe(1)
     const swap = supervisor.swapTo({ version: '2.0.0', artifactPath: artifact })
 
