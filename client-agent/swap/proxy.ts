@@ -96,6 +96,12 @@ export class SwapProxy {
   /** Seconds the current swap is still expected to hold writes (feeds Retry-After). */
   expectedHoldSeconds = 2
   drainPerSecond = 0
+  /**
+   * Told once, the first time a request waits for its address's `maxInFlightPerAddress`: behind another
+   * reverse proxy on the same host every client has one address, and the cap then bounds the whole
+   * service (an upgrade from before the cap would see that only as slower answers).
+   */
+  onAddressCapped: ((message: string) => void) | null = null
   readonly counters: ProxyCounters = {
     forwarded: 0,
     held: 0,
@@ -506,6 +512,10 @@ export class SwapProxy {
     }
     if (!slot.queued) return
     this.counters.waitedForAddress += 1
+    if (this.counters.waitedForAddress === 1)
+      this.onAddressCapped?.(
+        `requests from ${address} now wait for one of its maxInFlightPerAddress (${this.settings.maxInFlightPerAddress}) at the service; if another reverse proxy on this host forwards every client from this one address, raise maxInFlightPerAddress in --swap-config (said once)`,
+      )
     res.once('close', slot.abandon)
   }
 

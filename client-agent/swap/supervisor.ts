@@ -177,6 +177,7 @@ export class Supervisor {
     this.deferrals = new DeferredSwaps(options.settings)
     this.reporter = options.reporter ?? silentReporter
     this.proxy = new SwapProxy(options.settings, buffer, this.tiers, this.loads)
+    this.proxy.onAddressCapped = (message) => this.emit({ type: 'warning', message })
     this.restartHold = new RestartHold(this.proxy, options.settings, this.stopSignal.signal, (message) =>
       this.emit({ type: 'error', message }),
     )

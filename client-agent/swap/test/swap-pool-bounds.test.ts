@@ -118,6 +118,11 @@ describe('swap proxy: the connections to the service', () => {
     const again = await within(from('127.0.0.3', port, '/'), 3000, 'a read from the same address')
     expect(again).toMatchObject({ status: 200, body: 'ok /' })
     await waitFor(() => supervisor.counters.forwarded >= 34, 5000)
+    // The owner is told once (behind another reverse proxy on this host the cap would bound everyone).
+    const warnings = events.flatMap((event) => (event.type === 'warning' ? [event.message] : []))
+    expect(warnings).toEqual([
+      'requests from 127.0.0.3 now wait for one of its maxInFlightPerAddress (32) at the service; if another reverse proxy on this host forwards every client from this one address, raise maxInFlightPerAddress in --swap-config (said once)',
+    ])
   }, 60_000)
 
   it('answers 504 for a service that sends nothing for serviceAnswerTimeoutMs, and frees its connection', async () => {
