@@ -82,6 +82,14 @@ export interface InstallRequest {
   recordedFailures?: 'skip' | 'retry'
 }
 
+/**
+ * How long a rollback waits for each answer from the edge (newer roots before, the rollout's report
+ * after). A rollback is what an owner reaches for when something is already wrong, often with the
+ * network too: an edge that says nothing must not hold it for the usual 30 s a request, before it goes
+ * by the roots it knows or after it has switched.
+ */
+export const ROLLBACK_EDGE_STALL_MS = 5_000
+
 /** Long enough for another process's full download on a slow link; bounded so a stuck one is reported. */
 export const DEFAULT_LOCK_WAIT_MS = 10 * 60_000
 
@@ -679,7 +687,10 @@ export async function rollbackArtifact(config: AgentConfig, name: string, wait: 
     // Revocations published since the last poll count: the edge is asked for newer roots first.
     const known = wait.allowRevoked
       ? null
-      : await maintainerTrustsNow(config, wait.fetchImpl ? { fetchImpl: wait.fetchImpl } : {})
+      : await maintainerTrustsNow(config, {
+          stallMs: ROLLBACK_EDGE_STALL_MS,
+          ...(wait.fetchImpl ? { fetchImpl: wait.fetchImpl } : {}),
+        })
     if (known) await assertStillVouchedFor(name, before.previous, envelope, known)
     if (!(await fileHasBytes(store.blobPath(before.previous), envelope.signed)))
       throw new AgentError(

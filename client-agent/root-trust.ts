@@ -61,6 +61,8 @@ export interface RootRefresh {
 export interface RootRefreshOptions {
   fetchImpl?: typeof fetch
   now?: Date
+  /** How long each request waits for the edge's answer (EdgeClient's `stallMs`; default 30 s). */
+  stallMs?: number
 }
 
 /**
@@ -105,7 +107,11 @@ async function followRootChain(
   // reach its version to tell whether it is this chain's (same digest) or another's.
   let unconfirmed = start.unconfirmed
   const followed: number[] = []
-  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
+  const edge = new EdgeClient(
+    config.edgeUrl,
+    deviceFetch(config, options.fetchImpl),
+    options.stallMs === undefined ? {} : { stallMs: options.stallMs },
+  )
   // Whether the edge was asked past the newest root it serves; false when the step limit ended the walk.
   let reachedEnd = false
   // Past the step limit only up to the unconfirmed root's version, one this device once walked to.

@@ -5,7 +5,7 @@ import type { AgentConfig } from '../config.ts'
 import { deviceFetch } from '../devices/device-fetch.ts'
 import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { AgentError, type AgentErrorCode } from '../errors.ts'
-import { isVersionTarget, rollbackArtifact } from '../install.ts'
+import { isVersionTarget, ROLLBACK_EDGE_STALL_MS, rollbackArtifact } from '../install.ts'
 import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
 import { checkRollout, type ReportResult, reportOutcomeQuietly } from './client.ts'
@@ -191,7 +191,9 @@ export async function rollbackAndReport(
     ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
   })
   if (rolled.from === null) return { ...rolled, report: null }
-  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl))
+  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl), {
+    stallMs: ROLLBACK_EDGE_STALL_MS,
+  })
   const outcome = {
     client: await agentClientId(config, options.fetchImpl),
     version: rolled.from,

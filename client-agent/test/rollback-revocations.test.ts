@@ -5,6 +5,8 @@
  * verified and says how old that knowledge is. A real local edge; the CLI as a user runs it.
  */
 import { readFile, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import type { SignedRoot } from '../../schemas/root.ts'
@@ -102,5 +104,32 @@ describe('deltaport rollback and a key revoked after the last poll', () => {
     expect(warning).toMatch(
       /checked against the revocations of root 1, which the edge last confirmed as its newest at or after \S+ \(\d+ minutes? ago\): a key revoked after that is not known here$/,
     )
-  })
+
+    // An edge that takes the connection and says nothing (a network already in trouble, as it often is
+    // when an owner rolls back) holds the rollback 5 s, not the 30 s an ordinary request waits.
+    const silent = createServer(() => undefined)
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    try {
+      const { port } = silent.address() as AddressInfo
+      await writeFile(
+        offline.configFile,
+        JSON.stringify({
+          edgeUrl: `http://127.0.0.1:${port}`,
+          root: offline.config.root,
+          installRoot: offline.config.installRoot,
+        }),
+      )
+      const started = Date.now()
+      const back = await jsonCli(offline.configFile, ['rollback', 'fw'])
+      expect(back.code, back.stdout).toBe(0)
+      expect(back.json?.rollback).toMatchObject({ from: '1.0.0', to: '1.1.0' })
+      expect(
+        (back.json?.rollback as { revocationsUnrefreshed?: string } | undefined)?.revocationsUnrefreshed,
+      ).toContain('the edge sent no answer within 5000 ms')
+      expect(Date.now() - started).toBeLessThan(20_000)
+    } finally {
+      silent.closeAllConnections()
+      await new Promise((resolve) => silent.close(resolve))
+    }
+  }, 90_000)
 })
