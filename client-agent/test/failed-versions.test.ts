@@ -6,6 +6,7 @@ import { runDaemonCycle } from '../daemon/daemon.ts'
 import { StagingArea } from '../daemon/staging.ts'
 import { installArtifact, runFilesOf } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
+import { RunFiles } from '../swap/run-files.ts'
 import { jsonCli, writeArtifact } from './fixtures.ts'
 import { useEdgeWorkspace } from './local-edge.ts'
 
@@ -121,4 +122,16 @@ describe('versions that failed a swap on this device', () => {
     expect(state.failedVersions).not.toContain('1.1.0')
     expect(state.failures.every((f) => f.reason.length === 200)).toBe(true)
   }, 120_000)
+
+  it('keeps every change made at once: a run recording failures while an install forgets another', async () => {
+    // Each caller its own RunFiles, as `run` and `install` are separate processes.
+    const dir = join(suite.ws.dir, 'concurrent-run')
+    await new RunFiles(dir).addFailed('1.0.0')
+    await Promise.all([
+      new RunFiles(dir).addFailed('1.0.1'),
+      new RunFiles(dir).forgetFailed('1.0.0'),
+      new RunFiles(dir).addFailed('1.0.2'),
+    ])
+    expect(await new RunFiles(dir).failedVersions()).toEqual(new Set(['1.0.1', '1.0.2']))
+  })
 })
