@@ -1,8 +1,9 @@
-import { readFile, rm } from 'node:fs/promises'
+import { readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { RunChildren, RunDeferrals, RunState } from '../../schemas/swap.ts'
 import { withArtifactLock } from '../fs/artifact-lock.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
+import { unlessMissing } from '../fs/missing.ts'
 import { TAG_ENV } from './service-process.ts'
 
 /** state.json is changed in milliseconds: a holder this much slower is reported (`busy`), not waited on. */
@@ -72,6 +73,14 @@ export class RunFiles {
 
   /** Forgets every recorded failure (`uninstall`). */
   async clearFailures(): Promise<void> {
+    // Nothing recorded: no lock either (it would make run/, and the artifact's folder, for nothing).
+    if (
+      !(await unlessMissing(
+        stat(join(this.dir, 'state.json')).then(() => true),
+        false,
+      ))
+    )
+      return
     await withArtifactLock(this.dir, STATE_LOCK_WAIT, () => rm(join(this.dir, 'state.json'), { force: true }))
   }
 
