@@ -23,7 +23,7 @@ import { DEFAULT_CONFIG_PATH, loadConfig, publishToken } from './config.ts'
 import { dependencyStatus } from './dependencies.ts'
 import { unfinishedSwitches } from './dependency-switch.ts'
 import { AgentError, fromFileSystemError } from './errors.ts'
-import { installArtifact, isVersionTarget, runFilesOf } from './install.ts'
+import { type InstallResult, installArtifact, isVersionTarget, runFilesOf } from './install.ts'
 import { formatBytes, Reporter } from './output.ts'
 import { publishArtifact, readKeyFiles } from './publish.ts'
 import { buildDeltasFromPrevious, deltasFromLastN } from './publish-deltas.ts'
@@ -176,7 +176,10 @@ export function buildProgram(
     })
 
   /** `options.channel`: the channel a rollout chose `options.to` for (its manifest must list it). */
-  const installAction = async (spec: string, options: InstallOptions & { channel?: string }) => {
+  const installAction = async (
+    spec: string,
+    options: InstallOptions & { channel?: string },
+  ): Promise<InstallResult> => {
     const channel = options.channel
     // What was typed is checked before the config is read: a typo is a usage error (exit 2), not a
     // missing or invalid config (exit 3).
@@ -200,7 +203,7 @@ export function buildProgram(
     })
     if (result.skippedFailed) {
       reportSkippedFailed(out, result.name, result.version, result.skippedFailed)
-      return
+      return result
     }
     if (result.retriedFailed)
       out.info(
@@ -245,6 +248,7 @@ export function buildProgram(
         install: { ...result, seconds },
       },
     )
+    return result
   }
 
   program
@@ -256,7 +260,9 @@ export function buildProgram(
     .option(...IGNORE_DEPENDENTS_OPTION)
     .option(...RETRY_FAILED_OPTION)
     .option(...WAIT_OPTION)
-    .action(installAction)
+    .action(async (spec: string, options: InstallOptions) => {
+      await installAction(spec, options)
+    })
 
   program
     .command('update <name>')
@@ -275,7 +281,10 @@ export function buildProgram(
       const { name, target } = parseSpec(spec, options.to)
       const config = await loadConfig(program.opts<GlobalOptions>().config)
       const gate = await rolloutGate(config, name, target)
-      if (gate.kind === 'free') return installAction(spec, options)
+      if (gate.kind === 'free') {
+        await installAction(spec, options)
+        return
+      }
       if (gate.kind === 'held') {
         reporter().result(gate.message, {
           update: { held: true, current: gate.current, message: gate.message, rollout: gate.check },

@@ -5,7 +5,7 @@ import type { AgentConfig } from '../config.ts'
 import { deviceFetch } from '../devices/device-fetch.ts'
 import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { AgentError, type AgentErrorCode } from '../errors.ts'
-import { isVersionTarget, ROLLBACK_EDGE_STALL_MS, rollbackArtifact } from '../install.ts'
+import { type InstallResult, isVersionTarget, ROLLBACK_EDGE_STALL_MS, rollbackArtifact } from '../install.ts'
 import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
 import { checkRollout, type ReportResult, reportOutcomeQuietly } from './client.ts'
@@ -119,9 +119,12 @@ async function yankedOnIndex(edge: EdgeClient, name: string, version: string): P
 /**
  * Runs an install the gate let through and reports its outcome to the rollout: `installed` on success,
  * `failed` (with the error code as its class) when the release itself failed. The install's own error
- * is rethrown unchanged; reporting never fails the command.
+ * is rethrown unchanged; reporting never fails the command. An install that stayed put because the
+ * version failed its health check here (`skippedFailed`: `run` recorded it after the caller looked,
+ * while this install waited for the lock) reports nothing: `run` reported the rollback, and an
+ * `installed` after it told the rollout the opposite of what the device runs.
  */
-export async function installWithinRollout<T>(
+export async function installWithinRollout<T extends Pick<InstallResult, 'skippedFailed'> | undefined>(
   config: AgentConfig,
   name: string,
   gate: Extract<RolloutGate, { kind: 'in' }>,
@@ -144,6 +147,11 @@ export async function installWithinRollout<T>(
     }
     throw error
   }
+  if (result?.skippedFailed)
+    return {
+      result,
+      report: { reported: false, reason: `${gate.version} failed here before: not installed` },
+    }
   const report = await reportOutcomeQuietly(edge, name, gate.check.channel, {
     ...outcome,
     outcome: 'installed',

@@ -1,9 +1,13 @@
-import { readFile, rm } from 'node:fs/promises'
+import { readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { RunChildren, RunDeferrals, RunState } from '../../schemas/swap.ts'
+import { withArtifactLock } from '../fs/artifact-lock.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
-import { makeDirs } from '../fs/make-dirs.ts'
+import { unlessMissing } from '../fs/missing.ts'
 import { TAG_ENV } from './service-process.ts'
+
+/** state.json is changed in milliseconds: a holder this much slower is reported (`busy`), not waited on. */
+const STATE_LOCK_WAIT = { timeoutMs: 30_000 }
 
 /** A version that failed a swap on this device; `at` and `reason` are null when recorded before they were. */
 export interface FailedVersion {
@@ -44,30 +48,40 @@ export class RunFiles {
 
   /** Records that `version` failed a swap (`reason`: the swap's detail); kept until `uninstall` or a retry. */
   async addFailed(version: string, reason = 'failed a swap', at = new Date()): Promise<void> {
-    const { failedVersions, failures } = await this.state()
-    await this.writeState(
-      [...failedVersions.filter((v) => v !== version), version],
-      [
+    await this.changeState(({ failedVersions, failures }) => ({
+      failedVersions: [...failedVersions.filter((v) => v !== version), version],
+      failures: [
         ...failures.filter((f) => f.version !== version),
         { version, at: at.toISOString(), reason: reason.slice(0, 200) },
       ],
-    )
+    }))
   }
 
   /** Forgets a recorded failure (the owner installed the version again on purpose). */
   async forgetFailed(version: string): Promise<boolean> {
-    const { failedVersions, failures } = await this.state()
-    if (!failedVersions.includes(version)) return false
-    await this.writeState(
-      failedVersions.filter((v) => v !== version),
-      failures.filter((f) => f.version !== version),
-    )
-    return true
+    let forgot = false
+    await this.changeState(({ failedVersions, failures }) => {
+      forgot = failedVersions.includes(version)
+      if (!forgot) return null
+      return {
+        failedVersions: failedVersions.filter((v) => v !== version),
+        failures: failures.filter((f) => f.version !== version),
+      }
+    })
+    return forgot
   }
 
   /** Forgets every recorded failure (`uninstall`). */
   async clearFailures(): Promise<void> {
-    await rm(join(this.dir, 'state.json'), { force: true })
+    // Nothing recorded: no lock either (it would make run/, and the artifact's folder, for nothing).
+    if (
+      !(await unlessMissing(
+        stat(join(this.dir, 'state.json')).then(() => true),
+        false,
+      ))
+    )
+      return
+    await withArtifactLock(this.dir, STATE_LOCK_WAIT, () => rm(join(this.dir, 'state.json'), { force: true }))
   }
 
   /** state.json as last recorded; nothing failed when it is missing or unreadable. */
@@ -79,17 +93,25 @@ export class RunFiles {
     }
   }
 
-  /** Bounded like the schema: the newest 1000 versions, details only for those. */
-  private async writeState(versions: string[], failures: RunState['failures']): Promise<void> {
-    const kept = versions.slice(-1000)
-    await makeDirs(this.dir)
-    await writeFileAtomic(
-      join(this.dir, 'state.json'),
-      JSON.stringify({
-        failedVersions: kept,
-        failures: failures.filter((f) => kept.includes(f.version)).slice(-1000),
-      } satisfies RunState),
-    )
+  /**
+   * Reads, changes (null: leaves as it is) and writes state.json under `run/lock`: `run`'s supervisor
+   * records a failure while an `install` of a named version forgets another, each in its own process,
+   * and two unserialised read-modify-writes lost one of them. Bounded like the schema: the newest 1000
+   * versions, details only for those.
+   */
+  private async changeState(change: (state: RunState) => RunState | null): Promise<void> {
+    await withArtifactLock(this.dir, STATE_LOCK_WAIT, async () => {
+      const next = change(await this.state())
+      if (next === null) return
+      const kept = next.failedVersions.slice(-1000)
+      await writeFileAtomic(
+        join(this.dir, 'state.json'),
+        JSON.stringify({
+          failedVersions: kept,
+          failures: next.failures.filter((f) => kept.includes(f.version)).slice(-1000),
+        } satisfies RunState),
+      )
+    })
   }
 
   /** Deferred swaps as last recorded; none when the file is missing or unreadable. */

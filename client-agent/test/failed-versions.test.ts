@@ -4,10 +4,14 @@ import { describe, expect, it } from 'vitest'
 import { RunState } from '../../schemas/swap.ts'
 import { runDaemonCycle } from '../daemon/daemon.ts'
 import { StagingArea } from '../daemon/staging.ts'
+import { EdgeClient } from '../edge-client.ts'
 import { installArtifact, runFilesOf } from '../install.ts'
+import { controlRollout } from '../rollout/client.ts'
+import { installWithinRollout, rolloutGate } from '../rollout/update-gate.ts'
 import { ArtifactStore } from '../store.ts'
+import { RunFiles } from '../swap/run-files.ts'
 import { jsonCli, writeArtifact } from './fixtures.ts'
-import { useEdgeWorkspace } from './local-edge.ts'
+import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 /**
  * A version `deltaport run` rolled back (its health check failed) is remembered per artifact in
@@ -121,4 +125,43 @@ describe('versions that failed a swap on this device', () => {
     expect(state.failedVersions).not.toContain('1.1.0')
     expect(state.failures.every((f) => f.reason.length === 200)).toBe(true)
   }, 120_000)
+
+  it('keeps every change made at once: a run recording failures while an install forgets another', async () => {
+    // Each caller its own RunFiles, as `run` and `install` are separate processes.
+    const dir = join(suite.ws.dir, 'concurrent-run')
+    await new RunFiles(dir).addFailed('1.0.0')
+    await Promise.all([
+      new RunFiles(dir).addFailed('1.0.1'),
+      new RunFiles(dir).forgetFailed('1.0.0'),
+      new RunFiles(dir).addFailed('1.0.2'),
+    ])
+    expect(await new RunFiles(dir).failedVersions()).toEqual(new Set(['1.0.1', '1.0.2']))
+  })
+
+  it('tells a rollout nothing when its version was recorded as failed while the update waited', async () => {
+    // `update` looked at the record before `run` (holding the lock) failed the version; the locked
+    // install then stays put, and the rollout must not hear `installed` after `run`'s rollback.
+    const store = await failedHead('fh-rollout')
+    const edge = new EdgeClient(suite.edge.url)
+    await controlRollout(edge, TEST_TOKEN, 'fh-rollout', 'stable', 'start', {
+      version: '1.1.0',
+      stages: [{ percent: 100, durationMs: 3_600_000 }],
+    })
+    const gate = await rolloutGate(suite.ws.config, 'fh-rollout', undefined)
+    expect(gate).toMatchObject({ kind: 'in', version: '1.1.0' })
+    if (gate.kind !== 'in') return
+    const { result, report } = await installWithinRollout(suite.ws.config, 'fh-rollout', gate, () =>
+      installArtifact(suite.ws.config, {
+        name: 'fh-rollout',
+        target: gate.version,
+        channel: 'stable',
+        recordedFailures: 'skip',
+      }),
+    )
+    expect(result.skippedFailed).toMatchObject({ version: '1.1.0' })
+    expect(report).toMatchObject({ reported: false })
+    expect((await store.state()).current).toBe('1.0.0')
+    const status = await controlRollout(edge, TEST_TOKEN, 'fh-rollout', 'stable', 'status')
+    expect(status.overall.counts).toMatchObject({ installed: 0 })
+  }, 60_000)
 })
