@@ -1,3 +1,4 @@
+import type { ZoneMetrics } from '../../schemas/shards.ts'
 import { call } from './publish-helpers.ts'
 
 /** vitest.config.ts binds OPERATOR_TOKEN to this (TEST_OPERATOR_TOKEN there). */
@@ -20,4 +21,24 @@ export function sectionOf(page: string, id: string): string {
   const open = page.lastIndexOf('<section', marker)
   const close = page.indexOf('</section>', marker)
   return page.slice(open, close)
+}
+
+/** A zone's planner metrics with nothing served yet; `overrides` sets what a test looks at. */
+export function quietZone(zone: string, overrides: Partial<ZoneMetrics> = {}): ZoneMetrics {
+  return {
+    zone,
+    requests: 0,
+    hits: 0,
+    hitRatio: 0,
+    crossZoneFetches: 0,
+    bytesServed: 0,
+    crossZoneBytes: 0,
+    bytesMoved: 0,
+    warmFillBytes: 0,
+    meanLatencyMs: 0,
+    smape: null,
+    evaluatedHours: 0,
+    refits: 0,
+    ...overrides,
+  }
 }

@@ -12,7 +12,7 @@ import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-c
 import { forecastViewOf, loadForecast } from '../dashboard/sections/forecast.ts'
 import { loadRollouts } from '../dashboard/sections/rollouts.ts'
 import { loadShards } from '../dashboard/sections/shards.ts'
-import { dashboardHtml, sectionOf } from './dashboard-helpers.ts'
+import { dashboardHtml, quietZone, sectionOf } from './dashboard-helpers.ts'
 
 describe('dashboard: rollouts', () => {
   beforeAll(async () => {
@@ -135,21 +135,7 @@ describe('dashboard: shard map and forecast vs actual', () => {
   })
 
   it("joins the hourly series with each zone's forecast score (pure)", () => {
-    const zoneMetrics = {
-      zone: 'weur',
-      requests: 9,
-      hits: 0,
-      hitRatio: 0,
-      crossZoneFetches: 0,
-      bytesServed: 0,
-      crossZoneBytes: 0,
-      bytesMoved: 0,
-      warmFillBytes: 0,
-      meanLatencyMs: 0,
-      smape: 12.5,
-      evaluatedHours: 3,
-      refits: 0,
-    }
+    const zoneMetrics = quietZone('weur', { requests: 9, smape: 12.5, evaluatedHours: 3 })
     const points = [
       { hour: HOUR, actual: 7, predicted: 6 },
       { hour: 2 * HOUR, actual: 2, predicted: null },

@@ -11,6 +11,7 @@ import { artifactsView } from '../dashboard/views/artifacts.ts'
 import { lineChart } from '../dashboard/views/charts.ts'
 import { dashboardPage } from '../dashboard/views/dashboard.ts'
 import { shardsView } from '../dashboard/views/shards.ts'
+import { quietZone } from './dashboard-helpers.ts'
 
 const EVIL = '<script>alert(1)</script>'
 
@@ -75,25 +76,10 @@ describe('dashboard views', () => {
   })
 
   it('say before the first shard plan how to run the planner, and show no capacity of 0 B', async () => {
-    const zoneMetrics = (zone: string) => ({
-      zone,
-      requests: 0,
-      hits: 0,
-      hitRatio: 0,
-      crossZoneFetches: 0,
-      bytesServed: 0,
-      crossZoneBytes: 0,
-      bytesMoved: 0,
-      warmFillBytes: 0,
-      meanLatencyMs: 0,
-      smape: null,
-      evaluatedHours: 0,
-      refits: 0,
-    })
     const metrics = {
       planVersion: 0,
       windowHours: 24,
-      zones: [zoneMetrics('wnam'), zoneMetrics('weur')],
+      zones: [quietZone('wnam'), quietZone('weur')],
       prefetchThreshold: 5,
       bandit: [],
       migrations: { pending: 0, active: 0, failed: 0 },

@@ -83,6 +83,18 @@ const stats = async (port: number) =>
     hungClosed: number
   }
 
+/** The pool service behind a proxy that gives up on it after 1 s of silence, without the address cap. */
+async function answerBoundSupervisor(dir: string): Promise<Supervisor> {
+  const supervisor = await supervise(
+    dir,
+    await poolService(dir),
+    { serviceAnswerTimeoutMs: 1000, maxInFlightPerAddress: 256 },
+    [],
+  )
+  supervisors.push(supervisor)
+  return supervisor
+}
+
 describe('swap proxy: the connections to the service', () => {
   it('one address that reads none of its answers holds maxInFlightPerAddress of them, not all', async () => {
     const dir = await tempDir('deltaport-swap-address-cap-')
@@ -127,14 +139,7 @@ describe('swap proxy: the connections to the service', () => {
 
   it('answers 504 for a service that sends nothing for serviceAnswerTimeoutMs, and frees its connection', async () => {
     const dir = await tempDir('deltaport-swap-answer-timeout-')
-    const events: SupervisorEvent[] = []
-    const supervisor = await supervise(
-      dir,
-      await poolService(dir),
-      { serviceAnswerTimeoutMs: 1000, maxInFlightPerAddress: 256 },
-      events,
-    )
-    supervisors.push(supervisor)
+    const supervisor = await answerBoundSupervisor(dir)
     const port = supervisor.publicPort
 
     const started = Date.now()
@@ -155,14 +160,7 @@ describe('swap proxy: the connections to the service', () => {
 
   it('cuts a write kept for a client that hung up once the service sent nothing for serviceAnswerTimeoutMs', async () => {
     const dir = await tempDir('deltaport-swap-kept-timeout-')
-    const events: SupervisorEvent[] = []
-    const supervisor = await supervise(
-      dir,
-      await poolService(dir),
-      { serviceAnswerTimeoutMs: 1000, maxInFlightPerAddress: 256 },
-      events,
-    )
-    supervisors.push(supervisor)
+    const supervisor = await answerBoundSupervisor(dir)
     const port = supervisor.publicPort
 
     // 300 writes sent whole, their clients gone: the 256 on a connection to the service are kept for its
