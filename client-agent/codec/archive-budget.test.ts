@@ -236,7 +236,7 @@ function everyParameterSet(): DeflateParams[] {
 }
 
 /**
- * Runs whose source positions are past 2^31 - 1, boxed (16 heap bytes more each), as any hostile run
+ * Runs whose source positions are past 2^31 - 1, boxed (16 heap bytes more each), as every hostile run
  * may be; each covers at least MIN_RUN_BYTES of its stream.
  */
 const runsOf = (n: number) =>
@@ -310,7 +310,7 @@ const SHAPES: [string, number, () => Uint8Array, number?][] = [
   ['spliced segment, 1 run', 25_000, () => tablesOf(25_000, () => spliced(1))],
   ['spliced segment, 1000 runs', 50, () => tablesOf(50, () => spliced(1000))],
   ['spliced segment, 1 block with a header, no runs', 25_000, () => tablesOf(25_000, heaviestSegment)],
-  // Once checkpointed ones were decoded (as any earlier delta of the process may have).
+  // Once checkpointed ones were decoded (as every earlier delta of the process may have).
   ['deflate segment, again', 50_000, () => tablesOf(50_000, () => deflate(0))],
   ['literal segment, again', 50_000, () => tablesOf(50_000, () => ({ kind: 'literal', length: 1 }))],
 ]

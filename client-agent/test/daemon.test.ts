@@ -29,15 +29,7 @@ const busy = () => 8
 
 const suite = useEdgeWorkspace()
 
-const publish = (file: string, name: string, version: string) =>
-  publishArtifact({
-    edgeUrl: suite.edge.url,
-    token: TEST_TOKEN,
-    keyFile: suite.ws.keyFile,
-    file,
-    name,
-    version,
-  })
+const publish = (file: string, name: string, version: string) => suite.publish(file, name, version)
 
 /** A device of its own (install root) so the tests do not see each other's installs or staging. */
 function device(id: string, extra: Partial<AgentConfig> = {}): AgentConfig {

@@ -2,12 +2,11 @@ import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { installArtifact } from '../install.ts'
-import { publishArtifact } from '../publish.ts'
 import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { ArtifactStore } from '../store.ts'
 import { type Fault, type FaultProxy, type SeenRequest, startFaultProxy } from './fault-proxy.ts'
 import { writeArtifact } from './fixtures.ts'
-import { TEST_TOKEN, type useEdgeWorkspace } from './local-edge.ts'
+import type { useEdgeWorkspace } from './local-edge.ts'
 
 export const isDeltaRange = (r: SeenRequest) => r.range !== undefined && r.path.startsWith('/v1/deltas/')
 
@@ -69,14 +68,6 @@ export async function publishWithDelta(
   version: string,
 ) {
   const deltas = await buildDeltasFromPrevious(suite.edge.url, name, file, 1)
-  await publishArtifact({
-    edgeUrl: suite.edge.url,
-    token: TEST_TOKEN,
-    keyFile: suite.ws.keyFile,
-    file,
-    name,
-    version,
-    deltas,
-  })
+  await suite.publish(file, name, version, { deltas })
   return deltas
 }

@@ -2,7 +2,7 @@ import { afterAll, beforeAll } from 'vitest'
 import { unstable_startWorker } from 'wrangler'
 import type { DependencyRef } from '../../schemas/manifest.ts'
 import type { Published } from '../../schemas/publish.ts'
-import { publishArtifact } from '../publish.ts'
+import { type PublishRequest, publishArtifact } from '../publish.ts'
 import { makeWorkspace, type Workspace } from './fixtures.ts'
 
 export const TEST_TOKEN = 'agent-test-token'
@@ -66,7 +66,7 @@ export function useEdgeWorkspace(vars: Record<string, string> = {}): {
     file: string,
     name: string,
     version: string,
-    extra?: { expiresInDays?: number; dependencies?: DependencyRef[] },
+    extra?: { expiresInDays?: number; dependencies?: DependencyRef[]; deltas?: PublishRequest['deltas'] },
   ): Promise<Published>
 } {
   let edge: LocalEdge | undefined
