@@ -124,6 +124,15 @@ export const SwapSettings = z.strictObject({
   maxInFlightPerAddress: z.number().int().min(1).max(100_000).default(32),
   /** Requests from one address waiting for one of its `maxInFlightPerAddress`; one more gets 429. */
   maxWaitingPerAddress: z.number().int().min(0).max(100_000).default(256),
+  /**
+   * Upgraded connections (WebSocket, any `Upgrade:` tunnel) one client address may have open at once; one
+   * more gets 429 (problem+json) and is closed. A cap of its own, not `maxInFlightPerAddress`: a tunnel
+   * lives as long as its client keeps it (hours), so counted as in flight, an address's open WebSockets
+   * would take the slots its ordinary requests need, and those would wait for good. Each tunnel holds
+   * a connection to the service and two sockets in the agent; without a cap one address opened as many
+   * as it liked. Behind another reverse proxy on the host every client has one address: raise it there.
+   */
+  maxTunnelsPerAddress: z.number().int().min(1).max(100_000).default(64),
   /** Buffered writes without this header are refused with 401 (null: no such rule). */
   requiredHeader: z
     .string()

@@ -358,6 +358,21 @@ function answerStalled(res: ServerResponse, idleMs: number): void {
   )
 }
 
+/**
+ * A replayed write the service sent nothing for `ms` (socket idle, any byte either way restarts it). It
+ * was sent whole, so the service may have applied it.
+ */
+export class ReplayTimedOut extends Error {
+  readonly writeId: number
+  readonly ms: number
+  constructor(writeId: number, ms: number) {
+    super(`replay of write ${writeId} timed out (no byte from the service for ${ms} ms)`)
+    this.name = 'ReplayTimedOut'
+    this.writeId = writeId
+    this.ms = ms
+  }
+}
+
 export interface ServiceAnswer {
   status: number
   headers: Array<[string, string]>
@@ -365,8 +380,9 @@ export interface ServiceAnswer {
 }
 
 /**
- * Sends a buffered write to a process and collects its whole answer (rejects on connection errors, when
- * `timeoutMs` passes without a byte (null: no limit, as for a live request), and when `cutoff` aborts).
+ * Sends a buffered write to a process and collects its whole answer (rejects on connection errors, with
+ * `ReplayTimedOut` when `timeoutMs` passes without a byte either way (null: no limit), and when `cutoff`
+ * aborts). A timeout destroys the request, which closes its connection to the service.
  */
 export function sendBuffered(
   target: ServiceProcess,
@@ -406,11 +422,21 @@ export function sendBuffered(
             body: Buffer.concat(chunks),
           }),
         )
-        res.on('error', reject)
+        res.on('error', fail)
+        // An answer cut before its end (the timeout below once it had begun, a reset) is no answer.
+        res.on('close', () => (res.complete ? undefined : fail(new Error(`answer to write ${write.id} cut`))))
       },
     )
-    req.on('timeout', () => req.destroy(new Error(`replay of write ${write.id} timed out`)))
-    req.on('error', reject)
+    /** Set once the service sent nothing for `timeoutMs`: whichever error follows, that is the reason. */
+    let timedOut = false
+    function fail(error: unknown) {
+      reject(timedOut && timeoutMs !== null ? new ReplayTimedOut(write.id, timeoutMs) : error)
+    }
+    req.on('timeout', () => {
+      timedOut = true
+      req.destroy(new ReplayTimedOut(write.id, timeoutMs ?? 0))
+    })
+    req.on('error', fail)
     req.end(body)
   }).finally(() => target.leave(true))
 }

@@ -43,6 +43,10 @@ export interface ProxyCounters {
   refused429: number
   /** Requests that waited in the proxy for a slot of their address (`maxInFlightPerAddress`). */
   waitedForAddress: number
+  /** Upgraded connections open now (a gauge: each tunnel counts until both its sides have closed). */
+  openTunnels: number
+  /** Upgrades refused with 429 because their address had `maxTunnelsPerAddress` open already. */
+  refusedTunnels: number
   unavailable: number
 }
 
@@ -79,6 +83,15 @@ export const STOP_RETRY_AFTER_S = 1
 const IDLE_GRACE_MS = 100
 
 /**
+ * Retry-After (seconds) of an upgrade refused for its address's tunnel cap: a slot frees only when one of
+ * that address's tunnels closes, which may take hours, so not the 1 s of a request's 429.
+ */
+const TUNNEL_RETRY_AFTER_S = 5
+
+/** How long a refused upgrade's connection may stay after its 429 before the proxy closes it. */
+const REFUSED_TUNNEL_LINGER_MS = 5000
+
+/**
  * Requests a connection may have pipelined behind the one being served; one more closes it. Clients that
  * pipeline (browsers do not) send a few; the proxy keeps each of them, so a connection may not send more.
  */
@@ -110,6 +123,8 @@ export class SwapProxy {
     refused413: 0,
     refused429: 0,
     waitedForAddress: 0,
+    openTunnels: 0,
+    refusedTunnels: 0,
     unavailable: 0,
   }
   private readonly server: Server
@@ -125,6 +140,10 @@ export class SwapProxy {
   private readonly hungUp = new HungUpWrites()
   /** Per client address, its live requests at the service and those waiting for a slot there. */
   private readonly addresses: AddressSlots
+  /** Per client address, its open tunnels (`maxTunnelsPerAddress`; none wait: past it, 429). */
+  private readonly tunnelSlots: AddressSlots
+  /** Set once the first upgrade was refused for its address's tunnel cap (the warning is said once). */
+  private tunnelCapTold = false
   /**
    * Per connection, the pipelined requests waiting for the one it is served (node:http emits them all
    * at once). Served one at a time, as HTTP/1.1 answers them anyway: at once, one connection that never
@@ -159,6 +178,7 @@ export class SwapProxy {
     this.loads = loads
     this.writeMethods = new Set(settings.writeMethods)
     this.addresses = new AddressSlots(settings.maxInFlightPerAddress, settings.maxWaitingPerAddress)
+    this.tunnelSlots = new AddressSlots(settings.maxTunnelsPerAddress, 0)
     this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => this.handle(req, res, false))
     // Without this listener node:http answers `Expect: 100-continue` at once, before the proxy has seen
     // the headers: a client would then upload a body the proxy is about to refuse (413, 401, 503).
@@ -261,6 +281,8 @@ export class SwapProxy {
    * An upgrade (WebSocket, …) becomes a byte tunnel to the active process. It is treated like a read in
    * every mode: it goes to the process that serves reads (the old one while writes are held), and nothing
    * in it is held or replayed. Tunnels to a process that is stopped get its stop grace, then are closed.
+   * One client address may have `maxTunnelsPerAddress` open; one more gets 429 at once (a tunnel's slot is
+   * held for the tunnel's whole life, so waiting for one would be waiting for another client to leave).
    */
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const target = this.readTarget()
@@ -271,10 +293,53 @@ export class SwapProxy {
       )
       return
     }
+    const address = req.socket.remoteAddress ?? 'unknown'
+    // No tunnel waits (`maxWaiting` 0): its slot is given at once or not at all.
+    const slot: { release: (() => void) | null } = { release: null }
+    this.tunnelSlots.acquire(address, (release) => {
+      slot.release = release
+    })
+    const free = slot.release
+    if (!free) {
+      this.refuseTunnel(socket, address)
+      return
+    }
     this.counters.forwarded += 1
+    this.counters.openTunnels += 1
+    let released = false
+    // Once, whichever side closes first (or errs: a socket that errs is destroyed and closes too).
+    const end = () => {
+      if (released) return
+      released = true
+      this.counters.openTunnels -= 1
+      free()
+    }
     this.tunnels.add(socket)
     socket.once('close', () => this.tunnels.delete(socket))
-    openTunnel(target, req, socket, head)
+    openTunnel(target, req, socket, head, end)
+  }
+
+  /** 429 problem+json for an upgrade past its address's `maxTunnelsPerAddress`, then the connection closes. */
+  private refuseTunnel(socket: Duplex, address: string): void {
+    this.counters.refusedTunnels += 1
+    const max = this.settings.maxTunnelsPerAddress
+    const body = JSON.stringify({
+      title: 'too many upgraded connections from this address',
+      status: 429,
+      detail: `this address already has ${max} upgraded connections (tunnels) open; one must close first`,
+    })
+    socket.on('error', () => undefined)
+    socket.end(
+      `HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/problem+json\r\nretry-after: ${TUNNEL_RETRY_AFTER_S}\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    )
+    // node:http leaves an upgrade's socket half-open after `end`: a client that never closes its side
+    // would keep this refused one (a socket of the agent's) for good.
+    setTimeout(() => socket.destroy(), REFUSED_TUNNEL_LINGER_MS).unref()
+    if (this.tunnelCapTold) return
+    this.tunnelCapTold = true
+    this.onAddressCapped?.(
+      `an upgrade from ${address} was refused (429): it has maxTunnelsPerAddress (${max}) tunnels open; if another reverse proxy on this host forwards every client from this one address, raise maxTunnelsPerAddress in --swap-config (said once)`,
+    )
   }
 
   private clientOf(req: IncomingMessage): string {

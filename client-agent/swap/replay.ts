@@ -1,5 +1,5 @@
 import type { HeldWrite, WriteBuffer } from './buffer.ts'
-import { sendBuffered } from './forward.ts'
+import { ReplayTimedOut, sendBuffered } from './forward.ts'
 import { pickClient } from './priority.ts'
 import type { ServiceProcess } from './service-process.ts'
 
@@ -14,11 +14,20 @@ export interface ReplayOptions {
   /** While true the loop waits for new writes even when the buffer is empty (the probation window). */
   keepGoing: () => boolean
   /**
-   * How long `target` has to answer one write. A new version on probation that takes longer has failed;
-   * null (the version that serves) waits as a live request would: sent again after a timeout, a slow
-   * write was applied over and over and its client never answered.
+   * How long `target` may send nothing while it has a write (a socket-idle bound). A new version on
+   * probation that takes longer has failed (`replayTimeoutMs`); the version that serves gets a live
+   * request's `serviceAnswerTimeoutMs` and, with `onNoAnswer`, such a write is given up on, never sent
+   * again (sent again after a timeout, a slow write was applied over and over). Null: no bound.
    */
   timeoutMs: number | null
+  /**
+   * Set for the version that serves: a write it sends nothing for `timeoutMs` is given up on, not failed.
+   * Its client gets 504 (problem+json: it may have been applied), the write is settled (`done` record
+   * first, so nothing replays it again into the hung service), its connection is closed, and the lane goes
+   * on with the other held writes. Called once such a write is settled. Without it, a timeout fails the
+   * replay (a new version on probation: the write goes to the previous version).
+   */
+  onNoAnswer?: (entry: HeldWrite, ms: number) => void
   /** Gives up the writes in flight (they stay held): the agent is stopping and their time is up. */
   cutoff?: AbortSignal
   /**
@@ -83,7 +92,7 @@ async function sendOne(
   buffer: WriteBuffer,
   entry: HeldWrite,
   target: ServiceProcess,
-  options: Pick<ReplayOptions, 'timeoutMs' | 'cutoff' | 'serverErrorAnswers'>,
+  options: Pick<ReplayOptions, 'timeoutMs' | 'cutoff' | 'serverErrorAnswers' | 'onNoAnswer'>,
 ): Promise<boolean> {
   const verdict = await entry.verdict
   if (!verdict.ok) {
@@ -94,13 +103,21 @@ async function sendOne(
   entry.state = 'sending'
   try {
     const body = await buffer.bodyOf(entry)
-    const answer = await sendBuffered(target, entry, body, options.timeoutMs, options.cutoff).catch(
-      (error: unknown) => {
+    const answer = await sendBuffered(target, entry, body, options.timeoutMs, options.cutoff)
+      .catch((error: unknown) => {
         // Sent, perhaps whole, with no answer: `target` may have applied it.
         entry.maybeApplied = true
         throw error
-      },
-    )
+      })
+      .catch((error: unknown) => {
+        if (!(error instanceof ReplayTimedOut) || !options.onNoAnswer) throw error
+        return { ...noAnswer(error.ms), gaveUp: error.ms }
+      })
+    if ('gaveUp' in answer) {
+      await buffer.complete(entry, answer.status, answer.headers, answer.body)
+      options.onNoAnswer?.(entry, answer.gaveUp)
+      return true
+    }
     if (answer.status >= 500 && !options.serverErrorAnswers(entry))
       throw new Error(`write ${entry.id} answered ${answer.status} by ${target.version}`)
     await buffer.complete(entry, answer.status, answer.headers, answer.body)
@@ -108,6 +125,25 @@ async function sendOne(
   } catch (error) {
     entry.state = 'held'
     throw error
+  }
+}
+
+/**
+ * What the client of a replayed write hears when the serving version sent nothing for `ms`: as for a live
+ * request (forward.ts), 504 problem+json, saying also that the outcome is unknown. The write was sent
+ * whole, so the service may have applied it (or still apply it); it is not sent again.
+ */
+export function noAnswer(ms: number): { status: 504; headers: Array<[string, string]>; body: Buffer } {
+  return {
+    status: 504,
+    headers: [['content-type', 'application/problem+json']],
+    body: Buffer.from(
+      JSON.stringify({
+        title: 'the service did not answer',
+        status: 504,
+        detail: `no answer from the service within ${ms} ms to this write, held during an update and replayed; it was sent whole and may have been applied`,
+      }),
+    ),
   }
 }
 

@@ -663,8 +663,11 @@ export class Supervisor {
    * version to try, and retried, a write that breaks every version held its client and the swap for
    * ever). A write recovered from the journal has nobody to retry it, so its 5xx is retried (a service
    * still warming up) for `healthTimeoutMs`, then taken as its answer: the agent must start serving.
-   * Its answer is waited for as long as a live request's would be (no timeout): there is no better
-   * process to send the write to, and sending it again only applies it again.
+   * Its answer is waited for as a live request's is, under `serviceAnswerTimeoutMs` (no byte from the
+   * service for that long): there is no better process to send the write to, and sending it again only
+   * applies it again, so a write it sends nothing for is given up on, not retried. Its client gets 504
+   * (it may have been applied), the write is settled, and the other held writes go on: without a bound a
+   * hung service held that client and a replay lane for ever, and with the lanes the swap and the stop.
    */
   private async replayUntilDone(target: ServiceProcess, keepGoing: () => boolean): Promise<ReplayResult> {
     this.proxy.mode = 'pass'
@@ -674,7 +677,12 @@ export class Supervisor {
     for (;;) {
       const start = Date.now()
       const result = await replayInto(this.buffer, target, {
-        ...this.replayOptions(keepGoing, null, serverErrorAnswers),
+        ...this.replayOptions(keepGoing, this.settings.serviceAnswerTimeoutMs, serverErrorAnswers),
+        onNoAnswer: (entry, ms) =>
+          this.emit({
+            type: 'error',
+            message: `write ${entry.id} replayed into ${target.version} got no answer within ${ms} ms; answered 504 (it may have been applied), not sent again`,
+          }),
         cutoff: this.replayCutoff.signal,
       })
       replayed += result.replayed

@@ -9,9 +9,20 @@ import type { ServiceProcess } from './service-process.ts'
  * request goes on with its `Connection: Upgrade` and `Upgrade` (hop-by-hop, so rebuilt here on purpose),
  * and from then on both directions are piped untouched, the service's own 101 (or refusal) included.
  * The tunnel is registered on the process, which closes it after a grace when it is stopped.
+ * `ended` is called (at least once; the caller counts it once) when the tunnel is over: when either side
+ * closes, errors included (an erring socket is destroyed, so it closes too), the service's refusal and an
+ * unreachable service as well. The tunnel's slot of its client address (proxy.ts) is given back there.
  */
-export function openTunnel(target: ServiceProcess, req: IncomingMessage, client: Duplex, head: Buffer): void {
+export function openTunnel(
+  target: ServiceProcess,
+  req: IncomingMessage,
+  client: Duplex,
+  head: Buffer,
+  ended: () => void,
+): void {
   const upstream: Socket = connect(target.port, '127.0.0.1')
+  upstream.once('close', ended)
+  client.once('close', ended)
   const close = () => {
     client.destroy()
     upstream.destroy()
@@ -43,4 +54,9 @@ export function openTunnel(target: ServiceProcess, req: IncomingMessage, client:
   upstream.once('close', () => (answered ? undefined : close()))
   client.once('error', close)
   client.once('close', close)
+  // Either side's end ends the tunnel once what it sent has gone on, as nginx does with upgraded
+  // connections. Left half-open, a tunnel whose client had gone (its FIN passed on) lasted as long as
+  // the service kept its side open, and with it the service's connection and the address's slot.
+  client.once('end', () => upstream.end(() => close()))
+  upstream.once('end', () => client.end(() => close()))
 }
