@@ -5,6 +5,7 @@ import {
   request,
   type ServerResponse,
 } from 'node:http'
+import { answerProblem } from './problem-answer.ts'
 import type { ServiceProcess } from './service-process.ts'
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own business and are never passed on. */
@@ -242,8 +243,11 @@ export function forwardLive(
     leave(Boolean(other))
     if (other) return forwardLive(other, req, res, isWrite, { body, hungUp, answerTimeoutMs, done })
     if (!res.headersSent) {
-      res.writeHead(502, { 'content-type': 'text/plain', 'retry-after': '1' })
-      res.end('service unavailable\n')
+      answerProblem(
+        res,
+        { title: 'service unavailable', status: 502, detail: 'the service closed or refused the connection' },
+        { retryAfter: 1 },
+      )
     } else res.destroy()
   })
   res.on('close', () => {
@@ -328,17 +332,14 @@ export function stalledBodyDetail(idleMs: number): string {
 function answerTimedOut(req: IncomingMessage, res: ServerResponse, ms: number): void {
   if (res.destroyed) return
   if (res.headersSent) return void res.destroy()
-  const close = !req.readableEnded
-  res.writeHead(504, {
-    'content-type': 'application/problem+json',
-    ...(close ? { connection: 'close' } : {}),
-  })
-  res.end(
-    JSON.stringify({
+  answerProblem(
+    res,
+    {
       title: 'the service did not answer',
       status: 504,
       detail: `no answer from the service within ${ms} ms`,
-    }),
+    },
+    { close: !req.readableEnded },
   )
 }
 
@@ -348,13 +349,10 @@ function answerStalled(res: ServerResponse, idleMs: number): void {
     res.destroy()
     return
   }
-  res.writeHead(408, { 'content-type': 'application/problem+json', connection: 'close' })
-  res.end(
-    JSON.stringify({
-      title: 'request body stalled',
-      status: 408,
-      detail: stalledBodyDetail(idleMs),
-    }),
+  answerProblem(
+    res,
+    { title: 'request body stalled', status: 408, detail: stalledBodyDetail(idleMs) },
+    { close: true },
   )
 }
 

@@ -21,6 +21,7 @@ import {
   stalledBodyDetail,
 } from './forward.ts'
 import type { ClientLoadTracker, TierMap } from './priority.ts'
+import { answerProblem, refuseUpgrade } from './problem-answer.ts'
 import type { ServiceProcess } from './service-process.ts'
 import { openTunnel } from './tunnel.ts'
 
@@ -87,9 +88,6 @@ const IDLE_GRACE_MS = 100
  * that address's tunnels closes, which may take hours, so not the 1 s of a request's 429.
  */
 const TUNNEL_RETRY_AFTER_S = 5
-
-/** How long a refused upgrade's connection may stay after its 429 before the proxy closes it. */
-const REFUSED_TUNNEL_LINGER_MS = 5000
 
 /**
  * Requests a connection may have pipelined behind the one being served; one more closes it. Clients that
@@ -288,9 +286,11 @@ export class SwapProxy {
     const target = this.readTarget()
     if (this.closing || !target?.running) {
       this.counters.unavailable += 1
-      socket.end(
-        'HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n',
-      )
+      refuseUpgrade(socket, '503 Service Unavailable', 1, {
+        title: 'service unavailable',
+        status: 503,
+        detail: this.closing ? 'the agent is stopping' : 'no version of the service is running yet',
+      })
       return
     }
     const address = req.socket.remoteAddress ?? 'unknown'
@@ -323,18 +323,11 @@ export class SwapProxy {
   private refuseTunnel(socket: Duplex, address: string): void {
     this.counters.refusedTunnels += 1
     const max = this.settings.maxTunnelsPerAddress
-    const body = JSON.stringify({
+    refuseUpgrade(socket, '429 Too Many Requests', TUNNEL_RETRY_AFTER_S, {
       title: 'too many upgraded connections from this address',
       status: 429,
       detail: `this address already has ${max} upgraded connections (tunnels) open; one must close first`,
     })
-    socket.on('error', () => undefined)
-    socket.end(
-      `HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/problem+json\r\nretry-after: ${TUNNEL_RETRY_AFTER_S}\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    )
-    // node:http leaves an upgrade's socket half-open after `end`: a client that never closes its side
-    // would keep this refused one (a socket of the agent's) for good.
-    setTimeout(() => socket.destroy(), REFUSED_TUNNEL_LINGER_MS).unref()
     if (this.tunnelCapTold) return
     this.tunnelCapTold = true
     this.onAddressCapped?.(
@@ -596,8 +589,11 @@ export class SwapProxy {
     if (!target?.running) {
       release()
       this.counters.unavailable += 1
-      res.writeHead(503, { 'retry-after': '1', 'content-type': 'text/plain' })
-      res.end('no service process is running\n')
+      answerProblem(
+        res,
+        { title: 'service unavailable', status: 503, detail: 'no service process is running' },
+        { retryAfter: 1 },
+      )
       return
     }
     this.counters.forwarded += 1
@@ -615,8 +611,11 @@ export class SwapProxy {
     } catch {
       release()
       // http.request throws synchronously on a request it cannot send (e.g. an invalid header value).
-      res.writeHead(400, { 'content-type': 'text/plain' })
-      res.end('request cannot be forwarded\n')
+      answerProblem(res, {
+        title: 'request cannot be forwarded',
+        status: 400,
+        detail: 'the request cannot be sent on to the service (an invalid header value?)',
+      })
     }
   }
 
@@ -650,11 +649,7 @@ export class SwapProxy {
     close = status === 413,
     title = WRITE_REFUSED,
   ): void {
-    const headers: Record<string, string> = { 'content-type': 'application/problem+json' }
-    if (retryAfter !== null) headers['retry-after'] = String(retryAfter)
-    if (close) headers.connection = 'close'
-    res.writeHead(status, headers)
-    res.end(JSON.stringify({ title, status, detail }))
+    answerProblem(res, { title, status, detail }, { retryAfter: retryAfter ?? undefined, close })
   }
 
   /**
@@ -850,8 +845,11 @@ interface Turn {
 function answerFailure(res: ServerResponse, work: Promise<void>): void {
   void work.catch((error: Error) => {
     if (!res.headersSent) {
-      res.writeHead(503, { 'retry-after': '1', 'content-type': 'text/plain' })
-      res.end(`cannot hold the write: ${error.message}\n`)
+      answerProblem(
+        res,
+        { title: WRITE_REFUSED, status: 503, detail: `cannot hold the write: ${error.message}` },
+        { retryAfter: 1 },
+      )
     }
   })
 }
