@@ -88,8 +88,18 @@ function operation(route: RouteSpec): Json {
     ...(route.auth === 'bearer' ? [401, 429] : []),
     ...(route.backed === false ? [] : [503]),
   ])
-  for (const status of [...problems].sort((a, b) => a - b))
-    responses[String(status)] = problem(STATUS_TEXT[status] ?? 'Error')
+  for (const status of [...problems].sort((a, b) => a - b)) {
+    const generic = problem(STATUS_TEXT[status] ?? 'Error')
+    const own = responses[String(status)] as Json | undefined
+    // A status the route documents a body for (GET /dashboard's HTML login page on a 401) may also be a
+    // problem (the same 401 for an API client): both media types, the route's own description first.
+    responses[String(status)] = own
+      ? {
+          ...own,
+          content: { ...((own.content as Json | undefined) ?? {}), ...(generic.content as Json) },
+        }
+      : generic
+  }
   responses.default = problem('Unexpected error')
   return {
     operationId: route.operationId,

@@ -653,7 +653,10 @@ function dashboardRoutes(): RouteSpec[] {
       summary: 'The operator dashboard (server-rendered HTML, inline CSS and SVG, no scripts)',
       description: `${operator} Without it: the login page (401, HTML) for clients that accept text/html, else 401 problem+json.`,
       tag: 'operator',
-      responses: { '200': html('The dashboard page'), '401': html('The login page (browsers)') },
+      responses: {
+        '200': html('The dashboard page'),
+        '401': html('The login page (clients that accept text/html; others get a problem)'),
+      },
       problems: [401, 429],
     },
     {
@@ -679,8 +682,9 @@ function dashboardRoutes(): RouteSpec[] {
       responses: {
         '303': { description: 'Signed in; redirect to /dashboard', headers: { 'set-cookie': 'The session' } },
         '401': html('Wrong token: the login form again'),
+        '429': html('Over the per-address token-attempt limit: the login form again, with Retry-After'),
       },
-      problems: [403, 413, 415, 429],
+      problems: [403, 413, 415],
     },
     {
       method: 'post',

@@ -4,3 +4,13 @@ declare namespace Cloudflare {
     mainModule: typeof import('../index.ts')
   }
 }
+
+// Vitest passes VITE_-prefixed environment variables into workerd as import.meta.env (the fuzz tests'
+// seed and run count, workers/test/fuzz-routes.test.ts).
+interface ImportMetaEnv {
+  readonly VITE_EDGE_FUZZ_SEED?: string
+  readonly VITE_EDGE_FUZZ_RUNS?: string
+}
+interface ImportMeta {
+  readonly env: ImportMetaEnv
+}

@@ -114,6 +114,33 @@ describe('GET /openapi.json', () => {
   })
 })
 
+describe('documented media types of the dashboard', () => {
+  // Found by workers/test/fuzz-routes.test.ts: the document listed the problem+json a 401 and 429 can be,
+  // not the HTML login page a browser gets for them, so a client reading the document misread those.
+  it('lists the HTML login page beside the problem a 401 of GET /dashboard can be', async () => {
+    const doc = await fetchDocument()
+    const paths = doc.paths as Record<string, Record<string, { responses: Record<string, Json> }>>
+    const unauthorized = paths['/dashboard']?.get?.responses['401']
+    expect(Object.keys((unauthorized?.content ?? {}) as Json).sort()).toEqual([
+      'application/problem+json',
+      'text/html',
+    ])
+    const browser = await call('/dashboard', { headers: { accept: 'text/html' } })
+    expect(browser.status).toBe(401)
+    expect(browser.headers.get('content-type')).toContain('text/html')
+    const api = await call('/dashboard', { headers: { accept: 'application/json' } })
+    expect(api.status).toBe(401)
+    expect(api.headers.get('content-type')).toBe('application/problem+json')
+  })
+
+  it('lists the HTML login form as the 429 of POST /dashboard/login', async () => {
+    const doc = await fetchDocument()
+    const paths = doc.paths as Record<string, Record<string, { responses: Record<string, Json> }>>
+    const limited = paths['/dashboard/login']?.post?.responses['429']
+    expect(Object.keys((limited?.content ?? {}) as Json)).toEqual(['text/html'])
+  })
+})
+
 /** A value for each path parameter the routes take, valid enough to reach the handler's own checks. */
 const PATH_VALUES: Record<string, string> = {
   name: 'probe-app',
