@@ -7,7 +7,7 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { applyArchiveDelta, decodeArchiveDelta } from '../../delta/archive/apply.ts'
+import { applyArchiveDelta, decodeArchiveDelta, maxArchiveDeltaBytes } from '../../delta/archive/apply.ts'
 import { type Container, decodeContainer, encodeContainer } from '../../delta/archive/container.ts'
 import { createArchiveDelta } from '../../delta/archive/create.ts'
 import { archiveSize, expandedSize, type Segment } from '../../delta/archive/expand.ts'
@@ -17,6 +17,8 @@ import type { DeflateParams } from '../../delta/archive/recompress.ts'
 import { MIN_RUN_BYTES } from '../../delta/archive/splice.ts'
 import type { Block } from '../../delta/deflate/parse-types.ts'
 import { DeltaFormatError, isLimitError } from '../../delta/errors.ts'
+import { applyDeltaStream } from '../../delta/index.ts'
+import { type ByteSource, collectingSink, readerFromBytes } from '../../delta/io.ts'
 import {
   APPLY_BYTES_PER_EXPANDED_BYTE,
   APPLY_BYTES_PER_TABLE_ENTRY,
@@ -49,6 +51,8 @@ describe('archive apply budget', () => {
       maxTableEntries: (1024 * MiB) / 16,
       // and share that limit with the archive: each kind's heap at 6 bytes per expanded byte.
       tableEntryCharges: tableEntryChargesFor(APPLY_TABLE_ENTRY_HEAP),
+      // and with the delta's own bytes, a byte of memory each.
+      deltaBytesPerExpandedByte: APPLY_BYTES_PER_EXPANDED_BYTE,
     })
     // A zip's two entries a file (a literal segment for its headers, a deflate segment): 24 bytes, not 86.
     const charges = archiveLimitsFor(64 * 1024 * MiB).tableEntryCharges
@@ -256,6 +260,17 @@ const deflate = (checkpoints: number): Segment => ({
   params: PARAMS,
   checkpoints: Array.from({ length: checkpoints }, (_, i) => ({ raw: i + 1, bit: i + 1 })),
 })
+/**
+ * A stream of 512 MiB whose checkpoints' bit offsets are all past 2^31 - 1, boxed, as a hostile one can
+ * have them in any stream over 256 MiB (the agent's limits allow four such).
+ */
+const deflateBoxed = (checkpoints: number): Segment => ({
+  kind: 'deflate',
+  rawLength: 2 ** 29,
+  compressedLength: 2 ** 29,
+  params: PARAMS,
+  checkpoints: Array.from({ length: checkpoints }, (_, i) => ({ raw: i + 1, bit: 2 ** 31 + i + 1 })),
+})
 const reblocked = (blocks: number, header: boolean): Segment => ({
   kind: 'reblocked',
   rawLength: blocks,
@@ -302,6 +317,8 @@ const SHAPES: [string, number, () => Uint8Array, number?][] = [
   ],
   ['deflate segment, 1 checkpoint', 25_000, () => tablesOf(25_000, () => deflate(1))],
   ['deflate segment, 1000 checkpoints', 50, () => tablesOf(50, () => deflate(1000))],
+  ['deflate segment, 1 boxed checkpoint', 25_000, () => tablesOf(25_000, () => deflateBoxed(1))],
+  ['deflate segment, 1000 boxed checkpoints', 50, () => tablesOf(50, () => deflateBoxed(1000))],
   ['reblocked segment, 1 block', 25_000, () => tablesOf(25_000, () => reblocked(1, false))],
   ['reblocked segment, 1000 blocks', 50, () => tablesOf(50, () => reblocked(1000, false))],
   ['reblocked segment, 1 block with a header', 25_000, () => tablesOf(25_000, () => reblocked(1, true))],
@@ -386,6 +403,74 @@ describe('an archive delta whose tables the budget does not pay for', () => {
     expect(new Uint8Array(await readFile(join(dir, 'out.gz')))).toEqual(target)
   }, 60_000)
 
+  it("counts the delta's own bytes: a long one is refused (exit 17) before its tables are decoded", async () => {
+    const made = createArchiveDelta(source, target)
+    if (!('delta' in made)) throw new Error(made.notApplicable)
+    const limits = archiveLimitsFor(APPLY_FIXED_BYTES + MiB) // what --max-memory 33 allows
+    const honest = decodeContainer(made.delta, limits)
+    // The honest delta's few KB are charged a sixth of their length, and leave the archive its room.
+    expect(honest.deltaCharge).toBe(Math.ceil(made.delta.length / APPLY_BYTES_PER_EXPANDED_BYTE))
+    expect(honest.deltaCharge).toBeLessThan(2000)
+    // Its inner delta stored raw-deflated with 400 KB after it: nothing in the tables bounds the stored
+    // length (only the inflated one), so the whole delta was held, and the source read and expanded, for
+    // a mismatch found when the inner delta was inflated (exit 8). 400 KB of memory is ~67 KB of the
+    // ~171 KB of expanded room, which with the ~120 KB target does not fit: refused on its length alone,
+    // while under the 512 KB past which the delta would not even be collected.
+    const padded = encodeContainer({
+      ...honest,
+      innerDeflated: true,
+      inner: new Uint8Array([...honest.inner, ...new Uint8Array(400_000).fill(7)]),
+    })
+    expect(padded.length).toBeLessThan((limits.maxExpandedBytes * APPLY_BYTES_PER_EXPANDED_BYTE) / 2)
+    let refusal: unknown
+    try {
+      decodeContainer(padded, limits)
+    } catch (error) {
+      refusal = error
+    }
+    expect((refusal as DeltaFormatError).code).toBe('archive-limit')
+    expect((refusal as DeltaFormatError).message).toMatch(
+      /^the archive delta's \d+ bytes take the memory of \d+ expanded bytes, which with the expanded target/,
+    )
+    await writeFile(join(dir, 'a.gz'), source)
+    await writeFile(join(dir, 'padded.delta'), padded)
+    await rm(join(dir, 'out.gz'), { force: true })
+    const refused = await cli(['delta', 'apply', '--max-memory', '33', 'a.gz', 'padded.delta', 'out.gz'])
+    expect(refused.code).toBe(17)
+    expect(refused.stderr).toContain('not enough memory to rebuild this archive here')
+    expect(refused.stderr).toMatch(/the archive delta's 4\d{5} bytes take the memory of/)
+    await expect(readFile(join(dir, 'out.gz'))).rejects.toThrow()
+    // Where the memory holds it, the delta is decoded, and is the bad delta it is (exit 8).
+    const roomy = await cli(['delta', 'apply', '--max-memory', '40', 'a.gz', 'padded.delta', 'out.gz'])
+    expect(roomy.code).toBe(8)
+  }, 60_000)
+
+  it('is not collected past half the memory: a streaming apply stops reading it there', async () => {
+    const limits = archiveLimitsFor(APPLY_FIXED_BYTES + MiB)
+    const cap = (limits.maxExpandedBytes * APPLY_BYTES_PER_EXPANDED_BYTE) / 2
+    expect(maxArchiveDeltaBytes(limits)).toBe(Math.floor(cap))
+    // An endless delta that starts as an archive delta: read no further than the cap and a chunk.
+    let read = 0
+    const endless: ByteSource = {
+      async *[Symbol.asyncIterator]() {
+        yield new Uint8Array([0x44, 0x50, 0x41, 0x52])
+        for (;;) {
+          read += 64 * 1024
+          yield new Uint8Array(64 * 1024)
+        }
+      },
+    }
+    const sink = collectingSink()
+    const refusal = await applyDeltaStream(readerFromBytes(source), endless, sink, { archive: limits }).catch(
+      (error: unknown) => error,
+    )
+    expect((refusal as DeltaFormatError).code).toBe('archive-limit')
+    expect(read).toBeLessThanOrEqual(cap + 64 * 1024)
+    // The codec's own ceiling, without a memory to size it from: the target's and twice the expanded.
+    const { deltaBytesPerExpandedByte: _, ...uncharged } = limits
+    expect(maxArchiveDeltaBytes(uncharged)).toBe(limits.maxTargetBytes + 2 * limits.maxExpandedBytes + MiB)
+  })
+
   it('leaves the source only what its tables did not take, so one that expands into them is refused', () => {
     // Half the text: ~60 KB of expanded target for ~120 KB of source.
     const shorter = new Uint8Array(gzipSync(text.slice(0, 60_000), { level: 9 }))
@@ -411,8 +496,10 @@ describe('an archive delta whose tables the budget does not pay for', () => {
     expect(isLimitError(refusal)).toBe(true)
     // The source had what the tables left of the limit.
     const decoded = decodeArchiveDelta(hostile, limits)
-    const charged = decoded.container.tableCharge
-    expect(charged).toBeGreaterThan(ranges * limits.tableEntryCharges.range)
+    const charged = decoded.container.tableCharge + decoded.container.deltaCharge
+    expect(decoded.container.tableCharge).toBeGreaterThan(ranges * limits.tableEntryCharges.range)
+    // The delta's own bytes too: ~2 bytes a range, at 6 a byte.
+    expect(decoded.container.deltaCharge).toBe(Math.ceil(hostile.length / APPLY_BYTES_PER_EXPANDED_BYTE))
     expect(decoded.limits.maxExpandedBytes).toBe(limits.maxExpandedBytes - charged)
     expect(decoded.limits.maxExpandedBytes).toBeLessThan(text.length)
     // Honest tables are a handful of entries: the honest delta keeps nearly all the room.

@@ -37,8 +37,9 @@ export const APPLY_BYTES_PER_EXPANDED_BYTE = 6
  * APPLY_FIXED_BYTES); a list's blocks 56 (64–69 in lists of 1000: the array's growth slack),
  * checkpoints 40 (50–54), runs 48 (58; 74 with a source position past 2^31 - 1, boxed: 16 bytes more,
  * which every run of a hostile delta can have); an explicit block header 136 beyond its block. Other
- * numbers stay below 2^31 within the agent's 1 GiB limits, but for a checkpoint's bit offset (at most
- * 4 streams of over 256 MiB compressed, 4096 checkpoints, ~64 KB: not charged). So a delta at the entry cap of its heaviest
+ * numbers stay below 2^31 within the agent's 1 GiB limits, but for a checkpoint's bit offset in a
+ * stream over 256 MiB (at most 4 such streams, 4096 checkpoints): such a stream's checkpoints are
+ * charged as boxed, measured 66 (lists of 1000; 16 more than unboxed). So a delta at the entry cap of its heaviest
  * shape costs no more heap than its charge, and honest ones are charged ~1.1–1.3× what they take (a
  * 1000-file zip, a literal and a deflate segment a file: 129 KB of heap, charged 145 KB = 24 KB of
  * expanded room, where a flat 256 per entry charged 513 KB).
@@ -52,6 +53,7 @@ export const APPLY_TABLE_ENTRY_HEAP: TableEntryCharges = {
   spliced: 120,
   list: 192,
   checkpoint: 56,
+  boxedCheckpoint: 72,
   block: 72,
   blockHeader: 144,
   run: 80,
@@ -80,6 +82,7 @@ export function tableEntryChargesFor(heap: TableEntryCharges): TableEntryCharges
     spliced: charge(heap.spliced),
     list: charge(heap.list),
     checkpoint: charge(heap.checkpoint),
+    boxedCheckpoint: charge(heap.boxedCheckpoint),
     block: charge(heap.block),
     blockHeader: charge(heap.blockHeader),
     run: charge(heap.run),
@@ -100,6 +103,11 @@ export function archiveLimitsFor(availableBytes: number): Required<ArchiveLimits
     // together is refused (archive-limit, exit 17) before its tables are decoded. Honest tables take a
     // few KB of it (a zip ~24 bytes per file); the apply stays within `availableBytes` whatever the tables.
     tableEntryCharges: tableEntryChargesFor(APPLY_TABLE_ENTRY_HEAP),
+    // The delta's own bytes too: the whole container is held for the apply (and a deflated inner delta
+    // once inflated), a byte of heap each, so 6 of them cost what one expanded byte is budgeted. A long
+    // hostile delta is refused before its tables are decoded, and not even collected past half the
+    // memory (collecting holds it twice for a moment).
+    deltaBytesPerExpandedByte: APPLY_BYTES_PER_EXPANDED_BYTE,
   }
 }
 

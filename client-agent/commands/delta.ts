@@ -187,7 +187,7 @@ async function refuseOutputOverInput(out: string, inputs: Record<string, string>
 function memoryRefusal(maxMemory: number | undefined, codecMessage: string): string {
   const allowed = deviceMemoryBytes(maxMemory)
   const fits = deviceArchiveLimits(maxMemory).maxExpandedBytes
-  return `not enough memory to rebuild this archive here: ${formatBytes(allowed)} allowed${maxMemory === undefined ? '' : ' (--max-memory)'}, and an archive apply needs ${formatBytes(APPLY_FIXED_BYTES)} plus ${APPLY_BYTES_PER_EXPANDED_BYTE} bytes per byte of expanded archive and ${APPLY_BYTES_PER_TABLE_ENTRY} per table entry of the delta, which leaves room for ${formatBytes(fits)} of archive (${codecMessage})`
+  return `not enough memory to rebuild this archive here: ${formatBytes(allowed)} allowed${maxMemory === undefined ? '' : ' (--max-memory)'}, and an archive apply needs ${formatBytes(APPLY_FIXED_BYTES)} plus ${APPLY_BYTES_PER_EXPANDED_BYTE} bytes per byte of expanded archive and ${APPLY_BYTES_PER_TABLE_ENTRY} per table entry of the delta and 1 per byte of it, which leaves room for ${formatBytes(fits)} of archive (${codecMessage})`
 }
 
 /**

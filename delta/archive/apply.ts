@@ -38,8 +38,8 @@ function innerError(differ: InnerDiffer, err: unknown): DeltaFormatError {
 /**
  * An archive delta's container, decoded and checked against the limits it carries: a streaming apply
  * decodes it once for the checks before the source is read and again for none after. `limits` are
- * the caller's less what the tables were charged (tableEntryCharges): maxExpandedBytes is
- * what is left for the expansions.
+ * the caller's less what the tables and the delta's own bytes were charged (tableEntryCharges,
+ * deltaBytesPerExpandedByte): maxExpandedBytes is what is left for the expansions.
  */
 export interface DecodedArchiveDelta {
   readonly container: DecodedContainer
@@ -50,7 +50,8 @@ export function decodeArchiveDelta(delta: Uint8Array, limits?: ArchiveLimits): D
   const L = resolveArchiveLimits(limits)
   const container = decodeContainer(delta, L)
   // Within the limit, as the decode checked (with the expanded target); the source expands in the rest.
-  return { container, limits: { ...L, maxExpandedBytes: L.maxExpandedBytes - container.tableCharge } }
+  const charged = container.tableCharge + container.deltaCharge
+  return { container, limits: { ...L, maxExpandedBytes: L.maxExpandedBytes - charged } }
 }
 
 /** A delta as given: its bytes (decoded here, within `limits`) or decodeArchiveDelta's result. */
@@ -162,11 +163,16 @@ const MAX_SOURCE_PER_EXPANDED_BYTE = 2
  * Most bytes an archive delta can take within `limits`: its inner delta (at most 2 × the expanded
  * limit + 1 KiB, as the container checks) plus its segment table and recipe (a few bytes per stream
  * and entry, far less than the target they rebuild), with a MiB to spare. A streaming apply collects
- * the delta in memory, so it stops reading there instead of at the end of whatever it was handed.
+ * the delta in memory, so it stops reading there instead of at the end of whatever it was handed. With
+ * deltaBytesPerExpandedByte, at most what the memory behind maxExpandedBytes holds twice (the chunks
+ * and their concatenation, at once while collecting): a longer delta's own charge would be refused
+ * when decoded, so collecting it would only be memory spent past the caller's limit.
  */
 export function maxArchiveDeltaBytes(limits?: ArchiveLimits): number {
   const L = resolveArchiveLimits(limits)
-  return L.maxTargetBytes + 2 * L.maxExpandedBytes + 2 ** 20
+  const codec = L.maxTargetBytes + 2 * L.maxExpandedBytes + 2 ** 20
+  if (L.deltaBytesPerExpandedByte <= 0) return codec
+  return Math.min(codec, Math.floor((L.maxExpandedBytes * L.deltaBytesPerExpandedByte) / 2))
 }
 
 /**

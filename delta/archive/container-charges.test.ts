@@ -76,6 +76,7 @@ const charges: TableEntryCharges = {
   blockHeader: 512,
   run: 1024,
   range: 2048,
+  boxedCheckpoint: 4096,
 }
 const c = charges
 /** One parameter set; the deflate segment's checkpoint list, the reblocked one's blocks (one with a
@@ -119,5 +120,101 @@ describe('container tables charged by kind', () => {
     }
     expect(refusal).toBeInstanceOf(DeltaFormatError)
     expect((refusal as DeltaFormatError).code).toBe('archive-limit')
+  })
+})
+
+describe('checkpoints whose bit offsets may be boxed', () => {
+  const roomy = { maxTargetBytes: 2 ** 40, maxExpandedBytes: 2 ** 40, tableEntryCharges: charges }
+  const of = (compressedLength: number) =>
+    encodeContainer({
+      ...EMPTY_CONTAINER,
+      expandedLength: compressedLength,
+      targetLength: compressedLength,
+      segments: [
+        {
+          kind: 'deflate',
+          rawLength: compressedLength,
+          compressedLength,
+          params,
+          checkpoints: [
+            { raw: 1, bit: 1 },
+            { raw: 2, bit: compressedLength * 8 - 1 },
+          ],
+        },
+      ],
+    })
+
+  it('charges them boxed in a stream over 256 MiB, whose last bit is past 2^31 - 1, and not below', () => {
+    // 2^28 bytes: bits up to 2^31 - 1, small integers all.
+    expect(decodeContainer(of(2 ** 28), roomy).tableCharge).toBe(
+      c.parameterSet + c.deflate + c.list + 2 * c.checkpoint,
+    )
+    expect(decodeContainer(of(2 ** 28 + 1), roomy).tableCharge).toBe(
+      c.parameterSet + c.deflate + c.list + 2 * c.boxedCheckpoint,
+    )
+  })
+})
+
+describe("the delta's own bytes charged", () => {
+  const roomy = { maxTargetBytes: 1 << 20, maxExpandedBytes: 1 << 20, tableEntryCharges: charges }
+  const deflated: Container = {
+    ...container,
+    innerDeflated: true,
+    inner: new Uint8Array(1000),
+    innerLength: 5000,
+  }
+
+  it('at deltaBytesPerExpandedByte, rounded up: the container as given and the inflated inner delta', () => {
+    const plain = encodeContainer({ ...container, inner: new Uint8Array(1000), innerLength: 1000 })
+    const held = decodeContainer(plain, { ...roomy, deltaBytesPerExpandedByte: 6 })
+    expect(held.deltaCharge).toBe(Math.ceil(plain.length / 6))
+    expect(held.tableCharge).toBe(expected)
+    const bytes = encodeContainer(deflated)
+    expect(decodeContainer(bytes, { ...roomy, deltaBytesPerExpandedByte: 6 }).deltaCharge).toBe(
+      Math.ceil(bytes.length / 6) + Math.ceil(5000 / 6),
+    )
+    expect(decodeContainer(bytes, roomy).deltaCharge).toBe(0)
+  })
+
+  it('refuses a delta whose bytes do not fit with the tables and the expanded target, by one byte', () => {
+    const bytes = encodeContainer(deflated)
+    const charge = Math.ceil(bytes.length / 6) + Math.ceil(5000 / 6)
+    const exact = {
+      ...roomy,
+      maxExpandedBytes: container.expandedLength + expected + charge,
+      deltaBytesPerExpandedByte: 6,
+    }
+    expect(decodeContainer(bytes, exact).deltaCharge).toBe(charge)
+    const refusal = (() => {
+      try {
+        decodeContainer(bytes, { ...exact, maxExpandedBytes: exact.maxExpandedBytes - 1 })
+      } catch (error) {
+        return error
+      }
+    })()
+    expect(refusal).toBeInstanceOf(DeltaFormatError)
+    expect((refusal as DeltaFormatError).code).toBe('archive-limit')
+  })
+
+  it('refuses a delta longer than its limit allows before reading a table (a cut one behind its header)', () => {
+    // Cut inside the tables: a decode that reached them would say archive-container (truncated).
+    const broken = encodeContainer(container).subarray(0, 40)
+    expect(() => decodeContainer(broken, roomy)).toThrow(
+      expect.objectContaining({ code: 'archive-container' }),
+    )
+    const limits = {
+      ...roomy,
+      maxExpandedBytes: container.expandedLength + Math.ceil(40 / 6) - 1,
+      deltaBytesPerExpandedByte: 6,
+    }
+    const refusal = (() => {
+      try {
+        decodeContainer(broken, limits)
+      } catch (error) {
+        return error
+      }
+    })()
+    expect((refusal as DeltaFormatError).code).toBe('archive-limit')
+    expect((refusal as DeltaFormatError).message).toContain("the archive delta's 40 bytes")
   })
 })

@@ -173,6 +173,8 @@ export interface ContainerLimits {
   maxTableEntries?: number
   /** Default NO_TABLE_CHARGES (limits.ts). */
   tableEntryCharges?: TableEntryCharges
+  /** Default 0: the delta's own bytes are not charged (limits.ts). */
+  deltaBytesPerExpandedByte?: number
 }
 
 /** A decoded container, with the number of entries its tables decoded into and what they were charged. */
@@ -180,6 +182,11 @@ export interface DecodedContainer extends Container {
   tableEntries: number
   /** The expanded bytes the tables were charged as (tableEntryCharges). */
   tableCharge: number
+  /**
+   * The expanded bytes the delta's own bytes were charged as (deltaBytesPerExpandedByte): the container
+   * as given, and the inner delta's inflated length when it is deflated.
+   */
+  deltaCharge: number
 }
 
 /**
@@ -192,16 +199,20 @@ export interface DecodedContainer extends Container {
 class TableBudget {
   private used = 0
   private spent = 0
+  /** What the delta's own bytes were charged (chargeDelta), checked with the tables' charge. */
+  private held = 0
   private readonly limit: number
   readonly costs: TableEntryCharges
   private readonly expandedLength: number
   private readonly maxExpandedBytes: number
+  private readonly perExpandedByte: number
 
   constructor(limits: ContainerLimits, expandedLength: number) {
     this.limit = limits.maxTableEntries ?? tableEntriesFor(limits.maxExpandedBytes)
     this.costs = limits.tableEntryCharges ?? NO_TABLE_CHARGES
     this.expandedLength = expandedLength
     this.maxExpandedBytes = limits.maxExpandedBytes
+    this.perExpandedByte = limits.deltaBytesPerExpandedByte ?? 0
   }
 
   get entries(): number {
@@ -211,6 +222,30 @@ class TableBudget {
   /** The expanded bytes the entries so far are charged as. */
   get charged(): number {
     return this.spent
+  }
+
+  /** The expanded bytes the delta's own bytes are charged as. */
+  get deltaCharged(): number {
+    return this.held
+  }
+
+  /** The tables' and the delta's charges together: what the expansions may not use. */
+  get total(): number {
+    return this.spent + this.held
+  }
+
+  /**
+   * `bytes` of the delta held in memory, charged at deltaBytesPerExpandedByte (rounded up) with the
+   * tables and the expanded target.
+   */
+  chargeDelta(bytes: number, what: string): void {
+    if (this.perExpandedByte <= 0) return
+    this.held += Math.ceil(bytes / this.perExpandedByte)
+    check(
+      this.expandedLength + this.total <= this.maxExpandedBytes,
+      'archive-limit',
+      `the archive delta's ${what} take the memory of ${this.held} expanded bytes, which with the expanded target of ${this.expandedLength} bytes${this.spent > 0 ? ` and ${this.spent} charged for ${this.entries} table entries` : ''} exceeds the limit of ${this.maxExpandedBytes} bytes`,
+    )
   }
 
   /** `count` entries of a list, each charged `cost`. */
@@ -234,9 +269,9 @@ class TableBudget {
   charge(bytes: number, what: string): void {
     this.spent += bytes
     check(
-      this.expandedLength + this.spent <= this.maxExpandedBytes,
+      this.expandedLength + this.total <= this.maxExpandedBytes,
       'archive-limit',
-      `container tables of ${this.entries}+ table entries (${what}) take the memory of ${this.spent} expanded bytes, which with the expanded target of ${this.expandedLength} bytes exceeds the limit of ${this.maxExpandedBytes} bytes`,
+      `container tables of ${this.entries}+ table entries (${what}) take the memory of ${this.spent} expanded bytes, which with the expanded target of ${this.expandedLength} bytes${this.held > 0 ? ` and ${this.held} charged for the delta's own bytes` : ''} exceeds the limit of ${this.maxExpandedBytes} bytes`,
     )
   }
 }
@@ -259,6 +294,24 @@ const MIN_DEFLATE_STREAM_WITH_CONTENT = 3
 function checkDeflateRatio(rawLength: number, compressedLength: number): void {
   check(rawLength <= compressedLength * 1032 + 1024, E, 'raw length exceeds deflate ratio')
 }
+
+/**
+ * The most puffed bytes (puff.ts) per byte of the deflate stream a token segment re-encodes to: 3 per
+ * bit. No valid stream, honest or not, puffs to more, since every part of a puffed stream stands for
+ * bits of the stream that cost at least a third as many:
+ * - a literal is at least 1 bit (no deflate code is shorter; stored content 8) and puffs to at most
+ *   2 bytes (itself and the head of the run it may start); a match is at least 2 bits (a length code and
+ *   a distance code of at least 1 bit each) and puffs to 3: each token at most 2 bytes a bit, so at
+ *   least 1 byte a bit is left over;
+ * - a block is at least 4 bits (3 header bits and an end-of-block code of at least 1) and puffs to its
+ *   descriptor and a token count (2 bytes of the 12 its bits allow; each further count byte needs at
+ *   least 128 times as many tokens, whose leftover byte a bit pays for it), and an explicit header of
+ *   H bits to at most 2 + ⌈H/8⌉ bytes (H ≤ 8192), within 3 a bit for every H ≥ 1.
+ * What encoders write is far below: ~1 puffed byte per byte of text streams, ~12 for long runs of one
+ * byte (zlib's 258-byte matches, about 2 bits each: the densest stream an encoder makes). Without a
+ * bound a segment of a 2-byte stream could claim the whole expanded target, free in the length sums.
+ */
+export const MAX_PUFFED_PER_COMPRESSED_BYTE = 24
 
 /** The sizes every stream with content (reblocked, spliced) must have. */
 function checkStreamWithContent(rawLength: number, compressedLength: number, what: string): void {
@@ -285,6 +338,9 @@ function readParams(r: ByteReader): DeflateParams {
   return { level, memLevel, windowBits, strategy, legacyHash: hash === 1 }
 }
 
+/** The largest integer a 64-bit JS engine keeps unboxed (V8's Smi without pointer compression, Node's build). */
+const MAX_SMALL_INTEGER = 2 ** 31 - 1
+
 /** Strictly increasing restart points strictly inside the stream, in both coordinates. */
 function readCheckpoints(
   r: ByteReader,
@@ -293,7 +349,9 @@ function readCheckpoints(
   budget: TableBudget,
 ): Checkpoint[] {
   const count = r.varint('checkpoint count')
-  budget.spendList(count, 'checkpoints', budget.costs.checkpoint)
+  // Bit offsets are below 8 × compressedLength: past the small integers only in a stream over 256 MiB.
+  const boxed = compressedLength * 8 - 1 > MAX_SMALL_INTEGER
+  budget.spendList(count, 'checkpoints', boxed ? budget.costs.boxedCheckpoint : budget.costs.checkpoint)
   check(count <= MAX_CHECKPOINTS && count <= r.remaining / 2, E, 'checkpoint list too long')
   const out: Checkpoint[] = []
   let raw = 0
@@ -413,6 +471,8 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Dec
   )
 
   const budget = new TableBudget(limits, expandedLength)
+  // The delta itself is in memory for the whole apply: charged before any of its tables is decoded.
+  budget.chargeDelta(bytes.length, `${bytes.length} bytes`)
   const tableLength = r.varint('params count')
   check(tableLength <= r.remaining / 5, E, 'params table longer than the delta')
   budget.spend(tableLength, 'deflate parameters', budget.costs.parameterSet)
@@ -438,12 +498,17 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Dec
       expandedSum += length
       targetSum += length
     } else if (tag === TAG_TOKENS) {
-      // Sizes are only bounded by the sums below: the re-encode checks its output against them.
+      // Sizes are bounded by each other and the sums below: the re-encode checks its output against them.
       const puffLength = r.varint('puffed length')
       const compressedLength = r.varint('compressed length')
       check(puffLength > 0, E, 'empty token segment')
       // A puffed stream re-encodes to a deflate stream, an empty one (fflate's gzip of nothing) too.
       check(compressedLength >= MIN_DEFLATE_STREAM, E, 'token segment shorter than any deflate stream')
+      check(
+        puffLength <= compressedLength * MAX_PUFFED_PER_COMPRESSED_BYTE,
+        E,
+        `token segment of ${puffLength} puffed bytes for a ${compressedLength}-byte stream (at most ${MAX_PUFFED_PER_COMPRESSED_BYTE} a byte)`,
+      )
       segments.push({ kind: 'tokens', puffLength, compressedLength })
       expandedSum += puffLength
       targetSum += compressedLength
@@ -508,11 +573,11 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Dec
     // Either way the source would have to expand past the limit (what the tables leave of it) for the
     // recipe to hold.
     referenceLength += length
-    const room = limits.maxExpandedBytes - budget.charged
+    const room = limits.maxExpandedBytes - budget.total
     check(
       referenceLength <= room && offset + length <= room,
       'archive-limit',
-      `expanded source of ${Math.max(referenceLength, offset + length)}+ bytes exceeds the limit of ${room} bytes${budget.charged > 0 ? ` (${limits.maxExpandedBytes} less ${budget.charged} charged for ${budget.entries} table entries)` : ''}`,
+      `expanded source of ${Math.max(referenceLength, offset + length)}+ bytes exceeds the limit of ${room} bytes${budget.total > 0 ? ` (${limits.maxExpandedBytes} less ${budget.charged} charged for ${budget.entries} table entries${budget.deltaCharged > 0 ? ` and ${budget.deltaCharged} for the delta's own bytes` : ''})` : ''}`,
     )
     recipe.push({ offset, length })
   }
@@ -523,6 +588,9 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Dec
   const innerDeflated = (flags & FLAG_INNER_DEFLATED) !== 0
   check(innerDeflated || innerLength === storedLength, E, 'inner length mismatch')
   check(innerLength <= limits.maxExpandedBytes * 2 + 1024, 'archive-limit', 'inner delta exceeds limit')
+  // Inflated on apply beside the delta that holds it: charged before it is.
+  if (innerDeflated)
+    budget.chargeDelta(innerLength, `bytes and its inner delta's ${innerLength} once inflated`)
   return {
     sourceKind,
     differId,
@@ -539,5 +607,6 @@ export function decodeContainer(bytes: Uint8Array, limits: ContainerLimits): Dec
     innerLength,
     tableEntries: budget.entries,
     tableCharge: budget.charged,
+    deltaCharge: budget.deltaCharged,
   }
 }

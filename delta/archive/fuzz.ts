@@ -11,7 +11,12 @@ import { collectingSink } from '../io.ts'
 import { applyArchiveDelta, applyArchiveDeltaToSink } from './apply.ts'
 import { ByteWriter, concatBytes } from './bytes.ts'
 import { CHECKPOINT_MIN_RAW } from './checkpoints.ts'
-import { type Container, decodeContainer, encodeContainer } from './container.ts'
+import {
+  type Container,
+  decodeContainer,
+  encodeContainer,
+  MAX_PUFFED_PER_COMPRESSED_BYTE,
+} from './container.ts'
 import { crc32 } from './crc32.ts'
 import { createArchiveDelta } from './create.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
@@ -37,7 +42,7 @@ export interface FuzzReport {
 
 /**
  * Tables charged against the expanded limit as the agent charges them (client-agent/codec/archive-budget.ts,
- * its measured heap per kind at 6 bytes per expanded byte, as of 2026-11-26).
+ * its measured heap per kind at 6 bytes per expanded byte, as of 2026-11-26), and the delta's own bytes.
  */
 const LIMITS: Required<ArchiveLimits> = resolveArchiveLimits({
   maxTargetBytes: 1 << 20,
@@ -51,11 +56,13 @@ const LIMITS: Required<ArchiveLimits> = resolveArchiveLimits({
     spliced: 20,
     list: 32,
     checkpoint: 10,
+    boxedCheckpoint: 12,
     block: 12,
     blockHeader: 24,
     run: 14,
     range: 10,
   },
+  deltaBytesPerExpandedByte: 6,
 })
 
 function rng(seed: number): () => number {
@@ -286,7 +293,19 @@ function mutateFields(delta: Uint8Array, r: () => number): Uint8Array {
   const pool = streams.length > 0 && r() < 0.8 ? streams : c.segments
   const seg = pool[Math.floor(r() * pool.length)]
   const range = c.recipe[Math.floor(r() * c.recipe.length)]
-  switch (Math.floor(r() * 12)) {
+  switch (Math.floor(r() * 13)) {
+    case 12: {
+      // A token segment's puffed length at, just past or far past what its stream can puff to
+      // (MAX_PUFFED_PER_COMPRESSED_BYTE), the expanded length moved with it so the sums still hold:
+      // only the ratio is a lie, refused when the container is decoded.
+      const tokens = c.segments.find((s) => s.kind === 'tokens')
+      if (tokens?.kind !== 'tokens') break
+      const most = tokens.compressedLength * MAX_PUFFED_PER_COMPRESSED_BYTE
+      const puffLength = most + [0, 1, Math.floor(r() * 2 ** 24)][Math.floor(r() * 3)]!
+      c.expandedLength += puffLength - tokens.puffLength
+      tokens.puffLength = puffLength
+      break
+    }
     case 10:
       // A stream's length at or just under the shortest it can be (2 bytes, 3 with content), the target's
       // length moved with it so the sums still hold: only the segment's length is a lie.

@@ -18,6 +18,16 @@ export interface ArchiveLimits {
    * maxTableEntries alone.
    */
   tableEntryCharges?: TableEntryCharges
+  /**
+   * Bytes of memory one expanded byte of maxExpandedBytes stands for, for a caller that sized that
+   * limit from its memory (the agent: 6). The delta's own bytes are then charged against it at that
+   * rate, rounded up, with the tables and the larger expanded side: the container as read (a streaming
+   * apply holds all of it) before anything else of it is decoded, and a raw-deflated inner delta's
+   * inflated length as it is read, before it is inflated. A streaming apply also stops collecting a delta
+   * past maxExpandedBytes × this / 2 (collecting holds the chunks and their concatenation at once).
+   * Default 0: the delta is not charged, bounded by maxArchiveDeltaBytes alone.
+   */
+  deltaBytesPerExpandedByte?: number
 }
 
 /**
@@ -35,6 +45,11 @@ export interface TableEntryCharges {
   readonly spliced: number
   readonly list: number
   readonly checkpoint: number
+  /**
+   * A checkpoint of a stream over 256 MiB, charged instead of `checkpoint`: its bit offset can be past
+   * 2^31 - 1, which a JS engine keeps boxed (a heap number of its own).
+   */
+  readonly boxedCheckpoint: number
   readonly block: number
   readonly blockHeader: number
   readonly run: number
@@ -51,6 +66,7 @@ export const NO_TABLE_CHARGES: TableEntryCharges = {
   spliced: 0,
   list: 0,
   checkpoint: 0,
+  boxedCheckpoint: 0,
   block: 0,
   blockHeader: 0,
   run: 0,
@@ -81,6 +97,7 @@ export function resolveArchiveLimits(l: ArchiveLimits = {}): Required<ArchiveLim
     maxExpandedBytes,
     maxTableEntries: l.maxTableEntries ?? tableEntriesFor(maxExpandedBytes),
     tableEntryCharges: l.tableEntryCharges ?? NO_TABLE_CHARGES,
+    deltaBytesPerExpandedByte: l.deltaBytesPerExpandedByte ?? 0,
   }
 }
 

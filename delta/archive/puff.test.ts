@@ -1,7 +1,14 @@
 import fc from 'fast-check'
+import { deflateSync, gzipSync as fflateGzip } from 'fflate'
+import { deflateRaw } from 'pako'
 import { describe, expect, it } from 'vitest'
+import { tryParseDeflate } from '../deflate/parse.ts'
 import { BLOCK_DYNAMIC, BLOCK_FIXED, BLOCK_STORED, type Block } from '../deflate/parse-types.ts'
 import { DeltaFormatError } from '../errors.ts'
+import { applyArchiveDelta } from './apply.ts'
+import { decodeContainer, encodeContainer, MAX_PUFFED_PER_COMPRESSED_BYTE } from './container.ts'
+import { createArchiveDelta } from './create.ts'
+import { EMPTY_CONTAINER } from './fuzz.ts'
 import { puff, unpuff } from './puff.ts'
 
 const match = (length: number, distance: number) => (length << 16) | distance
@@ -65,5 +72,72 @@ describe('puffed token streams', () => {
       }),
       { numRuns: 3000 },
     )
+  })
+})
+
+describe("a token segment's puffed length against its stream's", () => {
+  const zeros = new Uint8Array(1 << 20)
+  const alternating = new Uint8Array(1 << 20).map((_, i) => (i % 2 ? 97 : 98))
+  const words = new TextEncoder().encode('hello world '.repeat(5000))
+  const encoders: [string, (raw: Uint8Array) => Uint8Array][] = [
+    ['pako 9', (raw) => deflateRaw(raw, { level: 9 })],
+    ['pako 1', (raw) => deflateRaw(raw, { level: 1 })],
+    ['pako fixed', (raw) => deflateRaw(raw, { level: 9, strategy: 4 })],
+    ['pako rle', (raw) => deflateRaw(raw, { level: 9, strategy: 3 })],
+    ['fflate 9', (raw) => deflateSync(raw, { level: 9 })],
+    ['fflate stored', (raw) => deflateSync(raw, { level: 0 })],
+  ]
+
+  it('stays within the bound for the densest streams encoders make, at about half of it', () => {
+    let densest = 0
+    for (const raw of [zeros, alternating, words, Uint8Array.of(1), new Uint8Array(0)])
+      for (const [name, encode] of encoders) {
+        const compressed = encode(raw)
+        const parsed = tryParseDeflate(compressed, raw.length, 'archive-stream')
+        if (!parsed) throw new Error(`${name} made a stream the parser refuses`)
+        const ratio = puff(parsed).length / compressed.length
+        expect(ratio, name).toBeLessThanOrEqual(MAX_PUFFED_PER_COMPRESSED_BYTE)
+        densest = Math.max(densest, ratio)
+      }
+    // 258-byte matches of ~2 bits each, 3 puffed bytes: ~12 a byte.
+    expect(densest).toBeGreaterThan(11)
+    expect(densest).toBeLessThan(MAX_PUFFED_PER_COMPRESSED_BYTE / 2)
+  })
+
+  it('is refused past the bound when the container is decoded (archive-container), at it accepted', () => {
+    const limits = { maxTargetBytes: 1 << 20, maxExpandedBytes: 1 << 20 }
+    const of = (puffLength: number) =>
+      encodeContainer({
+        ...EMPTY_CONTAINER,
+        expandedLength: puffLength,
+        targetLength: 100,
+        segments: [{ kind: 'tokens', puffLength, compressedLength: 100 }],
+      })
+    expect(decodeContainer(of(100 * MAX_PUFFED_PER_COMPRESSED_BYTE), limits).segments).toHaveLength(1)
+    let refusal: unknown
+    try {
+      decodeContainer(of(100 * MAX_PUFFED_PER_COMPRESSED_BYTE + 1), limits)
+    } catch (error) {
+      refusal = error
+    }
+    expect(refusal).toBeInstanceOf(DeltaFormatError)
+    expect((refusal as DeltaFormatError).code).toBe('archive-container')
+    expect((refusal as DeltaFormatError).message).toContain('puffed bytes for a 100-byte stream')
+  })
+
+  it("accepts an honest delta of the densest stream (fflate's gzip of zeros, a token segment)", () => {
+    const source = fflateGzip(zeros, { level: 9, mtime: 0 })
+    const edited = zeros.slice()
+    edited.set(new TextEncoder().encode('an edit'), 500_000)
+    const target = fflateGzip(edited, { level: 9, mtime: 0 })
+    const made = createArchiveDelta(source, target)
+    if (!('delta' in made)) throw new Error(made.notApplicable)
+    const tokens = decodeContainer(made.delta, {
+      maxTargetBytes: 1 << 30,
+      maxExpandedBytes: 1 << 30,
+    }).segments.filter((s) => s.kind === 'tokens')
+    expect(tokens.length).toBeGreaterThan(0)
+    expect(Math.max(...tokens.map((s) => s.puffLength / s.compressedLength))).toBeGreaterThan(8)
+    expect(applyArchiveDelta(source, made.delta)).toEqual(target)
   })
 })
