@@ -65,8 +65,9 @@ export const AgentConfig = z
      * The overall bound on a full download (install, update, prefetch): it must finish within
      * `transferGraceSeconds` plus its size at this rate (bytes per second; default 4096, 0 = no bound),
      * or it fails as `network` (exit 4) with the partial kept for the next run. A device's
-     * `bandwidthCapBps` below it lowers it to the cap. Following a plan (delta, chunk-sync) has the same
-     * bound, from the target's full size; past it the full download follows.
+     * `bandwidthCapBps` below it lowers it to the cap. Following the plans of an update (delta,
+     * chunk-sync; re-plans and the plan requests included) has one such bound together, from the
+     * target's full size; past it the full download follows, under its own.
      */
     transferMinRateBps: z.number().int().nonnegative().optional(),
     /** Seconds every full download gets on top of its size at `transferMinRateBps` (default 120). */

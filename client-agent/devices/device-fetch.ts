@@ -2,7 +2,7 @@ import { CREDENTIAL_RENEW_HEADER } from '../../schemas/devices.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import type { AgentConfig } from '../config.ts'
 import { JSON_LIMITS, readTextBounded } from '../transfer/read-json.ts'
-import { deviceSession } from './session.ts'
+import { deviceSession, type EnrollWait } from './session.ts'
 
 /** The routes whose reports the edge counts per device (workers/devices/authenticate.ts). */
 const DEVICE_ROUTES = [/^\/v1\/telemetry$/, /^\/v1\/prefetch$/, /^\/v1\/rollouts\/[^/]+\/[^/]+\/outcomes$/]
@@ -49,8 +49,13 @@ async function problemSlug(response: Response): Promise<string | null> {
  * credential can fix it enrolls again (once per process) and repeats the request once; when the edge
  * asks for a renewal (CREDENTIAL_RENEW_HEADER: a key rotation), the next request renews first. Without an
  * enrollment code in the config it is `base` itself. Every other request passes through untouched.
+ * `wait`: how long an enrollment it starts may wait for the edge (a rollback's ROLLBACK_EDGE_STALL_MS).
  */
-export function deviceFetch(config: AgentConfig, base: typeof fetch = fetch): typeof fetch {
+export function deviceFetch(
+  config: AgentConfig,
+  base: typeof fetch = fetch,
+  wait: EnrollWait = {},
+): typeof fetch {
   const session = deviceSession(config, base)
   if (session === null) return base
   const edge = urlOf(config.edgeUrl)
@@ -64,13 +69,13 @@ export function deviceFetch(config: AgentConfig, base: typeof fetch = fetch): ty
   return async (input, init) => {
     const url = urlOf(input)
     if (url === null || !isDeviceRoute(url)) return base(input, init)
-    const first = await session.current()
+    const first = await session.current(wait)
     const response = await base(input, withCredential(init, first?.credential))
     if (first !== null && response.headers.get(CREDENTIAL_RENEW_HEADER) === 'renew') session.requestRenewal()
     if (response.status !== 401 || !replayable(init?.body)) return response
     const slug = await problemSlug(response.clone())
     if (slug === null || !RENEWABLE.has(slug)) return response
-    const renewed = await session.reenroll(first)
+    const renewed = await session.reenroll(first, wait)
     if (renewed === null) return response
     await response.body?.cancel()
     return base(input, withCredential(init, renewed.credential))

@@ -12,14 +12,16 @@ const MAX_ENROLLMENT_BYTES = 16 * 1024
  * `POST /v1/devices/enroll`: trades the enrollment code for a credential. With the previous credential
  * (expired, say) the edge renews the same device id without using a slot of the code. Throws AgentError:
  * `edge-rejected` with `details.status` 403/409 when the code cannot enroll this device (unknown,
- * revoked, expired, full), `network` when the edge is unreachable.
+ * revoked, expired, full), `network` when the edge is unreachable or, with `stallMs`, says nothing for
+ * that long (its headers, or its body once it flows; 30 s by default).
  */
 export async function enrollDevice(
   edgeUrl: string,
   code: string,
-  options: { previous?: string; fetchImpl?: typeof fetch } = {},
+  options: { previous?: string; fetchImpl?: typeof fetch; stallMs?: number } = {},
 ): Promise<StoredDeviceCredential> {
-  const edge = new EdgeClient(edgeUrl, options.fetchImpl)
+  const stall = options.stallMs === undefined ? {} : { stallMs: options.stallMs }
+  const edge = new EdgeClient(edgeUrl, options.fetchImpl, stall)
   const response = await edge.request('/v1/devices/enroll', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -31,7 +33,7 @@ export async function enrollDevice(
   })
   if (!response.ok) throw await errorFromResponse(response, 'enrolling this device')
   const parsed = DeviceEnrollment.safeParse(
-    await readJsonBounded(response, MAX_ENROLLMENT_BYTES, 'the enrollment answer'),
+    await readJsonBounded(response, MAX_ENROLLMENT_BYTES, 'the enrollment answer', stall),
   )
   if (!parsed.success) throw new AgentError('edge-rejected', 'the edge sent a malformed enrollment answer')
   const { deviceId, codeId, credential, expiresAt } = parsed.data

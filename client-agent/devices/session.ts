@@ -40,6 +40,14 @@ export function renewalTime(stored: StoredDeviceCredential): number {
 type SessionConfig = Pick<AgentConfig, 'edgeUrl' | 'installRoot'> & { enrollmentCode: string }
 
 /**
+ * How a caller waits for an enrollment it starts: `stallMs`, the longest the edge may say nothing (30 s
+ * by default); a rollback's 5 s (ROLLBACK_EDGE_STALL_MS) is a caller that cannot wait the usual time.
+ */
+export interface EnrollWait {
+  stallMs?: number
+}
+
+/**
  * The device's credential for one config, shared by every request of this process: read from disk,
  * enrolled on first need, renewed ahead of expiry (RENEW_FRACTION, at most once per RENEW_RETRY_MS),
  * re-enrolled at most once when the edge refuses it. Never throws: a device that cannot enroll keeps
@@ -85,10 +93,10 @@ export class DeviceSession {
    * The credential to send, enrolling first if there is none and renewing it first when it is due (one
    * enrollment at a time; concurrent callers share it).
    */
-  current(): Promise<StoredDeviceCredential | null> {
+  current(wait: EnrollWait = {}): Promise<StoredDeviceCredential | null> {
     const cached = this.cached
     if (cached !== null && !this.renewalDue(cached)) return Promise.resolve(cached)
-    this.pending ??= (cached === null ? this.load() : this.renew(cached)).finally(() => {
+    this.pending ??= (cached === null ? this.load(wait) : this.renew(cached, wait)).finally(() => {
       this.pending = null
     })
     return this.pending
@@ -112,9 +120,9 @@ export class DeviceSession {
    * still sent (it is valid, or the edge's 401 leads to `reenroll`); a refusal is remembered on disk
    * like any other, so a revoked device does not ask again.
    */
-  private async renew(stored: StoredDeviceCredential): Promise<StoredDeviceCredential> {
+  private async renew(stored: StoredDeviceCredential, wait: EnrollWait): Promise<StoredDeviceCredential> {
     this.renewNotBefore = clock() + RENEW_RETRY_MS
-    return (await this.enroll(stored.credential, false)) ?? stored
+    return (await this.enroll(stored.credential, false, wait)) ?? stored
   }
 
   /**
@@ -122,13 +130,16 @@ export class DeviceSession {
    * enroll again, once per process, renewing the same device id when the edge still recognises it.
    * Null when the code cannot enroll (revoked, expired, full) or the edge is unreachable.
    */
-  async reenroll(previous: StoredDeviceCredential | null): Promise<StoredDeviceCredential | null> {
+  async reenroll(
+    previous: StoredDeviceCredential | null,
+    wait: EnrollWait = {},
+  ): Promise<StoredDeviceCredential | null> {
     if (this.reenrolled) return null
     this.reenrolled = true
     this.cached = null
     this.retryAt = 0
     // A refusal remembered on disk (the code was revoked, expired or full) is not asked again.
-    const renewed = await this.enroll(previous?.credential, false)
+    const renewed = await this.enroll(previous?.credential, false, wait)
     if (renewed !== null || previous === null) return renewed
     // Refused for good (revoked device or code): the credential is dead, the device reports without it.
     // Otherwise (edge unreachable, rate-limited) it is the device's only proof of its id: dropping it
@@ -139,14 +150,14 @@ export class DeviceSession {
     return null
   }
 
-  private async load(): Promise<StoredDeviceCredential | null> {
+  private async load(wait: EnrollWait): Promise<StoredDeviceCredential | null> {
     const stored = await this.store.read()
     // A credential from another code (the config changed) is not what the operator asked for now.
     if (stored !== null && stored.codeSha256 === this.codeHash) {
       if (stored.credential === this.refusedCredential)
-        return clock() < this.retryAt ? null : this.enroll(stored.credential, false)
+        return clock() < this.retryAt ? null : this.enroll(stored.credential, false, wait)
       this.cached = stored
-      return this.renewalDue(stored) ? this.renew(stored) : stored
+      return this.renewalDue(stored) ? this.renew(stored, wait) : stored
     }
     if (clock() < this.retryAt) return null
     const refusal = await this.store.refusal()
@@ -154,7 +165,7 @@ export class DeviceSession {
       this.lastError = `enrollment refused on ${refusal.at}: ${refusal.detail}`
       return null
     }
-    return this.enroll(undefined, false)
+    return this.enroll(undefined, false, wait)
   }
 
   /**
@@ -166,7 +177,11 @@ export class DeviceSession {
   }
 
   /** Enrolls now; `force` ignores a refusal remembered from an earlier run (the edge decides again). */
-  async enroll(previous: string | undefined, force: boolean): Promise<StoredDeviceCredential | null> {
+  async enroll(
+    previous: string | undefined,
+    force: boolean,
+    wait: EnrollWait = {},
+  ): Promise<StoredDeviceCredential | null> {
     if (!force) {
       const refusal = await this.store.refusal()
       if (refusal !== null && refusal.codeSha256 === this.codeHash) return null
@@ -175,6 +190,7 @@ export class DeviceSession {
       const credential = await enrollDevice(this.config.edgeUrl, this.code, {
         ...(previous === undefined ? {} : { previous }),
         fetchImpl: this.fetchImpl,
+        ...(wait.stallMs === undefined ? {} : { stallMs: wait.stallMs }),
       })
       await this.store.write(credential)
       this.cached = credential

@@ -1,15 +1,20 @@
 import type { AgentConfig } from '../config.ts'
-import { deviceSession } from '../devices/session.ts'
+import { deviceSession, type EnrollWait } from '../devices/session.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
 
 /**
  * The device's client id: its enrolled device id when the config has an enrollment code and enrollment
  * worked (the edge counts its reports under that id whatever they name, ADR 0026), else the random,
  * stable id of its telemetry spool (client-agent/telemetry/queue.ts), created on first use. The same id
- * places the device in prefetch queues and rollout cohorts.
+ * places the device in prefetch queues and rollout cohorts. `wait`: how long an enrollment this starts
+ * may wait for the edge (a rollback's ROLLBACK_EDGE_STALL_MS).
  */
-export async function agentClientId(config: AgentConfig, fetchImpl?: typeof fetch): Promise<string> {
-  const credential = await deviceSession(config, fetchImpl)?.current()
+export async function agentClientId(
+  config: AgentConfig,
+  fetchImpl?: typeof fetch,
+  wait: EnrollWait = {},
+): Promise<string> {
+  const credential = await deviceSession(config, fetchImpl)?.current(wait)
   return credential?.deviceId ?? new TelemetryQueue(config.installRoot).clientId()
 }
 

@@ -199,11 +199,12 @@ export async function rollbackAndReport(
     ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
   })
   if (rolled.from === null) return { ...rolled, report: null }
-  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl), {
-    stallMs: ROLLBACK_EDGE_STALL_MS,
-  })
+  // An enrollment still pending (the edge unreachable before) is tried before the report, for the id to
+  // report under: it waits the rollback's stall too, not the usual 30 s.
+  const stall = { stallMs: ROLLBACK_EDGE_STALL_MS }
+  const edge = new EdgeClient(config.edgeUrl, deviceFetch(config, options.fetchImpl, stall), stall)
   const outcome = {
-    client: await agentClientId(config, options.fetchImpl),
+    client: await agentClientId(config, options.fetchImpl, stall),
     version: rolled.from,
     outcome: 'rolled-back' as const,
     errorClass: options.errorClass ?? 'manual-rollback',

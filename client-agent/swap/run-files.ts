@@ -1,4 +1,4 @@
-import { readFile, rm, stat } from 'node:fs/promises'
+import { readFile, rename, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { RunChildren, RunDeferrals, RunState } from '../../schemas/swap.ts'
 import { withArtifactLock } from '../fs/artifact-lock.ts'
@@ -22,9 +22,12 @@ export interface FailedVersion {
  */
 export class RunFiles {
   readonly dir: string
+  /** Told when a garbled state.json was set aside (its new name in the message); stderr by default. */
+  private readonly onWarning: (message: string) => void
 
-  constructor(dir: string) {
+  constructor(dir: string, onWarning: (message: string) => void = warnOnStderr) {
     this.dir = dir
+    this.onWarning = onWarning
   }
 
   get journalPath(): string {
@@ -84,13 +87,40 @@ export class RunFiles {
     await withArtifactLock(this.dir, STATE_LOCK_WAIT, () => rm(join(this.dir, 'state.json'), { force: true }))
   }
 
-  /** state.json as last recorded; nothing failed when it is missing or unreadable. */
-  private async state(): Promise<RunState> {
-    try {
-      return RunState.parse(JSON.parse(await readFile(join(this.dir, 'state.json'), 'utf8')))
-    } catch {
-      return { failedVersions: [], failures: [] }
-    }
+  /**
+   * state.json as last recorded; nothing failed when it is missing. One that does not parse (RunState:
+   * a torn write by hand, a disk error, another version's format) was read as "nothing recorded" and
+   * then overwritten by the next record, the failures it held lost without a word: it is now renamed
+   * aside (`state.json.corrupt-<timestamp>`, under run/lock) and the owner warned once, naming it, and
+   * the record starts empty. `locked`: the caller holds run/lock already (changeState).
+   */
+  private async state(locked = false): Promise<RunState> {
+    const path = join(this.dir, 'state.json')
+    const text = await unlessMissing(readFile(path, 'utf8'), null)
+    if (text === null) return emptyState()
+    const parsed = parseRunState(text)
+    if (parsed !== null) return parsed
+    return locked
+      ? this.setAside(path)
+      : withArtifactLock(this.dir, STATE_LOCK_WAIT, () => this.setAside(path))
+  }
+
+  /**
+   * Under run/lock: moves a still-garbled state.json aside (one rename: the file is either where it was
+   * or under its new name) and warns; another process may have set it aside, or recorded anew, since it
+   * was read, and then what is there now counts.
+   */
+  private async setAside(path: string): Promise<RunState> {
+    const text = await unlessMissing(readFile(path, 'utf8'), null)
+    if (text === null) return emptyState()
+    const parsed = parseRunState(text)
+    if (parsed !== null) return parsed
+    const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`
+    await rename(path, aside)
+    this.onWarning(
+      `${path} could not be read as a record of failed versions; it was moved to ${aside} and the record starts empty (versions that failed a swap here before may be tried again)`,
+    )
+    return emptyState()
   }
 
   /**
@@ -101,7 +131,7 @@ export class RunFiles {
    */
   private async changeState(change: (state: RunState) => RunState | null): Promise<void> {
     await withArtifactLock(this.dir, STATE_LOCK_WAIT, async () => {
-      const next = change(await this.state())
+      const next = change(await this.state(true))
       if (next === null) return
       const kept = next.failedVersions.slice(-1000)
       await writeFileAtomic(
@@ -189,6 +219,24 @@ export class RunFiles {
     await this.recordChildren([])
     return reaped
   }
+}
+
+const emptyState = (): RunState => ({ failedVersions: [], failures: [] })
+
+/** state.json's text as RunState, or null when it is no JSON or not of that shape. */
+function parseRunState(text: string): RunState | null {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    return null
+  }
+  const parsed = RunState.safeParse(json)
+  return parsed.success ? parsed.data : null
+}
+
+function warnOnStderr(message: string): void {
+  process.stderr.write(`deltaport: warning: ${message}\n`)
 }
 
 async function waitGone(pid: number): Promise<void> {

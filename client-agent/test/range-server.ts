@@ -6,6 +6,8 @@ export interface RangeServer {
   /** Bytes of body sent so far, over all requests. */
   served: () => number
   requests: () => number
+  /** Resolves once the answer to request `n` (1-based) is over: sent whole, or its connection closed. */
+  ended: (request: number) => Promise<void>
   close(): Promise<void>
 }
 
@@ -22,9 +24,10 @@ export interface RangeServerOptions {
 /**
  * What a fault does to one answer: `cut` drops the connection halfway through the body, `stall` sends
  * that half and then nothing while keeping the connection open, `unavailable` answers 503 with
- * Retry-After: 0 (an overloaded server or cache in between).
+ * Retry-After: 0 (an overloaded server or cache in between), `hold` sends nothing at all (not even the
+ * headers) while keeping the connection open, `gone` answers 404 (what the range named is not there).
  */
-export type RangeFault = 'cut' | 'stall' | 'unavailable' | undefined
+export type RangeFault = 'cut' | 'stall' | 'unavailable' | 'hold' | 'gone' | undefined
 
 /**
  * A loopback HTTP server that serves `body` with single-range semantics (`bytes=a-b` and `bytes=a-`)
@@ -38,13 +41,21 @@ export async function startRangeServer(
 ): Promise<RangeServer> {
   let served = 0
   let requests = 0
+  const ends = new Map<number, Promise<void>>()
   const server: Server = createServer((req, res) => {
     const request = ++requests
+    ends.set(request, new Promise((resolve) => res.once('close', () => resolve())))
     const match = options.ignoreRange?.(request) ? null : /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '')
     const start = match ? Number(match[1]) : 0
     const end = match?.[2] ? Math.min(Number(match[2]), body.length - 1) : body.length - 1
     const slice = body.slice(start, options.ignoreRangeEnd ? body.length : end + 1)
     const verdict = fault(start, slice, request)
+    if (verdict === 'hold') return
+    if (verdict === 'gone') {
+      res.writeHead(404, { 'content-type': 'application/problem+json' })
+      res.end(JSON.stringify({ title: 'not found', status: 404 }))
+      return
+    }
     if (verdict === 'unavailable') {
       res.writeHead(503, { 'retry-after': '0', 'content-type': 'application/problem+json' })
       res.end(JSON.stringify({ title: 'unavailable', status: 503 }))
@@ -74,6 +85,7 @@ export async function startRangeServer(
     url: `http://127.0.0.1:${port}/stream`,
     served: () => served,
     requests: () => requests,
+    ended: (request) => ends.get(request) ?? Promise.reject(new Error(`no request ${request} yet`)),
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections()

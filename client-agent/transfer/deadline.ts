@@ -43,6 +43,42 @@ export function transferDeadlineMs(bytes: number, bound: TransferBound, bandwidt
  */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
+/** A deadline under way (startDeadline): its signal, why it aborts, and the timer to clear. */
+export interface RunningDeadline {
+  /** The caller's signal, aborting also when the deadline passes. */
+  signal: AbortSignal | undefined
+  /** Whether the deadline itself has passed (not the caller's own abort). */
+  expired: () => boolean
+  /** The `network` error the deadline aborts with, saying which bound was missed. */
+  reason: AgentError
+  clear: () => void
+}
+
+/**
+ * Starts a deadline `ms` from now (null: never; at most MAX_TIMER_MS) over the caller's `signal`, for
+ * work of several steps that share it (an update's plans, re-plans included: plan-update.ts).
+ */
+export function startDeadline(
+  ms: number | null,
+  signal: AbortSignal | undefined,
+  describe: (ms: number) => string,
+): RunningDeadline {
+  if (ms === null) {
+    const reason = new AgentError('network', describe(Number.POSITIVE_INFINITY), { deadline: true })
+    return { signal, expired: () => false, reason, clear: () => {} }
+  }
+  const bounded = Math.min(Math.max(0, ms), MAX_TIMER_MS)
+  const reason = new AgentError('network', describe(bounded), { deadline: true })
+  const deadline = new AbortController()
+  const timer = setTimeout(() => deadline.abort(reason), bounded)
+  return {
+    signal: signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal,
+    expired: () => deadline.signal.aborted && !signal?.aborted,
+    reason,
+    clear: () => clearTimeout(timer),
+  }
+}
+
 /**
  * Runs `transfer` with a signal that also aborts `ms` after the start (null: never; at most
  * MAX_TIMER_MS). A transfer cut by the deadline fails as `network` (exit 4) saying so, whatever error
@@ -55,16 +91,13 @@ export async function withDeadline<T>(
   transfer: (signal: AbortSignal | undefined) => Promise<T>,
 ): Promise<T> {
   if (ms === null) return transfer(signal)
-  const bounded = Math.min(ms, MAX_TIMER_MS)
-  const reason = new AgentError('network', describe(bounded), { deadline: true })
-  const deadline = new AbortController()
-  const timer = setTimeout(() => deadline.abort(reason), bounded)
+  const deadline = startDeadline(ms, signal, describe)
   try {
-    return await transfer(signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal)
+    return await transfer(deadline.signal)
   } catch (error) {
-    if (deadline.signal.aborted && !signal?.aborted) throw reason
+    if (deadline.expired()) throw deadline.reason
     throw error
   } finally {
-    clearTimeout(timer)
+    deadline.clear()
   }
 }

@@ -26,9 +26,9 @@ import { withRetries } from '../transfer/backoff.ts'
 import type { Explanation } from '../transfer/controller.ts'
 import {
   DEFAULT_TRANSFER_BOUND,
+  startDeadline,
   type TransferBound,
   transferDeadlineMs,
-  withDeadline,
 } from '../transfer/deadline.ts'
 import { errorFromResponse } from '../transfer/error-response.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
@@ -57,9 +57,10 @@ export interface PlanUpdateContext {
   /** The device's download cap in bytes per second (`bandwidthCapBps`); 0 or none = unlimited. */
   bandwidthCapBps?: number
   /**
-   * The bound on following one plan (the config's `transferMinRateBps`, `transferGraceSeconds`), sized
-   * by the target's full size: a plan is never worth more time than the full download. Past it the full
-   * download follows, under its own bound. DEFAULT_TRANSFER_BOUND by default.
+   * The bound on following the plans (the config's `transferMinRateBps`, `transferGraceSeconds`), sized
+   * by the target's full size: the plans are never worth more time than the full download. One budget
+   * for them all, counted from the first plan request: a re-plan gets what is left, not a fresh bound.
+   * Past it the full download follows, under its own bound. DEFAULT_TRANSFER_BOUND by default.
    */
   bound?: TransferBound
   /** Ceilings for archive-aware deltas on this device (codec/archive-budget.ts); the codec's without. */
@@ -101,13 +102,54 @@ export const noPlan = (): PlanOutcome => ({ planned: null, fallbacks: [] })
  * the caller downloads the artifact whole. Every intermediate output is checked against a signed hash.
  */
 export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlanOutcome> {
-  const methods = new Set(ALL_METHODS)
-  let chunkSync = true
   const base = await describeBase(ctx)
   // A base that cannot be read at all cannot seed a delta or chunk-sync either: download it whole.
   if (base.unusable) return { planned: null, fallbacks: [base.unusable] }
   const fallbacks: string[] = base.damaged ? [base.damaged] : []
+  // One bound for all of the update's plans, the plan requests and re-plans included: each re-plan had a
+  // fresh one, so up to 4 plans took 4 bounds before the full download took its own. The full download
+  // that follows has its own (download.ts): an update takes at most twice the bound.
+  const bound = ctx.bound ?? DEFAULT_TRANSFER_BOUND
+  const deadline = startDeadline(
+    transferDeadlineMs(ctx.target.size, bound, ctx.bandwidthCapBps),
+    ctx.signal,
+    (ms) =>
+      `not done within ${Math.round(ms / 1000)} s (transferGraceSeconds ${bound.graceSeconds} plus the full size at transferMinRateBps ${bound.minRateBps} B/s, for all of the update's plans)`,
+  )
+  let at = 'plans'
+  try {
+    return await followPlans(
+      { ...ctx, ...(deadline.signal ? { signal: deadline.signal } : {}) },
+      base,
+      fallbacks,
+      (strategy) => {
+        at = strategy
+      },
+    )
+  } catch (error) {
+    // Past the bound, whatever the cut surfaced as (an abort, a plan request that got no answer): the
+    // full download follows, as after a plan's network fault.
+    if (!deadline.expired()) throw error
+    return { planned: null, fallbacks: [...fallbacks, `${at}: ${deadline.reason.message}`] }
+  } finally {
+    deadline.clear()
+  }
+}
+
+/**
+ * updateViaPlan's loop, under its bound (`ctx.signal`). `following` is told the strategy of each plan
+ * as it starts following it.
+ */
+async function followPlans(
+  ctx: PlanUpdateContext,
+  base: Awaited<ReturnType<typeof describeBase>>,
+  fallbacks: string[],
+  following: (strategy: string) => void,
+): Promise<PlanOutcome> {
+  const methods = new Set(ALL_METHODS)
+  let chunkSync = true
   for (let attempt = 0; attempt < 4; attempt++) {
+    following('plans')
     let plan: PlanResponse
     try {
       plan = await requestPlan(ctx, {
@@ -120,26 +162,18 @@ export async function updateViaPlan(ctx: PlanUpdateContext): Promise<PlanOutcome
       assertPlanConnects(plan, base.version, ctx.target)
     } catch (error) {
       // The plan only saves bytes; the full artifact is checked against the signed manifest anyway.
-      if (!isEdgeFault(error)) throw error
+      if (ctx.signal?.aborted || !isEdgeFault(error)) throw error
       return { planned: null, fallbacks, planFailed: error.message }
     }
     if (plan.strategy === 'full' || plan.strategy === 'none' || plan.steps.length === 0) {
       return { planned: null, fallbacks }
     }
+    following(plan.strategy)
     try {
-      const bound = ctx.bound ?? DEFAULT_TRANSFER_BOUND
-      const result = await withDeadline(
-        transferDeadlineMs(ctx.target.size, bound, ctx.bandwidthCapBps),
-        ctx.signal,
-        (ms) =>
-          `not done within ${Math.round(ms / 1000)} s (transferGraceSeconds ${bound.graceSeconds} plus the full size at transferMinRateBps ${bound.minRateBps} B/s)`,
-        (signal) => {
-          const within = { ...ctx, ...(signal ? { signal } : {}) }
-          return plan.strategy === 'chunk-sync'
-            ? followChunkSync(within, plan.steps[0] as PlanChunkSyncStep)
-            : followDeltas(within, plan.steps as PlanDeltaStep[])
-        },
-      )
+      const result =
+        plan.strategy === 'chunk-sync'
+          ? await followChunkSync(ctx, plan.steps[0] as PlanChunkSyncStep)
+          : await followDeltas(ctx, plan.steps as PlanDeltaStep[])
       return { planned: { ...result, strategy: plan.strategy, steps: plan.steps.length }, fallbacks }
     } catch (error) {
       if (ctx.signal?.aborted) throw error

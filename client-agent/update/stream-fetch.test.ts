@@ -8,6 +8,7 @@ import { AgentError } from '../errors.ts'
 import { expectSameBytes } from '../test/fixtures.ts'
 import { type RangeServer, startRangeServer } from '../test/range-server.ts'
 import { RangeController } from '../transfer/controller.ts'
+import { HEADER_TIMEOUT_MS } from '../transfer/header-timeout.ts'
 import { fetchDeltaStream } from './stream-fetch.ts'
 
 const BLOCK = 4096
@@ -176,4 +177,60 @@ describe('fetchDeltaStream', () => {
     expect(error).toBeInstanceOf(AgentError)
     expect((error as AgentError).code).toBe('integrity-mismatch')
   })
+
+  // A range that fails for good ends the update's stream at once: its siblings still in flight are
+  // aborted, not waited for. Before, a sibling the network held kept the failure (and the next plan or
+  // the full download) back until its own 30 s stall timer (HEADER_TIMEOUT_MS, readBody's stall) fired.
+  for (const sibling of ['hold', 'stall'] as const) {
+    it(`aborts the ranges in flight when one fails for good (a sibling that gets ${sibling === 'hold' ? 'no answer' : 'half its body, then nothing'})`, async () => {
+      const { payload, wire, sha256 } = await framedPayload(300_000)
+      // Faults by range: the first data range (block 1, right after the probe's block 0) is held; the
+      // first range asked for after that one reached the server is refused (404: no retry).
+      let faulty = true
+      let held: { request: number; at: number } | undefined
+      let refused: number | undefined
+      server = await startRangeServer(wire, (offset, _bytes, request) => {
+        if (!faulty || offset === 0) return undefined
+        if (offset === FRAMED && held === undefined) {
+          held = { request, at: performance.now() }
+          return sibling
+        }
+        if (held !== undefined && (refused === undefined || refused === offset)) {
+          refused = offset
+          return 'gone'
+        }
+        return undefined
+      })
+      const path = await target()
+      const request = requestFor(sha256, payload.length, path)
+      // Three ranges side by side from the start, small ones: the held range has siblings.
+      const sideBySide = () =>
+        new RangeController({
+          blockSize: FRAMED,
+          minRange: FRAMED,
+          maxRange: 2 * FRAMED,
+          minParallel: 3,
+          maxParallel: 3,
+        })
+      const error = await fetchDeltaStream({ ...request, controller: sideBySide() }).catch((e: unknown) => e)
+      const failedAt = performance.now()
+      // The refusal is what is reported, not the abort of its sibling.
+      expect(error).toBeInstanceOf(AgentError)
+      expect((error as AgentError).code).toBe('not-found')
+      expect(held).toBeDefined()
+      // Reported long before the held sibling's own timer (started when it was sent, a moment before it
+      // arrived) would have ended it: waiting for it took the full 30 s.
+      expect(failedAt - held!.at).toBeLessThan(HEADER_TIMEOUT_MS / 2)
+      // The sibling was let go: its connection closed by the agent.
+      const sizeAtFailure = (await stat(path)).size
+      await server.ended(held!.request)
+      // Nothing written into the payload after the failure was reported, and what the journal vouches
+      // for resumes into the exact payload once the network behaves.
+      expect((await stat(path)).size).toBe(sizeAtFailure)
+      faulty = false
+      const result = await fetchDeltaStream({ ...request, controller: sideBySide() })
+      expectSameBytes(await readFile(path), payload)
+      expect(result.refetchRounds).toBe(0)
+    })
+  }
 })

@@ -92,10 +92,12 @@ async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResu
   let etag: string | undefined
   const cap = new RateCap(request.bandwidthCapBps ?? 0)
 
+  /** `signal`: the request's, or (fetchBlocks) one that also aborts when a sibling range failed for good. */
   const fetchRange = async (
     offset: number,
     length: number,
     into: (at: number, bytes: Uint8Array) => Promise<void>,
+    signal = request.signal,
   ) => {
     const startedAt = performance.now()
     ranges++
@@ -105,10 +107,10 @@ async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResu
         // If-Range with the validator the first range returned: if the stream changed under us the edge
         // answers 200 and we stop, instead of splicing blocks of two different streams.
         headers: { range: rangeHeader({ offset, length }), ...(etag ? { 'if-range': etag } : {}) },
-        ...(request.signal ? { signal: request.signal } : {}),
+        ...(signal ? { signal } : {}),
       })
     } catch (error) {
-      controller.onRangeError(performance.now(), 'reset')
+      if (!signal?.aborted) controller.onRangeError(performance.now(), 'reset')
       throw error
     }
     if (response.status === 200) {
@@ -136,15 +138,16 @@ async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResu
           await into(at, bytes)
           at += bytes.length
           wireBytes += bytes.length
-          await cap.received(bytes.length, request.signal)
+          await cap.received(bytes.length, signal)
         },
         // A 206 carrying more than the range (the rest of the stream, or an endless body before the
         // metadata is checked) is cut at the range's end: it would otherwise all be read, and the
         // block-0 probe collects what it reads in memory.
-        { limitBytes: length, ...(request.signal ? { signal: request.signal } : {}) },
+        { limitBytes: length, ...(signal ? { signal } : {}) },
       )
     } catch (error) {
-      if (error instanceof AgentError) controller.onRangeError(performance.now(), 'timeout')
+      if (error instanceof AgentError && !signal?.aborted)
+        controller.onRangeError(performance.now(), 'timeout')
       throw error
     }
     controller.onRangeComplete({ bytes: at - offset, startedAt, firstByteAt, finishedAt: performance.now() })
@@ -191,7 +194,7 @@ async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResu
       { firstBlock: first, count: layout.blockCount - first },
       layout,
       controller,
-      (offset, length) => fetchRange(offset, length, push),
+      (offset, length, signal) => fetchRange(offset, length, push, signal),
       request.signal,
     )
     let refetchRounds = 0
@@ -271,15 +274,22 @@ const RANGE_TRIES = 5
  * queue (the controller shrinks what follows) and no range is asked for until the agent's back-off has
  * passed (retryWaitMs: jittered, at least the edge's Retry-After), so an edge that restarts or sheds
  * load is not hammered; it fails for good after RANGE_TRIES tries, at once when it is no transient
- * fault or the edge asks for more than 30 s.
+ * fault or the edge asks for more than 30 s. A range that fails for good aborts the ranges still in
+ * flight (their fetches, body reads and rate-cap waits) and no back-off is waited out: the failure is
+ * reported, and the next plan or the full download starts, at once, not after the slowest sibling
+ * (a stalled one held the update for its 30 s stall timer). The aborted ranges are settled before this
+ * returns, so none writes into the payload file after it is closed, and their rejections are handled.
  */
 async function fetchBlocks(
   span: BlockRange,
   layout: StreamLayout,
   controller: RangeController,
-  fetchRange: (offset: number, length: number) => Promise<void>,
+  fetchRange: (offset: number, length: number, signal: AbortSignal) => Promise<void>,
   signal: AbortSignal | undefined,
 ): Promise<void> {
+  // Aborted with the first failure for good: every range in flight, and the back-off wait, end with it.
+  const siblings = new AbortController()
+  const rangeSignal = signal ? AbortSignal.any([signal, siblings.signal]) : siblings.signal
   const end = span.firstBlock + span.count
   let cursor = span.firstBlock
   const retry: Array<{ firstBlock: number; count: number; attempt: number }> = []
@@ -309,16 +319,20 @@ async function fetchBlocks(
           return next
         })()
       const bytes = blockRangeFor(job.firstBlock, job.count, layout)
-      const run: Promise<void> = fetchRange(bytes.offset, bytes.length)
+      const run: Promise<void> = fetchRange(bytes.offset, bytes.length, rangeSignal)
         .catch((error: unknown) => {
+          // Aborted because a sibling failed for good: that failure is the one reported.
+          if (failure !== null) return
           const waitMs = retryWaitMs(job.attempt + 1, retryAfterMs(error))
           const final =
             signal?.aborted ||
             job.attempt + 1 >= RANGE_TRIES ||
             !isTransient(error) ||
             waitMs > MAX_RETRY_WAIT_MS
-          if (final) failure = error
-          else {
+          if (final) {
+            failure = error
+            siblings.abort(error)
+          } else {
             retry.push({ ...job, attempt: job.attempt + 1 })
             pausedUntil = Math.max(pausedUntil, performance.now() + waitMs)
           }
@@ -331,7 +345,7 @@ async function fetchBlocks(
       // Until the back-off ends or a range in flight settles, whichever is first; the timer goes with it.
       const done = new AbortController()
       const pause = sleep(pauseMs, undefined, {
-        signal: signal ? AbortSignal.any([signal, done.signal]) : done.signal,
+        signal: AbortSignal.any([rangeSignal, done.signal]),
       }).catch(() => undefined)
       await Promise.race([pause, ...inFlight])
       done.abort()
