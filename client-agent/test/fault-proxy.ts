@@ -52,6 +52,9 @@ export interface SeenRequest {
   range: string | undefined
 }
 
+/** How long a reset or truncation waits after the half body it lets through has been written. */
+const CUT_GRACE_MS = 250
+
 export interface FaultProxy {
   url: string
   /** Every request the proxy received, in order. */
@@ -186,12 +189,18 @@ export async function startFaultProxy(
       const part = chunk.subarray(0, Math.max(0, Math.floor(cutting - sent)))
       sent += chunk.length
       bodyBytes += part.length
-      res.write(part)
-      if (sent < cutting) return
+      if (sent < cutting) {
+        res.write(part)
+        return
+      }
       answer.destroy()
-      // A moment for the client to read the half before the connection goes (see range-server.ts).
-      if (fault?.kind === 'reset') setTimeout(() => res.socket?.resetAndDestroy(), 20)
-      if (fault?.kind === 'truncate') setTimeout(() => res.socket?.end(), 20)
+      // The cut waits until the half has left this process, then a while for the client to read it: an
+      // RST that arrives before the client's read throws away what its kernel had received (on a busy
+      // machine 20 ms was too short, and the client saw no byte of the half: CI flake).
+      res.write(part, () => {
+        if (fault?.kind === 'reset') setTimeout(() => res.socket?.resetAndDestroy(), CUT_GRACE_MS)
+        if (fault?.kind === 'truncate') setTimeout(() => res.socket?.end(), CUT_GRACE_MS)
+      })
     })
     answer.on('end', () => {
       if (sent < cutting) res.end()
