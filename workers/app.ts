@@ -1,4 +1,4 @@
-import { Hono } from 'hono'
+import { type Context, Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import type { AppEnv } from './app-env.ts'
@@ -21,7 +21,9 @@ import { rootsRouter } from './routes/roots.ts'
 import { shardsRouter } from './routes/shards.ts'
 import { telemetryRouter } from './routes/telemetry.ts'
 import { yankRouter } from './routes/yank.ts'
+import { ManifestBeingRepaired } from './storage/artifact-store.ts'
 import { guardStorage } from './storage/guarded-bucket.ts'
+import { repairOnRead } from './storage/repair-on-read.ts'
 
 /** Problem types for statuses Hono's own middleware raises (bad JSON, csrf() refusing a cross-site form). */
 const HTTP_EXCEPTION_TYPES: Partial<Record<number, string>> = { 400: 'bad-request', 403: 'forbidden' }
@@ -67,7 +69,24 @@ app.notFound((c) => {
   )
 })
 
+/**
+ * A listed version answered 503 `manifest-being-repaired` (from any route that finds it through
+ * requirePublished): its repair starts after the answer (repair-on-read.ts), at most one per version per
+ * claim interval, so the version is servable again within seconds of its commit being dead, not at the
+ * next retention pass.
+ */
+function repairInBackground(c: Context<AppEnv>, problem: ManifestBeingRepaired): void {
+  let ctx: Context<AppEnv>['executionCtx']
+  try {
+    ctx = c.executionCtx
+  } catch {
+    return // Called without an execution context (a test calling the app bare): nothing runs after.
+  }
+  ctx.waitUntil(repairOnRead(c.env.ARTIFACTS, problem.artifact, problem.version))
+}
+
 app.onError((error, c) => {
+  if (error instanceof ManifestBeingRepaired) repairInBackground(c, error)
   if (error instanceof Problem) return problemResponse(c, error)
   if (error instanceof HTTPException) {
     // Raised by Hono's own middleware (malformed JSON bodies and the like).

@@ -332,7 +332,7 @@ export const ROUTES: RouteSpec[] = [
     operationId: 'getManifest',
     summary: 'The signed manifest of a version, as the maintainer signed it',
     description:
-      '404 while the index does not list the version. A version the index lists whose manifest is not servable (a commit cut off mid-commit, restored by the retention pass) is a 503 `manifest-being-repaired` with Retry-After, not a 404; so are its blob and chunk index.',
+      '404 while the index does not list the version. A version the index lists whose manifest is not servable (a commit cut off mid-commit) is a 503 `manifest-being-repaired` with Retry-After, not a 404; so are its blob and chunk index. That answer also starts the repair of the version in the background (at most one per version per minute, none while a commit of it may still be alive), so a retry after the commit is 2 minutes dead is served; the retention pass repairs it too.',
     tag: 'artifacts',
     parameters: [
       nameParam,

@@ -6,6 +6,7 @@ import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import { Problem } from '../http/problem.ts'
 import { readPublishedManifest } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
+import { releaseClaim, takeClaim } from '../storage/r2-claim.ts'
 import { framingFor, type StoredDelta, storeFramedDelta } from './frame-delta.ts'
 import { sha256OfBytes } from './verify-object.ts'
 
@@ -40,7 +41,7 @@ function cannotEncode(pair: { name: string; from: string; to: string; method: st
 /**
  * Builds a delta the publisher did not provide, for a pair of published versions both at most
  * `lazyGenerationMaxBytes`, frames it like an uploaded one and stores it (customMetadata `lazy=1`).
- * One request generates; the lock is an R2 object created only if absent (If-None-Match: *), so
+ * One request generates; the lock is an R2 object created only if absent (storage/r2-claim.ts), so
  * concurrent requests for the same pair get 503 + Retry-After instead of repeating the work.
  * Such deltas are not in the signed manifest: the agent's trust comes from the target's signed sha256,
  * which it checks after applying any delta. Resolves to the framing and the R2 etag of the object stored,
@@ -64,7 +65,7 @@ export async function generateLazyDelta(
     throw new Problem(404, 'not-found', `no delta ${name} ${from} → ${to} (too large to generate on demand)`)
   }
   const lock = lockKey(name, from, to, method)
-  const held = await acquire(bucket, lock)
+  const held = await takeClaim(bucket, lock, STALE_LOCK_MS)
   if (held === null) {
     throw new Problem(
       503,
@@ -114,8 +115,8 @@ export async function generateLazyDelta(
   } finally {
     // A lock left behind blocks the pair for STALE_LOCK_MS: one retry covers a transient fault, and a
     // failed cleanup must not replace the request's own outcome.
-    await release(bucket, lock, held)
-      .catch(() => release(bucket, lock, held))
+    await releaseClaim(bucket, lock, held)
+      .catch(() => releaseClaim(bucket, lock, held))
       .catch(() => undefined)
   }
 }
@@ -144,32 +145,6 @@ async function encodeOrRemember(
       .catch(() => undefined)
     throw cannotEncode(pair, reason)
   }
-}
-
-/** Takes the pair's lock: the etag of the lock this request wrote, or null when another request holds it. */
-async function acquire(bucket: R2Bucket, lock: string): Promise<string | null> {
-  // Unique, so a lock taken over never has the etag of the stale one it replaced.
-  const mine = `${new Date().toISOString()} ${crypto.randomUUID()}`
-  const created = await bucket.put(lock, mine, { onlyIf: { etagDoesNotMatch: '*' } })
-  if (created) return created.etag
-  const held = await bucket.head(lock)
-  if (!held || Date.now() - held.uploaded.getTime() < STALE_LOCK_MS) return null
-  // Taken over (the holder is gone) only while the key still holds the stale lock seen: a delete then a
-  // create let a request that saw it stale delete the fresh lock another request had just taken over it
-  // with, and both generated (with other framings, should the `stream` config have changed between).
-  const taken = await bucket.put(lock, mine, { onlyIf: { etagMatches: held.etag } })
-  return taken?.etag ?? null
-}
-
-/**
- * Deletes the lock only while it is still the one this request wrote (`held`, its etag). A generation
- * that ran past STALE_LOCK_MS may have been taken over (acquire), and deleting the other request's
- * lock would let a third request generate the pair alongside it. R2 has no conditional delete, so the
- * check and the delete are two calls: only a takeover landing between them (the gap of one R2 round
- * trip, after a minute's stall) still loses its lock, which lets one more request generate the pair.
- */
-async function release(bucket: R2Bucket, lock: string, held: string): Promise<void> {
-  if ((await bucket.head(lock))?.etag === held) await bucket.delete(lock)
 }
 
 async function readBlob(bucket: R2Bucket, name: string, version: string): Promise<Uint8Array> {

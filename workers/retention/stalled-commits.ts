@@ -1,7 +1,12 @@
 import { type ArtifactIndex, type VersionEntry, versionEntry } from '../../schemas/artifact-index.ts'
 import { ArtifactName, Version } from '../../schemas/common.ts'
 import { SignedManifest } from '../../schemas/manifest.ts'
-import { isManifestOf, markedCommitting, readIndex } from '../storage/artifact-store.ts'
+import {
+  COMMIT_ABANDONED_AFTER_MS,
+  isManifestOf,
+  markedCommitting,
+  readIndex,
+} from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
 import { parseStored } from '../storage/stored-json.ts'
 import { listAll } from './bucket-walk.ts'
@@ -136,24 +141,67 @@ export async function repairListedManifests(
   for (const entry of index.versions) {
     const key = keys.manifest(index.name, entry.version)
     if (servable.has(key)) continue
-    let outcome: 'servable' | 'restored' | 'unservable'
-    try {
-      outcome = await repairListed(bucket, index.name, entry, key)
-    } catch (error) {
-      // A storage fault or a stored object that does not parse: reported, and the pass goes on.
-      console.log(
-        JSON.stringify({
-          level: 'error',
-          msg: 'could not check a listed manifest',
-          key,
-          error: String(error),
-        }),
-      )
-      outcome = 'unservable'
-    }
+    const outcome = await repairListedVersion(bucket, index.name, entry)
     if (outcome === 'restored') result.restored.push(key)
-    if (outcome !== 'unservable') continue
-    result.unservable.push(key)
+    if (outcome === 'unservable') result.unservable.push(key)
+  }
+  return result
+}
+
+/**
+ * What repairing one listed version did: its manifest was servable after all, was put back, could not be
+ * (logged as an error), or was left alone because a commit of the version may still be alive.
+ */
+export type ListedOutcome = 'servable' | 'restored' | 'unservable' | 'commit-may-be-alive'
+
+/**
+ * When a repair must leave a version alone while a commit of it may still be alive (the repair on read,
+ * workers/storage/repair-on-read.ts): `now`, and when the index was last written. A commit takes
+ * milliseconds between its index write and putting its own manifest back (unmarkCommitted), and between
+ * its claim of the final key and its index update; one whose write is COMMIT_ABANDONED_AFTER_MS old died,
+ * the rule the claim of a final key already goes by (claimManifestKey).
+ */
+export interface CommitLiveness {
+  now: number
+  indexWritten: Date
+}
+
+/**
+ * The repair of one version `entry` (of the index of `name`) lists, shared by the retention pass
+ * (repairListedManifests, every listed version not seen servable) and the repair on read (one version
+ * that answered 503 `manifest-being-repaired`). Never throws: a storage fault or a stored object that does
+ * not parse counts as unservable. Every unservable outcome is logged as an error with what the operator
+ * must do, once per call: at every retention pass, and at most once per claim interval on read.
+ *
+ * With `liveness`, nothing is written while a commit of the version may still be alive: the index was
+ * written less than COMMIT_ABANDONED_AFTER_MS ago (the listed commit may be about to put its manifest
+ * back itself), or the key holds a marked claim that young (another attempt's commit may be between its
+ * claim and its refused index update). The retention pass passes none: it runs once a day, and its rule
+ * for listed versions (no grace, see repairListedManifests) stands.
+ */
+export async function repairListedVersion(
+  bucket: R2Bucket,
+  name: string,
+  entry: VersionEntry,
+  liveness?: CommitLiveness,
+): Promise<ListedOutcome> {
+  const key = keys.manifest(name, entry.version)
+  let outcome: ListedOutcome
+  try {
+    outcome = await repairListed(bucket, name, entry, key, liveness)
+  } catch (error) {
+    // A storage fault or a stored object that does not parse: reported, and the caller goes on.
+    console.log(
+      JSON.stringify({
+        level: 'error',
+        msg: 'could not check a listed manifest',
+        key,
+        error: String(error),
+      }),
+    )
+    outcome = 'unservable'
+  }
+  if (outcome === 'unservable') {
     console.log(
       JSON.stringify({
         level: 'error',
@@ -161,10 +209,12 @@ export async function repairListedManifests(
         key,
         serial: entry.serial,
         sha256: entry.sha256,
+        action:
+          'put the signed manifest envelope with this serial and sha256 (the one its publish signed) at this key, unmarked; until then the version answers 503 manifest-being-repaired',
       }),
     )
   }
-  return result
+  return outcome
 }
 
 async function repairListed(
@@ -172,11 +222,16 @@ async function repairListed(
   name: string,
   entry: VersionEntry,
   key: string,
-): Promise<'servable' | 'restored' | 'unservable'> {
+  liveness: CommitLiveness | undefined,
+): Promise<ListedOutcome> {
   const current = await bucket.get(key)
   if (current) {
     const { signed } = parseStored(SignedManifest, await current.text(), key, 'manifest')
     if (!markedCommitting(current.customMetadata) || isManifestOf(entry, signed)) return 'servable'
+  }
+  if (liveness) {
+    const young = (written: Date) => liveness.now - written.getTime() < COMMIT_ABANDONED_AFTER_MS
+    if (young(liveness.indexWritten) || (current && young(current.uploaded))) return 'commit-may-be-alive'
   }
   const claim = await displacedClaimOf(bucket, name, entry)
   if (claim === null) return 'unservable'
@@ -184,7 +239,7 @@ async function repairListed(
     httpMetadata: { contentType: 'application/json' },
     onlyIf: current ? { etagMatches: current.etag } : { etagDoesNotMatch: '*' },
   })
-  // Not written: the key changed since the read (the stalled commit's own repair); the next pass checks.
+  // Not written: the key changed since the read (the stalled commit's own repair); checked again later.
   return written ? 'restored' : 'unservable'
 }
 

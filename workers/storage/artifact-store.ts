@@ -37,11 +37,15 @@ export function markedCommitting(metadata: Record<string, string> | undefined): 
 export async function readIndex(
   bucket: R2Bucket,
   name: string,
-): Promise<{ index: ArtifactIndex; etag: string } | null> {
+): Promise<{ index: ArtifactIndex; etag: string; uploaded: Date } | null> {
   const key = keys.index(name)
   const object = await bucket.get(key)
   if (!object) return null
-  return { index: parseStored(ArtifactIndex, await object.text(), key, 'index'), etag: object.etag }
+  return {
+    index: parseStored(ArtifactIndex, await object.text(), key, 'index'),
+    etag: object.etag,
+    uploaded: object.uploaded,
+  }
 }
 
 async function readManifest(bucket: R2Bucket, key: string): Promise<StoredManifest | null> {
@@ -421,27 +425,43 @@ export function assertPublishable(index: ArtifactIndex, manifest: ArtifactManife
 /**
  * How long a client is asked to wait for a listed version whose manifest is not servable. The edge cannot
  * tell cheaply whether the commit is alive: one still alive puts its manifest back within milliseconds
- * (unmarkCommitted), which the agent's in-place retries of a 503 cover; one that died is restored by the
- * next retention pass, which the agent's daemon reaches by polling again at its own interval.
+ * (unmarkCommitted), which the agent's in-place retries of a 503 cover; one that died is restored in the
+ * background by the first 503 once the commit is COMMIT_ABANDONED_AFTER_MS dead (repair-on-read.ts), or
+ * by the retention pass, which the agent's daemon reaches by polling again at its own interval.
  */
 const MANIFEST_REPAIR_RETRY_AFTER_SECONDS = 2
 
 /**
- * The committed manifest of a version, or a problem: 404 when the index does not list it (nothing of an
- * unpublished version is served), 503 `manifest-being-repaired` + Retry-After when it does but the
- * manifest is not servable (a commit that died in the two-fault case of ADR 0022, restored by
- * retention): a client that read the index and then met a 404 would take it for a permanent error.
+ * The 503 of a listed version whose manifest is not servable. Its own class so that the app's error
+ * handler, which answers it, also starts the repair of that one version in the background
+ * (workers/storage/repair-on-read.ts), rather than leaving it to the next retention pass.
  */
-export async function requirePublished(bucket: R2Bucket, name: string, version: string) {
-  const found = await findPublished(bucket, name, version, true)
-  if (found === LISTED) {
-    throw new Problem(
+export class ManifestBeingRepaired extends Problem {
+  readonly artifact: string
+  readonly version: string
+
+  constructor(name: string, version: string) {
+    super(
       503,
       'manifest-being-repaired',
       `${name}@${version} is listed but its manifest is not servable yet (a publish of it was cut off mid-commit and is being restored); retry later`,
       { headers: { 'retry-after': String(MANIFEST_REPAIR_RETRY_AFTER_SECONDS) } },
     )
+    this.artifact = name
+    this.version = version
   }
+}
+
+/**
+ * The committed manifest of a version, or a problem: 404 when the index does not list it (nothing of an
+ * unpublished version is served), 503 `manifest-being-repaired` + Retry-After when it does but the
+ * manifest is not servable (a commit that died in the two-fault case of ADR 0022, restored in the
+ * background by the request that answers it, or by retention): a client that read the index and then
+ * met a 404 would take it for a permanent error.
+ */
+export async function requirePublished(bucket: R2Bucket, name: string, version: string) {
+  const found = await findPublished(bucket, name, version, true)
+  if (found === LISTED) throw new ManifestBeingRepaired(name, version)
   if (!found) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
   return found
 }
