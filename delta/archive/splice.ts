@@ -14,10 +14,9 @@
  * the stream's bytes. Make time proves every gap and the re-encoded bytes, so apply follows the plan
  * without searching (the plan is found by splice-plan.ts). docs/decisions/0019-token-splicing.md.
  */
-import { encodeDeflate } from '../deflate/encode.ts'
+import { encodeDeflate, encodeZlibDeflate } from '../deflate/encode.ts'
 import { parseDeflate } from '../deflate/parse.ts'
 import type { Block, Tokens } from '../deflate/parse-types.ts'
-import { zlibBlocks } from '../deflate/zlib-blocks.ts'
 import { check } from '../errors.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 import { type DeflateParams, deflateWhole } from './recompress.ts'
@@ -162,12 +161,12 @@ export function rebuildSpliced(
   engine?: DeflateEngine,
 ): Uint8Array {
   const tokens = splicedTokens(content, splice, source, engine)
-  const blocks =
-    splice.blocks === 'zlib' ? zlibBlocks(tokens, splice.params.memLevel, splice.params) : splice.blocks
+  // zlib's blocks are cut and written in one walk over the tokens (same bytes as encodeDeflate).
+  if (splice.blocks === 'zlib') return encodeZlibDeflate(tokens, splice.params.memLevel, splice.params)
   check(
-    blocks.at(-1)?.end === tokens.length,
+    splice.blocks.at(-1)?.end === tokens.length,
     'archive-mismatch',
     'block list does not cover the spliced tokens',
   )
-  return encodeDeflate({ tokens, blocks })
+  return encodeDeflate({ tokens, blocks: splice.blocks })
 }
