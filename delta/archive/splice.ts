@@ -15,7 +15,7 @@
  * without searching (the plan is found by splice-plan.ts). docs/decisions/0019-token-splicing.md.
  */
 import { encodeDeflate, encodeZlibDeflate } from '../deflate/encode.ts'
-import { parseDeflate } from '../deflate/parse.ts'
+import { tokenizeDeflate } from '../deflate/parse.ts'
 import type { Block, Tokens } from '../deflate/parse-types.ts'
 import { check } from '../errors.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
@@ -82,7 +82,12 @@ export function gapTokens(content: Uint8Array, a: number, b: number, deflate: Re
 
 /** The tokens of the first `gap` bytes of `input`, deflated after `dictionary`. */
 function deflateGap(dictionary: Uint8Array, input: Uint8Array, gap: number, deflate: ResumedDeflate): Tokens {
-  const tokens = parseDeflate(deflate(input, dictionary), input.length, 'archive-splice', dictionary).tokens
+  const tokens = tokenizeDeflate(
+    deflate(input, dictionary),
+    input.length,
+    'archive-splice',
+    dictionary,
+  ).tokens
   let at = 0
   let n = 0
   while (at < gap && n < tokens.length) at += tokenBytes(tokens[n++]!)

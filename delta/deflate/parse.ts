@@ -157,13 +157,38 @@ export function parseDeflate(
   what: string,
   dictionary: Uint8Array = EMPTY,
 ): DeflateParse {
+  return wholeParse(raw, expectedSize, what, dictionary, true)
+}
+
+/**
+ * parseDeflate without the block list's headers, for callers that keep only the tokens (a spliced
+ * gap's deflate, splice.ts): see tokenizeDeflatePrefix. Sharing its decode loop matters as much as
+ * skipping the counts: the apply runs cold, and the gaps are decoded right after the source streams
+ * have made that loop hot.
+ */
+export function tokenizeDeflate(
+  raw: Uint8Array,
+  expectedSize: number,
+  what: string,
+  dictionary: Uint8Array = EMPTY,
+): DeflateParse {
+  return wholeParse(raw, expectedSize, what, dictionary, false)
+}
+
+function wholeParse(
+  raw: Uint8Array,
+  expectedSize: number,
+  what: string,
+  dictionary: Uint8Array,
+  headers: boolean,
+): DeflateParse {
   if (!Number.isSafeInteger(expectedSize) || expectedSize < 0) {
     throw new DeltaFormatError('bad-stream', `${what} stream has an invalid expected size ${expectedSize}`)
   }
   const start = dictionary.length
   const out = new Uint8Array(start + expectedSize)
   out.set(dictionary)
-  const { parse, end } = parseInto(raw, out, start, what, false)
+  const { parse, end } = parseInto(raw, out, start, what, false, headers)
   if (end - start !== expectedSize) {
     throw new DeltaFormatError(
       'bad-stream',

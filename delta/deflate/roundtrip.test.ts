@@ -9,7 +9,7 @@ import { prng } from '../approx/fuzz.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { BitWriter } from './bits.ts'
 import { encodeDeflate, zlibHeaderFor } from './encode.ts'
-import { parseDeflate, parseDeflatePrefix, tokenizeDeflatePrefix } from './parse.ts'
+import { parseDeflate, parseDeflatePrefix, tokenizeDeflate, tokenizeDeflatePrefix } from './parse.ts'
 import { BLOCK_DYNAMIC, BLOCK_FIXED, BLOCK_STORED, type DeflateParse } from './parse-types.ts'
 import { FIXED_LIT_CODES, FIXED_LIT_LENS } from './tables.ts'
 import { deflateSample, tokensToContent } from './testing.ts'
@@ -331,6 +331,14 @@ describe('parseDeflate + encodeDeflate round trip', () => {
       expect(parse.tokens).toEqual(exact.tokens)
       expectSameBytes(parse.content, content)
     }
+    // A whole stream, tokens only (a spliced gap's deflate), with and without a preset dictionary.
+    expect(tokenizeDeflate(raw, content.length, 'test').tokens).toEqual(exact.tokens)
+    const dictionary = text.subarray(200_000, 232_768)
+    const withDictionary = new Uint8Array(deflateRawSync(content, { level: 9, dictionary }))
+    const expected = parseDeflate(withDictionary, content.length, 'test', dictionary).tokens
+    expect(expected.some((t) => t > 255)).toBe(true)
+    expect(tokenizeDeflate(withDictionary, content.length, 'test', dictionary).tokens).toEqual(expected)
+    expect(() => tokenizeDeflate(withDictionary, content.length, 'test')).toThrow(DeltaFormatError)
     // A bomb guard: never more output than allowed, whatever the hint.
     expect(() => parseDeflatePrefix(followed, content.length - 1, 'test', 1000)).toThrow(/inflates past/)
     expect(() => parseDeflatePrefix(raw.subarray(0, raw.length >> 1), 1 << 20, 'test', 0)).toThrow(
