@@ -9,7 +9,7 @@
  * cannot be taken apart as compressed literal bytes. When the target's streams are mostly puffed, the
  * source's are puffed too, so that like is diffed with like.
  */
-import { parseDeflatePrefix, tryParseDeflate } from '../deflate/parse.ts'
+import { tokenizeDeflatePrefix, tryParseDeflate } from '../deflate/parse.ts'
 import type { Block, DeflateParse, Tokens } from '../deflate/parse-types.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { concatBytes } from './bytes.ts'
@@ -426,9 +426,10 @@ function tokenTakingInflater(
   sizeHint: (input: Uint8Array, maxOutput: number) => number,
 ): Inflater {
   return (input, maxOutput, code, overflowCode = code) => {
-    let r: ReturnType<typeof parseDeflatePrefix>
+    let r: ReturnType<typeof tokenizeDeflatePrefix>
     try {
-      r = parseDeflatePrefix(input, maxOutput, code, sizeHint(input, maxOutput))
+      // Only the tokens and content are kept (Builder.tokensOf), so no block headers are compared.
+      r = tokenizeDeflatePrefix(input, maxOutput, code, sizeHint(input, maxOutput))
     } catch (err) {
       if (err instanceof DeltaFormatError) return base(input, maxOutput, code, overflowCode)
       throw err

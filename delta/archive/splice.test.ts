@@ -12,7 +12,8 @@ import { expand, inflateAll, type Segment } from './expand.ts'
 import { zipOf } from './fuzz.ts'
 import { parseGzip } from './gzip.ts'
 import { resolveArchiveLimits } from './limits.ts'
-import { splicedTokens } from './splice.ts'
+import { RebuildSink } from './rebuild-sink.ts'
+import { splicedTokens, spliceReads } from './splice.ts'
 import { findSplice, SourceTokenIndex, spliceMayPay, spliceWorthIt } from './splice-plan.ts'
 
 function rng(seed: number): () => number {
@@ -152,6 +153,32 @@ describe('spliced archive deltas', () => {
     expect(r.details.spliced).toBe(0)
     expect(r.details.reproduced).toBe(1)
     for (const out of await applyBothWays(source, r.delta)) expect(out).toEqual(target)
+  })
+
+  it('keep only the content their gaps read, whatever pieces the inner delta writes', async () => {
+    const source = gzip(sourceContent, { level: 9 })
+    const target = gzip(targetContent, { level: 9 })
+    const r = createArchiveDelta(source, target, ALWAYS)
+    if (!('delta' in r)) throw new Error(r.notApplicable)
+    const c = decodeContainer(r.delta, LIMITS)
+    const sourceTokens = expand('gzip', source, inflateAll, LIMITS.maxExpandedBytes, undefined, true).tokens!
+    const expanded = expand('gzip', target, inflateAll, LIMITS.maxExpandedBytes).expanded
+    const [s] = splicedSegments(r.delta)
+    // Most of the stream is copied runs, whose content the rebuild never reads.
+    const kept = spliceReads(s!.rawLength, s!, sourceTokens).reduce((n, x) => n + x.to - x.from, 0)
+    expect(kept).toBeLessThan(s!.rawLength / 2)
+    const pick = rng(7)
+    for (const piece of [1, 4093, 65_536, 1 << 20, 0]) {
+      const sink = collectingSink()
+      const out = new RebuildSink(c.segments, sink, undefined, sourceTokens)
+      for (let at = 0; at < expanded.length; ) {
+        const n = piece > 0 ? piece : 1 + Math.floor(pick() * 50_000) // 0: random pieces
+        await out.write(expanded.subarray(at, at + n))
+        at += n
+      }
+      await out.finish()
+      expect(sink.bytes()).toEqual(target)
+    }
   })
 
   it('reject hostile plans with DeltaFormatError, never wrong bytes', async () => {

@@ -14,10 +14,9 @@
  * the stream's bytes. Make time proves every gap and the re-encoded bytes, so apply follows the plan
  * without searching (the plan is found by splice-plan.ts). docs/decisions/0019-token-splicing.md.
  */
-import { encodeDeflate } from '../deflate/encode.ts'
-import { parseDeflate } from '../deflate/parse.ts'
+import { encodeDeflate, encodeZlibDeflate } from '../deflate/encode.ts'
+import { tokenizeDeflate } from '../deflate/parse.ts'
 import type { Block, Tokens } from '../deflate/parse-types.ts'
-import { zlibBlocks } from '../deflate/zlib-blocks.ts'
 import { check } from '../errors.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 import { type DeflateParams, deflateWhole } from './recompress.ts'
@@ -67,17 +66,32 @@ export function resumedDeflate(params: DeflateParams, engine: DeflateEngine | un
     : (input, dictionary) => deflateWhole(input, params, dictionary)
 }
 
+/**
+ * The content a gap [a, b) of a `length`-byte stream reads: the window before it (its deflate's
+ * dictionary), the gap and, but for the last gap, a little past it, as the original deflate did.
+ */
+export function gapReads(a: number, b: number, length: number): { from: number; to: number } {
+  return { from: Math.max(0, a - WINDOW), to: b === length ? b : Math.min(length, b + GAP_SLACK) }
+}
+
 /** Deflates content[a, b) as zlib would have inside the whole stream, and returns its tokens. */
 export function gapTokens(content: Uint8Array, a: number, b: number, deflate: ResumedDeflate): Tokens {
-  const dictionary = content.subarray(Math.max(0, a - WINDOW), a)
-  // The last gap runs to the stream's end, as the original did; others read a little past theirs.
-  const end = b === content.length ? b : Math.min(content.length, b + GAP_SLACK)
-  const input = content.subarray(a, end)
-  const tokens = parseDeflate(deflate(input, dictionary), input.length, 'archive-splice', dictionary).tokens
-  let at = a
+  const { from, to } = gapReads(a, b, content.length)
+  return deflateGap(content.subarray(from, a), content.subarray(a, to), b - a, deflate)
+}
+
+/** The tokens of the first `gap` bytes of `input`, deflated after `dictionary`. */
+function deflateGap(dictionary: Uint8Array, input: Uint8Array, gap: number, deflate: ResumedDeflate): Tokens {
+  const tokens = tokenizeDeflate(
+    deflate(input, dictionary),
+    input.length,
+    'archive-splice',
+    dictionary,
+  ).tokens
+  let at = 0
   let n = 0
-  while (at < b && n < tokens.length) at += tokenBytes(tokens[n++]!)
-  check(at === b, 'archive-mismatch', 'a spliced gap does not end on a token boundary')
+  while (at < gap && n < tokens.length) at += tokenBytes(tokens[n++]!)
+  check(at === gap, 'archive-mismatch', 'a spliced gap does not end on a token boundary')
   return tokens.subarray(0, n)
 }
 
@@ -123,19 +137,29 @@ export function splicedTokens(
   source: Tokens,
   engine?: DeflateEngine,
 ): Tokens {
-  // Copied runs are most of a spliced stream: their counts plus a token per 4 gap bytes fit it.
-  let copied = 0
-  let gaps = 0
-  for (const run of splice.runs) {
-    copied += run.count
-    gaps += run.gap
-  }
-  const out = new TokenList(content.length, copied + Math.ceil((gaps + 4096) / 4))
-  const deflate = resumedDeflate(splice.params, engine)
+  return assembleSplice(content.length, splice, source, engine, (a, b, deflate) =>
+    gapTokens(content, a, b, deflate),
+  )
+}
+
+/** Tokens of the gap [a, b) of the stream's content, deflated with `deflate`. */
+type GapTokens = (a: number, b: number, deflate: ResumedDeflate) => Tokens
+
+/**
+ * Walks the plan over a stream of `length` content bytes: checks every run, calls `onGap` for each
+ * gap [a, b) (b > a) and `onRun` for each copied run, in stream order.
+ */
+function walkSplice(
+  length: number,
+  splice: Splice,
+  source: Tokens,
+  onGap: (a: number, b: number) => void,
+  onRun: (copied: Tokens) => void,
+): void {
   let at = 0
   for (const run of splice.runs) {
-    check(run.gap <= content.length - at, 'archive-mismatch', 'a spliced gap runs past the stream')
-    if (run.gap > 0) out.append(gapTokens(content, at, at + run.gap, deflate))
+    check(run.gap <= length - at, 'archive-mismatch', 'a spliced gap runs past the stream')
+    if (run.gap > 0) onGap(at, at + run.gap)
     at += run.gap
     check(
       run.count > 0 && run.source <= source.length && run.count <= source.length - run.source,
@@ -144,14 +168,93 @@ export function splicedTokens(
     )
     const copied = source.subarray(run.source, run.source + run.count)
     let bytes = 0
-    for (let i = 0; i < copied.length && bytes <= content.length; i++) bytes += tokenBytes(copied[i]!)
+    for (let i = 0; i < copied.length && bytes <= length; i++) bytes += tokenBytes(copied[i]!)
     check(bytes >= MIN_RUN_BYTES, 'archive-mismatch', 'a spliced run is too short')
-    check(bytes <= content.length - at, 'archive-mismatch', 'a spliced run runs past the stream')
-    out.append(copied)
+    check(bytes <= length - at, 'archive-mismatch', 'a spliced run runs past the stream')
+    onRun(copied)
     at += bytes
   }
-  if (at < content.length) out.append(gapTokens(content, at, content.length, deflate))
+  if (at < length) onGap(at, length)
+}
+
+function assembleSplice(
+  length: number,
+  splice: Splice,
+  source: Tokens,
+  engine: DeflateEngine | undefined,
+  gapTokensOf: GapTokens,
+): Tokens {
+  // Copied runs are most of a spliced stream: their counts plus a token per 4 gap bytes fit it.
+  let copied = 0
+  let gaps = 0
+  for (const run of splice.runs) {
+    copied += run.count
+    gaps += run.gap
+  }
+  const out = new TokenList(length, copied + Math.ceil((gaps + 4096) / 4))
+  const deflate = resumedDeflate(splice.params, engine)
+  walkSplice(
+    length,
+    splice,
+    source,
+    (a, b) => out.append(gapTokensOf(a, b, deflate)),
+    (run) => out.append(run),
+  )
   return out.finish()
+}
+
+/**
+ * The content ranges a plan's gaps read (gapReads), merged where they touch or overlap, in order:
+ * all a rebuild needs to keep of the stream's content. Checks the plan as the rebuild does.
+ */
+export function spliceReads(length: number, splice: Splice, source: Tokens): { from: number; to: number }[] {
+  const reads: { from: number; to: number }[] = []
+  walkSplice(
+    length,
+    splice,
+    source,
+    (a, b) => {
+      const r = gapReads(a, b, length)
+      const last = reads.at(-1)
+      if (last !== undefined && r.from <= last.to) last.to = Math.max(last.to, r.to)
+      else reads.push(r)
+    },
+    () => {},
+  )
+  return reads
+}
+
+/**
+ * A spliced stream rebuilt from only the content its gaps read: `reads` is spliceReads' list and
+ * `kept[i]` holds content [reads[i].from, reads[i].to).
+ */
+export function rebuildSplicedFrom(
+  length: number,
+  reads: readonly { from: number; to: number }[],
+  kept: readonly Uint8Array[],
+  splice: Splice,
+  source: Tokens,
+  engine?: DeflateEngine,
+): Uint8Array {
+  let r = 0
+  const tokens = assembleSplice(length, splice, source, engine, (a, b, deflate) => {
+    const { from, to } = gapReads(a, b, length)
+    while (r < reads.length && reads[r]!.to < to) r++
+    const range = reads[r]
+    check(
+      range !== undefined && range.from <= from && kept[r]!.length === range.to - range.from,
+      'archive-mismatch',
+      'a spliced gap reads content that was not kept',
+    )
+    const buf = kept[r]!
+    return deflateGap(
+      buf.subarray(from - range.from, a - range.from),
+      buf.subarray(a - range.from, to - range.from),
+      b - a,
+      deflate,
+    )
+  })
+  return encodeSpliced(tokens, splice)
 }
 
 /** Apply side: the stream rebuilt from its content, the source's tokens and the plan. */
@@ -161,13 +264,16 @@ export function rebuildSpliced(
   source: Tokens,
   engine?: DeflateEngine,
 ): Uint8Array {
-  const tokens = splicedTokens(content, splice, source, engine)
-  const blocks =
-    splice.blocks === 'zlib' ? zlibBlocks(tokens, splice.params.memLevel, splice.params) : splice.blocks
+  return encodeSpliced(splicedTokens(content, splice, source, engine), splice)
+}
+
+function encodeSpliced(tokens: Tokens, splice: Splice): Uint8Array {
+  // zlib's blocks are cut and written in one walk over the tokens (same bytes as encodeDeflate).
+  if (splice.blocks === 'zlib') return encodeZlibDeflate(tokens, splice.params.memLevel, splice.params)
   check(
-    blocks.at(-1)?.end === tokens.length,
+    splice.blocks.at(-1)?.end === tokens.length,
     'archive-mismatch',
     'block list does not cover the spliced tokens',
   )
-  return encodeDeflate({ tokens, blocks })
+  return encodeDeflate({ tokens, blocks: splice.blocks })
 }

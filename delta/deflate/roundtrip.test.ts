@@ -9,7 +9,7 @@ import { prng } from '../approx/fuzz.ts'
 import { DeltaFormatError } from '../errors.ts'
 import { BitWriter } from './bits.ts'
 import { encodeDeflate, zlibHeaderFor } from './encode.ts'
-import { parseDeflate, parseDeflatePrefix } from './parse.ts'
+import { parseDeflate, parseDeflatePrefix, tokenizeDeflate, tokenizeDeflatePrefix } from './parse.ts'
 import { BLOCK_DYNAMIC, BLOCK_FIXED, BLOCK_STORED, type DeflateParse } from './parse-types.ts'
 import { FIXED_LIT_CODES, FIXED_LIT_LENS } from './tables.ts'
 import { deflateSample, tokensToContent } from './testing.ts'
@@ -125,8 +125,15 @@ describe('parseDeflate + encodeDeflate round trip', () => {
   it('fflate: its own trees, so most dynamic blocks keep their header', () => {
     for (const level of [1, 6, 9] as const) {
       const data = tar.subarray(0, 400_000)
-      const parse = roundTrip(fflateDeflate(data, { level }), data)
+      const raw = fflateDeflate(data, { level })
+      const parse = roundTrip(raw, data)
       expect(explicitHeaders(parse)).toBeGreaterThan(count(parse, BLOCK_DYNAMIC) / 2)
+      // tokenizeDeflatePrefix skips the header comparison (and the symbol counts it needs) only.
+      const tokenized = tokenizeDeflatePrefix(raw, data.length, 'test', data.length)
+      expect(tokenized.consumed).toBe(raw.length)
+      expect(tokenized.parse.tokens).toEqual(parse.tokens)
+      expectSameBytes(tokenized.parse.content, data)
+      expect(tokenized.parse.blocks).toEqual(parse.blocks.map(({ header: _, ...b }) => b))
     }
   })
 
@@ -256,6 +263,9 @@ describe('parseDeflate + encodeDeflate round trip', () => {
       expect(new Uint8Array(inflateRawSync(raw)).length).toBe(size) // zlib accepts it
       expect(() => parseDeflate(raw, size, 'test')).toThrow(DeltaFormatError)
       expect(() => parseDeflate(raw, size, 'test')).toThrow(message)
+      // The header-less parse refuses the same streams: an archive source's token sequence (which
+      // spliced targets index into) must hold the same streams at make and apply time.
+      expect(() => tokenizeDeflatePrefix(raw, size, 'test', size)).toThrow(message)
     }
     // Length 258 as symbol 284 + 31 extra bits, in a fixed block: 'a', then 258 × 'a'.
     const w = new BitWriter(64)
@@ -314,6 +324,21 @@ describe('parseDeflate + encodeDeflate round trip', () => {
       expect(parse.blocks).toEqual(exact.blocks)
       expectSameBytes(parse.content, content)
     }
+    // Tokens only (an archive source's streams): the same tokens, content and length.
+    for (const hint of [content.length, 1000]) {
+      const { parse, consumed } = tokenizeDeflatePrefix(followed, 1 << 20, 'test', hint)
+      expect(consumed).toBe(raw.length)
+      expect(parse.tokens).toEqual(exact.tokens)
+      expectSameBytes(parse.content, content)
+    }
+    // A whole stream, tokens only (a spliced gap's deflate), with and without a preset dictionary.
+    expect(tokenizeDeflate(raw, content.length, 'test').tokens).toEqual(exact.tokens)
+    const dictionary = text.subarray(200_000, 232_768)
+    const withDictionary = new Uint8Array(deflateRawSync(content, { level: 9, dictionary }))
+    const expected = parseDeflate(withDictionary, content.length, 'test', dictionary).tokens
+    expect(expected.some((t) => t > 255)).toBe(true)
+    expect(tokenizeDeflate(withDictionary, content.length, 'test', dictionary).tokens).toEqual(expected)
+    expect(() => tokenizeDeflate(withDictionary, content.length, 'test')).toThrow(DeltaFormatError)
     // A bomb guard: never more output than allowed, whatever the hint.
     expect(() => parseDeflatePrefix(followed, content.length - 1, 'test', 1000)).toThrow(/inflates past/)
     expect(() => parseDeflatePrefix(raw.subarray(0, raw.length >> 1), 1 << 20, 'test', 0)).toThrow(

@@ -64,7 +64,7 @@ import {
   MAX_MATCH,
   MIN_MATCH,
 } from './tables.ts'
-import { dynamicHeaderBitLength, zlibDynamicCode } from './zlib-trees.ts'
+import { type DynamicCode, dynamicHeaderBitLength, zlibDynamicCode } from './zlib-trees.ts'
 
 export interface ZlibBlockOptions {
   /** zlib's level, 1..9 (default 6): 1..3 run deflate_fast, 4..9 deflate_slow (see above). */
@@ -84,12 +84,46 @@ const distFreq = new Int32Array(D_CODES)
 /** countBlock's other results: content offset after the block and where its last token starts. */
 let blockEnd = 0
 let lastStart = 0
+/** zlib's dynamic code for the counted block, as blockType computed it. */
+let blockCode: DynamicCode | null = null
 
 /**
  * The blocks zlib's deflate (one deflate() call with Z_FINISH, strategy default or filtered) emits
  * for these tokens at this memLevel: types, final flag, ends; headers left to zlib's trees.
  */
 export function zlibBlocks(tokens: Tokens, memLevel: number, options: ZlibBlockOptions = {}): Block[] {
+  const blocks: Block[] = []
+  cutZlibBlocks(tokens, memLevel, options, false, (block) => {
+    blocks.push(block)
+  })
+  return blocks
+}
+
+/**
+ * What cutZlibBlocks counted for the block it hands over: its symbol counts (END_BLOCK once), the
+ * extra bits of its lengths and distances, and zlib's dynamic code for it. Valid only during the
+ * call (the arrays and the code are reused for the next block).
+ */
+export interface CountedBlock {
+  readonly litFreq: Int32Array
+  readonly distFreq: Int32Array
+  readonly extraBits: number
+  readonly code: DynamicCode
+}
+
+/**
+ * zlibBlocks' walk: calls `onBlock` for each block in order, with the tokens it starts at and what
+ * was counted to decide it, so the encoder (encodeZlibDeflate) need not count the tokens again.
+ * `checkReach`: also refuse a distance that reaches before the content's start (encodeDeflate's
+ * check; zlibBlocks alone leaves it to the encoder).
+ */
+export function cutZlibBlocks(
+  tokens: Tokens,
+  memLevel: number,
+  options: ZlibBlockOptions,
+  checkReach: boolean,
+  onBlock: (block: Block, start: number, counted: CountedBlock) => void,
+): void {
   const level = options.level ?? 6
   const windowBits = options.windowBits ?? 15
   check(Number.isInteger(memLevel) && memLevel >= 1 && memLevel <= 9, 'bad-stream', `memLevel ${memLevel}`)
@@ -108,7 +142,6 @@ export function zlibBlocks(tokens: Tokens, memLevel: number, options: ZlibBlockO
   const n = tokens.length
   const lastIsLiteral = n > 0 && tokens[n - 1]! < 256
 
-  const blocks: Block[] = []
   let start = 0
   /** Content offsets: the block's first byte, and the window's first byte (after the slides so far). */
   let from = 0
@@ -117,7 +150,7 @@ export function zlibBlocks(tokens: Tokens, memLevel: number, options: ZlibBlockO
     const left = n - start
     const final = left < perBlock || (left === perBlock && lazy && lastIsLiteral)
     const end = final ? n : start + perBlock
-    const extra = countBlock(tokens, start, end, from)
+    const extra = countBlock(tokens, start, end, from, checkReach)
     // The loop top the flush follows (the final flush follows the one at the end of the input):
     // zlib slid its window there and before whenever the position had reached slideAt, or exactly
     // slideAt with fewer than MIN_LOOKAHEAD bytes of input left.
@@ -128,8 +161,9 @@ export function zlibBlocks(tokens: Tokens, memLevel: number, options: ZlibBlockO
     ) {
       base += wsize
     }
-    blocks.push({ type: blockType(blockEnd - from, extra, from >= base), final, end })
-    if (final) return blocks
+    const type = blockType(blockEnd - from, extra, from >= base)
+    onBlock({ type, final, end }, start, { litFreq, distFreq, extraBits: extra, code: blockCode! })
+    if (final) return
     start = end
     from = blockEnd
   }
@@ -137,9 +171,9 @@ export function zlibBlocks(tokens: Tokens, memLevel: number, options: ZlibBlockO
 
 /**
  * Counts tokens[start, end) into litFreq/distFreq, sets blockEnd and lastStart (content offsets,
- * the block starting at `from`), and returns the block's extra bits.
+ * the block starting at `from`), and returns the block's extra bits. `checkReach`: see cutZlibBlocks.
  */
-function countBlock(tokens: Tokens, start: number, end: number, from: number): number {
+function countBlock(tokens: Tokens, start: number, end: number, from: number, checkReach: boolean): number {
   litFreq.fill(0)
   distFreq.fill(0)
   litFreq[END_BLOCK] = 1
@@ -161,6 +195,9 @@ function countBlock(tokens: Tokens, start: number, end: number, from: number): n
         'bad-stream',
         `zlib blocks: token ${i} (${t}) is neither a literal nor a match`,
       )
+    }
+    if (checkReach && d >= pos) {
+      throw new DeltaFormatError('bad-stream', `zlib blocks: token ${i} refers back before the content`)
     }
     const ls = LENGTH_SYMBOL[length]!
     litFreq[257 + ls]!++
@@ -186,6 +223,7 @@ function contentEnd(tokens: Tokens, at: number, bytes: number): number {
 /** _tr_flush_block's choice for the counted block; `inWindow`: zlib still has its bytes. */
 function blockType(storedLen: number, extra: number, inWindow: boolean): BlockType {
   const code = zlibDynamicCode(litFreq, distFreq)
+  blockCode = code
   let fixedBits = extra
   let dynamicBits = extra + dynamicHeaderBitLength(code)
   for (let s = 0; s < L_CODES; s++) {
