@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, type MockInstance, vi } fr
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { STORAGE_RETRY_AFTER_SECONDS } from '../storage/guarded-bucket.ts'
 import { keys } from '../storage/keys.ts'
-import { callApp } from './delta-helpers.ts'
+import { callApp, type DeltaUpload, deltaRefOf } from './delta-helpers.ts'
 import { FaultyR2 } from './faulty-r2.ts'
 import { auth, bytesOf, envelopeFor, sha256, startPublish } from './publish-helpers.ts'
 
@@ -70,10 +70,15 @@ function expectClientProblem(sent: { response: Response; text: string }, slug: s
 }
 
 let versions = 0
-async function staged(name: string, bytes: Uint8Array): Promise<string> {
+async function staged(
+  name: string,
+  bytes: Uint8Array,
+  overrides: Parameters<typeof envelopeFor>[3] = {},
+): Promise<string> {
   versions += 1
   const version = `1.0.${versions}`
-  expect((await startPublish(await envelopeFor(name, version, bytes, { serial: versions }))).status).toBe(201)
+  const envelope = await envelopeFor(name, version, bytes, { serial: versions, ...overrides })
+  expect((await startPublish(envelope)).status).toBe(201)
   return version
 }
 
@@ -200,4 +205,24 @@ describe('PUT …/parts/:part with a body that fails on the client side', () => 
     expect(ProblemDetails.parse(JSON.parse(sent.text)).type).toContain('/storage-unavailable')
     expect(storageFaultsLogged()).toHaveLength(1)
   })
+})
+
+describe('PUT …/deltas/:from/:method with a body that fails on the client side', () => {
+  for (const shape of ['short', 'long', 'broken'] as const) {
+    it(`${shape}: 400 ${SLUG[shape]}, nothing stored, and the same delta then uploads`, async () => {
+      const upload: DeltaUpload = { from: '0.9.0', method: 'vcdiff', bytes: bytesOf(5000, 67) }
+      const version = await staged('body-delta', bytesOf(3000, 68), { deltas: [await deltaRefOf(upload)] })
+      const path = `/v1/publish/body-delta/${version}/deltas/0.9.0/vcdiff`
+      const { body, length } = badBody(shape, upload.bytes)
+      const sent = await send(path, { method: 'PUT', headers: { ...auth, 'content-length': length }, body })
+      expectClientProblem(sent, SLUG[shape])
+      expect(await env.ARTIFACTS.head(keys.delta('body-delta', '0.9.0', version, 'vcdiff'))).toBeNull()
+      const retry = await send(path, {
+        method: 'PUT',
+        headers: { ...auth, 'content-length': length },
+        body: streamOf(upload.bytes),
+      })
+      expect(retry.response.status, retry.text).toBe(201)
+    })
+  }
 })
