@@ -107,6 +107,21 @@ describe('PUT …/blob with a body that fails on the client side', () => {
     })
   }
 
+  it('short into a slot already holding the bytes (a retry after a failed commit): 400, not committed', async () => {
+    const bytes = bytesOf(5000, 69)
+    const version = await staged('body-blob', bytes)
+    // The bytes an earlier attempt stored before its commit failed: the upload only drains its body.
+    await env.ARTIFACTS.put(keys.blob('body-blob', version), bytes, { sha256: await sha256(bytes) })
+    const { body, length } = badBody('short', bytes)
+    const sent = await send(`/v1/publish/body-blob/${version}/blob`, {
+      method: 'PUT',
+      headers: { ...auth, 'content-length': length },
+      body,
+    })
+    expectClientProblem(sent, 'body-length-mismatch')
+    expect(await env.ARTIFACTS.head(keys.manifest('body-blob', version))).toBeNull()
+  })
+
   it('a body of unknown length whose Content-Length is right is stored (it was a 503 storage fault)', async () => {
     const bytes = bytesOf(70_000, 62)
     const version = await staged('body-blob', bytes)
