@@ -44,6 +44,8 @@ const TITLES: Record<string, string> = {
   'precondition-failed': 'A precondition failed',
   'payload-too-large': 'The request body is too large',
   'length-required': 'Content-Length is required',
+  'body-length-mismatch': 'The request body is shorter or longer than its Content-Length',
+  'request-body-incomplete': 'The request body broke off before its end',
   'range-not-satisfiable': 'The range cannot be served',
   'integrity-mismatch': 'The uploaded bytes do not match the manifest',
   'untrusted-signature': 'The document is not signed by a maintainer key this edge trusts',

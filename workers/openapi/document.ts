@@ -7,7 +7,7 @@ type Json = Record<string, unknown>
 const TO_JSON_SCHEMA = { io: 'input', unrepresentable: 'any' } as const
 
 const STATUS_TEXT: Record<number, string> = {
-  400: 'Malformed request or invalid parameters',
+  400: 'Malformed request or invalid parameters (an upload body shorter or longer than its Content-Length: body-length-mismatch; cut off: request-body-incomplete)',
   401: 'A valid maintainer bearer token is required (the PUBLISH_TOKEN secret)',
   404: 'No such resource',
   409: 'Conflicts with the current state (e.g. no staged manifest)',

@@ -151,7 +151,8 @@ const contentLengthParam: ParamSpec = {
   in: 'header',
   schema: z.string().regex(/^\d{1,16}$/),
   required: true,
-  description: 'Uploads need a Content-Length (411 without one).',
+  description:
+    'Uploads need a Content-Length (411 without one). The body must be exactly that long: one that ends short or runs past it is a 400 `body-length-mismatch`, one that breaks off a 400 `request-body-incomplete` (nothing stored, no Retry-After).',
 }
 /** Conditional and range request headers of the immutable object routes (workers/http/serve-object.ts). */
 const rangeParams: ParamSpec[] = [

@@ -1,6 +1,6 @@
 import type { ArtifactManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
-import { StorageUnavailable } from '../storage/guarded-bucket.ts'
+import { refusalOf } from '../storage/guarded-bucket.ts'
 import { keys } from '../storage/keys.ts'
 import { sha256OfObject, toHex } from './verify-object.ts'
 
@@ -118,7 +118,10 @@ export async function storeIntoSlot(
   if (state === 'same-bytes') {
     // A retry after a commit that failed: the bytes are in place. Read the body to its end so the
     // client's upload finishes normally before it gets the answer.
-    await body.pipeTo(new WritableStream())
+    // A body that fails on the client's side (measuredBody) is its 400 here too.
+    await body.pipeTo(new WritableStream()).catch((error: unknown) => {
+      throw refusalOf(body)?.reason ?? error
+    })
     return
   }
   await createSlot(bucket, manifest, body)
@@ -163,8 +166,9 @@ async function createSlot(
       onlyIf: { etagDoesNotMatch: '*' },
     })
   } catch (error) {
-    // A storage fault (503) stored nothing and says nothing about the bytes.
-    if (error instanceof StorageUnavailable) throw error
+    // A storage fault (503), or a body that ended short, ran long or broke off on the client's side
+    // (400, see measuredBody), stored nothing and says nothing about the bytes.
+    if (error instanceof Problem) throw error
     throw new IntegrityMismatch(`the body's sha256 does not match the manifest (${describe(error)})`)
   }
   if (written) return

@@ -12,6 +12,7 @@ import {
 import { Sha256 } from '../../delta/stream/sha256.ts'
 import type { DeltaFraming } from '../../schemas/delta-stream.ts'
 import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
+import { UploadBodyProblem } from '../http/upload-body.ts'
 import { refuseBody } from '../storage/guarded-bucket.ts'
 
 /**
@@ -138,8 +139,9 @@ export async function storeFramedDelta(
       for await (const block of blocks) await writer.write(block.slice())
       await writer.close()
     } catch (error) {
-      // A forged payload: the put fails because of this abort, not because of the store.
-      if (error instanceof DeltaFormatError) refuseBody(readable)
+      // A forged payload, or a request body that failed on the client's side: the put fails because
+      // of this abort, not because of the store.
+      if (refusesPut(error)) refuseBody(readable)
       await writer.abort(error).catch(() => undefined)
       throw error
     }
@@ -161,7 +163,7 @@ export async function storeFramedDelta(
   const [pumped, stored] = await Promise.allSettled([pump, put])
   if (stored.status === 'fulfilled' && stored.value === null) {
     // The condition failed: nothing was written, and the key is another upload's, so it is not cleaned.
-    if (pumped.status === 'rejected' && pumped.reason instanceof DeltaFormatError) throw pumped.reason
+    if (pumped.status === 'rejected' && refusesPut(pumped.reason)) throw pumped.reason
     return null
   }
   if (pumped.status === 'rejected' || stored.status === 'rejected') {
@@ -170,14 +172,19 @@ export async function storeFramedDelta(
     // be undone, or the commit gate would take the stored stream for the signed one.
     const removed = bucket.delete(key)
     await (stored.status === 'fulfilled' ? removed : removed.catch(() => undefined))
-    // A forged payload (DeltaFormatError) explains everything; otherwise a failed put (a storage
-    // fault) is the cause and the framer's error only its echo (its stream was cancelled).
+    // A forged payload (DeltaFormatError) or a failed request body (UploadBodyProblem) explains
+    // everything; otherwise a failed put (a storage fault) is the cause and the framer's error only its
+    // echo (its stream was cancelled).
     const framerFirst =
-      pumped.status === 'rejected' &&
-      (pumped.reason instanceof DeltaFormatError || stored.status !== 'rejected')
+      pumped.status === 'rejected' && (refusesPut(pumped.reason) || stored.status !== 'rejected')
     throw framerFirst ? pumped.reason : (stored as PromiseRejectedResult).reason
   }
   return stored.value
+}
+
+/** An error of the upload itself (forged payload, failed request body), never one of the store. */
+function refusesPut(error: unknown): boolean {
+  return error instanceof DeltaFormatError || error instanceof UploadBodyProblem
 }
 
 /**

@@ -9,6 +9,7 @@ import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
+import { countedBody } from '../http/upload-body.ts'
 import { valid } from '../http/validate.ts'
 import { chunkIndexFits } from '../publish/attachments.ts'
 import { MAX_SLOT_BYTES } from '../publish/blob-slot.ts'
@@ -58,7 +59,9 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
         `the ${method} delta from ${from} (${ref.size} bytes) frames to ${framing.framedLength} bytes with the stream config in force (block ${framing.blockSize}, k=${framing.k}, m=${framing.m}), beyond one R2 put: the stream config changed since ${name}@${version} was staged; restore it, or give up this attempt and publish without this delta`,
       )
     }
-    const source = body ? bodySource(body) : bodySource(new Blob([]).stream())
+    // Counted against Content-Length: a body that ends short, runs long or breaks off is its 400
+    // (UploadBodyProblem), never a storage fault of the put it feeds (storeFramedDelta).
+    const source = bodySource(countedBody(body ?? new Blob([]).stream(), length))
     try {
       if (!(await storeFramedDelta(c.env.ARTIFACTS, key, source, id, framing, {}, seen))) {
         const stored = DeltaFraming.safeParse((await c.env.ARTIFACTS.head(key))?.customMetadata ?? {})

@@ -14,6 +14,7 @@ import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
+import { measuredBody } from '../http/upload-body.ts'
 import { valid } from '../http/validate.ts'
 import { assertAttachmentsStorable, assertAttachmentsStored } from '../publish/attachments.ts'
 import {
@@ -157,8 +158,9 @@ export const publishRouter = new Hono<AppEnv>()
         `body has ${length} bytes, the manifest says ${manifest.size}`,
       )
     }
-    const body = c.req.raw.body
-    if (!body) throw new Problem(400, 'bad-request', 'missing body')
+    if (!c.req.raw.body) throw new Problem(400, 'bad-request', 'missing body')
+    // Exactly Content-Length bytes or a 400 (never a storage fault): see measuredBody.
+    const body = measuredBody(c.req.raw.body, length)
     try {
       // R2 hashes the bytes as they stream in and refuses the write on mismatch, so a bad body is
       // never stored, not even briefly; the write is create-only, so it never replaces stored bytes.
@@ -214,17 +216,19 @@ export const publishRouter = new Hono<AppEnv>()
     const length = contentLength(c.req.header('content-length'))
     if (length > MAX_PART_BYTES)
       throw new Problem(413, 'payload-too-large', `parts are at most ${MAX_PART_BYTES} bytes`)
-    const body = c.req.raw.body
-    if (!body || length === 0) throw new Problem(400, 'bad-request', 'a part needs a body')
+    if (!c.req.raw.body || length === 0) throw new Problem(400, 'bad-request', 'a part needs a body')
     const target = parseUploadToken(name, version, uploadId)
     if (!target) throw new Problem(409, 'conflict', `no such upload of ${name}@${version}`)
     await assertUploadOfStaged(target.attempt, pending)
     const upload = c.env.ARTIFACTS.resumeMultipartUpload(target.key, target.uploadId)
     try {
-      const uploaded = await upload.uploadPart(part, body)
+      // Exactly Content-Length bytes or a 400 (see measuredBody); a part whose upload failed is not
+      // stored, and the client gets no etag to complete the upload with.
+      const uploaded = await upload.uploadPart(part, measuredBody(c.req.raw.body, length))
       return c.json({ partNumber: uploaded.partNumber, etag: uploaded.etag }, 200)
     } catch (error) {
-      if (error instanceof StorageUnavailable) throw error
+      // A storage fault (503) and a body that failed on the client's side (400) keep their meaning.
+      if (error instanceof Problem) throw error
       throw new Problem(409, 'conflict', `the upload refused this part (${describe(error)})`)
     }
   })

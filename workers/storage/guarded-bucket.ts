@@ -57,19 +57,28 @@ function isStorageFault(error: unknown): boolean {
 }
 
 /**
- * Upload bodies their own writer failed on purpose (a forged delta: its framer stopped the stream so
- * that R2 stores nothing). R2 then fails the put with a plain error naming the stream's abort, which
- * says nothing about the store: see refuseBody.
+ * Upload bodies that failed for reasons of their own, not of the store: a forged delta (its framer
+ * stopped the stream so that R2 stores nothing), or a request body that ended before its
+ * Content-Length, ran past it, or was cut off by the client (workers/http/upload-body.ts). R2 then
+ * fails the put with a plain error naming the stream's abort, which says nothing about the store: see
+ * refuseBody. The value is what the put is to fail with instead (undefined: R2's raw error).
  */
-const refusedBodies = new WeakSet<ReadableStream>()
+const refusedBodies = new WeakMap<ReadableStream, unknown>()
 
 /**
- * Marks `body` as failed by its own writer, before the writer aborts it: the put carrying it then fails
- * with its raw error instead of being logged and answered as a storage fault, so the caller can say
- * what really happened (422 integrity-mismatch), and the log shows no storage fault that never was.
+ * Marks `body` as failed by its own writer or sender, before the stream is errored: the put carrying
+ * it then fails with `reason` (or, without one, its raw error) instead of being logged and answered
+ * as a storage fault, so the caller can say what really happened (422 integrity-mismatch, 400
+ * body-length-mismatch), and the log shows no storage fault that never was.
  */
-export function refuseBody(body: ReadableStream): void {
-  refusedBodies.add(body)
+export function refuseBody(body: ReadableStream, reason?: unknown): void {
+  refusedBodies.set(body, reason)
+}
+
+/** Whether `body` was refused (see refuseBody), and the reason it was given. */
+export function refusalOf(body: unknown): { reason: unknown } | null {
+  if (!(body instanceof ReadableStream) || !refusedBodies.has(body)) return null
+  return { reason: refusedBodies.get(body) }
 }
 
 /** The hook that gives every R2 call of the Worker its typed failure. */
@@ -77,7 +86,8 @@ const guard: Around = async (op, key, call, body) => {
   try {
     return await call()
   } catch (error) {
-    if (body instanceof ReadableStream && refusedBodies.has(body)) throw error
+    const refused = refusalOf(body)
+    if (refused) throw refused.reason ?? error
     if (!isStorageFault(error)) throw error
     console.log(JSON.stringify({ level: 'warn', msg: 'storage fault', op, key, error: String(error) }))
     throw new StorageUnavailable(op, key)

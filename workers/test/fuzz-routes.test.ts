@@ -11,6 +11,7 @@ import {
   type Operation,
   operationsOf,
   requestArbitrary,
+  STAGED_BLOB_BYTES,
   sendAndCheck,
   undocumentedAppRoutes,
   type ValidParams,
@@ -61,7 +62,9 @@ beforeAll(async () => {
   // (a delta pair), a staged third with a multipart upload open, and an enrollment code.
   await publishSingle(NAME, '1.0.0', OLD, 1)
   await publishSingle(NAME, '1.1.0', NEW, 2)
-  const staged = await startPublish(await envelopeFor(NAME, '1.2.0', bytesOf(8192, 5), { serial: 3 }))
+  const staged = await startPublish(
+    await envelopeFor(NAME, '1.2.0', bytesOf(STAGED_BLOB_BYTES, 5), { serial: 3 }),
+  )
   expect(staged.status).toBe(201)
   const upload = await call(`/v1/publish/${NAME}/1.2.0/uploads`, { method: 'POST', headers: auth })
   if (upload.status === 201)
