@@ -44,7 +44,10 @@ export interface ProxyCounters {
   refused429: number
   /** Requests that waited in the proxy for a slot of their address (`maxInFlightPerAddress`). */
   waitedForAddress: number
-  /** Upgraded connections open now (a gauge: each tunnel counts until both its sides have closed). */
+  /**
+   * Upgraded connections open now (a gauge: each tunnel counts until either of its sides has closed; the
+   * other is closed with it, but for a client answered 502, whose socket lingers up to 5 s uncounted).
+   */
   openTunnels: number
   /** Upgrades refused with 429 because their address had `maxTunnelsPerAddress` open already. */
   refusedTunnels: number

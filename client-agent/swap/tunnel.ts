@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { endToEndHeaders, forwardedFor } from './forward.ts'
+import { refuseUpgrade } from './problem-answer.ts'
 import type { ServiceProcess } from './service-process.ts'
 
 /**
@@ -45,10 +46,16 @@ export function openTunnel(
   })
   let answered = false
   upstream.once('error', () => {
-    // Nothing reached the client yet when the service could not be reached: say so in HTTP.
+    // Nothing reached the client yet when the service could not be reached: say so in HTTP, as the
+    // proxy's other answers (problem+json), and close the client's socket after the linger even if it
+    // keeps its side open (its end alone left it half-open for good).
     if (upstream.bytesRead === 0 && client.writable) {
       answered = true
-      client.end('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
+      refuseUpgrade(client, '502 Bad Gateway', 1, {
+        title: 'service unavailable',
+        status: 502,
+        detail: 'the service refused or dropped the upgraded connection',
+      })
     } else close()
   })
   upstream.once('close', () => (answered ? undefined : close()))

@@ -1,3 +1,4 @@
+import { once } from 'node:events'
 import { writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { connect } from 'node:net'
@@ -29,6 +30,8 @@ async function tunnelService(dir: string): Promise<string> {
     `import { createServer } from 'node:http'
 const server = createServer((req, res) => {
   req.resume()
+  // Stops listening (the process runs on): from then on the agent cannot reach it.
+  if (req.url === '/unlisten') server.close()
   req.on('end', () => res.end('ok'))
 })
 server.on('upgrade', (req, socket) => {
@@ -76,9 +79,9 @@ function tunnel(port: number, localAddress: string, protocol = 'x-test') {
 }
 
 /** A plain GET from `localAddress`: its status. */
-function get(port: number, localAddress: string): Promise<number> {
+function get(port: number, localAddress: string, path = '/'): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/', localAddress, agent: false }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path, localAddress, agent: false }, (res) => {
       res.resume()
       res.on('end', () => resolve(res.statusCode ?? 0))
     })
@@ -173,4 +176,53 @@ describe('swap proxy: tunnels per client address', () => {
     for (const t of [t5, t6, elsewhere]) t.socket.destroy()
     await openIs(0)
   }, 60_000)
+
+  it('answers an upgrade the service cannot take with 502 problem+json, and closes it though the client keeps its side open', async () => {
+    const dir = await tempDir('deltaport-swap-tunnel-502-')
+    const events: SupervisorEvent[] = []
+    const supervisor = await supervise(dir, await tunnelService(dir), { maxTunnelsPerAddress: 1 }, events)
+    supervisors.push(supervisor)
+    const port = supervisor.publicPort
+    expect(await get(port, '127.0.0.7', '/unlisten')).toBe(200)
+
+    // allowHalfOpen: this client never closes its side after the answer, as a careless one would.
+    const client = connect({ host: '127.0.0.1', port, localAddress: '127.0.0.7', allowHalfOpen: true })
+    let text = ''
+    let closed = false
+    client.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1')
+    })
+    client.on('error', () => undefined)
+    client.on('close', () => {
+      closed = true
+    })
+    client.write('GET /chat HTTP/1.1\r\nHost: service\r\nConnection: Upgrade\r\nUpgrade: x-test\r\n\r\n')
+    await once(client, 'end')
+    const [head = '', body = ''] = text.split('\r\n\r\n')
+    expect(head).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n/)
+    expect(head).toContain('content-type: application/problem+json')
+    expect(head).toContain('retry-after: 1')
+    expect(JSON.parse(body)).toEqual({
+      title: 'service unavailable',
+      status: 502,
+      detail: 'the service refused or dropped the upgraded connection',
+    })
+    // Its slot is given back with the unreachable upstream.
+    await waitFor(
+      () => supervisor.counters.openTunnels === 0,
+      10_000,
+      () => `${supervisor.counters.openTunnels} tunnels open`,
+    )
+    // The client keeps writing: once the agent's socket is closed a write meets a reset, which closes the
+    // client's too. Before, the agent's end alone left its socket half-open for as long as the client
+    // kept its side.
+    await waitFor(
+      () => {
+        if (!closed) client.write('.')
+        return closed
+      },
+      15_000,
+      () => 'the agent kept the answered socket open',
+    )
+  }, 30_000)
 })
