@@ -251,6 +251,64 @@ describe('docs/formats/delta-stream.md describes the bytes our framer writes', (
     expect(readHeader(finalFlag).flags).toBe(1)
   })
 
+  /** `wire` with block `n`'s header edited and its header CRC made good again. */
+  const editHeader = (wire: Uint8Array, n: number, edit: (h: DataView) => void) => {
+    const out = wire.slice()
+    const h = new DataView(out.buffer, n * (32 + 512), 32)
+    edit(h)
+    h.setUint32(28, docCrc32c(out.subarray(n * (32 + 512), n * (32 + 512) + 28)), true)
+    return out
+  }
+
+  it('non-data blocks carry no flag and no group slot: a block that does is an erasure', async () => {
+    const payload = data(512 * 3, 6)
+    const wire = await frameStream(payload, { ...input, hints: { retryAfterMs: 1 } }, { k: 3, m: 1 })
+    // Blocks: 0 metadata, 1 control, 2..4 data, 5 parity.
+    const damaged = [
+      editHeader(wire, 5, (h) => h.setUint8(2, 1)), // parity with the final flag
+      editHeader(wire, 1, (h) => h.setUint8(2, 1)), // control with the final flag
+      editHeader(wire, 1, (h) => h.setUint32(8, 1, true)), // control in a group
+      editHeader(wire, 1, (h) => h.setUint16(12, 2, true)), // control with an index
+    ]
+    for (const [i, bytes] of damaged.entries()) {
+      const sink = collectingSink()
+      const reader = new StreamReassembler(sink)
+      await reader.push(0, bytes)
+      const report = await reader.report()
+      expect(report.corruptBlocks, `case ${i}`).toEqual([i === 0 ? 5 : 1])
+      expect(report.payloadVerified, `case ${i}`).toBe(true)
+      expect(sink.bytes()).toEqual(payload)
+    }
+  })
+
+  it('block 0 with a flag or a group slot is refused as stream.bad-metadata', async () => {
+    const wire = await frameStream(data(700, 8), input, { k: 2, m: 1 })
+    for (const edit of [
+      (h: DataView) => h.setUint8(2, 1),
+      (h: DataView) => h.setUint32(8, 1, true),
+      (h: DataView) => h.setUint16(12, 1, true),
+    ]) {
+      const reader = new StreamReassembler(collectingSink())
+      await expect(reader.push(0, editHeader(wire, 0, edit))).rejects.toMatchObject({
+        code: 'stream.bad-metadata',
+      })
+    }
+  })
+
+  it('a standalone control block has sequence, group, index and flags 0, else stream.bad-control', () => {
+    const frame = encodeControlBlock({ retryAfterMs: 10 }, 512)
+    for (const edit of [
+      (h: DataView) => h.setUint32(4, 1, true),
+      (h: DataView) => h.setUint32(8, 1, true),
+      (h: DataView) => h.setUint16(12, 1, true),
+      (h: DataView) => h.setUint8(2, 1),
+    ]) {
+      expect(() => decodeControlBlock(editHeader(frame, 0, edit), 512)).toThrow(
+        expect.objectContaining({ code: 'stream.bad-control' }),
+      )
+    }
+  })
+
   it('a data block with the final flag misplaced is an erasure (repaired by parity)', async () => {
     const payload = data(512 * 3, 5)
     const wire = await frameStream(payload, input, { k: 3, m: 1 })
