@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { applyApproxDelta, createApproxDelta } from './index.ts'
+import { collectingSink, readerFromBytes, sourceFromBytes } from '../io.ts'
+import { applyApproxDelta, applyApproxDeltaStream, createApproxDelta } from './index.ts'
 
 /**
  * An independent DPAX decoder written from docs/formats/approx-delta.md alone: header and block tables,
@@ -203,6 +204,9 @@ describe('docs/formats/approx-delta.md describes the deltas createApproxDelta wr
       const ours = applyApproxDelta(source, delta)
       expect(ours).toEqual(target)
       expect(await docApply(source, delta)).toEqual(ours)
+      const sink = collectingSink()
+      await applyApproxDeltaStream(readerFromBytes(source), sourceFromBytes(delta, 777), sink)
+      expect(sink.bytes()).toEqual(ours)
     },
   )
 
