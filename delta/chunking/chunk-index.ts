@@ -126,6 +126,7 @@ export function decodeChunkIndex(bytes: Uint8Array): ChunkIndex {
     bad,
     'unsupported chunk index version or hash',
   )
+  check(v.getUint16(6, true) === 0, bad, 'reserved chunk index bytes must be zero')
   const n = v.getUint32(20, true)
   check(bytes.length === HEADER + n * ENTRY + 4, bad, `length ${bytes.length} does not fit ${n} chunks`)
   check(

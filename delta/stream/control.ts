@@ -58,5 +58,10 @@ export function encodeControlBlock(hints: ControlHints, blockSize: number, strea
 export function decodeControlBlock(frame: Uint8Array, blockSize: number): ControlHints {
   const { header, area } = verifyBlock(frame, blockSize)
   check(header.type === 'control', 'stream.bad-control', `expected a control block, got ${header.type}`)
+  check(
+    header.sequence === 0 && header.group === 0 && header.indexInGroup === 0 && header.flags === 0,
+    'stream.bad-control',
+    'a standalone control block has sequence, group, index and flags 0',
+  )
   return decodeControlPayload(area.subarray(0, header.payloadLength))
 }

@@ -304,7 +304,11 @@ export class StreamReassembler {
   #parseMetadata(prefix: Uint8Array): number {
     const header = readHeader(prefix)
     check(
-      header.type === 'metadata' && header.sequence === 0,
+      header.type === 'metadata' &&
+        header.sequence === 0 &&
+        header.flags === 0 &&
+        header.group === 0 &&
+        header.indexInGroup === 0,
       'stream.bad-metadata',
       'block 0 is not a metadata block',
     )
@@ -413,7 +417,17 @@ export class StreamReassembler {
           'stream.misplaced-block',
           `${where}: wrong group slot`,
         )
+      } else {
+        // Metadata and control blocks belong to no group: the format has these fields 0.
+        check(
+          header.group === 0 && header.indexInGroup === 0,
+          'stream.misplaced-block',
+          `${where}: a group slot on a ${role.kind} block`,
+        )
       }
+      // The final flag marks the last data block only; every other block has no flag.
+      if (role.kind !== 'data')
+        check(header.flags === 0, 'stream.bad-block', `${where}: flags on a ${role.kind} block`)
       if (role.kind === 'data') {
         const final = role.dataIndex === layout.dataBlocks - 1 ? FLAG_FINAL_DATA : 0
         check(header.flags === final, 'stream.bad-block', `${where}: wrong flags`)
