@@ -164,9 +164,10 @@ const MAX_SOURCE_PER_EXPANDED_BYTE = 2
  * limit + 1 KiB, as the container checks) plus its segment table and recipe (a few bytes per stream
  * and entry, far less than the target they rebuild), with a MiB to spare. A streaming apply collects
  * the delta in memory, so it stops reading there instead of at the end of whatever it was handed. With
- * deltaBytesPerExpandedByte, at most what the memory behind maxExpandedBytes holds twice (the chunks
- * and their concatenation, at once while collecting): a longer delta's own charge would be refused
- * when decoded, so collecting it would only be memory spent past the caller's limit.
+ * deltaBytesPerExpandedByte, at most half what the memory behind maxExpandedBytes holds (the chunks
+ * and their concatenation are held at once while collecting): a longer delta would take more memory
+ * than the caller's limit stands for before its own charge (once its length, checked when decoded)
+ * could refuse it, so it is refused here even where that decode alone would take it.
  */
 export function maxArchiveDeltaBytes(limits?: ArchiveLimits): number {
   const L = resolveArchiveLimits(limits)

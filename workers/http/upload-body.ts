@@ -29,7 +29,12 @@ export function countedBody(
   // FixedLengthStream into R2) must never see all `declared` bytes of a body that then runs on or
   // breaks off, or R2 could store them before the body is known to be bad.
   let held: Uint8Array | null = null
+  // Set when the consumer cancels (a put R2 failed): the cancel ends a read still pending with `done`,
+  // which is then no verdict on the body. Judging it "ended short" would mark the put's stream refused
+  // and turn R2's fault into the client's 400, which a client does not retry.
+  let cancelled = false
   const fail = (problem: UploadBodyProblem, controller: ReadableStreamDefaultController<Uint8Array>) => {
+    if (cancelled) return
     onFail(problem)
     controller.error(problem)
   }
@@ -77,6 +82,7 @@ export function countedBody(
       }
     },
     cancel(reason) {
+      cancelled = true
       return reader.cancel(reason)
     },
   })

@@ -164,6 +164,11 @@ export type ListedOutcome = 'servable' | 'restored' | 'unservable' | 'commit-may
 export interface CommitLiveness {
   now: number
   indexWritten: Date
+  /**
+   * Set by the repair when it leaves the version alone ('commit-may-be-alive'): the time (ms) its
+   * youngest write turns COMMIT_ABANDONED_AFTER_MS old, from which a repair may write.
+   */
+  aliveUntil?: number
 }
 
 /**
@@ -230,8 +235,11 @@ async function repairListed(
     if (!markedCommitting(current.customMetadata) || isManifestOf(entry, signed)) return 'servable'
   }
   if (liveness) {
-    const young = (written: Date) => liveness.now - written.getTime() < COMMIT_ABANDONED_AFTER_MS
-    if (young(liveness.indexWritten) || (current && young(current.uploaded))) return 'commit-may-be-alive'
+    const youngest = Math.max(liveness.indexWritten.getTime(), current?.uploaded.getTime() ?? 0)
+    if (liveness.now - youngest < COMMIT_ABANDONED_AFTER_MS) {
+      liveness.aliveUntil = youngest + COMMIT_ABANDONED_AFTER_MS
+      return 'commit-may-be-alive'
+    }
   }
   const claim = await displacedClaimOf(bucket, name, entry)
   if (claim === null) return 'unservable'

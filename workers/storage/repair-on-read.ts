@@ -1,5 +1,5 @@
 import { versionEntry } from '../../schemas/artifact-index.ts'
-import { type ListedOutcome, repairListedVersion } from '../retention/stalled-commits.ts'
+import { type CommitLiveness, type ListedOutcome, repairListedVersion } from '../retention/stalled-commits.ts'
 import { readIndex } from './artifact-store.ts'
 import { keys } from './keys.ts'
 import { claimFresh, takeClaim } from './r2-claim.ts'
@@ -23,7 +23,9 @@ export const repairClaimKey = (name: string, version: string) =>
  * index written, or another attempt's claim at the key, less than COMMIT_ABANDONED_AFTER_MS ago leaves
  * the version alone (a later request or the retention pass repairs it). At most one repair per version
  * per REPAIR_CLAIM_MS: a head of the claim turns the crowd away with one read each, and of those that
- * find none (or a stale one) exactly one writes it (takeClaim). Never throws: it runs after the answer.
+ * find none (or a stale one) exactly one writes it (takeClaim). A claim whose repair left the version to
+ * a commit that may be alive is redated to go stale when that commit counts as dead, so the first retry
+ * after that moment repairs. Never throws: it runs after the answer.
  * Resolves to what it did, or null when another request holds the claim or the index no longer lists the
  * version.
  */
@@ -37,11 +39,23 @@ export async function repairOnRead(
     const claimKey = repairClaimKey(name, version)
     const held = await bucket.head(claimKey)
     if (held && claimFresh(held, REPAIR_CLAIM_MS, now)) return null
-    if ((await takeClaim(bucket, claimKey, REPAIR_CLAIM_MS, now)) === null) return null
+    const claim = await takeClaim(bucket, claimKey, REPAIR_CLAIM_MS, now)
+    if (claim === null) return null
     const found = await readIndex(bucket, name)
     const entry = found ? versionEntry(found.index, version) : undefined
     if (!found || !entry) return null
-    return await repairListedVersion(bucket, name, entry, { now, indexWritten: found.uploaded })
+    const liveness: CommitLiveness = { now, indexWritten: found.uploaded }
+    const outcome = await repairListedVersion(bucket, name, entry, liveness)
+    if (outcome === 'commit-may-be-alive' && liveness.aliveUntil !== undefined) {
+      // The claim would hold the next repair off for a whole interval from now, up to REPAIR_CLAIM_MS past
+      // the moment the commit counts as dead: it is redated to go stale exactly then (conditionally on
+      // being still this request's claim), so a retry after that moment repairs.
+      await bucket.put(claimKey, `${new Date(now).toISOString()} ${crypto.randomUUID()}`, {
+        customMetadata: { at: String(liveness.aliveUntil - REPAIR_CLAIM_MS) },
+        onlyIf: { etagMatches: claim },
+      })
+    }
+    return outcome
   } catch (error) {
     // The claim or the index could not be read or written (a storage fault): a later request tries again.
     console.log(

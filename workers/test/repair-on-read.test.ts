@@ -195,6 +195,26 @@ describe('a listed version whose manifest is not servable, repaired on read', ()
     expect(await servedWithin(path)).toBe(raw)
   })
 
+  it('repairs on the first retry after the commit is dead, even when its last 503 claimed the version', async () => {
+    // A 503 less than a claim interval before the commit turns dead takes the claim and leaves the
+    // version alone (the commit may be alive). That claim must not hold the repair off for its whole
+    // interval: a retry once the commit is COMMIT_ABANDONED_AFTER_MS dead is served (README, ADR 0015).
+    const raw = await listedWithoutManifest('onread8', 78)
+    const indexAt = (await env.ARTIFACTS.head(keys.index('onread8')))?.uploaded.getTime() ?? 0
+    const clock = vi
+      .spyOn(Date, 'now')
+      .mockImplementation(() => indexAt + COMMIT_ABANDONED_AFTER_MS - REPAIR_CLAIM_MS / 3)
+    const path = '/v1/artifacts/onread8/1.0.0/manifest'
+    const early = await get(path)
+    expect(early.status).toBe(503)
+    await early.done
+    expect(await env.ARTIFACTS.head(keys.manifest('onread8', '1.0.0'))).toBeNull()
+    expect(await env.ARTIFACTS.head(repairClaimKey('onread8', '1.0.0'))).not.toBeNull()
+
+    clock.mockImplementation(() => indexAt + COMMIT_ABANDONED_AFTER_MS + 1000)
+    expect(await servedWithin(path, 3)).toBe(raw)
+  })
+
   it('keeps answering 503 and logs once per claim interval what to do when nothing can restore it', async () => {
     await publishSingle('onread5', '1.0.0', bytesOf(1500, 75))
     await env.ARTIFACTS.delete(keys.manifest('onread5', '1.0.0'))

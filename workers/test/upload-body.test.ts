@@ -1,7 +1,8 @@
 import { env } from 'cloudflare:workers'
 import { afterEach, beforeEach, describe, expect, it, type MockInstance, vi } from 'vitest'
 import { ProblemDetails } from '../../schemas/problem.ts'
-import { STORAGE_RETRY_AFTER_SECONDS } from '../storage/guarded-bucket.ts'
+import { countedBody, measuredBody } from '../http/upload-body.ts'
+import { refusalOf, STORAGE_RETRY_AFTER_SECONDS } from '../storage/guarded-bucket.ts'
 import { keys } from '../storage/keys.ts'
 import { callApp, type DeltaUpload, deltaRefOf } from './delta-helpers.ts'
 import { FaultyR2 } from './faulty-r2.ts'
@@ -240,4 +241,45 @@ describe('PUT …/deltas/:from/:method with a body that fails on the client side
       expect(retry.response.status, retry.text).toBe(201)
     })
   }
+})
+
+describe('a counted body whose consumer gives up (an R2 fault mid-put)', () => {
+  /** A request body of 5000 bytes whose 1000-byte pieces arrive every 30 ms: still in flight when cancelled. */
+  function trickle(): ReadableStream<Uint8Array> {
+    let sent = 0
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent > 0) await scheduler.wait(30)
+        controller.enqueue(new Uint8Array(1000))
+        if (++sent === 5) controller.close()
+      },
+    })
+  }
+
+  // R2 failing a put cancels the stream it was reading while the next read of the request is pending.
+  // The cancel ends that read; the body must not then be judged "ended short" and marked refused, or the
+  // guard would answer R2's fault as a 400 body-length-mismatch, which a client does not retry.
+  const fault = new Error('put: We encountered an internal error. Please try again. (10001)')
+
+  it('countedBody: cancelled during a pending read, it reports no failure of the body', async () => {
+    const failed = vi.fn()
+    const reader = countedBody(trickle(), 5000, failed).getReader()
+    await reader.read()
+    const pending = reader.read()
+    await scheduler.wait(5)
+    await reader.cancel(fault)
+    await pending
+    await scheduler.wait(100)
+    expect(failed).not.toHaveBeenCalled()
+  })
+
+  it('measuredBody: cancelled by its consumer, it is not marked refused (the put stays a storage fault)', async () => {
+    const measured = measuredBody(trickle(), 5000)
+    const reader = measured.getReader()
+    await reader.read()
+    await scheduler.wait(5)
+    await reader.cancel(fault)
+    await scheduler.wait(200)
+    expect(refusalOf(measured)).toBeNull()
+  })
 })
