@@ -68,7 +68,7 @@ export const APPLY_TABLE_ENTRY_HEAP: TableEntryCharges = {
 export const APPLY_BYTES_PER_TABLE_ENTRY = 256
 
 /** The codec's default ceiling, never raised by a roomy host. */
-const CODEC_CEILING = 1024 * MiB
+export const CODEC_CEILING = 1024 * MiB
 
 /** Heap bytes per kind as the expanded bytes they are charged as (rounded up: never short). */
 export function tableEntryChargesFor(heap: TableEntryCharges): TableEntryCharges {

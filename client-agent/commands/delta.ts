@@ -19,6 +19,7 @@ import {
   APPLY_BYTES_PER_EXPANDED_BYTE,
   APPLY_BYTES_PER_TABLE_ENTRY,
   APPLY_FIXED_BYTES,
+  CODEC_CEILING,
   deviceArchiveLimits,
   deviceMemoryBytes,
 } from '../codec/archive-budget.ts'
@@ -187,6 +188,9 @@ async function refuseOutputOverInput(out: string, inputs: Record<string, string>
 function memoryRefusal(maxMemory: number | undefined, codecMessage: string): string {
   const allowed = deviceMemoryBytes(maxMemory)
   const fits = deviceArchiveLimits(maxMemory).maxExpandedBytes
+  // A roomy host reaches the codec's ceiling before its memory: more memory would not help there.
+  if (fits >= CODEC_CEILING)
+    return `this archive is too big to rebuild: an archive apply handles at most ${formatBytes(CODEC_CEILING)} of expanded archive (the larger side, the delta's tables and its bytes charged in it) whatever the memory (${formatBytes(allowed)} allowed here); ship this update as a full download or a byte-level delta (delta make --method approx) instead (${codecMessage})`
   return `not enough memory to rebuild this archive here: ${formatBytes(allowed)} allowed${maxMemory === undefined ? '' : ' (--max-memory)'}, and an archive apply needs ${formatBytes(APPLY_FIXED_BYTES)} plus ${APPLY_BYTES_PER_EXPANDED_BYTE} bytes per byte of expanded archive and ${APPLY_BYTES_PER_TABLE_ENTRY} per table entry of the delta and 1 per byte of it, which leaves room for ${formatBytes(fits)} of archive (${codecMessage})`
 }
 

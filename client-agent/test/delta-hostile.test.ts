@@ -8,6 +8,7 @@ import { gzipSync } from 'node:zlib'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { decodeContainer, encodeContainer } from '../../delta/archive/container.ts'
 import { createDelta } from '../../delta/index.ts'
+import { CODEC_CEILING, deviceArchiveLimits } from '../codec/archive-budget.ts'
 import { writeArtifact } from './fixtures.ts'
 
 /**
@@ -74,6 +75,39 @@ describe('deltaport delta apply, archive delta against the wrong source', () => 
     expect(applied.stderr).toContain('not enough memory to rebuild this archive here')
     expect(applied.stderr).toContain('source archive of 209715200 bytes')
     expect(await leftovers(['a.gz', 'b.gz', 'ab.delta', 'big.src', 'lying.delta', 'mid.src'])).toEqual([])
+  }, 60_000)
+
+  it('on a roomy host, an archive past the codec ceiling is said to be too big, not short of memory', async () => {
+    const honest = decodeContainer(new Uint8Array(await readFile(join(dir, 'ab.delta'))), {
+      maxTargetBytes: 2 ** 30,
+      maxExpandedBytes: 2 ** 30,
+    })
+    // Over twice the ceiling: no archive of it could expand within 1 GiB (refused before it is read).
+    const sourceSize = 2.5 * 2 ** 30
+    await writeFile(join(dir, 'huge.delta'), encodeContainer({ ...honest, sourceLength: sourceSize }))
+    await writeFile(join(dir, 'huge.src'), '')
+    await truncate(join(dir, 'huge.src'), sourceSize)
+    // 64 GiB allowed: the memory would fit 10 GiB of archive, the codec's 1 GiB ceiling binds first
+    // (--max-memory only lowers what the machine has, so the ceiling binds here on a host with ≥ 6 GiB).
+    const roomy = deviceArchiveLimits(64 * 1024 * 2 ** 20).maxExpandedBytes >= CODEC_CEILING
+    const applied = await cli(['delta', 'apply', '--max-memory', '65536', 'huge.src', 'huge.delta', 'out'])
+    expect(applied.code).toBe(17)
+    expect(applied.stderr).toContain(
+      roomy ? 'this archive is too big to rebuild' : 'not enough memory to rebuild this archive here',
+    )
+    expect(applied.stderr).not.toContain(roomy ? 'not enough memory' : 'too big to rebuild')
+    expect(
+      await leftovers([
+        'a.gz',
+        'b.gz',
+        'ab.delta',
+        'big.src',
+        'lying.delta',
+        'mid.src',
+        'huge.delta',
+        'huge.src',
+      ]),
+    ).toEqual([])
   }, 60_000)
 })
 
