@@ -162,9 +162,7 @@ export function parseDeflate(
 
 /**
  * parseDeflate without the block list's headers, for callers that keep only the tokens (a spliced
- * gap's deflate, splice.ts): see tokenizeDeflatePrefix. Sharing its decode loop matters as much as
- * skipping the counts: the apply runs cold, and the gaps are decoded right after the source streams
- * have made that loop hot.
+ * gap's deflate, splice.ts): see tokenizeDeflatePrefix.
  */
 export function tokenizeDeflate(
   raw: Uint8Array,
@@ -218,8 +216,10 @@ export function parseDeflatePrefix(
  * parseDeflatePrefix without the block list's headers, for callers that only want the tokens and
  * the content (an archive source's streams, whose tokens spliced target streams copy): the same
  * tokens, content and length, and the same streams refused (a header only decides whether a block
- * keeps its bits, never whether the stream parses), but no symbol counting and no zlib trees built
- * per block to compare headers with (≈ 20 ms of typescript's 23 MB). Its blocks carry no headers.
+ * keeps its bits, never whether the stream parses), but no zlib trees built per block to compare
+ * headers with (≈ 20 ms of typescript's 23 MB). Its blocks carry no headers. Every parse decodes
+ * with the one loop (`codes`, which also counts symbols for that comparison): the apply runs cold,
+ * and a second copy of the loop without the counts measured no faster once V8 had to warm up both.
  */
 export function tokenizeDeflatePrefix(
   input: Uint8Array,
@@ -286,9 +286,7 @@ function parseInto(
         op = storedBlock(out, op, what)
         blocks.push({ type, final, end: tokenCount })
       } else if (type === BLOCK_FIXED) {
-        op = headers
-          ? codes(out, op, FIXED_LIT, FIXED_DIST, what)
-          : tokenCodes(out, op, FIXED_LIT, FIXED_DIST, what)
+        op = codes(out, op, FIXED_LIT, FIXED_DIST, what)
         blocks.push({ type, final, end: tokenCount })
       } else if (type === BLOCK_DYNAMIC) {
         // The block's end-of-block code is counted as it is decoded.
@@ -299,9 +297,7 @@ function parseInto(
         seek(header.end)
         build(lengths, 0, header.nlen, litTable)
         build(lengths, header.nlen, header.ndist, distTable)
-        op = headers
-          ? codes(out, op, litTable, distTable, what)
-          : tokenCodes(out, op, litTable, distTable, what)
+        op = codes(out, op, litTable, distTable, what)
         const block: Block = { type, final, end: tokenCount }
         if (headers) {
           const zlib = dynamicHeaderBits(zlibDynamicCode(litFreq, distFreq))
@@ -427,103 +423,6 @@ function codes(out: Uint8Array, op: number, lit: Table, dist: Table, what: strin
     sym = entry >>> 4
     if (sym >= 30) fail(what, 'invalid distance symbol')
     df[sym]!++
-    extra = DIST_EXTRA[sym]!
-    if (extra > cnt) {
-      while (cnt <= 22 && p < inEnd) {
-        buf |= input[p++]! << cnt
-        cnt += 8
-      }
-      if (extra > cnt) break
-    }
-    const distance = DIST_BASE[sym]! + (buf & ((1 << extra) - 1))
-    buf >>>= extra
-    cnt -= extra
-    if (distance > op) fail(what, 'distance too far back')
-    if (op + length > end) overflow(what)
-    if (t === tok.length) tok = growTokens(t)
-    tok[t++] = (length << 16) | distance
-    let from = op - distance
-    const stop = op + length
-    while (op < stop) out[op++] = out[from++]!
-  }
-  // Every way out of the loop above except the end-of-block code: a code that is missing from the
-  // table or bits that ran out.
-  pos = p
-  bitBuf = buf
-  bitCount = cnt
-  if (p >= inEnd) truncated(what)
-  return fail(what, 'invalid code')
-}
-
-/**
- * codes without the symbol counts (tokenizeDeflatePrefix: no headers to compare), the same loop
- * otherwise; kept as a copy so neither hot loop carries a per-symbol branch.
- */
-function tokenCodes(out: Uint8Array, op: number, lit: Table, dist: Table, what: string): number {
-  const lt = lit.table
-  const lmask = (1 << lit.bits) - 1
-  const lsub = lit.sub
-  const dt = dist.table
-  const dmask = (1 << dist.bits) - 1
-  const dsub = dist.sub
-  const end = out.length
-  const input = src
-  const inEnd = input.length
-  let tok = tokens
-  let t = tokenCount
-  let p = pos
-  let buf = bitBuf
-  let cnt = bitCount
-  for (;;) {
-    // 23+ bits cover a literal/length code (≤ 15) and its extra bits (≤ 5).
-    while (cnt <= 22 && p < inEnd) {
-      buf |= input[p++]! << cnt
-      cnt += 8
-    }
-    let entry = lt[buf & lmask]!
-    if ((entry & 15) === 0 && entry !== 0) entry = lt[(entry >>> 4) + ((buf >>> ROOT_BITS) & lsub)]!
-    let len = entry & 15
-    if (len === 0 || len > cnt) break
-    buf >>>= len
-    cnt -= len
-    let sym = entry >>> 4
-    if (sym < 256) {
-      if (op >= end) overflow(what)
-      if (t === tok.length) tok = growTokens(t)
-      tok[t++] = sym
-      out[op++] = sym
-      continue
-    }
-    if (sym === 256) {
-      pos = p
-      bitBuf = buf
-      bitCount = cnt
-      tokenCount = t
-      return op
-    }
-    sym -= 257
-    if (sym >= 29) {
-      pos = p
-      fail(what, 'invalid literal/length symbol')
-    }
-    let extra = LENGTH_EXTRA[sym]!
-    if (extra > cnt) break
-    const length = LENGTH_BASE[sym]! + (buf & ((1 << extra) - 1))
-    if (length === 258 && sym === 27) unrepresentable(what, 'length 258 sent as symbol 284')
-    buf >>>= extra
-    cnt -= extra
-    while (cnt <= 22 && p < inEnd) {
-      buf |= input[p++]! << cnt
-      cnt += 8
-    }
-    entry = dt[buf & dmask]!
-    if ((entry & 15) === 0 && entry !== 0) entry = dt[(entry >>> 4) + ((buf >>> ROOT_BITS) & dsub)]!
-    len = entry & 15
-    if (len === 0 || len > cnt) break
-    buf >>>= len
-    cnt -= len
-    sym = entry >>> 4
-    if (sym >= 30) fail(what, 'invalid distance symbol')
     extra = DIST_EXTRA[sym]!
     if (extra > cnt) {
       while (cnt <= 22 && p < inEnd) {
