@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { collectingSink, readerFromBytes, sourceFromBytes } from '../io.ts'
+import { bitwiseCrc32, CRC32, DocReader } from '../test/doc-reader.ts'
 import { applyApproxDelta, applyApproxDeltaStream, createApproxDelta } from './index.ts'
 
 /**
@@ -9,14 +10,7 @@ import { applyApproxDelta, applyApproxDeltaStream, createApproxDelta } from './i
  * deltas our encoder made, exactly as applyApproxDelta does; when the document drifts, it fails.
  */
 
-function docCrc32(bytes: Uint8Array): number {
-  let crc = 0xffffffff
-  for (const b of bytes) {
-    crc ^= b
-    for (let i = 0; i < 8; i++) crc = crc & 1 ? (crc >>> 1) ^ 0xedb88320 : crc >>> 1
-  }
-  return (crc ^ 0xffffffff) >>> 0
-}
+const docCrc32 = (bytes: Uint8Array) => bitwiseCrc32(bytes, CRC32)
 
 async function inflateRaw(bytes: Uint8Array): Promise<Uint8Array> {
   const stream = new Blob([bytes as Uint8Array<ArrayBuffer>])
@@ -25,55 +19,11 @@ async function inflateRaw(bytes: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await new Response(stream).arrayBuffer())
 }
 
-class Reader {
-  at = 0
-  readonly b: Uint8Array
-  constructor(b: Uint8Array) {
-    this.b = b
-  }
-  get left(): number {
-    return this.b.length - this.at
-  }
-  u8(): number {
-    if (this.at >= this.b.length) throw new Error('truncated')
-    return this.b[this.at++]!
-  }
-  u32(): number {
-    const v = new DataView(this.b.buffer, this.b.byteOffset + this.at, 4).getUint32(0, true)
-    this.at += 4
-    return v
-  }
-  u64(): number {
-    const lo = this.u32()
-    const hi = this.u32()
-    if (hi >= 2 ** 21) throw new Error('u64 >= 2^53')
-    return hi * 2 ** 32 + lo
-  }
-  varint(): number {
-    let v = 0
-    for (let i = 0; i < 7; i++) {
-      const byte = this.u8()
-      v += (byte & 0x7f) * 2 ** (7 * i)
-      if (byte < 0x80) return v
-    }
-    throw new Error('varint longer than 7 bytes')
-  }
-  svarint(): number {
-    const u = this.varint()
-    return u % 2 === 0 ? u / 2 : -(u + 1) / 2
-  }
-  take(n: number): Uint8Array {
-    if (n > this.left) throw new Error('truncated')
-    this.at += n
-    return this.b.subarray(this.at - n, this.at)
-  }
-}
-
 async function docApply(source: Uint8Array, delta: Uint8Array): Promise<Uint8Array> {
   const need = (ok: boolean, what: string) => {
     if (!ok) throw new Error(what)
   }
-  const r = new Reader(delta)
+  const r = new DocReader(delta, 7)
   need(String.fromCharCode(...r.take(4)) === 'DPAX', 'magic')
   need(r.u8() === 1 && r.u8() === 1 && r.u8() === 0 && r.u8() === 0, 'version, codec, reserved')
   const sourceLength = r.u64()
@@ -108,14 +58,14 @@ async function docApply(source: Uint8Array, delta: Uint8Array): Promise<Uint8Arr
     const copyBytes = targetBytes - extraRaw
     // Sparse diff: (varint gap, u8 nonzero value) pairs expanding to copyBytes diff bytes.
     const diff = new Uint8Array(copyBytes)
-    const d = new Reader(sparse)
+    const d = new DocReader(sparse, 7)
     for (let x = -1; d.left > 0; ) {
       x += 1 + d.varint()
       const value = d.u8()
       need(value !== 0 && x < copyBytes, 'diff pair')
       diff[x] = value
     }
-    const c = new Reader(ctrl)
+    const c = new DocReader(ctrl, 7)
     let pos = c.svarint()
     let out = i * blockSize
     let dAt = 0

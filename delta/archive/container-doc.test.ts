@@ -1,6 +1,7 @@
 import { gzipSync } from 'fflate'
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
+import { DocReader } from '../test/doc-reader.ts'
 import { type Container, decodeContainer, encodeContainer } from './container.ts'
 import { createArchiveDelta } from './create.ts'
 
@@ -10,45 +11,6 @@ import { createArchiveDelta } from './create.ts'
  * wrote and compared with decodeContainer. When the document and the code drift, it fails.
  */
 
-class Reader {
-  at = 0
-  readonly b: Uint8Array
-  constructor(b: Uint8Array) {
-    this.b = b
-  }
-  get left(): number {
-    return this.b.length - this.at
-  }
-  u8(): number {
-    if (this.at >= this.b.length) throw new Error('truncated')
-    return this.b[this.at++]!
-  }
-  u32(): number {
-    let v = 0
-    for (let i = 0; i < 4; i++) v += this.u8() * 2 ** (8 * i)
-    return v
-  }
-  varint(): number {
-    let v = 0
-    for (let i = 0; i < 8; i++) {
-      const byte = this.u8()
-      v += (byte & 0x7f) * 2 ** (7 * i)
-      if (v > Number.MAX_SAFE_INTEGER) throw new Error('varint too large')
-      if (byte < 0x80) return v
-    }
-    throw new Error('varint longer than 8 bytes')
-  }
-  svarint(): number {
-    const u = this.varint()
-    return u % 2 === 0 ? u / 2 : -(u + 1) / 2
-  }
-  take(n: number): Uint8Array {
-    if (n > this.left) throw new Error('truncated')
-    this.at += n
-    return this.b.slice(this.at - n, this.at)
-  }
-}
-
 interface DocBlock {
   type: number
   final: boolean
@@ -56,7 +18,7 @@ interface DocBlock {
   header?: { bitLength: number; bytes: Uint8Array }
 }
 
-function docBlocks(r: Reader, count: number): DocBlock[] {
+function docBlocks(r: DocReader, count: number): DocBlock[] {
   const out: DocBlock[] = []
   let end = 0
   for (let i = 0; i < count; i++) {
@@ -74,7 +36,7 @@ function docBlocks(r: Reader, count: number): DocBlock[] {
 }
 
 function docRead(bytes: Uint8Array) {
-  const r = new Reader(bytes)
+  const r = new DocReader(bytes, 8)
   if (String.fromCharCode(...r.take(4)) !== 'DPAR' || r.u8() !== 1) throw new Error('magic/version')
   const kind = r.u8()
   const flags = r.u8()

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
+import { bitwiseCrc32, CRC32C } from '../test/doc-reader.ts'
 import {
   buildChunkIndex,
   type ChunkerOptions,
@@ -14,15 +15,7 @@ import {
  * compared with our decoder. When the document and the code drift apart, this fails.
  */
 
-/** CRC32C as the document states it: reflected polynomial 0x82F63B78, init and final xor 0xFFFFFFFF. */
-function docCrc32c(bytes: Uint8Array): number {
-  let crc = 0xffffffff
-  for (const b of bytes) {
-    crc ^= b
-    for (let i = 0; i < 8; i++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1
-  }
-  return (crc ^ 0xffffffff) >>> 0
-}
+const docCrc32c = (bytes: Uint8Array) => bitwiseCrc32(bytes, CRC32C)
 
 /** The gear table from the document's splitmix32 recipe. */
 function docGear(): Uint32Array {

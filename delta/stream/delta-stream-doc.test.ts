@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { collectingSink } from '../io.ts'
+import { bitwiseCrc32, CRC32C } from '../test/doc-reader.ts'
 import {
   decodeControlBlock,
   encodeControlBlock,
@@ -15,14 +16,7 @@ import {
  * field and matrix) and must agree with our reassembler. When the document and the code drift, it fails.
  */
 
-function docCrc32c(bytes: Uint8Array): number {
-  let crc = 0xffffffff
-  for (const b of bytes) {
-    crc ^= b
-    for (let i = 0; i < 8; i++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1
-  }
-  return (crc ^ 0xffffffff) >>> 0
-}
+const docCrc32c = (bytes: Uint8Array) => bitwiseCrc32(bytes, CRC32C)
 
 /** GF(2^8) with polynomial 0x11D, multiplication by shift-and-add. */
 function gfMul(a: number, b: number): number {

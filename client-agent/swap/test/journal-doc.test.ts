@@ -2,6 +2,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
+import { bitwiseCrc32, CRC32 } from '../../../delta/test/doc-reader.ts'
 import type { JournalRecord } from '../../../schemas/swap.ts'
 import { parseJournal, SwapJournal } from '../journal.ts'
 
@@ -16,15 +17,7 @@ afterAll(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true })
 })
 
-/** CRC-32 as documented: reflected 0xEDB88320, init and final xor 0xFFFFFFFF. */
-function docCrc32(bytes: Uint8Array): number {
-  let crc = 0xffffffff
-  for (const b of bytes) {
-    crc ^= b
-    for (let i = 0; i < 8; i++) crc = crc & 1 ? (crc >>> 1) ^ 0xedb88320 : crc >>> 1
-  }
-  return (crc ^ 0xffffffff) >>> 0
-}
+const docCrc32 = (bytes: Uint8Array) => bitwiseCrc32(bytes, CRC32)
 
 const MAX = 128 * 1024 * 1024
 
