@@ -5,16 +5,7 @@ import { decodeContainer, encodeContainer } from './archive/container.ts'
 import { type DeflateEngine, pakoEngine } from './archive/index.ts'
 import { applyDelta, applyDeltaStream, createDelta, DeltaFormatError, detectDeltaMethod } from './index.ts'
 import { collectingSink, type RandomAccessReader, readerFromBytes, sourceFromBytes } from './io.ts'
-
-function bytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n)
-  let s = seed
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    out[i] = s >>> 24
-  }
-  return out
-}
+import { seededBytes as bytes } from './test/seeded-bytes.ts'
 
 function edited(base: Uint8Array): Uint8Array {
   const out = new Uint8Array(base.length + 100)

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { bitwiseCrc32, CRC32C } from '../test/doc-reader.ts'
+import { seededBytes as data } from '../test/seeded-bytes.ts'
 import {
   buildChunkIndex,
   type ChunkerOptions,
@@ -104,16 +105,6 @@ function docRead(bytes: Uint8Array): DocIndex | null {
 async function docHash(chunk: Uint8Array): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', chunk as Uint8Array<ArrayBuffer>))
   return [...digest.subarray(0, 16)].map((b) => b.toString(16).padStart(2, '0')).join('')
-}
-
-function data(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n)
-  let s = seed
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    out[i] = s >>> 24
-  }
-  return out
 }
 
 const chunkers: ChunkerOptions[] = [

@@ -2,6 +2,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { collectingSink, readerFromBytes, sourceFromBytes } from '../io.ts'
+import { seededBytes as bytes } from '../test/seeded-bytes.ts'
 import { GEAR } from './gear.ts'
 import {
   applyChunkPlan,
@@ -14,16 +15,6 @@ import {
   encodeChunkIndex,
   planChunkSync,
 } from './index.ts'
-
-function bytes(n: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(n)
-  let s = seed
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    out[i] = s >>> 24
-  }
-  return out
-}
 
 /** Byte equality without vitest's element-by-element deep diff, which is slow on large arrays. */
 function same(a: Uint8Array, b: Uint8Array): boolean {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { collectingSink } from '../io.ts'
 import { bitwiseCrc32, CRC32C } from '../test/doc-reader.ts'
+import { seededBytes as data } from '../test/seeded-bytes.ts'
 import {
   decodeControlBlock,
   encodeControlBlock,
@@ -153,16 +154,6 @@ function docReadStream(wire: Uint8Array): { meta: DocMeta; payload: Uint8Array; 
     }
   }
   return { meta, payload, hints }
-}
-
-function data(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n)
-  let s = seed
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    out[i] = s >>> 24
-  }
-  return out
 }
 
 const input = { artifact: 'app', fromVersion: '1.0.0', toVersion: '1.1.0', method: 'vcdiff', blockSize: 512 }

@@ -2,6 +2,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { collectingSink, sourceFromBytes } from '../io.ts'
+import { seededBytes as bytes } from '../test/seeded-bytes.ts'
 import { encodeBlock } from './block.ts'
 import {
   blockRangeFor,
@@ -28,16 +29,6 @@ const input: StreamMetaInput = {
   toVersion: '1.1.0',
   method: 'test',
   blockSize: BS,
-}
-
-function bytes(n: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(n)
-  let s = seed
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    out[i] = s >>> 24
-  }
-  return out
 }
 
 /** Byte equality without vitest's element-by-element deep diff, which is slow on large arrays. */
