@@ -71,6 +71,14 @@ function expectClientProblem(sent: { response: Response; text: string }, slug: s
 }
 
 let versions = 0
+/** The blob stored for `name@version` holds exactly `bytes`. */
+async function expectStoredBlob(name: string, version: string, bytes: Uint8Array): Promise<void> {
+  const stored = await env.ARTIFACTS.get(keys.blob(name, version))
+  expect(await sha256(new Uint8Array((await stored?.arrayBuffer()) ?? new ArrayBuffer(0)))).toBe(
+    await sha256(bytes),
+  )
+}
+
 async function staged(
   name: string,
   bytes: Uint8Array,
@@ -101,10 +109,7 @@ describe('PUT …/blob with a body that fails on the client side', () => {
         body: streamOf(bytes),
       })
       expect(retry.response.status, retry.text).toBe(201)
-      const stored = await env.ARTIFACTS.get(keys.blob('body-blob', version))
-      expect(await sha256(new Uint8Array((await stored?.arrayBuffer()) ?? new ArrayBuffer(0)))).toBe(
-        await sha256(bytes),
-      )
+      await expectStoredBlob('body-blob', version, bytes)
     })
   }
 
@@ -200,10 +205,7 @@ describe('PUT …/parts/:part with a body that fails on the client side', () => 
         body: JSON.stringify({ parts: [JSON.parse(part.text)] }),
       })
       expect(complete.response.status, complete.text).toBe(201)
-      const stored = await env.ARTIFACTS.get(keys.blob('body-part', version))
-      expect(await sha256(new Uint8Array((await stored?.arrayBuffer()) ?? new ArrayBuffer(0)))).toBe(
-        await sha256(bytes),
-      )
+      await expectStoredBlob('body-part', version, bytes)
     })
   }
 
