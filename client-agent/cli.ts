@@ -128,7 +128,8 @@ export function buildProgram(
         throw new AgentError('config', 'no signing key: pass --key or set signingKey in the config')
       // What devices will ask of the signatures, checked against the keys before any delta is built (a
       // big artifact's take minutes) and again by publishArtifact before it sends anything.
-      const signers = signerPolicyOf(await refreshRootTrust(config))
+      const refreshed = await refreshRootTrust(config)
+      const signers = signerPolicyOf(refreshed)
       assertSignersSuffice(
         await readKeyFiles(keyFile),
         signers,
@@ -159,6 +160,7 @@ export function buildProgram(
         })),
         keyFile,
         signers,
+        trustedKeys: refreshed.config.trustedKeys,
         file,
         name: options.name,
         version: options.version,

@@ -1,3 +1,18 @@
+/** C0 controls but tab and newline, DEL and C1 controls: what a terminal may act on rather than show. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g
+
+/**
+ * `text` with every terminal control character shown as `\xNN` instead of sent. What the CLI prints
+ * quotes the edge (problem details, error pages, yank reasons, rollout halt reasons) and whoever
+ * answers for it chooses those bytes: an ESC sequence would otherwise reach the maintainer's or
+ * operator's terminal (rewrite what was printed, set the clipboard through OSC 52, retitle the window).
+ * Every human-readable line goes through it; `--json` output is JSON.stringify's, which escapes C0.
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+}
+
 /**
  * How the CLI talks: a redrawn progress line on a TTY, plain lines when piped, and with `--json`
  * exactly one JSON document per command on stdout (errors included) so scripts never parse prose.
@@ -15,7 +30,7 @@ export class Reporter {
   }
 
   info(message: string): void {
-    if (!this.json) process.stderr.write(`${message}\n`)
+    if (!this.json) process.stderr.write(`${printable(message)}\n`)
   }
 
   progress(label: string, done: number, total: number): void {
@@ -41,13 +56,13 @@ export class Reporter {
 
   result(summary: string, data: Record<string, unknown>): void {
     if (this.json) process.stdout.write(`${JSON.stringify({ ok: true, ...data })}\n`)
-    else process.stdout.write(`${summary}\n`)
+    else process.stdout.write(`${printable(summary)}\n`)
   }
 
   failure(code: string, message: string, details: Record<string, unknown> = {}): void {
     if (this.json)
       process.stdout.write(`${JSON.stringify({ ok: false, error: { code, message, ...details } })}\n`)
-    else process.stderr.write(`deltaport: ${message}\n`)
+    else process.stderr.write(`deltaport: ${printable(message)}\n`)
   }
 }
 

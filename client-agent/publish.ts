@@ -6,7 +6,12 @@ import type { ArtifactIndex } from '../schemas/artifact-index.ts'
 import { base64Bytes } from '../schemas/base64.ts'
 import { Base64, Sha256Hex } from '../schemas/common.ts'
 import { unusablePublicKeyProblem } from '../schemas/ed25519-public-key.ts'
-import { type ArtifactManifest, type DependencyRef, SignedManifest } from '../schemas/manifest.ts'
+import {
+  type ArtifactManifest,
+  type DependencyRef,
+  MAX_SERIAL_STEP,
+  SignedManifest,
+} from '../schemas/manifest.ts'
 import {
   MultipartCreated,
   type Published,
@@ -14,7 +19,7 @@ import {
   PublishStarted,
   UploadedPart,
 } from '../schemas/publish.ts'
-import { keyIdOf } from '../schemas/signed-envelope.ts'
+import { keyIdOf, meetsThreshold, type TrustedKey } from '../schemas/signed-envelope.ts'
 import { EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
 import { regularFileSize } from './fs/file-io.ts'
@@ -62,6 +67,11 @@ export interface PublishRequest {
   fetchImpl?: typeof fetch
   /** What devices need of the signatures (the config's threshold, or its root's): checked before anything. */
   signers?: SignerPolicy
+  /**
+   * Maintainer keys (besides the signing keys and a root's maintainers) whose manifests vouch for the
+   * latest serial the edge reports (the config's trustedKeys): see assertSerialVouchedFor.
+   */
+  trustedKeys?: readonly TrustedKey[]
 }
 
 /** One key file or several (each signs: thresholds, ADR 0035), each read and checked. */
@@ -111,6 +121,8 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
   if (index?.versions.some((v) => v.version === request.version)) {
     throw alreadyPublished(request.name, request.version)
   }
+  const vouchers = [...keys, ...(request.signers?.rootMaintainers ?? []), ...(request.trustedKeys ?? [])]
+  await assertSerialVouchedFor(edge, request.name, index, vouchers)
   const size = await regularFileSize(request.file)
   // One read gives the sha256 the manifest signs and the chunk index it lists: both describe the same bytes.
   const read = await readArtifact(request.file, request.chunkIndex !== false)
@@ -140,6 +152,7 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
     edge,
     request,
     keys,
+    vouchers,
     auth: { authorization: `Bearer ${request.token}` },
     base: `/v1/publish/${encodeURIComponent(request.name)}/${request.version}`,
     deltas,
@@ -159,11 +172,57 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
   }
 }
 
+/** Manifests read, newest serial first, looking for one that vouches for the edge's latest serial. */
+const VOUCHER_LOOKUPS = 8
+
+/**
+ * Refuses to sign a serial far above what a maintainer vouched for. The serial signed is the edge's
+ * latest + 1, and the edge is not trusted with integrity: one (or a man in the middle) reporting a
+ * latest serial near 2^53 would have the maintainer sign a manifest no later release can ever follow,
+ * bricking every device that installs it (a fast-forward without any stolen key). So the latest serial
+ * must be carried by a listed version whose manifest a key of `vouchers` signed, or lie at most
+ * MAX_SERIAL_STEP (the edge's own bound on one publish) above the newest such manifest among the
+ * VOUCHER_LOOKUPS highest serials (0 when none: a history signed only by keys rotated out since, whose
+ * serials honest publishes keep far below the step). `untrusted-index` otherwise, before anything is
+ * signed.
+ */
+export async function assertSerialVouchedFor(
+  edge: EdgeClient,
+  name: string,
+  index: ArtifactIndex | null,
+  vouchers: readonly TrustedKey[],
+): Promise<void> {
+  const latest = index?.latestSerial ?? 0
+  if (latest === 0) return
+  const newest = [...(index?.versions ?? [])]
+    .filter((v) => v.serial <= latest)
+    .sort((a, b) => b.serial - a.serial)
+    .slice(0, VOUCHER_LOOKUPS)
+  let vouched = 0
+  for (const entry of newest) {
+    if (latest - entry.serial > MAX_SERIAL_STEP) break
+    const envelope = await edge.manifest(name, entry.version)
+    const signed = envelope.signed
+    if (signed.name !== name || signed.version !== entry.version || signed.serial !== entry.serial) continue
+    if (!(await meetsThreshold(envelope, vouchers, 1))) continue
+    vouched = entry.serial
+    break
+  }
+  if (latest - vouched <= MAX_SERIAL_STEP) return
+  throw new AgentError(
+    'untrusted-index',
+    `the edge says the latest serial of ${name} is ${latest}, but no manifest signed by a key this maintainer trusts carries it or a serial within 2^32 of it (${vouched === 0 ? 'none found' : `the newest is ${vouched}`}); refusing to sign serial ${latest + 1}, which no later release could get above. Check the edge (a compromised edge or a man in the middle would say this), or list the signer of the latest release in trustedKeys`,
+    { latestSerial: latest, vouchedSerial: vouched },
+  )
+}
+
 /** What every attempt of one publish shares. */
 interface StagedPublish {
   edge: EdgeClient
   request: PublishRequest
   keys: KeyPairFiles[]
+  /** Whose manifests vouch for a latest serial (assertSerialVouchedFor). */
+  vouchers: readonly TrustedKey[]
   auth: Record<string, string>
   /** `/v1/publish/<name>/<version>` */
   base: string
@@ -231,6 +290,7 @@ async function commitWithFreshSerial(
     if (current?.versions.some((v) => v.version === version)) throw alreadyPublished(name, version)
     const lost = channelsLostMeanwhile(version, manifest.channels, atStart, current)
     if (lost.length > 0) throw backportRefused(name, version, lost)
+    await assertSerialVouchedFor(edge, name, current, publish.vouchers)
     serial = nextSerial(current, serial)
     request.onNotice?.(
       `another publish of ${name} took serial ${serial - 1} first; signing ${version} again with serial ${serial}`,

@@ -69,6 +69,14 @@ export async function resignManifests(request: ResignRequest): Promise<ManifestR
   const refused: string[] = []
   for (const version of versions) {
     const published = await edge.manifest(request.name, version)
+    // Bound to what was asked, before anything else is read of it: an edge answering with another
+    // version's (or artifact's) genuine manifest would otherwise get that one re-signed with a fresh
+    // expiry (an expired, superseded release made installable again), PUT or not.
+    if (published.signed.name !== request.name || published.signed.version !== version)
+      throw new AgentError(
+        'untrusted-manifest',
+        `asked the edge for the manifest of ${request.name}@${version} but it describes ${published.signed.name}@${published.signed.version}; refusing to re-sign it`,
+      )
     const current = Date.parse(published.signed.expires)
     if (!request.version && (current > horizon || current >= Date.parse(expires))) continue
     if (!(await meetsThreshold(published, trusted, threshold))) {

@@ -54,6 +54,14 @@ export const ArtifactManifest = z.strictObject({
 })
 export type ArtifactManifest = z.infer<typeof ArtifactManifest>
 
+/**
+ * The most one publish may raise an artifact's serial: the edge refuses more (assertPublishable,
+ * workers/storage/artifact-store.ts), and `deltaport publish` signs no more above the highest serial
+ * it can verify (client-agent/publish.ts), so neither a stolen key through the edge nor an edge lying
+ * about the latest serial takes the serial to its largest value in one publish.
+ */
+export const MAX_SERIAL_STEP = 2 ** 32
+
 export const Signature = z.object({
   /** sha256 (hex) of the raw 32-byte Ed25519 public key. */
   keyid: Sha256Hex,

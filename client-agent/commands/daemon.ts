@@ -3,7 +3,7 @@ import type { AgentConfig } from '../config.ts'
 import { type CycleResult, runDaemon } from '../daemon/daemon.ts'
 import type { NotIdleReason } from '../daemon/idle.ts'
 import { AgentError, fromFileSystemError } from '../errors.ts'
-import { formatBytes, type Reporter } from '../output.ts'
+import { formatBytes, printable, type Reporter } from '../output.ts'
 
 /**
  * `deltaport daemon [--once] [--interval s]`: stages what the edge predicts this device will install
@@ -100,9 +100,9 @@ class StatusLine {
   show(text: string): void {
     if (this.json) return
     if (this.tty) {
-      process.stderr.write(`\r${text}\u001b[K`)
+      process.stderr.write(`\r${printable(text)}\u001b[K`)
       this.drawn = true
-    } else process.stdout.write(`${new Date().toISOString()} ${text}\n`)
+    } else process.stdout.write(`${new Date().toISOString()} ${printable(text)}\n`)
   }
 
   end(): void {

@@ -5,7 +5,7 @@ import { type Command, InvalidArgumentError } from 'commander'
 import { HookSpec, SwapSettings, type SwapSettingsInput } from '../../schemas/swap.ts'
 import type { AgentConfig } from '../config.ts'
 import { AgentError } from '../errors.ts'
-import type { Reporter } from '../output.ts'
+import { printable, type Reporter } from '../output.ts'
 import { rolloutGate, rolloutReporter } from '../rollout/index.ts'
 import { ArtifactStore } from '../store.ts'
 import { EdgeChannelSource, followChannelHead, type VersionGate } from '../swap/edge-source.ts'
@@ -247,7 +247,7 @@ function printEvent(out: Reporter, event: SupervisorEvent): void {
     return
   }
   const at = new Date().toISOString().slice(11, 19)
-  process.stdout.write(`${at} ${describeEvent(event)}\n`)
+  process.stdout.write(`${at} ${printable(describeEvent(event))}\n`)
 }
 
 /** One log line per event (`run` without --json). "restarting" only for a restart of the same version. */

@@ -4,6 +4,7 @@ import { RunChildren, RunDeferrals, RunState } from '../../schemas/swap.ts'
 import { withArtifactLock } from '../fs/artifact-lock.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
 import { unlessMissing } from '../fs/missing.ts'
+import { printable } from '../output.ts'
 import { TAG_ENV } from './service-process.ts'
 
 /** state.json is changed in milliseconds: a holder this much slower is reported (`busy`), not waited on. */
@@ -236,7 +237,7 @@ function parseRunState(text: string): RunState | null {
 }
 
 function warnOnStderr(message: string): void {
-  process.stderr.write(`deltaport: warning: ${message}\n`)
+  process.stderr.write(`deltaport: warning: ${printable(message)}\n`)
 }
 
 async function waitGone(pid: number): Promise<void> {

@@ -31,7 +31,8 @@ import type { AddressInfo } from 'node:net'
  *   answer of the right status that is not JSON or not of the right shape;
  * - `endless-body`: the edge's status and headers (but its length), then JSON-looking bytes that never end;
  * - `other-path`: the request is sent to the edge under `path` instead, and the edge's own answer to that
- *   is relayed: what a device holding a stale URL (one the edge no longer serves as it was) is told.
+ *   is relayed: what a device holding a stale URL (one the edge no longer serves as it was) is told;
+ * - `redirect`: a 302 to `location` (a mirror or man in the middle aiming the agent at another host).
  */
 export type Fault =
   | { kind: 'reset' | 'truncate' | 'stall-body' | 'stall-headers' | 'ignore-range' | 'cut-before-answer' }
@@ -42,6 +43,7 @@ export type Fault =
   | { kind: 'html-error' | 'garbage-json' | 'unsatisfiable' | 'endless-body' }
   | { kind: 'replace-body'; body: string }
   | { kind: 'other-path'; path: string }
+  | { kind: 'redirect'; location: string }
 
 /** One request as the proxy saw it, before any fault. */
 export interface SeenRequest {
@@ -108,6 +110,11 @@ export async function startFaultProxy(
     if (fault?.kind === 'html-error') {
       res.writeHead(502, { 'content-type': 'text/html' })
       res.end('<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>')
+      return
+    }
+    if (fault?.kind === 'redirect') {
+      res.writeHead(302, { location: fault.location, 'content-type': 'text/plain' })
+      res.end('moved')
       return
     }
     if (fault?.kind === 'garbage-json') {

@@ -149,4 +149,39 @@ describe('re-signing published manifests', () => {
       inDays(24).getTime(),
     )
   })
+  it("refuses to re-sign another version's manifest an edge serves in its place (no fresh expiry for it)", async () => {
+    // 1.0.0 expired on purpose (superseded); a hostile edge answers the request for 1.1.0's manifest
+    // with 1.0.0's genuine one, and keeps whatever the maintainer then signs.
+    await publish('swapped', '1.0.0', 1)
+    await publish('swapped', '1.1.0', 2)
+    const genuineOld = await new EdgeClient(suite.edge.url).manifest('swapped', '1.0.0')
+    const puts: Array<{ path: string; body: string }> = []
+    const hostile: typeof fetch = async (input, init) => {
+      const url = new URL(input instanceof Request ? input.url : String(input))
+      if (init?.method === 'PUT') puts.push({ path: url.pathname, body: String(init.body) })
+      if (url.pathname === '/v1/artifacts/swapped/1.1.0/manifest')
+        return new Response(JSON.stringify(genuineOld), { headers: { 'content-type': 'application/json' } })
+      return fetch(input, init)
+    }
+    const base = {
+      edgeUrl: suite.edge.url,
+      token: TEST_TOKEN,
+      name: 'swapped',
+      keyFile: suite.ws.keyFile,
+      trustedKeys: [],
+      withinDays: 30,
+      expiresInDays: 365,
+      fetchImpl: hostile,
+    }
+    const refusal = {
+      code: 'untrusted-manifest',
+      message: expect.stringContaining('but it describes swapped@1.0.0; refusing to re-sign it'),
+    }
+    // Asked for one version: nothing signed, nothing sent for the edge to keep.
+    await expect(resignManifests({ ...base, version: '1.1.0' })).rejects.toMatchObject(refusal)
+    expect(puts).toEqual([])
+    // The batch form (cron): 1.0.0 itself is re-signed as asked, but never under 1.1.0's name.
+    await expect(resignManifests(base)).rejects.toMatchObject(refusal)
+    expect(puts.map((p) => p.path)).toEqual(['/v1/publish/swapped/1.0.0/manifest'])
+  })
 })

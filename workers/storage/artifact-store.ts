@@ -1,6 +1,6 @@
 import { gt as semverGreater } from 'semver'
 import { ArtifactIndex, type VersionEntry, versionEntry } from '../../schemas/artifact-index.ts'
-import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
+import { type ArtifactManifest, MAX_SERIAL_STEP, SignedManifest } from '../../schemas/manifest.ts'
 import { Problem } from '../http/problem.ts'
 import { sha256OfBytes } from '../publish/verify-object.ts'
 import { keys } from './keys.ts'
@@ -395,7 +395,7 @@ export function mergeChannels(
  * release could ever be published again (every later serial must be higher), and devices that
  * installed it would refuse every later one. Reaching it now takes about two million publishes.
  */
-export const MAX_SERIAL_STEP = 2 ** 32
+export { MAX_SERIAL_STEP }
 
 /** Rules a new manifest must satisfy against what is already published. */
 export function assertPublishable(index: ArtifactIndex, manifest: ArtifactManifest): void {
