@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -73,6 +73,21 @@ describe('LinkMemory', () => {
     })
     // No temp or lock is left beside it.
     expect(await readdir(join(root, '.transfer'))).toEqual(['links.json'])
+  })
+
+  it("removes a killed save's temp file, and only an old one", async () => {
+    await mkdir(join(root, '.transfer'))
+    const killed = join(root, '.transfer', '.links.json.0123456789ab.tmp')
+    const recent = join(root, '.transfer', '.links.json.ba9876543210.tmp')
+    await writeFile(killed, '{"version":1,')
+    await writeFile(recent, '{')
+    const hourAgo = new Date(Date.now() - 60 * 60_000)
+    await utimes(killed, hourAgo, hourAgo)
+    expect(await memory().save('https://edge.example/x', learntSnapshot())).toBe(true)
+    expect((await readdir(join(root, '.transfer'))).sort()).toEqual([
+      '.links.json.ba9876543210.tmp',
+      'links.json',
+    ])
   })
 
   it('saves nothing for a controller that measured nothing yet', async () => {

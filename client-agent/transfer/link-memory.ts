@@ -1,5 +1,5 @@
 import { constants } from 'node:fs'
-import { open } from 'node:fs/promises'
+import { open, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
   MAX_TRANSFER_LINKS,
@@ -8,7 +8,7 @@ import {
   TransferOrigin,
 } from '../../schemas/transfer-links.ts'
 import { withArtifactLock } from '../fs/artifact-lock.ts'
-import { writeFileAtomic } from '../fs/atomic.ts'
+import { isTempOf, removeStaleTemps, writeFileAtomic } from '../fs/atomic.ts'
 import type { ControllerPrior, ControllerSnapshot } from './controller.ts'
 
 /** A link measured longer ago than this is a cold start: radio, routes and the device's place change. */
@@ -17,6 +17,8 @@ export const LINK_MAX_AGE_MS = 7 * 24 * 60 * 60_000
 const FUTURE_TOLERANCE_MS = 60 * 60_000
 /** 32 entries take about 5 KB; a file far beyond that is not ours, and is not read into memory. */
 const MAX_FILE_BYTES = 64 * 1024
+/** A temp of links.json this old is a killed save's (a live one renames it within milliseconds). */
+const STALE_TEMP_MS = 60_000
 /** A save takes milliseconds; a holder slower than this is stuck, and this save is skipped, not waited for. */
 const LOCK_WAIT_MS = 2_000
 
@@ -107,6 +109,11 @@ export class LinkMemory {
           .sort((a, b) => b.savedAt - a.savedAt)
           .slice(0, MAX_TRANSFER_LINKS)
         await writeFileAtomic(this.path, `${JSON.stringify({ version: 1, links })}\n`)
+        // A save killed before its rename left its temp; under the lock no live save has one but this.
+        const temps = (await readdir(this.#dir).catch(() => []))
+          .filter((entry) => isTempOf(entry, (base) => base === 'links.json'))
+          .map((entry) => join(this.#dir, entry))
+        await removeStaleTemps(temps, Date.now() - STALE_TEMP_MS)
       })
       return true
     } catch {
