@@ -33,6 +33,7 @@ import { type FailedVersion, RunFiles } from './swap/run-files.ts'
 import { TelemetryQueue } from './telemetry/queue.ts'
 import type { Explanation } from './transfer/controller.ts'
 import { transferBoundOf } from './transfer/deadline.ts'
+import { LinkMemory } from './transfer/link-memory.ts'
 import { distrustedSigners, signatureShortfall, verifyManifest } from './trust.ts'
 import { noPlan, type PlanOutcome, updateViaPlan } from './update/plan-update.ts'
 import { noteSignedRestore, planYankRetreat, type Retreat } from './yank-retreat.ts'
@@ -109,6 +110,12 @@ export interface InstallResult {
   planFailed?: string
   /** The range controller's last choice and its reasons, when a delta stream was fetched. */
   transfer?: Explanation
+  /**
+   * Its first plan on the first stream: phase `probe` with the estimates it started from when it was
+   * warm-started from what the last transfer from this edge learnt (`<installRoot>/.transfer/links.json`),
+   * `startup` when cold.
+   */
+  transferStart?: Explanation
   /** Older versions deleted after the switch (beyond the config's `keepVersions`). */
   pruned: string[]
   resumedFrom: number
@@ -428,6 +435,7 @@ async function installLocked(
       alreadyCurrent: false,
       fallbacks,
       ...(planned.transfer ? { transfer: planned.transfer } : {}),
+      ...(planned.transferStart ? { transferStart: planned.transferStart } : {}),
       ...switched,
     }
   }
@@ -537,6 +545,7 @@ export async function planCheaperUpdate(
       ),
     archiveLimits: deviceArchiveLimits(config.applyMemoryBytes),
     bandwidthCapBps: place.bandwidthCapBps,
+    links: new LinkMemory(config.installRoot),
     bound: transferBoundOf(config),
     ...(request.fetchImpl ? { fetchImpl: request.fetchImpl } : {}),
     ...(request.signal ? { signal: request.signal } : {}),

@@ -23,7 +23,7 @@ import type { EdgeClient } from '../edge-client.ts'
 import { AgentError, systemError } from '../errors.ts'
 import { closingAll, openAtomicFileSink, openFileReader, openFileSource } from '../fs/file-io.ts'
 import { withRetries } from '../transfer/backoff.ts'
-import type { Explanation } from '../transfer/controller.ts'
+import type { ControllerPrior, Explanation } from '../transfer/controller.ts'
 import {
   DEFAULT_TRANSFER_BOUND,
   startDeadline,
@@ -31,6 +31,7 @@ import {
   transferDeadlineMs,
 } from '../transfer/deadline.ts'
 import { errorFromResponse } from '../transfer/error-response.ts'
+import { type LinkMemory, priorOf } from '../transfer/link-memory.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
 import { readBody } from '../transfer/read-body.ts'
 import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
@@ -65,6 +66,11 @@ export interface PlanUpdateContext {
   bound?: TransferBound
   /** Ceilings for archive-aware deltas on this device (codec/archive-budget.ts); the codec's without. */
   archiveLimits?: ArchiveLimits
+  /**
+   * What earlier transfers learnt of each edge origin's link: a delta stream's range controller starts
+   * from its origin's entry (a warm start) and the stream's end state is saved back. None: cold starts.
+   */
+  links?: LinkMemory
   fetchImpl?: typeof fetch
   signal?: AbortSignal
   onProgress?: (done: number, total: number) => void
@@ -78,6 +84,11 @@ export interface PlannedUpdate {
   steps: number
   /** What the range controller chose on the last stream and why (for `--json` and logs). */
   transfer?: Explanation
+  /**
+   * The range controller's first plan on the first stream: phase `probe` with the estimates it started
+   * from when it was warm-started from the saved link, `startup` when cold.
+   */
+  transferStart?: Explanation
 }
 
 export interface PlanOutcome {
@@ -355,11 +366,17 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
   let source = ctx.installed.blobPath
   let wireBytes = 0
   let transfer: Explanation | undefined
+  let transferStart: Explanation | undefined
+  /** What the last stream learnt: a chain's next step starts from it, saved or not. */
+  let learnt: ControllerPrior | undefined
   const total = steps.reduce((n, s) => n + s.layout.framedLength, 0)
   for (const step of steps) {
     const payloadPath = ctx.workPath(`${step.from}-${step.to}.${step.method}.delta`)
+    const url = ctx.edge.url(step.url)
+    const prior = learnt ?? (await ctx.links?.load(url))
     const fetched = await fetchDeltaStream({
-      url: ctx.edge.url(step.url),
+      url,
+      ...(prior ? { prior } : {}),
       blockSize: step.layout.blockSize,
       payloadSha256: step.sha256,
       payloadLength: step.size,
@@ -371,6 +388,10 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
     })
     wireBytes += fetched.wireBytes
     transfer = fetched.controller
+    transferStart ??= fetched.firstPlan ?? undefined
+    learnt = priorOf(fetched.snapshot) ?? learnt
+    // Best effort: a save that fails is a cold start next time, never a failed update.
+    await ctx.links?.save(url, fetched.snapshot)
     const expected = step.to === ctx.target.version ? ctx.target : await ctx.manifestOf(step.to)
     const output = ctx.workPath(`${step.to}.rebuilt`)
     // Off the event loop: `deltaport run` keeps proxying the live service while this applies.
@@ -389,7 +410,12 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
     if (source !== ctx.installed.blobPath) await rm(source, { force: true })
     source = output
   }
-  return { blobPath: source, wireBytes, ...(transfer ? { transfer } : {}) }
+  return {
+    blobPath: source,
+    wireBytes,
+    ...(transfer ? { transfer } : {}),
+    ...(transferStart ? { transferStart } : {}),
+  }
 }
 
 /** Tries of one chunk-sync range (or the chunk index) that fails on the link, before the full download follows. */

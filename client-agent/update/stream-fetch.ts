@@ -22,7 +22,12 @@ import {
   retryWaitMs,
   withRetries,
 } from '../transfer/backoff.ts'
-import { type Explanation, RangeController } from '../transfer/controller.ts'
+import {
+  type ControllerPrior,
+  type ControllerSnapshot,
+  type Explanation,
+  RangeController,
+} from '../transfer/controller.ts'
 import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
 import { withHeaderTimeout } from '../transfer/header-timeout.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
@@ -41,6 +46,11 @@ export interface StreamFetchRequest {
   fetchImpl?: typeof fetch
   signal?: AbortSignal
   controller?: RangeController
+  /**
+   * A warm start for the controller made here (without `controller`): what an earlier transfer from this
+   * edge learnt of the link (transfer/link-memory.ts).
+   */
+  prior?: ControllerPrior
   onProgress?: (progress: StreamProgress) => void
   /** Re-fetch rounds for blocks FEC could not rebuild before giving up. */
   maxRefetchRounds?: number
@@ -62,6 +72,13 @@ export interface StreamFetchResult {
   resumedAtGroup: number
   ranges: number
   controller: Explanation
+  /**
+   * The controller's first plan for the stream's blocks (after block 0): in the probe phase with the
+   * prior's estimates when it was warm-started, in startup when cold; null when there were no blocks.
+   */
+  firstPlan: Explanation | null
+  /** The controller's state at the end, for the next transfer's warm start. */
+  snapshot: ControllerSnapshot
 }
 
 /**
@@ -86,7 +103,12 @@ async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResu
   // No headers within 30 s ends a range like a stalled body does (transfer/header-timeout.ts).
   const fetchImpl = withHeaderTimeout(request.fetchImpl ?? fetch)
   const journalPath = `${request.payloadPath}.journal`
-  const controller = request.controller ?? new RangeController({ blockSize: request.blockSize + 32 })
+  const controller =
+    request.controller ??
+    new RangeController({
+      blockSize: request.blockSize + 32,
+      ...(request.prior ? { prior: request.prior } : {}),
+    })
   let wireBytes = 0
   let ranges = 0
   let etag: string | undefined
@@ -190,7 +212,7 @@ async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResu
     const push = (at: number, bytes: Uint8Array) => reassembler.push(at, bytes)
 
     const first = resumeAt < layout.groups ? groupBlockRange(resumeAt, layout).firstBlock : layout.blockCount
-    await fetchBlocks(
+    const firstPlan = await fetchBlocks(
       { firstBlock: first, count: layout.blockCount - first },
       layout,
       controller,
@@ -224,6 +246,8 @@ async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResu
       resumedAtGroup: resumeAt,
       ranges,
       controller: controller.explain(),
+      firstPlan,
+      snapshot: controller.snapshot(),
     }
     await file.close()
     await verifyPayload(request)
@@ -279,6 +303,7 @@ const RANGE_TRIES = 5
  * reported, and the next plan or the full download starts, at once, not after the slowest sibling
  * (a stalled one held the update for its 30 s stall timer). The aborted ranges are settled before this
  * returns, so none writes into the payload file after it is closed, and their rejections are handled.
+ * Returns the controller's first plan's explanation (null when there was nothing to fetch).
  */
 async function fetchBlocks(
   span: BlockRange,
@@ -286,7 +311,8 @@ async function fetchBlocks(
   controller: RangeController,
   fetchRange: (offset: number, length: number, signal: AbortSignal) => Promise<void>,
   signal: AbortSignal | undefined,
-): Promise<void> {
+): Promise<Explanation | null> {
+  let firstPlan: Explanation | null = null
   // Aborted with the first failure for good: every range in flight, and the back-off wait, end with it.
   const siblings = new AbortController()
   const rangeSignal = signal ? AbortSignal.any([signal, siblings.signal]) : siblings.signal
@@ -303,6 +329,7 @@ async function fetchBlocks(
   while ((pending() || inFlight.size > 0) && failure === null) {
     controller.onHostSample({ loadPerCore: (loadavg()[0] ?? 0) / cores, freeMemBytes: freemem() })
     const plan = controller.next(performance.now())
+    firstPlan ??= controller.explain()
     while (
       inFlight.size < plan.parallel &&
       pending() &&
@@ -354,6 +381,7 @@ async function fetchBlocks(
   }
   await Promise.allSettled(inFlight)
   if (failure !== null) throw failure
+  return firstPlan
 }
 
 /** Enough look-ahead for every range in flight, bounded so memory stays a few groups' worth. */
