@@ -1,7 +1,7 @@
 import { DurableObject } from 'cloudflare:workers'
 import { z } from 'zod'
 import { ClientId } from '../schemas/client.ts'
-import { ArtifactName, ChannelName, IsoDateTime } from '../schemas/common.ts'
+import { ArtifactName, ChannelName, IsoDateTime, Version } from '../schemas/common.ts'
 import {
   MAX_HISTORY,
   type OutcomeCounts,
@@ -55,6 +55,8 @@ const YankMark = z.object({
 })
 type YankMark = z.infer<typeof YankMark>
 const YankRevision = z.number().int().nonnegative()
+/** What the yank route says, parsed before it is stored as a `yanked:<version>` row. */
+const YankInput = z.object({ version: Version, reason: z.string(), revision: YankRevision })
 
 /** Outcome posts per client per minute: enough for installed → rolled-back, too few to churn storage. */
 export const OUTCOMES_PER_CLIENT_PER_MINUTE = 6
@@ -281,9 +283,10 @@ export class RolloutCoordinator extends DurableObject<Env> {
    * and done in one call, so a rollout of another version started meanwhile is never aborted by
    * mistake. Resolves to whether it aborted.
    */
-  async abortVersion(version: string, reason: string, revision = 0): Promise<boolean> {
+  async abortVersion(yanked: string, why: string, revised = 0): Promise<boolean> {
+    const { version, reason, revision } = YankInput.parse({ version: yanked, reason: why, revision: revised })
     // A restore the index recorded after this yank has already been heard: the version is not yanked.
-    if (!this.noteYankState(version, YankRevision.parse(revision), reason.slice(0, 200))) return false
+    if (!this.noteYankState(version, revision, reason.slice(0, 200))) return false
     const record = this.record
     if (record === null || record.spec.version !== version || !ACTIVE.has(record.state)) return false
     return (await this.abort({ reason: reason.slice(0, 200) })).ok
@@ -293,8 +296,9 @@ export class RolloutCoordinator extends DurableObject<Env> {
    * The restore route says `version` is no longer yanked: it may be rolled out again, unless a yank the
    * index recorded after this restore has been heard already.
    */
-  async restoreVersion(version: string, revision = 0): Promise<void> {
-    this.noteYankState(version, YankRevision.parse(revision), null)
+  async restoreVersion(restored: string, revised = 0): Promise<void> {
+    const { version, revision } = YankInput.parse({ version: restored, reason: '', revision: revised })
+    this.noteYankState(version, revision, null)
   }
 
   /** The stored yank state of `version`; a row of the older shape (the bare reason) counts as revision 0. */
