@@ -1,7 +1,7 @@
 import { DurableObject } from 'cloudflare:workers'
 import { z } from 'zod'
 import { ClientId } from '../schemas/client.ts'
-import { ArtifactName, ChannelName, IsoDateTime } from '../schemas/common.ts'
+import { ArtifactName, ChannelName, IsoDateTime, Version } from '../schemas/common.ts'
 import {
   MAX_HISTORY,
   type OutcomeCounts,
@@ -55,9 +55,20 @@ const YankMark = z.object({
 })
 type YankMark = z.infer<typeof YankMark>
 const YankRevision = z.number().int().nonnegative()
+/** What the yank route says, parsed before it is stored as a `yanked:<version>` row. */
+const YankInput = z.object({ version: Version, reason: z.string(), revision: YankRevision })
 
 /** Outcome posts per client per minute: enough for installed → rolled-back, too few to churn storage. */
 export const OUTCOMES_PER_CLIENT_PER_MINUTE = 6
+
+/**
+ * Reporting clients one rollout keeps (a row each). Client ids are self-chosen unless devices must
+ * enroll, and the bucket is per id, so fresh ids would add rows without end. Beyond this, a new
+ * reporter takes the place of the client whose `installed` report is oldest: failures are never
+ * forgotten, so the cap can only tilt the statistics toward a halt (the safe side), and a real failure
+ * is always heard. Far above what the Wilson bound needs (at 100 000 samples it is within 0.2 points).
+ */
+export const MAX_REPORTING_CLIENTS = 1_000_000
 
 /** An RPC answer: errors travel as values because custom Error fields do not survive RPC. */
 export type RolloutResult<T> =
@@ -137,6 +148,10 @@ export class RolloutCoordinator extends DurableObject<Env> {
       )`)
     this.sql.exec(
       'CREATE INDEX IF NOT EXISTS outcomes_error_class ON outcomes (error_class) WHERE error_class IS NOT NULL',
+    )
+    // The oldest `installed` report, the one a new reporter replaces once MAX_REPORTING_CLIENTS are kept.
+    this.sql.exec(
+      "CREATE INDEX IF NOT EXISTS outcomes_installed_at ON outcomes (at) WHERE outcome = 'installed'",
     )
     // Reporting clients per (stage, outcome), kept in step with \`outcomes\` so a halt check or a status
     // read costs a few rows, not a scan of every client.
@@ -268,9 +283,10 @@ export class RolloutCoordinator extends DurableObject<Env> {
    * and done in one call, so a rollout of another version started meanwhile is never aborted by
    * mistake. Resolves to whether it aborted.
    */
-  async abortVersion(version: string, reason: string, revision = 0): Promise<boolean> {
+  async abortVersion(yanked: string, why: string, revised = 0): Promise<boolean> {
+    const { version, reason, revision } = YankInput.parse({ version: yanked, reason: why, revision: revised })
     // A restore the index recorded after this yank has already been heard: the version is not yanked.
-    if (!this.noteYankState(version, YankRevision.parse(revision), reason.slice(0, 200))) return false
+    if (!this.noteYankState(version, revision, reason.slice(0, 200))) return false
     const record = this.record
     if (record === null || record.spec.version !== version || !ACTIVE.has(record.state)) return false
     return (await this.abort({ reason: reason.slice(0, 200) })).ok
@@ -280,8 +296,9 @@ export class RolloutCoordinator extends DurableObject<Env> {
    * The restore route says `version` is no longer yanked: it may be rolled out again, unless a yank the
    * index recorded after this restore has been heard already.
    */
-  async restoreVersion(version: string, revision = 0): Promise<void> {
-    this.noteYankState(version, YankRevision.parse(revision), null)
+  async restoreVersion(restored: string, revised = 0): Promise<void> {
+    const { version, revision } = YankInput.parse({ version: restored, reason: '', revision: revised })
+    this.noteYankState(version, revision, null)
   }
 
   /** The stored yank state of `version`; a row of the older shape (the bare reason) counts as revision 0. */
@@ -378,7 +395,15 @@ export class RolloutCoordinator extends DurableObject<Env> {
     }
     const counted = row?.outcome !== outcome.outcome
     const previous = row?.outcome ?? null
+    // A new reporter at the cap replaces the oldest `installed` one (none left: it is not recorded).
+    const replaced = row === undefined ? this.replaceableAtCap() : null
+    if (replaced === false)
+      return conflict(`this rollout already keeps the outcomes of ${MAX_REPORTING_CLIENTS} clients`)
     this.ctx.storage.transactionSync(() => {
+      if (replaced !== null) {
+        this.sql.exec('DELETE FROM outcomes WHERE client_id = ?', replaced.client_id)
+        this.tally(replaced.stage, 'installed', -1)
+      }
       if (counted && previous !== null) this.tally(stage, previous, -1)
       if (counted) this.tally(stage, outcome.outcome, 1)
       this.sql.exec(
@@ -498,6 +523,21 @@ export class RolloutCoordinator extends DurableObject<Env> {
       log({ level: 'warn', msg: 'rollout halted', name: record.name, reason: record.haltedReason })
       return
     }
+  }
+
+  /**
+   * Null while the outcomes kept are fewer than MAX_REPORTING_CLIENTS (the tallies count them, a few
+   * rows); at the cap, the client whose `installed` report is oldest, or false when none is left.
+   */
+  private replaceableAtCap(): { client_id: string; stage: number } | null | false {
+    const kept = this.sql.exec<{ n: number | null }>('SELECT SUM(n) AS n FROM tallies').one().n
+    if ((kept ?? 0) < MAX_REPORTING_CLIENTS) return null
+    const oldest = this.sql
+      .exec<{ client_id: string; stage: number }>(
+        "SELECT client_id, stage FROM outcomes WHERE outcome = 'installed' ORDER BY at LIMIT 1",
+      )
+      .toArray()[0]
+    return oldest ?? false
   }
 
   private tally(stage: number, outcome: string, delta: number): void {

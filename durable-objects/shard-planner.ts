@@ -191,6 +191,9 @@ export class ShardPlanner extends DurableObject<Env> {
     this.pruneHistory(nowHour - HISTORY_HOURS * HOUR_MS)
     const lastCycleAt = Number(readMeta(this.sql, LAST_CYCLE_AT) ?? Number.NaN)
     const threshold = thresholdForCycle(this.sql, config, lastCycleAt, now)
+    // Written with the reward, before anything awaits or may throw: writes before a throw are kept, so
+    // a cycle failing later (and the alarm's retry, or a re-plan) would reward the same hours again.
+    writeMeta(this.sql, LAST_CYCLE_AT, String(now))
 
     const forecasts = forecastDemand(this.sql, config, nowHour)
     const deps = await readDependencies(this.sql, this.env.ARTIFACTS, forecasts.dependencies)
@@ -227,7 +230,6 @@ export class ShardPlanner extends DurableObject<Env> {
     await auditReplicas(this.ctx.storage, this.env, config, now)
     const completed = await runMigrations(this.sql, this.env, config, now)
     storePredictions(this.sql, forecasts.next, nowHour)
-    writeMeta(this.sql, LAST_CYCLE_AT, String(now))
     return {
       planVersion: readCurrentPlan(this.sql)?.version ?? 0,
       changed,

@@ -283,13 +283,20 @@ export const ForecastSeries = z.object({
 })
 export type ForecastSeries = z.infer<typeof ForecastSeries>
 
+/**
+ * Requests one demand row may claim (for one dependency, zone and hour: some 280 million a second).
+ * Rows add up in the planner's table, and two rows near Number.MAX_VALUE summed to Infinity there: the
+ * forecast refuses a non-finite series, so every cycle threw for the four weeks the row was kept.
+ */
+export const MAX_DEMAND_REQUESTS = 1e12
+
 /** Hourly demand rows (the planner's input); `hour` is epoch ms of the hour start. */
 export const DemandRow = z.object({
   hour: z.number().int().nonnegative(),
   zone: ZoneId,
   entry: z.string().min(1).max(200),
-  requests: z.number().nonnegative(),
-  bytes: z.number().nonnegative(),
+  requests: z.number().nonnegative().max(MAX_DEMAND_REQUESTS),
+  bytes: z.number().nonnegative().max(Number.MAX_SAFE_INTEGER),
 })
 export type DemandRow = z.infer<typeof DemandRow>
 

@@ -1,4 +1,4 @@
-import { runDurableObjectAlarm } from 'cloudflare:test'
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import { OutcomeReceipt, RolloutCheck, RolloutStatus } from '../../schemas/rollout.ts'
 import { bytesOf, publishSingle } from '../../workers/test/publish-helpers.ts'
@@ -246,5 +246,27 @@ describe('RolloutCoordinator failure halts (Wilson interval)', () => {
     const ok = OutcomeReceipt.parse(await (await report('ro-gate', inside ?? '', 'installed')).json())
     expect(ok).toEqual({ counted: true, stage: 0, state: 'running' })
     expect((await status('ro-gate')).progress.map((p) => p.stats.total)).toEqual([1, 0])
+  })
+})
+
+describe('RolloutCoordinator yank marks', () => {
+  it('parses the version the yank route names before it stores a mark', async () => {
+    const stub = coordinatorStub('ro-yank-input')
+    const rejection = async (call: Promise<unknown>) => {
+      try {
+        await call
+        return null
+      } catch (error) {
+        return String(error)
+      }
+    }
+    expect(await rejection(stub.abortVersion('not-a-version', 'yanked'))).toMatch(/ZodError/)
+    expect(await rejection(stub.abortVersion(`1.0.0-${'x'.repeat(100_000)}`, 'yanked'))).toMatch(/ZodError/)
+    expect(await rejection(stub.restoreVersion('1.0', 0))).toMatch(/ZodError/)
+    // Nothing was stored: the object made no tables (a start makes them).
+    const tables = await runInDurableObject(stub, (_instance, state) =>
+      state.storage.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").toArray(),
+    )
+    expect(tables).toHaveLength(0)
   })
 })

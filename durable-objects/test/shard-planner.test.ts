@@ -190,6 +190,33 @@ describe('ShardPlanner', () => {
     expect(apac?.points.find((p) => p.hour === hour + 2 * HOUR)?.actual ?? 0).toBe(0)
   })
 
+  it('refuses demand rows too large to add up, so no row can stop every later cycle', async () => {
+    await publishDep('sp-huge', 3_000, 14)
+    const stub = plannerStub('sp-huge')
+    const now = Date.now()
+    const rows = demandRows('sp-huge@1.0.0', 'weur', 10, now)
+    const last = rows.at(-1)
+    if (last === undefined) throw new Error('no rows')
+    // Two rows of one hour near Number.MAX_VALUE: their sum in the table is Infinity.
+    const huge = { ...last, requests: 1e308 }
+    // Awaited, not handed to expect().rejects: a stub's result is a pipelining proxy (shard-warm-fills).
+    const refused = async (rows: unknown[]) => {
+      try {
+        await stub.recordDemand(rows)
+        return null
+      } catch (error) {
+        return String(error)
+      }
+    }
+    expect(await refused([...rows, huge, huge])).toMatch(/ZodError/)
+    expect(await refused([{ ...last, bytes: 1e308 }])).toMatch(/ZodError/)
+    // Nothing of the refused calls was stored; the planner still plans on what it was told.
+    await stub.recordDemand(rows)
+    const result = await stub.replan(now)
+    expect(result.changed).toBe(true)
+    expect(ShardPlan.parse(await stub.plan()).entries.map((e) => e.id)).toEqual(['sp-huge@1.0.0'])
+  })
+
   it('rewards the prefetch threshold once per hour of traffic, however many cycles ran in it', async () => {
     await publishDep('sp-bandit', 4_000, 7)
     const stub = plannerStub('sp-bandit')

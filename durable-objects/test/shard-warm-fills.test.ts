@@ -76,6 +76,25 @@ describe('ShardPlanner: the prefetch threshold pays for warm fills', () => {
     expect(await armCounts(stub, now + HOUR)).toEqual([0, 1])
   })
 
+  it('rewards the arm played once, also when the cycle that rewarded it failed and ran again', async () => {
+    const stub = plannerStub('wf-retried')
+    const now = hourStart() + 10 * 60_000
+    await stub.replan(now)
+    await stub.report({ outcomes: [served(now, 1_000)] })
+    // A demand row the forecast refuses (an Infinity stored before rows were bounded): the cycle throws
+    // after the bandit's reward, like any failure later in a cycle or an eviction during its awaits.
+    await runInDurableObject(stub, (_instance, state) => {
+      state.storage.sql.exec(
+        "INSERT INTO demand (hour, zone, entry, requests, bytes) VALUES (?, 'weur', 'wf-bad@1.0.0', 9e999, 0)",
+        hourStart(),
+      )
+    })
+    // The alarm's retries (or a re-plan) run the cycle again over the same hour of traffic.
+    expect(await rejection(stub.replan(now + HOUR))).toMatch(/finite/)
+    expect(await rejection(stub.replan(now + HOUR + 60_000))).toMatch(/finite/)
+    expect(await armCounts(stub, now + HOUR)).toEqual([1, 0])
+  })
+
   it('does not charge the arm for replica copies, which the threshold does not cause', async () => {
     await publishDep('wf-copied', 40_000, 31)
     const stub = plannerStub('wf-copies')
