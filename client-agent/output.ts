@@ -7,10 +7,26 @@ const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g
  * quotes the edge (problem details, error pages, yank reasons, rollout halt reasons) and whoever
  * answers for it chooses those bytes: an ESC sequence would otherwise reach the maintainer's or
  * operator's terminal (rewrite what was printed, set the clipboard through OSC 52, retitle the window).
- * Every human-readable line goes through it; `--json` output is JSON.stringify's, which escapes C0.
+ * Every human-readable line goes through it; `--json` output goes through jsonLine.
  */
 export function printable(text: string): string {
   return text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+}
+
+/** DEL and C1 controls, which JSON.stringify leaves raw (it escapes only C0). */
+const RAW_IN_JSON = /[\u007f-\u009f]/g
+
+/**
+ * One JSON document as a line, with no character a terminal may act on: JSON.stringify escapes C0, and
+ * DEL and C1 (U+009B is a one-character CSI) are written as `\u00XX` too, which parses to the same
+ * string. `--json` output quotes the edge as well, and is often read on a terminal.
+ */
+export function jsonLine(value: unknown): string {
+  const text = JSON.stringify(value).replace(
+    RAW_IN_JSON,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  )
+  return `${text}\n`
 }
 
 /**
@@ -55,13 +71,12 @@ export class Reporter {
   }
 
   result(summary: string, data: Record<string, unknown>): void {
-    if (this.json) process.stdout.write(`${JSON.stringify({ ok: true, ...data })}\n`)
+    if (this.json) process.stdout.write(jsonLine({ ok: true, ...data }))
     else process.stdout.write(`${printable(summary)}\n`)
   }
 
   failure(code: string, message: string, details: Record<string, unknown> = {}): void {
-    if (this.json)
-      process.stdout.write(`${JSON.stringify({ ok: false, error: { code, message, ...details } })}\n`)
+    if (this.json) process.stdout.write(jsonLine({ ok: false, error: { code, message, ...details } }))
     else process.stderr.write(`deltaport: ${printable(message)}\n`)
   }
 }

@@ -5,7 +5,7 @@ import { type Command, InvalidArgumentError } from 'commander'
 import { HookSpec, SwapSettings, type SwapSettingsInput } from '../../schemas/swap.ts'
 import type { AgentConfig } from '../config.ts'
 import { AgentError } from '../errors.ts'
-import { printable, type Reporter } from '../output.ts'
+import { jsonLine, printable, type Reporter } from '../output.ts'
 import { rolloutGate, rolloutReporter } from '../rollout/index.ts'
 import { ArtifactStore } from '../store.ts'
 import { EdgeChannelSource, followChannelHead, type VersionGate } from '../swap/edge-source.ts'
@@ -243,7 +243,7 @@ async function loadSettings(options: RunOptions): Promise<SwapSettings> {
 
 function printEvent(out: Reporter, event: SupervisorEvent): void {
   if (out.json) {
-    process.stdout.write(`${JSON.stringify({ event })}\n`)
+    process.stdout.write(jsonLine({ event }))
     return
   }
   const at = new Date().toISOString().slice(11, 19)

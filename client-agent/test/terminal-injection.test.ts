@@ -51,6 +51,38 @@ describe('edge text on the terminal', () => {
     expect(controls).toEqual([])
   })
 
+  it('--json escapes DEL and C1 controls too (JSON.stringify leaves them raw), parsing to the same text', async () => {
+    proxy = await startFaultProxy(suite.edge.url, (request) =>
+      request.path === '/v1/artifacts/inject-json'
+        ? {
+            kind: 'replace-body',
+            body: JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: HOSTILE }),
+          }
+        : undefined,
+    )
+    const config = JSON.parse(await readFile(suite.ws.configFile, 'utf8')) as Record<string, unknown>
+    const configFile = join(suite.ws.dir, 'inject-json.deltaport.json')
+    await writeFile(configFile, JSON.stringify({ ...config, edgeUrl: proxy.url }))
+    const failed = await run(process.execPath, [
+      BIN,
+      '--config',
+      configFile,
+      '--json',
+      'install',
+      'inject-json',
+    ]).then(
+      () => null,
+      (error: { code: number; stdout: string }) => error,
+    )
+    expect(failed?.code).toBe(6)
+    const stdout = failed?.stdout ?? ''
+    expect([...stdout].filter((c) => c !== '\n' && /\p{Cc}/u.test(c))).toEqual([])
+    expect(stdout).toContain('\\u009b31m')
+    const parsed = JSON.parse(stdout) as { ok: boolean; error: { message: string } }
+    expect(parsed.ok).toBe(false)
+    expect(parsed.error.message).toContain(HOSTILE)
+  })
+
   it('leaves tabs, newlines and other text alone', () => {
     expect(printable('a\tb\nc — ü 🙂')).toBe('a\tb\nc — ü 🙂')
   })
