@@ -129,17 +129,30 @@ export async function stagePending(
  * Whether a staged manifest still holds its version against another manifest. Not when it was given up
  * (a marker left by a failed delete), nor when its serial is not above the latest published one and no
  * commit of it is under way: the index refuses it for good, so it can never commit (its refused commit
- * drops it, unless that drop met a storage fault), nor once it counts as abandoned.
+ * drops it, unless that drop met a storage fault), nor once it counts as abandoned (heldUntil).
  */
 function holdsVersion(current: PendingPublish, latestSerial: number, now: number): boolean {
   if (current.state === 'given-up') return false
   if (current.envelope.signed.serial <= latestSerial && !commitUnderWay(current, now)) return false
-  return now - current.uploaded.getTime() < PENDING_ABANDONED_AFTER_MS
+  return now < heldUntil(current)
+}
+
+/**
+ * When a staged manifest counts as abandoned (ms). An upload may run for minutes, so a staged one holds
+ * its version PENDING_ABANDONED_AFTER_MS; one a commit holds was last written by that commit, which takes
+ * milliseconds, so it holds only while the commit may be alive (COMMIT_ABANDONED_AFTER_MS, the rule the
+ * final key's claim goes by). Why: a Worker cut off mid-commit (CPU limit, deploy) leaves the hold behind
+ * with nothing to give it back, and the CLI's give-up is refused while the commit may be running; the
+ * rerun of the publish (signed again, so another manifest) was then refused for the whole 30 minutes.
+ */
+function heldUntil(current: PendingPublish): number {
+  const at = current.uploaded.getTime()
+  return at + (current.state === 'committing' ? COMMIT_ABANDONED_AFTER_MS : PENDING_ABANDONED_AFTER_MS)
 }
 
 function busyDetail(current: PendingPublish): string {
   const { name, version, serial, sha256 } = current.envelope.signed
-  const freeAt = new Date(current.uploaded.getTime() + PENDING_ABANDONED_AFTER_MS).toISOString()
+  const freeAt = new Date(heldUntil(current)).toISOString()
   return (
     `${name}@${version} is already being published with another manifest (serial ${serial}, sha256 ` +
     `${sha256}, staged at ${current.uploaded.toISOString()}); let that publish finish or fail, or retry ` +
