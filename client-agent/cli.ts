@@ -27,6 +27,7 @@ import { type InstallResult, installArtifact, isVersionTarget, runFilesOf } from
 import { formatBytes, Reporter } from './output.ts'
 import { publishArtifact, readKeyFiles } from './publish.ts'
 import { buildDeltasFromPrevious, deltasFromLastN } from './publish-deltas.ts'
+import { publishedLine } from './publish-settled.ts'
 import { installWithinRollout, rollbackAndReport, rolloutGate } from './rollout/update-gate.ts'
 import { refreshRootTrust } from './root-trust.ts'
 import { generateKeyPair } from './signing.ts'
@@ -140,7 +141,7 @@ export function buildProgram(
       const count = !options.deltas
         ? 0
         : (options.deltasFrom ?? (await deltasFromLastN(config.edgeUrl, token)))
-      // With the version: an already published one fails here, before any delta is built.
+      // With the version: none is built for an already published one (publishArtifact settles the rerun).
       const deltas = await buildDeltasFromPrevious(config.edgeUrl, options.name, file, count, {
         version: options.version,
       })
@@ -171,10 +172,10 @@ export function buildProgram(
         onProgress: (sent, total) => out.progress('upload', sent, total),
         onNotice: (message) => out.info(message),
       })
-      out.result(
-        `published ${published.name}@${published.version} (${formatBytes(published.size)}, serial ${published.serial}, ${deltas.length} ${deltas.length === 1 ? 'delta' : 'deltas'})`,
-        { published, deltas: deltas.map(({ from, method, size }) => ({ from, method, size })) },
-      )
+      out.result(publishedLine(published, deltas.length), {
+        published,
+        deltas: deltas.map(({ from, method, size }) => ({ from, method, size })),
+      })
     })
 
   /** `options.channel`: the channel a rollout chose `options.to` for (its manifest must list it). */

@@ -6,7 +6,6 @@ import { RuntimeConfig } from '../schemas/runtime-config.ts'
 import { nativeDeflateEngine } from './codec/native-deflate.ts'
 import { artifactPath, EdgeClient } from './edge-client.ts'
 import { AgentError } from './errors.ts'
-import { alreadyPublished } from './publish.ts'
 import type { DeltaInput } from './publish-attachments.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 import { readBody } from './transfer/read-body.ts'
@@ -43,9 +42,9 @@ const RuntimeConfigAnswer = z.object({ inForce: RuntimeConfig.prefault({}) })
 
 export interface BuildDeltasOptions {
   /**
-   * The version about to be published. If the edge already lists it, the publish is refused before any
-   * delta is built (the edge would refuse it after all of them, and one of them would be the version
-   * to itself); never a delta source either.
+   * The version about to be published. If the edge already lists it, no delta is built (none is
+   * uploaded again: publishArtifact reports a rerun with the same bytes as done, anything else as
+   * refused, and a delta from the version to itself would be listed); never a delta source either.
    */
   version?: string
   fetchImpl?: typeof fetch
@@ -68,9 +67,7 @@ export async function buildDeltasFromPrevious(
   const edge = new EdgeClient(edgeUrl, options.fetchImpl)
   const index = await edge.indexIfListed(name)
   if (!index) return []
-  if (version !== undefined && index.versions.some((v) => v.version === version)) {
-    throw alreadyPublished(name, version)
-  }
+  if (version !== undefined && index.versions.some((v) => v.version === version)) return []
   if (count <= 0) return []
   const previous = index.versions
     .filter((v) => v.version !== version)

@@ -39,6 +39,7 @@ import {
   serialOvertaken,
   serialRetryDelayMs,
 } from './publish-serial.ts'
+import { landedDespiteLostAnswer, type SettledPublish, settleRerun } from './publish-settled.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 import { JSON_LIMITS } from './transfer/read-json.ts'
@@ -74,6 +75,14 @@ export interface PublishRequest {
   trustedKeys?: readonly TrustedKey[]
 }
 
+/**
+ * What a publish did: `settled` is set when it sent no commit that was answered, yet the version is
+ * published as asked: `already-published` (a rerun of a publish done with the same bytes and
+ * dependencies: nothing uploaded or signed) or `answer-lost` (this run's commit landed, its answer did
+ * not reach the CLI: found in the index and the manifest it serves).
+ */
+export type PublishResult = Published & { settled?: SettledPublish['how'] }
+
 /** One key file or several (each signs: thresholds, ADR 0035), each read and checked. */
 export type KeyFiles = string | readonly string[]
 
@@ -107,7 +116,7 @@ export async function readKeyFile(path: string): Promise<KeyPairFiles> {
  * size and sha256. A commit refused because another publish took the serial meanwhile is signed again
  * and retried without uploading anything again (publish-serial.ts).
  */
-export async function publishArtifact(request: PublishRequest): Promise<Published> {
+export async function publishArtifact(request: PublishRequest): Promise<PublishResult> {
   const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
   const keys = await readKeyFiles(request.keyFile)
   if (request.signers)
@@ -116,12 +125,25 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
       request.signers,
       `${request.version} would be published for good and never install`,
     )
-  // Before any hashing or chunking: a published version is refused anyway (versions are immutable).
   const index = await edge.indexIfListed(request.name)
-  if (index?.versions.some((v) => v.version === request.version)) {
-    throw alreadyPublished(request.name, request.version)
-  }
   const vouchers = [...keys, ...(request.signers?.rootMaintainers ?? []), ...(request.trustedKeys ?? [])]
+  // Versions are immutable: a published one is either this very publish run again (the same bytes and
+  // dependencies, signed by a trusted key: done, nothing sent) or refused, saying what differs. Hashed
+  // only (no chunk index, no delta): nothing is built for a version that is not published again.
+  if (index?.versions.some((v) => v.version === request.version)) {
+    const size = await regularFileSize(request.file)
+    const read = await readArtifact(request.file, false)
+    if (read.length !== size) throw changedWhilePublishing(request.file)
+    const wanted = {
+      name: request.name,
+      version: request.version,
+      size,
+      sha256: read.sha256,
+      dependencies: request.dependencies ?? [],
+      channels: request.channels ?? ['stable'],
+    }
+    return reported(request, await settleRerun(edge, index, wanted, vouchers))
+  }
   await assertSerialVouchedFor(edge, request.name, index, vouchers)
   const size = await regularFileSize(request.file)
   // One read gives the sha256 the manifest signs and the chunk index it lists: both describe the same bytes.
@@ -164,12 +186,19 @@ export async function publishArtifact(request: PublishRequest): Promise<Publishe
   // there before the process ends, or rerunning the publish would get 409 for 30 minutes (ADR 0022).
   const stop = abortOnStopSignals()
   try {
-    const published = await commitWithFreshSerial(publish, manifest, index, stop.signal)
-    for (const note of channelNotes(published)) request.onNotice?.(note)
-    return published
+    const outcome = await commitWithFreshSerial(publish, manifest, index, stop.signal)
+    if ('how' in outcome) return reported(request, outcome)
+    for (const note of channelNotes(outcome)) request.onNotice?.(note)
+    return outcome
   } finally {
     await stop.release()
   }
+}
+
+/** A settled publish's notes told, and its result. */
+function reported(request: PublishRequest, settled: SettledPublish): PublishResult {
+  for (const note of settled.notes) request.onNotice?.(note)
+  return { ...settled.published, settled: settled.how }
 }
 
 /** Manifests read, newest serial first, looking for one that vouches for the edge's latest serial. */
@@ -248,7 +277,7 @@ async function commitWithFreshSerial(
   manifest: ArtifactManifest,
   atStart: ArtifactIndex | null,
   signal: AbortSignal,
-): Promise<Published> {
+): Promise<Published | SettledPublish> {
   const { edge, request } = publish
   const { name, version } = manifest
   let serial = manifest.serial
@@ -276,6 +305,13 @@ async function commitWithFreshSerial(
     } catch (error) {
       // A refused serial dropped the staged manifest at the edge already: signed again below.
       const signAgain = serialOvertaken(error) && attempt < SERIAL_ATTEMPTS
+      // The commit may have landed though its answer did not (the Worker died after writing the index,
+      // or the connection broke): the index and the manifest the edge serves say so. Only after staging
+      // succeeded (nothing is published otherwise) and for failures that are not refusals.
+      if (staged !== undefined && answerMayBeLost(error) && !signal.aborted) {
+        const landed = await landedDespiteLostAnswer(edge, envelope, manifest.channels, publish.vouchers)
+        if (landed) return landed
+      }
       if (!signAgain) {
         // Anything else gives the attempt up, so the version is free at once. Also when the answer to
         // the POST was lost after the edge staged the envelope: the attempt's name is the sha256 of the
@@ -324,6 +360,17 @@ async function publishedAnswer(
       { ...error.details, likelyPublished: true },
     )
   }
+}
+
+/**
+ * A failure that is no refusal by the edge: the connection broke (or the answer did), the edge (or a
+ * proxy before it) answered 5xx, or the 201 arrived but its body did not (publishedAnswer).
+ */
+function answerMayBeLost(error: unknown): boolean {
+  if (!(error instanceof AgentError)) return false
+  if (error.code === 'network' || error.details?.likelyPublished === true) return true
+  const status = error.details?.status
+  return typeof status === 'number' && status >= 500
 }
 
 /** POSTs the signed manifest; the edge answers with how to upload and the attempt's name. */

@@ -17,6 +17,9 @@ import type { AddressInfo } from 'node:net'
  * - `stall-headers`: no answer at all, the connection left open;
  * - `cut-before-answer`: no answer at all, the connection reset (an RST) at once: fetch rejects bare
  *   (`TypeError: fetch failed`), before any response exists;
+ * - `drop-answer`: the request goes to the edge whole and the edge's whole answer is read, then the
+ *   client's connection is reset (an RST) without a byte of it: the edge did everything, the client
+ *   only sees `fetch failed` (a Worker dying after its work, or a link cut on the way back);
  * - `stall-body`: the headers and half the body, then silence on an open connection;
  * - `trickle`: the headers, then one byte (or `bytes`) every `trickleMs` (slowloris toward the client);
  * - `ignore-range`: the Range header dropped on the way in, so the edge answers 200 with everything;
@@ -35,7 +38,16 @@ import type { AddressInfo } from 'node:net'
  * - `redirect`: a 302 to `location` (a mirror or man in the middle aiming the agent at another host).
  */
 export type Fault =
-  | { kind: 'reset' | 'truncate' | 'stall-body' | 'stall-headers' | 'ignore-range' | 'cut-before-answer' }
+  | {
+      kind:
+        | 'reset'
+        | 'truncate'
+        | 'stall-body'
+        | 'stall-headers'
+        | 'ignore-range'
+        | 'cut-before-answer'
+        | 'drop-answer'
+    }
   | { kind: 'trickle'; trickleMs: number; bytes?: number }
   | { kind: 'other-range'; from: number }
   | { kind: 'lie-content-range'; from: number }
@@ -144,6 +156,11 @@ export async function startFaultProxy(
 
   /** Sends the edge's answer on, damaged as `fault` says. */
   function relay(answer: IncomingMessage, res: ServerResponse, fault: Fault | undefined): void {
+    if (fault?.kind === 'drop-answer') {
+      answer.resume()
+      answer.on('end', () => res.socket?.resetAndDestroy())
+      return
+    }
     const headers = { ...answer.headers }
     if (fault?.kind === 'lie-content-range') {
       const match = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(headers['content-range'] ?? ''))

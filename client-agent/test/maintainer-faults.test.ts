@@ -99,18 +99,33 @@ describe('deltaport publish when the edge’s answers are damaged on the way', (
     expect(run.ms).toBeLessThan(20_000)
   }, 30_000)
 
-  it('the publishing answer not JSON: exit 5, saying the version is most likely published (it is)', async () => {
+  it('the publishing answer not JSON: the CLI finds the version published as it signed it, exit 0', async () => {
     const args = await publishArgs('mf-commit-html', '1.0.0', 4_000)
     const run = await behindProxy('commit-html', args, (r) =>
       r.method === 'PUT' && r.path === '/v1/publish/mf-commit-html/1.0.0/blob'
         ? { kind: 'replace-body', body: '<html><body>Bad gateway</body></html>' }
         : undefined,
     )
+    expect(run.code, run.stderr ?? run.stdout).toBe(0)
+    expect(run.json?.published).toMatchObject({ version: '1.0.0', settled: 'answer-lost' })
+    expect(await publishedVersions('mf-commit-html')).toEqual(['1.0.0'])
+  })
+
+  it('the publishing answer not JSON and the index unreadable: exit 5, saying the version is most likely published', async () => {
+    const args = await publishArgs('mf-commit-blind', '1.0.0', 4_000)
+    let committed = false
+    const run = await behindProxy('commit-blind', args, (r) => {
+      if (r.method === 'PUT' && r.path === '/v1/publish/mf-commit-blind/1.0.0/blob') {
+        committed = true
+        return { kind: 'replace-body', body: '<html><body>Bad gateway</body></html>' }
+      }
+      return committed && r.method === 'GET' ? { kind: 'unavailable' } : undefined
+    })
     expect(run.code, run.stderr ?? run.stdout).toBe(5)
     expect(run.failure).toMatchObject({ code: 'edge-rejected', likelyPublished: true })
     expect(run.failure.message).toContain('not JSON')
     expect(run.failure.message).toContain('most likely published')
-    expect(await publishedVersions('mf-commit-html')).toEqual(['1.0.0'])
+    expect(await publishedVersions('mf-commit-blind')).toEqual(['1.0.0'])
   })
 
   it('a multipart part’s answer cut mid-body: exit 4, the upload given up and nothing published', async () => {

@@ -4,12 +4,11 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { EdgeClient } from '../edge-client.ts'
-import { AgentError } from '../errors.ts'
 import { publishArtifact } from '../publish.ts'
 import { buildDeltasFromPrevious } from '../publish-deltas.ts'
 import { ArtifactStore } from '../store.ts'
 import { errorFromResponse } from '../transfer/error-response.ts'
-import { writeArtifact } from './fixtures.ts'
+import { agentFailure, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
 
 const run = promisify(execFile)
@@ -55,7 +54,7 @@ describe('publishing an older version', () => {
 })
 
 describe('republishing a published version', () => {
-  it('fails before any delta is built, with the error the edge gives', async () => {
+  it("builds no delta; the same bytes are done at once, other bytes refused with the edge's error", async () => {
     const base = { edgeUrl: suite.edge.url, token: TEST_TOKEN, keyFile: suite.ws.keyFile, name: 'again' }
     const v1 = await writeArtifact(suite.ws.dir, 'again-1.bin', 30_000)
     const v2 = await writeArtifact(suite.ws.dir, 'again-2.bin', 30_000)
@@ -84,18 +83,28 @@ describe('republishing a published version', () => {
       version: '1.1.0',
       fetchImpl: recording,
     })
-    await expect(building).rejects.toBeInstanceOf(AgentError)
-    await expect(building).rejects.toMatchObject({ message: expected.message, code: expected.code })
+    await expect(building).resolves.toEqual([])
     expect(requested.filter((url) => url.endsWith('/blob'))).toEqual([])
 
-    await expect(publishArtifact({ ...base, file: same, version: '1.1.0' })).rejects.toMatchObject({
-      message: expected.message,
-      code: 'edge-rejected',
+    // The same bytes: a rerun of a publish that is done (publish-idempotent.test.ts has the details).
+    await expect(publishArtifact({ ...base, file: same, version: '1.1.0' })).resolves.toMatchObject({
+      version: '1.1.0',
+      serial: 2,
+      settled: 'already-published',
     })
-
     const viaCli = await cli(['--json', 'publish', same, '--name', 'again', '--version', '1.1.0'])
-    expect(viaCli.code).toBe(5)
-    expect(JSON.parse(viaCli.stdout).error.message).toBe(expected.message)
+    expect(viaCli.code, viaCli.stdout).toBe(0)
+    expect(JSON.parse(viaCli.stdout).published).toMatchObject({ serial: 2, settled: 'already-published' })
     expect(viaCli.stderr).not.toContain('delta from')
+
+    // Other bytes: the edge's refusal, saying what differs.
+    const other = await agentFailure(publishArtifact({ ...base, file: v1.path, version: '1.1.0' }))
+    expect(other.code).toBe('edge-rejected')
+    expect(other.message.startsWith(expected.message)).toBe(true)
+    expect(other.message).toContain('other bytes')
+    const otherViaCli = await cli(['--json', 'publish', v1.path, '--name', 'again', '--version', '1.1.0'])
+    expect(otherViaCli.code).toBe(5)
+    expect(JSON.parse(otherViaCli.stdout).error.message).toBe(other.message)
+    expect(otherViaCli.stderr).not.toContain('delta from')
   })
 })
