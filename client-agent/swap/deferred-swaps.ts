@@ -2,6 +2,9 @@ import type { SwapSettings } from '../../schemas/swap.ts'
 
 type DeferSettings = Pick<SwapSettings, 'deferRetryMs' | 'deferRetryMaxMs'>
 
+/** Deferrals kept at once: as many as run/deferred.json holds (RunDeferrals). */
+const MAX_DEFERRALS = 64
+
 /** The retry of a deferred swap: its attempt (1 for the first deferral) and how long until it is offered. */
 export interface DeferRetry {
   attempt: number
@@ -25,9 +28,23 @@ export class DeferredSwaps {
 
   /** The versions still backing off at `now`: they are refused like failed ones until their time comes. */
   waiting(now: number): string[] {
+    this.clampTo(now)
     const waiting: string[] = []
     for (const [version, deferral] of this.deferrals) if (now < deferral.notBefore) waiting.push(version)
     return waiting
+  }
+
+  /**
+   * No deferral waits longer than `deferRetryMaxMs` from `now`. A retry time further off comes from a
+   * wall clock that went back since it was set (an NTP step, a fixed RTC) or from a deferred.json
+   * written under another clock: honoured, the version was refused for as long as the clock jumped, and
+   * past 2^31 - 1 ms the retry timer (update-checks.ts) fired at once, every time: the agent asked the
+   * edge for updates in a busy loop.
+   */
+  private clampTo(now: number): void {
+    const latest = now + this.settings.deferRetryMaxMs
+    for (const deferral of this.deferrals.values())
+      if (deferral.notBefore > latest) deferral.notBefore = latest
   }
 
   /** Records another deferral of `version` at `now`; returns its attempt and back-off. */
@@ -35,14 +52,29 @@ export class DeferredSwaps {
     const attempt = (this.deferrals.get(version)?.attempt ?? 0) + 1
     const { deferRetryMs, deferRetryMaxMs } = this.settings
     const inMs = Math.min(deferRetryMaxMs, deferRetryMs * 2 ** Math.min(30, attempt - 1))
+    this.deferrals.delete(version)
     this.deferrals.set(version, { attempt, notBefore: now + inMs })
+    // As many as deferred.json keeps (the oldest deferred go first): versions deferred and then passed
+    // over by a newer release were never swapped to, so nothing forgot them, and they piled up.
+    while (this.deferrals.size > MAX_DEFERRALS) {
+      const oldest = this.deferrals.keys().next().value
+      if (oldest === undefined) break
+      this.deferrals.delete(oldest)
+    }
     return { attempt, inMs }
   }
 
-  /** Takes back the deferrals a previous agent recorded (run-files.ts): their attempts and retry times. */
-  restore(recorded: ReadonlyArray<{ version: string; attempt: number; retryAt: number }>): void {
-    for (const { version, attempt, retryAt } of recorded)
+  /**
+   * Takes back the deferrals a previous agent recorded (run-files.ts): their attempts and retry times,
+   * none further off than `deferRetryMaxMs` from `now`.
+   */
+  restore(
+    recorded: ReadonlyArray<{ version: string; attempt: number; retryAt: number }>,
+    now = Date.now(),
+  ): void {
+    for (const { version, attempt, retryAt } of recorded.slice(-MAX_DEFERRALS))
       this.deferrals.set(version, { attempt, notBefore: retryAt })
+    this.clampTo(now)
   }
 
   /** A swap to `version` ran to an outcome (installed or rolled back): it backs off no more (true if it did). */
@@ -51,7 +83,8 @@ export class DeferredSwaps {
   }
 
   /** Deferred swaps and when each is offered again (the retry policy, for status output). */
-  list(): Array<{ version: string; attempt: number; retryAt: number }> {
+  list(now = Date.now()): Array<{ version: string; attempt: number; retryAt: number }> {
+    this.clampTo(now)
     return [...this.deferrals].map(([version, d]) => ({ version, attempt: d.attempt, retryAt: d.notBefore }))
   }
 

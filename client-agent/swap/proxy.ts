@@ -188,7 +188,9 @@ export class SwapProxy {
       this.upgrade(req, socket, head),
     )
     const every = Math.max(50, Math.min(1000, Math.floor(settings.answerIdleTimeoutMs / 4)))
-    this.stallCheck = setInterval(() => this.cutStalledReaders(Date.now()), every).unref()
+    // Monotonic: by the wall clock, a step back (NTP, a fixed RTC) left every stalled reader connected for
+    // the length of the step, and a step forward cut every answer that had not moved for one tick.
+    this.stallCheck = setInterval(() => this.cutStalledReaders(performance.now()), every).unref()
   }
 
   /**
@@ -242,7 +244,7 @@ export class SwapProxy {
   stopAccepting(): void {
     if (this.closed) return
     this.closing = true
-    this.idleGraceEnd = Date.now() + IDLE_GRACE_MS
+    this.idleGraceEnd = performance.now() + IDLE_GRACE_MS
     // net.Server's close, not http.Server's: that one also closes idle connections at the same instant.
     this.closed = new Promise<void>((resolve) => NetServer.prototype.close.call(this.server, () => resolve()))
     this.onStopAccepting?.()
@@ -262,14 +264,14 @@ export class SwapProxy {
    */
   async close(timeoutMs: number): Promise<void> {
     this.stopAccepting()
-    const deadline = Date.now() + timeoutMs
+    const deadline = performance.now() + timeoutMs
     while (
-      (this.inProgress > 0 || this.hungUp.size > 0 || Date.now() < this.idleGraceEnd) &&
-      Date.now() < deadline
+      (this.inProgress > 0 || this.hungUp.size > 0 || performance.now() < this.idleGraceEnd) &&
+      performance.now() < deadline
     ) {
       await new Promise((resolve) => setTimeout(resolve, 20))
       // A response that had started before the stop went out keep-alive: its connection is idle now.
-      if (Date.now() >= this.idleGraceEnd) this.server.closeIdleConnections()
+      if (performance.now() >= this.idleGraceEnd) this.server.closeIdleConnections()
     }
     this.hungUp.cutAll()
     clearInterval(this.stallCheck)

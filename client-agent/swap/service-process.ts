@@ -105,18 +105,23 @@ export class ServiceProcess {
     unhealthyGraceMs = timeoutMs,
     signal?: AbortSignal,
   ): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs
+    // Monotonic: a wall clock stepped forward (NTP) during the wait failed a healthy new version at once
+    // (rolled back and recorded as failed for good); stepped back, the wait went on for the jump's length.
+    const deadline = performance.now() + timeoutMs
     let unhealthySince: number | null = null
-    while (Date.now() < deadline && this.running && !signal?.aborted) {
-      const status = await this.call('GET', path, Math.min(1000, deadline - Date.now()), signal).catch(
-        () => 0,
-      )
+    while (performance.now() < deadline && this.running && !signal?.aborted) {
+      const status = await this.call(
+        'GET',
+        path,
+        Math.min(1000, Math.ceil(deadline - performance.now())),
+        signal,
+      ).catch(() => 0)
       if (signal?.aborted) return false
       if (status >= 200 && status < 300) return true
       if (status === 0) unhealthySince = null
       else {
-        unhealthySince ??= Date.now()
-        if (Date.now() - unhealthySince >= unhealthyGraceMs) return false
+        unhealthySince ??= performance.now()
+        if (performance.now() - unhealthySince >= unhealthyGraceMs) return false
       }
       await Promise.race([signal ? pause(50, signal) : sleep(50), this.exited])
     }
@@ -191,8 +196,8 @@ export class ServiceProcess {
    */
   async stop(timeoutMs: number, signal?: AbortSignal): Promise<void> {
     this.retiring = true
-    const until = Date.now() + timeoutMs
-    while ((this.inflight > 0 || this.tunnels.size > 0) && Date.now() < until) {
+    const until = performance.now() + timeoutMs
+    while ((this.inflight > 0 || this.tunnels.size > 0) && performance.now() < until) {
       if (signal?.aborted) return
       await sleep(20)
     }

@@ -489,7 +489,8 @@ export class Supervisor {
     this.proxy.fallback = old
     this.proxy.mode = 'replay'
     this.emit({ type: 'switched', version: update.version })
-    const probationEnd = Date.now() + this.settings.probationMs
+    // Monotonic, like the other windows of a swap: a wall-clock step must not end or stretch it.
+    const probationEnd = performance.now() + this.settings.probationMs
     const replayStart = Date.now()
     // After probation, new writes go live again (a client with writes still queued waits behind them).
     // Held any longer, every replayed answer under closed-loop load brings the next write into the
@@ -503,7 +504,7 @@ export class Supervisor {
       // Its 5xx, or no answer within replayTimeoutMs (hung), fails it: the writes go to the previous
       // version. Not healthTimeoutMs: a write may legitimately take longer than a health check.
       ...this.replayOptions(
-        () => Date.now() < probationEnd && next.running && !this.stopping,
+        () => performance.now() < probationEnd && next.running && !this.stopping,
         this.settings.replayTimeoutMs,
         () => false,
       ),
@@ -672,8 +673,9 @@ export class Supervisor {
   private async replayUntilDone(target: ServiceProcess, keepGoing: () => boolean): Promise<ReplayResult> {
     this.proxy.mode = 'pass'
     let replayed = 0
-    const patienceEnd = Date.now() + this.settings.healthTimeoutMs
-    const serverErrorAnswers = (entry: HeldWrite) => entry.responder !== null || Date.now() >= patienceEnd
+    const patienceEnd = performance.now() + this.settings.healthTimeoutMs
+    const serverErrorAnswers = (entry: HeldWrite) =>
+      entry.responder !== null || performance.now() >= patienceEnd
     for (;;) {
       const start = Date.now()
       const result = await replayInto(this.buffer, target, {

@@ -12,6 +12,9 @@ export type CheckedSupervisor = Pick<Supervisor, 'checkForUpdate' | 'deferred' |
  */
 const RETRY_SLACK_MS = 20
 
+/** The longest delay Node's timers take (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 /** A failed retry check is tried again no sooner than this, whatever `deferRetryMs` says (it may be 0). */
 const MIN_FAILED_RETRY_MS = 1000
 
@@ -107,7 +110,8 @@ export class UpdateChecks {
     const waits = deferred.filter((d) => d.retryAt > now).map((d) => d.retryAt - now + RETRY_SLACK_MS)
     if (this.failures > 0 && deferred.some((d) => d.retryAt <= now)) waits.push(this.failedRetryMs())
     if (waits.length === 0) return
-    this.retry = setTimeout(() => this.trigger(), Math.min(...waits))
+    // Past 2^31 - 1 ms Node fires a timer after 1 ms: capped, a wait that long only checks early.
+    this.retry = setTimeout(() => this.trigger(), Math.min(MAX_TIMER_MS, ...waits))
   }
 
   /** The wait before the next try of a check that failed `failures` times in a row. */

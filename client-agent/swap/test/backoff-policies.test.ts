@@ -31,6 +31,24 @@ describe('DeferredSwaps', () => {
     )
   })
 
+  it('keeps the 64 newest deferrals: versions passed over by a newer release do not pile up', () => {
+    const swaps = deferred()
+    for (let i = 0; i < 1000; i++) swaps.defer(`1.0.${i}`, 0)
+    const kept = swaps.list(0).map((d) => d.version)
+    expect(kept).toHaveLength(64)
+    expect(kept[0]).toBe('1.0.936')
+    expect(kept.at(-1)).toBe('1.0.999')
+  })
+
+  it('waits no longer than deferRetryMaxMs after the wall clock went back', () => {
+    const swaps = deferred()
+    swaps.defer('2.0.0', 30 * 86_400_000)
+    // The clock is stepped back 30 days: the version is offered again within the cap, not in 30 days.
+    expect(swaps.waiting(1_000)).toEqual(['2.0.0'])
+    expect(swaps.list(1_000)).toEqual([{ version: '2.0.0', attempt: 1, retryAt: 101_000 }])
+    expect(swaps.waiting(101_000)).toEqual([])
+  })
+
   it('stays finite after very many deferrals', () => {
     const swaps = deferred()
     let last = { attempt: 0, inMs: 0 }

@@ -183,4 +183,30 @@ describe('update checks with --interval 0', () => {
     expect(r.supervisor.deferred).toEqual([])
     expect(JSON.parse(await readFile(join(dir, 'run', 'deferred.json'), 'utf8'))).toEqual({ deferred: [] })
   }, 60_000)
+
+  it('does not busy-loop on a deferral set under a clock far ahead: it waits deferRetryMaxMs at most', async () => {
+    // Written while the wall clock was 30 days ahead (stepped back since, or another machine's file):
+    // past 2^31 - 1 ms the retry timer fired after 1 ms, the check refused the still-deferred version,
+    // and the next timer fired at once again, asking the edge in a loop.
+    const dir = await tempDir('deltaport-update-checks-future-')
+    await mkdir(join(dir, 'run'), { recursive: true })
+    await writeFile(
+      join(dir, 'run', 'deferred.json'),
+      JSON.stringify({ deferred: [{ version: '2.0.0', attempt: 2, retryAt: Date.now() + 30 * 86_400_000 }] }),
+    )
+    // deferRetryMaxMs is 4 × 500 ms: the retry comes within 2 s, not in 30 days, and only once.
+    const r = await deferring(0, 500, [], dir)
+    const restored = r.supervisor.deferred[0]!.retryAt
+    r.checks.start()
+    await sleep(300)
+    expect(r.asked).toEqual([])
+    expect(restored).toBeLessThanOrEqual(Date.now() + 2000)
+    await waitFor(
+      () => r.outcomes().length === 1,
+      10_000,
+      () => `not retried: ${r.asked.length} checks`,
+    )
+    expect(r.outcomes()).toEqual(['installed'])
+    expect(r.asked).toHaveLength(1)
+  }, 60_000)
 })
