@@ -25,23 +25,28 @@ afterEach(async () => {
   proxy = undefined
 })
 
+/** `deltaport install <name>` through an edge whose answer for it is a 404 problem detailed HOSTILE. */
+async function installFromInjectingEdge(name: string, extraArgs: string[] = []) {
+  proxy = await startFaultProxy(suite.edge.url, (request) =>
+    request.path === `/v1/artifacts/${name}`
+      ? {
+          kind: 'replace-body',
+          body: JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: HOSTILE }),
+        }
+      : undefined,
+  )
+  const config = JSON.parse(await readFile(suite.ws.configFile, 'utf8')) as Record<string, unknown>
+  const configFile = join(suite.ws.dir, `${name}.deltaport.json`)
+  await writeFile(configFile, JSON.stringify({ ...config, edgeUrl: proxy.url }))
+  return run(process.execPath, [BIN, '--config', configFile, ...extraArgs, 'install', name]).then(
+    () => null,
+    (error: { code: number; stdout: string; stderr: string }) => error,
+  )
+}
+
 describe('edge text on the terminal', () => {
   it('shows control characters in an edge problem detail as \\xNN, sending none', async () => {
-    proxy = await startFaultProxy(suite.edge.url, (request) =>
-      request.path === '/v1/artifacts/inject'
-        ? {
-            kind: 'replace-body',
-            body: JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: HOSTILE }),
-          }
-        : undefined,
-    )
-    const config = JSON.parse(await readFile(suite.ws.configFile, 'utf8')) as Record<string, unknown>
-    const configFile = join(suite.ws.dir, 'inject.deltaport.json')
-    await writeFile(configFile, JSON.stringify({ ...config, edgeUrl: proxy.url }))
-    const failed = await run(process.execPath, [BIN, '--config', configFile, 'install', 'inject']).then(
-      () => null,
-      (error: { code: number; stderr: string }) => error,
-    )
+    const failed = await installFromInjectingEdge('inject')
     expect(failed?.code).toBe(6)
     const stderr = failed?.stderr ?? ''
     expect(stderr).toContain(
@@ -52,28 +57,7 @@ describe('edge text on the terminal', () => {
   })
 
   it('--json escapes DEL and C1 controls too (JSON.stringify leaves them raw), parsing to the same text', async () => {
-    proxy = await startFaultProxy(suite.edge.url, (request) =>
-      request.path === '/v1/artifacts/inject-json'
-        ? {
-            kind: 'replace-body',
-            body: JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: HOSTILE }),
-          }
-        : undefined,
-    )
-    const config = JSON.parse(await readFile(suite.ws.configFile, 'utf8')) as Record<string, unknown>
-    const configFile = join(suite.ws.dir, 'inject-json.deltaport.json')
-    await writeFile(configFile, JSON.stringify({ ...config, edgeUrl: proxy.url }))
-    const failed = await run(process.execPath, [
-      BIN,
-      '--config',
-      configFile,
-      '--json',
-      'install',
-      'inject-json',
-    ]).then(
-      () => null,
-      (error: { code: number; stdout: string }) => error,
-    )
+    const failed = await installFromInjectingEdge('inject-json', ['--json'])
     expect(failed?.code).toBe(6)
     const stdout = failed?.stdout ?? ''
     expect([...stdout].filter((c) => c !== '\n' && /\p{Cc}/u.test(c))).toEqual([])

@@ -71,6 +71,14 @@ function expectClientProblem(sent: { response: Response; text: string }, slug: s
 }
 
 let versions = 0
+/** A genuine R2 fault: 503 storage-unavailable with Retry-After, logged once as a storage fault. */
+function expectStorageFault(sent: { response: Response; text: string }): void {
+  expect(sent.response.status, sent.text).toBe(503)
+  expect(sent.response.headers.get('retry-after')).toBe(String(STORAGE_RETRY_AFTER_SECONDS))
+  expect(ProblemDetails.parse(JSON.parse(sent.text)).type).toContain('/storage-unavailable')
+  expect(storageFaultsLogged()).toHaveLength(1)
+}
+
 /** The blob stored for `name@version` holds exactly `bytes`. */
 async function expectStoredBlob(name: string, version: string, bytes: Uint8Array): Promise<void> {
   const stored = await env.ARTIFACTS.get(keys.blob(name, version))
@@ -163,10 +171,7 @@ describe('PUT …/blob with a body that fails on the client side', () => {
       { method: 'PUT', headers: { ...auth, 'content-length': String(bytes.length) }, body: streamOf(bytes) },
       faulty,
     )
-    expect(sent.response.status, sent.text).toBe(503)
-    expect(sent.response.headers.get('retry-after')).toBe(String(STORAGE_RETRY_AFTER_SECONDS))
-    expect(ProblemDetails.parse(JSON.parse(sent.text)).type).toContain('/storage-unavailable')
-    expect(storageFaultsLogged()).toHaveLength(1)
+    expectStorageFault(sent)
     expect(await env.ARTIFACTS.head(keys.blob('body-blob', version))).toBeNull()
   })
 })
@@ -218,10 +223,7 @@ describe('PUT …/parts/:part with a body that fails on the client side', () => 
       { method: 'PUT', headers: { ...auth, 'content-length': String(bytes.length) }, body: streamOf(bytes) },
       faulty,
     )
-    expect(sent.response.status, sent.text).toBe(503)
-    expect(sent.response.headers.get('retry-after')).toBe(String(STORAGE_RETRY_AFTER_SECONDS))
-    expect(ProblemDetails.parse(JSON.parse(sent.text)).type).toContain('/storage-unavailable')
-    expect(storageFaultsLogged()).toHaveLength(1)
+    expectStorageFault(sent)
   })
 })
 

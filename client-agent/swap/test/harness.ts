@@ -301,6 +301,24 @@ export function eventTypes(agent: ChildProcessByStdio<null, Readable, null>): st
 }
 
 /**
+ * A service for answers a client does not read: `/big` answers 32 MiB, `/closed` says how many
+ * connections that served `/big` have closed since (the agent keeps them open otherwise), anything else
+ * `ok <url>`.
+ */
+export function bigAnswerService(dir: string): Promise<string> {
+  return serviceFile(join(dir, 'service.mjs'), {
+    setup: `const big = Buffer.alloc(32 * 1024 * 1024, 120)
+let closed = 0`,
+    onEnd: `if (req.url === '/big') {
+  req.socket.once('close', () => { closed += 1 })
+  return res.end(big)
+}
+if (req.url === '/closed') return res.end(String(closed))
+res.end('ok ' + req.url)`,
+  })
+}
+
+/**
  * Writes a service of the test's own to `path`: a node:http server on `PORT` that reads each request
  * whole, then runs `onEnd` (JavaScript with `req`, `res` in scope; module-level `imports` and `setup`
  * before it), exits on SIGTERM, and listens after `startupDelayMs`.

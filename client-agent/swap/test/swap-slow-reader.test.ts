@@ -4,7 +4,16 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { MAX_PIPELINED } from '../proxy.ts'
 import { sleep } from '../service-process.ts'
 import type { Supervisor, SupervisorEvent } from '../supervisor.ts'
-import { cleanup, rawConnection, serviceFile, supervise, tempDir, waitFor, within } from './harness.ts'
+import {
+  bigAnswerService,
+  cleanup,
+  rawConnection,
+  serviceFile,
+  supervise,
+  tempDir,
+  waitFor,
+  within,
+} from './harness.ts'
 
 /**
  * A client that never reads the answer to its live write must not hold a swap's drain: the service has
@@ -101,17 +110,7 @@ res.end('ok ' + req.url)`,
 
   it('is cut once it takes nothing of its answer for answerIdleTimeoutMs; a slow reader is not', async () => {
     const dir = await tempDir('deltaport-swap-answer-idle-')
-    // /closed: how many connections that served /big have closed (the agent keeps them open otherwise).
-    const artifact = await serviceFile(join(dir, 'service.mjs'), {
-      setup: `const big = Buffer.alloc(32 * 1024 * 1024, 120)
-let closed = 0`,
-      onEnd: `if (req.url === '/big') {
-  req.socket.once('close', () => { closed += 1 })
-  return res.end(big)
-}
-if (req.url === '/closed') return res.end(String(closed))
-res.end('ok ' + req.url)`,
-    })
+    const artifact = await bigAnswerService(dir)
     const events: SupervisorEvent[] = []
     const supervisor = await supervise(dir, artifact, { answerIdleTimeoutMs: 1500 }, events, {})
     supervisors.push(supervisor)

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import { sleep } from '../service-process.ts'
 import type { Supervisor, SupervisorEvent } from '../supervisor.ts'
-import { cleanup, serviceFile, supervise, tempDir, within } from './harness.ts'
+import { bigAnswerService, cleanup, serviceFile, supervise, tempDir, within } from './harness.ts'
 
 /**
  * `deltaport run` lives for months, and the wall clock is stepped meanwhile (NTP at boot, a fixed RTC,
@@ -30,16 +30,7 @@ function stepWallClock(ms: number): void {
 describe('swap proxy: the wall clock stepped during a long run', () => {
   it('a stalled reader is still cut after answerIdleTimeoutMs when the clock steps back an hour', async () => {
     const dir = await tempDir('deltaport-swap-clock-stall-')
-    const artifact = await serviceFile(join(dir, 'service.mjs'), {
-      setup: `const big = Buffer.alloc(32 * 1024 * 1024, 120)
-let closed = 0`,
-      onEnd: `if (req.url === '/big') {
-  req.socket.once('close', () => { closed += 1 })
-  return res.end(big)
-}
-if (req.url === '/closed') return res.end(String(closed))
-res.end('ok')`,
-    })
+    const artifact = await bigAnswerService(dir)
     const events: SupervisorEvent[] = []
     const supervisor = await supervise(dir, artifact, { answerIdleTimeoutMs: 1000 }, events, {})
     supervisors.push(supervisor)
