@@ -5,7 +5,7 @@ import {
   request,
   type ServerResponse,
 } from 'node:http'
-import { answerProblem } from './problem-answer.ts'
+import { answerProblem, serviceDidNotAnswer } from './problem-answer.ts'
 import type { ServiceProcess } from './service-process.ts'
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own business and are never passed on. */
@@ -332,15 +332,7 @@ export function stalledBodyDetail(idleMs: number): string {
 function answerTimedOut(req: IncomingMessage, res: ServerResponse, ms: number): void {
   if (res.destroyed) return
   if (res.headersSent) return void res.destroy()
-  answerProblem(
-    res,
-    {
-      title: 'the service did not answer',
-      status: 504,
-      detail: `no answer from the service within ${ms} ms`,
-    },
-    { close: !req.readableEnded },
-  )
+  answerProblem(res, serviceDidNotAnswer(ms), { close: !req.readableEnded })
 }
 
 /** 408 for a body that stalled (its connection closed: the rest of it is never read), or a cut answer. */

@@ -34,6 +34,15 @@ export function answerProblem(
   res.end(JSON.stringify(problem))
 }
 
+/** The 504 of a request the service sent nothing of an answer to for `ms`; `more` adds to its detail. */
+export function serviceDidNotAnswer(ms: number, more = ''): ProxyProblem {
+  return {
+    title: 'the service did not answer',
+    status: 504,
+    detail: `no answer from the service within ${ms} ms${more}`,
+  }
+}
+
 /** How long a refused upgrade's connection may stay open after its answer before the proxy closes it. */
 export const REFUSED_UPGRADE_LINGER_MS = 5000
 

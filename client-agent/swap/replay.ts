@@ -1,6 +1,7 @@
 import type { HeldWrite, WriteBuffer } from './buffer.ts'
 import { ReplayTimedOut, sendBuffered } from './forward.ts'
 import { pickClient } from './priority.ts'
+import { serviceDidNotAnswer } from './problem-answer.ts'
 import type { ServiceProcess } from './service-process.ts'
 
 export type ReplayResult =
@@ -138,11 +139,12 @@ export function noAnswer(ms: number): { status: 504; headers: Array<[string, str
     status: 504,
     headers: [['content-type', 'application/problem+json']],
     body: Buffer.from(
-      JSON.stringify({
-        title: 'the service did not answer',
-        status: 504,
-        detail: `no answer from the service within ${ms} ms to this write, held during an update and replayed; it was sent whole and may have been applied`,
-      }),
+      JSON.stringify(
+        serviceDidNotAnswer(
+          ms,
+          ' to this write, held during an update and replayed; it was sent whole and may have been applied',
+        ),
+      ),
     ),
   }
 }
