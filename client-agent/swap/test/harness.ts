@@ -1,7 +1,7 @@
 import { type ChildProcessByStdio, spawn } from 'node:child_process'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { type IncomingMessage, request } from 'node:http'
-import { connect } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -161,6 +161,15 @@ export function splitWrite(port: number, client: string, seq: number) {
   })
   req.write(body.slice(0, 3))
   return { finish: () => req.end(body.slice(3)), answered }
+}
+
+/** A connection from `localAddress` that sends `raw` and reads nothing (its answer waits in the agent). */
+export function silentClient(localAddress: string, port: number, raw: string): Socket {
+  const socket = connect({ host: '127.0.0.1', port, localAddress })
+  socket.pause()
+  socket.on('error', () => undefined)
+  socket.write(raw)
+  return socket
 }
 
 /** A raw HTTP/1.1 connection: what the proxy sends is collected as text, byte for byte. */

@@ -1,11 +1,10 @@
 import { readFile } from 'node:fs/promises'
 import { request } from 'node:http'
-import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { sleep } from '../service-process.ts'
 import type { Supervisor, SupervisorEvent } from '../supervisor.ts'
-import { cleanup, serviceFile, supervise, tempDir, waitFor, within } from './harness.ts'
+import { cleanup, serviceFile, silentClient, supervise, tempDir, waitFor, within } from './harness.ts'
 
 /**
  * The agent opens at most 256 connections to a service process. Clients that never read their answers
@@ -64,15 +63,6 @@ function from(
     req.on('error', reject)
     req.end(method === 'POST' ? '{}' : undefined)
   })
-}
-
-/** A connection from `localAddress` that sends `raw` and reads nothing. */
-function silentClient(localAddress: string, port: number, raw: string): Socket {
-  const socket = connect({ host: '127.0.0.1', port, localAddress })
-  socket.pause()
-  socket.on('error', () => undefined)
-  socket.write(raw)
-  return socket
 }
 
 const stats = async (port: number) =>

@@ -9,6 +9,7 @@ import {
   cleanup,
   rawConnection,
   serviceFile,
+  silentClient,
   supervise,
   tempDir,
   waitFor,
@@ -42,10 +43,11 @@ res.end('ok ' + process.env.DELTAPORT_VERSION)`,
     supervisors.push(supervisor)
 
     // The write is sent whole, the service answers, and the client reads nothing of it.
-    const client = connect(supervisor.publicPort, '127.0.0.1')
-    client.pause()
-    client.on('error', () => undefined)
-    client.write('POST /export HTTP/1.1\r\nhost: service\r\ncontent-length: 2\r\n\r\n{}')
+    const client = silentClient(
+      '127.0.0.1',
+      supervisor.publicPort,
+      'POST /export HTTP/1.1\r\nhost: service\r\ncontent-length: 2\r\n\r\n{}',
+    )
     await sleep(1000)
 
     const swap = supervisor.swapTo({ version: '2.0.0', artifactPath: artifact })

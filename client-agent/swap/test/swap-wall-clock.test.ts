@@ -1,9 +1,16 @@
-import { connect } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import { sleep } from '../service-process.ts'
 import type { Supervisor, SupervisorEvent } from '../supervisor.ts'
-import { bigAnswerService, cleanup, serviceFile, supervise, tempDir, within } from './harness.ts'
+import {
+  bigAnswerService,
+  cleanup,
+  serviceFile,
+  silentClient,
+  supervise,
+  tempDir,
+  within,
+} from './harness.ts'
 
 /**
  * `deltaport run` lives for months, and the wall clock is stepped meanwhile (NTP at boot, a fixed RTC,
@@ -35,10 +42,7 @@ describe('swap proxy: the wall clock stepped during a long run', () => {
     const supervisor = await supervise(dir, artifact, { answerIdleTimeoutMs: 1000 }, events, {})
     supervisors.push(supervisor)
 
-    const hog = connect(supervisor.publicPort, '127.0.0.1')
-    hog.pause()
-    hog.on('error', () => undefined)
-    hog.write('GET /big HTTP/1.1\r\nhost: service\r\n\r\n')
+    const hog = silentClient('127.0.0.1', supervisor.publicPort, 'GET /big HTTP/1.1\r\nhost: service\r\n\r\n')
     // The stall is seen (its answer's bytes wait), then the clock goes back an hour.
     await sleep(500)
     stepWallClock(-3_600_000)
