@@ -58,7 +58,11 @@ export type ArtifactManifest = z.infer<typeof ArtifactManifest>
  * The most one publish may raise an artifact's serial: the edge refuses more (assertPublishable,
  * workers/storage/artifact-store.ts), and `deltaport publish` signs no more above the highest serial
  * it can verify (client-agent/publish.ts), so neither a stolen key through the edge nor an edge lying
- * about the latest serial takes the serial to its largest value in one publish.
+ * about the latest serial takes the serial to its largest value in one publish: past that no release
+ * could ever be published again (every later serial must be higher), and devices that installed it
+ * would refuse every later one. The CLI publishes latest + 1; the step leaves room for schemes of one's
+ * own (a Unix time in seconds, a date-stamped build number). Reaching the largest value now takes
+ * about two million publishes.
  */
 export const MAX_SERIAL_STEP = 2 ** 32
 

@@ -70,7 +70,7 @@ export function resumedDeflate(params: DeflateParams, engine: DeflateEngine | un
  * The content a gap [a, b) of a `length`-byte stream reads: the window before it (its deflate's
  * dictionary), the gap and, but for the last gap, a little past it, as the original deflate did.
  */
-export function gapReads(a: number, b: number, length: number): { from: number; to: number } {
+function gapReads(a: number, b: number, length: number): { from: number; to: number } {
   return { from: Math.max(0, a - WINDOW), to: b === length ? b : Math.min(length, b + GAP_SLACK) }
 }
 

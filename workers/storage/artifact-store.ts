@@ -388,15 +388,6 @@ export function mergeChannels(
   return { channels, channelsNotMoved }
 }
 
-/**
- * The most one publish may raise an artifact's serial. The CLI publishes latest + 1; this leaves room
- * for schemes of one's own (a Unix time in seconds, a date-stamped build number) while keeping a
- * stolen maintainer key from taking the serial to its largest value in one publish: past that no
- * release could ever be published again (every later serial must be higher), and devices that
- * installed it would refuse every later one. Reaching it now takes about two million publishes.
- */
-export { MAX_SERIAL_STEP }
-
 /** Rules a new manifest must satisfy against what is already published. */
 export function assertPublishable(index: ArtifactIndex, manifest: ArtifactManifest): void {
   if (index.versions.some((v) => v.version === manifest.version)) {

@@ -21,8 +21,7 @@ export async function takeClaim(
   staleAfterMs: number,
   now: number = Date.now(),
 ): Promise<string | null> {
-  // Unique, so a claim taken over never has the etag of the stale one it replaced.
-  const mine = `${new Date(now).toISOString()} ${crypto.randomUUID()}`
+  const mine = claimBody(now)
   const customMetadata = { at: String(now) }
   const created = await bucket.put(key, mine, { customMetadata, onlyIf: { etagDoesNotMatch: '*' } })
   if (created) return created.etag
@@ -30,6 +29,25 @@ export async function takeClaim(
   if (!held || claimFresh(held, staleAfterMs, now)) return null
   const taken = await bucket.put(key, mine, { customMetadata, onlyIf: { etagMatches: held.etag } })
   return taken?.etag ?? null
+}
+
+/** A claim's body: unique, so a claim taken over or redated never has the etag of the one it replaced. */
+function claimBody(now: number): string {
+  return `${new Date(now).toISOString()} ${crypto.randomUUID()}`
+}
+
+/**
+ * Redates the claim this request holds (`held`, its etag) as written at `at` (ms), so that it goes stale
+ * `staleAfterMs` after that instead; only while the key still holds it (conditional on its etag).
+ */
+export async function redateClaim(
+  bucket: R2Bucket,
+  key: string,
+  held: string,
+  at: number,
+  now: number = Date.now(),
+): Promise<void> {
+  await bucket.put(key, claimBody(now), { customMetadata: { at: String(at) }, onlyIf: { etagMatches: held } })
 }
 
 /** Whether the claim `held` (a head of its key) still counts: younger than `staleAfterMs`. */

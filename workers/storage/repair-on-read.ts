@@ -2,7 +2,7 @@ import { versionEntry } from '../../schemas/artifact-index.ts'
 import { type CommitLiveness, type ListedOutcome, repairListedVersion } from '../retention/stalled-commits.ts'
 import { readIndex } from './artifact-store.ts'
 import { keys } from './keys.ts'
-import { claimFresh, takeClaim } from './r2-claim.ts'
+import { claimFresh, redateClaim, takeClaim } from './r2-claim.ts'
 
 /**
  * How often one version is repaired on read at most: a repair claims the version for this long and never
@@ -50,10 +50,7 @@ export async function repairOnRead(
       // The claim would hold the next repair off for a whole interval from now, up to REPAIR_CLAIM_MS past
       // the moment the commit counts as dead: it is redated to go stale exactly then (conditionally on
       // being still this request's claim), so a retry after that moment repairs.
-      await bucket.put(claimKey, `${new Date(now).toISOString()} ${crypto.randomUUID()}`, {
-        customMetadata: { at: String(liveness.aliveUntil - REPAIR_CLAIM_MS) },
-        onlyIf: { etagMatches: claim },
-      })
+      await redateClaim(bucket, claimKey, claim, liveness.aliveUntil - REPAIR_CLAIM_MS, now)
     }
     return outcome
   } catch (error) {
