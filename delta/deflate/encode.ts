@@ -43,8 +43,14 @@ import {
   MAX_MATCH,
   MIN_MATCH,
 } from './tables.ts'
-import { cutZlibBlocks, type ZlibBlockOptions } from './zlib-blocks.ts'
-import { dynamicHeaderBits, MAX_HEADER_BITS, writeDynamicHeader, zlibDynamicCode } from './zlib-trees.ts'
+import { type CountedBlock, cutZlibBlocks, type ZlibBlockOptions } from './zlib-blocks.ts'
+import {
+  type DynamicCode,
+  dynamicHeaderBits,
+  MAX_HEADER_BITS,
+  writeDynamicHeader,
+  zlibDynamicCode,
+} from './zlib-trees.ts'
 
 const WHAT = 'deflate re-encode'
 
@@ -181,18 +187,12 @@ export function encodeDeflate(parse: Pick<DeflateParse, 'tokens' | 'blocks'>): U
       content += end - start
     } else if (type === BLOCK_FIXED) {
       content = countSymbols(tokens, start, end, content)
-      w.ensure(bytesFor(symbolBits(FIXED_LIT_LENS, FIXED_DIST_LENS)))
-      w.put(typeBits, 3)
-      writeSymbols(tokens, start, end, w, FIXED_LIT_CODES, FIXED_LIT_LENS, FIXED_DIST_CODES, FIXED_DIST_LENS)
+      writeFixed(w, tokens, start, end, typeBits, { litFreq, distFreq, extraBits })
     } else if (type === BLOCK_DYNAMIC) {
       content = countSymbols(tokens, start, end, content)
       if (header === undefined) {
-        const code = zlibDynamicCode(litFreq, distFreq)
-        litLens.set(code.litLens)
-        distLens.set(code.distLens)
-        w.ensure(bytesFor(symbolBits(litLens, distLens) + MAX_HEADER_BITS))
-        w.put(typeBits, 3)
-        writeDynamicHeader(code, w)
+        const counts = { litFreq, distFreq, extraBits }
+        writeZlibDynamic(w, tokens, start, end, typeBits, zlibDynamicCode(litFreq, distFreq), counts)
       } else {
         checkHeader(header)
         const h = decodeHeader(header.bytes, 0, header.bitLength, headerLens, WHAT)
@@ -204,10 +204,8 @@ export function encodeDeflate(parse: Pick<DeflateParse, 'tokens' | 'blocks'>): U
         w.ensure(bytesFor(symbolBits(litLens, distLens) + header.bitLength))
         w.put(typeBits, 3)
         w.putBits(header.bytes, header.bitLength)
+        writeDynamicSymbols(w, tokens, start, end)
       }
-      canonicalCodes(litLens, L_CODES, litCodes)
-      canonicalCodes(distLens, D_CODES, distCodes)
-      writeSymbols(tokens, start, end, w, litCodes, litLens, distCodes, distLens)
     } else bad(`block ${b} has unknown type ${String(type)}`)
     start = end
   }
@@ -230,28 +228,61 @@ export function encodeZlibDeflate(tokens: Tokens, memLevel: number, options: Zli
   cutZlibBlocks(tokens, memLevel, options, true, (block, start, counted) => {
     const { type, final, end } = block
     const typeBits = (final ? 1 : 0) | (type << 1)
-    if (type === BLOCK_STORED) {
-      writeStored(w, tokens, start, end, typeBits, b)
-    } else if (type === BLOCK_FIXED) {
-      const { litFreq: lf, distFreq: df, extraBits: extra } = counted
-      w.ensure(bytesFor(symbolBits(FIXED_LIT_LENS, FIXED_DIST_LENS, lf, df, extra)))
-      w.put(typeBits, 3)
-      writeSymbols(tokens, start, end, w, FIXED_LIT_CODES, FIXED_LIT_LENS, FIXED_DIST_CODES, FIXED_DIST_LENS)
-    } else {
-      const { litFreq: lf, distFreq: df, extraBits: extra, code } = counted
-      litLens.set(code.litLens)
-      distLens.set(code.distLens)
-      w.ensure(bytesFor(symbolBits(litLens, distLens, lf, df, extra) + MAX_HEADER_BITS))
-      w.put(typeBits, 3)
-      writeDynamicHeader(code, w)
-      canonicalCodes(litLens, L_CODES, litCodes)
-      canonicalCodes(distLens, D_CODES, distCodes)
-      writeSymbols(tokens, start, end, w, litCodes, litLens, distCodes, distLens)
-    }
+    if (type === BLOCK_STORED) writeStored(w, tokens, start, end, typeBits, b)
+    else if (type === BLOCK_FIXED) writeFixed(w, tokens, start, end, typeBits, counted)
+    else writeZlibDynamic(w, tokens, start, end, typeBits, counted.code, counted)
     b++
   })
   w.align()
   return w.bytes.slice(0, w.pos)
+}
+
+/** A block's symbol counts and extra bits (countSymbols' module state, or cutZlibBlocks' per block). */
+type SymbolCounts = Pick<CountedBlock, 'litFreq' | 'distFreq' | 'extraBits'>
+
+/** A fixed-code block: its type bits, then its symbols. */
+function writeFixed(
+  w: BitWriter,
+  tokens: Tokens,
+  start: number,
+  end: number,
+  typeBits: number,
+  counts: SymbolCounts,
+) {
+  w.ensure(
+    bytesFor(symbolBits(FIXED_LIT_LENS, FIXED_DIST_LENS, counts.litFreq, counts.distFreq, counts.extraBits)),
+  )
+  w.put(typeBits, 3)
+  writeSymbols(tokens, start, end, w, FIXED_LIT_CODES, FIXED_LIT_LENS, FIXED_DIST_CODES, FIXED_DIST_LENS)
+}
+
+/** A dynamic block under `code` (zlib's for its counts): its type bits, the code's header, its symbols. */
+function writeZlibDynamic(
+  w: BitWriter,
+  tokens: Tokens,
+  start: number,
+  end: number,
+  typeBits: number,
+  code: DynamicCode,
+  counts: SymbolCounts,
+) {
+  litLens.set(code.litLens)
+  distLens.set(code.distLens)
+  w.ensure(
+    bytesFor(
+      symbolBits(litLens, distLens, counts.litFreq, counts.distFreq, counts.extraBits) + MAX_HEADER_BITS,
+    ),
+  )
+  w.put(typeBits, 3)
+  writeDynamicHeader(code, w)
+  writeDynamicSymbols(w, tokens, start, end)
+}
+
+/** The symbols of a dynamic block whose code lengths are in litLens and distLens. */
+function writeDynamicSymbols(w: BitWriter, tokens: Tokens, start: number, end: number) {
+  canonicalCodes(litLens, L_CODES, litCodes)
+  canonicalCodes(distLens, D_CODES, distCodes)
+  writeSymbols(tokens, start, end, w, litCodes, litLens, distCodes, distLens)
 }
 
 /** Writes tokens[start, end) as a stored block (type bits, zero padding, LEN, NLEN, the bytes). */
