@@ -35,7 +35,7 @@ export interface PublishWanted {
  * phrase per difference, for the refusal. The manifest's signature is checked before anything it says
  * is believed: the edge is not trusted with integrity.
  */
-export async function differencesFromPublished(
+async function differencesFromPublished(
   edge: EdgeClient,
   index: ArtifactIndex,
   wanted: PublishWanted,
@@ -138,7 +138,7 @@ function publishedOf(envelope: SignedManifest): Published {
  * One line per channel the command names whose head is not this version: a rerun moves no channel
  * (heads only move up in semver, and the edge moved them, or not, when the version was published).
  */
-export function unheadedChannelNotes(
+function unheadedChannelNotes(
   index: ArtifactIndex,
   wanted: Pick<PublishWanted, 'name' | 'version' | 'channels'>,
 ): string[] {
