@@ -45,12 +45,7 @@ async function differencesFromPublished(
   const envelope = await edge.manifest(name, version)
   const signed = envelope.signed
   const entry = versionEntry(index, version)
-  if (
-    signed.name !== name ||
-    signed.version !== version ||
-    entry === undefined ||
-    signed.serial !== entry.serial
-  )
+  if (entry === undefined || !isManifestOf(envelope, name, entry))
     return { differences: ['the edge serves a manifest for another version or serial'], envelope }
   if (!(await meetsThreshold(envelope, vouchers, 1)))
     return {
@@ -67,6 +62,16 @@ async function differencesFromPublished(
   if (published !== asked)
     differences.push(`other dependencies (published: ${published || 'none'}; asked: ${asked || 'none'})`)
   return { differences, envelope }
+}
+
+/** Whether `envelope` is the manifest of index entry `entry` of `name`: name, version and serial agree. */
+export function isManifestOf(
+  envelope: SignedManifest,
+  name: string,
+  entry: { version: string; serial: number },
+): boolean {
+  const { signed } = envelope
+  return signed.name === name && signed.version === entry.version && signed.serial === entry.serial
 }
 
 /** `name@range` sorted, comma-separated: the order of --deps does not matter. */

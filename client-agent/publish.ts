@@ -39,7 +39,7 @@ import {
   serialOvertaken,
   serialRetryDelayMs,
 } from './publish-serial.ts'
-import { landedDespiteLostAnswer, type SettledPublish, settleRerun } from './publish-settled.ts'
+import { isManifestOf, landedDespiteLostAnswer, type SettledPublish, settleRerun } from './publish-settled.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 import { JSON_LIMITS } from './transfer/read-json.ts'
@@ -235,8 +235,7 @@ export async function assertSerialVouchedFor(
   for (const entry of newest) {
     if (latest - entry.serial > MAX_SERIAL_STEP) break
     const envelope = await edge.manifest(name, entry.version)
-    const signed = envelope.signed
-    if (signed.name !== name || signed.version !== entry.version || signed.serial !== entry.serial) continue
+    if (!isManifestOf(envelope, name, entry)) continue
     if (!(await meetsThreshold(envelope, vouchers, 1))) continue
     vouched = entry.serial
     break
