@@ -35,7 +35,7 @@ export interface PublishWanted {
  * phrase per difference, for the refusal. The manifest's signature is checked before anything it says
  * is believed: the edge is not trusted with integrity.
  */
-export async function differencesFromPublished(
+async function differencesFromPublished(
   edge: EdgeClient,
   index: ArtifactIndex,
   wanted: PublishWanted,
@@ -45,12 +45,7 @@ export async function differencesFromPublished(
   const envelope = await edge.manifest(name, version)
   const signed = envelope.signed
   const entry = versionEntry(index, version)
-  if (
-    signed.name !== name ||
-    signed.version !== version ||
-    entry === undefined ||
-    signed.serial !== entry.serial
-  )
+  if (entry === undefined || !isManifestOf(envelope, name, entry))
     return { differences: ['the edge serves a manifest for another version or serial'], envelope }
   if (!(await meetsThreshold(envelope, vouchers, 1)))
     return {
@@ -67,6 +62,16 @@ export async function differencesFromPublished(
   if (published !== asked)
     differences.push(`other dependencies (published: ${published || 'none'}; asked: ${asked || 'none'})`)
   return { differences, envelope }
+}
+
+/** Whether `envelope` is the manifest of index entry `entry` of `name`: name, version and serial agree. */
+export function isManifestOf(
+  envelope: SignedManifest,
+  name: string,
+  entry: { version: string; serial: number },
+): boolean {
+  const { signed } = envelope
+  return signed.name === name && signed.version === entry.version && signed.serial === entry.serial
 }
 
 /** `name@range` sorted, comma-separated: the order of --deps does not matter. */
@@ -138,7 +143,7 @@ function publishedOf(envelope: SignedManifest): Published {
  * One line per channel the command names whose head is not this version: a rerun moves no channel
  * (heads only move up in semver, and the edge moved them, or not, when the version was published).
  */
-export function unheadedChannelNotes(
+function unheadedChannelNotes(
   index: ArtifactIndex,
   wanted: Pick<PublishWanted, 'name' | 'version' | 'channels'>,
 ): string[] {

@@ -39,7 +39,7 @@ import {
   serialOvertaken,
   serialRetryDelayMs,
 } from './publish-serial.ts'
-import { landedDespiteLostAnswer, type SettledPublish, settleRerun } from './publish-settled.ts'
+import { isManifestOf, landedDespiteLostAnswer, type SettledPublish, settleRerun } from './publish-settled.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
 import { JSON_LIMITS } from './transfer/read-json.ts'
@@ -131,9 +131,7 @@ export async function publishArtifact(request: PublishRequest): Promise<PublishR
   // dependencies, signed by a trusted key: done, nothing sent) or refused, saying what differs. Hashed
   // only (no chunk index, no delta): nothing is built for a version that is not published again.
   if (index?.versions.some((v) => v.version === request.version)) {
-    const size = await regularFileSize(request.file)
-    const read = await readArtifact(request.file, false)
-    if (read.length !== size) throw changedWhilePublishing(request.file)
+    const { size, read } = await readWhole(request.file, false)
     const wanted = {
       name: request.name,
       version: request.version,
@@ -145,10 +143,8 @@ export async function publishArtifact(request: PublishRequest): Promise<PublishR
     return reported(request, await settleRerun(edge, index, wanted, vouchers))
   }
   await assertSerialVouchedFor(edge, request.name, index, vouchers)
-  const size = await regularFileSize(request.file)
   // One read gives the sha256 the manifest signs and the chunk index it lists: both describe the same bytes.
-  const read = await readArtifact(request.file, request.chunkIndex !== false)
-  if (read.length !== size) throw changedWhilePublishing(request.file)
+  const { size, read } = await readWhole(request.file, request.chunkIndex !== false)
   const { sha256, chunks } = read
   // Deltas are built from the file before this: ones made for other bytes would not rebuild the signed ones.
   if ((request.deltas ?? []).some((d) => d.targetSha256 !== undefined && d.targetSha256 !== sha256))
@@ -195,6 +191,14 @@ export async function publishArtifact(request: PublishRequest): Promise<PublishR
   }
 }
 
+/** The artifact's size and one read of it (sha256, chunk index if asked); a file that changed size meanwhile is refused. */
+async function readWhole(file: string, withChunkIndex: boolean) {
+  const size = await regularFileSize(file)
+  const read = await readArtifact(file, withChunkIndex)
+  if (read.length !== size) throw changedWhilePublishing(file)
+  return { size, read }
+}
+
 /** A settled publish's notes told, and its result. */
 function reported(request: PublishRequest, settled: SettledPublish): PublishResult {
   for (const note of settled.notes) request.onNotice?.(note)
@@ -231,8 +235,7 @@ export async function assertSerialVouchedFor(
   for (const entry of newest) {
     if (latest - entry.serial > MAX_SERIAL_STEP) break
     const envelope = await edge.manifest(name, entry.version)
-    const signed = envelope.signed
-    if (signed.name !== name || signed.version !== entry.version || signed.serial !== entry.serial) continue
+    if (!isManifestOf(envelope, name, entry)) continue
     if (!(await meetsThreshold(envelope, vouchers, 1))) continue
     vouched = entry.serial
     break

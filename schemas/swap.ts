@@ -238,6 +238,9 @@ export const RunState = z.object({
 })
 export type RunState = z.infer<typeof RunState>
 
+/** Deferred swaps deferred.json holds, and the agent keeps at once (swap/deferred-swaps.ts). */
+export const MAX_RUN_DEFERRALS = 64
+
 /**
  * `<installRoot>/<name>/run/deferred.json`: swaps the running version deferred, and when each is offered
  * again (wall-clock ms), so a restarted agent still retries them when due, with the same back-off.
@@ -251,7 +254,7 @@ export const RunDeferrals = z.object({
         retryAt: z.number().int().nonnegative(),
       }),
     )
-    .max(64),
+    .max(MAX_RUN_DEFERRALS),
 })
 export type RunDeferrals = z.infer<typeof RunDeferrals>
 

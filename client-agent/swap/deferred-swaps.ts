@@ -1,9 +1,6 @@
-import type { SwapSettings } from '../../schemas/swap.ts'
+import { MAX_RUN_DEFERRALS, type SwapSettings } from '../../schemas/swap.ts'
 
 type DeferSettings = Pick<SwapSettings, 'deferRetryMs' | 'deferRetryMaxMs'>
-
-/** Deferrals kept at once: as many as run/deferred.json holds (RunDeferrals). */
-const MAX_DEFERRALS = 64
 
 /** The retry of a deferred swap: its attempt (1 for the first deferral) and how long until it is offered. */
 export interface DeferRetry {
@@ -56,7 +53,7 @@ export class DeferredSwaps {
     this.deferrals.set(version, { attempt, notBefore: now + inMs })
     // As many as deferred.json keeps (the oldest deferred go first): versions deferred and then passed
     // over by a newer release were never swapped to, so nothing forgot them, and they piled up.
-    while (this.deferrals.size > MAX_DEFERRALS) {
+    while (this.deferrals.size > MAX_RUN_DEFERRALS) {
       const oldest = this.deferrals.keys().next().value
       if (oldest === undefined) break
       this.deferrals.delete(oldest)
@@ -72,7 +69,7 @@ export class DeferredSwaps {
     recorded: ReadonlyArray<{ version: string; attempt: number; retryAt: number }>,
     now = Date.now(),
   ): void {
-    for (const { version, attempt, retryAt } of recorded.slice(-MAX_DEFERRALS))
+    for (const { version, attempt, retryAt } of recorded.slice(-MAX_RUN_DEFERRALS))
       this.deferrals.set(version, { attempt, notBefore: retryAt })
     this.clampTo(now)
   }

@@ -97,24 +97,20 @@ export class RunFiles {
    */
   private async state(locked = false): Promise<RunState> {
     const path = join(this.dir, 'state.json')
-    const text = await unlessMissing(readFile(path, 'utf8'), null)
-    if (text === null) return emptyState()
-    const parsed = parseRunState(text)
-    if (parsed !== null) return parsed
-    return locked
-      ? this.setAside(path)
-      : withArtifactLock(this.dir, STATE_LOCK_WAIT, () => this.setAside(path))
+    if (locked) return this.readOrSetAside(path)
+    return (
+      (await readRunState(path)) ??
+      withArtifactLock(this.dir, STATE_LOCK_WAIT, () => this.readOrSetAside(path))
+    )
   }
 
   /**
-   * Under run/lock: moves a still-garbled state.json aside (one rename: the file is either where it was
-   * or under its new name) and warns; another process may have set it aside, or recorded anew, since it
-   * was read, and then what is there now counts.
+   * Under run/lock: state.json, or when it is (still) garbled, moves it aside (one rename: the file is
+   * either where it was or under its new name) and warns; another process may have set it aside, or
+   * recorded anew, since an unlocked read, and then what is there now counts.
    */
-  private async setAside(path: string): Promise<RunState> {
-    const text = await unlessMissing(readFile(path, 'utf8'), null)
-    if (text === null) return emptyState()
-    const parsed = parseRunState(text)
+  private async readOrSetAside(path: string): Promise<RunState> {
+    const parsed = await readRunState(path)
     if (parsed !== null) return parsed
     const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`
     await rename(path, aside)
@@ -224,8 +220,10 @@ export class RunFiles {
 
 const emptyState = (): RunState => ({ failedVersions: [], failures: [] })
 
-/** state.json's text as RunState, or null when it is no JSON or not of that shape. */
-function parseRunState(text: string): RunState | null {
+/** state.json as RunState (empty when missing), or null when it is no JSON or not of that shape. */
+async function readRunState(path: string): Promise<RunState | null> {
+  const text = await unlessMissing(readFile(path, 'utf8'), null)
+  if (text === null) return emptyState()
   let json: unknown
   try {
     json = JSON.parse(text)
