@@ -22,6 +22,7 @@ import { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry, runTelemetryLoop } from '../telemetry/uploader.ts'
 import { transferBoundOf } from '../transfer/deadline.ts'
 import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
+import { linkSignal } from '../transfer/linked-signal.ts'
 import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import { verifyManifest } from '../trust.ts'
 import { noPlan } from '../update/plan-update.ts'
@@ -170,7 +171,10 @@ export async function runDaemonCycle(
   }
 
   const installed = await installedArtifacts(config.installRoot)
-  await staging.sweepLeftovers()
+  // Every cycle, so a daemon running for weeks removes what commands that failed meanwhile left (ADR
+  // 0021, amended 2026-11-26): the staging area's, and each artifact's that it can lock.
+  await staging.sweepLeftovers(performance.timeOrigin, now().getTime())
+  await sweepStores(config.installRoot, now().getTime())
   result.dropped = await dropInstalled(staging, installed)
   if (options.flushTelemetry) {
     result.telemetry = await flushTelemetry(telemetryQueue, config.edgeUrl, {
@@ -231,6 +235,7 @@ export async function runDaemonCycle(
     }
     const store = new ArtifactStore(config.installRoot, item.name)
     let claimed = false
+    let unlink = () => {}
     try {
       if (await changedElsewhere(store)) {
         result.deferred.push({ ...ref(item), reason: 'updating' })
@@ -281,6 +286,7 @@ export async function runDaemonCycle(
       }
       claimed = true
       const claim = whileClaimed(staging, item, options)
+      unlink = claim.release
       // A delta suggestion: follow the edge's plan from the installed version, so prefetching moves the
       // bytes the queue ranked the item by, not the whole artifact; in staging's own work files, so an
       // update running meanwhile never shares one.
@@ -356,6 +362,8 @@ export async function runDaemonCycle(
         code: error instanceof AgentError ? error.code : 'internal',
         message: e.message,
       })
+    } finally {
+      unlink()
     }
   }
 
@@ -454,6 +462,31 @@ async function installedArtifacts(installRoot: string): Promise<Map<string, Inst
     out.set(name, { current: (await store.state()).current, versions })
   }
   return out
+}
+
+/**
+ * Sweeps each artifact's abandoned temp entries (ArtifactStore.sweepLeftovers: older than this daemon,
+ * or unchanged for an hour by `now`) under its lock, taken only when it has some and nobody holds it:
+ * a holder may be writing them, and is left to sweep them itself. Commands sweep on taking the lock
+ * anyway; an artifact nothing changes for weeks otherwise kept what a killed command left there (a
+ * version folder renamed aside, a half-rebuilt output in partial/, each up to an artifact's size).
+ * Best effort: a store that cannot be read or locked is for the cycle's other steps to report.
+ */
+async function sweepStores(installRoot: string, now: number): Promise<void> {
+  const folders = await readdir(installRoot, { withFileTypes: true }).catch(() => [])
+  for (const folder of folders) {
+    const name = folder.isDirectory() ? artifactOfFolder(folder.name) : null
+    if (name === null) continue
+    const store = new ArtifactStore(installRoot, name)
+    if (!(await store.hasTempEntries().catch(() => false))) continue
+    const lock = await lockUnlessBusy(store).catch(() => null)
+    if (lock === null) continue
+    try {
+      await store.sweepLeftovers(performance.timeOrigin, now).catch(() => 0)
+    } finally {
+      await lock.release()
+    }
+  }
 }
 
 /** Staged versions that are installed, or older than what runs, will never be used: drop them. */
@@ -640,11 +673,14 @@ function whileClaimed(
   staging: StagingArea,
   item: ItemRef,
   options: DaemonCycleOptions,
-): { fetchImpl: typeof fetch; signal: AbortSignal } {
-  const uninstalled = new AbortController()
+): { fetchImpl: typeof fetch; signal: AbortSignal; release: () => void } {
+  // Linked to the daemon's lifetime signal only while the item is fetched (linked-signal.ts): with
+  // AbortSignal.any each item left an entry on that signal for as long as the daemon ran.
+  const uninstalled = linkSignal(options.signal)
   const fetchImpl = options.fetchImpl ?? fetch
   return {
-    signal: options.signal ? AbortSignal.any([options.signal, uninstalled.signal]) : uninstalled.signal,
+    signal: uninstalled.signal,
+    release: uninstalled.release,
     fetchImpl: async (input, init) => {
       if (!(await staging.isClaimed(item.name, item.version))) {
         uninstalled.abort(

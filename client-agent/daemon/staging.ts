@@ -255,10 +255,11 @@ export class StagingArea {
    * eviction ever saw it) and an index write never renamed. Call with the daemon lock held, between
    * cycles (no put() of this process in flight): only a daemon puts items, so every temp item is then a
    * dead one's, whatever its time (one written while the clock ran fast is dated after this process started). Index writes also
-   * come from installs taking a staged copy, so only those changed before `before` go. Returns how many
-   * went.
+   * come from installs taking a staged copy, so only those changed before `before` go, or those
+   * unchanged for an hour by `now` (ABANDONED_TEMP_MS: a write lives milliseconds; a daemon running for
+   * weeks otherwise kept those of installs killed during its life). Returns how many went.
    */
-  async sweepLeftovers(before = performance.timeOrigin): Promise<number> {
+  async sweepLeftovers(before = performance.timeOrigin, now = Date.now()): Promise<number> {
     const temps = (dir: string, names: string[]) =>
       names.filter((entry) => isTempOf(entry, () => true)).map((entry) => join(dir, entry))
     const items: string[] = []
@@ -269,7 +270,7 @@ export class StagingArea {
     const indexWrites = temps(this.root, await entryNames(this.root))
     return (
       (await removeStaleTemps(items, Number.POSITIVE_INFINITY)) +
-      (await removeStaleTemps(indexWrites, before))
+      (await removeStaleTemps(indexWrites, before, now))
     )
   }
 
