@@ -118,17 +118,30 @@ export interface CycleResult {
   aborted: boolean
 }
 
-/** The items naming a version that failed a swap on this device (swap/run-files.ts, read once per artifact). */
-async function failedHereOf<T extends ItemRef>(installRoot: string, items: readonly T[]): Promise<T[]> {
-  const failed = new Map<string, Set<string>>()
-  const out: T[] = []
+/**
+ * The items naming a version that failed a swap on this device (swap/run-files.ts, read once per
+ * artifact), and those of artifacts whose record of failures cannot be read (`io`: which versions
+ * failed there is unknown, so none of its items is staged; the other artifacts' cycle goes on).
+ */
+async function failedHereOf<T extends ItemRef>(
+  installRoot: string,
+  items: readonly T[],
+): Promise<{ failed: T[]; unknown: (T & { error: AgentError })[] }> {
+  const failed = new Map<string, Set<string> | AgentError>()
+  const out: { failed: T[]; unknown: (T & { error: AgentError })[] } = { failed: [], unknown: [] }
   for (const item of items) {
     let versions = failed.get(item.name)
     if (versions === undefined) {
-      versions = await runFilesOf(new ArtifactStore(installRoot, item.name)).failedVersions()
+      versions = await runFilesOf(new ArtifactStore(installRoot, item.name))
+        .failedVersions()
+        .catch((error: unknown) => {
+          if (error instanceof AgentError) return error
+          throw error
+        })
       failed.set(item.name, versions)
     }
-    if (versions.has(item.version)) out.push(item)
+    if (versions instanceof AgentError) out.unknown.push({ ...item, error: versions })
+    else if (versions.has(item.version)) out.failed.push(item)
   }
   return out
 }
@@ -207,9 +220,10 @@ export async function runDaemonCycle(
   result.validUntil = queue.validUntil
   const notInstalled = queue.items.filter((i) => !installed.get(i.name)?.versions.includes(i.version))
   result.alreadyInstalled = queue.items.filter((i) => !notInstalled.includes(i)).map(ref)
-  const failed = await failedHereOf(config.installRoot, notInstalled)
-  const items = notInstalled.filter((i) => !failed.includes(i))
+  const { failed, unknown } = await failedHereOf(config.installRoot, notInstalled)
+  const items = notInstalled.filter((i) => !failed.includes(i) && !unknown.some((u) => u.name === i.name))
   result.failedHere = failed.map(ref)
+  result.failures.push(...unknown.map((u) => ({ ...ref(u), code: u.error.code, message: u.error.message })))
   await staging.touch(items, now().getTime())
   await staging.prepare()
 

@@ -346,6 +346,24 @@ describe('deltaport daemon against the real edge', () => {
     forgetTemp(live.temp)
   })
 
+  it('stages nothing of an artifact whose record of failed swaps cannot be read, and says why', async () => {
+    const config = device('unreadable-run')
+    await installedWithNewerHead(config, 'drunrec', 10_000)
+    // Which versions failed a swap here is unknown (EACCES for another user; a directory for root).
+    const state = join(new ArtifactStore(config.installRoot, 'drunrec').dir, 'run', 'state.json')
+    await mkdir(state, { recursive: true })
+    const cycle = await runDaemonCycle(config, { loadSampler: idle })
+    expect(cycle.staged.filter((s) => s.name === 'drunrec')).toEqual([])
+    expect(cycle.failures).toContainEqual(
+      expect.objectContaining({
+        name: 'drunrec',
+        version: '1.1.0',
+        code: 'io',
+        message: expect.stringContaining(state),
+      }),
+    )
+  })
+
   it('refuses to stage what no trusted key signed', async () => {
     const config = device('trust')
     await installedWithNewerHead(config, 'dtrust', 10_000)
