@@ -1,4 +1,4 @@
-import { readdir, rm } from 'node:fs/promises'
+import { readdir, rm, stat } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { lt } from 'semver'
 import { type ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
@@ -289,8 +289,13 @@ export async function runDaemonCycle(
         break
       }
       // Prefetching is optional: it keeps twice the install floor free, so an update it did not
-      // foresee (or the service's own data) still fits after it.
-      if (!(await roomFor(config, manifest.size))) {
+      // foresee (or the service's own data) still fits after it. The bytes of a download begun
+      // earlier are on the disk already; without room for the rest they are given back, not kept
+      // (resumable, up to the artifact's size) for as long as the disk stays low.
+      const partial = staging.partialPath(item.name, item.version)
+      const kept = Math.min(manifest.size, await sizeOf(partial))
+      if (!(await roomFor(config, manifest.size - kept))) {
+        await staging.removeWork(item.name, item.version)
         result.deferred.push({ ...ref(item), reason: 'low-disk' })
         continue
       }
@@ -344,7 +349,6 @@ export async function runDaemonCycle(
         })
         continue
       }
-      const partial = staging.partialPath(item.name, item.version)
       const downloaded = await downloadVerified({
         url: edge.blobUrl(item.name, item.version),
         partialPath: partial,
@@ -764,6 +768,11 @@ async function lockUnlessBusy(store: ArtifactStore): Promise<ArtifactLock | null
     if (error instanceof AgentError && error.code === 'busy') return null
     throw error
   })
+}
+
+/** The size of the file at `path`, 0 when there is none. */
+async function sizeOf(path: string): Promise<number> {
+  return (await stat(path).catch(() => null))?.size ?? 0
 }
 
 /** Whether staging `size` more bytes leaves twice `minFreeBytes` free on the install root's disk. */
