@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { ArtifactName, ByteSize, Sha256Hex, Version } from '../../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
 import { fileHasBytes } from '../download.ts'
+import { AgentError } from '../errors.ts'
 import { artifactFolder, artifactOfFolder } from '../fs/artifact-folder.ts'
 import {
   fsyncDir,
@@ -314,9 +315,17 @@ export class StagingArea {
     }
   }
 
+  /**
+   * Writes the index; on a full disk (no-space) leaves it as it was. It only records sizes and LRU
+   * times (the directories are the truth, and list() reconciles them), and failing for it failed the
+   * daemon's whole cycle on a disk that filled up, every cycle until it had room again, before any
+   * eviction could give bytes back (and an uninstall removing staged copies the same way).
+   */
   private async writeIndex(items: StagedEntry[]): Promise<void> {
     await makeDirs(this.root)
-    await writeFileAtomic(this.indexPath, JSON.stringify({ items }))
+    await writeFileAtomic(this.indexPath, JSON.stringify({ items })).catch((error: unknown) => {
+      if (!(error instanceof AgentError && error.code === 'no-space')) throw error
+    })
   }
 }
 
