@@ -1,4 +1,4 @@
-import { readdir, rm, stat } from 'node:fs/promises'
+import { readdir, rm } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { lt } from 'semver'
 import { type ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
@@ -12,7 +12,7 @@ import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { artifactOfFolder } from '../fs/artifact-folder.ts'
 import { type ArtifactLock, lockArtifact } from '../fs/artifact-lock.ts'
-import { DEFAULT_MIN_FREE_BYTES, freeBytes } from '../fs/free-space.ts'
+import { DEFAULT_MIN_FREE_BYTES, freeBytes, sizeIfPresent } from '../fs/free-space.ts'
 import { verifyServedPrefetchQueue } from '../index-trust.ts'
 import { planCheaperUpdate, runFilesOf } from '../install.ts'
 import { agentClientId } from '../rollout/client-id.ts'
@@ -293,7 +293,7 @@ export async function runDaemonCycle(
       // earlier are on the disk already; without room for the rest they are given back, not kept
       // (resumable, up to the artifact's size) for as long as the disk stays low.
       const partial = staging.partialPath(item.name, item.version)
-      const kept = Math.min(manifest.size, await sizeOf(partial))
+      const kept = Math.min(manifest.size, await sizeIfPresent(partial))
       if (!(await roomFor(config, manifest.size - kept))) {
         await staging.removeWork(item.name, item.version)
         result.deferred.push({ ...ref(item), reason: 'low-disk' })
@@ -768,11 +768,6 @@ async function lockUnlessBusy(store: ArtifactStore): Promise<ArtifactLock | null
     if (error instanceof AgentError && error.code === 'busy') return null
     throw error
   })
-}
-
-/** The size of the file at `path`, 0 when there is none. */
-async function sizeOf(path: string): Promise<number> {
-  return (await stat(path).catch(() => null))?.size ?? 0
 }
 
 /** Whether staging `size` more bytes leaves twice `minFreeBytes` free on the install root's disk. */

@@ -1,10 +1,11 @@
 import { spawnSync } from 'node:child_process'
-import { mkdir, mkdtemp, open, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { runDaemonCycle } from '../daemon/daemon.ts'
 import { StagingArea } from '../daemon/staging.ts'
+import { freeBytes } from '../fs/free-space.ts'
 import { installArtifact } from '../install.ts'
 import { uninstallArtifact } from '../uninstall.ts'
 import { writeArtifact } from './fixtures.ts'
@@ -63,5 +64,27 @@ describe.skipIf(!mounted)('the daemon on a disk that filled up while it ran (tmp
     expect(removed.removed[0]?.versions).toEqual(['1.0.0'])
     expect(await new StagingArea(device.installRoot).list()).toEqual([])
     await rm(join(mountPoint, 'filler'))
+  })
+
+  it('counts the bytes of a download already begun when judging the room the rest needs', async () => {
+    const device = { ...suite.ws.config, installRoot: join(mountPoint, 'store-kept') }
+    await mkdir(device.installRoot)
+    const v1 = await writeArtifact(suite.ws.dir, 'dkept-1.bin', 100_000)
+    const v2 = await writeArtifact(suite.ws.dir, 'dkept-2.bin', 200_000)
+    await suite.publish(v1.path, 'dkept', '1.0.0')
+    await installArtifact({ ...device, minFreeBytes: 0 }, { name: 'dkept' })
+    await suite.publish(v2.path, 'dkept', '1.1.0')
+    // A cut cycle's download: the first 150 kB of 1.1.0 are on the disk already.
+    const staging = new StagingArea(device.installRoot)
+    await staging.prepare()
+    await writeFile(staging.partialPath('dkept', '1.1.0'), v2.bytes.subarray(0, 150_000))
+    // Twice the floor is 75 kB short of room for the whole artifact, 75 kB under room for the rest.
+    const free = await freeBytes(device.installRoot)
+    const minFreeBytes = Math.floor((free - 200_000 + 75_000) / 2)
+    const cycle = await runDaemonCycle({ ...device, minFreeBytes }, { loadSampler: () => 0 })
+    expect(cycle.deferred).toEqual([])
+    expect(cycle.staged).toContainEqual(
+      expect.objectContaining({ name: 'dkept', version: '1.1.0', resumedFrom: 150_000, fetched: 50_000 }),
+    )
   })
 })
