@@ -516,15 +516,28 @@ export class ArtifactStore {
    * Deletes temp entries an earlier lock holder left (a version folder renamed aside whose delete
    * failed or was killed, an interrupted commit's folder, a temp link or state file, an unfinished
    * output in partial/): only tempPathFor's
-   * `.<name>.<hex>.tmp` names, and only those older than this process, so nothing of the current
-   * holder's and never a live `versions/<v>`. Best effort: what cannot be deleted now stays hidden and
-   * is tried again by the next command, rather than failing this one. `before`: only entries changed
-   * before this time (ms since the epoch) count. Returns how many were deleted.
+   * `.<name>.<hex>.tmp` names, and only those older than this process or unchanged for an hour by `now`
+   * (ABANDONED_TEMP_MS: a long-running `run` or daemon otherwise kept the temps of every command that
+   * failed during its life), never one this process has open, so nothing of the current holder's and
+   * never a live `versions/<v>`. Best effort: what cannot be deleted now stays hidden and is tried
+   * again by the next command, rather than failing this one. `before`: entries changed before this
+   * time (ms since the epoch) count whatever their age. Call with the lock held (the daemon sweeps
+   * each artifact it can lock, every cycle). Returns how many were deleted.
    */
-  async sweepLeftovers(before = performance.timeOrigin): Promise<number> {
+  async sweepLeftovers(before = performance.timeOrigin, now = Date.now()): Promise<number> {
+    return removeStaleTemps(await this.tempEntries(), before, now)
+  }
+
+  /** Whether the store holds any temp entry sweepLeftovers looks at (read without the lock). */
+  async hasTempEntries(): Promise<boolean> {
+    return (await this.tempEntries()).length > 0
+  }
+
+  /** The tempPathFor entries sweepLeftovers may delete: of versions, of `current` and state.json, in partial/. */
+  private async tempEntries(): Promise<string[]> {
     const versions = join(this.dir, 'versions')
     const partial = join(this.dir, 'partial')
-    const candidates = [
+    return [
       ...(await unlessMissing(readdir(versions), []))
         .filter((entry) => isTempOf(entry, (base) => Version.safeParse(base).success))
         .map((entry) => join(versions, entry)),
@@ -537,7 +550,6 @@ export class ArtifactStore {
         .filter((entry) => isTempOf(entry, () => true))
         .map((entry) => join(partial, entry)),
     ]
-    return removeStaleTemps(candidates, before)
   }
 
   /** The highest serial among installed manifests for this artifact that `trust` accepts (0 if none). */

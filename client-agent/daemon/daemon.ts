@@ -12,7 +12,7 @@ import { deviceEdgeOptions, EdgeClient } from '../edge-client.ts'
 import { AgentError } from '../errors.ts'
 import { artifactOfFolder } from '../fs/artifact-folder.ts'
 import { type ArtifactLock, lockArtifact } from '../fs/artifact-lock.ts'
-import { DEFAULT_MIN_FREE_BYTES, freeBytes } from '../fs/free-space.ts'
+import { DEFAULT_MIN_FREE_BYTES, freeBytes, sizeIfPresent } from '../fs/free-space.ts'
 import { verifyServedPrefetchQueue } from '../index-trust.ts'
 import { planCheaperUpdate, runFilesOf } from '../install.ts'
 import { agentClientId } from '../rollout/client-id.ts'
@@ -22,6 +22,7 @@ import { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry, runTelemetryLoop } from '../telemetry/uploader.ts'
 import { transferBoundOf } from '../transfer/deadline.ts'
 import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
+import { linkSignal } from '../transfer/linked-signal.ts'
 import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import { verifyManifest } from '../trust.ts'
 import { noPlan } from '../update/plan-update.ts'
@@ -117,17 +118,30 @@ export interface CycleResult {
   aborted: boolean
 }
 
-/** The items naming a version that failed a swap on this device (swap/run-files.ts, read once per artifact). */
-async function failedHereOf<T extends ItemRef>(installRoot: string, items: readonly T[]): Promise<T[]> {
-  const failed = new Map<string, Set<string>>()
-  const out: T[] = []
+/**
+ * The items naming a version that failed a swap on this device (swap/run-files.ts, read once per
+ * artifact), and those of artifacts whose record of failures cannot be read (`io`: which versions
+ * failed there is unknown, so none of its items is staged; the other artifacts' cycle goes on).
+ */
+async function failedHereOf<T extends ItemRef>(
+  installRoot: string,
+  items: readonly T[],
+): Promise<{ failed: T[]; unknown: (T & { error: AgentError })[] }> {
+  const failed = new Map<string, Set<string> | AgentError>()
+  const out: { failed: T[]; unknown: (T & { error: AgentError })[] } = { failed: [], unknown: [] }
   for (const item of items) {
     let versions = failed.get(item.name)
     if (versions === undefined) {
-      versions = await runFilesOf(new ArtifactStore(installRoot, item.name)).failedVersions()
+      versions = await runFilesOf(new ArtifactStore(installRoot, item.name))
+        .failedVersions()
+        .catch((error: unknown) => {
+          if (error instanceof AgentError) return error
+          throw error
+        })
       failed.set(item.name, versions)
     }
-    if (versions.has(item.version)) out.push(item)
+    if (versions instanceof AgentError) out.unknown.push({ ...item, error: versions })
+    else if (versions.has(item.version)) out.failed.push(item)
   }
   return out
 }
@@ -170,7 +184,10 @@ export async function runDaemonCycle(
   }
 
   const installed = await installedArtifacts(config.installRoot)
-  await staging.sweepLeftovers()
+  // Every cycle, so a daemon running for weeks removes what commands that failed meanwhile left (ADR
+  // 0021, amended 2026-11-26): the staging area's, and each artifact's that it can lock.
+  await staging.sweepLeftovers(performance.timeOrigin, now().getTime())
+  await sweepStores(config.installRoot, now().getTime())
   result.dropped = await dropInstalled(staging, installed)
   if (options.flushTelemetry) {
     result.telemetry = await flushTelemetry(telemetryQueue, config.edgeUrl, {
@@ -203,9 +220,10 @@ export async function runDaemonCycle(
   result.validUntil = queue.validUntil
   const notInstalled = queue.items.filter((i) => !installed.get(i.name)?.versions.includes(i.version))
   result.alreadyInstalled = queue.items.filter((i) => !notInstalled.includes(i)).map(ref)
-  const failed = await failedHereOf(config.installRoot, notInstalled)
-  const items = notInstalled.filter((i) => !failed.includes(i))
+  const { failed, unknown } = await failedHereOf(config.installRoot, notInstalled)
+  const items = notInstalled.filter((i) => !failed.includes(i) && !unknown.some((u) => u.name === i.name))
   result.failedHere = failed.map(ref)
+  result.failures.push(...unknown.map((u) => ({ ...ref(u), code: u.error.code, message: u.error.message })))
   await staging.touch(items, now().getTime())
   await staging.prepare()
 
@@ -231,6 +249,7 @@ export async function runDaemonCycle(
     }
     const store = new ArtifactStore(config.installRoot, item.name)
     let claimed = false
+    let unlink = () => {}
     try {
       if (await changedElsewhere(store)) {
         result.deferred.push({ ...ref(item), reason: 'updating' })
@@ -270,8 +289,13 @@ export async function runDaemonCycle(
         break
       }
       // Prefetching is optional: it keeps twice the install floor free, so an update it did not
-      // foresee (or the service's own data) still fits after it.
-      if (!(await roomFor(config, manifest.size))) {
+      // foresee (or the service's own data) still fits after it. The bytes of a download begun
+      // earlier are on the disk already; without room for the rest they are given back, not kept
+      // (resumable, up to the artifact's size) for as long as the disk stays low.
+      const partial = staging.partialPath(item.name, item.version)
+      const kept = Math.min(manifest.size, await sizeIfPresent(partial))
+      if (!(await roomFor(config, manifest.size - kept))) {
+        await staging.removeWork(item.name, item.version)
         result.deferred.push({ ...ref(item), reason: 'low-disk' })
         continue
       }
@@ -281,6 +305,7 @@ export async function runDaemonCycle(
       }
       claimed = true
       const claim = whileClaimed(staging, item, options)
+      unlink = claim.release
       // A delta suggestion: follow the edge's plan from the installed version, so prefetching moves the
       // bytes the queue ranked the item by, not the whole artifact; in staging's own work files, so an
       // update running meanwhile never shares one.
@@ -324,7 +349,6 @@ export async function runDaemonCycle(
         })
         continue
       }
-      const partial = staging.partialPath(item.name, item.version)
       const downloaded = await downloadVerified({
         url: edge.blobUrl(item.name, item.version),
         partialPath: partial,
@@ -356,6 +380,8 @@ export async function runDaemonCycle(
         code: error instanceof AgentError ? error.code : 'internal',
         message: e.message,
       })
+    } finally {
+      unlink()
     }
   }
 
@@ -454,6 +480,31 @@ async function installedArtifacts(installRoot: string): Promise<Map<string, Inst
     out.set(name, { current: (await store.state()).current, versions })
   }
   return out
+}
+
+/**
+ * Sweeps each artifact's abandoned temp entries (ArtifactStore.sweepLeftovers: older than this daemon,
+ * or unchanged for an hour by `now`) under its lock, taken only when it has some and nobody holds it:
+ * a holder may be writing them, and is left to sweep them itself. Commands sweep on taking the lock
+ * anyway; an artifact nothing changes for weeks otherwise kept what a killed command left there (a
+ * version folder renamed aside, a half-rebuilt output in partial/, each up to an artifact's size).
+ * Best effort: a store that cannot be read or locked is for the cycle's other steps to report.
+ */
+async function sweepStores(installRoot: string, now: number): Promise<void> {
+  const folders = await readdir(installRoot, { withFileTypes: true }).catch(() => [])
+  for (const folder of folders) {
+    const name = folder.isDirectory() ? artifactOfFolder(folder.name) : null
+    if (name === null) continue
+    const store = new ArtifactStore(installRoot, name)
+    if (!(await store.hasTempEntries().catch(() => false))) continue
+    const lock = await lockUnlessBusy(store).catch(() => null)
+    if (lock === null) continue
+    try {
+      await store.sweepLeftovers(performance.timeOrigin, now).catch(() => 0)
+    } finally {
+      await lock.release()
+    }
+  }
 }
 
 /** Staged versions that are installed, or older than what runs, will never be used: drop them. */
@@ -640,11 +691,14 @@ function whileClaimed(
   staging: StagingArea,
   item: ItemRef,
   options: DaemonCycleOptions,
-): { fetchImpl: typeof fetch; signal: AbortSignal } {
-  const uninstalled = new AbortController()
+): { fetchImpl: typeof fetch; signal: AbortSignal; release: () => void } {
+  // Linked to the daemon's lifetime signal only while the item is fetched (linked-signal.ts): with
+  // AbortSignal.any each item left an entry on that signal for as long as the daemon ran.
+  const uninstalled = linkSignal(options.signal)
   const fetchImpl = options.fetchImpl ?? fetch
   return {
-    signal: options.signal ? AbortSignal.any([options.signal, uninstalled.signal]) : uninstalled.signal,
+    signal: uninstalled.signal,
+    release: uninstalled.release,
     fetchImpl: async (input, init) => {
       if (!(await staging.isClaimed(item.name, item.version))) {
         uninstalled.abort(

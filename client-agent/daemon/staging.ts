@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { ArtifactName, ByteSize, Sha256Hex, Version } from '../../schemas/common.ts'
 import { type ArtifactManifest, SignedManifest } from '../../schemas/manifest.ts'
 import { fileHasBytes } from '../download.ts'
+import { AgentError } from '../errors.ts'
 import { artifactFolder, artifactOfFolder } from '../fs/artifact-folder.ts'
 import {
   fsyncDir,
@@ -255,10 +256,11 @@ export class StagingArea {
    * eviction ever saw it) and an index write never renamed. Call with the daemon lock held, between
    * cycles (no put() of this process in flight): only a daemon puts items, so every temp item is then a
    * dead one's, whatever its time (one written while the clock ran fast is dated after this process started). Index writes also
-   * come from installs taking a staged copy, so only those changed before `before` go. Returns how many
-   * went.
+   * come from installs taking a staged copy, so only those changed before `before` go, or those
+   * unchanged for an hour by `now` (ABANDONED_TEMP_MS: a write lives milliseconds; a daemon running for
+   * weeks otherwise kept those of installs killed during its life). Returns how many went.
    */
-  async sweepLeftovers(before = performance.timeOrigin): Promise<number> {
+  async sweepLeftovers(before = performance.timeOrigin, now = Date.now()): Promise<number> {
     const temps = (dir: string, names: string[]) =>
       names.filter((entry) => isTempOf(entry, () => true)).map((entry) => join(dir, entry))
     const items: string[] = []
@@ -269,7 +271,7 @@ export class StagingArea {
     const indexWrites = temps(this.root, await entryNames(this.root))
     return (
       (await removeStaleTemps(items, Number.POSITIVE_INFINITY)) +
-      (await removeStaleTemps(indexWrites, before))
+      (await removeStaleTemps(indexWrites, before, now))
     )
   }
 
@@ -313,9 +315,17 @@ export class StagingArea {
     }
   }
 
+  /**
+   * Writes the index; on a full disk (no-space) leaves it as it was. It only records sizes and LRU
+   * times (the directories are the truth, and list() reconciles them), and failing for it failed the
+   * daemon's whole cycle on a disk that filled up, every cycle until it had room again, before any
+   * eviction could give bytes back (and an uninstall removing staged copies the same way).
+   */
   private async writeIndex(items: StagedEntry[]): Promise<void> {
     await makeDirs(this.root)
-    await writeFileAtomic(this.indexPath, JSON.stringify({ items }))
+    await writeFileAtomic(this.indexPath, JSON.stringify({ items })).catch((error: unknown) => {
+      if (!(error instanceof AgentError && error.code === 'no-space')) throw error
+    })
   }
 }
 

@@ -17,18 +17,37 @@ export function isTempOf(entry: string, accepts: (base: string) => boolean): boo
 }
 
 /**
- * Deletes the entries of `paths` (tempPathFor names a killed or failed process left) last changed
- * before `before` (ms since the epoch), so nothing a live writer made since is touched. Best effort:
- * what cannot be deleted now is tried again next time rather than failing the caller. Returns how
- * many were deleted.
+ * How long a temp entry must have gone unchanged before it counts as abandoned, whenever the process
+ * that sweeps it started: a writer changes its temp as it works (a rebuild writes as it goes; every other
+ * temp lives the milliseconds between its creation and its rename), so one untouched for an hour has no
+ * writer left. Judged by the wall clock (a file's mtime is one): a clock stepped forward by more than
+ * this between a live writer's last write and a sweep could make its temp look abandoned, which is why
+ * sweeps run only where no other writer may be (under the artifact's lock, the daemon's lock) and
+ * never touch a temp this process still has open.
  */
-export async function removeStaleTemps(paths: readonly string[], before: number): Promise<number> {
+export const ABANDONED_TEMP_MS = 3_600_000
+
+/**
+ * Deletes the entries of `paths` (tempPathFor names a killed or failed process left) last changed
+ * before `before` (ms since the epoch), or, given `now`, unchanged for ABANDONED_TEMP_MS by then: with
+ * only `before` (the sweeper's start), a process running for weeks left every temp of the commands
+ * that failed during its life until it restarted. A temp this process still has open (openTempFor) is
+ * never one of them. Best effort: what cannot be deleted now is tried again next time rather than
+ * failing the caller. Returns how many were deleted.
+ */
+export async function removeStaleTemps(
+  paths: readonly string[],
+  before: number,
+  now?: number,
+): Promise<number> {
   let removed = 0
   for (const path of paths) {
+    if (openTemps.has(path)) continue
     const info = await lstat(path).catch(() => null)
+    if (!info) continue
+    const stale = info.mtimeMs < before || (now !== undefined && now - info.mtimeMs >= ABANDONED_TEMP_MS)
     if (
-      info &&
-      info.mtimeMs < before &&
+      stale &&
       (await removeTree(path).then(
         () => true,
         () => false,

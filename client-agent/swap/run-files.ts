@@ -1,6 +1,7 @@
 import { readFile, rename, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { RunChildren, RunDeferrals, RunState } from '../../schemas/swap.ts'
+import { AgentError, systemError } from '../errors.ts'
 import { withArtifactLock } from '../fs/artifact-lock.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
 import { unlessMissing } from '../fs/missing.ts'
@@ -220,9 +221,23 @@ export class RunFiles {
 
 const emptyState = (): RunState => ({ failedVersions: [], failures: [] })
 
-/** state.json as RunState (empty when missing), or null when it is no JSON or not of that shape. */
+/**
+ * state.json as RunState (empty when missing), or null when it is no JSON or not of that shape. One
+ * that is there but cannot be read (EACCES after a restore or a change of the service's user, EISDIR,
+ * an I/O error) is no empty record and no garbled one: which versions failed here is unknown, so an
+ * `io` error names the file and the way out. Nothing that reads it goes on: `run` reports its update
+ * check as failed and keeps serving the version it runs, `install`/`update` exit 10, the daemon stages
+ * nothing of that artifact; nothing is set aside or overwritten either (the failures in it still hold).
+ */
 async function readRunState(path: string): Promise<RunState | null> {
-  const text = await unlessMissing(readFile(path, 'utf8'), null)
+  const text = await unlessMissing(readFile(path, 'utf8'), null).catch((error: unknown) => {
+    const system = systemError(error)
+    throw new AgentError(
+      'io',
+      `cannot read ${path}, the record of versions that failed a swap on this device (${system?.reason ?? String(error)}); no update of this artifact is tried until it can be read: make it readable by the user deltaport runs as, or delete it to forget those failures`,
+      { path, ...(system ? { errno: system.code } : {}) },
+    )
+  })
   if (text === null) return emptyState()
   let json: unknown
   try {

@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process'
-import { mkdir, readdir, readFile, stat, truncate, utimes, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
@@ -8,7 +8,7 @@ import { runDaemon, runDaemonCycle } from '../daemon/daemon.ts'
 import { StagingArea } from '../daemon/staging.ts'
 import { hashFile } from '../download.ts'
 import { lockArtifact } from '../fs/artifact-lock.ts'
-import { tempPathFor } from '../fs/atomic.ts'
+import { forgetTemp, openTempFor, tempPathFor } from '../fs/atomic.ts'
 import { installArtifact } from '../install.ts'
 import { publishArtifact } from '../publish.ts'
 import { buildDeltasFromPrevious } from '../publish-deltas.ts'
@@ -18,6 +18,7 @@ import { TelemetryQueue } from '../telemetry/queue.ts'
 import { type UninstallResult, uninstallArtifact } from '../uninstall.ts'
 import { expectSameBytes, manifestFor, writeArtifact } from './fixtures.ts'
 import { TEST_TOKEN, useEdgeWorkspace } from './local-edge.ts'
+import { linksOf } from './signal-links.ts'
 
 const run = promisify(execFile)
 const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
@@ -51,7 +52,13 @@ describe('deltaport daemon against the real edge', () => {
     const config = device('core')
     const { v2, published } = await installedWithNewerHead(config, 'dapp', 200_000)
 
-    const cycle = await runDaemonCycle(config, { loadSampler: idle, flushTelemetry: true })
+    const life = new AbortController()
+    const cycle = await runDaemonCycle(config, {
+      loadSampler: idle,
+      flushTelemetry: true,
+      signal: life.signal,
+    })
+    expect(linksOf(life.signal)).toEqual({ listeners: 0, dependants: 0 })
     expect(cycle.skipped).toBeNull()
     expect(cycle.failures).toEqual([])
     expect(cycle.staged).toContainEqual(
@@ -111,7 +118,11 @@ describe('deltaport daemon against the real edge', () => {
       deltas,
     })
 
-    const cycle = await runDaemonCycle(config, { loadSampler: idle })
+    // Under a lifetime signal, as the long-running daemon runs its cycles: none of the plan's requests,
+    // its deadline or the item's claim stays linked to it once the cycle is done (linked-signal.ts).
+    const life = new AbortController()
+    const cycle = await runDaemonCycle(config, { loadSampler: idle, signal: life.signal })
+    expect(linksOf(life.signal)).toEqual({ listeners: 0, dependants: 0 })
     expect(cycle.failures).toEqual([])
     const staged = cycle.staged.find((s) => s.name === 'ddelta')
     expect(staged).toMatchObject({ version: '1.1.0', size: v2Bytes.length })
@@ -177,11 +188,17 @@ describe('deltaport daemon against the real edge', () => {
   it('does not prefetch onto a disk that would keep less than twice minFreeBytes free', async () => {
     const config = device('low-disk')
     await installedWithNewerHead(config, 'dlow', 50_000)
+    // A download of it begun while the disk had room (a cycle cut off): its bytes are part of what
+    // keeps the disk low now, and are given back rather than kept for weeks to be resumed.
+    const staging = new StagingArea(config.installRoot)
+    await staging.prepare()
+    await writeFile(staging.partialPath('dlow', '1.1.0'), Buffer.alloc(20_000))
     // A floor above what any disk here has free: the real statfs says no.
     const full = await runDaemonCycle({ ...config, minFreeBytes: 2 ** 52 }, { loadSampler: idle })
     expect(full.failures).toEqual([])
     expect(mine(full.staged, 'dlow')).toEqual([])
     expect(full.deferred).toContainEqual(expect.objectContaining({ name: 'dlow', reason: 'low-disk' }))
+    expect(await readdir(staging.partialDir)).toEqual([])
     const roomy = await runDaemonCycle(config, { loadSampler: idle })
     expect(mine(roomy.staged, 'dlow')).toEqual(['dlow@1.1.0'])
   })
@@ -286,6 +303,71 @@ describe('deltaport daemon against the real edge', () => {
     await utimes(half, tomorrow, tomorrow)
     await runDaemonCycle(config, { loadSampler: busy })
     expect(await readdir(join(half, '..'))).toEqual([])
+  })
+
+  it("sweeps, while it runs for hours, what commands that failed after it started left, but no live writer's", async () => {
+    const config = device('longrun-sweep')
+    await installedWithNewerHead(config, 'dsweep', 20_000)
+    const store = new ArtifactStore(config.installRoot, 'dsweep')
+    const staging = new StagingArea(config.installRoot)
+    // Left after this process (the daemon) started: a killed install's version folder and rebuilt
+    // output, and an install's staging index write killed before its rename.
+    const version = tempPathFor(store.versionDir('1.2.0'))
+    await mkdir(version)
+    await writeFile(join(version, 'blob'), Buffer.alloc(20_000))
+    const output = tempPathFor(store.workPath('1.2.0.out'))
+    await writeFile(output, Buffer.alloc(20_000))
+    await staging.prepare()
+    const index = tempPathFor(join(staging.root, 'index.json'))
+    await writeFile(index, '{')
+    // One this process is writing right now (a rebuild of its own under way): never taken.
+    const live = await openTempFor(store.workPath('1.3.0.out'))
+    const left = [version, output, index]
+    const present = async () => {
+      const here = await Promise.all(
+        [...left, live.temp].map((path) =>
+          stat(path).then(
+            () => basename(path),
+            () => null,
+          ),
+        ),
+      )
+      return here.filter((entry) => entry !== null)
+    }
+    const later = (ms: number) => () => new Date(Date.now() + ms)
+
+    // Fresh: they may be a live writer's still, and stay.
+    await runDaemonCycle(config, { loadSampler: busy })
+    expect(await present()).toHaveLength(4)
+    // An hour on, but another process holds the artifact (it may be writing them): left to it.
+    const held = await lockArtifact(store.dir, { timeoutMs: 0 })
+    await runDaemonCycle(config, { loadSampler: busy, now: later(2 * 3_600_000) })
+    await held.release()
+    expect(await present()).toEqual([basename(version), basename(output), basename(live.temp)])
+    // An hour on and nobody holds it: the abandoned ones go, the open one stays.
+    await runDaemonCycle(config, { loadSampler: busy, now: later(2 * 3_600_000) })
+    expect(await present()).toEqual([basename(live.temp)])
+    await live.handle.close()
+    await rm(live.temp, { force: true })
+    forgetTemp(live.temp)
+  })
+
+  it('stages nothing of an artifact whose record of failed swaps cannot be read, and says why', async () => {
+    const config = device('unreadable-run')
+    await installedWithNewerHead(config, 'drunrec', 10_000)
+    // Which versions failed a swap here is unknown (EACCES for another user; a directory for root).
+    const state = join(new ArtifactStore(config.installRoot, 'drunrec').dir, 'run', 'state.json')
+    await mkdir(state, { recursive: true })
+    const cycle = await runDaemonCycle(config, { loadSampler: idle })
+    expect(cycle.staged.filter((s) => s.name === 'drunrec')).toEqual([])
+    expect(cycle.failures).toContainEqual(
+      expect.objectContaining({
+        name: 'drunrec',
+        version: '1.1.0',
+        code: 'io',
+        message: expect.stringContaining(state),
+      }),
+    )
   })
 
   it('refuses to stage what no trusted key signed', async () => {

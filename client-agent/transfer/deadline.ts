@@ -1,4 +1,5 @@
 import { AgentError } from '../errors.ts'
+import { linkSignal } from './linked-signal.ts'
 
 /**
  * The overall bound on one download (`transferMinRateBps`, `transferGraceSeconds` in the agent's
@@ -45,12 +46,13 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** A deadline under way (startDeadline): its signal, why it aborts, and the timer to clear. */
 export interface RunningDeadline {
-  /** The caller's signal, aborting also when the deadline passes. */
+  /** The caller's signal, aborting also when the deadline passes (linked to it until `clear`). */
   signal: AbortSignal | undefined
   /** Whether the deadline itself has passed (not the caller's own abort). */
   expired: () => boolean
   /** The `network` error the deadline aborts with, saying which bound was missed. */
   reason: AgentError
+  /** Clears the timer and unlinks the signal from the caller's. */
   clear: () => void
 }
 
@@ -69,13 +71,21 @@ export function startDeadline(
   }
   const bounded = Math.min(Math.max(0, ms), MAX_TIMER_MS)
   const reason = new AgentError('network', describe(bounded), { deadline: true })
-  const deadline = new AbortController()
-  const timer = setTimeout(() => deadline.abort(reason), bounded)
+  // Linked, not AbortSignal.any: `clear` unlinks it from the caller's signal (linked-signal.ts).
+  const deadline = linkSignal(signal)
+  let passed = false
+  const timer = setTimeout(() => {
+    passed = true
+    deadline.abort(reason)
+  }, bounded)
   return {
-    signal: signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal,
-    expired: () => deadline.signal.aborted && !signal?.aborted,
+    signal: deadline.signal,
+    expired: () => passed && !signal?.aborted,
     reason,
-    clear: () => clearTimeout(timer),
+    clear: () => {
+      clearTimeout(timer)
+      deadline.release()
+    },
   }
 }
 

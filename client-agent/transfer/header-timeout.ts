@@ -1,4 +1,5 @@
 import { AgentError } from '../errors.ts'
+import { linkSignal } from './linked-signal.ts'
 
 /** How long the agent waits for an answer's headers, like readBody's stall timer once the body flows. */
 export const HEADER_TIMEOUT_MS = 30_000
@@ -20,10 +21,17 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308])
  */
 export function withHeaderTimeout(fetchImpl: typeof fetch, ms = HEADER_TIMEOUT_MS): typeof fetch {
   return async (input, init = {}) => {
-    const timer = new AbortController()
     const reason = new AgentError('network', `the edge sent no answer within ${ms} ms`, { stalled: true })
-    const timeout = setTimeout(() => timer.abort(reason), ms)
-    const signal = init.signal ? AbortSignal.any([init.signal, timer.signal]) : timer.signal
+    // Linked to the caller's signal until the headers are in (linked-signal.ts: a long-lived caller's
+    // signal, the daemon's, keeps nothing of each fetch). The body is read by readBody, which races
+    // every read against the caller's signal and cancels the body when it aborts.
+    const linked = linkSignal(init.signal ?? undefined)
+    let timedOut = false
+    const timeout = setTimeout(() => {
+      timedOut = true
+      linked.abort(reason)
+    }, ms)
+    const signal = linked.signal
     try {
       const response = await fetchImpl(input, { ...init, signal, redirect: 'manual' })
       if (!REDIRECTS.has(response.status)) return response
@@ -35,10 +43,11 @@ export function withHeaderTimeout(fetchImpl: typeof fetch, ms = HEADER_TIMEOUT_M
         { redirectStatus: response.status, location },
       )
     } catch (error) {
-      if (timer.signal.aborted && !init.signal?.aborted) throw reason
+      if (timedOut && !init.signal?.aborted) throw reason
       throw error
     } finally {
       clearTimeout(timeout)
+      linked.release()
     }
   }
 }

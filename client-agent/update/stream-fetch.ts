@@ -30,6 +30,7 @@ import {
 } from '../transfer/controller.ts'
 import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
 import { withHeaderTimeout } from '../transfer/header-timeout.ts'
+import { type LinkedSignal, linkSignal } from '../transfer/linked-signal.ts'
 import { RateCap } from '../transfer/rate-cap.ts'
 import { readBody } from '../transfer/read-body.ts'
 import { clearJournal, readJournal, type StreamJournal, writeJournal } from './journal.ts'
@@ -312,10 +313,27 @@ async function fetchBlocks(
   fetchRange: (offset: number, length: number, signal: AbortSignal) => Promise<void>,
   signal: AbortSignal | undefined,
 ): Promise<Explanation | null> {
-  let firstPlan: Explanation | null = null
   // Aborted with the first failure for good: every range in flight, and the back-off wait, end with it.
-  const siblings = new AbortController()
-  const rangeSignal = signal ? AbortSignal.any([signal, siblings.signal]) : siblings.signal
+  // Linked, not AbortSignal.any, and released when the walk ends (linked-signal.ts).
+  const siblings = linkSignal(signal)
+  try {
+    return await walkBlocks(span, layout, controller, fetchRange, signal, siblings)
+  } finally {
+    siblings.release()
+  }
+}
+
+/** fetchBlocks under `siblings`, the signal every range and back-off wait is given. */
+async function walkBlocks(
+  span: BlockRange,
+  layout: StreamLayout,
+  controller: RangeController,
+  fetchRange: (offset: number, length: number, signal: AbortSignal) => Promise<void>,
+  signal: AbortSignal | undefined,
+  siblings: LinkedSignal,
+): Promise<Explanation | null> {
+  let firstPlan: Explanation | null = null
+  const rangeSignal = siblings.signal
   const end = span.firstBlock + span.count
   let cursor = span.firstBlock
   const retry: Array<{ firstBlock: number; count: number; attempt: number }> = []
@@ -370,10 +388,8 @@ async function fetchBlocks(
     const pauseMs = pausedUntil - performance.now()
     if (failure === null && pending() && pauseMs > 0) {
       // Until the back-off ends or a range in flight settles, whichever is first; the timer goes with it.
-      const done = new AbortController()
-      const pause = sleep(pauseMs, undefined, {
-        signal: AbortSignal.any([rangeSignal, done.signal]),
-      }).catch(() => undefined)
+      const done = linkSignal(rangeSignal)
+      const pause = sleep(pauseMs, undefined, { signal: done.signal }).catch(() => undefined)
       await Promise.race([pause, ...inFlight])
       done.abort()
       if (signal?.aborted && failure === null) failure = signal.reason ?? new Error('aborted')

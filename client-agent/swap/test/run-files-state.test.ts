@@ -1,8 +1,9 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { RunState } from '../../../schemas/swap.ts'
+import { AgentError } from '../../errors.ts'
 import { RunFiles } from '../run-files.ts'
 
 /**
@@ -68,5 +69,35 @@ describe('a garbled run/state.json', () => {
     expect(await files.failures()).toEqual([{ version: '1.0.0', at: null, reason: null }])
     expect(await asides(dir)).toEqual([])
     expect(warnings).toEqual([])
+  })
+})
+
+describe('a run/state.json that is there but cannot be read', () => {
+  it('is an io error naming it and the way out: not an empty record, nothing moved aside or written', async () => {
+    const dir = await runDir(JSON.stringify({ failedVersions: ['1.0.0'] }))
+    const path = join(dir, 'state.json')
+    // EACCES for a user without permission (root reads any file: a directory there stands in for it).
+    const unreadable = process.getuid?.() === 0 ? 'EISDIR' : 'EACCES'
+    if (unreadable === 'EISDIR') {
+      await rm(path)
+      await mkdir(path)
+    } else await chmod(path, 0)
+    const warnings: string[] = []
+    const files = new RunFiles(dir, (message) => warnings.push(message))
+    for (const read of [() => files.failedVersions(), () => files.failures()]) {
+      const error = await read().catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(AgentError)
+      expect(error).toMatchObject({ code: 'io', details: { path, errno: unreadable } })
+      expect((error as AgentError).message).toContain(path)
+      expect((error as AgentError).message).toMatch(/make it readable .* or delete it/)
+    }
+    // Recording a failure over it would lose the ones it holds: refused the same way.
+    await expect(files.addFailed('1.2.3')).rejects.toMatchObject({ code: 'io' })
+    expect(await asides(dir)).toEqual([])
+    expect(warnings).toEqual([])
+    if (unreadable === 'EACCES') {
+      await chmod(path, 0o644)
+      expect(await files.failedVersions()).toEqual(new Set(['1.0.0']))
+    }
   })
 })
