@@ -50,7 +50,7 @@ export interface EnrollWait {
 /**
  * The device's credential for one config, shared by every request of this process: read from disk,
  * enrolled on first need, renewed ahead of expiry (RENEW_FRACTION, at most once per RENEW_RETRY_MS),
- * re-enrolled at most once when the edge refuses it. Never throws: a device that cannot enroll keeps
+ * re-enrolled when the edge refuses it (at most once per RENEW_RETRY_MS). Never throws: a device that cannot enroll keeps
  * working anonymously (its reports stay queued if the edge requires one).
  */
 export class DeviceSession {
@@ -63,7 +63,12 @@ export class DeviceSession {
   private retryAt = 0
   /** No proactive renewal before this (epoch ms by `clock`). */
   private renewNotBefore = 0
-  private reenrolled = false
+  /**
+   * No re-enrollment before this (epoch ms by `clock`): a credential the edge keeps refusing costs one
+   * enrollment per RENEW_RETRY_MS, never a loop, yet a long-running daemon whose credential is refused a
+   * second time (another secret rotation, weeks later) recovers without a restart.
+   */
+  private reenrollNotBefore = Number.NEGATIVE_INFINITY
   /**
    * The credential the edge refused with a 401 in this process and that could not be renewed yet (the
    * renewal did not get through): kept on disk, since only it proves the device id to the edge, but not
@@ -127,15 +132,18 @@ export class DeviceSession {
 
   /**
    * The edge refused `previous` (invalid, expired, revoked) or wanted a credential this device lacks:
-   * enroll again, once per process, renewing the same device id when the edge still recognises it.
-   * Null when the code cannot enroll (revoked, expired, full) or the edge is unreachable.
+   * enroll again (at most once per RENEW_RETRY_MS), renewing the same device id when the edge still
+   * recognises it. Null when the code cannot enroll (revoked, expired, full), the edge is unreachable,
+   * or the last re-enrollment was too recent.
    */
   async reenroll(
     previous: StoredDeviceCredential | null,
     wait: EnrollWait = {},
   ): Promise<StoredDeviceCredential | null> {
-    if (this.reenrolled) return null
-    this.reenrolled = true
+    const now = clock()
+    // A clock stepped back more than a period must not hold re-enrollment off for that long.
+    if (now < this.reenrollNotBefore && now >= this.reenrollNotBefore - RENEW_RETRY_MS) return null
+    this.reenrollNotBefore = now + RENEW_RETRY_MS
     this.cached = null
     this.retryAt = 0
     // A refusal remembered on disk (the code was revoked, expired or full) is not asked again.

@@ -36,8 +36,9 @@ import { installArtifact } from '../install.ts'
 import { controlRollout } from '../rollout/client.ts'
 import { agentClientId } from '../rollout/client-id.ts'
 import { installWithinRollout, rolloutGate } from '../rollout/update-gate.ts'
-import { TelemetryQueue } from '../telemetry/queue.ts'
+import type { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry } from '../telemetry/uploader.ts'
+import { countingFetch, queueOneEvent } from './devices-harness.ts'
 import { makeWorkspace, writeArtifact } from './fixtures.ts'
 import {
   LOCAL_EDGE_DEVICE_SECRET,
@@ -115,33 +116,6 @@ async function storeExpiredCredential(
 async function edgeRecordOf(deviceId: string, codeId: string): Promise<DeviceInfo | undefined> {
   const page = await listDevices(new EdgeClient(suite.edge.url), TEST_OPERATOR_TOKEN, { code: codeId })
   return page.devices.find((d) => d.deviceId === deviceId)
-}
-
-async function queueOneEvent(config: AgentConfig, artifact = 'dev-app'): Promise<TelemetryQueue> {
-  const queue = new TelemetryQueue(config.installRoot)
-  await queue.record([{ artifact, at: new Date().toISOString(), count: 1, kind: 'use' }])
-  return queue
-}
-
-/**
- * Counts enrollment requests: each should happen only when the agent needs one. With `unreachable` the
- * enrollment route fails like a dropped connection (the rest still reaches the real edge).
- */
-function countingFetch(options: { unreachable?: () => boolean } = {}): {
-  fetchImpl: typeof fetch
-  enrollments: () => number
-} {
-  let enrollments = 0
-  return {
-    fetchImpl: (input, init) => {
-      if (String(input).endsWith('/v1/devices/enroll')) {
-        enrollments++
-        if (options.unreachable?.()) return Promise.reject(new TypeError('fetch failed'))
-      }
-      return fetch(input, init)
-    },
-    enrollments: () => enrollments,
-  }
 }
 
 /**
