@@ -5,6 +5,8 @@ import type { SignedManifest } from '../../schemas/manifest.ts'
 import { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
 import worker from '../index.ts'
+import { readPending, stagePending } from '../publish/pending-manifest.ts'
+import { pruneLeftovers } from '../retention/leftovers.ts'
 import { pruneStorage } from '../retention/prune.ts'
 import { resolveStalledCommits } from '../retention/stalled-commits.ts'
 import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
@@ -90,6 +92,33 @@ describe('storage retention', () => {
     // Published versions are not leftovers.
     expect(await exists(keys.manifest('orphan-kept', '1.0.0'))).toBe(true)
     expect(await exists(keys.blob('orphan-kept', '1.0.0'))).toBe(true)
+  })
+
+  it('keeps a week-old staged publish that a CLI restaged between the listing and the sweep', async () => {
+    const body = bytesOf(900, 31)
+    expect((await startPublish(await envelopeFor('restaged', '1.0.0', body))).status).toBe(201)
+    const key = keys.pendingManifest('restaged', '1.0.0')
+    const weekLater = Date.now() + 8 * DAY
+    // The listing saw the week-old staged manifest; before the sweep reaches it, a CLI stages the version
+    // again (the old attempt counts as abandoned by then, so stagePending replaces it).
+    const rerun = await envelopeFor('restaged', '1.0.0', body, { serial: 2 })
+    let restaged = false
+    const racing = new InterceptedBucket(env.ARTIFACTS, async (op, target, run) => {
+      if (!restaged && op !== 'list' && (target === key || op === 'delete')) {
+        restaged = true
+        expect(await stagePending(env.ARTIFACTS, rerun, JSON.stringify(rerun), weekLater)).toBe('staged')
+      }
+      return run()
+    })
+    const swept = await pruneLeftovers(racing, 3, weekLater)
+    expect(restaged).toBe(true)
+    expect(swept).not.toContain(key)
+    const kept = await readPending(env.ARTIFACTS, 'restaged', '1.0.0')
+    expect(kept?.envelope.signed.serial).toBe(2)
+    expect(kept?.state).toBe('staged')
+    // A week-old staged publish nobody touched is still swept.
+    expect(await pruneLeftovers(env.ARTIFACTS, 3, Date.now() + 16 * DAY)).toContain(key)
+    expect(await exists(key)).toBe(false)
   })
 
   it('plans never name a blob pruned under deltas-preferred after the operator switched back to both', async () => {
