@@ -44,12 +44,14 @@ describe('storage retention', () => {
 
     const preferred = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred', keepFullVersions: 1 } })
     const pruned = await pruneStorage(env.ARTIFACTS, preferred, Date.now())
-    expect(pruned.blobsDeleted.sort()).toEqual([keys.blob('ret', '1.0.0'), keys.blob('ret', '1.1.0')])
+    // 1.1.0 is kept as the head's fallback: a yank of 1.2.0 makes it the head of stable.
+    expect(pruned.blobsDeleted).toEqual([keys.blob('ret', '1.0.0')])
     expect(await exists(keys.blob('ret', '1.2.0'))).toBe(true)
+    expect(await exists(keys.blob('ret', '1.1.0'))).toBe(true)
     // Manifests stay, so updating into the head by delta still works.
     expect((await call('/v1/deltas/ret/1.0.0/1.2.0')).status).toBe(200)
-    // The planner no longer offers what is gone: 1.1.0 lost its blob and its only delta.
-    const plan = (installed: string, target: string) =>
+    // The planner no longer offers what is gone: 1.0.0 lost its blob, and no delta leads to it.
+    const plan = (installed: string | null, target: string) =>
       call('/v1/plan', {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -63,7 +65,7 @@ describe('storage retention', () => {
     const stored = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred' } })
     await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify(stored))
     clearRuntimeConfigCache()
-    expect((await plan('1.0.0', '1.1.0')).status).toBe(404)
+    expect((await plan(null, '1.0.0')).status).toBe(404)
     expect(await (await plan('1.0.0', '1.2.0')).json()).toMatchObject({ strategy: 'delta' })
     await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
     clearRuntimeConfigCache()
@@ -125,7 +127,7 @@ describe('storage retention', () => {
     await publishThree('switched')
     const preferred = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred', keepFullVersions: 1 } })
     await pruneStorage(env.ARTIFACTS, preferred, Date.now())
-    expect(await exists(keys.blob('switched', '1.1.0'))).toBe(false)
+    expect(await exists(keys.blob('switched', '1.0.0'))).toBe(false)
     // `both` keeps every blob from now on; the ones pruned before stay gone.
     await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ delta: { storage: 'both' } }))
     clearRuntimeConfigCache()
@@ -135,15 +137,60 @@ describe('storage retention', () => {
       body: JSON.stringify({
         name: 'switched',
         installed: null,
-        target: '1.1.0',
+        target: '1.0.0',
         capabilities: { methods: ['vcdiff'], chunkSync: true },
       }),
     })
-    // Nothing reaches 1.1.0 from nothing: a clear 404, not a full plan whose blob answers 404.
+    // Nothing reaches 1.0.0 from nothing: a clear 404, not a full plan whose blob answers 404.
     expect(planned.status).toBe(404)
     expect(await planned.text()).toContain('no longer stored in full')
     await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
     clearRuntimeConfigCache()
+  })
+
+  it('keeps, under deltas-preferred, the blob a yank of a channel head falls back to', async () => {
+    // A channel whose versions are not the newest overall (a stable line while beta moves on): the
+    // version stable falls back to is far outside the newest keepFullVersions.
+    await publishSingle('yanked-head', '1.0.0', bytesOf(1200, 41), 1)
+    await publishSingle('yanked-head', '1.1.0', bytesOf(1200, 42), 2)
+    await publishSingle('yanked-head', '1.2.0', bytesOf(1200, 43), 3)
+    for (const [serial, version] of ['2.0.0', '2.1.0'].entries()) {
+      const body = bytesOf(1200, 44 + serial)
+      const beta = await envelopeFor('yanked-head', version, body, { serial: 4 + serial, channels: ['beta'] })
+      expect((await startPublish(beta)).status).toBe(201)
+      const put = await call(`/v1/publish/yanked-head/${version}/blob`, {
+        method: 'PUT',
+        headers: { ...auth, 'content-length': String(body.length) },
+        body,
+      })
+      expect(put.status).toBe(201)
+    }
+    const preferred = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred', keepFullVersions: 1 } })
+    const pruned = await pruneStorage(env.ARTIFACTS, preferred, Date.now())
+    // Heads stable 1.2.0 and beta 2.1.0 stay, and what each falls back to: 1.1.0 and 2.0.0.
+    expect(pruned.blobsDeleted).toEqual([keys.blob('yanked-head', '1.0.0')])
+    const yank = await call('/v1/publish/yanked-head/1.2.0/yank', {
+      method: 'PUT',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'bad build' }),
+    })
+    expect(yank.status).toBe(200)
+    expect(((await yank.json()) as { channels: Record<string, string> }).channels.stable).toBe('1.1.0')
+    // The new head installs fresh, and devices on the yanked version can retreat to it.
+    for (const installed of [null, '1.2.0']) {
+      const planned = await call('/v1/plan', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          name: 'yanked-head',
+          installed,
+          target: '1.1.0',
+          capabilities: { methods: ['vcdiff'], chunkSync: false },
+        }),
+      })
+      expect(planned.status).toBe(200)
+    }
+    expect((await call('/v1/artifacts/yanked-head/1.1.0/blob')).status).toBe(200)
   })
 
   it('runs from the cron trigger with the config in force', async () => {
