@@ -73,6 +73,13 @@ export class RegionAggregator extends DurableObject<Env> {
   /** Prefetch queues by client and request shape; instance memory only, it is a short-lived cache. */
   private readonly prefetchCache = new Map<string, { expires: number; queue: PrefetchQueue }>()
   /**
+   * Prefetch plans under way, by client. A plan awaits R2 and rollout coordinators, so a telemetry
+   * batch of the same client (or a configure) can land meanwhile and clear the client's cached queues;
+   * a plan made from the state before it must then not be cached over that (it would answer, for
+   * prefetchCacheMs, an update the client has already installed). Marked stale by ingest and configure.
+   */
+  private readonly plansUnderWay = new Set<{ clientId: string; stale: boolean }>()
+  /**
    * Each plan reads the R2 catalog and asks rollout coordinators, so plans (not cache hits) are
    * rate-limited per client. In memory: the limit guards cost, and a request should not cost a write.
    */
@@ -173,6 +180,7 @@ export class RegionAggregator extends DurableObject<Env> {
     this.segments = nextSegments
     for (const key of this.prefetchCache.keys())
       if (key.startsWith(`${batch.clientId}|`)) this.prefetchCache.delete(key)
+    for (const plan of this.plansUnderWay) if (plan.clientId === batch.clientId) plan.stale = true
     if ((await this.ctx.storage.getAlarm()) === null) {
       await this.ctx.storage.setAlarm(now + this.settings.rollupIntervalMs)
     }
@@ -227,6 +235,8 @@ export class RegionAggregator extends DurableObject<Env> {
       request.installed?.map((i) => ({ artifact: i.name, version: i.version })) ??
       client?.installed.map((i) => ({ artifact: i.artifact, version: i.version })) ??
       []
+    const underWay = { clientId: request.clientId, stale: false }
+    this.plansUnderWay.add(underWay)
     const queue = await planPrefetch({
       clientId: request.clientId,
       now,
@@ -239,7 +249,8 @@ export class RegionAggregator extends DurableObject<Env> {
       budgetBytes: request.budgetBytes,
       catalog: r2Catalog(this.env.ARTIFACTS),
       rollouts: (name) => rolloutHint(this.env, name, request.channel, request.clientId),
-    })
+    }).finally(() => this.plansUnderWay.delete(underWay))
+    if (underWay.stale) return { status: 'planned', queue }
     if (this.prefetchCache.size >= PREFETCH_CACHE_ENTRIES) {
       const oldest = this.prefetchCache.keys().next().value
       if (oldest !== undefined) this.prefetchCache.delete(oldest)
@@ -270,6 +281,7 @@ export class RegionAggregator extends DurableObject<Env> {
     writeMeta(this.sql, 'settings', JSON.stringify(next))
     this.loadSummaries(Date.now())
     this.prefetchCache.clear()
+    for (const plan of this.plansUnderWay) plan.stale = true
     return next
   }
 

@@ -112,6 +112,12 @@ export class RolloutCoordinator extends DurableObject<Env> {
   private record: RolloutRecord | null = null
   /** Whether the tables exist: they are made by the first start, never for a pair only asked about. */
   private hasTables = false
+  /**
+   * Whether the armed alarm is known to match the record's pending change (checked by this instance,
+   * or set by a commit that completed). False from construction and while a commit is under way, so a
+   * commit whose record landed but whose alarm did not is repaired by the next access (syncAlarm).
+   */
+  private alarmInSync = false
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env)
@@ -130,7 +136,26 @@ export class RolloutCoordinator extends DurableObject<Env> {
       // A record this code cannot read (an older shape) is dropped loudly rather than bricking the object.
       this.record = parseStoredJson(stored, RolloutRecord)
       if (this.record === null) log({ level: 'error', msg: 'unreadable rollout record dropped' })
+      await this.syncAlarm()
     })
+  }
+
+  /**
+   * Re-arms the alarm when it does not match the record's pending change: a rollout whose record was
+   * committed but whose alarm was lost (a fault between the two writes, ADR 0010 amended 2026-11-26)
+   * would otherwise never advance. Run on construction (every wake after eviction or a reset), at the
+   * start of every call and of the alarm; one getAlarm per instance, none once known in sync.
+   */
+  private async syncAlarm(): Promise<void> {
+    if (this.alarmInSync) return
+    const due = this.record?.nextChangeAt ?? null
+    const armed = await this.ctx.storage.getAlarm()
+    if (due !== null && armed !== due) {
+      log({ level: 'warn', msg: 'rollout alarm re-armed', armed, due })
+      await this.ctx.storage.setAlarm(due)
+    }
+    // No pending change with an alarm armed: the alarm finds nothing to do and is harmless.
+    this.alarmInSync = true
   }
 
   /** The object's tables; created by the first start (and kept current on later constructions). */
@@ -176,6 +201,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
     signedAt?: string
   }): Promise<RolloutResult<RolloutStatus>> {
     const { name, channel, spec, signedAt } = StartInput.parse(input)
+    await this.syncAlarm()
     const now = Date.now()
     const replayed = this.replayedStatement(signedAt)
     if (replayed) return replayed
@@ -218,6 +244,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
   }
 
   async pause(control: unknown = {}, signed?: string): Promise<RolloutResult<RolloutStatus>> {
+    await this.syncAlarm()
     const { reason } = RolloutControl.parse(control)
     const signedAt = SignedAt.parse(signed)
     const now = Date.now()
@@ -237,6 +264,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
 
   /** Continues a paused rollout with the time its pending stage had left. Halted ones do not resume. */
   async resume(signed?: string): Promise<RolloutResult<RolloutStatus>> {
+    await this.syncAlarm()
     const signedAt = SignedAt.parse(signed)
     const now = Date.now()
     const record = this.record
@@ -260,6 +288,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
 
   /** Stops for good: nobody new is admitted, and agents not yet updated stay where they are. */
   async abort(control: unknown = {}, signed?: string): Promise<RolloutResult<RolloutStatus>> {
+    await this.syncAlarm()
     const { reason } = RolloutControl.parse(control)
     const signedAt = SignedAt.parse(signed)
     const now = Date.now()
@@ -321,6 +350,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
   }
 
   async status(): Promise<RolloutResult<RolloutStatus>> {
+    await this.syncAlarm()
     if (this.record === null) return notFound()
     return { ok: true, value: this.statusOf(this.record) }
   }
@@ -329,6 +359,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
 
   /** Is this client in, which version should it run, and when does its stage begin. */
   async check(clientId: string): Promise<RolloutResult<RolloutCheck>> {
+    await this.syncAlarm()
     const client = ClientId.parse(clientId)
     const record = this.record
     if (record === null) return notFound()
@@ -358,6 +389,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
    * and each client is rate-limited, so a single client can neither halt a rollout nor churn storage.
    */
   async report(input: unknown): Promise<RolloutResult<OutcomeReceipt>> {
+    await this.syncAlarm()
     const outcome = RolloutOutcome.parse(input)
     const now = Date.now()
     const record = this.record
@@ -430,6 +462,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
    * stage (or a stage starting within `lookAheadMs`) admits; hold back everyone else. Null: no rollout.
    */
   async prefetchHint(input: { clientId: string; lookAheadMs: number }): Promise<RolloutPrefetchHint | null> {
+    await this.syncAlarm()
     const { clientId, lookAheadMs } = HintInput.parse(input)
     const record = this.record
     if (record === null) return null
@@ -458,6 +491,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
    * the runtime's (absent when a test runs the alarm directly).
    */
   override async alarm(info?: AlarmInvocationInfo): Promise<void> {
+    await this.syncAlarm()
     const record = this.record
     if (record === null) return
     // Alarms are at-least-once: a delivery retried after a failure that came once its writes had
@@ -641,14 +675,21 @@ export class RolloutCoordinator extends DurableObject<Env> {
 
   /**
    * Stores the record (and the signing time of the statement it acted on, if any) and makes the alarm
-   * match its pending change.
+   * match its pending change. The alarm is set in the same synchronous turn as the row is written, so the
+   * runtime commits the two together; should the alarm still not land (the call fails, the object is
+   * reset), `alarmInSync` stays false and syncAlarm re-arms it at the next call, alarm or construction.
    */
   private async commit(record: RolloutRecord, signedAt?: string): Promise<void> {
+    this.alarmInSync = false
     if (signedAt !== undefined) writeMeta(this.sql, LAST_SIGNED_KEY, String(Date.parse(signedAt)))
     writeMeta(this.sql, RECORD_KEY, JSON.stringify(record))
     this.record = record
-    if (record.nextChangeAt === null) await this.ctx.storage.deleteAlarm()
-    else await this.ctx.storage.setAlarm(record.nextChangeAt)
+    const armed =
+      record.nextChangeAt === null
+        ? this.ctx.storage.deleteAlarm()
+        : this.ctx.storage.setAlarm(record.nextChangeAt)
+    await armed
+    this.alarmInSync = true
   }
 }
 

@@ -9,6 +9,7 @@ import { ManifestFacts, type ShardPlan } from '../schemas/shards.ts'
 import { readPublishedManifest } from '../workers/storage/artifact-store.ts'
 import { keys } from '../workers/storage/keys.ts'
 import { readMeta, writeMeta } from './meta-table.ts'
+import { parseStoredJson } from './stored-json.ts'
 
 /** A dependency to plan, with the names its manifest declares it needs. */
 export type PlannedDependency = PlanDependency & { requires: string[] }
@@ -35,8 +36,7 @@ export async function readDependencies(
     const ref = splitEntry(id)
     if (ref === null) continue
     const cached = readMeta(sql, `${MANIFEST_PREFIX}${id}`)
-    const known = cached === null ? null : ManifestFacts.safeParse(JSON.parse(cached))
-    let info: ManifestFacts | null = known?.success ? known.data : null
+    let info: ManifestFacts | null = cached === null ? null : parseStoredJson(cached, ManifestFacts)
     if (info === null) {
       const stored = await readPublishedManifest(artifacts, ref.name, ref.version).catch(() => null)
       if (stored === null) continue

@@ -8,6 +8,7 @@ import type { DemandModel } from '../predict/index.ts'
 import { forecastZone, HOUR_MS, hourlySeries, mean, smape } from '../predict/index.ts'
 import { StoredDemandModel, type ZonesConfig } from '../schemas/shards.ts'
 import { addZoneMetrics, HISTORY_HOURS } from './shard-demand.ts'
+import { parseStoredJson } from './stored-json.ts'
 
 /** Dependencies considered per re-plan (hottest by recent requests). */
 const MAX_ENTRIES = 256
@@ -206,8 +207,7 @@ function readModel(sql: SqlStorage, entry: string, zone: string): DemandModel | 
     .exec<{ model: string }>('SELECT model FROM models WHERE entry = ? AND zone = ?', entry, zone)
     .toArray()[0]
   if (row === undefined) return null
-  const parsed = StoredDemandModel.safeParse(JSON.parse(row.model))
-  return parsed.success ? parsed.data : null
+  return parseStoredJson(row.model, StoredDemandModel)
 }
 
 function writeModel(sql: SqlStorage, entry: string, zone: string, model: DemandModel): void {

@@ -3,6 +3,7 @@
  * an unflipped lost one each write a new version; older rows are kept a little while for diffs.
  */
 import { ShardPlan } from '../schemas/shards.ts'
+import { parseStoredJson } from './stored-json.ts'
 
 export function createPlanTable(sql: SqlStorage): void {
   sql.exec(
@@ -10,12 +11,17 @@ export function createPlanTable(sql: SqlStorage): void {
   )
 }
 
-/** The plan in force (null before the first re-plan). */
+/**
+ * The plan in force (null before the first re-plan): the newest version that can be read. A damaged
+ * newest row is passed over, not taken for "no plan": the next plan would then start again at version 1
+ * under it, and the planner would read the damaged row, and plan from nothing, for good.
+ */
 export function readCurrentPlan(sql: SqlStorage): ShardPlan | null {
-  const row = sql.exec<{ plan: string }>('SELECT plan FROM plans ORDER BY version DESC LIMIT 1').toArray()[0]
-  if (row === undefined) return null
-  const parsed = ShardPlan.safeParse(JSON.parse(row.plan))
-  return parsed.success ? parsed.data : null
+  for (const row of sql.exec<{ plan: string }>('SELECT plan FROM plans ORDER BY version DESC')) {
+    const plan = parseStoredJson(row.plan, ShardPlan)
+    if (plan !== null) return plan
+  }
+  return null
 }
 
 export function savePlan(sql: SqlStorage, plan: ShardPlan, now: number): void {

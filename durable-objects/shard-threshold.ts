@@ -14,6 +14,7 @@ import {
 } from '../predict/index.ts'
 import { BanditArmState, type ShardMetrics, type ZonesConfig } from '../schemas/shards.ts'
 import { readMeta, writeMeta } from './meta-table.ts'
+import { parseStoredJson } from './stored-json.ts'
 
 /** meta key: the id of the arm in play. */
 const THRESHOLD_KEY = 'threshold'
@@ -101,8 +102,8 @@ function chooseThreshold(sql: SqlStorage, config: ZonesConfig, now: number): num
 function arms(sql: SqlStorage, config: ZonesConfig): ThresholdArm[] {
   const fresh = thresholdArms(config.prefetchThresholds)
   const raw = readMeta(sql, BANDIT_KEY)
-  const stored = raw === null ? null : BanditArmState.array().safeParse(JSON.parse(raw))
-  if (!stored?.success) return fresh
+  const stored = raw === null ? null : parseStoredJson(raw, BanditArmState.array())
+  if (stored === null) return fresh
   // Arms follow the configured thresholds; counts survive for thresholds still offered.
-  return fresh.map((a) => stored.data.find((s) => s.id === a.id) ?? a)
+  return fresh.map((a) => stored.find((s) => s.id === a.id) ?? a)
 }

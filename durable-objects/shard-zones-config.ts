@@ -5,6 +5,7 @@
 import { firstDeclarations, ZonesConfig } from '../schemas/shards.ts'
 import { RUNTIME_CONFIG_KEY, runtimeConfigStatus } from '../workers/config/runtime-config.ts'
 import { readMeta, writeMeta } from './meta-table.ts'
+import { parseStoredJson } from './stored-json.ts'
 
 /** meta key: the zones of the last runtime config the planner saw accepted. */
 const ZONES_LAST_GOOD = 'zonesLastGood'
@@ -34,6 +35,5 @@ async function zonesConfigOf(env: Env, sql: SqlStorage): Promise<ZonesConfig> {
     return zones
   }
   const stored = readMeta(sql, ZONES_LAST_GOOD)
-  const lastGood = stored === null ? null : ZonesConfig.safeParse(JSON.parse(stored))
-  return lastGood?.success ? lastGood.data : zones
+  return (stored === null ? null : parseStoredJson(stored, ZonesConfig)) ?? zones
 }

@@ -6,6 +6,7 @@
 import type { AccessSummary } from '../predict/index.ts'
 import { AccessSummarySchema } from '../schemas/aggregation.ts'
 import { readMeta, writeMeta } from './meta-table.ts'
+import { parseStoredJson } from './stored-json.ts'
 
 export interface SummaryTables {
   artifacts: string
@@ -51,9 +52,8 @@ export function loadSummary(sql: SqlStorage, t: SummaryTables, base: AccessSumma
           }))
   const profileRow = readMeta(sql, t.profileKey)
   // Our own JSON, but a row from an older layout must not break loading: fall back to an empty profile.
-  const stored =
-    profileRow === null ? null : AccessSummarySchema.shape.profile.safeParse(JSON.parse(profileRow))
-  const profile = stored?.success ? stored.data : base.profile
+  const stored = profileRow === null ? null : parseStoredJson(profileRow, AccessSummarySchema.shape.profile)
+  const profile = stored ?? base.profile
   const updatedAt = Math.max(base.updatedAt, ...artifacts.map((a) => a.updatedAt))
   return { ...base, artifacts, transitions, profile, updatedAt }
 }

@@ -20,6 +20,9 @@ import type { AddressInfo } from 'node:net'
  * - `drop-answer`: the request goes to the edge whole and the edge's whole answer is read, then the
  *   client's connection is reset (an RST) without a byte of it: the edge did everything, the client
  *   only sees `fetch failed` (a Worker dying after its work, or a link cut on the way back);
+ * - `fail-after-forward`: the request goes to the edge whole and the edge's whole answer is read, then
+ *   the client gets `status` (a problem+json 5xx) instead: the edge did everything, a load balancer or
+ *   a Worker failing after the work says it failed;
  * - `stall-body`: the headers and half the body, then silence on an open connection;
  * - `trickle`: the headers, then one byte (or `bytes`) every `trickleMs` (slowloris toward the client);
  * - `ignore-range`: the Range header dropped on the way in, so the edge answers 200 with everything;
@@ -56,6 +59,7 @@ export type Fault =
   | { kind: 'replace-body'; body: string }
   | { kind: 'other-path'; path: string }
   | { kind: 'redirect'; location: string }
+  | { kind: 'fail-after-forward'; status: number }
 
 /** One request as the proxy saw it, before any fault. */
 export interface SeenRequest {
@@ -159,6 +163,14 @@ export async function startFaultProxy(
     if (fault?.kind === 'drop-answer') {
       answer.resume()
       answer.on('end', () => res.socket?.resetAndDestroy())
+      return
+    }
+    if (fault?.kind === 'fail-after-forward') {
+      answer.resume()
+      answer.on('end', () => {
+        res.writeHead(fault.status, { 'content-type': 'application/problem+json' })
+        res.end(JSON.stringify({ type: 'about:blank', title: 'Internal Server Error', status: fault.status }))
+      })
       return
     }
     const headers = { ...answer.headers }

@@ -111,6 +111,32 @@ describe('deltaport publish when the edge’s answers are damaged on the way', (
     expect(await publishedVersions('mf-commit-html')).toEqual(['1.0.0'])
   })
 
+  it('a 5xx answer to the publishing request after its commit landed: the CLI finds it published, exit 0', async () => {
+    const args = await publishArgs('mf-commit-5xx', '1.0.0', 4_000)
+    let commits = 0
+    const run = await behindProxy('commit-5xx', args, (r) => {
+      if (r.method !== 'PUT' || r.path !== '/v1/publish/mf-commit-5xx/1.0.0/blob') return undefined
+      commits++
+      return { kind: 'fail-after-forward', status: 500 }
+    })
+    expect(run.code, run.stderr ?? run.stdout).toBe(0)
+    expect(run.json?.published).toMatchObject({ version: '1.0.0', settled: 'answer-lost' })
+    // The edge committed the first request; the CLI read the result back instead of sending it again.
+    expect(commits).toBe(1)
+    expect(await publishedVersions('mf-commit-5xx')).toEqual(['1.0.0'])
+  })
+
+  it('a 5xx answer to the publishing request that never reached the edge: exit 5, nothing published', async () => {
+    const args = await publishArgs('mf-commit-5xx-lost', '1.0.0', 4_000)
+    const run = await behindProxy('commit-5xx-lost', args, (r) =>
+      r.method === 'PUT' && r.path === '/v1/publish/mf-commit-5xx-lost/1.0.0/blob'
+        ? { kind: 'html-error' }
+        : undefined,
+    )
+    expect(run.code, run.stderr ?? run.stdout).toBe(5)
+    expect(await publishedVersions('mf-commit-5xx-lost')).toEqual([])
+  })
+
   it('the publishing answer not JSON and the index unreadable: exit 5, saying the version is most likely published', async () => {
     const args = await publishArgs('mf-commit-blind', '1.0.0', 4_000)
     let committed = false

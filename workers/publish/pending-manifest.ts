@@ -315,3 +315,35 @@ export async function abandonPending(
   }
   throw new Problem(409, 'conflict', `the staged publish of ${name}@${version} kept changing; retry`)
 }
+
+/**
+ * Retention's sweep of a staged manifest it listed as older than a staged publish's grace (`listed`, as
+ * the listing showed it): deleted only if no put changed it since it was listed. The listing of every
+ * `pending/` key and the sweep are seconds apart, and a CLI may restage the version in between (its
+ * stagePending replaces an abandoned staged manifest); a plain delete then dropped the fresh one, and its
+ * upload failed with "start the publish first". R2 has no conditional delete, so the staged object is
+ * first marked `given-up` by a put conditional on the listed upload time (unchangedSince): a restage
+ * before it makes the mark fail and the object is kept, and a restage after it finds a marker that holds
+ * nothing and replaces it as every stage does. Only a restage landing between the mark and the delete,
+ * one round trip, is still lost, at the cost of that CLI's 409; committed state is never touched. Whether
+ * it was swept.
+ */
+export async function sweepStaged(
+  bucket: R2Bucket,
+  key: string,
+  listed: { uploaded: Date },
+): Promise<boolean> {
+  const current = await bucket.get(key)
+  if (!current) return false
+  // Rewritten with the same bytes (a marker readPending can still parse); a restage since the listing
+  // has other bytes, but then the condition refuses the put anyway.
+  const raw = await current.text()
+  const marked = await bucket.put(key, raw, {
+    httpMetadata: { contentType: 'application/json' },
+    customMetadata: { [STATE_KEY]: 'given-up' },
+    onlyIf: unchangedSince(listed),
+  })
+  if (marked === null) return false
+  await bucket.delete(key)
+  return true
+}

@@ -1,3 +1,4 @@
+import { gt as semverGreater } from 'semver'
 import type { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import type { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import { readIndex } from '../storage/artifact-store.ts'
@@ -33,7 +34,7 @@ export interface PruneReport {
  * - deltas older than `retainDeltasDays` are deleted, except those into a current channel head (the
  *   ones devices still need most; they go once the head moves on);
  * - under `storage: 'deltas-preferred'`, full blobs beyond the newest `keepFullVersions` (by serial) are
- *   deleted, channel heads always kept. Manifests, indexes and chunk indexes stay: they are small and
+ *   deleted, channel heads always kept, and so is the version each head falls back to if it is yanked. Manifests, indexes and chunk indexes stay: they are small and
  *   they keep chains through old versions plannable;
  * - orphans of faulted deletes and dead requests (staging objects, locks, lazy-delta refusals) once
  *   nothing can still use them (leftovers.ts);
@@ -71,8 +72,9 @@ export async function pruneStorage(
       ...(await pruneDeltas(bucket, name, heads, now - config.delta.retainDeltasDays * DAY_MS)),
     )
     if (config.delta.storage === 'deltas-preferred') {
+      const kept = new Set([...heads, ...fallbackHeads(found.index)])
       report.blobsDeleted.push(
-        ...(await pruneBlobs(bucket, found.index, heads, config.delta.keepFullVersions)),
+        ...(await pruneBlobs(bucket, found.index, kept, config.delta.keepFullVersions)),
       )
     }
   }
@@ -108,6 +110,24 @@ async function pruneDeltas(bucket: R2Bucket, name: string, heads: ReadonlySet<st
   }
   await deleteAll(bucket, doomed)
   return doomed
+}
+
+/**
+ * The version each channel's head falls back to when the head is yanked: the highest version of the
+ * channel not yanked other than the head, as the yank computes it (storage/yank.ts). Its blob is kept
+ * like a head's: a yank is the emergency move, and a head whose full artifact was pruned can be neither
+ * installed fresh nor retreated to (no delta leads down from the yanked version), so every device of the
+ * channel would meet a 404 (ADR 0024, amended 2026-11-26).
+ */
+function fallbackHeads(index: ArtifactIndex): string[] {
+  return Object.entries(index.channels).flatMap(([channel, head]) => {
+    let next: string | undefined
+    for (const v of index.versions) {
+      if (v.yanked || v.version === head || !v.channels.includes(channel)) continue
+      if (next === undefined || semverGreater(v.version, next)) next = v.version
+    }
+    return next === undefined ? [] : [next]
+  })
 }
 
 async function pruneBlobs(bucket: R2Bucket, index: ArtifactIndex, heads: ReadonlySet<string>, keep: number) {

@@ -230,10 +230,7 @@ async function repairListed(
   liveness: CommitLiveness | undefined,
 ): Promise<ListedOutcome> {
   const current = await bucket.get(key)
-  if (current) {
-    const { signed } = parseStored(SignedManifest, await current.text(), key, 'manifest')
-    if (!markedCommitting(current.customMetadata) || isManifestOf(entry, signed)) return 'servable'
-  }
+  if (current && (await servableAs(current, entry, key))) return 'servable'
   if (liveness) {
     const youngest = Math.max(liveness.indexWritten.getTime(), current?.uploaded.getTime() ?? 0)
     if (liveness.now - youngest < COMMIT_ABANDONED_AFTER_MS) {
@@ -247,8 +244,18 @@ async function repairListed(
     httpMetadata: { contentType: 'application/json' },
     onlyIf: current ? { etagMatches: current.etag } : { etagDoesNotMatch: '*' },
   })
-  // Not written: the key changed since the read (the stalled commit's own repair); checked again later.
-  return written ? 'restored' : 'unservable'
+  if (written) return 'restored'
+  // Not written: the key changed since the read. Another repair of the version (the retention pass and a
+  // repair on read, or two on read) or the stalled commit's own put back got there first: the version is
+  // servable, and only a repair that really leaves it unservable reports it.
+  const now = await bucket.get(key)
+  return now && (await servableAs(now, entry, key)) ? 'servable' : 'unservable'
+}
+
+/** Whether the object at a listed version's key is served: unmarked, or marked but the entry's own. */
+async function servableAs(object: R2ObjectBody, entry: VersionEntry, key: string): Promise<boolean> {
+  const { signed } = parseStored(SignedManifest, await object.text(), key, 'manifest')
+  return !markedCommitting(object.customMetadata) || isManifestOf(entry, signed)
 }
 
 /** The kept claim of `entry`'s version whose serial and sha256 are the entry's, or null. */

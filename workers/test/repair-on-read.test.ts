@@ -1,8 +1,10 @@
 import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { afterEach, describe, expect, it, vi } from 'vitest'
+import { versionEntry } from '../../schemas/artifact-index.ts'
 import app from '../index.ts'
-import { COMMIT_ABANDONED_AFTER_MS } from '../storage/artifact-store.ts'
+import { repairListedVersion } from '../retention/stalled-commits.ts'
+import { COMMIT_ABANDONED_AFTER_MS, readIndex } from '../storage/artifact-store.ts'
 import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
 import { keys } from '../storage/keys.ts'
 import { REPAIR_CLAIM_MS, repairClaimKey } from '../storage/repair-on-read.ts'
@@ -234,6 +236,43 @@ describe('a listed version whose manifest is not servable, repaired on read', ()
     expect(logged).toHaveLength(1)
     expect(logged[0]).toContain(keys.manifest('onread5', '1.0.0'))
     expect(logged[0]).toContain('put the signed manifest envelope')
+  })
+
+  it('two repairs of one version at once: one restores it, the other finds it servable and logs nothing', async () => {
+    // The retention pass and a repair on read (or two on read once a claim went stale) reach the same
+    // version together: both find the key empty and the kept claim, both put it back create-only.
+    const raw = await listedWithoutManifest('onread9', 79)
+    const key = keys.manifest('onread9', '1.0.0')
+    const found = await readIndex(env.ARTIFACTS, 'onread9')
+    const entry = found ? versionEntry(found.index, '1.0.0') : undefined
+    if (entry === undefined) throw new Error('onread9@1.0.0 is not listed')
+    // Each repair's put waits until both have reached it, so they race for the key for sure.
+    let arrived = 0
+    let bothThere: () => void = () => undefined
+    const together = new Promise<void>((resolve) => {
+      bothThere = resolve
+    })
+    const racing = new InterceptedBucket(env.ARTIFACTS, async (op, target, run) => {
+      if (op === 'put' && target === key && arrived < 2) {
+        if (++arrived === 2) bothThere()
+        await together
+      }
+      return run()
+    })
+    const errors: string[] = []
+    const log = console.log
+    vi.spyOn(console, 'log').mockImplementation((line: unknown, ...rest: unknown[]) => {
+      if (typeof line === 'string' && line.includes('"level":"error"')) errors.push(line)
+      else log(line, ...rest)
+    })
+    const outcomes = await Promise.all([
+      repairListedVersion(racing, 'onread9', entry),
+      repairListedVersion(racing, 'onread9', entry),
+    ])
+    expect(arrived).toBe(2)
+    expect(outcomes.sort()).toEqual(['restored', 'servable'])
+    expect(errors).toEqual([])
+    expect(await servedWithin('/v1/artifacts/onread9/1.0.0/manifest')).toBe(raw)
   })
 
   it('a repair that cannot take its claim (a storage fault) answers 503 all the same', async () => {

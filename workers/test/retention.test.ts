@@ -5,6 +5,8 @@ import type { SignedManifest } from '../../schemas/manifest.ts'
 import { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
 import worker from '../index.ts'
+import { readPending, stagePending } from '../publish/pending-manifest.ts'
+import { pruneLeftovers } from '../retention/leftovers.ts'
 import { pruneStorage } from '../retention/prune.ts'
 import { resolveStalledCommits } from '../retention/stalled-commits.ts'
 import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
@@ -42,12 +44,14 @@ describe('storage retention', () => {
 
     const preferred = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred', keepFullVersions: 1 } })
     const pruned = await pruneStorage(env.ARTIFACTS, preferred, Date.now())
-    expect(pruned.blobsDeleted.sort()).toEqual([keys.blob('ret', '1.0.0'), keys.blob('ret', '1.1.0')])
+    // 1.1.0 is kept as the head's fallback: a yank of 1.2.0 makes it the head of stable.
+    expect(pruned.blobsDeleted).toEqual([keys.blob('ret', '1.0.0')])
     expect(await exists(keys.blob('ret', '1.2.0'))).toBe(true)
+    expect(await exists(keys.blob('ret', '1.1.0'))).toBe(true)
     // Manifests stay, so updating into the head by delta still works.
     expect((await call('/v1/deltas/ret/1.0.0/1.2.0')).status).toBe(200)
-    // The planner no longer offers what is gone: 1.1.0 lost its blob and its only delta.
-    const plan = (installed: string, target: string) =>
+    // The planner no longer offers what is gone: 1.0.0 lost its blob, and no delta leads to it.
+    const plan = (installed: string | null, target: string) =>
       call('/v1/plan', {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -61,7 +65,7 @@ describe('storage retention', () => {
     const stored = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred' } })
     await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify(stored))
     clearRuntimeConfigCache()
-    expect((await plan('1.0.0', '1.1.0')).status).toBe(404)
+    expect((await plan(null, '1.0.0')).status).toBe(404)
     expect(await (await plan('1.0.0', '1.2.0')).json()).toMatchObject({ strategy: 'delta' })
     await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
     clearRuntimeConfigCache()
@@ -92,11 +96,38 @@ describe('storage retention', () => {
     expect(await exists(keys.blob('orphan-kept', '1.0.0'))).toBe(true)
   })
 
+  it('keeps a week-old staged publish that a CLI restaged between the listing and the sweep', async () => {
+    const body = bytesOf(900, 31)
+    expect((await startPublish(await envelopeFor('restaged', '1.0.0', body))).status).toBe(201)
+    const key = keys.pendingManifest('restaged', '1.0.0')
+    const weekLater = Date.now() + 8 * DAY
+    // The listing saw the week-old staged manifest; before the sweep reaches it, a CLI stages the version
+    // again (the old attempt counts as abandoned by then, so stagePending replaces it).
+    const rerun = await envelopeFor('restaged', '1.0.0', body, { serial: 2 })
+    let restaged = false
+    const racing = new InterceptedBucket(env.ARTIFACTS, async (op, target, run) => {
+      if (!restaged && op !== 'list' && (target === key || op === 'delete')) {
+        restaged = true
+        expect(await stagePending(env.ARTIFACTS, rerun, JSON.stringify(rerun), weekLater)).toBe('staged')
+      }
+      return run()
+    })
+    const swept = await pruneLeftovers(racing, 3, weekLater)
+    expect(restaged).toBe(true)
+    expect(swept).not.toContain(key)
+    const kept = await readPending(env.ARTIFACTS, 'restaged', '1.0.0')
+    expect(kept?.envelope.signed.serial).toBe(2)
+    expect(kept?.state).toBe('staged')
+    // A week-old staged publish nobody touched is still swept.
+    expect(await pruneLeftovers(env.ARTIFACTS, 3, Date.now() + 16 * DAY)).toContain(key)
+    expect(await exists(key)).toBe(false)
+  })
+
   it('plans never name a blob pruned under deltas-preferred after the operator switched back to both', async () => {
     await publishThree('switched')
     const preferred = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred', keepFullVersions: 1 } })
     await pruneStorage(env.ARTIFACTS, preferred, Date.now())
-    expect(await exists(keys.blob('switched', '1.1.0'))).toBe(false)
+    expect(await exists(keys.blob('switched', '1.0.0'))).toBe(false)
     // `both` keeps every blob from now on; the ones pruned before stay gone.
     await env.CONFIG.put(RUNTIME_CONFIG_KEY, JSON.stringify({ delta: { storage: 'both' } }))
     clearRuntimeConfigCache()
@@ -106,15 +137,60 @@ describe('storage retention', () => {
       body: JSON.stringify({
         name: 'switched',
         installed: null,
-        target: '1.1.0',
+        target: '1.0.0',
         capabilities: { methods: ['vcdiff'], chunkSync: true },
       }),
     })
-    // Nothing reaches 1.1.0 from nothing: a clear 404, not a full plan whose blob answers 404.
+    // Nothing reaches 1.0.0 from nothing: a clear 404, not a full plan whose blob answers 404.
     expect(planned.status).toBe(404)
     expect(await planned.text()).toContain('no longer stored in full')
     await env.CONFIG.delete(RUNTIME_CONFIG_KEY)
     clearRuntimeConfigCache()
+  })
+
+  it('keeps, under deltas-preferred, the blob a yank of a channel head falls back to', async () => {
+    // A channel whose versions are not the newest overall (a stable line while beta moves on): the
+    // version stable falls back to is far outside the newest keepFullVersions.
+    await publishSingle('yanked-head', '1.0.0', bytesOf(1200, 41), 1)
+    await publishSingle('yanked-head', '1.1.0', bytesOf(1200, 42), 2)
+    await publishSingle('yanked-head', '1.2.0', bytesOf(1200, 43), 3)
+    for (const [serial, version] of ['2.0.0', '2.1.0'].entries()) {
+      const body = bytesOf(1200, 44 + serial)
+      const beta = await envelopeFor('yanked-head', version, body, { serial: 4 + serial, channels: ['beta'] })
+      expect((await startPublish(beta)).status).toBe(201)
+      const put = await call(`/v1/publish/yanked-head/${version}/blob`, {
+        method: 'PUT',
+        headers: { ...auth, 'content-length': String(body.length) },
+        body,
+      })
+      expect(put.status).toBe(201)
+    }
+    const preferred = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred', keepFullVersions: 1 } })
+    const pruned = await pruneStorage(env.ARTIFACTS, preferred, Date.now())
+    // Heads stable 1.2.0 and beta 2.1.0 stay, and what each falls back to: 1.1.0 and 2.0.0.
+    expect(pruned.blobsDeleted).toEqual([keys.blob('yanked-head', '1.0.0')])
+    const yank = await call('/v1/publish/yanked-head/1.2.0/yank', {
+      method: 'PUT',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'bad build' }),
+    })
+    expect(yank.status).toBe(200)
+    expect(((await yank.json()) as { channels: Record<string, string> }).channels.stable).toBe('1.1.0')
+    // The new head installs fresh, and devices on the yanked version can retreat to it.
+    for (const installed of [null, '1.2.0']) {
+      const planned = await call('/v1/plan', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          name: 'yanked-head',
+          installed,
+          target: '1.1.0',
+          capabilities: { methods: ['vcdiff'], chunkSync: false },
+        }),
+      })
+      expect(planned.status).toBe(200)
+    }
+    expect((await call('/v1/artifacts/yanked-head/1.1.0/blob')).status).toBe(200)
   })
 
   it('runs from the cron trigger with the config in force', async () => {
