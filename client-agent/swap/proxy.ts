@@ -499,7 +499,7 @@ export class SwapProxy {
       this.unavailable(res, hold.retryAfterSeconds(), 'the service is restarting', expectsContinue)
       return
     }
-    const now = Date.now()
+    const now = performance.now()
     const wait = this.gate.waitFor(client, now)
     if (wait > 0) {
       this.counters.refused503 += 1
@@ -675,7 +675,7 @@ export class SwapProxy {
       req.resume()
       return this.refuse(res, 503, STOP_RETRY_AFTER_S, STOPPING, true)
     }
-    const now = Date.now()
+    const now = performance.now()
     const wait = this.gate.waitFor(client, now)
     if (wait > 0) {
       this.counters.refused503 += 1
@@ -736,7 +736,8 @@ export class SwapProxy {
       return this.refuse(res, 408, null, detail, true)
     }
     // A chunked body had room for the largest body the buffer takes: now its real size is known.
-    if (chunked && body.length > 0 && !this.admitted(res, client, tier, body.length, Date.now())) return
+    if (chunked && body.length > 0 && !this.admitted(res, client, tier, body.length, performance.now()))
+      return
     // No swap holds writes now (it ended while a slow upload was still arriving, or it is past its
     // probation). The write is not added to the buffer: joining it, every answered write of a busy client
     // would bring the next one and the backlog would never drain. It goes live once the client's queued

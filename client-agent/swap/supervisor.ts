@@ -972,7 +972,7 @@ export class Supervisor {
     await this.children.forget(dead)
     for (let attempt = 0; ; attempt++) {
       const delay = this.crashes.restartDelay(attempt)
-      this.restartHold.restartDueAt = Date.now() + delay
+      this.restartHold.restartDueAt = performance.now() + delay
       if (attempt === 0)
         this.emit({
           type: 'service-restarted',
