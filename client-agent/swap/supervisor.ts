@@ -725,10 +725,20 @@ export class Supervisor {
     return { buffered: this.proxy.counters.held - heldBefore, replayed: result.replayed }
   }
 
-  /** Empties the journal once nothing is held (nothing in it is owed a replay now). */
+  /**
+   * At the end of every swap (and of a restart's replay): the journal keeps only the writes still owed a
+   * replay (none: it is emptied). Writes still held then (a restart hold begun meanwhile, a write sent
+   * and unanswered) stay in it; skipping the compaction whenever one was held let the journal grow by
+   * every such swap's records.
+   */
   private async settle(): Promise<void> {
     this.proxy.clearRetryGate()
-    if (this.buffer.empty && this.proxy.mode === 'pass') await this.journal.reset()
+    // Failed (a full disk for the copy), the journal stays as it was: whole, only longer.
+    await this.journal
+      .compact()
+      .catch((error: Error) =>
+        this.emit({ type: 'error', message: `could not compact the swap journal: ${error.message}` }),
+      )
   }
 
   private async finish(
@@ -1013,7 +1023,12 @@ export class Supervisor {
     fresh: ServiceProcess,
     update: ReadyUpdate,
   ): Promise<void> {
-    if (!this.proxy.holdingForRestart) return this.adopt(fresh, update)
+    if (!this.proxy.holdingForRestart) {
+      this.adopt(fresh, update)
+      // A hold that ran out turned its writes away (`w` and `d` records): without this, a service whose
+      // restarts outlast restartHoldMs grew the journal by every crash's writes until the next swap.
+      return this.settle()
+    }
     await this.serialized(async () => {
       // A stop or a swap may have come first; then nobody needs this copy.
       if (this.stopping || this.current !== dead) return this.children.discard(fresh)
