@@ -367,6 +367,35 @@ export interface ServiceAnswer {
   status: number
   headers: Array<[string, string]>
   body: Buffer
+  /**
+   * Set when the service's answer went past MAX_REPLAY_ANSWER_BYTES: its status (it did the write; how
+   * it went is that status). `status`, `headers` and `body` are then the agent's own 502.
+   */
+  tooLarge?: number
+}
+
+/**
+ * The most of a replayed write's answer the agent keeps to pass on (its client gets it once its `done`
+ * record is durable, so it is collected whole): per replay lane, so memory stays at replayConcurrency
+ * times this. A service that answered with a stream or a huge body held a lane, and the swap, for as
+ * long as bytes came, and the agent kept every one.
+ */
+export const MAX_REPLAY_ANSWER_BYTES = 8 * 1024 * 1024
+
+/** The client's answer when the service's went past MAX_REPLAY_ANSWER_BYTES. */
+function answerTooLarge(status: number): ServiceAnswer {
+  return {
+    status: 502,
+    headers: [['content-type', 'application/problem+json']],
+    body: Buffer.from(
+      JSON.stringify({
+        title: 'the service answered too much',
+        status: 502,
+        detail: `the service answered ${status} to this write, held during an update and replayed, with a body over ${MAX_REPLAY_ANSWER_BYTES} bytes, more than the agent passes on for a held write: the service did the write, its answer's body is dropped`,
+      }),
+    ),
+    tooLarge: status,
+  }
 }
 
 /**
@@ -404,7 +433,15 @@ export function sendBuffered(
       },
       (res) => {
         const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
+        let size = 0
+        res.on('data', (c: Buffer) => {
+          size += c.length
+          if (size <= MAX_REPLAY_ANSWER_BYTES) return void chunks.push(c)
+          // Answered: settled as such. The rest is not read; its connection to the service is closed.
+          resolve(answerTooLarge(res.statusCode ?? 502))
+          chunks.length = 0
+          req.destroy()
+        })
         res.on('end', () =>
           resolve({
             status: res.statusCode ?? 502,
