@@ -18,6 +18,7 @@ import {
   HungUpWrites,
   headerPairs,
   RETRYABLE_METHODS,
+  slowBodyDetail,
   stalledBodyDetail,
 } from './forward.ts'
 import type { ClientLoadTracker, TierMap } from './priority.ts'
@@ -609,6 +610,8 @@ export class SwapProxy {
         // A body forwarded as it arrives gets the held bodies' idle bound: stalled, it held its
         // connection and a request in progress (which a stop waits for) until Node's requestTimeout.
         bodyIdleMs: body ? undefined : this.settings.bodyIdleTimeoutMs,
+        // And its minimum rate: a trickle held a write in flight, and so every swap's drain, for good.
+        bodyMinRate: body ? undefined : this.settings.bodyMinRate,
         answerTimeoutMs: this.settings.serviceAnswerTimeoutMs,
         hungUp: this.hungUp,
         done: release,
@@ -732,7 +735,7 @@ export class SwapProxy {
       const detail =
         body === 'idle'
           ? stalledBodyDetail(bodyIdleTimeoutMs)
-          : `the body arrived slower than ${bodyMinRate.bytesPerSecond} bytes/s over ${bodyMinRate.windowMs} ms`
+          : slowBodyDetail(bodyMinRate.bytesPerSecond, bodyMinRate.windowMs)
       return this.refuse(res, 408, null, detail, true)
     }
     // A chunked body had room for the largest body the buffer takes: now its real size is known.
