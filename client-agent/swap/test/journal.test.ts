@@ -67,7 +67,7 @@ describe('swap journal', () => {
     const at = new Map<number, Awaited<ReturnType<SwapJournal['append']>>>()
     for (let id = 1; id <= 6; id++) at.set(id, await j.append(write(id, `c${id % 2}`, `body ${id}`)))
     // 1, 3, 5 answered; 2 is held; 4 was sent and never answered (it may have been applied: still owed);
-    // 6 arrives while the swap ends.
+    // 6 is held too; 7 arrives while the swap ends (appended beside the compaction).
     for (const id of [1, 3, 5]) await j.append({ t: 'd', id, status: 200 })
     const before = (await stat(path)).size
     await Promise.all([j.compact(), j.append(write(7, 'late', 'late body'))])
