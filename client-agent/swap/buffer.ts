@@ -179,10 +179,16 @@ export class WriteBuffer {
     return entry
   }
 
-  /** Re-queues writes recovered from the journal (already durable; their clients are gone). */
+  /**
+   * Re-queues writes recovered from the journal (already durable; their clients are gone). Bodies stay
+   * in memory up to `memoryBytes`, as held ones do; the others are read back from the journal when sent
+   * (kept whole, a backlog of `maxBufferBytes` stayed in memory for as long as the replay took).
+   */
   restore(records: readonly JournalWrite[]): void {
     for (const r of records) {
       const body = Buffer.from(r.body, 'base64')
+      const location = this.journal.locationOf(r.id)
+      const inMemory = this.memory + body.length <= this.settings.memoryBytes || location === null
       const entry: HeldWrite = {
         id: r.id,
         client: r.client,
@@ -191,8 +197,8 @@ export class WriteBuffer {
         headers: r.headers,
         size: body.length,
         at: r.at,
-        body,
-        location: null,
+        body: inMemory ? body : null,
+        location,
         journaled: true,
         state: 'held',
         // Its client is gone and no answer of a previous agent's replay is known.
@@ -202,7 +208,7 @@ export class WriteBuffer {
       }
       this.bytes += entry.size
       this.writes += 1
-      this.memory += entry.size
+      if (inMemory) this.memory += entry.size
       this.nextId = Math.max(this.nextId, r.id + 1)
       entry.verdict = validateWrite({ ...r, body }, this.settings, this.validator)
       this.enqueue(entry)

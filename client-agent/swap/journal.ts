@@ -107,6 +107,14 @@ export class SwapJournal {
   }
 
   /**
+   * Where an owed write's payload sits (null: not owed, or not written yet). The object is the journal's
+   * own: a compaction moves it, so a holder can read the body back later with `readWrite`.
+   */
+  locationOf(id: number): BodyLocation | null {
+    return this.owed.get(id) ?? null
+  }
+
+  /**
    * Reads back a record's payload (a write whose body was dropped from memory). `at` is the object its
    * append returned: a compaction moves it with the record.
    */

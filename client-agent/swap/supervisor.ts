@@ -200,6 +200,9 @@ export class Supervisor {
       : null
     const buffer = new WriteBuffer(options.settings, journal, validator, recovered.lastId)
     buffer.restore(recovered.pending)
+    const recoveredCount = recovered.pending.length
+    // Their bodies (base64) are the buffer's now, in memory only up to memoryBytes: not kept twice.
+    recovered.pending.length = 0
     const supervisor = new Supervisor(options, journal, buffer, files, tag)
     // A swap deferred before a restart is still owed its retry, when due (the CLI's UpdateChecks).
     supervisor.deferrals.restore(await files.deferrals())
@@ -210,7 +213,7 @@ export class Supervisor {
     if (interrupt?.aborted) stopNow()
     interrupt?.addEventListener('abort', stopNow)
     try {
-      await supervisor.serveFirst(recovered.pending.length, reaped.length)
+      await supervisor.serveFirst(recoveredCount, reaped.length)
     } finally {
       interrupt?.removeEventListener('abort', stopNow)
     }
