@@ -85,9 +85,11 @@ export const SwapSettings = z.strictObject({
    */
   bodyIdleTimeoutMs: z.number().int().min(100).max(300_000).default(5_000),
   /**
-   * The slowest a buffered write's body may arrive, judged over each `windowMs` (0 bytes/s: off). A body
-   * that sends a byte just within every `bodyIdleTimeoutMs` never goes idle, yet keeps its room as long
-   * as a stalled one did; below this rate it is answered 408 and its room freed too. 512 B/s is far
+   * The slowest a write's body may arrive, held or forwarded live, judged over each `windowMs` (0
+   * bytes/s: off). A body that sends a byte just within every `bodyIdleTimeoutMs` never goes idle, yet
+   * keeps its room as long as a stalled one did (live: stays in flight, which held every swap's drain);
+   * below this rate it is answered 408 and its room freed too. A live window in which the service held
+   * the body back is not judged. 512 B/s is far
    * below any working link (GPRS moves several KB/s) and far above a trickle.
    */
   bodyMinRate: z

@@ -59,6 +59,7 @@ export class WriteBuffer {
   private writes = 0
   private memory = 0
   private readonly counters = { journaled: 0, rejected: 0, cancelled: 0, turnedAway: 0 }
+  /** `performance.now()` of recent arrivals. */
   private readonly arrivals: number[] = []
   private listeners = new Set<() => void>()
 
@@ -73,8 +74,8 @@ export class WriteBuffer {
     return { bytes: this.bytes, writes: this.writes, memoryBytes: this.memory, ...this.counters }
   }
 
-  /** Writes per second over the last 5 s (for Retry-After under load). */
-  arrivalRate(now = Date.now()): number {
+  /** Writes per second over the last 5 s (for Retry-After under load); `now` is `performance.now()`. */
+  arrivalRate(now = performance.now()): number {
     while (this.arrivals.length > 0 && this.arrivals[0]! < now - 5000) this.arrivals.shift()
     return this.arrivals.length / 5
   }
@@ -132,6 +133,7 @@ export class WriteBuffer {
    * client's earlier writes and starts validating it. Resolves once it is held.
    */
   async hold(request: BufferedRequest, responder: Responder | null, now = Date.now()): Promise<HeldWrite> {
+    const arrived = performance.now()
     const id = this.nextId++
     const inMemory = this.memory + request.body.length <= this.settings.memoryBytes
     const entry: HeldWrite = {
@@ -153,7 +155,8 @@ export class WriteBuffer {
     // Counted before the journal write so admission sees writes whose fsync is still running.
     this.bytes += entry.size
     this.writes += 1
-    this.arrivals.push(now)
+    // Monotonic (a wall-clock step must not empty or stretch the rate's window); `at` is wall-clock.
+    this.arrivals.push(arrived)
     if (inMemory) this.memory += entry.size
     if (this.settings.writeAhead || !inMemory) {
       try {
@@ -176,10 +179,16 @@ export class WriteBuffer {
     return entry
   }
 
-  /** Re-queues writes recovered from the journal (already durable; their clients are gone). */
+  /**
+   * Re-queues writes recovered from the journal (already durable; their clients are gone). Bodies stay
+   * in memory up to `memoryBytes`, as held ones do; the others are read back from the journal when sent
+   * (kept whole, a backlog of `maxBufferBytes` stayed in memory for as long as the replay took).
+   */
   restore(records: readonly JournalWrite[]): void {
     for (const r of records) {
       const body = Buffer.from(r.body, 'base64')
+      const location = this.journal.locationOf(r.id)
+      const inMemory = this.memory + body.length <= this.settings.memoryBytes || location === null
       const entry: HeldWrite = {
         id: r.id,
         client: r.client,
@@ -188,8 +197,8 @@ export class WriteBuffer {
         headers: r.headers,
         size: body.length,
         at: r.at,
-        body,
-        location: null,
+        body: inMemory ? body : null,
+        location,
         journaled: true,
         state: 'held',
         // Its client is gone and no answer of a previous agent's replay is known.
@@ -199,7 +208,7 @@ export class WriteBuffer {
       }
       this.bytes += entry.size
       this.writes += 1
-      this.memory += entry.size
+      if (inMemory) this.memory += entry.size
       this.nextId = Math.max(this.nextId, r.id + 1)
       entry.verdict = validateWrite({ ...r, body }, this.settings, this.validator)
       this.enqueue(entry)

@@ -116,6 +116,8 @@ export interface LiveOptions {
   retry?: () => ServiceProcess | null
   /** For a body still arriving: the longest the client may send nothing of it (see `pumpBody`). */
   bodyIdleMs?: number
+  /** For a body still arriving: the slowest it may come, judged per window (see `pumpBody`). */
+  bodyMinRate?: { bytesPerSecond: number; windowMs: number }
   /** Where a write whose client hangs up once the service has it whole waits for the service's answer. */
   hungUp?: HungUpWrites
   /**
@@ -140,7 +142,7 @@ export function forwardLive(
   isWrite: boolean,
   options: LiveOptions = {},
 ): void {
-  const { body, retry, bodyIdleMs, hungUp, answerTimeoutMs, done } = options
+  const { body, retry, bodyIdleMs, bodyMinRate, hungUp, answerTimeoutMs, done } = options
   // Counted as in flight from the start; a request that cannot even be built never was.
   let left = false
   /** A write counts for the drain until the service answers it (or it ends unanswered). */
@@ -266,9 +268,9 @@ export function forwardLive(
     })
     if (bodyIdleMs === undefined) req.pipe(upstream)
     else
-      pumpBody(req, upstream, bodyIdleMs, () => {
+      pumpBody(req, upstream, bodyIdleMs, bodyMinRate, (detail) => {
         stalled = true
-        answerStalled(res, bodyIdleMs)
+        answerStalled(res, detail)
         // The service never gets the rest: an incomplete request it must not apply.
         upstream.destroy()
       })
@@ -283,46 +285,84 @@ function reachedService(upstream: ClientRequest): boolean {
 
 /**
  * Pipes `req`'s body into `upstream`, or calls `onStall` when the client sends nothing of it for
- * `idleMs` while the proxy waits for it. The clock stops while the service holds the body back
- * (`upstream` full): a service that reads slowly is not a client that stalled.
+ * `idleMs`, or (`minRate`) fewer bytes in a window than the rate asks, while the proxy waits for it.
+ * The clocks stop while the service holds the body back (`upstream` full): a service that reads slowly
+ * is not a client that stalled, and a window in which it did so is not judged.
  */
-function pumpBody(req: IncomingMessage, upstream: ClientRequest, idleMs: number, onStall: () => void): void {
+function pumpBody(
+  req: IncomingMessage,
+  upstream: ClientRequest,
+  idleMs: number,
+  minRate: { bytesPerSecond: number; windowMs: number } | undefined,
+  onStall: (detail: string) => void,
+): void {
   let timer: NodeJS.Timeout | null = null
+  let rate: NodeJS.Timeout | null = null
+  let windowBytes = 0
+  /** The service held the body back during this window (or does now). */
+  let heldBack = false
   const clear = () => {
     if (timer) clearTimeout(timer)
     timer = null
+  }
+  const stop = () => {
+    clear()
+    if (rate) clearInterval(rate)
+    rate = null
+  }
+  const stall = (detail: string) => {
+    stop()
+    req.off('data', onData)
+    onStall(detail)
   }
   const wait = () => {
     clear()
     timer = setTimeout(() => {
       timer = null
-      req.off('data', onData)
-      onStall()
+      stall(stalledBodyDetail(idleMs))
     }, idleMs)
   }
   const onData = (chunk: Buffer) => {
     clear()
+    windowBytes += chunk.length
     if (upstream.write(chunk)) return wait()
+    heldBack = true
     req.pause()
     upstream.once('drain', () => {
       req.resume()
       wait()
     })
   }
+  if (minRate && minRate.bytesPerSecond > 0) {
+    const { bytesPerSecond, windowMs } = minRate
+    rate = setInterval(() => {
+      const judged = !heldBack && timer !== null
+      if (judged && windowBytes < (bytesPerSecond * windowMs) / 1000)
+        return stall(slowBodyDetail(bytesPerSecond, windowMs))
+      windowBytes = 0
+      // Still held back (waiting for a drain: no idle timer runs then) counts for the next window too.
+      heldBack = timer === null
+    }, windowMs)
+  }
   req.on('data', onData)
   req.once('end', () => {
-    clear()
+    stop()
     upstream.end()
   })
   // The client or the service went away: nothing is waited for any more.
-  req.once('close', clear)
-  upstream.once('close', clear)
+  req.once('close', stop)
+  upstream.once('close', stop)
   wait()
 }
 
 /** Why a body was given up on after `idleMs` without a byte: held (proxy.ts) or forwarded live. */
 export function stalledBodyDetail(idleMs: number): string {
   return `no byte of the body arrived for ${idleMs} ms`
+}
+
+/** Why a body was given up on below `bodyMinRate`: held (proxy.ts) or forwarded live. */
+export function slowBodyDetail(bytesPerSecond: number, windowMs: number): string {
+  return `the body arrived slower than ${bytesPerSecond} bytes/s over ${windowMs} ms`
 }
 
 /**
@@ -336,16 +376,12 @@ function answerTimedOut(req: IncomingMessage, res: ServerResponse, ms: number): 
 }
 
 /** 408 for a body that stalled (its connection closed: the rest of it is never read), or a cut answer. */
-function answerStalled(res: ServerResponse, idleMs: number): void {
+function answerStalled(res: ServerResponse, detail: string): void {
   if (res.headersSent) {
     res.destroy()
     return
   }
-  answerProblem(
-    res,
-    { title: 'request body stalled', status: 408, detail: stalledBodyDetail(idleMs) },
-    { close: true },
-  )
+  answerProblem(res, { title: 'request body stalled', status: 408, detail }, { close: true })
 }
 
 /**
@@ -367,6 +403,35 @@ export interface ServiceAnswer {
   status: number
   headers: Array<[string, string]>
   body: Buffer
+  /**
+   * Set when the service's answer went past MAX_REPLAY_ANSWER_BYTES: its status (it did the write; how
+   * it went is that status). `status`, `headers` and `body` are then the agent's own 502.
+   */
+  tooLarge?: number
+}
+
+/**
+ * The most of a replayed write's answer the agent keeps to pass on (its client gets it once its `done`
+ * record is durable, so it is collected whole): per replay lane, so memory stays at replayConcurrency
+ * times this. A service that answered with a stream or a huge body held a lane, and the swap, for as
+ * long as bytes came, and the agent kept every one.
+ */
+export const MAX_REPLAY_ANSWER_BYTES = 8 * 1024 * 1024
+
+/** The client's answer when the service's went past MAX_REPLAY_ANSWER_BYTES. */
+function answerTooLarge(status: number): ServiceAnswer {
+  return {
+    status: 502,
+    headers: [['content-type', 'application/problem+json']],
+    body: Buffer.from(
+      JSON.stringify({
+        title: 'the service answered too much',
+        status: 502,
+        detail: `the service answered ${status} to this write, held during an update and replayed, with a body over ${MAX_REPLAY_ANSWER_BYTES} bytes, more than the agent passes on for a held write: the service did the write, its answer's body is dropped`,
+      }),
+    ),
+    tooLarge: status,
+  }
 }
 
 /**
@@ -404,7 +469,15 @@ export function sendBuffered(
       },
       (res) => {
         const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
+        let size = 0
+        res.on('data', (c: Buffer) => {
+          size += c.length
+          if (size <= MAX_REPLAY_ANSWER_BYTES) return void chunks.push(c)
+          // Answered: settled as such. The rest is not read; its connection to the service is closed.
+          resolve(answerTooLarge(res.statusCode ?? 502))
+          chunks.length = 0
+          req.destroy()
+        })
         res.on('end', () =>
           resolve({
             status: res.statusCode ?? 502,

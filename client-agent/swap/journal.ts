@@ -1,9 +1,12 @@
-import { type FileHandle, open } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { type FileHandle, open, rename, rm } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { JournalRecord, type JournalWrite } from '../../schemas/swap.ts'
 import { fsyncDir } from '../fs/atomic.ts'
 import { makeDirs } from '../fs/make-dirs.ts'
+
+const { O_APPEND, O_CREAT, O_RDWR, O_TRUNC } = constants
 
 /** Frame header: u32 LE payload length, u32 LE CRC-32 of the payload. */
 const HEADER = 8
@@ -44,28 +47,45 @@ export class SwapJournal {
     resolve: (at: BodyLocation) => void
     reject: (e: Error) => void
   }> = []
-  /** Resets asked for: done by the flush loop, between batches, never beside an append. */
-  private resets: Array<{ resolve: () => void; reject: (e: Error) => void }> = []
-  /** Writes appended (or being appended) with no `d` record yet: while any is, a reset keeps the file. */
-  private readonly owed = new Set<number>()
+  /** Compactions asked for: done by the flush loop, between batches, never beside an append. */
+  private compactions: Array<{ resolve: () => void; reject: (e: Error) => void }> = []
+  /**
+   * Writes appended (or being appended: no location yet) with no `d` record yet, and where each one's
+   * payload sits. A compaction copies exactly these, and moves the location objects (shared with the
+   * callers' `BodyLocation`s) to where the copy sits.
+   */
+  private readonly owed = new Map<number, BodyLocation | null>()
+  /** Reads of held writes' bodies under way: a compaction waits for them before it swaps the file. */
+  private readonly reads = new Set<Promise<unknown>>()
+  /** Set while a compaction swaps the file: reads wait for it. */
+  private compacting: Promise<void> | null = null
   private flushing: Promise<void> | null = null
 
   constructor(path: string) {
     this.path = path
   }
 
-  /** Opens (creating) the journal, drops a torn tail, and returns the writes still owed a replay. */
+  /** The file a compaction writes before it is renamed over the journal. */
+  get compactPath(): string {
+    return `${this.path}.compact`
+  }
+
+  /**
+   * Opens (creating) the journal, drops a torn tail, and returns the writes still owed a replay. A
+   * compaction's file left by a crash before its rename is deleted (the journal was not replaced yet).
+   */
   async open(): Promise<RecoveredJournal> {
     await makeDirs(dirname(this.path))
+    await rm(this.compactPath, { force: true })
     this.handle = await open(this.path, 'a+')
     const bytes = await this.handle.readFile()
-    const recovered = parseJournal(bytes)
+    const { recovered, locations } = scanJournal(bytes)
     if (recovered.tornBytes > 0) {
       await this.handle.truncate(recovered.validBytes)
       await this.handle.sync()
     }
     this.size = recovered.validBytes
-    for (const write of recovered.pending) this.owed.add(write.id)
+    for (const write of recovered.pending) this.owed.set(write.id, locations.get(write.id) ?? null)
     await fsyncDir(dirname(this.path))
     return recovered
   }
@@ -78,7 +98,7 @@ export class SwapJournal {
     frame.writeUInt32LE(payload.length, 0)
     frame.writeUInt32LE(crc32(payload), 4)
     payload.copy(frame, HEADER)
-    if (record.t === 'w') this.owed.add(record.id)
+    if (record.t === 'w') this.owed.set(record.id, null)
     else this.owed.delete(record.id)
     return new Promise((resolve, reject) => {
       this.queue.push({ frame, write: record.t === 'w' ? record.id : null, resolve, reject })
@@ -86,25 +106,51 @@ export class SwapJournal {
     })
   }
 
-  /** Reads back a record's payload (a write whose body was dropped from memory). */
-  async readWrite(at: BodyLocation): Promise<JournalWrite> {
-    if (!this.handle) throw new Error('journal not open')
-    const buffer = Buffer.alloc(at.length)
-    await this.handle.read(buffer, 0, at.length, at.offset)
-    const record = JournalRecord.parse(JSON.parse(buffer.toString('utf8')))
-    if (record.t !== 'w') throw new Error('journal offset does not hold a write')
-    return record
+  /**
+   * Where an owed write's payload sits (null: not owed, or not written yet). The object is the journal's
+   * own: a compaction moves it, so a holder can read the body back later with `readWrite`.
+   */
+  locationOf(id: number): BodyLocation | null {
+    return this.owed.get(id) ?? null
   }
 
   /**
-   * Empties the journal once nothing in it is owed a replay (after a swap settled). Done in turn with the
-   * appends, after those already asked for, and only if no write appended by then still waits for its
-   * `done` record: a write held meanwhile (a crashed service's restart hold can begin at any moment)
-   * must neither be cut off with the rest nor be given an offset in a file that is then truncated.
+   * Reads back a record's payload (a write whose body was dropped from memory). `at` is the object its
+   * append returned: a compaction moves it with the record.
    */
-  reset(): Promise<void> {
+  async readWrite(at: BodyLocation): Promise<JournalWrite> {
+    while (this.compacting) await this.compacting
+    const read = this.readPayload(at)
+    this.reads.add(read)
+    try {
+      const record = JournalRecord.parse(JSON.parse((await read).toString('utf8')))
+      if (record.t !== 'w') throw new Error('journal offset does not hold a write')
+      return record
+    } finally {
+      this.reads.delete(read)
+    }
+  }
+
+  private async readPayload(at: BodyLocation): Promise<Buffer> {
+    if (!this.handle) throw new Error('journal not open')
+    const buffer = Buffer.alloc(at.length)
+    const { bytesRead } = await this.handle.read(buffer, 0, at.length, at.offset)
+    if (bytesRead !== at.length) throw new Error('journal record cut short')
+    return buffer
+  }
+
+  /**
+   * Drops every settled record (at the end of each swap): the journal is then exactly the writes still
+   * owed a replay, so it is bounded by what is held, however many swaps end with writes still held.
+   * Nothing owed: truncated to zero bytes. Otherwise the owed `w` records (a write sent and unanswered,
+   * which may have been applied, among them) are copied, in their order, to a new file that is fsynced
+   * and renamed over the journal (a crash leaves the old journal or the new one, each holding every
+   * owed write). Done in turn with the appends, after those already asked for; a write appended
+   * meanwhile is owed too and kept where its (moved) location says.
+   */
+  compact(): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.resets.push({ resolve, reject })
+      this.compactions.push({ resolve, reject })
       this.startFlushing()
     })
   }
@@ -122,25 +168,77 @@ export class SwapJournal {
   private async flushLoop(): Promise<void> {
     for (;;) {
       if (this.queue.length > 0) await this.writeBatch()
-      else if (this.resets.length > 0) await this.truncateIfNothingOwed()
+      else if (this.compactions.length > 0) await this.runCompaction()
       else break
     }
     this.flushing = null
   }
 
-  private async truncateIfNothingOwed(): Promise<void> {
-    const resets = this.resets
-    this.resets = []
+  private async runCompaction(): Promise<void> {
+    const asked = this.compactions
+    this.compactions = []
+    let done: () => void = () => undefined
+    this.compacting = new Promise<void>((resolve) => {
+      done = resolve
+    })
     try {
-      if (this.handle && this.owed.size === 0) {
-        await this.handle.truncate(0)
-        await this.handle.sync()
-        this.size = 0
-      }
-      for (const r of resets) r.resolve()
+      await this.compactNow()
+      for (const c of asked) c.resolve()
     } catch (error) {
-      for (const r of resets) r.reject(error as Error)
+      for (const c of asked) c.reject(error as Error)
+    } finally {
+      this.compacting = null
+      done()
     }
+  }
+
+  /** Between batches (or at open): no append runs, every owed write has its location. */
+  private async compactNow(): Promise<void> {
+    const handle = this.handle
+    if (!handle) throw new Error('journal not open')
+    await Promise.allSettled([...this.reads])
+    // An owed write with no location yet is queued, appended after this (to the new file): the flush
+    // loop runs one batch or one compaction at a time, and sets a location as soon as its batch is written.
+    const kept = [...this.owed.values()]
+      .filter((at): at is BodyLocation => at !== null)
+      .sort((a, b) => a.offset - b.offset)
+    const keptBytes = kept.reduce((sum, at) => sum + HEADER + at.length, 0)
+    if (keptBytes === this.size) return
+    if (kept.length === 0) {
+      await handle.truncate(0)
+      await handle.sync()
+      this.size = 0
+      return
+    }
+    // Opened for appending: once renamed it is the journal, and this handle appends to it.
+    const out = await open(this.compactPath, O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
+    const moved: number[] = []
+    let size = 0
+    try {
+      // One record at a time: memory stays at one record, however much is held.
+      for (const at of kept) {
+        const frame = Buffer.alloc(HEADER + at.length)
+        const { bytesRead } = await handle.read(frame, 0, frame.length, at.offset - HEADER)
+        if (bytesRead !== frame.length) throw new Error('journal record cut short')
+        await out.write(frame, 0, frame.length)
+        moved.push(size + HEADER)
+        size += frame.length
+      }
+      await out.sync()
+      await rename(this.compactPath, this.path)
+    } catch (error) {
+      await out.close()
+      await rm(this.compactPath, { force: true })
+      throw error
+    }
+    // Renamed: the new file is the journal from here, whatever follows.
+    this.handle = out
+    this.size = size
+    kept.forEach((at, i) => {
+      at.offset = moved[i]!
+    })
+    await handle.close().catch(() => undefined)
+    await fsyncDir(dirname(this.path))
   }
 
   /** Writes and fsyncs every record queued so far as one batch (the group commit). */
@@ -158,7 +256,10 @@ export class SwapJournal {
       this.size += all.length
       let at = start
       for (const item of batch) {
-        item.resolve({ offset: at + HEADER, length: item.frame.length - HEADER })
+        const location = { offset: at + HEADER, length: item.frame.length - HEADER }
+        // Still owed (no `d` record asked for meanwhile): a compaction copies it from here.
+        if (item.write !== null && this.owed.has(item.write)) this.owed.set(item.write, location)
+        item.resolve(location)
         at += item.frame.length
       }
     } catch (error) {
@@ -176,8 +277,17 @@ export class SwapJournal {
  * CRC: a crash mid-append leaves exactly such a tail, and everything before it is whole.
  */
 export function parseJournal(bytes: Uint8Array): RecoveredJournal {
+  return scanJournal(bytes).recovered
+}
+
+/** parseJournal, and where each pending write's payload sits. */
+function scanJournal(bytes: Uint8Array): {
+  recovered: RecoveredJournal
+  locations: Map<number, BodyLocation>
+} {
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const writes = new Map<number, JournalWrite>()
+  const locations = new Map<number, BodyLocation>()
   let offset = 0
   let lastId = 0
   let skipped = 0
@@ -196,15 +306,23 @@ export function parseJournal(bytes: Uint8Array): RecoveredJournal {
       continue
     }
     lastId = Math.max(lastId, record.id)
-    if (record.t === 'w') writes.set(record.id, record)
-    else writes.delete(record.id)
+    if (record.t === 'w') {
+      writes.set(record.id, record)
+      locations.set(record.id, { offset: offset - length, length })
+    } else {
+      writes.delete(record.id)
+      locations.delete(record.id)
+    }
   }
   return {
-    pending: [...writes.values()],
-    lastId,
-    validBytes: offset,
-    tornBytes: view.length - offset,
-    skipped,
+    recovered: {
+      pending: [...writes.values()],
+      lastId,
+      validBytes: offset,
+      tornBytes: view.length - offset,
+      skipped,
+    },
+    locations,
   }
 }
 

@@ -18,6 +18,7 @@ import {
   HungUpWrites,
   headerPairs,
   RETRYABLE_METHODS,
+  slowBodyDetail,
   stalledBodyDetail,
 } from './forward.ts'
 import type { ClientLoadTracker, TierMap } from './priority.ts'
@@ -499,7 +500,7 @@ export class SwapProxy {
       this.unavailable(res, hold.retryAfterSeconds(), 'the service is restarting', expectsContinue)
       return
     }
-    const now = Date.now()
+    const now = performance.now()
     const wait = this.gate.waitFor(client, now)
     if (wait > 0) {
       this.counters.refused503 += 1
@@ -609,6 +610,8 @@ export class SwapProxy {
         // A body forwarded as it arrives gets the held bodies' idle bound: stalled, it held its
         // connection and a request in progress (which a stop waits for) until Node's requestTimeout.
         bodyIdleMs: body ? undefined : this.settings.bodyIdleTimeoutMs,
+        // And its minimum rate: a trickle held a write in flight, and so every swap's drain, for good.
+        bodyMinRate: body ? undefined : this.settings.bodyMinRate,
         answerTimeoutMs: this.settings.serviceAnswerTimeoutMs,
         hungUp: this.hungUp,
         done: release,
@@ -675,7 +678,7 @@ export class SwapProxy {
       req.resume()
       return this.refuse(res, 503, STOP_RETRY_AFTER_S, STOPPING, true)
     }
-    const now = Date.now()
+    const now = performance.now()
     const wait = this.gate.waitFor(client, now)
     if (wait > 0) {
       this.counters.refused503 += 1
@@ -732,11 +735,12 @@ export class SwapProxy {
       const detail =
         body === 'idle'
           ? stalledBodyDetail(bodyIdleTimeoutMs)
-          : `the body arrived slower than ${bodyMinRate.bytesPerSecond} bytes/s over ${bodyMinRate.windowMs} ms`
+          : slowBodyDetail(bodyMinRate.bytesPerSecond, bodyMinRate.windowMs)
       return this.refuse(res, 408, null, detail, true)
     }
     // A chunked body had room for the largest body the buffer takes: now its real size is known.
-    if (chunked && body.length > 0 && !this.admitted(res, client, tier, body.length, Date.now())) return
+    if (chunked && body.length > 0 && !this.admitted(res, client, tier, body.length, performance.now()))
+      return
     // No swap holds writes now (it ended while a slow upload was still arriving, or it is past its
     // probation). The write is not added to the buffer: joining it, every answered write of a busy client
     // would bring the next one and the backlog would never drain. It goes live once the client's queued

@@ -119,7 +119,9 @@ async function sendOne(
       options.onNoAnswer?.(entry, answer.gaveUp)
       return true
     }
-    if (answer.status >= 500 && !options.serverErrorAnswers(entry))
+    // A 5xx the service sent is judged as such, even when its body was too large to pass on.
+    const status = ('tooLarge' in answer ? answer.tooLarge : undefined) ?? answer.status
+    if (status >= 500 && !options.serverErrorAnswers(entry))
       throw new Error(`write ${entry.id} answered ${answer.status} by ${target.version}`)
     await buffer.complete(entry, answer.status, answer.headers, answer.body)
     return true

@@ -23,7 +23,10 @@ export class RestartHold {
    * replay, so ending the hold early answers only the reads.
    */
   private fallBack = false
-  /** When the restart under way is next attempted (Retry-After for the requests it turns away). */
+  /**
+   * When the restart under way is next attempted (Retry-After for the requests it turns away), in
+   * `performance.now()` time: a wall-clock step must not make the hint an hour long or always 1 s.
+   */
   restartDueAt = 0
 
   constructor(
@@ -53,7 +56,7 @@ export class RestartHold {
     // Admission's Retry-After starts from how long the hold is expected to last.
     this.proxy.expectedHoldSeconds = Math.max(1, delay / 1000)
     this.proxy.mode = 'buffer'
-    this.proxy.beginRestartHold(() => Math.max(1, Math.ceil((this.restartDueAt - Date.now()) / 1000)))
+    this.proxy.beginRestartHold(() => Math.max(1, Math.ceil((this.restartDueAt - performance.now()) / 1000)))
     this.timer = setTimeout(
       () => void this.abandon(`the service did not come back within ${restartHoldMs} ms`),
       restartHoldMs,
@@ -73,8 +76,8 @@ export class RestartHold {
     this.fallBack = true
     if (this.proxy.holdingForRestart) return
     // Retry-After for a read turned away: the previous version is up within its health timeout.
-    const dueAt = Date.now() + Math.min(restartHoldMs, healthTimeoutMs)
-    this.proxy.beginRestartHold(() => Math.max(1, Math.ceil((dueAt - Date.now()) / 1000)))
+    const dueAt = performance.now() + Math.min(restartHoldMs, healthTimeoutMs)
+    this.proxy.beginRestartHold(() => Math.max(1, Math.ceil((dueAt - performance.now()) / 1000)))
     this.timer = setTimeout(
       () => void this.abandon(`${version} did not come back within ${restartHoldMs} ms`),
       restartHoldMs,

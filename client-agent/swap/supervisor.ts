@@ -200,6 +200,9 @@ export class Supervisor {
       : null
     const buffer = new WriteBuffer(options.settings, journal, validator, recovered.lastId)
     buffer.restore(recovered.pending)
+    const recoveredCount = recovered.pending.length
+    // Their bodies (base64) are the buffer's now, in memory only up to memoryBytes: not kept twice.
+    recovered.pending.length = 0
     const supervisor = new Supervisor(options, journal, buffer, files, tag)
     // A swap deferred before a restart is still owed its retry, when due (the CLI's UpdateChecks).
     supervisor.deferrals.restore(await files.deferrals())
@@ -210,7 +213,7 @@ export class Supervisor {
     if (interrupt?.aborted) stopNow()
     interrupt?.addEventListener('abort', stopNow)
     try {
-      await supervisor.serveFirst(recovered.pending.length, reaped.length)
+      await supervisor.serveFirst(recoveredCount, reaped.length)
     } finally {
       interrupt?.removeEventListener('abort', stopNow)
     }
@@ -725,10 +728,20 @@ export class Supervisor {
     return { buffered: this.proxy.counters.held - heldBefore, replayed: result.replayed }
   }
 
-  /** Empties the journal once nothing is held (nothing in it is owed a replay now). */
+  /**
+   * At the end of every swap (and of a restart's replay): the journal keeps only the writes still owed a
+   * replay (none: it is emptied). Writes still held then (a restart hold begun meanwhile, a write sent
+   * and unanswered) stay in it; skipping the compaction whenever one was held let the journal grow by
+   * every such swap's records.
+   */
   private async settle(): Promise<void> {
     this.proxy.clearRetryGate()
-    if (this.buffer.empty && this.proxy.mode === 'pass') await this.journal.reset()
+    // Failed (a full disk for the copy), the journal stays as it was: whole, only longer.
+    await this.journal
+      .compact()
+      .catch((error: Error) =>
+        this.emit({ type: 'error', message: `could not compact the swap journal: ${error.message}` }),
+      )
   }
 
   private async finish(
@@ -972,7 +985,7 @@ export class Supervisor {
     await this.children.forget(dead)
     for (let attempt = 0; ; attempt++) {
       const delay = this.crashes.restartDelay(attempt)
-      this.restartHold.restartDueAt = Date.now() + delay
+      this.restartHold.restartDueAt = performance.now() + delay
       if (attempt === 0)
         this.emit({
           type: 'service-restarted',
@@ -1013,7 +1026,12 @@ export class Supervisor {
     fresh: ServiceProcess,
     update: ReadyUpdate,
   ): Promise<void> {
-    if (!this.proxy.holdingForRestart) return this.adopt(fresh, update)
+    if (!this.proxy.holdingForRestart) {
+      this.adopt(fresh, update)
+      // A hold that ran out turned its writes away (`w` and `d` records): without this, a service whose
+      // restarts outlast restartHoldMs grew the journal by every crash's writes until the next swap.
+      return this.settle()
+    }
     await this.serialized(async () => {
       // A stop or a swap may have come first; then nobody needs this copy.
       if (this.stopping || this.current !== dead) return this.children.discard(fresh)

@@ -57,6 +57,40 @@ describe('write buffer', () => {
     await journal.close()
   })
 
+  it('keeps recovered bodies in memory only up to memoryBytes, and reads the rest back, also after a compaction', async () => {
+    const path = join(await tempDir(), 'swap.journal')
+    const before = new SwapJournal(path)
+    await before.open()
+    const body = (id: number) => String(id).repeat(300 * 1024)
+    for (let id = 1; id <= 4; id++) {
+      await before.append({
+        t: 'w',
+        id,
+        client: 'a',
+        method: 'POST',
+        path: '/write',
+        headers: [],
+        body: Buffer.from(body(id)).toString('base64'),
+        at: id,
+      })
+    }
+    await before.close()
+    // An agent restarted with four 300 KiB writes owed and half a MiB of memory for bodies.
+    const journal = new SwapJournal(path)
+    const recovered = await journal.open()
+    const buffer = new WriteBuffer(SwapSettings.parse({ memoryBytes: 512 * 1024 }), journal, null)
+    buffer.restore(recovered.pending)
+    expect(buffer.stats()).toMatchObject({ writes: 4, bytes: 4 * 300 * 1024, memoryBytes: 300 * 1024 })
+    const held = [...(buffer.clientQueues.get('a') ?? [])]
+    expect(held.map((e) => e.body === null)).toEqual([false, true, true, true])
+    // The first is answered; the journal compacts (the others move in the file) and the rest read back.
+    await buffer.complete(held[0]!, 200, [], Buffer.alloc(0))
+    await journal.compact()
+    for (const entry of held.slice(1))
+      expect(Buffer.from(await buffer.bodyOf(entry)).toString()).toBe(body(entry.id))
+    await journal.close()
+  })
+
   it('with write-ahead, journals every held write and replays only those not answered', async () => {
     const { buffer, journal } = await makeBuffer({ writeAhead: true })
     const first = await buffer.hold(request('a', '1'), recorder())

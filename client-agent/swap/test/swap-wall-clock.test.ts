@@ -5,10 +5,12 @@ import type { Supervisor, SupervisorEvent } from '../supervisor.ts'
 import {
   bigAnswerService,
   cleanup,
+  harness,
   serviceFile,
   silentClient,
   supervise,
   tempDir,
+  waitFor,
   within,
 } from './harness.ts'
 
@@ -70,5 +72,29 @@ describe('swap proxy: the wall clock stepped during a long run', () => {
     // 15 s) was over by the wall clock: the healthy version was rolled back and recorded as failed.
     stepWallClock(3_600_000)
     expect(await within(swap, 30_000, 'the swap')).toMatchObject({ outcome: 'installed', serving: '2.0.0' })
+  }, 60_000)
+
+  it('a restart hold’s Retry-After hints stay seconds long when the clock steps back an hour', async () => {
+    // The restart is due 5 s after the crash; one held request at most (the default tier sheds at 0.8).
+    const h = await harness([{ version: '1.0.0' }], { restartBackoffMs: 5000, maxBufferedWrites: 1 })
+    const pids = await h.recordedPids()
+    process.kill(pids[0]!, 'SIGKILL')
+    await waitFor(() => h.events.some((e) => e.type === 'service-restarted'), 20_000)
+    const get = (client: string, method = 'GET') =>
+      fetch(`${h.url}/state`, { method, headers: { 'x-client-id': client } })
+    // Refused by admission: the retry gate remembers when this client may come back.
+    const first = await get('gated')
+    expect(first.status).toBe(503)
+    const given = Number(first.headers.get('retry-after'))
+    expect(given).toBeLessThanOrEqual(60)
+    stepWallClock(-3_600_000)
+    // A request that cannot wait is told when the restart is due (5 s), not that plus the step.
+    const purge = await get('other', 'PURGE')
+    expect(purge.status).toBe(503)
+    expect(Number(purge.headers.get('retry-after'))).toBeLessThanOrEqual(5)
+    // The gated client's early retry is told what is left of its wait, not that plus an hour.
+    const again = await get('gated')
+    expect(again.status).toBe(503)
+    expect(Number(again.headers.get('retry-after'))).toBeLessThanOrEqual(given)
   }, 60_000)
 })
