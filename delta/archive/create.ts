@@ -244,9 +244,13 @@ function prepare(
   const sourceTokens = src.tokens
   const splicer: Splicer | undefined = sourceTokens
     ? (raw, compressed, parse, candidates) => {
-        index ??= new SourceTokenIndex(sourceTokens)
+        // Built on first use: findSplice asks for it only when some setting could splice.
+        const sourceIndex = () => {
+          index ??= new SourceTokenIndex(sourceTokens)
+          return index
+        }
         const payoff = options.splice !== 'always'
-        return findSplice(raw, compressed, parse, index, candidates, options.deflateEngine, payoff)
+        return findSplice(raw, compressed, parse, sourceIndex, candidates, options.deflateEngine, payoff)
       }
     : undefined
   t = performance.now()
