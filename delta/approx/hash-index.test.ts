@@ -75,8 +75,8 @@ describe('hash-chain index', () => {
           const index = cuts.length === 0 ? indexSourceByHash(source) : indexSourceByHash(source, ranges)
           const last = size - HASH_KEY_BYTES + 1
           const indexed = new Set<number>()
-          for (const [a, b] of cuts.length === 0 ? [[0, size]] : ranges)
-            for (let p = a; p < Math.min(b, last); p++) indexed.add(p)
+          const all: [number, number][] = cuts.length === 0 ? [[0, size]] : ranges
+          for (const [a, b] of all) for (let p = a; p < Math.min(b, last); p++) indexed.add(p)
           const chainOf = new Map<number, number>()
           index.head.forEach((first, h) => {
             let previous = Number.POSITIVE_INFINITY
