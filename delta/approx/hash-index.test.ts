@@ -54,6 +54,55 @@ describe('hash-chain index', () => {
     )
   })
 
+  it('chains every indexed position once, newest first, equal 8-byte strings together', () => {
+    fc.assert(
+      fc.property(
+        fc.integer(),
+        fc.integer({ min: 0, max: 6000 }),
+        fc.array(fc.tuple(fc.nat(6000), fc.nat(3000)), { maxLength: 4 }),
+        (seed, size, cuts) => {
+          const r = prng(seed)
+          const source = Uint8Array.from({ length: size }, () => Math.floor(r() * 3))
+          // Disjoint ascending ranges (or the default: everything), some longer than a build block.
+          const ranges: [number, number][] = []
+          let at = 0
+          for (const [gap, length] of cuts) {
+            const start = Math.min(size, at + gap)
+            const end = Math.min(size, start + length)
+            if (end > start) ranges.push([start, end])
+            at = end
+          }
+          const index = cuts.length === 0 ? indexSourceByHash(source) : indexSourceByHash(source, ranges)
+          const last = size - HASH_KEY_BYTES + 1
+          const indexed = new Set<number>()
+          const all: [number, number][] = cuts.length === 0 ? [[0, size]] : ranges
+          for (const [a, b] of all) for (let p = a; p < Math.min(b, last); p++) indexed.add(p)
+          const chainOf = new Map<number, number>()
+          index.head.forEach((first, h) => {
+            let previous = Number.POSITIVE_INFINITY
+            for (let link = first; link !== 0; link = index.prev[link - 1]!) {
+              const p = link - 1
+              expect(p).toBeLessThan(previous)
+              expect(indexed.has(p)).toBe(true)
+              expect(chainOf.has(p)).toBe(false)
+              chainOf.set(p, h)
+              previous = p
+            }
+          })
+          expect(chainOf.size).toBe(indexed.size)
+          const chainOfKey = new Map<string, number>()
+          for (const p of indexed) {
+            const key = source.subarray(p, p + HASH_KEY_BYTES).join()
+            const h = chainOfKey.get(key) ?? chainOf.get(p)!
+            chainOfKey.set(key, h)
+            expect(chainOf.get(p)).toBe(h)
+          }
+        },
+      ),
+      { numRuns: 60 },
+    )
+  })
+
   it('reports the current alignment even when short, and prefers it only while nothing is longer', () => {
     const source = new TextEncoder().encode('abcdefgh-0123-abcdefghijklmnop')
     const target = new TextEncoder().encode('abcdefghijklmnop')

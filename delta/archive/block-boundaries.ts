@@ -45,3 +45,46 @@ export function blockBoundaries(
   }
   return out
 }
+
+/**
+ * The block boundary a prefix proof settles on (recompress.ts, enginePrefixVerdict), in one inflate:
+ * the last boundary at or before `until` (`within`), or when there is none, the first one at or
+ * before `reach`. The same answers as `blockBoundaries(…, until).at(-1)` and then
+ * `blockBoundaries(…, reach, 1)[0]`, without inflating the first `until` bytes twice when no block
+ * ends that early (level-6 text: lodash's blocks hold ≈ 230 KB).
+ */
+export function settlingBoundary(
+  compressed: Uint8Array,
+  rawLength: number,
+  until: number,
+  reach: number,
+): { boundary: BlockBoundary; within: boolean } | undefined {
+  const s = new ZStream()
+  if (zlibInflateInit2(s, -15) !== Z_OK) return undefined
+  const first = Math.min(rawLength, Math.max(0, until)) + 1
+  const room = Math.max(first, Math.min(rawLength, Math.max(0, reach)) + 1)
+  s.input = compressed
+  s.next_in = 0
+  s.avail_in = compressed.length
+  s.output = new Uint8Array(room)
+  s.next_out = 0
+  // Output stops after `until` first, as blockBoundaries(…, until) does; more room only if needed.
+  s.avail_out = first
+  let within: BlockBoundary | undefined
+  let extended = false
+  for (;;) {
+    if (zlibInflate(s, Z_BLOCK) !== Z_OK) break
+    if (s.data_type & 128) {
+      const boundary = { raw: s.next_out, bit: s.next_in * 8 - (s.data_type & 7) }
+      if (boundary.raw <= until && !extended) within = boundary
+      else if (within) break
+      else return boundary.raw <= reach ? { boundary, within: false } : undefined
+    }
+    if (s.avail_out === 0) {
+      if (within || extended || room === first) break
+      extended = true
+      s.avail_out = room - s.next_out
+    }
+  }
+  return within ? { boundary: within, within: true } : undefined
+}

@@ -28,7 +28,6 @@ import {
   type Segment,
   type Splicer,
 } from './expand.ts'
-import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { type DeferredProof, paramsKey, settleDeferredProofs } from './recompress.ts'
 import { buildRecipe, materialize, type Range, type RecipeStats, unchangedEntries } from './reference.ts'
@@ -169,7 +168,11 @@ function tryExpand(run: () => Expansion): Expansion | string {
   }
 }
 
-/** Container decode + inner apply, compared with the expanded target (see `verify`). */
+/**
+ * Container decode + inner apply, compared with the expanded target (see `verify`). With an engine,
+ * its inflate decodes the inner delta and lends itself to the differ, as on the agent: pako's and the
+ * approx decoder's inflate loops would otherwise run cold in the publisher's process for this alone.
+ */
 function innerRebuildsTarget(
   delta: Uint8Array,
   reference: Uint8Array,
@@ -177,15 +180,16 @@ function innerRebuildsTarget(
   limits: ArchiveLimits,
   differ: InnerDiffer,
   failures: string[],
+  engine: DeflateEngine | undefined,
 ): boolean {
   try {
     const c = decodeContainer(delta, resolveArchiveLimits(limits))
     let inner = c.inner
     if (c.innerDeflated) {
-      const out = inflateRawPrefix(c.inner, c.innerLength, 'archive-inner')
+      const out = inflaterFor(engine)(c.inner, c.innerLength, 'archive-inner')
       inner = out.data
     }
-    const rebuilt = differ.apply(reference, inner, c.expandedLength)
+    const rebuilt = differ.apply(reference, inner, c.expandedLength, engine)
     if (sameBytes(rebuilt, expandedTarget)) return true
     failures.push(`${differ.id}: inner delta does not rebuild the expanded target`)
   } catch (err) {
@@ -244,9 +248,13 @@ function prepare(
   const sourceTokens = src.tokens
   const splicer: Splicer | undefined = sourceTokens
     ? (raw, compressed, parse, candidates) => {
-        index ??= new SourceTokenIndex(sourceTokens)
+        // Built on first use: findSplice asks for it only when some setting could splice.
+        const sourceIndex = () => {
+          index ??= new SourceTokenIndex(sourceTokens)
+          return index
+        }
         const payoff = options.splice !== 'always'
-        return findSplice(raw, compressed, parse, index, candidates, options.deflateEngine, payoff)
+        return findSplice(raw, compressed, parse, sourceIndex, candidates, options.deflateEngine, payoff)
       }
     : undefined
   t = performance.now()
@@ -399,7 +407,15 @@ function finish(
       verify === false ||
       (verify === 'full'
         ? rebuildsTarget(source, target, delta, limits, best.differ, failures, options.deflateEngine)
-        : innerRebuildsTarget(delta, reference, tgt.expanded, limits, best.differ, failures))
+        : innerRebuildsTarget(
+            delta,
+            reference,
+            tgt.expanded,
+            limits,
+            best.differ,
+            failures,
+            options.deflateEngine,
+          ))
     if (ok) {
       chosen = { best, delta }
       break

@@ -1,9 +1,10 @@
 import { gzipSync } from 'node:zlib'
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { DeltaFormatError } from '../errors.ts'
 import { sourceLikeText as text, textWithStoredStretches } from '../fuzz-input.ts'
 import { collectingSink } from '../io.ts'
-import { blockBoundaries } from './block-boundaries.ts'
+import { blockBoundaries, settlingBoundary } from './block-boundaries.ts'
 import { type DeflateEngine, ENGINE_MIN_INPUT, pakoEngine } from './deflate-engine.ts'
 import { applyArchiveDelta, applyArchiveDeltaToSink, createArchiveDelta } from './index.ts'
 import {
@@ -130,6 +131,36 @@ describe('deflate engines', () => {
         expect(enginePrefixVerdict(raw, compressed, level6!, pakoEngine, prefix)).toBe('mismatch')
       }
     }
+  })
+
+  it('settlingBoundary answers as the two blockBoundaries calls it replaces', () => {
+    // Streams with blocks of ≈ 4–260 KB (memLevel 1–9), and limits before, on and past their ends.
+    const streams = [1, 4, 6, 8, 9].map((memLevel) => {
+      const raw = text(memLevel, 300_000 + memLevel * 50_000)
+      const params: DeflateParams = { level: 6, memLevel, windowBits: 15, strategy: 0, legacyHash: false }
+      const compressed = pakoEngine.deflate(raw, params)
+      return { raw, compressed, ends: blockBoundaries(compressed, raw.length).map((b) => b.raw) }
+    })
+    const near = (ends: number[]) =>
+      fc.oneof(
+        fc.integer({ min: -70_000, max: 700_000 }),
+        fc.tuple(fc.constantFrom(...ends, 0), fc.integer({ min: -2, max: 2 })).map(([e, d]) => e + d),
+      )
+    fc.assert(
+      fc.property(
+        fc
+          .integer({ min: 0, max: streams.length - 1 })
+          .chain((k) => fc.tuple(fc.constant(k), near(streams[k]!.ends), near(streams[k]!.ends))),
+        ([k, until, reach]) => {
+          const { raw, compressed } = streams[k]!
+          const within = blockBoundaries(compressed, raw.length, until).at(-1)
+          const settled = within ?? blockBoundaries(compressed, raw.length, reach, 1)[0]
+          const got = settlingBoundary(compressed, raw.length, until, reach)
+          expect(got).toEqual(settled ? { boundary: settled, within: within !== undefined } : undefined)
+        },
+      ),
+      { numRuns: 300 },
+    )
   })
 
   it('stretches the prefix to the first block boundary when no block ends within it', () => {

@@ -9,7 +9,7 @@
  */
 import { Deflate, deflateRaw, type Z_Strategy } from 'pako'
 import { BLOCK_STORED, type Block } from '../deflate/parse-types.ts'
-import { blockBoundaries } from './block-boundaries.ts'
+import { settlingBoundary } from './block-boundaries.ts'
 import { sameBytes } from './bytes.ts'
 import type { DeflateEngine } from './deflate-engine.ts'
 
@@ -169,11 +169,11 @@ export function enginePrefixVerdict(
   engine: DeflateEngine,
   prefix: number,
 ): Verdict {
-  const within = blockBoundaries(compressed, raw.length, prefix - PREFIX_SETTLED).at(-1)
   const reach = Math.min(LONG_PREFIX_CHECK, raw.length >>> 1) - PREFIX_SETTLED
-  const settled = within ?? blockBoundaries(compressed, raw.length, reach, 1)[0]
-  if (!settled) return compareDeflate(raw, compressed, params, prefix)
-  const end = within ? prefix : settled.raw + PREFIX_SETTLED
+  const found = settlingBoundary(compressed, raw.length, prefix - PREFIX_SETTLED, reach)
+  if (!found) return compareDeflate(raw, compressed, params, prefix)
+  const settled = found.boundary
+  const end = found.within ? prefix : settled.raw + PREFIX_SETTLED
   const out = engine.deflate(raw.subarray(0, end), params)
   const bytes = settled.bit >>> 3
   if (out.length < bytes) return 'mismatch'

@@ -213,9 +213,11 @@ export function proveSplice(
   target: DeflateParse,
   params: DeflateParams,
   engine?: DeflateEngine,
+  /** The caller already checked startAgrees (findSplice). */
+  startChecked = false,
 ): Splice | null {
   const { offsets } = found
-  if (!startAgrees(raw, target.tokens, params, PREFIX)) return null
+  if (!startChecked && !startAgrees(raw, target.tokens, params, PREFIX)) return null
   const deflaters = [resumedDeflate(params, undefined)]
   if (restartsNatively(params, engine)) deflaters.push(resumedDeflate(params, engine))
   const kept: Match[] = []
@@ -335,27 +337,33 @@ function restartsNatively(params: DeflateParams, engine: DeflateEngine | undefin
 /**
  * Create side: the first of `candidates` whose plan rebuilds `compressed` from `source`'s tokens
  * (see matchSplice and proveSplice) and, with `payoff`, is expected to apply faster than deflating
- * the stream whole (spliceWorthIt); or null.
+ * the stream whole (spliceWorthIt); or null. `source` may be a function that builds the index: it is
+ * only called when some candidate could pay and reproduces the stream's start.
  */
 export function findSplice(
   raw: Uint8Array,
   compressed: Uint8Array,
   target: DeflateParse,
-  source: SourceTokenIndex,
+  source: SourceTokenIndex | (() => SourceTokenIndex),
   candidates: readonly DeflateParams[],
   engine?: DeflateEngine,
   payoff = true,
 ): Splice | null {
   const pays = (p: DeflateParams, gapBytes: number, runs: number) =>
     !payoff || spliceWorthIt(raw.length, gapBytes, runs, restartsNatively(p, engine), p.level)
-  if (!candidates.some((p) => pays(p, 0, 1))) return null
-  const found = matchSplice(target.tokens, source)
+  // proveSplice's first check, made before the token matching rather than after it: a setting that
+  // cannot pay even with no gap (a plan has at least one run), or whose tokens part from the stream's
+  // at its start, is never proved. On react-dom 18.2 → 18.3.1 (level 9, Node's hash) only the classic
+  // hash could pay and its start parts at once, so the matching, most of a second, was for nothing.
+  const viable = candidates.filter((p) => pays(p, 0, 1) && startAgrees(raw, target.tokens, p, PREFIX))
+  if (viable.length === 0) return null
+  const found = matchSplice(target.tokens, typeof source === 'function' ? source() : source)
   if (!found) return null
   let copied = 0
   for (const m of found.matches) copied += found.offsets[m.i + m.n]! - found.offsets[m.i]!
-  for (const params of candidates) {
+  for (const params of viable) {
     if (!pays(params, raw.length - copied, found.matches.length)) continue
-    const splice = proveSplice(found, raw, compressed, target, params, engine)
+    const splice = proveSplice(found, raw, compressed, target, params, engine, true)
     if (splice) return splice
   }
   return null

@@ -96,6 +96,34 @@ describe('spliced archive deltas', () => {
     expect(splicedTokens(member.content, splice!, src.tokens!)).toEqual(parse.tokens)
   })
 
+  it('take the source index only when some setting reproduces the stream start', () => {
+    const source = gzip(sourceContent, { level: 6 })
+    const target = gzip(targetContent, { level: 6 })
+    const src = expand('gzip', source, inflateAll, LIMITS.maxExpandedBytes, undefined, true)
+    const member = parseGzip(target, LIMITS.maxExpandedBytes).members[0]!
+    const compressed = target.subarray(member.dataStart, member.dataEnd)
+    const parse = parseDeflate(compressed, member.content.length, 'test')
+    const right = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
+    let built = 0
+    const index = () => {
+      built++
+      return new SourceTokenIndex(src.tokens!)
+    }
+    // Settings whose tokens part from the stream's at once: nothing to match, no index built.
+    const wrong = [
+      { ...right, level: 9 },
+      { ...right, legacyHash: true },
+    ]
+    expect(findSplice(member.content, compressed, parse, index, wrong, undefined, false)).toBeNull()
+    expect(built).toBe(0)
+    // The same plan as with the index handed over built.
+    const splice = findSplice(member.content, compressed, parse, index, [...wrong, right], undefined, false)
+    expect(built).toBe(1)
+    const eager = new SourceTokenIndex(src.tokens!)
+    expect(splice).toEqual(findSplice(member.content, compressed, parse, eager, [right], undefined, false))
+    expect(splice?.params).toEqual(right)
+  })
+
   it('keep the recorded blocks of a stream zlib would have cut differently (fixed Huffman)', async () => {
     const source = gzip(sourceContent, { level: 9, strategy: 4 })
     const target = gzip(targetContent, { level: 9, strategy: 4 })
