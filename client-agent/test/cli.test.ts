@@ -129,6 +129,11 @@ describe('deltaport CLI', () => {
     for (const args of [
       ['install', 'app@Not A'],
       ['update', 'app', '--to', '1.2.3.4'],
+      // Neither a version nor a channel name: refused here, not sent to the edge as a channel ("app has
+      // no channel", exit 6, as if the artifact lacked one).
+      ['install', 'app@1.0'],
+      ['update', 'app', '--to', 'Stable'],
+      ['update', 'app@2'],
     ]) {
       const refused = await runWithConfig(noConfig, args)
       expect(refused.code, args.join(' ')).toBe(2)
