@@ -423,7 +423,7 @@ export function buildProgram(
       const unmet = dependencies.filter((d) => !d.satisfied)
       for (const d of unmet)
         reporter().info(
-          `warning: ${name}@${state.current} needs ${d.name} ${d.range}, but ${d.current === null ? `${d.name} is not installed (uninstalled with --ignore-dependents)` : `${d.name} ${d.current} runs (moved back by \`deltaport run\`'s rollback after a failed trial, a signed yank, or a rollback with --ignore-dependents)`}; installing a version of ${d.name} in ${d.range}, once one is published or allowed, puts it back in range`,
+          `warning: ${name}@${state.current} needs ${d.name} ${d.range}, but ${d.current === null ? `${d.name} is not installed (uninstalled with --ignore-dependents)` : `${d.name} ${d.current} runs (left by \`deltaport run\`'s rollback of a failed trial, a signed yank's retreat, or an update or rollback with --ignore-dependents)`}; installing a version of ${d.name} in ${d.range}, once one is published or allowed, puts it back in range`,
         )
       reporter().result(
         `${name}: current ${state.current ?? 'none'}, previous ${state.previous ?? 'none'}, installed [${versions.join(', ')}]${needs.length ? `; needs ${needs.join(', ')}` : ''}${failedHere.length ? `; failed here (skipped by update until named or --retry-failed): ${failedHere.map((f) => `${f.version} (${describeFailure(f)})`).join(', ')}` : ''}`,
