@@ -75,7 +75,10 @@ describe('deltaport run: one per artifact', () => {
         expect(late.stderr()).toContain(`another \`deltaport run\` already serves ${NAME}`)
         expect(late.stderr()).toMatch(/pid \d+ \(deltaport .*\brun single-svc\b/)
       } finally {
-        late.child.kill('SIGKILL')
+        // Only when the test failed is it still running (and serving): stopped, not killed, so its
+        // service does not outlive it.
+        late.child.kill('SIGTERM')
+        await late.exited
       }
       expect(await runFiles.livePids()).toEqual(served)
       const health = await fetch(`http://127.0.0.1:${port}/health`)
