@@ -423,7 +423,7 @@ export function buildProgram(
       const unmet = dependencies.filter((d) => !d.satisfied)
       for (const d of unmet)
         reporter().info(
-          `warning: ${name}@${state.current} needs ${d.name} ${d.range}, but ${d.current === null ? `${d.name} is not installed (uninstalled with --ignore-dependents)` : `${d.name} ${d.current} runs (moved back by \`deltaport run\`'s rollback after a failed trial, a signed yank, or a rollback with --ignore-dependents)`}; installing a version of ${d.name} in ${d.range}, once one is published or allowed, puts it back in range`,
+          `warning: ${name}@${state.current} needs ${d.name} ${d.range}, but ${d.current === null ? `${d.name} is not installed (uninstalled with --ignore-dependents)` : `${d.name} ${d.current} runs (left by \`deltaport run\`'s rollback of a failed trial, a signed yank's retreat, or an update or rollback with --ignore-dependents)`}; installing a version of ${d.name} in ${d.range}, once one is published or allowed, puts it back in range`,
         )
       reporter().result(
         `${name}: current ${state.current ?? 'none'}, previous ${state.previous ?? 'none'}, installed [${versions.join(', ')}]${needs.length ? `; needs ${needs.join(', ')}` : ''}${failedHere.length ? `; failed here (skipped by update until named or --retry-failed): ${failedHere.map((f) => `${f.version} (${describeFailure(f)})`).join(', ')}` : ''}`,
@@ -649,13 +649,17 @@ function parseSpec(spec: string, explicitTarget?: string): { name: string; targe
   const target = explicitTarget ?? (at > 0 ? spec.slice(at + 1) : undefined)
   requireArtifactName(name)
   // A target starting like a version is taken as one (isVersionTarget), so it must be one: a typo such as
-  // 1.2.3.4 would otherwise reach the edge and come back as its 400 (or "cannot reach the edge").
+  // 1.2.3.4 would otherwise reach the edge and come back as its 400 (or "cannot reach the edge"). Any
+  // other target is a channel, so it must be a channel name: `app@1.0` or `app@Stable` went to the edge
+  // as a channel and came back as "app has no channel" (exit 6), as if the artifact lacked it.
   if (
     target !== undefined &&
-    (!/^[a-z0-9][a-z0-9.+-]{0,63}$/i.test(target) ||
-      (isVersionTarget(target) && !Version.safeParse(target).success))
+    (isVersionTarget(target) ? !Version.safeParse(target).success : !ChannelName.safeParse(target).success)
   ) {
-    throw new AgentError('usage', `"${target}" is not a version or channel`)
+    throw new AgentError(
+      'usage',
+      `"${target}" is not a version or channel: a version is x.y.z (semver, e.g. 1.2.3), a channel 1-32 of a-z, 0-9 and -, starting with a letter (e.g. stable, latest)`,
+    )
   }
   return target === undefined ? { name } : { name, target }
 }

@@ -30,7 +30,10 @@ const PinnedKey = z
  */
 export const AgentConfig = z
   .strictObject({
-    edgeUrl: z.url({ protocol: /^https?$/ }),
+    edgeUrl: z.url({
+      protocol: /^https?$/,
+      error: 'an http:// or https:// URL (the edge, e.g. https://updates.example.com)',
+    }),
     trustedKeys: z.array(PinnedKey).default([]),
     /**
      * The edge's index-signing keys (ADR 0032: `deltaport keygen`'s public half of INDEX_SIGNING_KEY).

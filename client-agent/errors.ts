@@ -1,4 +1,7 @@
-import { getSystemErrorMessage } from 'node:util'
+// A namespace import: the agent's bundle must load on an older Node far enough to say it needs a newer one
+// (scripts/build-agent.ts), and a named import of an export that Node lacks (getSystemErrorMessage is
+// Node 22's) fails the whole module before any line of it runs.
+import * as nodeUtil from 'node:util'
 
 /** Stable codes scripts can match on (`--json` prints them) and the exit status each maps to. */
 export const EXIT_CODES = {
@@ -100,5 +103,10 @@ export function systemError(
   if (!(error instanceof Error)) return null
   const { code, syscall, path, errno } = error as NodeJS.ErrnoException
   if (typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code) || typeof syscall !== 'string') return null
-  return { code, syscall, path, reason: typeof errno === 'number' ? getSystemErrorMessage(errno) : code }
+  return {
+    code,
+    syscall,
+    path,
+    reason: typeof errno === 'number' ? nodeUtil.getSystemErrorMessage(errno) : code,
+  }
 }

@@ -33,7 +33,8 @@ export const ChannelName = z
   .string()
   .min(1)
   .max(32)
-  .regex(/^[a-z][a-z0-9-]*$/)
+  // Said in words: the bare pattern reached users as "must match pattern /^[a-z][a-z0-9-]*$/".
+  .regex(/^[a-z][a-z0-9-]*$/, '1-32 of a-z, 0-9 and -, starting with a letter (e.g. stable)')
 export type ChannelName = z.infer<typeof ChannelName>
 
 export const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, '64 lowercase hex digits')

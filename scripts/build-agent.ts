@@ -75,9 +75,10 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
       DELTAPORT_AGENT_VERSION: JSON.stringify(root.version),
       DELTAPORT_APPLY_WORKER: JSON.stringify(`./${APPLY_WORKER}.mjs`),
     },
-    // CommonJS dependencies (semver, pako) call require(); an ES module has none of its own.
+    // CommonJS dependencies (semver, pako) call require(); an ES module has none of its own. Then the
+    // Node version check, before any of the agent runs.
     banner: {
-      js: "import { createRequire as __deltaportCreateRequire } from 'node:module'\nconst require = __deltaportCreateRequire(import.meta.url)",
+      js: `import { createRequire as __deltaportCreateRequire } from 'node:module'\nconst require = __deltaportCreateRequire(import.meta.url)\n${nodeVersionCheck(root.engines.node)}`,
     },
   })
 
@@ -104,6 +105,26 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
   await writeFile(join(outDir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`)
   const bundleBytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0)
   return { outDir, version: root.version, bundleBytes, bundled: bundled.map(({ dir: _, ...p }) => p) }
+}
+
+/**
+ * The bundle's first statement: on a Node older than `engines` (`>=22.12`), a line saying so and exit 3
+ * (a config error: the machine's, not the agent's). Without it a device on Node 20 (what many
+ * distributions ship) got a SyntaxError naming a node:util export, or a feature failing mid-command.
+ * It runs only if the bundle links there, so the agent imports Node 22's additions by namespace
+ * (client-agent/errors.ts).
+ */
+export function nodeVersionCheck(engines: string): string {
+  const floor = /^>=(\d+)\.(\d+)(?:\.\d+)?$/.exec(engines)
+  if (!floor) throw new Error(`package.json engines.node must read ">=major.minor", not ${engines}`)
+  const [major, minor] = [Number(floor[1]), Number(floor[2])]
+  return [
+    `{ const [major, minor] = process.versions.node.split('.').map(Number)`,
+    `  if (major < ${major} || (major === ${major} && minor < ${minor})) {`,
+    `    process.stderr.write(\`deltaport: needs Node.js ${major}.${minor} or newer; this is \${process.versions.node} (\${process.execPath})\\n\`)`,
+    `    process.exit(3)`,
+    `  } }`,
+  ].join('\n')
 }
 
 interface BundledPackage {

@@ -5,11 +5,13 @@ import { type Command, InvalidArgumentError } from 'commander'
 import { HookSpec, SwapSettings, type SwapSettingsInput } from '../../schemas/swap.ts'
 import type { AgentConfig } from '../config.ts'
 import { AgentError } from '../errors.ts'
+import type { ArtifactLock } from '../fs/artifact-lock.ts'
 import { jsonLine, printable, type Reporter } from '../output.ts'
 import { rolloutGate, rolloutReporter } from '../rollout/index.ts'
 import { ArtifactStore } from '../store.ts'
 import { EdgeChannelSource, followChannelHead, type VersionGate } from '../swap/edge-source.ts'
 import { RunFiles } from '../swap/run-files.ts'
+import { lockRun } from '../swap/run-lock.ts'
 import { StartInterrupted, Supervisor, type SupervisorEvent } from '../swap/supervisor.ts'
 import { UpdateChecks } from '../swap/update-checks.ts'
 import { type ReadyUpdate, type SwapOutcomeReporter, silentReporter } from '../swap/update-source.ts'
@@ -92,42 +94,72 @@ export function registerRunCommand(
       process.on('SIGHUP', keepHup)
       const out = reporter()
       const stop = new StopRequest()
-      let supervisor: Supervisor
+      let loaded: AgentConfig
+      let held: ArtifactLock
       try {
-        supervisor = await startSupervisor(name, command, options, out, await config(), rollout, stop)
+        loaded = await config()
+        // Held until the service is stopped: a second `run` of the artifact is refused (busy) before
+        // it installs anything, reaps the first one's service or opens its journal.
+        held = await lockRun(loaded.installRoot, name)
       } catch (error) {
-        stop.disarm()
-        if (!(error instanceof StartInterrupted) || !stop.received) throw error
-        // Stopped before it served, the service it had launched stopped too: the exit a shell expects
-        // of a process a signal ended (not 0: nothing was served, and the caller may want to know).
-        out.result(`${name}: stopped by ${stop.received} while starting`, {
-          run: { name, version: null, interrupted: stop.received },
-        })
-        process.exit(128 + constants.signals[stop.received])
-      } finally {
         process.off('SIGHUP', keepHup)
+        throw error
       }
-      // Polls, SIGHUP, and the retry of a deferred swap; a trigger during a check (which lasts as long
-      // as its swap) is kept: a version published while another one is swapped in is looked for after.
-      const checks = new UpdateChecks(supervisor, options.interval * 1000, (message) =>
-        printEvent(out, { type: 'error', message }),
-      )
-      const onHup = () => checks.trigger()
-      process.on('SIGHUP', onHup)
-      checks.start()
-      if (hupWhileStarting) checks.trigger()
       try {
-        await stop.requested
+        await serve(name, command, options, out, loaded, rollout, stop, () => hupWhileStarting, keepHup)
       } finally {
-        stop.disarm()
-        checks.stop()
-        process.off('SIGHUP', onHup)
-        await supervisor.stop()
+        await held.release()
       }
-      out.result(`${name}: stopped (was serving ${supervisor.version})`, {
-        run: { name, version: supervisor.version },
-      })
     })
+}
+
+/** `run` once it holds the artifact's run lock: start the supervisor, check for updates until stopped. */
+async function serve(
+  name: string,
+  command: string[],
+  options: RunOptions,
+  out: Reporter,
+  loaded: AgentConfig,
+  rollout: (config: AgentConfig, name: string) => Promise<RolloutWiring>,
+  stop: StopRequest,
+  hupWhileStarting: () => boolean,
+  keepHup: () => void,
+): Promise<void> {
+  let supervisor: Supervisor
+  try {
+    supervisor = await startSupervisor(name, command, options, out, loaded, rollout, stop)
+  } catch (error) {
+    stop.disarm()
+    if (!(error instanceof StartInterrupted) || !stop.received) throw error
+    // Stopped before it served, the service it had launched stopped too: the exit a shell expects
+    // of a process a signal ended (not 0: nothing was served, and the caller may want to know).
+    out.result(`${name}: stopped by ${stop.received} while starting`, {
+      run: { name, version: null, interrupted: stop.received },
+    })
+    process.exit(128 + constants.signals[stop.received])
+  } finally {
+    process.off('SIGHUP', keepHup)
+  }
+  // Polls, SIGHUP, and the retry of a deferred swap; a trigger during a check (which lasts as long
+  // as its swap) is kept: a version published while another one is swapped in is looked for after.
+  const checks = new UpdateChecks(supervisor, options.interval * 1000, (message) =>
+    printEvent(out, { type: 'error', message }),
+  )
+  const onHup = () => checks.trigger()
+  process.on('SIGHUP', onHup)
+  checks.start()
+  if (hupWhileStarting()) checks.trigger()
+  try {
+    await stop.requested
+  } finally {
+    stop.disarm()
+    checks.stop()
+    process.off('SIGHUP', onHup)
+    await supervisor.stop()
+  }
+  out.result(`${name}: stopped (was serving ${supervisor.version})`, {
+    run: { name, version: supervisor.version },
+  })
 }
 
 /**

@@ -75,11 +75,50 @@ export function removeOpenTempsSync(): void {
   openTemps.clear()
 }
 
+/** openTempFor calls under way: a temp they create is not in openTemps until its open has returned. */
+let opening = 0
+/** Set by stopRemovingTemps: the exit a signal asked for, taken once no temp is being opened. */
+let stopping: { code: number; exit: (code: number) => void } | null = null
+
+/**
+ * A stop signal's end of the process (fs/stop-signals.ts): removes every temp still open and exits
+ * with `code`, or, while a temp is being opened, once that open has returned and its temp is removed
+ * too. Exiting at once left that temp behind: a signal that waited out a long synchronous step (an
+ * in-memory `delta make`) was handled in the same turn of the event loop as the output's open, which
+ * had created the file in the thread pool but not yet reported it. `exit` is for tests.
+ */
+export function stopRemovingTemps(code: number, exit: (code: number) => void = (c) => process.exit(c)): void {
+  stopping = { code, exit }
+  removeOpenTempsSync()
+  if (opening === 0) exit(code)
+}
+
 /**
  * Creates `target`'s sibling temp file. A failure here is about the target's directory (missing, not
  * writable, full), so the error names the target rather than a temp name the user never chose.
  */
 export async function openTempFor(target: string): Promise<{ temp: string; handle: FileHandle }> {
+  opening++
+  const settled = await createTemp(target).then(
+    (opened) => ({ opened, error: null }),
+    (error: unknown) => ({ opened: null, error }),
+  )
+  opening--
+  if (stopping) {
+    if (settled.opened) {
+      await settled.opened.handle.close().catch(() => undefined)
+      rmSync(settled.opened.temp, { force: true })
+    }
+    if (opening === 0) stopping.exit(stopping.code)
+    // Only reached with a test's exit (or while another open is under way, which then exits).
+    throw new AgentError('io', `stopped by a signal before ${target} was written`, { path: target })
+  }
+  if (!settled.opened) throw settled.error
+  openTemps.add(settled.opened.temp)
+  return settled.opened
+}
+
+async function createTemp(target: string): Promise<{ temp: string; handle: FileHandle }> {
   // The final rename would fail only after all the work; a directory in the way is known now.
   if ((await stat(target).catch(() => null))?.isDirectory())
     throw new AgentError('io', `${target} is a directory`, { path: target })
@@ -88,7 +127,6 @@ export async function openTempFor(target: string): Promise<{ temp: string; handl
     error.path = target
     throw error
   })
-  openTemps.add(temp)
   return { temp, handle }
 }
 

@@ -1,5 +1,5 @@
 import { AgentError } from '../errors.ts'
-import { removeOpenTempsSync } from './atomic.ts'
+import { stopRemovingTemps } from './atomic.ts'
 
 /** The shell's convention for a process ended by a signal: 128 + its number. */
 const EXIT_ON = { SIGINT: 130, SIGTERM: 143 } as const
@@ -7,7 +7,8 @@ const STOP_SIGNALS = Object.keys(EXIT_ON) as (keyof typeof EXIT_ON)[]
 
 /**
  * Runs `work` so that SIGINT or SIGTERM end it without leaving temp files behind: the handler removes
- * every temp output still open (fs/atomic.ts) and exits with 130 or 143. Without it Node's default
+ * every temp output still open, and one being opened once its open returns (fs/atomic.ts), and exits
+ * with 130 or 143. Without it Node's default
  * action kills the process between its writes, and the `.out.<hex>.tmp` beside the output stays; the
  * destination itself is only ever replaced by the final rename, so it is left untouched either way.
  * For commands that write one output and need no other cleanup (`delta make|apply`); updates keep their
@@ -15,10 +16,7 @@ const STOP_SIGNALS = Object.keys(EXIT_ON) as (keyof typeof EXIT_ON)[]
  */
 export async function removingTempsOnStop<T>(work: () => Promise<T>): Promise<T> {
   const handlers = Object.entries(EXIT_ON).map(([signal, code]) => {
-    const handler = () => {
-      removeOpenTempsSync()
-      process.exit(code)
-    }
+    const handler = () => stopRemovingTemps(code)
     process.once(signal, handler)
     return [signal, handler] as const
   })

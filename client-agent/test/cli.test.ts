@@ -129,6 +129,11 @@ describe('deltaport CLI', () => {
     for (const args of [
       ['install', 'app@Not A'],
       ['update', 'app', '--to', '1.2.3.4'],
+      // Neither a version nor a channel name: refused here, not sent to the edge as a channel ("app has
+      // no channel", exit 6, as if the artifact lacked one).
+      ['install', 'app@1.0'],
+      ['update', 'app', '--to', 'Stable'],
+      ['update', 'app@2'],
     ]) {
       const refused = await runWithConfig(noConfig, args)
       expect(refused.code, args.join(' ')).toBe(2)
@@ -343,7 +348,7 @@ describe('deltaport CLI', () => {
     await writeFile(badConfig, JSON.stringify({ edgeUrl: 'ftp://nope' }))
     const config = await runWithConfig(badConfig, ['status', 'x'])
     expect(config.code).toBe(3)
-    expect(config.stderr).toContain('edgeUrl')
+    expect(config.stderr).toContain('edgeUrl: an http:// or https:// URL')
     // A misspelt knob is not silently the default: the key and the file are named.
     const typo = join(ws.dir, 'typo.json')
     await writeFile(typo, JSON.stringify({ ...ws.config, bandwithCapBps: 1000 }))
@@ -355,7 +360,9 @@ describe('deltaport CLI', () => {
     await writeFile(badChannel, JSON.stringify({ ...ws.config, channel: 'Stable ' }))
     const channelled = await runWithConfig(badChannel, ['status', 'x'])
     expect(channelled.code).toBe(3)
-    expect(channelled.stderr).toContain(`${badChannel} is invalid: channel:`)
+    expect(channelled.stderr).toContain(
+      `${badChannel} is invalid: channel: 1-32 of a-z, 0-9 and -, starting with a letter (e.g. stable)`,
+    )
     // A small-order trusted key (the identity point) would verify forged signatures: refused by name.
     const weak = join(ws.dir, 'weak.json')
     const identity = { keyid: 'a'.repeat(64), publicKey: `AQ${'A'.repeat(41)}=` }

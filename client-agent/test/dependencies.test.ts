@@ -212,6 +212,25 @@ describe('dependencies', () => {
     expect((await cli('status', 'rb-lib')).stderr).not.toContain('warning')
   })
 
+  it("an update past a dependent's range with --ignore-dependents: status warns without calling it a move back", async () => {
+    await publish('up-lib', '1.0.0')
+    await publish('up-app', '1.0.0', { 'up-lib': '^1.0.0' })
+    const d = device('update-past-range')
+    await installArtifact(d, { name: 'up-app' })
+    await publish('up-lib', '2.0.0')
+    const configFile = join(suite.ws.dir, 'update-past-range-device.json')
+    await writeFile(configFile, JSON.stringify(d))
+    const cli = (...args: string[]) =>
+      promisify(execFile)(process.execPath, [BIN, '--config', configFile, ...args])
+    await cli('update', 'up-lib', '--ignore-dependents')
+    expect(await currentOf(d, 'up-lib')).toBe('2.0.0')
+    const status = await cli('status', 'up-app')
+    expect(status.stderr).toContain('warning: up-app@1.0.0 needs up-lib ^1.0.0, but up-lib 2.0.0 runs')
+    // It went forward, past the range: the warning named only ways back ("moved back by …").
+    expect(status.stderr).toContain('an update or rollback with --ignore-dependents')
+    expect(status.stderr).not.toContain('moved back')
+  })
+
   it("a signed yank's retreat may leave a dependent outside its range, unrefused, and its status warns", async () => {
     await publish('yr-lib', '1.0.0')
     await publish('yr-lib', '1.1.0')

@@ -175,6 +175,29 @@ describe('the packaged agent', () => {
     expectSameBytes(await readFile(join(status.currentPath, 'blob')), v2)
   })
 
+  it('on a Node older than engines (22.12) says what it needs, exit 3, rather than a SyntaxError', async () => {
+    const agent = join(packageDir, 'deltaport.mjs')
+    // Node 20 as far as the bundle can tell (the preload runs before the bundle is loaded).
+    const older = `data:text/javascript,Object.defineProperty(process, 'versions', { value: { ...process.versions, node: '22.11.0' } })`
+    const faked = await cliFailure(exec(process.execPath, ['--import', older, agent, '--version']))
+    expect(faked?.code).toBe(3)
+    expect(faked?.stderr).toBe(
+      `deltaport: needs Node.js 22.12 or newer; this is 22.11.0 (${process.execPath})\n`,
+    )
+    // A real older Node, where the machine has one (Debian's nodejs is 20 or 18): the bundle must load
+    // there far enough to say so; a named import of an export only Node 22 has failed it before that.
+    for (const node of await everyOnPath('node')) {
+      const { stdout } = await exec(node, ['-p', 'process.versions.node'])
+      const [major = 0, minor = 0] = stdout.trim().split('.').map(Number)
+      if (major > 22 || (major === 22 && minor >= 12) || major < 18) continue
+      const real = await cliFailure(exec(node, [agent, '--version']))
+      expect(real?.code, node).toBe(3)
+      expect(real?.stderr, node).toContain(
+        `deltaport: needs Node.js 22.12 or newer; this is ${stdout.trim()}`,
+      )
+    }
+  })
+
   // systemd-analyze (Debian's systemd package) checks syntax, keys and that ExecStart is executable;
   // where it is missing (a container without systemd) only the unit contents are checked.
   it('ships systemd units that systemd-analyze accepts when pointed at the installed bin', async () => {
@@ -193,6 +216,23 @@ describe('the packaged agent', () => {
     }
   })
 })
+
+/** Every executable `command` on PATH (the repo's Node first), each once. */
+async function everyOnPath(command: string): Promise<string[]> {
+  const found: string[] = []
+  for (const dir of PATH.split(delimiter)) {
+    const candidate = join(dir, command)
+    if (found.includes(candidate)) continue
+    if (
+      await access(candidate, constants.X_OK).then(
+        () => true,
+        () => false,
+      )
+    )
+      found.push(candidate)
+  }
+  return found
+}
 
 async function which(command: string): Promise<string | null> {
   for (const dir of PATH.split(delimiter)) {
