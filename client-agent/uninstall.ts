@@ -5,6 +5,7 @@ import { dropInterruptedSwitch } from './dependency-switch.ts'
 import { AgentError } from './errors.ts'
 import { type InstallRequest, lockWaitOf, runFilesOf } from './install.ts'
 import { ArtifactStore } from './store.ts'
+import { lockRun } from './swap/run-lock.ts'
 
 export interface UninstallRequest extends Pick<InstallRequest, 'lockWaitMs' | 'onLockWait' | 'signal'> {
   name: string
@@ -81,23 +82,30 @@ async function uninstallInto(config: AgentConfig, request: UninstallRequest, res
         `${request.name} is served by a running \`deltaport run\` (pids ${serving.join(', ')}); stop it first`,
         { pids: serving },
       )
-    const current = state.current !== null && installed.includes(state.current) ? state.current : null
-    // A damaged manifest must not stop its own uninstall (it only costs --with-dependencies its list).
-    const dependencies = current ? ((await store.manifestOrNull(current))?.signed.dependencies ?? []) : []
-    // An update of it killed while switching is abandoned with it (the dependencies it switched stay).
-    await dropInterruptedSwitch(store)
-    const versions = await store.uninstall()
-    // A reinstall starts afresh: what failed here before is the history of the removed artifact.
-    const failed = [...(await runFiles.failedVersions())]
-    await runFiles.clearFailures()
-    result.removed.push({
-      name: request.name,
-      versions,
-      staged: await staging.removeArtifact(request.name),
-      unfinished,
-      ...(failed.length > 0 ? { failed } : {}),
-    })
-    return dependencies
+    // A `run` that took its lock but has not started its service yet records no pid: its lock is what
+    // says it is there. Held (not waited for) until the removal is done, so no run starts under it.
+    const runLock = await lockRun(config.installRoot, request.name)
+    try {
+      const current = state.current !== null && installed.includes(state.current) ? state.current : null
+      // A damaged manifest must not stop its own uninstall (it only costs --with-dependencies its list).
+      const dependencies = current ? ((await store.manifestOrNull(current))?.signed.dependencies ?? []) : []
+      // An update of it killed while switching is abandoned with it (the dependencies it switched stay).
+      await dropInterruptedSwitch(store)
+      const versions = await store.uninstall()
+      // A reinstall starts afresh: what failed here before is the history of the removed artifact.
+      const failed = [...(await runFiles.failedVersions())]
+      await runFiles.clearFailures()
+      result.removed.push({
+        name: request.name,
+        versions,
+        staged: await staging.removeArtifact(request.name),
+        unfinished,
+        ...(failed.length > 0 ? { failed } : {}),
+      })
+      return dependencies
+    } finally {
+      await runLock.release()
+    }
   })
   if (!request.withDependencies) return
   for (const dependency of needs) {

@@ -8,6 +8,7 @@ import { StagingArea } from '../daemon/staging.ts'
 import { unfinishedSwitches } from '../dependency-switch.ts'
 import { installArtifact, rollbackArtifact } from '../install.ts'
 import { ArtifactStore } from '../store.ts'
+import { lockRun } from '../swap/run-lock.ts'
 import { uninstallArtifact } from '../uninstall.ts'
 import { agentFailure, writeArtifact } from './fixtures.ts'
 import { useEdgeWorkspace } from './local-edge.ts'
@@ -126,6 +127,16 @@ describe('uninstall', () => {
 
     const exited = spawnSync(process.execPath, ['-e', '0']).pid
     await children([exited])
+    // A run still starting (its lock taken, no service recorded yet) counts as serving too.
+    const starting = await lockRun(device.installRoot, 'un-served')
+    try {
+      const early = await agentFailure(uninstallArtifact(device, { name: 'un-served' }))
+      expect(early.code).toBe('busy')
+      expect(early.message).toContain('another `deltaport run` already serves un-served')
+    } finally {
+      await starting.release()
+    }
+    expect(await new ArtifactStore(device.installRoot, 'un-served').installedVersions()).toEqual(['1.0.0'])
     expect((await uninstallArtifact(device, { name: 'un-served' })).removed).toEqual([
       { name: 'un-served', versions: ['1.0.0'], staged: [], unfinished: 0 },
     ])
