@@ -185,10 +185,14 @@ function rangedResponses(contentType: string, what: string, headers: Record<stri
   } satisfies Record<string, ResponseSpec>
 }
 
-/** HEAD twins of ranged GETs: same parameters and statuses, no bodies. */
+/**
+ * HEAD twins of ranged GETs: same parameters and headers, no bodies, and no range answers (206, 416): a
+ * HEAD ignores Range and If-Range (RFC 9110 §14.2 defines range handling for GET only).
+ */
 function headOf(get: RouteSpec): RouteSpec {
   const responses: Record<string, ResponseSpec> = {}
   for (const [status, response] of Object.entries(get.responses)) {
+    if (status === '206') continue
     responses[status] = response.headers
       ? { description: response.description, headers: response.headers }
       : { description: response.description }
@@ -198,7 +202,10 @@ function headOf(get: RouteSpec): RouteSpec {
     method: 'head',
     operationId: `${get.operationId}Head`,
     summary: `${get.summary} (headers only)`,
+    description: `${get.description ? `${get.description} ` : ''}Range and If-Range are ignored: the answer is the whole object's.`,
+    parameters: get.parameters?.filter((param) => param.name !== 'range' && param.name !== 'if-range'),
     responses,
+    problems: get.problems?.filter((status) => status !== 416),
   }
 }
 

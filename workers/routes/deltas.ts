@@ -7,7 +7,7 @@ import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { serveImmutable } from '../http/edge-cache.ts'
 import { Problem } from '../http/problem.ts'
-import { ObjectReplaced, serveObject } from '../http/serve-object.ts'
+import { IMMUTABLE_OBJECT, ObjectReplaced, serveObject } from '../http/serve-object.ts'
 import { valid } from '../http/validate.ts'
 import type { StoredDelta } from '../publish/frame-delta.ts'
 import { generateLazyDelta } from '../publish/lazy-delta.ts'
@@ -168,7 +168,7 @@ async function serveDelta(
   // otherwise pair the new stream's bytes with the old one's ETag, length and framing headers.
   const response = await serveObject(request, bucket, key, framing.framedLength, {
     etag: deltaEtag(framing),
-    cacheControl: 'public, max-age=31536000, immutable',
+    cacheControl: IMMUTABLE_OBJECT,
     contentType: 'application/vnd.deltaport.stream',
     storedEtag,
   })
