@@ -152,7 +152,7 @@ const contentLengthParam: ParamSpec = {
   schema: z.string().regex(/^\d{1,16}$/),
   required: true,
   description:
-    'Uploads need a Content-Length (411 without one). The body must be exactly that long: one that ends short or runs past it is a 400 `body-length-mismatch`, one that breaks off a 400 `request-body-incomplete` (nothing stored, no Retry-After).',
+    'Uploads need a Content-Length (411 without one). The body must be exactly that long: one that ends short or runs past it is a 400 `body-length-mismatch`, one that breaks off a 400 `request-body-incomplete` (nothing stored, no Retry-After). The body is stored as sent: a `Content-Encoding` other than `identity` is a 415 with `Accept-Encoding: identity`.',
 }
 /** Conditional and range request headers of the immutable object routes (workers/http/serve-object.ts). */
 const rangeParams: ParamSpec[] = [
@@ -389,7 +389,7 @@ export const ROUTES: RouteSpec[] = [
     parameters: [nameParam, versionParam, contentLengthParam],
     requestBody: { kind: 'binary', contentType: 'application/octet-stream' },
     responses: { '201': { description: 'Published', body: { kind: 'json', schema: 'Published' } } },
-    problems: [400, 401, 409, 411, 413, 422],
+    problems: [400, 401, 409, 411, 413, 415, 422],
   },
   {
     method: 'post',
@@ -444,7 +444,7 @@ export const ROUTES: RouteSpec[] = [
     ],
     requestBody: { kind: 'binary', contentType: 'application/octet-stream' },
     responses: { '200': { description: 'Part stored', body: { kind: 'json', schema: 'UploadedPart' } } },
-    problems: [400, 401, 409, 411, 413],
+    problems: [400, 401, 409, 411, 413, 415],
   },
   {
     method: 'post',
@@ -487,7 +487,7 @@ export const ROUTES: RouteSpec[] = [
     responses: {
       '201': { description: 'Delta framed and stored', body: { kind: 'json', schema: 'DeltaUploaded' } },
     },
-    problems: [400, 401, 404, 409, 411, 422],
+    problems: [400, 401, 404, 409, 411, 415, 422],
   },
   {
     method: 'put',
@@ -501,7 +501,7 @@ export const ROUTES: RouteSpec[] = [
     responses: {
       '201': { description: 'Chunk index stored', body: { kind: 'json', schema: 'ChunkIndexUploaded' } },
     },
-    problems: [400, 401, 404, 409, 411, 422],
+    problems: [400, 401, 404, 409, 411, 415, 422],
   },
   {
     method: 'put',

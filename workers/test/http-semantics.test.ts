@@ -1,6 +1,14 @@
 import { beforeAll, describe, expect, it } from 'vitest'
 import { publishWithDeltas } from './delta-helpers.ts'
-import { bytesOf, call, publishSingle } from './publish-helpers.ts'
+import {
+  auth,
+  bytesOf,
+  call,
+  envelopeFor,
+  expectProblem,
+  publishSingle,
+  startPublish,
+} from './publish-helpers.ts'
 
 /**
  * HTTP semantics of the stored-object routes (blob, chunk index, delta stream) that real clients and
@@ -124,5 +132,74 @@ describe('immutable objects forbid transformation (RFC 9111 §5.2.2.6 no-transfo
         expect(revalidated.headers.get('cache-control'), route.label).toContain('no-transform')
       }
     }
+  })
+})
+
+describe('content codings of request bodies (RFC 9110 §8.4, §15.5.16)', () => {
+  it('refuses a coded body on routes that take it as sent: 415 with Accept-Encoding: identity', async () => {
+    const bytes = bytesOf(300, 93)
+    const envelope = await envelopeFor('semantics-coded', '1.0.0', bytes)
+    const json = JSON.stringify(envelope)
+    const uploads: Array<[string, string, string | Uint8Array]> = [
+      ['POST', '/v1/publish/semantics-coded/1.0.0', json],
+      ['PUT', '/v1/publish/semantics-coded/1.0.0/blob', bytes],
+      ['PUT', '/v1/publish/semantics-coded/1.0.0/uploads/x/parts/1', bytes],
+      ['POST', '/v1/publish/semantics-coded/1.0.0/uploads/x/complete', '{"parts":[]}'],
+      ['PUT', '/v1/publish/semantics-coded/1.0.0/deltas/0.9.0/vcdiff', bytes],
+      ['PUT', '/v1/publish/semantics-coded/1.0.0/chunks', bytes],
+      ['PUT', '/v1/publish/semantics-coded/1.0.0/manifest', json],
+    ]
+    for (const coding of ['gzip', 'br', 'GZIP ', 'x-whatever']) {
+      for (const [method, path, body] of uploads) {
+        const response = await call(path, {
+          method,
+          headers: {
+            ...auth,
+            'content-type': typeof body === 'string' ? 'application/json' : 'application/octet-stream',
+            'content-length': String(
+              typeof body === 'string' ? new TextEncoder().encode(body).length : body.length,
+            ),
+            'content-encoding': coding,
+          },
+          body,
+        })
+        const context = `${method} ${path} ${coding}`
+        await expectProblem(response, 415, 'unsupported-media-type')
+        expect(response.headers.get('accept-encoding'), context).toBe('identity')
+      }
+    }
+  })
+
+  it('stores nothing from a blob labelled gzip, and takes the same bytes sent as identity', async () => {
+    const bytes = bytesOf(400, 94)
+    const envelope = await envelopeFor('semantics-coded-blob', '1.0.0', bytes)
+    expect((await startPublish(envelope)).status).toBe(201)
+    const put = (coding?: string) =>
+      call('/v1/publish/semantics-coded-blob/1.0.0/blob', {
+        method: 'PUT',
+        headers: {
+          ...auth,
+          'content-length': String(bytes.length),
+          ...(coding ? { 'content-encoding': coding } : {}),
+        },
+        body: bytes,
+      })
+    await expectProblem(await put('gzip'), 415, 'unsupported-media-type')
+    const unpublished = await call('/v1/artifacts/semantics-coded-blob/1.0.0/blob')
+    expect(unpublished.status).toBe(404)
+    await unpublished.arrayBuffer()
+    const stored = await put('identity')
+    expect(stored.status).toBe(201)
+    await stored.arrayBuffer()
+  })
+
+  it('says which codings a gzip-reading route accepts when it refuses one', async () => {
+    const response = await call('/v1/plan', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-encoding': 'br' },
+      body: '{}',
+    })
+    await expectProblem(response, 415, 'unsupported-media-type')
+    expect(response.headers.get('accept-encoding')).toBe('gzip')
   })
 })
