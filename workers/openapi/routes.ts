@@ -315,7 +315,16 @@ export const ROUTES: RouteSpec[] = [
     summary: 'This API description (OpenAPI 3.1)',
     tag: 'meta',
     backed: false,
-    responses: { '200': { description: 'The OpenAPI document' } },
+    parameters: [
+      { name: 'if-none-match', in: 'header', schema: z.string(), description: 'ETag list; 304 on a match.' },
+    ],
+    responses: {
+      '200': {
+        description: 'The OpenAPI document (`max-age=300`)',
+        headers: { etag: 'Validator of this document (changes with a deploy that changes it)' },
+      },
+      '304': { description: 'Not modified (If-None-Match matched)', headers: { etag: 'Validator' } },
+    },
   },
   {
     method: 'get',

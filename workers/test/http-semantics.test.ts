@@ -203,3 +203,30 @@ describe('content codings of request bodies (RFC 9110 §8.4, §15.5.16)', () => 
     expect(response.headers.get('accept-encoding')).toBe('gzip')
   })
 })
+
+describe('validators on cacheable answers', () => {
+  it('serves /openapi.json with a strong ETag and answers a matching If-None-Match with an empty 304', async () => {
+    const first = await call('/openapi.json')
+    const text = await first.text()
+    const etag = first.headers.get('etag') ?? ''
+    expect(etag).toMatch(/^"[0-9a-f]{32}"$/)
+    expect(first.headers.get('cache-control')).toBe('public, max-age=300')
+    const again = await call('/openapi.json')
+    expect(again.headers.get('etag')).toBe(etag)
+    expect(await again.text()).toBe(text)
+    for (const ifNoneMatch of [etag, `W/${etag}`, `"other", ${etag}`, '*']) {
+      const revalidated = await call('/openapi.json', { headers: { 'if-none-match': ifNoneMatch } })
+      expect(revalidated.status, ifNoneMatch).toBe(304)
+      expect(revalidated.headers.get('etag')).toBe(etag)
+      expect(revalidated.headers.get('cache-control')).toBe('public, max-age=300')
+      expect((await revalidated.arrayBuffer()).byteLength).toBe(0)
+    }
+    const changed = await call('/openapi.json', { headers: { 'if-none-match': '"other"' } })
+    expect(changed.status).toBe(200)
+    expect(await changed.text()).toBe(text)
+    const head = await call('/openapi.json', { method: 'HEAD' })
+    expect(head.status).toBe(200)
+    expect(head.headers.get('etag')).toBe(etag)
+    await head.arrayBuffer()
+  })
+})
