@@ -11,6 +11,13 @@ import { etagListMatches, ifMatchHolds, parseRange } from './range.ts'
  */
 export const IMMUTABLE_OBJECT = 'public, max-age=31536000, immutable, no-transform'
 
+/**
+ * Cache-Control of an object whose bytes under its URL can change (a lazily made delta asked for by its
+ * bare URL, without the `v` that names one stream): caches may keep it but must revalidate it (its
+ * strong ETag makes that a 304) before each use, and the edge cache does not keep it.
+ */
+export const REVALIDATED_OBJECT = 'public, no-cache, no-transform'
+
 export interface ServeOptions {
   /** Strong validator; for content-addressed objects, the sha256 in quotes. */
   etag: string

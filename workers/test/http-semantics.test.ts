@@ -1,4 +1,12 @@
+import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import { Hono } from 'hono'
 import { beforeAll, describe, expect, it } from 'vitest'
+import type { AppEnv } from '../app-env.ts'
+import { getRuntimeConfig } from '../config/runtime-config.ts'
+import { CACHE_STATUS_HEADER, serveImmutable } from '../http/edge-cache.ts'
+import { generateLazyDelta } from '../publish/lazy-delta.ts'
+import { deltaEtag, deltaTag } from '../routes/deltas.ts'
 import { publishWithDeltas } from './delta-helpers.ts'
 import {
   auth,
@@ -228,5 +236,93 @@ describe('validators on cacheable answers', () => {
     expect(head.status).toBe(200)
     expect(head.headers.get('etag')).toBe(etag)
     await head.arrayBuffer()
+  })
+})
+
+describe('a lazily made delta under its bare URL is not immutable', () => {
+  /** Makes (or makes again) the pair's lazy delta with `fecM` parity blocks, as a remake after a prune would. */
+  async function remake(name: string, fecM: number) {
+    const config = await getRuntimeConfig(env)
+    return generateLazyDelta(
+      env.ARTIFACTS,
+      { name, from: '1.0.0', to: '1.1.0', method: 'vcdiff' },
+      { ...config, stream: { ...config.stream, fecM } },
+    )
+  }
+
+  it('answers the bare URL for the stream stored now, never ranges of a stream made before', async () => {
+    const v1 = bytesOf(60_000, 95)
+    const v2 = v1.slice()
+    v2.set(bytesOf(2000, 96), 30_000)
+    await publishSingle('semantics-lazy', '1.0.0', v1, 1)
+    await publishSingle('semantics-lazy', '1.1.0', v2, 2)
+    const bare = '/v1/deltas/semantics-lazy/1.0.0/1.1.0'
+    const before = await remake('semantics-lazy', 2)
+    for (let i = 0; i < 2; i++) {
+      const ranged = await call(bare, { headers: { range: 'bytes=0-99' } })
+      expect(ranged.status).toBe(206)
+      expect(ranged.headers.get('etag')).toBe(deltaEtag(before.framing))
+      // Revalidated on every use: the bytes under this URL change when the delta is made again.
+      expect(ranged.headers.get('cache-control')).toBe('public, no-cache, no-transform')
+      await ranged.arrayBuffer()
+    }
+    // Pruned and made again under another `stream` config: other bytes under the same bare URL.
+    const after = await remake('semantics-lazy', 4)
+    expect(deltaTag(after.framing)).not.toBe(deltaTag(before.framing))
+    for (const range of ['bytes=0-99', 'bytes=100-199']) {
+      const ranged = await call(bare, { headers: { range } })
+      expect(ranged.status, range).toBe(206)
+      expect(ranged.headers.get('etag'), range).toBe(deltaEtag(after.framing))
+      await ranged.arrayBuffer()
+    }
+    // The URL a plan hands out names the stream, so it stays immutable and edge-cached.
+    const named = `${bare}?method=vcdiff&v=${deltaTag(after.framing)}`
+    for (const cache of ['miss', 'hit']) {
+      const ranged = await call(named, { headers: { range: 'bytes=0-99' } })
+      expect(ranged.status).toBe(206)
+      expect(ranged.headers.get('cache-control')).toBe('public, max-age=31536000, immutable, no-transform')
+      expect(ranged.headers.get('x-deltaport-cache')).toBe(cache)
+      await ranged.arrayBuffer()
+    }
+  })
+
+  it('keeps a delta the manifest lists immutable under its bare URL: it is never made again', async () => {
+    const response = await call('/v1/deltas/semantics/1.0.0/1.1.0', { headers: { range: 'bytes=0-9' } })
+    expect(response.headers.get('x-deltaport-generated')).toBe('publisher')
+    expect(response.headers.get('cache-control')).toBe('public, max-age=31536000, immutable, no-transform')
+    await response.arrayBuffer()
+  })
+})
+
+describe('the edge cache keeps only answers their origin calls immutable', () => {
+  it('passes on an answer without `immutable` every time, and stores one with it', async () => {
+    let served = 0
+    const probe = new Hono<AppEnv>().get('/:cacheControl', (c) =>
+      serveImmutable(c, async () => {
+        served++
+        return new Response('0123456789', {
+          headers: { 'cache-control': decodeURIComponent(c.req.param('cacheControl')), etag: '"probe"' },
+        })
+      }),
+    )
+    const ask = async (cacheControl: string) => {
+      const ctx = createExecutionContext()
+      const url = `https://edge.test/${encodeURIComponent(cacheControl)}`
+      const response = await probe.fetch(new Request(url), env, ctx)
+      expect(await response.text()).toBe('0123456789')
+      await waitOnExecutionContext(ctx)
+      return response.headers.get(CACHE_STATUS_HEADER)
+    }
+    for (const cacheControl of ['public, max-age=600', 'public, max-age=600, immutable-ish']) {
+      served = 0
+      expect(await ask(cacheControl), cacheControl).toBeNull()
+      expect(await ask(cacheControl), cacheControl).toBeNull()
+      expect(served, cacheControl).toBe(2)
+    }
+    served = 0
+    const immutable = 'public, max-age=600, immutable'
+    expect(await ask(immutable)).toBe('miss')
+    expect(await ask(immutable)).toBe('hit')
+    expect(served).toBe(1)
   })
 })
