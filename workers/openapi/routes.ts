@@ -254,7 +254,7 @@ const getDelta: RouteSpec = {
       schema: z.string().max(128),
       required: false,
       description:
-        'The stream a plan named (`<payload sha256>.<block size>.<k>.<m>`, part of the URL a plan hands out): 404 when the delta was made again with other bytes since, so the edge cache never mixes two streams under one URL.',
+        'The stream a plan named (`<payload sha256>.<block size>.<k>.<m>`, part of the URL a plan hands out): 404 when the delta was made again with other bytes since, so the edge cache never mixes two streams under one URL. Without it, a lazily made delta is answered `Cache-Control: public, no-cache, no-transform` (revalidate by ETag) and not edge-cached; every other answer is `public, max-age=31536000, immutable, no-transform`.',
     },
     ...rangeParams,
   ],
