@@ -1,7 +1,7 @@
 import { Hono } from 'hono'
 import type { AppEnv } from '../app-env.ts'
 import { etagListMatches } from '../http/range.ts'
-import { toHex } from '../publish/verify-object.ts'
+import { etagOfText } from '../http/validated-json.ts'
 import { buildOpenApiDocument } from './document.ts'
 
 /** The document's text and its strong validator (a digest of the text), built once per isolate. */
@@ -9,8 +9,7 @@ let cached: Promise<{ text: string; etag: string }> | null = null
 
 async function openApiDocument(): Promise<{ text: string; etag: string }> {
   const text = JSON.stringify(buildOpenApiDocument())
-  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)))
-  return { text, etag: `"${toHex(digest).slice(0, 32)}"` }
+  return { text, etag: await etagOfText(text) }
 }
 
 /**

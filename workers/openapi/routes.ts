@@ -334,12 +334,17 @@ export const ROUTES: RouteSpec[] = [
     description:
       "With the edge's INDEX_SIGNING_KEY set, the index carries `statement`: the edge's Ed25519 signature over the index's sha256 (canonical JSON without `statement`), its latestSerial and an expiry (runtime config `index.statementTtlSeconds`, a day by default). Devices that list the key in `indexKeys` refuse an index without a fresh statement (freeze defence, ADR 0032).",
     tag: 'artifacts',
-    parameters: [nameParam],
+    parameters: [
+      nameParam,
+      { name: 'if-none-match', in: 'header', schema: z.string(), description: 'ETag list; 304 on a match.' },
+    ],
     responses: {
       '200': {
-        description: 'The index, signed when the edge has a key',
+        description: 'The index, signed when the edge has a key (`max-age=10`)',
         body: { kind: 'json', schema: 'ServedIndex' },
+        headers: { etag: 'Validator of exactly these bytes (a fresh statement is other bytes)' },
       },
+      '304': { description: 'Not modified (If-None-Match matched)', headers: { etag: 'Validator' } },
     },
     problems: [400, 404],
   },

@@ -9,6 +9,7 @@ import { Problem } from '../http/problem.ts'
 import { etagListMatches } from '../http/range.ts'
 import { IMMUTABLE_OBJECT, serveObject } from '../http/serve-object.ts'
 import { valid } from '../http/validate.ts'
+import { validatedJson } from '../http/validated-json.ts'
 import { signIndex } from '../signing/index-statement.ts'
 import { readIndex, requirePublished } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
@@ -69,6 +70,6 @@ export const artifactsRouter = new Hono<AppEnv>()
     const { index: lifetime } = await getRuntimeConfig(c.env)
     const statement = await signIndex(c.env, found.index, lifetime.statementTtlSeconds)
     const served: ServedIndex = statement ? { ...found.index, statement } : found.index
-    c.header('cache-control', 'public, max-age=10')
-    return c.json(served)
+    // Mutable (a publish or yank changes it), so briefly cacheable, and revalidated by its ETag.
+    return validatedJson(c.req.raw, JSON.stringify(served), 'public, max-age=10')
   })

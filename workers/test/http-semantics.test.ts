@@ -213,6 +213,29 @@ describe('content codings of request bodies (RFC 9110 §8.4, §15.5.16)', () => 
 })
 
 describe('validators on cacheable answers', () => {
+  it("serves an artifact's index with an ETag of its bytes: 304 while unchanged, 200 once a publish changes it", async () => {
+    await publishSingle('semantics-index', '1.0.0', bytesOf(100, 97), 1)
+    const path = '/v1/artifacts/semantics-index'
+    const first = await call(path)
+    const text = await first.text()
+    const etag = first.headers.get('etag') ?? ''
+    expect(etag).toMatch(/^"[0-9a-f]{32}"$/)
+    expect(first.headers.get('cache-control')).toBe('public, max-age=10')
+    expect(first.headers.get('content-type')).toBe('application/json')
+    for (const ifNoneMatch of [etag, `W/${etag}`, '*']) {
+      const revalidated = await call(path, { headers: { 'if-none-match': ifNoneMatch } })
+      expect(revalidated.status, ifNoneMatch).toBe(304)
+      expect(revalidated.headers.get('etag')).toBe(etag)
+      expect(revalidated.headers.get('cache-control')).toBe('public, max-age=10')
+      expect((await revalidated.arrayBuffer()).byteLength).toBe(0)
+    }
+    await publishSingle('semantics-index', '1.1.0', bytesOf(100, 98), 2)
+    const changed = await call(path, { headers: { 'if-none-match': etag } })
+    expect(changed.status).toBe(200)
+    expect(changed.headers.get('etag')).not.toBe(etag)
+    expect(await changed.text()).not.toBe(text)
+  })
+
   it('serves /openapi.json with a strong ETag and answers a matching If-None-Match with an empty 304', async () => {
     const first = await call('/openapi.json')
     const text = await first.text()
