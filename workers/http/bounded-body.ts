@@ -16,7 +16,10 @@ export async function readBoundedBody(
     throw new Problem(
       415,
       'unsupported-media-type',
-      `content-encoding ${encoding} is not accepted (gzip or identity)`,
+      `content-encoding ${encoding.slice(0, 64)} is not accepted (gzip or identity)`,
+      // RFC 9110 §12.5.3: says which codings a request may use, so a client can tell this 415 from one
+      // about the media type.
+      { headers: { 'accept-encoding': 'gzip' } },
     )
   }
   const declared = Number(request.headers.get('content-length') ?? '0')

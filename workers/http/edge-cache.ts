@@ -31,7 +31,8 @@ export function cacheStoreOf(response: Response): Promise<boolean> | undefined {
  * later range and every resumed download, so bypassing the cache for it left the cache to first ranges
  * only. A stored answer carries the validator of the bytes it holds: it is served when If-Range names
  * exactly that (strong comparison), else the origin answers (the whole object, RFC 9110 §13.1.5), and
- * such an answer is never stored: only a 206 is, which is the range whatever the validator.
+ * such an answer is never stored: only a 206 is, which is the range whatever the validator. An answer
+ * whose Cache-Control does not say `immutable` is passed on and never stored.
  */
 export async function serveImmutable(c: Context<AppEnv>, origin: () => Promise<Response>): Promise<Response> {
   const request = c.req.raw
@@ -47,7 +48,12 @@ export async function serveImmutable(c: Context<AppEnv>, origin: () => Promise<R
   }
 
   const response = await origin()
-  const storable = response.status === 206 || (response.status === 200 && !request.headers.has('if-range'))
+  // Only answers the origin itself calls immutable are kept: a route may answer some URLs with bytes
+  // that can change (a lazily made delta under its bare URL, workers/routes/deltas.ts), and a stored
+  // range of those would be served beside ranges of the bytes stored later.
+  const immutable = /(^|[\s,])immutable(\s*(,|$))/i.test(response.headers.get('cache-control') ?? '')
+  const storable =
+    immutable && (response.status === 206 || (response.status === 200 && !request.headers.has('if-range')))
   if (!storable || !response.body) return response
   const [forClient, forCache] = response.body.tee()
   const stored = new Headers(response.headers)

@@ -1,6 +1,23 @@
 import { Problem } from './problem.ts'
 import { etagListMatches, ifMatchHolds, parseRange } from './range.ts'
 
+/**
+ * Cache-Control of content-addressed objects (blobs, chunk indexes, delta streams): their bytes never
+ * change under their URL, so any cache may keep them a year. `no-transform` (RFC 9111 §5.2.2.6) keeps
+ * intermediaries from re-encoding them: Cloudflare compresses a 200 whose media type it deems
+ * compressible (a blob published as application/json, text/plain, application/wasm, font/…), dropping
+ * its Content-Length and weakening its ETag to `W/"…"`; a client resuming with that validator in
+ * If-Range (strong comparison, never met by a weak tag) would then get the whole object on every resume.
+ */
+export const IMMUTABLE_OBJECT = 'public, max-age=31536000, immutable, no-transform'
+
+/**
+ * Cache-Control of an object whose bytes under its URL can change (a lazily made delta asked for by its
+ * bare URL, without the `v` that names one stream): caches may keep it but must revalidate it (its
+ * strong ETag makes that a 304) before each use, and the edge cache does not keep it.
+ */
+export const REVALIDATED_OBJECT = 'public, no-cache, no-transform'
+
 export interface ServeOptions {
   /** Strong validator; for content-addressed objects, the sha256 in quotes. */
   etag: string
@@ -79,6 +96,8 @@ async function readBody(
  * Answers a GET/HEAD for one R2 object with conditional and single-range semantics: 412 when If-Match
  * does not name it, 304 on a matching If-None-Match, 206 for a satisfiable Range (honoured only if If-Range still names this version),
  * 416 with the size for an unsatisfiable one, else 200. The body streams from R2, never buffered.
+ * A HEAD is answered as the GET without Range would be: range handling is defined for GET only, and a
+ * server must ignore Range on any other method (RFC 9110 §14.2), so a HEAD never gets a 206 or a 416.
  */
 export async function serveObject(
   request: Request,
@@ -112,27 +131,24 @@ export async function serveObject(
   if (ifNoneMatch !== null && etagListMatches(ifNoneMatch, options.etag)) {
     return new Response(null, { status: 304, headers })
   }
+  const head = request.method === 'HEAD'
   const ifRange = request.headers.get('if-range')
   // If-Range uses strong comparison: a weak or date validator never matches, so the client gets the
   // whole current representation instead of splicing a range onto stale bytes.
   const rangeStillValid = ifRange === null || ifRange.trim() === options.etag
-  const range = rangeStillValid
-    ? parseRange(request.headers.get('range') ?? undefined, size)
-    : { kind: 'none' as const }
+  const range =
+    !head && rangeStillValid
+      ? parseRange(request.headers.get('range') ?? undefined, size)
+      : { kind: 'none' as const }
 
   if (range.kind === 'unsatisfiable') {
     throw new Problem(416, 'range-not-satisfiable', `the object has ${size} bytes`, {
       headers: { 'content-range': `bytes */${size}` },
     })
   }
-  const head = request.method === 'HEAD'
   if (range.kind === 'satisfiable') {
     headers.set('content-range', `bytes ${range.offset}-${range.offset + range.length - 1}/${size}`)
     headers.set('content-length', String(range.length))
-    if (head) {
-      if (!(await isStored(bucket, key, options.storedEtag))) gone()
-      return new Response(null, { status: 206, headers })
-    }
     const body = await readBody(bucket, key, options.storedEtag, {
       offset: range.offset,
       length: range.length,

@@ -1,5 +1,26 @@
+import type { MiddlewareHandler } from 'hono'
 import { refuseBody } from '../storage/guarded-bucket.ts'
 import { Problem } from './problem.ts'
+
+/**
+ * For routes that take their body as sent (uploads stored byte for byte, JSON read by Hono's
+ * validator): a body in any content coding but identity is refused with 415 and `Accept-Encoding:
+ * identity` (RFC 9110 §8.4, §12.5.3, §15.5.16). Why: the Content-Encoding header was ignored, so a body
+ * labelled gzip was stored, or parsed, as if its coded bytes were the content, and one labelled gzip
+ * that was not went through as well. Routes that decode gzip read their body with readBoundedBody.
+ */
+export const identityBody: MiddlewareHandler = async (c, next) => {
+  const coding = (c.req.header('content-encoding') ?? '').trim().toLowerCase()
+  if (coding !== '' && coding !== 'identity') {
+    throw new Problem(
+      415,
+      'unsupported-media-type',
+      `content-encoding ${coding.slice(0, 64)} is not accepted here: send the body as is (identity)`,
+      { headers: { 'accept-encoding': 'identity' } },
+    )
+  }
+  await next()
+}
 
 /**
  * A request body that failed on the client's side: it ended before its Content-Length, ran past it,

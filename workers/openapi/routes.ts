@@ -152,7 +152,7 @@ const contentLengthParam: ParamSpec = {
   schema: z.string().regex(/^\d{1,16}$/),
   required: true,
   description:
-    'Uploads need a Content-Length (411 without one). The body must be exactly that long: one that ends short or runs past it is a 400 `body-length-mismatch`, one that breaks off a 400 `request-body-incomplete` (nothing stored, no Retry-After).',
+    'Uploads need a Content-Length (411 without one). The body must be exactly that long: one that ends short or runs past it is a 400 `body-length-mismatch`, one that breaks off a 400 `request-body-incomplete` (nothing stored, no Retry-After). The body is stored as sent: a `Content-Encoding` other than `identity` is a 415 with `Accept-Encoding: identity`.',
 }
 /** Conditional and range request headers of the immutable object routes (workers/http/serve-object.ts). */
 const rangeParams: ParamSpec[] = [
@@ -185,10 +185,14 @@ function rangedResponses(contentType: string, what: string, headers: Record<stri
   } satisfies Record<string, ResponseSpec>
 }
 
-/** HEAD twins of ranged GETs: same parameters and statuses, no bodies. */
+/**
+ * HEAD twins of ranged GETs: same parameters and headers, no bodies, and no range answers (206, 416): a
+ * HEAD ignores Range and If-Range (RFC 9110 §14.2 defines range handling for GET only).
+ */
 function headOf(get: RouteSpec): RouteSpec {
   const responses: Record<string, ResponseSpec> = {}
   for (const [status, response] of Object.entries(get.responses)) {
+    if (status === '206') continue
     responses[status] = response.headers
       ? { description: response.description, headers: response.headers }
       : { description: response.description }
@@ -198,7 +202,10 @@ function headOf(get: RouteSpec): RouteSpec {
     method: 'head',
     operationId: `${get.operationId}Head`,
     summary: `${get.summary} (headers only)`,
+    description: `${get.description ? `${get.description} ` : ''}Range and If-Range are ignored: the answer is the whole object's.`,
+    parameters: get.parameters?.filter((param) => param.name !== 'range' && param.name !== 'if-range'),
     responses,
+    problems: get.problems?.filter((status) => status !== 416),
   }
 }
 
@@ -247,7 +254,7 @@ const getDelta: RouteSpec = {
       schema: z.string().max(128),
       required: false,
       description:
-        'The stream a plan named (`<payload sha256>.<block size>.<k>.<m>`, part of the URL a plan hands out): 404 when the delta was made again with other bytes since, so the edge cache never mixes two streams under one URL.',
+        'The stream a plan named (`<payload sha256>.<block size>.<k>.<m>`, part of the URL a plan hands out): 404 when the delta was made again with other bytes since, so the edge cache never mixes two streams under one URL. Without it, a lazily made delta is answered `Cache-Control: public, no-cache, no-transform` (revalidate by ETag) and not edge-cached; every other answer is `public, max-age=31536000, immutable, no-transform`.',
     },
     ...rangeParams,
   ],
@@ -308,7 +315,16 @@ export const ROUTES: RouteSpec[] = [
     summary: 'This API description (OpenAPI 3.1)',
     tag: 'meta',
     backed: false,
-    responses: { '200': { description: 'The OpenAPI document' } },
+    parameters: [
+      { name: 'if-none-match', in: 'header', schema: z.string(), description: 'ETag list; 304 on a match.' },
+    ],
+    responses: {
+      '200': {
+        description: 'The OpenAPI document (`max-age=300`)',
+        headers: { etag: 'Validator of this document (changes with a deploy that changes it)' },
+      },
+      '304': { description: 'Not modified (If-None-Match matched)', headers: { etag: 'Validator' } },
+    },
   },
   {
     method: 'get',
@@ -318,12 +334,17 @@ export const ROUTES: RouteSpec[] = [
     description:
       "With the edge's INDEX_SIGNING_KEY set, the index carries `statement`: the edge's Ed25519 signature over the index's sha256 (canonical JSON without `statement`), its latestSerial and an expiry (runtime config `index.statementTtlSeconds`, a day by default). Devices that list the key in `indexKeys` refuse an index without a fresh statement (freeze defence, ADR 0032).",
     tag: 'artifacts',
-    parameters: [nameParam],
+    parameters: [
+      nameParam,
+      { name: 'if-none-match', in: 'header', schema: z.string(), description: 'ETag list; 304 on a match.' },
+    ],
     responses: {
       '200': {
-        description: 'The index, signed when the edge has a key',
+        description: 'The index, signed when the edge has a key (`max-age=10`)',
         body: { kind: 'json', schema: 'ServedIndex' },
+        headers: { etag: 'Validator of exactly these bytes (a fresh statement is other bytes)' },
       },
+      '304': { description: 'Not modified (If-None-Match matched)', headers: { etag: 'Validator' } },
     },
     problems: [400, 404],
   },
@@ -382,7 +403,7 @@ export const ROUTES: RouteSpec[] = [
     parameters: [nameParam, versionParam, contentLengthParam],
     requestBody: { kind: 'binary', contentType: 'application/octet-stream' },
     responses: { '201': { description: 'Published', body: { kind: 'json', schema: 'Published' } } },
-    problems: [400, 401, 409, 411, 413, 422],
+    problems: [400, 401, 409, 411, 413, 415, 422],
   },
   {
     method: 'post',
@@ -437,7 +458,7 @@ export const ROUTES: RouteSpec[] = [
     ],
     requestBody: { kind: 'binary', contentType: 'application/octet-stream' },
     responses: { '200': { description: 'Part stored', body: { kind: 'json', schema: 'UploadedPart' } } },
-    problems: [400, 401, 409, 411, 413],
+    problems: [400, 401, 409, 411, 413, 415],
   },
   {
     method: 'post',
@@ -480,7 +501,7 @@ export const ROUTES: RouteSpec[] = [
     responses: {
       '201': { description: 'Delta framed and stored', body: { kind: 'json', schema: 'DeltaUploaded' } },
     },
-    problems: [400, 401, 404, 409, 411, 422],
+    problems: [400, 401, 404, 409, 411, 415, 422],
   },
   {
     method: 'put',
@@ -494,7 +515,7 @@ export const ROUTES: RouteSpec[] = [
     responses: {
       '201': { description: 'Chunk index stored', body: { kind: 'json', schema: 'ChunkIndexUploaded' } },
     },
-    problems: [400, 401, 404, 409, 411, 422],
+    problems: [400, 401, 404, 409, 411, 415, 422],
   },
   {
     method: 'put',

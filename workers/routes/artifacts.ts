@@ -7,8 +7,9 @@ import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { serveImmutable } from '../http/edge-cache.ts'
 import { Problem } from '../http/problem.ts'
 import { etagListMatches } from '../http/range.ts'
-import { serveObject } from '../http/serve-object.ts'
+import { IMMUTABLE_OBJECT, serveObject } from '../http/serve-object.ts'
 import { valid } from '../http/validate.ts'
+import { validatedJson } from '../http/validated-json.ts'
 import { signIndex } from '../signing/index-statement.ts'
 import { readIndex, requirePublished } from '../storage/artifact-store.ts'
 import { keys } from '../storage/keys.ts'
@@ -43,7 +44,7 @@ export const artifactsRouter = new Hono<AppEnv>()
         const { size, sha256, mediaType } = stored.envelope.signed
         return serveObject(c.req.raw, source, keys.blob(name, version), size, {
           etag: `"${sha256}"`,
-          cacheControl: 'public, max-age=31536000, immutable',
+          cacheControl: IMMUTABLE_OBJECT,
           contentType: mediaType,
         })
       }),
@@ -57,7 +58,7 @@ export const artifactsRouter = new Hono<AppEnv>()
       if (!ref) throw new Problem(404, 'not-found', `${name}@${version} was published without a chunk index`)
       return serveObject(c.req.raw, c.env.ARTIFACTS, keys.chunks(name, version), ref.size, {
         etag: `"${ref.sha256}"`,
-        cacheControl: 'public, max-age=31536000, immutable',
+        cacheControl: IMMUTABLE_OBJECT,
         contentType: 'application/vnd.deltaport.chunk-index',
       })
     }),
@@ -69,6 +70,6 @@ export const artifactsRouter = new Hono<AppEnv>()
     const { index: lifetime } = await getRuntimeConfig(c.env)
     const statement = await signIndex(c.env, found.index, lifetime.statementTtlSeconds)
     const served: ServedIndex = statement ? { ...found.index, statement } : found.index
-    c.header('cache-control', 'public, max-age=10')
-    return c.json(served)
+    // Mutable (a publish or yank changes it), so briefly cacheable, and revalidated by its ETag.
+    return validatedJson(c.req.raw, JSON.stringify(served), 'public, max-age=10')
   })

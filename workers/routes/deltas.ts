@@ -7,7 +7,7 @@ import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { serveImmutable } from '../http/edge-cache.ts'
 import { Problem } from '../http/problem.ts'
-import { ObjectReplaced, serveObject } from '../http/serve-object.ts'
+import { IMMUTABLE_OBJECT, ObjectReplaced, REVALIDATED_OBJECT, serveObject } from '../http/serve-object.ts'
 import { valid } from '../http/validate.ts'
 import type { StoredDelta } from '../publish/frame-delta.ts'
 import { generateLazyDelta } from '../publish/lazy-delta.ts'
@@ -133,7 +133,7 @@ export const deltasRouter = new Hono<AppEnv>().on(
           if (!listed)
             throw new Problem(404, 'not-found', `the delta ${name} ${from} → ${to} is no longer stored`)
           named(listed.framing)
-          return serveDelta(c.req.raw, bucket, key, listed, ref.method, false)
+          return serveDelta(c.req.raw, bucket, key, listed, ref.method, false, IMMUTABLE_OBJECT)
         }
         if (from === to) throw new Problem(404, 'not-found', 'a version has no delta to itself')
         // Not listed: a small pair is generated once (vcdiff unless the client asks for another method).
@@ -151,7 +151,10 @@ export const deltasRouter = new Hono<AppEnv>().on(
                 await getRuntimeConfig(c.env),
               )
         named(stored.framing)
-        return serveDelta(c.req.raw, bucket, key, stored, lazyMethod, true)
+        // Made again with other framing after a prune, its bare URL (no `v`) answers other bytes: only
+        // the URL naming this stream is immutable.
+        const cacheControl = v === undefined ? REVALIDATED_OBJECT : IMMUTABLE_OBJECT
+        return serveDelta(c.req.raw, bucket, key, stored, lazyMethod, true, cacheControl)
       }),
     ),
 )
@@ -163,12 +166,13 @@ async function serveDelta(
   { framing, storedEtag }: StoredDelta,
   method: string,
   lazy: boolean,
+  cacheControl: string,
 ): Promise<Response> {
   // The body comes only from the object the framing was read from: a key made again in between would
   // otherwise pair the new stream's bytes with the old one's ETag, length and framing headers.
   const response = await serveObject(request, bucket, key, framing.framedLength, {
     etag: deltaEtag(framing),
-    cacheControl: 'public, max-age=31536000, immutable',
+    cacheControl,
     contentType: 'application/vnd.deltaport.stream',
     storedEtag,
   })

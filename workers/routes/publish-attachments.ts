@@ -9,7 +9,7 @@ import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
-import { countedBody } from '../http/upload-body.ts'
+import { countedBody, identityBody } from '../http/upload-body.ts'
 import { valid } from '../http/validate.ts'
 import { chunkIndexFits } from '../publish/attachments.ts'
 import { MAX_SLOT_BYTES } from '../publish/blob-slot.ts'
@@ -27,7 +27,7 @@ const DeltaParam = VersionParam.extend({ from: Version, method: DeltaMethod })
  */
 export const publishAttachmentsRouter = new Hono<AppEnv>()
   .use('*', requireMaintainer)
-  .put('/:name/:version/deltas/:from/:method', valid('param', DeltaParam), async (c) => {
+  .put('/:name/:version/deltas/:from/:method', identityBody, valid('param', DeltaParam), async (c) => {
     const { name, version, from, method } = c.req.valid('param')
     const key = keys.delta(name, from, version, method)
     // Seen before the staged manifest is read: see keyAsSeen.
@@ -87,7 +87,7 @@ export const publishAttachmentsRouter = new Hono<AppEnv>()
     console.log(JSON.stringify({ level: 'info', msg: 'delta framed', ...id, ...framing }))
     return c.json({ name, from, to: version, method, ...framing }, 201)
   })
-  .put('/:name/:version/chunks', valid('param', VersionParam), async (c) => {
+  .put('/:name/:version/chunks', identityBody, valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
     const key = keys.chunks(name, version)
     // Seen before the staged manifest is read: see keyAsSeen.

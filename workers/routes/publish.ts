@@ -14,7 +14,7 @@ import type { AppEnv } from '../app-env.ts'
 import { getRuntimeConfig } from '../config/runtime-config.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
-import { measuredBody } from '../http/upload-body.ts'
+import { identityBody, measuredBody } from '../http/upload-body.ts'
 import { valid } from '../http/validate.ts'
 import { assertAttachmentsStorable, assertAttachmentsStored } from '../publish/attachments.ts'
 import {
@@ -77,6 +77,7 @@ export const publishRouter = new Hono<AppEnv>()
   .use('*', requireMaintainer)
   .post(
     '/:name/:version',
+    identityBody,
     bodyLimit({ maxSize: MAX_MANIFEST_BYTES, onError: tooLarge }),
     valid('param', VersionParam),
     valid('json', SignedManifest),
@@ -137,7 +138,7 @@ export const publishRouter = new Hono<AppEnv>()
       return c.json(body, 201)
     },
   )
-  .put('/:name/:version/blob', valid('param', VersionParam), async (c) => {
+  .put('/:name/:version/blob', identityBody, valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
     const pending = await requirePending(c.env.ARTIFACTS, name, version)
     const manifest = pending.envelope.signed
@@ -210,30 +211,36 @@ export const publishRouter = new Hono<AppEnv>()
     })
     return c.json({ uploadId: newUploadToken(upload.uploadId, attempt) }, 201)
   })
-  .put('/:name/:version/uploads/:uploadId/parts/:part', valid('param', PartParam), async (c) => {
-    const { name, version, uploadId, part } = c.req.valid('param')
-    const pending = await requirePending(c.env.ARTIFACTS, name, version)
-    const length = contentLength(c.req.header('content-length'))
-    if (length > MAX_PART_BYTES)
-      throw new Problem(413, 'payload-too-large', `parts are at most ${MAX_PART_BYTES} bytes`)
-    if (!c.req.raw.body || length === 0) throw new Problem(400, 'bad-request', 'a part needs a body')
-    const target = parseUploadToken(name, version, uploadId)
-    if (!target) throw new Problem(409, 'conflict', `no such upload of ${name}@${version}`)
-    await assertUploadOfStaged(target.attempt, pending)
-    const upload = c.env.ARTIFACTS.resumeMultipartUpload(target.key, target.uploadId)
-    try {
-      // Exactly Content-Length bytes or a 400 (see measuredBody); a part whose upload failed is not
-      // stored, and the client gets no etag to complete the upload with.
-      const uploaded = await upload.uploadPart(part, measuredBody(c.req.raw.body, length))
-      return c.json({ partNumber: uploaded.partNumber, etag: uploaded.etag }, 200)
-    } catch (error) {
-      // A storage fault (503) and a body that failed on the client's side (400) keep their meaning.
-      if (error instanceof Problem) throw error
-      throw new Problem(409, 'conflict', `the upload refused this part (${describe(error)})`)
-    }
-  })
+  .put(
+    '/:name/:version/uploads/:uploadId/parts/:part',
+    identityBody,
+    valid('param', PartParam),
+    async (c) => {
+      const { name, version, uploadId, part } = c.req.valid('param')
+      const pending = await requirePending(c.env.ARTIFACTS, name, version)
+      const length = contentLength(c.req.header('content-length'))
+      if (length > MAX_PART_BYTES)
+        throw new Problem(413, 'payload-too-large', `parts are at most ${MAX_PART_BYTES} bytes`)
+      if (!c.req.raw.body || length === 0) throw new Problem(400, 'bad-request', 'a part needs a body')
+      const target = parseUploadToken(name, version, uploadId)
+      if (!target) throw new Problem(409, 'conflict', `no such upload of ${name}@${version}`)
+      await assertUploadOfStaged(target.attempt, pending)
+      const upload = c.env.ARTIFACTS.resumeMultipartUpload(target.key, target.uploadId)
+      try {
+        // Exactly Content-Length bytes or a 400 (see measuredBody); a part whose upload failed is not
+        // stored, and the client gets no etag to complete the upload with.
+        const uploaded = await upload.uploadPart(part, measuredBody(c.req.raw.body, length))
+        return c.json({ partNumber: uploaded.partNumber, etag: uploaded.etag }, 200)
+      } catch (error) {
+        // A storage fault (503) and a body that failed on the client's side (400) keep their meaning.
+        if (error instanceof Problem) throw error
+        throw new Problem(409, 'conflict', `the upload refused this part (${describe(error)})`)
+      }
+    },
+  )
   .post(
     '/:name/:version/uploads/:uploadId/complete',
+    identityBody,
     bodyLimit({ maxSize: 1024 * 1024, onError: tooLarge }),
     valid('param', UploadParam),
     valid('json', CompleteMultipart),

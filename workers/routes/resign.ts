@@ -7,6 +7,7 @@ import type { ManifestResigned } from '../../schemas/resign.ts'
 import type { AppEnv } from '../app-env.ts'
 import { requireMaintainer } from '../http/auth.ts'
 import { Problem } from '../http/problem.ts'
+import { identityBody } from '../http/upload-body.ts'
 import { valid } from '../http/validate.ts'
 import { assertMaintainerSigned } from '../publish/maintainer-keys.ts'
 import { resignManifest } from '../storage/resign-manifest.ts'
@@ -17,6 +18,7 @@ const VersionParam = z.object({ name: ArtifactName, version: Version })
 export const resignRouter = new Hono<AppEnv>().put(
   '/:name/:version/manifest',
   requireMaintainer,
+  identityBody,
   bodyLimit({
     maxSize: MAX_MANIFEST_BYTES,
     onError: () => {
