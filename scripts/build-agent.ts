@@ -4,8 +4,6 @@
  *   deltaport.mjs            client-agent/bin/deltaport.ts bundled by esbuild with every runtime dependency
  *   apply-worker.mjs         client-agent/codec/apply-worker.ts, bundled the same way: the thread that
  *                            applies deltas off the agent's event loop (codec/off-thread-apply.ts)
- *   deflate-worker.mjs       client-agent/codec/deflate-worker.ts: the threads that deflate a spliced
- *                            stream's gaps with pako in parallel (codec/deflate-pool.ts)
  *   package.json             a small generated manifest: bin `deltaport`, no dependencies, engines node >= 22.12
  *   systemd/*.service        the units from client-agent/systemd/
  *   README.md                client-agent/README.md (install, config, units)
@@ -42,8 +40,6 @@ const BundledManifest = z.object({
 export const AGENT_PACKAGE_NAME = 'deltaport-agent'
 /** The worker bundle's name; the agent finds it beside deltaport.mjs (client-agent/codec/off-thread-apply.ts). */
 const APPLY_WORKER = 'apply-worker'
-/** The gap-deflating thread's bundle (client-agent/codec/deflate-pool.ts), found the same way. */
-const DEFLATE_WORKER = 'deflate-worker'
 
 export interface AgentBuild {
   outDir: string
@@ -58,11 +54,10 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
   await mkdir(join(outDir, 'systemd'), { recursive: true })
 
   const result = await build({
-    // Whole bundles rather than shared chunks: three files to ship, each starting on its own.
+    // Two whole bundles rather than shared chunks: two files to ship, each starting on its own.
     entryPoints: {
       deltaport: join(ROOT, 'client-agent', 'bin', 'deltaport.ts'),
       [APPLY_WORKER]: join(ROOT, 'client-agent', 'codec', 'apply-worker.ts'),
-      [DEFLATE_WORKER]: join(ROOT, 'client-agent', 'codec', 'deflate-worker.ts'),
     },
     outdir: outDir,
     outExtension: { '.js': '.mjs' },
@@ -79,7 +74,6 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
     define: {
       DELTAPORT_AGENT_VERSION: JSON.stringify(root.version),
       DELTAPORT_APPLY_WORKER: JSON.stringify(`./${APPLY_WORKER}.mjs`),
-      DELTAPORT_DEFLATE_WORKER: JSON.stringify(`./${DEFLATE_WORKER}.mjs`),
     },
     // CommonJS dependencies (semver, pako) call require(); an ES module has none of its own.
     banner: {
@@ -102,16 +96,9 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
       'deltaport device agent: installs, updates (by binary delta) and prefetches verified software',
     type: 'module',
     bin: { deltaport: 'deltaport.mjs' },
-    files: [
-      'deltaport.mjs',
-      `${APPLY_WORKER}.mjs`,
-      `${DEFLATE_WORKER}.mjs`,
-      'systemd/',
-      'README.md',
-      'THIRD_PARTY_LICENSES.md',
-    ],
+    files: ['deltaport.mjs', `${APPLY_WORKER}.mjs`, 'systemd/', 'README.md', 'THIRD_PARTY_LICENSES.md'],
     engines: root.engines,
-    // No dependencies: everything the agent runs is inside its three .mjs files.
+    // No dependencies: everything the agent runs is inside its two .mjs files.
     license: root.license ?? 'UNLICENSED',
   }
   await writeFile(join(outDir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`)
@@ -145,9 +132,7 @@ async function bundledPackages(metafile: Metafile): Promise<BundledPackage[]> {
 }
 
 async function licenseNotices(packages: BundledPackage[]): Promise<string> {
-  const sections = [
-    '# Third-party software bundled in deltaport.mjs, apply-worker.mjs and deflate-worker.mjs\n',
-  ]
+  const sections = ['# Third-party software bundled in deltaport.mjs and apply-worker.mjs\n']
   for (const p of packages) {
     const files = (await readdir(p.dir)).filter((f) => /^(licen[cs]e|copying|notice)/i.test(f)).sort()
     const texts = await Promise.all(files.map((f) => readFile(join(p.dir, f), 'utf8')))

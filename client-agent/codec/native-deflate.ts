@@ -11,7 +11,6 @@
  * streaming form may feed zlib whatever pieces arrive.
  */
 import { once } from 'node:events'
-import { availableParallelism, loadavg } from 'node:os'
 import {
   constants,
   createDeflateRaw,
@@ -21,9 +20,7 @@ import {
   type ZlibOptions,
 } from 'node:zlib'
 import { crc32 } from '../../delta/archive/crc32.ts'
-import type { DeflateEngine, DeflateParams, DeflateStream, ReferenceJob } from '../../delta/archive/index.ts'
-import { deflateWhole } from '../../delta/archive/recompress.ts'
-import { DeflatePool } from './deflate-pool.ts'
+import type { DeflateEngine, DeflateParams, DeflateStream } from '../../delta/archive/index.ts'
 
 function zlibOptions(params: DeflateParams): ZlibOptions {
   return {
@@ -179,30 +176,7 @@ function hashFamily(): boolean | null {
   return family
 }
 
-let pool: DeflatePool | undefined
-
-/**
- * Threads that may share a spliced stream's pako gaps with the applying thread (which takes its share
- * too): the cores that look free, judged by the 1-minute load average (which counts the applying
- * thread itself), at most one fewer than the cores and three. None on a busy machine: a thread costs
- * CPU to start and warm up (≈ 40 ms bundled, ≈ 105 ms from source), paid in wall time when no core is
- * free (measured: react-dom-gnu's apply 16 % slower at a load of 15–20 on two cores). `loadavg` is 0
- * where the platform has none (Windows), which counts as free.
- */
-export function referenceThreads(load = loadavg()[0]!, cores = availableParallelism()): number {
-  return Math.max(0, Math.min(3, cores - 1, Math.floor(cores - load + 0.5)))
-}
-
-/** pako's restarts for `jobs` on this thread, for when no core is free. */
-function deflateHere(jobs: readonly ReferenceJob[], params: DeflateParams): Uint8Array[] {
-  return jobs.map((j) => deflateWhole(j.input, params, j.dictionary))
-}
-
-/**
- * Node's zlib; claims only the parameter sets it reproduces (none if the probe fails). What it does not
- * reproduce, a spliced stream's gaps can still deflate off the thread: pako in a few worker threads
- * (deflate-pool.ts), started on first use.
- */
+/** Node's zlib; claims only the parameter sets it reproduces (none if the probe fails). */
 export const nativeDeflateEngine: DeflateEngine = {
   name: 'node-zlib',
   handles: (params) => {
@@ -222,18 +196,6 @@ export const nativeDeflateEngine: DeflateEngine = {
         (error, out) => (error ? reject(error) : resolve(out)),
       ),
     ),
-  deflateReferenceShared: async (jobs, params) => {
-    const threads = referenceThreads()
-    if (threads === 0) return deflateHere(jobs, params)
-    pool ??= new DeflatePool(threads)
-    return pool.deflate(jobs, params)
-  },
-  warmReference: () => {
-    const threads = referenceThreads()
-    if (threads === 0) return
-    pool ??= new DeflatePool(threads)
-    pool.warm()
-  },
   inflateRaw(input, maxOutput) {
     // `info` reports how much input zlib consumed: deflate is self-terminating and gzip members and zip
     // entries carry more bytes after it. Output past maxOutputLength is refused inside zlib (a RangeError).

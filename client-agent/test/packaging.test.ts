@@ -91,7 +91,6 @@ describe('the packaged agent', () => {
       'README.md',
       'THIRD_PARTY_LICENSES.md',
       'apply-worker.mjs',
-      'deflate-worker.mjs',
       'deltaport.mjs',
       'package.json',
       'systemd/deltaport-daemon.service',

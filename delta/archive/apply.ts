@@ -19,7 +19,6 @@ import { inflateRawPrefix } from './inflate.ts'
 import { type ArchiveLimits, resolveArchiveLimits } from './limits.ts'
 import { RebuildSink, rebuildGathered } from './rebuild-sink.ts'
 import { materialize, recipeReader } from './reference.ts'
-import { offloadsToReference } from './splice.ts'
 
 interface Prepared {
   c: Container
@@ -78,9 +77,6 @@ function prepare(
   )
   const differ = differs.find((d) => d.id === c.differId)
   check(differ !== undefined, 'archive-differ-unknown', `no inner differ with id ${c.differId}`)
-  // Threads for the gaps only pako reproduces start while the source is taken apart.
-  if (c.segments.some((s) => s.kind === 'spliced' && offloadsToReference(s, engine)))
-    engine?.warmReference?.()
   const expansion = expand(
     c.sourceKind,
     source,

@@ -29,12 +29,6 @@ export interface DeflateStream {
   finish(): Promise<readonly Uint8Array[]>
 }
 
-/** One restart for `deflateReferenceShared`: `input` deflated with `dictionary` preset. */
-export interface ReferenceJob {
-  input: Uint8Array
-  dictionary: Uint8Array
-}
-
 /** Its optional inflateRaw (InflateHost) also serves the approx blocks of inner deltas. */
 export interface DeflateEngine extends InflateHost {
   readonly name: string
@@ -50,16 +44,6 @@ export interface DeflateEngine extends InflateHost {
    */
   deflateResumedSync?(input: Uint8Array, params: DeflateParams, dictionary: Uint8Array): Uint8Array
   deflateResumed?(input: Uint8Array, params: DeflateParams, dictionary: Uint8Array): Promise<Uint8Array>
-  /**
-   * Optional: the reference's restart (pako's: `deflateWhole(input, params, dictionary)`) for every
-   * job, shared between the calling thread and others, for any `params`, including those `handles`
-   * refuses; so a spliced stream's gaps that only pako reproduces (the classic hash of GNU gzip)
-   * deflate on several cores (splice.ts). Resolves with the reference's bytes in job order; rejects
-   * with an Error carrying the reference's message when the reference would throw.
-   */
-  deflateReferenceShared?(jobs: readonly ReferenceJob[], params: DeflateParams): Promise<Uint8Array[]>
-  /** Called as soon as an apply knows it will share reference restarts, so threads can start early. */
-  warmReference?(): void
 }
 
 export const pakoEngine: DeflateEngine = {

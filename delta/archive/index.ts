@@ -13,13 +13,7 @@ export {
 } from './apply.ts'
 export type { ArchiveDeltaDetails, ArchiveDeltaOptions, ArchiveDeltaResult } from './create.ts'
 export { createArchiveDelta, createArchiveDeltaAsync } from './create.ts'
-export {
-  type DeflateEngine,
-  type DeflateStream,
-  deflateHostOf,
-  pakoEngine,
-  type ReferenceJob,
-} from './deflate-engine.ts'
+export { type DeflateEngine, type DeflateStream, deflateHostOf, pakoEngine } from './deflate-engine.ts'
 export { detectArchive } from './detect.ts'
 export type { InnerDiffer } from './differs.ts'
 export { approxDiffer, defaultDiffers, vcdiffDiffer } from './differs.ts'

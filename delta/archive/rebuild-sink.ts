@@ -13,14 +13,7 @@ import type { DeflateEngine, DeflateStream } from './deflate-engine.ts'
 import { expandedSize, type Segment } from './expand.ts'
 import { rebuildPuffed } from './puff-stream.ts'
 import { rebuildReblocked } from './reblock.ts'
-import {
-  offloadsToReference,
-  readsOf,
-  rebuildSpliced,
-  rebuildSplicedFrom,
-  rebuildSplicedFromDeflated,
-  spliceGaps,
-} from './splice.ts'
+import { rebuildSpliced, rebuildSplicedFrom, spliceReads } from './splice.ts'
 
 /**
  * Rebuilds a segment that needs all of its expanded bytes first (token, reblocked and spliced
@@ -80,11 +73,9 @@ function gatherSpliced(
 ): DeflateStream {
   check(sourceTokens !== undefined, 'archive-mismatch', 'spliced segment without source tokens')
   const size = s.rawLength
-  const gaps = spliceGaps(size, s, sourceTokens)
-  const reads = readsOf(gaps)
+  const reads = spliceReads(size, s, sourceTokens)
   const kept = reads.map(() => new Uint8Array(0))
   const filled = reads.map(() => 0)
-  const readOf = gapReadIndex(gaps, reads)
   let length = 0
   let r = 0
   return {
@@ -111,35 +102,10 @@ function gatherSpliced(
       return []
     },
     async finish() {
-      if (engine?.deflateReferenceShared && offloadsToReference(s, engine)) {
-        // The gaps only pako reproduces, deflated on the engine's threads and this one at once.
-        const jobs = gaps.map((g, i) => {
-          const k = readOf[i]!
-          const at = (x: number) => x - reads[k]!.from
-          const buf = kept[k]!
-          return { dictionary: buf.subarray(at(g.from), at(g.a)), input: buf.subarray(at(g.a), at(g.to)) }
-        })
-        const deflated = await engine.deflateReferenceShared(jobs, s.params)
-        check(deflated.length === jobs.length, 'archive-mismatch', 'the engine lost a spliced gap')
-        const dictionary = (i: number) => jobs[i]!.dictionary
-        return [rebuildSplicedFromDeflated(length, gaps, deflated, dictionary, s, sourceTokens)]
-      }
       const full = kept.map((buf, k) => buf.subarray(0, filled[k]))
       return [rebuildSplicedFrom(length, reads, full, s, sourceTokens, engine)]
     },
   }
-}
-
-/** For each gap, the index of the merged read (readsOf) that holds its content. */
-function gapReadIndex(
-  gaps: readonly { from: number; to: number }[],
-  reads: readonly { from: number; to: number }[],
-): number[] {
-  let k = 0
-  return gaps.map((g) => {
-    while (reads[k]!.to < g.to) k++
-    return k
-  })
 }
 
 export class RebuildSink implements ByteSink {

@@ -8,20 +8,12 @@ import { collectingSink } from '../io.ts'
 import { applyArchiveDelta, applyArchiveDeltaToSink } from './apply.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { createArchiveDelta } from './create.ts'
-import { type DeflateEngine, pakoEngine } from './deflate-engine.ts'
 import { expand, inflateAll, type Segment } from './expand.ts'
 import { zipOf } from './fuzz.ts'
 import { parseGzip } from './gzip.ts'
 import { resolveArchiveLimits } from './limits.ts'
 import { RebuildSink } from './rebuild-sink.ts'
-import { deflateWhole } from './recompress.ts'
-import {
-  OFFLOAD_REFERENCE_MIN,
-  offloadsToReference,
-  splicedTokens,
-  spliceGaps,
-  spliceReads,
-} from './splice.ts'
+import { splicedTokens, spliceReads } from './splice.ts'
 import { findSplice, SourceTokenIndex, spliceMayPay, spliceWorthIt } from './splice-plan.ts'
 
 function rng(seed: number): () => number {
@@ -264,100 +256,5 @@ describe('whether splicing pays', () => {
     expect(always.details.spliced).toBe(1)
     for (const r of [auto, always])
       for (const out of await applyBothWays(gzSource, r.delta)) expect(out).toEqual(gzTarget)
-  })
-})
-
-/**
- * An engine that reproduces nothing itself but shares the reference restarts, a few milliseconds
- * later (as its threads would; client-agent/codec/deflate-pool.test.ts runs the real threads),
- * recording the batches it was given. `fail` makes it reject instead.
- */
-function sharingEngine(fail?: Error): DeflateEngine & { batches: number[] } {
-  const batches: number[] = []
-  return {
-    ...pakoEngine,
-    name: 'sharing-pako',
-    handles: () => false,
-    batches,
-    deflateReferenceShared: (jobs, params) => {
-      batches.push(jobs.length)
-      return new Promise((resolve, reject) =>
-        setTimeout(
-          () => (fail ? reject(fail) : resolve(jobs.map((j) => deflateWhole(j.input, params, j.dictionary)))),
-          3,
-        ),
-      )
-    },
-  }
-}
-
-describe('gaps deflated off the thread', () => {
-  // Classic-hash level 9 (GNU gzip's), edited in a dozen places: more gap input than OFFLOAD_REFERENCE_MIN.
-  const content = sourceLikeText(11, 700_000)
-  const changed = content.slice()
-  for (let k = 1; k <= 12; k++) changed.set(encoder.encode(`/* edit ${k} */`), k * 50_000)
-  const source = gzip(content, { level: 9, legacyHash: true })
-  const target = gzip(changed, { level: 9, legacyHash: true })
-  const made = createArchiveDelta(source, target, ALWAYS)
-  if (!('delta' in made)) throw new Error(made.notApplicable)
-  const delta = made.delta
-
-  it('give the same bytes, every gap in one batch, whatever pieces arrive', async () => {
-    const [s] = splicedSegments(delta)
-    expect(s?.params.legacyHash).toBe(true)
-    expect(offloadsToReference(s!, sharingEngine())).toBe(true)
-    const c = decodeContainer(delta, LIMITS)
-    const sourceTokens = expand('gzip', source, inflateAll, LIMITS.maxExpandedBytes, undefined, true).tokens!
-    const expanded = expand('gzip', target, inflateAll, LIMITS.maxExpandedBytes).expanded
-    const gaps = spliceGaps(s!.rawLength, s!, sourceTokens)
-    expect(gaps.reduce((n, g) => n + g.to - g.from, 0)).toBeGreaterThanOrEqual(OFFLOAD_REFERENCE_MIN)
-    for (const piece of [1 << 20, 65_536, 4093]) {
-      const engine = sharingEngine()
-      const sink = collectingSink()
-      const out = new RebuildSink(c.segments, sink, engine, sourceTokens)
-      for (let at = 0; at < expanded.length; at += piece) await out.write(expanded.subarray(at, at + piece))
-      await out.finish()
-      expect(sink.bytes()).toEqual(target)
-      expect(engine.batches).toEqual([gaps.length])
-    }
-    // The whole apply, which also warms the engine's threads before the source is taken apart.
-    let warmed = 0
-    const sink = collectingSink()
-    const engine = { ...sharingEngine(), warmReference: () => void warmed++ }
-    await applyArchiveDeltaToSink(source, delta, sink, undefined, undefined, engine)
-    expect(sink.bytes()).toEqual(target)
-    expect(warmed).toBe(1)
-  })
-
-  it("fail as the same apply fails on this thread: the engine's error, hostile plans", async () => {
-    // What the inner delta's run makes of an error in the rebuild, as for a throw on this thread.
-    const boom = new Error('pako refused')
-    const failed = applyArchiveDeltaToSink(
-      source,
-      delta,
-      collectingSink(),
-      undefined,
-      undefined,
-      sharingEngine(boom),
-    )
-    await expect(failed).rejects.toThrow(DeltaFormatError)
-    await expect(failed).rejects.toThrow('pako refused')
-    const c = decodeContainer(delta, LIMITS)
-    const s = c.segments.find((x) => x.kind === 'spliced')!
-    s.runs[1]!.source += 1
-    const hostile = encodeContainer(c)
-    await expect(
-      applyArchiveDeltaToSink(source, hostile, collectingSink(), undefined, undefined, sharingEngine()),
-    ).rejects.toThrow(DeltaFormatError)
-  })
-
-  it('stay on this thread when the gaps are few', () => {
-    const [s] = splicedSegments(delta)
-    const few = { ...s!, runs: s!.runs.slice(0, 2) }
-    expect(offloadsToReference(few, sharingEngine())).toBe(false)
-    expect(offloadsToReference(s!, undefined)).toBe(false)
-    // An engine that restarts these parameters itself deflates the gaps as before.
-    const restarts = { ...sharingEngine(), handles: () => true, deflateResumedSync: deflateWhole }
-    expect(offloadsToReference(s!, restarts)).toBe(false)
   })
 })

@@ -58,26 +58,6 @@ export function tokenBytes(t: number): number {
 /** Deflates `input` as a stream whose window starts out holding `dictionary`. */
 export type ResumedDeflate = (input: Uint8Array, dictionary: Uint8Array) => Uint8Array
 
-/**
- * Gap input (dictionaries included) below which the reference deflate stays on the calling thread: a
- * thread's start and its cold pako cost more than they save on a few small gaps.
- */
-export const OFFLOAD_REFERENCE_MIN = 256 * 1024
-
-/**
- * Whether an apply shares `splice`'s gaps with the engine's threads (deflateReferenceShared): when the
- * engine does not restart these parameters itself and the gaps read at least OFFLOAD_REFERENCE_MIN.
- * Judged from the plan alone, before the source is expanded: the runs' gaps and a window and slack
- * each (the stream's last gap, unknown until the runs are measured, left out).
- */
-export function offloadsToReference(splice: Splice, engine: DeflateEngine | undefined): boolean {
-  if (!engine?.deflateReferenceShared) return false
-  if (engine.handles(splice.params) && engine.deflateResumedSync) return false
-  let input = 0
-  for (const run of splice.runs) if (run.gap > 0) input += run.gap + WINDOW + GAP_SLACK
-  return input >= OFFLOAD_REFERENCE_MIN
-}
-
 /** The engine's restart when it has one and handles `params`, else pako's (the reference). */
 export function resumedDeflate(params: DeflateParams, engine: DeflateEngine | undefined): ResumedDeflate {
   const resume = engine?.handles(params) ? engine.deflateResumedSync?.bind(engine) : undefined
@@ -102,17 +82,12 @@ export function gapTokens(content: Uint8Array, a: number, b: number, deflate: Re
 
 /** The tokens of the first `gap` bytes of `input`, deflated after `dictionary`. */
 function deflateGap(dictionary: Uint8Array, input: Uint8Array, gap: number, deflate: ResumedDeflate): Tokens {
-  return deflatedGapTokens(deflate(input, dictionary), dictionary, input.length, gap)
-}
-
-/** The tokens of the first `gap` bytes of `deflated`, a restart over `inputLength` bytes after `dictionary`. */
-function deflatedGapTokens(
-  deflated: Uint8Array,
-  dictionary: Uint8Array,
-  inputLength: number,
-  gap: number,
-): Tokens {
-  const tokens = tokenizeDeflate(deflated, inputLength, 'archive-splice', dictionary).tokens
+  const tokens = tokenizeDeflate(
+    deflate(input, dictionary),
+    input.length,
+    'archive-splice',
+    dictionary,
+  ).tokens
   let at = 0
   let n = 0
   while (at < gap && n < tokens.length) at += tokenBytes(tokens[n++]!)
@@ -162,12 +137,13 @@ export function splicedTokens(
   source: Tokens,
   engine?: DeflateEngine,
 ): Tokens {
-  const deflate = resumedDeflate(splice.params, engine)
-  return assembleSplice(content.length, splice, source, (a, b) => gapTokens(content, a, b, deflate))
+  return assembleSplice(content.length, splice, source, engine, (a, b, deflate) =>
+    gapTokens(content, a, b, deflate),
+  )
 }
 
-/** Tokens of the gap [a, b) of the stream's content. */
-type GapTokens = (a: number, b: number) => Tokens
+/** Tokens of the gap [a, b) of the stream's content, deflated with `deflate`. */
+type GapTokens = (a: number, b: number, deflate: ResumedDeflate) => Tokens
 
 /**
  * Walks the plan over a stream of `length` content bytes: checks every run, calls `onGap` for each
@@ -201,7 +177,13 @@ function walkSplice(
   if (at < length) onGap(at, length)
 }
 
-function assembleSplice(length: number, splice: Splice, source: Tokens, gapTokensOf: GapTokens): Tokens {
+function assembleSplice(
+  length: number,
+  splice: Splice,
+  source: Tokens,
+  engine: DeflateEngine | undefined,
+  gapTokensOf: GapTokens,
+): Tokens {
   // Copied runs are most of a spliced stream: their counts plus a token per 4 gap bytes fit it.
   let copied = 0
   let gaps = 0
@@ -210,11 +192,12 @@ function assembleSplice(length: number, splice: Splice, source: Tokens, gapToken
     gaps += run.gap
   }
   const out = new TokenList(length, copied + Math.ceil((gaps + 4096) / 4))
+  const deflate = resumedDeflate(splice.params, engine)
   walkSplice(
     length,
     splice,
     source,
-    (a, b) => out.append(gapTokensOf(a, b)),
+    (a, b) => out.append(gapTokensOf(a, b, deflate)),
     (run) => out.append(run),
   )
   return out.finish()
@@ -225,38 +208,19 @@ function assembleSplice(length: number, splice: Splice, source: Tokens, gapToken
  * all a rebuild needs to keep of the stream's content. Checks the plan as the rebuild does.
  */
 export function spliceReads(length: number, splice: Splice, source: Tokens): { from: number; to: number }[] {
-  return readsOf(spliceGaps(length, splice, source))
-}
-
-/** A gap [a, b) of a spliced stream and the content [from, to) its deflate reads (gapReads). */
-export interface SpliceGap {
-  a: number
-  b: number
-  from: number
-  to: number
-}
-
-/** The plan's gaps in stream order, checked as the rebuild checks them. */
-export function spliceGaps(length: number, splice: Splice, source: Tokens): SpliceGap[] {
-  const gaps: SpliceGap[] = []
+  const reads: { from: number; to: number }[] = []
   walkSplice(
     length,
     splice,
     source,
-    (a, b) => gaps.push({ a, b, ...gapReads(a, b, length) }),
+    (a, b) => {
+      const r = gapReads(a, b, length)
+      const last = reads.at(-1)
+      if (last !== undefined && r.from <= last.to) last.to = Math.max(last.to, r.to)
+      else reads.push(r)
+    },
     () => {},
   )
-  return gaps
-}
-
-/** The gaps' reads merged where they touch or overlap (gaps' reads grow with the gaps). */
-export function readsOf(gaps: readonly SpliceGap[]): { from: number; to: number }[] {
-  const reads: { from: number; to: number }[] = []
-  for (const { from, to } of gaps) {
-    const last = reads.at(-1)
-    if (last !== undefined && from <= last.to) last.to = Math.max(last.to, to)
-    else reads.push({ from, to })
-  }
   return reads
 }
 
@@ -273,8 +237,7 @@ export function rebuildSplicedFrom(
   engine?: DeflateEngine,
 ): Uint8Array {
   let r = 0
-  const deflate = resumedDeflate(splice.params, engine)
-  const tokens = assembleSplice(length, splice, source, (a, b) => {
+  const tokens = assembleSplice(length, splice, source, engine, (a, b, deflate) => {
     const { from, to } = gapReads(a, b, length)
     while (r < reads.length && reads[r]!.to < to) r++
     const range = reads[r]
@@ -290,30 +253,6 @@ export function rebuildSplicedFrom(
       b - a,
       deflate,
     )
-  })
-  return encodeSpliced(tokens, splice)
-}
-
-/**
- * A spliced stream rebuilt from gaps deflated elsewhere: `gaps` is spliceGaps' list, and for gap i,
- * `deflated[i]` is its restart's output over `input(i)`, read after `dictionary(i)` (content
- * [from, a) and [a, to)).
- */
-export function rebuildSplicedFromDeflated(
-  length: number,
-  gaps: readonly SpliceGap[],
-  deflated: readonly Uint8Array[],
-  dictionary: (i: number) => Uint8Array,
-  splice: Splice,
-  source: Tokens,
-): Uint8Array {
-  let i = 0
-  const tokens = assembleSplice(length, splice, source, (a, b) => {
-    const gap = gaps[i]
-    check(gap !== undefined && gap.a === a && gap.b === b, 'archive-mismatch', 'spliced gaps out of step')
-    const out = deflatedGapTokens(deflated[i]!, dictionary(i), gap.to - a, b - a)
-    i++
-    return out
   })
   return encodeSpliced(tokens, splice)
 }
