@@ -312,15 +312,36 @@ export interface NextUse {
  * (decay of late batches can leave a transition marginally above its source count).
  */
 export function nextUses(summary: AccessSummary, from: string, now: number): NextUse[] {
-  const support = artifactCount(summary, from, now)
-  if (support <= 0) return []
-  return summary.transitions
-    .filter((t) => t.from === from)
-    .map((t) => ({
-      to: t.to,
-      probability: Math.min(1, counterAt(t, now, summary.halfLifeMs) / support),
-      meanLagMs: t.meanLagMs,
-      support,
-    }))
-    .sort((a, b) => b.probability - a.probability || (a.to < b.to ? -1 : 1))
+  return nextUsesIndex(summary, now)(from)
+}
+
+/**
+ * `nextUses` for many sources: indexes the summary once (O(artifacts + transitions)) and answers each
+ * source from its own transitions. Asking `nextUses` per source scanned every transition and artifact
+ * each time, which at the configured maxima (5000 artifacts x 32 transitions, 256 recent artifacts of a
+ * client) was 42 million reads, over a second, per prefetch query.
+ */
+export function nextUsesIndex(summary: AccessSummary, now: number): (from: string) => NextUse[] {
+  const sources = new Map<string, ArtifactAccess>()
+  // The first record of an artifact wins, as `artifactCount`'s find does.
+  for (const a of summary.artifacts) if (!sources.has(a.artifact)) sources.set(a.artifact, a)
+  const bySource = new Map<string, Transition[]>()
+  for (const t of summary.transitions) {
+    const list = bySource.get(t.from)
+    if (list === undefined) bySource.set(t.from, [t])
+    else list.push(t)
+  }
+  return (from) => {
+    const source = sources.get(from)
+    const support = source === undefined ? 0 : counterAt(source, now, summary.halfLifeMs)
+    if (support <= 0) return []
+    return (bySource.get(from) ?? [])
+      .map((t) => ({
+        to: t.to,
+        probability: Math.min(1, counterAt(t, now, summary.halfLifeMs) / support),
+        meanLagMs: t.meanLagMs,
+        support,
+      }))
+      .sort((a, b) => b.probability - a.probability || (a.to < b.to ? -1 : 1))
+  }
 }

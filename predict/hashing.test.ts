@@ -10,6 +10,7 @@ import {
   placeBounded,
   placeReplicas,
   prepareZones,
+  rendezvousScore,
 } from './hashing.ts'
 
 const keys = (n: number) => Array.from({ length: n }, (_, i) => `artifact-${i}@1.${i % 7}.0`)
@@ -118,6 +119,77 @@ describe('weighted rendezvous placement', () => {
     const moved = ks.filter((_, i) => before[i]![0] !== after[i]![0]).length / ks.length
     expect(moved).toBeGreaterThan(0.18)
     expect(moved).toBeLessThan(0.22)
+  })
+})
+
+describe('pairUniform at the top of its range', () => {
+  /** Inverse of Murmur3's finaliser, to build the hash pair that lands on the largest 53-bit draw. */
+  const inverseOdd = (c: number) => {
+    let x = c
+    for (let i = 0; i < 5; i++) x = Math.imul(x, 2 - Math.imul(c, x))
+    return x
+  }
+  const unfmix32 = (h: number) => {
+    h ^= h >>> 16
+    h = Math.imul(h, inverseOdd(0xc2b2ae35))
+    h ^= (h >>> 13) ^ (h >>> 26)
+    h = Math.imul(h, inverseOdd(0x85ebca6b))
+    h ^= h >>> 16
+    return h >>> 0
+  }
+
+  it('stays below 1, so the best possible draw ranks first and not last', () => {
+    const top = unfmix32(0xffffffff)
+    const zone = { hi: 2, lo: 0 }
+    // a = fmix32(key.lo ^ zone.hi * K1) for key.lo = 1; then zone.lo and key.hi are chosen so that
+    // b = c = 0xffffffff, the largest 53-bit value (2^53 - 1) before the + 0.5.
+    const keyLo = 1
+    const mixA = (() => {
+      let h = (keyLo ^ Math.imul(zone.hi, 0x9e3779b1)) >>> 0
+      h ^= h >>> 16
+      h = Math.imul(h, 0x85ebca6b)
+      h ^= h >>> 13
+      h = Math.imul(h, 0xc2b2ae35)
+      h ^= h >>> 16
+      return h >>> 0
+    })()
+    zone.lo = (top ^ mixA ^ Math.imul(0xffffffff, 0xc2b2ae3d)) >>> 0
+    const key = { lo: keyLo, hi: (top ^ Math.imul(zone.lo, 0x85ebca77) ^ mixA) >>> 0 }
+    const u = pairUniform(key, zone)
+    expect(u).toBeGreaterThan(1 - 1e-15)
+    expect(u).toBeLessThan(1)
+    const score = rendezvousScore(key, zone, 1)
+    expect(Number.isFinite(score)).toBe(true)
+    expect(score).toBeGreaterThan(1e15)
+  })
+})
+
+describe('adding and removing one of N zones (measured)', () => {
+  it('adding one zone to N moves about 1/(N + 1) of the keys, all to it; removing it restores every key', () => {
+    const ks = keys(3000)
+    fc.assert(
+      fc.property(fc.integer({ min: 2, max: 24 }), fc.integer({ min: 1, max: 3 }), (n, r) => {
+        const zones = zonesOf(new Array<number>(n).fill(1))
+        const before = placeAll(ks, zones, r)
+        const grown = [...zones, { id: 'zone-new', weight: 1 }]
+        const after = placeAll(ks, grown, r)
+        let moved = 0
+        ks.forEach((_, i) => {
+          if (before[i]!.join() === after[i]!.join()) return
+          moved++
+          expect(after[i]).toContain('zone-new')
+        })
+        // A key's R-set gains the new zone with probability R / (N + 1) (when N >= R).
+        const expected = Math.min(r, n + 1) / (n + 1)
+        const share = moved / ks.length
+        const sd = Math.sqrt((expected * (1 - expected)) / ks.length)
+        expect(Math.abs(share - expected)).toBeLessThan(5 * sd + 1e-9)
+        // Removing it again puts every key back exactly where it was.
+        expect(placeAll(ks, zones, r)).toEqual(before)
+        expect(placeAll(ks, grown.slice(0, n), r)).toEqual(before)
+      }),
+      { numRuns: 25, seed: 20261126 },
+    )
   })
 })
 

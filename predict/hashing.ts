@@ -74,8 +74,10 @@ export function pairUniform(key: Hash64, zone: Hash64): number {
   const a = fmix32(key.lo ^ Math.imul(zone.hi, 0x9e3779b1))
   const b = fmix32(key.hi ^ Math.imul(zone.lo, 0x85ebca77) ^ a)
   const c = fmix32(a ^ Math.imul(b, 0xc2b2ae3d) ^ zone.lo)
-  // 32 + 21 bits; the +0.5 keeps the result off 0 so ln(u) is finite.
-  return ((b >>> 0) * 2097152 + (c >>> 11) + 0.5) / 9007199254740992
+  // 32 + 21 bits; the +0.5 keeps the result off 0 so ln(u) is finite. Above 2^52 the half rounds to even,
+  // so the largest value, 2^53 - 1, became 2^53 and u exactly 1: ln(u) = 0 and the score -w / 0 = -Infinity,
+  // the best possible draw ranked last. Capped at the largest double below 1, which changes no other draw.
+  return Math.min(((b >>> 0) * 2097152 + (c >>> 11) + 0.5) / 9007199254740992, 1 - 2 ** -53)
 }
 
 /**

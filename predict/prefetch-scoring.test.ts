@@ -261,3 +261,52 @@ describe('buildPrefetchQueue', () => {
     )
   })
 })
+
+describe('calculateArtifactProbabilities bounded work', () => {
+  /**
+   * A region at its configured maxima (5000 artifacts, 32 transitions each) and a client whose history
+   * (256 entries) names 256 distinct recent artifacts. Reads of the summary's arrays are counted through a
+   * Proxy around the real arrays: the work must stay linear in the summary, not summary × history.
+   */
+  it('reads each transition and artifact a bounded number of times, not once per recent artifact', () => {
+    const artifactsMax = 5000
+    const perArtifact = 32
+    const base = emptySummary('eu', NOW, {
+      limits: { maxArtifacts: artifactsMax, maxTransitionsPerArtifact: perArtifact },
+    })
+    const artifacts = Array.from({ length: artifactsMax }, (_, i) => ({
+      artifact: `a${i}`,
+      count: 1000,
+      updatedAt: NOW,
+    }))
+    const transitions = artifacts.flatMap((_, i) =>
+      Array.from({ length: perArtifact }, (__, j) => ({
+        from: `a${i}`,
+        to: `a${(i + j + 1) % artifactsMax}`,
+        count: 10,
+        updatedAt: NOW,
+        meanLagMs: 10 * MIN,
+      })),
+    )
+    let reads = 0
+    const counted = <T extends object>(xs: T[]): T[] =>
+      new Proxy(xs, {
+        get(target, prop, receiver) {
+          if (typeof prop === 'string' && /^\d+$/.test(prop)) reads++
+          return Reflect.get(target, prop, receiver)
+        },
+      })
+    const recent = Array.from({ length: 256 }, (_, i) => ({ artifact: `a${i * 17}`, at: NOW - i * 1000 }))
+    const result = calculateArtifactProbabilities({
+      now: NOW,
+      horizonMs: 6 * HOUR,
+      summary: { ...base, artifacts: counted(artifacts), transitions: counted(transitions) },
+      population: 1000,
+      client: { recent, installed: [] },
+    })
+    expect(result.length).toBe(artifactsMax)
+    expect(result.some((r) => r.components.markov > 0)).toBe(true)
+    // Was ~42 million reads (each recent artifact scanned all 160 000 transitions and 5000 artifacts).
+    expect(reads).toBeLessThanOrEqual(4 * (artifacts.length + transitions.length))
+  })
+})

@@ -5,7 +5,7 @@
  * probability and they are combined with a noisy-OR.
  */
 import type { AccessSummary } from './access-model.ts'
-import { meanSeasonalFactor, nextUses } from './access-model.ts'
+import { meanSeasonalFactor, nextUsesIndex } from './access-model.ts'
 import { counterAt, rateFromDecayedCount } from './decay.ts'
 
 /** An artifact, optionally pinned to a version. */
@@ -214,10 +214,11 @@ export function calculateArtifactProbabilities(input: ProbabilityInput): Artifac
   const lastUse = new Map<string, number>()
   for (const r of client.recent) lastUse.set(r.artifact, Math.max(lastUse.get(r.artifact) ?? r.at, r.at))
   const markovParts = new Map<string, Evidence[]>()
+  const nextUses = nextUsesIndex(summary, now)
   for (const [from, at] of lastUse) {
     const elapsed = Math.max(0, now - at)
     if (elapsed > summary.limits.maxLagMs) continue
-    for (const next of nextUses(summary, from, now)) {
+    for (const next of nextUses(from)) {
       if ((lastUse.get(next.to) ?? Number.NEGATIVE_INFINITY) >= at) continue
       const mean = Math.max(1, next.meanLagMs)
       const survive = Math.exp(-elapsed / mean)

@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { mulberry32, normal } from './random.ts'
 import {
@@ -117,5 +118,51 @@ describe('shard feedback', () => {
 
   it('makes one arm of a threshold listed twice', () => {
     expect(thresholdArms([1, 2, 1, 2, 5]).map((a) => a.id)).toEqual(['1', '2', '5'])
+  })
+})
+
+describe('forecastDemand on fleet-shaped series (robustness)', () => {
+  /**
+   * What the planner's demand table can hold over four weeks: hourly sums of rows bounded at 10^12 (many
+   * reports per hour), gaps (zeros), single spikes, steps, all-zero, at every history length where the
+   * model changes (0, 1, 23/24/25, 47/48/49, 335/336/337, 672). Reused weights anywhere in [0, 1]^4, as a
+   * zone lends them to a dependency of another shape. The forecast must stay finite, non-negative and
+   * within a bounded multiple of the history (no divergent recursion reaching the plan as Infinity/NaN).
+   */
+  it('stays finite, non-negative and bounded for any history and any stored weights', () => {
+    const lengths = [0, 1, 23, 24, 25, 47, 48, 49, 335, 336, 337, 672]
+    const value = fc.oneof(
+      fc.constant(0),
+      fc.integer({ min: 0, max: 1000 }),
+      fc.double({ min: 0, max: 1e17, noNaN: true, noDefaultInfinity: true }),
+    )
+    // The box's edges and corners are where the recursion is least damped; doubles fill the inside.
+    const unit = fc.oneof(
+      fc.constantFrom(0, 0.01, 0.5, 0.9, 0.99, 1),
+      fc.double({ min: 0, max: 1, noNaN: true }),
+    )
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...lengths),
+        fc.oneof(fc.array(value, { minLength: 1, maxLength: 8 }), fc.constant([0]), fc.constant([1e17])),
+        fc.record({ alpha: unit.map((a) => Math.max(0.01, a)), beta: unit, gamma: unit, delta: unit }),
+        fc.constantFrom('daily-seasonal' as const, 'double-seasonal' as const),
+        fc.boolean(),
+        (n, pattern, params, method, refit) => {
+          // A pattern repeated with gaps: runs of the pattern, then as many zero hours.
+          const series = Array.from({ length: n }, (_, i) =>
+            Math.floor(i / pattern.length) % 3 === 2 ? 0 : pattern[i % pattern.length]!,
+          )
+          const f = forecastDemand(series, 168, { params, method }, refit)
+          const peak = Math.max(0, ...series)
+          for (const v of [...f.point, ...f.upper]) {
+            expect(Number.isFinite(v)).toBe(true)
+            expect(v).toBeGreaterThanOrEqual(0)
+          }
+          for (const v of f.point) expect(v).toBeLessThanOrEqual(1e6 * peak + 1e-9)
+        },
+      ),
+      { numRuns: 250, seed: 20261126 },
+    )
   })
 })

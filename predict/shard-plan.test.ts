@@ -247,6 +247,39 @@ describe('shard plan', () => {
     }
   })
 
+  it('adding one of N zones moves about R/(N + 1) of the replica sets, all to it; removing it restores the plan', () => {
+    const deps = Array.from({ length: 1500 }, (_, i) => dep(i, {}))
+    fc.assert(
+      fc.property(fc.integer({ min: 2, max: 16 }), fc.integer({ min: 1, max: 2 }), (n, r) => {
+        const zones: PlanZone[] = Array.from({ length: n }, (_, i) => ({
+          id: `z${i}`,
+          capacityBytes: 1024 * GiB,
+          weight: 1,
+        }))
+        const grown = [...zones, { id: 'z-new', capacityBytes: 1024 * GiB, weight: 1 }]
+        const even = (zs: readonly PlanZone[]) =>
+          deps.map((d) => ({ ...d, demand: Object.fromEntries(zs.map((z) => [z.id, 30])) }))
+        const options = { ...OPTIONS, replicationThresholds: r === 1 ? [1] : [1, 20] }
+        const at = '2026-01-05T00:00:00.000Z'
+        const before = buildShardPlan(even(zones), zones, [], options, null, at)
+        const fresh = buildShardPlan(even(grown), grown, [], options, null, at)
+        let moved = 0
+        fresh.entries.forEach((e, i) => {
+          if (e.replicas.join() === before.entries[i]!.replicas.join()) return
+          moved++
+          expect(e.replicas).toContain('z-new')
+        })
+        const expected = r / (n + 1)
+        const sd = Math.sqrt((expected * (1 - expected)) / deps.length)
+        expect(Math.abs(moved / deps.length - expected)).toBeLessThan(5 * sd)
+        // Back to N zones from the grown plan (stickiness on what it held): every replica set as before.
+        const restored = buildShardPlan(even(zones), zones, [], options, fresh, at)
+        expect(restored.entries.map((e) => e.replicas)).toEqual(before.entries.map((e) => e.replicas))
+      }),
+      { numRuns: 15, seed: 20261126 },
+    )
+  })
+
   it('moves little when demand drifts by ±10 %', () => {
     const deps = population(600, 2)
     const before = activateAll(plan(deps))
