@@ -1,0 +1,77 @@
+/**
+ * Size bounds of what our Durable Objects write. Production SQLite-backed Durable Objects refuse a string,
+ * BLOB or row over 2 MB ("Maximum string, BLOB or table row size", Durable Objects limits); local workerd
+ * does not enforce it, so a row over it passes every test and fails only in production, on every write
+ * of it, for good (a region summary that never rolls up again). Each JSON row is bounded by its schema's
+ * worst case (durable-objects/test/row-limits.test.ts builds each and measures it) or, where a setting
+ * allows more than fits, trimmed here by a deterministic rule before it is written.
+ */
+import type { AccessSummary } from '../predict/index.ts'
+
+/** The platform's limit on one string, BLOB or row, read as decimal megabytes (the smaller reading). */
+export const DO_ROW_LIMIT_BYTES = 2_000_000
+
+/**
+ * What one of our rows may take: half the limit, leaving room for the row's other columns, for the
+ * schema growing a field, and for a counter's decimal expansion (counts are floats).
+ */
+export const ROW_BUDGET_BYTES = 1_000_000
+
+const encoder = new TextEncoder()
+
+/** Bytes of `text` as SQLite stores it (UTF-8). */
+export function utf8Bytes(text: string): number {
+  return encoder.encode(text).byteLength
+}
+
+/** `summary` as stored (JSON), or null when its UTF-8 bytes exceed `budget`. */
+function serializedWithin(summary: AccessSummary, budget: number): string | null {
+  const text = JSON.stringify(summary)
+  return utf8Bytes(text) <= budget ? text : null
+}
+
+/** Hottest first, by name among equals: the order the trim keeps. */
+function hottestFirst(
+  a: { artifact: string; count: number },
+  b: { artifact: string; count: number },
+): number {
+  return b.count - a.count || (a.artifact < b.artifact ? -1 : a.artifact > b.artifact ? 1 : 0)
+}
+
+/** `summary` with only its `keep` hottest artifacts, and the transitions between those. */
+function keepHottest(
+  summary: AccessSummary,
+  sorted: AccessSummary['artifacts'],
+  keep: number,
+): AccessSummary {
+  const artifacts = sorted.slice(0, keep)
+  const kept = new Set(artifacts.map((a) => a.artifact))
+  const transitions = summary.transitions.filter((t) => kept.has(t.from) && kept.has(t.to))
+  return { ...summary, artifacts, transitions }
+}
+
+/**
+ * `summary` fitted to `budget` bytes of JSON: unchanged when it fits, else its lowest-count artifacts
+ * (the last by name among equals) dropped, with their transitions, until it does; the most artifacts
+ * that fit are kept (binary search over the hottest-first prefix, whose size only grows with its length).
+ * `dropped` says how many went, so the caller logs it. Without any artifact the summary is a few KiB (the
+ * 168-hour profile), so a result always fits.
+ */
+export function fitSummary(
+  summary: AccessSummary,
+  budget: number = ROW_BUDGET_BYTES,
+): { summary: AccessSummary; json: string; dropped: number } {
+  const whole = serializedWithin(summary, budget)
+  if (whole !== null) return { summary, json: whole, dropped: 0 }
+  const sorted = [...summary.artifacts].sort(hottestFirst)
+  let fits = 0
+  // Transitions naming an artifact the summary does not hold go with any trim, so all of them may fit.
+  let tooMany = sorted.length + 1
+  while (tooMany - fits > 1) {
+    const mid = Math.floor((fits + tooMany) / 2)
+    if (serializedWithin(keepHottest(summary, sorted, mid), budget) !== null) fits = mid
+    else tooMany = mid
+  }
+  const fitted = keepHottest(summary, sorted, fits)
+  return { summary: fitted, json: JSON.stringify(fitted), dropped: sorted.length - fits }
+}
