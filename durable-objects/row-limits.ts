@@ -12,10 +12,10 @@ import type { AccessSummary } from '../predict/index.ts'
 export const DO_ROW_LIMIT_BYTES = 2_000_000
 
 /**
- * What one of our rows may take: half the limit, leaving room for the row's other columns, for the
- * schema growing a field, and for a counter's decimal expansion (counts are floats).
+ * What one of our rows may take: three quarters of the limit, leaving 500 kB for the row's other columns
+ * and for the schema growing a field.
  */
-export const ROW_BUDGET_BYTES = 1_000_000
+export const ROW_BUDGET_BYTES = 1_500_000
 
 const encoder = new TextEncoder()
 
