@@ -117,6 +117,8 @@ describe('rows our Durable Objects write fit a production row (2 MB)', () => {
     await globalStub().submit({ region: 'row-cap-2', population: 1, summary })
     const stored = await storedRollup('row-cap-2')
     expect(stored.bytes).toBeLessThanOrEqual(ROW_BUDGET_BYTES)
+    // No more than needed is dropped: one more artifact (≈560 bytes each here) would not fit.
+    expect(stored.bytes).toBeGreaterThan(ROW_BUDGET_BYTES - 600)
     expect(stored.summary.artifacts[0]?.artifact).toBe(longName(4999, 512))
   })
 
