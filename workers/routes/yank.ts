@@ -85,6 +85,18 @@ async function restoreRolloutsOf(env: Env, index: ArtifactIndex, version: string
 
 function resultOf(index: ArtifactIndex, version: string, rolloutsAborted: string[]): YankResult {
   const entry = versionEntry(index, version)
+  const passedOver = headsPassedOver(index, version)
+  if (Object.keys(passedOver).length > 0) {
+    console.log(
+      JSON.stringify({
+        level: 'warn',
+        msg: 'heads passed over versions without a blob',
+        name: index.name,
+        version,
+        passedOver,
+      }),
+    )
+  }
   return {
     name: index.name,
     version,
@@ -93,7 +105,7 @@ function resultOf(index: ArtifactIndex, version: string, rolloutsAborted: string
     channels: index.channels,
     channelsWithoutHead: (entry?.channels ?? []).filter((channel) => index.channels[channel] === undefined),
     rolloutsAborted,
-    headsPassedOver: headsPassedOver(index, version),
+    headsPassedOver: passedOver,
   }
 }
 

@@ -119,7 +119,7 @@ describe('yanking a release', () => {
     expect(await (await planFor('twice', null, 'stable')).json()).toMatchObject({ to: '1.0.0' })
     expect((await call('/v1/artifacts/twice/1.0.0/blob')).status).toBe(200)
 
-    // A restore lands no better: restoring 1.2.0 moves the head back to it (its blob was kept).
+    // A restore moves heads by the same rule: 1.2.0 (its blob kept) is the head again.
     const restored = await result(await yank('twice', '1.2.0', null))
     expect(restored.channels.stable).toBe('1.2.0')
     expect(restored.headsPassedOver).toEqual({})
