@@ -2,6 +2,7 @@ import { DurableObject } from 'cloudflare:workers'
 import type { AccessSummary } from '../predict/index.ts'
 import { mergeSummaries } from '../predict/index.ts'
 import { AccessSummarySchema, RegionRollup } from '../schemas/aggregation.ts'
+import { fitSummary } from './row-limits.ts'
 import { parseStoredJson } from './stored-json.ts'
 
 export interface RegionStatus {
@@ -36,13 +37,27 @@ export class GlobalAggregator extends DurableObject<Env> {
   /** A region's latest rollup replaces its previous one (summaries are already cumulative). */
   async submit(input: RegionRollup): Promise<{ regions: number }> {
     const rollup = RegionRollup.parse(input)
+    // The row must fit a Durable Object row (row-limits.ts). RegionAggregator already trims its rollup;
+    // this holds for any sender (an older deployment's, a caller's own), by the same rule.
+    const fitted = fitSummary(rollup.summary)
+    if (fitted.dropped > 0) {
+      console.log(
+        JSON.stringify({
+          do: 'GlobalAggregator',
+          level: 'warn',
+          msg: 'region summary trimmed to fit a row',
+          region: rollup.region,
+          dropped: fitted.dropped,
+        }),
+      )
+    }
     this.sql.exec(
       `INSERT INTO regions (region, population, summary, received_at) VALUES (?, ?, ?, ?)
        ON CONFLICT (region) DO UPDATE SET population = excluded.population, summary = excluded.summary,
          received_at = excluded.received_at`,
       rollup.region,
       rollup.population,
-      JSON.stringify(rollup.summary),
+      fitted.json,
       Date.now(),
     )
     // Over the bound, the smallest populations go first (an invented region has one client), the

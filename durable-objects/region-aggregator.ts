@@ -37,6 +37,7 @@ import {
 import { PREFETCH_HORIZON_MS, planPrefetch } from './prefetch-planner.ts'
 import { MemoryBuckets, takeToken } from './rate-limit.ts'
 import { rolloutCoordinator } from './rollout-coordinator.ts'
+import { fitSummary } from './row-limits.ts'
 import { parseStoredJson } from './stored-json.ts'
 import { createSummaryTables, loadSummary, persistSummary, type SummaryTables } from './summary-table.ts'
 
@@ -301,25 +302,34 @@ export class RegionAggregator extends DurableObject<Env> {
     this.clientCount -= clientsEvicted
     this.summary = nextSummary
     this.segments = nextSegments
-    const rollup: RegionRollup = {
-      region,
-      population: this.clientCount,
-      summary: compactSummary(
-        {
-          ...nextSummary,
-          limits: {
-            ...nextSummary.limits,
-            maxArtifacts: this.settings.rollupMaxArtifacts,
-            maxTransitionsPerArtifact: Math.min(4, nextSummary.limits.maxTransitionsPerArtifact),
-          },
+    const compact = compactSummary(
+      {
+        ...nextSummary,
+        limits: {
+          ...nextSummary.limits,
+          maxArtifacts: this.settings.rollupMaxArtifacts,
+          maxTransitionsPerArtifact: Math.min(4, nextSummary.limits.maxTransitionsPerArtifact),
         },
-        now,
-      ),
+      },
+      now,
+    )
+    // The GlobalAggregator keeps it as one row, which must fit a Durable Object row: rollupMaxArtifacts
+    // of long names with their transitions reach ≈8 MB, so the coldest go until it fits (row-limits.ts).
+    const fitted = fitSummary(compact)
+    if (fitted.dropped > 0) {
+      log({ level: 'warn', msg: 'rollup trimmed to fit a row', region, dropped: fitted.dropped })
     }
+    const rollup: RegionRollup = { region, population: this.clientCount, summary: fitted.summary }
     const global = this.env.GLOBAL_AGGREGATOR.get(this.env.GLOBAL_AGGREGATOR.idFromName('global'))
     // A failed push throws, and workerd retries the alarm with backoff.
     await global.submit(rollup)
-    log({ level: 'info', msg: 'rolled up', region, artifacts: rollup.summary.artifacts.length })
+    log({
+      level: 'info',
+      msg: 'rolled up',
+      region,
+      artifacts: rollup.summary.artifacts.length,
+      trimmed: fitted.dropped,
+    })
   }
 
   // ---- internals ---------------------------------------------------------------------------------

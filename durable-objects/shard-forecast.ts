@@ -11,7 +11,7 @@ import { addZoneMetrics, HISTORY_HOURS } from './shard-demand.ts'
 import { parseStoredJson } from './stored-json.ts'
 
 /** Dependencies considered per re-plan (hottest by recent requests). */
-const MAX_ENTRIES = 256
+export const MAX_ENTRIES = 256
 /** Per-dependency refits per cycle; the others reuse their zone's fitted weights (a cheap pass). */
 const MAX_REFITS_PER_CYCLE = 24
 /** sMAPE is judged on this many most recent evaluated hours. */

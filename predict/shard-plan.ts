@@ -282,11 +282,20 @@ export function buildShardPlan(
     : { ...draft, version: previous.version }
 }
 
-/** Dependencies whose forecast in `zone` reaches the prefetch threshold, hottest first. */
+/**
+ * Entries of a zone's hot set a plan keeps (the hottest). The plan is stored as one Durable Object row,
+ * which production refuses over 2 MB: 32 zones each naming all 256 planned dependencies (≈200 bytes an
+ * id) came to ≈1.6 MB on top of the entries' ≈0.9 MB. An edge warms at most `maxWarmPerZone` of them per
+ * plan version anyway, so a hot set longer than that was never used beyond it.
+ */
+export const MAX_HOT_PER_ZONE = 64
+
+/** Dependencies whose forecast in `zone` reaches the prefetch threshold, hottest first, at most MAX_HOT_PER_ZONE. */
 export function hotSet(deps: readonly PlanDependency[], zone: string, threshold: number): string[] {
   return deps
     .filter((d) => (d.demand[zone] ?? 0) > 0 && (d.demand[zone] ?? 0) >= threshold)
     .sort((a, b) => (b.demand[zone] ?? 0) - (a.demand[zone] ?? 0) || (a.id < b.id ? -1 : 1))
+    .slice(0, MAX_HOT_PER_ZONE)
     .map((d) => d.id)
 }
 

@@ -32,6 +32,9 @@ export const ReplicaBucketBinding = BucketBinding.refine((binding) => binding !=
   message: `${PRIMARY_BUCKET_BINDING} is the primary bucket; a zone needs a replica bucket of its own`,
 })
 
+/** Entries of `zones.map` (colo or continent → zone). */
+export const MAX_ZONE_MAP_ENTRIES = 1024
+
 export const ZoneSpec = z.object({
   id: ZoneId,
   /** Bytes of replicas this zone may hold. */
@@ -52,6 +55,11 @@ export const ZonesConfig = z
     /** Cloudflare colo (e.g. `FRA`) or continent (`EU`) → zone; colo wins over continent. */
     map: z
       .record(z.string().min(2).max(16), ZoneId)
+      // ≈330 colos and 7 continents exist; bounded so the ShardPlanner's copy of the zones config (one
+      // Durable Object row, refused in production over 2 MB) has a worst case that fits.
+      .refine((map) => Object.keys(map).length <= MAX_ZONE_MAP_ENTRIES, {
+        message: `at most ${MAX_ZONE_MAP_ENTRIES} entries`,
+      })
       .default({ NA: 'wnam', SA: 'wnam', EU: 'weur', AF: 'weur', AS: 'apac', OC: 'apac', AN: 'apac' }),
     /** Zone of requests nothing in `map` matches (no cf properties in tests and `wrangler dev`). */
     fallback: ZoneId.default('wnam'),

@@ -33,6 +33,13 @@ export const YankResult = z.object({
    * Defaults to none for an edge from before the field.
    */
   channelsWithoutHead: z.array(ChannelName).default([]),
+  /**
+   * Per channel of the version, the versions not yanked that its head passed over because their full
+   * artifact is gone (retention under `deltas-preferred` deleted it): nobody could install them fresh or
+   * move back to them, so the head is the highest version still installable (none if no version is).
+   * Channels with none are left out; empty from an edge from before the field.
+   */
+  headsPassedOver: z.record(ChannelName, z.array(Version)).default({}),
   /** Rollouts of this version that the yank aborted, by channel. */
   rolloutsAborted: z.array(ChannelName),
 })

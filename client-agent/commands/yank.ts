@@ -70,6 +70,10 @@ export function registerYankCommand(
         out.info(
           `warning: channel ${channel} has no head now (every version of it is yanked): installs and updates from it find nothing until a version is published to it or restored (--undo)`,
         )
+      for (const [channel, passed] of Object.entries(result.headsPassedOver))
+        out.info(
+          `warning: channel ${channel} passed over ${passed.join(', ')}: retention deleted their full artifacts, so nobody could install them or move back to them`,
+        )
       if (!result.signed && result.yanked)
         out.info('unsigned: devices running it are warned but stay on it (pass --key to sign)')
       out.result(

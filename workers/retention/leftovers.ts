@@ -1,4 +1,5 @@
 import { sweepStaged } from '../publish/pending-manifest.ts'
+import { sweepStaleClaim } from '../storage/r2-claim.ts'
 import { deleteAll, listAll } from './bucket-walk.ts'
 
 const HOUR_MS = 3_600_000
@@ -26,7 +27,9 @@ const STAGED_MANIFEST = /^pending\/.+\/manifest\.json$/
  * - `pending/<n>/<v>/displaced-<attempt>`: a commit's claim another attempt replaced, kept so the
  *   retention pass can restore it should a stalled commit list it late and die (stalled-commits.ts,
  *   which runs first at every pass); a week covers any commit's stall;
- * - `locks/…`: lazy-delta generation locks, stale after a minute;
+ * - `locks/…`: lazy-delta generation and repair-on-read claims, stale after a minute; each is swept on its
+ *   own, only while it is still the claim listed (sweepStaleClaim), so one a request took over since the
+ *   listing is kept;
  * - `lazy-failed/…`: remembered "cannot encode" answers, kept as long as a lazily made delta would be
  *   (`retainDeltasDays`), so a codec upgrade gets to try the pair again.
  * Without this, each of them stayed in the bucket forever.
@@ -38,12 +41,14 @@ export async function pruneLeftovers(
 ): Promise<string[]> {
   const doomed: string[] = []
   const staged: R2Object[] = []
+  const claims: R2Object[] = []
   /** Listed once per prefix; `maxAgeOf` gives a key's age limit, or null to keep it whatever its age. */
   const sweep = async (prefix: string, maxAgeOf: (key: string) => number | null) => {
     for await (const object of listAll(bucket, prefix)) {
       const maxAgeMs = maxAgeOf(object.key)
       if (maxAgeMs === null || now - object.uploaded.getTime() <= maxAgeMs) continue
       if (STAGED_MANIFEST.test(object.key)) staged.push(object)
+      else if (object.key.startsWith('locks/')) claims.push(object)
       else doomed.push(object.key)
     }
   }
@@ -58,5 +63,6 @@ export async function pruneLeftovers(
   await sweep('lazy-failed/', () => retainDeltasDays * DAY_MS)
   await deleteAll(bucket, doomed)
   for (const object of staged) if (await sweepStaged(bucket, object.key, object)) doomed.push(object.key)
+  for (const object of claims) if (await sweepStaleClaim(bucket, object.key, object)) doomed.push(object.key)
   return doomed
 }

@@ -11,7 +11,7 @@ import { readBoundedBody } from '../http/bounded-body.ts'
 import { Problem } from '../http/problem.ts'
 import { parseJsonBody, valid } from '../http/validate.ts'
 import { assertMaintainerSigned } from '../publish/maintainer-keys.ts'
-import { setYanked } from '../storage/yank.ts'
+import { headsPassedOver, setYanked } from '../storage/yank.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
 /** A reason of at most 500 characters and a signed statement (≈1 KiB) fit easily. */
@@ -85,6 +85,18 @@ async function restoreRolloutsOf(env: Env, index: ArtifactIndex, version: string
 
 function resultOf(index: ArtifactIndex, version: string, rolloutsAborted: string[]): YankResult {
   const entry = versionEntry(index, version)
+  const passedOver = headsPassedOver(index, version)
+  if (Object.keys(passedOver).length > 0) {
+    console.log(
+      JSON.stringify({
+        level: 'warn',
+        msg: 'heads passed over versions without a blob',
+        name: index.name,
+        version,
+        passedOver,
+      }),
+    )
+  }
   return {
     name: index.name,
     version,
@@ -93,6 +105,7 @@ function resultOf(index: ArtifactIndex, version: string, rolloutsAborted: string
     channels: index.channels,
     channelsWithoutHead: (entry?.channels ?? []).filter((channel) => index.channels[channel] === undefined),
     rolloutsAborted,
+    headsPassedOver: passedOver,
   }
 }
 

@@ -67,3 +67,28 @@ export function claimFresh(held: R2Object, staleAfterMs: number, now: number = D
 export async function releaseClaim(bucket: R2Bucket, key: string, held: string): Promise<void> {
   if ((await bucket.head(key))?.etag === held) await bucket.delete(key)
 }
+
+/**
+ * Retention's sweep of a claim it listed as older than a day (`listed`, as the listing showed it): deleted
+ * only while it is still that claim. Between the listing and the delete, a request may take the stale
+ * claim over (takeClaim) and start the work; a plain delete then dropped its fresh claim, and another
+ * request did the same work alongside it (a second lazy generation of the delta, a second repair). R2 has
+ * no conditional delete, so the claim is first rewritten as a swept marker conditional on the listed etag
+ * (a takeover since the listing changed the etag, and the claim is kept), the marker dated at 0 so any
+ * request finds it stale and may take it over, and the marker is then deleted only while it is still the
+ * marker (releaseClaim): only a takeover in the one round trip between that check and the delete is still
+ * lost. Whether it was swept.
+ */
+export async function sweepStaleClaim(
+  bucket: R2Bucket,
+  key: string,
+  listed: { etag: string },
+): Promise<boolean> {
+  const marker = await bucket.put(key, claimBody(0), {
+    customMetadata: { at: '0' },
+    onlyIf: { etagMatches: listed.etag },
+  })
+  if (marker === null) return false
+  await releaseClaim(bucket, key, marker.etag)
+  return true
+}

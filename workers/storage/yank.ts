@@ -7,7 +7,8 @@ import {
 } from '../../schemas/artifact-index.ts'
 import type { SignedYankStatement } from '../../schemas/yank-statement.ts'
 import { Problem } from '../http/problem.ts'
-import { changeIndex } from './artifact-store.ts'
+import { changeIndex, readIndex } from './artifact-store.ts'
+import { keys } from './keys.ts'
 
 /**
  * Marks a published version yanked (`note`) or restores it (`null`), and moves the heads of the
@@ -16,6 +17,13 @@ import { changeIndex } from './artifact-store.ts'
  * the version must not be picked again, and the head is what fresh installs, plans, the daemon's
  * prefetch and rollouts pick. Nothing is deleted: devices that run the version keep being able to fetch
  * its manifest and deltas from it. Written through changeIndex like every index change.
+ *
+ * A head that moves goes to the highest such version that is still installable: under `deltas-preferred`
+ * retention deletes the full blobs of old versions (keeping only each head's and the one a yank of the
+ * head falls back to), so a second yank before the next retention pass, or a restore of an old version,
+ * could otherwise land a channel on a version nobody can install fresh or retreat to. Versions passed
+ * over for that are the channel's versions not yanked above its head (`passedOver`); a channel with none
+ * installable is left without a head. A head that does not move stays as it is.
  *
  * A signed `statement` is kept on the entry for agents to verify. Here the edge checks that it says
  * what this request does (ADR 0025); its signature is checked by the route when MAINTAINER_KEYS is set
@@ -29,6 +37,10 @@ export async function setYanked(
   note: YankNote | null,
   statement?: SignedYankStatement,
 ): Promise<ArtifactIndex> {
+  const before = await readIndex(bucket, name)
+  const missing = before
+    ? await blobsMissing(bucket, before.index, version, note !== null)
+    : new Set<string>()
   return changeIndex(bucket, name, (current) => {
     const entry = current && versionEntry(current, version)
     if (!current || !entry) throw new Problem(404, 'not-found', `${name}@${version} is not published`)
@@ -48,7 +60,7 @@ export async function setYanked(
     const next: ArtifactIndex = {
       ...current,
       versions,
-      channels: headsAfter(current.channels, versions, entry.channels),
+      channels: headsAfter(current.channels, versions, entry.channels, missing),
     }
     return { next, result: next }
   })
@@ -91,21 +103,83 @@ function checkStatement(
   }
 }
 
-/** The heads of `touched` channels recomputed from the versions not yanked; other heads unchanged. */
+/**
+ * Versions whose full blob is gone among those this yank (or restore) of `version` could make a channel
+ * head: per channel, its versions not yanked, newest first, checked until one is present. One head per
+ * channel in the usual case (the fallback's blob is kept by retention). Read before the index change: a
+ * version published meanwhile has its blob, and one missing from this set counts as installable.
+ */
+async function blobsMissing(
+  bucket: R2Bucket,
+  index: ArtifactIndex,
+  version: string,
+  yanking: boolean,
+): Promise<Set<string>> {
+  const entry = versionEntry(index, version)
+  const missing = new Set<string>()
+  const present = new Set<string>()
+  for (const channel of entry?.channels ?? []) {
+    const candidates = index.versions
+      .filter((v) => v.channels.includes(channel) && (v.version === version ? !yanking : !v.yanked))
+      .map((v) => v.version)
+      .sort((a, b) => (semverGreater(a, b) ? -1 : semverGreater(b, a) ? 1 : 0))
+    for (const candidate of candidates) {
+      if (present.has(candidate)) break
+      if (missing.has(candidate)) continue
+      if (await bucket.head(keys.blob(index.name, candidate))) {
+        present.add(candidate)
+        break
+      }
+      missing.add(candidate)
+    }
+  }
+  return missing
+}
+
+/**
+ * The heads of `touched` channels recomputed from the versions not yanked; other heads unchanged. A head
+ * that moves skips versions in `missing` (no blob: not installable); one that stays is kept as it is.
+ */
 function headsAfter(
   heads: ArtifactIndex['channels'],
   versions: ArtifactIndex['versions'],
   touched: readonly string[],
+  missing: ReadonlySet<string>,
 ): ArtifactIndex['channels'] {
   const channels = { ...heads }
-  for (const channel of touched) {
+  const highest = (channel: string, skip: ReadonlySet<string>) => {
     let head: string | undefined
     for (const v of versions) {
-      if (v.yanked || !v.channels.includes(channel)) continue
+      if (v.yanked || !v.channels.includes(channel) || skip.has(v.version)) continue
       if (head === undefined || semverGreater(v.version, head)) head = v.version
     }
+    return head
+  }
+  for (const channel of touched) {
+    const plain = highest(channel, new Set())
+    const head = plain === heads[channel] ? plain : highest(channel, missing)
     if (head === undefined) delete channels[channel]
     else channels[channel] = head
   }
   return channels
+}
+
+/**
+ * Per channel of the version, its versions not yanked above the head it has now: those a yank or restore
+ * passed over because their full blob is gone (setYanked), newest first. Channels with none are left out.
+ */
+export function headsPassedOver(index: ArtifactIndex, version: string): Record<string, string[]> {
+  const passed: Record<string, string[]> = {}
+  for (const channel of versionEntry(index, version)?.channels ?? []) {
+    const head = index.channels[channel]
+    const above = index.versions
+      .filter(
+        (v) =>
+          !v.yanked && v.channels.includes(channel) && (head === undefined || semverGreater(v.version, head)),
+      )
+      .map((v) => v.version)
+      .sort((a, b) => (semverGreater(a, b) ? -1 : 1))
+    if (above.length > 0) passed[channel] = above
+  }
+  return passed
 }

@@ -11,6 +11,7 @@ import { pruneStorage } from '../retention/prune.ts'
 import { resolveStalledCommits } from '../retention/stalled-commits.ts'
 import { InterceptedBucket } from '../storage/intercepted-bucket.ts'
 import { keys } from '../storage/keys.ts'
+import { takeClaim } from '../storage/r2-claim.ts'
 import { publishWithDeltas } from './delta-helpers.ts'
 import { auth, bytesOf, call, envelopeFor, publishSingle, startPublish } from './publish-helpers.ts'
 
@@ -120,6 +121,29 @@ describe('storage retention', () => {
     expect(kept?.state).toBe('staged')
     // A week-old staged publish nobody touched is still swept.
     expect(await pruneLeftovers(env.ARTIFACTS, 3, Date.now() + 16 * DAY)).toContain(key)
+    expect(await exists(key)).toBe(false)
+  })
+
+  it('keeps a day-old lock that a request took over between the listing and the sweep', async () => {
+    const key = 'locks/deltas/lock-race/1.0.0/1.1.0/vcdiff'
+    expect(await takeClaim(env.ARTIFACTS, key, 60_000)).not.toBeNull()
+    const dayLater = Date.now() + 2 * DAY
+    // The listing saw the day-old claim; before the sweep reaches it, a request finds it stale and takes
+    // it over to generate the delta.
+    let takenOver: string | null = null
+    const racing = new InterceptedBucket(env.ARTIFACTS, async (op, target, run) => {
+      if (takenOver === null && op !== 'list' && (target === key || op === 'delete')) {
+        takenOver = await takeClaim(env.ARTIFACTS, key, 60_000, dayLater)
+        expect(takenOver).not.toBeNull()
+      }
+      return run()
+    })
+    const swept = await pruneLeftovers(racing, 3, dayLater)
+    expect(takenOver).not.toBeNull()
+    expect(swept).not.toContain(key)
+    expect((await env.ARTIFACTS.head(key))?.etag).toBe(takenOver)
+    // A day-old claim nobody touched is still swept.
+    expect(await pruneLeftovers(env.ARTIFACTS, 3, dayLater + 2 * DAY)).toContain(key)
     expect(await exists(key)).toBe(false)
   })
 

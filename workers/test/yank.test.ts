@@ -4,9 +4,12 @@ import { coordinatorStub, HOUR, startRollout, statusOf } from '../../durable-obj
 import { ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { RolloutStatus } from '../../schemas/rollout.ts'
+import { RuntimeConfig } from '../../schemas/runtime-config.ts'
 import { YankResult } from '../../schemas/yank.ts'
 import type { YankStatement } from '../../schemas/yank-statement.ts'
 import { clearRuntimeConfigCache, RUNTIME_CONFIG_KEY } from '../config/runtime-config.ts'
+import { pruneStorage } from '../retention/prune.ts'
+import { keys } from '../storage/keys.ts'
 import { setYanked } from '../storage/yank.ts'
 import { putBlob } from './delta-helpers.ts'
 import { auth, bytesOf, call, envelopeFor, sha256, startPublish } from './publish-helpers.ts'
@@ -90,6 +93,36 @@ describe('yanking a release', () => {
     // Publishing the next version gives the channel a head again.
     await publish('allbad', '1.0.1', 2)
     expect((await indexOf('allbad')).channels).toEqual({ stable: '1.0.1' })
+  })
+
+  it('a second yank before retention runs again passes over a version whose blob retention deleted', async () => {
+    await publish('twice', '1.1.0', 1)
+    await publish('twice', '1.2.0', 2)
+    await publish('twice', '1.3.0', 3)
+    // A backport: newest by serial, so retention keeps its blob, below the head.
+    await publish('twice', '1.0.0', 4)
+    const preferred = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred', keepFullVersions: 2 } })
+    // Kept: 1.0.0 and 1.3.0 (newest two), 1.3.0 the head, 1.2.0 what a yank of the head falls back to.
+    const pruned = await pruneStorage(env.ARTIFACTS, preferred, Date.now())
+    expect(pruned.blobsDeleted.filter((key) => key.includes('/twice/'))).toEqual([
+      keys.blob('twice', '1.1.0'),
+    ])
+
+    const first = await result(await yank('twice', '1.3.0', 'bad build'))
+    expect(first.channels.stable).toBe('1.2.0')
+    expect(first.headsPassedOver).toEqual({})
+    // No retention pass in between: 1.1.0, the next one down, has no blob to install or retreat to.
+    const second = await result(await yank('twice', '1.2.0', 'same bug'))
+    expect(second.channels.stable).toBe('1.0.0')
+    expect(second.headsPassedOver).toEqual({ stable: ['1.1.0'] })
+    expect((await indexOf('twice')).channels.stable).toBe('1.0.0')
+    expect(await (await planFor('twice', null, 'stable')).json()).toMatchObject({ to: '1.0.0' })
+    expect((await call('/v1/artifacts/twice/1.0.0/blob')).status).toBe(200)
+
+    // A restore moves heads by the same rule: 1.2.0 (its blob kept) is the head again.
+    const restored = await result(await yank('twice', '1.2.0', null))
+    expect(restored.channels.stable).toBe('1.2.0')
+    expect(restored.headsPassedOver).toEqual({})
   })
 
   it('aborts a rollout of the yanked version, and only of that version', async () => {
