@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest'
-import { parseRuntimeConfigDocument, RuntimeConfig } from './runtime-config.ts'
+import {
+  MAX_REGION_MAP_ENTRIES,
+  MAX_RUNTIME_CONFIG_CHARS,
+  parseRuntimeConfigDocument,
+  RuntimeConfig,
+} from './runtime-config.ts'
 import { configWarnings } from './runtime-config-warnings.ts'
 
 const GiB = 1024 ** 3
@@ -108,5 +113,21 @@ describe('parseRuntimeConfigDocument', () => {
       ok: false,
       issues: [{ path: '', message: expect.stringContaining('not JSON') }],
     })
+  })
+
+  it('refuses a document too long to parse in every isolate, and a region map beyond its bound', () => {
+    const padded = `{"regions":{"fallback":"global"}${' '.repeat(MAX_RUNTIME_CONFIG_CHARS)}}`
+    expect(parseRuntimeConfigDocument(padded)).toMatchObject({
+      ok: false,
+      issues: [{ path: '', message: expect.stringContaining(`at most ${MAX_RUNTIME_CONFIG_CHARS}`) }],
+    })
+    expect(parseRuntimeConfigDocument(padded.replace(/ +/, ''))).toMatchObject({ ok: true })
+    const map = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`c${i}`, 'weur']))
+    expect(
+      parseRuntimeConfigDocument(JSON.stringify({ regions: { map: map(MAX_REGION_MAP_ENTRIES) } })),
+    ).toMatchObject({ ok: true })
+    expect(
+      parseRuntimeConfigDocument(JSON.stringify({ regions: { map: map(MAX_REGION_MAP_ENTRIES + 1) } })),
+    ).toMatchObject({ ok: false, issues: [{ path: 'regions.map' }] })
   })
 })

@@ -5,6 +5,15 @@ import { ZonesConfig } from './shards.ts'
 const MiB = 1024 * 1024
 
 /**
+ * The longest runtime config document (characters) the edge parses: every isolate reads and parses it
+ * once per `cacheTtlSeconds`, and KV would hold up to 25 MiB. A full document with a region for each of
+ * Cloudflare's ≈ 330 colos is under 20 KiB.
+ */
+export const MAX_RUNTIME_CONFIG_CHARS = 256 * 1024
+/** Entries of `regions.map`: a colo or continent code each. */
+export const MAX_REGION_MAP_ENTRIES = 1024
+
+/**
  * The operator's knobs, held in KV `CONFIG` under key `runtime`. Every field has a default so an
  * empty or partial document is valid; an invalid document is rejected and the last good one stays.
  */
@@ -69,7 +78,12 @@ export const RuntimeConfig = z.object({
   regions: z
     .object({
       /** Cloudflare colo or continent code → aggregation region. */
-      map: z.record(z.string().max(16), z.string().max(16)).default({}),
+      map: z
+        .record(z.string().max(16), z.string().max(16))
+        .refine((map) => Object.keys(map).length <= MAX_REGION_MAP_ENTRIES, {
+          message: `at most ${MAX_REGION_MAP_ENTRIES} entries`,
+        })
+        .default({}),
       fallback: z.string().max(16).default('global'),
     })
     .prefault({}),
@@ -126,11 +140,22 @@ export interface ConfigIssue {
 
 /**
  * Parses the text of a runtime config document as the edge does (KV `CONFIG/runtime`), so the agent's
- * `deltaport config check` accepts and refuses exactly what the edge would. At most 32 issues are listed.
+ * `deltaport config check` accepts and refuses exactly what the edge would. At most 32 issues are listed;
+ * a document over MAX_RUNTIME_CONFIG_CHARS is refused before it is parsed.
  */
 export function parseRuntimeConfigDocument(
   raw: string,
 ): { ok: true; config: RuntimeConfig } | { ok: false; issues: ConfigIssue[] } {
+  if (raw.length > MAX_RUNTIME_CONFIG_CHARS)
+    return {
+      ok: false,
+      issues: [
+        {
+          path: '',
+          message: `the document is ${raw.length} characters long; at most ${MAX_RUNTIME_CONFIG_CHARS}`,
+        },
+      ],
+    }
   let json: unknown
   try {
     json = JSON.parse(raw)
