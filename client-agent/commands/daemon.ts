@@ -24,6 +24,7 @@ export function registerDaemonCommand(
       const loaded = await config()
       const out = reporter()
       const status = new StatusLine(out.json, Boolean(process.stderr.isTTY))
+      const repeats = new RepeatedFailures()
       const controller = new AbortController()
       const stop = () => controller.abort()
       process.once('SIGINT', stop)
@@ -36,7 +37,7 @@ export function registerDaemonCommand(
           onCycle: (result, next) => {
             if (options.once) out.result(summarize(result, null), { daemon: result })
             else if (out.json) out.result('', { daemon: result, nextPollAt: next?.toISOString() ?? null })
-            else status.show(summarize(result, next))
+            else status.show(summarize(result, next, repeats))
           },
           onError: (error, next) => {
             const when = next ? `; next poll ${next.toISOString()}` : ''
@@ -68,12 +69,43 @@ const SKIPPED_BECAUSE: Record<NotIdleReason, string> = {
   'no-budget': 'stagingBudgetBytes is 0',
 }
 
-function summarize(result: CycleResult, next: Date | null): string {
+type Failure = CycleResult['failures'][number]
+
+/**
+ * A manifest no trusted key signed fails the same way every cycle until the edge, the config or the
+ * version changes: its line is printed once per artifact and version, not every cycle (again when its
+ * message changes, when it went away and came back, or after a restart). The cycle's count of failures
+ * still includes it, and `--json` reports every cycle's failures in full.
+ */
+export class RepeatedFailures {
+  private shown = new Map<string, string>()
+
+  /** The failures to print in full this cycle; remembers the untrusted ones for the next. */
+  fresh(failures: readonly Failure[]): Failure[] {
+    const now = new Map<string, string>()
+    const out: Failure[] = []
+    for (const f of failures) {
+      if (f.code !== 'untrusted-manifest') {
+        out.push(f)
+        continue
+      }
+      const key = `${f.version}\u0000${f.message}`
+      if (this.shown.get(f.name) !== key) out.push(f)
+      now.set(f.name, key)
+    }
+    this.shown = now
+    return out
+  }
+}
+
+export function summarize(result: CycleResult, next: Date | null, repeats?: RepeatedFailures): string {
   const time = result.polledAt.slice(11, 19)
+  // A cycle skipped while the device was busy checked nothing: it forgets no failure.
+  const shown = repeats && !result.skipped ? repeats.fresh(result.failures) : result.failures
   const what = result.skipped
     ? `skipped (${result.skipped}: ${SKIPPED_BECAUSE[result.skipped]})`
-    : `queue ${result.queued}${result.alreadyInstalled.length ? ` (${result.alreadyInstalled.length} already installed)` : ''}${result.failedHere.length ? ` (${result.failedHere.map((i) => `${i.name}@${i.version}`).join(', ')} not staged: failed here)` : ''}, +${result.staged.length} staged${result.deferred.length ? `, ${result.deferred.length} deferred` : ''}${result.failures.length ? `, ${result.failures.length} failed` : ''}${result.evicted.length ? `, ${result.evicted.length} evicted` : ''}`
-  const failures = result.failures.map((f) => ` [${failureLine(f)}]`).join('')
+    : `queue ${result.queued}${result.alreadyInstalled.length ? ` (${result.alreadyInstalled.length} already installed)` : ''}${result.failedHere.length ? ` (${result.failedHere.map((i) => `${i.name}@${i.version}`).join(', ')} not staged: failed here)` : ''}, +${result.staged.length} staged${result.deferred.length ? `, ${result.deferred.length} deferred` : ''}${result.failures.length ? `, ${result.failures.length} failed` : ''}${shown.length < result.failures.length ? ` (${result.failures.length - shown.length} as reported before)` : ''}${result.evicted.length ? `, ${result.evicted.length} evicted` : ''}`
+  const failures = shown.map((f) => ` [${failureLine(f)}]`).join('')
   return `last poll ${time}: ${what}; staged ${result.stagedCount} (${formatBytes(result.stagedBytes)})${next ? `; next poll ${next.toISOString().slice(11, 19)}` : ''}${failures}`
 }
 
@@ -81,7 +113,7 @@ function summarize(result: CycleResult, next: Date | null): string {
  * `name@version: what went wrong`. Most agent errors name the item themselves (trust.ts, download.ts);
  * such a message is not prefixed again.
  */
-function failureLine(failure: CycleResult['failures'][number]): string {
+function failureLine(failure: Failure): string {
   const item = `${failure.name}@${failure.version}`
   return failure.message.startsWith(`${item}: `) ? failure.message : `${item}: ${failure.message}`
 }

@@ -1,5 +1,5 @@
 import type { JournalWrite, SwapSettings } from '../../schemas/swap.ts'
-import type { BodyLocation, SwapJournal } from './journal.ts'
+import type { BodyLocation, RecoveredWrite, SwapJournal } from './journal.ts'
 import { type BufferedRequest, type ValidatorFn, type Verdict, validateWrite } from './validator.ts'
 
 /** How the proxy answers a held client once a process (or validation) has decided. */
@@ -180,25 +180,27 @@ export class WriteBuffer {
   }
 
   /**
-   * Re-queues writes recovered from the journal (already durable; their clients are gone). Bodies stay
-   * in memory up to `memoryBytes`, as held ones do; the others are read back from the journal when sent
-   * (kept whole, a backlog of `maxBufferBytes` stayed in memory for as long as the replay took).
+   * Re-queues writes recovered from the journal (already durable; their clients are gone). Those that
+   * came back with their body (the journal's `open` kept bodies up to `memoryBytes`) keep it in memory, as
+   * held ones do; the others are read back from the journal when validated and when sent, one at a time,
+   * so a backlog of `maxBufferBytes` is never in memory at once.
    */
-  restore(records: readonly JournalWrite[]): void {
+  restore(records: readonly RecoveredWrite[]): void {
+    // The bodies read back for validation, one after another.
+    let readBack: Promise<unknown> = Promise.resolve()
     for (const r of records) {
-      const body = Buffer.from(r.body, 'base64')
-      const location = this.journal.locationOf(r.id)
-      const inMemory = this.memory + body.length <= this.settings.memoryBytes || location === null
+      const body = r.body === null ? null : Buffer.from(r.body, 'base64')
+      const inMemory = body !== null && this.memory + body.length <= this.settings.memoryBytes
       const entry: HeldWrite = {
         id: r.id,
         client: r.client,
         method: r.method,
         path: r.path,
         headers: r.headers,
-        size: body.length,
+        size: r.size,
         at: r.at,
         body: inMemory ? body : null,
-        location,
+        location: r.location,
         journaled: true,
         state: 'held',
         // Its client is gone and no answer of a previous agent's replay is known.
@@ -210,7 +212,18 @@ export class WriteBuffer {
       this.writes += 1
       if (inMemory) this.memory += entry.size
       this.nextId = Math.max(this.nextId, r.id + 1)
-      entry.verdict = validateWrite({ ...r, body }, this.settings, this.validator)
+      if (body !== null) entry.verdict = validateWrite({ ...r, body }, this.settings, this.validator)
+      else {
+        // A body that cannot be read back is not called invalid here: its send reads it again, and fails
+        // the way any read-back does.
+        const verdict = readBack.then(async () =>
+          validateWrite({ ...r, body: await this.bodyOf(entry) }, this.settings, this.validator).catch(
+            (): Verdict => ({ ok: true }),
+          ),
+        )
+        readBack = verdict
+        entry.verdict = verdict
+      }
       this.enqueue(entry)
     }
   }

@@ -13,9 +13,12 @@ const HEADER = 8
 /** Largest payload a frame may claim; anything above is a torn or hostile header, not a record. */
 export const MAX_RECORD_BYTES = 128 * 1024 * 1024
 
-export interface RecoveredJournal {
+/** Frames are read at open through a window this large (a larger frame gets a buffer of its own size). */
+const READ_WINDOW = 1024 * 1024
+
+export interface RecoveredJournal<W = JournalWrite> {
   /** Writes with no `done` record, in journal (= arrival) order. */
-  pending: JournalWrite[]
+  pending: W[]
   /** Highest id seen, so new ids never collide with journaled ones. */
   lastId: number
   /** Bytes of whole, checksummed frames; anything after was a torn tail and has been cut off. */
@@ -29,6 +32,18 @@ export interface RecoveredJournal {
 export interface BodyLocation {
   offset: number
   length: number
+}
+
+/**
+ * A write recovered at open: its record, with its body (base64) only while the bodies kept so far fit
+ * `open`'s `bodyBytes`; the others are read back from `location` (the journal's own object, moved by a
+ * compaction) when they are needed.
+ */
+export type RecoveredWrite = Omit<JournalWrite, 'body'> & {
+  body: string | null
+  /** Decoded body bytes. */
+  size: number
+  location: BodyLocation
 }
 
 /**
@@ -73,21 +88,68 @@ export class SwapJournal {
   /**
    * Opens (creating) the journal, drops a torn tail, and returns the writes still owed a replay. A
    * compaction's file left by a crash before its rename is deleted (the journal was not replaced yet).
+   * The file is read frame by frame through a bounded window, and only the records' metadata is kept
+   * while it is scanned, so memory stays at about one frame however large the journal is. Then the
+   * pending writes' bodies are read back, in order, while their decoded sizes fit `bodyBytes` (the
+   * buffer's `memoryBytes`); the others come back with `body: null`.
    */
-  async open(): Promise<RecoveredJournal> {
+  async open(options: { bodyBytes?: number } = {}): Promise<RecoveredJournal<RecoveredWrite>> {
+    const bodyBytes = options.bodyBytes ?? Number.POSITIVE_INFINITY
     await makeDirs(dirname(this.path))
     await rm(this.compactPath, { force: true })
-    this.handle = await open(this.path, 'a+')
-    const bytes = await this.handle.readFile()
-    const { recovered, locations } = scanJournal(bytes)
+    const handle = await open(this.path, 'a+')
+    this.handle = handle
+    const scan = new JournalScan<Omit<JournalWrite, 'body'> & { size: number }>(({ body, ...meta }) => ({
+      ...meta,
+      size: Buffer.byteLength(body, 'base64'),
+    }))
+    const size = (await handle.stat()).size
+    const window = Buffer.allocUnsafe(Math.min(READ_WINDOW, size))
+    // The window holds the file's bytes [start, start + filled).
+    let start = 0
+    let filled = 0
+    const bytesAt = async (offset: number, n: number): Promise<Buffer> => {
+      if (offset >= start && offset + n <= start + filled)
+        return window.subarray(offset - start, offset - start + n)
+      if (n > window.length) {
+        const own = Buffer.allocUnsafe(n)
+        return own.subarray(0, await readFully(handle, own, n, offset))
+      }
+      start = offset
+      filled = await readFully(handle, window, Math.min(window.length, size - offset), offset)
+      return window.subarray(0, Math.min(n, filled))
+    }
+    let offset = 0
+    while (offset + HEADER <= size) {
+      const header = await bytesAt(offset, HEADER)
+      if (header.length < HEADER) break
+      const length = header.readUInt32LE(0)
+      const sum = header.readUInt32LE(4)
+      if (length > MAX_RECORD_BYTES || offset + HEADER + length > size) break
+      const payload = await bytesAt(offset + HEADER, length)
+      if (payload.length < length || !scan.take(payload, sum, offset + HEADER)) break
+      offset += HEADER + length
+    }
+    const recovered = scan.result(offset, size - offset)
     if (recovered.tornBytes > 0) {
-      await this.handle.truncate(recovered.validBytes)
-      await this.handle.sync()
+      await handle.truncate(recovered.validBytes)
+      await handle.sync()
     }
     this.size = recovered.validBytes
-    for (const write of recovered.pending) this.owed.set(write.id, locations.get(write.id) ?? null)
+    const pending: RecoveredWrite[] = []
+    let kept = 0
+    for (const write of recovered.pending) {
+      const location = scan.locations.get(write.id)!
+      this.owed.set(write.id, location)
+      let body: string | null = null
+      if (kept + write.size <= bodyBytes) {
+        body = (await this.readWrite(location)).body
+        kept += write.size
+      }
+      pending.push({ ...write, body, location })
+    }
     await fsyncDir(dirname(this.path))
-    return recovered
+    return { ...recovered, pending }
   }
 
   /** Appends one record; resolves with where its payload sits once it is on disk. */
@@ -274,56 +336,78 @@ export class SwapJournal {
 
 /**
  * Decodes a journal image. Stops at the first frame that is short, claims an absurd length or fails its
- * CRC: a crash mid-append leaves exactly such a tail, and everything before it is whole.
+ * CRC: a crash mid-append leaves exactly such a tail, and everything before it is whole. (`open` applies
+ * the same rule reading the file frame by frame.)
  */
 export function parseJournal(bytes: Uint8Array): RecoveredJournal {
-  return scanJournal(bytes).recovered
-}
-
-/** parseJournal, and where each pending write's payload sits. */
-function scanJournal(bytes: Uint8Array): {
-  recovered: RecoveredJournal
-  locations: Map<number, BodyLocation>
-} {
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  const writes = new Map<number, JournalWrite>()
-  const locations = new Map<number, BodyLocation>()
+  const scan = new JournalScan<JournalWrite>((record) => record)
   let offset = 0
-  let lastId = 0
-  let skipped = 0
   while (offset + HEADER <= view.length) {
     const length = view.readUInt32LE(offset)
     const sum = view.readUInt32LE(offset + 4)
     if (length > MAX_RECORD_BYTES || offset + HEADER + length > view.length) break
-    const payload = view.subarray(offset + HEADER, offset + HEADER + length)
-    if (crc32(payload) !== sum) break
+    if (!scan.take(view.subarray(offset + HEADER, offset + HEADER + length), sum, offset + HEADER)) break
     offset += HEADER + length
+  }
+  return scan.result(offset, view.length - offset)
+}
+
+/** The record rules of a scan, fed one whole frame at a time; `keep` picks what is kept of a write. */
+class JournalScan<W extends { id: number }> {
+  private readonly writes = new Map<number, W>()
+  /** Where each pending write's payload sits. */
+  readonly locations = new Map<number, BodyLocation>()
+  private lastId = 0
+  private skipped = 0
+  private readonly keep: (record: JournalWrite) => W
+
+  constructor(keep: (record: JournalWrite) => W) {
+    this.keep = keep
+  }
+
+  /** False when the payload fails its CRC: the journal ends before this frame. */
+  take(payload: Buffer, sum: number, offset: number): boolean {
+    if (crc32(payload) !== sum) return false
     // A whole, checksummed frame that is not a record was written on purpose by something else (a
     // future format, a bug): skipped and counted, never a reason to drop the good records after it.
     const record = decodeRecord(payload)
     if (!record) {
-      skipped += 1
-      continue
+      this.skipped += 1
+      return true
     }
-    lastId = Math.max(lastId, record.id)
+    this.lastId = Math.max(this.lastId, record.id)
     if (record.t === 'w') {
-      writes.set(record.id, record)
-      locations.set(record.id, { offset: offset - length, length })
+      // A second record of an id replaces the first in the first one's place (a Map keeps the order).
+      this.writes.set(record.id, this.keep(record))
+      this.locations.set(record.id, { offset, length: payload.length })
     } else {
-      writes.delete(record.id)
-      locations.delete(record.id)
+      this.writes.delete(record.id)
+      this.locations.delete(record.id)
+    }
+    return true
+  }
+
+  result(validBytes: number, tornBytes: number): RecoveredJournal<W> {
+    return {
+      pending: [...this.writes.values()],
+      lastId: this.lastId,
+      validBytes,
+      tornBytes,
+      skipped: this.skipped,
     }
   }
-  return {
-    recovered: {
-      pending: [...writes.values()],
-      lastId,
-      validBytes: offset,
-      tornBytes: view.length - offset,
-      skipped,
-    },
-    locations,
+}
+
+/** Reads `n` bytes at `position` (fewer only at the end of the file). */
+async function readFully(handle: FileHandle, into: Buffer, n: number, position: number): Promise<number> {
+  let got = 0
+  while (got < n) {
+    const { bytesRead } = await handle.read(into, got, n - got, position + got)
+    if (bytesRead === 0) break
+    got += bytesRead
   }
+  return got
 }
 
 function decodeRecord(payload: Buffer): JournalRecord | null {

@@ -194,7 +194,7 @@ export class Supervisor {
     const tag = options.runDir
     const reaped = await files.reapOrphans(tag)
     const journal = new SwapJournal(files.journalPath)
-    const recovered = await journal.open()
+    const recovered = await journal.open({ bodyBytes: options.settings.memoryBytes })
     const validator = options.settings.validatorModule
       ? await loadValidator(options.settings.validatorModule)
       : null

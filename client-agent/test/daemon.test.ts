@@ -3,6 +3,7 @@ import { mkdir, readdir, readFile, rm, stat, truncate, utimes, writeFile } from 
 import { basename, join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
+import { RepeatedFailures, summarize } from '../commands/daemon.ts'
 import type { AgentConfig } from '../config.ts'
 import { runDaemon, runDaemonCycle } from '../daemon/daemon.ts'
 import { StagingArea } from '../daemon/staging.ts'
@@ -383,6 +384,33 @@ describe('deltaport daemon against the real edge', () => {
       expect.objectContaining({ name: 'dtrust', version: '1.1.0', code: 'untrusted-manifest' }),
     )
     expect(cycle.stagedCount).toBe(0)
+  })
+
+  it('prints an untrusted manifest once per version, while every cycle still counts and reports it', async () => {
+    const config = device('trust-quiet')
+    await installedWithNewerHead(config, 'dquiet', 10_000)
+    const stranger = await generateKeyPair()
+    const untrusted = { ...config, trustedKeys: [{ keyid: stranger.keyid, publicKey: stranger.publicKey }] }
+    const cycles = []
+    for (let i = 0; i < 3; i++) cycles.push(await runDaemonCycle(untrusted, { loadSampler: idle }))
+    for (const cycle of cycles)
+      expect(cycle.failures).toContainEqual(
+        expect.objectContaining({ name: 'dquiet', version: '1.1.0', code: 'untrusted-manifest' }),
+      )
+    const message = cycles[0]!.failures.find((f) => f.name === 'dquiet')!.message
+    const repeats = new RepeatedFailures()
+    const [first, second, third] = cycles.map((c) => summarize(c, null, repeats))
+    expect(first).toContain(message.slice(0, 40))
+    expect(first).not.toContain('as reported before')
+    for (const later of [second, third]) {
+      expect(later).not.toContain(message.slice(0, 40))
+      expect(later).toContain('1 failed (1 as reported before)')
+    }
+    // Gone for a cycle (the edge got a trusted signature, say) and back: printed again.
+    expect(summarize({ ...cycles[1]!, failures: [] }, null, repeats)).not.toContain('failed')
+    expect(summarize(cycles[2]!, null, repeats)).toContain(message.slice(0, 40))
+    // Another agent (a restart) prints it once too.
+    expect(summarize(cycles[2]!, null, new RepeatedFailures())).toContain(message.slice(0, 40))
   })
 
   it('refuses to stage a version the signed index marks yanked, whatever the (unsigned) queue says', async () => {

@@ -98,7 +98,9 @@ describe('write buffer', () => {
     await buffer.complete(first, 200, [], Buffer.from('ok'))
     await journal.close()
     const again = new SwapJournal(journal.path)
-    expect((await again.open()).pending.map((w) => Buffer.from(w.body, 'base64').toString())).toEqual(['2'])
+    expect((await again.open()).pending.map((w) => Buffer.from(w.body ?? '', 'base64').toString())).toEqual([
+      '2',
+    ])
     await again.close()
   })
 

@@ -161,13 +161,24 @@ describe('docs/formats/swap-journal.md describes the journal SwapJournal writes'
       const torn = new Uint8Array(Buffer.concat([written, tail]))
       expect(docRead(torn)).toEqual(parseJournal(torn))
       expect(parseJournal(torn).validBytes).toBe(written.length)
+      // open() reads the file frame by frame, not as one image: it must agree too.
+      await writeFile(path, torn)
+      const j = new SwapJournal(path)
+      const { pending, ...rest } = await j.open()
+      await j.close()
+      const { pending: docPending, ...docRest } = docRead(torn)
+      expect(rest).toEqual(docRest)
+      expect(pending.map(({ size: _s, location: _l, ...write }) => write)).toEqual(docPending)
     }
 
     // Recovery truncates the file at the last whole frame; appends continue after it.
     await writeFile(path, image)
     const reopened = new SwapJournal(path)
-    const recovered = await reopened.open()
-    expect(recovered.pending.map((r) => r.id)).toEqual([1, 3, 4, 10, 5])
+    const { pending, ...recovered } = await reopened.open()
+    const { pending: docPending, ...docRest } = doc
+    expect(recovered).toEqual(docRest)
+    expect(pending.map(({ size: _s, location: _l, ...write }) => write)).toEqual(docPending)
+    expect(pending.map((r) => r.id)).toEqual([1, 3, 4, 10, 5])
     await reopened.close()
     expect((await readFile(path)).length).toBe(doc.validBytes)
   })

@@ -172,6 +172,34 @@ describe('swap journal', () => {
     )
   })
 
+  it('open() reads the file frame by frame to the same result as parseJournal, cut anywhere', async () => {
+    // Frames around the 1 MiB read window: small ones, ones straddling its edge and ones larger than it.
+    const path = await tempJournal()
+    const j = new SwapJournal(path)
+    await j.open()
+    const sizes = [10, 700_000, 500_000, 30, 1_200_000, 90_000, 5, 800_000, 2_000_000, 40]
+    for (const [i, n] of sizes.entries()) {
+      await j.append(write(i + 1, `c${i % 3}`, String.fromCharCode(97 + i).repeat(n)))
+      if (i % 4 === 3) await j.append({ t: 'd', id: i, status: 200 })
+    }
+    await j.close()
+    const image = await readFile(path)
+    const cuts = [image.length, image.length - 1, 1_048_576, 1_048_580, 3_000_000, 4_000_001, 7]
+    for (let k = 0; k < 8; k++) cuts.push(Math.floor(Math.random() * image.length))
+    for (const cut of cuts) {
+      const torn = image.subarray(0, cut)
+      await writeFile(path, torn)
+      const reader = new SwapJournal(path)
+      const { pending, ...rest } = await reader.open()
+      const { pending: expected, ...expectedRest } = parseJournal(torn)
+      expect(rest, `cut at ${cut}`).toEqual(expectedRest)
+      expect(pending.map(({ size: _s, location: _l, ...w }) => w)).toEqual(expected)
+      expect(pending.map((w) => w.size)).toEqual(expected.map((w) => Buffer.from(w.body, 'base64').length))
+      expect((await stat(path)).size).toBe(rest.validBytes)
+      await reader.close()
+    }
+  })
+
   it('opens a file of garbage as an empty journal instead of crashing', async () => {
     const path = await tempJournal()
     await writeFile(path, Buffer.from('this is not a journal at all, just text'))
