@@ -86,7 +86,9 @@ describe('buffered swap: requests while the serving version restarts after a cra
     const h = await harness([{ version: '1.0.0' }, { version: '2.0.0' }], {
       healthTimeoutMs: 3000,
       probationMs: 200,
-      restartBackoffMs: 1500,
+      // Long enough that the requests below still arrive during the back-off on a loaded machine (at
+      // 1.5 s a CI run once saw the restarted process take the write live instead of the replay).
+      restartBackoffMs: 4000,
     })
     expect((await h.swapTo('2.0.0')).outcome).toBe('installed')
     await sleep(3500)
