@@ -4,6 +4,8 @@
  *   deltaport.mjs            client-agent/bin/deltaport.ts bundled by esbuild with every runtime dependency
  *   apply-worker.mjs         client-agent/codec/apply-worker.ts, bundled the same way: the thread that
  *                            applies deltas off the agent's event loop (codec/off-thread-apply.ts)
+ *   make-worker.mjs          client-agent/codec/make-worker.ts, likewise: the thread `delta make` runs
+ *                            its in-memory make on, so a stop signal is not kept waiting (off-thread-make.ts)
  *   package.json             a small generated manifest: bin `deltaport`, no dependencies, engines node >= 22.12
  *   systemd/*.service        the units from client-agent/systemd/
  *   README.md                client-agent/README.md (install, config, units)
@@ -40,6 +42,8 @@ const BundledManifest = z.object({
 export const AGENT_PACKAGE_NAME = 'deltaport-agent'
 /** The worker bundle's name; the agent finds it beside deltaport.mjs (client-agent/codec/off-thread-apply.ts). */
 const APPLY_WORKER = 'apply-worker'
+/** The delta-make worker's bundle (client-agent/codec/off-thread-make.ts), found the same way. */
+const MAKE_WORKER = 'make-worker'
 
 export interface AgentBuild {
   outDir: string
@@ -54,10 +58,11 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
   await mkdir(join(outDir, 'systemd'), { recursive: true })
 
   const result = await build({
-    // Two whole bundles rather than shared chunks: two files to ship, each starting on its own.
+    // Whole bundles rather than shared chunks: one file per thread to ship, each starting on its own.
     entryPoints: {
       deltaport: join(ROOT, 'client-agent', 'bin', 'deltaport.ts'),
       [APPLY_WORKER]: join(ROOT, 'client-agent', 'codec', 'apply-worker.ts'),
+      [MAKE_WORKER]: join(ROOT, 'client-agent', 'codec', 'make-worker.ts'),
     },
     outdir: outDir,
     outExtension: { '.js': '.mjs' },
@@ -74,6 +79,7 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
     define: {
       DELTAPORT_AGENT_VERSION: JSON.stringify(root.version),
       DELTAPORT_APPLY_WORKER: JSON.stringify(`./${APPLY_WORKER}.mjs`),
+      DELTAPORT_MAKE_WORKER: JSON.stringify(`./${MAKE_WORKER}.mjs`),
     },
     // CommonJS dependencies (semver, pako) call require(); an ES module has none of its own. Then the
     // Node version check, before any of the agent runs.
@@ -97,9 +103,16 @@ export async function buildAgent(outDir = join(ROOT, 'dist', 'agent')): Promise<
       'deltaport device agent: installs, updates (by binary delta) and prefetches verified software',
     type: 'module',
     bin: { deltaport: 'deltaport.mjs' },
-    files: ['deltaport.mjs', `${APPLY_WORKER}.mjs`, 'systemd/', 'README.md', 'THIRD_PARTY_LICENSES.md'],
+    files: [
+      'deltaport.mjs',
+      `${APPLY_WORKER}.mjs`,
+      `${MAKE_WORKER}.mjs`,
+      'systemd/',
+      'README.md',
+      'THIRD_PARTY_LICENSES.md',
+    ],
     engines: root.engines,
-    // No dependencies: everything the agent runs is inside its two .mjs files.
+    // No dependencies: everything the agent runs is inside its .mjs files.
     license: root.license ?? 'UNLICENSED',
   }
   await writeFile(join(outDir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`)
@@ -153,7 +166,7 @@ async function bundledPackages(metafile: Metafile): Promise<BundledPackage[]> {
 }
 
 async function licenseNotices(packages: BundledPackage[]): Promise<string> {
-  const sections = ['# Third-party software bundled in deltaport.mjs and apply-worker.mjs\n']
+  const sections = ['# Third-party software bundled in deltaport.mjs and its worker bundles\n']
   for (const p of packages) {
     const files = (await readdir(p.dir)).filter((f) => /^(licen[cs]e|copying|notice)/i.test(f)).sort()
     const texts = await Promise.all(files.map((f) => readFile(join(p.dir, f), 'utf8')))

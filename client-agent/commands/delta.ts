@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { readFile, stat } from 'node:fs/promises'
+import { stat } from 'node:fs/promises'
 import { type Command, InvalidArgumentError } from 'commander'
 import { z } from 'zod'
 import { resolveLimits as approxLimits } from '../../delta/approx/format.ts'
@@ -7,7 +7,6 @@ import { ARCHIVE_TOO_LARGE } from '../../delta/archive/limits.ts'
 import { DeltaFormatError, isAllocationFailure, isLimitError } from '../../delta/errors.ts'
 import {
   applyDeltaStream,
-  createDeltaAsync,
   createDeltaStream,
   type DeltaMethodId,
   MAX_SOURCE_WINDOW,
@@ -24,6 +23,7 @@ import {
   deviceMemoryBytes,
 } from '../codec/archive-budget.ts'
 import { nativeDeflateEngine } from '../codec/native-deflate.ts'
+import { makeDeltaOffThread } from '../codec/off-thread-make.ts'
 import { AgentError } from '../errors.ts'
 import { writeFileAtomic } from '../fs/atomic.ts'
 import {
@@ -241,14 +241,22 @@ function makeFailure(error: unknown): unknown {
   )
 }
 
-/** `delta make` of files up to IN_MEMORY_MAX: both read whole, every method that applies tried. */
-async function makeInMemory(sourcePath: string, targetPath: string, methods: DeltaMethodId[] | undefined) {
-  const [source, target] = await Promise.all([readFile(sourcePath), readFile(targetPath)])
-  const made = await createDeltaAsync(source, target, {
-    deflateEngine: nativeDeflateEngine,
-    ...(methods ? { methods } : {}),
-  })
-  return { targetSize: target.length, made }
+/**
+ * `delta make` of files up to IN_MEMORY_MAX: both read whole, every method that applies tried. In a
+ * worker thread (codec/off-thread-make.ts), so a stop signal is handled at once rather than once the
+ * method under way returns; `signal` terminates the worker.
+ */
+async function makeInMemory(
+  sourcePath: string,
+  targetPath: string,
+  methods: DeltaMethodId[] | undefined,
+  signal: AbortSignal,
+) {
+  const made = await makeDeltaOffThread(
+    { source: { path: sourcePath }, target: { path: targetPath }, ...(methods ? { methods } : {}) },
+    signal,
+  )
+  return { targetSize: made.targetSize, made }
 }
 
 /**
@@ -293,7 +301,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
       parseSourceWindow,
     )
     .action((sourcePath: string, targetPath: string, out: string, options: MakeOptions) =>
-      removingTempsOnStop(async () => {
+      removingTempsOnStop(async (signal) => {
         await refuseOutputOverInput(out, { source: sourcePath, target: targetPath })
         const methods = options.method
         const sizes = await Promise.all([regularFileSize(sourcePath), regularFileSize(targetPath)])
@@ -307,7 +315,7 @@ export function registerDeltaCommands(program: Command, reporter: () => Reporter
           )
           return
         }
-        const { targetSize, made } = await makeInMemory(sourcePath, targetPath, methods).catch(
+        const { targetSize, made } = await makeInMemory(sourcePath, targetPath, methods, signal).catch(
           (error: unknown) => {
             throw inMemoryMakeFailure(error, sizes[0] + sizes[1])
           },

@@ -12,16 +12,21 @@ const STOP_SIGNALS = Object.keys(EXIT_ON) as (keyof typeof EXIT_ON)[]
  * action kills the process between its writes, and the `.out.<hex>.tmp` beside the output stays; the
  * destination itself is only ever replaced by the final rename, so it is left untouched either way.
  * For commands that write one output and need no other cleanup (`delta make|apply`); updates keep their
- * partial downloads on purpose, to resume them.
+ * partial downloads on purpose, to resume them. `work`'s signal is aborted right before that exit, so
+ * work running in a worker thread (an in-memory make, codec/off-thread-make.ts) is terminated first.
  */
-export async function removingTempsOnStop<T>(work: () => Promise<T>): Promise<T> {
+export async function removingTempsOnStop<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController()
   const handlers = Object.entries(EXIT_ON).map(([signal, code]) => {
-    const handler = () => stopRemovingTemps(code)
+    const handler = () => {
+      controller.abort(new AgentError('io', `stopped by ${signal}`))
+      stopRemovingTemps(code)
+    }
     process.once(signal, handler)
     return [signal, handler] as const
   })
   try {
-    return await work()
+    return await work(controller.signal)
   } finally {
     for (const [signal, handler] of handlers) process.off(signal, handler)
   }

@@ -1,14 +1,18 @@
 import { spawn, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { beforeAll, describe, expect, it } from 'vitest'
-import { writeArtifact } from './fixtures.ts'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createDelta } from '../../delta/index.ts'
+import { nativeDeflateEngine } from '../codec/native-deflate.ts'
+import { expectSameBytes, writeArtifact } from './fixtures.ts'
 
 const BIN = join(import.meta.dirname, '..', 'bin', 'deltaport.ts')
 let dir: string
+let mem: string
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'deltaport-signals-'))
@@ -23,7 +27,26 @@ beforeAll(async () => {
     },
   )
   expect(made.status).toBe(0)
+  // 32 MB with one byte in every 4 KiB changed: approx alone takes ≈28 s on it here.
+  // In a folder of their own, so the tests above see theirs unchanged.
+  mem = await mkdtemp(join(tmpdir(), 'deltaport-signals-mem-'))
+  const plain = randomBytes(32 * 1024 * 1024)
+  await writeFile(join(mem, 'plain'), plain)
+  for (let i = 0; i < plain.length; i += 4096) plain[i] = (plain[i] ?? 0) ^ 0xff
+  await writeFile(join(mem, 'plain-edited'), plain)
 }, 60_000)
+
+afterAll(async () => {
+  for (const folder of [dir, mem]) if (folder) await rm(folder, { recursive: true, force: true })
+})
+
+/** User and system CPU a process has used so far (Linux: /proc/<pid>/stat, in clock ticks of 1/100 s). */
+async function cpuSeconds(pid: number | undefined): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
+  // The fields after the command's ")": state is the first, utime and stime the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
 
 /**
  * Runs `deltaport delta …` writing `out` (which holds "old" before), sends `signal` as soon as the
@@ -56,5 +79,51 @@ describe('deltaport delta stopped by a signal', () => {
     const ended = await stopMidway(['make', '--stream', 'source', 'target', 'made'], 'made', 'SIGINT')
     expect(ended).toMatchObject({ code: 130, killedBy: null, content: 'old' })
     expect(ended.left.sort()).toEqual(['d', 'made', 'out', 'source', 'target'])
+  }, 60_000)
+
+  it('make in memory: SIGINT ends it at once, mid-method, exit 130 and no temp', async () => {
+    await writeFile(join(mem, 'inmem'), 'old')
+    const child = spawn(
+      process.execPath,
+      [BIN, 'delta', 'make', '--method', 'approx', 'plain', 'plain-edited', 'inmem'],
+      { cwd: mem, stdio: 'ignore' },
+    )
+    const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
+    // Started, its files read, and deep in approx: judged by the CPU it has used, not by the clock, so a
+    // busy machine does not send the signal while Node is still loading (its default action, no 130).
+    while ((await cpuSeconds(child.pid)) < 2.5 && child.exitCode === null) await sleep(50)
+    expect(child.exitCode, 'the make was still running').toBeNull()
+    const sent = performance.now()
+    child.kill('SIGINT')
+    const [code, killedBy] = await exited
+    expect(performance.now() - sent).toBeLessThan(2000)
+    expect({ code, killedBy }).toEqual({ code: 130, killedBy: null })
+    expect(await readFile(join(mem, 'inmem'), 'utf8')).toBe('old')
+    expect((await readdir(mem)).filter((entry) => entry.startsWith('.inmem.'))).toEqual([])
+  }, 60_000)
+
+  it('make in memory, not stopped: the delta the codec makes in process, byte for byte', async () => {
+    const source = randomBytes(1024 * 1024)
+    const target = Buffer.from(source)
+    for (let i = 0; i < target.length; i += 1000) target[i] = (target[i] ?? 0) ^ 0x55
+    await writeFile(join(mem, 'small'), source)
+    await writeFile(join(mem, 'small-edited'), target)
+    const made = spawnSync(process.execPath, [BIN, 'delta', 'make', 'small', 'small-edited', 'small.delta'], {
+      cwd: mem,
+    })
+    expect(made.status).toBe(0)
+    const here = createDelta(source, target, { deflateEngine: nativeDeflateEngine })
+    expectSameBytes(await readFile(join(mem, 'small.delta')), here.delta)
+    expect(made.stdout.toString()).toContain(`via ${here.method}`)
+  }, 60_000)
+
+  it('make in memory: a codec error from the worker is the same exit code (usage, 2)', () => {
+    const made = spawnSync(
+      process.execPath,
+      [BIN, 'delta', 'make', '--method', 'archive', 'small', 'small-edited', 'none.delta'],
+      { cwd: mem },
+    )
+    expect(made.status).toBe(2)
+    expect(made.stderr.toString()).toContain('choose other --method values')
   }, 60_000)
 })

@@ -92,6 +92,7 @@ describe('the packaged agent', () => {
       'THIRD_PARTY_LICENSES.md',
       'apply-worker.mjs',
       'deltaport.mjs',
+      'make-worker.mjs',
       'package.json',
       'systemd/deltaport-daemon.service',
       'systemd/deltaport-run@.service',
