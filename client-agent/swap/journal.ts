@@ -60,6 +60,15 @@ export class SwapJournal {
   /** Set while a compaction swaps the file: reads wait for it. */
   private compacting: Promise<void> | null = null
   private flushing: Promise<void> | null = null
+  /**
+   * The frame of the `d` record with the highest id appended or read. A compaction that keeps only lower
+   * ids copies it too: recovery continues ids above the highest record read, and without it a restart
+   * after a compaction handed out again the ids of writes replayed (with that id in x-deltaport-replay)
+   * before the compaction, which a service recognising repeats by it would drop as repeats.
+   */
+  private lastDone: { id: number; frame: Buffer } | null = null
+  /** `size` right after the last compaction: nothing appended since, the file is compacted already. */
+  private compactedSize: number | null = null
 
   constructor(path: string) {
     this.path = path
@@ -79,7 +88,8 @@ export class SwapJournal {
     await rm(this.compactPath, { force: true })
     this.handle = await open(this.path, 'a+')
     const bytes = await this.handle.readFile()
-    const { recovered, locations } = scanJournal(bytes)
+    const { recovered, locations, lastDone } = scanJournal(bytes)
+    if (lastDone) this.lastDone = { id: lastDone.id, frame: frameOf(lastDone) }
     if (recovered.tornBytes > 0) {
       await this.handle.truncate(recovered.validBytes)
       await this.handle.sync()
@@ -92,14 +102,14 @@ export class SwapJournal {
 
   /** Appends one record; resolves with where its payload sits once it is on disk. */
   append(record: JournalRecord): Promise<BodyLocation> {
-    const payload = Buffer.from(JSON.stringify(record))
-    if (payload.length > MAX_RECORD_BYTES) return Promise.reject(new RangeError('journal record too large'))
-    const frame = Buffer.allocUnsafe(HEADER + payload.length)
-    frame.writeUInt32LE(payload.length, 0)
-    frame.writeUInt32LE(crc32(payload), 4)
-    payload.copy(frame, HEADER)
+    const frame = frameOf(record)
+    if (frame.length - HEADER > MAX_RECORD_BYTES)
+      return Promise.reject(new RangeError('journal record too large'))
     if (record.t === 'w') this.owed.set(record.id, null)
-    else this.owed.delete(record.id)
+    else {
+      this.owed.delete(record.id)
+      if (record.id > (this.lastDone?.id ?? -1)) this.lastDone = { id: record.id, frame }
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ frame, write: record.t === 'w' ? record.id : null, resolve, reject })
       this.startFlushing()
@@ -199,17 +209,19 @@ export class SwapJournal {
     await Promise.allSettled([...this.reads])
     // An owed write with no location yet is queued, appended after this (to the new file): the flush
     // loop runs one batch or one compaction at a time, and sets a location as soon as its batch is written.
-    const kept = [...this.owed.values()]
-      .filter((at): at is BodyLocation => at !== null)
-      .sort((a, b) => a.offset - b.offset)
+    const owed = [...this.owed].filter((e): e is [number, BodyLocation] => e[1] !== null)
+    const kept = owed.map(([, at]) => at).sort((a, b) => a.offset - b.offset)
     const keptBytes = kept.reduce((sum, at) => sum + HEADER + at.length, 0)
-    if (keptBytes === this.size) return
+    if (keptBytes === this.size || this.compactedSize === this.size) return
     if (kept.length === 0) {
       await handle.truncate(0)
       await handle.sync()
       this.size = 0
       return
     }
+    // After the owed writes: the settled record with the highest id, when above theirs.
+    const highestOwed = Math.max(...owed.map(([id]) => id))
+    const marker = this.lastDone && this.lastDone.id > highestOwed ? this.lastDone.frame : null
     // Opened for appending: once renamed it is the journal, and this handle appends to it.
     const out = await open(this.compactPath, O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
     const moved: number[] = []
@@ -224,6 +236,10 @@ export class SwapJournal {
         moved.push(size + HEADER)
         size += frame.length
       }
+      if (marker) {
+        await out.write(marker, 0, marker.length)
+        size += marker.length
+      }
       await out.sync()
       await rename(this.compactPath, this.path)
     } catch (error) {
@@ -234,6 +250,7 @@ export class SwapJournal {
     // Renamed: the new file is the journal from here, whatever follows.
     this.handle = out
     this.size = size
+    this.compactedSize = size
     kept.forEach((at, i) => {
       at.offset = moved[i]!
     })
@@ -254,6 +271,7 @@ export class SwapJournal {
       await handle.write(all, 0, all.length)
       await handle.sync()
       this.size += all.length
+      this.compactedSize = null
       let at = start
       for (const item of batch) {
         const location = { offset: at + HEADER, length: item.frame.length - HEADER }
@@ -284,6 +302,8 @@ export function parseJournal(bytes: Uint8Array): RecoveredJournal {
 function scanJournal(bytes: Uint8Array): {
   recovered: RecoveredJournal
   locations: Map<number, BodyLocation>
+  /** The `d` record with the highest id. */
+  lastDone: JournalRecord | null
 } {
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const writes = new Map<number, JournalWrite>()
@@ -291,6 +311,7 @@ function scanJournal(bytes: Uint8Array): {
   let offset = 0
   let lastId = 0
   let skipped = 0
+  let lastDone: JournalRecord | null = null
   while (offset + HEADER <= view.length) {
     const length = view.readUInt32LE(offset)
     const sum = view.readUInt32LE(offset + 4)
@@ -312,6 +333,7 @@ function scanJournal(bytes: Uint8Array): {
     } else {
       writes.delete(record.id)
       locations.delete(record.id)
+      if (record.id > (lastDone?.id ?? -1)) lastDone = record
     }
   }
   return {
@@ -323,7 +345,18 @@ function scanJournal(bytes: Uint8Array): {
       skipped,
     },
     locations,
+    lastDone,
   }
+}
+
+/** A record's frame: u32 LE payload length, u32 LE CRC-32 of the payload, the payload (JSON). */
+function frameOf(record: JournalRecord): Buffer {
+  const payload = Buffer.from(JSON.stringify(record))
+  const frame = Buffer.allocUnsafe(HEADER + payload.length)
+  frame.writeUInt32LE(payload.length, 0)
+  frame.writeUInt32LE(crc32(payload), 4)
+  payload.copy(frame, HEADER)
+  return frame
 }
 
 function decodeRecord(payload: Buffer): JournalRecord | null {
