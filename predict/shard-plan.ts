@@ -286,7 +286,8 @@ export function buildShardPlan(
  * Entries of a zone's hot set a plan keeps (the hottest). The plan is stored as one Durable Object row,
  * which production refuses over 2 MB: 32 zones each naming all 256 planned dependencies (≈200 bytes an
  * id) came to ≈1.6 MB on top of the entries' ≈0.9 MB. An edge warms at most `maxWarmPerZone` of them per
- * plan version anyway, so a hot set longer than that was never used beyond it.
+ * plan version, so nothing changes up to the default 32 and up to 64; `maxWarmPerZone` above 64 (it goes
+ * to 1000) now warms 64 (README, ADR 0011 amended 2026-11-26).
  */
 export const MAX_HOT_PER_ZONE = 64
 

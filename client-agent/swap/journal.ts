@@ -75,6 +75,15 @@ export class SwapJournal {
   /** Set while a compaction swaps the file: reads wait for it. */
   private compacting: Promise<void> | null = null
   private flushing: Promise<void> | null = null
+  /**
+   * The frame of the `d` record with the highest id appended or read. A compaction that keeps only lower
+   * ids copies it too: recovery continues ids above the highest record read, and without it a restart
+   * after a compaction handed out again the ids of writes replayed (with that id in x-deltaport-replay)
+   * before the compaction, which a service recognising repeats by it would drop as repeats.
+   */
+  private lastDone: { id: number; frame: Buffer } | null = null
+  /** `size` right after the last compaction: nothing appended since, the file is compacted already. */
+  private compactedSize: number | null = null
 
   constructor(path: string) {
     this.path = path
@@ -131,6 +140,7 @@ export class SwapJournal {
       offset += HEADER + length
     }
     const recovered = scan.result(offset, size - offset)
+    if (scan.lastDone) this.lastDone = { id: scan.lastDone.id, frame: frameOf(scan.lastDone) }
     if (recovered.tornBytes > 0) {
       await handle.truncate(recovered.validBytes)
       await handle.sync()
@@ -154,14 +164,14 @@ export class SwapJournal {
 
   /** Appends one record; resolves with where its payload sits once it is on disk. */
   append(record: JournalRecord): Promise<BodyLocation> {
-    const payload = Buffer.from(JSON.stringify(record))
-    if (payload.length > MAX_RECORD_BYTES) return Promise.reject(new RangeError('journal record too large'))
-    const frame = Buffer.allocUnsafe(HEADER + payload.length)
-    frame.writeUInt32LE(payload.length, 0)
-    frame.writeUInt32LE(crc32(payload), 4)
-    payload.copy(frame, HEADER)
+    const frame = frameOf(record)
+    if (frame.length - HEADER > MAX_RECORD_BYTES)
+      return Promise.reject(new RangeError('journal record too large'))
     if (record.t === 'w') this.owed.set(record.id, null)
-    else this.owed.delete(record.id)
+    else {
+      this.owed.delete(record.id)
+      if (record.id > (this.lastDone?.id ?? -1)) this.lastDone = { id: record.id, frame }
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ frame, write: record.t === 'w' ? record.id : null, resolve, reject })
       this.startFlushing()
@@ -261,17 +271,19 @@ export class SwapJournal {
     await Promise.allSettled([...this.reads])
     // An owed write with no location yet is queued, appended after this (to the new file): the flush
     // loop runs one batch or one compaction at a time, and sets a location as soon as its batch is written.
-    const kept = [...this.owed.values()]
-      .filter((at): at is BodyLocation => at !== null)
-      .sort((a, b) => a.offset - b.offset)
+    const owed = [...this.owed].filter((e): e is [number, BodyLocation] => e[1] !== null)
+    const kept = owed.map(([, at]) => at).sort((a, b) => a.offset - b.offset)
     const keptBytes = kept.reduce((sum, at) => sum + HEADER + at.length, 0)
-    if (keptBytes === this.size) return
+    if (keptBytes === this.size || this.compactedSize === this.size) return
     if (kept.length === 0) {
       await handle.truncate(0)
       await handle.sync()
       this.size = 0
       return
     }
+    // After the owed writes: the settled record with the highest id, when above theirs.
+    const highestOwed = Math.max(...owed.map(([id]) => id))
+    const marker = this.lastDone && this.lastDone.id > highestOwed ? this.lastDone.frame : null
     // Opened for appending: once renamed it is the journal, and this handle appends to it.
     const out = await open(this.compactPath, O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
     const moved: number[] = []
@@ -286,6 +298,10 @@ export class SwapJournal {
         moved.push(size + HEADER)
         size += frame.length
       }
+      if (marker) {
+        await out.write(marker, 0, marker.length)
+        size += marker.length
+      }
       await out.sync()
       await rename(this.compactPath, this.path)
     } catch (error) {
@@ -296,6 +312,7 @@ export class SwapJournal {
     // Renamed: the new file is the journal from here, whatever follows.
     this.handle = out
     this.size = size
+    this.compactedSize = size
     kept.forEach((at, i) => {
       at.offset = moved[i]!
     })
@@ -316,6 +333,7 @@ export class SwapJournal {
       await handle.write(all, 0, all.length)
       await handle.sync()
       this.size += all.length
+      this.compactedSize = null
       let at = start
       for (const item of batch) {
         const location = { offset: at + HEADER, length: item.frame.length - HEADER }
@@ -360,6 +378,8 @@ class JournalScan<W extends { id: number }> {
   readonly locations = new Map<number, BodyLocation>()
   private lastId = 0
   private skipped = 0
+  /** The `d` record with the highest id. */
+  lastDone: JournalRecord | null = null
   private readonly keep: (record: JournalWrite) => W
 
   constructor(keep: (record: JournalWrite) => W) {
@@ -384,6 +404,7 @@ class JournalScan<W extends { id: number }> {
     } else {
       this.writes.delete(record.id)
       this.locations.delete(record.id)
+      if (record.id > (this.lastDone?.id ?? -1)) this.lastDone = record
     }
     return true
   }
@@ -408,6 +429,16 @@ async function readFully(handle: FileHandle, into: Buffer, n: number, position: 
     got += bytesRead
   }
   return got
+}
+
+/** A record's frame: u32 LE payload length, u32 LE CRC-32 of the payload, the payload (JSON). */
+function frameOf(record: JournalRecord): Buffer {
+  const payload = Buffer.from(JSON.stringify(record))
+  const frame = Buffer.allocUnsafe(HEADER + payload.length)
+  frame.writeUInt32LE(payload.length, 0)
+  frame.writeUInt32LE(crc32(payload), 4)
+  payload.copy(frame, HEADER)
+  return frame
 }
 
 function decodeRecord(payload: Buffer): JournalRecord | null {

@@ -1,6 +1,4 @@
-import { spawnSync } from 'node:child_process'
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { runDaemonCycle } from '../daemon/daemon.ts'
@@ -10,36 +8,18 @@ import { installArtifact } from '../install.ts'
 import { uninstallArtifact } from '../uninstall.ts'
 import { writeArtifact } from './fixtures.ts'
 import { useEdgeWorkspace } from './local-edge.ts'
+import { fillDisk, mountTmpfs } from './tmpfs.ts'
 
 /**
  * The daemon on a disk that filled up while it ran: a real 4 MiB tmpfs (root only; skipped
  * otherwise), ENOSPC from the kernel. The staging index only records LRU times (the directories are
  * the truth), so a write of it that finds no room must not fail the cycle.
  */
-const mountPoint = await mkdtemp(join(tmpdir(), 'deltaport-daemon-full-'))
-const mounted =
-  process.platform === 'linux' &&
-  process.getuid?.() === 0 &&
-  spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mountPoint]).status === 0
-
-async function fillDisk(dir: string): Promise<void> {
-  const file = await open(join(dir, 'filler'), 'a')
-  const chunk = Buffer.alloc(64 * 1024, 1)
-  try {
-    for (;;) await file.write(chunk)
-  } catch (error) {
-    expect((error as NodeJS.ErrnoException).code).toBe('ENOSPC')
-  } finally {
-    await file.close()
-  }
-}
+const { mountPoint, mounted, remove } = await mountTmpfs('deltaport-daemon-full-')
 
 describe.skipIf(!mounted)('the daemon on a disk that filled up while it ran (tmpfs)', () => {
   const suite = useEdgeWorkspace()
-  afterAll(() => {
-    if (mounted) spawnSync('umount', ['-l', mountPoint])
-    return rm(mountPoint, { recursive: true, force: true })
-  })
+  afterAll(remove)
 
   it('keeps cycling: what is staged stays usable, nothing more is fetched, no index write fails it', async () => {
     const device = { ...suite.ws.config, installRoot: join(mountPoint, 'store'), minFreeBytes: 0 }

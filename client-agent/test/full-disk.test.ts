@@ -1,6 +1,4 @@
-import { spawnSync } from 'node:child_process'
-import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { AgentConfig } from '../config.ts'
@@ -10,29 +8,13 @@ import { ArtifactStore } from '../store.ts'
 import { uninstallArtifact } from '../uninstall.ts'
 import { agentFailure, writeArtifact } from './fixtures.ts'
 import { useEdgeWorkspace } from './local-edge.ts'
+import { fillDisk, mountTmpfs } from './tmpfs.ts'
 
 /**
  * A real full disk: a 4 MiB tmpfs, which only root can mount (the test is skipped otherwise; CI
  * containers usually run as root). No fault injection: ENOSPC comes from the kernel.
  */
-const mountPoint = await mkdtemp(join(tmpdir(), 'deltaport-full-disk-'))
-const mounted =
-  process.platform === 'linux' &&
-  process.getuid?.() === 0 &&
-  spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mountPoint]).status === 0
-
-/** Writes a filler file until the disk refuses more (ENOSPC). */
-async function fillDisk(dir: string): Promise<void> {
-  const file = await open(join(dir, 'filler'), 'a')
-  const chunk = Buffer.alloc(64 * 1024, 1)
-  try {
-    for (;;) await file.write(chunk)
-  } catch (error) {
-    expect((error as NodeJS.ErrnoException).code).toBe('ENOSPC')
-  } finally {
-    await file.close()
-  }
-}
+const { mountPoint, mounted, remove } = await mountTmpfs('deltaport-full-disk-')
 
 describe.skipIf(!mounted)('a full disk (tmpfs)', () => {
   const suite = useEdgeWorkspace()
@@ -51,10 +33,7 @@ describe.skipIf(!mounted)('a full disk (tmpfs)', () => {
     store = new ArtifactStore(device.installRoot, 'full')
     await fillDisk(mountPoint)
   })
-  afterAll(() => {
-    if (mounted) spawnSync('umount', ['-l', mountPoint])
-    return rm(mountPoint, { recursive: true, force: true })
-  })
+  afterAll(remove)
 
   it('is no-space (exit 13) naming the file a write failed on', async () => {
     const target = join(mountPoint, 'settings.json')

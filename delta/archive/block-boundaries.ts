@@ -22,15 +22,9 @@ export function blockBoundaries(
   untilRaw = rawLength,
   maxCount = Number.POSITIVE_INFINITY,
 ): BlockBoundary[] {
-  const s = new ZStream()
-  if (zlibInflateInit2(s, -15) !== Z_OK) return []
   const room = Math.min(rawLength, Math.max(0, untilRaw)) + 1
-  s.input = compressed
-  s.next_in = 0
-  s.avail_in = compressed.length
-  s.output = new Uint8Array(room)
-  s.next_out = 0
-  s.avail_out = room
+  const s = rawInflater(compressed, room, room)
+  if (!s) return []
   const out: BlockBoundary[] = []
   for (;;) {
     if (zlibInflate(s, Z_BLOCK) !== Z_OK) break
@@ -59,17 +53,11 @@ export function settlingBoundary(
   until: number,
   reach: number,
 ): { boundary: BlockBoundary; within: boolean } | undefined {
-  const s = new ZStream()
-  if (zlibInflateInit2(s, -15) !== Z_OK) return undefined
   const first = Math.min(rawLength, Math.max(0, until)) + 1
   const room = Math.max(first, Math.min(rawLength, Math.max(0, reach)) + 1)
-  s.input = compressed
-  s.next_in = 0
-  s.avail_in = compressed.length
-  s.output = new Uint8Array(room)
-  s.next_out = 0
   // Output stops after `until` first, as blockBoundaries(…, until) does; more room only if needed.
-  s.avail_out = first
+  const s = rawInflater(compressed, room, first)
+  if (!s) return undefined
   let within: BlockBoundary | undefined
   let extended = false
   for (;;) {
@@ -87,4 +75,17 @@ export function settlingBoundary(
     }
   }
   return within ? { boundary: within, within: true } : undefined
+}
+
+/** A raw inflate of `compressed` into `room` bytes of output, `avail` of them open for now; null if init fails. */
+function rawInflater(compressed: Uint8Array, room: number, avail: number): ZStream | null {
+  const s = new ZStream()
+  if (zlibInflateInit2(s, -15) !== Z_OK) return null
+  s.input = compressed
+  s.next_in = 0
+  s.avail_in = compressed.length
+  s.output = new Uint8Array(room)
+  s.next_out = 0
+  s.avail_out = avail
+  return s
 }

@@ -61,6 +61,17 @@ async function applyBothWays(source: Uint8Array, delta: Uint8Array): Promise<Uin
   return [applyArchiveDelta(source, delta), sink.bytes()]
 }
 
+/** The source and target gzipped at level 6: the source expanded with its tokens, the target's stream parsed. */
+function level6Streams() {
+  const source = gzip(sourceContent, { level: 6 })
+  const target = gzip(targetContent, { level: 6 })
+  const src = expand('gzip', source, inflateAll, LIMITS.maxExpandedBytes, undefined, true)
+  const member = parseGzip(target, LIMITS.maxExpandedBytes).members[0]!
+  const compressed = target.subarray(member.dataStart, member.dataEnd)
+  const parse = parseDeflate(compressed, member.content.length, 'test')
+  return { src, member, compressed, parse }
+}
+
 describe('spliced archive deltas', () => {
   it('rebuild a lightly edited gzip from the source tokens, in memory and streaming', async () => {
     const source = gzip(sourceContent, { level: 9 })
@@ -76,12 +87,7 @@ describe('spliced archive deltas', () => {
   })
 
   it('copy exactly the target tokens: splicedTokens equals the stream parse', () => {
-    const source = gzip(sourceContent, { level: 6 })
-    const target = gzip(targetContent, { level: 6 })
-    const src = expand('gzip', source, inflateAll, LIMITS.maxExpandedBytes, undefined, true)
-    const member = parseGzip(target, LIMITS.maxExpandedBytes).members[0]!
-    const compressed = target.subarray(member.dataStart, member.dataEnd)
-    const parse = parseDeflate(compressed, member.content.length, 'test')
+    const { src, member, compressed, parse } = level6Streams()
     const params = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
     const splice = findSplice(
       member.content,
@@ -97,12 +103,7 @@ describe('spliced archive deltas', () => {
   })
 
   it('take the source index only when some setting reproduces the stream start', () => {
-    const source = gzip(sourceContent, { level: 6 })
-    const target = gzip(targetContent, { level: 6 })
-    const src = expand('gzip', source, inflateAll, LIMITS.maxExpandedBytes, undefined, true)
-    const member = parseGzip(target, LIMITS.maxExpandedBytes).members[0]!
-    const compressed = target.subarray(member.dataStart, member.dataEnd)
-    const parse = parseDeflate(compressed, member.content.length, 'test')
+    const { src, member, compressed, parse } = level6Streams()
     const right = { level: 6, memLevel: 8, windowBits: 15, strategy: 0, legacyHash: false }
     let built = 0
     const index = () => {

@@ -3,7 +3,15 @@ import { describe, expect, it } from 'vitest'
 import { RolloutStatus } from '../../schemas/rollout.ts'
 import { bytesOf, publishSingle } from '../../workers/test/publish-helpers.ts'
 import type { RolloutCoordinator } from '../rollout-coordinator.ts'
-import { checkClient, control, coordinatorStub, HOUR, startRollout, statusOf } from './rollout-helpers.ts'
+import {
+  armedAt,
+  checkClient,
+  control,
+  coordinatorStub,
+  HOUR,
+  rolloutStatus,
+  startRollout,
+} from './rollout-helpers.ts'
 
 /**
  * A rollout whose record was committed without its alarm (a fault between the two writes) must not sit
@@ -15,16 +23,6 @@ const STAGES = [
   { percent: 1, durationMs: HOUR },
   { percent: 100, durationMs: HOUR },
 ]
-
-async function status(name: string): Promise<RolloutStatus> {
-  const res = await statusOf(name)
-  expect(res.status).toBe(200)
-  return RolloutStatus.parse(await res.json())
-}
-
-function armedAt(name: string): Promise<number | null> {
-  return runInDurableObject(coordinatorStub(name), (_instance, state) => state.storage.getAlarm())
-}
 
 describe('a committed rollout whose alarm was lost', () => {
   it('is re-armed when the object wakes again (after an eviction or a reset)', async () => {
@@ -57,7 +55,7 @@ describe('a committed rollout whose alarm was lost', () => {
     })
     expect(await armedAt('ro-lost2')).toBeNull()
     // Running with a pending change and no alarm: the next call of any kind re-arms it.
-    const s = await status('ro-lost2')
+    const s = await rolloutStatus('ro-lost2')
     expect(s.state).toBe('running')
     expect(await armedAt('ro-lost2')).toBe(Date.parse(s.nextChangeAt ?? ''))
   })

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { RolloutStatus } from '../../schemas/rollout.ts'
 import { bytesOf, publishSingle } from '../../workers/test/publish-helpers.ts'
 import type { RolloutCoordinator } from '../rollout-coordinator.ts'
-import { coordinatorStub, HOUR, startRollout, statusOf } from './rollout-helpers.ts'
+import { armedAt, coordinatorStub, HOUR, rolloutStatus, startRollout } from './rollout-helpers.ts'
 
 const STAGES = [
   { percent: 1, durationMs: HOUR },
@@ -12,17 +12,6 @@ const STAGES = [
   { percent: 100, durationMs: HOUR },
 ]
 
-async function status(name: string): Promise<RolloutStatus> {
-  const res = await statusOf(name)
-  expect(res.status).toBe(200)
-  return RolloutStatus.parse(await res.json())
-}
-
-/** The alarm time the object has armed (null: none). */
-function armedAt(name: string): Promise<number | null> {
-  return runInDurableObject(coordinatorStub(name), (_instance, state) => state.storage.getAlarm())
-}
-
 describe('RolloutCoordinator alarms', () => {
   it('takes its schedule from storage after eviction', async () => {
     await publishSingle('ro-evict', '1.0.0', bytesOf(100, 21))
@@ -30,7 +19,7 @@ describe('RolloutCoordinator alarms', () => {
     await evictDurableObject(coordinatorStub('ro-evict'))
     expect(await runDurableObjectAlarm(coordinatorStub('ro-evict'))).toBe(true)
     await evictDurableObject(coordinatorStub('ro-evict'))
-    const s = await status('ro-evict')
+    const s = await rolloutStatus('ro-evict')
     expect(s).toMatchObject({ state: 'running', currentStage: 1, currentPercent: 10 })
     expect(await armedAt('ro-evict')).toBe(Date.parse(s.nextChangeAt ?? ''))
   })
@@ -42,7 +31,7 @@ describe('RolloutCoordinator alarms', () => {
     )
     const firstChange = Date.parse(first.nextChangeAt ?? '')
     expect(await runDurableObjectAlarm(coordinatorStub('ro-retry'))).toBe(true)
-    const advanced = await status('ro-retry')
+    const advanced = await rolloutStatus('ro-retry')
     expect(advanced.currentStage).toBe(1)
 
     // Alarms are at-least-once: the runtime delivers the same alarm again (a retry, after a failure
@@ -50,7 +39,7 @@ describe('RolloutCoordinator alarms', () => {
     await runInDurableObject(coordinatorStub('ro-retry'), (instance: RolloutCoordinator) =>
       instance.alarm({ isRetry: true, retryCount: 1, scheduledTime: firstChange }),
     )
-    const after = await status('ro-retry')
+    const after = await rolloutStatus('ro-retry')
     expect(after).toMatchObject({ state: 'running', currentStage: 1, nextChangeAt: advanced.nextChangeAt })
     expect(after.history.filter((h) => h.event === 'stage')).toHaveLength(2)
     // The pending change stays armed.
@@ -64,6 +53,6 @@ describe('RolloutCoordinator alarms', () => {
         scheduledTime: Date.parse(advanced.nextChangeAt ?? ''),
       }),
     )
-    expect((await status('ro-retry')).currentStage).toBe(2)
+    expect((await rolloutStatus('ro-retry')).currentStage).toBe(2)
   })
 })

@@ -1,5 +1,7 @@
+import { runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
-import type { RolloutSpecInput } from '../../schemas/rollout.ts'
+import { expect } from 'vitest'
+import { type RolloutSpecInput, RolloutStatus } from '../../schemas/rollout.ts'
 import { auth, call } from '../../workers/test/publish-helpers.ts'
 import { cohortPosition } from '../rollout-schedule.ts'
 
@@ -54,4 +56,16 @@ export function reportOutcome(name: string, body: unknown, channel = 'stable') {
 
 export function statusOf(name: string, channel = 'stable') {
   return call(rolloutPath(name, channel, '/status'), { headers: auth })
+}
+
+/** The rollout's status, which must be found (200). */
+export async function rolloutStatus(name: string, channel = 'stable'): Promise<RolloutStatus> {
+  const res = await statusOf(name, channel)
+  expect(res.status).toBe(200)
+  return RolloutStatus.parse(await res.json())
+}
+
+/** The alarm time the coordinator has armed (null: none). */
+export function armedAt(name: string, channel = 'stable'): Promise<number | null> {
+  return runInDurableObject(coordinatorStub(name, channel), (_instance, state) => state.storage.getAlarm())
 }

@@ -9,8 +9,8 @@ import {
   coordinatorStub,
   HOUR,
   reportOutcome,
+  rolloutStatus,
   startRollout,
-  statusOf,
 } from './rollout-helpers.ts'
 
 const STAGES = [
@@ -25,12 +25,6 @@ const TEN_THEN_ALL = [
   { percent: 10, durationMs: HOUR },
   { percent: 100, durationMs: HOUR },
 ]
-
-async function status(name: string): Promise<RolloutStatus> {
-  const res = await statusOf(name)
-  expect(res.status).toBe(200)
-  return RolloutStatus.parse(await res.json())
-}
 
 async function check(name: string, client: string): Promise<RolloutCheck> {
   const res = await checkClient(name, client)
@@ -74,7 +68,7 @@ describe('RolloutCoordinator stages', () => {
     expect(Date.parse(waiting.stageExpectedAt ?? '')).toBe(stageStart + 2 * HOUR)
 
     expect(await runDurableObjectAlarm(coordinatorStub('ro-adv'))).toBe(true)
-    expect((await status('ro-adv')).currentPercent).toBe(10)
+    expect((await rolloutStatus('ro-adv')).currentPercent).toBe(10)
     expect((await check('ro-adv', m)).in).toBe(false)
     expect(await runDurableObjectAlarm(coordinatorStub('ro-adv'))).toBe(true)
     expect((await check('ro-adv', m)).in).toBe(true)
@@ -84,7 +78,7 @@ describe('RolloutCoordinator stages', () => {
     expect((await check('ro-adv', l)).in).toBe(true)
     // After the last stage's duration the rollout completes and no alarm is left.
     expect(await runDurableObjectAlarm(coordinatorStub('ro-adv'))).toBe(true)
-    const done = await status('ro-adv')
+    const done = await rolloutStatus('ro-adv')
     expect(done.state).toBe('completed')
     expect(done.nextChangeAt).toBeNull()
     expect(done.history.map((h) => h.event)).toEqual([
@@ -165,13 +159,13 @@ describe('RolloutCoordinator failure halts (Wilson interval)', () => {
     const id = (i: number) => clients[i] ?? ''
     expect((await report('ro-wilson', id(0), 'installed')).status).toBe(202)
     expect((await report('ro-wilson', id(1), 'failed')).status).toBe(202)
-    let s = await status('ro-wilson')
+    let s = await rolloutStatus('ro-wilson')
     expect(s.state).toBe('running')
     expect(s.overall).toMatchObject({ total: 2, failures: 1, decision: 'insufficient-data' })
 
     for (let i = 2; i < 7; i++) await report('ro-wilson', id(i), 'installed')
     await report('ro-wilson', id(7), 'rolled-back')
-    s = await status('ro-wilson')
+    s = await rolloutStatus('ro-wilson')
     expect(s.overall).toMatchObject({ total: 8, failures: 2, failureRate: 0.25, decision: 'continue' })
     expect(s.overall.interval.lower).toBeLessThan(0.1)
     expect(s.state).toBe('running')
@@ -179,7 +173,7 @@ describe('RolloutCoordinator failure halts (Wilson interval)', () => {
     // One more failure: 3 of 9, the lower bound (~12 %) passes 10 %: halted.
     const receipt = OutcomeReceipt.parse(await (await report('ro-wilson', id(8), 'failed')).json())
     expect(receipt).toMatchObject({ counted: true, state: 'halted' })
-    s = await status('ro-wilson')
+    s = await rolloutStatus('ro-wilson')
     expect(s.state).toBe('halted')
     expect(s.haltedReason).toMatch(/^stage 0 cohort: 3 of 9 failed; 95 % Wilson interval \[12\.\d %/)
     expect(s.progress[0]?.stats).toMatchObject({ total: 9, failures: 3, decision: 'halt' })
@@ -200,7 +194,7 @@ describe('RolloutCoordinator failure halts (Wilson interval)', () => {
     for (let i = 0; i < 4; i++) await report('ro-lone', id(i), 'installed')
     const lone = OutcomeReceipt.parse(await (await report('ro-lone', id(4), 'failed')).json())
     expect(lone).toMatchObject({ counted: true, state: 'running' })
-    const s = await status('ro-lone')
+    const s = await rolloutStatus('ro-lone')
     expect(s.overall).toMatchObject({ total: 5, failures: 1, decision: 'continue' })
     expect(s.overall.interval.lower).toBeGreaterThan(0.01)
     // A second failing device is evidence: halted.
@@ -224,7 +218,7 @@ describe('RolloutCoordinator failure halts (Wilson interval)', () => {
     const limited = await report('ro-dedup', noisy ?? '', 'failed')
     expect(limited.status).toBe(429)
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
-    const s = await status('ro-dedup')
+    const s = await rolloutStatus('ro-dedup')
     expect(s.state).toBe('running')
     expect(s.overall).toMatchObject({
       total: 1,
@@ -245,7 +239,7 @@ describe('RolloutCoordinator failure halts (Wilson interval)', () => {
     expect((await report('ro-gate', inside ?? '', 'failed', '9.9.9')).status).toBe(409)
     const ok = OutcomeReceipt.parse(await (await report('ro-gate', inside ?? '', 'installed')).json())
     expect(ok).toEqual({ counted: true, stage: 0, state: 'running' })
-    expect((await status('ro-gate')).progress.map((p) => p.stats.total)).toEqual([1, 0])
+    expect((await rolloutStatus('ro-gate')).progress.map((p) => p.stats.total)).toEqual([1, 0])
   })
 })
 

@@ -72,7 +72,7 @@ export async function pruneStorage(
       ...(await pruneDeltas(bucket, name, heads, now - config.delta.retainDeltasDays * DAY_MS)),
     )
     if (config.delta.storage === 'deltas-preferred') {
-      const kept = new Set([...heads, ...fallbackHeads(found.index)])
+      const kept = new Set([...heads, ...(await fallbackHeads(bucket, found.index))])
       report.blobsDeleted.push(
         ...(await pruneBlobs(bucket, found.index, kept, config.delta.keepFullVersions)),
       )
@@ -114,20 +114,29 @@ async function pruneDeltas(bucket: R2Bucket, name: string, heads: ReadonlySet<st
 
 /**
  * The version each channel's head falls back to when the head is yanked: the highest version of the
- * channel not yanked other than the head, as the yank computes it (storage/yank.ts). Its blob is kept
- * like a head's: a yank is the emergency move, and a head whose full artifact was pruned can be neither
- * installed fresh nor retreated to (no delta leads down from the yanked version), so every device of the
- * channel would meet a 404 (ADR 0024, amended 2026-11-26).
+ * channel not yanked other than the head whose full blob is still stored, as the yank computes it
+ * (storage/yank.ts skips versions without a blob). Its blob is kept like a head's: a yank is the
+ * emergency move, and a head whose full artifact was pruned can be neither installed fresh nor
+ * retreated to (no delta leads down from the yanked version), so every device of the channel would meet
+ * a 404 (ADR 0024, amended 2026-11-26). Not simply the highest version other than the head: after a yank
+ * passed over versions without a blob (headsPassedOver), those stay above the head, and keeping one of
+ * them (gone already) let this pass delete the blob of the version below that a yank would land on.
  */
-function fallbackHeads(index: ArtifactIndex): string[] {
-  return Object.entries(index.channels).flatMap(([channel, head]) => {
-    let next: string | undefined
-    for (const v of index.versions) {
-      if (v.yanked || v.version === head || !v.channels.includes(channel)) continue
-      if (next === undefined || semverGreater(v.version, next)) next = v.version
+async function fallbackHeads(bucket: R2Bucket, index: ArtifactIndex): Promise<string[]> {
+  const fallbacks: string[] = []
+  for (const [channel, head] of Object.entries(index.channels)) {
+    const candidates = index.versions
+      .filter((v) => !v.yanked && v.version !== head && v.channels.includes(channel))
+      .map((v) => v.version)
+      .sort((a, b) => (semverGreater(a, b) ? -1 : semverGreater(b, a) ? 1 : 0))
+    for (const candidate of candidates) {
+      if (fallbacks.includes(candidate) || (await bucket.head(keys.blob(index.name, candidate)))) {
+        fallbacks.push(candidate)
+        break
+      }
     }
-    return next === undefined ? [] : [next]
-  })
+  }
+  return fallbacks
 }
 
 async function pruneBlobs(bucket: R2Bucket, index: ArtifactIndex, heads: ReadonlySet<string>, keep: number) {

@@ -125,6 +125,34 @@ describe('yanking a release', () => {
     expect(restored.headsPassedOver).toEqual({})
   })
 
+  it('retention keeps what a head left below a passed-over version falls back to', async () => {
+    await publish('below', '1.1.0', 1)
+    await publish('below', '1.2.0', 2)
+    await publish('below', '1.3.0', 3)
+    // Two backports, newest by serial: kept by keepFullVersions in the first pass.
+    await publish('below', '0.9.0', 4)
+    await publish('below', '1.0.0', 5)
+    const keepThree = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred', keepFullVersions: 3 } })
+    const first = await pruneStorage(env.ARTIFACTS, keepThree, Date.now())
+    expect(first.blobsDeleted.filter((key) => key.includes('/below/'))).toEqual([keys.blob('below', '1.1.0')])
+    await result(await yank('below', '1.3.0', 'bad build'))
+    const second = await result(await yank('below', '1.2.0', 'same bug'))
+    // The head is now below 1.1.0, which is not yanked but has no blob.
+    expect(second.channels.stable).toBe('1.0.0')
+    expect(second.headsPassedOver).toEqual({ stable: ['1.1.0'] })
+
+    // A pass that keeps fewer: what a yank of 1.0.0 falls back to is 0.9.0 (1.1.0 is passed over), so
+    // its blob stays.
+    const keepOne = RuntimeConfig.parse({ delta: { storage: 'deltas-preferred', keepFullVersions: 1 } })
+    const again = await pruneStorage(env.ARTIFACTS, keepOne, Date.now())
+    expect(again.blobsDeleted.filter((key) => key.includes('/below/'))).not.toContain(
+      keys.blob('below', '0.9.0'),
+    )
+    const third = await result(await yank('below', '1.0.0', 'also bad'))
+    expect(third.channels.stable).toBe('0.9.0')
+    expect((await call('/v1/artifacts/below/0.9.0/blob')).status).toBe(200)
+  })
+
   it('aborts a rollout of the yanked version, and only of that version', async () => {
     await publish('rolled', '1.0.0', 1)
     await publish('rolled', '2.0.0', 2)

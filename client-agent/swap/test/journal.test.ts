@@ -96,6 +96,25 @@ describe('swap journal', () => {
     await settled.close()
   })
 
+  it('keeps its ids above every write it held, across a compaction that kept only lower ones', async () => {
+    const path = await tempJournal()
+    const j = new SwapJournal(path)
+    await j.open()
+    // 2 was sent and never answered (owed, maybe applied); 3..5 were replayed with their ids
+    // (x-deltaport-replay) and settled. The swap ends, the journal keeps only 2, and the agent dies.
+    for (let id = 2; id <= 5; id++) await j.append(write(id))
+    for (const id of [3, 4, 5]) await j.append({ t: 'd', id, status: 201 })
+    await j.compact()
+    await j.close()
+    const again = new SwapJournal(path)
+    const recovered = await again.open()
+    expect(recovered.pending.map((w) => w.id)).toEqual([2])
+    // New writes must not reuse 3..5: a service that recognises repeats by the replay id already has
+    // them, and would drop a new write as a repeat.
+    expect(recovered.lastId).toBe(5)
+    await again.close()
+  })
+
   it('reads a record back from the location its append returned', async () => {
     const path = await tempJournal()
     const j = new SwapJournal(path)
