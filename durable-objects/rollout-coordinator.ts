@@ -136,15 +136,16 @@ export class RolloutCoordinator extends DurableObject<Env> {
       // A record this code cannot read (an older shape) is dropped loudly rather than bricking the object.
       this.record = parseStoredJson(stored, RolloutRecord)
       if (this.record === null) log({ level: 'error', msg: 'unreadable rollout record dropped' })
-      await this.syncAlarm()
+      // No syncAlarm here: the wake may be the alarm's own, and getAlarm() reads null while an alarm
+      // runs (Cloudflare's alarms API), which would re-arm it falsely. The first call checks instead.
     })
   }
 
   /**
    * Re-arms the alarm when it does not match the record's pending change: a rollout whose record was
    * committed but whose alarm was lost (a fault between the two writes, ADR 0010 amended 2026-11-26)
-   * would otherwise never advance. Run on construction (every wake after eviction or a reset), at the
-   * start of every call and of the alarm; one getAlarm per instance, none once known in sync.
+   * would otherwise never advance. Run at the start of every call (after every wake: eviction or a
+   * reset); one getAlarm per instance, none once known in sync. Never inside the alarm (see alarm()).
    */
   private async syncAlarm(): Promise<void> {
     if (this.alarmInSync) return
@@ -491,7 +492,11 @@ export class RolloutCoordinator extends DurableObject<Env> {
    * the runtime's (absent when a test runs the alarm directly).
    */
   override async alarm(info?: AlarmInvocationInfo): Promise<void> {
-    await this.syncAlarm()
+    // The running alarm is the armed one, and getAlarm() reads null until setAlarm is called in it:
+    // checking here (or in a call interleaved with it) would log a false "re-armed" and set an alarm in
+    // the past. The handler leaves the record's next change armed (commit, or the retry branch below),
+    // or throws and is retried by the runtime.
+    this.alarmInSync = true
     const record = this.record
     if (record === null) return
     // Alarms are at-least-once: a delivery retried after a failure that came once its writes had
@@ -677,7 +682,7 @@ export class RolloutCoordinator extends DurableObject<Env> {
    * Stores the record (and the signing time of the statement it acted on, if any) and makes the alarm
    * match its pending change. The alarm is set in the same synchronous turn as the row is written, so the
    * runtime commits the two together; should the alarm still not land (the call fails, the object is
-   * reset), `alarmInSync` stays false and syncAlarm re-arms it at the next call, alarm or construction.
+   * reset), `alarmInSync` stays false and syncAlarm re-arms it at the next call.
    */
   private async commit(record: RolloutRecord, signedAt?: string): Promise<void> {
     this.alarmInSync = false
