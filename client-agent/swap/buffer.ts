@@ -243,10 +243,12 @@ export class WriteBuffer {
     status: number,
     headers: ReadonlyArray<readonly [string, string]>,
     body: Uint8Array,
+    /** The service's own status when the client hears another (an answer too large to pass on). */
+    recordedStatus = status,
   ): Promise<void> {
     if (entry.state === 'done') return
     entry.state = 'done'
-    await this.markDone(entry, status)
+    await this.markDone(entry, recordedStatus)
     entry.responder?.send(status, headers, body)
   }
 

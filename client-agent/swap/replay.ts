@@ -123,7 +123,8 @@ async function sendOne(
     const status = ('tooLarge' in answer ? answer.tooLarge : undefined) ?? answer.status
     if (status >= 500 && !options.serverErrorAnswers(entry))
       throw new Error(`write ${entry.id} answered ${answer.status} by ${target.version}`)
-    await buffer.complete(entry, answer.status, answer.headers, answer.body)
+    // The journal records what the service answered (the write's outcome), the client hears our 502.
+    await buffer.complete(entry, answer.status, answer.headers, answer.body, status)
     return true
   } catch (error) {
     entry.state = 'held'

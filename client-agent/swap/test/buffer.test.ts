@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -89,6 +89,23 @@ describe('write buffer', () => {
     for (const entry of held.slice(1))
       expect(Buffer.from(await buffer.bodyOf(entry)).toString()).toBe(body(entry.id))
     await journal.close()
+  })
+
+  it("records the service's status when its client hears another (an answer too large to pass on)", async () => {
+    const { buffer, journal } = await makeBuffer({ writeAhead: true })
+    const client = recorder()
+    const held = await buffer.hold(request('a', '1'), client)
+    await buffer.complete(held, 502, [], Buffer.from('too large'), 201)
+    expect(client.answers).toEqual([{ status: 502, body: 'too large' }])
+    await journal.close()
+    // The frames (u32 LE length, u32 LE CRC, JSON): the `done` record carries the service's status.
+    const bytes = await readFile(journal.path)
+    const done: unknown[] = []
+    for (let at = 0; at + 8 <= bytes.length; at += 8 + bytes.readUInt32LE(at)) {
+      const record = JSON.parse(bytes.subarray(at + 8, at + 8 + bytes.readUInt32LE(at)).toString())
+      if (record.t === 'd') done.push(record)
+    }
+    expect(done).toEqual([{ t: 'd', id: held.id, status: 201 }])
   })
 
   it('with write-ahead, journals every held write and replays only those not answered', async () => {
