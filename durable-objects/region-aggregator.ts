@@ -23,7 +23,7 @@ import {
   readClient,
   writeClient,
 } from './client-table.ts'
-import { capBatchWeight, recordBatch, recordSegments, segmentKey, timeEvents } from './ingest.ts'
+import { capBatchWeight, segmentKey, timeEvents } from './ingest.ts'
 import { createMetaTable, readMeta, writeMeta } from './meta-table.ts'
 import {
   createPrefetchHitTable,
@@ -39,7 +39,14 @@ import { MemoryBuckets, takeToken } from './rate-limit.ts'
 import { rolloutCoordinator } from './rollout-coordinator.ts'
 import { fitSummary } from './row-limits.ts'
 import { parseStoredJson } from './stored-json.ts'
-import { createSummaryTables, loadSummary, persistSummary, type SummaryTables } from './summary-table.ts'
+import { SummaryIndex } from './summary-index.ts'
+import {
+  createSummaryTables,
+  loadSummary,
+  persistChanges,
+  persistSummary,
+  type SummaryTables,
+} from './summary-table.ts'
 
 const ARTIFACTS: SummaryTables = { artifacts: 'artifacts', transitions: 'transitions', profileKey: 'profile' }
 const SEGMENTS: SummaryTables = { artifacts: 'segments', transitions: null, profileKey: 'segment_profile' }
@@ -64,8 +71,12 @@ export class RegionAggregator extends DurableObject<Env> {
   private readonly sql: SqlStorage
   private settings: AggregatorSettings = AggregatorSettings.parse({})
   private region: string | null = null
-  private summary!: AccessSummary
-  private segments!: AccessSummary
+  /**
+   * The region's counters as maps: a batch bumps and bounds what it touches (SummaryIndex), not the
+   * whole summary; reads take `summary()`, built once per change.
+   */
+  private summary!: SummaryIndex
+  private segments!: SummaryIndex
   /**
    * Rows in `clients`, counted once on construction and kept in step with every insert and eviction:
    * COUNT(*) reads (and bills) every row, and the eviction check runs on each telemetry batch.
@@ -140,13 +151,8 @@ export class RegionAggregator extends DurableObject<Env> {
     const events = timeEvents(batch.events, now)
     // What the region counts is bounded per batch; the client's own history and installed list see all.
     const counted = capBatchWeight(events)
-    const prevSummary = this.summary
-    const prevSegments = this.segments
-    const nextSummary = recordBatch(prevSummary, batch.clientId, counted, now)
-    const nextSegments = recordSegments(prevSegments, counted, now)
-    const touched = new Set(counted.map((e) => e.artifact))
-    const touchedSegments = new Set(
-      counted.flatMap((e) => (e.segment === undefined ? [] : [segmentKey(e.artifact, e.segment)])),
+    const keyedSegments = counted.flatMap((e) =>
+      e.segment === undefined ? [] : [{ ...e, artifact: segmentKey(e.artifact, e.segment) }],
     )
     const nextClient: ClientState = {
       clientId: batch.clientId,
@@ -166,19 +172,28 @@ export class RegionAggregator extends DurableObject<Env> {
         this.settings.installedPerClient,
       ),
     }
-    let evicted = 0
     const clients = this.clientCount + added
     let clientsEvicted = 0
-    this.ctx.storage.transactionSync(() => {
-      evicted += persistSummary(this.sql, ARTIFACTS, prevSummary, nextSummary, touched).evicted
-      evicted += persistSummary(this.sql, SEGMENTS, prevSegments, nextSegments, touchedSegments).evicted
-      writeClient(this.sql, nextClient)
-      clientsEvicted = evictClients(this.sql, this.settings.maxClients, clients)
-      recordPrefetchHits(this.sql, tallyPrefetch(batch.events), now)
-    })
+    // The indexes change in place: if the write fails, they are reloaded from what is stored, so memory
+    // never holds counts that were not acknowledged.
+    const changes = this.summary.record(counted, now, batch.clientId)
+    const segmentChanges = this.segments.record(keyedSegments, now, null)
+    const evicted = changes.evictedArtifacts.length + segmentChanges.evictedArtifacts.length
+    try {
+      this.ctx.storage.transactionSync(() => {
+        persistChanges(this.sql, ARTIFACTS, changes, this.summary.profile())
+        if (keyedSegments.length > 0) {
+          persistChanges(this.sql, SEGMENTS, segmentChanges, this.segments.profile())
+        }
+        writeClient(this.sql, nextClient)
+        clientsEvicted = evictClients(this.sql, this.settings.maxClients, clients)
+        recordPrefetchHits(this.sql, tallyPrefetch(batch.events), now)
+      })
+    } catch (error) {
+      this.loadSummaries(now)
+      throw error
+    }
     this.clientCount = clients - clientsEvicted
-    this.summary = nextSummary
-    this.segments = nextSegments
     for (const key of this.prefetchCache.keys())
       if (key.startsWith(`${batch.clientId}|`)) this.prefetchCache.delete(key)
     for (const plan of this.plansUnderWay) if (plan.clientId === batch.clientId) plan.stale = true
@@ -208,8 +223,9 @@ export class RegionAggregator extends DurableObject<Env> {
   async hotArtifacts(limit: number, at?: number): Promise<RegionHotArtifacts> {
     const now = at ?? Date.now()
     const n = Number.isFinite(limit) ? Math.max(0, Math.min(MAX_HOT_ARTIFACTS, Math.floor(limit))) : 0
-    const halfLife = this.summary.halfLifeMs
-    const hot = this.summary.artifacts
+    const summary = this.summary.summary()
+    const halfLife = summary.halfLifeMs
+    const hot = summary.artifacts
       .map((a) => ({ artifact: a.artifact, count: counterAt(a, now, halfLife) }))
       .sort((a, b) => b.count - a.count || (a.artifact < b.artifact ? -1 : a.artifact > b.artifact ? 1 : 0))
       .slice(0, n)
@@ -242,7 +258,7 @@ export class RegionAggregator extends DurableObject<Env> {
       clientId: request.clientId,
       now,
       validForMs: this.settings.prefetchCacheMs,
-      summary: this.summary,
+      summary: this.summary.summary(),
       population: this.clientCount,
       recent: client?.history ?? [],
       installed,
@@ -270,8 +286,8 @@ export class RegionAggregator extends DurableObject<Env> {
     return {
       region: this.region,
       population: this.clientCount,
-      summary: compactSummary(this.summary, now),
-      segments: compactSummary(this.segments, now),
+      summary: compactSummary(this.summary.summary(), now),
+      segments: compactSummary(this.segments.summary(), now),
     }
   }
 
@@ -291,17 +307,19 @@ export class RegionAggregator extends DurableObject<Env> {
     const now = Date.now()
     const region = this.region
     if (region === null) return
-    const nextSummary = compactSummary(this.summary, now)
-    const nextSegments = compactSummary(this.segments, now)
+    const prevSummary = this.summary.summary()
+    const prevSegments = this.segments.summary()
+    const nextSummary = compactSummary(prevSummary, now)
+    const nextSegments = compactSummary(prevSegments, now)
     let clientsEvicted = 0
     this.ctx.storage.transactionSync(() => {
-      persistSummary(this.sql, ARTIFACTS, this.summary, nextSummary, new Set())
-      persistSummary(this.sql, SEGMENTS, this.segments, nextSegments, new Set())
+      persistSummary(this.sql, ARTIFACTS, prevSummary, nextSummary, new Set())
+      persistSummary(this.sql, SEGMENTS, prevSegments, nextSegments, new Set())
       clientsEvicted = evictClients(this.sql, this.settings.maxClients, this.clientCount)
     })
     this.clientCount -= clientsEvicted
-    this.summary = nextSummary
-    this.segments = nextSegments
+    this.summary = new SummaryIndex(nextSummary, true)
+    this.segments = new SummaryIndex(nextSegments, true)
     const compact = compactSummary(
       {
         ...nextSummary,
@@ -343,8 +361,8 @@ export class RegionAggregator extends DurableObject<Env> {
     }
     this.region = region
     writeMeta(this.sql, 'region', region)
-    this.summary = { ...this.summary, scope: region }
-    this.segments = { ...this.segments, scope: region }
+    this.summary.setScope(region)
+    this.segments.setScope(region)
   }
 
   private loadSummaries(now: number): void {
@@ -354,11 +372,18 @@ export class RegionAggregator extends DurableObject<Env> {
         halfLifeMs: this.settings.halfLifeMs,
         limits: { maxArtifacts, maxTransitionsPerArtifact },
       })
-    this.summary = loadSummary(
-      this.sql,
-      ARTIFACTS,
-      base(this.settings.maxArtifacts, this.settings.maxTransitionsPerArtifact),
+    // Rows as stored may exceed the caps (a cap lowered since): the next batch checks every bound.
+    this.summary = new SummaryIndex(
+      loadSummary(
+        this.sql,
+        ARTIFACTS,
+        base(this.settings.maxArtifacts, this.settings.maxTransitionsPerArtifact),
+      ),
+      false,
     )
-    this.segments = loadSummary(this.sql, SEGMENTS, base(this.settings.maxSegments, 0))
+    this.segments = new SummaryIndex(
+      loadSummary(this.sql, SEGMENTS, base(this.settings.maxSegments, 0)),
+      false,
+    )
   }
 }

@@ -7,6 +7,7 @@ import type { AccessSummary } from '../predict/index.ts'
 import { AccessSummarySchema } from '../schemas/aggregation.ts'
 import { readMeta, writeMeta } from './meta-table.ts'
 import { parseStoredJson } from './stored-json.ts'
+import type { SummaryChanges } from './summary-index.ts'
 
 export interface SummaryTables {
   artifacts: string
@@ -109,4 +110,46 @@ export function persistSummary(
   }
   writeMeta(sql, t.profileKey, JSON.stringify(next.profile))
   return { evicted }
+}
+
+/**
+ * Writes one batch's changes (SummaryIndex.record): upserts what it bumped, deletes what it evicted,
+ * rewrites the profile. Call inside `transactionSync`. Costs the batch, not the summary.
+ */
+export function persistChanges(
+  sql: SqlStorage,
+  t: SummaryTables,
+  changes: SummaryChanges,
+  profile: AccessSummary['profile'],
+): void {
+  for (const artifact of changes.evictedArtifacts) {
+    sql.exec(`DELETE FROM ${t.artifacts} WHERE artifact = ?`, artifact)
+  }
+  for (const a of changes.artifacts) {
+    sql.exec(
+      `INSERT INTO ${t.artifacts} (artifact, count, updated_at) VALUES (?, ?, ?)
+       ON CONFLICT (artifact) DO UPDATE SET count = excluded.count, updated_at = excluded.updated_at`,
+      a.artifact,
+      a.count,
+      a.updatedAt,
+    )
+  }
+  if (t.transitions !== null) {
+    for (const x of changes.evictedTransitions) {
+      sql.exec(`DELETE FROM ${t.transitions} WHERE src = ? AND dst = ?`, x.from, x.to)
+    }
+    for (const x of changes.transitions) {
+      sql.exec(
+        `INSERT INTO ${t.transitions} (src, dst, count, updated_at, mean_lag_ms) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (src, dst) DO UPDATE SET count = excluded.count, updated_at = excluded.updated_at,
+           mean_lag_ms = excluded.mean_lag_ms`,
+        x.from,
+        x.to,
+        x.count,
+        x.updatedAt,
+        x.meanLagMs,
+      )
+    }
+  }
+  writeMeta(sql, t.profileKey, JSON.stringify(profile))
 }
