@@ -3,21 +3,12 @@
  * hands each output chunk to the calling thread, waiting until it is written before going on.
  */
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads'
-import { DeltaFormatError } from '../../delta/errors.ts'
 import { applyDeltaStream } from '../../delta/index.ts'
-import { AgentError, fromFileSystemError } from '../errors.ts'
 import { closingAll, openFileReader, openFileSource } from '../fs/file-io.ts'
 import { useNativeCrc32 } from './native-crc32.ts'
 import { nativeDeflateEngine } from './native-deflate.ts'
-import type { ApplyJob, FromWorker, SerializedFailure, ToWorker } from './off-thread-apply.ts'
-
-function serialize(error: unknown): SerializedFailure {
-  if (error instanceof DeltaFormatError)
-    return { kind: 'delta-format', code: error.code, message: error.message }
-  const agent = error instanceof AgentError ? error : fromFileSystemError(error)
-  if (agent) return { kind: 'agent', code: agent.code, message: agent.message, details: agent.details }
-  return { kind: 'other', message: error instanceof Error ? (error.stack ?? error.message) : String(error) }
-}
+import type { ApplyJob, FromWorker, ToWorker } from './off-thread-apply.ts'
+import { serializeFailure } from './worker-failure.ts'
 
 async function run(port: MessagePort, job: ApplyJob): Promise<void> {
   let written: (() => void) | null = null
@@ -46,7 +37,7 @@ async function run(port: MessagePort, job: ApplyJob): Promise<void> {
       port.postMessage({ type: 'done', method } satisfies FromWorker)
     })
   } catch (error) {
-    port.postMessage({ type: 'failed', failure: serialize(error) } satisfies FromWorker)
+    port.postMessage({ type: 'failed', failure: serializeFailure(error) } satisfies FromWorker)
   }
 }
 

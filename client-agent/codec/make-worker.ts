@@ -4,20 +4,10 @@
  */
 import { readFile } from 'node:fs/promises'
 import { parentPort, workerData } from 'node:worker_threads'
-import { DeltaFormatError, isAllocationFailure } from '../../delta/errors.ts'
 import { createDeltaAsync } from '../../delta/index.ts'
-import { AgentError, fromFileSystemError } from '../errors.ts'
 import { nativeDeflateEngine } from './native-deflate.ts'
-import type { FromMakeWorker, MakeInput, MakeJob, SerializedMakeFailure } from './off-thread-make.ts'
-
-function serialize(error: unknown): SerializedMakeFailure {
-  if (error instanceof DeltaFormatError)
-    return { kind: 'delta-format', code: error.code, message: error.message }
-  if (isAllocationFailure(error)) return { kind: 'allocation', message: error.message }
-  const agent = error instanceof AgentError ? error : fromFileSystemError(error)
-  if (agent) return { kind: 'agent', code: agent.code, message: agent.message, details: agent.details }
-  return { kind: 'other', message: error instanceof Error ? (error.stack ?? error.message) : String(error) }
-}
+import type { FromMakeWorker, MakeInput, MakeJob } from './off-thread-make.ts'
+import { serializeFailure } from './worker-failure.ts'
 
 async function bytesOf(input: MakeInput): Promise<Uint8Array> {
   return 'path' in input ? await readFile(input.path) : input.bytes
@@ -33,7 +23,7 @@ async function run(job: MakeJob): Promise<FromMakeWorker> {
     // A copy that owns its buffer, so it can be moved rather than cloned.
     return { type: 'done', made: { ...made, delta: new Uint8Array(made.delta), targetSize: target.length } }
   } catch (error) {
-    return { type: 'failed', failure: serialize(error) }
+    return { type: 'failed', failure: serializeFailure(error) }
   }
 }
 

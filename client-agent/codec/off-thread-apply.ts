@@ -12,10 +12,9 @@
  */
 import { Worker } from 'node:worker_threads'
 import type { ArchiveLimits } from '../../delta/archive/limits.ts'
-import { DeltaFormatError } from '../../delta/errors.ts'
 import type { DeltaMethodId } from '../../delta/index.ts'
 import type { ByteSink } from '../../delta/io.ts'
-import { AgentError, type AgentErrorCode } from '../errors.ts'
+import { reviveFailure, type SerializedFailure } from './worker-failure.ts'
 
 /** What the worker is told to do (its workerData): file paths, so no artifact crosses threads. */
 export interface ApplyJob {
@@ -23,12 +22,6 @@ export interface ApplyJob {
   deltaPath: string
   archive?: ArchiveLimits
 }
-
-/** A failure as it crosses the thread boundary; the calling side rebuilds the typed error. */
-export type SerializedFailure =
-  | { kind: 'delta-format'; code: string; message: string }
-  | { kind: 'agent'; code: AgentErrorCode; message: string; details: Record<string, unknown> }
-  | { kind: 'other'; message: string }
 
 export type FromWorker =
   | { type: 'chunk'; bytes: Uint8Array }
@@ -48,17 +41,6 @@ function workerUrl(): URL {
   return typeof DELTAPORT_APPLY_WORKER === 'string'
     ? new URL(DELTAPORT_APPLY_WORKER, import.meta.url)
     : new URL('./apply-worker.ts', import.meta.url)
-}
-
-function reviveFailure(failure: SerializedFailure): Error {
-  switch (failure.kind) {
-    case 'delta-format':
-      return new DeltaFormatError(failure.code, failure.message)
-    case 'agent':
-      return new AgentError(failure.code, failure.message, failure.details)
-    case 'other':
-      return new Error(`the apply worker failed: ${failure.message}`)
-  }
 }
 
 /**
@@ -98,7 +80,7 @@ export async function applyDeltaFileOffThread(
           (error: unknown) => settle({ error }),
         )
       } else if (message.type === 'done') settle({ method: message.method })
-      else settle({ error: reviveFailure(message.failure) })
+      else settle({ error: reviveFailure(message.failure, 'apply') })
     })
     worker.on('error', (error) => settle({ error }))
     worker.on('exit', (code) =>

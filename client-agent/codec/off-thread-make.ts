@@ -14,9 +14,8 @@
  * code range is set (CODE_RANGE_MB), which is address space for compiled code, not for data.
  */
 import { Worker } from 'node:worker_threads'
-import { DeltaFormatError } from '../../delta/errors.ts'
 import type { CreatedDelta, DeltaMethodId } from '../../delta/index.ts'
-import { AgentError, type AgentErrorCode } from '../errors.ts'
+import { reviveFailure, type SerializedFailure } from './worker-failure.ts'
 
 /** One input: a file the worker reads, or bytes the caller already holds (moved to the worker). */
 export type MakeInput = { path: string } | { bytes: Uint8Array }
@@ -28,19 +27,12 @@ export interface MakeJob {
   methods?: DeltaMethodId[]
 }
 
-/** A failure as it crosses the thread boundary; the calling side rebuilds the typed error. */
-export type SerializedMakeFailure =
-  | { kind: 'delta-format'; code: string; message: string }
-  | { kind: 'agent'; code: AgentErrorCode; message: string; details: Record<string, unknown> }
-  | { kind: 'allocation'; message: string }
-  | { kind: 'other'; message: string }
-
 /** The delta made, and the length of the target it was made for (as read, which a stat may not be). */
 export type MadeOffThread = CreatedDelta & { targetSize: number }
 
 export type FromMakeWorker =
   | { type: 'done'; made: MadeOffThread }
-  | { type: 'failed'; failure: SerializedMakeFailure }
+  | { type: 'failed'; failure: SerializedFailure }
 
 /**
  * The worker's JIT code space. V8 reserves 128 MiB of address space for it per isolate by default, and
@@ -57,20 +49,6 @@ function workerUrl(): URL {
   return typeof DELTAPORT_MAKE_WORKER === 'string'
     ? new URL(DELTAPORT_MAKE_WORKER, import.meta.url)
     : new URL('./make-worker.ts', import.meta.url)
-}
-
-function reviveFailure(failure: SerializedMakeFailure): Error {
-  switch (failure.kind) {
-    case 'delta-format':
-      return new DeltaFormatError(failure.code, failure.message)
-    case 'agent':
-      return new AgentError(failure.code, failure.message, failure.details)
-    case 'allocation':
-      // The same RangeError, so isAllocationFailure (delta/errors.ts) still recognises it.
-      return new RangeError(failure.message)
-    case 'other':
-      return new Error(`the make worker failed: ${failure.message}`)
-  }
 }
 
 /** Bytes that own their whole buffer can be moved; others (a pooled Buffer's slice) are copied first. */
@@ -121,7 +99,7 @@ export async function makeDeltaOffThread(job: MakeJob, signal?: AbortSignal): Pr
     signal?.addEventListener('abort', onAbort, { once: true })
     worker.on('message', (message: FromMakeWorker) => {
       if (message.type === 'done') settle({ made: message.made })
-      else settle({ error: reviveFailure(message.failure) })
+      else settle({ error: reviveFailure(message.failure, 'make') })
     })
     worker.on('error', (error) => settle({ error }))
     worker.on('exit', (code) =>
