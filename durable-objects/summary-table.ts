@@ -79,13 +79,7 @@ export function persistSummary(
   }
   for (const a of next.artifacts) {
     if (!touched.has(a.artifact)) continue
-    sql.exec(
-      `INSERT INTO ${t.artifacts} (artifact, count, updated_at) VALUES (?, ?, ?)
-       ON CONFLICT (artifact) DO UPDATE SET count = excluded.count, updated_at = excluded.updated_at`,
-      a.artifact,
-      a.count,
-      a.updatedAt,
-    )
+    upsertArtifact(sql, t, a)
   }
   if (t.transitions !== null) {
     const keptPairs = new Set(next.transitions.map((x) => pairKey(x.from, x.to)))
@@ -96,16 +90,7 @@ export function persistSummary(
     }
     for (const x of next.transitions) {
       if (!touched.has(x.from) && !touched.has(x.to)) continue
-      sql.exec(
-        `INSERT INTO ${t.transitions} (src, dst, count, updated_at, mean_lag_ms) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (src, dst) DO UPDATE SET count = excluded.count, updated_at = excluded.updated_at,
-           mean_lag_ms = excluded.mean_lag_ms`,
-        x.from,
-        x.to,
-        x.count,
-        x.updatedAt,
-        x.meanLagMs,
-      )
+      upsertTransition(sql, t, x)
     }
   }
   writeMeta(sql, t.profileKey, JSON.stringify(next.profile))
@@ -126,30 +111,39 @@ export function persistChanges(
     sql.exec(`DELETE FROM ${t.artifacts} WHERE artifact = ?`, artifact)
   }
   for (const a of changes.artifacts) {
-    sql.exec(
-      `INSERT INTO ${t.artifacts} (artifact, count, updated_at) VALUES (?, ?, ?)
-       ON CONFLICT (artifact) DO UPDATE SET count = excluded.count, updated_at = excluded.updated_at`,
-      a.artifact,
-      a.count,
-      a.updatedAt,
-    )
+    upsertArtifact(sql, t, a)
   }
   if (t.transitions !== null) {
     for (const x of changes.evictedTransitions) {
       sql.exec(`DELETE FROM ${t.transitions} WHERE src = ? AND dst = ?`, x.from, x.to)
     }
     for (const x of changes.transitions) {
-      sql.exec(
-        `INSERT INTO ${t.transitions} (src, dst, count, updated_at, mean_lag_ms) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (src, dst) DO UPDATE SET count = excluded.count, updated_at = excluded.updated_at,
-           mean_lag_ms = excluded.mean_lag_ms`,
-        x.from,
-        x.to,
-        x.count,
-        x.updatedAt,
-        x.meanLagMs,
-      )
+      upsertTransition(sql, t, x)
     }
   }
   writeMeta(sql, t.profileKey, JSON.stringify(profile))
+}
+
+function upsertArtifact(sql: SqlStorage, t: SummaryTables, a: AccessSummary['artifacts'][number]): void {
+  sql.exec(
+    `INSERT INTO ${t.artifacts} (artifact, count, updated_at) VALUES (?, ?, ?)
+     ON CONFLICT (artifact) DO UPDATE SET count = excluded.count, updated_at = excluded.updated_at`,
+    a.artifact,
+    a.count,
+    a.updatedAt,
+  )
+}
+
+function upsertTransition(sql: SqlStorage, t: SummaryTables, x: AccessSummary['transitions'][number]): void {
+  if (t.transitions === null) return
+  sql.exec(
+    `INSERT INTO ${t.transitions} (src, dst, count, updated_at, mean_lag_ms) VALUES (?, ?, ?, ?, ?)
+     ON CONFLICT (src, dst) DO UPDATE SET count = excluded.count, updated_at = excluded.updated_at,
+       mean_lag_ms = excluded.mean_lag_ms`,
+    x.from,
+    x.to,
+    x.count,
+    x.updatedAt,
+    x.meanLagMs,
+  )
 }
