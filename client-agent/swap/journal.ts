@@ -275,7 +275,9 @@ export class SwapJournal {
     const kept = owed.map(([, at]) => at).sort((a, b) => a.offset - b.offset)
     const keptBytes = kept.reduce((sum, at) => sum + HEADER + at.length, 0)
     if (keptBytes === this.size || this.compactedSize === this.size) return
-    if (kept.length === 0) {
+    // Nothing owed and no id ever settled: empty. Otherwise the settled record with the highest id stays
+    // (alone, when nothing is owed), so ids continue above it after a restart.
+    if (kept.length === 0 && this.lastDone === null) {
       await handle.truncate(0)
       await handle.sync()
       this.size = 0
