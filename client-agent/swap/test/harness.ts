@@ -1,4 +1,5 @@
 import { type ChildProcessByStdio, spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { type IncomingMessage, request } from 'node:http'
 import { connect, type Socket } from 'node:net'
@@ -9,7 +10,7 @@ import type { Readable } from 'node:stream'
 import { pathToFileURL } from 'node:url'
 import { RunChildren, SwapSettings, type SwapSettingsInput } from '../../../schemas/swap.ts'
 import { buildSampleService, type SampleBuild } from '../../sample-service/build.ts'
-import { SwapJournal } from '../journal.ts'
+import { parseJournal, SwapJournal } from '../journal.ts'
 import { sleep } from '../service-process.ts'
 import { Supervisor, type SupervisorEvent, type SupervisorOptions } from '../supervisor.ts'
 import type { ReadyUpdate, SwapOutcome, UpdateSource } from '../update-source.ts'
@@ -117,6 +118,16 @@ export async function harness(builds: SampleBuild[], input: SwapSettingsInput = 
     recordedPids,
     running,
   }
+}
+
+/**
+ * Whether the journal at `path` was compacted with nothing owed: no pending write, and at most the one
+ * settled record a compaction keeps so that ids continue above it (docs/formats/swap-journal.md).
+ */
+export function journalSettled(path: string): boolean {
+  const bytes = readFileSync(path)
+  const journal = parseJournal(bytes)
+  return journal.pending.length === 0 && journal.skipped === 0 && bytes.length < 64
 }
 
 /** Polls `condition` every 10 ms; throws `why()` after `timeoutMs`. */

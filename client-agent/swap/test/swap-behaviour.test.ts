@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -9,6 +9,7 @@ import { SwapJournal } from '../journal.ts'
 import { sleep } from '../service-process.ts'
 import { Supervisor, type SupervisorEvent } from '../supervisor.ts'
 import type { SwapOutcome } from '../update-source.ts'
+import { journalSettled } from './harness.ts'
 
 const dirs: string[] = []
 /** Supervisors still running when the file ends (a timed-out test) are stopped so no service is left behind. */
@@ -210,7 +211,7 @@ describe('buffered swap: behaviour during the swap', () => {
       expect(events).toContainEqual(expect.objectContaining({ type: 'started', recovered: 3 }))
       const log = (await readFile(join(dir, 'data', 'writes.log'), 'utf8')).trim().split('\n')
       expect(log.map((l) => (JSON.parse(l) as { seq: number }).seq)).toEqual([1, 2, 3])
-      expect((await stat(journal.path)).size).toBe(0)
+      expect(journalSettled(journal.path)).toBe(true)
     } finally {
       await supervisor.stop()
     }

@@ -1,10 +1,9 @@
-import { statSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { parseJournal } from '../journal.ts'
 import { sleep } from '../service-process.ts'
-import { cleanup, harness, post, waitFor, within } from './harness.ts'
+import { cleanup, harness, journalSettled, post, waitFor, within } from './harness.ts'
 
 /**
  * The serving version crashes (after its probation) and is restarted: requests that arrive while it is
@@ -194,9 +193,9 @@ describe('buffered swap: requests while the serving version restarts after a cra
       if (!back) await sleep(50)
     }
     expect(back).toBe(true)
-    // Nothing is owed a replay any more: the journal is emptied once the restarted copy serves.
+    // Nothing is owed a replay any more: the journal is compacted once the restarted copy serves.
     await waitFor(
-      () => statSync(join(h.dir, 'run', 'swap.journal')).size === 0,
+      () => journalSettled(join(h.dir, 'run', 'swap.journal')),
       5000,
       () => 'journal kept',
     )
