@@ -15,6 +15,7 @@ import type { ArchiveLimits } from '../../delta/archive/limits.ts'
 import type { DeltaMethodId } from '../../delta/index.ts'
 import type { ByteSink } from '../../delta/io.ts'
 import { reviveFailure, type SerializedFailure } from './worker-failure.ts'
+import { workerOutcome } from './worker-outcome.ts'
 
 /** What the worker is told to do (its workerData): file paths, so no artifact crosses threads. */
 export interface ApplyJob {
@@ -55,39 +56,16 @@ export async function applyDeltaFileOffThread(
 ): Promise<DeltaMethodId> {
   signal?.throwIfAborted()
   const worker = new Worker(workerUrl(), { workerData: job })
-  // Set once, by whichever comes first: the worker's report, a failed write, an abort or an exit.
-  let outcome: { method: DeltaMethodId } | { error: unknown } | undefined
-  const ended = new Promise<void>((resolve) => {
-    const settle = (result: { method: DeltaMethodId } | { error: unknown }) => {
-      if (outcome) return
-      outcome = result
-      signal?.removeEventListener('abort', onAbort)
-      // The worker's port keeps it alive after it reports; stopping it is what frees its thread.
-      void worker.terminate().then(
-        () => resolve(),
-        () => resolve(),
+  // Settled once, by whichever comes first: the worker's report, a failed write, an abort or an exit.
+  return workerOutcome<DeltaMethodId, FromWorker>(worker, 'apply', signal, (message, settle, settled) => {
+    if (message.type === 'chunk') {
+      sink.write(message.bytes).then(
+        () => {
+          if (!settled()) worker.postMessage({ type: 'written' } satisfies ToWorker)
+        },
+        (error: unknown) => settle({ error }),
       )
-    }
-    const onAbort = () => settle({ error: signal?.reason })
-    signal?.addEventListener('abort', onAbort, { once: true })
-    worker.on('message', (message: FromWorker) => {
-      if (outcome) return
-      if (message.type === 'chunk') {
-        sink.write(message.bytes).then(
-          () => {
-            if (!outcome) worker.postMessage({ type: 'written' } satisfies ToWorker)
-          },
-          (error: unknown) => settle({ error }),
-        )
-      } else if (message.type === 'done') settle({ method: message.method })
-      else settle({ error: reviveFailure(message.failure, 'apply') })
-    })
-    worker.on('error', (error) => settle({ error }))
-    worker.on('exit', (code) =>
-      settle({ error: new Error(`the apply worker exited (code ${code}) before it finished`) }),
-    )
+    } else if (message.type === 'done') settle({ value: message.method })
+    else settle({ error: reviveFailure(message.failure, 'apply') })
   })
-  await ended
-  if (outcome && 'method' in outcome) return outcome.method
-  throw outcome?.error
 }

@@ -16,6 +16,7 @@
 import { Worker } from 'node:worker_threads'
 import type { CreatedDelta, DeltaMethodId } from '../../delta/index.ts'
 import { reviveFailure, type SerializedFailure } from './worker-failure.ts'
+import { workerOutcome } from './worker-outcome.ts'
 
 /** One input: a file the worker reads, or bytes the caller already holds (moved to the worker). */
 export type MakeInput = { path: string } | { bytes: Uint8Array }
@@ -84,28 +85,8 @@ export async function makeDeltaOffThread(job: MakeJob, signal?: AbortSignal): Pr
     transferList,
     resourceLimits: { codeRangeSizeMb: CODE_RANGE_MB },
   })
-  let outcome: { made: MadeOffThread } | { error: unknown } | undefined
-  await new Promise<void>((resolve) => {
-    const settle = (result: { made: MadeOffThread } | { error: unknown }) => {
-      if (outcome) return
-      outcome = result
-      signal?.removeEventListener('abort', onAbort)
-      void worker.terminate().then(
-        () => resolve(),
-        () => resolve(),
-      )
-    }
-    const onAbort = () => settle({ error: signal?.reason })
-    signal?.addEventListener('abort', onAbort, { once: true })
-    worker.on('message', (message: FromMakeWorker) => {
-      if (message.type === 'done') settle({ made: message.made })
-      else settle({ error: reviveFailure(message.failure, 'make') })
-    })
-    worker.on('error', (error) => settle({ error }))
-    worker.on('exit', (code) =>
-      settle({ error: new Error(`the make worker exited (code ${code}) before it finished`) }),
-    )
+  return workerOutcome<MadeOffThread, FromMakeWorker>(worker, 'make', signal, (message, settle) => {
+    if (message.type === 'done') settle({ value: message.made })
+    else settle({ error: reviveFailure(message.failure, 'make') })
   })
-  if (outcome && 'made' in outcome) return outcome.made
-  throw outcome?.error
 }
