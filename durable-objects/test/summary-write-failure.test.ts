@@ -1,0 +1,79 @@
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
+import { env } from 'cloudflare:workers'
+import { describe, expect, it } from 'vitest'
+import { artifactCount, nextUses } from '../../predict/index.ts'
+import type { RegionAggregator } from '../region-aggregator.ts'
+import { batchOf } from './helpers.ts'
+
+const regionStub = (region: string) => env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region))
+
+/**
+ * A telemetry batch bumps the RegionAggregator's in-memory indexes in place, then writes the changes in
+ * one transaction with the client row; when that write fails the indexes are reloaded from storage, so
+ * memory never holds counts that were not stored (ADR 0006, "a telemetry batch bounds only what it
+ * touched"). The failure here is real SQLite refusing a write inside the object's own storage: a trigger
+ * that aborts one client's row (or one artifact's), the same error path as a constraint or size limit
+ * the platform enforces (local workerd enforces no row size limit, see row-limits.ts).
+ */
+describe('RegionAggregator: a failed summary write', () => {
+  const T = Date.UTC(2030, 0, 1)
+
+  async function failingWrite(region: string, trigger: string, doomed: Parameters<typeof batchOf>[2]) {
+    const stub = regionStub(region)
+    const ingest = (instance: RegionAggregator, clientId: string, seq: number, artifacts: typeof doomed) =>
+      instance.ingest({ region, batch: batchOf(clientId, seq, artifacts), ratePerMinute: 60 })
+    let before: Awaited<ReturnType<RegionAggregator['snapshot']>> | undefined
+    await runInDurableObject(stub, async (instance: RegionAggregator, state) => {
+      // Enough names that the failed batch's evictions touch what is stored (cap 4 artifacts).
+      await instance.configure({ maxArtifacts: 4, maxSegments: 4 })
+      expect(
+        await ingest(instance, 'client-ok', 1, ['app', 'lib', { artifact: 'lib', segment: 'bin/x' }, 'tool']),
+      ).toMatchObject({ status: 'accepted' })
+      before = await instance.snapshot(T)
+      state.storage.sql.exec(trigger)
+      await expect(ingest(instance, 'client-doomed', 1, doomed)).rejects.toThrow(/injected/)
+      // Memory is what storage holds: the batch is not counted, nothing it evicted is gone.
+      expect(await instance.snapshot(T)).toEqual(before)
+      state.storage.sql.exec('DROP TRIGGER refuse')
+    })
+    // A fresh instance loads the same rows.
+    await evictDurableObject(stub)
+    expect(await stub.snapshot(T)).toEqual(before)
+    return { stub, before }
+  }
+
+  it('reloads the indexes from storage when the client row cannot be written', async () => {
+    const { stub } = await failingWrite(
+      'wf-client',
+      `CREATE TRIGGER refuse BEFORE INSERT ON clients WHEN NEW.client_id = 'client-doomed'
+         BEGIN SELECT RAISE(ABORT, 'injected: client row refused'); END`,
+      ['app', 'new-1', 'new-2', { artifact: 'new-3', segment: 'bin/y' }, 'new-4'],
+    )
+    // The same client's next batch is taken as new (its sequence number was never stored) and counts once.
+    await runInDurableObject(stub, async (instance: RegionAggregator) => {
+      expect(
+        await instance.ingest({
+          region: 'wf-client',
+          batch: batchOf('client-doomed', 1, ['app']),
+          ratePerMinute: 60,
+        }),
+      ).toMatchObject({ status: 'accepted' })
+      const { summary, population } = await instance.snapshot()
+      expect(population).toBe(2)
+      expect(artifactCount(summary, 'app', summary.updatedAt)).toBeCloseTo(2, 2)
+      expect(summary.artifacts.some((a) => a.artifact.startsWith('new-'))).toBe(false)
+    })
+  })
+
+  it('reloads the indexes from storage when an artifact row cannot be written', async () => {
+    const { stub, before } = await failingWrite(
+      'wf-artifact',
+      `CREATE TRIGGER refuse BEFORE INSERT ON artifacts WHEN NEW.artifact = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'injected: artifact row refused'); END`,
+      ['app', 'lib', 'poison'],
+    )
+    expect(nextUses(before?.summary ?? (await stub.snapshot(T)).summary, 'lib', T).map((n) => n.to)).toEqual([
+      'tool',
+    ])
+  })
+})
