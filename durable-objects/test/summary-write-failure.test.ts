@@ -2,8 +2,10 @@ import { evictDurableObject, runInDurableObject } from 'cloudflare:test'
 import { env } from 'cloudflare:workers'
 import { describe, expect, it } from 'vitest'
 import { artifactCount, nextUses } from '../../predict/index.ts'
+import { TelemetryReceipt } from '../../schemas/aggregation.ts'
+import { ProblemDetails } from '../../schemas/problem.ts'
 import type { RegionAggregator } from '../region-aggregator.ts'
-import { batchOf } from './helpers.ts'
+import { batchOf, postTelemetry } from './helpers.ts'
 
 const regionStub = (region: string) => env.REGION_AGGREGATOR.get(env.REGION_AGGREGATOR.idFromName(region))
 
@@ -75,5 +77,33 @@ describe('RegionAggregator: a failed summary write', () => {
     expect(nextUses(before?.summary ?? (await stub.snapshot(T)).summary, 'lib', T).map((n) => n.to)).toEqual([
       'tool',
     ])
+  })
+
+  it('answers the agent 500 problem+json, and the same batch sent again is counted once', async () => {
+    const stub = regionStub('wf-http')
+    const batch = batchOf('client-retry', 5, ['app', 'lib'])
+    expect((await postTelemetry('wf-http', batchOf('client-first', 1, ['app']))).status).toBe(202)
+    const before = await stub.snapshot(T)
+    await runInDurableObject(stub, (_instance: RegionAggregator, state) => {
+      state.storage.sql.exec(`CREATE TRIGGER refuse BEFORE INSERT ON clients WHEN NEW.client_id LIKE '%client-retry'
+        BEGIN SELECT RAISE(ABORT, 'injected: client row refused'); END`)
+    })
+    const failed = await postTelemetry('wf-http', batch)
+    expect(failed.status).toBe(500)
+    expect(failed.headers.get('content-type')).toContain('application/problem+json')
+    expect(ProblemDetails.parse(await failed.json()).type).toContain('internal')
+    expect(await stub.snapshot(T)).toEqual(before)
+
+    await runInDurableObject(stub, (_instance: RegionAggregator, state) => {
+      state.storage.sql.exec('DROP TRIGGER refuse')
+    })
+    // The agent retries the batch as it was: not a replay (its sequence number was never stored).
+    const retried = await postTelemetry('wf-http', batch)
+    expect(retried.status).toBe(202)
+    expect(TelemetryReceipt.parse(await retried.json())).toMatchObject({ accepted: 2, duplicate: false })
+    const { summary, population } = await stub.snapshot()
+    expect(population).toBe(2)
+    expect(artifactCount(summary, 'app', summary.updatedAt)).toBeCloseTo(2, 2)
+    expect(artifactCount(summary, 'lib', summary.updatedAt)).toBeCloseTo(1, 2)
   })
 })
