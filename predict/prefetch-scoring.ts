@@ -82,7 +82,7 @@ export interface ArtifactProbability {
   components: ProbabilityComponents
 }
 
-interface Evidence {
+export interface Evidence {
   p: number
   confidence: number
 }
@@ -114,33 +114,65 @@ function entryApplies(
 }
 
 /** Dependency evidence per reached artifact, with the version the manifest asks for. */
-function expandDependencies(
-  roots: readonly string[],
-  rootEvidence: (name: string) => Evidence,
-  rootVersion: (name: string) => string | undefined,
-  installed: ReadonlyMap<string, string>,
-  manifest: readonly ManifestEntry[],
-  maxDepth: number,
-): Map<string, Evidence & { version?: string }> {
-  const entriesOf = new Map<string, ManifestEntry[]>()
-  for (const entry of manifest)
-    entriesOf.set(entry.artifact, [...(entriesOf.get(entry.artifact) ?? []), entry])
-  const needs = (dep: ArtifactRef) =>
-    dep.version === undefined ? !installed.has(dep.artifact) : installed.get(dep.artifact) !== dep.version
+export type DependencyEvidence = Map<string, Evidence & { version?: string }>
 
+/** What `expandDependencies` needs: the roots (in the order their evidence is combined) and the graph. */
+export interface DependencyExpansionInput {
+  roots: readonly string[]
+  rootEvidence: (name: string) => Evidence
+  rootVersion: (name: string) => string | undefined
+  installed: ReadonlyMap<string, string>
+  manifest: readonly ManifestEntry[]
+  maxDepth: number
+}
+
+function indexManifest(manifest: readonly ManifestEntry[]): Map<string, ManifestEntry[]> {
+  const entriesOf = new Map<string, ManifestEntry[]>()
+  for (const entry of manifest) {
+    const list = entriesOf.get(entry.artifact)
+    if (list === undefined) entriesOf.set(entry.artifact, [entry])
+    else list.push(entry)
+  }
+  return entriesOf
+}
+
+const needsDependency = (installed: ReadonlyMap<string, string>, dep: ArtifactRef) =>
+  dep.version === undefined ? !installed.has(dep.artifact) : installed.get(dep.artifact) !== dep.version
+
+function combineRoots(reached: Map<string, { roots: Evidence[]; version?: string }>): DependencyEvidence {
+  return new Map(
+    [...reached].map(([name, slot]) => [
+      name,
+      {
+        p: anyOf(slot.roots.map((e) => e.p)),
+        confidence: blendConfidence(slot.roots),
+        ...(slot.version === undefined ? {} : { version: slot.version }),
+      },
+    ]),
+  )
+}
+
+/**
+ * The reference expansion: a breadth-first walk from every root, so roots x edges. Exported for the
+ * equivalence test and bench/prefetch; `expandDependencies` uses it only for graphs the closure cannot
+ * take (one artifact asked for at two different versions, see `expandDependenciesByClosure`).
+ */
+export function expandDependenciesPerRoot(input: DependencyExpansionInput): DependencyEvidence {
+  const { installed, maxDepth } = input
+  const entriesOf = indexManifest(input.manifest)
   const reached = new Map<string, { roots: Evidence[]; version?: string }>()
-  for (const root of roots) {
-    const evidence = rootEvidence(root)
+  for (const root of input.roots) {
+    const evidence = input.rootEvidence(root)
     if (evidence.p <= 0 || !entriesOf.has(root)) continue
     const seen = new Set([root])
-    let frontier: { name: string; version?: string }[] = [{ name: root, version: rootVersion(root) }]
+    let frontier: { name: string; version?: string }[] = [{ name: root, version: input.rootVersion(root) }]
     for (let depth = 0; depth < maxDepth && frontier.length > 0; depth++) {
       const next: typeof frontier = []
       for (const node of frontier) {
         for (const entry of entriesOf.get(node.name) ?? []) {
           if (!entryApplies(entry, node.version, installed)) continue
           for (const dep of entry.dependsOn) {
-            if (seen.has(dep.artifact) || !needs(dep)) continue
+            if (seen.has(dep.artifact) || !needsDependency(installed, dep)) continue
             seen.add(dep.artifact)
             const slot = reached.get(dep.artifact) ?? { roots: [] }
             slot.roots.push(evidence)
@@ -153,16 +185,115 @@ function expandDependencies(
       frontier = next
     }
   }
-  return new Map(
-    [...reached].map(([name, slot]) => [
-      name,
-      {
-        p: anyOf(slot.roots.map((e) => e.p)),
-        confidence: blendConfidence(slot.roots),
-        ...(slot.version === undefined ? {} : { version: slot.version }),
-      },
-    ]),
-  )
+  return combineRoots(reached)
+}
+
+/**
+ * The same result as `expandDependenciesPerRoot` from one memoised closure: with every needed reference
+ * to an artifact naming the same version (what the edge's planner sends: versionless references), where
+ * a walk reaches an artifact does not change what it pulls in, so "within k steps of X" is computed once
+ * per artifact and level as a bitset, ball_k(X) = {X} + the union of ball_(k-1) over X's dependencies,
+ * and a root reaches the union of its dependencies' balls. Work is levels x edges x (artifacts / 32)
+ * words instead of roots x edges map operations. Returns null when the graph does not qualify:
+ * - a needed artifact referenced at two versions (a walk's first arrival would pick which entries apply);
+ * - a root that is itself a dependency and, at the version references ask for, needs something its own
+ *   version does not (a walk from that root never passes through itself; the closure would).
+ */
+export function expandDependenciesByClosure(input: DependencyExpansionInput): DependencyEvidence | null {
+  const { installed } = input
+  const levels = input.maxDepth > 0 ? Math.ceil(input.maxDepth) : 0
+  if (levels === 0) return new Map()
+  const entriesOf = indexManifest(input.manifest)
+
+  // One version per needed artifact, and an id per artifact a walk can reach.
+  const versionOf = new Map<string, string | undefined>()
+  for (const entry of input.manifest) {
+    for (const dep of entry.dependsOn) {
+      if (!needsDependency(installed, dep)) continue
+      if (versionOf.has(dep.artifact) && versionOf.get(dep.artifact) !== dep.version) return null
+      versionOf.set(dep.artifact, dep.version)
+    }
+  }
+  const names = [...versionOf.keys()]
+  const idOf = new Map(names.map((name, i) => [name, i]))
+  const needed = (name: string, version: string | undefined): number[] => {
+    const out = new Set<number>()
+    for (const entry of entriesOf.get(name) ?? []) {
+      if (!entryApplies(entry, version, installed)) continue
+      for (const dep of entry.dependsOn) {
+        const id = idOf.get(dep.artifact)
+        if (id !== undefined && needsDependency(installed, dep)) out.add(id)
+      }
+    }
+    return [...out]
+  }
+  const edges = names.map((name) => needed(name, versionOf.get(name)))
+
+  const words = (names.length + 31) >>> 5
+  let ball = new Uint32Array(names.length * words)
+  for (let i = 0; i < names.length; i++) {
+    const w = i * words + (i >>> 5)
+    ball[w] = (ball[w] as number) | (1 << (i & 31))
+  }
+  // ball_k for k = 0 .. levels - 1; stops early once no ball grows (a cycle or a short graph).
+  for (let k = 1; k < levels; k++) {
+    const next = ball.slice()
+    for (let i = 0; i < names.length; i++) {
+      const at = i * words
+      for (const j of edges[i] ?? []) {
+        const from = j * words
+        for (let w = 0; w < words; w++) next[at + w] = (next[at + w] as number) | (ball[from + w] as number)
+      }
+    }
+    const grew = next.some((word, w) => word !== ball[w])
+    ball = next
+    if (!grew) break
+  }
+
+  const rootsOf: Evidence[][] = names.map(() => [])
+  const order: number[] = []
+  const union = new Uint32Array(words)
+  for (const root of input.roots) {
+    const evidence = input.rootEvidence(root)
+    if (evidence.p <= 0 || !entriesOf.has(root)) continue
+    const direct = needed(root, input.rootVersion(root))
+    const self = idOf.get(root)
+    if (self !== undefined) {
+      const own = new Set(direct)
+      if ((edges[self] ?? []).some((j) => !own.has(j))) return null
+    }
+    union.fill(0)
+    for (const j of direct)
+      for (let w = 0; w < words; w++) union[w] = (union[w] as number) | (ball[j * words + w] as number)
+    if (self !== undefined) union[self >>> 5] = (union[self >>> 5] as number) & ~(1 << (self & 31))
+    for (let w = 0; w < words; w++) {
+      let bits = union[w] ?? 0
+      while (bits !== 0) {
+        const low = bits & -bits
+        const i = w * 32 + (31 - Math.clz32(low))
+        bits ^= low
+        const slot = rootsOf[i] ?? []
+        if (slot.length === 0) order.push(i)
+        slot.push(evidence)
+      }
+    }
+  }
+  const reached = new Map<string, { roots: Evidence[]; version?: string }>()
+  for (const i of order) {
+    const name = names[i] ?? ''
+    const version = versionOf.get(name)
+    reached.set(name, { roots: rootsOf[i] ?? [], ...(version === undefined ? {} : { version }) })
+  }
+  return combineRoots(reached)
+}
+
+/**
+ * Dependency evidence per reached artifact: the noisy-OR over the distinct roots that reach it within
+ * `maxDepth` steps, stopping at what is installed. The closure when the graph allows (always for the
+ * planner's versionless references), else the per-root walk; both give the same result.
+ */
+export function expandDependencies(input: DependencyExpansionInput): DependencyEvidence {
+  return expandDependenciesByClosure(input) ?? expandDependenciesPerRoot(input)
 }
 
 /**
@@ -243,14 +374,17 @@ export function calculateArtifactProbabilities(input: ProbabilityInput): Artifac
   // would pull in. A dependency's probability is the noisy-OR over the distinct roots that reach it, so
   // each root's evidence counts once: a cycle (A needs B, B needs A) cannot feed on itself, and diamonds
   // do not double count.
-  const dependency = expandDependencies(
-    [...names].sort(),
-    (name) => ({ p: anyOf(direct(name).map((e) => e.p)), confidence: blendConfidence(direct(name)) }),
-    (name) => scheduled.get(name)?.version,
+  const dependency = expandDependencies({
+    roots: [...names].sort(),
+    rootEvidence: (name) => {
+      const parts = direct(name)
+      return { p: anyOf(parts.map((e) => e.p)), confidence: blendConfidence(parts) }
+    },
+    rootVersion: (name) => scheduled.get(name)?.version,
     installed,
-    input.manifest ?? [],
-    options.dependencyDepth ?? 3,
-  )
+    manifest: input.manifest ?? [],
+    maxDepth: options.dependencyDepth ?? 3,
+  })
   for (const name of dependency.keys()) names.add(name)
   const versionOf = (name: string) => scheduled.get(name)?.version ?? dependency.get(name)?.version
 

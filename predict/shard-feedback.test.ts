@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { mulberry32, normal } from './random.ts'
 import {
   banditReward,
+  FORECAST_PEAK_MULTIPLE,
   forecastDemand,
   forecastZone,
   HOUR_MS,
@@ -163,6 +164,66 @@ describe('forecastDemand on fleet-shaped series (robustness)', () => {
         },
       ),
       { numRuns: 250, seed: 20261126 },
+    )
+  })
+})
+
+describe('forecastDemand stays within the recent demand', () => {
+  /**
+   * Weights reused from another series (a zone lends its total's weights to a dependency of another
+   * shape) can make the recursion amplify a spike or a step: a reviewer measured ~2000x the history
+   * until the next refit. Whatever the history, the weights and refit or not, no point or upper bound
+   * may exceed FORECAST_PEAK_MULTIPLE x the peak of the last week of the history.
+   */
+  it('caps reused weights that amplify a month-old spike (was 3 million requests/hour from a peak of 2)', () => {
+    // Four weeks of 1–2 requests/hour with one spike of 1000 in the first week; weights with a strong trend
+    // and seasonal gain, reused without a refit.
+    const series = Array.from({ length: 672 }, (_, i) => (i === 63 ? 1000 : i % 24 < 8 ? 2 : 1))
+    const params = { alpha: 0.2, beta: 0.8, gamma: 1, delta: 0 }
+    const f = forecastDemand(series, 6, { params, method: 'double-seasonal' }, false)
+    expect(f.refitted).toBe(false)
+    expect(Math.max(...f.point)).toBeLessThanOrEqual(FORECAST_PEAK_MULTIPLE * 2)
+    expect(Math.max(...f.upper)).toBeLessThanOrEqual(FORECAST_PEAK_MULTIPLE * 2)
+  })
+
+  it("bounds every forecast by a multiple of the last week's peak, for any history and weights", () => {
+    const value = fc.oneof(
+      fc.constant(0),
+      fc.integer({ min: 0, max: 1000 }),
+      fc.double({ min: 0, max: 1e12, noNaN: true, noDefaultInfinity: true }),
+    )
+    const unit = fc.oneof(
+      fc.constantFrom(0, 0.01, 0.5, 0.9, 0.99, 1),
+      fc.double({ min: 0, max: 1, noNaN: true }),
+    )
+    fc.assert(
+      fc.property(
+        fc.constantFrom(1, 24, 47, 48, 49, 200, 335, 336, 337, 500, 672),
+        fc.array(value, { minLength: 1, maxLength: 12 }),
+        fc.nat({ max: 671 }),
+        fc.record({ alpha: unit.map((a) => Math.max(0.01, a)), beta: unit, gamma: unit, delta: unit }),
+        fc.constantFrom('daily-seasonal' as const, 'double-seasonal' as const),
+        fc.boolean(),
+        fc.integer({ min: 1, max: 168 }),
+        (n, pattern, stepAt, params, method, refit, horizon) => {
+          // The pattern repeated, and from `stepAt` on scaled down a thousandfold (a step down after a busy
+          // period: what amplified the reused recursion), so the last week can be far below the history.
+          const series = Array.from({ length: n }, (_, i) => {
+            const v = pattern[i % pattern.length] ?? 0
+            return i >= stepAt ? v / 1000 : v
+          })
+          const f = forecastDemand(series, horizon, { params, method }, refit)
+          const recentPeak = Math.max(0, ...series.slice(-168))
+          const bound = FORECAST_PEAK_MULTIPLE * recentPeak
+          expect(f.point.length).toBe(horizon)
+          for (const v of [...f.point, ...f.upper]) {
+            expect(Number.isFinite(v)).toBe(true)
+            expect(v).toBeGreaterThanOrEqual(0)
+            expect(v).toBeLessThanOrEqual(bound)
+          }
+        },
+      ),
+      { numRuns: 400, seed: 20261126 },
     )
   })
 })

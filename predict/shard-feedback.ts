@@ -16,6 +16,13 @@ import type { BetaArm } from './stats.ts'
 import { recordArmOutcome, thompsonSelect } from './stats.ts'
 
 export const HOUR_MS = 3_600_000
+/**
+ * No forecast hour exceeds this multiple of the last week's peak. Weights reused from another series (a
+ * zone lends its total's to a dependency) can turn a spike or a step down into a recursion that amplifies
+ * it (~2000x was measured) until the next refit; a real doubling within the horizon is already rare for
+ * a dependency's hourly demand, so the cap only cuts what the history gives no ground for.
+ */
+export const FORECAST_PEAK_MULTIPLE = 2
 /** Monday 2024-01-01 00:00 UTC: series start on a week boundary so seasonal slots mean the same hour. */
 const WEEK_ANCHOR_MS = Date.UTC(2024, 0, 1)
 
@@ -67,9 +74,24 @@ export interface DemandForecast {
 /**
  * Forecasts `horizon` hours after `series`. With a stored model and `refit` false the weights are reused
  * (a recursion pass, no optimisation); otherwise they are fitted by minimising one-step error. Short
- * histories use the fallbacks of `forecast` (seasonal naive, EWMA).
+ * histories use the fallbacks of `forecast` (seasonal naive, EWMA). Every hour's point and upper bound
+ * are capped at FORECAST_PEAK_MULTIPLE x the peak of the last week of `series`.
  */
 export function forecastDemand(
+  series: readonly number[],
+  horizon: number,
+  model: DemandModel | null,
+  refit: boolean,
+): DemandForecast {
+  const f = unboundedForecast(series, horizon, model, refit)
+  let peak = 0
+  for (let i = Math.max(0, series.length - HOURS_PER_WEEK); i < series.length; i++)
+    peak = Math.max(peak, series[i] ?? 0)
+  const cap = (xs: number[]) => xs.map((v) => Math.min(v, FORECAST_PEAK_MULTIPLE * peak))
+  return { ...f, point: cap(f.point), upper: cap(f.upper) }
+}
+
+function unboundedForecast(
   series: readonly number[],
   horizon: number,
   model: DemandModel | null,

@@ -17,6 +17,20 @@ export const LOCAL_EDGE_RETIRED_DEVICE_SECRET = 'agent-test-retired-device-key'
 export interface LocalEdge {
   url: string
   dispose(): Promise<void>
+  /**
+   * Writes the runtime config document (KV `CONFIG`, key `runtime`), as `wrangler kv key put` does.
+   * Each isolate caches the config for `cacheTtlSeconds` (30 by default), so write it before the first
+   * request that reads it.
+   */
+  putRuntimeConfig(document: unknown): Promise<void>
+  /** Runs the cron trigger's handler (the retention pass) now, as the daily cron does; throws if it fails. */
+  runScheduled(at?: Date): Promise<void>
+}
+
+/** What the local runtime's Miniflare offers, as far as these helpers use it. */
+interface LocalMiniflare {
+  getKVNamespace(binding: string): Promise<{ put(key: string, value: string): Promise<void> }>
+  getWorker(): Promise<{ scheduled(options: { scheduledTime: Date }): Promise<{ outcome: string }> }>
 }
 
 /**
@@ -51,14 +65,38 @@ export async function startLocalEdge(vars: Record<string, string> = {}): Promise
     dev: { server: { hostname: '127.0.0.1', port: 0 }, inspector: false, persist: false, logLevel: 'warn' },
   })
   const url = (await worker.url).toString().replace(/\/$/, '')
-  return { url, dispose: () => worker.dispose() }
+  // wrangler's local runtime (the first runtime controller) holds the Miniflare that runs the edge: its
+  // bindings and handlers are the ones the served requests use. It is set a moment after `ready`.
+  const miniflare = async (): Promise<LocalMiniflare> => {
+    await worker.ready
+    for (let waited = 0; ; waited += 50) {
+      const mf = (worker.raw.runtimes[0] as unknown as { mf?: LocalMiniflare }).mf
+      if (mf !== undefined) return mf
+      if (waited > 30_000) throw new Error('the local edge has no running Miniflare')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+  return {
+    url,
+    dispose: () => worker.dispose(),
+    async putRuntimeConfig(document) {
+      await (await (await miniflare()).getKVNamespace('CONFIG')).put('runtime', JSON.stringify(document))
+    },
+    async runScheduled(at = new Date()) {
+      const result = await (await (await miniflare()).getWorker()).scheduled({ scheduledTime: at })
+      if (result.outcome !== 'ok') throw new Error(`the scheduled handler ended ${result.outcome}`)
+    },
+  }
 }
 
 /**
  * A suite's shared setup: a fresh local edge and a workspace (maintainer key, trusting device config)
  * for the whole file, disposed after it. Read `edge` and `ws` inside tests, once `beforeAll` has run.
  */
-export function useEdgeWorkspace(vars: Record<string, string> = {}): {
+export function useEdgeWorkspace(
+  vars: Record<string, string> = {},
+  options: { runtimeConfig?: unknown } = {},
+): {
   readonly edge: LocalEdge
   readonly ws: Workspace
   /** `deltaport publish` of `file` to this suite's edge with its maintainer key. */
@@ -73,6 +111,8 @@ export function useEdgeWorkspace(vars: Record<string, string> = {}): {
   let ws: Workspace | undefined
   beforeAll(async () => {
     edge = await startLocalEdge(vars)
+    // Before any request, so no isolate has cached the defaults.
+    if (options.runtimeConfig !== undefined) await edge.putRuntimeConfig(options.runtimeConfig)
     ws = await makeWorkspace(edge.url)
   })
   afterAll(async () => {
