@@ -233,6 +233,8 @@ export async function runDaemonCycle(
   // Before the queue's items: the budget a yanked copy held is theirs this cycle.
   result.dropped.push(...(await dropYanked(staging, indexOf)))
   const notYanked = yankGuard(indexOf)
+  // One listing for the cycle: find() then answers each queue item from it (checked on disk).
+  await staging.refresh()
   const higherPriority = new Set<string>()
   for (const [index, item] of items.entries()) {
     higherPriority.add(stagingKey(item.name, item.version))
