@@ -105,7 +105,15 @@ export type TelemetryReceipt = z.infer<typeof TelemetryReceipt>
 export const InstalledRef = z.object({ name: ArtifactName, version: Version })
 export type InstalledRef = z.infer<typeof InstalledRef>
 
+/**
+ * Most `installed=` entries one prefetch request carries: each is looked up for the plan, which bounds
+ * its R2 reads (durable-objects/prefetch-planner.ts MAX_CANDIDATE_NAMES, installed names first). A device
+ * with more asks once per slice of them (client-agent/daemon/installed-slices.ts).
+ */
 export const MAX_INSTALLED_PARAM = 128
+
+/** Longest `installed=` value (decoded) the edge reads: 128 names of 128 characters do not fit. */
+export const MAX_INSTALLED_PARAM_CHARS = 16 * 1024
 
 /**
  * `installed=name@ver,name@ver` (scoped names keep their leading `@`: the version follows the last `@`).
@@ -113,7 +121,7 @@ export const MAX_INSTALLED_PARAM = 128
  */
 export const InstalledParam = z
   .string()
-  .max(16 * 1024)
+  .max(MAX_INSTALLED_PARAM_CHARS)
   .transform((raw, ctx) => {
     const parts = raw.split(',').filter((p) => p.length > 0)
     if (parts.length > MAX_INSTALLED_PARAM) {

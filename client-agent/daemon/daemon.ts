@@ -28,6 +28,7 @@ import { verifyManifest } from '../trust.ts'
 import { noPlan } from '../update/plan-update.ts'
 import { lockDaemon } from './daemon-lock.ts'
 import { type LoadSampler, type NotIdleReason, notIdleReason, osLoadPerCore } from './idle.ts'
+import { installedSlices, mergeSliceQueues } from './installed-slices.ts'
 import { StagingArea, stagingKey } from './staging.ts'
 
 /**
@@ -48,9 +49,6 @@ function edgeWaitMs(validUntil: string | null, now: number): number {
   const wait = validUntil === null ? 0 : Date.parse(validUntil) - now
   return Number.isFinite(wait) ? Math.min(MAX_EDGE_WAIT_MS, Math.max(0, wait)) : 0
 }
-
-/** The edge accepts at most this many `installed=` entries. */
-const MAX_INSTALLED_PARAM = 128
 
 export interface DaemonCycleOptions {
   /** Load average per core; the OS 1-minute load by default. */
@@ -233,6 +231,8 @@ export async function runDaemonCycle(
   // Before the queue's items: the budget a yanked copy held is theirs this cycle.
   result.dropped.push(...(await dropYanked(staging, indexOf)))
   const notYanked = yankGuard(indexOf)
+  // One listing for the cycle: find() then answers each queue item from it (checked on disk).
+  await staging.refresh()
   const higherPriority = new Set<string>()
   for (const [index, item] of items.entries()) {
     higherPriority.add(stagingKey(item.name, item.version))
@@ -582,10 +582,12 @@ async function dropYanked(staging: StagingArea, indexOf: IndexOf): Promise<ItemR
 }
 
 /**
- * The edge's prefetch queue for this device. With `indexKeys` (the config's or its root's) only a queue
- * signed for this device, covering exactly what it says, and fresh (index-trust.ts
- * verifyServedPrefetchQueue, ADR 0034 amended): anything else fails the poll (`untrusted-index`,
- * reported like any failed poll) before a byte of any item moves. Without, it is taken as sent.
+ * The edge's prefetch queue for this device, planned for every installed artifact: one poll per slice of
+ * at most MAX_INSTALLED_PARAM of them (installed-slices.ts; the edge refuses more per request), the
+ * queues merged. With `indexKeys` only queues signed for this device, covering exactly what they say,
+ * and fresh (index-trust.ts verifyServedPrefetchQueue, ADR 0034 amended): anything else fails the poll
+ * (`untrusted-index`, reported like any failed poll) before a byte of any item moves. Without, each is
+ * taken as sent. Any slice's poll failing fails the poll.
  */
 async function pollQueue(
   edge: EdgeClient,
@@ -595,16 +597,30 @@ async function pollQueue(
   settings: DaemonSettings,
   options: DaemonCycleOptions & Pick<AgentConfig, 'indexKeys'> & { now: () => Date },
 ): Promise<PrefetchQueue> {
+  const current = [...installed.entries()].flatMap(([name, a]) =>
+    a.current === null ? [] : [{ name, version: a.current }],
+  )
+  const polled: { slice: string[]; queue: PrefetchQueue }[] = []
+  for (const slice of installedSlices(current)) {
+    polled.push({ slice, queue: await pollSlice(edge, clientId, slice, config, settings, options) })
+  }
+  return mergeSliceQueues(polled)
+}
+
+async function pollSlice(
+  edge: EdgeClient,
+  clientId: string,
+  slice: string[],
+  config: AgentConfig,
+  settings: DaemonSettings,
+  options: DaemonCycleOptions & Pick<AgentConfig, 'indexKeys'> & { now: () => Date },
+): Promise<PrefetchQueue> {
   const params = new URLSearchParams({
     client: clientId,
     channel: config.channel,
     budget: String(settings.stagingBudgetBytes),
   })
-  const current = [...installed.entries()]
-    .filter(([, a]) => a.current !== null)
-    .slice(0, MAX_INSTALLED_PARAM)
-    .map(([name, a]) => `${name}@${a.current}`)
-  if (current.length > 0) params.set('installed', current.join(','))
+  if (slice.length > 0) params.set('installed', slice.join(','))
   const response = await edge.request(`/v1/prefetch?${params}`, {
     ...(options.signal ? { signal: options.signal } : {}),
   })
