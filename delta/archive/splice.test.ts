@@ -13,7 +13,7 @@ import { zipOf } from './fuzz.ts'
 import { parseGzip } from './gzip.ts'
 import { resolveArchiveLimits } from './limits.ts'
 import { RebuildSink } from './rebuild-sink.ts'
-import { splicedTokens, spliceReads } from './splice.ts'
+import { contentBytes, splicedTokens, spliceReads, tokenBytes } from './splice.ts'
 import { findSplice, SourceTokenIndex, spliceMayPay, spliceWorthIt } from './splice-plan.ts'
 
 function rng(seed: number): () => number {
@@ -194,8 +194,15 @@ describe('spliced archive deltas', () => {
     const expanded = expand('gzip', target, inflateAll, LIMITS.maxExpandedBytes).expanded
     const [s] = splicedSegments(r.delta)
     // Most of the stream is copied runs, whose content the rebuild never reads.
-    const kept = spliceReads(s!.rawLength, s!, sourceTokens).reduce((n, x) => n + x.to - x.from, 0)
+    const planned = spliceReads(s!.rawLength, s!, sourceTokens)
+    const kept = planned.reads.reduce((n, x) => n + x.to - x.from, 0)
     expect(kept).toBeLessThan(s!.rawLength / 2)
+    // The rebuild takes each run's content bytes from this walk instead of walking its tokens again.
+    expect([...planned.runBytes]).toEqual(
+      s!.runs.map((run) =>
+        [...sourceTokens.subarray(run.source, run.source + run.count)].reduce((n, t) => n + tokenBytes(t), 0),
+      ),
+    )
     const pick = rng(7)
     for (const piece of [1, 4093, 65_536, 1 << 20, 0]) {
       const sink = collectingSink()
@@ -243,6 +250,37 @@ describe('spliced archive deltas', () => {
       expect(() => applyArchiveDelta(source, delta)).toThrow(DeltaFormatError)
       await expect(applyArchiveDeltaToSink(source, delta, collectingSink())).rejects.toThrow(DeltaFormatError)
     }
+  })
+})
+
+describe('contentBytes', () => {
+  it('sums tokenBytes over any 32-bit values, literals and back-references alike', () => {
+    const edges = [
+      0,
+      1,
+      255,
+      256,
+      257,
+      65_535,
+      65_536,
+      (3 << 16) | 1,
+      (258 << 16) | 32_768,
+      2 ** 31,
+      0x8002_0000,
+      0xfffe_0000,
+      2 ** 32 - 1,
+    ]
+    const pick = rng(11)
+    const random = Array.from({ length: 5000 }, () =>
+      pick() < 0.5
+        ? Math.floor(pick() * 256)
+        : ((3 + Math.floor(pick() * 256)) << 16) | (1 + Math.floor(pick() * 32_768)),
+    )
+    for (const values of [edges, random, []]) {
+      const tokens = Uint32Array.from(values)
+      expect(contentBytes(tokens)).toBe([...tokens].reduce((n, t) => n + tokenBytes(t), 0))
+    }
+    for (const t of edges) expect(contentBytes(Uint32Array.of(t))).toBe(tokenBytes(t))
   })
 })
 
