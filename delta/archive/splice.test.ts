@@ -8,9 +8,11 @@ import { collectingSink } from '../io.ts'
 import { applyArchiveDelta, applyArchiveDeltaToSink } from './apply.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { createArchiveDelta } from './create.ts'
+import { type DeflateEngine, pakoEngine } from './deflate-engine.ts'
 import { expand, inflateAll, type Segment } from './expand.ts'
 import { zipOf } from './fuzz.ts'
 import { parseGzip } from './gzip.ts'
+import { inflateRawPrefix } from './inflate.ts'
 import { resolveArchiveLimits } from './limits.ts'
 import { RebuildSink } from './rebuild-sink.ts'
 import { contentBytes, splicedTokens, spliceReads, tokenBytes } from './splice.ts'
@@ -250,6 +252,48 @@ describe('spliced archive deltas', () => {
       expect(() => applyArchiveDelta(source, delta)).toThrow(DeltaFormatError)
       await expect(applyArchiveDeltaToSink(source, delta, collectingSink())).rejects.toThrow(DeltaFormatError)
     }
+  })
+})
+
+describe('taking the source apart at delta creation', () => {
+  it('happens only once a target stream could splice: the source is inflated otherwise', async () => {
+    const content = sourceLikeText(5, 2_000_000)
+    const edited = content.slice()
+    edited.set(encoder.encode('/* edited */'), 1_000_000)
+    const gzSource = gzip(content, { level: 9 })
+    // The engine's inflate counts the source streams it is handed; taking a stream apart into tokens
+    // (our parser) does not go through it.
+    let sourceInflates = 0
+    const counting: DeflateEngine = {
+      ...pakoEngine,
+      name: 'counting',
+      inflateRaw(input, maxOutput) {
+        if (input.buffer === gzSource.buffer) sourceInflates++
+        return inflateRawPrefix(input, maxOutput, 'archive-stream')
+      },
+    }
+    // Level 8 under a level-9 header (XFL 2): splicing may pay (spliceMayPay), but level 9's tokens
+    // part from the stream's at its start, so no plan is looked for and the source's tokens are never
+    // needed.
+    const level8 = gzip(edited, { level: 8 })
+    level8[8] = 2
+    expect(spliceMayPay('gzip', level8, counting)).toBe(true)
+    const ruledOut = createArchiveDelta(gzSource, level8, { deflateEngine: counting })
+    if (!('delta' in ruledOut)) throw new Error(ruledOut.notApplicable)
+    expect(ruledOut.details.spliced).toBe(0)
+    expect(sourceInflates).toBe(1)
+    // A level-9 target splices: the source is taken apart once, and never inflated.
+    sourceInflates = 0
+    const level9 = gzip(edited, { level: 9 })
+    const spliced = createArchiveDelta(gzSource, level9, { deflateEngine: counting })
+    if (!('delta' in spliced)) throw new Error(spliced.notApplicable)
+    expect(spliced.details.spliced).toBe(1)
+    expect(sourceInflates).toBe(0)
+    for (const [target, r] of [
+      [level8, ruledOut],
+      [level9, spliced],
+    ] as const)
+      for (const out of await applyBothWays(gzSource, r.delta)) expect(out).toEqual(target)
   })
 })
 
