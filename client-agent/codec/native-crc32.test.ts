@@ -40,8 +40,10 @@ describe("Node's CRC-32 lent to the codec", () => {
       (crc: number, chunk: Uint8Array) => zlibCrc32(chunk, crc) ^ 1,
       // Ignores the running value: right for whole buffers, wrong when continued.
       (_crc: number, chunk: Uint8Array) => zlibCrc32(chunk),
-      // Wrong only past 64 KiB.
-      (crc: number, chunk: Uint8Array) => zlibCrc32(chunk.subarray(0, 65_536), crc),
+      // Wrong only past 64 KiB (a subarray of an empty chunk would lose the running value on this
+      // Node, so short chunks go to zlib whole and only the 64 KiB check can refuse it).
+      (crc: number, chunk: Uint8Array) =>
+        zlibCrc32(chunk.length > 65_536 ? chunk.subarray(0, 65_536) : chunk, crc),
       (): number => {
         throw new Error('no CRC here')
       },

@@ -181,6 +181,11 @@ export function recompressPolicy(
   engine?: DeflateEngine,
   splicer?: Splicer,
   deferred?: DeferredProof[],
+  /**
+   * Milliseconds spent meanwhile on work that is not this search (the source's expansion, which the
+   * splicer may run on first use), left out of the total budget.
+   */
+  excludedMs: () => number = () => 0,
 ): DeflatePolicy {
   const preferred: DeflateParams[] = []
   const started = Date.now()
@@ -190,7 +195,7 @@ export function recompressPolicy(
   let reblockMisses = 0
   return (raw, compressed, hints = []) => {
     const budget = () => {
-      const left = totalBudgetMs - (Date.now() - started)
+      const left = totalBudgetMs - (Date.now() - started - excludedMs())
       return left > 0 ? Math.min(budgetMs, left) : 0
     }
     const likely = [...preferred, ...hints]

@@ -73,7 +73,8 @@ function gatherSpliced(
 ): DeflateStream {
   check(sourceTokens !== undefined, 'archive-mismatch', 'spliced segment without source tokens')
   const size = s.rawLength
-  const reads = spliceReads(size, s, sourceTokens)
+  const planned = spliceReads(size, s, sourceTokens)
+  const { reads } = planned
   const kept = reads.map(() => new Uint8Array(0))
   const filled = reads.map(() => 0)
   let length = 0
@@ -103,7 +104,7 @@ function gatherSpliced(
     },
     async finish() {
       const full = kept.map((buf, k) => buf.subarray(0, filled[k]))
-      return [rebuildSplicedFrom(length, reads, full, s, sourceTokens, engine)]
+      return [rebuildSplicedFrom(length, planned, full, s, sourceTokens, engine)]
     },
   }
 }

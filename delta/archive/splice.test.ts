@@ -8,12 +8,14 @@ import { collectingSink } from '../io.ts'
 import { applyArchiveDelta, applyArchiveDeltaToSink } from './apply.ts'
 import { decodeContainer, encodeContainer } from './container.ts'
 import { createArchiveDelta } from './create.ts'
+import { type DeflateEngine, pakoEngine } from './deflate-engine.ts'
 import { expand, inflateAll, type Segment } from './expand.ts'
 import { zipOf } from './fuzz.ts'
 import { parseGzip } from './gzip.ts'
+import { inflateRawPrefix } from './inflate.ts'
 import { resolveArchiveLimits } from './limits.ts'
 import { RebuildSink } from './rebuild-sink.ts'
-import { splicedTokens, spliceReads } from './splice.ts'
+import { contentBytes, splicedTokens, spliceReads, tokenBytes } from './splice.ts'
 import { findSplice, SourceTokenIndex, spliceMayPay, spliceWorthIt } from './splice-plan.ts'
 
 function rng(seed: number): () => number {
@@ -194,8 +196,15 @@ describe('spliced archive deltas', () => {
     const expanded = expand('gzip', target, inflateAll, LIMITS.maxExpandedBytes).expanded
     const [s] = splicedSegments(r.delta)
     // Most of the stream is copied runs, whose content the rebuild never reads.
-    const kept = spliceReads(s!.rawLength, s!, sourceTokens).reduce((n, x) => n + x.to - x.from, 0)
+    const planned = spliceReads(s!.rawLength, s!, sourceTokens)
+    const kept = planned.reads.reduce((n, x) => n + x.to - x.from, 0)
     expect(kept).toBeLessThan(s!.rawLength / 2)
+    // The rebuild takes each run's content bytes from this walk instead of walking its tokens again.
+    expect([...planned.runBytes]).toEqual(
+      s!.runs.map((run) =>
+        [...sourceTokens.subarray(run.source, run.source + run.count)].reduce((n, t) => n + tokenBytes(t), 0),
+      ),
+    )
     const pick = rng(7)
     for (const piece of [1, 4093, 65_536, 1 << 20, 0]) {
       const sink = collectingSink()
@@ -243,6 +252,77 @@ describe('spliced archive deltas', () => {
       expect(() => applyArchiveDelta(source, delta)).toThrow(DeltaFormatError)
       await expect(applyArchiveDeltaToSink(source, delta, collectingSink())).rejects.toThrow(DeltaFormatError)
     }
+  })
+})
+
+describe('taking the source apart at delta creation', () => {
+  it('happens only once a target stream could splice: the source is inflated otherwise', () => {
+    // Just over the size where splicing could pay without a native restart (spliceWorthIt).
+    const content = sourceLikeText(5, 1_400_000)
+    const edited = content.slice()
+    edited.set(encoder.encode('/* edited */'), 700_000)
+    const gzSource = gzip(content, { level: 9 })
+    // The engine's inflate counts the source streams it is handed; taking a stream apart into tokens
+    // (our parser) does not go through it.
+    let sourceInflates = 0
+    const counting: DeflateEngine = {
+      ...pakoEngine,
+      name: 'counting',
+      inflateRaw(input, maxOutput) {
+        if (input.buffer === gzSource.buffer) sourceInflates++
+        return inflateRawPrefix(input, maxOutput, 'archive-stream')
+      },
+    }
+    // Level 8 under a level-9 header (XFL 2): splicing may pay (spliceMayPay), but level 9's tokens
+    // part from the stream's at its start, so no plan is looked for and the source's tokens are never
+    // needed.
+    const level8 = gzip(edited, { level: 8 })
+    level8[8] = 2
+    expect(spliceMayPay('gzip', level8, counting)).toBe(true)
+    const ruledOut = createArchiveDelta(gzSource, level8, { deflateEngine: counting })
+    if (!('delta' in ruledOut)) throw new Error(ruledOut.notApplicable)
+    expect(ruledOut.details.spliced).toBe(0)
+    expect(sourceInflates).toBe(1)
+    // A level-9 target splices: the source is taken apart once, and never inflated.
+    sourceInflates = 0
+    const level9 = gzip(edited, { level: 9 })
+    const spliced = createArchiveDelta(gzSource, level9, { deflateEngine: counting })
+    if (!('delta' in spliced)) throw new Error(spliced.notApplicable)
+    expect(spliced.details.spliced).toBe(1)
+    expect(sourceInflates).toBe(0)
+    expect(applyArchiveDelta(gzSource, ruledOut.delta)).toEqual(level8)
+    expect(applyArchiveDelta(gzSource, spliced.delta)).toEqual(level9)
+  })
+})
+
+describe('contentBytes', () => {
+  it('sums tokenBytes over any 32-bit values, literals and back-references alike', () => {
+    const edges = [
+      0,
+      1,
+      255,
+      256,
+      257,
+      65_535,
+      65_536,
+      (3 << 16) | 1,
+      (258 << 16) | 32_768,
+      2 ** 31,
+      0x8002_0000,
+      0xfffe_0000,
+      2 ** 32 - 1,
+    ]
+    const pick = rng(11)
+    const random = Array.from({ length: 5000 }, () =>
+      pick() < 0.5
+        ? Math.floor(pick() * 256)
+        : ((3 + Math.floor(pick() * 256)) << 16) | (1 + Math.floor(pick() * 32_768)),
+    )
+    for (const values of [edges, random, []]) {
+      const tokens = Uint32Array.from(values)
+      expect(contentBytes(tokens)).toBe([...tokens].reduce((n, t) => n + tokenBytes(t), 0))
+    }
+    for (const t of edges) expect(contentBytes(Uint32Array.of(t))).toBe(tokenBytes(t))
   })
 })
 
