@@ -20,6 +20,7 @@ import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry, runTelemetryLoop } from '../telemetry/uploader.ts'
+import { retryWaitMs } from '../transfer/backoff.ts'
 import { transferBoundOf } from '../transfer/deadline.ts'
 import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
 import { linkSignal } from '../transfer/linked-signal.ts'
@@ -42,6 +43,33 @@ const MAX_EDGE_WAIT_MS = 3_600_000
  * seven digits of seconds, and a timer past 2^31 - 1 ms (~24.8 days) would fire at once, every time.
  */
 const MAX_INTERVAL_MS = 7 * 24 * 3_600_000
+
+/** The longest wait between two polls while they keep failing: an edge back from an outage is noticed within it. */
+const MAX_POLL_BACKOFF_MS = 3_600_000
+
+/** ... and at most this many intervals (a short interval backs off to a short cap). */
+const MAX_POLL_BACKOFF_INTERVALS = 8
+
+/**
+ * How long the daemon waits after `failures` failed polls in a row (1 for the first): the agent's one
+ * back-off (retryWaitMs) on the interval's scale, 2 × the interval after the first failure, doubling,
+ * jittered to 50–100 %, up to 8 intervals or an hour, whichever is less; never less than the interval
+ * (so a week's interval is never cut short), nor than what the edge asked for (a 429's Retry-After, up
+ * to MAX_EDGE_WAIT_MS). An edge that went away and came back is so polled again at most
+ * max(interval, min(8 × interval, 1 h)) after it did (a Retry-After of up to an hour aside): with the
+ * default 15 min interval, within an hour. A fixed interval had every device polling an edge that was
+ * down (or turning them away) as often as one that was up, and all of them together when it returned.
+ */
+export function pollBackoffMs(
+  failures: number,
+  intervalMs: number,
+  retryAfter = 0,
+  random: () => number = Math.random,
+): number {
+  const capMs = Math.max(intervalMs, Math.min(MAX_POLL_BACKOFF_INTERVALS * intervalMs, MAX_POLL_BACKOFF_MS))
+  const backoff = retryWaitMs(failures, 0, { baseMs: intervalMs, maxMs: capMs, random })
+  return Math.max(intervalMs, backoff, Math.min(MAX_EDGE_WAIT_MS, retryAfter))
+}
 
 /** How long the edge asks the daemon to wait before polling again, bounded to [0, MAX_EDGE_WAIT_MS]. */
 function edgeWaitMs(validUntil: string | null, now: number): number {
@@ -437,16 +465,20 @@ async function runDaemonLocked(config: AgentConfig, options: DaemonOptions): Pro
     fetchImpl: deviceFetch(config, options.fetchImpl),
   })
   let last: CycleResult | null = null
+  /** Failed cycles in a row: the polls back off while the edge is away (pollBackoffMs). */
+  let failures = 0
   while (!options.signal.aborted) {
     let waitMs = intervalMs
     try {
       last = await runDaemonCycle(config, cycleOptions)
+      failures = 0
       waitMs = Math.max(intervalMs, edgeWaitMs(last.validUntil, Date.now()))
       if (!options.signal.aborted) onCycle?.(last, new Date(Date.now() + waitMs))
     } catch (error) {
       if (options.signal.aborted) break
+      failures++
       // A rate-limited poll (429) says when the edge will plan for this client again.
-      waitMs = Math.max(intervalMs, Math.min(MAX_EDGE_WAIT_MS, retryAfterMs(error)))
+      waitMs = pollBackoffMs(failures, intervalMs, retryAfterMs(error))
       onError?.(error instanceof Error ? error : new Error(String(error)), new Date(Date.now() + waitMs))
     }
     await sleep(waitMs, undefined, { signal: options.signal }).catch(() => undefined)
