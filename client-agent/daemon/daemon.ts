@@ -27,6 +27,7 @@ import { linkSignal } from '../transfer/linked-signal.ts'
 import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import { verifyManifest } from '../trust.ts'
 import { noPlan } from '../update/plan-update.ts'
+import type { ConfigWatch } from './config-watch.ts'
 import { lockDaemon } from './daemon-lock.ts'
 import { type LoadSampler, type NotIdleReason, notIdleReason, osLoadPerCore } from './idle.ts'
 import { StagingArea, stagingKey } from './staging.ts'
@@ -431,11 +432,19 @@ export interface DaemonOptions extends Omit<DaemonCycleOptions, 'signal' | 'flus
   onCycle?: (result: CycleResult, nextPollAt: Date | null) => void
   /** A cycle that failed as a whole (the poll) or a telemetry flush that failed; the daemon carries on. */
   onError?: (error: Error, nextPollAt: Date | null) => void
+  /** The config file, looked at before each cycle (not with `once`); a valid change is taken. */
+  configWatch?: ConfigWatch
+  /**
+   * A change of the config file: taken (`reloaded`, the config now in force), or not (`error`: it does
+   * not parse or validate, or names another installRoot), the last good config running on. Once per change.
+   */
+  onConfig?: (event: { path: string; reloaded: AgentConfig } | { path: string; error: AgentError }) => void
 }
 
 /**
- * `deltaport daemon`: prefetch cycles every `intervalSeconds` (never before the queue's `validUntil`)
- * with a telemetry loop alongside, until `signal` aborts. With `once`: one cycle, telemetry flushed in
+ * `deltaport daemon`: prefetch cycles every `intervalSeconds` (never before the queue's `validUntil`;
+ * backing off while they fail) with a telemetry loop alongside, until `signal` aborts; with
+ * `configWatch`, a config file changed meanwhile is taken before the next cycle (onConfig). With `once`: one cycle, telemetry flushed in
  * it, errors thrown.
  */
 export async function runDaemon(config: AgentConfig, options: DaemonOptions): Promise<CycleResult | null> {
@@ -447,27 +456,52 @@ export async function runDaemon(config: AgentConfig, options: DaemonOptions): Pr
   }
 }
 
-async function runDaemonLocked(config: AgentConfig, options: DaemonOptions): Promise<CycleResult | null> {
-  const { once, intervalSeconds, onCycle, onError, ...cycleOptions } = options
+async function runDaemonLocked(initial: AgentConfig, options: DaemonOptions): Promise<CycleResult | null> {
+  const { once, intervalSeconds, onCycle, onError, configWatch, onConfig, ...cycleOptions } = options
   if (once) {
-    const result = await runDaemonCycle(config, { ...cycleOptions, flushTelemetry: true })
+    const result = await runDaemonCycle(initial, { ...cycleOptions, flushTelemetry: true })
     onCycle?.(result, null)
     return result
   }
-  const intervalMs = Math.min(
-    MAX_INTERVAL_MS,
-    (intervalSeconds ?? daemonSettings(config).intervalSeconds) * 1000,
-  )
-  const telemetry = runTelemetryLoop(new TelemetryQueue(config.installRoot), config.edgeUrl, {
-    intervalMs,
-    signal: options.signal,
-    onError: (error) => onError?.(error, null),
-    fetchImpl: deviceFetch(config, options.fetchImpl),
-  })
+  let config = initial
+  const intervalOf = (c: AgentConfig) =>
+    Math.min(MAX_INTERVAL_MS, (intervalSeconds ?? daemonSettings(c).intervalSeconds) * 1000)
+  let intervalMs = intervalOf(config)
+  /** The telemetry loop under the config in force; started again when a reload changes what it uses. */
+  const telemetryOf = (c: AgentConfig, everyMs: number) => {
+    const stop = linkSignal(options.signal)
+    const done = runTelemetryLoop(new TelemetryQueue(c.installRoot), c.edgeUrl, {
+      intervalMs: everyMs,
+      signal: stop.signal,
+      onError: (error) => onError?.(error, null),
+      fetchImpl: deviceFetch(c, options.fetchImpl),
+    }).finally(stop.release)
+    return { stop, done, uses: telemetryUses(c, everyMs) }
+  }
+  let telemetry = telemetryOf(config, intervalMs)
+  /** Loops stopped by a reload, still finishing a flush: awaited when the daemon stops. */
+  const retired: Promise<void>[] = []
   let last: CycleResult | null = null
   /** Failed cycles in a row: the polls back off while the edge is away (pollBackoffMs). */
   let failures = 0
   while (!options.signal.aborted) {
+    // Before each cycle: a changed config file is taken for this cycle on (ADR 0006, amended).
+    const looked = configWatch ? await configWatch.check() : ({ kind: 'unchanged' } as const)
+    if (configWatch && looked.kind === 'invalid') onConfig?.({ path: configWatch.path, error: looked.error })
+    if (configWatch && looked.kind === 'changed') {
+      const refused = unreloadable(config, looked.config, configWatch.path)
+      if (refused) onConfig?.({ path: configWatch.path, error: refused })
+      else {
+        config = looked.config
+        intervalMs = intervalOf(config)
+        if (telemetryUses(config, intervalMs) !== telemetry.uses) {
+          telemetry.stop.abort()
+          retired.push(telemetry.done)
+          telemetry = telemetryOf(config, intervalMs)
+        }
+        onConfig?.({ path: configWatch.path, reloaded: config })
+      }
+    }
     let waitMs = intervalMs
     try {
       last = await runDaemonCycle(config, cycleOptions)
@@ -483,8 +517,27 @@ async function runDaemonLocked(config: AgentConfig, options: DaemonOptions): Pro
     }
     await sleep(waitMs, undefined, { signal: options.signal }).catch(() => undefined)
   }
-  await telemetry
+  await Promise.all([telemetry.done, ...retired])
   return last
+}
+
+/** What the telemetry loop was started with: a reload that changes none of it leaves the loop (and its back-off) alone. */
+function telemetryUses(config: AgentConfig, intervalMs: number): string {
+  return JSON.stringify([config.edgeUrl, config.enrollmentCode ?? null, intervalMs])
+}
+
+/**
+ * Why a valid new config cannot be taken while the daemon runs, or null. Its installRoot: the daemon
+ * holds that store's daemon lock and works in its staging area, so another store needs a restart (the
+ * new config is then not taken at all, rather than half of it).
+ */
+function unreloadable(running: AgentConfig, next: AgentConfig, path: string): AgentError | null {
+  if (next.installRoot === running.installRoot) return null
+  return new AgentError(
+    'config',
+    `${path} now names installRoot ${next.installRoot}; a running daemon keeps ${running.installRoot} (it holds that store's lock): restart it to use the new config`,
+    { path },
+  )
 }
 
 interface InstalledArtifact {
