@@ -221,6 +221,7 @@ export async function runDaemonCycle(
   if (options.flushTelemetry) {
     result.telemetry = await flushTelemetry(telemetryQueue, config.edgeUrl, {
       fetchImpl: deviceFetch(config, options.fetchImpl),
+      ...(options.signal ? { signal: options.signal } : {}),
     }).then(
       (flushed) => ({ events: flushed.events }),
       (error: Error) => ({ error: error.message }),
@@ -444,8 +445,8 @@ export interface DaemonOptions extends Omit<DaemonCycleOptions, 'signal' | 'flus
 /**
  * `deltaport daemon`: prefetch cycles every `intervalSeconds` (never before the queue's `validUntil`;
  * backing off while they fail) with a telemetry loop alongside, until `signal` aborts; with
- * `configWatch`, a config file changed meanwhile is taken before the next cycle (onConfig). With `once`: one cycle, telemetry flushed in
- * it, errors thrown.
+ * `configWatch`, a config file changed meanwhile is taken before the next cycle (onConfig). With
+ * `once`: one cycle, telemetry flushed in it, errors thrown.
  */
 export async function runDaemon(config: AgentConfig, options: DaemonOptions): Promise<CycleResult | null> {
   const lock = await lockDaemon(config.installRoot)

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { pollBackoffMs, runDaemon } from '../daemon/daemon.ts'
+import { TelemetryQueue } from '../telemetry/queue.ts'
 import { type Fault, type FaultProxy, startFaultProxy } from './fault-proxy.ts'
 import { useEdgeWorkspace } from './local-edge.ts'
 
@@ -43,6 +44,41 @@ describe('stopping the daemon while an error answer is read', () => {
     // Before: the body read went on after the abort until its 30 s stall timer.
     expect(performance.now() - stopped).toBeLessThan(3000)
     expect(errors).toEqual([])
+  }, 60_000)
+})
+
+describe('stopping the daemon while telemetry is posted', () => {
+  it('stops at once, not when the header timeout of a post the edge never answers fires', async () => {
+    const config = {
+      ...suite.ws.config,
+      idleLoadPerCore: 1000,
+      installRoot: `${suite.ws.dir}/telemetry-stop`,
+    }
+    await new TelemetryQueue(config.installRoot).record([
+      { artifact: 'app', at: new Date().toISOString(), count: 1, kind: 'use' },
+    ])
+    // The post reaches the proxy and is never answered; the poll goes through to the edge.
+    proxy = await startFaultProxy(suite.edge.url, (r): Fault | undefined =>
+      r.path === '/v1/telemetry' ? { kind: 'stall-headers' } : undefined,
+    )
+    const stop = new AbortController()
+    const errors: Error[] = []
+    const done = runDaemon(
+      { ...config, edgeUrl: proxy.url },
+      { signal: stop.signal, intervalSeconds: 60, onError: (error) => errors.push(error) },
+    )
+    const until = Date.now() + 20_000
+    while (!proxy.seen().some((r) => r.path === '/v1/telemetry') && Date.now() < until)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    const stopped = performance.now()
+    stop.abort()
+    await done
+    // Before: the flush took no signal, and the stop waited for the post's 30 s header timeout.
+    expect(performance.now() - stopped).toBeLessThan(3000)
+    // A stop is no failure to report, and the batch stays queued for the next start.
+    expect(errors).toEqual([])
+    expect(await new TelemetryQueue(config.installRoot).peekBatch()).not.toBeNull()
   }, 60_000)
 })
 
