@@ -445,7 +445,12 @@ export function buildProgram(
 
   registerDeltaCommands(program, reporter)
   registerConfigCommands(program, reporter)
-  registerDaemonCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
+  registerDaemonCommand(
+    program,
+    reporter,
+    () => loadConfig(program.opts<GlobalOptions>().config),
+    () => program.opts<GlobalOptions>().config,
+  )
   registerRolloutCommands(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerRunCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))
   registerResignCommand(program, reporter, () => loadConfig(program.opts<GlobalOptions>().config))

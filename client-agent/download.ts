@@ -208,7 +208,14 @@ async function fetchFrom(
   // File errors (a full disk, no permission) are the device's, not the network's: typed and named
   // here, so the retry loop below does not retry them as a dropped connection.
   const partial = request.partialPath
-  const file = await namingPath(partial, open(partial, start === 0 ? 'w' : 'r+'))
+  // A partial that cannot be opened leaves the answer unread: cancelled, so its connection (and the
+  // link to the caller's signal the header timeout holds until the body is done with) ends here.
+  const file = await namingPath(partial, open(partial, start === 0 ? 'w' : 'r+')).catch(
+    async (error: unknown) => {
+      await response.body?.cancel().catch(() => undefined)
+      throw error
+    },
+  )
   progress.start = start
   progress.position = start
   const cap = new RateCap(request.bandwidthCapBps ?? 0)

@@ -1,5 +1,6 @@
 import { type Command, InvalidArgumentError } from 'commander'
 import type { AgentConfig } from '../config.ts'
+import { watchConfig } from '../daemon/config-watch.ts'
 import { type CycleResult, runDaemon } from '../daemon/daemon.ts'
 import type { NotIdleReason } from '../daemon/idle.ts'
 import { AgentError, fromFileSystemError } from '../errors.ts'
@@ -8,12 +9,13 @@ import { formatBytes, printable, type Reporter } from '../output.ts'
 /**
  * `deltaport daemon [--once] [--interval s]`: stages what the edge predicts this device will install
  * next, while the device is idle. Runs until SIGINT/SIGTERM (in-flight downloads are aborted; their
- * partial files resume on the next run).
+ * partial files resume on the next run), taking a changed config file before its next cycle.
  */
 export function registerDaemonCommand(
   program: Command,
   reporter: () => Reporter,
   config: () => Promise<AgentConfig>,
+  configPath: () => string,
 ): void {
   program
     .command('daemon')
@@ -21,6 +23,8 @@ export function registerDaemonCommand(
     .option('--once', 'run one cycle and exit', false)
     .option('--interval <seconds>', 'seconds between polls (default: daemonIntervalSeconds)', parseInterval)
     .action(async (options: { once: boolean; interval?: number }) => {
+      // Taken before the load, so a change in between is seen by the first cycle (config-watch.ts).
+      const watch = options.once ? undefined : await watchConfig(configPath())
       const loaded = await config()
       const out = reporter()
       const status = new StatusLine(out.json, Boolean(process.stderr.isTTY))
@@ -38,6 +42,19 @@ export function registerDaemonCommand(
             if (options.once) out.result(summarize(result, null), { daemon: result })
             else if (out.json) out.result('', { daemon: result, nextPollAt: next?.toISOString() ?? null })
             else status.show(summarize(result, next, repeats))
+          },
+          ...(watch ? { configWatch: watch } : {}),
+          onConfig: (event) => {
+            if ('reloaded' in event) {
+              if (out.json) out.result('', { configReloaded: event.path })
+              else status.show(`config ${event.path} changed: reloaded`)
+            } else if (out.json)
+              out.failure(event.error.code, event.error.message, {
+                ...event.error.details,
+                keptLastGood: true,
+              })
+            else
+              status.show(`config not reloaded: ${event.error.message}; the last good config keeps running`)
           },
           onError: (error, next) => {
             const when = next ? `; next poll ${next.toISOString()}` : ''

@@ -20,12 +20,14 @@ import { refreshRootTrust } from '../root-trust.ts'
 import { ArtifactStore } from '../store.ts'
 import { TelemetryQueue } from '../telemetry/queue.ts'
 import { flushTelemetry, runTelemetryLoop } from '../telemetry/uploader.ts'
+import { retryWaitMs } from '../transfer/backoff.ts'
 import { transferBoundOf } from '../transfer/deadline.ts'
 import { errorFromResponse, retryAfterMs } from '../transfer/error-response.ts'
 import { linkSignal } from '../transfer/linked-signal.ts'
 import { JSON_LIMITS, readJsonBounded } from '../transfer/read-json.ts'
 import { verifyManifest } from '../trust.ts'
 import { noPlan } from '../update/plan-update.ts'
+import type { ConfigWatch } from './config-watch.ts'
 import { lockDaemon } from './daemon-lock.ts'
 import { type LoadSampler, type NotIdleReason, notIdleReason, osLoadPerCore } from './idle.ts'
 import { installedSlices, mergeSliceQueues } from './installed-slices.ts'
@@ -43,6 +45,33 @@ const MAX_EDGE_WAIT_MS = 3_600_000
  * seven digits of seconds, and a timer past 2^31 - 1 ms (~24.8 days) would fire at once, every time.
  */
 const MAX_INTERVAL_MS = 7 * 24 * 3_600_000
+
+/** The longest wait between two polls while they keep failing: an edge back from an outage is noticed within it. */
+const MAX_POLL_BACKOFF_MS = 3_600_000
+
+/** ... and at most this many intervals (a short interval backs off to a short cap). */
+const MAX_POLL_BACKOFF_INTERVALS = 8
+
+/**
+ * How long the daemon waits after `failures` failed polls in a row (1 for the first): the agent's one
+ * back-off (retryWaitMs) on the interval's scale, 2 × the interval after the first failure, doubling,
+ * jittered to 50–100 %, up to 8 intervals or an hour, whichever is less; never less than the interval
+ * (so a week's interval is never cut short), nor than what the edge asked for (a 429's Retry-After, up
+ * to MAX_EDGE_WAIT_MS). An edge that went away and came back is so polled again at most
+ * max(interval, min(8 × interval, 1 h)) after it did (a Retry-After of up to an hour aside): with the
+ * default 15 min interval, within an hour. A fixed interval had every device polling an edge that was
+ * down (or turning them away) as often as one that was up, and all of them together when it returned.
+ */
+export function pollBackoffMs(
+  failures: number,
+  intervalMs: number,
+  retryAfter = 0,
+  random: () => number = Math.random,
+): number {
+  const capMs = Math.max(intervalMs, Math.min(MAX_POLL_BACKOFF_INTERVALS * intervalMs, MAX_POLL_BACKOFF_MS))
+  const backoff = retryWaitMs(failures, 0, { baseMs: intervalMs, maxMs: capMs, random })
+  return Math.max(intervalMs, backoff, Math.min(MAX_EDGE_WAIT_MS, retryAfter))
+}
 
 /** How long the edge asks the daemon to wait before polling again, bounded to [0, MAX_EDGE_WAIT_MS]. */
 function edgeWaitMs(validUntil: string | null, now: number): number {
@@ -190,6 +219,7 @@ export async function runDaemonCycle(
   if (options.flushTelemetry) {
     result.telemetry = await flushTelemetry(telemetryQueue, config.edgeUrl, {
       fetchImpl: deviceFetch(config, options.fetchImpl),
+      ...(options.signal ? { signal: options.signal } : {}),
     }).then(
       (flushed) => ({ events: flushed.events }),
       (error: Error) => ({ error: error.message }),
@@ -403,12 +433,20 @@ export interface DaemonOptions extends Omit<DaemonCycleOptions, 'signal' | 'flus
   onCycle?: (result: CycleResult, nextPollAt: Date | null) => void
   /** A cycle that failed as a whole (the poll) or a telemetry flush that failed; the daemon carries on. */
   onError?: (error: Error, nextPollAt: Date | null) => void
+  /** The config file, looked at before each cycle (not with `once`); a valid change is taken. */
+  configWatch?: ConfigWatch
+  /**
+   * A change of the config file: taken (`reloaded`, the config now in force), or not (`error`: it does
+   * not parse or validate, or names another installRoot), the last good config running on. Once per change.
+   */
+  onConfig?: (event: { path: string; reloaded: AgentConfig } | { path: string; error: AgentError }) => void
 }
 
 /**
- * `deltaport daemon`: prefetch cycles every `intervalSeconds` (never before the queue's `validUntil`)
- * with a telemetry loop alongside, until `signal` aborts. With `once`: one cycle, telemetry flushed in
- * it, errors thrown.
+ * `deltaport daemon`: prefetch cycles every `intervalSeconds` (never before the queue's `validUntil`;
+ * backing off while they fail) with a telemetry loop alongside, until `signal` aborts; with
+ * `configWatch`, a config file changed meanwhile is taken before the next cycle (onConfig). With
+ * `once`: one cycle, telemetry flushed in it, errors thrown.
  */
 export async function runDaemon(config: AgentConfig, options: DaemonOptions): Promise<CycleResult | null> {
   const lock = await lockDaemon(config.installRoot)
@@ -419,40 +457,88 @@ export async function runDaemon(config: AgentConfig, options: DaemonOptions): Pr
   }
 }
 
-async function runDaemonLocked(config: AgentConfig, options: DaemonOptions): Promise<CycleResult | null> {
-  const { once, intervalSeconds, onCycle, onError, ...cycleOptions } = options
+async function runDaemonLocked(initial: AgentConfig, options: DaemonOptions): Promise<CycleResult | null> {
+  const { once, intervalSeconds, onCycle, onError, configWatch, onConfig, ...cycleOptions } = options
   if (once) {
-    const result = await runDaemonCycle(config, { ...cycleOptions, flushTelemetry: true })
+    const result = await runDaemonCycle(initial, { ...cycleOptions, flushTelemetry: true })
     onCycle?.(result, null)
     return result
   }
-  const intervalMs = Math.min(
-    MAX_INTERVAL_MS,
-    (intervalSeconds ?? daemonSettings(config).intervalSeconds) * 1000,
-  )
-  const telemetry = runTelemetryLoop(new TelemetryQueue(config.installRoot), config.edgeUrl, {
-    intervalMs,
-    signal: options.signal,
-    onError: (error) => onError?.(error, null),
-    fetchImpl: deviceFetch(config, options.fetchImpl),
-  })
+  let config = initial
+  const intervalOf = (c: AgentConfig) =>
+    Math.min(MAX_INTERVAL_MS, (intervalSeconds ?? daemonSettings(c).intervalSeconds) * 1000)
+  let intervalMs = intervalOf(config)
+  /** The telemetry loop under the config in force; started again when a reload changes what it uses. */
+  const telemetryOf = (c: AgentConfig, everyMs: number) => {
+    const stop = linkSignal(options.signal)
+    const done = runTelemetryLoop(new TelemetryQueue(c.installRoot), c.edgeUrl, {
+      intervalMs: everyMs,
+      signal: stop.signal,
+      onError: (error) => onError?.(error, null),
+      fetchImpl: deviceFetch(c, options.fetchImpl),
+    }).finally(stop.release)
+    return { stop, done, uses: telemetryUses(c, everyMs) }
+  }
+  let telemetry = telemetryOf(config, intervalMs)
+  /** Loops stopped by a reload, still finishing a flush: awaited when the daemon stops. */
+  const retired: Promise<void>[] = []
   let last: CycleResult | null = null
+  /** Failed cycles in a row: the polls back off while the edge is away (pollBackoffMs). */
+  let failures = 0
   while (!options.signal.aborted) {
+    // Before each cycle: a changed config file is taken for this cycle on (ADR 0006, amended).
+    const looked = configWatch ? await configWatch.check() : ({ kind: 'unchanged' } as const)
+    if (configWatch && looked.kind === 'invalid') onConfig?.({ path: configWatch.path, error: looked.error })
+    if (configWatch && looked.kind === 'changed') {
+      const refused = unreloadable(config, looked.config, configWatch.path)
+      if (refused) onConfig?.({ path: configWatch.path, error: refused })
+      else {
+        config = looked.config
+        intervalMs = intervalOf(config)
+        if (telemetryUses(config, intervalMs) !== telemetry.uses) {
+          telemetry.stop.abort()
+          retired.push(telemetry.done)
+          telemetry = telemetryOf(config, intervalMs)
+        }
+        onConfig?.({ path: configWatch.path, reloaded: config })
+      }
+    }
     let waitMs = intervalMs
     try {
       last = await runDaemonCycle(config, cycleOptions)
+      failures = 0
       waitMs = Math.max(intervalMs, edgeWaitMs(last.validUntil, Date.now()))
       if (!options.signal.aborted) onCycle?.(last, new Date(Date.now() + waitMs))
     } catch (error) {
       if (options.signal.aborted) break
+      failures++
       // A rate-limited poll (429) says when the edge will plan for this client again.
-      waitMs = Math.max(intervalMs, Math.min(MAX_EDGE_WAIT_MS, retryAfterMs(error)))
+      waitMs = pollBackoffMs(failures, intervalMs, retryAfterMs(error))
       onError?.(error instanceof Error ? error : new Error(String(error)), new Date(Date.now() + waitMs))
     }
     await sleep(waitMs, undefined, { signal: options.signal }).catch(() => undefined)
   }
-  await telemetry
+  await Promise.all([telemetry.done, ...retired])
   return last
+}
+
+/** What the telemetry loop was started with: a reload that changes none of it leaves the loop (and its back-off) alone. */
+function telemetryUses(config: AgentConfig, intervalMs: number): string {
+  return JSON.stringify([config.edgeUrl, config.enrollmentCode ?? null, intervalMs])
+}
+
+/**
+ * Why a valid new config cannot be taken while the daemon runs, or null. Its installRoot: the daemon
+ * holds that store's daemon lock and works in its staging area, so another store needs a restart (the
+ * new config is then not taken at all, rather than half of it).
+ */
+function unreloadable(running: AgentConfig, next: AgentConfig, path: string): AgentError | null {
+  if (next.installRoot === running.installRoot) return null
+  return new AgentError(
+    'config',
+    `${path} now names installRoot ${next.installRoot}; a running daemon keeps ${running.installRoot} (it holds that store's lock): restart it to use the new config`,
+    { path },
+  )
 }
 
 interface InstalledArtifact {

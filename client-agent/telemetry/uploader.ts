@@ -23,7 +23,16 @@ export interface FlushResult {
 export async function flushTelemetry(
   queue: TelemetryQueue,
   edgeUrl: string,
-  options: { fetchImpl?: typeof fetch; now?: () => Date; maxBatches?: number } = {},
+  options: {
+    fetchImpl?: typeof fetch
+    now?: () => Date
+    maxBatches?: number
+    /**
+     * Stops the flush where it is (the daemon stopping): a batch whose answer was not read stays queued,
+     * and if the edge took it, its next post is recognised as a replay.
+     */
+    signal?: AbortSignal
+  } = {},
 ): Promise<FlushResult> {
   const edge = new EdgeClient(edgeUrl, options.fetchImpl)
   let batches = 0
@@ -36,9 +45,10 @@ export async function flushTelemetry(
       method: 'POST',
       headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
       body: gzipSync(JSON.stringify(batch)),
+      ...(options.signal ? { signal: options.signal } : {}),
     })
     if (response.status === 202 || response.status === 200) {
-      const behind = await numberedBehind(response, next.batchSeq)
+      const behind = await numberedBehind(response, next.batchSeq, options.signal)
       if (behind !== null) {
         // Not these events: the edge has later numbers from this client than the spool (it went back).
         await queue.renumberAfter(behind)
@@ -64,8 +74,19 @@ export async function flushTelemetry(
  * died before noting the acknowledgement); one numbered below it never came from this spool's history.
  * A receipt that cannot be read (an older edge, a proxy's body) is taken as an acknowledgement.
  */
-async function numberedBehind(response: Response, batchSeq: number): Promise<number | null> {
-  const json = await readJsonBounded(response, JSON_LIMITS.receipt, 'the telemetry receipt').catch(() => null)
+async function numberedBehind(
+  response: Response,
+  batchSeq: number,
+  signal: AbortSignal | undefined,
+): Promise<number | null> {
+  const json = await readJsonBounded(
+    response,
+    JSON_LIMITS.receipt,
+    'the telemetry receipt',
+    signal ? { signal } : {},
+  ).catch(() => null)
+  // Stopped while the receipt was read: the batch stays queued (its next post is a replay if it was taken).
+  signal?.throwIfAborted()
   const receipt = TelemetryReceipt.safeParse(json)
   if (!receipt.success || !receipt.data.duplicate) return null
   const lastSeq = receipt.data.lastSeq
@@ -86,7 +107,8 @@ const MAX_RETRY_AFTER_MS = 24 * 3_600_000
 /**
  * Flushes every `intervalMs`, backing off while the edge is unreachable or refusing (the agent's
  * retryWaitMs on this loop's scale: 2 × `intervalMs` after the first failure, doubling up to 30 min,
- * jittered to 50–100 %, at least the edge's Retry-After up to a day), until `signal` aborts. Used by the daemon.
+ * jittered to 50–100 %, at least the edge's Retry-After up to a day), until `signal` aborts, which also
+ * stops a flush under way (its batch stays queued). Used by the daemon.
  */
 export async function runTelemetryLoop(
   queue: TelemetryQueue,
@@ -102,9 +124,14 @@ export async function runTelemetryLoop(
   while (!options.signal.aborted) {
     let waitMs = options.intervalMs
     try {
-      await flushTelemetry(queue, edgeUrl, options.fetchImpl ? { fetchImpl: options.fetchImpl } : {})
+      await flushTelemetry(queue, edgeUrl, {
+        signal: options.signal,
+        ...(options.fetchImpl ? { fetchImpl: options.fetchImpl } : {}),
+      })
       failures = 0
     } catch (error) {
+      // Stopped (the daemon stopping, or its config reloaded): no failure, nothing to report.
+      if (options.signal.aborted) break
       failures++
       waitMs = retryWaitMs(failures, Math.min(retryAfterMs(error), MAX_RETRY_AFTER_MS), {
         baseMs: options.intervalMs,
