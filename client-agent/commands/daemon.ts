@@ -3,13 +3,15 @@ import type { AgentConfig } from '../config.ts'
 import { watchConfig } from '../daemon/config-watch.ts'
 import { type CycleResult, runDaemon } from '../daemon/daemon.ts'
 import type { NotIdleReason } from '../daemon/idle.ts'
+import { Wakeup } from '../daemon/wakeup.ts'
 import { AgentError, fromFileSystemError } from '../errors.ts'
 import { formatBytes, printable, type Reporter } from '../output.ts'
 
 /**
  * `deltaport daemon [--once] [--interval s]`: stages what the edge predicts this device will install
  * next, while the device is idle. Runs until SIGINT/SIGTERM (in-flight downloads are aborted; their
- * partial files resume on the next run), taking a changed config file before its next cycle.
+ * partial files resume on the next run), taking a changed config file before its next cycle; SIGHUP
+ * starts that cycle at once (without the handler, Node's default for SIGHUP would end the daemon).
  */
 export function registerDaemonCommand(
   program: Command,
@@ -31,8 +33,11 @@ export function registerDaemonCommand(
       const repeats = new RepeatedFailures()
       const controller = new AbortController()
       const stop = () => controller.abort()
+      const wakeup = new Wakeup()
+      const wake = () => wakeup.wake()
       process.once('SIGINT', stop)
       process.once('SIGTERM', stop)
+      process.on('SIGHUP', wake)
       try {
         const last = await runDaemon(loaded, {
           signal: controller.signal,
@@ -43,7 +48,7 @@ export function registerDaemonCommand(
             else if (out.json) out.result('', { daemon: result, nextPollAt: next?.toISOString() ?? null })
             else status.show(summarize(result, next, repeats))
           },
-          ...(watch ? { configWatch: watch } : {}),
+          ...(watch ? { configWatch: watch, wakeup } : {}),
           onConfig: (event) => {
             if ('reloaded' in event) {
               if (out.json) out.result('', { configReloaded: event.path })
@@ -75,6 +80,7 @@ export function registerDaemonCommand(
       } finally {
         process.off('SIGINT', stop)
         process.off('SIGTERM', stop)
+        process.off('SIGHUP', wake)
       }
     })
 }

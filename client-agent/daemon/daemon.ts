@@ -32,6 +32,7 @@ import { lockDaemon } from './daemon-lock.ts'
 import { type LoadSampler, type NotIdleReason, notIdleReason, osLoadPerCore } from './idle.ts'
 import { installedSlices, mergeSliceQueues } from './installed-slices.ts'
 import { StagingArea, stagingKey } from './staging.ts'
+import type { Wakeup } from './wakeup.ts'
 
 /**
  * Longest wait the edge's `validUntil` can impose: the edge caches a queue for at most an hour. A later
@@ -440,6 +441,8 @@ export interface DaemonOptions extends Omit<DaemonCycleOptions, 'signal' | 'flus
    * not parse or validate, or names another installRoot), the last good config running on. Once per change.
    */
   onConfig?: (event: { path: string; reloaded: AgentConfig } | { path: string; error: AgentError }) => void
+  /** Ends a wait between cycles early (SIGHUP): the config file is looked at and the edge polled at once. */
+  wakeup?: Wakeup
 }
 
 /**
@@ -458,7 +461,7 @@ export async function runDaemon(config: AgentConfig, options: DaemonOptions): Pr
 }
 
 async function runDaemonLocked(initial: AgentConfig, options: DaemonOptions): Promise<CycleResult | null> {
-  const { once, intervalSeconds, onCycle, onError, configWatch, onConfig, ...cycleOptions } = options
+  const { once, intervalSeconds, onCycle, onError, configWatch, onConfig, wakeup, ...cycleOptions } = options
   if (once) {
     const result = await runDaemonCycle(initial, { ...cycleOptions, flushTelemetry: true })
     onCycle?.(result, null)
@@ -516,7 +519,8 @@ async function runDaemonLocked(initial: AgentConfig, options: DaemonOptions): Pr
       waitMs = pollBackoffMs(failures, intervalMs, retryAfterMs(error))
       onError?.(error instanceof Error ? error : new Error(String(error)), new Date(Date.now() + waitMs))
     }
-    await sleep(waitMs, undefined, { signal: options.signal }).catch(() => undefined)
+    if (wakeup) await wakeup.wait(waitMs, options.signal)
+    else await sleep(waitMs, undefined, { signal: options.signal }).catch(() => undefined)
   }
   await Promise.all([telemetry.done, ...retired])
   return last

@@ -193,4 +193,42 @@ describe('the daemon reloading its config file', () => {
     expect(lines.filter((l) => 'configReloaded' in l)).toEqual([{ ok: true, configReloaded: file }])
     await rm(dir, { recursive: true, force: true })
   }, 60_000)
+
+  it('on SIGHUP looks at the file and polls at once, however long the interval, and keeps running', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'deltaport-reload-hup-'))
+    const file = join(dir, 'deltaport.json')
+    const base = { edgeUrl: suite.edge.url, installRoot: './store', idleLoadPerCore: 1000 }
+    await writeFile(file, JSON.stringify({ ...base, stagingBudgetBytes: 0 }))
+    const child = spawn(process.execPath, [BIN, '--config', file, '--json', 'daemon', '--interval', '3600'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    const lines: Record<string, unknown>[] = []
+    let buffered = ''
+    child.stdout.on('data', (d: Buffer) => {
+      buffered += d.toString()
+      for (let at = buffered.indexOf('\n'); at >= 0; at = buffered.indexOf('\n')) {
+        lines.push(JSON.parse(buffered.slice(0, at)) as Record<string, unknown>)
+        buffered = buffered.slice(at + 1)
+      }
+    })
+    const cycles = () => lines.filter((l) => 'daemon' in l).map((l) => l.daemon as CycleResult)
+    try {
+      await until(() => cycles().length >= 1)
+      expect(cycles()[0]?.skipped).toBe('no-budget')
+      await writeFile(file, JSON.stringify({ ...base, stagingBudgetBytes: 1 << 20 }))
+      // The next cycle is an hour away: only the signal can bring it forward.
+      child.kill('SIGHUP')
+      await until(() => cycles().length >= 2)
+      expect(lines.filter((l) => 'configReloaded' in l)).toEqual([{ ok: true, configReloaded: file }])
+      expect(cycles()[1]?.skipped).toBeNull()
+      // A second SIGHUP with nothing changed polls again, and the daemon is still there to hear SIGTERM.
+      child.kill('SIGHUP')
+      await until(() => cycles().length >= 3)
+    } finally {
+      child.kill('SIGTERM')
+    }
+    expect(await exited).toBe(0)
+    await rm(dir, { recursive: true, force: true })
+  }, 60_000)
 })
