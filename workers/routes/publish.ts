@@ -142,6 +142,8 @@ export const publishRouter = new Hono<AppEnv>()
     const { name, version } = c.req.valid('param')
     const pending = await requirePending(c.env.ARTIFACTS, name, version)
     const manifest = pending.envelope.signed
+    // Before any byte is read: a rotation since staging would refuse the commit anyway (commit below).
+    await assertStillSigned(c.env, pending)
     // The blob commits the version, so what else the manifest lists must be in place first.
     await assertAttachmentsStored(c.env.ARTIFACTS, manifest)
     const length = contentLength(c.req.header('content-length'))
@@ -172,7 +174,7 @@ export const publishRouter = new Hono<AppEnv>()
         await discardPending(c.env.ARTIFACTS, name, version, pending.raw)
       throw error
     }
-    return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
+    return c.json(published(manifest, await commit(c.env, pending)), 201)
   })
   .post('/:name/:version/commit', valid('param', VersionParam), async (c) => {
     // For a manifest re-signed after its serial was overtaken (its first commit got 409
@@ -190,7 +192,7 @@ export const publishRouter = new Hono<AppEnv>()
         `no bytes of ${name}@${version} are stored yet: upload them (PUT …/blob or a multipart upload), which commits`,
       )
     }
-    return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
+    return c.json(published(manifest, await commit(c.env, pending)), 201)
   })
   .delete('/:name/:version/attempts/:attempt', valid('param', AttemptParam), async (c) => {
     // A single PUT cut off (Ctrl-C, a dropped link) never reaches the edge's own cleanup, and its staged
@@ -202,6 +204,7 @@ export const publishRouter = new Hono<AppEnv>()
   .post('/:name/:version/uploads', valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
     const pending = await requirePending(c.env.ARTIFACTS, name, version)
+    await assertStillSigned(c.env, pending)
     await assertAttachmentsStored(c.env.ARTIFACTS, pending.envelope.signed)
     assertSlotUsable(await slotState(c.env.ARTIFACTS, pending.envelope.signed), pending.envelope.signed)
     // Each upload goes to its own staging key; only its promotion after completion fills the blob key.
@@ -268,7 +271,7 @@ export const publishRouter = new Hono<AppEnv>()
           await discardPending(c.env.ARTIFACTS, name, version, pending.raw)
         throw error
       }
-      return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
+      return c.json(published(manifest, await commit(c.env, pending)), 201)
     },
   )
   .delete('/:name/:version/uploads/:uploadId', valid('param', UploadParam), async (c) => {
@@ -315,8 +318,10 @@ async function assertUploadOfStaged(attempt: string, pending: PendingPublish): P
  * may be staged at once; any other failure gives the hold back, so the attempt can be retried or given
  * up at once.
  */
-async function commit(bucket: R2Bucket, pending: PendingPublish): Promise<Committed> {
+async function commit(env: Env, pending: PendingPublish): Promise<Committed> {
+  const bucket = env.ARTIFACTS
   const manifest = pending.envelope.signed
+  await assertStillSigned(env, pending)
   const held = await holdForCommit(bucket, pending)
   try {
     return await commitVersion(bucket, manifest, pending.raw, Date.now(), true)
@@ -331,6 +336,29 @@ async function commit(bucket: R2Bucket, pending: PendingPublish): Promise<Commit
     // re-signed one at once (stagePending), as it would be given up.
     if (!dropped) await releaseHold(bucket, held)
     throw error
+  }
+}
+
+/**
+ * The staged manifest's signatures checked again against the maintainers in force now (ADR 0031, 0036).
+ * They were checked when it was staged, but its upload may commit up to 30 minutes later, and a root
+ * published meanwhile (or a MAINTAINER_KEYS edit) may have revoked its signer: from that moment the edge
+ * publishes nothing that key alone signed, as devices then refuse it. A manifest refused so is dropped,
+ * leaving the version free for one the maintainers in force sign (bytes it stored stay and bind the
+ * version, as after any failed commit); 422 `untrusted-signature` saying what changed.
+ */
+async function assertStillSigned(env: Env, pending: PendingPublish): Promise<void> {
+  const { name, version } = pending.envelope.signed
+  try {
+    await assertMaintainerSigned(env, pending.envelope, `the manifest of ${name}@${version}`)
+  } catch (error) {
+    if (!(error instanceof Problem) || error.status !== 422) throw error
+    await discardPending(env.ARTIFACTS, name, version, pending.raw)
+    throw new Problem(
+      error.status,
+      error.slug,
+      `${error.message}: the maintainers changed since it was staged (a root published or MAINTAINER_KEYS edited meanwhile), so nothing was published and the version is free; publish it again signed by the keys in force`,
+    )
   }
 }
 
