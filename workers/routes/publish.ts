@@ -5,6 +5,7 @@ import { ArtifactName, decimalParam, Sha256Hex, Version } from '../../schemas/co
 import { MAX_MANIFEST_BYTES, SignedManifest } from '../../schemas/manifest.ts'
 import {
   CompleteMultipart,
+  MAX_PART_BYTES,
   MAX_PARTS,
   MIN_PART_BYTES,
   type Published,
@@ -62,8 +63,6 @@ const AttemptParam = VersionParam.extend({ attempt: Sha256Hex })
  */
 const MEDIA_TYPE =
   /^[!#$%&'*+.^_`|~0-9A-Za-z-]+\/[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+=(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|"[ !#-[\]-~]*"))*$/
-/** Parts beyond this are refused before R2 sees them; R2's own ceiling is 5 GiB. */
-const MAX_PART_BYTES = 512 * 1024 * 1024
 
 /**
  * Maintainer write side. A publish is staged: the signed manifest first (pending, invisible), then the
