@@ -51,6 +51,7 @@ import {
   readIndex,
 } from '../storage/artifact-store.ts'
 import { abortUpload, StorageUnavailable } from '../storage/guarded-bucket.ts'
+import { MAX_STATEMENT_AHEAD_MS } from '../storage/yank.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
 const UploadParam = VersionParam.extend({ uploadId: z.string().min(1).max(1024) })
@@ -99,6 +100,9 @@ export const publishRouter = new Hono<AppEnv>()
           'mediaType must be a plain type/subtype with optional parameters',
         )
       }
+      // Before the expiry: a manifest dated far from this edge's clock expired (or will expire) when its
+      // signer did not mean it to, and signing again on the same machine cannot fix that.
+      assertSignedNow(manifest, Date.now())
       // Agents refuse an expired manifest anyway; refusing it here saves a publish nobody can install
       // (and an old envelope replayed under a fresh serial is usually expired too).
       if (Date.parse(manifest.expires) <= Date.now()) {
@@ -293,6 +297,27 @@ export const publishRouter = new Hono<AppEnv>()
     await discardPending(c.env.ARTIFACTS, name, version, (raw) => attemptBelongsTo(target.attempt, raw))
     return c.body(null, 204)
   })
+
+/** How far a staged manifest's `createdAt` may lie behind this edge's clock (a manifest signed, then staged later). */
+const MAX_SIGNED_BEHIND_MS = 24 * 60 * 60 * 1000
+
+/**
+ * Refuses (422) a manifest dated more than a day behind this edge's clock or more than an hour ahead of
+ * it (MAX_STATEMENT_AHEAD_MS, as for yank statements): the CLI signs right before it stages and counts
+ * `expires` from its own clock, so such a date means the signing machine's clock is off, and the
+ * release would expire that much earlier (devices refuse it, unannounced) or later than meant.
+ */
+function assertSignedNow(manifest: SignedManifest['signed'], now: number): void {
+  const created = Date.parse(manifest.createdAt)
+  const behind = now - created > MAX_SIGNED_BEHIND_MS
+  if (!behind && created - now <= MAX_STATEMENT_AHEAD_MS) return
+  const days = (Math.abs(now - created) / 86_400_000).toFixed(1)
+  throw new Problem(
+    422,
+    'unprocessable',
+    `the manifest of ${manifest.name}@${manifest.version} is dated ${manifest.createdAt}, ${days} days ${behind ? 'behind' : 'ahead of'} this edge's clock (${new Date(now).toISOString()}), and its expiry ${manifest.expires} is counted from that date: check the signing machine's clock, then publish again`,
+  )
+}
 
 /**
  * 409 unless the upload of `attempt` was started for the manifest staged now. Another attempt may have
