@@ -43,6 +43,7 @@ import {
 import { isManifestOf, landedDespiteLostAnswer, type SettledPublish, settleRerun } from './publish-settled.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
+import { HEADER_TIMEOUT_MS, PROGRESS_SLICE_BYTES } from './transfer/header-timeout.ts'
 import { JSON_LIMITS } from './transfer/read-json.ts'
 import { assertSignersSuffice, type SignerPolicy } from './trust.ts'
 
@@ -80,6 +81,8 @@ export interface PublishRequest {
    * The CLI passes `<installRoot>/.publish`; without it nothing is kept.
    */
   attemptJournal?: string
+  /** How long the edge may make no progress (take no upload bytes, send no answer); default 30 s. */
+  stallMs?: number
 }
 
 /**
@@ -124,7 +127,11 @@ export async function readKeyFile(path: string): Promise<KeyPairFiles> {
  * and retried without uploading anything again (publish-serial.ts).
  */
 export async function publishArtifact(request: PublishRequest): Promise<PublishResult> {
-  const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
+  const edge = new EdgeClient(
+    request.edgeUrl,
+    request.fetchImpl,
+    request.stallMs === undefined ? {} : { stallMs: request.stallMs },
+  )
   const keys = await readKeyFiles(request.keyFile)
   if (request.signers)
     assertSignersSuffice(
@@ -600,7 +607,9 @@ async function putWhole(publish: StagedPublish, signal: AbortSignal): Promise<Re
           hash.update(chunk)
           sent += chunk.length
           request.onProgress?.(sent, size)
-          controller.enqueue(chunk)
+          // In small slices: each one the connection takes restarts the stall timer (header-timeout.ts).
+          for (let at = 0; at < chunk.length; at += PROGRESS_SLICE_BYTES)
+            controller.enqueue(chunk.subarray(at, at + PROGRESS_SLICE_BYTES))
         } catch (error) {
           controller.error(error)
         }
@@ -660,7 +669,8 @@ async function putMultipart(
       signal.throwIfAborted()
       const response = await edge.request(`${uploadPath}/parts/${partNumber}`, {
         method: 'PUT',
-        // fetch sets Content-Length for byte bodies (undici refuses a hand-set one next to them).
+        // fetch sets Content-Length for byte bodies (undici refuses a hand-set one next to them); the
+        // stall timer follows the bytes as they go (header-timeout.ts).
         headers: auth,
         body: buffer,
         signal,
@@ -678,7 +688,12 @@ async function putMultipart(
     }
     if (hash.digest('hex') !== sha256) throw changedWhilePublishing(request.file)
     signal.throwIfAborted()
-    return await edge.request(`${uploadPath}/complete`, {
+    // The edge answers once it has copied the whole upload into place and verified it: time that grows
+    // with the artifact and sends nothing, which the stall timer alone would take for a dead edge.
+    const completing = new EdgeClient(edge.baseUrl, request.fetchImpl, {
+      stallMs: (request.stallMs ?? HEADER_TIMEOUT_MS) + Math.ceil((size / COMPLETE_BYTES_PER_SECOND) * 1000),
+    })
+    return await completing.request(`${uploadPath}/complete`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
       body: JSON.stringify({ parts }),
@@ -693,6 +708,9 @@ async function putMultipart(
     await file.close()
   }
 }
+
+/** The slowest rate at which the edge is expected to copy and verify a completed upload. */
+const COMPLETE_BYTES_PER_SECOND = 4 * 1024 * 1024
 
 function guessMediaType(file: string): string {
   if (/\.(tgz|tar\.gz)$/.test(file)) return 'application/gzip'
