@@ -1,4 +1,5 @@
 import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { Command, CommanderError, InvalidArgumentError } from 'commander'
 import { validRange } from 'semver'
 import { ArtifactName, ChannelName, Version } from '../schemas/common.ts'
@@ -162,6 +163,7 @@ export function buildProgram(
         keyFile,
         signers,
         trustedKeys: refreshed.config.trustedKeys,
+        attemptJournal: join(config.installRoot, '.publish'),
         file,
         name: options.name,
         version: options.version,

@@ -31,6 +31,7 @@ import {
   readArtifact,
   uploadAttachments,
 } from './publish-attachments.ts'
+import { AttemptJournal } from './publish-journal.ts'
 import {
   backportRefused,
   channelsLostMeanwhile,
@@ -42,6 +43,7 @@ import {
 import { isManifestOf, landedDespiteLostAnswer, type SettledPublish, settleRerun } from './publish-settled.ts'
 import { type KeyPairFiles, signManifest } from './signing.ts'
 import { errorFromResponse } from './transfer/error-response.ts'
+import { HEADER_TIMEOUT_MS, PROGRESS_SLICE_BYTES } from './transfer/header-timeout.ts'
 import { JSON_LIMITS } from './transfer/read-json.ts'
 import { assertSignersSuffice, type SignerPolicy } from './trust.ts'
 
@@ -73,6 +75,14 @@ export interface PublishRequest {
    * latest serial the edge reports (the config's trustedKeys): see assertSerialVouchedFor.
    */
   trustedKeys?: readonly TrustedKey[]
+  /**
+   * Where this machine keeps the names of attempts it staged until the edge has heard their fate
+   * (publish-journal.ts): a rerun gives up what a killed run, or one cut off from the edge, left staged.
+   * The CLI passes `<installRoot>/.publish`; without it nothing is kept.
+   */
+  attemptJournal?: string
+  /** How long the edge may make no progress (take no upload bytes, send no answer); default 30 s. */
+  stallMs?: number
 }
 
 /**
@@ -117,7 +127,11 @@ export async function readKeyFile(path: string): Promise<KeyPairFiles> {
  * and retried without uploading anything again (publish-serial.ts).
  */
 export async function publishArtifact(request: PublishRequest): Promise<PublishResult> {
-  const edge = new EdgeClient(request.edgeUrl, request.fetchImpl)
+  const edge = new EdgeClient(
+    request.edgeUrl,
+    request.fetchImpl,
+    request.stallMs === undefined ? {} : { stallMs: request.stallMs },
+  )
   const keys = await readKeyFiles(request.keyFile)
   if (request.signers)
     assertSignersSuffice(
@@ -130,7 +144,12 @@ export async function publishArtifact(request: PublishRequest): Promise<PublishR
   // Versions are immutable: a published one is either this very publish run again (the same bytes and
   // dependencies, signed by a trusted key: done, nothing sent) or refused, saying what differs. Hashed
   // only (no chunk index, no delta): nothing is built for a version that is not published again.
+  const journal = request.attemptJournal
+    ? new AttemptJournal(request.attemptJournal, request.edgeUrl, request.name, request.version)
+    : null
   if (index?.versions.some((v) => v.version === request.version)) {
+    // Published: whatever an earlier run left staged of it can never commit, nor hold the version.
+    for (const leftover of (await journal?.leftovers()) ?? []) await leftover.remove()
     const { size, read } = await readWhole(request.file, false)
     const wanted = {
       name: request.name,
@@ -168,6 +187,7 @@ export async function publishArtifact(request: PublishRequest): Promise<PublishR
   }
   const publish: StagedPublish = {
     edge,
+    journal,
     request,
     keys,
     vouchers,
@@ -181,13 +201,59 @@ export async function publishArtifact(request: PublishRequest): Promise<PublishR
   // From here on the edge holds the version for this publish: SIGINT and SIGTERM (Ctrl-C) give it up
   // there before the process ends, or rerunning the publish would get 409 for 30 minutes (ADR 0022).
   const stop = abortOnStopSignals()
+  let result: PublishResult | undefined
   try {
+    await giveUpLeftovers(publish)
     const outcome = await commitWithFreshSerial(publish, manifest, index, stop.signal)
-    if ('how' in outcome) return reported(request, outcome)
-    for (const note of channelNotes(outcome)) request.onNotice?.(note)
-    return outcome
+    if ('how' in outcome) {
+      result = reported(request, outcome)
+    } else {
+      for (const note of channelNotes(outcome)) request.onNotice?.(note)
+      result = outcome
+    }
+    return result
   } finally {
+    // Kept only while the edge may still hold an attempt of this run that it was never told about.
+    if (publish.gaveUp !== null) await journal?.clear().catch(() => undefined)
+    // The stop ends the process by its signal (release), before any result or error is printed.
+    if (stop.signal.aborted) request.onNotice?.(stoppedNote(publish, stop.signal.reason, result))
     await stop.release()
+  }
+}
+
+/**
+ * What a publish stopped by SIGINT or SIGTERM left, for the one line printed before the process ends:
+ * published anyway (the stop came after the edge's answer), nothing published and nothing held, or an
+ * attempt the edge could not be told about or would not give up.
+ */
+function stoppedNote(publish: StagedPublish, reason: unknown, result: PublishResult | undefined): string {
+  const { name, version } = publish.request
+  const stopped = reason instanceof Error ? reason.message : 'stopped'
+  if (result) return `${stopped} after ${name}@${version} was published (serial ${result.serial})`
+  if (publish.gaveUp === null)
+    return `${stopped}: nothing was published, but the edge could not be told to give the attempt up: it holds ${name}@${version} for 30 minutes, unless the same publish is run again on this machine, which gives it up first`
+  if (publish.gaveUp === undefined || publish.gaveUp === 204)
+    return `${stopped}: nothing was published and nothing of it is left staged at the edge; run the publish again to start over`
+  return `${stopped}: the edge would not give the attempt up (HTTP ${publish.gaveUp}: its commit may have been under way); run the same publish again, which says "already published" if it landed`
+}
+
+/**
+ * Gives up, at the edge, the attempts of this publish that earlier runs on this machine staged and could
+ * not give up themselves (publish-journal.ts): without it, the version stays held for 30 minutes after
+ * a run killed mid-upload. An entry goes once the edge answered (204: given up; 409: another attempt
+ * holds the version or it is published or committing, none of which is this run's to change); one the
+ * edge could not be asked about stays for the next run.
+ */
+async function giveUpLeftovers(publish: StagedPublish): Promise<void> {
+  const { request } = publish
+  for (const { entry, remove } of (await publish.journal?.leftovers()) ?? []) {
+    const answer = await abandon(publish, entry.attempt)
+    if (answer === null) continue
+    await remove()
+    if (answer === 204)
+      request.onNotice?.(
+        `gave up the publish of ${request.name}@${request.version} that an earlier run (pid ${entry.pid}) left staged at the edge: it was killed, or stopped while the edge was out of reach`,
+      )
   }
 }
 
@@ -251,6 +317,13 @@ export async function assertSerialVouchedFor(
 /** What every attempt of one publish shares. */
 interface StagedPublish {
   edge: EdgeClient
+  /** Where the attempt staged is noted until the edge heard of it, or null (publish-journal.ts). */
+  journal: AttemptJournal | null
+  /**
+   * The edge's answer to this run giving its attempt up (abandon): undefined when it never did, null when
+   * the edge could not be told (its journal entry then stays).
+   */
+  gaveUp?: number | null
   request: PublishRequest
   keys: KeyPairFiles[]
   /** Whose manifests vouch for a latest serial (assertSerialVouchedFor). */
@@ -293,6 +366,8 @@ async function commitWithFreshSerial(
     // answered it with a refusal (4xx: nothing was staged by it).
     let mayBeStaged = false
     try {
+      // Best effort: a journal that cannot be written only loses the rerun's give-up.
+      await publish.journal?.record(attemptOf(envelope)).catch(() => undefined)
       mayBeStaged = true
       staged = await stage(publish, envelope, signal).catch((error: unknown) => {
         if (error instanceof AgentError && refusedAtStaging(error)) mayBeStaged = false
@@ -320,7 +395,7 @@ async function commitWithFreshSerial(
         // the POST was lost after the edge staged the envelope: the attempt's name is the sha256 of the
         // envelope as staged, which the CLI has (attemptOf), and only the holder of that exact
         // envelope can name it (a staged manifest is never served).
-        if (mayBeStaged) await abandon(publish, staged?.attempt ?? attemptOf(envelope))
+        if (mayBeStaged) publish.gaveUp = await abandon(publish, staged?.attempt ?? attemptOf(envelope))
         throw error
       }
     }
@@ -434,18 +509,23 @@ function commitStored(publish: StagedPublish, signal: AbortSignal): Promise<Resp
 
 /**
  * Gives the staged attempt up at the edge (`DELETE …/attempts/:attempt`), best effort: not bound to the
- * stop signal (it runs after one), and a link that is down leaves the version held until the staged
- * manifest counts as abandoned, as before. The edge never touches a published version here.
+ * stop signal (it runs after one). The edge's status, or null when it could not be asked (a link that
+ * is down leaves the version held until the staged manifest counts as abandoned, or until a rerun on
+ * this machine gives it up from the journal). The edge never touches a published version here.
  */
-async function abandon(publish: StagedPublish, attempt: string): Promise<void> {
-  await publish.edge
+async function abandon(publish: StagedPublish, attempt: string): Promise<number | null> {
+  return publish.edge
     .request(`${publish.base}/attempts/${attempt}`, {
       method: 'DELETE',
       headers: publish.auth,
       signal: AbortSignal.timeout(10_000),
     })
-    .then((response) => response.body?.cancel())
-    .catch(() => undefined)
+    .then(async (response) => {
+      await response.body?.cancel().catch(() => undefined)
+      // A 5xx (an edge or proxy fault) told the edge nothing for sure.
+      return response.status >= 500 ? null : response.status
+    })
+    .catch(() => null)
 }
 
 /**
@@ -527,7 +607,9 @@ async function putWhole(publish: StagedPublish, signal: AbortSignal): Promise<Re
           hash.update(chunk)
           sent += chunk.length
           request.onProgress?.(sent, size)
-          controller.enqueue(chunk)
+          // In small slices: each one the connection takes restarts the stall timer (header-timeout.ts).
+          for (let at = 0; at < chunk.length; at += PROGRESS_SLICE_BYTES)
+            controller.enqueue(chunk.subarray(at, at + PROGRESS_SLICE_BYTES))
         } catch (error) {
           controller.error(error)
         }
@@ -587,7 +669,8 @@ async function putMultipart(
       signal.throwIfAborted()
       const response = await edge.request(`${uploadPath}/parts/${partNumber}`, {
         method: 'PUT',
-        // fetch sets Content-Length for byte bodies (undici refuses a hand-set one next to them).
+        // fetch sets Content-Length for byte bodies (undici refuses a hand-set one next to them); the
+        // stall timer follows the bytes as they go (header-timeout.ts).
         headers: auth,
         body: buffer,
         signal,
@@ -605,7 +688,12 @@ async function putMultipart(
     }
     if (hash.digest('hex') !== sha256) throw changedWhilePublishing(request.file)
     signal.throwIfAborted()
-    return await edge.request(`${uploadPath}/complete`, {
+    // The edge answers once it has copied the whole upload into place and verified it: time that grows
+    // with the artifact and sends nothing, which the stall timer alone would take for a dead edge.
+    const completing = new EdgeClient(edge.baseUrl, request.fetchImpl, {
+      stallMs: (request.stallMs ?? HEADER_TIMEOUT_MS) + Math.ceil((size / COMPLETE_BYTES_PER_SECOND) * 1000),
+    })
+    return await completing.request(`${uploadPath}/complete`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
       body: JSON.stringify({ parts }),
@@ -620,6 +708,9 @@ async function putMultipart(
     await file.close()
   }
 }
+
+/** The slowest rate at which the edge is expected to copy and verify a completed upload. */
+const COMPLETE_BYTES_PER_SECOND = 4 * 1024 * 1024
 
 function guessMediaType(file: string): string {
   if (/\.(tgz|tar\.gz)$/.test(file)) return 'application/gzip'

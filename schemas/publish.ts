@@ -4,6 +4,8 @@ import { ChannelName, Sha256Hex, Version } from './common.ts'
 /** R2 multipart rules: every part but the last is at least 5 MiB; at most 10,000 parts. */
 export const MIN_PART_BYTES = 5 * 1024 * 1024
 export const MAX_PARTS = 10_000
+/** Parts beyond this are refused before R2 sees them (R2's own ceiling is 5 GiB). */
+export const MAX_PART_BYTES = 512 * 1024 * 1024
 
 export const PublishStarted = z.object({
   name: z.string(),
@@ -15,7 +17,12 @@ export const PublishStarted = z.object({
   attempt: Sha256Hex.optional(),
   /** Bodies up to this size go in one PUT; larger ones use multipart. */
   maxSinglePutBytes: z.number().int().positive(),
-  partBytes: z.number().int().positive(),
+  /**
+   * The size of each part but the last. Bounded as the edge sends it (at least R2's minimum, at most what
+   * it takes in one part): a client reads one part into memory, and a part size of a byte would take
+   * millions of requests.
+   */
+  partBytes: z.number().int().min(MIN_PART_BYTES).max(MAX_PART_BYTES),
 })
 export type PublishStarted = z.infer<typeof PublishStarted>
 

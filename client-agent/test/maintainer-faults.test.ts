@@ -87,6 +87,30 @@ describe('deltaport publish when the edge’s answers are damaged on the way', (
     expect(run.failure.message).toContain('the answer to staging mf-stage-shape@1.0.0 that is malformed')
   })
 
+  it('a staging answer naming parts no edge would take: exit 5 before any part is read or sent', async () => {
+    // 12 MiB: multipart under this suite's 6 MiB single-PUT cap. A part size of a byte would take
+    // 12 million requests (the edge refuses part 10,001 only after 10,000 were sent); one of 2^40 bytes
+    // would read the whole artifact into memory as one part, up to the 5 GiB an artifact may have.
+    for (const [id, partBytes] of [
+      ['tiny', 1],
+      ['huge', 2 ** 40],
+    ] as const) {
+      const name = `mf-parts-${id}`
+      const args = await publishArgs(name, '1.0.0', 12 * 1024 * 1024)
+      const answer = { name, version: '1.0.0', maxSinglePutBytes: 6 * 1024 * 1024, partBytes }
+      const run = await behindProxy(`parts-${id}`, args, (r) =>
+        isStage(r, name) ? { kind: 'replace-body', body: JSON.stringify(answer) } : undefined,
+      )
+      expect(run.code, run.stderr ?? run.stdout).toBe(5)
+      expect(run.failure.message).toContain(`the answer to staging ${name}@1.0.0 that is malformed`)
+      expect(run.via.seen().filter((r) => r.path.includes('/parts/'))).toEqual([])
+      expect(run.ms).toBeLessThan(20_000)
+      // Given up (nothing of it staged), so the same publish goes through at once.
+      const rerun = await behindProxy(`parts-${id}-rerun`, args, () => undefined)
+      expect(rerun.code, rerun.stderr ?? rerun.stdout).toBe(0)
+    }
+  }, 120_000)
+
   it('an endless staging answer: exit 5 once past the cap, with little of it read', async () => {
     const args = await publishArgs('mf-stage-endless', '1.0.0', 4_000)
     const run = await behindProxy('stage-endless', args, (r) =>

@@ -26,12 +26,18 @@ let proxyUrl = ''
 let holding: RegExp | null = PART_PUT
 let dropping: RegExp | null = null
 let held: () => void = () => undefined
+let refusingGiveUps = false
 
 beforeAll(async () => {
   proxy = createServer((req, res) => {
     if (req.method === 'PUT' && holding?.test(req.url ?? '')) {
       req.resume()
       held()
+      return
+    }
+    // The link down just when the CLI tries to give its attempt up: the edge never hears of it.
+    if (req.method === 'DELETE' && refusingGiveUps) {
+      req.socket.destroy()
       return
     }
     if (req.method === 'PUT' && dropping?.test(req.url ?? '')) {
@@ -63,15 +69,28 @@ function publishCli(configFile: string, file: string, name = 'stopped'): ChildPr
   )
 }
 
-/** Runs the publish again, straight to the edge; its exit code and what it printed on stderr. */
+/** Runs the publish again, straight to the edge; its exit code and what it printed. */
 async function rerun(configFile: string, file: string, name: string) {
   const again = publishCli(configFile, file, name)
   let stderr = ''
+  let stdout = ''
   again.stderr?.on('data', (chunk: Buffer) => {
     stderr += chunk.toString()
   })
+  again.stdout?.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString()
+  })
   const { code } = await exited(again)
-  return { code, stderr }
+  return { code, stderr, stdout }
+}
+
+/** Everything `child` writes on stderr, as it comes. */
+function stderrOf(child: ChildProcess): { text: string } {
+  const collected = { text: '' }
+  child.stderr?.on('data', (chunk: Buffer) => {
+    collected.text += chunk.toString()
+  })
+  return collected
 }
 
 async function exited(child: ChildProcess): Promise<{ code: number | null; signal: string | null }> {
@@ -87,11 +106,15 @@ describe('a publish interrupted (Ctrl-C) during a multipart upload', () => {
       held = resolve
     })
     const first = publishCli(ws.configFile, art.path)
+    const said = stderrOf(first)
     await partHeld
     first.kill('SIGINT')
     const stopped = await exited(first)
-    // Ended by the signal, as Ctrl-C ends any command.
+    // Ended by the signal, as Ctrl-C ends any command, saying what it left.
     expect(stopped.signal === 'SIGINT' || stopped.code === 130).toBe(true)
+    expect(said.text).toContain(
+      'stopped by SIGINT: nothing was published and nothing of it is left staged at the edge; run the publish again',
+    )
 
     // Before, the staged publish held the version for 30 minutes: 409 "already being published".
     holding = null
@@ -115,10 +138,12 @@ describe('a publish cut off during its single-PUT upload', () => {
       held = resolve
     })
     const first = publishCli(ws.configFile, art.path, 'single')
+    const said = stderrOf(first)
     await blobHeld
     first.kill('SIGINT')
     const stopped = await exited(first)
     expect(stopped.signal === 'SIGINT' || stopped.code === 130).toBe(true)
+    expect(said.text).toContain('stopped by SIGINT: nothing was published and nothing of it is left staged')
 
     // Before, nothing could give a single PUT up: 409 "already being published" for 30 minutes.
     holding = null
@@ -145,5 +170,60 @@ describe('a publish cut off during its single-PUT upload', () => {
     const again = await rerun(ws.configFile, art.path, 'dropped')
     expect(again.stderr).not.toContain('already being published')
     expect(again.code).toBe(0)
+  })
+})
+
+/**
+ * A run that could not give its attempt up: killed (SIGKILL, a crash, the laptop's battery) or stopped
+ * while the edge was out of reach. The edge holds the version for that attempt for 30 minutes; the CLI
+ * keeps the attempt's name on disk until the edge has heard its fate, so running the same publish
+ * again on this machine gives it up first and publishes at once.
+ */
+describe('a publish that could not give its attempt up', () => {
+  it('killed mid-upload (SIGKILL): running it again gives the killed attempt up and publishes', async () => {
+    const ws = await makeWorkspace(proxyUrl)
+    const art = await writeArtifact(ws.dir, 'killed.bin', 1024 * 1024)
+    holding = BLOB_PUT
+    const blobHeld = new Promise<void>((resolve) => {
+      held = resolve
+    })
+    const first = publishCli(ws.configFile, art.path, 'killed')
+    await blobHeld
+    first.kill('SIGKILL')
+    await exited(first)
+
+    holding = null
+    const again = await rerun(ws.configFile, art.path, 'killed')
+    expect(again.stderr).not.toContain('already being published')
+    expect(again.stderr).toContain('gave up the publish of killed@1.0.0 that an earlier run')
+    expect(again.code).toBe(0)
+  })
+
+  it('stopped while the edge was out of reach: running it again gives that attempt up', async () => {
+    const ws = await makeWorkspace(proxyUrl)
+    const art = await writeArtifact(ws.dir, 'unreached.bin', 1024 * 1024)
+    holding = BLOB_PUT
+    refusingGiveUps = true
+    const blobHeld = new Promise<void>((resolve) => {
+      held = resolve
+    })
+    const first = publishCli(ws.configFile, art.path, 'unreached')
+    const said = stderrOf(first)
+    await blobHeld
+    first.kill('SIGINT')
+    await exited(first)
+    expect(said.text).toContain(
+      'stopped by SIGINT: nothing was published, but the edge could not be told to give the attempt up',
+    )
+
+    holding = null
+    refusingGiveUps = false
+    const again = await rerun(ws.configFile, art.path, 'unreached')
+    expect(again.stderr).not.toContain('already being published')
+    expect(again.code).toBe(0)
+    // Settled: a third run finds nothing of it left to give up.
+    const third = await rerun(ws.configFile, art.path, 'unreached')
+    expect(third.stdout).toContain('already published with these bytes')
+    expect(third.stderr).not.toContain('gave up')
   })
 })

@@ -415,7 +415,7 @@ export const ROUTES: RouteSpec[] = [
     auth: 'bearer',
     parameters: [nameParam, versionParam],
     responses: { '201': { description: 'Published', body: { kind: 'json', schema: 'Published' } } },
-    problems: [400, 401, 409],
+    problems: [400, 401, 409, 422],
   },
   {
     method: 'delete',
@@ -440,7 +440,7 @@ export const ROUTES: RouteSpec[] = [
     responses: {
       '201': { description: 'Upload created', body: { kind: 'json', schema: 'MultipartCreated' } },
     },
-    problems: [400, 401, 409],
+    problems: [400, 401, 409, 422],
   },
   {
     method: 'put',

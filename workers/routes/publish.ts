@@ -5,6 +5,7 @@ import { ArtifactName, decimalParam, Sha256Hex, Version } from '../../schemas/co
 import { MAX_MANIFEST_BYTES, SignedManifest } from '../../schemas/manifest.ts'
 import {
   CompleteMultipart,
+  MAX_PART_BYTES,
   MAX_PARTS,
   MIN_PART_BYTES,
   type Published,
@@ -50,6 +51,7 @@ import {
   readIndex,
 } from '../storage/artifact-store.ts'
 import { abortUpload, StorageUnavailable } from '../storage/guarded-bucket.ts'
+import { MAX_STATEMENT_AHEAD_MS } from '../storage/yank.ts'
 
 const VersionParam = z.object({ name: ArtifactName, version: Version })
 const UploadParam = VersionParam.extend({ uploadId: z.string().min(1).max(1024) })
@@ -62,8 +64,6 @@ const AttemptParam = VersionParam.extend({ attempt: Sha256Hex })
  */
 const MEDIA_TYPE =
   /^[!#$%&'*+.^_`|~0-9A-Za-z-]+\/[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+=(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|"[ !#-[\]-~]*"))*$/
-/** Parts beyond this are refused before R2 sees them; R2's own ceiling is 5 GiB. */
-const MAX_PART_BYTES = 512 * 1024 * 1024
 
 /**
  * Maintainer write side. A publish is staged: the signed manifest first (pending, invisible), then the
@@ -100,6 +100,9 @@ export const publishRouter = new Hono<AppEnv>()
           'mediaType must be a plain type/subtype with optional parameters',
         )
       }
+      // Before the expiry: a manifest dated far from this edge's clock expired (or will expire) when its
+      // signer did not mean it to, and signing again on the same machine cannot fix that.
+      assertSignedNow(manifest, Date.now())
       // Agents refuse an expired manifest anyway; refusing it here saves a publish nobody can install
       // (and an old envelope replayed under a fresh serial is usually expired too).
       if (Date.parse(manifest.expires) <= Date.now()) {
@@ -142,6 +145,8 @@ export const publishRouter = new Hono<AppEnv>()
     const { name, version } = c.req.valid('param')
     const pending = await requirePending(c.env.ARTIFACTS, name, version)
     const manifest = pending.envelope.signed
+    // Before any byte is read: a rotation since staging would refuse the commit anyway (commit below).
+    await assertStillSigned(c.env, pending)
     // The blob commits the version, so what else the manifest lists must be in place first.
     await assertAttachmentsStored(c.env.ARTIFACTS, manifest)
     const length = contentLength(c.req.header('content-length'))
@@ -172,7 +177,7 @@ export const publishRouter = new Hono<AppEnv>()
         await discardPending(c.env.ARTIFACTS, name, version, pending.raw)
       throw error
     }
-    return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
+    return c.json(published(manifest, await commit(c.env, pending)), 201)
   })
   .post('/:name/:version/commit', valid('param', VersionParam), async (c) => {
     // For a manifest re-signed after its serial was overtaken (its first commit got 409
@@ -190,7 +195,7 @@ export const publishRouter = new Hono<AppEnv>()
         `no bytes of ${name}@${version} are stored yet: upload them (PUT …/blob or a multipart upload), which commits`,
       )
     }
-    return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
+    return c.json(published(manifest, await commit(c.env, pending)), 201)
   })
   .delete('/:name/:version/attempts/:attempt', valid('param', AttemptParam), async (c) => {
     // A single PUT cut off (Ctrl-C, a dropped link) never reaches the edge's own cleanup, and its staged
@@ -202,6 +207,7 @@ export const publishRouter = new Hono<AppEnv>()
   .post('/:name/:version/uploads', valid('param', VersionParam), async (c) => {
     const { name, version } = c.req.valid('param')
     const pending = await requirePending(c.env.ARTIFACTS, name, version)
+    await assertStillSigned(c.env, pending)
     await assertAttachmentsStored(c.env.ARTIFACTS, pending.envelope.signed)
     assertSlotUsable(await slotState(c.env.ARTIFACTS, pending.envelope.signed), pending.envelope.signed)
     // Each upload goes to its own staging key; only its promotion after completion fills the blob key.
@@ -268,7 +274,7 @@ export const publishRouter = new Hono<AppEnv>()
           await discardPending(c.env.ARTIFACTS, name, version, pending.raw)
         throw error
       }
-      return c.json(published(manifest, await commit(c.env.ARTIFACTS, pending)), 201)
+      return c.json(published(manifest, await commit(c.env, pending)), 201)
     },
   )
   .delete('/:name/:version/uploads/:uploadId', valid('param', UploadParam), async (c) => {
@@ -291,6 +297,27 @@ export const publishRouter = new Hono<AppEnv>()
     await discardPending(c.env.ARTIFACTS, name, version, (raw) => attemptBelongsTo(target.attempt, raw))
     return c.body(null, 204)
   })
+
+/** How far a staged manifest's `createdAt` may lie behind this edge's clock (a manifest signed, then staged later). */
+const MAX_SIGNED_BEHIND_MS = 24 * 60 * 60 * 1000
+
+/**
+ * Refuses (422) a manifest dated more than a day behind this edge's clock or more than an hour ahead of
+ * it (MAX_STATEMENT_AHEAD_MS, as for yank statements): the CLI signs right before it stages and counts
+ * `expires` from its own clock, so such a date means the signing machine's clock is off, and the
+ * release would expire that much earlier (devices refuse it, unannounced) or later than meant.
+ */
+function assertSignedNow(manifest: SignedManifest['signed'], now: number): void {
+  const created = Date.parse(manifest.createdAt)
+  const behind = now - created > MAX_SIGNED_BEHIND_MS
+  if (!behind && created - now <= MAX_STATEMENT_AHEAD_MS) return
+  const days = (Math.abs(now - created) / 86_400_000).toFixed(1)
+  throw new Problem(
+    422,
+    'unprocessable',
+    `the manifest of ${manifest.name}@${manifest.version} is dated ${manifest.createdAt}, ${days} days ${behind ? 'behind' : 'ahead of'} this edge's clock (${new Date(now).toISOString()}), and its expiry ${manifest.expires} is counted from that date: check the signing machine's clock, then publish again`,
+  )
+}
 
 /**
  * 409 unless the upload of `attempt` was started for the manifest staged now. Another attempt may have
@@ -315,8 +342,10 @@ async function assertUploadOfStaged(attempt: string, pending: PendingPublish): P
  * may be staged at once; any other failure gives the hold back, so the attempt can be retried or given
  * up at once.
  */
-async function commit(bucket: R2Bucket, pending: PendingPublish): Promise<Committed> {
+async function commit(env: Env, pending: PendingPublish): Promise<Committed> {
+  const bucket = env.ARTIFACTS
   const manifest = pending.envelope.signed
+  await assertStillSigned(env, pending)
   const held = await holdForCommit(bucket, pending)
   try {
     return await commitVersion(bucket, manifest, pending.raw, Date.now(), true)
@@ -331,6 +360,29 @@ async function commit(bucket: R2Bucket, pending: PendingPublish): Promise<Commit
     // re-signed one at once (stagePending), as it would be given up.
     if (!dropped) await releaseHold(bucket, held)
     throw error
+  }
+}
+
+/**
+ * The staged manifest's signatures checked again against the maintainers in force now (ADR 0031, 0036).
+ * They were checked when it was staged, but its upload may commit up to 30 minutes later, and a root
+ * published meanwhile (or a MAINTAINER_KEYS edit) may have revoked its signer: from that moment the edge
+ * publishes nothing that key alone signed, as devices then refuse it. A manifest refused so is dropped,
+ * leaving the version free for one the maintainers in force sign (bytes it stored stay and bind the
+ * version, as after any failed commit); 422 `untrusted-signature` saying what changed.
+ */
+async function assertStillSigned(env: Env, pending: PendingPublish): Promise<void> {
+  const { name, version } = pending.envelope.signed
+  try {
+    await assertMaintainerSigned(env, pending.envelope, `the manifest of ${name}@${version}`)
+  } catch (error) {
+    if (!(error instanceof Problem) || error.status !== 422) throw error
+    await discardPending(env.ARTIFACTS, name, version, pending.raw)
+    throw new Problem(
+      error.status,
+      error.slug,
+      `${error.message}: the maintainers changed since it was staged (a root published or MAINTAINER_KEYS edited meanwhile), so nothing was published and the version is free; publish it again signed by the keys in force`,
+    )
   }
 }
 

@@ -144,3 +144,97 @@ describe('MAINTAINER_KEYS pinning a root', () => {
     expect(expired.detail).toContain('publish root 3 first')
   })
 })
+
+/**
+ * A rotation between staging and commit: the signatures were checked when the manifest was staged, and
+ * an upload (minutes for a big artifact, or a holder of a stolen key staging just before the rotation)
+ * commits up to 30 minutes later. The commit checks them again against the maintainers in force then,
+ * so a key revoked by `root publish` publishes nothing from that moment, and the version is left free
+ * for a manifest the new maintainers signed.
+ */
+describe('a rotation while a publish is staged', () => {
+  async function stagedBy(signers: TestKey[], name: string, body: Uint8Array) {
+    const unsigned = await envelopeFor(name, '1.0.0', body)
+    const path = `/v1/publish/${name}/1.0.0`
+    expect((await send('POST', path, await signedByAll(unsigned.signed, signers))).status).toBe(201)
+    return path
+  }
+  const putBlob = (path: string, body: BodyInit, length: number) =>
+    app.request(
+      `${path}/blob`,
+      { method: 'PUT', headers: { ...auth, 'content-length': String(length) }, body },
+      pinned,
+    )
+  const listed = async (name: string) =>
+    (await app.request(`/v1/artifacts/${name}`, {}, pinned)).status === 200
+
+  it('refuses the upload of a manifest whose signer was revoked since it was staged, and frees the version', async () => {
+    expect((await putRoot(firstRoot)).status).toBe(201)
+    const body = bytesOf(300, 41)
+    const path = await stagedBy([alice], 'rotated-before-upload', body)
+    expect((await putRoot(rootOf(2, [bob]))).status).toBe(201)
+
+    const refused = await expectProblem(await putBlob(path, body, body.length), 422, 'untrusted-signature')
+    expect(refused.detail).toContain('no valid signature by the maintainers of root 2')
+    expect(refused.detail).toContain('changed since it was staged')
+    expect(await listed('rotated-before-upload')).toBe(false)
+    // Nothing holds the version, and it was refused before any byte was stored: Bob's manifest stages
+    // at once (no 30-minute wait) and finds no bytes to commit without an upload.
+    await stagedBy([bob], 'rotated-before-upload', body)
+    const empty = await app.request(`${path}/commit`, { method: 'POST', headers: auth }, pinned)
+    expect((await expectProblem(empty, 409, 'conflict')).detail).toContain('no bytes')
+    expect((await putBlob(path, body, body.length)).status).toBe(201)
+
+    // A multipart upload is refused at its start the same way.
+    const other = await stagedBy([bob], 'rotated-before-multipart', body)
+    expect((await putRoot(rootOf(3, [carol]))).status).toBe(201)
+    const start = await app.request(`${other}/uploads`, { method: 'POST', headers: auth }, pinned)
+    await expectProblem(start, 422, 'untrusted-signature')
+    await stagedBy([carol], 'rotated-before-multipart', body)
+  })
+
+  it('refuses the commit when the rotation lands while the bytes are on their way', async () => {
+    expect((await putRoot(firstRoot)).status).toBe(201)
+    const body = bytesOf(300, 42)
+    const path = await stagedBy([alice], 'rotated-mid-upload', body)
+    const { readable, writable } = new FixedLengthStream(body.length)
+    const writer = writable.getWriter()
+    void writer.write(body.slice(0, 100))
+    const response = putBlob(path, readable, body.length)
+    // The upload is under way (its checks done, its body streaming) when root 2 revokes Alice.
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect((await putRoot(rootOf(2, [bob]))).status).toBe(201)
+    await writer.write(body.slice(100))
+    await writer.close()
+    await expectProblem(await response, 422, 'untrusted-signature')
+    expect(await listed('rotated-mid-upload')).toBe(false)
+    // The bytes stored stay and bind the version (as after any failed commit); Bob's manifest of the
+    // same bytes commits them without an upload.
+    await stagedBy([bob], 'rotated-mid-upload', body)
+    expect((await app.request(`${path}/commit`, { method: 'POST', headers: auth }, pinned)).status).toBe(201)
+  })
+
+  it('refuses to complete a multipart upload started before the rotation', async () => {
+    expect((await putRoot(firstRoot)).status).toBe(201)
+    const body = bytesOf(300, 43)
+    const path = await stagedBy([alice], 'rotated-multipart', body)
+    const started = await app.request(`${path}/uploads`, { method: 'POST', headers: auth }, pinned)
+    expect(started.status).toBe(201)
+    const { uploadId } = (await started.json()) as { uploadId: string }
+    const uploadPath = `${path}/uploads/${encodeURIComponent(uploadId)}`
+    const part = await app.request(
+      `${uploadPath}/parts/1`,
+      { method: 'PUT', headers: { ...auth, 'content-length': String(body.length) }, body },
+      pinned,
+    )
+    expect(part.status).toBe(200)
+    const uploaded = await part.json()
+    expect((await putRoot(rootOf(2, [bob]))).status).toBe(201)
+    await expectProblem(
+      await send('POST', `${uploadPath}/complete`, { parts: [uploaded] }),
+      422,
+      'untrusted-signature',
+    )
+    expect(await listed('rotated-multipart')).toBe(false)
+  })
+})

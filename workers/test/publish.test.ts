@@ -4,7 +4,16 @@ import { ArtifactIndex } from '../../schemas/artifact-index.ts'
 import { ProblemDetails } from '../../schemas/problem.ts'
 import { callApp } from './delta-helpers.ts'
 import { kvInOutage } from './failing-kv.ts'
-import { auth, bytesOf, call, envelopeFor, publishSingle, sha256, startPublish } from './publish-helpers.ts'
+import {
+  auth,
+  bytesOf,
+  call,
+  envelopeFor,
+  expectProblem,
+  publishSingle,
+  sha256,
+  startPublish,
+} from './publish-helpers.ts'
 
 describe('publish → manifest → blob', () => {
   it('round-trips an artifact and lists it in the index', async () => {
@@ -261,5 +270,43 @@ describe('multipart publish', () => {
     const listed = await env.ARTIFACTS.list({ prefix: 'artifacts/badmulti' })
     expect(listed.objects).toEqual([])
     expect((await env.ARTIFACTS.list({ prefix: 'pending/badmulti' })).objects).toEqual([])
+  })
+})
+
+/**
+ * A signing machine whose clock is off: the CLI dates a manifest (`createdAt`) and counts its expiry
+ * (`expires`, 90 days by default) from its own clock. One 80 days behind signs a release devices refuse
+ * after 10 days, with nothing said; one a year ahead signs one that outlives its intended lifetime by a
+ * year. Staging refuses both, naming the clocks, rather than "expired; sign it again" (which signing
+ * again on the same machine cannot fix) or nothing at all.
+ */
+describe('a manifest signed on a machine whose clock is off', () => {
+  const at = (offsetMs: number) => new Date(Date.now() + offsetMs)
+  const signedAt = (name: string, offsetMs: number) =>
+    envelopeFor(name, '1.0.0', bytesOf(300, 7), {
+      createdAt: at(offsetMs).toISOString(),
+      expires: at(offsetMs + 90 * 86_400_000).toISOString(),
+    })
+
+  it('is refused at staging when dated more than a day behind or an hour ahead of the edge', async () => {
+    for (const [name, offset, words] of [
+      ['clock-behind', -80 * 86_400_000, 'behind'],
+      ['clock-far-behind', -100 * 86_400_000, 'behind'],
+      ['clock-ahead', 2 * 3_600_000, 'ahead of'],
+    ] as const) {
+      const refused = await expectProblem(
+        await startPublish(await signedAt(name, offset)),
+        422,
+        'unprocessable',
+      )
+      expect(refused.detail).toContain(`${words} this edge's clock`)
+      expect(refused.detail).toContain("check the signing machine's clock")
+      expect(await env.ARTIFACTS.head(`pending/${name}/1.0.0/manifest.json`)).toBeNull()
+    }
+  })
+
+  it('is staged when its clock is within the bounds', async () => {
+    expect((await startPublish(await signedAt('clock-slow', -12 * 3_600_000))).status).toBe(201)
+    expect((await startPublish(await signedAt('clock-fast', 30 * 60_000))).status).toBe(201)
   })
 })
