@@ -21,9 +21,11 @@ const suite = useEdgeWorkspace({ MAX_SINGLE_PUT_BYTES: String(10 * 1024 * 1024) 
 const STALL_MS = 3_000
 /**
  * Bytes per second the proxy passes an upload body on at. Socket buffers on loopback take a few MiB
- * ahead of the proxy, so the rate must drain them within the timer once the last byte is handed over.
+ * ahead of the proxy, so the rate must drain them within the timer once the last byte is handed over;
+ * and a full send buffer tells the sender it may write again only once a third to a half of it (up to
+ * 2 MiB here) drained, a gap without progress that must stay well inside the timer.
  */
-const RATE = 1024 * 1024
+let rate = 1024 * 1024
 
 let proxy: Server
 let proxyUrl = ''
@@ -46,11 +48,11 @@ beforeAll(async () => {
       req.pipe(forwarded)
       return
     }
-    // Each chunk held for its share of a second: RATE bytes a second.
+    // Each chunk held for its share of a second: `rate` bytes a second.
     req.on('data', (chunk: Buffer) => {
       req.pause()
       forwarded.write(chunk)
-      setTimeout(() => req.resume(), (chunk.length / RATE) * 1000)
+      setTimeout(() => req.resume(), (chunk.length / rate) * 1000)
     })
     req.on('end', () => forwarded.end())
   })
@@ -72,7 +74,9 @@ async function listed(name: string): Promise<string[]> {
 
 describe('publish over a link slower than the stall timer', () => {
   it('a single PUT whose body takes longer to send than the timer is published', async () => {
-    // 9 MiB at 1 MiB/s: 9 s of steady upload, three times the timer.
+    // 9 MiB at 2 MiB/s: 4.5 s of steady upload, 1.5 times the timer. At 1 MiB/s the send buffer's
+    // refill gap (above) came within the timer's reach on a loaded machine: one run in four failed.
+    rate = 2 * 1024 * 1024
     const art = await writeArtifact(suite.ws.dir, 'slow-single.bin', 9 * 1024 * 1024)
     const published = await publishArtifact({
       edgeUrl: proxyUrl,
@@ -83,6 +87,7 @@ describe('publish over a link slower than the stall timer', () => {
       version: '1.0.0',
       stallMs: STALL_MS,
     })
+    rate = 1024 * 1024
     expect(published.serial).toBe(1)
     expect(await listed('slow-single')).toEqual(['1.0.0'])
   }, 60_000)
@@ -106,7 +111,8 @@ describe('publish over a link slower than the stall timer', () => {
   it('a multipart complete the edge takes longer than the timer to answer is published', async () => {
     // The edge copies and verifies the whole upload before it answers: the CLI gives it time that grows
     // with the artifact (3 s + 11 MiB at 4 MiB/s here), not the bare timer.
-    completeDelayMs = STALL_MS + 1_500
+    // Held just past the timer: the edge's own copy comes on top, and at load it took over a second.
+    completeDelayMs = STALL_MS + 500
     try {
       const art = await writeArtifact(suite.ws.dir, 'slow-complete.bin', 11 * 1024 * 1024)
       const published = await publishArtifact({
