@@ -138,6 +138,9 @@ const setSize = (i: number, v: number) => (s: Sizes) => s.map((x, j) => (j === i
 describe('docs/formats/approx-delta.md: hand-written DPAX deltas', () => {
   it('the documented header, block, controls, sparse diff and guarded carry give the documented target', async () => {
     expect(await applyBoth(await dpax(GOOD))).toEqual(TARGET)
+    // Non-minimal varints are accepted: startPos 1 (zigzag 2) as 82 80 00, copyLen 4 as 84 00.
+    const padded = withBlock({ ctrl: [0x82, 0x80, 0x00, 0x84, 0x00, 3, 0] })
+    expect(await applyBoth(await dpax(padded))).toEqual(TARGET)
   })
 
   it('blocks of blockSize, the last one shorter, each decodable with its own triples', async () => {
