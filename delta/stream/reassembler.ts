@@ -436,6 +436,13 @@ export class StreamReassembler {
           'stream.bad-block',
           `${where}: wrong length`,
         )
+        // Parity is computed over zero padding: a block padded otherwise (its CRC may still match) would
+        // turn the repair of another block of its group into a sha256 mismatch, so it is an erasure.
+        check(
+          area.subarray(header.payloadLength).every((b) => b === 0),
+          'stream.bad-block',
+          `${where}: padding is not zero`,
+        )
       }
       if (role.kind === 'parity')
         check(header.payloadLength === layout.blockSize, 'stream.bad-block', `${where}: wrong length`)

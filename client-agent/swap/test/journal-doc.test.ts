@@ -182,4 +182,24 @@ describe('docs/formats/swap-journal.md describes the journal SwapJournal writes'
     await reopened.close()
     expect((await readFile(path)).length).toBe(doc.validBytes)
   })
+
+  it('hand-written frames: a repeated id replaces the first record in its place; ids continue above any record read', () => {
+    const frame = (r: object) => docFrame(new TextEncoder().encode(JSON.stringify(r)))
+    const image = new Uint8Array(
+      Buffer.concat([
+        frame(w(1, 'a')),
+        frame(w(2, 'b')),
+        frame({ ...w(1, 'a'), path: '/orders/1-again' }),
+        frame({ t: 'd', id: 7, status: 499 }),
+      ]),
+    )
+    const ours = parseJournal(image)
+    expect(ours).toEqual(docRead(image))
+    expect(ours.pending.map((r) => [r.id, r.path])).toEqual([
+      [1, '/orders/1-again'],
+      [2, '/orders/2'],
+    ])
+    expect(ours.lastId).toBe(7)
+    expect(ours.validBytes).toBe(image.length)
+  })
 })
