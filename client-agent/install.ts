@@ -535,12 +535,14 @@ export async function planCheaperUpdate(
         await edge.manifest(target.name, version),
         { name: target.name, version },
         // Intermediate versions of a chain are only a means to the target: their hashes are what matters.
+        // An older release's manifest may have expired since; the target's own is checked for that.
         {
           trustedKeys: config.trustedKeys,
           threshold: config.maintainerThreshold,
           lastSerial: 0,
           now: request.now ?? new Date(),
           allowDowngrade: true,
+          ignoreExpiry: true,
         },
       ),
     archiveLimits: deviceArchiveLimits(config.applyMemoryBytes),

@@ -188,6 +188,11 @@ async function followPlans(
       return { planned: { ...result, strategy: plan.strategy, steps: plan.steps.length }, fallbacks }
     } catch (error) {
       if (ctx.signal?.aborted) throw error
+      // The signed manifest of a version the chain passes through cannot be had or does not verify:
+      // the chain cannot be checked hop by hop, and a new plan would name the same versions. The target
+      // verified, so its full download follows (the reason kept for the result), never a failed update.
+      if (error instanceof IntermediateUnusable)
+        return { planned: null, fallbacks: [...fallbacks, `${plan.strategy}: ${error.message}`] }
       // The network or the edge failed under the plan (after a delta stream's own range retries):
       // the full download resumes and retries such faults (and a 200 for a range is all it asks for),
       // so it follows instead of the update failing. Asking for another plan would meet the same link.
@@ -361,8 +366,36 @@ function assertPlanConnects(plan: PlanResponse, installed: string | null, target
 /** A path on the edge: one leading slash (not `//host`), printable ASCII, bounded. */
 const EDGE_PATH = /^\/(?!\/)[\x21-\x7e]{0,2047}$/
 
+/** An intermediate version's signed manifest that could not be fetched or did not verify. */
+class IntermediateUnusable extends Error {}
+
+/**
+ * The verified manifests of the versions a chain passes through, fetched before any delta: one that
+ * cannot be had or does not verify (an edge serving a bad one, a key no longer trusted) ends the plan
+ * before its bytes are spent. A cancellation stays what it is; anything else of the agent's is unusable.
+ */
+async function intermediateManifests(
+  ctx: PlanUpdateContext,
+  steps: readonly PlanDeltaStep[],
+): Promise<Map<string, ArtifactManifest>> {
+  const manifests = new Map<string, ArtifactManifest>([[ctx.target.version, ctx.target]])
+  for (const step of steps) {
+    if (manifests.has(step.to)) continue
+    try {
+      manifests.set(step.to, await ctx.manifestOf(step.to))
+    } catch (error) {
+      if (ctx.signal?.aborted || !(error instanceof AgentError)) throw error
+      throw new IntermediateUnusable(
+        `the manifest of ${ctx.target.name}@${step.to}, which the chain passes through, cannot be used (${error.message}); downloading the whole artifact`,
+      )
+    }
+  }
+  return manifests
+}
+
 async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
   if (!ctx.installed) throw new AgentError('integrity-mismatch', 'a delta plan needs an installed base')
+  const manifests = await intermediateManifests(ctx, steps)
   let source = ctx.installed.blobPath
   let wireBytes = 0
   let transfer: Explanation | undefined
@@ -392,7 +425,7 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
     learnt = priorOf(fetched.snapshot) ?? learnt
     // Best effort: a save that fails is a cold start next time, never a failed update.
     await ctx.links?.save(url, fetched.snapshot)
-    const expected = step.to === ctx.target.version ? ctx.target : await ctx.manifestOf(step.to)
+    const expected = manifests.get(step.to) as ArtifactManifest
     const output = ctx.workPath(`${step.to}.rebuilt`)
     // Off the event loop: `deltaport run` keeps proxying the live service while this applies.
     await rebuild(output, expected, async (sink) => {
