@@ -3,6 +3,7 @@ import { constants, createReadStream } from 'node:fs'
 import { access, lstat, open, rm, stat } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { AgentError, namingPath, systemError } from './errors.ts'
+import { writeFully } from './fs/file-io.ts'
 import { unlessMissing } from './fs/missing.ts'
 import { removeTree } from './fs/remove-tree.ts'
 import { isTransient, MAX_RETRY_WAIT_MS, retryWaitMs } from './transfer/backoff.ts'
@@ -230,7 +231,7 @@ async function fetchFrom(
             `the edge sent more than the manifest's ${request.size} bytes`,
           )
         }
-        await namingPath(partial, file.write(bytes, 0, bytes.length, position))
+        await namingPath(partial, writeFully(file, bytes, position))
         progress.position = position + bytes.length
         request.onProgress?.({ received: progress.position, total: request.size, resumedFrom: start })
         await cap.received(bytes.length, request.signal)

@@ -336,7 +336,8 @@ async function installLocked(
   const base = {
     name: manifest.name,
     version,
-    previous: state.current,
+    // Installing the current version again (repairing it) switches nothing: the one before stays.
+    previous: version === state.current ? state.previous : state.current,
     size: manifest.size,
     ...(retreat ? { retreated: retreatedNote(retreat) } : {}),
     ...(dependencies.length > 0 ? { dependencies } : {}),
@@ -368,7 +369,16 @@ async function installLocked(
     await switchTogether(store, plan, step, lockWaitOf(request))
     return { pruned: await pruneOldVersions(config, store) }
   }
-  if (state.current === version && (await store.has(version))) {
+  // The version the owner named (not a channel's head, a rollout's choice or a dependency's) is
+  // re-hashed even when current: it is how a running version whose bytes changed on disk (bit rot, a
+  // hand edit) is repaired, as for any other version still on disk below. Following a channel stays
+  // free of hashing the running blob on every poll.
+  const ownerNamed = isVersionTarget(target) && request.channel === undefined && !request.switchPlan
+  if (
+    state.current === version &&
+    (await store.has(version)) &&
+    !(ownerNamed && !(await intactOnDisk(store, version, manifest)))
+  ) {
     // Nothing to switch here; the dependencies staged for it (one of them had moved) still are.
     if (request.switchPlan) request.switchPlan.drop(request.name)
     else await switchTogether(store, plan, null, lockWaitOf(request))
@@ -384,12 +394,8 @@ async function installLocked(
   }
   // A version still on disk is switched back to only if its bytes are still the signed ones and its
   // manifest still reads (status, rollback, the next update and the serial floor read it); a damaged
-  // copy is downloaded again below (the commit replaces its folder).
-  if (
-    (await store.has(version)) &&
-    (await store.manifestOrNull(version)) !== null &&
-    (await fileHasBytes(store.blobPath(version), manifest))
-  ) {
+  // copy is downloaded again below (the commit replaces its blob and manifest in place).
+  if ((await store.has(version)) && (await intactOnDisk(store, version, manifest))) {
     const switched = await switchTo(false)
     return {
       ...base,
@@ -472,6 +478,13 @@ async function installLocked(
   }
 }
 
+/** Whether installed `version` still has a readable manifest and the signed bytes. */
+async function intactOnDisk(store: ArtifactStore, version: string, manifest: ArtifactManifest) {
+  return (
+    (await store.manifestOrNull(version)) !== null && (await fileHasBytes(store.blobPath(version), manifest))
+  )
+}
+
 /** The supervisor's files of the artifact (`<installRoot>/<name>/run/`). */
 export function runFilesOf(store: ArtifactStore): RunFiles {
   return new RunFiles(join(store.dir, 'run'))
@@ -535,12 +548,14 @@ export async function planCheaperUpdate(
         await edge.manifest(target.name, version),
         { name: target.name, version },
         // Intermediate versions of a chain are only a means to the target: their hashes are what matters.
+        // An older release's manifest may have expired since; the target's own is checked for that.
         {
           trustedKeys: config.trustedKeys,
           threshold: config.maintainerThreshold,
           lastSerial: 0,
           now: request.now ?? new Date(),
           allowDowngrade: true,
+          ignoreExpiry: true,
         },
       ),
     archiveLimits: deviceArchiveLimits(config.applyMemoryBytes),

@@ -238,6 +238,14 @@ export class ArtifactStore {
   async commitVersion(verifiedBlob: string, envelope: SignedManifest): Promise<void> {
     const version = envelope.signed.version
     const final = this.versionDir(version)
+    if ((await unlessMissing(lstat(final), null))?.isDirectory()) {
+      // Installed again over a damaged copy, maybe the one `current` names: its manifest and blob are
+      // each replaced by an atomic rename, so the folder is never absent (removing it first left
+      // `current` dangling until the new one was renamed in, for good if killed in between).
+      await writeFileAtomic(join(final, 'manifest.json'), JSON.stringify(envelope))
+      await renameDurably(verifiedBlob, join(final, 'blob'))
+      return
+    }
     const staging = tempPathFor(final)
     await makeDirs(staging)
     await renameDurably(verifiedBlob, join(staging, 'blob'))

@@ -33,6 +33,12 @@ export interface TrustPolicy {
   now: Date
   /** The user pinned an older version on purpose: skip only the rollback check. */
   allowDowngrade?: boolean
+  /**
+   * Skip only the expiry check: for the intermediate versions of a delta chain, whose bytes only feed the
+   * next delta and whose output is checked against the target's own unexpired manifest. An old release's
+   * manifest expires (90 days by default); a freeze attack needs the target's, which is still checked.
+   */
+  ignoreExpiry?: boolean
 }
 
 /**
@@ -71,7 +77,7 @@ export async function verifyManifest(
       `asked for ${expected.name}@${expected.version ?? '*'} but the manifest describes ${manifest.name}@${manifest.version}`,
     )
   }
-  if (Date.parse(manifest.expires) <= policy.now.getTime()) {
+  if (!policy.ignoreExpiry && Date.parse(manifest.expires) <= policy.now.getTime()) {
     throw new AgentError(
       'untrusted-manifest',
       `${manifest.name}@${manifest.version}: manifest expired at ${manifest.expires}`,

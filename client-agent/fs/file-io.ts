@@ -1,8 +1,24 @@
-import { open, rename, rm, stat } from 'node:fs/promises'
+import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { ByteSink, ByteSource, RandomAccessReader } from '../../delta/io.ts'
 import { AgentError, namingPath } from '../errors.ts'
 import { forgetTemp, fsyncDir, openTempFor } from './atomic.ts'
+
+/**
+ * Writes all of `bytes` at `position`. A write may store fewer bytes than asked without an error (the
+ * kernel's short write: a disk with room for part of the chunk fills up), and it is only the next write
+ * that fails with ENOSPC; ignoring the count lost the rest of the chunk silently, and the file then
+ * failed its sha256 (`integrity-mismatch`, as if tampered with) instead of being a full disk.
+ */
+export async function writeFully(handle: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  let done = 0
+  while (done < bytes.length) {
+    const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, position + done)
+    // Never 0 for a regular file with bytes asked for; guarded so a strange one cannot spin here.
+    if (bytesWritten <= 0) throw Object.assign(new Error('write stored nothing'), { code: 'EIO' })
+    done += bytesWritten
+  }
+}
 
 function notARegularFile(path: string): AgentError {
   return new AgentError('io', `${path} is not a regular file`, { path })
@@ -128,7 +144,7 @@ export async function openAtomicFileSink(
     path: temp,
     // A full disk surfaces here, on the handle, whose errors name no file: name the output.
     write: async (chunk) => {
-      await namingPath(target, handle.write(chunk, 0, chunk.length, position))
+      await namingPath(target, writeFully(handle, chunk, position))
       position += chunk.length
     },
     commit: async () => {

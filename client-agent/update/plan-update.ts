@@ -188,6 +188,17 @@ async function followPlans(
       return { planned: { ...result, strategy: plan.strategy, steps: plan.steps.length }, fallbacks }
     } catch (error) {
       if (ctx.signal?.aborted) throw error
+      // The signed manifest of a version the chain passes through cannot be had or does not verify:
+      // the chain cannot be checked hop by hop, and a new plan would name the same versions. The target
+      // verified, so its full download follows (the reason kept for the result), never a failed update.
+      if (error instanceof IntermediateUnusable)
+        return { planned: null, fallbacks: [...fallbacks, `${plan.strategy}: ${error.message}`] }
+      // The disk filled under the plan: a chain holds an intermediate version beside the one it
+      // rebuilds (twice the target's size), while the full download needs the target's size once, which
+      // was checked before. The plan's scratch is gone by now (followDeltas), so the full download
+      // follows; on a disk too full for that as well, it fails as no-space itself.
+      if (error instanceof AgentError && error.code === 'no-space')
+        return { planned: null, fallbacks: [...fallbacks, `${plan.strategy}: ${error.message}`] }
       // The network or the edge failed under the plan (after a delta stream's own range retries):
       // the full download resumes and retries such faults (and a 200 for a range is all it asks for),
       // so it follows instead of the update failing. Asking for another plan would meet the same link.
@@ -361,8 +372,36 @@ function assertPlanConnects(plan: PlanResponse, installed: string | null, target
 /** A path on the edge: one leading slash (not `//host`), printable ASCII, bounded. */
 const EDGE_PATH = /^\/(?!\/)[\x21-\x7e]{0,2047}$/
 
+/** An intermediate version's signed manifest that could not be fetched or did not verify. */
+class IntermediateUnusable extends Error {}
+
+/**
+ * The verified manifests of the versions a chain passes through, fetched before any delta: one that
+ * cannot be had or does not verify (an edge serving a bad one, a key no longer trusted) ends the plan
+ * before its bytes are spent. A cancellation stays what it is; anything else of the agent's is unusable.
+ */
+async function intermediateManifests(
+  ctx: PlanUpdateContext,
+  steps: readonly PlanDeltaStep[],
+): Promise<Map<string, ArtifactManifest>> {
+  const manifests = new Map<string, ArtifactManifest>([[ctx.target.version, ctx.target]])
+  for (const step of steps) {
+    if (manifests.has(step.to)) continue
+    try {
+      manifests.set(step.to, await ctx.manifestOf(step.to))
+    } catch (error) {
+      if (ctx.signal?.aborted || !(error instanceof AgentError)) throw error
+      throw new IntermediateUnusable(
+        `the manifest of ${ctx.target.name}@${step.to}, which the chain passes through, cannot be used (${error.message}); downloading the whole artifact`,
+      )
+    }
+  }
+  return manifests
+}
+
 async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
   if (!ctx.installed) throw new AgentError('integrity-mismatch', 'a delta plan needs an installed base')
+  const manifests = await intermediateManifests(ctx, steps)
   let source = ctx.installed.blobPath
   let wireBytes = 0
   let transfer: Explanation | undefined
@@ -370,45 +409,60 @@ async function followDeltas(ctx: PlanUpdateContext, steps: PlanDeltaStep[]) {
   /** What the last stream learnt: a chain's next step starts from it, saved or not. */
   let learnt: ControllerPrior | undefined
   const total = steps.reduce((n, s) => n + s.layout.framedLength, 0)
-  for (const step of steps) {
-    const payloadPath = ctx.workPath(`${step.from}-${step.to}.${step.method}.delta`)
-    const url = ctx.edge.url(step.url)
-    const prior = learnt ?? (await ctx.links?.load(url))
-    const fetched = await fetchDeltaStream({
-      url,
-      ...(prior ? { prior } : {}),
-      blockSize: step.layout.blockSize,
-      payloadSha256: step.sha256,
-      payloadLength: step.size,
-      payloadPath,
-      ...(ctx.fetchImpl ? { fetchImpl: ctx.fetchImpl } : {}),
-      ...(ctx.signal ? { signal: ctx.signal } : {}),
-      ...(ctx.bandwidthCapBps ? { bandwidthCapBps: ctx.bandwidthCapBps } : {}),
-      onProgress: (p) => ctx.onProgress?.(wireBytes + p.wireBytes, total),
-    })
-    wireBytes += fetched.wireBytes
-    transfer = fetched.controller
-    transferStart ??= fetched.firstPlan ?? undefined
-    learnt = priorOf(fetched.snapshot) ?? learnt
-    // Best effort: a save that fails is a cold start next time, never a failed update.
-    await ctx.links?.save(url, fetched.snapshot)
-    const expected = step.to === ctx.target.version ? ctx.target : await ctx.manifestOf(step.to)
-    const output = ctx.workPath(`${step.to}.rebuilt`)
-    // Off the event loop: `deltaport run` keeps proxying the live service while this applies.
-    await rebuild(output, expected, async (sink) => {
-      await applyDeltaFileOffThread(
-        {
-          sourcePath: source,
-          deltaPath: payloadPath,
-          ...(ctx.archiveLimits ? { archive: ctx.archiveLimits } : {}),
-        },
-        sink,
-        ctx.signal,
-      )
-    })
-    await rm(payloadPath, { force: true })
+  const payloadOf = (step: PlanDeltaStep) => ctx.workPath(`${step.from}-${step.to}.${step.method}.delta`)
+  try {
+    for (const step of steps) {
+      const payloadPath = payloadOf(step)
+      const url = ctx.edge.url(step.url)
+      const prior = learnt ?? (await ctx.links?.load(url))
+      const fetched = await fetchDeltaStream({
+        url,
+        ...(prior ? { prior } : {}),
+        blockSize: step.layout.blockSize,
+        payloadSha256: step.sha256,
+        payloadLength: step.size,
+        payloadPath,
+        ...(ctx.fetchImpl ? { fetchImpl: ctx.fetchImpl } : {}),
+        ...(ctx.signal ? { signal: ctx.signal } : {}),
+        ...(ctx.bandwidthCapBps ? { bandwidthCapBps: ctx.bandwidthCapBps } : {}),
+        onProgress: (p) => ctx.onProgress?.(wireBytes + p.wireBytes, total),
+      })
+      wireBytes += fetched.wireBytes
+      transfer = fetched.controller
+      transferStart ??= fetched.firstPlan ?? undefined
+      learnt = priorOf(fetched.snapshot) ?? learnt
+      // Best effort: a save that fails is a cold start next time, never a failed update.
+      await ctx.links?.save(url, fetched.snapshot)
+      const expected = manifests.get(step.to) as ArtifactManifest
+      const output = ctx.workPath(`${step.to}.rebuilt`)
+      // Off the event loop: `deltaport run` keeps proxying the live service while this applies.
+      await rebuild(output, expected, async (sink) => {
+        await applyDeltaFileOffThread(
+          {
+            sourcePath: source,
+            deltaPath: payloadPath,
+            ...(ctx.archiveLimits ? { archive: ctx.archiveLimits } : {}),
+          },
+          sink,
+          ctx.signal,
+        )
+      })
+      await rm(payloadPath, { force: true })
+      if (source !== ctx.installed.blobPath) await rm(source, { force: true })
+      source = output
+    }
+  } catch (error) {
+    // An intermediate output is never resumed (a later run fetches its hop again: its payload is gone
+    // once it was applied), so left in partial/ it only held the disk, up to an artifact's size, until
+    // an install succeeded. On a full disk the kept payloads go too: the full
+    // download follows (followPlans) and needs the room more than a later resume of this plan does.
     if (source !== ctx.installed.blobPath) await rm(source, { force: true })
-    source = output
+    if (error instanceof AgentError && error.code === 'no-space')
+      for (const step of steps) {
+        await rm(payloadOf(step), { force: true })
+        await rm(`${payloadOf(step)}.journal`, { force: true })
+      }
+    throw error
   }
   return {
     blobPath: source,

@@ -14,7 +14,8 @@ import {
   StreamReassembler,
 } from '../../delta/stream/index.ts'
 import { hashFile } from '../download.ts'
-import { AgentError } from '../errors.ts'
+import { AgentError, namingPath } from '../errors.ts'
+import { writeFully } from '../fs/file-io.ts'
 import {
   isNetworkFault,
   isTransient,
@@ -196,7 +197,7 @@ async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResu
 
   const file = await open(request.payloadPath, resumeAt > 0 ? 'r+' : 'w')
   try {
-    const sink = new DurableSink(file, bytesDone, layout, async (groupsDone, bytes) => {
+    const sink = new DurableSink(file, request.payloadPath, bytesDone, layout, async (groupsDone, bytes) => {
       await writeJournal(journalPath, {
         url: request.url,
         payloadSha256: request.payloadSha256,
@@ -412,6 +413,7 @@ function bufferedGroupsFor(layout: StreamLayout): number {
  */
 class DurableSink {
   readonly #file: FileHandle
+  readonly #path: string
   readonly #groupBytes: number
   readonly #payloadLength: number
   readonly #onDurable: (groupsDone: number, bytes: number) => Promise<void>
@@ -421,11 +423,13 @@ class DurableSink {
 
   constructor(
     file: FileHandle,
+    path: string,
     position: number,
     layout: StreamLayout,
     onDurable: (groupsDone: number, bytes: number) => Promise<void>,
   ) {
     this.#file = file
+    this.#path = path
     this.#position = position
     this.#groupBytes = layout.k * layout.blockSize
     this.#payloadLength = layout.payloadLength
@@ -433,7 +437,8 @@ class DurableSink {
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    await this.#file.write(chunk, 0, chunk.length, this.#position)
+    // A full disk here names the payload file (no-space), as the other writers of an update do.
+    await namingPath(this.#path, writeFully(this.#file, chunk, this.#position))
     this.#position += chunk.length
     this.#unsynced += chunk.length
     // Sync about every 1 MiB or 500 ms: a crash costs at most that much, and fsyncs stay rare.
