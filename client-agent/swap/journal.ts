@@ -89,6 +89,8 @@ export class SwapJournal {
   private lastDone: { id: number; frame: Buffer } | null = null
   /** `size` right after the last compaction: nothing appended since, the file is compacted already. */
   private compactedSize: number | null = null
+  /** Set when a failed append's bytes could not be cut off the file: nothing more is appended. */
+  private unusable: Error | null = null
 
   constructor(path: string) {
     this.path = path
@@ -347,7 +349,7 @@ export class SwapJournal {
         size += HEADER + at.length
       }
       if (marker) {
-        await out.write(marker, 0, marker.length)
+        await writeFully(out, marker)
         size += marker.length
       }
       await out.sync()
@@ -368,6 +370,23 @@ export class SwapJournal {
     await fsyncDir(dirname(this.path))
   }
 
+  /**
+   * After a failed batch: cuts off whatever part of it reached the file. Left there, it is a torn frame in
+   * the middle once the next batch is appended behind it, and recovery, which stops at the first torn
+   * frame, would drop every record after it, durable ones included. When even that fails, the file is no
+   * longer what `size` says, and every later append is refused rather than placed behind it.
+   */
+  private async cutBackTo(handle: FileHandle, size: number): Promise<void> {
+    try {
+      await handle.truncate(size)
+      await handle.sync()
+    } catch (error) {
+      this.unusable = new Error(
+        `swap journal unusable: a failed append could not be cut off (${(error as Error).message})`,
+      )
+    }
+  }
+
   /** Writes and fsyncs every record queued so far as one batch (the group commit). */
   private async writeBatch(): Promise<void> {
     const batch = this.queue
@@ -375,11 +394,18 @@ export class SwapJournal {
     const handle = this.handle
     try {
       if (!handle) throw new Error('journal not open')
+      if (this.unusable) throw this.unusable
       const start = this.size
       const all = Buffer.concat(batch.map((b) => b.frame))
-      // 'a+' appends whatever the position argument says; the offsets below follow our own size count.
-      await handle.write(all, 0, all.length)
-      await handle.sync()
+      try {
+        // 'a+' appends whatever the position argument says; the offsets below follow our own size count.
+        // A write may be cut short (a full disk, a file size limit): the rest is written, or it fails.
+        await writeFully(handle, all)
+        await handle.sync()
+      } catch (error) {
+        await this.cutBackTo(handle, start)
+        throw error
+      }
       this.size += all.length
       this.compactedSize = null
       let at = start
