@@ -46,6 +46,8 @@ export interface BufferStats {
   cancelled: number
   /** Held writes answered 503 + Retry-After because nothing would take them in time (never applied). */
   turnedAway: number
+  /** Answered writes whose `done` record could not be written (a full disk): answered all the same. */
+  settleFailed: number
 }
 
 /**
@@ -63,7 +65,7 @@ export class WriteBuffer {
   private bytes = 0
   private writes = 0
   private memory = 0
-  private readonly counters = { journaled: 0, rejected: 0, cancelled: 0, turnedAway: 0 }
+  private readonly counters = { journaled: 0, rejected: 0, cancelled: 0, turnedAway: 0, settleFailed: 0 }
   /** `performance.now()` of recent arrivals. */
   private readonly arrivals: number[] = []
   private listeners = new Set<() => void>()
@@ -248,7 +250,11 @@ export class WriteBuffer {
 
   /**
    * The write was answered by a process: the `done` record is made durable first, then the client gets
-   * the real response, so a crash in between replays it (at least once) rather than loses it.
+   * the real response, so a crash in between replays it (at least once) rather than loses it. When the
+   * record cannot be written (a full disk), the client still gets the answer: the process has applied the
+   * write, and withholding its answer would only leave the client waiting (and the replay would take the
+   * agent's disk for the version's failure). A crash before the journal's next compaction may then replay
+   * the write once more, the at-least-once the journal promises anyway. Counted as `settleFailed`.
    */
   async complete(
     entry: HeldWrite,
@@ -260,7 +266,9 @@ export class WriteBuffer {
   ): Promise<void> {
     if (entry.state === 'done') return
     entry.state = 'done'
-    await this.markDone(entry, recordedStatus)
+    await this.markDone(entry, recordedStatus).catch(() => {
+      this.counters.settleFailed += 1
+    })
     entry.responder?.send(status, headers, body)
   }
 
