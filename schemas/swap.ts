@@ -193,6 +193,9 @@ export const MAX_HEADER_VALUE = 8192
 
 const HeaderPair = z.tuple([z.string().max(MAX_HEADER_NAME), z.string().max(MAX_HEADER_VALUE)])
 
+/** Most base64 text a journaled write's body may take. */
+export const MAX_JOURNAL_BODY_CHARS = 96 * 1024 * 1024
+
 /** A held write, journaled before anything waits on it. */
 export const JournalWrite = z.object({
   t: z.literal('w'),
@@ -201,8 +204,15 @@ export const JournalWrite = z.object({
   method: HttpMethod,
   path: z.string().min(1).max(MAX_PATH),
   headers: z.array(HeaderPair).max(MAX_HEADERS),
-  /** Base64 of the body; the agent caps bodies at `maxBodyBytes`. */
-  body: z.string().max(96 * 1024 * 1024),
+  /**
+   * Standard base64 of the body (padded, no line breaks: what the agent writes); the agent caps bodies at
+   * `maxBodyBytes`. Strict, so a reader can decode and size it in pieces (journal-payload.ts).
+   */
+  body: z
+    .string()
+    .max(MAX_JOURNAL_BODY_CHARS)
+    .regex(/^[A-Za-z0-9+/]*={0,2}$/)
+    .refine((body) => body.length % 4 === 0, 'base64 comes in groups of four characters'),
   at: z.number().int().nonnegative(),
 })
 export type JournalWrite = z.infer<typeof JournalWrite>

@@ -149,13 +149,21 @@ async function serve(
   process.on('SIGHUP', onHup)
   checks.start()
   if (hupWhileStarting()) checks.trigger()
+  // Once stopping, a SIGHUP (a reload, logrotate) is ignored, not left to its default action: that would
+  // kill the agent mid-stop and leave its service running on its own.
+  const ignoreHup = () => undefined
   try {
     await stop.requested
   } finally {
     stop.disarm()
     checks.stop()
+    process.on('SIGHUP', ignoreHup)
     process.off('SIGHUP', onHup)
-    await supervisor.stop()
+    try {
+      await supervisor.stop()
+    } finally {
+      process.off('SIGHUP', ignoreHup)
+    }
   }
   out.result(`${name}: stopped (was serving ${supervisor.version})`, {
     run: { name, version: supervisor.version },

@@ -27,6 +27,11 @@ export interface HeldWrite {
    * `x-deltaport-replay`), never turned away: telling its client "not applied, retry" could apply it twice.
    */
   maybeApplied: boolean
+  /**
+   * Recovered from the journal with its body there only, and not validated yet: `verdict` means nothing
+   * until `readAndCheck`, which the replay calls to read the body back once, for the check and the send.
+   */
+  unchecked: boolean
   verdict: Promise<Verdict>
   /** Null for writes recovered from the journal after an agent restart: nobody is waiting. */
   responder: Responder | null
@@ -41,6 +46,8 @@ export interface BufferStats {
   cancelled: number
   /** Held writes answered 503 + Retry-After because nothing would take them in time (never applied). */
   turnedAway: number
+  /** Answered writes whose `done` record could not be written (a full disk): answered all the same. */
+  settleFailed: number
 }
 
 /**
@@ -58,7 +65,7 @@ export class WriteBuffer {
   private bytes = 0
   private writes = 0
   private memory = 0
-  private readonly counters = { journaled: 0, rejected: 0, cancelled: 0, turnedAway: 0 }
+  private readonly counters = { journaled: 0, rejected: 0, cancelled: 0, turnedAway: 0, settleFailed: 0 }
   /** `performance.now()` of recent arrivals. */
   private readonly arrivals: number[] = []
   private listeners = new Set<() => void>()
@@ -149,6 +156,7 @@ export class WriteBuffer {
       journaled: false,
       state: 'held',
       maybeApplied: false,
+      unchecked: false,
       verdict: Promise.resolve({ ok: true }),
       responder,
     }
@@ -182,12 +190,11 @@ export class WriteBuffer {
   /**
    * Re-queues writes recovered from the journal (already durable; their clients are gone). Those that
    * came back with their body (the journal's `open` kept bodies up to `memoryBytes`) keep it in memory, as
-   * held ones do; the others are read back from the journal when validated and when sent, one at a time,
-   * so a backlog of `maxBufferBytes` is never in memory at once.
+   * held ones do, and are validated at once; the others stay `unchecked` and are read back from the
+   * journal once, when their replay sends them (`readAndCheck`: validated on the bytes that are then
+   * sent), so a backlog of `maxBufferBytes` is never in memory at once and no body is read twice.
    */
   restore(records: readonly RecoveredWrite[]): void {
-    // The bodies read back for validation, one after another.
-    let readBack: Promise<unknown> = Promise.resolve()
     for (const r of records) {
       const body = r.body === null ? null : Buffer.from(r.body, 'base64')
       const inMemory = body !== null && this.memory + body.length <= this.settings.memoryBytes
@@ -205,6 +212,7 @@ export class WriteBuffer {
         state: 'held',
         // Its client is gone and no answer of a previous agent's replay is known.
         maybeApplied: true,
+        unchecked: !inMemory,
         verdict: Promise.resolve({ ok: true }),
         responder: null,
       }
@@ -213,30 +221,40 @@ export class WriteBuffer {
       if (inMemory) this.memory += entry.size
       this.nextId = Math.max(this.nextId, r.id + 1)
       if (body !== null) entry.verdict = validateWrite({ ...r, body }, this.settings, this.validator)
-      else {
-        // A body that cannot be read back is not called invalid here: its send reads it again, and fails
-        // the way any read-back does.
-        const verdict = readBack.then(async () =>
-          validateWrite({ ...r, body: await this.bodyOf(entry) }, this.settings, this.validator).catch(
-            (): Verdict => ({ ok: true }),
-          ),
-        )
-        readBack = verdict
-        entry.verdict = verdict
-      }
       this.enqueue(entry)
     }
+  }
+
+  /**
+   * Reads an `unchecked` write's body back from the journal and validates it: the replay sends the same
+   * bytes, so the body is read once. (It is durable already: it was recovered from the journal.) A body
+   * that cannot be read back throws, like every read-back for a send.
+   */
+  async readAndCheck(entry: HeldWrite): Promise<{ verdict: Verdict; body: Uint8Array }> {
+    const body = await this.bodyOf(entry)
+    const verdict = await validateWrite(
+      { method: entry.method, path: entry.path, headers: entry.headers, body, client: entry.client },
+      this.settings,
+      this.validator,
+    )
+    entry.unchecked = false
+    entry.verdict = Promise.resolve(verdict)
+    return { verdict, body }
   }
 
   async bodyOf(entry: HeldWrite): Promise<Uint8Array> {
     if (entry.body) return entry.body
     if (!entry.location) throw new Error(`write ${entry.id} has neither a body nor a journal copy`)
-    return Buffer.from((await this.journal.readWrite(entry.location)).body, 'base64')
+    return (await this.journal.readBody(entry.location)).body
   }
 
   /**
    * The write was answered by a process: the `done` record is made durable first, then the client gets
-   * the real response, so a crash in between replays it (at least once) rather than loses it.
+   * the real response, so a crash in between replays it (at least once) rather than loses it. When the
+   * record cannot be written (a full disk), the client still gets the answer: the process has applied the
+   * write, and withholding its answer would only leave the client waiting (and the replay would take the
+   * agent's disk for the version's failure). A crash before the journal's next compaction may then replay
+   * the write once more, the at-least-once the journal promises anyway. Counted as `settleFailed`.
    */
   async complete(
     entry: HeldWrite,
@@ -248,7 +266,9 @@ export class WriteBuffer {
   ): Promise<void> {
     if (entry.state === 'done') return
     entry.state = 'done'
-    await this.markDone(entry, recordedStatus)
+    await this.markDone(entry, recordedStatus).catch(() => {
+      this.counters.settleFailed += 1
+    })
     entry.responder?.send(status, headers, body)
   }
 

@@ -5,6 +5,7 @@ import { crc32 } from 'node:zlib'
 import { JournalRecord, type JournalWrite } from '../../schemas/swap.ts'
 import { fsyncDir } from '../fs/atomic.ts'
 import { makeDirs } from '../fs/make-dirs.ts'
+import { type DecodedPayload, PayloadDecoder } from './journal-payload.ts'
 
 const { O_APPEND, O_CREAT, O_RDWR, O_TRUNC } = constants
 
@@ -13,8 +14,12 @@ const HEADER = 8
 /** Largest payload a frame may claim; anything above is a torn or hostile header, not a record. */
 export const MAX_RECORD_BYTES = 128 * 1024 * 1024
 
-/** Frames are read at open through a window this large (a larger frame gets a buffer of its own size). */
-const READ_WINDOW = 1024 * 1024
+/**
+ * Frames are read at open through a window this large. A larger frame is read through it in pieces and
+ * decoded as it goes (journal-payload.ts), as are the payloads read back and copied later: no frame is
+ * ever in memory whole, only a read-back body (decoded, as the service gets it).
+ */
+export const READ_WINDOW = 1024 * 1024
 
 export interface RecoveredJournal<W = JournalWrite> {
   /** Writes with no `done` record, in journal (= arrival) order. */
@@ -84,6 +89,8 @@ export class SwapJournal {
   private lastDone: { id: number; frame: Buffer } | null = null
   /** `size` right after the last compaction: nothing appended since, the file is compacted already. */
   private compactedSize: number | null = null
+  /** Set when a failed append's bytes could not be cut off the file: nothing more is appended. */
+  private unusable: Error | null = null
 
   constructor(path: string) {
     this.path = path
@@ -108,10 +115,12 @@ export class SwapJournal {
     await rm(this.compactPath, { force: true })
     const handle = await open(this.path, 'a+')
     this.handle = handle
-    const scan = new JournalScan<Omit<JournalWrite, 'body'> & { size: number }>(({ body, ...meta }) => ({
-      ...meta,
-      size: Buffer.byteLength(body, 'base64'),
-    }))
+    const scan = new JournalScan<Omit<JournalWrite, 'body'> & { size: number }>(
+      ({ body, ...meta }, size) => ({
+        ...meta,
+        size,
+      }),
+    )
     const size = (await handle.stat()).size
     const window = Buffer.allocUnsafe(Math.min(READ_WINDOW, size))
     // The window holds the file's bytes [start, start + filled).
@@ -120,10 +129,6 @@ export class SwapJournal {
     const bytesAt = async (offset: number, n: number): Promise<Buffer> => {
       if (offset >= start && offset + n <= start + filled)
         return window.subarray(offset - start, offset - start + n)
-      if (n > window.length) {
-        const own = Buffer.allocUnsafe(n)
-        return own.subarray(0, await readFully(handle, own, n, offset))
-      }
       start = offset
       filled = await readFully(handle, window, Math.min(window.length, size - offset), offset)
       return window.subarray(0, Math.min(n, filled))
@@ -135,8 +140,17 @@ export class SwapJournal {
       const length = header.readUInt32LE(0)
       const sum = header.readUInt32LE(4)
       if (length > MAX_RECORD_BYTES || offset + HEADER + length > size) break
-      const payload = await bytesAt(offset + HEADER, length)
-      if (payload.length < length || !scan.take(payload, sum, offset + HEADER)) break
+      if (length > READ_WINDOW) {
+        // Larger than the window: decoded piece by piece through it, its body only counted.
+        const decoded = new PayloadDecoder()
+        await readPieces(handle, window, offset + HEADER, length, (piece) => decoded.feed(piece))
+        start = 0
+        filled = 0
+        if (!scan.takeDecoded(decoded.finish(), sum, offset + HEADER, length)) break
+      } else {
+        const payload = await bytesAt(offset + HEADER, length)
+        if (payload.length < length || !scan.take(payload, sum, offset + HEADER)) break
+      }
       offset += HEADER + length
     }
     const recovered = scan.result(offset, size - offset)
@@ -191,6 +205,10 @@ export class SwapJournal {
    * append returned: a compaction moves it with the record.
    */
   async readWrite(at: BodyLocation): Promise<JournalWrite> {
+    if (at.length > READ_WINDOW) {
+      const { record, body } = await this.readBody(at)
+      return { ...record, body: body.toString('base64') }
+    }
     while (this.compacting) await this.compacting
     const read = this.readPayload(at)
     this.reads.add(read)
@@ -198,6 +216,35 @@ export class SwapJournal {
       const record = JournalRecord.parse(JSON.parse((await read).toString('utf8')))
       if (record.t !== 'w') throw new Error('journal offset does not hold a write')
       return record
+    } finally {
+      this.reads.delete(read)
+    }
+  }
+
+  /**
+   * Reads back a write's record and its body's bytes. A payload larger than the read window is read in
+   * pieces and its base64 decoded as it comes, so the memory it takes is the body's bytes and a piece,
+   * not the frame (and its text, and its parsed string) besides.
+   */
+  async readBody(at: BodyLocation): Promise<{ record: JournalWrite; body: Buffer }> {
+    if (at.length <= READ_WINDOW) {
+      const record = await this.readWrite(at)
+      return { record, body: Buffer.from(record.body, 'base64') }
+    }
+    while (this.compacting) await this.compacting
+    const read = (async () => {
+      if (!this.handle) throw new Error('journal not open')
+      const into = Buffer.allocUnsafe(Math.floor((at.length * 3) / 4))
+      const decoder = new PayloadDecoder(into)
+      const piece = Buffer.allocUnsafe(READ_WINDOW)
+      await readPieces(this.handle, piece, at.offset, at.length, (bytes) => decoder.feed(bytes))
+      const decoded = decoder.finish()
+      if (decoded.record?.t !== 'w') throw new Error('journal offset does not hold a write')
+      return { record: decoded.record, body: into.subarray(0, decoder.written) }
+    })()
+    this.reads.add(read)
+    try {
+      return await read
     } finally {
       this.reads.delete(read)
     }
@@ -291,17 +338,18 @@ export class SwapJournal {
     const moved: number[] = []
     let size = 0
     try {
-      // One record at a time: memory stays at one record, however much is held.
+      // One piece at a time: memory stays at one read window, however large a record or the backlog.
+      const largest = kept.reduce((max, at) => Math.max(max, HEADER + at.length), 0)
+      const piece = Buffer.allocUnsafe(Math.min(READ_WINDOW, largest))
       for (const at of kept) {
-        const frame = Buffer.alloc(HEADER + at.length)
-        const { bytesRead } = await handle.read(frame, 0, frame.length, at.offset - HEADER)
-        if (bytesRead !== frame.length) throw new Error('journal record cut short')
-        await out.write(frame, 0, frame.length)
+        await readPieces(handle, piece, at.offset - HEADER, HEADER + at.length, async (bytes) => {
+          await writeFully(out, bytes)
+        })
         moved.push(size + HEADER)
-        size += frame.length
+        size += HEADER + at.length
       }
       if (marker) {
-        await out.write(marker, 0, marker.length)
+        await writeFully(out, marker)
         size += marker.length
       }
       await out.sync()
@@ -322,6 +370,23 @@ export class SwapJournal {
     await fsyncDir(dirname(this.path))
   }
 
+  /**
+   * After a failed batch: cuts off whatever part of it reached the file. Left there, it is a torn frame in
+   * the middle once the next batch is appended behind it, and recovery, which stops at the first torn
+   * frame, would drop every record after it, durable ones included. When even that fails, the file is no
+   * longer what `size` says, and every later append is refused rather than placed behind it.
+   */
+  private async cutBackTo(handle: FileHandle, size: number): Promise<void> {
+    try {
+      await handle.truncate(size)
+      await handle.sync()
+    } catch (error) {
+      this.unusable = new Error(
+        `swap journal unusable: a failed append could not be cut off (${(error as Error).message})`,
+      )
+    }
+  }
+
   /** Writes and fsyncs every record queued so far as one batch (the group commit). */
   private async writeBatch(): Promise<void> {
     const batch = this.queue
@@ -329,11 +394,18 @@ export class SwapJournal {
     const handle = this.handle
     try {
       if (!handle) throw new Error('journal not open')
+      if (this.unusable) throw this.unusable
       const start = this.size
       const all = Buffer.concat(batch.map((b) => b.frame))
-      // 'a+' appends whatever the position argument says; the offsets below follow our own size count.
-      await handle.write(all, 0, all.length)
-      await handle.sync()
+      try {
+        // 'a+' appends whatever the position argument says; the offsets below follow our own size count.
+        // A write may be cut short (a full disk, a file size limit): the rest is written, or it fails.
+        await writeFully(handle, all)
+        await handle.sync()
+      } catch (error) {
+        await this.cutBackTo(handle, start)
+        throw error
+      }
       this.size += all.length
       this.compactedSize = null
       let at = start
@@ -367,7 +439,8 @@ export function parseJournal(bytes: Uint8Array): RecoveredJournal {
     const length = view.readUInt32LE(offset)
     const sum = view.readUInt32LE(offset + 4)
     if (length > MAX_RECORD_BYTES || offset + HEADER + length > view.length) break
-    if (!scan.take(view.subarray(offset + HEADER, offset + HEADER + length), sum, offset + HEADER)) break
+    const payload = view.subarray(offset + HEADER, offset + HEADER + length)
+    if (!scan.take(payload, sum, offset + HEADER)) break
     offset += HEADER + length
   }
   return scan.result(offset, view.length - offset)
@@ -382,33 +455,46 @@ class JournalScan<W extends { id: number }> {
   private skipped = 0
   /** The `d` record with the highest id. */
   lastDone: JournalRecord | null = null
-  private readonly keep: (record: JournalWrite) => W
+  /** What is kept of a write, given its record (its body '' when it was decoded in pieces) and body size. */
+  private readonly keep: (record: JournalWrite, size: number) => W
 
-  constructor(keep: (record: JournalWrite) => W) {
+  constructor(keep: (record: JournalWrite, size: number) => W) {
     this.keep = keep
   }
 
   /** False when the payload fails its CRC: the journal ends before this frame. */
   take(payload: Buffer, sum: number, offset: number): boolean {
     if (crc32(payload) !== sum) return false
+    const record = decodeRecord(payload)
+    const size = record?.t === 'w' ? Buffer.byteLength(record.body, 'base64') : 0
+    this.takeRecord(record, size, offset, payload.length)
+    return true
+  }
+
+  /** `take` for a payload decoded in pieces (journal-payload.ts). */
+  takeDecoded(decoded: DecodedPayload, sum: number, offset: number, length: number): boolean {
+    if (decoded.crc !== sum) return false
+    this.takeRecord(decoded.record, 'size' in decoded ? decoded.size : 0, offset, length)
+    return true
+  }
+
+  private takeRecord(record: JournalRecord | null, size: number, offset: number, length: number): void {
     // A whole, checksummed frame that is not a record was written on purpose by something else (a
     // future format, a bug): skipped and counted, never a reason to drop the good records after it.
-    const record = decodeRecord(payload)
     if (!record) {
       this.skipped += 1
-      return true
+      return
     }
     this.lastId = Math.max(this.lastId, record.id)
     if (record.t === 'w') {
       // A second record of an id replaces the first in the first one's place (a Map keeps the order).
-      this.writes.set(record.id, this.keep(record))
-      this.locations.set(record.id, { offset, length: payload.length })
+      this.writes.set(record.id, this.keep(record, size))
+      this.locations.set(record.id, { offset, length })
     } else {
       this.writes.delete(record.id)
       this.locations.delete(record.id)
       if (record.id > (this.lastDone?.id ?? -1)) this.lastDone = record
     }
-    return true
   }
 
   result(validBytes: number, tornBytes: number): RecoveredJournal<W> {
@@ -419,6 +505,35 @@ class JournalScan<W extends { id: number }> {
       tornBytes,
       skipped: this.skipped,
     }
+  }
+}
+
+/**
+ * Reads `length` bytes at `position` through `piece`, handing each piece read to `take` (which must be done
+ * with it before it resolves: the buffer is reused). A file shorter than that is an error.
+ */
+async function readPieces(
+  handle: FileHandle,
+  piece: Buffer,
+  position: number,
+  length: number,
+  take: (bytes: Buffer) => void | Promise<void>,
+): Promise<void> {
+  let done = 0
+  while (done < length) {
+    const got = await readFully(handle, piece, Math.min(piece.length, length - done), position + done)
+    if (got === 0) throw new Error('journal record cut short')
+    await take(piece.subarray(0, got))
+    done += got
+  }
+}
+
+/** Writes all of `bytes` (the handle appends). */
+async function writeFully(handle: FileHandle, bytes: Buffer): Promise<void> {
+  let done = 0
+  while (done < bytes.length) {
+    const { bytesWritten } = await handle.write(bytes, done, bytes.length - done)
+    done += bytesWritten
   }
 }
 
@@ -444,6 +559,12 @@ function frameOf(record: JournalRecord): Buffer {
 }
 
 function decodeRecord(payload: Buffer): JournalRecord | null {
+  if (payload.length > READ_WINDOW) {
+    // The same rule as a frame decoded in pieces at open: too much besides the body is no record.
+    const decoded = new PayloadDecoder()
+    decoded.feed(payload)
+    if (!decoded.finish().record) return null
+  }
   try {
     const parsed = JournalRecord.safeParse(JSON.parse(payload.toString('utf8')))
     return parsed.success ? parsed.data : null

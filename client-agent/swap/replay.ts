@@ -95,7 +95,9 @@ async function sendOne(
   target: ServiceProcess,
   options: Pick<ReplayOptions, 'timeoutMs' | 'cutoff' | 'serverErrorAnswers' | 'onNoAnswer'>,
 ): Promise<boolean> {
-  const verdict = await entry.verdict
+  // Recovered with its body in the journal only: read back once, checked, and those bytes are sent.
+  const read = entry.unchecked && entry.state === 'held' ? await readAndCheck(buffer, entry) : null
+  const verdict = read?.verdict ?? (await entry.verdict)
   if (!verdict.ok) {
     await buffer.refuse(entry, verdict)
     return false
@@ -103,7 +105,7 @@ async function sendOne(
   if (entry.state !== 'held') return false
   entry.state = 'sending'
   try {
-    const body = await buffer.bodyOf(entry)
+    const body = read?.body ?? (await buffer.bodyOf(entry))
     const answer = await sendBuffered(target, entry, body, options.timeoutMs, options.cutoff)
       .catch((error: unknown) => {
         // Sent, perhaps whole, with no answer: `target` may have applied it.
@@ -129,6 +131,16 @@ async function sendOne(
   } catch (error) {
     entry.state = 'held'
     throw error
+  }
+}
+
+/** `WriteBuffer.readAndCheck`, with the write marked as being sent meanwhile (another replay leaves it). */
+async function readAndCheck(buffer: WriteBuffer, entry: HeldWrite): ReturnType<WriteBuffer['readAndCheck']> {
+  entry.state = 'sending'
+  try {
+    return await buffer.readAndCheck(entry)
+  } finally {
+    entry.state = 'held'
   }
 }
 

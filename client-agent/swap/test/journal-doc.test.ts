@@ -54,6 +54,9 @@ function docRecord(value: unknown): DocRecord | null {
       (h: unknown) => Array.isArray(h) && h.length === 2 && okString(h[0], 0, 256) && okString(h[1], 0, 8192),
     ) ||
     !okString(r.body, 0, 96 * 1024 * 1024) ||
+    // Standard base64: the alphabet, `=` padding only at the end, a multiple of four characters.
+    !/^[A-Za-z0-9+/]*={0,2}$/.test(r.body as string) ||
+    (r.body as string).length % 4 !== 0 ||
     typeof r.at !== 'number' ||
     !Number.isInteger(r.at) ||
     r.at < 0

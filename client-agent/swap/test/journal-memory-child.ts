@@ -1,8 +1,8 @@
 /**
  * Recovers a journal and reports how far memory rose doing it (journal-memory.test.ts). Usage:
  * node --expose-gc journal-memory-child.ts <journal path> <memoryBytes> <body size>. Opens the journal the way the
- * supervisor does, restores the pending writes into a WriteBuffer and waits for every one's validation
- * (which reads the bodies not kept in memory back from the journal), sampling the live heap and
+ * supervisor does, restores the pending writes into a WriteBuffer and validates every one as the replay does
+ * (reading the bodies not kept in memory back from the journal, one at a time), sampling the live heap and
  * ArrayBuffers (where file reads land) every 2 ms. Prints one JSON line.
  */
 import { SwapSettings } from '../../../schemas/swap.ts'
@@ -38,7 +38,11 @@ if (path && memory && size && gc) {
   buffer.restore(recovered.pending)
   const count = recovered.pending.length
   recovered.pending.length = 0
-  const verdicts = await Promise.all([...buffer.clientQueues.values()].flat().map((e) => e.verdict))
+  // Checked as the replay checks them: a body kept in memory was validated by `restore`, the others are
+  // read back from the journal and validated one at a time (the bytes the replay then sends).
+  const verdicts = []
+  for (const entry of [...buffer.clientQueues.values()].flat())
+    verdicts.push(entry.unchecked ? (await buffer.readAndCheck(entry)).verdict : await entry.verdict)
   gc()
   peak = Math.max(peak, used())
   clearInterval(sampler)

@@ -333,6 +333,32 @@ describe('deltaport run (CLI, local edge)', () => {
     }
   }, 90_000)
 
+  it('keeps a SIGHUP that arrives while it stops: the stop ends as a stop, the service with it', async () => {
+    const name = 'hup-stop-svc'
+    // A write takes 3 s: a stop waits for the one in flight (up to stopTimeoutMs, 5 s).
+    await publish({ version: '1.0.0', writeDelayMs: 3000 }, name)
+    const port = await freePort()
+    const agent = startAgent(port, ['--interval', '0'], name)
+    const store = new ArtifactStore(setup.ws.config.installRoot, name)
+    const runFiles = new RunFiles(join(store.dir, 'run'))
+    try {
+      await agent.waitFor((e) => e.type === 'started')
+      const inFlight = write(port, 'a', 1).catch(() => null)
+      await sleep(300)
+      agent.child.kill('SIGTERM')
+      await sleep(300)
+      // A reload (or logrotate's HUP) during the stop: its default action would kill the agent mid-stop
+      // and leave the service running on its own.
+      agent.child.kill('SIGHUP')
+      expect(await within(agent.exited, 15_000, 'the agent')).toBe(0)
+      expect((await inFlight)?.status).toBe(200)
+      expect(await runningArtifacts(new Map([['1.0.0', store.blobPath('1.0.0')]]))).toEqual([])
+      expect(await runFiles.livePids()).toEqual([])
+    } finally {
+      agent.child.kill('SIGKILL')
+    }
+  }, 90_000)
+
   it.each([
     ['SIGTERM', 143],
     ['SIGINT', 130],
