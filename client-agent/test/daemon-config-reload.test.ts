@@ -33,6 +33,26 @@ async function until(what: () => boolean, ms = 20_000): Promise<void> {
   }
 }
 
+/** `deltaport daemon --json --interval <s>` on `file`, its stdout lines parsed as they come. */
+function spawnDaemonJson(file: string, intervalSeconds: number) {
+  const child = spawn(
+    process.execPath,
+    [BIN, '--config', file, '--json', 'daemon', '--interval', String(intervalSeconds)],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  const lines: Record<string, unknown>[] = []
+  let buffered = ''
+  child.stdout.on('data', (d: Buffer) => {
+    buffered += d.toString()
+    for (let at = buffered.indexOf('\n'); at >= 0; at = buffered.indexOf('\n')) {
+      lines.push(JSON.parse(buffered.slice(0, at)) as Record<string, unknown>)
+      buffered = buffered.slice(at + 1)
+    }
+  })
+  return { child, exited, lines }
+}
+
 describe('the daemon reloading its config file', () => {
   it('takes a valid change at the next cycle, and keeps the last good config on an invalid one', async () => {
     proxy = await startFaultProxy(suite.edge.url, () => undefined)
@@ -155,19 +175,7 @@ describe('the daemon reloading its config file', () => {
     const file = join(dir, 'deltaport.json')
     const base = { edgeUrl: suite.edge.url, installRoot: './store', idleLoadPerCore: 1000 }
     await writeFile(file, JSON.stringify({ ...base, stagingBudgetBytes: 0 }))
-    const child = spawn(process.execPath, [BIN, '--config', file, '--json', 'daemon', '--interval', '1'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-    const lines: Record<string, unknown>[] = []
-    let buffered = ''
-    child.stdout.on('data', (d: Buffer) => {
-      buffered += d.toString()
-      for (let at = buffered.indexOf('\n'); at >= 0; at = buffered.indexOf('\n')) {
-        lines.push(JSON.parse(buffered.slice(0, at)) as Record<string, unknown>)
-        buffered = buffered.slice(at + 1)
-      }
-    })
+    const { child, exited, lines } = spawnDaemonJson(file, 1)
     try {
       await until(() => lines.length >= 1)
       await writeFile(file, JSON.stringify({ ...base, stagingBudgetBytes: -1 }))
@@ -199,19 +207,7 @@ describe('the daemon reloading its config file', () => {
     const file = join(dir, 'deltaport.json')
     const base = { edgeUrl: suite.edge.url, installRoot: './store', idleLoadPerCore: 1000 }
     await writeFile(file, JSON.stringify({ ...base, stagingBudgetBytes: 0 }))
-    const child = spawn(process.execPath, [BIN, '--config', file, '--json', 'daemon', '--interval', '3600'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-    const lines: Record<string, unknown>[] = []
-    let buffered = ''
-    child.stdout.on('data', (d: Buffer) => {
-      buffered += d.toString()
-      for (let at = buffered.indexOf('\n'); at >= 0; at = buffered.indexOf('\n')) {
-        lines.push(JSON.parse(buffered.slice(0, at)) as Record<string, unknown>)
-        buffered = buffered.slice(at + 1)
-      }
-    })
+    const { child, exited, lines } = spawnDaemonJson(file, 3600)
     const cycles = () => lines.filter((l) => 'daemon' in l).map((l) => l.daemon as CycleResult)
     try {
       await until(() => cycles().length >= 1)

@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
+import { FILE_SIZE_LIMIT_BYTES, runUnderFileSizeLimit } from './file-size-limit.ts'
 
 /**
  * A held write the service has answered, whose `done` record cannot be written (a full disk, here a file
@@ -20,27 +20,12 @@ describe('swap journal: a done record that cannot be written', () => {
     const dir = await mkdtemp(join(tmpdir(), 'deltaport-journal-done-lost-'))
     dirs.push(dir)
     const path = join(dir, 'swap.journal')
-    const child = spawn(
-      'sh',
-      [
-        '-c',
-        'ulimit -S -f 128 && exec "$0" --no-warnings "$1" "$2"',
-        process.execPath,
-        join(import.meta.dirname, 'journal-done-lost-child.ts'),
-        path,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    )
-    let out = ''
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
-    })
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+    const { code, out } = await runUnderFileSizeLimit('journal-done-lost-child.ts', path)
     expect(code).toBe(0)
     // The write's record fit, its `done` record did not.
     const size = (await stat(path)).size
-    expect(65_536 - size).toBeGreaterThan(0)
-    expect(65_536 - size).toBeLessThan(30)
+    expect(FILE_SIZE_LIMIT_BYTES - size).toBeGreaterThan(0)
+    expect(FILE_SIZE_LIMIT_BYTES - size).toBeLessThan(30)
     const report = JSON.parse(out) as {
       completed: string
       heard: Array<{ status: number; body: string }>

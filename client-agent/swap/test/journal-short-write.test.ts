@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { SwapJournal } from '../journal.ts'
+import { runUnderFileSizeLimit } from './file-size-limit.ts'
 
 /**
  * A write(2) to a regular file may write only part of what it was given (a full disk, a file size
@@ -21,22 +21,7 @@ describe('swap journal: a write cut short', () => {
     const dir = await mkdtemp(join(tmpdir(), 'deltaport-journal-short-'))
     dirs.push(dir)
     const path = join(dir, 'swap.journal')
-    const child = spawn(
-      'sh',
-      [
-        '-c',
-        'ulimit -S -f 128 && exec "$0" --no-warnings "$1" "$2"',
-        process.execPath,
-        join(import.meta.dirname, 'journal-short-write-child.ts'),
-        path,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    )
-    let out = ''
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
-    })
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+    const { code, out } = await runUnderFileSizeLimit('journal-short-write-child.ts', path)
     expect(code).toBe(0)
     const outcome = JSON.parse(out) as Record<string, string>
     // The frame of write 2 (about 80 KB of base64) does not fit the 64 KiB limit after write 1's.
