@@ -2,7 +2,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { FILE_SIZE_LIMIT_BYTES, runUnderFileSizeLimit } from './file-size-limit.ts'
+import { FILE_SIZE_LIMIT_BYTES, runJournalChild } from './journal-child.ts'
 
 /**
  * A held write the service has answered, whose `done` record cannot be written (a full disk, here a file
@@ -20,7 +20,9 @@ describe('swap journal: a done record that cannot be written', () => {
     const dir = await mkdtemp(join(tmpdir(), 'deltaport-journal-done-lost-'))
     dirs.push(dir)
     const path = join(dir, 'swap.journal')
-    const { code, out } = await runUnderFileSizeLimit('journal-done-lost-child.ts', path)
+    const { code, out } = await runJournalChild('journal-done-lost-child.ts', [path], {
+      fileSizeLimited: true,
+    })
     expect(code).toBe(0)
     // The write's record fit, its `done` record did not.
     const size = (await stat(path)).size

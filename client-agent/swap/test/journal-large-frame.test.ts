@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { SwapJournal } from '../journal.ts'
+import { runJournalChild } from './journal-child.ts'
 
 /**
  * A frame may hold up to 96 MiB of base64 (a 72 MiB body: more than `maxBodyBytes` allows today, 64 MiB,
@@ -43,22 +43,9 @@ describe('swap journal: a frame of about 100 MB', () => {
     const size = (await stat(path)).size
     expect(size).toBeGreaterThan(96 * MiB)
 
-    const child = spawn(
-      process.execPath,
-      [
-        '--no-warnings',
-        '--expose-gc',
-        join(import.meta.dirname, 'journal-large-frame-child.ts'),
-        path,
-        String(2 * MiB),
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    )
-    let out = ''
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
+    const { code, out } = await runJournalChild('journal-large-frame-child.ts', [path, String(2 * MiB)], {
+      exposeGc: true,
     })
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
     expect(code).toBe(0)
     const report = JSON.parse(out) as {
       pending: Array<{ id: number; size: number; inMemory: boolean }>

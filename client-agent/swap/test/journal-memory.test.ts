@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { SwapJournal } from '../journal.ts'
+import { runJournalChild } from './journal-child.ts'
 
 /**
  * Recovery reads the journal frame by frame and keeps only the bodies that fit `memoryBytes`: a restart
@@ -43,23 +43,13 @@ describe('swap journal: recovery memory', () => {
     const size = (await stat(path)).size
     expect(size).toBeGreaterThan(64 * 1024 * 1024)
 
-    const child = spawn(
-      process.execPath,
-      [
-        '--no-warnings',
-        '--expose-gc',
-        join(import.meta.dirname, 'journal-memory-child.ts'),
-        path,
-        String(MEMORY),
-        String(BODY),
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
+    const { code, out } = await runJournalChild(
+      'journal-memory-child.ts',
+      [path, String(MEMORY), String(BODY)],
+      {
+        exposeGc: true,
+      },
     )
-    let out = ''
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
-    })
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
     expect(code).toBe(0)
     const report = JSON.parse(out) as {
       count: number

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { SwapJournal } from '../journal.ts'
-import { runUnderFileSizeLimit } from './file-size-limit.ts'
+import { runJournalChild } from './journal-child.ts'
 
 /**
  * A write(2) to a regular file may write only part of what it was given (a full disk, a file size
@@ -21,7 +21,9 @@ describe('swap journal: a write cut short', () => {
     const dir = await mkdtemp(join(tmpdir(), 'deltaport-journal-short-'))
     dirs.push(dir)
     const path = join(dir, 'swap.journal')
-    const { code, out } = await runUnderFileSizeLimit('journal-short-write-child.ts', path)
+    const { code, out } = await runJournalChild('journal-short-write-child.ts', [path], {
+      fileSizeLimited: true,
+    })
     expect(code).toBe(0)
     const outcome = JSON.parse(out) as Record<string, string>
     // The frame of write 2 (about 80 KB of base64) does not fit the 64 KiB limit after write 1's.
