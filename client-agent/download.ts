@@ -7,6 +7,7 @@ import { writeFully } from './fs/file-io.ts'
 import { unlessMissing } from './fs/missing.ts'
 import { removeTree } from './fs/remove-tree.ts'
 import { isTransient, MAX_RETRY_WAIT_MS, retryWaitMs } from './transfer/backoff.ts'
+import { assertRangeAsked } from './transfer/content-range.ts'
 import {
   DEFAULT_TRANSFER_BOUND,
   type TransferBound,
@@ -204,7 +205,13 @@ async function fetchFrom(
     )
   }
   if (response.status !== 200 && response.status !== 206) throw await errorFromResponse(response, 'download')
-  if (response.status === 206) await assertRangeAsked(response, offset, request.size)
+  // A 206 is written at the offset asked for only if its Content-Range says it is that range: the rest
+  // of the file, `offset`-(size-1) of `size`. Another range (or none) spliced at the offset would make a
+  // file that fails its sha256 only after the whole download, or overrun the signed size and fail the
+  // command. Such an answer is a network fault: nothing of it is written, and downloadOnce asks for the
+  // whole file next.
+  if (response.status === 206)
+    await assertRangeAsked(response, { first: offset, last: request.size - 1, total: request.size })
   const start = response.status === 206 ? offset : 0
   // File errors (a full disk, no permission) are the device's, not the network's: typed and named
   // here, so the retry loop below does not retry them as a dropped connection.
@@ -251,24 +258,6 @@ async function fetchFrom(
       'network',
       `download failed: connection ended at ${progress.position} of ${request.size} bytes`,
     )
-}
-
-/**
- * A 206 is written at the offset asked for only if its Content-Range says it is that range: the rest
- * of the file, `offset`-(size-1) of `size`. A cache or proxy in between may answer with another range
- * (or none), and spliced at the offset those bytes would make a file that fails its sha256 only after
- * the whole download, or overrun the signed size and fail the command. Such an answer is a network
- * fault: nothing of it is written, and downloadOnce asks for the whole file next.
- */
-async function assertRangeAsked(response: Response, offset: number, size: number): Promise<void> {
-  const header = response.headers.get('content-range')
-  if (header === `bytes ${offset}-${size - 1}/${size}`) return
-  await response.body?.cancel().catch(() => undefined)
-  throw new AgentError(
-    'network',
-    `asked for bytes ${offset}-${size - 1} of ${size}, got a 206 with Content-Range ${header === null ? '(none)' : JSON.stringify(header.slice(0, 100))}`,
-    { wrongRange: true },
-  )
 }
 
 /**

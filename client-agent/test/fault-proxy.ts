@@ -29,6 +29,8 @@ import type { AddressInfo } from 'node:net'
  * - `other-range`: the edge is asked for `bytes=<from>-` instead, and its honest 206 (that range's
  *   bytes and Content-Range) goes back to a client that asked for something else;
  * - `lie-content-range`: the asked range's bytes, but a Content-Range naming another start;
+ * - `flip-bytes`: the edge's answer, headers and length as they are, every byte of its body inverted
+ *   (XOR 0xff): the right range of damaged bytes, as a faulty cache or link may deliver;
  * - `unsatisfiable`: a 416 for any request with a Range, as a cache holding a shorter copy may send;
  * - `unavailable`: a 503, with `Retry-After: <retryAfter>` when set;
  * - `html-error`: a 502 HTML page, as a load balancer in front of a dead origin sends;
@@ -50,6 +52,7 @@ export type Fault =
         | 'ignore-range'
         | 'cut-before-answer'
         | 'drop-answer'
+        | 'flip-bytes'
     }
   | { kind: 'trickle'; trickleMs: number; bytes?: number }
   | { kind: 'other-range'; from: number }
@@ -219,7 +222,8 @@ export async function startFaultProxy(
       })
       return
     }
-    answer.on('data', (chunk: Buffer) => {
+    answer.on('data', (raw: Buffer) => {
+      const chunk = fault?.kind === 'flip-bytes' ? raw.map((byte) => byte ^ 0xff) : raw
       if (cuts && cutting === Number.POSITIVE_INFINITY) cutting = Math.max(1, Math.floor(chunk.length / 2))
       if (sent >= cutting) return
       const part = chunk.subarray(0, Math.max(0, Math.floor(cutting - sent)))

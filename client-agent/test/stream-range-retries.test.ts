@@ -118,3 +118,86 @@ describe('a delta-stream range the edge answers 503', () => {
     expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
   })
 })
+
+/** The first and last byte of a `bytes=a-b` header. */
+function span(range: string | undefined): [number, number] {
+  const match = /^bytes=(\d+)-(\d+)$/.exec(range ?? '')
+  if (!match) throw new Error(`not a closed range: ${range}`)
+  return [Number(match[1]), Number(match[2])]
+}
+
+/**
+ * The first data range of the stream answered `times` times (retries of it included) with the edge's
+ * honest 206 of another range: the rest of the stream from one byte after the start asked for, its
+ * Content-Range saying so, as a cache that mixes up ranges sends.
+ */
+function shiftedDataRange(times: number) {
+  let probeRange: string | undefined
+  let dataRange: string | undefined
+  let left = times
+  return (_n: number, request: SeenRequest): Fault | undefined => {
+    probeRange ??= request.range
+    if (request.range === probeRange) return undefined
+    dataRange ??= request.range
+    if (request.range !== dataRange || left === 0) return undefined
+    left -= 1
+    return { kind: 'other-range', from: span(request.range)[0] + 1 }
+  }
+}
+
+describe('a delta-stream range answered with a 206 of another range', () => {
+  it('is not taken as blocks: it is asked again after the back-off, and the update stays a delta', async () => {
+    const { config, v2Bytes, deltaRequests, store } = await deltaUpdate('sr-wrong-once', shiftedDataRange(1))
+    const result = await installArtifact(config, { name: 'sr-wrong-once' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'delta' })
+    expect(result.fallbacks).toEqual([expect.stringMatching(/^chunk-sync: expected 206/)])
+    const asked = deltaRequests()
+    const data = triesOf(asked, asked.find((r) => r.range !== asked[0]?.range)?.range)
+    // A fault of that range, as a 503 is: the same range again after the back-off, nothing else
+    // meanwhile (taken as blocks, the next ranges went out at once and a re-fetch round followed).
+    expect(data.tries).toHaveLength(2)
+    expect(data.sentWhileWaiting).toEqual([])
+    expect(data.tries[1]!.at - data.tries[0]!.at).toBeGreaterThanOrEqual(240)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
+  })
+
+  it('on every try fails the plan naming the range asked and the Content-Range got: the full download follows', async () => {
+    const { config, v2Bytes, deltaRequests, store } = await deltaUpdate(
+      'sr-wrong-always',
+      shiftedDataRange(Number.POSITIVE_INFINITY),
+    )
+    const result = await installArtifact(config, { name: 'sr-wrong-always' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'full' })
+    const asked = deltaRequests()
+    const failed = asked.find((r) => r.range !== asked[0]?.range)?.range
+    const [first, last] = span(failed)
+    // A network fault of that range, not blocks that stayed unrecoverable (integrity-mismatch).
+    expect(result.fallbacks).toEqual([
+      expect.stringMatching(/^chunk-sync: expected 206/),
+      expect.stringMatching(
+        new RegExp(
+          `^delta: delta stream range: asked for bytes ${first}-${last} of \\d+, got a 206 with Content-Range "bytes ${first + 1}-\\d+/\\d+"$`,
+        ),
+      ),
+    ])
+    // RANGE_TRIES tries of it, as for any other fault of a range.
+    expect(asked.filter((r) => r.range === failed)).toHaveLength(5)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
+  }, 30_000)
+
+  it('for the first range (block 0, the stream size not known yet) is asked again too', async () => {
+    // The right bytes, but a Content-Range naming another start: nothing says which bytes they are.
+    const { config, v2Bytes, deltaRequests, store } = await deltaUpdate(
+      'sr-wrong-probe',
+      faultRanges({ kind: 'lie-content-range', from: 1 }, { probe: 1 }),
+    )
+    const result = await installArtifact(config, { name: 'sr-wrong-probe' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'delta' })
+    expect(result.fallbacks).toEqual([expect.stringMatching(/^chunk-sync: expected 206/)])
+    const asked = deltaRequests()
+    const probe = triesOf(asked, asked[0]?.range)
+    expect(probe.tries).toHaveLength(2)
+    expect(probe.tries[1]!.at - probe.tries[0]!.at).toBeGreaterThanOrEqual(240)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2Bytes)
+  })
+})

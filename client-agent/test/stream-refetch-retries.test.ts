@@ -71,15 +71,15 @@ describe("the delta stream's first range", () => {
 
 describe('a re-fetch round for blocks FEC could not rebuild', () => {
   it('faulted once is asked again after the back-off, and the update stays a delta', async () => {
-    // The first range of blocks is answered with the stream's bytes from offset 1 (a cache mixing up
-    // ranges): every block in it fails its check, more than FEC rebuilds, so they are fetched again;
-    // the first such re-fetch has its connection cut halfway.
+    // The first range of blocks is answered with its own bytes inverted (the right range and
+    // Content-Range, damaged on the way): every block in it fails its check, more than FEC rebuilds,
+    // so they are fetched again; the first such re-fetch has its connection cut halfway.
     let damaged: [number, number] | undefined
     let refetchCut = false
     const { config, v2Bytes, deltaRequests, store } = await update('rf-refetch', (n, request) => {
       if (n === 2) {
         damaged = span(request.range)
-        return { kind: 'other-range', from: 1 }
+        return { kind: 'flip-bytes' }
       }
       const [start] = span(request.range)
       if (damaged && !refetchCut && start >= damaged[0] && start <= damaged[1]) {

@@ -23,6 +23,7 @@ import {
   retryWaitMs,
   withRetries,
 } from '../transfer/backoff.ts'
+import { assertRangeAsked } from '../transfer/content-range.ts'
 import {
   type ControllerPrior,
   type ControllerSnapshot,
@@ -114,6 +115,8 @@ async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResu
   let wireBytes = 0
   let ranges = 0
   let etag: string | undefined
+  /** The stream's length, from its metadata (block 0): what every later range's Content-Range names. */
+  let streamBytes: number | null = null
   const cap = new RateCap(request.bandwidthCapBps ?? 0)
 
   /** `signal`: the request's, or (fetchBlocks) one that also aborts when a sibling range failed for good. */
@@ -152,6 +155,20 @@ async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResu
       controller.onRangeError(performance.now(), 'http')
       throw await errorFromResponse(response, `delta stream range ${offset}+${length}`)
     }
+    // A 206 is blocks only if its Content-Range is the range asked for (of the stream's size, once block
+    // 0 told it): a cache answering with another range is a network fault of this range, retried like a
+    // dropped connection, not blocks that fail their checks, which cost re-fetch rounds and then read
+    // as a stream that does not verify.
+    try {
+      await assertRangeAsked(
+        response,
+        { first: offset, last: offset + length - 1, total: streamBytes },
+        'delta stream range: ',
+      )
+    } catch (error) {
+      controller.onRangeError(performance.now(), 'http')
+      throw error
+    }
     etag ??= response.headers.get('etag') ?? undefined
     const firstByteAt = performance.now()
     let at = offset
@@ -188,6 +205,7 @@ async function fetchStream(request: StreamFetchRequest): Promise<StreamFetchResu
   if (!metadata) throw new AgentError('integrity-mismatch', 'the delta stream has no readable metadata block')
   assertMatches(metadata, request)
   const layout = probe.layout!
+  streamBytes = layout.totalBytes
 
   const resumeAt = await durableGroups(await readJournal(journalPath), request, layout)
   const bytesDone = groupsBytes(resumeAt, layout)
