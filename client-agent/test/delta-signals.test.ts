@@ -86,13 +86,25 @@ describe('deltaport delta stopped by a signal', () => {
     const child = spawn(
       process.execPath,
       [BIN, 'delta', 'make', '--method', 'approx', 'plain', 'plain-edited', 'inmem'],
-      { cwd: mem, stdio: 'ignore' },
+      { cwd: mem, stdio: ['ignore', 'pipe', 'pipe'] },
     )
+    // What it said, for the failure message should it end before the signal (it takes ≈13 s of CPU).
+    let said = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      said += chunk.toString()
+    })
+    child.stderr.on('data', (chunk: Buffer) => {
+      said += chunk.toString()
+    })
     const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
     // Started, its files read, and deep in approx: judged by the CPU it has used, not by the clock, so a
     // busy machine does not send the signal while Node is still loading (its default action, no 130).
-    while ((await cpuSeconds(child.pid)) < 2.5 && child.exitCode === null) await sleep(50)
-    expect(child.exitCode, 'the make was still running').toBeNull()
+    let used = await cpuSeconds(child.pid)
+    while (used < 2.5 && child.exitCode === null) {
+      await sleep(50)
+      used = await cpuSeconds(child.pid)
+    }
+    expect(child.exitCode, `the make was still running (${used} s of CPU): ${said.slice(0, 500)}`).toBeNull()
     const sent = performance.now()
     child.kill('SIGINT')
     const [code, killedBy] = await exited
