@@ -177,6 +177,35 @@ describe('a chunk-sync range that fails on the link', () => {
     })
   }
 
+  it('answered with another range (a cache in between), is asked again, and the update stays a chunk-sync', async () => {
+    // The edge's honest 206 for bytes=0-: the wrong part of the blob, named as such by its Content-Range.
+    let ranges = 0
+    const { config, v2, proxy, store } = await chunkSyncable('nr-cs-other-range', (r) =>
+      isRange(r) && ++ranges <= 2 ? { kind: 'other-range', from: 0 } : undefined,
+    )
+    const result = await installArtifact(config, { name: 'nr-cs-other-range' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'chunk-sync', fallbacks: [] })
+    const asked = proxy.seen().filter(isRange)
+    expect(asked).toHaveLength(3)
+    expect(new Set(asked.map((r) => r.range)).size).toBe(1)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2)
+  })
+
+  it('answered with another range every time, gives way to the full download naming both ranges', async () => {
+    const { config, v2, proxy, store } = await chunkSyncable('nr-cs-lie', (r) =>
+      isRange(r) ? { kind: 'lie-content-range', from: 5 } : undefined,
+    )
+    const result = await installArtifact(config, { name: 'nr-cs-lie' })
+    expect(result).toMatchObject({ version: '1.1.0', method: 'full' })
+    expect(result.fallbacks).toEqual([
+      expect.stringMatching(
+        /^chunk-sync: chunk range: asked for bytes \d+-\d+ of \d+, got a 206 with Content-Range "bytes 5-/,
+      ),
+    ])
+    expect(proxy.seen().filter(isRange)).toHaveLength(4)
+    expectSameBytes(await readFile(join(store.currentLink, 'blob')), v2)
+  })
+
   it('gives way to the full download after four tries', async () => {
     const { config, v2, proxy, store } = await chunkSyncable('nr-cs-always', (r) =>
       isRange(r) ? { kind: 'reset' } : undefined,

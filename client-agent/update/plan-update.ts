@@ -23,6 +23,7 @@ import type { EdgeClient } from '../edge-client.ts'
 import { AgentError, systemError } from '../errors.ts'
 import { closingAll, openAtomicFileSink, openFileReader, openFileSource } from '../fs/file-io.ts'
 import { withRetries } from '../transfer/backoff.ts'
+import { assertRangeAsked } from '../transfer/content-range.ts'
 import type { ControllerPrior, Explanation } from '../transfer/controller.ts'
 import {
   DEFAULT_TRANSFER_BOUND,
@@ -516,6 +517,14 @@ async function followChunkSync(ctx: PlanUpdateContext, step: PlanChunkSyncStep) 
                 `expected 206 for a chunk range, got ${response.status}`,
               )
             }
+            // Another range (a cache in between answering its own) is a fault of the link, asked again,
+            // not chunks that fail their hashes and turn chunk-sync off as if the blob were damaged.
+            const last = range.offset + range.length - 1
+            await assertRangeAsked(
+              response,
+              { first: range.offset, last, total: ctx.target.size },
+              'chunk range: ',
+            )
             const bytes = await readAll(response, range.length, ctx.signal)
             wireBytes += bytes.length
             ctx.onProgress?.(wireBytes, plan.fetchBytes + indexBytes.length)
