@@ -1,5 +1,4 @@
 import { readdir, rm } from 'node:fs/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { lt } from 'semver'
 import { type ArtifactIndex, versionEntry } from '../../schemas/artifact-index.ts'
 import type { SignedManifest } from '../../schemas/manifest.ts'
@@ -32,7 +31,7 @@ import { lockDaemon } from './daemon-lock.ts'
 import { type LoadSampler, type NotIdleReason, notIdleReason, osLoadPerCore } from './idle.ts'
 import { installedSlices, mergeSliceQueues } from './installed-slices.ts'
 import { StagingArea, stagingKey } from './staging.ts'
-import type { Wakeup } from './wakeup.ts'
+import { Wakeup } from './wakeup.ts'
 
 /**
  * Longest wait the edge's `validUntil` can impose: the edge caches a queue for at most an hour. A later
@@ -468,6 +467,8 @@ async function runDaemonLocked(initial: AgentConfig, options: DaemonOptions): Pr
     return result
   }
   let config = initial
+  // One way to wait between cycles, woken early or not (SIGHUP: commands/daemon.ts).
+  const waits = wakeup ?? new Wakeup()
   const intervalOf = (c: AgentConfig) =>
     Math.min(MAX_INTERVAL_MS, (intervalSeconds ?? daemonSettings(c).intervalSeconds) * 1000)
   let intervalMs = intervalOf(config)
@@ -519,8 +520,7 @@ async function runDaemonLocked(initial: AgentConfig, options: DaemonOptions): Pr
       waitMs = pollBackoffMs(failures, intervalMs, retryAfterMs(error))
       onError?.(error instanceof Error ? error : new Error(String(error)), new Date(Date.now() + waitMs))
     }
-    if (wakeup) await wakeup.wait(waitMs, options.signal)
-    else await sleep(waitMs, undefined, { signal: options.signal }).catch(() => undefined)
+    await waits.wait(waitMs, options.signal)
   }
   await Promise.all([telemetry.done, ...retired])
   return last
